@@ -1,0 +1,327 @@
+//! Crash consistency on the simulated disk: after a crash at any point, recovery yields a state
+//! the writer passed through, at or after the last point it was told "durable".
+//!
+//! The model is the list of logical states (entries, purge point, vote) after every operation.
+//! An operation whose ticket resolved is acknowledged; recovery must return one of the states
+//! from the last acknowledged one to the last attempted one: never less (lost data), never
+//! something else (invented or reordered data).
+
+use futures_lite::future::block_on;
+use proptest::prelude::*;
+use stratos_wal::{AppendError, LogId, OpenError, SimDisk, SimRng, Wal, WalConfig};
+
+const SECTOR: u64 = 512;
+
+fn config() -> WalConfig {
+    // Small segments so that rotation, sealing and segment deletion happen constantly.
+    WalConfig { segment_bytes: 16 * 1024, payload_bytes_max: 1024 }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Model {
+    entries: Vec<(u64, u64, Vec<u8>)>,
+    next: Option<u64>,
+    purged: Option<LogId>,
+    vote: Option<Vec<u8>>,
+}
+
+impl Model {
+    fn first(&self) -> u64 {
+        self.entries.first().map_or(self.next.unwrap_or(0), |e| e.0)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append { count: usize, size: usize },
+    Sync,
+    Truncate { back: u64 },
+    Purge { forward: u64 },
+    Vote(u8),
+    CrashAfter { ops: u64, seed: u64 },
+    Reopen,
+    FailSync,
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (1usize..6, 0usize..700).prop_map(|(count, size)| Op::Append { count, size }),
+        4 => Just(Op::Sync),
+        1 => (0u64..6).prop_map(|back| Op::Truncate { back }),
+        1 => (0u64..12).prop_map(|forward| Op::Purge { forward }),
+        1 => any::<u8>().prop_map(Op::Vote),
+        2 => (0u64..12, any::<u64>()).prop_map(|(ops, seed)| Op::CrashAfter { ops, seed }),
+        1 => Just(Op::Reopen),
+        1 => Just(Op::FailSync),
+    ]
+}
+
+fn payload(index: u64, term: u64, size: usize) -> Vec<u8> {
+    (0..size).map(|i| (index as usize * 31 + term as usize * 7 + i) as u8).collect()
+}
+
+async fn observe(wal: &Wal<SimDisk>) -> Model {
+    let first = wal.first_log_index();
+    let next = wal.next_log_index();
+    let mut entries = Vec::new();
+    for i in first..next.unwrap_or(first) {
+        let p = wal.read_entry(i).await.unwrap_or_else(|e| panic!("read {i}: {e}"));
+        entries.push((i, wal.entry_term(i).expect("term of a live entry"), p));
+    }
+    Model { entries, next, purged: wal.purged(), vote: wal.vote() }
+}
+
+/// Runs `ops` against a WAL on a simulated disk, checking every recovery against the model.
+fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    block_on(async {
+        let disk = SimDisk::new(SECTOR);
+        let (mut wal, _) = Wal::open(disk.clone(), config()).await.expect("fresh open");
+        let mut model = Model::default();
+        // States the disk may hold after a crash: [0] is the acknowledged one.
+        let mut candidates = vec![model.clone()];
+        let mut term = 1u64;
+        let mut pending_crash: Option<u64> = None;
+        for op in ops {
+            match op {
+                Op::Append { count, size } => {
+                    for _ in 0..count {
+                        let index = model.next.unwrap_or(1);
+                        let p = payload(index, term, size);
+                        match wal.append_entry(index, term, &p) {
+                            Ok(_) => {
+                                model.entries.push((index, term, p));
+                                model.next = Some(index + 1);
+                                candidates.push(model.clone());
+                            }
+                            Err(AppendError::Poisoned(_)) => break,
+                            Err(e) => return Err(TestCaseError::fail(format!("append: {e}"))),
+                        }
+                    }
+                }
+                Op::Truncate { back } => {
+                    let Some(next) = model.next else { continue };
+                    let from = next.saturating_sub(back).max(model.first());
+                    if model.purged.is_some_and(|p| from <= p.log_index) {
+                        continue;
+                    }
+                    if wal.truncate_suffix(from).is_ok() {
+                        model.entries.retain(|e| e.0 < from);
+                        model.next = Some(from);
+                        term += 1; // a new leader wrote the replacement entries
+                        candidates.push(model.clone());
+                    }
+                }
+                Op::Purge { forward } => {
+                    let up_to = model.first() + forward;
+                    if model.purged.is_some_and(|p| up_to < p.log_index) {
+                        continue;
+                    }
+                    let purged_term = model.entries.iter().find(|e| e.0 == up_to).map_or(term, |e| e.1);
+                    let id = LogId { log_index: up_to, term: purged_term };
+                    if wal.purge(id).is_ok() {
+                        model.entries.retain(|e| e.0 > up_to);
+                        model.purged = Some(id);
+                        if model.next.is_none_or(|n| n <= up_to) {
+                            model.next = Some(up_to + 1);
+                        }
+                        candidates.push(model.clone());
+                    }
+                }
+                Op::Vote(v) => {
+                    if wal.save_vote(&[v; 9]).is_ok() {
+                        model.vote = Some(vec![v; 9]);
+                        candidates.push(model.clone());
+                    }
+                }
+                Op::Sync => {
+                    if wal.sync().await.is_ok() {
+                        candidates = vec![model.clone()];
+                    }
+                }
+                Op::FailSync => disk.fail_next_sync(),
+                Op::CrashAfter { ops, seed } => {
+                    disk.set_power_loss_after(ops);
+                    pending_crash = Some(seed);
+                }
+                Op::Reopen => {}
+            }
+            // The machine dies once the op budget is spent (or a sync failed and we stop), or
+            // when asked to restart cleanly.
+            let poisoned = wal.poisoned().is_some();
+            let restart = matches!(op, Op::Reopen) || poisoned || disk.powered_off();
+            if !restart {
+                continue;
+            }
+            // A restart is always a power loss: unsynced writes may or may not survive.
+            let seed = pending_crash.take().unwrap_or(0);
+            let what = disk.crash(&mut SimRng::new(seed));
+            drop(wal);
+            let (w, _report) = match Wal::open(disk.clone(), config()).await {
+                Ok(x) => x,
+                Err(e @ OpenError::Corrupt { .. }) => {
+                    return Err(TestCaseError::fail(format!("recovery called a crash corruption: {e} ({what})")));
+                }
+                Err(e) => return Err(TestCaseError::fail(format!("reopen: {e}"))),
+            };
+            wal = w;
+            let found = observe(&wal).await;
+            let Some(pos) = candidates.iter().position(|c| *c == found) else {
+                return Err(TestCaseError::fail(format!(
+                    "recovered a state the writer never had ({what}).\nfound: {found:?}\nacknowledged: {:?}\nlatest: {:?}",
+                    candidates[0], candidates.last()
+                )));
+            };
+            model = candidates[pos].clone();
+            candidates = vec![model.clone()];
+            if let Some((_, t, _)) = model.entries.last() {
+                term = term.max(*t);
+            }
+            term += 1;
+        }
+        Ok(())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #[test]
+    fn recovery_returns_an_acknowledged_or_later_state(ops in proptest::collection::vec(op_strategy(), 1..60)) {
+        run(ops)?;
+    }
+}
+
+/// Every crash point of a fixed workload, with many tearing seeds each.
+#[test]
+fn every_crash_point_of_a_workload() {
+    let workload = |crash_after: u64| {
+        let mut ops = vec![Op::CrashAfter { ops: crash_after, seed: crash_after * 7919 }];
+        for i in 0..30 {
+            ops.push(Op::Append { count: 3, size: 100 + (i * 37) % 400 });
+            if i % 3 == 0 {
+                ops.push(Op::Sync);
+            }
+            if i == 10 {
+                ops.push(Op::Purge { forward: 10 });
+            }
+            if i == 15 {
+                ops.push(Op::Truncate { back: 2 });
+            }
+        }
+        ops.push(Op::Sync);
+        ops
+    };
+    for crash_after in 0..120 {
+        run(workload(crash_after)).unwrap_or_else(|e| panic!("crash after {crash_after} ops: {e}"));
+    }
+}
+
+#[test]
+fn bit_rot_before_a_later_batch_is_corruption_naming_file_and_offset() {
+    block_on(async {
+        let disk = SimDisk::new(SECTOR);
+        let (wal, _) = Wal::open(disk.clone(), config()).await.unwrap();
+        for i in 1..=3 {
+            let _ = wal.append_entry(i, 1, &[i as u8; 100]).unwrap();
+            wal.sync().await.unwrap(); // three batches
+        }
+        drop(wal);
+        let name = disk.file_names()[0].clone();
+        // Offset 512 is the first entry's batch (the header batch is sector 0).
+        disk.flip_bit(&name, 512 + 40, 3);
+        let err = Wal::open(disk.clone(), config()).await.unwrap_err();
+        match err {
+            OpenError::Corrupt { file, offset, reason } => {
+                assert_eq!(file, format!("sim:{name}"));
+                assert_eq!(offset, 512);
+                assert!(reason.contains("crc32 mismatch"), "{reason}");
+            }
+            e => panic!("expected corruption, got {e}"),
+        }
+    });
+}
+
+#[test]
+fn a_torn_last_batch_is_cut_and_the_log_continues_in_a_sealing_segment() {
+    block_on(async {
+        let disk = SimDisk::new(SECTOR);
+        let (wal, _) = Wal::open(disk.clone(), config()).await.unwrap();
+        let _ = wal.append_entry(1, 1, &[1; 100]).unwrap();
+        wal.sync().await.unwrap();
+        let _ = wal.append_entry(2, 1, &[2; 100]).unwrap();
+        wal.sync().await.unwrap();
+        drop(wal);
+        // Damage the last batch (the second entry): as if its write had been torn.
+        let name = disk.file_names()[0].clone();
+        disk.flip_bit(&name, 1024 + 40, 0);
+        let (wal, report) = Wal::open(disk.clone(), config()).await.unwrap();
+        let torn = report.torn_tail.expect("a torn tail");
+        assert_eq!(torn.offset, 1024);
+        assert_eq!(wal.next_log_index(), Some(2));
+        assert_eq!(disk.file_names().len(), 2, "sealed: a new segment continues the log");
+        let _ = wal.append_entry(2, 2, b"again").unwrap();
+        wal.sync().await.unwrap();
+        drop(wal);
+        let (wal, report) = Wal::open(disk.clone(), config()).await.unwrap();
+        assert!(report.torn_tail.is_none(), "the torn bytes are never read as log again");
+        assert_eq!(wal.read_entry(2).await.unwrap(), b"again");
+        assert_eq!(wal.read_entry(1).await.unwrap(), vec![1; 100]);
+    });
+}
+
+#[test]
+fn a_failed_fdatasync_poisons_the_log_for_good() {
+    block_on(async {
+        let disk = SimDisk::new(SECTOR);
+        let (wal, _) = Wal::open(disk.clone(), config()).await.unwrap();
+        let t = wal.append_entry(1, 1, b"x").unwrap();
+        disk.fail_next_sync();
+        assert!(wal.wait_durable(t).await.is_err());
+        // Never retried: later syncs fail even though the disk would now succeed.
+        assert!(wal.sync().await.is_err());
+        assert!(matches!(wal.append_entry(2, 1, b"y"), Err(AppendError::Poisoned(_))));
+    });
+}
+
+#[test]
+fn purge_deletes_dead_segments_and_keeps_the_purge_point_and_vote() {
+    block_on(async {
+        let disk = SimDisk::new(SECTOR);
+        let (wal, _) = Wal::open(disk.clone(), config()).await.unwrap();
+        let _ = wal.save_vote(b"term 3, voted for node 2").unwrap();
+        for i in 1..=200 {
+            let _ = wal.append_entry(i, 3, &[7; 300]).unwrap();
+        }
+        wal.sync().await.unwrap();
+        let before = disk.file_names().len();
+        assert!(before > 4, "the workload spans segments ({before})");
+        let _ = wal.purge(LogId { log_index: 190, term: 3 }).unwrap();
+        wal.sync().await.unwrap();
+        let after = disk.file_names().len();
+        assert!(after < before, "segments holding only purged entries are deleted ({before} -> {after})");
+        drop(wal);
+        let (wal, _) = Wal::open(disk.clone(), config()).await.unwrap();
+        assert_eq!(wal.purged(), Some(LogId { log_index: 190, term: 3 }));
+        assert_eq!(wal.first_log_index(), 191);
+        assert_eq!(wal.vote().as_deref(), Some(&b"term 3, voted for node 2"[..]));
+        assert_eq!(wal.read_entry(200).await.unwrap(), vec![7; 300]);
+    });
+}
+
+#[test]
+fn a_missing_middle_segment_is_reported() {
+    block_on(async {
+        let disk = SimDisk::new(SECTOR);
+        let (wal, _) = Wal::open(disk.clone(), config()).await.unwrap();
+        for i in 1..=150 {
+            let _ = wal.append_entry(i, 1, &[1; 300]).unwrap();
+        }
+        wal.sync().await.unwrap();
+        drop(wal);
+        let names = disk.file_names();
+        assert!(names.len() >= 3);
+        use stratos_wal::Storage;
+        disk.remove(&names[1]).await.unwrap();
+        let err = Wal::open(disk.clone(), config()).await.unwrap_err().to_string();
+        assert!(err.contains("segment missing"), "{err}");
+    });
+}
