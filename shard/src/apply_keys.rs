@@ -1,0 +1,265 @@
+//! `apply` for keys: open, allocate, commit, delete, rename, expire.
+
+use crate::apply_meta::{check_metadata, deserialize_record};
+use crate::command::Principal;
+use crate::constants::*;
+use crate::names::check_key_name;
+use crate::outcome::{OmError, Outcome, Reply};
+use crate::records::*;
+use crate::state::{BucketFacts, Ids, ShardState, denied};
+
+fn check_blocks(blocks: &[BlockLocation]) -> Result<(), OmError> {
+    if blocks.len() > BLOCKS_PER_KEY_MAX {
+        return Err(OmError::InvalidArgument(format!("{} blocks, at most {BLOCKS_PER_KEY_MAX} per key", blocks.len())));
+    }
+    Ok(())
+}
+
+impl ShardState {
+    /// The bucket of a key operation, after checking `right` on it.
+    fn key_bucket(&self, p: &Principal, volume: &str, bucket: &str, right: u16, action: &str) -> Result<BucketFacts, OmError> {
+        let e = self.bucket_entry(volume, bucket)?;
+        let b: &ArchivedBucketRecord = e.view();
+        if !self.bucket_allows(p, volume, b, right) {
+            return Err(denied(p, &format!("{action} {volume}/{bucket}")));
+        }
+        Ok(BucketFacts {
+            bucket_id: b.object_id.to_native(),
+            volume_id: b.volume_id.to_native(),
+            replication: b.replication.native(),
+            quota_bytes: b.quota_bytes.to_native(),
+            quota_namespace: b.quota_namespace.to_native(),
+        })
+    }
+
+    /// The open key `open_id`, if it is the open key of `key` in that bucket.
+    fn open_key_of(&self, facts: &BucketFacts, path: impl FnOnce() -> String, key: &str, open_id: u64) -> Result<&ArchivedOpenKeyRecord, OmError> {
+        self.open_keys
+            .get(&open_id.to_be_bytes()[..])
+            .map(|e| e.view::<ArchivedOpenKeyRecord>())
+            .filter(|o| o.bucket_id.to_native() == facts.bucket_id && o.key.as_str() == key)
+            .ok_or_else(|| OmError::OpenKeyNotFound(path(), open_id))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn open_key_op(
+        &mut self, ids: &mut Ids, p: &Principal, t: u64, volume: &str, bucket: &str, key: &str,
+        replication: Option<Replication>, blocks: &[BlockLocation], expires_ms: u64, metadata: &[MetadataPair],
+    ) -> Outcome {
+        check_key_name(key)?;
+        check_blocks(blocks)?;
+        check_metadata(metadata)?;
+        if expires_ms <= t {
+            return Err(OmError::InvalidArgument(format!("open key expiry {expires_ms} is not after the command time {t}")));
+        }
+        let facts = self.key_bucket(p, volume, bucket, rights::WRITE, "write keys in")?;
+        let open_id = ids.next();
+        let rec = OpenKeyRecord {
+            object_id: open_id,
+            bucket_id: facts.bucket_id,
+            key: key.to_string(),
+            created_ms: t,
+            expires_ms,
+            replication: replication.unwrap_or(facts.replication),
+            blocks: blocks.to_vec(),
+            metadata: metadata.to_vec(),
+        };
+        let e = self.entry_of(&open_id.to_be_bytes(), &rec);
+        self.open_keys.insert(e);
+        self.open_key_expiry.insert((expires_ms, open_id));
+        self.bucket_usage.entry(facts.bucket_id).or_default().open_keys += 1;
+        Ok(Reply::KeyOpened { open_id, blocks: rec.blocks })
+    }
+
+    pub(crate) fn allocate_block(&mut self, p: &Principal, volume: &str, bucket: &str, key: &str, open_id: u64, block: &BlockLocation) -> Outcome {
+        check_key_name(key)?;
+        let facts = self.key_bucket(p, volume, bucket, rights::WRITE, "write keys in")?;
+        let open = self.open_key_of(&facts, || format!("{volume}/{bucket}/{key}"), key, open_id)?;
+        if open.blocks.len() >= BLOCKS_PER_KEY_MAX {
+            return Err(OmError::InvalidArgument(format!("key already has {BLOCKS_PER_KEY_MAX} blocks")));
+        }
+        if open.blocks.iter().any(|b| b.id() == (block.container_id, block.local_id)) {
+            return Err(OmError::InvalidArgument(format!("block {}:{} is already allocated to this key", block.container_id, block.local_id)));
+        }
+        let mut rec: OpenKeyRecord = deserialize_record(open);
+        rec.blocks.push(*block);
+        let e = self.entry_of(&open_id.to_be_bytes(), &rec);
+        self.open_keys.replace(e);
+        Ok(Reply::BlockAllocated { block: *block })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn commit_key(
+        &mut self, ids: &mut Ids, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, key: &str,
+        open_id: u64, data_size: u64, blocks: &[BlockLocation],
+    ) -> Outcome {
+        check_key_name(key)?;
+        check_blocks(blocks)?;
+        let facts = self.key_bucket(p, volume, bucket, rights::WRITE, "write keys in")?;
+        let path = || format!("{volume}/{bucket}/{key}");
+        let open = self.open_key_of(&facts, path, key, open_id)?;
+
+        // The committed blocks must be distinct blocks allocated to this open key: a client can
+        // commit fewer blocks than it was given, never someone else's.
+        for (i, b) in blocks.iter().enumerate() {
+            let id = (b.container_id, b.local_id);
+            if !open.blocks.iter().any(|a| a.id() == id) {
+                return Err(OmError::InvalidArgument(format!("block {}:{} was not allocated to this key", id.0, id.1)));
+            }
+            if blocks[..i].iter().any(|c| (c.container_id, c.local_id) == id) {
+                return Err(OmError::InvalidArgument(format!("block {}:{} is listed twice", id.0, id.1)));
+            }
+        }
+        let total = blocks.iter().try_fold(0u64, |acc, b| acc.checked_add(b.length));
+        if total != Some(data_size) {
+            return Err(OmError::InvalidArgument(format!("data size {data_size} is not the sum of the block lengths")));
+        }
+        let replication = open.replication.native();
+        let new_bytes = data_size
+            .checked_mul(replication.factor())
+            .ok_or_else(|| OmError::InvalidArgument(format!("data size {data_size} overflows")))?;
+        let unused: Vec<BlockLocation> = open
+            .blocks
+            .iter()
+            .filter(|a| !blocks.iter().any(|b| (b.container_id, b.local_id) == a.id()))
+            .map(ArchivedBlockLocation::native)
+            .collect();
+        let (open_created, open_expires) = (open.created_ms.to_native(), open.expires_ms.to_native());
+        let metadata: Vec<MetadataPair> =
+            open.metadata.iter().map(|m| MetadataPair { key: m.key.to_string(), value: m.value.to_string() }).collect();
+
+        let old = self.keys.get(&facts.bucket_id).and_then(|s| s.get(key.as_bytes())).map(|e| {
+            let k: &ArchivedKeyRecord = e.view();
+            let bytes = k.data_size.to_native() * k.replication.native().factor();
+            (bytes, k.blocks.iter().map(ArchivedBlockLocation::native).collect::<Vec<_>>())
+        });
+        let old_bytes = old.as_ref().map_or(0, |o| o.0);
+        let usage = self.bucket_usage.get(&facts.bucket_id).copied().unwrap_or_default();
+        if new_bytes > old_bytes {
+            let adding = new_bytes - old_bytes;
+            if usage.used_bytes.saturating_add(adding) > facts.quota_bytes {
+                return Err(OmError::QuotaExceeded { what: format!("bucket {volume}/{bucket} bytes"), used: usage.used_bytes, adding, quota: facts.quota_bytes });
+            }
+            if let Some(v) = self.volumes.get(volume.as_bytes()) {
+                let quota = v.view::<ArchivedVolumeRecord>().quota_bytes.to_native();
+                let used = self.volume_usage.get(&facts.volume_id).map_or(0, |u| u.used_bytes);
+                if used.saturating_add(adding) > quota {
+                    return Err(OmError::QuotaExceeded { what: format!("volume {volume} bytes"), used, adding, quota });
+                }
+            }
+        }
+        let new_key = old.is_none();
+        if new_key && usage.keys + 1 > facts.quota_namespace {
+            return Err(OmError::QuotaExceeded { what: format!("bucket {volume}/{bucket} namespace"), used: usage.keys, adding: 1, quota: facts.quota_namespace });
+        }
+
+        // All checks passed: mutate.
+        self.open_keys.remove(&open_id.to_be_bytes()[..]);
+        self.open_key_expiry.remove(&(open_expires, open_id));
+        let rec = KeyRecord {
+            object_id: open_id,
+            update_id: log_index,
+            created_ms: open_created,
+            modified_ms: t,
+            data_size,
+            replication,
+            blocks: blocks.to_vec(),
+            metadata,
+            acls: Vec::new(),
+        };
+        let e = self.entry_of(key.as_bytes(), &rec);
+        self.keys.entry(facts.bucket_id).or_default().replace(e);
+        let u = self.bucket_usage.entry(facts.bucket_id).or_default();
+        u.open_keys -= 1;
+        u.used_bytes = u.used_bytes - old_bytes + new_bytes;
+        u.keys += u64::from(new_key);
+        let v = self.volume_usage.entry(facts.volume_id).or_default();
+        v.used_bytes = v.used_bytes - old_bytes + new_bytes;
+        let mut freed = old.map(|o| o.1).unwrap_or_default();
+        freed.extend(unused);
+        self.queue_deleted(ids, log_index, freed);
+        Ok(Reply::KeyCommitted { object_id: open_id, replaced: !new_key })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn delete_keys(
+        &mut self, ids: &mut Ids, log_index: u64, p: &Principal, volume: &str, bucket: &str, keys: &[String], single: bool,
+    ) -> Outcome {
+        if keys.len() > KEYS_PER_DELETE_MAX {
+            return Err(OmError::InvalidArgument(format!("{} keys in one delete, at most {KEYS_PER_DELETE_MAX}", keys.len())));
+        }
+        for k in keys {
+            check_key_name(k)?;
+        }
+        let facts = self.key_bucket(p, volume, bucket, rights::DELETE, "delete keys in")?;
+        let mut freed_blocks = Vec::new();
+        let mut missing = Vec::new();
+        let (mut freed_bytes, mut deleted) = (0u64, 0u64);
+        let set = self.keys.get_mut(&facts.bucket_id);
+        let mut set = set;
+        for k in keys {
+            match set.as_mut().and_then(|s| s.take(k.as_bytes())) {
+                Some(e) => {
+                    let r: &ArchivedKeyRecord = e.view();
+                    freed_bytes += r.data_size.to_native() * r.replication.native().factor();
+                    freed_blocks.extend(r.blocks.iter().map(ArchivedBlockLocation::native));
+                    deleted += 1;
+                }
+                None => missing.push(k.clone()),
+            }
+        }
+        if single && deleted == 0 {
+            return Err(OmError::KeyNotFound(format!("{volume}/{bucket}/{}", keys[0])));
+        }
+        let u = self.bucket_usage.entry(facts.bucket_id).or_default();
+        u.keys -= deleted;
+        u.used_bytes -= freed_bytes;
+        self.volume_usage.entry(facts.volume_id).or_default().used_bytes -= freed_bytes;
+        self.queue_deleted(ids, log_index, freed_blocks);
+        if single { Ok(Reply::Done) } else { Ok(Reply::KeysDeleted { deleted, missing }) }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn rename_key(&mut self, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, from: &str, to: &str) -> Outcome {
+        check_key_name(from)?;
+        check_key_name(to)?;
+        if from == to {
+            return Err(OmError::InvalidArgument("rename to the same name".into()));
+        }
+        let facts = self.key_bucket(p, volume, bucket, rights::WRITE, "rename keys in")?;
+        let not_found = || OmError::KeyNotFound(format!("{volume}/{bucket}/{from}"));
+        let set = self.keys.get_mut(&facts.bucket_id).ok_or_else(not_found)?;
+        if set.contains(to.as_bytes()) {
+            return Err(OmError::KeyExists(format!("{volume}/{bucket}/{to}")));
+        }
+        let old = set.take(from.as_bytes()).ok_or_else(not_found)?;
+        let mut rec: KeyRecord = deserialize_record(old.view::<ArchivedKeyRecord>());
+        rec.update_id = log_index;
+        rec.modified_ms = t;
+        let e = self.entry_of(to.as_bytes(), &rec);
+        self.keys.entry(facts.bucket_id).or_default().insert(e);
+        Ok(Reply::Done)
+    }
+
+    pub(crate) fn expire_open_keys(&mut self, ids: &mut Ids, log_index: u64, t: u64, limit: u32) -> Reply {
+        let limit = limit.min(EXPIRE_BATCH_MAX);
+        let mut expired = 0u64;
+        let mut freed = Vec::new();
+        while expired < u64::from(limit) {
+            let Some(&(expires_ms, open_id)) = self.open_key_expiry.first() else { break };
+            if expires_ms > t {
+                break;
+            }
+            self.open_key_expiry.pop_first();
+            let e = self.open_keys.take(&open_id.to_be_bytes()[..]).expect("the expiry index names only open keys");
+            let o: &ArchivedOpenKeyRecord = e.view();
+            freed.extend(o.blocks.iter().map(ArchivedBlockLocation::native));
+            if let Some(u) = self.bucket_usage.get_mut(&o.bucket_id.to_native()) {
+                u.open_keys -= 1;
+            }
+            expired += 1;
+        }
+        self.queue_deleted(ids, log_index, freed);
+        Reply::Expired { open_keys: expired, sessions: 0 }
+    }
+}

@@ -1,0 +1,283 @@
+//! `apply` for volumes and buckets.
+
+use crate::command::Principal;
+use crate::constants::*;
+use crate::names::{check_resource_name, check_user_name};
+use crate::outcome::{OmError, Outcome, Reply};
+use crate::records::*;
+use crate::state::{BucketUsage, Ids, ShardState, VolumeUsage, bucket_key, denied, user_volume_key};
+
+pub(crate) fn check_acls(acls: &[Acl]) -> Result<(), OmError> {
+    if acls.len() > ACLS_MAX {
+        return Err(OmError::InvalidArgument(format!("{} ACL entries, at most {ACLS_MAX}", acls.len())));
+    }
+    for a in acls {
+        if a.rights & !rights::ALL != 0 {
+            return Err(OmError::InvalidArgument(format!("ACL rights {:#x} has unknown bits", a.rights)));
+        }
+        match a.kind {
+            AclKind::World if !a.name.is_empty() => {
+                return Err(OmError::InvalidArgument("a WORLD ACL names nobody: leave the name empty".into()));
+            }
+            AclKind::World => {}
+            AclKind::User => check_user_name("ACL user", &a.name)?,
+            AclKind::Group => check_user_name("ACL group", &a.name)?,
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn check_metadata(metadata: &[MetadataPair]) -> Result<(), OmError> {
+    if metadata.len() > METADATA_PAIRS_MAX {
+        return Err(OmError::InvalidArgument(format!("{} metadata pairs, at most {METADATA_PAIRS_MAX}", metadata.len())));
+    }
+    for m in metadata {
+        if m.key.is_empty() || m.key.len() > METADATA_KEY_BYTES_MAX || m.value.len() > METADATA_VALUE_BYTES_MAX {
+            return Err(OmError::InvalidArgument(format!(
+                "metadata key must be 1..={METADATA_KEY_BYTES_MAX} bytes and value at most {METADATA_VALUE_BYTES_MAX}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_quota(what: &str, quota: u64) -> Result<(), OmError> {
+    if quota == 0 {
+        return Err(OmError::InvalidArgument(format!("{what} quota must be positive (u64::MAX = unlimited)")));
+    }
+    Ok(())
+}
+
+pub(crate) fn deserialize_record<T: rkyv::Archive>(archived: &T::Archived) -> T
+where
+    T::Archived: rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
+    rkyv::deserialize::<T, rkyv::rancor::Error>(archived).expect("deserializing a stored record cannot fail")
+}
+
+impl ShardState {
+    fn volume_record(&self, volume: &str) -> Result<VolumeRecord, OmError> {
+        let e = self.volumes.get(volume.as_bytes()).ok_or_else(|| OmError::VolumeNotFound(volume.to_string()))?;
+        Ok(deserialize_record::<VolumeRecord>(e.view()))
+    }
+
+    fn put_volume(&mut self, volume: &str, rec: &VolumeRecord) {
+        let e = self.entry_of(volume.as_bytes(), rec);
+        self.volumes.replace(e);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn create_volume(
+        &mut self, ids: &mut Ids, log_index: u64, p: &Principal, t: u64, volume: &str, owner: &str, admin: &str,
+        quota_bytes: u64, quota_namespace: u64, acls: &[Acl], metadata: &[MetadataPair],
+    ) -> Outcome {
+        if !p.admin {
+            return Err(denied(p, "create volumes"));
+        }
+        check_resource_name("volume", volume)?;
+        check_user_name("owner", owner)?;
+        check_user_name("admin", admin)?;
+        check_quota("volume bytes", quota_bytes)?;
+        check_quota("volume namespace", quota_namespace)?;
+        check_acls(acls)?;
+        check_metadata(metadata)?;
+        if self.volumes.contains(volume.as_bytes()) {
+            return Err(OmError::VolumeExists(volume.to_string()));
+        }
+        let object_id = ids.next();
+        let rec = VolumeRecord {
+            object_id,
+            update_id: log_index,
+            owner: owner.to_string(),
+            admin: admin.to_string(),
+            created_ms: t,
+            modified_ms: t,
+            quota_bytes,
+            quota_namespace,
+            acls: acls.to_vec(),
+            metadata: metadata.to_vec(),
+        };
+        self.put_volume(volume, &rec);
+        self.user_volumes.insert(user_volume_key(owner, volume));
+        self.volume_usage.insert(object_id, VolumeUsage::default());
+        Ok(Reply::Created { object_id })
+    }
+
+    pub(crate) fn delete_volume(&mut self, p: &Principal, volume: &str) -> Outcome {
+        let rec = self.volume_record(volume)?;
+        if !(p.admin || rec.owner == p.user) {
+            return Err(denied(p, &format!("delete volume {volume}")));
+        }
+        let usage = self.volume_usage.get(&rec.object_id).copied().unwrap_or_default();
+        if usage.buckets > 0 {
+            return Err(OmError::VolumeNotEmpty(volume.to_string(), usage.buckets));
+        }
+        self.volumes.remove(volume.as_bytes());
+        self.user_volumes.remove(&user_volume_key(&rec.owner, volume));
+        self.volume_usage.remove(&rec.object_id);
+        Ok(Reply::Done)
+    }
+
+    pub(crate) fn set_volume_owner(&mut self, log_index: u64, p: &Principal, t: u64, volume: &str, owner: &str) -> Outcome {
+        if !p.admin {
+            return Err(denied(p, "change volume owners"));
+        }
+        check_user_name("owner", owner)?;
+        let mut rec = self.volume_record(volume)?;
+        self.user_volumes.remove(&user_volume_key(&rec.owner, volume));
+        self.user_volumes.insert(user_volume_key(owner, volume));
+        rec.owner = owner.to_string();
+        rec.update_id = log_index;
+        rec.modified_ms = t;
+        self.put_volume(volume, &rec);
+        Ok(Reply::Done)
+    }
+
+    pub(crate) fn set_volume_quota(
+        &mut self, log_index: u64, p: &Principal, t: u64, volume: &str, quota_bytes: Option<u64>, quota_namespace: Option<u64>,
+    ) -> Outcome {
+        if !p.admin {
+            return Err(denied(p, "change volume quotas"));
+        }
+        let mut rec = self.volume_record(volume)?;
+        let usage = self.volume_usage.get(&rec.object_id).copied().unwrap_or_default();
+        if let Some(q) = quota_bytes {
+            check_quota("volume bytes", q)?;
+            if q < usage.used_bytes {
+                return Err(OmError::InvalidArgument(format!("volume bytes quota {q} is below the {} bytes in use", usage.used_bytes)));
+            }
+            rec.quota_bytes = q;
+        }
+        if let Some(q) = quota_namespace {
+            check_quota("volume namespace", q)?;
+            if q < usage.buckets {
+                return Err(OmError::InvalidArgument(format!("volume namespace quota {q} is below its {} buckets", usage.buckets)));
+            }
+            rec.quota_namespace = q;
+        }
+        rec.update_id = log_index;
+        rec.modified_ms = t;
+        self.put_volume(volume, &rec);
+        Ok(Reply::Done)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn create_bucket(
+        &mut self, ids: &mut Ids, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, owner: Option<&str>,
+        versioning: bool, replication: Replication, quota_bytes: u64, quota_namespace: u64, acls: &[Acl],
+        metadata: &[MetadataPair],
+    ) -> Outcome {
+        check_resource_name("bucket", bucket)?;
+        let owner = owner.unwrap_or(&p.user);
+        check_user_name("owner", owner)?;
+        check_quota("bucket bytes", quota_bytes)?;
+        check_quota("bucket namespace", quota_namespace)?;
+        check_acls(acls)?;
+        check_metadata(metadata)?;
+        let vol = self.volume_record(volume)?;
+        let allowed = p.admin || vol.owner == p.user || vol.admin == p.user || {
+            let v = self.volumes.get(volume.as_bytes()).expect("volume read above");
+            crate::state::acls_allow(p, &v.view::<ArchivedVolumeRecord>().acls, rights::CREATE)
+        };
+        if !allowed {
+            return Err(denied(p, &format!("create buckets in volume {volume}")));
+        }
+        let k = bucket_key(volume, bucket);
+        if self.buckets.contains(&k[..]) {
+            return Err(OmError::BucketExists(format!("{volume}/{bucket}")));
+        }
+        let vusage = self.volume_usage.entry(vol.object_id).or_default();
+        if vusage.buckets + 1 > vol.quota_namespace {
+            return Err(OmError::QuotaExceeded {
+                what: format!("volume {volume} namespace"),
+                used: vusage.buckets,
+                adding: 1,
+                quota: vol.quota_namespace,
+            });
+        }
+        vusage.buckets += 1;
+        let object_id = ids.next();
+        let rec = BucketRecord {
+            object_id,
+            update_id: log_index,
+            volume_id: vol.object_id,
+            owner: owner.to_string(),
+            created_ms: t,
+            modified_ms: t,
+            layout: BucketLayout::ObjectStore,
+            versioning,
+            replication,
+            quota_bytes,
+            quota_namespace,
+            acls: acls.to_vec(),
+            metadata: metadata.to_vec(),
+        };
+        let e = self.entry_of(&k, &rec);
+        self.buckets.insert(e);
+        self.bucket_usage.insert(object_id, BucketUsage::default());
+        Ok(Reply::Created { object_id })
+    }
+
+    pub(crate) fn delete_bucket(&mut self, p: &Principal, volume: &str, bucket: &str) -> Outcome {
+        let e = self.bucket_entry(volume, bucket)?;
+        let b: &ArchivedBucketRecord = e.view();
+        if !(self.bucket_allows(p, volume, b, rights::DELETE)) {
+            return Err(denied(p, &format!("delete bucket {volume}/{bucket}")));
+        }
+        let (bucket_id, volume_id) = (b.object_id.to_native(), b.volume_id.to_native());
+        let usage = self.bucket_usage.get(&bucket_id).copied().unwrap_or_default();
+        if usage.keys > 0 || usage.open_keys > 0 {
+            return Err(OmError::BucketNotEmpty(format!("{volume}/{bucket}"), usage.keys, usage.open_keys));
+        }
+        self.buckets.remove(&bucket_key(volume, bucket)[..]);
+        self.keys.remove(&bucket_id);
+        self.bucket_usage.remove(&bucket_id);
+        if let Some(v) = self.volume_usage.get_mut(&volume_id) {
+            v.buckets -= 1;
+        }
+        Ok(Reply::Done)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn set_bucket_property(
+        &mut self, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, owner: Option<&str>,
+        versioning: Option<bool>, replication: Option<Replication>, quota_bytes: Option<u64>, quota_namespace: Option<u64>,
+    ) -> Outcome {
+        let e = self.bucket_entry(volume, bucket)?;
+        if !self.bucket_allows(p, volume, e.view(), rights::WRITE) {
+            return Err(denied(p, &format!("change bucket {volume}/{bucket}")));
+        }
+        let mut rec = deserialize_record::<BucketRecord>(e.view());
+        let usage = self.bucket_usage.get(&rec.object_id).copied().unwrap_or_default();
+        if let Some(o) = owner {
+            check_user_name("owner", o)?;
+            rec.owner = o.to_string();
+        }
+        if let Some(v) = versioning {
+            rec.versioning = v;
+        }
+        if let Some(r) = replication {
+            rec.replication = r;
+        }
+        if let Some(q) = quota_bytes {
+            check_quota("bucket bytes", q)?;
+            if q < usage.used_bytes {
+                return Err(OmError::InvalidArgument(format!("bucket bytes quota {q} is below the {} bytes in use", usage.used_bytes)));
+            }
+            rec.quota_bytes = q;
+        }
+        if let Some(q) = quota_namespace {
+            check_quota("bucket namespace", q)?;
+            if q < usage.keys {
+                return Err(OmError::InvalidArgument(format!("bucket namespace quota {q} is below its {} keys", usage.keys)));
+            }
+            rec.quota_namespace = q;
+        }
+        rec.update_id = log_index;
+        rec.modified_ms = t;
+        let e = self.entry_of(&bucket_key(volume, bucket), &rec);
+        self.buckets.replace(e);
+        Ok(Reply::Done)
+    }
+}
+

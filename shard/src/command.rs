@@ -1,0 +1,144 @@
+//! Commands: what a Raft entry carries. Everything non-deterministic (time, the caller's
+//! identity, pre-allocated blocks, expiry) is decided by the leader *before* proposing and
+//! travels in the command (Ozone's preExecute rule); ids derive from the log index in `apply`.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::records::{Acl, BlockLocation, MetadataPair, Replication};
+
+/// The caller, as authenticated by the server.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Principal {
+    pub user: String,
+    pub groups: Vec<String>,
+    /// An OM administrator (from the server's configuration).
+    pub admin: bool,
+}
+
+impl Principal {
+    pub fn admin(user: &str) -> Self {
+        Self { user: user.to_string(), groups: vec![], admin: true }
+    }
+    pub fn user(user: &str) -> Self {
+        Self { user: user.to_string(), groups: vec![], admin: false }
+    }
+}
+
+/// Facts the leader fixed for this command.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct CommandContext {
+    /// With `request_id`, identifies the request across retries; 0 = no retry protection.
+    pub client_id: u64,
+    pub request_id: u64,
+    /// Leader's wall clock when it accepted the request (ms since the Unix epoch).
+    pub time_ms: u64,
+    pub principal: Principal,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum Op {
+    CreateVolume {
+        volume: String,
+        owner: String,
+        admin: String,
+        quota_bytes: u64,
+        quota_namespace: u64,
+        acls: Vec<Acl>,
+        metadata: Vec<MetadataPair>,
+    },
+    DeleteVolume { volume: String },
+    SetVolumeOwner { volume: String, owner: String },
+    SetVolumeQuota { volume: String, quota_bytes: Option<u64>, quota_namespace: Option<u64> },
+    CreateBucket {
+        volume: String,
+        bucket: String,
+        /// Defaults to the caller.
+        owner: Option<String>,
+        versioning: bool,
+        replication: Replication,
+        quota_bytes: u64,
+        quota_namespace: u64,
+        acls: Vec<Acl>,
+        metadata: Vec<MetadataPair>,
+    },
+    DeleteBucket { volume: String, bucket: String },
+    SetBucketProperty {
+        volume: String,
+        bucket: String,
+        owner: Option<String>,
+        versioning: Option<bool>,
+        replication: Option<Replication>,
+        quota_bytes: Option<u64>,
+        quota_namespace: Option<u64>,
+    },
+    /// Starts writing a key with the blocks the leader pre-allocated; returns the open session id.
+    OpenKey {
+        volume: String,
+        bucket: String,
+        key: String,
+        /// Defaults to the bucket's.
+        replication: Option<Replication>,
+        blocks: Vec<BlockLocation>,
+        expires_ms: u64,
+        metadata: Vec<MetadataPair>,
+    },
+    /// Adds one more block to an open key (keys larger than their pre-allocated blocks).
+    AllocateBlock { volume: String, bucket: String, key: String, open_id: u64, block: BlockLocation },
+    /// Makes the open key visible with its final blocks (a subset of those allocated, with their
+    /// written lengths). An existing key is replaced; its blocks, and allocated blocks left
+    /// unused, go to the deleted-blocks queue.
+    CommitKey { volume: String, bucket: String, key: String, open_id: u64, data_size: u64, blocks: Vec<BlockLocation> },
+    DeleteKey { volume: String, bucket: String, key: String },
+    /// Deletes what exists of `keys`; the outcome lists the missing ones (S3 DeleteObjects).
+    DeleteKeys { volume: String, bucket: String, keys: Vec<String> },
+    RenameKey { volume: String, bucket: String, from: String, to: String },
+    /// Drops open keys whose expiry is at or before the command's time (at most `limit`);
+    /// their blocks go to the deleted-blocks queue.
+    ExpireOpenKeys { limit: u32 },
+    /// Forgets retry sessions idle for longer than the session limit.
+    ExpireSessions,
+    /// The SCM has taken the deleted-blocks batches up to and including `up_to_seq`.
+    PurgeDeletedBlocks { up_to_seq: u64 },
+}
+
+impl Op {
+    /// Whether the outcome is remembered for retries. Housekeeping commands are idempotent.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Op::ExpireOpenKeys { .. } | Op::ExpireSessions | Op::PurgeDeletedBlocks { .. })
+    }
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Command {
+    pub ctx: CommandContext,
+    pub op: Op,
+}
+
+/// Why bytes are not a command.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed command ({len} bytes): {reason}")]
+pub struct DecodeError {
+    pub len: usize,
+    pub reason: String,
+}
+
+impl Command {
+    /// The log payload of this command.
+    pub fn encode(&self) -> rkyv::util::AlignedVec {
+        rkyv::to_bytes::<rkyv::rancor::Error>(self).expect("serializing a command into memory cannot fail")
+    }
+
+    /// Decodes (and fully validates) a log payload. Bytes from disk or network go through here
+    /// once; nothing downstream re-checks them.
+    pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
+        // rkyv wants the root 8-aligned; log payloads may sit anywhere in a read buffer.
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+        aligned.extend_from_slice(bytes);
+        rkyv::from_bytes::<Command, rkyv::rancor::BoxedError>(&aligned)
+            .map_err(|e| DecodeError { len: bytes.len(), reason: e.to_string() })
+    }
+}

@@ -1,0 +1,82 @@
+//! `check_invariants`: recomputes every derived fact from the tables and compares. Tests and
+//! the simulator call it after every apply; it is O(state), so production does not.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::constants::RETRY_WINDOW_PER_CLIENT;
+use crate::records::*;
+use crate::state::{BucketUsage, ShardState, VolumeUsage, seq_of, user_volume_key};
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+));
+        }
+    };
+}
+
+impl ShardState {
+    /// Ok, or the first broken invariant in words.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let id_limit = (self.applied_log_index + 1) << 8;
+        let mut volume_ids = BTreeMap::new();
+        let mut user_volumes = BTreeSet::new();
+        for e in &self.volumes {
+            let v: &ArchivedVolumeRecord = e.view();
+            let name = std::str::from_utf8(e.key()).map_err(|_| "volume name is not UTF-8".to_string())?;
+            ensure!(v.object_id.to_native() < id_limit, "volume {name} has an object id from the future");
+            ensure!(volume_ids.insert(v.object_id.to_native(), name).is_none(), "two volumes share object id {}", v.object_id);
+            user_volumes.insert(user_volume_key(v.owner.as_str(), name));
+        }
+        ensure!(user_volumes == self.user_volumes, "the per-user volume list disagrees with the volume owners");
+
+        let mut expect_volume_usage: BTreeMap<u64, VolumeUsage> = volume_ids.keys().map(|id| (*id, VolumeUsage::default())).collect();
+        let mut expect_bucket_usage = BTreeMap::new();
+        for e in &self.buckets {
+            let b: &ArchivedBucketRecord = e.view();
+            let k = e.key();
+            let sep = k.iter().position(|&c| c == 0).ok_or("bucket key without separator")?;
+            let volume = std::str::from_utf8(&k[..sep]).map_err(|_| "bucket's volume name is not UTF-8".to_string())?;
+            let bucket_id = b.object_id.to_native();
+            ensure!(volume_ids.get(&b.volume_id.to_native()) == Some(&volume), "bucket {bucket_id} of volume {volume}: that volume does not exist (or has another id)");
+            let vu = expect_volume_usage.get_mut(&b.volume_id.to_native()).ok_or("bucket of a missing volume")?;
+            vu.buckets += 1;
+            let mut bu = BucketUsage::default();
+            if let Some(keys) = self.keys.get(&bucket_id) {
+                for ke in keys {
+                    let r: &ArchivedKeyRecord = ke.view();
+                    let name = String::from_utf8_lossy(ke.key());
+                    let sum: u64 = r.blocks.iter().map(|b| b.length.to_native()).sum();
+                    ensure!(sum == r.data_size.to_native(), "key {name}: size {} but blocks sum to {sum}", r.data_size);
+                    ensure!(r.object_id.to_native() < id_limit, "key {name} has an object id from the future");
+                    bu.keys += 1;
+                    bu.used_bytes += r.data_size.to_native() * r.replication.native().factor();
+                }
+            }
+            vu.used_bytes += bu.used_bytes;
+            expect_bucket_usage.insert(bucket_id, bu);
+        }
+        for bucket_id in self.keys.keys() {
+            ensure!(expect_bucket_usage.contains_key(bucket_id), "keys exist in bucket {bucket_id}, which does not exist");
+        }
+        let mut expiry = BTreeSet::new();
+        for e in &self.open_keys {
+            let o: &ArchivedOpenKeyRecord = e.view();
+            let open_id = o.object_id.to_native();
+            ensure!(e.key() == open_id.to_be_bytes(), "open key {open_id} is filed under another id");
+            let bu = expect_bucket_usage.get_mut(&o.bucket_id.to_native()).ok_or_else(|| format!("open key {open_id} is in a bucket that does not exist"))?;
+            bu.open_keys += 1;
+            expiry.insert((o.expires_ms.to_native(), open_id));
+        }
+        ensure!(expiry == self.open_key_expiry, "the open-key expiry index disagrees with the open keys");
+        ensure!(expect_volume_usage == self.volume_usage, "volume usage counters disagree: expected {expect_volume_usage:?}, have {:?}", self.volume_usage);
+        ensure!(expect_bucket_usage == self.bucket_usage, "bucket usage counters disagree: expected {expect_bucket_usage:?}, have {:?}", self.bucket_usage);
+        if let Some(last) = self.deleted_blocks.last() {
+            ensure!(seq_of(last.key()) < self.next_deleted_seq, "deleted-blocks sequence ran backwards");
+        }
+        for (client, s) in &self.sessions {
+            ensure!(s.outcomes.len() <= RETRY_WINDOW_PER_CLIENT, "client {client} holds {} outcomes", s.outcomes.len());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,30 @@
+//! stratos-shard: the OM namespace state machine.
+//!
+//! Volumes, buckets, keys, open keys, the deleted-blocks queue and the per-user volume list,
+//! as rkyv-archived records in an ordered memtable ([`memtable`]); reads hand out archived
+//! views without deserializing.
+//!
+//! Its one rule: [`ShardState::apply`] is a deterministic function of the state, the log index
+//! and the command. This crate does no I/O, reads no clock and draws no random numbers: time,
+//! the caller and pre-allocated blocks come in the [`Command`]; object ids derive from the log
+//! index. Replicas that apply the same log reach the same state, byte for byte
+//! ([`ShardState::state_hash`]). Business failures are [`OmError`] values, never panics;
+//! panics are reserved for broken invariants of this crate itself.
+
+mod apply_keys;
+mod apply_meta;
+pub mod command;
+pub mod constants;
+mod invariants;
+pub mod memtable;
+pub mod names;
+pub mod outcome;
+pub mod records;
+mod snapshot;
+mod state;
+
+pub use command::{Command, CommandContext, DecodeError, Op, Principal};
+pub use outcome::{OmError, Outcome, Reply};
+pub use records::{Acl, AclKind, BlockLocation, MetadataPair, QUOTA_UNLIMITED, Replication, rights};
+pub use snapshot::SnapshotError;
+pub use state::{BucketInfo, BucketUsage, KeyInfo, Page, ShardState, ShardStats, VolumeInfo, VolumeUsage};

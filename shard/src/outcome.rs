@@ -1,0 +1,55 @@
+//! What `apply` returns: business outcomes as data, computed identically on every replica.
+//! They are mapped to wire status codes in one function (in the server, with the schema).
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::records::BlockLocation;
+
+/// A business failure. Never a panic: bad input and missing objects are ordinary outcomes.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[rkyv(derive(Debug))]
+pub enum OmError {
+    #[error("invalid {what} name {name:?}: {reason}")]
+    InvalidName { what: String, name: String, reason: String },
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("volume {0} not found")]
+    VolumeNotFound(String),
+    #[error("volume {0} already exists")]
+    VolumeExists(String),
+    #[error("volume {0} is not empty: it has {1} bucket(s)")]
+    VolumeNotEmpty(String, u64),
+    #[error("bucket {0} not found")]
+    BucketNotFound(String),
+    #[error("bucket {0} already exists")]
+    BucketExists(String),
+    #[error("bucket {0} is not empty: {1} key(s), {2} open key(s)")]
+    BucketNotEmpty(String, u64, u64),
+    #[error("key {0} not found")]
+    KeyNotFound(String),
+    #[error("key {0} already exists")]
+    KeyExists(String),
+    #[error("no open key {0} with session {1}")]
+    OpenKeyNotFound(String, u64),
+    #[error("{what} quota exceeded: {used} used + {adding} > {quota}")]
+    QuotaExceeded { what: String, used: u64, adding: u64, quota: u64 },
+    #[error("permission denied: {user} may not {action}")]
+    PermissionDenied { user: String, action: String },
+    #[error("retry of request {request_id} from client {client_id} is older than the retry window; its outcome is unknown")]
+    RetryTooOld { client_id: u64, request_id: u64 },
+}
+
+/// A successful outcome.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum Reply {
+    Done,
+    Created { object_id: u64 },
+    KeyOpened { open_id: u64, blocks: Vec<BlockLocation> },
+    BlockAllocated { block: BlockLocation },
+    KeyCommitted { object_id: u64, replaced: bool },
+    KeysDeleted { deleted: u64, missing: Vec<String> },
+    Expired { open_keys: u64, sessions: u64 },
+}
+
+pub type Outcome = Result<Reply, OmError>;

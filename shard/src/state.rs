@@ -1,0 +1,483 @@
+//! The shard state: tables, usage counters, the retry cache; `apply` and the reads.
+//!
+//! Tables (each a `BTreeSet<Entry>`, see [`crate::memtable`]):
+//! - volumes, keyed by name → [`VolumeRecord`]
+//! - buckets, keyed by `volume \0 bucket` → [`BucketRecord`]
+//! - keys, one set per bucket object id, keyed by key name → [`KeyRecord`]
+//! - open keys, keyed by open id (u64 big-endian) → [`OpenKeyRecord`], plus an expiry index
+//! - the per-user volume list, `owner \0 volume`
+//! - deleted blocks, keyed by sequence number (u64 big-endian) → [`DeletedBlocksRecord`]
+//!
+//! Usage counters (keys, bytes, open keys, buckets) are plain values beside the records, so the
+//! hot path never re-serializes a bucket; `check_invariants` recomputes them from the tables.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+
+use crate::command::{Command, Op, Principal};
+use crate::constants::*;
+use crate::memtable::Entry;
+use crate::outcome::{OmError, Outcome, Reply};
+use crate::records::*;
+
+/// Counters of one volume.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct VolumeUsage {
+    pub buckets: u64,
+    /// Replicated bytes of all keys of all its buckets.
+    pub used_bytes: u64,
+}
+
+/// Counters of one bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct BucketUsage {
+    pub keys: u64,
+    /// Replicated bytes: data size × replication factor, summed over keys (as Ozone counts).
+    pub used_bytes: u64,
+    pub open_keys: u64,
+}
+
+/// Recent outcomes of one client, for answering retries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Session {
+    pub last_seen_ms: u64,
+    pub outcomes: BTreeMap<u64, Outcome>,
+}
+
+/// A page of a listing.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// More items match after the last one returned.
+    pub truncated: bool,
+}
+
+#[derive(Debug)]
+pub struct VolumeInfo<'a> {
+    pub name: &'a str,
+    pub record: &'a ArchivedVolumeRecord,
+    pub usage: VolumeUsage,
+}
+
+#[derive(Debug)]
+pub struct BucketInfo<'a> {
+    pub volume: &'a str,
+    pub name: &'a str,
+    pub record: &'a ArchivedBucketRecord,
+    pub usage: BucketUsage,
+}
+
+#[derive(Debug)]
+pub struct KeyInfo<'a> {
+    pub name: &'a str,
+    pub record: &'a ArchivedKeyRecord,
+}
+
+/// The namespace of one shard.
+#[derive(Debug, Default)]
+pub struct ShardState {
+    pub(crate) applied_log_index: u64,
+    pub(crate) volumes: BTreeSet<Entry>,
+    pub(crate) buckets: BTreeSet<Entry>,
+    pub(crate) keys: BTreeMap<u64, BTreeSet<Entry>>,
+    pub(crate) open_keys: BTreeSet<Entry>,
+    pub(crate) open_key_expiry: BTreeSet<(u64, u64)>,
+    pub(crate) user_volumes: BTreeSet<Vec<u8>>,
+    pub(crate) deleted_blocks: BTreeSet<Entry>,
+    pub(crate) next_deleted_seq: u64,
+    pub(crate) volume_usage: BTreeMap<u64, VolumeUsage>,
+    pub(crate) bucket_usage: BTreeMap<u64, BucketUsage>,
+    pub(crate) sessions: BTreeMap<u64, Session>,
+    /// Reused serializer buffer (not state).
+    pub(crate) scratch: Option<AlignedVec>,
+}
+
+/// Hands out the object ids of one command: `log_index << 8 | n` (Ozone derives object ids
+/// from the transaction index the same way), so ids are unique, ordered, and need no state.
+pub(crate) struct Ids {
+    log_index: u64,
+    n: u64,
+}
+
+impl Ids {
+    pub(crate) fn next(&mut self) -> u64 {
+        assert!(self.n < OBJECTS_PER_COMMAND_MAX, "command at log index {} creates too many objects", self.log_index);
+        let id = (self.log_index << 8) | self.n;
+        self.n += 1;
+        id
+    }
+}
+
+pub(crate) fn bucket_key(volume: &str, bucket: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(volume.len() + 1 + bucket.len());
+    k.extend_from_slice(volume.as_bytes());
+    k.push(0);
+    k.extend_from_slice(bucket.as_bytes());
+    k
+}
+
+pub(crate) fn user_volume_key(owner: &str, volume: &str) -> Vec<u8> {
+    bucket_key(owner, volume)
+}
+
+fn utf8(b: &[u8]) -> &str {
+    std::str::from_utf8(b).expect("names are stored from &str and validated on snapshot load")
+}
+
+/// What a key operation needs to know of its bucket, copied out so the tables can be mutated.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BucketFacts {
+    pub bucket_id: u64,
+    pub volume_id: u64,
+    pub replication: Replication,
+    pub quota_bytes: u64,
+    pub quota_namespace: u64,
+}
+
+impl ShardState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The log index of the last applied command.
+    pub fn applied_log_index(&self) -> u64 {
+        self.applied_log_index
+    }
+
+    /// Applies one command at `log_index`. Deterministic: same state + same command = same
+    /// result and same new state on every replica. Log indexes must increase.
+    pub fn apply(&mut self, log_index: u64, cmd: &Command) -> Outcome {
+        assert!(
+            log_index > self.applied_log_index,
+            "log index {log_index} applied after {}: replays must start from a matching snapshot",
+            self.applied_log_index
+        );
+        self.applied_log_index = log_index;
+        let ctx = &cmd.ctx;
+        let remember = ctx.client_id != 0 && cmd.op.is_retryable();
+        if remember {
+            if let Some(previous) = self.retry_outcome(ctx.client_id, ctx.request_id) {
+                return previous;
+            }
+        }
+        let mut ids = Ids { log_index, n: 0 };
+        let outcome = self.apply_op(log_index, cmd, &mut ids);
+        if remember {
+            let s = self.sessions.entry(ctx.client_id).or_default();
+            s.last_seen_ms = s.last_seen_ms.max(ctx.time_ms);
+            s.outcomes.insert(ctx.request_id, outcome.clone());
+            if s.outcomes.len() > RETRY_WINDOW_PER_CLIENT {
+                s.outcomes.pop_first();
+            }
+        }
+        outcome
+    }
+
+    fn retry_outcome(&self, client_id: u64, request_id: u64) -> Option<Outcome> {
+        let s = self.sessions.get(&client_id)?;
+        if let Some(o) = s.outcomes.get(&request_id) {
+            return Some(o.clone());
+        }
+        let oldest = *s.outcomes.keys().next()?;
+        (s.outcomes.len() >= RETRY_WINDOW_PER_CLIENT && request_id < oldest)
+            .then_some(Err(OmError::RetryTooOld { client_id, request_id }))
+    }
+
+    fn apply_op(&mut self, log_index: u64, cmd: &Command, ids: &mut Ids) -> Outcome {
+        let ctx = &cmd.ctx;
+        let p = &ctx.principal;
+        let t = ctx.time_ms;
+        match &cmd.op {
+            Op::CreateVolume { volume, owner, admin, quota_bytes, quota_namespace, acls, metadata } => {
+                self.create_volume(ids, log_index, p, t, volume, owner, admin, *quota_bytes, *quota_namespace, acls, metadata)
+            }
+            Op::DeleteVolume { volume } => self.delete_volume(p, volume),
+            Op::SetVolumeOwner { volume, owner } => self.set_volume_owner(log_index, p, t, volume, owner),
+            Op::SetVolumeQuota { volume, quota_bytes, quota_namespace } => {
+                self.set_volume_quota(log_index, p, t, volume, *quota_bytes, *quota_namespace)
+            }
+            Op::CreateBucket { volume, bucket, owner, versioning, replication, quota_bytes, quota_namespace, acls, metadata } => self
+                .create_bucket(
+                    ids, log_index, p, t, volume, bucket, owner.as_deref(), *versioning, *replication, *quota_bytes,
+                    *quota_namespace, acls, metadata,
+                ),
+            Op::DeleteBucket { volume, bucket } => self.delete_bucket(p, volume, bucket),
+            Op::SetBucketProperty { volume, bucket, owner, versioning, replication, quota_bytes, quota_namespace } => self
+                .set_bucket_property(
+                    log_index, p, t, volume, bucket, owner.as_deref(), *versioning, *replication, *quota_bytes, *quota_namespace,
+                ),
+            Op::OpenKey { volume, bucket, key, replication, blocks, expires_ms, metadata } => {
+                self.open_key_op(ids, p, t, volume, bucket, key, *replication, blocks, *expires_ms, metadata)
+            }
+            Op::AllocateBlock { volume, bucket, key, open_id, block } => {
+                self.allocate_block(p, volume, bucket, key, *open_id, block)
+            }
+            Op::CommitKey { volume, bucket, key, open_id, data_size, blocks } => {
+                self.commit_key(ids, log_index, p, t, volume, bucket, key, *open_id, *data_size, blocks)
+            }
+            Op::DeleteKey { volume, bucket, key } => self.delete_keys(ids, log_index, p, volume, bucket, std::slice::from_ref(key), true),
+            Op::DeleteKeys { volume, bucket, keys } => self.delete_keys(ids, log_index, p, volume, bucket, keys, false),
+            Op::RenameKey { volume, bucket, from, to } => self.rename_key(log_index, p, t, volume, bucket, from, to),
+            Op::ExpireOpenKeys { limit } => Ok(self.expire_open_keys(ids, log_index, t, *limit)),
+            Op::ExpireSessions => {
+                let before = self.sessions.len();
+                self.sessions.retain(|_, s| s.last_seen_ms.saturating_add(SESSION_IDLE_MS_MAX) >= t);
+                Ok(Reply::Expired { open_keys: 0, sessions: (before - self.sessions.len()) as u64 })
+            }
+            Op::PurgeDeletedBlocks { up_to_seq } => {
+                if !p.admin {
+                    return Err(denied(p, "purge the deleted-blocks queue"));
+                }
+                while self.deleted_blocks.first().is_some_and(|e| seq_of(e.key()) <= *up_to_seq) {
+                    self.deleted_blocks.pop_first();
+                }
+                Ok(Reply::Done)
+            }
+        }
+    }
+
+    /// Serializes a record into a fresh entry, reusing the serializer's buffer.
+    pub(crate) fn entry_of<T>(&mut self, key: &[u8], record: &T) -> Entry
+    where
+        T: for<'a> rkyv::Serialize<rkyv::api::high::HighSerializer<AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rancor::Error>>,
+    {
+        let mut buf = self.scratch.take().unwrap_or_default();
+        buf.clear();
+        let buf = rkyv::api::high::to_bytes_in::<_, rancor::Error>(record, buf).expect("serializing into memory cannot fail");
+        let e = Entry::new(key, &buf);
+        self.scratch = Some(buf);
+        e
+    }
+
+    /// Queues blocks for deletion by the SCM.
+    pub(crate) fn queue_deleted(&mut self, ids: &mut Ids, log_index: u64, blocks: Vec<BlockLocation>) {
+        if blocks.is_empty() {
+            return;
+        }
+        let seq = self.next_deleted_seq;
+        self.next_deleted_seq += 1;
+        let rec = DeletedBlocksRecord { object_id: ids.next(), update_id: log_index, blocks };
+        let e = self.entry_of(&seq.to_be_bytes(), &rec);
+        self.deleted_blocks.insert(e);
+    }
+
+    // ----- reads -----
+
+    pub fn volume_info(&self, volume: &str) -> Result<VolumeInfo<'_>, OmError> {
+        let e = self.volumes.get(volume.as_bytes()).ok_or_else(|| OmError::VolumeNotFound(volume.to_string()))?;
+        Ok(self.volume_info_of(e))
+    }
+
+    fn volume_info_of<'a>(&'a self, e: &'a Entry) -> VolumeInfo<'a> {
+        let record: &ArchivedVolumeRecord = e.view();
+        let usage = self.volume_usage.get(&record.object_id.to_native()).copied().unwrap_or_default();
+        VolumeInfo { name: utf8(e.key()), record, usage }
+    }
+
+    /// Volumes, all or of one owner, by name.
+    pub fn list_volumes(&self, owner: Option<&str>, prefix: &str, start_after: &str, limit: usize) -> Result<Page<VolumeInfo<'_>>, OmError> {
+        check_limit(limit)?;
+        // Names first (one more than the limit tells whether the page is truncated).
+        let mut names: Vec<&[u8]> = Vec::new();
+        match owner {
+            Some(owner) => {
+                let base = user_volume_key(owner, "");
+                let from = start_bound(&base, prefix, start_after);
+                for k in self.user_volumes.range::<[u8], _>((from.as_ref().map(|b| &b[..]), Bound::Unbounded)) {
+                    match k.strip_prefix(&base[..]) {
+                        Some(vol) if vol.starts_with(prefix.as_bytes()) && names.len() <= limit => names.push(vol),
+                        _ => break,
+                    }
+                }
+            }
+            None => {
+                let from = start_bound(b"", prefix, start_after);
+                for e in self.volumes.range::<[u8], _>((from.as_ref().map(|b| &b[..]), Bound::Unbounded)) {
+                    if !e.key().starts_with(prefix.as_bytes()) || names.len() > limit {
+                        break;
+                    }
+                    names.push(e.key());
+                }
+            }
+        }
+        let truncated = names.len() > limit;
+        names.truncate(limit);
+        let items = names.into_iter().filter_map(|n| self.volume_info(utf8(n)).ok()).collect();
+        Ok(Page { items, truncated })
+    }
+
+    pub fn bucket_info(&self, volume: &str, bucket: &str) -> Result<BucketInfo<'_>, OmError> {
+        let e = self.bucket_entry(volume, bucket)?;
+        Ok(self.bucket_info_of(e))
+    }
+
+    fn bucket_info_of<'a>(&'a self, e: &'a Entry) -> BucketInfo<'a> {
+        let k = e.key();
+        let sep = k.iter().position(|&b| b == 0).expect("bucket keys hold a separator");
+        let record: &ArchivedBucketRecord = e.view();
+        let usage = self.bucket_usage.get(&record.object_id.to_native()).copied().unwrap_or_default();
+        BucketInfo { volume: utf8(&k[..sep]), name: utf8(&k[sep + 1..]), record, usage }
+    }
+
+    pub(crate) fn bucket_entry(&self, volume: &str, bucket: &str) -> Result<&Entry, OmError> {
+        self.buckets.get(&bucket_key(volume, bucket)[..]).ok_or_else(|| {
+            if self.volumes.contains(volume.as_bytes()) {
+                OmError::BucketNotFound(format!("{volume}/{bucket}"))
+            } else {
+                OmError::VolumeNotFound(volume.to_string())
+            }
+        })
+    }
+
+    pub fn list_buckets(&self, volume: &str, prefix: &str, start_after: &str, limit: usize) -> Result<Page<BucketInfo<'_>>, OmError> {
+        check_limit(limit)?;
+        if !self.volumes.contains(volume.as_bytes()) {
+            return Err(OmError::VolumeNotFound(volume.to_string()));
+        }
+        let base = bucket_key(volume, "");
+        let from = start_bound(&base, prefix, start_after);
+        let mut items = Vec::new();
+        let mut truncated = false;
+        for e in self.buckets.range::<[u8], _>((from.as_ref().map(|b| &b[..]), Bound::Unbounded)) {
+            let Some(name) = e.key().strip_prefix(&base[..]) else { break };
+            if !name.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            if items.len() == limit {
+                truncated = true;
+                break;
+            }
+            items.push(self.bucket_info_of(e));
+        }
+        Ok(Page { items, truncated })
+    }
+
+    pub fn lookup_key(&self, volume: &str, bucket: &str, key: &str) -> Result<&ArchivedKeyRecord, OmError> {
+        let b: &ArchivedBucketRecord = self.bucket_entry(volume, bucket)?.view();
+        self.keys
+            .get(&b.object_id.to_native())
+            .and_then(|set| set.get(key.as_bytes()))
+            .map(|e| e.view::<ArchivedKeyRecord>())
+            .ok_or_else(|| OmError::KeyNotFound(format!("{volume}/{bucket}/{key}")))
+    }
+
+    /// Keys of a bucket in name order: those starting with `prefix`, after `start_after`.
+    pub fn list_keys(&self, volume: &str, bucket: &str, prefix: &str, start_after: &str, limit: usize) -> Result<Page<KeyInfo<'_>>, OmError> {
+        check_limit(limit)?;
+        let b: &ArchivedBucketRecord = self.bucket_entry(volume, bucket)?.view();
+        let mut items = Vec::new();
+        let mut truncated = false;
+        if let Some(set) = self.keys.get(&b.object_id.to_native()) {
+            let from = start_bound(b"", prefix, start_after);
+            for e in set.range::<[u8], _>((from.as_ref().map(|b| &b[..]), Bound::Unbounded)) {
+                if !e.key().starts_with(prefix.as_bytes()) {
+                    break;
+                }
+                if items.len() == limit {
+                    truncated = true;
+                    break;
+                }
+                items.push(KeyInfo { name: utf8(e.key()), record: e.view() });
+            }
+        }
+        Ok(Page { items, truncated })
+    }
+
+    pub fn open_key(&self, open_id: u64) -> Option<&ArchivedOpenKeyRecord> {
+        self.open_keys.get(&open_id.to_be_bytes()[..]).map(|e| e.view())
+    }
+
+    /// Deleted-block batches with sequence number above `after_seq`, oldest first.
+    pub fn list_deleted_blocks(&self, after_seq: Option<u64>, limit: usize) -> Vec<(u64, &ArchivedDeletedBlocksRecord)> {
+        let from = after_seq.map(|s| (s + 1).to_be_bytes()).unwrap_or([0; 8]);
+        self.deleted_blocks.range::<[u8], _>((Bound::Included(&from[..]), Bound::Unbounded)).take(limit).map(|e| (seq_of(e.key()), e.view())).collect()
+    }
+
+    /// Whether `p` holds `right` on a bucket (for read paths; `apply` checks on its own).
+    pub fn check_bucket_access(&self, p: &Principal, volume: &str, bucket: &str, right: u16) -> Result<(), OmError> {
+        let e = self.bucket_entry(volume, bucket)?;
+        if self.bucket_allows(p, volume, e.view(), right) {
+            Ok(())
+        } else {
+            Err(denied(p, &format!("access {volume}/{bucket}")))
+        }
+    }
+
+    pub(crate) fn bucket_allows(&self, p: &Principal, volume: &str, b: &ArchivedBucketRecord, right: u16) -> bool {
+        if p.admin || b.owner.as_str() == p.user || acls_allow(p, &b.acls, right) {
+            return true;
+        }
+        self.volumes.get(volume.as_bytes()).is_some_and(|v| {
+            let v: &ArchivedVolumeRecord = v.view();
+            v.owner.as_str() == p.user || v.admin.as_str() == p.user
+        })
+    }
+
+    /// Counts for reports: entries per table and heap bytes of all entries.
+    pub fn stats(&self) -> ShardStats {
+        let keys: usize = self.keys.values().map(BTreeSet::len).sum();
+        let entry_bytes: usize = self.keys.values().flat_map(|s| s.iter()).map(Entry::heap_bytes).sum();
+        ShardStats {
+            volumes: self.volumes.len(),
+            buckets: self.buckets.len(),
+            keys,
+            open_keys: self.open_keys.len(),
+            deleted_block_batches: self.deleted_blocks.len(),
+            sessions: self.sessions.len(),
+            key_entry_bytes: entry_bytes,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardStats {
+    pub volumes: usize,
+    pub buckets: usize,
+    pub keys: usize,
+    pub open_keys: usize,
+    pub deleted_block_batches: usize,
+    pub sessions: usize,
+    /// Heap bytes of the key entries themselves (not the B-tree nodes around them).
+    pub key_entry_bytes: usize,
+}
+
+pub(crate) fn seq_of(key: &[u8]) -> u64 {
+    u64::from_be_bytes(key.try_into().expect("deleted-block keys are 8 bytes"))
+}
+
+pub(crate) fn denied(p: &Principal, action: &str) -> OmError {
+    OmError::PermissionDenied { user: p.user.clone(), action: action.to_string() }
+}
+
+pub(crate) fn acls_allow(p: &Principal, acls: &[ArchivedAcl], right: u16) -> bool {
+    acls.iter().any(|a| {
+        a.rights.to_native() & right == right
+            && match a.kind {
+                ArchivedAclKind::User => a.name.as_str() == p.user,
+                ArchivedAclKind::Group => p.groups.iter().any(|g| g == a.name.as_str()),
+                ArchivedAclKind::World => true,
+            }
+    })
+}
+
+fn check_limit(limit: usize) -> Result<(), OmError> {
+    if limit == 0 || limit > LIST_LIMIT_MAX {
+        return Err(OmError::InvalidArgument(format!("list limit must be 1..={LIST_LIMIT_MAX}, is {limit}")));
+    }
+    Ok(())
+}
+
+/// The first table key a listing may return: `base ++ max(prefix, successor(start_after))`.
+fn start_bound(base: &[u8], prefix: &str, start_after: &str) -> Bound<Vec<u8>> {
+    let mut p = base.to_vec();
+    p.extend_from_slice(prefix.as_bytes());
+    if start_after.is_empty() {
+        return Bound::Included(p);
+    }
+    let mut s = base.to_vec();
+    s.extend_from_slice(start_after.as_bytes());
+    if s >= p { Bound::Excluded(s) } else { Bound::Included(p) }
+}

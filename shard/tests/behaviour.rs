@@ -1,0 +1,145 @@
+//! Targeted behaviours the model test does not reach: ACLs, volume quotas, the retry window,
+//! hostile snapshots, and what errors say.
+
+use stratos_shard::*;
+
+struct S {
+    state: ShardState,
+    log_index: u64,
+    request_id: u64,
+}
+
+impl S {
+    fn new() -> Self {
+        Self { state: ShardState::new(), log_index: 0, request_id: 0 }
+    }
+    fn run(&mut self, who: Principal, op: Op) -> Outcome {
+        self.request_id += 1;
+        self.log_index += 1;
+        let cmd = Command { ctx: CommandContext { client_id: 1, request_id: self.request_id, time_ms: 5_000, principal: who }, op };
+        let out = self.state.apply(self.log_index, &cmd);
+        self.state.check_invariants().expect("invariants");
+        out
+    }
+    fn volume(&mut self, name: &str, owner: &str, quota_bytes: u64) {
+        let op = Op::CreateVolume { volume: name.into(), owner: owner.into(), admin: "root".into(), quota_bytes, quota_namespace: QUOTA_UNLIMITED, acls: vec![], metadata: vec![] };
+        self.run(Principal::admin("root"), op).expect("volume");
+    }
+    fn bucket(&mut self, who: Principal, v: &str, b: &str, acls: Vec<Acl>) -> Outcome {
+        self.run(who, Op::CreateBucket { volume: v.into(), bucket: b.into(), owner: None, versioning: false, replication: Replication::RatisOne, quota_bytes: QUOTA_UNLIMITED, quota_namespace: QUOTA_UNLIMITED, acls, metadata: vec![] })
+    }
+    fn put(&mut self, who: Principal, v: &str, b: &str, k: &str, size: u64) -> Outcome {
+        let block = BlockLocation { container_id: 1, local_id: self.log_index + 100, pipeline_id: 1, length: size };
+        let open = self.run(who.clone(), Op::OpenKey { volume: v.into(), bucket: b.into(), key: k.into(), replication: None, blocks: vec![block], expires_ms: 60_000, metadata: vec![] })?;
+        let Reply::KeyOpened { open_id, .. } = open else { panic!("{open:?}") };
+        self.run(who, Op::CommitKey { volume: v.into(), bucket: b.into(), key: k.into(), open_id, data_size: size, blocks: vec![block] })
+    }
+}
+
+#[test]
+fn a_bucket_acl_grants_writes_to_a_named_user_and_nobody_else() {
+    let mut s = S::new();
+    s.volume("vol1", "alice", QUOTA_UNLIMITED);
+    let acl = Acl { kind: AclKind::User, name: "carol".into(), rights: rights::WRITE | rights::READ };
+    s.bucket(Principal::user("alice"), "vol1", "shared", vec![acl]).unwrap();
+    assert!(s.put(Principal::user("carol"), "vol1", "shared", "k", 10).is_ok());
+    let err = s.put(Principal::user("mallory"), "vol1", "shared", "k", 10).unwrap_err();
+    assert_eq!(err.to_string(), "permission denied: mallory may not write keys in vol1/shared");
+    assert!(s.state.check_bucket_access(&Principal::user("carol"), "vol1", "shared", rights::READ).is_ok());
+    assert!(s.state.check_bucket_access(&Principal::user("mallory"), "vol1", "shared", rights::READ).is_err());
+}
+
+#[test]
+fn the_volume_bytes_quota_bounds_all_its_buckets_together() {
+    let mut s = S::new();
+    s.volume("vol1", "alice", 100);
+    let alice = Principal::user("alice");
+    s.bucket(alice.clone(), "vol1", "bk1", vec![]).unwrap();
+    s.bucket(alice.clone(), "vol1", "bk2", vec![]).unwrap();
+    s.put(alice.clone(), "vol1", "bk1", "k", 60).unwrap();
+    let err = s.put(alice.clone(), "vol1", "bk2", "k", 50).unwrap_err();
+    assert!(matches!(err, OmError::QuotaExceeded { used: 60, adding: 50, quota: 100, .. }), "{err}");
+    // An overwrite with a smaller size is always allowed, and frees room.
+    s.put(alice.clone(), "vol1", "bk1", "k", 10).unwrap();
+    s.put(alice, "vol1", "bk2", "k", 50).unwrap();
+    assert_eq!(s.state.volume_info("vol1").unwrap().usage.used_bytes, 60);
+}
+
+#[test]
+fn a_retry_older_than_the_window_is_refused_not_reapplied() {
+    let mut s = S::new();
+    s.volume("vol1", "root", QUOTA_UNLIMITED);
+    for _ in 0..constants::RETRY_WINDOW_PER_CLIENT + 5 {
+        s.run(Principal::admin("root"), Op::ExpireSessions).unwrap();
+        s.bucket(Principal::admin("root"), "vol1", "bkt", vec![]).ok();
+    }
+    // Request 2 created the bucket; the window has moved past it.
+    s.log_index += 1;
+    let cmd = Command { ctx: CommandContext { client_id: 1, request_id: 2, time_ms: 5_000, principal: Principal::admin("root") }, op: Op::DeleteBucket { volume: "vol1".into(), bucket: "bkt".into() } };
+    let out = s.state.apply(s.log_index, &cmd);
+    assert!(matches!(out, Err(OmError::RetryTooOld { client_id: 1, request_id: 2 })), "{out:?}");
+    assert!(s.state.bucket_info("vol1", "bkt").is_ok(), "nothing was applied");
+}
+
+#[test]
+fn bad_names_and_arguments_say_what_is_wrong() {
+    let mut s = S::new();
+    let e = s.run(Principal::admin("root"), Op::CreateVolume { volume: "Vol_1".into(), owner: "a".into(), admin: "a".into(), quota_bytes: QUOTA_UNLIMITED, quota_namespace: QUOTA_UNLIMITED, acls: vec![], metadata: vec![] }).unwrap_err();
+    assert_eq!(e.to_string(), "invalid volume name \"Vol_1\": character 'V' is not allowed (lowercase letters, digits, '-' and '.')");
+    let e = s.run(Principal::user("bob"), Op::CreateVolume { volume: "vol1".into(), owner: "a".into(), admin: "a".into(), quota_bytes: QUOTA_UNLIMITED, quota_namespace: QUOTA_UNLIMITED, acls: vec![], metadata: vec![] }).unwrap_err();
+    assert!(matches!(e, OmError::PermissionDenied { .. }));
+    s.volume("vol1", "root", QUOTA_UNLIMITED);
+    s.bucket(Principal::admin("root"), "vol1", "bkt", vec![]).unwrap();
+    let e = s.put(Principal::admin("root"), "vol1", "bkt", &"x".repeat(1025), 1).unwrap_err();
+    assert!(e.to_string().starts_with("invalid key name"), "{e}");
+    let e = s.put(Principal::admin("root"), "vol1", "nope", "k", 1).unwrap_err();
+    assert_eq!(e.to_string(), "bucket vol1/nope not found");
+    let e = s.state.list_keys("vol1", "bkt", "", "", 0).unwrap_err();
+    assert!(e.to_string().contains("list limit"), "{e}");
+}
+
+#[test]
+fn a_commit_may_not_claim_blocks_it_was_not_given() {
+    let mut s = S::new();
+    s.volume("vol1", "root", QUOTA_UNLIMITED);
+    s.bucket(Principal::admin("root"), "vol1", "bkt", vec![]).unwrap();
+    let mine = BlockLocation { container_id: 1, local_id: 1, pipeline_id: 1, length: 5 };
+    let Ok(Reply::KeyOpened { open_id, .. }) = s.run(Principal::admin("root"), Op::OpenKey { volume: "vol1".into(), bucket: "bkt".into(), key: "k".into(), replication: None, blocks: vec![mine], expires_ms: 60_000, metadata: vec![] }) else { panic!() };
+    let theirs = BlockLocation { local_id: 99, ..mine };
+    let e = s.run(Principal::admin("root"), Op::CommitKey { volume: "vol1".into(), bucket: "bkt".into(), key: "k".into(), open_id, data_size: 5, blocks: vec![theirs] }).unwrap_err();
+    assert_eq!(e.to_string(), "invalid argument: block 1:99 was not allocated to this key");
+    let e = s.run(Principal::admin("root"), Op::CommitKey { volume: "vol1".into(), bucket: "bkt".into(), key: "k".into(), open_id, data_size: 6, blocks: vec![mine] }).unwrap_err();
+    assert!(e.to_string().contains("sum of the block lengths"), "{e}");
+}
+
+#[test]
+fn a_damaged_snapshot_is_an_error_never_a_panic() {
+    let mut s = S::new();
+    s.volume("vol1", "root", QUOTA_UNLIMITED);
+    s.bucket(Principal::admin("root"), "vol1", "bkt", vec![]).unwrap();
+    s.put(Principal::admin("root"), "vol1", "bkt", "k", 3).unwrap();
+    let snap = s.state.snapshot();
+    assert!(ShardState::load_snapshot(&snap).is_ok());
+    for i in (0..snap.len()).step_by(7) {
+        let mut bad = snap.clone();
+        bad[i] ^= 0x40;
+        assert!(ShardState::load_snapshot(&bad).is_err(), "flip at {i} went unnoticed");
+    }
+    assert!(ShardState::load_snapshot(&snap[..snap.len() - 1]).is_err());
+    assert!(ShardState::load_snapshot(b"").is_err());
+}
+
+#[test]
+fn malformed_command_bytes_are_an_error() {
+    let cmd = Command { ctx: CommandContext { client_id: 1, request_id: 1, time_ms: 1, principal: Principal::user("u") }, op: Op::ExpireSessions };
+    let bytes = cmd.encode().to_vec();
+    assert_eq!(Command::decode(&bytes).unwrap(), cmd);
+    for cut in 0..bytes.len() {
+        let _ = Command::decode(&bytes[..cut]); // must return, never panic
+    }
+    let mut junk = bytes.clone();
+    for b in junk.iter_mut() {
+        *b = b.wrapping_mul(31).wrapping_add(7);
+    }
+    assert!(Command::decode(&junk).is_err());
+}
