@@ -3,6 +3,7 @@
 use crate::apply_meta::{check_metadata, deserialize_record};
 use crate::command::Principal;
 use crate::constants::*;
+use crate::memtable::probe;
 use crate::names::check_key_name;
 use crate::outcome::{OmError, Outcome, Reply};
 use crate::records::*;
@@ -34,8 +35,9 @@ impl ShardState {
 
     /// The open key `open_id`, if it is the open key of `key` in that bucket.
     fn open_key_of(&self, facts: &BucketFacts, path: impl FnOnce() -> String, key: &str, open_id: u64) -> Result<&ArchivedOpenKeyRecord, OmError> {
+        probe!(k = open_id.to_be_bytes());
         self.open_keys
-            .get(&open_id.to_be_bytes()[..])
+            .get(&*k)
             .map(|e| e.view::<ArchivedOpenKeyRecord>())
             .filter(|o| o.bucket_id.to_native() == facts.bucket_id && o.key.as_str() == key)
             .ok_or_else(|| OmError::OpenKeyNotFound(path(), open_id))
@@ -128,34 +130,8 @@ impl ShardState {
         let metadata: Vec<MetadataPair> =
             open.metadata.iter().map(|m| MetadataPair { key: m.key.to_string(), value: m.value.to_string() }).collect();
 
-        let old = self.keys.get(&facts.bucket_id).and_then(|s| s.get(key.as_bytes())).map(|e| {
-            let k: &ArchivedKeyRecord = e.view();
-            let bytes = k.data_size.to_native() * k.replication.native().factor();
-            (bytes, k.blocks.iter().map(ArchivedBlockLocation::native).collect::<Vec<_>>())
-        });
-        let old_bytes = old.as_ref().map_or(0, |o| o.0);
-        let usage = self.bucket_usage.get(&facts.bucket_id).copied().unwrap_or_default();
-        if new_bytes > old_bytes {
-            let adding = new_bytes - old_bytes;
-            if usage.used_bytes.saturating_add(adding) > facts.quota_bytes {
-                return Err(OmError::QuotaExceeded { what: format!("bucket {volume}/{bucket} bytes"), used: usage.used_bytes, adding, quota: facts.quota_bytes });
-            }
-            if let Some(v) = self.volumes.get(volume.as_bytes()) {
-                let quota = v.view::<ArchivedVolumeRecord>().quota_bytes.to_native();
-                let used = self.volume_usage.get(&facts.volume_id).map_or(0, |u| u.used_bytes);
-                if used.saturating_add(adding) > quota {
-                    return Err(OmError::QuotaExceeded { what: format!("volume {volume} bytes"), used, adding, quota });
-                }
-            }
-        }
-        let new_key = old.is_none();
-        if new_key && usage.keys + 1 > facts.quota_namespace {
-            return Err(OmError::QuotaExceeded { what: format!("bucket {volume}/{bucket} namespace"), used: usage.keys, adding: 1, quota: facts.quota_namespace });
-        }
-
-        // All checks passed: mutate.
-        self.open_keys.remove(&open_id.to_be_bytes()[..]);
-        self.open_key_expiry.remove(&(open_expires, open_id));
+        // One search of the (large) key set: put the new version in, look at what it replaced,
+        // and put that back if a quota refuses the commit.
         let rec = KeyRecord {
             object_id: open_id,
             update_id: log_index,
@@ -167,15 +143,56 @@ impl ShardState {
             metadata,
             acls: Vec::new(),
         };
-        let e = self.entry_of(key.as_bytes(), &rec);
-        self.keys.entry(facts.bucket_id).or_default().replace(e);
+        let entry = self.entry_of(key.as_bytes(), &rec);
+        let set = self.keys.entry(facts.bucket_id).or_default();
+        let replaced = set.replace(entry);
+        let old_bytes = replaced.as_ref().map_or(0, |e| {
+            let k: &ArchivedKeyRecord = e.view();
+            k.data_size.to_native() * k.replication.native().factor()
+        });
+        let usage = self.bucket_usage.get(&facts.bucket_id).copied().unwrap_or_default();
+        let volume_used = self.volume_usage.get(&facts.volume_id).map_or(0, |u| u.used_bytes);
+        probe!(vk = volume);
+        let volume_quota = self.volumes.get(&*vk).map_or(QUOTA_UNLIMITED, |v| v.view::<ArchivedVolumeRecord>().quota_bytes.to_native());
+        let new_key = replaced.is_none();
+        let refusal = if new_bytes > old_bytes && usage.used_bytes.saturating_add(new_bytes - old_bytes) > facts.quota_bytes {
+            Some(OmError::QuotaExceeded { what: format!("bucket {volume}/{bucket} bytes"), used: usage.used_bytes, adding: new_bytes - old_bytes, quota: facts.quota_bytes })
+        } else if new_bytes > old_bytes && volume_used.saturating_add(new_bytes - old_bytes) > volume_quota {
+            Some(OmError::QuotaExceeded { what: format!("volume {volume} bytes"), used: volume_used, adding: new_bytes - old_bytes, quota: volume_quota })
+        } else if new_key && usage.keys + 1 > facts.quota_namespace {
+            Some(OmError::QuotaExceeded { what: format!("bucket {volume}/{bucket} namespace"), used: usage.keys, adding: 1, quota: facts.quota_namespace })
+        } else {
+            None
+        };
+        if let Some(err) = refusal {
+            let set = self.keys.get_mut(&facts.bucket_id).expect("inserted above");
+            match replaced {
+                Some(old) => {
+                    set.replace(old);
+                }
+                None => {
+                    probe!(k = key);
+                    set.remove(&*k);
+                    if set.is_empty() {
+                        self.keys.remove(&facts.bucket_id);
+                    }
+                }
+            }
+            return Err(err);
+        }
+
+        // Accepted: the rest of the bookkeeping.
+        probe!(ok = open_id.to_be_bytes());
+        self.open_keys.remove(&*ok);
+        self.open_key_expiry.remove(&(open_expires, open_id));
         let u = self.bucket_usage.entry(facts.bucket_id).or_default();
         u.open_keys -= 1;
         u.used_bytes = u.used_bytes - old_bytes + new_bytes;
         u.keys += u64::from(new_key);
         let v = self.volume_usage.entry(facts.volume_id).or_default();
         v.used_bytes = v.used_bytes - old_bytes + new_bytes;
-        let mut freed = old.map(|o| o.1).unwrap_or_default();
+        let mut freed: Vec<BlockLocation> =
+            replaced.map_or_else(Vec::new, |e| e.view::<ArchivedKeyRecord>().blocks.iter().map(ArchivedBlockLocation::native).collect());
         freed.extend(unused);
         self.queue_deleted(ids, log_index, freed);
         Ok(Reply::KeyCommitted { object_id: open_id, replaced: !new_key })
@@ -198,7 +215,8 @@ impl ShardState {
         let set = self.keys.get_mut(&facts.bucket_id);
         let mut set = set;
         for k in keys {
-            match set.as_mut().and_then(|s| s.take(k.as_bytes())) {
+            probe!(kp = k);
+            match set.as_mut().and_then(|s| s.take(&*kp)) {
                 Some(e) => {
                     let r: &ArchivedKeyRecord = e.view();
                     freed_bytes += r.data_size.to_native() * r.replication.native().factor();
@@ -229,10 +247,12 @@ impl ShardState {
         let facts = self.key_bucket(p, volume, bucket, rights::WRITE, "rename keys in")?;
         let not_found = || OmError::KeyNotFound(format!("{volume}/{bucket}/{from}"));
         let set = self.keys.get_mut(&facts.bucket_id).ok_or_else(not_found)?;
-        if set.contains(to.as_bytes()) {
+        probe!(to_key = to);
+        probe!(from_key = from);
+        if set.contains(&*to_key) {
             return Err(OmError::KeyExists(format!("{volume}/{bucket}/{to}")));
         }
-        let old = set.take(from.as_bytes()).ok_or_else(not_found)?;
+        let old = set.take(&*from_key).ok_or_else(not_found)?;
         let mut rec: KeyRecord = deserialize_record(old.view::<ArchivedKeyRecord>());
         rec.update_id = log_index;
         rec.modified_ms = t;
@@ -251,7 +271,8 @@ impl ShardState {
                 break;
             }
             self.open_key_expiry.pop_first();
-            let e = self.open_keys.take(&open_id.to_be_bytes()[..]).expect("the expiry index names only open keys");
+            probe!(k = open_id.to_be_bytes());
+            let e = self.open_keys.take(&*k).expect("the expiry index names only open keys");
             let o: &ArchivedOpenKeyRecord = e.view();
             freed.extend(o.blocks.iter().map(ArchivedBlockLocation::native));
             if let Some(u) = self.bucket_usage.get_mut(&o.bucket_id.to_native()) {

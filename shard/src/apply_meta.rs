@@ -2,6 +2,7 @@
 
 use crate::command::Principal;
 use crate::constants::*;
+use crate::memtable::probe;
 use crate::names::{check_resource_name, check_user_name};
 use crate::outcome::{OmError, Outcome, Reply};
 use crate::records::*;
@@ -57,7 +58,8 @@ where
 
 impl ShardState {
     fn volume_record(&self, volume: &str) -> Result<VolumeRecord, OmError> {
-        let e = self.volumes.get(volume.as_bytes()).ok_or_else(|| OmError::VolumeNotFound(volume.to_string()))?;
+        probe!(k = volume);
+        let e = self.volumes.get(&*k).ok_or_else(|| OmError::VolumeNotFound(volume.to_string()))?;
         Ok(deserialize_record::<VolumeRecord>(e.view()))
     }
 
@@ -81,7 +83,8 @@ impl ShardState {
         check_quota("volume namespace", quota_namespace)?;
         check_acls(acls)?;
         check_metadata(metadata)?;
-        if self.volumes.contains(volume.as_bytes()) {
+        probe!(k = volume);
+        if self.volumes.contains(&*k) {
             return Err(OmError::VolumeExists(volume.to_string()));
         }
         let object_id = ids.next();
@@ -112,7 +115,8 @@ impl ShardState {
         if usage.buckets > 0 {
             return Err(OmError::VolumeNotEmpty(volume.to_string(), usage.buckets));
         }
-        self.volumes.remove(volume.as_bytes());
+        probe!(k = volume);
+        self.volumes.remove(&*k);
         self.user_volumes.remove(&user_volume_key(&rec.owner, volume));
         self.volume_usage.remove(&rec.object_id);
         Ok(Reply::Done)
@@ -176,14 +180,16 @@ impl ShardState {
         check_metadata(metadata)?;
         let vol = self.volume_record(volume)?;
         let allowed = p.admin || vol.owner == p.user || vol.admin == p.user || {
-            let v = self.volumes.get(volume.as_bytes()).expect("volume read above");
+            probe!(k = volume);
+            let v = self.volumes.get(&*k).expect("volume read above");
             crate::state::acls_allow(p, &v.view::<ArchivedVolumeRecord>().acls, rights::CREATE)
         };
         if !allowed {
             return Err(denied(p, &format!("create buckets in volume {volume}")));
         }
         let k = bucket_key(volume, bucket);
-        if self.buckets.contains(&k[..]) {
+        probe!(kp = k);
+        if self.buckets.contains(&*kp) {
             return Err(OmError::BucketExists(format!("{volume}/{bucket}")));
         }
         let vusage = self.volume_usage.entry(vol.object_id).or_default();
@@ -229,7 +235,8 @@ impl ShardState {
         if usage.keys > 0 || usage.open_keys > 0 {
             return Err(OmError::BucketNotEmpty(format!("{volume}/{bucket}"), usage.keys, usage.open_keys));
         }
-        self.buckets.remove(&bucket_key(volume, bucket)[..]);
+        probe!(k = volume, [0u8], bucket);
+        self.buckets.remove(&*k);
         self.keys.remove(&bucket_id);
         self.bucket_usage.remove(&bucket_id);
         if let Some(v) = self.volume_usage.get_mut(&volume_id) {
