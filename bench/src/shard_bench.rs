@@ -157,12 +157,12 @@ fn one_run(opts: &ShardBenchOptions, report: &mut Report, run: usize, progress: 
     report.record("shard: snapshot write (image + write + fsync) keys/s", "/s", n as f64 / write_secs);
     report.record("shard: snapshot load (read + validate + rebuild) keys/s", "/s", n as f64 / load_secs);
     report.record("shard: snapshot bytes per key", "B", image_bytes as f64 / n as f64);
+    let memory = if run == 0 { format!(", {bytes_per_key:.0} B/key resident") } else { String::new() };
     progress(&format!(
-        "run {}: {:.0} pairs/s, {:.0} lookups/s, {:.0} B/key resident, snapshot write {:.0} keys/s, load {:.0} keys/s",
+        "run {}: {:.0} pairs/s, {:.0} lookups/s{memory}, snapshot write {:.0} keys/s, load {:.0} keys/s",
         run + 1,
         pairs_per_s,
         lookups as f64 / lookup_secs,
-        bytes_per_key,
         n as f64 / write_secs,
         n as f64 / load_secs
     ));

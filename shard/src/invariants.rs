@@ -45,10 +45,10 @@ impl ShardState {
             if let Some(keys) = self.keys.get(&bucket_id) {
                 for ke in keys {
                     let r: &ArchivedKeyRecord = ke.view();
-                    let name = String::from_utf8_lossy(ke.key());
+                    let name = || String::from_utf8_lossy(ke.key()).into_owned();
                     let sum: u64 = r.blocks.iter().map(|b| b.length.to_native()).sum();
-                    ensure!(sum == r.data_size.to_native(), "key {name}: size {} but blocks sum to {sum}", r.data_size);
-                    ensure!(r.object_id.to_native() < id_limit, "key {name} has an object id from the future");
+                    ensure!(sum == r.data_size.to_native(), "key {}: size {} but blocks sum to {sum}", name(), r.data_size);
+                    ensure!(r.object_id.to_native() < id_limit, "key {} has an object id from the future", name());
                     bu.keys += 1;
                     bu.used_bytes += r.data_size.to_native() * r.replication.native().factor();
                 }

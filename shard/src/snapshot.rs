@@ -1,10 +1,12 @@
 //! Snapshots: the whole shard as one rkyv image, and back.
 //!
 //! File format: magic `STRATOSS` (8) | format version u32 | crc32 of the image u32 | image
-//! length u64 | the rkyv image. The image holds every table's entries as raw (key, record)
+//! length u64 | 8 zero bytes | the rkyv image. The image starts at offset 32 so that a file read
+//! into a 16-aligned buffer (what allocators return) can be validated in place, without copying. The image holds every table's entries as raw (key, record)
 //! byte strings plus the counters and the retry cache. Loading checks the crc, validates the
 //! image with bytecheck, then validates each record as its type while rebuilding the tables
-//! (entries arrive sorted, so B-tree inserts are appends). This crate only makes and reads
+//! (entries arrive sorted, so each set is built bottom-up), and finally checks every
+//! invariant of the state. This crate only makes and reads
 //! bytes; the server writes them durably (temp file, fsync, rename, fsync the directory).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,7 +21,7 @@ use crate::state::{BucketUsage, Session, ShardState, VolumeUsage};
 
 const MAGIC: [u8; 8] = *b"STRATOSS";
 const VERSION: u32 = 1;
-const PREFIX_BYTES: usize = 24;
+const PREFIX_BYTES: usize = 32;
 
 #[derive(Archive, Serialize)]
 struct RawEntry<'a> {
@@ -92,6 +94,7 @@ impl ShardState {
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
         out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(&[0u8; 8]);
         out.extend_from_slice(&bytes);
         out
     }
@@ -108,6 +111,9 @@ impl ShardState {
         }
         let stored = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
         let want = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+        if bytes[24..32] != [0u8; 8] {
+            return Err(SnapshotError::Malformed("reserved header bytes are not zero".into()));
+        }
         let body = &bytes[PREFIX_BYTES..];
         if body.len() as u64 != want {
             return Err(SnapshotError::Length { have: body.len(), want });
@@ -116,9 +122,17 @@ impl ShardState {
         if computed != stored {
             return Err(SnapshotError::Crc { stored, computed });
         }
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
-        aligned.extend_from_slice(body);
-        let image = rkyv::access::<ArchivedImage<'_>, rancor::BoxedError>(&aligned).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+        // rkyv needs the image 16-aligned; copy only if the caller's buffer does not give that.
+        let copy;
+        let image_bytes: &[u8] = if body.as_ptr() as usize % 16 == 0 {
+            body
+        } else {
+            let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
+            aligned.extend_from_slice(body);
+            copy = aligned;
+            &copy
+        };
+        let image = rkyv::access::<ArchivedImage<'_>, rancor::BoxedError>(image_bytes).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
 
         fn table<T>(entries: &[ArchivedRawEntry<'_>], what: &str, check_key: impl Fn(&[u8]) -> bool) -> Result<BTreeSet<Entry>, SnapshotError>
         where
@@ -173,6 +187,9 @@ impl ShardState {
                 (o.expires_ms.to_native(), o.object_id.to_native())
             })
             .collect();
+        // Every derived fact must agree with the tables, or a later apply could act on counters
+        // that lie (and underflow): a snapshot that is well-formed but inconsistent is refused.
+        state.check_invariants().map_err(|e| SnapshotError::Malformed(format!("inconsistent state: {e}")))?;
         Ok(state)
     }
 

@@ -10,7 +10,10 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
+    // A small io_memory: glommio locks 3x this per executor, and a non-root CI user shares an
+    // 8 MiB memlock limit (../shared/FINDINGS.md). The WAL does not depend on the pool's size.
     LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(1 << 20)
         .name("wal-test")
         .spawn(f)
         .expect("spawn executor")
