@@ -49,6 +49,15 @@ fn check_quota(what: &str, quota: u64) -> Result<(), OmError> {
     Ok(())
 }
 
+/// A quota being changed: positive, and not below what is already in use.
+fn check_new_quota(what: &str, quota: u64, in_use: u64, unit: &str) -> Result<u64, OmError> {
+    check_quota(what, quota)?;
+    if quota < in_use {
+        return Err(OmError::InvalidArgument(format!("{what} quota {quota} is below the {in_use} {unit} in use")));
+    }
+    Ok(quota)
+}
+
 pub(crate) fn deserialize_record<T: rkyv::Archive>(archived: &T::Archived) -> T
 where
     T::Archived: rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
@@ -146,18 +155,10 @@ impl ShardState {
         let mut rec = self.volume_record(volume)?;
         let usage = self.volume_usage.get(&rec.object_id).copied().unwrap_or_default();
         if let Some(q) = quota_bytes {
-            check_quota("volume bytes", q)?;
-            if q < usage.used_bytes {
-                return Err(OmError::InvalidArgument(format!("volume bytes quota {q} is below the {} bytes in use", usage.used_bytes)));
-            }
-            rec.quota_bytes = q;
+            rec.quota_bytes = check_new_quota("volume bytes", q, usage.used_bytes, "bytes")?;
         }
         if let Some(q) = quota_namespace {
-            check_quota("volume namespace", q)?;
-            if q < usage.buckets {
-                return Err(OmError::InvalidArgument(format!("volume namespace quota {q} is below its {} buckets", usage.buckets)));
-            }
-            rec.quota_namespace = q;
+            rec.quota_namespace = check_new_quota("volume namespace", q, usage.buckets, "buckets")?;
         }
         rec.update_id = log_index;
         rec.modified_ms = t;
@@ -267,18 +268,10 @@ impl ShardState {
             rec.replication = r;
         }
         if let Some(q) = quota_bytes {
-            check_quota("bucket bytes", q)?;
-            if q < usage.used_bytes {
-                return Err(OmError::InvalidArgument(format!("bucket bytes quota {q} is below the {} bytes in use", usage.used_bytes)));
-            }
-            rec.quota_bytes = q;
+            rec.quota_bytes = check_new_quota("bucket bytes", q, usage.used_bytes, "bytes")?;
         }
         if let Some(q) = quota_namespace {
-            check_quota("bucket namespace", q)?;
-            if q < usage.keys {
-                return Err(OmError::InvalidArgument(format!("bucket namespace quota {q} is below its {} keys", usage.keys)));
-            }
-            rec.quota_namespace = q;
+            rec.quota_namespace = check_new_quota("bucket namespace", q, usage.keys, "keys")?;
         }
         rec.update_id = log_index;
         rec.modified_ms = t;

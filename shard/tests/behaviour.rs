@@ -143,3 +143,19 @@ fn malformed_command_bytes_are_an_error() {
     }
     assert!(Command::decode(&junk).is_err());
 }
+
+#[test]
+fn a_quota_cannot_be_set_below_what_is_in_use() {
+    let mut s = S::new();
+    s.volume("vol1", "alice", QUOTA_UNLIMITED);
+    let alice = Principal::user("alice");
+    s.bucket(alice.clone(), "vol1", "bk1", vec![]).unwrap();
+    s.put(alice.clone(), "vol1", "bk1", "k", 60).unwrap();
+    let set = |quota_bytes| Op::SetBucketProperty { volume: "vol1".into(), bucket: "bk1".into(), owner: None, versioning: None, replication: None, quota_bytes: Some(quota_bytes), quota_namespace: None };
+    let e = s.run(alice.clone(), set(59)).unwrap_err();
+    assert_eq!(e.to_string(), "invalid argument: bucket bytes quota 59 is below the 60 bytes in use");
+    assert!(s.run(alice.clone(), set(0)).is_err());
+    s.run(alice, set(60)).unwrap();
+    let e = s.run(Principal::admin("root"), Op::SetVolumeQuota { volume: "vol1".into(), quota_bytes: None, quota_namespace: Some(0) }).unwrap_err();
+    assert!(e.to_string().contains("must be positive"), "{e}");
+}
