@@ -222,12 +222,8 @@ impl PartialOrd for Entry {
 }
 impl Ord for Entry {
     fn cmp(&self, other: &Self) -> Ordering {
-        match self.prefix.cmp(&other.prefix) {
-            Ordering::Equal if self.key().len() > 8 || other.key().len() > 8 || self.key().len() != other.key().len() => {
-                self.key().cmp(other.key())
-            }
-            o => o,
-        }
+        // Equal prefixes say nothing about the rest (or, for short keys, the length).
+        self.prefix.cmp(&other.prefix).then_with(|| self.key().cmp(other.key()))
     }
 }
 
