@@ -20,6 +20,7 @@ pub mod memtable;
 pub mod names;
 pub mod outcome;
 pub mod records;
+mod slab;
 mod snapshot;
 mod state;
 

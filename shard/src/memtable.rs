@@ -2,8 +2,8 @@
 //! rkyv-archived record.
 //!
 //! Entry layout, in 8-byte words: `[key_len: u32 | record_len: u32]`, the key bytes padded to
-//! a multiple of 8, then the record bytes. Backing the entry with `Box<[u64]>` makes the record
-//! 8-aligned, which rkyv requires, without a custom allocator. One allocation per entry (not a
+//! a multiple of 8, then the record bytes. Entries are 8-byte words from the
+//! exact-size slab ([`crate::slab`]), which makes the record 8-aligned, as rkyv requires. One allocation per entry (not a
 //! key `Vec` plus a record `AlignedVec`) is what keeps a 40-byte-named key under 200 bytes.
 //!
 //! Records are written only by this crate's serializer or after validation on load
@@ -25,12 +25,12 @@ use rkyv::rancor;
 /// The inline prefix is what makes B-tree searches fast: a node's linear scan compares the
 /// prefixes stored in the node itself and only follows an entry's pointer when two prefixes
 /// tie, instead of touching one heap allocation (one cache miss) per comparison. At 16 bytes,
-/// `Entry` is the size a `Box<[u64]>` would be.
+/// `Entry` is the size a `Box<[u64]>` fat pointer would be.
 pub struct Entry {
     /// The first 8 key bytes, big-endian, zero-padded: comparing prefixes as integers orders
     /// entries as comparing the keys would, except for ties, which compare the full keys.
     prefix: u64,
-    /// `1 + key_words + record_words` words, allocated as a `Box<[u64]>` (freed in `Drop`).
+    /// `1 + key_words + record_words` words from `slab::alloc` (freed in `Drop`).
     words: NonNull<u64>,
 }
 
@@ -64,11 +64,10 @@ fn fill(words: &mut [u64], key: &[u8], record: &[u8]) {
 impl Entry {
     /// Builds an entry. `record` must be the bytes of an archived record of this crate.
     pub fn new(key: &[u8], record: &[u8]) -> Self {
-        let mut words = vec![0u64; words_for(key.len(), record.len())].into_boxed_slice();
-        fill(&mut words, key, record);
-        let raw = Box::into_raw(words);
-        // SAFETY: Box::into_raw never returns null.
-        let words = unsafe { NonNull::new_unchecked(raw.cast::<u64>()) };
+        let n = words_for(key.len(), record.len());
+        let words = crate::slab::alloc(n);
+        // SAFETY: `alloc` returned `n` zeroed words that this entry now owns.
+        fill(unsafe { std::slice::from_raw_parts_mut(words.as_ptr(), n) }, key, record);
         Self { prefix: prefix_of(key), words }
     }
 
@@ -124,13 +123,14 @@ impl Entry {
 impl Drop for Entry {
     fn drop(&mut self) {
         let len = self.all_words().len();
-        // SAFETY: `words` came from `Box::<[u64]>::into_raw` of exactly `len` words in `new`
-        // (probes never drop their Entry: it is ManuallyDrop), and is freed once, here.
-        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.words.as_ptr(), len)) });
+        // SAFETY: `words` came from `slab::alloc(len)` in `new` (probes never drop their Entry:
+        // it is ManuallyDrop), and is freed once, here.
+        unsafe { crate::slab::free(self.words, len) };
     }
 }
 
-// SAFETY: an Entry owns its allocation exclusively, like the Box<[u64]> it was made from.
+// SAFETY: an Entry owns its words exclusively; slab memory is never unmapped, so freeing it
+// from another thread is sound (see crate::slab).
 unsafe impl Send for Entry {}
 // SAFETY: shared access only reads.
 unsafe impl Sync for Entry {}
