@@ -1,0 +1,3 @@
+//! Raft wiring: openraft on glommio.
+
+pub mod runtime;
