@@ -1,6 +1,20 @@
-//! stratos-schema: the Cap'n Proto schemas (`om`, `scm`, `datanode`, `raft`) and their committed
-//! generated Rust code.
+//! stratos-schema: the Cap'n Proto schemas (`capnp/om.capnp`: the OM client API;
+//! `capnp/raft.capnp`: Raft traffic between OM nodes) and their generated Rust code.
 //!
-//! Empty on purpose until the OM server issue (#3) lands the schemas: the workspace layout of the
-//! design card exists from the start so that dependencies point one way from day one
-//! (`client` knows only `schema`; `shard` and `wal` know neither).
+//! The generated code is committed (`src/generated/`), so building needs no `capnp` tool.
+//! `schema/regen.sh` regenerates it after a schema change; the test `generated_is_current`
+//! fails when the committed code does not match the schemas (it runs wherever `capnp` is
+//! installed; CI installs it).
+
+#[allow(clippy::all, clippy::unwrap_used, missing_debug_implementations, unused_qualifications, dead_code)]
+pub mod om_capnp {
+    include!("generated/om_capnp.rs");
+}
+
+#[allow(clippy::all, clippy::unwrap_used, missing_debug_implementations, unused_qualifications, dead_code)]
+pub mod raft_capnp {
+    include!("generated/raft_capnp.rs");
+}
+
+/// Schema files and the generated files they produce, relative to the crate root.
+pub const SCHEMAS: [(&str, &str); 2] = [("capnp/om.capnp", "src/generated/om_capnp.rs"), ("capnp/raft.capnp", "src/generated/raft_capnp.rs")];

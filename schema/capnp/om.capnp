@@ -1,0 +1,277 @@
+# Stratos OM client API, version 1.
+#
+# Wire rules (enforced by the server at the edge, before anything reaches a shard):
+# - names follow stratos-shard's rules (volumes and buckets 3-63 chars of [a-z0-9.-], keys
+#   1-1024 bytes of UTF-8); lists and blobs are bounded by stratos-shard's constants;
+# - a message is read with a traversal limit and a nesting limit set per call, so a hostile
+#   message costs bounded work;
+# - every mutating operation carries (clientId, requestId): a retry with the same pair is
+#   answered with the first outcome, never applied twice.
+@0xa2123e7576d5a845;
+
+struct RequestHeader {
+  clientId @0 :UInt64;       # random per client process; 0 = no retry protection
+  requestId @1 :UInt64;      # increasing per client
+  user @2 :Text;             # the caller (authentication comes later)
+  groups @3 :List(Text);
+  minMetaIndex @4 :UInt64;   # read-your-writes across groups: serve only after applying this index
+}
+
+enum Status {
+  ok @0;
+  invalidName @1;
+  invalidArgument @2;
+  volumeNotFound @3;
+  volumeExists @4;
+  volumeNotEmpty @5;
+  bucketNotFound @6;
+  bucketExists @7;
+  bucketNotEmpty @8;
+  keyNotFound @9;
+  keyExists @10;
+  openKeyNotFound @11;
+  quotaExceeded @12;
+  permissionDenied @13;
+  retryTooOld @14;
+  notLeader @15;          # retry at `leaderHint`
+  unavailable @16;        # no leader, shutting down, SCM unreachable: retry later
+  malformed @17;          # the request broke a wire rule
+  internal @18;
+}
+
+struct Error {
+  status @0 :Status;
+  message @1 :Text;
+  leaderHint @2 :Text;    # host:port, with notLeader
+}
+
+enum Replication {
+  ratisOne @0;
+  ratisThree @1;
+}
+
+struct Acl {
+  kind @0 :Kind;
+  name @1 :Text;          # empty for world
+  rights @2 :UInt16;      # READ 1, WRITE 2, CREATE 4, LIST 8, DELETE 16, READ_ACL 32, WRITE_ACL 64
+  enum Kind {
+    user @0;
+    group @1;
+    world @2;
+  }
+}
+
+struct MetadataPair {
+  key @0 :Text;
+  value @1 :Text;
+}
+
+struct BlockLocation {
+  containerId @0 :UInt64;
+  localId @1 :UInt64;
+  pipelineId @2 :UInt64;
+  length @3 :UInt64;
+  token @4 :Data;         # the block token (signed, expiring), in replies only
+}
+
+# A quota of 0 in a request means "leave unchanged" (updates) or "unlimited" (creates).
+struct VolumeInfo {
+  name @0 :Text;
+  owner @1 :Text;
+  admin @2 :Text;
+  createdMs @3 :UInt64;
+  modifiedMs @4 :UInt64;
+  quotaBytes @5 :UInt64;
+  quotaNamespace @6 :UInt64;
+  usedBytes @7 :UInt64;
+  buckets @8 :UInt64;
+  objectId @9 :UInt64;
+  updateId @10 :UInt64;
+  acls @11 :List(Acl);
+  metadata @12 :List(MetadataPair);
+}
+
+struct BucketInfo {
+  volume @0 :Text;
+  name @1 :Text;
+  owner @2 :Text;
+  createdMs @3 :UInt64;
+  modifiedMs @4 :UInt64;
+  versioning @5 :Bool;
+  replication @6 :Replication;
+  quotaBytes @7 :UInt64;
+  quotaNamespace @8 :UInt64;
+  usedBytes @9 :UInt64;
+  keys @10 :UInt64;
+  openKeys @11 :UInt64;
+  objectId @12 :UInt64;
+  updateId @13 :UInt64;
+  acls @14 :List(Acl);
+  metadata @15 :List(MetadataPair);
+}
+
+struct KeyInfo {
+  volume @0 :Text;
+  bucket @1 :Text;
+  name @2 :Text;
+  dataSize @3 :UInt64;
+  replication @4 :Replication;
+  createdMs @5 :UInt64;
+  modifiedMs @6 :UInt64;
+  objectId @7 :UInt64;
+  updateId @8 :UInt64;
+  blocks @9 :List(BlockLocation);
+  metadata @10 :List(MetadataPair);
+}
+
+# One mutation. The leader fills in time, pre-allocated blocks and expiry before proposing.
+struct Operation {
+  union {
+    createVolume :group {
+      volume @0 :Text;
+      owner @1 :Text;
+      admin @2 :Text;
+      quotaBytes @3 :UInt64;
+      quotaNamespace @4 :UInt64;
+      acls @5 :List(Acl);
+      metadata @6 :List(MetadataPair);
+    }
+    deleteVolume :group {
+      volume @7 :Text;
+    }
+    setVolumeOwner :group {
+      volume @8 :Text;
+      owner @9 :Text;
+    }
+    setVolumeQuota :group {
+      volume @10 :Text;
+      quotaBytes @11 :UInt64;
+      quotaNamespace @12 :UInt64;
+    }
+    createBucket :group {
+      volume @13 :Text;
+      bucket @14 :Text;
+      owner @15 :Text;          # empty = the caller
+      versioning @16 :Bool;
+      replication @17 :Replication;
+      quotaBytes @18 :UInt64;
+      quotaNamespace @19 :UInt64;
+      acls @20 :List(Acl);
+      metadata @21 :List(MetadataPair);
+    }
+    deleteBucket :group {
+      volume @22 :Text;
+      bucket @23 :Text;
+    }
+    setBucketProperty :group {
+      volume @24 :Text;
+      bucket @25 :Text;
+      owner @26 :Text;          # empty = unchanged
+      versioning @27 :Tristate;
+      replication @28 :OptionalReplication;
+      quotaBytes @29 :UInt64;
+      quotaNamespace @30 :UInt64;
+    }
+    openKey :group {
+      volume @31 :Text;
+      bucket @32 :Text;
+      key @33 :Text;
+      dataSize @34 :UInt64;     # expected size, to pre-allocate enough blocks
+      replication @35 :OptionalReplication;
+      metadata @36 :List(MetadataPair);
+    }
+    allocateBlock :group {
+      volume @37 :Text;
+      bucket @38 :Text;
+      key @39 :Text;
+      openId @40 :UInt64;
+    }
+    commitKey :group {
+      volume @41 :Text;
+      bucket @42 :Text;
+      key @43 :Text;
+      openId @44 :UInt64;
+      dataSize @45 :UInt64;
+      blocks @46 :List(BlockLocation);
+    }
+    deleteKey :group {
+      volume @47 :Text;
+      bucket @48 :Text;
+      key @49 :Text;
+    }
+    deleteKeys :group {
+      volume @50 :Text;
+      bucket @51 :Text;
+      keys @52 :List(Text);
+    }
+    renameKey :group {
+      volume @53 :Text;
+      bucket @54 :Text;
+      from @55 :Text;
+      to @56 :Text;
+    }
+  }
+}
+
+enum Tristate {
+  unchanged @0;
+  no @1;
+  yes @2;
+}
+
+struct OptionalReplication {
+  union {
+    none @0 :Void;
+    some @1 :Replication;
+  }
+}
+
+# The outcome of one operation.
+struct Outcome {
+  union {
+    error @0 :Error;
+    done @1 :Void;
+    created :group {
+      objectId @2 :UInt64;
+    }
+    keyOpened :group {
+      openId @3 :UInt64;
+      blocks @4 :List(BlockLocation);
+    }
+    blockAllocated @5 :BlockLocation;
+    keyCommitted :group {
+      objectId @6 :UInt64;
+      replaced @7 :Bool;
+    }
+    keysDeleted :group {
+      deleted @8 :UInt64;
+      missing @9 :List(Text);
+    }
+  }
+}
+
+struct Page {
+  prefix @0 :Text;
+  startAfter @1 :Text;     # the continuation token: the last name of the previous page
+  limit @2 :UInt32;        # 1..=10000
+}
+
+interface OzoneManager {
+  # The RPC path alone, for measuring it; `viaRaft` also proposes a no-op through a Raft group.
+  echo @0 (payload :Data, viaRaft :Bool) -> (payload :Data);
+
+  # One mutation.
+  submit @1 (header :RequestHeader, operation :Operation) -> (outcome :Outcome);
+
+  # Many mutations in one message, applied in order; one outcome each. A batch is not a
+  # transaction: each operation succeeds or fails on its own.
+  batch @2 (header :RequestHeader, operations :List(Operation)) -> (outcomes :List(Outcome));
+
+  # Reads (linearizable: served by the leader after confirming its leadership).
+  volumeInfo @3 (header :RequestHeader, volume :Text) -> (error :Error, info :VolumeInfo);
+  listVolumes @4 (header :RequestHeader, owner :Text, page :Page) -> (error :Error, volumes :List(VolumeInfo), truncated :Bool);
+  bucketInfo @5 (header :RequestHeader, volume :Text, bucket :Text) -> (error :Error, info :BucketInfo);
+  listBuckets @6 (header :RequestHeader, volume :Text, page :Page) -> (error :Error, buckets :List(BucketInfo), truncated :Bool);
+  lookupKey @7 (header :RequestHeader, volume :Text, bucket :Text, key :Text) -> (error :Error, info :KeyInfo);
+  listKeys @8 (header :RequestHeader, volume :Text, bucket :Text, page :Page) -> (error :Error, keys :List(KeyInfo), truncated :Bool);
+}
