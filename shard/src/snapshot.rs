@@ -163,30 +163,29 @@ impl ShardState {
         fn de(what: &'static str) -> impl Fn(rancor::BoxedError) -> SnapshotError {
             move |e| SnapshotError::Malformed(format!("{what}: {e}"))
         }
-        let state = ShardState {
-            applied_log_index: image.applied_log_index.to_native(),
-            next_deleted_seq: image.next_deleted_seq.to_native(),
-            volumes: table::<ArchivedVolumeRecord>(&image.volumes, "volume", name_ok)?,
-            buckets: table::<ArchivedBucketRecord>(&image.buckets, "bucket", bucket_ok)?,
-            keys,
-            open_keys: table::<ArchivedOpenKeyRecord>(&image.open_keys, "open key", id_ok)?,
-            deleted_blocks: table::<ArchivedDeletedBlocksRecord>(&image.deleted_blocks, "deleted blocks", id_ok)?,
-            user_volumes: rkyv::deserialize::<Vec<Vec<u8>>, rancor::BoxedError>(&image.user_volumes).map_err(de("user volumes"))?.into_iter().collect(),
-            volume_usage: rkyv::deserialize::<Vec<(u64, VolumeUsage)>, rancor::BoxedError>(&image.volume_usage).map_err(de("volume usage"))?.into_iter().collect(),
-            bucket_usage: rkyv::deserialize::<Vec<(u64, BucketUsage)>, rancor::BoxedError>(&image.bucket_usage).map_err(de("bucket usage"))?.into_iter().collect(),
-            sessions: rkyv::deserialize::<Vec<(u64, Session)>, rancor::BoxedError>(&image.sessions).map_err(de("sessions"))?.into_iter().collect(),
-            open_key_expiry: BTreeSet::new(),
-            ..ShardState::default()
-        };
-        let mut state = state;
-        state.open_key_expiry = state
-            .open_keys
+        let open_keys = table::<ArchivedOpenKeyRecord>(&image.open_keys, "open key", id_ok)?;
+        let open_key_expiry = open_keys
             .iter()
             .map(|e| {
                 let o: &ArchivedOpenKeyRecord = e.view();
                 (o.expires_ms.to_native(), o.object_id.to_native())
             })
             .collect();
+        let state = ShardState {
+            applied_log_index: image.applied_log_index.to_native(),
+            next_deleted_seq: image.next_deleted_seq.to_native(),
+            volumes: table::<ArchivedVolumeRecord>(&image.volumes, "volume", name_ok)?,
+            buckets: table::<ArchivedBucketRecord>(&image.buckets, "bucket", bucket_ok)?,
+            keys,
+            open_keys,
+            open_key_expiry,
+            deleted_blocks: table::<ArchivedDeletedBlocksRecord>(&image.deleted_blocks, "deleted blocks", id_ok)?,
+            user_volumes: rkyv::deserialize::<Vec<Vec<u8>>, rancor::BoxedError>(&image.user_volumes).map_err(de("user volumes"))?.into_iter().collect(),
+            volume_usage: rkyv::deserialize::<Vec<(u64, VolumeUsage)>, rancor::BoxedError>(&image.volume_usage).map_err(de("volume usage"))?.into_iter().collect(),
+            bucket_usage: rkyv::deserialize::<Vec<(u64, BucketUsage)>, rancor::BoxedError>(&image.bucket_usage).map_err(de("bucket usage"))?.into_iter().collect(),
+            sessions: rkyv::deserialize::<Vec<(u64, Session)>, rancor::BoxedError>(&image.sessions).map_err(de("sessions"))?.into_iter().collect(),
+            ..ShardState::default()
+        };
         // Every derived fact must agree with the tables, or a later apply could act on counters
         // that lie (and underflow): a snapshot that is well-formed but inconsistent is refused.
         state.check_invariants().map_err(|e| SnapshotError::Malformed(format!("inconsistent state: {e}")))?;

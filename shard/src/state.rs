@@ -306,7 +306,7 @@ impl ShardState {
             Some(owner) => {
                 let base = user_volume_key(owner, "");
                 let from = start_bound(&base, prefix, start_after);
-                for k in self.user_volumes.range::<[u8], _>((from.as_bound(), Bound::Unbounded)) {
+                for k in self.user_volumes.range::<[u8], _>((from.bound(from.key()), Bound::Unbounded)) {
                     match k.strip_prefix(&base[..]) {
                         Some(vol) if vol.starts_with(prefix.as_bytes()) && names.len() <= limit => names.push(vol),
                         _ => break,
@@ -316,7 +316,7 @@ impl ShardState {
             None => {
                 let from = start_bound(b"", prefix, start_after);
                 probe!(f = from.key());
-                for e in self.volumes.range((from.map(|_| &*f), Bound::Unbounded)) {
+                for e in self.volumes.range((from.bound(&*f), Bound::Unbounded)) {
                     if !e.key().starts_with(prefix.as_bytes()) || names.len() > limit {
                         break;
                     }
@@ -366,7 +366,7 @@ impl ShardState {
         let mut items = Vec::new();
         let mut truncated = false;
         probe!(f = from.key());
-        for e in self.buckets.range((from.map(|_| &*f), Bound::Unbounded)) {
+        for e in self.buckets.range((from.bound(&*f), Bound::Unbounded)) {
             let Some(name) = e.key().strip_prefix(&base[..]) else { break };
             if !name.starts_with(prefix.as_bytes()) {
                 break;
@@ -399,7 +399,7 @@ impl ShardState {
         if let Some(set) = self.keys.get(&b.object_id.to_native()) {
             let from = start_bound(b"", prefix, start_after);
             probe!(f = from.key());
-            for e in set.range((from.map(|_| &*f), Bound::Unbounded)) {
+            for e in set.range((from.bound(&*f), Bound::Unbounded)) {
                 if !e.key().starts_with(prefix.as_bytes()) {
                     break;
                 }
@@ -512,17 +512,11 @@ impl Start {
         }
     }
 
-    fn as_bound(&self) -> Bound<&[u8]> {
+    /// This start's kind of bound, at `at` (the key itself, or a probe built from it).
+    fn bound<T>(&self, at: T) -> Bound<T> {
         match self {
-            Start::Included(k) => Bound::Included(k),
-            Start::Excluded(k) => Bound::Excluded(k),
-        }
-    }
-
-    fn map<T>(&self, f: impl FnOnce(&[u8]) -> T) -> Bound<T> {
-        match self {
-            Start::Included(k) => Bound::Included(f(k)),
-            Start::Excluded(k) => Bound::Excluded(f(k)),
+            Start::Included(_) => Bound::Included(at),
+            Start::Excluded(_) => Bound::Excluded(at),
         }
     }
 }

@@ -346,10 +346,10 @@ impl<S: Storage> Wal<S> {
             RecordKind::SegmentHeader => unreachable!("segment headers are written by start_segment"),
         };
         i.state.check(&check_op(0, 0), false)?;
-        if self.tail_end(&i) + record_bytes > i.tail_segment_bytes {
-            let prev_end = self.tail_end(&i);
+        let tail_end = self.tail_end(&i);
+        if tail_end + record_bytes > i.tail_segment_bytes {
             let next_seq = i.tail_seq + 1;
-            self.start_segment(&mut i, next_seq, prev_end);
+            self.start_segment(&mut i, next_seq, tail_end);
         }
         let tail_seq = i.tail_seq;
         let tail_write_offset = i.tail_write_offset;
