@@ -37,7 +37,7 @@ pub fn key_name(i: u64) -> String {
 }
 
 fn ctx(i: u64, time_ms: u64) -> CommandContext {
-    CommandContext { client_id: 1 + i % CLIENTS, request_id: i, time_ms, principal: Principal::user("bench") }
+    CommandContext { client_id: 1 + i % CLIENTS, request_id: i, time_ms, principal: Principal::user("bench"), bucket: None }
 }
 
 pub fn run(opts: &ShardBenchOptions, report: &mut Report, progress: &mut dyn FnMut(&str)) -> anyhow::Result<()> {
@@ -52,7 +52,7 @@ fn one_run(opts: &ShardBenchOptions, report: &mut Report, run: usize, progress: 
     let mut state = ShardState::new();
     let mut log_index = 0u64;
     let t0 = 1_800_000_000_000u64;
-    let admin = CommandContext { client_id: 0, request_id: 0, time_ms: t0, principal: Principal::admin("root") };
+    let admin = CommandContext { client_id: 0, request_id: 0, time_ms: t0, principal: Principal::admin("root"), bucket: None };
     log_index += 1;
     state
         .apply(log_index, &Command { ctx: admin.clone(), op: Op::CreateVolume { volume: VOLUME.into(), owner: "bench".into(), admin: "root".into(), quota_bytes: QUOTA_UNLIMITED, quota_namespace: QUOTA_UNLIMITED, acls: vec![], metadata: vec![] } })

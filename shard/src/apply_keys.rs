@@ -18,7 +18,25 @@ fn check_blocks(blocks: &[BlockLocation]) -> Result<(), OmError> {
 
 impl ShardState {
     /// The bucket of a key operation, after checking `right` on it.
-    fn key_bucket(&self, p: &Principal, volume: &str, bucket: &str, right: u16, action: &str) -> Result<BucketFacts, OmError> {
+    ///
+    /// With facts carried by the command (sharded namespace), the leader has checked the rights;
+    /// the shard refuses only a fenced bucket.
+    fn key_bucket(&mut self, p: &Principal, volume: &str, bucket: &str, right: u16, action: &str) -> Result<BucketFacts, OmError> {
+        if let Some(r) = self.carried {
+            let fenced = self.bucket_refs.get(&r.bucket_id).is_some_and(|(_, fenced)| *fenced);
+            if fenced {
+                return Err(OmError::BucketNotFound(format!("{volume}/{bucket} (it is being deleted)")));
+            }
+            self.bucket_refs.insert(r.bucket_id, (r, false));
+            return Ok(BucketFacts {
+                bucket_id: r.bucket_id,
+                volume_id: r.volume_id,
+                replication: r.replication,
+                quota_bytes: r.quota_bytes,
+                quota_namespace: r.quota_namespace,
+                volume_quota_bytes: r.volume_quota_bytes,
+            });
+        }
         let e = self.bucket_entry(volume, bucket)?;
         let b: &ArchivedBucketRecord = e.view();
         if !self.bucket_allows(p, volume, b, right) {
@@ -30,6 +48,10 @@ impl ShardState {
             replication: b.replication.native(),
             quota_bytes: b.quota_bytes.to_native(),
             quota_namespace: b.quota_namespace.to_native(),
+            volume_quota_bytes: {
+                probe!(vk = volume);
+                self.volumes.get(&*vk).map_or(QUOTA_UNLIMITED, |v| v.view::<ArchivedVolumeRecord>().quota_bytes.to_native())
+            },
         })
     }
 
@@ -152,8 +174,7 @@ impl ShardState {
         });
         let usage = self.bucket_usage.get(&facts.bucket_id).copied().unwrap_or_default();
         let volume_used = self.volume_usage.get(&facts.volume_id).map_or(0, |u| u.used_bytes);
-        probe!(vk = volume);
-        let volume_quota = self.volumes.get(&*vk).map_or(QUOTA_UNLIMITED, |v| v.view::<ArchivedVolumeRecord>().quota_bytes.to_native());
+        let volume_quota = facts.volume_quota_bytes;
         let new_key = replaced.is_none();
         let refusal = if new_bytes > old_bytes && usage.used_bytes.saturating_add(new_bytes - old_bytes) > facts.quota_bytes {
             Some(OmError::QuotaExceeded { what: format!("bucket {volume}/{bucket} bytes"), used: usage.used_bytes, adding: new_bytes - old_bytes, quota: facts.quota_bytes })

@@ -218,11 +218,26 @@ impl ShardState {
             quota_namespace,
             acls: acls.to_vec(),
             metadata: metadata.to_vec(),
+            deleting: false,
         };
         let e = self.entry_of(&k, &rec);
         self.buckets.insert(e);
         self.bucket_usage.insert(object_id, BucketUsage::default());
         Ok(Reply::Created { object_id })
+    }
+
+    pub(crate) fn set_bucket_deleting(&mut self, log_index: u64, p: &Principal, volume: &str, bucket: &str, deleting: bool) -> Outcome {
+        let e = self.bucket_entry(volume, bucket)?;
+        if !self.bucket_allows(p, volume, e.view(), rights::DELETE) {
+            return Err(denied(p, &format!("delete bucket {volume}/{bucket}")));
+        }
+        let mut rec = deserialize_record::<BucketRecord>(e.view());
+        rec.deleting = deleting;
+        rec.update_id = log_index;
+        let bucket_id = rec.object_id;
+        let e = self.entry_of(&bucket_key(volume, bucket), &rec);
+        self.buckets.replace(e);
+        Ok(Reply::BucketMarked { bucket_id })
     }
 
     pub(crate) fn delete_bucket(&mut self, p: &Principal, volume: &str, bucket: &str) -> Outcome {

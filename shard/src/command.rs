@@ -6,6 +6,22 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::records::{Acl, BlockLocation, MetadataPair, Replication};
 
+/// What a key shard needs to know of a bucket it does not hold: in a sharded namespace the
+/// bucket records live in the meta group, and the leader of a key shard copies these facts from
+/// its node's view of the meta group into the command (after checking the caller's rights
+/// there). The shard trusts them, except that a bucket it has fenced refuses every key write:
+/// that is what makes a bucket delete safe against concurrent key writes (see `FenceBucket`).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct BucketRef {
+    pub bucket_id: u64,
+    pub volume_id: u64,
+    pub replication: Replication,
+    pub quota_bytes: u64,
+    pub quota_namespace: u64,
+    pub volume_quota_bytes: u64,
+}
+
 /// The caller, as authenticated by the server.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
@@ -35,6 +51,9 @@ pub struct CommandContext {
     /// Leader's wall clock when it accepted the request (ms since the Unix epoch).
     pub time_ms: u64,
     pub principal: Principal,
+    /// The key operation's bucket as the leader saw it in the meta group (sharded namespace);
+    /// `None` where this state holds the bucket records itself (one-shard tests and tools).
+    pub bucket: Option<BucketRef>,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -102,12 +121,23 @@ pub enum Op {
     ExpireSessions,
     /// The SCM has taken the deleted-blocks batches up to and including `up_to_seq`.
     PurgeDeletedBlocks { up_to_seq: u64 },
+    /// Meta group: marks a bucket as being deleted (new key writes are refused by leaders) or
+    /// clears the mark when the delete is given up. Replies `BucketMarked` with the bucket's
+    /// object id, which the fence commands name.
+    SetBucketDeleting { volume: String, bucket: String, deleting: bool },
+    /// Key shard (admin only, with `ctx.bucket`): from now on refuse (`fenced`) or accept again
+    /// key writes in the bucket; replies `BucketUsage` with this shard's keys and open keys in it
+    /// at that point of the log. A delete proceeds only if every shard, once fenced, is empty.
+    FenceBucket { fenced: bool },
 }
 
 impl Op {
     /// Whether the outcome is remembered for retries. Housekeeping commands are idempotent.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, Op::ExpireOpenKeys { .. } | Op::ExpireSessions | Op::PurgeDeletedBlocks { .. })
+        !matches!(
+            self,
+            Op::ExpireOpenKeys { .. } | Op::ExpireSessions | Op::PurgeDeletedBlocks { .. } | Op::SetBucketDeleting { .. } | Op::FenceBucket { .. }
+        )
     }
 }
 

@@ -41,20 +41,17 @@ impl ShardState {
             ensure!(volume_ids.get(&b.volume_id.to_native()) == Some(&volume), "bucket {bucket_id} of volume {volume}: that volume does not exist (or has another id)");
             let vu = expect_volume_usage.get_mut(&b.volume_id.to_native()).ok_or("bucket of a missing volume")?;
             vu.buckets += 1;
-            let mut bu = BucketUsage::default();
-            if let Some(keys) = self.keys.get(&bucket_id) {
-                for ke in keys {
-                    let r: &ArchivedKeyRecord = ke.view();
-                    let name = || String::from_utf8_lossy(ke.key()).into_owned();
-                    let sum: u64 = r.blocks.iter().map(|b| b.length.to_native()).sum();
-                    ensure!(sum == r.data_size.to_native(), "key {}: size {} but blocks sum to {sum}", name(), r.data_size);
-                    ensure!(r.object_id.to_native() < id_limit, "key {} has an object id from the future", name());
-                    bu.keys += 1;
-                    bu.used_bytes += r.data_size.to_native() * r.replication.native().factor();
-                }
-            }
+            let bu = self.count_keys(bucket_id)?;
             vu.used_bytes += bu.used_bytes;
             expect_bucket_usage.insert(bucket_id, bu);
+        }
+        // Buckets known from commands (a key shard of a sharded namespace): their volumes live
+        // elsewhere, so only the bytes of this shard's keys are counted against them.
+        for (bucket_id, (r, _fenced)) in &self.bucket_refs {
+            ensure!(!expect_bucket_usage.contains_key(bucket_id), "bucket {bucket_id} is both a record and a carried reference");
+            let bu = self.count_keys(*bucket_id)?;
+            expect_volume_usage.entry(r.volume_id).or_default().used_bytes += bu.used_bytes;
+            expect_bucket_usage.insert(*bucket_id, bu);
         }
         for bucket_id in self.keys.keys() {
             ensure!(expect_bucket_usage.contains_key(bucket_id), "keys exist in bucket {bucket_id}, which does not exist");
@@ -69,8 +66,13 @@ impl ShardState {
             expiry.insert((o.expires_ms.to_native(), open_id));
         }
         ensure!(expiry == self.open_key_expiry, "the open-key expiry index disagrees with the open keys");
-        ensure!(expect_volume_usage == self.volume_usage, "volume usage counters disagree: expected {expect_volume_usage:?}, have {:?}", self.volume_usage);
-        ensure!(expect_bucket_usage == self.bucket_usage, "bucket usage counters disagree: expected {expect_bucket_usage:?}, have {:?}", self.bucket_usage);
+        // Counters that are all zero carry no information (apply creates them on first touch).
+        let nonzero_v = |m: &BTreeMap<u64, VolumeUsage>| m.iter().filter(|(_, u)| **u != VolumeUsage::default()).map(|(k, u)| (*k, *u)).collect::<BTreeMap<_, _>>();
+        let nonzero_b = |m: &BTreeMap<u64, BucketUsage>| m.iter().filter(|(_, u)| **u != BucketUsage::default()).map(|(k, u)| (*k, *u)).collect::<BTreeMap<_, _>>();
+        let (expect_volume_usage, expect_bucket_usage) = (nonzero_v(&expect_volume_usage), nonzero_b(&expect_bucket_usage));
+        let (volume_usage, bucket_usage) = (nonzero_v(&self.volume_usage), nonzero_b(&self.bucket_usage));
+        ensure!(expect_volume_usage == volume_usage, "volume usage counters disagree: expected {expect_volume_usage:?}, have {volume_usage:?}");
+        ensure!(expect_bucket_usage == bucket_usage, "bucket usage counters disagree: expected {expect_bucket_usage:?}, have {bucket_usage:?}");
         if let Some(last) = self.deleted_blocks.last() {
             ensure!(seq_of(last.key()) < self.next_deleted_seq, "deleted-blocks sequence ran backwards");
         }
@@ -78,5 +80,21 @@ impl ShardState {
             ensure!(s.outcomes.len() <= RETRY_WINDOW_PER_CLIENT, "client {client} holds {} outcomes", s.outcomes.len());
         }
         Ok(())
+    }
+
+    /// Keys and bytes of one bucket, recomputed from its key records.
+    fn count_keys(&self, bucket_id: u64) -> Result<BucketUsage, String> {
+        let id_limit = (self.applied_log_index + 1) << 8;
+        let mut bu = BucketUsage::default();
+        for ke in self.keys.get(&bucket_id).into_iter().flatten() {
+            let r: &ArchivedKeyRecord = ke.view();
+            let name = || String::from_utf8_lossy(ke.key()).into_owned();
+            let sum: u64 = r.blocks.iter().map(|b| b.length.to_native()).sum();
+            ensure!(sum == r.data_size.to_native(), "key {}: size {} but blocks sum to {sum}", name(), r.data_size);
+            ensure!(r.object_id.to_native() < id_limit, "key {} has an object id from the future", name());
+            bu.keys += 1;
+            bu.used_bytes += r.data_size.to_native() * r.replication.native().factor();
+        }
+        Ok(bu)
     }
 }

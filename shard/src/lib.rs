@@ -24,7 +24,7 @@ mod slab;
 mod snapshot;
 mod state;
 
-pub use command::{Command, CommandContext, DecodeError, Op, Principal};
+pub use command::{BucketRef, Command, CommandContext, DecodeError, Op, Principal};
 pub use outcome::{OmError, Outcome, Reply};
 pub use records::{Acl, AclKind, BlockLocation, MetadataPair, QUOTA_UNLIMITED, Replication, rights};
 pub use snapshot::SnapshotError;

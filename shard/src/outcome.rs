@@ -50,6 +50,8 @@ pub enum Reply {
     KeyCommitted { object_id: u64, replaced: bool },
     KeysDeleted { deleted: u64, missing: Vec<String> },
     Expired { open_keys: u64, sessions: u64 },
+    BucketMarked { bucket_id: u64 },
+    BucketUsage { keys: u64, open_keys: u64 },
 }
 
 pub type Outcome = Result<Reply, OmError>;

@@ -143,6 +143,8 @@ pub struct BucketRecord {
     pub quota_namespace: u64,
     pub acls: Vec<Acl>,
     pub metadata: Vec<MetadataPair>,
+    /// A delete is in progress: leaders refuse new key writes (meta group only).
+    pub deleting: bool,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -15,12 +15,13 @@ use rkyv::rancor;
 use rkyv::with::InlineAsBox;
 use rkyv::{Archive, Serialize};
 
+use crate::command::BucketRef;
 use crate::memtable::Entry;
 use crate::records::*;
 use crate::state::{BucketUsage, Session, ShardState, VolumeUsage};
 
 const MAGIC: [u8; 8] = *b"STRATOSS";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const PREFIX_BYTES: usize = 32;
 
 #[derive(Archive, Serialize)]
@@ -50,6 +51,7 @@ struct Image<'a> {
     volume_usage: Vec<(u64, VolumeUsage)>,
     bucket_usage: Vec<(u64, BucketUsage)>,
     sessions: Vec<(u64, Session)>,
+    bucket_refs: Vec<(u64, BucketRef, bool)>,
 }
 
 /// Why snapshot bytes could not be loaded.
@@ -87,6 +89,7 @@ impl ShardState {
             volume_usage: self.volume_usage.iter().map(|(k, v)| (*k, *v)).collect(),
             bucket_usage: self.bucket_usage.iter().map(|(k, v)| (*k, *v)).collect(),
             sessions: self.sessions.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            bucket_refs: self.bucket_refs.iter().map(|(k, (r, f))| (*k, *r, *f)).collect(),
         };
         let bytes = rkyv::to_bytes::<rancor::Error>(&image).expect("serializing into memory cannot fail");
         let mut out = Vec::with_capacity(PREFIX_BYTES + bytes.len());
@@ -184,6 +187,11 @@ impl ShardState {
             volume_usage: rkyv::deserialize::<Vec<(u64, VolumeUsage)>, rancor::BoxedError>(&image.volume_usage).map_err(de("volume usage"))?.into_iter().collect(),
             bucket_usage: rkyv::deserialize::<Vec<(u64, BucketUsage)>, rancor::BoxedError>(&image.bucket_usage).map_err(de("bucket usage"))?.into_iter().collect(),
             sessions: rkyv::deserialize::<Vec<(u64, Session)>, rancor::BoxedError>(&image.sessions).map_err(de("sessions"))?.into_iter().collect(),
+            bucket_refs: rkyv::deserialize::<Vec<(u64, BucketRef, bool)>, rancor::BoxedError>(&image.bucket_refs)
+                .map_err(de("bucket references"))?
+                .into_iter()
+                .map(|(k, r, f)| (k, (r, f)))
+                .collect(),
             ..ShardState::default()
         };
         // Every derived fact must agree with the tables, or a later apply could act on counters

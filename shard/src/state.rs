@@ -17,7 +17,7 @@ use std::ops::Bound;
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
-use crate::command::{Command, Op, Principal};
+use crate::command::{BucketRef, Command, Op, Principal};
 use crate::constants::*;
 use crate::memtable::{Entry, probe};
 use crate::outcome::{OmError, Outcome, Reply};
@@ -91,6 +91,11 @@ pub struct ShardState {
     pub(crate) volume_usage: BTreeMap<u64, VolumeUsage>,
     pub(crate) bucket_usage: BTreeMap<u64, BucketUsage>,
     pub(crate) sessions: BTreeMap<u64, Session>,
+    /// Buckets this shard knows only from commands (`ctx.bucket`, sharded namespace): the latest
+    /// facts seen, and whether the bucket is fenced (its delete is in progress or done).
+    pub(crate) bucket_refs: BTreeMap<u64, (BucketRef, bool)>,
+    /// The bucket facts carried by the command being applied (not state).
+    pub(crate) carried: Option<BucketRef>,
     /// Reused serializer memory (not state).
     pub(crate) scratch: Scratch,
 }
@@ -148,6 +153,7 @@ pub(crate) struct BucketFacts {
     pub replication: Replication,
     pub quota_bytes: u64,
     pub quota_namespace: u64,
+    pub volume_quota_bytes: u64,
 }
 
 impl ShardState {
@@ -177,7 +183,9 @@ impl ShardState {
             }
         }
         let mut ids = Ids { log_index, n: 0 };
+        self.carried = ctx.bucket;
         let outcome = self.apply_op(log_index, cmd, &mut ids);
+        self.carried = None;
         if remember {
             let s = self.sessions.entry(ctx.client_id).or_default();
             s.last_seen_ms = s.last_seen_ms.max(ctx.time_ms);
@@ -248,6 +256,18 @@ impl ShardState {
                     self.deleted_blocks.pop_first();
                 }
                 Ok(Reply::Done)
+            }
+            Op::SetBucketDeleting { volume, bucket, deleting } => self.set_bucket_deleting(log_index, p, volume, bucket, *deleting),
+            Op::FenceBucket { fenced } => {
+                if !p.admin {
+                    return Err(denied(p, "fence a bucket"));
+                }
+                let Some(r) = self.carried else {
+                    return Err(OmError::InvalidArgument("fencing a bucket needs the bucket's facts".into()));
+                };
+                self.bucket_refs.insert(r.bucket_id, (r, *fenced));
+                let u = self.bucket_usage.get(&r.bucket_id).copied().unwrap_or_default();
+                Ok(Reply::BucketUsage { keys: u.keys, open_keys: u.open_keys })
             }
         }
     }
@@ -394,9 +414,21 @@ impl ShardState {
     pub fn list_keys(&self, volume: &str, bucket: &str, prefix: &str, start_after: &str, limit: usize) -> Result<Page<KeyInfo<'_>>, OmError> {
         check_limit(limit)?;
         let b: &ArchivedBucketRecord = self.bucket_entry(volume, bucket)?.view();
+        self.list_keys_in(b.object_id.to_native(), prefix, start_after, limit)
+    }
+
+    /// A key by bucket object id (key shards of a sharded namespace, which hold no bucket records).
+    pub fn lookup_key_in(&self, bucket_id: u64, key: &str) -> Option<&ArchivedKeyRecord> {
+        probe!(k = key);
+        self.keys.get(&bucket_id).and_then(|set| set.get(&*k)).map(|e| e.view::<ArchivedKeyRecord>())
+    }
+
+    /// Keys of a bucket by object id, in name order (see [`Self::list_keys`]).
+    pub fn list_keys_in(&self, bucket_id: u64, prefix: &str, start_after: &str, limit: usize) -> Result<Page<KeyInfo<'_>>, OmError> {
+        check_limit(limit)?;
         let mut items = Vec::new();
         let mut truncated = false;
-        if let Some(set) = self.keys.get(&b.object_id.to_native()) {
+        if let Some(set) = self.keys.get(&bucket_id) {
             let from = start_bound(b"", prefix, start_after);
             probe!(f = from.key());
             for e in set.range((from.bound(&*f), Bound::Unbounded)) {
@@ -411,6 +443,16 @@ impl ShardState {
             }
         }
         Ok(Page { items, truncated })
+    }
+
+    /// This shard's counters of a bucket (zero if it never saw the bucket).
+    pub fn bucket_usage_of(&self, bucket_id: u64) -> BucketUsage {
+        self.bucket_usage.get(&bucket_id).copied().unwrap_or_default()
+    }
+
+    /// This shard's replicated bytes in a volume.
+    pub fn volume_used_bytes_of(&self, volume_id: u64) -> u64 {
+        self.volume_usage.get(&volume_id).map_or(0, |u| u.used_bytes)
     }
 
     pub fn open_key(&self, open_id: u64) -> Option<&ArchivedOpenKeyRecord> {

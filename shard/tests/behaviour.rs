@@ -16,7 +16,7 @@ impl S {
     fn run(&mut self, who: Principal, op: Op) -> Outcome {
         self.request_id += 1;
         self.log_index += 1;
-        let cmd = Command { ctx: CommandContext { client_id: 1, request_id: self.request_id, time_ms: 5_000, principal: who }, op };
+        let cmd = Command { ctx: CommandContext { client_id: 1, request_id: self.request_id, time_ms: 5_000, principal: who, bucket: None }, op };
         let out = self.state.apply(self.log_index, &cmd);
         self.state.check_invariants().expect("invariants");
         out
@@ -75,7 +75,7 @@ fn a_retry_older_than_the_window_is_refused_not_reapplied() {
     }
     // Request 2 created the bucket; the window has moved past it.
     s.log_index += 1;
-    let cmd = Command { ctx: CommandContext { client_id: 1, request_id: 2, time_ms: 5_000, principal: Principal::admin("root") }, op: Op::DeleteBucket { volume: "vol1".into(), bucket: "bkt".into() } };
+    let cmd = Command { ctx: CommandContext { client_id: 1, request_id: 2, time_ms: 5_000, principal: Principal::admin("root"), bucket: None }, op: Op::DeleteBucket { volume: "vol1".into(), bucket: "bkt".into() } };
     let out = s.state.apply(s.log_index, &cmd);
     assert!(matches!(out, Err(OmError::RetryTooOld { client_id: 1, request_id: 2 })), "{out:?}");
     assert!(s.state.bucket_info("vol1", "bkt").is_ok(), "nothing was applied");
@@ -131,7 +131,7 @@ fn a_damaged_snapshot_is_an_error_never_a_panic() {
 
 #[test]
 fn malformed_command_bytes_are_an_error() {
-    let cmd = Command { ctx: CommandContext { client_id: 1, request_id: 1, time_ms: 1, principal: Principal::user("u") }, op: Op::ExpireSessions };
+    let cmd = Command { ctx: CommandContext { client_id: 1, request_id: 1, time_ms: 1, principal: Principal::user("u"), bucket: None }, op: Op::ExpireSessions };
     let bytes = cmd.encode().to_vec();
     assert_eq!(Command::decode(&bytes).unwrap(), cmd);
     for cut in 0..bytes.len() {

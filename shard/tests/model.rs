@@ -123,7 +123,7 @@ impl Harness {
     fn apply(&mut self, who: &str, op: Op) -> Outcome {
         self.request_id += 1;
         let cmd = Command {
-            ctx: CommandContext { client_id: 7, request_id: self.request_id, time_ms: self.time_ms, principal: principal(who) },
+            ctx: CommandContext { client_id: 7, request_id: self.request_id, time_ms: self.time_ms, principal: principal(who), bucket: None },
             op,
         };
         self.apply_cmd(cmd)

@@ -1,0 +1,90 @@
+//! A key shard of a sharded namespace: it holds no bucket records, takes the bucket's facts from
+//! the command, and refuses key writes in a fenced bucket (the bucket-delete protocol).
+
+use stratos_shard::*;
+
+const T: u64 = 5_000;
+
+fn facts(bucket_id: u64) -> BucketRef {
+    BucketRef { bucket_id, volume_id: 9, replication: Replication::RatisThree, quota_bytes: QUOTA_UNLIMITED, quota_namespace: 2, volume_quota_bytes: QUOTA_UNLIMITED }
+}
+
+struct Shard {
+    state: ShardState,
+    log_index: u64,
+}
+
+impl Shard {
+    fn run(&mut self, bucket: Option<BucketRef>, who: Principal, op: Op) -> Outcome {
+        self.log_index += 1;
+        let cmd = Command { ctx: CommandContext { client_id: 0, request_id: 0, time_ms: T, principal: who, bucket }, op };
+        let out = self.state.apply(self.log_index, &cmd);
+        self.state.check_invariants().expect("invariants");
+        out
+    }
+    fn put(&mut self, bucket_id: u64, key: &str) -> Outcome {
+        let b = Some(facts(bucket_id));
+        let block = BlockLocation { container_id: 1, local_id: self.log_index + 1, pipeline_id: 1, length: 10 };
+        let open = Op::OpenKey { volume: "vol".into(), bucket: "bkt".into(), key: key.into(), replication: None, blocks: vec![block], expires_ms: T + 1, metadata: vec![] };
+        let Reply::KeyOpened { open_id, .. } = self.run(b, Principal::user("u"), open)? else { panic!("not opened") };
+        self.run(b, Principal::user("u"), Op::CommitKey { volume: "vol".into(), bucket: "bkt".into(), key: key.into(), open_id, data_size: 10, blocks: vec![block] })
+    }
+    fn fence(&mut self, bucket_id: u64, fenced: bool) -> Outcome {
+        self.run(Some(facts(bucket_id)), Principal::admin("om"), Op::FenceBucket { fenced })
+    }
+}
+
+#[test]
+fn a_key_shard_takes_bucket_facts_from_the_command() {
+    let mut s = Shard { state: ShardState::new(), log_index: 0 };
+    s.put(77, "a").expect("put a");
+    let k = s.state.lookup_key_in(77, "a").expect("key a");
+    assert_eq!(k.replication.native(), Replication::RatisThree, "the bucket's replication comes from the facts");
+    assert_eq!(s.state.bucket_usage_of(77), BucketUsage { keys: 1, used_bytes: 30, open_keys: 0 });
+    assert_eq!(s.state.volume_used_bytes_of(9), 30);
+    s.put(77, "b").expect("put b");
+    let third = s.put(77, "c");
+    assert!(matches!(third, Err(OmError::QuotaExceeded { .. })), "the carried namespace quota holds: {third:?}");
+    let page = s.state.list_keys_in(77, "", "", 10).expect("list");
+    assert_eq!(page.items.iter().map(|k| k.name).collect::<Vec<_>>(), ["a", "b"]);
+
+    // Snapshots keep the carried references and the fences.
+    s.fence(77, true).expect("fence");
+    let back = ShardState::load_snapshot(&s.state.snapshot()).expect("load");
+    assert_eq!(back.state_hash(), s.state.state_hash());
+}
+
+#[test]
+fn a_fenced_bucket_refuses_key_writes_and_reports_what_it_holds() {
+    let mut s = Shard { state: ShardState::new(), log_index: 0 };
+    s.put(5, "k").expect("put");
+    let block = BlockLocation { container_id: 2, local_id: 1, pipeline_id: 1, length: 0 };
+    let open = Op::OpenKey { volume: "vol".into(), bucket: "bkt".into(), key: "open".into(), replication: None, blocks: vec![block], expires_ms: T + 1, metadata: vec![] };
+    s.run(Some(facts(5)), Principal::user("u"), open.clone()).expect("open");
+
+    assert_eq!(s.fence(5, true), Ok(Reply::BucketUsage { keys: 1, open_keys: 1 }));
+    let refused = s.run(Some(facts(5)), Principal::user("u"), open.clone());
+    assert!(matches!(&refused, Err(OmError::BucketNotFound(m)) if m.contains("being deleted")), "{refused:?}");
+    assert!(matches!(s.put(5, "x"), Err(OmError::BucketNotFound(_))));
+
+    // Another bucket is not affected; unfencing (a delete given up) accepts writes again.
+    s.put(6, "k").expect("other bucket");
+    assert_eq!(s.fence(5, false), Ok(Reply::BucketUsage { keys: 1, open_keys: 1 }));
+    s.put(5, "y").expect("after unfence");
+
+    // Only an administrator (the OM itself) may fence.
+    let denied = s.run(Some(facts(5)), Principal::user("u"), Op::FenceBucket { fenced: true });
+    assert!(matches!(denied, Err(OmError::PermissionDenied { .. })), "{denied:?}");
+}
+
+#[test]
+fn a_bucket_being_deleted_is_marked_in_the_meta_group() {
+    let mut m = Shard { state: ShardState::new(), log_index: 0 };
+    let root = Principal::admin("root");
+    m.run(None, root.clone(), Op::CreateVolume { volume: "vol".into(), owner: "u".into(), admin: "root".into(), quota_bytes: QUOTA_UNLIMITED, quota_namespace: QUOTA_UNLIMITED, acls: vec![], metadata: vec![] }).expect("volume");
+    let Ok(Reply::Created { object_id }) = m.run(None, Principal::user("u"), Op::CreateBucket { volume: "vol".into(), bucket: "bkt".into(), owner: None, versioning: false, replication: Replication::RatisOne, quota_bytes: QUOTA_UNLIMITED, quota_namespace: QUOTA_UNLIMITED, acls: vec![], metadata: vec![] }) else { panic!("bucket") };
+    let other = m.run(None, Principal::user("eve"), Op::SetBucketDeleting { volume: "vol".into(), bucket: "bkt".into(), deleting: true });
+    assert!(matches!(other, Err(OmError::PermissionDenied { .. })), "{other:?}");
+    assert_eq!(m.run(None, Principal::user("u"), Op::SetBucketDeleting { volume: "vol".into(), bucket: "bkt".into(), deleting: true }), Ok(Reply::BucketMarked { bucket_id: object_id }));
+    assert!(m.state.bucket_info("vol", "bkt").expect("info").record.deleting);
+}
