@@ -1,4 +1,368 @@
-//! stratos-client: the async client library (routing, retries with stable client and request
-//! ids, datanode I/O) and the `stratos sh` commands.
+//! stratos-client: the async client of the OM's Cap'n Proto API, and the `stratos sh` commands.
 //!
-//! Empty on purpose until the OM server issue (#3): it will depend on `stratos-schema` only.
+//! A [`Client`] holds one connection. Every mutating call carries `(client id, request id)`:
+//! the client id is random per [`Client`], request ids increase, and a retry after an
+//! `unavailable` or `notLeader` answer reuses the same pair, so the OM answers it from its
+//! retry cache instead of applying it twice. The client remembers the highest meta index it was
+//! told and sends it with every call (read-your-writes for volumes and buckets across shards).
+//! Calls pipeline: many may be in flight on one connection.
+//!
+//! It runs on a glommio executor (the connection is a glommio `TcpStream`).
+
+pub mod sh;
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use capnp_rpc::{RpcSystem, rpc_twoparty_capnp, twoparty};
+use futures_util::io::AsyncReadExt;
+use stratos_schema::om_capnp::{self, Status, ozone_manager};
+
+/// Attempts of a call that got `unavailable` or `notLeader`, with doubling backoff from 50 ms.
+pub const ATTEMPTS_MAX: u32 = 6;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The OM answered with an error status.
+    #[error("{message}")]
+    Om { status: Status, message: String },
+    #[error("cannot reach the OM at {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("RPC failed: {0}")]
+    Rpc(#[from] capnp::Error),
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<Status> {
+        match self {
+            ClientError::Om { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub fn status_name(s: Status) -> &'static str {
+    match s {
+        Status::Ok => "OK",
+        Status::InvalidName => "INVALID_NAME",
+        Status::InvalidArgument => "INVALID_ARGUMENT",
+        Status::VolumeNotFound => "VOLUME_NOT_FOUND",
+        Status::VolumeExists => "VOLUME_ALREADY_EXISTS",
+        Status::VolumeNotEmpty => "VOLUME_NOT_EMPTY",
+        Status::BucketNotFound => "BUCKET_NOT_FOUND",
+        Status::BucketExists => "BUCKET_ALREADY_EXISTS",
+        Status::BucketNotEmpty => "BUCKET_NOT_EMPTY",
+        Status::KeyNotFound => "KEY_NOT_FOUND",
+        Status::KeyExists => "KEY_ALREADY_EXISTS",
+        Status::OpenKeyNotFound => "OPEN_KEY_NOT_FOUND",
+        Status::QuotaExceeded => "QUOTA_EXCEEDED",
+        Status::PermissionDenied => "PERMISSION_DENIED",
+        Status::RetryTooOld => "RETRY_TOO_OLD",
+        Status::NotLeader => "NOT_LEADER",
+        Status::Unavailable => "UNAVAILABLE",
+        Status::Malformed => "MALFORMED",
+        Status::Internal => "INTERNAL",
+    }
+}
+
+fn om_error(e: om_capnp::error::Reader<'_>) -> ClientError {
+    let status = e.get_status().unwrap_or(Status::Internal);
+    let message = e.get_message().ok().and_then(|m| m.to_str().ok()).unwrap_or("").to_string();
+    ClientError::Om { status, message: format!("{}: {message}", status_name(status)) }
+}
+
+fn retryable(e: &ClientError) -> bool {
+    matches!(e.status(), Some(Status::Unavailable | Status::NotLeader))
+}
+
+/// A successful outcome of a mutation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Done {
+    Done,
+    Created { object_id: u64 },
+    KeyOpened { open_id: u64 },
+    KeyCommitted { object_id: u64, replaced: bool },
+    KeysDeleted { deleted: u64, missing: Vec<String> },
+    BlockAllocated,
+}
+
+pub fn outcome(o: om_capnp::outcome::Reader<'_>) -> Result<Done, ClientError> {
+    use om_capnp::outcome::Which;
+    match o.which().map_err(|e| capnp::Error::failed(format!("unknown outcome {}", e.0)))? {
+        Which::Error(e) => Err(om_error(e?)),
+        Which::Done(()) => Ok(Done::Done),
+        Which::Created(c) => Ok(Done::Created { object_id: c.get_object_id() }),
+        Which::KeyOpened(k) => Ok(Done::KeyOpened { open_id: k.get_open_id() }),
+        Which::BlockAllocated(_) => Ok(Done::BlockAllocated),
+        Which::KeyCommitted(k) => Ok(Done::KeyCommitted { object_id: k.get_object_id(), replaced: k.get_replaced() }),
+        Which::KeysDeleted(k) => {
+            let mut missing = Vec::new();
+            for m in k.get_missing()?.iter() {
+                missing.push(m?.to_string().map_err(|e| capnp::Error::failed(e.to_string()))?);
+            }
+            Ok(Done::KeysDeleted { deleted: k.get_deleted(), missing })
+        }
+    }
+}
+
+pub struct Client {
+    om: ozone_manager::Client,
+    client_id: u64,
+    next_request: Cell<u64>,
+    meta_index: Cell<u64>,
+    user: String,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("client_id", &self.client_id).field("user", &self.user).finish()
+    }
+}
+
+impl Client {
+    /// Connects to an OM at `host:port` as `user`. Must run on a glommio executor.
+    pub async fn connect(addr: &str, user: &str) -> Result<Client, ClientError> {
+        let err = |reason: String| ClientError::Connect { addr: addr.to_string(), reason };
+        let stream = glommio::net::TcpStream::connect(addr).await.map_err(|e| err(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (reader, writer) = stream.split();
+        let network = twoparty::VatNetwork::new(
+            futures_lite::io::BufReader::new(reader),
+            futures_lite::io::BufWriter::new(writer),
+            rpc_twoparty_capnp::Side::Client,
+            capnp::message::ReaderOptions::new(),
+        );
+        let mut rpc = RpcSystem::new(Box::new(network), None);
+        let om: ozone_manager::Client = rpc.bootstrap(rpc_twoparty_capnp::Side::Server);
+        glommio::spawn_local(async move {
+            let _ = rpc.await;
+        })
+        .detach();
+        // Non-zero and random per client: together with request ids it names a request forever.
+        let client_id = rand::random::<u64>() | 1;
+        Ok(Client { om, client_id, next_request: Cell::new(1), meta_index: Cell::new(0), user: user.to_string() })
+    }
+
+    pub fn client_id(&self) -> u64 {
+        self.client_id
+    }
+
+    fn set_header(&self, mut h: om_capnp::request_header::Builder<'_>, request_id: u64) {
+        h.set_client_id(self.client_id);
+        h.set_request_id(request_id);
+        h.set_user(&self.user);
+        h.set_min_meta_index(self.meta_index.get());
+    }
+
+    fn seen_meta(&self, index: u64) {
+        self.meta_index.set(self.meta_index.get().max(index));
+    }
+
+    /// One mutation; `build` fills in the operation. Retried (same request id) while the OM is
+    /// unavailable or not the leader.
+    pub async fn submit(&self, build: impl Fn(om_capnp::operation::Builder<'_>)) -> Result<Done, ClientError> {
+        let request_id = self.next_request.get();
+        self.next_request.set(request_id + 1);
+        let mut delay = Duration::from_millis(50);
+        let mut attempt = 1;
+        loop {
+            let mut req = self.om.submit_request();
+            self.set_header(req.get().init_header(), request_id);
+            build(req.get().init_operation());
+            let result = async {
+                let reply = req.send().promise.await?;
+                let r = reply.get()?;
+                self.seen_meta(r.get_meta_index());
+                outcome(r.get_outcome()?)
+            }
+            .await;
+            match result {
+                Err(e) if retryable(&e) && attempt < ATTEMPTS_MAX => {
+                    glommio::timer::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Many mutations in one message: one outcome each, in order. The request ids of a batch
+    /// are `first .. first + n` (the server derives them from the header's by position).
+    pub async fn batch(&self, n: u32, build: impl Fn(u32, om_capnp::operation::Builder<'_>)) -> Result<Vec<Result<Done, ClientError>>, ClientError> {
+        let request_id = self.next_request.get();
+        self.next_request.set(request_id + u64::from(n));
+        let mut req = self.om.batch_request();
+        self.set_header(req.get().init_header(), request_id);
+        let mut list = req.get().init_operations(n);
+        for i in 0..n {
+            build(i, list.reborrow().get(i));
+        }
+        let reply = req.send().promise.await?;
+        let r = reply.get()?;
+        self.seen_meta(r.get_meta_index());
+        Ok(r.get_outcomes()?.iter().map(outcome).collect())
+    }
+
+    pub async fn echo(&self, payload: &[u8], via_raft: bool) -> Result<usize, ClientError> {
+        let mut req = self.om.echo_request();
+        req.get().set_payload(payload);
+        req.get().set_via_raft(via_raft);
+        let reply = req.send().promise.await?;
+        Ok(reply.get()?.get_payload()?.len())
+    }
+
+    pub async fn volume_info(&self, volume: &str) -> Result<serde_json::Value, ClientError> {
+        let mut req = self.om.volume_info_request();
+        self.set_header(req.get().init_header(), 0);
+        req.get().set_volume(volume);
+        let reply = req.send().promise.await?;
+        let r = reply.get()?;
+        if r.has_error() {
+            return Err(om_error(r.get_error()?));
+        }
+        Ok(json::volume(r.get_info()?)?)
+    }
+
+    pub async fn list_volumes(&self, owner: &str, prefix: &str, start: &str, limit: u32) -> Result<(Vec<serde_json::Value>, bool), ClientError> {
+        let mut req = self.om.list_volumes_request();
+        self.set_header(req.get().init_header(), 0);
+        req.get().set_owner(owner);
+        set_page(req.get().init_page(), prefix, start, limit);
+        let reply = req.send().promise.await?;
+        let r = reply.get()?;
+        if r.has_error() {
+            return Err(om_error(r.get_error()?));
+        }
+        let items = r.get_volumes()?.iter().map(json::volume).collect::<Result<_, _>>()?;
+        Ok((items, r.get_truncated()))
+    }
+
+    pub async fn bucket_info(&self, volume: &str, bucket: &str) -> Result<serde_json::Value, ClientError> {
+        let mut req = self.om.bucket_info_request();
+        self.set_header(req.get().init_header(), 0);
+        req.get().set_volume(volume);
+        req.get().set_bucket(bucket);
+        let reply = req.send().promise.await?;
+        let r = reply.get()?;
+        if r.has_error() {
+            return Err(om_error(r.get_error()?));
+        }
+        Ok(json::bucket(r.get_info()?)?)
+    }
+
+    pub async fn list_buckets(&self, volume: &str, prefix: &str, start: &str, limit: u32) -> Result<(Vec<serde_json::Value>, bool), ClientError> {
+        let mut req = self.om.list_buckets_request();
+        self.set_header(req.get().init_header(), 0);
+        req.get().set_volume(volume);
+        set_page(req.get().init_page(), prefix, start, limit);
+        let reply = req.send().promise.await?;
+        let r = reply.get()?;
+        if r.has_error() {
+            return Err(om_error(r.get_error()?));
+        }
+        let items = r.get_buckets()?.iter().map(json::bucket).collect::<Result<_, _>>()?;
+        Ok((items, r.get_truncated()))
+    }
+
+    pub async fn lookup_key(&self, volume: &str, bucket: &str, key: &str) -> Result<serde_json::Value, ClientError> {
+        let mut req = self.om.lookup_key_request();
+        self.set_header(req.get().init_header(), 0);
+        req.get().set_volume(volume);
+        req.get().set_bucket(bucket);
+        req.get().set_key(key);
+        let reply = req.send().promise.await?;
+        let r = reply.get()?;
+        if r.has_error() {
+            return Err(om_error(r.get_error()?));
+        }
+        Ok(json::key(r.get_info()?)?)
+    }
+
+    pub async fn list_keys(&self, volume: &str, bucket: &str, prefix: &str, start: &str, limit: u32) -> Result<(Vec<serde_json::Value>, bool), ClientError> {
+        let mut req = self.om.list_keys_request();
+        self.set_header(req.get().init_header(), 0);
+        req.get().set_volume(volume);
+        req.get().set_bucket(bucket);
+        set_page(req.get().init_page(), prefix, start, limit);
+        let reply = req.send().promise.await?;
+        let r = reply.get()?;
+        if r.has_error() {
+            return Err(om_error(r.get_error()?));
+        }
+        let items = r.get_keys()?.iter().map(json::key).collect::<Result<_, _>>()?;
+        Ok((items, r.get_truncated()))
+    }
+}
+
+fn set_page(mut p: om_capnp::page::Builder<'_>, prefix: &str, start: &str, limit: u32) {
+    p.set_prefix(prefix);
+    p.set_start_after(start);
+    p.set_limit(limit);
+}
+
+/// Replies as JSON, with Ozone's field names where they exist.
+pub mod json {
+    use serde_json::{Value, json};
+    use stratos_schema::om_capnp;
+
+    fn text(t: capnp::Result<capnp::text::Reader<'_>>) -> capnp::Result<String> {
+        Ok(t?.to_string()?)
+    }
+
+    fn quota(q: u64) -> Value {
+        if q == u64::MAX { json!(-1) } else { json!(q) }
+    }
+
+    fn replication(r: Result<om_capnp::Replication, capnp::NotInSchema>) -> &'static str {
+        match r {
+            Ok(om_capnp::Replication::RatisOne) => "RATIS/ONE",
+            Ok(om_capnp::Replication::RatisThree) => "RATIS/THREE",
+            Err(_) => "UNKNOWN",
+        }
+    }
+
+    fn metadata(l: capnp::Result<capnp::struct_list::Reader<'_, om_capnp::metadata_pair::Owned>>) -> capnp::Result<Value> {
+        let mut m = serde_json::Map::new();
+        for p in l?.iter() {
+            m.insert(text(p.get_key())?, Value::String(text(p.get_value())?));
+        }
+        Ok(Value::Object(m))
+    }
+
+    pub fn volume(v: om_capnp::volume_info::Reader<'_>) -> capnp::Result<Value> {
+        Ok(json!({
+            "name": text(v.get_name())?, "owner": text(v.get_owner())?, "admin": text(v.get_admin())?,
+            "creationTime": v.get_created_ms(), "modificationTime": v.get_modified_ms(),
+            "quotaInBytes": quota(v.get_quota_bytes()), "quotaInNamespace": quota(v.get_quota_namespace()),
+            "usedBytes": v.get_used_bytes(), "usedNamespace": v.get_buckets(), "objectID": v.get_object_id(),
+            "updateID": v.get_update_id(), "metadata": metadata(v.get_metadata())?,
+        }))
+    }
+
+    pub fn bucket(b: om_capnp::bucket_info::Reader<'_>) -> capnp::Result<Value> {
+        Ok(json!({
+            "volumeName": text(b.get_volume())?, "name": text(b.get_name())?, "owner": text(b.get_owner())?,
+            "creationTime": b.get_created_ms(), "modificationTime": b.get_modified_ms(),
+            "versioning": b.get_versioning(), "replication": replication(b.get_replication()),
+            "quotaInBytes": quota(b.get_quota_bytes()), "quotaInNamespace": quota(b.get_quota_namespace()),
+            "usedBytes": b.get_used_bytes(), "usedNamespace": b.get_keys(), "openKeys": b.get_open_keys(),
+            "bucketLayout": "OBJECT_STORE", "objectID": b.get_object_id(), "updateID": b.get_update_id(),
+            "metadata": metadata(b.get_metadata())?,
+        }))
+    }
+
+    pub fn key(k: om_capnp::key_info::Reader<'_>) -> capnp::Result<Value> {
+        let mut blocks = Vec::new();
+        for b in k.get_blocks()?.iter() {
+            blocks.push(json!({"containerID": b.get_container_id(), "localID": b.get_local_id(), "pipelineID": b.get_pipeline_id(), "length": b.get_length()}));
+        }
+        Ok(json!({
+            "volumeName": text(k.get_volume())?, "bucketName": text(k.get_bucket())?, "name": text(k.get_name())?,
+            "dataSize": k.get_data_size(), "replication": replication(k.get_replication()),
+            "creationTime": k.get_created_ms(), "modificationTime": k.get_modified_ms(),
+            "objectID": k.get_object_id(), "updateID": k.get_update_id(), "blocks": blocks,
+            "metadata": metadata(k.get_metadata())?,
+        }))
+    }
+}

@@ -261,11 +261,15 @@ interface OzoneManager {
   echo @0 (payload :Data, viaRaft :Bool) -> (payload :Data);
 
   # One mutation.
-  submit @1 (header :RequestHeader, operation :Operation) -> (outcome :Outcome);
+  # `metaIndex`: the meta group's index after this call; send it back as `minMetaIndex` (any
+  # connection) to see this call's volume and bucket changes.
+  submit @1 (header :RequestHeader, operation :Operation) -> (outcome :Outcome, metaIndex :UInt64);
 
   # Many mutations in one message, applied in order; one outcome each. A batch is not a
   # transaction: each operation succeeds or fails on its own.
-  batch @2 (header :RequestHeader, operations :List(Operation)) -> (outcomes :List(Outcome));
+  # Operations on volumes and buckets complete, in order, before any later operation of the batch
+  # starts; key operations between them run concurrently across shards (in order per shard).
+  batch @2 (header :RequestHeader, operations :List(Operation)) -> (outcomes :List(Outcome), metaIndex :UInt64);
 
   # Reads (linearizable: served by the leader after confirming its leadership).
   volumeInfo @3 (header :RequestHeader, volume :Text) -> (error :Error, info :VolumeInfo);

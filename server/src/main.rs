@@ -1,8 +1,10 @@
 //! `stratos`: one binary for every role, mirroring the `ozone` command.
 //!
-//! The roles (`om`, `scm`, `datanode`, `dev`, `sh`, `admin`) arrive with the issues that build
-//! them. What exists now measures the foundation: `stratos bench wal|shard|foundation` and
-//! `stratos tune`.
+//! Roles so far: `om` (an OM node), `dev` (a local cluster in one command: for now one OM),
+//! `sh` (the client shell), `bench` and `tune`. `scm`, `datanode` and `admin` arrive with the
+//! issues that build them.
+
+mod om_bench;
 
 use std::path::PathBuf;
 
@@ -25,6 +27,13 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run an OM node (Ozone Manager): the namespace service, on one executor per core.
+    Om(OmArgs),
+    /// Run a local cluster (for now one OM) in a data directory (default: a temp dir); prints a
+    /// line with `ready` and the addresses when it serves; Ctrl-C stops it cleanly.
+    Dev(DevArgs),
+    /// The client shell, in `ozone sh` forms: `stratos sh volume create /vol1`, …
+    Sh(stratos_client::sh::ShArgs),
     /// Measure Stratos; every figure is a median over --runs runs.
     #[command(subcommand)]
     Bench(Bench),
@@ -45,6 +54,12 @@ enum Bench {
     Wal(WalArgs),
     /// The namespace state machine on one core: applies/s, lookups/s, bytes/key, snapshots.
     Shard(ShardArgs),
+    /// Freon's omkg against a running OM: open + commit keys (metadata only), pipelined.
+    Omkg(om_bench::OmkgArgs),
+    /// Lookups of keys against a running OM (it writes the keys first), pipelined.
+    Lookup(om_bench::LookupArgs),
+    /// Freon's ome: echo calls (the RPC path alone; --raft adds a Raft read-index round).
+    Ome(om_bench::OmeArgs),
     /// Both, at sizes that finish in about a minute: the demonstration of the foundation.
     Foundation {
         /// Directory for WAL segments and snapshot files (a temp dir is made inside it).
@@ -89,10 +104,155 @@ struct ShardArgs {
     dir: PathBuf,
 }
 
+/// Every key of the OM configuration file, as a flag (a flag wins over the file).
+#[derive(Args, Debug, Default)]
+struct OmArgs {
+    /// TOML configuration file (every key optional; see README "Configuration").
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory (WALs, snapshots, FORMAT).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Client RPC address [default: 0.0.0.0:9862].
+    #[arg(long)]
+    rpc_address: Option<std::net::SocketAddr>,
+    /// HTTP address for /health, /metrics, /prom [default: 0.0.0.0:9874].
+    #[arg(long)]
+    http_address: Option<std::net::SocketAddr>,
+    /// Key shards, fixed at format time [default: one per CPU].
+    #[arg(long)]
+    shards: Option<u32>,
+    /// Executors [default: one per CPU, at most the shards].
+    #[arg(long)]
+    executors: Option<usize>,
+    /// CPUs to pin executors to, e.g. 0,1 [default: 0, 1, …].
+    #[arg(long, value_delimiter = ',')]
+    cpus: Option<Vec<usize>>,
+    /// Do not pin executors to CPUs.
+    #[arg(long)]
+    no_pin: bool,
+    /// Busy-poll this many µs before sleeping (lower latency, more CPU) [default: 0].
+    #[arg(long)]
+    spin_us: Option<u64>,
+    /// Administrators, comma-separated [default: root].
+    #[arg(long, value_delimiter = ',')]
+    admins: Option<Vec<String>>,
+    /// Snapshot a group every this many log entries [default: 100000].
+    #[arg(long)]
+    snapshot_after_entries: Option<u64>,
+    /// Raft election timeout, minimum and maximum, in ms [default: 1000, 2000].
+    #[arg(long)]
+    election_timeout_min_ms: Option<u64>,
+    #[arg(long)]
+    election_timeout_max_ms: Option<u64>,
+    /// Raft heartbeat interval in ms [default: 300].
+    #[arg(long)]
+    heartbeat_interval_ms: Option<u64>,
+}
+
+impl OmArgs {
+    fn config(&self) -> anyhow::Result<stratos_server::om::config::OmConfig> {
+        let mut c = stratos_server::om::config::OmConfig::load(self.config.as_deref())?;
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { c.$f = v.into(); } )* };
+        }
+        set!(data_dir, rpc_address, shards, executors, spin_us, admins, snapshot_after_entries, election_timeout_min_ms, election_timeout_max_ms, heartbeat_interval_ms);
+        if let Some(a) = self.http_address {
+            c.http_address = Some(a);
+        }
+        if self.cpus.is_some() {
+            c.cpus = self.cpus.clone();
+        }
+        if self.no_pin {
+            c.pin = false;
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Args, Debug)]
+struct DevArgs {
+    /// Data directory [default: a fresh temp dir, removed on exit].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Shift every default port by this much (OM RPC 9862 + N, HTTP 9874 + N).
+    #[arg(long, default_value_t = 0)]
+    base_port: i32,
+    /// Key shards [default: one per CPU].
+    #[arg(long)]
+    shards: Option<u32>,
+}
+
+fn shifted(port: u16, by: i32) -> anyhow::Result<u16> {
+    u16::try_from(i32::from(port) + by).map_err(|_| anyhow::anyhow!("--base-port {by} moves port {port} out of range"))
+}
+
+fn dev(a: DevArgs) -> anyhow::Result<()> {
+    let temp;
+    let dir = match a.data_dir {
+        Some(d) => d,
+        None => {
+            temp = tempfile::Builder::new().prefix("stratos-dev-").tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let mut c = stratos_server::om::config::OmConfig { data_dir: Some(dir.join("om")), ..Default::default() };
+    c.rpc_address = std::net::SocketAddr::from(([127, 0, 0, 1], shifted(9862, a.base_port)?));
+    c.http_address = Some(std::net::SocketAddr::from(([127, 0, 0, 1], shifted(9874, a.base_port)?)));
+    c.raft_address = format!("127.0.0.1:{}", shifted(9872, a.base_port)?);
+    c.admins = vec!["root".into(), std::env::var("USER").unwrap_or_else(|_| "root".into())];
+    if let Some(s) = a.shards {
+        c.shards = s;
+    }
+    c.election_timeout_min_ms = 150;
+    c.election_timeout_max_ms = 300;
+    c.heartbeat_interval_ms = 50;
+    stratos_server::om::node::run(&c, |r| {
+        println!(
+            "stratos dev ready: om {} (http {}), {} shards on {} cores, data in {} — try: STRATOS_OM={} stratos sh volume create /vol1",
+            r.rpc,
+            r.http.map_or_else(|| "off".to_string(), |h| h.to_string()),
+            r.shards,
+            r.cores,
+            dir.display(),
+            r.rpc
+        );
+    })?;
+    eprintln!("stratos dev: stopped cleanly");
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut progress = |line: &str| eprintln!("{line}");
     match cli.command {
+        Command::Om(a) => {
+            let c = a.config()?;
+            stratos_server::om::node::run(&c, |r| {
+                println!("stratos om ready: rpc {} http {} ({} shards on {} cores)", r.rpc, r.http.map_or_else(|| "off".to_string(), |h| h.to_string()), r.shards, r.cores);
+            })?;
+            eprintln!("stratos om: stopped cleanly");
+        }
+        Command::Dev(a) => dev(a)?,
+        Command::Sh(a) => {
+            let out = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+                .io_memory(1 << 20)
+                .spawn(move || async move { stratos_client::sh::run(&a).await })
+                .map_err(|e| anyhow::anyhow!("starting the client executor: {e}"))?
+                .join()
+                .map_err(|e| anyhow::anyhow!("client executor: {e}"))?;
+            match out {
+                Ok(Some(text)) => println!("{text}"),
+                Ok(None) => {}
+                Err(line) => {
+                    eprintln!("{line}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::Bench(Bench::Omkg(a)) => om_bench::omkg(a)?,
+        Command::Bench(Bench::Lookup(a)) => om_bench::lookup(a)?,
+        Command::Bench(Bench::Ome(a)) => om_bench::ome(a)?,
         Command::Bench(Bench::Wal(a)) => {
             let mut report = Report::default();
             wal_bench::run(&wal_options(a), &mut report, &mut progress)?;

@@ -534,6 +534,18 @@ pub(crate) fn acls_allow(p: &Principal, acls: &[ArchivedAcl], right: u16) -> boo
     })
 }
 
+/// Whether ACL entries grant `right` to `p` (for servers holding native copies of ACLs).
+pub fn acls_allow_native(p: &Principal, acls: &[Acl], right: u16) -> bool {
+    acls.iter().any(|a| {
+        a.rights & right == right
+            && match a.kind {
+                AclKind::User => a.name == p.user,
+                AclKind::Group => p.groups.iter().any(|g| *g == a.name),
+                AclKind::World => true,
+            }
+    })
+}
+
 fn check_limit(limit: usize) -> Result<(), OmError> {
     if limit == 0 || limit > LIST_LIMIT_MAX {
         return Err(OmError::InvalidArgument(format!("list limit must be 1..={LIST_LIMIT_MAX}, is {limit}")));

@@ -1,0 +1,84 @@
+//! The OM's configuration: a TOML file whose every key has a default (below), each overridable
+//! by a flag of `stratos om`. Unknown keys are an error (a typo must not silently fall back to a
+//! default). Ports follow Apache Ozone's: OM RPC 9862, OM HTTP 9874, OM Raft 9872.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OmConfig {
+    /// Where groups keep their WALs and snapshots. Required (`stratos dev` makes a temp dir).
+    pub data_dir: Option<PathBuf>,
+    /// Client RPC (Cap'n Proto). Default 0.0.0.0:9862.
+    pub rpc_address: SocketAddr,
+    /// Metrics and health (HTTP). Default 0.0.0.0:9874; absent in the file = default.
+    pub http_address: Option<SocketAddr>,
+    /// This node's Raft address, as peers will dial it (the 3-node cluster). Default 127.0.0.1:9872.
+    pub raft_address: String,
+    /// This node's Raft id (unique in the cluster, never reused). Default 1.
+    pub node_id: u64,
+    /// Key shards, fixed when the data directory is formatted. 0 = one per CPU.
+    pub shards: u32,
+    /// Executors (one per core). 0 = one per CPU; never more than the shards.
+    pub executors: usize,
+    /// Pin executor i to CPU i (or to `cpus[i]`). Default true.
+    pub pin: bool,
+    /// The CPUs to pin executors to, in order; empty = 0, 1, 2, …
+    pub cpus: Option<Vec<usize>>,
+    /// Busy-poll this long before sleeping when idle: lower latency, burns CPU. Default 0.
+    pub spin_us: u64,
+    /// io_uring registered buffer memory per executor. Default 1 MiB (see FINDINGS: memlock).
+    pub io_memory_bytes: usize,
+    /// Users with administrator rights (create volumes, everything). Default ["root"].
+    pub admins: Vec<String>,
+    /// An open key not committed within this time is dropped. Default 7 days (Ozone's).
+    pub open_key_ttl_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    /// Snapshot a group (and purge its log before that) every this many entries. Default 100k.
+    pub snapshot_after_entries: u64,
+    /// WAL segment size. Default 64 MiB.
+    pub wal_segment_bytes: u64,
+}
+
+impl Default for OmConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            rpc_address: "0.0.0.0:9862".parse().expect("a literal address"),
+            http_address: Some("0.0.0.0:9874".parse().expect("a literal address")),
+            raft_address: "127.0.0.1:9872".into(),
+            node_id: 1,
+            shards: 0,
+            executors: 0,
+            pin: true,
+            cpus: None,
+            spin_us: 0,
+            io_memory_bytes: 1 << 20,
+            admins: vec!["root".into()],
+            open_key_ttl_ms: 7 * 24 * 3600 * 1000,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
+            heartbeat_interval_ms: 300,
+            snapshot_after_entries: 100_000,
+            wal_segment_bytes: stratos_wal::constants::SEGMENT_BYTES_DEFAULT,
+        }
+    }
+}
+
+impl OmConfig {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        match path {
+            None => Ok(Self::default()),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("{}: invalid configuration", p.display()))
+            }
+        }
+    }
+}

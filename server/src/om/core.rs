@@ -1,0 +1,288 @@
+//! One executor ("core") of an OM node: the groups it owns, its view of the meta group, and
+//! the channel mesh to the other cores. Nothing here is shared across threads: cores exchange
+//! [`Msg`]s over bounded channels, and a request for another core's group travels as one.
+//!
+//! Placement: the meta group is group 0, on core 0; key shard `s` is group `s + 1`, on core
+//! `s % cores`. A key belongs to shard `crc32(volume \0 bucket \0 key) % shards`; the shard
+//! count is fixed when the data directory is formatted, so this hash is part of the on-disk
+//! format.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use stratos_schema::om_capnp::Status;
+use stratos_shard::{BucketUsage, Command, Op, Reply, rights};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::om::convert::{BucketView, KeyView, VolumeView, WireError};
+use crate::om::meta_view::{Change, MetaView};
+use crate::raft::group::Group;
+
+pub const META_GROUP: u32 = 0;
+/// Messages queued to one core at most (per sender: tokio's channel bounds the total).
+pub const MESH_QUEUE_MAX: usize = 4096;
+
+pub fn shard_of(volume: &str, bucket: &str, key: &str, shards: u32) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(volume.as_bytes());
+    h.update(&[0]);
+    h.update(bucket.as_bytes());
+    h.update(&[0]);
+    h.update(key.as_bytes());
+    h.finalize() % shards
+}
+
+pub fn group_of_shard(shard: u32) -> u32 {
+    shard + 1
+}
+
+pub fn core_of_group(group: u32, cores: usize) -> usize {
+    if group == META_GROUP { 0 } else { (group - 1) as usize % cores }
+}
+
+/// Outcomes of a write, and the meta index the owner had applied when answering.
+pub type WriteReply = (Vec<Result<Reply, WireError>>, u64);
+
+#[derive(Debug)]
+pub enum Query {
+    VolumeInfo(String),
+    ListVolumes { owner: Option<String>, prefix: String, start_after: String, limit: usize },
+    BucketInfo(String, String),
+    ListBuckets { volume: String, prefix: String, start_after: String, limit: usize },
+    /// This shard's usage of each bucket id.
+    BucketUsages(Vec<u64>),
+    /// This shard's bytes in each volume id.
+    VolumeUsed(Vec<u64>),
+    LookupKey { principal: stratos_shard::Principal, volume: String, bucket: String, key: String },
+    ListKeysIn { bucket_id: u64, prefix: String, start_after: String, limit: usize },
+}
+
+#[derive(Debug)]
+pub enum ReadResult {
+    Volumes(Vec<VolumeView>, bool),
+    Buckets(Vec<BucketView>, bool),
+    Usages(Vec<BucketUsage>),
+    Used(Vec<u64>),
+    Key(KeyView),
+    Keys(Vec<KeyView>, bool),
+}
+
+#[derive(Debug)]
+pub enum Msg {
+    /// Propose `commands` to `group`. With `fill`, the owner first checks the caller's rights and
+    /// copies the bucket's facts from its meta view into each command (key shards).
+    Write { group: u32, commands: Vec<Command>, fill: bool, min_meta: u64, reply: oneshot::Sender<WriteReply> },
+    Read { group: u32, query: Query, min_meta: u64, reply: oneshot::Sender<Result<ReadResult, WireError>> },
+    /// Meta-group changes, in log order (from core 0).
+    Meta { log_index: u64, changes: Arc<Vec<Change>> },
+}
+
+pub struct Core {
+    pub index: usize,
+    pub cores: usize,
+    pub shards: u32,
+    pub groups: HashMap<u32, Rc<Group>>,
+    pub mesh: Vec<mpsc::Sender<Msg>>,
+    pub view: RefCell<MetaView>,
+    pub admins: Vec<String>,
+    pub open_key_ttl_ms: u64,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").field("index", &self.index).field("groups", &self.groups.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+fn unavailable(what: &str) -> WireError {
+    WireError::new(Status::Unavailable, format!("{what}: the OM is shutting down"))
+}
+
+impl Core {
+    /// Waits until this core's meta view has reached `index` (read-your-writes).
+    pub async fn wait_meta(&self, index: u64) {
+        loop {
+            let listener = self.view.borrow().advanced.listen();
+            if self.view.borrow().log_index >= index {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    pub fn meta_index(&self) -> u64 {
+        self.view.borrow().log_index
+    }
+
+    /// Writes to a group on whichever core owns it.
+    pub async fn write(self: &Rc<Self>, group: u32, commands: Vec<Command>, fill: bool, min_meta: u64) -> WriteReply {
+        let n = commands.len();
+        let core = core_of_group(group, self.cores);
+        if core == self.index {
+            return self.local_write(group, commands, fill, min_meta).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.mesh[core].send(Msg::Write { group, commands, fill, min_meta, reply: tx }).await.is_err() {
+            return (vec![Err(unavailable("write")); n], 0);
+        }
+        rx.await.unwrap_or_else(|_| (vec![Err(unavailable("write")); n], 0))
+    }
+
+    pub async fn read(self: &Rc<Self>, group: u32, query: Query, min_meta: u64) -> Result<ReadResult, WireError> {
+        let core = core_of_group(group, self.cores);
+        if core == self.index {
+            return self.local_read(group, query, min_meta).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.mesh[core].send(Msg::Read { group, query, min_meta, reply: tx }).await.map_err(|_| unavailable("read"))?;
+        rx.await.map_err(|_| unavailable("read"))?
+    }
+
+    fn group(&self, id: u32) -> &Rc<Group> {
+        self.groups.get(&id).unwrap_or_else(|| panic!("core {} asked for group {id}, which it does not own", self.index))
+    }
+
+    async fn local_write(&self, group: u32, mut commands: Vec<Command>, fill: bool, min_meta: u64) -> WriteReply {
+        self.wait_meta(min_meta).await;
+        let g = self.group(group);
+        let mut early: Vec<Option<Result<Reply, WireError>>> = vec![None; commands.len()];
+        if fill {
+            let view = self.view.borrow();
+            for (i, c) in commands.iter_mut().enumerate() {
+                let (volume, bucket, right) = match &c.op {
+                    Op::OpenKey { volume, bucket, .. } | Op::AllocateBlock { volume, bucket, .. } | Op::CommitKey { volume, bucket, .. } | Op::RenameKey { volume, bucket, .. } => {
+                        (volume, bucket, rights::WRITE)
+                    }
+                    Op::DeleteKey { volume, bucket, .. } | Op::DeleteKeys { volume, bucket, .. } => (volume, bucket, rights::DELETE),
+                    other => panic!("a non-key command {other:?} sent for bucket facts"),
+                };
+                match view.key_bucket(&c.ctx.principal, volume, bucket, right) {
+                    Ok(r) => c.ctx.bucket = Some(r),
+                    Err(e) => early[i] = Some(Err(e.into())),
+                }
+            }
+        }
+        let propose: Vec<Command> = commands.into_iter().zip(&early).filter(|(_, e)| e.is_none()).map(|(c, _)| c).collect();
+        let mut proposed = if propose.is_empty() {
+            Vec::new().into_iter()
+        } else {
+            match g.propose(propose).await {
+                Ok(outcomes) => outcomes.into_iter().map(|o| o.map_err(WireError::from)).collect::<Vec<_>>().into_iter(),
+                Err(e) => {
+                    let n = early.iter().filter(|e| e.is_none()).count();
+                    vec![Err(WireError::from(e)); n].into_iter()
+                }
+            }
+        };
+        let outcomes = early.into_iter().map(|e| e.unwrap_or_else(|| proposed.next().expect("one outcome per proposed command"))).collect();
+        let meta_index = if group == META_GROUP { g.state.applied_log_index() } else { self.meta_index() };
+        (outcomes, meta_index)
+    }
+
+    async fn local_read(&self, group: u32, query: Query, min_meta: u64) -> Result<ReadResult, WireError> {
+        self.wait_meta(min_meta).await;
+        let g = self.group(group);
+        // Linearizable: this node is still the leader and has applied all it committed before.
+        g.read_barrier().await?;
+        let shard = g.state.shard.borrow();
+        Ok(match query {
+            Query::VolumeInfo(v) => {
+                let i = shard.volume_info(&v)?;
+                ReadResult::Volumes(vec![volume_view(&i)], false)
+            }
+            Query::ListVolumes { owner, prefix, start_after, limit } => {
+                let page = shard.list_volumes(owner.as_deref(), &prefix, &start_after, limit)?;
+                ReadResult::Volumes(page.items.iter().map(volume_view).collect(), page.truncated)
+            }
+            Query::BucketInfo(v, b) => {
+                let i = shard.bucket_info(&v, &b)?;
+                ReadResult::Buckets(vec![bucket_view(&i)], false)
+            }
+            Query::ListBuckets { volume, prefix, start_after, limit } => {
+                let page = shard.list_buckets(&volume, &prefix, &start_after, limit)?;
+                ReadResult::Buckets(page.items.iter().map(bucket_view).collect(), page.truncated)
+            }
+            Query::BucketUsages(ids) => ReadResult::Usages(ids.iter().map(|id| shard.bucket_usage_of(*id)).collect()),
+            Query::VolumeUsed(ids) => ReadResult::Used(ids.iter().map(|id| shard.volume_used_bytes_of(*id)).collect()),
+            Query::LookupKey { principal, volume, bucket, key } => {
+                let r = self.view.borrow().key_bucket(&principal, &volume, &bucket, rights::READ)?;
+                let k = shard.lookup_key_in(r.bucket_id, &key).ok_or_else(|| stratos_shard::OmError::KeyNotFound(format!("{volume}/{bucket}/{key}")))?;
+                ReadResult::Key(KeyView::of(&key, k))
+            }
+            Query::ListKeysIn { bucket_id, prefix, start_after, limit } => {
+                let page = shard.list_keys_in(bucket_id, &prefix, &start_after, limit)?;
+                ReadResult::Keys(page.items.iter().map(|k| KeyView::of(k.name, k.record)).collect(), page.truncated)
+            }
+        })
+    }
+
+    /// Serves messages from other cores until every sender is gone.
+    pub async fn serve_mesh(self: Rc<Self>, mut inbox: mpsc::Receiver<Msg>) {
+        while let Some(msg) = inbox.recv().await {
+            match msg {
+                Msg::Meta { log_index, changes } => self.view.borrow_mut().apply(log_index, &changes),
+                Msg::Write { group, commands, fill, min_meta, reply } => {
+                    let me = self.clone();
+                    glommio::spawn_local(async move {
+                        let _ = reply.send(me.local_write(group, commands, fill, min_meta).await);
+                    })
+                    .detach();
+                }
+                Msg::Read { group, query, min_meta, reply } => {
+                    let me = self.clone();
+                    glommio::spawn_local(async move {
+                        let _ = reply.send(me.local_read(group, query, min_meta).await);
+                    })
+                    .detach();
+                }
+            }
+        }
+    }
+}
+
+fn volume_view(i: &stratos_shard::VolumeInfo<'_>) -> VolumeView {
+    VolumeView { name: i.name.to_string(), record: rkyv::deserialize::<_, rkyv::rancor::Error>(i.record).expect("archived records deserialize"), usage: i.usage }
+}
+
+fn bucket_view(i: &stratos_shard::BucketInfo<'_>) -> BucketView {
+    BucketView {
+        volume: i.volume.to_string(),
+        name: i.name.to_string(),
+        record: rkyv::deserialize::<_, rkyv::rancor::Error>(i.record).expect("archived records deserialize"),
+        usage: i.usage,
+    }
+}
+
+/// Sends meta changes to every other core in log order (core 0 applied them already). The
+/// apply hook only queues; this task does the (possibly waiting) sends.
+pub struct MetaBroadcast {
+    pub queue: RefCell<std::collections::VecDeque<(u64, Arc<Vec<Change>>)>>,
+    pub wake: crate::raft::group::local_event::Event,
+}
+
+impl std::fmt::Debug for MetaBroadcast {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetaBroadcast")
+    }
+}
+
+impl MetaBroadcast {
+    pub async fn run(self: Rc<Self>, mesh: Vec<mpsc::Sender<Msg>>) {
+        loop {
+            let listener = self.wake.listen();
+            let next = self.queue.borrow_mut().pop_front();
+            match next {
+                Some((log_index, changes)) => {
+                    for tx in &mesh[1..] {
+                        if tx.send(Msg::Meta { log_index, changes: changes.clone() }).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                None => listener.await,
+            }
+        }
+    }
+}

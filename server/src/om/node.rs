@@ -1,0 +1,264 @@
+//! An OM node: formats or opens the data directory, starts one pinned glommio executor per
+//! core with its groups, listeners and mesh, prints `ready`, and stops cleanly on SIGTERM or
+//! SIGINT (every group's WAL is synced; kill -9 loses nothing acknowledged either, since an
+//! acknowledgement waits for fdatasync).
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use capnp_rpc::{RpcSystem, rpc_twoparty_capnp, twoparty};
+use futures_util::io::AsyncReadExt;
+use glommio::{LocalExecutorBuilder, Placement};
+use stratos_schema::om_capnp::ozone_manager;
+use tokio::sync::mpsc;
+
+use crate::om::config::OmConfig;
+use crate::om::core::{Core, MESH_QUEUE_MAX, META_GROUP, MetaBroadcast, Msg, core_of_group};
+use crate::om::meta_view::{MetaView, changes_of, full_view};
+use crate::om::service::OmService;
+use crate::raft::group::{Group, GroupConfig};
+
+/// Words a peer's message may make the server traverse (Cap'n Proto's amplification guard).
+pub const TRAVERSAL_WORDS_MAX: usize = 64 << 20 >> 3;
+pub const NESTING_MAX: i32 = 64;
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+/// Asks a running node (in this process) to stop, as SIGTERM does.
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+async fn wait_stop() {
+    while !STOP.load(Ordering::SeqCst) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The shard count is fixed when a data directory is formatted: it decides where keys live.
+fn format_or_check(dir: &Path, shards: u32) -> anyhow::Result<u32> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
+    let path = dir.join("FORMAT");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let stored: u32 = s
+                .lines()
+                .find_map(|l| l.strip_prefix("shards="))
+                .and_then(|v| v.trim().parse().ok())
+                .with_context(|| format!("{} is not a Stratos format file", path.display()))?;
+            if shards != 0 && shards != stored {
+                bail!("{} was formatted with {stored} shards; --shards {shards} cannot change that", dir.display());
+            }
+            Ok(stored)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let n = if shards == 0 { std::thread::available_parallelism().map_or(1, |n| n.get() as u32) } else { shards };
+            let tmp = dir.join("FORMAT.tmp");
+            std::fs::write(&tmp, format!("stratos-om-format=1\nshards={n}\n"))?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(dir)?.sync_all()?;
+            Ok(n)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// What a started node tells its caller.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    pub rpc: SocketAddr,
+    pub http: Option<SocketAddr>,
+    pub shards: u32,
+    pub cores: usize,
+}
+
+/// Runs an OM node until SIGTERM/SIGINT (or [`request_stop`]). `on_ready` is called once every
+/// group has a leader and every listener is bound.
+pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
+    install_signal_handlers();
+    let data_dir = cfg.data_dir.clone().context("no data directory given")?;
+    let shards = format_or_check(&data_dir, cfg.shards)?;
+    let cores = if cfg.executors == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { cfg.executors };
+    let cores = cores.min(shards as usize).max(1);
+    let mut senders = Vec::new();
+    let mut inboxes = Vec::new();
+    for _ in 0..cores {
+        let (tx, rx) = mpsc::channel::<Msg>(MESH_QUEUE_MAX);
+        senders.push(tx);
+        inboxes.push(Some(rx));
+    }
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<(usize, SocketAddr, Option<SocketAddr>)>>();
+    let mut handles = Vec::new();
+    let mut rpc_addr = cfg.rpc_address;
+    let mut http_addr = None;
+    for index in 0..cores {
+        let placement = match &cfg.cpus {
+            Some(cpus) if !cpus.is_empty() => Placement::Fixed(cpus[index % cpus.len()]),
+            _ if cfg.pin => Placement::Fixed(index % std::thread::available_parallelism().map_or(1, |n| n.get())),
+            _ => Placement::Unbound,
+        };
+        let mesh = senders.clone();
+        let inbox = inboxes[index].take().expect("one inbox per core");
+        let cfg = cfg.clone();
+        let data_dir = data_dir.clone();
+        let ready_tx = ready_tx.clone();
+        let bind = rpc_addr;
+        let builder = LocalExecutorBuilder::new(placement).name(&format!("om-core-{index}")).io_memory(cfg.io_memory_bytes).spin_before_park(Duration::from_micros(cfg.spin_us));
+        let handle = builder
+            .spawn(move || async move {
+                let started = start_core(index, cores, shards, &cfg, &data_dir, bind, mesh, inbox).await;
+                match started {
+                    Ok((core, rpc, http)) => {
+                        let _ = ready_tx.send(Ok((index, rpc, http)));
+                        wait_stop().await;
+                        for g in core.groups.values() {
+                            g.shutdown().await;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.context(format!("core {index}"))));
+                    }
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("starting executor {index}: {e}"))?;
+        handles.push(handle);
+        // Core 0 binds first; with port 0 the others must bind the port it got (SO_REUSEPORT).
+        if index == 0 {
+            let (_, rpc, http) = ready_rx.recv().context("core 0 stopped before it was ready")??;
+            rpc_addr = rpc;
+            http_addr = http;
+        }
+    }
+    for _ in 1..cores {
+        ready_rx.recv().context("a core stopped before it was ready")??;
+    }
+    on_ready(&Ready { rpc: rpc_addr, http: http_addr, shards, cores });
+    for h in handles {
+        h.join().map_err(|e| anyhow::anyhow!("an executor failed: {e:?}"))?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start_core(
+    index: usize, cores: usize, shards: u32, cfg: &OmConfig, data_dir: &Path, bind: SocketAddr, mesh: Vec<mpsc::Sender<Msg>>, inbox: mpsc::Receiver<Msg>,
+) -> anyhow::Result<(Rc<Core>, SocketAddr, Option<SocketAddr>)> {
+    let gcfg = GroupConfig {
+        node_id: cfg.node_id,
+        address: cfg.raft_address.clone(),
+        election_timeout_min_ms: cfg.election_timeout_min_ms,
+        election_timeout_max_ms: cfg.election_timeout_max_ms,
+        heartbeat_interval_ms: cfg.heartbeat_interval_ms,
+        snapshot_after_entries: cfg.snapshot_after_entries,
+        wal_segment_bytes: cfg.wal_segment_bytes,
+    };
+    let mut groups = HashMap::new();
+    let owned: Vec<u32> = (0..=shards).filter(|g| core_of_group(*g, cores) == index).collect();
+    for g in owned {
+        let dir: PathBuf = if g == META_GROUP { data_dir.join("meta") } else { data_dir.join(format!("shard-{:04}", g - 1)) };
+        let group = Group::open(g, &dir, &gcfg).await?;
+        groups.insert(g, group);
+    }
+    for g in groups.values() {
+        g.wait_ready(Duration::from_secs(30)).await?;
+    }
+    let core = Rc::new(Core {
+        index,
+        cores,
+        shards,
+        groups,
+        mesh: mesh.clone(),
+        view: RefCell::new(MetaView::default()),
+        admins: cfg.admins.clone(),
+        open_key_ttl_ms: cfg.open_key_ttl_ms,
+    });
+    // The meta group (core 0) feeds every core's view: the whole state now, changes as they apply.
+    if let Some(meta) = core.groups.get(&META_GROUP) {
+        let broadcast = Rc::new(MetaBroadcast { queue: RefCell::new(VecDeque::new()), wake: Default::default() });
+        let initial = Arc::new(full_view(&meta.state.shard.borrow()));
+        let index0 = meta.state.applied_log_index();
+        core.view.borrow_mut().apply(index0, &initial);
+        broadcast.queue.borrow_mut().push_back((index0, initial));
+        let (c, b) = (Rc::downgrade(&core), broadcast.clone());
+        *meta.state.on_apply.borrow_mut() = Some(Box::new(move |state, commands, outcomes, log_index| {
+            let changes = Arc::new(changes_of(state, commands, outcomes));
+            if let Some(core) = c.upgrade() {
+                core.view.borrow_mut().apply(log_index, &changes);
+            }
+            b.queue.borrow_mut().push_back((log_index, changes));
+            b.wake.notify();
+        }));
+        let (c, b) = (Rc::downgrade(&core), broadcast.clone());
+        *meta.state.on_reset.borrow_mut() = Some(Box::new(move |state, log_index| {
+            let changes = Arc::new(full_view(state));
+            if let Some(core) = c.upgrade() {
+                core.view.borrow_mut().apply(log_index, &changes);
+            }
+            b.queue.borrow_mut().push_back((log_index, changes));
+            b.wake.notify();
+        }));
+        glommio::spawn_local(broadcast.run(mesh)).detach();
+    }
+    glommio::spawn_local(core.clone().serve_mesh(inbox)).detach();
+
+    let listener = glommio::net::TcpListener::bind(bind).map_err(|e| anyhow::anyhow!("binding the OM RPC address {bind}: {e}"))?;
+    let rpc = listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let c = core.clone();
+    glommio::spawn_local(async move {
+        loop {
+            match listener.accept().await {
+                Ok(stream) => serve_connection(c.clone(), stream),
+                Err(e) => {
+                    eprintln!("om core {}: accept failed: {e}", c.index);
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    })
+    .detach();
+    let http = if index == 0 {
+        match cfg.http_address {
+            Some(addr) => Some(crate::om::http::serve(core.clone(), addr)?),
+            None => None,
+        }
+    } else {
+        None
+    };
+    Ok((core, rpc, http))
+}
+
+fn serve_connection(core: Rc<Core>, stream: glommio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.split();
+    let mut options = capnp::message::ReaderOptions::new();
+    options.traversal_limit_in_words(Some(TRAVERSAL_WORDS_MAX)).nesting_limit(NESTING_MAX);
+    let network = twoparty::VatNetwork::new(futures_lite::io::BufReader::new(reader), futures_lite::io::BufWriter::new(writer), rpc_twoparty_capnp::Side::Server, options);
+    let client: ozone_manager::Client = capnp_rpc::new_client(OmService { core });
+    let rpc = RpcSystem::new(Box::new(network), Some(client.client));
+    glommio::spawn_local(async move {
+        // A connection ends when the peer hangs up or breaks the protocol; either way only this
+        // connection is affected.
+        let _ = rpc.await;
+    })
+    .detach();
+}

@@ -1,0 +1,335 @@
+//! Load generators against a running OM, as Ozone's freon names them: `omkg` (open + commit
+//! keys, metadata only), `lookup`, and `ome` (echo). Closed loop: `-t` workers, each with one
+//! call in flight; a call carries `--batch` keys (the `batch` RPC), so keys in flight are
+//! `t × batch`. Latency is per call, from send to reply (HDR histogram, µs).
+//! For omkg one op is one key: an open and a commit, two durable Raft writes.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use hdrhistogram::Histogram;
+use stratos_client::{Client, Done};
+
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// The OM (host:port).
+    #[arg(long, default_value = "127.0.0.1:9862", env = "STRATOS_OM")]
+    pub om: String,
+    /// Concurrent workers (each one call in flight).
+    #[arg(short = 't', long, default_value_t = 16)]
+    pub threads: usize,
+    /// Connections the workers share (round robin).
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Run time in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// CPU to pin the load generator to (default: unpinned).
+    #[arg(long)]
+    pub cpu: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct OmkgArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Keys per call (each call opens `batch` keys, the next commits them).
+    #[arg(long, default_value_t = 64)]
+    pub batch: u32,
+    #[arg(long, default_value = "benchvol")]
+    pub volume: String,
+    #[arg(long, default_value = "benchbucket")]
+    pub bucket: String,
+}
+
+#[derive(Args, Debug)]
+pub struct LookupArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Keys written first, then looked up at random.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u32,
+    #[arg(long, default_value = "benchvol")]
+    pub volume: String,
+    #[arg(long, default_value = "lookupbucket")]
+    pub bucket: String,
+}
+
+#[derive(Args, Debug)]
+pub struct OmeArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[arg(long, default_value_t = 64)]
+    pub payload_bytes: usize,
+    /// Also confirm leadership through the meta group's Raft read index.
+    #[arg(long)]
+    pub raft: bool,
+}
+
+struct Stats {
+    ops: u64,
+    errors: u64,
+    first_error: Option<String>,
+    latency_us: Histogram<u64>,
+}
+
+fn on_executor<T: Send + 'static>(cpu: Option<usize>, f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static) -> anyhow::Result<T> {
+    let placement = cpu.map_or(glommio::Placement::Unbound, glommio::Placement::Fixed);
+    glommio::LocalExecutorBuilder::new(placement)
+        .io_memory(1 << 20)
+        .spawn(move || async move { f().await })
+        .map_err(|e| anyhow::anyhow!("starting the load generator: {e}"))?
+        .join()
+        .map_err(|e| anyhow::anyhow!("load generator: {e}"))
+}
+
+fn report(name: &str, unit: &str, s: &Stats, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64();
+    let h = &s.latency_us;
+    println!(
+        "{name}: {:.0} {unit}/s ({} {unit} in {secs:.2} s), call latency µs p50 {} p90 {} p99 {} p99.9 {} max {}, errors {}{}",
+        s.ops as f64 / secs,
+        s.ops,
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.9),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        h.max(),
+        s.errors,
+        s.first_error.as_ref().map_or(String::new(), |e| format!(" (first: {e})"))
+    );
+}
+
+async fn connect(c: &Common) -> anyhow::Result<Vec<Rc<Client>>> {
+    let mut out = Vec::new();
+    for _ in 0..c.connections.max(1) {
+        out.push(Rc::new(Client::connect(&c.om, "root").await?));
+    }
+    Ok(out)
+}
+
+async fn ensure_bucket(c: &Client, volume: &str, bucket: &str) -> anyhow::Result<()> {
+    let v = c.submit(|op| {
+        let mut g = op.init_create_volume();
+        g.set_volume(volume);
+        g.set_owner("root");
+    });
+    match v.await {
+        Ok(_) => {}
+        Err(e) if e.to_string().contains("ALREADY_EXISTS") => {}
+        Err(e) => return Err(e.into()),
+    }
+    let b = c.submit(|op| {
+        let mut g = op.init_create_bucket();
+        g.set_volume(volume);
+        g.set_bucket(bucket);
+        g.set_replication(stratos_schema::om_capnp::Replication::RatisThree);
+    });
+    match b.await {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("ALREADY_EXISTS") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn new_stats() -> Rc<RefCell<Stats>> {
+    Rc::new(RefCell::new(Stats { ops: 0, errors: 0, first_error: None, latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds") }))
+}
+
+fn record_error(s: &RefCell<Stats>, e: String) {
+    let mut s = s.borrow_mut();
+    s.errors += 1;
+    s.first_error.get_or_insert(e);
+}
+
+pub fn omkg(a: OmkgArgs) -> anyhow::Result<()> {
+    let cpu = a.common.cpu;
+    on_executor(cpu, move || {
+        Box::pin(async move {
+            let clients = connect(&a.common).await?;
+            ensure_bucket(&clients[0], &a.volume, &a.bucket).await?;
+            let stats = new_stats();
+            let deadline = Instant::now() + Duration::from_secs_f64(a.common.duration);
+            let start = Instant::now();
+            let prefix = format!("k{:08x}", rand::random::<u32>());
+            let mut tasks = Vec::new();
+            for w in 0..a.common.threads {
+                let (c, stats, a_vol, a_bkt, prefix) = (clients[w % clients.len()].clone(), stats.clone(), a.volume.clone(), a.bucket.clone(), prefix.clone());
+                let batch = a.batch;
+                tasks.push(glommio::spawn_local(async move {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        let names: Vec<String> = (0..batch).map(|i| format!("{prefix}/w{w:04}/{:012}", n + u64::from(i))).collect();
+                        n += u64::from(batch);
+                        let t0 = Instant::now();
+                        let opened = c
+                            .batch(batch, |i, op| {
+                                let mut g = op.init_open_key();
+                                g.set_volume(a_vol.as_str());
+                                g.set_bucket(a_bkt.as_str());
+                                g.set_key(names[i as usize].as_str());
+                                g.reborrow().init_replication().set_none(());
+                            })
+                            .await;
+                        let opened = match opened {
+                            Ok(o) => o,
+                            Err(e) => {
+                                record_error(&stats, e.to_string());
+                                continue;
+                            }
+                        };
+                        let ids: Vec<Option<u64>> = opened
+                            .into_iter()
+                            .map(|o| match o {
+                                Ok(Done::KeyOpened { open_id }) => Some(open_id),
+                                Ok(other) => {
+                                    record_error(&stats, format!("{other:?}"));
+                                    None
+                                }
+                                Err(e) => {
+                                    record_error(&stats, e.to_string());
+                                    None
+                                }
+                            })
+                            .collect();
+                        let todo: Vec<(usize, u64)> = ids.iter().enumerate().filter_map(|(i, id)| id.map(|id| (i, id))).collect();
+                        if todo.is_empty() {
+                            continue;
+                        }
+                        let committed = c
+                            .batch(todo.len() as u32, |i, op| {
+                                let (k, id) = todo[i as usize];
+                                let mut g = op.init_commit_key();
+                                g.set_volume(a_vol.as_str());
+                                g.set_bucket(a_bkt.as_str());
+                                g.set_key(names[k].as_str());
+                                g.set_open_id(id);
+                            })
+                            .await;
+                        let lat = t0.elapsed().as_micros() as u64;
+                        match committed {
+                            Ok(outs) => {
+                                let mut s = stats.borrow_mut();
+                                for o in outs {
+                                    match o {
+                                        Ok(_) => s.ops += 1,
+                                        Err(e) => {
+                                            s.errors += 1;
+                                            s.first_error.get_or_insert(e.to_string());
+                                        }
+                                    }
+                                }
+                                let _ = s.latency_us.record(lat.max(1));
+                            }
+                            Err(e) => record_error(&stats, e.to_string()),
+                        }
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await;
+            }
+            report("omkg", "keys", &stats.borrow(), start.elapsed());
+            Ok::<_, anyhow::Error>(())
+        })
+    })?
+}
+
+pub fn lookup(a: LookupArgs) -> anyhow::Result<()> {
+    let cpu = a.common.cpu;
+    on_executor(cpu, move || {
+        Box::pin(async move {
+            let clients = connect(&a.common).await?;
+            let c0 = clients[0].clone();
+            ensure_bucket(&c0, &a.volume, &a.bucket).await?;
+            let names: Rc<Vec<String>> = Rc::new((0..a.keys).map(|i| format!("lookup/{i:010}")).collect());
+            for chunk in names.chunks(256) {
+                let opened = c0
+                    .batch(chunk.len() as u32, |i, op| {
+                        let mut g = op.init_open_key();
+                        g.set_volume(a.volume.as_str());
+                        g.set_bucket(a.bucket.as_str());
+                        g.set_key(chunk[i as usize].as_str());
+                        g.reborrow().init_replication().set_none(());
+                    })
+                    .await?;
+                let ids: Vec<u64> = opened.into_iter().map(|o| match o {
+                    Ok(Done::KeyOpened { open_id }) => Ok(open_id),
+                    other => Err(anyhow::anyhow!("open: {other:?}")),
+                }).collect::<Result<_, _>>()?;
+                c0.batch(chunk.len() as u32, |i, op| {
+                    let mut g = op.init_commit_key();
+                    g.set_volume(a.volume.as_str());
+                    g.set_bucket(a.bucket.as_str());
+                    g.set_key(chunk[i as usize].as_str());
+                    g.set_open_id(ids[i as usize]);
+                })
+                .await?;
+            }
+            let stats = new_stats();
+            let deadline = Instant::now() + Duration::from_secs_f64(a.common.duration);
+            let start = Instant::now();
+            let mut tasks = Vec::new();
+            for w in 0..a.common.threads {
+                let (c, stats, names, vol, bkt) = (clients[w % clients.len()].clone(), stats.clone(), names.clone(), a.volume.clone(), a.bucket.clone());
+                tasks.push(glommio::spawn_local(async move {
+                    let mut i = w * 7919;
+                    while Instant::now() < deadline {
+                        i = (i + 104_729) % names.len();
+                        let t0 = Instant::now();
+                        match c.lookup_key(&vol, &bkt, &names[i]).await {
+                            Ok(_) => {
+                                let mut s = stats.borrow_mut();
+                                s.ops += 1;
+                                let _ = s.latency_us.record((t0.elapsed().as_micros() as u64).max(1));
+                            }
+                            Err(e) => record_error(&stats, e.to_string()),
+                        }
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await;
+            }
+            report("lookup", "lookups", &stats.borrow(), start.elapsed());
+            Ok::<_, anyhow::Error>(())
+        })
+    })?
+}
+
+pub fn ome(a: OmeArgs) -> anyhow::Result<()> {
+    let cpu = a.common.cpu;
+    on_executor(cpu, move || {
+        Box::pin(async move {
+            let clients = connect(&a.common).await?;
+            let stats = new_stats();
+            let deadline = Instant::now() + Duration::from_secs_f64(a.common.duration);
+            let start = Instant::now();
+            let payload = Rc::new(vec![7u8; a.payload_bytes]);
+            let mut tasks = Vec::new();
+            for w in 0..a.common.threads {
+                let (c, stats, payload, raft) = (clients[w % clients.len()].clone(), stats.clone(), payload.clone(), a.raft);
+                tasks.push(glommio::spawn_local(async move {
+                    while Instant::now() < deadline {
+                        let t0 = Instant::now();
+                        match c.echo(&payload, raft).await {
+                            Ok(_) => {
+                                let mut s = stats.borrow_mut();
+                                s.ops += 1;
+                                let _ = s.latency_us.record((t0.elapsed().as_micros() as u64).max(1));
+                            }
+                            Err(e) => record_error(&stats, e.to_string()),
+                        }
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await;
+            }
+            report(if a.raft { "ome --raft" } else { "ome" }, "calls", &stats.borrow(), start.elapsed());
+            Ok::<_, anyhow::Error>(())
+        })
+    })?
+}
