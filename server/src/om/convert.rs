@@ -77,20 +77,25 @@ pub fn text(t: capnp::Result<text::Reader<'_>>, what: &str, max_bytes: usize) ->
     t.to_str().map(str::to_string).map_err(|_| WireError::new(Status::InvalidName, format!("{what} is not UTF-8")))
 }
 
+/// A name that is too long is a bad name (INVALID_NAME), not a bad argument.
+fn name_text(t: capnp::Result<text::Reader<'_>>, what: &str, max_bytes: usize) -> Result<String, WireError> {
+    text(t, what, max_bytes).map_err(|e| if e.status == Status::InvalidArgument { WireError { status: Status::InvalidName, ..e } } else { e })
+}
+
 pub fn volume_name(t: capnp::Result<text::Reader<'_>>) -> Result<String, WireError> {
-    let s = text(t, "volume name", RESOURCE_NAME_BYTES_MAX + 1)?;
+    let s = name_text(t, "volume name", RESOURCE_NAME_BYTES_MAX + 1)?;
     check_resource_name("volume", &s)?;
     Ok(s)
 }
 
 pub fn bucket_name(t: capnp::Result<text::Reader<'_>>) -> Result<String, WireError> {
-    let s = text(t, "bucket name", RESOURCE_NAME_BYTES_MAX + 1)?;
+    let s = name_text(t, "bucket name", RESOURCE_NAME_BYTES_MAX + 1)?;
     check_resource_name("bucket", &s)?;
     Ok(s)
 }
 
 pub fn key_name(t: capnp::Result<text::Reader<'_>>) -> Result<String, WireError> {
-    let s = text(t, "key name", KEY_NAME_BYTES_MAX + 1)?;
+    let s = name_text(t, "key name", KEY_NAME_BYTES_MAX + 1)?;
     check_key_name(&s)?;
     Ok(s)
 }
