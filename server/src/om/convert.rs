@@ -116,8 +116,7 @@ fn optional_user(t: capnp::Result<text::Reader<'_>>, what: &'static str) -> Resu
     Ok(Some(s))
 }
 
-fn bounded<T>(len: u32, max: usize, what: &str) -> Result<(), WireError> {
-    let _ = std::marker::PhantomData::<T>;
+fn bounded(len: u32, max: usize, what: &str) -> Result<(), WireError> {
     if len as usize > max {
         return Err(WireError::new(Status::InvalidArgument, format!("{len} {what}, at most {max}")));
     }
@@ -141,7 +140,7 @@ fn optional_replication(r: capnp::Result<om_capnp::optional_replication::Reader<
 
 fn acls(list: capnp::Result<capnp::struct_list::Reader<'_, om_capnp::acl::Owned>>) -> Result<Vec<Acl>, WireError> {
     let list = list?;
-    bounded::<Acl>(list.len(), ACLS_MAX, "ACL entries")?;
+    bounded(list.len(), ACLS_MAX, "ACL entries")?;
     let mut out = Vec::with_capacity(list.len() as usize);
     for a in list.iter() {
         let kind = match a.get_kind() {
@@ -158,7 +157,7 @@ fn acls(list: capnp::Result<capnp::struct_list::Reader<'_, om_capnp::acl::Owned>
 
 fn metadata(list: capnp::Result<capnp::struct_list::Reader<'_, om_capnp::metadata_pair::Owned>>) -> Result<Vec<MetadataPair>, WireError> {
     let list = list?;
-    bounded::<MetadataPair>(list.len(), METADATA_PAIRS_MAX, "metadata pairs")?;
+    bounded(list.len(), METADATA_PAIRS_MAX, "metadata pairs")?;
     let mut out = Vec::with_capacity(list.len() as usize);
     for m in list.iter() {
         out.push(MetadataPair { key: text(m.get_key(), "metadata key", METADATA_KEY_BYTES_MAX)?, value: text(m.get_value(), "metadata value", METADATA_VALUE_BYTES_MAX)? });
@@ -168,7 +167,7 @@ fn metadata(list: capnp::Result<capnp::struct_list::Reader<'_, om_capnp::metadat
 
 fn blocks(list: capnp::Result<capnp::struct_list::Reader<'_, om_capnp::block_location::Owned>>) -> Result<Vec<BlockLocation>, WireError> {
     let list = list?;
-    bounded::<BlockLocation>(list.len(), BLOCKS_PER_KEY_MAX, "blocks")?;
+    bounded(list.len(), BLOCKS_PER_KEY_MAX, "blocks")?;
     Ok(list
         .iter()
         .map(|b| BlockLocation { container_id: b.get_container_id(), local_id: b.get_local_id(), pipeline_id: b.get_pipeline_id(), length: b.get_length() })
@@ -283,7 +282,7 @@ pub fn operation(r: om_capnp::operation::Reader<'_>, now_ms: u64, open_key_ttl_m
         Which::DeleteKeys(g) => {
             let (volume, bucket) = (volume_name(g.get_volume())?, bucket_name(g.get_bucket())?);
             let list = g.get_keys()?;
-            bounded::<String>(list.len(), KEYS_PER_DELETE_MAX, "keys in one delete")?;
+            bounded(list.len(), KEYS_PER_DELETE_MAX, "keys in one delete")?;
             let mut keys = Vec::with_capacity(list.len() as usize);
             for k in list.iter() {
                 keys.push(key_name(k)?);

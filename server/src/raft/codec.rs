@@ -119,12 +119,11 @@ pub fn decode_vote(bytes: &[u8]) -> Result<Vote, String> {
     let mut r = Reader(bytes);
     let (term, voted_for, committed) = (r.u64()?, r.u64()?, r.take(1)?[0]);
     r.end()?;
-    let mut v = if committed == 1 { Vote::new_committed(term, voted_for) } else { Vote::new(term, voted_for) };
-    if committed > 1 {
-        return Err(format!("vote committed flag {committed}"));
+    match committed {
+        0 => Ok(Vote::new(term, voted_for)),
+        1 => Ok(Vote::new_committed(term, voted_for)),
+        other => Err(format!("vote committed flag {other}")),
     }
-    v.committed = committed == 1;
-    Ok(v)
 }
 
 /// A cursor over untrusted bytes.

@@ -111,6 +111,19 @@ fn encode_meta(last: Option<LogId>, m: &StoredMembership) -> Vec<u8> {
     b
 }
 
+/// The snapshot file's bytes (see the module docs).
+fn snapshot_file(last: Option<LogId>, membership: &StoredMembership, image: &[u8]) -> Vec<u8> {
+    let meta = encode_meta(last, membership);
+    let mut file = Vec::with_capacity(image.len() + meta.len() + 20);
+    file.extend_from_slice(MAGIC);
+    file.extend_from_slice(&VERSION.to_le_bytes());
+    file.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    file.extend_from_slice(&meta);
+    file.extend_from_slice(&crc32fast::hash(&meta).to_le_bytes());
+    file.extend_from_slice(image);
+    file
+}
+
 fn parse_snapshot(bytes: &[u8]) -> Result<(Meta, &[u8]), String> {
     let mut r = Reader(bytes);
     if r.take(8)? != MAGIC {
@@ -171,15 +184,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let last = self.shared.last_applied.get();
         let membership = self.shared.membership.borrow().clone();
         let image = self.shared.shard.borrow().snapshot();
-        let meta = encode_meta(last, &membership);
-        let mut file = Vec::with_capacity(image.len() + meta.len() + 20);
-        file.extend_from_slice(MAGIC);
-        file.extend_from_slice(&VERSION.to_le_bytes());
-        file.extend_from_slice(&(meta.len() as u32).to_le_bytes());
-        file.extend_from_slice(&meta);
-        file.extend_from_slice(&crc32fast::hash(&meta).to_le_bytes());
-        file.extend_from_slice(&image);
-        write_durably(&self.dir, &file)?;
+        write_durably(&self.dir, &snapshot_file(last, &membership, &image))?;
         Ok(Snapshot { meta: SnapshotMeta { last_log_id: last, last_membership: membership }, snapshot: image })
     }
 }
@@ -231,15 +236,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(&mut self, meta: &openraft::alias::SnapshotMetaOf<TypeConfig>, image: Vec<u8>) -> io::Result<()> {
         let shard = ShardState::load_snapshot(&image).map_err(|e| io_err(format!("received snapshot up to {}: {e}", snapshot_id(meta.last_log_id))))?;
-        let encoded = encode_meta(meta.last_log_id, &meta.last_membership);
-        let mut file = Vec::with_capacity(image.len() + encoded.len() + 20);
-        file.extend_from_slice(MAGIC);
-        file.extend_from_slice(&VERSION.to_le_bytes());
-        file.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
-        file.extend_from_slice(&encoded);
-        file.extend_from_slice(&crc32fast::hash(&encoded).to_le_bytes());
-        file.extend_from_slice(&image);
-        write_durably(&self.dir, &file)?;
+        write_durably(&self.dir, &snapshot_file(meta.last_log_id, &meta.last_membership, &image))?;
         *self.shared.shard.borrow_mut() = shard;
         self.shared.last_applied.set(meta.last_log_id);
         *self.shared.membership.borrow_mut() = meta.last_membership.clone();
