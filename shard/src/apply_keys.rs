@@ -1,13 +1,13 @@
 //! `apply` for keys: open, allocate, commit, delete, rename, expire.
 
 use crate::apply_meta::{check_metadata, deserialize_record};
-use crate::command::Principal;
+use crate::command::{BucketRef, Principal};
 use crate::constants::*;
 use crate::memtable::probe;
 use crate::names::check_key_name;
 use crate::outcome::{OmError, Outcome, Reply};
 use crate::records::*;
-use crate::state::{BucketFacts, Ids, ShardState, denied};
+use crate::state::{Ids, ShardState, denied};
 
 fn check_blocks(blocks: &[BlockLocation]) -> Result<(), OmError> {
     if blocks.len() > BLOCKS_PER_KEY_MAX {
@@ -21,28 +21,26 @@ impl ShardState {
     ///
     /// With facts carried by the command (sharded namespace), the leader has checked the rights;
     /// the shard refuses only a fenced bucket.
-    fn key_bucket(&mut self, p: &Principal, volume: &str, bucket: &str, right: u16, action: &str) -> Result<BucketFacts, OmError> {
+    fn key_bucket(&mut self, p: &Principal, volume: &str, bucket: &str, right: u16, action: &str) -> Result<BucketRef, OmError> {
         if let Some(r) = self.carried {
-            let fenced = self.bucket_refs.get(&r.bucket_id).is_some_and(|(_, fenced)| *fenced);
-            if fenced {
-                return Err(OmError::BucketNotFound(format!("{volume}/{bucket} (it is being deleted)")));
+            // One search: refuse a fenced bucket, else remember the latest facts.
+            match self.bucket_refs.entry(r.bucket_id) {
+                std::collections::btree_map::Entry::Occupied(e) if e.get().1 => {
+                    return Err(OmError::BucketNotFound(format!("{volume}/{bucket} (it is being deleted)")));
+                }
+                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().0 = r,
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert((r, false));
+                }
             }
-            self.bucket_refs.insert(r.bucket_id, (r, false));
-            return Ok(BucketFacts {
-                bucket_id: r.bucket_id,
-                volume_id: r.volume_id,
-                replication: r.replication,
-                quota_bytes: r.quota_bytes,
-                quota_namespace: r.quota_namespace,
-                volume_quota_bytes: r.volume_quota_bytes,
-            });
+            return Ok(r);
         }
         let e = self.bucket_entry(volume, bucket)?;
         let b: &ArchivedBucketRecord = e.view();
         if !self.bucket_allows(p, volume, b, right) {
             return Err(denied(p, &format!("{action} {volume}/{bucket}")));
         }
-        Ok(BucketFacts {
+        Ok(BucketRef {
             bucket_id: b.object_id.to_native(),
             volume_id: b.volume_id.to_native(),
             replication: b.replication.native(),
@@ -56,7 +54,7 @@ impl ShardState {
     }
 
     /// The open key `open_id`, if it is the open key of `key` in that bucket.
-    fn open_key_of(&self, facts: &BucketFacts, path: impl FnOnce() -> String, key: &str, open_id: u64) -> Result<&ArchivedOpenKeyRecord, OmError> {
+    fn open_key_of(&self, facts: &BucketRef, path: impl FnOnce() -> String, key: &str, open_id: u64) -> Result<&ArchivedOpenKeyRecord, OmError> {
         probe!(k = open_id.to_be_bytes());
         self.open_keys
             .get(&*k)

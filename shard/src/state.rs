@@ -145,17 +145,6 @@ fn utf8(b: &[u8]) -> &str {
     std::str::from_utf8(b).expect("names are stored from &str and validated on snapshot load")
 }
 
-/// What a key operation needs to know of its bucket, copied out so the tables can be mutated.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct BucketFacts {
-    pub bucket_id: u64,
-    pub volume_id: u64,
-    pub replication: Replication,
-    pub quota_bytes: u64,
-    pub quota_namespace: u64,
-    pub volume_quota_bytes: u64,
-}
-
 impl ShardState {
     pub fn new() -> Self {
         Self::default()
