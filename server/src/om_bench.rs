@@ -144,6 +144,42 @@ fn record_error(s: &RefCell<Stats>, e: String) {
     s.first_error.get_or_insert(e);
 }
 
+/// Closed loop: `threads` workers until `duration` has passed, each repeating
+/// `call(client, worker, round)`; an Ok counts one op and its latency, an Err one error.
+async fn closed_loop<T, Fut>(
+    common: &Common, clients: &[Rc<Client>], call: impl Fn(Rc<Client>, usize, u64) -> Fut + Clone + 'static,
+) -> (Rc<RefCell<Stats>>, Duration)
+where
+    Fut: std::future::Future<Output = Result<T, stratos_client::ClientError>>,
+{
+    let stats = new_stats();
+    let deadline = Instant::now() + Duration::from_secs_f64(common.duration);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..common.threads {
+        let (c, stats, call) = (clients[w % clients.len()].clone(), stats.clone(), call.clone());
+        tasks.push(glommio::spawn_local(async move {
+            let mut round = 0u64;
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                match call(c.clone(), w, round).await {
+                    Ok(_) => {
+                        let mut s = stats.borrow_mut();
+                        s.ops += 1;
+                        let _ = s.latency_us.record((t0.elapsed().as_micros() as u64).max(1));
+                    }
+                    Err(e) => record_error(&stats, e.to_string()),
+                }
+                round += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await;
+    }
+    (stats, start.elapsed())
+}
+
 pub fn omkg(a: OmkgArgs) -> anyhow::Result<()> {
     let cpu = a.common.cpu;
     on_executor(cpu, move || {
@@ -268,32 +304,14 @@ pub fn lookup(a: LookupArgs) -> anyhow::Result<()> {
                 })
                 .await?;
             }
-            let stats = new_stats();
-            let deadline = Instant::now() + Duration::from_secs_f64(a.common.duration);
-            let start = Instant::now();
-            let mut tasks = Vec::new();
-            for w in 0..a.common.threads {
-                let (c, stats, names, vol, bkt) = (clients[w % clients.len()].clone(), stats.clone(), names.clone(), a.volume.clone(), a.bucket.clone());
-                tasks.push(glommio::spawn_local(async move {
-                    let mut i = w * 7919;
-                    while Instant::now() < deadline {
-                        i = (i + 104_729) % names.len();
-                        let t0 = Instant::now();
-                        match c.lookup_key(&vol, &bkt, &names[i]).await {
-                            Ok(_) => {
-                                let mut s = stats.borrow_mut();
-                                s.ops += 1;
-                                let _ = s.latency_us.record((t0.elapsed().as_micros() as u64).max(1));
-                            }
-                            Err(e) => record_error(&stats, e.to_string()),
-                        }
-                    }
-                }));
-            }
-            for t in tasks {
-                t.await;
-            }
-            report("lookup", "lookups", &stats.borrow(), start.elapsed());
+            let (vol, bkt) = (Rc::new(a.volume.clone()), Rc::new(a.bucket.clone()));
+            let (stats, elapsed) = closed_loop(&a.common, &clients, move |c, w, round| {
+                let i = (w * 7919 + round as usize * 104_729) % names.len();
+                let (names, vol, bkt) = (names.clone(), vol.clone(), bkt.clone());
+                async move { c.lookup_key(&vol, &bkt, &names[i]).await }
+            })
+            .await;
+            report("lookup", "lookups", &stats.borrow(), elapsed);
             Ok::<_, anyhow::Error>(())
         })
     })?
@@ -304,31 +322,13 @@ pub fn ome(a: OmeArgs) -> anyhow::Result<()> {
     on_executor(cpu, move || {
         Box::pin(async move {
             let clients = connect(&a.common).await?;
-            let stats = new_stats();
-            let deadline = Instant::now() + Duration::from_secs_f64(a.common.duration);
-            let start = Instant::now();
-            let payload = Rc::new(vec![7u8; a.payload_bytes]);
-            let mut tasks = Vec::new();
-            for w in 0..a.common.threads {
-                let (c, stats, payload, raft) = (clients[w % clients.len()].clone(), stats.clone(), payload.clone(), a.raft);
-                tasks.push(glommio::spawn_local(async move {
-                    while Instant::now() < deadline {
-                        let t0 = Instant::now();
-                        match c.echo(&payload, raft).await {
-                            Ok(_) => {
-                                let mut s = stats.borrow_mut();
-                                s.ops += 1;
-                                let _ = s.latency_us.record((t0.elapsed().as_micros() as u64).max(1));
-                            }
-                            Err(e) => record_error(&stats, e.to_string()),
-                        }
-                    }
-                }));
-            }
-            for t in tasks {
-                t.await;
-            }
-            report(if a.raft { "ome --raft" } else { "ome" }, "calls", &stats.borrow(), start.elapsed());
+            let (payload, raft) = (Rc::new(vec![7u8; a.payload_bytes]), a.raft);
+            let (stats, elapsed) = closed_loop(&a.common, &clients, move |c, _, _| {
+                let payload = payload.clone();
+                async move { c.echo(&payload, raft).await }
+            })
+            .await;
+            report(if a.raft { "ome --raft" } else { "ome" }, "calls", &stats.borrow(), elapsed);
             Ok::<_, anyhow::Error>(())
         })
     })?
