@@ -163,7 +163,7 @@ impl OmService {
         let shards = core.shards;
         // (shard → commands with their positions); DeleteKeys is split per shard and merged.
         let mut per_shard: Vec<Vec<(usize, Command)>> = vec![Vec::new(); shards as usize];
-        let mut split_deletes: Vec<(usize, usize)> = Vec::new(); // (position, parts)
+        let mut split_deletes = std::collections::HashSet::new(); // positions whose outcome merges parts
         for p in ops {
             let request_id = h.request_id.wrapping_add(p.position as u64);
             match p.op {
@@ -172,19 +172,16 @@ impl OmService {
                     for k in keys {
                         parts[shard_of(&volume, &bucket, &k, shards) as usize].push(k);
                     }
-                    let mut n = 0;
                     for (s, keys) in parts.into_iter().enumerate() {
                         if !keys.is_empty() {
-                            n += 1;
+                            split_deletes.insert(p.position);
                             // Each part is its own request (distinct request ids keep retries exact).
                             let rid = request_id ^ ((s as u64 + 1) << 48);
                             per_shard[s].push((p.position, self.command(h, rid, Op::DeleteKeys { volume: volume.clone(), bucket: bucket.clone(), keys })));
                         }
                     }
-                    if n == 0 {
+                    if !split_deletes.contains(&p.position) {
                         outcomes[p.position] = Some(Ok(Reply::KeysDeleted { deleted: 0, missing: vec![] }));
-                    } else {
-                        split_deletes.push((p.position, n));
                     }
                 }
                 Op::RenameKey { volume, bucket, from, to } => {
@@ -222,7 +219,7 @@ impl OmService {
         let mut partial: std::collections::HashMap<usize, Result<Reply, WireError>> = Default::default();
         for results in futures_util::future::join_all(futures).await {
             for (pos, o) in results {
-                if split_deletes.iter().any(|(p, _)| *p == pos) {
+                if split_deletes.contains(&pos) {
                     let merged = match (partial.remove(&pos), o) {
                         (None, o) => o,
                         (Some(Err(e)), _) | (Some(Ok(_)), Err(e)) => Err(e),
