@@ -506,6 +506,10 @@ impl<S: Storage> Wal<S> {
         if doomed.is_empty() {
             return Ok(());
         }
+        // Oldest first, the directory synced after each removal: a crash may undo an un-synced
+        // removal, and undoing one of several would leave a hole in the segment chain that
+        // recovery rightly calls corruption. One sync per removal keeps the survivors a suffix
+        // (found by the crash proptest; removals are once per segment, so the cost is small).
         let mut result = Ok(());
         for s in &doomed {
             let name = segment_name(*s);
@@ -513,9 +517,10 @@ impl<S: Storage> Wal<S> {
                 result = Err(format!("removing {}: {e}", self.storage.describe(&name)));
                 break;
             }
-        }
-        if result.is_ok() {
-            result = self.storage.sync_dir().await.map_err(|e| format!("syncing the directory: {e}"));
+            if let Err(e) = self.storage.sync_dir().await {
+                result = Err(format!("syncing the directory: {e}"));
+                break;
+            }
         }
         let mut i = self.inner.borrow_mut();
         match result {
