@@ -13,6 +13,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_stratos");
 struct Om {
     child: Child,
     rpc: String,
+    http: String,
 }
 
 impl Om {
@@ -29,8 +30,18 @@ impl Om {
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
         assert!(line.contains("ready"), "no ready line: {line:?}");
-        let rpc = line.split_whitespace().skip_while(|w| *w != "rpc").nth(1).expect("rpc address").to_string();
-        Om { child, rpc }
+        let word_after = |w: &str| line.split_whitespace().skip_while(|x| *x != w).nth(1).unwrap_or_else(|| panic!("no {w} address in {line:?}")).to_string();
+        Om { child, rpc: word_after("rpc"), http: word_after("http") }
+    }
+
+    /// GET of a path on the HTTP port: (status line, body).
+    fn http_get(&self, path: &str) -> (String, String) {
+        let mut s = std::net::TcpStream::connect(&self.http).expect("connect to the HTTP port");
+        write!(s, "GET {path} HTTP/1.0\r\n\r\n").expect("send");
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).expect("read reply");
+        let (head, body) = reply.split_once("\r\n\r\n").expect("HTTP reply");
+        (head.lines().next().unwrap_or("").to_string(), body.to_string())
     }
 
     fn sh(&self, args: &[&str]) -> (bool, String, String) {
@@ -102,6 +113,21 @@ fn a_cli_session_with_errors_and_restarts() {
     let bucket: serde_json::Value = serde_json::from_str(&om.ok(&["bucket", "info", "/vol1/bkt1"])).expect("json");
     assert_eq!(bucket["usedNamespace"], 5, "keys summed over shards: {bucket}");
     assert_eq!(bucket["replication"], "RATIS/ONE");
+    // Metrics cover every group on both cores: writes and latency per shard, WAL flushes.
+    let (status, prom) = om.http_get("/prom");
+    assert!(status.contains("200"), "{status}");
+    let value = |sample: &str| -> f64 {
+        prom.lines().find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok())).unwrap_or_else(|| panic!("no {sample} in {prom}"))
+    };
+    let sum = |family: &str| -> f64 { (0..4).map(|s| value(&format!("{family}{{group=\"shard-{s}\",core=\"{}\"}}", s % 2))).sum() };
+    assert_eq!(sum("stratos_group_commands_total"), 11.0, "5 keys, open + commit each, and the put to a missing bucket");
+    assert_eq!(sum("stratos_group_command_errors_total"), 1.0, "the put to a missing bucket");
+    assert!(value("stratos_group_write_seconds_count{group=\"meta\",core=\"0\"}") >= 2.0);
+    assert!(value("stratos_wal_flush_seconds_count{group=\"shard-1\",core=\"1\"}") >= 1.0, "core 1's groups are gathered");
+    assert!(value("stratos_raft_commit_index{group=\"meta\",core=\"0\"}") >= 3.0);
+    assert!(value("stratos_raft_leader{group=\"shard-3\",core=\"1\"}") == 1.0);
+    assert!(om.http_get("/health").1.starts_with("ok"));
+    assert!(om.http_get("/nope").0.contains("404"));
     om.fails(&["bucket", "delete", "/vol1/bkt1"], "BUCKET_NOT_EMPTY");
     om.fails(&["volume", "delete", "/vol1"], "VOLUME_NOT_EMPTY");
     // The failed delete undid its fence: keys can still be written.

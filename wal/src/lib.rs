@@ -75,6 +75,7 @@ pub mod constants;
 mod dma;
 pub mod error;
 mod header;
+pub mod histogram;
 pub mod record;
 pub mod recovery;
 mod sim;
@@ -83,6 +84,7 @@ pub mod storage;
 mod wal;
 
 pub use dma::{DmaSegment, DmaStorage};
+pub use histogram::Log2Histogram;
 pub use error::{AppendError, FlushError, OpenError, ReadError};
 pub use recovery::{RecoveryReport, TornTail};
 pub use sim::{SimDisk, SimFile, SimRng};

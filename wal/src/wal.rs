@@ -55,6 +55,11 @@ pub struct WalStats {
     pub bytes_written: u64,
     pub segments_created: u64,
     pub segments_removed: u64,
+    /// Time of each flush from its first write to its last fdatasync's return, in µs: the
+    /// durability cost a group-committed batch pays.
+    pub flush_micros: crate::Log2Histogram,
+    /// Records per flush: how well group commit batches.
+    pub flush_records: crate::Log2Histogram,
 }
 
 struct PendingWrite {
@@ -433,6 +438,7 @@ impl<S: Storage> Wal<S> {
             i.inflight = writes.clone();
             (writes, i.appended_lsn)
         };
+        let started = std::time::Instant::now();
         let result = self.write_batch(&writes).await;
         let mut i = self.inner.borrow_mut();
         i.flushing = false;
@@ -440,6 +446,9 @@ impl<S: Storage> Wal<S> {
         match result {
             Ok(()) => {
                 assert!(target_lsn >= i.durable_lsn, "durable point moved backwards");
+                let records = target_lsn - i.durable_lsn;
+                i.stats.flush_micros.record(started.elapsed().as_micros() as u64);
+                i.stats.flush_records.record(records);
                 i.durable_lsn = target_lsn;
                 i.stats.flushes += 1;
                 let cleanup = i.purge_since_cleanup;

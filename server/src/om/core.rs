@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::om::convert::{BucketView, KeyView, VolumeView, WireError};
 use crate::om::meta_view::{Change, MetaView};
+use crate::om::metrics::{CoreStats, GroupSample, sample_core};
 use crate::raft::group::Group;
 
 pub const META_GROUP: u32 = 0;
@@ -77,6 +78,8 @@ pub enum Msg {
     Read { group: u32, query: Query, min_meta: u64, reply: oneshot::Sender<Result<ReadResult, WireError>> },
     /// Meta-group changes, in log order (from core 0).
     Meta { log_index: u64, changes: Arc<Vec<Change>> },
+    /// This core's metrics: its groups' samples and its meta-view index.
+    Metrics { reply: oneshot::Sender<(Vec<GroupSample>, u64)> },
 }
 
 pub struct Core {
@@ -88,6 +91,7 @@ pub struct Core {
     pub view: RefCell<MetaView>,
     pub admins: Vec<String>,
     pub open_key_ttl_ms: u64,
+    pub stats: CoreStats,
 }
 
 impl std::fmt::Debug for Core {
@@ -140,11 +144,39 @@ impl Core {
         rx.await.map_err(|_| unavailable("read"))?
     }
 
+    /// Every core's samples, gathered over the mesh (for the HTTP metrics page).
+    pub async fn gather_metrics(self: &Rc<Self>) -> String {
+        let mut samples = sample_core(self);
+        let mut views = vec![(self.index, self.meta_index())];
+        for (i, tx) in self.mesh.iter().enumerate() {
+            if i == self.index {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            if tx.send(Msg::Metrics { reply }).await.is_ok()
+                && let Ok((s, view)) = rx.await
+            {
+                samples.extend(s);
+                views.push((i, view));
+            }
+        }
+        samples.sort_by_key(|s| s.group);
+        crate::om::metrics::render(&samples, &views)
+    }
+
     fn group(&self, id: u32) -> &Rc<Group> {
         self.groups.get(&id).unwrap_or_else(|| panic!("core {} asked for group {id}, which it does not own", self.index))
     }
 
-    async fn local_write(&self, group: u32, mut commands: Vec<Command>, fill: bool, min_meta: u64) -> WriteReply {
+    async fn local_write(&self, group: u32, commands: Vec<Command>, fill: bool, min_meta: u64) -> WriteReply {
+        let started = std::time::Instant::now();
+        let reply = self.local_write_inner(group, commands, fill, min_meta).await;
+        let errors = reply.0.iter().filter(|o| o.is_err()).count();
+        self.stats.write_done(group, reply.0.len(), errors, started.elapsed().as_micros() as u64);
+        reply
+    }
+
+    async fn local_write_inner(&self, group: u32, mut commands: Vec<Command>, fill: bool, min_meta: u64) -> WriteReply {
         self.wait_meta(min_meta).await;
         let g = self.group(group);
         let mut early: Vec<Option<Result<Reply, WireError>>> = vec![None; commands.len()];
@@ -182,6 +214,13 @@ impl Core {
     }
 
     async fn local_read(&self, group: u32, query: Query, min_meta: u64) -> Result<ReadResult, WireError> {
+        let started = std::time::Instant::now();
+        let r = self.local_read_inner(group, query, min_meta).await;
+        self.stats.read_done(group, r.is_ok(), started.elapsed().as_micros() as u64);
+        r
+    }
+
+    async fn local_read_inner(&self, group: u32, query: Query, min_meta: u64) -> Result<ReadResult, WireError> {
         self.wait_meta(min_meta).await;
         let g = self.group(group);
         // Linearizable: this node is still the leader and has applied all it committed before.
@@ -223,6 +262,9 @@ impl Core {
         while let Some(msg) = inbox.recv().await {
             match msg {
                 Msg::Meta { log_index, changes } => self.view.borrow_mut().apply(log_index, &changes),
+                Msg::Metrics { reply } => {
+                    let _ = reply.send((sample_core(&self), self.meta_index()));
+                }
                 Msg::Write { group, commands, fill, min_meta, reply } => {
                     let me = self.clone();
                     glommio::spawn_local(async move {

@@ -5,5 +5,6 @@ pub mod convert;
 pub mod core;
 pub mod http;
 pub mod meta_view;
+pub mod metrics;
 pub mod node;
 pub mod service;

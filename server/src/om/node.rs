@@ -191,6 +191,7 @@ async fn start_core(
         view: RefCell::new(MetaView::default()),
         admins: cfg.admins.clone(),
         open_key_ttl_ms: cfg.open_key_ttl_ms,
+        stats: Default::default(),
     });
     // The meta group (core 0) feeds every core's view: the whole state now, changes as they apply.
     if let Some(meta) = core.groups.get(&META_GROUP) {

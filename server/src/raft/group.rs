@@ -64,6 +64,8 @@ pub struct Group {
     pump_wake: local_event::Event,
     space_wake: local_event::Event,
     dir: PathBuf,
+    /// Commands per proposal (one Raft entry each): how well the pump batches.
+    pub entry_commands: RefCell<stratos_wal::Log2Histogram>,
 }
 
 impl std::fmt::Debug for Group {
@@ -113,6 +115,7 @@ impl Group {
             pump_wake: local_event::Event::default(),
             space_wake: local_event::Event::default(),
             dir: dir.to_path_buf(),
+            entry_commands: RefCell::default(),
         });
         glommio::spawn_local(Group::pump(Rc::downgrade(&group))).detach();
         Ok(group)
@@ -164,6 +167,7 @@ impl Group {
                 }
             }
             g.space_wake.notify();
+            g.entry_commands.borrow_mut().record(commands.len() as u64);
             g.in_flight.set(g.in_flight.get() + 1);
             let group = g.clone();
             glommio::spawn_local(async move {
