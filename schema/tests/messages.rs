@@ -28,13 +28,13 @@ fn commit_key_message() -> Vec<u8> {
 #[test]
 fn an_operation_reads_back_as_built() {
     let bytes = commit_key_message();
-    let reader = serialize::read_message(&mut &bytes[..], ReaderOptions::new()).unwrap();
-    let op = reader.get_root::<operation::Reader>().unwrap();
-    let operation::Which::CommitKey(c) = op.which().unwrap() else { panic!("not a commitKey") };
-    assert_eq!(c.get_volume().unwrap().to_str().unwrap(), "vol1");
-    assert_eq!(c.get_key().unwrap().to_str().unwrap(), "photos/2026/cat.jpg");
+    let reader = serialize::read_message(&mut &bytes[..], ReaderOptions::new()).expect("reads back");
+    let op = reader.get_root::<operation::Reader>().expect("reads back");
+    let operation::Which::CommitKey(c) = op.which().expect("reads back") else { panic!("not a commitKey") };
+    assert_eq!(c.get_volume().expect("reads back").to_str().expect("reads back"), "vol1");
+    assert_eq!(c.get_key().expect("reads back").to_str().expect("reads back"), "photos/2026/cat.jpg");
     assert_eq!(c.get_open_id(), 42 << 8);
-    let blocks = c.get_blocks().unwrap();
+    let blocks = c.get_blocks().expect("reads back");
     assert_eq!(blocks.len(), 2);
     assert_eq!(blocks.get(1).get_local_id(), 101);
     assert_eq!(blocks.iter().map(|b| b.get_length()).sum::<u64>(), c.get_data_size());
@@ -48,11 +48,11 @@ fn an_error_outcome_carries_status_message_and_leader_hint() {
     e.set_message("shard 3 is led by another node");
     e.set_leader_hint("127.0.0.1:9862");
     let bytes = serialize::write_message_to_words(&message);
-    let reader = serialize::read_message(&mut &bytes[..], ReaderOptions::new()).unwrap();
-    let outcome::Which::Error(e) = reader.get_root::<outcome::Reader>().unwrap().which().unwrap() else { panic!() };
-    let e = e.unwrap();
-    assert_eq!(e.get_status().unwrap(), Status::NotLeader);
-    assert_eq!(e.get_leader_hint().unwrap().to_str().unwrap(), "127.0.0.1:9862");
+    let reader = serialize::read_message(&mut &bytes[..], ReaderOptions::new()).expect("reads back");
+    let outcome::Which::Error(e) = reader.get_root::<outcome::Reader>().expect("reads back").which().expect("reads back") else { panic!() };
+    let e = e.expect("reads back");
+    assert_eq!(e.get_status().expect("reads back"), Status::NotLeader);
+    assert_eq!(e.get_leader_hint().expect("reads back").to_str().expect("reads back"), "127.0.0.1:9862");
 }
 
 #[test]
@@ -86,9 +86,9 @@ fn a_traversal_limit_turns_an_oversized_message_into_an_error() {
     // And the same message within a large enough limit reads whole.
     let mut enough = ReaderOptions::new();
     enough.traversal_limit_in_words(Some(1 << 20));
-    let reader = serialize::read_message(&mut &bytes[..], enough).unwrap();
-    let operation::Which::DeleteKeys(d) = reader.get_root::<operation::Reader>().unwrap().which().unwrap() else { panic!() };
-    assert_eq!(d.get_keys().unwrap().len(), 50_000);
+    let reader = serialize::read_message(&mut &bytes[..], enough).expect("reads back");
+    let operation::Which::DeleteKeys(d) = reader.get_root::<operation::Reader>().expect("reads back").which().expect("reads back") else { panic!() };
+    assert_eq!(d.get_keys().expect("reads back").len(), 50_000);
 }
 
 #[test]

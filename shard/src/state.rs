@@ -529,7 +529,7 @@ pub fn acls_allow_native(p: &Principal, acls: &[Acl], right: u16) -> bool {
         a.rights & right == right
             && match a.kind {
                 AclKind::User => a.name == p.user,
-                AclKind::Group => p.groups.iter().any(|g| *g == a.name),
+                AclKind::Group => p.groups.contains(&a.name),
                 AclKind::World => true,
             }
     })

@@ -87,7 +87,7 @@ pub fn host_facts() -> HostFacts {
         let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         // SAFETY: getrlimit writes into the struct we pass and has no other effect.
         let ok = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } == 0;
-        ok.then_some(r.rlim_cur as u64)
+        ok.then_some(r.rlim_cur)
     };
     let io_uring_disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok().and_then(|s| s.trim().parse().ok());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();

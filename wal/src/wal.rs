@@ -440,33 +440,33 @@ impl<S: Storage> Wal<S> {
         };
         let started = std::time::Instant::now();
         let result = self.write_batch(&writes).await;
-        let mut i = self.inner.borrow_mut();
-        i.flushing = false;
-        i.inflight.clear();
-        match result {
-            Ok(()) => {
-                assert!(target_lsn >= i.durable_lsn, "durable point moved backwards");
-                let records = target_lsn - i.durable_lsn;
-                i.stats.flush_micros.record(started.elapsed().as_micros() as u64);
-                i.stats.flush_records.record(records);
-                i.durable_lsn = target_lsn;
-                i.stats.flushes += 1;
-                let cleanup = i.purge_since_cleanup;
-                i.purge_since_cleanup = false;
-                drop(i);
-                self.durable_changed.notify_all();
-                if cleanup {
-                    self.remove_purged_segments().await?;
+        // The borrow ends before any await below (notify, then maybe the purge cleanup).
+        let cleanup = {
+            let mut i = self.inner.borrow_mut();
+            i.flushing = false;
+            i.inflight.clear();
+            match &result {
+                Ok(()) => {
+                    assert!(target_lsn >= i.durable_lsn, "durable point moved backwards");
+                    let records = target_lsn - i.durable_lsn;
+                    i.stats.flush_micros.record(started.elapsed().as_micros() as u64);
+                    i.stats.flush_records.record(records);
+                    i.durable_lsn = target_lsn;
+                    i.stats.flushes += 1;
+                    std::mem::take(&mut i.purge_since_cleanup)
                 }
-                Ok(())
+                Err(e) => {
+                    i.poisoned.get_or_insert(e.clone());
+                    false
+                }
             }
-            Err(e) => {
-                i.poisoned.get_or_insert(e.clone());
-                drop(i);
-                self.durable_changed.notify_all();
-                Err(FlushError::Poisoned(e))
-            }
+        };
+        self.durable_changed.notify_all();
+        result.map_err(FlushError::Poisoned)?;
+        if cleanup {
+            self.remove_purged_segments().await?;
         }
+        Ok(())
     }
 
     async fn write_batch(&self, writes: &[Rc<PendingWrite>]) -> Result<(), String> {
