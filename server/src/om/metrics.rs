@@ -167,7 +167,7 @@ mod tests {
         let page = render(&[sample(0), sample(3)], &[(0, 7), (1, 7)]);
         // Each family's samples follow its TYPE line, all groups together.
         let types: Vec<&str> = page.lines().filter(|l| l.starts_with("# TYPE")).collect();
-        let mut names: Vec<&str> = types.iter().map(|l| l.split_whitespace().nth(2).unwrap()).collect();
+        let mut names: Vec<&str> = types.iter().map(|l| l.split_whitespace().nth(2).expect("TYPE lines name a family")).collect();
         let n = names.len();
         names.dedup();
         assert_eq!(names.len(), n, "a family appears twice");

@@ -46,7 +46,7 @@ fn header(core: &Core, h: capnp::Result<om_capnp::request_header::Reader<'_>>) -
     for g in groups_list.iter() {
         groups.push(convert::text(g, "group", stratos_shard::constants::USER_NAME_BYTES_MAX)?);
     }
-    let admin = core.admins.iter().any(|a| *a == user);
+    let admin = core.admins.contains(&user);
     Ok(Header { client_id: h.get_client_id(), request_id: h.get_request_id(), principal: Principal { user, groups, admin }, min_meta: h.get_min_meta_index() })
 }
 
