@@ -58,6 +58,7 @@ pub fn status_name(s: Status) -> &'static str {
         Status::QuotaExceeded => "QUOTA_EXCEEDED",
         Status::PermissionDenied => "PERMISSION_DENIED",
         Status::RetryTooOld => "RETRY_TOO_OLD",
+        Status::KeyBusy => "KEY_BUSY",
         Status::NotLeader => "NOT_LEADER",
         Status::Unavailable => "UNAVAILABLE",
         Status::Malformed => "MALFORMED",

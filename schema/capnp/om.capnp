@@ -37,6 +37,7 @@ enum Status {
   unavailable @16;        # no leader, shutting down, SCM unreachable: retry later
   malformed @17;          # the request broke a wire rule
   internal @18;
+  keyBusy @19;            # the key is being renamed to another shard: retry in a moment
 }
 
 struct Error {

@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run an OM node (Ozone Manager): the namespace service, on one executor per core.
-    Om(OmArgs),
+    Om(Box<OmArgs>),
     /// Run a local cluster (for now one OM) in a data directory (default: a temp dir); prints a
     /// line with `ready` and the addresses when it serves; Ctrl-C stops it cleanly.
     Dev(DevArgs),
@@ -148,6 +148,24 @@ struct OmArgs {
     /// Raft heartbeat interval in ms [default: 300].
     #[arg(long)]
     heartbeat_interval_ms: Option<u64>,
+    /// This node's Raft address, as peers dial it [default: 127.0.0.1:9872].
+    #[arg(long)]
+    raft_address: Option<String>,
+    /// This node's Raft id, unique in the cluster and never reused [default: 1].
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// io_uring registered buffer memory per executor, bytes [default: 1048576].
+    #[arg(long)]
+    io_memory_bytes: Option<usize>,
+    /// Drop open keys not committed within this many ms [default: 604800000, 7 days].
+    #[arg(long)]
+    open_key_ttl_ms: Option<u64>,
+    /// WAL segment size in bytes [default: 67108864].
+    #[arg(long)]
+    wal_segment_bytes: Option<u64>,
+    /// Expire open keys and idle retry sessions every this many ms [default: 60000].
+    #[arg(long)]
+    housekeeping_interval_ms: Option<u64>,
 }
 
 impl OmArgs {
@@ -156,7 +174,10 @@ impl OmArgs {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { c.$f = v.into(); } )* };
         }
-        set!(data_dir, rpc_address, shards, executors, spin_us, admins, snapshot_after_entries, election_timeout_min_ms, election_timeout_max_ms, heartbeat_interval_ms);
+        set!(
+            data_dir, rpc_address, shards, executors, spin_us, admins, snapshot_after_entries, election_timeout_min_ms, election_timeout_max_ms,
+            heartbeat_interval_ms, raft_address, node_id, io_memory_bytes, open_key_ttl_ms, wal_segment_bytes, housekeeping_interval_ms
+        );
         if let Some(a) = self.http_address {
             c.http_address = Some(a);
         }

@@ -18,9 +18,23 @@ struct Om {
 
 impl Om {
     fn start(dir: &Path) -> Om {
+        Om::start_with(dir, &[])
+    }
+
+    fn start_with(dir: &Path, env: &[(&str, &str)]) -> Om {
+        Om::spawn(dir, env, &[])
+    }
+
+    fn start_with_args(dir: &Path, args: &[&str]) -> Om {
+        Om::spawn(dir, &[], args)
+    }
+
+    fn spawn(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Om {
         let mut child = Command::new(BIN)
+            .envs(env.iter().copied())
             .args(["om", "--data-dir"])
             .arg(dir)
+            .args(args)
             .args(["--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--shards", "4", "--executors", "2", "--no-pin"])
             .args(["--election-timeout-min-ms", "150", "--election-timeout-max-ms", "300", "--heartbeat-interval-ms", "50"])
             .stdout(Stdio::piped())
@@ -137,9 +151,6 @@ fn a_cli_session_with_errors_and_restarts() {
     om.ok(&["bucket", "update", "/vol1/bkt1", "--versioning", "true"]);
     om.ok(&["volume", "update", "/vol1", "--owner", "alice"]);
     assert!(om.ok(&["volume", "info", "/vol1"]).contains("\"alice\""));
-    // Rename: within a shard it works; across shards it is refused with a clear message.
-    let (ok, _, err) = om.sh(&["key", "rename", "/vol1/bkt1/a", "a2"]);
-    assert!(ok || err.contains("cross-shard rename"), "{err}");
 
     // An empty bucket can be deleted; its name is free again.
     om.ok(&["bucket", "create", "/vol1/tmp-bkt"]);
@@ -256,4 +267,123 @@ fn malformed_and_oversized_messages_get_errors_and_the_server_keeps_serving() {
     let long_key = format!("/okvol/okbkt/{}", "k".repeat(2000));
     om.fails(&["key", "info", &long_key], "INVALID_NAME");
     assert_eq!(names(&om.ok(&["volume", "list"])), ["okvol"], "still serving");
+}
+
+/// Renames within a shard and across shards (most renames: the namespace is hashed by key
+/// name), their errors, and a crash after a cross-shard rename's first step: the restarted OM
+/// finishes it by itself.
+#[test]
+fn renames_across_shards_finish_even_after_a_crash_midway() {
+    use stratos_server::om::core::shard_of;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").expect("empty file");
+    let e = empty.to_str().expect("utf8 path");
+    let om = Om::start(&dir.path().join("om"));
+    om.ok(&["volume", "create", "/vol"]);
+    om.ok(&["bucket", "create", "/vol/bkt"]);
+    // Six renames that stay on their shard and six that move (the names are picked by hash).
+    let pairs: Vec<(String, String)> = {
+        let (mut same, mut across) = (Vec::new(), Vec::new());
+        for i in 0.. {
+            let (from, to) = (format!("k{i}"), format!("renamed/k{i}"));
+            let v = if shard_of("vol", "bkt", &from, 4) == shard_of("vol", "bkt", &to, 4) { &mut same } else { &mut across };
+            if v.len() < 6 {
+                v.push((from, to));
+            }
+            if same.len() == 6 && across.len() == 6 {
+                break;
+            }
+        }
+        same.into_iter().chain(across).collect()
+    };
+    let mut expect = Vec::new();
+    for (from, to) in &pairs {
+        om.ok(&["key", "put", &format!("/vol/bkt/{from}"), e]);
+        om.ok(&["key", "rename", &format!("/vol/bkt/{from}"), to]);
+        expect.push(to.clone());
+    }
+    expect.sort();
+    assert_eq!(names(&om.ok(&["key", "list", "/vol/bkt"])), expect);
+    om.ok(&["key", "put", "/vol/bkt/a", e]);
+    om.fails(&["key", "rename", "/vol/bkt/a", &pairs[11].1], "KEY_ALREADY_EXISTS");
+    om.fails(&["key", "rename", "/vol/bkt/a", &pairs[0].1], "KEY_ALREADY_EXISTS");
+    om.fails(&["key", "rename", "/vol/bkt/nosuch", "x"], "KEY_NOT_FOUND");
+    // A refused rename released its key: it can be written again.
+    om.ok(&["key", "put", "/vol/bkt/a", e]);
+    let bucket: serde_json::Value = serde_json::from_str(&om.ok(&["bucket", "info", "/vol/bkt"])).expect("json");
+    assert_eq!(bucket["usedNamespace"], 13, "usage moved with the keys: {bucket}");
+    om.sigterm();
+
+    // Crash right after step 1 (the intent is durable on the source shard, nothing else).
+    let (from, to) = (0..).map(|i| (format!("crash{i}"), format!("moved{i}"))).find(|(f, t)| shard_of("vol", "bkt", f, 4) != shard_of("vol", "bkt", t, 4)).expect("a pair");
+    let om = Om::start(&dir.path().join("om"));
+    om.ok(&["key", "put", &format!("/vol/bkt/{from}"), e]);
+    om.sigterm();
+    let mut crashing = Om::start_with(&dir.path().join("om"), &[("STRATOS_CRASH_POINT", "rename-started")]);
+    let (ok, _, _) = crashing.sh(&["key", "rename", &format!("/vol/bkt/{from}"), &to]);
+    assert!(!ok, "the OM died mid-rename");
+    let _ = crashing.child.wait();
+    let om = Om::start(&dir.path().join("om"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = names(&om.ok(&["key", "list", "/vol/bkt", "--prefix", "crash"]));
+        let moved = names(&om.ok(&["key", "list", "/vol/bkt", "--prefix", "moved"]));
+        if listed.is_empty() && moved == [to.clone()] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the rename was not finished after restart: {listed:?} {moved:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let bucket: serde_json::Value = serde_json::from_str(&om.ok(&["bucket", "info", "/vol/bkt"])).expect("json");
+    assert_eq!(bucket["usedNamespace"], 14, "{bucket}");
+    // The finished rename's source name is free and writable again.
+    om.ok(&["key", "put", &format!("/vol/bkt/{from}"), e]);
+}
+
+/// Housekeeping: an open key never committed is dropped after its time to live (its commit is
+/// then refused), by the leader's periodic expiry, without any client asking.
+#[test]
+fn open_keys_expire_by_themselves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let om = Om::start_with_args(&dir.path().join("om"), &["--open-key-ttl-ms", "300", "--housekeeping-interval-ms", "100"]);
+    om.ok(&["volume", "create", "/vol"]);
+    om.ok(&["bucket", "create", "/vol/bkt"]);
+    let rpc = om.rpc.clone();
+    let commit_after = |wait_ms: u64| {
+        let rpc = rpc.clone();
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let c = stratos_client::Client::connect(&rpc, "root").await.expect("connect");
+                let opened = c
+                    .submit(|op| {
+                        let mut g = op.init_open_key();
+                        g.set_volume("vol");
+                        g.set_bucket("bkt");
+                        g.set_key("k");
+                        g.reborrow().init_replication().set_none(());
+                    })
+                    .await
+                    .expect("open");
+                let stratos_client::Done::KeyOpened { open_id } = opened else { panic!("not opened: {opened:?}") };
+                glommio::timer::sleep(Duration::from_millis(wait_ms)).await;
+                c.submit(|op| {
+                    let mut g = op.init_commit_key();
+                    g.set_volume("vol");
+                    g.set_bucket("bkt");
+                    g.set_key("k");
+                    g.set_open_id(open_id);
+                })
+                .await
+            })
+            .expect("executor")
+            .join()
+            .expect("join")
+    };
+    assert!(commit_after(0).is_ok(), "committed within its time to live");
+    let late = commit_after(1500).expect_err("expired");
+    assert!(late.to_string().contains("OPEN_KEY_NOT_FOUND"), "{late}");
+    let bucket: serde_json::Value = serde_json::from_str(&om.ok(&["bucket", "info", "/vol/bkt"])).expect("json");
+    assert_eq!(bucket["usedNamespace"], 1, "{bucket}");
 }

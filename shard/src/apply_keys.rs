@@ -21,7 +21,7 @@ impl ShardState {
     ///
     /// With facts carried by the command (sharded namespace), the leader has checked the rights;
     /// the shard refuses only a fenced bucket.
-    fn key_bucket(&mut self, p: &Principal, volume: &str, bucket: &str, right: u16, action: &str) -> Result<BucketRef, OmError> {
+    pub(crate) fn key_bucket(&mut self, p: &Principal, volume: &str, bucket: &str, right: u16, action: &str) -> Result<BucketRef, OmError> {
         if let Some(r) = self.carried {
             // One search: refuse a fenced bucket, else remember the latest facts.
             match self.bucket_refs.entry(r.bucket_id) {
@@ -118,6 +118,7 @@ impl ShardState {
         check_key_name(key)?;
         check_blocks(blocks)?;
         let facts = self.key_bucket(p, volume, bucket, rights::WRITE, "write keys in")?;
+        self.check_not_moving(facts.bucket_id, volume, bucket, key)?;
         let path = || format!("{volume}/{bucket}/{key}");
         let open = self.open_key_of(&facts, path, key, open_id)?;
 
@@ -228,6 +229,10 @@ impl ShardState {
             check_key_name(k)?;
         }
         let facts = self.key_bucket(p, volume, bucket, rights::DELETE, "delete keys in")?;
+        // All or nothing: a key pinned by a cross-shard rename fails the whole delete.
+        for k in keys {
+            self.check_not_moving(facts.bucket_id, volume, bucket, k)?;
+        }
         let mut freed_blocks = Vec::new();
         let mut missing = Vec::new();
         let (mut freed_bytes, mut deleted) = (0u64, 0u64);
@@ -264,6 +269,7 @@ impl ShardState {
             return Err(OmError::InvalidArgument("rename to the same name".into()));
         }
         let facts = self.key_bucket(p, volume, bucket, rights::WRITE, "rename keys in")?;
+        self.check_not_moving(facts.bucket_id, volume, bucket, from)?;
         let not_found = || OmError::KeyNotFound(format!("{volume}/{bucket}/{from}"));
         let set = self.keys.get_mut(&facts.bucket_id).ok_or_else(not_found)?;
         probe!(to_key = to);

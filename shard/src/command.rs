@@ -4,7 +4,7 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::records::{Acl, BlockLocation, MetadataPair, Replication};
+use crate::records::{Acl, BlockLocation, KeyRecord, MetadataPair, Replication};
 
 /// What a key shard needs to know of a bucket it does not hold: in a sharded namespace the
 /// bucket records live in the meta group, and the leader of a key shard copies these facts from
@@ -129,6 +129,19 @@ pub enum Op {
     /// key writes in the bucket; replies `BucketUsage` with this shard's keys and open keys in it
     /// at that point of the log. A delete proceeds only if every shard, once fenced, is empty.
     FenceBucket { fenced: bool },
+    /// Key shard, step 1 of renaming `from` (here) to `to` (on shard `dest_shard`): records a
+    /// rename intent and marks `from` as moving (writes to it are refused with `KeyBusy` until
+    /// the rename finishes; reads still see it). Replies `RenameStarted` with the intent's id
+    /// and the key's record, which step 2 copies.
+    RenameOut { volume: String, bucket: String, from: String, to: String, dest_shard: u32 },
+    /// Key shard, step 2, on the destination (admin only, as steps 3): creates `to` from
+    /// `record` unless `to` exists.
+    /// The outcome is remembered under (`source_shard`, `txn`) for
+    /// [`crate::constants::RENAME_IN_RETENTION_MS`]: a repeated step 2 gets the same answer.
+    RenameIn { volume: String, bucket: String, to: String, source_shard: u32, txn: u64, record: KeyRecord },
+    /// Key shard, step 3, on the source: with `commit` (step 2 succeeded) deletes `from`, whose
+    /// blocks now belong to `to`; without, gives the rename up. An unknown `txn` is done.
+    RenameFinish { txn: u64, commit: bool },
 }
 
 impl Op {
@@ -137,6 +150,7 @@ impl Op {
         !matches!(
             self,
             Op::ExpireOpenKeys { .. } | Op::ExpireSessions | Op::PurgeDeletedBlocks { .. } | Op::SetBucketDeleting { .. } | Op::FenceBucket { .. }
+                | Op::RenameIn { .. } | Op::RenameFinish { .. }
         )
     }
 }

@@ -26,6 +26,10 @@ pub const LIST_LIMIT_MAX: usize = 10_000;
 pub const RETRY_WINDOW_PER_CLIENT: usize = 256;
 /// Sessions idle for longer than this (in command time) are dropped by `ExpireSessions`.
 pub const SESSION_IDLE_MS_MAX: u64 = 10 * 60 * 1000;
+/// How long a destination shard remembers the outcome of a cross-shard rename's second step
+/// (`RenameIn`), so that a re-drive after a crash gets the same answer. A source shard re-drives
+/// an unfinished rename within seconds of electing a leader; a week covers any outage.
+pub const RENAME_IN_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Objects one command may create (object ids are `log_index << 8 | n`).
 pub const OBJECTS_PER_COMMAND_MAX: u64 = 256;
 

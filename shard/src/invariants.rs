@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::constants::RETRY_WINDOW_PER_CLIENT;
+use crate::memtable::probe;
 use crate::records::*;
 use crate::state::{BucketUsage, ShardState, VolumeUsage, seq_of, user_volume_key};
 
@@ -76,6 +77,14 @@ impl ShardState {
         if let Some(last) = self.deleted_blocks.last() {
             ensure!(seq_of(last.key()) < self.next_deleted_seq, "deleted-blocks sequence ran backwards");
         }
+        let mut moving = BTreeSet::new();
+        for (txn, i) in &self.renames_out {
+            ensure!(*txn < id_limit, "rename intent {txn} has an id from the future");
+            probe!(k = i.from.as_str());
+            ensure!(self.keys.get(&i.bucket_id).is_some_and(|s| s.contains(&*k)), "rename intent {txn}: key {} is not in bucket {}", i.from, i.bucket_id);
+            ensure!(moving.insert((i.bucket_id, i.from.clone())), "two rename intents move key {} of bucket {}", i.from, i.bucket_id);
+        }
+        ensure!(moving == self.moving, "the moving-key set disagrees with the rename intents");
         for (client, s) in &self.sessions {
             ensure!(s.outcomes.len() <= RETRY_WINDOW_PER_CLIENT, "client {client} holds {} outcomes", s.outcomes.len());
         }

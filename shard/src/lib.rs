@@ -13,6 +13,7 @@
 
 mod apply_keys;
 mod apply_meta;
+mod apply_rename;
 pub mod command;
 pub mod constants;
 mod invariants;
@@ -28,4 +29,4 @@ pub use command::{BucketRef, Command, CommandContext, DecodeError, Op, Principal
 pub use outcome::{OmError, Outcome, Reply};
 pub use records::{Acl, AclKind, BlockLocation, MetadataPair, QUOTA_UNLIMITED, Replication, rights};
 pub use snapshot::SnapshotError;
-pub use state::{acls_allow_native, BucketInfo, BucketUsage, KeyInfo, Page, ShardState, ShardStats, VolumeInfo, VolumeUsage};
+pub use state::{acls_allow_native, RenameArrival, RenameIntent, BucketInfo, BucketUsage, KeyInfo, Page, ShardState, ShardStats, VolumeInfo, VolumeUsage};

@@ -3,7 +3,7 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::records::BlockLocation;
+use crate::records::{BlockLocation, KeyRecord};
 
 /// A business failure. Never a panic: bad input and missing objects are ordinary outcomes.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +35,8 @@ pub enum OmError {
     QuotaExceeded { what: String, used: u64, adding: u64, quota: u64 },
     #[error("permission denied: {user} may not {action}")]
     PermissionDenied { user: String, action: String },
+    #[error("key {0} is being renamed; retry in a moment")]
+    KeyBusy(String),
     #[error("retry of request {request_id} from client {client_id} is older than the retry window; its outcome is unknown")]
     RetryTooOld { client_id: u64, request_id: u64 },
 }
@@ -52,6 +54,7 @@ pub enum Reply {
     Expired { open_keys: u64, sessions: u64 },
     BucketMarked { bucket_id: u64 },
     BucketUsage { keys: u64, open_keys: u64 },
+    RenameStarted { txn: u64, record: KeyRecord },
 }
 
 pub type Outcome = Result<Reply, OmError>;

@@ -3,7 +3,7 @@
 //! File format: magic `STRATOSS` (8) | format version u32 | crc32 of the image u32 | image
 //! length u64 | 8 zero bytes | the rkyv image. The image starts at offset 32 so that a file read
 //! into a 16-aligned buffer (what allocators return) can be validated in place, without copying. The image holds every table's entries as raw (key, record)
-//! byte strings plus the counters and the retry cache. Loading checks the crc, validates the
+//! byte strings plus the counters, the retry cache and cross-shard rename intents and arrivals (format 3). Loading checks the crc, validates the
 //! image with bytecheck, then validates each record as its type while rebuilding the tables
 //! (entries arrive sorted, so each set is built bottom-up), and finally checks every
 //! invariant of the state. This crate only makes and reads
@@ -18,10 +18,10 @@ use rkyv::{Archive, Serialize};
 use crate::command::BucketRef;
 use crate::memtable::Entry;
 use crate::records::*;
-use crate::state::{BucketUsage, Session, ShardState, VolumeUsage};
+use crate::state::{BucketUsage, RenameArrival, RenameIntent, Session, ShardState, VolumeUsage};
 
 const MAGIC: [u8; 8] = *b"STRATOSS";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 const PREFIX_BYTES: usize = 32;
 
 #[derive(Archive, Serialize)]
@@ -52,6 +52,8 @@ struct Image<'a> {
     bucket_usage: Vec<(u64, BucketUsage)>,
     sessions: Vec<(u64, Session)>,
     bucket_refs: Vec<(u64, BucketRef, bool)>,
+    renames_out: Vec<(u64, RenameIntent)>,
+    renames_in: Vec<(u32, u64, RenameArrival)>,
 }
 
 /// Why snapshot bytes could not be loaded.
@@ -90,6 +92,8 @@ impl ShardState {
             bucket_usage: self.bucket_usage.iter().map(|(k, v)| (*k, *v)).collect(),
             sessions: self.sessions.iter().map(|(k, v)| (*k, v.clone())).collect(),
             bucket_refs: self.bucket_refs.iter().map(|(k, (r, f))| (*k, *r, *f)).collect(),
+            renames_out: self.renames_out.iter().map(|(k, i)| (*k, i.clone())).collect(),
+            renames_in: self.renames_in.iter().map(|((s, t), a)| (*s, *t, a.clone())).collect(),
         };
         let bytes = rkyv::to_bytes::<rancor::Error>(&image).expect("serializing into memory cannot fail");
         let mut out = Vec::with_capacity(PREFIX_BYTES + bytes.len());
@@ -174,6 +178,8 @@ impl ShardState {
                 (o.expires_ms.to_native(), o.object_id.to_native())
             })
             .collect();
+        let renames_out: BTreeMap<u64, RenameIntent> =
+            rkyv::deserialize::<Vec<(u64, RenameIntent)>, rancor::BoxedError>(&image.renames_out).map_err(de("rename intents"))?.into_iter().collect();
         let state = ShardState {
             applied_log_index: image.applied_log_index.to_native(),
             next_deleted_seq: image.next_deleted_seq.to_native(),
@@ -191,6 +197,13 @@ impl ShardState {
                 .map_err(de("bucket references"))?
                 .into_iter()
                 .map(|(k, r, f)| (k, (r, f)))
+                .collect(),
+            moving: renames_out.values().map(|i| (i.bucket_id, i.from.clone())).collect(),
+            renames_out,
+            renames_in: rkyv::deserialize::<Vec<(u32, u64, RenameArrival)>, rancor::BoxedError>(&image.renames_in)
+                .map_err(de("rename arrivals"))?
+                .into_iter()
+                .map(|(s, t, a)| ((s, t), a))
                 .collect(),
             ..ShardState::default()
         };

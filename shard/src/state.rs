@@ -47,6 +47,27 @@ pub struct Session {
     pub outcomes: BTreeMap<u64, Outcome>,
 }
 
+/// A cross-shard rename in progress on its source shard (see `Op::RenameOut`).
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct RenameIntent {
+    pub volume: String,
+    pub bucket: String,
+    pub bucket_id: u64,
+    pub volume_id: u64,
+    pub from: String,
+    pub to: String,
+    pub dest_shard: u32,
+    /// Command time of step 1: the re-driver finishes intents older than a few seconds.
+    pub started_ms: u64,
+}
+
+/// A remembered step 2 of a cross-shard rename (see `Op::RenameIn`).
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct RenameArrival {
+    pub time_ms: u64,
+    pub outcome: Outcome,
+}
+
 /// A page of a listing.
 #[derive(Debug)]
 pub struct Page<T> {
@@ -94,6 +115,12 @@ pub struct ShardState {
     /// Buckets this shard knows only from commands (`ctx.bucket`, sharded namespace): the latest
     /// facts seen, and whether the bucket is fenced (its delete is in progress or done).
     pub(crate) bucket_refs: BTreeMap<u64, (BucketRef, bool)>,
+    /// Cross-shard renames started here and not finished, by intent id.
+    pub(crate) renames_out: BTreeMap<u64, RenameIntent>,
+    /// Keys of `renames_out` (bucket id, name): writes to them are refused. Derived.
+    pub(crate) moving: BTreeSet<(u64, String)>,
+    /// Outcomes of renames' step 2 here, by (source shard, intent id).
+    pub(crate) renames_in: BTreeMap<(u32, u64), RenameArrival>,
     /// The bucket facts carried by the command being applied (not state).
     pub(crate) carried: Option<BucketRef>,
     /// Reused serializer memory (not state).
@@ -235,6 +262,7 @@ impl ShardState {
             Op::ExpireSessions => {
                 let before = self.sessions.len();
                 self.sessions.retain(|_, s| s.last_seen_ms.saturating_add(SESSION_IDLE_MS_MAX) >= t);
+                self.renames_in.retain(|_, a| a.time_ms.saturating_add(RENAME_IN_RETENTION_MS) >= t);
                 Ok(Reply::Expired { open_keys: 0, sessions: (before - self.sessions.len()) as u64 })
             }
             Op::PurgeDeletedBlocks { up_to_seq } => {
@@ -258,6 +286,11 @@ impl ShardState {
                 let u = self.bucket_usage.get(&r.bucket_id).copied().unwrap_or_default();
                 Ok(Reply::BucketUsage { keys: u.keys, open_keys: u.open_keys })
             }
+            Op::RenameOut { volume, bucket, from, to, dest_shard } => self.rename_out(ids, p, t, volume, bucket, from, to, *dest_shard),
+            Op::RenameIn { volume, bucket, to, source_shard, txn, record } => {
+                self.rename_in(ids, log_index, p, t, volume, bucket, to, *source_shard, *txn, record)
+            }
+            Op::RenameFinish { txn, commit } => self.rename_finish(p, *txn, *commit),
         }
     }
 

@@ -100,6 +100,7 @@ fn code(o: &Outcome) -> &'static str {
             OmError::QuotaExceeded { .. } => "QuotaExceeded",
             OmError::PermissionDenied { .. } => "PermissionDenied",
             OmError::RetryTooOld { .. } => "RetryTooOld",
+            OmError::KeyBusy(_) => "KeyBusy",
         },
     }
 }

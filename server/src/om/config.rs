@@ -44,6 +44,9 @@ pub struct OmConfig {
     pub snapshot_after_entries: u64,
     /// WAL segment size. Default 64 MiB.
     pub wal_segment_bytes: u64,
+    /// Every this often, each group's leader drops expired open keys (freeing their blocks) and
+    /// idle retry sessions. Default 60 s.
+    pub housekeeping_interval_ms: u64,
 }
 
 impl Default for OmConfig {
@@ -67,6 +70,7 @@ impl Default for OmConfig {
             heartbeat_interval_ms: 300,
             snapshot_after_entries: 100_000,
             wal_segment_bytes: stratos_wal::constants::SEGMENT_BYTES_DEFAULT,
+            housekeeping_interval_ms: 60_000,
         }
     }
 }

@@ -66,6 +66,7 @@ pub fn status_of(e: &OmError) -> Status {
         OmError::QuotaExceeded { .. } => Status::QuotaExceeded,
         OmError::PermissionDenied { .. } => Status::PermissionDenied,
         OmError::RetryTooOld { .. } => Status::RetryTooOld,
+        OmError::KeyBusy(_) => Status::KeyBusy,
     }
 }
 
@@ -317,7 +318,7 @@ pub fn set_block(mut b: om_capnp::block_location::Builder<'_>, block: &BlockLoca
 pub fn set_outcome(mut b: om_capnp::outcome::Builder<'_>, o: &Result<Reply, WireError>) {
     match o {
         Err(e) => set_error(b.init_error(), e),
-        Ok(Reply::Done | Reply::Expired { .. } | Reply::BucketMarked { .. } | Reply::BucketUsage { .. }) => b.set_done(()),
+        Ok(Reply::Done | Reply::Expired { .. } | Reply::BucketMarked { .. } | Reply::BucketUsage { .. } | Reply::RenameStarted { .. }) => b.set_done(()),
         Ok(Reply::Created { object_id }) => b.init_created().set_object_id(*object_id),
         Ok(Reply::KeyOpened { open_id, blocks }) => {
             let mut k = b.init_key_opened();

@@ -24,6 +24,13 @@ use crate::raft::group::Group;
 pub const META_GROUP: u32 = 0;
 /// Messages queued to one core at most (per sender: tokio's channel bounds the total).
 pub const MESH_QUEUE_MAX: usize = 4096;
+/// A cross-shard rename intent older than this (command time) is driven again by its shard's
+/// leader; a live driver finishes in milliseconds.
+pub const RENAME_REDRIVE_AFTER_MS: u64 = 4000;
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
 
 pub fn shard_of(volume: &str, bucket: &str, key: &str, shards: u32) -> u32 {
     let mut h = crc32fast::Hasher::new();
@@ -91,6 +98,7 @@ pub struct Core {
     pub view: RefCell<MetaView>,
     pub admins: Vec<String>,
     pub open_key_ttl_ms: u64,
+    pub housekeeping_interval_ms: u64,
     pub stats: CoreStats,
 }
 
@@ -164,6 +172,92 @@ impl Core {
         crate::om::metrics::render(&samples, &views)
     }
 
+    /// Steps 2 and 3 of a cross-shard rename (see stratos-shard's `apply_rename`): copy the
+    /// key into `to` on shard `dest`, then finish the intent `txn` on shard `source` by the
+    /// answer. Only a definite answer of step 2 (an outcome the destination applied and
+    /// remembers) finishes the intent; a transient failure leaves it for the re-driver (or the
+    /// client's retry), which repeats step 2 and gets the same answer.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn finish_rename(
+        self: &Rc<Self>, source: u32, dest: u32, txn: u64, volume: &str, bucket: &str, to: &str, record: stratos_shard::records::KeyRecord, min_meta: u64,
+    ) -> Result<Reply, WireError> {
+        let om = stratos_shard::Principal::admin("om");
+        let command = |op| Command { ctx: stratos_shard::CommandContext { client_id: 0, request_id: 0, time_ms: now_ms(), principal: om.clone(), bucket: None }, op };
+        let copy = Op::RenameIn { volume: volume.to_string(), bucket: bucket.to_string(), to: to.to_string(), source_shard: source, txn, record };
+        let (mut outs, _) = self.write(group_of_shard(dest), vec![command(copy)], true, min_meta).await;
+        let answer = outs.pop().expect("one outcome");
+        if let Err(e) = &answer
+            && matches!(e.status, Status::NotLeader | Status::Unavailable | Status::Internal)
+        {
+            return Err(e.clone());
+        }
+        let finish = Op::RenameFinish { txn, commit: answer.is_ok() };
+        let (mut outs, _) = self.write(group_of_shard(source), vec![command(finish)], false, min_meta).await;
+        outs.pop().expect("one outcome")?;
+        answer.map(|_| Reply::Done)
+    }
+
+    /// Finishes cross-shard renames whose driver went away (a crash, a lost connection): every
+    /// few seconds, each intent on a shard this core leads that is older than
+    /// [`RENAME_REDRIVE_AFTER_MS`] is driven again. Driving one twice at once is harmless.
+    pub async fn redrive_renames(self: Rc<Self>) {
+        loop {
+            glommio::timer::sleep(std::time::Duration::from_millis(RENAME_REDRIVE_AFTER_MS / 2)).await;
+            let now = now_ms();
+            let mut stale = Vec::new();
+            for (&group, g) in &self.groups {
+                if group == META_GROUP {
+                    continue;
+                }
+                let shard = g.state.shard.borrow();
+                for (&txn, i) in shard.renames_out() {
+                    if i.started_ms.saturating_add(RENAME_REDRIVE_AFTER_MS) <= now
+                        && let Some(k) = shard.lookup_key_in(i.bucket_id, &i.from)
+                    {
+                        let record = rkyv::deserialize::<stratos_shard::records::KeyRecord, rkyv::rancor::Error>(k).expect("archived records deserialize");
+                        stale.push((group - 1, txn, i.clone(), record));
+                    }
+                }
+            }
+            for (source, txn, i, record) in stale {
+                let r = self.finish_rename(source, i.dest_shard, txn, &i.volume, &i.bucket, &i.to, record, self.meta_index()).await;
+                if let Err(e) = r
+                    && matches!(e.status, Status::Internal)
+                {
+                    eprintln!("om core {}: re-driving rename {}/{}/{} -> {}: {}", self.index, i.volume, i.bucket, i.from, i.to, e.message);
+                }
+            }
+        }
+    }
+
+    /// Every `housekeeping_interval_ms`, in each group this core owns: drop expired open keys
+    /// (in rounds of at most `EXPIRE_BATCH_MAX`, until none is left; their blocks join the
+    /// deleted-blocks queue) and retry sessions idle past `SESSION_IDLE_MS_MAX`. The leader
+    /// proposes these with its clock, like every command; a follower's proposal is refused.
+    pub async fn housekeeping(self: Rc<Self>) {
+        let interval = std::time::Duration::from_millis(self.housekeeping_interval_ms.max(10));
+        loop {
+            glommio::timer::sleep(interval).await;
+            let mut ids: Vec<u32> = self.groups.keys().copied().collect();
+            ids.sort();
+            for group in ids {
+                let command = |op| Command {
+                    ctx: stratos_shard::CommandContext { client_id: 0, request_id: 0, time_ms: now_ms(), principal: stratos_shard::Principal::admin("om"), bucket: None },
+                    op,
+                };
+                let limit = stratos_shard::constants::EXPIRE_BATCH_MAX;
+                loop {
+                    let (mut outs, _) = self.local_write(group, vec![command(Op::ExpireOpenKeys { limit })], false, 0).await;
+                    match outs.pop() {
+                        Some(Ok(Reply::Expired { open_keys, .. })) if open_keys == u64::from(limit) => continue,
+                        _ => break,
+                    }
+                }
+                let _ = self.local_write(group, vec![command(Op::ExpireSessions)], false, 0).await;
+            }
+        }
+    }
+
     fn group(&self, id: u32) -> &Rc<Group> {
         self.groups.get(&id).unwrap_or_else(|| panic!("core {} asked for group {id}, which it does not own", self.index))
     }
@@ -184,14 +278,21 @@ impl Core {
             let view = self.view.borrow();
             for (i, c) in commands.iter_mut().enumerate() {
                 let (volume, bucket, right) = match &c.op {
-                    Op::OpenKey { volume, bucket, .. } | Op::AllocateBlock { volume, bucket, .. } | Op::CommitKey { volume, bucket, .. } | Op::RenameKey { volume, bucket, .. } => {
-                        (volume, bucket, rights::WRITE)
-                    }
+                    Op::OpenKey { volume, bucket, .. }
+                    | Op::AllocateBlock { volume, bucket, .. }
+                    | Op::CommitKey { volume, bucket, .. }
+                    | Op::RenameKey { volume, bucket, .. }
+                    | Op::RenameOut { volume, bucket, .. }
+                    | Op::RenameIn { volume, bucket, .. } => (volume, bucket, rights::WRITE),
                     Op::DeleteKey { volume, bucket, .. } | Op::DeleteKeys { volume, bucket, .. } => (volume, bucket, rights::DELETE),
                     other => panic!("a non-key command {other:?} sent for bucket facts"),
                 };
                 match view.key_bucket(&c.ctx.principal, volume, bucket, right) {
                     Ok(r) => c.ctx.bucket = Some(r),
+                    // A rename's step 2 is proposed even so: without facts the shard answers
+                    // BUCKET_NOT_FOUND and remembers it, so a repeat can never succeed later
+                    // (after step 1 was given up on this answer).
+                    Err(_) if matches!(c.op, Op::RenameIn { .. }) => {}
                     Err(e) => early[i] = Some(Err(e.into())),
                 }
             }

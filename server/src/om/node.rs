@@ -191,6 +191,7 @@ async fn start_core(
         view: RefCell::new(MetaView::default()),
         admins: cfg.admins.clone(),
         open_key_ttl_ms: cfg.open_key_ttl_ms,
+        housekeeping_interval_ms: cfg.housekeeping_interval_ms,
         stats: Default::default(),
     });
     // The meta group (core 0) feeds every core's view: the whole state now, changes as they apply.
@@ -221,6 +222,8 @@ async fn start_core(
         glommio::spawn_local(broadcast.run(mesh)).detach();
     }
     glommio::spawn_local(core.clone().serve_mesh(inbox)).detach();
+    glommio::spawn_local(core.clone().redrive_renames()).detach();
+    glommio::spawn_local(core.clone().housekeeping()).detach();
 
     let listener = glommio::net::TcpListener::bind(bind).map_err(|e| anyhow::anyhow!("binding the OM RPC address {bind}: {e}"))?;
     let rpc = listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;

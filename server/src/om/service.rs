@@ -8,7 +8,7 @@ use stratos_shard::constants::LIST_LIMIT_MAX;
 use stratos_shard::{Command, CommandContext, Op, OmError, Principal, Reply};
 
 use crate::om::convert::{self, Target, WireError};
-use crate::om::core::{Core, META_GROUP, Query, ReadResult, group_of_shard, shard_of};
+use crate::om::core::{Core, META_GROUP, Query, ReadResult, group_of_shard, now_ms, shard_of};
 use crate::raft::types::COMMANDS_PER_ENTRY_MAX;
 
 /// Operations in one `batch` call.
@@ -19,10 +19,6 @@ pub const ECHO_BYTES_MAX: usize = 1 << 20;
 #[derive(Debug)]
 pub struct OmService {
     pub core: Rc<Core>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 struct Header {
@@ -164,6 +160,7 @@ impl OmService {
         // (shard → commands with their positions); DeleteKeys is split per shard and merged.
         let mut per_shard: Vec<Vec<(usize, Command)>> = vec![Vec::new(); shards as usize];
         let mut split_deletes = std::collections::HashSet::new(); // positions whose outcome merges parts
+        let mut cross_renames = Vec::new();
         for p in ops {
             let request_id = h.request_id.wrapping_add(p.position as u64);
             match p.op {
@@ -187,10 +184,7 @@ impl OmService {
                 Op::RenameKey { volume, bucket, from, to } => {
                     let (a, b) = (shard_of(&volume, &bucket, &from, shards), shard_of(&volume, &bucket, &to, shards));
                     if a != b {
-                        outcomes[p.position] = Some(Err(WireError::new(
-                            Status::InvalidArgument,
-                            format!("renaming {volume}/{bucket}/{from} to {to} would move the key between shards {a} and {b}; cross-shard rename is not supported yet"),
-                        )));
+                        cross_renames.push((p.position, request_id, volume, bucket, from, to, a, b));
                         continue;
                     }
                     per_shard[a as usize].push((p.position, self.command(h, request_id, Op::RenameKey { volume, bucket, from, to })));
@@ -216,8 +210,15 @@ impl OmService {
                 results
             })
             .collect();
+        let renames = cross_renames.into_iter().map(|(pos, rid, volume, bucket, from, to, a, b)| async move {
+            (pos, self.rename_across(h, rid, volume, bucket, from, to, a, b, min_meta).await)
+        });
+        let (per_shard_results, rename_results) = futures_util::future::join(futures_util::future::join_all(futures), futures_util::future::join_all(renames)).await;
+        for (pos, o) in rename_results {
+            outcomes[pos] = Some(o);
+        }
         let mut partial: std::collections::HashMap<usize, Result<Reply, WireError>> = Default::default();
-        for results in futures_util::future::join_all(futures).await {
+        for results in per_shard_results {
             for (pos, o) in results {
                 if split_deletes.contains(&pos) {
                     let merged = match (partial.remove(&pos), o) {
@@ -246,6 +247,23 @@ impl OmService {
             outcomes[pos] = Some(o);
         }
         min_meta
+    }
+
+    /// A rename whose new name lives on another shard: step 1 here (retry-protected by the
+    /// caller's request id, so a retry finds the same intent), then [`Core::finish_rename`].
+    #[allow(clippy::too_many_arguments)]
+    async fn rename_across(&self, h: &Header, request_id: u64, volume: String, bucket: String, from: String, to: String, a: u32, b: u32, min_meta: u64) -> Result<Reply, WireError> {
+        let core = &self.core;
+        let start = Op::RenameOut { volume: volume.clone(), bucket: bucket.clone(), from, to: to.clone(), dest_shard: b };
+        let (mut outs, source_meta) = core.write(group_of_shard(a), vec![self.command(h, request_id, start)], true, min_meta).await;
+        match outs.pop().expect("one outcome")? {
+            // The destination waits for the meta index the source's leader checked against.
+            Reply::RenameStarted { txn, record } => {
+                crate::om::crash_point("rename-started");
+                core.finish_rename(a, b, txn, &volume, &bucket, &to, record, min_meta.max(source_meta)).await
+            }
+            other => Err(WireError::new(Status::Internal, format!("unexpected reply {other:?}"))),
+        }
     }
 
     async fn bucket_usages(&self, ids: Vec<u64>, min_meta: u64) -> Result<Vec<stratos_shard::BucketUsage>, WireError> {
