@@ -454,3 +454,14 @@ pub fn set_key(mut b: om_capnp::key_info::Builder<'_>, volume: &str, bucket: &st
     }
     set_metadata(b.init_metadata(r.metadata.len() as u32), &r.metadata);
 }
+
+/// The edge for one serialized `Operation` message, read with the limits the server sets per
+/// call: what the fuzz target (`server/fuzz`, `edge_operation`) and the property test
+/// (`server/tests/edge.rs`) feed with hostile bytes. An error, never a panic.
+pub fn operation_from_bytes(bytes: &[u8], now_ms: u64, open_key_ttl_ms: u64) -> Result<(Op, Target), WireError> {
+    let mut options = capnp::message::ReaderOptions::new();
+    options.traversal_limit_in_words(Some(crate::om::node::TRAVERSAL_WORDS_MAX)).nesting_limit(crate::om::node::NESTING_MAX);
+    let mut slice = bytes;
+    let message = capnp::serialize::read_message_from_flat_slice(&mut slice, options)?;
+    operation(message.get_root()?, now_ms, open_key_ttl_ms)
+}
