@@ -387,3 +387,166 @@ fn open_keys_expire_by_themselves() {
     let bucket: serde_json::Value = serde_json::from_str(&om.ok(&["bucket", "info", "/vol/bkt"])).expect("json");
     assert_eq!(bucket["usedNamespace"], 1, "{bucket}");
 }
+
+/// Runs `f` on a glommio executor of the test process (the client library needs one).
+fn on_executor<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(f: impl FnOnce() -> F + Send + 'static) -> T {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).io_memory(1 << 20).spawn(move || async move { f().await }).expect("executor").join().expect("join")
+}
+
+fn put_op(op: stratos_schema::om_capnp::operation::Builder<'_>, key: &str) {
+    let mut g = op.init_open_key();
+    g.set_volume("vol");
+    g.set_bucket("bkt");
+    g.set_key(key);
+    g.reborrow().init_replication().set_none(());
+}
+
+fn commit_op(op: stratos_schema::om_capnp::operation::Builder<'_>, key: &str, open_id: u64) {
+    let mut g = op.init_commit_key();
+    g.set_volume("vol");
+    g.set_bucket("bkt");
+    g.set_key(key);
+    g.set_open_id(open_id);
+}
+
+/// A multi-key delete is split per shard and merged back: the deleted count and the sorted
+/// list of missing keys cover all shards.
+#[test]
+fn a_multi_key_delete_spans_shards() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let om = Om::start(&dir.path().join("om"));
+    om.ok(&["volume", "create", "/vol"]);
+    om.ok(&["bucket", "create", "/vol/bkt"]);
+    let rpc = om.rpc.clone();
+    let done = on_executor(move || async move {
+        let c = stratos_client::Client::connect(&rpc, "root").await.expect("connect");
+        let keys: Vec<String> = (0..20).map(|i| format!("key-{i:02}")).collect();
+        let opened = c.batch(20, |i, op| put_op(op, &keys[i as usize])).await.expect("open batch");
+        let ids: Vec<u64> = opened.into_iter().map(|o| match o {
+            Ok(stratos_client::Done::KeyOpened { open_id }) => open_id,
+            other => panic!("open: {other:?}"),
+        }).collect();
+        for o in c.batch(20, |i, op| commit_op(op, &keys[i as usize], ids[i as usize])).await.expect("commit batch") {
+            o.expect("commit");
+        }
+        c.submit(|op| {
+            let mut g = op.init_delete_keys();
+            g.set_volume("vol");
+            g.set_bucket("bkt");
+            let mut list = g.init_keys(23);
+            for (i, k) in keys.iter().map(String::as_str).chain(["zz-missing", "aa-missing", "mm-missing"]).enumerate() {
+                list.set(i as u32, k);
+            }
+        })
+        .await
+        .expect("delete keys")
+    });
+    assert_eq!(done, stratos_client::Done::KeysDeleted { deleted: 20, missing: vec!["aa-missing".into(), "mm-missing".into(), "zz-missing".into()] });
+    assert!(names(&om.ok(&["key", "list", "/vol/bkt"])).is_empty());
+    let bucket: serde_json::Value = serde_json::from_str(&om.ok(&["bucket", "info", "/vol/bkt"])).expect("json");
+    assert_eq!(bucket["usedNamespace"], 0, "{bucket}");
+}
+
+/// Bucket delete racing key writers (DESIGN.md §4, invariant 2): writers put and delete keys
+/// while another client deletes the bucket until it succeeds. A failed delete leaves the bucket
+/// writable; once a delete has succeeded, no commit is ever acknowledged for it; and the name,
+/// created again, holds no keys.
+#[test]
+fn bucket_delete_racing_key_writers_never_strands_a_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let om = Om::start(&dir.path().join("om"));
+    om.ok(&["volume", "create", "/vol"]);
+    om.ok(&["bucket", "create", "/vol/bkt"]);
+    let rpc = om.rpc.clone();
+    let (commits, refusals, delete_attempts) = on_executor(move || async move {
+        use std::cell::Cell;
+        use std::rc::Rc;
+        let deleted = Rc::new(Cell::new(false));
+        let late_commits = Rc::new(Cell::new(0u32));
+        let mut writers = Vec::new();
+        for w in 0..4 {
+            let (rpc, deleted, late) = (rpc.clone(), deleted.clone(), late_commits.clone());
+            writers.push(glommio::spawn_local(async move {
+                let c = stratos_client::Client::connect(&rpc, "root").await.expect("connect");
+                let (mut commits, mut refusals) = (0u32, 0u32);
+                for i in 0..150 {
+                    let key = format!("w{w}-{i}");
+                    let committed = match c.submit(|op| put_op(op, &key)).await {
+                        Ok(stratos_client::Done::KeyOpened { open_id }) => c.submit(|op| commit_op(op, &key, open_id)).await,
+                        other => other,
+                    };
+                    match committed {
+                        Ok(_) => {
+                            if deleted.get() {
+                                late.set(late.get() + 1);
+                            }
+                            commits += 1;
+                            // A delete attempt in progress (the bucket is marked) refuses
+                            // key writes, deletes included, until it is undone: retry.
+                            loop {
+                                let r = c
+                                    .submit(|op| {
+                                        let mut g = op.init_delete_key();
+                                        g.set_volume("vol");
+                                        g.set_bucket("bkt");
+                                        g.set_key(&key);
+                                    })
+                                    .await;
+                                match r {
+                                    Ok(_) => break,
+                                    Err(e) if e.to_string().contains("being deleted") => glommio::timer::sleep(Duration::from_millis(1)).await,
+                                    Err(e) => panic!("deleting a key this writer committed: {e}"),
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            assert!(e.to_string().contains("BUCKET_NOT_FOUND") || e.to_string().contains("OPEN_KEY_NOT_FOUND"), "{e}");
+                            refusals += 1;
+                            if deleted.get() {
+                                break;
+                            }
+                        }
+                    }
+                    glommio::timer::sleep(Duration::from_micros(300 * (i % 5))).await;
+                }
+                (commits, refusals)
+            }));
+        }
+        let c = stratos_client::Client::connect(&rpc, "root").await.expect("connect");
+        // Let the writers get going first.
+        glommio::timer::sleep(Duration::from_millis(150)).await;
+        let mut attempts = 0u32;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            attempts += 1;
+            assert!(std::time::Instant::now() < deadline, "the bucket delete never succeeded ({attempts} attempts)");
+            let r = c.submit(|op| {
+                let mut g = op.init_delete_bucket();
+                g.set_volume("vol");
+                g.set_bucket("bkt");
+            })
+            .await;
+            match r {
+                Ok(_) => break,
+                Err(e) => assert!(e.to_string().contains("BUCKET_NOT_EMPTY"), "{e}"),
+            }
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+        }
+        deleted.set(true);
+        let (mut commits, mut refusals) = (0, 0);
+        for w in writers {
+            let (c, r) = w.await;
+            commits += c;
+            refusals += r;
+        }
+        assert_eq!(late_commits.get(), 0, "a commit was acknowledged after the bucket delete succeeded");
+        (commits, refusals, attempts)
+    });
+    eprintln!("{commits} commits, {refusals} refused writes, {delete_attempts} delete attempts");
+    assert!(commits > 0, "the writers ran");
+    om.fails(&["bucket", "info", "/vol/bkt"], "BUCKET_NOT_FOUND");
+    om.ok(&["bucket", "create", "/vol/bkt"]);
+    assert!(names(&om.ok(&["key", "list", "/vol/bkt"])).is_empty());
+    let bucket: serde_json::Value = serde_json::from_str(&om.ok(&["bucket", "info", "/vol/bkt"])).expect("json");
+    assert_eq!(bucket["usedNamespace"], 0, "{bucket}");
+}

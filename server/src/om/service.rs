@@ -104,7 +104,7 @@ impl OmService {
     /// Bucket delete across groups (DESIGN.md §4, invariant 2): mark the bucket deleting in the
     /// meta group (leaders stop taking key writes for it), fence it on every shard (each answers
     /// what it holds at that point of its log; later key writes there are refused), and delete
-    /// it only if all are empty. Otherwise unfence and clear the mark. If the OM dies midway the
+    /// it if none holds a key. Otherwise unfence and clear the mark. If the OM dies midway the
     /// bucket stays marked; deleting it again finishes or undoes the job.
     async fn delete_bucket(&self, h: &Header, request_id: u64, volume: &str, bucket: &str, min_meta: u64) -> (Result<Reply, WireError>, u64) {
         let core = &self.core;
@@ -139,7 +139,11 @@ impl OmService {
                 Err(e) => failure = Some(e),
             }
         }
-        if failure.is_none() && keys == 0 && open_keys == 0 {
+        // Open keys do not hold the delete back (an abandoned upload would block it for the open
+        // key's whole time to live): a fenced shard refuses their commits forever (a bucket made
+        // again under the name has a new id), and housekeeping drops them at expiry, freeing
+        // their blocks.
+        if failure.is_none() && keys == 0 {
             let (mut outs, i) = core.write(META_GROUP, vec![self.command(h, request_id, Op::DeleteBucket { volume: volume.into(), bucket: bucket.into() })], false, index).await;
             return (outs.pop().expect("one outcome"), i);
         }
