@@ -280,6 +280,32 @@ impl Client {
         Ok(json::key(r.get_info()?)?)
     }
 
+    /// Many keys of one bucket in one call: one result each, in order (a missing key is a
+    /// `KEY_NOT_FOUND` error in its place). At most 4096 keys.
+    pub async fn lookup_keys(&self, volume: &str, bucket: &str, keys: &[&str]) -> Result<Vec<Result<serde_json::Value, ClientError>>, ClientError> {
+        let mut req = self.om.lookup_keys_request();
+        self.set_header(req.get().init_header(), 0);
+        req.get().set_volume(volume);
+        req.get().set_bucket(bucket);
+        let mut list = req.get().init_keys(keys.len() as u32);
+        for (i, k) in keys.iter().enumerate() {
+            list.set(i as u32, *k);
+        }
+        let reply = req.send().promise.await?;
+        let r = reply.get()?;
+        if r.has_error() {
+            return Err(om_error(r.get_error()?));
+        }
+        let mut out = Vec::new();
+        for item in r.get_results()?.iter() {
+            out.push(match item.which().map_err(|e| capnp::Error::failed(format!("unknown lookup result {}", e.0)))? {
+                om_capnp::key_lookup::Which::Info(k) => Ok(json::key(k?)?),
+                om_capnp::key_lookup::Which::Error(e) => Err(om_error(e?)),
+            });
+        }
+        Ok(out)
+    }
+
     pub async fn list_keys(&self, volume: &str, bucket: &str, prefix: &str, start: &str, limit: u32) -> Result<(Vec<serde_json::Value>, bool), ClientError> {
         let mut req = self.om.list_keys_request();
         self.set_header(req.get().init_header(), 0);

@@ -279,4 +279,16 @@ interface OzoneManager {
   listBuckets @6 (header :RequestHeader, volume :Text, page :Page) -> (error :Error, buckets :List(BucketInfo), truncated :Bool);
   lookupKey @7 (header :RequestHeader, volume :Text, bucket :Text, key :Text) -> (error :Error, info :KeyInfo);
   listKeys @8 (header :RequestHeader, volume :Text, bucket :Text, page :Page) -> (error :Error, keys :List(KeyInfo), truncated :Bool);
+
+  # Many keys of one bucket looked up in one message (at most 4096), one result each, in order.
+  # Each is linearizable; the OM confirms leadership once per shard per call. `error` is set
+  # only for a failure of the whole call (bad names, missing bucket, no rights).
+  lookupKeys @9 (header :RequestHeader, volume :Text, bucket :Text, keys :List(Text)) -> (error :Error, results :List(KeyLookup));
+}
+
+struct KeyLookup {
+  union {
+    info @0 :KeyInfo;
+    error @1 :Error;
+  }
 }

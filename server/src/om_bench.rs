@@ -55,6 +55,10 @@ pub struct LookupArgs {
     pub volume: String,
     #[arg(long, default_value = "lookupbucket")]
     pub bucket: String,
+    /// Keys per call: 1 uses `lookupKey`, more use `lookupKeys` (one message, one leadership
+    /// confirmation per shard). Each key counts as one lookup.
+    #[arg(long, default_value_t = 1)]
+    pub batch: u32,
 }
 
 #[derive(Args, Debug)]
@@ -146,8 +150,10 @@ fn record_error(s: &RefCell<Stats>, e: String) {
 
 /// Closed loop: `threads` workers until `duration` has passed, each repeating
 /// `call(client, worker, round)`; an Ok counts one op and its latency, an Err one error.
+/// Each worker calls `call` back to back until the deadline; a call that succeeds counts
+/// `ops_per_call` operations and one latency sample.
 async fn closed_loop<T, Fut>(
-    common: &Common, clients: &[Rc<Client>], call: impl Fn(Rc<Client>, usize, u64) -> Fut + Clone + 'static,
+    common: &Common, clients: &[Rc<Client>], ops_per_call: u64, call: impl Fn(Rc<Client>, usize, u64) -> Fut + Clone + 'static,
 ) -> (Rc<RefCell<Stats>>, Duration)
 where
     Fut: std::future::Future<Output = Result<T, stratos_client::ClientError>>,
@@ -165,7 +171,7 @@ where
                 match call(c.clone(), w, round).await {
                     Ok(_) => {
                         let mut s = stats.borrow_mut();
-                        s.ops += 1;
+                        s.ops += ops_per_call;
                         let _ = s.latency_us.record((t0.elapsed().as_micros() as u64).max(1));
                     }
                     Err(e) => record_error(&stats, e.to_string()),
@@ -305,13 +311,22 @@ pub fn lookup(a: LookupArgs) -> anyhow::Result<()> {
                 .await?;
             }
             let (vol, bkt) = (Rc::new(a.volume.clone()), Rc::new(a.bucket.clone()));
-            let (stats, elapsed) = closed_loop(&a.common, &clients, move |c, w, round| {
-                let i = (w * 7919 + round as usize * 104_729) % names.len();
+            let batch = a.batch.max(1) as usize;
+            let (stats, elapsed) = closed_loop(&a.common, &clients, batch as u64, move |c, w, round| {
+                let first = (w * 7919 + round as usize * 104_729) % names.len();
                 let (names, vol, bkt) = (names.clone(), vol.clone(), bkt.clone());
-                async move { c.lookup_key(&vol, &bkt, &names[i]).await }
+                async move {
+                    if batch == 1 {
+                        return c.lookup_key(&vol, &bkt, &names[first]).await.map(|_| ());
+                    }
+                    let keys: Vec<&str> = (0..batch).map(|j| names[(first + j * 7) % names.len()].as_str()).collect();
+                    // Every key was written: a missing one is an error, not a lookup.
+                    c.lookup_keys(&vol, &bkt, &keys).await?.into_iter().try_for_each(|r| r.map(|_| ()))
+                }
             })
             .await;
-            report("lookup", "lookups", &stats.borrow(), elapsed);
+            let what = if batch == 1 { "lookup".to_string() } else { format!("lookup --batch {batch}") };
+            report(&what, "lookups", &stats.borrow(), elapsed);
             Ok::<_, anyhow::Error>(())
         })
     })?
@@ -323,7 +338,7 @@ pub fn ome(a: OmeArgs) -> anyhow::Result<()> {
         Box::pin(async move {
             let clients = connect(&a.common).await?;
             let (payload, raft) = (Rc::new(vec![7u8; a.payload_bytes]), a.raft);
-            let (stats, elapsed) = closed_loop(&a.common, &clients, move |c, _, _| {
+            let (stats, elapsed) = closed_loop(&a.common, &clients, 1, move |c, _, _| {
                 let payload = payload.clone();
                 async move { c.echo(&payload, raft).await }
             })

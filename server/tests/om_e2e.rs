@@ -409,8 +409,9 @@ fn commit_op(op: stratos_schema::om_capnp::operation::Builder<'_>, key: &str, op
     g.set_open_id(open_id);
 }
 
-/// A multi-key delete is split per shard and merged back: the deleted count and the sorted
-/// list of missing keys cover all shards.
+/// Multi-key calls span shards: a lookup of many keys answers each in its place, and a
+/// multi-key delete is split per shard and merged back (the deleted count and the sorted list
+/// of missing keys cover all shards).
 #[test]
 fn a_multi_key_delete_spans_shards() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -429,6 +430,19 @@ fn a_multi_key_delete_spans_shards() {
         for o in c.batch(20, |i, op| commit_op(op, &keys[i as usize], ids[i as usize])).await.expect("commit batch") {
             o.expect("commit");
         }
+        // Looked up in one call across shards: each in its place, a missing one an error there.
+        let mut asked: Vec<&str> = keys.iter().map(String::as_str).collect();
+        asked.insert(5, "no-such-key");
+        let found = c.lookup_keys("vol", "bkt", &asked).await.expect("lookup keys");
+        assert_eq!(found.len(), 21);
+        for (k, r) in asked.iter().zip(&found) {
+            match r {
+                Ok(info) => assert_eq!(info["name"], *k),
+                Err(e) => assert!(*k == "no-such-key" && e.to_string().contains("KEY_NOT_FOUND"), "{k}: {e}"),
+            }
+        }
+        let e = c.lookup_keys("vol", "nobkt", &["a"]).await.expect_err("missing bucket");
+        assert!(e.to_string().contains("BUCKET_NOT_FOUND"), "{e}");
         c.submit(|op| {
             let mut g = op.init_delete_keys();
             g.set_volume("vol");

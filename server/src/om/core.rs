@@ -65,6 +65,8 @@ pub enum Query {
     VolumeUsed(Vec<u64>),
     LookupKey { principal: stratos_shard::Principal, volume: String, bucket: String, key: String },
     ListKeysIn { bucket_id: u64, prefix: String, start_after: String, limit: usize },
+    /// Keys of one bucket on this shard, with their positions in the caller's list.
+    LookupKeys { principal: stratos_shard::Principal, volume: String, bucket: String, keys: Vec<(usize, String)> },
 }
 
 #[derive(Debug)]
@@ -75,6 +77,7 @@ pub enum ReadResult {
     Used(Vec<u64>),
     Key(KeyView),
     Keys(Vec<KeyView>, bool),
+    KeyLookups(Vec<(usize, Result<KeyView, WireError>)>),
 }
 
 #[derive(Debug)]
@@ -350,6 +353,17 @@ impl Core {
                 let r = self.view.borrow().key_bucket(&principal, &volume, &bucket, rights::READ)?;
                 let k = shard.lookup_key_in(r.bucket_id, &key).ok_or_else(|| stratos_shard::OmError::KeyNotFound(format!("{volume}/{bucket}/{key}")))?;
                 ReadResult::Key(KeyView::of(&key, k))
+            }
+            Query::LookupKeys { principal, volume, bucket, keys } => {
+                let r = self.view.borrow().key_bucket(&principal, &volume, &bucket, rights::READ)?;
+                ReadResult::KeyLookups(
+                    keys.into_iter()
+                        .map(|(pos, key)| {
+                            let k = shard.lookup_key_in(r.bucket_id, &key).map(|k| KeyView::of(&key, k));
+                            (pos, k.ok_or_else(|| stratos_shard::OmError::KeyNotFound(format!("{volume}/{bucket}/{key}")).into()))
+                        })
+                        .collect(),
+                )
             }
             Query::ListKeysIn { bucket_id, prefix, start_after, limit } => {
                 let page = shard.list_keys_in(bucket_id, &prefix, &start_after, limit)?;

@@ -13,6 +13,8 @@ use crate::raft::types::COMMANDS_PER_ENTRY_MAX;
 
 /// Operations in one `batch` call.
 pub const BATCH_OPERATIONS_MAX: u32 = 4096;
+/// Keys in one `lookupKeys` call.
+pub const LOOKUP_KEYS_MAX: u32 = 4096;
 /// Payload of one echo.
 pub const ECHO_BYTES_MAX: usize = 1 << 20;
 
@@ -463,6 +465,52 @@ impl ozone_manager::Server for OmService {
         let r = try_or_reply!(results, self.core.read(group, Query::LookupKey { principal: h.principal, volume: volume.clone(), bucket: bucket.clone(), key }, min_meta).await);
         let ReadResult::Key(k) = r else { return Err(capnp::Error::failed("unexpected read result".into())) };
         convert::set_key(results.get().init_info(), &volume, &bucket, &k);
+        Ok(())
+    }
+
+    /// Looks many keys of one bucket up: one read (one leadership confirmation) per shard.
+    async fn lookup_keys(self: CapRc<Self>, params: ozone_manager::LookupKeysParams, mut results: ozone_manager::LookupKeysResults) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let h = try_or_reply!(results, header(&self.core, p.get_header()));
+        let volume = try_or_reply!(results, convert::volume_name(p.get_volume()));
+        let bucket = try_or_reply!(results, convert::bucket_name(p.get_bucket()));
+        let list = p.get_keys()?;
+        if list.len() > LOOKUP_KEYS_MAX {
+            try_or_reply!(results, Err(WireError::new(Status::InvalidArgument, format!("{} keys in one lookup, at most {LOOKUP_KEYS_MAX}", list.len()))));
+        }
+        let core = &self.core;
+        let mut per_shard: Vec<Vec<(usize, String)>> = vec![Vec::new(); core.shards as usize];
+        let mut found: Vec<Option<Result<convert::KeyView, WireError>>> = vec![None; list.len() as usize];
+        for (i, k) in list.iter().enumerate() {
+            match convert::key_name(k) {
+                Ok(key) => per_shard[shard_of(&volume, &bucket, &key, core.shards) as usize].push((i, key)),
+                Err(e) => found[i] = Some(Err(e)),
+            }
+        }
+        let min_meta = h.min_meta.max(core.meta_index());
+        let futures: Vec<_> = per_shard
+            .into_iter()
+            .enumerate()
+            .filter(|(_, keys)| !keys.is_empty())
+            .map(|(s, keys)| {
+                let q = Query::LookupKeys { principal: h.principal.clone(), volume: volume.clone(), bucket: bucket.clone(), keys };
+                core.read(group_of_shard(s as u32), q, min_meta)
+            })
+            .collect();
+        for r in futures_util::future::join_all(futures).await {
+            let ReadResult::KeyLookups(items) = try_or_reply!(results, r) else { return Err(capnp::Error::failed("unexpected read result".into())) };
+            for (pos, k) in items {
+                found[pos] = Some(k);
+            }
+        }
+        let mut list = results.get().init_results(found.len() as u32);
+        for (i, k) in found.into_iter().enumerate() {
+            let b = list.reborrow().get(i as u32);
+            match k.unwrap_or_else(|| Err(WireError::new(Status::Internal, "no result"))) {
+                Ok(k) => convert::set_key(b.init_info(), &volume, &bucket, &k),
+                Err(e) => convert::set_error(b.init_error(), &e),
+            }
+        }
         Ok(())
     }
 
