@@ -1,7 +1,8 @@
 //! Load generators against a running OM, as Ozone's freon names them: `omkg` (open + commit
 //! keys, metadata only), `lookup`, and `ome` (echo). Closed loop: `-t` workers, each with one
 //! call in flight; a call carries `--batch` keys (the `batch` RPC), so keys in flight are
-//! `t × batch`. Latency is per call, from send to reply (HDR histogram, µs).
+//! `t × batch`. Latency is per call, from send to reply (HDR histogram, µs). `omkg --rate`
+//! runs open loop instead, at a fixed arrival rate, with latency from the intended send time.
 //! For omkg one op is one key: an open and a commit, two durable Raft writes.
 
 use std::cell::RefCell;
@@ -42,6 +43,10 @@ pub struct OmkgArgs {
     pub volume: String,
     #[arg(long, default_value = "benchbucket")]
     pub bucket: String,
+    /// Fixed arrival rate in keys per second (open loop; -t caps the calls in flight). Latency
+    /// is measured from each call's intended send time. Default: closed loop.
+    #[arg(long)]
+    pub rate: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -186,6 +191,67 @@ where
     (stats, start.elapsed())
 }
 
+/// Opens `names` in one `batch` call and commits them in the next; counts committed keys and
+/// errors in `stats`. False if a call failed as a whole (no latency sample then).
+async fn open_commit(c: &Client, volume: &str, bucket: &str, names: &[String], stats: &RefCell<Stats>) -> bool {
+    let opened = c
+        .batch(names.len() as u32, |i, op| {
+            let mut g = op.init_open_key();
+            g.set_volume(volume);
+            g.set_bucket(bucket);
+            g.set_key(names[i as usize].as_str());
+            g.reborrow().init_replication().set_none(());
+        })
+        .await;
+    let opened = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            record_error(stats, e.to_string());
+            return false;
+        }
+    };
+    let mut todo: Vec<(usize, u64)> = Vec::with_capacity(names.len());
+    for (i, o) in opened.into_iter().enumerate() {
+        match o {
+            Ok(Done::KeyOpened { open_id }) => todo.push((i, open_id)),
+            Ok(other) => record_error(stats, format!("{other:?}")),
+            Err(e) => record_error(stats, e.to_string()),
+        }
+    }
+    if todo.is_empty() {
+        return false;
+    }
+    let committed = c
+        .batch(todo.len() as u32, |i, op| {
+            let (k, id) = todo[i as usize];
+            let mut g = op.init_commit_key();
+            g.set_volume(volume);
+            g.set_bucket(bucket);
+            g.set_key(names[k].as_str());
+            g.set_open_id(id);
+        })
+        .await;
+    match committed {
+        Ok(outs) => {
+            let mut s = stats.borrow_mut();
+            for o in outs {
+                match o {
+                    Ok(_) => s.ops += 1,
+                    Err(e) => {
+                        s.errors += 1;
+                        s.first_error.get_or_insert(e.to_string());
+                    }
+                }
+            }
+            true
+        }
+        Err(e) => {
+            record_error(stats, e.to_string());
+            false
+        }
+    }
+}
+
 pub fn omkg(a: OmkgArgs) -> anyhow::Result<()> {
     let cpu = a.common.cpu;
     on_executor(cpu, move || {
@@ -193,87 +259,67 @@ pub fn omkg(a: OmkgArgs) -> anyhow::Result<()> {
             let clients = connect(&a.common).await?;
             ensure_bucket(&clients[0], &a.volume, &a.bucket).await?;
             let stats = new_stats();
-            let deadline = Instant::now() + Duration::from_secs_f64(a.common.duration);
+            let duration = Duration::from_secs_f64(a.common.duration);
             let start = Instant::now();
-            let prefix = format!("k{:08x}", rand::random::<u32>());
+            let deadline = start + duration;
+            let prefix = Rc::new(format!("k{:08x}", rand::random::<u32>()));
+            let (volume, bucket, batch) = (Rc::new(a.volume.clone()), Rc::new(a.bucket.clone()), a.batch.max(1));
+            let names_of = move |prefix: &str, unit: u64| -> Vec<String> { (0..u64::from(batch)).map(|i| format!("{prefix}/{:012}", unit * u64::from(batch) + i)).collect() };
             let mut tasks = Vec::new();
-            for w in 0..a.common.threads {
-                let (c, stats, a_vol, a_bkt, prefix) = (clients[w % clients.len()].clone(), stats.clone(), a.volume.clone(), a.bucket.clone(), prefix.clone());
-                let batch = a.batch;
-                tasks.push(glommio::spawn_local(async move {
-                    let mut n = 0u64;
-                    while Instant::now() < deadline {
-                        let names: Vec<String> = (0..batch).map(|i| format!("{prefix}/w{w:04}/{:012}", n + u64::from(i))).collect();
-                        n += u64::from(batch);
-                        let t0 = Instant::now();
-                        let opened = c
-                            .batch(batch, |i, op| {
-                                let mut g = op.init_open_key();
-                                g.set_volume(a_vol.as_str());
-                                g.set_bucket(a_bkt.as_str());
-                                g.set_key(names[i as usize].as_str());
-                                g.reborrow().init_replication().set_none(());
-                            })
-                            .await;
-                        let opened = match opened {
-                            Ok(o) => o,
-                            Err(e) => {
-                                record_error(&stats, e.to_string());
-                                continue;
-                            }
-                        };
-                        let ids: Vec<Option<u64>> = opened
-                            .into_iter()
-                            .map(|o| match o {
-                                Ok(Done::KeyOpened { open_id }) => Some(open_id),
-                                Ok(other) => {
-                                    record_error(&stats, format!("{other:?}"));
-                                    None
-                                }
-                                Err(e) => {
-                                    record_error(&stats, e.to_string());
-                                    None
-                                }
-                            })
-                            .collect();
-                        let todo: Vec<(usize, u64)> = ids.iter().enumerate().filter_map(|(i, id)| id.map(|id| (i, id))).collect();
-                        if todo.is_empty() {
-                            continue;
+            match a.rate {
+                // Open loop: call j (of `batch` keys) is due at start + j·batch/rate; its latency
+                // runs from that intended time, so waiting for a free slot (at most -t calls in
+                // flight) counts, and a stall is not hidden (no coordinated omission).
+                Some(rate) => {
+                    let slots = Rc::new(glommio::sync::Semaphore::new(a.common.threads as u64));
+                    let interval = Duration::from_secs_f64(f64::from(batch) / rate.max(1.0));
+                    let mut unit = 0u64;
+                    loop {
+                        let due = start + interval.mul_f64(unit as f64);
+                        if due >= deadline {
+                            break;
                         }
-                        let committed = c
-                            .batch(todo.len() as u32, |i, op| {
-                                let (k, id) = todo[i as usize];
-                                let mut g = op.init_commit_key();
-                                g.set_volume(a_vol.as_str());
-                                g.set_bucket(a_bkt.as_str());
-                                g.set_key(names[k].as_str());
-                                g.set_open_id(id);
-                            })
-                            .await;
-                        let lat = t0.elapsed().as_micros() as u64;
-                        match committed {
-                            Ok(outs) => {
-                                let mut s = stats.borrow_mut();
-                                for o in outs {
-                                    match o {
-                                        Ok(_) => s.ops += 1,
-                                        Err(e) => {
-                                            s.errors += 1;
-                                            s.first_error.get_or_insert(e.to_string());
-                                        }
-                                    }
-                                }
-                                let _ = s.latency_us.record(lat.max(1));
-                            }
-                            Err(e) => record_error(&stats, e.to_string()),
+                        let now = Instant::now();
+                        if due > now {
+                            glommio::timer::sleep(due - now).await;
                         }
+                        let (c, stats, slots, volume, bucket) = (clients[unit as usize % clients.len()].clone(), stats.clone(), slots.clone(), volume.clone(), bucket.clone());
+                        let names = names_of(&prefix, unit);
+                        tasks.push(glommio::spawn_local(async move {
+                            let Ok(_permit) = slots.acquire_permit(1).await else { return };
+                            if open_commit(&c, &volume, &bucket, &names, &stats).await {
+                                let _ = stats.borrow_mut().latency_us.record((due.elapsed().as_micros() as u64).max(1));
+                            }
+                        }));
+                        unit += 1;
                     }
-                }));
+                }
+                // Closed loop: -t workers, each with one call in flight.
+                None => {
+                    for w in 0..a.common.threads {
+                        let (c, stats, volume, bucket, prefix) = (clients[w % clients.len()].clone(), stats.clone(), volume.clone(), bucket.clone(), prefix.clone());
+                        tasks.push(glommio::spawn_local(async move {
+                            let mut unit = w as u64;
+                            while Instant::now() < deadline {
+                                let names = names_of(&prefix, unit);
+                                unit += a.common.threads as u64;
+                                let t0 = Instant::now();
+                                if open_commit(&c, &volume, &bucket, &names, &stats).await {
+                                    let _ = stats.borrow_mut().latency_us.record((t0.elapsed().as_micros() as u64).max(1));
+                                }
+                            }
+                        }));
+                    }
+                }
             }
             for t in tasks {
                 t.await;
             }
-            report("omkg", "keys", &stats.borrow(), start.elapsed());
+            let what = match a.rate {
+                Some(r) => format!("omkg --rate {r}"),
+                None => "omkg".to_string(),
+            };
+            report(&what, "keys", &stats.borrow(), start.elapsed());
             Ok::<_, anyhow::Error>(())
         })
     })?
