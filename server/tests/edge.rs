@@ -7,8 +7,7 @@
 use capnp::message::Builder;
 use proptest::prelude::*;
 use stratos_schema::om_capnp::{acl, operation};
-use stratos_server::om::convert::{Target, operation_from_bytes};
-use stratos_shard::{BucketRef, Command, CommandContext, Principal, QUOTA_UNLIMITED, Replication, ShardState};
+use stratos_server::om::convert::operation_from_bytes;
 
 fn message(build: impl Fn(operation::Builder<'_>)) -> Vec<u8> {
     let mut m = Builder::new_default();
@@ -74,20 +73,7 @@ fn samples() -> Vec<Vec<u8>> {
 
 /// What the server would do next with an operation that passed the edge: apply it.
 fn apply_keeps_invariants(bytes: &[u8]) {
-    if let Ok((op, target)) = operation_from_bytes(bytes, 1_000, 60_000) {
-        let bucket = matches!(target, Target::Key { .. }).then_some(BucketRef {
-            bucket_id: 1,
-            volume_id: 2,
-            replication: Replication::RatisThree,
-            quota_bytes: QUOTA_UNLIMITED,
-            quota_namespace: QUOTA_UNLIMITED,
-            volume_quota_bytes: QUOTA_UNLIMITED,
-        });
-        let cmd = Command { ctx: CommandContext { client_id: 1, request_id: 1, time_ms: 1_000, principal: Principal::admin("root"), bucket }, op };
-        let mut s = ShardState::new();
-        let _ = s.apply(1, &cmd);
-        s.check_invariants().expect("an operation that passed the edge keeps the invariants");
-    }
+    stratos_server::om::convert::fuzz_edge_operation(bytes);
 }
 
 #[test]

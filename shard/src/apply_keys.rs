@@ -263,13 +263,7 @@ impl ShardState {
 
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn rename_key(&mut self, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, from: &str, to: &str) -> Outcome {
-        check_key_name(from)?;
-        check_key_name(to)?;
-        if from == to {
-            return Err(OmError::InvalidArgument("rename to the same name".into()));
-        }
-        let facts = self.key_bucket(p, volume, bucket, rights::WRITE, "rename keys in")?;
-        self.check_not_moving(facts.bucket_id, volume, bucket, from)?;
+        let facts = self.rename_source(p, volume, bucket, from, to)?;
         let not_found = || OmError::KeyNotFound(format!("{volume}/{bucket}/{from}"));
         let set = self.keys.get_mut(&facts.bucket_id).ok_or_else(not_found)?;
         probe!(to_key = to);

@@ -31,6 +31,19 @@ impl ShardState {
         Ok(())
     }
 
+    /// The checks every rename starts with (same shard or not): both names valid and distinct,
+    /// the right to write in the bucket, and `from` not pinned by another rename.
+    pub(crate) fn rename_source(&mut self, p: &Principal, volume: &str, bucket: &str, from: &str, to: &str) -> Result<crate::command::BucketRef, OmError> {
+        check_key_name(from)?;
+        check_key_name(to)?;
+        if from == to {
+            return Err(OmError::InvalidArgument("rename to the same name".into()));
+        }
+        let facts = self.key_bucket(p, volume, bucket, rights::WRITE, "rename keys in")?;
+        self.check_not_moving(facts.bucket_id, volume, bucket, from)?;
+        Ok(facts)
+    }
+
     /// Unfinished cross-shard renames started on this shard, by intent id.
     pub fn renames_out(&self) -> &std::collections::BTreeMap<u64, RenameIntent> {
         &self.renames_out
@@ -40,13 +53,7 @@ impl ShardState {
     pub(crate) fn rename_out(
         &mut self, ids: &mut Ids, p: &Principal, t: u64, volume: &str, bucket: &str, from: &str, to: &str, dest_shard: u32,
     ) -> Outcome {
-        check_key_name(from)?;
-        check_key_name(to)?;
-        if from == to {
-            return Err(OmError::InvalidArgument("rename to the same name".into()));
-        }
-        let facts = self.key_bucket(p, volume, bucket, rights::WRITE, "rename keys in")?;
-        self.check_not_moving(facts.bucket_id, volume, bucket, from)?;
+        let facts = self.rename_source(p, volume, bucket, from, to)?;
         probe!(k = from);
         let record: KeyRecord = match self.keys.get(&facts.bucket_id).and_then(|s| s.get(&*k)) {
             Some(e) => deserialize_record(e.view::<ArchivedKeyRecord>()),

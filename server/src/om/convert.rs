@@ -465,3 +465,25 @@ pub fn operation_from_bytes(bytes: &[u8], now_ms: u64, open_key_ttl_ms: u64) -> 
     let message = capnp::serialize::read_message_from_flat_slice(&mut slice, options)?;
     operation(message.get_root()?, now_ms, open_key_ttl_ms)
 }
+
+/// For the fuzz target and the property test: `bytes` through the edge, and what passes applied
+/// to a fresh shard (as a key shard with bucket facts, or the meta group), whose invariants must
+/// hold afterwards. Panics only if they do not: that is the finding.
+pub fn fuzz_edge_operation(bytes: &[u8]) {
+    if let Ok((op, target)) = operation_from_bytes(bytes, 1_000, 60_000) {
+        let bucket = matches!(target, Target::Key { .. }).then_some(stratos_shard::BucketRef {
+            bucket_id: 1,
+            volume_id: 2,
+            replication: Replication::RatisThree,
+            quota_bytes: stratos_shard::QUOTA_UNLIMITED,
+            quota_namespace: stratos_shard::QUOTA_UNLIMITED,
+            volume_quota_bytes: stratos_shard::QUOTA_UNLIMITED,
+        });
+        let ctx = stratos_shard::CommandContext { client_id: 1, request_id: 1, time_ms: 1_000, principal: stratos_shard::Principal::admin("root"), bucket };
+        let mut s = stratos_shard::ShardState::new();
+        let _ = s.apply(1, &stratos_shard::Command { ctx, op });
+        if let Err(e) = s.check_invariants() {
+            panic!("an operation that passed the edge broke the shard's invariants: {e}");
+        }
+    }
+}

@@ -32,6 +32,12 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A command the OM itself issues (fences, rename steps, housekeeping): as an administrator,
+/// with no retry identity (these commands are idempotent or remembered otherwise).
+pub fn om_command(op: Op) -> Command {
+    Command { ctx: stratos_shard::CommandContext { client_id: 0, request_id: 0, time_ms: now_ms(), principal: stratos_shard::Principal::admin("om"), bucket: None }, op }
+}
+
 pub fn shard_of(volume: &str, bucket: &str, key: &str, shards: u32) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(volume.as_bytes());
@@ -63,7 +69,6 @@ pub enum Query {
     BucketUsages(Vec<u64>),
     /// This shard's bytes in each volume id.
     VolumeUsed(Vec<u64>),
-    LookupKey { principal: stratos_shard::Principal, volume: String, bucket: String, key: String },
     ListKeysIn { bucket_id: u64, prefix: String, start_after: String, limit: usize },
     /// Keys of one bucket on this shard, with their positions in the caller's list.
     LookupKeys { principal: stratos_shard::Principal, volume: String, bucket: String, keys: Vec<(usize, String)> },
@@ -75,7 +80,6 @@ pub enum ReadResult {
     Buckets(Vec<BucketView>, bool),
     Usages(Vec<BucketUsage>),
     Used(Vec<u64>),
-    Key(KeyView),
     Keys(Vec<KeyView>, bool),
     KeyLookups(Vec<(usize, Result<KeyView, WireError>)>),
 }
@@ -184,10 +188,8 @@ impl Core {
     pub async fn finish_rename(
         self: &Rc<Self>, source: u32, dest: u32, txn: u64, volume: &str, bucket: &str, to: &str, record: stratos_shard::records::KeyRecord, min_meta: u64,
     ) -> Result<Reply, WireError> {
-        let om = stratos_shard::Principal::admin("om");
-        let command = |op| Command { ctx: stratos_shard::CommandContext { client_id: 0, request_id: 0, time_ms: now_ms(), principal: om.clone(), bucket: None }, op };
         let copy = Op::RenameIn { volume: volume.to_string(), bucket: bucket.to_string(), to: to.to_string(), source_shard: source, txn, record };
-        let (mut outs, _) = self.write(group_of_shard(dest), vec![command(copy)], true, min_meta).await;
+        let (mut outs, _) = self.write(group_of_shard(dest), vec![om_command(copy)], true, min_meta).await;
         let answer = outs.pop().expect("one outcome");
         if let Err(e) = &answer
             && matches!(e.status, Status::NotLeader | Status::Unavailable | Status::Internal)
@@ -195,7 +197,7 @@ impl Core {
             return Err(e.clone());
         }
         let finish = Op::RenameFinish { txn, commit: answer.is_ok() };
-        let (mut outs, _) = self.write(group_of_shard(source), vec![command(finish)], false, min_meta).await;
+        let (mut outs, _) = self.write(group_of_shard(source), vec![om_command(finish)], false, min_meta).await;
         outs.pop().expect("one outcome")?;
         answer.map(|_| Reply::Done)
     }
@@ -244,19 +246,15 @@ impl Core {
             let mut ids: Vec<u32> = self.groups.keys().copied().collect();
             ids.sort();
             for group in ids {
-                let command = |op| Command {
-                    ctx: stratos_shard::CommandContext { client_id: 0, request_id: 0, time_ms: now_ms(), principal: stratos_shard::Principal::admin("om"), bucket: None },
-                    op,
-                };
                 let limit = stratos_shard::constants::EXPIRE_BATCH_MAX;
                 loop {
-                    let (mut outs, _) = self.local_write(group, vec![command(Op::ExpireOpenKeys { limit })], false, 0).await;
+                    let (mut outs, _) = self.local_write(group, vec![om_command(Op::ExpireOpenKeys { limit })], false, 0).await;
                     match outs.pop() {
                         Some(Ok(Reply::Expired { open_keys, .. })) if open_keys == u64::from(limit) => continue,
                         _ => break,
                     }
                 }
-                let _ = self.local_write(group, vec![command(Op::ExpireSessions)], false, 0).await;
+                let _ = self.local_write(group, vec![om_command(Op::ExpireSessions)], false, 0).await;
             }
         }
     }
@@ -349,11 +347,6 @@ impl Core {
             }
             Query::BucketUsages(ids) => ReadResult::Usages(ids.iter().map(|id| shard.bucket_usage_of(*id)).collect()),
             Query::VolumeUsed(ids) => ReadResult::Used(ids.iter().map(|id| shard.volume_used_bytes_of(*id)).collect()),
-            Query::LookupKey { principal, volume, bucket, key } => {
-                let r = self.view.borrow().key_bucket(&principal, &volume, &bucket, rights::READ)?;
-                let k = shard.lookup_key_in(r.bucket_id, &key).ok_or_else(|| stratos_shard::OmError::KeyNotFound(format!("{volume}/{bucket}/{key}")))?;
-                ReadResult::Key(KeyView::of(&key, k))
-            }
             Query::LookupKeys { principal, volume, bucket, keys } => {
                 let r = self.view.borrow().key_bucket(&principal, &volume, &bucket, rights::READ)?;
                 ReadResult::KeyLookups(

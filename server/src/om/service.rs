@@ -8,7 +8,7 @@ use stratos_shard::constants::LIST_LIMIT_MAX;
 use stratos_shard::{Command, CommandContext, Op, OmError, Principal, Reply};
 
 use crate::om::convert::{self, Target, WireError};
-use crate::om::core::{Core, META_GROUP, Query, ReadResult, group_of_shard, now_ms, shard_of};
+use crate::om::core::{Core, META_GROUP, Query, ReadResult, group_of_shard, now_ms, om_command, shard_of};
 use crate::raft::types::COMMANDS_PER_ENTRY_MAX;
 
 /// Operations in one `batch` call.
@@ -122,9 +122,10 @@ impl OmService {
             Ok(f) => f,
             Err(e) => return (Err(e.into()), index),
         };
-        let fence = |fenced| Command {
-            ctx: CommandContext { client_id: 0, request_id: 0, time_ms: now_ms(), principal: Principal::admin("om"), bucket: Some(facts) },
-            op: Op::FenceBucket { fenced },
+        let fence = |fenced| {
+            let mut c = om_command(Op::FenceBucket { fenced });
+            c.ctx.bucket = Some(facts);
+            c
         };
         let fence_all = |fenced: bool| {
             let futures: Vec<_> = (0..core.shards).map(|s| core.write(group_of_shard(s), vec![fence(fenced)], false, index)).collect();
@@ -462,8 +463,11 @@ impl ozone_manager::Server for OmService {
         let key = try_or_reply!(results, convert::key_name(p.get_key()));
         let group = group_of_shard(shard_of(&volume, &bucket, &key, self.core.shards));
         let min_meta = h.min_meta.max(self.core.meta_index());
-        let r = try_or_reply!(results, self.core.read(group, Query::LookupKey { principal: h.principal, volume: volume.clone(), bucket: bucket.clone(), key }, min_meta).await);
-        let ReadResult::Key(k) = r else { return Err(capnp::Error::failed("unexpected read result".into())) };
+        let q = Query::LookupKeys { principal: h.principal, volume: volume.clone(), bucket: bucket.clone(), keys: vec![(0, key)] };
+        let ReadResult::KeyLookups(mut found) = try_or_reply!(results, self.core.read(group, q, min_meta).await) else {
+            return Err(capnp::Error::failed("unexpected read result".into()));
+        };
+        let k = try_or_reply!(results, found.pop().map_or_else(|| Err(WireError::new(Status::Internal, "no result")), |(_, k)| k));
         convert::set_key(results.get().init_info(), &volume, &bucket, &k);
         Ok(())
     }
