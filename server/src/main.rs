@@ -163,6 +163,9 @@ struct OmArgs {
     /// WAL segment size in bytes [default: 67108864].
     #[arg(long)]
     wal_segment_bytes: Option<u64>,
+    /// Keep a spare WAL segment ready per group, true or false [default: true].
+    #[arg(long)]
+    wal_spare_segment: Option<bool>,
     /// Expire open keys and idle retry sessions every this many ms [default: 60000].
     #[arg(long)]
     housekeeping_interval_ms: Option<u64>,
@@ -176,7 +179,7 @@ impl OmArgs {
         }
         set!(
             data_dir, rpc_address, shards, executors, spin_us, admins, snapshot_after_entries, election_timeout_min_ms, election_timeout_max_ms,
-            heartbeat_interval_ms, raft_address, node_id, io_memory_bytes, open_key_ttl_ms, wal_segment_bytes, housekeeping_interval_ms
+            heartbeat_interval_ms, raft_address, node_id, io_memory_bytes, open_key_ttl_ms, wal_segment_bytes, wal_spare_segment, housekeeping_interval_ms
         );
         if let Some(a) = self.http_address {
             c.http_address = Some(a);

@@ -15,6 +15,7 @@ fn cfg(snapshot_after_entries: u64) -> GroupConfig {
         heartbeat_interval_ms: 50,
         snapshot_after_entries,
         wal_segment_bytes: 16 << 20,
+        wal_spare_segment: true,
     }
 }
 

@@ -54,6 +54,12 @@
 //! purge is durable, segments that hold only purged entries are deleted (then the directory is
 //! fsynced).
 //!
+//! **Spare segment.** The owner may keep one spare ready ([`Wal::prepare_spare`]): a file named
+//! `spare.wal`, created zero-filled and synced like a segment. A rollover then renames it to the
+//! new segment's name and fsyncs the directory before writing into it, which leaves the disk in
+//! exactly the states a created segment can leave. Recovery ignores the name; `open` removes a
+//! leftover spare (it may be partly zero-filled).
+//!
 //! # Durability and recovery
 //! A flush writes each touched segment's part of the batch and fdatasyncs it before creating or
 //! writing the next segment; a batch's tickets resolve only after all of that returned `Ok`. The

@@ -242,6 +242,22 @@ impl Storage for SimDisk {
         Ok(())
     }
 
+    /// Modelled as a create of `to` (with the file's contents) and a remove of `from`, neither
+    /// durable before `sync_dir`: a crash may keep either name, both or neither, which covers
+    /// every outcome a real rename(2) can have.
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.tick()?;
+        let mut s = self.0.borrow_mut();
+        if s.files.contains_key(to) {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, to.to_string()));
+        }
+        let f = s.files.remove(from).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, from.to_string()))?;
+        s.removed.insert(from.to_string(), f.clone());
+        s.removed.remove(to);
+        s.files.insert(to.to_string(), f);
+        Ok(())
+    }
+
     async fn sync_dir(&self) -> io::Result<()> {
         self.tick()?;
         let mut s = self.0.borrow_mut();

@@ -13,7 +13,9 @@
 //!   `sync_data` returns `Ok`.
 //! - `sync_data` is `fdatasync`: on `Ok`, every byte written to that file before the call is
 //!   durable. On `Err` nothing can be assumed about those bytes (the WAL poisons itself).
-//! - `remove` and `create` take effect in the directory durably only after `sync_dir` returns.
+//! - `remove`, `create` and `rename` take effect in the directory durably only after `sync_dir`
+//!   returns. `rename` moves a file to a name that does not exist; handles opened under the old
+//!   name need not follow it (open the new name).
 #![allow(async_fn_in_trait)] // single-threaded by design: no Send bounds wanted.
 
 use std::io;
@@ -31,6 +33,7 @@ pub trait Storage {
     async fn create(&self, name: &str, size_bytes: u64) -> io::Result<Self::File>;
     async fn open(&self, name: &str) -> io::Result<Self::File>;
     async fn remove(&self, name: &str) -> io::Result<()>;
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     async fn sync_dir(&self) -> io::Result<()>;
 }
 

@@ -55,6 +55,8 @@ pub struct WalStats {
     pub bytes_written: u64,
     pub segments_created: u64,
     pub segments_removed: u64,
+    /// Segments that were a prepared spare (renamed into place, not created on the flush path).
+    pub spares_used: u64,
     /// Time of each flush from its first write to its last fdatasync's return, in µs: the
     /// durability cost a group-committed batch pays.
     pub flush_micros: crate::Log2Histogram,
@@ -72,7 +74,18 @@ struct PendingWrite {
     create: bool,
 }
 
+/// The spare segment file (see [`Wal::prepare_spare`]).
+enum Spare<F> {
+    None,
+    Creating,
+    Ready(Rc<F>),
+}
+
+/// The spare's name; recovery ignores it (not a segment name) and `open` removes a leftover.
+const SPARE_NAME: &str = "spare.wal";
+
 struct Inner<F> {
+    spare: Spare<F>,
     state: LogState,
     segments: BTreeMap<u64, Rc<F>>,
     tail_seq: u64,
@@ -156,6 +169,7 @@ impl<S: Storage> Wal<S> {
             config,
             sector_bytes,
             inner: RefCell::new(Inner {
+                spare: Spare::None,
                 state: rec.state,
                 segments: rec.segments,
                 tail_seq: 0,
@@ -187,7 +201,50 @@ impl<S: Storage> Wal<S> {
             }
         }
         wal.sync().await?;
+        // A spare left by the previous run may be partly written (a crash while zero-filling):
+        // start again without it. Its removal need not be durable (the next open repeats it).
+        let names = wal.storage.list().await.map_err(|source| OpenError::Io { op: "listing", file: wal.storage.describe(""), source })?;
+        if names.iter().any(|n| n == SPARE_NAME) {
+            wal.storage.remove(SPARE_NAME).await.map_err(|source| OpenError::Io { op: "removing", file: wal.storage.describe(SPARE_NAME), source })?;
+        }
         Ok((wal, rec.report))
+    }
+
+    /// Whether a spare segment should be prepared (none is ready or being made, and the log is
+    /// healthy). The owner polls this from a background task and calls [`Wal::prepare_spare`].
+    pub fn needs_spare(&self) -> bool {
+        let i = self.inner.borrow();
+        matches!(i.spare, Spare::None) && i.poisoned.is_none()
+    }
+
+    /// Creates the next segment ahead of need, as `spare.wal` (zero-filled and synced, which
+    /// for a 64 MiB segment takes tens of milliseconds). When the tail fills, the flush that
+    /// starts the next segment renames the spare into place and syncs the directory instead of
+    /// creating and zero-filling a file: the segment rollover leaves the flush path. Without a
+    /// spare (none prepared, or one still being made) the flush creates the segment as before.
+    /// Run it off the request path: it awaits the whole zero-fill.
+    pub async fn prepare_spare(&self) -> std::io::Result<()> {
+        {
+            let mut i = self.inner.borrow_mut();
+            if !matches!(i.spare, Spare::None) {
+                return Ok(());
+            }
+            i.spare = Spare::Creating;
+        }
+        let created = self.storage.create(SPARE_NAME, self.config.segment_bytes).await;
+        let mut i = self.inner.borrow_mut();
+        match created {
+            Ok(f) => {
+                i.spare = Spare::Ready(Rc::new(f));
+                Ok(())
+            }
+            Err(e) => {
+                // No further spare this run (a partial file may be left; the next open removes
+                // it): rollovers create their segments on the flush path, as without spares.
+                i.spare = Spare::Creating;
+                Err(e)
+            }
+        }
     }
 
     /// Appends a log entry. `log_index` must follow the last entry (any index starts an empty,
@@ -474,8 +531,34 @@ impl<S: Storage> Wal<S> {
             let name = segment_name(w.segment_seq);
             let ctx = |op: &str, e: std::io::Error| format!("{op} {}: {e}", self.storage.describe(&name));
             let file = if w.create {
-                let f = self.storage.create(&name, w.segment_bytes).await.map_err(|e| ctx("creating", e))?;
-                self.storage.sync_dir().await.map_err(|e| ctx("syncing the directory for", e))?;
+                let spare = {
+                    let mut i = self.inner.borrow_mut();
+                    match std::mem::replace(&mut i.spare, Spare::None) {
+                        Spare::Ready(f) if w.segment_bytes == self.config.segment_bytes => Some(f),
+                        other => {
+                            i.spare = other;
+                            None
+                        }
+                    }
+                };
+                let f = match spare {
+                    // The spare's zeros are durable (`create` synced them); the rename's
+                    // directory entry is made durable below, before anything is written into
+                    // the segment, exactly as for a created one.
+                    Some(spare) => {
+                        drop(spare);
+                        self.storage.rename(SPARE_NAME, &name).await.map_err(|e| ctx("renaming the spare segment to", e))?;
+                        self.storage.sync_dir().await.map_err(|e| ctx("syncing the directory for", e))?;
+                        let f = self.storage.open(&name).await.map_err(|e| ctx("opening", e))?;
+                        self.inner.borrow_mut().stats.spares_used += 1;
+                        f
+                    }
+                    None => {
+                        let f = self.storage.create(&name, w.segment_bytes).await.map_err(|e| ctx("creating", e))?;
+                        self.storage.sync_dir().await.map_err(|e| ctx("syncing the directory for", e))?;
+                        f
+                    }
+                };
                 let f = Rc::new(f);
                 let mut i = self.inner.borrow_mut();
                 i.segments.insert(w.segment_seq, f.clone());

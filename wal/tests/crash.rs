@@ -41,6 +41,8 @@ enum Op {
     CrashAfter { ops: u64, seed: u64 },
     Reopen,
     FailSync,
+    /// The owner's background task makes a spare segment (renamed into place at rollover).
+    PrepareSpare,
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -53,6 +55,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => (0u64..12, any::<u64>()).prop_map(|(ops, seed)| Op::CrashAfter { ops, seed }),
         1 => Just(Op::Reopen),
         1 => Just(Op::FailSync),
+        2 => Just(Op::PrepareSpare),
     ]
 }
 
@@ -139,6 +142,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                 }
                 Op::FailSync => disk.fail_next_sync(),
+                Op::PrepareSpare => {
+                    let _ = wal.prepare_spare().await;
+                }
                 Op::CrashAfter { ops, seed } => {
                     disk.set_power_loss_after(ops);
                     pending_crash = Some(seed);
@@ -323,5 +329,38 @@ fn a_missing_middle_segment_is_reported() {
         disk.remove(&names[1]).await.unwrap();
         let err = Wal::open(disk.clone(), config()).await.unwrap_err().to_string();
         assert!(err.contains("segment missing"), "{err}");
+    });
+}
+
+/// A prepared spare becomes the next segment at rollover (renamed, not created on the flush
+/// path), a new spare can follow, and the log reads back whole after a reopen (which removes a
+/// leftover spare).
+#[test]
+fn a_prepared_spare_becomes_the_next_segment() {
+    block_on(async {
+        let disk = SimDisk::new(SECTOR);
+        let (wal, _) = Wal::open(disk.clone(), config()).await.expect("open");
+        assert!(wal.needs_spare());
+        wal.prepare_spare().await.expect("spare");
+        assert!(!wal.needs_spare());
+        assert!(disk.file_names().contains(&"spare.wal".to_string()));
+        let mut index = 1;
+        // 16 KiB segments: 100 entries of 600 bytes fill several.
+        for round in 0..100u64 {
+            let _ = wal.append_entry(index, 1, &payload(index, 1, 600)).expect("append");
+            index += 1;
+            wal.sync().await.expect("sync");
+            if round % 10 == 0 && wal.needs_spare() {
+                wal.prepare_spare().await.expect("spare");
+            }
+        }
+        let stats = wal.stats();
+        assert!(stats.spares_used >= 2, "spares were used: {stats:?}");
+        assert!(stats.segments_created > stats.spares_used, "and some rollovers found no spare ready: {stats:?}");
+        let before = observe(&wal).await;
+        drop(wal);
+        let (wal, _) = Wal::open(disk.clone(), config()).await.expect("reopen");
+        assert_eq!(observe(&wal).await, before);
+        assert!(!disk.file_names().contains(&"spare.wal".to_string()), "a leftover spare is removed at open");
     });
 }

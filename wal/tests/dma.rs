@@ -125,3 +125,40 @@ fn a_torn_tail_in_a_real_file_is_cut() {
         wal.sync().await.unwrap();
     });
 }
+
+/// On real files, a spare made by a concurrent task while appends run is renamed into place at
+/// rollover, and the log reads back whole after a restart.
+#[test]
+fn a_spare_made_alongside_appends_is_renamed_into_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    on_executor(move || async move {
+        let storage = DmaStorage::open(&path).await.expect("storage");
+        let (wal, _) = Wal::open(storage, small()).await.expect("open");
+        let wal = Rc::new(wal);
+        let maker = {
+            let wal = wal.clone();
+            glommio::spawn_local(async move {
+                for _ in 0..400 {
+                    if wal.needs_spare() {
+                        wal.prepare_spare().await.expect("spare");
+                    }
+                    glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+                }
+            })
+        };
+        let payload = vec![7u8; 32 << 10];
+        for i in 1..=160u64 {
+            let t = wal.append_entry(i, 1, &payload).expect("append");
+            wal.wait_durable(t).await.expect("durable");
+        }
+        maker.await;
+        let stats = wal.stats();
+        assert!(stats.spares_used >= 1, "{stats:?}");
+        drop(wal);
+        let (wal, report) = Wal::open(DmaStorage::open(&path).await.expect("storage"), small()).await.expect("reopen");
+        assert_eq!(report.entries, 160);
+        assert_eq!(wal.read_entry(160).await.expect("read"), payload);
+        assert!(!path.join("spare.wal").exists(), "a leftover spare is removed at open");
+    });
+}

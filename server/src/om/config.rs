@@ -44,6 +44,9 @@ pub struct OmConfig {
     pub snapshot_after_entries: u64,
     /// WAL segment size. Default 64 MiB.
     pub wal_segment_bytes: u64,
+    /// Keep a spare WAL segment ready per group (one more segment of disk each), so a rollover
+    /// renames it instead of zero-filling a new one on the flush path. Default true.
+    pub wal_spare_segment: bool,
     /// Every this often, each group's leader drops expired open keys (freeing their blocks) and
     /// idle retry sessions. Default 60 s.
     pub housekeeping_interval_ms: u64,
@@ -70,6 +73,7 @@ impl Default for OmConfig {
             heartbeat_interval_ms: 300,
             snapshot_after_entries: 100_000,
             wal_segment_bytes: stratos_wal::constants::SEGMENT_BYTES_DEFAULT,
+            wal_spare_segment: true,
             housekeeping_interval_ms: 60_000,
         }
     }

@@ -135,7 +135,8 @@ pub fn render(samples: &[GroupSample], meta_views: &[(usize, u64)]) -> String {
     scalar(&mut out, samples, "stratos_wal_flushes_total", "counter", "Group-commit flushes (one write and fdatasync each).", |s| s.wal.flushes);
     scalar(&mut out, samples, "stratos_wal_fdatasyncs_total", "counter", "fdatasync calls.", |s| s.wal.fdatasyncs);
     scalar(&mut out, samples, "stratos_wal_bytes_written_total", "counter", "Bytes written to WAL segments.", |s| s.wal.bytes_written);
-    scalar(&mut out, samples, "stratos_wal_segments_created_total", "counter", "WAL segment files created.", |s| s.wal.segments_created);
+    scalar(&mut out, samples, "stratos_wal_segments_created_total", "counter", "WAL segments started (created or a spare renamed into place).", |s| s.wal.segments_created);
+    scalar(&mut out, samples, "stratos_wal_spares_used_total", "counter", "WAL segments that were a prepared spare (no zero-fill on the flush path).", |s| s.wal.spares_used);
     histogram(&mut out, samples, "stratos_wal_flush_seconds", "Time of one WAL flush, write to fdatasync return.", 1e-6, |s| &s.wal.flush_micros);
     histogram(&mut out, samples, "stratos_wal_flush_records", "Records made durable by one flush (group-commit batch size).", 1.0, |s| &s.wal.flush_records);
     scalar(&mut out, samples, "stratos_group_commands_total", "counter", "Commands proposed to the group by this node.", |s| s.ops.commands);

@@ -171,6 +171,7 @@ async fn start_core(
         heartbeat_interval_ms: cfg.heartbeat_interval_ms,
         snapshot_after_entries: cfg.snapshot_after_entries,
         wal_segment_bytes: cfg.wal_segment_bytes,
+        wal_spare_segment: cfg.wal_spare_segment,
     };
     let mut groups = HashMap::new();
     let owned: Vec<u32> = (0..=shards).filter(|g| core_of_group(*g, cores) == index).collect();

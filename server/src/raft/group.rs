@@ -49,6 +49,8 @@ pub struct GroupConfig {
     /// Build a snapshot (and purge the log before it) after this many entries.
     pub snapshot_after_entries: u64,
     pub wal_segment_bytes: u64,
+    /// Keep a spare segment ready (see `Wal::prepare_spare`).
+    pub wal_spare_segment: bool,
 }
 
 type Waiter = (usize, oneshot::Sender<Result<Vec<Outcome>, ProposeError>>);
@@ -118,6 +120,9 @@ impl Group {
             entry_commands: RefCell::default(),
         });
         glommio::spawn_local(Group::pump(Rc::downgrade(&group))).detach();
+        if cfg.wal_spare_segment {
+            glommio::spawn_local(Group::make_spares(Rc::downgrade(&group))).detach();
+        }
         Ok(group)
     }
 
@@ -140,6 +145,20 @@ impl Group {
         self.queue.borrow_mut().extend(commands);
         self.pump_wake.notify();
         rx.await.map_err(|_| ProposeError::Unavailable("the group stopped".into()))?
+    }
+
+    /// Keeps a spare WAL segment ready, so that a segment rollover is a rename instead of a
+    /// 64 MiB zero-fill on the flush path (measured: 32-65 ms flushes, the p99 of writes).
+    async fn make_spares(this: std::rc::Weak<Group>) {
+        loop {
+            glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+            let Some(g) = this.upgrade() else { return };
+            if g.log.wal().needs_spare()
+                && let Err(e) = g.log.wal().prepare_spare().await
+            {
+                eprintln!("group {}: preparing a spare WAL segment failed ({e}); segments are created on the flush path", g.id);
+            }
+        }
     }
 
     async fn pump(this: std::rc::Weak<Group>) {
