@@ -533,7 +533,9 @@ impl<S: Storage> Wal<S> {
             let file = if w.create {
                 let spare = {
                     let mut i = self.inner.borrow_mut();
-                    match std::mem::replace(&mut i.spare, Spare::None) {
+                    // `Creating` while the rename runs, so that no new spare is made under the
+                    // name being renamed away.
+                    match std::mem::replace(&mut i.spare, Spare::Creating) {
                         Spare::Ready(f) if w.segment_bytes == self.config.segment_bytes => Some(f),
                         other => {
                             i.spare = other;
@@ -550,7 +552,9 @@ impl<S: Storage> Wal<S> {
                         self.storage.rename(SPARE_NAME, &name).await.map_err(|e| ctx("renaming the spare segment to", e))?;
                         self.storage.sync_dir().await.map_err(|e| ctx("syncing the directory for", e))?;
                         let f = self.storage.open(&name).await.map_err(|e| ctx("opening", e))?;
-                        self.inner.borrow_mut().stats.spares_used += 1;
+                        let mut i = self.inner.borrow_mut();
+                        i.stats.spares_used += 1;
+                        i.spare = Spare::None;
                         f
                     }
                     None => {
