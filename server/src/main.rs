@@ -37,7 +37,9 @@ enum Command {
     /// Measure Stratos; every figure is a median over --runs runs.
     #[command(subcommand)]
     Bench(Bench),
-    /// Probe this host: cores, memlock, io_uring, and the data directory's fdatasync latency.
+    /// Probe this host (cores, isolated CPUs, NUMA, memlock, io_uring, the data directory's file
+    /// system and fdatasync latency) and print a recommended OM configuration, with the reason
+    /// for each value and warnings where Stratos cannot keep its promises.
     Tune {
         /// Directory whose file system is probed (the one you would put WAL segments on).
         #[arg(long, default_value_os_t = std::env::temp_dir())]
@@ -300,6 +302,19 @@ fn main() -> anyhow::Result<()> {
             let l = stratos_tuning::probe_fdatasync(&dir, syncs).with_context(|| format!("probing fdatasync in {}", dir.display()))?;
             println!("fdatasync of 4 KiB writes ({} samples): p50 {} µs, p90 {} µs, p99 {} µs, max {} µs", l.count, l.p50, l.p90, l.p99, l.max);
             println!("→ one WAL group commit costs about p50; that many syncs per second per shard ({:.0}) bound a shard's durable batches, so throughput comes from batching.", 1e6 / l.p50.max(1) as f64);
+            let probe = stratos_tuning::Probe {
+                host: stratos_tuning::host_facts(),
+                isolated: stratos_tuning::isolated_cpus(),
+                numa_nodes: stratos_tuning::numa_nodes().len(),
+                file_system: stratos_tuning::file_system(&dir),
+                fdatasync: Some(l),
+            };
+            let (advice, warnings) = stratos_tuning::recommend(&probe);
+            for w in &warnings {
+                println!("warning: {w}");
+            }
+            println!();
+            print!("{}", stratos_tuning::render_toml(&advice));
         }
     }
     Ok(())
@@ -318,5 +333,13 @@ fn print_host(dir: &std::path::Path) -> anyhow::Result<()> {
         Some(_) => "disabled",
     };
     println!("host: {} cores, kernel {}, memlock {memlock}, io_uring {uring}, data dir {}", f.cores, f.kernel, dir.display());
+    let isolated = stratos_tuning::isolated_cpus();
+    let nodes = stratos_tuning::numa_nodes();
+    println!(
+        "CPUs isolated: {}; NUMA nodes: {}; file system of the data dir: {}",
+        if isolated.is_empty() { "none".to_string() } else { format!("{isolated:?}") },
+        nodes.iter().map(|(n, cpus)| format!("node{n} {} CPUs", cpus.len())).collect::<Vec<_>>().join(", "),
+        stratos_tuning::file_system(dir)
+    );
     Ok(())
 }

@@ -14,7 +14,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 
 /// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LatencyUs {
     pub count: u64,
     pub p50: u64,
@@ -94,6 +94,169 @@ pub fn host_facts() -> HostFacts {
     HostFacts { cores, memlock_bytes, io_uring_disabled, kernel }
 }
 
+/// CPUs the kernel keeps the scheduler off (`isolcpus=`), from sysfs; empty if none.
+pub fn isolated_cpus() -> Vec<usize> {
+    std::fs::read_to_string("/sys/devices/system/cpu/isolated").map(|s| parse_cpu_list(s.trim())).unwrap_or_default()
+}
+
+/// NUMA nodes with their CPUs, from sysfs; empty where the kernel shows none.
+pub fn numa_nodes() -> Vec<(usize, Vec<usize>)> {
+    let mut nodes = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/sys/devices/system/node") else { return nodes };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(n) = name.strip_prefix("node").and_then(|n| n.parse::<usize>().ok()) {
+            let cpus = std::fs::read_to_string(e.path().join("cpulist")).map(|s| parse_cpu_list(s.trim())).unwrap_or_default();
+            nodes.push((n, cpus));
+        }
+    }
+    nodes.sort();
+    nodes
+}
+
+/// A kernel CPU list ("0-3,8,10-11") as numbers; malformed parts are skipped.
+pub fn parse_cpu_list(s: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
+                    out.extend(a..=b.min(a + 4096));
+                }
+            }
+            None => out.extend(part.parse::<usize>().ok()),
+        }
+    }
+    out
+}
+
+/// The file system type of `dir` (statfs magic), by name where known.
+pub fn file_system(dir: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return "unknown".into() };
+    // SAFETY: statfs writes into the zeroed struct we pass; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return "unknown".into();
+    }
+    match st.f_type as u64 {
+        0xEF53 => "ext4".into(),
+        0x5846_5342 => "xfs".into(),
+        0x9123_683E => "btrfs".into(),
+        0x0102_1994 => "tmpfs".into(),
+        0x2FC1_2FC1 => "zfs".into(),
+        0x794C_7630 => "overlayfs".into(),
+        other => format!("unknown (magic {other:#x})"),
+    }
+}
+
+/// What `stratos tune` knows about the host when it recommends settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub host: HostFacts,
+    pub isolated: Vec<usize>,
+    pub numa_nodes: usize,
+    pub file_system: String,
+    pub fdatasync: Option<LatencyUs>,
+}
+
+/// One recommended OM configuration key: its TOML value and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advice {
+    pub key: &'static str,
+    pub value: String,
+    pub why: String,
+}
+
+/// glommio locks this many times an executor's `io_memory` (see FINDINGS: memlock).
+const IO_MEMORY_LOCK_FACTOR: u64 = 3;
+
+/// Recommended `stratos om` settings for the probed host, each with its reason, plus warnings
+/// (conditions under which Stratos cannot keep its promises, or will run badly).
+pub fn recommend(p: &Probe) -> (Vec<Advice>, Vec<String>) {
+    let mut advice = Vec::new();
+    let mut warnings = Vec::new();
+    let cores = p.host.cores.max(1);
+    // Executors: one per isolated CPU if the operator isolated some (the scheduler leaves them
+    // to us); otherwise one per core, leaving one for the kernel and interrupts on larger hosts.
+    let (executors, cpus, why) = if !p.isolated.is_empty() {
+        (p.isolated.len(), Some(p.isolated.clone()), format!("{} isolated CPUs (isolcpus): one pinned executor on each", p.isolated.len()))
+    } else if cores >= 8 {
+        (cores - 1, None, format!("{cores} CPUs, none isolated: one executor per CPU but one, left to the kernel and interrupts"))
+    } else {
+        (cores, None, format!("{cores} CPUs, none isolated: one executor per CPU"))
+    };
+    advice.push(Advice { key: "executors", value: executors.to_string(), why });
+    if let Some(cpus) = cpus {
+        let list = cpus.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
+        advice.push(Advice { key: "cpus", value: format!("[{list}]"), why: "pin executors to the isolated CPUs, in order".into() });
+    }
+    advice.push(Advice { key: "pin", value: "true".into(), why: "a pinned executor keeps its caches and its io_uring rings on one CPU".into() });
+    advice.push(Advice {
+        key: "shards",
+        value: executors.to_string(),
+        why: "one per executor (fixed when the data directory is formatted): each shard's WAL batches that core's writes into one fdatasync; more shards per core would split the batches".into(),
+    });
+    let (spin, why) = if p.isolated.is_empty() {
+        ("0", "CPUs are shared with other processes: busy-polling would take their time")
+    } else {
+        ("50", "dedicated CPUs: busy-poll 50 µs before sleeping to cut wake-up latency")
+    };
+    advice.push(Advice { key: "spin_us", value: spin.into(), why: why.into() });
+    // io_uring buffer memory: as much as the memlock limit allows, up to 4 MiB per executor.
+    match p.host.memlock_bytes {
+        Some(limit) => {
+            let per = (limit / (IO_MEMORY_LOCK_FACTOR * executors as u64)).min(4 << 20) & !((1 << 20) - 1);
+            if per == 0 {
+                warnings.push(format!(
+                    "memlock limit {} KiB is below the {} MiB that {executors} executors lock at minimum: raise it (ulimit -l, LimitMEMLOCK= in the unit file)",
+                    limit / 1024,
+                    IO_MEMORY_LOCK_FACTOR * executors as u64
+                ));
+                advice.push(Advice { key: "io_memory_bytes", value: (1u64 << 20).to_string(), why: "the minimum; the memlock limit must be raised first".into() });
+            } else {
+                let why = format!("memlock {} KiB shared by {executors} executors, each locking {IO_MEMORY_LOCK_FACTOR}× its io_memory", if limit == u64::MAX { u64::MAX / 1024 } else { limit / 1024 });
+                advice.push(Advice { key: "io_memory_bytes", value: per.to_string(), why });
+            }
+        }
+        None => advice.push(Advice { key: "io_memory_bytes", value: (1u64 << 20).to_string(), why: "memlock limit unknown: the safe minimum".into() }),
+    }
+    advice.push(Advice { key: "wal_spare_segment", value: "true".into(), why: "segment rollover renames a ready spare instead of zero-filling 64 MiB on the flush path".into() });
+    if let Some(l) = &p.fdatasync {
+        let (min, max) = if l.p99 > 10_000 { (3000, 6000) } else { (1000, 2000) };
+        advice.push(Advice {
+            key: "election_timeout_min_ms",
+            value: min.to_string(),
+            why: format!("fdatasync p99 {} µs: elections must outlast the slowest durable write by far", l.p99),
+        });
+        advice.push(Advice { key: "election_timeout_max_ms", value: max.to_string(), why: "twice the minimum: randomized elections rarely collide".into() });
+        if l.p50 < 20 {
+            warnings.push(format!("fdatasync p50 is {} µs: too fast for a real disk; this file system may not make writes durable (tmpfs, a cache that ignores flushes)", l.p50));
+        }
+    }
+    if matches!(p.host.io_uring_disabled, Some(v) if v >= 2) {
+        warnings.push("io_uring is disabled (kernel.io_uring_disabled = 2): Stratos cannot run; set it to 0".into());
+    } else if p.host.io_uring_disabled == Some(1) {
+        warnings.push("io_uring is restricted to a group (kernel.io_uring_disabled = 1): run Stratos as a member of kernel.io_uring_group".into());
+    }
+    if p.file_system == "tmpfs" {
+        warnings.push("the data directory is on tmpfs: nothing survives a reboot; use it for tests only".into());
+    }
+    if p.numa_nodes > 1 && p.isolated.is_empty() {
+        warnings.push(format!("{} NUMA nodes: list `cpus` from one node per OM (or one OM per node) so executors stay near their memory", p.numa_nodes));
+    }
+    (advice, warnings)
+}
+
+/// The advice as a TOML fragment for `stratos om --config`, each key under its reason.
+pub fn render_toml(advice: &[Advice]) -> String {
+    let mut out = String::from("# Recommended by `stratos tune` for this host; merge into the OM configuration file.\n");
+    for a in advice {
+        out.push_str(&format!("# {}\n{} = {}\n", a.why, a.key, a.value));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +268,55 @@ mod tests {
         assert_eq!(l.count, 20);
         assert!(l.p50 >= 1 && l.p50 <= l.p99 && l.p99 <= l.max);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    fn probe(cores: usize, isolated: Vec<usize>, memlock: Option<u64>) -> Probe {
+        Probe {
+            host: HostFacts { cores, memlock_bytes: memlock, io_uring_disabled: Some(0), kernel: "6.1".into() },
+            isolated,
+            numa_nodes: 1,
+            file_system: "ext4".into(),
+            fdatasync: Some(LatencyUs { count: 10, p50: 90, p90: 100, p99: 150, p999: 200, max: 300 }),
+        }
+    }
+
+    fn value(a: &[Advice], key: &str) -> String {
+        a.iter().find(|a| a.key == key).map(|a| a.value.clone()).unwrap_or_else(|| panic!("no {key}"))
+    }
+
+    #[test]
+    fn recommendations_follow_the_host() {
+        // This VM: 2 shared cores, 8 MiB memlock.
+        let (a, w) = recommend(&probe(2, vec![], Some(8 << 20)));
+        assert_eq!(value(&a, "executors"), "2");
+        assert_eq!(value(&a, "shards"), "2");
+        assert_eq!(value(&a, "spin_us"), "0");
+        assert_eq!(value(&a, "io_memory_bytes"), (1u64 << 20).to_string(), "8 MiB / (3 × 2) rounded down to whole MiB");
+        assert!(w.is_empty(), "{w:?}");
+        // A 16-core host with CPUs 2-15 isolated and unlimited memlock.
+        let (a, _) = recommend(&probe(16, (2..16).collect(), Some(u64::MAX)));
+        assert_eq!(value(&a, "executors"), "14");
+        assert!(value(&a, "cpus").starts_with("[2, 3,"));
+        assert_eq!(value(&a, "spin_us"), "50");
+        assert_eq!(value(&a, "io_memory_bytes"), (4u64 << 20).to_string());
+        // A large host without isolation leaves one CPU to the kernel.
+        assert_eq!(value(&recommend(&probe(32, vec![], Some(u64::MAX))).0, "executors"), "31");
+        // Too little memlock, and a disk that cannot be real, are warned about.
+        let mut p = probe(4, vec![], Some(1 << 20));
+        p.fdatasync = Some(LatencyUs { count: 10, p50: 3, p90: 4, p99: 5, p999: 6, max: 9 });
+        p.file_system = "tmpfs".into();
+        let (_, w) = recommend(&p);
+        assert_eq!(w.len(), 3, "{w:?}");
+        // One line per key under its reason.
+        let toml_text = render_toml(&a);
+        assert_eq!(toml_text.lines().filter(|l| !l.starts_with('#')).count(), a.len());
+    }
+
+    #[test]
+    fn cpu_lists_parse() {
+        assert_eq!(parse_cpu_list("0-3,8,10-11"), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(parse_cpu_list(""), Vec::<usize>::new());
+        assert_eq!(parse_cpu_list("x,2,3-y"), vec![2]);
     }
 
     #[test]

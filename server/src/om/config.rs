@@ -90,3 +90,27 @@ impl OmConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `stratos tune` prints is a valid configuration: every key it recommends exists (the
+    /// file denies unknown keys) and has the right type.
+    #[test]
+    fn the_tune_recommendation_is_a_valid_configuration() {
+        let probe = stratos_tuning::Probe {
+            host: stratos_tuning::HostFacts { cores: 16, memlock_bytes: Some(u64::MAX), io_uring_disabled: Some(0), kernel: "6.1".into() },
+            isolated: (2..16).collect(),
+            numa_nodes: 1,
+            file_system: "xfs".into(),
+            fdatasync: Some(stratos_tuning::LatencyUs { count: 1, p50: 50, p90: 60, p99: 80, p999: 90, max: 100 }),
+        };
+        let (advice, _) = stratos_tuning::recommend(&probe);
+        let text = format!("data_dir = \"/data/om\"\n{}", stratos_tuning::render_toml(&advice));
+        let c: OmConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!((c.executors, c.shards, c.spin_us), (14, 14, 50));
+        assert_eq!(c.cpus, Some((2..16).collect()));
+        assert_eq!(c.io_memory_bytes, 4 << 20);
+    }
+}
