@@ -290,7 +290,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", report.table());
         }
         Command::Bench(Bench::Foundation { dir }) => {
-            print_host(&dir)?;
+            print_host(&stratos_tuning::probe(&dir), &dir);
             let mut report = Report::default();
             let wal = WalArgs { dir: dir.clone(), batch: vec![1, 16, 256], concurrency: vec![64], record_bytes: 200, seconds: 2.0, runs: 1, cpu: None };
             wal_bench::run(&wal_options(wal), &mut report, &mut progress)?;
@@ -298,17 +298,12 @@ fn main() -> anyhow::Result<()> {
             print!("{}", report.table());
         }
         Command::Tune { dir, syncs } => {
-            print_host(&dir)?;
+            let mut probe = stratos_tuning::probe(&dir);
+            print_host(&probe, &dir);
             let l = stratos_tuning::probe_fdatasync(&dir, syncs).with_context(|| format!("probing fdatasync in {}", dir.display()))?;
             println!("fdatasync of 4 KiB writes ({} samples): p50 {} µs, p90 {} µs, p99 {} µs, max {} µs", l.count, l.p50, l.p90, l.p99, l.max);
             println!("→ one WAL group commit costs about p50; that many syncs per second per shard ({:.0}) bound a shard's durable batches, so throughput comes from batching.", 1e6 / l.p50.max(1) as f64);
-            let probe = stratos_tuning::Probe {
-                host: stratos_tuning::host_facts(),
-                isolated: stratos_tuning::isolated_cpus(),
-                numa_nodes: stratos_tuning::numa_nodes().len(),
-                file_system: stratos_tuning::file_system(&dir),
-                fdatasync: Some(l),
-            };
+            probe.fdatasync = Some(l);
             let (advice, warnings) = stratos_tuning::recommend(&probe);
             for w in &warnings {
                 println!("warning: {w}");
@@ -324,8 +319,8 @@ fn wal_options(a: WalArgs) -> wal_bench::WalBenchOptions {
     wal_bench::WalBenchOptions { dir: a.dir, batch_sizes: a.batch, concurrency: a.concurrency, record_bytes: a.record_bytes, seconds: a.seconds, runs: a.runs, cpu: a.cpu }
 }
 
-fn print_host(dir: &std::path::Path) -> anyhow::Result<()> {
-    let f = stratos_tuning::host_facts();
+fn print_host(p: &stratos_tuning::Probe, dir: &std::path::Path) {
+    let f = &p.host;
     let memlock = f.memlock_bytes.map_or("unknown".to_string(), |b| if b == u64::MAX { "unlimited".into() } else { format!("{} KiB", b / 1024) });
     let uring = match f.io_uring_disabled {
         Some(0) | None => "allowed",
@@ -333,13 +328,10 @@ fn print_host(dir: &std::path::Path) -> anyhow::Result<()> {
         Some(_) => "disabled",
     };
     println!("host: {} cores, kernel {}, memlock {memlock}, io_uring {uring}, data dir {}", f.cores, f.kernel, dir.display());
-    let isolated = stratos_tuning::isolated_cpus();
-    let nodes = stratos_tuning::numa_nodes();
     println!(
         "CPUs isolated: {}; NUMA nodes: {}; file system of the data dir: {}",
-        if isolated.is_empty() { "none".to_string() } else { format!("{isolated:?}") },
-        nodes.iter().map(|(n, cpus)| format!("node{n} {} CPUs", cpus.len())).collect::<Vec<_>>().join(", "),
-        stratos_tuning::file_system(dir)
+        if p.isolated.is_empty() { "none".to_string() } else { format!("{:?}", p.isolated) },
+        p.numa_nodes.iter().map(|(n, cpus)| format!("node{n} {} CPUs", cpus.len())).collect::<Vec<_>>().join(", "),
+        p.file_system
     );
-    Ok(())
 }

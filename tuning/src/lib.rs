@@ -155,9 +155,15 @@ pub fn file_system(dir: &Path) -> String {
 pub struct Probe {
     pub host: HostFacts,
     pub isolated: Vec<usize>,
-    pub numa_nodes: usize,
+    /// NUMA nodes with their CPUs.
+    pub numa_nodes: Vec<(usize, Vec<usize>)>,
     pub file_system: String,
     pub fdatasync: Option<LatencyUs>,
+}
+
+/// Everything but the (slow) fdatasync probe, for the data directory `dir`.
+pub fn probe(dir: &Path) -> Probe {
+    Probe { host: host_facts(), isolated: isolated_cpus(), numa_nodes: numa_nodes(), file_system: file_system(dir), fdatasync: None }
 }
 
 /// One recommended OM configuration key: its TOML value and why.
@@ -242,8 +248,8 @@ pub fn recommend(p: &Probe) -> (Vec<Advice>, Vec<String>) {
     if p.file_system == "tmpfs" {
         warnings.push("the data directory is on tmpfs: nothing survives a reboot; use it for tests only".into());
     }
-    if p.numa_nodes > 1 && p.isolated.is_empty() {
-        warnings.push(format!("{} NUMA nodes: list `cpus` from one node per OM (or one OM per node) so executors stay near their memory", p.numa_nodes));
+    if p.numa_nodes.len() > 1 && p.isolated.is_empty() {
+        warnings.push(format!("{} NUMA nodes: list `cpus` from one node per OM (or one OM per node) so executors stay near their memory", p.numa_nodes.len()));
     }
     (advice, warnings)
 }
@@ -274,7 +280,7 @@ mod tests {
         Probe {
             host: HostFacts { cores, memlock_bytes: memlock, io_uring_disabled: Some(0), kernel: "6.1".into() },
             isolated,
-            numa_nodes: 1,
+            numa_nodes: vec![(0, (0..cores).collect())],
             file_system: "ext4".into(),
             fdatasync: Some(LatencyUs { count: 10, p50: 90, p90: 100, p99: 150, p999: 200, max: 300 }),
         }

@@ -102,7 +102,7 @@ mod tests {
         let probe = stratos_tuning::Probe {
             host: stratos_tuning::HostFacts { cores: 16, memlock_bytes: Some(u64::MAX), io_uring_disabled: Some(0), kernel: "6.1".into() },
             isolated: (2..16).collect(),
-            numa_nodes: 1,
+            numa_nodes: vec![(0, (0..16).collect())],
             file_system: "xfs".into(),
             fdatasync: Some(stratos_tuning::LatencyUs { count: 1, p50: 50, p90: 60, p99: 80, p999: 90, max: 100 }),
         };
