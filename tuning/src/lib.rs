@@ -221,7 +221,8 @@ pub fn recommend(p: &Probe) -> (Vec<Advice>, Vec<String>) {
                 ));
                 advice.push(Advice { key: "io_memory_bytes", value: (1u64 << 20).to_string(), why: "the minimum; the memlock limit must be raised first".into() });
             } else {
-                let why = format!("memlock {} KiB shared by {executors} executors, each locking {IO_MEMORY_LOCK_FACTOR}× its io_memory", if limit == u64::MAX { u64::MAX / 1024 } else { limit / 1024 });
+                let limit_text = if limit == u64::MAX { "unlimited".to_string() } else { format!("{} KiB", limit / 1024) };
+                let why = format!("memlock {limit_text} shared by {executors} executors, each locking {IO_MEMORY_LOCK_FACTOR}× its io_memory (at most 4 MiB each)");
                 advice.push(Advice { key: "io_memory_bytes", value: per.to_string(), why });
             }
         }
