@@ -333,28 +333,12 @@ pub fn lookup(a: LookupArgs) -> anyhow::Result<()> {
             let c0 = clients[0].clone();
             ensure_bucket(&c0, &a.volume, &a.bucket).await?;
             let names: Rc<Vec<String>> = Rc::new((0..a.keys).map(|i| format!("lookup/{i:010}")).collect());
+            // The keys to look up, written as omkg writes them.
+            let setup = new_stats();
             for chunk in names.chunks(256) {
-                let opened = c0
-                    .batch(chunk.len() as u32, |i, op| {
-                        let mut g = op.init_open_key();
-                        g.set_volume(a.volume.as_str());
-                        g.set_bucket(a.bucket.as_str());
-                        g.set_key(chunk[i as usize].as_str());
-                        g.reborrow().init_replication().set_none(());
-                    })
-                    .await?;
-                let ids: Vec<u64> = opened.into_iter().map(|o| match o {
-                    Ok(Done::KeyOpened { open_id }) => Ok(open_id),
-                    other => Err(anyhow::anyhow!("open: {other:?}")),
-                }).collect::<Result<_, _>>()?;
-                c0.batch(chunk.len() as u32, |i, op| {
-                    let mut g = op.init_commit_key();
-                    g.set_volume(a.volume.as_str());
-                    g.set_bucket(a.bucket.as_str());
-                    g.set_key(chunk[i as usize].as_str());
-                    g.set_open_id(ids[i as usize]);
-                })
-                .await?;
+                if !open_commit(&c0, &a.volume, &a.bucket, chunk, &setup).await || setup.borrow().errors > 0 {
+                    anyhow::bail!("writing the keys to look up: {}", setup.borrow().first_error.clone().unwrap_or_default());
+                }
             }
             let (vol, bkt) = (Rc::new(a.volume.clone()), Rc::new(a.bucket.clone()));
             let batch = a.batch.max(1) as usize;

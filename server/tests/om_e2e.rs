@@ -352,34 +352,13 @@ fn open_keys_expire_by_themselves() {
     let rpc = om.rpc.clone();
     let commit_after = |wait_ms: u64| {
         let rpc = rpc.clone();
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(1 << 20)
-            .spawn(move || async move {
-                let c = stratos_client::Client::connect(&rpc, "root").await.expect("connect");
-                let opened = c
-                    .submit(|op| {
-                        let mut g = op.init_open_key();
-                        g.set_volume("vol");
-                        g.set_bucket("bkt");
-                        g.set_key("k");
-                        g.reborrow().init_replication().set_none(());
-                    })
-                    .await
-                    .expect("open");
-                let stratos_client::Done::KeyOpened { open_id } = opened else { panic!("not opened: {opened:?}") };
-                glommio::timer::sleep(Duration::from_millis(wait_ms)).await;
-                c.submit(|op| {
-                    let mut g = op.init_commit_key();
-                    g.set_volume("vol");
-                    g.set_bucket("bkt");
-                    g.set_key("k");
-                    g.set_open_id(open_id);
-                })
-                .await
-            })
-            .expect("executor")
-            .join()
-            .expect("join")
+        on_executor(move || async move {
+            let c = stratos_client::Client::connect(&rpc, "root").await.expect("connect");
+            let opened = c.submit(|op| put_op(op, "k")).await.expect("open");
+            let stratos_client::Done::KeyOpened { open_id } = opened else { panic!("not opened: {opened:?}") };
+            glommio::timer::sleep(Duration::from_millis(wait_ms)).await;
+            c.submit(|op| commit_op(op, "k", open_id)).await
+        })
     };
     assert!(commit_after(0).is_ok(), "committed within its time to live");
     let late = commit_after(1500).expect_err("expired");
