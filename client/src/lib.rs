@@ -9,6 +9,7 @@
 //!
 //! It runs on a glommio executor (the connection is a glommio `TcpStream`).
 
+pub mod data;
 pub mod sh;
 
 use std::cell::Cell;
@@ -26,7 +27,7 @@ pub enum ClientError {
     /// The OM answered with an error status.
     #[error("{message}")]
     Om { status: Status, message: String },
-    #[error("cannot reach the OM at {addr}: {reason}")]
+    #[error("cannot reach {addr}: {reason}")]
     Connect { addr: String, reason: String },
     #[error("RPC failed: {0}")]
     Rpc(#[from] capnp::Error),
@@ -81,10 +82,41 @@ fn retryable(e: &ClientError) -> bool {
 pub enum Done {
     Done,
     Created { object_id: u64 },
-    KeyOpened { open_id: u64 },
+    /// The open session and its pre-allocated blocks (with write tokens and datanodes).
+    KeyOpened { open_id: u64, blocks: Vec<Block> },
     KeyCommitted { object_id: u64, replaced: bool },
     KeysDeleted { deleted: u64, missing: Vec<String> },
-    BlockAllocated,
+    BlockAllocated(Block),
+}
+
+/// A block as the OM gives it: where it is, its token, and its pipeline's datanodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub container_id: u64,
+    pub local_id: u64,
+    pub pipeline_id: u64,
+    pub length: u64,
+    pub token: Vec<u8>,
+    /// (datanode id, address)
+    pub datanodes: Vec<(u64, String)>,
+}
+
+impl Block {
+    pub fn of(b: om_capnp::block_location::Reader<'_>) -> capnp::Result<Block> {
+        let mut datanodes = Vec::new();
+        for d in b.get_datanodes()?.iter() {
+            datanodes.push((d.get_id(), d.get_address()?.to_string()?));
+        }
+        Ok(Block { container_id: b.get_container_id(), local_id: b.get_local_id(), pipeline_id: b.get_pipeline_id(), length: b.get_length(), token: b.get_token()?.to_vec(), datanodes })
+    }
+
+    /// Fills a commit's block entry (the token and datanodes are not sent back).
+    pub fn set(&self, mut b: om_capnp::block_location::Builder<'_>) {
+        b.set_container_id(self.container_id);
+        b.set_local_id(self.local_id);
+        b.set_pipeline_id(self.pipeline_id);
+        b.set_length(self.length);
+    }
 }
 
 pub fn outcome(o: om_capnp::outcome::Reader<'_>) -> Result<Done, ClientError> {
@@ -93,8 +125,8 @@ pub fn outcome(o: om_capnp::outcome::Reader<'_>) -> Result<Done, ClientError> {
         Which::Error(e) => Err(om_error(e?)),
         Which::Done(()) => Ok(Done::Done),
         Which::Created(c) => Ok(Done::Created { object_id: c.get_object_id() }),
-        Which::KeyOpened(k) => Ok(Done::KeyOpened { open_id: k.get_open_id() }),
-        Which::BlockAllocated(_) => Ok(Done::BlockAllocated),
+        Which::KeyOpened(k) => Ok(Done::KeyOpened { open_id: k.get_open_id(), blocks: k.get_blocks()?.iter().map(Block::of).collect::<Result<_, _>>()? }),
+        Which::BlockAllocated(b) => Ok(Done::BlockAllocated(Block::of(b?)?)),
         Which::KeyCommitted(k) => Ok(Done::KeyCommitted { object_id: k.get_object_id(), replaced: k.get_replaced() }),
         Which::KeysDeleted(k) => {
             let mut missing = Vec::new();
@@ -104,6 +136,27 @@ pub fn outcome(o: om_capnp::outcome::Reader<'_>) -> Result<Done, ClientError> {
             Ok(Done::KeysDeleted { deleted: k.get_deleted(), missing })
         }
     }
+}
+
+/// Connects to a Cap'n Proto service at `addr` (`host:port`, glommio TCP) and returns its
+/// bootstrap capability; the connection lives as long as some capability of it does. Must run
+/// on a glommio executor.
+pub async fn connect_rpc<C: capnp::capability::FromClientHook>(addr: &str) -> Result<C, ClientError> {
+    let err = |reason: String| ClientError::Connect { addr: addr.to_string(), reason };
+    let stream = glommio::net::TcpStream::connect(addr).await.map_err(|e| err(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.split();
+    let mut options = capnp::message::ReaderOptions::new();
+    // Replies may carry up to a few MiB of block data.
+    options.traversal_limit_in_words(Some(256 << 20 >> 3));
+    let network = twoparty::VatNetwork::new(futures_lite::io::BufReader::new(reader), futures_lite::io::BufWriter::new(writer), rpc_twoparty_capnp::Side::Client, options);
+    let mut rpc = RpcSystem::new(Box::new(network), None);
+    let service: C = rpc.bootstrap(rpc_twoparty_capnp::Side::Server);
+    glommio::spawn_local(async move {
+        let _ = rpc.await;
+    })
+    .detach();
+    Ok(service)
 }
 
 pub struct Client {
@@ -123,22 +176,7 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Connects to an OM at `host:port` as `user`. Must run on a glommio executor.
     pub async fn connect(addr: &str, user: &str) -> Result<Client, ClientError> {
-        let err = |reason: String| ClientError::Connect { addr: addr.to_string(), reason };
-        let stream = glommio::net::TcpStream::connect(addr).await.map_err(|e| err(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (reader, writer) = stream.split();
-        let network = twoparty::VatNetwork::new(
-            futures_lite::io::BufReader::new(reader),
-            futures_lite::io::BufWriter::new(writer),
-            rpc_twoparty_capnp::Side::Client,
-            capnp::message::ReaderOptions::new(),
-        );
-        let mut rpc = RpcSystem::new(Box::new(network), None);
-        let om: ozone_manager::Client = rpc.bootstrap(rpc_twoparty_capnp::Side::Server);
-        glommio::spawn_local(async move {
-            let _ = rpc.await;
-        })
-        .detach();
+        let om: ozone_manager::Client = connect_rpc(addr).await?;
         // Non-zero and random per client: together with request ids it names a request forever.
         let client_id = rand::random::<u64>() | 1;
         Ok(Client { om, client_id, next_request: Cell::new(1), meta_index: Cell::new(0), user: user.to_string() })
@@ -278,6 +316,22 @@ impl Client {
             return Err(om_error(r.get_error()?));
         }
         Ok(json::key(r.get_info()?)?)
+    }
+
+    /// A key's size and blocks (with read tokens and datanodes), for reading its data.
+    pub async fn lookup_blocks(&self, volume: &str, bucket: &str, key: &str) -> Result<(u64, Vec<Block>), ClientError> {
+        let mut req = self.om.lookup_key_request();
+        self.set_header(req.get().init_header(), 0);
+        req.get().set_volume(volume);
+        req.get().set_bucket(bucket);
+        req.get().set_key(key);
+        let reply = req.send().promise.await?;
+        let r = reply.get()?;
+        if r.has_error() {
+            return Err(om_error(r.get_error()?));
+        }
+        let info = r.get_info()?;
+        Ok((info.get_data_size(), info.get_blocks()?.iter().map(Block::of).collect::<Result<_, _>>()?))
     }
 
     /// Many keys of one bucket in one call: one result each, in order (a missing key is a

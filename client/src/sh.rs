@@ -5,7 +5,7 @@
 use clap::{Args, Subcommand};
 use stratos_schema::om_capnp;
 
-use crate::{Client, ClientError, Done};
+use crate::{Client, ClientError};
 
 pub const DEFAULT_OM: &str = "127.0.0.1:9862";
 
@@ -120,8 +120,12 @@ pub enum BucketCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCmd {
-    /// Write FILE as /vol/bucket/key. Until the data path lands, only empty files.
+    /// Write FILE as /vol/bucket/key: its bytes go to the datanodes, then the key is committed.
     Put { path: String, file: std::path::PathBuf },
+    /// Read /vol/bucket/key into OUT (written to a temporary name, renamed when complete).
+    Get { path: String, out: std::path::PathBuf },
+    /// Write the bytes of /vol/bucket/key to standard output.
+    Cat { path: String },
     Info { path: String },
     /// List the keys of /vol/bucket.
     List {
@@ -218,7 +222,13 @@ fn first_path(c: &ShCommand) -> Option<&str> {
             BucketCmd::Create { path, .. } | BucketCmd::Info { path } | BucketCmd::List { path, .. } | BucketCmd::Update { path, .. } | BucketCmd::Delete { path } => Some(path),
         },
         ShCommand::Key(k) => match k {
-            KeyCmd::Put { path, .. } | KeyCmd::Info { path } | KeyCmd::List { path, .. } | KeyCmd::Rename { path, .. } | KeyCmd::Delete { path } => Some(path),
+            KeyCmd::Put { path, .. }
+            | KeyCmd::Get { path, .. }
+            | KeyCmd::Cat { path }
+            | KeyCmd::Info { path }
+            | KeyCmd::List { path, .. }
+            | KeyCmd::Rename { path, .. }
+            | KeyCmd::Delete { path } => Some(path),
         },
     }
 }
@@ -373,32 +383,40 @@ async fn key(c: &Client, cmd: &KeyCmd) -> Outcome {
     match cmd {
         KeyCmd::Put { path, file } => {
             let (_, p) = parts(path, 3, "/volume/bucket/key")?;
-            let len = std::fs::metadata(file).map_err(|e| format!("{}: {e}", file.display()))?.len();
-            if len > 0 {
-                return Err(format!("{}: {len} bytes; writing data needs the data path (SCM and datanodes), which is not built yet: only empty files can be put", file.display()));
+            let mut dns = crate::data::Datanodes::default();
+            let mut progress = crate::data::terminal_progress("put");
+            crate::data::put_file(c, &mut dns, &p[0], &p[1], &p[2], file, &mut progress).await.map_err(|e| e.to_string())?;
+            Ok(None)
+        }
+        KeyCmd::Get { path, out } => {
+            let (_, p) = parts(path, 3, "/volume/bucket/key")?;
+            // Into a temporary file next to OUT, renamed over it when complete: a failed get
+            // never leaves a partial file under the name.
+            let tmp = out.with_file_name(format!(".{}.stratos-part", out.file_name().map_or("out".into(), |n| n.to_string_lossy())));
+            let f = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            let mut dns = crate::data::Datanodes::default();
+            let mut progress = crate::data::terminal_progress("get");
+            let r = crate::data::get_key(c, &mut dns, &p[0], &p[1], &p[2], &mut w, &mut progress).await.map_err(|e| e.to_string());
+            let r = r.and_then(|_| {
+                use std::io::Write;
+                w.flush().map_err(|e| format!("{}: {e}", tmp.display()))?;
+                w.get_ref().sync_all().map_err(|e| format!("{}: {e}", tmp.display()))?;
+                std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))
+            });
+            if r.is_err() {
+                let _ = std::fs::remove_file(&tmp);
             }
-            let opened = c
-                .submit(|op| {
-                    let mut g = op.init_open_key();
-                    g.set_volume(p[0].as_str());
-                    g.set_bucket(p[1].as_str());
-                    g.set_key(p[2].as_str());
-                    g.set_data_size(0);
-                    g.reborrow().init_replication().set_none(());
-                })
-                .await
-                .map_err(err)?;
-            let Done::KeyOpened { open_id } = opened else { return Err(format!("unexpected reply to open: {opened:?}")) };
-            c.submit(|op| {
-                let mut g = op.init_commit_key();
-                g.set_volume(p[0].as_str());
-                g.set_bucket(p[1].as_str());
-                g.set_key(p[2].as_str());
-                g.set_open_id(open_id);
-                g.set_data_size(0);
-            })
-            .await
-            .map_err(err)?;
+            r.map(|_| None)
+        }
+        KeyCmd::Cat { path } => {
+            let (_, p) = parts(path, 3, "/volume/bucket/key")?;
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            let mut dns = crate::data::Datanodes::default();
+            crate::data::get_key(c, &mut dns, &p[0], &p[1], &p[2], &mut w, &mut |_| {}).await.map_err(|e| e.to_string())?;
+            use std::io::Write;
+            w.flush().map_err(|e| format!("stdout: {e}"))?;
             Ok(None)
         }
         KeyCmd::Info { path } => {

@@ -73,6 +73,14 @@ struct BlockLocation {
   pipelineId @2 :UInt64;
   length @3 :UInt64;
   token @4 :Data;         # the block token (signed, expiring), in replies only
+  datanodes @5 :List(DatanodeRef);  # the pipeline's datanodes, in replies only
+}
+
+# A datanode as the OM knows it from the SCM: write a block to every one of its pipeline's
+# datanodes; read from any.
+struct DatanodeRef {
+  id @0 :UInt64;
+  address @1 :Text;
 }
 
 # A quota of 0 in a request means "leave unchanged" (updates) or "unlimited" (creates).
@@ -186,6 +194,7 @@ struct Operation {
       bucket @38 :Text;
       key @39 :Text;
       openId @40 :UInt64;
+      excludeDatanodes @57 :List(UInt64);  # datanodes that failed the client: the new block avoids them
     }
     commitKey :group {
       volume @41 :Text;

@@ -1,8 +1,7 @@
 //! `stratos`: one binary for every role, mirroring the `ozone` command.
 //!
-//! Roles so far: `om` (an OM node), `dev` (a local cluster in one command: for now one OM),
-//! `sh` (the client shell), `bench` and `tune`. `scm`, `datanode` and `admin` arrive with the
-//! issues that build them.
+//! Roles: `om` (an OM node), `scm`, `datanode`, `dev` (a local cluster in one command: SCM,
+//! datanodes and an OM), `sh` (the client shell), `bench` and `tune`. `admin` arrives with HA.
 
 mod om_bench;
 
@@ -29,8 +28,14 @@ struct Cli {
 enum Command {
     /// Run an OM node (Ozone Manager): the namespace service, on one executor per core.
     Om(Box<OmArgs>),
-    /// Run a local cluster (for now one OM) in a data directory (default: a temp dir); prints a
-    /// line with `ready` and the addresses when it serves; Ctrl-C stops it cleanly.
+    /// Run the SCM (Storage Container Manager): datanode registry, pipelines, containers, block
+    /// allocation, block-token keys, deleted blocks.
+    Scm(ScmArgs),
+    /// Run a datanode: stores block data, checks block tokens, registers with the SCM.
+    Datanode(DatanodeArgs),
+    /// Run a local cluster (an SCM and --datanodes datanodes as child processes, and an OM) in a
+    /// data directory (default: a temp dir); prints a line with `ready` and the addresses when
+    /// it serves; Ctrl-C stops it cleanly.
     Dev(DevArgs),
     /// The client shell, in `ozone sh` forms: `stratos sh volume create /vol1`, …
     Sh(stratos_client::sh::ShArgs),
@@ -171,6 +176,62 @@ struct OmArgs {
     /// Expire open keys and idle retry sessions every this many ms [default: 60000].
     #[arg(long)]
     housekeeping_interval_ms: Option<u64>,
+    /// The SCM, host:port [default: none: keys are metadata only, without blocks].
+    #[arg(long)]
+    scm_address: Option<String>,
+    /// Block size in bytes; larger keys span several blocks [default: 268435456].
+    #[arg(long)]
+    block_bytes: Option<u64>,
+    /// Blocks per pool refill from the SCM [default: 256].
+    #[arg(long)]
+    block_pool_size: Option<u32>,
+    /// Block tokens expire this many ms after issue [default: 86400000].
+    #[arg(long)]
+    block_token_lifetime_ms: Option<u64>,
+    /// Fetch the SCM's cluster map and push deleted blocks every this many ms [default: 5000].
+    #[arg(long)]
+    scm_poll_ms: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct ScmArgs {
+    /// Data directory (the SCM's log).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Address for OMs and datanodes.
+    #[arg(long, default_value = "0.0.0.0:9863")]
+    rpc_address: std::net::SocketAddr,
+    /// A datanode silent this long is dead (no new blocks on its pipelines).
+    #[arg(long, default_value_t = 30_000)]
+    dead_after_ms: u64,
+    /// Close a container when its blocks would exceed this many bytes.
+    #[arg(long, default_value_t = 5_000_000_000)]
+    container_bytes: u64,
+    /// Make a new block-token secret key every this many ms.
+    #[arg(long, default_value_t = 86_400_000)]
+    key_rotation_ms: u64,
+    /// The longest block-token lifetime OMs use; keys stay valid rotation + this.
+    #[arg(long, default_value_t = 86_400_000)]
+    token_lifetime_ms: u64,
+}
+
+#[derive(Args, Debug)]
+struct DatanodeArgs {
+    /// Data directory (containers of block files, DATANODE_ID).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Address for clients (port 0: any free port).
+    #[arg(long, default_value = "0.0.0.0:9859")]
+    rpc_address: std::net::SocketAddr,
+    /// Address registered with the SCM, as clients dial it [default: the bound one].
+    #[arg(long)]
+    advertise: Option<std::net::SocketAddr>,
+    /// The SCM, host:port.
+    #[arg(long, default_value = "127.0.0.1:9863")]
+    scm: String,
+    /// Heartbeat to the SCM every this many ms.
+    #[arg(long, default_value_t = 2000)]
+    heartbeat_ms: u64,
 }
 
 impl OmArgs {
@@ -181,7 +242,8 @@ impl OmArgs {
         }
         set!(
             data_dir, rpc_address, shards, executors, spin_us, admins, snapshot_after_entries, election_timeout_min_ms, election_timeout_max_ms,
-            heartbeat_interval_ms, raft_address, node_id, io_memory_bytes, open_key_ttl_ms, wal_segment_bytes, wal_spare_segment, housekeeping_interval_ms
+            heartbeat_interval_ms, raft_address, node_id, io_memory_bytes, open_key_ttl_ms, wal_segment_bytes, wal_spare_segment, housekeeping_interval_ms,
+            scm_address, block_bytes, block_pool_size, block_token_lifetime_ms, scm_poll_ms
         );
         if let Some(a) = self.http_address {
             c.http_address = Some(a);
@@ -207,6 +269,59 @@ struct DevArgs {
     /// Key shards [default: one per CPU].
     #[arg(long)]
     shards: Option<u32>,
+    /// Datanodes to start (0: an OM alone, metadata only).
+    #[arg(long, default_value_t = 3)]
+    datanodes: usize,
+    /// Block size in bytes.
+    #[arg(long, default_value_t = 256 << 20)]
+    block_bytes: u64,
+}
+
+/// Child processes of `stratos dev`, stopped (SIGTERM, then waited for) when dropped.
+struct Children(Vec<(String, std::process::Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, c) in &self.0 {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        for (name, c) in &mut self.0 {
+            if let Err(e) = c.wait() {
+                eprintln!("stratos dev: waiting for {name}: {e}");
+            }
+        }
+    }
+}
+
+/// Starts `stratos ARGS` and waits for its `ready` line; returns the line.
+fn start_child(children: &mut Children, name: &str, args: &[String]) -> anyhow::Result<String> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().context("finding the stratos binary")?;
+    let mut child = std::process::Command::new(exe).args(args).stdout(std::process::Stdio::piped()).spawn().with_context(|| format!("starting {name}"))?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    children.0.push((name.to_string(), child));
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line?;
+        if line.contains("ready") {
+            // Keep draining its stdout so the child never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines {});
+            return Ok(line);
+        }
+    }
+    anyhow::bail!("{name} exited before it was ready")
+}
+
+/// The value after `key ` in a ready line (`… rpc 127.0.0.1:9863 …`).
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == key {
+            return words.next();
+        }
+    }
+    None
 }
 
 fn shifted(port: u16, by: i32) -> anyhow::Result<u16> {
@@ -233,9 +348,28 @@ fn dev(a: DevArgs) -> anyhow::Result<()> {
     c.election_timeout_min_ms = 150;
     c.election_timeout_max_ms = 300;
     c.heartbeat_interval_ms = 50;
+    let mut children = Children(Vec::new());
+    let mut data = String::from("metadata only");
+    if a.datanodes > 0 {
+        let scm_addr = format!("127.0.0.1:{}", shifted(9863, a.base_port)?);
+        let d = |p: &str| dir.join(p).display().to_string();
+        start_child(&mut children, "scm", &["scm".into(), "--data-dir".into(), d("scm"), "--rpc-address".into(), scm_addr.clone(), "--dead-after-ms".into(), "10000".into()])?;
+        for i in 0..a.datanodes {
+            let line = start_child(
+                &mut children,
+                &format!("datanode {i}"),
+                &["datanode".into(), "--data-dir".into(), d(&format!("dn{i}")), "--rpc-address".into(), "127.0.0.1:0".into(), "--scm".into(), scm_addr.clone(), "--heartbeat-ms".into(), "1000".into()],
+            )?;
+            eprintln!("stratos dev: datanode {i} at {}", field(&line, "rpc").unwrap_or("?"));
+        }
+        c.scm_address = Some(scm_addr.clone());
+        c.block_bytes = a.block_bytes;
+        c.scm_poll_ms = 2000;
+        data = format!("scm {scm_addr}, {} datanodes", a.datanodes);
+    }
     stratos_server::om::node::run(&c, |r| {
         println!(
-            "stratos dev ready: om {} (http {}), {} shards on {} cores, data in {} — try: STRATOS_OM={} stratos sh volume create /vol1",
+            "stratos dev ready: om {} (http {}), {} shards on {} cores, {data}, data in {} — try: STRATOS_OM={} stratos sh volume create /vol1",
             r.rpc,
             r.http.map_or_else(|| "off".to_string(), |h| h.to_string()),
             r.shards,
@@ -244,6 +378,7 @@ fn dev(a: DevArgs) -> anyhow::Result<()> {
             r.rpc
         );
     })?;
+    drop(children);
     eprintln!("stratos dev: stopped cleanly");
     Ok(())
 }
@@ -260,6 +395,24 @@ fn main() -> anyhow::Result<()> {
             eprintln!("stratos om: stopped cleanly");
         }
         Command::Dev(a) => dev(a)?,
+        Command::Scm(a) => {
+            let cfg = stratos_server::scm::ScmConfig {
+                data_dir: a.data_dir,
+                rpc_address: a.rpc_address,
+                dead_after_ms: a.dead_after_ms,
+                container_bytes: a.container_bytes,
+                key_rotation_ms: a.key_rotation_ms,
+                token_lifetime_ms: a.token_lifetime_ms,
+                ..Default::default()
+            };
+            stratos_server::scm::run(cfg, |r| println!("stratos scm ready: rpc {}", r.rpc))?;
+            eprintln!("stratos scm: stopped cleanly");
+        }
+        Command::Datanode(a) => {
+            let cfg = stratos_server::datanode::DatanodeConfig { data_dir: a.data_dir, rpc_address: a.rpc_address, advertise: a.advertise, scm_address: a.scm, heartbeat_ms: a.heartbeat_ms };
+            stratos_server::datanode::run(cfg, |r| println!("stratos datanode ready: rpc {} id {}", r.rpc, r.id))?;
+            eprintln!("stratos datanode: stopped cleanly");
+        }
         Command::Sh(a) => {
             let out = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
                 .io_memory(1 << 20)

@@ -213,7 +213,7 @@ async fn open_commit(c: &Client, volume: &str, bucket: &str, names: &[String], s
     let mut todo: Vec<(usize, u64)> = Vec::with_capacity(names.len());
     for (i, o) in opened.into_iter().enumerate() {
         match o {
-            Ok(Done::KeyOpened { open_id }) => todo.push((i, open_id)),
+            Ok(Done::KeyOpened { open_id, .. }) => todo.push((i, open_id)),
             Ok(other) => record_error(stats, format!("{other:?}")),
             Err(e) => record_error(stats, e.to_string()),
         }

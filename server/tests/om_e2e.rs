@@ -196,7 +196,7 @@ fn acknowledged_keys_survive_kill_9_under_concurrent_load() {
                                 g.set_key(key.as_str());
                                 g.reborrow().init_replication().set_none(());
                             });
-                            let Ok(stratos_client::Done::KeyOpened { open_id }) = open.await else { return };
+                            let Ok(stratos_client::Done::KeyOpened { open_id, .. }) = open.await else { return };
                             let commit = c.submit(|op| {
                                 let mut g = op.init_commit_key();
                                 g.set_volume("loadvol");
@@ -355,7 +355,7 @@ fn open_keys_expire_by_themselves() {
         on_executor(move || async move {
             let c = stratos_client::Client::connect(&rpc, "root").await.expect("connect");
             let opened = c.submit(|op| put_op(op, "k")).await.expect("open");
-            let stratos_client::Done::KeyOpened { open_id } = opened else { panic!("not opened: {opened:?}") };
+            let stratos_client::Done::KeyOpened { open_id, .. } = opened else { panic!("not opened: {opened:?}") };
             glommio::timer::sleep(Duration::from_millis(wait_ms)).await;
             c.submit(|op| commit_op(op, "k", open_id)).await
         })
@@ -403,7 +403,7 @@ fn a_multi_key_delete_spans_shards() {
         let keys: Vec<String> = (0..20).map(|i| format!("key-{i:02}")).collect();
         let opened = c.batch(20, |i, op| put_op(op, &keys[i as usize])).await.expect("open batch");
         let ids: Vec<u64> = opened.into_iter().map(|o| match o {
-            Ok(stratos_client::Done::KeyOpened { open_id }) => open_id,
+            Ok(stratos_client::Done::KeyOpened { open_id, .. }) => open_id,
             other => panic!("open: {other:?}"),
         }).collect();
         for o in c.batch(20, |i, op| commit_op(op, &keys[i as usize], ids[i as usize])).await.expect("commit batch") {
@@ -465,7 +465,7 @@ fn bucket_delete_racing_key_writers_never_strands_a_key() {
                 for i in 0..150 {
                     let key = format!("w{w}-{i}");
                     let committed = match c.submit(|op| put_op(op, &key)).await {
-                        Ok(stratos_client::Done::KeyOpened { open_id }) => c.submit(|op| commit_op(op, &key, open_id)).await,
+                        Ok(stratos_client::Done::KeyOpened { open_id, .. }) => c.submit(|op| commit_op(op, &key, open_id)).await,
                         other => other,
                     };
                     match committed {

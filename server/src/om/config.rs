@@ -50,6 +50,20 @@ pub struct OmConfig {
     /// Every this often, each group's leader drops expired open keys (freeing their blocks) and
     /// idle retry sessions. Default 60 s.
     pub housekeeping_interval_ms: u64,
+    /// The SCM (`host:port`) that gives blocks and block-token keys. Absent = metadata only:
+    /// keys are opened without blocks and `allocateBlock` is refused.
+    pub scm_address: Option<String>,
+    /// Block size: a key of more bytes spans several blocks. Default 256 MiB (Ozone's).
+    pub block_bytes: u64,
+    /// Blocks one refill of a pool asks the SCM for; a pool is refilled below a quarter of
+    /// this. Default 256.
+    pub block_pool_size: u32,
+    /// A block token expires this long after it is issued. Default 1 day (Ozone's); it never
+    /// outlives the secret key that signed it.
+    pub block_token_lifetime_ms: u64,
+    /// Fetch the SCM's cluster map (datanodes, pipelines, keys) and push deleted blocks every
+    /// this often. Default 5 s.
+    pub scm_poll_ms: u64,
 }
 
 impl Default for OmConfig {
@@ -75,6 +89,11 @@ impl Default for OmConfig {
             wal_segment_bytes: stratos_wal::constants::SEGMENT_BYTES_DEFAULT,
             wal_spare_segment: true,
             housekeeping_interval_ms: 60_000,
+            scm_address: None,
+            block_bytes: 256 << 20,
+            block_pool_size: 256,
+            block_token_lifetime_ms: 24 * 3600 * 1000,
+            scm_poll_ms: 5000,
         }
     }
 }

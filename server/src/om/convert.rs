@@ -9,6 +9,7 @@ use stratos_shard::names::{check_key_name, check_resource_name, check_user_name}
 use stratos_shard::records::{ArchivedKeyRecord, BucketRecord, VolumeRecord};
 use stratos_shard::{Acl, AclKind, BlockLocation, BucketUsage, MetadataPair, OmError, Op, Reply, Replication, VolumeUsage};
 
+use crate::om::datapath::Decor;
 use crate::raft::group::ProposeError;
 
 /// A refusal at the edge or from the cluster: a status and a message (and a leader hint).
@@ -259,16 +260,20 @@ pub fn operation(r: om_capnp::operation::Reader<'_>, now_ms: u64, open_key_ttl_m
                 bucket,
                 key,
                 replication: optional_replication(g.get_replication())?,
-                // Blocks come from the SCM's pre-allocated pool once the data path lands; until
-                // then a key is opened without blocks (an empty object).
+                // Filled in by the service from the block pool (see `alloc_request`); without
+                // an SCM a key is opened without blocks (metadata only).
                 blocks: Vec::new(),
                 expires_ms: now_ms + open_key_ttl_ms,
                 metadata: metadata(g.get_metadata())?,
             };
             (op, target)
         }
-        Which::AllocateBlock(_) => {
-            return Err(WireError::new(Status::Unavailable, "block allocation needs the SCM, which this OM is not connected to (the data path is not built yet)"));
+        Which::AllocateBlock(g) => {
+            let (volume, bucket, key) = (volume_name(g.get_volume())?, bucket_name(g.get_bucket())?, key_name(g.get_key())?);
+            let target = key_target(&volume, &bucket, &key);
+            // The block is filled in by the service (see `alloc_request`).
+            let block = BlockLocation { container_id: 0, local_id: 0, pipeline_id: 0, length: 0 };
+            (Op::AllocateBlock { volume, bucket, key, open_id: g.get_open_id(), block }, target)
         }
         Which::CommitKey(g) => {
             let (volume, bucket, key) = (volume_name(g.get_volume())?, bucket_name(g.get_bucket())?, key_name(g.get_key())?);
@@ -302,6 +307,31 @@ pub fn operation(r: om_capnp::operation::Reader<'_>, now_ms: u64, open_key_ttl_m
     })
 }
 
+/// What an operation needs from the block pool before it is proposed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllocRequest {
+    /// `openKey`: blocks for this many bytes (at least one block).
+    Open { bytes: u64 },
+    /// `allocateBlock`: one block on none of these datanodes.
+    One { exclude: Vec<u64> },
+}
+
+/// Datanodes one `allocateBlock` may exclude.
+pub const EXCLUDE_MAX: usize = 1024;
+
+pub fn alloc_request(r: om_capnp::operation::Reader<'_>) -> Result<Option<AllocRequest>, WireError> {
+    use om_capnp::operation::Which;
+    Ok(match r.which().map_err(|e| WireError::malformed(format!("unknown operation {}", e.0)))? {
+        Which::OpenKey(g) => Some(AllocRequest::Open { bytes: g.get_data_size() }),
+        Which::AllocateBlock(g) => {
+            let l = g.get_exclude_datanodes()?;
+            bounded(l.len(), EXCLUDE_MAX, "excluded datanodes")?;
+            Some(AllocRequest::One { exclude: l.iter().collect() })
+        }
+        _ => None,
+    })
+}
+
 pub fn set_error(mut b: om_capnp::error::Builder<'_>, e: &WireError) {
     b.set_status(e.status);
     b.set_message(&e.message);
@@ -315,7 +345,7 @@ pub fn set_block(mut b: om_capnp::block_location::Builder<'_>, block: &BlockLoca
     b.set_length(block.length);
 }
 
-pub fn set_outcome(mut b: om_capnp::outcome::Builder<'_>, o: &Result<Reply, WireError>) {
+pub fn set_outcome(mut b: om_capnp::outcome::Builder<'_>, o: &Result<Reply, WireError>, decor: &Decor<'_>) {
     match o {
         Err(e) => set_error(b.init_error(), e),
         Ok(Reply::Done | Reply::Expired { .. } | Reply::BucketMarked { .. } | Reply::BucketUsage { .. } | Reply::RenameStarted { .. }) => b.set_done(()),
@@ -325,10 +355,10 @@ pub fn set_outcome(mut b: om_capnp::outcome::Builder<'_>, o: &Result<Reply, Wire
             k.set_open_id(*open_id);
             let mut list = k.init_blocks(blocks.len() as u32);
             for (i, block) in blocks.iter().enumerate() {
-                set_block(list.reborrow().get(i as u32), block);
+                decor.set_block(list.reborrow().get(i as u32), block, true, *open_id);
             }
         }
-        Ok(Reply::BlockAllocated { block }) => set_block(b.init_block_allocated(), block),
+        Ok(Reply::BlockAllocated { block }) => decor.set_block(b.init_block_allocated(), block, true, 0),
         Ok(Reply::KeyCommitted { object_id, replaced }) => {
             let mut k = b.init_key_committed();
             k.set_object_id(*object_id);
@@ -437,7 +467,7 @@ pub fn set_bucket(mut b: om_capnp::bucket_info::Builder<'_>, v: &BucketView) {
     set_metadata(b.init_metadata(v.record.metadata.len() as u32), &v.record.metadata);
 }
 
-pub fn set_key(mut b: om_capnp::key_info::Builder<'_>, volume: &str, bucket: &str, k: &KeyView) {
+pub fn set_key(mut b: om_capnp::key_info::Builder<'_>, volume: &str, bucket: &str, k: &KeyView, decor: &Decor<'_>) {
     let r = &k.record;
     b.set_volume(volume);
     b.set_bucket(bucket);
@@ -450,7 +480,7 @@ pub fn set_key(mut b: om_capnp::key_info::Builder<'_>, volume: &str, bucket: &st
     b.set_update_id(r.update_id);
     let mut list = b.reborrow().init_blocks(r.blocks.len() as u32);
     for (i, block) in r.blocks.iter().enumerate() {
-        set_block(list.reborrow().get(i as u32), block);
+        decor.set_block(list.reborrow().get(i as u32), block, false, r.object_id);
     }
     set_metadata(b.init_metadata(r.metadata.len() as u32), &r.metadata);
 }

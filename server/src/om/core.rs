@@ -107,6 +107,8 @@ pub struct Core {
     pub open_key_ttl_ms: u64,
     pub housekeeping_interval_ms: u64,
     pub stats: CoreStats,
+    /// The data path (SCM connection, block pools, tokens); `None` for a metadata-only OM.
+    pub data: Option<Rc<crate::om::datapath::DataPath>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -256,6 +258,42 @@ impl Core {
                 }
                 let _ = self.local_write(group, vec![om_command(Op::ExpireSessions)], false, 0).await;
             }
+        }
+    }
+
+    /// Every `scm_poll_ms`: fetch the cluster map again, and hand each led shard's
+    /// deleted-blocks queue to the SCM. The queue is purged (`PurgeDeletedBlocks`) only after
+    /// the SCM answered, which it does once it made the blocks durable; a crash in between
+    /// sends them again, and the SCM ignores a batch it already took (per shard, by sequence).
+    pub async fn scm_duties(self: Rc<Self>) {
+        let Some(dp) = self.data.clone() else { return };
+        let every = std::time::Duration::from_millis(dp.cfg.scm_poll_ms.max(10));
+        loop {
+            if let Err(e) = dp.refresh_map().await {
+                eprintln!("om core {}: fetching the cluster map from the SCM at {}: {e}", self.index, dp.cfg.scm_address);
+            }
+            let mut ids: Vec<u32> = self.groups.keys().copied().filter(|g| *g != META_GROUP).collect();
+            ids.sort();
+            for group in ids {
+                let g = self.group(group).clone();
+                if g.read_barrier().await.is_err() {
+                    continue; // not the leader
+                }
+                let (up_to, blocks) = {
+                    let shard = g.state.shard.borrow();
+                    let batches = shard.list_deleted_blocks(None, 1024);
+                    let Some((last, _)) = batches.last() else { continue };
+                    let blocks: Vec<(u64, u64)> = batches.iter().flat_map(|(_, r)| r.blocks.iter().map(|b| (b.container_id.to_native(), b.local_id.to_native()))).collect();
+                    (*last, blocks)
+                };
+                match dp.push_deleted(group - 1, up_to, &blocks).await {
+                    Ok(()) => {
+                        let _ = self.local_write(group, vec![om_command(Op::PurgeDeletedBlocks { up_to_seq: up_to })], false, 0).await;
+                    }
+                    Err(e) => eprintln!("om core {}: handing deleted blocks of shard {} to the SCM: {e}", self.index, group - 1),
+                }
+            }
+            glommio::timer::sleep(every).await;
         }
     }
 

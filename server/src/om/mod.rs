@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod convert;
+pub mod datapath;
 pub mod core;
 pub mod http;
 pub mod meta_view;

@@ -13,8 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use capnp_rpc::{RpcSystem, rpc_twoparty_capnp, twoparty};
-use futures_util::io::AsyncReadExt;
 use glommio::{LocalExecutorBuilder, Placement};
 use stratos_schema::om_capnp::ozone_manager;
 use tokio::sync::mpsc;
@@ -25,9 +23,7 @@ use crate::om::meta_view::{MetaView, changes_of, full_view};
 use crate::om::service::OmService;
 use crate::raft::group::{Group, GroupConfig};
 
-/// Words a peer's message may make the server traverse (Cap'n Proto's amplification guard).
-pub const TRAVERSAL_WORDS_MAX: usize = 64 << 20 >> 3;
-pub const NESTING_MAX: i32 = 64;
+pub use crate::rpc::{NESTING_MAX, TRAVERSAL_WORDS_MAX};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -35,7 +31,7 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-fn install_signal_handlers() {
+pub fn install_signal_handlers() {
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
@@ -48,7 +44,7 @@ pub fn request_stop() {
     STOP.store(true, Ordering::SeqCst);
 }
 
-async fn wait_stop() {
+pub async fn wait_stop() {
     while !STOP.load(Ordering::SeqCst) {
         glommio::timer::sleep(Duration::from_millis(50)).await;
     }
@@ -194,7 +190,25 @@ async fn start_core(
         open_key_ttl_ms: cfg.open_key_ttl_ms,
         housekeeping_interval_ms: cfg.housekeeping_interval_ms,
         stats: Default::default(),
+        data: cfg.scm_address.as_ref().map(|scm| {
+            crate::om::datapath::DataPath::new(crate::om::datapath::DataPathConfig {
+                scm_address: scm.clone(),
+                block_bytes: cfg.block_bytes,
+                block_pool_size: cfg.block_pool_size,
+                token_lifetime_ms: cfg.block_token_lifetime_ms,
+                scm_poll_ms: cfg.scm_poll_ms,
+            })
+        }),
     });
+    if let Some(dp) = &core.data {
+        // The map first (keys sign the first tokens), then pools for every shard.
+        if let Err(e) = dp.refresh_map().await {
+            eprintln!("om core {index}: the SCM at {} does not answer yet ({e}); writes with data wait for it", dp.cfg.scm_address);
+        }
+        dp.warm(0..shards);
+        glommio::spawn_local(dp.clone().refill_pools()).detach();
+        glommio::spawn_local(core.clone().scm_duties()).detach();
+    }
     // The meta group (core 0) feeds every core's view: the whole state now, changes as they apply.
     if let Some(meta) = core.groups.get(&META_GROUP) {
         let broadcast = Rc::new(MetaBroadcast { queue: RefCell::new(VecDeque::new()), wake: Default::default() });
@@ -253,17 +267,6 @@ async fn start_core(
 }
 
 fn serve_connection(core: Rc<Core>, stream: glommio::net::TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let (reader, writer) = stream.split();
-    let mut options = capnp::message::ReaderOptions::new();
-    options.traversal_limit_in_words(Some(TRAVERSAL_WORDS_MAX)).nesting_limit(NESTING_MAX);
-    let network = twoparty::VatNetwork::new(futures_lite::io::BufReader::new(reader), futures_lite::io::BufWriter::new(writer), rpc_twoparty_capnp::Side::Server, options);
     let client: ozone_manager::Client = capnp_rpc::new_client(OmService { core });
-    let rpc = RpcSystem::new(Box::new(network), Some(client.client));
-    glommio::spawn_local(async move {
-        // A connection ends when the peer hangs up or breaks the protocol; either way only this
-        // connection is affected.
-        let _ = rpc.await;
-    })
-    .detach();
+    crate::rpc::serve_connection(stream, client.client);
 }

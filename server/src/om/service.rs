@@ -8,6 +8,7 @@ use stratos_shard::constants::LIST_LIMIT_MAX;
 use stratos_shard::{Command, CommandContext, Op, OmError, Principal, Reply};
 
 use crate::om::convert::{self, Target, WireError};
+use crate::om::datapath::Decor;
 use crate::om::core::{Core, META_GROUP, Query, ReadResult, group_of_shard, now_ms, om_command, shard_of};
 use crate::raft::types::COMMANDS_PER_ENTRY_MAX;
 
@@ -65,15 +66,69 @@ struct Parsed {
     position: usize,
     op: Op,
     target: Target,
+    alloc: Option<convert::AllocRequest>,
 }
 
 impl OmService {
+    /// How this call's replies show blocks: tokens for the caller, the pipelines' datanodes.
+    fn decor<'a>(&'a self, h: &'a Header) -> Decor<'a> {
+        Decor { dp: self.core.data.as_deref(), owner: &h.principal.user }
+    }
+
+    /// Makes sure the cluster map knows the pipelines of `keys`' blocks, for their replies.
+    async fn know_pipelines<'a>(&self, keys: impl Iterator<Item = &'a convert::KeyView>) {
+        if let Some(dp) = &self.core.data {
+            let ids: Vec<u64> = keys.flat_map(|k| k.record.blocks.iter().map(|b| b.pipeline_id)).collect();
+            dp.ensure_pipelines(ids.into_iter()).await;
+        }
+    }
+
     fn command(&self, h: &Header, request_id: u64, op: Op) -> Command {
         Command { ctx: CommandContext { client_id: h.client_id, request_id, time_ms: now_ms(), principal: h.principal.clone(), bucket: None }, op }
     }
 
+    /// Gives `openKey` and `allocateBlock` operations their blocks, from this core's pools
+    /// (see `datapath`), before anything is proposed. An operation that gets none fails here.
+    async fn fill_blocks(&self, h: &Header, ops: &mut Vec<Parsed>, outcomes: &mut [Option<Result<Reply, WireError>>]) {
+        let core = &self.core;
+        let mut failed = Vec::new();
+        for (i, p) in ops.iter_mut().enumerate() {
+            let Some(req) = p.alloc.take() else { continue };
+            let Target::Key { volume, bucket, key } = &p.target else { continue };
+            let Some(dp) = core.data.as_deref() else {
+                if matches!(p.op, Op::AllocateBlock { .. }) {
+                    failed.push((i, WireError::new(Status::Unavailable, "this OM runs without an SCM (no --scm-address): keys are metadata only and blocks cannot be allocated")));
+                }
+                continue;
+            };
+            // The bucket's facts as this core's view has them; without rights or a bucket no
+            // block is handed out (the shard gives the precise error).
+            let Ok(facts) = core.view.borrow().key_bucket(&h.principal, volume, bucket, stratos_shard::rights::WRITE) else { continue };
+            let shard = shard_of(volume, bucket, key, core.shards);
+            let owner = &h.principal.user;
+            match (&mut p.op, req) {
+                (Op::OpenKey { replication, blocks, .. }, convert::AllocRequest::Open { bytes }) => {
+                    match dp.for_open(shard, replication.unwrap_or(facts.replication), bytes, owner).await {
+                        Ok(b) => *blocks = b,
+                        Err(e) => failed.push((i, e)),
+                    }
+                }
+                (Op::AllocateBlock { block, .. }, convert::AllocRequest::One { exclude }) => match dp.for_allocate(shard, facts.replication, &exclude, owner).await {
+                    Ok(b) => *block = b,
+                    Err(e) => failed.push((i, e)),
+                },
+                _ => {}
+            }
+        }
+        for (i, e) in failed.into_iter().rev() {
+            let p = ops.remove(i);
+            outcomes[p.position] = Some(Err(e));
+        }
+    }
+
     /// Runs parsed operations with the batch ordering rule; fills `outcomes` by position.
-    async fn run_ops(&self, h: &Header, ops: Vec<Parsed>, outcomes: &mut [Option<Result<Reply, WireError>>]) -> u64 {
+    async fn run_ops(&self, h: &Header, mut ops: Vec<Parsed>, outcomes: &mut [Option<Result<Reply, WireError>>]) -> u64 {
+        self.fill_blocks(h, &mut ops, outcomes).await;
         let core = &self.core;
         let mut min_meta = h.min_meta.max(core.meta_index());
         let mut pending: Vec<Parsed> = Vec::new();
@@ -353,20 +408,23 @@ impl ozone_manager::Server for OmService {
 
     async fn submit(self: CapRc<Self>, params: ozone_manager::SubmitParams, mut results: ozone_manager::SubmitResults) -> Result<(), capnp::Error> {
         let p = params.get()?;
-        let parsed = header(&self.core, p.get_header()).and_then(|h| Ok((h, convert::operation(p.get_operation()?, now_ms(), self.core.open_key_ttl_ms)?)));
-        let (h, (op, target)) = match parsed {
+        let parsed = header(&self.core, p.get_header()).and_then(|h| {
+            let r = p.get_operation()?;
+            Ok((h, convert::operation(r, now_ms(), self.core.open_key_ttl_ms)?, convert::alloc_request(r)?))
+        });
+        let (h, (op, target), alloc) = match parsed {
             Ok(v) => v,
             Err(e) => {
-                convert::set_outcome(results.get().init_outcome(), &Err(e));
+                convert::set_outcome(results.get().init_outcome(), &Err(e), &Decor { dp: None, owner: "" });
                 return Ok(());
             }
         };
         let mut outcomes = vec![None];
-        let index = self.run_ops(&h, vec![Parsed { position: 0, op, target }], &mut outcomes).await;
+        let index = self.run_ops(&h, vec![Parsed { position: 0, op, target, alloc }], &mut outcomes).await;
         let o = outcomes.pop().flatten().unwrap_or_else(|| Err(WireError::new(Status::Internal, "no outcome")));
         let mut r = results.get();
         r.set_meta_index(index);
-        convert::set_outcome(r.init_outcome(), &o);
+        convert::set_outcome(r.init_outcome(), &o, &self.decor(&h));
         Ok(())
     }
 
@@ -378,7 +436,8 @@ impl ozone_manager::Server for OmService {
         }
         let n = list.len() as usize;
         let mut outcomes: Vec<Option<Result<Reply, WireError>>> = vec![None; n];
-        let index = match header(&self.core, p.get_header()) {
+        let h = header(&self.core, p.get_header());
+        let index = match &h {
             Err(e) => {
                 outcomes.iter_mut().for_each(|o| *o = Some(Err(e.clone())));
                 0
@@ -387,20 +446,24 @@ impl ozone_manager::Server for OmService {
                 let now = now_ms();
                 let mut ops = Vec::with_capacity(n);
                 for (i, r) in list.iter().enumerate() {
-                    match convert::operation(r, now, self.core.open_key_ttl_ms) {
-                        Ok((op, target)) => ops.push(Parsed { position: i, op, target }),
+                    match convert::operation(r, now, self.core.open_key_ttl_ms).and_then(|(op, target)| Ok((op, target, convert::alloc_request(r)?))) {
+                        Ok((op, target, alloc)) => ops.push(Parsed { position: i, op, target, alloc }),
                         Err(e) => outcomes[i] = Some(Err(e)),
                     }
                 }
-                self.run_ops(&h, ops, &mut outcomes).await
+                self.run_ops(h, ops, &mut outcomes).await
             }
+        };
+        let decor = match &h {
+            Ok(h) => self.decor(h),
+            Err(_) => Decor { dp: None, owner: "" },
         };
         let mut r = results.get();
         r.set_meta_index(index);
         let mut list = r.init_outcomes(n as u32);
         for (i, o) in outcomes.into_iter().enumerate() {
             let o = o.unwrap_or_else(|| Err(WireError::new(Status::Internal, "no outcome")));
-            convert::set_outcome(list.reborrow().get(i as u32), &o);
+            convert::set_outcome(list.reborrow().get(i as u32), &o, &decor);
         }
         Ok(())
     }
@@ -463,12 +526,13 @@ impl ozone_manager::Server for OmService {
         let key = try_or_reply!(results, convert::key_name(p.get_key()));
         let group = group_of_shard(shard_of(&volume, &bucket, &key, self.core.shards));
         let min_meta = h.min_meta.max(self.core.meta_index());
-        let q = Query::LookupKeys { principal: h.principal, volume: volume.clone(), bucket: bucket.clone(), keys: vec![(0, key)] };
+        let q = Query::LookupKeys { principal: h.principal.clone(), volume: volume.clone(), bucket: bucket.clone(), keys: vec![(0, key)] };
         let ReadResult::KeyLookups(mut found) = try_or_reply!(results, self.core.read(group, q, min_meta).await) else {
             return Err(capnp::Error::failed("unexpected read result".into()));
         };
         let k = try_or_reply!(results, found.pop().map_or_else(|| Err(WireError::new(Status::Internal, "no result")), |(_, k)| k));
-        convert::set_key(results.get().init_info(), &volume, &bucket, &k);
+        self.know_pipelines(std::iter::once(&k)).await;
+        convert::set_key(results.get().init_info(), &volume, &bucket, &k, &self.decor(&h));
         Ok(())
     }
 
@@ -507,11 +571,13 @@ impl ozone_manager::Server for OmService {
                 found[pos] = Some(k);
             }
         }
+        self.know_pipelines(found.iter().filter_map(|k| k.as_ref().and_then(|k| k.as_ref().ok()))).await;
+        let decor = self.decor(&h);
         let mut list = results.get().init_results(found.len() as u32);
         for (i, k) in found.into_iter().enumerate() {
             let b = list.reborrow().get(i as u32);
             match k.unwrap_or_else(|| Err(WireError::new(Status::Internal, "no result"))) {
-                Ok(k) => convert::set_key(b.init_info(), &volume, &bucket, &k),
+                Ok(k) => convert::set_key(b.init_info(), &volume, &bucket, &k, &decor),
                 Err(e) => convert::set_error(b.init_error(), &e),
             }
         }
@@ -555,7 +621,8 @@ impl ozone_manager::Server for OmService {
         r.set_truncated(more);
         let mut list = r.init_keys(merged.len() as u32);
         for (i, k) in merged.iter().enumerate() {
-            convert::set_key(list.reborrow().get(i as u32), &volume, &bucket, k);
+            // Listings show where blocks are, without tokens: reading takes a lookup.
+            convert::set_key(list.reborrow().get(i as u32), &volume, &bucket, k, &Decor { dp: None, owner: "" });
         }
         Ok(())
     }

@@ -1,0 +1,360 @@
+//! Key data: writing a file as a key through the datanodes, and reading a key back.
+//!
+//! **Put.** Open the key (the OM answers with pre-allocated blocks, write tokens and each block's
+//! datanodes), then for each block: read the file's range chunk by chunk (`CHUNK_BYTES`; never
+//! the whole file in memory), send every chunk to all of the block's datanodes at once, and
+//! `putBlock` on each (durable there). If a datanode fails, the block is given up and the client
+//! asks the OM for a new block that excludes that datanode (`allocateBlock`) and writes the
+//! range again. Only when every block is on all of its datanodes is the key committed, with the
+//! blocks' lengths; a failed put leaves an open key that the OM expires.
+//!
+//! **Get.** Look the key up (read tokens), then read each block's range in chunks from one of
+//! its datanodes, moving to the next on an error. Every byte is checked by the datanode's frame
+//! crc; the total length is checked against the key's.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Duration;
+
+use stratos_schema::datanode_capnp::datanode as dn_rpc;
+
+use crate::{Block, Client, ClientError, Done};
+
+/// Bytes per writeChunk/readChunk call (a multiple of the datanode's 64 KiB frame).
+pub const CHUNK_BYTES: u64 = 1 << 20;
+/// Attempts at one block range (each on a new block excluding the datanodes that failed).
+pub const BLOCK_ATTEMPTS_MAX: usize = 4;
+/// A datanode call that takes longer than this fails (a hung datanode must not hang a put).
+pub const DATANODE_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error(transparent)]
+    Om(#[from] ClientError),
+    #[error("datanode {id} at {address}: {message}")]
+    Datanode { id: u64, address: String, message: String },
+    #[error("{0}")]
+    Other(String),
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: String, source: std::io::Error },
+}
+
+/// What a put or get has done so far (for progress bars and tests).
+#[derive(Debug, Clone)]
+pub struct Progress<'a> {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    /// The block being written or read.
+    pub block: &'a Block,
+}
+
+/// Connections to datanodes, by address.
+#[derive(Default)]
+pub struct Datanodes {
+    conns: HashMap<String, dn_rpc::Client>,
+}
+
+impl std::fmt::Debug for Datanodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datanodes").field("connections", &self.conns.len()).finish()
+    }
+}
+
+async fn timed<T>(what: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    futures_lite::future::or(what, async {
+        glommio::timer::sleep(DATANODE_CALL_TIMEOUT).await;
+        Err(format!("no answer within {DATANODE_CALL_TIMEOUT:?}"))
+    })
+    .await
+}
+
+fn dn_error(e: stratos_schema::datanode_capnp::dn_error::Reader<'_>) -> String {
+    let status = match e.get_status() {
+        Ok(s) => format!("{s:?}"),
+        Err(_) => "unknown".into(),
+    };
+    format!("{status}: {}", e.get_message().ok().and_then(|m| m.to_str().ok()).unwrap_or(""))
+}
+
+impl Datanodes {
+    /// The connection to `address` (made on first use).
+    pub async fn get(&mut self, address: &str) -> Result<dn_rpc::Client, String> {
+        if let Some(c) = self.conns.get(address) {
+            return Ok(c.clone());
+        }
+        let c: dn_rpc::Client = crate::connect_rpc(address).await.map_err(|e| e.to_string())?;
+        self.conns.insert(address.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Drops a connection after an error (the next call dials again).
+    pub fn forget(&mut self, address: &str) {
+        self.conns.remove(address);
+    }
+}
+
+pub async fn write_chunk(dn: &dn_rpc::Client, block: &Block, offset: u64, data: &[u8]) -> Result<(), String> {
+    timed(async {
+        let mut req = dn.write_chunk_request();
+        let mut p = req.get();
+        p.set_token(&block.token);
+        p.set_container_id(block.container_id);
+        p.set_local_id(block.local_id);
+        p.set_offset(offset);
+        p.set_data(data);
+        let reply = req.send().promise.await.map_err(|e| e.to_string())?;
+        let r = reply.get().map_err(|e| e.to_string())?;
+        if r.has_error() {
+            return Err(dn_error(r.get_error().map_err(|e| e.to_string())?));
+        }
+        Ok(())
+    })
+    .await
+}
+
+pub async fn put_block(dn: &dn_rpc::Client, block: &Block, length: u64) -> Result<(), String> {
+    timed(async {
+        let mut req = dn.put_block_request();
+        let mut p = req.get();
+        p.set_token(&block.token);
+        p.set_container_id(block.container_id);
+        p.set_local_id(block.local_id);
+        p.set_length(length);
+        let reply = req.send().promise.await.map_err(|e| e.to_string())?;
+        let r = reply.get().map_err(|e| e.to_string())?;
+        if r.has_error() {
+            return Err(dn_error(r.get_error().map_err(|e| e.to_string())?));
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Up to `length` bytes at `offset` of a block; returns them and the block's length.
+pub async fn read_chunk(dn: &dn_rpc::Client, block: &Block, offset: u64, length: u32) -> Result<(Vec<u8>, u64), String> {
+    timed(async {
+        let mut req = dn.read_chunk_request();
+        let mut p = req.get();
+        p.set_token(&block.token);
+        p.set_container_id(block.container_id);
+        p.set_local_id(block.local_id);
+        p.set_offset(offset);
+        p.set_length(length);
+        let reply = req.send().promise.await.map_err(|e| e.to_string())?;
+        let r = reply.get().map_err(|e| e.to_string())?;
+        if r.has_error() {
+            return Err(dn_error(r.get_error().map_err(|e| e.to_string())?));
+        }
+        Ok((r.get_data().map_err(|e| e.to_string())?.to_vec(), r.get_block_length()))
+    })
+    .await
+}
+
+fn open_op(mut op: stratos_schema::om_capnp::operation::Builder<'_>, volume: &str, bucket: &str, key: &str, size: u64) {
+    let mut o = op.reborrow().init_open_key();
+    o.set_volume(volume);
+    o.set_bucket(bucket);
+    o.set_key(key);
+    o.set_data_size(size);
+}
+
+/// Writes `block`'s share of the file (`len` bytes from `file_offset`) to all its datanodes.
+/// On failure returns the datanode that failed.
+async fn write_block(
+    dns: &mut Datanodes, file: &std::fs::File, path: &Path, file_offset: u64, len: u64, block: &Block, done_before: u64, total: u64,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<(), (Option<u64>, String)> {
+    if block.datanodes.is_empty() || block.token.is_empty() {
+        return Err((None, format!("block {}/{} came without datanodes or a token (is the OM connected to an SCM?)", block.container_id, block.local_id)));
+    }
+    let mut conns = Vec::new();
+    for (id, addr) in &block.datanodes {
+        match dns.get(addr).await {
+            Ok(c) => conns.push((*id, addr.as_str(), c)),
+            Err(e) => return Err((Some(*id), format!("datanode {id} at {addr}: {e}"))),
+        }
+    }
+    let fail = |dns: &mut Datanodes, id: u64, addr: &str, e: String| {
+        dns.forget(addr);
+        (Some(id), format!("datanode {id} at {addr}: {e}"))
+    };
+    let mut buf = vec![0u8; CHUNK_BYTES.min(len.max(1)) as usize];
+    let mut at = 0;
+    while at < len {
+        let n = CHUNK_BYTES.min(len - at) as usize;
+        file.read_exact_at(&mut buf[..n], file_offset + at).map_err(|e| (None, format!("reading {}: {e}", path.display())))?;
+        // The chunk goes to every datanode of the pipeline at once; each keeps its order.
+        let data = &buf[..n];
+        let results = futures_util::future::join_all(conns.iter().map(|(_, _, c)| write_chunk(c, block, at, data))).await;
+        if let Some(((id, addr, _), Err(e))) = conns.iter().zip(results).find(|(_, r)| r.is_err()) {
+            return Err(fail(dns, *id, addr, e));
+        }
+        at += n as u64;
+        progress(Progress { bytes_done: done_before + at, bytes_total: total, block });
+    }
+    // Durable on every datanode of the pipeline before the key may be committed.
+    let results = futures_util::future::join_all(conns.iter().map(|(_, _, c)| put_block(c, block, len))).await;
+    if let Some(((id, addr, _), Err(e))) = conns.iter().zip(results).find(|(_, r)| r.is_err()) {
+        return Err(fail(dns, *id, addr, e));
+    }
+    Ok(())
+}
+
+/// Writes the file at `path` as `/volume/bucket/key`; returns its size. See the module docs.
+pub async fn put_file(c: &Client, dns: &mut Datanodes, volume: &str, bucket: &str, key: &str, path: &Path, progress: &mut dyn FnMut(Progress<'_>)) -> Result<u64, DataError> {
+    let io = |what, source| DataError::Io { what, path: path.display().to_string(), source };
+    let file = std::fs::File::open(path).map_err(|e| io("opening", e))?;
+    let size = file.metadata().map_err(|e| io("reading the size of", e))?.len();
+    let opened = c.submit(|op| open_op(op, volume, bucket, key, size)).await?;
+    let Done::KeyOpened { open_id, blocks: mut pool } = opened else { return Err(DataError::Other(format!("unexpected reply to openKey: {opened:?}"))) };
+    pool.reverse();
+    let mut written: Vec<Block> = Vec::new();
+    let mut offset = 0;
+    let mut exclude: BTreeSet<u64> = BTreeSet::new();
+    // An empty key has no blocks (the pre-allocated ones go back with the commit). The write
+    // token's max length is the block size: it tells how much of the file one block takes.
+    while offset < size {
+        let mut attempt = 0;
+        let mut block = match pool.pop() {
+            Some(b) => b,
+            None => allocate(c, volume, bucket, key, open_id, &exclude).await?,
+        };
+        loop {
+            attempt += 1;
+            let capacity = token_max_length(&block.token).unwrap_or(u64::MAX);
+            let len = capacity.min(size - offset);
+            if exclude.iter().any(|d| block.datanodes.iter().any(|(id, _)| id == d)) {
+                // A pre-allocated block on a datanode that already failed: take a fresh one.
+                block = allocate(c, volume, bucket, key, open_id, &exclude).await?;
+                continue;
+            }
+            match write_block(dns, &file, path, offset, len, &block, offset, size, progress).await {
+                Ok(()) => {
+                    block.length = len;
+                    offset += len;
+                    written.push(block);
+                    break;
+                }
+                Err((Some(bad), why)) if attempt < BLOCK_ATTEMPTS_MAX => {
+                    eprintln!("stratos: {why}; writing this part again on a new block without datanode {bad}");
+                    exclude.insert(bad);
+                    block = allocate(c, volume, bucket, key, open_id, &exclude).await?;
+                }
+                Err((_, why)) => return Err(DataError::Other(format!("writing /{volume}/{bucket}/{key}: {why}"))),
+            }
+        }
+    }
+    let committed = c
+        .submit(|op| {
+            let mut k = op.init_commit_key();
+            k.set_volume(volume);
+            k.set_bucket(bucket);
+            k.set_key(key);
+            k.set_open_id(open_id);
+            k.set_data_size(size);
+            let mut l = k.init_blocks(written.len() as u32);
+            for (i, b) in written.iter().enumerate() {
+                b.set(l.reborrow().get(i as u32));
+            }
+        })
+        .await?;
+    match committed {
+        Done::KeyCommitted { .. } => Ok(size),
+        other => Err(DataError::Other(format!("unexpected reply to commitKey: {other:?}"))),
+    }
+}
+
+/// A write token's max length (the block size), read from its clear-text payload.
+fn token_max_length(token: &[u8]) -> Option<u64> {
+    token.get(30..38).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
+}
+
+async fn allocate(c: &Client, volume: &str, bucket: &str, key: &str, open_id: u64, exclude: &BTreeSet<u64>) -> Result<Block, DataError> {
+    let done = c
+        .submit(|op| {
+            let mut a = op.init_allocate_block();
+            a.set_volume(volume);
+            a.set_bucket(bucket);
+            a.set_key(key);
+            a.set_open_id(open_id);
+            let mut l = a.init_exclude_datanodes(exclude.len() as u32);
+            for (i, d) in exclude.iter().enumerate() {
+                l.set(i as u32, *d);
+            }
+        })
+        .await?;
+    match done {
+        Done::BlockAllocated(b) => Ok(b),
+        other => Err(DataError::Other(format!("unexpected reply to allocateBlock: {other:?}"))),
+    }
+}
+
+/// Reads `/volume/bucket/key` into `out`; returns its size.
+pub async fn get_key(c: &Client, dns: &mut Datanodes, volume: &str, bucket: &str, key: &str, out: &mut dyn Write, progress: &mut dyn FnMut(Progress<'_>)) -> Result<u64, DataError> {
+    let (size, blocks) = c.lookup_blocks(volume, bucket, key).await?;
+    let mut done = 0;
+    for block in &blocks {
+        let mut at = 0;
+        while at < block.length {
+            let want = CHUNK_BYTES.min(block.length - at) as u32;
+            let mut errors = Vec::new();
+            let mut got = None;
+            for (id, addr) in &block.datanodes {
+                let r = match dns.get(addr).await {
+                    Ok(dn) => read_chunk(&dn, block, at, want).await,
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Ok((data, _)) if data.len() == want as usize => {
+                        got = Some(data);
+                        break;
+                    }
+                    Ok((data, len)) => errors.push(format!("datanode {id} at {addr}: {} bytes at {at}, block holds {len}", data.len())),
+                    Err(e) => {
+                        dns.forget(addr);
+                        errors.push(format!("datanode {id} at {addr}: {e}"));
+                    }
+                }
+            }
+            let Some(data) = got else {
+                return Err(DataError::Other(format!("reading block {}/{} of /{volume}/{bucket}/{key}: no datanode served it: {}", block.container_id, block.local_id, errors.join("; "))));
+            };
+            out.write_all(&data).map_err(|source| DataError::Io { what: "writing", path: "the output".into(), source })?;
+            at += data.len() as u64;
+            done += data.len() as u64;
+            progress(Progress { bytes_done: done, bytes_total: size, block });
+        }
+    }
+    if done != size {
+        return Err(DataError::Other(format!("/{volume}/{bucket}/{key} has {size} bytes; its blocks hold {done}")));
+    }
+    Ok(size)
+}
+
+/// A progress line on stderr for transfers of more than 8 MiB when stderr is a terminal: bytes
+/// done, total and rate, at most 5 times a second.
+pub fn terminal_progress(what: &'static str) -> impl FnMut(Progress<'_>) {
+    use std::io::IsTerminal;
+    let on = std::io::stderr().is_terminal();
+    let start = std::time::Instant::now();
+    let mut last = start;
+    move |p: Progress<'_>| {
+        if !on || p.bytes_total <= 8 << 20 {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if now.duration_since(last) < Duration::from_millis(200) && p.bytes_done < p.bytes_total {
+            return;
+        }
+        last = now;
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let rate = mib(p.bytes_done) / start.elapsed().as_secs_f64().max(1e-3);
+        let pct = p.bytes_done as f64 * 100.0 / p.bytes_total as f64;
+        eprint!("\r{what} {:.1}/{:.1} MiB ({pct:.0}%), {rate:.1} MiB/s   ", mib(p.bytes_done), mib(p.bytes_total));
+        if p.bytes_done >= p.bytes_total {
+            eprintln!();
+        }
+    }
+}
