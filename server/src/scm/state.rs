@@ -289,7 +289,7 @@ mod tests {
         for c in s.containers.values() {
             assert!(c.allocated_bytes <= 1000, "container over its size: {c:?}");
         }
-        let mut replay = ScmState::fresh();
+        let mut replay = with_datanodes(4);
         for r in &log {
             replay.apply(r);
         }

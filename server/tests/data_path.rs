@@ -1,0 +1,363 @@
+//! The data path end to end, with real processes on loopback: `stratos scm`, `stratos
+//! datanode`s and `stratos om`, driven by `stratos sh` and by the client library. Byte-for-byte
+//! round trips, blocks freed on the datanodes after overwrite and delete, token attacks on a
+//! live datanode, a datanode killed during a put, and an SCM killed under allocation load.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stratos");
+
+struct Proc {
+    child: Child,
+    line: String,
+}
+
+impl Proc {
+    fn start(args: &[&str]) -> Proc {
+        let mut child = Command::new(BIN).args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start stratos");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+        assert!(line.contains("ready"), "{args:?}: no ready line: {line:?}");
+        Proc { child, line }
+    }
+
+    fn word_after(&self, w: &str) -> String {
+        self.line.split_whitespace().skip_while(|x| *x != w).nth(1).unwrap_or_else(|| panic!("no {w} in {:?}", self.line)).to_string()
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+struct Cluster {
+    dir: PathBuf,
+    scm: Proc,
+    scm_addr: String,
+    datanodes: Vec<Proc>,
+    om: Proc,
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn start_scm(dir: &Path, addr: &str) -> Proc {
+    Proc::start(&["scm", "--data-dir", s(&dir.join("scm")), "--rpc-address", addr, "--dead-after-ms", "30000"])
+}
+
+impl Cluster {
+    fn start(dir: &Path, datanodes: usize, om_args: &[&str]) -> Cluster {
+        let scm = start_scm(dir, "127.0.0.1:0");
+        let scm_addr = scm.word_after("rpc");
+        let datanodes = (0..datanodes)
+            .map(|i| Proc::start(&["datanode", "--data-dir", s(&dir.join(format!("dn{i}"))), "--rpc-address", "127.0.0.1:0", "--scm", &scm_addr, "--heartbeat-ms", "200"]))
+            .collect();
+        let om_dir = dir.join("om");
+        let mut args = vec!["om", "--data-dir", s(&om_dir), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--shards", "2", "--executors", "2", "--no-pin"];
+        args.extend(["--election-timeout-min-ms", "150", "--election-timeout-max-ms", "300", "--heartbeat-interval-ms", "50", "--wal-segment-bytes", "8388608"]);
+        args.extend(["--scm-address", &scm_addr, "--scm-poll-ms", "300", "--block-bytes", "1048576"]);
+        args.extend(om_args);
+        let om = Proc::start(&args);
+        let c = Cluster { dir: dir.to_path_buf(), scm, scm_addr, datanodes, om };
+        c.ok(&["volume", "create", "/vol"]);
+        c.ok(&["bucket", "create", "/vol/bkt"]);
+        c
+    }
+
+    fn om(&self) -> String {
+        self.om.word_after("rpc")
+    }
+
+    fn sh(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(BIN).arg("sh").args(["--om", &self.om(), "--user", "root"]).args(args).output().expect("run stratos sh");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.sh(args);
+        assert!(ok, "stratos sh {args:?} failed: {err}");
+        out
+    }
+
+    /// Block files (container, local id) present on datanode `i`.
+    fn blocks_on(&self, i: usize) -> BTreeSet<(u64, u64)> {
+        let mut out = BTreeSet::new();
+        let root = self.dir.join(format!("dn{i}")).join("containers");
+        for c in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let Ok(cid) = c.file_name().to_string_lossy().parse::<u64>() else { continue };
+            for f in std::fs::read_dir(c.path()).into_iter().flatten().flatten() {
+                if let Some(l) = f.file_name().to_string_lossy().strip_suffix(".block").and_then(|l| l.parse::<u64>().ok()) {
+                    out.insert((cid, l));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn random_file(dir: &Path, name: &str, len: usize, seed: u64) -> PathBuf {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let p = dir.join(name);
+    std::fs::write(&p, data).expect("write test file");
+    p
+}
+
+fn key_blocks(info: &str) -> Vec<(u64, u64)> {
+    let v: serde_json::Value = serde_json::from_str(info).expect("key info JSON");
+    v["blocks"].as_array().expect("blocks").iter().map(|b| (b["containerID"].as_u64().expect("id"), b["localID"].as_u64().expect("id"))).collect()
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn on_executor<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(f: impl FnOnce() -> F + Send + 'static) -> T {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).io_memory(1 << 20).spawn(move || async move { f().await }).expect("executor").join().expect("join")
+}
+
+#[test]
+fn round_trips_byte_for_byte_and_old_blocks_are_freed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Cluster::start(dir.path(), 3, &[]);
+    // 0 B, 1 B, 4 MiB (four 1 MiB blocks), and 2.5 MiB + 1 (three blocks, the last partial and
+    // not on a frame boundary).
+    let sizes = [("empty", 0usize), ("one", 1), ("four-mib", 4 << 20), ("odd", (5 << 19) + 1)];
+    for (i, (name, len)) in sizes.iter().enumerate() {
+        let f = random_file(dir.path(), name, *len, i as u64);
+        c.ok(&["key", "put", &format!("/vol/bkt/{name}"), s(&f)]);
+        let out = dir.path().join(format!("{name}.out"));
+        c.ok(&["key", "get", &format!("/vol/bkt/{name}"), s(&out)]);
+        assert_eq!(std::fs::read(&out).expect("read back"), std::fs::read(&f).expect("original"), "{name} differs after the round trip");
+        let blocks = key_blocks(&c.ok(&["key", "info", &format!("/vol/bkt/{name}")]));
+        assert_eq!(blocks.len(), len.div_ceil(1 << 20), "{name}: one block per MiB");
+        for (cid, l) in &blocks {
+            for d in 0..3 {
+                assert!(c.blocks_on(d).contains(&(*cid, *l)), "{name}: block {cid}/{l} missing on datanode {d}");
+            }
+        }
+    }
+    // `key cat` writes the bytes to stdout.
+    let cat = Command::new(BIN).args(["sh", "--om", &c.om(), "key", "cat", "/vol/bkt/four-mib"]).output().expect("run stratos sh");
+    assert!(cat.status.success() && cat.stdout == std::fs::read(dir.path().join("four-mib")).expect("read"), "key cat differs");
+    // Overwrite one key, delete another: their old blocks leave every datanode, eventually.
+    let old: Vec<(u64, u64)> = key_blocks(&c.ok(&["key", "info", "/vol/bkt/four-mib"])).into_iter().chain(key_blocks(&c.ok(&["key", "info", "/vol/bkt/odd"]))).collect();
+    let small = random_file(dir.path(), "small", 100, 9);
+    c.ok(&["key", "put", "/vol/bkt/four-mib", s(&small)]);
+    c.ok(&["key", "delete", "/vol/bkt/odd"]);
+    let kept = key_blocks(&c.ok(&["key", "info", "/vol/bkt/four-mib"]));
+    wait_for("the old blocks to be deleted on the datanodes", Duration::from_secs(30), || (0..3).all(|d| old.iter().all(|b| !c.blocks_on(d).contains(b))));
+    for d in 0..3 {
+        assert!(kept.iter().all(|b| c.blocks_on(d).contains(b)), "the new version's block is still on datanode {d}");
+    }
+    let out = dir.path().join("small.out");
+    c.ok(&["key", "get", "/vol/bkt/four-mib", s(&out)]);
+    assert_eq!(std::fs::read(&out).expect("read"), std::fs::read(&small).expect("read"));
+    let (ok, _, err) = c.sh(&["key", "get", "/vol/bkt/odd", s(&out)]);
+    assert!(!ok && err.contains("KEY_NOT_FOUND"), "{err}");
+}
+
+#[test]
+fn the_datanode_refuses_bad_tokens_and_keeps_the_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Cluster::start(dir.path(), 3, &["--block-token-lifetime-ms", "2000"]);
+    let f = random_file(dir.path(), "data", 300_000, 1);
+    let (om, path) = (c.om(), f.clone());
+    let original = std::fs::read(&f).expect("read");
+    let failures = on_executor(move || async move {
+        use stratos_client::data::{self, Datanodes};
+        let client = stratos_client::Client::connect(&om, "root").await.expect("connect");
+        let mut dns = Datanodes::default();
+        data::put_file(&client, &mut dns, "vol", "bkt", "a", &path, &mut |_| {}).await.expect("put a");
+        let (_, a) = client.lookup_blocks("vol", "bkt", "a").await.expect("lookup a");
+        let a = a[0].clone();
+        // A second key's write token, for another block.
+        let opened = client
+            .submit(|op| {
+                let mut o = op.init_open_key();
+                o.set_volume("vol");
+                o.set_bucket("bkt");
+                o.set_key("b");
+                o.set_data_size(10);
+            })
+            .await
+            .expect("open b");
+        let stratos_client::Done::KeyOpened { blocks, .. } = opened else { panic!("{opened:?}") };
+        let b = blocks[0].clone();
+        let dn = dns.get(&a.datanodes[0].1).await.expect("datanode");
+        let mut refused = Vec::new();
+        // A genuine read token reads.
+        let (bytes, len) = data::read_chunk(&dn, &a, 0, 100).await.expect("a genuine token reads");
+        assert_eq!((bytes.len(), len), (100, 300_000));
+        // Tampered: one bit of the payload (the max length) and one of the signature.
+        for at in [31, a.token.len() - 1] {
+            let mut t = a.clone();
+            t.token[at] ^= 1;
+            refused.push(("tampered", data::read_chunk(&dn, &t, 0, 100).await.map(|_| ())));
+        }
+        // A read token used to write, over the block's first bytes.
+        refused.push(("read token writing", data::write_chunk(&dn, &a, 0, &[0u8; 100]).await));
+        refused.push(("read token completing", data::put_block(&dn, &a, 100).await));
+        // Another block's token: b's write token against a's block, to write and to read.
+        let other = stratos_client::Block { token: b.token.clone(), ..a.clone() };
+        refused.push(("another block's token writing", data::write_chunk(&dn, &other, 0, &[0u8; 100]).await));
+        refused.push(("another block's token reading", data::read_chunk(&dn, &other, 0, 100).await.map(|_| ())));
+        // Over the length the token allows.
+        refused.push(("reading past the token's length", data::read_chunk(&dn, &a, 299_000, 2_000).await.map(|_| ())));
+        // Expired: the OM gives 2 s tokens here.
+        glommio::timer::sleep(Duration::from_millis(2200)).await;
+        refused.push(("expired", data::read_chunk(&dn, &a, 0, 100).await.map(|_| ())));
+        // The data is intact: a fresh lookup reads every byte back.
+        let mut out = Vec::new();
+        data::get_key(&client, &mut dns, "vol", "bkt", "a", &mut out, &mut |_| {}).await.expect("get a");
+        (refused, out)
+    });
+    let (refused, out) = failures;
+    for (what, r) in &refused {
+        let e = r.as_ref().expect_err(what);
+        assert!(e.contains("TokenRefused"), "{what}: {e}");
+    }
+    let why: Vec<&str> = refused.iter().map(|(_, r)| r.as_ref().expect_err("refused").as_str()).collect();
+    assert!(why[0].contains("signature") && why[1].contains("signature"), "{why:?}");
+    assert!(why[2].contains("does not allow writing") && why[3].contains("does not allow writing"), "{why:?}");
+    assert!(why[4].contains("is for block") && why[5].contains("is for block"), "{why:?}");
+    assert!(why[6].contains("allows 300000 bytes"), "{why:?}");
+    assert!(why[7].contains("expired"), "{why:?}");
+    assert!(out == original, "the data changed");
+}
+
+#[test]
+fn a_datanode_killed_during_a_put_does_not_fail_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster::start(dir.path(), 4, &[]);
+    let f = random_file(dir.path(), "big", 6 << 20, 3);
+    let original = std::fs::read(&f).expect("read");
+    let addrs: Vec<String> = c.datanodes.iter().map(|d| d.word_after("rpc")).collect();
+    let pids: Vec<u32> = c.datanodes.iter().map(|d| d.child.id()).collect();
+    let (om, path) = (c.om(), f.clone());
+    let killed = on_executor(move || async move {
+        use stratos_client::data::{self, Datanodes};
+        let client = stratos_client::Client::connect(&om, "root").await.expect("connect");
+        let mut dns = Datanodes::default();
+        let mut killed = None;
+        // Once the first block is written, kill -9 a datanode of the block being written.
+        data::put_file(&client, &mut dns, "vol", "bkt", "big", &path, &mut |p| {
+            if killed.is_none() && p.bytes_done > (1 << 20) {
+                let addr = &p.block.datanodes[0].1;
+                let i = addrs.iter().position(|a| a == addr).expect("a known datanode");
+                // SAFETY: kill(2) on a child process of this test.
+                unsafe { libc::kill(pids[i] as i32, libc::SIGKILL) };
+                killed = Some(i);
+            }
+        })
+        .await
+        .expect("the put succeeds with a datanode gone");
+        killed.expect("a datanode was killed")
+    });
+    c.datanodes[killed].kill9();
+    let out = dir.path().join("big.out");
+    c.ok(&["key", "get", "/vol/bkt/big", s(&out)]);
+    assert!(std::fs::read(&out).expect("read") == original, "the data read back differs");
+    // Every block is complete on the live datanodes of its pipeline (at least two).
+    for b in key_blocks(&c.ok(&["key", "info", "/vol/bkt/big"])) {
+        let holders = (0..4).filter(|d| *d != killed && c.blocks_on(*d).contains(&b)).count();
+        assert!(holders >= 2, "block {b:?} is on {holders} live datanodes");
+    }
+}
+
+#[test]
+fn an_scm_killed_under_allocation_load_never_issues_a_block_id_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster::start(dir.path(), 3, &[]);
+    let addr = c.scm_addr.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (stop2, addr2) = (stop.clone(), addr.clone());
+    let load = std::thread::spawn(move || {
+        on_executor(move || async move {
+            use stratos_schema::scm_capnp::{Replication, storage_container_manager as scm_rpc};
+            // Four allocators at once; each reconnects after an error.
+            let tasks = (0..4).map(|_| {
+                let (stop, addr) = (stop2.clone(), addr2.clone());
+                glommio::spawn_local(async move {
+                    let mut ids = Vec::new();
+                    let mut scm: Option<scm_rpc::Client> = None;
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        if scm.is_none() {
+                            scm = stratos_client::connect_rpc(&addr).await.ok();
+                        }
+                        let Some(s) = scm.clone() else {
+                            glommio::timer::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        };
+                        let mut req = s.allocate_blocks_request();
+                        req.get().set_count(50);
+                        req.get().set_replication(Replication::RatisThree);
+                        req.get().set_owner("test");
+                        req.get().set_block_bytes(1 << 20);
+                        match req.send().promise.await {
+                            Ok(reply) => {
+                                let r = reply.get().expect("reply");
+                                if r.has_error() {
+                                    // Right after a restart the datanodes have not beaten yet.
+                                    glommio::timer::sleep(Duration::from_millis(20)).await;
+                                    continue;
+                                }
+                                ids.extend(r.get_blocks().expect("blocks").iter().map(|b| (b.get_container_id(), b.get_local_id())));
+                            }
+                            Err(_) => {
+                                scm = None;
+                                glommio::timer::sleep(Duration::from_millis(20)).await;
+                            }
+                        }
+                    }
+                    ids
+                })
+            });
+            let mut all = Vec::new();
+            for t in tasks.collect::<Vec<_>>() {
+                all.extend(t.await);
+            }
+            all
+        })
+    });
+    let count_after = |secs: u64| {
+        std::thread::sleep(Duration::from_millis(secs));
+    };
+    for _ in 0..3 {
+        count_after(700);
+        c.scm.kill9();
+        c.scm = start_scm(&c.dir, &addr);
+    }
+    count_after(1500);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let ids = load.join().expect("load thread");
+    let locals: BTreeSet<u64> = ids.iter().map(|(_, l)| *l).collect();
+    assert!(ids.len() > 1000, "only {} blocks allocated under load", ids.len());
+    assert_eq!(locals.len(), ids.len(), "a block id was issued twice across {} allocations and 3 kills", ids.len());
+    // Writes still work against the restarted SCM (the OM reconnects; the datanodes beat again).
+    let f = random_file(dir.path(), "after", 1000, 4);
+    c.ok(&["key", "put", "/vol/bkt/after", s(&f)]);
+}
