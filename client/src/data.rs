@@ -152,6 +152,58 @@ pub async fn read_chunk(dn: &dn_rpc::Client, block: &Block, offset: u64, length:
     .await
 }
 
+/// Where a put's bytes come from: read at any offset (a block written again after a datanode
+/// failure reads its range again).
+pub trait Source {
+    fn len(&self) -> u64;
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+    fn describe(&self) -> String;
+}
+
+/// A file as a source.
+#[derive(Debug)]
+pub struct FileSource {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    len: u64,
+}
+
+impl FileSource {
+    pub fn open(path: &Path) -> Result<Self, DataError> {
+        let io = |what, source| DataError::Io { what, path: path.display().to_string(), source };
+        let file = std::fs::File::open(path).map_err(|e| io("opening", e))?;
+        let len = file.metadata().map_err(|e| io("reading the size of", e))?.len();
+        Ok(Self { file, path: path.to_path_buf(), len })
+    }
+}
+
+impl Source for FileSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+impl Source for Vec<u8> {
+    fn len(&self) -> u64 {
+        Vec::len(self) as u64
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let from = offset as usize;
+        let part = self.get(from..from + buf.len()).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "past the end"))?;
+        buf.copy_from_slice(part);
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        format!("{} bytes in memory", Vec::len(self))
+    }
+}
+
 fn open_op(mut op: stratos_schema::om_capnp::operation::Builder<'_>, volume: &str, bucket: &str, key: &str, size: u64) {
     let mut o = op.reborrow().init_open_key();
     o.set_volume(volume);
@@ -163,7 +215,7 @@ fn open_op(mut op: stratos_schema::om_capnp::operation::Builder<'_>, volume: &st
 /// Writes `block`'s share of the file (`len` bytes from `file_offset`) to all its datanodes.
 /// On failure returns the datanode that failed.
 async fn write_block(
-    dns: &mut Datanodes, file: &std::fs::File, path: &Path, file_offset: u64, len: u64, block: &Block, done_before: u64, total: u64,
+    dns: &mut Datanodes, src: &dyn Source, file_offset: u64, len: u64, block: &Block, done_before: u64, total: u64,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(), (Option<u64>, String)> {
     if block.datanodes.is_empty() || block.token.is_empty() {
@@ -184,7 +236,7 @@ async fn write_block(
     let mut at = 0;
     while at < len {
         let n = CHUNK_BYTES.min(len - at) as usize;
-        file.read_exact_at(&mut buf[..n], file_offset + at).map_err(|e| (None, format!("reading {}: {e}", path.display())))?;
+        src.read_at(&mut buf[..n], file_offset + at).map_err(|e| (None, format!("reading {}: {e}", src.describe())))?;
         // The chunk goes to every datanode of the pipeline at once; each keeps its order.
         let data = &buf[..n];
         let results = futures_util::future::join_all(conns.iter().map(|(_, _, c)| write_chunk(c, block, at, data))).await;
@@ -204,9 +256,12 @@ async fn write_block(
 
 /// Writes the file at `path` as `/volume/bucket/key`; returns its size. See the module docs.
 pub async fn put_file(c: &Client, dns: &mut Datanodes, volume: &str, bucket: &str, key: &str, path: &Path, progress: &mut dyn FnMut(Progress<'_>)) -> Result<u64, DataError> {
-    let io = |what, source| DataError::Io { what, path: path.display().to_string(), source };
-    let file = std::fs::File::open(path).map_err(|e| io("opening", e))?;
-    let size = file.metadata().map_err(|e| io("reading the size of", e))?.len();
+    put(c, dns, volume, bucket, key, &FileSource::open(path)?, progress).await
+}
+
+/// Writes `src` as `/volume/bucket/key`; returns its size. See the module docs.
+pub async fn put(c: &Client, dns: &mut Datanodes, volume: &str, bucket: &str, key: &str, src: &dyn Source, progress: &mut dyn FnMut(Progress<'_>)) -> Result<u64, DataError> {
+    let size = src.len();
     let opened = c.submit(|op| open_op(op, volume, bucket, key, size)).await?;
     let Done::KeyOpened { open_id, blocks: mut pool } = opened else { return Err(DataError::Other(format!("unexpected reply to openKey: {opened:?}"))) };
     pool.reverse();
@@ -230,7 +285,7 @@ pub async fn put_file(c: &Client, dns: &mut Datanodes, volume: &str, bucket: &st
                 block = allocate(c, volume, bucket, key, open_id, &exclude).await?;
                 continue;
             }
-            match write_block(dns, &file, path, offset, len, &block, offset, size, progress).await {
+            match write_block(dns, src, offset, len, &block, offset, size, progress).await {
                 Ok(()) => {
                     block.length = len;
                     offset += len;

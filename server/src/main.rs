@@ -63,6 +63,9 @@ enum Bench {
     Shard(ShardArgs),
     /// Freon's omkg against a running OM: open + commit keys (metadata only), pipelined.
     Omkg(om_bench::OmkgArgs),
+    /// Freon's ockg against a running cluster: the full write path with data (open, write to the
+    /// datanodes, commit), keys/s and MB/s.
+    Ockg(om_bench::OckgArgs),
     /// Lookups of keys against a running OM (it writes the keys first), pipelined.
     Lookup(om_bench::LookupArgs),
     /// Freon's ome: echo calls (the RPC path alone; --raft adds a Raft read-index round).
@@ -430,6 +433,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Bench(Bench::Omkg(a)) => om_bench::omkg(a)?,
+        Command::Bench(Bench::Ockg(a)) => om_bench::ockg(a)?,
         Command::Bench(Bench::Lookup(a)) => om_bench::lookup(a)?,
         Command::Bench(Bench::Ome(a)) => om_bench::ome(a)?,
         Command::Bench(Bench::Wal(a)) => {

@@ -378,3 +378,87 @@ pub fn ome(a: OmeArgs) -> anyhow::Result<()> {
         })
     })?
 }
+
+#[derive(Args, Debug)]
+pub struct OckgArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Bytes per key (e.g. 4096 or 1048576).
+    #[arg(long, default_value_t = 4096)]
+    pub size: usize,
+    #[arg(long, default_value = "benchvol")]
+    pub volume: String,
+    #[arg(long, default_value = "ockgbucket")]
+    pub bucket: String,
+    /// The OM's HTTP address, to read how many openKeys waited for the SCM [default: none].
+    #[arg(long)]
+    pub http: Option<String>,
+}
+
+/// (takes, waits) summed over the OM's cores, from its /prom page.
+fn block_counters(http: &str) -> Option<(u64, u64)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(http).ok()?;
+    write!(s, "GET /prom HTTP/1.0\r\n\r\n").ok()?;
+    let mut page = String::new();
+    s.read_to_string(&mut page).ok()?;
+    let sum = |family: &str| -> u64 { page.lines().filter(|l| l.starts_with(family)).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum() };
+    Some((sum("stratos_om_block_takes_total{"), sum("stratos_om_block_waits_total{")))
+}
+
+/// Freon's ockg: the full write path with data. Each worker puts keys of `--size` random bytes
+/// (open, write to every datanode of the pipeline, putBlock durable there, commit), one at a
+/// time. Reports keys/s, MB/s and the share of opens that waited for the SCM.
+pub fn ockg(a: OckgArgs) -> anyhow::Result<()> {
+    let cpu = a.common.cpu;
+    let before = a.http.as_deref().and_then(block_counters);
+    let http = a.http.clone();
+    let size = a.size;
+    on_executor(cpu, move || {
+        Box::pin(async move {
+            let clients = connect(&a.common).await?;
+            ensure_bucket(&clients[0], &a.volume, &a.bucket).await?;
+            let data: Rc<Vec<u8>> = Rc::new((0..a.size).map(|i| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) as u8).collect());
+            let stats = new_stats();
+            let deadline = Instant::now() + Duration::from_secs_f64(a.common.duration);
+            let start = Instant::now();
+            let run = rand::random::<u32>();
+            let mut tasks = Vec::new();
+            for w in 0..a.common.threads {
+                let (c, stats, data, volume, bucket) = (clients[w % clients.len()].clone(), stats.clone(), data.clone(), a.volume.clone(), a.bucket.clone());
+                tasks.push(glommio::spawn_local(async move {
+                    let mut dns = stratos_client::data::Datanodes::default();
+                    let mut round = 0u64;
+                    while Instant::now() < deadline {
+                        let t0 = Instant::now();
+                        let key = format!("ockg-{run:08x}-{w}-{round}");
+                        match stratos_client::data::put(&c, &mut dns, &volume, &bucket, &key, &*data, &mut |_| {}).await {
+                            Ok(_) => {
+                                let mut s = stats.borrow_mut();
+                                s.ops += 1;
+                                let _ = s.latency_us.record((t0.elapsed().as_micros() as u64).max(1));
+                            }
+                            Err(e) => record_error(&stats, e.to_string()),
+                        }
+                        round += 1;
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await;
+            }
+            let elapsed = start.elapsed();
+            let s = stats.borrow();
+            report(&format!("ockg {size} B"), "keys", &s, elapsed);
+            println!("ockg {size} B: {:.1} MB/s of key data (each byte written to every datanode of its pipeline)", s.ops as f64 * size as f64 / elapsed.as_secs_f64() / 1e6);
+            anyhow::Ok(())
+        })
+    })??;
+    match (before, http.as_deref().and_then(block_counters)) {
+        (Some((t0, w0)), Some((t1, w1))) if t1 > t0 => {
+            println!("ockg: {} of {} block takes waited for the SCM ({:.3}%)", w1 - w0, t1 - t0, (w1 - w0) as f64 * 100.0 / (t1 - t0) as f64)
+        }
+        _ => println!("ockg: share of opens that waited for the SCM unknown (give --http with the OM's HTTP address)"),
+    }
+    Ok(())
+}

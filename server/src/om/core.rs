@@ -93,7 +93,7 @@ pub enum Msg {
     /// Meta-group changes, in log order (from core 0).
     Meta { log_index: u64, changes: Arc<Vec<Change>> },
     /// This core's metrics: its groups' samples and its meta-view index.
-    Metrics { reply: oneshot::Sender<(Vec<GroupSample>, u64)> },
+    Metrics { reply: oneshot::Sender<(Vec<GroupSample>, u64, Option<crate::om::metrics::DataCounters>)> },
 }
 
 pub struct Core {
@@ -165,20 +165,22 @@ impl Core {
     pub async fn gather_metrics(self: &Rc<Self>) -> String {
         let mut samples = sample_core(self);
         let mut views = vec![(self.index, self.meta_index())];
+        let mut data: Vec<(usize, crate::om::metrics::DataCounters)> = self.data.iter().map(|d| (self.index, d.counters())).collect();
         for (i, tx) in self.mesh.iter().enumerate() {
             if i == self.index {
                 continue;
             }
             let (reply, rx) = oneshot::channel();
             if tx.send(Msg::Metrics { reply }).await.is_ok()
-                && let Ok((s, view)) = rx.await
+                && let Ok((s, view, d)) = rx.await
             {
                 samples.extend(s);
                 views.push((i, view));
+                data.extend(d.map(|d| (i, d)));
             }
         }
         samples.sort_by_key(|s| s.group);
-        crate::om::metrics::render(&samples, &views)
+        crate::om::metrics::render(&samples, &views, &data)
     }
 
     /// Steps 2 and 3 of a cross-shard rename (see stratos-shard's `apply_rename`): copy the
@@ -409,7 +411,7 @@ impl Core {
             match msg {
                 Msg::Meta { log_index, changes } => self.view.borrow_mut().apply(log_index, &changes),
                 Msg::Metrics { reply } => {
-                    let _ = reply.send((sample_core(&self), self.meta_index()));
+                    let _ = reply.send((sample_core(&self), self.meta_index(), self.data.as_ref().map(|d| d.counters())));
                 }
                 Msg::Write { group, commands, fill, min_meta, reply } => {
                     let me = self.clone();

@@ -98,6 +98,12 @@ impl DataPath {
         })
     }
 
+    /// takes, waits, refills, refill errors, deleted blocks pushed (the metrics page's order).
+    pub fn counters(&self) -> crate::om::metrics::DataCounters {
+        let s = &self.stats;
+        [s.takes.get(), s.waits.get(), s.refills.get(), s.refill_errors.get(), s.deleted_blocks_pushed.get()]
+    }
+
     async fn scm(&self) -> Result<scm_rpc::Client, stratos_client::ClientError> {
         if let Some(c) = self.scm.borrow().clone() {
             return Ok(c);

@@ -122,8 +122,11 @@ fn histogram(out: &mut String, samples: &[GroupSample], name: &str, help: &str, 
     }
 }
 
-/// The page: every group's sample, and each core's meta-view index.
-pub fn render(samples: &[GroupSample], meta_views: &[(usize, u64)]) -> String {
+/// Data-path counters of one core (see `datapath`).
+pub type DataCounters = [u64; 5];
+
+/// The page: every group's sample, each core's meta-view index and data-path counters.
+pub fn render(samples: &[GroupSample], meta_views: &[(usize, u64)], data: &[(usize, DataCounters)]) -> String {
     let mut out = String::new();
     scalar(&mut out, samples, "stratos_raft_term", "gauge", "Current Raft term of the group.", |s| s.term);
     scalar(&mut out, samples, "stratos_raft_leader", "gauge", "1 if this node leads the group.", |s| u64::from(s.leader));
@@ -149,6 +152,22 @@ pub fn render(samples: &[GroupSample], meta_views: &[(usize, u64)]) -> String {
     for (core, index) in meta_views {
         let _ = writeln!(out, "stratos_meta_view_index{{core=\"{core}\"}} {index}");
     }
+    let families = [
+        ("stratos_om_block_takes_total", "Block-pool takes (one per openKey or allocateBlock) on this core."),
+        ("stratos_om_block_waits_total", "Takes that waited for the SCM (pool short, or datanodes excluded): the hot path's misses."),
+        ("stratos_om_block_refills_total", "Background pool refills (one batched allocateBlocks call each)."),
+        ("stratos_om_block_refill_errors_total", "Refills that failed (the SCM unreachable or refusing)."),
+        ("stratos_om_deleted_blocks_pushed_total", "Deleted blocks handed to the SCM."),
+    ];
+    for (i, (name, help)) in families.iter().enumerate() {
+        if data.is_empty() {
+            break;
+        }
+        family(&mut out, name, "counter", help);
+        for (core, c) in data {
+            let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", c[i]);
+        }
+    }
     out
 }
 
@@ -165,7 +184,7 @@ mod tests {
 
     #[test]
     fn families_are_grouped_and_histograms_cumulative() {
-        let page = render(&[sample(0), sample(3)], &[(0, 7), (1, 7)]);
+        let page = render(&[sample(0), sample(3)], &[(0, 7), (1, 7)], &[(0, [10, 1, 2, 0, 5])]);
         // Each family's samples follow its TYPE line, all groups together.
         let types: Vec<&str> = page.lines().filter(|l| l.starts_with("# TYPE")).collect();
         let mut names: Vec<&str> = types.iter().map(|l| l.split_whitespace().nth(2).expect("TYPE lines name a family")).collect();
@@ -178,5 +197,6 @@ mod tests {
         assert!(page.contains("stratos_group_write_seconds_bucket{group=\"meta\",core=\"1\",le=\"+Inf\"} 2"));
         assert!(page.contains("stratos_group_write_seconds_count{group=\"meta\",core=\"1\"} 2"));
         assert!(page.contains("stratos_meta_view_index{core=\"1\"} 7"));
+        assert!(page.contains("stratos_om_block_waits_total{core=\"0\"} 1"));
     }
 }
