@@ -157,6 +157,19 @@ pub fn verify(token: &[u8], key: &SecretKey, block: (u64, u64), mode: u8, end: u
     Ok(fields)
 }
 
+/// For the fuzz target (`server/fuzz`, `block_token`) and its property test: any bytes as a
+/// token must be refused or be exactly the token that signing its own fields gives (so no
+/// other byte string passes for a signed token). Panics only if that fails.
+pub fn fuzz_token(data: &[u8]) {
+    let key = SecretKey { id: u32::from_le_bytes(data.get(2..6).and_then(|b| b.try_into().ok()).unwrap_or([0; 4])), secret: vec![7; 32], created_ms: 0, expires_ms: u64::MAX };
+    let _ = key_id_of(data);
+    for mode in [MODE_READ, MODE_WRITE] {
+        if let Ok(fields) = verify(data, &key, (1, 2), mode, 0, 1) {
+            assert_eq!(sign(&fields, &key), data, "a token that verifies is not what its fields sign to");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +195,22 @@ mod tests {
         let other = SecretKey { secret: vec![9; 32], ..key(7) };
         assert_eq!(verify(&t, &other, (2, 3), MODE_WRITE, 1, 1_000), Err(TokenError::BadSignature));
         assert!(matches!(verify(&t[..10], &k, (2, 3), MODE_WRITE, 1, 1_000), Err(TokenError::Malformed(_))));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_are_refused_or_exactly_a_signed_token(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), cut in 0usize..200) {
+            fuzz_token(&data);
+            // A genuine token (signed with the fuzz key), cut or extended, is refused.
+            let k = SecretKey { id: 7, secret: vec![7; 32], created_ms: 0, expires_ms: u64::MAX };
+            let f = TokenFields { container_id: 1, local_id: 2, expires_ms: 10, ..fields() };
+            let t = sign(&f, &k);
+            fuzz_token(&t);
+            let mut longer = t.clone();
+            longer.extend_from_slice(&data);
+            fuzz_token(&t[..cut.min(t.len())]);
+            fuzz_token(&longer);
+        }
     }
 
     #[test]

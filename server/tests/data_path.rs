@@ -163,6 +163,26 @@ fn round_trips_byte_for_byte_and_old_blocks_are_freed() {
     // `key cat` writes the bytes to stdout.
     let cat = Command::new(BIN).args(["sh", "--om", &c.om(), "key", "cat", "/vol/bkt/four-mib"]).output().expect("run stratos sh");
     assert!(cat.status.success() && cat.stdout == std::fs::read(dir.path().join("four-mib")).expect("read"), "key cat differs");
+    // A flipped byte in one datanode's copy: that datanode names the file and offset, and a
+    // get reads the block from another datanode.
+    let (cid, l) = key_blocks(&c.ok(&["key", "info", "/vol/bkt/odd"]))[0];
+    let copy = dir.path().join("dn0").join("containers").join(cid.to_string()).join(format!("{l}.block"));
+    let mut bytes = std::fs::read(&copy).expect("block file");
+    bytes[70_000] ^= 0x40; // in the second 64 KiB frame's data
+    std::fs::write(&copy, &bytes).expect("corrupt the copy");
+    let out = dir.path().join("odd.again");
+    c.ok(&["key", "get", "/vol/bkt/odd", s(&out)]);
+    assert!(std::fs::read(&out).expect("read") == std::fs::read(dir.path().join("odd")).expect("read"), "the get fell back to a good copy");
+    let (om, copy_name) = (c.om(), copy.display().to_string());
+    let e = on_executor(move || async move {
+        let client = stratos_client::Client::connect(&om, "root").await.expect("connect");
+        let (_, blocks) = client.lookup_blocks("vol", "bkt", "odd").await.expect("lookup");
+        let dn0 = blocks[0].datanodes.iter().find(|(id, _)| *id == 1).expect("datanode 1 (dn0) holds it").1.clone();
+        let mut dns = stratos_client::data::Datanodes::default();
+        let dn = dns.get(&dn0).await.expect("connect");
+        stratos_client::data::read_chunk(&dn, &blocks[0], 0, 200_000).await.expect_err("a corrupt frame is an error")
+    });
+    assert!(e.contains("Corrupt") && e.contains(&copy_name) && e.contains("offset 65544"), "{e}");
     // Overwrite one key, delete another: their old blocks leave every datanode, eventually.
     let old: Vec<(u64, u64)> = key_blocks(&c.ok(&["key", "info", "/vol/bkt/four-mib"])).into_iter().chain(key_blocks(&c.ok(&["key", "info", "/vol/bkt/odd"]))).collect();
     let small = random_file(dir.path(), "small", 100, 9);
@@ -360,4 +380,68 @@ fn an_scm_killed_under_allocation_load_never_issues_a_block_id_twice() {
     // Writes still work against the restarted SCM (the OM reconnects; the datanodes beat again).
     let f = random_file(dir.path(), "after", 1000, 4);
     c.ok(&["key", "put", "/vol/bkt/after", s(&f)]);
+}
+
+#[test]
+fn secret_keys_rotate_and_tokens_of_the_old_key_stay_valid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster::start(dir.path(), 3, &[]);
+    // An SCM that rotates every 1.5 s (tokens live at most 20 s past a key's rotation).
+    c.scm.kill9();
+    c.scm = Proc::start(&["scm", "--data-dir", s(&dir.path().join("scm")), "--rpc-address", &c.scm_addr, "--key-rotation-ms", "1500", "--token-lifetime-ms", "20000"]);
+    let f = random_file(dir.path(), "a", 70_000, 5);
+    let original = std::fs::read(&f).expect("read");
+    let om = c.om();
+    let (first, second, a, b) = on_executor(move || async move {
+        use stratos_client::data::{self, Datanodes};
+        let client = stratos_client::Client::connect(&om, "root").await.expect("connect");
+        let mut dns = Datanodes::default();
+        // The restarted SCM may still be seen as down by the OM for a poll or two.
+        let mut tries = 0;
+        while let Err(e) = data::put_file(&client, &mut dns, "vol", "bkt", "a", &f, &mut |_| {}).await {
+            tries += 1;
+            assert!(tries < 50, "put a: {e}");
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+        let (_, old) = client.lookup_blocks("vol", "bkt", "a").await.expect("lookup a");
+        glommio::timer::sleep(Duration::from_millis(2500)).await;
+        data::put_file(&client, &mut dns, "vol", "bkt", "b", &f, &mut |_| {}).await.expect("put b after a rotation");
+        let (_, new) = client.lookup_blocks("vol", "bkt", "b").await.expect("lookup b");
+        // The token from before the rotation still reads (its key is still valid).
+        let dn = dns.get(&old[0].datanodes[0].1).await.expect("connect");
+        let (a, _) = data::read_chunk(&dn, &old[0], 0, 70_000).await.expect("the old key's token still reads");
+        let mut b = Vec::new();
+        data::get_key(&client, &mut dns, "vol", "bkt", "b", &mut b, &mut |_| {}).await.expect("get b");
+        let key_id = |t: &[u8]| u32::from_le_bytes(t[2..6].try_into().expect("4 bytes"));
+        (key_id(&old[0].token), key_id(&new[0].token), a, b)
+    });
+    assert_ne!(first, second, "the OM signs with the new key after a rotation");
+    assert!(a == original && b == original);
+}
+
+#[test]
+fn with_the_scm_down_writes_fail_clearly_once_the_pool_drains_and_reads_go_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster::start(dir.path(), 3, &["--block-pool-size", "4"]);
+    let f = random_file(dir.path(), "f", 5000, 6);
+    c.ok(&["key", "put", "/vol/bkt/before", s(&f)]);
+    c.scm.kill9();
+    let mut failed = None;
+    for i in 0..80 {
+        let (ok, _, err) = c.sh(&["key", "put", &format!("/vol/bkt/k{i}"), s(&f)]);
+        if !ok {
+            failed = Some((i, err));
+            break;
+        }
+    }
+    let (i, err) = failed.expect("puts fail once the pools are empty");
+    assert!(i > 0, "the pools served some puts without the SCM");
+    assert!(err.contains("UNAVAILABLE") && err.contains(&c.scm_addr), "{err}");
+    // Reads need no SCM.
+    let out = dir.path().join("before.out");
+    c.ok(&["key", "get", "/vol/bkt/before", s(&out)]);
+    assert_eq!(std::fs::read(&out).expect("read"), std::fs::read(&f).expect("read"));
+    // Back: writes work again.
+    c.scm = start_scm(dir.path(), &c.scm_addr);
+    wait_for("a put after the SCM returned", Duration::from_secs(20), || c.sh(&["key", "put", "/vol/bkt/after", s(&f)]).0);
 }
