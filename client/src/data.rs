@@ -95,67 +95,63 @@ impl Datanodes {
     }
 }
 
+/// Sets the token and block id every datanode call carries.
+macro_rules! addressed {
+    ($p:expr, $block:expr) => {{
+        $p.set_token(&$block.token);
+        $p.set_container_id($block.container_id);
+        $p.set_local_id($block.local_id);
+    }};
+}
+
+/// Sends a datanode request within [`DATANODE_CALL_TIMEOUT`]; a `DnError` in the reply is
+/// `Err` with its status and message, otherwise `read` takes what it needs from the reply.
+macro_rules! dn_call {
+    ($req:expr, |$r:ident| $read:expr) => {
+        timed(async {
+            let reply = $req.send().promise.await.map_err(|e| e.to_string())?;
+            let $r = reply.get().map_err(|e| e.to_string())?;
+            if $r.has_error() {
+                return Err(dn_error($r.get_error().map_err(|e| e.to_string())?));
+            }
+            $read
+        })
+        .await
+    };
+}
+
 pub async fn write_chunk(dn: &dn_rpc::Client, block: &Block, offset: u64, data: &[u8]) -> Result<(), String> {
-    timed(async {
-        let mut req = dn.write_chunk_request();
-        let mut p = req.get();
-        p.set_token(&block.token);
-        p.set_container_id(block.container_id);
-        p.set_local_id(block.local_id);
-        p.set_offset(offset);
-        p.set_data(data);
-        let reply = req.send().promise.await.map_err(|e| e.to_string())?;
-        let r = reply.get().map_err(|e| e.to_string())?;
-        if r.has_error() {
-            return Err(dn_error(r.get_error().map_err(|e| e.to_string())?));
-        }
-        Ok(())
-    })
-    .await
+    let mut req = dn.write_chunk_request();
+    let mut p = req.get();
+    addressed!(p, block);
+    p.set_offset(offset);
+    p.set_data(data);
+    dn_call!(req, |r| Ok(()))
 }
 
 pub async fn put_block(dn: &dn_rpc::Client, block: &Block, length: u64) -> Result<(), String> {
-    timed(async {
-        let mut req = dn.put_block_request();
-        let mut p = req.get();
-        p.set_token(&block.token);
-        p.set_container_id(block.container_id);
-        p.set_local_id(block.local_id);
-        p.set_length(length);
-        let reply = req.send().promise.await.map_err(|e| e.to_string())?;
-        let r = reply.get().map_err(|e| e.to_string())?;
-        if r.has_error() {
-            return Err(dn_error(r.get_error().map_err(|e| e.to_string())?));
-        }
-        Ok(())
-    })
-    .await
+    let mut req = dn.put_block_request();
+    let mut p = req.get();
+    addressed!(p, block);
+    p.set_length(length);
+    dn_call!(req, |r| Ok(()))
 }
 
 /// Up to `length` bytes at `offset` of a block; returns them and the block's length.
 pub async fn read_chunk(dn: &dn_rpc::Client, block: &Block, offset: u64, length: u32) -> Result<(Vec<u8>, u64), String> {
-    timed(async {
-        let mut req = dn.read_chunk_request();
-        let mut p = req.get();
-        p.set_token(&block.token);
-        p.set_container_id(block.container_id);
-        p.set_local_id(block.local_id);
-        p.set_offset(offset);
-        p.set_length(length);
-        let reply = req.send().promise.await.map_err(|e| e.to_string())?;
-        let r = reply.get().map_err(|e| e.to_string())?;
-        if r.has_error() {
-            return Err(dn_error(r.get_error().map_err(|e| e.to_string())?));
-        }
-        Ok((r.get_data().map_err(|e| e.to_string())?.to_vec(), r.get_block_length()))
-    })
-    .await
+    let mut req = dn.read_chunk_request();
+    let mut p = req.get();
+    addressed!(p, block);
+    p.set_offset(offset);
+    p.set_length(length);
+    dn_call!(req, |r| Ok((r.get_data().map_err(|e| e.to_string())?.to_vec(), r.get_block_length())))
 }
 
 /// Where a put's bytes come from: read at any offset (a block written again after a datanode
 /// failure reads its range again).
 pub trait Source {
-    fn len(&self) -> u64;
+    /// Bytes in the source.
+    fn size(&self) -> u64;
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
     fn describe(&self) -> String;
 }
@@ -178,7 +174,7 @@ impl FileSource {
 }
 
 impl Source for FileSource {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         self.len
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
@@ -190,8 +186,8 @@ impl Source for FileSource {
 }
 
 impl Source for Vec<u8> {
-    fn len(&self) -> u64 {
-        Vec::len(self) as u64
+    fn size(&self) -> u64 {
+        self.len() as u64
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         let from = offset as usize;
@@ -200,7 +196,7 @@ impl Source for Vec<u8> {
         Ok(())
     }
     fn describe(&self) -> String {
-        format!("{} bytes in memory", Vec::len(self))
+        format!("{} bytes in memory", self.len())
     }
 }
 
@@ -215,8 +211,7 @@ fn open_op(mut op: stratos_schema::om_capnp::operation::Builder<'_>, volume: &st
 /// Writes `block`'s share of the file (`len` bytes from `file_offset`) to all its datanodes.
 /// On failure returns the datanode that failed.
 async fn write_block(
-    dns: &mut Datanodes, src: &dyn Source, file_offset: u64, len: u64, block: &Block, done_before: u64, total: u64,
-    progress: &mut dyn FnMut(Progress<'_>),
+    dns: &mut Datanodes, src: &dyn Source, file_offset: u64, len: u64, block: &Block, total: u64, progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<(), (Option<u64>, String)> {
     if block.datanodes.is_empty() || block.token.is_empty() {
         return Err((None, format!("block {}/{} came without datanodes or a token (is the OM connected to an SCM?)", block.container_id, block.local_id)));
@@ -244,7 +239,7 @@ async fn write_block(
             return Err(fail(dns, *id, addr, e));
         }
         at += n as u64;
-        progress(Progress { bytes_done: done_before + at, bytes_total: total, block });
+        progress(Progress { bytes_done: file_offset + at, bytes_total: total, block });
     }
     // Durable on every datanode of the pipeline before the key may be committed.
     let results = futures_util::future::join_all(conns.iter().map(|(_, _, c)| put_block(c, block, len))).await;
@@ -261,7 +256,7 @@ pub async fn put_file(c: &Client, dns: &mut Datanodes, volume: &str, bucket: &st
 
 /// Writes `src` as `/volume/bucket/key`; returns its size. See the module docs.
 pub async fn put(c: &Client, dns: &mut Datanodes, volume: &str, bucket: &str, key: &str, src: &dyn Source, progress: &mut dyn FnMut(Progress<'_>)) -> Result<u64, DataError> {
-    let size = src.len();
+    let size = src.size();
     let opened = c.submit(|op| open_op(op, volume, bucket, key, size)).await?;
     let Done::KeyOpened { open_id, blocks: mut pool } = opened else { return Err(DataError::Other(format!("unexpected reply to openKey: {opened:?}"))) };
     pool.reverse();
@@ -285,7 +280,7 @@ pub async fn put(c: &Client, dns: &mut Datanodes, volume: &str, bucket: &str, ke
                 block = allocate(c, volume, bucket, key, open_id, &exclude).await?;
                 continue;
             }
-            match write_block(dns, src, offset, len, &block, offset, size, progress).await {
+            match write_block(dns, src, offset, len, &block, size, progress).await {
                 Ok(()) => {
                     block.length = len;
                     offset += len;

@@ -304,7 +304,8 @@ impl Client {
         Ok((items, r.get_truncated()))
     }
 
-    pub async fn lookup_key(&self, volume: &str, bucket: &str, key: &str) -> Result<serde_json::Value, ClientError> {
+    /// The reply to one `lookupKey`, its error (if any) turned into `Err`.
+    async fn lookup(&self, volume: &str, bucket: &str, key: &str) -> Result<capnp::capability::Response<ozone_manager::lookup_key_results::Owned>, ClientError> {
         let mut req = self.om.lookup_key_request();
         self.set_header(req.get().init_header(), 0);
         req.get().set_volume(volume);
@@ -315,22 +316,18 @@ impl Client {
         if r.has_error() {
             return Err(om_error(r.get_error()?));
         }
-        Ok(json::key(r.get_info()?)?)
+        Ok(reply)
+    }
+
+    pub async fn lookup_key(&self, volume: &str, bucket: &str, key: &str) -> Result<serde_json::Value, ClientError> {
+        let reply = self.lookup(volume, bucket, key).await?;
+        Ok(json::key(reply.get()?.get_info()?)?)
     }
 
     /// A key's size and blocks (with read tokens and datanodes), for reading its data.
     pub async fn lookup_blocks(&self, volume: &str, bucket: &str, key: &str) -> Result<(u64, Vec<Block>), ClientError> {
-        let mut req = self.om.lookup_key_request();
-        self.set_header(req.get().init_header(), 0);
-        req.get().set_volume(volume);
-        req.get().set_bucket(bucket);
-        req.get().set_key(key);
-        let reply = req.send().promise.await?;
-        let r = reply.get()?;
-        if r.has_error() {
-            return Err(om_error(r.get_error()?));
-        }
-        let info = r.get_info()?;
+        let reply = self.lookup(volume, bucket, key).await?;
+        let info = reply.get()?.get_info()?;
         Ok((info.get_data_size(), info.get_blocks()?.iter().map(Block::of).collect::<Result<_, _>>()?))
     }
 

@@ -266,7 +266,8 @@ struct DevArgs {
     /// Data directory [default: a fresh temp dir, removed on exit].
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Shift every default port by this much (OM RPC 9862 + N, HTTP 9874 + N).
+    /// Shift every default port by this much (OM RPC 9862 + N, HTTP 9874 + N, SCM 9863 + N;
+    /// datanodes take free ports).
     #[arg(long, default_value_t = 0)]
     base_port: i32,
     /// Key shards [default: one per CPU].

@@ -171,6 +171,10 @@ impl ScmState {
     }
 }
 
+/// A planned allocation: the records to apply, in order, and the blocks as (container, local
+/// id, pipeline).
+pub type Plan = (Vec<Rec>, Vec<(u64, u64, u64)>);
+
 /// Why blocks cannot be allocated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -185,7 +189,7 @@ pub struct AllocError(pub String);
 #[allow(clippy::too_many_arguments)]
 pub fn plan_allocation(
     state: &ScmState, count: u32, replication: Repl, block_bytes: u64, container_bytes: u64, healthy: &BTreeSet<u64>, exclude: &BTreeSet<u64>, cursor: usize,
-) -> Result<(Vec<Rec>, Vec<(u64, u64, u64)>), AllocError> {
+) -> Result<Plan, AllocError> {
     let width = replication.width();
     let candidates: Vec<u64> = healthy.iter().copied().filter(|d| !exclude.contains(d)).collect();
     if candidates.len() < width {
