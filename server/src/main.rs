@@ -66,6 +66,12 @@ enum Bench {
     /// Freon's ockg against a running cluster: the full write path with data (open, write to the
     /// datanodes, commit), keys/s and MB/s.
     Ockg(om_bench::OckgArgs),
+    /// Freon's ockr: read back the keys ockg wrote and verify every byte.
+    Ockr(om_bench::OckrArgs),
+    /// Freon's ombg: bucket creations.
+    Ombg(om_bench::OmbgArgs),
+    /// Freon's ommg: a metadata mix (create / lookup / list / info, weights as flags).
+    Ommg(om_bench::OmmgArgs),
     /// Lookups of keys against a running OM (it writes the keys first), pipelined.
     Lookup(om_bench::LookupArgs),
     /// Freon's ome: echo calls (the RPC path alone; --raft adds a Raft read-index round).
@@ -435,6 +441,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(Bench::Omkg(a)) => om_bench::omkg(a)?,
         Command::Bench(Bench::Ockg(a)) => om_bench::ockg(a)?,
+        Command::Bench(Bench::Ockr(a)) => om_bench::ockr(a)?,
+        Command::Bench(Bench::Ombg(a)) => om_bench::ombg(a)?,
+        Command::Bench(Bench::Ommg(a)) => om_bench::ommg(a)?,
         Command::Bench(Bench::Lookup(a)) => om_bench::lookup(a)?,
         Command::Bench(Bench::Ome(a)) => om_bench::ome(a)?,
         Command::Bench(Bench::Wal(a)) => {

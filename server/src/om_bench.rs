@@ -1,11 +1,19 @@
-//! Load generators against a running OM, as Ozone's freon names them: `omkg` (open + commit
-//! keys, metadata only), `lookup`, and `ome` (echo). Closed loop: `-t` workers, each with one
-//! call in flight; a call carries `--batch` keys (the `batch` RPC), so keys in flight are
-//! `t × batch`. Latency is per call, from send to reply (HDR histogram, µs). `omkg --rate`
-//! runs open loop instead, at a fixed arrival rate, with latency from the intended send time.
-//! For omkg one op is one key: an open and a commit, two durable Raft writes.
+//! Load generators against a running cluster, named as Apache Ozone's freon names them:
+//! `ombg` (buckets), `omkg` (open + commit keys, metadata only), `ockg` (keys with data through
+//! the datanodes), `ockr` (read keys back and verify their bytes), `ommg` (a metadata mix),
+//! `lookup`, and `ome` (echo).
+//!
+//! Closed loop: `-t` workers, each with one call in flight, until `--duration` has passed or
+//! `-n` operations were started (whichever comes first; with `-n` alone there is no time
+//! limit). `omkg --rate` runs open loop instead, at a fixed arrival rate, with latency from the
+//! intended send time (no coordinated omission). For omkg one op is one key: an open and a
+//! commit, two durable Raft writes. Every run prints ops/s, latency percentiles from an HDR
+//! histogram (µs, per call), errors by kind, and with `--json FILE` writes the same and ops per
+//! second over time (for `bench plot`); on a terminal a progress line shows live ops/s.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -24,9 +32,15 @@ pub struct Common {
     /// Connections the workers share (round robin).
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
-    /// Run time in seconds.
-    #[arg(long, default_value_t = 5.0)]
-    pub duration: f64,
+    /// Run time in seconds [default: 5, or no limit with -n].
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Operations to run (then stop) [default: no limit].
+    #[arg(short = 'n', long = "count")]
+    pub count: Option<u64>,
+    /// Also write the results as JSON (with ops per second over time) to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
     /// CPU to pin the load generator to (default: unpinned).
     #[arg(long)]
     pub cpu: Option<usize>,
@@ -77,306 +91,39 @@ pub struct OmeArgs {
     pub raft: bool,
 }
 
-struct Stats {
-    ops: u64,
-    errors: u64,
-    first_error: Option<String>,
-    latency_us: Histogram<u64>,
+#[derive(Args, Debug)]
+pub struct OmbgArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[arg(long, default_value = "benchvol")]
+    pub volume: String,
 }
 
-fn on_executor<T: Send + 'static>(cpu: Option<usize>, f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static) -> anyhow::Result<T> {
-    let placement = cpu.map_or(glommio::Placement::Unbound, glommio::Placement::Fixed);
-    glommio::LocalExecutorBuilder::new(placement)
-        .io_memory(1 << 20)
-        .spawn(move || async move { f().await })
-        .map_err(|e| anyhow::anyhow!("starting the load generator: {e}"))?
-        .join()
-        .map_err(|e| anyhow::anyhow!("load generator: {e}"))
-}
-
-fn report(name: &str, unit: &str, s: &Stats, elapsed: Duration) {
-    let secs = elapsed.as_secs_f64();
-    let h = &s.latency_us;
-    println!(
-        "{name}: {:.0} {unit}/s ({} {unit} in {secs:.2} s), call latency µs p50 {} p90 {} p99 {} p99.9 {} max {}, errors {}{}",
-        s.ops as f64 / secs,
-        s.ops,
-        h.value_at_quantile(0.5),
-        h.value_at_quantile(0.9),
-        h.value_at_quantile(0.99),
-        h.value_at_quantile(0.999),
-        h.max(),
-        s.errors,
-        s.first_error.as_ref().map_or(String::new(), |e| format!(" (first: {e})"))
-    );
-}
-
-async fn connect(c: &Common) -> anyhow::Result<Vec<Rc<Client>>> {
-    let mut out = Vec::new();
-    for _ in 0..c.connections.max(1) {
-        out.push(Rc::new(Client::connect(&c.om, "root").await?));
-    }
-    Ok(out)
-}
-
-async fn ensure_bucket(c: &Client, volume: &str, bucket: &str) -> anyhow::Result<()> {
-    let v = c.submit(|op| {
-        let mut g = op.init_create_volume();
-        g.set_volume(volume);
-        g.set_owner("root");
-    });
-    match v.await {
-        Ok(_) => {}
-        Err(e) if e.to_string().contains("ALREADY_EXISTS") => {}
-        Err(e) => return Err(e.into()),
-    }
-    let b = c.submit(|op| {
-        let mut g = op.init_create_bucket();
-        g.set_volume(volume);
-        g.set_bucket(bucket);
-        g.set_replication(stratos_schema::om_capnp::Replication::RatisThree);
-    });
-    match b.await {
-        Ok(_) => Ok(()),
-        Err(e) if e.to_string().contains("ALREADY_EXISTS") => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn new_stats() -> Rc<RefCell<Stats>> {
-    Rc::new(RefCell::new(Stats { ops: 0, errors: 0, first_error: None, latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds") }))
-}
-
-fn record_error(s: &RefCell<Stats>, e: String) {
-    let mut s = s.borrow_mut();
-    s.errors += 1;
-    s.first_error.get_or_insert(e);
-}
-
-/// Closed loop: `threads` workers until `duration` has passed, each repeating
-/// `call(client, worker, round)`; an Ok counts one op and its latency, an Err one error.
-/// Each worker calls `call` back to back until the deadline; a call that succeeds counts
-/// `ops_per_call` operations and one latency sample.
-async fn closed_loop<T, Fut>(
-    common: &Common, clients: &[Rc<Client>], ops_per_call: u64, call: impl Fn(Rc<Client>, usize, u64) -> Fut + Clone + 'static,
-) -> (Rc<RefCell<Stats>>, Duration)
-where
-    Fut: std::future::Future<Output = Result<T, stratos_client::ClientError>>,
-{
-    let stats = new_stats();
-    let deadline = Instant::now() + Duration::from_secs_f64(common.duration);
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..common.threads {
-        let (c, stats, call) = (clients[w % clients.len()].clone(), stats.clone(), call.clone());
-        tasks.push(glommio::spawn_local(async move {
-            let mut round = 0u64;
-            while Instant::now() < deadline {
-                let t0 = Instant::now();
-                match call(c.clone(), w, round).await {
-                    Ok(_) => {
-                        let mut s = stats.borrow_mut();
-                        s.ops += ops_per_call;
-                        let _ = s.latency_us.record((t0.elapsed().as_micros() as u64).max(1));
-                    }
-                    Err(e) => record_error(&stats, e.to_string()),
-                }
-                round += 1;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await;
-    }
-    (stats, start.elapsed())
-}
-
-/// Opens `names` in one `batch` call and commits them in the next; counts committed keys and
-/// errors in `stats`. False if a call failed as a whole (no latency sample then).
-async fn open_commit(c: &Client, volume: &str, bucket: &str, names: &[String], stats: &RefCell<Stats>) -> bool {
-    let opened = c
-        .batch(names.len() as u32, |i, op| {
-            let mut g = op.init_open_key();
-            g.set_volume(volume);
-            g.set_bucket(bucket);
-            g.set_key(names[i as usize].as_str());
-            g.reborrow().init_replication().set_none(());
-        })
-        .await;
-    let opened = match opened {
-        Ok(o) => o,
-        Err(e) => {
-            record_error(stats, e.to_string());
-            return false;
-        }
-    };
-    let mut todo: Vec<(usize, u64)> = Vec::with_capacity(names.len());
-    for (i, o) in opened.into_iter().enumerate() {
-        match o {
-            Ok(Done::KeyOpened { open_id, .. }) => todo.push((i, open_id)),
-            Ok(other) => record_error(stats, format!("{other:?}")),
-            Err(e) => record_error(stats, e.to_string()),
-        }
-    }
-    if todo.is_empty() {
-        return false;
-    }
-    let committed = c
-        .batch(todo.len() as u32, |i, op| {
-            let (k, id) = todo[i as usize];
-            let mut g = op.init_commit_key();
-            g.set_volume(volume);
-            g.set_bucket(bucket);
-            g.set_key(names[k].as_str());
-            g.set_open_id(id);
-        })
-        .await;
-    match committed {
-        Ok(outs) => {
-            let mut s = stats.borrow_mut();
-            for o in outs {
-                match o {
-                    Ok(_) => s.ops += 1,
-                    Err(e) => {
-                        s.errors += 1;
-                        s.first_error.get_or_insert(e.to_string());
-                    }
-                }
-            }
-            true
-        }
-        Err(e) => {
-            record_error(stats, e.to_string());
-            false
-        }
-    }
-}
-
-pub fn omkg(a: OmkgArgs) -> anyhow::Result<()> {
-    let cpu = a.common.cpu;
-    on_executor(cpu, move || {
-        Box::pin(async move {
-            let clients = connect(&a.common).await?;
-            ensure_bucket(&clients[0], &a.volume, &a.bucket).await?;
-            let stats = new_stats();
-            let duration = Duration::from_secs_f64(a.common.duration);
-            let start = Instant::now();
-            let deadline = start + duration;
-            let prefix = Rc::new(format!("k{:08x}", rand::random::<u32>()));
-            let (volume, bucket, batch) = (Rc::new(a.volume.clone()), Rc::new(a.bucket.clone()), a.batch.max(1));
-            let names_of = move |prefix: &str, unit: u64| -> Vec<String> { (0..u64::from(batch)).map(|i| format!("{prefix}/{:012}", unit * u64::from(batch) + i)).collect() };
-            let mut tasks = Vec::new();
-            match a.rate {
-                // Open loop: call j (of `batch` keys) is due at start + j·batch/rate; its latency
-                // runs from that intended time, so waiting for a free slot (at most -t calls in
-                // flight) counts, and a stall is not hidden (no coordinated omission).
-                Some(rate) => {
-                    let slots = Rc::new(glommio::sync::Semaphore::new(a.common.threads as u64));
-                    let interval = Duration::from_secs_f64(f64::from(batch) / rate.max(1.0));
-                    let mut unit = 0u64;
-                    loop {
-                        let due = start + interval.mul_f64(unit as f64);
-                        if due >= deadline {
-                            break;
-                        }
-                        let now = Instant::now();
-                        if due > now {
-                            glommio::timer::sleep(due - now).await;
-                        }
-                        let (c, stats, slots, volume, bucket) = (clients[unit as usize % clients.len()].clone(), stats.clone(), slots.clone(), volume.clone(), bucket.clone());
-                        let names = names_of(&prefix, unit);
-                        tasks.push(glommio::spawn_local(async move {
-                            let Ok(_permit) = slots.acquire_permit(1).await else { return };
-                            if open_commit(&c, &volume, &bucket, &names, &stats).await {
-                                let _ = stats.borrow_mut().latency_us.record((due.elapsed().as_micros() as u64).max(1));
-                            }
-                        }));
-                        unit += 1;
-                    }
-                }
-                // Closed loop: -t workers, each with one call in flight.
-                None => {
-                    for w in 0..a.common.threads {
-                        let (c, stats, volume, bucket, prefix) = (clients[w % clients.len()].clone(), stats.clone(), volume.clone(), bucket.clone(), prefix.clone());
-                        tasks.push(glommio::spawn_local(async move {
-                            let mut unit = w as u64;
-                            while Instant::now() < deadline {
-                                let names = names_of(&prefix, unit);
-                                unit += a.common.threads as u64;
-                                let t0 = Instant::now();
-                                if open_commit(&c, &volume, &bucket, &names, &stats).await {
-                                    let _ = stats.borrow_mut().latency_us.record((t0.elapsed().as_micros() as u64).max(1));
-                                }
-                            }
-                        }));
-                    }
-                }
-            }
-            for t in tasks {
-                t.await;
-            }
-            let what = match a.rate {
-                Some(r) => format!("omkg --rate {r}"),
-                None => "omkg".to_string(),
-            };
-            report(&what, "keys", &stats.borrow(), start.elapsed());
-            Ok::<_, anyhow::Error>(())
-        })
-    })?
-}
-
-pub fn lookup(a: LookupArgs) -> anyhow::Result<()> {
-    let cpu = a.common.cpu;
-    on_executor(cpu, move || {
-        Box::pin(async move {
-            let clients = connect(&a.common).await?;
-            let c0 = clients[0].clone();
-            ensure_bucket(&c0, &a.volume, &a.bucket).await?;
-            let names: Rc<Vec<String>> = Rc::new((0..a.keys).map(|i| format!("lookup/{i:010}")).collect());
-            // The keys to look up, written as omkg writes them.
-            let setup = new_stats();
-            for chunk in names.chunks(256) {
-                if !open_commit(&c0, &a.volume, &a.bucket, chunk, &setup).await || setup.borrow().errors > 0 {
-                    anyhow::bail!("writing the keys to look up: {}", setup.borrow().first_error.clone().unwrap_or_default());
-                }
-            }
-            let (vol, bkt) = (Rc::new(a.volume.clone()), Rc::new(a.bucket.clone()));
-            let batch = a.batch.max(1) as usize;
-            let (stats, elapsed) = closed_loop(&a.common, &clients, batch as u64, move |c, w, round| {
-                let first = (w * 7919 + round as usize * 104_729) % names.len();
-                let (names, vol, bkt) = (names.clone(), vol.clone(), bkt.clone());
-                async move {
-                    if batch == 1 {
-                        return c.lookup_key(&vol, &bkt, &names[first]).await.map(|_| ());
-                    }
-                    let keys: Vec<&str> = (0..batch).map(|j| names[(first + j * 7) % names.len()].as_str()).collect();
-                    // Every key was written: a missing one is an error, not a lookup.
-                    c.lookup_keys(&vol, &bkt, &keys).await?.into_iter().try_for_each(|r| r.map(|_| ()))
-                }
-            })
-            .await;
-            let what = if batch == 1 { "lookup".to_string() } else { format!("lookup --batch {batch}") };
-            report(&what, "lookups", &stats.borrow(), elapsed);
-            Ok::<_, anyhow::Error>(())
-        })
-    })?
-}
-
-pub fn ome(a: OmeArgs) -> anyhow::Result<()> {
-    let cpu = a.common.cpu;
-    on_executor(cpu, move || {
-        Box::pin(async move {
-            let clients = connect(&a.common).await?;
-            let (payload, raft) = (Rc::new(vec![7u8; a.payload_bytes]), a.raft);
-            let (stats, elapsed) = closed_loop(&a.common, &clients, 1, move |c, _, _| {
-                let payload = payload.clone();
-                async move { c.echo(&payload, raft).await }
-            })
-            .await;
-            report(if a.raft { "ome --raft" } else { "ome" }, "calls", &stats.borrow(), elapsed);
-            Ok::<_, anyhow::Error>(())
-        })
-    })?
+#[derive(Args, Debug)]
+pub struct OmmgArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[arg(long, default_value = "benchvol")]
+    pub volume: String,
+    #[arg(long, default_value = "ommgbucket")]
+    pub bucket: String,
+    /// Keys written first (lookups and lists read them).
+    #[arg(long, default_value_t = 1000)]
+    pub keys: u32,
+    /// Weight of key creations (open + commit).
+    #[arg(long, default_value_t = 1)]
+    pub create: u32,
+    /// Weight of key lookups.
+    #[arg(long, default_value_t = 4)]
+    pub lookup: u32,
+    /// Weight of key listings (one page of --list-limit).
+    #[arg(long, default_value_t = 1)]
+    pub list: u32,
+    /// Weight of bucket infos.
+    #[arg(long, default_value_t = 1)]
+    pub info: u32,
+    #[arg(long, default_value_t = 100)]
+    pub list_limit: u32,
 }
 
 #[derive(Args, Debug)]
@@ -395,6 +142,518 @@ pub struct OckgArgs {
     pub http: Option<String>,
 }
 
+#[derive(Args, Debug)]
+pub struct OckrArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[arg(long, default_value = "benchvol")]
+    pub volume: String,
+    #[arg(long, default_value = "ockgbucket")]
+    pub bucket: String,
+    /// Read the keys whose names start with this (ockg's keys by default).
+    #[arg(long, default_value = "ockg-")]
+    pub prefix: String,
+}
+
+/// One run's measurements.
+struct Stats {
+    ops: u64,
+    errors: u64,
+    by_kind: BTreeMap<String, u64>,
+    first_error: Option<String>,
+    latency_us: Histogram<u64>,
+    /// Ops completed in each second since the start.
+    timeline: Vec<u64>,
+    bytes: u64,
+}
+
+/// A run: its stats, when it ends (time or count), and how many ops were started.
+struct Run {
+    stats: RefCell<Stats>,
+    start: Instant,
+    deadline: Option<Instant>,
+    count: Option<u64>,
+    started: Cell<u64>,
+    finished: Cell<bool>,
+}
+
+impl Run {
+    fn new(c: &Common) -> Rc<Run> {
+        let secs = c.duration.or(if c.count.is_some() { None } else { Some(5.0) });
+        let start = Instant::now();
+        Rc::new(Run {
+            stats: RefCell::new(Stats {
+                ops: 0,
+                errors: 0,
+                by_kind: BTreeMap::new(),
+                first_error: None,
+                latency_us: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"),
+                timeline: Vec::new(),
+                bytes: 0,
+            }),
+            start,
+            deadline: secs.map(|s| start + Duration::from_secs_f64(s)),
+            count: c.count,
+            started: Cell::new(0),
+            finished: Cell::new(false),
+        })
+    }
+
+    /// Whether a worker may start a call of `ops` more operations (time and -n left).
+    fn next(&self, ops: u64) -> bool {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        if self.count.is_some_and(|n| self.started.get() >= n) {
+            return false;
+        }
+        self.started.set(self.started.get() + ops);
+        true
+    }
+
+    /// `ops` completed (and `bytes` moved); a latency sample from `since` when given.
+    fn done(&self, ops: u64, bytes: u64, since: Option<Instant>) {
+        let mut s = self.stats.borrow_mut();
+        s.ops += ops;
+        s.bytes += bytes;
+        let sec = self.start.elapsed().as_secs() as usize;
+        if s.timeline.len() <= sec {
+            s.timeline.resize(sec + 1, 0);
+        }
+        s.timeline[sec] += ops;
+        if let Some(t0) = since {
+            let _ = s.latency_us.record((t0.elapsed().as_micros() as u64).max(1));
+        }
+    }
+
+    fn error(&self, e: String) {
+        let mut s = self.stats.borrow_mut();
+        s.errors += 1;
+        // The kind: the status word the OM or datanode put first (`KEY_NOT_FOUND: …`), else
+        // the first words of the message.
+        let kind = e.split(':').next().unwrap_or("").split_whitespace().take(4).collect::<Vec<_>>().join(" ");
+        *s.by_kind.entry(kind).or_default() += 1;
+        s.first_error.get_or_insert(e);
+    }
+
+    /// A live progress line on stderr, once a second, while the run lasts (terminals only).
+    fn show_progress(self: &Rc<Self>, name: String) {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        let run = self.clone();
+        glommio::spawn_local(async move {
+            let mut last = 0;
+            while !run.finished.get() {
+                glommio::timer::sleep(Duration::from_secs(1)).await;
+                let ops = run.stats.borrow().ops;
+                let total = run.count.map_or(String::new(), |n| format!(" of {n}"));
+                eprint!("\r{name}: {:.0} s, {ops}{total} ops, {} ops/s now, {} errors   ", run.start.elapsed().as_secs_f64(), ops - last, run.stats.borrow().errors);
+                last = ops;
+            }
+            eprintln!();
+        })
+        .detach();
+    }
+
+    /// Prints the summary (and writes --json): `unit` names what an op is.
+    fn report(&self, name: &str, unit: &str, json: Option<&PathBuf>) -> anyhow::Result<()> {
+        self.finished.set(true);
+        let secs = self.start.elapsed().as_secs_f64();
+        let s = self.stats.borrow();
+        let h = &s.latency_us;
+        let q = |x: f64| if h.is_empty() { 0 } else { h.value_at_quantile(x) };
+        println!(
+            "{name}: {:.0} ops/s ({} {unit} in {secs:.2} s), call latency µs p50 {} p90 {} p99 {} p99.9 {} max {}, errors {}{}",
+            s.ops as f64 / secs,
+            s.ops,
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(0.999),
+            h.max(),
+            s.errors,
+            s.first_error.as_ref().map_or(String::new(), |e| format!(" (first: {e})"))
+        );
+        if s.by_kind.len() > 1 || s.errors > 0 {
+            println!("{name}: errors by kind: {}", s.by_kind.iter().map(|(k, n)| format!("{k} × {n}")).collect::<Vec<_>>().join(", "));
+        }
+        if let Some(path) = json {
+            let v = serde_json::json!({
+                "name": name, "unit": unit, "ops": s.ops, "seconds": secs, "opsPerSecond": s.ops as f64 / secs,
+                "bytes": s.bytes, "errors": s.errors, "errorsByKind": s.by_kind,
+                "latencyMicros": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": h.max(), "count": h.len()},
+                "opsPerSecondOverTime": s.timeline,
+            });
+            std::fs::write(path, serde_json::to_vec_pretty(&v)?).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+fn on_executor<T: Send + 'static>(cpu: Option<usize>, f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static) -> anyhow::Result<T> {
+    let placement = cpu.map_or(glommio::Placement::Unbound, glommio::Placement::Fixed);
+    glommio::LocalExecutorBuilder::new(placement)
+        .io_memory(1 << 20)
+        .spawn(move || async move { f().await })
+        .map_err(|e| anyhow::anyhow!("starting the load generator: {e}"))?
+        .join()
+        .map_err(|e| anyhow::anyhow!("load generator: {e}"))
+}
+
+async fn connect(c: &Common) -> anyhow::Result<Vec<Rc<Client>>> {
+    let mut out = Vec::new();
+    for _ in 0..c.connections.max(1) {
+        out.push(Rc::new(Client::connect(&c.om, "root").await?));
+    }
+    Ok(out)
+}
+
+async fn ensure_volume(c: &Client, volume: &str) -> anyhow::Result<()> {
+    let v = c.submit(|op| {
+        let mut g = op.init_create_volume();
+        g.set_volume(volume);
+        g.set_owner("root");
+    });
+    match v.await {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("ALREADY_EXISTS") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn ensure_bucket(c: &Client, volume: &str, bucket: &str) -> anyhow::Result<()> {
+    ensure_volume(c, volume).await?;
+    let b = c.submit(|op| {
+        let mut g = op.init_create_bucket();
+        g.set_volume(volume);
+        g.set_bucket(bucket);
+        g.set_replication(stratos_schema::om_capnp::Replication::RatisThree);
+    });
+    match b.await {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("ALREADY_EXISTS") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Closed loop: `threads` workers, each calling `call(client, worker, round)` back to back
+/// while the run lets it (time, -n); a call that succeeds counts `ops_per_call` operations and
+/// one latency sample, one that fails an error.
+async fn closed_loop<T, E: std::fmt::Display, Fut>(common: &Common, clients: &[Rc<Client>], run: &Rc<Run>, ops_per_call: u64, call: impl Fn(Rc<Client>, usize, u64) -> Fut + Clone + 'static)
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut tasks = Vec::new();
+    for w in 0..common.threads {
+        let (c, run, call) = (clients[w % clients.len()].clone(), run.clone(), call.clone());
+        tasks.push(glommio::spawn_local(async move {
+            let mut round = 0u64;
+            while run.next(ops_per_call) {
+                let t0 = Instant::now();
+                match call(c.clone(), w, round).await {
+                    Ok(_) => run.done(ops_per_call, 0, Some(t0)),
+                    Err(e) => run.error(e.to_string()),
+                }
+                round += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await;
+    }
+}
+
+/// Opens `names` in one `batch` call and commits them in the next; counts committed keys and
+/// errors in `run`. False if a call failed as a whole (no latency sample then).
+async fn open_commit(c: &Client, volume: &str, bucket: &str, names: &[String], run: &Run) -> bool {
+    let opened = c
+        .batch(names.len() as u32, |i, op| {
+            let mut g = op.init_open_key();
+            g.set_volume(volume);
+            g.set_bucket(bucket);
+            g.set_key(names[i as usize].as_str());
+            g.reborrow().init_replication().set_none(());
+        })
+        .await;
+    let opened = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            run.error(e.to_string());
+            return false;
+        }
+    };
+    let mut todo: Vec<(usize, u64)> = Vec::with_capacity(names.len());
+    for (i, o) in opened.into_iter().enumerate() {
+        match o {
+            Ok(Done::KeyOpened { open_id, .. }) => todo.push((i, open_id)),
+            Ok(other) => run.error(format!("{other:?}")),
+            Err(e) => run.error(e.to_string()),
+        }
+    }
+    if todo.is_empty() {
+        return false;
+    }
+    let committed = c
+        .batch(todo.len() as u32, |i, op| {
+            let (k, id) = todo[i as usize];
+            let mut g = op.init_commit_key();
+            g.set_volume(volume);
+            g.set_bucket(bucket);
+            g.set_key(names[k].as_str());
+            g.set_open_id(id);
+        })
+        .await;
+    match committed {
+        Ok(outs) => {
+            for o in outs {
+                match o {
+                    Ok(_) => run.done(1, 0, None),
+                    Err(e) => run.error(e.to_string()),
+                }
+            }
+            true
+        }
+        Err(e) => {
+            run.error(e.to_string());
+            false
+        }
+    }
+}
+
+/// One key created: an open, then a commit (two calls, two durable writes).
+async fn create_key(c: &Client, volume: &str, bucket: &str, name: &str) -> Result<(), String> {
+    let opened = c
+        .submit(|op| {
+            let mut g = op.init_open_key();
+            g.set_volume(volume);
+            g.set_bucket(bucket);
+            g.set_key(name);
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let Done::KeyOpened { open_id, .. } = opened else { return Err(format!("unexpected reply to openKey: {opened:?}")) };
+    c.submit(|op| {
+        let mut g = op.init_commit_key();
+        g.set_volume(volume);
+        g.set_bucket(bucket);
+        g.set_key(name);
+        g.set_open_id(open_id);
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+/// Writes `names` as omkg does, before a measurement that reads them.
+async fn write_keys(c: &Client, common: &Common, volume: &str, bucket: &str, names: &[String]) -> anyhow::Result<()> {
+    let setup = Run::new(&Common { count: None, duration: None, ..common.clone() });
+    for chunk in names.chunks(256) {
+        if !open_commit(c, volume, bucket, chunk, &setup).await || setup.stats.borrow().errors > 0 {
+            anyhow::bail!("writing the keys the benchmark reads: {}", setup.stats.borrow().first_error.clone().unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+pub fn omkg(a: OmkgArgs) -> anyhow::Result<()> {
+    let cpu = a.common.cpu;
+    on_executor(cpu, move || {
+        Box::pin(async move {
+            let clients = connect(&a.common).await?;
+            ensure_bucket(&clients[0], &a.volume, &a.bucket).await?;
+            let run = Run::new(&a.common);
+            let what = match a.rate {
+                Some(r) => format!("omkg --rate {r}"),
+                None => "omkg".to_string(),
+            };
+            run.show_progress(what.clone());
+            let start = run.start;
+            let prefix = Rc::new(format!("k{:08x}", rand::random::<u32>()));
+            let (volume, bucket, batch) = (Rc::new(a.volume.clone()), Rc::new(a.bucket.clone()), a.batch.max(1));
+            let names_of = move |prefix: &str, unit: u64| -> Vec<String> { (0..u64::from(batch)).map(|i| format!("{prefix}/{:012}", unit * u64::from(batch) + i)).collect() };
+            let mut tasks = Vec::new();
+            match a.rate {
+                // Open loop: call j (of `batch` keys) is due at start + j·batch/rate; its latency
+                // runs from that intended time, so waiting for a free slot (at most -t calls in
+                // flight) counts, and a stall is not hidden (no coordinated omission).
+                Some(rate) => {
+                    let slots = Rc::new(glommio::sync::Semaphore::new(a.common.threads as u64));
+                    let interval = Duration::from_secs_f64(f64::from(batch) / rate.max(1.0));
+                    let mut unit = 0u64;
+                    loop {
+                        let due = start + interval.mul_f64(unit as f64);
+                        if run.deadline.is_some_and(|d| due >= d) || !run.next(u64::from(batch)) {
+                            break;
+                        }
+                        let now = Instant::now();
+                        if due > now {
+                            glommio::timer::sleep(due - now).await;
+                        }
+                        let (c, run, slots, volume, bucket) = (clients[unit as usize % clients.len()].clone(), run.clone(), slots.clone(), volume.clone(), bucket.clone());
+                        let names = names_of(&prefix, unit);
+                        tasks.push(glommio::spawn_local(async move {
+                            let Ok(_permit) = slots.acquire_permit(1).await else { return };
+                            if open_commit(&c, &volume, &bucket, &names, &run).await {
+                                run.done(0, 0, Some(due));
+                            }
+                        }));
+                        unit += 1;
+                    }
+                }
+                // Closed loop: -t workers, each with one call in flight.
+                None => {
+                    for w in 0..a.common.threads {
+                        let (c, run, volume, bucket, prefix) = (clients[w % clients.len()].clone(), run.clone(), volume.clone(), bucket.clone(), prefix.clone());
+                        let threads = a.common.threads as u64;
+                        tasks.push(glommio::spawn_local(async move {
+                            let mut unit = w as u64;
+                            while run.next(u64::from(batch)) {
+                                let names = names_of(&prefix, unit);
+                                unit += threads;
+                                let t0 = Instant::now();
+                                if open_commit(&c, &volume, &bucket, &names, &run).await {
+                                    run.done(0, 0, Some(t0));
+                                }
+                            }
+                        }));
+                    }
+                }
+            }
+            for t in tasks {
+                t.await;
+            }
+            run.report(&what, "keys", a.common.json.as_ref())
+        })
+    })?
+}
+
+pub fn lookup(a: LookupArgs) -> anyhow::Result<()> {
+    let cpu = a.common.cpu;
+    on_executor(cpu, move || {
+        Box::pin(async move {
+            let clients = connect(&a.common).await?;
+            let c0 = clients[0].clone();
+            ensure_bucket(&c0, &a.volume, &a.bucket).await?;
+            let names: Rc<Vec<String>> = Rc::new((0..a.keys).map(|i| format!("lookup/{i:010}")).collect());
+            write_keys(&c0, &a.common, &a.volume, &a.bucket, &names).await?;
+            let (vol, bkt) = (Rc::new(a.volume.clone()), Rc::new(a.bucket.clone()));
+            let batch = a.batch.max(1) as usize;
+            let what = if batch == 1 { "lookup".to_string() } else { format!("lookup --batch {batch}") };
+            let run = Run::new(&a.common);
+            run.show_progress(what.clone());
+            closed_loop(&a.common, &clients, &run, batch as u64, move |c, w, round| {
+                let first = (w * 7919 + round as usize * 104_729) % names.len();
+                let (names, vol, bkt) = (names.clone(), vol.clone(), bkt.clone());
+                async move {
+                    if batch == 1 {
+                        return c.lookup_key(&vol, &bkt, &names[first]).await.map(|_| ());
+                    }
+                    let keys: Vec<&str> = (0..batch).map(|j| names[(first + j * 7) % names.len()].as_str()).collect();
+                    // Every key was written: a missing one is an error, not a lookup.
+                    c.lookup_keys(&vol, &bkt, &keys).await?.into_iter().try_for_each(|r| r.map(|_| ()))
+                }
+            })
+            .await;
+            run.report(&what, "lookups", a.common.json.as_ref())
+        })
+    })?
+}
+
+pub fn ome(a: OmeArgs) -> anyhow::Result<()> {
+    let cpu = a.common.cpu;
+    on_executor(cpu, move || {
+        Box::pin(async move {
+            let clients = connect(&a.common).await?;
+            let (payload, raft) = (Rc::new(vec![7u8; a.payload_bytes]), a.raft);
+            let what = if a.raft { "ome --raft" } else { "ome" };
+            let run = Run::new(&a.common);
+            run.show_progress(what.to_string());
+            closed_loop(&a.common, &clients, &run, 1, move |c, _, _| {
+                let payload = payload.clone();
+                async move { c.echo(&payload, raft).await }
+            })
+            .await;
+            run.report(what, "calls", a.common.json.as_ref())
+        })
+    })?
+}
+
+/// Freon's ombg: bucket creations in one volume (meta-group writes), one per call.
+pub fn ombg(a: OmbgArgs) -> anyhow::Result<()> {
+    let cpu = a.common.cpu;
+    on_executor(cpu, move || {
+        Box::pin(async move {
+            let clients = connect(&a.common).await?;
+            ensure_volume(&clients[0], &a.volume).await?;
+            let run = Run::new(&a.common);
+            run.show_progress("ombg".into());
+            let (tag, volume) = (rand::random::<u32>(), Rc::new(a.volume.clone()));
+            closed_loop(&a.common, &clients, &run, 1, move |c, w, round| {
+                let volume = volume.clone();
+                async move {
+                    let name = format!("b{tag:08x}-{w}-{round}");
+                    c.submit(|op| {
+                        let mut g = op.init_create_bucket();
+                        g.set_volume(volume.as_str());
+                        g.set_bucket(name.as_str());
+                    })
+                    .await
+                }
+            })
+            .await;
+            run.report("ombg", "buckets", a.common.json.as_ref())
+        })
+    })?
+}
+
+/// Freon's ommg: a metadata mix, one operation per call, picked by weight: key creation (open
+/// + commit), key lookup, a page of keys, bucket info.
+pub fn ommg(a: OmmgArgs) -> anyhow::Result<()> {
+    let weights = [a.create, a.lookup, a.list, a.info];
+    let total: u32 = weights.iter().sum();
+    anyhow::ensure!(total > 0, "every weight is 0: nothing to run");
+    let cpu = a.common.cpu;
+    on_executor(cpu, move || {
+        Box::pin(async move {
+            let clients = connect(&a.common).await?;
+            ensure_bucket(&clients[0], &a.volume, &a.bucket).await?;
+            let names: Rc<Vec<String>> = Rc::new((0..a.keys.max(1)).map(|i| format!("ommg/{i:010}")).collect());
+            write_keys(&clients[0], &a.common, &a.volume, &a.bucket, &names).await?;
+            let run = Run::new(&a.common);
+            run.show_progress("ommg".into());
+            let (vol, bkt, tag, limit) = (Rc::new(a.volume.clone()), Rc::new(a.bucket.clone()), rand::random::<u32>(), a.list_limit);
+            closed_loop(&a.common, &clients, &run, 1, move |c, w, round| {
+                let (names, vol, bkt) = (names.clone(), vol.clone(), bkt.clone());
+                // A fixed, well-mixed sequence per worker (no RNG state to share).
+                let x = (w as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ round.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                let mut pick = (x >> 33) as u32 % total;
+                let kind = weights.iter().position(|wt| {
+                    if pick < *wt {
+                        true
+                    } else {
+                        pick -= wt;
+                        false
+                    }
+                });
+                let key = names[(x % names.len() as u64) as usize].clone();
+                async move {
+                    let r: Result<(), String> = match kind {
+                        Some(0) => create_key(&c, &vol, &bkt, &format!("ommg-new/{tag:08x}-{w}-{round}")).await,
+                        Some(1) => c.lookup_key(&vol, &bkt, &key).await.map(|_| ()).map_err(|e| e.to_string()),
+                        Some(2) => c.list_keys(&vol, &bkt, "ommg/", &key, limit).await.map(|_| ()).map_err(|e| e.to_string()),
+                        _ => c.bucket_info(&vol, &bkt).await.map(|_| ()).map_err(|e| e.to_string()),
+                    };
+                    r
+                }
+            })
+            .await;
+            run.report("ommg", "operations", a.common.json.as_ref())
+        })
+    })?
+}
+
 /// (takes, waits) summed over the OM's cores, from its /prom page.
 fn block_counters(http: &str) -> Option<(u64, u64)> {
     use std::io::{Read, Write};
@@ -406,9 +665,22 @@ fn block_counters(http: &str) -> Option<(u64, u64)> {
     Some((sum("stratos_om_block_takes_total{"), sum("stratos_om_block_waits_total{")))
 }
 
-/// Freon's ockg: the full write path with data. Each worker puts keys of `--size` random bytes
-/// (open, write to every datanode of the pipeline, putBlock durable there, commit), one at a
-/// time. Reports keys/s, MB/s and the share of opens that waited for the SCM.
+/// The bytes ockg writes as `key` (`size` of them): the key's name, then a fixed pattern. ockr
+/// checks every byte against this.
+fn content(pattern: &[u8], key: &str) -> Vec<u8> {
+    let mut v = pattern.to_vec();
+    let n = key.len().min(v.len());
+    v[..n].copy_from_slice(&key.as_bytes()[..n]);
+    v
+}
+
+fn pattern(size: usize) -> Vec<u8> {
+    (0..size).map(|i| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) as u8).collect()
+}
+
+/// Freon's ockg: the full write path with data. Each worker puts keys of `--size` bytes (open,
+/// write to every datanode of the pipeline, putBlock durable there, commit), one at a time.
+/// Reports keys/s, MB/s and the share of opens that waited for the SCM.
 pub fn ockg(a: OckgArgs) -> anyhow::Result<()> {
     let cpu = a.common.cpu;
     let before = a.http.as_deref().and_then(block_counters);
@@ -418,27 +690,24 @@ pub fn ockg(a: OckgArgs) -> anyhow::Result<()> {
         Box::pin(async move {
             let clients = connect(&a.common).await?;
             ensure_bucket(&clients[0], &a.volume, &a.bucket).await?;
-            let data: Rc<Vec<u8>> = Rc::new((0..a.size).map(|i| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) as u8).collect());
-            let stats = new_stats();
-            let deadline = Instant::now() + Duration::from_secs_f64(a.common.duration);
-            let start = Instant::now();
-            let run = rand::random::<u32>();
+            let pattern = Rc::new(pattern(a.size));
+            let run = Run::new(&a.common);
+            let name = format!("ockg {size} B");
+            run.show_progress(name.clone());
+            let tag = rand::random::<u32>();
             let mut tasks = Vec::new();
             for w in 0..a.common.threads {
-                let (c, stats, data, volume, bucket) = (clients[w % clients.len()].clone(), stats.clone(), data.clone(), a.volume.clone(), a.bucket.clone());
+                let (c, run, pattern, volume, bucket) = (clients[w % clients.len()].clone(), run.clone(), pattern.clone(), a.volume.clone(), a.bucket.clone());
                 tasks.push(glommio::spawn_local(async move {
                     let mut dns = stratos_client::data::Datanodes::default();
                     let mut round = 0u64;
-                    while Instant::now() < deadline {
+                    while run.next(1) {
                         let t0 = Instant::now();
-                        let key = format!("ockg-{run:08x}-{w}-{round}");
-                        match stratos_client::data::put(&c, &mut dns, &volume, &bucket, &key, &*data, &mut |_| {}).await {
-                            Ok(_) => {
-                                let mut s = stats.borrow_mut();
-                                s.ops += 1;
-                                let _ = s.latency_us.record((t0.elapsed().as_micros() as u64).max(1));
-                            }
-                            Err(e) => record_error(&stats, e.to_string()),
+                        let key = format!("ockg-{tag:08x}-{w}-{round}");
+                        let data = content(&pattern, &key);
+                        match stratos_client::data::put(&c, &mut dns, &volume, &bucket, &key, &data, &mut |_| {}).await {
+                            Ok(n) => run.done(1, n, Some(t0)),
+                            Err(e) => run.error(e.to_string()),
                         }
                         round += 1;
                     }
@@ -447,10 +716,9 @@ pub fn ockg(a: OckgArgs) -> anyhow::Result<()> {
             for t in tasks {
                 t.await;
             }
-            let elapsed = start.elapsed();
-            let s = stats.borrow();
-            report(&format!("ockg {size} B"), "keys", &s, elapsed);
-            println!("ockg {size} B: {:.1} MB/s of key data (each byte written to every datanode of its pipeline)", s.ops as f64 * size as f64 / elapsed.as_secs_f64() / 1e6);
+            run.report(&name, "keys", a.common.json.as_ref())?;
+            let s = run.stats.borrow();
+            println!("{name}: {:.1} MB/s of key data (each byte written to every datanode of its pipeline)", s.bytes as f64 / run.start.elapsed().as_secs_f64() / 1e6);
             anyhow::Ok(())
         })
     })??;
@@ -461,4 +729,70 @@ pub fn ockg(a: OckgArgs) -> anyhow::Result<()> {
         _ => println!("ockg: share of opens that waited for the SCM unknown (give --http with the OM's HTTP address)"),
     }
     Ok(())
+}
+
+/// Freon's ockr: reads back the keys ockg wrote (names starting with `--prefix`) and checks
+/// every byte; a key whose bytes differ is an error of kind `content differs`.
+pub fn ockr(a: OckrArgs) -> anyhow::Result<()> {
+    let cpu = a.common.cpu;
+    on_executor(cpu, move || {
+        Box::pin(async move {
+            let clients = connect(&a.common).await?;
+            let mut names = Vec::new();
+            let mut start = String::new();
+            loop {
+                let (page, more) = clients[0].list_keys(&a.volume, &a.bucket, &a.prefix, &start, 1000).await?;
+                for k in &page {
+                    names.push((k["name"].as_str().unwrap_or_default().to_string(), k["dataSize"].as_u64().unwrap_or(0)));
+                }
+                match names.last() {
+                    Some((last, _)) if more => start = last.clone(),
+                    _ => break,
+                }
+            }
+            anyhow::ensure!(!names.is_empty(), "no keys under /{}/{}/{}* to read (run ockg first)", a.volume, a.bucket, a.prefix);
+            eprintln!("ockr: {} keys to read", names.len());
+            let names = Rc::new(names);
+            let run = Run::new(&a.common);
+            run.show_progress("ockr".into());
+            let next = Rc::new(Cell::new(0usize));
+            let patterns: Rc<RefCell<BTreeMap<u64, Rc<Vec<u8>>>>> = Rc::default();
+            let mut tasks = Vec::new();
+            for w in 0..a.common.threads {
+                let (c, run, names, next, patterns, volume, bucket) = (clients[w % clients.len()].clone(), run.clone(), names.clone(), next.clone(), patterns.clone(), a.volume.clone(), a.bucket.clone());
+                tasks.push(glommio::spawn_local(async move {
+                    let mut dns = stratos_client::data::Datanodes::default();
+                    loop {
+                        // Each key once, in list order, unless -n or the time ends it first.
+                        let i = next.get();
+                        if i >= names.len() || !run.next(1) {
+                            break;
+                        }
+                        next.set(i + 1);
+                        let (key, size) = &names[i];
+                        let t0 = Instant::now();
+                        let mut out = Vec::with_capacity(*size as usize);
+                        match stratos_client::data::get_key(&c, &mut dns, &volume, &bucket, key, &mut out, &mut |_| {}).await {
+                            Ok(n) => {
+                                let p = patterns.borrow_mut().entry(n).or_insert_with(|| Rc::new(pattern(n as usize))).clone();
+                                if out == content(&p, key) {
+                                    run.done(1, n, Some(t0));
+                                } else {
+                                    run.error(format!("content differs: /{volume}/{bucket}/{key}"));
+                                }
+                            }
+                            Err(e) => run.error(e.to_string()),
+                        }
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await;
+            }
+            run.report("ockr", "keys", a.common.json.as_ref())?;
+            let s = run.stats.borrow();
+            println!("ockr: {:.1} MB/s read and verified", s.bytes as f64 / run.start.elapsed().as_secs_f64() / 1e6);
+            anyhow::Ok(())
+        })
+    })?
 }

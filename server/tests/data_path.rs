@@ -445,3 +445,32 @@ fn with_the_scm_down_writes_fail_clearly_once_the_pool_drains_and_reads_go_on() 
     c.scm = start_scm(dir.path(), &c.scm_addr);
     wait_for("a put after the SCM returned", Duration::from_secs(20), || c.sh(&["key", "put", "/vol/bkt/after", s(&f)]).0);
 }
+
+#[test]
+fn the_freon_generators_run_against_a_cluster_and_ockr_verifies_what_ockg_wrote() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Cluster::start(dir.path(), 3, &[]);
+    let om = c.om();
+    let bench = |args: &[&str]| -> serde_json::Value {
+        let json = dir.path().join("out.json");
+        let out = Command::new(BIN).args(["bench"]).args(args).args(["--om", &om, "-t", "4", "--json", s(&json)]).output().expect("run stratos bench");
+        assert!(out.status.success(), "bench {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("ops/s"), "{stdout}");
+        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("valid JSON")
+    };
+    for (args, ops) in [(&["ockg", "-n", "40", "--size", "70000"][..], 40), (&["ombg", "-n", "25"], 25), (&["ommg", "-n", "60", "--keys", "50"], 60), (&["omkg", "-n", "256", "--batch", "64"], 256)] {
+        let v = bench(args);
+        assert_eq!((v["ops"].as_u64(), v["errors"].as_u64()), (Some(ops), Some(0)), "{args:?}: {v}");
+        assert_eq!(v["opsPerSecondOverTime"].as_array().expect("timeline").iter().map(|x| x.as_u64().expect("count")).sum::<u64>(), ops);
+    }
+    let v = bench(&["ockr"]);
+    assert_eq!((v["ops"].as_u64(), v["errors"].as_u64(), v["bytes"].as_u64()), (Some(40), Some(0), Some(40 * 70_000)), "{v}");
+    // A key whose bytes changed on every datanode is reported, not counted as read.
+    let f = random_file(dir.path(), "other", 70_000, 8);
+    let (ok, _, err) = Command::new(BIN).args(["sh", "--om", &om, "--user", "root", "key", "put", "/benchvol/ockgbucket/ockg-zzz", s(&f)]).output().map(|o| (o.status.success(), (), String::from_utf8_lossy(&o.stderr).into_owned())).expect("sh");
+    assert!(ok, "{err}");
+    let v = bench(&["ockr"]);
+    assert_eq!((v["ops"].as_u64(), v["errors"].as_u64()), (Some(40), Some(1)), "{v}");
+    assert_eq!(v["errorsByKind"]["content differs"].as_u64(), Some(1), "{v}");
+}
