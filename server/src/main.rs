@@ -222,6 +222,9 @@ struct ScmArgs {
     /// The longest block-token lifetime OMs use; keys stay valid rotation + this.
     #[arg(long, default_value_t = 86_400_000)]
     token_lifetime_ms: u64,
+    /// Write a checkpoint of the state and purge the log every this many records.
+    #[arg(long, default_value_t = stratos_server::scm::CHECKPOINT_EVERY)]
+    checkpoint_every: u64,
 }
 
 #[derive(Args, Debug)]
@@ -413,6 +416,7 @@ fn main() -> anyhow::Result<()> {
                 container_bytes: a.container_bytes,
                 key_rotation_ms: a.key_rotation_ms,
                 token_lifetime_ms: a.token_lifetime_ms,
+                checkpoint_every: a.checkpoint_every,
                 ..Default::default()
             };
             stratos_server::scm::run(cfg, |r| println!("stratos scm ready: rpc {}", r.rpc))?;

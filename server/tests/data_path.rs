@@ -54,7 +54,8 @@ fn s(p: &Path) -> &str {
 }
 
 fn start_scm(dir: &Path, addr: &str) -> Proc {
-    Proc::start(&["scm", "--data-dir", s(&dir.join("scm")), "--rpc-address", addr, "--dead-after-ms", "30000"])
+    // Checkpoints every 300 records, so restarts load a checkpoint and replay the log after it.
+    Proc::start(&["scm", "--data-dir", s(&dir.join("scm")), "--rpc-address", addr, "--dead-after-ms", "30000", "--checkpoint-every", "300"])
 }
 
 impl Cluster {
@@ -374,6 +375,7 @@ fn an_scm_killed_under_allocation_load_never_issues_a_block_id_twice() {
     count_after(1500);
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let ids = load.join().expect("load thread");
+    assert!(dir.path().join("scm").join("checkpoint").exists(), "the SCM wrote a checkpoint");
     let locals: BTreeSet<u64> = ids.iter().map(|(_, l)| *l).collect();
     assert!(ids.len() > 1000, "only {} blocks allocated under load", ids.len());
     assert_eq!(locals.len(), ids.len(), "a block id was issued twice across {} allocations and 3 kills", ids.len());

@@ -27,6 +27,8 @@ pub const MESH_QUEUE_MAX: usize = 4096;
 /// A cross-shard rename intent older than this (command time) is driven again by its shard's
 /// leader; a live driver finishes in milliseconds.
 pub const RENAME_REDRIVE_AFTER_MS: u64 = 4000;
+/// Deleted blocks handed to the SCM in one call, about (whole batches; below the SCM's limit).
+pub const DELETE_PUSH_BLOCKS: usize = 50_000;
 
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -282,11 +284,19 @@ impl Core {
                     continue; // not the leader
                 }
                 let (up_to, blocks) = {
+                    // Whole batches, oldest first, up to about DELETE_PUSH_BLOCKS blocks per call.
                     let shard = g.state.shard.borrow();
-                    let batches = shard.list_deleted_blocks(None, 1024);
-                    let Some((last, _)) = batches.last() else { continue };
-                    let blocks: Vec<(u64, u64)> = batches.iter().flat_map(|(_, r)| r.blocks.iter().map(|b| (b.container_id.to_native(), b.local_id.to_native()))).collect();
-                    (*last, blocks)
+                    let mut blocks = Vec::new();
+                    let mut up_to = None;
+                    for (seq, r) in shard.list_deleted_blocks(None, 1024) {
+                        if up_to.is_some() && blocks.len() + r.blocks.len() > DELETE_PUSH_BLOCKS {
+                            break;
+                        }
+                        blocks.extend(r.blocks.iter().map(|b| (b.container_id.to_native(), b.local_id.to_native())));
+                        up_to = Some(seq);
+                    }
+                    let Some(up_to) = up_to else { continue };
+                    (up_to, blocks)
                 };
                 match dp.push_deleted(group - 1, up_to, &blocks).await {
                     Ok(()) => {

@@ -8,8 +8,11 @@
 //! State changes are [`state::Rec`]s in a stratos-wal log (one entry each, JSON payload, crc32
 //! framed by the WAL); **every answer that depends on a change waits for its fdatasync**, so an
 //! id handed out is on disk and is never handed out again after a crash. Every
-//! [`CHECKPOINT_EVERY`] records the whole state is written as one record and the log before it
-//! is purged, so the log stays small and a restart replays little.
+//! `checkpoint_every` records the whole state is written to the file `checkpoint` (magic
+//! `STRATOSC`, version, crc32, the index of the last record it includes, JSON; written to a
+//! temporary name, fsynced, renamed, directory fsynced) and only then is the log purged up to
+//! that index, so the log stays small and a restart replays little. Recovery loads the
+//! checkpoint (a bad crc is an error naming the file) and replays the records after it.
 
 pub mod service;
 pub mod state;
@@ -28,7 +31,7 @@ use stratos_wal::{DmaStorage, LogId, Wal, WalConfig};
 use crate::om::core::now_ms;
 use state::{Key, Rec, ScmState};
 
-/// Records between checkpoints.
+/// Records between checkpoints (the default of `checkpoint_every`).
 pub const CHECKPOINT_EVERY: u64 = 10_000;
 /// The WAL's term for every SCM record (there is no election: one SCM).
 const TERM: u64 = 1;
@@ -50,6 +53,8 @@ pub struct ScmConfig {
     /// every token signed with it expires before it does [default 1 day].
     pub token_lifetime_ms: u64,
     pub wal_segment_bytes: u64,
+    /// Write a checkpoint and purge the log every this many records [default 10000].
+    pub checkpoint_every: u64,
 }
 
 impl Default for ScmConfig {
@@ -62,6 +67,7 @@ impl Default for ScmConfig {
             key_rotation_ms: 86_400_000,
             token_lifetime_ms: 86_400_000,
             wal_segment_bytes: 64 << 20,
+            checkpoint_every: CHECKPOINT_EVERY,
         }
     }
 }
@@ -74,6 +80,7 @@ pub struct Scm {
     since_checkpoint: Cell<u64>,
     last_seen: RefCell<HashMap<u64, Instant>>,
     cursor: Cell<usize>,
+    checkpointing: Cell<bool>,
 }
 
 impl std::fmt::Debug for Scm {
@@ -94,7 +101,7 @@ impl Scm {
         if let Some(t) = &report.torn_tail {
             eprintln!("scm: recovered the log in {}: cut a torn tail ({t:?})", dir.display());
         }
-        let mut state = ScmState::fresh();
+        let (mut state, checkpointed) = load_checkpoint(&cfg.data_dir)?;
         let mut replayed = 0;
         // Entries run from the first kept one to the last; an empty log continues after its
         // purge point (a checkpoint purged everything before it), or at 1.
@@ -102,7 +109,7 @@ impl Scm {
             Some(last) => last.log_index + 1,
             None => wal.purged().map_or(1, |p| p.log_index + 1),
         };
-        let first = if wal.last_log_id().is_some() { wal.first_log_index() } else { next };
+        let first = if wal.last_log_id().is_some() { wal.first_log_index().max(checkpointed + 1) } else { next };
         for index in first..next {
             let bytes = wal.read_entry(index).await.with_context(|| format!("reading SCM record {index} in {}", dir.display()))?;
             let rec: Rec = serde_json::from_slice(&bytes).with_context(|| format!("SCM record {index} in {} is not a record this SCM knows", dir.display()))?;
@@ -117,6 +124,7 @@ impl Scm {
             since_checkpoint: Cell::new(replayed),
             last_seen: RefCell::new(HashMap::new()),
             cursor: Cell::new(0),
+            checkpointing: Cell::new(false),
         });
         scm.rotate_keys_if_due().await?;
         Ok(scm)
@@ -124,28 +132,41 @@ impl Scm {
 
     /// Applies `recs` and makes them durable; returns once their fdatasync returned. Callers
     /// answer only after this: that is what makes every answer durable.
-    pub async fn commit(&self, recs: Vec<Rec>) -> anyhow::Result<()> {
-        if recs.is_empty() {
-            return Ok(());
-        }
+    pub async fn commit(self: &Rc<Self>, recs: Vec<Rec>) -> anyhow::Result<()> {
         let mut last = None;
         for rec in &recs {
-            self.state.borrow_mut().apply(rec);
+            // Appended first: an append refused (too large, a poisoned log) leaves the state
+            // as it was. Once appended, the record is applied; if its flush then fails the log
+            // is poisoned and every later commit fails, so nothing is answered from it.
             last = Some(self.append(rec)?);
-        }
-        if self.since_checkpoint.get() >= CHECKPOINT_EVERY {
-            // The whole state as one record, then purge what precedes it: a replay starts there.
-            let image = Rec::Checkpoint(Box::new(self.state.borrow().clone()));
-            // Durable with the purge marker that follows it (the log is ordered).
-            let _ = self.append(&image)?;
-            let at = self.next_index.get() - 1;
-            // The purge marker follows the checkpoint in the log, so it is durable only with it.
-            last = Some(self.wal.purge(LogId { log_index: at - 1, term: TERM }).context("purging the SCM log")?);
-            self.since_checkpoint.set(0);
+            self.state.borrow_mut().apply(rec);
         }
         if let Some(t) = last {
             self.wal.wait_durable(t).await.context("making the SCM log durable")?;
         }
+        if self.since_checkpoint.get() >= self.cfg.checkpoint_every.max(1) && !self.checkpointing.get() {
+            self.checkpointing.set(true);
+            let me = self.clone();
+            glommio::spawn_local(async move {
+                if let Err(e) = me.checkpoint().await {
+                    eprintln!("scm: checkpoint: {e:#}");
+                }
+                me.checkpointing.set(false);
+            })
+            .detach();
+        }
+        Ok(())
+    }
+
+    /// Writes the state to the checkpoint file, then purges the log up to what it includes.
+    async fn checkpoint(&self) -> anyhow::Result<()> {
+        let (image, index) = (self.state.borrow().clone(), self.next_index.get() - 1);
+        self.since_checkpoint.set(0);
+        // Everything the image includes is durable in the log before the image replaces it.
+        self.wal.sync().await.context("syncing the SCM log")?;
+        write_checkpoint(&self.cfg.data_dir, &image, index)?;
+        let t = self.wal.purge(LogId { log_index: index, term: TERM }).context("purging the SCM log")?;
+        self.wal.wait_durable(t).await.context("purging the SCM log")?;
         Ok(())
     }
 
@@ -159,7 +180,7 @@ impl Scm {
     }
 
     /// Makes a new secret key when none exists or the newest is older than the rotation period.
-    pub async fn rotate_keys_if_due(&self) -> anyhow::Result<()> {
+    pub async fn rotate_keys_if_due(self: &Rc<Self>) -> anyhow::Result<()> {
         let now = now_ms();
         let due = self.state.borrow().current_key().is_none_or(|k| k.created_ms.saturating_add(self.cfg.key_rotation_ms) <= now);
         if due {
@@ -192,6 +213,50 @@ impl Scm {
         let now = now_ms();
         self.state.borrow().keys.iter().filter(|k| k.expires_ms > now).cloned().collect()
     }
+}
+
+const CHECKPOINT_MAGIC: &[u8; 8] = b"STRATOSC";
+const CHECKPOINT_VERSION: u32 = 1;
+const CHECKPOINT_HEADER: usize = 8 + 4 + 4 + 8;
+
+/// The checkpointed state and the index of the last record it includes (0: none).
+fn load_checkpoint(dir: &std::path::Path) -> anyhow::Result<(ScmState, u64)> {
+    let path = dir.join("checkpoint");
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((ScmState::fresh(), 0)),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let bad = |why: &str| anyhow::anyhow!("{} is not a valid SCM checkpoint: {why}", path.display());
+    if bytes.len() < CHECKPOINT_HEADER || &bytes[..8] != CHECKPOINT_MAGIC {
+        return Err(bad("bad magic or too short"));
+    }
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    if u32_at(8) != CHECKPOINT_VERSION {
+        return Err(bad(&format!("version {}", u32_at(8))));
+    }
+    if crc32fast::hash(&bytes[16..]) != u32_at(12) {
+        return Err(bad("crc mismatch at offset 16"));
+    }
+    let index = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+    let state = serde_json::from_slice(&bytes[CHECKPOINT_HEADER..]).map_err(|e| bad(&e.to_string()))?;
+    Ok((state, index))
+}
+
+fn write_checkpoint(dir: &std::path::Path, state: &ScmState, index: u64) -> anyhow::Result<()> {
+    let mut body = index.to_le_bytes().to_vec();
+    serde_json::to_writer(&mut body, state).context("encoding the SCM checkpoint")?;
+    let mut out = CHECKPOINT_MAGIC.to_vec();
+    out.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    let (tmp, path) = (dir.join("checkpoint.tmp"), dir.join("checkpoint"));
+    // Blocking file I/O on the SCM's executor: a few ms every `checkpoint_every` records.
+    std::fs::write(&tmp, &out).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::File::open(&tmp)?.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("renaming {}", tmp.display()))?;
+    std::fs::File::open(dir)?.sync_all().with_context(|| format!("syncing {}", dir.display()))?;
+    Ok(())
 }
 
 /// What a started SCM tells its caller.
@@ -235,4 +300,27 @@ pub fn run(cfg: ScmConfig, on_ready: impl FnOnce(&Ready) + Send + 'static) -> an
         .map_err(|e| anyhow::anyhow!("starting the SCM executor: {e}"))?
         .join()
         .map_err(|e| anyhow::anyhow!("SCM executor: {e:?}"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_round_trips_and_a_flipped_byte_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(load_checkpoint(dir.path()).expect("none yet"), (ScmState::fresh(), 0));
+        let mut s = ScmState::fresh();
+        s.apply(&Rec::Datanode { id: 4, address: "127.0.0.1:9".into() });
+        s.apply(&Rec::Allocated { next_local_id: 77, blocks: 76, bytes: vec![] });
+        write_checkpoint(dir.path(), &s, 42).expect("written");
+        assert_eq!(load_checkpoint(dir.path()).expect("loads"), (s, 42));
+        let path = dir.path().join("checkpoint");
+        let mut bytes = std::fs::read(&path).expect("read");
+        let last = bytes.len() - 2;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).expect("write");
+        let e = load_checkpoint(dir.path()).expect_err("corrupt").to_string();
+        assert!(e.contains(&path.display().to_string()) && e.contains("crc"), "{e}");
+    }
 }

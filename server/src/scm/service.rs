@@ -14,8 +14,9 @@ use crate::scm::state::{DeleteTx, Key, Rec, Repl, plan_allocation};
 
 /// Blocks in one `allocateBlocks` call.
 pub const ALLOCATE_MAX: u32 = 4096;
-/// Blocks in one `deleteBlocks` call.
-pub const DELETE_BLOCKS_MAX: u32 = 1 << 20;
+/// Blocks in one `deleteBlocks` call (its record, as JSON, stays well below the log's record
+/// limit of 16 MiB).
+pub const DELETE_BLOCKS_MAX: u32 = 100_000;
 /// Delete transactions sent to a datanode per heartbeat.
 pub const DELETES_PER_BEAT: usize = 64;
 /// Datanodes named in one exclude list.
