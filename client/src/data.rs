@@ -274,6 +274,9 @@ pub async fn put(c: &Client, dns: &mut Datanodes, volume: &str, bucket: &str, ke
         loop {
             attempt += 1;
             let capacity = token_max_length(&block.token).unwrap_or(u64::MAX);
+            if capacity == 0 {
+                return Err(DataError::Other(format!("block {}/{} of /{volume}/{bucket}/{key} allows 0 bytes", block.container_id, block.local_id)));
+            }
             let len = capacity.min(size - offset);
             if exclude.iter().any(|d| block.datanodes.iter().any(|(id, _)| id == d)) {
                 // A pre-allocated block on a datanode that already failed: take a fresh one.

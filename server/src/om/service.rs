@@ -103,7 +103,16 @@ impl OmService {
             };
             // The bucket's facts as this core's view has them; without rights or a bucket no
             // block is handed out (the shard gives the precise error).
-            let Ok(facts) = core.view.borrow().key_bucket(&h.principal, volume, bucket, stratos_shard::rights::WRITE) else { continue };
+            let facts = core.view.borrow().key_bucket(&h.principal, volume, bucket, stratos_shard::rights::WRITE);
+            let facts = match facts {
+                Ok(f) => f,
+                // A block is never proposed unfilled: allocateBlock fails here.
+                Err(e) if matches!(p.op, Op::AllocateBlock { .. }) => {
+                    failed.push((i, e.into()));
+                    continue;
+                }
+                Err(_) => continue,
+            };
             let shard = shard_of(volume, bucket, key, core.shards);
             let owner = &h.principal.user;
             match (&mut p.op, req) {
