@@ -37,11 +37,39 @@ pub async fn accept_loop(listener: glommio::net::TcpListener, what: &'static str
     }
 }
 
-/// Text of a capnp text field, or a capnp error naming the field.
-pub fn text(t: capnp::Result<capnp::text::Reader<'_>>, what: &str, max: usize) -> capnp::Result<String> {
-    let s = t?.to_str().map_err(|_| capnp::Error::failed(format!("{what} is not UTF-8")))?;
-    if s.len() > max {
-        return Err(capnp::Error::failed(format!("{what} is {} bytes, at most {max}", s.len())));
+/// A connection to one service address, made on first use and dropped after an error (the next
+/// `get` dials again). The SCM client of the OM's cores and of the datanode.
+pub struct Redial<C> {
+    address: String,
+    conn: std::cell::RefCell<Option<C>>,
+}
+
+impl<C> std::fmt::Debug for Redial<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redial").field("address", &self.address).finish()
     }
-    Ok(s.to_string())
+}
+
+impl<C: capnp::capability::FromClientHook + Clone> Redial<C> {
+    pub fn new(address: &str) -> Self {
+        Self { address: address.to_string(), conn: std::cell::RefCell::new(None) }
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub async fn get(&self) -> Result<C, stratos_client::ClientError> {
+        if let Some(c) = self.conn.borrow().clone() {
+            return Ok(c);
+        }
+        let c: C = stratos_client::connect_rpc(&self.address).await?;
+        *self.conn.borrow_mut() = Some(c.clone());
+        Ok(c)
+    }
+
+    /// After an error: the next `get` makes a new connection.
+    pub fn forget(&self) {
+        *self.conn.borrow_mut() = None;
+    }
 }

@@ -44,7 +44,7 @@ pub struct Datanode {
     pub cfg: DatanodeConfig,
     pub store: Store,
     keys: RefCell<HashMap<u32, SecretKey>>,
-    scm: RefCell<Option<scm_rpc::Client>>,
+    scm: crate::rpc::Redial<scm_rpc::Client>,
     id: Cell<u64>,
     address: RefCell<String>,
     /// Delete transactions carried out, to report on the next beat.
@@ -56,14 +56,6 @@ impl std::fmt::Debug for Datanode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Datanode").field("id", &self.id.get()).field("dir", &self.cfg.data_dir).finish()
     }
-}
-
-fn keys_of(list: capnp::struct_list::Reader<'_, stratos_schema::scm_capnp::secret_key::Owned>) -> capnp::Result<Vec<SecretKey>> {
-    let mut out = Vec::new();
-    for k in list.iter() {
-        out.push(SecretKey { id: k.get_id(), secret: k.get_secret()?.to_vec(), created_ms: k.get_created_ms(), expires_ms: k.get_expires_ms() });
-    }
-    Ok(out)
 }
 
 fn read_id(dir: &Path) -> anyhow::Result<u64> {
@@ -84,15 +76,6 @@ fn write_id(dir: &Path, id: u64) -> anyhow::Result<()> {
 }
 
 impl Datanode {
-    async fn scm(&self) -> anyhow::Result<scm_rpc::Client> {
-        if let Some(c) = self.scm.borrow().clone() {
-            return Ok(c);
-        }
-        let c: scm_rpc::Client = stratos_client::connect_rpc(&self.cfg.scm_address).await?;
-        *self.scm.borrow_mut() = Some(c.clone());
-        Ok(c)
-    }
-
     fn learn_keys(&self, keys: Vec<SecretKey>) {
         let now = now_ms();
         let mut k = self.keys.borrow_mut();
@@ -107,7 +90,7 @@ impl Datanode {
         let mut delay = Duration::from_millis(100);
         loop {
             let r = async {
-                let scm = self.scm().await?;
+                let scm = self.scm.get().await?;
                 let mut req = scm.register_datanode_request();
                 req.get().set_id(self.id.get());
                 req.get().set_address(self.address.borrow().as_str());
@@ -128,7 +111,7 @@ impl Datanode {
                     return Ok(());
                 }
                 Err(e) => {
-                    *self.scm.borrow_mut() = None;
+                    self.scm.forget();
                     eprintln!("datanode: registering with the SCM at {}: {e:#}; retrying in {delay:?}", self.cfg.scm_address);
                     glommio::timer::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
@@ -139,7 +122,7 @@ impl Datanode {
 
     /// One heartbeat: report deletes done, carry out the SCM's delete commands, learn keys.
     async fn beat(&self) -> anyhow::Result<()> {
-        let scm = self.scm().await?;
+        let scm = self.scm.get().await?;
         let done = self.done.borrow().clone();
         let mut req = scm.heartbeat_request();
         req.get().set_id(self.id.get());
@@ -157,7 +140,7 @@ impl Datanode {
             anyhow::bail!("{e}");
         }
         self.done.borrow_mut().retain(|t| !done.contains(t));
-        self.learn_keys(keys_of(r.get_keys()?)?);
+        self.learn_keys(crate::scm::service::secret_keys(r.get_keys()?)?);
         for d in r.get_deletes()?.iter() {
             let blocks: Vec<(u64, u64)> = d.get_blocks()?.iter().map(|b| (b.get_container_id(), b.get_local_id())).collect();
             self.store.delete(&blocks).await?;
@@ -170,7 +153,7 @@ impl Datanode {
         loop {
             glommio::timer::sleep(Duration::from_millis(self.cfg.heartbeat_ms)).await;
             if let Err(e) = self.beat().await {
-                *self.scm.borrow_mut() = None;
+                self.scm.forget();
                 eprintln!("datanode {}: heartbeat to the SCM at {}: {e:#}", self.id.get(), self.cfg.scm_address);
             }
         }
@@ -182,9 +165,9 @@ impl Datanode {
         let id = token::key_id_of(token_bytes)?;
         if !self.keys.borrow().contains_key(&id) && self.last_key_fetch.get().is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
             self.last_key_fetch.set(Some(std::time::Instant::now()));
-            if let Ok(scm) = self.scm().await
+            if let Ok(scm) = self.scm.get().await
                 && let Ok(reply) = scm.cluster_map_request().send().promise.await
-                && let Ok(keys) = reply.get().and_then(|r| keys_of(r.get_keys()?))
+                && let Ok(keys) = reply.get().and_then(|r| crate::scm::service::secret_keys(r.get_keys()?))
             {
                 self.learn_keys(keys);
             }
@@ -282,9 +265,9 @@ pub fn run(cfg: DatanodeConfig, on_ready: impl FnOnce(&Ready) + Send + 'static) 
             let advertise = cfg.advertise.unwrap_or_else(|| if bound.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], bound.port())) } else { bound });
             let dn = Rc::new(Datanode {
                 store: Store::new(cfg.data_dir.clone()),
+                scm: crate::rpc::Redial::new(&cfg.scm_address),
                 cfg,
                 keys: RefCell::default(),
-                scm: RefCell::default(),
                 id: Cell::new(id),
                 address: RefCell::new(advertise.to_string()),
                 done: RefCell::default(),

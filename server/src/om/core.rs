@@ -273,6 +273,8 @@ impl Core {
         let Some(dp) = self.data.clone() else { return };
         let every = std::time::Duration::from_millis(dp.cfg.scm_poll_ms.max(10));
         loop {
+            // The node fetched the map once before serving; this refreshes it.
+            glommio::timer::sleep(every).await;
             if let Err(e) = dp.refresh_map().await {
                 eprintln!("om core {}: fetching the cluster map from the SCM at {}: {e}", self.index, dp.cfg.scm_address);
             }
@@ -305,7 +307,6 @@ impl Core {
                     Err(e) => eprintln!("om core {}: handing deleted blocks of shard {} to the SCM: {e}", self.index, group - 1),
                 }
             }
-            glommio::timer::sleep(every).await;
         }
     }
 

@@ -51,7 +51,7 @@ pub struct DataPathStats {
 
 pub struct DataPath {
     pub cfg: DataPathConfig,
-    scm: RefCell<Option<scm_rpc::Client>>,
+    scm: crate::rpc::Redial<scm_rpc::Client>,
     keys: RefCell<Vec<SecretKey>>,
     datanodes: RefCell<HashMap<u64, String>>,
     pipelines: RefCell<HashMap<u64, Vec<u64>>>,
@@ -87,8 +87,8 @@ pub struct Decorated {
 impl DataPath {
     pub fn new(cfg: DataPathConfig) -> Rc<Self> {
         Rc::new(Self {
+            scm: crate::rpc::Redial::new(&cfg.scm_address),
             cfg,
-            scm: RefCell::default(),
             keys: RefCell::default(),
             datanodes: RefCell::default(),
             pipelines: RefCell::default(),
@@ -104,19 +104,10 @@ impl DataPath {
         [s.takes.get(), s.waits.get(), s.refills.get(), s.refill_errors.get(), s.deleted_blocks_pushed.get()]
     }
 
-    async fn scm(&self) -> Result<scm_rpc::Client, stratos_client::ClientError> {
-        if let Some(c) = self.scm.borrow().clone() {
-            return Ok(c);
-        }
-        let c: scm_rpc::Client = stratos_client::connect_rpc(&self.cfg.scm_address).await?;
-        *self.scm.borrow_mut() = Some(c.clone());
-        Ok(c)
-    }
-
     /// Fetches datanodes, pipelines and secret keys from the SCM.
     pub async fn refresh_map(&self) -> Result<(), String> {
         let r = async {
-            let scm = self.scm().await.map_err(|e| e.to_string())?;
+            let scm = self.scm.get().await.map_err(|e| e.to_string())?;
             let reply = scm.cluster_map_request().send().promise.await.map_err(|e| e.to_string())?;
             let r = reply.get().map_err(|e| e.to_string())?;
             let mut datanodes = HashMap::new();
@@ -127,10 +118,7 @@ impl DataPath {
             for p in r.get_pipelines().map_err(|e| e.to_string())?.iter() {
                 pipelines.insert(p.get_id(), p.get_members().map_err(|e| e.to_string())?.iter().collect());
             }
-            let mut keys = Vec::new();
-            for k in r.get_keys().map_err(|e| e.to_string())?.iter() {
-                keys.push(SecretKey { id: k.get_id(), secret: k.get_secret().map_err(|e| e.to_string())?.to_vec(), created_ms: k.get_created_ms(), expires_ms: k.get_expires_ms() });
-            }
+            let keys = r.get_keys().and_then(crate::scm::service::secret_keys).map_err(|e| e.to_string())?;
             *self.datanodes.borrow_mut() = datanodes;
             *self.pipelines.borrow_mut() = pipelines;
             *self.keys.borrow_mut() = keys;
@@ -138,7 +126,7 @@ impl DataPath {
         }
         .await;
         if r.is_err() {
-            *self.scm.borrow_mut() = None;
+            self.scm.forget();
         }
         r
     }
@@ -155,7 +143,7 @@ impl DataPath {
     }
 
     async fn allocate(&self, count: u32, replication: Replication, owner: &str, exclude: &[u64]) -> Result<Vec<BlockLocation>, WireError> {
-        let scm = self.scm().await.map_err(|e| unavailable(&self.cfg.scm_address, e))?;
+        let scm = self.scm.get().await.map_err(|e| unavailable(&self.cfg.scm_address, e))?;
         let mut req = scm.allocate_blocks_request();
         let mut p = req.get();
         p.set_count(count);
@@ -169,7 +157,7 @@ impl DataPath {
         let reply = match req.send().promise.await {
             Ok(r) => r,
             Err(e) => {
-                *self.scm.borrow_mut() = None;
+                self.scm.forget();
                 return Err(unavailable(&self.cfg.scm_address, e));
             }
         };
@@ -191,7 +179,7 @@ impl DataPath {
     /// Hands deleted blocks of `shard` (its queue up to batch `up_to_seq`) to the SCM; `Ok`
     /// once the SCM made them durable.
     pub async fn push_deleted(&self, shard: u32, up_to_seq: u64, blocks: &[(u64, u64)]) -> Result<(), String> {
-        let scm = self.scm().await.map_err(|e| e.to_string())?;
+        let scm = self.scm.get().await.map_err(|e| e.to_string())?;
         let mut req = scm.delete_blocks_request();
         req.get().set_shard(shard);
         req.get().set_up_to_seq(up_to_seq);
@@ -202,7 +190,7 @@ impl DataPath {
             x.set_local_id(*b);
         }
         let reply = req.send().promise.await.map_err(|e| {
-            *self.scm.borrow_mut() = None;
+            self.scm.forget();
             e.to_string()
         })?;
         let r = reply.get().map_err(|e| e.to_string())?;

@@ -8,7 +8,6 @@ use std::rc::Rc;
 use capnp::capability::Rc as CapRc;
 use stratos_schema::scm_capnp::{self, storage_container_manager as scm_rpc};
 
-use crate::rpc::text;
 use crate::scm::Scm;
 use crate::scm::state::{DeleteTx, Key, Rec, Repl, plan_allocation};
 
@@ -38,6 +37,11 @@ fn set_keys(mut list: capnp::struct_list::Builder<'_, scm_capnp::secret_key::Own
     }
 }
 
+/// The secret keys of a `heartbeat` or `clusterMap` reply.
+pub fn secret_keys(list: capnp::struct_list::Reader<'_, scm_capnp::secret_key::Owned>) -> capnp::Result<Vec<crate::token::SecretKey>> {
+    list.iter().map(|k| Ok(crate::token::SecretKey { id: k.get_id(), secret: k.get_secret()?.to_vec(), created_ms: k.get_created_ms(), expires_ms: k.get_expires_ms() })).collect()
+}
+
 pub fn repl_of(r: scm_capnp::Replication) -> Repl {
     match r {
         scm_capnp::Replication::RatisOne => Repl::One,
@@ -59,7 +63,7 @@ fn failed(e: anyhow::Error) -> capnp::Error {
 impl scm_rpc::Server for ScmService {
     async fn register_datanode(self: CapRc<Self>, params: scm_rpc::RegisterDatanodeParams, mut results: scm_rpc::RegisterDatanodeResults) -> Result<(), capnp::Error> {
         let p = params.get()?;
-        let address = text(p.get_address(), "address", ADDRESS_BYTES_MAX)?;
+        let address = crate::om::convert::text(p.get_address(), "address", ADDRESS_BYTES_MAX).map_err(|e| capnp::Error::failed(e.message))?;
         if address.parse::<std::net::SocketAddr>().is_err() {
             results.get().set_error(format!("datanode address {address:?} is not host:port"));
             return Ok(());
