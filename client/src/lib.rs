@@ -1,9 +1,15 @@
 //! stratos-client: the async client of the OM's Cap'n Proto API, and the `stratos sh` commands.
 //!
-//! A [`Client`] holds one connection. Every mutating call carries `(client id, request id)`:
-//! the client id is random per [`Client`], request ids increase, and a retry after an
-//! `unavailable` or `notLeader` answer reuses the same pair, so the OM answers it from its
-//! retry cache instead of applying it twice. The client remembers the highest meta index it was
+//! A [`Client`] holds one connection, to one of the OM nodes it was given (`host:port,…`; any
+//! node serves any request: a follower forwards writes to the group's leader and serves reads
+//! after the leader's read index). Every mutating call carries `(client id, request id)`: the
+//! client id is random per [`Client`], request ids increase, and a retry reuses the same pair,
+//! so the OM answers it from its retry cache instead of applying it twice.
+//!
+//! Failover: a call that finds the node gone (connection refused or broken), or answered
+//! `unavailable` or `notLeader`, is retried with doubling backoff (50 ms up to 1 s, about 9 s in
+//! all): after a connection failure on the next node of the list, after `notLeader` on the
+//! node its leader hint names. The client remembers the highest meta index it was
 //! told and sends it with every call (read-your-writes for volumes and buckets across shards).
 //! Calls pipeline: many may be in flight on one connection.
 //!
@@ -19,14 +25,16 @@ use capnp_rpc::{RpcSystem, rpc_twoparty_capnp, twoparty};
 use futures_util::io::AsyncReadExt;
 use stratos_schema::om_capnp::{self, Status, ozone_manager};
 
-/// Attempts of a call that got `unavailable` or `notLeader`, with doubling backoff from 50 ms.
-pub const ATTEMPTS_MAX: u32 = 6;
+/// Attempts of a call that got `unavailable` or `notLeader` or lost its node, with doubling
+/// backoff from 50 ms up to [`BACKOFF_MAX`]: long enough to outlast a leader election.
+pub const ATTEMPTS_MAX: u32 = 14;
+pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The OM answered with an error status.
     #[error("{message}")]
-    Om { status: Status, message: String },
+    Om { status: Status, message: String, leader_hint: String },
     #[error("cannot reach {addr}: {reason}")]
     Connect { addr: String, reason: String },
     #[error("RPC failed: {0}")]
@@ -70,11 +78,21 @@ pub fn status_name(s: Status) -> &'static str {
 fn om_error(e: om_capnp::error::Reader<'_>) -> ClientError {
     let status = e.get_status().unwrap_or(Status::Internal);
     let message = e.get_message().ok().and_then(|m| m.to_str().ok()).unwrap_or("").to_string();
-    ClientError::Om { status, message: format!("{}: {message}", status_name(status)) }
+    let leader_hint = e.get_leader_hint().ok().and_then(|m| m.to_str().ok()).unwrap_or("").to_string();
+    ClientError::Om { status, message: format!("{}: {message}", status_name(status)), leader_hint }
+}
+
+/// The node is gone (or never answered): another node may serve the call.
+fn lost_node(e: &ClientError) -> bool {
+    match e {
+        ClientError::Connect { .. } => true,
+        ClientError::Rpc(e) => matches!(e.kind, capnp::ErrorKind::Disconnected | capnp::ErrorKind::Overloaded),
+        ClientError::Om { .. } => false,
+    }
 }
 
 fn retryable(e: &ClientError) -> bool {
-    matches!(e.status(), Some(Status::Unavailable | Status::NotLeader))
+    matches!(e.status(), Some(Status::Unavailable | Status::NotLeader)) || lost_node(e)
 }
 
 /// A successful outcome of a mutation.
@@ -159,8 +177,24 @@ pub async fn connect_rpc<C: capnp::capability::FromClientHook>(addr: &str) -> Re
     Ok(service)
 }
 
+/// Connects to the first node of `addrs` that accepts, trying them in order from `start`.
+async fn connect_any(addrs: &[String], start: usize) -> Result<(usize, ozone_manager::Client), ClientError> {
+    let mut last = None;
+    for k in 0..addrs.len() {
+        let i = (start + k) % addrs.len();
+        match connect_rpc(&addrs[i]).await {
+            Ok(om) => return Ok((i, om)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("at least one address"))
+}
+
 pub struct Client {
-    om: ozone_manager::Client,
+    /// The OM nodes given, and which one `om` is connected to.
+    addrs: Vec<String>,
+    current: Cell<usize>,
+    om: std::cell::RefCell<ozone_manager::Client>,
     client_id: u64,
     next_request: Cell<u64>,
     meta_index: Cell<u64>,
@@ -174,12 +208,68 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Connects to an OM at `host:port` as `user`. Must run on a glommio executor.
-    pub async fn connect(addr: &str, user: &str) -> Result<Client, ClientError> {
-        let om: ozone_manager::Client = connect_rpc(addr).await?;
+    /// Connects as `user` to one of the OM nodes in `addrs` (`host:port`, comma-separated),
+    /// starting at a random one so that many clients spread over the nodes. Must run on a
+    /// glommio executor.
+    pub async fn connect(addrs: &str, user: &str) -> Result<Client, ClientError> {
+        let addrs: Vec<String> = addrs.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect();
+        if addrs.is_empty() {
+            return Err(ClientError::Connect { addr: String::new(), reason: "no OM address given".into() });
+        }
+        let start = rand::random::<u32>() as usize % addrs.len();
+        let (index, om) = connect_any(&addrs, start).await?;
         // Non-zero and random per client: together with request ids it names a request forever.
         let client_id = rand::random::<u64>() | 1;
-        Ok(Client { om, client_id, next_request: Cell::new(1), meta_index: Cell::new(0), user: user.to_string() })
+        Ok(Client { addrs, current: Cell::new(index), om: std::cell::RefCell::new(om), client_id, next_request: Cell::new(1), meta_index: Cell::new(0), user: user.to_string() })
+    }
+
+    /// The node this client talks to now.
+    pub fn address(&self) -> &str {
+        &self.addrs[self.current.get()]
+    }
+
+    fn om(&self) -> ozone_manager::Client {
+        self.om.borrow().clone()
+    }
+
+    /// After a retryable failure: waits (backoff), then moves to another node if the failure
+    /// calls for it. False when the attempts are spent or the failure is not retryable.
+    async fn recover(&self, e: &ClientError, attempt: &mut u32, delay: &mut Duration) -> bool {
+        if !retryable(e) || *attempt >= ATTEMPTS_MAX {
+            return false;
+        }
+        glommio::timer::sleep(*delay).await;
+        *delay = (*delay * 2).min(BACKOFF_MAX);
+        *attempt += 1;
+        let hinted = match e {
+            ClientError::Om { status: Status::NotLeader, leader_hint, .. } => self.addrs.iter().position(|a| a == leader_hint),
+            _ => None,
+        };
+        let next = match hinted {
+            Some(i) => Some(i),
+            None if lost_node(e) => Some((self.current.get() + 1) % self.addrs.len()),
+            None => None,
+        };
+        if let Some(start) = next
+            && let Ok((i, om)) = connect_any(&self.addrs, start).await
+        {
+            self.current.set(i);
+            *self.om.borrow_mut() = om;
+        }
+        true
+    }
+
+    /// Runs `f` against the current node, retrying as [`Self::recover`] says.
+    async fn call<T>(&self, f: impl AsyncFn(&ozone_manager::Client) -> Result<T, ClientError>) -> Result<T, ClientError> {
+        let mut attempt = 1;
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let om = self.om();
+            match f(&om).await {
+                Err(e) if self.recover(&e, &mut attempt, &mut delay).await => {}
+                other => return other,
+            }
+        }
     }
 
     pub fn client_id(&self) -> u64 {
@@ -202,28 +292,16 @@ impl Client {
     pub async fn submit(&self, build: impl Fn(om_capnp::operation::Builder<'_>)) -> Result<Done, ClientError> {
         let request_id = self.next_request.get();
         self.next_request.set(request_id + 1);
-        let mut delay = Duration::from_millis(50);
-        let mut attempt = 1;
-        loop {
-            let mut req = self.om.submit_request();
+        self.call(async |om| {
+            let mut req = om.submit_request();
             self.set_header(req.get().init_header(), request_id);
             build(req.get().init_operation());
-            let result = async {
-                let reply = req.send().promise.await?;
-                let r = reply.get()?;
-                self.seen_meta(r.get_meta_index());
-                outcome(r.get_outcome()?)
-            }
-            .await;
-            match result {
-                Err(e) if retryable(&e) && attempt < ATTEMPTS_MAX => {
-                    glommio::timer::sleep(delay).await;
-                    delay *= 2;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+            let reply = req.send().promise.await?;
+            let r = reply.get()?;
+            self.seen_meta(r.get_meta_index());
+            outcome(r.get_outcome()?)
+        })
+        .await
     }
 
     /// Many mutations in one message: one outcome each, in order. The request ids of a batch
@@ -231,92 +309,129 @@ impl Client {
     pub async fn batch(&self, n: u32, build: impl Fn(u32, om_capnp::operation::Builder<'_>)) -> Result<Vec<Result<Done, ClientError>>, ClientError> {
         let request_id = self.next_request.get();
         self.next_request.set(request_id + u64::from(n));
-        let mut req = self.om.batch_request();
-        self.set_header(req.get().init_header(), request_id);
-        let mut list = req.get().init_operations(n);
-        for i in 0..n {
-            build(i, list.reborrow().get(i));
+        let mut attempt = 1;
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let sent = async {
+                let mut req = self.om().batch_request();
+                self.set_header(req.get().init_header(), request_id);
+                let mut list = req.get().init_operations(n);
+                for i in 0..n {
+                    build(i, list.reborrow().get(i));
+                }
+                let reply = req.send().promise.await?;
+                let r = reply.get()?;
+                self.seen_meta(r.get_meta_index());
+                Ok::<_, ClientError>(r.get_outcomes()?.iter().map(outcome).collect::<Vec<_>>())
+            }
+            .await;
+            // A retryable outcome (a group without a leader, say) sends the whole batch again
+            // with the same request ids: what was applied is answered from the retry cache.
+            let again = match &sent {
+                Err(e) => self.recover(e, &mut attempt, &mut delay).await,
+                Ok(outs) => match outs.iter().find_map(|o| o.as_ref().err().filter(|e| retryable(e))) {
+                    Some(e) => self.recover(e, &mut attempt, &mut delay).await,
+                    None => false,
+                },
+            };
+            if !again {
+                return sent;
+            }
         }
-        let reply = req.send().promise.await?;
-        let r = reply.get()?;
-        self.seen_meta(r.get_meta_index());
-        Ok(r.get_outcomes()?.iter().map(outcome).collect())
     }
 
     pub async fn echo(&self, payload: &[u8], via_raft: bool) -> Result<usize, ClientError> {
-        let mut req = self.om.echo_request();
-        req.get().set_payload(payload);
-        req.get().set_via_raft(via_raft);
-        let reply = req.send().promise.await?;
-        Ok(reply.get()?.get_payload()?.len())
+        self.call(async |om| {
+            let mut req = om.echo_request();
+            req.get().set_payload(payload);
+            req.get().set_via_raft(via_raft);
+            let reply = req.send().promise.await?;
+            Ok(reply.get()?.get_payload()?.len())
+        })
+        .await
     }
 
     pub async fn volume_info(&self, volume: &str) -> Result<serde_json::Value, ClientError> {
-        let mut req = self.om.volume_info_request();
-        self.set_header(req.get().init_header(), 0);
-        req.get().set_volume(volume);
-        let reply = req.send().promise.await?;
-        let r = reply.get()?;
-        if r.has_error() {
-            return Err(om_error(r.get_error()?));
-        }
-        Ok(json::volume(r.get_info()?)?)
+        self.call(async |om| {
+            let mut req = om.volume_info_request();
+            self.set_header(req.get().init_header(), 0);
+            req.get().set_volume(volume);
+            let reply = req.send().promise.await?;
+            let r = reply.get()?;
+            if r.has_error() {
+                return Err(om_error(r.get_error()?));
+            }
+            Ok(json::volume(r.get_info()?)?)
+        })
+        .await
     }
 
     pub async fn list_volumes(&self, owner: &str, prefix: &str, start: &str, limit: u32) -> Result<(Vec<serde_json::Value>, bool), ClientError> {
-        let mut req = self.om.list_volumes_request();
-        self.set_header(req.get().init_header(), 0);
-        req.get().set_owner(owner);
-        set_page(req.get().init_page(), prefix, start, limit);
-        let reply = req.send().promise.await?;
-        let r = reply.get()?;
-        if r.has_error() {
-            return Err(om_error(r.get_error()?));
-        }
-        let items = r.get_volumes()?.iter().map(json::volume).collect::<Result<_, _>>()?;
-        Ok((items, r.get_truncated()))
+        self.call(async |om| {
+            let mut req = om.list_volumes_request();
+            self.set_header(req.get().init_header(), 0);
+            req.get().set_owner(owner);
+            set_page(req.get().init_page(), prefix, start, limit);
+            let reply = req.send().promise.await?;
+            let r = reply.get()?;
+            if r.has_error() {
+                return Err(om_error(r.get_error()?));
+            }
+            let items = r.get_volumes()?.iter().map(json::volume).collect::<Result<_, _>>()?;
+            Ok((items, r.get_truncated()))
+        })
+        .await
     }
 
     pub async fn bucket_info(&self, volume: &str, bucket: &str) -> Result<serde_json::Value, ClientError> {
-        let mut req = self.om.bucket_info_request();
-        self.set_header(req.get().init_header(), 0);
-        req.get().set_volume(volume);
-        req.get().set_bucket(bucket);
-        let reply = req.send().promise.await?;
-        let r = reply.get()?;
-        if r.has_error() {
-            return Err(om_error(r.get_error()?));
-        }
-        Ok(json::bucket(r.get_info()?)?)
+        self.call(async |om| {
+            let mut req = om.bucket_info_request();
+            self.set_header(req.get().init_header(), 0);
+            req.get().set_volume(volume);
+            req.get().set_bucket(bucket);
+            let reply = req.send().promise.await?;
+            let r = reply.get()?;
+            if r.has_error() {
+                return Err(om_error(r.get_error()?));
+            }
+            Ok(json::bucket(r.get_info()?)?)
+        })
+        .await
     }
 
     pub async fn list_buckets(&self, volume: &str, prefix: &str, start: &str, limit: u32) -> Result<(Vec<serde_json::Value>, bool), ClientError> {
-        let mut req = self.om.list_buckets_request();
-        self.set_header(req.get().init_header(), 0);
-        req.get().set_volume(volume);
-        set_page(req.get().init_page(), prefix, start, limit);
-        let reply = req.send().promise.await?;
-        let r = reply.get()?;
-        if r.has_error() {
-            return Err(om_error(r.get_error()?));
-        }
-        let items = r.get_buckets()?.iter().map(json::bucket).collect::<Result<_, _>>()?;
-        Ok((items, r.get_truncated()))
+        self.call(async |om| {
+            let mut req = om.list_buckets_request();
+            self.set_header(req.get().init_header(), 0);
+            req.get().set_volume(volume);
+            set_page(req.get().init_page(), prefix, start, limit);
+            let reply = req.send().promise.await?;
+            let r = reply.get()?;
+            if r.has_error() {
+                return Err(om_error(r.get_error()?));
+            }
+            let items = r.get_buckets()?.iter().map(json::bucket).collect::<Result<_, _>>()?;
+            Ok((items, r.get_truncated()))
+        })
+        .await
     }
 
     /// The reply to one `lookupKey`, its error (if any) turned into `Err`.
     async fn lookup(&self, volume: &str, bucket: &str, key: &str) -> Result<capnp::capability::Response<ozone_manager::lookup_key_results::Owned>, ClientError> {
-        let mut req = self.om.lookup_key_request();
-        self.set_header(req.get().init_header(), 0);
-        req.get().set_volume(volume);
-        req.get().set_bucket(bucket);
-        req.get().set_key(key);
-        let reply = req.send().promise.await?;
-        let r = reply.get()?;
-        if r.has_error() {
-            return Err(om_error(r.get_error()?));
-        }
-        Ok(reply)
+        self.call(async |om| {
+            let mut req = om.lookup_key_request();
+            self.set_header(req.get().init_header(), 0);
+            req.get().set_volume(volume);
+            req.get().set_bucket(bucket);
+            req.get().set_key(key);
+            let reply = req.send().promise.await?;
+            let r = reply.get()?;
+            if r.has_error() {
+                return Err(om_error(r.get_error()?));
+            }
+            Ok(reply)
+        })
+        .await
     }
 
     pub async fn lookup_key(&self, volume: &str, bucket: &str, key: &str) -> Result<serde_json::Value, ClientError> {
@@ -334,42 +449,48 @@ impl Client {
     /// Many keys of one bucket in one call: one result each, in order (a missing key is a
     /// `KEY_NOT_FOUND` error in its place). At most 4096 keys.
     pub async fn lookup_keys(&self, volume: &str, bucket: &str, keys: &[&str]) -> Result<Vec<Result<serde_json::Value, ClientError>>, ClientError> {
-        let mut req = self.om.lookup_keys_request();
-        self.set_header(req.get().init_header(), 0);
-        req.get().set_volume(volume);
-        req.get().set_bucket(bucket);
-        let mut list = req.get().init_keys(keys.len() as u32);
-        for (i, k) in keys.iter().enumerate() {
-            list.set(i as u32, *k);
-        }
-        let reply = req.send().promise.await?;
-        let r = reply.get()?;
-        if r.has_error() {
-            return Err(om_error(r.get_error()?));
-        }
-        let mut out = Vec::new();
-        for item in r.get_results()?.iter() {
-            out.push(match item.which().map_err(|e| capnp::Error::failed(format!("unknown lookup result {}", e.0)))? {
-                om_capnp::key_lookup::Which::Info(k) => Ok(json::key(k?)?),
-                om_capnp::key_lookup::Which::Error(e) => Err(om_error(e?)),
-            });
-        }
-        Ok(out)
+        self.call(async |om| {
+            let mut req = om.lookup_keys_request();
+            self.set_header(req.get().init_header(), 0);
+            req.get().set_volume(volume);
+            req.get().set_bucket(bucket);
+            let mut list = req.get().init_keys(keys.len() as u32);
+            for (i, k) in keys.iter().enumerate() {
+                list.set(i as u32, *k);
+            }
+            let reply = req.send().promise.await?;
+            let r = reply.get()?;
+            if r.has_error() {
+                return Err(om_error(r.get_error()?));
+            }
+            let mut out = Vec::new();
+            for item in r.get_results()?.iter() {
+                out.push(match item.which().map_err(|e| capnp::Error::failed(format!("unknown lookup result {}", e.0)))? {
+                    om_capnp::key_lookup::Which::Info(k) => Ok(json::key(k?)?),
+                    om_capnp::key_lookup::Which::Error(e) => Err(om_error(e?)),
+                });
+            }
+            Ok(out)
+        })
+        .await
     }
 
     pub async fn list_keys(&self, volume: &str, bucket: &str, prefix: &str, start: &str, limit: u32) -> Result<(Vec<serde_json::Value>, bool), ClientError> {
-        let mut req = self.om.list_keys_request();
-        self.set_header(req.get().init_header(), 0);
-        req.get().set_volume(volume);
-        req.get().set_bucket(bucket);
-        set_page(req.get().init_page(), prefix, start, limit);
-        let reply = req.send().promise.await?;
-        let r = reply.get()?;
-        if r.has_error() {
-            return Err(om_error(r.get_error()?));
-        }
-        let items = r.get_keys()?.iter().map(json::key).collect::<Result<_, _>>()?;
-        Ok((items, r.get_truncated()))
+        self.call(async |om| {
+            let mut req = om.list_keys_request();
+            self.set_header(req.get().init_header(), 0);
+            req.get().set_volume(volume);
+            req.get().set_bucket(bucket);
+            set_page(req.get().init_page(), prefix, start, limit);
+            let reply = req.send().promise.await?;
+            let r = reply.get()?;
+            if r.has_error() {
+                return Err(om_error(r.get_error()?));
+            }
+            let items = r.get_keys()?.iter().map(json::key).collect::<Result<_, _>>()?;
+            Ok((items, r.get_truncated()))
+        })
+        .await
     }
 }
 

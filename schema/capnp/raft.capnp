@@ -1,7 +1,13 @@
-# Raft traffic between OM nodes, version 1. One connection per pair of executors carries the
-# messages of many groups (the meta group and the key shards), each tagged with its group id.
-# Vote, entries and snapshot metadata are openraft's types, serialized by the server; this
-# schema frames them and bounds their sizes.
+# Raft traffic between OM nodes. One connection per pair of executors (core i of one node to
+# the core of the peer that owns the same groups) carries the messages of many groups (the meta
+# group and the key shards), each tagged with its group id, many per call.
+#
+# A connection starts with a 16-byte hello before any Cap'n Proto bytes:
+#   "STRRAFT1" | sender's executor count u32 LE | the executor it wants u32 LE
+# so that the node's one Raft port can hand the connection to that executor.
+#
+# Vote, entries, snapshot metadata and responses are openraft's types in the byte layouts of
+# server/src/raft/codec.rs; this schema frames them and bounds their sizes.
 @0xfc9db034c15736bf;
 
 struct GroupMessage {
@@ -11,25 +17,35 @@ struct GroupMessage {
     appendEntries @2 :Data;
     installSnapshot @3 :SnapshotChunk;
     transferLeader @4 :Data;
+    preVote @5 :Data;
+    readIndex @6 :Void;    # the leader's read index (a follower serves a read once it applied it)
+    forward @7 :Forward;   # a write for the group's leader, from a node that is not it
   }
 }
 
 struct SnapshotChunk {
-  meta @0 :Data;           # openraft snapshot metadata
-  offset @1 :UInt64;       # of this chunk in the snapshot image
-  data @2 :Data;
-  done @3 :Bool;
+  vote @0 :Data;           # the sending leader's vote
+  snapshotId @1 :Text;     # chunks of one snapshot carry the same id
+  offset @2 :UInt64;       # of this chunk in the snapshot file (meta + image, crc-checked)
+  data @3 :Data;
+  done @4 :Bool;           # the last chunk: install now
+}
+
+struct Forward {
+  proposal @0 :Data;       # rkyv Vec<Command>, as in a log entry
+  fill @1 :Bool;           # the leader checks rights and fills in the bucket's facts
+  minMeta @2 :UInt64;      # the meta index the client has seen
 }
 
 struct GroupReply {
-  groupId @0 :UInt32;
   union {
-    ok @1 :Data;           # the serialized openraft response
-    error @2 :Text;
+    ok @0 :Data;           # the serialized openraft response (or forward outcomes)
+    error @1 :Text;
   }
 }
 
 interface RaftTransport {
-  # Many groups' messages in one call: one round trip per batch, not per group.
-  send @0 (messages :List(GroupMessage)) -> (replies :List(GroupReply));
+  # Many groups' messages in one call: one round trip per batch, not per group. One reply per
+  # message, in order.
+  send @0 (fromNode :UInt64, messages :List(GroupMessage)) -> (replies :List(GroupReply));
 }

@@ -156,6 +156,9 @@ struct OmArgs {
     /// Snapshot a group every this many log entries [default: 100000].
     #[arg(long)]
     snapshot_after_entries: Option<u64>,
+    /// Log entries kept behind each snapshot for lagging followers [default: 1000].
+    #[arg(long)]
+    snapshot_logs_to_keep: Option<u64>,
     /// Raft election timeout, minimum and maximum, in ms [default: 1000, 2000].
     #[arg(long)]
     election_timeout_min_ms: Option<u64>,
@@ -170,6 +173,12 @@ struct OmArgs {
     /// This node's Raft id, unique in the cluster and never reused [default: 1].
     #[arg(long)]
     node_id: Option<u64>,
+    /// An OM node of the cluster, `ID,RAFT_HOST:PORT,RPC_HOST:PORT`; repeat for each node,
+    /// this one included (3 or 5 nodes). Absent: a single-node cluster. Every node must run the
+    /// same executor count. Read when the data directory is new; later, membership lives in
+    /// the Raft logs.
+    #[arg(long = "peer")]
+    peers: Option<Vec<String>>,
     /// io_uring registered buffer memory per executor, bytes [default: 1048576].
     #[arg(long)]
     io_memory_bytes: Option<usize>,
@@ -253,8 +262,8 @@ impl OmArgs {
             ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { c.$f = v.into(); } )* };
         }
         set!(
-            data_dir, rpc_address, shards, executors, spin_us, admins, snapshot_after_entries, election_timeout_min_ms, election_timeout_max_ms,
-            heartbeat_interval_ms, raft_address, node_id, io_memory_bytes, open_key_ttl_ms, wal_segment_bytes, wal_spare_segment, housekeeping_interval_ms,
+            data_dir, rpc_address, shards, executors, spin_us, admins, snapshot_after_entries, snapshot_logs_to_keep, election_timeout_min_ms, election_timeout_max_ms,
+            heartbeat_interval_ms, raft_address, node_id, peers, io_memory_bytes, open_key_ttl_ms, wal_segment_bytes, wal_spare_segment, housekeeping_interval_ms,
             scm_address, block_bytes, block_pool_size, block_token_lifetime_ms, scm_poll_ms
         );
         if let Some(a) = self.http_address {
@@ -288,6 +297,10 @@ struct DevArgs {
     /// Block size in bytes.
     #[arg(long, default_value_t = 256 << 20)]
     block_bytes: u64,
+    /// OM nodes: 1, or 3 or 5 for a replicated cluster (child processes; node i listens on the
+    /// default ports + 100·(i−1), e.g. RPC 9862, 9962, 10062).
+    #[arg(long, default_value_t = 1)]
+    om_nodes: u64,
 }
 
 /// Child processes of `stratos dev`, stopped (SIGTERM, then waited for) when dropped.
@@ -309,12 +322,22 @@ impl Drop for Children {
 
 /// Starts `stratos ARGS` and waits for its `ready` line; returns the line.
 fn start_child(children: &mut Children, name: &str, args: &[String]) -> anyhow::Result<String> {
+    let lines = spawn_child(children, name, args)?;
+    await_ready(name, lines)
+}
+
+type ChildLines = std::io::Lines<std::io::BufReader<std::process::ChildStdout>>;
+
+fn spawn_child(children: &mut Children, name: &str, args: &[String]) -> anyhow::Result<ChildLines> {
     use std::io::BufRead;
     let exe = std::env::current_exe().context("finding the stratos binary")?;
     let mut child = std::process::Command::new(exe).args(args).stdout(std::process::Stdio::piped()).spawn().with_context(|| format!("starting {name}"))?;
     let stdout = child.stdout.take().context("child stdout")?;
     children.0.push((name.to_string(), child));
-    let mut lines = std::io::BufReader::new(stdout).lines();
+    Ok(std::io::BufReader::new(stdout).lines())
+}
+
+fn await_ready(name: &str, mut lines: ChildLines) -> anyhow::Result<String> {
     for line in lines.by_ref() {
         let line = line?;
         if line.contains("ready") {
@@ -343,7 +366,7 @@ fn shifted(port: u16, by: i32) -> anyhow::Result<u16> {
 
 fn dev(a: DevArgs) -> anyhow::Result<()> {
     let temp;
-    let dir = match a.data_dir {
+    let dir = match a.data_dir.clone() {
         Some(d) => d,
         None => {
             temp = tempfile::Builder::new().prefix("stratos-dev-").tempdir()?;
@@ -380,6 +403,9 @@ fn dev(a: DevArgs) -> anyhow::Result<()> {
         c.scm_poll_ms = 2000;
         data = format!("scm {scm_addr}, {} datanodes", a.datanodes);
     }
+    if a.om_nodes > 1 {
+        return dev_cluster(&a, &dir, &c, children, &data);
+    }
     stratos_server::om::node::run(&c, |r| {
         println!(
             "stratos dev ready: om {} (http {}), {} shards on {} cores, {data}, data in {} — try: STRATOS_OM={} stratos sh volume create /vol1",
@@ -391,6 +417,53 @@ fn dev(a: DevArgs) -> anyhow::Result<()> {
             r.rpc
         );
     })?;
+    drop(children);
+    eprintln!("stratos dev: stopped cleanly");
+    Ok(())
+}
+
+/// `stratos dev --om-nodes N`: N OM processes forming one cluster (every group on every node),
+/// each with the SCM when there is one. Runs until Ctrl-C, then stops every child.
+fn dev_cluster(a: &DevArgs, dir: &std::path::Path, c: &stratos_server::om::config::OmConfig, mut children: Children, data: &str) -> anyhow::Result<()> {
+    if !(3..=9).contains(&a.om_nodes) {
+        anyhow::bail!("--om-nodes {}: a replicated cluster has 3 to 9 nodes (odd counts tolerate the most failures)", a.om_nodes);
+    }
+    let port = |base: u16, i: u64| shifted(base, a.base_port + 100 * (i as i32 - 1));
+    let mut peers = Vec::new();
+    for i in 1..=a.om_nodes {
+        peers.push(format!("{i},127.0.0.1:{},127.0.0.1:{}", port(9872, i)?, port(9862, i)?));
+    }
+    let mut pending = Vec::new();
+    for i in 1..=a.om_nodes {
+        let mut args: Vec<String> = vec!["om".into(), "--data-dir".into(), dir.join(format!("om{i}")).display().to_string(), "--node-id".into(), i.to_string()];
+        args.extend(["--rpc-address".into(), format!("127.0.0.1:{}", port(9862, i)?), "--http-address".into(), format!("127.0.0.1:{}", port(9874, i)?)]);
+        args.extend(["--raft-address".into(), format!("127.0.0.1:{}", port(9872, i)?), "--admins".into(), c.admins.join(",")]);
+        args.extend(["--election-timeout-min-ms".into(), "300".into(), "--election-timeout-max-ms".into(), "600".into(), "--heartbeat-interval-ms".into(), "100".into()]);
+        // Several OM processes share this host's CPUs: pinning them all to CPU 0.. would stack them.
+        args.push("--no-pin".into());
+        if c.shards != 0 {
+            args.extend(["--shards".into(), c.shards.to_string()]);
+        }
+        if let Some(scm) = &c.scm_address {
+            args.extend(["--scm-address".into(), scm.clone(), "--block-bytes".into(), c.block_bytes.to_string(), "--scm-poll-ms".into(), c.scm_poll_ms.to_string()]);
+        }
+        for p in &peers {
+            args.extend(["--peer".into(), p.clone()]);
+        }
+        // All nodes start before any is awaited: each needs a majority to elect leaders.
+        pending.push((i, spawn_child(&mut children, &format!("om {i}"), &args)?));
+    }
+    let mut rpcs = Vec::new();
+    for (i, lines) in pending {
+        let line = await_ready(&format!("om {i}"), lines)?;
+        rpcs.push(field(&line, "rpc").unwrap_or("?").to_string());
+    }
+    let om = rpcs.join(",");
+    println!("stratos dev ready: {} OM nodes {om}, {data}, data in {} — try: STRATOS_OM={om} stratos sh volume create /vol1", a.om_nodes, dir.display());
+    stratos_server::om::node::install_signal_handlers();
+    while !stratos_server::om::node::stop_requested() {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     drop(children);
     eprintln!("stratos dev: stopped cleanly");
     Ok(())

@@ -4,16 +4,18 @@
 use std::time::Duration;
 
 use stratos_server::raft::group::{Group, GroupConfig};
+use stratos_server::raft::transport::{PeerAddr, Transport};
 use stratos_shard::*;
 
 fn cfg(snapshot_after_entries: u64) -> GroupConfig {
     GroupConfig {
         node_id: 1,
-        address: "127.0.0.1:0".into(),
+        members: [(1, PeerAddr { raft: "127.0.0.1:0".into(), rpc: "127.0.0.1:0".into() })].into(),
         election_timeout_min_ms: 150,
         election_timeout_max_ms: 300,
         heartbeat_interval_ms: 50,
         snapshot_after_entries,
+        snapshot_logs_to_keep: 1000,
         wal_segment_bytes: 16 << 20,
         wal_spare_segment: true,
     }
@@ -38,7 +40,7 @@ fn proposals_survive_restart_with_and_without_snapshots() {
         let path = dir.path().to_path_buf();
         let p = path.clone();
         run(move || async move {
-            let g = Group::open(7, &p, &cfg(snapshot_after)).await.expect("open");
+            let g = Group::open(7, &p, &cfg(snapshot_after), Transport::new(1, 1, 0)).await.expect("open");
             g.wait_ready(Duration::from_secs(10)).await.expect("ready");
             for i in 0..40u64 {
                 let out = g.propose(vec![cmd(i + 1, volume(&format!("vol{i:03}")))]).await.expect("propose");
@@ -54,7 +56,7 @@ fn proposals_survive_restart_with_and_without_snapshots() {
         });
         let p = path.clone();
         run(move || async move {
-            let g = Group::open(7, &p, &cfg(snapshot_after)).await.expect("reopen");
+            let g = Group::open(7, &p, &cfg(snapshot_after), Transport::new(1, 1, 0)).await.expect("reopen");
             g.wait_ready(Duration::from_secs(10)).await.expect("ready");
             g.read_barrier().await.expect("barrier");
             let shard = g.state.shard.borrow();

@@ -21,6 +21,10 @@ pub struct OmConfig {
     pub raft_address: String,
     /// This node's Raft id (unique in the cluster, never reused). Default 1.
     pub node_id: u64,
+    /// The OM nodes of the cluster, this one included, each `ID,RAFT_HOST:PORT,RPC_HOST:PORT`.
+    /// Empty (the default) = a single-node cluster of this node. Used when a group is created
+    /// (the first start); afterwards membership lives in the groups' Raft logs.
+    pub peers: Vec<String>,
     /// Key shards, fixed when the data directory is formatted. 0 = one per CPU.
     pub shards: u32,
     /// Executors (one per core). 0 = one per CPU; never more than the shards.
@@ -42,6 +46,9 @@ pub struct OmConfig {
     pub heartbeat_interval_ms: u64,
     /// Snapshot a group (and purge its log before that) every this many entries. Default 100k.
     pub snapshot_after_entries: u64,
+    /// Log entries kept behind each snapshot, so a follower a little behind catches up from the
+    /// log; one further behind installs the snapshot. Default 1000.
+    pub snapshot_logs_to_keep: u64,
     /// WAL segment size. Default 64 MiB.
     pub wal_segment_bytes: u64,
     /// Keep a spare WAL segment ready per group (one more segment of disk each), so a rollover
@@ -74,6 +81,7 @@ impl Default for OmConfig {
             http_address: Some("0.0.0.0:9874".parse().expect("a literal address")),
             raft_address: "127.0.0.1:9872".into(),
             node_id: 1,
+            peers: Vec::new(),
             shards: 0,
             executors: 0,
             pin: true,
@@ -86,6 +94,7 @@ impl Default for OmConfig {
             election_timeout_max_ms: 2000,
             heartbeat_interval_ms: 300,
             snapshot_after_entries: 100_000,
+            snapshot_logs_to_keep: 1000,
             wal_segment_bytes: stratos_wal::constants::SEGMENT_BYTES_DEFAULT,
             wal_spare_segment: true,
             housekeeping_interval_ms: 60_000,
@@ -99,6 +108,32 @@ impl Default for OmConfig {
 }
 
 impl OmConfig {
+    /// The members new groups start with: every peer (`peers`), or this node alone.
+    pub fn members(&self, rpc: std::net::SocketAddr) -> anyhow::Result<std::collections::BTreeMap<u64, crate::raft::transport::PeerAddr>> {
+        use crate::raft::transport::PeerAddr;
+        let mut members = std::collections::BTreeMap::new();
+        if self.peers.is_empty() {
+            members.insert(self.node_id, PeerAddr { raft: self.raft_address.clone(), rpc: rpc.to_string() });
+            return Ok(members);
+        }
+        for p in &self.peers {
+            let parts: Vec<&str> = p.split(',').map(str::trim).collect();
+            let [id, raft, rpc] = parts[..] else { anyhow::bail!("peer {p:?}: expected ID,RAFT_HOST:PORT,RPC_HOST:PORT") };
+            let id: u64 = id.parse().map_err(|_| anyhow::anyhow!("peer {p:?}: the id {id:?} is not a number"))?;
+            if id == 0 {
+                anyhow::bail!("peer {p:?}: node ids start at 1");
+            }
+            if members.insert(id, PeerAddr { raft: raft.to_string(), rpc: rpc.to_string() }).is_some() {
+                anyhow::bail!("peer id {id} is listed twice");
+            }
+        }
+        let Some(me) = members.get(&self.node_id) else { anyhow::bail!("this node's id {} is not among the peers {:?}", self.node_id, self.peers) };
+        if me.raft != self.raft_address {
+            anyhow::bail!("this node's Raft address is {} but its peer entry says {}", self.raft_address, me.raft);
+        }
+        Ok(members)
+    }
+
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
         match path {
             None => Ok(Self::default()),

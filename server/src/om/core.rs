@@ -19,7 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::om::convert::{BucketView, KeyView, VolumeView, WireError};
 use crate::om::meta_view::{Change, MetaView};
 use crate::om::metrics::{CoreStats, GroupSample, sample_core};
-use crate::raft::group::Group;
+use crate::raft::group::{Group, ProposeError};
+use crate::raft::transport::{Out, PeerAddr, Transport};
+use crate::raft::types::Proposal;
 
 pub const META_GROUP: u32 = 0;
 /// Messages queued to one core at most (per sender: tokio's channel bounds the total).
@@ -29,6 +31,18 @@ pub const MESH_QUEUE_MAX: usize = 4096;
 pub const RENAME_REDRIVE_AFTER_MS: u64 = 4000;
 /// Deleted blocks handed to the SCM in one call, about (whole batches; below the SCM's limit).
 pub const DELETE_PUSH_BLOCKS: usize = 50_000;
+/// A write forwarded to a group's leader on another node, or a read index asked of it, is
+/// given up after this long (the caller sees UNAVAILABLE and retries with the same ids).
+pub const PEER_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `fut`, or UNAVAILABLE after [`PEER_CALL_TIMEOUT`]: a leader cut off from its quorum
+/// neither commits nor confirms a read index, and its clients must hear so (and retry, with the
+/// same request ids, wherever a quorum is) instead of waiting for the partition to heal.
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> Result<T, WireError> {
+    glommio::timer::timeout(PEER_CALL_TIMEOUT, async { Ok(fut.await) })
+        .await
+        .map_err(|_| WireError::new(Status::Unavailable, format!("{what}: no answer within {PEER_CALL_TIMEOUT:?} (this node may be cut off from a majority); the outcome is unknown, retry")))
+}
 
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -94,6 +108,8 @@ pub enum Msg {
     Read { group: u32, query: Query, min_meta: u64, reply: oneshot::Sender<Result<ReadResult, WireError>> },
     /// Meta-group changes, in log order (from core 0).
     Meta { log_index: u64, changes: Arc<Vec<Change>> },
+    /// A Raft connection accepted by core 0 for this core (its hello named it): the socket.
+    RaftConnection(std::os::fd::OwnedFd),
     /// This core's metrics: its groups' samples and its meta-view index.
     Metrics { reply: oneshot::Sender<(Vec<GroupSample>, u64, Option<crate::om::metrics::DataCounters>)> },
 }
@@ -111,6 +127,8 @@ pub struct Core {
     pub stats: CoreStats,
     /// The data path (SCM connection, block pools, tokens); `None` for a metadata-only OM.
     pub data: Option<Rc<crate::om::datapath::DataPath>>,
+    /// Raft traffic, forwarded writes and read indexes to the other OM nodes.
+    pub transport: Rc<Transport>,
 }
 
 impl std::fmt::Debug for Core {
@@ -144,7 +162,7 @@ impl Core {
         let n = commands.len();
         let core = core_of_group(group, self.cores);
         if core == self.index {
-            return self.local_write(group, commands, fill, min_meta).await;
+            return self.owner_write(group, commands, fill, min_meta).await;
         }
         let (tx, rx) = oneshot::channel();
         if self.mesh[core].send(Msg::Write { group, commands, fill, min_meta, reply: tx }).await.is_err() {
@@ -252,6 +270,9 @@ impl Core {
             let mut ids: Vec<u32> = self.groups.keys().copied().collect();
             ids.sort();
             for group in ids {
+                if !self.group(group).is_leader() {
+                    continue;
+                }
                 let limit = stratos_shard::constants::EXPIRE_BATCH_MAX;
                 loop {
                     let (mut outs, _) = self.local_write(group, vec![om_command(Op::ExpireOpenKeys { limit })], false, 0).await;
@@ -314,7 +335,59 @@ impl Core {
         self.groups.get(&id).unwrap_or_else(|| panic!("core {} asked for group {id}, which it does not own", self.index))
     }
 
-    async fn local_write(&self, group: u32, commands: Vec<Command>, fill: bool, min_meta: u64) -> WriteReply {
+    /// A write on the core that owns `group`: proposed here if this node leads the group,
+    /// forwarded to the leader's node otherwise (over the Raft transport, so it rides in the
+    /// same batches as the group's Raft traffic). With no leader known, proposing here gives
+    /// NOT_LEADER, which the client retries.
+    async fn owner_write(&self, group: u32, commands: Vec<Command>, fill: bool, min_meta: u64) -> WriteReply {
+        let g = self.group(group);
+        if !g.is_leader()
+            && let Some((leader, addr)) = g.leader()
+            && leader != self.transport.me
+        {
+            return self.forward(group, leader, &addr, commands, fill, min_meta).await;
+        }
+        self.local_write(group, commands, fill, min_meta).await
+    }
+
+    async fn forward(&self, group: u32, leader: u64, addr: &PeerAddr, commands: Vec<Command>, fill: bool, min_meta: u64) -> WriteReply {
+        let n = commands.len();
+        let failed = |status: Status, why: String| (vec![Err(WireError::new(status, why)); n], 0);
+        let proposal = Proposal::encode(&commands).bytes().to_vec();
+        let call = self.transport.call(leader, &addr.raft, group, Out::Forward { proposal, fill, min_meta });
+        match glommio::timer::timeout(PEER_CALL_TIMEOUT, async { Ok(call.await) }).await {
+            Ok(Ok(bytes)) => crate::om::peer::decode_forward_reply(&bytes).unwrap_or_else(|e| failed(Status::Internal, format!("node {leader}: {e}"))),
+            Ok(Err(e)) => failed(Status::Unavailable, format!("forwarding a write of group {group} to its leader, node {leader}: {e}")),
+            Err(_) => failed(Status::Unavailable, format!("the leader of group {group}, node {leader}, did not answer within {PEER_CALL_TIMEOUT:?}")),
+        }
+    }
+
+    /// Waits until a read of `g` here is linearizable. On the leader: openraft's read index
+    /// (a heartbeat round to a quorum confirms leadership; no clock is trusted, so no lease
+    /// and no clock-drift bound is involved). On a follower: the leader's read index, asked
+    /// over the transport, then this replica applies up to it and serves the read itself.
+    pub async fn linearize(&self, g: &Group) -> Result<(), WireError> {
+        if g.is_leader() {
+            return within("confirming leadership for a read", g.read_barrier()).await?.map_err(WireError::from);
+        }
+        let Some((leader, addr)) = g.leader() else {
+            return Err(ProposeError::NotLeader(None).into());
+        };
+        if leader == self.transport.me {
+            return g.read_barrier().await.map_err(WireError::from);
+        }
+        let call = self.transport.call(leader, &addr.raft, g.id, Out::ReadIndex);
+        let index = match glommio::timer::timeout(PEER_CALL_TIMEOUT, async { Ok(call.await) }).await {
+            Ok(Ok(b)) if b.len() == 8 => u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+            Ok(Ok(b)) => return Err(WireError::new(Status::Internal, format!("node {leader}: a read index of {} bytes", b.len()))),
+            Ok(Err(e)) => return Err(WireError { status: Status::NotLeader, message: format!("group {}: {e}", g.id), leader_hint: addr.rpc }),
+            Err(_) => return Err(WireError::new(Status::Unavailable, format!("the leader of group {}, node {leader}, did not answer within {PEER_CALL_TIMEOUT:?}", g.id))),
+        };
+        g.wait_applied(index, PEER_CALL_TIMEOUT).await.map_err(WireError::from)
+    }
+
+    /// Proposes on this node, whether or not it leads the group (housekeeping, forwarded writes).
+    pub async fn local_write(&self, group: u32, commands: Vec<Command>, fill: bool, min_meta: u64) -> WriteReply {
         let started = std::time::Instant::now();
         let reply = self.local_write_inner(group, commands, fill, min_meta).await;
         let errors = reply.0.iter().filter(|o| o.is_err()).count();
@@ -353,11 +426,11 @@ impl Core {
         let mut proposed = if propose.is_empty() {
             Vec::new().into_iter()
         } else {
-            match g.propose(propose).await {
+            match within("committing a write", g.propose(propose)).await.and_then(|r| r.map_err(WireError::from)) {
                 Ok(outcomes) => outcomes.into_iter().map(|o| o.map_err(WireError::from)).collect::<Vec<_>>().into_iter(),
                 Err(e) => {
                     let n = early.iter().filter(|e| e.is_none()).count();
-                    vec![Err(WireError::from(e)); n].into_iter()
+                    vec![Err(e); n].into_iter()
                 }
             }
         };
@@ -376,8 +449,8 @@ impl Core {
     async fn local_read_inner(&self, group: u32, query: Query, min_meta: u64) -> Result<ReadResult, WireError> {
         self.wait_meta(min_meta).await;
         let g = self.group(group);
-        // Linearizable: this node is still the leader and has applied all it committed before.
-        g.read_barrier().await?;
+        // Linearizable on the leader and on followers alike (see `linearize`).
+        self.linearize(g).await?;
         let shard = g.state.shard.borrow();
         Ok(match query {
             Query::VolumeInfo(v) => {
@@ -424,10 +497,16 @@ impl Core {
                 Msg::Metrics { reply } => {
                     let _ = reply.send((sample_core(&self), self.meta_index(), self.data.as_ref().map(|d| d.counters())));
                 }
+                Msg::RaftConnection(fd) => {
+                    use std::os::fd::{FromRawFd, IntoRawFd};
+                    // SAFETY: the fd is a connected TCP socket that this message owned alone.
+                    let stream = unsafe { glommio::net::TcpStream::from_raw_fd(fd.into_raw_fd()) };
+                    crate::om::peer::serve(self.clone(), stream);
+                }
                 Msg::Write { group, commands, fill, min_meta, reply } => {
                     let me = self.clone();
                     glommio::spawn_local(async move {
-                        let _ = reply.send(me.local_write(group, commands, fill, min_meta).await);
+                        let _ = reply.send(me.owner_write(group, commands, fill, min_meta).await);
                     })
                     .detach();
                 }

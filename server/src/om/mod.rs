@@ -8,6 +8,7 @@ pub mod http;
 pub mod meta_view;
 pub mod metrics;
 pub mod node;
+pub mod peer;
 pub mod service;
 
 /// Fault injection for crash tests: if the environment variable `STRATOS_CRASH_POINT` names

@@ -4,7 +4,7 @@
 //! acknowledgement waits for fdatasync).
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -22,6 +22,7 @@ use crate::om::core::{Core, MESH_QUEUE_MAX, META_GROUP, MetaBroadcast, Msg, core
 use crate::om::meta_view::{MetaView, changes_of, full_view};
 use crate::om::service::OmService;
 use crate::raft::group::{Group, GroupConfig};
+use crate::raft::transport::{PeerAddr, Transport, read_hello};
 
 pub use crate::rpc::{NESTING_MAX, TRAVERSAL_WORDS_MAX};
 
@@ -42,6 +43,10 @@ pub fn install_signal_handlers() {
 /// Asks a running node (in this process) to stop, as SIGTERM does.
 pub fn request_stop() {
     STOP.store(true, Ordering::SeqCst);
+}
+
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
 }
 
 pub async fn wait_stop() {
@@ -103,6 +108,7 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
         senders.push(tx);
         inboxes.push(Some(rx));
     }
+    let members = cfg.members(cfg.rpc_address)?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<(usize, SocketAddr, Option<SocketAddr>)>>();
     let mut handles = Vec::new();
     let mut rpc_addr = cfg.rpc_address;
@@ -118,11 +124,12 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
         let cfg = cfg.clone();
         let data_dir = data_dir.clone();
         let ready_tx = ready_tx.clone();
+        let members = members.clone();
         let bind = rpc_addr;
         let builder = LocalExecutorBuilder::new(placement).name(&format!("om-core-{index}")).io_memory(cfg.io_memory_bytes).spin_before_park(Duration::from_micros(cfg.spin_us));
         let handle = builder
             .spawn(move || async move {
-                let started = start_core(index, cores, shards, &cfg, &data_dir, bind, mesh, inbox).await;
+                let started = start_core(index, cores, shards, &cfg, &data_dir, bind, members, mesh, inbox).await;
                 match started {
                     Ok((core, rpc, http)) => {
                         let _ = ready_tx.send(Ok((index, rpc, http)));
@@ -157,15 +164,19 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
 
 #[allow(clippy::too_many_arguments)]
 async fn start_core(
-    index: usize, cores: usize, shards: u32, cfg: &OmConfig, data_dir: &Path, bind: SocketAddr, mesh: Vec<mpsc::Sender<Msg>>, inbox: mpsc::Receiver<Msg>,
+    index: usize, cores: usize, shards: u32, cfg: &OmConfig, data_dir: &Path, bind: SocketAddr, members: BTreeMap<u64, PeerAddr>, mesh: Vec<mpsc::Sender<Msg>>,
+    inbox: mpsc::Receiver<Msg>,
 ) -> anyhow::Result<(Rc<Core>, SocketAddr, Option<SocketAddr>)> {
+    let clustered = members.len() > 1;
+    let transport = Transport::new(cfg.node_id, cores as u32, index as u32);
     let gcfg = GroupConfig {
         node_id: cfg.node_id,
-        address: cfg.raft_address.clone(),
+        members,
         election_timeout_min_ms: cfg.election_timeout_min_ms,
         election_timeout_max_ms: cfg.election_timeout_max_ms,
         heartbeat_interval_ms: cfg.heartbeat_interval_ms,
         snapshot_after_entries: cfg.snapshot_after_entries,
+        snapshot_logs_to_keep: cfg.snapshot_logs_to_keep,
         wal_segment_bytes: cfg.wal_segment_bytes,
         wal_spare_segment: cfg.wal_spare_segment,
     };
@@ -173,11 +184,13 @@ async fn start_core(
     let owned: Vec<u32> = (0..=shards).filter(|g| core_of_group(*g, cores) == index).collect();
     for g in owned {
         let dir: PathBuf = if g == META_GROUP { data_dir.join("meta") } else { data_dir.join(format!("shard-{:04}", g - 1)) };
-        let group = Group::open(g, &dir, &gcfg).await?;
+        let group = Group::open(g, &dir, &gcfg, transport.clone()).await?;
         groups.insert(g, group);
     }
-    for g in groups.values() {
-        g.wait_ready(Duration::from_secs(30)).await?;
+    if !clustered {
+        for g in groups.values() {
+            g.wait_ready(Duration::from_secs(30)).await?;
+        }
     }
     let core = Rc::new(Core {
         index,
@@ -199,6 +212,7 @@ async fn start_core(
                 scm_poll_ms: cfg.scm_poll_ms,
             })
         }),
+        transport,
     });
     if let Some(dp) = &core.data {
         // The map first (keys sign the first tokens), then pools for every shard.
@@ -237,6 +251,19 @@ async fn start_core(
         glommio::spawn_local(broadcast.run(mesh)).detach();
     }
     glommio::spawn_local(core.clone().serve_mesh(inbox)).detach();
+    if clustered {
+        if index == 0 {
+            let listener = glommio::net::TcpListener::bind(&cfg.raft_address).map_err(|e| anyhow::anyhow!("binding the OM Raft address {}: {e}", cfg.raft_address))?;
+            glommio::spawn_local(accept_raft(core.clone(), listener)).detach();
+        }
+        // The peers may start later: a group without a leader yet answers UNAVAILABLE (clients
+        // retry) rather than holding this node back.
+        for g in core.groups.values() {
+            if let Err(e) = g.wait_ready(Duration::from_secs(10)).await {
+                eprintln!("om core {index}: {e}; serving anyway");
+            }
+        }
+    }
     glommio::spawn_local(core.clone().redrive_renames()).detach();
     glommio::spawn_local(core.clone().housekeeping()).detach();
 
@@ -264,6 +291,50 @@ async fn start_core(
         None
     };
     Ok((core, rpc, http))
+}
+
+/// Core 0's Raft listener: reads each connection's hello and hands the connection to the
+/// executor it names (one connection per pair of executors; see schema/capnp/raft.capnp).
+async fn accept_raft(core: Rc<Core>, listener: glommio::net::TcpListener) {
+    loop {
+        let mut stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("om: Raft accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let core = core.clone();
+        glommio::spawn_local(async move {
+            let hello = glommio::timer::timeout(Duration::from_secs(5), async { Ok(read_hello(&mut stream).await) }).await;
+            let peer = stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
+            let (cores, target) = match hello {
+                Ok(Ok(h)) => h,
+                Ok(Err(e)) => return eprintln!("om: Raft connection from {peer}: {e}"),
+                Err(_) => return eprintln!("om: Raft connection from {peer}: no hello within 5 s"),
+            };
+            if cores as usize != core.cores || target as usize >= core.cores {
+                return eprintln!(
+                    "om: Raft connection from {peer} refused: it runs {cores} executors (and asks for executor {target}), this node {}; every OM node of a cluster must run the same executor count",
+                    core.cores
+                );
+            }
+            if target == 0 {
+                return crate::om::peer::serve(core, stream);
+            }
+            use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+            // SAFETY: dup of an open socket we own; the copy is owned by the message alone.
+            let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+            if fd < 0 {
+                return eprintln!("om: Raft connection from {peer}: dup failed: {}", std::io::Error::last_os_error());
+            }
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            drop(stream);
+            let _ = core.mesh[target as usize].send(Msg::RaftConnection(fd)).await;
+        })
+        .detach();
+    }
 }
 
 fn serve_connection(core: Rc<Core>, stream: glommio::net::TcpStream) {

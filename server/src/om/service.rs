@@ -409,7 +409,7 @@ impl ozone_manager::Server for OmService {
         }
         if p.get_via_raft() {
             let g = self.core.groups.get(&META_GROUP).or_else(|| self.core.groups.values().next()).expect("every core owns a group").clone();
-            g.read_barrier().await.map_err(|e| capnp::Error::failed(e.to_string()))?;
+            self.core.linearize(&g).await.map_err(|e| capnp::Error::failed(e.message))?;
         }
         results.get().set_payload(payload);
         Ok(())

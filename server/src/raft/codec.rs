@@ -8,13 +8,27 @@
 //!              address length u32, address bytes (UTF-8)
 //! vote       = term u64 | voted_for u64 | committed u8
 //! ```
+//!
+//! Raft messages between nodes (`schema/capnp/raft.capnp` carries them as `Data`):
+//! ```text
+//! log id?    = has u8 | term u64 | index u64
+//! append     = vote | prev log id? | leader commit? | count u32, per entry: index u64 | term u64 |
+//!              length u32 | entry
+//! append ok  = 0 success | 1 partial, log id? | 2 conflict | 3 higher vote, vote
+//! vote req   = vote | last log id? | leadership transfer u8
+//! vote reply = vote | granted u8 | last log id?
+//! transfer   = from vote | to node u64 | last log id?
+//! transfer ok = 0 | 1 vote changed, expected vote, actual vote | 2 not flushed, log id?, log id?
+//! ```
 //! Decoders return an error naming what is wrong; they never panic on any input.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::{BasicNode, EntryPayload};
 
-use crate::raft::types::{Entry, Membership, Proposal, Vote, log_id};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse};
+
+use crate::raft::types::{Entry, LogId, Membership, Proposal, TypeConfig, Vote, log_id};
 
 const KIND_BLANK: u8 = 0;
 const KIND_PROPOSAL: u8 = 1;
@@ -124,6 +138,181 @@ pub fn decode_vote(bytes: &[u8]) -> Result<Vote, String> {
         1 => Ok(Vote::new_committed(term, voted_for)),
         other => Err(format!("vote committed flag {other}")),
     }
+}
+
+/// Entries one append message carries at most when decoded (a cap on allocation).
+const ENTRIES_PER_MESSAGE_MAX: u32 = 1 << 20;
+
+fn put_log_id(out: &mut Vec<u8>, id: Option<&LogId>) {
+    out.push(u8::from(id.is_some()));
+    out.extend_from_slice(&id.map_or(0, |l| l.leader_id.term).to_le_bytes());
+    out.extend_from_slice(&id.map_or(0, |l| l.index).to_le_bytes());
+}
+
+fn get_log_id(r: &mut Reader<'_>) -> Result<Option<LogId>, String> {
+    let has = r.take(1)?[0];
+    let (term, index) = (r.u64()?, r.u64()?);
+    match has {
+        0 => Ok(None),
+        1 => Ok(Some(log_id(term, index))),
+        other => Err(format!("log id flag {other}")),
+    }
+}
+
+fn get_vote(r: &mut Reader<'_>) -> Result<Vote, String> {
+    decode_vote(r.take(17)?)
+}
+
+fn get_bool(r: &mut Reader<'_>) -> Result<bool, String> {
+    match r.take(1)?[0] {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(format!("boolean {other}")),
+    }
+}
+
+pub fn encode_append(m: &AppendEntriesRequest<TypeConfig>) -> Vec<u8> {
+    let mut out = encode_vote(&m.vote);
+    put_log_id(&mut out, m.prev_log_id.as_ref());
+    put_log_id(&mut out, m.leader_commit.as_ref());
+    out.extend_from_slice(&(m.entries.len() as u32).to_le_bytes());
+    let mut payload = Vec::new();
+    for e in &m.entries {
+        encode_entry(e, &mut payload);
+        out.extend_from_slice(&e.log_id.index.to_le_bytes());
+        out.extend_from_slice(&e.log_id.leader_id.term.to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&payload);
+    }
+    out
+}
+
+pub fn decode_append(bytes: &[u8]) -> Result<AppendEntriesRequest<TypeConfig>, String> {
+    let mut r = Reader(bytes);
+    let vote = get_vote(&mut r)?;
+    let prev_log_id = get_log_id(&mut r)?;
+    let leader_commit = get_log_id(&mut r)?;
+    let n = r.u32()?;
+    if n > ENTRIES_PER_MESSAGE_MAX {
+        return Err(format!("an append of {n} entries"));
+    }
+    let mut entries = Vec::with_capacity(n.min(4096) as usize);
+    for _ in 0..n {
+        let (index, term, len) = (r.u64()?, r.u64()?, r.u32()?);
+        entries.push(decode_entry(index, term, r.take(len as usize)?)?);
+    }
+    r.end()?;
+    Ok(AppendEntriesRequest { vote, prev_log_id, entries, leader_commit })
+}
+
+pub fn encode_append_reply(m: &AppendEntriesResponse<TypeConfig>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(18);
+    match m {
+        AppendEntriesResponse::Success => out.push(0),
+        AppendEntriesResponse::PartialSuccess(id) => {
+            out.push(1);
+            put_log_id(&mut out, id.as_ref());
+        }
+        AppendEntriesResponse::Conflict => out.push(2),
+        AppendEntriesResponse::HigherVote(v) => {
+            out.push(3);
+            out.extend_from_slice(&encode_vote(v));
+        }
+    }
+    out
+}
+
+pub fn decode_append_reply(bytes: &[u8]) -> Result<AppendEntriesResponse<TypeConfig>, String> {
+    let mut r = Reader(bytes);
+    let m = match r.take(1)?[0] {
+        0 => AppendEntriesResponse::Success,
+        1 => AppendEntriesResponse::PartialSuccess(get_log_id(&mut r)?),
+        2 => AppendEntriesResponse::Conflict,
+        3 => AppendEntriesResponse::HigherVote(get_vote(&mut r)?),
+        other => return Err(format!("append reply kind {other}")),
+    };
+    r.end()?;
+    Ok(m)
+}
+
+pub fn encode_vote_request(m: &VoteRequest<TypeConfig>) -> Vec<u8> {
+    let mut out = encode_vote(&m.vote);
+    put_log_id(&mut out, m.last_log_id.as_ref());
+    out.push(u8::from(m.leadership_transfer));
+    out
+}
+
+pub fn decode_vote_request(bytes: &[u8]) -> Result<VoteRequest<TypeConfig>, String> {
+    let mut r = Reader(bytes);
+    let vote = get_vote(&mut r)?;
+    let last_log_id = get_log_id(&mut r)?;
+    let leadership_transfer = get_bool(&mut r)?;
+    r.end()?;
+    Ok(VoteRequest { vote, last_log_id, leadership_transfer })
+}
+
+pub fn encode_vote_reply(m: &VoteResponse<TypeConfig>) -> Vec<u8> {
+    let mut out = encode_vote(&m.vote);
+    out.push(u8::from(m.vote_granted));
+    put_log_id(&mut out, m.last_log_id.as_ref());
+    out
+}
+
+pub fn decode_vote_reply(bytes: &[u8]) -> Result<VoteResponse<TypeConfig>, String> {
+    let mut r = Reader(bytes);
+    let vote = get_vote(&mut r)?;
+    let vote_granted = get_bool(&mut r)?;
+    let last_log_id = get_log_id(&mut r)?;
+    r.end()?;
+    Ok(VoteResponse { vote, vote_granted, last_log_id })
+}
+
+pub fn encode_transfer(m: &TransferLeaderRequest<TypeConfig>) -> Vec<u8> {
+    let mut out = encode_vote(m.from_leader());
+    out.extend_from_slice(&m.to_node_id().to_le_bytes());
+    put_log_id(&mut out, m.last_log_id());
+    out
+}
+
+pub fn decode_transfer(bytes: &[u8]) -> Result<TransferLeaderRequest<TypeConfig>, String> {
+    let mut r = Reader(bytes);
+    let from = get_vote(&mut r)?;
+    let to = r.u64()?;
+    let last = get_log_id(&mut r)?;
+    r.end()?;
+    Ok(TransferLeaderRequest::new(from, to, last))
+}
+
+pub fn encode_transfer_reply(m: &TransferLeaderResponse<TypeConfig>) -> Vec<u8> {
+    use openraft::raft::TransferLeaderError as E;
+    let mut out = Vec::new();
+    match m {
+        Ok(()) => out.push(0),
+        Err(E::VoteChanged { expected, actual }) => {
+            out.push(1);
+            out.extend_from_slice(&encode_vote(expected));
+            out.extend_from_slice(&encode_vote(actual));
+        }
+        Err(E::LogNotFlushed { expected, actual }) => {
+            out.push(2);
+            put_log_id(&mut out, expected.as_ref());
+            put_log_id(&mut out, actual.as_ref());
+        }
+    }
+    out
+}
+
+pub fn decode_transfer_reply(bytes: &[u8]) -> Result<TransferLeaderResponse<TypeConfig>, String> {
+    use openraft::raft::TransferLeaderError as E;
+    let mut r = Reader(bytes);
+    let m = match r.take(1)?[0] {
+        0 => Ok(()),
+        1 => Err(E::VoteChanged { expected: get_vote(&mut r)?, actual: get_vote(&mut r)? }),
+        2 => Err(E::LogNotFlushed { expected: get_log_id(&mut r)?, actual: get_log_id(&mut r)? }),
+        other => return Err(format!("transfer reply kind {other}")),
+    };
+    r.end()?;
+    Ok(m)
 }
 
 /// A cursor over untrusted bytes.

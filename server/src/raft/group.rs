@@ -19,7 +19,8 @@ use stratos_wal::{DmaStorage, Wal, WalConfig};
 use tokio::sync::oneshot;
 
 use crate::raft::log_store::LogStore;
-use crate::raft::network::NoPeers;
+use crate::raft::network::Network;
+use crate::raft::transport::{PeerAddr, Transport};
 use crate::raft::state_machine::{GroupState, StateMachine};
 use crate::raft::types::{COMMANDS_PER_ENTRY_MAX, Proposal, Raft};
 
@@ -31,6 +32,7 @@ pub const QUEUED_COMMANDS_MAX: usize = 64 * COMMANDS_PER_ENTRY_MAX;
 /// Why a proposal got no outcome.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProposeError {
+    /// With the leader's client RPC address, when known.
     #[error("not the leader of this group; the leader is {0:?}")]
     NotLeader(Option<String>),
     #[error("the group is unavailable: {0}")]
@@ -41,13 +43,17 @@ pub enum ProposeError {
 #[derive(Debug, Clone)]
 pub struct GroupConfig {
     pub node_id: u64,
-    /// This node's Raft address (what peers would dial).
-    pub address: String,
+    /// The members a new group starts with (every OM node, this one included), by node id.
+    /// Every node initializes its groups with the same members; Raft elects one leader.
+    pub members: BTreeMap<u64, PeerAddr>,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     pub heartbeat_interval_ms: u64,
     /// Build a snapshot (and purge the log before it) after this many entries.
     pub snapshot_after_entries: u64,
+    /// Log entries kept behind a snapshot, for followers that lag a little (beyond them, a
+    /// follower installs the snapshot).
+    pub snapshot_logs_to_keep: u64,
     pub wal_segment_bytes: u64,
     /// Keep a spare segment ready (see `Wal::prepare_spare`).
     pub wal_spare_segment: bool,
@@ -79,7 +85,7 @@ impl std::fmt::Debug for Group {
 impl Group {
     /// Opens (or creates) the group in `dir`: recovers the WAL, loads the snapshot, starts Raft,
     /// and on first start makes this node the only member. Must run on the owning executor.
-    pub async fn open(id: u32, dir: &Path, cfg: &GroupConfig) -> anyhow::Result<Rc<Group>> {
+    pub async fn open(id: u32, dir: &Path, cfg: &GroupConfig, transport: Rc<Transport>) -> anyhow::Result<Rc<Group>> {
         std::fs::create_dir_all(dir.join("wal"))?;
         let storage = DmaStorage::open(dir.join("wal")).await?;
         let (wal, report) = Wal::open(storage, WalConfig { segment_bytes: cfg.wal_segment_bytes, ..WalConfig::default() })
@@ -97,13 +103,16 @@ impl Group {
             election_timeout_max: cfg.election_timeout_max_ms,
             heartbeat_interval: cfg.heartbeat_interval_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_after_entries),
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: cfg.snapshot_logs_to_keep,
+            // Entries per append message: with up to 256 commands per entry this keeps one
+            // message a few MiB, far below the transport's message limit.
+            max_payload_entries: 64,
             ..Config::default()
         }
         .validate()?;
-        let raft = Raft::new(cfg.node_id, Arc::new(config), NoPeers, log.clone(), sm).await.map_err(|e| anyhow::anyhow!("group {id}: {e}"))?;
+        let raft = Raft::new(cfg.node_id, Arc::new(config), Network { transport, group: id }, log.clone(), sm).await.map_err(|e| anyhow::anyhow!("group {id}: {e}"))?;
         if !raft.is_initialized().await? {
-            let members = BTreeMap::from([(cfg.node_id, BasicNode { addr: cfg.address.clone() })]);
+            let members: BTreeMap<u64, BasicNode> = cfg.members.iter().map(|(id, a)| (*id, BasicNode { addr: a.to_string() })).collect();
             raft.initialize(members).await.map_err(|e| anyhow::anyhow!("group {id}: initializing: {e}"))?;
         }
         let group = Rc::new(Group {
@@ -124,6 +133,29 @@ impl Group {
             glommio::spawn_local(Group::make_spares(Rc::downgrade(&group))).detach();
         }
         Ok(group)
+    }
+
+    /// The leader this node knows of (id and addresses), if any.
+    pub fn leader(&self) -> Option<(u64, PeerAddr)> {
+        let m = self.raft.metrics();
+        let m = openraft_rt::WatchReceiver::borrow_watched(&m);
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?;
+        Some((id, PeerAddr::parse(&node.addr)))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.is_leader()
+    }
+
+    /// Waits until this replica has applied log index `index` (a follower read's read index).
+    pub async fn wait_applied(&self, index: u64, timeout: std::time::Duration) -> Result<(), ProposeError> {
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "read index applied")
+            .await
+            .map(|_| ())
+            .map_err(|e| ProposeError::Unavailable(format!("group {}: waiting to apply index {index}: {e}", self.id)))
     }
 
     /// Waits until this group has a leader (this node, for a one-member group) and has applied
@@ -202,7 +234,7 @@ impl Group {
                     }
                     Err(e) => {
                         let err = match e.forward_to_leader() {
-                            Some(f) => ProposeError::NotLeader(f.leader_node.as_ref().map(|n| n.addr.clone())),
+                            Some(f) => ProposeError::NotLeader(f.leader_node.as_ref().map(|n| PeerAddr::parse(&n.addr).rpc)),
                             None => ProposeError::Unavailable(e.to_string()),
                         };
                         for (_, tx) in units {
@@ -221,7 +253,7 @@ impl Group {
         match self.raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await {
             Ok(_) => Ok(()),
             Err(e) => Err(match e.forward_to_leader() {
-                Some(f) => ProposeError::NotLeader(f.leader_node.as_ref().map(|n| n.addr.clone())),
+                Some(f) => ProposeError::NotLeader(f.leader_node.as_ref().map(|n| PeerAddr::parse(&n.addr).rpc)),
                 None => ProposeError::Unavailable(e.to_string()),
             }),
         }

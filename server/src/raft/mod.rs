@@ -6,4 +6,5 @@ pub mod log_store;
 pub mod network;
 pub mod runtime;
 pub mod state_machine;
+pub mod transport;
 pub mod types;

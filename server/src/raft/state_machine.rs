@@ -93,9 +93,10 @@ impl StateMachine {
     }
 }
 
-struct Meta {
-    last_log_id: Option<LogId>,
-    last_membership: StoredMembership,
+#[derive(Debug)]
+pub struct Meta {
+    pub last_log_id: Option<LogId>,
+    pub last_membership: StoredMembership,
 }
 
 fn encode_meta(last: Option<LogId>, m: &StoredMembership) -> Vec<u8> {
@@ -112,7 +113,7 @@ fn encode_meta(last: Option<LogId>, m: &StoredMembership) -> Vec<u8> {
 }
 
 /// The snapshot file's bytes (see the module docs).
-fn snapshot_file(last: Option<LogId>, membership: &StoredMembership, image: &[u8]) -> Vec<u8> {
+pub fn snapshot_file(last: Option<LogId>, membership: &StoredMembership, image: &[u8]) -> Vec<u8> {
     let meta = encode_meta(last, membership);
     let mut file = Vec::with_capacity(image.len() + meta.len() + 20);
     file.extend_from_slice(MAGIC);
@@ -124,7 +125,7 @@ fn snapshot_file(last: Option<LogId>, membership: &StoredMembership, image: &[u8
     file
 }
 
-fn parse_snapshot(bytes: &[u8]) -> Result<(Meta, &[u8]), String> {
+pub fn parse_snapshot(bytes: &[u8]) -> Result<(Meta, &[u8]), String> {
     let mut r = Reader(bytes);
     if r.take(8)? != MAGIC {
         return Err("not a Stratos group snapshot (bad magic)".into());
@@ -155,7 +156,7 @@ fn parse_snapshot(bytes: &[u8]) -> Result<(Meta, &[u8]), String> {
     Ok((Meta { last_log_id: last, last_membership: StoredMembership::new(membership_log_id, membership) }, r.0))
 }
 
-fn snapshot_id(last: Option<LogId>) -> String {
+pub fn snapshot_id(last: Option<LogId>) -> String {
     last.map_or_else(|| "empty".to_string(), |l| format!("{}-{}", l.leader_id.term, l.index))
 }
 
@@ -241,6 +242,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.shared.last_applied.set(meta.last_log_id);
         *self.shared.membership.borrow_mut() = meta.last_membership.clone();
         let index = meta.last_log_id.map_or(0, |l| l.index);
+        eprintln!("{}: installed a snapshot from the leader up to log index {index} ({} bytes)", self.dir.display(), image.len());
         if let Some(hook) = self.shared.on_reset.borrow_mut().as_mut() {
             hook(&self.shared.shard.borrow(), index);
         }

@@ -1,0 +1,312 @@
+//! High availability: three real `stratos om` processes on loopback form one cluster (every
+//! group on every node). Writers keep creating keys (open + commit) through a client that knows
+//! all three nodes while nodes are killed with kill -9 or restarted one by one; afterwards every
+//! acknowledged key is on every node, nothing was applied twice, and a returning node catches up
+//! (from the log, or by installing a snapshot when the log it needs was purged).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stratos");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+struct Node {
+    id: u64,
+    dir: PathBuf,
+    rpc: String,
+    http: String,
+    raft: String,
+    child: Option<Child>,
+}
+
+struct Cluster {
+    nodes: Vec<Node>,
+    peers: Vec<String>,
+    extra: Vec<String>,
+}
+
+impl Cluster {
+    fn start(dir: &Path, extra: &[&str]) -> Cluster {
+        let mut nodes = Vec::new();
+        for id in 1..=3 {
+            let (rpc, http, raft) = (free_port(), free_port(), free_port());
+            nodes.push(Node { id, dir: dir.join(format!("om{id}")), rpc: format!("127.0.0.1:{rpc}"), http: format!("127.0.0.1:{http}"), raft: format!("127.0.0.1:{raft}"), child: None });
+        }
+        let peers = nodes.iter().map(|n| format!("{},{},{}", n.id, n.raft, n.rpc)).collect();
+        let mut c = Cluster { nodes, peers, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let readers: Vec<_> = (0..3).map(|i| c.spawn(i)).collect();
+        for r in readers {
+            r.recv_timeout(Duration::from_secs(60)).expect("every node printed its ready line");
+        }
+        c
+    }
+
+    /// Starts node `i`; the returned channel yields once the node printed its ready line.
+    fn spawn(&mut self, i: usize) -> std::sync::mpsc::Receiver<()> {
+        let n = &mut self.nodes[i];
+        let mut cmd = Command::new(BIN);
+        cmd.args(["om", "--data-dir"]).arg(&n.dir).args(["--node-id", &n.id.to_string(), "--rpc-address", &n.rpc, "--http-address", &n.http, "--raft-address", &n.raft]);
+        cmd.args(["--shards", "4", "--executors", "2", "--no-pin", "--election-timeout-min-ms", "300", "--election-timeout-max-ms", "600", "--heartbeat-interval-ms", "100"]);
+        for p in &self.peers {
+            cmd.args(["--peer", p]);
+        }
+        cmd.args(&self.extra);
+        let stderr = if std::env::var_os("STRATOS_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() };
+        let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().expect("start stratos om");
+        let stdout = child.stdout.take().expect("stdout");
+        n.child = Some(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next()
+                && line.contains("ready")
+            {
+                let _ = tx.send(());
+            }
+            for _ in lines {}
+        });
+        rx
+    }
+
+    fn restart(&mut self, i: usize) {
+        self.spawn(i).recv_timeout(Duration::from_secs(60)).expect("the node printed its ready line");
+    }
+
+    fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            c.kill().expect("kill -9");
+            let _ = c.wait();
+        }
+    }
+
+    fn sigterm(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            // SAFETY: a signal to our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let status = c.wait().expect("wait");
+            assert!(status.success(), "node {} exits cleanly on SIGTERM: {status:?}", i + 1);
+        }
+    }
+
+    fn all_rpc(&self) -> String {
+        self.nodes.iter().map(|n| n.rpc.as_str()).collect::<Vec<_>>().join(",")
+    }
+
+    /// The groups node `i` leads, from its metrics page.
+    fn leads(&self, i: usize) -> Vec<String> {
+        let Ok(mut s) = std::net::TcpStream::connect(&self.nodes[i].http) else { return Vec::new() };
+        let _ = write!(s, "GET /prom HTTP/1.0\r\n\r\n");
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body.lines()
+            .filter(|l| l.starts_with("stratos_raft_leader{") && l.ends_with(" 1"))
+            .filter_map(|l| l.split('"').nth(1).map(String::from))
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+fn on_executor<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(f: impl FnOnce() -> F + Send + 'static) -> T {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).io_memory(1 << 20).spawn(move || async move { f().await }).expect("executor").join().expect("join")
+}
+
+fn sh(om: &str, args: &[&str]) -> String {
+    let out = Command::new(BIN).arg("sh").args(["--om", om, "--user", "root"]).args(args).output().expect("run stratos sh");
+    assert!(out.status.success(), "stratos sh {args:?} at {om}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every key of the bucket, as node `om` alone lists it (page by page).
+fn list_all(om: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut start = String::new();
+    loop {
+        let page: serde_json::Value = serde_json::from_str(&sh(om, &["key", "list", "/havol/habkt", "--start", &start, "--limit", "1000"])).expect("JSON");
+        let names: Vec<String> = page.as_array().expect("array").iter().map(|k| k["name"].as_str().expect("name").to_string()).collect();
+        let Some(last) = names.last().cloned() else { break };
+        out.extend(names);
+        start = last;
+    }
+    out
+}
+
+/// Writers creating keys `w<w>/<i>` until told to stop; each acknowledged key with when.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(String, Instant)>>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(om: &str, writers: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..writers)
+            .map(|w| {
+                let (om, stop, acked, errors) = (om.to_string(), stop.clone(), acked.clone(), errors.clone());
+                std::thread::spawn(move || {
+                    on_executor(move || async move {
+                        let c = match stratos_client::Client::connect(&om, "root").await {
+                            Ok(c) => c,
+                            Err(e) => return errors.lock().expect("lock").push(e.to_string()),
+                        };
+                        for i in 0.. {
+                            if stop.load(Ordering::SeqCst) {
+                                return;
+                            }
+                            let key = format!("w{w}/{i:06}");
+                            let open = c.submit(|op| {
+                                let mut g = op.init_open_key();
+                                g.set_volume("havol");
+                                g.set_bucket("habkt");
+                                g.set_key(key.as_str());
+                                g.reborrow().init_replication().set_none(());
+                            });
+                            let open_id = match open.await {
+                                Ok(stratos_client::Done::KeyOpened { open_id, .. }) => open_id,
+                                other => return errors.lock().expect("lock").push(format!("open {key}: {other:?}")),
+                            };
+                            let commit = c.submit(|op| {
+                                let mut g = op.init_commit_key();
+                                g.set_volume("havol");
+                                g.set_bucket("habkt");
+                                g.set_key(key.as_str());
+                                g.set_open_id(open_id);
+                            });
+                            match commit.await {
+                                Ok(_) => acked.lock().expect("lock").push((key, Instant::now())),
+                                Err(e) => return errors.lock().expect("lock").push(format!("commit {key}: {e}")),
+                            }
+                        }
+                    })
+                })
+            })
+            .collect();
+        Load { stop, acked, errors, threads }
+    }
+
+    fn count(&self) -> usize {
+        self.acked.lock().expect("lock").len()
+    }
+
+    fn finish(self) -> Vec<(String, Instant)> {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            t.join().expect("writer");
+        }
+        let errors = self.errors.lock().expect("lock").clone();
+        assert!(errors.is_empty(), "writers failed: {errors:?}");
+        self.acked.lock().expect("lock").clone()
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every acknowledged key is on node `om`, each once, and no open key is left over (a retried
+/// open applied twice would leave one).
+fn check_node(om: &str, acked: &[String]) {
+    let listed = list_all(om);
+    let mut expected = acked.to_vec();
+    expected.sort();
+    assert_eq!(listed.len(), expected.len(), "node {om}: {} keys listed, {} acknowledged", listed.len(), expected.len());
+    assert_eq!(listed, expected, "node {om} lists exactly the acknowledged keys");
+    let info: serde_json::Value = serde_json::from_str(&sh(om, &["bucket", "info", "/havol/habkt"])).expect("JSON");
+    assert_eq!(info["openKeys"], 0, "node {om}: no open key left over: {info}");
+    assert_eq!(info["usedNamespace"], acked.len() as u64, "node {om}: bucket key count");
+}
+
+#[test]
+fn killing_a_leader_under_load_loses_nothing_and_the_node_catches_up_by_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Small snapshots and no log kept behind them: the killed node must install a snapshot.
+    let mut c = Cluster::start(dir.path(), &["--snapshot-after-entries", "50", "--snapshot-logs-to-keep", "0"]);
+    let all = c.all_rpc();
+    sh(&c.nodes[1].rpc, &["volume", "create", "/havol"]);
+    sh(&c.nodes[2].rpc, &["bucket", "create", "/havol/habkt"]);
+    let load = Load::start(&all, 4);
+    wait_for("the load to start", Duration::from_secs(20), || load.count() > 200);
+    // The node leading the meta group (and whatever else it leads) dies.
+    let victim = (0..3).find(|&i| c.leads(i).iter().any(|g| g == "meta")).expect("some node leads the meta group");
+    let before = load.count();
+    let killed = Instant::now();
+    c.kill9(victim);
+    wait_for("writes to resume after the kill", Duration::from_secs(20), || load.count() > before + 200);
+    // The longest a writer waited across the kill: the failover time its groups saw.
+    let stall = {
+        let acked = load.acked.lock().expect("lock");
+        let mut last: std::collections::HashMap<&str, Instant> = std::collections::HashMap::new();
+        let mut stall = Duration::ZERO;
+        for (k, t) in acked.iter() {
+            let w = k.split('/').next().expect("writer prefix");
+            if let Some(prev) = last.insert(w, *t)
+                && prev <= killed
+                && *t > killed
+            {
+                stall = stall.max(t.duration_since(prev));
+            }
+        }
+        stall
+    };
+    eprintln!("kill -9 of node {}: the longest writer stall across it was {stall:?}", victim + 1);
+    std::thread::sleep(Duration::from_secs(1));
+    let acked: Vec<String> = load.finish().into_iter().map(|(k, _)| k).collect();
+    for (i, n) in c.nodes.iter().enumerate() {
+        if i != victim {
+            check_node(&n.rpc, &acked);
+        }
+    }
+    c.restart(victim);
+    let rpc = c.nodes[victim].rpc.clone();
+    wait_for("the returning node to catch up", Duration::from_secs(30), || list_all(&rpc).len() == acked.len());
+    check_node(&rpc, &acked);
+}
+
+#[test]
+fn a_rolling_restart_under_load_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster::start(dir.path(), &[]);
+    let all = c.all_rpc();
+    sh(&c.nodes[0].rpc, &["volume", "create", "/havol"]);
+    sh(&c.nodes[0].rpc, &["bucket", "create", "/havol/habkt"]);
+    let load = Load::start(&all, 3);
+    wait_for("the load to start", Duration::from_secs(20), || load.count() > 100);
+    for i in 0..3 {
+        c.sigterm(i);
+        let before = load.count();
+        wait_for("writes with one node down", Duration::from_secs(20), || load.count() > before + 100);
+        c.restart(i);
+        let before = load.count();
+        wait_for("writes after the node returned", Duration::from_secs(20), || load.count() > before + 100);
+    }
+    let acked: Vec<String> = load.finish().into_iter().map(|(k, _)| k).collect();
+    for n in &c.nodes {
+        let rpc = n.rpc.clone();
+        wait_for("every node to have every key", Duration::from_secs(30), || list_all(&rpc).len() == acked.len());
+        check_node(&n.rpc, &acked);
+    }
+}
