@@ -15,6 +15,7 @@
 //!
 //! It runs on a glommio executor (the connection is a glommio `TcpStream`).
 
+pub mod admin;
 pub mod data;
 pub mod sh;
 
@@ -491,6 +492,62 @@ impl Client {
             Ok((items, r.get_truncated()))
         })
         .await
+    }
+}
+
+/// One group's Raft state as one node sees it (`adminStatus`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub group: u32,
+    pub leader: u64,
+    pub term: u64,
+    pub last_log: u64,
+    pub committed: u64,
+    pub applied: u64,
+    pub members: Vec<u64>,
+    /// On the leader: (node, matched log index) per replica.
+    pub replicas: Vec<(u64, u64)>,
+}
+
+impl Client {
+    /// The node's id and its view of every group (administrators only). No retries: the
+    /// caller asks each node it cares about.
+    pub async fn admin_status(&self) -> Result<(u64, Vec<GroupStatus>), ClientError> {
+        let mut req = self.om().admin_status_request();
+        self.set_header(req.get().init_header(), 0);
+        let reply = req.send().promise.await?;
+        let r = reply.get()?;
+        if r.has_error() {
+            return Err(om_error(r.get_error()?));
+        }
+        let mut out = Vec::new();
+        for g in r.get_groups()?.iter() {
+            out.push(GroupStatus {
+                group: g.get_group(),
+                leader: g.get_leader(),
+                term: g.get_term(),
+                last_log: g.get_last_log(),
+                committed: g.get_committed(),
+                applied: g.get_applied(),
+                members: g.get_members()?.iter().collect(),
+                replicas: g.get_replicas()?.iter().map(|p| (p.get_node(), p.get_matched())).collect(),
+            });
+        }
+        Ok((r.get_node(), out))
+    }
+
+    /// Moves `group`'s leadership to node `to`; send it to the group's leader.
+    pub async fn admin_transfer(&self, group: u32, to: u64) -> Result<(), ClientError> {
+        let mut req = self.om().admin_transfer_request();
+        self.set_header(req.get().init_header(), 0);
+        req.get().set_group(group);
+        req.get().set_to_node(to);
+        let reply = req.send().promise.await?;
+        let r = reply.get()?;
+        if r.has_error() {
+            return Err(om_error(r.get_error()?));
+        }
+        Ok(())
     }
 }
 

@@ -293,6 +293,28 @@ interface OzoneManager {
   # Each is linearizable; the OM confirms leadership once per shard per call. `error` is set
   # only for a failure of the whole call (bad names, missing bucket, no rights).
   lookupKeys @9 (header :RequestHeader, volume :Text, bucket :Text, keys :List(Text)) -> (error :Error, results :List(KeyLookup));
+
+  # Administration (administrators only). The Raft state of every group as this node sees it;
+  # a group's leader also reports each replica's progress.
+  adminStatus @10 (header :RequestHeader) -> (error :Error, node :UInt64, groups :List(GroupStatus));
+  # Moves a group's leadership to node `toNode`. Sent to the group's current leader.
+  adminTransfer @11 (header :RequestHeader, group :UInt32, toNode :UInt64) -> (error :Error);
+}
+
+struct GroupStatus {
+  group @0 :UInt32;        # 0 = meta, s + 1 = key shard s
+  leader @1 :UInt64;       # 0 = none known
+  term @2 :UInt64;
+  lastLog @3 :UInt64;
+  committed @4 :UInt64;
+  applied @5 :UInt64;
+  members @6 :List(UInt64);
+  replicas @7 :List(ReplicaProgress);   # on the leader only
+}
+
+struct ReplicaProgress {
+  node @0 :UInt64;
+  matched @1 :UInt64;      # the last log index known to be on that replica
 }
 
 struct KeyLookup {

@@ -39,6 +39,9 @@ enum Command {
     Dev(DevArgs),
     /// The client shell, in `ozone sh` forms: `stratos sh volume create /vol1`, …
     Sh(stratos_client::sh::ShArgs),
+    /// Cluster administration: `status` (every group's leader, term, commit and applied index,
+    /// replica lag) and `transfer GROUP NODE` (move a group's leadership).
+    Admin(stratos_client::admin::AdminArgs),
     /// Measure Stratos; every figure is a median over --runs runs.
     #[command(subcommand)]
     Bench(Bench),
@@ -179,6 +182,10 @@ struct OmArgs {
     /// the Raft logs.
     #[arg(long = "peer")]
     peers: Option<Vec<String>>,
+    /// Spread group leaders evenly over the nodes by leadership transfer, true or false
+    /// [default: true].
+    #[arg(long)]
+    balance_leaders: Option<bool>,
     /// io_uring registered buffer memory per executor, bytes [default: 1048576].
     #[arg(long)]
     io_memory_bytes: Option<usize>,
@@ -263,7 +270,7 @@ impl OmArgs {
         }
         set!(
             data_dir, rpc_address, shards, executors, spin_us, admins, snapshot_after_entries, snapshot_logs_to_keep, election_timeout_min_ms, election_timeout_max_ms,
-            heartbeat_interval_ms, raft_address, node_id, peers, io_memory_bytes, open_key_ttl_ms, wal_segment_bytes, wal_spare_segment, housekeeping_interval_ms,
+            heartbeat_interval_ms, raft_address, node_id, peers, balance_leaders, io_memory_bytes, open_key_ttl_ms, wal_segment_bytes, wal_spare_segment, housekeeping_interval_ms,
             scm_address, block_bytes, block_pool_size, block_token_lifetime_ms, scm_poll_ms
         );
         if let Some(a) = self.http_address {
@@ -512,6 +519,21 @@ fn main() -> anyhow::Result<()> {
                 Ok(None) => {}
                 Err(line) => {
                     eprintln!("{line}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::Admin(a) => {
+            let out = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+                .io_memory(1 << 20)
+                .spawn(move || async move { stratos_client::admin::run(&a).await })
+                .map_err(|e| anyhow::anyhow!("starting the client executor: {e}"))?
+                .join()
+                .map_err(|e| anyhow::anyhow!("client executor: {e}"))?;
+            match out {
+                Ok(text) => print!("{text}"),
+                Err(line) => {
+                    eprintln!("stratos admin: {line}");
                     std::process::exit(1);
                 }
             }

@@ -25,6 +25,9 @@ pub struct OmConfig {
     /// Empty (the default) = a single-node cluster of this node. Used when a group is created
     /// (the first start); afterwards membership lives in the groups' Raft logs.
     pub peers: Vec<String>,
+    /// Spread group leadership evenly over the nodes (at start and when a node returns), by
+    /// leadership transfer. Default true; false leaves leaders where elections put them.
+    pub balance_leaders: bool,
     /// Key shards, fixed when the data directory is formatted. 0 = one per CPU.
     pub shards: u32,
     /// Executors (one per core). 0 = one per CPU; never more than the shards.
@@ -82,6 +85,7 @@ impl Default for OmConfig {
             raft_address: "127.0.0.1:9872".into(),
             node_id: 1,
             peers: Vec::new(),
+            balance_leaders: true,
             shards: 0,
             executors: 0,
             pin: true,

@@ -57,6 +57,11 @@ pub struct GroupSample {
     pub core: usize,
     pub term: u64,
     pub leader: bool,
+    /// The leader this node knows of (0: none), the voters, and (on the leader) each
+    /// replica's matched log index.
+    pub leader_id: u64,
+    pub members: Vec<u64>,
+    pub replicas: Vec<(u64, u64)>,
     pub committed: u64,
     pub applied: u64,
     pub last_log: u64,
@@ -77,6 +82,9 @@ pub fn sample_core(core: &Core) -> Vec<GroupSample> {
                 core: core.index,
                 term: m.current_term,
                 leader: m.current_leader == Some(m.id),
+                leader_id: m.current_leader.unwrap_or(0),
+                members: m.membership_config.membership().voter_ids().collect(),
+                replicas: m.replication.as_ref().map(|r| r.iter().map(|(id, l)| (*id, l.map_or(0, |l| l.index))).collect()).unwrap_or_default(),
                 committed: m.local_committed.map_or(0, |l| l.index),
                 applied: g.state.applied_log_index(),
                 last_log: g.log.wal().last_log_id().map_or(0, |l| l.log_index),
@@ -130,6 +138,13 @@ pub fn render(samples: &[GroupSample], meta_views: &[(usize, u64)], data: &[(usi
     let mut out = String::new();
     scalar(&mut out, samples, "stratos_raft_term", "gauge", "Current Raft term of the group.", |s| s.term);
     scalar(&mut out, samples, "stratos_raft_leader", "gauge", "1 if this node leads the group.", |s| u64::from(s.leader));
+    scalar(&mut out, samples, "stratos_raft_leader_node", "gauge", "The node id of the group's leader as this node knows it (0: none).", |s| s.leader_id);
+    family(&mut out, "stratos_raft_replica_matched_index", "gauge", "On the leader: the last log index known to be on each replica.");
+    for s in samples {
+        for (node, matched) in &s.replicas {
+            let _ = writeln!(out, "stratos_raft_replica_matched_index{{{},replica=\"{node}\"}} {matched}", label(s));
+        }
+    }
     scalar(&mut out, samples, "stratos_raft_commit_index", "gauge", "Last log index known committed.", |s| s.committed);
     scalar(&mut out, samples, "stratos_raft_applied_index", "gauge", "Last log index applied by the state machine.", |s| s.applied);
     scalar(&mut out, samples, "stratos_raft_last_log_index", "gauge", "Last log index in the group's WAL.", |s| s.last_log);

@@ -256,6 +256,9 @@ async fn start_core(
             let listener = glommio::net::TcpListener::bind(&cfg.raft_address).map_err(|e| anyhow::anyhow!("binding the OM Raft address {}: {e}", cfg.raft_address))?;
             glommio::spawn_local(accept_raft(core.clone(), listener)).detach();
         }
+        if cfg.balance_leaders {
+            glommio::spawn_local(core.clone().balance_leaders()).detach();
+        }
         // The peers may start later: a group without a leader yet answers UNAVAILABLE (clients
         // retry) rather than holding this node back.
         for g in core.groups.values() {

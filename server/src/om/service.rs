@@ -400,7 +400,59 @@ macro_rules! try_or_reply {
     };
 }
 
+/// Administration needs an administrator.
+fn admin_header(core: &Core, h: capnp::Result<om_capnp::request_header::Reader<'_>>) -> Result<Header, WireError> {
+    let h = header(core, h)?;
+    if !h.principal.admin {
+        return Err(WireError::new(Status::PermissionDenied, format!("permission denied: {} is not an OM administrator", h.principal.user)));
+    }
+    Ok(h)
+}
+
 impl ozone_manager::Server for OmService {
+    async fn admin_status(self: CapRc<Self>, params: ozone_manager::AdminStatusParams, mut results: ozone_manager::AdminStatusResults) -> Result<(), capnp::Error> {
+        if let Err(e) = admin_header(&self.core, params.get()?.get_header()) {
+            convert::set_error(results.get().init_error(), &e);
+            return Ok(());
+        }
+        let samples = self.core.gather_samples().await;
+        let mut r = results.get();
+        r.set_node(self.core.transport.me);
+        let mut list = r.init_groups(samples.len() as u32);
+        for (i, s) in samples.iter().enumerate() {
+            let mut g = list.reborrow().get(i as u32);
+            g.set_group(s.group);
+            g.set_leader(s.leader_id);
+            g.set_term(s.term);
+            g.set_last_log(s.last_log);
+            g.set_committed(s.committed);
+            g.set_applied(s.applied);
+            let mut m = g.reborrow().init_members(s.members.len() as u32);
+            for (j, id) in s.members.iter().enumerate() {
+                m.set(j as u32, *id);
+            }
+            let mut reps = g.init_replicas(s.replicas.len() as u32);
+            for (j, (node, matched)) in s.replicas.iter().enumerate() {
+                let mut p = reps.reborrow().get(j as u32);
+                p.set_node(*node);
+                p.set_matched(*matched);
+            }
+        }
+        Ok(())
+    }
+
+    async fn admin_transfer(self: CapRc<Self>, params: ozone_manager::AdminTransferParams, mut results: ozone_manager::AdminTransferResults) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let r = match admin_header(&self.core, p.get_header()) {
+            Ok(_) => self.core.transfer(p.get_group(), p.get_to_node()).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            convert::set_error(results.get().init_error(), &e);
+        }
+        Ok(())
+    }
+
     async fn echo(self: CapRc<Self>, params: ozone_manager::EchoParams, mut results: ozone_manager::EchoResults) -> Result<(), capnp::Error> {
         let p = params.get()?;
         let payload = p.get_payload()?;
