@@ -507,37 +507,14 @@ fn main() -> anyhow::Result<()> {
             stratos_server::datanode::run(cfg, |r| println!("stratos datanode ready: rpc {} id {}", r.rpc, r.id))?;
             eprintln!("stratos datanode: stopped cleanly");
         }
-        Command::Sh(a) => {
-            let out = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-                .io_memory(1 << 20)
-                .spawn(move || async move { stratos_client::sh::run(&a).await })
-                .map_err(|e| anyhow::anyhow!("starting the client executor: {e}"))?
-                .join()
-                .map_err(|e| anyhow::anyhow!("client executor: {e}"))?;
-            match out {
-                Ok(Some(text)) => println!("{text}"),
-                Ok(None) => {}
-                Err(line) => {
-                    eprintln!("{line}");
-                    std::process::exit(1);
-                }
-            }
-        }
-        Command::Admin(a) => {
-            let out = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-                .io_memory(1 << 20)
-                .spawn(move || async move { stratos_client::admin::run(&a).await })
-                .map_err(|e| anyhow::anyhow!("starting the client executor: {e}"))?
-                .join()
-                .map_err(|e| anyhow::anyhow!("client executor: {e}"))?;
-            match out {
-                Ok(text) => print!("{text}"),
-                Err(line) => {
-                    eprintln!("stratos admin: {line}");
-                    std::process::exit(1);
-                }
-            }
-        }
+        Command::Sh(a) => match on_client_executor(move || async move { stratos_client::sh::run(&a).await })? {
+            Ok(text) => text.iter().for_each(|t| println!("{t}")),
+            Err(line) => fail(&line),
+        },
+        Command::Admin(a) => match on_client_executor(move || async move { stratos_client::admin::run(&a).await })? {
+            Ok(text) => print!("{text}"),
+            Err(line) => fail(&format!("stratos admin: {line}")),
+        },
         Command::Bench(Bench::Omkg(a)) => om_bench::omkg(a)?,
         Command::Bench(Bench::Ockg(a)) => om_bench::ockg(a)?,
         Command::Bench(Bench::Ockr(a)) => om_bench::ockr(a)?,
@@ -579,6 +556,22 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs a client command on a fresh (unpinned) glommio executor.
+fn on_client_executor<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(f: impl FnOnce() -> F + Send + 'static) -> anyhow::Result<T> {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 20)
+        .spawn(move || async move { f().await })
+        .map_err(|e| anyhow::anyhow!("starting the client executor: {e}"))?
+        .join()
+        .map_err(|e| anyhow::anyhow!("client executor: {e}"))
+}
+
+/// A client command's failure: one line on stderr, exit status 1.
+fn fail(line: &str) -> ! {
+    eprintln!("{line}");
+    std::process::exit(1)
 }
 
 fn wal_options(a: WalArgs) -> wal_bench::WalBenchOptions {

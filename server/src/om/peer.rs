@@ -25,6 +25,7 @@ use stratos_shard::Reply;
 use crate::om::convert::WireError;
 use crate::om::core::{Core, WriteReply};
 use crate::raft::codec;
+use crate::raft::transport::Out;
 use crate::raft::state_machine::{Snapshot, parse_snapshot};
 use crate::raft::types::Proposal;
 
@@ -59,33 +60,24 @@ pub fn decode_forward_reply(bytes: &[u8]) -> Result<WriteReply, String> {
     Ok((outcomes, meta))
 }
 
-enum In {
-    Vote(Vec<u8>),
-    PreVote(Vec<u8>),
-    Append(Vec<u8>),
-    Transfer(Vec<u8>),
-    ReadIndex,
-    Forward { proposal: Vec<u8>, fill: bool, min_meta: u64 },
-    Chunk { vote: Vec<u8>, id: String, offset: u64, data: Vec<u8>, done: bool },
-}
 
-fn parse(m: group_message::Reader<'_>) -> Result<In, String> {
+fn parse(m: group_message::Reader<'_>) -> Result<Out, String> {
     use group_message::Which;
     let e = |e: capnp::Error| e.to_string();
     Ok(match m.which().map_err(|e| format!("an unknown message kind {}", e.0))? {
-        Which::Vote(b) => In::Vote(b.map_err(e)?.to_vec()),
-        Which::PreVote(b) => In::PreVote(b.map_err(e)?.to_vec()),
-        Which::AppendEntries(b) => In::Append(b.map_err(e)?.to_vec()),
-        Which::TransferLeader(b) => In::Transfer(b.map_err(e)?.to_vec()),
-        Which::ReadIndex(()) => In::ReadIndex,
+        Which::Vote(b) => Out::Vote(b.map_err(e)?.to_vec()),
+        Which::PreVote(b) => Out::PreVote(b.map_err(e)?.to_vec()),
+        Which::AppendEntries(b) => Out::Append(b.map_err(e)?.to_vec()),
+        Which::TransferLeader(b) => Out::Transfer(b.map_err(e)?.to_vec()),
+        Which::ReadIndex(()) => Out::ReadIndex,
         Which::Forward(f) => {
             let f = f.map_err(e)?;
-            In::Forward { proposal: f.get_proposal().map_err(e)?.to_vec(), fill: f.get_fill(), min_meta: f.get_min_meta() }
+            Out::Forward { proposal: f.get_proposal().map_err(e)?.to_vec(), fill: f.get_fill(), min_meta: f.get_min_meta() }
         }
         Which::InstallSnapshot(c) => {
             let c = c.map_err(e)?;
             let id = c.get_snapshot_id().map_err(e)?.to_str().map_err(|_| "a snapshot id that is not UTF-8")?.to_string();
-            In::Chunk { vote: c.get_vote().map_err(e)?.to_vec(), id, offset: c.get_offset(), data: c.get_data().map_err(e)?.to_vec(), done: c.get_done() }
+            Out::Chunk { vote: c.get_vote().map_err(e)?.to_vec(), id, offset: c.get_offset(), data: c.get_data().map_err(e)?.to_vec(), done: c.get_done() }
         }
     })
 }
@@ -103,7 +95,7 @@ impl RaftServer {
         Self { core, snapshots: RefCell::default() }
     }
 
-    async fn handle(&self, group: u32, m: Result<In, String>) -> Result<Vec<u8>, String> {
+    async fn handle(&self, group: u32, m: Result<Out, String>) -> Result<Vec<u8>, String> {
         let m = m?;
         let Some(g) = self.core.groups.get(&group).cloned() else {
             return Err(format!("group {group} is not on executor {} of node {} (do all nodes run the same executor count?)", self.core.index, self.core.transport.me));
@@ -111,22 +103,22 @@ impl RaftServer {
         let raft = &g.raft;
         let s = |e: &dyn std::fmt::Display| e.to_string();
         match m {
-            In::Append(b) => raft.append_entries(codec::decode_append(&b)?).await.map(|r| codec::encode_append_reply(&r)).map_err(|e| s(&e)),
-            In::Vote(b) => raft.vote(codec::decode_vote_request(&b)?).await.map(|r| codec::encode_vote_reply(&r)).map_err(|e| s(&e)),
-            In::PreVote(b) => raft.pre_vote(codec::decode_vote_request(&b)?).await.map(|r| codec::encode_vote_reply(&r)).map_err(|e| s(&e)),
-            In::Transfer(b) => raft.handle_transfer_leader(codec::decode_transfer(&b)?).await.map(|r| codec::encode_transfer_reply(&r)).map_err(|e| s(&e)),
-            In::ReadIndex => match raft.get_read_linearizer(openraft::ReadPolicy::ReadIndex).await {
+            Out::Append(b) => raft.append_entries(codec::decode_append(&b)?).await.map(|r| codec::encode_append_reply(&r)).map_err(|e| s(&e)),
+            Out::Vote(b) => raft.vote(codec::decode_vote_request(&b)?).await.map(|r| codec::encode_vote_reply(&r)).map_err(|e| s(&e)),
+            Out::PreVote(b) => raft.pre_vote(codec::decode_vote_request(&b)?).await.map(|r| codec::encode_vote_reply(&r)).map_err(|e| s(&e)),
+            Out::Transfer(b) => raft.handle_transfer_leader(codec::decode_transfer(&b)?).await.map(|r| codec::encode_transfer_reply(&r)).map_err(|e| s(&e)),
+            Out::ReadIndex => match raft.get_read_linearizer(openraft::ReadPolicy::ReadIndex).await {
                 Ok(l) => Ok(l.read_log_id().index().to_le_bytes().to_vec()),
                 Err(e) => Err(format!("node {} cannot give group {group}'s read index: {e}", self.core.transport.me)),
             },
-            In::Forward { proposal, fill, min_meta } => {
+            Out::Forward { proposal, fill, min_meta } => {
                 let commands = Proposal::from_bytes(&proposal).commands().map_err(|e| format!("a forwarded write does not decode: {e}"))?;
                 if commands.len() > crate::raft::types::COMMANDS_PER_ENTRY_MAX {
                     return Err(format!("a forwarded write of {} commands", commands.len()));
                 }
                 Ok(encode_forward_reply(&self.core.local_write(group, commands, fill, min_meta).await))
             }
-            In::Chunk { vote, id, offset, data, done } => {
+            Out::Chunk { vote, id, offset, data, done } => {
                 let vote = codec::decode_vote(&vote)?;
                 let file = {
                     let mut snaps = self.snapshots.borrow_mut();
@@ -161,7 +153,7 @@ impl raft_transport::Server for RaftServer {
     async fn send(self: CapRc<Self>, params: raft_transport::SendParams, mut results: raft_transport::SendResults) -> Result<(), capnp::Error> {
         let p = params.get()?;
         let list = p.get_messages()?;
-        let incoming: Vec<(u32, Result<In, String>)> = list.iter().map(|m| (m.get_group_id(), parse(m))).collect();
+        let incoming: Vec<(u32, Result<Out, String>)> = list.iter().map(|m| (m.get_group_id(), parse(m))).collect();
         let answers = futures_util::future::join_all(incoming.into_iter().map(|(g, m)| self.handle(g, m))).await;
         let mut replies = results.get().init_replies(answers.len() as u32);
         for (i, a) in answers.iter().enumerate() {

@@ -64,7 +64,7 @@ impl std::fmt::Display for PeerAddr {
     }
 }
 
-/// One message to a peer's group.
+/// One message to a peer's group (sent by [`Transport::call`], parsed by the receiving side).
 #[derive(Debug)]
 pub enum Out {
     Vote(Vec<u8>),
