@@ -11,7 +11,7 @@ set -euo pipefail
 KILLS=${1:-20}
 SHARDS=${2:-4}
 BIN=${STRATOS:-target/release/stratos}
-read -r EMIN EMAX HB <<<"${ELECTION:-1000 2000 300}"
+read -r EMIN EMAX HB <<<"${ELECTION:-500 1000 150}"
 DIR=$(mktemp -d -t stratos-failover-XXXX)
 declare -a PIDS RPC
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

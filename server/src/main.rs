@@ -162,12 +162,12 @@ struct OmArgs {
     /// Log entries kept behind each snapshot for lagging followers [default: 1000].
     #[arg(long)]
     snapshot_logs_to_keep: Option<u64>,
-    /// Raft election timeout, minimum and maximum, in ms [default: 1000, 2000].
+    /// Raft election timeout, minimum and maximum, in ms [default: 500, 1000].
     #[arg(long)]
     election_timeout_min_ms: Option<u64>,
     #[arg(long)]
     election_timeout_max_ms: Option<u64>,
-    /// Raft heartbeat interval in ms [default: 300].
+    /// Raft heartbeat interval in ms [default: 150].
     #[arg(long)]
     heartbeat_interval_ms: Option<u64>,
     /// This node's Raft address, as peers dial it [default: 127.0.0.1:9872].

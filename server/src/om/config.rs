@@ -94,9 +94,12 @@ impl Default for OmConfig {
             io_memory_bytes: 1 << 20,
             admins: vec!["root".into()],
             open_key_ttl_ms: 7 * 24 * 3600 * 1000,
-            election_timeout_min_ms: 1000,
-            election_timeout_max_ms: 2000,
-            heartbeat_interval_ms: 300,
+            // A failover takes about one election timeout plus an election (measured with
+            // bench/failover.sh, README "High availability"); etcd's defaults are similar
+            // (1000 ms election, 100 ms heartbeat).
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            heartbeat_interval_ms: 150,
             snapshot_after_entries: 100_000,
             snapshot_logs_to_keep: 1000,
             wal_segment_bytes: stratos_wal::constants::SEGMENT_BYTES_DEFAULT,
