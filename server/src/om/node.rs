@@ -262,7 +262,7 @@ async fn start_core(
         // The peers may start later: a group without a leader yet answers UNAVAILABLE (clients
         // retry) rather than holding this node back.
         for g in core.groups.values() {
-            if let Err(e) = g.wait_leader(Duration::from_secs(10)).await {
+            if let Err(e) = g.wait_ready(Duration::from_secs(10)).await {
                 eprintln!("om core {index}: {e}; serving anyway");
             }
         }

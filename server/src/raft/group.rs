@@ -158,13 +158,6 @@ impl Group {
             .map_err(|e| ProposeError::Unavailable(format!("group {}: waiting to apply index {index}: {e}", self.id)))
     }
 
-    /// Waits until this group knows a leader (a node of a cluster serves from then on: its
-    /// reads wait for the leader's read index, so it need not have applied its whole log).
-    pub async fn wait_leader(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
-        let m = self.raft.wait(Some(timeout)).metrics(|m| m.current_leader.is_some(), "a leader known").await;
-        m.map(|_| ()).map_err(|e| anyhow::anyhow!("group {}: {e}", self.id))
-    }
-
     /// Waits until this group has a leader (this node, for a one-member group) and has applied
     /// everything committed before it started.
     pub async fn wait_ready(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
