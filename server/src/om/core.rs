@@ -227,20 +227,7 @@ impl Core {
 
     /// Every group's sample, gathered from every core over the mesh.
     pub async fn gather_samples(self: &Rc<Self>) -> Vec<GroupSample> {
-        let mut samples = sample_core(self);
-        for (i, tx) in self.mesh.iter().enumerate() {
-            if i == self.index {
-                continue;
-            }
-            let (reply, rx) = oneshot::channel();
-            if tx.send(Msg::Metrics { reply }).await.is_ok()
-                && let Ok((s, _, _)) = rx.await
-            {
-                samples.extend(s);
-            }
-        }
-        samples.sort_by_key(|s| s.group);
-        samples
+        self.gather().await.0
     }
 
     /// Moves the leadership of `group` to node `to` (on the core that owns the group; this
@@ -278,6 +265,12 @@ impl Core {
 
     /// Every core's samples, gathered over the mesh (for the HTTP metrics page).
     pub async fn gather_metrics(self: &Rc<Self>) -> String {
+        let (samples, views, data) = self.gather().await;
+        crate::om::metrics::render(&samples, &views, &data)
+    }
+
+    /// Every core's group samples (sorted by group), meta-view index and data-path counters.
+    async fn gather(self: &Rc<Self>) -> (Vec<GroupSample>, Vec<(usize, u64)>, Vec<(usize, crate::om::metrics::DataCounters)>) {
         let mut samples = sample_core(self);
         let mut views = vec![(self.index, self.meta_index())];
         let mut data: Vec<(usize, crate::om::metrics::DataCounters)> = self.data.iter().map(|d| (self.index, d.counters())).collect();
@@ -295,7 +288,7 @@ impl Core {
             }
         }
         samples.sort_by_key(|s| s.group);
-        crate::om::metrics::render(&samples, &views, &data)
+        (samples, views, data)
     }
 
     /// Steps 2 and 3 of a cross-shard rename (see stratos-shard's `apply_rename`): copy the
@@ -450,10 +443,10 @@ impl Core {
         let failed = |status: Status, why: String| (vec![Err(WireError::new(status, why)); n], 0);
         let proposal = Proposal::encode(&commands).bytes().to_vec();
         let call = self.transport.call(leader, &addr.raft, group, Out::Forward { proposal, fill, min_meta });
-        match glommio::timer::timeout(PEER_CALL_TIMEOUT, async { Ok(call.await) }).await {
+        match within(&format!("forwarding a write of group {group} to its leader, node {leader}"), call).await {
             Ok(Ok(bytes)) => crate::om::peer::decode_forward_reply(&bytes).unwrap_or_else(|e| failed(Status::Internal, format!("node {leader}: {e}"))),
             Ok(Err(e)) => failed(Status::Unavailable, format!("forwarding a write of group {group} to its leader, node {leader}: {e}")),
-            Err(_) => failed(Status::Unavailable, format!("the leader of group {group}, node {leader}, did not answer within {PEER_CALL_TIMEOUT:?}")),
+            Err(e) => (vec![Err(e); n], 0),
         }
     }
 
@@ -462,21 +455,15 @@ impl Core {
     /// and no clock-drift bound is involved). On a follower: the leader's read index, asked
     /// over the transport, then this replica applies up to it and serves the read itself.
     pub async fn linearize(&self, g: &Group) -> Result<(), WireError> {
-        if g.is_leader() {
+        let remote = if g.is_leader() { None } else { Some(g.leader().ok_or_else(|| WireError::from(ProposeError::NotLeader(None)))?) };
+        let Some((leader, addr)) = remote.filter(|(leader, _)| *leader != self.transport.me) else {
             return within("confirming leadership for a read", g.read_barrier()).await?.map_err(WireError::from);
-        }
-        let Some((leader, addr)) = g.leader() else {
-            return Err(ProposeError::NotLeader(None).into());
         };
-        if leader == self.transport.me {
-            return g.read_barrier().await.map_err(WireError::from);
-        }
         let call = self.transport.call(leader, &addr.raft, g.id, Out::ReadIndex);
-        let index = match glommio::timer::timeout(PEER_CALL_TIMEOUT, async { Ok(call.await) }).await {
-            Ok(Ok(b)) if b.len() == 8 => u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
-            Ok(Ok(b)) => return Err(WireError::new(Status::Internal, format!("node {leader}: a read index of {} bytes", b.len()))),
-            Ok(Err(e)) => return Err(WireError { status: Status::NotLeader, message: format!("group {}: {e}", g.id), leader_hint: addr.rpc }),
-            Err(_) => return Err(WireError::new(Status::Unavailable, format!("the leader of group {}, node {leader}, did not answer within {PEER_CALL_TIMEOUT:?}", g.id))),
+        let index = match within(&format!("asking the leader of group {}, node {leader}, for its read index", g.id), call).await? {
+            Ok(b) if b.len() == 8 => u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+            Ok(b) => return Err(WireError::new(Status::Internal, format!("node {leader}: a read index of {} bytes", b.len()))),
+            Err(e) => return Err(WireError { status: Status::NotLeader, message: format!("group {}: {e}", g.id), leader_hint: addr.rpc }),
         };
         g.wait_applied(index, PEER_CALL_TIMEOUT).await.map_err(WireError::from)
     }

@@ -50,7 +50,7 @@ pub fn stop_requested() -> bool {
 }
 
 pub async fn wait_stop() {
-    while !STOP.load(Ordering::SeqCst) {
+    while !stop_requested() {
         glommio::timer::sleep(Duration::from_millis(50)).await;
     }
 }
