@@ -200,6 +200,7 @@ pub struct Client {
     next_request: Cell<u64>,
     meta_index: Cell<u64>,
     user: String,
+    attempts_max: Cell<u32>,
 }
 
 impl std::fmt::Debug for Client {
@@ -221,7 +222,13 @@ impl Client {
         let (index, om) = connect_any(&addrs, start).await?;
         // Non-zero and random per client: together with request ids it names a request forever.
         let client_id = rand::random::<u64>() | 1;
-        Ok(Client { addrs, current: Cell::new(index), om: std::cell::RefCell::new(om), client_id, next_request: Cell::new(1), meta_index: Cell::new(0), user: user.to_string() })
+        Ok(Client { addrs, current: Cell::new(index), om: std::cell::RefCell::new(om), client_id, next_request: Cell::new(1), meta_index: Cell::new(0), user: user.to_string(), attempts_max: Cell::new(ATTEMPTS_MAX) })
+    }
+
+    /// How many times a call is tried at most (default [`ATTEMPTS_MAX`]; 1: never retried,
+    /// every failure is returned as it came).
+    pub fn set_attempts_max(&self, attempts: u32) {
+        self.attempts_max.set(attempts.max(1));
     }
 
     /// The node this client talks to now.
@@ -236,7 +243,7 @@ impl Client {
     /// After a retryable failure: waits (backoff), then moves to another node if the failure
     /// calls for it. False when the attempts are spent or the failure is not retryable.
     async fn recover(&self, e: &ClientError, attempt: &mut u32, delay: &mut Duration) -> bool {
-        if !retryable(e) || *attempt >= ATTEMPTS_MAX {
+        if !retryable(e) || *attempt >= self.attempts_max.get() {
             return false;
         }
         glommio::timer::sleep(*delay).await;

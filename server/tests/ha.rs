@@ -30,6 +30,9 @@ struct Cluster {
     nodes: Vec<Node>,
     peers: Vec<String>,
     extra: Vec<String>,
+    /// The fault-injection file every node watches (`STRATOS_FAULTS`): node ids listed there
+    /// are cut off from their peers.
+    faults: PathBuf,
 }
 
 impl Cluster {
@@ -40,7 +43,7 @@ impl Cluster {
             nodes.push(Node { id, dir: dir.join(format!("om{id}")), rpc: format!("127.0.0.1:{rpc}"), http: format!("127.0.0.1:{http}"), raft: format!("127.0.0.1:{raft}"), child: None });
         }
         let peers = nodes.iter().map(|n| format!("{},{},{}", n.id, n.raft, n.rpc)).collect();
-        let mut c = Cluster { nodes, peers, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut c = Cluster { nodes, peers, extra: extra.iter().map(|s| s.to_string()).collect(), faults: dir.join("faults") };
         let readers: Vec<_> = (0..3).map(|i| c.spawn(i)).collect();
         for r in readers {
             r.recv_timeout(Duration::from_secs(60)).expect("every node printed its ready line");
@@ -57,7 +60,7 @@ impl Cluster {
         for p in &self.peers {
             cmd.args(["--peer", p]);
         }
-        cmd.args(&self.extra);
+        cmd.args(&self.extra).env("STRATOS_FAULTS", &self.faults);
         let stderr = if std::env::var_os("STRATOS_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() };
         let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().expect("start stratos om");
         let stdout = child.stdout.take().expect("stdout");
@@ -93,6 +96,13 @@ impl Cluster {
             let status = c.wait().expect("wait");
             assert!(status.success(), "node {} exits cleanly on SIGTERM: {status:?}", i + 1);
         }
+    }
+
+    /// Cuts node `i` off from its peers (its clients still reach it); `None` heals.
+    fn isolate(&self, i: Option<usize>) {
+        std::fs::write(&self.faults, i.map(|i| self.nodes[i].id.to_string()).unwrap_or_default()).expect("write the fault file");
+        // Every executor rereads the file every 100 ms.
+        std::thread::sleep(Duration::from_millis(400));
     }
 
     fn all_rpc(&self) -> String {
@@ -147,7 +157,30 @@ fn list_all(om: &str) -> Vec<String> {
     out
 }
 
-/// Writers creating keys `w<w>/<i>` until told to stop; each acknowledged key with when.
+/// Creates `/havol/<bucket>/<key>`: open, then commit (metadata only).
+async fn create_key(c: &stratos_client::Client, bucket: &str, key: &str) -> Result<(), String> {
+    let open = c.submit(|op| {
+        let mut g = op.init_open_key();
+        g.set_volume("havol");
+        g.set_bucket(bucket);
+        g.set_key(key);
+        g.reborrow().init_replication().set_none(());
+    });
+    let open_id = match open.await {
+        Ok(stratos_client::Done::KeyOpened { open_id, .. }) => open_id,
+        other => return Err(format!("open: {other:?}")),
+    };
+    let commit = c.submit(|op| {
+        let mut g = op.init_commit_key();
+        g.set_volume("havol");
+        g.set_bucket(bucket);
+        g.set_key(key);
+        g.set_open_id(open_id);
+    });
+    commit.await.map(|_| ()).map_err(|e| format!("commit: {e}"))
+}
+
+/// Writers creating keys until told to stop; each acknowledged key with when.
 struct Load {
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<(String, Instant)>>>,
@@ -156,13 +189,14 @@ struct Load {
 }
 
 impl Load {
-    fn start(om: &str, writers: usize) -> Load {
+    /// `writers` writers through `om`; writer `w` names its keys `<tag><w>/<i>`.
+    fn start(om: &str, writers: usize, tag: &str) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
         let errors = Arc::new(Mutex::new(Vec::new()));
         let threads = (0..writers)
             .map(|w| {
-                let (om, stop, acked, errors) = (om.to_string(), stop.clone(), acked.clone(), errors.clone());
+                let (om, stop, acked, errors, tag) = (om.to_string(), stop.clone(), acked.clone(), errors.clone(), tag.to_string());
                 std::thread::spawn(move || {
                     on_executor(move || async move {
                         let c = match stratos_client::Client::connect(&om, "root").await {
@@ -173,28 +207,10 @@ impl Load {
                             if stop.load(Ordering::SeqCst) {
                                 return;
                             }
-                            let key = format!("w{w}/{i:06}");
-                            let open = c.submit(|op| {
-                                let mut g = op.init_open_key();
-                                g.set_volume("havol");
-                                g.set_bucket("habkt");
-                                g.set_key(key.as_str());
-                                g.reborrow().init_replication().set_none(());
-                            });
-                            let open_id = match open.await {
-                                Ok(stratos_client::Done::KeyOpened { open_id, .. }) => open_id,
-                                other => return errors.lock().expect("lock").push(format!("open {key}: {other:?}")),
-                            };
-                            let commit = c.submit(|op| {
-                                let mut g = op.init_commit_key();
-                                g.set_volume("havol");
-                                g.set_bucket("habkt");
-                                g.set_key(key.as_str());
-                                g.set_open_id(open_id);
-                            });
-                            match commit.await {
-                                Ok(_) => acked.lock().expect("lock").push((key, Instant::now())),
-                                Err(e) => return errors.lock().expect("lock").push(format!("commit {key}: {e}")),
+                            let key = format!("{tag}{w}/{i:06}");
+                            match create_key(&c, "habkt", &key).await {
+                                Ok(()) => acked.lock().expect("lock").push((key, Instant::now())),
+                                Err(e) => return errors.lock().expect("lock").push(format!("{key}: {e}")),
                             }
                         }
                     })
@@ -248,7 +264,7 @@ fn killing_a_leader_under_load_loses_nothing_and_the_node_catches_up_by_snapshot
     let all = c.all_rpc();
     sh(&c.nodes[1].rpc, &["volume", "create", "/havol"]);
     sh(&c.nodes[2].rpc, &["bucket", "create", "/havol/habkt"]);
-    let load = Load::start(&all, 4);
+    let load = Load::start(&all, 4, "w");
     wait_for("the load to start", Duration::from_secs(20), || load.count() > 200);
     // The node leading the meta group (and whatever else it leads) dies.
     let victim = (0..3).find(|&i| c.leads(i).iter().any(|g| g == "meta")).expect("some node leads the meta group");
@@ -293,7 +309,7 @@ fn a_rolling_restart_under_load_loses_nothing() {
     let all = c.all_rpc();
     sh(&c.nodes[0].rpc, &["volume", "create", "/havol"]);
     sh(&c.nodes[0].rpc, &["bucket", "create", "/havol/habkt"]);
-    let load = Load::start(&all, 3);
+    let load = Load::start(&all, 3, "w");
     wait_for("the load to start", Duration::from_secs(20), || load.count() > 100);
     for i in 0..3 {
         c.sigterm(i);
@@ -308,5 +324,74 @@ fn a_rolling_restart_under_load_loses_nothing() {
         let rpc = n.rpc.clone();
         wait_for("every node to have every key", Duration::from_secs(30), || list_all(&rpc).len() == acked.len());
         check_node(&n.rpc, &acked);
+    }
+}
+
+/// A node cut off from its peers (while its clients still reach it) refuses writes and every
+/// read it cannot prove current, including namespace checks against its lagging meta view; the
+/// majority keeps serving; healing brings the node back to the same state.
+#[test]
+fn an_isolated_node_refuses_writes_and_stale_reads_and_catches_up_when_healed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Cluster::start(dir.path(), &[]);
+    sh(&c.nodes[0].rpc, &["volume", "create", "/havol"]);
+    sh(&c.nodes[0].rpc, &["bucket", "create", "/havol/habkt"]);
+    let load = Load::start(&c.all_rpc(), 2, "before");
+    wait_for("the load to start", Duration::from_secs(20), || load.count() > 100);
+    let mut acked: Vec<String> = load.finish().into_iter().map(|(k, _)| k).collect();
+    // Cut off the node leading the meta group: it still believes it leads that group (and
+    // others) for a while, the case where answering from local state would be wrong.
+    wait_for("a meta leader", Duration::from_secs(20), || (0..3).any(|i| c.leads(i).iter().any(|g| g == "meta")));
+    let victim = (0..3).find(|&i| c.leads(i).iter().any(|g| g == "meta")).expect("some node leads the meta group");
+    let majority: Vec<&str> = (0..3).filter(|&i| i != victim).map(|i| c.nodes[i].rpc.as_str()).collect();
+    let majority = majority.join(",");
+    c.isolate(Some(victim));
+    // The majority serves: new keys, and a bucket the isolated node has never seen.
+    let load = Load::start(&majority, 2, "during");
+    wait_for("writes on the majority side", Duration::from_secs(30), || load.count() > 100);
+    sh(&majority, &["bucket", "create", "/havol/fresh"]);
+    let om = majority.clone();
+    on_executor(move || async move {
+        let cl = stratos_client::Client::connect(&om, "root").await.expect("connect to the majority");
+        create_key(&cl, "fresh", "k").await.expect("a key in the new bucket, on the majority side");
+    });
+    let after_cut = load.acked.lock().expect("lock").last().expect("a key").0.clone();
+    // The isolated node, asked directly (one attempt each): no write succeeds, and no read
+    // answers from its stale state (that would be BUCKET_NOT_FOUND or KEY_NOT_FOUND here).
+    let om = c.nodes[victim].rpc.clone();
+    let answers = on_executor(move || async move {
+        let cl = stratos_client::Client::connect(&om, "root").await.expect("the isolated node still takes connections");
+        cl.set_attempts_max(1);
+        let write = cl.submit(|op| {
+            let mut g = op.init_open_key();
+            g.set_volume("havol");
+            g.set_bucket("habkt");
+            g.set_key("minority");
+            g.reborrow().init_replication().set_none(());
+        });
+        let (write, lookup, list, info) = futures_util::join!(
+            write,
+            cl.lookup_key("havol", "habkt", &after_cut),
+            cl.list_keys("havol", "fresh", "", "", 10),
+            cl.bucket_info("havol", "fresh"),
+        );
+        vec![("write", write.map(|_| ())), ("lookup", lookup.map(|_| ())), ("list", list.map(|_| ())), ("bucket info", info.map(|_| ()))]
+    });
+    for (what, r) in answers {
+        let e = r.expect_err(&format!("the isolated node must not answer a {what}"));
+        assert!(
+            matches!(e.status(), Some(stratos_schema::om_capnp::Status::Unavailable | stratos_schema::om_capnp::Status::NotLeader)),
+            "the isolated node refuses a {what} as unavailable or not leader, not with {e:?}"
+        );
+    }
+    // Heal: the node rejoins, steps down where it was outvoted, and catches up.
+    c.isolate(None);
+    acked.extend(load.finish().into_iter().map(|(k, _)| k));
+    let rpc = c.nodes[victim].rpc.clone();
+    wait_for("the healed node to catch up", Duration::from_secs(30), || list_all(&rpc).len() == acked.len());
+    for n in &c.nodes {
+        check_node(&n.rpc, &acked);
+        let listed = sh(&n.rpc, &["key", "list", "/havol/fresh"]);
+        assert!(listed.contains("\"k\""), "node {} lists the key written on the majority side: {listed}", n.rpc);
     }
 }

@@ -115,6 +115,8 @@ pub enum Msg {
     RaftConnection(std::os::fd::OwnedFd),
     /// Move a group's leadership (see [`Core::transfer`]).
     Transfer { group: u32, to: u64, reply: oneshot::Sender<Result<(), WireError>> },
+    /// A meta fence for another core (core 0 answers; see [`Core::meta_fence`]).
+    MetaFence { reply: oneshot::Sender<Result<u64, WireError>> },
     /// This core's metrics: its groups' samples and its meta-view index.
     Metrics { reply: oneshot::Sender<(Vec<GroupSample>, u64, Option<crate::om::metrics::DataCounters>)> },
 }
@@ -134,6 +136,74 @@ pub struct Core {
     pub data: Option<Rc<crate::om::datapath::DataPath>>,
     /// Raft traffic, forwarded writes and read indexes to the other OM nodes.
     pub transport: Rc<Transport>,
+    /// Meta fences in flight on this core, shared by the requests that wait for them.
+    pub fences: Rc<Coalesce>,
+}
+
+/// One fetch of a fresh value shared by every caller waiting for one: a caller needs a fetch
+/// that *started after it asked* (a read index taken earlier may miss a write acknowledged
+/// just before the caller arrived), so it joins the next fetch when one is in flight. Under
+/// load this makes one fetch per round trip per core, however many requests wait.
+#[derive(Debug, Default)]
+pub struct Coalesce {
+    state: RefCell<CoalesceState>,
+    done: crate::raft::group::local_event::Event,
+}
+
+#[derive(Debug)]
+struct CoalesceState {
+    started: u64,
+    finished: u64,
+    in_flight: bool,
+    last: Result<u64, WireError>,
+}
+
+impl Default for CoalesceState {
+    fn default() -> Self {
+        CoalesceState { started: 0, finished: 0, in_flight: false, last: Ok(0) }
+    }
+}
+
+impl Coalesce {
+    /// The outcome of a `fetch` that started after this call. The fetch runs as its own task,
+    /// so a caller that goes away (a dropped request) never strands the ones waiting with it.
+    pub async fn get<F>(self: &Rc<Self>, fetch: impl FnOnce() -> F) -> Result<u64, WireError>
+    where
+        F: std::future::Future<Output = Result<u64, WireError>> + 'static,
+    {
+        let need = self.state.borrow().started + 1;
+        let mut fetch = Some(fetch);
+        loop {
+            let listener = self.done.listen();
+            let start = {
+                let mut s = self.state.borrow_mut();
+                if s.finished >= need {
+                    return s.last.clone();
+                }
+                if s.in_flight {
+                    None
+                } else {
+                    s.in_flight = true;
+                    s.started += 1;
+                    Some(s.started)
+                }
+            };
+            // (No borrow of the state is held past this point: the fetch task takes its own.)
+            if let Some(generation) = start {
+                let work = fetch.take().expect("a caller starts at most one fetch")();
+                let me = self.clone();
+                glommio::spawn_local(async move {
+                    let r = work.await;
+                    let mut s = me.state.borrow_mut();
+                    (s.finished, s.last, s.in_flight) = (generation, r, false);
+                    drop(s);
+                    me.done.notify();
+                })
+                .detach();
+            }
+            listener.await;
+        }
+    }
 }
 
 impl std::fmt::Debug for Core {
@@ -160,6 +230,47 @@ impl Core {
 
     pub fn meta_index(&self) -> u64 {
         self.view.borrow().log_index
+    }
+
+    /// A meta fence: a meta-view index that includes every meta write acknowledged before this
+    /// call (on any node). A request that checks buckets and rights against the view (key
+    /// writes, lookups, listings) waits for its core's view to reach it, so a node whose meta
+    /// replica lags (a follower, a node just restarted) never answers from an older namespace
+    /// than a client has already seen acknowledged: creating a bucket on one node and writing
+    /// a key into it through another always works, and a revoked right is never honoured.
+    ///
+    /// Core 0 (which holds the meta replica) linearizes a read of the meta group (the leader's
+    /// read index: a quorum heartbeat round, no clock trusted; see [`Core::linearize`]), waits
+    /// to apply it, and answers with its view's index; other cores ask core 0 over the mesh.
+    /// Fences are shared ([`Coalesce`]) on both sides, so under load a core costs the meta
+    /// leader one quorum round per round trip, not one per request.
+    pub async fn meta_fence(self: &Rc<Self>) -> Result<u64, WireError> {
+        self.fences
+            .get(|| {
+                let me = self.clone();
+                async move {
+                    if me.index == 0 {
+                        let g = me.group(META_GROUP).clone();
+                        me.linearize(&g).await?;
+                        return Ok(me.meta_index());
+                    }
+                    let (reply, rx) = oneshot::channel();
+                    me.mesh[0].send(Msg::MetaFence { reply }).await.map_err(|_| unavailable("meta fence"))?;
+                    rx.await.map_err(|_| unavailable("meta fence"))?
+                }
+            })
+            .await
+    }
+
+    /// `min_meta` raised to a fresh [`Core::meta_fence`].
+    pub async fn fresh_meta(self: &Rc<Self>, min_meta: u64) -> Result<u64, WireError> {
+        Ok(min_meta.max(self.meta_fence().await?))
+    }
+
+    /// Waits until this core's view reaches `index`, or UNAVAILABLE after
+    /// [`PEER_CALL_TIMEOUT`] (a meta replica cut off from its leader never gets there).
+    pub async fn wait_meta_within(&self, index: u64) -> Result<(), WireError> {
+        within(&format!("waiting for this node's namespace to reach meta index {index}"), self.wait_meta(index)).await
     }
 
     /// Writes to a group on whichever core owns it.
@@ -478,7 +589,9 @@ impl Core {
     }
 
     async fn local_write_inner(&self, group: u32, mut commands: Vec<Command>, fill: bool, min_meta: u64) -> WriteReply {
-        self.wait_meta(min_meta).await;
+        if let Err(e) = self.wait_meta_within(min_meta).await {
+            return (vec![Err(e); commands.len()], self.meta_index());
+        }
         let g = self.group(group);
         let mut early: Vec<Option<Result<Reply, WireError>>> = vec![None; commands.len()];
         if fill {
@@ -529,7 +642,7 @@ impl Core {
     }
 
     async fn local_read_inner(&self, group: u32, query: Query, min_meta: u64) -> Result<ReadResult, WireError> {
-        self.wait_meta(min_meta).await;
+        self.wait_meta_within(min_meta).await?;
         let g = self.group(group);
         // Linearizable on the leader and on followers alike (see `linearize`).
         self.linearize(g).await?;
@@ -589,6 +702,13 @@ impl Core {
                     let me = self.clone();
                     glommio::spawn_local(async move {
                         let _ = reply.send(me.owner_write(group, commands, fill, min_meta).await);
+                    })
+                    .detach();
+                }
+                Msg::MetaFence { reply } => {
+                    let me = self.clone();
+                    glommio::spawn_local(async move {
+                        let _ = reply.send(me.meta_fence().await);
                     })
                     .detach();
                 }

@@ -203,6 +203,7 @@ async fn start_core(
         open_key_ttl_ms: cfg.open_key_ttl_ms,
         housekeeping_interval_ms: cfg.housekeeping_interval_ms,
         stats: Default::default(),
+        fences: Default::default(),
         data: cfg.scm_address.as_ref().map(|scm| {
             crate::om::datapath::DataPath::new(crate::om::datapath::DataPathConfig {
                 scm_address: scm.clone(),
@@ -251,6 +252,9 @@ async fn start_core(
         glommio::spawn_local(broadcast.run(mesh)).detach();
     }
     glommio::spawn_local(core.clone().serve_mesh(inbox)).detach();
+    if let Some(path) = crate::raft::faults::file() {
+        glommio::spawn_local(crate::raft::faults::watch(path, index)).detach();
+    }
     if clustered {
         if index == 0 {
             let listener = glommio::net::TcpListener::bind(&cfg.raft_address).map_err(|e| anyhow::anyhow!("binding the OM Raft address {}: {e}", cfg.raft_address))?;

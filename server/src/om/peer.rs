@@ -152,6 +152,10 @@ impl RaftServer {
 impl raft_transport::Server for RaftServer {
     async fn send(self: CapRc<Self>, params: raft_transport::SendParams, mut results: raft_transport::SendResults) -> Result<(), capnp::Error> {
         let p = params.get()?;
+        let from = p.get_from_node();
+        if crate::raft::faults::cut(self.core.transport.me, from) {
+            return Err(capnp::Error::disconnected(format!("node {from} is cut off from node {} ({} fault injection)", self.core.transport.me, crate::raft::faults::ENV)));
+        }
         let list = p.get_messages()?;
         let incoming: Vec<(u32, Result<Out, String>)> = list.iter().map(|m| (m.get_group_id(), parse(m))).collect();
         let answers = futures_util::future::join_all(incoming.into_iter().map(|(g, m)| self.handle(g, m))).await;
@@ -183,7 +187,7 @@ mod tests {
         let back = decode_forward_reply(&encode_forward_reply(&reply)).expect("decodes");
         assert_eq!(back.1, 42);
         assert_eq!(back.0[0].as_ref().ok(), Some(&Reply::Created { object_id: 7 }));
-        let e = back.0[1].as_ref().err().expect("an error");
+        let e = back.0[1].as_ref().expect_err("an error");
         assert_eq!((e.status, e.message.as_str(), e.leader_hint.as_str()), (Status::NotLeader, "m", "h:1"));
         assert!(decode_forward_reply(&[1, 2, 3]).is_err());
         assert!(decode_forward_reply(&[0; 20]).is_err());

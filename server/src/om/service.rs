@@ -137,9 +137,25 @@ impl OmService {
 
     /// Runs parsed operations with the batch ordering rule; fills `outcomes` by position.
     async fn run_ops(&self, h: &Header, mut ops: Vec<Parsed>, outcomes: &mut [Option<Result<Reply, WireError>>]) -> u64 {
-        self.fill_blocks(h, &mut ops, outcomes).await;
         let core = &self.core;
         let mut min_meta = h.min_meta.max(core.meta_index());
+        // Key operations are checked against the meta view: bring it up to a fence first (see
+        // `Core::meta_fence`), and hand the fence on, so that the core and the node that own
+        // each key's group check against a view at least as new.
+        if ops.iter().any(|p| p.target != Target::Meta) {
+            match core.fresh_meta(min_meta).await {
+                Ok(m) => min_meta = m,
+                Err(e) => {
+                    ops.iter().for_each(|p| outcomes[p.position] = Some(Err(e.clone())));
+                    return min_meta;
+                }
+            }
+            if let Err(e) = core.wait_meta_within(min_meta).await {
+                ops.iter().for_each(|p| outcomes[p.position] = Some(Err(e.clone())));
+                return min_meta;
+            }
+        }
+        self.fill_blocks(h, &mut ops, outcomes).await;
         let mut pending: Vec<Parsed> = Vec::new();
         for p in ops {
             if p.target == Target::Meta {
@@ -152,8 +168,10 @@ impl OmService {
             }
         }
         min_meta = min_meta.max(self.run_key_ops(h, pending, min_meta, outcomes).await);
-        // Read-your-writes on this connection: this core's view has what we answer with.
-        core.wait_meta(min_meta).await;
+        // Read-your-writes on this connection: this core's view has what we answer with (the
+        // client's next request carries `min_meta` anyway, so a view slower than the timeout
+        // only makes that request wait).
+        let _ = core.wait_meta_within(min_meta).await;
         min_meta
     }
 
@@ -181,7 +199,9 @@ impl OmService {
             Ok(other) => return (Err(WireError::new(Status::Internal, format!("unexpected reply {other:?}"))), index),
             Err(e) => return (Err(e), index),
         }
-        core.wait_meta(index).await;
+        if let Err(e) = core.wait_meta_within(index).await {
+            return (Err(e), index);
+        }
         let facts = match core.view.borrow().key_bucket(&Principal::admin("om"), volume, bucket, stratos_shard::rights::LIST) {
             Ok(f) => f,
             Err(e) => return (Err(e.into()), index),
@@ -586,7 +606,7 @@ impl ozone_manager::Server for OmService {
         let bucket = try_or_reply!(results, convert::bucket_name(p.get_bucket()));
         let key = try_or_reply!(results, convert::key_name(p.get_key()));
         let group = group_of_shard(shard_of(&volume, &bucket, &key, self.core.shards));
-        let min_meta = h.min_meta.max(self.core.meta_index());
+        let min_meta = try_or_reply!(results, self.core.fresh_meta(h.min_meta).await);
         let q = Query::LookupKeys { principal: h.principal.clone(), volume: volume.clone(), bucket: bucket.clone(), keys: vec![(0, key)] };
         let ReadResult::KeyLookups(mut found) = try_or_reply!(results, self.core.read(group, q, min_meta).await) else {
             return Err(capnp::Error::failed("unexpected read result".into()));
@@ -616,7 +636,7 @@ impl ozone_manager::Server for OmService {
                 Err(e) => found[i] = Some(Err(e)),
             }
         }
-        let min_meta = h.min_meta.max(core.meta_index());
+        let min_meta = try_or_reply!(results, core.fresh_meta(h.min_meta).await);
         let futures: Vec<_> = per_shard
             .into_iter()
             .enumerate()
@@ -655,8 +675,8 @@ impl ozone_manager::Server for OmService {
         let bucket = try_or_reply!(results, convert::bucket_name(p.get_bucket()));
         let (prefix, start_after, limit) = try_or_reply!(results, page(p.get_page()));
         let core = &self.core;
-        let min_meta = h.min_meta.max(core.meta_index());
-        core.wait_meta(min_meta).await;
+        let min_meta = try_or_reply!(results, core.fresh_meta(h.min_meta).await);
+        try_or_reply!(results, core.wait_meta_within(min_meta).await);
         let facts = try_or_reply!(results, core.view.borrow().key_bucket(&h.principal, &volume, &bucket, stratos_shard::rights::LIST).map_err(WireError::from));
         let futures: Vec<_> = (0..core.shards)
             .map(|s| core.read(group_of_shard(s), Query::ListKeysIn { bucket_id: facts.bucket_id, prefix: prefix.clone(), start_after: start_after.clone(), limit }, min_meta))

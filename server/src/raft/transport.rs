@@ -117,6 +117,9 @@ impl Transport {
         if raft_addr.is_empty() {
             return Err(format!("node {target} has no known Raft address"));
         }
+        if crate::raft::faults::cut(self.me, target) {
+            return Err(format!("node {target} is cut off from node {} ({} fault injection)", self.me, crate::raft::faults::ENV));
+        }
         let link = {
             let mut links = self.links.borrow_mut();
             let l = links.entry(target).or_insert_with(|| Link::start(self, target, raft_addr));
