@@ -29,7 +29,25 @@ pub enum AdminCommand {
         /// The node id that should lead it.
         to: u64,
     },
+    /// Adds an OM node to every group: `stratos admin add 4,HOST:RAFT_PORT,HOST:RPC_PORT`. Start
+    /// it first with `stratos om --join` (same --shards and --executors as the cluster). Each
+    /// group's leader adds it as a learner, waits until it has the log (or a snapshot), then
+    /// makes it a voter; this asks every node given with --om until every group has it.
+    Add {
+        /// `ID,RAFT_HOST:PORT,RPC_HOST:PORT`, as in `--peer`.
+        peer: String,
+    },
+    /// Removes an OM node from every group (it may be down): `stratos admin remove 3`. Stop it
+    /// afterwards; never reuse its id.
+    Remove {
+        /// The node id.
+        node: u64,
+    },
 }
+
+/// How long `admin add|remove` keeps asking before it gives up (the change goes on where it
+/// started; running the command again finishes it).
+pub const MEMBERSHIP_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 pub fn group_name(g: u32) -> String {
     if g == 0 { "meta".into() } else { format!("shard-{}", g - 1) }
@@ -123,5 +141,67 @@ pub async fn run(args: &AdminArgs) -> Result<String, String> {
             c.admin_transfer(g, *to).await.map_err(|e| e.to_string())?;
             Ok(format!("{group}: leadership moved from node {from} to node {to}\n"))
         }
+        AdminCommand::Add { peer } => {
+            let parts: Vec<&str> = peer.split(',').map(str::trim).collect();
+            let [id, raft, rpc] = parts[..] else { return Err(format!("{peer:?}: expected ID,RAFT_HOST:PORT,RPC_HOST:PORT")) };
+            let node: u64 = id.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("{peer:?}: the node id must be a number from 1"))?;
+            change_members(&addrs, &user, node, true, async |c: &Client| c.admin_add_node(node, raft, rpc).await).await
+        }
+        AdminCommand::Remove { node } => change_members(&addrs, &user, *node, false, async |c: &Client| c.admin_remove_node(*node).await).await,
+    }
+}
+
+/// Asks every node to apply a membership change to the groups it leads, until every group
+/// (as its leader reports it) has `node` as a voter (`add`) or not (`remove`); prints progress.
+async fn change_members(addrs: &[String], user: &str, node: u64, add: bool, ask: impl AsyncFn(&Client) -> Result<Vec<u32>, crate::ClientError>) -> Result<String, String> {
+    let started = std::time::Instant::now();
+    let verb = if add { "added to" } else { "removed from" };
+    loop {
+        // The nodes given, and every group's leader as they know it (a node left off the list
+        // may lead some groups: only a leader changes its group).
+        let mut ask_at: Vec<String> = addrs.to_vec();
+        for a in addrs {
+            if let Ok(c) = Client::connect(a, user).await
+                && let Ok((_, leaders)) = c.routes().await
+            {
+                ask_at.extend(leaders.into_iter().filter(|l| !l.is_empty()));
+                break;
+            }
+        }
+        ask_at.sort();
+        ask_at.dedup();
+        for a in &ask_at {
+            let Ok(c) = Client::connect(a, user).await else { continue };
+            match ask(&c).await {
+                Ok(changed) if !changed.is_empty() => {
+                    let names: Vec<String> = changed.iter().map(|g| group_name(*g)).collect();
+                    eprintln!("{a}: node {node} {verb} {}", names.join(", "));
+                }
+                Ok(_) => {}
+                Err(e) if e.status() == Some(stratos_schema::om_capnp::Status::PermissionDenied) => return Err(format!("{a}: {e}")),
+                Err(e) => eprintln!("{a}: {e} (asking again)"),
+            }
+        }
+        // Done when, for every group, the node that leads it has the new voters.
+        let views = gather(&ask_at, user).await;
+        let mut groups: std::collections::BTreeMap<u32, bool> = std::collections::BTreeMap::new();
+        for (_, r) in &views {
+            let Ok((me, gs)) = r else { continue };
+            for g in gs {
+                let entry = groups.entry(g.group).or_insert(false);
+                if g.leader == *me {
+                    *entry = g.members.contains(&node) == add;
+                }
+            }
+        }
+        let left: Vec<String> = groups.iter().filter(|(_, done)| !**done).map(|(g, _)| group_name(*g)).collect();
+        if !groups.is_empty() && left.is_empty() {
+            return Ok(format!("node {node} {verb} all {} groups\n", groups.len()));
+        }
+        if started.elapsed() > MEMBERSHIP_WAIT {
+            return Err(format!("after {MEMBERSHIP_WAIT:?}, node {node} is not yet {verb} {}; run the command again to finish", left.join(", ")));
+        }
+        eprintln!("waiting for {} (their leaders are changing them, or none is known)", left.join(", "));
+        glommio::timer::sleep(std::time::Duration::from_millis(500)).await;
     }
 }

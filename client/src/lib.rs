@@ -201,6 +201,42 @@ pub struct Client {
     meta_index: Cell<u64>,
     user: String,
     attempts_max: Cell<u32>,
+    /// Where each group's leader is (see [`Routes`]), and connections to the nodes besides the
+    /// current one, by address.
+    routes: std::cell::RefCell<Routes>,
+    conns: std::cell::RefCell<std::collections::HashMap<String, ozone_manager::Client>>,
+}
+
+/// The client's cache of the OM's `routes`: the shard count and each group's leader. A batch of
+/// key operations is split by leader and each part sent straight to its leader's node (at
+/// an address this client was given), saving the forward hop a non-leader would add. Refreshed
+/// every [`ROUTES_MAX_AGE`] and after any failure of a routed part; a stale entry costs only
+/// that hop (any node serves any request).
+#[derive(Debug, Default)]
+struct Routes {
+    fetched: Option<std::time::Instant>,
+    shards: u32,
+    leaders: Vec<String>,
+    refreshing: bool,
+}
+
+pub const ROUTES_MAX_AGE: Duration = Duration::from_secs(2);
+
+pub use stratos_schema::shard_of;
+
+/// The key an operation addresses alone (it goes to that key's group), if it does.
+fn single_key(op: om_capnp::operation::Reader<'_>) -> Option<(&str, &str, &str)> {
+    use om_capnp::operation::Which;
+    fn t(r: capnp::Result<capnp::text::Reader<'_>>) -> Option<&str> {
+        r.ok()?.to_str().ok()
+    }
+    match op.which().ok()? {
+        Which::OpenKey(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
+        Which::CommitKey(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
+        Which::AllocateBlock(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
+        Which::DeleteKey(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
+        _ => None,
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -222,7 +258,7 @@ impl Client {
         let (index, om) = connect_any(&addrs, start).await?;
         // Non-zero and random per client: together with request ids it names a request forever.
         let client_id = rand::random::<u64>() | 1;
-        Ok(Client { addrs, current: Cell::new(index), om: std::cell::RefCell::new(om), client_id, next_request: Cell::new(1), meta_index: Cell::new(0), user: user.to_string(), attempts_max: Cell::new(ATTEMPTS_MAX) })
+        Ok(Client { addrs, current: Cell::new(index), om: std::cell::RefCell::new(om), client_id, next_request: Cell::new(1), meta_index: Cell::new(0), user: user.to_string(), attempts_max: Cell::new(ATTEMPTS_MAX), routes: Default::default(), conns: Default::default() })
     }
 
     /// How many times a call is tried at most (default [`ATTEMPTS_MAX`]; 1: never retried,
@@ -314,25 +350,155 @@ impl Client {
 
     /// Many mutations in one message: one outcome each, in order. The request ids of a batch
     /// are `first .. first + n` (the server derives them from the header's by position).
+    ///
+    /// Connected to a cluster (several addresses), a batch of key operations only (no volume
+    /// or bucket operation, whose order matters) is split by the leader of each key's group and
+    /// the parts go to their leaders' nodes at once; each part has its own request ids, kept
+    /// when it is retried (through the current node, with the usual failover), so nothing is
+    /// applied twice. Key operations of a batch run concurrently on the server anyway, and a
+    /// key's operations stay in one part, in order.
     pub async fn batch(&self, n: u32, build: impl Fn(u32, om_capnp::operation::Builder<'_>)) -> Result<Vec<Result<Done, ClientError>>, ClientError> {
-        let request_id = self.next_request.get();
-        self.next_request.set(request_id + u64::from(n));
+        if self.addrs.len() < 2 || n == 0 {
+            return self.batch_as(n, self.take_ids(n), builder(n, build)).await;
+        }
+        let mut message = capnp::message::Builder::new_default();
+        {
+            let mut list = message.init_root::<ozone_manager::batch_params::Builder<'_>>().init_operations(n);
+            for i in 0..n {
+                build(i, list.reborrow().get(i));
+            }
+        }
+        let ops = message.get_root_as_reader::<ozone_manager::batch_params::Reader<'_>>()?.get_operations()?;
+        let copy = |positions: &[u32]| copier(ops, positions.to_vec());
+        let Some(parts) = self.split(&ops).await else {
+            let all: Vec<u32> = (0..n).collect();
+            return self.batch_as(n, self.take_ids(n), copy(&all)).await;
+        };
+        let sends = parts.iter().map(|(addr, positions)| async {
+            let k = positions.len() as u32;
+            let request_id = self.take_ids(k);
+            if let Some(om) = self.conn(addr).await {
+                match self.send_batch(&om, k, request_id, copy(positions)).await {
+                    Ok(outs) if !outs.iter().any(|o| o.as_ref().is_err_and(retryable)) => return Ok(outs),
+                    Err(e) if lost_node(&e) => {
+                        self.conns.borrow_mut().remove(addr.as_str());
+                    }
+                    _ => {}
+                }
+                // Whatever went wrong, the routes may be stale.
+                self.routes.borrow_mut().fetched = None;
+            }
+            self.batch_as(k, request_id, copy(positions)).await
+        });
+        let answers = futures_util::future::join_all(sends).await;
+        let mut out: Vec<Option<Result<Done, ClientError>>> = (0..n).map(|_| None).collect();
+        for ((_, positions), answer) in parts.iter().zip(answers) {
+            match answer {
+                Ok(outs) => positions.iter().zip(outs).for_each(|(&p, o)| out[p as usize] = Some(o)),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out.into_iter().map(|o| o.unwrap_or_else(|| Err(ClientError::Om { status: Status::Internal, message: "no outcome".into(), leader_hint: String::new() }))).collect())
+    }
+
+    /// The batch's operations by the node to send them to: each single-key operation to its
+    /// group's leader if that is one of this client's addresses, the rest to the current node.
+    /// None: not to be split (a volume or bucket operation; no routes).
+    async fn split(&self, ops: &capnp::struct_list::Reader<'_, om_capnp::operation::Owned>) -> Option<Vec<(String, Vec<u32>)>> {
+        use om_capnp::operation::Which;
+        if ops.iter().any(|op| !matches!(op.which(), Ok(Which::OpenKey(_) | Which::CommitKey(_) | Which::AllocateBlock(_) | Which::DeleteKey(_) | Which::DeleteKeys(_) | Which::RenameKey(_)))) {
+            return None;
+        }
+        self.refresh_routes().await;
+        let routes = self.routes.borrow();
+        if routes.shards == 0 {
+            return None;
+        }
+        let here = self.address().to_string();
+        let mut parts: Vec<(String, Vec<u32>)> = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            let to = single_key(op)
+                .and_then(|(v, b, k)| routes.leaders.get(shard_of(v, b, k, routes.shards) as usize + 1))
+                .filter(|a| self.addrs.iter().any(|x| x == *a))
+                .unwrap_or(&here);
+            match parts.iter_mut().find(|(a, _)| a == to) {
+                Some((_, p)) => p.push(i as u32),
+                None => parts.push((to.clone(), vec![i as u32])),
+            }
+        }
+        Some(parts)
+    }
+
+    /// Fetches the routes if they are older than [`ROUTES_MAX_AGE`] (one fetch at a time; the
+    /// others go on with what is cached). A node that cannot answer leaves routing off until
+    /// the next try.
+    async fn refresh_routes(&self) {
+        {
+            let mut r = self.routes.borrow_mut();
+            if r.refreshing || r.fetched.is_some_and(|t| t.elapsed() < ROUTES_MAX_AGE) {
+                return;
+            }
+            r.refreshing = true;
+        }
+        let fetched = self.routes().await;
+        let mut r = self.routes.borrow_mut();
+        r.refreshing = false;
+        r.fetched = Some(std::time::Instant::now());
+        (r.shards, r.leaders) = fetched.unwrap_or_default();
+    }
+
+    /// The shard count and each group's leader (client address, "" if none known), as the
+    /// current node knows them; group 0 is the meta group, group s + 1 key shard s.
+    pub async fn routes(&self) -> Result<(u32, Vec<String>), ClientError> {
+        let mut req = self.om().routes_request();
+        self.set_header(req.get().init_header(), 0);
+        let reply = req.send().promise.await?;
+        let r = reply.get()?;
+        if r.has_error() {
+            return Err(om_error(r.get_error()?));
+        }
+        let leaders = r.get_leaders()?.iter().map(|a| Ok(a?.to_string()?)).collect::<Result<Vec<String>, capnp::Error>>()?;
+        Ok((r.get_shards(), leaders))
+    }
+
+    /// A connection to `addr` (the current node's, or a cached or new one); None if it cannot
+    /// be had now.
+    async fn conn(&self, addr: &str) -> Option<ozone_manager::Client> {
+        if addr == self.address() {
+            return Some(self.om());
+        }
+        if let Some(c) = self.conns.borrow().get(addr) {
+            return Some(c.clone());
+        }
+        let c: ozone_manager::Client = connect_rpc(addr).await.ok()?;
+        self.conns.borrow_mut().insert(addr.to_string(), c.clone());
+        Some(c)
+    }
+
+    fn take_ids(&self, n: u32) -> u64 {
+        let first = self.next_request.get();
+        self.next_request.set(first + u64::from(n));
+        first
+    }
+
+    /// One batch call to `om`, no retry.
+    async fn send_batch(&self, om: &ozone_manager::Client, n: u32, request_id: u64, fill: impl Fn(OpList<'_>)) -> Result<Vec<Result<Done, ClientError>>, ClientError> {
+        let mut req = om.batch_request();
+        self.set_header(req.get().init_header(), request_id);
+        fill(req.get().init_operations(n));
+        let reply = req.send().promise.await?;
+        let r = reply.get()?;
+        self.seen_meta(r.get_meta_index());
+        Ok(r.get_outcomes()?.iter().map(outcome).collect::<Vec<_>>())
+    }
+
+    /// A batch with request ids `request_id ..`, to the current node, retried whole (same
+    /// ids) with failover while it fails or any outcome is retryable.
+    async fn batch_as(&self, n: u32, request_id: u64, fill: impl Fn(OpList<'_>)) -> Result<Vec<Result<Done, ClientError>>, ClientError> {
         let mut attempt = 1;
         let mut delay = Duration::from_millis(50);
         loop {
-            let sent = async {
-                let mut req = self.om().batch_request();
-                self.set_header(req.get().init_header(), request_id);
-                let mut list = req.get().init_operations(n);
-                for i in 0..n {
-                    build(i, list.reborrow().get(i));
-                }
-                let reply = req.send().promise.await?;
-                let r = reply.get()?;
-                self.seen_meta(r.get_meta_index());
-                Ok::<_, ClientError>(r.get_outcomes()?.iter().map(outcome).collect::<Vec<_>>())
-            }
-            .await;
+            let sent = self.send_batch(&self.om(), n, request_id, &fill).await;
             // A retryable outcome (a group without a leader, say) sends the whole batch again
             // with the same request ids: what was applied is answered from the retry cache.
             let again = match &sent {
@@ -543,6 +709,36 @@ impl Client {
         Ok((r.get_node(), out))
     }
 
+    /// Adds node `node` to every group the connected node leads (learner, then voter once
+    /// caught up); returns the groups changed. No retries (see `stratos admin add`).
+    pub async fn admin_add_node(&self, node: u64, raft: &str, rpc: &str) -> Result<Vec<u32>, ClientError> {
+        let mut req = self.om().admin_add_node_request();
+        self.set_header(req.get().init_header(), 0);
+        req.get().set_node(node);
+        req.get().set_raft_address(raft);
+        req.get().set_rpc_address(rpc);
+        let reply = req.send().promise.await?;
+        let r = reply.get()?;
+        if r.has_error() {
+            return Err(om_error(r.get_error()?));
+        }
+        Ok(r.get_changed()?.iter().collect())
+    }
+
+    /// Removes voter `node` from every group the connected node leads; returns the groups
+    /// changed. No retries.
+    pub async fn admin_remove_node(&self, node: u64) -> Result<Vec<u32>, ClientError> {
+        let mut req = self.om().admin_remove_node_request();
+        self.set_header(req.get().init_header(), 0);
+        req.get().set_node(node);
+        let reply = req.send().promise.await?;
+        let r = reply.get()?;
+        if r.has_error() {
+            return Err(om_error(r.get_error()?));
+        }
+        Ok(r.get_changed()?.iter().collect())
+    }
+
     /// Moves `group`'s leadership to node `to`; send it to the group's leader.
     pub async fn admin_transfer(&self, group: u32, to: u64) -> Result<(), ClientError> {
         let mut req = self.om().admin_transfer_request();
@@ -555,6 +751,27 @@ impl Client {
             return Err(om_error(r.get_error()?));
         }
         Ok(())
+    }
+}
+
+type OpList<'a> = capnp::struct_list::Builder<'a, om_capnp::operation::Owned>;
+
+/// Fills a request's operation list with operations `positions` of `ops` (a batch built in
+/// memory just before, so the copy has nothing to fail on).
+fn copier<'a>(ops: capnp::struct_list::Reader<'a, om_capnp::operation::Owned>, positions: Vec<u32>) -> impl Fn(OpList<'_>) + 'a {
+    move |mut list| {
+        for (j, &p) in positions.iter().enumerate() {
+            let _ = list.set_with_caveats(j as u32, ops.get(p));
+        }
+    }
+}
+
+/// Fills a request's operation list by calling `build` for each position.
+fn builder(n: u32, build: impl Fn(u32, om_capnp::operation::Builder<'_>)) -> impl Fn(OpList<'_>) {
+    move |mut list| {
+        for i in 0..n {
+            build(i, list.reborrow().get(i));
+        }
     }
 }
 

@@ -299,6 +299,18 @@ interface OzoneManager {
   adminStatus @10 (header :RequestHeader) -> (error :Error, node :UInt64, groups :List(GroupStatus));
   # Moves a group's leadership to node `toNode`. Sent to the group's current leader.
   adminTransfer @11 (header :RequestHeader, group :UInt32, toNode :UInt64) -> (error :Error);
+
+  # Where to send key operations: the shard count (a key's shard is crc32(volume \0 bucket \0
+  # key) mod shards, its group shard + 1) and, per group (0 = meta), the client address of the
+  # leader this node knows ("" if none). A hint only: any node serves any request.
+  routes @12 (header :RequestHeader) -> (error :Error, shards :UInt32, leaders :List(Text));
+
+  # Membership (administrators only). Adds node `node` to every group this node leads: first as
+  # a learner (it receives the log or a snapshot), then, once caught up, as a voter. Removes a
+  # voter from every group this node leads. `changed`: the groups changed here. Ask every node
+  # (`stratos admin add|remove` does) until every group has the new membership.
+  adminAddNode @13 (header :RequestHeader, node :UInt64, raftAddress :Text, rpcAddress :Text) -> (error :Error, changed :List(UInt32));
+  adminRemoveNode @14 (header :RequestHeader, node :UInt64) -> (error :Error, changed :List(UInt32));
 }
 
 struct GroupStatus {

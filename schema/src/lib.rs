@@ -7,6 +7,19 @@
 //! fails when the committed code does not match the schemas (it runs wherever `capnp` is
 //! installed; CI installs it).
 
+/// A key's shard: `crc32(volume \0 bucket \0 key) mod shards`. The OM places keys by it (so it
+/// is part of the on-disk format, fixed with the shard count when a data directory is
+/// formatted) and clients route by it (`routes` in om.capnp), so both take it from here.
+pub fn shard_of(volume: &str, bucket: &str, key: &str, shards: u32) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(volume.as_bytes());
+    h.update(&[0]);
+    h.update(bucket.as_bytes());
+    h.update(&[0]);
+    h.update(key.as_bytes());
+    h.finalize() % shards.max(1)
+}
+
 #[allow(clippy::all, clippy::unwrap_used, missing_debug_implementations, unused_qualifications, dead_code)]
 pub mod om_capnp {
     include!("generated/om_capnp.rs");

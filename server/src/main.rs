@@ -182,6 +182,11 @@ struct OmArgs {
     /// the Raft logs.
     #[arg(long = "peer")]
     peers: Option<Vec<String>>,
+    /// Join a running cluster (instead of forming one): this node's groups start empty and wait
+    /// until an administrator adds it (`stratos admin add ID,RAFT,RPC`); then it receives the
+    /// log or a snapshot of every group. Give the cluster's --shards and --executors.
+    #[arg(long)]
+    join: bool,
     /// Spread group leaders evenly over the nodes by leadership transfer, true or false
     /// [default: true].
     #[arg(long)]
@@ -281,6 +286,9 @@ impl OmArgs {
         }
         if self.no_pin {
             c.pin = false;
+        }
+        if self.join {
+            c.join = true;
         }
         Ok(c)
     }

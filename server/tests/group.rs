@@ -11,6 +11,7 @@ fn cfg(snapshot_after_entries: u64) -> GroupConfig {
     GroupConfig {
         node_id: 1,
         members: [(1, PeerAddr { raft: "127.0.0.1:0".into(), rpc: "127.0.0.1:0".into() })].into(),
+        join: false,
         election_timeout_min_ms: 150,
         election_timeout_max_ms: 300,
         heartbeat_interval_ms: 50,

@@ -24,6 +24,8 @@ struct Node {
     http: String,
     raft: String,
     child: Option<Child>,
+    /// Flags of this node alone (`--join`).
+    own: Vec<String>,
 }
 
 struct Cluster {
@@ -40,7 +42,7 @@ impl Cluster {
         let mut nodes = Vec::new();
         for id in 1..=3 {
             let (rpc, http, raft) = (free_port(), free_port(), free_port());
-            nodes.push(Node { id, dir: dir.join(format!("om{id}")), rpc: format!("127.0.0.1:{rpc}"), http: format!("127.0.0.1:{http}"), raft: format!("127.0.0.1:{raft}"), child: None });
+            nodes.push(Node { id, dir: dir.join(format!("om{id}")), rpc: format!("127.0.0.1:{rpc}"), http: format!("127.0.0.1:{http}"), raft: format!("127.0.0.1:{raft}"), child: None, own: Vec::new() });
         }
         let peers = nodes.iter().map(|n| format!("{},{},{}", n.id, n.raft, n.rpc)).collect();
         let mut c = Cluster { nodes, peers, extra: extra.iter().map(|s| s.to_string()).collect(), faults: dir.join("faults") };
@@ -60,7 +62,7 @@ impl Cluster {
         for p in &self.peers {
             cmd.args(["--peer", p]);
         }
-        cmd.args(&self.extra).env("STRATOS_FAULTS", &self.faults);
+        cmd.args(&self.extra).args(&n.own).env("STRATOS_FAULTS", &self.faults);
         let stderr = if std::env::var_os("STRATOS_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() };
         let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().expect("start stratos om");
         let stdout = child.stdout.take().expect("stdout");
@@ -76,6 +78,18 @@ impl Cluster {
             for _ in lines {}
         });
         rx
+    }
+
+    /// Starts one more node with `--join` (not yet a member of any group); returns its index.
+    fn join_node(&mut self, dir: &Path) -> usize {
+        let id = self.nodes.len() as u64 + 1;
+        let (rpc, http, raft) = (free_port(), free_port(), free_port());
+        let n = Node { id, dir: dir.join(format!("om{id}")), rpc: format!("127.0.0.1:{rpc}"), http: format!("127.0.0.1:{http}"), raft: format!("127.0.0.1:{raft}"), child: None, own: vec!["--join".into()] };
+        self.peers.push(format!("{},{},{}", n.id, n.raft, n.rpc));
+        self.nodes.push(n);
+        let i = self.nodes.len() - 1;
+        self.restart(i);
+        i
     }
 
     fn restart(&mut self, i: usize) {
@@ -107,6 +121,11 @@ impl Cluster {
 
     fn all_rpc(&self) -> String {
         self.nodes.iter().map(|n| n.rpc.as_str()).collect::<Vec<_>>().join(",")
+    }
+
+    /// The client addresses of the nodes `which`.
+    fn rpc_of(&self, which: &[usize]) -> String {
+        which.iter().map(|&i| self.nodes[i].rpc.as_str()).collect::<Vec<_>>().join(",")
     }
 
     /// The groups node `i` leads, from its metrics page.
@@ -393,5 +412,51 @@ fn an_isolated_node_refuses_writes_and_stale_reads_and_catches_up_when_healed() 
         check_node(&n.rpc, &acked);
         let listed = sh(&n.rpc, &["key", "list", "/havol/fresh"]);
         assert!(listed.contains("\"k\""), "node {} lists the key written on the majority side: {listed}", n.rpc);
+    }
+}
+
+fn admin(om: &str, args: &[&str]) -> String {
+    let out = Command::new(BIN).arg("admin").args(["--om", om, "--user", "root"]).args(args).output().expect("run stratos admin");
+    assert!(out.status.success(), "stratos admin {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Membership change under load: a fourth node joins (it receives every group's log or
+/// snapshot and becomes a voter), then node 1 is removed and stopped; nothing acknowledged is
+/// lost, and the remaining three nodes (the new one included) all hold every key.
+#[test]
+fn a_node_joins_and_another_leaves_under_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster::start(dir.path(), &["--snapshot-after-entries", "200"]);
+    sh(&c.nodes[0].rpc, &["volume", "create", "/havol"]);
+    sh(&c.nodes[0].rpc, &["bucket", "create", "/havol/habkt"]);
+    let load = Load::start(&c.rpc_of(&[0, 1, 2]), 2, "a");
+    wait_for("the load to start", Duration::from_secs(20), || load.count() > 300);
+    let new = c.join_node(dir.path());
+    let peer = format!("{},{},{}", c.nodes[new].id, c.nodes[new].raft, c.nodes[new].rpc);
+    let out = admin(&c.rpc_of(&[0, 1, 2]), &["add", &peer]);
+    assert!(out.contains("node 4 added to all 5 groups"), "{out}");
+    let before = load.count();
+    wait_for("writes after the join", Duration::from_secs(20), || load.count() > before + 100);
+    let mut acked: Vec<String> = load.finish().into_iter().map(|(k, _)| k).collect();
+    let rpc = c.nodes[new].rpc.clone();
+    wait_for("the new node to have every key", Duration::from_secs(30), || list_all(&rpc).len() == acked.len());
+    check_node(&rpc, &acked);
+    // Node 1 leaves: removed from every group while writers use the other three.
+    let rest = c.rpc_of(&[1, 2, 3]);
+    let load = Load::start(&rest, 2, "b");
+    wait_for("the load to start", Duration::from_secs(20), || load.count() > 100);
+    let out = admin(&rest, &["remove", "1"]);
+    assert!(out.contains("node 1 removed from all 5 groups"), "{out}");
+    c.sigterm(0);
+    let before = load.count();
+    wait_for("writes without node 1", Duration::from_secs(20), || load.count() > before + 100);
+    acked.extend(load.finish().into_iter().map(|(k, _)| k));
+    let status = admin(&rest, &["status"]);
+    assert!(!status.contains("DOWN"), "{status}");
+    for i in 1..4 {
+        let rpc = c.nodes[i].rpc.clone();
+        wait_for("every node to have every key", Duration::from_secs(30), || list_all(&rpc).len() == acked.len());
+        check_node(&rpc, &acked);
     }
 }

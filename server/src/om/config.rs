@@ -25,6 +25,10 @@ pub struct OmConfig {
     /// Empty (the default) = a single-node cluster of this node. Used when a group is created
     /// (the first start); afterwards membership lives in the groups' Raft logs.
     pub peers: Vec<String>,
+    /// Join a running cluster instead of forming one: this node's new groups start empty and
+    /// wait until the cluster adds it (`stratos admin add ID,RAFT,RPC`). Its `shards` and
+    /// `executors` must equal the cluster's. Default false.
+    pub join: bool,
     /// Spread group leadership evenly over the nodes (at start and when a node returns), by
     /// leadership transfer. Default true; false leaves leaders where elections put them.
     pub balance_leaders: bool,
@@ -85,6 +89,7 @@ impl Default for OmConfig {
             raft_address: "127.0.0.1:9872".into(),
             node_id: 1,
             peers: Vec::new(),
+            join: false,
             balance_leaders: true,
             shards: 0,
             executors: 0,

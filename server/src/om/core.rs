@@ -57,15 +57,7 @@ pub fn om_command(op: Op) -> Command {
     Command { ctx: stratos_shard::CommandContext { client_id: 0, request_id: 0, time_ms: now_ms(), principal: stratos_shard::Principal::admin("om"), bucket: None }, op }
 }
 
-pub fn shard_of(volume: &str, bucket: &str, key: &str, shards: u32) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(volume.as_bytes());
-    h.update(&[0]);
-    h.update(bucket.as_bytes());
-    h.update(&[0]);
-    h.update(key.as_bytes());
-    h.finalize() % shards
-}
+pub use stratos_schema::shard_of;
 
 pub fn group_of_shard(shard: u32) -> u32 {
     shard + 1
@@ -115,11 +107,35 @@ pub enum Msg {
     RaftConnection(std::os::fd::OwnedFd),
     /// Move a group's leadership (see [`Core::transfer`]).
     Transfer { group: u32, to: u64, reply: oneshot::Sender<Result<(), WireError>> },
+    /// The leader (client address, "" if none known) of each group this core owns.
+    Leaders { reply: oneshot::Sender<Vec<(u32, String)>> },
+    /// Change the membership of each group this core leads (see [`Core::change_members`]).
+    Members { change: MemberChange, reply: oneshot::Sender<Result<Vec<u32>, WireError>> },
     /// A meta fence for another core (core 0 answers; see [`Core::meta_fence`]).
     MetaFence { reply: oneshot::Sender<Result<u64, WireError>> },
     /// This core's metrics: its groups' samples and its meta-view index.
     Metrics { reply: oneshot::Sender<(Vec<GroupSample>, u64, Option<crate::om::metrics::DataCounters>)> },
 }
+
+/// A membership change, applied by each group's leader.
+#[derive(Debug, Clone)]
+pub enum MemberChange {
+    /// Add `node` (at `addr`) as a learner, wait until it caught up, then make it a voter.
+    Add { node: u64, addr: PeerAddr },
+    Remove { node: u64 },
+}
+
+impl std::fmt::Display for MemberChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MemberChange::Add { node, addr } => write!(f, "node {node} ({addr}) added as a voter"),
+            MemberChange::Remove { node } => write!(f, "node {node} removed"),
+        }
+    }
+}
+
+/// How long adding a node may wait for it to catch up with one group (a snapshot to send).
+pub const CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 pub struct Core {
     pub index: usize,
@@ -372,6 +388,91 @@ impl Core {
             .await
             .map(|_| ())
             .map_err(|e| WireError::new(Status::Unavailable, format!("group {group}: node {to} did not take the leadership: {e}")))
+    }
+
+    /// Each group's leader as this node knows it (client address, "" if none), by group id
+    /// (0 = meta, s + 1 = shard s): for clients that send each key to its leader.
+    pub async fn leaders(self: &Rc<Self>) -> Vec<String> {
+        let mut out = vec![String::new(); self.shards as usize + 1];
+        let mut put = |pairs: Vec<(u32, String)>| pairs.into_iter().for_each(|(g, a)| out[g as usize] = a);
+        put(self.leaders_here());
+        for (i, tx) in self.mesh.iter().enumerate() {
+            let (reply, rx) = oneshot::channel();
+            if i != self.index
+                && tx.send(Msg::Leaders { reply }).await.is_ok()
+                && let Ok(pairs) = rx.await
+            {
+                put(pairs);
+            }
+        }
+        out
+    }
+
+    fn leaders_here(&self) -> Vec<(u32, String)> {
+        self.groups.iter().map(|(&id, g)| (id, g.leader().map(|(_, a)| a.rpc).unwrap_or_default())).collect()
+    }
+
+    /// Applies `change` to every group this node leads, on every core; returns the groups
+    /// changed. Groups led elsewhere are their leaders' to change (`stratos admin add|remove`
+    /// asks every node until every group has the new membership). A change already in place
+    /// is not repeated.
+    pub async fn change_members(self: &Rc<Self>, change: MemberChange) -> Result<Vec<u32>, WireError> {
+        let mut changed = self.change_members_here(&change).await?;
+        for (i, tx) in self.mesh.iter().enumerate() {
+            if i == self.index {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            tx.send(Msg::Members { change: change.clone(), reply }).await.map_err(|_| unavailable("membership change"))?;
+            changed.extend(rx.await.map_err(|_| unavailable("membership change"))??);
+        }
+        changed.sort();
+        Ok(changed)
+    }
+
+    async fn change_members_here(&self, change: &MemberChange) -> Result<Vec<u32>, WireError> {
+        use openraft::ChangeMembers;
+        let failed = |group: u32, e: &dyn std::fmt::Display| WireError::new(Status::Unavailable, format!("group {group}: {e}; ask again"));
+        let mut ids: Vec<u32> = self.groups.keys().copied().collect();
+        ids.sort();
+        let mut changed = Vec::new();
+        for group in ids {
+            let g = self.group(group).clone();
+            if !g.is_leader() {
+                continue;
+            }
+            let voters: Vec<u64> = g.raft.voter_ids().collect();
+            match change {
+                MemberChange::Add { node, addr } => {
+                    if voters.contains(node) {
+                        continue;
+                    }
+                    // Blocking: returns once the learner has the leader's log (or snapshot).
+                    let node_info = openraft::BasicNode { addr: addr.to_string() };
+                    glommio::timer::timeout(CATCH_UP_TIMEOUT, async { Ok(g.raft.add_learner(*node, node_info, true).await) })
+                        .await
+                        .map_err(|_| failed(group, &format!("node {node} did not catch up within {CATCH_UP_TIMEOUT:?}")))?
+                        .map_err(|e| failed(group, &e))?;
+                    within(&format!("group {group}: making node {node} a voter"), g.raft.change_membership(ChangeMembers::AddVoterIds([*node].into()), false))
+                        .await?
+                        .map_err(|e| failed(group, &e))?;
+                }
+                MemberChange::Remove { node } => {
+                    if !voters.contains(node) {
+                        continue;
+                    }
+                    if voters.len() == 1 {
+                        return Err(WireError::new(Status::InvalidArgument, format!("group {group}: node {node} is its only voter")));
+                    }
+                    within(&format!("group {group}: removing node {node}"), g.raft.change_membership(ChangeMembers::RemoveVoters([*node].into()), false))
+                        .await?
+                        .map_err(|e| failed(group, &e))?;
+                }
+            }
+            eprintln!("om core {}: group {group}: {change}", self.index);
+            changed.push(group);
+        }
+        Ok(changed)
     }
 
     /// Every core's samples, gathered over the mesh (for the HTTP metrics page).
@@ -702,6 +803,16 @@ impl Core {
                     let me = self.clone();
                     glommio::spawn_local(async move {
                         let _ = reply.send(me.owner_write(group, commands, fill, min_meta).await);
+                    })
+                    .detach();
+                }
+                Msg::Leaders { reply } => {
+                    let _ = reply.send(self.leaders_here());
+                }
+                Msg::Members { change, reply } => {
+                    let me = self.clone();
+                    glommio::spawn_local(async move {
+                        let _ = reply.send(me.change_members_here(&change).await);
                     })
                     .detach();
                 }

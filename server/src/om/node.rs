@@ -167,11 +167,12 @@ async fn start_core(
     index: usize, cores: usize, shards: u32, cfg: &OmConfig, data_dir: &Path, bind: SocketAddr, members: BTreeMap<u64, PeerAddr>, mesh: Vec<mpsc::Sender<Msg>>,
     inbox: mpsc::Receiver<Msg>,
 ) -> anyhow::Result<(Rc<Core>, SocketAddr, Option<SocketAddr>)> {
-    let clustered = members.len() > 1;
+    let clustered = members.len() > 1 || cfg.join;
     let transport = Transport::new(cfg.node_id, cores as u32, index as u32);
     let gcfg = GroupConfig {
         node_id: cfg.node_id,
         members,
+        join: cfg.join,
         election_timeout_min_ms: cfg.election_timeout_min_ms,
         election_timeout_max_ms: cfg.election_timeout_max_ms,
         heartbeat_interval_ms: cfg.heartbeat_interval_ms,
@@ -265,7 +266,8 @@ async fn start_core(
         }
         // The peers may start later: a group without a leader yet answers UNAVAILABLE (clients
         // retry) rather than holding this node back.
-        for g in core.groups.values() {
+        // A joining node's groups get a leader only once the cluster added it.
+        for g in core.groups.values().filter(|_| !cfg.join) {
             if let Err(e) = g.wait_ready(Duration::from_secs(10)).await {
                 eprintln!("om core {index}: {e}; serving anyway");
             }

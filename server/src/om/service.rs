@@ -9,7 +9,8 @@ use stratos_shard::{Command, CommandContext, Op, OmError, Principal, Reply};
 
 use crate::om::convert::{self, Target, WireError};
 use crate::om::datapath::Decor;
-use crate::om::core::{Core, META_GROUP, Query, ReadResult, group_of_shard, now_ms, om_command, shard_of};
+use crate::om::core::{Core, META_GROUP, MemberChange, Query, ReadResult, group_of_shard, now_ms, om_command, shard_of};
+use crate::raft::transport::PeerAddr;
 use crate::raft::types::COMMANDS_PER_ENTRY_MAX;
 
 /// Operations in one `batch` call.
@@ -421,6 +422,12 @@ macro_rules! try_or_reply {
 }
 
 /// Administration needs an administrator.
+fn set_u32s(mut list: capnp::primitive_list::Builder<'_, u32>, values: &[u32]) {
+    for (i, v) in values.iter().enumerate() {
+        list.set(i as u32, *v);
+    }
+}
+
 fn admin_header(core: &Core, h: capnp::Result<om_capnp::request_header::Reader<'_>>) -> Result<Header, WireError> {
     let h = header(core, h)?;
     if !h.principal.admin {
@@ -470,6 +477,48 @@ impl ozone_manager::Server for OmService {
         if let Err(e) = r {
             convert::set_error(results.get().init_error(), &e);
         }
+        Ok(())
+    }
+
+    async fn routes(self: CapRc<Self>, params: ozone_manager::RoutesParams, mut results: ozone_manager::RoutesResults) -> Result<(), capnp::Error> {
+        try_or_reply!(results, header(&self.core, params.get()?.get_header()));
+        let leaders = self.core.leaders().await;
+        let mut r = results.get();
+        r.set_shards(self.core.shards);
+        let mut list = r.init_leaders(leaders.len() as u32);
+        for (i, a) in leaders.iter().enumerate() {
+            list.set(i as u32, a);
+        }
+        Ok(())
+    }
+
+    async fn admin_add_node(self: CapRc<Self>, params: ozone_manager::AdminAddNodeParams, mut results: ozone_manager::AdminAddNodeResults) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        try_or_reply!(results, admin_header(&self.core, p.get_header()));
+        let node = p.get_node();
+        let text = |t: capnp::Result<capnp::text::Reader<'_>>, what: &str| -> Result<String, WireError> {
+            let t = t.ok().and_then(|t| t.to_str().ok()).unwrap_or_default();
+            let host_port = t.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && !h.contains(char::is_whitespace) && p.parse::<u16>().is_ok());
+            if t.len() > 255 || !host_port {
+                return Err(WireError::new(Status::InvalidArgument, format!("node {node}: {what} {t:?} is not HOST:PORT")));
+            }
+            Ok(t.to_string())
+        };
+        let raft = try_or_reply!(results, text(p.get_raft_address(), "the Raft address"));
+        let rpc = try_or_reply!(results, text(p.get_rpc_address(), "the client address"));
+        if node == 0 {
+            try_or_reply!(results, Err(WireError::new(Status::InvalidArgument, "node ids start at 1")));
+        }
+        let changed = try_or_reply!(results, self.core.change_members(MemberChange::Add { node, addr: PeerAddr { raft, rpc } }).await);
+        set_u32s(results.get().init_changed(changed.len() as u32), &changed);
+        Ok(())
+    }
+
+    async fn admin_remove_node(self: CapRc<Self>, params: ozone_manager::AdminRemoveNodeParams, mut results: ozone_manager::AdminRemoveNodeResults) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        try_or_reply!(results, admin_header(&self.core, p.get_header()));
+        let changed = try_or_reply!(results, self.core.change_members(MemberChange::Remove { node: p.get_node() }).await);
+        set_u32s(results.get().init_changed(changed.len() as u32), &changed);
         Ok(())
     }
 

@@ -46,6 +46,9 @@ pub struct GroupConfig {
     /// The members a new group starts with (every OM node, this one included), by node id.
     /// Every node initializes its groups with the same members; Raft elects one leader.
     pub members: BTreeMap<u64, PeerAddr>,
+    /// This node joins an existing cluster: a new group is not initialized, and waits for its
+    /// leader (elsewhere) to add this node (`stratos admin add`).
+    pub join: bool,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     pub heartbeat_interval_ms: u64,
@@ -111,7 +114,7 @@ impl Group {
         }
         .validate()?;
         let raft = Raft::new(cfg.node_id, Arc::new(config), Network { transport, group: id }, log.clone(), sm).await.map_err(|e| anyhow::anyhow!("group {id}: {e}"))?;
-        if !raft.is_initialized().await? {
+        if !cfg.join && !raft.is_initialized().await? {
             let members: BTreeMap<u64, BasicNode> = cfg.members.iter().map(|(id, a)| (*id, BasicNode { addr: a.to_string() })).collect();
             raft.initialize(members).await.map_err(|e| anyhow::anyhow!("group {id}: initializing: {e}"))?;
         }
