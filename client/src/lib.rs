@@ -385,9 +385,10 @@ impl Client {
                     }
                     _ => {}
                 }
-                // Whatever went wrong, the routes may be stale.
-                self.routes.borrow_mut().fetched = None;
             }
+            // Whatever went wrong (no connection, a lost node, a retryable answer), the routes
+            // may be stale; the part goes again, same ids, through the current node.
+            self.routes.borrow_mut().fetched = None;
             self.batch_as(k, request_id, copy(positions)).await
         });
         let answers = futures_util::future::join_all(sends).await;
