@@ -23,7 +23,8 @@ use stratos_client::{Client, Done};
 
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// The OM (host:port).
+    /// The OM (host:port; several, comma-separated, for a cluster). `omkg` also takes
+    /// etcd://HOST:PORT, to run the same workload on etcd (see bench/etcd.sh).
     #[arg(long, default_value = "127.0.0.1:9862", env = "STRATOS_OM")]
     pub om: String,
     /// Concurrent workers (each one call in flight).
