@@ -390,20 +390,29 @@ impl Core {
             .map_err(|e| WireError::new(Status::Unavailable, format!("group {group}: node {to} did not take the leadership: {e}")))
     }
 
+    /// Asks every other core over the mesh (`ask` builds the message around the reply
+    /// channel) and collects the answers by core; a core that is gone answers None.
+    async fn ask_others<T>(&self, ask: impl Fn(oneshot::Sender<T>) -> Msg) -> Vec<(usize, Option<T>)> {
+        let mut out = Vec::new();
+        for (i, tx) in self.mesh.iter().enumerate() {
+            if i == self.index {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            let answer = if tx.send(ask(reply)).await.is_ok() { rx.await.ok() } else { None };
+            out.push((i, answer));
+        }
+        out
+    }
+
     /// Each group's leader as this node knows it (client address, "" if none), by group id
     /// (0 = meta, s + 1 = shard s): for clients that send each key to its leader.
     pub async fn leaders(self: &Rc<Self>) -> Vec<String> {
         let mut out = vec![String::new(); self.shards as usize + 1];
         let mut put = |pairs: Vec<(u32, String)>| pairs.into_iter().for_each(|(g, a)| out[g as usize] = a);
         put(self.leaders_here());
-        for (i, tx) in self.mesh.iter().enumerate() {
-            let (reply, rx) = oneshot::channel();
-            if i != self.index
-                && tx.send(Msg::Leaders { reply }).await.is_ok()
-                && let Ok(pairs) = rx.await
-            {
-                put(pairs);
-            }
+        for (_, pairs) in self.ask_others(|reply| Msg::Leaders { reply }).await {
+            put(pairs.unwrap_or_default());
         }
         out
     }
@@ -418,13 +427,8 @@ impl Core {
     /// is not repeated.
     pub async fn change_members(self: &Rc<Self>, change: MemberChange) -> Result<Vec<u32>, WireError> {
         let mut changed = self.change_members_here(&change).await?;
-        for (i, tx) in self.mesh.iter().enumerate() {
-            if i == self.index {
-                continue;
-            }
-            let (reply, rx) = oneshot::channel();
-            tx.send(Msg::Members { change: change.clone(), reply }).await.map_err(|_| unavailable("membership change"))?;
-            changed.extend(rx.await.map_err(|_| unavailable("membership change"))??);
+        for (_, answer) in self.ask_others(|reply| Msg::Members { change: change.clone(), reply }).await {
+            changed.extend(answer.ok_or_else(|| unavailable("membership change"))??);
         }
         changed.sort();
         Ok(changed)
@@ -486,14 +490,8 @@ impl Core {
         let mut samples = sample_core(self);
         let mut views = vec![(self.index, self.meta_index())];
         let mut data: Vec<(usize, crate::om::metrics::DataCounters)> = self.data.iter().map(|d| (self.index, d.counters())).collect();
-        for (i, tx) in self.mesh.iter().enumerate() {
-            if i == self.index {
-                continue;
-            }
-            let (reply, rx) = oneshot::channel();
-            if tx.send(Msg::Metrics { reply }).await.is_ok()
-                && let Ok((s, view, d)) = rx.await
-            {
+        for (i, answer) in self.ask_others(|reply| Msg::Metrics { reply }).await {
+            if let Some((s, view, d)) = answer {
                 samples.extend(s);
                 views.push((i, view));
                 data.extend(d.map(|d| (i, d)));
