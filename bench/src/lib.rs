@@ -2,12 +2,14 @@
 //!
 //! So far the foundation's figures: the WAL (durable appends/s and MB/s by batch size and by
 //! concurrency, with latency percentiles) and the shard state machine (open+commit applies/s,
-//! lookups/s, memory per key, snapshot write and load rates). The freon-style generators
-//! against a running OM (`ombg`, `omkg`, …) come with the benchmarks issue.
+//! lookups/s, memory per key, snapshot write and load rates), and `plot`, which draws what the
+//! freon-style generators against a running OM (`ombg`, `omkg`, …, in the server crate) wrote
+//! with `--json`.
 //!
 //! Nothing here is a test: these are run by hand (`stratos bench …`) and their output goes in
-//! the README with the command that produced it.
+//! bench/RESULTS.md with the command that produced it.
 
+pub mod plot;
 pub mod report;
 pub mod shard_bench;
 pub mod wal_bench;

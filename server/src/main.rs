@@ -79,6 +79,17 @@ enum Bench {
     Lookup(om_bench::LookupArgs),
     /// Freon's ome: echo calls (the RPC path alone; --raft adds a Raft read-index round).
     Ome(om_bench::OmeArgs),
+    /// Draw what `bench … --json FILE` wrote: throughput over time, and latency (p50, p99)
+    /// against throughput, one curve per label (runs at several --rate make the curve).
+    Plot {
+        /// JSON files written by the generators' --json.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The image to write: .svg or .png. Text is drawn with a TrueType font found on the
+        /// system (DejaVu, Liberation, …) or named in STRATOS_FONT.
+        #[arg(short = 'o', long)]
+        out: PathBuf,
+    },
     /// Both, at sizes that finish in about a minute: the demonstration of the foundation.
     Foundation {
         /// Directory for WAL segments and snapshot files (a temp dir is made inside it).
@@ -530,6 +541,10 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(Bench::Ommg(a)) => om_bench::ommg(a)?,
         Command::Bench(Bench::Lookup(a)) => om_bench::lookup(a)?,
         Command::Bench(Bench::Ome(a)) => om_bench::ome(a)?,
+        Command::Bench(Bench::Plot { files, out }) => {
+            stratos_bench::plot::plot(&files, &out)?;
+            println!("wrote {} ({} runs)", out.display(), files.len());
+        }
         Command::Bench(Bench::Wal(a)) => {
             let mut report = Report::default();
             wal_bench::run(&wal_options(a), &mut report, &mut progress)?;

@@ -3,13 +3,15 @@
 //! the datanodes), `ockr` (read keys back and verify their bytes), `ommg` (a metadata mix),
 //! `lookup`, and `ome` (echo).
 //!
-//! Closed loop: `-t` workers, each with one call in flight, until `--duration` has passed or
-//! `-n` operations were started (whichever comes first; with `-n` alone there is no time
-//! limit). `omkg --rate` runs open loop instead, at a fixed arrival rate, with latency from the
-//! intended send time (no coordinated omission). For omkg one op is one key: an open and a
+//! Every generator runs through [`drive`]: closed loop, `-t` workers each with one call in
+//! flight, until `--duration` has passed or `-n` operations were started (whichever comes first;
+//! with `-n` alone there is no time limit); or, with `--rate`, open loop at a fixed arrival rate
+//! (at most `-t` calls in flight), latency measured from each call's intended send time, so a
+//! stall is not hidden (no coordinated omission). For omkg one op is one key: an open and a
 //! commit, two durable Raft writes. Every run prints ops/s, latency percentiles from an HDR
 //! histogram (µs, per call), errors by kind, and with `--json FILE` writes the same and ops per
-//! second over time (for `bench plot`); on a terminal a progress line shows live ops/s.
+//! second over time (for `stratos bench plot`); on a terminal a progress line shows live ops/s.
+//! `--key-size` pads generated key names to a size.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -45,6 +47,30 @@ pub struct Common {
     /// CPU to pin the load generator to (default: unpinned).
     #[arg(long)]
     pub cpu: Option<usize>,
+    /// Fixed arrival rate in ops per second (open loop; -t caps the calls in flight). Latency
+    /// is measured from each call's intended send time. Default: closed loop.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Pad generated key names with '_' to this many bytes (their unique part stays first, so
+    /// prefixes and order are kept) [default: natural names, about 20 bytes].
+    #[arg(long)]
+    pub key_size: Option<usize>,
+    /// The series name written to --json (`bench plot` draws files with one label as one
+    /// curve) [default: the generator's name without --rate].
+    #[arg(long)]
+    pub label: Option<String>,
+}
+
+impl Common {
+    /// `name` padded to --key-size.
+    fn key(&self, mut name: String) -> String {
+        if let Some(n) = self.key_size {
+            while name.len() < n {
+                name.push('_');
+            }
+        }
+        name
+    }
 }
 
 #[derive(Args, Debug)]
@@ -58,10 +84,10 @@ pub struct OmkgArgs {
     pub volume: String,
     #[arg(long, default_value = "benchbucket")]
     pub bucket: String,
-    /// Fixed arrival rate in keys per second (open loop; -t caps the calls in flight). Latency
-    /// is measured from each call's intended send time. Default: closed loop.
-    #[arg(long)]
-    pub rate: Option<f64>,
+    /// etcd targets only: bytes of the value stored per key (a Stratos omkg key is metadata
+    /// only; its committed record is about this size).
+    #[arg(long, default_value_t = 128)]
+    pub value_size: usize,
 }
 
 #[derive(Args, Debug)]
@@ -132,7 +158,7 @@ pub struct OckgArgs {
     #[command(flatten)]
     pub common: Common,
     /// Bytes per key (e.g. 4096 or 1048576).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, visible_alias = "value-size", default_value_t = 4096)]
     pub size: usize,
     #[arg(long, default_value = "benchvol")]
     pub volume: String,
@@ -227,6 +253,16 @@ impl Run {
         }
     }
 
+    /// A call's outcome: `Ok((ops, bytes))` counts them and a latency sample from `since`
+    /// (none if the call completed no op), `Err` one error.
+    fn finish(&self, outcome: Result<(u64, u64), String>, since: Instant) {
+        match outcome {
+            Ok((0, _)) => {}
+            Ok((ops, bytes)) => self.done(ops, bytes, Some(since)),
+            Err(e) => self.error(e),
+        }
+    }
+
     fn error(&self, e: String) {
         let mut s = self.stats.borrow_mut();
         s.errors += 1;
@@ -259,7 +295,7 @@ impl Run {
     }
 
     /// Prints the summary (and writes --json): `unit` names what an op is.
-    fn report(&self, name: &str, unit: &str, json: Option<&PathBuf>) -> anyhow::Result<()> {
+    fn report(&self, name: &str, unit: &str, common: &Common) -> anyhow::Result<()> {
         self.finished.set(true);
         let secs = self.start.elapsed().as_secs_f64();
         let s = self.stats.borrow();
@@ -280,9 +316,11 @@ impl Run {
         if s.by_kind.len() > 1 || s.errors > 0 {
             println!("{name}: errors by kind: {}", s.by_kind.iter().map(|(k, n)| format!("{k} × {n}")).collect::<Vec<_>>().join(", "));
         }
-        if let Some(path) = json {
+        if let Some(path) = &common.json {
             let v = serde_json::json!({
                 "name": name, "unit": unit, "ops": s.ops, "seconds": secs, "opsPerSecond": s.ops as f64 / secs,
+                "label": common.label.clone().unwrap_or_else(|| name.split(" --rate").next().unwrap_or(name).to_string()),
+                "target": common.om, "threads": common.threads, "rate": common.rate, "keySize": common.key_size,
                 "bytes": s.bytes, "errors": s.errors, "errorsByKind": s.by_kind,
                 "latencyMicros": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": h.max(), "count": h.len()},
                 "opsPerSecondOverTime": s.timeline,
@@ -339,36 +377,87 @@ async fn ensure_bucket(c: &Client, volume: &str, bucket: &str) -> anyhow::Result
     }
 }
 
-/// Closed loop: `threads` workers, each calling `call(client, worker, round)` back to back
-/// while the run lets it (time, -n); a call that succeeds counts `ops_per_call` operations and
-/// one latency sample, one that fails an error.
-async fn closed_loop<T, E: std::fmt::Display, Fut>(common: &Common, clients: &[Rc<Client>], run: &Rc<Run>, ops_per_call: u64, call: impl Fn(Rc<Client>, usize, u64) -> Fut + Clone + 'static)
+/// Runs `call(seq)` until the run ends (time, -n), `seq` numbering the calls 0, 1, 2, … A call
+/// returns `Ok((ops, bytes))` or an error; each is counted in `run`, with a latency sample per
+/// call.
+///
+/// Closed loop (no --rate): `-t` workers, each starting its next call when the last returns;
+/// latency from the call's start. Open loop (--rate R): call j is due at start + j·ops_per_call/R
+/// whether or not earlier calls returned, at most `-t` in flight; its latency runs from when it
+/// was due, so waiting for a free slot counts and a stall of the server is not hidden by the
+/// generator slowing down (no coordinated omission).
+async fn drive<Fut>(common: &Common, run: &Rc<Run>, ops_per_call: u64, call: impl Fn(u64) -> Fut + Clone + 'static)
 where
-    Fut: std::future::Future<Output = Result<T, E>>,
+    Fut: std::future::Future<Output = Result<(u64, u64), String>> + 'static,
 {
-    let mut tasks = Vec::new();
-    for w in 0..common.threads {
-        let (c, run, call) = (clients[w % clients.len()].clone(), run.clone(), call.clone());
-        tasks.push(glommio::spawn_local(async move {
-            let mut round = 0u64;
-            while run.next(ops_per_call) {
-                let t0 = Instant::now();
-                match call(c.clone(), w, round).await {
-                    Ok(_) => run.done(ops_per_call, 0, Some(t0)),
-                    Err(e) => run.error(e.to_string()),
+    let workers = common.threads.max(1);
+    match common.rate {
+        Some(rate) => {
+            let slots = Rc::new(glommio::sync::Semaphore::new(workers as u64));
+            let in_flight = Rc::new(Cell::new(0usize));
+            let interval = Duration::from_secs_f64(ops_per_call as f64 / rate.max(1e-3));
+            let mut seq = 0u64;
+            loop {
+                let due = run.start + interval.mul_f64(seq as f64);
+                if run.deadline.is_some_and(|d| due >= d) || !run.next(ops_per_call) {
+                    break;
                 }
-                round += 1;
+                let now = Instant::now();
+                if due > now {
+                    glommio::timer::sleep(due - now).await;
+                }
+                let (run, slots, in_flight, call) = (run.clone(), slots.clone(), in_flight.clone(), call.clone());
+                in_flight.set(in_flight.get() + 1);
+                glommio::spawn_local(async move {
+                    if let Ok(_permit) = slots.acquire_permit(1).await {
+                        run.finish(call(seq).await, due);
+                    }
+                    in_flight.set(in_flight.get() - 1);
+                })
+                .detach();
+                seq += 1;
             }
-        }));
-    }
-    for t in tasks {
-        t.await;
+            while in_flight.get() > 0 {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        None => {
+            let seq = Rc::new(Cell::new(0u64));
+            let mut tasks = Vec::new();
+            for _ in 0..workers {
+                let (run, seq, call) = (run.clone(), seq.clone(), call.clone());
+                tasks.push(glommio::spawn_local(async move {
+                    while run.next(ops_per_call) {
+                        let n = seq.get();
+                        seq.set(n + 1);
+                        let t0 = Instant::now();
+                        run.finish(call(n).await, t0);
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await;
+            }
+        }
     }
 }
 
-/// Opens `names` in one `batch` call and commits them in the next; counts committed keys and
-/// errors in `run`. False if a call failed as a whole (no latency sample then).
-async fn open_commit(c: &Client, volume: &str, bucket: &str, names: &[String], run: &Run) -> bool {
+/// The client call `seq` uses (round robin over --connections).
+fn pick(clients: &[Rc<Client>], seq: u64) -> Rc<Client> {
+    clients[seq as usize % clients.len()].clone()
+}
+
+/// What a generator names its run: its name, and the rate when open loop.
+fn title(name: &str, common: &Common) -> String {
+    match common.rate {
+        Some(r) => format!("{name} --rate {r}"),
+        None => name.to_string(),
+    }
+}
+
+/// Opens `names` in one `batch` call and commits them in the next: the keys committed, each
+/// key that failed alone counted as an error in `run`; `Err` if a call failed as a whole.
+async fn open_commit(c: &Client, volume: &str, bucket: &str, names: &[String], run: &Run) -> Result<(u64, u64), String> {
     let opened = c
         .batch(names.len() as u32, |i, op| {
             let mut g = op.init_open_key();
@@ -377,14 +466,8 @@ async fn open_commit(c: &Client, volume: &str, bucket: &str, names: &[String], r
             g.set_key(names[i as usize].as_str());
             g.reborrow().init_replication().set_none(());
         })
-        .await;
-    let opened = match opened {
-        Ok(o) => o,
-        Err(e) => {
-            run.error(e.to_string());
-            return false;
-        }
-    };
+        .await
+        .map_err(|e| e.to_string())?;
     let mut todo: Vec<(usize, u64)> = Vec::with_capacity(names.len());
     for (i, o) in opened.into_iter().enumerate() {
         match o {
@@ -394,7 +477,7 @@ async fn open_commit(c: &Client, volume: &str, bucket: &str, names: &[String], r
         }
     }
     if todo.is_empty() {
-        return false;
+        return Ok((0, 0));
     }
     let committed = c
         .batch(todo.len() as u32, |i, op| {
@@ -405,22 +488,16 @@ async fn open_commit(c: &Client, volume: &str, bucket: &str, names: &[String], r
             g.set_key(names[k].as_str());
             g.set_open_id(id);
         })
-        .await;
-    match committed {
-        Ok(outs) => {
-            for o in outs {
-                match o {
-                    Ok(_) => run.done(1, 0, None),
-                    Err(e) => run.error(e.to_string()),
-                }
-            }
-            true
-        }
-        Err(e) => {
-            run.error(e.to_string());
-            false
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut done = 0;
+    for o in committed {
+        match o {
+            Ok(_) => done += 1,
+            Err(e) => run.error(e.to_string()),
         }
     }
+    Ok((done, 0))
 }
 
 /// One key created: an open, then a commit (two calls, two durable writes).
@@ -451,8 +528,9 @@ async fn create_key(c: &Client, volume: &str, bucket: &str, name: &str) -> Resul
 async fn write_keys(c: &Client, common: &Common, volume: &str, bucket: &str, names: &[String]) -> anyhow::Result<()> {
     let setup = Run::new(&Common { count: None, duration: None, ..common.clone() });
     for chunk in names.chunks(256) {
-        if !open_commit(c, volume, bucket, chunk, &setup).await || setup.stats.borrow().errors > 0 {
-            anyhow::bail!("writing the keys the benchmark reads: {}", setup.stats.borrow().first_error.clone().unwrap_or_default());
+        let r = open_commit(c, volume, bucket, chunk, &setup).await;
+        if let Some(e) = r.err().or_else(|| setup.stats.borrow().first_error.clone()) {
+            anyhow::bail!("writing the keys the benchmark reads: {e}");
         }
     }
     Ok(())
@@ -462,152 +540,103 @@ pub fn omkg(a: OmkgArgs) -> anyhow::Result<()> {
     if let Some(addr) = a.common.om.strip_prefix("etcd://") {
         return omkg_etcd(addr.trim_end_matches('/').to_string(), a);
     }
-    let cpu = a.common.cpu;
-    on_executor(cpu, move || {
+    on_executor(a.common.cpu, move || {
         Box::pin(async move {
-            let clients = connect(&a.common).await?;
+            let clients = Rc::new(connect(&a.common).await?);
             ensure_bucket(&clients[0], &a.volume, &a.bucket).await?;
             let run = Run::new(&a.common);
-            let what = match a.rate {
-                Some(r) => format!("omkg --rate {r}"),
-                None => "omkg".to_string(),
-            };
+            let what = title("omkg", &a.common);
             run.show_progress(what.clone());
-            let start = run.start;
-            let prefix = Rc::new(format!("k{:08x}", rand::random::<u32>()));
-            let (volume, bucket, batch) = (Rc::new(a.volume.clone()), Rc::new(a.bucket.clone()), a.batch.max(1));
-            let names_of = move |prefix: &str, unit: u64| -> Vec<String> { (0..u64::from(batch)).map(|i| format!("{prefix}/{:012}", unit * u64::from(batch) + i)).collect() };
-            let mut tasks = Vec::new();
-            match a.rate {
-                // Open loop: call j (of `batch` keys) is due at start + j·batch/rate; its latency
-                // runs from that intended time, so waiting for a free slot (at most -t calls in
-                // flight) counts, and a stall is not hidden (no coordinated omission).
-                Some(rate) => {
-                    let slots = Rc::new(glommio::sync::Semaphore::new(a.common.threads as u64));
-                    let interval = Duration::from_secs_f64(f64::from(batch) / rate.max(1.0));
-                    let mut unit = 0u64;
-                    loop {
-                        let due = start + interval.mul_f64(unit as f64);
-                        if run.deadline.is_some_and(|d| due >= d) || !run.next(u64::from(batch)) {
-                            break;
-                        }
-                        let now = Instant::now();
-                        if due > now {
-                            glommio::timer::sleep(due - now).await;
-                        }
-                        let (c, run, slots, volume, bucket) = (clients[unit as usize % clients.len()].clone(), run.clone(), slots.clone(), volume.clone(), bucket.clone());
-                        let names = names_of(&prefix, unit);
-                        tasks.push(glommio::spawn_local(async move {
-                            let Ok(_permit) = slots.acquire_permit(1).await else { return };
-                            if open_commit(&c, &volume, &bucket, &names, &run).await {
-                                run.done(0, 0, Some(due));
-                            }
-                        }));
-                        unit += 1;
-                    }
-                }
-                // Closed loop: -t workers, each with one call in flight.
-                None => {
-                    for w in 0..a.common.threads {
-                        let (c, run, volume, bucket, prefix) = (clients[w % clients.len()].clone(), run.clone(), volume.clone(), bucket.clone(), prefix.clone());
-                        let threads = a.common.threads as u64;
-                        tasks.push(glommio::spawn_local(async move {
-                            let mut unit = w as u64;
-                            while run.next(u64::from(batch)) {
-                                let names = names_of(&prefix, unit);
-                                unit += threads;
-                                let t0 = Instant::now();
-                                if open_commit(&c, &volume, &bucket, &names, &run).await {
-                                    run.done(0, 0, Some(t0));
-                                }
-                            }
-                        }));
-                    }
-                }
-            }
-            for t in tasks {
-                t.await;
-            }
-            run.report(&what, "keys", a.common.json.as_ref())
+            let (prefix, batch) = (format!("k{:08x}", rand::random::<u32>()), u64::from(a.batch.max(1)));
+            let (volume, bucket, common) = (Rc::new(a.volume.clone()), Rc::new(a.bucket.clone()), Rc::new(a.common.clone()));
+            let r = run.clone();
+            drive(&a.common, &run, batch, move |seq| {
+                let names: Vec<String> = (0..batch).map(|i| common.key(format!("{prefix}/{:012}", seq * batch + i))).collect();
+                let (c, run, volume, bucket) = (pick(&clients, seq), r.clone(), volume.clone(), bucket.clone());
+                async move { open_commit(&c, &volume, &bucket, &names, &run).await }
+            })
+            .await;
+            run.report(&what, "keys", &a.common)
         })
     })?
 }
 
 pub fn lookup(a: LookupArgs) -> anyhow::Result<()> {
-    let cpu = a.common.cpu;
-    on_executor(cpu, move || {
+    on_executor(a.common.cpu, move || {
         Box::pin(async move {
-            let clients = connect(&a.common).await?;
+            let clients = Rc::new(connect(&a.common).await?);
             let c0 = clients[0].clone();
             ensure_bucket(&c0, &a.volume, &a.bucket).await?;
-            let names: Rc<Vec<String>> = Rc::new((0..a.keys).map(|i| format!("lookup/{i:010}")).collect());
+            let names: Rc<Vec<String>> = Rc::new((0..a.keys.max(1)).map(|i| a.common.key(format!("lookup/{i:010}"))).collect());
             write_keys(&c0, &a.common, &a.volume, &a.bucket, &names).await?;
             let (vol, bkt) = (Rc::new(a.volume.clone()), Rc::new(a.bucket.clone()));
             let batch = a.batch.max(1) as usize;
-            let what = if batch == 1 { "lookup".to_string() } else { format!("lookup --batch {batch}") };
+            let what = title(&if batch == 1 { "lookup".to_string() } else { format!("lookup --batch {batch}") }, &a.common);
             let run = Run::new(&a.common);
             run.show_progress(what.clone());
-            closed_loop(&a.common, &clients, &run, batch as u64, move |c, w, round| {
-                let first = (w * 7919 + round as usize * 104_729) % names.len();
-                let (names, vol, bkt) = (names.clone(), vol.clone(), bkt.clone());
+            drive(&a.common, &run, batch as u64, move |seq| {
+                let first = (seq as usize).wrapping_mul(104_729) % names.len();
+                let (c, names, vol, bkt) = (pick(&clients, seq), names.clone(), vol.clone(), bkt.clone());
                 async move {
                     if batch == 1 {
-                        return c.lookup_key(&vol, &bkt, &names[first]).await.map(|_| ());
+                        return c.lookup_key(&vol, &bkt, &names[first]).await.map(|_| (1, 0)).map_err(|e| e.to_string());
                     }
                     let keys: Vec<&str> = (0..batch).map(|j| names[(first + j * 7) % names.len()].as_str()).collect();
                     // Every key was written: a missing one is an error, not a lookup.
-                    c.lookup_keys(&vol, &bkt, &keys).await?.into_iter().try_for_each(|r| r.map(|_| ()))
+                    let found = c.lookup_keys(&vol, &bkt, &keys).await.map_err(|e| e.to_string())?;
+                    found.into_iter().try_for_each(|r| r.map(|_| ())).map(|_| (batch as u64, 0)).map_err(|e| e.to_string())
                 }
             })
             .await;
-            run.report(&what, "lookups", a.common.json.as_ref())
+            run.report(&what, "lookups", &a.common)
         })
     })?
 }
 
 pub fn ome(a: OmeArgs) -> anyhow::Result<()> {
-    let cpu = a.common.cpu;
-    on_executor(cpu, move || {
+    on_executor(a.common.cpu, move || {
         Box::pin(async move {
-            let clients = connect(&a.common).await?;
+            let clients = Rc::new(connect(&a.common).await?);
             let (payload, raft) = (Rc::new(vec![7u8; a.payload_bytes]), a.raft);
-            let what = if a.raft { "ome --raft" } else { "ome" };
+            let what = title(if a.raft { "ome --raft" } else { "ome" }, &a.common);
             let run = Run::new(&a.common);
-            run.show_progress(what.to_string());
-            closed_loop(&a.common, &clients, &run, 1, move |c, _, _| {
-                let payload = payload.clone();
-                async move { c.echo(&payload, raft).await }
+            run.show_progress(what.clone());
+            drive(&a.common, &run, 1, move |seq| {
+                let (c, payload) = (pick(&clients, seq), payload.clone());
+                async move { c.echo(&payload, raft).await.map(|_| (1, 0)).map_err(|e| e.to_string()) }
             })
             .await;
-            run.report(what, "calls", a.common.json.as_ref())
+            run.report(&what, "calls", &a.common)
         })
     })?
 }
 
 /// Freon's ombg: bucket creations in one volume (meta-group writes), one per call.
 pub fn ombg(a: OmbgArgs) -> anyhow::Result<()> {
-    let cpu = a.common.cpu;
-    on_executor(cpu, move || {
+    on_executor(a.common.cpu, move || {
         Box::pin(async move {
-            let clients = connect(&a.common).await?;
+            let clients = Rc::new(connect(&a.common).await?);
             ensure_volume(&clients[0], &a.volume).await?;
+            let what = title("ombg", &a.common);
             let run = Run::new(&a.common);
-            run.show_progress("ombg".into());
+            run.show_progress(what.clone());
             let (tag, volume) = (rand::random::<u32>(), Rc::new(a.volume.clone()));
-            closed_loop(&a.common, &clients, &run, 1, move |c, w, round| {
-                let volume = volume.clone();
+            drive(&a.common, &run, 1, move |seq| {
+                let (c, volume) = (pick(&clients, seq), volume.clone());
                 async move {
-                    let name = format!("b{tag:08x}-{w}-{round}");
+                    let name = format!("b{tag:08x}-{seq}");
                     c.submit(|op| {
                         let mut g = op.init_create_bucket();
                         g.set_volume(volume.as_str());
                         g.set_bucket(name.as_str());
                     })
                     .await
+                    .map(|_| (1, 0))
+                    .map_err(|e| e.to_string())
                 }
             })
             .await;
-            run.report("ombg", "buckets", a.common.json.as_ref())
+            run.report(&what, "buckets", &a.common)
         })
     })?
 }
@@ -618,20 +647,20 @@ pub fn ommg(a: OmmgArgs) -> anyhow::Result<()> {
     let weights = [a.create, a.lookup, a.list, a.info];
     let total: u32 = weights.iter().sum();
     anyhow::ensure!(total > 0, "every weight is 0: nothing to run");
-    let cpu = a.common.cpu;
-    on_executor(cpu, move || {
+    on_executor(a.common.cpu, move || {
         Box::pin(async move {
-            let clients = connect(&a.common).await?;
+            let clients = Rc::new(connect(&a.common).await?);
             ensure_bucket(&clients[0], &a.volume, &a.bucket).await?;
-            let names: Rc<Vec<String>> = Rc::new((0..a.keys.max(1)).map(|i| format!("ommg/{i:010}")).collect());
+            let names: Rc<Vec<String>> = Rc::new((0..a.keys.max(1)).map(|i| a.common.key(format!("ommg/{i:010}"))).collect());
             write_keys(&clients[0], &a.common, &a.volume, &a.bucket, &names).await?;
+            let what = title("ommg", &a.common);
             let run = Run::new(&a.common);
-            run.show_progress("ommg".into());
-            let (vol, bkt, tag, limit) = (Rc::new(a.volume.clone()), Rc::new(a.bucket.clone()), rand::random::<u32>(), a.list_limit);
-            closed_loop(&a.common, &clients, &run, 1, move |c, w, round| {
-                let (names, vol, bkt) = (names.clone(), vol.clone(), bkt.clone());
-                // A fixed, well-mixed sequence per worker (no RNG state to share).
-                let x = (w as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ round.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            run.show_progress(what.clone());
+            let (vol, bkt, tag, limit, common) = (Rc::new(a.volume.clone()), Rc::new(a.bucket.clone()), rand::random::<u32>(), a.list_limit, Rc::new(a.common.clone()));
+            drive(&a.common, &run, 1, move |seq| {
+                let (c, names, vol, bkt) = (pick(&clients, seq), names.clone(), vol.clone(), bkt.clone());
+                // A fixed, well-mixed sequence (no RNG state to share).
+                let x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (seq >> 7).wrapping_mul(0xBF58_476D_1CE4_E5B9);
                 let mut pick = (x >> 33) as u32 % total;
                 let kind = weights.iter().position(|wt| {
                     if pick < *wt {
@@ -642,18 +671,19 @@ pub fn ommg(a: OmmgArgs) -> anyhow::Result<()> {
                     }
                 });
                 let key = names[(x % names.len() as u64) as usize].clone();
+                let new_key = common.key(format!("ommg-new/{tag:08x}-{seq}"));
                 async move {
-                    let r: Result<(), String> = match kind {
-                        Some(0) => create_key(&c, &vol, &bkt, &format!("ommg-new/{tag:08x}-{w}-{round}")).await,
+                    match kind {
+                        Some(0) => create_key(&c, &vol, &bkt, &new_key).await,
                         Some(1) => c.lookup_key(&vol, &bkt, &key).await.map(|_| ()).map_err(|e| e.to_string()),
                         Some(2) => c.list_keys(&vol, &bkt, "ommg/", &key, limit).await.map(|_| ()).map_err(|e| e.to_string()),
                         _ => c.bucket_info(&vol, &bkt).await.map(|_| ()).map_err(|e| e.to_string()),
-                    };
-                    r
+                    }
+                    .map(|_| (1, 0))
                 }
             })
             .await;
-            run.report("ommg", "operations", a.common.json.as_ref())
+            run.report(&what, "operations", &a.common)
         })
     })?
 }
@@ -686,41 +716,33 @@ fn pattern(size: usize) -> Vec<u8> {
 /// write to every datanode of the pipeline, putBlock durable there, commit), one at a time.
 /// Reports keys/s, MB/s and the share of opens that waited for the SCM.
 pub fn ockg(a: OckgArgs) -> anyhow::Result<()> {
-    let cpu = a.common.cpu;
     let before = a.http.as_deref().and_then(block_counters);
     let http = a.http.clone();
     let size = a.size;
-    on_executor(cpu, move || {
+    on_executor(a.common.cpu, move || {
         Box::pin(async move {
-            let clients = connect(&a.common).await?;
+            let clients = Rc::new(connect(&a.common).await?);
             ensure_bucket(&clients[0], &a.volume, &a.bucket).await?;
             let pattern = Rc::new(pattern(a.size));
             let run = Run::new(&a.common);
-            let name = format!("ockg {size} B");
+            let name = title(&format!("ockg {size} B"), &a.common);
             run.show_progress(name.clone());
-            let tag = rand::random::<u32>();
-            let mut tasks = Vec::new();
-            for w in 0..a.common.threads {
-                let (c, run, pattern, volume, bucket) = (clients[w % clients.len()].clone(), run.clone(), pattern.clone(), a.volume.clone(), a.bucket.clone());
-                tasks.push(glommio::spawn_local(async move {
-                    let mut dns = stratos_client::data::Datanodes::default();
-                    let mut round = 0u64;
-                    while run.next(1) {
-                        let t0 = Instant::now();
-                        let key = format!("ockg-{tag:08x}-{w}-{round}");
-                        let data = content(&pattern, &key);
-                        match stratos_client::data::put(&c, &mut dns, &volume, &bucket, &key, &data, &mut |_| {}).await {
-                            Ok(n) => run.done(1, n, Some(t0)),
-                            Err(e) => run.error(e.to_string()),
-                        }
-                        round += 1;
-                    }
-                }));
-            }
-            for t in tasks {
-                t.await;
-            }
-            run.report(&name, "keys", a.common.json.as_ref())?;
+            let (tag, volume, bucket, common) = (rand::random::<u32>(), Rc::new(a.volume.clone()), Rc::new(a.bucket.clone()), Rc::new(a.common.clone()));
+            // Datanode connections, kept between calls (at most -t are in use at once).
+            let pool: Rc<RefCell<Vec<stratos_client::data::Datanodes>>> = Rc::default();
+            drive(&a.common, &run, 1, move |seq| {
+                let (c, pattern, volume, bucket, pool) = (pick(&clients, seq), pattern.clone(), volume.clone(), bucket.clone(), pool.clone());
+                let key = common.key(format!("ockg-{tag:08x}-{seq}"));
+                async move {
+                    let mut dns = pool.borrow_mut().pop().unwrap_or_default();
+                    let data = content(&pattern, &key);
+                    let r = stratos_client::data::put(&c, &mut dns, &volume, &bucket, &key, &data, &mut |_| {}).await;
+                    pool.borrow_mut().push(dns);
+                    r.map(|n| (1, n)).map_err(|e| e.to_string())
+                }
+            })
+            .await;
+            run.report(&name, "keys", &a.common)?;
             let s = run.stats.borrow();
             println!("{name}: {:.1} MB/s of key data (each byte written to every datanode of its pipeline)", s.bytes as f64 / run.start.elapsed().as_secs_f64() / 1e6);
             anyhow::Ok(())
@@ -736,12 +758,12 @@ pub fn ockg(a: OckgArgs) -> anyhow::Result<()> {
 }
 
 /// Freon's ockr: reads back the keys ockg wrote (names starting with `--prefix`) and checks
-/// every byte; a key whose bytes differ is an error of kind `content differs`.
+/// every byte; a key whose bytes differ is an error of kind `content differs`. Each key is
+/// read once, in list order, unless -n or the time ends the run first.
 pub fn ockr(a: OckrArgs) -> anyhow::Result<()> {
-    let cpu = a.common.cpu;
-    on_executor(cpu, move || {
+    on_executor(a.common.cpu, move || {
         Box::pin(async move {
-            let clients = connect(&a.common).await?;
+            let clients = Rc::new(connect(&a.common).await?);
             let mut names = Vec::new();
             let mut start = String::new();
             loop {
@@ -756,44 +778,31 @@ pub fn ockr(a: OckrArgs) -> anyhow::Result<()> {
             }
             anyhow::ensure!(!names.is_empty(), "no keys under /{}/{}/{}* to read (run ockg first)", a.volume, a.bucket, a.prefix);
             eprintln!("ockr: {} keys to read", names.len());
+            // Calls are numbered 0, 1, 2, …: call `seq` reads key `seq`, and there are no more
+            // calls than keys.
+            let common = Common { count: Some(a.common.count.map_or(names.len() as u64, |n| n.min(names.len() as u64))), ..a.common.clone() };
             let names = Rc::new(names);
-            let run = Run::new(&a.common);
-            run.show_progress("ockr".into());
-            let next = Rc::new(Cell::new(0usize));
+            let what = title("ockr", &common);
+            let run = Run::new(&common);
+            run.show_progress(what.clone());
             let patterns: Rc<RefCell<BTreeMap<u64, Rc<Vec<u8>>>>> = Rc::default();
-            let mut tasks = Vec::new();
-            for w in 0..a.common.threads {
-                let (c, run, names, next, patterns, volume, bucket) = (clients[w % clients.len()].clone(), run.clone(), names.clone(), next.clone(), patterns.clone(), a.volume.clone(), a.bucket.clone());
-                tasks.push(glommio::spawn_local(async move {
-                    let mut dns = stratos_client::data::Datanodes::default();
-                    loop {
-                        // Each key once, in list order, unless -n or the time ends it first.
-                        let i = next.get();
-                        if i >= names.len() || !run.next(1) {
-                            break;
-                        }
-                        next.set(i + 1);
-                        let (key, size) = &names[i];
-                        let t0 = Instant::now();
-                        let mut out = Vec::with_capacity(*size as usize);
-                        match stratos_client::data::get_key(&c, &mut dns, &volume, &bucket, key, &mut out, &mut |_| {}).await {
-                            Ok(n) => {
-                                let p = patterns.borrow_mut().entry(n).or_insert_with(|| Rc::new(pattern(n as usize))).clone();
-                                if out == content(&p, key) {
-                                    run.done(1, n, Some(t0));
-                                } else {
-                                    run.error(format!("content differs: /{volume}/{bucket}/{key}"));
-                                }
-                            }
-                            Err(e) => run.error(e.to_string()),
-                        }
-                    }
-                }));
-            }
-            for t in tasks {
-                t.await;
-            }
-            run.report("ockr", "keys", a.common.json.as_ref())?;
+            let pool: Rc<RefCell<Vec<stratos_client::data::Datanodes>>> = Rc::default();
+            let (volume, bucket) = (Rc::new(a.volume.clone()), Rc::new(a.bucket.clone()));
+            drive(&common, &run, 1, move |seq| {
+                let (c, names, patterns, pool, volume, bucket) = (pick(&clients, seq), names.clone(), patterns.clone(), pool.clone(), volume.clone(), bucket.clone());
+                async move {
+                    let (key, size) = &names[seq as usize];
+                    let mut dns = pool.borrow_mut().pop().unwrap_or_default();
+                    let mut out = Vec::with_capacity(*size as usize);
+                    let r = stratos_client::data::get_key(&c, &mut dns, &volume, &bucket, key, &mut out, &mut |_| {}).await;
+                    pool.borrow_mut().push(dns);
+                    let n = r.map_err(|e| e.to_string())?;
+                    let p = patterns.borrow_mut().entry(n).or_insert_with(|| Rc::new(pattern(n as usize))).clone();
+                    if out == content(&p, key) { Ok((1, n)) } else { Err(format!("content differs: /{volume}/{bucket}/{key}")) }
+                }
+            })
+            .await;
+            run.report(&what, "keys", &common)?;
             let s = run.stats.borrow();
             println!("ockr: {:.1} MB/s read and verified", s.bytes as f64 / run.start.elapsed().as_secs_f64() / 1e6);
             anyhow::Ok(())
@@ -806,56 +815,45 @@ pub fn ockr(a: OckrArgs) -> anyhow::Result<()> {
 /// writes a key as an open (one Raft entry on the key's shard) and a commit (another), so on
 /// etcd one key is a put of the open record (`/open/<key>`) and then one transaction that puts
 /// the key and deletes its open record: two etcd Raft entries, each fdatasync'ed on a majority
-/// before etcd answers, as Stratos's are. Values are 128 bytes (about a Stratos key record).
-/// etcd has no multi-key batch in this mapping, so each worker (`-t`) has one key in flight;
+/// before etcd answers, as Stratos's are. Values are `--value-size` bytes (128 by default:
+/// about a Stratos key record). etcd has no multi-key batch in this mapping, so each call in
+/// flight (`-t`) is one key;
 /// compare at equal `-t` (in-flight requests), Stratos's batching being part of what is
 /// compared. The client speaks etcd's v3 JSON gateway (HTTP/1.1 keep-alive, one connection
-/// per worker), which costs etcd some CPU that its gRPC API would not.
+/// per call in flight), which costs etcd some CPU that its gRPC API would not. `--rate` runs it
+/// open loop like the Stratos generators.
 fn omkg_etcd(addr: String, a: OmkgArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.rate.is_none(), "--rate is not supported with an etcd target");
     on_executor(a.common.cpu, move || {
         Box::pin(async move {
+            let what = title("omkg (etcd)", &a.common);
             let run = Run::new(&a.common);
-            run.show_progress("omkg (etcd)".into());
+            run.show_progress(what.clone());
             let prefix = Rc::new(format!("{}/{}/k{:08x}", a.volume, a.bucket, rand::random::<u32>()));
-            let value = b64(&[b'v'; 128]);
-            let mut tasks = Vec::new();
-            for w in 0..a.common.threads {
-                let (run, prefix, value, addr) = (run.clone(), prefix.clone(), value.clone(), addr.clone());
-                tasks.push(glommio::spawn_local(async move {
-                    let mut conn = match Http::connect(&addr).await {
-                        Ok(c) => c,
-                        Err(e) => return run.error(e),
+            let value = Rc::new(b64(&vec![b'v'; a.value_size]));
+            let common = Rc::new(a.common.clone());
+            // Keep-alive connections, one per call in flight (at most -t), kept between calls; a
+            // connection that failed is dropped and the next call opens a new one.
+            let pool: Rc<RefCell<Vec<Http>>> = Rc::default();
+            drive(&a.common, &run, 1, move |seq| {
+                let (prefix, value, addr, pool) = (prefix.clone(), value.clone(), addr.clone(), pool.clone());
+                let key = common.key(format!("{prefix}/{seq:012}"));
+                async move {
+                    let popped = pool.borrow_mut().pop();
+                    let mut conn = match popped {
+                        Some(c) => c,
+                        None => Http::connect(&addr).await?,
                     };
-                    let mut i = 0u64;
-                    while run.next(1) {
-                        let key = format!("{prefix}/{w:04}/{i:012}");
-                        i += 1;
-                        let (k, open) = (b64(key.as_bytes()), b64(format!("/open/{key}").as_bytes()));
-                        let t0 = Instant::now();
-                        let put = format!(r#"{{"key":"{open}","value":"{value}"}}"#);
-                        let txn = format!(r#"{{"success":[{{"requestPut":{{"key":"{k}","value":"{value}"}}}},{{"requestDeleteRange":{{"key":"{open}"}}}}]}}"#);
-                        let r = match conn.post("/v3/kv/put", &put).await {
-                            Ok(_) => conn.post("/v3/kv/txn", &txn).await,
-                            Err(e) => Err(e),
-                        };
-                        match r {
-                            Ok(_) => run.done(1, 0, Some(t0)),
-                            Err(e) => {
-                                run.error(e);
-                                match Http::connect(&addr).await {
-                                    Ok(c) => conn = c,
-                                    Err(e) => return run.error(e),
-                                }
-                            }
-                        }
-                    }
-                }));
-            }
-            for t in tasks {
-                t.await;
-            }
-            run.report("omkg (etcd)", "keys", a.common.json.as_ref())
+                    let (k, open) = (b64(key.as_bytes()), b64(format!("/open/{key}").as_bytes()));
+                    let put = format!(r#"{{"key":"{open}","value":"{value}"}}"#);
+                    let txn = format!(r#"{{"success":[{{"requestPut":{{"key":"{k}","value":"{value}"}}}},{{"requestDeleteRange":{{"key":"{open}"}}}}]}}"#);
+                    conn.post("/v3/kv/put", &put).await?;
+                    conn.post("/v3/kv/txn", &txn).await?;
+                    pool.borrow_mut().push(conn);
+                    Ok((1, 0))
+                }
+            })
+            .await;
+            run.report(&what, "keys", &a.common)
         })
     })?
 }

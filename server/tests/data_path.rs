@@ -475,4 +475,32 @@ fn the_freon_generators_run_against_a_cluster_and_ockr_verifies_what_ockg_wrote(
     let v = bench(&["ockr"]);
     assert_eq!((v["ops"].as_u64(), v["errors"].as_u64()), (Some(40), Some(1)), "{v}");
     assert_eq!(v["errorsByKind"]["content differs"].as_u64(), Some(1), "{v}");
+
+    // Open loop: calls are due every 1/rate s for the duration, whether or not earlier calls
+    // returned, and every one that was due is waited for: 200/s for 1.5 s is 300 calls.
+    let v = bench(&["ome", "--rate", "200", "--duration", "1.5"]);
+    assert_eq!((v["ops"].as_u64(), v["errors"].as_u64(), v["rate"].as_f64()), (Some(300), Some(0), Some(200.0)), "{v}");
+    // omkg at 640 keys/s, 64 keys per call: 10 calls per second.
+    let v = bench(&["omkg", "--rate", "640", "--duration", "1", "--batch", "64", "--label", "open"]);
+    assert_eq!((v["ops"].as_u64(), v["errors"].as_u64(), v["label"].as_str()), (Some(640), Some(0), Some("open")), "{v}");
+    // --key-size pads the names ockg writes; ockr reads them back and checks their bytes.
+    let v = bench(&["ockg", "-n", "5", "--value-size", "1000", "--key-size", "90", "--bucket", "padded"]);
+    assert_eq!((v["ops"].as_u64(), v["errors"].as_u64()), (Some(5), Some(0)), "{v}");
+    let v = bench(&["ockr", "--bucket", "padded", "--rate", "50"]);
+    assert_eq!((v["ops"].as_u64(), v["errors"].as_u64(), v["bytes"].as_u64()), (Some(5), Some(0), Some(5000)), "{v}");
+    let out = Command::new(BIN).args(["sh", "--om", &om, "--user", "root", "key", "list", "/benchvol/padded"]).output().expect("sh");
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON listing");
+    let names: Vec<&str> = listing.as_array().expect("a list").iter().filter_map(|k| k["name"].as_str()).collect();
+    assert_eq!(names.len(), 5, "{listing}");
+    assert!(names.iter().all(|n| n.len() == 90 && n.starts_with("ockg-") && n.ends_with('_')), "{names:?}");
+    // The runs draw: throughput over time and latency against throughput.
+    for (i, args) in [&["omkg", "--rate", "2000", "--duration", "1"][..], &["omkg", "--duration", "1"]].iter().enumerate() {
+        bench(args);
+        std::fs::rename(dir.path().join("out.json"), dir.path().join(format!("run{i}.json"))).expect("rename");
+    }
+    let svg = dir.path().join("omkg.svg");
+    let out = Command::new(BIN).args(["bench", "plot", s(&dir.path().join("run0.json")), s(&dir.path().join("run1.json")), "-o", s(&svg)]).output().expect("plot");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let drawn = std::fs::read_to_string(&svg).expect("svg written");
+    assert!(drawn.contains("run0 (omkg)") && drawn.contains("run1 (omkg)") && drawn.contains("<polyline"), "the plot names both runs and draws lines");
 }
