@@ -9,7 +9,8 @@
 #
 # usage: bench/etcd.sh [MEMBERS] [RUNS] [CLIENTS...]     defaults: 1 3 64
 #   env: DURATION (s per run, default 4), BATCH (Stratos keys per call, default 64),
-#        SHARDS (Stratos key shards, default 2), STRATOS (the binary, default target/release/stratos)
+#        SHARDS (Stratos key shards, default 2), STRATOS (the binary, default target/release/stratos),
+#        JSON_DIR (also keep each run's --json there, labelled for `stratos bench plot`)
 # Installs Debian's etcd-server if etcd is missing. Uses ports 9862.. (Stratos) and 23790..
 # (etcd) on 127.0.0.1; everything runs on this host and is removed afterwards.
 set -euo pipefail
@@ -64,8 +65,14 @@ printf '%8s %14s %14s %8s\n' clients "stratos keys/s" "etcd keys/s" ratio
 for t in "${CLIENTS[@]}"; do
     s=(); e=()
     for r in $(seq 1 "$RUNS"); do
-        s+=("$("$B" bench omkg --om "$OM" -t "$t" --batch "$BATCH" --duration "$DURATION" 2>&1 | rate)")
-        e+=("$("$B" bench omkg --om "etcd://$ETCD" -t "$t" --duration "$DURATION" 2>&1 | rate)")
+        js=(); je=()
+        if [ -n "${JSON_DIR:-}" ]; then
+            mkdir -p "$JSON_DIR"
+            js=(--json "$JSON_DIR/stratos-m$MEMBERS-t$t-r$r.json" --label "stratos, $MEMBERS member(s)")
+            je=(--json "$JSON_DIR/etcd-m$MEMBERS-t$t-r$r.json" --label "etcd, $MEMBERS member(s)")
+        fi
+        s+=("$("$B" bench omkg --om "$OM" -t "$t" --batch "$BATCH" --duration "$DURATION" "${js[@]}" 2>&1 | rate)")
+        e+=("$("$B" bench omkg --om "etcd://$ETCD" -t "$t" --duration "$DURATION" "${je[@]}" 2>&1 | rate)")
         echo "  -t $t run $r: stratos ${s[-1]} keys/s, etcd ${e[-1]} keys/s" >&2
     done
     sm=$(printf '%s\n' "${s[@]}" | median); em=$(printf '%s\n' "${e[@]}" | median)

@@ -21,7 +21,14 @@ pub enum AdminCommand {
     /// For each group (meta, shard-0, …): its leader, term, commit index, each node's applied
     /// index, and how far each replica is behind the leader's log (from the leader's view).
     /// Asks every node given with --om; a node that does not answer is shown as down.
-    Status,
+    Status {
+        /// Also compare the replicas' states: each node hashes every group's whole state at its
+        /// applied index; a group whose nodes applied the same index shows `same` and the hash,
+        /// or `DIFFERS` and each node's hash. Serializes every group on every node: for checks,
+        /// not for polling.
+        #[arg(long)]
+        hashes: bool,
+    },
     /// Moves a group's leadership to another node: `stratos admin transfer shard-3 2`.
     Transfer {
         /// `meta` or `shard-N`.
@@ -63,11 +70,11 @@ fn parse_group(s: &str) -> Result<u32, String> {
 /// Each node's answer: (address, Ok((node id, groups)) or the error).
 type Views = Vec<(String, Result<(u64, Vec<GroupStatus>), String>)>;
 
-async fn gather(addrs: &[String], user: &str) -> Views {
+async fn gather(addrs: &[String], user: &str, hashes: bool) -> Views {
     let mut out = Vec::new();
     for a in addrs {
         let r = match Client::connect(a, user).await {
-            Ok(c) => c.admin_status().await.map_err(|e| e.to_string()),
+            Ok(c) => c.admin_status(hashes).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         out.push((a.clone(), r));
@@ -95,10 +102,14 @@ pub fn render(views: &Views) -> String {
         let leader = nodes.iter().filter_map(|n| of(*n)).find(|s| s.leader != 0 && of(s.leader).is_some_and(|l| l.leader == s.leader)).map(|s| s.leader);
         let lead = leader.and_then(of);
         let applied = nodes.iter().map(|n| of(*n).map_or("-".to_string(), |s| s.applied.to_string())).collect::<Vec<_>>().join("/");
-        let lag = match lead {
+        let mut lag = match lead {
             Some(l) => l.replicas.iter().filter(|(n, _)| Some(*n) != leader).map(|(n, m)| format!("n{n} {}", l.last_log.saturating_sub(*m))).collect::<Vec<_>>().join(", "),
             None => "no leader".into(),
         };
+        let hashed: Vec<(u64, u64, u64)> = nodes.iter().filter_map(|n| of(*n).and_then(|s| Some((*n, s.applied, s.state_hash?)))).collect();
+        if !hashed.is_empty() {
+            lag.push_str(&format!("; state {}", compare_states(&hashed)));
+        }
         writeln!(
             out,
             "{:<10} {:>6} {:>6} {:>10}  {:<24} {lag}",
@@ -113,17 +124,34 @@ pub fn render(views: &Views) -> String {
     out
 }
 
+/// The replicas' state hashes of one group, as (node, applied index, hash): `same HASH` when
+/// every node applied the same index and has the same hash, `DIFFERS …` when they applied the
+/// same index but hashes differ (a replica diverged), else why they cannot be compared yet.
+pub fn compare_states(hashed: &[(u64, u64, u64)]) -> String {
+    let Some(&(_, applied, hash)) = hashed.first() else { return "not asked".into() };
+    if hashed.iter().any(|(_, a, _)| *a != applied) {
+        let at = hashed.iter().map(|(n, a, _)| format!("n{n} {a}")).collect::<Vec<_>>().join(", ");
+        return format!("not comparable yet: applied indexes differ ({at}); ask again when writes stop");
+    }
+    if hashed.iter().all(|(_, _, h)| *h == hash) {
+        return format!("same {hash:016x} at {applied}");
+    }
+    let each = hashed.iter().map(|(n, _, h)| format!("n{n} {h:016x}")).collect::<Vec<_>>().join(", ");
+    format!("DIFFERS at {applied}: {each}")
+}
+
 /// Runs one `stratos admin` command on a glommio executor; returns what to print.
 pub async fn run(args: &AdminArgs) -> Result<String, String> {
     let user = args.user.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "root".into());
     let om = args.om.clone().or_else(|| std::env::var("STRATOS_OM").ok()).unwrap_or_else(|| "127.0.0.1:9862".into());
     let addrs: Vec<String> = om.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect();
-    let views = gather(&addrs, &user).await;
+    let hashes = matches!(args.command, AdminCommand::Status { hashes: true });
+    let views = gather(&addrs, &user, hashes).await;
     if let Some((a, Err(e))) = views.iter().find(|(_, r)| r.as_ref().is_err_and(|e| e.starts_with("PERMISSION_DENIED"))) {
         return Err(format!("{a}: {e}"));
     }
     match &args.command {
-        AdminCommand::Status => {
+        AdminCommand::Status { .. } => {
             if views.iter().all(|(_, r)| r.is_err()) {
                 return Err(format!("no OM node answered: {}", render(&views).trim_end()));
             }
@@ -183,7 +211,7 @@ async fn change_members(addrs: &[String], user: &str, node: u64, add: bool, ask:
             }
         }
         // Done when, for every group, the node that leads it has the new voters.
-        let views = gather(&ask_at, user).await;
+        let views = gather(&ask_at, user, false).await;
         let mut groups: std::collections::BTreeMap<u32, bool> = std::collections::BTreeMap::new();
         for (_, r) in &views {
             let Ok((me, gs)) = r else { continue };
@@ -203,5 +231,20 @@ async fn change_members(addrs: &[String], user: &str, node: u64, add: bool, ask:
         }
         eprintln!("waiting for {} (their leaders are changing them, or none is known)", left.join(", "));
         glommio::timer::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compare_states;
+
+    #[test]
+    fn replica_states_are_compared_only_at_one_applied_index() {
+        assert_eq!(compare_states(&[(1, 40, 0xab), (2, 40, 0xab), (3, 40, 0xab)]), "same 00000000000000ab at 40");
+        let d = compare_states(&[(1, 40, 0xab), (2, 40, 0xac)]);
+        assert!(d.starts_with("DIFFERS at 40: n1 00000000000000ab, n2 00000000000000ac"), "{d}");
+        let n = compare_states(&[(1, 40, 0xab), (2, 39, 0xac)]);
+        assert!(n.starts_with("not comparable yet") && n.contains("n2 39"), "{n}");
+        assert_eq!(compare_states(&[]), "not asked");
     }
 }

@@ -681,14 +681,17 @@ pub struct GroupStatus {
     pub members: Vec<u64>,
     /// On the leader: (node, matched log index) per replica.
     pub replicas: Vec<(u64, u64)>,
+    /// Asked for (`admin_status(true)`): a hash of the group's whole state at `applied`.
+    pub state_hash: Option<u64>,
 }
 
 impl Client {
     /// The node's id and its view of every group (administrators only). No retries: the
     /// caller asks each node it cares about.
-    pub async fn admin_status(&self) -> Result<(u64, Vec<GroupStatus>), ClientError> {
+    pub async fn admin_status(&self, hashes: bool) -> Result<(u64, Vec<GroupStatus>), ClientError> {
         let mut req = self.om().admin_status_request();
         self.set_header(req.get().init_header(), 0);
+        req.get().set_hashes(hashes);
         let reply = req.send().promise.await?;
         let r = reply.get()?;
         if r.has_error() {
@@ -705,6 +708,7 @@ impl Client {
                 applied: g.get_applied(),
                 members: g.get_members()?.iter().collect(),
                 replicas: g.get_replicas()?.iter().map(|p| (p.get_node(), p.get_matched())).collect(),
+                state_hash: hashes.then(|| g.get_state_hash()),
             });
         }
         Ok((r.get_node(), out))

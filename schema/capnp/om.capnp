@@ -296,7 +296,9 @@ interface OzoneManager {
 
   # Administration (administrators only). The Raft state of every group as this node sees it;
   # a group's leader also reports each replica's progress.
-  adminStatus @10 (header :RequestHeader) -> (error :Error, node :UInt64, groups :List(GroupStatus));
+  # With `hashes`, each group's status carries a hash of its whole state at `applied`, to compare
+  # replicas (costs a serialization of every group this node holds: not for polling).
+  adminStatus @10 (header :RequestHeader, hashes :Bool) -> (error :Error, node :UInt64, groups :List(GroupStatus));
   # Moves a group's leadership to node `toNode`. Sent to the group's current leader.
   adminTransfer @11 (header :RequestHeader, group :UInt32, toNode :UInt64) -> (error :Error);
 
@@ -322,6 +324,7 @@ struct GroupStatus {
   applied @5 :UInt64;
   members @6 :List(UInt64);
   replicas @7 :List(ReplicaProgress);   # on the leader only
+  stateHash @8 :UInt64;    # asked with `hashes`: the state's hash at `applied` (0 otherwise)
 }
 
 struct ReplicaProgress {

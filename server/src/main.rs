@@ -616,4 +616,22 @@ fn print_host(p: &stratos_tuning::Probe, dir: &std::path::Path) {
         p.numa_nodes.iter().map(|(n, cpus)| format!("node{n} {} CPUs", cpus.len())).collect::<Vec<_>>().join(", "),
         p.file_system
     );
+    match &p.disk {
+        Some(d) => println!(
+            "data disk: {} ({}), {}, scheduler {}, {} hardware queue(s), write cache {}{}",
+            d.name,
+            d.model,
+            if d.rotational { "reported rotational" } else { "flash" },
+            d.scheduler.as_deref().unwrap_or("unknown"),
+            d.hw_queues,
+            d.write_cache.as_deref().unwrap_or("unknown"),
+            d.pci.as_deref().map_or(String::new(), |pci| format!(", PCI {pci}"))
+        ),
+        None => println!("data disk: not a block device sysfs knows (tmpfs, overlay, network file system, …)"),
+    }
+    for (device, irqs) in p.irqs.chunk_by(|a, b| a.device == b.device).map(|g| (g[0].device.as_str(), g)) {
+        let busy: Vec<String> = irqs.iter().filter(|i| i.count > 0).map(|i| format!("{} {} → CPUs {:?} ({} so far)", i.number, i.name, i.cpus, i.count)).collect();
+        println!("interrupts of the {device}: {} vectors; in use: {}", irqs.len(), if busy.is_empty() { "none yet".to_string() } else { busy.join(", ") });
+    }
+    println!("irqbalance: {}", if p.irqbalance { "running" } else { "not running" });
 }

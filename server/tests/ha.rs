@@ -275,6 +275,25 @@ fn check_node(om: &str, acked: &[String]) {
     assert_eq!(info["usedNamespace"], acked.len() as u64, "node {om}: bucket key count");
 }
 
+/// Every group's whole state is the same on every node of `om` (a comma-separated list): once
+/// writes stopped, polls `stratos admin status --hashes` until each group's replicas applied
+/// the same index, and requires their state hashes to be equal then. A hash that differs at the
+/// same index fails at once.
+fn same_state_everywhere(om: &str) {
+    let mut last = String::new();
+    let start = Instant::now();
+    loop {
+        last = admin(om, &["status", "--hashes"]);
+        assert!(!last.contains("DIFFERS") && !last.contains("DOWN"), "replica states:\n{last}");
+        let groups: Vec<&str> = last.lines().filter(|l| l.starts_with("meta") || l.starts_with("shard-")).collect();
+        if !groups.is_empty() && groups.iter().all(|l| l.contains("state same ")) {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "the replicas never applied the same index:\n{last}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn killing_a_leader_under_load_loses_nothing_and_the_node_catches_up_by_snapshot() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -319,6 +338,9 @@ fn killing_a_leader_under_load_loses_nothing_and_the_node_catches_up_by_snapshot
     let rpc = c.nodes[victim].rpc.clone();
     wait_for("the returning node to catch up", Duration::from_secs(30), || list_all(&rpc).len() == acked.len());
     check_node(&rpc, &acked);
+    // Not only the listings: every group's whole state on the returning node (installed from
+    // a snapshot, then the log) equals its leader's.
+    same_state_everywhere(&all);
 }
 
 #[test]
@@ -344,6 +366,7 @@ fn a_rolling_restart_under_load_loses_nothing() {
         wait_for("every node to have every key", Duration::from_secs(30), || list_all(&rpc).len() == acked.len());
         check_node(&n.rpc, &acked);
     }
+    same_state_everywhere(&all);
 }
 
 /// A node cut off from its peers (while its clients still reach it) refuses writes and every
@@ -413,6 +436,7 @@ fn an_isolated_node_refuses_writes_and_stale_reads_and_catches_up_when_healed() 
         let listed = sh(&n.rpc, &["key", "list", "/havol/fresh"]);
         assert!(listed.contains("\"k\""), "node {} lists the key written on the majority side: {listed}", n.rpc);
     }
+    same_state_everywhere(&c.all_rpc());
 }
 
 fn admin(om: &str, args: &[&str]) -> String {
@@ -459,4 +483,5 @@ fn a_node_joins_and_another_leaves_under_load() {
         wait_for("every node to have every key", Duration::from_secs(30), || list_all(&rpc).len() == acked.len());
         check_node(&rpc, &acked);
     }
+    same_state_everywhere(&rest);
 }

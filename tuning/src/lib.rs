@@ -1,9 +1,11 @@
 //! stratos-tuning: what the host offers, measured rather than assumed.
 //!
-//! So far: the facts the WAL's performance depends on (cores, memlock limit, io_uring being
-//! allowed) and the data directory's fdatasync latency, measured the way the WAL syncs (4 KiB
-//! written into a pre-zeroed file, then fdatasync). The recommended configuration and the
-//! tuning guide for NVMe hosts come with the benchmarks issue (#6).
+//! The facts the WAL's performance depends on (cores, NUMA nodes, isolated CPUs, memlock limit,
+//! io_uring being allowed), the data directory's file system, its block device (scheduler, write
+//! cache, hardware queues) and where that device's and the NICs' interrupts land, and the
+//! directory's fdatasync latency, measured the way the WAL syncs (4 KiB written into a
+//! pre-zeroed file, then fdatasync). [`recommend`] turns them into an OM configuration with a
+//! reason per value, plus warnings; tuning/GUIDE.md is what an operator changes by hand.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -150,6 +152,124 @@ pub fn file_system(dir: &Path) -> String {
     }
 }
 
+/// The block device a directory lives on, from sysfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockDevice {
+    /// The whole disk's name (`nvme0n1`, `vda`, `sda`), also for a directory on a partition.
+    pub name: String,
+    /// The model (NVMe, SCSI) or else the driver (`virtio_blk`).
+    pub model: String,
+    /// What the kernel reports; virtual disks often report rotational whatever backs them.
+    pub rotational: bool,
+    /// The I/O scheduler in use (`none`, `mq-deadline`, …).
+    pub scheduler: Option<String>,
+    /// Hardware submission queues (blk-mq): NVMe has one per CPU up to the device's limit.
+    pub hw_queues: usize,
+    /// `write back` (a volatile cache: fdatasync sends a flush) or `write through`.
+    pub write_cache: Option<String>,
+    /// The PCI function serving the disk, whose MSI interrupts complete its I/O.
+    pub pci: Option<String>,
+}
+
+/// One interrupt of a device the OM depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Irq {
+    pub number: u32,
+    /// What the device is to Stratos: `disk vda`, `nic eth0`.
+    pub device: String,
+    /// The action name in /proc/interrupts (`nvme0q3`, `virtio1-req.0`).
+    pub name: String,
+    /// CPUs the kernel delivers it to (effective affinity).
+    pub cpus: Vec<usize>,
+    /// Deliveries so far, summed over CPUs.
+    pub count: u64,
+}
+
+/// The block device holding `dir`, if it is one sysfs knows (not tmpfs, overlay, NFS, …).
+pub fn block_device(dir: &Path) -> Option<BlockDevice> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dir).ok()?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let mut path = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
+    if path.join("partition").exists() {
+        path = path.parent()?.to_path_buf();
+    }
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    let read = |rel: &str| std::fs::read_to_string(path.join(rel)).ok().map(|s| s.trim().to_string());
+    let model = read("device/model").filter(|m| !m.is_empty()).or_else(|| {
+        let driver = std::fs::read_link(path.join("device/driver")).ok()?;
+        Some(driver.file_name()?.to_string_lossy().into_owned())
+    });
+    let hw_queues = std::fs::read_dir(path.join("mq")).map(|d| d.flatten().count()).unwrap_or(0);
+    // The PCI function: the nearest ancestor in sysfs that has MSI interrupts.
+    let pci = path.ancestors().find(|a| a.join("msi_irqs").is_dir()).and_then(|a| Some(a.file_name()?.to_string_lossy().into_owned()));
+    Some(BlockDevice {
+        name,
+        model: model.unwrap_or_else(|| "unknown".into()),
+        rotational: read("queue/rotational").as_deref() == Some("1"),
+        scheduler: read("queue/scheduler").as_deref().and_then(active_choice),
+        hw_queues,
+        write_cache: read("queue/write_cache"),
+        pci,
+    })
+}
+
+/// The bracketed entry of a sysfs choice list: "none [mq-deadline] kyber" → "mq-deadline".
+pub fn active_choice(s: &str) -> Option<String> {
+    let start = s.find('[')?;
+    let end = s[start..].find(']')? + start;
+    Some(s[start + 1..end].to_string())
+}
+
+/// Per IRQ number, its action name and deliveries summed over CPUs, from /proc/interrupts.
+pub fn parse_interrupts(text: &str) -> std::collections::BTreeMap<u32, (String, u64)> {
+    let mut lines = text.lines();
+    let cpus = lines.next().map_or(0, |h| h.split_whitespace().count());
+    let mut out = std::collections::BTreeMap::new();
+    for line in lines {
+        let Some((num, rest)) = line.split_once(':') else { continue };
+        let Ok(num) = num.trim().parse::<u32>() else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let count = fields.iter().take(cpus).filter_map(|f| f.parse::<u64>().ok()).sum();
+        // After the per-CPU counts: the chip, the hardware IRQ and trigger, then the action.
+        let name = fields.last().map_or(String::new(), |n| n.to_string());
+        out.insert(num, (name, count));
+    }
+    out
+}
+
+/// The interrupts of the data directory's disk and of the physical NICs (by their PCI MSI
+/// vectors), with where the kernel delivers each.
+pub fn device_irqs(disk: Option<&BlockDevice>) -> Vec<Irq> {
+    let table = parse_interrupts(&std::fs::read_to_string("/proc/interrupts").unwrap_or_default());
+    let mut devices: Vec<(String, String)> = Vec::new();
+    if let Some(pci) = disk.and_then(|d| d.pci.clone().map(|p| (d, p))) {
+        devices.push((format!("disk {}", pci.0.name), pci.1));
+    }
+    for e in std::fs::read_dir("/sys/class/net").into_iter().flatten().flatten() {
+        let Ok(dev) = std::fs::canonicalize(e.path().join("device")) else { continue };
+        if let Some(pci) = dev.ancestors().find(|a| a.join("msi_irqs").is_dir()).and_then(|a| a.file_name().map(|n| n.to_string_lossy().into_owned())) {
+            devices.push((format!("nic {}", e.file_name().to_string_lossy()), pci));
+        }
+    }
+    let mut out = Vec::new();
+    for (device, pci) in devices {
+        let mut numbers: Vec<u32> = std::fs::read_dir(format!("/sys/bus/pci/devices/{pci}/msi_irqs")).into_iter().flatten().flatten().filter_map(|e| e.file_name().to_string_lossy().parse().ok()).collect();
+        numbers.sort_unstable();
+        for number in numbers {
+            let cpus = std::fs::read_to_string(format!("/proc/irq/{number}/effective_affinity_list")).map(|s| parse_cpu_list(s.trim())).unwrap_or_default();
+            let (name, count) = table.get(&number).cloned().unwrap_or_default();
+            out.push(Irq { number, device: device.clone(), name, cpus, count });
+        }
+    }
+    out
+}
+
+/// Whether an irqbalance daemon runs (it moves IRQs unless told which CPUs to avoid).
+pub fn irqbalance_running() -> bool {
+    std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "irqbalance"))
+}
+
 /// What `stratos tune` knows about the host when it recommends settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
@@ -158,12 +278,17 @@ pub struct Probe {
     /// NUMA nodes with their CPUs.
     pub numa_nodes: Vec<(usize, Vec<usize>)>,
     pub file_system: String,
+    pub disk: Option<BlockDevice>,
+    pub irqs: Vec<Irq>,
+    pub irqbalance: bool,
     pub fdatasync: Option<LatencyUs>,
 }
 
 /// Everything but the (slow) fdatasync probe, for the data directory `dir`.
 pub fn probe(dir: &Path) -> Probe {
-    Probe { host: host_facts(), isolated: isolated_cpus(), numa_nodes: numa_nodes(), file_system: file_system(dir), fdatasync: None }
+    let disk = block_device(dir);
+    let irqs = device_irqs(disk.as_ref());
+    Probe { host: host_facts(), isolated: isolated_cpus(), numa_nodes: numa_nodes(), file_system: file_system(dir), disk, irqs, irqbalance: irqbalance_running(), fdatasync: None }
 }
 
 /// One recommended OM configuration key: its TOML value and why.
@@ -249,6 +374,24 @@ pub fn recommend(p: &Probe) -> (Vec<Advice>, Vec<String>) {
     if p.file_system == "tmpfs" {
         warnings.push("the data directory is on tmpfs: nothing survives a reboot; use it for tests only".into());
     }
+    if let Some(d) = &p.disk {
+        let nvme = d.name.starts_with("nvme");
+        if let Some(sched) = d.scheduler.as_deref().filter(|s| *s != "none" && (nvme || !d.rotational)) {
+            warnings.push(format!("{} uses the {sched} I/O scheduler: on flash it only adds CPU per I/O; set none (echo none > /sys/block/{}/queue/scheduler, or a udev rule)", d.name, d.name));
+        }
+        let slow = p.fdatasync.as_ref().is_some_and(|l| l.p50 > 2_000);
+        if d.rotational && slow {
+            warnings.push(format!("{} is a rotational disk (fdatasync p50 over 2 ms): every WAL group commit waits for the platter; put the data directory on flash", d.name));
+        }
+    }
+    let busy: Vec<&Irq> = p.irqs.iter().filter(|i| i.cpus.iter().any(|c| p.isolated.contains(c))).collect();
+    if !busy.is_empty() {
+        let list = busy.iter().map(|i| format!("{} ({} {})", i.number, i.device, i.name)).collect::<Vec<_>>().join(", ");
+        warnings.push(format!("IRQs delivered to isolated CPUs, where executors run: {list}; move them (echo <housekeeping CPUs> > /proc/irq/N/smp_affinity_list; boot with isolcpus=managed_irq,… for NVMe queues)"));
+    }
+    if p.irqbalance && !p.isolated.is_empty() {
+        warnings.push("irqbalance is running: unless IRQBALANCE_BANNED_CPULIST names the isolated CPUs, it will move interrupts onto them".into());
+    }
     if p.numa_nodes.len() > 1 && p.isolated.is_empty() {
         warnings.push(format!("{} NUMA nodes: list `cpus` from one node per OM (or one OM per node) so executors stay near their memory", p.numa_nodes.len()));
     }
@@ -283,6 +426,9 @@ mod tests {
             isolated,
             numa_nodes: vec![(0, (0..cores).collect())],
             file_system: "ext4".into(),
+            disk: None,
+            irqs: Vec::new(),
+            irqbalance: false,
             fdatasync: Some(LatencyUs { count: 10, p50: 90, p90: 100, p99: 150, p999: 200, max: 300 }),
         }
     }
@@ -317,6 +463,61 @@ mod tests {
         // One line per key under its reason.
         let toml_text = render_toml(&a);
         assert_eq!(toml_text.lines().filter(|l| !l.starts_with('#')).count(), a.len());
+    }
+
+    #[test]
+    fn disks_and_interrupts_are_warned_about() {
+        let disk = BlockDevice { name: "nvme0n1".into(), model: "X".into(), rotational: false, scheduler: Some("mq-deadline".into()), hw_queues: 16, write_cache: Some("write back".into()), pci: Some("0000:3d:00.0".into()) };
+        let irq = |n: u32, cpus: Vec<usize>| Irq { number: n, device: "disk nvme0n1".into(), name: format!("nvme0q{n}"), cpus, count: 5 };
+        let mut p = probe(16, (2..16).collect(), Some(u64::MAX));
+        p.disk = Some(disk.clone());
+        p.irqs = vec![irq(40, vec![0]), irq(41, vec![5])];
+        p.irqbalance = true;
+        let (_, w) = recommend(&p);
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[0].contains("mq-deadline") && w[0].contains("/sys/block/nvme0n1/queue/scheduler"), "{w:?}");
+        assert!(w[1].contains("41 (disk nvme0n1 nvme0q41)") && !w[1].contains("40 ("), "only the IRQ on an isolated CPU: {w:?}");
+        assert!(w[2].contains("irqbalance"), "{w:?}");
+        // Without isolated CPUs there is nowhere IRQs must not go; a spinning disk is named.
+        let mut p = probe(2, vec![], Some(8 << 20));
+        p.disk = Some(BlockDevice { name: "sda".into(), rotational: true, scheduler: Some("mq-deadline".into()), ..disk });
+        p.irqs = vec![irq(40, vec![0, 1])];
+        p.irqbalance = true;
+        p.fdatasync = Some(LatencyUs { count: 10, p50: 8_000, p90: 9_000, p99: 12_000, p999: 15_000, max: 20_000 });
+        let (_, w) = recommend(&p);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("sda is a rotational disk"), "{w:?}");
+    }
+
+    #[test]
+    fn interrupts_and_sysfs_choices_parse() {
+        let text = "           CPU0       CPU1       \n 36:          0   17466176 PCI-MSIX-0000:00:02.0   1-edge      virtio1-req.0\n 40:  3  4  PCI-MSIX-0000:3d:00.0 2-edge nvme0q1\nNMI:          0          0   Non-maskable interrupts\nERR:          0\n";
+        let t = parse_interrupts(text);
+        assert_eq!(t.get(&36), Some(&("virtio1-req.0".to_string(), 17_466_176)));
+        assert_eq!(t.get(&40), Some(&("nvme0q1".to_string(), 7)));
+        assert_eq!(t.len(), 2);
+        assert_eq!(active_choice("none [mq-deadline] kyber bfq").as_deref(), Some("mq-deadline"));
+        assert_eq!(active_choice("[none] mq-deadline").as_deref(), Some("none"));
+        assert_eq!(active_choice("none"), None);
+    }
+
+    #[test]
+    fn the_data_directory_disk_is_found_where_sysfs_has_it() {
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let dev = std::fs::metadata(dir.path()).unwrap().dev();
+        let known = Path::new(&format!("/sys/dev/block/{}:{}", libc::major(dev), libc::minor(dev))).exists();
+        let d = block_device(dir.path());
+        assert_eq!(d.is_some(), known, "{d:?}");
+        if let Some(d) = d {
+            assert!(Path::new("/sys/block").join(&d.name).exists(), "{d:?} is a whole disk");
+            assert!(d.scheduler.is_some(), "{d:?}");
+            // Its interrupts, where it has a PCI function, are found and have a delivery CPU.
+            if d.pci.is_some() {
+                let irqs = device_irqs(Some(&d));
+                assert!(irqs.iter().any(|i| i.device == format!("disk {}", d.name)), "{irqs:?}");
+            }
+        }
     }
 
     #[test]

@@ -114,7 +114,7 @@ pub enum Msg {
     /// A meta fence for another core (core 0 answers; see [`Core::meta_fence`]).
     MetaFence { reply: oneshot::Sender<Result<u64, WireError>> },
     /// This core's metrics: its groups' samples and its meta-view index.
-    Metrics { reply: oneshot::Sender<(Vec<GroupSample>, u64, Option<crate::om::metrics::DataCounters>)> },
+    Metrics { hashes: bool, reply: oneshot::Sender<(Vec<GroupSample>, u64, Option<crate::om::metrics::DataCounters>)> },
 }
 
 /// A membership change, applied by each group's leader.
@@ -352,9 +352,10 @@ impl Core {
         }
     }
 
-    /// Every group's sample, gathered from every core over the mesh.
-    pub async fn gather_samples(self: &Rc<Self>) -> Vec<GroupSample> {
-        self.gather().await.0
+    /// Every group's sample, gathered from every core over the mesh (with state hashes if
+    /// `hashes`).
+    pub async fn gather_samples(self: &Rc<Self>, hashes: bool) -> Vec<GroupSample> {
+        self.gather(hashes).await.0
     }
 
     /// Moves the leadership of `group` to node `to` (on the core that owns the group; this
@@ -481,16 +482,16 @@ impl Core {
 
     /// Every core's samples, gathered over the mesh (for the HTTP metrics page).
     pub async fn gather_metrics(self: &Rc<Self>) -> String {
-        let (samples, views, data) = self.gather().await;
+        let (samples, views, data) = self.gather(false).await;
         crate::om::metrics::render(&samples, &views, &data)
     }
 
     /// Every core's group samples (sorted by group), meta-view index and data-path counters.
-    async fn gather(self: &Rc<Self>) -> (Vec<GroupSample>, Vec<(usize, u64)>, Vec<(usize, crate::om::metrics::DataCounters)>) {
-        let mut samples = sample_core(self);
+    async fn gather(self: &Rc<Self>, hashes: bool) -> (Vec<GroupSample>, Vec<(usize, u64)>, Vec<(usize, crate::om::metrics::DataCounters)>) {
+        let mut samples = sample_core(self, hashes);
         let mut views = vec![(self.index, self.meta_index())];
         let mut data: Vec<(usize, crate::om::metrics::DataCounters)> = self.data.iter().map(|d| (self.index, d.counters())).collect();
-        for (i, answer) in self.ask_others(|reply| Msg::Metrics { reply }).await {
+        for (i, answer) in self.ask_others(|reply| Msg::Metrics { hashes, reply }).await {
             if let Some((s, view, d)) = answer {
                 samples.extend(s);
                 views.push((i, view));
@@ -788,8 +789,8 @@ impl Core {
         while let Some(msg) = inbox.recv().await {
             match msg {
                 Msg::Meta { log_index, changes } => self.view.borrow_mut().apply(log_index, &changes),
-                Msg::Metrics { reply } => {
-                    let _ = reply.send((sample_core(&self), self.meta_index(), self.data.as_ref().map(|d| d.counters())));
+                Msg::Metrics { hashes, reply } => {
+                    let _ = reply.send((sample_core(&self, hashes), self.meta_index(), self.data.as_ref().map(|d| d.counters())));
                 }
                 Msg::RaftConnection(fd) => {
                     use std::os::fd::{FromRawFd, IntoRawFd};

@@ -68,10 +68,14 @@ pub struct GroupSample {
     pub wal: WalStats,
     pub entry_commands: Log2Histogram,
     pub ops: OpStats,
+    /// With `hashes`: the hash of the group's whole state at `applied` (0: not asked).
+    pub state_hash: u64,
 }
 
-/// The samples of every group this core owns.
-pub fn sample_core(core: &Core) -> Vec<GroupSample> {
+/// The samples of every group this core owns; with `hashes`, each with its state's hash, read
+/// in the same synchronous step as its applied index (nothing applies in between on this
+/// single-threaded executor), so replicas at the same index must show the same hash.
+pub fn sample_core(core: &Core, hashes: bool) -> Vec<GroupSample> {
     let mut out: Vec<GroupSample> = core
         .groups
         .iter()
@@ -91,6 +95,7 @@ pub fn sample_core(core: &Core) -> Vec<GroupSample> {
                 wal: g.log.wal().stats(),
                 entry_commands: *g.entry_commands.borrow(),
                 ops: core.stats.groups.borrow().get(id).cloned().unwrap_or_default(),
+                state_hash: if hashes { g.state.shard.borrow().state_hash() } else { 0 },
             }
         })
         .collect();

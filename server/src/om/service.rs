@@ -438,11 +438,12 @@ fn admin_header(core: &Core, h: capnp::Result<om_capnp::request_header::Reader<'
 
 impl ozone_manager::Server for OmService {
     async fn admin_status(self: CapRc<Self>, params: ozone_manager::AdminStatusParams, mut results: ozone_manager::AdminStatusResults) -> Result<(), capnp::Error> {
-        if let Err(e) = admin_header(&self.core, params.get()?.get_header()) {
+        let p = params.get()?;
+        if let Err(e) = admin_header(&self.core, p.get_header()) {
             convert::set_error(results.get().init_error(), &e);
             return Ok(());
         }
-        let samples = self.core.gather_samples().await;
+        let samples = self.core.gather_samples(p.get_hashes()).await;
         let mut r = results.get();
         r.set_node(self.core.transport.me);
         let mut list = r.init_groups(samples.len() as u32);
@@ -454,6 +455,7 @@ impl ozone_manager::Server for OmService {
             g.set_last_log(s.last_log);
             g.set_committed(s.committed);
             g.set_applied(s.applied);
+            g.set_state_hash(s.state_hash);
             let mut m = g.reborrow().init_members(s.members.len() as u32);
             for (j, id) in s.members.iter().enumerate() {
                 m.set(j as u32, *id);
