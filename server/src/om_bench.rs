@@ -27,7 +27,7 @@ use stratos_client::{Client, Done};
 pub struct Common {
     /// The OM (host:port; several, comma-separated, for a cluster). `omkg` also takes
     /// etcd://HOST:PORT, to run the same workload on etcd (see bench/etcd.sh).
-    #[arg(long, default_value = "127.0.0.1:9862", env = "STRATOS_OM")]
+    #[arg(long, visible_alias = "target", default_value = "127.0.0.1:9862", env = "STRATOS_OM")]
     pub om: String,
     /// Concurrent workers (each one call in flight).
     #[arg(short = 't', long, default_value_t = 16)]

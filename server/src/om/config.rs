@@ -170,6 +170,9 @@ mod tests {
             isolated: (2..16).collect(),
             numa_nodes: vec![(0, (0..16).collect())],
             file_system: "xfs".into(),
+            disk: None,
+            irqs: Vec::new(),
+            irqbalance: false,
             fdatasync: Some(stratos_tuning::LatencyUs { count: 1, p50: 50, p90: 60, p99: 80, p999: 90, max: 100 }),
         };
         let (advice, _) = stratos_tuning::recommend(&probe);

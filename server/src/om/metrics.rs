@@ -199,7 +199,7 @@ mod tests {
         let mut ops = OpStats::default();
         ops.write_micros.record(300);
         ops.write_micros.record(5000);
-        GroupSample { group, core: 1, term: 2, leader: true, leader_id: 1, members: vec![1], replicas: vec![], committed: 9, applied: 9, last_log: 9, wal: WalStats::default(), entry_commands: Log2Histogram::default(), ops }
+        GroupSample { group, core: 1, term: 2, leader: true, leader_id: 1, members: vec![1], replicas: vec![], committed: 9, applied: 9, last_log: 9, wal: WalStats::default(), entry_commands: Log2Histogram::default(), ops, state_hash: 0 }
     }
 
     #[test]

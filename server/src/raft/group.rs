@@ -162,9 +162,11 @@ impl Group {
     }
 
     /// Waits until this group has a leader (this node, for a one-member group) and has applied
-    /// everything committed before it started.
+    /// everything it knows to be committed. Not "its whole log": under load a follower's log
+    /// always runs ahead of the commit index (entries are appended before they commit), so a
+    /// restarted node waited out the whole timeout per group before it said ready.
     pub async fn wait_ready(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
-        let m = self.raft.wait(Some(timeout)).metrics(|m| m.current_leader.is_some() && m.last_applied.map(|l| l.index) >= m.last_log_index, "leader elected and log applied").await;
+        let m = self.raft.wait(Some(timeout)).metrics(|m| m.current_leader.is_some() && m.last_applied.map(|l| l.index) >= m.local_committed.map(|l| l.index), "leader elected and committed log applied").await;
         m.map(|_| ()).map_err(|e| anyhow::anyhow!("group {}: {e}", self.id))
     }
 
