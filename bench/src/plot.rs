@@ -36,8 +36,7 @@ pub fn load(path: &Path) -> anyhow::Result<RunFile> {
     let name = field("name")?.as_str().unwrap_or_default().to_string();
     let label = match v.get("label").and_then(|l| l.as_str()) {
         Some(l) if !l.is_empty() => l.to_string(),
-        // "omkg --rate 20000" and "omkg" runs of the same generator are one series.
-        _ => name.split(" --rate").next().unwrap_or_default().to_string(),
+        _ => series_label(&name),
     };
     let num = |x: &serde_json::Value| x.as_f64().ok_or_else(|| anyhow!("{}: a number was expected", path.display()));
     let seconds = num(field("seconds")?)?;
@@ -55,6 +54,13 @@ pub fn load(path: &Path) -> anyhow::Result<RunFile> {
         p99_us: num(lat.get("p99").unwrap_or(&serde_json::Value::Null))?,
         timeline,
     })
+}
+
+/// The series a run belongs to when it was given no `--label`: its generator's name without
+/// the rate, so "omkg --rate 20000" and "omkg" runs are one curve. The generators write it
+/// into their JSON; files without one get it here.
+pub fn series_label(name: &str) -> String {
+    name.split(" --rate").next().unwrap_or_default().to_string()
 }
 
 /// The font plot text is drawn with: `$STRATOS_FONT`, else the first of the usual sans-serif

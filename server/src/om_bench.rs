@@ -319,7 +319,7 @@ impl Run {
         if let Some(path) = &common.json {
             let v = serde_json::json!({
                 "name": name, "unit": unit, "ops": s.ops, "seconds": secs, "opsPerSecond": s.ops as f64 / secs,
-                "label": common.label.clone().unwrap_or_else(|| name.split(" --rate").next().unwrap_or(name).to_string()),
+                "label": common.label.clone().unwrap_or_else(|| stratos_bench::plot::series_label(name)),
                 "target": common.om, "threads": common.threads, "rate": common.rate, "keySize": common.key_size,
                 "bytes": s.bytes, "errors": s.errors, "errorsByKind": s.by_kind,
                 "latencyMicros": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": h.max(), "count": h.len()},

@@ -201,8 +201,7 @@ pub fn block_device(dir: &Path) -> Option<BlockDevice> {
         Some(driver.file_name()?.to_string_lossy().into_owned())
     });
     let hw_queues = std::fs::read_dir(path.join("mq")).map(|d| d.flatten().count()).unwrap_or(0);
-    // The PCI function: the nearest ancestor in sysfs that has MSI interrupts.
-    let pci = path.ancestors().find(|a| a.join("msi_irqs").is_dir()).and_then(|a| Some(a.file_name()?.to_string_lossy().into_owned()));
+    let pci = pci_function(&path);
     Some(BlockDevice {
         name,
         model: model.unwrap_or_else(|| "unknown".into()),
@@ -212,6 +211,13 @@ pub fn block_device(dir: &Path) -> Option<BlockDevice> {
         write_cache: read("queue/write_cache"),
         pci,
     })
+}
+
+/// The PCI function (`0000:3d:00.0`) a sysfs device path sits under: its nearest ancestor that
+/// has MSI interrupts.
+fn pci_function(sysfs_path: &Path) -> Option<String> {
+    let f = sysfs_path.ancestors().find(|a| a.join("msi_irqs").is_dir())?;
+    Some(f.file_name()?.to_string_lossy().into_owned())
 }
 
 /// The bracketed entry of a sysfs choice list: "none [mq-deadline] kyber" → "mq-deadline".
@@ -248,7 +254,7 @@ pub fn device_irqs(disk: Option<&BlockDevice>) -> Vec<Irq> {
     }
     for e in std::fs::read_dir("/sys/class/net").into_iter().flatten().flatten() {
         let Ok(dev) = std::fs::canonicalize(e.path().join("device")) else { continue };
-        if let Some(pci) = dev.ancestors().find(|a| a.join("msi_irqs").is_dir()).and_then(|a| a.file_name().map(|n| n.to_string_lossy().into_owned())) {
+        if let Some(pci) = pci_function(&dev) {
             devices.push((format!("nic {}", e.file_name().to_string_lossy()), pci));
         }
     }
