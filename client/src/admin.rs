@@ -206,7 +206,11 @@ async fn change_members(addrs: &[String], user: &str, node: u64, add: bool, ask:
                     eprintln!("{a}: node {node} {verb} {}", names.join(", "));
                 }
                 Ok(_) => {}
-                Err(e) if e.status() == Some(stratos_schema::om_capnp::Status::PermissionDenied) => return Err(format!("{a}: {e}")),
+                // Asking again cannot change these answers (no right; a bad address, or a node
+                // of another --shards or --executors).
+                Err(e) if matches!(e.status(), Some(stratos_schema::om_capnp::Status::PermissionDenied | stratos_schema::om_capnp::Status::InvalidArgument)) => {
+                    return Err(format!("{a}: {e}"));
+                }
                 Err(e) => eprintln!("{a}: {e} (asking again)"),
             }
         }

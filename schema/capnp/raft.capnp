@@ -2,9 +2,12 @@
 # the core of the peer that owns the same groups) carries the messages of many groups (the meta
 # group and the key shards), each tagged with its group id, many per call.
 #
-# A connection starts with a 16-byte hello before any Cap'n Proto bytes:
-#   "STRRAFT1" | sender's executor count u32 LE | the executor it wants u32 LE
-# so that the node's one Raft port can hand the connection to that executor.
+# A connection starts with a 20-byte hello before any Cap'n Proto bytes:
+#   "STRRAFT2" | sender's executor count u32 LE | the executor it wants u32 LE
+#              | sender's key-shard count u32 LE
+# so that the node's one Raft port can hand the connection to that executor, and the answer
+#   length u32 LE | that many bytes of UTF-8: empty = accepted, else why it is refused
+# (another executor or shard count, another protocol version), after which it hangs up.
 #
 # Vote, entries, snapshot metadata and responses are openraft's types in the byte layouts of
 # server/src/raft/codec.rs; this schema frames them and bounds their sizes.

@@ -24,6 +24,41 @@ pub fn serve_connection(stream: glommio::net::TcpStream, bootstrap: capnp::capab
     .detach();
 }
 
+/// Binds a TCP listener that this process alone holds, for a glommio executor.
+///
+/// glommio's own `TcpListener::bind` sets SO_REUSEPORT, under which a second process of the
+/// same user (a node still running, a port given twice) binds the same address without an
+/// error and the kernel splits new connections between the two processes. std's bind sets
+/// SO_REUSEADDR only (a restart is not held up by connections in TIME_WAIT), so a port that
+/// anyone else listens on fails here, with a message that says so.
+pub fn listen_exclusive(addr: impl std::net::ToSocketAddrs) -> std::io::Result<glommio::net::TcpListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let std = std::net::TcpListener::bind(addr).map_err(in_use)?;
+    // std listens with a short backlog; a burst of client connections wants a longer one
+    // (the kernel caps it at net.core.somaxconn). Calling listen again only changes it.
+    // SAFETY: listen on a socket we own.
+    unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&std), 1024) };
+    // SAFETY: the fd is a bound, listening TCP socket that `std` owned alone.
+    Ok(unsafe { glommio::net::TcpListener::from_raw_fd(std.into_raw_fd()) })
+}
+
+/// For an address that several executors of this process share with SO_REUSEPORT (the OM's
+/// client port, so that the kernel spreads connections over them): fails as
+/// [`listen_exclusive`] would if another process listens there, and otherwise gives the
+/// address with its port (port 0 resolved to a free one) for the executors to bind.
+pub fn claim_shared_port(addr: std::net::SocketAddr) -> std::io::Result<std::net::SocketAddr> {
+    let probe = std::net::TcpListener::bind(addr).map_err(in_use)?;
+    probe.local_addr()
+}
+
+fn in_use(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        std::io::Error::new(e.kind(), format!("{e}: another process listens there (a node still running?)"))
+    } else {
+        e
+    }
+}
+
 /// Accepts connections on `listener` forever, serving each with a capability from `make`.
 pub async fn accept_loop(listener: glommio::net::TcpListener, what: &'static str, make: impl Fn() -> capnp::capability::Client) {
     loop {

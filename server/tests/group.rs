@@ -41,7 +41,7 @@ fn proposals_survive_restart_with_and_without_snapshots() {
         let path = dir.path().to_path_buf();
         let p = path.clone();
         run(move || async move {
-            let g = Group::open(7, &p, &cfg(snapshot_after), Transport::new(1, 1, 0)).await.expect("open");
+            let g = Group::open(7, &p, &cfg(snapshot_after), Transport::new(1, 1, 0, 8)).await.expect("open");
             g.wait_ready(Duration::from_secs(10)).await.expect("ready");
             for i in 0..40u64 {
                 let out = g.propose(vec![cmd(i + 1, volume(&format!("vol{i:03}")))]).await.expect("propose");
@@ -57,7 +57,7 @@ fn proposals_survive_restart_with_and_without_snapshots() {
         });
         let p = path.clone();
         run(move || async move {
-            let g = Group::open(7, &p, &cfg(snapshot_after), Transport::new(1, 1, 0)).await.expect("reopen");
+            let g = Group::open(7, &p, &cfg(snapshot_after), Transport::new(1, 1, 0, 8)).await.expect("reopen");
             g.wait_ready(Duration::from_secs(10)).await.expect("ready");
             g.read_barrier().await.expect("barrier");
             let shard = g.state.shard.borrow();

@@ -13,8 +13,20 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stratos");
 
+/// A port free now and never handed out before in this process. The tests of this file run
+/// in parallel threads, and the kernel may give a just-released port to the next bind to port
+/// 0: two nodes of two clusters once got the same Raft port (and, through glommio's
+/// SO_REUSEPORT, both listened on it: see `stratos_server::rpc::listen_exclusive`).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let mut given = GIVEN.lock().expect("lock");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 struct Node {
@@ -58,7 +70,11 @@ impl Cluster {
         let n = &mut self.nodes[i];
         let mut cmd = Command::new(BIN);
         cmd.args(["om", "--data-dir"]).arg(&n.dir).args(["--node-id", &n.id.to_string(), "--rpc-address", &n.rpc, "--http-address", &n.http, "--raft-address", &n.raft]);
-        cmd.args(["--shards", "4", "--executors", "2", "--no-pin", "--election-timeout-min-ms", "300", "--election-timeout-max-ms", "600", "--heartbeat-interval-ms", "100"]);
+        // A node's own --shards (a misconfigured joiner) replaces the cluster's.
+        if !n.own.iter().any(|f| f == "--shards") {
+            cmd.args(["--shards", "4"]);
+        }
+        cmd.args(["--executors", "2", "--no-pin", "--election-timeout-min-ms", "300", "--election-timeout-max-ms", "600", "--heartbeat-interval-ms", "100"]);
         for p in &self.peers {
             cmd.args(["--peer", p]);
         }
@@ -80,11 +96,13 @@ impl Cluster {
         rx
     }
 
-    /// Starts one more node with `--join` (not yet a member of any group); returns its index.
-    fn join_node(&mut self, dir: &Path) -> usize {
+    /// Starts one more node with `--join` and the flags `own` (not yet a member of any group);
+    /// returns its index.
+    fn join_node(&mut self, dir: &Path, own: &[&str]) -> usize {
         let id = self.nodes.len() as u64 + 1;
         let (rpc, http, raft) = (free_port(), free_port(), free_port());
-        let n = Node { id, dir: dir.join(format!("om{id}")), rpc: format!("127.0.0.1:{rpc}"), http: format!("127.0.0.1:{http}"), raft: format!("127.0.0.1:{raft}"), child: None, own: vec!["--join".into()] };
+        let own = std::iter::once("--join").chain(own.iter().copied()).map(String::from).collect();
+        let n = Node { id, dir: dir.join(format!("om{id}-{rpc}")), rpc: format!("127.0.0.1:{rpc}"), http: format!("127.0.0.1:{http}"), raft: format!("127.0.0.1:{raft}"), child: None, own };
         self.peers.push(format!("{},{},{}", n.id, n.raft, n.rpc));
         self.nodes.push(n);
         let i = self.nodes.len() - 1;
@@ -239,7 +257,11 @@ impl Load {
         Load { stop, acked, errors, threads }
     }
 
+    /// Keys acknowledged so far. A writer stops at its first error, so an error fails the
+    /// test here, with what it was, rather than as a stall of the count.
     fn count(&self) -> usize {
+        let errors = self.errors.lock().expect("lock").clone();
+        assert!(errors.is_empty(), "writers failed: {errors:?}");
         self.acked.lock().expect("lock").len()
     }
 
@@ -251,6 +273,25 @@ impl Load {
         let errors = self.errors.lock().expect("lock").clone();
         assert!(errors.is_empty(), "writers failed: {errors:?}");
         self.acked.lock().expect("lock").clone()
+    }
+}
+
+/// Waits until `load` acknowledged `more` keys beyond `before`; on a timeout, fails with the
+/// cluster's status as the nodes of `om` see it (which group has no leader, who lags).
+fn wait_for_writes(what: &str, limit: Duration, load: &Load, before: usize, more: usize, om: &str) {
+    let start = Instant::now();
+    while load.count() <= before + more {
+        if start.elapsed() >= limit {
+            let out = Command::new(BIN).arg("admin").args(["--om", om, "--user", "root", "status"]).output().expect("run stratos admin");
+            panic!(
+                "timed out after {limit:?} waiting for {what}: {} keys acknowledged, {} before\n{}{}",
+                load.count(),
+                before,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -280,10 +321,9 @@ fn check_node(om: &str, acked: &[String]) {
 /// the same index, and requires their state hashes to be equal then. A hash that differs at the
 /// same index fails at once.
 fn same_state_everywhere(om: &str) {
-    let mut last = String::new();
     let start = Instant::now();
     loop {
-        last = admin(om, &["status", "--hashes"]);
+        let last = admin(om, &["status", "--hashes"]);
         assert!(!last.contains("DIFFERS") && !last.contains("DOWN"), "replica states:\n{last}");
         let groups: Vec<&str> = last.lines().filter(|l| l.starts_with("meta") || l.starts_with("shard-")).collect();
         if !groups.is_empty() && groups.iter().all(|l| l.contains("state same ")) {
@@ -309,7 +349,7 @@ fn killing_a_leader_under_load_loses_nothing_and_the_node_catches_up_by_snapshot
     let before = load.count();
     let killed = Instant::now();
     c.kill9(victim);
-    wait_for("writes to resume after the kill", Duration::from_secs(20), || load.count() > before + 200);
+    wait_for_writes("writes to resume after the kill", Duration::from_secs(20), &load, before, 200, &c.all_rpc());
     // The longest a writer waited across the kill: the failover time its groups saw.
     let stall = {
         let acked = load.acked.lock().expect("lock");
@@ -355,10 +395,10 @@ fn a_rolling_restart_under_load_loses_nothing() {
     for i in 0..3 {
         c.sigterm(i);
         let before = load.count();
-        wait_for("writes with one node down", Duration::from_secs(20), || load.count() > before + 100);
+        wait_for_writes("writes with one node down", Duration::from_secs(20), &load, before, 100, &all);
         c.restart(i);
         let before = load.count();
-        wait_for("writes after the node returned", Duration::from_secs(20), || load.count() > before + 100);
+        wait_for_writes("writes after the node returned", Duration::from_secs(20), &load, before, 100, &all);
     }
     let acked: Vec<String> = load.finish().into_iter().map(|(k, _)| k).collect();
     for n in &c.nodes {
@@ -456,12 +496,24 @@ fn a_node_joins_and_another_leaves_under_load() {
     sh(&c.nodes[0].rpc, &["bucket", "create", "/havol/habkt"]);
     let load = Load::start(&c.rpc_of(&[0, 1, 2]), 2, "a");
     wait_for("the load to start", Duration::from_secs(20), || load.count() > 300);
-    let new = c.join_node(dir.path());
+    // A joiner with another shard count is refused at once, with the reason (not after each
+    // group's catch-up timeout); then it is stopped and forgotten.
+    let bad = c.join_node(dir.path(), &["--shards", "3"]);
+    let peer = format!("{},{},{}", c.nodes[bad].id, c.nodes[bad].raft, c.nodes[bad].rpc);
+    let asked = Instant::now();
+    let out = Command::new(BIN).arg("admin").args(["--om", &c.rpc_of(&[0, 1, 2]), "--user", "root", "add", &peer]).output().expect("run stratos admin");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("dialing node runs 4 key shards and the dialed node 3") && err.contains("--shards"), "{err}");
+    assert!(asked.elapsed() < Duration::from_secs(10), "refused after {:?}", asked.elapsed());
+    c.kill9(bad);
+    c.nodes.pop();
+    c.peers.pop();
+    let new = c.join_node(dir.path(), &[]);
     let peer = format!("{},{},{}", c.nodes[new].id, c.nodes[new].raft, c.nodes[new].rpc);
     let out = admin(&c.rpc_of(&[0, 1, 2]), &["add", &peer]);
     assert!(out.contains("node 4 added to all 5 groups"), "{out}");
     let before = load.count();
-    wait_for("writes after the join", Duration::from_secs(20), || load.count() > before + 100);
+    wait_for_writes("writes after the join", Duration::from_secs(20), &load, before, 100, &c.all_rpc());
     let mut acked: Vec<String> = load.finish().into_iter().map(|(k, _)| k).collect();
     let rpc = c.nodes[new].rpc.clone();
     wait_for("the new node to have every key", Duration::from_secs(30), || list_all(&rpc).len() == acked.len());
@@ -474,7 +526,7 @@ fn a_node_joins_and_another_leaves_under_load() {
     assert!(out.contains("node 1 removed from all 5 groups"), "{out}");
     c.sigterm(0);
     let before = load.count();
-    wait_for("writes without node 1", Duration::from_secs(20), || load.count() > before + 100);
+    wait_for_writes("writes without node 1", Duration::from_secs(20), &load, before, 100, &rest);
     acked.extend(load.finish().into_iter().map(|(k, _)| k));
     let status = admin(&rest, &["status"]);
     assert!(!status.contains("DOWN"), "{status}");

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stratos");
 
@@ -542,4 +542,39 @@ fn bucket_delete_racing_key_writers_never_strands_a_key() {
     assert!(names(&om.ok(&["key", "list", "/vol/bkt"])).is_empty());
     let bucket: serde_json::Value = serde_json::from_str(&om.ok(&["bucket", "info", "/vol/bkt"])).expect("json");
     assert_eq!(bucket["usedNamespace"], 0, "{bucket}");
+}
+
+/// A second OM given a port the first one listens on refuses to start, and says why. (glommio
+/// binds with SO_REUSEPORT, under which the second process used to bind silently and take a
+/// share of the first one's connections.)
+#[test]
+fn a_second_om_on_a_taken_port_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = Om::start(&dir.path().join("first"));
+    for (n, (rpc, http)) in [(first.rpc.as_str(), "127.0.0.1:0"), ("127.0.0.1:0", first.http.as_str())].into_iter().enumerate() {
+        let mut second = Command::new(BIN)
+            .args(["om", "--data-dir"])
+            .arg(dir.path().join(format!("second{n}")))
+            .args(["--rpc-address", rpc, "--http-address", http, "--shards", "4", "--executors", "2", "--no-pin"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start stratos om");
+        let started = Instant::now();
+        let status = loop {
+            if let Some(s) = second.try_wait().expect("wait") {
+                break s;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = second.kill();
+                panic!("a second OM on {rpc} / {http} started instead of refusing");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        second.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
+        assert!(!status.success() && err.contains("another process listens there"), "{status:?}: {err}");
+    }
+    // The first one still serves.
+    first.ok(&["volume", "create", "/stillhere"]);
 }

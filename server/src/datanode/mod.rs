@@ -260,7 +260,7 @@ pub fn run(cfg: DatanodeConfig, on_ready: impl FnOnce(&Ready) + Send + 'static) 
         .name("datanode")
         .io_memory(1 << 20)
         .spawn(move || async move {
-            let listener = glommio::net::TcpListener::bind(cfg.rpc_address).map_err(|e| anyhow::anyhow!("binding the datanode address {}: {e}", cfg.rpc_address))?;
+            let listener = crate::rpc::listen_exclusive(cfg.rpc_address).map_err(|e| anyhow::anyhow!("binding the datanode address {}: {e}", cfg.rpc_address))?;
             let bound = listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
             let advertise = cfg.advertise.unwrap_or_else(|| if bound.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], bound.port())) } else { bound });
             let dn = Rc::new(Datanode {

@@ -427,6 +427,15 @@ impl Core {
     /// asks every node until every group has the new membership). A change already in place
     /// is not repeated.
     pub async fn change_members(self: &Rc<Self>, change: MemberChange) -> Result<Vec<u32>, WireError> {
+        if let MemberChange::Add { node, addr } = &change {
+            // A node of another layout (or build) would refuse every group's traffic, and each
+            // group would wait out CATCH_UP_TIMEOUT; ask it once first and say why.
+            use crate::raft::transport::PeerError;
+            self.transport.check_peer(*node, &addr.raft).await.map_err(|e| match e {
+                PeerError::Refused(why) => WireError::new(Status::InvalidArgument, why),
+                PeerError::Unreachable(why) => WireError::new(Status::Unavailable, format!("{why}; start node {node} with --join first")),
+            })?;
+        }
         let mut changed = self.change_members_here(&change).await?;
         for (_, answer) in self.ask_others(|reply| Msg::Members { change: change.clone(), reply }).await {
             changed.extend(answer.ok_or_else(|| unavailable("membership change"))??);
@@ -534,7 +543,9 @@ impl Core {
             let now = now_ms();
             let mut stale = Vec::new();
             for (&group, g) in &self.groups {
-                if group == META_GROUP {
+                // Only the source shard's leader re-drives: a follower's writes would be
+                // routed to that leader anyway, so every replica would drive each intent.
+                if group == META_GROUP || !g.is_leader() {
                     continue;
                 }
                 let shard = g.state.shard.borrow();

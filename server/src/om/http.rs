@@ -13,7 +13,7 @@ use crate::om::core::Core;
 const REQUEST_HEAD_BYTES_MAX: usize = 8192;
 
 pub fn serve(core: Rc<Core>, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-    let listener = glommio::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("binding the OM HTTP address {addr}: {e}"))?;
+    let listener = crate::rpc::listen_exclusive(addr).map_err(|e| anyhow::anyhow!("binding the OM HTTP address {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
     glommio::spawn_local(async move {
         loop {

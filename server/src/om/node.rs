@@ -22,7 +22,7 @@ use crate::om::core::{Core, MESH_QUEUE_MAX, META_GROUP, MetaBroadcast, Msg, core
 use crate::om::meta_view::{MetaView, changes_of, full_view};
 use crate::om::service::OmService;
 use crate::raft::group::{Group, GroupConfig};
-use crate::raft::transport::{PeerAddr, Transport, read_hello};
+use crate::raft::transport::{PeerAddr, Transport, answer_hello, read_hello};
 
 pub use crate::rpc::{NESTING_MAX, TRAVERSAL_WORDS_MAX};
 
@@ -168,7 +168,7 @@ async fn start_core(
     inbox: mpsc::Receiver<Msg>,
 ) -> anyhow::Result<(Rc<Core>, SocketAddr, Option<SocketAddr>)> {
     let clustered = members.len() > 1 || cfg.join;
-    let transport = Transport::new(cfg.node_id, cores as u32, index as u32);
+    let transport = Transport::new(cfg.node_id, cores as u32, index as u32, shards);
     let gcfg = GroupConfig {
         node_id: cfg.node_id,
         members,
@@ -258,7 +258,7 @@ async fn start_core(
     }
     if clustered {
         if index == 0 {
-            let listener = glommio::net::TcpListener::bind(&cfg.raft_address).map_err(|e| anyhow::anyhow!("binding the OM Raft address {}: {e}", cfg.raft_address))?;
+            let listener = crate::rpc::listen_exclusive(&cfg.raft_address).map_err(|e| anyhow::anyhow!("binding the OM Raft address {}: {e}", cfg.raft_address))?;
             glommio::spawn_local(accept_raft(core.clone(), listener)).detach();
         }
         if cfg.balance_leaders {
@@ -276,6 +276,9 @@ async fn start_core(
     glommio::spawn_local(core.clone().redrive_renames()).detach();
     glommio::spawn_local(core.clone().housekeeping()).detach();
 
+    // Every core listens on the client port (SO_REUSEPORT: the kernel spreads connections over
+    // them); core 0 first makes sure no other process listens there.
+    let bind = if index == 0 { crate::rpc::claim_shared_port(bind).map_err(|e| anyhow::anyhow!("binding the OM RPC address {bind}: {e}"))? } else { bind };
     let listener = glommio::net::TcpListener::bind(bind).map_err(|e| anyhow::anyhow!("binding the OM RPC address {bind}: {e}"))?;
     let rpc = listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
     let c = core.clone();
@@ -318,17 +321,23 @@ async fn accept_raft(core: Rc<Core>, listener: glommio::net::TcpListener) {
         glommio::spawn_local(async move {
             let hello = glommio::timer::timeout(Duration::from_secs(5), async { Ok(read_hello(&mut stream).await) }).await;
             let peer = stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
-            let (cores, target) = match hello {
+            let hello = match hello {
                 Ok(Ok(h)) => h,
-                Ok(Err(e)) => return eprintln!("om: Raft connection from {peer}: {e}"),
+                Ok(Err(e)) => {
+                    // Tell the sender too (a newer or older build logs it on its side).
+                    let _ = answer_hello(&mut stream, Some(&e)).await;
+                    return eprintln!("om: Raft connection from {peer}: {e}");
+                }
                 Err(_) => return eprintln!("om: Raft connection from {peer}: no hello within 5 s"),
             };
-            if cores as usize != core.cores || target as usize >= core.cores {
-                return eprintln!(
-                    "om: Raft connection from {peer} refused: it runs {cores} executors (and asks for executor {target}), this node {}; every OM node of a cluster must run the same executor count",
-                    core.cores
-                );
+            if let Some(why) = hello.refusal(core.cores as u32, core.shards) {
+                let _ = answer_hello(&mut stream, Some(&why)).await;
+                return eprintln!("om: Raft connection from {peer} refused: {why}");
             }
+            if answer_hello(&mut stream, None).await.is_err() {
+                return;
+            }
+            let target = hello.core;
             if target == 0 {
                 return crate::om::peer::serve(core, stream);
             }

@@ -24,9 +24,12 @@ use tokio::sync::oneshot;
 
 use crate::raft::group::local_event::Event;
 
-/// The first bytes of a Raft connection (see schema/capnp/raft.capnp).
-pub const HELLO_MAGIC: &[u8; 8] = b"STRRAFT1";
-pub const HELLO_BYTES: usize = 16;
+/// The first bytes of a Raft connection (see schema/capnp/raft.capnp): magic, the sender's
+/// executor count, the executor it wants, the sender's key-shard count.
+pub const HELLO_MAGIC: &[u8; 8] = b"STRRAFT2";
+pub const HELLO_BYTES: usize = 20;
+/// The longest refusal a node sends back in answer to a hello.
+pub const REFUSAL_BYTES_MAX: usize = 1024;
 pub const BATCH_MESSAGES_MAX: usize = 1024;
 pub const BATCH_BYTES_MAX: usize = 16 << 20;
 pub const CALLS_IN_FLIGHT_MAX: usize = 8;
@@ -95,9 +98,11 @@ type Pending = (u32, Out, oneshot::Sender<Reply>);
 /// The sending side of this executor: a [`Link`] per peer node.
 pub struct Transport {
     pub me: u64,
-    /// This node's executor count and this executor's index (sent in the hello).
+    /// This node's executor count, this executor's index and the key-shard count (sent in
+    /// the hello, so that a node of another layout is refused at once, with the reason).
     pub cores: u32,
     pub core: u32,
+    pub shards: u32,
     links: RefCell<HashMap<u64, Rc<Link>>>,
 }
 
@@ -108,8 +113,21 @@ impl std::fmt::Debug for Transport {
 }
 
 impl Transport {
-    pub fn new(me: u64, cores: u32, core: u32) -> Rc<Transport> {
-        Rc::new(Transport { me, cores, core, links: RefCell::default() })
+    pub fn new(me: u64, cores: u32, core: u32, shards: u32) -> Rc<Transport> {
+        Rc::new(Transport { me, cores, core, shards, links: RefCell::default() })
+    }
+
+    fn hello(&self) -> [u8; HELLO_BYTES] {
+        Hello { cores: self.cores, core: self.core, shards: self.shards }.encode()
+    }
+
+    /// Dials node `target` at `raft_addr` once, says hello and reads the answer, then hangs
+    /// up: whether that node would take this node's Raft traffic. Used before adding a node,
+    /// so that a node of another layout is refused with the reason rather than by a timeout.
+    pub async fn check_peer(&self, target: u64, raft_addr: &str) -> Result<(), PeerError> {
+        let mut stream = connect(target, raft_addr, &self.hello()).await?;
+        let _ = stream.close().await;
+        Ok(())
     }
 
     /// Sends `out` to group `group` on node `target` at `raft_addr`, and waits for the answer.
@@ -143,6 +161,8 @@ struct Link {
     addr: String,
     me: u64,
     hello: [u8; HELLO_BYTES],
+    /// The last refusal logged, so that a peer refusing every dial is logged once.
+    refused: RefCell<String>,
     queue: RefCell<VecDeque<Pending>>,
     wake: Event,
     conn: RefCell<Option<raft_transport::Client>>,
@@ -152,15 +172,12 @@ struct Link {
 
 impl Link {
     fn start(t: &Transport, target: u64, addr: &str) -> Rc<Link> {
-        let mut hello = [0u8; HELLO_BYTES];
-        hello[..8].copy_from_slice(HELLO_MAGIC);
-        hello[8..12].copy_from_slice(&t.cores.to_le_bytes());
-        hello[12..16].copy_from_slice(&t.core.to_le_bytes());
         let link = Rc::new(Link {
             target,
             addr: addr.to_string(),
             me: t.me,
-            hello,
+            hello: t.hello(),
+            refused: RefCell::default(),
             queue: RefCell::default(),
             wake: Event::default(),
             conn: RefCell::new(None),
@@ -177,17 +194,8 @@ impl Link {
         }
     }
 
-    async fn dial(&self) -> Result<raft_transport::Client, String> {
-        let addr: std::net::SocketAddr = match self.addr.parse() {
-            Ok(a) => a,
-            Err(_) => {
-                use std::net::ToSocketAddrs;
-                self.addr.to_socket_addrs().map_err(|e| format!("resolving {}: {e}", self.addr))?.next().ok_or_else(|| format!("{} resolves to nothing", self.addr))?
-            }
-        };
-        let mut stream = glommio::net::TcpStream::connect_timeout(addr, DIAL_TIMEOUT).await.map_err(|e| format!("dialing node {} at {}: {e}", self.target, self.addr))?;
-        let _ = stream.set_nodelay(true);
-        stream.write_all(&self.hello).await.map_err(|e| format!("greeting node {} at {}: {e}", self.target, self.addr))?;
+    async fn dial(&self) -> Result<raft_transport::Client, PeerError> {
+        let stream = connect(self.target, &self.addr, &self.hello).await?;
         let (reader, writer) = stream.split();
         let mut options = capnp::message::ReaderOptions::new();
         options.traversal_limit_in_words(Some(crate::rpc::TRAVERSAL_WORDS_MAX)).nesting_limit(crate::rpc::NESTING_MAX);
@@ -217,14 +225,26 @@ impl Link {
                 Some(c) => c,
                 None => match self.dial().await {
                     Ok(c) => {
+                        self.refused.borrow_mut().clear();
                         *self.conn.borrow_mut() = Some(c.clone());
                         c
                     }
-                    Err(e) => {
+                    Err(PeerError::Unreachable(e)) => {
                         // Answer what waits now (openraft backs off), then pause before the
                         // next dial so a dead peer costs little.
                         self.fail_queued(&e);
                         glommio::timer::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    Err(PeerError::Refused(e)) => {
+                        // A refusal does not heal by itself (another layout, another build):
+                        // say it once, and dial seldom.
+                        if *self.refused.borrow() != e {
+                            eprintln!("om: {e}");
+                            *self.refused.borrow_mut() = e.clone();
+                        }
+                        self.fail_queued(&e);
+                        glommio::timer::sleep(Duration::from_secs(1)).await;
                         continue;
                     }
                 },
@@ -310,14 +330,168 @@ impl Link {
     }
 }
 
-/// Reads a connection's hello: the sender's executor count and the executor it wants.
-pub async fn read_hello(stream: &mut glommio::net::TcpStream) -> Result<(u32, u32), String> {
+/// Why a peer could not be reached: a transient failure (dial again soon), or the peer's
+/// refusal of this node's hello (it will refuse again; its words are in the message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerError {
+    Unreachable(String),
+    Refused(String),
+}
+
+impl std::fmt::Display for PeerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerError::Unreachable(e) | PeerError::Refused(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<PeerError> for String {
+    fn from(e: PeerError) -> String {
+        e.to_string()
+    }
+}
+
+/// Dials node `target` at `addr`, sends `hello` and reads the answer: the connection, ready
+/// for Cap'n Proto, once the peer accepted it.
+async fn connect(target: u64, addr: &str, hello: &[u8; HELLO_BYTES]) -> Result<glommio::net::TcpStream, PeerError> {
+    let unreachable = |what: &str, e: &dyn std::fmt::Display| PeerError::Unreachable(format!("{what} node {target} at {addr}: {e}"));
+    let sock: std::net::SocketAddr = match addr.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            use std::net::ToSocketAddrs;
+            let mut all = addr.to_socket_addrs().map_err(|e| unreachable("resolving", &e))?;
+            all.next().ok_or_else(|| unreachable("resolving", &"no address"))?
+        }
+    };
+    let mut stream = glommio::net::TcpStream::connect_timeout(sock, DIAL_TIMEOUT).await.map_err(|e| unreachable("dialing", &e))?;
+    let _ = stream.set_nodelay(true);
+    stream.write_all(hello).await.map_err(|e| unreachable("greeting", &e))?;
+    let answer = glommio::timer::timeout(DIAL_TIMEOUT, async {
+        let mut len = [0u8; 4];
+        if let Err(e) = stream.read_exact(&mut len).await {
+            return Ok(Err(e));
+        }
+        let len = (u32::from_le_bytes(len) as usize).min(REFUSAL_BYTES_MAX);
+        let mut why = vec![0u8; len];
+        Ok(stream.read_exact(&mut why).await.map(|_| why))
+    })
+    .await;
+    match answer {
+        Ok(Ok(why)) if why.is_empty() => Ok(stream),
+        Ok(Ok(why)) => Err(PeerError::Refused(format!("node {target} at {addr} refuses this node's Raft traffic: {}", String::from_utf8_lossy(&why)))),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(PeerError::Refused(format!("node {target} at {addr} closed the connection at the hello (a build with another Raft protocol?)")))
+        }
+        Ok(Err(e)) => Err(unreachable("reading the hello's answer from", &e)),
+        Err(_) => Err(unreachable("waiting for the hello's answer from", &format!("no answer within {DIAL_TIMEOUT:?}"))),
+    }
+}
+
+/// The hello of a Raft connection (see schema/capnp/raft.capnp).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hello {
+    /// The sender's executor count.
+    pub cores: u32,
+    /// The executor the connection is for.
+    pub core: u32,
+    /// The sender's key-shard count.
+    pub shards: u32,
+}
+
+impl Hello {
+    pub fn encode(&self) -> [u8; HELLO_BYTES] {
+        let mut b = [0u8; HELLO_BYTES];
+        b[..8].copy_from_slice(HELLO_MAGIC);
+        b[8..12].copy_from_slice(&self.cores.to_le_bytes());
+        b[12..16].copy_from_slice(&self.core.to_le_bytes());
+        b[16..20].copy_from_slice(&self.shards.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8; HELLO_BYTES]) -> Result<Hello, String> {
+        if &b[..8] != HELLO_MAGIC {
+            return Err(if b[..7] == HELLO_MAGIC[..7] {
+                format!("a Raft hello of another protocol version ({:?}, this node speaks {:?}); every OM node of a cluster must run a compatible build", String::from_utf8_lossy(&b[..8]), String::from_utf8_lossy(HELLO_MAGIC))
+            } else {
+                "not a Stratos Raft connection (bad hello)".into()
+            });
+        }
+        let word = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        Ok(Hello { cores: word(8), core: word(12), shards: word(16) })
+    }
+
+    /// Why a node with `cores` executors and `shards` key shards must refuse this hello, if it must.
+    pub fn refusal(&self, cores: u32, shards: u32) -> Option<String> {
+        if self.shards != shards {
+            return Some(format!("the dialing node runs {} key shards and the dialed node {shards}; every OM node of a cluster must run the same --shards", self.shards));
+        }
+        if self.cores != cores || self.core >= cores {
+            return Some(format!(
+                "the dialing node runs {} executors (and asks for executor {}) and the dialed node {cores}; every OM node of a cluster must run the same --executors",
+                self.cores, self.core
+            ));
+        }
+        None
+    }
+}
+
+/// Reads a connection's hello. An old peer's shorter hello ends in a timeout or a bad magic.
+pub async fn read_hello(stream: &mut glommio::net::TcpStream) -> Result<Hello, String> {
     let mut hello = [0u8; HELLO_BYTES];
     stream.read_exact(&mut hello).await.map_err(|e| format!("reading the hello: {e}"))?;
-    if &hello[..8] != HELLO_MAGIC {
-        return Err("not a Stratos Raft connection (bad hello)".into());
+    Hello::decode(&hello)
+}
+
+/// Answers a hello: accepted (an empty answer), or refused with the reason, which the
+/// sender logs and returns (see `connect`).
+pub async fn answer_hello(stream: &mut glommio::net::TcpStream, refusal: Option<&str>) -> std::io::Result<()> {
+    let why = refusal.unwrap_or_default().as_bytes();
+    let why = &why[..why.len().min(REFUSAL_BYTES_MAX)];
+    let mut b = Vec::with_capacity(4 + why.len());
+    b.extend_from_slice(&(why.len() as u32).to_le_bytes());
+    b.extend_from_slice(why);
+    stream.write_all(&b).await?;
+    stream.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_hello_round_trips_and_names_what_differs() {
+        let h = Hello { cores: 2, core: 1, shards: 4 };
+        assert_eq!(Hello::decode(&h.encode()), Ok(h));
+        assert_eq!(h.refusal(2, 4), None);
+        let shards = h.refusal(2, 8).expect("another shard count is refused");
+        assert!(shards.contains("runs 4 key shards and the dialed node 8") && shards.contains("--shards"), "{shards}");
+        let cores = h.refusal(4, 4).expect("another executor count is refused");
+        assert!(cores.contains("runs 2 executors") && cores.contains("--executors"), "{cores}");
+        assert!(Hello { cores: 2, core: 2, shards: 4 }.refusal(2, 4).is_some(), "an executor past the last is refused");
     }
-    let cores = u32::from_le_bytes(hello[8..12].try_into().expect("4 bytes"));
-    let core = u32::from_le_bytes(hello[12..16].try_into().expect("4 bytes"));
-    Ok((cores, core))
+
+    #[test]
+    fn an_old_or_foreign_hello_is_named() {
+        let mut old = Hello { cores: 2, core: 0, shards: 4 }.encode();
+        old[..8].copy_from_slice(b"STRRAFT1");
+        let e = Hello::decode(&old).expect_err("the old protocol");
+        assert!(e.contains("another protocol version") && e.contains("STRRAFT1"), "{e}");
+        let e = Hello::decode(b"GET / HTTP/1.1\r\nHost").expect_err("not ours");
+        assert!(e.contains("not a Stratos Raft connection"), "{e}");
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_decode_without_panic(b in proptest::array::uniform20(any::<u8>())) {
+            let _ = Hello::decode(&b);
+        }
+
+        #[test]
+        fn every_hello_round_trips(cores: u32, core: u32, shards: u32) {
+            let h = Hello { cores, core, shards };
+            prop_assert_eq!(Hello::decode(&h.encode()), Ok(h));
+        }
+    }
 }

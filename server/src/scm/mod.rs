@@ -273,7 +273,7 @@ pub fn run(cfg: ScmConfig, on_ready: impl FnOnce(&Ready) + Send + 'static) -> an
         .io_memory(1 << 20)
         .spawn(move || async move {
             let scm = Scm::open(cfg).await?;
-            let listener = glommio::net::TcpListener::bind(scm.cfg.rpc_address).map_err(|e| anyhow::anyhow!("binding the SCM address {}: {e}", scm.cfg.rpc_address))?;
+            let listener = crate::rpc::listen_exclusive(scm.cfg.rpc_address).map_err(|e| anyhow::anyhow!("binding the SCM address {}: {e}", scm.cfg.rpc_address))?;
             let rpc = listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
             let s = scm.clone();
             glommio::spawn_local(crate::rpc::accept_loop(listener, "scm", move || {
