@@ -39,3 +39,8 @@ const _: () = assert!(HEADER_BYTES % RECORD_ALIGN_BYTES == 0);
 const _: () = assert!(SECTOR_BYTES_MIN as usize % RECORD_ALIGN_BYTES == 0);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT >= 4 * (PAYLOAD_BYTES_MAX_DEFAULT as u64 + 8192));
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= u32::MAX as u64, "batch offsets are u32");
+
+/// The most bytes [`crate::Wal::read_entries`] reads from disk in one request: consecutive
+/// entries of a segment are read together (one request instead of one per entry, which made a
+/// restarted node's log replay take seconds per 10k entries), in spans up to this size.
+pub const READ_SPAN_BYTES: usize = 1 << 20;

@@ -103,6 +103,22 @@ struct Inner<F> {
     stats: WalStats,
 }
 
+impl<F> Inner<F> {
+    /// The payload of the entry at `loc` if its batch is not on disk yet (pending or being
+    /// written).
+    fn in_memory(&self, loc: &EntryLoc) -> Option<&[u8]> {
+        let (offset, bytes) = self
+            .pending
+            .iter()
+            .map(|w| (w.segment_seq, w.offset, &w.bytes[..]))
+            .chain(self.inflight.iter().map(|w| (w.segment_seq, w.offset, &w.bytes[..])))
+            .find(|(seq, offset, bytes)| *seq == loc.segment_seq && (*offset..*offset + bytes.len() as u64).contains(&loc.offset))
+            .map(|(_, offset, bytes)| (offset, bytes))?;
+        let at = (loc.offset - offset) as usize + HEADER_BYTES;
+        bytes.get(at..at + loc.payload_len as usize)
+    }
+}
+
 /// Wakes every waiter when the durable point moves (or the log is poisoned).
 #[derive(Default)]
 struct Notify {
@@ -303,45 +319,73 @@ impl<S: Storage> Wal<S> {
     /// Reads one entry's payload, from memory if its batch is not on disk yet, else from disk
     /// (checking the record's crc again: bit rot since recovery is reported, not returned).
     pub async fn read_entry(&self, log_index: u64) -> Result<Vec<u8>, ReadError> {
-        let (loc, file) = {
+        let mut one = self.read_entries_spanned(log_index, log_index.saturating_add(1), 0).await?;
+        one.pop().ok_or_else(|| {
             let i = self.inner.borrow();
-            let Some(loc) = i.state.entry(log_index).copied() else {
-                return Err(ReadError::OutOfRange {
-                    log_index,
-                    first: i.state.first_log_index(),
-                    next: i.state.next_or_zero(),
-                });
+            ReadError::OutOfRange { log_index, first: i.state.first_log_index(), next: i.state.next_or_zero() }
+        })
+    }
+
+    /// Reads the payloads of entries `start..end`, in order, as [`Wal::read_entry`] would, but
+    /// consecutive entries of a segment with one disk read per span of up to
+    /// [`READ_SPAN_BYTES`](crate::constants::READ_SPAN_BYTES) (log replay, catch-up).
+    pub async fn read_entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, ReadError> {
+        self.read_entries_spanned(start, end, crate::constants::READ_SPAN_BYTES).await
+    }
+
+    /// [`Wal::read_entries`] with spans of at most `span_bytes` (an entry larger than that is
+    /// read alone).
+    pub async fn read_entries_spanned(&self, start: u64, end: u64, span_bytes: usize) -> Result<Vec<Vec<u8>>, ReadError> {
+        let mut out = Vec::with_capacity(end.saturating_sub(start).min(1 << 16) as usize);
+        let mut next = start;
+        while next < end {
+            // Plan one read: the run of entries from `next` that lie, in order, in one segment
+            // file within `span_bytes`; or one entry still in memory.
+            let (file, seq, locs) = {
+                let i = self.inner.borrow();
+                let out_of_range = |log_index| ReadError::OutOfRange { log_index, first: i.state.first_log_index(), next: i.state.next_or_zero() };
+                let first = *i.state.entry(next).ok_or_else(|| out_of_range(next))?;
+                if let Some(bytes) = i.in_memory(&first) {
+                    out.push(bytes.to_vec());
+                    next += 1;
+                    continue;
+                }
+                let span_end = |l: &EntryLoc| l.offset + encoded_len(l.payload_len as usize) as u64;
+                let mut locs = vec![first];
+                let mut index = next + 1;
+                while index < end {
+                    let Some(l) = i.state.entry(index) else { return Err(out_of_range(index)) };
+                    let last = locs.last().expect("one at least");
+                    if l.segment_seq != first.segment_seq || l.offset < span_end(last) || span_end(l) - first.offset > span_bytes as u64 || i.in_memory(l).is_some() {
+                        break;
+                    }
+                    locs.push(*l);
+                    index += 1;
+                }
+                (i.segments.get(&first.segment_seq).cloned(), first.segment_seq, locs)
             };
-            let in_memory = i
-                .pending
-                .iter()
-                .map(|w| (w.segment_seq, w.offset, &w.bytes[..]))
-                .chain(i.inflight.iter().map(|w| (w.segment_seq, w.offset, &w.bytes[..])))
-                .find(|(seq, offset, bytes)| {
-                    *seq == loc.segment_seq && (*offset..*offset + bytes.len() as u64).contains(&loc.offset)
-                });
-            if let Some((_, offset, bytes)) = in_memory {
-                let at = (loc.offset - offset) as usize + HEADER_BYTES;
-                return Ok(bytes[at..at + loc.payload_len as usize].to_vec());
+            let name = segment_name(seq);
+            let file_desc = || self.storage.describe(&name);
+            let base = locs[0].offset;
+            let Some(file) = file else {
+                return Err(ReadError::Corrupt { file: file_desc(), offset: base, reason: "segment not open".into() });
+            };
+            let last = locs.last().expect("one at least");
+            let len = (last.offset - base) as usize + encoded_len(last.payload_len as usize);
+            let bytes = file.read_at(base, len).await.map_err(|source| ReadError::Io { file: file_desc(), offset: base, source })?;
+            for l in &locs {
+                let at = (l.offset - base) as usize;
+                let record = bytes.get(at..at + encoded_len(l.payload_len as usize)).unwrap_or_default();
+                let corrupt = |reason: String| ReadError::Corrupt { file: file_desc(), offset: l.offset, reason };
+                let r = record::decode(record, self.config.payload_bytes_max).map_err(|e| corrupt(e.to_string()))?;
+                if r.kind != RecordKind::Entry || r.log_index != l.log_index || r.term != l.term {
+                    return Err(corrupt(format!("expected entry {}, found {:?} {}", l.log_index, r.kind, r.log_index)));
+                }
+                out.push(r.payload.to_vec());
             }
-            (loc, i.segments.get(&loc.segment_seq).cloned())
-        };
-        let name = segment_name(loc.segment_seq);
-        let file_desc = || self.storage.describe(&name);
-        let Some(file) = file else {
-            return Err(ReadError::Corrupt { file: file_desc(), offset: loc.offset, reason: "segment not open".into() });
-        };
-        let len = encoded_len(loc.payload_len as usize);
-        let bytes = file
-            .read_at(loc.offset, len)
-            .await
-            .map_err(|source| ReadError::Io { file: file_desc(), offset: loc.offset, source })?;
-        let corrupt = |reason: String| ReadError::Corrupt { file: file_desc(), offset: loc.offset, reason };
-        let r = record::decode(&bytes, self.config.payload_bytes_max).map_err(|e| corrupt(e.to_string()))?;
-        if r.kind != RecordKind::Entry || r.log_index != log_index || r.term != loc.term {
-            return Err(corrupt(format!("expected entry {log_index}, found {:?} {}", r.kind, r.log_index)));
+            next += locs.len() as u64;
         }
-        Ok(r.payload.to_vec())
+        Ok(out)
     }
 
     /// Index of the first readable entry (== `next_log_index` when the log holds none).

@@ -67,14 +67,22 @@ impl LogStore {
         cache.get(i).cloned()
     }
 
-    async fn read(&self, log_index: u64) -> io::Result<Entry> {
-        if let Some(e) = self.cached(log_index) {
-            return Ok(e);
-        }
+    fn is_cached(&self, log_index: u64) -> bool {
+        let cache = self.inner.cache.borrow();
+        cache.front().is_some_and(|f| (f.log_id.index..f.log_id.index + cache.len() as u64).contains(&log_index))
+    }
+
+    /// Entries `start..end` that are not cached, read from the WAL together (one disk read per
+    /// span of consecutive entries, not one per entry: log replay after a restart and a
+    /// lagging follower's catch-up read thousands).
+    async fn read_uncached(&self, start: u64, end: u64, out: &mut Vec<Entry>) -> io::Result<()> {
         let wal = &self.inner.wal;
-        let term = wal.entry_term(log_index).ok_or_else(|| io_err(format!("log entry {log_index} is not in the log")))?;
-        let bytes = wal.read_entry(log_index).await.map_err(io_err)?;
-        decode_entry(log_index, term, &bytes).map_err(|e| io_err(format!("log entry {log_index}: {e}")))
+        let terms = (start..end).map(|i| wal.entry_term(i).ok_or_else(|| io_err(format!("log entry {i} is not in the log")))).collect::<io::Result<Vec<u64>>>()?;
+        let payloads = wal.read_entries(start, end).await.map_err(io_err)?;
+        for ((log_index, term), bytes) in (start..end).zip(terms).zip(payloads) {
+            out.push(decode_entry(log_index, term, &bytes).map_err(|e| io_err(format!("log entry {log_index}: {e}")))?);
+        }
+        Ok(())
     }
 }
 
@@ -92,8 +100,19 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => next,
         };
         let mut out = Vec::with_capacity(end.saturating_sub(start) as usize);
-        for i in start..end {
-            out.push(self.read(i).await?);
+        let mut i = start;
+        while i < end {
+            if let Some(e) = self.cached(i) {
+                out.push(e);
+                i += 1;
+                continue;
+            }
+            let mut j = i + 1;
+            while j < end && !self.is_cached(j) {
+                j += 1;
+            }
+            self.read_uncached(i, j, &mut out).await?;
+            i = j;
         }
         Ok(out)
     }

@@ -110,11 +110,17 @@ impl Scm {
             None => wal.purged().map_or(1, |p| p.log_index + 1),
         };
         let first = if wal.last_log_id().is_some() { wal.first_log_index().max(checkpointed + 1) } else { next };
-        for index in first..next {
-            let bytes = wal.read_entry(index).await.with_context(|| format!("reading SCM record {index} in {}", dir.display()))?;
-            let rec: Rec = serde_json::from_slice(&bytes).with_context(|| format!("SCM record {index} in {} is not a record this SCM knows", dir.display()))?;
-            state.apply(&rec);
-            replayed += 1;
+        // In chunks, each read in spans (Wal::read_entries), not one disk read per record.
+        let mut from = first;
+        while from < next {
+            let to = next.min(from + 4096);
+            let records = wal.read_entries(from, to).await.with_context(|| format!("reading SCM records {from}..{to} in {}", dir.display()))?;
+            for (index, bytes) in (from..to).zip(records) {
+                let rec: Rec = serde_json::from_slice(&bytes).with_context(|| format!("SCM record {index} in {} is not a record this SCM knows", dir.display()))?;
+                state.apply(&rec);
+                replayed += 1;
+            }
+            from = to;
         }
         let scm = Rc::new(Scm {
             cfg,
