@@ -173,12 +173,13 @@ struct OmArgs {
     /// Log entries kept behind each snapshot for lagging followers [default: 1000].
     #[arg(long)]
     snapshot_logs_to_keep: Option<u64>,
-    /// Raft election timeout, minimum and maximum, in ms [default: 500, 1000].
+    /// Raft election timeout, minimum and maximum, in ms [default: 300, 600]. A follower campaigns
+    /// max + a random timeout in [min, max) after the last heartbeat (openraft's leader lease).
     #[arg(long)]
     election_timeout_min_ms: Option<u64>,
     #[arg(long)]
     election_timeout_max_ms: Option<u64>,
-    /// Raft heartbeat interval in ms [default: 150].
+    /// Raft heartbeat interval in ms [default: 100].
     #[arg(long)]
     heartbeat_interval_ms: Option<u64>,
     /// This node's Raft address, as peers dial it [default: 127.0.0.1:9872].
@@ -464,7 +465,6 @@ fn dev_cluster(a: &DevArgs, dir: &std::path::Path, c: &stratos_server::om::confi
         let mut args: Vec<String> = vec!["om".into(), "--data-dir".into(), dir.join(format!("om{i}")).display().to_string(), "--node-id".into(), i.to_string()];
         args.extend(["--rpc-address".into(), format!("127.0.0.1:{}", port(9862, i)?), "--http-address".into(), format!("127.0.0.1:{}", port(9874, i)?)]);
         args.extend(["--raft-address".into(), format!("127.0.0.1:{}", port(9872, i)?), "--admins".into(), c.admins.join(",")]);
-        args.extend(["--election-timeout-min-ms".into(), "300".into(), "--election-timeout-max-ms".into(), "600".into(), "--heartbeat-interval-ms".into(), "100".into()]);
         // Several OM processes share this host's CPUs: pinning them all to CPU 0.. would stack them.
         args.push("--no-pin".into());
         if c.shards != 0 {
