@@ -92,6 +92,13 @@ fn lost_node(e: &ClientError) -> bool {
     }
 }
 
+/// `STRATOS_CLIENT_TRACE` set (to anything): every retried failure is printed to stderr, with
+/// the node, the attempt and the backoff (for diagnosing failover).
+fn trace_retries() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("STRATOS_CLIENT_TRACE").is_some())
+}
+
 fn retryable(e: &ClientError) -> bool {
     matches!(e.status(), Some(Status::Unavailable | Status::NotLeader)) || lost_node(e)
 }
@@ -281,6 +288,9 @@ impl Client {
     async fn recover(&self, e: &ClientError, attempt: &mut u32, delay: &mut Duration) -> bool {
         if !retryable(e) || *attempt >= self.attempts_max.get() {
             return false;
+        }
+        if trace_retries() {
+            eprintln!("stratos client {:x}: attempt {} at {} failed: {e}; retrying in {:?}", self.client_id, *attempt, self.address(), *delay);
         }
         glommio::timer::sleep(*delay).await;
         *delay = (*delay * 2).min(BACKOFF_MAX);

@@ -163,6 +163,12 @@ struct Link {
     hello: [u8; HELLO_BYTES],
     /// The last refusal logged, so that a peer refusing every dial is logged once.
     refused: RefCell<String>,
+    /// This executor, for the log lines.
+    core: u32,
+    /// Since when dials or calls fail (logged once when it starts and once when it ends, not
+    /// per attempt: a peer that is down is dialed every 50 ms).
+    failing_since: Cell<Option<std::time::Instant>>,
+    failures: Cell<u64>,
     queue: RefCell<VecDeque<Pending>>,
     wake: Event,
     conn: RefCell<Option<raft_transport::Client>>,
@@ -178,6 +184,9 @@ impl Link {
             me: t.me,
             hello: t.hello(),
             refused: RefCell::default(),
+            core: t.core,
+            failing_since: Cell::new(None),
+            failures: Cell::new(0),
             queue: RefCell::default(),
             wake: Event::default(),
             conn: RefCell::new(None),
@@ -186,6 +195,21 @@ impl Link {
         });
         glommio::spawn_local(Link::pump(link.clone())).detach();
         link
+    }
+
+    fn note_failure(&self, why: &str) {
+        if self.failing_since.get().is_none() {
+            self.failing_since.set(Some(std::time::Instant::now()));
+            eprintln!("om core {}: Raft link to node {} at {} fails: {why}", self.core, self.target, self.addr);
+        }
+        self.failures.set(self.failures.get() + 1);
+    }
+
+    fn note_success(&self) {
+        if let Some(since) = self.failing_since.take() {
+            eprintln!("om core {}: Raft link to node {} at {} works again after {:.1?} ({} failed attempts)", self.core, self.target, self.addr, since.elapsed(), self.failures.get());
+            self.failures.set(0);
+        }
     }
 
     fn fail_queued(&self, why: &str) {
@@ -232,6 +256,7 @@ impl Link {
                     Err(PeerError::Unreachable(e)) => {
                         // Answer what waits now (openraft backs off), then pause before the
                         // next dial so a dead peer costs little.
+                        self.note_failure(&e);
                         self.fail_queued(&e);
                         glommio::timer::sleep(Duration::from_millis(50)).await;
                         continue;
@@ -266,6 +291,10 @@ impl Link {
             let link = self.clone();
             glommio::spawn_local(async move {
                 let result = link.send(&client, &mut batch).await;
+                match &result {
+                    Ok(()) => link.note_success(),
+                    Err(e) => link.note_failure(e),
+                }
                 if let Err(e) = &result {
                     *link.conn.borrow_mut() = None;
                     for (_, _, tx) in batch.drain(..) {
