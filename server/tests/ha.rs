@@ -279,28 +279,32 @@ impl Load {
 /// Waits until `load` acknowledged `more` keys beyond `before`; on a timeout, fails with the
 /// cluster's status as the nodes of `om` see it (which group has no leader, who lags).
 fn wait_for_writes(what: &str, limit: Duration, load: &Load, before: usize, more: usize, om: &str) {
-    let start = Instant::now();
-    while load.count() <= before + more {
-        if start.elapsed() >= limit {
-            let out = Command::new(BIN).arg("admin").args(["--om", om, "--user", "root", "status"]).output().expect("run stratos admin");
-            panic!(
-                "timed out after {limit:?} waiting for {what}: {} keys acknowledged, {} before\n{}{}",
-                load.count(),
-                before,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    if !polls_true(limit, || load.count() > before + more) {
+        let out = Command::new(BIN).arg("admin").args(["--om", om, "--user", "root", "status"]).output().expect("run stratos admin");
+        panic!(
+            "timed out after {limit:?} waiting for {what}: {} keys acknowledged, {} before\n{}{}",
+            load.count(),
+            before,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+fn wait_for(what: &str, limit: Duration, f: impl FnMut() -> bool) {
+    assert!(polls_true(limit, f), "timed out after {limit:?} waiting for {what}");
+}
+
+/// Polls `f` every 100 ms until it holds (true) or `limit` has passed (false).
+fn polls_true(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        if start.elapsed() >= limit {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
+    true
 }
 
 /// Every acknowledged key is on node `om`, each once, and no open key is left over (a retried

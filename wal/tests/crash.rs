@@ -237,15 +237,22 @@ fn every_crash_point_of_a_workload() {
     }
 }
 
+/// A fresh log on `disk` with entries 1..=3 (100 bytes of `i` each, term 1), each synced as
+/// its own batch: the header batch is sector 0, so the records start at 512, 1024 and 1536.
+async fn three_batches(disk: &SimDisk) -> Wal<SimDisk> {
+    let (wal, _) = Wal::open(disk.clone(), config()).await.unwrap();
+    for i in 1..=3 {
+        let _ = wal.append_entry(i, 1, &[i as u8; 100]).unwrap();
+        wal.sync().await.unwrap();
+    }
+    wal
+}
+
 #[test]
 fn bit_rot_after_recovery_fails_a_batched_read_naming_the_record() {
     block_on(async {
         let disk = SimDisk::new(SECTOR);
-        let (wal, _) = Wal::open(disk.clone(), config()).await.unwrap();
-        for i in 1..=3 {
-            let _ = wal.append_entry(i, 1, &[i as u8; 100]).unwrap();
-            wal.sync().await.unwrap(); // three batches, at 512, 1024 and 1536
-        }
+        let wal = three_batches(&disk).await;
         let name = disk.file_names()[0].clone();
         disk.flip_bit(&name, 1024 + 40, 3);
         match wal.read_entries(1, 4).await {
@@ -265,14 +272,8 @@ fn bit_rot_after_recovery_fails_a_batched_read_naming_the_record() {
 fn bit_rot_before_a_later_batch_is_corruption_naming_file_and_offset() {
     block_on(async {
         let disk = SimDisk::new(SECTOR);
-        let (wal, _) = Wal::open(disk.clone(), config()).await.unwrap();
-        for i in 1..=3 {
-            let _ = wal.append_entry(i, 1, &[i as u8; 100]).unwrap();
-            wal.sync().await.unwrap(); // three batches
-        }
-        drop(wal);
+        drop(three_batches(&disk).await);
         let name = disk.file_names()[0].clone();
-        // Offset 512 is the first entry's batch (the header batch is sector 0).
         disk.flip_bit(&name, 512 + 40, 3);
         let err = Wal::open(disk.clone(), config()).await.unwrap_err();
         match err {

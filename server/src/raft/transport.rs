@@ -375,12 +375,6 @@ impl std::fmt::Display for PeerError {
     }
 }
 
-impl From<PeerError> for String {
-    fn from(e: PeerError) -> String {
-        e.to_string()
-    }
-}
-
 /// Dials node `target` at `addr`, sends `hello` and reads the answer: the connection, ready
 /// for Cap'n Proto, once the peer accepted it.
 async fn connect(target: u64, addr: &str, hello: &[u8; HELLO_BYTES]) -> Result<glommio::net::TcpStream, PeerError> {
