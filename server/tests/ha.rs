@@ -325,17 +325,14 @@ fn check_node(om: &str, acked: &[String]) {
 /// the same index, and requires their state hashes to be equal then. A hash that differs at the
 /// same index fails at once.
 fn same_state_everywhere(om: &str) {
-    let start = Instant::now();
-    loop {
-        let last = admin(om, &["status", "--hashes"]);
+    let mut last = String::new();
+    let same = polls_true(Duration::from_secs(30), || {
+        last = admin(om, &["status", "--hashes"]);
         assert!(!last.contains("DIFFERS") && !last.contains("DOWN"), "replica states:\n{last}");
         let groups: Vec<&str> = last.lines().filter(|l| l.starts_with("meta") || l.starts_with("shard-")).collect();
-        if !groups.is_empty() && groups.iter().all(|l| l.contains("state same ")) {
-            return;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "the replicas never applied the same index:\n{last}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        !groups.is_empty() && groups.iter().all(|l| l.contains("state same "))
+    });
+    assert!(same, "the replicas never applied the same index:\n{last}");
 }
 
 #[test]
