@@ -2,7 +2,9 @@
 //! the executor that owns the connection's groups (the node's Raft listener hands each
 //! connection to the executor its hello names). The messages of one call are handled
 //! concurrently: they belong to different groups, and openraft sends at most one request per
-//! group and target at a time.
+//! group and target at a time. The call is answered once all of them are done, which is why
+//! the sender keeps messages that may wait on the cluster (`readIndex`, `forward`, snapshot
+//! chunks) on a connection apart from openraft's own (`Lane` in `raft/transport.rs`).
 //!
 //! Besides openraft's own messages, two serve the OM's requests on any node:
 //! - `readIndex`: the leader confirms its leadership with a quorum and returns its commit index;

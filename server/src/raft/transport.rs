@@ -1,5 +1,5 @@
-//! The Raft transport between OM nodes, sending side: one connection from this executor to
-//! each peer node (to the peer's executor that owns the same groups), carrying the messages of
+//! The Raft transport between OM nodes, sending side: connections from this executor to each
+//! peer node (to the peer's executor that owns the same groups), carrying the messages of
 //! every group of this executor, many per call.
 //!
 //! Batching: each [`Link`] has a queue; its pump takes everything queued (up to
@@ -7,10 +7,22 @@
 //! up to [`CALLS_IN_FLIGHT_MAX`] calls in flight. With S groups on a core, their heartbeats and
 //! appends to a peer travel in one round trip, not S.
 //!
+//! Two links per peer, one per [`Lane`]. The receiver answers a call once every message in it
+//! is done, so a message that waits on the cluster (a forwarded write waits for its commit, a
+//! read index for a heartbeat round) would hold back the answers of every message beside it.
+//! If those were openraft's appends, a cycle could form: node A's forwarded write waits for a
+//! commit that needs node B's append answer, which rides in a call beside B's forwarded write,
+//! which waits for a commit that needs A's append answer (measured: `bench/forward_cross.sh`).
+//! So openraft's own messages, which the receiver answers from its own state and disk, go on
+//! [`Lane::Raft`]; everything that may wait on other nodes or on a large install goes on
+//! [`Lane::Waits`], and never delays a heartbeat or an append.
+//!
 //! A connection that fails answers every message it carried with the error (openraft retries
 //! with its own backoff); the next message dials again. Each caller bounds its wait by the
 //! deadline openraft gives (`RPCOption`), so a peer that stops answering without closing the
-//! connection (a partition, SIGSTOP) costs a timeout, not a hang.
+//! connection (a partition, SIGSTOP) costs a timeout, not a hang; and a call that gets no
+//! answer within its lane's [`Lane::call_timeout`] drops the connection, so a connection that
+//! died silently cannot hold the link's call slots for ever.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -67,6 +79,38 @@ impl std::fmt::Display for PeerAddr {
     }
 }
 
+/// Which connection to a peer a message travels on (see the module's documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// openraft's messages: answered by the receiver from its own state and log (a vote or an
+    /// append waits for its fsync at most).
+    Raft,
+    /// Messages whose answer may wait on the cluster or on a long local step: forwarded writes,
+    /// read indexes, snapshot chunks.
+    Waits,
+}
+
+impl Lane {
+    /// How long a call on this lane may go unanswered before its connection is taken for dead
+    /// and dropped (every message in the call is answered with the error; the next dials
+    /// again). Far above any answer the peer legitimately takes: an append waits for one fsync,
+    /// a forwarded write for at most two [`crate::om::core::PEER_CALL_TIMEOUT`]s (meta, then
+    /// commit), a snapshot chunk for the install, which its sender allows 30 s.
+    pub fn call_timeout(self) -> Duration {
+        match self {
+            Lane::Raft => Duration::from_secs(10),
+            Lane::Waits => Duration::from_secs(60),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Lane::Raft => "Raft",
+            Lane::Waits => "forwarding",
+        }
+    }
+}
+
 /// One message to a peer's group (sent by [`Transport::call`], parsed by the receiving side).
 #[derive(Debug)]
 pub enum Out {
@@ -80,6 +124,13 @@ pub enum Out {
 }
 
 impl Out {
+    pub fn lane(&self) -> Lane {
+        match self {
+            Out::Vote(_) | Out::PreVote(_) | Out::Append(_) | Out::Transfer(_) => Lane::Raft,
+            Out::ReadIndex | Out::Forward { .. } | Out::Chunk { .. } => Lane::Waits,
+        }
+    }
+
     fn bytes(&self) -> usize {
         match self {
             Out::Vote(b) | Out::PreVote(b) | Out::Append(b) | Out::Transfer(b) => b.len(),
@@ -95,7 +146,7 @@ pub type Reply = Result<Vec<u8>, String>;
 
 type Pending = (u32, Out, oneshot::Sender<Reply>);
 
-/// The sending side of this executor: a [`Link`] per peer node.
+/// The sending side of this executor: a [`Link`] per peer node and [`Lane`].
 pub struct Transport {
     pub me: u64,
     /// This node's executor count, this executor's index and the key-shard count (sent in
@@ -103,7 +154,9 @@ pub struct Transport {
     pub cores: u32,
     pub core: u32,
     pub shards: u32,
-    links: RefCell<HashMap<u64, Rc<Link>>>,
+    links: RefCell<HashMap<(u64, Lane), Rc<Link>>>,
+    /// Per lane (`Lane as usize`): [`Lane::call_timeout`] (shorter in tests).
+    call_timeouts: [Duration; 2],
 }
 
 impl std::fmt::Debug for Transport {
@@ -114,7 +167,7 @@ impl std::fmt::Debug for Transport {
 
 impl Transport {
     pub fn new(me: u64, cores: u32, core: u32, shards: u32) -> Rc<Transport> {
-        Rc::new(Transport { me, cores, core, shards, links: RefCell::default() })
+        Rc::new(Transport { me, cores, core, shards, links: RefCell::default(), call_timeouts: [Lane::Raft.call_timeout(), Lane::Waits.call_timeout()] })
     }
 
     fn hello(&self) -> [u8; HELLO_BYTES] {
@@ -138,14 +191,15 @@ impl Transport {
         if crate::raft::faults::cut(self.me, target) {
             return Err(format!("node {target} is cut off from node {} ({} fault injection)", self.me, crate::raft::faults::ENV));
         }
+        let lane = out.lane();
         let link = {
             let mut links = self.links.borrow_mut();
-            let l = links.entry(target).or_insert_with(|| Link::start(self, target, raft_addr));
+            let l = links.entry((target, lane)).or_insert_with(|| Link::start(self, target, lane, raft_addr));
             if l.addr != raft_addr {
                 // The node moved (membership changed its address): a new link.
                 l.closed.set(true);
                 l.wake.notify();
-                *l = Link::start(self, target, raft_addr);
+                *l = Link::start(self, target, lane, raft_addr);
             }
             l.clone()
         };
@@ -158,6 +212,8 @@ impl Transport {
 
 struct Link {
     target: u64,
+    lane: Lane,
+    call_timeout: Duration,
     addr: String,
     me: u64,
     hello: [u8; HELLO_BYTES],
@@ -171,15 +227,17 @@ struct Link {
     failures: Cell<u64>,
     queue: RefCell<VecDeque<Pending>>,
     wake: Event,
-    conn: RefCell<Option<raft_transport::Client>>,
+    conn: RefCell<Option<Rc<Conn>>>,
     in_flight: Cell<usize>,
     closed: Cell<bool>,
 }
 
 impl Link {
-    fn start(t: &Transport, target: u64, addr: &str) -> Rc<Link> {
+    fn start(t: &Transport, target: u64, lane: Lane, addr: &str) -> Rc<Link> {
         let link = Rc::new(Link {
             target,
+            lane,
+            call_timeout: t.call_timeouts[lane as usize],
             addr: addr.to_string(),
             me: t.me,
             hello: t.hello(),
@@ -200,14 +258,22 @@ impl Link {
     fn note_failure(&self, why: &str) {
         if self.failing_since.get().is_none() {
             self.failing_since.set(Some(std::time::Instant::now()));
-            eprintln!("om core {}: Raft link to node {} at {} fails: {why}", self.core, self.target, self.addr);
+            eprintln!("om core {}: {} link to node {} at {} fails: {why}", self.core, self.lane.name(), self.target, self.addr);
         }
         self.failures.set(self.failures.get() + 1);
     }
 
     fn note_success(&self) {
         if let Some(since) = self.failing_since.take() {
-            eprintln!("om core {}: Raft link to node {} at {} works again after {:.1?} ({} failed attempts)", self.core, self.target, self.addr, since.elapsed(), self.failures.get());
+            eprintln!(
+                "om core {}: {} link to node {} at {} works again after {:.1?} ({} failed attempts)",
+                self.core,
+                self.lane.name(),
+                self.target,
+                self.addr,
+                since.elapsed(),
+                self.failures.get()
+            );
             self.failures.set(0);
         }
     }
@@ -218,7 +284,7 @@ impl Link {
         }
     }
 
-    async fn dial(&self) -> Result<raft_transport::Client, PeerError> {
+    async fn dial(&self) -> Result<Rc<Conn>, PeerError> {
         let stream = connect(self.target, &self.addr, &self.hello).await?;
         let (reader, writer) = stream.split();
         let mut options = capnp::message::ReaderOptions::new();
@@ -226,11 +292,28 @@ impl Link {
         let network = twoparty::VatNetwork::new(futures_lite::io::BufReader::new(reader), futures_lite::io::BufWriter::new(writer), rpc_twoparty_capnp::Side::Client, options);
         let mut rpc = RpcSystem::new(Box::new(network), None);
         let client: raft_transport::Client = rpc.bootstrap(rpc_twoparty_capnp::Side::Server);
+        let disconnector = RefCell::new(Some(rpc.get_disconnector()));
         glommio::spawn_local(async move {
             let _ = rpc.await;
         })
         .detach();
-        Ok(client)
+        Ok(Rc::new(Conn { client, disconnector }))
+    }
+
+    /// Forgets `conn` after a call on it failed, unless the link already dialed anew (the other
+    /// calls that were in flight on a broken connection fail too, later, and must not drop its
+    /// successor); `hang_up` also closes it (a call went unanswered: the peer may never close it).
+    fn drop_conn(&self, conn: &Rc<Conn>, hang_up: bool) {
+        let mut current = self.conn.borrow_mut();
+        if current.as_ref().is_some_and(|c| Rc::ptr_eq(c, conn)) {
+            *current = None;
+        }
+        if hang_up && let Some(d) = conn.disconnector.borrow_mut().take() {
+            glommio::spawn_local(async move {
+                let _ = d.await;
+            })
+            .detach();
+        }
     }
 
     async fn pump(self: Rc<Self>) {
@@ -245,7 +328,7 @@ impl Link {
                 continue;
             }
             let existing = self.conn.borrow().clone();
-            let client = match existing {
+            let conn = match existing {
                 Some(c) => c,
                 None => match self.dial().await {
                     Ok(c) => {
@@ -290,13 +373,17 @@ impl Link {
             self.in_flight.set(self.in_flight.get() + 1);
             let link = self.clone();
             glommio::spawn_local(async move {
-                let result = link.send(&client, &mut batch).await;
+                let limit = link.call_timeout;
+                let (result, hang_up) = match glommio::timer::timeout(limit, async { Ok(link.send(&conn.client, &mut batch).await) }).await {
+                    Ok(r) => (r, false),
+                    Err(_) => (Err(format!("node {} at {} left a call unanswered for {limit:?}; the connection is taken for dead and dialed anew", link.target, link.addr)), true),
+                };
                 match &result {
                     Ok(()) => link.note_success(),
                     Err(e) => link.note_failure(e),
                 }
                 if let Err(e) = &result {
-                    *link.conn.borrow_mut() = None;
+                    link.drop_conn(&conn, hang_up);
                     for (_, _, tx) in batch.drain(..) {
                         let _ = tx.send(Err(e.clone()));
                     }
@@ -357,6 +444,12 @@ impl Link {
         }
         Ok(())
     }
+}
+
+/// A connection to a peer: the capability, and the means to close it.
+struct Conn {
+    client: raft_transport::Client,
+    disconnector: RefCell<Option<capnp_rpc::Disconnector<rpc_twoparty_capnp::Side>>>,
 }
 
 /// Why a peer could not be reached: a transient failure (dial again soon), or the peer's
@@ -482,6 +575,123 @@ pub async fn answer_hello(stream: &mut glommio::net::TcpStream, refusal: Option<
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A peer that answers like the real receiver (a call's answer once every message in it
+    /// is done) on a script: an append at once with its own bytes, a forwarded write after
+    /// `hold`; the first `silent` calls never.
+    struct Scripted {
+        hold: Duration,
+        silent: Cell<usize>,
+    }
+
+    impl raft_transport::Server for Scripted {
+        async fn send(self: capnp::capability::Rc<Self>, params: raft_transport::SendParams, mut results: raft_transport::SendResults) -> Result<(), capnp::Error> {
+            use stratos_schema::raft_capnp::group_message::Which;
+            if self.silent.get() > 0 {
+                self.silent.set(self.silent.get() - 1);
+                futures_lite::future::pending::<()>().await;
+            }
+            let mut answers = Vec::new();
+            for m in params.get()?.get_messages()?.iter() {
+                answers.push(match m.which().map_err(|e| capnp::Error::failed(format!("kind {}", e.0)))? {
+                    Which::AppendEntries(b) => b?.to_vec(),
+                    Which::Forward(_) => {
+                        glommio::timer::sleep(self.hold).await;
+                        b"forwarded".to_vec()
+                    }
+                    _ => return Err(capnp::Error::failed("not in the script".into())),
+                });
+            }
+            let mut replies = results.get().init_replies(answers.len() as u32);
+            for (i, a) in answers.iter().enumerate() {
+                replies.reborrow().get(i as u32).set_ok(a);
+            }
+            Ok(())
+        }
+    }
+
+    /// Serves `script` on a port of its own: its address, the connections accepted and the
+    /// connections that ended.
+    fn scripted_peer(script: Scripted) -> (String, Rc<Cell<usize>>, Rc<Cell<usize>>) {
+        let listener = glommio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address").to_string();
+        let (accepted, ended) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+        let client: raft_transport::Client = capnp_rpc::new_client(script);
+        let (a, e) = (accepted.clone(), ended.clone());
+        glommio::spawn_local(async move {
+            while let Ok(mut stream) = listener.accept().await {
+                read_hello(&mut stream).await.expect("a hello");
+                answer_hello(&mut stream, None).await.expect("answer");
+                a.set(a.get() + 1);
+                let (reader, writer) = stream.split();
+                let network = twoparty::VatNetwork::new(futures_lite::io::BufReader::new(reader), futures_lite::io::BufWriter::new(writer), rpc_twoparty_capnp::Side::Server, Default::default());
+                let rpc = RpcSystem::new(Box::new(network), Some(client.clone().client));
+                let e = e.clone();
+                glommio::spawn_local(async move {
+                    let _ = rpc.await;
+                    e.set(e.get() + 1);
+                })
+                .detach();
+            }
+        })
+        .detach();
+        (addr, accepted, ended)
+    }
+
+    fn on_executor(f: impl std::future::Future<Output = ()> + 'static) {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).io_memory(1 << 20).make().expect("an executor").run(f);
+    }
+
+    #[test]
+    fn an_append_is_not_held_back_by_a_forwarded_write_queued_with_it() {
+        on_executor(async {
+            let hold = Duration::from_secs(2);
+            let (addr, _, _) = scripted_peer(Scripted { hold, silent: Cell::new(0) });
+            let t = Transport::new(1, 1, 0, 4);
+            let start = std::time::Instant::now();
+            // Both queued in the same tick: on one link they would travel in one call, and the
+            // append's answer would wait for the forwarded write's.
+            let timed = |out: Out| {
+                let t = t.clone();
+                let addr = addr.clone();
+                async move { (t.call(2, &addr, 7, out).await, start.elapsed()) }
+            };
+            let ((forwarded, forward_took), (appended, append_took)) =
+                futures_util::future::join(timed(Out::Forward { proposal: vec![1], fill: false, min_meta: 0 }), timed(Out::Append(b"entries".to_vec()))).await;
+            assert_eq!(appended.as_deref(), Ok(&b"entries"[..]));
+            assert_eq!(forwarded.as_deref(), Ok(&b"forwarded"[..]));
+            assert!(forward_took >= hold, "the peer held the forwarded write for {hold:?}, answered after {forward_took:?}");
+            assert!(append_took < hold / 2, "the append waited {append_took:?}, behind the forwarded write");
+        });
+    }
+
+    #[test]
+    fn a_call_left_unanswered_drops_its_connection_and_the_link_dials_anew() {
+        on_executor(async {
+            let (addr, accepted, ended) = scripted_peer(Scripted { hold: Duration::ZERO, silent: Cell::new(1) });
+            let limit = Duration::from_millis(300);
+            let t = Rc::new(Transport { me: 1, cores: 1, core: 0, shards: 4, links: RefCell::default(), call_timeouts: [limit; 2] });
+            let start = std::time::Instant::now();
+            let lost = t.call(2, &addr, 7, Out::Append(b"first".to_vec())).await.expect_err("the peer never answers the first call");
+            assert!(lost.contains("unanswered") && lost.contains("dialed anew"), "{lost}");
+            assert!(start.elapsed() >= limit, "gave up after {:?}", start.elapsed());
+            assert_eq!(t.call(2, &addr, 7, Out::Append(b"second".to_vec())).await.as_deref(), Ok(&b"second"[..]));
+            assert_eq!(accepted.get(), 2, "a second connection");
+            let hung_up = std::time::Instant::now();
+            while ended.get() == 0 {
+                assert!(hung_up.elapsed() < Duration::from_secs(5), "the silent connection was not closed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        });
+    }
+
+    #[test]
+    fn only_openraft_messages_travel_on_the_raft_lane() {
+        let raft = [Out::Vote(vec![]), Out::PreVote(vec![]), Out::Append(vec![]), Out::Transfer(vec![])];
+        let waits = [Out::ReadIndex, Out::Forward { proposal: vec![], fill: true, min_meta: 1 }, Out::Chunk { vote: vec![], id: String::new(), offset: 0, data: vec![], done: true }];
+        assert!(raft.iter().all(|o| o.lane() == Lane::Raft));
+        assert!(waits.iter().all(|o| o.lane() == Lane::Waits));
+    }
 
     #[test]
     fn a_hello_round_trips_and_names_what_differs() {
