@@ -51,18 +51,23 @@ struct Cluster {
 
 impl Cluster {
     fn start(dir: &Path, extra: &[&str]) -> Cluster {
+        let mut c = Cluster::new(dir, extra);
+        let readers: Vec<_> = (0..3).map(|i| c.spawn(i)).collect();
+        for r in readers {
+            r.recv_timeout(Duration::from_secs(60)).expect("every node printed its ready line");
+        }
+        c
+    }
+
+    /// Three nodes' addresses and flags, none started.
+    fn new(dir: &Path, extra: &[&str]) -> Cluster {
         let mut nodes = Vec::new();
         for id in 1..=3 {
             let (rpc, http, raft) = (free_port(), free_port(), free_port());
             nodes.push(Node { id, dir: dir.join(format!("om{id}")), rpc: format!("127.0.0.1:{rpc}"), http: format!("127.0.0.1:{http}"), raft: format!("127.0.0.1:{raft}"), child: None, own: Vec::new() });
         }
         let peers = nodes.iter().map(|n| format!("{},{},{}", n.id, n.raft, n.rpc)).collect();
-        let mut c = Cluster { nodes, peers, extra: extra.iter().map(|s| s.to_string()).collect(), faults: dir.join("faults") };
-        let readers: Vec<_> = (0..3).map(|i| c.spawn(i)).collect();
-        for r in readers {
-            r.recv_timeout(Duration::from_secs(60)).expect("every node printed its ready line");
-        }
-        c
+        Cluster { nodes, peers, extra: extra.iter().map(|s| s.to_string()).collect(), faults: dir.join("faults") }
     }
 
     /// Starts node `i`; the returned channel yields once the node printed its ready line.
@@ -382,6 +387,18 @@ fn killing_a_leader_under_load_loses_nothing_and_the_node_catches_up_by_snapshot
     // Not only the listings: every group's whole state on the returning node (installed from
     // a snapshot, then the log) equals its leader's.
     same_state_everywhere(&all);
+}
+
+/// A node started while its peers are down waits for its groups' leaders for 10 s, all groups
+/// together, then serves (and says why its writes cannot commit) rather than staying silent.
+#[test]
+fn a_node_whose_peers_are_down_starts_serving_after_one_wait() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster::new(dir.path(), &[]);
+    // One wait is 10 s; one per group, one executor after the other, 5 groups took 50 s.
+    c.spawn(0).recv_timeout(Duration::from_secs(20)).expect("node 1 printed its ready line within 20 s with its peers down");
+    let status = admin(&c.nodes[0].rpc, &["status"]);
+    assert!(status.contains("no leader"), "{status}");
 }
 
 #[test]

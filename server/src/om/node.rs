@@ -111,8 +111,10 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
     let members = cfg.members(cfg.rpc_address)?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<(usize, SocketAddr, Option<SocketAddr>)>>();
     let mut handles = Vec::new();
-    let mut rpc_addr = cfg.rpc_address;
-    let mut http_addr = None;
+    // Core 0 binds the client port first (claiming it; with port 0, learning which); the other
+    // cores bind the same one once it tells. Until then every core opens its groups and waits
+    // for their leaders in parallel with the others (see `start_core`).
+    let mut binds = Vec::new();
     for index in 0..cores {
         let placement = match &cfg.cpus {
             Some(cpus) if !cpus.is_empty() => Placement::Fixed(cpus[index % cpus.len()]),
@@ -125,7 +127,13 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
         let data_dir = data_dir.clone();
         let ready_tx = ready_tx.clone();
         let members = members.clone();
-        let bind = rpc_addr;
+        let bind = if index == 0 {
+            Bind::Claim(cfg.rpc_address)
+        } else {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            binds.push(tx);
+            Bind::AfterCore0(rx)
+        };
         let builder = LocalExecutorBuilder::new(placement).name(&format!("om-core-{index}")).io_memory(cfg.io_memory_bytes).spin_before_park(Duration::from_micros(cfg.spin_us));
         let handle = builder
             .spawn(move || async move {
@@ -145,15 +153,16 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
             })
             .map_err(|e| anyhow::anyhow!("starting executor {index}: {e}"))?;
         handles.push(handle);
-        // Core 0 binds first; with port 0 the others must bind the port it got (SO_REUSEPORT).
-        if index == 0 {
-            let (_, rpc, http) = ready_rx.recv().context("core 0 stopped before it was ready")??;
-            rpc_addr = rpc;
-            http_addr = http;
-        }
     }
-    for _ in 1..cores {
-        ready_rx.recv().context("a core stopped before it was ready")??;
+    let (mut rpc_addr, mut http_addr) = (cfg.rpc_address, None);
+    for _ in 0..cores {
+        let (index, rpc, http) = ready_rx.recv().context("a core stopped before it was ready")??;
+        if index == 0 {
+            (rpc_addr, http_addr) = (rpc, http);
+            for tx in binds.drain(..) {
+                let _ = tx.send(rpc);
+            }
+        }
     }
     on_ready(&Ready { rpc: rpc_addr, http: http_addr, shards, cores });
     for h in handles {
@@ -162,9 +171,17 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Where a core binds the client port.
+enum Bind {
+    /// Core 0: this address, after making sure no other process listens there.
+    Claim(SocketAddr),
+    /// The other cores: the address core 0 bound, once it has (SO_REUSEPORT).
+    AfterCore0(tokio::sync::oneshot::Receiver<SocketAddr>),
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn start_core(
-    index: usize, cores: usize, shards: u32, cfg: &OmConfig, data_dir: &Path, bind: SocketAddr, members: BTreeMap<u64, PeerAddr>, mesh: Vec<mpsc::Sender<Msg>>,
+    index: usize, cores: usize, shards: u32, cfg: &OmConfig, data_dir: &Path, bind: Bind, members: BTreeMap<u64, PeerAddr>, mesh: Vec<mpsc::Sender<Msg>>,
     inbox: mpsc::Receiver<Msg>,
 ) -> anyhow::Result<(Rc<Core>, SocketAddr, Option<SocketAddr>)> {
     let clustered = members.len() > 1 || cfg.join;
@@ -266,11 +283,12 @@ async fn start_core(
         }
         // The peers may start later: a group without a leader yet answers UNAVAILABLE (clients
         // retry) rather than holding this node back.
-        // A joining node's groups get a leader only once the cluster added it.
-        for g in core.groups.values().filter(|_| !cfg.join) {
-            if let Err(e) = g.wait_ready(Duration::from_secs(10)).await {
-                eprintln!("om core {index}: {e}; serving anyway");
-            }
+        // A joining node's groups get a leader only once the cluster added it. The groups are
+        // waited for together: one after another, a node whose peers are all down took 10 s per
+        // group to start serving.
+        let waits = core.groups.values().filter(|_| !cfg.join).map(|g| g.wait_ready(Duration::from_secs(10)));
+        for e in futures_util::future::join_all(waits).await.into_iter().filter_map(Result::err) {
+            eprintln!("om core {index}: {e}; serving anyway");
         }
     }
     glommio::spawn_local(core.clone().redrive_renames()).detach();
@@ -278,7 +296,10 @@ async fn start_core(
 
     // Every core listens on the client port (SO_REUSEPORT: the kernel spreads connections over
     // them); core 0 first makes sure no other process listens there.
-    let bind = if index == 0 { crate::rpc::claim_shared_port(bind).map_err(|e| anyhow::anyhow!("binding the OM RPC address {bind}: {e}"))? } else { bind };
+    let bind = match bind {
+        Bind::Claim(a) => crate::rpc::claim_shared_port(a).map_err(|e| anyhow::anyhow!("binding the OM RPC address {a}: {e}"))?,
+        Bind::AfterCore0(rx) => rx.await.context("core 0 stopped before it bound the RPC address")?,
+    };
     let listener = glommio::net::TcpListener::bind(bind).map_err(|e| anyhow::anyhow!("binding the OM RPC address {bind}: {e}"))?;
     let rpc = listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
     let c = core.clone();
