@@ -32,8 +32,9 @@ const META_BYTES_MAX: u32 = 1 << 20;
 
 pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
 
-/// Called after each applied proposal with the state, the commands, their outcomes and the
-/// entry's log index (the meta group uses it to refresh every core's view of buckets).
+/// Called after each applied entry with the state, the commands, their outcomes and the
+/// entry's log index (the meta group uses it to refresh every core's view of buckets). Entries
+/// that carry no proposal (a leader's blank entry, a membership change) come with no commands.
 pub type ApplyHook = Box<dyn FnMut(&ShardState, &[Command], &[Outcome], u64)>;
 /// Called after the state was replaced wholesale (snapshot install).
 pub type ResetHook = Box<dyn FnMut(&ShardState, u64)>;
@@ -205,11 +206,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let log_index = entry.log_id.index;
-            let outcomes = match &entry.payload {
-                EntryPayload::Blank => Vec::new(),
+            let (commands, outcomes) = match &entry.payload {
+                EntryPayload::Blank => (Vec::new(), Vec::new()),
                 EntryPayload::Membership(m) => {
                     *self.shared.membership.borrow_mut() = StoredMembership::new(Some(entry.log_id), m.clone());
-                    Vec::new()
+                    (Vec::new(), Vec::new())
                 }
                 EntryPayload::Normal(p) => {
                     // A proposal that does not decode is a corrupt log (the WAL's crc passed, so
@@ -217,12 +218,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     let commands = p.commands().map_err(|e| io_err(format!("log entry {log_index} does not decode: {e}")))?;
                     let mut shard = self.shared.shard.borrow_mut();
                     let outcomes: Vec<Outcome> = commands.iter().enumerate().map(|(i, c)| shard.apply(shard_index(log_index, i), c)).collect();
-                    if let Some(hook) = self.shared.on_apply.borrow_mut().as_mut() {
-                        hook(&shard, &commands, &outcomes, log_index);
-                    }
-                    outcomes
+                    (commands, outcomes)
                 }
             };
+            // Every entry reaches the hook, a new leader's blank entry and a membership change
+            // too (with no commands): whoever labels state with the index the hook was last
+            // given (the meta view) must agree with the applied index, which a snapshot or a
+            // restart also hands out. When only proposals reached the hook, a node restarted
+            // from a snapshot taken at a blank entry labelled its view (with the snapshot's
+            // index) ahead of its peers' views of the same state, and a client that had seen
+            // that label waited on the peers for a meta index that only the next volume or
+            // bucket write would bring: every key write there timed out with UNAVAILABLE.
+            if let Some(hook) = self.shared.on_apply.borrow_mut().as_mut() {
+                hook(&self.shared.shard.borrow(), &commands, &outcomes, log_index);
+            }
             self.shared.last_applied.set(Some(entry.log_id));
             if let Some(r) = responder {
                 r.send(Applied(outcomes));
