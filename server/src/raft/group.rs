@@ -180,7 +180,17 @@ impl Group {
                 "leader elected and committed log applied",
             )
             .await;
-        m.map(|_| ()).map_err(|e| anyhow::anyhow!("group {}: {e}", self.id))
+        m.map(|_| ()).map_err(|e| {
+            if !matches!(e, openraft::metrics::WaitError::Timeout(..)) {
+                return anyhow::anyhow!("group {}: {e}", self.id);
+            }
+            // openraft's timeout message carries its whole metrics struct; an operator needs these.
+            let m = openraft_rt::WatchReceiver::borrow_watched(&self.raft.metrics()).clone();
+            let leader = m.current_leader.map_or_else(|| "no leader known (are the other nodes up and reachable?)".to_string(), |l| format!("leader node {l}"));
+            let committed = m.cluster_committed.map_or_else(|| "no commit index heard from a leader".to_string(), |c| format!("commit index {}", c.index));
+            let applied = m.last_applied.map_or(0, |l| l.index);
+            anyhow::anyhow!("group {}: not ready after {timeout:?}: {leader}, term {}, {:?}; {committed}, applied {applied}", self.id, m.current_term, m.state)
+        })
     }
 
     /// Proposes commands (in order, as one unit: they land in the same entry) and returns their
