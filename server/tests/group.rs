@@ -109,3 +109,31 @@ fn the_apply_hook_is_given_every_applied_index_blank_entries_too() {
         });
     }
 }
+
+/// A replica that cannot reach its peers keeps its term (Pre-Vote): it used to raise it at every
+/// election timeout, and the first heartbeat answer carrying that term made a healthy leader
+/// step down when the partition healed.
+#[test]
+fn a_replica_cut_off_from_its_peers_does_not_raise_its_term() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        // Two peers nobody listens for: every vote and pre-vote to them fails at once.
+        let unreachable = |port: u16| PeerAddr { raft: format!("127.0.0.1:{port}"), rpc: format!("127.0.0.1:{port}") };
+        let dead = [std::net::TcpListener::bind("127.0.0.1:0").expect("bind"), std::net::TcpListener::bind("127.0.0.1:0").expect("bind")].map(|l| l.local_addr().expect("addr").port());
+        let mut c = cfg(1_000_000);
+        c.members = [(1, unreachable(0)), (2, unreachable(dead[0])), (3, unreachable(dead[1]))].into();
+        let g = Group::open(7, &path, &c, Transport::new(1, 1, 0, 8)).await.expect("open");
+        // Initializing starts one election (term 1) at once; after that, about ten election
+        // timeouts (150-300 ms each, plus the lease) must pass without another term.
+        let metrics = || openraft_rt::WatchReceiver::borrow_watched(&g.raft.metrics()).clone();
+        glommio::timer::sleep(Duration::from_millis(500)).await;
+        let early = metrics();
+        glommio::timer::sleep(Duration::from_secs(3)).await;
+        let late = metrics();
+        assert_eq!(late.current_leader, None, "no leader without a quorum");
+        assert!(early.current_term <= 1, "{early}");
+        assert_eq!(late.current_term, early.current_term, "a replica that cannot win must not raise its term: {late}");
+        g.shutdown().await;
+    });
+}

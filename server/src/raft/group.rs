@@ -110,6 +110,13 @@ impl Group {
             // Entries per append message: with up to 256 commands per entry this keeps one
             // message a few MiB, far below the transport's message limit.
             max_payload_entries: 64,
+            // Pre-Vote: a replica asks whether it could win before it raises its term. Without
+            // it, a replica cut off from its peers (a partition, a node started while the
+            // others are down) raised its term at every election timeout (term 23 after 10 s),
+            // and once it could talk again its higher term made the healthy leader step down:
+            // one more election, and writes paused for it, on every heal. openraft leaves it
+            // off by default; the transport has carried pre-votes all along.
+            enable_pre_vote: Some(true),
             ..Config::default()
         }
         .validate()?;
