@@ -126,7 +126,7 @@ fn a_replica_cut_off_from_its_peers_does_not_raise_its_term() {
         let g = Group::open(7, &path, &c, Transport::new(1, 1, 0, 8)).await.expect("open");
         // Initializing starts one election (term 1) at once; after that, about ten election
         // timeouts (150-300 ms each, plus the lease) must pass without another term.
-        let metrics = || openraft_rt::WatchReceiver::borrow_watched(&g.raft.metrics()).clone();
+        let metrics = || g.metrics_now();
         glommio::timer::sleep(Duration::from_millis(500)).await;
         let early = metrics();
         glommio::timer::sleep(Duration::from_secs(3)).await;

@@ -331,7 +331,7 @@ impl Core {
                     continue;
                 }
                 let (preferred, caught_up) = {
-                    let m = openraft_rt::watch::WatchReceiver::borrow_watched(&g.raft.metrics()).clone();
+                    let m = g.metrics_now();
                     let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
                     if voters.len() < 2 {
                         continue;

@@ -80,7 +80,7 @@ pub fn sample_core(core: &Core, hashes: bool) -> Vec<GroupSample> {
         .groups
         .iter()
         .map(|(id, g)| {
-            let m = openraft_rt::watch::WatchReceiver::borrow_watched(&g.raft.metrics()).clone();
+            let m = g.metrics_now();
             GroupSample {
                 group: *id,
                 core: core.index,

@@ -154,6 +154,11 @@ impl Group {
         Some((id, PeerAddr::parse(&node.addr)))
     }
 
+    /// A copy of openraft's current metrics of this group (role, term, leader, indexes).
+    pub fn metrics_now(&self) -> openraft::RaftMetrics<crate::raft::types::TypeConfig> {
+        openraft_rt::WatchReceiver::borrow_watched(&self.raft.metrics()).clone()
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raft.is_leader()
     }
@@ -192,7 +197,7 @@ impl Group {
                 return anyhow::anyhow!("group {}: {e}", self.id);
             }
             // openraft's timeout message carries its whole metrics struct; an operator needs these.
-            let m = openraft_rt::WatchReceiver::borrow_watched(&self.raft.metrics()).clone();
+            let m = self.metrics_now();
             let leader = m.current_leader.map_or_else(|| "no leader known (are the other nodes up and reachable?)".to_string(), |l| format!("leader node {l}"));
             let committed = m.cluster_committed.map_or_else(|| "no commit index heard from a leader".to_string(), |c| format!("commit index {}", c.index));
             let applied = m.last_applied.map_or(0, |l| l.index);
