@@ -1,8 +1,10 @@
 //! `stratos admin`: the cluster's Raft state per group, and leadership transfer.
 
+use std::rc::Rc;
+
 use clap::{Args, Subcommand};
 
-use crate::{Client, GroupStatus};
+use crate::{Client, GroupStatus, Runtime};
 
 #[derive(Args, Debug)]
 pub struct AdminArgs {
@@ -70,10 +72,10 @@ fn parse_group(s: &str) -> Result<u32, String> {
 /// Each node's answer: (address, Ok((node id, groups)) or the error).
 type Views = Vec<(String, Result<(u64, Vec<GroupStatus>), String>)>;
 
-async fn gather(addrs: &[String], user: &str, hashes: bool) -> Views {
+async fn gather(runtime: &Rc<dyn Runtime>, addrs: &[String], user: &str, hashes: bool) -> Views {
     let mut out = Vec::new();
     for a in addrs {
-        let r = match Client::connect(a, user).await {
+        let r = match Client::connect_on(runtime.clone(), a, user).await {
             Ok(c) => c.admin_status(hashes).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
@@ -141,12 +143,18 @@ pub fn compare_states(hashed: &[(u64, u64, u64)]) -> String {
 }
 
 /// Runs one `stratos admin` command on a glommio executor; returns what to print.
+#[cfg(feature = "glommio")]
 pub async fn run(args: &AdminArgs) -> Result<String, String> {
+    run_on(Rc::new(crate::runtime::Glommio), args).await
+}
+
+/// Runs one `stratos admin` command on `runtime`; returns what to print.
+pub async fn run_on(runtime: Rc<dyn Runtime>, args: &AdminArgs) -> Result<String, String> {
     let user = args.user.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "root".into());
     let om = args.om.clone().or_else(|| std::env::var("STRATOS_OM").ok()).unwrap_or_else(|| "127.0.0.1:9862".into());
     let addrs: Vec<String> = om.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect();
     let hashes = matches!(args.command, AdminCommand::Status { hashes: true });
-    let views = gather(&addrs, &user, hashes).await;
+    let views = gather(&runtime, &addrs, &user, hashes).await;
     if let Some((a, Err(e))) = views.iter().find(|(_, r)| r.as_ref().is_err_and(|e| e.starts_with("PERMISSION_DENIED"))) {
         return Err(format!("{a}: {e}"));
     }
@@ -165,7 +173,7 @@ pub async fn run(args: &AdminArgs) -> Result<String, String> {
                 gs.iter().find(|s| s.group == g && s.leader == *node).map(|_| (a.clone(), *node))
             });
             let Some((addr, from)) = leader else { return Err(format!("no node given with --om leads {group} now; see `stratos admin status`")) };
-            let c = Client::connect(&addr, &user).await.map_err(|e| e.to_string())?;
+            let c = Client::connect_on(runtime.clone(), &addr, &user).await.map_err(|e| e.to_string())?;
             c.admin_transfer(g, *to).await.map_err(|e| e.to_string())?;
             Ok(format!("{group}: leadership moved from node {from} to node {to}\n"))
         }
@@ -173,15 +181,15 @@ pub async fn run(args: &AdminArgs) -> Result<String, String> {
             let parts: Vec<&str> = peer.split(',').map(str::trim).collect();
             let [id, raft, rpc] = parts[..] else { return Err(format!("{peer:?}: expected ID,RAFT_HOST:PORT,RPC_HOST:PORT")) };
             let node: u64 = id.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("{peer:?}: the node id must be a number from 1"))?;
-            change_members(&addrs, &user, node, true, async |c: &Client| c.admin_add_node(node, raft, rpc).await).await
+            change_members(&runtime, &addrs, &user, node, true, async |c: &Client| c.admin_add_node(node, raft, rpc).await).await
         }
-        AdminCommand::Remove { node } => change_members(&addrs, &user, *node, false, async |c: &Client| c.admin_remove_node(*node).await).await,
+        AdminCommand::Remove { node } => change_members(&runtime, &addrs, &user, *node, false, async |c: &Client| c.admin_remove_node(*node).await).await,
     }
 }
 
 /// Asks every node to apply a membership change to the groups it leads, until every group
 /// (as its leader reports it) has `node` as a voter (`add`) or not (`remove`); prints progress.
-async fn change_members(addrs: &[String], user: &str, node: u64, add: bool, ask: impl AsyncFn(&Client) -> Result<Vec<u32>, crate::ClientError>) -> Result<String, String> {
+async fn change_members(runtime: &Rc<dyn Runtime>, addrs: &[String], user: &str, node: u64, add: bool, ask: impl AsyncFn(&Client) -> Result<Vec<u32>, crate::ClientError>) -> Result<String, String> {
     let started = std::time::Instant::now();
     let verb = if add { "added to" } else { "removed from" };
     loop {
@@ -189,7 +197,7 @@ async fn change_members(addrs: &[String], user: &str, node: u64, add: bool, ask:
         // may lead some groups: only a leader changes its group).
         let mut ask_at: Vec<String> = addrs.to_vec();
         for a in addrs {
-            if let Ok(c) = Client::connect(a, user).await
+            if let Ok(c) = Client::connect_on(runtime.clone(), a, user).await
                 && let Ok((_, leaders)) = c.routes().await
             {
                 ask_at.extend(leaders.into_iter().filter(|l| !l.is_empty()));
@@ -199,7 +207,7 @@ async fn change_members(addrs: &[String], user: &str, node: u64, add: bool, ask:
         ask_at.sort();
         ask_at.dedup();
         for a in &ask_at {
-            let Ok(c) = Client::connect(a, user).await else { continue };
+            let Ok(c) = Client::connect_on(runtime.clone(), a, user).await else { continue };
             match ask(&c).await {
                 Ok(changed) if !changed.is_empty() => {
                     let names: Vec<String> = changed.iter().map(|g| group_name(*g)).collect();
@@ -215,7 +223,7 @@ async fn change_members(addrs: &[String], user: &str, node: u64, add: bool, ask:
             }
         }
         // Done when, for every group, the node that leads it has the new voters.
-        let views = gather(&ask_at, user, false).await;
+        let views = gather(runtime, &ask_at, user, false).await;
         let mut groups: std::collections::BTreeMap<u32, bool> = std::collections::BTreeMap::new();
         for (_, r) in &views {
             let Ok((me, gs)) = r else { continue };
@@ -234,7 +242,7 @@ async fn change_members(addrs: &[String], user: &str, node: u64, add: bool, ask:
             return Err(format!("after {MEMBERSHIP_WAIT:?}, node {node} is not yet {verb} {}; run the command again to finish", left.join(", ")));
         }
         eprintln!("waiting for {} (their leaders are changing them, or none is known)", left.join(", "));
-        glommio::timer::sleep(std::time::Duration::from_millis(500)).await;
+        runtime.sleep(std::time::Duration::from_millis(500)).await;
     }
 }
 

@@ -11,16 +11,21 @@
 //! **Get.** Look the key up (read tokens), then read each block's range in chunks from one of
 //! its datanodes, moving to the next on an error. Every byte is checked by the datanode's frame
 //! crc; the total length is checked against the key's.
+//!
+//! **Runtime.** Datanode connections are dialed, and every datanode call is timed out
+//! ([`DATANODE_CALL_TIMEOUT`]), on the runtime of the [`Datanodes`] they come from: give it the
+//! runtime of the [`Client`] it is used with (`Datanodes::new(client.runtime().clone())`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::rc::Rc;
 use std::time::Duration;
 
 use stratos_schema::datanode_capnp::datanode as dn_rpc;
 
-use crate::{Block, Client, ClientError, Done};
+use crate::{Block, Client, ClientError, Done, Runtime};
 
 /// Bytes per writeChunk/readChunk call (a multiple of the datanode's 64 KiB frame).
 pub const CHUNK_BYTES: u64 = 1 << 20;
@@ -50,21 +55,56 @@ pub struct Progress<'a> {
     pub block: &'a Block,
 }
 
-/// Connections to datanodes, by address.
-#[derive(Default)]
+/// Connections to datanodes, by address, made on one runtime: the runtime of the [`Client`]
+/// they are used with (`Datanodes::new(client.runtime().clone())`; `Datanodes::default()` is
+/// glommio's).
 pub struct Datanodes {
+    runtime: Rc<dyn Runtime>,
     conns: HashMap<String, dn_rpc::Client>,
 }
 
 impl std::fmt::Debug for Datanodes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Datanodes").field("connections", &self.conns.len()).finish()
+        f.debug_struct("Datanodes").field("runtime", &self.runtime).field("connections", &self.conns.len()).finish()
     }
 }
 
-async fn timed<T>(what: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+/// No connections yet, on glommio.
+#[cfg(feature = "glommio")]
+impl Default for Datanodes {
+    fn default() -> Self {
+        Datanodes::new(Rc::new(crate::runtime::Glommio))
+    }
+}
+
+/// One datanode's connection, with the runtime that times its calls out.
+#[derive(Clone)]
+pub struct Datanode {
+    rpc: dn_rpc::Client,
+    runtime: Rc<dyn Runtime>,
+}
+
+impl std::fmt::Debug for Datanode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datanode").field("runtime", &self.runtime).finish_non_exhaustive()
+    }
+}
+
+impl Datanode {
+    pub fn new(rpc: dn_rpc::Client, runtime: Rc<dyn Runtime>) -> Datanode {
+        Datanode { rpc, runtime }
+    }
+
+    /// The datanode's Cap'n Proto capability, for calls this module does not wrap.
+    pub fn rpc(&self) -> &dn_rpc::Client {
+        &self.rpc
+    }
+}
+
+/// `what`, or an error if it takes longer than [`DATANODE_CALL_TIMEOUT`] by `runtime`'s clock.
+async fn timed<T>(runtime: &dyn Runtime, what: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
     futures_lite::future::or(what, async {
-        glommio::timer::sleep(DATANODE_CALL_TIMEOUT).await;
+        runtime.sleep(DATANODE_CALL_TIMEOUT).await;
         Err(format!("no answer within {DATANODE_CALL_TIMEOUT:?}"))
     })
     .await
@@ -79,14 +119,22 @@ fn dn_error(e: stratos_schema::datanode_capnp::dn_error::Reader<'_>) -> String {
 }
 
 impl Datanodes {
+    /// No connections yet; they will be made on `runtime`.
+    pub fn new(runtime: Rc<dyn Runtime>) -> Datanodes {
+        Datanodes { runtime, conns: HashMap::new() }
+    }
+
     /// The connection to `address` (made on first use).
-    pub async fn get(&mut self, address: &str) -> Result<dn_rpc::Client, String> {
-        if let Some(c) = self.conns.get(address) {
-            return Ok(c.clone());
-        }
-        let c: dn_rpc::Client = crate::connect_rpc(address).await.map_err(|e| e.to_string())?;
-        self.conns.insert(address.to_string(), c.clone());
-        Ok(c)
+    pub async fn get(&mut self, address: &str) -> Result<Datanode, String> {
+        let rpc = match self.conns.get(address) {
+            Some(c) => c.clone(),
+            None => {
+                let c: dn_rpc::Client = crate::connect_rpc_on(&*self.runtime, address).await.map_err(|e| e.to_string())?;
+                self.conns.insert(address.to_string(), c.clone());
+                c
+            }
+        };
+        Ok(Datanode::new(rpc, self.runtime.clone()))
     }
 
     /// Drops a connection after an error (the next call dials again).
@@ -104,11 +152,12 @@ macro_rules! addressed {
     }};
 }
 
-/// Sends a datanode request within [`DATANODE_CALL_TIMEOUT`]; a `DnError` in the reply is
-/// `Err` with its status and message, otherwise `read` takes what it needs from the reply.
+/// Sends a datanode request within [`DATANODE_CALL_TIMEOUT`] (by `$dn`'s runtime); a `DnError`
+/// in the reply is `Err` with its status and message, otherwise `read` takes what it needs
+/// from the reply.
 macro_rules! dn_call {
-    ($req:expr, |$r:ident| $read:expr) => {
-        timed(async {
+    ($dn:expr, $req:expr, |$r:ident| $read:expr) => {
+        timed(&*$dn.runtime, async {
             let reply = $req.send().promise.await.map_err(|e| e.to_string())?;
             let $r = reply.get().map_err(|e| e.to_string())?;
             if $r.has_error() {
@@ -120,31 +169,31 @@ macro_rules! dn_call {
     };
 }
 
-pub async fn write_chunk(dn: &dn_rpc::Client, block: &Block, offset: u64, data: &[u8]) -> Result<(), String> {
-    let mut req = dn.write_chunk_request();
+pub async fn write_chunk(dn: &Datanode, block: &Block, offset: u64, data: &[u8]) -> Result<(), String> {
+    let mut req = dn.rpc.write_chunk_request();
     let mut p = req.get();
     addressed!(p, block);
     p.set_offset(offset);
     p.set_data(data);
-    dn_call!(req, |r| Ok(()))
+    dn_call!(dn, req, |r| Ok(()))
 }
 
-pub async fn put_block(dn: &dn_rpc::Client, block: &Block, length: u64) -> Result<(), String> {
-    let mut req = dn.put_block_request();
+pub async fn put_block(dn: &Datanode, block: &Block, length: u64) -> Result<(), String> {
+    let mut req = dn.rpc.put_block_request();
     let mut p = req.get();
     addressed!(p, block);
     p.set_length(length);
-    dn_call!(req, |r| Ok(()))
+    dn_call!(dn, req, |r| Ok(()))
 }
 
 /// Up to `length` bytes at `offset` of a block; returns them and the block's length.
-pub async fn read_chunk(dn: &dn_rpc::Client, block: &Block, offset: u64, length: u32) -> Result<(Vec<u8>, u64), String> {
-    let mut req = dn.read_chunk_request();
+pub async fn read_chunk(dn: &Datanode, block: &Block, offset: u64, length: u32) -> Result<(Vec<u8>, u64), String> {
+    let mut req = dn.rpc.read_chunk_request();
     let mut p = req.get();
     addressed!(p, block);
     p.set_offset(offset);
     p.set_length(length);
-    dn_call!(req, |r| Ok((r.get_data().map_err(|e| e.to_string())?.to_vec(), r.get_block_length())))
+    dn_call!(dn, req, |r| Ok((r.get_data().map_err(|e| e.to_string())?.to_vec(), r.get_block_length())))
 }
 
 /// Where a put's bytes come from: read at any offset (a block written again after a datanode
@@ -409,5 +458,45 @@ pub fn terminal_progress(what: &'static str) -> impl FnMut(Progress<'_>) {
         if p.bytes_done >= p.bytes_total {
             eprintln!();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use super::{DATANODE_CALL_TIMEOUT, Datanodes, timed};
+    use crate::runtime::{Connection, LocalFuture, Runtime};
+
+    /// A runtime without a network whose every sleep is already over.
+    #[derive(Debug)]
+    struct Instant;
+
+    impl Runtime for Instant {
+        fn connect(&self, addr: &str) -> LocalFuture<std::io::Result<Connection>> {
+            let addr = addr.to_string();
+            Box::pin(async move { Err(std::io::Error::other(format!("no network here to reach {addr}"))) })
+        }
+        fn spawn_local(&self, task: LocalFuture<()>) {
+            drop(task);
+        }
+        fn sleep(&self, _: std::time::Duration) -> LocalFuture<()> {
+            Box::pin(async {})
+        }
+    }
+
+    #[test]
+    fn a_datanode_call_times_out_by_its_runtime_s_clock() {
+        let r = futures_lite::future::block_on(timed(&Instant, futures_lite::future::pending::<Result<(), String>>()));
+        assert_eq!(r, Err(format!("no answer within {DATANODE_CALL_TIMEOUT:?}")));
+        let r = futures_lite::future::block_on(timed(&Instant, async { Ok::<_, String>(7) }));
+        assert_eq!(r, Ok(7), "an answer already there wins over the timeout");
+    }
+
+    #[test]
+    fn datanodes_are_dialed_on_their_runtime() {
+        let mut dns = Datanodes::new(Rc::new(Instant));
+        let e = futures_lite::future::block_on(dns.get("127.0.0.1:9")).expect_err("no network");
+        assert!(e.contains("cannot reach 127.0.0.1:9: no network here"), "{e}");
     }
 }

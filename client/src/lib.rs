@@ -1,4 +1,5 @@
-//! stratos-client: the async client of the OM's Cap'n Proto API, and the `stratos sh` commands.
+//! stratos-client: the async client of the OM's Cap'n Proto API, and the `stratos sh` and
+//! `stratos admin` commands.
 //!
 //! A [`Client`] holds one connection, to one of the OM nodes it was given (`host:port,…`; any
 //! node serves any request: a follower forwards writes to the group's leader and serves reads
@@ -13,18 +14,51 @@
 //! told and sends it with every call (read-your-writes for volumes and buckets across shards).
 //! Calls pipeline: many may be in flight on one connection.
 //!
-//! It runs on a glommio executor (the connection is a glommio `TcpStream`).
+//! **Typed answers.** Reads answer plain values: [`VolumeInfo`], [`BucketInfo`], [`KeyInfo`]
+//! (with its [`Block`]s), a [`Page`] of them from a listing, [`GroupStatus`]; mutations a
+//! [`Done`]; a failure a [`ClientError`] whose [`ClientError::status`] is the OM's [`Status`].
+//! JSON is only what `stratos sh` prints, made in [`sh`] from these values.
+//!
+//! **Runtimes.** Cap'n Proto RPC runs over any `futures` `AsyncRead + AsyncWrite`, so the
+//! client is not tied to one executor: it dials, sleeps and runs each connection's driver
+//! through a [`Runtime`] (see [`runtime`]), held as `Rc<dyn Runtime>`. A trait object rather
+//! than a type parameter keeps `Client`, [`data`] and the commands free of generics for every
+//! user, at the cost of a boxed future per dial and per backoff sleep. Two runtimes come with
+//! the crate:
+//!
+//! - glommio ([`runtime::Glommio`], feature `glommio`, on by default): what the `stratos`
+//!   binary, its benchmarks and its tests use; [`Client::connect`], [`connect_rpc`],
+//!   `data::Datanodes::default()`, [`sh::run`] and [`admin::run`] use it.
+//! - tokio ([`runtime::Tokio`], feature `tokio`): connect with [`Client::connect_on`] and make
+//!   every call inside a `tokio::task::LocalSet` (the client is `!Send`, and connections are
+//!   driven by `tokio::task::spawn_local` tasks), on a runtime with IO and time enabled. See
+//!   `examples/tokio_quickstart.rs`.
+//!
+//! With `default-features = false, features = ["tokio"]` the crate builds without glommio:
+//! everything is there except the glommio entry points named above; [`sh::run_on`],
+//! [`admin::run_on`], [`connect_rpc_on`] and `data::Datanodes::new` take the runtime instead.
 
 pub mod admin;
 pub mod data;
+mod info;
+pub mod runtime;
 pub mod sh;
 
 use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use capnp_rpc::{RpcSystem, rpc_twoparty_capnp, twoparty};
 use futures_util::io::AsyncReadExt;
-use stratos_schema::om_capnp::{self, Status, ozone_manager};
+use stratos_schema::om_capnp::{self, ozone_manager};
+
+pub use info::{BucketInfo, KeyInfo, Named, Page, Replication, VolumeInfo};
+pub use runtime::Runtime;
+/// The OM's answer codes, as [`ClientError::status`] gives them.
+pub use stratos_schema::om_capnp::Status;
+/// The Cap'n Proto types the client's API speaks (the operation builders of [`Client::submit`]
+/// and [`Client::batch`], `om_capnp::Replication`), at the version this client was built with.
+pub use stratos_schema as schema;
 
 /// Attempts of a call that got `unavailable` or `notLeader` or lost its node, with doubling
 /// backoff from 50 ms up to [`BACKOFF_MAX`]: long enough to outlast a leader election.
@@ -164,13 +198,19 @@ pub fn outcome(o: om_capnp::outcome::Reader<'_>) -> Result<Done, ClientError> {
     }
 }
 
-/// Connects to a Cap'n Proto service at `addr` (`host:port`, glommio TCP) and returns its
-/// bootstrap capability; the connection lives as long as some capability of it does. Must run
-/// on a glommio executor.
+/// Connects to a Cap'n Proto service at `addr` (`host:port`) on a glommio executor and returns
+/// its bootstrap capability; the connection lives as long as some capability of it does. Must
+/// run on a glommio executor. See [`connect_rpc_on`] for other runtimes.
+#[cfg(feature = "glommio")]
 pub async fn connect_rpc<C: capnp::capability::FromClientHook>(addr: &str) -> Result<C, ClientError> {
-    let err = |reason: String| ClientError::Connect { addr: addr.to_string(), reason };
-    let stream = glommio::net::TcpStream::connect(addr).await.map_err(|e| err(e.to_string()))?;
-    let _ = stream.set_nodelay(true);
+    connect_rpc_on(&runtime::Glommio, addr).await
+}
+
+/// Connects to a Cap'n Proto service at `addr` (`host:port`) through `runtime` and returns its
+/// bootstrap capability; the connection (its driver is a task of `runtime`) lives as long as
+/// some capability of it does.
+pub async fn connect_rpc_on<C: capnp::capability::FromClientHook>(runtime: &dyn Runtime, addr: &str) -> Result<C, ClientError> {
+    let stream = runtime.connect(addr).await.map_err(|e| ClientError::Connect { addr: addr.to_string(), reason: e.to_string() })?;
     let (reader, writer) = stream.split();
     let mut options = capnp::message::ReaderOptions::new();
     // Replies may carry up to a few MiB of block data.
@@ -178,19 +218,18 @@ pub async fn connect_rpc<C: capnp::capability::FromClientHook>(addr: &str) -> Re
     let network = twoparty::VatNetwork::new(futures_lite::io::BufReader::new(reader), futures_lite::io::BufWriter::new(writer), rpc_twoparty_capnp::Side::Client, options);
     let mut rpc = RpcSystem::new(Box::new(network), None);
     let service: C = rpc.bootstrap(rpc_twoparty_capnp::Side::Server);
-    glommio::spawn_local(async move {
+    runtime.spawn_local(Box::pin(async move {
         let _ = rpc.await;
-    })
-    .detach();
+    }));
     Ok(service)
 }
 
 /// Connects to the first node of `addrs` that accepts, trying them in order from `start`.
-async fn connect_any(addrs: &[String], start: usize) -> Result<(usize, ozone_manager::Client), ClientError> {
+async fn connect_any(runtime: &dyn Runtime, addrs: &[String], start: usize) -> Result<(usize, ozone_manager::Client), ClientError> {
     let mut last = None;
     for k in 0..addrs.len() {
         let i = (start + k) % addrs.len();
-        match connect_rpc(&addrs[i]).await {
+        match connect_rpc_on(runtime, &addrs[i]).await {
             Ok(om) => return Ok((i, om)),
             Err(e) => last = Some(e),
         }
@@ -198,7 +237,11 @@ async fn connect_any(addrs: &[String], start: usize) -> Result<(usize, ozone_man
     Err(last.expect("at least one address"))
 }
 
+/// A connection to the OM (see the crate docs): typed reads, mutations with retries and
+/// failover, and the administrators' calls.
 pub struct Client {
+    /// What it dials, sleeps and runs its connections' drivers with.
+    runtime: Rc<dyn Runtime>,
     /// The OM nodes given, and which one `om` is connected to.
     addrs: Vec<String>,
     current: Cell<usize>,
@@ -248,30 +291,44 @@ fn single_key(op: om_capnp::operation::Reader<'_>) -> Option<(&str, &str, &str)>
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("client_id", &self.client_id).field("user", &self.user).finish()
+        f.debug_struct("Client").field("client_id", &self.client_id).field("user", &self.user).field("runtime", &self.runtime).finish()
     }
 }
 
 impl Client {
     /// Connects as `user` to one of the OM nodes in `addrs` (`host:port`, comma-separated),
     /// starting at a random one so that many clients spread over the nodes. Must run on a
-    /// glommio executor.
+    /// glommio executor; [`Client::connect_on`] takes another runtime.
+    #[cfg(feature = "glommio")]
     pub async fn connect(addrs: &str, user: &str) -> Result<Client, ClientError> {
+        Client::connect_on(Rc::new(runtime::Glommio), addrs, user).await
+    }
+
+    /// Connects as `user` to one of the OM nodes in `addrs` (`host:port`, comma-separated),
+    /// starting at a random one, on `runtime`: every connection, retry backoff and (through
+    /// [`data::Datanodes::new`]) datanode call of this client goes through it, and every call
+    /// must be made where `runtime` works (for [`runtime::Tokio`]: inside a tokio `LocalSet`).
+    pub async fn connect_on(runtime: Rc<dyn Runtime>, addrs: &str, user: &str) -> Result<Client, ClientError> {
         let addrs: Vec<String> = addrs.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect();
         if addrs.is_empty() {
             return Err(ClientError::Connect { addr: String::new(), reason: "no OM address given".into() });
         }
         let start = rand::random::<u32>() as usize % addrs.len();
-        let (index, om) = connect_any(&addrs, start).await?;
+        let (index, om) = connect_any(&*runtime, &addrs, start).await?;
         // Non-zero and random per client: together with request ids it names a request forever.
         let client_id = rand::random::<u64>() | 1;
-        Ok(Client { addrs, current: Cell::new(index), om: std::cell::RefCell::new(om), client_id, next_request: Cell::new(1), meta_index: Cell::new(0), user: user.to_string(), attempts_max: Cell::new(ATTEMPTS_MAX), routes: Default::default(), conns: Default::default() })
+        Ok(Client { runtime, addrs, current: Cell::new(index), om: std::cell::RefCell::new(om), client_id, next_request: Cell::new(1), meta_index: Cell::new(0), user: user.to_string(), attempts_max: Cell::new(ATTEMPTS_MAX), routes: Default::default(), conns: Default::default() })
     }
 
     /// How many times a call is tried at most (default [`ATTEMPTS_MAX`]; 1: never retried,
     /// every failure is returned as it came).
     pub fn set_attempts_max(&self, attempts: u32) {
         self.attempts_max.set(attempts.max(1));
+    }
+
+    /// The runtime this client was connected on.
+    pub fn runtime(&self) -> &Rc<dyn Runtime> {
+        &self.runtime
     }
 
     /// The node this client talks to now.
@@ -292,7 +349,7 @@ impl Client {
         if trace_retries() {
             eprintln!("stratos client {:x}: attempt {} at {} failed: {e}; retrying in {:?}", self.client_id, *attempt, self.address(), *delay);
         }
-        glommio::timer::sleep(*delay).await;
+        self.runtime.sleep(*delay).await;
         *delay = (*delay * 2).min(BACKOFF_MAX);
         *attempt += 1;
         let hinted = match e {
@@ -305,7 +362,7 @@ impl Client {
             None => None,
         };
         if let Some(start) = next
-            && let Ok((i, om)) = connect_any(&self.addrs, start).await
+            && let Ok((i, om)) = connect_any(&*self.runtime, &self.addrs, start).await
         {
             self.current.set(i);
             *self.om.borrow_mut() = om;
@@ -481,7 +538,7 @@ impl Client {
         if let Some(c) = self.conns.borrow().get(addr) {
             return Some(c.clone());
         }
-        let c: ozone_manager::Client = connect_rpc(addr).await.ok()?;
+        let c: ozone_manager::Client = connect_rpc_on(&*self.runtime, addr).await.ok()?;
         self.conns.borrow_mut().insert(addr.to_string(), c.clone());
         Some(c)
     }
@@ -536,7 +593,7 @@ impl Client {
         .await
     }
 
-    pub async fn volume_info(&self, volume: &str) -> Result<serde_json::Value, ClientError> {
+    pub async fn volume_info(&self, volume: &str) -> Result<VolumeInfo, ClientError> {
         self.call(async |om| {
             let mut req = om.volume_info_request();
             self.set_header(req.get().init_header(), 0);
@@ -546,12 +603,14 @@ impl Client {
             if r.has_error() {
                 return Err(om_error(r.get_error()?));
             }
-            Ok(json::volume(r.get_info()?)?)
+            Ok(VolumeInfo::of(r.get_info()?)?)
         })
         .await
     }
 
-    pub async fn list_volumes(&self, owner: &str, prefix: &str, start: &str, limit: u32) -> Result<(Vec<serde_json::Value>, bool), ClientError> {
+    /// The volumes (all, or `owner`'s if not empty) whose names start with `prefix`, after
+    /// `start`, at most `limit` (1..=10000).
+    pub async fn list_volumes(&self, owner: &str, prefix: &str, start: &str, limit: u32) -> Result<Page<VolumeInfo>, ClientError> {
         self.call(async |om| {
             let mut req = om.list_volumes_request();
             self.set_header(req.get().init_header(), 0);
@@ -562,13 +621,13 @@ impl Client {
             if r.has_error() {
                 return Err(om_error(r.get_error()?));
             }
-            let items = r.get_volumes()?.iter().map(json::volume).collect::<Result<_, _>>()?;
-            Ok((items, r.get_truncated()))
+            let items = r.get_volumes()?.iter().map(VolumeInfo::of).collect::<Result<_, _>>()?;
+            Ok(Page { items, truncated: r.get_truncated() })
         })
         .await
     }
 
-    pub async fn bucket_info(&self, volume: &str, bucket: &str) -> Result<serde_json::Value, ClientError> {
+    pub async fn bucket_info(&self, volume: &str, bucket: &str) -> Result<BucketInfo, ClientError> {
         self.call(async |om| {
             let mut req = om.bucket_info_request();
             self.set_header(req.get().init_header(), 0);
@@ -579,12 +638,13 @@ impl Client {
             if r.has_error() {
                 return Err(om_error(r.get_error()?));
             }
-            Ok(json::bucket(r.get_info()?)?)
+            Ok(BucketInfo::of(r.get_info()?)?)
         })
         .await
     }
 
-    pub async fn list_buckets(&self, volume: &str, prefix: &str, start: &str, limit: u32) -> Result<(Vec<serde_json::Value>, bool), ClientError> {
+    /// The buckets of `volume` whose names start with `prefix`, after `start`, at most `limit`.
+    pub async fn list_buckets(&self, volume: &str, prefix: &str, start: &str, limit: u32) -> Result<Page<BucketInfo>, ClientError> {
         self.call(async |om| {
             let mut req = om.list_buckets_request();
             self.set_header(req.get().init_header(), 0);
@@ -595,8 +655,8 @@ impl Client {
             if r.has_error() {
                 return Err(om_error(r.get_error()?));
             }
-            let items = r.get_buckets()?.iter().map(json::bucket).collect::<Result<_, _>>()?;
-            Ok((items, r.get_truncated()))
+            let items = r.get_buckets()?.iter().map(BucketInfo::of).collect::<Result<_, _>>()?;
+            Ok(Page { items, truncated: r.get_truncated() })
         })
         .await
     }
@@ -619,9 +679,11 @@ impl Client {
         .await
     }
 
-    pub async fn lookup_key(&self, volume: &str, bucket: &str, key: &str) -> Result<serde_json::Value, ClientError> {
+    /// A committed key, with its blocks (read tokens and datanodes where the OM has a data
+    /// path). A missing key is `Err` with status [`Status::KeyNotFound`].
+    pub async fn lookup_key(&self, volume: &str, bucket: &str, key: &str) -> Result<KeyInfo, ClientError> {
         let reply = self.lookup(volume, bucket, key).await?;
-        Ok(json::key(reply.get()?.get_info()?)?)
+        Ok(KeyInfo::of(reply.get()?.get_info()?)?)
     }
 
     /// A key's size and blocks (with read tokens and datanodes), for reading its data.
@@ -633,7 +695,7 @@ impl Client {
 
     /// Many keys of one bucket in one call: one result each, in order (a missing key is a
     /// `KEY_NOT_FOUND` error in its place). At most 4096 keys.
-    pub async fn lookup_keys(&self, volume: &str, bucket: &str, keys: &[&str]) -> Result<Vec<Result<serde_json::Value, ClientError>>, ClientError> {
+    pub async fn lookup_keys(&self, volume: &str, bucket: &str, keys: &[&str]) -> Result<Vec<Result<KeyInfo, ClientError>>, ClientError> {
         self.call(async |om| {
             let mut req = om.lookup_keys_request();
             self.set_header(req.get().init_header(), 0);
@@ -651,7 +713,7 @@ impl Client {
             let mut out = Vec::new();
             for item in r.get_results()?.iter() {
                 out.push(match item.which().map_err(|e| capnp::Error::failed(format!("unknown lookup result {}", e.0)))? {
-                    om_capnp::key_lookup::Which::Info(k) => Ok(json::key(k?)?),
+                    om_capnp::key_lookup::Which::Info(k) => Ok(KeyInfo::of(k?)?),
                     om_capnp::key_lookup::Which::Error(e) => Err(om_error(e?)),
                 });
             }
@@ -660,7 +722,9 @@ impl Client {
         .await
     }
 
-    pub async fn list_keys(&self, volume: &str, bucket: &str, prefix: &str, start: &str, limit: u32) -> Result<(Vec<serde_json::Value>, bool), ClientError> {
+    /// The committed keys of a bucket whose names start with `prefix`, after `start`, at most
+    /// `limit` (without read tokens).
+    pub async fn list_keys(&self, volume: &str, bucket: &str, prefix: &str, start: &str, limit: u32) -> Result<Page<KeyInfo>, ClientError> {
         self.call(async |om| {
             let mut req = om.list_keys_request();
             self.set_header(req.get().init_header(), 0);
@@ -672,8 +736,8 @@ impl Client {
             if r.has_error() {
                 return Err(om_error(r.get_error()?));
             }
-            let items = r.get_keys()?.iter().map(json::key).collect::<Result<_, _>>()?;
-            Ok((items, r.get_truncated()))
+            let items = r.get_keys()?.iter().map(KeyInfo::of).collect::<Result<_, _>>()?;
+            Ok(Page { items, truncated: r.get_truncated() })
         })
         .await
     }
@@ -794,70 +858,4 @@ fn set_page(mut p: om_capnp::page::Builder<'_>, prefix: &str, start: &str, limit
     p.set_prefix(prefix);
     p.set_start_after(start);
     p.set_limit(limit);
-}
-
-/// Replies as JSON, with Ozone's field names where they exist.
-pub mod json {
-    use serde_json::{Value, json};
-    use stratos_schema::om_capnp;
-
-    fn text(t: capnp::Result<capnp::text::Reader<'_>>) -> capnp::Result<String> {
-        Ok(t?.to_string()?)
-    }
-
-    fn quota(q: u64) -> Value {
-        if q == u64::MAX { json!(-1) } else { json!(q) }
-    }
-
-    fn replication(r: Result<om_capnp::Replication, capnp::NotInSchema>) -> &'static str {
-        match r {
-            Ok(om_capnp::Replication::RatisOne) => "RATIS/ONE",
-            Ok(om_capnp::Replication::RatisThree) => "RATIS/THREE",
-            Err(_) => "UNKNOWN",
-        }
-    }
-
-    fn metadata(l: capnp::Result<capnp::struct_list::Reader<'_, om_capnp::metadata_pair::Owned>>) -> capnp::Result<Value> {
-        let mut m = serde_json::Map::new();
-        for p in l?.iter() {
-            m.insert(text(p.get_key())?, Value::String(text(p.get_value())?));
-        }
-        Ok(Value::Object(m))
-    }
-
-    pub fn volume(v: om_capnp::volume_info::Reader<'_>) -> capnp::Result<Value> {
-        Ok(json!({
-            "name": text(v.get_name())?, "owner": text(v.get_owner())?, "admin": text(v.get_admin())?,
-            "creationTime": v.get_created_ms(), "modificationTime": v.get_modified_ms(),
-            "quotaInBytes": quota(v.get_quota_bytes()), "quotaInNamespace": quota(v.get_quota_namespace()),
-            "usedBytes": v.get_used_bytes(), "usedNamespace": v.get_buckets(), "objectID": v.get_object_id(),
-            "updateID": v.get_update_id(), "metadata": metadata(v.get_metadata())?,
-        }))
-    }
-
-    pub fn bucket(b: om_capnp::bucket_info::Reader<'_>) -> capnp::Result<Value> {
-        Ok(json!({
-            "volumeName": text(b.get_volume())?, "name": text(b.get_name())?, "owner": text(b.get_owner())?,
-            "creationTime": b.get_created_ms(), "modificationTime": b.get_modified_ms(),
-            "versioning": b.get_versioning(), "replication": replication(b.get_replication()),
-            "quotaInBytes": quota(b.get_quota_bytes()), "quotaInNamespace": quota(b.get_quota_namespace()),
-            "usedBytes": b.get_used_bytes(), "usedNamespace": b.get_keys(), "openKeys": b.get_open_keys(),
-            "bucketLayout": "OBJECT_STORE", "objectID": b.get_object_id(), "updateID": b.get_update_id(),
-            "metadata": metadata(b.get_metadata())?,
-        }))
-    }
-
-    pub fn key(k: om_capnp::key_info::Reader<'_>) -> capnp::Result<Value> {
-        let mut blocks = Vec::new();
-        for b in k.get_blocks()?.iter() {
-            blocks.push(json!({"containerID": b.get_container_id(), "localID": b.get_local_id(), "pipelineID": b.get_pipeline_id(), "length": b.get_length()}));
-        }
-        Ok(json!({
-            "volumeName": text(k.get_volume())?, "bucketName": text(k.get_bucket())?, "name": text(k.get_name())?,
-            "dataSize": k.get_data_size(), "replication": replication(k.get_replication()),
-            "creationTime": k.get_created_ms(), "modificationTime": k.get_modified_ms(),
-            "objectID": k.get_object_id(), "updateID": k.get_update_id(), "blocks": blocks,
-            "metadata": metadata(k.get_metadata())?,
-        }))
-    }
 }

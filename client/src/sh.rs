@@ -1,11 +1,18 @@
 //! `stratos sh`: the `ozone sh` forms. Info and list print JSON; a failure prints one line on
 //! stderr and exits non-zero. The OM's address comes from an `o3://host:port/…` path, else
 //! `--om host:port`, else `STRATOS_OM`, else 127.0.0.1:9862.
+//!
+//! The JSON is made here, from the client's typed values ([`volume_json`], [`bucket_json`],
+//! [`key_json`]), with Ozone's field names where they exist. Scripts and the end-to-end tests
+//! parse it: a field's name, type (number or string) and place stay as they are.
+
+use std::rc::Rc;
 
 use clap::{Args, Subcommand};
+use serde_json::{Value, json};
 use stratos_schema::om_capnp;
 
-use crate::{Client, ClientError};
+use crate::{BucketInfo, Client, ClientError, KeyInfo, Runtime, VolumeInfo};
 
 pub const DEFAULT_OM: &str = "127.0.0.1:9862";
 
@@ -199,7 +206,7 @@ fn parse_replication(s: &str) -> Result<om_capnp::Replication, String> {
 /// What a command printed, or why it failed (one line).
 pub type Outcome = Result<Option<String>, String>;
 
-fn pretty(v: &serde_json::Value) -> String {
+fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
 }
 
@@ -234,10 +241,16 @@ fn first_path(c: &ShCommand) -> Option<&str> {
 }
 
 /// Runs one `stratos sh` command on a glommio executor; returns what to print.
+#[cfg(feature = "glommio")]
 pub async fn run(args: &ShArgs) -> Outcome {
+    run_on(Rc::new(crate::runtime::Glommio), args).await
+}
+
+/// Runs one `stratos sh` command on `runtime`; returns what to print.
+pub async fn run_on(runtime: Rc<dyn Runtime>, args: &ShArgs) -> Outcome {
     let user = args.user.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "root".into());
     let addr = om_address(args, first_path(&args.command));
-    let c = Client::connect(&addr, &user).await.map_err(err)?;
+    let c = Client::connect_on(runtime, &addr, &user).await.map_err(err)?;
     match &args.command {
         ShCommand::Volume(v) => volume(&c, &user, v).await,
         ShCommand::Bucket(b) => bucket(&c, b).await,
@@ -245,8 +258,61 @@ pub async fn run(args: &ShArgs) -> Outcome {
     }
 }
 
-fn list_json(items: Vec<serde_json::Value>) -> Option<String> {
-    Some(pretty(&serde_json::Value::Array(items)))
+fn list_json<T>(items: &[T], json: impl Fn(&T) -> Value) -> Option<String> {
+    Some(pretty(&Value::Array(items.iter().map(json).collect())))
+}
+
+/// A quota as Ozone prints it: -1 for unlimited.
+fn quota_json(q: Option<u64>) -> Value {
+    match q {
+        None => json!(-1),
+        Some(q) => json!(q),
+    }
+}
+
+fn metadata_json(pairs: &[(String, String)]) -> Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in pairs {
+        m.insert(k.clone(), Value::String(v.clone()));
+    }
+    Value::Object(m)
+}
+
+/// A volume as `volume info` and `volume list` print it.
+pub fn volume_json(v: &VolumeInfo) -> Value {
+    json!({
+        "name": v.name, "owner": v.owner, "admin": v.admin,
+        "creationTime": v.created_ms, "modificationTime": v.modified_ms,
+        "quotaInBytes": quota_json(v.quota_bytes), "quotaInNamespace": quota_json(v.quota_namespace),
+        "usedBytes": v.used_bytes, "usedNamespace": v.buckets, "objectID": v.object_id,
+        "updateID": v.update_id, "metadata": metadata_json(&v.metadata),
+    })
+}
+
+/// A bucket as `bucket info` and `bucket list` print it.
+pub fn bucket_json(b: &BucketInfo) -> Value {
+    json!({
+        "volumeName": b.volume, "name": b.name, "owner": b.owner,
+        "creationTime": b.created_ms, "modificationTime": b.modified_ms,
+        "versioning": b.versioning, "replication": b.replication.name(),
+        "quotaInBytes": quota_json(b.quota_bytes), "quotaInNamespace": quota_json(b.quota_namespace),
+        "usedBytes": b.used_bytes, "usedNamespace": b.keys, "openKeys": b.open_keys,
+        "bucketLayout": b.layout(), "objectID": b.object_id, "updateID": b.update_id,
+        "metadata": metadata_json(&b.metadata),
+    })
+}
+
+/// A key as `key info` and `key list` print it: its blocks' places and lengths, without their
+/// tokens and datanodes.
+pub fn key_json(k: &KeyInfo) -> Value {
+    let blocks: Vec<Value> = k.blocks.iter().map(|b| json!({"containerID": b.container_id, "localID": b.local_id, "pipelineID": b.pipeline_id, "length": b.length})).collect();
+    json!({
+        "volumeName": k.volume, "bucketName": k.bucket, "name": k.name,
+        "dataSize": k.data_size, "replication": k.replication.name(),
+        "creationTime": k.created_ms, "modificationTime": k.modified_ms,
+        "objectID": k.object_id, "updateID": k.update_id, "blocks": blocks,
+        "metadata": metadata_json(&k.metadata),
+    })
 }
 
 async fn volume(c: &Client, user: &str, cmd: &VolumeCmd) -> Outcome {
@@ -268,11 +334,11 @@ async fn volume(c: &Client, user: &str, cmd: &VolumeCmd) -> Outcome {
         }
         VolumeCmd::Info { path } => {
             let (_, p) = parts(path, 1, "/volume")?;
-            Ok(Some(pretty(&c.volume_info(&p[0]).await.map_err(err)?)))
+            Ok(Some(pretty(&volume_json(&c.volume_info(&p[0]).await.map_err(err)?))))
         }
         VolumeCmd::List { path: _, owner, prefix, start, limit } => {
-            let (items, _) = c.list_volumes(owner.as_deref().unwrap_or(""), prefix, start, *limit).await.map_err(err)?;
-            Ok(list_json(items))
+            let page = c.list_volumes(owner.as_deref().unwrap_or(""), prefix, start, *limit).await.map_err(err)?;
+            Ok(list_json(&page.items, volume_json))
         }
         VolumeCmd::Update { path, owner, quota, namespace_quota } => {
             let (_, p) = parts(path, 1, "/volume")?;
@@ -330,12 +396,12 @@ async fn bucket(c: &Client, cmd: &BucketCmd) -> Outcome {
         }
         BucketCmd::Info { path } => {
             let (_, p) = parts(path, 2, "/volume/bucket")?;
-            Ok(Some(pretty(&c.bucket_info(&p[0], &p[1]).await.map_err(err)?)))
+            Ok(Some(pretty(&bucket_json(&c.bucket_info(&p[0], &p[1]).await.map_err(err)?))))
         }
         BucketCmd::List { path, prefix, start, limit } => {
             let (_, p) = parts(path, 1, "/volume")?;
-            let (items, _) = c.list_buckets(&p[0], prefix, start, *limit).await.map_err(err)?;
-            Ok(list_json(items))
+            let page = c.list_buckets(&p[0], prefix, start, *limit).await.map_err(err)?;
+            Ok(list_json(&page.items, bucket_json))
         }
         BucketCmd::Update { path, owner, quota, namespace_quota, versioning, replication } => {
             let (_, p) = parts(path, 2, "/volume/bucket")?;
@@ -383,7 +449,7 @@ async fn key(c: &Client, cmd: &KeyCmd) -> Outcome {
     match cmd {
         KeyCmd::Put { path, file } => {
             let (_, p) = parts(path, 3, "/volume/bucket/key")?;
-            let mut dns = crate::data::Datanodes::default();
+            let mut dns = crate::data::Datanodes::new(c.runtime().clone());
             let mut progress = crate::data::terminal_progress("put");
             crate::data::put_file(c, &mut dns, &p[0], &p[1], &p[2], file, &mut progress).await.map_err(|e| e.to_string())?;
             Ok(None)
@@ -395,7 +461,7 @@ async fn key(c: &Client, cmd: &KeyCmd) -> Outcome {
             let tmp = out.with_file_name(format!(".{}.stratos-part", out.file_name().map_or("out".into(), |n| n.to_string_lossy())));
             let f = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
             let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-            let mut dns = crate::data::Datanodes::default();
+            let mut dns = crate::data::Datanodes::new(c.runtime().clone());
             let mut progress = crate::data::terminal_progress("get");
             let r = crate::data::get_key(c, &mut dns, &p[0], &p[1], &p[2], &mut w, &mut progress).await.map_err(|e| e.to_string());
             let r = r.and_then(|_| {
@@ -413,7 +479,7 @@ async fn key(c: &Client, cmd: &KeyCmd) -> Outcome {
             let (_, p) = parts(path, 3, "/volume/bucket/key")?;
             let stdout = std::io::stdout();
             let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            let mut dns = crate::data::Datanodes::default();
+            let mut dns = crate::data::Datanodes::new(c.runtime().clone());
             crate::data::get_key(c, &mut dns, &p[0], &p[1], &p[2], &mut w, &mut |_| {}).await.map_err(|e| e.to_string())?;
             use std::io::Write;
             w.flush().map_err(|e| format!("stdout: {e}"))?;
@@ -421,12 +487,12 @@ async fn key(c: &Client, cmd: &KeyCmd) -> Outcome {
         }
         KeyCmd::Info { path } => {
             let (_, p) = parts(path, 3, "/volume/bucket/key")?;
-            Ok(Some(pretty(&c.lookup_key(&p[0], &p[1], &p[2]).await.map_err(err)?)))
+            Ok(Some(pretty(&key_json(&c.lookup_key(&p[0], &p[1], &p[2]).await.map_err(err)?))))
         }
         KeyCmd::List { path, prefix, start, limit } => {
             let (_, p) = parts(path, 2, "/volume/bucket")?;
-            let (items, _) = c.list_keys(&p[0], &p[1], prefix, start, *limit).await.map_err(err)?;
-            Ok(list_json(items))
+            let page = c.list_keys(&p[0], &p[1], prefix, start, *limit).await.map_err(err)?;
+            Ok(list_json(&page.items, key_json))
         }
         KeyCmd::Rename { path, to } => {
             let (_, p) = parts(path, 3, "/volume/bucket/key")?;
@@ -457,17 +523,5 @@ async fn key(c: &Client, cmd: &KeyCmd) -> Outcome {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_and_sizes_parse() {
-        assert_eq!(parse_address("o3://h:1/v/b/k/x").expect("parse"), Address { om: Some("h:1".into()), parts: vec!["v".into(), "b".into(), "k/x".into()] });
-        assert_eq!(parse_address("/v").expect("parse").parts, vec!["v".to_string()]);
-        assert!(parse_address("/v//k").is_err());
-        assert_eq!(parse_size("10MB"), Ok(10 << 20));
-        assert_eq!(parse_size("7"), Ok(7));
-        assert!(parse_size("ten").is_err());
-        assert!(parse_size("0").is_err());
-    }
-}
+#[path = "sh_test.rs"]
+mod tests;

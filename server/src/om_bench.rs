@@ -767,12 +767,12 @@ pub fn ockr(a: OckrArgs) -> anyhow::Result<()> {
             let mut names = Vec::new();
             let mut start = String::new();
             loop {
-                let (page, more) = clients[0].list_keys(&a.volume, &a.bucket, &a.prefix, &start, 1000).await?;
+                let page = clients[0].list_keys(&a.volume, &a.bucket, &a.prefix, &start, 1000).await?;
                 for k in &page {
-                    names.push((k["name"].as_str().unwrap_or_default().to_string(), k["dataSize"].as_u64().unwrap_or(0)));
+                    names.push((k.name.clone(), k.data_size));
                 }
                 match names.last() {
-                    Some((last, _)) if more => start = last.clone(),
+                    Some((last, _)) if page.truncated => start = last.clone(),
                     _ => break,
                 }
             }

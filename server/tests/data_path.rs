@@ -4,42 +4,12 @@
 //! live datanode, a datanode killed during a put, and an SCM killed under allocation load.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stratos");
-
-struct Proc {
-    child: Child,
-    line: String,
-}
-
-impl Proc {
-    fn start(args: &[&str]) -> Proc {
-        let mut child = Command::new(BIN).args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start stratos");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
-        assert!(line.contains("ready"), "{args:?}: no ready line: {line:?}");
-        Proc { child, line }
-    }
-
-    fn word_after(&self, w: &str) -> String {
-        self.line.split_whitespace().skip_while(|x| *x != w).nth(1).unwrap_or_else(|| panic!("no {w} in {:?}", self.line)).to_string()
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
+mod support;
+use support::{BIN, Proc, s};
 
 struct Cluster {
     dir: PathBuf,
@@ -47,10 +17,6 @@ struct Cluster {
     scm_addr: String,
     datanodes: Vec<Proc>,
     om: Proc,
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 fn start_scm(dir: &Path, addr: &str) -> Proc {

@@ -416,7 +416,7 @@ fn a_multi_key_delete_spans_shards() {
         assert_eq!(found.len(), 21);
         for (k, r) in asked.iter().zip(&found) {
             match r {
-                Ok(info) => assert_eq!(info["name"], *k),
+                Ok(info) => assert_eq!(info.name, *k),
                 Err(e) => assert!(*k == "no-such-key" && e.to_string().contains("KEY_NOT_FOUND"), "{k}: {e}"),
             }
         }
