@@ -2,7 +2,7 @@
 # Stratos against etcd, side by side on this host, with the same replication and durability:
 # MEMBERS OM nodes against MEMBERS etcd members (1 or 3), both acknowledging a write only once
 # it is fdatasync'ed on a majority. The workload is omkg (a key = an open and a commit: two
-# durable replicated writes on either side; see `omkg_etcd` in server/src/om_bench.rs for the
+# durable replicated writes on either side; see `omkg_etcd` in bench/src/freon/etcd.rs for the
 # mapping). For each concurrency (-t, requests in flight) the two are run alternately RUNS
 # times; the medians and the ratio Stratos/etcd are printed (keys/s; durable writes/s are twice
 # that on both sides, so the ratio is the same).

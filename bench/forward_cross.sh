@@ -4,7 +4,7 @@
 # client knows only node 2. Each node then forwards the writes of the groups the other leads,
 # and with one follower left every commit needs the other survivor's append answer. This is the
 # traffic that showed head-of-line blocking in the Raft transport (an append answer held back
-# by a forwarded write in the same call; see server/src/raft/transport.rs): a p99 near the
+# by a forwarded write in the same call; see server/raft/src/transport.rs): a p99 near the
 # election timeout, and once a 20 s write stall in the HA suite.
 #
 #   bench/forward_cross.sh [RUNS=3] [SECONDS=15] [THREADS=16]

@@ -1,14 +1,19 @@
 //! stratos-bench: measurements of Stratos, reported as medians of several runs.
 //!
-//! So far the foundation's figures: the WAL (durable appends/s and MB/s by batch size and by
-//! concurrency, with latency percentiles) and the shard state machine (open+commit applies/s,
-//! lookups/s, memory per key, snapshot write and load rates), and `plot`, which draws what the
-//! freon-style generators against a running OM (`ombg`, `omkg`, …, in the server crate) wrote
-//! with `--json`.
+//! - [`freon`]: load generators against a running cluster, named as Apache Ozone's freon names
+//!   them (`ombg`, `omkg`, `ockg`, `ockr`, `ommg`, `lookup`, `ome`), closed or open loop, with
+//!   HDR latency percentiles and `--json` output; `omkg` also drives etcd for a same-run ratio.
+//! - [`wal_bench`], [`shard_bench`]: the WAL (durable appends/s and MB/s by batch size and by
+//!   concurrency) and the shard state machine (applies/s, lookups/s, memory per key, snapshot
+//!   write and load rates) on one core.
+//! - [`plot`]: draws what the generators wrote with `--json`; [`report`]: tables of medians.
+//! - [`cli`]: the `stratos bench` subcommands and their flags.
 //!
 //! Nothing here is a test: these are run by hand (`stratos bench …`) and their output goes in
 //! bench/RESULTS.md with the command that produced it.
 
+pub mod cli;
+pub mod freon;
 pub mod plot;
 pub mod report;
 pub mod shard_bench;

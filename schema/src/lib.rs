@@ -20,6 +20,16 @@ pub fn shard_of(volume: &str, bucket: &str, key: &str, shards: u32) -> u32 {
     h.finalize() % shards.max(1)
 }
 
+/// Limits of the SCM's API that both sides must agree on: the SCM refuses a call past them,
+/// and the OM sizes its calls to fit.
+pub mod scm_limits {
+    /// Blocks in one `allocateBlocks` call.
+    pub const ALLOCATE_MAX: u32 = 4096;
+    /// Blocks in one `deleteBlocks` call (its record, as JSON, stays well below the SCM log's
+    /// record limit of 16 MiB).
+    pub const DELETE_BLOCKS_MAX: u32 = 100_000;
+}
+
 #[allow(clippy::all, clippy::unwrap_used, missing_debug_implementations, unused_qualifications, dead_code)]
 pub mod om_capnp {
     include!("generated/om_capnp.rs");

@@ -16,7 +16,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_stratos");
 /// A port free now and never handed out before in this process. The tests of this file run
 /// in parallel threads, and the kernel may give a just-released port to the next bind to port
 /// 0: two nodes of two clusters once got the same Raft port (and, through glommio's
-/// SO_REUSEPORT, both listened on it: see `stratos_server::rpc::listen_exclusive`).
+/// SO_REUSEPORT, both listened on it: see `stratos_common::rpc::listen_exclusive`).
 fn free_port() -> u16 {
     static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     loop {

@@ -274,7 +274,7 @@ fn malformed_and_oversized_messages_get_errors_and_the_server_keeps_serving() {
 /// finishes it by itself.
 #[test]
 fn renames_across_shards_finish_even_after_a_crash_midway() {
-    use stratos_server::om::core::shard_of;
+    use stratos_schema::shard_of;
     let dir = tempfile::tempdir().expect("tempdir");
     let empty = dir.path().join("empty");
     std::fs::write(&empty, b"").expect("empty file");

@@ -7,6 +7,8 @@
 //! pre-zeroed file, then fdatasync). [`recommend`] turns them into an OM configuration with a
 //! reason per value, plus warnings; tuning/GUIDE.md is what an operator changes by hand.
 
+pub mod cli;
+
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;

@@ -3,4 +3,4 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| stratos_server::token::fuzz_token(data));
+fuzz_target!(|data: &[u8]| stratos_common::token::fuzz_token(data));

@@ -5,4 +5,4 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| stratos_server::om::convert::fuzz_edge_operation(data));
+fuzz_target!(|data: &[u8]| stratos_om::convert::fuzz_edge_operation(data));

@@ -1,0 +1,17 @@
+//! stratos-common: what every Stratos server role (OM, SCM, datanode) shares, so that no role
+//! crate needs another.
+//!
+//! - [`rpc`]: Cap'n Proto plumbing on glommio: listeners that one process holds alone (or that
+//!   this process's executors share), the accept loop, a connection that redials after an
+//!   error, the limits a peer's message may make a server traverse, and bounded text fields.
+//! - [`token`]: block tokens (HMAC-SHA256): the OM signs them, the datanode verifies them, the
+//!   SCM makes and rotates their secret keys.
+//! - [`process`]: the life of a server process: SIGTERM/SIGINT become a stop request every
+//!   role polls, crash points for kill -9 tests, and the wall clock in ms.
+//!
+//! What it must never do: hold a role's state, or know a role's protocol beyond the wire types
+//! of `stratos-schema`. Roles talk to each other over the wire, never through this crate.
+
+pub mod process;
+pub mod rpc;
+pub mod token;

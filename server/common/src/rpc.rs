@@ -1,0 +1,132 @@
+//! Cap'n Proto plumbing shared by the roles: listeners, serving a capability on accepted
+//! connections, a connection that redials, and the limits on what a peer may send.
+
+use std::time::Duration;
+
+use capnp_rpc::{RpcSystem, rpc_twoparty_capnp, twoparty};
+use futures_util::io::AsyncReadExt;
+
+/// Words a peer's message may make the server traverse (Cap'n Proto's amplification guard).
+pub const TRAVERSAL_WORDS_MAX: usize = 64 << 20 >> 3;
+pub const NESTING_MAX: i32 = 64;
+
+/// Serves `bootstrap` on one accepted connection, on this executor, until the peer hangs up or
+/// breaks the protocol (either way only this connection is affected).
+pub fn serve_connection(stream: glommio::net::TcpStream, bootstrap: capnp::capability::Client) {
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.split();
+    let mut options = capnp::message::ReaderOptions::new();
+    options.traversal_limit_in_words(Some(TRAVERSAL_WORDS_MAX)).nesting_limit(NESTING_MAX);
+    let network = twoparty::VatNetwork::new(futures_lite::io::BufReader::new(reader), futures_lite::io::BufWriter::new(writer), rpc_twoparty_capnp::Side::Server, options);
+    let rpc = RpcSystem::new(Box::new(network), Some(bootstrap));
+    glommio::spawn_local(async move {
+        let _ = rpc.await;
+    })
+    .detach();
+}
+
+/// Binds a TCP listener that this process alone holds, for a glommio executor.
+///
+/// glommio's own `TcpListener::bind` sets SO_REUSEPORT, under which a second process of the
+/// same user (a node still running, a port given twice) binds the same address without an
+/// error and the kernel splits new connections between the two processes. std's bind sets
+/// SO_REUSEADDR only (a restart is not held up by connections in TIME_WAIT), so a port that
+/// anyone else listens on fails here, with a message that says so.
+pub fn listen_exclusive(addr: impl std::net::ToSocketAddrs) -> std::io::Result<glommio::net::TcpListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let std = std::net::TcpListener::bind(addr).map_err(in_use)?;
+    // std listens with a short backlog; a burst of client connections wants a longer one
+    // (the kernel caps it at net.core.somaxconn). Calling listen again only changes it.
+    // SAFETY: listen on a socket we own.
+    unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&std), 1024) };
+    // SAFETY: the fd is a bound, listening TCP socket that `std` owned alone.
+    Ok(unsafe { glommio::net::TcpListener::from_raw_fd(std.into_raw_fd()) })
+}
+
+/// For an address that several executors of this process share with SO_REUSEPORT (the OM's
+/// client port, so that the kernel spreads connections over them): fails as
+/// [`listen_exclusive`] would if another process listens there, and otherwise gives the
+/// address with its port (port 0 resolved to a free one) for the executors to bind.
+pub fn claim_shared_port(addr: std::net::SocketAddr) -> std::io::Result<std::net::SocketAddr> {
+    let probe = std::net::TcpListener::bind(addr).map_err(in_use)?;
+    probe.local_addr()
+}
+
+fn in_use(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        std::io::Error::new(e.kind(), format!("{e}: another process listens there (a node still running?)"))
+    } else {
+        e
+    }
+}
+
+/// Accepts connections on `listener` forever, serving each with a capability from `make`.
+pub async fn accept_loop(listener: glommio::net::TcpListener, what: &'static str, make: impl Fn() -> capnp::capability::Client) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => serve_connection(stream, make()),
+            Err(e) => {
+                eprintln!("{what}: accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// A connection to one service address, made on first use and dropped after an error (the next
+/// `get` dials again). The SCM client of the OM's cores and of the datanode.
+pub struct Redial<C> {
+    address: String,
+    conn: std::cell::RefCell<Option<C>>,
+}
+
+impl<C> std::fmt::Debug for Redial<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redial").field("address", &self.address).finish()
+    }
+}
+
+impl<C: capnp::capability::FromClientHook + Clone> Redial<C> {
+    pub fn new(address: &str) -> Self {
+        Self { address: address.to_string(), conn: std::cell::RefCell::new(None) }
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub async fn get(&self) -> Result<C, stratos_client::ClientError> {
+        if let Some(c) = self.conn.borrow().clone() {
+            return Ok(c);
+        }
+        let c: C = stratos_client::connect_rpc(&self.address).await?;
+        *self.conn.borrow_mut() = Some(c.clone());
+        Ok(c)
+    }
+
+    /// After an error: the next `get` makes a new connection.
+    pub fn forget(&self) {
+        *self.conn.borrow_mut() = None;
+    }
+}
+
+/// Why a text field of a request was refused (see [`text`]).
+#[derive(Debug, thiserror::Error)]
+pub enum TextError {
+    #[error(transparent)]
+    Capnp(#[from] capnp::Error),
+    #[error("{what} is {len} bytes, at most {max_bytes}")]
+    TooLong { what: String, len: usize, max_bytes: usize },
+    #[error("{what} is not UTF-8")]
+    NotUtf8 { what: String },
+}
+
+/// A text field of a request, refused if longer than `max_bytes` or not UTF-8 (`what` names
+/// it in the error).
+pub fn text(t: capnp::Result<capnp::text::Reader<'_>>, what: &str, max_bytes: usize) -> Result<String, TextError> {
+    let t = t?;
+    if t.len() > max_bytes {
+        return Err(TextError::TooLong { what: what.to_string(), len: t.len(), max_bytes });
+    }
+    t.to_str().map(str::to_string).map_err(|_| TextError::NotUtf8 { what: what.to_string() })
+}

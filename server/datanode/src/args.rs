@@ -1,0 +1,32 @@
+//! `stratos datanode`'s flags.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::DatanodeConfig;
+
+#[derive(Args, Debug)]
+pub struct DatanodeArgs {
+    /// Data directory (containers of block files, DATANODE_ID).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Address for clients (port 0: any free port).
+    #[arg(long, default_value = "0.0.0.0:9859")]
+    pub rpc_address: std::net::SocketAddr,
+    /// Address registered with the SCM, as clients dial it [default: the bound one].
+    #[arg(long)]
+    pub advertise: Option<std::net::SocketAddr>,
+    /// The SCM, host:port.
+    #[arg(long, default_value = "127.0.0.1:9863")]
+    pub scm: String,
+    /// Heartbeat to the SCM every this many ms.
+    #[arg(long, default_value_t = 2000)]
+    pub heartbeat_ms: u64,
+}
+
+impl DatanodeArgs {
+    pub fn config(self) -> DatanodeConfig {
+        DatanodeConfig { data_dir: self.data_dir, rpc_address: self.rpc_address, advertise: self.advertise, scm_address: self.scm, heartbeat_ms: self.heartbeat_ms }
+    }
+}

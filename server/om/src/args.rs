@@ -1,0 +1,137 @@
+//! `stratos om`'s flags: every key of the configuration file (see [`crate::config`]), a flag
+//! winning over the file.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::config::OmConfig;
+
+/// Every key of the OM configuration file, as a flag (a flag wins over the file).
+#[derive(Args, Debug, Default)]
+pub struct OmArgs {
+    /// TOML configuration file (every key optional; see README "Configuration").
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory (WALs, snapshots, FORMAT).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Client RPC address [default: 0.0.0.0:9862].
+    #[arg(long)]
+    pub rpc_address: Option<std::net::SocketAddr>,
+    /// HTTP address for /health, /metrics, /prom [default: 0.0.0.0:9874].
+    #[arg(long)]
+    pub http_address: Option<std::net::SocketAddr>,
+    /// Key shards, fixed at format time [default: one per CPU].
+    #[arg(long)]
+    pub shards: Option<u32>,
+    /// Executors [default: one per CPU, at most the shards].
+    #[arg(long)]
+    pub executors: Option<usize>,
+    /// CPUs to pin executors to, e.g. 0,1 [default: 0, 1, …].
+    #[arg(long, value_delimiter = ',')]
+    pub cpus: Option<Vec<usize>>,
+    /// Do not pin executors to CPUs.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Busy-poll this many µs before sleeping (lower latency, more CPU) [default: 0].
+    #[arg(long)]
+    pub spin_us: Option<u64>,
+    /// Administrators, comma-separated [default: root].
+    #[arg(long, value_delimiter = ',')]
+    pub admins: Option<Vec<String>>,
+    /// Snapshot a group every this many log entries [default: 100000].
+    #[arg(long)]
+    pub snapshot_after_entries: Option<u64>,
+    /// Log entries kept behind each snapshot for lagging followers [default: 1000].
+    #[arg(long)]
+    pub snapshot_logs_to_keep: Option<u64>,
+    /// Raft election timeout, minimum and maximum, in ms [default: 300, 600]. A follower campaigns
+    /// max + a random timeout in [min, max) after the last heartbeat (openraft's leader lease).
+    #[arg(long)]
+    pub election_timeout_min_ms: Option<u64>,
+    #[arg(long)]
+    pub election_timeout_max_ms: Option<u64>,
+    /// Raft heartbeat interval in ms [default: 100].
+    #[arg(long)]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// This node's Raft address, as peers dial it [default: 127.0.0.1:9872].
+    #[arg(long)]
+    pub raft_address: Option<String>,
+    /// This node's Raft id, unique in the cluster and never reused [default: 1].
+    #[arg(long)]
+    pub node_id: Option<u64>,
+    /// An OM node of the cluster, `ID,RAFT_HOST:PORT,RPC_HOST:PORT`; repeat for each node,
+    /// this one included (3 or 5 nodes). Absent: a single-node cluster. Every node must run the
+    /// same executor count. Read when the data directory is new; later, membership lives in
+    /// the Raft logs.
+    #[arg(long = "peer")]
+    pub peers: Option<Vec<String>>,
+    /// Join a running cluster (instead of forming one): this node's groups start empty and wait
+    /// until an administrator adds it (`stratos admin add ID,RAFT,RPC`); then it receives the
+    /// log or a snapshot of every group. Give the cluster's --shards and --executors.
+    #[arg(long)]
+    pub join: bool,
+    /// Spread group leaders evenly over the nodes by leadership transfer, true or false
+    /// [default: true].
+    #[arg(long)]
+    pub balance_leaders: Option<bool>,
+    /// io_uring registered buffer memory per executor, bytes [default: 1048576].
+    #[arg(long)]
+    pub io_memory_bytes: Option<usize>,
+    /// Drop open keys not committed within this many ms [default: 604800000, 7 days].
+    #[arg(long)]
+    pub open_key_ttl_ms: Option<u64>,
+    /// WAL segment size in bytes [default: 67108864].
+    #[arg(long)]
+    pub wal_segment_bytes: Option<u64>,
+    /// Keep a spare WAL segment ready per group, true or false [default: true].
+    #[arg(long)]
+    pub wal_spare_segment: Option<bool>,
+    /// Expire open keys and idle retry sessions every this many ms [default: 60000].
+    #[arg(long)]
+    pub housekeeping_interval_ms: Option<u64>,
+    /// The SCM, host:port [default: none: keys are metadata only, without blocks].
+    #[arg(long)]
+    pub scm_address: Option<String>,
+    /// Block size in bytes; larger keys span several blocks [default: 268435456].
+    #[arg(long)]
+    pub block_bytes: Option<u64>,
+    /// Blocks per pool refill from the SCM [default: 256].
+    #[arg(long)]
+    pub block_pool_size: Option<u32>,
+    /// Block tokens expire this many ms after issue [default: 86400000].
+    #[arg(long)]
+    pub block_token_lifetime_ms: Option<u64>,
+    /// Fetch the SCM's cluster map and push deleted blocks every this many ms [default: 5000].
+    #[arg(long)]
+    pub scm_poll_ms: Option<u64>,
+}
+
+impl OmArgs {
+    /// The configuration file (if any) with every given flag applied over it.
+    pub fn config(&self) -> anyhow::Result<OmConfig> {
+        let mut c = OmConfig::load(self.config.as_deref())?;
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { c.$f = v.into(); } )* };
+        }
+        set!(
+            data_dir, rpc_address, shards, executors, spin_us, admins, snapshot_after_entries, snapshot_logs_to_keep, election_timeout_min_ms, election_timeout_max_ms,
+            heartbeat_interval_ms, raft_address, node_id, peers, balance_leaders, io_memory_bytes, open_key_ttl_ms, wal_segment_bytes, wal_spare_segment, housekeeping_interval_ms,
+            scm_address, block_bytes, block_pool_size, block_token_lifetime_ms, scm_poll_ms
+        );
+        if let Some(a) = self.http_address {
+            c.http_address = Some(a);
+        }
+        if self.cpus.is_some() {
+            c.cpus = self.cpus.clone();
+        }
+        if self.no_pin {
+            c.pin = false;
+        }
+        if self.join {
+            c.join = true;
+        }
+        Ok(c)
+    }
+}

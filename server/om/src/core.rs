@@ -1,0 +1,507 @@
+//! One executor ("core") of an OM node: the groups it owns, its view of the meta group, and
+//! the channel mesh to the other cores. Nothing here is shared across threads: cores exchange
+//! [`Msg`]s over bounded channels, and a request for another core's group travels as one.
+//!
+//! Placement: the meta group is group 0, on core 0; key shard `s` is group `s + 1`, on core
+//! `s % cores`. A key belongs to shard `crc32(volume \0 bucket \0 key) % shards`; the shard
+//! count is fixed when the data directory is formatted, so this hash is part of the on-disk
+//! format.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use stratos_schema::om_capnp::Status;
+use stratos_shard::{BucketUsage, Command, Op, Reply, rights};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::convert::{BucketView, KeyView, VolumeView, WireError};
+use crate::meta_view::{Change, MetaView};
+use crate::coalesce::Coalesce;
+use crate::membership::MemberChange;
+use crate::metrics::{CoreStats, GroupSample, sample_core};
+use stratos_raft::group::{Group, ProposeError};
+use stratos_raft::transport::{Out, PeerAddr, Transport};
+use stratos_raft::types::Proposal;
+
+pub const META_GROUP: u32 = 0;
+/// Messages queued to one core at most (per sender: tokio's channel bounds the total).
+pub const MESH_QUEUE_MAX: usize = 4096;
+/// A write forwarded to a group's leader on another node, or a read index asked of it, is
+/// given up after this long (the caller sees UNAVAILABLE and retries with the same ids).
+pub const PEER_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `fut`, or UNAVAILABLE after [`PEER_CALL_TIMEOUT`]: a leader cut off from its quorum
+/// neither commits nor confirms a read index, and its clients must hear so (and retry, with the
+/// same request ids, wherever a quorum is) instead of waiting for the partition to heal.
+pub(crate) async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> Result<T, WireError> {
+    glommio::timer::timeout(PEER_CALL_TIMEOUT, async { Ok(fut.await) })
+        .await
+        .map_err(|_| WireError::new(Status::Unavailable, format!("{what}: no answer within {PEER_CALL_TIMEOUT:?} (this node may be cut off from a majority); the outcome is unknown, retry")))
+}
+
+use stratos_common::process::now_ms;
+
+/// A command the OM itself issues (fences, rename steps, housekeeping): as an administrator,
+/// with no retry identity (these commands are idempotent or remembered otherwise).
+pub fn om_command(op: Op) -> Command {
+    Command { ctx: stratos_shard::CommandContext { client_id: 0, request_id: 0, time_ms: now_ms(), principal: stratos_shard::Principal::admin("om"), bucket: None }, op }
+}
+
+pub use stratos_schema::shard_of;
+
+pub fn group_of_shard(shard: u32) -> u32 {
+    shard + 1
+}
+
+pub fn core_of_group(group: u32, cores: usize) -> usize {
+    if group == META_GROUP { 0 } else { (group - 1) as usize % cores }
+}
+
+/// Outcomes of a write, and the meta index the owner had applied when answering.
+pub type WriteReply = (Vec<Result<Reply, WireError>>, u64);
+
+#[derive(Debug)]
+pub enum Query {
+    VolumeInfo(String),
+    ListVolumes { owner: Option<String>, prefix: String, start_after: String, limit: usize },
+    BucketInfo(String, String),
+    ListBuckets { volume: String, prefix: String, start_after: String, limit: usize },
+    /// This shard's usage of each bucket id.
+    BucketUsages(Vec<u64>),
+    /// This shard's bytes in each volume id.
+    VolumeUsed(Vec<u64>),
+    ListKeysIn { bucket_id: u64, prefix: String, start_after: String, limit: usize },
+    /// Keys of one bucket on this shard, with their positions in the caller's list.
+    LookupKeys { principal: stratos_shard::Principal, volume: String, bucket: String, keys: Vec<(usize, String)> },
+}
+
+#[derive(Debug)]
+pub enum ReadResult {
+    Volumes(Vec<VolumeView>, bool),
+    Buckets(Vec<BucketView>, bool),
+    Usages(Vec<BucketUsage>),
+    Used(Vec<u64>),
+    Keys(Vec<KeyView>, bool),
+    KeyLookups(Vec<(usize, Result<KeyView, WireError>)>),
+}
+
+#[derive(Debug)]
+pub enum Msg {
+    /// Propose `commands` to `group`. With `fill`, the owner first checks the caller's rights and
+    /// copies the bucket's facts from its meta view into each command (key shards).
+    Write { group: u32, commands: Vec<Command>, fill: bool, min_meta: u64, reply: oneshot::Sender<WriteReply> },
+    Read { group: u32, query: Query, min_meta: u64, reply: oneshot::Sender<Result<ReadResult, WireError>> },
+    /// Meta-group changes, in log order (from core 0).
+    Meta { log_index: u64, changes: Arc<Vec<Change>> },
+    /// A Raft connection accepted by core 0 for this core (its hello named it): the socket.
+    RaftConnection(std::os::fd::OwnedFd),
+    /// Move a group's leadership (see [`Core::transfer`]).
+    Transfer { group: u32, to: u64, reply: oneshot::Sender<Result<(), WireError>> },
+    /// The leader (client address, "" if none known) of each group this core owns.
+    Leaders { reply: oneshot::Sender<Vec<(u32, String)>> },
+    /// Change the membership of each group this core leads (see [`Core::change_members`]).
+    Members { change: MemberChange, reply: oneshot::Sender<Result<Vec<u32>, WireError>> },
+    /// A meta fence for another core (core 0 answers; see [`Core::meta_fence`]).
+    MetaFence { reply: oneshot::Sender<Result<u64, WireError>> },
+    /// This core's metrics: its groups' samples and its meta-view index.
+    Metrics { hashes: bool, reply: oneshot::Sender<(Vec<GroupSample>, u64, Option<crate::metrics::DataCounters>)> },
+}
+
+pub struct Core {
+    pub index: usize,
+    pub cores: usize,
+    pub shards: u32,
+    pub groups: HashMap<u32, Rc<Group>>,
+    pub mesh: Vec<mpsc::Sender<Msg>>,
+    pub view: RefCell<MetaView>,
+    pub admins: Vec<String>,
+    pub open_key_ttl_ms: u64,
+    pub housekeeping_interval_ms: u64,
+    pub stats: CoreStats,
+    /// The data path (SCM connection, block pools, tokens); `None` for a metadata-only OM.
+    pub data: Option<Rc<crate::datapath::DataPath>>,
+    /// Raft traffic, forwarded writes and read indexes to the other OM nodes.
+    pub transport: Rc<Transport>,
+    /// Meta fences in flight on this core, shared by the requests that wait for them.
+    pub fences: Rc<Coalesce>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").field("index", &self.index).field("groups", &self.groups.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+pub(crate) fn unavailable(what: &str) -> WireError {
+    WireError::new(Status::Unavailable, format!("{what}: the OM is shutting down"))
+}
+
+impl Core {
+    /// Waits until this core's meta view has reached `index` (read-your-writes).
+    pub async fn wait_meta(&self, index: u64) {
+        loop {
+            let listener = self.view.borrow().advanced.listen();
+            if self.view.borrow().log_index >= index {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    pub fn meta_index(&self) -> u64 {
+        self.view.borrow().log_index
+    }
+
+    /// A meta fence: a meta-view index that includes every meta write acknowledged before this
+    /// call (on any node). A request that checks buckets and rights against the view (key
+    /// writes, lookups, listings) waits for its core's view to reach it, so a node whose meta
+    /// replica lags (a follower, a node just restarted) never answers from an older namespace
+    /// than a client has already seen acknowledged: creating a bucket on one node and writing
+    /// a key into it through another always works, and a revoked right is never honoured.
+    ///
+    /// Core 0 (which holds the meta replica) linearizes a read of the meta group (the leader's
+    /// read index: a quorum heartbeat round, no clock trusted; see [`Core::linearize`]), waits
+    /// to apply it, and answers with its view's index; other cores ask core 0 over the mesh.
+    /// Fences are shared ([`Coalesce`]) on both sides, so under load a core costs the meta
+    /// leader one quorum round per round trip, not one per request.
+    pub async fn meta_fence(self: &Rc<Self>) -> Result<u64, WireError> {
+        self.fences
+            .get(|| {
+                let me = self.clone();
+                async move {
+                    if me.index == 0 {
+                        let g = me.group(META_GROUP).clone();
+                        me.linearize(&g).await?;
+                        return Ok(me.meta_index());
+                    }
+                    let (reply, rx) = oneshot::channel();
+                    me.mesh[0].send(Msg::MetaFence { reply }).await.map_err(|_| unavailable("meta fence"))?;
+                    rx.await.map_err(|_| unavailable("meta fence"))?
+                }
+            })
+            .await
+    }
+
+    /// `min_meta` raised to a fresh [`Core::meta_fence`].
+    pub async fn fresh_meta(self: &Rc<Self>, min_meta: u64) -> Result<u64, WireError> {
+        Ok(min_meta.max(self.meta_fence().await?))
+    }
+
+    /// Waits until this core's view reaches `index`, or UNAVAILABLE after
+    /// [`PEER_CALL_TIMEOUT`] (a meta replica cut off from its leader never gets there).
+    pub async fn wait_meta_within(&self, index: u64) -> Result<(), WireError> {
+        within(&format!("waiting for this node's namespace to reach meta index {index}"), self.wait_meta(index)).await
+    }
+
+    /// Writes to a group on whichever core owns it.
+    pub async fn write(self: &Rc<Self>, group: u32, commands: Vec<Command>, fill: bool, min_meta: u64) -> WriteReply {
+        let n = commands.len();
+        let core = core_of_group(group, self.cores);
+        if core == self.index {
+            return self.owner_write(group, commands, fill, min_meta).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.mesh[core].send(Msg::Write { group, commands, fill, min_meta, reply: tx }).await.is_err() {
+            return (vec![Err(unavailable("write")); n], 0);
+        }
+        rx.await.unwrap_or_else(|_| (vec![Err(unavailable("write")); n], 0))
+    }
+
+    pub async fn read(self: &Rc<Self>, group: u32, query: Query, min_meta: u64) -> Result<ReadResult, WireError> {
+        let core = core_of_group(group, self.cores);
+        if core == self.index {
+            return self.local_read(group, query, min_meta).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.mesh[core].send(Msg::Read { group, query, min_meta, reply: tx }).await.map_err(|_| unavailable("read"))?;
+        rx.await.map_err(|_| unavailable("read"))?
+    }
+
+    /// Asks every other core over the mesh (`ask` builds the message around the reply
+    /// channel) and collects the answers by core; a core that is gone answers None.
+    pub(crate) async fn ask_others<T>(&self, ask: impl Fn(oneshot::Sender<T>) -> Msg) -> Vec<(usize, Option<T>)> {
+        let mut out = Vec::new();
+        for (i, tx) in self.mesh.iter().enumerate() {
+            if i == self.index {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            let answer = if tx.send(ask(reply)).await.is_ok() { rx.await.ok() } else { None };
+            out.push((i, answer));
+        }
+        out
+    }
+
+    /// Each group's leader as this node knows it (client address, "" if none), by group id
+    /// (0 = meta, s + 1 = shard s): for clients that send each key to its leader.
+    pub async fn leaders(self: &Rc<Self>) -> Vec<String> {
+        let mut out = vec![String::new(); self.shards as usize + 1];
+        let mut put = |pairs: Vec<(u32, String)>| pairs.into_iter().for_each(|(g, a)| out[g as usize] = a);
+        put(self.leaders_here());
+        for (_, pairs) in self.ask_others(|reply| Msg::Leaders { reply }).await {
+            put(pairs.unwrap_or_default());
+        }
+        out
+    }
+
+    pub(crate) fn leaders_here(&self) -> Vec<(u32, String)> {
+        self.groups.iter().map(|(&id, g)| (id, g.leader().map(|(_, a)| a.rpc).unwrap_or_default())).collect()
+    }
+
+    pub(crate) fn group(&self, id: u32) -> &Rc<Group> {
+        self.groups.get(&id).unwrap_or_else(|| panic!("core {} asked for group {id}, which it does not own", self.index))
+    }
+
+    /// A write on the core that owns `group`: proposed here if this node leads the group,
+    /// forwarded to the leader's node otherwise (over the Raft transport, so it rides in the
+    /// same batches as the group's Raft traffic). With no leader known, proposing here gives
+    /// NOT_LEADER, which the client retries.
+    async fn owner_write(&self, group: u32, commands: Vec<Command>, fill: bool, min_meta: u64) -> WriteReply {
+        let g = self.group(group);
+        if !g.is_leader()
+            && let Some((leader, addr)) = g.leader()
+            && leader != self.transport.me
+        {
+            return self.forward(group, leader, &addr, commands, fill, min_meta).await;
+        }
+        self.local_write(group, commands, fill, min_meta).await
+    }
+
+    async fn forward(&self, group: u32, leader: u64, addr: &PeerAddr, commands: Vec<Command>, fill: bool, min_meta: u64) -> WriteReply {
+        let n = commands.len();
+        let failed = |status: Status, why: String| (vec![Err(WireError::new(status, why)); n], 0);
+        let proposal = Proposal::encode(&commands).bytes().to_vec();
+        let call = self.transport.call(leader, &addr.raft, group, Out::Forward { proposal, fill, min_meta });
+        match within(&format!("forwarding a write of group {group} to its leader, node {leader}"), call).await {
+            Ok(Ok(bytes)) => crate::peer::decode_forward_reply(&bytes).unwrap_or_else(|e| failed(Status::Internal, format!("node {leader}: {e}"))),
+            Ok(Err(e)) => failed(Status::Unavailable, format!("forwarding a write of group {group} to its leader, node {leader}: {e}")),
+            Err(e) => (vec![Err(e); n], 0),
+        }
+    }
+
+    /// Waits until a read of `g` here is linearizable. On the leader: openraft's read index
+    /// (a heartbeat round to a quorum confirms leadership; no clock is trusted, so no lease
+    /// and no clock-drift bound is involved). On a follower: the leader's read index, asked
+    /// over the transport, then this replica applies up to it and serves the read itself.
+    pub async fn linearize(&self, g: &Group) -> Result<(), WireError> {
+        let remote = if g.is_leader() { None } else { Some(g.leader().ok_or_else(|| WireError::from(ProposeError::NotLeader(None)))?) };
+        let Some((leader, addr)) = remote.filter(|(leader, _)| *leader != self.transport.me) else {
+            return within("confirming leadership for a read", g.read_barrier()).await?.map_err(WireError::from);
+        };
+        let call = self.transport.call(leader, &addr.raft, g.id, Out::ReadIndex);
+        let index = match within(&format!("asking the leader of group {}, node {leader}, for its read index", g.id), call).await? {
+            Ok(b) if b.len() == 8 => u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+            Ok(b) => return Err(WireError::new(Status::Internal, format!("node {leader}: a read index of {} bytes", b.len()))),
+            Err(e) => return Err(WireError { status: Status::NotLeader, message: format!("group {}: {e}", g.id), leader_hint: addr.rpc }),
+        };
+        g.wait_applied(index, PEER_CALL_TIMEOUT).await.map_err(WireError::from)
+    }
+
+    /// Proposes on this node, whether or not it leads the group (housekeeping, forwarded writes).
+    pub async fn local_write(&self, group: u32, commands: Vec<Command>, fill: bool, min_meta: u64) -> WriteReply {
+        let started = std::time::Instant::now();
+        let reply = self.local_write_inner(group, commands, fill, min_meta).await;
+        let errors = reply.0.iter().filter(|o| o.is_err()).count();
+        self.stats.write_done(group, reply.0.len(), errors, started.elapsed().as_micros() as u64);
+        reply
+    }
+
+    async fn local_write_inner(&self, group: u32, mut commands: Vec<Command>, fill: bool, min_meta: u64) -> WriteReply {
+        if let Err(e) = self.wait_meta_within(min_meta).await {
+            return (vec![Err(e); commands.len()], self.meta_index());
+        }
+        let g = self.group(group);
+        let mut early: Vec<Option<Result<Reply, WireError>>> = vec![None; commands.len()];
+        if fill {
+            let view = self.view.borrow();
+            for (i, c) in commands.iter_mut().enumerate() {
+                let (volume, bucket, right) = match &c.op {
+                    Op::OpenKey { volume, bucket, .. }
+                    | Op::AllocateBlock { volume, bucket, .. }
+                    | Op::CommitKey { volume, bucket, .. }
+                    | Op::RenameKey { volume, bucket, .. }
+                    | Op::RenameOut { volume, bucket, .. }
+                    | Op::RenameIn { volume, bucket, .. } => (volume, bucket, rights::WRITE),
+                    Op::DeleteKey { volume, bucket, .. } | Op::DeleteKeys { volume, bucket, .. } => (volume, bucket, rights::DELETE),
+                    other => panic!("a non-key command {other:?} sent for bucket facts"),
+                };
+                match view.key_bucket(&c.ctx.principal, volume, bucket, right) {
+                    Ok(r) => c.ctx.bucket = Some(r),
+                    // A rename's step 2 is proposed even so: without facts the shard answers
+                    // BUCKET_NOT_FOUND and remembers it, so a repeat can never succeed later
+                    // (after step 1 was given up on this answer).
+                    Err(_) if matches!(c.op, Op::RenameIn { .. }) => {}
+                    Err(e) => early[i] = Some(Err(e.into())),
+                }
+            }
+        }
+        let propose: Vec<Command> = commands.into_iter().zip(&early).filter(|(_, e)| e.is_none()).map(|(c, _)| c).collect();
+        let mut proposed = if propose.is_empty() {
+            Vec::new().into_iter()
+        } else {
+            match within("committing a write", g.propose(propose)).await.and_then(|r| r.map_err(WireError::from)) {
+                Ok(outcomes) => outcomes.into_iter().map(|o| o.map_err(WireError::from)).collect::<Vec<_>>().into_iter(),
+                Err(e) => {
+                    let n = early.iter().filter(|e| e.is_none()).count();
+                    vec![Err(e); n].into_iter()
+                }
+            }
+        };
+        let outcomes = early.into_iter().map(|e| e.unwrap_or_else(|| proposed.next().expect("one outcome per proposed command"))).collect();
+        let meta_index = if group == META_GROUP { g.state.applied_log_index() } else { self.meta_index() };
+        (outcomes, meta_index)
+    }
+
+    async fn local_read(&self, group: u32, query: Query, min_meta: u64) -> Result<ReadResult, WireError> {
+        let started = std::time::Instant::now();
+        let r = self.local_read_inner(group, query, min_meta).await;
+        self.stats.read_done(group, r.is_ok(), started.elapsed().as_micros() as u64);
+        r
+    }
+
+    async fn local_read_inner(&self, group: u32, query: Query, min_meta: u64) -> Result<ReadResult, WireError> {
+        self.wait_meta_within(min_meta).await?;
+        let g = self.group(group);
+        // Linearizable on the leader and on followers alike (see `linearize`).
+        self.linearize(g).await?;
+        let shard = g.state.shard.borrow();
+        Ok(match query {
+            Query::VolumeInfo(v) => {
+                let i = shard.volume_info(&v)?;
+                ReadResult::Volumes(vec![volume_view(&i)], false)
+            }
+            Query::ListVolumes { owner, prefix, start_after, limit } => {
+                let page = shard.list_volumes(owner.as_deref(), &prefix, &start_after, limit)?;
+                ReadResult::Volumes(page.items.iter().map(volume_view).collect(), page.truncated)
+            }
+            Query::BucketInfo(v, b) => {
+                let i = shard.bucket_info(&v, &b)?;
+                ReadResult::Buckets(vec![bucket_view(&i)], false)
+            }
+            Query::ListBuckets { volume, prefix, start_after, limit } => {
+                let page = shard.list_buckets(&volume, &prefix, &start_after, limit)?;
+                ReadResult::Buckets(page.items.iter().map(bucket_view).collect(), page.truncated)
+            }
+            Query::BucketUsages(ids) => ReadResult::Usages(ids.iter().map(|id| shard.bucket_usage_of(*id)).collect()),
+            Query::VolumeUsed(ids) => ReadResult::Used(ids.iter().map(|id| shard.volume_used_bytes_of(*id)).collect()),
+            Query::LookupKeys { principal, volume, bucket, keys } => {
+                let r = self.view.borrow().key_bucket(&principal, &volume, &bucket, rights::READ)?;
+                ReadResult::KeyLookups(
+                    keys.into_iter()
+                        .map(|(pos, key)| {
+                            let k = shard.lookup_key_in(r.bucket_id, &key).map(|k| KeyView::of(&key, k));
+                            (pos, k.ok_or_else(|| stratos_shard::OmError::KeyNotFound(format!("{volume}/{bucket}/{key}")).into()))
+                        })
+                        .collect(),
+                )
+            }
+            Query::ListKeysIn { bucket_id, prefix, start_after, limit } => {
+                let page = shard.list_keys_in(bucket_id, &prefix, &start_after, limit)?;
+                ReadResult::Keys(page.items.iter().map(|k| KeyView::of(k.name, k.record)).collect(), page.truncated)
+            }
+        })
+    }
+
+    /// Serves messages from other cores until every sender is gone.
+    pub async fn serve_mesh(self: Rc<Self>, mut inbox: mpsc::Receiver<Msg>) {
+        while let Some(msg) = inbox.recv().await {
+            match msg {
+                Msg::Meta { log_index, changes } => self.view.borrow_mut().apply(log_index, &changes),
+                Msg::Metrics { hashes, reply } => {
+                    let _ = reply.send((sample_core(&self, hashes), self.meta_index(), self.data.as_ref().map(|d| d.counters())));
+                }
+                Msg::RaftConnection(fd) => {
+                    use std::os::fd::{FromRawFd, IntoRawFd};
+                    // SAFETY: the fd is a connected TCP socket that this message owned alone.
+                    let stream = unsafe { glommio::net::TcpStream::from_raw_fd(fd.into_raw_fd()) };
+                    crate::peer::serve(self.clone(), stream);
+                }
+                Msg::Write { group, commands, fill, min_meta, reply } => {
+                    let me = self.clone();
+                    glommio::spawn_local(async move {
+                        let _ = reply.send(me.owner_write(group, commands, fill, min_meta).await);
+                    })
+                    .detach();
+                }
+                Msg::Leaders { reply } => {
+                    let _ = reply.send(self.leaders_here());
+                }
+                Msg::Members { change, reply } => {
+                    let me = self.clone();
+                    glommio::spawn_local(async move {
+                        let _ = reply.send(me.change_members_here(&change).await);
+                    })
+                    .detach();
+                }
+                Msg::MetaFence { reply } => {
+                    let me = self.clone();
+                    glommio::spawn_local(async move {
+                        let _ = reply.send(me.meta_fence().await);
+                    })
+                    .detach();
+                }
+                Msg::Transfer { group, to, reply } => {
+                    let me = self.clone();
+                    glommio::spawn_local(async move {
+                        let _ = reply.send(me.transfer(group, to).await);
+                    })
+                    .detach();
+                }
+                Msg::Read { group, query, min_meta, reply } => {
+                    let me = self.clone();
+                    glommio::spawn_local(async move {
+                        let _ = reply.send(me.local_read(group, query, min_meta).await);
+                    })
+                    .detach();
+                }
+            }
+        }
+    }
+}
+
+fn volume_view(i: &stratos_shard::VolumeInfo<'_>) -> VolumeView {
+    VolumeView { name: i.name.to_string(), record: rkyv::deserialize::<_, rkyv::rancor::Error>(i.record).expect("archived records deserialize"), usage: i.usage }
+}
+
+fn bucket_view(i: &stratos_shard::BucketInfo<'_>) -> BucketView {
+    BucketView {
+        volume: i.volume.to_string(),
+        name: i.name.to_string(),
+        record: rkyv::deserialize::<_, rkyv::rancor::Error>(i.record).expect("archived records deserialize"),
+        usage: i.usage,
+    }
+}
+
+/// Sends meta changes to every other core in log order (core 0 applied them already). The
+/// apply hook only queues; this task does the (possibly waiting) sends.
+pub struct MetaBroadcast {
+    pub queue: RefCell<std::collections::VecDeque<(u64, Arc<Vec<Change>>)>>,
+    pub wake: stratos_raft::group::local_event::Event,
+}
+
+impl std::fmt::Debug for MetaBroadcast {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetaBroadcast")
+    }
+}
+
+impl MetaBroadcast {
+    pub async fn run(self: Rc<Self>, mesh: Vec<mpsc::Sender<Msg>>) {
+        loop {
+            let listener = self.wake.listen();
+            let next = self.queue.borrow_mut().pop_front();
+            match next {
+                Some((log_index, changes)) => {
+                    for tx in &mesh[1..] {
+                        if tx.send(Msg::Meta { log_index, changes: changes.clone() }).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                None => listener.await,
+            }
+        }
+    }
+}

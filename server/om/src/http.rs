@@ -1,0 +1,47 @@
+//! HTTP on the OM HTTP port: `/health` (200 "ok" once serving), and `/metrics` and `/prom`
+//! (Prometheus text format) with every group of this node, gathered from all cores (see
+//! [`crate::metrics`]). A tiny HTTP/1.0 responder: one request per
+//! connection, GET only, request head bounded to 8 KiB.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+use crate::core::Core;
+
+const REQUEST_HEAD_BYTES_MAX: usize = 8192;
+
+pub fn serve(core: Rc<Core>, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let listener = stratos_common::rpc::listen_exclusive(addr).map_err(|e| anyhow::anyhow!("binding the OM HTTP address {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
+    glommio::spawn_local(async move {
+        loop {
+            let Ok(mut stream) = listener.accept().await else { continue };
+            let core = core.clone();
+            glommio::spawn_local(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < REQUEST_HEAD_BYTES_MAX {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&head);
+                let path = line.split_whitespace().nth(1).unwrap_or("");
+                let (status, body) = match path {
+                    "/health" => ("200 OK", "ok\n".to_string()),
+                    "/metrics" | "/prom" => ("200 OK", core.gather_metrics().await),
+                    _ => ("404 Not Found", "try /health, /metrics or /prom\n".to_string()),
+                };
+                let reply = format!("HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                let _ = stream.write_all(reply.as_bytes()).await;
+                let _ = stream.close().await;
+            })
+            .detach();
+        }
+    })
+    .detach();
+    Ok(bound)
+}

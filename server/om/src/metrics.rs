@@ -1,0 +1,254 @@
+//! Metrics of an OM node: every core samples the groups it owns ([`sample_core`]); the HTTP
+//! handler on core 0 gathers the samples over the mesh and renders one Prometheus text page
+//! ([`render`]), families grouped as the format requires.
+//!
+//! Per group (label `group="meta"` or `group="shard-N"`, and `core`): Raft term, leadership,
+//! commit, applied and last log index; WAL counters, flush latency and records per flush; Raft
+//! entry sizes (commands per entry); commands and reads served, with the latency of each write
+//! call (propose to outcome, i.e. including the fdatasync) and each linearizable read.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+
+use stratos_wal::{Log2Histogram, WalStats};
+
+use std::rc::Rc;
+
+use crate::core::{Core, META_GROUP, Msg};
+
+/// Served operations of one group, kept by the core that owns it.
+#[derive(Debug, Default, Clone)]
+pub struct OpStats {
+    pub commands: u64,
+    pub command_errors: u64,
+    pub reads: u64,
+    pub read_errors: u64,
+    /// One observation per write call (a batch of commands proposed together), µs.
+    pub write_micros: Log2Histogram,
+    pub read_micros: Log2Histogram,
+}
+
+/// The operations counters of the groups on one core, by group id.
+#[derive(Debug, Default)]
+pub struct CoreStats {
+    pub groups: RefCell<std::collections::HashMap<u32, OpStats>>,
+}
+
+impl CoreStats {
+    pub fn write_done(&self, group: u32, commands: usize, errors: usize, micros: u64) {
+        let mut g = self.groups.borrow_mut();
+        let s = g.entry(group).or_default();
+        s.commands += commands as u64;
+        s.command_errors += errors as u64;
+        s.write_micros.record(micros);
+    }
+
+    pub fn read_done(&self, group: u32, ok: bool, micros: u64) {
+        let mut g = self.groups.borrow_mut();
+        let s = g.entry(group).or_default();
+        s.reads += 1;
+        s.read_errors += u64::from(!ok);
+        s.read_micros.record(micros);
+    }
+}
+
+/// One group's figures at one moment.
+#[derive(Debug, Clone)]
+pub struct GroupSample {
+    pub group: u32,
+    pub core: usize,
+    pub term: u64,
+    pub leader: bool,
+    /// The leader this node knows of (0: none), the voters, and (on the leader) each
+    /// replica's matched log index.
+    pub leader_id: u64,
+    pub members: Vec<u64>,
+    pub replicas: Vec<(u64, u64)>,
+    pub committed: u64,
+    pub applied: u64,
+    pub last_log: u64,
+    pub wal: WalStats,
+    pub entry_commands: Log2Histogram,
+    pub ops: OpStats,
+    /// With `hashes`: the hash of the group's whole state at `applied` (0: not asked).
+    pub state_hash: u64,
+}
+
+/// The samples of every group this core owns; with `hashes`, each with its state's hash, read
+/// in the same synchronous step as its applied index (nothing applies in between on this
+/// single-threaded executor), so replicas at the same index must show the same hash.
+pub fn sample_core(core: &Core, hashes: bool) -> Vec<GroupSample> {
+    let mut out: Vec<GroupSample> = core
+        .groups
+        .iter()
+        .map(|(id, g)| {
+            let m = g.metrics_now();
+            GroupSample {
+                group: *id,
+                core: core.index,
+                term: m.current_term,
+                leader: m.current_leader == Some(m.id),
+                leader_id: m.current_leader.unwrap_or(0),
+                members: m.membership_config.membership().voter_ids().collect(),
+                replicas: m.replication.as_ref().map(|r| r.iter().map(|(id, l)| (*id, l.map_or(0, |l| l.index))).collect()).unwrap_or_default(),
+                committed: m.local_committed.map_or(0, |l| l.index),
+                applied: g.state.applied_log_index(),
+                last_log: g.log.wal().last_log_id().map_or(0, |l| l.log_index),
+                wal: g.log.wal().stats(),
+                entry_commands: *g.entry_commands.borrow(),
+                ops: core.stats.groups.borrow().get(id).cloned().unwrap_or_default(),
+                state_hash: if hashes { g.state.shard.borrow().state_hash() } else { 0 },
+            }
+        })
+        .collect();
+    out.sort_by_key(|s| s.group);
+    out
+}
+
+fn label(s: &GroupSample) -> String {
+    let name = if s.group == META_GROUP { "meta".to_string() } else { format!("shard-{}", s.group - 1) };
+    format!("group=\"{name}\",core=\"{}\"", s.core)
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn scalar(out: &mut String, samples: &[GroupSample], name: &str, kind: &str, help: &str, f: impl Fn(&GroupSample) -> u64) {
+    family(out, name, kind, help);
+    for s in samples {
+        let _ = writeln!(out, "{name}{{{}}} {}", label(s), f(s));
+    }
+}
+
+/// A Prometheus histogram from a log2 one; `scale` converts the recorded unit to the exported
+/// one (1e-6 for µs → seconds, 1 for counts).
+fn histogram(out: &mut String, samples: &[GroupSample], name: &str, help: &str, scale: f64, f: impl Fn(&GroupSample) -> &Log2Histogram) {
+    family(out, name, "histogram", help);
+    for s in samples {
+        let h = f(s);
+        let l = label(s);
+        for (bound, cumulative) in h.cumulative(0) {
+            let _ = writeln!(out, "{name}_bucket{{{l},le=\"{}\"}} {cumulative}", bound as f64 * scale);
+        }
+        let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(out, "{name}_sum{{{l}}} {}", h.sum as f64 * scale);
+        let _ = writeln!(out, "{name}_count{{{l}}} {}", h.count);
+    }
+}
+
+/// Data-path counters of one core (see `datapath`).
+pub type DataCounters = [u64; 5];
+
+/// The page: every group's sample, each core's meta-view index and data-path counters.
+pub fn render(samples: &[GroupSample], meta_views: &[(usize, u64)], data: &[(usize, DataCounters)]) -> String {
+    let mut out = String::new();
+    scalar(&mut out, samples, "stratos_raft_term", "gauge", "Current Raft term of the group.", |s| s.term);
+    scalar(&mut out, samples, "stratos_raft_leader", "gauge", "1 if this node leads the group.", |s| u64::from(s.leader));
+    scalar(&mut out, samples, "stratos_raft_leader_node", "gauge", "The node id of the group's leader as this node knows it (0: none).", |s| s.leader_id);
+    family(&mut out, "stratos_raft_replica_matched_index", "gauge", "On the leader: the last log index known to be on each replica.");
+    for s in samples {
+        for (node, matched) in &s.replicas {
+            let _ = writeln!(out, "stratos_raft_replica_matched_index{{{},replica=\"{node}\"}} {matched}", label(s));
+        }
+    }
+    scalar(&mut out, samples, "stratos_raft_commit_index", "gauge", "Last log index known committed.", |s| s.committed);
+    scalar(&mut out, samples, "stratos_raft_applied_index", "gauge", "Last log index applied by the state machine.", |s| s.applied);
+    scalar(&mut out, samples, "stratos_raft_last_log_index", "gauge", "Last log index in the group's WAL.", |s| s.last_log);
+    histogram(&mut out, samples, "stratos_raft_entry_commands", "Commands per proposed Raft entry (proposer batching).", 1.0, |s| &s.entry_commands);
+    scalar(&mut out, samples, "stratos_wal_records_total", "counter", "Records appended to the WAL.", |s| s.wal.records_appended);
+    scalar(&mut out, samples, "stratos_wal_flushes_total", "counter", "Group-commit flushes (one write and fdatasync each).", |s| s.wal.flushes);
+    scalar(&mut out, samples, "stratos_wal_fdatasyncs_total", "counter", "fdatasync calls.", |s| s.wal.fdatasyncs);
+    scalar(&mut out, samples, "stratos_wal_bytes_written_total", "counter", "Bytes written to WAL segments.", |s| s.wal.bytes_written);
+    scalar(&mut out, samples, "stratos_wal_segments_created_total", "counter", "WAL segments started (created or a spare renamed into place).", |s| s.wal.segments_created);
+    scalar(&mut out, samples, "stratos_wal_spares_used_total", "counter", "WAL segments that were a prepared spare (no zero-fill on the flush path).", |s| s.wal.spares_used);
+    histogram(&mut out, samples, "stratos_wal_flush_seconds", "Time of one WAL flush, write to fdatasync return.", 1e-6, |s| &s.wal.flush_micros);
+    histogram(&mut out, samples, "stratos_wal_flush_records", "Records made durable by one flush (group-commit batch size).", 1.0, |s| &s.wal.flush_records);
+    scalar(&mut out, samples, "stratos_group_commands_total", "counter", "Commands proposed to the group by this node.", |s| s.ops.commands);
+    scalar(&mut out, samples, "stratos_group_command_errors_total", "counter", "Commands answered with an error.", |s| s.ops.command_errors);
+    scalar(&mut out, samples, "stratos_group_reads_total", "counter", "Linearizable reads served.", |s| s.ops.reads);
+    scalar(&mut out, samples, "stratos_group_read_errors_total", "counter", "Reads answered with an error.", |s| s.ops.read_errors);
+    histogram(&mut out, samples, "stratos_group_write_seconds", "Latency of one write call (commands proposed together) to its outcome, fdatasync included.", 1e-6, |s| &s.ops.write_micros);
+    histogram(&mut out, samples, "stratos_group_read_seconds", "Latency of one linearizable read.", 1e-6, |s| &s.ops.read_micros);
+    family(&mut out, "stratos_meta_view_index", "gauge", "Meta-group index the core's view reflects.");
+    for (core, index) in meta_views {
+        let _ = writeln!(out, "stratos_meta_view_index{{core=\"{core}\"}} {index}");
+    }
+    let families = [
+        ("stratos_om_block_takes_total", "Block-pool takes (one per openKey or allocateBlock) on this core."),
+        ("stratos_om_block_waits_total", "Takes that waited for the SCM (pool short, or datanodes excluded): the hot path's misses."),
+        ("stratos_om_block_refills_total", "Background pool refills (one batched allocateBlocks call each)."),
+        ("stratos_om_block_refill_errors_total", "Refills that failed (the SCM unreachable or refusing)."),
+        ("stratos_om_deleted_blocks_pushed_total", "Deleted blocks handed to the SCM."),
+    ];
+    for (i, (name, help)) in families.iter().enumerate() {
+        if data.is_empty() {
+            break;
+        }
+        family(&mut out, name, "counter", help);
+        for (core, c) in data {
+            let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", c[i]);
+        }
+    }
+    out
+}
+
+impl Core {
+    /// Every group's sample, gathered from every core over the mesh (with state hashes if
+    /// `hashes`).
+    pub async fn gather_samples(self: &Rc<Self>, hashes: bool) -> Vec<GroupSample> {
+        self.gather(hashes).await.0
+    }
+
+    /// Every core's samples, gathered over the mesh (for the HTTP metrics page).
+    pub async fn gather_metrics(self: &Rc<Self>) -> String {
+        let (samples, views, data) = self.gather(false).await;
+        crate::metrics::render(&samples, &views, &data)
+    }
+
+    /// Every core's group samples (sorted by group), meta-view index and data-path counters.
+    async fn gather(self: &Rc<Self>, hashes: bool) -> (Vec<GroupSample>, Vec<(usize, u64)>, Vec<(usize, crate::metrics::DataCounters)>) {
+        let mut samples = sample_core(self, hashes);
+        let mut views = vec![(self.index, self.meta_index())];
+        let mut data: Vec<(usize, crate::metrics::DataCounters)> = self.data.iter().map(|d| (self.index, d.counters())).collect();
+        for (i, answer) in self.ask_others(|reply| Msg::Metrics { hashes, reply }).await {
+            if let Some((s, view, d)) = answer {
+                samples.extend(s);
+                views.push((i, view));
+                data.extend(d.map(|d| (i, d)));
+            }
+        }
+        samples.sort_by_key(|s| s.group);
+        (samples, views, data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(group: u32) -> GroupSample {
+        let mut ops = OpStats::default();
+        ops.write_micros.record(300);
+        ops.write_micros.record(5000);
+        GroupSample { group, core: 1, term: 2, leader: true, leader_id: 1, members: vec![1], replicas: vec![], committed: 9, applied: 9, last_log: 9, wal: WalStats::default(), entry_commands: Log2Histogram::default(), ops, state_hash: 0 }
+    }
+
+    #[test]
+    fn families_are_grouped_and_histograms_cumulative() {
+        let page = render(&[sample(0), sample(3)], &[(0, 7), (1, 7)], &[(0, [10, 1, 2, 0, 5])]);
+        // Each family's samples follow its TYPE line, all groups together.
+        let types: Vec<&str> = page.lines().filter(|l| l.starts_with("# TYPE")).collect();
+        let mut names: Vec<&str> = types.iter().map(|l| l.split_whitespace().nth(2).expect("TYPE lines name a family")).collect();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(names.len(), n, "a family appears twice");
+        assert!(page.contains("stratos_raft_commit_index{group=\"shard-2\",core=\"1\"} 9"));
+        assert!(page.contains("stratos_group_write_seconds_bucket{group=\"meta\",core=\"1\",le=\"0.000512\"} 1"));
+        assert!(page.contains("stratos_group_write_seconds_bucket{group=\"meta\",core=\"1\",le=\"0.008192\"} 2"));
+        assert!(page.contains("stratos_group_write_seconds_bucket{group=\"meta\",core=\"1\",le=\"+Inf\"} 2"));
+        assert!(page.contains("stratos_group_write_seconds_count{group=\"meta\",core=\"1\"} 2"));
+        assert!(page.contains("stratos_meta_view_index{core=\"1\"} 7"));
+        assert!(page.contains("stratos_om_block_waits_total{core=\"0\"} 1"));
+    }
+}

@@ -1,0 +1,354 @@
+//! An OM node: formats or opens the data directory, starts one pinned glommio executor per
+//! core with its groups, listeners and mesh, prints `ready`, and stops cleanly on SIGTERM or
+//! SIGINT (every group's WAL is synced; kill -9 loses nothing acknowledged either, since an
+//! acknowledgement waits for fdatasync).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use glommio::{LocalExecutorBuilder, Placement};
+use stratos_schema::om_capnp::ozone_manager;
+use tokio::sync::mpsc;
+
+use crate::config::OmConfig;
+use crate::core::{Core, MESH_QUEUE_MAX, META_GROUP, MetaBroadcast, Msg, core_of_group};
+use crate::meta_view::{MetaView, changes_of, full_view};
+use crate::service::OmService;
+use stratos_raft::group::{Group, GroupConfig};
+use stratos_raft::transport::{PeerAddr, Transport, answer_hello, read_hello};
+
+pub use stratos_common::rpc::{NESTING_MAX, TRAVERSAL_WORDS_MAX};
+
+pub use stratos_common::process::{install_signal_handlers, request_stop, stop_requested, wait_stop};
+
+/// The shard count is fixed when a data directory is formatted: it decides where keys live.
+fn format_or_check(dir: &Path, shards: u32) -> anyhow::Result<u32> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
+    let path = dir.join("FORMAT");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let stored: u32 = s
+                .lines()
+                .find_map(|l| l.strip_prefix("shards="))
+                .and_then(|v| v.trim().parse().ok())
+                .with_context(|| format!("{} is not a Stratos format file", path.display()))?;
+            if shards != 0 && shards != stored {
+                bail!("{} was formatted with {stored} shards; --shards {shards} cannot change that", dir.display());
+            }
+            Ok(stored)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let n = if shards == 0 { std::thread::available_parallelism().map_or(1, |n| n.get() as u32) } else { shards };
+            let tmp = dir.join("FORMAT.tmp");
+            std::fs::write(&tmp, format!("stratos-om-format=1\nshards={n}\n"))?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(dir)?.sync_all()?;
+            Ok(n)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// What a started node tells its caller.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    pub rpc: SocketAddr,
+    pub http: Option<SocketAddr>,
+    pub shards: u32,
+    pub cores: usize,
+}
+
+/// Runs an OM node until SIGTERM/SIGINT (or [`request_stop`]). `on_ready` is called once every
+/// group has a leader and every listener is bound.
+pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
+    install_signal_handlers();
+    let data_dir = cfg.data_dir.clone().context("no data directory given")?;
+    let shards = format_or_check(&data_dir, cfg.shards)?;
+    let cores = if cfg.executors == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { cfg.executors };
+    let cores = cores.min(shards as usize).max(1);
+    let mut senders = Vec::new();
+    let mut inboxes = Vec::new();
+    for _ in 0..cores {
+        let (tx, rx) = mpsc::channel::<Msg>(MESH_QUEUE_MAX);
+        senders.push(tx);
+        inboxes.push(Some(rx));
+    }
+    let members = cfg.members(cfg.rpc_address)?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<(usize, SocketAddr, Option<SocketAddr>)>>();
+    let mut handles = Vec::new();
+    // Core 0 binds the client port first (claiming it; with port 0, learning which); the other
+    // cores bind the same one once it tells. Until then every core opens its groups and waits
+    // for their leaders in parallel with the others (see `start_core`).
+    let mut binds = Vec::new();
+    for index in 0..cores {
+        let placement = match &cfg.cpus {
+            Some(cpus) if !cpus.is_empty() => Placement::Fixed(cpus[index % cpus.len()]),
+            _ if cfg.pin => Placement::Fixed(index % std::thread::available_parallelism().map_or(1, |n| n.get())),
+            _ => Placement::Unbound,
+        };
+        let mesh = senders.clone();
+        let inbox = inboxes[index].take().expect("one inbox per core");
+        let cfg = cfg.clone();
+        let data_dir = data_dir.clone();
+        let ready_tx = ready_tx.clone();
+        let members = members.clone();
+        let bind = if index == 0 {
+            Bind::Claim(cfg.rpc_address)
+        } else {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            binds.push(tx);
+            Bind::AfterCore0(rx)
+        };
+        let builder = LocalExecutorBuilder::new(placement).name(&format!("om-core-{index}")).io_memory(cfg.io_memory_bytes).spin_before_park(Duration::from_micros(cfg.spin_us));
+        let handle = builder
+            .spawn(move || async move {
+                let started = start_core(index, cores, shards, &cfg, &data_dir, bind, members, mesh, inbox).await;
+                match started {
+                    Ok((core, rpc, http)) => {
+                        let _ = ready_tx.send(Ok((index, rpc, http)));
+                        wait_stop().await;
+                        for g in core.groups.values() {
+                            g.shutdown().await;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.context(format!("core {index}"))));
+                    }
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("starting executor {index}: {e}"))?;
+        handles.push(handle);
+    }
+    let (mut rpc_addr, mut http_addr) = (cfg.rpc_address, None);
+    for _ in 0..cores {
+        let (index, rpc, http) = ready_rx.recv().context("a core stopped before it was ready")??;
+        if index == 0 {
+            (rpc_addr, http_addr) = (rpc, http);
+            for tx in binds.drain(..) {
+                let _ = tx.send(rpc);
+            }
+        }
+    }
+    on_ready(&Ready { rpc: rpc_addr, http: http_addr, shards, cores });
+    for h in handles {
+        h.join().map_err(|e| anyhow::anyhow!("an executor failed: {e:?}"))?;
+    }
+    Ok(())
+}
+
+/// Where a core binds the client port.
+enum Bind {
+    /// Core 0: this address, after making sure no other process listens there.
+    Claim(SocketAddr),
+    /// The other cores: the address core 0 bound, once it has (SO_REUSEPORT).
+    AfterCore0(tokio::sync::oneshot::Receiver<SocketAddr>),
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start_core(
+    index: usize, cores: usize, shards: u32, cfg: &OmConfig, data_dir: &Path, bind: Bind, members: BTreeMap<u64, PeerAddr>, mesh: Vec<mpsc::Sender<Msg>>,
+    inbox: mpsc::Receiver<Msg>,
+) -> anyhow::Result<(Rc<Core>, SocketAddr, Option<SocketAddr>)> {
+    let clustered = members.len() > 1 || cfg.join;
+    let transport = Transport::new(cfg.node_id, cores as u32, index as u32, shards);
+    let gcfg = GroupConfig {
+        node_id: cfg.node_id,
+        members,
+        join: cfg.join,
+        election_timeout_min_ms: cfg.election_timeout_min_ms,
+        election_timeout_max_ms: cfg.election_timeout_max_ms,
+        heartbeat_interval_ms: cfg.heartbeat_interval_ms,
+        snapshot_after_entries: cfg.snapshot_after_entries,
+        snapshot_logs_to_keep: cfg.snapshot_logs_to_keep,
+        wal_segment_bytes: cfg.wal_segment_bytes,
+        wal_spare_segment: cfg.wal_spare_segment,
+    };
+    let mut groups = HashMap::new();
+    let owned: Vec<u32> = (0..=shards).filter(|g| core_of_group(*g, cores) == index).collect();
+    for g in owned {
+        let dir: PathBuf = if g == META_GROUP { data_dir.join("meta") } else { data_dir.join(format!("shard-{:04}", g - 1)) };
+        let group = Group::open(g, &dir, &gcfg, transport.clone()).await?;
+        groups.insert(g, group);
+    }
+    if !clustered {
+        for g in groups.values() {
+            g.wait_ready(Duration::from_secs(30)).await?;
+        }
+    }
+    let core = Rc::new(Core {
+        index,
+        cores,
+        shards,
+        groups,
+        mesh: mesh.clone(),
+        view: RefCell::new(MetaView::default()),
+        admins: cfg.admins.clone(),
+        open_key_ttl_ms: cfg.open_key_ttl_ms,
+        housekeeping_interval_ms: cfg.housekeeping_interval_ms,
+        stats: Default::default(),
+        fences: Default::default(),
+        data: cfg.scm_address.as_ref().map(|scm| {
+            crate::datapath::DataPath::new(crate::datapath::DataPathConfig {
+                scm_address: scm.clone(),
+                block_bytes: cfg.block_bytes,
+                block_pool_size: cfg.block_pool_size,
+                token_lifetime_ms: cfg.block_token_lifetime_ms,
+                scm_poll_ms: cfg.scm_poll_ms,
+            })
+        }),
+        transport,
+    });
+    if let Some(dp) = &core.data {
+        // The map first (keys sign the first tokens), then pools for every shard.
+        if let Err(e) = dp.refresh_map().await {
+            eprintln!("om core {index}: the SCM at {} does not answer yet ({e}); writes with data wait for it", dp.cfg.scm_address);
+        }
+        dp.warm(0..shards);
+        glommio::spawn_local(dp.clone().refill_pools()).detach();
+        glommio::spawn_local(core.clone().scm_duties()).detach();
+    }
+    // The meta group (core 0) feeds every core's view: the whole state now, changes as they apply.
+    if let Some(meta) = core.groups.get(&META_GROUP) {
+        let broadcast = Rc::new(MetaBroadcast { queue: RefCell::new(VecDeque::new()), wake: Default::default() });
+        let initial = Arc::new(full_view(&meta.state.shard.borrow()));
+        let index0 = meta.state.applied_log_index();
+        core.view.borrow_mut().apply(index0, &initial);
+        broadcast.queue.borrow_mut().push_back((index0, initial));
+        let (c, b) = (Rc::downgrade(&core), broadcast.clone());
+        *meta.state.on_apply.borrow_mut() = Some(Box::new(move |state, commands, outcomes, log_index| {
+            let changes = Arc::new(changes_of(state, commands, outcomes));
+            if let Some(core) = c.upgrade() {
+                core.view.borrow_mut().apply(log_index, &changes);
+            }
+            b.queue.borrow_mut().push_back((log_index, changes));
+            b.wake.notify();
+        }));
+        let (c, b) = (Rc::downgrade(&core), broadcast.clone());
+        *meta.state.on_reset.borrow_mut() = Some(Box::new(move |state, log_index| {
+            let changes = Arc::new(full_view(state));
+            if let Some(core) = c.upgrade() {
+                core.view.borrow_mut().apply(log_index, &changes);
+            }
+            b.queue.borrow_mut().push_back((log_index, changes));
+            b.wake.notify();
+        }));
+        glommio::spawn_local(broadcast.run(mesh)).detach();
+    }
+    glommio::spawn_local(core.clone().serve_mesh(inbox)).detach();
+    if let Some(path) = stratos_raft::faults::file() {
+        glommio::spawn_local(stratos_raft::faults::watch(path, index)).detach();
+    }
+    if clustered {
+        if index == 0 {
+            let listener = stratos_common::rpc::listen_exclusive(&cfg.raft_address).map_err(|e| anyhow::anyhow!("binding the OM Raft address {}: {e}", cfg.raft_address))?;
+            glommio::spawn_local(accept_raft(core.clone(), listener)).detach();
+        }
+        if cfg.balance_leaders {
+            glommio::spawn_local(core.clone().balance_leaders()).detach();
+        }
+        // The peers may start later: a group without a leader yet answers UNAVAILABLE (clients
+        // retry) rather than holding this node back.
+        // A joining node's groups get a leader only once the cluster added it. The groups are
+        // waited for together: one after another, a node whose peers are all down took 10 s per
+        // group to start serving.
+        let waits = core.groups.values().filter(|_| !cfg.join).map(|g| g.wait_ready(Duration::from_secs(10)));
+        for e in futures_util::future::join_all(waits).await.into_iter().filter_map(Result::err) {
+            eprintln!("om core {index}: {e}; serving anyway");
+        }
+    }
+    glommio::spawn_local(core.clone().redrive_renames()).detach();
+    glommio::spawn_local(core.clone().housekeeping()).detach();
+
+    // Every core listens on the client port (SO_REUSEPORT: the kernel spreads connections over
+    // them); core 0 first makes sure no other process listens there.
+    let bind = match bind {
+        Bind::Claim(a) => stratos_common::rpc::claim_shared_port(a).map_err(|e| anyhow::anyhow!("binding the OM RPC address {a}: {e}"))?,
+        Bind::AfterCore0(rx) => rx.await.context("core 0 stopped before it bound the RPC address")?,
+    };
+    let listener = glommio::net::TcpListener::bind(bind).map_err(|e| anyhow::anyhow!("binding the OM RPC address {bind}: {e}"))?;
+    let rpc = listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let c = core.clone();
+    glommio::spawn_local(async move {
+        loop {
+            match listener.accept().await {
+                Ok(stream) => serve_connection(c.clone(), stream),
+                Err(e) => {
+                    eprintln!("om core {}: accept failed: {e}", c.index);
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    })
+    .detach();
+    let http = if index == 0 {
+        match cfg.http_address {
+            Some(addr) => Some(crate::http::serve(core.clone(), addr)?),
+            None => None,
+        }
+    } else {
+        None
+    };
+    Ok((core, rpc, http))
+}
+
+/// Core 0's Raft listener: reads each connection's hello and hands the connection to the
+/// executor it names (one connection per pair of executors; see schema/capnp/raft.capnp).
+async fn accept_raft(core: Rc<Core>, listener: glommio::net::TcpListener) {
+    loop {
+        let mut stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("om: Raft accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let core = core.clone();
+        glommio::spawn_local(async move {
+            let hello = glommio::timer::timeout(Duration::from_secs(5), async { Ok(read_hello(&mut stream).await) }).await;
+            let peer = stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
+            let hello = match hello {
+                Ok(Ok(h)) => h,
+                Ok(Err(e)) => {
+                    // Tell the sender too (a newer or older build logs it on its side).
+                    let _ = answer_hello(&mut stream, Some(&e)).await;
+                    return eprintln!("om: Raft connection from {peer}: {e}");
+                }
+                Err(_) => return eprintln!("om: Raft connection from {peer}: no hello within 5 s"),
+            };
+            if let Some(why) = hello.refusal(core.cores as u32, core.shards) {
+                let _ = answer_hello(&mut stream, Some(&why)).await;
+                return eprintln!("om: Raft connection from {peer} refused: {why}");
+            }
+            if answer_hello(&mut stream, None).await.is_err() {
+                return;
+            }
+            let target = hello.core;
+            if target == 0 {
+                return crate::peer::serve(core, stream);
+            }
+            use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+            // SAFETY: dup of an open socket we own; the copy is owned by the message alone.
+            let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+            if fd < 0 {
+                return eprintln!("om: Raft connection from {peer}: dup failed: {}", std::io::Error::last_os_error());
+            }
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            drop(stream);
+            let _ = core.mesh[target as usize].send(Msg::RaftConnection(fd)).await;
+        })
+        .detach();
+    }
+}
+
+fn serve_connection(core: Rc<Core>, stream: glommio::net::TcpStream) {
+    let client: ozone_manager::Client = capnp_rpc::new_client(OmService { core });
+    stratos_common::rpc::serve_connection(stream, client.client);
+}

@@ -1,0 +1,193 @@
+//! openraft's log storage on stratos-wal.
+//!
+//! Durability: `append` writes the entries into the WAL's pending batch and returns; the
+//! callback fires only after [`Wal::wait_durable`] says an fdatasync covering them returned Ok.
+//! openraft counts an entry towards the commit quorum only after that callback, so a committed
+//! (and acknowledged) entry is on disk on a majority. All appends of one executor turn share one
+//! write and one fdatasync (the WAL's group commit). The vote, truncations and purges are records
+//! in the same ordered stream and are waited on before returning, as openraft requires.
+//!
+//! Reads: the leader applies entries it has just appended, and replication reads the recent
+//! tail, so the last [`CACHED_ENTRIES_MAX`] entries are kept in memory (they are cheap clones:
+//! proposals are reference-counted); older ones are read back from the WAL and decoded.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::rc::Rc;
+
+use openraft::storage::IOFlushed;
+use openraft::{LogState, RaftLogReader};
+use stratos_wal::{DmaStorage, Wal};
+
+use crate::codec::{decode_entry, decode_vote, encode_entry, encode_vote};
+use crate::types::{Entry, LogId, TypeConfig, Vote, log_id};
+
+/// Entries kept in memory for apply and replication.
+pub const CACHED_ENTRIES_MAX: usize = 1 << 16;
+
+struct Inner {
+    wal: Wal<DmaStorage>,
+    /// Consecutive entries ending at the last one appended.
+    cache: RefCell<VecDeque<Entry>>,
+    scratch: RefCell<Vec<u8>>,
+}
+
+/// The log of one group. Clones share the WAL (one executor; never crosses threads).
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Rc<Inner>,
+}
+
+impl std::fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore").field("wal", &self.inner.wal).finish()
+    }
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl LogStore {
+    pub fn new(wal: Wal<DmaStorage>) -> Self {
+        Self { inner: Rc::new(Inner { wal, cache: RefCell::new(VecDeque::new()), scratch: RefCell::new(Vec::new()) }) }
+    }
+
+    pub fn wal(&self) -> &Wal<DmaStorage> {
+        &self.inner.wal
+    }
+
+    fn cached(&self, log_index: u64) -> Option<Entry> {
+        let cache = self.inner.cache.borrow();
+        let first = cache.front()?.log_id.index;
+        let i = usize::try_from(log_index.checked_sub(first)?).ok()?;
+        cache.get(i).cloned()
+    }
+
+    fn is_cached(&self, log_index: u64) -> bool {
+        let cache = self.inner.cache.borrow();
+        cache.front().is_some_and(|f| (f.log_id.index..f.log_id.index + cache.len() as u64).contains(&log_index))
+    }
+
+    /// Entries `start..end` that are not cached, read from the WAL together (one disk read per
+    /// span of consecutive entries, not one per entry: log replay after a restart and a
+    /// lagging follower's catch-up read thousands).
+    async fn read_uncached(&self, start: u64, end: u64, out: &mut Vec<Entry>) -> io::Result<()> {
+        let wal = &self.inner.wal;
+        let terms = (start..end).map(|i| wal.entry_term(i).ok_or_else(|| io_err(format!("log entry {i} is not in the log")))).collect::<io::Result<Vec<u64>>>()?;
+        let payloads = wal.read_entries(start, end).await.map_err(io_err)?;
+        for ((log_index, term), bytes) in (start..end).zip(terms).zip(payloads) {
+            out.push(decode_entry(log_index, term, &bytes).map_err(|e| io_err(format!("log entry {log_index}: {e}")))?);
+        }
+        Ok(())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug>(&mut self, range: RB) -> io::Result<Vec<Entry>> {
+        let start = match range.start_bound() {
+            Bound::Included(s) => *s,
+            Bound::Excluded(s) => s + 1,
+            Bound::Unbounded => self.inner.wal.first_log_index(),
+        };
+        let next = self.inner.wal.next_log_index().unwrap_or(start);
+        let end = match range.end_bound() {
+            Bound::Included(e) => (e + 1).min(next),
+            Bound::Excluded(e) => (*e).min(next),
+            Bound::Unbounded => next,
+        };
+        let mut out = Vec::with_capacity(end.saturating_sub(start) as usize);
+        let mut i = start;
+        while i < end {
+            if let Some(e) = self.cached(i) {
+                out.push(e);
+                i += 1;
+                continue;
+            }
+            let mut j = i + 1;
+            while j < end && !self.is_cached(j) {
+                j += 1;
+            }
+            self.read_uncached(i, j, &mut out).await?;
+            i = j;
+        }
+        Ok(out)
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        self.inner.wal.vote().map(|b| decode_vote(&b).map_err(|e| io_err(format!("stored vote: {e}")))).transpose()
+    }
+}
+
+impl openraft::storage::RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
+        let wal = &self.inner.wal;
+        let purged = wal.purged().map(|p| log_id(p.term, p.log_index));
+        let last = wal.last_log_id().map(|l| log_id(l.term, l.log_index)).or(purged);
+        Ok(LogState { last_purged_log_id: purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        let t = self.inner.wal.save_vote(&encode_vote(vote)).map_err(io_err)?;
+        self.inner.wal.wait_durable(t).await.map_err(io_err)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
+    where
+        I: IntoIterator<Item = Entry>,
+    {
+        let mut last_ticket = None;
+        {
+            let mut scratch = self.inner.scratch.borrow_mut();
+            let mut cache = self.inner.cache.borrow_mut();
+            for e in entries {
+                encode_entry(&e, &mut scratch);
+                last_ticket = Some(self.inner.wal.append_entry(e.log_id.index, e.log_id.leader_id.term, &scratch).map_err(io_err)?);
+                if cache.back().is_some_and(|b| b.log_id.index + 1 != e.log_id.index) {
+                    cache.clear();
+                }
+                cache.push_back(e);
+                if cache.len() > CACHED_ENTRIES_MAX {
+                    cache.pop_front();
+                }
+            }
+        }
+        let Some(ticket) = last_ticket else {
+            callback.io_completed(Ok(()));
+            return Ok(());
+        };
+        // The callback fires when the group commit that covers these entries has been fdatasynced.
+        let this = self.clone();
+        glommio::spawn_local(async move {
+            let r = this.inner.wal.wait_durable(ticket).await.map_err(io_err);
+            callback.io_completed(r);
+        })
+        .detach();
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
+        let from = last_log_id.map_or(0, |l| l.index + 1);
+        self.inner.cache.borrow_mut().retain(|e| e.log_id.index < from);
+        if self.inner.wal.next_log_index().is_none_or(|n| n <= from) {
+            return Ok(());
+        }
+        let t = self.inner.wal.truncate_suffix(from).map_err(io_err)?;
+        self.inner.wal.wait_durable(t).await.map_err(io_err)
+    }
+
+    async fn purge(&mut self, upto: LogId) -> io::Result<()> {
+        self.inner.cache.borrow_mut().retain(|e| e.log_id.index > upto.index);
+        let t = self.inner.wal.purge(stratos_wal::LogId { log_index: upto.index, term: upto.leader_id.term }).map_err(io_err)?;
+        self.inner.wal.wait_durable(t).await.map_err(io_err)
+    }
+}

@@ -1,0 +1,47 @@
+//! `stratos scm`'s flags.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::ScmConfig;
+
+#[derive(Args, Debug)]
+pub struct ScmArgs {
+    /// Data directory (the SCM's log).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Address for OMs and datanodes.
+    #[arg(long, default_value = "0.0.0.0:9863")]
+    pub rpc_address: std::net::SocketAddr,
+    /// A datanode silent this long is dead (no new blocks on its pipelines).
+    #[arg(long, default_value_t = 30_000)]
+    pub dead_after_ms: u64,
+    /// Close a container when its blocks would exceed this many bytes.
+    #[arg(long, default_value_t = 5_000_000_000)]
+    pub container_bytes: u64,
+    /// Make a new block-token secret key every this many ms.
+    #[arg(long, default_value_t = 86_400_000)]
+    pub key_rotation_ms: u64,
+    /// The longest block-token lifetime OMs use; keys stay valid rotation + this.
+    #[arg(long, default_value_t = 86_400_000)]
+    pub token_lifetime_ms: u64,
+    /// Write a checkpoint of the state and purge the log every this many records.
+    #[arg(long, default_value_t = crate::CHECKPOINT_EVERY)]
+    pub checkpoint_every: u64,
+}
+
+impl ScmArgs {
+    pub fn config(self) -> ScmConfig {
+        ScmConfig {
+            data_dir: self.data_dir,
+            rpc_address: self.rpc_address,
+            dead_after_ms: self.dead_after_ms,
+            container_bytes: self.container_bytes,
+            key_rotation_ms: self.key_rotation_ms,
+            token_lifetime_ms: self.token_lifetime_ms,
+            checkpoint_every: self.checkpoint_every,
+            ..Default::default()
+        }
+    }
+}

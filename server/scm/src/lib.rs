@@ -1,0 +1,334 @@
+//! `stratos scm`: the Storage Container Manager, on one glommio executor.
+//!
+//! It keeps the datanode registry, forms pipelines (RATIS/THREE: three healthy datanodes;
+//! RATIS/ONE: one), opens a container per pipeline and closes it at `container_bytes`, hands
+//! out blocks in batches, generates and rotates the block-token secret keys, and turns the OMs'
+//! deleted blocks into delete commands for the datanodes that hold them.
+//!
+//! State changes are [`state::Rec`]s in a stratos-wal log (one entry each, JSON payload, crc32
+//! framed by the WAL); **every answer that depends on a change waits for its fdatasync**, so an
+//! id handed out is on disk and is never handed out again after a crash. Every
+//! `checkpoint_every` records the whole state is written to the file `checkpoint` (magic
+//! `STRATOSC`, version, crc32, the index of the last record it includes, JSON; written to a
+//! temporary name, fsynced, renamed, directory fsynced) and only then is the log purged up to
+//! that index, so the log stays small and a restart replays little. Recovery loads the
+//! checkpoint (a bad crc is an error naming the file) and replays the records after it.
+
+pub mod args;
+
+pub mod service;
+pub mod state;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use glommio::{LocalExecutorBuilder, Placement};
+use stratos_wal::{DmaStorage, LogId, Wal, WalConfig};
+
+use stratos_common::process::now_ms;
+use state::{Key, Rec, ScmState};
+
+/// Records between checkpoints (the default of `checkpoint_every`).
+pub const CHECKPOINT_EVERY: u64 = 10_000;
+/// The WAL's term for every SCM record (there is no election: one SCM).
+const TERM: u64 = 1;
+/// Largest record (a checkpoint holds the whole state, delete backlog included).
+const RECORD_BYTES_MAX: u32 = 16 << 20;
+
+#[derive(Debug, Clone)]
+pub struct ScmConfig {
+    pub data_dir: PathBuf,
+    /// Where OMs and datanodes reach the SCM [default 0.0.0.0:9863].
+    pub rpc_address: SocketAddr,
+    /// A datanode silent for longer is dead: no new blocks on its pipelines [default 30 s].
+    pub dead_after_ms: u64,
+    /// A container closes when its allocated blocks would exceed this [default 5 GB, as Ozone].
+    pub container_bytes: u64,
+    /// A new block-token secret key every this often [default 1 day].
+    pub key_rotation_ms: u64,
+    /// The longest a block token may live; a key stays valid `key_rotation_ms` plus this, so
+    /// every token signed with it expires before it does [default 1 day].
+    pub token_lifetime_ms: u64,
+    pub wal_segment_bytes: u64,
+    /// Write a checkpoint and purge the log every this many records [default 10000].
+    pub checkpoint_every: u64,
+}
+
+impl Default for ScmConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("scm-data"),
+            rpc_address: SocketAddr::from(([0, 0, 0, 0], 9863)),
+            dead_after_ms: 30_000,
+            container_bytes: 5_000_000_000,
+            key_rotation_ms: 86_400_000,
+            token_lifetime_ms: 86_400_000,
+            wal_segment_bytes: 64 << 20,
+            checkpoint_every: CHECKPOINT_EVERY,
+        }
+    }
+}
+
+pub struct Scm {
+    pub cfg: ScmConfig,
+    pub state: RefCell<ScmState>,
+    wal: Wal<DmaStorage>,
+    next_index: Cell<u64>,
+    since_checkpoint: Cell<u64>,
+    last_seen: RefCell<HashMap<u64, Instant>>,
+    cursor: Cell<usize>,
+    checkpointing: Cell<bool>,
+}
+
+impl std::fmt::Debug for Scm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scm").field("data_dir", &self.cfg.data_dir).field("next_index", &self.next_index.get()).finish()
+    }
+}
+
+impl Scm {
+    /// Opens (or creates) the SCM's log and replays it.
+    pub async fn open(cfg: ScmConfig) -> anyhow::Result<Rc<Scm>> {
+        let dir = cfg.data_dir.join("wal");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let storage = DmaStorage::open(&dir).await.with_context(|| format!("opening {}", dir.display()))?;
+        let (wal, report) = Wal::open(storage, WalConfig { segment_bytes: cfg.wal_segment_bytes, payload_bytes_max: RECORD_BYTES_MAX })
+            .await
+            .with_context(|| format!("opening the SCM log in {}", dir.display()))?;
+        if let Some(t) = &report.torn_tail {
+            eprintln!("scm: recovered the log in {}: cut a torn tail ({t:?})", dir.display());
+        }
+        let (mut state, checkpointed) = load_checkpoint(&cfg.data_dir)?;
+        let mut replayed = 0;
+        // Entries run from the first kept one to the last; an empty log continues after its
+        // purge point (a checkpoint purged everything before it), or at 1.
+        let next = match wal.last_log_id() {
+            Some(last) => last.log_index + 1,
+            None => wal.purged().map_or(1, |p| p.log_index + 1),
+        };
+        let first = if wal.last_log_id().is_some() { wal.first_log_index().max(checkpointed + 1) } else { next };
+        // In chunks, each read in spans (Wal::read_entries), not one disk read per record.
+        let mut from = first;
+        while from < next {
+            let to = next.min(from + 4096);
+            let records = wal.read_entries(from, to).await.with_context(|| format!("reading SCM records {from}..{to} in {}", dir.display()))?;
+            for (index, bytes) in (from..to).zip(records) {
+                let rec: Rec = serde_json::from_slice(&bytes).with_context(|| format!("SCM record {index} in {} is not a record this SCM knows", dir.display()))?;
+                state.apply(&rec);
+                replayed += 1;
+            }
+            from = to;
+        }
+        let scm = Rc::new(Scm {
+            cfg,
+            state: RefCell::new(state),
+            wal,
+            next_index: Cell::new(next),
+            since_checkpoint: Cell::new(replayed),
+            last_seen: RefCell::new(HashMap::new()),
+            cursor: Cell::new(0),
+            checkpointing: Cell::new(false),
+        });
+        scm.rotate_keys_if_due().await?;
+        Ok(scm)
+    }
+
+    /// Applies `recs` and makes them durable; returns once their fdatasync returned. Callers
+    /// answer only after this: that is what makes every answer durable.
+    pub async fn commit(self: &Rc<Self>, recs: Vec<Rec>) -> anyhow::Result<()> {
+        let mut last = None;
+        for rec in &recs {
+            // Appended first: an append refused (too large, a poisoned log) leaves the state
+            // as it was. Once appended, the record is applied; if its flush then fails the log
+            // is poisoned and every later commit fails, so nothing is answered from it.
+            last = Some(self.append(rec)?);
+            self.state.borrow_mut().apply(rec);
+        }
+        if let Some(t) = last {
+            self.wal.wait_durable(t).await.context("making the SCM log durable")?;
+        }
+        if self.since_checkpoint.get() >= self.cfg.checkpoint_every.max(1) && !self.checkpointing.get() {
+            self.checkpointing.set(true);
+            let me = self.clone();
+            glommio::spawn_local(async move {
+                if let Err(e) = me.checkpoint().await {
+                    eprintln!("scm: checkpoint: {e:#}");
+                }
+                me.checkpointing.set(false);
+            })
+            .detach();
+        }
+        Ok(())
+    }
+
+    /// Writes the state to the checkpoint file, then purges the log up to what it includes.
+    async fn checkpoint(&self) -> anyhow::Result<()> {
+        let (image, index) = (self.state.borrow().clone(), self.next_index.get() - 1);
+        self.since_checkpoint.set(0);
+        // Everything the image includes is durable in the log before the image replaces it.
+        self.wal.sync().await.context("syncing the SCM log")?;
+        write_checkpoint(&self.cfg.data_dir, &image, index)?;
+        let t = self.wal.purge(LogId { log_index: index, term: TERM }).context("purging the SCM log")?;
+        self.wal.wait_durable(t).await.context("purging the SCM log")?;
+        Ok(())
+    }
+
+    fn append(&self, rec: &Rec) -> anyhow::Result<stratos_wal::Ticket> {
+        let bytes = serde_json::to_vec(rec).context("encoding an SCM record")?;
+        let index = self.next_index.get();
+        let t = self.wal.append_entry(index, TERM, &bytes).context("appending to the SCM log")?;
+        self.next_index.set(index + 1);
+        self.since_checkpoint.set(self.since_checkpoint.get() + 1);
+        Ok(t)
+    }
+
+    /// Makes a new secret key when none exists or the newest is older than the rotation period.
+    pub async fn rotate_keys_if_due(self: &Rc<Self>) -> anyhow::Result<()> {
+        let now = now_ms();
+        let due = self.state.borrow().current_key().is_none_or(|k| k.created_ms.saturating_add(self.cfg.key_rotation_ms) <= now);
+        if due {
+            let id = self.state.borrow().next_key_id;
+            let secret: [u8; 32] = rand::random();
+            let key = Key { id, secret: secret.to_vec(), created_ms: now, expires_ms: now + self.cfg.key_rotation_ms + self.cfg.token_lifetime_ms };
+            self.commit(vec![Rec::Key(key)]).await?;
+        }
+        Ok(())
+    }
+
+    pub fn saw(&self, datanode: u64) {
+        self.last_seen.borrow_mut().insert(datanode, Instant::now());
+    }
+
+    /// Datanodes that beat within `dead_after_ms`.
+    pub fn healthy(&self) -> BTreeSet<u64> {
+        let limit = Duration::from_millis(self.cfg.dead_after_ms);
+        self.last_seen.borrow().iter().filter(|(_, t)| t.elapsed() <= limit).map(|(d, _)| *d).collect()
+    }
+
+    pub fn next_cursor(&self, n: usize) -> usize {
+        let c = self.cursor.get();
+        self.cursor.set(c.wrapping_add(n));
+        c
+    }
+
+    /// Keys that are still valid, for OMs and datanodes.
+    pub fn live_keys(&self) -> Vec<Key> {
+        let now = now_ms();
+        self.state.borrow().keys.iter().filter(|k| k.expires_ms > now).cloned().collect()
+    }
+}
+
+const CHECKPOINT_MAGIC: &[u8; 8] = b"STRATOSC";
+const CHECKPOINT_VERSION: u32 = 1;
+const CHECKPOINT_HEADER: usize = 8 + 4 + 4 + 8;
+
+/// The checkpointed state and the index of the last record it includes (0: none).
+fn load_checkpoint(dir: &std::path::Path) -> anyhow::Result<(ScmState, u64)> {
+    let path = dir.join("checkpoint");
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((ScmState::fresh(), 0)),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let bad = |why: &str| anyhow::anyhow!("{} is not a valid SCM checkpoint: {why}", path.display());
+    if bytes.len() < CHECKPOINT_HEADER || &bytes[..8] != CHECKPOINT_MAGIC {
+        return Err(bad("bad magic or too short"));
+    }
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    if u32_at(8) != CHECKPOINT_VERSION {
+        return Err(bad(&format!("version {}", u32_at(8))));
+    }
+    if crc32fast::hash(&bytes[16..]) != u32_at(12) {
+        return Err(bad("crc mismatch at offset 16"));
+    }
+    let index = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+    let state = serde_json::from_slice(&bytes[CHECKPOINT_HEADER..]).map_err(|e| bad(&e.to_string()))?;
+    Ok((state, index))
+}
+
+fn write_checkpoint(dir: &std::path::Path, state: &ScmState, index: u64) -> anyhow::Result<()> {
+    let mut body = index.to_le_bytes().to_vec();
+    serde_json::to_writer(&mut body, state).context("encoding the SCM checkpoint")?;
+    let mut out = CHECKPOINT_MAGIC.to_vec();
+    out.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    let (tmp, path) = (dir.join("checkpoint.tmp"), dir.join("checkpoint"));
+    // Blocking file I/O on the SCM's executor: a few ms every `checkpoint_every` records.
+    std::fs::write(&tmp, &out).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::File::open(&tmp)?.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("renaming {}", tmp.display()))?;
+    std::fs::File::open(dir)?.sync_all().with_context(|| format!("syncing {}", dir.display()))?;
+    Ok(())
+}
+
+/// What a started SCM tells its caller.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    pub rpc: SocketAddr,
+}
+
+/// Runs the SCM until SIGTERM/SIGINT.
+pub fn run(cfg: ScmConfig, on_ready: impl FnOnce(&Ready) + Send + 'static) -> anyhow::Result<()> {
+    stratos_common::process::install_signal_handlers();
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .name("scm")
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            let scm = Scm::open(cfg).await?;
+            let listener = stratos_common::rpc::listen_exclusive(scm.cfg.rpc_address).map_err(|e| anyhow::anyhow!("binding the SCM address {}: {e}", scm.cfg.rpc_address))?;
+            let rpc = listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let s = scm.clone();
+            glommio::spawn_local(stratos_common::rpc::accept_loop(listener, "scm", move || {
+                let c: stratos_schema::scm_capnp::storage_container_manager::Client = capnp_rpc::new_client(service::ScmService { scm: s.clone() });
+                c.client
+            }))
+            .detach();
+            let s = scm.clone();
+            glommio::spawn_local(async move {
+                let every = Duration::from_millis((s.cfg.key_rotation_ms / 8).clamp(10, 60_000));
+                loop {
+                    glommio::timer::sleep(every).await;
+                    if let Err(e) = s.rotate_keys_if_due().await {
+                        eprintln!("scm: rotating the block-token key: {e:#}");
+                    }
+                }
+            })
+            .detach();
+            on_ready(&Ready { rpc });
+            stratos_common::process::wait_stop().await;
+            scm.wal.sync().await.context("syncing the SCM log")?;
+            anyhow::Ok(())
+        })
+        .map_err(|e| anyhow::anyhow!("starting the SCM executor: {e}"))?
+        .join()
+        .map_err(|e| anyhow::anyhow!("SCM executor: {e:?}"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_round_trips_and_a_flipped_byte_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(load_checkpoint(dir.path()).expect("none yet"), (ScmState::fresh(), 0));
+        let mut s = ScmState::fresh();
+        s.apply(&Rec::Datanode { id: 4, address: "127.0.0.1:9".into() });
+        s.apply(&Rec::Allocated { next_local_id: 77, blocks: 76, bytes: vec![] });
+        write_checkpoint(dir.path(), &s, 42).expect("written");
+        assert_eq!(load_checkpoint(dir.path()).expect("loads"), (s, 42));
+        let path = dir.path().join("checkpoint");
+        let mut bytes = std::fs::read(&path).expect("read");
+        let last = bytes.len() - 2;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).expect("write");
+        let e = load_checkpoint(dir.path()).expect_err("corrupt").to_string();
+        assert!(e.contains(&path.display().to_string()) && e.contains("crc"), "{e}");
+    }
+}

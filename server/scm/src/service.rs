@@ -1,0 +1,229 @@
+//! The StorageContainerManager Cap'n Proto service. Every method validates its arguments and
+//! answers a bad request with an error text, never a panic; a change is answered only after
+//! [`Scm::commit`] made it durable.
+
+use std::collections::BTreeSet;
+use std::rc::Rc;
+
+use capnp::capability::Rc as CapRc;
+use stratos_schema::scm_capnp::{self, storage_container_manager as scm_rpc};
+
+use crate::Scm;
+use crate::state::{DeleteTx, Key, Rec, Repl, plan_allocation};
+
+pub use stratos_schema::scm_limits::{ALLOCATE_MAX, DELETE_BLOCKS_MAX};
+/// Delete transactions sent to a datanode per heartbeat.
+pub const DELETES_PER_BEAT: usize = 64;
+/// Datanodes named in one exclude list.
+pub const EXCLUDE_MAX: u32 = 1024;
+pub const ADDRESS_BYTES_MAX: usize = 256;
+
+#[derive(Debug)]
+pub struct ScmService {
+    pub scm: Rc<Scm>,
+}
+
+fn set_keys(mut list: capnp::struct_list::Builder<'_, scm_capnp::secret_key::Owned>, keys: &[Key]) {
+    for (i, k) in keys.iter().enumerate() {
+        let mut b = list.reborrow().get(i as u32);
+        b.set_id(k.id);
+        b.set_secret(&k.secret);
+        b.set_created_ms(k.created_ms);
+        b.set_expires_ms(k.expires_ms);
+    }
+}
+
+
+pub fn repl_of(r: scm_capnp::Replication) -> Repl {
+    match r {
+        scm_capnp::Replication::RatisOne => Repl::One,
+        scm_capnp::Replication::RatisThree => Repl::Three,
+    }
+}
+
+pub fn wire_repl(r: Repl) -> scm_capnp::Replication {
+    match r {
+        Repl::One => scm_capnp::Replication::RatisOne,
+        Repl::Three => scm_capnp::Replication::RatisThree,
+    }
+}
+
+fn failed(e: anyhow::Error) -> capnp::Error {
+    capnp::Error::failed(format!("{e:#}"))
+}
+
+impl scm_rpc::Server for ScmService {
+    async fn register_datanode(self: CapRc<Self>, params: scm_rpc::RegisterDatanodeParams, mut results: scm_rpc::RegisterDatanodeResults) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let address = stratos_common::rpc::text(p.get_address(), "address", ADDRESS_BYTES_MAX).map_err(|e| capnp::Error::failed(e.to_string()))?;
+        if address.parse::<std::net::SocketAddr>().is_err() {
+            results.get().set_error(format!("datanode address {address:?} is not host:port"));
+            return Ok(());
+        }
+        let scm = &self.scm;
+        let id = match p.get_id() {
+            0 => scm.state.borrow().next_datanode_id,
+            id => id,
+        };
+        let known = scm.state.borrow().datanodes.get(&id) == Some(&address);
+        if !known {
+            scm.commit(vec![Rec::Datanode { id, address }]).await.map_err(failed)?;
+        }
+        scm.saw(id);
+        results.get().set_id(id);
+        Ok(())
+    }
+
+    async fn heartbeat(self: CapRc<Self>, params: scm_rpc::HeartbeatParams, mut results: scm_rpc::HeartbeatResults) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let id = p.get_id();
+        let scm = &self.scm;
+        if !scm.state.borrow().datanodes.contains_key(&id) {
+            results.get().set_error(format!("unknown datanode {id}: register first"));
+            return Ok(());
+        }
+        scm.saw(id);
+        let done: Vec<Rec> = p
+            .get_deletes_done()?
+            .iter()
+            .filter(|txn| scm.state.borrow().deletes.get(txn).is_some_and(|t| t.pending.contains(&id)))
+            .map(|txn| Rec::DeleteDone { txn, datanode: id })
+            .collect();
+        scm.commit(done).await.map_err(failed)?;
+        let state = scm.state.borrow();
+        let todo: Vec<(u64, Vec<(u64, u64)>)> = state
+            .deletes
+            .iter()
+            .filter(|(_, t)| t.pending.contains(&id))
+            .take(DELETES_PER_BEAT)
+            .map(|(txn, t)| (*txn, t.blocks.iter().copied().filter(|(c, _)| state.holders(*c).contains(&id)).collect()))
+            .collect();
+        drop(state);
+        let mut r = results.get();
+        let mut list = r.reborrow().init_deletes(todo.len() as u32);
+        for (i, (txn, blocks)) in todo.iter().enumerate() {
+            let mut d = list.reborrow().get(i as u32);
+            d.set_txn(*txn);
+            let mut bl = d.init_blocks(blocks.len() as u32);
+            for (j, (c, l)) in blocks.iter().enumerate() {
+                let mut b = bl.reborrow().get(j as u32);
+                b.set_container_id(*c);
+                b.set_local_id(*l);
+            }
+        }
+        let keys = scm.live_keys();
+        set_keys(r.init_keys(keys.len() as u32), &keys);
+        Ok(())
+    }
+
+    async fn allocate_blocks(self: CapRc<Self>, params: scm_rpc::AllocateBlocksParams, mut results: scm_rpc::AllocateBlocksResults) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let scm = &self.scm;
+        let count = p.get_count();
+        let block_bytes = p.get_block_bytes();
+        let exclude_list = p.get_exclude()?;
+        let bad = if count == 0 || count > ALLOCATE_MAX {
+            Some(format!("asked for {count} blocks, 1..={ALLOCATE_MAX} per call"))
+        } else if block_bytes == 0 || block_bytes > scm.cfg.container_bytes {
+            Some(format!("block size {block_bytes} bytes; it must be 1..={} (the container size)", scm.cfg.container_bytes))
+        } else if exclude_list.len() > EXCLUDE_MAX {
+            Some(format!("{} datanodes excluded, at most {EXCLUDE_MAX}", exclude_list.len()))
+        } else {
+            None
+        };
+        if let Some(e) = bad {
+            results.get().set_error(e);
+            return Ok(());
+        }
+        let replication = repl_of(p.get_replication().map_err(|e| capnp::Error::failed(format!("unknown replication {}", e.0)))?);
+        let exclude: BTreeSet<u64> = exclude_list.iter().collect();
+        let healthy = scm.healthy();
+        let cursor = scm.next_cursor(count as usize);
+        let planned = plan_allocation(&scm.state.borrow(), count, replication, block_bytes, scm.cfg.container_bytes, &healthy, &exclude, cursor);
+        let (recs, blocks) = match planned {
+            Ok(v) => v,
+            Err(e) => {
+                results.get().set_error(e.0);
+                return Ok(());
+            }
+        };
+        // Durable before the ids leave: a crash after this answer cannot issue them again.
+        scm.commit(recs).await.map_err(failed)?;
+        let mut list = results.get().init_blocks(blocks.len() as u32);
+        for (i, (c, l, pipeline)) in blocks.iter().enumerate() {
+            let mut b = list.reborrow().get(i as u32);
+            b.set_container_id(*c);
+            b.set_local_id(*l);
+            b.set_pipeline_id(*pipeline);
+        }
+        Ok(())
+    }
+
+    async fn cluster_map(self: CapRc<Self>, _: scm_rpc::ClusterMapParams, mut results: scm_rpc::ClusterMapResults) -> Result<(), capnp::Error> {
+        let scm = &self.scm;
+        let healthy = scm.healthy();
+        let keys = scm.live_keys();
+        let state = scm.state.borrow();
+        let mut r = results.get();
+        let mut dl = r.reborrow().init_datanodes(state.datanodes.len() as u32);
+        for (i, (id, addr)) in state.datanodes.iter().enumerate() {
+            let mut d = dl.reborrow().get(i as u32);
+            d.set_id(*id);
+            d.set_address(addr);
+            d.set_healthy(healthy.contains(id));
+        }
+        let mut pl = r.reborrow().init_pipelines(state.pipelines.len() as u32);
+        for (i, (id, p)) in state.pipelines.iter().enumerate() {
+            let mut b = pl.reborrow().get(i as u32);
+            b.set_id(*id);
+            b.set_replication(wire_repl(p.replication));
+            let mut m = b.init_members(p.members.len() as u32);
+            for (j, d) in p.members.iter().enumerate() {
+                m.set(j as u32, *d);
+            }
+        }
+        set_keys(r.init_keys(keys.len() as u32), &keys);
+        Ok(())
+    }
+
+    async fn delete_blocks(self: CapRc<Self>, params: scm_rpc::DeleteBlocksParams, mut results: scm_rpc::DeleteBlocksResults) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let scm = &self.scm;
+        let (shard, up_to_seq) = (p.get_shard(), p.get_up_to_seq());
+        let list = p.get_blocks()?;
+        if list.len() > DELETE_BLOCKS_MAX {
+            results.get().set_error(format!("{} blocks in one call, at most {DELETE_BLOCKS_MAX}", list.len()));
+            return Ok(());
+        }
+        if scm.state.borrow().shard_seq.get(&shard).is_some_and(|s| *s >= up_to_seq) {
+            return Ok(()); // a repeat: already durable
+        }
+        let blocks: Vec<(u64, u64)> = list.iter().map(|b| (b.get_container_id(), b.get_local_id())).collect();
+        let pending = {
+            let state = scm.state.borrow();
+            blocks.iter().flat_map(|(c, _)| state.holders(*c).iter().copied()).collect()
+        };
+        let txn = scm.state.borrow().next_txn;
+        scm.commit(vec![Rec::DeleteTx { txn, shard, up_to_seq, tx: DeleteTx { blocks, pending } }]).await.map_err(failed)?;
+        Ok(())
+    }
+
+    async fn status(self: CapRc<Self>, _: scm_rpc::StatusParams, mut results: scm_rpc::StatusResults) -> Result<(), capnp::Error> {
+        let scm = &self.scm;
+        let healthy = scm.healthy();
+        let s = scm.state.borrow();
+        let json = serde_json::json!({
+            "datanodes": s.datanodes.len(),
+            "healthyDatanodes": healthy.len(),
+            "pipelines": s.pipelines.len(),
+            "containers": s.containers.len(),
+            "openContainers": s.open_container.len(),
+            "blocksAllocated": s.blocks_allocated,
+            "nextLocalId": s.next_local_id,
+            "pendingDeleteTransactions": s.deletes.len(),
+            "secretKeys": s.keys.len(),
+        });
+        results.get().set_json(json.to_string());
+        Ok(())
+    }
+}

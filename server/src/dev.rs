@@ -1,0 +1,196 @@
+//! `stratos dev`: a whole local cluster in one command (an SCM and datanodes as child processes,
+//! and one OM in this process or several as children), data in a temp or given directory.
+
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+use stratos_om::config::OmConfig;
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Data directory [default: a fresh temp dir, removed on exit].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Shift every default port by this much (OM RPC 9862 + N, HTTP 9874 + N, SCM 9863 + N;
+    /// datanodes take free ports).
+    #[arg(long, default_value_t = 0)]
+    base_port: i32,
+    /// Key shards [default: one per CPU].
+    #[arg(long)]
+    shards: Option<u32>,
+    /// Datanodes to start (0: an OM alone, metadata only).
+    #[arg(long, default_value_t = 3)]
+    datanodes: usize,
+    /// Block size in bytes.
+    #[arg(long, default_value_t = 256 << 20)]
+    block_bytes: u64,
+    /// OM nodes: 1, or 3 or 5 for a replicated cluster (child processes; node i listens on the
+    /// default ports + 100·(i−1), e.g. RPC 9862, 9962, 10062).
+    #[arg(long, default_value_t = 1)]
+    om_nodes: u64,
+}
+
+/// Child processes of `stratos dev`, stopped (SIGTERM, then waited for) when dropped.
+struct Children(Vec<(String, std::process::Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, c) in &self.0 {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        for (name, c) in &mut self.0 {
+            if let Err(e) = c.wait() {
+                eprintln!("stratos dev: waiting for {name}: {e}");
+            }
+        }
+    }
+}
+
+/// Starts `stratos ARGS` and waits for its `ready` line; returns the line.
+fn start_child(children: &mut Children, name: &str, args: &[String]) -> anyhow::Result<String> {
+    let lines = spawn_child(children, name, args)?;
+    await_ready(name, lines)
+}
+
+type ChildLines = std::io::Lines<std::io::BufReader<std::process::ChildStdout>>;
+
+fn spawn_child(children: &mut Children, name: &str, args: &[String]) -> anyhow::Result<ChildLines> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().context("finding the stratos binary")?;
+    let mut child = std::process::Command::new(exe).args(args).stdout(std::process::Stdio::piped()).spawn().with_context(|| format!("starting {name}"))?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    children.0.push((name.to_string(), child));
+    Ok(std::io::BufReader::new(stdout).lines())
+}
+
+fn await_ready(name: &str, mut lines: ChildLines) -> anyhow::Result<String> {
+    for line in lines.by_ref() {
+        let line = line?;
+        if line.contains("ready") {
+            // Keep draining its stdout so the child never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines {});
+            return Ok(line);
+        }
+    }
+    anyhow::bail!("{name} exited before it was ready")
+}
+
+/// The value after `key ` in a ready line (`… rpc 127.0.0.1:9863 …`).
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == key {
+            return words.next();
+        }
+    }
+    None
+}
+
+fn shifted(port: u16, by: i32) -> anyhow::Result<u16> {
+    u16::try_from(i32::from(port) + by).map_err(|_| anyhow::anyhow!("--base-port {by} moves port {port} out of range"))
+}
+
+pub fn dev(a: DevArgs) -> anyhow::Result<()> {
+    let temp;
+    let dir = match a.data_dir.clone() {
+        Some(d) => d,
+        None => {
+            temp = tempfile::Builder::new().prefix("stratos-dev-").tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let mut c = OmConfig { data_dir: Some(dir.join("om")), ..Default::default() };
+    c.rpc_address = std::net::SocketAddr::from(([127, 0, 0, 1], shifted(9862, a.base_port)?));
+    c.http_address = Some(std::net::SocketAddr::from(([127, 0, 0, 1], shifted(9874, a.base_port)?)));
+    c.raft_address = format!("127.0.0.1:{}", shifted(9872, a.base_port)?);
+    c.admins = vec!["root".into(), std::env::var("USER").unwrap_or_else(|_| "root".into())];
+    if let Some(s) = a.shards {
+        c.shards = s;
+    }
+    c.election_timeout_min_ms = 150;
+    c.election_timeout_max_ms = 300;
+    c.heartbeat_interval_ms = 50;
+    let mut children = Children(Vec::new());
+    let mut data = String::from("metadata only");
+    if a.datanodes > 0 {
+        let scm_addr = format!("127.0.0.1:{}", shifted(9863, a.base_port)?);
+        let d = |p: &str| dir.join(p).display().to_string();
+        start_child(&mut children, "scm", &["scm".into(), "--data-dir".into(), d("scm"), "--rpc-address".into(), scm_addr.clone(), "--dead-after-ms".into(), "10000".into()])?;
+        for i in 0..a.datanodes {
+            let line = start_child(
+                &mut children,
+                &format!("datanode {i}"),
+                &["datanode".into(), "--data-dir".into(), d(&format!("dn{i}")), "--rpc-address".into(), "127.0.0.1:0".into(), "--scm".into(), scm_addr.clone(), "--heartbeat-ms".into(), "1000".into()],
+            )?;
+            eprintln!("stratos dev: datanode {i} at {}", field(&line, "rpc").unwrap_or("?"));
+        }
+        c.scm_address = Some(scm_addr.clone());
+        c.block_bytes = a.block_bytes;
+        c.scm_poll_ms = 2000;
+        data = format!("scm {scm_addr}, {} datanodes", a.datanodes);
+    }
+    if a.om_nodes > 1 {
+        return dev_cluster(&a, &dir, &c, children, &data);
+    }
+    stratos_om::node::run(&c, |r| {
+        println!(
+            "stratos dev ready: om {} (http {}), {} shards on {} cores, {data}, data in {} — try: STRATOS_OM={} stratos sh volume create /vol1",
+            r.rpc,
+            r.http.map_or_else(|| "off".to_string(), |h| h.to_string()),
+            r.shards,
+            r.cores,
+            dir.display(),
+            r.rpc
+        );
+    })?;
+    drop(children);
+    eprintln!("stratos dev: stopped cleanly");
+    Ok(())
+}
+
+/// `stratos dev --om-nodes N`: N OM processes forming one cluster (every group on every node),
+/// each with the SCM when there is one. Runs until Ctrl-C, then stops every child.
+fn dev_cluster(a: &DevArgs, dir: &std::path::Path, c: &OmConfig, mut children: Children, data: &str) -> anyhow::Result<()> {
+    if !(3..=9).contains(&a.om_nodes) {
+        anyhow::bail!("--om-nodes {}: a replicated cluster has 3 to 9 nodes (odd counts tolerate the most failures)", a.om_nodes);
+    }
+    let port = |base: u16, i: u64| shifted(base, a.base_port + 100 * (i as i32 - 1));
+    let mut peers = Vec::new();
+    for i in 1..=a.om_nodes {
+        peers.push(format!("{i},127.0.0.1:{},127.0.0.1:{}", port(9872, i)?, port(9862, i)?));
+    }
+    let mut pending = Vec::new();
+    for i in 1..=a.om_nodes {
+        let mut args: Vec<String> = vec!["om".into(), "--data-dir".into(), dir.join(format!("om{i}")).display().to_string(), "--node-id".into(), i.to_string()];
+        args.extend(["--rpc-address".into(), format!("127.0.0.1:{}", port(9862, i)?), "--http-address".into(), format!("127.0.0.1:{}", port(9874, i)?)]);
+        args.extend(["--raft-address".into(), format!("127.0.0.1:{}", port(9872, i)?), "--admins".into(), c.admins.join(",")]);
+        // Several OM processes share this host's CPUs: pinning them all to CPU 0.. would stack them.
+        args.push("--no-pin".into());
+        if c.shards != 0 {
+            args.extend(["--shards".into(), c.shards.to_string()]);
+        }
+        if let Some(scm) = &c.scm_address {
+            args.extend(["--scm-address".into(), scm.clone(), "--block-bytes".into(), c.block_bytes.to_string(), "--scm-poll-ms".into(), c.scm_poll_ms.to_string()]);
+        }
+        for p in &peers {
+            args.extend(["--peer".into(), p.clone()]);
+        }
+        // All nodes start before any is awaited: each needs a majority to elect leaders.
+        pending.push((i, spawn_child(&mut children, &format!("om {i}"), &args)?));
+    }
+    let mut rpcs = Vec::new();
+    for (i, lines) in pending {
+        let line = await_ready(&format!("om {i}"), lines)?;
+        rpcs.push(field(&line, "rpc").unwrap_or("?").to_string());
+    }
+    let om = rpcs.join(",");
+    println!("stratos dev ready: {} OM nodes {om}, {data}, data in {} — try: STRATOS_OM={om} stratos sh volume create /vol1", a.om_nodes, dir.display());
+    stratos_common::process::install_signal_handlers();
+    while !stratos_common::process::stop_requested() {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(children);
+    eprintln!("stratos dev: stopped cleanly");
+    Ok(())
+}
