@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use stratos_schema::om_capnp::Status;
+use tokio::sync::oneshot;
 
 use crate::convert::WireError;
 use crate::core::{Core, Msg, PEER_CALL_TIMEOUT, core_of_group, unavailable};
-use tokio::sync::oneshot;
 
 /// How often a node looks for groups it leads that another node should (see `balance_leaders`).
 pub const BALANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);

@@ -2,6 +2,12 @@
 //! the channel mesh to the other cores. Nothing here is shared across threads: cores exchange
 //! [`Msg`]s over bounded channels, and a request for another core's group travels as one.
 //!
+//! The core keeps its groups, its mesh and the request path (writes, reads, forwarding to a
+//! leader on another node, linearizable reads, meta fences). What each core also runs beside it
+//! lives in its own module, as more `impl Core` blocks with their own small state:
+//! [`crate::balance`], [`crate::membership`], [`crate::rename`], [`crate::housekeeping`],
+//! [`crate::scm_duties`], and the metrics gathering in [`crate::metrics`].
+//!
 //! Placement: the meta group is group 0, on core 0; key shard `s` is group `s + 1`, on core
 //! `s % cores`. A key belongs to shard `crc32(volume \0 bucket \0 key) % shards`; the shard
 //! count is fixed when the data directory is formatted, so this hash is part of the on-disk

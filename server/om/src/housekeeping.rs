@@ -7,7 +7,6 @@ use stratos_shard::{Op, Reply};
 
 use crate::core::{Core, om_command};
 
-
 impl Core {
     /// Every `housekeeping_interval_ms`, in each group this core owns: drop expired open keys
     /// (in rounds of at most `EXPIRE_BATCH_MAX`, until none is left; their blocks join the
