@@ -39,7 +39,8 @@ enum Command {
     /// The client shell, in `ozone sh` forms: `stratos sh volume create /vol1`, …
     Sh(stratos_client::sh::ShArgs),
     /// Cluster administration: `status` (every group's leader, term, commit and applied index,
-    /// replica lag) and `transfer GROUP NODE` (move a group's leadership).
+    /// replica lag), `transfer GROUP NODE` (move a group's leadership), `add` and `remove`
+    /// (membership changes).
     Admin(stratos_client::admin::AdminArgs),
     /// Measure Stratos; every figure is a median over --runs runs.
     #[command(subcommand)]
