@@ -1,9 +1,10 @@
 //! `stratos dev`: a whole local cluster in one command (an SCM and datanodes as child processes,
 //! and one OM in this process or several as children), data in a temp or given directory.
 
+use std::path::PathBuf;
+
 use anyhow::Context;
 use clap::Args;
-use std::path::PathBuf;
 use stratos_om::config::OmConfig;
 
 #[derive(Args, Debug)]

@@ -54,14 +54,16 @@ pub fn describe_host(p: &Probe, dir: &Path) -> String {
         Some(_) => "disabled",
     };
     say!(out, "host: {} cores, kernel {}, memlock {memlock}, io_uring {uring}, data dir {}", f.cores, f.kernel, dir.display());
-    say!(out, 
+    say!(
+        out,
         "CPUs isolated: {}; NUMA nodes: {}; file system of the data dir: {}",
         if p.isolated.is_empty() { "none".to_string() } else { format!("{:?}", p.isolated) },
         p.numa_nodes.iter().map(|(n, cpus)| format!("node{n} {} CPUs", cpus.len())).collect::<Vec<_>>().join(", "),
         p.file_system
     );
     match &p.disk {
-        Some(d) => say!(out, 
+        Some(d) => say!(
+            out,
             "data disk: {} ({}), {}, scheduler {}, {} hardware queue(s), write cache {}{}",
             d.name,
             d.model,

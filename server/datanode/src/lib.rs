@@ -17,12 +17,12 @@ use std::time::Duration;
 use anyhow::Context;
 use capnp::capability::Rc as CapRc;
 use glommio::{LocalExecutorBuilder, Placement};
+use stratos_common::process::now_ms;
+use stratos_common::token::{self, MODE_READ, MODE_WRITE, SecretKey, TokenError};
 use stratos_schema::datanode_capnp::{self, DnStatus, datanode as dn_rpc};
 use stratos_schema::scm_capnp::storage_container_manager as scm_rpc;
 
-use stratos_common::process::now_ms;
-use stratos_common::token::{self, MODE_READ, MODE_WRITE, SecretKey, TokenError};
-use store::{Store, StoreError};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct DatanodeConfig {

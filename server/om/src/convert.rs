@@ -3,6 +3,7 @@
 //! are mapped in one place, [`status_of`].
 
 use capnp::text;
+use stratos_raft::group::ProposeError;
 use stratos_schema::om_capnp::{self, Status};
 use stratos_shard::constants::*;
 use stratos_shard::names::{check_key_name, check_resource_name, check_user_name};
@@ -10,7 +11,6 @@ use stratos_shard::records::{ArchivedKeyRecord, BucketRecord, VolumeRecord};
 use stratos_shard::{Acl, AclKind, BlockLocation, BucketUsage, MetadataPair, OmError, Op, Reply, Replication, VolumeUsage};
 
 use crate::datapath::Decor;
-use stratos_raft::group::ProposeError;
 
 /// A refusal at the edge or from the cluster: a status and a message (and a leader hint).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -492,7 +492,7 @@ pub fn set_key(mut b: om_capnp::key_info::Builder<'_>, volume: &str, bucket: &st
 /// (`server/tests/edge.rs`) feed with hostile bytes. An error, never a panic.
 pub fn operation_from_bytes(bytes: &[u8], now_ms: u64, open_key_ttl_ms: u64) -> Result<(Op, Target), WireError> {
     let mut options = capnp::message::ReaderOptions::new();
-    options.traversal_limit_in_words(Some(crate::node::TRAVERSAL_WORDS_MAX)).nesting_limit(crate::node::NESTING_MAX);
+    options.traversal_limit_in_words(Some(stratos_common::rpc::TRAVERSAL_WORDS_MAX)).nesting_limit(stratos_common::rpc::NESTING_MAX);
     let mut slice = bytes;
     let message = capnp::serialize::read_message_from_flat_slice(&mut slice, options)?;
     operation(message.get_root()?, now_ms, open_key_ttl_ms)

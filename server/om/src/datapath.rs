@@ -19,13 +19,13 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
+use stratos_common::process::now_ms;
+use stratos_common::token::{self, MODE_READ, MODE_WRITE, SecretKey};
 use stratos_schema::om_capnp::{self, Status};
 use stratos_schema::scm_capnp::{self, storage_container_manager as scm_rpc};
 use stratos_shard::{BlockLocation, Replication};
 
 use crate::convert::WireError;
-use stratos_common::process::now_ms;
-use stratos_common::token::{self, MODE_READ, MODE_WRITE, SecretKey};
 
 /// Blocks preallocated for one `openKey` at most (the rest come from `allocateBlock`).
 pub const PREALLOCATE_MAX: u64 = 64;

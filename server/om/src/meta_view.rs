@@ -7,9 +7,8 @@
 
 use std::collections::HashMap;
 
-use stratos_shard::{Acl, BucketRef, Command, Op, Outcome, Principal, ShardState, rights};
-
 use stratos_raft::group::local_event::Event;
+use stratos_shard::{Acl, BucketRef, Command, Op, Outcome, Principal, ShardState, rights};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeFacts {

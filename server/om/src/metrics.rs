@@ -9,10 +9,9 @@
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
+use std::rc::Rc;
 
 use stratos_wal::{Log2Histogram, WalStats};
-
-use std::rc::Rc;
 
 use crate::core::{Core, META_GROUP, Msg};
 

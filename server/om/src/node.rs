@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use glommio::{LocalExecutorBuilder, Placement};
+use stratos_common::process::{install_signal_handlers, wait_stop};
+use stratos_raft::group::{Group, GroupConfig};
+use stratos_raft::transport::{PeerAddr, Transport, answer_hello, read_hello};
 use stratos_schema::om_capnp::ozone_manager;
 use tokio::sync::mpsc;
 
@@ -20,12 +23,6 @@ use crate::config::OmConfig;
 use crate::core::{Core, MESH_QUEUE_MAX, META_GROUP, MetaBroadcast, Msg, core_of_group};
 use crate::meta_view::{MetaView, changes_of, full_view};
 use crate::service::OmService;
-use stratos_raft::group::{Group, GroupConfig};
-use stratos_raft::transport::{PeerAddr, Transport, answer_hello, read_hello};
-
-pub use stratos_common::rpc::{NESTING_MAX, TRAVERSAL_WORDS_MAX};
-
-pub use stratos_common::process::{install_signal_handlers, request_stop, stop_requested, wait_stop};
 
 /// The shard count is fixed when a data directory is formatted: it decides where keys live.
 fn format_or_check(dir: &Path, shards: u32) -> anyhow::Result<u32> {
@@ -65,7 +62,7 @@ pub struct Ready {
     pub cores: usize,
 }
 
-/// Runs an OM node until SIGTERM/SIGINT (or [`request_stop`]). `on_ready` is called once every
+/// Runs an OM node until SIGTERM/SIGINT (or `stratos_common::process::request_stop`). `on_ready` is called once every
 /// group has a leader and every listener is bound.
 pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
     install_signal_handlers();

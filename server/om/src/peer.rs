@@ -20,16 +20,16 @@ use std::rc::Rc;
 use capnp::capability::Rc as CapRc;
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
+use stratos_raft::codec;
+use stratos_raft::state_machine::{Snapshot, parse_snapshot};
+use stratos_raft::transport::Out;
+use stratos_raft::types::Proposal;
 use stratos_schema::om_capnp::Status;
 use stratos_schema::raft_capnp::{group_message, raft_transport};
 use stratos_shard::Reply;
 
 use crate::convert::WireError;
 use crate::core::{Core, WriteReply};
-use stratos_raft::codec;
-use stratos_raft::transport::Out;
-use stratos_raft::state_machine::{Snapshot, parse_snapshot};
-use stratos_raft::types::Proposal;
 
 /// A snapshot received in chunks is refused beyond this size (a bound on memory).
 pub const SNAPSHOT_BYTES_MAX: usize = 1 << 36;

@@ -3,17 +3,17 @@
 use std::rc::Rc;
 
 use capnp::capability::Rc as CapRc;
+use stratos_common::process::now_ms;
+use stratos_raft::transport::PeerAddr;
+use stratos_raft::types::COMMANDS_PER_ENTRY_MAX;
 use stratos_schema::om_capnp::{self, Status, ozone_manager};
 use stratos_shard::constants::LIST_LIMIT_MAX;
 use stratos_shard::{Command, CommandContext, Op, OmError, Principal, Reply};
 
 use crate::convert::{self, Target, WireError};
-use stratos_common::process::now_ms;
 use crate::datapath::Decor;
 use crate::core::{Core, META_GROUP, Query, ReadResult, group_of_shard, om_command, shard_of};
 use crate::membership::MemberChange;
-use stratos_raft::transport::PeerAddr;
-use stratos_raft::types::COMMANDS_PER_ENTRY_MAX;
 
 /// Operations in one `batch` call.
 pub const BATCH_OPERATIONS_MAX: u32 = 4096;

@@ -24,9 +24,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use openraft::{BasicNode, EntryPayload};
-
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse};
+use openraft::{BasicNode, EntryPayload};
 
 use crate::types::{Entry, LogId, Membership, Proposal, TypeConfig, Vote, log_id};
 

@@ -28,10 +28,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use glommio::{LocalExecutorBuilder, Placement};
-use stratos_wal::{DmaStorage, LogId, Wal, WalConfig};
-
-use stratos_common::process::now_ms;
 use state::{Key, Rec, ScmState};
+use stratos_common::process::now_ms;
+use stratos_wal::{DmaStorage, LogId, Wal, WalConfig};
 
 /// Records between checkpoints (the default of `checkpoint_every`).
 pub const CHECKPOINT_EVERY: u64 = 10_000;

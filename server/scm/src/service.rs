@@ -7,11 +7,10 @@ use std::rc::Rc;
 
 use capnp::capability::Rc as CapRc;
 use stratos_schema::scm_capnp::{self, storage_container_manager as scm_rpc};
+use stratos_schema::scm_limits::{ALLOCATE_MAX, DELETE_BLOCKS_MAX};
 
 use crate::Scm;
 use crate::state::{DeleteTx, Key, Rec, Repl, plan_allocation};
-
-pub use stratos_schema::scm_limits::{ALLOCATE_MAX, DELETE_BLOCKS_MAX};
 /// Delete transactions sent to a datanode per heartbeat.
 pub const DELETES_PER_BEAT: usize = 64;
 /// Datanodes named in one exclude list.
