@@ -257,17 +257,51 @@ pub struct Client {
     conns: std::cell::RefCell<std::collections::HashMap<String, ozone_manager::Client>>,
 }
 
-/// The client's cache of the OM's `routes`: the shard count and each group's leader. A batch of
-/// key operations is split by leader and each part sent straight to its leader's node (at
-/// an address this client was given), saving the forward hop a non-leader would add. Refreshed
-/// every [`ROUTES_MAX_AGE`] and after any failure of a routed part; a stale entry costs only
-/// that hop (any node serves any request).
+/// The client's cache of the OM's `routes`: the shard count, each group's leader, and each
+/// node's core ports. A key operation is sent straight to its group's leader's node (at an
+/// address this client was given), saving the forward hop a non-leader would add, and there
+/// to the port of the core that owns the group (when the node gives core ports), saving the
+/// hop between cores. Refreshed every [`ROUTES_MAX_AGE`] and after any failure of a routed
+/// call; a stale entry costs only a hop (any node and any core serves any request).
 #[derive(Debug, Default)]
 struct Routes {
     fetched: Option<std::time::Instant>,
     shards: u32,
     leaders: Vec<String>,
+    /// By node address (as given): per group, the port of the node's core that owns it.
+    ports: std::collections::HashMap<String, Vec<u16>>,
     refreshing: bool,
+}
+
+impl Routes {
+    /// Where to send a call for key `v/b/k`: its group's leader's node if it is one of
+    /// `addrs` (else `here`), at the port of the core that owns the group if that node gave
+    /// one. None: nothing better known than the current connection.
+    fn target(&self, addrs: &[String], here: &str, v: &str, b: &str, k: &str) -> Option<String> {
+        if self.shards == 0 {
+            return None;
+        }
+        let group = shard_of(v, b, k, self.shards) as usize + 1;
+        let node = self.leaders.get(group).filter(|a| addrs.iter().any(|x| x == *a)).map_or(here, String::as_str);
+        match self.ports.get(node).and_then(|p| p.get(group)).copied().filter(|p| *p != 0) {
+            Some(port) => Some(with_port(node, port)),
+            None => Some(node.to_string()),
+        }
+    }
+}
+
+/// `host:port` with the port replaced (IPv6 hosts keep their brackets).
+fn with_port(addr: &str, port: u16) -> String {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    format!("{host}:{port}")
+}
+
+/// One node's answer to `routes`.
+#[derive(Debug, Default)]
+struct RoutesReply {
+    shards: u32,
+    leaders: Vec<String>,
+    core_ports: Vec<u16>,
 }
 
 pub const ROUTES_MAX_AGE: Duration = Duration::from_secs(2);
@@ -403,7 +437,7 @@ impl Client {
     pub async fn submit(&self, build: impl Fn(om_capnp::operation::Builder<'_>)) -> Result<Done, ClientError> {
         let request_id = self.next_request.get();
         self.next_request.set(request_id + 1);
-        self.call(async |om| {
+        let send = async |om: &ozone_manager::Client| {
             let mut req = om.submit_request();
             self.set_header(req.get().init_header(), request_id);
             build(req.get().init_operation());
@@ -411,8 +445,37 @@ impl Client {
             let r = reply.get()?;
             self.seen_meta(r.get_meta_index());
             outcome(r.get_outcome()?)
-        })
-        .await
+        };
+        // A single-key operation goes to its group's leader and core first (see `Routes`);
+        // whatever goes wrong there, it goes again, same request id, the usual way.
+        if let Some(addr) = self.route_one(&build).await
+            && let Some(om) = self.conn(&addr).await
+        {
+            match send(&om).await {
+                Err(e) if lost_node(&e) => self.forget(&addr),
+                Err(e) if retryable(&e) => self.routes.borrow_mut().fetched = None,
+                done => return done,
+            }
+        }
+        self.call(send).await
+    }
+
+    /// The routed address for the single-key operation `build` makes, if it is one and the
+    /// address differs from the current connection's.
+    async fn route_one(&self, build: &impl Fn(om_capnp::operation::Builder<'_>)) -> Option<String> {
+        let mut message = capnp::message::Builder::new(capnp::message::HeapAllocator::new().first_segment_words(64));
+        build(message.init_root::<om_capnp::operation::Builder<'_>>());
+        let op = message.get_root_as_reader::<om_capnp::operation::Reader<'_>>().ok()?;
+        let (v, b, k) = single_key(op)?;
+        self.refresh_routes().await;
+        let here = self.address();
+        self.routes.borrow().target(&self.addrs, here, v, b, k).filter(|a| a != here)
+    }
+
+    /// Drops a routed connection that failed (the next call dials again) and the routes.
+    fn forget(&self, addr: &str) {
+        self.conns.borrow_mut().remove(addr);
+        self.routes.borrow_mut().fetched = None;
     }
 
     /// Many mutations in one message: one outcome each, in order. The request ids of a batch
@@ -425,7 +488,7 @@ impl Client {
     /// applied twice. Key operations of a batch run concurrently on the server anyway, and a
     /// key's operations stay in one part, in order.
     pub async fn batch(&self, n: u32, build: impl Fn(u32, om_capnp::operation::Builder<'_>)) -> Result<Vec<Result<Done, ClientError>>, ClientError> {
-        if self.addrs.len() < 2 || n == 0 {
+        if n == 0 {
             return self.batch_as(n, self.take_ids(n), builder(n, build)).await;
         }
         let mut message = capnp::message::Builder::new_default();
@@ -447,9 +510,7 @@ impl Client {
             if let Some(om) = self.conn(addr).await {
                 match self.send_batch(&om, k, request_id, copy(positions)).await {
                     Ok(outs) if !outs.iter().any(|o| o.as_ref().is_err_and(retryable)) => return Ok(outs),
-                    Err(e) if lost_node(&e) => {
-                        self.conns.borrow_mut().remove(addr.as_str());
-                    }
+                    Err(e) if lost_node(&e) => self.forget(addr),
                     _ => {}
                 }
             }
@@ -469,8 +530,8 @@ impl Client {
         Ok(out.into_iter().map(|o| o.unwrap_or_else(|| Err(ClientError::Om { status: Status::Internal, message: "no outcome".into(), leader_hint: String::new() }))).collect())
     }
 
-    /// The batch's operations by the node to send them to: each single-key operation to its
-    /// group's leader if that is one of this client's addresses, the rest to the current node.
+    /// The batch's operations by the address to send them to: each single-key operation to
+    /// its group's leader and core (see [`Routes::target`]), the rest to the current node.
     /// None: not to be split (a volume or bucket operation; no routes).
     async fn split(&self, ops: &capnp::struct_list::Reader<'_, om_capnp::operation::Owned>) -> Option<Vec<(String, Vec<u32>)>> {
         use om_capnp::operation::Which;
@@ -485,13 +546,10 @@ impl Client {
         let here = self.address().to_string();
         let mut parts: Vec<(String, Vec<u32>)> = Vec::new();
         for (i, op) in ops.iter().enumerate() {
-            let to = single_key(op)
-                .and_then(|(v, b, k)| routes.leaders.get(shard_of(v, b, k, routes.shards) as usize + 1))
-                .filter(|a| self.addrs.iter().any(|x| x == *a))
-                .unwrap_or(&here);
-            match parts.iter_mut().find(|(a, _)| a == to) {
+            let to = single_key(op).and_then(|(v, b, k)| routes.target(&self.addrs, &here, v, b, k)).unwrap_or_else(|| here.clone());
+            match parts.iter_mut().find(|(a, _)| *a == to) {
                 Some((_, p)) => p.push(i as u32),
-                None => parts.push((to.clone(), vec![i as u32])),
+                None => parts.push((to, vec![i as u32])),
             }
         }
         Some(parts)
@@ -508,17 +566,39 @@ impl Client {
             }
             r.refreshing = true;
         }
-        let fetched = self.routes().await;
+        let here = self.address().to_string();
+        let fetched = self.routes_of(&self.om()).await;
+        // The core ports of the other nodes that lead a group (each node knows only its own).
+        let mut ports = std::collections::HashMap::new();
+        if let Ok(r) = &fetched {
+            ports.insert(here.clone(), r.core_ports.clone());
+            let mut others: Vec<&String> = r.leaders.iter().filter(|a| **a != here && self.addrs.contains(a)).collect();
+            others.sort();
+            others.dedup();
+            for a in others {
+                if let Some(om) = self.conn(a).await
+                    && let Ok(theirs) = self.routes_of(&om).await
+                {
+                    ports.insert(a.clone(), theirs.core_ports);
+                }
+            }
+        }
         let mut r = self.routes.borrow_mut();
         r.refreshing = false;
         r.fetched = Some(std::time::Instant::now());
-        (r.shards, r.leaders) = fetched.unwrap_or_default();
+        let fetched = fetched.unwrap_or_default();
+        (r.shards, r.leaders, r.ports) = (fetched.shards, fetched.leaders, ports);
     }
 
     /// The shard count and each group's leader (client address, "" if none known), as the
     /// current node knows them; group 0 is the meta group, group s + 1 key shard s.
     pub async fn routes(&self) -> Result<(u32, Vec<String>), ClientError> {
-        let mut req = self.om().routes_request();
+        self.routes_of(&self.om()).await.map(|r| (r.shards, r.leaders))
+    }
+
+    /// `routes` of the node behind `om`.
+    async fn routes_of(&self, om: &ozone_manager::Client) -> Result<RoutesReply, ClientError> {
+        let mut req = om.routes_request();
         self.set_header(req.get().init_header(), 0);
         let reply = req.send().promise.await?;
         let r = reply.get()?;
@@ -526,7 +606,9 @@ impl Client {
             return Err(om_error(r.get_error()?));
         }
         let leaders = r.get_leaders()?.iter().map(|a| Ok(a?.to_string()?)).collect::<Result<Vec<String>, capnp::Error>>()?;
-        Ok((r.get_shards(), leaders))
+        // An older node has no core ports (an empty list): calls then go to its shared port.
+        let core_ports = r.get_core_ports()?.iter().collect();
+        Ok(RoutesReply { shards: r.get_shards(), leaders, core_ports })
     }
 
     /// A connection to `addr` (the current node's, or a cached or new one); None if it cannot

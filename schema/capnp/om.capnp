@@ -305,7 +305,11 @@ interface OzoneManager {
   # Where to send key operations: the shard count (a key's shard is crc32(volume \0 bucket \0
   # key) mod shards, its group shard + 1) and, per group (0 = meta), the client address of the
   # leader this node knows ("" if none). A hint only: any node serves any request.
-  routes @12 (header :RequestHeader) -> (error :Error, shards :UInt32, leaders :List(Text));
+  # `corePorts`, per group: the port of this node's core (executor) that owns the group, on the
+  # host the client reached this node at (0: none; see `--core-ports`). A connection there
+  # lands on that core, so a single-key call for the group never crosses cores on this node
+  # (ScyllaDB's shard-aware port, by capability instead of source port).
+  routes @12 (header :RequestHeader) -> (error :Error, shards :UInt32, leaders :List(Text), corePorts :List(UInt16));
 
   # Membership (administrators only). Adds node `node` to every group this node leads: first as
   # a learner (it receives the log or a snapshot), then, once caught up, as a voter. Removes a

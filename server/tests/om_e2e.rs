@@ -578,3 +578,43 @@ fn a_second_om_on_a_taken_port_refuses_to_start() {
     // The first one still serves.
     first.ok(&["volume", "create", "/stillhere"]);
 }
+
+/// Shard-aware routing (`routes` gives each group's core port): a client's one-key calls land on
+/// the core that owns the key's shard, so none crosses cores; with `--core-ports false` the
+/// client's one connection lands on one core and the keys of shards on the other cross. Counted
+/// by the node in /prom.
+#[test]
+fn one_key_calls_land_on_their_shards_core() {
+    fn counter(om: &Om, name: &str) -> u64 {
+        let (_, prom) = om.http_get("/prom");
+        prom.lines().filter(|l| l.starts_with(name)).map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()).expect("a count")).sum()
+    }
+    for core_ports in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let om = Om::start_with_args(&dir.path().join("om"), &["--core-ports", if core_ports { "true" } else { "false" }]);
+        om.ok(&["volume", "create", "/vol"]);
+        om.ok(&["bucket", "create", "/vol/bkt"]);
+        let before = (counter(&om, "stratos_om_calls_local_total"), counter(&om, "stratos_om_calls_cross_core_total"));
+        let rpc = om.rpc.clone();
+        on_executor(move || async move {
+            let c = stratos_client::Client::connect(&rpc, "root").await.expect("connect");
+            for i in 0..20 {
+                let key = format!("key-{i:02}");
+                let opened = c.submit(|op| put_op(op, &key)).await.expect("open");
+                let stratos_client::Done::KeyOpened { open_id, .. } = opened else { panic!("open: {opened:?}") };
+                let one = c.batch(1, |_, op| commit_op(op, &key, open_id)).await.expect("commit");
+                one.into_iter().for_each(|o| drop(o.expect("commit")));
+            }
+        });
+        let local = counter(&om, "stratos_om_calls_local_total") - before.0;
+        let crossed = counter(&om, "stratos_om_calls_cross_core_total") - before.1;
+        assert_eq!(local + crossed, 40, "one group call per open and per commit");
+        if core_ports {
+            assert_eq!(crossed, 0, "with core ports no one-key call crosses cores");
+        } else {
+            // 20 keys over 4 shards on 2 cores: some live on the core the connection missed.
+            assert!(crossed >= 2, "without core ports the other core's keys cross ({crossed} did)");
+        }
+        assert_eq!(names(&om.ok(&["key", "list", "/vol/bkt"])).len(), 20);
+    }
+}

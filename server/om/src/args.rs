@@ -22,6 +22,13 @@ pub struct OmArgs {
     /// HTTP address for /health, /metrics, /prom [default: 0.0.0.0:9874].
     #[arg(long)]
     pub http_address: Option<std::net::SocketAddr>,
+    /// Give each core its own client port too, advertised to clients by `routes`, so that a
+    /// key's calls land on its shard's core instead of crossing cores [default: true].
+    #[arg(long)]
+    pub core_ports: Option<bool>,
+    /// Core i's port is this + i [default: 0 = ports the OS picks].
+    #[arg(long)]
+    pub core_port_base: Option<u16>,
     /// Key shards, fixed at format time [default: one per CPU].
     #[arg(long)]
     pub shards: Option<u32>,
@@ -118,7 +125,7 @@ impl OmArgs {
         set!(
             data_dir, rpc_address, shards, executors, spin_us, admins, snapshot_after_entries, snapshot_logs_to_keep, election_timeout_min_ms, election_timeout_max_ms,
             heartbeat_interval_ms, raft_address, node_id, peers, balance_leaders, io_memory_bytes, open_key_ttl_ms, wal_segment_bytes, wal_spare_segment, housekeeping_interval_ms,
-            scm_address, block_bytes, block_pool_size, block_token_lifetime_ms, scm_poll_ms
+            scm_address, block_bytes, block_pool_size, block_token_lifetime_ms, scm_poll_ms, core_ports, core_port_base
         );
         if let Some(a) = self.http_address {
             c.http_address = Some(a);

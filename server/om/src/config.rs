@@ -15,6 +15,16 @@ pub struct OmConfig {
     pub data_dir: Option<PathBuf>,
     /// Client RPC (Cap'n Proto). Default 0.0.0.0:9862.
     pub rpc_address: SocketAddr,
+    /// Each core (executor) also listens on a port of its own, on the RPC address's host, and
+    /// `routes` tells clients which core owns which group: a client connected there sends a
+    /// key's calls to its shard's own core, and the call never crosses cores (the shared RPC
+    /// port spreads connections over the cores at random, so about (cores - 1) / cores of the
+    /// calls cross). Default true.
+    pub core_ports: bool,
+    /// With `core_ports`: core i listens on this port + i; 0 (the default) = ports the OS picks
+    /// (a firewall in front of the node then needs the ephemeral range open; set a base to
+    /// know them).
+    pub core_port_base: u16,
     /// Metrics and health (HTTP). Default 0.0.0.0:9874; absent in the file = default.
     pub http_address: Option<SocketAddr>,
     /// This node's Raft address, as peers will dial it (the 3-node cluster). Default 127.0.0.1:9872.
@@ -86,6 +96,8 @@ impl Default for OmConfig {
             data_dir: None,
             rpc_address: "0.0.0.0:9862".parse().expect("a literal address"),
             http_address: Some("0.0.0.0:9874".parse().expect("a literal address")),
+            core_ports: true,
+            core_port_base: 0,
             raft_address: "127.0.0.1:9872".into(),
             node_id: 1,
             peers: Vec::new(),

@@ -26,7 +26,7 @@ use crate::convert::{BucketView, KeyView, VolumeView, WireError};
 use crate::meta_view::{Change, MetaView};
 use crate::coalesce::Coalesce;
 use crate::membership::MemberChange;
-use crate::metrics::{CoreStats, GroupSample, sample_core};
+use crate::metrics::CoreStats;
 use stratos_raft::group::{Group, ProposeError};
 use stratos_raft::transport::{Out, PeerAddr, Transport};
 use stratos_raft::types::Proposal;
@@ -112,7 +112,7 @@ pub enum Msg {
     /// A meta fence for another core (core 0 answers; see [`Core::meta_fence`]).
     MetaFence { reply: oneshot::Sender<Result<u64, WireError>> },
     /// This core's metrics: its groups' samples and its meta-view index.
-    Metrics { hashes: bool, reply: oneshot::Sender<(Vec<GroupSample>, u64, Option<crate::metrics::DataCounters>)> },
+    Metrics { hashes: bool, reply: oneshot::Sender<crate::metrics::CoreMetrics> },
 }
 
 pub struct Core {
@@ -132,6 +132,9 @@ pub struct Core {
     pub transport: Rc<Transport>,
     /// Meta fences in flight on this core, shared by the requests that wait for them.
     pub fences: Rc<Coalesce>,
+    /// Each core's own client port on this node (empty until every core has bound its own;
+    /// zeros with `--core-ports false`).
+    pub core_ports: Arc<std::sync::OnceLock<Vec<u16>>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -183,6 +186,7 @@ impl Core {
                         return Ok(me.meta_index());
                     }
                     let (reply, rx) = oneshot::channel();
+                    me.stats.fence_crossed();
                     me.mesh[0].send(Msg::MetaFence { reply }).await.map_err(|_| unavailable("meta fence"))?;
                     rx.await.map_err(|_| unavailable("meta fence"))?
                 }
@@ -205,6 +209,7 @@ impl Core {
     pub async fn write(self: &Rc<Self>, group: u32, commands: Vec<Command>, fill: bool, min_meta: u64) -> WriteReply {
         let n = commands.len();
         let core = core_of_group(group, self.cores);
+        self.stats.routed(core == self.index);
         if core == self.index {
             return self.owner_write(group, commands, fill, min_meta).await;
         }
@@ -217,6 +222,7 @@ impl Core {
 
     pub async fn read(self: &Rc<Self>, group: u32, query: Query, min_meta: u64) -> Result<ReadResult, WireError> {
         let core = core_of_group(group, self.cores);
+        self.stats.routed(core == self.index);
         if core == self.index {
             return self.local_read(group, query, min_meta).await;
         }
@@ -250,6 +256,12 @@ impl Core {
             put(pairs.unwrap_or_default());
         }
         out
+    }
+
+    /// Per group: the port of this node's core that owns it (0: none, or not known yet).
+    pub fn group_ports(&self) -> Vec<u16> {
+        let ports = self.core_ports.get();
+        (0..=self.shards).map(|g| ports.and_then(|p| p.get(core_of_group(g, self.cores))).copied().unwrap_or(0)).collect()
     }
 
     pub(crate) fn leaders_here(&self) -> Vec<(u32, String)> {
@@ -416,7 +428,7 @@ impl Core {
             match msg {
                 Msg::Meta { log_index, changes } => self.view.borrow_mut().apply(log_index, &changes),
                 Msg::Metrics { hashes, reply } => {
-                    let _ = reply.send((sample_core(&self, hashes), self.meta_index(), self.data.as_ref().map(|d| d.counters())));
+                    let _ = reply.send(self.core_metrics(hashes));
                 }
                 Msg::RaftConnection(fd) => {
                     use std::os::fd::{FromRawFd, IntoRawFd};

@@ -31,6 +31,32 @@ pub struct OpStats {
 #[derive(Debug, Default)]
 pub struct CoreStats {
     pub groups: RefCell<std::collections::HashMap<u32, OpStats>>,
+    /// Where this core's group calls went (see [`RoutingCounters`]).
+    pub routing: std::cell::Cell<RoutingCounters>,
+}
+
+/// Where one core sent the group calls of the requests it served: `[local, cross_core,
+/// fences_cross_core]`. A call is local when the group it reads or writes lives on this core
+/// (the connection landed where the shard lives: a client that uses the `corePorts` of
+/// `routes`); a cross-core call costs a mesh round trip (two wake-ups of other executors,
+/// ≈ 50-100 µs on a VM). Meta fences of cores other than 0 always cross (core 0 holds the meta
+/// replica), but are shared by every request waiting at once.
+pub type RoutingCounters = [u64; 3];
+
+impl CoreStats {
+    /// Counts one group call: `local` if its group lives on this core.
+    pub fn routed(&self, local: bool) {
+        let mut r = self.routing.get();
+        r[usize::from(!local)] += 1;
+        self.routing.set(r);
+    }
+
+    /// Counts one meta fence asked of core 0 over the mesh.
+    pub fn fence_crossed(&self) {
+        let mut r = self.routing.get();
+        r[2] += 1;
+        self.routing.set(r);
+    }
 }
 
 impl CoreStats {
@@ -140,7 +166,7 @@ fn histogram(out: &mut String, samples: &[GroupSample], name: &str, help: &str, 
 pub type DataCounters = [u64; 5];
 
 /// The page: every group's sample, each core's meta-view index and data-path counters.
-pub fn render(samples: &[GroupSample], meta_views: &[(usize, u64)], data: &[(usize, DataCounters)]) -> String {
+pub fn render(samples: &[GroupSample], meta_views: &[(usize, u64)], data: &[(usize, DataCounters)], routing: &[(usize, RoutingCounters)]) -> String {
     let mut out = String::new();
     scalar(&mut out, samples, "stratos_raft_term", "gauge", "Current Raft term of the group.", |s| s.term);
     scalar(&mut out, samples, "stratos_raft_leader", "gauge", "1 if this node leads the group.", |s| u64::from(s.leader));
@@ -173,6 +199,17 @@ pub fn render(samples: &[GroupSample], meta_views: &[(usize, u64)], data: &[(usi
     for (core, index) in meta_views {
         let _ = writeln!(out, "stratos_meta_view_index{{core=\"{core}\"}} {index}");
     }
+    let routed = [
+        ("stratos_om_calls_local_total", "Group calls (a key write or read) served on the core that owns the group: the connection landed where its shard lives."),
+        ("stratos_om_calls_cross_core_total", "Group calls sent over the mesh to the core that owns the group (the client did not use the group's core port)."),
+        ("stratos_om_meta_fences_cross_core_total", "Meta fences this core asked of core 0 over the mesh (shared by the requests waiting at once)."),
+    ];
+    for (i, (name, help)) in routed.iter().enumerate() {
+        family(&mut out, name, "counter", help);
+        for (core, c) in routing {
+            let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", c[i]);
+        }
+    }
     let families = [
         ("stratos_om_block_takes_total", "Block-pool takes (one per openKey or allocateBlock) on this core."),
         ("stratos_om_block_waits_total", "Takes that waited for the SCM (pool short, or datanodes excluded): the hot path's misses."),
@@ -196,29 +233,57 @@ impl Core {
     /// Every group's sample, gathered from every core over the mesh (with state hashes if
     /// `hashes`).
     pub async fn gather_samples(self: &Rc<Self>, hashes: bool) -> Vec<GroupSample> {
-        self.gather(hashes).await.0
+        self.gather(hashes).await.samples
     }
 
     /// Every core's samples, gathered over the mesh (for the HTTP metrics page).
     pub async fn gather_metrics(self: &Rc<Self>) -> String {
-        let (samples, views, data) = self.gather(false).await;
-        crate::metrics::render(&samples, &views, &data)
+        let m = self.gather(false).await;
+        crate::metrics::render(&m.samples, &m.views, &m.data, &m.routing)
     }
 
-    /// Every core's group samples (sorted by group), meta-view index and data-path counters.
-    async fn gather(self: &Rc<Self>, hashes: bool) -> (Vec<GroupSample>, Vec<(usize, u64)>, Vec<(usize, crate::metrics::DataCounters)>) {
-        let mut samples = sample_core(self, hashes);
-        let mut views = vec![(self.index, self.meta_index())];
-        let mut data: Vec<(usize, crate::metrics::DataCounters)> = self.data.iter().map(|d| (self.index, d.counters())).collect();
+    /// Every core's group samples (sorted by group), meta-view index and counters.
+    async fn gather(self: &Rc<Self>, hashes: bool) -> Gathered {
+        let mut g = Gathered { samples: Vec::new(), views: Vec::new(), data: Vec::new(), routing: Vec::new() };
+        g.add(self.index, self.core_metrics(hashes));
         for (i, answer) in self.ask_others(|reply| Msg::Metrics { hashes, reply }).await {
-            if let Some((s, view, d)) = answer {
-                samples.extend(s);
-                views.push((i, view));
-                data.extend(d.map(|d| (i, d)));
+            if let Some(m) = answer {
+                g.add(i, m);
             }
         }
-        samples.sort_by_key(|s| s.group);
-        (samples, views, data)
+        g.samples.sort_by_key(|s| s.group);
+        g
+    }
+
+    /// This core's part of the metrics page.
+    pub(crate) fn core_metrics(&self, hashes: bool) -> CoreMetrics {
+        CoreMetrics { samples: sample_core(self, hashes), meta_index: self.meta_index(), data: self.data.as_ref().map(|d| d.counters()), routing: self.stats.routing.get() }
+    }
+}
+
+/// One core's answer to a metrics request.
+#[derive(Debug)]
+pub struct CoreMetrics {
+    pub samples: Vec<GroupSample>,
+    pub meta_index: u64,
+    pub data: Option<DataCounters>,
+    pub routing: RoutingCounters,
+}
+
+/// Every core's metrics, by core.
+struct Gathered {
+    samples: Vec<GroupSample>,
+    views: Vec<(usize, u64)>,
+    data: Vec<(usize, DataCounters)>,
+    routing: Vec<(usize, RoutingCounters)>,
+}
+
+impl Gathered {
+    fn add(&mut self, core: usize, m: CoreMetrics) {
+        self.samples.extend(m.samples);
+        self.views.push((core, m.meta_index));
+        self.data.extend(m.data.map(|d| (core, d)));
+        self.routing.push((core, m.routing));
     }
 }
 
@@ -235,7 +300,7 @@ mod tests {
 
     #[test]
     fn families_are_grouped_and_histograms_cumulative() {
-        let page = render(&[sample(0), sample(3)], &[(0, 7), (1, 7)], &[(0, [10, 1, 2, 0, 5])]);
+        let page = render(&[sample(0), sample(3)], &[(0, 7), (1, 7)], &[(0, [10, 1, 2, 0, 5])], &[(0, [4, 0, 0]), (1, [3, 2, 1])]);
         // Each family's samples follow its TYPE line, all groups together.
         let types: Vec<&str> = page.lines().filter(|l| l.starts_with("# TYPE")).collect();
         let mut names: Vec<&str> = types.iter().map(|l| l.split_whitespace().nth(2).expect("TYPE lines name a family")).collect();
@@ -249,5 +314,7 @@ mod tests {
         assert!(page.contains("stratos_group_write_seconds_count{group=\"meta\",core=\"1\"} 2"));
         assert!(page.contains("stratos_meta_view_index{core=\"1\"} 7"));
         assert!(page.contains("stratos_om_block_waits_total{core=\"0\"} 1"));
+        assert!(page.contains("stratos_om_calls_cross_core_total{core=\"1\"} 2"));
+        assert!(page.contains("stratos_om_meta_fences_cross_core_total{core=\"1\"} 1"));
     }
 }

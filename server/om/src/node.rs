@@ -78,7 +78,9 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
         inboxes.push(Some(rx));
     }
     let members = cfg.members(cfg.rpc_address)?;
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<(usize, SocketAddr, Option<SocketAddr>)>>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<(usize, SocketAddr, Option<SocketAddr>, u16)>>();
+    // Each core's own client port (see `OmConfig::core_ports`), published once all are bound.
+    let core_ports: Arc<std::sync::OnceLock<Vec<u16>>> = Arc::default();
     let mut handles = Vec::new();
     // Core 0 binds the client port first (claiming it; with port 0, learning which); the other
     // cores bind the same one once it tells. Until then every core opens its groups and waits
@@ -96,6 +98,7 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
         let data_dir = data_dir.clone();
         let ready_tx = ready_tx.clone();
         let members = members.clone();
+        let ports = core_ports.clone();
         let bind = if index == 0 {
             Bind::Claim(cfg.rpc_address)
         } else {
@@ -106,10 +109,10 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
         let builder = LocalExecutorBuilder::new(placement).name(&format!("om-core-{index}")).io_memory(cfg.io_memory_bytes).spin_before_park(Duration::from_micros(cfg.spin_us));
         let handle = builder
             .spawn(move || async move {
-                let started = start_core(index, cores, shards, &cfg, &data_dir, bind, members, mesh, inbox).await;
+                let started = start_core(index, cores, shards, &cfg, &data_dir, bind, members, mesh, inbox, ports).await;
                 match started {
-                    Ok((core, rpc, http)) => {
-                        let _ = ready_tx.send(Ok((index, rpc, http)));
+                    Ok((core, rpc, http, port)) => {
+                        let _ = ready_tx.send(Ok((index, rpc, http, port)));
                         wait_stop().await;
                         for g in core.groups.values() {
                             g.shutdown().await;
@@ -124,8 +127,10 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
         handles.push(handle);
     }
     let (mut rpc_addr, mut http_addr) = (cfg.rpc_address, None);
+    let mut ports = vec![0u16; cores];
     for _ in 0..cores {
-        let (index, rpc, http) = ready_rx.recv().context("a core stopped before it was ready")??;
+        let (index, rpc, http, port) = ready_rx.recv().context("a core stopped before it was ready")??;
+        ports[index] = port;
         if index == 0 {
             (rpc_addr, http_addr) = (rpc, http);
             for tx in binds.drain(..) {
@@ -133,6 +138,7 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
             }
         }
     }
+    let _ = core_ports.set(ports);
     on_ready(&Ready { rpc: rpc_addr, http: http_addr, shards, cores });
     for h in handles {
         h.join().map_err(|e| anyhow::anyhow!("an executor failed: {e:?}"))?;
@@ -151,8 +157,8 @@ enum Bind {
 #[allow(clippy::too_many_arguments)]
 async fn start_core(
     index: usize, cores: usize, shards: u32, cfg: &OmConfig, data_dir: &Path, bind: Bind, members: BTreeMap<u64, PeerAddr>, mesh: Vec<mpsc::Sender<Msg>>,
-    inbox: mpsc::Receiver<Msg>,
-) -> anyhow::Result<(Rc<Core>, SocketAddr, Option<SocketAddr>)> {
+    inbox: mpsc::Receiver<Msg>, core_ports: Arc<std::sync::OnceLock<Vec<u16>>>,
+) -> anyhow::Result<(Rc<Core>, SocketAddr, Option<SocketAddr>, u16)> {
     let clustered = members.len() > 1 || cfg.join;
     let transport = Transport::new(cfg.node_id, cores as u32, index as u32, shards);
     let gcfg = GroupConfig {
@@ -191,6 +197,7 @@ async fn start_core(
         housekeeping_interval_ms: cfg.housekeeping_interval_ms,
         stats: Default::default(),
         fences: Default::default(),
+        core_ports,
         data: cfg.scm_address.as_ref().map(|scm| {
             crate::datapath::DataPath::new(crate::datapath::DataPathConfig {
                 scm_address: scm.clone(),
@@ -271,19 +278,19 @@ async fn start_core(
     };
     let listener = glommio::net::TcpListener::bind(bind).map_err(|e| anyhow::anyhow!("binding the OM RPC address {bind}: {e}"))?;
     let rpc = listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let c = core.clone();
-    glommio::spawn_local(async move {
-        loop {
-            match listener.accept().await {
-                Ok(stream) => serve_connection(c.clone(), stream),
-                Err(e) => {
-                    eprintln!("om core {}: accept failed: {e}", c.index);
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    })
-    .detach();
+    glommio::spawn_local(accept_clients(core.clone(), listener)).detach();
+    // This core's own port: a connection there is served here, where this core's shards live.
+    let port = if cfg.core_ports {
+        let base = cfg.core_port_base;
+        let want = if base == 0 { 0 } else { base.checked_add(index as u16).with_context(|| format!("--core-port-base {base} + core {index} is past port 65535"))? };
+        let addr = SocketAddr::new(cfg.rpc_address.ip(), want);
+        let listener = stratos_common::rpc::listen_exclusive(addr).map_err(|e| anyhow::anyhow!("binding core {index}'s client port {addr} (--core-port-base, or --core-ports false): {e}"))?;
+        let port = listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?.port();
+        glommio::spawn_local(accept_clients(core.clone(), listener)).detach();
+        port
+    } else {
+        0
+    };
     let http = if index == 0 {
         match cfg.http_address {
             Some(addr) => Some(crate::http::serve(core.clone(), addr)?),
@@ -292,7 +299,20 @@ async fn start_core(
     } else {
         None
     };
-    Ok((core, rpc, http))
+    Ok((core, rpc, http, port))
+}
+
+/// Serves the client connections `listener` accepts, on this core.
+async fn accept_clients(core: Rc<Core>, listener: glommio::net::TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => serve_connection(core.clone(), stream),
+            Err(e) => {
+                eprintln!("om core {}: accept failed: {e}", core.index);
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
 }
 
 /// Core 0's Raft listener: reads each connection's hello and hands the connection to the

@@ -489,9 +489,14 @@ impl ozone_manager::Server for OmService {
         let leaders = self.core.leaders().await;
         let mut r = results.get();
         r.set_shards(self.core.shards);
-        let mut list = r.init_leaders(leaders.len() as u32);
+        let mut list = r.reborrow().init_leaders(leaders.len() as u32);
         for (i, a) in leaders.iter().enumerate() {
             list.set(i as u32, a);
+        }
+        let ports = self.core.group_ports();
+        let mut list = r.init_core_ports(ports.len() as u32);
+        for (i, p) in ports.into_iter().enumerate() {
+            list.set(i as u32, p);
         }
         Ok(())
     }
