@@ -193,7 +193,7 @@ impl ShardState {
                 None => {
                     probe!(k = key);
                     set.remove(&*k);
-                    if set.is_empty() {
+                    if set.is_empty() && !self.snapshotting {
                         self.keys.remove(&facts.bucket_id);
                     }
                 }

@@ -253,7 +253,10 @@ impl ShardState {
         }
         probe!(k = volume, [0u8], bucket);
         self.buckets.remove(&*k);
-        self.keys.remove(&bucket_id);
+        // Its key table is empty (no keys, checked above); a snapshot being read keeps it.
+        if !self.snapshotting {
+            self.keys.remove(&bucket_id);
+        }
         self.bucket_usage.remove(&bucket_id);
         if let Some(v) = self.volume_usage.get_mut(&volume_id) {
             v.buckets -= 1;

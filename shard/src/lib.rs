@@ -24,9 +24,10 @@ pub mod records;
 mod slab;
 mod snapshot;
 mod state;
+pub mod table;
 
 pub use command::{BucketRef, Command, CommandContext, DecodeError, Op, Principal};
 pub use outcome::{OmError, Outcome, Reply};
 pub use records::{Acl, AclKind, BlockLocation, MetadataPair, QUOTA_UNLIMITED, Replication, rights};
-pub use snapshot::SnapshotError;
+pub use snapshot::{FRAME_ENTRIES as SNAPSHOT_FRAME_ENTRIES, SnapshotBuild, SnapshotError};
 pub use state::{acls_allow_native, RenameArrival, RenameIntent, BucketInfo, BucketUsage, KeyInfo, Page, ShardState, ShardStats, VolumeInfo, VolumeUsage};

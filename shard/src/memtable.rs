@@ -114,9 +114,21 @@ impl Entry {
         unsafe { rkyv::access_unchecked::<T>(self.record()) }
     }
 
+    /// The entry's words as bytes, as they lie in memory (the snapshot format; little-endian
+    /// on the hosts we build for, as rkyv's archives are).
+    pub(crate) fn raw_bytes(&self) -> &[u8] {
+        bytes_of(self.all_words())
+    }
+
     /// Heap bytes of this entry (for memory accounting).
     pub fn heap_bytes(&self) -> usize {
         self.all_words().len() * 8
+    }
+}
+
+impl Clone for Entry {
+    fn clone(&self) -> Self {
+        Entry::new(self.key(), self.record())
     }
 }
 

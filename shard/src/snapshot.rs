@@ -1,52 +1,74 @@
-//! Snapshots: the whole shard as one rkyv image, and back.
+//! Snapshots: the whole shard as a stream of checksummed frames, written a step at a time while
+//! applies go on, and read back frame by frame.
 //!
-//! File format: magic `STRATOSS` (8) | format version u32 | crc32 of the image u32 | image
-//! length u64 | 8 zero bytes | the rkyv image. The image starts at offset 32 so that a file read
-//! into a 16-aligned buffer (what allocators return) can be validated in place, without copying. The image holds every table's entries as raw (key, record)
-//! byte strings plus the counters, the retry cache and cross-shard rename intents and arrivals (format 3). Loading checks the crc, validates the
-//! image with bytecheck, then validates each record as its type while rebuilding the tables
-//! (entries arrive sorted, so each set is built bottom-up), and finally checks every
-//! invariant of the state. This crate only makes and reads
-//! bytes; the server writes them durably (temp file, fsync, rename, fsync the directory).
+//! File format (little-endian): a 32-byte header, magic `STRATOSS` | format version u32 (4) |
+//! 20 zero bytes; then frames, each `kind u32 | count u32 | len u32 | crc32 u32 | payload`, the
+//! crc covering the frame's first 12 bytes and its payload, the payload `len` bytes, a multiple
+//! of 8. Kinds, in the order they must appear:
+//! - 1, the small state: an rkyv image (`count` bytes of the payload) of the counters, usage,
+//!   retry sessions, bucket facts and cross-shard renames;
+//! - 2 volumes, 3 buckets, 4 keys (the payload starts with the bucket id, u64; one bucket's
+//!   frames together, buckets ascending), 5 open keys, 6 deleted blocks: `count` entries, each
+//!   the entry's own words (`[key_len u32 | record_len u32]`, the key padded to 8 bytes, the
+//!   record padded to 8 bytes; see [`crate::memtable`]), keys strictly ascending within a table,
+//!   across its frames too;
+//! - 7, the end: `count` 0, the number of frames before it and of entries (u64 each). A file
+//!   without it is incomplete and refused.
+//!
+//! Why frames of entries' own words: the writer copies each entry once, the reader validates each
+//! record in place (8-aligned in the frame buffer) and copies it once into its own allocation,
+//! and neither ever holds more than one frame (≤ [`FRAME_ENTRIES`] entries) beside the state. The
+//! previous format, one rkyv image of the whole shard, had to be built whole in memory (a second
+//! copy of the state) and on the executor (≈ 1.3 s per million keys per shard, every request of
+//! the core waiting).
+//!
+//! Writing while applying: [`ShardState::begin_snapshot`] freezes the tables (see
+//! [`crate::table`]) and writes the small state; each [`ShardState::snapshot_step`] then writes
+//! up to a budget of entries of the frozen image, so the caller can write them out and yield to
+//! other work between steps. The result is the state at the moment of `begin_snapshot`, however
+//! many commands apply in between. This crate only makes and reads bytes; the server writes
+//! them durably (temp file, fdatasync, rename, fsync of the directory).
+//!
+//! Loading checks each frame's crc and bounds, validates every record as its type while
+//! rebuilding the tables (entries arrive sorted, so each set is built bottom-up), and finally
+//! checks every invariant of the state. Errors name the byte offset of the bad frame.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::io::Read;
 
 use rkyv::rancor;
-use rkyv::with::InlineAsBox;
-use rkyv::{Archive, Serialize};
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::command::BucketRef;
 use crate::memtable::Entry;
 use crate::records::*;
 use crate::state::{BucketUsage, RenameArrival, RenameIntent, Session, ShardState, VolumeUsage};
+use crate::table::Table;
 
 const MAGIC: [u8; 8] = *b"STRATOSS";
-const VERSION: u32 = 3;
-const PREFIX_BYTES: usize = 32;
+const VERSION: u32 = 4;
+const HEADER_BYTES: usize = 32;
+const FRAME_HEADER_BYTES: usize = 16;
+/// Entries per frame at most (and the default step budget): ≈ 2-3 MiB of 40-byte-named keys.
+pub const FRAME_ENTRIES: usize = 16_384;
+/// A frame longer than this is refused (bounds what a damaged length can make the reader
+/// allocate): far above [`FRAME_ENTRIES`] entries of the largest records.
+pub const FRAME_BYTES_MAX: usize = 256 << 20;
 
-#[derive(Archive, Serialize)]
-struct RawEntry<'a> {
-    #[rkyv(with = InlineAsBox)]
-    key: &'a [u8],
-    #[rkyv(with = InlineAsBox)]
-    record: &'a [u8],
-}
+const SMALL: u32 = 1;
+const VOLUMES: u32 = 2;
+const BUCKETS: u32 = 3;
+const KEYS: u32 = 4;
+const OPEN_KEYS: u32 = 5;
+const DELETED_BLOCKS: u32 = 6;
+const END: u32 = 7;
 
-#[derive(Archive, Serialize)]
-struct BucketKeys<'a> {
-    bucket_id: u64,
-    entries: Vec<RawEntry<'a>>,
-}
-
-#[derive(Archive, Serialize)]
-struct Image<'a> {
+/// Everything but the tables.
+#[derive(Archive, Serialize, Deserialize)]
+struct Small {
     applied_log_index: u64,
     next_deleted_seq: u64,
-    volumes: Vec<RawEntry<'a>>,
-    buckets: Vec<RawEntry<'a>>,
-    keys: Vec<BucketKeys<'a>>,
-    open_keys: Vec<RawEntry<'a>>,
-    deleted_blocks: Vec<RawEntry<'a>>,
     user_volumes: Vec<Vec<u8>>,
     volume_usage: Vec<(u64, VolumeUsage)>,
     bucket_usage: Vec<(u64, BucketUsage)>,
@@ -63,30 +85,103 @@ pub enum SnapshotError {
     Magic,
     #[error("snapshot format version {0}, this build reads {VERSION}")]
     Version(u32),
-    #[error("snapshot is {have} bytes, its header says {want}")]
-    Length { have: usize, want: u64 },
-    #[error("snapshot crc32 mismatch: stored {stored:#010x}, computed {computed:#010x}")]
-    Crc { stored: u32, computed: u32 },
+    #[error("snapshot frame at offset {offset}: {why}")]
+    Frame { offset: u64, why: String },
+    #[error("snapshot ends at offset {0} without its end frame (an incomplete file)")]
+    Incomplete(u64),
     #[error("snapshot image is malformed: {0}")]
     Malformed(String),
+    #[error("reading the snapshot: {0}")]
+    Io(#[from] std::io::Error),
+    /// The state was replaced (a snapshot installed) while its own snapshot was being written.
+    #[error("the shard state was replaced while its snapshot was being written")]
+    Replaced,
 }
 
-fn raw(set: &BTreeSet<Entry>) -> Vec<RawEntry<'_>> {
-    set.iter().map(|e| RawEntry { key: e.key(), record: e.record() }).collect()
+/// A snapshot being written: where [`ShardState::snapshot_step`] goes on.
+#[derive(Debug)]
+pub struct SnapshotBuild {
+    stage: Stage,
+    /// The key tables (bucket ids) at the freeze; tables made later are not in the snapshot.
+    key_tables: Vec<u64>,
+    frames: u64,
+    entries: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Volumes,
+    Buckets,
+    Keys(usize),
+    OpenKeys,
+    DeletedBlocks,
+    Done,
+}
+
+impl SnapshotBuild {
+    /// Entries written so far.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+}
+
+/// Appends one frame of entries to a buffer.
+struct FrameWriter<'a> {
+    out: &'a mut Vec<u8>,
+    start: usize,
+    count: u32,
+}
+
+impl<'a> FrameWriter<'a> {
+    fn new(out: &'a mut Vec<u8>, kind: u32, bucket: Option<u64>) -> Self {
+        let start = out.len();
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&[0u8; 12]);
+        if let Some(b) = bucket {
+            out.extend_from_slice(&b.to_le_bytes());
+        }
+        FrameWriter { out, start, count: 0 }
+    }
+
+    fn push(&mut self, e: &Entry) {
+        self.out.extend_from_slice(e.raw_bytes());
+        self.count += 1;
+    }
+
+    /// Seals the frame (count, length, crc); a frame of no entries is dropped unless `keep`.
+    fn finish(self, keep: bool) -> u32 {
+        if self.count == 0 && !keep {
+            self.out.truncate(self.start);
+            return 0;
+        }
+        seal(self.out, self.start, self.count);
+        self.count
+    }
+}
+
+/// Fills in a frame's count, length and crc once its payload follows its header.
+fn seal(out: &mut [u8], start: usize, count: u32) {
+    let len = (out.len() - start - FRAME_HEADER_BYTES) as u32;
+    out[start + 4..start + 8].copy_from_slice(&count.to_le_bytes());
+    out[start + 8..start + 12].copy_from_slice(&len.to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&out[start..start + 12]);
+    h.update(&out[start + FRAME_HEADER_BYTES..]);
+    let crc = h.finalize();
+    out[start + 12..start + 16].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn header(out: &mut Vec<u8>) {
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&[0u8; HEADER_BYTES - 12]);
 }
 
 impl ShardState {
-    /// The whole state as snapshot bytes (see the module docs for the format).
-    pub fn snapshot(&self) -> Vec<u8> {
-        let image = Image {
+    fn small_frame(&self, out: &mut Vec<u8>) {
+        let small = Small {
             applied_log_index: self.applied_log_index,
             next_deleted_seq: self.next_deleted_seq,
-            volumes: raw(&self.volumes),
-            buckets: raw(&self.buckets),
-            // Empty per-bucket sets are an artefact of how apply works, not state: leave them out.
-            keys: self.keys.iter().filter(|(_, set)| !set.is_empty()).map(|(id, set)| BucketKeys { bucket_id: *id, entries: raw(set) }).collect(),
-            open_keys: raw(&self.open_keys),
-            deleted_blocks: raw(&self.deleted_blocks),
             user_volumes: self.user_volumes.iter().cloned().collect(),
             volume_usage: self.volume_usage.iter().map(|(k, v)| (*k, *v)).collect(),
             bucket_usage: self.bucket_usage.iter().map(|(k, v)| (*k, *v)).collect(),
@@ -95,129 +190,371 @@ impl ShardState {
             renames_out: self.renames_out.iter().map(|(k, i)| (*k, i.clone())).collect(),
             renames_in: self.renames_in.iter().map(|((s, t), a)| (*s, *t, a.clone())).collect(),
         };
-        let bytes = rkyv::to_bytes::<rancor::Error>(&image).expect("serializing into memory cannot fail");
-        let mut out = Vec::with_capacity(PREFIX_BYTES + bytes.len());
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
-        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-        out.extend_from_slice(&[0u8; 8]);
+        let bytes = rkyv::to_bytes::<rancor::Error>(&small).expect("serializing into memory cannot fail");
+        let start = out.len();
+        out.extend_from_slice(&SMALL.to_le_bytes());
+        out.extend_from_slice(&[0u8; 12]);
         out.extend_from_slice(&bytes);
+        out.resize(start + (out.len() - start).next_multiple_of(8), 0);
+        // Its count is the image's length: rkyv finds the root at the end of the image, so the
+        // padding after it must not be handed to rkyv.
+        seal(out, start, u32::try_from(bytes.len()).expect("the small state is far below 4 GiB"));
+    }
+
+    fn end_frame(out: &mut Vec<u8>, frames: u64, entries: u64) {
+        let start = out.len();
+        out.extend_from_slice(&END.to_le_bytes());
+        out.extend_from_slice(&[0u8; 12]);
+        out.extend_from_slice(&frames.to_le_bytes());
+        out.extend_from_slice(&entries.to_le_bytes());
+        seal(out, start, 0);
+    }
+
+    /// Begins a snapshot of the state as it is now: appends the file header and the small
+    /// state to `out` and freezes the tables. None if a snapshot is being written already.
+    pub fn begin_snapshot(&mut self, out: &mut Vec<u8>) -> Option<SnapshotBuild> {
+        if self.snapshotting {
+            return None;
+        }
+        self.snapshotting = true;
+        self.volumes.freeze();
+        self.buckets.freeze();
+        self.keys.values_mut().for_each(Table::freeze);
+        self.open_keys.freeze();
+        self.deleted_blocks.freeze();
+        header(out);
+        self.small_frame(out);
+        Some(SnapshotBuild { stage: Stage::Volumes, key_tables: self.keys.keys().copied().collect(), frames: 1, entries: 0 })
+    }
+
+    /// Appends up to about `budget` entries of the snapshot that `b` writes to `out`. True when
+    /// the snapshot is complete (its end frame written, the tables thawed).
+    pub fn snapshot_step(&mut self, b: &mut SnapshotBuild, out: &mut Vec<u8>, budget: usize) -> Result<bool, SnapshotError> {
+        if !self.snapshotting {
+            return Err(SnapshotError::Replaced);
+        }
+        let mut left = budget.max(1);
+        while left > 0 {
+            let (kind, bucket, table) = match b.stage {
+                Stage::Volumes => (VOLUMES, None, Some(&mut self.volumes)),
+                Stage::Buckets => (BUCKETS, None, Some(&mut self.buckets)),
+                Stage::Keys(i) => match b.key_tables.get(i) {
+                    Some(id) => (KEYS, Some(*id), self.keys.get_mut(id)),
+                    None => {
+                        b.stage = Stage::OpenKeys;
+                        continue;
+                    }
+                },
+                Stage::OpenKeys => (OPEN_KEYS, None, Some(&mut self.open_keys)),
+                Stage::DeletedBlocks => (DELETED_BLOCKS, None, Some(&mut self.deleted_blocks)),
+                Stage::Done => {
+                    ShardState::end_frame(out, b.frames, b.entries);
+                    self.snapshotting = false;
+                    // The key tables that emptied while the snapshot read them go now.
+                    self.keys.retain(|_, t| !t.is_empty());
+                    return Ok(true);
+                }
+            };
+            let done = match table {
+                Some(t) => {
+                    let mut frame = FrameWriter::new(out, kind, bucket);
+                    let done = t.read_frozen(left.min(FRAME_ENTRIES), |e| frame.push(e));
+                    let n = frame.finish(false) as usize;
+                    b.frames += u64::from(n > 0);
+                    b.entries += n as u64;
+                    // An empty table costs a little of the budget too, so a step stays bounded
+                    // however many empty key tables there are.
+                    left = left.saturating_sub(n.max(1));
+                    done
+                }
+                None => true,
+            };
+            if done {
+                b.stage = match b.stage {
+                    Stage::Volumes => Stage::Buckets,
+                    Stage::Buckets => Stage::Keys(0),
+                    Stage::Keys(i) => Stage::Keys(i + 1),
+                    Stage::OpenKeys => Stage::DeletedBlocks,
+                    Stage::DeletedBlocks | Stage::Done => Stage::Done,
+                };
+            }
+        }
+        Ok(false)
+    }
+
+    /// A snapshot is being written (begun and neither complete nor given up).
+    pub fn is_snapshotting(&self) -> bool {
+        self.snapshotting
+    }
+
+    /// Gives up the snapshot being written (the tables stop keeping frozen values).
+    pub fn abort_snapshot(&mut self) {
+        self.snapshotting = false;
+        self.volumes.thaw();
+        self.buckets.thaw();
+        self.keys.values_mut().for_each(Table::thaw);
+        self.open_keys.thaw();
+        self.deleted_blocks.thaw();
+    }
+
+    /// The whole state as snapshot bytes, at once (tests, state hashes). The server writes
+    /// snapshots a step at a time instead ([`ShardState::begin_snapshot`]).
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_snapshot(|chunk| out.extend_from_slice(chunk));
         out
     }
 
-    /// Rebuilds a shard from snapshot bytes, validating everything (bytes from disk are
-    /// untrusted: a bad snapshot is an error, never a panic or a wrong state).
+    /// The whole state as snapshot bytes, given to `sink` a piece at a time.
+    fn write_snapshot(&self, mut sink: impl FnMut(&[u8])) {
+        let mut out = Vec::new();
+        header(&mut out);
+        self.small_frame(&mut out);
+        let (mut frames, mut entries) = (1u64, 0u64);
+        let mut tables: Vec<(u32, Option<u64>, &Table)> = vec![(VOLUMES, None, &self.volumes), (BUCKETS, None, &self.buckets)];
+        tables.extend(self.keys.iter().map(|(id, t)| (KEYS, Some(*id), t)));
+        tables.push((OPEN_KEYS, None, &self.open_keys));
+        tables.push((DELETED_BLOCKS, None, &self.deleted_blocks));
+        for (kind, bucket, table) in tables {
+            let mut it = table.iter().peekable();
+            while it.peek().is_some() {
+                let mut frame = FrameWriter::new(&mut out, kind, bucket);
+                for e in it.by_ref().take(FRAME_ENTRIES) {
+                    frame.push(e);
+                }
+                entries += u64::from(frame.finish(false));
+                frames += 1;
+                sink(&out);
+                out.clear();
+            }
+        }
+        ShardState::end_frame(&mut out, frames, entries);
+        sink(&out);
+    }
+
+    /// Rebuilds a shard from snapshot bytes (see [`ShardState::load_snapshot_from`]).
     pub fn load_snapshot(bytes: &[u8]) -> Result<ShardState, SnapshotError> {
-        if bytes.len() < PREFIX_BYTES || bytes[..8] != MAGIC {
+        ShardState::load_snapshot_from(&mut &bytes[..])
+    }
+
+    /// Rebuilds a shard from a snapshot read from `r`, validating everything (bytes from disk
+    /// are untrusted: a bad snapshot is an error naming the offset, never a panic or a wrong
+    /// state). Holds one frame at a time beside the state it builds.
+    pub fn load_snapshot_from(r: &mut impl Read) -> Result<ShardState, SnapshotError> {
+        let mut head = [0u8; HEADER_BYTES];
+        read_exact_or(r, &mut head, || SnapshotError::Magic)?;
+        if head[..8] != MAGIC {
             return Err(SnapshotError::Magic);
         }
-        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
         if version != VERSION {
             return Err(SnapshotError::Version(version));
         }
-        let stored = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
-        let want = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
-        if bytes[24..32] != [0u8; 8] {
+        if head[12..].iter().any(|b| *b != 0) {
             return Err(SnapshotError::Malformed("reserved header bytes are not zero".into()));
         }
-        let body = &bytes[PREFIX_BYTES..];
-        if body.len() as u64 != want {
-            return Err(SnapshotError::Length { have: body.len(), want });
-        }
-        let computed = crc32fast::hash(body);
-        if computed != stored {
-            return Err(SnapshotError::Crc { stored, computed });
-        }
-        // rkyv needs the image 16-aligned; copy only if the caller's buffer does not give that.
-        let copy;
-        let image_bytes: &[u8] = if body.as_ptr() as usize % 16 == 0 {
-            body
-        } else {
-            let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
-            aligned.extend_from_slice(body);
-            copy = aligned;
-            &copy
-        };
-        let image = rkyv::access::<ArchivedImage<'_>, rancor::BoxedError>(image_bytes).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
-
-        fn table<T>(entries: &[ArchivedRawEntry<'_>], what: &str, check_key: impl Fn(&[u8]) -> bool) -> Result<BTreeSet<Entry>, SnapshotError>
-        where
-            T: rkyv::Portable + for<'b> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'b, rancor::BoxedError>>,
-        {
-            let mut sorted = Vec::with_capacity(entries.len());
-            let mut last: Option<&[u8]> = None;
-            for r in entries {
-                let (key, record) = (r.key.get(), r.record.get());
-                if !check_key(key) || last.is_some_and(|l| l >= key) {
-                    return Err(SnapshotError::Malformed(format!("{what}: bad or unsorted key")));
-                }
-                last = Some(key);
-                sorted.push(Entry::validated::<T>(key, record).map_err(|e| SnapshotError::Malformed(format!("{what} record: {e}")))?);
+        let mut loader = Loader::default();
+        let mut offset = HEADER_BYTES as u64;
+        let mut payload = AlignedVec::<16>::new();
+        loop {
+            let mut fh = [0u8; FRAME_HEADER_BYTES];
+            read_exact_or(r, &mut fh, || SnapshotError::Incomplete(offset))?;
+            let word = |i: usize| u32::from_le_bytes(fh[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+            let (kind, count, len, crc) = (word(0), word(1), word(2) as usize, word(3));
+            let bad = |why: String| SnapshotError::Frame { offset, why };
+            if len > FRAME_BYTES_MAX || len % 8 != 0 {
+                return Err(bad(format!("a payload of {len} bytes (a multiple of 8, at most {FRAME_BYTES_MAX})")));
             }
-            // Strictly ascending, as checked: the set is built bottom-up in O(n) (std sorts
-            // first, which on sorted input is one linear pass), not by n searches from the root.
-            Ok(sorted.into_iter().collect())
+            payload.clear();
+            payload.resize(len, 0);
+            read_exact_or(r, &mut payload, || SnapshotError::Incomplete(offset))?;
+            let mut h = crc32fast::Hasher::new();
+            h.update(&fh[..12]);
+            h.update(&payload);
+            let computed = h.finalize();
+            if computed != crc {
+                return Err(bad(format!("crc32 mismatch: stored {crc:#010x}, computed {computed:#010x}")));
+            }
+            if kind == END {
+                let stored: Vec<u64> = payload.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+                if stored != [loader.frames, loader.entries] {
+                    return Err(bad(format!("the end frame counts {stored:?} (frames, entries), the file holds [{}, {}]", loader.frames, loader.entries)));
+                }
+                let mut rest = [0u8; 1];
+                if r.read(&mut rest)? != 0 {
+                    return Err(bad("bytes follow the end frame".into()));
+                }
+                return loader.finish();
+            }
+            loader.frame(kind, count, &payload).map_err(bad)?;
+            offset += (FRAME_HEADER_BYTES + len) as u64;
         }
-        let name_ok = |k: &[u8]| std::str::from_utf8(k).is_ok() && !k.contains(&0);
-        let bucket_ok = |k: &[u8]| std::str::from_utf8(k).is_ok() && k.iter().filter(|&&b| b == 0).count() == 1;
-        let id_ok = |k: &[u8]| k.len() == 8;
+    }
 
-        let mut keys = BTreeMap::new();
-        for bk in image.keys.iter() {
-            keys.insert(bk.bucket_id.to_native(), table::<ArchivedKeyRecord>(&bk.entries, "key", name_ok)?);
+    /// A hash of the whole state (of its snapshot bytes), to compare replicas and replays.
+    pub fn state_hash(&self) -> u64 {
+        let mut a = crc32fast::Hasher::new();
+        let mut b = crc32fast::Hasher::new_with_initial(0x5EED_0001);
+        self.write_snapshot(|chunk| {
+            a.update(chunk);
+            b.update(chunk);
+        });
+        (u64::from(a.finalize()) << 32) | u64::from(b.finalize())
+    }
+}
+
+fn read_exact_or(r: &mut impl Read, buf: &mut [u8], short: impl Fn() -> SnapshotError) -> Result<(), SnapshotError> {
+    match r.read_exact(buf) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(short()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The state being rebuilt from frames.
+#[derive(Default)]
+struct Loader {
+    small: Option<ShardState>,
+    /// The table being filled, its sorted entries so far.
+    current: Option<(u32, u64, Vec<Entry>)>,
+    volumes: Option<Table>,
+    buckets: Option<Table>,
+    keys: BTreeMap<u64, Table>,
+    open_keys: Option<Table>,
+    deleted_blocks: Option<Table>,
+    frames: u64,
+    entries: u64,
+}
+
+impl Loader {
+    fn frame(&mut self, kind: u32, count: u32, payload: &[u8]) -> Result<(), String> {
+        self.frames += 1;
+        if kind == SMALL {
+            if self.small.is_some() || self.current.is_some() {
+                return Err("a second small-state frame, or one after the tables".into());
+            }
+            let image = payload.get(..count as usize).ok_or("a small-state image longer than its frame")?;
+            self.small = Some(small_state(image)?);
+            return Ok(());
         }
-        fn de(what: &'static str) -> impl Fn(rancor::BoxedError) -> SnapshotError {
-            move |e| SnapshotError::Malformed(format!("{what}: {e}"))
+        if self.small.is_none() {
+            return Err("a table frame before the small state".into());
         }
-        let open_keys = table::<ArchivedOpenKeyRecord>(&image.open_keys, "open key", id_ok)?;
-        let open_key_expiry = open_keys
+        if !(VOLUMES..=DELETED_BLOCKS).contains(&kind) {
+            return Err(format!("unknown frame kind {kind}"));
+        }
+        let (bucket, body) = if kind == KEYS {
+            if payload.len() < 8 {
+                return Err("a key frame without its bucket id".into());
+            }
+            (u64::from_le_bytes(payload[..8].try_into().expect("8 bytes")), &payload[8..])
+        } else {
+            (0, payload)
+        };
+        if count == 0 {
+            return Err("a table frame of no entries".into());
+        }
+        match &self.current {
+            Some((k, b, _)) if (*k, *b) == (kind, bucket) => {}
+            Some((k, b, _)) if (*k, *b) > (kind, bucket) => return Err(format!("table ({kind}, {bucket}) after ({k}, {b}): tables out of order")),
+            _ => self.close_table(),
+        }
+        let (_, _, sorted) = self.current.get_or_insert_with(|| (kind, bucket, Vec::new()));
+        let n = parse_entries(kind, body, count, sorted)?;
+        self.entries += n;
+        Ok(())
+    }
+
+    /// The table being filled is complete: into its place (built bottom-up from sorted entries).
+    fn close_table(&mut self) {
+        let Some((kind, bucket, sorted)) = self.current.take() else { return };
+        let table: Table = sorted.into_iter().collect();
+        match kind {
+            VOLUMES => self.volumes = Some(table),
+            BUCKETS => self.buckets = Some(table),
+            KEYS => {
+                self.keys.insert(bucket, table);
+            }
+            OPEN_KEYS => self.open_keys = Some(table),
+            _ => self.deleted_blocks = Some(table),
+        }
+    }
+
+    fn finish(mut self) -> Result<ShardState, SnapshotError> {
+        self.close_table();
+        let mut state = self.small.take().ok_or_else(|| SnapshotError::Malformed("no small-state frame".into()))?;
+        state.volumes = self.volumes.unwrap_or_default();
+        state.buckets = self.buckets.unwrap_or_default();
+        state.keys = self.keys;
+        state.open_keys = self.open_keys.unwrap_or_default();
+        state.deleted_blocks = self.deleted_blocks.unwrap_or_default();
+        state.open_key_expiry = state
+            .open_keys
             .iter()
             .map(|e| {
                 let o: &ArchivedOpenKeyRecord = e.view();
                 (o.expires_ms.to_native(), o.object_id.to_native())
             })
             .collect();
-        let renames_out: BTreeMap<u64, RenameIntent> =
-            rkyv::deserialize::<Vec<(u64, RenameIntent)>, rancor::BoxedError>(&image.renames_out).map_err(de("rename intents"))?.into_iter().collect();
-        let state = ShardState {
-            applied_log_index: image.applied_log_index.to_native(),
-            next_deleted_seq: image.next_deleted_seq.to_native(),
-            volumes: table::<ArchivedVolumeRecord>(&image.volumes, "volume", name_ok)?,
-            buckets: table::<ArchivedBucketRecord>(&image.buckets, "bucket", bucket_ok)?,
-            keys,
-            open_keys,
-            open_key_expiry,
-            deleted_blocks: table::<ArchivedDeletedBlocksRecord>(&image.deleted_blocks, "deleted blocks", id_ok)?,
-            user_volumes: rkyv::deserialize::<Vec<Vec<u8>>, rancor::BoxedError>(&image.user_volumes).map_err(de("user volumes"))?.into_iter().collect(),
-            volume_usage: rkyv::deserialize::<Vec<(u64, VolumeUsage)>, rancor::BoxedError>(&image.volume_usage).map_err(de("volume usage"))?.into_iter().collect(),
-            bucket_usage: rkyv::deserialize::<Vec<(u64, BucketUsage)>, rancor::BoxedError>(&image.bucket_usage).map_err(de("bucket usage"))?.into_iter().collect(),
-            sessions: rkyv::deserialize::<Vec<(u64, Session)>, rancor::BoxedError>(&image.sessions).map_err(de("sessions"))?.into_iter().collect(),
-            bucket_refs: rkyv::deserialize::<Vec<(u64, BucketRef, bool)>, rancor::BoxedError>(&image.bucket_refs)
-                .map_err(de("bucket references"))?
-                .into_iter()
-                .map(|(k, r, f)| (k, (r, f)))
-                .collect(),
-            moving: renames_out.values().map(|i| (i.bucket_id, i.from.clone())).collect(),
-            renames_out,
-            renames_in: rkyv::deserialize::<Vec<(u32, u64, RenameArrival)>, rancor::BoxedError>(&image.renames_in)
-                .map_err(de("rename arrivals"))?
-                .into_iter()
-                .map(|(s, t, a)| ((s, t), a))
-                .collect(),
-            ..ShardState::default()
-        };
         // Every derived fact must agree with the tables, or a later apply could act on counters
         // that lie (and underflow): a snapshot that is well-formed but inconsistent is refused.
         state.check_invariants().map_err(|e| SnapshotError::Malformed(format!("inconsistent state: {e}")))?;
         Ok(state)
     }
+}
 
-    /// A hash of the whole state (of its snapshot image), to compare replicas and replays.
-    pub fn state_hash(&self) -> u64 {
-        let s = self.snapshot();
-        let mut h = crc32fast::Hasher::new_with_initial(0x5EED_0001);
-        h.update(&s);
-        (u64::from(crc32fast::hash(&s)) << 32) | u64::from(h.finalize())
+fn small_state(payload: &[u8]) -> Result<ShardState, String> {
+    let de = |what: &'static str| move |e: rancor::BoxedError| format!("{what}: {e}");
+    let small = rkyv::from_bytes::<Small, rancor::BoxedError>(payload).map_err(de("small state"))?;
+    let renames_out: BTreeMap<u64, RenameIntent> = small.renames_out.into_iter().collect();
+    Ok(ShardState {
+        applied_log_index: small.applied_log_index,
+        next_deleted_seq: small.next_deleted_seq,
+        user_volumes: small.user_volumes.into_iter().collect(),
+        volume_usage: small.volume_usage.into_iter().collect(),
+        bucket_usage: small.bucket_usage.into_iter().collect(),
+        sessions: small.sessions.into_iter().collect(),
+        bucket_refs: small.bucket_refs.into_iter().map(|(k, r, f)| (k, (r, f))).collect(),
+        moving: renames_out.values().map(|i| (i.bucket_id, i.from.clone())).collect(),
+        renames_out,
+        renames_in: small.renames_in.into_iter().map(|(s, t, a)| ((s, t), a)).collect(),
+        ..ShardState::default()
+    })
+}
+
+/// Appends the `count` entries of a frame body to `sorted`, validating each key and record and
+/// the order (after what `sorted` holds already). Returns how many were read.
+fn parse_entries(kind: u32, body: &[u8], count: u32, sorted: &mut Vec<Entry>) -> Result<u64, String> {
+    let name_ok = |k: &[u8]| std::str::from_utf8(k).is_ok() && !k.contains(&0);
+    let bucket_ok = |k: &[u8]| std::str::from_utf8(k).is_ok() && k.iter().filter(|&&b| b == 0).count() == 1;
+    let id_ok = |k: &[u8]| k.len() == 8;
+    let mut at = 0usize;
+    for _ in 0..count {
+        let word = body.get(at..at + 8).ok_or("an entry past the end of its frame")?;
+        let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        let (key_len, record_len) = ((w & 0xFFFF_FFFF) as usize, (w >> 32) as usize);
+        let key_at = at + 8;
+        let record_at = key_at + key_len.next_multiple_of(8);
+        let end = record_at + record_len.next_multiple_of(8);
+        if end > body.len() {
+            return Err(format!("an entry of {key_len} + {record_len} bytes past the end of its frame"));
+        }
+        let (key, record) = (&body[key_at..key_at + key_len], &body[record_at..record_at + record_len]);
+        let (what, key_ok, entry) = match kind {
+            VOLUMES => ("volume", name_ok(key), Entry::validated::<ArchivedVolumeRecord>(key, record)),
+            BUCKETS => ("bucket", bucket_ok(key), Entry::validated::<ArchivedBucketRecord>(key, record)),
+            KEYS => ("key", name_ok(key), Entry::validated::<ArchivedKeyRecord>(key, record)),
+            OPEN_KEYS => ("open key", id_ok(key), Entry::validated::<ArchivedOpenKeyRecord>(key, record)),
+            _ => ("deleted blocks", id_ok(key), Entry::validated::<ArchivedDeletedBlocksRecord>(key, record)),
+        };
+        if !key_ok || sorted.last().is_some_and(|l| l.key() >= key) {
+            return Err(format!("{what}: bad or unsorted key"));
+        }
+        sorted.push(entry.map_err(|e| format!("{what} record: {e}"))?);
+        at = end;
     }
+    if at != body.len() {
+        return Err(format!("{} bytes after the frame's {count} entries", body.len() - at));
+    }
+    Ok(u64::from(count))
 }

@@ -20,6 +20,7 @@ use rkyv::util::AlignedVec;
 use crate::command::{BucketRef, Command, Op, Principal};
 use crate::constants::*;
 use crate::memtable::{Entry, probe};
+use crate::table::Table;
 use crate::outcome::{OmError, Outcome, Reply};
 use crate::records::*;
 
@@ -101,13 +102,13 @@ pub struct KeyInfo<'a> {
 #[derive(Debug, Default)]
 pub struct ShardState {
     pub(crate) applied_log_index: u64,
-    pub(crate) volumes: BTreeSet<Entry>,
-    pub(crate) buckets: BTreeSet<Entry>,
-    pub(crate) keys: BTreeMap<u64, BTreeSet<Entry>>,
-    pub(crate) open_keys: BTreeSet<Entry>,
+    pub(crate) volumes: Table,
+    pub(crate) buckets: Table,
+    pub(crate) keys: BTreeMap<u64, Table>,
+    pub(crate) open_keys: Table,
     pub(crate) open_key_expiry: BTreeSet<(u64, u64)>,
     pub(crate) user_volumes: BTreeSet<Vec<u8>>,
-    pub(crate) deleted_blocks: BTreeSet<Entry>,
+    pub(crate) deleted_blocks: Table,
     pub(crate) next_deleted_seq: u64,
     pub(crate) volume_usage: BTreeMap<u64, VolumeUsage>,
     pub(crate) bucket_usage: BTreeMap<u64, BucketUsage>,
@@ -125,6 +126,10 @@ pub struct ShardState {
     pub(crate) carried: Option<BucketRef>,
     /// Reused serializer memory (not state).
     pub(crate) scratch: Scratch,
+    /// A snapshot is being read from the frozen tables (see `crate::table`; not state). While
+    /// it is, a bucket's key table is never dropped when it empties: the snapshot still reads
+    /// it.
+    pub(crate) snapshotting: bool,
 }
 
 /// Serializer memory reused across applies; not part of the state.
@@ -511,7 +516,7 @@ impl ShardState {
 
     /// Counts for reports: entries per table and heap bytes of all entries.
     pub fn stats(&self) -> ShardStats {
-        let keys: usize = self.keys.values().map(BTreeSet::len).sum();
+        let keys: usize = self.keys.values().map(|t| t.len()).sum();
         let entry_bytes: usize = self.keys.values().flat_map(|s| s.iter()).map(Entry::heap_bytes).sum();
         ShardStats {
             volumes: self.volumes.len(),

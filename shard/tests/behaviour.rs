@@ -125,7 +125,16 @@ fn a_damaged_snapshot_is_an_error_never_a_panic() {
         bad[i] ^= 0x40;
         assert!(ShardState::load_snapshot(&bad).is_err(), "flip at {i} went unnoticed");
     }
-    assert!(ShardState::load_snapshot(&snap[..snap.len() - 1]).is_err());
+    // A damaged frame in the middle is named by its offset; a cut file is incomplete.
+    let mut bad = snap.clone();
+    let middle = snap.len() / 2;
+    bad[middle] ^= 0x40;
+    let e = ShardState::load_snapshot(&bad).expect_err("a flipped byte").to_string();
+    assert!(e.contains("offset") || e.contains("magic"), "{e}");
+    for cut in [snap.len() - 1, snap.len() - 24, 40] {
+        let e = ShardState::load_snapshot(&snap[..cut]).expect_err("a cut snapshot").to_string();
+        assert!(e.contains("incomplete") || e.contains("offset"), "cut at {cut}: {e}");
+    }
     assert!(ShardState::load_snapshot(b"").is_err());
 }
 

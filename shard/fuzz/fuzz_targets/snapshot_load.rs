@@ -8,14 +8,22 @@ use stratos_shard::ShardState;
 fuzz_target!(|data: &[u8]| {
     let _ = ShardState::load_snapshot(data);
     if data.len() >= 32 {
+        // The header made valid, and each whole frame's crc fixed up, so that mutations reach
+        // the frame parsing and record validation behind the crcs.
         let mut fixed = data.to_vec();
         fixed[..8].copy_from_slice(b"STRATOSS");
-        fixed[8..12].copy_from_slice(&1u32.to_le_bytes());
-        let body_len = (fixed.len() - 32) as u64;
-        fixed[16..24].copy_from_slice(&body_len.to_le_bytes());
-        fixed[24..32].fill(0);
-        let crc = crc32(&fixed[32..]);
-        fixed[12..16].copy_from_slice(&crc.to_le_bytes());
+        fixed[8..12].copy_from_slice(&4u32.to_le_bytes());
+        fixed[12..32].fill(0);
+        let mut at = 32;
+        while at + 16 <= fixed.len() {
+            let len = u32::from_le_bytes(fixed[at + 8..at + 12].try_into().unwrap()) as usize;
+            let Some(end) = (at + 16).checked_add(len).filter(|e| *e <= fixed.len()) else { break };
+            let mut covered = fixed[at..at + 12].to_vec();
+            covered.extend_from_slice(&fixed[at + 16..end]);
+            let crc = crc32(&covered);
+            fixed[at + 12..at + 16].copy_from_slice(&crc.to_le_bytes());
+            at = end;
+        }
         if let Ok(s) = ShardState::load_snapshot(&fixed) {
             let _ = s.check_invariants();
         }
