@@ -25,13 +25,29 @@ use stratos_wal::{DmaStorage, Wal};
 use crate::codec::{decode_entry, decode_vote, encode_entry, encode_vote};
 use crate::types::{Entry, LogId, TypeConfig, Vote, log_id};
 
-/// Entries kept in memory for apply and replication.
+/// Entries kept in memory for apply and replication, at most this many ...
 pub const CACHED_ENTRIES_MAX: usize = 1 << 16;
+/// ... and at most about this many bytes of proposals. Bounded by count alone, a group that
+/// batches 100-256 commands per entry kept 65,536 entries of 20-50 KiB each: measured, 6.6 GB
+/// of RSS after loading 6M keys (1,150 B/key; 204 B/key after a restart). Apply follows append
+/// closely and replication reads the recent tail, so 32 MiB covers both; older entries come
+/// from the WAL.
+pub const CACHED_BYTES_MAX: usize = 32 << 20;
+
+/// Bytes an entry holds in the cache (its proposal; other payloads are small).
+fn cached_bytes(e: &Entry) -> usize {
+    match &e.payload {
+        openraft::EntryPayload::Normal(p) => p.bytes().len(),
+        _ => 64,
+    }
+}
 
 struct Inner {
     wal: Wal<DmaStorage>,
     /// Consecutive entries ending at the last one appended.
     cache: RefCell<VecDeque<Entry>>,
+    /// Bytes of the cached entries (see [`cached_bytes`]).
+    cache_bytes: std::cell::Cell<usize>,
     scratch: RefCell<Vec<u8>>,
 }
 
@@ -53,11 +69,18 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 
 impl LogStore {
     pub fn new(wal: Wal<DmaStorage>) -> Self {
-        Self { inner: Rc::new(Inner { wal, cache: RefCell::new(VecDeque::new()), scratch: RefCell::new(Vec::new()) }) }
+        Self { inner: Rc::new(Inner { wal, cache: RefCell::new(VecDeque::new()), cache_bytes: Default::default(), scratch: RefCell::new(Vec::new()) }) }
     }
 
     pub fn wal(&self) -> &Wal<DmaStorage> {
         &self.inner.wal
+    }
+
+    /// Keeps the cached entries `keep` says yes to, and their byte count right.
+    fn retain_cached(&self, keep: impl Fn(&Entry) -> bool) {
+        let mut cache = self.inner.cache.borrow_mut();
+        cache.retain(keep);
+        self.inner.cache_bytes.set(cache.iter().map(cached_bytes).sum());
     }
 
     fn cached(&self, log_index: u64) -> Option<Entry> {
@@ -152,13 +175,17 @@ impl openraft::storage::RaftLogStorage<TypeConfig> for LogStore {
             for e in entries {
                 encode_entry(&e, &mut scratch);
                 last_ticket = Some(self.inner.wal.append_entry(e.log_id.index, e.log_id.leader_id.term, &scratch).map_err(io_err)?);
+                let mut bytes = self.inner.cache_bytes.get();
                 if cache.back().is_some_and(|b| b.log_id.index + 1 != e.log_id.index) {
                     cache.clear();
+                    bytes = 0;
                 }
+                bytes += cached_bytes(&e);
                 cache.push_back(e);
-                if cache.len() > CACHED_ENTRIES_MAX {
-                    cache.pop_front();
+                while cache.len() > CACHED_ENTRIES_MAX || (bytes > CACHED_BYTES_MAX && cache.len() > 1) {
+                    bytes -= cache.pop_front().as_ref().map_or(0, cached_bytes);
                 }
+                self.inner.cache_bytes.set(bytes);
             }
         }
         let Some(ticket) = last_ticket else {
@@ -177,7 +204,7 @@ impl openraft::storage::RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
         let from = last_log_id.map_or(0, |l| l.index + 1);
-        self.inner.cache.borrow_mut().retain(|e| e.log_id.index < from);
+        self.retain_cached(|e| e.log_id.index < from);
         if self.inner.wal.next_log_index().is_none_or(|n| n <= from) {
             return Ok(());
         }
@@ -186,7 +213,7 @@ impl openraft::storage::RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, upto: LogId) -> io::Result<()> {
-        self.inner.cache.borrow_mut().retain(|e| e.log_id.index > upto.index);
+        self.retain_cached(|e| e.log_id.index > upto.index);
         let t = self.inner.wal.purge(stratos_wal::LogId { log_index: upto.index, term: upto.leader_id.term }).map_err(io_err)?;
         self.inner.wal.wait_durable(t).await.map_err(io_err)
     }
