@@ -53,6 +53,9 @@ pub struct OmArgs {
     /// Log entries kept behind each snapshot for lagging followers [default: 1000].
     #[arg(long)]
     pub snapshot_logs_to_keep: Option<u64>,
+    /// Snapshot a group after this many bytes of log too (0: entries only) [default: 268435456].
+    #[arg(long)]
+    pub snapshot_after_bytes: Option<u64>,
     /// Raft election timeout, minimum and maximum, in ms [default: 300, 600]. A follower campaigns
     /// max + a random timeout in [min, max) after the last heartbeat (openraft's leader lease).
     #[arg(long)]
@@ -125,7 +128,7 @@ impl OmArgs {
         set!(
             data_dir, rpc_address, shards, executors, spin_us, admins, snapshot_after_entries, snapshot_logs_to_keep, election_timeout_min_ms, election_timeout_max_ms,
             heartbeat_interval_ms, raft_address, node_id, peers, balance_leaders, io_memory_bytes, open_key_ttl_ms, wal_segment_bytes, wal_spare_segment, housekeeping_interval_ms,
-            scm_address, block_bytes, block_pool_size, block_token_lifetime_ms, scm_poll_ms, core_ports, core_port_base
+            scm_address, block_bytes, block_pool_size, block_token_lifetime_ms, scm_poll_ms, core_ports, core_port_base, snapshot_after_bytes
         );
         if let Some(a) = self.http_address {
             c.http_address = Some(a);

@@ -63,6 +63,10 @@ pub struct OmConfig {
     pub heartbeat_interval_ms: u64,
     /// Snapshot a group (and purge its log before that) every this many entries. Default 100k.
     pub snapshot_after_entries: u64,
+    /// ... or every this many bytes of its log, whichever comes first (an entry holds 1 to 256
+    /// commands, so entries alone say little about how long a restart replays). 0 = entries
+    /// only. Default 256 MiB.
+    pub snapshot_after_bytes: u64,
     /// Log entries kept behind each snapshot, so a follower a little behind catches up from the
     /// log; one further behind installs the snapshot. Default 1000.
     pub snapshot_logs_to_keep: u64,
@@ -121,6 +125,7 @@ impl Default for OmConfig {
             election_timeout_max_ms: 600,
             heartbeat_interval_ms: 100,
             snapshot_after_entries: 100_000,
+            snapshot_after_bytes: 256 << 20,
             snapshot_logs_to_keep: 1000,
             wal_segment_bytes: stratos_wal::constants::SEGMENT_BYTES_DEFAULT,
             wal_spare_segment: true,

@@ -169,6 +169,7 @@ async fn start_core(
         election_timeout_max_ms: cfg.election_timeout_max_ms,
         heartbeat_interval_ms: cfg.heartbeat_interval_ms,
         snapshot_after_entries: cfg.snapshot_after_entries,
+        snapshot_after_bytes: cfg.snapshot_after_bytes,
         snapshot_logs_to_keep: cfg.snapshot_logs_to_keep,
         wal_segment_bytes: cfg.wal_segment_bytes,
         wal_spare_segment: cfg.wal_spare_segment,

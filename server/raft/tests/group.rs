@@ -16,6 +16,7 @@ fn cfg(snapshot_after_entries: u64) -> GroupConfig {
         election_timeout_max_ms: 300,
         heartbeat_interval_ms: 50,
         snapshot_after_entries,
+        snapshot_after_bytes: 0,
         snapshot_logs_to_keep: 1000,
         wal_segment_bytes: 16 << 20,
         wal_spare_segment: true,
