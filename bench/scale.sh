@@ -55,6 +55,7 @@ echo "loading $KEYS keys (40-byte names, $BATCH per call, $THREADS calls in flig
 start_om "$DIR/om-1.log"
 "$BIN" bench omkg --om "127.0.0.1:$PORT_RPC" -t "$THREADS" --batch "$BATCH" --key-size 40 -n "$KEYS" --json "$DIR/load.json" | grep -v '^$'
 rss_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$OM_PID/status")
+python3 -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:$PORT_HTTP/prom').read().decode())" >"$DIR/prom.txt" || true
 snapshots=$(grep -c "snapshot up to" "$DIR/om-1.log" || true)
 kill -TERM "$OM_PID"; wait "$OM_PID" 2>/dev/null || true
 OM_PID=
@@ -78,5 +79,16 @@ print(f"load: {r['opsPerSecond']:.0f} keys/s over {r['seconds']:.1f} s, errors {
 print(f"1. slowest 1-s window {low:.0f} keys/s = {100*low/med:.0f}% of the median window {med:.0f} (goal >= 50%): {ok(low >= med/2)}")
 print(f"2. longest call {r['latencyMicros']['max']/1000:.1f} ms, p99 {r['latencyMicros']['p99']/1000:.1f} ms (goal max <= 200 ms): {ok(r['latencyMicros']['max'] <= 200_000)}")
 print(f"3. RSS at the end of the load {rss/2**20:.0f} MiB = {rss/keys:.0f} B/key (goal <= 250): {ok(rss/keys <= 250)}; after the restart {rss2/2**20:.0f} MiB = {rss2/keys:.0f} B/key; on disk {du/keys:.0f} B/key")
+# Where a long call may come from: slow WAL flushes (write + fdatasync), by histogram bucket.
+slow = {}
+for line in open(path.rsplit('/', 1)[0] + "/prom.txt", errors="replace"):
+    if line.startswith("stratos_wal_flush_seconds_bucket"):
+        labels, v = line.rsplit(" ", 1)
+        group, le = labels.split('group="')[1].split('"')[0], labels.split('le="')[1].split('"')[0]
+        slow.setdefault(group, {})[le] = float(v)
+for group, b in sorted(slow.items()):
+    bound = max((float(le) for le in b if le != "+Inf" and float(le) <= 0.1), default=0.0)
+    over = b.get("+Inf", 0) - b.get(next((le for le in b if le != "+Inf" and float(le) == bound), "+Inf"), 0)
+    print(f"   {group}: {int(b.get('+Inf', 0))} WAL flushes, {int(over)} slower than {bound*1000:.0f} ms")
 print(f"4. restart to ready {restart:.2f} s = {keys/restart/1e6:.2f}M keys/s (goal >= 2M): {ok(keys/restart >= 2e6)}")
 EOF
