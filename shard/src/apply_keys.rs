@@ -192,7 +192,7 @@ impl ShardState {
                 }
                 None => {
                     probe!(k = key);
-                    set.remove(&*k);
+                    set.remove(&k);
                     if set.is_empty() && !self.snapshotting {
                         self.keys.remove(&facts.bucket_id);
                     }
@@ -203,7 +203,7 @@ impl ShardState {
 
         // Accepted: the rest of the bookkeeping.
         probe!(ok = open_id.to_be_bytes());
-        self.open_keys.remove(&*ok);
+        self.open_keys.remove(&ok);
         self.open_key_expiry.remove(&(open_expires, open_id));
         let u = self.bucket_usage.entry(facts.bucket_id).or_default();
         u.open_keys -= 1;
@@ -240,7 +240,7 @@ impl ShardState {
         let mut set = set;
         for k in keys {
             probe!(kp = k);
-            match set.as_mut().and_then(|s| s.take(&*kp)) {
+            match set.as_mut().and_then(|s| s.take(&kp)) {
                 Some(e) => {
                     let r: &ArchivedKeyRecord = e.view();
                     freed_bytes += r.data_size.to_native() * r.replication.native().factor();
@@ -271,7 +271,7 @@ impl ShardState {
         if set.contains(&*to_key) {
             return Err(OmError::KeyExists(format!("{volume}/{bucket}/{to}")));
         }
-        let old = set.take(&*from_key).ok_or_else(not_found)?;
+        let old = set.take(&from_key).ok_or_else(not_found)?;
         let mut rec: KeyRecord = deserialize_record(old.view::<ArchivedKeyRecord>());
         rec.update_id = log_index;
         rec.modified_ms = t;
@@ -291,7 +291,7 @@ impl ShardState {
             }
             self.open_key_expiry.pop_first();
             probe!(k = open_id.to_be_bytes());
-            let e = self.open_keys.take(&*k).expect("the expiry index names only open keys");
+            let e = self.open_keys.take(&k).expect("the expiry index names only open keys");
             let o: &ArchivedOpenKeyRecord = e.view();
             freed.extend(o.blocks.iter().map(ArchivedBlockLocation::native));
             if let Some(u) = self.bucket_usage.get_mut(&o.bucket_id.to_native()) {

@@ -125,7 +125,7 @@ impl ShardState {
             return Err(OmError::VolumeNotEmpty(volume.to_string(), usage.buckets));
         }
         probe!(k = volume);
-        self.volumes.remove(&*k);
+        self.volumes.remove(&k);
         self.user_volumes.remove(&user_volume_key(&rec.owner, volume));
         self.volume_usage.remove(&rec.object_id);
         Ok(Reply::Done)
@@ -252,7 +252,7 @@ impl ShardState {
             return Err(OmError::BucketNotEmpty(format!("{volume}/{bucket}"), usage.keys, usage.open_keys));
         }
         probe!(k = volume, [0u8], bucket);
-        self.buckets.remove(&*k);
+        self.buckets.remove(&k);
         // Its key table is empty (no keys, checked above); a snapshot being read keeps it.
         if !self.snapshotting {
             self.keys.remove(&bucket_id);

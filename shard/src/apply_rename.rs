@@ -131,7 +131,7 @@ impl ShardState {
             probe!(k = intent.from.as_str());
             // The key is there: writes to a moving key are refused, and a bucket holding it
             // cannot be deleted.
-            if let Some(e) = self.keys.get_mut(&intent.bucket_id).and_then(|s| s.take(&*k)) {
+            if let Some(e) = self.keys.get_mut(&intent.bucket_id).and_then(|s| s.take(&k)) {
                 let r: &ArchivedKeyRecord = e.view();
                 let bytes = r.data_size.to_native() * r.replication.native().factor();
                 let u = self.bucket_usage.entry(intent.bucket_id).or_default();

@@ -94,7 +94,7 @@ impl Table {
         }
         let mut buffer = probe_buffer();
         let k = Probe::new(&mut buffer, &[key]);
-        f.kept.insert(key.to_vec(), self.set.get(&*k).map(Entry::clone));
+        f.kept.insert(key.to_vec(), self.set.get(&*k).cloned());
     }
 
     /// A snapshot begins: [`Table::read_frozen`] will read the table as it is now.

@@ -15,6 +15,8 @@
 
 mod data;
 mod etcd;
+#[cfg(feature = "etcd-grpc")]
+mod etcd_grpc;
 
 pub use data::{ockg, ockr};
 use etcd::omkg_etcd;
@@ -32,7 +34,8 @@ use stratos_client::{Client, Done};
 #[derive(Args, Debug, Clone)]
 pub struct Common {
     /// The OM (host:port; several, comma-separated, for a cluster). `omkg` also takes
-    /// etcd://HOST:PORT, to run the same workload on etcd (see bench/etcd.sh).
+    /// etcd+grpc://HOST:PORT (etcd's gRPC API; a build with --features etcd-grpc) or
+    /// etcd://HOST:PORT (its JSON gateway), to run the same workload on etcd (see bench/etcd.sh).
     #[arg(long, visible_alias = "target", default_value = "127.0.0.1:9862", env = "STRATOS_OM")]
     pub om: String,
     /// Concurrent workers (each one call in flight).
@@ -543,6 +546,12 @@ async fn write_keys(c: &Client, common: &Common, volume: &str, bucket: &str, nam
 }
 
 pub fn omkg(a: OmkgArgs) -> anyhow::Result<()> {
+    if let Some(addr) = a.common.om.strip_prefix("etcd+grpc://") {
+        #[cfg(feature = "etcd-grpc")]
+        return etcd_grpc::omkg_etcd_grpc(addr.trim_end_matches('/').to_string(), a);
+        #[cfg(not(feature = "etcd-grpc"))]
+        anyhow::bail!("omkg --om etcd+grpc://{addr}: this build has no etcd gRPC client; build with `cargo build --release --features etcd-grpc` (needs Debian's protobuf-compiler), as bench/etcd.sh does");
+    }
     if let Some(addr) = a.common.om.strip_prefix("etcd://") {
         return omkg_etcd(addr.trim_end_matches('/').to_string(), a);
     }
