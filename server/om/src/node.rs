@@ -182,9 +182,11 @@ async fn start_core(
         groups.insert(g, group);
     }
     if !clustered {
+        let replaying = std::time::Instant::now();
         for g in groups.values() {
             g.wait_ready(Duration::from_secs(30)).await?;
         }
+        eprintln!("om core {index}: groups elected and their logs replayed in {:.2} s", replaying.elapsed().as_secs_f64());
     }
     let core = Rc::new(Core {
         index,
