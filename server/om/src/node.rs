@@ -186,7 +186,10 @@ async fn start_core(
         for g in groups.values() {
             g.wait_ready(Duration::from_secs(30)).await?;
         }
-        eprintln!("om core {index}: groups elected and their logs replayed in {:.2} s", replaying.elapsed().as_secs_f64());
+        // Worth a line when a restart replayed a long log (a fresh node says nothing).
+        if replaying.elapsed() > Duration::from_millis(500) {
+            eprintln!("om core {index}: groups elected and their logs replayed in {:.2} s", replaying.elapsed().as_secs_f64());
+        }
     }
     let core = Rc::new(Core {
         index,
