@@ -21,7 +21,7 @@ use capnp::capability::Rc as CapRc;
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use stratos_raft::codec;
-use stratos_raft::state_machine::{Snapshot, parse_snapshot};
+use stratos_raft::state_machine::{Snapshot, SnapshotFile};
 use stratos_raft::transport::Out;
 use stratos_raft::types::Proposal;
 use stratos_schema::om_capnp::Status;
@@ -88,8 +88,8 @@ fn parse(m: group_message::Reader<'_>) -> Result<Out, String> {
 #[derive(Debug)]
 pub struct RaftServer {
     pub core: Rc<Core>,
-    /// Snapshots being received, per group: (snapshot id, the bytes so far).
-    snapshots: RefCell<HashMap<u32, (String, Vec<u8>)>>,
+    /// Snapshots being received, per group: (snapshot id, the file they go to, bytes so far).
+    snapshots: RefCell<HashMap<u32, (String, std::fs::File, u64)>>,
 }
 
 impl RaftServer {
@@ -122,29 +122,41 @@ impl RaftServer {
             }
             Out::Chunk { vote, id, offset, data, done } => {
                 let vote = codec::decode_vote(&vote)?;
+                // Chunks go to `<group>/snapshot.recv` as they come (never the whole snapshot
+                // in memory); the install loads the state from that file and renames it.
+                let path = g.dir().join("snapshot.recv");
                 let file = {
                     let mut snaps = self.snapshots.borrow_mut();
                     if offset == 0 {
-                        snaps.insert(group, (id.clone(), Vec::new()));
+                        let f = std::fs::File::create(&path).map_err(|e| format!("group {group}: creating {}: {e}", path.display()))?;
+                        snaps.insert(group, (id.clone(), f, 0));
                     }
-                    let Some((have, bytes)) = snaps.get_mut(&group) else {
+                    let Some((have, f, written)) = snaps.get_mut(&group) else {
                         return Err(format!("group {group}: a snapshot chunk at offset {offset} with no snapshot started"));
                     };
-                    if *have != id || bytes.len() as u64 != offset {
-                        return Err(format!("group {group}: snapshot chunk {id}@{offset} does not follow {have}@{}", bytes.len()));
+                    if *have != id || *written != offset {
+                        return Err(format!("group {group}: snapshot chunk {id}@{offset} does not follow {have}@{written}"));
                     }
-                    if bytes.len() + data.len() > SNAPSHOT_BYTES_MAX {
+                    if *written + data.len() as u64 > SNAPSHOT_BYTES_MAX as u64 {
                         snaps.remove(&group);
                         return Err(format!("group {group}: a snapshot larger than {SNAPSHOT_BYTES_MAX} bytes"));
                     }
-                    bytes.extend_from_slice(&data);
+                    use std::io::Write;
+                    if let Err(e) = f.write_all(&data) {
+                        snaps.remove(&group);
+                        return Err(format!("group {group}: writing {}: {e}", path.display()));
+                    }
+                    *written += data.len() as u64;
                     if !done {
                         return Ok(Vec::new());
                     }
-                    snaps.remove(&group).map(|(_, b)| b).expect("present")
+                    snaps.remove(&group).map(|(_, f, len)| (f, len)).expect("present")
                 };
-                let (meta, image) = parse_snapshot(&file).map_err(|e| format!("group {group}: received snapshot {id}: {e}"))?;
-                let snapshot = Snapshot { meta: openraft::SnapshotMeta { last_log_id: meta.last_log_id, last_membership: meta.last_membership }, snapshot: image.to_vec() };
+                drop(file);
+                let received = SnapshotFile::open(&path).map_err(|e| format!("group {group}: reopening {}: {e}", path.display()))?;
+                let received = SnapshotFile { received_at: Some(path), ..received };
+                let meta = received.meta().map_err(|e| format!("group {group}: received snapshot {id}: {e}"))?;
+                let snapshot = Snapshot { meta: openraft::SnapshotMeta { last_log_id: meta.last_log_id, last_membership: meta.last_membership }, snapshot: received };
                 raft.install_full_snapshot(vote, snapshot).await.map(|r| codec::encode_vote(&r.vote)).map_err(|e| s(&e))
             }
         }

@@ -162,6 +162,11 @@ impl Group {
         Ok(group)
     }
 
+    /// The group's directory (WAL, snapshot).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The leader this node knows of (id and addresses), if any.
     pub fn leader(&self) -> Option<(u64, PeerAddr)> {
         let m = self.raft.metrics();

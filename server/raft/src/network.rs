@@ -15,7 +15,7 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotRespon
 use openraft::{BasicNode, RaftNetworkFactory, RaftNetworkV2};
 
 use crate::codec;
-use crate::state_machine::{Snapshot, snapshot_file, snapshot_id};
+use crate::state_machine::{Snapshot, SnapshotFile, snapshot_id};
 use crate::transport::{Out, PeerAddr, SNAPSHOT_CHUNK_BYTES, Transport};
 use crate::types::{TypeConfig, Vote};
 
@@ -66,7 +66,7 @@ impl Peer {
 }
 
 impl RaftNetworkV2<TypeConfig> for Peer {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotFile;
 
     async fn append_entries(&mut self, rpc: AppendEntriesRequest<TypeConfig>, option: RPCOption) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.rpc(Out::Append(codec::encode_append(&rpc)), &option, codec::decode_append_reply).await
@@ -85,22 +85,33 @@ impl RaftNetworkV2<TypeConfig> for Peer {
     }
 
     /// Sends the snapshot file (meta and image, both crc-checked) in chunks of
-    /// [`SNAPSHOT_CHUNK_BYTES`], one at a time; the last chunk's answer is the peer's vote.
+    /// [`SNAPSHOT_CHUNK_BYTES`], one at a time, each read from the file when it is sent (by the
+    /// blocking-thread pool): the snapshot is never in memory whole. The last chunk's answer is
+    /// the peer's vote.
     async fn full_snapshot(
         &mut self, vote: Vote, snapshot: Snapshot, cancel: impl Future<Output = ReplicationClosed> + 'static, option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let file = snapshot_file(snapshot.meta.last_log_id, &snapshot.meta.last_membership, &snapshot.snapshot);
+        let file = snapshot.snapshot;
         let id = format!("{}-{}", snapshot_id(snapshot.meta.last_log_id), rand::random::<u32>());
         let vote_bytes = codec::encode_vote(&vote);
         let mut cancel = pin!(cancel);
-        let mut offset = 0;
+        let mut offset = 0u64;
         loop {
             if let Some(closed) = futures_lite::future::poll_once(cancel.as_mut()).await {
                 return Err(StreamingError::Closed(closed));
             }
-            let end = (offset + SNAPSHOT_CHUNK_BYTES).min(file.len());
-            let done = end == file.len();
-            let chunk = Out::Chunk { vote: vote_bytes.clone(), id: id.clone(), offset: offset as u64, data: file[offset..end].to_vec(), done };
+            let end = (offset + SNAPSHOT_CHUNK_BYTES as u64).min(file.len);
+            let done = end == file.len;
+            let f = file.file.clone();
+            let data = glommio::executor()
+                .spawn_blocking(move || {
+                    use std::os::unix::fs::FileExt;
+                    let mut data = vec![0u8; (end - offset) as usize];
+                    f.read_exact_at(&mut data, offset).map(|()| data)
+                })
+                .await
+                .map_err(|e| StreamingError::Unreachable(unreachable(format!("reading the snapshot at offset {offset} to send it: {e}"))))?;
+            let chunk = Out::Chunk { vote: vote_bytes.clone(), id: id.clone(), offset, data, done };
             // A chunk may wait for the peer to write the whole snapshot: a generous deadline.
             let deadline = option.hard_ttl().max(std::time::Duration::from_secs(30));
             let answer = self.call(chunk, deadline).await.map_err(|e| StreamingError::Unreachable(unreachable(e)))?;

@@ -35,7 +35,44 @@ const MAGIC: &[u8; 8] = b"STRATOSR";
 const VERSION: u32 = 1;
 const META_BYTES_MAX: u32 = 1 << 20;
 
-pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>;
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
+
+/// A snapshot as openraft hands it around: an open snapshot file (head and shard image), never
+/// its bytes in memory. A leader sends it to a follower in chunks read from the file, and a
+/// follower receives it into a file and loads the state from there, a frame at a time. The file
+/// is held open, so a newer snapshot renamed over the path does not disturb a send in progress.
+#[derive(Debug, Clone)]
+pub struct SnapshotFile {
+    pub file: std::sync::Arc<std::fs::File>,
+    pub len: u64,
+    /// Where a received file lies until it is installed (then renamed to `<group>/snapshot`).
+    pub received_at: Option<PathBuf>,
+}
+
+impl SnapshotFile {
+    pub fn open(path: &Path) -> io::Result<SnapshotFile> {
+        let file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        Ok(SnapshotFile { file: std::sync::Arc::new(file), len, received_at: None })
+    }
+
+    /// The file's head (log id and membership), read from its start.
+    pub fn meta(&self) -> Result<Meta, String> {
+        read_meta(&mut std::io::BufReader::new(ReadAt(&self.file, 0)))
+    }
+}
+
+/// Reads a shared file from an offset on (positioned reads: the handle's offset is not used).
+struct ReadAt<'a>(&'a std::fs::File, u64);
+
+impl io::Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.0.read_at(buf, self.1)?;
+        self.1 += n as u64;
+        Ok(n)
+    }
+}
 
 /// Called after each applied entry with the state, the commands, their outcomes and the
 /// entry's log index (the meta group uses it to refresh every core's view of buckets). Entries
@@ -121,13 +158,6 @@ fn encode_meta(last: Option<LogId>, m: &StoredMembership) -> Vec<u8> {
     b
 }
 
-/// The snapshot file's bytes (see the module docs).
-pub fn snapshot_file(last: Option<LogId>, membership: &StoredMembership, image: &[u8]) -> Vec<u8> {
-    let mut file = file_head(last, membership);
-    file.extend_from_slice(image);
-    file
-}
-
 /// The snapshot file up to its shard image.
 fn file_head(last: Option<LogId>, membership: &StoredMembership) -> Vec<u8> {
     let meta = encode_meta(last, membership);
@@ -190,16 +220,6 @@ pub fn snapshot_id(last: Option<LogId>) -> String {
     last.map_or_else(|| "empty".to_string(), |l| format!("{}-{}", l.leader_id.term, l.index))
 }
 
-/// Writes `bytes` as `dir/snapshot` durably (temp, fdatasync, rename, fsync dir).
-fn write_durably(dir: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = dir.join("snapshot.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_data()?;
-    drop(f);
-    std::fs::rename(&tmp, dir.join("snapshot"))?;
-    std::fs::File::open(dir)?.sync_all()
-}
 
 /// Waits until the bytes of `f` before `at` are on the disk, then starts writeback of the `len`
 /// bytes at `at` (`sync_file_range`: no metadata, no durability; the final fdatasync gives
@@ -281,7 +301,7 @@ impl SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotFile;
 
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
         let last = self.shared.last_applied.get();
@@ -303,12 +323,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         eprintln!("{}: snapshot up to {} written: {} entries in {:.2} s", self.dir.display(), snapshot_id(last), build.entries(), started.elapsed().as_secs_f64());
         // openraft keeps only the meta of a snapshot it asked to build; followers get the file
         // through `get_current_snapshot`.
-        Ok(Snapshot { meta: SnapshotMeta { last_log_id: last, last_membership: membership }, snapshot: Vec::new() })
+        let file = SnapshotFile::open(&self.dir.join("snapshot"))?;
+        Ok(Snapshot { meta: SnapshotMeta { last_log_id: last, last_membership: membership }, snapshot: file })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotFile;
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
@@ -368,19 +389,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder { shared: self.shared.clone(), dir: self.dir.clone() }
     }
 
-    async fn install_snapshot(&mut self, meta: &openraft::alias::SnapshotMetaOf<TypeConfig>, image: Vec<u8>) -> io::Result<()> {
+    async fn install_snapshot(&mut self, meta: &openraft::alias::SnapshotMetaOf<TypeConfig>, data: SnapshotFile) -> io::Result<()> {
         // A snapshot of our own being written finishes first (seconds at most): replacing the
         // state under it would fail it, and openraft takes a failed build as a storage error.
         while self.shared.shard.borrow().is_snapshotting() {
             glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
         }
-        let shard = ShardState::load_snapshot(&image).map_err(|e| io_err(format!("received snapshot up to {}: {e}", snapshot_id(meta.last_log_id))))?;
-        write_durably(&self.dir, &snapshot_file(meta.last_log_id, &meta.last_membership, &image))?;
+        let what = || format!("received snapshot up to {}", snapshot_id(meta.last_log_id));
+        // The state, read from the received file a frame at a time (past its head).
+        let mut r = io::BufReader::with_capacity(1 << 20, ReadAt(&data.file, 0));
+        read_meta(&mut r).map_err(|e| io_err(format!("{}: {e}", what())))?;
+        let shard = ShardState::load_snapshot_from(&mut r).map_err(|e| io_err(format!("{}: {e}", what())))?;
+        drop(r);
+        // Durable as the group's snapshot before the state is replaced: the file's data, its
+        // new name, the directory.
+        if let Some(path) = &data.received_at {
+            data.file.sync_data()?;
+            std::fs::rename(path, self.dir.join("snapshot"))?;
+            std::fs::File::open(&self.dir)?.sync_all()?;
+        }
         *self.shared.shard.borrow_mut() = shard;
         self.shared.last_applied.set(meta.last_log_id);
         *self.shared.membership.borrow_mut() = meta.last_membership.clone();
         let index = meta.last_log_id.map_or(0, |l| l.index);
-        eprintln!("{}: installed a snapshot from the leader up to log index {index} ({} bytes)", self.dir.display(), image.len());
+        eprintln!("{}: installed a snapshot from the leader up to log index {index} ({} bytes)", self.dir.display(), data.len);
         if let Some(hook) = self.shared.on_reset.borrow_mut().as_mut() {
             hook(&self.shared.shard.borrow(), index);
         }
@@ -389,13 +421,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
         let path = self.dir.join("snapshot");
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+        let file = match SnapshotFile::open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err(format!("{}: {e}", path.display()))),
         };
-        let (meta, image) = parse_snapshot(&bytes).map_err(|e| io_err(format!("{}: {e}", path.display())))?;
+        let meta = file.meta().map_err(|e| io_err(format!("{}: {e}", path.display())))?;
         let snapshot_meta = SnapshotMeta { last_log_id: meta.last_log_id, last_membership: meta.last_membership };
-        Ok(Some(Snapshot { meta: snapshot_meta, snapshot: image.to_vec() }))
+        Ok(Some(Snapshot { meta: snapshot_meta, snapshot: file }))
     }
 }
