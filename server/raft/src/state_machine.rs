@@ -13,10 +13,11 @@
 //! the old or the new snapshot, never a mix.
 //!
 //! Building never stalls the executor: the shard's tables are frozen (copy-on-write per entry)
-//! and the image is made in steps of [`SNAPSHOT_FRAME_ENTRIES`] entries (≈ 2-3 ms each), each
-//! step's bytes written by glommio's blocking-thread pool while the executor serves requests and
-//! applies entries; the fdatasync, rename and directory fsync run there too. The snapshot is the
-//! state at the step it began, with the log id and membership of that moment.
+//! and the image is made in steps of [`SNAPSHOT_FRAME_ENTRIES`] entries (≈ 2-3 ms each), paced
+//! ([`SNAPSHOT_PACE`]), each step's bytes written by glommio's blocking-thread pool while the
+//! executor serves requests and applies entries; the fdatasync, rename and directory fsync run
+//! there too. The snapshot is the state at the step it began, with the log id and membership of
+//! that moment. Snapshots travel as files ([`SnapshotFile`]), never whole in memory.
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, Write};
@@ -318,8 +319,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             }
             return Err(io_err(format!("{}: writing a snapshot up to {}: {e}", self.dir.display(), snapshot_id(last))));
         }
-        // One line per snapshot (every `snapshot_after_entries` entries): how long it took is
-        // what an operator sizing that setting wants to know.
+        // One line per snapshot (every `snapshot_after_entries` entries or `snapshot_after_bytes`
+        // of log): how long it took is what an operator sizing those settings wants to know.
         eprintln!("{}: snapshot up to {} written: {} entries in {:.2} s", self.dir.display(), snapshot_id(last), build.entries(), started.elapsed().as_secs_f64());
         // openraft keeps only the meta of a snapshot it asked to build; followers get the file
         // through `get_current_snapshot`.
