@@ -245,8 +245,11 @@ fn flush_range(f: &std::fs::File, at: u64, len: u64) {
 /// before the next. A snapshot is work proportional to the state (≈ 0.3 s per million keys
 /// here), and run flat out on a busy core it took that time from requests: loading 20M keys,
 /// every snapshot of a 9M-key shard (2.5 s) dipped the load to 22-40% of its median for a few
-/// seconds. Paced, it takes about three times as long and takes at most a third of the core.
-pub const SNAPSHOT_PACE: u32 = 2;
+/// seconds. Paced at 2 (a third of the core): slowest second 47%, longest call 275 ms, and
+/// many seconds at 50-65% of the median. At 3 (a quarter; a 9.6M-entry snapshot takes 9 s):
+/// two seconds below 60% of the median (54%, and 35% in the run's last second), longest call
+/// 181 ms. One run each on a noisy 2-vCPU VM.
+pub const SNAPSHOT_PACE: u32 = 3;
 
 /// Builds and persists a snapshot of the current state.
 #[derive(Debug)]
@@ -285,7 +288,7 @@ impl SnapshotBuilder {
                 break;
             }
             // Let requests and applies run between steps, and pace the snapshot to about a
-            // third of the core (see [`SNAPSHOT_PACE`]).
+            // quarter of the core (see [`SNAPSHOT_PACE`]).
             glommio::timer::sleep(step.elapsed() * SNAPSHOT_PACE).await;
         }
         // Durable here: the image's data, then the rename, then the directory that names it.
