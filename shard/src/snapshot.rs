@@ -217,11 +217,7 @@ impl ShardState {
             return None;
         }
         self.snapshotting = true;
-        self.volumes.freeze();
-        self.buckets.freeze();
-        self.keys.values_mut().for_each(Table::freeze);
-        self.open_keys.freeze();
-        self.deleted_blocks.freeze();
+        self.for_each_table(Table::freeze);
         header(out);
         self.small_frame(out);
         Some(SnapshotBuild { stage: Stage::Volumes, key_tables: self.keys.keys().copied().collect(), frames: 1, entries: 0 })
@@ -290,11 +286,16 @@ impl ShardState {
     /// Gives up the snapshot being written (the tables stop keeping frozen values).
     pub fn abort_snapshot(&mut self) {
         self.snapshotting = false;
-        self.volumes.thaw();
-        self.buckets.thaw();
-        self.keys.values_mut().for_each(Table::thaw);
-        self.open_keys.thaw();
-        self.deleted_blocks.thaw();
+        self.for_each_table(Table::thaw);
+    }
+
+    /// `f` on every table a snapshot reads (freeze and thaw them all alike).
+    fn for_each_table(&mut self, mut f: impl FnMut(&mut Table)) {
+        f(&mut self.volumes);
+        f(&mut self.buckets);
+        self.keys.values_mut().for_each(&mut f);
+        f(&mut self.open_keys);
+        f(&mut self.deleted_blocks);
     }
 
     /// The whole state as snapshot bytes, at once (tests, state hashes). The server writes

@@ -61,6 +61,15 @@ impl SnapshotFile {
     pub fn meta(&self) -> Result<Meta, String> {
         read_meta(&mut std::io::BufReader::new(ReadAt(&self.file, 0)))
     }
+
+    /// The head and the shard state, read as a stream: one frame at a time beside the state
+    /// being rebuilt, never the whole file.
+    fn load(&self) -> Result<(Meta, ShardState), String> {
+        let mut r = io::BufReader::with_capacity(1 << 20, ReadAt(&self.file, 0));
+        let meta = read_meta(&mut r)?;
+        let shard = ShardState::load_snapshot_from(&mut r).map_err(|e| e.to_string())?;
+        Ok((meta, shard))
+    }
 }
 
 /// Reads a shared file from an offset on (positioned reads: the handle's offset is not used).
@@ -117,13 +126,9 @@ impl StateMachine {
     /// Opens the state of a group: its last snapshot, if any (the log replays the rest).
     pub fn open(dir: &Path) -> io::Result<Self> {
         let path = dir.join("snapshot");
-        let (shard, last, membership) = match std::fs::File::open(&path) {
+        let (shard, last, membership) = match SnapshotFile::open(&path) {
             Ok(f) => {
-                // Read as a stream: one frame at a time beside the state being rebuilt, not the
-                // whole file first.
-                let mut r = io::BufReader::with_capacity(1 << 20, f);
-                let meta = read_meta(&mut r).map_err(|e| io_err(format!("{}: {e}", path.display())))?;
-                let shard = ShardState::load_snapshot_from(&mut r).map_err(|e| io_err(format!("{}: {e}", path.display())))?;
+                let (meta, shard) = f.load().map_err(|e| io_err(format!("{}: {e}", path.display())))?;
                 (shard, meta.last_log_id, meta.last_membership)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => (ShardState::new(), None, StoredMembership::default()),
@@ -399,12 +404,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while self.shared.shard.borrow().is_snapshotting() {
             glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
         }
-        let what = || format!("received snapshot up to {}", snapshot_id(meta.last_log_id));
-        // The state, read from the received file a frame at a time (past its head).
-        let mut r = io::BufReader::with_capacity(1 << 20, ReadAt(&data.file, 0));
-        read_meta(&mut r).map_err(|e| io_err(format!("{}: {e}", what())))?;
-        let shard = ShardState::load_snapshot_from(&mut r).map_err(|e| io_err(format!("{}: {e}", what())))?;
-        drop(r);
+        let (_, shard) = data.load().map_err(|e| io_err(format!("received snapshot up to {}: {e}", snapshot_id(meta.last_log_id))))?;
         // Durable as the group's snapshot before the state is replaced: the file's data, its
         // new name, the directory.
         if let Some(path) = &data.received_at {
