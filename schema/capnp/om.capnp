@@ -220,6 +220,16 @@ struct Operation {
       from @55 :Text;
       to @56 :Text;
     }
+    # Gives up an open key now (an interrupted upload): the open key is dropped and its blocks
+    # are freed at once instead of at its expiry. Needs the right to write the key. Answered
+    # with an empty reply; an open key already committed, expired or aborted is
+    # `openKeyNotFound`, which a retry of an abort may safely ignore.
+    abortKey :group {
+      volume @58 :Text;
+      bucket @59 :Text;
+      key @60 :Text;
+      openId @61 :UInt64;
+    }
   }
 }
 

@@ -302,4 +302,23 @@ impl ShardState {
         self.queue_deleted(ids, log_index, freed);
         Reply::Expired { open_keys: expired, sessions: 0 }
     }
+
+    /// Drops an open key and queues its blocks for deletion now (`Op::AbortKey`). Needs the
+    /// same right as writing it: whoever may write the key may give its upload up.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn abort_key(&mut self, ids: &mut Ids, log_index: u64, p: &Principal, volume: &str, bucket: &str, key: &str, open_id: u64) -> Outcome {
+        check_key_name(key)?;
+        let facts = self.key_bucket(p, volume, bucket, rights::WRITE, "write keys in")?;
+        let open = self.open_key_of(&facts, || format!("{volume}/{bucket}/{key}"), key, open_id)?;
+        let expires_ms = open.expires_ms.to_native();
+        let freed: Vec<BlockLocation> = open.blocks.iter().map(ArchivedBlockLocation::native).collect();
+        probe!(k = open_id.to_be_bytes());
+        self.open_keys.remove(&k);
+        self.open_key_expiry.remove(&(expires_ms, open_id));
+        if let Some(u) = self.bucket_usage.get_mut(&facts.bucket_id) {
+            u.open_keys -= 1;
+        }
+        self.queue_deleted(ids, log_index, freed);
+        Ok(Reply::Done)
+    }
 }

@@ -142,6 +142,11 @@ pub enum Op {
     /// Key shard, step 3, on the source: with `commit` (step 2 succeeded) deletes `from`, whose
     /// blocks now belong to `to`; without, gives the rename up. An unknown `txn` is done.
     RenameFinish { txn: u64, commit: bool },
+    /// Gives up an open key at once (an interrupted or failed upload): the open key is dropped
+    /// and its blocks go to the deleted-blocks queue now rather than at its expiry. Replies
+    /// `Done`; an open key that is no longer there (committed, expired, aborted) is
+    /// `OpenKeyNotFound`. Appended last: the archived tags of the other variants stay as logged.
+    AbortKey { volume: String, bucket: String, key: String, open_id: u64 },
 }
 
 impl Op {

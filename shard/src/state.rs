@@ -296,6 +296,7 @@ impl ShardState {
                 self.rename_in(ids, log_index, p, t, volume, bucket, to, *source_shard, *txn, record)
             }
             Op::RenameFinish { txn, commit } => self.rename_finish(p, *txn, *commit),
+            Op::AbortKey { volume, bucket, key, open_id } => self.abort_key(ids, log_index, p, volume, bucket, key, *open_id),
         }
     }
 

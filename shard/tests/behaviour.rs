@@ -168,3 +168,35 @@ fn a_quota_cannot_be_set_below_what_is_in_use() {
     let e = s.run(Principal::admin("root"), Op::SetVolumeQuota { volume: "vol1".into(), quota_bytes: None, quota_namespace: Some(0) }).unwrap_err();
     assert!(e.to_string().contains("must be positive"), "{e}");
 }
+
+#[test]
+fn an_aborted_open_key_frees_its_blocks_at_once_and_cannot_be_committed() {
+    let mut s = S::new();
+    s.volume("vol1", "alice", QUOTA_UNLIMITED);
+    let alice = Principal { user: "alice".into(), groups: vec![], admin: false };
+    s.bucket(alice.clone(), "vol1", "bkt", vec![]).unwrap();
+    let block = BlockLocation { container_id: 3, local_id: 7, pipeline_id: 1, length: 0 };
+    let open = Op::OpenKey { volume: "vol1".into(), bucket: "bkt".into(), key: "k".into(), replication: None, blocks: vec![block], expires_ms: 60_000, metadata: vec![] };
+    let Ok(Reply::KeyOpened { open_id, .. }) = s.run(alice.clone(), open) else { panic!() };
+    let abort = |key: &str| Op::AbortKey { volume: "vol1".into(), bucket: "bkt".into(), key: key.into(), open_id };
+    let queued = |s: &S| s.state.list_deleted_blocks(None, 100).iter().flat_map(|(_, r)| r.blocks.iter().map(|b| (b.container_id.to_native(), b.local_id.to_native()))).collect::<Vec<_>>();
+    assert!(queued(&s).is_empty());
+
+    // Another user without write rights, and the wrong key name, change nothing.
+    let bob = Principal { user: "bob".into(), groups: vec![], admin: false };
+    assert!(matches!(s.run(bob, abort("k")), Err(OmError::PermissionDenied { .. })));
+    assert!(matches!(s.run(alice.clone(), abort("other")), Err(OmError::OpenKeyNotFound(..))));
+    assert!(s.state.open_key(open_id).is_some());
+
+    assert_eq!(s.run(alice.clone(), abort("k")), Ok(Reply::Done));
+    assert!(s.state.open_key(open_id).is_none(), "the open key is gone");
+    assert_eq!(queued(&s), vec![(3, 7)], "its block is queued for deletion now, not at expiry");
+    let b = s.state.bucket_info("vol1", "bkt").unwrap();
+    assert_eq!(s.state.bucket_usage_of(b.record.object_id.to_native()).open_keys, 0);
+
+    // A second abort (a retry under a new request id) and a late commit both find nothing.
+    assert!(matches!(s.run(alice.clone(), abort("k")), Err(OmError::OpenKeyNotFound(..))));
+    let commit = Op::CommitKey { volume: "vol1".into(), bucket: "bkt".into(), key: "k".into(), open_id, data_size: 0, blocks: vec![] };
+    assert!(matches!(s.run(alice, commit), Err(OmError::OpenKeyNotFound(..))));
+    assert!(s.state.lookup_key("vol1", "bkt", "k").is_err());
+}

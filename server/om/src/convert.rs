@@ -282,6 +282,11 @@ pub fn operation(r: om_capnp::operation::Reader<'_>, now_ms: u64, open_key_ttl_m
             let target = key_target(&volume, &bucket, &key);
             (Op::CommitKey { volume, bucket, key, open_id: g.get_open_id(), data_size: g.get_data_size(), blocks: blocks(g.get_blocks())? }, target)
         }
+        Which::AbortKey(g) => {
+            let (volume, bucket, key) = (volume_name(g.get_volume())?, bucket_name(g.get_bucket())?, key_name(g.get_key())?);
+            let target = key_target(&volume, &bucket, &key);
+            (Op::AbortKey { volume, bucket, key, open_id: g.get_open_id() }, target)
+        }
         Which::DeleteKey(g) => {
             let (volume, bucket, key) = (volume_name(g.get_volume())?, bucket_name(g.get_bucket())?, key_name(g.get_key())?);
             let target = key_target(&volume, &bucket, &key);

@@ -339,6 +339,7 @@ impl Core {
                     Op::OpenKey { volume, bucket, .. }
                     | Op::AllocateBlock { volume, bucket, .. }
                     | Op::CommitKey { volume, bucket, .. }
+                    | Op::AbortKey { volume, bucket, .. }
                     | Op::RenameKey { volume, bucket, .. }
                     | Op::RenameOut { volume, bucket, .. }
                     | Op::RenameIn { volume, bucket, .. } => (volume, bucket, rights::WRITE),
