@@ -34,7 +34,8 @@ pub fn serve_connection(stream: glommio::net::TcpStream, bootstrap: capnp::capab
 /// anyone else listens on fails here, with a message that says so.
 pub fn listen_exclusive(addr: impl std::net::ToSocketAddrs) -> std::io::Result<glommio::net::TcpListener> {
     use std::os::fd::{FromRawFd, IntoRawFd};
-    let std = std::net::TcpListener::bind(addr).map_err(in_use)?;
+    let addrs: Vec<std::net::SocketAddr> = addr.to_socket_addrs()?.collect();
+    let std = std::net::TcpListener::bind(&addrs[..]).map_err(|e| in_use(e, addrs.first().map_or(0, |a| a.port())))?;
     // std listens with a short backlog; a burst of client connections wants a longer one
     // (the kernel caps it at net.core.somaxconn). Calling listen again only changes it.
     // SAFETY: listen on a socket we own.
@@ -43,21 +44,64 @@ pub fn listen_exclusive(addr: impl std::net::ToSocketAddrs) -> std::io::Result<g
     Ok(unsafe { glommio::net::TcpListener::from_raw_fd(std.into_raw_fd()) })
 }
 
+/// Listens on an address that several executors of this process share (the OM's client
+/// port, claimed first with [`claim_shared_port`]): SO_REUSEPORT, so the kernel spreads new
+/// connections over the executors, and SO_REUSEADDR as well. glommio's own bind sets only the
+/// first; the connections it accepts then left TIME_WAIT entries without SO_REUSEADDR, and
+/// for about 60 s after a kill the next start's claim failed with "address in use" although
+/// nothing listened (issue 19). A listener of another process is still refused: SO_REUSEADDR
+/// never lets two sockets listen on one port, and the claim has no SO_REUSEPORT.
+pub fn listen_shared(addr: std::net::SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM.cloexec(), None)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into()).map_err(|e| in_use(e, addr.port()))?;
+    s.listen(1024)?;
+    // SAFETY: the fd is a bound, listening TCP socket that `s` owned alone.
+    Ok(unsafe { glommio::net::TcpListener::from_raw_fd(s.into_raw_fd()) })
+}
+
 /// For an address that several executors of this process share with SO_REUSEPORT (the OM's
 /// client port, so that the kernel spreads connections over them): fails as
 /// [`listen_exclusive`] would if another process listens there, and otherwise gives the
 /// address with its port (port 0 resolved to a free one) for the executors to bind.
 pub fn claim_shared_port(addr: std::net::SocketAddr) -> std::io::Result<std::net::SocketAddr> {
-    let probe = std::net::TcpListener::bind(addr).map_err(in_use)?;
+    let probe = std::net::TcpListener::bind(addr).map_err(|e| in_use(e, addr.port()))?;
     probe.local_addr()
 }
 
-fn in_use(e: std::io::Error) -> std::io::Error {
-    if e.kind() == std::io::ErrorKind::AddrInUse {
-        std::io::Error::new(e.kind(), format!("{e}: another process listens there (a node still running?)"))
-    } else {
-        e
+/// "Address in use", with what holds the port: a listener (another process), or only
+/// connections of an earlier process in TIME_WAIT (from the kernel's socket table).
+fn in_use(e: std::io::Error, port: u16) -> std::io::Error {
+    if e.kind() != std::io::ErrorKind::AddrInUse {
+        return e;
     }
+    let why = match port_state(port) {
+        Some(true) => "another process listens there (a node still running?)",
+        Some(false) => "no process listens there, but connections of an earlier process hold the port (TIME_WAIT); it frees within a minute",
+        None => "another process holds it",
+    };
+    std::io::Error::new(e.kind(), format!("{e}: {why}"))
+}
+
+/// Whether a socket listens on `port` (true), or the port is held otherwise (false), by
+/// /proc/net/tcp and tcp6; `None` where they cannot be read.
+fn port_state(port: u16) -> Option<bool> {
+    let mut seen = false;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        seen = true;
+        // Lines: "sl local_address rem_address st …"; addresses are HEX_IP:HEX_PORT, st 0A = LISTEN.
+        let listening = text.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port) && f[3] == "0A"
+        });
+        if listening {
+            return Some(true);
+        }
+    }
+    seen.then_some(false)
 }
 
 /// Accepts connections on `listener` forever, serving each with a capability from `make`.

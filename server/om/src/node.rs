@@ -282,7 +282,7 @@ async fn start_core(
         Bind::Claim(a) => stratos_common::rpc::claim_shared_port(a).map_err(|e| anyhow::anyhow!("binding the OM RPC address {a}: {e}"))?,
         Bind::AfterCore0(rx) => rx.await.context("core 0 stopped before it bound the RPC address")?,
     };
-    let listener = glommio::net::TcpListener::bind(bind).map_err(|e| anyhow::anyhow!("binding the OM RPC address {bind}: {e}"))?;
+    let listener = stratos_common::rpc::listen_shared(bind).map_err(|e| anyhow::anyhow!("binding the OM RPC address {bind}: {e}"))?;
     let rpc = listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
     glommio::spawn_local(accept_clients(core.clone(), listener)).detach();
     // This core's own port: a connection there is served here, where this core's shards live.
