@@ -72,16 +72,24 @@ fn parse_group(s: &str) -> Result<u32, String> {
 /// Each node's answer: (address, Ok((node id, groups)) or the error).
 type Views = Vec<(String, Result<(u64, Vec<GroupStatus>), String>)>;
 
+/// How long `status` waits for one node: a node that does not answer in time is shown as
+/// down (a frozen node must not hang the table of the healthy ones).
+pub const STATUS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Every node's view, asked of all at once (each within [`STATUS_DEADLINE`], no retries).
 async fn gather(runtime: &Rc<dyn Runtime>, addrs: &[String], user: &str, hashes: bool) -> Views {
-    let mut out = Vec::new();
-    for a in addrs {
+    let ask = addrs.iter().map(|a| async move {
         let r = match Client::connect_on(runtime.clone(), a, user).await {
-            Ok(c) => c.admin_status(hashes).await.map_err(|e| e.to_string()),
+            Ok(c) => {
+                c.set_attempts_max(1);
+                c.set_call_deadline(STATUS_DEADLINE);
+                c.admin_status(hashes).await.map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.to_string()),
         };
-        out.push((a.clone(), r));
-    }
-    out
+        (a.clone(), r)
+    });
+    futures_util::future::join_all(ask).await
 }
 
 /// The status table (one line per group).

@@ -44,6 +44,11 @@ pub enum DataError {
     Other(String),
     #[error("{what} {path}: {source}")]
     Io { what: &'static str, path: String, source: std::io::Error },
+    #[error("interrupted")]
+    Interrupted,
+    /// A put that failed after its key was opened, and what became of the open key.
+    #[error("{cause}; {cleanup}")]
+    Failed { cause: Box<DataError>, cleanup: String },
 }
 
 /// What a put or get has done so far (for progress bars and tests).
@@ -196,16 +201,37 @@ pub async fn read_chunk(dn: &Datanode, block: &Block, offset: u64, length: u32) 
     dn_call!(dn, req, |r| Ok((r.get_data().map_err(|e| e.to_string())?.to_vec(), r.get_block_length())))
 }
 
-/// Where a put's bytes come from: read at any offset (a block written again after a datanode
-/// failure reads its range again).
+/// Where a put's bytes come from. A put reads to the end of the data, whatever the size said in
+/// advance: a file that grew is written whole, and a pipe has no size at all.
 pub trait Source {
-    /// Bytes in the source.
-    fn size(&self) -> u64;
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+    /// The size, if it is known before reading (a regular file); `None` for a stream (a pipe,
+    /// standard input, a FIFO, a device).
+    fn size_hint(&self) -> Option<u64>;
+    /// Reads up to `buf.len()` bytes at `offset`; fewer only at the end of the data. A block
+    /// written again after a datanode failure reads its range again, so offsets at or after the
+    /// last [`Source::release`] may be read more than once.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
+    /// The bytes before `offset` are durable on their datanodes and will not be read again.
+    fn release(&self, _before: u64) {}
     fn describe(&self) -> String;
 }
 
-/// A file as a source.
+/// Fills `buf` by calls of `read(rest, filled)`, stopping early only at the end of the data. A
+/// read interrupted by a signal is tried again unless the user asked to stop.
+fn read_full(buf: &mut [u8], mut read: impl FnMut(&mut [u8], u64) -> std::io::Result<usize>) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match read(&mut buf[filled..], filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted && !crate::interrupt::requested() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// A regular file as a source: read at any offset, nothing kept aside.
 #[derive(Debug)]
 pub struct FileSource {
     file: std::fs::File,
@@ -223,45 +249,144 @@ impl FileSource {
 }
 
 impl Source for FileSource {
-    fn size(&self) -> u64 {
-        self.len
+    fn size_hint(&self) -> Option<u64> {
+        Some(self.len)
     }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        self.file.read_exact_at(buf, offset)
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        read_full(buf, |rest, filled| self.file.read_at(rest, offset + filled))
     }
     fn describe(&self) -> String {
         self.path.display().to_string()
     }
 }
 
-impl Source for Vec<u8> {
-    fn size(&self) -> u64 {
-        self.len() as u64
+/// A stream (standard input, a pipe, a FIFO, a device) as a source. Its bytes can be read once
+/// only, so the part not yet durable on datanodes (at most one block) is kept in an unlinked
+/// temporary file (in `$TMPDIR`), from which a block written again after a datanode failure is
+/// re-read. Never more than one block in memory or on the spool.
+pub struct StreamSource {
+    name: String,
+    state: std::cell::RefCell<Spool>,
+}
+
+struct Spool {
+    reader: Box<dyn std::io::Read>,
+    file: std::fs::File,
+    /// Stream offset of the spool file's first byte.
+    start: u64,
+    /// Stream offset just past the last byte read from the stream.
+    end: u64,
+    eof: bool,
+}
+
+impl std::fmt::Debug for StreamSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.state.borrow();
+        f.debug_struct("StreamSource").field("name", &self.name).field("spooled", &(s.start..s.end)).field("eof", &s.eof).finish()
     }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        let from = offset as usize;
-        let part = self.get(from..from + buf.len()).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "past the end"))?;
-        buf.copy_from_slice(part);
-        Ok(())
+}
+
+impl StreamSource {
+    pub fn new(name: impl Into<String>, reader: Box<dyn std::io::Read>) -> Result<Self, DataError> {
+        let name = name.into();
+        let file = tempfile::tempfile().map_err(|source| DataError::Io { what: "creating a spool file (in $TMPDIR) for", path: name.clone(), source })?;
+        Ok(StreamSource { name, state: std::cell::RefCell::new(Spool { reader, file, start: 0, end: 0, eof: false }) })
+    }
+}
+
+impl Source for StreamSource {
+    fn size_hint(&self) -> Option<u64> {
+        None
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let s = &mut *self.state.borrow_mut();
+        if offset < s.start {
+            return Err(std::io::Error::other(format!("offset {offset} of {} was released (spool starts at {})", self.name, s.start)));
+        }
+        // Bring the stream up to the end of the wanted range (or its end), through the spool.
+        let want_end = offset + buf.len() as u64;
+        let mut chunk = vec![0u8; (want_end.saturating_sub(s.end)).min(CHUNK_BYTES) as usize];
+        while s.end < want_end && !s.eof {
+            let n = (want_end - s.end).min(CHUNK_BYTES) as usize;
+            let got = read_full(&mut chunk[..n], |rest, _| s.reader.read(rest))?;
+            s.file.write_all_at(&chunk[..got], s.end - s.start)?;
+            s.end += got as u64;
+            s.eof = got < n;
+        }
+        let avail = s.end.saturating_sub(offset).min(buf.len() as u64) as usize;
+        s.file.read_exact_at(&mut buf[..avail], offset - s.start)?;
+        Ok(avail)
+    }
+    fn release(&self, before: u64) {
+        let s = &mut *self.state.borrow_mut();
+        // Only when everything read is released (the put reads in order, so this is the case
+        // after each durable block); the spool then starts empty again.
+        if before == s.end && s.file.set_len(0).is_ok() {
+            s.start = s.end;
+        }
+    }
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// The source for `path`: `-` is standard input; a regular file is read in place; anything
+/// else (a FIFO, `/dev/stdin` on a pipe, `<(…)`, a device) is a stream.
+pub fn open_source(path: &Path) -> Result<Box<dyn Source>, DataError> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(StreamSource::new("standard input", Box::new(std::io::stdin()))?));
+    }
+    let io = |what, source| DataError::Io { what, path: path.display().to_string(), source };
+    let meta = std::fs::metadata(path).map_err(|e| io("opening", e))?;
+    if meta.is_dir() {
+        return Err(DataError::Other(format!("{} is a directory", path.display())));
+    }
+    if meta.is_file() {
+        return Ok(Box::new(FileSource::open(path)?));
+    }
+    let file = std::fs::File::open(path).map_err(|e| io("opening", e))?;
+    Ok(Box::new(StreamSource::new(path.display().to_string(), Box::new(file))?))
+}
+
+impl Source for Vec<u8> {
+    fn size_hint(&self) -> Option<u64> {
+        Some(self.len() as u64)
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let from = (offset as usize).min(self.len());
+        let n = buf.len().min(self.len() - from);
+        buf[..n].copy_from_slice(&self[from..from + n]);
+        Ok(n)
     }
     fn describe(&self) -> String {
         format!("{} bytes in memory", self.len())
     }
 }
 
-fn open_op(mut op: stratos_schema::om_capnp::operation::Builder<'_>, volume: &str, bucket: &str, key: &str, size: u64) {
+/// How a key is written beyond its bytes.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// The key's replication; `None`: the bucket's.
+    pub replication: Option<stratos_schema::om_capnp::Replication>,
+}
+
+fn open_op(mut op: stratos_schema::om_capnp::operation::Builder<'_>, volume: &str, bucket: &str, key: &str, size: u64, opts: &PutOptions) {
     let mut o = op.reborrow().init_open_key();
     o.set_volume(volume);
     o.set_bucket(bucket);
     o.set_key(key);
     o.set_data_size(size);
+    if let Some(r) = opts.replication {
+        o.init_replication().set_some(r);
+    }
 }
 
-/// Writes `block`'s share of the file (`len` bytes from `file_offset`) to all its datanodes.
-/// On failure returns the datanode that failed.
+/// Writes the next part of the data (up to `capacity` bytes from `offset`, fewer at its end) to
+/// all of `block`'s datanodes; returns how many bytes it holds. On failure returns the datanode
+/// that failed, if one did.
 async fn write_block(
-    dns: &mut Datanodes, src: &dyn Source, file_offset: u64, len: u64, block: &Block, total: u64, progress: &mut dyn FnMut(Progress<'_>),
-) -> Result<(), (Option<u64>, String)> {
+    dns: &mut Datanodes, src: &dyn Source, offset: u64, capacity: u64, block: &Block, total: Option<u64>, progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<u64, (Option<u64>, String)> {
     if block.datanodes.is_empty() || block.token.is_empty() {
         return Err((None, format!("block {}/{} came without datanodes or a token (is the OM connected to an SCM?)", block.container_id, block.local_id)));
     }
@@ -276,11 +401,17 @@ async fn write_block(
         dns.forget(addr);
         (Some(id), format!("datanode {id} at {addr}: {e}"))
     };
-    let mut buf = vec![0u8; CHUNK_BYTES.min(len.max(1)) as usize];
+    let mut buf = vec![0u8; CHUNK_BYTES.min(capacity.max(1)) as usize];
     let mut at = 0;
-    while at < len {
-        let n = CHUNK_BYTES.min(len - at) as usize;
-        src.read_at(&mut buf[..n], file_offset + at).map_err(|e| (None, format!("reading {}: {e}", src.describe())))?;
+    while at < capacity {
+        if crate::interrupt::requested() {
+            return Err((None, "interrupted".into()));
+        }
+        let want = CHUNK_BYTES.min(capacity - at) as usize;
+        let n = src.read_at(&mut buf[..want], offset + at).map_err(|e| (None, format!("reading {}: {e}", src.describe())))?;
+        if n == 0 {
+            break;
+        }
         // The chunk goes to every datanode of the pipeline at once; each keeps its order.
         let data = &buf[..n];
         let results = futures_util::future::join_all(conns.iter().map(|(_, _, c)| write_chunk(c, block, at, data))).await;
@@ -288,33 +419,95 @@ async fn write_block(
             return Err(fail(dns, *id, addr, e));
         }
         at += n as u64;
-        progress(Progress { bytes_done: file_offset + at, bytes_total: total, block });
+        progress(Progress { bytes_done: offset + at, bytes_total: total.unwrap_or(0).max(offset + at), block });
+        if n < want {
+            break;
+        }
     }
     // Durable on every datanode of the pipeline before the key may be committed.
-    let results = futures_util::future::join_all(conns.iter().map(|(_, _, c)| put_block(c, block, len))).await;
+    let results = futures_util::future::join_all(conns.iter().map(|(_, _, c)| put_block(c, block, at))).await;
     if let Some(((id, addr, _), Err(e))) = conns.iter().zip(results).find(|(_, r)| r.is_err()) {
         return Err(fail(dns, *id, addr, e));
     }
-    Ok(())
+    Ok(at)
 }
 
-/// Writes the file at `path` as `/volume/bucket/key`; returns its size. See the module docs.
+/// Writes the file at `path` as `/volume/bucket/key` (`-`: standard input; a pipe, FIFO or
+/// device is streamed); returns its size. See the module docs.
 pub async fn put_file(c: &Client, dns: &mut Datanodes, volume: &str, bucket: &str, key: &str, path: &Path, progress: &mut dyn FnMut(Progress<'_>)) -> Result<u64, DataError> {
-    put(c, dns, volume, bucket, key, &FileSource::open(path)?, progress).await
+    put(c, dns, volume, bucket, key, &*open_source(path)?, progress).await
 }
 
-/// Writes `src` as `/volume/bucket/key`; returns its size. See the module docs.
+/// Writes `src` as `/volume/bucket/key`; returns its size. See the module docs. A put that fails
+/// after the key was opened, or is interrupted ([`crate::interrupt`]), aborts the open key, so
+/// its blocks are freed at once; the error says whether that worked.
 pub async fn put(c: &Client, dns: &mut Datanodes, volume: &str, bucket: &str, key: &str, src: &dyn Source, progress: &mut dyn FnMut(Progress<'_>)) -> Result<u64, DataError> {
-    let size = src.size();
-    let opened = c.submit(|op| open_op(op, volume, bucket, key, size)).await?;
+    put_with(c, dns, volume, bucket, key, src, &PutOptions::default(), progress).await
+}
+
+/// [`put`] with options (the key's replication).
+#[allow(clippy::too_many_arguments)]
+pub async fn put_with(
+    c: &Client, dns: &mut Datanodes, volume: &str, bucket: &str, key: &str, src: &dyn Source, opts: &PutOptions, progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<u64, DataError> {
+    let opened = std::cell::Cell::new(None);
+    let body = put_opened(c, dns, volume, bucket, key, src, opts, progress, &opened);
+    // A Ctrl-C is noticed within a poll even while a datanode call hangs.
+    let r = futures_lite::future::or(body, async {
+        crate::interrupt::wait(&**c.runtime()).await;
+        Err(DataError::Interrupted)
+    })
+    .await;
+    match (r, opened.get()) {
+        (Err(e), Some(open_id)) => {
+            let aborted = match abort(c, volume, bucket, key, open_id).await {
+                Ok(()) => "the open key was aborted and its blocks freed".to_string(),
+                Err(a) => format!("aborting the open key {open_id} failed ({a}); it expires on its own"),
+            };
+            Err(DataError::Failed { cause: Box::new(e), cleanup: aborted })
+        }
+        (r, _) => r,
+    }
+}
+
+/// Gives up the open key `open_id` of `/volume/bucket/key` (its blocks are freed now). An open
+/// key that is already gone (committed, expired, aborted) counts as done.
+pub async fn abort(c: &Client, volume: &str, bucket: &str, key: &str, open_id: u64) -> Result<(), ClientError> {
+    let r = c
+        .submit(|op| {
+            let mut a = op.init_abort_key();
+            a.set_volume(volume);
+            a.set_bucket(bucket);
+            a.set_key(key);
+            a.set_open_id(open_id);
+        })
+        .await;
+    match r {
+        Ok(_) => Ok(()),
+        Err(ClientError::Om { status: crate::Status::OpenKeyNotFound, .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn put_opened(
+    c: &Client, dns: &mut Datanodes, volume: &str, bucket: &str, key: &str, src: &dyn Source, opts: &PutOptions, progress: &mut dyn FnMut(Progress<'_>),
+    opened_id: &std::cell::Cell<Option<u64>>,
+) -> Result<u64, DataError> {
+    let hint = src.size_hint();
+    // The expected size pre-allocates blocks; a stream's blocks are allocated as data comes.
+    let opened = c.submit(|op| open_op(op, volume, bucket, key, hint.unwrap_or(0), opts)).await?;
     let Done::KeyOpened { open_id, blocks: mut pool } = opened else { return Err(DataError::Other(format!("unexpected reply to openKey: {opened:?}"))) };
+    opened_id.set(Some(open_id));
     pool.reverse();
     let mut written: Vec<Block> = Vec::new();
     let mut offset = 0;
     let mut exclude: BTreeSet<u64> = BTreeSet::new();
     // An empty key has no blocks (the pre-allocated ones go back with the commit). The write
-    // token's max length is the block size: it tells how much of the file one block takes.
-    while offset < size {
+    // token's max length is the block size: it tells how much of the data one block takes.
+    // The loop runs to the end of the data (one byte is looked at before a block is taken, so
+    // data of exactly N blocks takes N).
+    while src.read_at(&mut [0u8], offset).map_err(|e| DataError::Other(format!("reading {}: {e}", src.describe())))? == 1 {
         let mut attempt = 0;
         let mut block = match pool.pop() {
             Some(b) => b,
@@ -326,19 +519,20 @@ pub async fn put(c: &Client, dns: &mut Datanodes, volume: &str, bucket: &str, ke
             if capacity == 0 {
                 return Err(DataError::Other(format!("block {}/{} of /{volume}/{bucket}/{key} allows 0 bytes", block.container_id, block.local_id)));
             }
-            let len = capacity.min(size - offset);
             if exclude.iter().any(|d| block.datanodes.iter().any(|(id, _)| id == d)) {
                 // A pre-allocated block on a datanode that already failed: take a fresh one.
                 block = allocate(c, volume, bucket, key, open_id, &exclude).await?;
                 continue;
             }
-            match write_block(dns, src, offset, len, &block, size, progress).await {
-                Ok(()) => {
+            match write_block(dns, src, offset, capacity, &block, hint, progress).await {
+                Ok(len) => {
                     block.length = len;
                     offset += len;
+                    src.release(offset);
                     written.push(block);
                     break;
                 }
+                Err((_, why)) if crate::interrupt::requested() => return Err(DataError::Other(why)),
                 Err((Some(bad), why)) if attempt < BLOCK_ATTEMPTS_MAX => {
                     eprintln!("stratos: {why}; writing this part again on a new block without datanode {bad}");
                     exclude.insert(bad);
@@ -348,6 +542,12 @@ pub async fn put(c: &Client, dns: &mut Datanodes, volume: &str, bucket: &str, ke
             }
         }
     }
+    // The last look before the key becomes visible: an interrupt that also ended the input (a
+    // Ctrl-C reaches the whole pipeline, so the writer's end closes) must not commit a cut key.
+    if crate::interrupt::requested() {
+        return Err(DataError::Interrupted);
+    }
+    let size = offset;
     let committed = c
         .submit(|op| {
             let mut k = op.init_commit_key();

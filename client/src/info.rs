@@ -23,6 +23,47 @@ fn metadata(l: capnp::Result<capnp::struct_list::Reader<'_, om_capnp::metadata_p
     l?.iter().map(|p| Ok((text(p.get_key())?, text(p.get_value())?))).collect()
 }
 
+/// One ACL entry of a volume or bucket: who (a user, a group, or everyone) and which rights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclEntry {
+    pub kind: AclKind,
+    /// The user or group; empty for [`AclKind::World`].
+    pub name: String,
+    /// READ 1, WRITE 2, CREATE 4, LIST 8, DELETE 16, READ_ACL 32, WRITE_ACL 64.
+    pub rights: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AclKind {
+    User,
+    Group,
+    World,
+}
+
+impl AclEntry {
+    /// The rights by Ozone's names (`ALL` when every one is granted).
+    pub fn right_names(&self) -> Vec<&'static str> {
+        const NAMES: [(u16, &str); 7] = [(1, "READ"), (2, "WRITE"), (4, "CREATE"), (8, "LIST"), (16, "DELETE"), (32, "READ_ACL"), (64, "WRITE_ACL")];
+        if self.rights & 127 == 127 {
+            return vec!["ALL"];
+        }
+        NAMES.iter().filter(|(bit, _)| self.rights & bit != 0).map(|(_, n)| *n).collect()
+    }
+}
+
+fn acls(l: capnp::Result<capnp::struct_list::Reader<'_, om_capnp::acl::Owned>>) -> capnp::Result<Vec<AclEntry>> {
+    l?.iter()
+        .map(|a| {
+            let kind = match a.get_kind()? {
+                om_capnp::acl::Kind::User => AclKind::User,
+                om_capnp::acl::Kind::Group => AclKind::Group,
+                om_capnp::acl::Kind::World => AclKind::World,
+            };
+            Ok(AclEntry { kind, name: text(a.get_name())?, rights: a.get_rights() })
+        })
+        .collect()
+}
+
 fn blocks(l: capnp::Result<capnp::struct_list::Reader<'_, om_capnp::block_location::Owned>>) -> capnp::Result<Vec<Block>> {
     l?.iter().map(Block::of).collect()
 }
@@ -81,6 +122,7 @@ pub struct VolumeInfo {
     pub buckets: u64,
     pub object_id: u64,
     pub update_id: u64,
+    pub acls: Vec<AclEntry>,
     /// (key, value) pairs, in the OM's order.
     pub metadata: Vec<(String, String)>,
 }
@@ -99,6 +141,7 @@ impl VolumeInfo {
             buckets: v.get_buckets(),
             object_id: v.get_object_id(),
             update_id: v.get_update_id(),
+            acls: acls(v.get_acls())?,
             metadata: metadata(v.get_metadata())?,
         })
     }
@@ -126,6 +169,7 @@ pub struct BucketInfo {
     pub open_keys: u64,
     pub object_id: u64,
     pub update_id: u64,
+    pub acls: Vec<AclEntry>,
     /// (key, value) pairs, in the OM's order.
     pub metadata: Vec<(String, String)>,
 }
@@ -150,6 +194,7 @@ impl BucketInfo {
             open_keys: b.get_open_keys(),
             object_id: b.get_object_id(),
             update_id: b.get_update_id(),
+            acls: acls(b.get_acls())?,
             metadata: metadata(b.get_metadata())?,
         })
     }

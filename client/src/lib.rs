@@ -41,6 +41,7 @@
 pub mod admin;
 pub mod data;
 mod info;
+pub mod interrupt;
 pub mod runtime;
 pub mod sh;
 
@@ -52,7 +53,7 @@ use capnp_rpc::{RpcSystem, rpc_twoparty_capnp, twoparty};
 use futures_util::io::AsyncReadExt;
 use stratos_schema::om_capnp::{self, ozone_manager};
 
-pub use info::{BucketInfo, KeyInfo, Named, Page, Replication, VolumeInfo};
+pub use info::{AclEntry, AclKind, BucketInfo, KeyInfo, Named, Page, Replication, VolumeInfo};
 pub use runtime::Runtime;
 /// The OM's answer codes, as [`ClientError::status`] gives them.
 pub use stratos_schema::om_capnp::Status;
@@ -64,6 +65,16 @@ pub use stratos_schema as schema;
 /// backoff from 50 ms up to [`BACKOFF_MAX`]: long enough to outlast a leader election.
 pub const ATTEMPTS_MAX: u32 = 14;
 pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// A TCP connect that takes longer fails (a host that drops SYNs would otherwise take the
+/// kernel's two minutes).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// One attempt of a call that gets no answer within this fails like a lost node: the call goes
+/// again (same request id) to the next node. A frozen node (SIGSTOP, a hung disk) keeps its
+/// connections open and never answers; it is failed over like a dead one.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A call, with all its attempts, gives up after this (default; `Client::set_call_deadline`).
+/// Long enough for several elections (about 1 s each, README "High availability").
+pub const CALL_DEADLINE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -72,6 +83,12 @@ pub enum ClientError {
     Om { status: Status, message: String, leader_hint: String },
     #[error("cannot reach {addr}: {reason}")]
     Connect { addr: String, reason: String },
+    /// An attempt got no answer within its time ([`ATTEMPT_TIMEOUT`]).
+    #[error("{addr} did not answer within {after:?}")]
+    Timeout { addr: String, after: Duration },
+    /// The address answers, but not as a Stratos OM (an HTTP port, another service's port).
+    #[error("{addr} does not speak the Stratos OM protocol (is it the OM's RPC port, 9862 by default?): {detail}")]
+    Protocol { addr: String, detail: String },
     #[error("RPC failed: {0}")]
     Rpc(#[from] capnp::Error),
 }
@@ -120,7 +137,8 @@ fn om_error(e: om_capnp::error::Reader<'_>) -> ClientError {
 /// The node is gone (or never answered): another node may serve the call.
 fn lost_node(e: &ClientError) -> bool {
     match e {
-        ClientError::Connect { .. } => true,
+        ClientError::Connect { .. } | ClientError::Timeout { .. } => true,
+        ClientError::Protocol { .. } => false,
         ClientError::Rpc(e) => matches!(e.kind, capnp::ErrorKind::Disconnected | capnp::ErrorKind::Overloaded),
         ClientError::Om { .. } => false,
     }
@@ -210,7 +228,12 @@ pub async fn connect_rpc<C: capnp::capability::FromClientHook>(addr: &str) -> Re
 /// bootstrap capability; the connection (its driver is a task of `runtime`) lives as long as
 /// some capability of it does.
 pub async fn connect_rpc_on<C: capnp::capability::FromClientHook>(runtime: &dyn Runtime, addr: &str) -> Result<C, ClientError> {
-    let stream = runtime.connect(addr).await.map_err(|e| ClientError::Connect { addr: addr.to_string(), reason: e.to_string() })?;
+    let connecting = async { runtime.connect(addr).await.map_err(|e| ClientError::Connect { addr: addr.to_string(), reason: e.to_string() }) };
+    let stream = futures_lite::future::or(connecting, async {
+        runtime.sleep(CONNECT_TIMEOUT).await;
+        Err(ClientError::Connect { addr: addr.to_string(), reason: format!("no answer within {CONNECT_TIMEOUT:?}") })
+    })
+    .await?;
     let (reader, writer) = stream.split();
     let mut options = capnp::message::ReaderOptions::new();
     // Replies may carry up to a few MiB of block data.
@@ -222,6 +245,28 @@ pub async fn connect_rpc_on<C: capnp::capability::FromClientHook>(runtime: &dyn 
         let _ = rpc.await;
     }));
     Ok(service)
+}
+
+/// What a failed call says about `addr`: errors that only a peer speaking something other than
+/// the OM's Cap'n Proto interface produces become [`ClientError::Protocol`]. An HTTP server's
+/// answer read as a Cap'n Proto frame is "Too many segments"; another Cap'n Proto service
+/// answers "Method not implemented".
+fn classify(addr: &str, e: ClientError) -> ClientError {
+    let ClientError::Rpc(r) = &e else { return e };
+    let text = r.extra.to_ascii_lowercase();
+    let foreign = r.kind == capnp::ErrorKind::Unimplemented
+        || ["too many segments", "segment", "message is too large", "exceeded the traversal limit", "nesting limit"].iter().any(|m| text.contains(m));
+    if foreign { ClientError::Protocol { addr: addr.to_string(), detail: r.to_string() } } else { e }
+}
+
+/// `what` on `runtime`, or [`ClientError::Timeout`] after `after`; errors classified for `addr`.
+async fn within<T>(runtime: &dyn Runtime, addr: &str, after: Duration, what: impl std::future::Future<Output = Result<T, ClientError>>) -> Result<T, ClientError> {
+    futures_lite::future::or(what, async {
+        runtime.sleep(after).await;
+        Err(ClientError::Timeout { addr: addr.to_string(), after })
+    })
+    .await
+    .map_err(|e| classify(addr, e))
 }
 
 /// Connects to the first node of `addrs` that accepts, trying them in order from `start`.
@@ -251,6 +296,9 @@ pub struct Client {
     meta_index: Cell<u64>,
     user: String,
     attempts_max: Cell<u32>,
+    /// Per attempt and per call (see [`ATTEMPT_TIMEOUT`], [`CALL_DEADLINE`]).
+    attempt_timeout: Cell<Duration>,
+    call_deadline: Cell<Duration>,
     /// Where each group's leader is (see [`Routes`]), and connections to the nodes besides the
     /// current one, by address.
     routes: std::cell::RefCell<Routes>,
@@ -319,6 +367,7 @@ fn single_key(op: om_capnp::operation::Reader<'_>) -> Option<(&str, &str, &str)>
         Which::CommitKey(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
         Which::AllocateBlock(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
         Which::DeleteKey(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
+        Which::AbortKey(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
         _ => None,
     }
 }
@@ -351,13 +400,25 @@ impl Client {
         let (index, om) = connect_any(&*runtime, &addrs, start).await?;
         // Non-zero and random per client: together with request ids it names a request forever.
         let client_id = rand::random::<u64>() | 1;
-        Ok(Client { runtime, addrs, current: Cell::new(index), om: std::cell::RefCell::new(om), client_id, next_request: Cell::new(1), meta_index: Cell::new(0), user: user.to_string(), attempts_max: Cell::new(ATTEMPTS_MAX), routes: Default::default(), conns: Default::default() })
+        Ok(Client { runtime, addrs, current: Cell::new(index), om: std::cell::RefCell::new(om), client_id, next_request: Cell::new(1), meta_index: Cell::new(0), user: user.to_string(), attempts_max: Cell::new(ATTEMPTS_MAX), attempt_timeout: Cell::new(ATTEMPT_TIMEOUT), call_deadline: Cell::new(CALL_DEADLINE), routes: Default::default(), conns: Default::default() })
     }
 
     /// How many times a call is tried at most (default [`ATTEMPTS_MAX`]; 1: never retried,
     /// every failure is returned as it came).
     pub fn set_attempts_max(&self, attempts: u32) {
         self.attempts_max.set(attempts.max(1));
+    }
+
+    /// How long a call may take with all its attempts (default [`CALL_DEADLINE`]); one attempt
+    /// gets at most [`ATTEMPT_TIMEOUT`] of it.
+    pub fn set_call_deadline(&self, deadline: Duration) {
+        self.call_deadline.set(deadline);
+        self.attempt_timeout.set(ATTEMPT_TIMEOUT.min(deadline));
+    }
+
+    /// One attempt against `addr`, bounded by the attempt timeout.
+    async fn attempt<T>(&self, addr: &str, what: impl std::future::Future<Output = Result<T, ClientError>>) -> Result<T, ClientError> {
+        within(&*self.runtime, addr, self.attempt_timeout.get(), what).await
     }
 
     /// The runtime this client was connected on.
@@ -376,8 +437,8 @@ impl Client {
 
     /// After a retryable failure: waits (backoff), then moves to another node if the failure
     /// calls for it. False when the attempts are spent or the failure is not retryable.
-    async fn recover(&self, e: &ClientError, attempt: &mut u32, delay: &mut Duration) -> bool {
-        if !retryable(e) || *attempt >= self.attempts_max.get() {
+    async fn recover(&self, e: &ClientError, attempt: &mut u32, delay: &mut Duration, started: std::time::Instant) -> bool {
+        if !retryable(e) || *attempt >= self.attempts_max.get() || started.elapsed() + *delay >= self.call_deadline.get() {
             return false;
         }
         if trace_retries() {
@@ -408,10 +469,12 @@ impl Client {
     async fn call<T>(&self, f: impl AsyncFn(&ozone_manager::Client) -> Result<T, ClientError>) -> Result<T, ClientError> {
         let mut attempt = 1;
         let mut delay = Duration::from_millis(50);
+        let started = std::time::Instant::now();
         loop {
             let om = self.om();
-            match f(&om).await {
-                Err(e) if self.recover(&e, &mut attempt, &mut delay).await => {}
+            let addr = self.address().to_string();
+            match self.attempt(&addr, f(&om)).await {
+                Err(e) if self.recover(&e, &mut attempt, &mut delay, started).await => {}
                 other => return other,
             }
         }
@@ -451,7 +514,7 @@ impl Client {
         if let Some(addr) = self.route_one(&build).await
             && let Some(om) = self.conn(&addr).await
         {
-            match send(&om).await {
+            match self.attempt(&addr, send(&om)).await {
                 Err(e) if lost_node(&e) => self.forget(&addr),
                 Err(e) if retryable(&e) => self.routes.borrow_mut().fetched = None,
                 done => return done,
@@ -508,7 +571,7 @@ impl Client {
             let k = positions.len() as u32;
             let request_id = self.take_ids(k);
             if let Some(om) = self.conn(addr).await {
-                match self.send_batch(&om, k, request_id, copy(positions)).await {
+                match self.attempt(addr, self.send_batch(&om, k, request_id, copy(positions))).await {
                     Ok(outs) if !outs.iter().any(|o| o.as_ref().is_err_and(retryable)) => return Ok(outs),
                     Err(e) if lost_node(&e) => self.forget(addr),
                     _ => {}
@@ -567,7 +630,7 @@ impl Client {
             r.refreshing = true;
         }
         let here = self.address().to_string();
-        let fetched = self.routes_of(&self.om()).await;
+        let fetched = self.attempt(&here, self.routes_of(&self.om())).await;
         // The core ports of the other nodes that lead a group (each node knows only its own).
         let mut ports = std::collections::HashMap::new();
         if let Ok(r) = &fetched {
@@ -577,7 +640,7 @@ impl Client {
             others.dedup();
             for a in others {
                 if let Some(om) = self.conn(a).await
-                    && let Ok(theirs) = self.routes_of(&om).await
+                    && let Ok(theirs) = self.attempt(a, self.routes_of(&om)).await
                 {
                     ports.insert(a.clone(), theirs.core_ports);
                 }
@@ -647,14 +710,16 @@ impl Client {
     async fn batch_as(&self, n: u32, request_id: u64, fill: impl Fn(OpList<'_>)) -> Result<Vec<Result<Done, ClientError>>, ClientError> {
         let mut attempt = 1;
         let mut delay = Duration::from_millis(50);
+        let started = std::time::Instant::now();
         loop {
-            let sent = self.send_batch(&self.om(), n, request_id, &fill).await;
+            let addr = self.address().to_string();
+            let sent = self.attempt(&addr, self.send_batch(&self.om(), n, request_id, &fill)).await;
             // A retryable outcome (a group without a leader, say) sends the whole batch again
             // with the same request ids: what was applied is answered from the retry cache.
             let again = match &sent {
-                Err(e) => self.recover(e, &mut attempt, &mut delay).await,
+                Err(e) => self.recover(e, &mut attempt, &mut delay, started).await,
                 Ok(outs) => match outs.iter().find_map(|o| o.as_ref().err().filter(|e| retryable(e))) {
-                    Some(e) => self.recover(e, &mut attempt, &mut delay).await,
+                    Some(e) => self.recover(e, &mut attempt, &mut delay, started).await,
                     None => false,
                 },
             };

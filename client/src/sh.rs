@@ -24,6 +24,11 @@ pub struct ShArgs {
     /// Act as this user (default: $USER, else root).
     #[arg(long, global = true)]
     pub user: Option<String>,
+    /// Give a call up after this many seconds, retries and failover included. One attempt
+    /// waits at most 10 s for an answer; a node that does not answer is failed over like a
+    /// dead one.
+    #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS")]
+    pub timeout: u64,
     #[command(subcommand)]
     pub command: ShCommand,
 }
@@ -46,11 +51,12 @@ pub enum VolumeCmd {
     /// Create a volume: /vol (administrators only).
     Create {
         path: String,
-        /// Owner (default: the caller).
+        /// Owner (default: the caller). Ozone's `volume create --user U` is `--owner U` (or
+        /// `-u U`) here: `--user` names who runs the command.
         #[arg(long = "owner", short = 'u')]
         owner: Option<String>,
         /// Byte quota, e.g. 10GB (default unlimited).
-        #[arg(long)]
+        #[arg(long, visible_alias = "space-quota")]
         quota: Option<String>,
         /// Bucket count quota (default unlimited).
         #[arg(long = "namespace-quota")]
@@ -58,23 +64,20 @@ pub enum VolumeCmd {
     },
     Info { path: String },
     /// List volumes (all, or the user's with --owner).
+    #[command(visible_alias = "ls")]
     List {
         path: Option<String>,
         #[arg(long)]
         owner: Option<String>,
-        #[arg(long, default_value = "")]
-        prefix: String,
-        #[arg(long, default_value = "")]
-        start: String,
-        #[arg(long, short = 'l', default_value_t = 100)]
-        limit: u32,
+        #[command(flatten)]
+        page: ListArgs,
     },
     /// Change the owner or quotas.
     Update {
         path: String,
         #[arg(long = "owner", short = 'u')]
         owner: Option<String>,
-        #[arg(long)]
+        #[arg(long, visible_alias = "space-quota")]
         quota: Option<String>,
         #[arg(long = "namespace-quota")]
         namespace_quota: Option<u64>,
@@ -87,10 +90,18 @@ pub enum BucketCmd {
     /// Create a bucket: /vol/bucket.
     Create {
         path: String,
-        /// RATIS/ONE or RATIS/THREE (default RATIS/THREE); `ONE`/`THREE` also work.
-        #[arg(long, short = 't', default_value = "RATIS/THREE")]
-        replication: String,
+        /// ONE or THREE [default: THREE] (Ozone's -r); RATIS/ONE and RATIS/THREE also work.
+        #[arg(long, short = 'r')]
+        replication: Option<String>,
+        /// Replication type: RATIS, the only one (Ozone's EC is not supported). RATIS/ONE and
+        /// RATIS/THREE are taken here too, as before.
+        #[arg(long = "type", short = 't')]
+        replication_type: Option<String>,
+        /// Bucket layout: OBJECT_STORE, the only one (flat key names; `/` is an ordinary
+        /// character). Ozone's FILE_SYSTEM_OPTIMIZED and LEGACY are not supported.
         #[arg(long)]
+        layout: Option<String>,
+        #[arg(long, visible_alias = "space-quota")]
         quota: Option<String>,
         #[arg(long = "namespace-quota")]
         namespace_quota: Option<u64>,
@@ -99,20 +110,17 @@ pub enum BucketCmd {
     },
     Info { path: String },
     /// List the buckets of /vol.
+    #[command(visible_alias = "ls")]
     List {
         path: String,
-        #[arg(long, default_value = "")]
-        prefix: String,
-        #[arg(long, default_value = "")]
-        start: String,
-        #[arg(long, short = 'l', default_value_t = 100)]
-        limit: u32,
+        #[command(flatten)]
+        page: ListArgs,
     },
     Update {
         path: String,
         #[arg(long)]
         owner: Option<String>,
-        #[arg(long)]
+        #[arg(long, visible_alias = "space-quota")]
         quota: Option<String>,
         #[arg(long = "namespace-quota")]
         namespace_quota: Option<u64>,
@@ -128,27 +136,67 @@ pub enum BucketCmd {
 #[derive(Debug, Subcommand)]
 pub enum KeyCmd {
     /// Write FILE as /vol/bucket/key: its bytes go to the datanodes, then the key is committed.
-    Put { path: String, file: std::path::PathBuf },
-    /// Read /vol/bucket/key into OUT (written to a temporary name, renamed when complete).
-    Get { path: String, out: std::path::PathBuf },
+    /// FILE `-` is standard input; pipes, FIFOs and devices are streamed to their end. Ctrl-C
+    /// or a failure aborts the open key (its blocks are freed at once).
+    Put {
+        path: String,
+        file: std::path::PathBuf,
+        /// ONE or THREE [default: the bucket's] (Ozone's -r); RATIS/ONE, RATIS/THREE also work.
+        #[arg(long, short = 'r')]
+        replication: Option<String>,
+        /// Replication type: RATIS, the only one (Ozone's EC is not supported).
+        #[arg(long = "type", short = 't')]
+        replication_type: Option<String>,
+    },
+    /// Read /vol/bucket/key into OUT. A regular file is written under a temporary name and
+    /// renamed when complete; an existing one is kept unless --force. OUT `-` is standard
+    /// output; a device or FIFO is written into; a directory gets the key's last name in it.
+    Get {
+        path: String,
+        out: std::path::PathBuf,
+        /// Replace OUT if it exists (Ozone's `key get --force`).
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
     /// Write the bytes of /vol/bucket/key to standard output.
     Cat { path: String },
     Info { path: String },
     /// List the keys of /vol/bucket.
+    #[command(visible_alias = "ls")]
     List {
         path: String,
-        #[arg(long, default_value = "")]
-        prefix: String,
-        /// List keys after this name (the continuation token).
-        #[arg(long, default_value = "")]
-        start: String,
-        #[arg(long, short = 'l', default_value_t = 100)]
-        limit: u32,
+        #[command(flatten)]
+        page: ListArgs,
     },
-    /// Rename /vol/bucket/from to TO (a key name in the same bucket).
-    Rename { path: String, to: String },
+    /// Rename a key within its bucket: `rename /vol/bucket/FROM TO`, or Ozone's
+    /// `rename /vol/bucket FROM TO`.
+    Rename {
+        path: String,
+        #[arg(num_args = 1..=2, required = true, value_name = "FROM TO | TO")]
+        names: Vec<String>,
+    },
     Delete { path: String },
 }
+
+/// The paging flags of every `list` (Ozone's names and short forms).
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only names starting with this.
+    #[arg(long, short = 'p', default_value = "")]
+    pub prefix: String,
+    /// List after this name (the continuation token a truncated listing prints).
+    #[arg(long, short = 's', default_value = "")]
+    pub start: String,
+    /// At most this many entries (a listing that stops here says so on stderr).
+    #[arg(long, short = 'l', visible_alias = "length", default_value_t = 100)]
+    pub limit: u32,
+    /// Every entry, page by page (overrides --limit).
+    #[arg(long, short = 'a')]
+    pub all: bool,
+}
+
+/// Entries per call of a `list --all` (the OM's per-call maximum is 10,000).
+const LIST_ALL_PAGE: u32 = 1000;
 
 /// A parsed `[o3://host:port]/vol[/bucket[/key]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,11 +210,23 @@ pub fn parse_address(s: &str) -> Result<Address, String> {
         Some(rest) => {
             let slash = rest.find('/').unwrap_or(rest.len());
             let host = &rest[..slash];
-            ((!host.is_empty()).then(|| host.to_string()), &rest[slash..])
+            // Without a port (Ozone's `o3://host/vol`): the OM's default one.
+            let has_port = match host.strip_prefix('[') {
+                Some(v6) => v6.contains("]:"),
+                None => host.contains(':'),
+            };
+            let port = DEFAULT_OM.rsplit(':').next().unwrap_or("9862");
+            ((!host.is_empty()).then(|| if has_port { host.to_string() } else { format!("{host}:{port}") }), &rest[slash..])
         }
         None => (None, s),
     };
     let path = path.strip_prefix('/').unwrap_or(path);
+    // `/vol/` and `/vol/bucket/` as Ozone users type them; in `/vol/bucket/key/` the slash is
+    // the key's.
+    let path = match path.strip_suffix('/') {
+        Some(p) if p.matches('/').count() <= 1 => p,
+        _ => path,
+    };
     // A key may contain '/', so split into at most three parts.
     let parts: Vec<String> = if path.is_empty() { vec![] } else { path.splitn(3, '/').map(str::to_string).collect() };
     if parts.iter().any(String::is_empty) {
@@ -193,6 +253,24 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .unwrap_or((t.clone(), 1));
     let n: u64 = num.trim().parse().map_err(|_| format!("invalid size {s:?} (e.g. 1024, 10MB, 2GB)"))?;
     n.checked_mul(mult).filter(|v| *v > 0).ok_or_else(|| format!("size {s:?} is zero or too large"))
+}
+
+/// A replication from Ozone's two flags: `-r` (ONE, THREE, or RATIS/…) and `-t` (RATIS, or
+/// RATIS/… as this CLI took before).
+fn replication_of(replication: Option<&str>, kind: Option<&str>) -> Result<Option<om_capnp::Replication>, String> {
+    if let Some(k) = kind {
+        let upper = k.to_ascii_uppercase();
+        if upper.contains('/') {
+            if replication.is_some() {
+                return Err(format!("--type {k} names the replication already; drop --replication"));
+            }
+            return parse_replication(k).map(Some);
+        }
+        if upper != "RATIS" {
+            return Err(format!("replication type {k:?} is not supported: RATIS is the only one (no EC)"));
+        }
+    }
+    replication.map(parse_replication).transpose()
 }
 
 fn parse_replication(s: &str) -> Result<om_capnp::Replication, String> {
@@ -251,6 +329,7 @@ pub async fn run_on(runtime: Rc<dyn Runtime>, args: &ShArgs) -> Outcome {
     let user = args.user.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "root".into());
     let addr = om_address(args, first_path(&args.command));
     let c = Client::connect_on(runtime, &addr, &user).await.map_err(err)?;
+    c.set_call_deadline(std::time::Duration::from_secs(args.timeout.max(1)));
     match &args.command {
         ShCommand::Volume(v) => volume(&c, &user, v).await,
         ShCommand::Bucket(b) => bucket(&c, b).await,
@@ -260,6 +339,48 @@ pub async fn run_on(runtime: Rc<dyn Runtime>, args: &ShArgs) -> Outcome {
 
 fn list_json<T>(items: &[T], json: impl Fn(&T) -> Value) -> Option<String> {
     Some(pretty(&Value::Array(items.iter().map(json).collect())))
+}
+
+/// One page (with a note on stderr when more follow), or with --all every page, printed as one
+/// JSON array as the pages come (a listing of millions is never held whole).
+async fn listing<T: crate::Named>(
+    args: &ListArgs, what: &str, json: impl Fn(&T) -> Value, mut fetch: impl AsyncFnMut(&str, u32) -> Result<crate::Page<T>, ClientError>,
+) -> Outcome {
+    if !args.all {
+        let page = fetch(&args.start, args.limit).await.map_err(err)?;
+        if let Some(next) = page.next_start() {
+            eprintln!("stratos: listed the first {} {what}; more follow: add --start {next:?} for the next page, or --all", page.items.len());
+        }
+        return Ok(list_json(&page.items, json));
+    }
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    let mut start = args.start.clone();
+    let mut first = true;
+    let r: std::io::Result<()> = async {
+        w.write_all(b"[")?;
+        loop {
+            let page = fetch(&start, LIST_ALL_PAGE).await.map_err(|e| std::io::Error::other(err(e)))?;
+            for item in &page.items {
+                let text = pretty(&json(item)).replace('\n', "\n  ");
+                write!(w, "{}\n  {text}", if first { "" } else { "," })?;
+                first = false;
+            }
+            match page.next_start() {
+                Some(next) => start = next.to_string(),
+                None => break,
+            }
+        }
+        w.write_all(if first { b"]\n" } else { b"\n]\n" })?;
+        w.flush()
+    }
+    .await;
+    match r {
+        Ok(()) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// A quota as Ozone prints it: -1 for unlimited.
@@ -278,41 +399,87 @@ fn metadata_json(pairs: &[(String, String)]) -> Value {
     Value::Object(m)
 }
 
+/// Milliseconds since the epoch as ISO-8601 in UTC (`2026-12-02T12:00:00.000Z`), as Ozone
+/// prints times.
+pub fn iso_time(ms: u64) -> String {
+    let (days, rest) = ((ms / 86_400_000) as i64, ms % 86_400_000);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s, milli) = (rest / 3_600_000, rest / 60_000 % 60, rest / 1000 % 60, rest % 1000);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+}
+
+/// ACLs as Ozone prints them.
+fn acls_json(acls: &[crate::AclEntry]) -> Value {
+    Value::Array(
+        acls.iter()
+            .map(|a| {
+                let kind = match a.kind {
+                    crate::AclKind::User => "USER",
+                    crate::AclKind::Group => "GROUP",
+                    crate::AclKind::World => "WORLD",
+                };
+                json!({"type": kind, "name": a.name, "aclScope": "ACCESS", "aclList": a.right_names()})
+            })
+            .collect(),
+    )
+}
+
+/// Adds `…Iso` beside each epoch-milliseconds time field of `v`.
+fn with_iso_times(mut v: Value) -> Value {
+    if let Value::Object(m) = &mut v {
+        for f in ["creationTime", "modificationTime"] {
+            if let Some(ms) = m.get(f).and_then(Value::as_u64) {
+                m.insert(format!("{f}Iso"), Value::String(iso_time(ms)));
+            }
+        }
+    }
+    v
+}
+
 /// A volume as `volume info` and `volume list` print it.
 pub fn volume_json(v: &VolumeInfo) -> Value {
-    json!({
+    with_iso_times(json!({
         "name": v.name, "owner": v.owner, "admin": v.admin,
         "creationTime": v.created_ms, "modificationTime": v.modified_ms,
         "quotaInBytes": quota_json(v.quota_bytes), "quotaInNamespace": quota_json(v.quota_namespace),
         "usedBytes": v.used_bytes, "usedNamespace": v.buckets, "objectID": v.object_id,
-        "updateID": v.update_id, "metadata": metadata_json(&v.metadata),
-    })
+        "updateID": v.update_id, "acls": acls_json(&v.acls), "metadata": metadata_json(&v.metadata),
+    }))
 }
 
 /// A bucket as `bucket info` and `bucket list` print it.
 pub fn bucket_json(b: &BucketInfo) -> Value {
-    json!({
+    with_iso_times(json!({
         "volumeName": b.volume, "name": b.name, "owner": b.owner,
         "creationTime": b.created_ms, "modificationTime": b.modified_ms,
         "versioning": b.versioning, "replication": b.replication.name(),
         "quotaInBytes": quota_json(b.quota_bytes), "quotaInNamespace": quota_json(b.quota_namespace),
         "usedBytes": b.used_bytes, "usedNamespace": b.keys, "openKeys": b.open_keys,
         "bucketLayout": b.layout(), "objectID": b.object_id, "updateID": b.update_id,
-        "metadata": metadata_json(&b.metadata),
-    })
+        "acls": acls_json(&b.acls), "metadata": metadata_json(&b.metadata),
+    }))
 }
 
 /// A key as `key info` and `key list` print it: its blocks' places and lengths, without their
 /// tokens and datanodes.
 pub fn key_json(k: &KeyInfo) -> Value {
     let blocks: Vec<Value> = k.blocks.iter().map(|b| json!({"containerID": b.container_id, "localID": b.local_id, "pipelineID": b.pipeline_id, "length": b.length})).collect();
-    json!({
+    with_iso_times(json!({
         "volumeName": k.volume, "bucketName": k.bucket, "name": k.name,
         "dataSize": k.data_size, "replication": k.replication.name(),
         "creationTime": k.created_ms, "modificationTime": k.modified_ms,
         "objectID": k.object_id, "updateID": k.update_id, "blocks": blocks,
         "metadata": metadata_json(&k.metadata),
-    })
+    }))
 }
 
 async fn volume(c: &Client, user: &str, cmd: &VolumeCmd) -> Outcome {
@@ -336,9 +503,9 @@ async fn volume(c: &Client, user: &str, cmd: &VolumeCmd) -> Outcome {
             let (_, p) = parts(path, 1, "/volume")?;
             Ok(Some(pretty(&volume_json(&c.volume_info(&p[0]).await.map_err(err)?))))
         }
-        VolumeCmd::List { path: _, owner, prefix, start, limit } => {
-            let page = c.list_volumes(owner.as_deref().unwrap_or(""), prefix, start, *limit).await.map_err(err)?;
-            Ok(list_json(&page.items, volume_json))
+        VolumeCmd::List { path: _, owner, page } => {
+            let owner = owner.as_deref().unwrap_or("");
+            listing(page, "volumes", volume_json, async |start, limit| c.list_volumes(owner, &page.prefix, start, limit).await).await
         }
         VolumeCmd::Update { path, owner, quota, namespace_quota } => {
             let (_, p) = parts(path, 1, "/volume")?;
@@ -377,9 +544,14 @@ async fn volume(c: &Client, user: &str, cmd: &VolumeCmd) -> Outcome {
 
 async fn bucket(c: &Client, cmd: &BucketCmd) -> Outcome {
     match cmd {
-        BucketCmd::Create { path, replication, quota, namespace_quota, versioning } => {
+        BucketCmd::Create { path, replication, replication_type, layout, quota, namespace_quota, versioning } => {
             let (_, p) = parts(path, 2, "/volume/bucket")?;
-            let r = parse_replication(replication)?;
+            let r = replication_of(replication.as_deref(), replication_type.as_deref())?.unwrap_or(om_capnp::Replication::RatisThree);
+            if let Some(l) = layout
+                && !l.eq_ignore_ascii_case(crate::BucketInfo::LAYOUT)
+            {
+                return Err(format!("bucket layout {l}: not supported; Stratos buckets are OBJECT_STORE (flat key names)"));
+            }
             let q = quota.as_deref().map(parse_size).transpose()?;
             c.submit(|op| {
                 let mut g = op.init_create_bucket();
@@ -398,10 +570,9 @@ async fn bucket(c: &Client, cmd: &BucketCmd) -> Outcome {
             let (_, p) = parts(path, 2, "/volume/bucket")?;
             Ok(Some(pretty(&bucket_json(&c.bucket_info(&p[0], &p[1]).await.map_err(err)?))))
         }
-        BucketCmd::List { path, prefix, start, limit } => {
+        BucketCmd::List { path, page } => {
             let (_, p) = parts(path, 1, "/volume")?;
-            let page = c.list_buckets(&p[0], prefix, start, *limit).await.map_err(err)?;
-            Ok(list_json(&page.items, bucket_json))
+            listing(page, "buckets", bucket_json, async |start, limit| c.list_buckets(&p[0], &page.prefix, start, limit).await).await
         }
         BucketCmd::Update { path, owner, quota, namespace_quota, versioning, replication } => {
             let (_, p) = parts(path, 2, "/volume/bucket")?;
@@ -447,60 +618,46 @@ async fn bucket(c: &Client, cmd: &BucketCmd) -> Outcome {
 
 async fn key(c: &Client, cmd: &KeyCmd) -> Outcome {
     match cmd {
-        KeyCmd::Put { path, file } => {
+        KeyCmd::Put { path, file, replication, replication_type } => {
             let (_, p) = parts(path, 3, "/volume/bucket/key")?;
+            let replication = replication_of(replication.as_deref(), replication_type.as_deref())?;
             let mut dns = crate::data::Datanodes::new(c.runtime().clone());
             let mut progress = crate::data::terminal_progress("put");
-            crate::data::put_file(c, &mut dns, &p[0], &p[1], &p[2], file, &mut progress).await.map_err(|e| e.to_string())?;
+            crate::interrupt::install();
+            let src = crate::data::open_source(file).map_err(|e| e.to_string())?;
+            let opts = crate::data::PutOptions { replication };
+            crate::data::put_with(c, &mut dns, &p[0], &p[1], &p[2], &*src, &opts, &mut progress).await.map_err(|e| e.to_string())?;
             Ok(None)
         }
-        KeyCmd::Get { path, out } => {
+        KeyCmd::Get { path, out, force } => {
             let (_, p) = parts(path, 3, "/volume/bucket/key")?;
-            // Into a temporary file next to OUT, renamed over it when complete: a failed get
-            // never leaves a partial file under the name.
-            let tmp = out.with_file_name(format!(".{}.stratos-part", out.file_name().map_or("out".into(), |n| n.to_string_lossy())));
-            let f = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-            let mut dns = crate::data::Datanodes::new(c.runtime().clone());
-            let mut progress = crate::data::terminal_progress("get");
-            let r = crate::data::get_key(c, &mut dns, &p[0], &p[1], &p[2], &mut w, &mut progress).await.map_err(|e| e.to_string());
-            let r = r.and_then(|_| {
-                use std::io::Write;
-                w.flush().map_err(|e| format!("{}: {e}", tmp.display()))?;
-                w.get_ref().sync_all().map_err(|e| format!("{}: {e}", tmp.display()))?;
-                std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))
-            });
-            if r.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            r.map(|_| None)
+            crate::interrupt::install();
+            get_into(c, &p, out, *force).await
         }
         KeyCmd::Cat { path } => {
             let (_, p) = parts(path, 3, "/volume/bucket/key")?;
-            let stdout = std::io::stdout();
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            let mut dns = crate::data::Datanodes::new(c.runtime().clone());
-            crate::data::get_key(c, &mut dns, &p[0], &p[1], &p[2], &mut w, &mut |_| {}).await.map_err(|e| e.to_string())?;
-            use std::io::Write;
-            w.flush().map_err(|e| format!("stdout: {e}"))?;
-            Ok(None)
+            to_stdout(c, &p).await
         }
         KeyCmd::Info { path } => {
             let (_, p) = parts(path, 3, "/volume/bucket/key")?;
             Ok(Some(pretty(&key_json(&c.lookup_key(&p[0], &p[1], &p[2]).await.map_err(err)?))))
         }
-        KeyCmd::List { path, prefix, start, limit } => {
+        KeyCmd::List { path, page } => {
             let (_, p) = parts(path, 2, "/volume/bucket")?;
-            let page = c.list_keys(&p[0], &p[1], prefix, start, *limit).await.map_err(err)?;
-            Ok(list_json(&page.items, key_json))
+            listing(page, "keys", key_json, async |start, limit| c.list_keys(&p[0], &p[1], &page.prefix, start, limit).await).await
         }
-        KeyCmd::Rename { path, to } => {
-            let (_, p) = parts(path, 3, "/volume/bucket/key")?;
+        KeyCmd::Rename { path, names } => {
+            let a = parse_address(path)?;
+            let (p, from, to) = match (a.parts.len(), names.as_slice()) {
+                (3, [to]) => (&a.parts[..2], a.parts[2].as_str(), to),
+                (2, [from, to]) => (&a.parts[..], from.as_str(), to),
+                _ => return Err(format!("key rename {path} {}: give /volume/bucket/FROM TO, or /volume/bucket FROM TO", names.join(" "))),
+            };
             c.submit(|op| {
                 let mut g = op.init_rename_key();
                 g.set_volume(p[0].as_str());
                 g.set_bucket(p[1].as_str());
-                g.set_from(p[2].as_str());
+                g.set_from(from);
                 g.set_to(to.as_str());
             })
             .await
@@ -518,6 +675,144 @@ async fn key(c: &Client, cmd: &KeyCmd) -> Outcome {
             .await
             .map_err(err)?;
             Ok(None)
+        }
+    }
+}
+
+/// Whether an error is a closed standard output (`| head`): a normal end, not a failure.
+fn closed_pipe(e: &crate::data::DataError) -> bool {
+    matches!(e, crate::data::DataError::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// `key cat`, and `key get … -`.
+async fn to_stdout(c: &Client, p: &[String]) -> Outcome {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let mut dns = crate::data::Datanodes::new(c.runtime().clone());
+    match crate::data::get_key(c, &mut dns, &p[0], &p[1], &p[2], &mut w, &mut |_| {}).await {
+        Err(e) if closed_pipe(&e) => return Ok(None),
+        r => r.map_err(|e| e.to_string())?,
+    };
+    match w.flush() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(None),
+        r => r.map(|_| None).map_err(|e| format!("standard output: {e}")),
+    }
+}
+
+/// Where `key get` writes.
+enum Destination {
+    /// A regular file: written to `tmp` in its directory, then renamed to `path` (over an
+    /// existing file only with --force).
+    File { path: std::path::PathBuf, tmp: std::path::PathBuf, replace: bool },
+    /// A device or FIFO, opened for writing as it is (never replaced by a file).
+    Special { path: std::path::PathBuf, file: std::fs::File },
+}
+
+fn destination(out: &std::path::Path, key: &str, force: bool) -> Result<Destination, String> {
+    let mut out = out.to_path_buf();
+    let mut meta = std::fs::metadata(&out);
+    if meta.as_ref().is_ok_and(|m| m.is_dir()) {
+        // As `cp`: into the directory, under the key's last name.
+        let name = key.rsplit('/').find(|n| !n.is_empty()).unwrap_or(key);
+        out.push(name);
+        meta = std::fs::metadata(&out);
+    }
+    let shown = out.display().to_string();
+    let (path, replace) = match meta {
+        Ok(m) if m.is_dir() => return Err(format!("{shown} is a directory")),
+        Ok(m) if m.is_file() => {
+            if !force {
+                return Err(format!("{shown} exists; use --force to replace it"));
+            }
+            // Through a symbolic link: the file it names is replaced; the link stays.
+            (std::fs::canonicalize(&out).map_err(|e| format!("{shown}: {e}"))?, true)
+        }
+        Ok(_) => {
+            let file = std::fs::OpenOptions::new().write(true).open(&out).map_err(|e| format!("{shown}: {e}"))?;
+            return Ok(Destination::Special { path: out, file });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if std::fs::symlink_metadata(&out).is_ok() {
+                return Err(format!("{shown} is a symbolic link to nothing; remove it or name its target"));
+            }
+            (out, false)
+        }
+        Err(e) => return Err(format!("{shown}: {e}")),
+    };
+    let name = path.file_name().map_or("out".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{name}.stratos-part"));
+    Ok(Destination::File { path, tmp, replace })
+}
+
+/// Renames `from` to `to` unless `to` exists (then `AlreadyExists`), atomically where the file
+/// system supports `RENAME_NOREPLACE`: a file that appeared since the check is never replaced.
+fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &std::path::Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: two NUL-terminated paths, relative to the working directory.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
+        return Err(e);
+    }
+    // A file system without RENAME_NOREPLACE: check, then rename (a small window remains).
+    if std::fs::symlink_metadata(to).is_ok() {
+        return Err(std::io::ErrorKind::AlreadyExists.into());
+    }
+    std::fs::rename(from, to)
+}
+
+/// `key get`: see [`KeyCmd::Get`]. Ctrl-C or a failure removes the partial file.
+async fn get_into(c: &Client, p: &[String], out: &std::path::Path, force: bool) -> Outcome {
+    use std::io::Write;
+    if out.as_os_str() == "-" {
+        return to_stdout(c, p).await;
+    }
+    let mut dns = crate::data::Datanodes::new(c.runtime().clone());
+    let mut progress = crate::data::terminal_progress("get");
+    let interrupted = async {
+        crate::interrupt::wait(&**c.runtime()).await;
+        Err("interrupted".to_string())
+    };
+    match destination(out, &p[2], force)? {
+        Destination::Special { path, file } => {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+            let get = async {
+                crate::data::get_key(c, &mut dns, &p[0], &p[1], &p[2], &mut w, &mut progress).await.map_err(|e| e.to_string())?;
+                w.flush().map_err(|e| format!("{}: {e}", path.display()))
+            };
+            futures_lite::future::or(get, interrupted).await.map(|_| None)
+        }
+        Destination::File { path, tmp, replace } => {
+            // create_new: a leftover of a killed get (kill -9 cannot be cleaned up) is replaced
+            // knowingly, never written through a link someone put there.
+            let _ = std::fs::remove_file(&tmp);
+            let f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            let get = async {
+                crate::data::get_key(c, &mut dns, &p[0], &p[1], &p[2], &mut w, &mut progress).await.map_err(|e| e.to_string())?;
+                w.flush().map_err(|e| format!("{}: {e}", tmp.display()))?;
+                w.get_ref().sync_all().map_err(|e| format!("{}: {e}", tmp.display()))
+            };
+            let r = futures_lite::future::or(get, interrupted).await.and_then(|_| {
+                if replace {
+                    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))
+                } else {
+                    rename_noreplace(&tmp, &path).map_err(|e| match e.kind() {
+                        std::io::ErrorKind::AlreadyExists => format!("{} exists; use --force to replace it", path.display()),
+                        _ => format!("{}: {e}", path.display()),
+                    })
+                }
+            });
+            if r.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            r.map(|_| None)
         }
     }
 }

@@ -78,11 +78,19 @@ fn set_metadata(mut l: capnp::struct_list::Builder<'_, om_capnp::metadata_pair::
     }
 }
 
-/// Prints `value` as `stratos sh` does, both ways, and checks they are the same bytes.
+/// Fields added since (issue 19): ISO-8601 times beside the epoch milliseconds, and ACLs.
+const ADDED: [&str; 3] = ["creationTimeIso", "modificationTimeIso", "acls"];
+
+/// Prints `value` as `stratos sh` does, both ways, and checks they are the same bytes but for
+/// the fields added since, which must be there.
 fn same(old: Value, new: Value) -> String {
-    let (old, new) = (pretty(&old), pretty(&new));
-    assert_eq!(old, new, "the typed path prints different JSON");
-    new
+    let mut trimmed = new.clone();
+    let m = trimmed.as_object_mut().expect("an object");
+    for f in ADDED.iter().filter(|f| new.get("blocks").is_none() || **f != "acls") {
+        assert!(m.remove(*f).is_some(), "{f} is printed");
+    }
+    assert_eq!(pretty(&old), pretty(&trimmed), "the typed path prints different JSON");
+    pretty(&new)
 }
 
 fn volume_message(quota_bytes: u64, metadata: &[(&str, &str)]) -> capnp::message::Builder<capnp::message::HeapAllocator> {
@@ -120,6 +128,36 @@ fn volume_json_is_what_sh_printed_before() {
     assert_eq!(v["usedNamespace"], 3);
     assert_eq!(v["creationTime"], 1_700_000_000_123u64);
     assert_eq!(v["metadata"]["team"], "storage");
+    assert_eq!(v["creationTimeIso"], "2023-11-14T22:13:20.123Z");
+}
+
+#[test]
+fn iso_times_are_utc_civil_dates() {
+    assert_eq!(iso_time(0), "1970-01-01T00:00:00.000Z");
+    assert_eq!(iso_time(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    assert_eq!(iso_time(1_796_211_599_999), "2026-12-02T11:39:59.999Z");
+    assert_eq!(iso_time(4_102_444_800_000), "2100-01-01T00:00:00.000Z");
+}
+
+#[test]
+fn acls_print_with_ozone_s_names() {
+    let mut m = volume_message(1, &[]);
+    {
+        let mut l = m.get_root::<om_capnp::volume_info::Builder<'_>>().expect("root").init_acls(2);
+        let mut a = l.reborrow().get(0);
+        a.set_kind(om_capnp::acl::Kind::User);
+        a.set_name("alice");
+        a.set_rights(127);
+        let mut a = l.get(1);
+        a.set_kind(om_capnp::acl::Kind::Group);
+        a.set_name("ops");
+        a.set_rights(1 | 8);
+    }
+    let v = volume_json(&VolumeInfo::of(m.get_root_as_reader().expect("reader")).expect("typed"));
+    assert_eq!(v["acls"], serde_json::json!([
+        {"type": "USER", "name": "alice", "aclScope": "ACCESS", "aclList": ["ALL"]},
+        {"type": "GROUP", "name": "ops", "aclScope": "ACCESS", "aclList": ["READ", "LIST"]},
+    ]));
 }
 
 #[test]
@@ -211,6 +249,12 @@ fn addresses_and_sizes_parse() {
     assert_eq!(parse_address("o3://h:1/v/b/k/x").expect("parse"), Address { om: Some("h:1".into()), parts: vec!["v".into(), "b".into(), "k/x".into()] });
     assert_eq!(parse_address("/v").expect("parse").parts, vec!["v".to_string()]);
     assert!(parse_address("/v//k").is_err());
+    // Ozone's forms: no port (the default one), a trailing slash after a volume or bucket.
+    assert_eq!(parse_address("o3://h/v/").expect("parse"), Address { om: Some("h:9862".into()), parts: vec!["v".into()] });
+    assert_eq!(parse_address("o3://[::1]/v/b/").expect("parse"), Address { om: Some("[::1]:9862".into()), parts: vec!["v".into(), "b".into()] });
+    assert_eq!(parse_address("o3://[::1]:7/v").expect("parse").om.as_deref(), Some("[::1]:7"));
+    // A key's trailing slash is part of its name.
+    assert_eq!(parse_address("/v/b/dir/").expect("parse").parts, vec!["v".to_string(), "b".into(), "dir/".into()]);
     assert_eq!(parse_size("10MB"), Ok(10 << 20));
     assert_eq!(parse_size("7"), Ok(7));
     assert!(parse_size("ten").is_err());

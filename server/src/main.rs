@@ -71,15 +71,15 @@ fn main() -> anyhow::Result<()> {
             eprintln!("stratos datanode: stopped cleanly");
         }
         Command::Sh(a) => match on_client_executor(move || async move { stratos_client::sh::run(&a).await })? {
-            Ok(text) => text.iter().for_each(|t| println!("{t}")),
+            Ok(text) => text.iter().for_each(|t| print_out(&format!("{t}\n"))),
             Err(line) => fail(&line),
         },
         Command::Admin(a) => match on_client_executor(move || async move { stratos_client::admin::run(&a).await })? {
-            Ok(text) => print!("{text}"),
+            Ok(text) => print_out(&text),
             Err(line) => fail(&format!("stratos admin: {line}")),
         },
         Command::Bench(b) => stratos_bench::cli::run(b)?,
-        Command::Tune(a) => print!("{}", stratos_tuning::cli::tune(&a)?),
+        Command::Tune(a) => print_out(&stratos_tuning::cli::tune(&a)?),
     }
     Ok(())
 }
@@ -94,8 +94,21 @@ fn on_client_executor<T: Send + 'static, F: std::future::Future<Output = T> + 's
         .map_err(|e| anyhow::anyhow!("client executor: {e}"))
 }
 
-/// A client command's failure: one line on stderr, exit status 1.
+/// A client command's output. A closed standard output (`| head`) is a normal end of the
+/// command, not a panic ("failed printing to stdout").
+fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => fail(&format!("stratos: writing to standard output: {e}")),
+    }
+}
+
+/// A client command's failure: one line on stderr, exit status 1, or 128 + the signal's number
+/// when Ctrl-C or SIGTERM stopped it (what a shell expects of a job stopped by a signal).
 fn fail(line: &str) -> ! {
     eprintln!("{line}");
-    std::process::exit(1)
+    std::process::exit(stratos_client::interrupt::signal().map_or(1, |s| 128 + s))
 }

@@ -12,6 +12,13 @@ use crate::core::Core;
 
 const REQUEST_HEAD_BYTES_MAX: usize = 8192;
 
+/// Whether the bytes so far cannot start an HTTP request: a request line starts with a method,
+/// upper-case letters up to a space.
+fn not_http(head: &[u8]) -> bool {
+    let method = head.split(|b| *b == b' ').next().unwrap_or(&[]);
+    method.len() > 16 || method.iter().any(|b| !b.is_ascii_uppercase())
+}
+
 pub fn serve(core: Rc<Core>, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     let listener = stratos_common::rpc::listen_exclusive(addr).map_err(|e| anyhow::anyhow!("binding the OM HTTP address {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -22,7 +29,7 @@ pub fn serve(core: Rc<Core>, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
             glommio::spawn_local(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < REQUEST_HEAD_BYTES_MAX {
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < REQUEST_HEAD_BYTES_MAX && !not_http(&head) {
                     match stream.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => head.extend_from_slice(&buf[..n]),
@@ -31,6 +38,9 @@ pub fn serve(core: Rc<Core>, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
                 let line = String::from_utf8_lossy(&head);
                 let path = line.split_whitespace().nth(1).unwrap_or("");
                 let (status, body) = match path {
+                    // Answered at once, not after the 8 KiB a request head may take: a Cap'n
+                    // Proto client given this port by mistake then fails at once and says so.
+                    _ if not_http(&head) => ("400 Bad Request", "not an HTTP request (the OM's RPC port is another: 9862 by default)\n".to_string()),
                     "/health" => ("200 OK", "ok\n".to_string()),
                     "/metrics" | "/prom" => ("200 OK", core.gather_metrics().await),
                     _ => ("404 Not Found", "try /health, /metrics or /prom\n".to_string()),

@@ -1,0 +1,55 @@
+//! Ctrl-C and SIGTERM during a transfer: noticed, so that a get removes its partial file and a
+//! put aborts its open key, instead of the process dying with debris left behind.
+//!
+//! [`install`] replaces the default action of SIGINT and SIGTERM with a handler that only
+//! records the signal (an atomic store, which is async-signal-safe). It is installed without
+//! `SA_RESTART`, so a read blocked on a silent pipe returns `EINTR` and the put sees the request
+//! at once. Transfers poll [`requested`] between chunks and race [`wait`] against their calls;
+//! the command then cleans up and the process exits with 128 + the signal's number, as a shell
+//! expects of a job stopped by a signal.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+use crate::Runtime;
+
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// How often [`wait`] looks at the flag.
+pub const POLL: Duration = Duration::from_millis(50);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    SIGNAL.store(sig, Ordering::SeqCst);
+}
+
+/// From now on SIGINT and SIGTERM are recorded instead of ending the process. For commands that
+/// clean up after themselves (`key put`, `key get`); the others keep the default action.
+pub fn install() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic; the struct is fully initialised.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            sa.sa_flags = 0;
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Whether SIGINT or SIGTERM arrived since [`install`].
+pub fn requested() -> bool {
+    SIGNAL.load(Ordering::SeqCst) != 0
+}
+
+/// The signal that arrived (SIGINT = 2, SIGTERM = 15), if any.
+pub fn signal() -> Option<i32> {
+    Some(SIGNAL.load(Ordering::SeqCst)).filter(|s| *s != 0)
+}
+
+/// Resolves once a signal arrived (polled every [`POLL`] on `runtime`'s clock).
+pub async fn wait(runtime: &dyn Runtime) {
+    while !requested() {
+        runtime.sleep(POLL).await;
+    }
+}

@@ -1,0 +1,447 @@
+//! `stratos sh` as a user drives it (issue 19): pipes, destinations that are not plain new files,
+//! Ctrl-C in the middle of a transfer, addresses that are wrong or never answer, a closed
+//! standard output, long listings, and an OM restarted on its port at once after a kill.
+//! Real processes on loopback: an SCM, one datanode (RATIS/ONE buckets), an OM with 1 MiB
+//! blocks, so that a few MiB span several blocks.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod support;
+use support::{BIN, Proc, s};
+
+struct Cluster {
+    dir: PathBuf,
+    _scm: Proc,
+    scm_addr: String,
+    datanode: Proc,
+    om: Proc,
+}
+
+impl Cluster {
+    fn start(dir: &Path) -> Cluster {
+        let scm = Proc::start(&["scm", "--data-dir", s(&dir.join("scm")), "--rpc-address", "127.0.0.1:0", "--dead-after-ms", "30000"]);
+        let scm_addr = scm.word_after("rpc");
+        let datanode = Proc::start(&["datanode", "--data-dir", s(&dir.join("dn0")), "--rpc-address", "127.0.0.1:0", "--scm", &scm_addr, "--heartbeat-ms", "200"]);
+        let om_dir = dir.join("om");
+        let mut args = vec!["om", "--data-dir", s(&om_dir), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--shards", "2", "--no-pin"];
+        args.extend(["--election-timeout-min-ms", "150", "--election-timeout-max-ms", "300", "--heartbeat-interval-ms", "50"]);
+        args.extend(["--scm-address", &scm_addr, "--scm-poll-ms", "300", "--block-bytes", "1048576"]);
+        let om = Proc::start(&args);
+        let c = Cluster { dir: dir.to_path_buf(), _scm: scm, scm_addr, datanode, om };
+        c.ok(&["volume", "create", "/vol"]);
+        c.ok(&["bucket", "create", "/vol/bkt", "-r", "ONE"]);
+        c
+    }
+
+    fn om(&self) -> String {
+        self.om.word_after("rpc")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("sh").args(["--om", &self.om(), "--user", "root"]).args(args);
+        c
+    }
+
+    fn sh(&self, args: &[&str]) -> (bool, String, String) {
+        let out = self.cmd(args).output().expect("run stratos sh");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.sh(args);
+        assert!(ok, "stratos sh {args:?} failed: {err}");
+        out
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(args)).expect("JSON")
+    }
+
+    /// `key put` with `input` on its standard input.
+    fn put_stdin(&self, key: &str, file_arg: &str, input: &[u8]) -> (bool, String) {
+        let mut child = self.cmd(&["key", "put", key, file_arg]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let data = input.to_vec();
+        let writer = std::thread::spawn(move || stdin.write_all(&data));
+        let out = child.wait_with_output().expect("wait");
+        writer.join().expect("writer").expect("write to the put's stdin");
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    fn cat(&self, key: &str) -> Vec<u8> {
+        let out = self.cmd(&["key", "cat", key]).output().expect("cat");
+        assert!(out.status.success(), "cat {key}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    }
+
+    /// Waits until a put has opened its key.
+    fn wait_open_key(&self) {
+        let start = Instant::now();
+        while self.open_keys() == 0 {
+            assert!(start.elapsed() < Duration::from_secs(10), "the put never opened its key");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn open_keys(&self) -> u64 {
+        self.json(&["bucket", "info", "/vol/bkt"])["openKeys"].as_u64().expect("openKeys")
+    }
+}
+
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a process this test started.
+    unsafe { libc::kill(pid as libc::pid_t, sig) };
+}
+
+/// Waits for `child` at most `limit`; its exit code (128 + signal for a signal's death).
+fn wait_within(child: &mut std::process::Child, limit: Duration) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            use std::os::unix::process::ExitStatusExt;
+            return status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        }
+        assert!(start.elapsed() < limit, "still running after {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_pipe_uploads_every_byte_and_dash_means_stdin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Cluster::start(dir.path());
+    // 2.5 blocks from a pipe, as `-` and as /dev/stdin: every byte arrives, in three blocks.
+    let data = bytes(5 << 19, 7);
+    for (key, arg) in [("/vol/bkt/dash", "-"), ("/vol/bkt/devstdin", "/dev/stdin")] {
+        let (ok, err) = c.put_stdin(key, arg, &data);
+        assert!(ok, "put {key} from a pipe: {err}");
+        let info = c.json(&["key", "info", key]);
+        assert_eq!(info["dataSize"].as_u64(), Some(data.len() as u64), "{key}: {info}");
+        assert_eq!(info["blocks"].as_array().expect("blocks").len(), 3, "{key}: 1 MiB blocks");
+        assert!(c.cat(key) == data, "{key}: the bytes read back differ");
+    }
+    // An empty pipe is an empty key, and a small one is not (the defect stored 0 bytes).
+    let (ok, err) = c.put_stdin("/vol/bkt/empty", "-", b"");
+    assert!(ok, "{err}");
+    assert_eq!(c.json(&["key", "info", "/vol/bkt/empty"])["dataSize"], 0);
+    let (ok, err) = c.put_stdin("/vol/bkt/hello", "-", b"hello\n");
+    assert!(ok, "{err}");
+    assert_eq!(c.cat("/vol/bkt/hello"), b"hello\n");
+    // A FIFO (what `<(…)` gives) is a stream too.
+    let fifo = c.dir.join("fifo");
+    let path = std::ffi::CString::new(s(&fifo)).expect("path");
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let feeder = {
+        let (fifo, data) = (fifo.clone(), data.clone());
+        std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo).and_then(|mut f| f.write_all(&data)))
+    };
+    c.ok(&["key", "put", "/vol/bkt/fifo", s(&fifo)]);
+    feeder.join().expect("feeder").expect("write the FIFO");
+    assert!(c.cat("/vol/bkt/fifo") == data);
+    assert_eq!(c.open_keys(), 0, "every put committed its open key");
+}
+
+#[test]
+fn key_get_keeps_what_is_at_the_destination() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Cluster::start(dir.path());
+    let data = bytes(300_000, 3);
+    let src = c.dir.join("src");
+    std::fs::write(&src, &data).expect("write");
+    c.ok(&["key", "put", "/vol/bkt/k", s(&src)]);
+
+    // An existing file is kept unless --force.
+    let out = c.dir.join("out");
+    std::fs::write(&out, b"mine").expect("write");
+    let (ok, _, err) = c.sh(&["key", "get", "/vol/bkt/k", s(&out)]);
+    assert!(!ok && err.contains("exists; use --force"), "{err}");
+    assert_eq!(std::fs::read(&out).expect("read"), b"mine");
+    c.ok(&["key", "get", "/vol/bkt/k", s(&out), "--force"]);
+    assert!(std::fs::read(&out).expect("read") == data);
+
+    // Through a symbolic link with --force: the file it names gets the bytes; the link stays.
+    let target = c.dir.join("target");
+    std::fs::write(&target, b"old").expect("write");
+    let link = c.dir.join("link");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    c.ok(&["key", "get", "/vol/bkt/k", s(&link), "--force"]);
+    assert!(std::fs::symlink_metadata(&link).expect("lstat").file_type().is_symlink(), "the link is still a link");
+    assert!(std::fs::read(&target).expect("read") == data);
+
+    // A device is written into, never replaced by a file (the defect turned /dev/null-like
+    // nodes into regular files).
+    c.ok(&["key", "get", "/vol/bkt/k", "/dev/null"]);
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata("/dev/null").expect("stat").file_type().is_char_device());
+
+    // A FIFO is written into; its reader gets the bytes.
+    let fifo = c.dir.join("fifo");
+    let path = std::ffi::CString::new(s(&fifo)).expect("path");
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            std::fs::File::open(fifo).and_then(|mut f| f.read_to_end(&mut v)).map(|_| v)
+        })
+    };
+    c.ok(&["key", "get", "/vol/bkt/k", s(&fifo)]);
+    assert!(reader.join().expect("reader").expect("read the FIFO") == data);
+    assert!(std::fs::metadata(&fifo).expect("stat").file_type().is_fifo());
+
+    // `-` is standard output; a directory gets the key's name in it.
+    let (ok, _, err) = c.sh(&["key", "get", "/vol/bkt/k", "-"]);
+    assert!(ok, "{err}");
+    let out = c.cmd(&["key", "get", "/vol/bkt/k", "-"]).output().expect("get -");
+    assert!(out.stdout == data);
+    let sub = c.dir.join("sub");
+    std::fs::create_dir(&sub).expect("mkdir");
+    c.ok(&["key", "get", "/vol/bkt/k", s(&sub)]);
+    assert!(std::fs::read(sub.join("k")).expect("read") == data);
+    // Nothing half-written is left behind.
+    let debris: Vec<_> = std::fs::read_dir(&c.dir).expect("ls").flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".stratos-part")).collect();
+    assert!(debris.is_empty(), "{debris:?}");
+}
+
+#[test]
+fn ctrl_c_removes_a_partial_get_and_aborts_an_open_put() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Cluster::start(dir.path());
+    let src = c.dir.join("src");
+    std::fs::write(&src, bytes(3 << 20, 5)).expect("write");
+    c.ok(&["key", "put", "/vol/bkt/k", s(&src)]);
+
+    // A frozen datanode holds the transfer in the middle; then Ctrl-C.
+    let dn = c.datanode.child.id();
+    signal(dn, libc::SIGSTOP);
+    let out = c.dir.join("got");
+    let part = c.dir.join(".got.stratos-part");
+    let mut get = c.cmd(&["key", "get", "/vol/bkt/k", s(&out)]).stderr(Stdio::piped()).spawn().expect("get");
+    let start = Instant::now();
+    while !part.exists() {
+        assert!(start.elapsed() < Duration::from_secs(10), "the get never started writing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    signal(get.id(), libc::SIGINT);
+    assert_eq!(wait_within(&mut get, Duration::from_secs(5)), 130, "128 + SIGINT");
+    assert!(!part.exists() && !out.exists(), "an interrupted get leaves nothing behind");
+
+    // A put stuck on the frozen datanode: Ctrl-C aborts its open key at once.
+    let mut put = c.cmd(&["key", "put", "/vol/bkt/new", s(&src)]).stderr(Stdio::piped()).spawn().expect("put");
+    c.wait_open_key();
+    signal(put.id(), libc::SIGINT);
+    assert_eq!(wait_within(&mut put, Duration::from_secs(5)), 130);
+    let mut err = String::new();
+    put.stderr.take().expect("stderr").read_to_string(&mut err).expect("stderr");
+    assert!(err.contains("aborted"), "{err}");
+    assert_eq!(c.open_keys(), 0, "the open key was aborted, not left to expire");
+    assert!(!c.sh(&["key", "info", "/vol/bkt/new"]).0, "nothing was committed");
+
+    // A put from a pipe whose writer stops with it (Ctrl-C reaches the whole pipeline, so the
+    // input ends) must not commit the cut data.
+    signal(dn, libc::SIGCONT);
+    let mut put = c.cmd(&["key", "put", "/vol/bkt/piped", "-"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("put");
+    let mut stdin = put.stdin.take().expect("stdin");
+    stdin.write_all(&bytes(100_000, 9)).expect("write");
+    c.wait_open_key();
+    signal(put.id(), libc::SIGINT);
+    drop(stdin);
+    assert_eq!(wait_within(&mut put, Duration::from_secs(5)), 130);
+    assert!(!c.sh(&["key", "info", "/vol/bkt/piped"]).0, "an interrupted pipe commits nothing");
+    assert_eq!(c.open_keys(), 0);
+}
+
+#[test]
+fn wrong_and_silent_addresses_fail_with_a_deadline_and_say_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Cluster::start(dir.path());
+    let run = |om: &str, extra: &[&str]| {
+        let start = Instant::now();
+        let out = Command::new(BIN).args(["sh", "--om", om]).args(extra).args(["volume", "list"]).output().expect("run");
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned(), start.elapsed())
+    };
+    // The OM's HTTP port, and the SCM's Cap'n Proto port.
+    let http = c.om.word_after("http");
+    for wrong in [http.as_str(), c.scm_addr.as_str()] {
+        let (ok, err, took) = run(wrong, &[]);
+        assert!(!ok && err.contains("does not speak the Stratos OM protocol"), "{wrong}: {err}");
+        assert!(took < Duration::from_secs(10), "{wrong}: a wrong port fails at once, took {took:?}");
+    }
+    // A listener that accepts and never answers: the call gives up at its deadline.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_addr = silent.local_addr().expect("addr").to_string();
+    let held = std::thread::spawn(move || silent.incoming().take(8).flatten().collect::<Vec<_>>());
+    let (ok, err, took) = run(&silent_addr, &["--timeout", "3"]);
+    assert!(!ok && err.contains("did not answer"), "{err}");
+    assert!(took < Duration::from_secs(8), "--timeout 3 took {took:?}");
+    // With a healthy node beside it, the silent one is failed over like a dead one.
+    let both = format!("{silent_addr},{}", c.om());
+    for _ in 0..2 {
+        let (ok, err, took) = run(&both, &[]);
+        assert!(ok, "{err}");
+        assert!(took < Duration::from_secs(25), "failover took {took:?}");
+    }
+    drop(held);
+}
+
+#[test]
+fn a_closed_stdout_is_a_normal_end_and_long_listings_say_they_are_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Cluster::start(dir.path());
+    let src = c.dir.join("src");
+    std::fs::write(&src, bytes(3 << 20, 1)).expect("write");
+    for k in ["a", "b", "c"] {
+        c.ok(&["key", "put", &format!("/vol/bkt/{k}"), s(&src)]);
+    }
+    // `| head -c 1`: the reader goes away; the command ends quietly, status 0.
+    for args in [&["key", "list", "/vol/bkt"][..], &["key", "cat", "/vol/bkt/a"][..], &["key", "list", "/vol/bkt", "--all"][..]] {
+        let mut child = c.cmd(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let mut first = [0u8; 1];
+        child.stdout.as_mut().expect("stdout").read_exact(&mut first).expect("a first byte");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && !err.contains("panicked"), "{args:?}: {:?} {err}", out.status);
+    }
+    // A listing cut at --limit says so, and --all pages through everything.
+    let (ok, out, err) = c.sh(&["key", "ls", "/vol/bkt", "--limit", "2"]);
+    assert!(ok && err.contains("more follow") && err.contains("--start \"b\""), "{err}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).expect("JSON").as_array().expect("array").len(), 2);
+    let (ok, out, err) = c.sh(&["key", "list", "/vol/bkt", "--limit", "3"]);
+    assert!(ok && !err.contains("more follow"), "{err}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).expect("JSON").as_array().expect("array").len(), 3);
+    let all: serde_json::Value = serde_json::from_str(&c.ok(&["key", "list", "/vol/bkt", "--all"])).expect("--all prints one JSON array");
+    let names: Vec<&str> = all.as_array().expect("array").iter().map(|k| k["name"].as_str().expect("name")).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+}
+
+#[test]
+fn ozone_s_forms_are_accepted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Cluster::start(dir.path());
+    let src = c.dir.join("src");
+    std::fs::write(&src, b"x").expect("write");
+    let host = c.om();
+    let port = host.rsplit(':').next().expect("port");
+    // o3:// with a port, trailing slashes, `ls`, -r/-t, --layout, --space-quota.
+    c.ok(&["bucket", "create", &format!("o3://127.0.0.1:{port}/vol/bk2/"), "-t", "RATIS", "-r", "ONE", "--layout", "OBJECT_STORE", "--space-quota", "1GB"]);
+    let b = c.json(&["bucket", "info", "/vol/bk2/"]);
+    assert_eq!((b["replication"].as_str(), b["quotaInBytes"].as_u64()), (Some("RATIS/ONE"), Some(1 << 30)), "{b}");
+    assert!(b["creationTimeIso"].as_str().is_some_and(|t| t.ends_with('Z')), "{b}");
+    let (ok, _, err) = c.sh(&["bucket", "create", "/vol/bk3", "--layout", "FILE_SYSTEM_OPTIMIZED"]);
+    assert!(!ok && err.contains("OBJECT_STORE"), "{err}");
+    let (ok, _, err) = c.sh(&["bucket", "create", "/vol/bk3", "-t", "EC"]);
+    assert!(!ok && err.contains("RATIS is the only one"), "{err}");
+    c.ok(&["key", "put", "/vol/bk2/from", s(&src), "-r", "ONE", "-t", "RATIS"]);
+    // Ozone's `key rename /vol/bucket FROM TO`, and ours.
+    c.ok(&["key", "rename", "/vol/bk2", "from", "mid"]);
+    c.ok(&["key", "rename", "/vol/bk2/mid", "to"]);
+    let keys = c.json(&["key", "ls", "/vol/bk2"]);
+    assert_eq!(keys.as_array().expect("array").iter().map(|k| k["name"].as_str().expect("name")).collect::<Vec<_>>(), ["to"]);
+    assert_eq!(c.json(&["volume", "ls"]).as_array().expect("array").len(), 1);
+}
+
+#[test]
+fn a_killed_om_restarts_on_its_port_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let rpc = format!("127.0.0.1:{port}");
+    let om_dir = dir.path().join("om");
+    let args = ["om", "--data-dir", s(&om_dir), "--rpc-address", &rpc, "--http-address", "127.0.0.1:0", "--shards", "2", "--no-pin", "--election-timeout-min-ms", "150", "--election-timeout-max-ms", "300", "--heartbeat-interval-ms", "50"];
+    let mut om = Proc::start(&args);
+    // Connections to the shared client port that the OM's kill closes first: its side of each
+    // then sits in TIME_WAIT, which held the port for about 60 s before.
+    let mut held: Vec<std::net::TcpStream> = (0..8).map(|_| std::net::TcpStream::connect(&rpc).expect("connect")).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    om.kill9();
+    for c in &mut held {
+        let _ = c.read(&mut [0u8; 16]);
+    }
+    drop(held);
+    let start = Instant::now();
+    let again = Proc::start(&args);
+    assert!(start.elapsed() < Duration::from_secs(20), "restart took {:?}", start.elapsed());
+    let out = Command::new(BIN).args(["sh", "--om", &again.word_after("rpc"), "--user", "root", "volume", "create", "/back"]).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The pids of `pid`'s children.
+fn children_of(pid: u32) -> Vec<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    text.split_whitespace().filter_map(|p| p.parse().ok()).collect()
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie (dead, not yet reaped by its new parent) counts as gone.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+}
+
+#[test]
+fn dev_reports_a_dead_child_and_takes_its_children_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A --base-port whose shifted OM ports (RPC, SCM, Raft, HTTP: 9862..9874 + N) are free now.
+    let base = loop {
+        let p = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let n = i32::from(p) - 9862;
+        if p < 60_000 && (0..=12).all(|k| std::net::TcpListener::bind(("127.0.0.1", p + k)).is_ok()) {
+            break n;
+        }
+    };
+    let mut dev = Command::new(BIN)
+        .args(["dev", "--datanodes", "1", "--data-dir", s(dir.path()), "--base-port", &base.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dev");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(dev.stdout.take().expect("stdout")), &mut line).expect("ready");
+    assert!(line.contains("ready"), "{line}");
+    let stderr = dev.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let kids = children_of(dev.id());
+    assert_eq!(kids.len(), 2, "an SCM and a datanode: {kids:?}");
+    // A child that dies is reported, with how to start it again.
+    let datanode = *kids.iter().max().expect("the datanode starts after the SCM");
+    signal(datanode, libc::SIGKILL);
+    let start = Instant::now();
+    let report = loop {
+        let l = rx.recv_timeout(Duration::from_secs(5)).expect("a line about the dead datanode within 5 s");
+        if l.contains("exited") {
+            break l;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5));
+    };
+    assert!(report.contains("datanode 0") && report.contains("datanode --data-dir"), "{report}");
+    // `dev` killed with -9: its other children stop too, freeing their ports.
+    signal(dev.id(), libc::SIGKILL);
+    let _ = dev.wait();
+    let start = Instant::now();
+    while kids.iter().any(|k| alive(*k)) {
+        assert!(start.elapsed() < Duration::from_secs(10), "children outlived dev: {kids:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
