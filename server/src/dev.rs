@@ -32,17 +32,62 @@ pub struct DevArgs {
 }
 
 /// Child processes of `stratos dev`, stopped (SIGTERM, then waited for) when dropped.
-struct Children(Vec<(String, std::process::Child)>);
+///
+/// Tied to this process's life: each child asks the kernel for SIGTERM when `stratos dev`
+/// dies (`PR_SET_PDEATHSIG`), so a `kill -9` of `dev` no longer leaves the SCM and datanodes
+/// holding their ports. A child that exits while `dev` runs is reported on stderr at once
+/// (by [`Children::watch`]), with the command that starts it again.
+#[derive(Default)]
+struct Children {
+    list: std::sync::Arc<std::sync::Mutex<Vec<Child>>>,
+    /// Set when `dev` stops its children: their exits are not news then.
+    stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct Child {
+    name: String,
+    process: std::process::Child,
+    args: Vec<String>,
+    gone: bool,
+}
+
+impl Children {
+    /// Reports every child that exits, every half second, until `dev` stops them.
+    fn watch(&self) {
+        let (list, stopping) = (self.list.clone(), self.stopping.clone());
+        std::thread::spawn(move || {
+            while !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                for c in list.lock().unwrap_or_else(|p| p.into_inner()).iter_mut().filter(|c| !c.gone) {
+                    if let Ok(Some(status)) = c.process.try_wait() {
+                        c.gone = true;
+                        let exe = std::env::current_exe().map_or("stratos".into(), |e| e.display().to_string());
+                        eprintln!(
+                            "stratos dev: {} (pid {}) exited: {status}; the cluster runs without it. To start it again, in another shell: {exe} {}",
+                            c.name,
+                            c.process.id(),
+                            c.args.join(" ")
+                        );
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        });
+    }
+}
 
 impl Drop for Children {
     fn drop(&mut self) {
-        for (_, c) in &self.0 {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut children = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        // Not those already reaped (`gone`): their pids may belong to someone else by now.
+        children.retain(|c| !c.gone);
+        for c in children.iter() {
             // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            unsafe { libc::kill(c.process.id() as libc::pid_t, libc::SIGTERM) };
         }
-        for (name, c) in &mut self.0 {
-            if let Err(e) = c.wait() {
-                eprintln!("stratos dev: waiting for {name}: {e}");
+        for c in children.iter_mut() {
+            if let Err(e) = c.process.wait() {
+                eprintln!("stratos dev: waiting for {}: {e}", c.name);
             }
         }
     }
@@ -58,10 +103,28 @@ type ChildLines = std::io::Lines<std::io::BufReader<std::process::ChildStdout>>;
 
 fn spawn_child(children: &mut Children, name: &str, args: &[String]) -> anyhow::Result<ChildLines> {
     use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("finding the stratos binary")?;
-    let mut child = std::process::Command::new(exe).args(args).stdout(std::process::Stdio::piped()).spawn().with_context(|| format!("starting {name}"))?;
+    // SAFETY: getpid is async-signal-safe.
+    let parent = unsafe { libc::getpid() };
+    let mut command = std::process::Command::new(exe);
+    command.args(args).stdout(std::process::Stdio::piped());
+    // SAFETY: between fork and exec only async-signal-safe calls (prctl, getppid, _exit).
+    unsafe {
+        command.pre_exec(move || {
+            // SIGTERM when `dev` dies, however it dies; the child stops cleanly on it. (The
+            // signal follows the thread that forked: children are started from the main thread,
+            // which lives as long as `dev`.)
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            if libc::getppid() != parent {
+                libc::_exit(1); // `dev` died before the prctl took effect
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().with_context(|| format!("starting {name}"))?;
     let stdout = child.stdout.take().context("child stdout")?;
-    children.0.push((name.to_string(), child));
+    children.list.lock().unwrap_or_else(|p| p.into_inner()).push(Child { name: name.to_string(), process: child, args: args.to_vec(), gone: false });
     Ok(std::io::BufReader::new(stdout).lines())
 }
 
@@ -112,7 +175,7 @@ pub fn dev(a: DevArgs) -> anyhow::Result<()> {
     c.election_timeout_min_ms = 150;
     c.election_timeout_max_ms = 300;
     c.heartbeat_interval_ms = 50;
-    let mut children = Children(Vec::new());
+    let mut children = Children::default();
     let mut data = String::from("metadata only");
     if a.datanodes > 0 {
         let scm_addr = format!("127.0.0.1:{}", shifted(9863, a.base_port)?);
@@ -134,6 +197,7 @@ pub fn dev(a: DevArgs) -> anyhow::Result<()> {
     if a.om_nodes > 1 {
         return dev_cluster(&a, &dir, &c, children, &data);
     }
+    children.watch();
     stratos_om::node::run(&c, |r| {
         println!(
             "stratos dev ready: om {} (http {}), {} shards on {} cores, {data}, data in {} — try: STRATOS_OM={} stratos sh volume create /vol1",
@@ -185,6 +249,7 @@ fn dev_cluster(a: &DevArgs, dir: &std::path::Path, c: &OmConfig, mut children: C
         let line = await_ready(&format!("om {i}"), lines)?;
         rpcs.push(field(&line, "rpc").unwrap_or("?").to_string());
     }
+    children.watch();
     let om = rpcs.join(",");
     println!("stratos dev ready: {} OM nodes {om}, {data}, data in {} — try: STRATOS_OM={om} stratos sh volume create /vol1", a.om_nodes, dir.display());
     stratos_common::process::install_signal_handlers();
