@@ -310,6 +310,15 @@ pub struct Advice {
 /// glommio locks this many times an executor's `io_memory` (see FINDINGS: memlock).
 const IO_MEMORY_LOCK_FACTOR: u64 = 3;
 
+/// The OM's default election timeouts (`stratos_om::config` takes them from here, so that
+/// advice and defaults cannot drift apart; they did: advice said 1000/2000 while the OM ran
+/// 300/600). Why these values: see the OM's config.
+pub const ELECTION_TIMEOUT_MIN_MS_DEFAULT: u64 = 300;
+pub const ELECTION_TIMEOUT_MAX_MS_DEFAULT: u64 = 600;
+/// An election timeout should outlast the slowest durable write by this factor: a leader
+/// stalled in one fdatasync must not look dead to its followers.
+const ELECTION_OVER_FDATASYNC_P99: u64 = 10;
+
 /// Recommended `stratos om` settings for the probed host, each with its reason, plus warnings
 /// (conditions under which Stratos cannot keep its promises, or will run badly).
 pub fn recommend(p: &Probe) -> (Vec<Advice>, Vec<String>) {
@@ -363,12 +372,20 @@ pub fn recommend(p: &Probe) -> (Vec<Advice>, Vec<String>) {
     }
     advice.push(Advice { key: "wal_spare_segment", value: "true".into(), why: "segment rollover renames a ready spare instead of zero-filling 64 MiB on the flush path".into() });
     if let Some(l) = &p.fdatasync {
-        let (min, max) = if l.p99 > 10_000 { (3000, 6000) } else { (1000, 2000) };
-        advice.push(Advice {
-            key: "election_timeout_min_ms",
-            value: min.to_string(),
-            why: format!("fdatasync p99 {} µs: elections must outlast the slowest durable write by far", l.p99),
-        });
+        // The defaults while fdatasync p99 is a tenth of the minimum or less; above, the minimum
+        // grows with the disk (rounded up to 100 ms), the maximum stays twice it.
+        let need_ms = (l.p99 * ELECTION_OVER_FDATASYNC_P99).div_ceil(1000).div_ceil(100) * 100;
+        let min = need_ms.max(ELECTION_TIMEOUT_MIN_MS_DEFAULT);
+        let max = if min == ELECTION_TIMEOUT_MIN_MS_DEFAULT { ELECTION_TIMEOUT_MAX_MS_DEFAULT } else { 2 * min };
+        let why = if min == ELECTION_TIMEOUT_MIN_MS_DEFAULT {
+            format!("the default: fdatasync p99 {} µs is far below it ({ELECTION_OVER_FDATASYNC_P99}× is {} ms)", l.p99, l.p99 * ELECTION_OVER_FDATASYNC_P99 / 1000)
+        } else {
+            format!(
+                "fdatasync p99 {} µs: an election must outlast the slowest durable write {ELECTION_OVER_FDATASYNC_P99}× over (the default {ELECTION_TIMEOUT_MIN_MS_DEFAULT} ms does not)",
+                l.p99
+            )
+        };
+        advice.push(Advice { key: "election_timeout_min_ms", value: min.to_string(), why });
         advice.push(Advice { key: "election_timeout_max_ms", value: max.to_string(), why: "twice the minimum: randomized elections rarely collide".into() });
         if l.p50 < 20 {
             warnings.push(format!("fdatasync p50 is {} µs: too fast for a real disk; this file system may not make writes durable (tmpfs, a cache that ignores flushes)", l.p50));
@@ -443,6 +460,18 @@ mod tests {
 
     fn value(a: &[Advice], key: &str) -> String {
         a.iter().find(|a| a.key == key).map(|a| a.value.clone()).unwrap_or_else(|| panic!("no {key}"))
+    }
+
+    #[test]
+    fn election_advice_is_the_default_unless_the_disk_is_slow() {
+        let (a, _) = recommend(&probe(2, vec![], None));
+        assert_eq!(value(&a, "election_timeout_min_ms"), ELECTION_TIMEOUT_MIN_MS_DEFAULT.to_string(), "p99 150 µs");
+        assert_eq!(value(&a, "election_timeout_max_ms"), ELECTION_TIMEOUT_MAX_MS_DEFAULT.to_string());
+        let mut slow = probe(2, vec![], None);
+        slow.fdatasync = Some(LatencyUs { count: 10, p50: 20_000, p90: 40_000, p99: 75_000, p999: 90_000, max: 99_000 });
+        let (a, _) = recommend(&slow);
+        assert_eq!(value(&a, "election_timeout_min_ms"), "800", "10 × 75 ms, rounded up to 100 ms");
+        assert_eq!(value(&a, "election_timeout_max_ms"), "1600");
     }
 
     #[test]

@@ -121,8 +121,8 @@ impl Default for OmConfig {
             // with these (etcd's default election timeout is 1 s). bench/failover.sh, 20 kills:
             // p50 1.1 s, p99 1.7 s; with 500-1000/150, p50 1.8 s, p99 2.9 s (README "High
             // availability"). Lower risks needless elections when a host stalls.
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
+            election_timeout_min_ms: stratos_tuning::ELECTION_TIMEOUT_MIN_MS_DEFAULT,
+            election_timeout_max_ms: stratos_tuning::ELECTION_TIMEOUT_MAX_MS_DEFAULT,
             heartbeat_interval_ms: 100,
             snapshot_after_entries: 100_000,
             snapshot_after_bytes: 256 << 20,
