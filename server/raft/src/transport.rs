@@ -225,12 +225,18 @@ struct Link {
     /// per attempt: a peer that is down is dialed every 50 ms).
     failing_since: Cell<Option<std::time::Instant>>,
     failures: Cell<u64>,
+    /// Whether the current run of failures was logged (after [`LINK_FAILURE_QUIET`]).
+    reported: Cell<bool>,
     queue: RefCell<VecDeque<Pending>>,
     wake: Event,
     conn: RefCell<Option<Rc<Conn>>>,
     in_flight: Cell<usize>,
     closed: Cell<bool>,
 }
+
+/// How long a link may fail before it is logged (peers starting together refuse each other
+/// for about a second).
+pub const LINK_FAILURE_QUIET: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Link {
     fn start(t: &Transport, target: u64, lane: Lane, addr: &str) -> Rc<Link> {
@@ -245,6 +251,7 @@ impl Link {
             core: t.core,
             failing_since: Cell::new(None),
             failures: Cell::new(0),
+            reported: Cell::new(false),
             queue: RefCell::default(),
             wake: Event::default(),
             conn: RefCell::new(None),
@@ -255,27 +262,31 @@ impl Link {
         link
     }
 
+    /// "om node N core C: LANE link to node T at ADDR", for log lines.
+    fn describe(&self) -> String {
+        format!("om node {} core {}: {} link to node {} at {}", self.me, self.core, self.lane.name(), self.target, self.addr)
+    }
+
+    /// A link fails while its peer starts (three nodes started together refuse each other for
+    /// a moment: 14 lines at every normal 3-node start before). So a run of failures is logged
+    /// once, and only when it lasts [`LINK_FAILURE_QUIET`]: then it is news.
     fn note_failure(&self, why: &str) {
-        if self.failing_since.get().is_none() {
-            self.failing_since.set(Some(std::time::Instant::now()));
-            eprintln!("om core {}: {} link to node {} at {} fails: {why}", self.core, self.lane.name(), self.target, self.addr);
-        }
+        let since = *self.failing_since.get().get_or_insert_with(std::time::Instant::now);
+        self.failing_since.set(Some(since));
         self.failures.set(self.failures.get() + 1);
+        if !self.reported.get() && since.elapsed() >= LINK_FAILURE_QUIET {
+            self.reported.set(true);
+            eprintln!("{} has failed for {:.1?} ({} attempts): {why}", self.describe(), since.elapsed(), self.failures.get());
+        }
     }
 
     fn note_success(&self) {
-        if let Some(since) = self.failing_since.take() {
-            eprintln!(
-                "om core {}: {} link to node {} at {} works again after {:.1?} ({} failed attempts)",
-                self.core,
-                self.lane.name(),
-                self.target,
-                self.addr,
-                since.elapsed(),
-                self.failures.get()
-            );
-            self.failures.set(0);
+        if let Some(since) = self.failing_since.take()
+            && self.reported.replace(false)
+        {
+            eprintln!("{} works again after {:.1?} ({} failed attempts)", self.describe(), since.elapsed(), self.failures.get());
         }
+        self.failures.set(0);
     }
 
     fn fail_queued(&self, why: &str) {
