@@ -56,11 +56,11 @@ pub enum VolumeCmd {
         #[arg(long = "owner", short = 'u')]
         owner: Option<String>,
         /// Byte quota, e.g. 10GB (default unlimited).
-        #[arg(long, visible_alias = "space-quota")]
+        #[arg(long, visible_alias = "space-quota", allow_hyphen_values = true)]
         quota: Option<String>,
         /// Bucket count quota (default unlimited).
-        #[arg(long = "namespace-quota")]
-        namespace_quota: Option<u64>,
+        #[arg(long = "namespace-quota", allow_hyphen_values = true)]
+        namespace_quota: Option<String>,
     },
     Info { path: String },
     /// List volumes (all, or the user's with --owner).
@@ -77,12 +77,74 @@ pub enum VolumeCmd {
         path: String,
         #[arg(long = "owner", short = 'u')]
         owner: Option<String>,
-        #[arg(long, visible_alias = "space-quota")]
+        /// Byte quota, e.g. 10GB; -1 removes it (as `clrquota`).
+        #[arg(long, visible_alias = "space-quota", allow_hyphen_values = true)]
         quota: Option<String>,
-        #[arg(long = "namespace-quota")]
-        namespace_quota: Option<u64>,
+        /// Key (bucket) or bucket (volume) count quota; -1 removes it.
+        #[arg(long = "namespace-quota", allow_hyphen_values = true)]
+        namespace_quota: Option<String>,
+    },
+    /// Set quotas (Ozone's `volume setquota`): --space-quota, --namespace-quota.
+    Setquota {
+        path: String,
+        #[command(flatten)]
+        quota: QuotaArgs,
+    },
+    /// Remove quotas (Ozone's `volume clrquota`): --space-quota, --namespace-quota.
+    Clrquota {
+        path: String,
+        #[command(flatten)]
+        which: ClearQuota,
     },
     Delete { path: String },
+}
+
+/// New quotas (setquota).
+#[derive(Debug, Args)]
+pub struct QuotaArgs {
+    /// Byte quota, e.g. 10GB (replicated bytes, as Ozone counts); -1 removes it.
+    #[arg(long = "space-quota", visible_alias = "quota", allow_hyphen_values = true)]
+    pub space: Option<String>,
+    /// Key (bucket) or bucket (volume) count quota; -1 removes it.
+    #[arg(long = "namespace-quota", allow_hyphen_values = true)]
+    pub namespace: Option<String>,
+}
+
+/// Which quotas to remove (clrquota).
+#[derive(Debug, Args)]
+pub struct ClearQuota {
+    #[arg(long = "space-quota")]
+    pub space: bool,
+    #[arg(long = "namespace-quota")]
+    pub namespace: bool,
+}
+
+impl ClearQuota {
+    /// The wire values: unlimited (`u64::MAX`) for each quota named, 0 (unchanged) for the other.
+    fn wire(&self, what: &str) -> Result<(u64, u64), String> {
+        if !self.space && !self.namespace {
+            return Err(format!("{what} clrquota: give --space-quota, --namespace-quota or both"));
+        }
+        let w = |on: bool| if on { u64::MAX } else { 0 };
+        Ok((w(self.space), w(self.namespace)))
+    }
+}
+
+/// A quota flag on the wire. `create`: 0 is unlimited; on an update 0 is unchanged and
+/// `u64::MAX` removes the quota (om.capnp). `-1` (Ozone's "unlimited") removes it.
+fn wire_quota(v: Option<&str>, bytes: bool, create: bool) -> Result<u64, String> {
+    let Some(v) = v.map(str::trim) else { return Ok(0) };
+    if v == "-1" {
+        return Ok(if create { 0 } else { u64::MAX });
+    }
+    if bytes {
+        return parse_size(v);
+    }
+    match v.parse::<u64>() {
+        Ok(0) => Err("a namespace quota of 0 would refuse everything; -1 or `clrquota --namespace-quota` removes a quota".into()),
+        Ok(n) if n < u64::MAX => Ok(n),
+        _ => Err(format!("invalid namespace quota {v:?}: a count of at least 1, or -1 for none")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,10 +163,12 @@ pub enum BucketCmd {
         /// character). Ozone's FILE_SYSTEM_OPTIMIZED and LEGACY are not supported.
         #[arg(long)]
         layout: Option<String>,
-        #[arg(long, visible_alias = "space-quota")]
+        /// Byte quota, e.g. 10GB; -1 removes it (as `clrquota`).
+        #[arg(long, visible_alias = "space-quota", allow_hyphen_values = true)]
         quota: Option<String>,
-        #[arg(long = "namespace-quota")]
-        namespace_quota: Option<u64>,
+        /// Key (bucket) or bucket (volume) count quota; -1 removes it.
+        #[arg(long = "namespace-quota", allow_hyphen_values = true)]
+        namespace_quota: Option<String>,
         #[arg(long)]
         versioning: bool,
     },
@@ -120,15 +184,29 @@ pub enum BucketCmd {
         path: String,
         #[arg(long)]
         owner: Option<String>,
-        #[arg(long, visible_alias = "space-quota")]
+        /// Byte quota, e.g. 10GB; -1 removes it (as `clrquota`).
+        #[arg(long, visible_alias = "space-quota", allow_hyphen_values = true)]
         quota: Option<String>,
-        #[arg(long = "namespace-quota")]
-        namespace_quota: Option<u64>,
+        /// Key (bucket) or bucket (volume) count quota; -1 removes it.
+        #[arg(long = "namespace-quota", allow_hyphen_values = true)]
+        namespace_quota: Option<String>,
         /// true or false.
         #[arg(long)]
         versioning: Option<bool>,
         #[arg(long)]
         replication: Option<String>,
+    },
+    /// Set quotas (Ozone's `bucket setquota`): --space-quota, --namespace-quota.
+    Setquota {
+        path: String,
+        #[command(flatten)]
+        quota: QuotaArgs,
+    },
+    /// Remove quotas (Ozone's `bucket clrquota`): --space-quota, --namespace-quota.
+    Clrquota {
+        path: String,
+        #[command(flatten)]
+        which: ClearQuota,
     },
     Delete { path: String },
 }
@@ -300,11 +378,22 @@ pub fn om_address(args: &ShArgs, path: Option<&str>) -> String {
 fn first_path(c: &ShCommand) -> Option<&str> {
     match c {
         ShCommand::Volume(v) => match v {
-            VolumeCmd::Create { path, .. } | VolumeCmd::Info { path } | VolumeCmd::Update { path, .. } | VolumeCmd::Delete { path } => Some(path),
+            VolumeCmd::Create { path, .. }
+            | VolumeCmd::Info { path }
+            | VolumeCmd::Update { path, .. }
+            | VolumeCmd::Setquota { path, .. }
+            | VolumeCmd::Clrquota { path, .. }
+            | VolumeCmd::Delete { path } => Some(path),
             VolumeCmd::List { path, .. } => path.as_deref(),
         },
         ShCommand::Bucket(b) => match b {
-            BucketCmd::Create { path, .. } | BucketCmd::Info { path } | BucketCmd::List { path, .. } | BucketCmd::Update { path, .. } | BucketCmd::Delete { path } => Some(path),
+            BucketCmd::Create { path, .. }
+            | BucketCmd::Info { path }
+            | BucketCmd::List { path, .. }
+            | BucketCmd::Update { path, .. }
+            | BucketCmd::Setquota { path, .. }
+            | BucketCmd::Clrquota { path, .. }
+            | BucketCmd::Delete { path } => Some(path),
         },
         ShCommand::Key(k) => match k {
             KeyCmd::Put { path, .. }
@@ -486,14 +575,14 @@ async fn volume(c: &Client, user: &str, cmd: &VolumeCmd) -> Outcome {
     match cmd {
         VolumeCmd::Create { path, owner, quota, namespace_quota } => {
             let (_, p) = parts(path, 1, "/volume")?;
-            let quota = quota.as_deref().map(parse_size).transpose()?;
+            let (quota, namespace_quota) = (wire_quota(quota.as_deref(), true, true)?, wire_quota(namespace_quota.as_deref(), false, true)?);
             let owner = owner.clone().unwrap_or_else(|| user.to_string());
             c.submit(|op| {
                 let mut g = op.init_create_volume();
                 g.set_volume(p[0].as_str());
                 g.set_owner(owner.as_str());
-                g.set_quota_bytes(quota.unwrap_or(0));
-                g.set_quota_namespace(namespace_quota.unwrap_or(0));
+                g.set_quota_bytes(quota);
+                g.set_quota_namespace(namespace_quota);
             })
             .await
             .map_err(err)?;
@@ -522,17 +611,21 @@ async fn volume(c: &Client, user: &str, cmd: &VolumeCmd) -> Outcome {
                 .map_err(err)?;
             }
             if quota.is_some() || namespace_quota.is_some() {
-                let q = quota.as_deref().map(parse_size).transpose()?;
-                c.submit(|op| {
-                    let mut g = op.init_set_volume_quota();
-                    g.set_volume(p[0].as_str());
-                    g.set_quota_bytes(q.unwrap_or(0));
-                    g.set_quota_namespace(namespace_quota.unwrap_or(0));
-                })
-                .await
-                .map_err(err)?;
+                let wire = (wire_quota(quota.as_deref(), true, false)?, wire_quota(namespace_quota.as_deref(), false, false)?);
+                set_volume_quota(c, &p[0], wire).await?;
             }
             Ok(None)
+        }
+        VolumeCmd::Setquota { path, quota } => {
+            let (_, p) = parts(path, 1, "/volume")?;
+            if quota.space.is_none() && quota.namespace.is_none() {
+                return Err("volume setquota: give --space-quota, --namespace-quota or both".into());
+            }
+            set_volume_quota(c, &p[0], (wire_quota(quota.space.as_deref(), true, false)?, wire_quota(quota.namespace.as_deref(), false, false)?)).await
+        }
+        VolumeCmd::Clrquota { path, which } => {
+            let (_, p) = parts(path, 1, "/volume")?;
+            set_volume_quota(c, &p[0], which.wire("volume")?).await
         }
         VolumeCmd::Delete { path } => {
             let (_, p) = parts(path, 1, "/volume")?;
@@ -540,6 +633,45 @@ async fn volume(c: &Client, user: &str, cmd: &VolumeCmd) -> Outcome {
             Ok(None)
         }
     }
+}
+
+/// `setVolumeQuota` with wire values (0 unchanged, `u64::MAX` none).
+async fn set_volume_quota(c: &Client, volume: &str, (bytes, namespace): (u64, u64)) -> Outcome {
+    c.submit(|op| {
+        let mut g = op.init_set_volume_quota();
+        g.set_volume(volume);
+        g.set_quota_bytes(bytes);
+        g.set_quota_namespace(namespace);
+    })
+    .await
+    .map_err(err)?;
+    Ok(None)
+}
+
+/// `setBucketProperty`: what is `None` (and a 0 quota) stays as it is.
+async fn set_bucket_property(
+    c: &Client, p: &[String], owner: Option<&str>, versioning: Option<bool>, replication: Option<om_capnp::Replication>, (bytes, namespace): (u64, u64),
+) -> Outcome {
+    c.submit(|op| {
+        let mut g = op.init_set_bucket_property();
+        g.set_volume(p[0].as_str());
+        g.set_bucket(p[1].as_str());
+        g.set_owner(owner.unwrap_or(""));
+        g.set_versioning(match versioning {
+            None => om_capnp::Tristate::Unchanged,
+            Some(false) => om_capnp::Tristate::No,
+            Some(true) => om_capnp::Tristate::Yes,
+        });
+        match replication {
+            Some(r) => g.reborrow().init_replication().set_some(r),
+            None => g.reborrow().init_replication().set_none(()),
+        }
+        g.set_quota_bytes(bytes);
+        g.set_quota_namespace(namespace);
+    })
+    .await
+    .map_err(err)?;
+    Ok(None)
 }
 
 async fn bucket(c: &Client, cmd: &BucketCmd) -> Outcome {
@@ -552,15 +684,15 @@ async fn bucket(c: &Client, cmd: &BucketCmd) -> Outcome {
             {
                 return Err(format!("bucket layout {l}: not supported; Stratos buckets are OBJECT_STORE (flat key names)"));
             }
-            let q = quota.as_deref().map(parse_size).transpose()?;
+            let (q, nq) = (wire_quota(quota.as_deref(), true, true)?, wire_quota(namespace_quota.as_deref(), false, true)?);
             c.submit(|op| {
                 let mut g = op.init_create_bucket();
                 g.set_volume(p[0].as_str());
                 g.set_bucket(p[1].as_str());
                 g.set_replication(r);
                 g.set_versioning(*versioning);
-                g.set_quota_bytes(q.unwrap_or(0));
-                g.set_quota_namespace(namespace_quota.unwrap_or(0));
+                g.set_quota_bytes(q);
+                g.set_quota_namespace(nq);
             })
             .await
             .map_err(err)?;
@@ -576,31 +708,24 @@ async fn bucket(c: &Client, cmd: &BucketCmd) -> Outcome {
         }
         BucketCmd::Update { path, owner, quota, namespace_quota, versioning, replication } => {
             let (_, p) = parts(path, 2, "/volume/bucket")?;
-            let q = quota.as_deref().map(parse_size).transpose()?;
+            let quotas = (wire_quota(quota.as_deref(), true, false)?, wire_quota(namespace_quota.as_deref(), false, false)?);
             let r = replication.as_deref().map(parse_replication).transpose()?;
-            if owner.is_none() && q.is_none() && namespace_quota.is_none() && versioning.is_none() && r.is_none() {
+            if owner.is_none() && quota.is_none() && namespace_quota.is_none() && versioning.is_none() && r.is_none() {
                 return Err("bucket update: give --owner, --quota, --namespace-quota, --versioning or --replication".into());
             }
-            c.submit(|op| {
-                let mut g = op.init_set_bucket_property();
-                g.set_volume(p[0].as_str());
-                g.set_bucket(p[1].as_str());
-                g.set_owner(owner.as_deref().unwrap_or(""));
-                g.set_versioning(match versioning {
-                    None => om_capnp::Tristate::Unchanged,
-                    Some(false) => om_capnp::Tristate::No,
-                    Some(true) => om_capnp::Tristate::Yes,
-                });
-                match r {
-                    Some(r) => g.reborrow().init_replication().set_some(r),
-                    None => g.reborrow().init_replication().set_none(()),
-                }
-                g.set_quota_bytes(q.unwrap_or(0));
-                g.set_quota_namespace(namespace_quota.unwrap_or(0));
-            })
-            .await
-            .map_err(err)?;
-            Ok(None)
+            set_bucket_property(c, &p, owner.as_deref(), *versioning, r, quotas).await
+        }
+        BucketCmd::Setquota { path, quota } => {
+            let (_, p) = parts(path, 2, "/volume/bucket")?;
+            if quota.space.is_none() && quota.namespace.is_none() {
+                return Err("bucket setquota: give --space-quota, --namespace-quota or both".into());
+            }
+            let quotas = (wire_quota(quota.space.as_deref(), true, false)?, wire_quota(quota.namespace.as_deref(), false, false)?);
+            set_bucket_property(c, &p, None, None, None, quotas).await
+        }
+        BucketCmd::Clrquota { path, which } => {
+            let (_, p) = parts(path, 2, "/volume/bucket")?;
+            set_bucket_property(c, &p, None, None, None, which.wire("bucket")?).await
         }
         BucketCmd::Delete { path } => {
             let (_, p) = parts(path, 2, "/volume/bucket")?;

@@ -358,6 +358,24 @@ fn ozone_s_forms_are_accepted() {
     let keys = c.json(&["key", "ls", "/vol/bk2"]);
     assert_eq!(keys.as_array().expect("array").iter().map(|k| k["name"].as_str().expect("name")).collect::<Vec<_>>(), ["to"]);
     assert_eq!(c.json(&["volume", "ls"]).as_array().expect("array").len(), 1);
+
+    // setquota / clrquota, and -1 on update, as Ozone users clear quotas; 0 is refused.
+    let quotas = |path: &str, what: &str| {
+        let v = c.json(&[what, "info", path]);
+        (v["quotaInBytes"].as_i64().expect("bytes"), v["quotaInNamespace"].as_i64().expect("namespace"))
+    };
+    c.ok(&["bucket", "setquota", "/vol/bk2", "--namespace-quota", "5"]);
+    assert_eq!(quotas("/vol/bk2", "bucket"), (1 << 30, 5));
+    c.ok(&["bucket", "clrquota", "/vol/bk2", "--space-quota"]);
+    assert_eq!(quotas("/vol/bk2", "bucket"), (-1, 5));
+    c.ok(&["bucket", "update", "/vol/bk2", "--namespace-quota", "-1"]);
+    assert_eq!(quotas("/vol/bk2", "bucket"), (-1, -1));
+    let (ok, _, err) = c.sh(&["bucket", "setquota", "/vol/bk2", "--namespace-quota", "0"]);
+    assert!(!ok && err.contains("would refuse everything"), "{err}");
+    c.ok(&["volume", "setquota", "/vol", "--space-quota", "2GB", "--namespace-quota", "10"]);
+    assert_eq!(quotas("/vol", "volume"), (2 << 30, 10));
+    c.ok(&["volume", "clrquota", "/vol", "--space-quota", "--namespace-quota"]);
+    assert_eq!(quotas("/vol", "volume"), (-1, -1));
 }
 
 #[test]
