@@ -84,6 +84,17 @@ struct DatanodeRef {
 }
 
 # A quota of 0 in a request means "leave unchanged" (updates) or "unlimited" (creates).
+#
+# Ids, in VolumeInfo, BucketInfo, KeyInfo and the outcomes:
+# - objectId is unique across the cluster and never reused: the Raft group that created the
+#   object in the top 12 bits (0 = the meta group, s + 1 = key shard s; see GroupStatus) and
+#   that group's object sequence number (1, 2, 3 ... in log order) in the low 52 bits. Volumes
+#   and buckets have ids of group 0. A key's id is the openId of the open key it was committed
+#   from: each committed version of a key has its own id; a rename within a shard keeps it, a
+#   rename to another shard gives the key an id of that shard.
+# - updateId says where in its group's log the object last changed (log index * 256 + the
+#   command's place in that log entry): it grows with every change of one object in one
+#   group, and is not comparable across groups.
 struct VolumeInfo {
   name @0 :Text;
   owner @1 :Text;

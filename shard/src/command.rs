@@ -1,6 +1,7 @@
 //! Commands: what a Raft entry carries. Everything non-deterministic (time, the caller's
 //! identity, pre-allocated blocks, expiry) is decided by the leader *before* proposing and
-//! travels in the command (Ozone's preExecute rule); ids derive from the log index in `apply`.
+//! travels in the command (Ozone's preExecute rule); object ids come from the
+//! group's sequence in `apply`.
 
 use rkyv::{Archive, Deserialize, Serialize};
 

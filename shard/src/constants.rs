@@ -30,8 +30,27 @@ pub const SESSION_IDLE_MS_MAX: u64 = 10 * 60 * 1000;
 /// (`RenameIn`), so that a re-drive after a crash gets the same answer. A source shard re-drives
 /// an unfinished rename within seconds of electing a leader; a week covers any outage.
 pub const RENAME_IN_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
-/// Objects one command may create (object ids are `log_index << 8 | n`).
-pub const OBJECTS_PER_COMMAND_MAX: u64 = 256;
+/// Object ids are unique across the cluster: `group << 52 | seq`, the Raft group that created
+/// the object (0 the meta group, 1..=[`SHARDS_MAX`] the key shards) in the top
+/// [`GROUP_ID_BITS`] bits, and that group's object sequence number (1, 2, 3 ... in log order,
+/// counted by the state and kept in its snapshots) in the low [`OBJECT_SEQ_BITS`]. An id never
+/// repeats, is never 0, and ids of one group grow with its log. A key keeps the id its open key
+/// was given (a cross-shard rename gives it an id of the destination's group).
+///
+/// Why a sequence and not the log index (Ozone's `txIndex << 8`): the shard index a command is
+/// applied at takes 56 bits already (a group's 2^48 log entries × 256 commands per entry; see
+/// `stratos_raft::types`), so the group would not fit beside it. A group creates at most one or
+/// two objects per command, so 2^52 sequence numbers last 142 years at a million objects a
+/// second, more than one core applies.
+pub const GROUP_ID_BITS: u32 = 12;
+pub const OBJECT_SEQ_BITS: u32 = 64 - GROUP_ID_BITS;
+/// Raft groups a cluster may have: the meta group and up to 4,095 key shards (shards are one
+/// per core of an OM host; 4,095 is far beyond any host).
+pub const GROUPS_MAX: u32 = 1 << GROUP_ID_BITS;
+pub const SHARDS_MAX: u32 = GROUPS_MAX - 1;
+/// Sequence numbers a group hands out at most (1..=this).
+pub const OBJECT_SEQ_MAX: u64 = (1 << OBJECT_SEQ_BITS) - 1;
 
-const _: () = assert!(OBJECTS_PER_COMMAND_MAX == 1 << 8);
+const _: () = assert!(GROUP_ID_BITS + OBJECT_SEQ_BITS == 64);
+const _: () = assert!(SHARDS_MAX + 1 == GROUPS_MAX, "group ids 0..GROUPS_MAX: the meta group and the key shards");
 const _: () = assert!(KEY_NAME_BYTES_MAX <= u16::MAX as usize);

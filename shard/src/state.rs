@@ -101,6 +101,11 @@ pub struct KeyInfo<'a> {
 /// The namespace of one shard.
 #[derive(Debug, Default)]
 pub struct ShardState {
+    /// The Raft group this state belongs to (0 the meta group, or a whole namespace in one
+    /// state; 1.. the key shards): the top bits of every object id it hands out.
+    pub(crate) group: u32,
+    /// The last object sequence number handed out (see [`Ids`]).
+    pub(crate) object_seq: u64,
     pub(crate) applied_log_index: u64,
     pub(crate) volumes: Table,
     pub(crate) buckets: Table,
@@ -145,20 +150,31 @@ impl std::fmt::Debug for Scratch {
     }
 }
 
-/// Hands out the object ids of one command: `log_index << 8 | n` (Ozone derives object ids
-/// from the transaction index the same way), so ids are unique, ordered, and need no state.
+/// Hands out the object ids of one command: `group << 52 | seq`, the group's next sequence
+/// numbers (see [`crate::constants::GROUP_ID_BITS`]). Every replica of a group hands out the
+/// same ids, since the sequence is state; ids of different groups never meet.
 pub(crate) struct Ids {
-    log_index: u64,
-    n: u64,
+    group: u32,
+    seq: u64,
 }
 
 impl Ids {
     pub(crate) fn next(&mut self) -> u64 {
-        assert!(self.n < OBJECTS_PER_COMMAND_MAX, "command at log index {} creates too many objects", self.log_index);
-        let id = (self.log_index << 8) | self.n;
-        self.n += 1;
-        id
+        assert!(self.seq < OBJECT_SEQ_MAX, "group {} has handed out all {OBJECT_SEQ_MAX} object ids", self.group);
+        self.seq += 1;
+        object_id(self.group, self.seq)
     }
+}
+
+/// The id of object `seq` of group `group` (see [`crate::constants::GROUP_ID_BITS`]).
+pub fn object_id(group: u32, seq: u64) -> u64 {
+    assert!(group < GROUPS_MAX && (1..=OBJECT_SEQ_MAX).contains(&seq), "object {seq} of group {group} is beyond the id layout");
+    (u64::from(group) << OBJECT_SEQ_BITS) | seq
+}
+
+/// The group that created object `id`, and its sequence number there.
+pub fn object_id_parts(id: u64) -> (u32, u64) {
+    ((id >> OBJECT_SEQ_BITS) as u32, id & OBJECT_SEQ_MAX)
 }
 
 pub(crate) fn bucket_key(volume: &str, bucket: &str) -> Vec<u8> {
@@ -178,8 +194,21 @@ fn utf8(b: &[u8]) -> &str {
 }
 
 impl ShardState {
+    /// The state of group 0: the meta group, or a whole namespace in one state (tests, tools).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The empty state of Raft group `group` (its object ids carry the group; see
+    /// [`crate::constants::GROUP_ID_BITS`]).
+    pub fn for_group(group: u32) -> Self {
+        assert!(group < GROUPS_MAX, "group {group}: a cluster has group ids below {GROUPS_MAX}");
+        Self { group, ..Self::default() }
+    }
+
+    /// The Raft group this state belongs to.
+    pub fn group(&self) -> u32 {
+        self.group
     }
 
     /// The log index of the last applied command.
@@ -203,10 +232,11 @@ impl ShardState {
                 return previous;
             }
         }
-        let mut ids = Ids { log_index, n: 0 };
+        let mut ids = Ids { group: self.group, seq: self.object_seq };
         self.carried = ctx.bucket;
         let outcome = self.apply_op(log_index, cmd, &mut ids);
         self.carried = None;
+        self.object_seq = ids.seq;
         if remember {
             let s = self.sessions.entry(ctx.client_id).or_default();
             s.last_seen_ms = s.last_seen_ms.max(ctx.time_ms);

@@ -102,7 +102,7 @@ impl Group {
         }
         let log = LogStore::new(wal);
         let loading = std::time::Instant::now();
-        let sm = StateMachine::open(dir)?;
+        let sm = StateMachine::open(dir, id)?;
         let loaded = sm.shared.applied_log_index();
         if loaded > 0 {
             // What a restart spends: loading the snapshot here, replaying the log after it in
