@@ -5,13 +5,24 @@
 #   1-1024 bytes of UTF-8); lists and blobs are bounded by stratos-shard's constants;
 # - a message is read with a traversal limit and a nesting limit set per call, so a hostile
 #   message costs bounded work;
-# - every mutating operation carries (clientId, requestId): a retry with the same pair is
-#   answered with the first outcome, never applied twice.
+# - every mutating operation carries (clientId, requestId): a retry with the same pair within
+#   the retry window is answered with the first outcome, never applied twice.
+#
+# The retry window: each Raft group remembers the outcome of every mutation it applied for
+# 10 minutes of the leader's clock, at most 131,072 outcomes per client and 262,144 in all per
+# group (beyond those, the oldest are forgotten first: a client's lowest request id, the group's
+# oldest). A retry of a request the window forgot (its requestId at or below the highest one
+# of that client forgotten) is answered `retryTooOld`: the outcome is unknown, and the request
+# is not applied again; read the state to learn what happened. A client idle for 10 minutes
+# is forgotten entirely, and a retry after that would be applied as a new request: never retry
+# a request more than 10 minutes after its first attempt.
 @0xa2123e7576d5a845;
 
 struct RequestHeader {
   clientId @0 :UInt64;       # random per client process; 0 = no retry protection
-  requestId @1 :UInt64;      # increasing per client
+  requestId @1 :UInt64;      # increasing per client: each new request above all earlier ones
+                             # (a `batch` of n operations uses requestId .. requestId + n - 1);
+                             # a retry resends the same ids
   user @2 :Text;             # the caller (authentication comes later)
   groups @3 :List(Text);
   minMetaIndex @4 :UInt64;   # read-your-writes across groups: serve only after applying this index
@@ -32,7 +43,7 @@ enum Status {
   openKeyNotFound @11;
   quotaExceeded @12;
   permissionDenied @13;
-  retryTooOld @14;
+  retryTooOld @14;       # a retry of a request the retry window forgot: its outcome is unknown
   notLeader @15;          # retry at `leaderHint`
   unavailable @16;        # no leader, shutting down, SCM unreachable: retry later
   malformed @17;          # the request broke a wire rule

@@ -21,11 +21,32 @@ pub const KEYS_PER_DELETE_MAX: usize = 10_000;
 pub const EXPIRE_BATCH_MAX: u32 = 10_000;
 /// Entries returned by one list call.
 pub const LIST_LIMIT_MAX: usize = 10_000;
-/// Outcomes remembered per client for retries. A client keeps fewer requests than this in
-/// flight; a retry older than the window is answered `RetryTooOld`, never applied twice.
-pub const RETRY_WINDOW_PER_CLIENT: usize = 256;
-/// Sessions idle for longer than this (in command time) are dropped by `ExpireSessions`.
+/// The retry window: a group remembers the outcome of each retryable command for this long in
+/// command time (`ctx.time_ms`, replicated, so every replica forgets at the same log index), as
+/// Ratis's retry cache does. A retry within the window gets the first outcome; a retry of a
+/// request forgotten is answered `RetryTooOld` (its outcome is unknown), never applied twice.
+/// The window was a count, each client's last 256 outcomes, and a client keeps more in flight
+/// than that (`bench omkg -t 16 --batch 64`): retries after a leader kill failed.
+pub const RETRY_WINDOW_MS: u64 = 10 * 60 * 1000;
+/// Outcomes remembered per client per group at most, so one client cannot fill the window of
+/// all. Four times the most commands a group has in flight (its queue and its proposals:
+/// `stratos_raft::group`, which checks this at compile time), so a client could only lose a
+/// remembered outcome early by applying 98,304 newer commands in one group while it waits.
+/// Beyond it, the client's oldest outcome (lowest request id) is forgotten.
+pub const RETRY_OUTCOMES_PER_CLIENT_MAX: usize = 131_072;
+/// Outcomes remembered per group at most, all clients together: the window's memory bound.
+/// A remembered outcome costs ≈ 300 bytes (a 128-byte outcome, its request id, log index and
+/// time, in two B-trees), so this is ≈ 80 MB per group at worst. Beyond it, the oldest outcome
+/// in log order is forgotten before its time: at 100,000 commands a second in one group the
+/// window is then 2.6 s, still longer than a leader election (the time a retry waits).
+pub const RETRY_OUTCOMES_MAX: usize = 262_144;
+/// Sessions idle for longer than this (in command time) are dropped by `ExpireSessions`, with
+/// what they knew of forgotten requests. Not shorter than the window: a session's outcomes are
+/// all forgotten by then.
 pub const SESSION_IDLE_MS_MAX: u64 = 10 * 60 * 1000;
+
+const _: () = assert!(SESSION_IDLE_MS_MAX >= RETRY_WINDOW_MS);
+const _: () = assert!(RETRY_OUTCOMES_PER_CLIENT_MAX <= RETRY_OUTCOMES_MAX);
 /// How long a destination shard remembers the outcome of a cross-shard rename's second step
 /// (`RenameIn`), so that a re-drive after a crash gets the same answer. A source shard re-drives
 /// an unfinished rename within seconds of electing a leader; a week covers any outage.

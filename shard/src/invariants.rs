@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::constants::RETRY_WINDOW_PER_CLIENT;
+use crate::constants::{RETRY_OUTCOMES_MAX, RETRY_OUTCOMES_PER_CLIENT_MAX};
 use crate::memtable::probe;
 use crate::records::*;
 use crate::state::{BucketUsage, ShardState, VolumeUsage, object_id_parts, seq_of, user_volume_key};
@@ -91,9 +91,16 @@ impl ShardState {
             ensure!(moving.insert((i.bucket_id, i.from.clone())), "two rename intents move key {} of bucket {}", i.from, i.bucket_id);
         }
         ensure!(moving == self.moving, "the moving-key set disagrees with the rename intents");
+        let mut retry_order = BTreeMap::new();
         for (client, s) in &self.sessions {
-            ensure!(s.outcomes.len() <= RETRY_WINDOW_PER_CLIENT, "client {client} holds {} outcomes", s.outcomes.len());
+            ensure!(s.outcomes.len() <= RETRY_OUTCOMES_PER_CLIENT_MAX, "client {client} holds {} outcomes", s.outcomes.len());
+            for (request, r) in &s.outcomes {
+                ensure!(r.log_index <= self.applied_log_index, "client {client}'s request {request} was applied at {}, after {}", r.log_index, self.applied_log_index);
+                ensure!(retry_order.insert(r.log_index, (*client, *request, r.time_ms)).is_none(), "two remembered outcomes at log index {}", r.log_index);
+            }
         }
+        ensure!(retry_order.len() <= RETRY_OUTCOMES_MAX, "{} outcomes remembered", retry_order.len());
+        ensure!(retry_order == self.retry_order, "the retry order disagrees with the sessions");
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! Snapshots: the whole shard as a stream of checksummed frames, written a step at a time while
 //! applies go on, and read back frame by frame.
 //!
-//! File format (little-endian): a 32-byte header, magic `STRATOSS` | format version u32 (5) |
+//! File format (little-endian): a 32-byte header, magic `STRATOSS` | format version u32 (6) |
 //! 20 zero bytes; then frames, each `kind u32 | count u32 | len u32 | crc32 u32 | payload`, the
 //! crc covering the frame's first 12 bytes and its payload, the payload `len` bytes, a multiple
 //! of 8. Kinds, in the order they must appear:
@@ -49,7 +49,9 @@ use crate::table::Table;
 const MAGIC: [u8; 8] = *b"STRATOSS";
 /// 5: the small state holds the group and its object sequence (object ids were the log index,
 /// repeated across groups; version 4 is refused, its ids would clash with new ones).
-pub const VERSION: u32 = 5;
+/// 6: a remembered outcome holds its log index and time (the retry window is a time), and a
+/// session the highest request id it forgot.
+pub const VERSION: u32 = 6;
 const HEADER_BYTES: usize = 32;
 const FRAME_HEADER_BYTES: usize = 16;
 /// Entries per frame at most (and the default step budget): ≈ 2-3 MiB of 40-byte-named keys.
@@ -525,6 +527,11 @@ fn small_state(payload: &[u8]) -> Result<ShardState, String> {
         user_volumes: small.user_volumes.into_iter().collect(),
         volume_usage: small.volume_usage.into_iter().collect(),
         bucket_usage: small.bucket_usage.into_iter().collect(),
+        retry_order: small
+            .sessions
+            .iter()
+            .flat_map(|(client, s)| s.outcomes.iter().map(|(request, r)| (r.log_index, (*client, *request, r.time_ms))))
+            .collect(),
         sessions: small.sessions.into_iter().collect(),
         bucket_refs: small.bucket_refs.into_iter().map(|(k, r, f)| (k, (r, f))).collect(),
         moving: renames_out.values().map(|i| (i.bucket_id, i.from.clone())).collect(),
