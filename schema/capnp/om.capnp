@@ -94,7 +94,12 @@ struct DatanodeRef {
   address @1 :Text;
 }
 
-# A quota of 0 in a request means "leave unchanged" (updates) or "unlimited" (creates).
+# Quotas: bytes are replicated bytes (size * replication factor, as Ozone counts); namespace is
+# keys (bucket) or buckets (volume). UInt64 max (0xffffffffffffffff) means unlimited: in a reply,
+# and in a request, where on an update it clears the quota (Ozone's `clrquota`). 0 in a request
+# means "leave unchanged" (updates) or "unlimited" (creates). A bucket's quota holds for the
+# bucket as a whole across shards, except for commits racing on different shards, which can
+# overshoot together by their overlap (docs/om.md, "Quotas").
 #
 # Ids, in VolumeInfo, BucketInfo, KeyInfo and the outcomes:
 # - objectId is unique across the cluster and never reused: the Raft group that created the

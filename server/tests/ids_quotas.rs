@@ -65,3 +65,72 @@ fn object_ids_are_unique_across_shards() {
     let distinct: BTreeSet<u64> = ids.iter().copied().collect();
     assert_eq!(distinct.len(), ids.len(), "object ids repeat: {ids:x?}");
 }
+
+/// Sets a bucket's quotas over the wire (the CLI's `clrquota` sends the same): `u64::MAX` is
+/// "unlimited", 0 "unchanged".
+fn set_bucket_quota(rpc: &str, volume: &str, bucket: &str, quota_bytes: u64, quota_namespace: u64) -> Result<(), String> {
+    let (rpc, volume, bucket) = (rpc.to_string(), volume.to_string(), bucket.to_string());
+    std::thread::spawn(move || {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let c = stratos_client::Client::connect(&rpc, "root").await.map_err(|e| e.to_string())?;
+                c.submit(|op| {
+                    let mut g = op.init_set_bucket_property();
+                    g.set_volume(volume.as_str());
+                    g.set_bucket(bucket.as_str());
+                    g.set_quota_bytes(quota_bytes);
+                    g.set_quota_namespace(quota_namespace);
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+            })
+            .expect("executor")
+            .join()
+            .expect("join")
+    })
+    .join()
+    .expect("thread")
+}
+
+/// Quotas were checked per shard (issue 19, item 5): on two shards a namespace quota of 3 held
+/// 6 keys, and the refusal said "3 used + 1 > 3". Now a bucket takes exactly its quota of keys
+/// from a sequential writer, whatever their shards, and the refusal counts the whole bucket.
+/// Clearing the quota (`u64::MAX` on the wire) lifts it.
+#[test]
+fn a_namespace_quota_holds_for_the_bucket_across_shards_and_can_be_cleared() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").expect("empty file");
+    let om = Om::start(&dir.path().join("om"), &[]);
+    om.ok(&["volume", "create", "/vol"]);
+    om.ok(&["bucket", "create", "/vol/bkt", "--namespace-quota", "3"]);
+    let keys: Vec<String> = (0..10).map(|k| format!("key-{k}")).collect();
+    let mut accepted = Vec::new();
+    for k in &keys {
+        let (ok, _, err) = om.sh(&["key", "put", &format!("/vol/bkt/{k}"), s(&empty)]);
+        if ok {
+            accepted.push(k.clone());
+        } else {
+            assert!(err.contains("QUOTA_EXCEEDED") && err.contains("3 used + 1 > 3"), "{k}: {err}");
+        }
+    }
+    assert_eq!(accepted, keys[..3], "exactly the quota's 3 keys, the first three");
+    let info = om.json(&["bucket", "info", "/vol/bkt"]);
+    assert_eq!(info["usedNamespace"], 3, "{info}");
+
+    // Cleared, the bucket takes the rest; their ids show that keys of both shards were refused.
+    set_bucket_quota(&om.proc.word_after("rpc"), "vol", "bkt", 0, u64::MAX).expect("clear the namespace quota");
+    let info = om.json(&["bucket", "info", "/vol/bkt"]);
+    assert_eq!(info["quotaInNamespace"], -1, "unlimited again: {info}");
+    for k in &keys[3..] {
+        om.ok(&["key", "put", &format!("/vol/bkt/{k}"), s(&empty)]);
+    }
+    let listed = om.json(&["key", "list", "/vol/bkt", "--limit", "100"]);
+    let shard_of = |name: &str| listed.as_array().expect("list").iter().find(|v| v["name"] == name).map(|v| v["objectID"].as_u64().expect("id") >> 52).expect("listed");
+    let refused_groups: BTreeSet<u64> = keys[3..].iter().map(|k| shard_of(k)).collect();
+    let accepted_groups: BTreeSet<u64> = keys[..3].iter().map(|k| shard_of(k)).collect();
+    assert_eq!(refused_groups, BTreeSet::from([1, 2]), "refused keys were on both shards");
+    assert!(!accepted_groups.is_empty());
+}

@@ -23,6 +23,21 @@ pub struct BucketRef {
     pub volume_quota_bytes: u64,
 }
 
+/// A bucket's usage on the key shards other than the one a commit applies on, read by the
+/// leader just before it proposes the commit. Usage is checked at apply as this shard's own
+/// (exact) plus this. A commit applied on another shard after the read and before this apply
+/// is not in it: only commits that overlap in time can overshoot a quota together.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Elsewhere {
+    /// Keys of the bucket on the other shards.
+    pub keys: u64,
+    /// Replicated bytes of the bucket on the other shards.
+    pub bytes: u64,
+    /// Replicated bytes of the bucket's volume (all its buckets) on the other shards.
+    pub volume_bytes: u64,
+}
+
 /// The caller, as authenticated by the server.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
@@ -111,6 +126,19 @@ pub enum Op {
     /// written lengths). An existing key is replaced; its blocks, and allocated blocks left
     /// unused, go to the deleted-blocks queue.
     CommitKey { volume: String, bucket: String, key: String, open_id: u64, data_size: u64, blocks: Vec<BlockLocation> },
+    /// `CommitKey` into a bucket (or volume) with a quota, in a sharded namespace: with the
+    /// bucket's and its volume's usage on the other key shards, as the leader read it
+    /// (linearizably) just before proposing, so the quota holds for the bucket as a whole, not
+    /// for each shard's part (see [`Elsewhere`]).
+    CommitKeyCounted {
+        volume: String,
+        bucket: String,
+        key: String,
+        open_id: u64,
+        data_size: u64,
+        blocks: Vec<BlockLocation>,
+        elsewhere: Elsewhere,
+    },
     DeleteKey { volume: String, bucket: String, key: String },
     /// Deletes what exists of `keys`; the outcome lists the missing ones (S3 DeleteObjects).
     DeleteKeys { volume: String, bucket: String, keys: Vec<String> },

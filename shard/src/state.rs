@@ -17,7 +17,7 @@ use std::ops::Bound;
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
-use crate::command::{BucketRef, Command, Op, Principal};
+use crate::command::{BucketRef, Command, Elsewhere, Op, Principal};
 use crate::constants::*;
 use crate::memtable::{Entry, probe};
 use crate::table::Table;
@@ -339,7 +339,10 @@ impl ShardState {
                 self.allocate_block(p, volume, bucket, key, *open_id, block)
             }
             Op::CommitKey { volume, bucket, key, open_id, data_size, blocks } => {
-                self.commit_key(ids, log_index, p, t, volume, bucket, key, *open_id, *data_size, blocks)
+                self.commit_key(ids, log_index, p, t, volume, bucket, key, *open_id, *data_size, blocks, Elsewhere::default())
+            }
+            Op::CommitKeyCounted { volume, bucket, key, open_id, data_size, blocks, elsewhere } => {
+                self.commit_key(ids, log_index, p, t, volume, bucket, key, *open_id, *data_size, blocks, *elsewhere)
             }
             Op::DeleteKey { volume, bucket, key } => self.delete_keys(ids, log_index, p, volume, bucket, std::slice::from_ref(key), true),
             Op::DeleteKeys { volume, bucket, keys } => self.delete_keys(ids, log_index, p, volume, bucket, keys, false),
