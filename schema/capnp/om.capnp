@@ -1,5 +1,28 @@
 # Stratos OM client API, version 1.
 #
+# Connecting: the OM's client port (9862 by default, and each core's own port: see `routes`)
+# speaks Cap'n Proto RPC (two-party, over TCP); the bootstrap capability is an `OzoneManager`
+# (the interface at the end of this file). Every node serves every call: a node that does not
+# lead a group forwards writes to its leader.
+#
+# Errors: a mutation's outcome is an `Outcome` whose `error` member is set on failure. A read
+# reply has an `error` field: unset (no pointer) means success and the other fields hold the
+# answer; set means failure and the other fields are empty. What a status means for a retry:
+# - `unavailable` on a mutation: the outcome is unknown (the command may have been applied, or
+#   may still be); retry with the same clientId and requestId, which is answered with the first
+#   outcome within the retry window (below). On a read: retry.
+# - `notLeader`: the node could not reach the leader of the group the call needs (an election
+#   is in progress, or the leader it knew is unreachable). `leaderHint` is the client address
+#   (host:port) of the leader it last knew, and may be empty; retry there, or at any node after
+#   a short wait. A mutation may have reached the log before its leader stepped down, so retry
+#   it with the same ids, as after `unavailable`.
+# - any other status: the call was refused and not applied; retrying the same call gets the
+#   same answer.
+#
+# Authentication: none yet. `RequestHeader.user` and `groups` are taken as given: anyone who can
+# reach the port can act as any user, administrators included (until the security work lands:
+# TLS and client certificates, DESIGN.md section 11).
+#
 # Wire rules (enforced by the server at the edge, before anything reaches a shard):
 # - names follow stratos-shard's rules (volumes and buckets 3-63 chars of [a-z0-9.-], keys
 #   1-1024 bytes of UTF-8); lists and blobs are bounded by stratos-shard's constants;
@@ -23,7 +46,7 @@ struct RequestHeader {
   requestId @1 :UInt64;      # increasing per client: each new request above all earlier ones
                              # (a `batch` of n operations uses requestId .. requestId + n - 1);
                              # a retry resends the same ids
-  user @2 :Text;             # the caller (authentication comes later)
+  user @2 :Text;             # the caller: NOT authenticated yet (see the top of this file)
   groups @3 :List(Text);
   minMetaIndex @4 :UInt64;   # read-your-writes across groups: serve only after applying this index
 }
@@ -44,8 +67,9 @@ enum Status {
   quotaExceeded @12;
   permissionDenied @13;
   retryTooOld @14;       # a retry of a request the retry window forgot: its outcome is unknown
-  notLeader @15;          # retry at `leaderHint`
-  unavailable @16;        # no leader, shutting down, SCM unreachable: retry later
+  notLeader @15;          # retry at `leaderHint` (may be empty), with the same ids
+  unavailable @16;        # no leader, shutting down, SCM unreachable: retry later with the
+                          # same ids (on a mutation the outcome is unknown)
   malformed @17;          # the request broke a wire rule
   internal @18;
   keyBusy @19;            # the key is being renamed to another shard: retry in a moment
@@ -208,6 +232,9 @@ struct Operation {
       quotaBytes @29 :UInt64;
       quotaNamespace @30 :UInt64;
     }
+    # Starts writing a key: answers its openId and pre-allocated blocks (none without an SCM).
+    # Write the data to the blocks, then commitKey. The `metadata` given here becomes the key's
+    # metadata at commit (commitKey carries none; an overwrite replaces the old metadata).
     openKey :group {
       volume @31 :Text;
       bucket @32 :Text;
@@ -223,6 +250,9 @@ struct Operation {
       openId @40 :UInt64;
       excludeDatanodes @57 :List(UInt64);  # datanodes that failed the client: the new block avoids them
     }
+    # Makes the open key visible with the blocks written (a subset of those allocated, each with
+    # its written length; dataSize is their sum). A key of no blocks and dataSize 0 is valid
+    # (an empty object). An existing key is replaced.
     commitKey :group {
       volume @41 :Text;
       bucket @42 :Text;
