@@ -16,6 +16,8 @@
 #   (host:port) of the leader it last knew, and may be empty; retry there, or at any node after
 #   a short wait. A mutation may have reached the log before its leader stepped down, so retry
 #   it with the same ids, as after `unavailable`.
+# - `keyBusy`: not applied; retry in a moment. `internal`: a server bug (report it); on a
+#   mutation the outcome is unknown, as after `unavailable`.
 # - any other status: the call was refused and not applied; retrying the same call gets the
 #   same answer.
 #
