@@ -71,9 +71,12 @@ fn one_run(opts: &ShardBenchOptions, report: &mut Report, run: usize, progress: 
         let mut pairs = Vec::with_capacity(CHUNK);
         for k in i..end {
             let block = BlockLocation { container_id: 1 + k / 1000, local_id: k, pipeline_id: 7, length: 4096 };
+            // Object ids of group 0: the volume is object 1, the bucket 2, key k's open key 3 + k
+            // (a commit of a new key with all its blocks frees none, so takes no id).
+            let open_id = |k: u64| stratos_shard::object_id(0, 3 + k);
             let (open_index, commit_index) = (log_index + 1 + 2 * (k - i), log_index + 2 + 2 * (k - i));
             let open = Command { ctx: ctx(2 * k, t0 + k), op: Op::OpenKey { volume: VOLUME.into(), bucket: BUCKET.into(), key: key_name(k), replication: None, blocks: vec![block], expires_ms: t0 + 86_400_000, metadata: vec![] } };
-            let commit = Command { ctx: ctx(2 * k + 1, t0 + k), op: Op::CommitKey { volume: VOLUME.into(), bucket: BUCKET.into(), key: key_name(k), open_id: open_index << 8, data_size: 4096, blocks: vec![block] } };
+            let commit = Command { ctx: ctx(2 * k + 1, t0 + k), op: Op::CommitKey { volume: VOLUME.into(), bucket: BUCKET.into(), key: key_name(k), open_id: open_id(k), data_size: 4096, blocks: vec![block] } };
             pairs.push((open_index, open, commit_index, commit));
         }
         let t = Instant::now();

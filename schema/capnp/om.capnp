@@ -1,18 +1,54 @@
 # Stratos OM client API, version 1.
 #
+# Connecting: the OM's client port (9862 by default, and each core's own port: see `routes`)
+# speaks Cap'n Proto RPC (two-party, over TCP); the bootstrap capability is an `OzoneManager`
+# (the interface at the end of this file). Every node serves every call: a node that does not
+# lead a group forwards writes to its leader.
+#
+# Errors: a mutation's outcome is an `Outcome` whose `error` member is set on failure. A read
+# reply has an `error` field: unset (no pointer) means success and the other fields hold the
+# answer; set means failure and the other fields are empty. What a status means for a retry:
+# - `unavailable` on a mutation: the outcome is unknown (the command may have been applied, or
+#   may still be); retry with the same clientId and requestId, which is answered with the first
+#   outcome within the retry window (below). On a read: retry.
+# - `notLeader`: the node could not reach the leader of the group the call needs (an election
+#   is in progress, or the leader it knew is unreachable). `leaderHint` is the client address
+#   (host:port) of the leader it last knew, and may be empty; retry there, or at any node after
+#   a short wait. A mutation may have reached the log before its leader stepped down, so retry
+#   it with the same ids, as after `unavailable`.
+# - `keyBusy`: not applied; retry in a moment. `internal`: a server bug (report it); on a
+#   mutation the outcome is unknown, as after `unavailable`.
+# - any other status: the call was refused and not applied; retrying the same call gets the
+#   same answer.
+#
+# Authentication: none yet. `RequestHeader.user` and `groups` are taken as given: anyone who can
+# reach the port can act as any user, administrators included (until the security work lands:
+# TLS and client certificates, DESIGN.md section 11).
+#
 # Wire rules (enforced by the server at the edge, before anything reaches a shard):
 # - names follow stratos-shard's rules (volumes and buckets 3-63 chars of [a-z0-9.-], keys
 #   1-1024 bytes of UTF-8); lists and blobs are bounded by stratos-shard's constants;
 # - a message is read with a traversal limit and a nesting limit set per call, so a hostile
 #   message costs bounded work;
-# - every mutating operation carries (clientId, requestId): a retry with the same pair is
-#   answered with the first outcome, never applied twice.
+# - every mutating operation carries (clientId, requestId): a retry with the same pair within
+#   the retry window is answered with the first outcome, never applied twice.
+#
+# The retry window: each Raft group remembers the outcome of every mutation it applied for
+# 10 minutes of the leader's clock, at most 131,072 outcomes per client and 262,144 in all per
+# group (beyond those, the oldest are forgotten first: a client's lowest request id, the group's
+# oldest). A retry of a request the window forgot (its requestId at or below the highest one
+# of that client forgotten) is answered `retryTooOld`: the outcome is unknown, and the request
+# is not applied again; read the state to learn what happened. A client idle for 10 minutes
+# is forgotten entirely, and a retry after that would be applied as a new request: never retry
+# a request more than 10 minutes after its first attempt.
 @0xa2123e7576d5a845;
 
 struct RequestHeader {
   clientId @0 :UInt64;       # random per client process; 0 = no retry protection
-  requestId @1 :UInt64;      # increasing per client
-  user @2 :Text;             # the caller (authentication comes later)
+  requestId @1 :UInt64;      # increasing per client: each new request above all earlier ones
+                             # (a `batch` of n operations uses requestId .. requestId + n - 1);
+                             # a retry resends the same ids
+  user @2 :Text;             # the caller: NOT authenticated yet (see the top of this file)
   groups @3 :List(Text);
   minMetaIndex @4 :UInt64;   # read-your-writes across groups: serve only after applying this index
 }
@@ -32,9 +68,10 @@ enum Status {
   openKeyNotFound @11;
   quotaExceeded @12;
   permissionDenied @13;
-  retryTooOld @14;
-  notLeader @15;          # retry at `leaderHint`
-  unavailable @16;        # no leader, shutting down, SCM unreachable: retry later
+  retryTooOld @14;       # a retry of a request the retry window forgot: its outcome is unknown
+  notLeader @15;          # retry at `leaderHint` (may be empty), with the same ids
+  unavailable @16;        # no leader, shutting down, SCM unreachable: retry later with the
+                          # same ids (on a mutation the outcome is unknown)
   malformed @17;          # the request broke a wire rule
   internal @18;
   keyBusy @19;            # the key is being renamed to another shard: retry in a moment
@@ -83,7 +120,23 @@ struct DatanodeRef {
   address @1 :Text;
 }
 
-# A quota of 0 in a request means "leave unchanged" (updates) or "unlimited" (creates).
+# Quotas: bytes are replicated bytes (size * replication factor, as Ozone counts); namespace is
+# keys (bucket) or buckets (volume). UInt64 max (0xffffffffffffffff) means unlimited: in a reply,
+# and in a request, where on an update it clears the quota (Ozone's `clrquota`). 0 in a request
+# means "leave unchanged" (updates) or "unlimited" (creates). A bucket's quota holds for the
+# bucket as a whole across shards, except for commits racing on different shards, which can
+# overshoot together by their overlap (docs/om.md, "Quotas").
+#
+# Ids, in VolumeInfo, BucketInfo, KeyInfo and the outcomes:
+# - objectId is unique across the cluster and never reused: the Raft group that created the
+#   object in the top 12 bits (0 = the meta group, s + 1 = key shard s; see GroupStatus) and
+#   that group's object sequence number (1, 2, 3 ... in log order) in the low 52 bits. Volumes
+#   and buckets have ids of group 0. A key's id is the openId of the open key it was committed
+#   from: each committed version of a key has its own id; a rename within a shard keeps it, a
+#   rename to another shard gives the key an id of that shard.
+# - updateId says where in its group's log the object last changed (log index * 256 + the
+#   command's place in that log entry): it grows with every change of one object in one
+#   group, and is not comparable across groups.
 struct VolumeInfo {
   name @0 :Text;
   owner @1 :Text;
@@ -181,6 +234,9 @@ struct Operation {
       quotaBytes @29 :UInt64;
       quotaNamespace @30 :UInt64;
     }
+    # Starts writing a key: answers its openId and pre-allocated blocks (none without an SCM).
+    # Write the data to the blocks, then commitKey. The `metadata` given here becomes the key's
+    # metadata at commit (commitKey carries none; an overwrite replaces the old metadata).
     openKey :group {
       volume @31 :Text;
       bucket @32 :Text;
@@ -196,6 +252,9 @@ struct Operation {
       openId @40 :UInt64;
       excludeDatanodes @57 :List(UInt64);  # datanodes that failed the client: the new block avoids them
     }
+    # Makes the open key visible with the blocks written (a subset of those allocated, each with
+    # its written length; dataSize is their sum). A key of no blocks and dataSize 0 is valid
+    # (an empty object). An existing key is replaced.
     commitKey :group {
       volume @41 :Text;
       bucket @42 :Text;

@@ -1,7 +1,7 @@
 //! `apply` for keys: open, allocate, commit, delete, rename, expire.
 
 use crate::apply_meta::{check_metadata, deserialize_record};
-use crate::command::{BucketRef, Principal};
+use crate::command::{BucketRef, Elsewhere, Principal};
 use crate::constants::*;
 use crate::memtable::probe;
 use crate::names::check_key_name;
@@ -113,7 +113,7 @@ impl ShardState {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn commit_key(
         &mut self, ids: &mut Ids, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, key: &str,
-        open_id: u64, data_size: u64, blocks: &[BlockLocation],
+        open_id: u64, data_size: u64, blocks: &[BlockLocation], elsewhere: Elsewhere,
     ) -> Outcome {
         check_key_name(key)?;
         check_blocks(blocks)?;
@@ -171,16 +171,19 @@ impl ShardState {
             let k: &ArchivedKeyRecord = e.view();
             k.data_size.to_native() * k.replication.native().factor()
         });
+        // Usage is this shard's (exact at this log index) plus the other shards' as the leader
+        // read it (zero where the leader did not: one-shard states, or no quota to check).
         let usage = self.bucket_usage.get(&facts.bucket_id).copied().unwrap_or_default();
-        let volume_used = self.volume_usage.get(&facts.volume_id).map_or(0, |u| u.used_bytes);
+        let (bucket_keys, bucket_bytes) = (usage.keys.saturating_add(elsewhere.keys), usage.used_bytes.saturating_add(elsewhere.bytes));
+        let volume_used = self.volume_usage.get(&facts.volume_id).map_or(0, |u| u.used_bytes).saturating_add(elsewhere.volume_bytes);
         let volume_quota = facts.volume_quota_bytes;
         let new_key = replaced.is_none();
-        let refusal = if new_bytes > old_bytes && usage.used_bytes.saturating_add(new_bytes - old_bytes) > facts.quota_bytes {
-            Some(OmError::QuotaExceeded { what: format!("bucket {volume}/{bucket} bytes"), used: usage.used_bytes, adding: new_bytes - old_bytes, quota: facts.quota_bytes })
+        let refusal = if new_bytes > old_bytes && bucket_bytes.saturating_add(new_bytes - old_bytes) > facts.quota_bytes {
+            Some(OmError::QuotaExceeded { what: format!("bucket {volume}/{bucket} bytes"), used: bucket_bytes, adding: new_bytes - old_bytes, quota: facts.quota_bytes })
         } else if new_bytes > old_bytes && volume_used.saturating_add(new_bytes - old_bytes) > volume_quota {
             Some(OmError::QuotaExceeded { what: format!("volume {volume} bytes"), used: volume_used, adding: new_bytes - old_bytes, quota: volume_quota })
-        } else if new_key && usage.keys + 1 > facts.quota_namespace {
-            Some(OmError::QuotaExceeded { what: format!("bucket {volume}/{bucket} namespace"), used: usage.keys, adding: 1, quota: facts.quota_namespace })
+        } else if new_key && bucket_keys.saturating_add(1) > facts.quota_namespace {
+            Some(OmError::QuotaExceeded { what: format!("bucket {volume}/{bucket} namespace"), used: bucket_keys, adding: 1, quota: facts.quota_namespace })
         } else {
             None
         };

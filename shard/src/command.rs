@@ -1,6 +1,7 @@
 //! Commands: what a Raft entry carries. Everything non-deterministic (time, the caller's
 //! identity, pre-allocated blocks, expiry) is decided by the leader *before* proposing and
-//! travels in the command (Ozone's preExecute rule); ids derive from the log index in `apply`.
+//! travels in the command (Ozone's preExecute rule); object ids come from the
+//! group's sequence in `apply`.
 
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -20,6 +21,21 @@ pub struct BucketRef {
     pub quota_bytes: u64,
     pub quota_namespace: u64,
     pub volume_quota_bytes: u64,
+}
+
+/// A bucket's usage on the key shards other than the one a commit applies on, read by the
+/// leader just before it proposes the commit. Usage is checked at apply as this shard's own
+/// (exact) plus this. A commit applied on another shard after the read and before this apply
+/// is not in it: only commits that overlap in time can overshoot a quota together.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Elsewhere {
+    /// Keys of the bucket on the other shards.
+    pub keys: u64,
+    /// Replicated bytes of the bucket on the other shards.
+    pub bytes: u64,
+    /// Replicated bytes of the bucket's volume (all its buckets) on the other shards.
+    pub volume_bytes: u64,
 }
 
 /// The caller, as authenticated by the server.
@@ -147,6 +163,20 @@ pub enum Op {
     /// `Done`; an open key that is no longer there (committed, expired, aborted) is
     /// `OpenKeyNotFound`. Appended last: the archived tags of the other variants stay as logged.
     AbortKey { volume: String, bucket: String, key: String, open_id: u64 },
+    /// `CommitKey` into a bucket (or volume) with a quota, in a sharded namespace: with the
+    /// bucket's and its volume's usage on the other key shards, as the leader read it
+    /// (linearizably) just before proposing, so the quota holds for the bucket as a whole, not
+    /// for each shard's part (see [`Elsewhere`]). New variants go last: the archived tags of
+    /// the others stay as logged.
+    CommitKeyCounted {
+        volume: String,
+        bucket: String,
+        key: String,
+        open_id: u64,
+        data_size: u64,
+        blocks: Vec<BlockLocation>,
+        elsewhere: Elsewhere,
+    },
 }
 
 impl Op {

@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::constants::RETRY_WINDOW_PER_CLIENT;
+use crate::constants::{RETRY_OUTCOMES_MAX, RETRY_OUTCOMES_PER_CLIENT_MAX};
 use crate::memtable::probe;
 use crate::records::*;
-use crate::state::{BucketUsage, ShardState, VolumeUsage, seq_of, user_volume_key};
+use crate::state::{BucketUsage, ShardState, VolumeUsage, object_id_parts, seq_of, user_volume_key};
 
 macro_rules! ensure {
     ($cond:expr, $($msg:tt)+) => {
@@ -19,13 +19,12 @@ macro_rules! ensure {
 impl ShardState {
     /// Ok, or the first broken invariant in words.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let id_limit = (self.applied_log_index + 1) << 8;
         let mut volume_ids = BTreeMap::new();
         let mut user_volumes = BTreeSet::new();
         for e in &self.volumes {
             let v: &ArchivedVolumeRecord = e.view();
             let name = std::str::from_utf8(e.key()).map_err(|_| "volume name is not UTF-8".to_string())?;
-            ensure!(v.object_id.to_native() < id_limit, "volume {name} has an object id from the future");
+            self.check_own_id(v.object_id.to_native(), || format!("volume {name}"))?;
             ensure!(volume_ids.insert(v.object_id.to_native(), name).is_none(), "two volumes share object id {}", v.object_id);
             user_volumes.insert(user_volume_key(v.owner.as_str(), name));
         }
@@ -39,6 +38,7 @@ impl ShardState {
             let sep = k.iter().position(|&c| c == 0).ok_or("bucket key without separator")?;
             let volume = std::str::from_utf8(&k[..sep]).map_err(|_| "bucket's volume name is not UTF-8".to_string())?;
             let bucket_id = b.object_id.to_native();
+            self.check_own_id(bucket_id, || format!("bucket {volume}/{}", String::from_utf8_lossy(&k[sep + 1..])))?;
             ensure!(volume_ids.get(&b.volume_id.to_native()) == Some(&volume), "bucket {bucket_id} of volume {volume}: that volume does not exist (or has another id)");
             let vu = expect_volume_usage.get_mut(&b.volume_id.to_native()).ok_or("bucket of a missing volume")?;
             vu.buckets += 1;
@@ -63,6 +63,7 @@ impl ShardState {
             let o: &ArchivedOpenKeyRecord = e.view();
             let open_id = o.object_id.to_native();
             ensure!(e.key() == open_id.to_be_bytes(), "open key {open_id} is filed under another id");
+            self.check_own_id(open_id, || format!("open key {open_id}"))?;
             let bu = expect_bucket_usage.get_mut(&o.bucket_id.to_native()).ok_or_else(|| format!("open key {open_id} is in a bucket that does not exist"))?;
             bu.open_keys += 1;
             expiry.insert((o.expires_ms.to_native(), open_id));
@@ -78,30 +79,49 @@ impl ShardState {
         if let Some(last) = self.deleted_blocks.last() {
             ensure!(seq_of(last.key()) < self.next_deleted_seq, "deleted-blocks sequence ran backwards");
         }
+        for e in &self.deleted_blocks {
+            let d: &ArchivedDeletedBlocksRecord = e.view();
+            self.check_own_id(d.object_id.to_native(), || format!("deleted-blocks batch {}", seq_of(e.key())))?;
+        }
         let mut moving = BTreeSet::new();
         for (txn, i) in &self.renames_out {
-            ensure!(*txn < id_limit, "rename intent {txn} has an id from the future");
+            self.check_own_id(*txn, || format!("rename intent {txn}"))?;
             probe!(k = i.from.as_str());
             ensure!(self.keys.get(&i.bucket_id).is_some_and(|s| s.contains(&*k)), "rename intent {txn}: key {} is not in bucket {}", i.from, i.bucket_id);
             ensure!(moving.insert((i.bucket_id, i.from.clone())), "two rename intents move key {} of bucket {}", i.from, i.bucket_id);
         }
         ensure!(moving == self.moving, "the moving-key set disagrees with the rename intents");
+        let mut retry_order = BTreeMap::new();
         for (client, s) in &self.sessions {
-            ensure!(s.outcomes.len() <= RETRY_WINDOW_PER_CLIENT, "client {client} holds {} outcomes", s.outcomes.len());
+            ensure!(s.outcomes.len() <= RETRY_OUTCOMES_PER_CLIENT_MAX, "client {client} holds {} outcomes", s.outcomes.len());
+            for (request, r) in &s.outcomes {
+                ensure!(r.log_index <= self.applied_log_index, "client {client}'s request {request} was applied at {}, after {}", r.log_index, self.applied_log_index);
+                ensure!(retry_order.insert(r.log_index, (*client, *request, r.time_ms)).is_none(), "two remembered outcomes at log index {}", r.log_index);
+            }
         }
+        ensure!(retry_order.len() <= RETRY_OUTCOMES_MAX, "{} outcomes remembered", retry_order.len());
+        ensure!(retry_order == self.retry_order, "the retry order disagrees with the sessions");
+        Ok(())
+    }
+
+    /// An object this state created has an id of its group, handed out already (see
+    /// [`crate::constants::GROUP_ID_BITS`]).
+    fn check_own_id(&self, id: u64, what: impl Fn() -> String) -> Result<(), String> {
+        let (group, seq) = object_id_parts(id);
+        ensure!(group == self.group, "{} has object id {id:#x} of group {group}, this is group {}", what(), self.group);
+        ensure!(seq != 0 && seq <= self.object_seq, "{} has an object id from the future: sequence {seq}, handed out up to {}", what(), self.object_seq);
         Ok(())
     }
 
     /// Keys and bytes of one bucket, recomputed from its key records.
     fn count_keys(&self, bucket_id: u64) -> Result<BucketUsage, String> {
-        let id_limit = (self.applied_log_index + 1) << 8;
         let mut bu = BucketUsage::default();
         for ke in self.keys.get(&bucket_id).into_iter().flatten() {
             let r: &ArchivedKeyRecord = ke.view();
             let name = || String::from_utf8_lossy(ke.key()).into_owned();
             let sum: u64 = r.blocks.iter().map(|b| b.length.to_native()).sum();
             ensure!(sum == r.data_size.to_native(), "key {}: size {} but blocks sum to {sum}", name(), r.data_size);
-            ensure!(r.object_id.to_native() < id_limit, "key {} has an object id from the future", name());
+            self.check_own_id(r.object_id.to_native(), || format!("key {}", name()))?;
             bu.keys += 1;
             bu.used_bytes += r.data_size.to_native() * r.replication.native().factor();
         }

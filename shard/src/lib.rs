@@ -6,8 +6,8 @@
 //!
 //! Its one rule: [`ShardState::apply`] is a deterministic function of the state, the log index
 //! and the command. This crate does no I/O, reads no clock and draws no random numbers: time,
-//! the caller and pre-allocated blocks come in the [`Command`]; object ids derive from the log
-//! index. Replicas that apply the same log reach the same state, byte for byte
+//! the caller and pre-allocated blocks come in the [`Command`]; object ids are the group's
+//! id and a sequence the state counts (unique across the cluster). Replicas that apply the same log reach the same state, byte for byte
 //! ([`ShardState::state_hash`]). Business failures are [`OmError`] values, never panics;
 //! panics are reserved for broken invariants of this crate itself.
 
@@ -26,8 +26,8 @@ mod snapshot;
 mod state;
 pub mod table;
 
-pub use command::{BucketRef, Command, CommandContext, DecodeError, Op, Principal};
+pub use command::{BucketRef, Command, CommandContext, DecodeError, Elsewhere, Op, Principal};
 pub use outcome::{OmError, Outcome, Reply};
 pub use records::{Acl, AclKind, BlockLocation, MetadataPair, QUOTA_UNLIMITED, Replication, rights};
-pub use snapshot::{FRAME_ENTRIES as SNAPSHOT_FRAME_ENTRIES, SnapshotBuild, SnapshotError};
-pub use state::{acls_allow_native, RenameArrival, RenameIntent, BucketInfo, BucketUsage, KeyInfo, Page, ShardState, ShardStats, VolumeInfo, VolumeUsage};
+pub use snapshot::{FRAME_ENTRIES as SNAPSHOT_FRAME_ENTRIES, VERSION as SNAPSHOT_FORMAT_VERSION, SnapshotBuild, SnapshotError};
+pub use state::{acls_allow_native, object_id, object_id_parts, RenameArrival, RenameIntent, BucketInfo, BucketUsage, KeyInfo, Page, ShardState, ShardStats, VolumeInfo, VolumeUsage};

@@ -1,12 +1,12 @@
 //! Snapshots: the whole shard as a stream of checksummed frames, written a step at a time while
 //! applies go on, and read back frame by frame.
 //!
-//! File format (little-endian): a 32-byte header, magic `STRATOSS` | format version u32 (4) |
+//! File format (little-endian): a 32-byte header, magic `STRATOSS` | format version u32 (6) |
 //! 20 zero bytes; then frames, each `kind u32 | count u32 | len u32 | crc32 u32 | payload`, the
 //! crc covering the frame's first 12 bytes and its payload, the payload `len` bytes, a multiple
 //! of 8. Kinds, in the order they must appear:
-//! - 1, the small state: an rkyv image (`count` bytes of the payload) of the counters, usage,
-//!   retry sessions, bucket facts and cross-shard renames;
+//! - 1, the small state: an rkyv image (`count` bytes of the payload) of the group id and its
+//!   object sequence, the counters, usage, retry sessions, bucket facts and cross-shard renames;
 //! - 2 volumes, 3 buckets, 4 keys (the payload starts with the bucket id, u64; one bucket's
 //!   frames together, buckets ascending), 5 open keys, 6 deleted blocks: `count` entries, each
 //!   the entry's own words (`[key_len u32 | record_len u32]`, the key padded to 8 bytes, the
@@ -47,7 +47,11 @@ use crate::state::{BucketUsage, RenameArrival, RenameIntent, Session, ShardState
 use crate::table::Table;
 
 const MAGIC: [u8; 8] = *b"STRATOSS";
-const VERSION: u32 = 4;
+/// 5: the small state holds the group and its object sequence (object ids were the log index,
+/// repeated across groups; version 4 is refused, its ids would clash with new ones).
+/// 6: a remembered outcome holds its log index and time (the retry window is a time), and a
+/// session the highest request id it forgot.
+pub const VERSION: u32 = 6;
 const HEADER_BYTES: usize = 32;
 const FRAME_HEADER_BYTES: usize = 16;
 /// Entries per frame at most (and the default step budget): ≈ 2-3 MiB of 40-byte-named keys.
@@ -67,6 +71,8 @@ const END: u32 = 7;
 /// Everything but the tables.
 #[derive(Archive, Serialize, Deserialize)]
 struct Small {
+    group: u32,
+    object_seq: u64,
     applied_log_index: u64,
     next_deleted_seq: u64,
     user_volumes: Vec<Vec<u8>>,
@@ -83,7 +89,7 @@ struct Small {
 pub enum SnapshotError {
     #[error("not a Stratos shard snapshot (bad magic)")]
     Magic,
-    #[error("snapshot format version {0}, this build reads {VERSION}")]
+    #[error("snapshot format version {0}, this build reads only version {VERSION} (a snapshot of another Stratos release: run that release, or start from an empty data directory)")]
     Version(u32),
     #[error("snapshot frame at offset {offset}: {why}")]
     Frame { offset: u64, why: String },
@@ -180,6 +186,8 @@ fn header(out: &mut Vec<u8>) {
 impl ShardState {
     fn small_frame(&self, out: &mut Vec<u8>) {
         let small = Small {
+            group: self.group,
+            object_seq: self.object_seq,
             applied_log_index: self.applied_log_index,
             next_deleted_seq: self.next_deleted_seq,
             user_volumes: self.user_volumes.iter().cloned().collect(),
@@ -508,12 +516,22 @@ fn small_state(payload: &[u8]) -> Result<ShardState, String> {
     let de = |what: &'static str| move |e: rancor::BoxedError| format!("{what}: {e}");
     let small = rkyv::from_bytes::<Small, rancor::BoxedError>(payload).map_err(de("small state"))?;
     let renames_out: BTreeMap<u64, RenameIntent> = small.renames_out.into_iter().collect();
+    if small.group >= crate::constants::GROUPS_MAX {
+        return Err(format!("group {} is beyond the {} groups of a cluster", small.group, crate::constants::GROUPS_MAX));
+    }
     Ok(ShardState {
+        group: small.group,
+        object_seq: small.object_seq,
         applied_log_index: small.applied_log_index,
         next_deleted_seq: small.next_deleted_seq,
         user_volumes: small.user_volumes.into_iter().collect(),
         volume_usage: small.volume_usage.into_iter().collect(),
         bucket_usage: small.bucket_usage.into_iter().collect(),
+        retry_order: small
+            .sessions
+            .iter()
+            .flat_map(|(client, s)| s.outcomes.iter().map(|(request, r)| (r.log_index, (*client, *request, r.time_ms))))
+            .collect(),
         sessions: small.sessions.into_iter().collect(),
         bucket_refs: small.bucket_refs.into_iter().map(|(k, r, f)| (k, (r, f))).collect(),
         moving: renames_out.values().map(|i| (i.bucket_id, i.from.clone())).collect(),

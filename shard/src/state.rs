@@ -17,7 +17,7 @@ use std::ops::Bound;
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
-use crate::command::{BucketRef, Command, Op, Principal};
+use crate::command::{BucketRef, Command, Elsewhere, Op, Principal};
 use crate::constants::*;
 use crate::memtable::{Entry, probe};
 use crate::table::Table;
@@ -41,11 +41,31 @@ pub struct BucketUsage {
     pub open_keys: u64,
 }
 
-/// Recent outcomes of one client, for answering retries.
+/// Recent outcomes of one client, for answering retries (see [`RETRY_WINDOW_MS`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Session {
     pub last_seen_ms: u64,
-    pub outcomes: BTreeMap<u64, Outcome>,
+    /// The highest request id whose outcome was forgotten: a retry of a request at or below
+    /// it that is not remembered is answered `RetryTooOld` (it may have been applied).
+    pub forgotten_max: Option<u64>,
+    /// By request id.
+    pub outcomes: BTreeMap<u64, Remembered>,
+}
+
+/// One remembered outcome, with where and when it was applied.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Remembered {
+    pub log_index: u64,
+    pub time_ms: u64,
+    pub outcome: Outcome,
+}
+
+impl Session {
+    fn forget(&mut self, request_id: u64) -> Option<Remembered> {
+        let r = self.outcomes.remove(&request_id);
+        self.forgotten_max = self.forgotten_max.max(Some(request_id));
+        r
+    }
 }
 
 /// A cross-shard rename in progress on its source shard (see `Op::RenameOut`).
@@ -101,6 +121,11 @@ pub struct KeyInfo<'a> {
 /// The namespace of one shard.
 #[derive(Debug, Default)]
 pub struct ShardState {
+    /// The Raft group this state belongs to (0 the meta group, or a whole namespace in one
+    /// state; 1.. the key shards): the top bits of every object id it hands out.
+    pub(crate) group: u32,
+    /// The last object sequence number handed out (see [`Ids`]).
+    pub(crate) object_seq: u64,
     pub(crate) applied_log_index: u64,
     pub(crate) volumes: Table,
     pub(crate) buckets: Table,
@@ -113,6 +138,9 @@ pub struct ShardState {
     pub(crate) volume_usage: BTreeMap<u64, VolumeUsage>,
     pub(crate) bucket_usage: BTreeMap<u64, BucketUsage>,
     pub(crate) sessions: BTreeMap<u64, Session>,
+    /// Every remembered outcome in log order: log index → (client, request id, command time).
+    /// The window forgets from its front. Derived from `sessions`.
+    pub(crate) retry_order: BTreeMap<u64, (u64, u64, u64)>,
     /// Buckets this shard knows only from commands (`ctx.bucket`, sharded namespace): the latest
     /// facts seen, and whether the bucket is fenced (its delete is in progress or done).
     pub(crate) bucket_refs: BTreeMap<u64, (BucketRef, bool)>,
@@ -145,20 +173,31 @@ impl std::fmt::Debug for Scratch {
     }
 }
 
-/// Hands out the object ids of one command: `log_index << 8 | n` (Ozone derives object ids
-/// from the transaction index the same way), so ids are unique, ordered, and need no state.
+/// Hands out the object ids of one command: `group << 52 | seq`, the group's next sequence
+/// numbers (see [`crate::constants::GROUP_ID_BITS`]). Every replica of a group hands out the
+/// same ids, since the sequence is state; ids of different groups never meet.
 pub(crate) struct Ids {
-    log_index: u64,
-    n: u64,
+    group: u32,
+    seq: u64,
 }
 
 impl Ids {
     pub(crate) fn next(&mut self) -> u64 {
-        assert!(self.n < OBJECTS_PER_COMMAND_MAX, "command at log index {} creates too many objects", self.log_index);
-        let id = (self.log_index << 8) | self.n;
-        self.n += 1;
-        id
+        assert!(self.seq < OBJECT_SEQ_MAX, "group {} has handed out all {OBJECT_SEQ_MAX} object ids", self.group);
+        self.seq += 1;
+        object_id(self.group, self.seq)
     }
+}
+
+/// The id of object `seq` of group `group` (see [`crate::constants::GROUP_ID_BITS`]).
+pub fn object_id(group: u32, seq: u64) -> u64 {
+    assert!(group < GROUPS_MAX && (1..=OBJECT_SEQ_MAX).contains(&seq), "object {seq} of group {group} is beyond the id layout");
+    (u64::from(group) << OBJECT_SEQ_BITS) | seq
+}
+
+/// The group that created object `id`, and its sequence number there.
+pub fn object_id_parts(id: u64) -> (u32, u64) {
+    ((id >> OBJECT_SEQ_BITS) as u32, id & OBJECT_SEQ_MAX)
 }
 
 pub(crate) fn bucket_key(volume: &str, bucket: &str) -> Vec<u8> {
@@ -178,8 +217,21 @@ fn utf8(b: &[u8]) -> &str {
 }
 
 impl ShardState {
+    /// The state of group 0: the meta group, or a whole namespace in one state (tests, tools).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The empty state of Raft group `group` (its object ids carry the group; see
+    /// [`crate::constants::GROUP_ID_BITS`]).
+    pub fn for_group(group: u32) -> Self {
+        assert!(group < GROUPS_MAX, "group {group}: a cluster has group ids below {GROUPS_MAX}");
+        Self { group, ..Self::default() }
+    }
+
+    /// The Raft group this state belongs to.
+    pub fn group(&self) -> u32 {
+        self.group
     }
 
     /// The log index of the last applied command.
@@ -197,35 +249,64 @@ impl ShardState {
         );
         self.applied_log_index = log_index;
         let ctx = &cmd.ctx;
+        self.forget_expired_outcomes(ctx.time_ms);
         let remember = ctx.client_id != 0 && cmd.op.is_retryable();
         if remember {
             if let Some(previous) = self.retry_outcome(ctx.client_id, ctx.request_id) {
                 return previous;
             }
         }
-        let mut ids = Ids { log_index, n: 0 };
+        let mut ids = Ids { group: self.group, seq: self.object_seq };
         self.carried = ctx.bucket;
         let outcome = self.apply_op(log_index, cmd, &mut ids);
         self.carried = None;
+        self.object_seq = ids.seq;
         if remember {
-            let s = self.sessions.entry(ctx.client_id).or_default();
-            s.last_seen_ms = s.last_seen_ms.max(ctx.time_ms);
-            s.outcomes.insert(ctx.request_id, outcome.clone());
-            if s.outcomes.len() > RETRY_WINDOW_PER_CLIENT {
-                s.outcomes.pop_first();
-            }
+            self.remember(log_index, ctx.client_id, ctx.request_id, ctx.time_ms, outcome.clone());
         }
         outcome
     }
 
+    /// The first outcome of a retried request; `RetryTooOld` if it may have been applied and
+    /// is forgotten; None for a request not seen (to apply).
     fn retry_outcome(&self, client_id: u64, request_id: u64) -> Option<Outcome> {
         let s = self.sessions.get(&client_id)?;
-        if let Some(o) = s.outcomes.get(&request_id) {
-            return Some(o.clone());
+        if let Some(r) = s.outcomes.get(&request_id) {
+            return Some(r.outcome.clone());
         }
-        let oldest = *s.outcomes.keys().next()?;
-        (s.outcomes.len() >= RETRY_WINDOW_PER_CLIENT && request_id < oldest)
-            .then_some(Err(OmError::RetryTooOld { client_id, request_id }))
+        s.forgotten_max.is_some_and(|m| request_id <= m).then_some(Err(OmError::RetryTooOld { client_id, request_id }))
+    }
+
+    /// Remembers a new request's outcome, within the per-client and total bounds (the oldest
+    /// goes first: the client's lowest request id, then the group's first in log order).
+    fn remember(&mut self, log_index: u64, client_id: u64, request_id: u64, time_ms: u64, outcome: Outcome) {
+        let s = self.sessions.entry(client_id).or_default();
+        s.last_seen_ms = s.last_seen_ms.max(time_ms);
+        let before = s.outcomes.insert(request_id, Remembered { log_index, time_ms, outcome });
+        assert!(before.is_none(), "request {request_id} of client {client_id} applied twice (a retry must be answered)");
+        self.retry_order.insert(log_index, (client_id, request_id, time_ms));
+        if s.outcomes.len() > RETRY_OUTCOMES_PER_CLIENT_MAX {
+            let oldest = *s.outcomes.keys().next().expect("over the bound, so not empty");
+            let r = s.forget(oldest).expect("the first key is there");
+            self.retry_order.remove(&r.log_index);
+        }
+        if self.retry_order.len() > RETRY_OUTCOMES_MAX {
+            let (_, (client, request, _)) = self.retry_order.pop_first().expect("over the bound, so not empty");
+            self.sessions.get_mut(&client).expect("the retry order names remembered outcomes").forget(request);
+        }
+    }
+
+    /// Forgets the outcomes remembered for longer than the retry window at command time `t`.
+    /// Commands' times come from successive leaders' clocks and may step back a little: an
+    /// outcome behind a younger one in log order is forgotten a little later, never earlier.
+    fn forget_expired_outcomes(&mut self, t: u64) {
+        while let Some((_, &(client, request, time_ms))) = self.retry_order.first_key_value() {
+            if time_ms.saturating_add(RETRY_WINDOW_MS) >= t {
+                break;
+            }
+            self.retry_order.pop_first();
+            self.sessions.get_mut(&client).expect("the retry order names remembered outcomes").forget(request);
+        }
     }
 
     fn apply_op(&mut self, log_index: u64, cmd: &Command, ids: &mut Ids) -> Outcome {
@@ -258,7 +339,10 @@ impl ShardState {
                 self.allocate_block(p, volume, bucket, key, *open_id, block)
             }
             Op::CommitKey { volume, bucket, key, open_id, data_size, blocks } => {
-                self.commit_key(ids, log_index, p, t, volume, bucket, key, *open_id, *data_size, blocks)
+                self.commit_key(ids, log_index, p, t, volume, bucket, key, *open_id, *data_size, blocks, Elsewhere::default())
+            }
+            Op::CommitKeyCounted { volume, bucket, key, open_id, data_size, blocks, elsewhere } => {
+                self.commit_key(ids, log_index, p, t, volume, bucket, key, *open_id, *data_size, blocks, *elsewhere)
             }
             Op::DeleteKey { volume, bucket, key } => self.delete_keys(ids, log_index, p, volume, bucket, std::slice::from_ref(key), true),
             Op::DeleteKeys { volume, bucket, keys } => self.delete_keys(ids, log_index, p, volume, bucket, keys, false),
@@ -266,7 +350,13 @@ impl ShardState {
             Op::ExpireOpenKeys { limit } => Ok(self.expire_open_keys(ids, log_index, t, *limit)),
             Op::ExpireSessions => {
                 let before = self.sessions.len();
-                self.sessions.retain(|_, s| s.last_seen_ms.saturating_add(SESSION_IDLE_MS_MAX) >= t);
+                let idle: Vec<u64> = self.sessions.iter().filter(|(_, s)| s.last_seen_ms.saturating_add(SESSION_IDLE_MS_MAX) < t).map(|(c, _)| *c).collect();
+                for client in idle {
+                    let s = self.sessions.remove(&client).expect("listed above");
+                    for r in s.outcomes.values() {
+                        self.retry_order.remove(&r.log_index);
+                    }
+                }
                 self.renames_in.retain(|_, a| a.time_ms.saturating_add(RENAME_IN_RETENTION_MS) >= t);
                 Ok(Reply::Expired { open_keys: 0, sessions: (before - self.sessions.len()) as u64 })
             }

@@ -1,5 +1,5 @@
-//! Targeted behaviours the model test does not reach: ACLs, volume quotas, the retry window,
-//! hostile snapshots, and what errors say.
+//! Targeted behaviours the model test does not reach: ACLs, volume quotas, hostile snapshots,
+//! and what errors say (the retry window: `retry.rs`).
 
 use stratos_shard::*;
 
@@ -63,22 +63,6 @@ fn the_volume_bytes_quota_bounds_all_its_buckets_together() {
     s.put(alice.clone(), "vol1", "bk1", "k", 10).unwrap();
     s.put(alice, "vol1", "bk2", "k", 50).unwrap();
     assert_eq!(s.state.volume_info("vol1").unwrap().usage.used_bytes, 60);
-}
-
-#[test]
-fn a_retry_older_than_the_window_is_refused_not_reapplied() {
-    let mut s = S::new();
-    s.volume("vol1", "root", QUOTA_UNLIMITED);
-    for _ in 0..constants::RETRY_WINDOW_PER_CLIENT + 5 {
-        s.run(Principal::admin("root"), Op::ExpireSessions).unwrap();
-        s.bucket(Principal::admin("root"), "vol1", "bkt", vec![]).ok();
-    }
-    // Request 2 created the bucket; the window has moved past it.
-    s.log_index += 1;
-    let cmd = Command { ctx: CommandContext { client_id: 1, request_id: 2, time_ms: 5_000, principal: Principal::admin("root"), bucket: None }, op: Op::DeleteBucket { volume: "vol1".into(), bucket: "bkt".into() } };
-    let out = s.state.apply(s.log_index, &cmd);
-    assert!(matches!(out, Err(OmError::RetryTooOld { client_id: 1, request_id: 2 })), "{out:?}");
-    assert!(s.state.bucket_info("vol1", "bkt").is_ok(), "nothing was applied");
 }
 
 #[test]

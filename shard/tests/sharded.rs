@@ -88,3 +88,66 @@ fn a_bucket_being_deleted_is_marked_in_the_meta_group() {
     assert_eq!(m.run(None, Principal::user("u"), Op::SetBucketDeleting { volume: "vol".into(), bucket: "bkt".into(), deleting: true }), Ok(Reply::BucketMarked { bucket_id: object_id }));
     assert!(m.state.bucket_info("vol", "bkt").expect("info").record.deleting);
 }
+
+/// Object ids repeated across groups (issue 19, item 4): each group derived them from its own
+/// log index, so keys of one bucket on two shards, written at the same log index, shared an id
+/// (135 of 184 ids of one bucket were shared). Ids now carry the group.
+#[test]
+fn object_ids_are_unique_across_groups_and_snapshots() {
+    let mut meta = Shard { state: ShardState::new(), log_index: 0 };
+    let root = Principal::admin("root");
+    let Ok(Reply::Created { object_id: volume_id }) = meta.run(None, root.clone(), Op::CreateVolume { volume: "vol".into(), owner: "u".into(), admin: "root".into(), quota_bytes: QUOTA_UNLIMITED, quota_namespace: QUOTA_UNLIMITED, acls: vec![], metadata: vec![] }) else { panic!("volume") };
+    let Ok(Reply::Created { object_id: bucket_id }) = meta.run(None, root, Op::CreateBucket { volume: "vol".into(), bucket: "bkt".into(), owner: None, versioning: false, replication: Replication::RatisOne, quota_bytes: QUOTA_UNLIMITED, quota_namespace: QUOTA_UNLIMITED, acls: vec![], metadata: vec![] }) else { panic!("bucket") };
+    let mut shards = [Shard { state: ShardState::for_group(1), log_index: 0 }, Shard { state: ShardState::for_group(2), log_index: 0 }];
+    let ids = |s: &Shard| -> Vec<u64> { s.state.list_keys_in(bucket_id, "", "", 100).expect("list").items.iter().map(|k| k.record.object_id.to_native()).collect() };
+    for (i, s) in shards.iter_mut().enumerate() {
+        s.put(bucket_id, &format!("{i}-0")).expect("put");
+    }
+    // A shard restarted from its snapshot goes on with its own sequence.
+    let back = ShardState::load_snapshot(&shards[1].state.snapshot()).expect("load");
+    assert_eq!(back.group(), 2, "the snapshot keeps the group");
+    shards[1].state = back;
+    shards[1].put(bucket_id, "1-1").expect("put after the snapshot");
+
+    let mut all = vec![volume_id, bucket_id];
+    all.extend(ids(&shards[0]));
+    all.extend(ids(&shards[1]));
+    assert_eq!(all.len(), 2 + 3, "{all:?}");
+    let distinct: std::collections::BTreeSet<u64> = all.iter().copied().collect();
+    assert_eq!(distinct.len(), all.len(), "object ids repeat across groups: {all:x?}");
+    for id in ids(&shards[1]) {
+        assert_eq!(object_id_parts(id).0, 2, "key id {id:#x} names its group");
+    }
+}
+
+/// Quotas were checked per shard (issue 19, item 5): a bucket's keys on each shard were held to
+/// the whole quota, so a namespace quota of 3 held 6 keys on two shards, and the refusal said
+/// "3 used + 1 > 3". A counted commit checks the bucket as a whole: this shard's usage plus the
+/// other shards' usage the leader carried.
+#[test]
+fn a_counted_commit_holds_the_quota_for_the_bucket_as_a_whole() {
+    let facts = BucketRef { bucket_id: 4, volume_id: 9, replication: Replication::RatisOne, quota_bytes: 100, quota_namespace: 3, volume_quota_bytes: 150 };
+    let mut s = Shard { state: ShardState::for_group(2), log_index: 0 };
+    let put = |s: &mut Shard, key: &str, size: u64, elsewhere: Elsewhere| -> Outcome {
+        let block = BlockLocation { container_id: 1, local_id: s.log_index + 1, pipeline_id: 1, length: size };
+        let open = Op::OpenKey { volume: "vol".into(), bucket: "bkt".into(), key: key.into(), replication: None, blocks: vec![block], expires_ms: T + 1, metadata: vec![] };
+        let Reply::KeyOpened { open_id, .. } = s.run(Some(facts), Principal::user("u"), open)? else { panic!("not opened") };
+        s.run(Some(facts), Principal::user("u"), Op::CommitKeyCounted { volume: "vol".into(), bucket: "bkt".into(), key: key.into(), open_id, data_size: size, blocks: vec![block], elsewhere })
+    };
+    // Two keys (20 bytes) of the bucket are on another shard.
+    let two_elsewhere = Elsewhere { keys: 2, bytes: 20, volume_bytes: 20 };
+    put(&mut s, "a", 10, two_elsewhere).expect("the third key");
+    let refused = put(&mut s, "b", 10, two_elsewhere).expect_err("a fourth key");
+    assert_eq!(refused, OmError::QuotaExceeded { what: "bucket vol/bkt namespace".into(), used: 3, adding: 1, quota: 3 });
+    assert_eq!(refused.to_string(), "bucket vol/bkt namespace quota exceeded: 3 used + 1 > 3");
+    // Bytes: 10 here and 90 elsewhere leave no room for an overwrite that grows "a".
+    let ninety = Elsewhere { keys: 2, bytes: 90, volume_bytes: 90 };
+    let refused = put(&mut s, "a", 11, ninety).expect_err("a larger overwrite");
+    assert_eq!(refused.to_string(), "bucket vol/bkt bytes quota exceeded: 100 used + 1 > 100");
+    put(&mut s, "a", 10, ninety).expect("an overwrite of the same size");
+    // The volume's bytes on other shards count against its quota (other buckets' too).
+    let volume_full = Elsewhere { keys: 0, bytes: 0, volume_bytes: 140 };
+    let refused = put(&mut s, "a", 20, volume_full).expect_err("beyond the volume quota");
+    assert_eq!(refused.to_string(), "volume vol bytes quota exceeded: 150 used + 10 > 150");
+    assert_eq!(s.state.bucket_usage_of(4), BucketUsage { keys: 1, used_bytes: 10, open_keys: 3 });
+}

@@ -42,6 +42,11 @@ fn format_or_check(dir: &Path, shards: u32) -> anyhow::Result<u32> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let n = if shards == 0 { std::thread::available_parallelism().map_or(1, |n| n.get() as u32) } else { shards };
+            // Group ids are the top bits of every object id (see `GROUP_ID_BITS`).
+            let max = stratos_shard::constants::SHARDS_MAX;
+            if n > max {
+                bail!("{n} shards: a cluster has at most {max} key shards (their group ids are part of every object id)");
+            }
             let tmp = dir.join("FORMAT.tmp");
             std::fs::write(&tmp, format!("stratos-om-format=1\nshards={n}\n"))?;
             std::fs::File::open(&tmp)?.sync_all()?;

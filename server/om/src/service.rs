@@ -266,9 +266,11 @@ impl OmService {
                     for (s, keys) in parts.into_iter().enumerate() {
                         if !keys.is_empty() {
                             split_deletes.insert(p.position);
-                            // Each part is its own request (distinct request ids keep retries exact).
-                            let rid = request_id ^ ((s as u64 + 1) << 48);
-                            per_shard[s].push((p.position, self.command(h, rid, Op::DeleteKeys { volume: volume.clone(), bucket: bucket.clone(), keys })));
+                            // Each part goes to its own group, under the request's own id: a
+                            // group's retry window knows the request ids of its own commands only.
+                            // (An id with high bits set, once forgotten, would make the window
+                            // take every later id of the client for a forgotten one.)
+                            per_shard[s].push((p.position, self.command(h, request_id, Op::DeleteKeys { volume: volume.clone(), bucket: bucket.clone(), keys })));
                         }
                     }
                     if !split_deletes.contains(&p.position) {

@@ -29,6 +29,12 @@ pub const PROPOSALS_IN_FLIGHT_MAX: usize = 64;
 /// Commands waiting for a proposal, per group; beyond this, callers wait (back-pressure).
 pub const QUEUED_COMMANDS_MAX: usize = 64 * COMMANDS_PER_ENTRY_MAX;
 
+// The retry window keeps far more outcomes per client than a group can have in flight (queued
+// or proposed): a retry of anything a client may still wait on finds its first outcome.
+const _: () = assert!(
+    stratos_shard::constants::RETRY_OUTCOMES_PER_CLIENT_MAX >= 4 * (QUEUED_COMMANDS_MAX + PROPOSALS_IN_FLIGHT_MAX * COMMANDS_PER_ENTRY_MAX)
+);
+
 /// Why a proposal got no outcome.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProposeError {
@@ -102,7 +108,7 @@ impl Group {
         }
         let log = LogStore::new(wal);
         let loading = std::time::Instant::now();
-        let sm = StateMachine::open(dir)?;
+        let sm = StateMachine::open(dir, id)?;
         let loaded = sm.shared.applied_log_index();
         if loaded > 0 {
             // What a restart spends: loading the snapshot here, replaying the log after it in

@@ -123,15 +123,18 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 }
 
 impl StateMachine {
-    /// Opens the state of a group: its last snapshot, if any (the log replays the rest).
-    pub fn open(dir: &Path) -> io::Result<Self> {
+    /// Opens the state of group `group`: its last snapshot, if any (the log replays the rest).
+    /// The group is part of the state (its object ids carry it), so a snapshot of another
+    /// group is refused.
+    pub fn open(dir: &Path, group: u32) -> io::Result<Self> {
         let path = dir.join("snapshot");
         let (shard, last, membership) = match SnapshotFile::open(&path) {
             Ok(f) => {
                 let (meta, shard) = f.load().map_err(|e| io_err(format!("{}: {e}", path.display())))?;
+                check_group(&shard, group).map_err(|e| io_err(format!("{}: {e}", path.display())))?;
                 (shard, meta.last_log_id, meta.last_membership)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (ShardState::new(), None, StoredMembership::default()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (ShardState::for_group(group), None, StoredMembership::default()),
             Err(e) => return Err(io_err(format!("{}: {e}", path.display()))),
         };
         let shared = Rc::new(GroupState {
@@ -143,6 +146,14 @@ impl StateMachine {
         });
         Ok(Self { shared, dir: dir.to_path_buf() })
     }
+}
+
+/// A snapshot's state must be of the group that loads it.
+fn check_group(shard: &ShardState, group: u32) -> Result<(), String> {
+    if shard.group() != group {
+        return Err(format!("a snapshot of group {}, loaded as group {group}", shard.group()));
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -404,7 +415,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while self.shared.shard.borrow().is_snapshotting() {
             glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
         }
-        let (_, shard) = data.load().map_err(|e| io_err(format!("received snapshot up to {}: {e}", snapshot_id(meta.last_log_id))))?;
+        let group = self.shared.shard.borrow().group();
+        let (_, shard) = data
+            .load()
+            .and_then(|(_, shard)| check_group(&shard, group).map(|()| ((), shard)))
+            .map_err(|e| io_err(format!("received snapshot up to {}: {e}", snapshot_id(meta.last_log_id))))?;
         // Durable as the group's snapshot before the state is replaced: the file's data, its
         // new name, the directory.
         if let Some(path) = &data.received_at {

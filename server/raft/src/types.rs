@@ -4,8 +4,9 @@
 //! commands, encoded once by the leader (rkyv) and stored in the WAL as they are. Batching in the
 //! entry amortises openraft's per-entry work; the WAL's group commit amortises fdatasync across
 //! entries. Command `i` of the entry at log index `n` is applied at shard index `n << 8 | i`, so
-//! object ids (`shard index << 8 | k`) stay unique and ordered; this bounds a group's log to
-//! 2^48 entries (nine years at a million entries per second).
+//! shard indexes (a record's update id) stay unique and ordered within the group; this bounds a
+//! group's log to 2^48 entries (nine years at a million entries per second). Object ids do not
+//! derive from it (see `stratos_shard::constants::GROUP_ID_BITS`).
 
 use std::fmt;
 use std::rc::Rc;

@@ -1,0 +1,118 @@
+//! The retry window: a retry of a request a client may still be waiting on gets its first
+//! outcome; a retry of a request the window forgot gets `RetryTooOld`, never a second apply.
+//! The window is a time (command time, replicated), bounded in memory per client and in all.
+
+use stratos_shard::constants::{RETRY_OUTCOMES_MAX, RETRY_OUTCOMES_PER_CLIENT_MAX, RETRY_WINDOW_MS};
+use stratos_shard::*;
+
+const T0: u64 = 1_800_000_000_000;
+
+struct S {
+    state: ShardState,
+    log_index: u64,
+}
+
+impl S {
+    fn new() -> Self {
+        let mut s = Self { state: ShardState::new(), log_index: 0 };
+        let op = Op::CreateVolume { volume: "vol".into(), owner: "u".into(), admin: "root".into(), quota_bytes: QUOTA_UNLIMITED, quota_namespace: QUOTA_UNLIMITED, acls: vec![], metadata: vec![] };
+        s.apply(0, 0, T0, op).expect("volume");
+        let op = Op::CreateBucket { volume: "vol".into(), bucket: "bkt".into(), owner: None, versioning: false, replication: Replication::RatisOne, quota_bytes: QUOTA_UNLIMITED, quota_namespace: QUOTA_UNLIMITED, acls: vec![], metadata: vec![] };
+        s.apply(0, 0, T0, op).expect("bucket");
+        s
+    }
+
+    /// Applies one command of `client` (0: none) without checking invariants (the callers
+    /// apply hundreds of thousands and check at the end).
+    fn apply(&mut self, client_id: u64, request_id: u64, time_ms: u64, op: Op) -> Outcome {
+        self.log_index += 1;
+        let ctx = CommandContext { client_id, request_id, time_ms, principal: Principal::admin("root"), bucket: None };
+        self.state.apply(self.log_index, &Command { ctx, op })
+    }
+
+    /// An open key: a cheap command whose outcome (its open id) differs from every other's.
+    fn open(&mut self, client_id: u64, request_id: u64, time_ms: u64, key: &str) -> Outcome {
+        let op = Op::OpenKey { volume: "vol".into(), bucket: "bkt".into(), key: key.into(), replication: None, blocks: vec![], expires_ms: u64::MAX, metadata: vec![] };
+        self.apply(client_id, request_id, time_ms, op)
+    }
+}
+
+/// Retries failed during failover (issue 19, item 8): the window held each client's last 256
+/// outcomes, fewer than one client keeps in flight (`bench omkg -t 16 --batch 64`), so a retry
+/// after a leader kill got `RetryTooOld`.
+#[test]
+fn a_retry_of_the_first_of_5000_requests_in_flight_gets_its_first_outcome() {
+    let mut s = S::new();
+    let firsts: Vec<Outcome> = (1..=5_000).map(|r| s.open(7, r, T0 + r, &format!("k{r}"))).collect();
+    s.state.check_invariants().expect("invariants");
+    // Another client's commands in between do not push client 7's outcomes out either.
+    for r in 1..=5_000 {
+        s.open(8, r, T0 + 5_000, &format!("other{r}")).expect("open");
+    }
+    // The retries come through a snapshot (a new leader may have loaded one).
+    let mut back = S { state: ShardState::load_snapshot(&s.state.snapshot()).expect("load"), log_index: s.log_index };
+    assert_eq!(back.state.state_hash(), s.state.state_hash());
+    let open_keys = back.state.stats().open_keys;
+    for r in [1, 2, 2_500, 5_000] {
+        let again = back.open(7, r, T0 + 60_000, &format!("k{r}"));
+        assert_eq!(again, firsts[r as usize - 1], "retry of request {r}");
+    }
+    assert_eq!(back.state.stats().open_keys, open_keys, "no retry was applied again");
+    back.state.check_invariants().expect("invariants");
+}
+
+#[test]
+fn a_retry_older_than_the_time_window_is_refused_not_reapplied() {
+    let mut s = S::new();
+    let first = s.open(7, 1, T0, "k");
+    assert!(first.is_ok(), "{first:?}");
+    // At the window's end the outcome is still there ...
+    assert_eq!(s.open(7, 1, T0 + RETRY_WINDOW_MS, "k"), first);
+    // ... and forgotten as soon as any command's time passes it (any client's: here none).
+    s.apply(0, 0, T0 + RETRY_WINDOW_MS + 1, Op::ExpireOpenKeys { limit: 1 }).expect("a command later");
+    let late = s.open(7, 1, T0 + RETRY_WINDOW_MS + 1, "k");
+    assert_eq!(late, Err(OmError::RetryTooOld { client_id: 7, request_id: 1 }));
+    assert_eq!(s.state.stats().open_keys, 1, "nothing was applied twice");
+    // A new request of the same client is applied as usual.
+    assert!(s.open(7, 2, T0 + RETRY_WINDOW_MS + 1, "k2").is_ok());
+    s.state.check_invariants().expect("invariants");
+    // Idle sessions go, and with them the outcomes they held.
+    let out = s.apply(0, 0, T0 + 3 * RETRY_WINDOW_MS, Op::ExpireSessions);
+    assert_eq!(out, Ok(Reply::Expired { open_keys: 0, sessions: 1 }));
+    s.state.check_invariants().expect("invariants");
+}
+
+/// The memory bounds: one client beyond its share loses its own oldest outcomes (and a retry of
+/// those is refused), not anyone else's; all clients beyond the total lose the oldest in log
+/// order.
+#[test]
+fn the_window_is_bounded_per_client_and_in_all() {
+    let mut s = S::new();
+    let per_client = RETRY_OUTCOMES_PER_CLIENT_MAX as u64;
+    let first_of_9 = s.apply(9, 1, T0, Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() });
+    for r in 1..=per_client + 3 {
+        let _ = s.apply(7, r, T0, Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() });
+    }
+    s.state.check_invariants().expect("invariants");
+    for r in 1..=3 {
+        let again = s.apply(7, r, T0, Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() });
+        assert_eq!(again, Err(OmError::RetryTooOld { client_id: 7, request_id: r }));
+    }
+    assert!(matches!(s.apply(7, 4, T0, Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() }), Err(OmError::KeyNotFound(_))));
+    assert_eq!(s.apply(9, 1, T0, Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() }), first_of_9, "client 9's outcome is kept");
+
+    // Fill the group's window with other clients: client 9's outcome is the oldest in log order.
+    let total = RETRY_OUTCOMES_MAX as u64;
+    let mut client = 100;
+    let mut remembered = per_client + 1;
+    while remembered < total + 1 {
+        for r in 1..=per_client.min(total + 1 - remembered) {
+            let _ = s.apply(client, r, T0, Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() });
+            remembered += 1;
+        }
+        client += 1;
+    }
+    s.state.check_invariants().expect("invariants");
+    let again = s.apply(9, 1, T0, Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() });
+    assert_eq!(again, Err(OmError::RetryTooOld { client_id: 9, request_id: 1 }));
+}
