@@ -23,6 +23,20 @@ pub fn install_signal_handlers() {
     }
 }
 
+static WHO: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Names this process in its log lines (`om node 2`), once, at start. Every OM log line starts
+/// with it and the core, so that the lines of several nodes on one terminal or in one journal
+/// say whose they are.
+pub fn set_who(name: String) {
+    let _ = WHO.set(name);
+}
+
+/// This process's name for log lines (`om` until [`set_who`]).
+pub fn who() -> &'static str {
+    WHO.get().map_or("om", String::as_str)
+}
+
 /// Asks a running role (in this process) to stop, as SIGTERM does.
 pub fn request_stop() {
     STOP.store(true, Ordering::SeqCst);

@@ -49,7 +49,7 @@ impl Core {
                 }
                 tried.insert(group, std::time::Instant::now());
                 if let Err(e) = g.raft.trigger().transfer_leader(preferred).await {
-                    eprintln!("om core {}: moving group {group}'s leadership to node {preferred}: {e}", self.index);
+                    eprintln!("{} core {}: moving group {group}'s leadership to node {preferred}: {e}", stratos_common::process::who(), self.index);
                 }
             }
         }

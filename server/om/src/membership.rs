@@ -92,7 +92,7 @@ impl Core {
                         .map_err(|e| failed(group, &e))?;
                 }
             }
-            eprintln!("om core {}: group {group}: {change}", self.index);
+            eprintln!("{} core {}: group {group}: {change}", stratos_common::process::who(), self.index);
             changed.push(group);
         }
         Ok(changed)

@@ -71,6 +71,7 @@ pub struct Ready {
 /// group has a leader and every listener is bound.
 pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
     install_signal_handlers();
+    stratos_common::process::set_who(format!("om node {}", cfg.node_id));
     let data_dir = cfg.data_dir.clone().context("no data directory given")?;
     let shards = format_or_check(&data_dir, cfg.shards)?;
     let cores = if cfg.executors == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { cfg.executors };
@@ -193,7 +194,7 @@ async fn start_core(
         }
         // Worth a line when a restart replayed a long log (a fresh node says nothing).
         if replaying.elapsed() > Duration::from_millis(500) {
-            eprintln!("om core {index}: groups elected and their logs replayed in {:.2} s", replaying.elapsed().as_secs_f64());
+            eprintln!("{} core {index}: groups elected and their logs replayed in {:.2} s", stratos_common::process::who(), replaying.elapsed().as_secs_f64());
         }
     }
     let core = Rc::new(Core {
@@ -223,7 +224,7 @@ async fn start_core(
     if let Some(dp) = &core.data {
         // The map first (keys sign the first tokens), then pools for every shard.
         if let Err(e) = dp.refresh_map().await {
-            eprintln!("om core {index}: the SCM at {} does not answer yet ({e}); writes with data wait for it", dp.cfg.scm_address);
+            eprintln!("{} core {index}: the SCM at {} does not answer yet ({e}); writes with data wait for it", stratos_common::process::who(), dp.cfg.scm_address);
         }
         dp.warm(0..shards);
         glommio::spawn_local(dp.clone().refill_pools()).detach();
@@ -275,7 +276,7 @@ async fn start_core(
         // group to start serving.
         let waits = core.groups.values().filter(|_| !cfg.join).map(|g| g.wait_ready(Duration::from_secs(10)));
         for e in futures_util::future::join_all(waits).await.into_iter().filter_map(Result::err) {
-            eprintln!("om core {index}: {e}; serving anyway");
+            eprintln!("{} core {index}: {e}; serving anyway", stratos_common::process::who());
         }
     }
     glommio::spawn_local(core.clone().redrive_renames()).detach();
@@ -319,7 +320,7 @@ async fn accept_clients(core: Rc<Core>, listener: glommio::net::TcpListener) {
         match listener.accept().await {
             Ok(stream) => serve_connection(core.clone(), stream),
             Err(e) => {
-                eprintln!("om core {}: accept failed: {e}", core.index);
+                eprintln!("{} core {}: accept failed: {e}", stratos_common::process::who(), core.index);
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
         }
@@ -333,7 +334,7 @@ async fn accept_raft(core: Rc<Core>, listener: glommio::net::TcpListener) {
         let mut stream = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("om: Raft accept failed: {e}");
+                eprintln!("{}: Raft accept failed: {e}", stratos_common::process::who());
                 glommio::timer::sleep(Duration::from_millis(10)).await;
                 continue;
             }
@@ -347,13 +348,13 @@ async fn accept_raft(core: Rc<Core>, listener: glommio::net::TcpListener) {
                 Ok(Err(e)) => {
                     // Tell the sender too (a newer or older build logs it on its side).
                     let _ = answer_hello(&mut stream, Some(&e)).await;
-                    return eprintln!("om: Raft connection from {peer}: {e}");
+                    return eprintln!("{}: Raft connection from {peer}: {e}", stratos_common::process::who());
                 }
-                Err(_) => return eprintln!("om: Raft connection from {peer}: no hello within 5 s"),
+                Err(_) => return eprintln!("{}: Raft connection from {peer}: no hello within 5 s", stratos_common::process::who()),
             };
             if let Some(why) = hello.refusal(core.cores as u32, core.shards) {
                 let _ = answer_hello(&mut stream, Some(&why)).await;
-                return eprintln!("om: Raft connection from {peer} refused: {why}");
+                return eprintln!("{}: Raft connection from {peer} refused: {why}", stratos_common::process::who());
             }
             if answer_hello(&mut stream, None).await.is_err() {
                 return;
@@ -366,7 +367,7 @@ async fn accept_raft(core: Rc<Core>, listener: glommio::net::TcpListener) {
             // SAFETY: dup of an open socket we own; the copy is owned by the message alone.
             let fd = unsafe { libc::dup(stream.as_raw_fd()) };
             if fd < 0 {
-                return eprintln!("om: Raft connection from {peer}: dup failed: {}", std::io::Error::last_os_error());
+                return eprintln!("{}: Raft connection from {peer}: dup failed: {}", stratos_common::process::who(), std::io::Error::last_os_error());
             }
             let fd = unsafe { OwnedFd::from_raw_fd(fd) };
             drop(stream);

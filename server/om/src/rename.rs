@@ -67,7 +67,7 @@ impl Core {
                 if let Err(e) = r
                     && matches!(e.status, Status::Internal)
                 {
-                    eprintln!("om core {}: re-driving rename {}/{}/{} -> {}: {}", self.index, i.volume, i.bucket, i.from, i.to, e.message);
+                    eprintln!("{} core {}: re-driving rename {}/{}/{} -> {}: {}", stratos_common::process::who(), self.index, i.volume, i.bucket, i.from, i.to, e.message);
                 }
             }
         }

@@ -23,7 +23,7 @@ impl Core {
             // The node fetched the map once before serving; this refreshes it.
             glommio::timer::sleep(every).await;
             if let Err(e) = dp.refresh_map().await {
-                eprintln!("om core {}: fetching the cluster map from the SCM at {}: {e}", self.index, dp.cfg.scm_address);
+                eprintln!("{} core {}: fetching the cluster map from the SCM at {}: {e}", stratos_common::process::who(), self.index, dp.cfg.scm_address);
             }
             let mut ids: Vec<u32> = self.groups.keys().copied().filter(|g| *g != META_GROUP).collect();
             ids.sort();
@@ -51,7 +51,7 @@ impl Core {
                     Ok(()) => {
                         let _ = self.local_write(group, vec![om_command(Op::PurgeDeletedBlocks { up_to_seq: up_to })], false, 0).await;
                     }
-                    Err(e) => eprintln!("om core {}: handing deleted blocks of shard {} to the SCM: {e}", self.index, group - 1),
+                    Err(e) => eprintln!("{} core {}: handing deleted blocks of shard {} to the SCM: {e}", stratos_common::process::who(), self.index, group - 1),
                 }
             }
         }

@@ -104,7 +104,7 @@ impl Group {
             .await
             .map_err(|e| anyhow::anyhow!("group {id}: opening its log in {}: {e}", dir.display()))?;
         if let Some(torn) = &report.torn_tail {
-            eprintln!("group {id}: cut a torn log tail: {torn:?}");
+            eprintln!("{} group {id}: cut a torn log tail: {torn:?}", stratos_common::process::who());
         }
         let log = LogStore::new(wal);
         let loading = std::time::Instant::now();
@@ -113,8 +113,7 @@ impl Group {
         if loaded > 0 {
             // What a restart spends: loading the snapshot here, replaying the log after it in
             // `wait_ready` (reported by the node).
-            eprintln!(
-                "group {id}: recovered its log in {:.2} s, loaded its snapshot up to index {loaded} in {:.2} s",
+            eprintln!("{} group {id}: recovered its log in {:.2} s, loaded its snapshot up to index {loaded} in {:.2} s", stratos_common::process::who(),
                 (loading - recovering).as_secs_f64(),
                 loading.elapsed().as_secs_f64()
             );
@@ -256,7 +255,7 @@ impl Group {
             if g.log.wal().needs_spare()
                 && let Err(e) = g.log.wal().prepare_spare().await
             {
-                eprintln!("group {}: preparing a spare WAL segment failed ({e}); segments are created on the flush path", g.id);
+                eprintln!("{} group {}: preparing a spare WAL segment failed ({e}); segments are created on the flush path", stratos_common::process::who(), g.id);
             }
         }
     }
@@ -277,7 +276,7 @@ impl Group {
             }
             mark = written;
             if let Err(e) = g.raft.trigger().snapshot().await {
-                eprintln!("group {}: asking for a snapshot: {e}", g.id);
+                eprintln!("{} group {}: asking for a snapshot: {e}", stratos_common::process::who(), g.id);
             }
         }
     }

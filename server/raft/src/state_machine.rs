@@ -340,7 +340,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         }
         // One line per snapshot (every `snapshot_after_entries` entries or `snapshot_after_bytes`
         // of log): how long it took is what an operator sizing those settings wants to know.
-        eprintln!("{}: snapshot up to {} written: {} entries in {:.2} s", self.dir.display(), snapshot_id(last), build.entries(), started.elapsed().as_secs_f64());
+        eprintln!("{} {}: snapshot up to {} written: {} entries in {:.2} s", stratos_common::process::who(), self.dir.display(), snapshot_id(last), build.entries(), started.elapsed().as_secs_f64());
         // openraft keeps only the meta of a snapshot it asked to build; followers get the file
         // through `get_current_snapshot`.
         let file = SnapshotFile::open(&self.dir.join("snapshot"))?;
@@ -431,7 +431,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.shared.last_applied.set(meta.last_log_id);
         *self.shared.membership.borrow_mut() = meta.last_membership.clone();
         let index = meta.last_log_id.map_or(0, |l| l.index);
-        eprintln!("{}: installed a snapshot from the leader up to log index {index} ({} bytes)", self.dir.display(), data.len);
+        eprintln!("{} {}: installed a snapshot from the leader up to log index {index} ({} bytes)", stratos_common::process::who(), self.dir.display(), data.len);
         if let Some(hook) = self.shared.on_reset.borrow_mut().as_mut() {
             hook(&self.shared.shard.borrow(), index);
         }

@@ -359,7 +359,7 @@ impl Link {
                         // A refusal does not heal by itself (another layout, another build):
                         // say it once, and dial seldom.
                         if *self.refused.borrow() != e {
-                            eprintln!("om: {e}");
+                            eprintln!("{}: {e}", stratos_common::process::who());
                             *self.refused.borrow_mut() = e.clone();
                         }
                         self.fail_queued(&e);
