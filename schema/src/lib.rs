@@ -5,7 +5,7 @@
 //! The generated code is committed (`src/generated/`), so building needs no `capnp` tool.
 //! `schema/regen.sh` regenerates it after a schema change; the test `generated_is_current`
 //! fails when the committed code does not match the schemas (it runs wherever `capnp` is
-//! installed; CI installs it).
+//! installed and says so on stderr where it is not; in CI, which installs it, its absence fails).
 
 /// A key's shard: `crc32(volume \0 bucket \0 key) mod shards`. The OM places keys by it (so it
 /// is part of the on-disk format, fixed with the shard count when a data directory is
@@ -18,6 +18,21 @@ pub fn shard_of(volume: &str, bucket: &str, key: &str, shards: u32) -> u32 {
     h.update(&[0]);
     h.update(key.as_bytes());
     h.finalize() % shards.max(1)
+}
+
+/// How much work one Cap'n Proto message may make its reader do: the server reads every
+/// message of every connection (client calls, Raft traffic between OMs) and every operation it
+/// decodes with these limits (`stratos_common::rpc` re-exports them), so a hostile message costs
+/// bounded work. Part of the protocol, so a sender sizes its messages by them and the tests take
+/// them from here.
+pub mod rpc_limits {
+    /// Words (8 bytes) one message may make its reader traverse (Cap'n Proto's amplification
+    /// guard): 64 MiB. A message larger than this is refused before its body is read; the
+    /// connection it came on is aborted with the reason ("Message has N words, which is too
+    /// large").
+    pub const TRAVERSAL_WORDS_MAX: usize = 64 << 20 >> 3;
+    /// How deeply structs and lists may nest in one message.
+    pub const NESTING_MAX: i32 = 64;
 }
 
 /// Limits of the SCM's API that both sides must agree on: the SCM refuses a call past them,

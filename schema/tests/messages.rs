@@ -1,9 +1,11 @@
 //! Messages built with the generated code read back as built, and the reader limits that the
-//! server sets per call turn oversized or deeply nested input into errors, not work.
+//! server sets per call (`stratos_schema::rpc_limits`) turn oversized or cut input into errors,
+//! not work.
 
 use capnp::message::{Builder, ReaderOptions};
 use capnp::serialize;
-use stratos_schema::om_capnp::{Status, operation, outcome};
+use stratos_schema::om_capnp::{Status, operation, outcome, ozone_manager};
+use stratos_schema::rpc_limits::{NESTING_MAX, TRAVERSAL_WORDS_MAX};
 
 fn commit_key_message() -> Vec<u8> {
     let mut message = Builder::new_default();
@@ -55,49 +57,66 @@ fn an_error_outcome_carries_status_message_and_leader_hint() {
     assert_eq!(e.get_leader_hint().expect("reads back").to_str().expect("reads back"), "127.0.0.1:9862");
 }
 
-#[test]
-fn a_traversal_limit_turns_an_oversized_message_into_an_error() {
-    let mut message = Builder::new_default();
-    let op = message.init_root::<operation::Builder>();
-    let mut del = op.init_delete_keys();
-    del.set_volume("vol1");
-    del.set_bucket("bucket1");
-    let mut keys = del.init_keys(50_000);
-    for i in 0..50_000 {
-        keys.set(i, "k");
-    }
-    let bytes = serialize::write_message_to_words(&message);
-    // The server's per-call limit: far below what this message needs.
+/// The options the server reads every message with (`stratos_common::rpc` serves connections
+/// with them; the OM decodes operations with them).
+fn server_options() -> ReaderOptions {
     let mut options = ReaderOptions::new();
-    options.traversal_limit_in_words(Some(8 * 1024));
-    // Either the read refuses the message outright (its size exceeds the limit) or walking it
-    // fails at the limit: never 50,000 keys of work.
-    let walk = || -> capnp::Result<u32> {
-        let reader = serialize::read_message(&mut &bytes[..], options)?;
-        let op = reader.get_root::<operation::Reader>()?;
-        let operation::Which::DeleteKeys(d) = op.which()? else { panic!("not a deleteKeys") };
-        let keys = d.get_keys()?;
-        for i in 0..keys.len() {
-            keys.get(i)?;
-        }
-        Ok(keys.len())
+    options.traversal_limit_in_words(Some(TRAVERSAL_WORDS_MAX)).nesting_limit(NESTING_MAX);
+    options
+}
+
+/// An `echo` call's parameters of exactly `words` words (the segments' sum, which is what a
+/// reader compares with its limit), serialized.
+fn echo_params_of_words(words: usize) -> Vec<u8> {
+    let build = |payload_words: usize| {
+        let mut message = Builder::new_default();
+        message.init_root::<ozone_manager::echo_params::Builder>().init_payload((payload_words * 8) as u32);
+        let total: usize = message.get_segments_for_output().iter().map(|s| s.len() / 8).sum();
+        (message, total)
     };
-    assert!(walk().is_err(), "reading past the traversal limit must fail");
-    // And the same message within a large enough limit reads whole.
-    let mut enough = ReaderOptions::new();
-    enough.traversal_limit_in_words(Some(1 << 20));
-    let reader = serialize::read_message(&mut &bytes[..], enough).expect("reads back");
-    let operation::Which::DeleteKeys(d) = reader.get_root::<operation::Reader>().expect("reads back").which().expect("reads back") else { panic!() };
-    assert_eq!(d.get_keys().expect("reads back").len(), 50_000);
+    // The pointers and struct around the payload (a payload too big for the first segment
+    // goes to its own, behind a far pointer and its landing pad).
+    let (_, total_4096) = build(4096);
+    let (message, total) = build(words - (total_4096 - 4096));
+    assert_eq!(total, words, "the message is built to the word");
+    serialize::write_message_to_words(&message)
+}
+
+/// The server's own limit (the live twin, against a running OM, is server/tests/limits.rs): a
+/// message one word over it is refused before its body is read, by both readers the server
+/// uses, with an error that says so; one of exactly the limit reads whole.
+#[test]
+fn the_servers_traversal_limit_refuses_one_word_more_and_reads_a_message_at_it() {
+    let over = echo_params_of_words(TRAVERSAL_WORDS_MAX + 1);
+    match serialize::read_message(&mut &over[..], server_options()) {
+        Err(e) => assert!(matches!(e.kind, capnp::ErrorKind::MessageTooLarge(n) if n == TRAVERSAL_WORDS_MAX + 1), "{e}"),
+        Ok(_) => panic!("a message of {} words read under a limit of {TRAVERSAL_WORDS_MAX}", TRAVERSAL_WORDS_MAX + 1),
+    }
+    match serialize::read_message_from_flat_slice(&mut &over[..], server_options()) {
+        Err(e) => assert!(matches!(e.kind, capnp::ErrorKind::MessageTooLarge(n) if n == TRAVERSAL_WORDS_MAX + 1), "{e}"),
+        Ok(_) => panic!("a flat message of {} words read under a limit of {TRAVERSAL_WORDS_MAX}", TRAVERSAL_WORDS_MAX + 1),
+    }
+    drop(over);
+    // At the limit: read, and walked to the end of its payload within the traversal budget.
+    let at = echo_params_of_words(TRAVERSAL_WORDS_MAX);
+    let reader = serialize::read_message(&mut &at[..], server_options()).expect("a message at the limit reads");
+    let payload = reader.get_root::<ozone_manager::echo_params::Reader>().and_then(|p| p.get_payload()).expect("its payload reads within the limit");
+    assert!(payload.len() > (TRAVERSAL_WORDS_MAX - 8) * 8, "{} bytes", payload.len());
 }
 
 #[test]
 fn truncated_and_garbage_input_is_an_error_not_a_panic() {
     let bytes = commit_key_message();
+    // Every cut of a message is refused whole (the segment table announces more than follows),
+    // under the server's options, by the stream reader and the flat one alike.
     for cut in 0..bytes.len() {
-        let _ = serialize::read_message(&mut &bytes[..cut], ReaderOptions::new())
+        let read = serialize::read_message(&mut &bytes[..cut], server_options())
             .and_then(|r| r.get_root::<operation::Reader>().and_then(|op| op.which().map(|_| ()).map_err(Into::into)));
+        assert!(read.is_err(), "{cut} of {} bytes read as an operation", bytes.len());
+        assert!(serialize::read_message_from_flat_slice(&mut &bytes[..cut], server_options()).is_err(), "{cut} of {} bytes read flat", bytes.len());
     }
+    // Garbage whose first word announces 863,484,673 segments: refused on the segment count.
     let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    let _ = serialize::read_message(&mut &garbage[..], ReaderOptions::new());
+    let e = serialize::read_message(&mut &garbage[..], server_options()).err().expect("garbage is not a message");
+    assert!(matches!(e.kind, capnp::ErrorKind::InvalidNumberOfSegments(863_484_673)), "{e}");
 }

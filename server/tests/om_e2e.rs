@@ -245,20 +245,31 @@ fn acknowledged_keys_survive_kill_9_under_concurrent_load() {
 fn malformed_and_oversized_messages_get_errors_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().expect("tempdir");
     let om = Om::start(&dir.path().join("om"));
-    let garbage: Vec<Vec<u8>> = vec![
-        vec![0xff; 64],
-        // A Cap'n Proto frame header claiming 2^32-1 segments.
-        vec![0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0],
-        // One segment of 2^31 words (16 GiB) announced, nothing sent.
-        vec![0, 0, 0, 0, 0, 0, 0, 0x80],
-        (0..4096u32).flat_map(|i| i.to_le_bytes()).collect(),
+    // Each hostile stream is answered with a Cap'n Proto Abort message that says what was wrong
+    // (capnp-rpc's reasons), then the connection is closed: not left hanging, not served.
+    let garbage: Vec<(Vec<u8>, &str)> = vec![
+        (vec![0xff; 64], "Too few segments"),
+        // A Cap'n Proto frame header claiming 2^32-1+1 = 0 segments.
+        (vec![0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0], "Too few segments"),
+        // One segment of 2^31 words (16 GiB) announced, nothing sent: refused on the
+        // announcement, by the server's traversal limit, before anything is allocated.
+        (vec![0, 0, 0, 0, 0, 0, 0, 0x80], "Message has 2147483648 words, which is too large"),
+        // A one-word message whose root points at a segment that does not exist.
+        ((0..4096u32).flat_map(|i| i.to_le_bytes()).collect(), "Invalid segment id"),
     ];
-    for g in garbage {
+    for (g, reason) in garbage {
         let mut s = std::net::TcpStream::connect(&om.rpc).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-        let _ = s.write_all(&g);
-        let mut buf = [0u8; 256];
-        let _ = s.read(&mut buf); // an abort message or a closed connection
+        s.write_all(&g).unwrap_or_else(|e| panic!("sending {} hostile bytes: {e}", g.len()));
+        let mut reply = Vec::new();
+        match s.read_to_end(&mut reply) {
+            Ok(_) => {}
+            // The server closed with our unread bytes still queued: the abort came first.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("{:?}…: the server neither answered nor closed within 5 s: {e}", &g[..8]),
+        }
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.contains(reason), "{:?}…: an abort saying {reason:?}, got {reply:?}", &g[..8]);
     }
     // Hostile names through the real client: refused at the edge with clear errors.
     om.fails(&["volume", "create", &format!("/{}", "v".repeat(300))], "INVALID_NAME");
@@ -323,7 +334,16 @@ fn renames_across_shards_finish_even_after_a_crash_midway() {
     let mut crashing = Om::start_with(&dir.path().join("om"), &[("STRATOS_CRASH_POINT", "rename-started")]);
     let (ok, _, _) = crashing.sh(&["key", "rename", &format!("/vol/bkt/{from}"), &to]);
     assert!(!ok, "the OM died mid-rename");
-    let _ = crashing.child.wait();
+    // It died at the crash point (which aborts), not by a clean exit or another signal.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = crashing.child.try_wait().expect("wait for the crashed OM") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the OM is still running 20 s after the rename that should have crashed it");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGABRT), "the OM aborted at the crash point: {status:?}");
     let om = Om::start(&dir.path().join("om"));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {

@@ -104,22 +104,41 @@ fn a_damaged_snapshot_is_an_error_never_a_panic() {
     s.put(Principal::admin("root"), "vol1", "bkt", "k", 3).unwrap();
     let snap = s.state.snapshot();
     assert!(ShardState::load_snapshot(&snap).is_ok());
+    // The frames' offsets, by the format (a 32-byte header, then frames of a 16-byte header
+    // whose third word is the payload's length): each error must name the frame it is in.
+    let mut frames = vec![];
+    let mut at = 32;
+    while at < snap.len() {
+        frames.push(at);
+        at += 16 + u32::from_le_bytes(snap[at + 8..at + 12].try_into().expect("4 bytes")) as usize;
+    }
+    assert_eq!(at, snap.len(), "the frames tile the file");
+    assert!(frames.len() >= 5, "small state, volumes, buckets, keys, end: {frames:?}");
+    let frame_of = |i: usize| *frames.iter().rev().find(|&&f| f <= i).expect("past the header");
     for i in (0..snap.len()).step_by(7) {
         let mut bad = snap.clone();
         bad[i] ^= 0x40;
-        assert!(ShardState::load_snapshot(&bad).is_err(), "flip at {i} went unnoticed");
+        let e = ShardState::load_snapshot(&bad).expect_err(&format!("flip at {i} went unnoticed"));
+        match (i, &e) {
+            (0..8, SnapshotError::Magic) => {}
+            (8..12, SnapshotError::Version(v)) => assert_eq!(*v, u32::from_le_bytes(bad[8..12].try_into().expect("4 bytes")), "{e}"),
+            (12..32, SnapshotError::Malformed(why)) => assert!(why.contains("reserved header bytes"), "{e}"),
+            (32.., SnapshotError::Frame { offset, .. } | SnapshotError::Incomplete(offset)) => {
+                assert_eq!(*offset as usize, frame_of(i), "a flip at {i} is blamed on the frame that holds it: {e}");
+            }
+            _ => panic!("a flip at {i}: {e}"),
+        }
     }
-    // A damaged frame in the middle is named by its offset; a cut file is incomplete.
-    let mut bad = snap.clone();
-    let middle = snap.len() / 2;
-    bad[middle] ^= 0x40;
-    let e = ShardState::load_snapshot(&bad).expect_err("a flipped byte").to_string();
-    assert!(e.contains("offset") || e.contains("magic"), "{e}");
+    // A cut file is incomplete, at the frame that was cut; a file too short for its header is
+    // no snapshot.
     for cut in [snap.len() - 1, snap.len() - 24, 40] {
-        let e = ShardState::load_snapshot(&snap[..cut]).expect_err("a cut snapshot").to_string();
-        assert!(e.contains("incomplete") || e.contains("offset"), "cut at {cut}: {e}");
+        match ShardState::load_snapshot(&snap[..cut]).expect_err("a cut snapshot") {
+            SnapshotError::Incomplete(offset) => assert_eq!(offset as usize, frame_of(cut), "cut at {cut}"),
+            e => panic!("cut at {cut}: {e}"),
+        }
     }
-    assert!(ShardState::load_snapshot(b"").is_err());
+    assert!(matches!(ShardState::load_snapshot(b""), Err(SnapshotError::Magic)));
+    assert!(matches!(ShardState::load_snapshot(&snap[..31]), Err(SnapshotError::Magic)));
 }
 
 #[test]
@@ -127,8 +146,12 @@ fn malformed_command_bytes_are_an_error() {
     let cmd = Command { ctx: CommandContext { client_id: 1, request_id: 1, time_ms: 1, principal: Principal::user("u"), bucket: None }, op: Op::ExpireSessions };
     let bytes = cmd.encode().to_vec();
     assert_eq!(Command::decode(&bytes).unwrap(), cmd);
+    // Every cut is refused (never a panic, and never another command), the error naming the
+    // length it was given.
     for cut in 0..bytes.len() {
-        let _ = Command::decode(&bytes[..cut]); // must return, never panic
+        let e = Command::decode(&bytes[..cut]).expect_err(&format!("{cut} of {} bytes decoded", bytes.len()));
+        assert_eq!(e.len, cut, "{e}");
+        assert!(!e.reason.is_empty(), "the error says why: {e}");
     }
     let mut junk = bytes.clone();
     for b in junk.iter_mut() {
@@ -147,7 +170,8 @@ fn a_quota_cannot_be_set_below_what_is_in_use() {
     let set = |quota_bytes| Op::SetBucketProperty { volume: "vol1".into(), bucket: "bk1".into(), owner: None, versioning: None, replication: None, quota_bytes: Some(quota_bytes), quota_namespace: None };
     let e = s.run(alice.clone(), set(59)).unwrap_err();
     assert_eq!(e.to_string(), "invalid argument: bucket bytes quota 59 is below the 60 bytes in use");
-    assert!(s.run(alice.clone(), set(0)).is_err());
+    let e = s.run(alice.clone(), set(0)).unwrap_err();
+    assert!(matches!(&e, OmError::InvalidArgument(why) if why.contains("must be positive")), "{e}");
     s.run(alice, set(60)).unwrap();
     let e = s.run(Principal::admin("root"), Op::SetVolumeQuota { volume: "vol1".into(), quota_bytes: None, quota_namespace: Some(0) }).unwrap_err();
     assert!(e.to_string().contains("must be positive"), "{e}");

@@ -33,8 +33,11 @@ impl Shard {
         self.run_as((0, 0), Principal::user("u"), op)
     }
     fn put(&mut self, key: &str, length: u64) -> Outcome {
+        self.put_with(key, length, vec![])
+    }
+    fn put_with(&mut self, key: &str, length: u64, metadata: Vec<MetadataPair>) -> Outcome {
         let block = BlockLocation { container_id: 1, local_id: self.log_index + 1, pipeline_id: 1, length };
-        let open = Op::OpenKey { volume: "vol".into(), bucket: "bkt".into(), key: key.into(), replication: None, blocks: vec![block], expires_ms: T + 1, metadata: vec![] };
+        let open = Op::OpenKey { volume: "vol".into(), bucket: "bkt".into(), key: key.into(), replication: None, blocks: vec![block], expires_ms: T + 1, metadata };
         let Reply::KeyOpened { open_id, .. } = self.run(open)? else { panic!("not opened") };
         self.run(Op::CommitKey { volume: "vol".into(), bucket: "bkt".into(), key: key.into(), open_id, data_size: length, blocks: vec![block] })
     }
@@ -54,6 +57,24 @@ impl Shard {
     fn size_of(&self, key: &str) -> Option<u64> {
         self.state.lookup_key_in(7, key).map(|k| k.data_size.to_native())
     }
+    /// The key's record as stored, if it exists.
+    fn record_of(&self, key: &str) -> Option<KeyRecord> {
+        self.state.lookup_key_in(7, key).map(|k| rkyv::deserialize::<KeyRecord, rkyv::rancor::Error>(k).expect("a stored record deserializes"))
+    }
+}
+
+/// `to`, as the destination holds it, is the source's record under a new name: the same data
+/// (blocks, size, replication), metadata, ACLs and creation time. Only what names the new
+/// object differs: its object id and update id come from the destination shard's log, and its
+/// modification time is the copy's.
+fn assert_moved(to: &KeyRecord, from: &KeyRecord) {
+    assert_eq!(to.blocks, from.blocks, "blocks");
+    assert_eq!(to.data_size, from.data_size, "size");
+    assert_eq!(to.replication, from.replication, "replication");
+    assert_eq!(to.metadata, from.metadata, "metadata");
+    assert_eq!(to.acls, from.acls, "ACLs");
+    assert_eq!(to.created_ms, from.created_ms, "creation time");
+    assert_eq!(KeyRecord { object_id: from.object_id, update_id: from.update_id, modified_ms: from.modified_ms, ..to.clone() }, *from, "nothing else differs");
 }
 
 fn started(o: Outcome) -> (u64, KeyRecord) {
@@ -66,9 +87,12 @@ fn started(o: Outcome) -> (u64, KeyRecord) {
 #[test]
 fn a_rename_moves_the_key_and_its_usage_and_pins_the_source_meanwhile() {
     let (mut a, mut b) = (Shard::new(), Shard::new());
-    a.put("from", 10).expect("put");
+    let metadata = vec![MetadataPair { key: "content-type".into(), value: "image/jpeg".into() }, MetadataPair { key: "team".into(), value: "storage".into() }];
+    a.put_with("from", 10, metadata.clone()).expect("put");
+    let source = a.record_of("from").expect("the source key");
+    assert_eq!(source.metadata, metadata);
     let (txn, record) = started(a.out(1, "from", "to"));
-    assert_eq!(record.data_size, 10);
+    assert_eq!(record, source, "step 1 hands over the source's record as stored");
 
     // While the rename runs, `from` is readable but not writable, and cannot be renamed again.
     assert!(a.size_of("from").is_some());
@@ -89,11 +113,15 @@ fn a_rename_moves_the_key_and_its_usage_and_pins_the_source_meanwhile() {
 
     assert_eq!(b.copy_in(txn, "to", &record), Ok(Reply::Done));
     assert_eq!(b.copy_in(txn, "to", &record), Ok(Reply::Done), "a repeated step 2 gets the same answer");
-    assert_eq!(b.size_of("to"), Some(10));
+    let moved = b.record_of("to").expect("the destination key exists after step 2");
+    assert_moved(&moved, &source);
+    assert_ne!(moved.object_id, 0);
+    assert_eq!(moved.update_id, b.log_index - 1, "written by the first step 2, not by its repeat");
     assert_eq!(b.state.bucket_usage_of(7), BucketUsage { keys: 1, used_bytes: 30, open_keys: 0 });
     assert_eq!(a.finish(txn, true), Ok(Reply::Done));
     assert_eq!(a.finish(txn, true), Ok(Reply::Done), "finishing twice changes nothing");
     assert_eq!(a.size_of("from"), None);
+    assert_eq!(b.record_of("to"), Some(moved), "finishing on the source leaves the destination as it was");
     assert_eq!(a.state.bucket_usage_of(7), BucketUsage { keys: 0, used_bytes: 0, open_keys: 1 }, "the refused put left its open key");
     assert_eq!(a.state.volume_used_bytes_of(9), 0);
     assert!(a.state.renames_out().is_empty());
@@ -108,12 +136,15 @@ fn a_rename_moves_the_key_and_its_usage_and_pins_the_source_meanwhile() {
 fn a_refused_copy_is_remembered_and_the_source_is_released() {
     let (mut a, mut b) = (Shard::new(), Shard::new());
     a.put("from", 10).expect("put");
+    let source = a.record_of("from").expect("the source key");
     b.put("to", 1).expect("to exists");
+    let existing = b.record_of("to").expect("the destination key");
     let (txn, record) = started(a.out(1, "from", "to"));
     let refused = b.copy_in(txn, "to", &record);
     assert!(matches!(refused, Err(OmError::KeyExists(_))), "{refused:?}");
+    assert_eq!(b.record_of("to"), Some(existing), "a refused copy leaves the existing key alone");
     assert_eq!(a.finish(txn, false), Ok(Reply::Done));
-    assert_eq!(a.size_of("from"), Some(10), "given up: the key stays");
+    assert_eq!(a.record_of("from"), Some(source), "given up: the key stays, as it was");
     a.put("from", 11).expect("writable again");
     // Even once `to` is gone, a repeated step 2 of that rename keeps its first answer: it can
     // never create `to` after step 1 was given up.
@@ -156,11 +187,15 @@ proptest! {
 
     /// In any interleaving: step 2 always answers the same for one intent; the source key is
     /// pinned exactly while an intent is open; a committed rename leaves the key only at the new
-    /// name (with its size), a given-up one only at the old; invariants hold after every apply.
+    /// name (with the source's blocks, size and metadata, unless another client replaced it
+    /// since), a given-up one only at the old, unchanged; invariants hold after every apply.
     #[test]
     fn any_interleaving_keeps_the_key_in_exactly_the_right_place(steps in proptest::collection::vec(step(), 1..40)) {
         let (mut a, mut b) = (Shard::new(), Shard::new());
-        a.put("from", 10).expect("put");
+        a.put_with("from", 10, vec![MetadataPair { key: "k".into(), value: "v".into() }]).expect("put");
+        let source = a.record_of("from").expect("the source key");
+        // `to` is (still) the copy step 2 made: no other client wrote or deleted it since.
+        let mut to_is_copy = false;
         let mut request = 1u64;
         let mut answers = std::collections::HashMap::new();
         // The latest intent: (txn, record, step 2's first answer, finished).
@@ -184,10 +219,17 @@ proptest! {
                     }
                 }
                 Step::Copy => if let Some((txn, record, first, _)) = current.as_mut() {
+                    prop_assert_eq!(&*record, &source, "step 1 hands over the source's record");
                     let answer = b.copy_in(*txn, "to", record);
                     match first {
                         Some(f) => prop_assert_eq!(&answer, f, "step 2 answered differently"),
-                        None => *first = Some(answer),
+                        None => {
+                            if answer.is_ok() {
+                                assert_moved(&b.record_of("to").expect("step 2 created the key"), &source);
+                                to_is_copy = true;
+                            }
+                            *first = Some(answer);
+                        }
                     }
                 },
                 Step::Finish => if let Some((txn, _, Some(first), finished)) = current.as_mut() {
@@ -202,8 +244,9 @@ proptest! {
                     }
                     *finished = true;
                 },
-                Step::PutTo => { let _ = b.put("to", 1); }
-                Step::DeleteTo => { let _ = b.delete("to"); }
+                // Either may be refused (a missing key, say); whichever succeeds replaces `to`.
+                Step::PutTo => if b.put("to", 1).is_ok() { to_is_copy = false; },
+                Step::DeleteTo => if b.delete("to").is_ok() { to_is_copy = false; },
                 Step::Restore { source } => {
                     let s = if source { &mut a } else { &mut b };
                     let back = ShardState::load_snapshot(&s.state.snapshot()).expect("load");
@@ -219,5 +262,12 @@ proptest! {
         // overwritten or deleted by other clients since, which is theirs to do).
         let committed = current.as_ref().is_some_and(|c| c.3 && matches!(c.2, Some(Ok(_))));
         prop_assert_eq!(a.size_of("from").is_some(), !committed);
+        if committed {
+            if to_is_copy {
+                assert_moved(&b.record_of("to").expect("the renamed key"), &source);
+            }
+        } else {
+            prop_assert_eq!(a.record_of("from"), Some(source), "a rename not committed leaves the key as it was");
+        }
     }
 }

@@ -8,7 +8,7 @@
 
 use futures_lite::future::block_on;
 use proptest::prelude::*;
-use stratos_wal::{AppendError, LogId, OpenError, ReadError, SimDisk, SimRng, Wal, WalConfig};
+use stratos_wal::{AppendError, FlushError, LogId, OpenError, ReadError, SimDisk, SimRng, Wal, WalConfig};
 
 const SECTOR: u64 = 512;
 
@@ -90,11 +90,23 @@ async fn observe(wal: &Wal<SimDisk>) -> Model {
     Model { entries, next, purged: wal.purged(), vote: wal.vote() }
 }
 
+/// What a run did, for tests that must know their crash points were reached.
+#[derive(Debug, Default)]
+struct Ran {
+    /// Restarts because the power-loss budget of a `CrashAfter` was spent.
+    power_losses: u32,
+    /// Storage operations from the fresh open to the end (meaningful for a run without
+    /// restarts: a crash resets the disk's count).
+    storage_ops: u64,
+}
+
 /// Runs `ops` against a WAL on a simulated disk, checking every recovery against the model.
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run(ops: Vec<Op>) -> Result<Ran, TestCaseError> {
     block_on(async {
         let disk = SimDisk::new(SECTOR);
         let (mut wal, _) = Wal::open(disk.clone(), config()).await.expect("fresh open");
+        let ops_at_open = disk.ops();
+        let mut ran = Ran::default();
         let mut model = Model::default();
         // States the disk may hold after a crash: [0] is the acknowledged one.
         let mut candidates = vec![model.clone()];
@@ -174,6 +186,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             if !restart {
                 continue;
             }
+            ran.power_losses += u32::from(disk.powered_off());
             // A restart is always a power loss: unsynced writes may or may not survive.
             let seed = pending_crash.take().unwrap_or(0);
             let what = disk.crash(&mut SimRng::new(seed));
@@ -200,7 +213,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             term += 1;
         }
-        Ok(())
+        ran.storage_ops = disk.ops() - ops_at_open;
+        Ok(ran)
     })
 }
 
@@ -212,11 +226,13 @@ proptest! {
     }
 }
 
-/// Every crash point of a fixed workload, with many tearing seeds each.
+/// Every crash point of a fixed workload, with its own tearing seed each: the power fails after
+/// exactly 0, 1, … N storage operations, N being all the workload does, so every iteration
+/// crashes (and recovers and checks) at a different point and no iteration runs crash-free.
 #[test]
 fn every_crash_point_of_a_workload() {
-    let workload = |crash_after: u64| {
-        let mut ops = vec![Op::CrashAfter { ops: crash_after, seed: crash_after * 7919 }];
+    let body = || {
+        let mut ops = Vec::new();
         for i in 0..30 {
             ops.push(Op::Append { count: 3, size: 100 + (i * 37) % 400 });
             if i % 3 == 0 {
@@ -232,9 +248,24 @@ fn every_crash_point_of_a_workload() {
         ops.push(Op::Sync);
         ops
     };
-    for crash_after in 0..120 {
-        run(workload(crash_after)).unwrap_or_else(|e| panic!("crash after {crash_after} ops: {e}"));
+    // The workload's crash points: its storage operations, counted on a run without a crash.
+    let clean = run(body()).unwrap_or_else(|e| panic!("the workload without a crash: {e}"));
+    assert_eq!(clean.power_losses, 0);
+    let points = clean.storage_ops;
+    let syncs = body().iter().filter(|op| matches!(op, Op::Sync)).count() as u64;
+    assert!(points >= syncs, "the workload does {points} storage operations, fewer than its {syncs} syncs");
+    let workload = |crash_after: u64| {
+        let mut ops = vec![Op::CrashAfter { ops: crash_after, seed: crash_after * 7919 }];
+        ops.extend(body());
+        ops
+    };
+    for crash_after in 0..=points {
+        let ran = run(workload(crash_after)).unwrap_or_else(|e| panic!("crash after {crash_after} of {points} ops: {e}"));
+        assert_eq!(ran.power_losses, 1, "the power failed after {crash_after} of the workload's {points} storage operations");
     }
+    // One past the last point is no crash at all: the count above is exact, not short.
+    let ran = run(workload(points + 1)).unwrap_or_else(|e| panic!("crash after {} ops: {e}", points + 1));
+    assert_eq!(ran.power_losses, 0, "a budget past the workload's {points} operations never runs out");
 }
 
 /// A fresh log on `disk` with entries 1..=3 (100 bytes of `i` each, term 1), each synced as
@@ -322,10 +353,18 @@ fn a_failed_fdatasync_poisons_the_log_for_good() {
         let (wal, _) = Wal::open(disk.clone(), config()).await.unwrap();
         let t = wal.append_entry(1, 1, b"x").unwrap();
         disk.fail_next_sync();
-        assert!(wal.wait_durable(t).await.is_err());
-        // Never retried: later syncs fail even though the disk would now succeed.
-        assert!(wal.sync().await.is_err());
-        assert!(matches!(wal.append_entry(2, 1, b"y"), Err(AppendError::Poisoned(_))));
+        // The waiter is told why: the disk's own error, not a generic failure.
+        let FlushError::Poisoned(why) = wal.wait_durable(t).await.expect_err("a failed fdatasync is not durable");
+        assert!(why.contains("simulated fdatasync EIO"), "the poison names the failed fdatasync: {why}");
+        assert_eq!(wal.poisoned().as_deref(), Some(why.as_str()));
+        // Never retried: later syncs fail even though the disk would now succeed, with the
+        // first failure's reason.
+        let FlushError::Poisoned(again) = wal.sync().await.expect_err("a poisoned log never syncs again");
+        assert_eq!(again, why);
+        match wal.append_entry(2, 1, b"y") {
+            Err(AppendError::Poisoned(r)) => assert_eq!(r, why),
+            other => panic!("an append to a poisoned log: {other:?}"),
+        }
     });
 }
 

@@ -6,9 +6,9 @@ use std::time::Duration;
 use capnp_rpc::{RpcSystem, rpc_twoparty_capnp, twoparty};
 use futures_util::io::AsyncReadExt;
 
-/// Words a peer's message may make the server traverse (Cap'n Proto's amplification guard).
-pub const TRAVERSAL_WORDS_MAX: usize = 64 << 20 >> 3;
-pub const NESTING_MAX: i32 = 64;
+/// Words a peer's message may make the server traverse (Cap'n Proto's amplification guard), and
+/// how deeply it may nest: the protocol's limits, defined with the schemas.
+pub use stratos_schema::rpc_limits::{NESTING_MAX, TRAVERSAL_WORDS_MAX};
 
 /// Serves `bootstrap` on one accepted connection, on this executor, until the peer hangs up or
 /// breaks the protocol (either way only this connection is affected).
