@@ -250,12 +250,11 @@ pub async fn connect_rpc_on<C: capnp::capability::FromClientHook>(runtime: &dyn 
 /// What a failed call says about `addr`: errors that only a peer speaking something other than
 /// the OM's Cap'n Proto interface produces become [`ClientError::Protocol`]. An HTTP server's
 /// answer read as a Cap'n Proto frame is "Too many segments"; another Cap'n Proto service
-/// answers "Method not implemented".
+/// answers "Method not implemented" (kind `Unimplemented`).
 fn classify(addr: &str, e: ClientError) -> ClientError {
     let ClientError::Rpc(r) = &e else { return e };
     let text = r.extra.to_ascii_lowercase();
-    let foreign = r.kind == capnp::ErrorKind::Unimplemented
-        || ["too many segments", "segment", "message is too large", "exceeded the traversal limit", "nesting limit"].iter().any(|m| text.contains(m));
+    let foreign = r.kind == capnp::ErrorKind::Unimplemented || text.contains("too many segments");
     if foreign { ClientError::Protocol { addr: addr.to_string(), detail: r.to_string() } } else { e }
 }
 

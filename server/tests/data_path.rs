@@ -163,8 +163,10 @@ fn round_trips_byte_for_byte_and_old_blocks_are_freed() {
     let out = dir.path().join("small.out");
     c.ok(&["key", "get", "/vol/bkt/four-mib", s(&out)]);
     assert_eq!(std::fs::read(&out).expect("read"), std::fs::read(&small).expect("read"));
-    let (ok, _, err) = c.sh(&["key", "get", "/vol/bkt/odd", s(&out)]);
-    assert!(!ok && err.contains("KEY_NOT_FOUND"), "{err}");
+    // (A new name: an existing file is kept without --force, before the key is even looked up.)
+    let gone = dir.path().join("gone.out");
+    let (ok, _, err) = c.sh(&["key", "get", "/vol/bkt/odd", s(&gone)]);
+    assert!(!ok && err.contains("KEY_NOT_FOUND") && !gone.exists(), "{err}");
 }
 
 #[test]

@@ -31,7 +31,7 @@ const RULES: [(&str, &[&str]); 11] = [
     ("client", &["stratos-schema"]),
     ("server/common", &["stratos-schema", "stratos-client"]),
     ("server/raft", &["stratos-wal", "stratos-shard", "stratos-schema", "stratos-common"]),
-    ("server/om", &["stratos-wal", "stratos-shard", "stratos-schema", "stratos-common", "stratos-raft"]),
+    ("server/om", &["stratos-wal", "stratos-shard", "stratos-schema", "stratos-common", "stratos-raft", "stratos-tuning"]),
     ("server/scm", &["stratos-wal", "stratos-schema", "stratos-common"]),
     ("server/datanode", &["stratos-schema", "stratos-common"]),
     ("bench", &["stratos-client", "stratos-schema", "stratos-wal", "stratos-shard", "stratos-tuning"]),

@@ -136,15 +136,22 @@ fn samples() -> Vec<Vec<u8>> {
             g.set_from("a");
             g.set_to("z");
         }),
+        message(|op| {
+            let mut g = op.init_abort_key();
+            g.set_volume("vol1");
+            g.set_bucket("bkt1");
+            g.set_key("photos/2026/cat.jpg");
+            g.set_open_id(42 << 8);
+        }),
     ]
 }
 
 /// The wire's operation kinds. `wire_kind`'s match is exhaustive: a kind added to om.capnp
 /// does not compile there until it is named, and once it is named here
 /// `valid_messages_of_every_shape_pass_the_edge` wants a sample of it.
-const WIRE_KINDS: [&str; 13] = [
+const WIRE_KINDS: [&str; 14] = [
     "createVolume", "deleteVolume", "setVolumeOwner", "setVolumeQuota", "createBucket", "deleteBucket", "setBucketProperty",
-    "openKey", "allocateBlock", "commitKey", "deleteKey", "deleteKeys", "renameKey",
+    "openKey", "allocateBlock", "commitKey", "deleteKey", "deleteKeys", "renameKey", "abortKey",
 ];
 
 fn wire_kind(bytes: &[u8]) -> &'static str {
@@ -164,6 +171,7 @@ fn wire_kind(bytes: &[u8]) -> &'static str {
         W::DeleteKey(_) => "deleteKey",
         W::DeleteKeys(_) => "deleteKeys",
         W::RenameKey(_) => "renameKey",
+        W::AbortKey(_) => "abortKey",
     }
 }
 
@@ -183,6 +191,7 @@ fn op_kind(op: &Op) -> (&'static str, bool) {
         Op::DeleteKey { .. } => ("deleteKey", false),
         Op::DeleteKeys { .. } => ("deleteKeys", false),
         Op::RenameKey { .. } => ("renameKey", false),
+        Op::AbortKey { .. } => ("abortKey", false),
         other => panic!("the wire edge made an internal command: {other:?}"),
     }
 }
