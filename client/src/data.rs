@@ -31,6 +31,8 @@ use crate::{Block, Client, ClientError, Done, Runtime};
 pub const CHUNK_BYTES: u64 = 1 << 20;
 /// Attempts at one block range (each on a new block excluding the datanodes that failed).
 pub const BLOCK_ATTEMPTS_MAX: usize = 4;
+/// How long a failed put waits for its open key's abort (the key expires on its own anyway).
+pub const ABORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A datanode call that takes longer than this fails (a hung datanode must not hang a put).
 pub const DATANODE_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -252,8 +254,19 @@ impl Source for FileSource {
     fn size_hint(&self) -> Option<u64> {
         Some(self.len)
     }
+    /// A file is put at the size it had when the put began: bytes appended meanwhile are not
+    /// read, and a file that shrank meanwhile is an error (it was committed cut short, exit 0).
+    /// A file that says it is empty (`/proc` and `/sys` files do) is read to its end instead.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-        read_full(buf, |rest, filled| self.file.read_at(rest, offset + filled))
+        if self.len == 0 {
+            return read_full(buf, |rest, filled| self.file.read_at(rest, offset + filled));
+        }
+        let want = buf.len().min(self.len.saturating_sub(offset) as usize);
+        let n = read_full(&mut buf[..want], |rest, filled| self.file.read_at(rest, offset + filled))?;
+        if n < want {
+            return Err(std::io::Error::other(format!("the file shrank while being read: {} bytes when the put began, its data now ends at byte {}", self.len, offset + n as u64)));
+        }
+        Ok(n)
     }
     fn describe(&self) -> String {
         self.path.display().to_string()
@@ -330,10 +343,23 @@ impl Source for StreamSource {
     }
 }
 
+/// Whether fd 0 is /dev/null: what the Rust runtime opens there when the process started with
+/// standard input closed (`<&-`), which would otherwise store an empty key with exit 0.
+fn stdin_is_dev_null() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(fd0), Ok(null)) = (std::fs::metadata("/proc/self/fd/0"), std::fs::metadata("/dev/null")) else { return false };
+    fd0.dev() == null.dev() && fd0.ino() == null.ino()
+}
+
 /// The source for `path`: `-` is standard input; a regular file is read in place; anything
 /// else (a FIFO, `/dev/stdin` on a pipe, `<(…)`, a device) is a stream.
 pub fn open_source(path: &Path) -> Result<Box<dyn Source>, DataError> {
     if path.as_os_str() == "-" {
+        if stdin_is_dev_null() {
+            return Err(DataError::Other(
+                "standard input is /dev/null (closed?): nothing to put; to store an empty key on purpose, give /dev/null as the file".into(),
+            ));
+        }
         return Ok(Box::new(StreamSource::new("standard input", Box::new(std::io::stdin()))?));
     }
     let io = |what, source| DataError::Io { what, path: path.display().to_string(), source };
@@ -460,7 +486,12 @@ pub async fn put_with(
     .await;
     match (r, opened.get()) {
         (Err(e), Some(open_id)) => {
-            let aborted = match abort(c, volume, bucket, key, open_id).await {
+            // Bounded: after an OM that stopped answering, the abort would wait for it as long.
+            let abort = futures_lite::future::or(abort(c, volume, bucket, key, open_id), async {
+                c.runtime().sleep(ABORT_TIMEOUT).await;
+                Err(ClientError::Timeout { addr: c.address().to_string(), after: ABORT_TIMEOUT })
+            });
+            let aborted = match abort.await {
                 Ok(()) => "the open key was aborted and its blocks freed".to_string(),
                 Err(a) => format!("aborting the open key {open_id} failed ({a}); it expires on its own"),
             };
@@ -597,13 +628,18 @@ async fn allocate(c: &Client, volume: &str, bucket: &str, key: &str, open_id: u6
 pub async fn get_key(c: &Client, dns: &mut Datanodes, volume: &str, bucket: &str, key: &str, out: &mut dyn Write, progress: &mut dyn FnMut(Progress<'_>)) -> Result<u64, DataError> {
     let (size, blocks) = c.lookup_blocks(volume, bucket, key).await?;
     let mut done = 0;
+    // Datanodes that failed this get (a frozen one costs DATANODE_CALL_TIMEOUT): asked last
+    // from then on, so a frozen datanode costs one timeout per get, not one per block.
+    let mut failed: BTreeSet<u64> = BTreeSet::new();
     for block in &blocks {
         let mut at = 0;
         while at < block.length {
             let want = CHUNK_BYTES.min(block.length - at) as u32;
             let mut errors = Vec::new();
             let mut got = None;
-            for (id, addr) in &block.datanodes {
+            let mut order: Vec<&(u64, String)> = block.datanodes.iter().collect();
+            order.sort_by_key(|(id, _)| failed.contains(id));
+            for (id, addr) in order {
                 let r = match dns.get(addr).await {
                     Ok(dn) => read_chunk(&dn, block, at, want).await,
                     Err(e) => Err(e),
@@ -616,6 +652,7 @@ pub async fn get_key(c: &Client, dns: &mut Datanodes, volume: &str, bucket: &str
                     Ok((data, len)) => errors.push(format!("datanode {id} at {addr}: {} bytes at {at}, block holds {len}", data.len())),
                     Err(e) => {
                         dns.forget(addr);
+                        failed.insert(*id);
                         errors.push(format!("datanode {id} at {addr}: {e}"));
                     }
                 }
@@ -691,6 +728,23 @@ mod tests {
         assert_eq!(r, Err(format!("no answer within {DATANODE_CALL_TIMEOUT:?}")));
         let r = futures_lite::future::block_on(timed(&Instant, async { Ok::<_, String>(7) }));
         assert_eq!(r, Ok(7), "an answer already there wins over the timeout");
+    }
+
+    #[test]
+    fn a_file_that_shrinks_during_a_put_is_an_error_and_one_that_grows_is_read_at_its_first_size() {
+        use super::{FileSource, Source};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; 3 << 20]).expect("write");
+        let src = FileSource::open(&path).expect("open");
+        let mut buf = vec![0u8; 1 << 20];
+        assert_eq!(src.read_at(&mut buf, 0).expect("read"), 1 << 20);
+        std::fs::OpenOptions::new().append(true).open(&path).and_then(|mut f| std::io::Write::write_all(&mut f, &[1u8; 100])).expect("grow");
+        assert_eq!(src.read_at(&mut buf, 2 << 20).expect("read"), 1 << 20);
+        assert_eq!(src.read_at(&mut buf, 3 << 20).expect("the end"), 0, "bytes appended after the put began are not read");
+        std::fs::OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(1 << 20)).expect("shrink");
+        let e = src.read_at(&mut buf, 1 << 20).expect_err("a shrunk file is an error");
+        assert!(e.to_string().contains("shrank"), "{e}");
     }
 
     #[test]

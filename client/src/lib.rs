@@ -86,6 +86,9 @@ pub enum ClientError {
     /// An attempt got no answer within its time ([`ATTEMPT_TIMEOUT`]).
     #[error("{addr} did not answer within {after:?}")]
     Timeout { addr: String, after: Duration },
+    /// A call ran out of its deadline ([`CALL_DEADLINE`]); `last` is what its last attempt got.
+    #[error("gave up after {after:.1?}: {last}")]
+    Deadline { after: Duration, last: Box<ClientError> },
     /// The address answers, but not as a Stratos OM (an HTTP port, another service's port).
     #[error("{addr} does not speak the Stratos OM protocol (is it the OM's RPC port, 9862 by default?): {detail}")]
     Protocol { addr: String, detail: String },
@@ -97,6 +100,7 @@ impl ClientError {
     pub fn status(&self) -> Option<Status> {
         match self {
             ClientError::Om { status, .. } => Some(*status),
+            ClientError::Deadline { last, .. } => last.status(),
             _ => None,
         }
     }
@@ -138,7 +142,7 @@ fn om_error(e: om_capnp::error::Reader<'_>) -> ClientError {
 fn lost_node(e: &ClientError) -> bool {
     match e {
         ClientError::Connect { .. } | ClientError::Timeout { .. } => true,
-        ClientError::Protocol { .. } => false,
+        ClientError::Protocol { .. } | ClientError::Deadline { .. } => false,
         ClientError::Rpc(e) => matches!(e.kind, capnp::ErrorKind::Disconnected | capnp::ErrorKind::Overloaded),
         ClientError::Om { .. } => false,
     }
@@ -352,6 +356,9 @@ struct RoutesReply {
 }
 
 pub const ROUTES_MAX_AGE: Duration = Duration::from_secs(2);
+/// A `routes` call (tiny, answered by any core) that takes longer is skipped: the call goes the
+/// usual way, unrouted, and its own deadline decides.
+pub const ROUTES_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub use stratos_schema::shard_of;
 
@@ -415,9 +422,20 @@ impl Client {
         self.attempt_timeout.set(ATTEMPT_TIMEOUT.min(deadline));
     }
 
-    /// One attempt against `addr`, bounded by the attempt timeout.
-    async fn attempt<T>(&self, addr: &str, what: impl std::future::Future<Output = Result<T, ClientError>>) -> Result<T, ClientError> {
-        within(&*self.runtime, addr, self.attempt_timeout.get(), what).await
+    /// One attempt against `addr` of a call that started at `started`: bounded by the attempt
+    /// timeout and by what is left of the call's deadline.
+    async fn attempt<T>(&self, addr: &str, started: std::time::Instant, what: impl std::future::Future<Output = Result<T, ClientError>>) -> Result<T, ClientError> {
+        let left = self.call_deadline.get().saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+        within(&*self.runtime, addr, self.attempt_timeout.get().min(left), what).await
+    }
+
+    /// `e`, the failure a call stops at: a retryable one stopped by the deadline says so.
+    fn gave_up(&self, e: ClientError, started: std::time::Instant) -> ClientError {
+        if retryable(&e) && started.elapsed() + BACKOFF_MAX >= self.call_deadline.get() {
+            ClientError::Deadline { after: started.elapsed(), last: Box::new(e) }
+        } else {
+            e
+        }
     }
 
     /// The runtime this client was connected on.
@@ -466,14 +484,19 @@ impl Client {
 
     /// Runs `f` against the current node, retrying as [`Self::recover`] says.
     async fn call<T>(&self, f: impl AsyncFn(&ozone_manager::Client) -> Result<T, ClientError>) -> Result<T, ClientError> {
+        self.call_since(std::time::Instant::now(), f).await
+    }
+
+    /// [`Self::call`] for a call that started at `started` (its deadline counts from there).
+    async fn call_since<T>(&self, started: std::time::Instant, f: impl AsyncFn(&ozone_manager::Client) -> Result<T, ClientError>) -> Result<T, ClientError> {
         let mut attempt = 1;
         let mut delay = Duration::from_millis(50);
-        let started = std::time::Instant::now();
         loop {
             let om = self.om();
             let addr = self.address().to_string();
-            match self.attempt(&addr, f(&om)).await {
+            match self.attempt(&addr, started, f(&om)).await {
                 Err(e) if self.recover(&e, &mut attempt, &mut delay, started).await => {}
+                Err(e) => return Err(self.gave_up(e, started)),
                 other => return other,
             }
         }
@@ -497,6 +520,7 @@ impl Client {
     /// One mutation; `build` fills in the operation. Retried (same request id) while the OM is
     /// unavailable or not the leader.
     pub async fn submit(&self, build: impl Fn(om_capnp::operation::Builder<'_>)) -> Result<Done, ClientError> {
+        let started = std::time::Instant::now();
         let request_id = self.next_request.get();
         self.next_request.set(request_id + 1);
         let send = async |om: &ozone_manager::Client| {
@@ -513,13 +537,13 @@ impl Client {
         if let Some(addr) = self.route_one(&build).await
             && let Some(om) = self.conn(&addr).await
         {
-            match self.attempt(&addr, send(&om)).await {
+            match self.attempt(&addr, started, send(&om)).await {
                 Err(e) if lost_node(&e) => self.forget(&addr),
                 Err(e) if retryable(&e) => self.routes.borrow_mut().fetched = None,
                 done => return done,
             }
         }
-        self.call(send).await
+        self.call_since(started, send).await
     }
 
     /// The routed address for the single-key operation `build` makes, if it is one and the
@@ -550,8 +574,9 @@ impl Client {
     /// applied twice. Key operations of a batch run concurrently on the server anyway, and a
     /// key's operations stay in one part, in order.
     pub async fn batch(&self, n: u32, build: impl Fn(u32, om_capnp::operation::Builder<'_>)) -> Result<Vec<Result<Done, ClientError>>, ClientError> {
+        let started = std::time::Instant::now();
         if n == 0 {
-            return self.batch_as(n, self.take_ids(n), builder(n, build)).await;
+            return self.batch_as(n, self.take_ids(n), builder(n, build), started).await;
         }
         let mut message = capnp::message::Builder::new_default();
         {
@@ -564,13 +589,13 @@ impl Client {
         let copy = |positions: &[u32]| copier(ops, positions.to_vec());
         let Some(parts) = self.split(&ops).await else {
             let all: Vec<u32> = (0..n).collect();
-            return self.batch_as(n, self.take_ids(n), copy(&all)).await;
+            return self.batch_as(n, self.take_ids(n), copy(&all), started).await;
         };
         let sends = parts.iter().map(|(addr, positions)| async {
             let k = positions.len() as u32;
             let request_id = self.take_ids(k);
             if let Some(om) = self.conn(addr).await {
-                match self.attempt(addr, self.send_batch(&om, k, request_id, copy(positions))).await {
+                match self.attempt(addr, started, self.send_batch(&om, k, request_id, copy(positions))).await {
                     Ok(outs) if !outs.iter().any(|o| o.as_ref().is_err_and(retryable)) => return Ok(outs),
                     Err(e) if lost_node(&e) => self.forget(addr),
                     _ => {}
@@ -579,7 +604,7 @@ impl Client {
             // Whatever went wrong (no connection, a lost node, a retryable answer), the routes
             // may be stale; the part goes again, same ids, through the current node.
             self.routes.borrow_mut().fetched = None;
-            self.batch_as(k, request_id, copy(positions)).await
+            self.batch_as(k, request_id, copy(positions), started).await
         });
         let answers = futures_util::future::join_all(sends).await;
         let mut out: Vec<Option<Result<Done, ClientError>>> = (0..n).map(|_| None).collect();
@@ -629,7 +654,7 @@ impl Client {
             r.refreshing = true;
         }
         let here = self.address().to_string();
-        let fetched = self.attempt(&here, self.routes_of(&self.om())).await;
+        let fetched = within(&*self.runtime, &here, ROUTES_TIMEOUT, self.routes_of(&self.om())).await;
         // The core ports of the other nodes that lead a group (each node knows only its own).
         let mut ports = std::collections::HashMap::new();
         if let Ok(r) = &fetched {
@@ -639,7 +664,7 @@ impl Client {
             others.dedup();
             for a in others {
                 if let Some(om) = self.conn(a).await
-                    && let Ok(theirs) = self.attempt(a, self.routes_of(&om)).await
+                    && let Ok(theirs) = within(&*self.runtime, a, ROUTES_TIMEOUT, self.routes_of(&om)).await
                 {
                     ports.insert(a.clone(), theirs.core_ports);
                 }
@@ -706,13 +731,12 @@ impl Client {
 
     /// A batch with request ids `request_id ..`, to the current node, retried whole (same
     /// ids) with failover while it fails or any outcome is retryable.
-    async fn batch_as(&self, n: u32, request_id: u64, fill: impl Fn(OpList<'_>)) -> Result<Vec<Result<Done, ClientError>>, ClientError> {
+    async fn batch_as(&self, n: u32, request_id: u64, fill: impl Fn(OpList<'_>), started: std::time::Instant) -> Result<Vec<Result<Done, ClientError>>, ClientError> {
         let mut attempt = 1;
         let mut delay = Duration::from_millis(50);
-        let started = std::time::Instant::now();
         loop {
             let addr = self.address().to_string();
-            let sent = self.attempt(&addr, self.send_batch(&self.om(), n, request_id, &fill)).await;
+            let sent = self.attempt(&addr, started, self.send_batch(&self.om(), n, request_id, &fill)).await;
             // A retryable outcome (a group without a leader, say) sends the whole batch again
             // with the same request ids: what was applied is answered from the retry cache.
             let again = match &sent {
@@ -723,7 +747,7 @@ impl Client {
                 },
             };
             if !again {
-                return sent;
+                return sent.map_err(|e| self.gave_up(e, started));
             }
         }
     }
@@ -909,6 +933,12 @@ impl Client {
     /// The node's id and its view of every group (administrators only). No retries: the
     /// caller asks each node it cares about.
     pub async fn admin_status(&self, hashes: bool) -> Result<(u64, Vec<GroupStatus>), ClientError> {
+        // One attempt within the call's deadline: a node that does not answer is shown as down.
+        let addr = self.address().to_string();
+        self.attempt(&addr, std::time::Instant::now(), self.admin_status_once(hashes)).await
+    }
+
+    async fn admin_status_once(&self, hashes: bool) -> Result<(u64, Vec<GroupStatus>), ClientError> {
         let mut req = self.om().admin_status_request();
         self.set_header(req.get().init_header(), 0);
         req.get().set_hashes(hashes);

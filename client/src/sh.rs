@@ -18,7 +18,8 @@ pub const DEFAULT_OM: &str = "127.0.0.1:9862";
 
 #[derive(Debug, Args)]
 pub struct ShArgs {
-    /// The OM to talk to (host:port); overrides STRATOS_OM.
+    /// The OM to talk to: host[:port] (port 9862 by default), or several, comma-separated, for a
+    /// cluster. Overrides STRATOS_OM; an o3://host[:port]/… path overrides it.
     #[arg(long, global = true)]
     pub om: Option<String>,
     /// Act as this user (default: $USER, else root).
@@ -27,7 +28,7 @@ pub struct ShArgs {
     /// Give a call up after this many seconds, retries and failover included. One attempt
     /// waits at most 10 s for an answer; a node that does not answer is failed over like a
     /// dead one.
-    #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS")]
+    #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
     #[command(subcommand)]
     pub command: ShCommand,
@@ -35,13 +36,16 @@ pub struct ShArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ShCommand {
-    /// Volumes: create, info, list, update, delete.
+    /// Volumes: create, info, list (ls), update, setquota, clrquota, delete. Paths: /volume or
+    /// o3://host[:port]/volume.
     #[command(subcommand)]
     Volume(VolumeCmd),
-    /// Buckets: create, info, list, update, delete.
+    /// Buckets: create, info, list (ls), update, setquota, clrquota, delete. Paths:
+    /// /volume/bucket or o3://host[:port]/volume/bucket.
     #[command(subcommand)]
     Bucket(BucketCmd),
-    /// Keys: put, info, list, rename, delete.
+    /// Keys: put, get, cat, info, list (ls), rename, delete. Paths: /volume/bucket/key or
+    /// o3://host[:port]/volume/bucket/key.
     #[command(subcommand)]
     Key(KeyCmd),
 }
@@ -55,18 +59,20 @@ pub enum VolumeCmd {
         /// `-u U`) here: `--user` names who runs the command.
         #[arg(long = "owner", short = 'u')]
         owner: Option<String>,
-        /// Byte quota, e.g. 10GB (default unlimited).
+        /// Byte quota (replicated bytes, as Ozone counts), e.g. 10GB [default: none].
         #[arg(long, visible_alias = "space-quota", allow_hyphen_values = true)]
         quota: Option<String>,
-        /// Bucket count quota (default unlimited).
+        /// Bucket count quota [default: none].
         #[arg(long = "namespace-quota", allow_hyphen_values = true)]
         namespace_quota: Option<String>,
     },
+    /// Show /volume as JSON (owner, quotas, usage, ACLs).
     Info { path: String },
-    /// List volumes (all, or the user's with --owner).
+    /// List volumes (all, or the user's with --owner). PATH is only read for its o3://host:port.
     #[command(visible_alias = "ls")]
     List {
         path: Option<String>,
+        /// Only this user's volumes.
         #[arg(long)]
         owner: Option<String>,
         #[command(flatten)]
@@ -75,12 +81,13 @@ pub enum VolumeCmd {
     /// Change the owner or quotas.
     Update {
         path: String,
+        /// The new owner.
         #[arg(long = "owner", short = 'u')]
         owner: Option<String>,
         /// Byte quota, e.g. 10GB; -1 removes it (as `clrquota`).
         #[arg(long, visible_alias = "space-quota", allow_hyphen_values = true)]
         quota: Option<String>,
-        /// Key (bucket) or bucket (volume) count quota; -1 removes it.
+        /// Bucket count quota; -1 removes it.
         #[arg(long = "namespace-quota", allow_hyphen_values = true)]
         namespace_quota: Option<String>,
     },
@@ -96,6 +103,7 @@ pub enum VolumeCmd {
         #[command(flatten)]
         which: ClearQuota,
     },
+    /// Delete /volume (it must hold no buckets).
     Delete { path: String },
 }
 
@@ -163,15 +171,17 @@ pub enum BucketCmd {
         /// character). Ozone's FILE_SYSTEM_OPTIMIZED and LEGACY are not supported.
         #[arg(long)]
         layout: Option<String>,
-        /// Byte quota, e.g. 10GB; -1 removes it (as `clrquota`).
+        /// Byte quota (replicated bytes, as Ozone counts), e.g. 10GB [default: none].
         #[arg(long, visible_alias = "space-quota", allow_hyphen_values = true)]
         quota: Option<String>,
-        /// Key (bucket) or bucket (volume) count quota; -1 removes it.
+        /// Key count quota [default: none].
         #[arg(long = "namespace-quota", allow_hyphen_values = true)]
         namespace_quota: Option<String>,
+        /// Record that the bucket is versioned (stored; an overwrite still replaces).
         #[arg(long)]
         versioning: bool,
     },
+    /// Show /volume/bucket as JSON (owner, replication, quotas, usage, ACLs).
     Info { path: String },
     /// List the buckets of /vol.
     #[command(visible_alias = "ls")]
@@ -180,19 +190,22 @@ pub enum BucketCmd {
         #[command(flatten)]
         page: ListArgs,
     },
+    /// Change a bucket's owner, quotas, versioning or replication.
     Update {
         path: String,
+        /// The new owner.
         #[arg(long)]
         owner: Option<String>,
         /// Byte quota, e.g. 10GB; -1 removes it (as `clrquota`).
         #[arg(long, visible_alias = "space-quota", allow_hyphen_values = true)]
         quota: Option<String>,
-        /// Key (bucket) or bucket (volume) count quota; -1 removes it.
+        /// Key count quota; -1 removes it.
         #[arg(long = "namespace-quota", allow_hyphen_values = true)]
         namespace_quota: Option<String>,
         /// true or false.
         #[arg(long)]
         versioning: Option<bool>,
+        /// For keys written from now on: ONE or THREE (RATIS/ONE, RATIS/THREE).
         #[arg(long)]
         replication: Option<String>,
     },
@@ -208,6 +221,7 @@ pub enum BucketCmd {
         #[command(flatten)]
         which: ClearQuota,
     },
+    /// Delete /volume/bucket (it must hold no keys).
     Delete { path: String },
 }
 
@@ -238,6 +252,7 @@ pub enum KeyCmd {
     },
     /// Write the bytes of /vol/bucket/key to standard output.
     Cat { path: String },
+    /// Show /volume/bucket/key as JSON (size, replication, blocks, metadata).
     Info { path: String },
     /// List the keys of /vol/bucket.
     #[command(visible_alias = "ls")]
@@ -250,9 +265,10 @@ pub enum KeyCmd {
     /// `rename /vol/bucket FROM TO`.
     Rename {
         path: String,
-        #[arg(num_args = 1..=2, required = true, value_name = "FROM TO | TO")]
+        #[arg(num_args = 1..=2, required = true, value_name = "NAME")]
         names: Vec<String>,
     },
+    /// Delete /volume/bucket/key (its blocks are freed on the datanodes).
     Delete { path: String },
 }
 
@@ -284,18 +300,16 @@ pub struct Address {
 }
 
 pub fn parse_address(s: &str) -> Result<Address, String> {
-    let (om, path) = match s.strip_prefix("o3://") {
-        Some(rest) => {
+    let scheme_end = s.find("://").filter(|i| !s[..*i].contains('/'));
+    let (om, path) = match scheme_end {
+        Some(i) if s[..i].eq_ignore_ascii_case("o3") => {
+            let rest = &s[i + 3..];
             let slash = rest.find('/').unwrap_or(rest.len());
             let host = &rest[..slash];
             // Without a port (Ozone's `o3://host/vol`): the OM's default one.
-            let has_port = match host.strip_prefix('[') {
-                Some(v6) => v6.contains("]:"),
-                None => host.contains(':'),
-            };
-            let port = DEFAULT_OM.rsplit(':').next().unwrap_or("9862");
-            ((!host.is_empty()).then(|| if has_port { host.to_string() } else { format!("{host}:{port}") }), &rest[slash..])
+            ((!host.is_empty()).then(|| host.split(',').map(with_default_port).collect::<Vec<_>>().join(",")), &rest[slash..])
         }
+        Some(i) => return Err(format!("{s}: unknown scheme {}:// (stratos sh takes o3://host[:port]/volume/bucket/key or /volume/bucket/key)", &s[..i])),
         None => (None, s),
     };
     let path = path.strip_prefix('/').unwrap_or(path);
@@ -372,7 +386,17 @@ fn err(e: ClientError) -> String {
 
 /// The OM address a command uses.
 pub fn om_address(args: &ShArgs, path: Option<&str>) -> String {
-    path.and_then(|p| parse_address(p).ok()).and_then(|a| a.om).or_else(|| args.om.clone()).or_else(|| std::env::var("STRATOS_OM").ok()).unwrap_or_else(|| DEFAULT_OM.to_string())
+    let given = path.and_then(|p| parse_address(p).ok()).and_then(|a| a.om).or_else(|| args.om.clone()).or_else(|| std::env::var("STRATOS_OM").ok());
+    given.map_or_else(|| DEFAULT_OM.to_string(), |list| list.split(',').map(|a| with_default_port(a.trim())).collect::<Vec<_>>().join(","))
+}
+
+/// `host` or `host:port` (IPv6 in brackets), with the OM's default port when none is given.
+fn with_default_port(host: &str) -> String {
+    let has_port = match host.strip_prefix('[') {
+        Some(v6) => v6.contains("]:"),
+        None => host.contains(':'),
+    };
+    if has_port || host.is_empty() { host.to_string() } else { format!("{host}:{}", DEFAULT_OM.rsplit(':').next().unwrap_or("9862")) }
 }
 
 fn first_path(c: &ShCommand) -> Option<&str> {
@@ -418,7 +442,7 @@ pub async fn run_on(runtime: Rc<dyn Runtime>, args: &ShArgs) -> Outcome {
     let user = args.user.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "root".into());
     let addr = om_address(args, first_path(&args.command));
     let c = Client::connect_on(runtime, &addr, &user).await.map_err(err)?;
-    c.set_call_deadline(std::time::Duration::from_secs(args.timeout.max(1)));
+    c.set_call_deadline(std::time::Duration::from_secs(args.timeout));
     match &args.command {
         ShCommand::Volume(v) => volume(&c, &user, v).await,
         ShCommand::Bucket(b) => bucket(&c, b).await,
@@ -438,7 +462,8 @@ async fn listing<T: crate::Named>(
     if !args.all {
         let page = fetch(&args.start, args.limit).await.map_err(err)?;
         if let Some(next) = page.next_start() {
-            eprintln!("stratos: listed the first {} {what}; more follow: add --start {next:?} for the next page, or --all", page.items.len());
+            let prefix = if args.prefix.is_empty() { String::new() } else { format!(" (with --prefix {:?})", args.prefix) };
+            eprintln!("stratos: listed {} {what}; more follow: add --start {next:?}{prefix} for the next page, or --all", page.items.len());
         }
         return Ok(list_json(&page.items, json));
     }
@@ -858,6 +883,10 @@ fn destination(out: &std::path::Path, key: &str, force: bool) -> Result<Destinat
             return Ok(Destination::Special { path: out, file });
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
+            if let Some(dir) = parent.filter(|d| !d.is_dir()) {
+                return Err(format!("{shown}: directory {} does not exist", dir.display()));
+            }
             if std::fs::symlink_metadata(&out).is_ok() {
                 return Err(format!("{shown} is a symbolic link to nothing; remove it or name its target"));
             }
@@ -895,7 +924,9 @@ fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> std::io::Re
 /// `key get`: see [`KeyCmd::Get`]. Ctrl-C or a failure removes the partial file.
 async fn get_into(c: &Client, p: &[String], out: &std::path::Path, force: bool) -> Outcome {
     use std::io::Write;
-    if out.as_os_str() == "-" {
+    // `/dev/stdout` is standard output too: through its link it would otherwise be a regular
+    // file to replace (`get -f K /dev/stdout >> log` replaced the log instead of appending).
+    if ["-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"].iter().any(|s| out.as_os_str() == *s) {
         return to_stdout(c, p).await;
     }
     let mut dns = crate::data::Datanodes::new(c.runtime().clone());

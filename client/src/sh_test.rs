@@ -253,6 +253,11 @@ fn addresses_and_sizes_parse() {
     assert_eq!(parse_address("o3://h/v/").expect("parse"), Address { om: Some("h:9862".into()), parts: vec!["v".into()] });
     assert_eq!(parse_address("o3://[::1]/v/b/").expect("parse"), Address { om: Some("[::1]:9862".into()), parts: vec!["v".into(), "b".into()] });
     assert_eq!(parse_address("o3://[::1]:7/v").expect("parse").om.as_deref(), Some("[::1]:7"));
+    assert_eq!(parse_address("O3://h/v").expect("parse").om.as_deref(), Some("h:9862"));
+    assert!(parse_address("ofs://h/v").expect_err("unknown scheme").contains("unknown scheme ofs://"));
+    assert_eq!(with_default_port("h"), "h:9862");
+    assert_eq!(with_default_port("h:1"), "h:1");
+    assert_eq!(with_default_port("[::1]"), "[::1]:9862");
     // A key's trailing slash is part of its name.
     assert_eq!(parse_address("/v/b/dir/").expect("parse").parts, vec!["v".to_string(), "b".into(), "dir/".into()]);
     assert_eq!(parse_size("10MB"), Ok(10 << 20));

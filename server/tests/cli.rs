@@ -143,6 +143,9 @@ fn a_pipe_uploads_every_byte_and_dash_means_stdin() {
     let (ok, err) = c.put_stdin("/vol/bkt/hello", "-", b"hello\n");
     assert!(ok, "{err}");
     assert_eq!(c.cat("/vol/bkt/hello"), b"hello\n");
+    // A closed standard input (the runtime puts /dev/null there) is refused, not an empty key.
+    let out = c.cmd(&["key", "put", "/vol/bkt/closed", "-"]).stdin(Stdio::null()).output().expect("put");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("/dev/null"), "{out:?}");
     // A FIFO (what `<(…)` gives) is a stream too.
     let fifo = c.dir.join("fifo");
     let path = std::ffi::CString::new(s(&fifo)).expect("path");
@@ -212,6 +215,15 @@ fn key_get_keeps_what_is_at_the_destination() {
     assert!(ok, "{err}");
     let out = c.cmd(&["key", "get", "/vol/bkt/k", "-"]).output().expect("get -");
     assert!(out.stdout == data);
+    // /dev/stdout is standard output as well, never a file to replace (`>> log` appends).
+    let log = c.dir.join("log");
+    std::fs::write(&log, b"before\n").expect("write");
+    let appended = c.cmd(&["key", "get", "/vol/bkt/k", "/dev/stdout", "--force"]).stdout(std::fs::OpenOptions::new().append(true).open(&log).expect("open")).status().expect("get");
+    assert!(appended.success());
+    assert!(std::fs::read(&log).expect("read") == [&b"before\n"[..], &data].concat());
+    // A destination in a missing directory says so.
+    let (ok, _, err) = c.sh(&["key", "get", "/vol/bkt/k", s(&c.dir.join("nodir/x"))]);
+    assert!(!ok && err.contains("does not exist"), "{err}");
     let sub = c.dir.join("sub");
     std::fs::create_dir(&sub).expect("mkdir");
     c.ok(&["key", "get", "/vol/bkt/k", s(&sub)]);
@@ -256,6 +268,18 @@ fn ctrl_c_removes_a_partial_get_and_aborts_an_open_put() {
     assert_eq!(c.open_keys(), 0, "the open key was aborted, not left to expire");
     assert!(!c.sh(&["key", "info", "/vol/bkt/new"]).0, "nothing was committed");
 
+    // Ctrl-C while the put waits on an idle pipe (an interactive `key put K -`): the blocked read
+    // is interrupted at once, whichever thread the kernel gave the signal to.
+    let mut put = c.cmd(&["key", "put", "/vol/bkt/idle", "-"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("put");
+    let mut idle = put.stdin.take().expect("stdin");
+    idle.write_all(b"some bytes, then nothing").expect("write");
+    c.wait_open_key();
+    std::thread::sleep(Duration::from_millis(200));
+    signal(put.id(), libc::SIGINT);
+    assert_eq!(wait_within(&mut put, Duration::from_secs(3)), 130, "a put blocked on its input stops at Ctrl-C");
+    drop(idle);
+    assert_eq!(c.open_keys(), 0);
+
     // A put from a pipe whose writer stops with it (Ctrl-C reaches the whole pipeline, so the
     // input ends) must not commit the cut data.
     signal(dn, libc::SIGCONT);
@@ -293,6 +317,12 @@ fn wrong_and_silent_addresses_fail_with_a_deadline_and_say_why() {
     let (ok, err, took) = run(&silent_addr, &["--timeout", "3"]);
     assert!(!ok && err.contains("did not answer"), "{err}");
     assert!(took < Duration::from_secs(8), "--timeout 3 took {took:?}");
+    // `admin status` shows a node that does not answer as down, within its 3 s, and the others.
+    let start = Instant::now();
+    let out = Command::new(BIN).args(["admin", "--om", &format!("{silent_addr},{}", c.om()), "--user", "root", "status"]).output().expect("admin status");
+    let (text, err) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains(&format!("node at {silent_addr}: DOWN")) && text.contains("meta"), "{text}{err}");
+    assert!(start.elapsed() < Duration::from_secs(8), "admin status took {:?}", start.elapsed());
     // With a healthy node beside it, the silent one is failed over like a dead one.
     let both = format!("{silent_addr},{}", c.om());
     for _ in 0..2 {
@@ -301,6 +331,19 @@ fn wrong_and_silent_addresses_fail_with_a_deadline_and_say_why() {
         assert!(took < Duration::from_secs(25), "failover took {took:?}");
     }
     drop(held);
+
+    // A frozen OM (SIGSTOP) is held to the deadline too, on the routed path of a write as well.
+    let om_pid = c.om.child.id();
+    signal(om_pid, libc::SIGSTOP);
+    for args in [&["key", "info", "/vol/bkt/x"][..], &["key", "delete", "/vol/bkt/x"][..]] {
+        let start = Instant::now();
+        let out = c.cmd(&[&["--timeout", "3"][..], args].concat()).output().expect("run");
+        let took = start.elapsed();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("gave up after"), "{args:?}: {err}");
+        assert!(took < Duration::from_secs(6), "{args:?} against a frozen OM took {took:?} with --timeout 3");
+    }
+    signal(om_pid, libc::SIGCONT);
 }
 
 #[test]

@@ -390,6 +390,13 @@ fn killing_a_leader_under_load_loses_nothing_and_the_node_catches_up_by_snapshot
     // clusters. 6 s is three times that; a bound near 10 s would say nothing, as a writer gives
     // up by itself after its 14 attempts (about 10 s) and fails the test through `Load`.
     let stall_max = Duration::from_secs(6);
+    // `wait_for_writes` counts writes of all writers; one writer may still be in its backoff
+    // when the others have made 200. Wait (boundedly) until each has written after the kill.
+    let resumed = |w: usize| load.acked.lock().expect("lock").iter().any(|(k, t)| k.starts_with(&format!("w{w}/")) && *t > killed);
+    let waiting = Instant::now();
+    while !(0..4).all(resumed) && waiting.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let stall = {
         let acked = load.acked.lock().expect("lock");
         let mut stall = Duration::ZERO;
