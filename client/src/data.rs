@@ -203,8 +203,8 @@ pub async fn read_chunk(dn: &Datanode, block: &Block, offset: u64, length: u32) 
     dn_call!(dn, req, |r| Ok((r.get_data().map_err(|e| e.to_string())?.to_vec(), r.get_block_length())))
 }
 
-/// Where a put's bytes come from. A put reads to the end of the data, whatever the size said in
-/// advance: a file that grew is written whole, and a pipe has no size at all.
+/// Where a put's bytes come from. A put reads to the end of the data: a stream has no size in
+/// advance; a regular file ends, for the put, at the size it had when the put began.
 pub trait Source {
     /// The size, if it is known before reading (a regular file); `None` for a stream (a pipe,
     /// standard input, a FIFO, a device).
@@ -478,12 +478,17 @@ pub async fn put_with(
 ) -> Result<u64, DataError> {
     let opened = std::cell::Cell::new(None);
     let body = put_opened(c, dns, volume, bucket, key, src, opts, progress, &opened);
-    // A Ctrl-C is noticed within a poll even while a datanode call hangs.
-    let r = futures_lite::future::or(body, async {
-        crate::interrupt::wait(&**c.runtime()).await;
-        Err(DataError::Interrupted)
-    })
-    .await;
+    // A Ctrl-C is noticed within a poll even while a datanode call hangs (where a command
+    // installed the handler; a library user's puts pay no poll).
+    let r = if crate::interrupt::installed() {
+        futures_lite::future::or(body, async {
+            crate::interrupt::wait(&**c.runtime()).await;
+            Err(DataError::Interrupted)
+        })
+        .await
+    } else {
+        body.await
+    };
     match (r, opened.get()) {
         (Err(e), Some(open_id)) => {
             // Bounded: after an OM that stopped answering, the abort would wait for it as long.

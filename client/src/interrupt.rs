@@ -53,6 +53,11 @@ pub fn install() {
     }
 }
 
+/// Whether [`install`] ran in this process.
+pub fn installed() -> bool {
+    TARGET.load(Ordering::SeqCst) != 0
+}
+
 /// Whether SIGINT or SIGTERM arrived since [`install`].
 pub fn requested() -> bool {
     SIGNAL.load(Ordering::SeqCst) != 0

@@ -58,6 +58,11 @@ impl Children {
         std::thread::spawn(move || {
             while !stopping.load(std::sync::atomic::Ordering::SeqCst) {
                 for c in list.lock().unwrap_or_else(|p| p.into_inner()).iter_mut().filter(|c| !c.gone) {
+                    // A Ctrl-C reaches the children too (one process group): their exits while
+                    // `dev` stops are not news.
+                    if stratos_common::process::stop_requested() {
+                        break;
+                    }
                     if let Ok(Some(status)) = c.process.try_wait() {
                         c.gone = true;
                         let exe = std::env::current_exe().map_or("stratos".into(), |e| e.display().to_string());
