@@ -344,7 +344,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .find_map(|(suf, m)| t.strip_suffix(suf).map(|n| (n.to_string(), *m)))
         .unwrap_or((t.clone(), 1));
     let n: u64 = num.trim().parse().map_err(|_| format!("invalid size {s:?} (e.g. 1024, 10MB, 2GB)"))?;
-    n.checked_mul(mult).filter(|v| *v > 0).ok_or_else(|| format!("size {s:?} is zero or too large"))
+    // At most 2^63 - 1, Ozone's `long`: u64::MAX is "no quota" on the wire and must not be
+    // reachable by a size (it silently cleared the quota).
+    match n.checked_mul(mult) {
+        Some(0) => Err(format!("size {s:?} is zero; a quota must be at least 1 byte (-1 or clrquota removes one)")),
+        Some(v) if v <= i64::MAX as u64 => Ok(v),
+        _ => Err(format!("size {s:?} is too large (at most {} bytes, 8 EiB)", i64::MAX)),
+    }
 }
 
 /// A replication from Ozone's two flags: `-r` (ONE, THREE, or RATIS/…) and `-t` (RATIS, or

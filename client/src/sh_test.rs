@@ -264,4 +264,6 @@ fn addresses_and_sizes_parse() {
     assert_eq!(parse_size("7"), Ok(7));
     assert!(parse_size("ten").is_err());
     assert!(parse_size("0").is_err());
+    assert!(parse_size("18446744073709551615").expect_err("u64::MAX would clear the quota").contains("too large"));
+    assert_eq!(parse_size("9223372036854775807"), Ok(i64::MAX as u64));
 }

@@ -59,6 +59,14 @@ pub mod rights {
     pub const READ_ACL: u16 = 1 << 5;
     pub const WRITE_ACL: u16 = 1 << 6;
     pub const ALL: u16 = (1 << 7) - 1;
+
+    /// Rights by Ozone's names, as errors print them: `WRITE`, `READ|LIST`.
+    pub fn names(rights: u16) -> String {
+        const NAMES: [(u16, &str); 7] =
+            [(READ, "READ"), (WRITE, "WRITE"), (CREATE, "CREATE"), (LIST, "LIST"), (DELETE, "DELETE"), (READ_ACL, "READ_ACL"), (WRITE_ACL, "WRITE_ACL")];
+        let named: Vec<&str> = NAMES.iter().filter(|(bit, _)| rights & bit != 0).map(|(_, n)| *n).collect();
+        if named.is_empty() { format!("{rights:#x}") } else { named.join("|") }
+    }
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

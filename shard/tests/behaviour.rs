@@ -208,3 +208,10 @@ fn an_aborted_open_key_frees_its_blocks_at_once_and_cannot_be_committed() {
     assert!(matches!(s.run(alice, commit), Err(OmError::OpenKeyNotFound(..))));
     assert!(s.state.lookup_key("vol1", "bkt", "k").is_err());
 }
+
+#[test]
+fn rights_are_named_as_ozone_names_them() {
+    assert_eq!(rights::names(rights::WRITE), "WRITE");
+    assert_eq!(rights::names(rights::READ | rights::LIST), "READ|LIST");
+    assert_eq!(rights::names(0), "0x0");
+}

@@ -95,7 +95,7 @@ impl MetaView {
             || stratos_shard::acls_allow_native(p, &b.acls, right)
             || vol.is_some_and(|v| v.owner == p.user || v.admin == p.user);
         if !allowed {
-            return Err(Refusal::PermissionDenied { user: p.user.clone(), action: format!("access {volume}/{bucket} (needs right {right:#x})") });
+            return Err(Refusal::PermissionDenied { user: p.user.clone(), action: format!("access {volume}/{bucket} (needs the {} right)", stratos_shard::rights::names(right)) });
         }
         Ok(BucketRef {
             bucket_id: b.object_id,
