@@ -1,13 +1,13 @@
 //! Ctrl-C and SIGTERM during a transfer: noticed, so that a get removes its partial file and a
 //! put aborts its open key, instead of the process dying with debris left behind.
 //!
-//! [`install`] replaces the default action of SIGINT and SIGTERM with a handler that only
-//! records the signal (an atomic store, which is async-signal-safe). It is installed without
-//! `SA_RESTART`, and passes a signal that lands on another thread on to the transfer's, so a
-//! read blocked on a silent pipe (or an open of a FIFO without a peer) returns `EINTR` and the
-//! command sees the request at once. Transfers poll [`requested`] between chunks and race [`wait`] against their calls;
-//! the command then cleans up and the process exits with 128 + the signal's number, as a shell
-//! expects of a job stopped by a signal.
+//! [`install`] replaces the default action of SIGINT and SIGTERM with a handler that records the
+//! signal (an atomic store) and passes a signal that landed on another thread on to the
+//! transfer's (`pthread_kill`); both are async-signal-safe. It is installed without
+//! `SA_RESTART`, so a read blocked on a silent pipe (or an open of a FIFO without a peer) returns
+//! `EINTR` and the command sees the request at once. Transfers poll [`requested`] between chunks
+//! and race [`wait`] against their calls; the command then cleans up and the process exits with
+//! 128 + the signal's number, as a shell expects of a job stopped by a signal.
 
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -42,7 +42,8 @@ pub fn install() {
     // SAFETY: pthread_self has no preconditions.
     TARGET.store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
     for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic; the struct is fully initialised.
+        // SAFETY: the handler only stores to atomics and calls pthread_self/pthread_kill (all
+        // async-signal-safe); the struct is fully initialised.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;
