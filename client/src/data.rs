@@ -110,11 +110,7 @@ impl Datanode {
 
 /// `what`, or an error if it takes longer than [`DATANODE_CALL_TIMEOUT`] by `runtime`'s clock.
 async fn timed<T>(runtime: &dyn Runtime, what: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
-    futures_lite::future::or(what, async {
-        runtime.sleep(DATANODE_CALL_TIMEOUT).await;
-        Err(format!("no answer within {DATANODE_CALL_TIMEOUT:?}"))
-    })
-    .await
+    crate::runtime::or_after(runtime, DATANODE_CALL_TIMEOUT, what, || Err(format!("no answer within {DATANODE_CALL_TIMEOUT:?}"))).await
 }
 
 fn dn_error(e: stratos_schema::datanode_capnp::dn_error::Reader<'_>) -> String {
@@ -480,23 +476,11 @@ pub async fn put_with(
     let body = put_opened(c, dns, volume, bucket, key, src, opts, progress, &opened);
     // A Ctrl-C is noticed within a poll even while a datanode call hangs (where a command
     // installed the handler; a library user's puts pay no poll).
-    let r = if crate::interrupt::installed() {
-        futures_lite::future::or(body, async {
-            crate::interrupt::wait(&**c.runtime()).await;
-            Err(DataError::Interrupted)
-        })
-        .await
-    } else {
-        body.await
-    };
+    let r = if crate::interrupt::installed() { crate::interrupt::unless(&**c.runtime(), body, || Err(DataError::Interrupted)).await } else { body.await };
     match (r, opened.get()) {
         (Err(e), Some(open_id)) => {
             // Bounded: after an OM that stopped answering, the abort would wait for it as long.
-            let abort = futures_lite::future::or(abort(c, volume, bucket, key, open_id), async {
-                c.runtime().sleep(ABORT_TIMEOUT).await;
-                Err(ClientError::Timeout { addr: c.address().to_string(), after: ABORT_TIMEOUT })
-            });
-            let aborted = match abort.await {
+            let aborted = match crate::within(&**c.runtime(), c.address(), ABORT_TIMEOUT, abort(c, volume, bucket, key, open_id)).await {
                 Ok(()) => "the open key was aborted and its blocks freed".to_string(),
                 Err(a) => format!("aborting the open key {open_id} failed ({a}); it expires on its own"),
             };

@@ -69,6 +69,15 @@ pub fn signal() -> Option<i32> {
     Some(SIGNAL.load(Ordering::SeqCst)).filter(|s| *s != 0)
 }
 
+/// `what`, or `stopped()` once a signal arrived (whichever comes first).
+pub async fn unless<T>(runtime: &dyn Runtime, what: impl std::future::Future<Output = T>, stopped: impl FnOnce() -> T) -> T {
+    futures_lite::future::or(what, async {
+        wait(runtime).await;
+        stopped()
+    })
+    .await
+}
+
 /// Resolves once a signal arrived (polled every [`POLL`] on `runtime`'s clock).
 pub async fn wait(runtime: &dyn Runtime) {
     while !requested() {

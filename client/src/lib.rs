@@ -233,8 +233,7 @@ pub async fn connect_rpc<C: capnp::capability::FromClientHook>(addr: &str) -> Re
 /// some capability of it does.
 pub async fn connect_rpc_on<C: capnp::capability::FromClientHook>(runtime: &dyn Runtime, addr: &str) -> Result<C, ClientError> {
     let connecting = async { runtime.connect(addr).await.map_err(|e| ClientError::Connect { addr: addr.to_string(), reason: e.to_string() }) };
-    let stream = futures_lite::future::or(connecting, async {
-        runtime.sleep(CONNECT_TIMEOUT).await;
+    let stream = runtime::or_after(runtime, CONNECT_TIMEOUT, connecting, || {
         Err(ClientError::Connect { addr: addr.to_string(), reason: format!("no answer within {CONNECT_TIMEOUT:?}") })
     })
     .await?;
@@ -263,13 +262,10 @@ fn classify(addr: &str, e: ClientError) -> ClientError {
 }
 
 /// `what` on `runtime`, or [`ClientError::Timeout`] after `after`; errors classified for `addr`.
-async fn within<T>(runtime: &dyn Runtime, addr: &str, after: Duration, what: impl std::future::Future<Output = Result<T, ClientError>>) -> Result<T, ClientError> {
-    futures_lite::future::or(what, async {
-        runtime.sleep(after).await;
-        Err(ClientError::Timeout { addr: addr.to_string(), after })
-    })
-    .await
-    .map_err(|e| classify(addr, e))
+pub(crate) async fn within<T>(
+    runtime: &dyn Runtime, addr: &str, after: Duration, what: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    runtime::or_after(runtime, after, what, || Err(ClientError::Timeout { addr: addr.to_string(), after })).await.map_err(|e| classify(addr, e))
 }
 
 /// Connects to the first node of `addrs` that accepts, trying them in order from `start`.
@@ -299,8 +295,7 @@ pub struct Client {
     meta_index: Cell<u64>,
     user: String,
     attempts_max: Cell<u32>,
-    /// Per attempt and per call (see [`ATTEMPT_TIMEOUT`], [`CALL_DEADLINE`]).
-    attempt_timeout: Cell<Duration>,
+    /// Per call (see [`CALL_DEADLINE`]); an attempt gets at most [`ATTEMPT_TIMEOUT`] of it.
     call_deadline: Cell<Duration>,
     /// Where each group's leader is (see [`Routes`]), and connections to the nodes besides the
     /// current one, by address.
@@ -406,7 +401,7 @@ impl Client {
         let (index, om) = connect_any(&*runtime, &addrs, start).await?;
         // Non-zero and random per client: together with request ids it names a request forever.
         let client_id = rand::random::<u64>() | 1;
-        Ok(Client { runtime, addrs, current: Cell::new(index), om: std::cell::RefCell::new(om), client_id, next_request: Cell::new(1), meta_index: Cell::new(0), user: user.to_string(), attempts_max: Cell::new(ATTEMPTS_MAX), attempt_timeout: Cell::new(ATTEMPT_TIMEOUT), call_deadline: Cell::new(CALL_DEADLINE), routes: Default::default(), conns: Default::default() })
+        Ok(Client { runtime, addrs, current: Cell::new(index), om: std::cell::RefCell::new(om), client_id, next_request: Cell::new(1), meta_index: Cell::new(0), user: user.to_string(), attempts_max: Cell::new(ATTEMPTS_MAX), call_deadline: Cell::new(CALL_DEADLINE), routes: Default::default(), conns: Default::default() })
     }
 
     /// How many times a call is tried at most (default [`ATTEMPTS_MAX`]; 1: never retried,
@@ -419,14 +414,13 @@ impl Client {
     /// gets at most [`ATTEMPT_TIMEOUT`] of it.
     pub fn set_call_deadline(&self, deadline: Duration) {
         self.call_deadline.set(deadline);
-        self.attempt_timeout.set(ATTEMPT_TIMEOUT.min(deadline));
     }
 
     /// One attempt against `addr` of a call that started at `started`: bounded by the attempt
     /// timeout and by what is left of the call's deadline.
     async fn attempt<T>(&self, addr: &str, started: std::time::Instant, what: impl std::future::Future<Output = Result<T, ClientError>>) -> Result<T, ClientError> {
         let left = self.call_deadline.get().saturating_sub(started.elapsed()).max(Duration::from_millis(1));
-        within(&*self.runtime, addr, self.attempt_timeout.get().min(left), what).await
+        within(&*self.runtime, addr, ATTEMPT_TIMEOUT.min(left), what).await
     }
 
     /// `e`, the failure a call stops at: a retryable one stopped by the deadline says so.

@@ -57,6 +57,16 @@ pub trait Runtime: std::fmt::Debug {
     fn sleep(&self, duration: Duration) -> LocalFuture<()>;
 }
 
+/// `what`, or `late()` if `after` passes first by `runtime`'s clock: the one deadline every
+/// client call, connect and datanode call goes through.
+pub async fn or_after<T>(runtime: &dyn Runtime, after: Duration, what: impl Future<Output = T>, late: impl FnOnce() -> T) -> T {
+    futures_lite::future::or(what, async {
+        runtime.sleep(after).await;
+        late()
+    })
+    .await
+}
+
 /// Runs on the glommio executor of the current thread. Every call panics outside one.
 #[cfg(feature = "glommio")]
 #[derive(Debug, Clone, Copy, Default)]

@@ -138,6 +138,21 @@ impl ClearQuota {
     }
 }
 
+impl QuotaArgs {
+    /// The wire values of a setquota (see [`wire_quotas`]); one of the two must be given.
+    fn wire(&self, what: &str) -> Result<(u64, u64), String> {
+        if self.space.is_none() && self.namespace.is_none() {
+            return Err(format!("{what} setquota: give --space-quota, --namespace-quota or both"));
+        }
+        wire_quotas(self.space.as_deref(), self.namespace.as_deref(), false)
+    }
+}
+
+/// The byte and namespace quota flags on the wire (see [`wire_quota`]).
+fn wire_quotas(space: Option<&str>, namespace: Option<&str>, create: bool) -> Result<(u64, u64), String> {
+    Ok((wire_quota(space, true, create)?, wire_quota(namespace, false, create)?))
+}
+
 /// A quota flag on the wire. `create`: 0 is unlimited; on an update 0 is unchanged and
 /// `u64::MAX` removes the quota (om.capnp). `-1` (Ozone's "unlimited") removes it.
 fn wire_quota(v: Option<&str>, bytes: bool, create: bool) -> Result<u64, String> {
@@ -606,7 +621,7 @@ async fn volume(c: &Client, user: &str, cmd: &VolumeCmd) -> Outcome {
     match cmd {
         VolumeCmd::Create { path, owner, quota, namespace_quota } => {
             let (_, p) = parts(path, 1, "/volume")?;
-            let (quota, namespace_quota) = (wire_quota(quota.as_deref(), true, true)?, wire_quota(namespace_quota.as_deref(), false, true)?);
+            let (quota, namespace_quota) = wire_quotas(quota.as_deref(), namespace_quota.as_deref(), true)?;
             let owner = owner.clone().unwrap_or_else(|| user.to_string());
             c.submit(|op| {
                 let mut g = op.init_create_volume();
@@ -642,17 +657,13 @@ async fn volume(c: &Client, user: &str, cmd: &VolumeCmd) -> Outcome {
                 .map_err(err)?;
             }
             if quota.is_some() || namespace_quota.is_some() {
-                let wire = (wire_quota(quota.as_deref(), true, false)?, wire_quota(namespace_quota.as_deref(), false, false)?);
-                set_volume_quota(c, &p[0], wire).await?;
+                set_volume_quota(c, &p[0], wire_quotas(quota.as_deref(), namespace_quota.as_deref(), false)?).await?;
             }
             Ok(None)
         }
         VolumeCmd::Setquota { path, quota } => {
             let (_, p) = parts(path, 1, "/volume")?;
-            if quota.space.is_none() && quota.namespace.is_none() {
-                return Err("volume setquota: give --space-quota, --namespace-quota or both".into());
-            }
-            set_volume_quota(c, &p[0], (wire_quota(quota.space.as_deref(), true, false)?, wire_quota(quota.namespace.as_deref(), false, false)?)).await
+            set_volume_quota(c, &p[0], quota.wire("volume")?).await
         }
         VolumeCmd::Clrquota { path, which } => {
             let (_, p) = parts(path, 1, "/volume")?;
@@ -715,7 +726,7 @@ async fn bucket(c: &Client, cmd: &BucketCmd) -> Outcome {
             {
                 return Err(format!("bucket layout {l}: not supported; Stratos buckets are OBJECT_STORE (flat key names)"));
             }
-            let (q, nq) = (wire_quota(quota.as_deref(), true, true)?, wire_quota(namespace_quota.as_deref(), false, true)?);
+            let (q, nq) = wire_quotas(quota.as_deref(), namespace_quota.as_deref(), true)?;
             c.submit(|op| {
                 let mut g = op.init_create_bucket();
                 g.set_volume(p[0].as_str());
@@ -739,7 +750,7 @@ async fn bucket(c: &Client, cmd: &BucketCmd) -> Outcome {
         }
         BucketCmd::Update { path, owner, quota, namespace_quota, versioning, replication } => {
             let (_, p) = parts(path, 2, "/volume/bucket")?;
-            let quotas = (wire_quota(quota.as_deref(), true, false)?, wire_quota(namespace_quota.as_deref(), false, false)?);
+            let quotas = wire_quotas(quota.as_deref(), namespace_quota.as_deref(), false)?;
             let r = replication.as_deref().map(parse_replication).transpose()?;
             if owner.is_none() && quota.is_none() && namespace_quota.is_none() && versioning.is_none() && r.is_none() {
                 return Err("bucket update: give --owner, --quota, --namespace-quota, --versioning or --replication".into());
@@ -748,11 +759,7 @@ async fn bucket(c: &Client, cmd: &BucketCmd) -> Outcome {
         }
         BucketCmd::Setquota { path, quota } => {
             let (_, p) = parts(path, 2, "/volume/bucket")?;
-            if quota.space.is_none() && quota.namespace.is_none() {
-                return Err("bucket setquota: give --space-quota, --namespace-quota or both".into());
-            }
-            let quotas = (wire_quota(quota.space.as_deref(), true, false)?, wire_quota(quota.namespace.as_deref(), false, false)?);
-            set_bucket_property(c, &p, None, None, None, quotas).await
+            set_bucket_property(c, &p, None, None, None, quota.wire("bucket")?).await
         }
         BucketCmd::Clrquota { path, which } => {
             let (_, p) = parts(path, 2, "/volume/bucket")?;
@@ -937,10 +944,8 @@ async fn get_into(c: &Client, p: &[String], out: &std::path::Path, force: bool) 
     }
     let mut dns = crate::data::Datanodes::new(c.runtime().clone());
     let mut progress = crate::data::terminal_progress("get");
-    let interrupted = async {
-        crate::interrupt::wait(&**c.runtime()).await;
-        Err("interrupted".to_string())
-    };
+    let runtime = &**c.runtime();
+    let interrupted = || Err("interrupted".to_string());
     match destination(out, &p[2], force)? {
         Destination::Special { path, file } => {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
@@ -948,7 +953,7 @@ async fn get_into(c: &Client, p: &[String], out: &std::path::Path, force: bool) 
                 crate::data::get_key(c, &mut dns, &p[0], &p[1], &p[2], &mut w, &mut progress).await.map_err(|e| e.to_string())?;
                 w.flush().map_err(|e| format!("{}: {e}", path.display()))
             };
-            futures_lite::future::or(get, interrupted).await.map(|_| None)
+            crate::interrupt::unless(runtime, get, interrupted).await.map(|_| None)
         }
         Destination::File { path, tmp, replace } => {
             // create_new: a leftover of a killed get (kill -9 cannot be cleaned up) is replaced
@@ -961,7 +966,7 @@ async fn get_into(c: &Client, p: &[String], out: &std::path::Path, force: bool) 
                 w.flush().map_err(|e| format!("{}: {e}", tmp.display()))?;
                 w.get_ref().sync_all().map_err(|e| format!("{}: {e}", tmp.display()))
             };
-            let r = futures_lite::future::or(get, interrupted).await.and_then(|_| {
+            let r = crate::interrupt::unless(runtime, get, interrupted).await.and_then(|_| {
                 if replace {
                     std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))
                 } else {

@@ -47,8 +47,7 @@ impl Cluster {
     }
 
     fn sh(&self, args: &[&str]) -> (bool, String, String) {
-        let out = self.cmd(args).output().expect("run stratos sh");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        support::sh(&self.om(), args)
     }
 
     fn ok(&self, args: &[&str]) -> String {

@@ -48,8 +48,7 @@ impl Cluster {
     }
 
     fn sh(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(BIN).arg("sh").args(["--om", &self.om(), "--user", "root"]).args(args).output().expect("run stratos sh");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        support::sh(&self.om(), args)
     }
 
     fn ok(&self, args: &[&str]) -> String {

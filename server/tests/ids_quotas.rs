@@ -3,10 +3,9 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 
 mod support;
-use support::{BIN, Proc, s};
+use support::{Proc, s};
 
 struct Om {
     proc: Proc,
@@ -21,9 +20,7 @@ impl Om {
     }
 
     fn sh(&self, args: &[&str]) -> (bool, String, String) {
-        let rpc = self.proc.word_after("rpc");
-        let out = Command::new(BIN).arg("sh").args(["--om", &rpc, "--user", "root"]).args(args).output().expect("run stratos sh");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        support::sh(&self.proc.word_after("rpc"), args)
     }
 
     fn ok(&self, args: &[&str]) -> String {

@@ -38,6 +38,13 @@ impl Drop for Proc {
     }
 }
 
+/// `stratos sh --om OM --user root ARGS`: whether it succeeded, its stdout and its stderr.
+#[allow(dead_code)] // not every test binary drives the CLI
+pub fn sh(om: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).arg("sh").args(["--om", om, "--user", "root"]).args(args).output().expect("run stratos sh");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// A path as a command-line argument.
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
