@@ -131,3 +131,59 @@ fn a_namespace_quota_holds_for_the_bucket_across_shards_and_can_be_cleared() {
     assert_eq!(refused_groups, BTreeSet::from([1, 2]), "refused keys were on both shards");
     assert!(!accepted_groups.is_empty());
 }
+
+/// Quotas were exact only for writers one after another: commits racing on different shards
+/// each counted the others' usage before the other applied, and could overshoot together.
+/// Now each shard grows a bucket only within an allowance the meta group granted it, so writers
+/// racing on both shards land exactly the quota's keys, and a quota lowered under the usage
+/// (then raised again) holds at once.
+#[test]
+fn racing_writers_on_both_shards_land_exactly_the_quota() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").expect("empty file");
+    let om = Om::start(&dir.path().join("om"), &[]);
+    om.ok(&["volume", "create", "/vol"]);
+    om.ok(&["bucket", "create", "/vol/bkt", "--namespace-quota", "12"]);
+    let rpc = om.proc.word_after("rpc");
+    let landed: usize = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let (rpc, empty) = (rpc.clone(), empty.clone());
+                scope.spawn(move || {
+                    let mut ok = 0;
+                    for k in 0..5 {
+                        let (done, _, err) = support::sh(&rpc, &["key", "put", &format!("/vol/bkt/w{w}-{k}"), s(&empty)]);
+                        if done {
+                            ok += 1;
+                        } else {
+                            assert!(err.contains("QUOTA_EXCEEDED") && err.contains("> 12"), "w{w}-{k}: {err}");
+                        }
+                    }
+                    ok
+                })
+            })
+            .collect();
+        writers.into_iter().map(|w| w.join().expect("writer")).sum()
+    });
+    assert_eq!(landed, 12, "40 racing puts land exactly the quota's 12 keys");
+    let info = om.json(&["bucket", "info", "/vol/bkt"]);
+    assert_eq!(info["usedNamespace"], 12, "{info}");
+    let listed = om.json(&["key", "list", "/vol/bkt", "--limit", "100"]);
+    let groups: BTreeSet<u64> = listed.as_array().expect("list").iter().map(|v| v["objectID"].as_u64().expect("id") >> 52).collect();
+    assert_eq!(groups, BTreeSet::from([1, 2]), "the keys landed on both shards");
+
+    // Deletes free room on either shard.
+    om.ok(&["key", "delete", "/vol/bkt/w0-0"]);
+    om.ok(&["key", "put", "/vol/bkt/again", s(&empty)]);
+    let (ok, _, err) = om.sh(&["key", "put", "/vol/bkt/one-more", s(&empty)]);
+    assert!(!ok && err.contains("12 used + 1 > 12"), "the refusal counts the whole bucket: {err}");
+
+    // Raised: room again, on whichever shard the key hashes to.
+    set_bucket_quota(&rpc, "vol", "bkt", 0, 14).expect("raise the quota");
+    for k in ["raised-a", "raised-b"] {
+        om.ok(&["key", "put", &format!("/vol/bkt/{k}"), s(&empty)]);
+    }
+    let (ok, _, err) = om.sh(&["key", "put", "/vol/bkt/raised-c", s(&empty)]);
+    assert!(!ok && err.contains("14 used + 1 > 14"), "{err}");
+}

@@ -2,6 +2,16 @@
 
 use crate::apply_meta::{check_metadata, deserialize_record};
 use crate::command::{BucketRef, Elsewhere, Principal};
+
+/// How a commit checks quotas.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Limit {
+    /// Against the quota, with this shard's usage plus the other shards' as carried (zero in
+    /// a one-state namespace, where this shard sees the whole bucket).
+    Whole(Elsewhere),
+    /// Against this shard's allowances (sharded namespace, `Op::CommitKeyAllowed`).
+    Allowed,
+}
 use crate::constants::*;
 use crate::memtable::probe;
 use crate::names::check_key_name;
@@ -46,9 +56,14 @@ impl ShardState {
             replication: b.replication.native(),
             quota_bytes: b.quota_bytes.to_native(),
             quota_namespace: b.quota_namespace.to_native(),
+            quota_epoch: b.update_id.to_native(),
             volume_quota_bytes: {
                 probe!(vk = volume);
                 self.volumes.get(&*vk).map_or(QUOTA_UNLIMITED, |v| v.view::<ArchivedVolumeRecord>().quota_bytes.to_native())
+            },
+            volume_quota_epoch: {
+                probe!(vk = volume);
+                self.volumes.get(&*vk).map_or(0, |v| v.view::<ArchivedVolumeRecord>().update_id.to_native())
             },
         })
     }
@@ -113,7 +128,7 @@ impl ShardState {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn commit_key(
         &mut self, ids: &mut Ids, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, key: &str,
-        open_id: u64, data_size: u64, blocks: &[BlockLocation], elsewhere: Elsewhere,
+        open_id: u64, data_size: u64, blocks: &[BlockLocation], limit: Limit,
     ) -> Outcome {
         check_key_name(key)?;
         check_blocks(blocks)?;
@@ -171,21 +186,28 @@ impl ShardState {
             let k: &ArchivedKeyRecord = e.view();
             k.data_size.to_native() * k.replication.native().factor()
         });
-        // Usage is this shard's (exact at this log index) plus the other shards' as the leader
-        // read it (zero where the leader did not: one-shard states, or no quota to check).
         let usage = self.bucket_usage.get(&facts.bucket_id).copied().unwrap_or_default();
-        let (bucket_keys, bucket_bytes) = (usage.keys.saturating_add(elsewhere.keys), usage.used_bytes.saturating_add(elsewhere.bytes));
-        let volume_used = self.volume_usage.get(&facts.volume_id).map_or(0, |u| u.used_bytes).saturating_add(elsewhere.volume_bytes);
-        let volume_quota = facts.volume_quota_bytes;
+        let volume_here = self.volume_usage.get(&facts.volume_id).map_or(0, |u| u.used_bytes);
         let new_key = replaced.is_none();
-        let refusal = if new_bytes > old_bytes && bucket_bytes.saturating_add(new_bytes - old_bytes) > facts.quota_bytes {
-            Some(OmError::QuotaExceeded { what: format!("bucket {volume}/{bucket} bytes"), used: bucket_bytes, adding: new_bytes - old_bytes, quota: facts.quota_bytes })
-        } else if new_bytes > old_bytes && volume_used.saturating_add(new_bytes - old_bytes) > volume_quota {
-            Some(OmError::QuotaExceeded { what: format!("volume {volume} bytes"), used: volume_used, adding: new_bytes - old_bytes, quota: volume_quota })
-        } else if new_key && bucket_keys.saturating_add(1) > facts.quota_namespace {
-            Some(OmError::QuotaExceeded { what: format!("bucket {volume}/{bucket} namespace"), used: bucket_keys, adding: 1, quota: facts.quota_namespace })
-        } else {
-            None
+        let growth = new_bytes.saturating_sub(old_bytes);
+        let refusal = match limit {
+            // Usage is this shard's (exact at this log index) plus the other shards' as the
+            // leader read it (zero where the leader did not: one-shard states, no quota).
+            Limit::Whole(elsewhere) => {
+                let (bucket_keys, bucket_bytes) = (usage.keys.saturating_add(elsewhere.keys), usage.used_bytes.saturating_add(elsewhere.bytes));
+                let volume_used = volume_here.saturating_add(elsewhere.volume_bytes);
+                let volume_quota = facts.volume_quota_bytes;
+                if growth > 0 && bucket_bytes.saturating_add(growth) > facts.quota_bytes {
+                    Some(OmError::QuotaExceeded { what: format!("bucket {volume}/{bucket} bytes"), used: bucket_bytes, adding: growth, quota: facts.quota_bytes })
+                } else if growth > 0 && volume_used.saturating_add(growth) > volume_quota {
+                    Some(OmError::QuotaExceeded { what: format!("volume {volume} bytes"), used: volume_used, adding: growth, quota: volume_quota })
+                } else if new_key && bucket_keys.saturating_add(1) > facts.quota_namespace {
+                    Some(OmError::QuotaExceeded { what: format!("bucket {volume}/{bucket} namespace"), used: bucket_keys, adding: 1, quota: facts.quota_namespace })
+                } else {
+                    None
+                }
+            }
+            Limit::Allowed => self.short_of_allowance(&facts, usage, volume_here, growth, u64::from(new_key)),
         };
         if let Some(err) = refusal {
             let set = self.keys.get_mut(&facts.bucket_id).expect("inserted above");

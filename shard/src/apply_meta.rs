@@ -128,6 +128,7 @@ impl ShardState {
         self.volumes.remove(&k);
         self.user_volumes.remove(&user_volume_key(&rec.owner, volume));
         self.volume_usage.remove(&rec.object_id);
+        self.drop_grants(rec.object_id);
         Ok(Reply::Done)
     }
 
@@ -258,6 +259,7 @@ impl ShardState {
             self.keys.remove(&bucket_id);
         }
         self.bucket_usage.remove(&bucket_id);
+        self.drop_grants(bucket_id);
         if let Some(v) = self.volume_usage.get_mut(&volume_id) {
             v.buckets -= 1;
         }

@@ -21,6 +21,11 @@ pub struct BucketRef {
     pub quota_bytes: u64,
     pub quota_namespace: u64,
     pub volume_quota_bytes: u64,
+    /// The meta group's log index at which the bucket's record last changed: a quota
+    /// allowance is good only in the epoch it was granted in (see [`Allowance`]).
+    pub quota_epoch: u64,
+    /// The same for the volume's record.
+    pub volume_quota_epoch: u64,
 }
 
 /// A bucket's usage on the key shards other than the one a commit applies on, read by the
@@ -36,6 +41,40 @@ pub struct Elsewhere {
     pub bytes: u64,
     /// Replicated bytes of the bucket's volume (all its buckets) on the other shards.
     pub volume_bytes: u64,
+}
+
+/// What a key shard may use of a quota (per bucket: bytes and keys; per volume: bytes), as the
+/// meta group granted it; and the grant the meta group keeps per (scope, shard). The meta group
+/// grants so that the grants of all shards sum to at most the quota, and a shard's allowance is
+/// never above its grant (grants are raised in the meta group first, lowered in the shard
+/// first, each step versioned), so the shards' usages sum to at most the quota, whatever
+/// crashes and races. The epoch of the record the grant was made under is kept (its
+/// `update_id`, a meta log index): an allowance of another epoch than the command's facts name
+/// allows no growth, so a changed quota needs new grants (a quota value alone would not do:
+/// 6, then 9, then 6 again would revive allowances granted under the first 6). See docs/om.md,
+/// "Quotas".
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Allowance {
+    /// Replicated bytes this shard may hold in the scope.
+    pub bytes: u64,
+    /// Keys this shard may hold in the scope (buckets only).
+    pub keys: u64,
+    /// Raised by every grant; a `SetAllowance` older than the shard's allowance is ignored.
+    pub version: u64,
+    /// The `update_id` of the bucket's (volume's) record when granted.
+    pub epoch: u64,
+}
+
+/// The meta group's record of what it granted a key shard for a scope: the allowance, and what
+/// the shard held when it last asked or released. The other shards' room is the quota less,
+/// per shard, the larger of the two: a quota lowered below the usage leaves no room.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Grant {
+    pub allowance: Allowance,
+    pub held_bytes: u64,
+    pub held_keys: u64,
 }
 
 /// The caller, as authenticated by the server.
@@ -177,6 +216,29 @@ pub enum Op {
         blocks: Vec<BlockLocation>,
         elsewhere: Elsewhere,
     },
+    /// `CommitKey` into a bucket (or volume) with a quota, in a sharded namespace: the growth
+    /// must fit this shard's allowances for the bucket and the volume ([`Allowance`], granted
+    /// by the meta group). If it does not, nothing changes and the outcome is
+    /// `OmError::NeedsAllowance` (not remembered for retries): the leader obtains a larger
+    /// allowance and proposes the commit again. Replaces `CommitKeyCounted`, which could
+    /// overshoot with commits racing on other shards (still applied as logged).
+    CommitKeyAllowed { volume: String, bucket: String, key: String, open_id: u64, data_size: u64, blocks: Vec<BlockLocation> },
+    /// Key shard: take the meta group's grant for `scope` (a bucket's or a volume's object id)
+    /// as this shard's allowance, if its version is newer than the allowance's. OM-internal.
+    SetAllowance { scope: u64, allowance: Allowance },
+    /// Key shard: lower the allowance for `scope` to what this shard uses now (never raise it);
+    /// replies `Allowance`: the usage (what the grant may come down to) and the allowance's
+    /// version (unchanged; 0 if none). OM-internal.
+    ReleaseAllowance { scope: u64 },
+    /// Meta group: grant key shard group `shard` an allowance for the bucket (or, `bucket`
+    /// None, the volume): up to `want_*`, at most what the quota leaves beside the other
+    /// shards' grants, never below its grant under the same quota nor below what it holds
+    /// (`holding_*`, its usage as its leader read it). Replies `Granted`. OM-internal.
+    GrantQuota { volume: String, bucket: Option<String>, shard: u32, want_bytes: u64, want_keys: u64, holding_bytes: u64, holding_keys: u64 },
+    /// Meta group: set `shard`'s grant for `scope` to its released usage, if no grant was made
+    /// since (`version` still the grant's). Replies `Allowance`: the grant as it stands.
+    /// OM-internal.
+    LowerGrant { scope: u64, shard: u32, bytes: u64, keys: u64, version: u64 },
 }
 
 impl Op {
@@ -185,7 +247,8 @@ impl Op {
         !matches!(
             self,
             Op::ExpireOpenKeys { .. } | Op::ExpireSessions | Op::PurgeDeletedBlocks { .. } | Op::SetBucketDeleting { .. } | Op::FenceBucket { .. }
-                | Op::RenameIn { .. } | Op::RenameFinish { .. }
+                | Op::RenameIn { .. } | Op::RenameFinish { .. } | Op::SetAllowance { .. } | Op::ReleaseAllowance { .. }
+                | Op::GrantQuota { .. } | Op::LowerGrant { .. }
         )
     }
 }

@@ -13,6 +13,7 @@
 
 mod apply_keys;
 mod apply_meta;
+mod apply_quota;
 mod apply_rename;
 pub mod command;
 pub mod constants;
@@ -26,7 +27,7 @@ mod snapshot;
 mod state;
 pub mod table;
 
-pub use command::{BucketRef, Command, CommandContext, DecodeError, Elsewhere, Op, Principal};
+pub use command::{Allowance, BucketRef, Grant, Command, CommandContext, DecodeError, Elsewhere, Op, Principal};
 pub use outcome::{OmError, Outcome, Reply};
 pub use records::{Acl, AclKind, BlockLocation, MetadataPair, QUOTA_UNLIMITED, Replication, rights};
 pub use snapshot::{FRAME_ENTRIES as SNAPSHOT_FRAME_ENTRIES, VERSION as SNAPSHOT_FORMAT_VERSION, SnapshotBuild, SnapshotError};

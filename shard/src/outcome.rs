@@ -39,6 +39,11 @@ pub enum OmError {
     KeyBusy(String),
     #[error("retry of request {request_id} from client {client_id} is older than the retry window; its outcome is unknown")]
     RetryTooOld { client_id: u64, request_id: u64 },
+    /// A `CommitKeyAllowed` needs more of the quota of `scope` than this shard was allowed:
+    /// the shard's usage would be `bytes` and `keys`, growing by `adding_*`. Nothing changed;
+    /// the leader asks the meta group for more (OM-internal: never a client's answer).
+    #[error("this shard's quota allowance for object {scope} is too small: {bytes} bytes and {keys} keys needed")]
+    NeedsAllowance { scope: u64, bytes: u64, keys: u64, adding_bytes: u64, adding_keys: u64 },
 }
 
 /// A successful outcome.
@@ -55,6 +60,10 @@ pub enum Reply {
     BucketMarked { bucket_id: u64 },
     BucketUsage { keys: u64, open_keys: u64 },
     RenameStarted { txn: u64, record: KeyRecord },
+    /// A key shard's allowance after `ReleaseAllowance`.
+    Allowance { allowance: crate::command::Allowance },
+    /// The meta group's grant (`GrantQuota`) for `scope`, and the other shards' grants summed.
+    Granted { scope: u64, allowance: crate::command::Allowance, others_bytes: u64, others_keys: u64 },
 }
 
 pub type Outcome = Result<Reply, OmError>;

@@ -1,12 +1,13 @@
 //! Snapshots: the whole shard as a stream of checksummed frames, written a step at a time while
 //! applies go on, and read back frame by frame.
 //!
-//! File format (little-endian): a 32-byte header, magic `STRATOSS` | format version u32 (6) |
+//! File format (little-endian): a 32-byte header, magic `STRATOSS` | format version u32 (7) |
 //! 20 zero bytes; then frames, each `kind u32 | count u32 | len u32 | crc32 u32 | payload`, the
 //! crc covering the frame's first 12 bytes and its payload, the payload `len` bytes, a multiple
 //! of 8. Kinds, in the order they must appear:
 //! - 1, the small state: an rkyv image (`count` bytes of the payload) of the group id and its
-//!   object sequence, the counters, usage, retry sessions, bucket facts and cross-shard renames;
+//!   object sequence, the counters, usage, retry sessions, bucket facts, cross-shard renames
+//!   and quota allowances and grants;
 //! - 2 volumes, 3 buckets, 4 keys (the payload starts with the bucket id, u64; one bucket's
 //!   frames together, buckets ascending), 5 open keys, 6 deleted blocks: `count` entries, each
 //!   the entry's own words (`[key_len u32 | record_len u32]`, the key padded to 8 bytes, the
@@ -40,7 +41,7 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::command::BucketRef;
+use crate::command::{Allowance, BucketRef, Grant};
 use crate::memtable::Entry;
 use crate::records::*;
 use crate::state::{BucketUsage, RenameArrival, RenameIntent, Session, ShardState, VolumeUsage};
@@ -51,7 +52,8 @@ const MAGIC: [u8; 8] = *b"STRATOSS";
 /// repeated across groups; version 4 is refused, its ids would clash with new ones).
 /// 6: a remembered outcome holds its log index and time (the retry window is a time), and a
 /// session the highest request id it forgot.
-pub const VERSION: u32 = 6;
+/// 7: quota allowances (key shards) and grants (the meta group) in the small state.
+pub const VERSION: u32 = 7;
 const HEADER_BYTES: usize = 32;
 const FRAME_HEADER_BYTES: usize = 16;
 /// Entries per frame at most (and the default step budget): ≈ 2-3 MiB of 40-byte-named keys.
@@ -82,6 +84,8 @@ struct Small {
     bucket_refs: Vec<(u64, BucketRef, bool)>,
     renames_out: Vec<(u64, RenameIntent)>,
     renames_in: Vec<(u32, u64, RenameArrival)>,
+    allowances: Vec<(u64, Allowance)>,
+    grants: Vec<(u64, u32, Grant)>,
 }
 
 /// Why snapshot bytes could not be loaded.
@@ -197,6 +201,8 @@ impl ShardState {
             bucket_refs: self.bucket_refs.iter().map(|(k, (r, f))| (*k, *r, *f)).collect(),
             renames_out: self.renames_out.iter().map(|(k, i)| (*k, i.clone())).collect(),
             renames_in: self.renames_in.iter().map(|((s, t), a)| (*s, *t, a.clone())).collect(),
+            allowances: self.allowances.iter().map(|(k, a)| (*k, *a)).collect(),
+            grants: self.grants.iter().map(|((k, s), a)| (*k, *s, *a)).collect(),
         };
         let bytes = rkyv::to_bytes::<rancor::Error>(&small).expect("serializing into memory cannot fail");
         let start = out.len();
@@ -537,6 +543,8 @@ fn small_state(payload: &[u8]) -> Result<ShardState, String> {
         moving: renames_out.values().map(|i| (i.bucket_id, i.from.clone())).collect(),
         renames_out,
         renames_in: small.renames_in.into_iter().map(|(s, t, a)| ((s, t), a)).collect(),
+        allowances: small.allowances.into_iter().collect(),
+        grants: small.grants.into_iter().map(|(k, s, a)| ((k, s), a)).collect(),
         ..ShardState::default()
     })
 }

@@ -17,7 +17,8 @@ use std::ops::Bound;
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
-use crate::command::{BucketRef, Command, Elsewhere, Op, Principal};
+use crate::command::{Allowance, BucketRef, Command, Elsewhere, Grant, Op, Principal};
+use crate::apply_keys::Limit;
 use crate::constants::*;
 use crate::memtable::{Entry, probe};
 use crate::table::Table;
@@ -150,6 +151,10 @@ pub struct ShardState {
     pub(crate) moving: BTreeSet<(u64, String)>,
     /// Outcomes of renames' step 2 here, by (source shard, intent id).
     pub(crate) renames_in: BTreeMap<(u32, u64), RenameArrival>,
+    /// Key shards: this shard's quota allowances, by scope (a bucket's or a volume's object id).
+    pub(crate) allowances: BTreeMap<u64, Allowance>,
+    /// Meta group: the allowances granted, by (scope, key shard group).
+    pub(crate) grants: BTreeMap<(u64, u32), Grant>,
     /// The bucket facts carried by the command being applied (not state).
     pub(crate) carried: Option<BucketRef>,
     /// Reused serializer memory (not state).
@@ -261,7 +266,9 @@ impl ShardState {
         let outcome = self.apply_op(log_index, cmd, &mut ids);
         self.carried = None;
         self.object_seq = ids.seq;
-        if remember {
+        // A commit short of its quota allowance changed nothing and is proposed again once the
+        // leader has more: remembering it would answer that repeat with this refusal.
+        if remember && !matches!(outcome, Err(OmError::NeedsAllowance { .. })) {
             self.remember(log_index, ctx.client_id, ctx.request_id, ctx.time_ms, outcome.clone());
         }
         outcome
@@ -339,10 +346,10 @@ impl ShardState {
                 self.allocate_block(p, volume, bucket, key, *open_id, block)
             }
             Op::CommitKey { volume, bucket, key, open_id, data_size, blocks } => {
-                self.commit_key(ids, log_index, p, t, volume, bucket, key, *open_id, *data_size, blocks, Elsewhere::default())
+                self.commit_key(ids, log_index, p, t, volume, bucket, key, *open_id, *data_size, blocks, Limit::Whole(Elsewhere::default()))
             }
             Op::CommitKeyCounted { volume, bucket, key, open_id, data_size, blocks, elsewhere } => {
-                self.commit_key(ids, log_index, p, t, volume, bucket, key, *open_id, *data_size, blocks, *elsewhere)
+                self.commit_key(ids, log_index, p, t, volume, bucket, key, *open_id, *data_size, blocks, Limit::Whole(*elsewhere))
             }
             Op::DeleteKey { volume, bucket, key } => self.delete_keys(ids, log_index, p, volume, bucket, std::slice::from_ref(key), true),
             Op::DeleteKeys { volume, bucket, keys } => self.delete_keys(ids, log_index, p, volume, bucket, keys, false),
@@ -387,6 +394,15 @@ impl ShardState {
             }
             Op::RenameFinish { txn, commit } => self.rename_finish(p, *txn, *commit),
             Op::AbortKey { volume, bucket, key, open_id } => self.abort_key(ids, log_index, p, volume, bucket, key, *open_id),
+            Op::CommitKeyAllowed { volume, bucket, key, open_id, data_size, blocks } => {
+                self.commit_key(ids, log_index, p, t, volume, bucket, key, *open_id, *data_size, blocks, Limit::Allowed)
+            }
+            Op::SetAllowance { scope, allowance } => self.set_allowance(p, *scope, *allowance),
+            Op::ReleaseAllowance { scope } => self.release_allowance(p, *scope),
+            Op::GrantQuota { volume, bucket, shard, want_bytes, want_keys, holding_bytes, holding_keys } => {
+                self.grant_quota(p, volume, bucket.as_deref(), *shard, *want_bytes, *want_keys, *holding_bytes, *holding_keys)
+            }
+            Op::LowerGrant { scope, shard, bytes, keys, version } => self.lower_grant(p, *scope, *shard, *bytes, *keys, *version),
         }
     }
 

@@ -106,6 +106,7 @@ fn code(o: &Outcome) -> &'static str {
             OmError::PermissionDenied { .. } => "PermissionDenied",
             OmError::RetryTooOld { .. } => "RetryTooOld",
             OmError::KeyBusy(_) => "KeyBusy",
+            OmError::NeedsAllowance { .. } => "NeedsAllowance",
         },
     }
 }

@@ -10,7 +10,7 @@ const T: u64 = 5_000;
 const SOURCE: u32 = 0;
 
 fn facts() -> BucketRef {
-    BucketRef { bucket_id: 7, volume_id: 9, replication: Replication::RatisThree, quota_bytes: QUOTA_UNLIMITED, quota_namespace: QUOTA_UNLIMITED, volume_quota_bytes: QUOTA_UNLIMITED }
+    BucketRef { bucket_id: 7, volume_id: 9, replication: Replication::RatisThree, quota_bytes: QUOTA_UNLIMITED, quota_namespace: QUOTA_UNLIMITED, volume_quota_bytes: QUOTA_UNLIMITED, quota_epoch: 0, volume_quota_epoch: 0 }
 }
 
 struct Shard {

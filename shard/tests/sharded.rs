@@ -6,7 +6,7 @@ use stratos_shard::*;
 const T: u64 = 5_000;
 
 fn facts(bucket_id: u64) -> BucketRef {
-    BucketRef { bucket_id, volume_id: 9, replication: Replication::RatisThree, quota_bytes: QUOTA_UNLIMITED, quota_namespace: 2, volume_quota_bytes: QUOTA_UNLIMITED }
+    BucketRef { bucket_id, volume_id: 9, replication: Replication::RatisThree, quota_bytes: QUOTA_UNLIMITED, quota_namespace: 2, volume_quota_bytes: QUOTA_UNLIMITED, quota_epoch: 0, volume_quota_epoch: 0 }
 }
 
 struct Shard {
@@ -126,7 +126,7 @@ fn object_ids_are_unique_across_groups_and_snapshots() {
 /// other shards' usage the leader carried.
 #[test]
 fn a_counted_commit_holds_the_quota_for_the_bucket_as_a_whole() {
-    let facts = BucketRef { bucket_id: 4, volume_id: 9, replication: Replication::RatisOne, quota_bytes: 100, quota_namespace: 3, volume_quota_bytes: 150 };
+    let facts = BucketRef { bucket_id: 4, volume_id: 9, replication: Replication::RatisOne, quota_bytes: 100, quota_namespace: 3, volume_quota_bytes: 150, quota_epoch: 0, volume_quota_epoch: 0 };
     let mut s = Shard { state: ShardState::for_group(2), log_index: 0 };
     let put = |s: &mut Shard, key: &str, size: u64, elsewhere: Elsewhere| -> Outcome {
         let block = BlockLocation { container_id: 1, local_id: s.log_index + 1, pipeline_id: 1, length: size };

@@ -68,6 +68,9 @@ pub fn status_of(e: &OmError) -> Status {
         OmError::PermissionDenied { .. } => Status::PermissionDenied,
         OmError::RetryTooOld { .. } => Status::RetryTooOld,
         OmError::KeyBusy(_) => Status::KeyBusy,
+        // OM-internal (the leader obtains more and proposes again); never a client's answer,
+        // but if it were, the commit was not applied: retry.
+        OmError::NeedsAllowance { .. } => Status::Unavailable,
     }
 }
 
@@ -355,7 +358,8 @@ pub fn set_block(mut b: om_capnp::block_location::Builder<'_>, block: &BlockLoca
 pub fn set_outcome(mut b: om_capnp::outcome::Builder<'_>, o: &Result<Reply, WireError>, decor: &Decor<'_>) {
     match o {
         Err(e) => set_error(b.init_error(), e),
-        Ok(Reply::Done | Reply::Expired { .. } | Reply::BucketMarked { .. } | Reply::BucketUsage { .. } | Reply::RenameStarted { .. }) => b.set_done(()),
+        Ok(Reply::Done | Reply::Expired { .. } | Reply::BucketMarked { .. } | Reply::BucketUsage { .. } | Reply::RenameStarted { .. }
+            | Reply::Allowance { .. } | Reply::Granted { .. }) => b.set_done(()),
         Ok(Reply::Created { object_id }) => b.init_created().set_object_id(*object_id),
         Ok(Reply::KeyOpened { open_id, blocks }) => {
             let mut k = b.init_key_opened();
@@ -515,6 +519,8 @@ pub fn fuzz_edge_operation(bytes: &[u8]) {
             quota_bytes: stratos_shard::QUOTA_UNLIMITED,
             quota_namespace: stratos_shard::QUOTA_UNLIMITED,
             volume_quota_bytes: stratos_shard::QUOTA_UNLIMITED,
+            quota_epoch: 0,
+            volume_quota_epoch: 0,
         });
         let ctx = stratos_shard::CommandContext { client_id: 1, request_id: 1, time_ms: 1_000, principal: stratos_shard::Principal::admin("root"), bucket };
         let mut s = stratos_shard::ShardState::new();

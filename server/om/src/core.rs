@@ -19,12 +19,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use stratos_schema::om_capnp::Status;
-use stratos_shard::{BucketUsage, Command, Op, QUOTA_UNLIMITED, Reply, rights};
+use stratos_shard::{BucketUsage, Command, OmError, Op, Reply, rights};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::convert::{BucketView, KeyView, VolumeView, WireError};
 use crate::meta_view::{Change, MetaView};
 use crate::coalesce::Coalesce;
+use crate::quota::{Need, allowed_commits};
 use crate::membership::MemberChange;
 use crate::metrics::CoreStats;
 use stratos_raft::group::{Group, ProposeError};
@@ -206,7 +207,7 @@ impl Core {
     }
 
     /// Writes to a group on whichever core owns it.
-    pub async fn write(self: &Rc<Self>, group: u32, commands: Vec<Command>, fill: bool, min_meta: u64) -> WriteReply {
+    pub async fn write(&self, group: u32, commands: Vec<Command>, fill: bool, min_meta: u64) -> WriteReply {
         let n = commands.len();
         let core = core_of_group(group, self.cores);
         self.stats.routed(core == self.index);
@@ -341,6 +342,7 @@ impl Core {
                     | Op::CommitKey { volume, bucket, .. }
                     | Op::AbortKey { volume, bucket, .. }
                     | Op::CommitKeyCounted { volume, bucket, .. }
+                    | Op::CommitKeyAllowed { volume, bucket, .. }
                     | Op::RenameKey { volume, bucket, .. }
                     | Op::RenameOut { volume, bucket, .. }
                     | Op::RenameIn { volume, bucket, .. } => (volume, bucket, rights::WRITE),
@@ -357,15 +359,30 @@ impl Core {
                 }
             }
         }
-        if fill && group != META_GROUP {
-            self.count_elsewhere(group, &mut commands, &mut early, min_meta).await;
+        if fill && group != META_GROUP && self.shards >= 2 {
+            allowed_commits(&mut commands, &early);
         }
         let propose: Vec<Command> = commands.into_iter().zip(&early).filter(|(_, e)| e.is_none()).map(|(c, _)| c).collect();
+        // A commit short of its quota allowance is proposed again once the allowance is
+        // raised: keep a copy (only of such commits, which only buckets with quotas make).
+        let again: Vec<Option<Command>> = propose.iter().map(|c| matches!(c.op, Op::CommitKeyAllowed { .. }).then(|| c.clone())).collect();
         let mut proposed = if propose.is_empty() {
             Vec::new().into_iter()
         } else {
             match within("committing a write", g.propose(propose)).await.and_then(|r| r.map_err(WireError::from)) {
-                Ok(outcomes) => outcomes.into_iter().map(|o| o.map_err(WireError::from)).collect::<Vec<_>>().into_iter(),
+                Ok(outcomes) => {
+                    let mut out = Vec::with_capacity(outcomes.len());
+                    for (o, c) in outcomes.into_iter().zip(again) {
+                        out.push(match (o, c) {
+                            (Err(OmError::NeedsAllowance { scope, bytes, keys, adding_bytes, adding_keys }), Some(c)) => {
+                                let need = Need { scope, bytes, keys, adding_bytes, adding_keys };
+                                Box::pin(self.commit_with_allowance(group, c, need, min_meta)).await
+                            }
+                            (o, _) => o.map_err(WireError::from),
+                        });
+                    }
+                    out.into_iter()
+                }
                 Err(e) => {
                     let n = early.iter().filter(|e| e.is_none()).count();
                     vec![Err(e); n].into_iter()
@@ -375,75 +392,6 @@ impl Core {
         let outcomes = early.into_iter().map(|e| e.unwrap_or_else(|| proposed.next().expect("one outcome per proposed command"))).collect();
         let meta_index = if group == META_GROUP { g.state.applied_log_index() } else { self.meta_index() };
         (outcomes, meta_index)
-    }
-
-    /// Turns each commit into a bucket or volume with a quota into a counted commit
-    /// (`Op::CommitKeyCounted`): with the bucket's and the volume's usage on the other key
-    /// shards, read linearizably from their leaders now, so the shard checks the quota against
-    /// the whole bucket. A commit applied elsewhere after these reads is not counted: only
-    /// commits that overlap in time can overshoot together (see docs/om.md, "Quotas"). If an
-    /// other shard cannot be read, the commit fails with UNAVAILABLE (it was not proposed; a
-    /// retry with the same ids is safe), rather than be checked against part of the bucket.
-    async fn count_elsewhere(&self, group: u32, commands: &mut [Command], early: &mut [Option<Result<Reply, WireError>>], min_meta: u64) {
-        let limited = |r: &stratos_shard::BucketRef| {
-            r.quota_bytes != QUOTA_UNLIMITED || r.quota_namespace != QUOTA_UNLIMITED || r.volume_quota_bytes != QUOTA_UNLIMITED
-        };
-        let counted: Vec<usize> = (0..commands.len())
-            .filter(|i| early[*i].is_none() && matches!(commands[*i].op, Op::CommitKey { .. }) && commands[*i].ctx.bucket.as_ref().is_some_and(limited))
-            .collect();
-        if counted.is_empty() || self.shards < 2 {
-            return;
-        }
-        let mut buckets: Vec<u64> = counted.iter().filter_map(|i| commands[*i].ctx.bucket.map(|b| b.bucket_id)).collect();
-        let mut volumes: Vec<u64> = counted.iter().filter_map(|i| commands[*i].ctx.bucket.map(|b| b.volume_id)).collect();
-        buckets.sort_unstable();
-        buckets.dedup();
-        volumes.sort_unstable();
-        volumes.dedup();
-        let others: Vec<u32> = (0..self.shards).map(group_of_shard).filter(|g| *g != group).collect();
-        let reads = others.iter().map(|g| async {
-            let b = self.read(*g, Query::BucketUsages(buckets.clone()), min_meta).await?;
-            let v = self.read(*g, Query::VolumeUsed(volumes.clone()), min_meta).await?;
-            match (b, v) {
-                (ReadResult::Usages(b), ReadResult::Used(v)) if b.len() == buckets.len() && v.len() == volumes.len() => Ok((b, v)),
-                _ => Err(WireError::new(Status::Internal, "unexpected read result")),
-            }
-        });
-        let mut bucket_usage = vec![(0u64, 0u64); buckets.len()];
-        let mut volume_bytes = vec![0u64; volumes.len()];
-        for r in futures_util::future::join_all(reads).await {
-            match r {
-                Ok((b, v)) => {
-                    for (t, u) in bucket_usage.iter_mut().zip(b) {
-                        *t = (t.0 + u.keys, t.1 + u.used_bytes);
-                    }
-                    for (t, u) in volume_bytes.iter_mut().zip(v) {
-                        *t += u;
-                    }
-                }
-                Err(e) => {
-                    // UNAVAILABLE, not the read's own status: a NOT_LEADER hint there names
-                    // another group's leader.
-                    let e = WireError::new(Status::Unavailable, format!("reading the bucket's usage on the other shards for its quota: {}", e.message));
-                    for i in &counted {
-                        early[*i] = Some(Err(e.clone()));
-                    }
-                    return;
-                }
-            }
-        }
-        for i in counted {
-            let c = &mut commands[i];
-            let r = c.ctx.bucket.expect("counted commits have facts");
-            let (keys, bytes) = bucket_usage[buckets.binary_search(&r.bucket_id).expect("listed above")];
-            let volume_bytes = volume_bytes[volumes.binary_search(&r.volume_id).expect("listed above")];
-            let placeholder = Op::ExpireSessions;
-            let Op::CommitKey { volume, bucket, key, open_id, data_size, blocks } = std::mem::replace(&mut c.op, placeholder) else {
-                unreachable!("only commits are counted")
-            };
-            let elsewhere = stratos_shard::Elsewhere { keys, bytes, volume_bytes };
-            c.op = Op::CommitKeyCounted { volume, bucket, key, open_id, data_size, blocks, elsewhere };
-        }
     }
 
     async fn local_read(&self, group: u32, query: Query, min_meta: u64) -> Result<ReadResult, WireError> {

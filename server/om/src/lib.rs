@@ -29,6 +29,7 @@ pub mod meta_view;
 pub mod metrics;
 pub mod node;
 pub mod peer;
+pub mod quota;
 pub mod rename;
 pub mod scm_duties;
 pub mod service;

@@ -16,6 +16,8 @@ pub struct VolumeFacts {
     pub owner: String,
     pub admin: String,
     pub quota_bytes: u64,
+    /// The record's `update_id`: the epoch of its quota allowances.
+    pub update_id: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +30,8 @@ pub struct BucketFacts {
     pub quota_namespace: u64,
     pub acls: Vec<Acl>,
     pub deleting: bool,
+    /// The record's `update_id`: the epoch of its quota allowances.
+    pub update_id: u64,
 }
 
 /// One change, as the state is after the proposal that made it (`None`: gone).
@@ -104,6 +108,8 @@ impl MetaView {
             quota_bytes: b.quota_bytes,
             quota_namespace: b.quota_namespace,
             volume_quota_bytes: vol.map_or(stratos_shard::QUOTA_UNLIMITED, |v| v.quota_bytes),
+            quota_epoch: b.update_id,
+            volume_quota_epoch: vol.map_or(0, |v| v.update_id),
         })
     }
 }
@@ -114,6 +120,7 @@ fn volume_facts(state: &ShardState, volume: &str) -> Option<VolumeFacts> {
         owner: v.record.owner.to_string(),
         admin: v.record.admin.to_string(),
         quota_bytes: v.record.quota_bytes.to_native(),
+        update_id: v.record.update_id.to_native(),
     })
 }
 
@@ -127,6 +134,7 @@ fn bucket_facts(state: &ShardState, volume: &str, bucket: &str) -> Option<Bucket
         quota_namespace: b.record.quota_namespace.to_native(),
         acls: rkyv::deserialize::<Vec<Acl>, rkyv::rancor::Error>(&b.record.acls).expect("archived ACLs deserialize"),
         deleting: b.record.deleting,
+        update_id: b.record.update_id.to_native(),
     })
 }
 
