@@ -75,6 +75,9 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A call, with all its attempts, gives up after this (default; `Client::set_call_deadline`).
 /// Long enough for several elections (about 1 s each, README "High availability").
 pub const CALL_DEADLINE: Duration = Duration::from_secs(30);
+/// How long `admin_add_node` waits: the node answers once the new member has caught up as a
+/// learner, which it allows 120 s.
+pub const ADD_NODE_TIMEOUT: Duration = Duration::from_secs(150);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -961,6 +964,12 @@ impl Client {
     /// Adds node `node` to every group the connected node leads (learner, then voter once
     /// caught up); returns the groups changed. No retries (see `stratos admin add`).
     pub async fn admin_add_node(&self, node: u64, raft: &str, rpc: &str) -> Result<Vec<u32>, ClientError> {
+        // The node answers once the new member caught up as a learner (up to 120 s there).
+        let addr = self.address().to_string();
+        within(&*self.runtime, &addr, ADD_NODE_TIMEOUT, self.admin_add_node_once(node, raft, rpc)).await
+    }
+
+    async fn admin_add_node_once(&self, node: u64, raft: &str, rpc: &str) -> Result<Vec<u32>, ClientError> {
         let mut req = self.om().admin_add_node_request();
         self.set_header(req.get().init_header(), 0);
         req.get().set_node(node);
@@ -977,6 +986,11 @@ impl Client {
     /// Removes voter `node` from every group the connected node leads; returns the groups
     /// changed. No retries.
     pub async fn admin_remove_node(&self, node: u64) -> Result<Vec<u32>, ClientError> {
+        let addr = self.address().to_string();
+        self.attempt(&addr, std::time::Instant::now(), self.admin_remove_node_once(node)).await
+    }
+
+    async fn admin_remove_node_once(&self, node: u64) -> Result<Vec<u32>, ClientError> {
         let mut req = self.om().admin_remove_node_request();
         self.set_header(req.get().init_header(), 0);
         req.get().set_node(node);
@@ -990,6 +1004,11 @@ impl Client {
 
     /// Moves `group`'s leadership to node `to`; send it to the group's leader.
     pub async fn admin_transfer(&self, group: u32, to: u64) -> Result<(), ClientError> {
+        let addr = self.address().to_string();
+        self.attempt(&addr, std::time::Instant::now(), self.admin_transfer_once(group, to)).await
+    }
+
+    async fn admin_transfer_once(&self, group: u32, to: u64) -> Result<(), ClientError> {
         let mut req = self.om().admin_transfer_request();
         self.set_header(req.get().init_header(), 0);
         req.get().set_group(group);

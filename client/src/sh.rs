@@ -452,6 +452,18 @@ fn first_path(c: &ShCommand) -> Option<&str> {
     }
 }
 
+/// The path form a command takes (parts, and how to say it), where it has one fixed form.
+fn path_form(c: &ShCommand) -> Option<(usize, &'static str)> {
+    match c {
+        ShCommand::Volume(VolumeCmd::List { .. }) => None,
+        ShCommand::Volume(_) | ShCommand::Bucket(BucketCmd::List { .. }) => Some((1, "/volume")),
+        ShCommand::Bucket(_) | ShCommand::Key(KeyCmd::List { .. }) => Some((2, "/volume/bucket")),
+        // `key rename` takes /volume/bucket/from or Ozone's /volume/bucket FROM TO.
+        ShCommand::Key(KeyCmd::Rename { .. }) => None,
+        ShCommand::Key(_) => Some((3, "/volume/bucket/key")),
+    }
+}
+
 /// Runs one `stratos sh` command on a glommio executor; returns what to print.
 #[cfg(feature = "glommio")]
 pub async fn run(args: &ShArgs) -> Outcome {
@@ -461,6 +473,17 @@ pub async fn run(args: &ShArgs) -> Outcome {
 /// Runs one `stratos sh` command on `runtime`; returns what to print.
 pub async fn run_on(runtime: Rc<dyn Runtime>, args: &ShArgs) -> Outcome {
     let user = args.user.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "root".into());
+    // A mistyped path is told at once, not after connecting (or failing to).
+    if let Some(path) = first_path(&args.command) {
+        match path_form(&args.command) {
+            Some((n, form)) => {
+                parts(path, n, form)?;
+            }
+            None => {
+                parse_address(path)?;
+            }
+        }
+    }
     let addr = om_address(args, first_path(&args.command));
     let c = Client::connect_on(runtime, &addr, &user).await.map_err(err)?;
     c.set_call_deadline(std::time::Duration::from_secs(args.timeout));

@@ -302,6 +302,12 @@ fn wrong_and_silent_addresses_fail_with_a_deadline_and_say_why() {
         let out = Command::new(BIN).args(["sh", "--om", om]).args(extra).args(["volume", "list"]).output().expect("run");
         (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned(), start.elapsed())
     };
+    // A mistyped path is told before connecting: no "cannot reach" for a path that is wrong.
+    for (args, says) in [(&["bucket", "info", "/onlyvolume"][..], "expected /volume/bucket"), (&["key", "cat", "/v/b"][..], "expected /volume/bucket/key"), (&["key", "info", "s3://v/b/k"][..], "unknown scheme s3://")] {
+        let out = Command::new(BIN).args(["sh", "--om", "127.0.0.1:1"]).args(args).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says) && !err.contains("cannot reach"), "{args:?}: {err}");
+    }
     // The OM's HTTP port, and the SCM's Cap'n Proto port.
     let http = c.om.word_after("http");
     for wrong in [http.as_str(), c.scm_addr.as_str()] {

@@ -72,6 +72,37 @@ impl ShardState {
         Ok(deserialize_record::<VolumeRecord>(e.view()))
     }
 
+    /// Refuses bucket space quotas that would not fit in the volume's (Ozone's rule: the
+    /// buckets' quotas, summed over those that have one, at most the volume's): `bucket`'s own
+    /// quota counted as `quota` (None: as stored), the volume's as `volume_quota`.
+    fn check_bucket_quotas_fit(&self, volume: &str, volume_quota: u64, bucket: Option<(&str, u64)>) -> Result<(), OmError> {
+        if volume_quota == QUOTA_UNLIMITED {
+            return Ok(());
+        }
+        let base = bucket_key(volume, "");
+        probe!(from = base);
+        let mut total = 0u64;
+        for e in self.buckets.range((std::ops::Bound::Included(&*from), std::ops::Bound::Unbounded)) {
+            let Some(name) = e.key().strip_prefix(&base[..]) else { break };
+            if bucket.is_some_and(|(b, _)| b.as_bytes() == name) {
+                continue;
+            }
+            let q = e.view::<ArchivedBucketRecord>().quota_bytes.to_native();
+            if q != QUOTA_UNLIMITED {
+                total = total.saturating_add(q);
+            }
+        }
+        if let Some((_, q)) = bucket.filter(|(_, q)| *q != QUOTA_UNLIMITED) {
+            total = total.saturating_add(q);
+        }
+        if total > volume_quota {
+            return Err(OmError::InvalidArgument(format!(
+                "the space quotas of volume {volume}'s buckets would total {total} bytes, above the volume's space quota of {volume_quota} bytes"
+            )));
+        }
+        Ok(())
+    }
+
     fn put_volume(&mut self, volume: &str, rec: &VolumeRecord) {
         let e = self.entry_of(volume.as_bytes(), rec);
         self.volumes.replace(e);
@@ -157,6 +188,7 @@ impl ShardState {
         let usage = self.volume_usage.get(&rec.object_id).copied().unwrap_or_default();
         if let Some(q) = quota_bytes {
             rec.quota_bytes = check_new_quota("volume bytes", q, usage.used_bytes, "bytes")?;
+            self.check_bucket_quotas_fit(volume, q, None)?;
         }
         if let Some(q) = quota_namespace {
             rec.quota_namespace = check_new_quota("volume namespace", q, usage.buckets, "buckets")?;
@@ -194,6 +226,7 @@ impl ShardState {
         if self.buckets.contains(&*kp) {
             return Err(OmError::BucketExists(format!("{volume}/{bucket}")));
         }
+        self.check_bucket_quotas_fit(volume, vol.quota_bytes, Some((bucket, quota_bytes)))?;
         let vusage = self.volume_usage.entry(vol.object_id).or_default();
         if vusage.buckets + 1 > vol.quota_namespace {
             return Err(OmError::QuotaExceeded {
@@ -289,6 +322,8 @@ impl ShardState {
         }
         if let Some(q) = quota_bytes {
             rec.quota_bytes = check_new_quota("bucket bytes", q, usage.used_bytes, "bytes")?;
+            let volume_quota = self.volume_record(volume)?.quota_bytes;
+            self.check_bucket_quotas_fit(volume, volume_quota, Some((bucket, q)))?;
         }
         if let Some(q) = quota_namespace {
             rec.quota_namespace = check_new_quota("bucket namespace", q, usage.keys, "keys")?;

@@ -354,3 +354,22 @@ proptest! {
         }
     }
 }
+
+/// A bucket's space quota above its volume's was accepted (issue 19, newcomer pass). As in
+/// Ozone, the buckets' space quotas must fit in the volume's, on create, on update, and when
+/// the volume's quota is lowered.
+#[test]
+fn bucket_space_quotas_fit_in_the_volume_quota() {
+    let mut c = Cluster::new(40, QUOTA_UNLIMITED, 100);
+    let create = |bucket: &str, quota_bytes: u64| Op::CreateBucket { volume: "vol".into(), bucket: bucket.into(), owner: None, versioning: false, replication: Replication::RatisOne, quota_bytes, quota_namespace: QUOTA_UNLIMITED, acls: vec![], metadata: vec![] };
+    c.meta.run(None, om(), create("bkt2", 60)).expect("40 + 60 fit in 100");
+    let over = c.meta.run(None, om(), create("bkt3", 1)).expect_err("101 > 100");
+    assert_eq!(over.to_string(), "invalid argument: the space quotas of volume vol's buckets would total 101 bytes, above the volume's space quota of 100 bytes");
+    c.meta.run(None, om(), create("bkt3", QUOTA_UNLIMITED)).expect("a bucket without a quota");
+    let set = |bucket: &str, q: u64| Op::SetBucketProperty { volume: "vol".into(), bucket: bucket.into(), owner: None, versioning: None, replication: None, quota_bytes: Some(q), quota_namespace: None };
+    assert!(c.meta.run(None, om(), set("bkt", 41)).is_err(), "41 + 60 > 100");
+    c.meta.run(None, om(), set("bkt", 30)).expect("30 + 60 fit");
+    let lower = |q: u64| Op::SetVolumeQuota { volume: "vol".into(), quota_bytes: Some(q), quota_namespace: None };
+    assert!(c.meta.run(None, om(), lower(89)).is_err(), "the buckets' 90 bytes no longer fit");
+    c.meta.run(None, om(), lower(90)).expect("exactly the buckets' quotas");
+}
