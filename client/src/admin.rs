@@ -52,6 +52,83 @@ pub enum AdminCommand {
         /// The node id.
         node: u64,
     },
+    /// The cluster's certificate authority (works offline): `stratos admin ca init --dir DIR`.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Certificates signed by the cluster CA (works offline): `stratos admin cert issue --ca DIR
+    /// --role user --name alice --out DIR`.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CaCommand {
+    /// Creates the CA: DIR/ca.pem (give it to every node and client) and DIR/ca.key (keep it
+    /// secret: it signs certificates; written readable by its owner only). Never overwrites.
+    Init {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// Days the CA is valid.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertCommand {
+    /// Signs a certificate: OUT/NAME.pem and OUT/NAME.key. A user certificate makes its holder
+    /// that user (and its groups) on every server of the cluster; a node certificate (om, scm,
+    /// datanode) names the hosts it serves on.
+    Issue {
+        /// The CA's directory (`ca init --dir`).
+        #[arg(long)]
+        ca: std::path::PathBuf,
+        /// om, scm, datanode or user.
+        #[arg(long)]
+        role: String,
+        /// The user's name, or the node's (om-1, scm, dn-2).
+        #[arg(long)]
+        name: String,
+        /// A user's groups, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// The host names and IP addresses a node serves on, comma-separated [default for
+        /// nodes: localhost,127.0.0.1].
+        #[arg(long = "host", value_delimiter = ',')]
+        hosts: Vec<String>,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Where to write NAME.pem and NAME.key [default: the CA's directory].
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+}
+
+/// `admin ca` and `admin cert`: files only, no OM.
+fn certificates(command: &AdminCommand) -> Option<Result<String, String>> {
+    use crate::tls;
+    match command {
+        AdminCommand::Ca(CaCommand::Init { dir, days }) => Some(
+            tls::ca_init(dir, *days)
+                .map(|cert| format!("CA created: {} (share it), {} (keep it secret)\n", cert.display(), tls::ca_files(dir).1.display()))
+                .map_err(|e| e.to_string()),
+        ),
+        AdminCommand::Cert(CertCommand::Issue { ca, role, name, groups, hosts, days, out }) => Some((|| {
+            let role = tls::Role::parse(role).map_err(|e| e.to_string())?;
+            let mut req = tls::Request::new(role, name, *days);
+            req.groups.clone_from(groups);
+            req.hosts = if hosts.is_empty() && role != tls::Role::User { vec!["localhost".into(), "127.0.0.1".into()] } else { hosts.clone() };
+            let (cert, key) = tls::issue(ca, out.as_deref().unwrap_or(ca), &req).map_err(|e| e.to_string())?;
+            let ca_pem = tls::ca_files(ca).0;
+            Ok(if role == tls::Role::User {
+                format!("export STRATOS_CA={} STRATOS_CERT={} STRATOS_KEY={}\n", ca_pem.display(), cert.display(), key.display())
+            } else {
+                format!("--tls-ca {} --tls-cert {} --tls-key {}\n", ca_pem.display(), cert.display(), key.display())
+            })
+        })()),
+        _ => None,
+    }
 }
 
 /// How long `admin add|remove` keeps asking before it gives up (the change goes on where it
@@ -158,6 +235,10 @@ pub async fn run(args: &AdminArgs) -> Result<String, String> {
 
 /// Runs one `stratos admin` command on `runtime`; returns what to print.
 pub async fn run_on(runtime: Rc<dyn Runtime>, args: &AdminArgs) -> Result<String, String> {
+    if let Some(done) = certificates(&args.command) {
+        return done;
+    }
+    crate::tls::use_client_env().map_err(|e| e.to_string())?;
     let user = args.user.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "root".into());
     let om = args.om.clone().or_else(|| std::env::var("STRATOS_OM").ok()).unwrap_or_else(|| "127.0.0.1:9862".into());
     let addrs: Vec<String> = om.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect();
@@ -192,6 +273,7 @@ pub async fn run_on(runtime: Rc<dyn Runtime>, args: &AdminArgs) -> Result<String
             change_members(&runtime, &addrs, &user, node, true, async |c: &Client| c.admin_add_node(node, raft, rpc).await).await
         }
         AdminCommand::Remove { node } => change_members(&runtime, &addrs, &user, *node, false, async |c: &Client| c.admin_remove_node(*node).await).await,
+        AdminCommand::Ca(_) | AdminCommand::Cert(_) => unreachable!("answered by certificates() above"),
     }
 }
 

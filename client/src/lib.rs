@@ -44,6 +44,7 @@ mod info;
 pub mod interrupt;
 pub mod runtime;
 pub mod sh;
+pub mod tls;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -95,6 +96,10 @@ pub enum ClientError {
     /// The address answers, but not as a Stratos OM (an HTTP port, another service's port).
     #[error("{addr} does not speak the Stratos OM protocol (is it the OM's RPC port, 9862 by default?): {detail}")]
     Protocol { addr: String, detail: String },
+    /// The TLS handshake was refused (a certificate problem): asking again, or another node of
+    /// the same cluster, gets the same answer.
+    #[error("{addr}: {reason}")]
+    Tls { addr: String, reason: String },
     #[error("RPC failed: {0}")]
     Rpc(#[from] capnp::Error),
 }
@@ -145,7 +150,7 @@ fn om_error(e: om_capnp::error::Reader<'_>) -> ClientError {
 fn lost_node(e: &ClientError) -> bool {
     match e {
         ClientError::Connect { .. } | ClientError::Timeout { .. } => true,
-        ClientError::Protocol { .. } | ClientError::Deadline { .. } => false,
+        ClientError::Protocol { .. } | ClientError::Deadline { .. } | ClientError::Tls { .. } => false,
         ClientError::Rpc(e) => matches!(e.kind, capnp::ErrorKind::Disconnected | capnp::ErrorKind::Overloaded),
         ClientError::Om { .. } => false,
     }
@@ -240,6 +245,21 @@ pub async fn connect_rpc_on<C: capnp::capability::FromClientHook>(runtime: &dyn 
         Err(ClientError::Connect { addr: addr.to_string(), reason: format!("no answer within {CONNECT_TIMEOUT:?}") })
     })
     .await?;
+    let stream: runtime::Connection = match tls::client() {
+        None => stream,
+        Some(config) => {
+            let name = tls::server_name(addr).map_err(|reason| ClientError::Connect { addr: addr.to_string(), reason })?;
+            let handshake = futures_rustls::TlsConnector::from(config).connect(name, stream);
+            let late = || Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no TLS handshake within {CONNECT_TIMEOUT:?}")));
+            let s = runtime::or_after(runtime, CONNECT_TIMEOUT, handshake, late).await.map_err(|e| {
+                // A certificate refused is final; a connection lost mid-handshake is not.
+                let refused = e.get_ref().is_some_and(|i| i.is::<rustls::Error>());
+                let reason = tls::explain(&e);
+                if refused { ClientError::Tls { addr: addr.to_string(), reason } } else { ClientError::Connect { addr: addr.to_string(), reason } }
+            })?;
+            Box::pin(s)
+        }
+    };
     let (reader, writer) = stream.split();
     let mut options = capnp::message::ReaderOptions::new();
     // Replies may carry up to a few MiB of block data.
@@ -259,6 +279,15 @@ pub async fn connect_rpc_on<C: capnp::capability::FromClientHook>(runtime: &dyn 
 /// answers "Method not implemented" (kind `Unimplemented`).
 fn classify(addr: &str, e: ClientError) -> ClientError {
     let ClientError::Rpc(r) = &e else { return e };
+    if let Some(reason) = tls::explain_call_error(&r.extra) {
+        return ClientError::Tls { addr: addr.to_string(), reason };
+    }
+    // A server with TLS on closes a plain connection at once: say so (the kind stays, so a
+    // node that died is still failed over).
+    if tls::client().is_none() && r.to_string().contains("Premature end of file") {
+        let hint = format!("{} (if this OM requires TLS, set STRATOS_CA, STRATOS_CERT and STRATOS_KEY)", r.extra);
+        return ClientError::Rpc(capnp::Error { kind: r.kind, extra: hint });
+    }
     let text = r.extra.to_ascii_lowercase();
     let foreign = r.kind == capnp::ErrorKind::Unimplemented || text.contains("too many segments");
     if foreign { ClientError::Protocol { addr: addr.to_string(), detail: r.to_string() } } else { e }

@@ -484,6 +484,7 @@ pub async fn run_on(runtime: Rc<dyn Runtime>, args: &ShArgs) -> Outcome {
             }
         }
     }
+    crate::tls::use_client_env().map_err(|e| e.to_string())?;
     let addr = om_address(args, first_path(&args.command));
     let c = Client::connect_on(runtime, &addr, &user).await.map_err(err)?;
     c.set_call_deadline(std::time::Duration::from_secs(args.timeout));

@@ -163,7 +163,8 @@ fn shifted(port: u16, by: i32) -> anyhow::Result<u16> {
 pub fn dev(a: DevArgs) -> anyhow::Result<()> {
     let temp;
     let dir = match a.data_dir.clone() {
-        Some(d) => d,
+        // Absolute, for the OM here and the children (glommio syncs directories by path).
+        Some(d) => std::path::absolute(&d)?,
         None => {
             temp = tempfile::Builder::new().prefix("stratos-dev-").tempdir()?;
             temp.path().to_path_buf()

@@ -6,6 +6,8 @@
 //!   error, the limits a peer's message may make a server traverse, and bounded text fields.
 //! - [`token`]: block tokens (HMAC-SHA256): the OM signs them, the datanode verifies them, the
 //!   SCM makes and rotates their secret keys.
+//! - [`tls`]: the cluster CA, certificates, identities and rustls configurations (defined in
+//!   the client crate, which the CLI shares; the roles reach them here).
 //! - [`process`]: the life of a server process: SIGTERM/SIGINT become a stop request every
 //!   role polls, crash points for kill -9 tests, and the wall clock in ms.
 //!
@@ -15,3 +17,5 @@
 pub mod process;
 pub mod rpc;
 pub mod token;
+
+pub use stratos_client::tls;

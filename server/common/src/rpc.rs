@@ -14,6 +14,11 @@ pub use stratos_schema::rpc_limits::{NESTING_MAX, TRAVERSAL_WORDS_MAX};
 /// breaks the protocol (either way only this connection is affected).
 pub fn serve_connection(stream: glommio::net::TcpStream, bootstrap: capnp::capability::Client) {
     let _ = stream.set_nodelay(true);
+    serve_stream(stream, bootstrap);
+}
+
+/// [`serve_connection`] on any byte stream: a TLS stream, say.
+pub fn serve_stream(stream: impl futures_util::io::AsyncRead + futures_util::io::AsyncWrite + 'static, bootstrap: capnp::capability::Client) {
     let (reader, writer) = stream.split();
     let mut options = capnp::message::ReaderOptions::new();
     options.traversal_limit_in_words(Some(TRAVERSAL_WORDS_MAX)).nesting_limit(NESTING_MAX);

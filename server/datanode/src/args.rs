@@ -27,6 +27,8 @@ pub struct DatanodeArgs {
 
 impl DatanodeArgs {
     pub fn config(self) -> DatanodeConfig {
-        DatanodeConfig { data_dir: self.data_dir, rpc_address: self.rpc_address, advertise: self.advertise, scm_address: self.scm, heartbeat_ms: self.heartbeat_ms }
+        // Absolute: glommio syncs directories by path, and a relative one failed with EBADF.
+        let data_dir = std::path::absolute(&self.data_dir).unwrap_or(self.data_dir);
+        DatanodeConfig { data_dir, rpc_address: self.rpc_address, advertise: self.advertise, scm_address: self.scm, heartbeat_ms: self.heartbeat_ms }
     }
 }

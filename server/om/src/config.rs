@@ -56,6 +56,13 @@ pub struct OmConfig {
     pub io_memory_bytes: usize,
     /// Users with administrator rights (create volumes, everything). Default ["root"].
     pub admins: Vec<String>,
+    /// TLS on the client RPC ports (issue 20): the cluster CA, this node's certificate and its
+    /// key, PEM files (`stratos admin ca init`, `stratos admin cert issue --role om`). All three
+    /// or none; with them every client must present a certificate of the cluster CA, and the
+    /// caller is the user it names (the request header's user is ignored). Default: none.
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// An open key not committed within this time is dropped. Default 7 days (Ozone's).
     pub open_key_ttl_ms: u64,
     pub election_timeout_min_ms: u64,
@@ -114,6 +121,9 @@ impl Default for OmConfig {
             spin_us: 0,
             io_memory_bytes: 1 << 20,
             admins: vec!["root".into()],
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
             open_key_ttl_ms: 7 * 24 * 3600 * 1000,
             // openraft 0.10 lets a follower campaign only after its leader lease
             // (election_timeout_max) *plus* a random election timeout from [min, max) have
@@ -140,6 +150,15 @@ impl Default for OmConfig {
 }
 
 impl OmConfig {
+    /// The TLS files of the client RPC ports, if TLS is configured; all three or an error.
+    pub fn tls_files(&self) -> anyhow::Result<Option<stratos_common::tls::Files>> {
+        match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (None, None, None) => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => Ok(Some(stratos_common::tls::Files { ca: ca.clone(), cert: cert.clone(), key: key.clone() })),
+            _ => anyhow::bail!("tls_ca, tls_cert and tls_key (--tls-ca, --tls-cert, --tls-key) go together: give all three or none"),
+        }
+    }
+
     /// The members new groups start with: every peer (`peers`), or this node alone.
     pub fn members(&self, rpc: std::net::SocketAddr) -> anyhow::Result<std::collections::BTreeMap<u64, stratos_raft::transport::PeerAddr>> {
         use stratos_raft::transport::PeerAddr;

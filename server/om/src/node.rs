@@ -290,7 +290,8 @@ async fn start_core(
     };
     let listener = stratos_common::rpc::listen_shared(bind).map_err(|e| anyhow::anyhow!("binding the OM RPC address {bind}: {e}"))?;
     let rpc = listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
-    glommio::spawn_local(accept_clients(core.clone(), listener)).detach();
+    let tls = cfg.tls_files()?.map(|f| stratos_common::tls::server_config(&f)).transpose()?;
+    glommio::spawn_local(accept_clients(core.clone(), listener, tls.clone())).detach();
     // This core's own port: a connection there is served here, where this core's shards live.
     let port = if cfg.core_ports {
         let base = cfg.core_port_base;
@@ -298,7 +299,7 @@ async fn start_core(
         let addr = SocketAddr::new(cfg.rpc_address.ip(), want);
         let listener = stratos_common::rpc::listen_exclusive(addr).map_err(|e| anyhow::anyhow!("binding core {index}'s client port {addr} (--core-port-base, or --core-ports false): {e}"))?;
         let port = listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?.port();
-        glommio::spawn_local(accept_clients(core.clone(), listener)).detach();
+        glommio::spawn_local(accept_clients(core.clone(), listener, tls)).detach();
         port
     } else {
         0
@@ -314,11 +315,17 @@ async fn start_core(
     Ok((core, rpc, http, port))
 }
 
-/// Serves the client connections `listener` accepts, on this core.
-async fn accept_clients(core: Rc<Core>, listener: glommio::net::TcpListener) {
+/// Serves the client connections `listener` accepts, on this core; with `tls`, each after its
+/// TLS handshake (the client's certificate required), as the principal the certificate names.
+async fn accept_clients(core: Rc<Core>, listener: glommio::net::TcpListener, tls: Option<Arc<rustls::ServerConfig>>) {
     loop {
         match listener.accept().await {
-            Ok(stream) => serve_connection(core.clone(), stream),
+            Ok(stream) => match &tls {
+                None => serve_connection(core.clone(), stream),
+                Some(config) => {
+                    glommio::spawn_local(serve_tls(core.clone(), stream, futures_rustls::TlsAcceptor::from(config.clone()))).detach();
+                }
+            },
             Err(e) => {
                 eprintln!("{} core {}: accept failed: {e}", stratos_common::process::who(), core.index);
                 glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -378,6 +385,38 @@ async fn accept_raft(core: Rc<Core>, listener: glommio::net::TcpListener) {
 }
 
 fn serve_connection(core: Rc<Core>, stream: glommio::net::TcpStream) {
-    let client: ozone_manager::Client = capnp_rpc::new_client(OmService { core });
+    let client: ozone_manager::Client = capnp_rpc::new_client(OmService { core, caller: None });
     stratos_common::rpc::serve_connection(stream, client.client);
+}
+
+/// A handshake that takes longer than this is dropped (a client that connects and says nothing
+/// holds no task for long).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One TLS client connection: the handshake (rustls checks the client's certificate against
+/// the cluster CA, dates included), then the caller the certificate names, then the service.
+async fn serve_tls(core: Rc<Core>, stream: glommio::net::TcpStream, acceptor: futures_rustls::TlsAcceptor) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
+    let who = stratos_common::process::who();
+    let tls = match glommio::timer::timeout(TLS_HANDSHAKE_TIMEOUT, async { Ok(acceptor.accept(stream).await) }).await {
+        Ok(Ok(s)) => s,
+        // rustls has told the client why (an alert); the log says it here too.
+        Ok(Err(e)) => {
+            let why = if e.to_string().contains("InvalidContentType") { "it does not speak TLS (a client without STRATOS_CA?)".to_string() } else { e.to_string() };
+            return eprintln!("{who} core {}: TLS client {peer} refused: {why}", core.index);
+        }
+        Err(_) => return eprintln!("{who} core {}: TLS client {peer}: no handshake within {TLS_HANDSHAKE_TIMEOUT:?}", core.index),
+    };
+    let caller = {
+        let (_, session) = tls.get_ref();
+        let der = session.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
+        match der.map(|d| stratos_common::tls::identity_of(&d)) {
+            Some(Ok(id)) => id,
+            Some(Err(why)) => return eprintln!("{who} core {}: TLS client {peer} refused: {why}", core.index),
+            None => return eprintln!("{who} core {}: TLS client {peer} refused: no certificate", core.index),
+        }
+    };
+    let client: ozone_manager::Client = capnp_rpc::new_client(OmService { core, caller: Some(Rc::new(caller)) });
+    stratos_common::rpc::serve_stream(tls, client.client);
 }

@@ -25,6 +25,9 @@ pub const ECHO_BYTES_MAX: usize = 1 << 20;
 #[derive(Debug)]
 pub struct OmService {
     pub core: Rc<Core>,
+    /// Who the connection's client certificate names (TLS); None on a plain connection, where
+    /// the request header's user is taken as sent.
+    pub caller: Option<Rc<stratos_common::tls::Identity>>,
 }
 
 struct Header {
@@ -34,8 +37,17 @@ struct Header {
     min_meta: u64,
 }
 
-fn header(core: &Core, h: capnp::Result<om_capnp::request_header::Reader<'_>>) -> Result<Header, WireError> {
+fn header(core: &Core, caller: Option<&stratos_common::tls::Identity>, h: capnp::Result<om_capnp::request_header::Reader<'_>>) -> Result<Header, WireError> {
     let h = h?;
+    if let Some(id) = caller {
+        // The certificate names the caller; the header's user and groups are not looked at.
+        // Only user certificates are principals of the namespace: a node's certificate (a
+        // datanode's, say) calls as `role:name`, which no ACL or admin list names.
+        use stratos_common::tls::Role;
+        let user = if id.role == Role::User { id.name.clone() } else { format!("{}:{}", id.role.as_str(), id.name) };
+        let admin = id.role == Role::User && core.admins.contains(&user);
+        return Ok(Header { client_id: h.get_client_id(), request_id: h.get_request_id(), principal: Principal { user, groups: id.groups.clone(), admin }, min_meta: h.get_min_meta_index() });
+    }
     let mut user = convert::text(h.get_user(), "user", stratos_shard::constants::USER_NAME_BYTES_MAX)?;
     if user.is_empty() {
         user = "anonymous".into();
@@ -432,8 +444,8 @@ fn set_u32s(mut list: capnp::primitive_list::Builder<'_, u32>, values: &[u32]) {
     }
 }
 
-fn admin_header(core: &Core, h: capnp::Result<om_capnp::request_header::Reader<'_>>) -> Result<Header, WireError> {
-    let h = header(core, h)?;
+fn admin_header(core: &Core, caller: Option<&stratos_common::tls::Identity>, h: capnp::Result<om_capnp::request_header::Reader<'_>>) -> Result<Header, WireError> {
+    let h = header(core, caller, h)?;
     if !h.principal.admin {
         return Err(WireError::new(Status::PermissionDenied, format!("permission denied: {} is not an OM administrator", h.principal.user)));
     }
@@ -443,7 +455,7 @@ fn admin_header(core: &Core, h: capnp::Result<om_capnp::request_header::Reader<'
 impl ozone_manager::Server for OmService {
     async fn admin_status(self: CapRc<Self>, params: ozone_manager::AdminStatusParams, mut results: ozone_manager::AdminStatusResults) -> Result<(), capnp::Error> {
         let p = params.get()?;
-        if let Err(e) = admin_header(&self.core, p.get_header()) {
+        if let Err(e) = admin_header(&self.core, self.caller.as_deref(), p.get_header()) {
             convert::set_error(results.get().init_error(), &e);
             return Ok(());
         }
@@ -476,7 +488,7 @@ impl ozone_manager::Server for OmService {
 
     async fn admin_transfer(self: CapRc<Self>, params: ozone_manager::AdminTransferParams, mut results: ozone_manager::AdminTransferResults) -> Result<(), capnp::Error> {
         let p = params.get()?;
-        let r = match admin_header(&self.core, p.get_header()) {
+        let r = match admin_header(&self.core, self.caller.as_deref(), p.get_header()) {
             Ok(_) => self.core.transfer(p.get_group(), p.get_to_node()).await,
             Err(e) => Err(e),
         };
@@ -487,7 +499,7 @@ impl ozone_manager::Server for OmService {
     }
 
     async fn routes(self: CapRc<Self>, params: ozone_manager::RoutesParams, mut results: ozone_manager::RoutesResults) -> Result<(), capnp::Error> {
-        try_or_reply!(results, header(&self.core, params.get()?.get_header()));
+        try_or_reply!(results, header(&self.core, self.caller.as_deref(), params.get()?.get_header()));
         let leaders = self.core.leaders().await;
         let mut r = results.get();
         r.set_shards(self.core.shards);
@@ -505,7 +517,7 @@ impl ozone_manager::Server for OmService {
 
     async fn admin_add_node(self: CapRc<Self>, params: ozone_manager::AdminAddNodeParams, mut results: ozone_manager::AdminAddNodeResults) -> Result<(), capnp::Error> {
         let p = params.get()?;
-        try_or_reply!(results, admin_header(&self.core, p.get_header()));
+        try_or_reply!(results, admin_header(&self.core, self.caller.as_deref(), p.get_header()));
         let node = p.get_node();
         let text = |t: capnp::Result<capnp::text::Reader<'_>>, what: &str| -> Result<String, WireError> {
             let t = t.ok().and_then(|t| t.to_str().ok()).unwrap_or_default();
@@ -527,7 +539,7 @@ impl ozone_manager::Server for OmService {
 
     async fn admin_remove_node(self: CapRc<Self>, params: ozone_manager::AdminRemoveNodeParams, mut results: ozone_manager::AdminRemoveNodeResults) -> Result<(), capnp::Error> {
         let p = params.get()?;
-        try_or_reply!(results, admin_header(&self.core, p.get_header()));
+        try_or_reply!(results, admin_header(&self.core, self.caller.as_deref(), p.get_header()));
         let changed = try_or_reply!(results, self.core.change_members(MemberChange::Remove { node: p.get_node() }).await);
         set_u32s(results.get().init_changed(changed.len() as u32), &changed);
         Ok(())
@@ -549,7 +561,7 @@ impl ozone_manager::Server for OmService {
 
     async fn submit(self: CapRc<Self>, params: ozone_manager::SubmitParams, mut results: ozone_manager::SubmitResults) -> Result<(), capnp::Error> {
         let p = params.get()?;
-        let parsed = header(&self.core, p.get_header()).and_then(|h| {
+        let parsed = header(&self.core, self.caller.as_deref(), p.get_header()).and_then(|h| {
             let r = p.get_operation()?;
             Ok((h, convert::operation(r, now_ms(), self.core.open_key_ttl_ms)?, convert::alloc_request(r)?))
         });
@@ -577,7 +589,7 @@ impl ozone_manager::Server for OmService {
         }
         let n = list.len() as usize;
         let mut outcomes: Vec<Option<Result<Reply, WireError>>> = vec![None; n];
-        let h = header(&self.core, p.get_header());
+        let h = header(&self.core, self.caller.as_deref(), p.get_header());
         let index = match &h {
             Err(e) => {
                 outcomes.iter_mut().for_each(|o| *o = Some(Err(e.clone())));
@@ -611,7 +623,7 @@ impl ozone_manager::Server for OmService {
 
     async fn volume_info(self: CapRc<Self>, params: ozone_manager::VolumeInfoParams, mut results: ozone_manager::VolumeInfoResults) -> Result<(), capnp::Error> {
         let p = params.get()?;
-        let h = try_or_reply!(results, header(&self.core, p.get_header()));
+        let h = try_or_reply!(results, header(&self.core, self.caller.as_deref(), p.get_header()));
         let volume = try_or_reply!(results, convert::volume_name(p.get_volume()));
         let (vs, _) = try_or_reply!(results, self.volumes(Query::VolumeInfo(volume), h.min_meta).await);
         convert::set_volume(results.get().init_info(), &vs[0]);
@@ -620,7 +632,7 @@ impl ozone_manager::Server for OmService {
 
     async fn list_volumes(self: CapRc<Self>, params: ozone_manager::ListVolumesParams, mut results: ozone_manager::ListVolumesResults) -> Result<(), capnp::Error> {
         let p = params.get()?;
-        let h = try_or_reply!(results, header(&self.core, p.get_header()));
+        let h = try_or_reply!(results, header(&self.core, self.caller.as_deref(), p.get_header()));
         let owner = try_or_reply!(results, convert::text(p.get_owner(), "owner", stratos_shard::constants::USER_NAME_BYTES_MAX));
         let (prefix, start_after, limit) = try_or_reply!(results, page(p.get_page()));
         let owner = (!owner.is_empty()).then_some(owner);
@@ -636,7 +648,7 @@ impl ozone_manager::Server for OmService {
 
     async fn bucket_info(self: CapRc<Self>, params: ozone_manager::BucketInfoParams, mut results: ozone_manager::BucketInfoResults) -> Result<(), capnp::Error> {
         let p = params.get()?;
-        let h = try_or_reply!(results, header(&self.core, p.get_header()));
+        let h = try_or_reply!(results, header(&self.core, self.caller.as_deref(), p.get_header()));
         let volume = try_or_reply!(results, convert::volume_name(p.get_volume()));
         let bucket = try_or_reply!(results, convert::bucket_name(p.get_bucket()));
         let (bs, _) = try_or_reply!(results, self.buckets(Query::BucketInfo(volume, bucket), h.min_meta).await);
@@ -646,7 +658,7 @@ impl ozone_manager::Server for OmService {
 
     async fn list_buckets(self: CapRc<Self>, params: ozone_manager::ListBucketsParams, mut results: ozone_manager::ListBucketsResults) -> Result<(), capnp::Error> {
         let p = params.get()?;
-        let h = try_or_reply!(results, header(&self.core, p.get_header()));
+        let h = try_or_reply!(results, header(&self.core, self.caller.as_deref(), p.get_header()));
         let volume = try_or_reply!(results, convert::volume_name(p.get_volume()));
         let (prefix, start_after, limit) = try_or_reply!(results, page(p.get_page()));
         let (bs, truncated) = try_or_reply!(results, self.buckets(Query::ListBuckets { volume, prefix, start_after, limit }, h.min_meta).await);
@@ -661,7 +673,7 @@ impl ozone_manager::Server for OmService {
 
     async fn lookup_key(self: CapRc<Self>, params: ozone_manager::LookupKeyParams, mut results: ozone_manager::LookupKeyResults) -> Result<(), capnp::Error> {
         let p = params.get()?;
-        let h = try_or_reply!(results, header(&self.core, p.get_header()));
+        let h = try_or_reply!(results, header(&self.core, self.caller.as_deref(), p.get_header()));
         let volume = try_or_reply!(results, convert::volume_name(p.get_volume()));
         let bucket = try_or_reply!(results, convert::bucket_name(p.get_bucket()));
         let key = try_or_reply!(results, convert::key_name(p.get_key()));
@@ -680,7 +692,7 @@ impl ozone_manager::Server for OmService {
     /// Looks many keys of one bucket up: one read (one leadership confirmation) per shard.
     async fn lookup_keys(self: CapRc<Self>, params: ozone_manager::LookupKeysParams, mut results: ozone_manager::LookupKeysResults) -> Result<(), capnp::Error> {
         let p = params.get()?;
-        let h = try_or_reply!(results, header(&self.core, p.get_header()));
+        let h = try_or_reply!(results, header(&self.core, self.caller.as_deref(), p.get_header()));
         let volume = try_or_reply!(results, convert::volume_name(p.get_volume()));
         let bucket = try_or_reply!(results, convert::bucket_name(p.get_bucket()));
         let list = p.get_keys()?;
@@ -730,7 +742,7 @@ impl ozone_manager::Server for OmService {
     /// remain on any shard; the last name is the continuation token (`startAfter`).
     async fn list_keys(self: CapRc<Self>, params: ozone_manager::ListKeysParams, mut results: ozone_manager::ListKeysResults) -> Result<(), capnp::Error> {
         let p = params.get()?;
-        let h = try_or_reply!(results, header(&self.core, p.get_header()));
+        let h = try_or_reply!(results, header(&self.core, self.caller.as_deref(), p.get_header()));
         let volume = try_or_reply!(results, convert::volume_name(p.get_volume()));
         let bucket = try_or_reply!(results, convert::bucket_name(p.get_bucket()));
         let (prefix, start_after, limit) = try_or_reply!(results, page(p.get_page()));

@@ -34,7 +34,8 @@ pub struct ScmArgs {
 impl ScmArgs {
     pub fn config(self) -> ScmConfig {
         ScmConfig {
-            data_dir: self.data_dir,
+            // Absolute: glommio syncs directories by path, and a relative one failed with EBADF.
+            data_dir: std::path::absolute(&self.data_dir).unwrap_or(self.data_dir),
             rpc_address: self.rpc_address,
             dead_after_ms: self.dead_after_ms,
             container_bytes: self.container_bytes,
