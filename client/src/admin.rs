@@ -9,10 +9,10 @@ use crate::{Client, GroupStatus, Runtime};
 #[derive(Args, Debug)]
 pub struct AdminArgs {
     /// The OM nodes, host:port, comma-separated [env: STRATOS_OM; default 127.0.0.1:9862].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub om: Option<String>,
     /// Act as this user (an OM administrator) [default: $USER, else root].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub user: Option<String>,
     #[command(subcommand)]
     pub command: AdminCommand,
@@ -135,6 +135,10 @@ fn certificates(command: &AdminCommand) -> Option<Result<String, String>> {
 /// started; running the command again finishes it).
 pub const MEMBERSHIP_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// How long `admin add` keeps asking while every node answers that the new node cannot be
+/// reached (not started, or a wrong address).
+pub const UNREACHABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 pub fn group_name(g: u32) -> String {
     if g == 0 { "meta".into() } else { format!("shard-{}", g - 1) }
 }
@@ -239,8 +243,8 @@ pub async fn run_on(runtime: Rc<dyn Runtime>, args: &AdminArgs) -> Result<String
         return done;
     }
     crate::tls::use_client_env().map_err(|e| e.to_string())?;
-    let user = args.user.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "root".into());
-    let om = args.om.clone().or_else(|| std::env::var("STRATOS_OM").ok()).unwrap_or_else(|| "127.0.0.1:9862".into());
+    let user = args.user.clone().or_else(|| crate::env_nonempty("USER")).unwrap_or_else(|| "root".into());
+    let om = args.om.clone().or_else(|| crate::env_nonempty("STRATOS_OM")).unwrap_or_else(|| "127.0.0.1:9862".into());
     let addrs: Vec<String> = om.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect();
     let hashes = matches!(args.command, AdminCommand::Status { hashes: true });
     let views = gather(&runtime, &addrs, &user, hashes).await;
@@ -261,7 +265,14 @@ pub async fn run_on(runtime: Rc<dyn Runtime>, args: &AdminArgs) -> Result<String
                 let (node, gs) = r.as_ref().ok()?;
                 gs.iter().find(|s| s.group == g && s.leader == *node).map(|_| (a.clone(), *node))
             });
-            let Some((addr, from)) = leader else { return Err(format!("no node given with --om leads {group} now; see `stratos admin status`")) };
+            let Some((addr, from)) = leader else {
+                let silent = views.iter().filter(|(_, r)| r.is_err()).count();
+                let why = if silent > 0 { format!(" ({silent} of {} did not answer)", views.len()) } else { String::new() };
+                return Err(format!("no node given with --om leads {group} now{why}; see `stratos admin status`"));
+            };
+            if from == *to {
+                return Ok(format!("{group}: node {to} leads it already: nothing changed\n"));
+            }
             let c = Client::connect_on(runtime.clone(), &addr, &user).await.map_err(|e| e.to_string())?;
             c.admin_transfer(g, *to).await.map_err(|e| e.to_string())?;
             Ok(format!("{group}: leadership moved from node {from} to node {to}\n"))
@@ -282,6 +293,10 @@ pub async fn run_on(runtime: Rc<dyn Runtime>, args: &AdminArgs) -> Result<String
 async fn change_members(runtime: &Rc<dyn Runtime>, addrs: &[String], user: &str, node: u64, add: bool, ask: impl AsyncFn(&Client) -> Result<Vec<u32>, crate::ClientError>) -> Result<String, String> {
     let started = std::time::Instant::now();
     let verb = if add { "added to" } else { "removed from" };
+    // Whether any node changed a group; the last line printed per node (a wait of minutes
+    // repeats the same answer every round: printed once).
+    let mut any_changed = false;
+    let mut said: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     loop {
         // The nodes given, and every group's leader as they know it (a node left off the list
         // may lead some groups: only a leader changes its group).
@@ -300,6 +315,7 @@ async fn change_members(runtime: &Rc<dyn Runtime>, addrs: &[String], user: &str,
             let Ok(c) = Client::connect_on(runtime.clone(), a, user).await else { continue };
             match ask(&c).await {
                 Ok(changed) if !changed.is_empty() => {
+                    any_changed = true;
                     let names: Vec<String> = changed.iter().map(|g| group_name(*g)).collect();
                     eprintln!("{a}: node {node} {verb} {}", names.join(", "));
                 }
@@ -309,7 +325,12 @@ async fn change_members(runtime: &Rc<dyn Runtime>, addrs: &[String], user: &str,
                 Err(e) if matches!(e.status(), Some(stratos_schema::om_capnp::Status::PermissionDenied | stratos_schema::om_capnp::Status::InvalidArgument)) => {
                     return Err(format!("{a}: {e}"));
                 }
-                Err(e) => eprintln!("{a}: {e} (asking again)"),
+                Err(e) => {
+                    let line = format!("{a}: {e} (asking again)");
+                    if said.insert(a.clone(), line.clone()).as_deref() != Some(line.as_str()) {
+                        eprintln!("{line}");
+                    }
+                }
             }
         }
         // Done when, for every group, the node that leads it has the new voters.
@@ -326,12 +347,23 @@ async fn change_members(runtime: &Rc<dyn Runtime>, addrs: &[String], user: &str,
         }
         let left: Vec<String> = groups.iter().filter(|(_, done)| !**done).map(|(g, _)| group_name(*g)).collect();
         if !groups.is_empty() && left.is_empty() {
+            if !any_changed {
+                let was = if add { "a voter of" } else { "in none of" };
+                return Ok(format!("node {node} was already {was} all {} groups: nothing changed\n", groups.len()));
+            }
             return Ok(format!("node {node} {verb} all {} groups\n", groups.len()));
         }
         if started.elapsed() > MEMBERSHIP_WAIT {
             return Err(format!("after {MEMBERSHIP_WAIT:?}, node {node} is not yet {verb} {}; run the command again to finish", left.join(", ")));
         }
-        eprintln!("waiting for {} (their leaders are changing them, or none is known)", left.join(", "));
+        // A new node nobody can reach: not worth minutes of asking.
+        if add && !any_changed && started.elapsed() > UNREACHABLE_WAIT && said.values().all(|l| l.contains("--join first")) && !said.is_empty() {
+            return Err(format!("node {node} could not be reached for {UNREACHABLE_WAIT:?}: {}", said.values().next().map_or("", String::as_str)));
+        }
+        let line = format!("waiting for {} (their leaders are changing them, or none is known)", left.join(", "));
+        if said.insert("waiting".into(), line.clone()).as_deref() != Some(line.as_str()) {
+            eprintln!("{line}");
+        }
         runtime.sleep(std::time::Duration::from_millis(500)).await;
     }
 }

@@ -477,6 +477,11 @@ pub async fn put_with(
     // A Ctrl-C is noticed within a poll even while a datanode call hangs (where a command
     // installed the handler; a library user's puts pay no poll).
     let r = if crate::interrupt::installed() { crate::interrupt::unless(&**c.runtime(), body, || Err(DataError::Interrupted)).await } else { body.await };
+    // A read that the Ctrl-C cut (EINTR) is the interrupt, not an I/O failure of the source.
+    let r = r.map_err(|e| match e {
+        DataError::Io { source, .. } if source.kind() == std::io::ErrorKind::Interrupted && crate::interrupt::requested() => DataError::Interrupted,
+        e => e,
+    });
     match (r, opened.get()) {
         (Err(e), Some(open_id)) => {
             // Bounded: after an OM that stopped answering, the abort would wait for it as long.

@@ -293,6 +293,12 @@ fn classify(addr: &str, e: ClientError) -> ClientError {
     if foreign { ClientError::Protocol { addr: addr.to_string(), detail: r.to_string() } } else { e }
 }
 
+/// An environment variable, if set and not empty (an empty `STRATOS_OM=` or `USER=` means
+/// unset, as shells users type it).
+pub fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
 /// `what` on `runtime`, or [`ClientError::Timeout`] after `after`; errors classified for `addr`.
 pub(crate) async fn within<T>(
     runtime: &dyn Runtime, addr: &str, after: Duration, what: impl std::future::Future<Output = Result<T, ClientError>>,
@@ -446,6 +452,10 @@ impl Client {
     /// gets at most [`ATTEMPT_TIMEOUT`] of it.
     pub fn set_call_deadline(&self, deadline: Duration) {
         self.call_deadline.set(deadline);
+        // A longer deadline is worth as many more attempts (about one a second once backed
+        // off), or the attempts would run out long before it (at about 150 s).
+        let secs = u32::try_from(deadline.as_secs()).unwrap_or(u32::MAX);
+        self.attempts_max.set(ATTEMPTS_MAX.max(secs));
     }
 
     /// One attempt against `addr` of a call that started at `started`: bounded by the attempt
@@ -499,8 +509,12 @@ impl Client {
             None if lost_node(e) => Some((self.current.get() + 1) % self.addrs.len()),
             None => None,
         };
+        // Connecting to the next node counts against the call's deadline too (5 s per node
+        // that does not accept made `--timeout 12` take 15 s).
+        let left = self.call_deadline.get().saturating_sub(started.elapsed());
+        let late = || Err(ClientError::Timeout { addr: self.address().to_string(), after: left });
         if let Some(start) = next
-            && let Ok((i, om)) = connect_any(&*self.runtime, &self.addrs, start).await
+            && let Ok((i, om)) = runtime::or_after(&*self.runtime, left, connect_any(&*self.runtime, &self.addrs, start), late).await
         {
             self.current.set(i);
             *self.om.borrow_mut() = om;
@@ -706,7 +720,9 @@ impl Client {
     /// The shard count and each group's leader (client address, "" if none known), as the
     /// current node knows them; group 0 is the meta group, group s + 1 key shard s.
     pub async fn routes(&self) -> Result<(u32, Vec<String>), ClientError> {
-        self.routes_of(&self.om()).await.map(|r| (r.shards, r.leaders))
+        // One attempt, bounded: a frozen node held `admin add|remove` forever here.
+        let addr = self.address().to_string();
+        self.attempt(&addr, std::time::Instant::now(), self.routes_of(&self.om())).await.map(|r| (r.shards, r.leaders))
     }
 
     /// `routes` of the node behind `om`.

@@ -297,7 +297,7 @@ pub struct ListArgs {
     #[arg(long, short = 's', default_value = "")]
     pub start: String,
     /// At most this many entries (a listing that stops here says so on stderr).
-    #[arg(long, short = 'l', visible_alias = "length", default_value_t = 100)]
+    #[arg(long, short = 'l', visible_alias = "length", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: u32,
     /// Every entry, page by page (overrides --limit).
     #[arg(long, short = 'a')]
@@ -351,14 +351,14 @@ fn parts(s: &str, n: usize, form: &str) -> Result<(Address, Vec<String>), String
     Ok((a, p))
 }
 
-/// Parses sizes like 1024, 10KB, 5MB, 2GB, 1TB (powers of 1024, as Ozone).
+/// Parses sizes like 1024, 10KB, 5MB, 2GB, 1TB, 1PB, 7EB (powers of 1024, as Ozone).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_uppercase();
-    let (num, mult) = [("TB", 1u64 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10), ("B", 1)]
+    let (num, mult) = [("EB", 1u64 << 60), ("PB", 1 << 50), ("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10), ("B", 1)]
         .iter()
         .find_map(|(suf, m)| t.strip_suffix(suf).map(|n| (n.to_string(), *m)))
         .unwrap_or((t.clone(), 1));
-    let n: u64 = num.trim().parse().map_err(|_| format!("invalid size {s:?} (e.g. 1024, 10MB, 2GB)"))?;
+    let n: u64 = num.trim().parse().map_err(|_| format!("invalid size {s:?}: a whole number of B, KB, MB, GB, TB, PB or EB (powers of 1024), e.g. 1024, 10MB, 2GB"))?;
     // At most 2^63 - 1, Ozone's `long`: u64::MAX is "no quota" on the wire and must not be
     // reachable by a size (it silently cleared the quota).
     match n.checked_mul(mult) {
@@ -407,7 +407,7 @@ fn err(e: ClientError) -> String {
 
 /// The OM address a command uses.
 pub fn om_address(args: &ShArgs, path: Option<&str>) -> String {
-    let given = path.and_then(|p| parse_address(p).ok()).and_then(|a| a.om).or_else(|| args.om.clone()).or_else(|| std::env::var("STRATOS_OM").ok());
+    let given = path.and_then(|p| parse_address(p).ok()).and_then(|a| a.om).or_else(|| args.om.clone()).or_else(|| crate::env_nonempty("STRATOS_OM"));
     given.map_or_else(|| DEFAULT_OM.to_string(), |list| list.split(',').map(|a| with_default_port(a.trim())).collect::<Vec<_>>().join(","))
 }
 
@@ -472,7 +472,7 @@ pub async fn run(args: &ShArgs) -> Outcome {
 
 /// Runs one `stratos sh` command on `runtime`; returns what to print.
 pub async fn run_on(runtime: Rc<dyn Runtime>, args: &ShArgs) -> Outcome {
-    let user = args.user.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "root".into());
+    let user = args.user.clone().or_else(|| crate::env_nonempty("USER")).unwrap_or_else(|| "root".into());
     // A mistyped path is told at once, not after connecting (or failing to).
     if let Some(path) = first_path(&args.command) {
         match path_form(&args.command) {

@@ -262,6 +262,9 @@ fn addresses_and_sizes_parse() {
     assert_eq!(parse_address("/v/b/dir/").expect("parse").parts, vec!["v".to_string(), "b".into(), "dir/".into()]);
     assert_eq!(parse_size("10MB"), Ok(10 << 20));
     assert_eq!(parse_size("7"), Ok(7));
+    assert_eq!(parse_size("1PB"), Ok(1 << 50));
+    assert_eq!(parse_size("7eb"), Ok(7 << 60));
+    assert!(parse_size("8EB").expect_err("above 2^63 - 1").contains("too large"));
     assert!(parse_size("ten").is_err());
     assert!(parse_size("0").is_err());
     assert!(parse_size("18446744073709551615").expect_err("u64::MAX would clear the quota").contains("too large"));

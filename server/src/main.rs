@@ -109,6 +109,8 @@ fn print_out(text: &str) {
 /// A client command's failure: one line on stderr, exit status 1, or 128 + the signal's number
 /// when Ctrl-C or SIGTERM stopped it (what a shell expects of a job stopped by a signal).
 fn fail(line: &str) -> ! {
-    eprintln!("{line}");
+    use std::io::Write;
+    // Not eprintln!: a full or closed stderr (2>/dev/full) must not turn a failure into a panic.
+    let _ = writeln!(std::io::stderr(), "{line}");
     std::process::exit(stratos_client::interrupt::signal().map_or(1, |s| 128 + s))
 }

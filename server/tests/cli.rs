@@ -380,6 +380,24 @@ fn a_closed_stdout_is_a_normal_end_and_long_listings_say_they_are_cut() {
     let all: serde_json::Value = serde_json::from_str(&c.ok(&["key", "list", "/vol/bkt", "--all"])).expect("--all prints one JSON array");
     let names: Vec<&str> = all.as_array().expect("array").iter().map(|k| k["name"].as_str().expect("name")).collect();
     assert_eq!(names, ["a", "b", "c"]);
+    // --limit 0 is refused (it listed everything with no note).
+    let (ok, _, err) = c.sh(&["key", "list", "/vol/bkt", "--limit", "0"]);
+    assert!(!ok && err.contains("--limit"), "{err}");
+    // A full stderr: the failure is exit 1, not a panic (101).
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let st = c.cmd(&["key", "info", "/vol/bkt/missing"]).stderr(full).status().expect("run");
+    assert_eq!(st.code(), Some(1), "a failure with stderr on /dev/full");
+    // An empty STRATOS_OM is no address: the default is used (nothing listens there).
+    let out = Command::new(BIN).args(["sh", "volume", "list"]).env("STRATOS_OM", "").env("USER", "").output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("127.0.0.1:9862"), "{err}");
+    // `admin` takes --om after the subcommand too, and a transfer to the leader changes nothing.
+    let out = Command::new(BIN).args(["admin", "status", "--om", &c.om(), "--user", "root"]).output().expect("admin status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("meta"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN).args(["admin", "transfer", "meta", "1", "--om", &c.om(), "--user", "root"]).output().expect("admin transfer");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("leads it already: nothing changed"), "{text}{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -599,10 +599,22 @@ fn a_node_joins_and_another_leaves_under_load() {
     c.kill9(bad);
     c.nodes.pop();
     c.peers.pop();
+    // A new id at a member's addresses (it would count node 2 twice in every quorum), and a
+    // member at other addresses: refused at once, saying whose addresses they are.
+    for (peer, says) in [
+        (format!("9,{},{}", c.nodes[1].raft, c.nodes[1].rpc), "cannot use its addresses"),
+        (format!("{},127.0.0.1:1,127.0.0.1:2", c.nodes[1].id), "is a member already"),
+    ] {
+        let out = Command::new(BIN).arg("admin").args(["--om", &c.rpc_of(&[0, 1, 2]), "--user", "root", "add", &peer]).output().expect("run stratos admin");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "add {peer}: {err}");
+    }
     let new = c.join_node(dir.path(), &[]);
     let peer = format!("{},{},{}", c.nodes[new].id, c.nodes[new].raft, c.nodes[new].rpc);
     let out = admin(&c.rpc_of(&[0, 1, 2]), &["add", &peer]);
     assert!(out.contains("node 4 added to all 5 groups"), "{out}");
+    let again = admin(&c.rpc_of(&[0, 1, 2]), &["add", &peer]);
+    assert!(again.contains("already a voter of all 5 groups: nothing changed"), "{again}");
     let before = load.count();
     wait_for_writes("writes after the join", Duration::from_secs(20), &load, before, 100, &c.all_rpc());
     let mut acked: Vec<String> = load.finish().into_iter().map(|(k, _)| k).collect();

@@ -68,13 +68,15 @@ impl Core {
             return rx.await.map_err(|_| unavailable("transfer"))?;
         }
         let g = self.group(group);
+        // Named as `stratos admin` names groups (meta, shard-N), not by Raft group id.
+        let name = if group == 0 { "meta".to_string() } else { format!("shard-{}", group - 1) };
         if !g.is_leader() {
             let hint = g.leader().map(|(_, a)| a.rpc).unwrap_or_default();
-            return Err(WireError { status: Status::NotLeader, message: format!("node {} does not lead group {group}; ask its leader", self.transport.me), leader_hint: hint });
+            return Err(WireError { status: Status::NotLeader, message: format!("node {} does not lead {name}; ask its leader", self.transport.me), leader_hint: hint });
         }
         let voters: Vec<u64> = g.raft.voter_ids().collect();
         if !voters.contains(&to) {
-            return Err(WireError::new(Status::InvalidArgument, format!("node {to} is not a member of group {group} (members {voters:?})")));
+            return Err(WireError::new(Status::InvalidArgument, format!("node {to} is not a member of {name} (members {voters:?})")));
         }
         if to == self.transport.me {
             return Ok(());
@@ -85,6 +87,7 @@ impl Core {
             .current_leader(to, "leadership transferred")
             .await
             .map(|_| ())
-            .map_err(|e| WireError::new(Status::Unavailable, format!("group {group}: node {to} did not take the leadership: {e}")))
+            // openraft's wait error carries its whole metrics dump: not for an operator.
+            .map_err(|_| WireError::new(Status::Unavailable, format!("{name}: node {to} did not take the leadership within {PEER_CALL_TIMEOUT:?} (is it up and caught up? see `stratos admin status`)")))
     }
 }

@@ -89,16 +89,28 @@ fn name_text(t: capnp::Result<text::Reader<'_>>, what: &str, max_bytes: usize) -
     text(t, what, max_bytes).map_err(|e| if e.status == Status::InvalidArgument { WireError { status: Status::InvalidName, ..e } } else { e })
 }
 
-pub fn volume_name(t: capnp::Result<text::Reader<'_>>) -> Result<String, WireError> {
-    let s = name_text(t, "volume name", RESOURCE_NAME_BYTES_MAX + 1)?;
-    check_resource_name("volume", &s)?;
+/// A volume or bucket name: too long is refused before it is copied, in the same words as the
+/// name rules use (a 64-byte and a 65-byte name got two different messages).
+fn resource_name(t: capnp::Result<text::Reader<'_>>, what: &'static str) -> Result<String, WireError> {
+    let s = match stratos_common::rpc::text(t, &format!("{what} name"), RESOURCE_NAME_BYTES_MAX) {
+        Ok(s) => s,
+        Err(stratos_common::rpc::TextError::TooLong { len, .. }) => {
+            let reason = format!("length must be {}..={RESOURCE_NAME_BYTES_MAX}, is {len}", stratos_shard::constants::RESOURCE_NAME_BYTES_MIN);
+            return Err(OmError::InvalidName { what: what.to_string(), name: format!("<{len} bytes>"), reason }.into());
+        }
+        Err(e @ stratos_common::rpc::TextError::NotUtf8 { .. }) => return Err(WireError::new(Status::InvalidName, e.to_string())),
+        Err(stratos_common::rpc::TextError::Capnp(e)) => return Err(WireError::from(e)),
+    };
+    check_resource_name(what, &s)?;
     Ok(s)
 }
 
+pub fn volume_name(t: capnp::Result<text::Reader<'_>>) -> Result<String, WireError> {
+    resource_name(t, "volume")
+}
+
 pub fn bucket_name(t: capnp::Result<text::Reader<'_>>) -> Result<String, WireError> {
-    let s = name_text(t, "bucket name", RESOURCE_NAME_BYTES_MAX + 1)?;
-    check_resource_name("bucket", &s)?;
-    Ok(s)
+    resource_name(t, "bucket")
 }
 
 pub fn key_name(t: capnp::Result<text::Reader<'_>>) -> Result<String, WireError> {

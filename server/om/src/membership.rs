@@ -36,7 +36,14 @@ impl Core {
     /// asks every node until every group has the new membership). A change already in place
     /// is not repeated.
     pub async fn change_members(self: &Rc<Self>, change: MemberChange) -> Result<Vec<u32>, WireError> {
-        if let MemberChange::Add { node, addr } = &change {
+        if let MemberChange::Add { node, addr } = &change
+            && let Some(why) = self.address_conflict(*node, addr)
+        {
+            return Err(WireError::new(Status::InvalidArgument, why));
+        }
+        if let MemberChange::Add { node, addr } = &change
+            && !self.voter_everywhere_here(*node)
+        {
             // A node of another layout (or build) would refuse every group's traffic, and each
             // group would wait out CATCH_UP_TIMEOUT; ask it once first and say why.
             use stratos_raft::transport::PeerError;
@@ -51,6 +58,30 @@ impl Core {
         }
         changed.sort();
         Ok(changed)
+    }
+
+    /// Why `node` at `addr` cannot join: another member has one of its addresses (two ids on
+    /// one node would count it twice in every quorum), or `node` is a member at other
+    /// addresses. As the groups of this core know the members.
+    fn address_conflict(&self, node: u64, addr: &PeerAddr) -> Option<String> {
+        for g in self.groups.values() {
+            let m = g.metrics_now();
+            for (id, n) in m.membership_config.membership().nodes() {
+                let known = PeerAddr::parse(&n.addr);
+                if *id != node && (known.raft == addr.raft || known.rpc == addr.rpc) {
+                    return Some(format!("node {id} is a member at {known}: node {node} cannot use its addresses ({addr})"));
+                }
+                if *id == node && (known.raft != addr.raft || known.rpc != addr.rpc) {
+                    return Some(format!("node {node} is a member already, at {known} (not {addr}); remove it first to move it"));
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether `node` is a voter of every group on this core (an add that changes nothing).
+    fn voter_everywhere_here(&self, node: u64) -> bool {
+        self.groups.values().all(|g| g.raft.voter_ids().any(|v| v == node))
     }
 
     pub(crate) async fn change_members_here(&self, change: &MemberChange) -> Result<Vec<u32>, WireError> {
