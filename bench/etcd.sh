@@ -70,7 +70,7 @@ for i in $(seq 1 "$MEMBERS"); do
     ETCD=${ETCD:-127.0.0.1:$c}
 done
 # Stratos: MEMBERS OM nodes, metadata only.
-"$B" dev --om-nodes "$MEMBERS" --datanodes 0 --shards "$SHARDS" --data-dir "$TMP/stratos" > "$TMP/stratos.log" 2>&1 &
+"$B" dev --insecure --om-nodes "$MEMBERS" --datanodes 0 --shards "$SHARDS" --data-dir "$TMP/stratos" > "$TMP/stratos.log" 2>&1 &
 PIDS+=($!)
 OM=127.0.0.1:9862
 [ "$MEMBERS" = 3 ] && OM=127.0.0.1:9862,127.0.0.1:9962,127.0.0.1:10062

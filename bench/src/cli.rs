@@ -88,6 +88,9 @@ pub struct ShardArgs {
 
 /// Runs one `stratos bench` subcommand; progress goes to stderr, the report to stdout.
 pub fn run(bench: Bench) -> anyhow::Result<()> {
+    // Against an OM with TLS (the default of `stratos dev`), the generators connect as the
+    // certificate in STRATOS_CA/STRATOS_CERT/STRATOS_KEY, as `stratos sh` does.
+    stratos_client::tls::use_client_env()?;
     let mut progress = |line: &str| eprintln!("{line}");
     match bench {
         Bench::Omkg(a) => freon::omkg(a)?,

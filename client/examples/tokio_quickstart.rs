@@ -115,6 +115,8 @@ async fn main() -> Result<(), Error> {
     let mut args = std::env::args().skip(1);
     let om = args.next().or_else(|| std::env::var("STRATOS_OM").ok()).unwrap_or_else(|| DEFAULT_OM.to_string());
     let text = args.next().unwrap_or_default();
+    // TLS as `stratos dev` prints it (STRATOS_CA, STRATOS_CERT, STRATOS_KEY), or plain TCP.
+    stratos_client::tls::use_client_env()?;
     let names = Names { volume: "quickstart", bucket: "tokio", key: "hello.txt" };
     let local = tokio::task::LocalSet::new();
     let s = local.run_until(quickstart(&om, "root", names, text.as_bytes())).await?;

@@ -240,12 +240,23 @@ pub async fn connect_rpc<C: capnp::capability::FromClientHook>(addr: &str) -> Re
 /// bootstrap capability; the connection (its driver is a task of `runtime`) lives as long as
 /// some capability of it does.
 pub async fn connect_rpc_on<C: capnp::capability::FromClientHook>(runtime: &dyn Runtime, addr: &str) -> Result<C, ClientError> {
+    connect_with(runtime, addr, None).await
+}
+
+/// [`connect_rpc_on`] to an OM: over TLS when this process has a client TLS configuration
+/// ([`tls::set_client`]). Only OM connections: the datanodes and the SCM do not speak TLS yet
+/// (issue 20), and a TLS client to a datanode failed every put.
+pub async fn connect_om_on<C: capnp::capability::FromClientHook>(runtime: &dyn Runtime, addr: &str) -> Result<C, ClientError> {
+    connect_with(runtime, addr, tls::client()).await
+}
+
+async fn connect_with<C: capnp::capability::FromClientHook>(runtime: &dyn Runtime, addr: &str, tls_config: Option<std::sync::Arc<rustls::ClientConfig>>) -> Result<C, ClientError> {
     let connecting = async { runtime.connect(addr).await.map_err(|e| ClientError::Connect { addr: addr.to_string(), reason: e.to_string() }) };
     let stream = runtime::or_after(runtime, CONNECT_TIMEOUT, connecting, || {
         Err(ClientError::Connect { addr: addr.to_string(), reason: format!("no answer within {CONNECT_TIMEOUT:?}") })
     })
     .await?;
-    let stream: runtime::Connection = match tls::client() {
+    let stream: runtime::Connection = match tls_config {
         None => stream,
         Some(config) => {
             let name = tls::server_name(addr).map_err(|reason| ClientError::Connect { addr: addr.to_string(), reason })?;
@@ -311,7 +322,7 @@ async fn connect_any(runtime: &dyn Runtime, addrs: &[String], start: usize) -> R
     let mut last = None;
     for k in 0..addrs.len() {
         let i = (start + k) % addrs.len();
-        match connect_rpc_on(runtime, &addrs[i]).await {
+        match connect_om_on(runtime, &addrs[i]).await {
             Ok(om) => return Ok((i, om)),
             Err(e) => last = Some(e),
         }
@@ -749,7 +760,7 @@ impl Client {
         if let Some(c) = self.conns.borrow().get(addr) {
             return Some(c.clone());
         }
-        let c: ozone_manager::Client = connect_rpc_on(&*self.runtime, addr).await.ok()?;
+        let c: ozone_manager::Client = connect_om_on(&*self.runtime, addr).await.ok()?;
         self.conns.borrow_mut().insert(addr.to_string(), c.clone());
         Some(c)
     }

@@ -29,6 +29,42 @@ pub struct DevArgs {
     /// default ports + 100·(i−1), e.g. RPC 9862, 9962, 10062).
     #[arg(long, default_value_t = 1)]
     om_nodes: u64,
+    /// No TLS: the OM's client ports take plain connections and believe the user a request
+    /// names (for measuring what TLS costs; never for anything reachable by others).
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// The certificates of a secured `stratos dev` in `DIR/tls`: the cluster CA, one certificate
+/// per OM node, and one for the caller (`$USER`, an administrator here). Made on the first
+/// start, reused when the data directory is. Returns the caller's files.
+fn dev_certificates(dir: &std::path::Path, om_nodes: u64, user: &str) -> anyhow::Result<stratos_common::tls::Files> {
+    use stratos_common::tls;
+    let tls_dir = dir.join("tls");
+    if !tls::ca_files(&tls_dir).0.exists() {
+        tls::ca_init(&tls_dir, 3650)?;
+    }
+    let mut wanted: Vec<(tls::Role, String)> = (1..=om_nodes).map(|i| (tls::Role::Om, format!("om-{i}"))).collect();
+    wanted.push((tls::Role::User, user.to_string()));
+    for (role, name) in wanted {
+        if tls_dir.join(format!("{name}.pem")).exists() {
+            continue;
+        }
+        let mut req = tls::Request::new(role, &name, 365);
+        if role == tls::Role::Om {
+            req.hosts = vec!["localhost".into(), "127.0.0.1".into()];
+        }
+        tls::issue(&tls_dir, &tls_dir, &req).with_context(|| format!("issuing the certificate of {name} in {}", tls_dir.display()))?;
+    }
+    Ok(tls::Files::in_dir(&tls_dir, user))
+}
+
+/// The line that gives a shell what a client of this cluster needs.
+fn client_env(om: &str, files: Option<&stratos_common::tls::Files>) -> String {
+    match files {
+        Some(f) => format!("export STRATOS_OM={om} STRATOS_CA={} STRATOS_CERT={} STRATOS_KEY={}", f.ca.display(), f.cert.display(), f.key.display()),
+        None => format!("export STRATOS_OM={om}"),
+    }
 }
 
 /// Child processes of `stratos dev`, stopped (SIGTERM, then waited for) when dropped.
@@ -174,7 +210,14 @@ pub fn dev(a: DevArgs) -> anyhow::Result<()> {
     c.rpc_address = std::net::SocketAddr::from(([127, 0, 0, 1], shifted(9862, a.base_port)?));
     c.http_address = Some(std::net::SocketAddr::from(([127, 0, 0, 1], shifted(9874, a.base_port)?)));
     c.raft_address = format!("127.0.0.1:{}", shifted(9872, a.base_port)?);
-    c.admins = vec!["root".into(), std::env::var("USER").unwrap_or_else(|_| "root".into())];
+    let user = stratos_client::env_nonempty("USER").unwrap_or_else(|| "root".into());
+    c.admins = vec!["root".into(), user.clone()];
+    // Secure by default: TLS on the OM's client ports, the caller known by its certificate.
+    let tls = if a.insecure { None } else { Some(dev_certificates(&dir, a.om_nodes, &user)?) };
+    if let Some(f) = &tls {
+        let node = stratos_common::tls::Files::in_dir(&dir.join("tls"), "om-1");
+        (c.tls_ca, c.tls_cert, c.tls_key) = (Some(f.ca.clone()), Some(node.cert), Some(node.key));
+    }
     if let Some(s) = a.shards {
         c.shards = s;
     }
@@ -201,18 +244,19 @@ pub fn dev(a: DevArgs) -> anyhow::Result<()> {
         data = format!("scm {scm_addr}, {} datanodes", a.datanodes);
     }
     if a.om_nodes > 1 {
-        return dev_cluster(&a, &dir, &c, children, &data);
+        return dev_cluster(&a, &dir, &c, children, &data, tls.as_ref());
     }
     children.watch();
+    let secured = if tls.is_some() { "TLS" } else { "insecure" };
     stratos_om::node::run(&c, |r| {
         println!(
-            "stratos dev ready: om {} (http {}), {} shards on {} cores, {data}, data in {} — try: STRATOS_OM={} stratos sh volume create /vol1",
+            "stratos dev ready: om {} (http {}), {} shards on {} cores, {data}, {secured}, data in {} — for clients: {}",
             r.rpc,
             r.http.map_or_else(|| "off".to_string(), |h| h.to_string()),
             r.shards,
             r.cores,
             dir.display(),
-            r.rpc
+            client_env(&r.rpc.to_string(), tls.as_ref())
         );
     })?;
     drop(children);
@@ -222,7 +266,7 @@ pub fn dev(a: DevArgs) -> anyhow::Result<()> {
 
 /// `stratos dev --om-nodes N`: N OM processes forming one cluster (every group on every node),
 /// each with the SCM when there is one. Runs until Ctrl-C, then stops every child.
-fn dev_cluster(a: &DevArgs, dir: &std::path::Path, c: &OmConfig, mut children: Children, data: &str) -> anyhow::Result<()> {
+fn dev_cluster(a: &DevArgs, dir: &std::path::Path, c: &OmConfig, mut children: Children, data: &str, tls: Option<&stratos_common::tls::Files>) -> anyhow::Result<()> {
     if !(3..=9).contains(&a.om_nodes) {
         anyhow::bail!("--om-nodes {}: a replicated cluster has 3 to 9 nodes (odd counts tolerate the most failures)", a.om_nodes);
     }
@@ -247,6 +291,10 @@ fn dev_cluster(a: &DevArgs, dir: &std::path::Path, c: &OmConfig, mut children: C
         for p in &peers {
             args.extend(["--peer".into(), p.clone()]);
         }
+        if let Some(f) = tls {
+            let node = stratos_common::tls::Files::in_dir(&dir.join("tls"), &format!("om-{i}"));
+            args.extend(["--tls-ca".into(), f.ca.display().to_string(), "--tls-cert".into(), node.cert.display().to_string(), "--tls-key".into(), node.key.display().to_string()]);
+        }
         // All nodes start before any is awaited: each needs a majority to elect leaders.
         pending.push((i, spawn_child(&mut children, &format!("om {i}"), &args)?));
     }
@@ -257,7 +305,8 @@ fn dev_cluster(a: &DevArgs, dir: &std::path::Path, c: &OmConfig, mut children: C
     }
     children.watch();
     let om = rpcs.join(",");
-    println!("stratos dev ready: {} OM nodes {om}, {data}, data in {} — try: STRATOS_OM={om} stratos sh volume create /vol1", a.om_nodes, dir.display());
+    let secured = if tls.is_some() { "TLS" } else { "insecure" };
+    println!("stratos dev ready: {} OM nodes {om}, {data}, {secured}, data in {} — for clients: {}", a.om_nodes, dir.display(), client_env(&om, tls));
     stratos_common::process::install_signal_handlers();
     while !stratos_common::process::stop_requested() {
         std::thread::sleep(std::time::Duration::from_millis(100));

@@ -499,6 +499,34 @@ fn dev_reports_a_dead_child_and_takes_its_children_with_it() {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(dev.stdout.take().expect("stdout")), &mut line).expect("ready");
     assert!(line.contains("ready"), "{line}");
+    // Secure by default: the line gives the client's environment; with it a client works, as
+    // its certificate's user; without it the OM refuses, saying TLS is needed.
+    assert!(line.contains(", TLS,"), "{line}");
+    let env: Vec<(String, String)> = line
+        .split("export ")
+        .nth(1)
+        .expect("an export line")
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    assert_eq!(env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["STRATOS_OM", "STRATOS_CA", "STRATOS_CERT", "STRATOS_KEY"], "{line}");
+    // TLS to the OM, plain TCP to the datanode (a TLS client to it failed every put).
+    let file = dir.path().join("devfile");
+    std::fs::write(&file, b"through the datanode").expect("write");
+    let got = dir.path().join("devfile.back");
+    for args in [
+        &["volume", "create", "/devvol"][..],
+        &["bucket", "create", "/devvol/devbkt"][..],
+        &["key", "put", "/devvol/devbkt/k", s(&file), "-r", "ONE"][..],
+        &["key", "get", "/devvol/devbkt/k", s(&got)][..],
+    ] {
+        let out = Command::new(BIN).arg("sh").args(args).envs(env.iter().cloned()).output().expect("sh with the env");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(std::fs::read(&got).expect("read back"), b"through the datanode");
+    let om = &env[0].1;
+    let out = Command::new(BIN).args(["sh", "--om", om, "volume", "list"]).env_remove("STRATOS_CA").output().expect("sh without TLS");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("requires TLS"), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = dev.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
