@@ -46,7 +46,10 @@ fn header(core: &Core, caller: Option<&stratos_common::tls::Identity>, h: capnp:
         use stratos_common::tls::Role;
         let user = if id.role == Role::User { id.name.clone() } else { format!("{}:{}", id.role.as_str(), id.name) };
         let admin = id.role == Role::User && core.admins.contains(&user);
-        return Ok(Header { client_id: h.get_client_id(), request_id: h.get_request_id(), principal: Principal { user, groups: id.groups.clone(), admin }, min_meta: h.get_min_meta_index() });
+        // Retry sessions are the caller's own: another user naming this client's id gets a
+        // session of their own, never this one's remembered outcomes.
+        let client_id = stratos_common::token::principal_client_id(&user, h.get_client_id());
+        return Ok(Header { client_id, request_id: h.get_request_id(), principal: Principal { user, groups: id.groups.clone(), admin }, min_meta: h.get_min_meta_index() });
     }
     let mut user = convert::text(h.get_user(), "user", stratos_shard::constants::USER_NAME_BYTES_MAX)?;
     if user.is_empty() {
