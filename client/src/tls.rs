@@ -419,6 +419,46 @@ mod tests {
         assert!(server_name("bad name:1").is_err());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        /// The CI-sized twin of the `certificate_identity` fuzz target: a real certificate with
+        /// bytes flipped, cut or appended, and random bytes, give an identity or an error, never
+        /// a panic; an identity read from a damaged certificate is still a well-formed one.
+        #[test]
+        fn damaged_certificates_get_errors_not_panics(
+            flips in proptest::collection::vec((0usize..2048, 1u8..=255), 0..8),
+            cut in proptest::option::of(0usize..2048),
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let mut der = SAMPLE.with(|d| d.clone());
+            for (at, x) in flips {
+                let n = der.len();
+                der[at % n] ^= x;
+            }
+            if let Some(c) = cut {
+                der.truncate(c % (der.len() + 1));
+            }
+            der.extend_from_slice(&junk);
+            if let Ok(id) = identity_of(&der) {
+                check_name("name", &id.name).expect("a name identity_of accepted is well-formed");
+            }
+            let _ = identity_of(&junk);
+        }
+    }
+
+    thread_local! {
+        /// One user certificate with groups, made once per test thread.
+        static SAMPLE: Vec<u8> = {
+            let dir = tempfile::tempdir().expect("tempdir");
+            ca_init(dir.path(), 1).expect("ca");
+            let mut req = Request::new(Role::User, "alice", 1);
+            req.groups = vec!["staff".into()];
+            let (cert, _) = issue(dir.path(), dir.path(), &req).expect("issue");
+            certs(&cert).expect("read").remove(0).as_ref().to_vec()
+        };
+    }
+
     #[test]
     fn identities_round_trip_and_bad_names_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
