@@ -137,7 +137,7 @@ pub const MEMBERSHIP_WAIT: std::time::Duration = std::time::Duration::from_secs(
 
 /// How long `admin add` keeps asking while every node answers that the new node cannot be
 /// reached (not started, or a wrong address).
-pub const UNREACHABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+pub const UNREACHABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 pub fn group_name(g: u32) -> String {
     if g == 0 { "meta".into() } else { format!("shard-{}", g - 1) }
@@ -297,6 +297,7 @@ async fn change_members(runtime: &Rc<dyn Runtime>, addrs: &[String], user: &str,
     // repeats the same answer every round: printed once).
     let mut any_changed = false;
     let mut said: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut waiting: Option<String> = None;
     loop {
         // The nodes given, and every group's leader as they know it (a node left off the list
         // may lead some groups: only a leader changes its group).
@@ -361,7 +362,7 @@ async fn change_members(runtime: &Rc<dyn Runtime>, addrs: &[String], user: &str,
             return Err(format!("node {node} could not be reached for {UNREACHABLE_WAIT:?}: {}", said.values().next().map_or("", String::as_str)));
         }
         let line = format!("waiting for {} (their leaders are changing them, or none is known)", left.join(", "));
-        if said.insert("waiting".into(), line.clone()).as_deref() != Some(line.as_str()) {
+        if waiting.replace(line.clone()).as_deref() != Some(line.as_str()) {
             eprintln!("{line}");
         }
         runtime.sleep(std::time::Duration::from_millis(500)).await;

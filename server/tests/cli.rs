@@ -557,3 +557,17 @@ fn dev_reports_a_dead_child_and_takes_its_children_with_it() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `admin add` of a node nobody can reach asked for 5 minutes, printing the same two lines
+/// twice a second (newcomer pass): now it gives up after 15 s, having said it once.
+#[test]
+fn admin_add_of_a_node_nobody_can_reach_gives_up_saying_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Cluster::start(dir.path());
+    let start = Instant::now();
+    let out = Command::new(BIN).args(["admin", "--om", &c.om(), "--user", "root", "add", "2,127.0.0.1:1,127.0.0.1:2"]).output().expect("admin add");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("could not be reached"), "{err}");
+    assert!(err.matches("--join first").count() <= 2, "the same answer printed over and over: {err}");
+    assert!(start.elapsed() < Duration::from_secs(40), "gave up after {:?}", start.elapsed());
+}
