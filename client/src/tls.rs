@@ -268,14 +268,20 @@ impl Files {
     }
 
     fn load(&self) -> Result<(rustls::RootCertStore, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in certs(&self.ca)? {
-            roots.add(c).map_err(|e| TlsError::Invalid(format!("{}: {e}", self.ca.display())))?;
-        }
+        let roots = roots(&self.ca)?;
         let chain = certs(&self.cert)?;
         let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| TlsError::Invalid(format!("{}: no private key in it: {e}", self.key.display())))?;
         Ok((roots, chain, key))
     }
+}
+
+/// The cluster CA's certificates in `ca` as the roots to trust.
+fn roots(ca: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(ca)? {
+        roots.add(c).map_err(|e| TlsError::Invalid(format!("{}: {e}", ca.display())))?;
+    }
+    Ok(roots)
 }
 
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -350,11 +356,7 @@ pub fn use_client_env() -> Result<(), TlsError> {
         (None, None, None) => None,
         (Some(ca), Some(cert), Some(key)) => Some(client_config(&Files { ca, cert, key })?),
         (Some(ca), None, None) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in certs(&ca)? {
-                roots.add(c).map_err(|e| TlsError::Invalid(format!("{}: {e}", ca.display())))?;
-            }
-            Some(Arc::new(rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?.with_root_certificates(roots).with_no_client_auth()))
+            Some(Arc::new(rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?.with_root_certificates(roots(&ca)?).with_no_client_auth()))
         }
         _ => return Err(TlsError::Invalid("STRATOS_CERT and STRATOS_KEY go together, with STRATOS_CA: set all three for TLS, or none".into())),
     };

@@ -365,15 +365,18 @@ impl Core {
         let propose: Vec<Command> = commands.into_iter().zip(&early).filter(|(_, e)| e.is_none()).map(|(c, _)| c).collect();
         // A commit short of its quota allowance is proposed again once the allowance is
         // raised: keep a copy (only of such commits, which only buckets with quotas make).
-        let again: Vec<Option<Command>> = propose.iter().map(|c| matches!(c.op, Op::CommitKeyAllowed { .. }).then(|| c.clone())).collect();
+        // Built only when the batch holds such a commit: the hot path allocates nothing more.
+        let allowed = |c: &Command| matches!(c.op, Op::CommitKeyAllowed { .. });
+        let again: Vec<Option<Command>> = if propose.iter().any(allowed) { propose.iter().map(|c| allowed(c).then(|| c.clone())).collect() } else { Vec::new() };
         let mut proposed = if propose.is_empty() {
             Vec::new().into_iter()
         } else {
             match within("committing a write", g.propose(propose)).await.and_then(|r| r.map_err(WireError::from)) {
                 Ok(outcomes) => {
                     let mut out = Vec::with_capacity(outcomes.len());
-                    for (o, c) in outcomes.into_iter().zip(again) {
-                        out.push(match (o, c) {
+                    let mut again = again.into_iter();
+                    for o in outcomes {
+                        out.push(match (o, again.next().flatten()) {
                             (Err(OmError::NeedsAllowance { scope, bytes, keys, adding_bytes, adding_keys }), Some(c)) => {
                                 let need = Need { scope, bytes, keys, adding_bytes, adding_keys };
                                 Box::pin(self.commit_with_allowance(group, c, need, min_meta)).await
