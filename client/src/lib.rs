@@ -151,7 +151,10 @@ fn lost_node(e: &ClientError) -> bool {
     match e {
         ClientError::Connect { .. } | ClientError::Timeout { .. } => true,
         ClientError::Protocol { .. } | ClientError::Deadline { .. } | ClientError::Tls { .. } => false,
-        ClientError::Rpc(e) => matches!(e.kind, capnp::ErrorKind::Disconnected | capnp::ErrorKind::Overloaded),
+        // Over TLS a node that died mid-call ends the stream without TLS's close_notify, which
+        // capnp-rpc reports as a premature end of file rather than a disconnection: the same
+        // loss (a call in flight is retried in its session, as after any disconnection).
+        ClientError::Rpc(e) => matches!(e.kind, capnp::ErrorKind::Disconnected | capnp::ErrorKind::Overloaded | capnp::ErrorKind::PrematureEndOfFile),
         ClientError::Om { .. } => false,
     }
 }
@@ -238,16 +241,16 @@ pub async fn connect_rpc<C: capnp::capability::FromClientHook>(addr: &str) -> Re
 
 /// Connects to a Cap'n Proto service at `addr` (`host:port`) through `runtime` and returns its
 /// bootstrap capability; the connection (its driver is a task of `runtime`) lives as long as
-/// some capability of it does.
+/// some capability of it does. Over TLS when this process has a client TLS configuration
+/// ([`tls::set_client`]): OMs, datanodes and the SCM all speak it when the cluster is secured.
 pub async fn connect_rpc_on<C: capnp::capability::FromClientHook>(runtime: &dyn Runtime, addr: &str) -> Result<C, ClientError> {
-    connect_with(runtime, addr, None).await
+    connect_with(runtime, addr, tls::client()).await
 }
 
-/// [`connect_rpc_on`] to an OM: over TLS when this process has a client TLS configuration
-/// ([`tls::set_client`]). Only OM connections: the datanodes and the SCM do not speak TLS yet
-/// (issue 20), and a TLS client to a datanode failed every put.
-pub async fn connect_om_on<C: capnp::capability::FromClientHook>(runtime: &dyn Runtime, addr: &str) -> Result<C, ClientError> {
-    connect_with(runtime, addr, tls::client()).await
+/// [`connect_rpc_on`] with a TLS configuration of the caller's (None: plain TCP): a server
+/// process dialling another with its own node certificate.
+pub async fn connect_tls_on<C: capnp::capability::FromClientHook>(runtime: &dyn Runtime, addr: &str, tls_config: Option<std::sync::Arc<rustls::ClientConfig>>) -> Result<C, ClientError> {
+    connect_with(runtime, addr, tls_config).await
 }
 
 async fn connect_with<C: capnp::capability::FromClientHook>(runtime: &dyn Runtime, addr: &str, tls_config: Option<std::sync::Arc<rustls::ClientConfig>>) -> Result<C, ClientError> {
@@ -322,7 +325,7 @@ async fn connect_any(runtime: &dyn Runtime, addrs: &[String], start: usize) -> R
     let mut last = None;
     for k in 0..addrs.len() {
         let i = (start + k) % addrs.len();
-        match connect_om_on(runtime, &addrs[i]).await {
+        match connect_rpc_on(runtime, &addrs[i]).await {
             Ok(om) => return Ok((i, om)),
             Err(e) => last = Some(e),
         }
@@ -760,7 +763,7 @@ impl Client {
         if let Some(c) = self.conns.borrow().get(addr) {
             return Some(c.clone());
         }
-        let c: ozone_manager::Client = connect_om_on(&*self.runtime, addr).await.ok()?;
+        let c: ozone_manager::Client = connect_rpc_on(&*self.runtime, addr).await.ok()?;
         self.conns.borrow_mut().insert(addr.to_string(), c.clone());
         Some(c)
     }

@@ -326,6 +326,70 @@ pub fn client_config(files: &Files) -> Result<Arc<rustls::ClientConfig>, TlsErro
     Ok(Arc::new(config))
 }
 
+/// The TLS files of a node from its three settings (`--tls-ca`, `--tls-cert`, `--tls-key`):
+/// all three (TLS), none (plain TCP), or an error that says they go together.
+pub fn files_of(ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>) -> Result<Option<Files>, TlsError> {
+    match (ca, cert, key) {
+        (None, None, None) => Ok(None),
+        (Some(ca), Some(cert), Some(key)) => Ok(Some(Files { ca: ca.to_path_buf(), cert: cert.to_path_buf(), key: key.to_path_buf() })),
+        _ => Err(TlsError::Invalid("--tls-ca, --tls-cert and --tls-key (tls_ca, tls_cert, tls_key) go together: give all three or none".into())),
+    }
+}
+
+/// A node's TLS, from its certificate: as a server of RPC (client certificates required), as
+/// a server of HTTP (client certificates checked when given: a metrics scraper or a health
+/// probe may have none, and `/health` and `/prom` hold no namespace data), and as a client of
+/// other nodes.
+#[derive(Clone, Debug)]
+pub struct NodeTls {
+    pub files: Files,
+    pub server: Arc<rustls::ServerConfig>,
+    pub http: Arc<rustls::ServerConfig>,
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+impl NodeTls {
+    /// Loads `files`; a node whose certificate names no identity (or the wrong role) is an
+    /// error at start, not at its first connection.
+    pub fn load(files: &Files, role: Role) -> Result<NodeTls, TlsError> {
+        let id = identity_of_file(&files.cert).map_err(|e| TlsError::Invalid(format!("{}: {e}", files.cert.display())))?;
+        // Its peers would refuse it at every handshake: say so once, at the start.
+        if let Some(first) = certs(&files.cert)?.first()
+            && let Ok((_, cert)) = x509_parser::parse_x509_certificate(first.as_ref())
+            && !cert.validity().is_valid()
+        {
+            let v = cert.validity();
+            return Err(TlsError::Invalid(format!(
+                "{}: the certificate is valid from {} to {}, and not now: issue a new one (`stratos admin cert issue`)",
+                files.cert.display(),
+                v.not_before,
+                v.not_after
+            )));
+        }
+        if id.role != role {
+            return Err(TlsError::Invalid(format!("{}: a certificate for {} {}, and this is a{} {} node (issue one with `stratos admin cert issue --role {}`)", files.cert.display(), id.role.as_str(), id.name, if role == Role::Om { "n" } else { "" }, role.as_str(), role.as_str())));
+        }
+        let (roots, chain, key) = files.load()?;
+        let http_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::Invalid(format!("{}: {e}", files.ca.display())))?;
+        let http = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(http_verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| TlsError::Invalid(format!("{} with {}: {e}", files.cert.display(), files.key.display())))?;
+        Ok(NodeTls { files: files.clone(), server: server_config(files)?, http: Arc::new(http), client: client_config(files)? })
+    }
+}
+
+/// The identity of the server at the other end of a client TLS connection (its certificate's),
+/// or why there is none.
+pub fn server_identity(session: &rustls::ClientConnection) -> Result<Identity, String> {
+    let der = session.peer_certificates().and_then(|c| c.first()).ok_or("the server presented no certificate")?;
+    identity_of(der.as_ref())
+}
+
 /// The name a client checks the server's certificate against: the host part of `addr`.
 pub fn server_name(addr: &str) -> Result<ServerName<'static>, String> {
     let host = match addr.strip_prefix('[') {

@@ -2,12 +2,15 @@
 # the core of the peer that owns the same groups) carries the messages of many groups (the meta
 # group and the key shards), each tagged with its group id, many per call.
 #
-# A connection starts with a 20-byte hello before any Cap'n Proto bytes:
-#   "STRRAFT2" | sender's executor count u32 LE | the executor it wants u32 LE
-#              | sender's key-shard count u32 LE
+# A connection starts with a 24-byte hello before any Cap'n Proto bytes:
+#   "STRRAFT3" | sender's executor count u32 LE | the executor it wants u32 LE
+#              | sender's key-shard count u32 LE | flags u32 LE (1: TLS follows)
 # so that the node's one Raft port can hand the connection to that executor, and the answer
 #   length u32 LE | that many bytes of UTF-8: empty = accepted, else why it is refused
-# (another executor or shard count, another protocol version), after which it hangs up.
+# (another executor or shard count, another protocol version, TLS on one side only), after
+# which it hangs up. With TLS (a secured cluster), the accepted connection then turns into
+# TLS (the dialing node the client; both present OM certificates of the cluster's CA) and the
+# same 24 bytes are sent again inside it, for the executor that takes it to check.
 #
 # Vote, entries, snapshot metadata and responses are openraft's types in the byte layouts of
 # server/src/raft/codec.rs; this schema frames them and bounds their sizes.

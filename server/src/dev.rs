@@ -29,29 +29,35 @@ pub struct DevArgs {
     /// default ports + 100·(i−1), e.g. RPC 9862, 9962, 10062).
     #[arg(long, default_value_t = 1)]
     om_nodes: u64,
-    /// No TLS: the OM's client ports take plain connections and believe the user a request
-    /// names (for measuring what TLS costs; never for anything reachable by others).
+    /// No TLS: every port (OM, Raft, SCM, datanodes, HTTP) takes plain connections and the OM
+    /// believes the user a request names (for measuring what TLS costs; never for anything
+    /// reachable by others).
     #[arg(long)]
     insecure: bool,
 }
 
 /// The certificates of a secured `stratos dev` in `DIR/tls`: the cluster CA, one certificate
-/// per OM node, and one for the caller (`$USER`, an administrator here). Made on the first
-/// start, reused when the data directory is. Returns the caller's files.
-fn dev_certificates(dir: &std::path::Path, om_nodes: u64, user: &str) -> anyhow::Result<stratos_common::tls::Files> {
+/// per OM node (`om-N`), the SCM's (`scm`), one per datanode (`dn-N`), and one for the caller
+/// (`$USER`, an administrator here). Made on the first start, reused when the data directory
+/// is. Returns the caller's files.
+fn dev_certificates(dir: &std::path::Path, om_nodes: u64, datanodes: usize, user: &str) -> anyhow::Result<stratos_common::tls::Files> {
     use stratos_common::tls;
     let tls_dir = dir.join("tls");
     if !tls::ca_files(&tls_dir).0.exists() {
         tls::ca_init(&tls_dir, 3650)?;
     }
     let mut wanted: Vec<(tls::Role, String)> = (1..=om_nodes).map(|i| (tls::Role::Om, format!("om-{i}"))).collect();
+    if datanodes > 0 {
+        wanted.push((tls::Role::Scm, "scm".into()));
+    }
+    wanted.extend((0..datanodes).map(|i| (tls::Role::Datanode, format!("dn-{i}"))));
     wanted.push((tls::Role::User, user.to_string()));
     for (role, name) in wanted {
         if tls_dir.join(format!("{name}.pem")).exists() {
             continue;
         }
         let mut req = tls::Request::new(role, &name, 365);
-        if role == tls::Role::Om {
+        if role != tls::Role::User {
             req.hosts = vec!["localhost".into(), "127.0.0.1".into()];
         }
         tls::issue(&tls_dir, &tls_dir, &req).with_context(|| format!("issuing the certificate of {name} in {}", tls_dir.display()))?;
@@ -213,7 +219,7 @@ pub fn dev(a: DevArgs) -> anyhow::Result<()> {
     let user = stratos_client::env_nonempty("USER").unwrap_or_else(|| "root".into());
     c.admins = vec!["root".into(), user.clone()];
     // Secure by default: TLS on the OM's client ports, the caller known by its certificate.
-    let tls = if a.insecure { None } else { Some(dev_certificates(&dir, a.om_nodes, &user)?) };
+    let tls = if a.insecure { None } else { Some(dev_certificates(&dir, a.om_nodes, a.datanodes, &user)?) };
     if let Some(f) = &tls {
         let node = stratos_common::tls::Files::in_dir(&dir.join("tls"), "om-1");
         (c.tls_ca, c.tls_cert, c.tls_key) = (Some(f.ca.clone()), Some(node.cert), Some(node.key));
@@ -229,13 +235,19 @@ pub fn dev(a: DevArgs) -> anyhow::Result<()> {
     if a.datanodes > 0 {
         let scm_addr = format!("127.0.0.1:{}", shifted(9863, a.base_port)?);
         let d = |p: &str| dir.join(p).display().to_string();
-        start_child(&mut children, "scm", &["scm".into(), "--data-dir".into(), d("scm"), "--rpc-address".into(), scm_addr.clone(), "--dead-after-ms".into(), "10000".into()])?;
+        // Each node's TLS flags: its own certificate, the cluster's CA.
+        let tls_flags = |name: &str| -> Vec<String> {
+            let Some(f) = &tls else { return Vec::new() };
+            let node = stratos_common::tls::Files::in_dir(&dir.join("tls"), name);
+            vec!["--tls-ca".into(), f.ca.display().to_string(), "--tls-cert".into(), node.cert.display().to_string(), "--tls-key".into(), node.key.display().to_string()]
+        };
+        let mut scm_args: Vec<String> = vec!["scm".into(), "--data-dir".into(), d("scm"), "--rpc-address".into(), scm_addr.clone(), "--dead-after-ms".into(), "10000".into()];
+        scm_args.extend(tls_flags("scm"));
+        start_child(&mut children, "scm", &scm_args)?;
         for i in 0..a.datanodes {
-            let line = start_child(
-                &mut children,
-                &format!("datanode {i}"),
-                &["datanode".into(), "--data-dir".into(), d(&format!("dn{i}")), "--rpc-address".into(), "127.0.0.1:0".into(), "--scm".into(), scm_addr.clone(), "--heartbeat-ms".into(), "1000".into()],
-            )?;
+            let mut args: Vec<String> = vec!["datanode".into(), "--data-dir".into(), d(&format!("dn{i}")), "--rpc-address".into(), "127.0.0.1:0".into(), "--scm".into(), scm_addr.clone(), "--heartbeat-ms".into(), "1000".into()];
+            args.extend(tls_flags(&format!("dn-{i}")));
+            let line = start_child(&mut children, &format!("datanode {i}"), &args)?;
             eprintln!("stratos dev: datanode {i} at {}", field(&line, "rpc").unwrap_or("?"));
         }
         c.scm_address = Some(scm_addr.clone());

@@ -63,11 +63,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Dev(a) => dev::dev(a)?,
         Command::Scm(a) => {
-            stratos_scm::run(a.config(), |r| println!("stratos scm ready: rpc {}", r.rpc))?;
+            stratos_scm::run(a.config()?, |r| println!("stratos scm ready: rpc {}", r.rpc))?;
             eprintln!("stratos scm: stopped cleanly");
         }
         Command::Datanode(a) => {
-            stratos_datanode::run(a.config(), |r| println!("stratos datanode ready: rpc {} id {}", r.rpc, r.id))?;
+            stratos_datanode::run(a.config()?, |r| println!("stratos datanode ready: rpc {} id {}", r.rpc, r.id))?;
             eprintln!("stratos datanode: stopped cleanly");
         }
         Command::Sh(a) => match on_client_executor(move || async move { stratos_client::sh::run(&a).await })? {

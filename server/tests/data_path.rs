@@ -5,11 +5,10 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{BIN, Proc, s};
+use support::{Proc, Tls, s};
 
 struct Cluster {
     dir: PathBuf,
@@ -21,7 +20,7 @@ struct Cluster {
 
 fn start_scm(dir: &Path, addr: &str) -> Proc {
     // Checkpoints every 300 records, so restarts load a checkpoint and replay the log after it.
-    Proc::start(&["scm", "--data-dir", s(&dir.join("scm")), "--rpc-address", addr, "--dead-after-ms", "30000", "--checkpoint-every", "300"])
+    Proc::secured(&["scm", "--data-dir", s(&dir.join("scm")), "--rpc-address", addr, "--dead-after-ms", "30000", "--checkpoint-every", "300"])
 }
 
 impl Cluster {
@@ -29,14 +28,14 @@ impl Cluster {
         let scm = start_scm(dir, "127.0.0.1:0");
         let scm_addr = scm.word_after("rpc");
         let datanodes = (0..datanodes)
-            .map(|i| Proc::start(&["datanode", "--data-dir", s(&dir.join(format!("dn{i}"))), "--rpc-address", "127.0.0.1:0", "--scm", &scm_addr, "--heartbeat-ms", "200"]))
+            .map(|i| Proc::secured(&["datanode", "--data-dir", s(&dir.join(format!("dn{i}"))), "--rpc-address", "127.0.0.1:0", "--scm", &scm_addr, "--heartbeat-ms", "200"]))
             .collect();
         let om_dir = dir.join("om");
         let mut args = vec!["om", "--data-dir", s(&om_dir), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--shards", "2", "--executors", "2", "--no-pin"];
         args.extend(["--election-timeout-min-ms", "150", "--election-timeout-max-ms", "300", "--heartbeat-interval-ms", "50", "--wal-segment-bytes", "8388608"]);
         args.extend(["--scm-address", &scm_addr, "--scm-poll-ms", "300", "--block-bytes", "1048576"]);
         args.extend(om_args);
-        let om = Proc::start(&args);
+        let om = Proc::secured(&args);
         let c = Cluster { dir: dir.to_path_buf(), scm, scm_addr, datanodes, om };
         c.ok(&["volume", "create", "/vol"]);
         c.ok(&["bucket", "create", "/vol/bkt"]);
@@ -48,7 +47,8 @@ impl Cluster {
     }
 
     fn sh(&self, args: &[&str]) -> (bool, String, String) {
-        support::sh(&self.om(), args)
+        let out = Tls::get().stratos().arg("sh").args(["--om", &self.om()]).args(args).output().expect("run stratos sh");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -127,7 +127,7 @@ fn round_trips_byte_for_byte_and_old_blocks_are_freed() {
         }
     }
     // `key cat` writes the bytes to stdout.
-    let cat = Command::new(BIN).args(["sh", "--om", &c.om(), "key", "cat", "/vol/bkt/four-mib"]).output().expect("run stratos sh");
+    let cat = Tls::get().stratos().args(["sh", "--om", &c.om(), "key", "cat", "/vol/bkt/four-mib"]).output().expect("run stratos sh");
     assert!(cat.status.success() && cat.stdout == std::fs::read(dir.path().join("four-mib")).expect("read"), "key cat differs");
     // A flipped byte in one datanode's copy: that datanode names the file and offset, and a
     // get reads the block from another datanode.
@@ -294,7 +294,9 @@ fn an_scm_killed_under_allocation_load_never_issues_a_block_id_twice() {
                     let mut scm: Option<scm_rpc::Client> = None;
                     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                         if scm.is_none() {
-                            scm = stratos_client::connect_rpc(&addr).await.ok();
+                            // As an OM does: with an OM's certificate (a user's may not allocate).
+                            let om = stratos_common::tls::client_config(&Tls::get().files(stratos_common::tls::Role::Om, "om-1")).expect("om-1's client configuration");
+                            scm = stratos_client::connect_tls_on(&stratos_client::runtime::Glommio, &addr, Some(om)).await.ok();
                         }
                         let Some(s) = scm.clone() else {
                             glommio::timer::sleep(Duration::from_millis(20)).await;
@@ -357,7 +359,7 @@ fn secret_keys_rotate_and_tokens_of_the_old_key_stay_valid() {
     let mut c = Cluster::start(dir.path(), 3, &[]);
     // An SCM that rotates every 1.5 s (tokens live at most 20 s past a key's rotation).
     c.scm.kill9();
-    c.scm = Proc::start(&["scm", "--data-dir", s(&dir.path().join("scm")), "--rpc-address", &c.scm_addr, "--key-rotation-ms", "1500", "--token-lifetime-ms", "20000"]);
+    c.scm = Proc::secured(&["scm", "--data-dir", s(&dir.path().join("scm")), "--rpc-address", &c.scm_addr, "--key-rotation-ms", "1500", "--token-lifetime-ms", "20000"]);
     let f = random_file(dir.path(), "a", 70_000, 5);
     let original = std::fs::read(&f).expect("read");
     let om = c.om();
@@ -422,7 +424,7 @@ fn the_freon_generators_run_against_a_cluster_and_ockr_verifies_what_ockg_wrote(
     let om = c.om();
     let bench = |args: &[&str]| -> serde_json::Value {
         let json = dir.path().join("out.json");
-        let out = Command::new(BIN).args(["bench"]).args(args).args(["--om", &om, "-t", "4", "--json", s(&json)]).output().expect("run stratos bench");
+        let out = Tls::get().stratos().args(["bench"]).args(args).args(["--om", &om, "-t", "4", "--json", s(&json)]).output().expect("run stratos bench");
         assert!(out.status.success(), "bench {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("ops/s"), "{stdout}");
@@ -437,7 +439,7 @@ fn the_freon_generators_run_against_a_cluster_and_ockr_verifies_what_ockg_wrote(
     assert_eq!((v["ops"].as_u64(), v["errors"].as_u64(), v["bytes"].as_u64()), (Some(40), Some(0), Some(40 * 70_000)), "{v}");
     // A key whose bytes changed on every datanode is reported, not counted as read.
     let f = random_file(dir.path(), "other", 70_000, 8);
-    let (ok, _, err) = Command::new(BIN).args(["sh", "--om", &om, "--user", "root", "key", "put", "/benchvol/ockgbucket/ockg-zzz", s(&f)]).output().map(|o| (o.status.success(), (), String::from_utf8_lossy(&o.stderr).into_owned())).expect("sh");
+    let (ok, _, err) = Tls::get().stratos().args(["sh", "--om", &om, "--user", "root", "key", "put", "/benchvol/ockgbucket/ockg-zzz", s(&f)]).output().map(|o| (o.status.success(), (), String::from_utf8_lossy(&o.stderr).into_owned())).expect("sh");
     assert!(ok, "{err}");
     let v = bench(&["ockr"]);
     assert_eq!((v["ops"].as_u64(), v["errors"].as_u64()), (Some(40), Some(1)), "{v}");
@@ -455,7 +457,7 @@ fn the_freon_generators_run_against_a_cluster_and_ockr_verifies_what_ockg_wrote(
     assert_eq!((v["ops"].as_u64(), v["errors"].as_u64()), (Some(5), Some(0)), "{v}");
     let v = bench(&["ockr", "--bucket", "padded", "--rate", "50"]);
     assert_eq!((v["ops"].as_u64(), v["errors"].as_u64(), v["bytes"].as_u64()), (Some(5), Some(0), Some(5000)), "{v}");
-    let out = Command::new(BIN).args(["sh", "--om", &om, "--user", "root", "key", "list", "/benchvol/padded"]).output().expect("sh");
+    let out = Tls::get().stratos().args(["sh", "--om", &om, "--user", "root", "key", "list", "/benchvol/padded"]).output().expect("sh");
     let listing: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON listing");
     let names: Vec<&str> = listing.as_array().expect("a list").iter().filter_map(|k| k["name"].as_str()).collect();
     assert_eq!(names.len(), 5, "{listing}");
@@ -466,7 +468,7 @@ fn the_freon_generators_run_against_a_cluster_and_ockr_verifies_what_ockg_wrote(
         std::fs::rename(dir.path().join("out.json"), dir.path().join(format!("run{i}.json"))).expect("rename");
     }
     let svg = dir.path().join("omkg.svg");
-    let out = Command::new(BIN).args(["bench", "plot", s(&dir.path().join("run0.json")), s(&dir.path().join("run1.json")), "-o", s(&svg)]).output().expect("plot");
+    let out = Tls::get().stratos().args(["bench", "plot", s(&dir.path().join("run0.json")), s(&dir.path().join("run1.json")), "-o", s(&svg)]).output().expect("plot");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let drawn = std::fs::read_to_string(&svg).expect("svg written");
     assert!(drawn.contains("run0 (omkg)") && drawn.contains("run1 (omkg)") && drawn.contains("<polyline"), "the plot names both runs and draws lines");

@@ -6,12 +6,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stratos");
+mod support;
+use support::Tls;
 
 /// A port free now and never handed out before in this process. The tests of this file run
 /// in parallel threads, and the kernel may give a just-released port to the next bind to port
@@ -76,8 +77,8 @@ impl Cluster {
     /// Starts node `i`; the returned channel yields once the node printed its ready line.
     fn spawn(&mut self, i: usize) -> std::sync::mpsc::Receiver<()> {
         let n = &mut self.nodes[i];
-        let mut cmd = Command::new(BIN);
-        cmd.args(["om", "--data-dir"]).arg(&n.dir).args(["--node-id", &n.id.to_string(), "--rpc-address", &n.rpc, "--http-address", &n.http, "--raft-address", &n.raft]);
+        let mut cmd = Tls::get().stratos();
+        cmd.args(["om", "--data-dir"]).arg(&n.dir).args(Tls::get().flags_for(&["om", "--node-id", &n.id.to_string()])).args(["--node-id", &n.id.to_string(), "--rpc-address", &n.rpc, "--http-address", &n.http, "--raft-address", &n.raft]);
         // A node's own --shards (a misconfigured joiner) replaces the cluster's.
         if !n.own.iter().any(|f| f == "--shards") {
             cmd.args(["--shards", "4"]);
@@ -180,10 +181,11 @@ impl Cluster {
 
     /// The groups node `i` leads, from its metrics page.
     fn leads(&self, i: usize) -> Vec<String> {
-        let Ok(mut s) = std::net::TcpStream::connect(&self.nodes[i].http) else { return Vec::new() };
+        let Ok(mut s) = Tls::get().try_connect(&self.nodes[i].http) else { return Vec::new() };
         let _ = write!(s, "GET /prom HTTP/1.0\r\n\r\n");
-        let mut body = String::new();
-        let _ = s.read_to_string(&mut body);
+        let mut body = Vec::new();
+        let _ = s.read_to_end(&mut body);
+        let body = String::from_utf8_lossy(&body);
         body.lines()
             .filter(|l| l.starts_with("stratos_raft_leader{") && l.ends_with(" 1"))
             .filter_map(|l| l.split('"').nth(1).map(String::from))
@@ -207,7 +209,7 @@ fn on_executor<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(
 }
 
 fn sh(om: &str, args: &[&str]) -> String {
-    let out = Command::new(BIN).arg("sh").args(["--om", om, "--user", "root"]).args(args).output().expect("run stratos sh");
+    let out = Tls::get().stratos().arg("sh").args(["--om", om, "--user", "root"]).args(args).output().expect("run stratos sh");
     assert!(out.status.success(), "stratos sh {args:?} at {om}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -312,7 +314,7 @@ impl Load {
 /// cluster's status as the nodes of `om` see it (which group has no leader, who lags).
 fn wait_for_writes(what: &str, limit: Duration, load: &Load, before: usize, more: usize, om: &str) {
     if !polls_true(limit, || load.count() > before + more) {
-        let out = Command::new(BIN).arg("admin").args(["--om", om, "--user", "root", "status"]).output().expect("run stratos admin");
+        let out = Tls::get().stratos().arg("admin").args(["--om", om, "--user", "root", "status"]).output().expect("run stratos admin");
         panic!(
             "timed out after {limit:?} waiting for {what}: {} keys acknowledged, {} before\n{}{}",
             load.count(),
@@ -571,7 +573,7 @@ fn an_isolated_node_refuses_writes_and_stale_reads_and_catches_up_when_healed() 
 }
 
 fn admin(om: &str, args: &[&str]) -> String {
-    let out = Command::new(BIN).arg("admin").args(["--om", om, "--user", "root"]).args(args).output().expect("run stratos admin");
+    let out = Tls::get().stratos().arg("admin").args(["--om", om, "--user", "root"]).args(args).output().expect("run stratos admin");
     assert!(out.status.success(), "stratos admin {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -592,7 +594,7 @@ fn a_node_joins_and_another_leaves_under_load() {
     let bad = c.join_node(dir.path(), &["--shards", "3"]);
     let peer = format!("{},{},{}", c.nodes[bad].id, c.nodes[bad].raft, c.nodes[bad].rpc);
     let asked = Instant::now();
-    let out = Command::new(BIN).arg("admin").args(["--om", &c.rpc_of(&[0, 1, 2]), "--user", "root", "add", &peer]).output().expect("run stratos admin");
+    let out = Tls::get().stratos().arg("admin").args(["--om", &c.rpc_of(&[0, 1, 2]), "--user", "root", "add", &peer]).output().expect("run stratos admin");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("dialing node runs 4 key shards and the dialed node 3") && err.contains("--shards"), "{err}");
     assert!(asked.elapsed() < Duration::from_secs(10), "refused after {:?}", asked.elapsed());
@@ -605,7 +607,7 @@ fn a_node_joins_and_another_leaves_under_load() {
         (format!("9,{},{}", c.nodes[1].raft, c.nodes[1].rpc), "cannot use its addresses"),
         (format!("{},127.0.0.1:1,127.0.0.1:2", c.nodes[1].id), "is a member already"),
     ] {
-        let out = Command::new(BIN).arg("admin").args(["--om", &c.rpc_of(&[0, 1, 2]), "--user", "root", "add", &peer]).output().expect("run stratos admin");
+        let out = Tls::get().stratos().arg("admin").args(["--om", &c.rpc_of(&[0, 1, 2]), "--user", "root", "add", &peer]).output().expect("run stratos admin");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(says), "add {peer}: {err}");
     }

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stratos");
+mod support;
+use support::{BIN, Tls};
 
 struct Om {
     child: Child,
@@ -35,6 +36,7 @@ impl Om {
             .args(["om", "--data-dir"])
             .arg(dir)
             .args(args)
+            .args(Tls::get().flags_for(&["om"]))
             .args(["--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--shards", "4", "--executors", "2", "--no-pin"])
             .args(["--election-timeout-min-ms", "150", "--election-timeout-max-ms", "300", "--heartbeat-interval-ms", "50"])
             .stdout(Stdio::piped())
@@ -48,18 +50,19 @@ impl Om {
         Om { child, rpc: word_after("rpc"), http: word_after("http") }
     }
 
-    /// GET of a path on the HTTP port: (status line, body).
+    /// GET of a path on the HTTP port (HTTPS: the node is secured): (status line, body).
     fn http_get(&self, path: &str) -> (String, String) {
-        let mut s = std::net::TcpStream::connect(&self.http).expect("connect to the HTTP port");
+        let mut s = Tls::get().connect(&self.http);
         write!(s, "GET {path} HTTP/1.0\r\n\r\n").expect("send");
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).expect("read reply");
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        let reply = String::from_utf8_lossy(&reply).into_owned();
         let (head, body) = reply.split_once("\r\n\r\n").expect("HTTP reply");
         (head.lines().next().unwrap_or("").to_string(), body.to_string())
     }
 
     fn sh(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(BIN).arg("sh").args(["--om", &self.rpc, "--user", "root"]).args(args).output().expect("run stratos sh");
+        let out = Tls::get().stratos().arg("sh").args(["--om", &self.rpc, "--user", "root"]).args(args).output().expect("run stratos sh");
         (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
@@ -258,14 +261,15 @@ fn malformed_and_oversized_messages_get_errors_and_the_server_keeps_serving() {
         ((0..4096u32).flat_map(|i| i.to_le_bytes()).collect(), "Invalid segment id"),
     ];
     for (g, reason) in garbage {
-        let mut s = std::net::TcpStream::connect(&om.rpc).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        // Inside TLS, as an authenticated client (a stranger's bytes end at the handshake).
+        let mut s = Tls::get().connect(&om.rpc);
         s.write_all(&g).unwrap_or_else(|e| panic!("sending {} hostile bytes: {e}", g.len()));
         let mut reply = Vec::new();
         match s.read_to_end(&mut reply) {
             Ok(_) => {}
-            // The server closed with our unread bytes still queued: the abort came first.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            // The server closed with our unread bytes still queued: the abort came first; or
+            // it closed without TLS's close_notify (read_to_end keeps what came before).
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof) => {}
             Err(e) => panic!("{:?}…: the server neither answered nor closed within 5 s: {e}", &g[..8]),
         }
         let reply = String::from_utf8_lossy(&reply);

@@ -146,3 +146,251 @@ fn certificates_name_their_holder_and_refuse_bad_requests() {
     }
     assert!(tls::identity_of(b"not a certificate").is_err());
 }
+
+/// A port nobody listens on now (bound and let go; the OS gives another next time).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Runs `stratos ARGS` that should fail at start: (succeeded, stdout + stderr), killed after
+/// `limit` (a process that neither starts nor stops is a failure of the test).
+fn run_to_exit(args: &[&str], limit: Duration) -> (bool, String) {
+    let mut child = Command::new(BIN).args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("start stratos");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("{args:?} neither started nor stopped within {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().expect("output");
+    (status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Runs `f` on a glommio executor of its own thread (the Cap'n Proto client is glommio's).
+fn on_executor<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(f: impl FnOnce() -> F + Send + 'static) -> T {
+    glommio::LocalExecutorBuilder::default().spawn(move || async move { f().await }).expect("executor").join().expect("join")
+}
+
+/// `stratos sh --om OMS ARGS` as root (support's CA).
+fn root_sh(oms: &str, args: &[&str]) -> (bool, String) {
+    let out = support::Tls::get().stratos().arg("sh").args(["--om", oms, "--timeout", "30"]).args(args).output().expect("run stratos sh");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// A 24-byte Raft hello (schema/capnp/raft.capnp) for executor 0 of a 1-executor, 2-shard node.
+fn raft_hello(tls: bool) -> Vec<u8> {
+    let mut b = b"STRRAFT3".to_vec();
+    for w in [1u32, 0, 2, u32::from(tls)] {
+        b.extend_from_slice(&w.to_le_bytes());
+    }
+    b
+}
+
+/// Dials a Raft port as a TLS peer with `files`' certificate after a hello that announces TLS:
+/// whether the node kept the connection (true) or closed it (false) within 3 s of the hello
+/// inside TLS.
+fn raft_peer_kept(raft: &str, files: &tls::Files) -> bool {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(raft).expect("dial the Raft port");
+    tcp.write_all(&raft_hello(true)).expect("hello");
+    let mut answer = [0u8; 4];
+    tcp.read_exact(&mut answer).expect("the hello's answer");
+    assert_eq!(answer, [0; 4], "a hello announcing TLS is accepted (the TLS handshake decides)");
+    tcp.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    let config = tls::client_config(files).expect("client configuration");
+    let conn = rustls::ClientConnection::new(config, tls::server_name(raft).expect("name")).expect("client");
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    if stream.write_all(&raft_hello(true)).and_then(|()| stream.flush()).is_err() {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+}
+
+/// Every link of a secured cluster (3 OM nodes, an SCM, two datanodes, all started as
+/// `stratos dev` starts them: with certificates of one CA): the data path works through TLS;
+/// a Raft peer must prove an OM certificate; only OMs and datanodes get the SCM's secret keys;
+/// a datanode's registration is bound to its certificate (across SCM restarts); HTTP is HTTPS;
+/// and a node's certificate is reissued and the node restarted while writes go on.
+#[test]
+fn every_link_is_secured_and_a_node_certificate_rotates_without_downtime() {
+    use support::Tls;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = |p: &str| dir.path().join(p);
+    let scm_addr = format!("127.0.0.1:{}", free_port());
+    let scm_dir = d("scm");
+    let scm_args = ["scm", "--data-dir", s(&scm_dir), "--rpc-address", &scm_addr, "--dead-after-ms", "30000"];
+    let mut scm = Proc::secured(&scm_args);
+    let dn_args = |name: &str| -> Vec<String> {
+        ["datanode", "--data-dir", s(&d(name)), "--rpc-address", "127.0.0.1:0", "--scm", &scm_addr, "--heartbeat-ms", "200"].iter().map(|a| a.to_string()).collect()
+    };
+    let args_a = dn_args("dnA");
+    let args_a: Vec<&str> = args_a.iter().map(String::as_str).collect();
+    let mut dn_a = Proc::secured(&args_a);
+    let args_b = dn_args("dnB");
+    let args_b: Vec<&str> = args_b.iter().map(String::as_str).collect();
+    let _dn_b = Proc::secured(&args_b);
+
+    // Three OM nodes, started together (each waits for its groups' leaders).
+    let ports: Vec<(String, String, String)> = (0..3).map(|_| (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()))).collect();
+    let peers: Vec<String> = ports.iter().enumerate().map(|(i, (rpc, _, raft))| format!("{},{raft},{rpc}", i + 1)).collect();
+    let om_args = |i: usize| -> Vec<String> {
+        let (rpc, http, raft) = &ports[i];
+        let mut a: Vec<String> = ["om", "--data-dir", s(&d(&format!("om{}", i + 1))), "--node-id", &(i + 1).to_string(), "--rpc-address", rpc, "--http-address", http, "--raft-address", raft]
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
+        a.extend(["--shards", "2", "--executors", "1", "--no-pin", "--election-timeout-min-ms", "300", "--election-timeout-max-ms", "600", "--heartbeat-interval-ms", "100"].map(String::from));
+        a.extend(["--scm-address", &scm_addr, "--scm-poll-ms", "300", "--block-bytes", "1048576"].map(String::from));
+        for p in &peers {
+            a.extend(["--peer".to_string(), p.clone()]);
+        }
+        a
+    };
+    let start_om = |i: usize, extra: Vec<String>| {
+        let mut a = om_args(i);
+        a.extend(extra);
+        std::thread::spawn(move || {
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            if a.contains(&"--tls-ca") { Proc::start(&a) } else { Proc::secured(&a) }
+        })
+    };
+    let starting: Vec<_> = (0..3).map(|i| start_om(i, Vec::new())).collect();
+    let mut oms: Vec<Option<Proc>> = starting.into_iter().map(|t| Some(t.join().expect("an OM node starts"))).collect();
+    let all = ports.iter().map(|(rpc, _, _)| rpc.as_str()).collect::<Vec<_>>().join(",");
+
+    // The data path through TLS: client → OM, OM → SCM, client → datanodes, datanode → SCM.
+    let data = d("data");
+    std::fs::write(&data, vec![7u8; 300_000]).expect("data");
+    for args in [&["volume", "create", "/vol"][..], &["bucket", "create", "/vol/bkt"][..], &["key", "put", "-r", "ONE", "/vol/bkt/k", s(&data)][..]] {
+        let (ok, out) = root_sh(&all, args);
+        assert!(ok, "{args:?}: {out}");
+    }
+    let back = d("back");
+    let (ok, out) = root_sh(&all, &["key", "get", "/vol/bkt/k", s(&back)]);
+    assert!(ok && std::fs::read(&back).expect("read back") == vec![7u8; 300_000], "get: {out}");
+
+    // Raft: a plain peer is told TLS is required; a TLS peer must present an OM certificate.
+    {
+        use std::io::{Read, Write};
+        let raft1 = &ports[0].2;
+        let mut tcp = std::net::TcpStream::connect(raft1).expect("dial");
+        tcp.write_all(&raft_hello(false)).expect("hello");
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(answer.get(4..).unwrap_or_default());
+        assert!(text.contains("requires TLS on Raft"), "a plain Raft peer: {text:?}");
+        let t = Tls::get();
+        assert!(!raft_peer_kept(raft1, &t.files(Role::User, "root")), "a user certificate joins no Raft traffic");
+        assert!(!raft_peer_kept(raft1, &t.files(Role::Datanode, "dn-raft")), "a datanode certificate joins no Raft traffic");
+        assert!(raft_peer_kept(raft1, &t.files(Role::Om, "om-9")), "the control: an OM certificate of the cluster is kept");
+    }
+
+    // The SCM: the secret keys only for OMs and datanodes, allocation only for OMs; plain
+    // TCP gets nothing.
+    let scm_calls = {
+        let addr = scm_addr.clone();
+        let t = Tls::get();
+        let cfg = |role: Role, name: &str| Some(tls::client_config(&t.files(role, name)).expect("config"));
+        let (user, dn, om) = (cfg(Role::User, "root"), cfg(Role::Datanode, "dn-probe"), cfg(Role::Om, "om-1"));
+        on_executor(move || async move {
+            use stratos_schema::scm_capnp::storage_container_manager as scm_rpc;
+            let rt = stratos_client::runtime::Glommio;
+            let map = |c: Option<std::sync::Arc<rustls::ClientConfig>>| {
+                let addr = addr.clone();
+                async move {
+                    let scm: scm_rpc::Client = stratos_client::connect_tls_on(&rt, &addr, c).await.map_err(|e| e.to_string())?;
+                    let reply = scm.cluster_map_request().send().promise.await.map_err(|e| e.to_string())?;
+                    Ok::<usize, String>(reply.get().map_err(|e| e.to_string())?.get_keys().map_err(|e| e.to_string())?.len() as usize)
+                }
+            };
+            let alloc = {
+                let scm: scm_rpc::Client = stratos_client::connect_tls_on(&rt, &addr, dn.clone()).await.expect("connect");
+                let mut req = scm.allocate_blocks_request();
+                req.get().set_count(1);
+                req.get().set_block_bytes(1 << 20);
+                req.send().promise.await.map(|_| ()).map_err(|e| e.to_string())
+            };
+            (map(user).await, map(dn).await, map(om).await, map(None).await, alloc)
+        })
+    };
+    let (user, dn, om, plain, alloc) = scm_calls;
+    let user = user.expect_err("a user certificate gets no secret keys");
+    assert!(user.contains("permission denied") && user.contains("user root"), "{user}");
+    assert!(dn.expect("a datanode gets the map") > 0 && om.expect("an OM gets the map") > 0);
+    assert!(plain.is_err(), "plain TCP to the SCM: {plain:?}");
+    assert!(alloc.expect_err("a datanode allocates nothing").contains("permission denied"));
+
+    // A datanode's id is bound to its certificate, across an SCM restart.
+    scm.kill9();
+    scm = Proc::secured(&scm_args);
+    let flags_a = Tls::get().flags_for(&args_a);
+    let c_args = dn_args("dnC");
+    let mut impostor: Vec<&str> = c_args.iter().map(String::as_str).collect();
+    impostor.extend(flags_a.iter().map(String::as_str));
+    let (ok, out) = run_to_exit(&impostor, Duration::from_secs(30));
+    assert!(!ok && out.contains("belongs to datanode"), "a new datanode with datanode A's certificate: {out}");
+    dn_a.kill9();
+    let other = Tls::get().flags(Role::Datanode, "dn-other");
+    let mut swapped: Vec<&str> = args_a.clone();
+    swapped.extend(other.iter().map(String::as_str));
+    let (ok, out) = run_to_exit(&swapped, Duration::from_secs(30));
+    assert!(!ok && out.contains("is registered to certificate"), "datanode A's directory with another certificate: {out}");
+    dn_a = Proc::secured(&args_a);
+    let _ = &dn_a;
+
+    // HTTP is HTTPS: a TLS GET answers, plain HTTP gets no page.
+    {
+        use std::io::{Read, Write};
+        let mut s = Tls::get().connect(&ports[0].1);
+        write!(s, "GET /health HTTP/1.0\r\n\r\n").expect("send");
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        assert!(String::from_utf8_lossy(&reply).contains("200 OK"), "{}", String::from_utf8_lossy(&reply));
+        let mut plain = std::net::TcpStream::connect(&ports[0].1).expect("dial");
+        plain.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let _ = write!(plain, "GET /health HTTP/1.0\r\n\r\n");
+        let mut reply = Vec::new();
+        let _ = plain.read_to_end(&mut reply);
+        assert!(!String::from_utf8_lossy(&reply).contains("200 OK"), "plain HTTP to an HTTPS port");
+    }
+
+    // Rotation: node 2's certificate is reissued (a new key) and the node restarted with it
+    // while a writer goes on; then node 3 stops, and writes still commit: node 2, with its
+    // new certificate, is back in the quorum.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, all) = (stop.clone(), all.clone());
+        std::thread::spawn(move || {
+            let (mut n, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (ok, out) = root_sh(&all, &["volume", "create", &format!("/during{n}")]);
+                if !ok {
+                    failed.push(out);
+                }
+                n += 1;
+            }
+            (n, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    oms[1].take().expect("node 2").kill9();
+    let new = Tls::get().reissue(Role::Om, "om-2", &d("om-2-new"));
+    let flags = vec!["--tls-ca".to_string(), s(&new.ca).into(), "--tls-cert".into(), s(&new.cert).into(), "--tls-key".into(), s(&new.key).into()];
+    oms[1] = Some(start_om(1, flags).join().expect("node 2 restarts with its new certificate"));
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (writes, failed) = writer.join().expect("writer");
+    assert!(writes > 0 && failed.is_empty(), "{} of {writes} writes failed while node 2 rotated: {failed:?}", failed.len());
+    oms[2].take().expect("node 3").kill9();
+    let (ok, out) = root_sh(&all, &["volume", "create", "/after-rotation"]);
+    assert!(ok, "nodes 1 and 2 (its new certificate) commit without node 3: {out}");
+    drop(scm);
+}

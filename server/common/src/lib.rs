@@ -16,6 +16,8 @@
 
 pub mod process;
 pub mod rpc;
+pub mod tls_args;
 pub mod token;
 
 pub use stratos_client::tls;
+pub use stratos_client::ClientError;

@@ -109,11 +109,71 @@ fn port_state(port: u16) -> Option<bool> {
     seen.then_some(false)
 }
 
-/// Accepts connections on `listener` forever, serving each with a capability from `make`.
-pub async fn accept_loop(listener: glommio::net::TcpListener, what: &'static str, make: impl Fn() -> capnp::capability::Client) {
+/// A TLS handshake that takes longer than this is dropped (a peer that connects and says
+/// nothing holds no task for long).
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS handshake of an accepted connection, as a server that requires a client certificate
+/// of the cluster CA (rustls checks the chain and the dates), and the identity the certificate
+/// names. `None` when refused; the log says why, naming `what` (the listener) and the peer, and
+/// rustls has told the peer with an alert.
+pub async fn accept_tls<S>(stream: S, config: std::sync::Arc<rustls::ServerConfig>, what: &str, peer: &str) -> Option<(futures_rustls::server::TlsStream<S>, crate::tls::Identity)>
+where
+    S: futures_util::io::AsyncRead + futures_util::io::AsyncWrite + Unpin,
+{
+    let acceptor = futures_rustls::TlsAcceptor::from(config);
+    let tls = match glommio::timer::timeout(TLS_HANDSHAKE_TIMEOUT, async { Ok(acceptor.accept(stream).await) }).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let why = if e.to_string().contains("InvalidContentType") { "it does not speak TLS (a peer without the cluster's CA and certificate?)".to_string() } else { e.to_string() };
+            eprintln!("{what}: TLS peer {peer} refused: {why}");
+            return None;
+        }
+        Err(_) => {
+            eprintln!("{what}: TLS peer {peer}: no handshake within {TLS_HANDSHAKE_TIMEOUT:?}");
+            return None;
+        }
+    };
+    let der = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
+    match der.map(|d| crate::tls::identity_of(&d)) {
+        Some(Ok(id)) => Some((tls, id)),
+        Some(Err(why)) => {
+            eprintln!("{what}: TLS peer {peer} refused: {why}");
+            None
+        }
+        None => {
+            eprintln!("{what}: TLS peer {peer} refused: no certificate");
+            None
+        }
+    }
+}
+
+/// Accepts connections on `listener` forever, serving each with a capability from `make`,
+/// which is told who the peer is: with `tls`, each connection after its handshake, with the
+/// identity its certificate names; without, `None` (plain TCP, nobody proven).
+pub async fn accept_loop(
+    listener: glommio::net::TcpListener,
+    what: &'static str,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    make: impl Fn(Option<crate::tls::Identity>) -> capnp::capability::Client + 'static,
+) {
+    let make = std::rc::Rc::new(make);
     loop {
         match listener.accept().await {
-            Ok(stream) => serve_connection(stream, make()),
+            Ok(stream) => match &tls {
+                None => serve_connection(stream, make(None)),
+                Some(config) => {
+                    let (config, make) = (config.clone(), make.clone());
+                    glommio::spawn_local(async move {
+                        let _ = stream.set_nodelay(true);
+                        let peer = stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
+                        if let Some((tls, id)) = accept_tls(stream, config, what, &peer).await {
+                            serve_stream(tls, make(Some(id)));
+                        }
+                    })
+                    .detach();
+                }
+            },
             Err(e) => {
                 eprintln!("{what}: accept failed: {e}");
                 glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -126,6 +186,8 @@ pub async fn accept_loop(listener: glommio::net::TcpListener, what: &'static str
 /// `get` dials again). The SCM client of the OM's cores and of the datanode.
 pub struct Redial<C> {
     address: String,
+    /// This process's node certificate, when the cluster is secured.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     conn: std::cell::RefCell<Option<C>>,
 }
 
@@ -136,8 +198,8 @@ impl<C> std::fmt::Debug for Redial<C> {
 }
 
 impl<C: capnp::capability::FromClientHook + Clone> Redial<C> {
-    pub fn new(address: &str) -> Self {
-        Self { address: address.to_string(), conn: std::cell::RefCell::new(None) }
+    pub fn new(address: &str, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Self {
+        Self { address: address.to_string(), tls, conn: std::cell::RefCell::new(None) }
     }
 
     pub fn address(&self) -> &str {
@@ -148,7 +210,7 @@ impl<C: capnp::capability::FromClientHook + Clone> Redial<C> {
         if let Some(c) = self.conn.borrow().clone() {
             return Ok(c);
         }
-        let c: C = stratos_client::connect_rpc(&self.address).await?;
+        let c: C = stratos_client::connect_tls_on(&stratos_client::runtime::Glommio, &self.address, self.tls.clone()).await?;
         *self.conn.borrow_mut() = Some(c.clone());
         Ok(c)
     }

@@ -176,6 +176,23 @@ pub fn fuzz_token(data: &[u8]) {
     }
 }
 
+/// The retry identity of an authenticated caller's client: the client's own id mixed with the
+/// user a certificate names (SHA-256, first 8 bytes), so that one user cannot name another's
+/// retry session and be answered that user's remembered outcomes (block tokens included). 0
+/// (no retry identity) stays 0.
+pub fn principal_client_id(user: &str, client_id: u64) -> u64 {
+    use sha2::Digest;
+    if client_id == 0 {
+        return 0;
+    }
+    let mut h = Sha256::new();
+    h.update(user.as_bytes());
+    h.update([0u8]);
+    h.update(client_id.to_le_bytes());
+    let d = h.finalize();
+    u64::from_le_bytes(d[..8].try_into().expect("32 bytes")).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,21 +255,4 @@ mod tests {
             assert!(verify(&bad, &k, (2, 3), MODE_WRITE, 1, 1_000).is_err(), "bit {i} flipped still verifies");
         }
     }
-}
-
-/// The retry identity of an authenticated caller's client: the client's own id mixed with the
-/// user a certificate names (SHA-256, first 8 bytes), so that one user cannot name another's
-/// retry session and be answered that user's remembered outcomes (block tokens included). 0
-/// (no retry identity) stays 0.
-pub fn principal_client_id(user: &str, client_id: u64) -> u64 {
-    use sha2::Digest;
-    if client_id == 0 {
-        return 0;
-    }
-    let mut h = Sha256::new();
-    h.update(user.as_bytes());
-    h.update([0u8]);
-    h.update(client_id.to_le_bytes());
-    let d = h.finalize();
-    u64::from_le_bytes(d[..8].try_into().expect("32 bytes")).max(1)
 }

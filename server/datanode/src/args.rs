@@ -23,12 +23,15 @@ pub struct DatanodeArgs {
     /// Heartbeat to the SCM every this many ms.
     #[arg(long, default_value_t = 2000)]
     pub heartbeat_ms: u64,
+    #[command(flatten)]
+    pub tls: stratos_common::tls_args::TlsArgs,
 }
 
 impl DatanodeArgs {
-    pub fn config(self) -> DatanodeConfig {
+    pub fn config(self) -> anyhow::Result<DatanodeConfig> {
         // Absolute: glommio syncs directories by path, and a relative one failed with EBADF.
         let data_dir = std::path::absolute(&self.data_dir).unwrap_or(self.data_dir);
-        DatanodeConfig { data_dir, rpc_address: self.rpc_address, advertise: self.advertise, scm_address: self.scm, heartbeat_ms: self.heartbeat_ms }
+        let tls = self.tls.load(stratos_common::tls::Role::Datanode)?;
+        Ok(DatanodeConfig { data_dir, rpc_address: self.rpc_address, advertise: self.advertise, scm_address: self.scm, heartbeat_ms: self.heartbeat_ms, tls })
     }
 }

@@ -34,11 +34,15 @@ pub struct DatanodeConfig {
     pub advertise: Option<SocketAddr>,
     pub scm_address: String,
     pub heartbeat_ms: u64,
+    /// The datanode's certificate, when the cluster is secured (issue 20): TLS on its port
+    /// (any certificate of the cluster's CA; block tokens authorize), and as the SCM's client
+    /// (its registration is bound to this certificate's name).
+    pub tls: Option<stratos_common::tls::NodeTls>,
 }
 
 impl Default for DatanodeConfig {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("datanode-data"), rpc_address: SocketAddr::from(([0, 0, 0, 0], 9859)), advertise: None, scm_address: "127.0.0.1:9863".into(), heartbeat_ms: 2000 }
+        Self { data_dir: PathBuf::from("datanode-data"), rpc_address: SocketAddr::from(([0, 0, 0, 0], 9859)), advertise: None, scm_address: "127.0.0.1:9863".into(), heartbeat_ms: 2000, tls: None }
     }
 }
 
@@ -87,23 +91,41 @@ impl Datanode {
         }
     }
 
-    /// Registers with the SCM (retrying until it answers) and keeps the id it gives.
+    /// Registers with the SCM (retrying until it answers) and keeps the id it gives. A
+    /// refusal (another datanode's certificate, a certificate of the wrong role or CA) is
+    /// final: the start fails with the SCM's reason rather than retrying for ever.
     async fn register(&self) -> anyhow::Result<()> {
         let mut delay = Duration::from_millis(100);
         loop {
             let r = async {
-                let scm = self.scm.get().await?;
+                let scm = self.scm.get().await.map_err(|e| match e {
+                    stratos_common::ClientError::Tls { .. } => Err(anyhow::anyhow!("{e}")),
+                    e => Ok(anyhow::anyhow!("{e}")),
+                })?;
                 let mut req = scm.register_datanode_request();
                 req.get().set_id(self.id.get());
                 req.get().set_address(self.address.borrow().as_str());
-                let reply = req.send().promise.await?;
-                let r = reply.get()?;
+                let reply = req.send().promise.await.map_err(|e| {
+                    let text = e.to_string();
+                    match stratos_common::tls::explain_call_error(&text) {
+                        Some(why) => Err(anyhow::anyhow!("{why}")),
+                        None if text.contains("permission denied") => Err(anyhow::anyhow!("{text}")),
+                        None => Ok(anyhow::anyhow!("{text}")),
+                    }
+                })?;
+                let r = reply.get().map_err(|e| Ok(e.into()))?;
                 if r.has_error() {
-                    anyhow::bail!("the SCM refused the registration: {}", r.get_error()?.to_str()?);
+                    let why = r.get_error().ok().and_then(|t| t.to_str().ok()).unwrap_or("?").to_string();
+                    return Err(Err(anyhow::anyhow!("the SCM refused the registration: {why}")));
                 }
-                anyhow::Ok(r.get_id())
+                Ok(r.get_id())
             }
             .await;
+            let r = match r {
+                Err(Err(fatal)) => return Err(fatal.context(format!("registering with the SCM at {}", self.cfg.scm_address))),
+                Err(Ok(e)) => Err(e),
+                Ok(id) => Ok(id),
+            };
             match r {
                 Ok(id) => {
                     if id != self.id.get() {
@@ -267,7 +289,7 @@ pub fn run(cfg: DatanodeConfig, on_ready: impl FnOnce(&Ready) + Send + 'static) 
             let advertise = cfg.advertise.unwrap_or_else(|| if bound.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], bound.port())) } else { bound });
             let dn = Rc::new(Datanode {
                 store: Store::new(cfg.data_dir.clone()),
-                scm: stratos_common::rpc::Redial::new(&cfg.scm_address),
+                scm: stratos_common::rpc::Redial::new(&cfg.scm_address, cfg.tls.as_ref().map(|t| t.client.clone())),
                 cfg,
                 keys: RefCell::default(),
                 id: Cell::new(id),
@@ -276,7 +298,10 @@ pub fn run(cfg: DatanodeConfig, on_ready: impl FnOnce(&Ready) + Send + 'static) 
                 last_key_fetch: Cell::new(None),
             });
             let d = dn.clone();
-            glommio::spawn_local(stratos_common::rpc::accept_loop(listener, "datanode", move || {
+            // Any certificate of the cluster's CA may connect (a user's client, an OM); what it
+            // may read or write, its block tokens say.
+            let tls = dn.cfg.tls.as_ref().map(|t| t.server.clone());
+            glommio::spawn_local(stratos_common::rpc::accept_loop(listener, "datanode", tls, move |_| {
                 let c: dn_rpc::Client = capnp_rpc::new_client(DnService { dn: d.clone() });
                 c.client
             }))

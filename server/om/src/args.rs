@@ -47,16 +47,8 @@ pub struct OmArgs {
     /// Administrators, comma-separated [default: root].
     #[arg(long, value_delimiter = ',')]
     pub admins: Option<Vec<String>>,
-    /// TLS on the client ports: the cluster CA's certificate (PEM). With --tls-cert and
-    /// --tls-key, every client must present a certificate of this CA, and is the user it names.
-    #[arg(long)]
-    pub tls_ca: Option<PathBuf>,
-    /// This node's certificate (PEM; `stratos admin cert issue --role om`).
-    #[arg(long)]
-    pub tls_cert: Option<PathBuf>,
-    /// This node's private key (PEM).
-    #[arg(long)]
-    pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: stratos_common::tls_args::TlsArgs,
     /// Snapshot a group every this many log entries [default: 100000].
     #[arg(long)]
     pub snapshot_after_entries: Option<u64>,
@@ -140,7 +132,7 @@ impl OmArgs {
             heartbeat_interval_ms, raft_address, node_id, peers, balance_leaders, io_memory_bytes, open_key_ttl_ms, wal_segment_bytes, wal_spare_segment, housekeeping_interval_ms,
             scm_address, block_bytes, block_pool_size, block_token_lifetime_ms, scm_poll_ms, core_ports, core_port_base, snapshot_after_bytes
         );
-        for (flag, slot) in [(&self.tls_ca, &mut c.tls_ca), (&self.tls_cert, &mut c.tls_cert), (&self.tls_key, &mut c.tls_key)] {
+        for (flag, slot) in [(&self.tls.tls_ca, &mut c.tls_ca), (&self.tls.tls_cert, &mut c.tls_cert), (&self.tls.tls_key, &mut c.tls_key)] {
             if flag.is_some() {
                 slot.clone_from(flag);
             }

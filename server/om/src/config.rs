@@ -152,11 +152,7 @@ impl Default for OmConfig {
 impl OmConfig {
     /// The TLS files of the client RPC ports, if TLS is configured; all three or an error.
     pub fn tls_files(&self) -> anyhow::Result<Option<stratos_common::tls::Files>> {
-        match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
-            (None, None, None) => Ok(None),
-            (Some(ca), Some(cert), Some(key)) => Ok(Some(stratos_common::tls::Files { ca: ca.clone(), cert: cert.clone(), key: key.clone() })),
-            _ => anyhow::bail!("tls_ca, tls_cert and tls_key (--tls-ca, --tls-cert, --tls-key) go together: give all three or none"),
-        }
+        Ok(stratos_common::tls::files_of(self.tls_ca.as_deref(), self.tls_cert.as_deref(), self.tls_key.as_deref())?)
     }
 
     /// The members new groups start with: every peer (`peers`), or this node alone.

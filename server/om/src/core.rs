@@ -131,6 +131,9 @@ pub struct Core {
     pub data: Option<Rc<crate::datapath::DataPath>>,
     /// Raft traffic, forwarded writes and read indexes to the other OM nodes.
     pub transport: Rc<Transport>,
+    /// This node's certificate, when the cluster is secured (issue 20): for Raft connections
+    /// this core takes over from core 0 (see `peer::serve`).
+    pub tls: Option<stratos_common::tls::NodeTls>,
     /// Meta fences in flight on this core, shared by the requests that wait for them.
     pub fences: Rc<Coalesce>,
     /// Each core's own client port on this node (empty until every core has bound its own;

@@ -38,6 +38,8 @@ pub struct DataPathConfig {
     pub token_lifetime_ms: u64,
     /// How often the cluster map is fetched again, and deleted blocks pushed.
     pub scm_poll_ms: u64,
+    /// The OM's certificate as a TLS client of the SCM (a secured cluster).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 #[derive(Debug, Default)]
@@ -87,7 +89,7 @@ pub struct Decorated {
 impl DataPath {
     pub fn new(cfg: DataPathConfig) -> Rc<Self> {
         Rc::new(Self {
-            scm: stratos_common::rpc::Redial::new(&cfg.scm_address),
+            scm: stratos_common::rpc::Redial::new(&cfg.scm_address, cfg.tls.clone()),
             cfg,
             keys: RefCell::default(),
             datanodes: RefCell::default(),

@@ -84,6 +84,9 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
         inboxes.push(Some(rx));
     }
     let members = cfg.members(cfg.rpc_address)?;
+    // One set of TLS files secures every link of the node: the client ports, Raft, the SCM,
+    // HTTP. Loaded once here, so that a wrong file stops the start with its name.
+    let tls = cfg.tls_files()?.map(|f| stratos_common::tls::NodeTls::load(&f, stratos_common::tls::Role::Om)).transpose()?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<(usize, SocketAddr, Option<SocketAddr>, u16)>>();
     // Each core's own client port (see `OmConfig::core_ports`), published once all are bound.
     let core_ports: Arc<std::sync::OnceLock<Vec<u16>>> = Arc::default();
@@ -105,6 +108,7 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
         let ready_tx = ready_tx.clone();
         let members = members.clone();
         let ports = core_ports.clone();
+        let tls = tls.clone();
         let bind = if index == 0 {
             Bind::Claim(cfg.rpc_address)
         } else {
@@ -115,7 +119,7 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
         let builder = LocalExecutorBuilder::new(placement).name(&format!("om-core-{index}")).io_memory(cfg.io_memory_bytes).spin_before_park(Duration::from_micros(cfg.spin_us));
         let handle = builder
             .spawn(move || async move {
-                let started = start_core(index, cores, shards, &cfg, &data_dir, bind, members, mesh, inbox, ports).await;
+                let started = start_core(index, cores, shards, &cfg, &data_dir, bind, members, mesh, inbox, ports, tls).await;
                 match started {
                     Ok((core, rpc, http, port)) => {
                         let _ = ready_tx.send(Ok((index, rpc, http, port)));
@@ -163,10 +167,10 @@ enum Bind {
 #[allow(clippy::too_many_arguments)]
 async fn start_core(
     index: usize, cores: usize, shards: u32, cfg: &OmConfig, data_dir: &Path, bind: Bind, members: BTreeMap<u64, PeerAddr>, mesh: Vec<mpsc::Sender<Msg>>,
-    inbox: mpsc::Receiver<Msg>, core_ports: Arc<std::sync::OnceLock<Vec<u16>>>,
+    inbox: mpsc::Receiver<Msg>, core_ports: Arc<std::sync::OnceLock<Vec<u16>>>, tls: Option<stratos_common::tls::NodeTls>,
 ) -> anyhow::Result<(Rc<Core>, SocketAddr, Option<SocketAddr>, u16)> {
     let clustered = members.len() > 1 || cfg.join;
-    let transport = Transport::new(cfg.node_id, cores as u32, index as u32, shards);
+    let transport = Transport::new(cfg.node_id, cores as u32, index as u32, shards, tls.as_ref().map(|t| t.client.clone()));
     let gcfg = GroupConfig {
         node_id: cfg.node_id,
         members,
@@ -217,9 +221,11 @@ async fn start_core(
                 block_pool_size: cfg.block_pool_size,
                 token_lifetime_ms: cfg.block_token_lifetime_ms,
                 scm_poll_ms: cfg.scm_poll_ms,
+                tls: tls.as_ref().map(|t| t.client.clone()),
             })
         }),
         transport,
+        tls,
     });
     if let Some(dp) = &core.data {
         // The map first (keys sign the first tokens), then pools for every shard.
@@ -290,7 +296,7 @@ async fn start_core(
     };
     let listener = stratos_common::rpc::listen_shared(bind).map_err(|e| anyhow::anyhow!("binding the OM RPC address {bind}: {e}"))?;
     let rpc = listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let tls = cfg.tls_files()?.map(|f| stratos_common::tls::server_config(&f)).transpose()?;
+    let tls = core.tls.as_ref().map(|t| t.server.clone());
     glommio::spawn_local(accept_clients(core.clone(), listener, tls.clone())).detach();
     // This core's own port: a connection there is served here, where this core's shards live.
     let port = if cfg.core_ports {
@@ -306,7 +312,7 @@ async fn start_core(
     };
     let http = if index == 0 {
         match cfg.http_address {
-            Some(addr) => Some(crate::http::serve(core.clone(), addr)?),
+            Some(addr) => Some(crate::http::serve(core.clone(), addr, core.tls.as_ref().map(|t| t.http.clone()))?),
             None => None,
         }
     } else {
@@ -323,7 +329,7 @@ async fn accept_clients(core: Rc<Core>, listener: glommio::net::TcpListener, tls
             Ok(stream) => match &tls {
                 None => serve_connection(core.clone(), stream),
                 Some(config) => {
-                    glommio::spawn_local(serve_tls(core.clone(), stream, futures_rustls::TlsAcceptor::from(config.clone()))).detach();
+                    glommio::spawn_local(serve_tls(core.clone(), stream, config.clone())).detach();
                 }
             },
             Err(e) => {
@@ -359,7 +365,7 @@ async fn accept_raft(core: Rc<Core>, listener: glommio::net::TcpListener) {
                 }
                 Err(_) => return eprintln!("{}: Raft connection from {peer}: no hello within 5 s", stratos_common::process::who()),
             };
-            if let Some(why) = hello.refusal(core.cores as u32, core.shards) {
+            if let Some(why) = hello.refusal(core.cores as u32, core.shards, core.tls.is_some()) {
                 let _ = answer_hello(&mut stream, Some(&why)).await;
                 return eprintln!("{}: Raft connection from {peer} refused: {why}", stratos_common::process::who());
             }
@@ -389,34 +395,13 @@ fn serve_connection(core: Rc<Core>, stream: glommio::net::TcpStream) {
     stratos_common::rpc::serve_connection(stream, client.client);
 }
 
-/// A handshake that takes longer than this is dropped (a client that connects and says nothing
-/// holds no task for long).
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// One TLS client connection: the handshake (rustls checks the client's certificate against
 /// the cluster CA, dates included), then the caller the certificate names, then the service.
-async fn serve_tls(core: Rc<Core>, stream: glommio::net::TcpStream, acceptor: futures_rustls::TlsAcceptor) {
+async fn serve_tls(core: Rc<Core>, stream: glommio::net::TcpStream, config: Arc<rustls::ServerConfig>) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
-    let who = stratos_common::process::who();
-    let tls = match glommio::timer::timeout(TLS_HANDSHAKE_TIMEOUT, async { Ok(acceptor.accept(stream).await) }).await {
-        Ok(Ok(s)) => s,
-        // rustls has told the client why (an alert); the log says it here too.
-        Ok(Err(e)) => {
-            let why = if e.to_string().contains("InvalidContentType") { "it does not speak TLS (a client without STRATOS_CA?)".to_string() } else { e.to_string() };
-            return eprintln!("{who} core {}: TLS client {peer} refused: {why}", core.index);
-        }
-        Err(_) => return eprintln!("{who} core {}: TLS client {peer}: no handshake within {TLS_HANDSHAKE_TIMEOUT:?}", core.index),
-    };
-    let caller = {
-        let (_, session) = tls.get_ref();
-        let der = session.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
-        match der.map(|d| stratos_common::tls::identity_of(&d)) {
-            Some(Ok(id)) => id,
-            Some(Err(why)) => return eprintln!("{who} core {}: TLS client {peer} refused: {why}", core.index),
-            None => return eprintln!("{who} core {}: TLS client {peer} refused: no certificate", core.index),
-        }
-    };
+    let what = format!("{} core {}", stratos_common::process::who(), core.index);
+    let Some((tls, caller)) = stratos_common::rpc::accept_tls(stream, config, &what, &peer).await else { return };
     let client: ozone_manager::Client = capnp_rpc::new_client(OmService { core, caller: Some(Rc::new(caller)) });
     stratos_common::rpc::serve_stream(tls, client.client);
 }

@@ -16,6 +16,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::Duration;
 
 use capnp::capability::Rc as CapRc;
 use rkyv::rancor;
@@ -185,10 +186,38 @@ impl raft_transport::Server for RaftServer {
     }
 }
 
-/// Serves Raft traffic on an accepted connection whose hello was read.
+/// Serves Raft traffic on an accepted connection whose hello was read (and accepted) by core
+/// 0. In a secured cluster the connection turns into TLS here, on the executor that serves
+/// it: the peer must present an OM certificate of the cluster's CA, and its hello again inside
+/// TLS, naming this executor (the plain hello only chose where to hand the connection).
 pub fn serve(core: Rc<Core>, stream: glommio::net::TcpStream) {
-    let client: raft_transport::Client = capnp_rpc::new_client(RaftServer::new(core));
-    stratos_common::rpc::serve_connection(stream, client.client);
+    let Some(tls) = core.tls.clone() else {
+        let client: raft_transport::Client = capnp_rpc::new_client(RaftServer::new(core));
+        return stratos_common::rpc::serve_connection(stream, client.client);
+    };
+    glommio::spawn_local(async move {
+        let _ = stream.set_nodelay(true);
+        let peer = stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
+        let what = format!("{} core {} (Raft)", stratos_common::process::who(), core.index);
+        let Some((mut stream, id)) = stratos_common::rpc::accept_tls(stream, tls.server, &what, &peer).await else { return };
+        if id.role != stratos_common::tls::Role::Om {
+            return eprintln!("{what}: Raft connection from {peer} refused: the certificate of {} {} is not an OM's", id.role.as_str(), id.name);
+        }
+        let hello = glommio::timer::timeout(Duration::from_secs(5), async { Ok(stratos_raft::transport::read_hello(&mut stream).await) }).await;
+        let refusal = match hello {
+            Ok(Ok(h)) if h.core as usize != core.index => Some(format!("its hello inside TLS names executor {}, and the connection was handed to executor {}", h.core, core.index)),
+            Ok(Ok(h)) => h.refusal(core.cores as u32, core.shards, true),
+            // `admin add`'s check of a peer hangs up here, having proved it could get this far.
+            Ok(Err(_)) => return,
+            Err(_) => Some("no hello inside TLS within 5 s".into()),
+        };
+        if let Some(why) = refusal {
+            return eprintln!("{what}: Raft connection from {peer} ({}) refused: {why}", id.name);
+        }
+        let client: raft_transport::Client = capnp_rpc::new_client(RaftServer::new(core));
+        stratos_common::rpc::serve_stream(stream, client.client);
+    })
+    .detach();
 }
 
 #[cfg(test)]

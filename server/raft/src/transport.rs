@@ -37,9 +37,11 @@ use tokio::sync::oneshot;
 use crate::group::local_event::Event;
 
 /// The first bytes of a Raft connection (see schema/capnp/raft.capnp): magic, the sender's
-/// executor count, the executor it wants, the sender's key-shard count.
-pub const HELLO_MAGIC: &[u8; 8] = b"STRRAFT2";
-pub const HELLO_BYTES: usize = 20;
+/// executor count, the executor it wants, the sender's key-shard count, its flags.
+pub const HELLO_MAGIC: &[u8; 8] = b"STRRAFT3";
+pub const HELLO_BYTES: usize = 24;
+/// The hello's flag for a sender that goes on with a TLS handshake once the hello is accepted.
+pub const HELLO_TLS: u32 = 1;
 /// The longest refusal a node sends back in answer to a hello.
 pub const REFUSAL_BYTES_MAX: usize = 1024;
 pub const BATCH_MESSAGES_MAX: usize = 1024;
@@ -48,6 +50,16 @@ pub const CALLS_IN_FLIGHT_MAX: usize = 8;
 /// A snapshot travels in chunks of this size.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 4 << 20;
 const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// A TLS handshake with a peer (a few round trips and signatures) on a loaded host.
+const TLS_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection to a peer as Cap'n Proto runs over it: TCP, or TLS over TCP.
+pub type Stream = std::pin::Pin<Box<dyn Duplex>>;
+
+/// A byte stream in the `futures` IO traits (plain TCP or TLS).
+pub trait Duplex: futures_util::io::AsyncRead + futures_util::io::AsyncWrite + 'static {}
+
+impl<T: futures_util::io::AsyncRead + futures_util::io::AsyncWrite + 'static> Duplex for T {}
 
 /// A node's addresses, as its Raft membership records them (`BasicNode::addr`):
 /// `raft=HOST:PORT rpc=HOST:PORT`. A bare `HOST:PORT` (a single-node data directory of an
@@ -155,6 +167,10 @@ pub struct Transport {
     pub core: u32,
     pub shards: u32,
     links: RefCell<HashMap<(u64, Lane), Rc<Link>>>,
+    /// This node's OM certificate as a TLS client, when the cluster is secured: every
+    /// connection to a peer is TLS once the hello is accepted, and the peer must prove an OM
+    /// certificate of the cluster's CA (see [`connect`]).
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// Per lane (`Lane as usize`): [`Lane::call_timeout`] (shorter in tests).
     call_timeouts: [Duration; 2],
 }
@@ -166,19 +182,19 @@ impl std::fmt::Debug for Transport {
 }
 
 impl Transport {
-    pub fn new(me: u64, cores: u32, core: u32, shards: u32) -> Rc<Transport> {
-        Rc::new(Transport { me, cores, core, shards, links: RefCell::default(), call_timeouts: [Lane::Raft.call_timeout(), Lane::Waits.call_timeout()] })
+    pub fn new(me: u64, cores: u32, core: u32, shards: u32, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Rc<Transport> {
+        Rc::new(Transport { me, cores, core, shards, links: RefCell::default(), tls, call_timeouts: [Lane::Raft.call_timeout(), Lane::Waits.call_timeout()] })
     }
 
-    fn hello(&self) -> [u8; HELLO_BYTES] {
-        Hello { cores: self.cores, core: self.core, shards: self.shards }.encode()
+    fn hello(&self) -> Hello {
+        Hello { cores: self.cores, core: self.core, shards: self.shards, flags: if self.tls.is_some() { HELLO_TLS } else { 0 } }
     }
 
     /// Dials node `target` at `raft_addr` once, says hello and reads the answer, then hangs
     /// up: whether that node would take this node's Raft traffic. Used before adding a node,
     /// so that a node of another layout is refused with the reason rather than by a timeout.
     pub async fn check_peer(&self, target: u64, raft_addr: &str) -> Result<(), PeerError> {
-        let mut stream = connect(target, raft_addr, &self.hello()).await?;
+        let mut stream = connect(target, raft_addr, &self.hello(), self.tls.clone()).await?;
         let _ = stream.close().await;
         Ok(())
     }
@@ -216,7 +232,8 @@ struct Link {
     call_timeout: Duration,
     addr: String,
     me: u64,
-    hello: [u8; HELLO_BYTES],
+    hello: Hello,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// The last refusal logged, so that a peer refusing every dial is logged once.
     refused: RefCell<String>,
     /// This executor, for the log lines.
@@ -247,6 +264,7 @@ impl Link {
             addr: addr.to_string(),
             me: t.me,
             hello: t.hello(),
+            tls: t.tls.clone(),
             refused: RefCell::default(),
             core: t.core,
             failing_since: Cell::new(None),
@@ -296,7 +314,7 @@ impl Link {
     }
 
     async fn dial(&self) -> Result<Rc<Conn>, PeerError> {
-        let stream = connect(self.target, &self.addr, &self.hello).await?;
+        let stream = connect(self.target, &self.addr, &self.hello, self.tls.clone()).await?;
         let (reader, writer) = stream.split();
         let mut options = capnp::message::ReaderOptions::new();
         options.traversal_limit_in_words(Some(stratos_common::rpc::TRAVERSAL_WORDS_MAX)).nesting_limit(stratos_common::rpc::NESTING_MAX);
@@ -481,7 +499,14 @@ impl std::fmt::Display for PeerError {
 
 /// Dials node `target` at `addr`, sends `hello` and reads the answer: the connection, ready
 /// for Cap'n Proto, once the peer accepted it.
-async fn connect(target: u64, addr: &str, hello: &[u8; HELLO_BYTES]) -> Result<glommio::net::TcpStream, PeerError> {
+///
+/// With `tls` (a secured cluster) the hello says so, and once the peer accepted it the
+/// connection turns into TLS (this node the client, with its OM certificate): the peer must
+/// present an OM certificate of the cluster's CA naming the host dialled, and requires this
+/// node's. The hello is then sent again inside TLS: the plain one only picks the executor that
+/// takes the connection (core 0 hands it over by its file descriptor, and TLS state cannot
+/// travel with it), and the authenticated copy is what that executor checks.
+async fn connect(target: u64, addr: &str, hello: &Hello, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Result<Stream, PeerError> {
     let unreachable = |what: &str, e: &dyn std::fmt::Display| PeerError::Unreachable(format!("{what} node {target} at {addr}: {e}"));
     let sock: std::net::SocketAddr = match addr.parse() {
         Ok(a) => a,
@@ -493,7 +518,8 @@ async fn connect(target: u64, addr: &str, hello: &[u8; HELLO_BYTES]) -> Result<g
     };
     let mut stream = glommio::net::TcpStream::connect_timeout(sock, DIAL_TIMEOUT).await.map_err(|e| unreachable("dialing", &e))?;
     let _ = stream.set_nodelay(true);
-    stream.write_all(hello).await.map_err(|e| unreachable("greeting", &e))?;
+    let hello_bytes = hello.encode();
+    stream.write_all(&hello_bytes).await.map_err(|e| unreachable("greeting", &e))?;
     let answer = glommio::timer::timeout(DIAL_TIMEOUT, async {
         let mut len = [0u8; 4];
         if let Err(e) = stream.read_exact(&mut len).await {
@@ -505,14 +531,32 @@ async fn connect(target: u64, addr: &str, hello: &[u8; HELLO_BYTES]) -> Result<g
     })
     .await;
     match answer {
-        Ok(Ok(why)) if why.is_empty() => Ok(stream),
-        Ok(Ok(why)) => Err(PeerError::Refused(format!("node {target} at {addr} refuses this node's Raft traffic: {}", String::from_utf8_lossy(&why)))),
+        Ok(Ok(why)) if why.is_empty() => {}
+        Ok(Ok(why)) => return Err(PeerError::Refused(format!("node {target} at {addr} refuses this node's Raft traffic: {}", String::from_utf8_lossy(&why)))),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Err(PeerError::Refused(format!("node {target} at {addr} closed the connection at the hello (a build with another Raft protocol?)")))
+            return Err(PeerError::Refused(format!("node {target} at {addr} closed the connection at the hello (a build with another Raft protocol?)")));
         }
-        Ok(Err(e)) => Err(unreachable("reading the hello's answer from", &e)),
-        Err(_) => Err(unreachable("waiting for the hello's answer from", &format!("no answer within {DIAL_TIMEOUT:?}"))),
+        Ok(Err(e)) => return Err(unreachable("reading the hello's answer from", &e)),
+        Err(_) => return Err(unreachable("waiting for the hello's answer from", &format!("no answer within {DIAL_TIMEOUT:?}"))),
     }
+    let Some(config) = tls else { return Ok(Box::pin(stream)) };
+    let name = stratos_common::tls::server_name(addr).map_err(|e| PeerError::Refused(format!("node {target} at {addr}: {e}")))?;
+    let handshake = futures_rustls::TlsConnector::from(config).connect(name, stream);
+    let mut tls = match glommio::timer::timeout(TLS_DIAL_TIMEOUT, async { Ok(handshake.await) }).await {
+        Ok(Ok(s)) => s,
+        // A certificate refused is final until an operator fixes it; a connection lost is not.
+        Ok(Err(e)) if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) => return Err(PeerError::Refused(format!("node {target} at {addr}: {}", stratos_common::tls::explain(&e)))),
+        Ok(Err(e)) => return Err(unreachable("the TLS handshake with", &e)),
+        Err(_) => return Err(unreachable("the TLS handshake with", &format!("no handshake within {TLS_DIAL_TIMEOUT:?}"))),
+    };
+    match stratos_common::tls::server_identity(tls.get_ref().1) {
+        Ok(id) if id.role == stratos_common::tls::Role::Om => {}
+        Ok(id) => return Err(PeerError::Refused(format!("node {target} at {addr} presents the certificate of {} {}, not an OM's: no Raft traffic goes there", id.role.as_str(), id.name))),
+        Err(e) => return Err(PeerError::Refused(format!("node {target} at {addr}: {e}"))),
+    }
+    tls.write_all(&hello_bytes).await.map_err(|e| unreachable("greeting (TLS)", &e))?;
+    tls.flush().await.map_err(|e| unreachable("greeting (TLS)", &e))?;
+    Ok(Box::pin(tls))
 }
 
 /// The hello of a Raft connection (see schema/capnp/raft.capnp).
@@ -524,6 +568,8 @@ pub struct Hello {
     pub core: u32,
     /// The sender's key-shard count.
     pub shards: u32,
+    /// [`HELLO_TLS`], or 0.
+    pub flags: u32,
 }
 
 impl Hello {
@@ -533,6 +579,7 @@ impl Hello {
         b[8..12].copy_from_slice(&self.cores.to_le_bytes());
         b[12..16].copy_from_slice(&self.core.to_le_bytes());
         b[16..20].copy_from_slice(&self.shards.to_le_bytes());
+        b[20..24].copy_from_slice(&self.flags.to_le_bytes());
         b
     }
 
@@ -545,11 +592,17 @@ impl Hello {
             });
         }
         let word = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
-        Ok(Hello { cores: word(8), core: word(12), shards: word(16) })
+        Ok(Hello { cores: word(8), core: word(12), shards: word(16), flags: word(20) })
     }
 
-    /// Why a node with `cores` executors and `shards` key shards must refuse this hello, if it must.
-    pub fn refusal(&self, cores: u32, shards: u32) -> Option<String> {
+    /// Why a node with `cores` executors and `shards` key shards, with TLS on Raft or not
+    /// (`tls`), must refuse this hello, if it must.
+    pub fn refusal(&self, cores: u32, shards: u32, tls: bool) -> Option<String> {
+        match (self.flags & HELLO_TLS != 0, tls) {
+            (false, true) => return Some("the dialed node requires TLS on Raft and the dialing node has none: give every OM node of a cluster --tls-ca, --tls-cert and --tls-key, or none".into()),
+            (true, false) => return Some("the dialing node speaks TLS on Raft and the dialed node has no certificate: give every OM node of a cluster --tls-ca, --tls-cert and --tls-key, or none".into()),
+            _ => {}
+        }
         if self.shards != shards {
             return Some(format!("the dialing node runs {} key shards and the dialed node {shards}; every OM node of a cluster must run the same --shards", self.shards));
         }
@@ -564,7 +617,7 @@ impl Hello {
 }
 
 /// Reads a connection's hello. An old peer's shorter hello ends in a timeout or a bad magic.
-pub async fn read_hello(stream: &mut glommio::net::TcpStream) -> Result<Hello, String> {
+pub async fn read_hello(stream: &mut (impl futures_util::io::AsyncRead + Unpin)) -> Result<Hello, String> {
     let mut hello = [0u8; HELLO_BYTES];
     stream.read_exact(&mut hello).await.map_err(|e| format!("reading the hello: {e}"))?;
     Hello::decode(&hello)
@@ -658,7 +711,7 @@ mod tests {
         on_executor(async {
             let hold = Duration::from_secs(2);
             let (addr, _, _) = scripted_peer(Scripted { hold, silent: Cell::new(0) });
-            let t = Transport::new(1, 1, 0, 4);
+            let t = Transport::new(1, 1, 0, 4, None);
             let start = std::time::Instant::now();
             // Both queued in the same tick: on one link they would travel in one call, and the
             // append's answer would wait for the forwarded write's.
@@ -681,7 +734,7 @@ mod tests {
         on_executor(async {
             let (addr, accepted, ended) = scripted_peer(Scripted { hold: Duration::ZERO, silent: Cell::new(1) });
             let limit = Duration::from_millis(300);
-            let t = Rc::new(Transport { me: 1, cores: 1, core: 0, shards: 4, links: RefCell::default(), call_timeouts: [limit; 2] });
+            let t = Rc::new(Transport { me: 1, cores: 1, core: 0, shards: 4, links: RefCell::default(), tls: None, call_timeouts: [limit; 2] });
             let start = std::time::Instant::now();
             let lost = t.call(2, &addr, 7, Out::Append(b"first".to_vec())).await.expect_err("the peer never answers the first call");
             assert!(lost.contains("unanswered") && lost.contains("dialed anew"), "{lost}");
@@ -706,35 +759,40 @@ mod tests {
 
     #[test]
     fn a_hello_round_trips_and_names_what_differs() {
-        let h = Hello { cores: 2, core: 1, shards: 4 };
+        let h = Hello { cores: 2, core: 1, shards: 4, flags: 0 };
         assert_eq!(Hello::decode(&h.encode()), Ok(h));
-        assert_eq!(h.refusal(2, 4), None);
-        let shards = h.refusal(2, 8).expect("another shard count is refused");
+        assert_eq!(h.refusal(2, 4, false), None);
+        let shards = h.refusal(2, 8, false).expect("another shard count is refused");
         assert!(shards.contains("runs 4 key shards and the dialed node 8") && shards.contains("--shards"), "{shards}");
-        let cores = h.refusal(4, 4).expect("another executor count is refused");
+        let cores = h.refusal(4, 4, false).expect("another executor count is refused");
         assert!(cores.contains("runs 2 executors") && cores.contains("--executors"), "{cores}");
-        assert!(Hello { cores: 2, core: 2, shards: 4 }.refusal(2, 4).is_some(), "an executor past the last is refused");
+        assert!(Hello { cores: 2, core: 2, shards: 4, flags: 0 }.refusal(2, 4, false).is_some(), "an executor past the last is refused");
+        let plain = h.refusal(2, 4, true).expect("a plain peer of a secured node is refused");
+        assert!(plain.contains("requires TLS") && plain.contains("--tls-ca"), "{plain}");
+        let secured = Hello { flags: HELLO_TLS, ..h };
+        assert_eq!(secured.refusal(2, 4, true), None);
+        assert!(secured.refusal(2, 4, false).expect("a TLS peer of a plain node is refused").contains("speaks TLS"));
     }
 
     #[test]
     fn an_old_or_foreign_hello_is_named() {
-        let mut old = Hello { cores: 2, core: 0, shards: 4 }.encode();
+        let mut old = Hello { cores: 2, core: 0, shards: 4, flags: 0 }.encode();
         old[..8].copy_from_slice(b"STRRAFT1");
         let e = Hello::decode(&old).expect_err("the old protocol");
         assert!(e.contains("another protocol version") && e.contains("STRRAFT1"), "{e}");
-        let e = Hello::decode(b"GET / HTTP/1.1\r\nHost").expect_err("not ours");
+        let e = Hello::decode(b"GET / HTTP/1.1\r\nHost: om").expect_err("not ours");
         assert!(e.contains("not a Stratos Raft connection"), "{e}");
     }
 
     proptest! {
         #[test]
-        fn any_bytes_decode_without_panic(b in proptest::array::uniform20(any::<u8>())) {
+        fn any_bytes_decode_without_panic(b in proptest::array::uniform24(any::<u8>())) {
             let _ = Hello::decode(&b);
         }
 
         #[test]
-        fn every_hello_round_trips(cores: u32, core: u32, shards: u32) {
-            let h = Hello { cores, core, shards };
+        fn every_hello_round_trips(cores: u32, core: u32, shards: u32, flags: u32) {
+            let h = Hello { cores, core, shards, flags };
             prop_assert_eq!(Hello::decode(&h.encode()), Ok(h));
         }
     }

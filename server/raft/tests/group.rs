@@ -42,7 +42,7 @@ fn proposals_survive_restart_with_and_without_snapshots() {
         let path = dir.path().to_path_buf();
         let p = path.clone();
         run(move || async move {
-            let g = Group::open(7, &p, &cfg(snapshot_after), Transport::new(1, 1, 0, 8)).await.expect("open");
+            let g = Group::open(7, &p, &cfg(snapshot_after), Transport::new(1, 1, 0, 8, None)).await.expect("open");
             g.wait_ready(Duration::from_secs(10)).await.expect("ready");
             for i in 0..40u64 {
                 let out = g.propose(vec![cmd(i + 1, volume(&format!("vol{i:03}")))]).await.expect("propose");
@@ -58,7 +58,7 @@ fn proposals_survive_restart_with_and_without_snapshots() {
         });
         let p = path.clone();
         run(move || async move {
-            let g = Group::open(7, &p, &cfg(snapshot_after), Transport::new(1, 1, 0, 8)).await.expect("reopen");
+            let g = Group::open(7, &p, &cfg(snapshot_after), Transport::new(1, 1, 0, 8, None)).await.expect("reopen");
             g.wait_ready(Duration::from_secs(10)).await.expect("ready");
             g.read_barrier().await.expect("barrier");
             let shard = g.state.shard.borrow();
@@ -87,7 +87,7 @@ fn the_apply_hook_is_given_every_applied_index_blank_entries_too() {
     for round in 0..2 {
         let p = path.clone();
         run(move || async move {
-            let g = Group::open(7, &p, &cfg(1_000_000), Transport::new(1, 1, 0, 8)).await.expect("open");
+            let g = Group::open(7, &p, &cfg(1_000_000), Transport::new(1, 1, 0, 8, None)).await.expect("open");
             let seen = Rc::new(RefCell::new(Vec::new()));
             let s = seen.clone();
             *g.state.on_apply.borrow_mut() = Some(Box::new(move |_, _, _, index| s.borrow_mut().push(index)));
@@ -124,7 +124,7 @@ fn a_replica_cut_off_from_its_peers_does_not_raise_its_term() {
         let dead = [std::net::TcpListener::bind("127.0.0.1:0").expect("bind"), std::net::TcpListener::bind("127.0.0.1:0").expect("bind")].map(|l| l.local_addr().expect("addr").port());
         let mut c = cfg(1_000_000);
         c.members = [(1, unreachable(0)), (2, unreachable(dead[0])), (3, unreachable(dead[1]))].into();
-        let g = Group::open(7, &path, &c, Transport::new(1, 1, 0, 8)).await.expect("open");
+        let g = Group::open(7, &path, &c, Transport::new(1, 1, 0, 8, None)).await.expect("open");
         // Initializing starts one election (term 1) at once; after that, about ten election
         // timeouts (150-300 ms each, plus the lease) must pass without another term.
         let metrics = || g.metrics_now();

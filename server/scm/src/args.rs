@@ -29,11 +29,13 @@ pub struct ScmArgs {
     /// Write a checkpoint of the state and purge the log every this many records.
     #[arg(long, default_value_t = crate::CHECKPOINT_EVERY)]
     pub checkpoint_every: u64,
+    #[command(flatten)]
+    pub tls: stratos_common::tls_args::TlsArgs,
 }
 
 impl ScmArgs {
-    pub fn config(self) -> ScmConfig {
-        ScmConfig {
+    pub fn config(self) -> anyhow::Result<ScmConfig> {
+        Ok(ScmConfig {
             // Absolute: glommio syncs directories by path, and a relative one failed with EBADF.
             data_dir: std::path::absolute(&self.data_dir).unwrap_or(self.data_dir),
             rpc_address: self.rpc_address,
@@ -42,7 +44,8 @@ impl ScmArgs {
             key_rotation_ms: self.key_rotation_ms,
             token_lifetime_ms: self.token_lifetime_ms,
             checkpoint_every: self.checkpoint_every,
+            tls: self.tls.load(stratos_common::tls::Role::Scm)?,
             ..Default::default()
-        }
+        })
     }
 }

@@ -56,6 +56,9 @@ pub struct ScmConfig {
     pub wal_segment_bytes: u64,
     /// Write a checkpoint and purge the log every this many records [default 10000].
     pub checkpoint_every: u64,
+    /// The SCM's certificate, when the cluster is secured (issue 20): TLS on its port, every
+    /// caller's role checked (see `service`).
+    pub tls: Option<stratos_common::tls::NodeTls>,
 }
 
 impl Default for ScmConfig {
@@ -69,6 +72,7 @@ impl Default for ScmConfig {
             token_lifetime_ms: 86_400_000,
             wal_segment_bytes: 64 << 20,
             checkpoint_every: CHECKPOINT_EVERY,
+            tls: None,
         }
     }
 }
@@ -283,8 +287,9 @@ pub fn run(cfg: ScmConfig, on_ready: impl FnOnce(&Ready) + Send + 'static) -> an
             let listener = stratos_common::rpc::listen_exclusive(scm.cfg.rpc_address).map_err(|e| anyhow::anyhow!("binding the SCM address {}: {e}", scm.cfg.rpc_address))?;
             let rpc = listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
             let s = scm.clone();
-            glommio::spawn_local(stratos_common::rpc::accept_loop(listener, "scm", move || {
-                let c: stratos_schema::scm_capnp::storage_container_manager::Client = capnp_rpc::new_client(service::ScmService { scm: s.clone() });
+            let tls = scm.cfg.tls.as_ref().map(|t| t.server.clone());
+            glommio::spawn_local(stratos_common::rpc::accept_loop(listener, "scm", tls, move |caller| {
+                let c: stratos_schema::scm_capnp::storage_container_manager::Client = capnp_rpc::new_client(service::ScmService { scm: s.clone(), caller });
                 c.client
             }))
             .detach();
@@ -318,7 +323,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         assert_eq!(load_checkpoint(dir.path()).expect("none yet"), (ScmState::fresh(), 0));
         let mut s = ScmState::fresh();
-        s.apply(&Rec::Datanode { id: 4, address: "127.0.0.1:9".into() });
+        s.apply(&Rec::Datanode { id: 4, address: "127.0.0.1:9".into(), certificate: Some("dn-4".into()) });
         s.apply(&Rec::Allocated { next_local_id: 77, blocks: 76, bytes: vec![] });
         write_checkpoint(dir.path(), &s, 42).expect("written");
         assert_eq!(load_checkpoint(dir.path()).expect("loads"), (s, 42));

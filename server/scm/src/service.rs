@@ -1,6 +1,13 @@
 //! The StorageContainerManager Cap'n Proto service. Every method validates its arguments and
 //! answers a bad request with an error text, never a panic; a change is answered only after
 //! [`Scm::commit`] made it durable.
+//!
+//! **Who may call what** (a secured cluster, issue 20): the caller is the certificate its TLS
+//! connection presented. Block allocation and deletion are the OMs'; registration and
+//! heartbeats are the datanodes', each bound to its certificate's name; the cluster map (it
+//! carries the block-token secret keys) is for OMs and datanodes only; status for any
+//! certificate of the cluster. Without TLS (`--insecure` clusters) nobody is proven and every
+//! call is taken.
 
 use std::collections::BTreeSet;
 use std::rc::Rc;
@@ -8,6 +15,8 @@ use std::rc::Rc;
 use capnp::capability::Rc as CapRc;
 use stratos_schema::scm_capnp::{self, storage_container_manager as scm_rpc};
 use stratos_schema::scm_limits::{ALLOCATE_MAX, DELETE_BLOCKS_MAX};
+
+use stratos_common::tls::Role;
 
 use crate::Scm;
 use crate::state::{DeleteTx, Key, Rec, Repl, plan_allocation};
@@ -20,6 +29,40 @@ pub const ADDRESS_BYTES_MAX: usize = 256;
 #[derive(Debug)]
 pub struct ScmService {
     pub scm: Rc<Scm>,
+    /// Who the connection's certificate names; None on a plain connection (no TLS configured).
+    pub caller: Option<stratos_common::tls::Identity>,
+}
+
+impl ScmService {
+    /// Refuses the call unless the caller's certificate has one of `roles` (any caller when the
+    /// SCM runs without TLS).
+    fn allow(&self, method: &str, roles: &[Role]) -> Result<(), capnp::Error> {
+        match &self.caller {
+            Some(id) if !roles.contains(&id.role) => {
+                let may: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+                Err(capnp::Error::failed(format!("permission denied: {method} is for {} certificates, and the caller's is {} {}", may.join(" and "), id.role.as_str(), id.name)))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Why the caller may not register or beat as datanode `id` (0: a new one), if it may not:
+    /// a datanode's id is bound to the certificate it first registered with, and a certificate
+    /// to one id.
+    fn binding_refusal(&self, id: u64) -> Option<String> {
+        let name = &self.caller.as_ref()?.name;
+        let state = self.scm.state.borrow();
+        if let Some(bound) = state.certificates.get(&id).filter(|b| *b != name) {
+            return Some(format!("datanode {id} is registered to certificate {bound}, and this one is {name}: each datanode has a certificate of its own"));
+        }
+        match state.certificates.iter().find(|(_, n)| *n == name) {
+            Some((held, _)) if *held != id => Some(format!(
+                "certificate {name} belongs to datanode {held} (at {}); a datanode keeps its id in its data directory: restart it with that directory, or issue a new certificate for a new datanode",
+                state.datanodes.get(held).map_or("?", String::as_str)
+            )),
+            _ => None,
+        }
+    }
 }
 
 fn set_keys(mut list: capnp::struct_list::Builder<'_, scm_capnp::secret_key::Owned>, keys: &[Key]) {
@@ -53,6 +96,7 @@ fn failed(e: anyhow::Error) -> capnp::Error {
 
 impl scm_rpc::Server for ScmService {
     async fn register_datanode(self: CapRc<Self>, params: scm_rpc::RegisterDatanodeParams, mut results: scm_rpc::RegisterDatanodeResults) -> Result<(), capnp::Error> {
+        self.allow("registering a datanode", &[Role::Datanode])?;
         let p = params.get()?;
         let address = stratos_common::rpc::text(p.get_address(), "address", ADDRESS_BYTES_MAX).map_err(|e| capnp::Error::failed(e.to_string()))?;
         if address.parse::<std::net::SocketAddr>().is_err() {
@@ -60,13 +104,21 @@ impl scm_rpc::Server for ScmService {
             return Ok(());
         }
         let scm = &self.scm;
+        if let Some(why) = self.binding_refusal(p.get_id()) {
+            results.get().set_error(why);
+            return Ok(());
+        }
         let id = match p.get_id() {
             0 => scm.state.borrow().next_datanode_id,
             id => id,
         };
-        let known = scm.state.borrow().datanodes.get(&id) == Some(&address);
+        let certificate = self.caller.as_ref().map(|c| c.name.clone());
+        let known = {
+            let state = scm.state.borrow();
+            state.datanodes.get(&id) == Some(&address) && (certificate.is_none() || state.certificates.get(&id) == certificate.as_ref())
+        };
         if !known {
-            scm.commit(vec![Rec::Datanode { id, address }]).await.map_err(failed)?;
+            scm.commit(vec![Rec::Datanode { id, address, certificate }]).await.map_err(failed)?;
         }
         scm.saw(id);
         results.get().set_id(id);
@@ -74,11 +126,18 @@ impl scm_rpc::Server for ScmService {
     }
 
     async fn heartbeat(self: CapRc<Self>, params: scm_rpc::HeartbeatParams, mut results: scm_rpc::HeartbeatResults) -> Result<(), capnp::Error> {
+        self.allow("a datanode's heartbeat", &[Role::Datanode])?;
         let p = params.get()?;
         let id = p.get_id();
         let scm = &self.scm;
         if !scm.state.borrow().datanodes.contains_key(&id) {
             results.get().set_error(format!("unknown datanode {id}: register first"));
+            return Ok(());
+        }
+        if let Some(name) = self.caller.as_ref().map(|c| &c.name)
+            && scm.state.borrow().certificates.get(&id) != Some(name)
+        {
+            results.get().set_error(format!("datanode {id} is not registered to certificate {name}: register first"));
             return Ok(());
         }
         scm.saw(id);
@@ -116,6 +175,7 @@ impl scm_rpc::Server for ScmService {
     }
 
     async fn allocate_blocks(self: CapRc<Self>, params: scm_rpc::AllocateBlocksParams, mut results: scm_rpc::AllocateBlocksResults) -> Result<(), capnp::Error> {
+        self.allow("allocating blocks", &[Role::Om])?;
         let p = params.get()?;
         let scm = &self.scm;
         let count = p.get_count();
@@ -159,6 +219,8 @@ impl scm_rpc::Server for ScmService {
     }
 
     async fn cluster_map(self: CapRc<Self>, _: scm_rpc::ClusterMapParams, mut results: scm_rpc::ClusterMapResults) -> Result<(), capnp::Error> {
+        // The map carries the block-token secret keys.
+        self.allow("the cluster map", &[Role::Om, Role::Datanode])?;
         let scm = &self.scm;
         let healthy = scm.healthy();
         let keys = scm.live_keys();
@@ -186,6 +248,7 @@ impl scm_rpc::Server for ScmService {
     }
 
     async fn delete_blocks(self: CapRc<Self>, params: scm_rpc::DeleteBlocksParams, mut results: scm_rpc::DeleteBlocksResults) -> Result<(), capnp::Error> {
+        self.allow("deleting blocks", &[Role::Om])?;
         let p = params.get()?;
         let scm = &self.scm;
         let (shard, up_to_seq) = (p.get_shard(), p.get_up_to_seq());

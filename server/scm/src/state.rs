@@ -78,13 +78,23 @@ pub struct ScmState {
     pub next_txn: u64,
     /// Blocks ever allocated (for status and tests).
     pub blocks_allocated: u64,
+    /// In a secured cluster, the certificate name each datanode registered with: its id is
+    /// bound to it (another certificate cannot register, beat or take over as that datanode).
+    #[serde(default)]
+    pub certificates: BTreeMap<u64, String>,
 }
 
 /// One change. Applying a record is deterministic and idempotent in effect on the id counters
 /// (they only move forward).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rec {
-    Datanode { id: u64, address: String },
+    Datanode {
+        id: u64,
+        address: String,
+        /// The certificate name the datanode registered with (a secured cluster).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        certificate: Option<String>,
+    },
     Pipeline { id: u64, pipeline: Pipeline },
     Container { id: u64, pipeline: u64 },
     ContainerClosed { id: u64 },
@@ -103,8 +113,11 @@ impl ScmState {
 
     pub fn apply(&mut self, rec: &Rec) {
         match rec {
-            Rec::Datanode { id, address } => {
+            Rec::Datanode { id, address, certificate } => {
                 self.datanodes.insert(*id, address.clone());
+                if let Some(name) = certificate {
+                    self.certificates.insert(*id, name.clone());
+                }
                 // A datanode may name its own id (it keeps it across SCM data loss).
                 self.next_datanode_id = self.next_datanode_id.max(id.saturating_add(1));
             }
@@ -257,7 +270,7 @@ mod tests {
     fn with_datanodes(n: u64) -> ScmState {
         let mut s = ScmState::fresh();
         for id in 1..=n {
-            s.apply(&Rec::Datanode { id, address: format!("127.0.0.1:{}", 1000 + id) });
+            s.apply(&Rec::Datanode { id, address: format!("127.0.0.1:{}", 1000 + id), certificate: None });
         }
         s
     }

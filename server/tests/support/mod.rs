@@ -1,5 +1,6 @@
 //! What the end-to-end tests that start `stratos` processes share: a process on OS-chosen
-//! ports, known by its `ready` line and killed when dropped.
+//! ports, known by its `ready` line and killed when dropped; the cluster CA of secured suites.
+#![allow(dead_code)] // each test binary uses some of it
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -48,4 +49,125 @@ pub fn sh(om: &str, args: &[&str]) -> (bool, String, String) {
 /// A path as a command-line argument.
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// The test process's cluster CA and certificates (issue 20: the suites run secured, as
+/// `stratos dev` does by default). One CA per test process, in `CARGO_TARGET_TMPDIR`, so that
+/// the in-process clients (one TLS configuration per process: `tls::set_client`) trust every
+/// node of every test; certificates are issued on first use by name and reused.
+#[allow(dead_code)] // not every test binary runs secured
+pub struct Tls {
+    dir: std::path::PathBuf,
+    issuing: std::sync::Mutex<()>,
+}
+
+#[allow(dead_code)]
+impl Tls {
+    /// The process's CA (made on first use); the directories of test processes that ended are
+    /// removed then, so that runs leave nothing behind but the last.
+    pub fn get() -> &'static Tls {
+        static TLS: std::sync::OnceLock<Tls> = std::sync::OnceLock::new();
+        TLS.get_or_init(|| {
+            let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+            for e in std::fs::read_dir(base).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.strip_prefix("tls-").and_then(|p| p.parse::<u32>().ok())
+                    && !Path::new(&format!("/proc/{pid}")).exists()
+                {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+            let dir = base.join(format!("tls-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            stratos_common::tls::ca_init(&dir, 30).expect("a test CA");
+            let tls = Tls { dir, issuing: std::sync::Mutex::new(()) };
+            // In-process clients call as root.
+            let root = tls.files(stratos_common::tls::Role::User, "root");
+            stratos_common::tls::set_client(Some(stratos_common::tls::client_config(&root).expect("root's client configuration")));
+            tls
+        })
+    }
+
+    /// The files of `name`'s certificate (role `role`, hosts 127.0.0.1 and localhost), issued
+    /// if need be.
+    pub fn files(&self, role: stratos_common::tls::Role, name: &str) -> stratos_common::tls::Files {
+        let _one_at_a_time = self.issuing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let files = stratos_common::tls::Files::in_dir(&self.dir, name);
+        if !files.cert.exists() {
+            let mut req = stratos_common::tls::Request::new(role, name, 30);
+            if role != stratos_common::tls::Role::User {
+                req.hosts = vec!["127.0.0.1".into(), "localhost".into()];
+            }
+            stratos_common::tls::issue(&self.dir, &self.dir, &req).expect("issue a test certificate");
+        }
+        files
+    }
+
+    /// A blocking TLS connection to `addr` with root's certificate (raw bytes, HTTPS).
+    pub fn connect(&self, addr: &str) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+        self.try_connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+    }
+
+    /// [`Tls::connect`], or why not (nothing listens there).
+    pub fn try_connect(&self, addr: &str) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+        let config = stratos_common::tls::client_config(&self.files(stratos_common::tls::Role::User, "root")).expect("root's client configuration");
+        let name = stratos_common::tls::server_name(addr).expect("a server name");
+        let conn = rustls::ClientConnection::new(config, name).expect("a TLS client");
+        let tcp = std::net::TcpStream::connect(addr)?;
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        Ok(rustls::StreamOwned::new(conn, tcp))
+    }
+
+    /// A new certificate for `name` in `out` (a reissue: a new key, the same identity), as
+    /// `stratos admin cert issue --out OUT` makes it; its files.
+    pub fn reissue(&self, role: stratos_common::tls::Role, name: &str, out: &Path) -> stratos_common::tls::Files {
+        let mut req = stratos_common::tls::Request::new(role, name, 30);
+        req.hosts = vec!["127.0.0.1".into(), "localhost".into()];
+        let (cert, key) = stratos_common::tls::issue(&self.dir, out, &req).expect("reissue a certificate");
+        stratos_common::tls::Files { ca: self.dir.join("ca.pem"), cert, key }
+    }
+
+    /// A node's `--tls-ca`, `--tls-cert`, `--tls-key`.
+    pub fn flags(&self, role: stratos_common::tls::Role, name: &str) -> Vec<String> {
+        let f = self.files(role, name);
+        vec!["--tls-ca".into(), s(&f.ca).into(), "--tls-cert".into(), s(&f.cert).into(), "--tls-key".into(), s(&f.key).into()]
+    }
+
+    /// `stratos` with the environment of root's certificate (`sh`, `admin`, `bench`).
+    pub fn stratos(&self) -> Command {
+        let f = self.files(stratos_common::tls::Role::User, "root");
+        let mut c = Command::new(BIN);
+        c.env("STRATOS_CA", &f.ca).env("STRATOS_CERT", &f.cert).env("STRATOS_KEY", &f.key);
+        c
+    }
+
+    /// The TLS flags for a server process started with `args` (`om`, `scm`, `datanode`): its
+    /// certificate named after its node id or data directory (each datanode needs its own).
+    pub fn flags_for(&self, args: &[&str]) -> Vec<String> {
+        use stratos_common::tls::Role;
+        let after = |flag: &str| args.iter().position(|a| *a == flag).and_then(|i| args.get(i + 1)).copied();
+        match args.first().copied() {
+            Some("om") => self.flags(Role::Om, &format!("om-{}", after("--node-id").unwrap_or("1"))),
+            Some("scm") => self.flags(Role::Scm, "scm"),
+            Some("datanode") => {
+                // The data directory's path names the datanode: a restart keeps its certificate.
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                after("--data-dir").unwrap_or("").hash(&mut h);
+                self.flags(Role::Datanode, &format!("dn-{:016x}", h.finish()))
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[allow(dead_code)]
+impl Proc {
+    /// [`Proc::start`] of a server process with its TLS flags ([`Tls::flags_for`]).
+    pub fn secured(args: &[&str]) -> Proc {
+        let flags = Tls::get().flags_for(args);
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(flags.iter().map(String::as_str));
+        Proc::start(&all)
+    }
 }
