@@ -367,7 +367,14 @@ impl NodeTls {
             )));
         }
         if id.role != role {
-            return Err(TlsError::Invalid(format!("{}: a certificate for {} {}, and this is a{} {} node (issue one with `stratos admin cert issue --role {}`)", files.cert.display(), id.role.as_str(), id.name, if role == Role::Om { "n" } else { "" }, role.as_str(), role.as_str())));
+            return Err(TlsError::Invalid(format!(
+                "{}: a certificate for {} {}, and this node's role is {} (issue one with `stratos admin cert issue --role {}`)",
+                files.cert.display(),
+                id.role.as_str(),
+                id.name,
+                role.as_str(),
+                role.as_str()
+            )));
         }
         let (roots, chain, key) = files.load()?;
         let http_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())

@@ -65,7 +65,7 @@ fn the_caller_is_the_certificate_and_strangers_are_refused_saying_why() {
     let data = dir.path().join("om");
     let om = Proc::start(&[
         "om", "--data-dir", s(&data), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--shards", "2", "--executors", "1", "--no-pin",
-        "--tls-ca", s(&root.ca), "--tls-cert", s(&om_pem), "--tls-key", s(&om_key),
+        "--tls-ca", s(&root.ca), "--tls-cert", s(&om_pem), "--tls-key", s(&om_key), "--admin-groups", "ops",
     ]);
     let rpc = om.word_after("rpc");
     let empty = dir.path().join("empty");
@@ -76,6 +76,10 @@ fn the_caller_is_the_certificate_and_strangers_are_refused_saying_why() {
         let (ok, out, _) = sh(&rpc, Some(&root), "root", &["volume", "create", v, "--owner", owner]);
         assert!(ok, "root creates {v}: {out}");
     }
+    // A member of an administrators' group (--admin-groups ops) is one; bob's group is not.
+    let dave = issue(&ca, Role::User, "dave", |r| r.groups = vec!["ops".into()]);
+    let (ok, out, _) = sh(&rpc, Some(&dave), "dave", &["volume", "create", "/vold"]);
+    assert!(ok, "dave of group ops creates a volume: {out}");
     // Alice works in hers, whatever user her client claims.
     for args in [&["bucket", "create", "/vola/bk1"][..], &["key", "put", "/vola/bk1/k", s(&empty)][..], &["key", "info", "/vola/bk1/k"][..]] {
         let (ok, out, _) = sh(&rpc, Some(&alice), "mallory", args);
@@ -393,4 +397,33 @@ fn every_link_is_secured_and_a_node_certificate_rotates_without_downtime() {
     let (ok, out) = root_sh(&all, &["volume", "create", "/after-rotation"]);
     assert!(ok, "nodes 1 and 2 (its new certificate) commit without node 3: {out}");
     drop(scm);
+}
+
+/// A node whose certificate is of another role, or out of its dates, refuses to start and
+/// names the file (its peers would refuse it at every handshake otherwise).
+#[test]
+fn a_node_refuses_to_start_with_a_certificate_of_another_role_or_out_of_date() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca");
+    tls::ca_init(&ca, 30).expect("ca init");
+    let dn = issue(&ca, Role::Datanode, "dn-1", |_| {});
+    let expired = issue(&ca, Role::Om, "om-1", |r| {
+        r.not_before = SystemTime::now() - Duration::from_secs(10 * 86_400);
+        r.not_after = SystemTime::now() - Duration::from_secs(86_400);
+    });
+    let ca_pem = tls::ca_files(&ca).0;
+    let flags = |w: &Who| {
+        let (c, k) = w.cert.clone().expect("cert");
+        vec!["--tls-ca".to_string(), s(&ca_pem).into(), "--tls-cert".into(), s(&c).into(), "--tls-key".into(), s(&k).into()]
+    };
+    let scm_dir = dir.path().join("scm");
+    let mut scm: Vec<String> = ["scm", "--data-dir", s(&scm_dir), "--rpc-address", "127.0.0.1:0"].map(String::from).to_vec();
+    scm.extend(flags(&dn));
+    let (ok, out) = run_to_exit(&scm.iter().map(String::as_str).collect::<Vec<_>>(), Duration::from_secs(20));
+    assert!(!ok && out.contains("a certificate for datanode dn-1, and this node's role is scm") && out.contains("dn-1.pem"), "{out}");
+    let om_dir = dir.path().join("om");
+    let mut om: Vec<String> = ["om", "--data-dir", s(&om_dir), "--rpc-address", "127.0.0.1:0", "--executors", "1", "--no-pin"].map(String::from).to_vec();
+    om.extend(flags(&expired));
+    let (ok, out) = run_to_exit(&om.iter().map(String::as_str).collect::<Vec<_>>(), Duration::from_secs(20));
+    assert!(!ok && out.contains("om-1.pem") && out.contains("not now"), "{out}");
 }

@@ -47,6 +47,10 @@ pub struct OmArgs {
     /// Administrators, comma-separated [default: root].
     #[arg(long, value_delimiter = ',')]
     pub admins: Option<Vec<String>>,
+    /// Groups whose members are administrators, comma-separated (Ozone's
+    /// ozone.administrators.groups); with TLS the groups a user certificate names [default: none].
+    #[arg(long, value_delimiter = ',')]
+    pub admin_groups: Option<Vec<String>>,
     #[command(flatten)]
     pub tls: stratos_common::tls_args::TlsArgs,
     /// Snapshot a group every this many log entries [default: 100000].
@@ -128,7 +132,7 @@ impl OmArgs {
             ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { c.$f = v.into(); } )* };
         }
         set!(
-            data_dir, rpc_address, shards, executors, spin_us, admins, snapshot_after_entries, snapshot_logs_to_keep, election_timeout_min_ms, election_timeout_max_ms,
+            data_dir, rpc_address, shards, executors, spin_us, admins, admin_groups, snapshot_after_entries, snapshot_logs_to_keep, election_timeout_min_ms, election_timeout_max_ms,
             heartbeat_interval_ms, raft_address, node_id, peers, balance_leaders, io_memory_bytes, open_key_ttl_ms, wal_segment_bytes, wal_spare_segment, housekeeping_interval_ms,
             scm_address, block_bytes, block_pool_size, block_token_lifetime_ms, scm_poll_ms, core_ports, core_port_base, snapshot_after_bytes
         );

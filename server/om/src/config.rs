@@ -56,6 +56,9 @@ pub struct OmConfig {
     pub io_memory_bytes: usize,
     /// Users with administrator rights (create volumes, everything). Default ["root"].
     pub admins: Vec<String>,
+    /// Groups whose members have administrator rights (with TLS: the groups a user certificate
+    /// names). Default none.
+    pub admin_groups: Vec<String>,
     /// TLS on the client RPC ports (issue 20): the cluster CA, this node's certificate and its
     /// key, PEM files (`stratos admin ca init`, `stratos admin cert issue --role om`). All three
     /// or none; with them every client must present a certificate of the cluster CA, and the
@@ -121,6 +124,7 @@ impl Default for OmConfig {
             spin_us: 0,
             io_memory_bytes: 1 << 20,
             admins: vec!["root".into()],
+            admin_groups: Vec::new(),
             tls_ca: None,
             tls_cert: None,
             tls_key: None,

@@ -124,6 +124,7 @@ pub struct Core {
     pub mesh: Vec<mpsc::Sender<Msg>>,
     pub view: RefCell<MetaView>,
     pub admins: Vec<String>,
+    pub admin_groups: Vec<String>,
     pub open_key_ttl_ms: u64,
     pub housekeeping_interval_ms: u64,
     pub stats: CoreStats,

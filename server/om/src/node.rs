@@ -209,6 +209,7 @@ async fn start_core(
         mesh: mesh.clone(),
         view: RefCell::new(MetaView::default()),
         admins: cfg.admins.clone(),
+        admin_groups: cfg.admin_groups.clone(),
         open_key_ttl_ms: cfg.open_key_ttl_ms,
         housekeeping_interval_ms: cfg.housekeeping_interval_ms,
         stats: Default::default(),

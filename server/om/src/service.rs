@@ -45,7 +45,7 @@ fn header(core: &Core, caller: Option<&stratos_common::tls::Identity>, h: capnp:
         // datanode's, say) calls as `role:name`, which no ACL or admin list names.
         use stratos_common::tls::Role;
         let user = if id.role == Role::User { id.name.clone() } else { format!("{}:{}", id.role.as_str(), id.name) };
-        let admin = id.role == Role::User && core.admins.contains(&user);
+        let admin = id.role == Role::User && (core.admins.contains(&user) || id.groups.iter().any(|g| core.admin_groups.contains(g)));
         // Retry sessions are the caller's own: another user naming this client's id gets a
         // session of their own, never this one's remembered outcomes.
         let client_id = stratos_common::token::principal_client_id(&user, h.get_client_id());
@@ -63,7 +63,7 @@ fn header(core: &Core, caller: Option<&stratos_common::tls::Identity>, h: capnp:
     for g in groups_list.iter() {
         groups.push(convert::text(g, "group", stratos_shard::constants::USER_NAME_BYTES_MAX)?);
     }
-    let admin = core.admins.contains(&user);
+    let admin = core.admins.contains(&user) || groups.iter().any(|g| core.admin_groups.contains(g));
     Ok(Header { client_id: h.get_client_id(), request_id: h.get_request_id(), principal: Principal { user, groups, admin }, min_meta: h.get_min_meta_index() })
 }
 
