@@ -66,6 +66,8 @@ pub enum CaCommand {
     /// Creates the CA: DIR/ca.pem (give it to every node and client) and DIR/ca.key (keep it
     /// secret: it signs certificates; written readable by its owner only). Never overwrites.
     Init {
+        /// The directory to create the CA in (made if missing; an existing CA is never
+        /// overwritten).
         #[arg(long)]
         dir: std::path::PathBuf,
         /// Days the CA is valid.
@@ -96,10 +98,11 @@ pub enum CertCommand {
         /// nodes: localhost,127.0.0.1].
         #[arg(long = "host", value_delimiter = ',')]
         hosts: Vec<String>,
-        /// Days the certificate is valid.
-        #[arg(long, default_value_t = 365)]
+        /// Days the certificate is valid (at least 1).
+        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..))]
         days: u32,
-        /// Where to write NAME.pem and NAME.key [default: the CA's directory].
+        /// Where to write NAME.pem and NAME.key, and a copy of ca.pem (never ca.key) [default:
+        /// the CA's directory].
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
@@ -116,15 +119,33 @@ fn certificates(command: &AdminCommand) -> Option<Result<String, String>> {
         ),
         AdminCommand::Cert(CertCommand::Issue { ca, role, name, groups, hosts, days, out }) => Some((|| {
             let role = tls::Role::parse(role).map_err(|e| e.to_string())?;
+            if role == tls::Role::User && !hosts.is_empty() {
+                return Err("--host names the hosts a node serves on; a user certificate names none".into());
+            }
+            if role != tls::Role::User && !groups.is_empty() {
+                return Err("--groups are a user's; a node certificate has none".into());
+            }
             let mut req = tls::Request::new(role, name, *days);
             req.groups.clone_from(groups);
             req.hosts = if hosts.is_empty() && role != tls::Role::User { vec!["localhost".into(), "127.0.0.1".into()] } else { hosts.clone() };
-            let (cert, key) = tls::issue(ca, out.as_deref().unwrap_or(ca), &req).map_err(|e| e.to_string())?;
-            let ca_pem = tls::ca_files(ca).0;
+            let out_dir = out.as_deref().unwrap_or(ca);
+            let (cert, key) = tls::issue(ca, out_dir, &req).map_err(|e| e.to_string())?;
+            // The holder needs the CA's certificate beside its own (not the CA's key, which
+            // stays in the CA's directory): a copy in OUT, unless one is there.
+            let mut ca_pem = tls::ca_files(ca).0;
+            let copy = out_dir.join("ca.pem");
+            if out.is_some() && !copy.exists() {
+                std::fs::copy(&ca_pem, &copy).map_err(|e| format!("copying {} to {}: {e}", ca_pem.display(), copy.display()))?;
+            }
+            if out.is_some() {
+                ca_pem = copy;
+            }
+            let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string();
+            let (ca_pem, cert, key) = (abs(&ca_pem), abs(&cert), abs(&key));
             Ok(if role == tls::Role::User {
-                format!("export STRATOS_CA={} STRATOS_CERT={} STRATOS_KEY={}\n", ca_pem.display(), cert.display(), key.display())
+                format!("export STRATOS_CA={ca_pem} STRATOS_CERT={cert} STRATOS_KEY={key}   # and STRATOS_OM=HOST:PORT of the cluster\n")
             } else {
-                format!("--tls-ca {} --tls-cert {} --tls-key {}\n", ca_pem.display(), cert.display(), key.display())
+                format!("--tls-ca {ca_pem} --tls-cert {cert} --tls-key {key}\n")
             })
         })()),
         _ => None,
@@ -181,6 +202,8 @@ pub fn render(views: &Views) -> String {
     for (a, r) in views {
         match r {
             Ok((n, _)) => writeln!(out, "node {n}: {a}"),
+            // A node that answered with a TLS refusal is up: it refused this client.
+            Err(e) if e.contains("TLS handshake failed") || e.contains("requires TLS") => writeln!(out, "node at {a}: REFUSED ({e})"),
             Err(e) => writeln!(out, "node at {a}: DOWN ({e})"),
         }
         .expect("writing to a string");

@@ -154,7 +154,11 @@ fn lost_node(e: &ClientError) -> bool {
         // Over TLS a node that died mid-call ends the stream without TLS's close_notify, which
         // capnp-rpc reports as a premature end of file rather than a disconnection: the same
         // loss (a call in flight is retried in its session, as after any disconnection).
-        ClientError::Rpc(e) => matches!(e.kind, capnp::ErrorKind::Disconnected | capnp::ErrorKind::Overloaded | capnp::ErrorKind::PrematureEndOfFile),
+        // (Without TLS the same error is a TLS server closing a plain connection at once,
+        // which every node would do: see `classify`.)
+        ClientError::Rpc(e) => {
+            matches!(e.kind, capnp::ErrorKind::Disconnected | capnp::ErrorKind::Overloaded) || (e.kind == capnp::ErrorKind::PrematureEndOfFile && tls::client().is_some())
+        }
         ClientError::Om { .. } => false,
     }
 }
@@ -296,9 +300,9 @@ fn classify(addr: &str, e: ClientError) -> ClientError {
     if let Some(reason) = tls::explain_call_error(&r.extra) {
         return ClientError::Tls { addr: addr.to_string(), reason };
     }
-    // A server with TLS on closes a plain connection at once: say so (the kind stays, so a
-    // node that died is still failed over).
-    if tls::client().is_none() && r.to_string().contains("Premature end of file") {
+    // A server with TLS on closes a plain connection at once (at its first bytes, or resets it
+    // when the client's bytes were still unread): say so.
+    if tls::client().is_none() && (r.kind == capnp::ErrorKind::PrematureEndOfFile || r.extra.contains("Connection reset by peer")) {
         let hint = format!("{} (if this OM requires TLS, set STRATOS_CA, STRATOS_CERT and STRATOS_KEY)", r.extra);
         return ClientError::Rpc(capnp::Error { kind: r.kind, extra: hint });
     }

@@ -270,8 +270,17 @@ impl Files {
     fn load(&self) -> Result<(rustls::RootCertStore, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
         let roots = roots(&self.ca)?;
         let chain = certs(&self.cert)?;
+        std::fs::metadata(&self.key).map_err(io(&self.key))?;
         let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| TlsError::Invalid(format!("{}: no private key in it: {e}", self.key.display())))?;
         Ok((roots, chain, key))
+    }
+}
+
+/// A certificate and key that rustls refuses together, as a sentence.
+fn key_error(files: &Files, e: rustls::Error) -> TlsError {
+    match e {
+        rustls::Error::InconsistentKeys(_) => TlsError::Invalid(format!("{} does not belong to the certificate {}: give the key issued with it", files.key.display(), files.cert.display())),
+        e => TlsError::Invalid(format!("{} with {}: {e}", files.cert.display(), files.key.display())),
     }
 }
 
@@ -311,7 +320,7 @@ pub fn server_config(files: &Files) -> Result<Arc<rustls::ServerConfig>, TlsErro
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(|e| TlsError::Invalid(format!("{} with {}: {e}", files.cert.display(), files.key.display())))?;
+        .map_err(|e| key_error(files, e))?;
     Ok(Arc::new(config))
 }
 
@@ -322,7 +331,7 @@ pub fn client_config(files: &Files) -> Result<Arc<rustls::ClientConfig>, TlsErro
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
-        .map_err(|e| TlsError::Invalid(format!("{} with {}: {e}", files.cert.display(), files.key.display())))?;
+        .map_err(|e| key_error(files, e))?;
     Ok(Arc::new(config))
 }
 
@@ -385,8 +394,46 @@ impl NodeTls {
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(http_verifier)
             .with_single_cert(chain, key)
-            .map_err(|e| TlsError::Invalid(format!("{} with {}: {e}", files.cert.display(), files.key.display())))?;
+            .map_err(|e| key_error(files, e))?;
         Ok(NodeTls { files: files.clone(), server: server_config(files)?, http: Arc::new(http), client: client_config(files)? })
+    }
+}
+
+impl NodeTls {
+    /// Refuses a node whose certificate does not name `host` (the host part of the address
+    /// others dial it at: an IP address or a DNS name), at start: every peer would refuse the
+    /// handshake otherwise, and only on first use. An unspecified address (0.0.0.0) is not
+    /// checked: the node does not know which name others use.
+    pub fn check_host(&self, host: &str) -> Result<(), TlsError> {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified()) || host.is_empty() {
+            return Ok(());
+        }
+        let first = certs(&self.files.cert)?.into_iter().next().ok_or_else(|| TlsError::Invalid(format!("{}: no certificate in it", self.files.cert.display())))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(first.as_ref()).map_err(|e| TlsError::Invalid(format!("{}: {e}", self.files.cert.display())))?;
+        let mut named = Vec::new();
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for n in &san.value.general_names {
+                match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => named.push(d.to_ascii_lowercase()),
+                    x509_parser::extensions::GeneralName::IPAddress(b) => match b.len() {
+                        4 => named.push(std::net::IpAddr::from(<[u8; 4]>::try_from(*b).expect("4 bytes")).to_string()),
+                        16 => named.push(std::net::IpAddr::from(<[u8; 16]>::try_from(*b).expect("16 bytes")).to_string()),
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+        }
+        let want = host.parse::<std::net::IpAddr>().map_or_else(|_| host.to_ascii_lowercase(), |ip| ip.to_string());
+        if named.contains(&want) {
+            return Ok(());
+        }
+        Err(TlsError::Invalid(format!(
+            "{}: the certificate names the hosts [{}], not {host}, which this node serves at: peers would refuse it (issue one with `--host {host}`)",
+            self.files.cert.display(),
+            named.join(", ")
+        )))
     }
 }
 
@@ -425,14 +472,20 @@ pub fn use_client_env() -> Result<(), TlsError> {
     let get = |n: &str| std::env::var_os(n).filter(|v| !v.is_empty()).map(PathBuf::from);
     let config = match (get("STRATOS_CA"), get("STRATOS_CERT"), get("STRATOS_KEY")) {
         (None, None, None) => None,
-        (Some(ca), Some(cert), Some(key)) => Some(client_config(&Files { ca, cert, key })?),
-        (Some(ca), None, None) => {
-            Some(Arc::new(rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?.with_root_certificates(roots(&ca)?).with_no_client_auth()))
-        }
+        (Some(ca), Some(cert), Some(key)) => Some(client_config(&Files { ca, cert, key }).map_err(from_env)?),
+        (Some(ca), None, None) => Some(Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?.with_root_certificates(roots(&ca).map_err(from_env)?).with_no_client_auth(),
+        )),
         _ => return Err(TlsError::Invalid("STRATOS_CERT and STRATOS_KEY go together, with STRATOS_CA: set all three for TLS, or none".into())),
     };
     set_client(config);
     Ok(())
+}
+
+/// An error about the files `STRATOS_CA`, `STRATOS_CERT` or `STRATOS_KEY` name, saying where
+/// the paths came from.
+fn from_env(e: TlsError) -> TlsError {
+    TlsError::Invalid(format!("{e} (the files STRATOS_CA, STRATOS_CERT and STRATOS_KEY name)"))
 }
 
 /// A handshake failure as a sentence that says what to fix.
@@ -445,6 +498,7 @@ pub fn explain(e: &std::io::Error) -> String {
         Some(E::InvalidCertificate(C::UnknownIssuer | C::BadSignature)) => "the server's certificate is not signed by this cluster's CA (STRATOS_CA)".into(),
         Some(E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. })) => "the server's certificate does not name the host dialled".into(),
         Some(E::AlertReceived(a)) => alert(&format!("{a:?}")),
+        Some(E::InvalidMessage(_)) => "the server does not speak TLS (started without --tls-ca, --tls-cert and --tls-key?)".into(),
         Some(other) => other.to_string(),
         None => e.to_string(),
     };

@@ -51,23 +51,39 @@ enum Command {
     Tune(stratos_tuning::cli::TuneArgs),
 }
 
+/// The end of a node's ready line: whether its links are secured. A node without TLS says so
+/// on stderr too: it believes whoever reaches its ports.
+fn security(tls: bool) -> &'static str {
+    if tls {
+        "TLS"
+    } else {
+        eprintln!("warning: no TLS (--tls-ca, --tls-cert, --tls-key): this node believes the user a request names and speaks in clear; for measurement or a closed test network only");
+        "insecure"
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Om(a) => {
             let c = a.config()?;
+            let tls = security(c.tls_ca.is_some());
             stratos_om::node::run(&c, |r| {
-                println!("stratos om ready: rpc {} http {} ({} shards on {} cores)", r.rpc, r.http.map_or_else(|| "off".to_string(), |h| h.to_string()), r.shards, r.cores);
+                println!("stratos om ready: rpc {} http {} ({} shards on {} cores) {tls}", r.rpc, r.http.map_or_else(|| "off".to_string(), |h| h.to_string()), r.shards, r.cores);
             })?;
             eprintln!("stratos om: stopped cleanly");
         }
         Command::Dev(a) => dev::dev(a)?,
         Command::Scm(a) => {
-            stratos_scm::run(a.config()?, |r| println!("stratos scm ready: rpc {}", r.rpc))?;
+            let c = a.config()?;
+            let tls = security(c.tls.is_some());
+            stratos_scm::run(c, move |r| println!("stratos scm ready: rpc {} {tls}", r.rpc))?;
             eprintln!("stratos scm: stopped cleanly");
         }
         Command::Datanode(a) => {
-            stratos_datanode::run(a.config()?, |r| println!("stratos datanode ready: rpc {} id {}", r.rpc, r.id))?;
+            let c = a.config()?;
+            let tls = security(c.tls.is_some());
+            stratos_datanode::run(c, move |r| println!("stratos datanode ready: rpc {} id {} {tls}", r.rpc, r.id))?;
             eprintln!("stratos datanode: stopped cleanly");
         }
         Command::Sh(a) => match on_client_executor(move || async move { stratos_client::sh::run(&a).await })? {

@@ -426,4 +426,61 @@ fn a_node_refuses_to_start_with_a_certificate_of_another_role_or_out_of_date() {
     om.extend(flags(&expired));
     let (ok, out) = run_to_exit(&om.iter().map(String::as_str).collect::<Vec<_>>(), Duration::from_secs(20));
     assert!(!ok && out.contains("om-1.pem") && out.contains("not now"), "{out}");
+    assert!(!om_dir.join("FORMAT").exists(), "a refused start leaves the data directory untouched");
+
+    // A datanode whose certificate does not name the address it serves at.
+    let elsewhere = issue(&ca, Role::Datanode, "dn-9", |r| r.hosts = vec!["dn9.example".into()]);
+    let dn_dir = dir.path().join("dn");
+    let mut dn_args: Vec<String> = ["datanode", "--data-dir", s(&dn_dir), "--rpc-address", "127.0.0.1:0", "--scm", "127.0.0.1:1"].map(String::from).to_vec();
+    dn_args.extend(flags(&elsewhere));
+    let (ok, out) = run_to_exit(&dn_args.iter().map(String::as_str).collect::<Vec<_>>(), Duration::from_secs(20));
+    assert!(!ok && out.contains("names the hosts [dn9.example], not 127.0.0.1"), "{out}");
+
+    // A datanode without TLS against a secured SCM stops at once, saying what to give it; one
+    // waiting for an SCM that is not there stops on SIGTERM.
+    let scm_dir = dir.path().join("scm2");
+    let scm = Proc::secured(&["scm", "--data-dir", s(&scm_dir), "--rpc-address", "127.0.0.1:0"]);
+    let plain_dir = dir.path().join("plain");
+    let (ok, out) = run_to_exit(&["datanode", "--data-dir", s(&plain_dir), "--rpc-address", "127.0.0.1:0", "--scm", &scm.word_after("rpc")], Duration::from_secs(20));
+    assert!(!ok && out.contains("requires TLS") && out.contains("--tls-ca"), "{out}");
+    let mut waiting = Command::new(BIN)
+        .args(["datanode", "--data-dir", s(&plain_dir), "--rpc-address", "127.0.0.1:0", "--scm", &format!("127.0.0.1:{}", free_port())])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start a datanode");
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: kill(2) on the child we started.
+    unsafe { libc::kill(waiting.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    while waiting.try_wait().expect("wait").is_none() {
+        assert!(start.elapsed() < Duration::from_secs(5), "a datanode waiting for its SCM ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `stratos admin ca init` and `cert issue` as an operator runs them: the holder's directory
+/// gets the CA's certificate (never its key), the printed settings are absolute paths, and
+/// nonsense is refused.
+#[test]
+fn cert_issue_gives_the_holder_what_it_needs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).current_dir(dir.path()).arg("admin").args(args).output().expect("run stratos admin");
+        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let (ok, out) = run(&["ca", "init", "--dir", "ca"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["cert", "issue", "--ca", "ca", "--role", "user", "--name", "alice", "--out", "alice"]);
+    let home = dir.path().join("alice");
+    assert!(ok && out.contains(&format!("STRATOS_CA={}", home.join("ca.pem").display())) && out.contains(&format!("STRATOS_KEY={}", home.join("alice.key").display())), "{out}");
+    assert!(home.join("ca.pem").exists() && !home.join("ca.key").exists(), "the CA's certificate is copied, never its key");
+    for (args, says) in [
+        (&["cert", "issue", "--ca", "ca", "--role", "user", "--name", "bob", "--days", "0"][..], "0 is not in 1.."),
+        (&["cert", "issue", "--ca", "ca", "--role", "user", "--name", "bob", "--host", "1.2.3.4"][..], "a user certificate names none"),
+        (&["cert", "issue", "--ca", "ca", "--role", "om", "--name", "om-1", "--groups", "ops"][..], "a node certificate has none"),
+    ] {
+        let (ok, out) = run(args);
+        assert!(!ok && out.contains(says), "{args:?}: {out}");
+    }
 }

@@ -105,11 +105,17 @@ impl Datanode {
                 let mut req = scm.register_datanode_request();
                 req.get().set_id(self.id.get());
                 req.get().set_address(self.address.borrow().as_str());
+                let plain = self.cfg.tls.is_none();
                 let reply = req.send().promise.await.map_err(|e| {
                     let text = e.to_string();
                     match stratos_common::tls::explain_call_error(&text) {
                         Some(why) => Err(anyhow::anyhow!("{why}")),
                         None if text.contains("permission denied") => Err(anyhow::anyhow!("{text}")),
+                        // A TLS server closes a plain connection at its first bytes: every try
+                        // would end the same way.
+                        None if plain && e.kind == capnp::ErrorKind::PrematureEndOfFile => {
+                            Err(anyhow::anyhow!("{text}: the SCM closed the connection at once; it requires TLS, so give this datanode --tls-ca, --tls-cert and --tls-key"))
+                        }
                         None => Ok(anyhow::anyhow!("{text}")),
                     }
                 })?;
@@ -137,7 +143,11 @@ impl Datanode {
                 Err(e) => {
                     self.scm.forget();
                     eprintln!("datanode: registering with the SCM at {}: {e:#}; retrying in {delay:?}", self.cfg.scm_address);
-                    glommio::timer::sleep(delay).await;
+                    // SIGINT or SIGTERM while waiting for the SCM: stop, not retry for ever.
+                    let stop = std::pin::pin!(stratos_common::process::wait_stop());
+                    if let futures_util::future::Either::Left(_) = futures_util::future::select(stop, std::pin::pin!(glommio::timer::sleep(delay))).await {
+                        anyhow::bail!("stopped before the SCM at {} took the registration", self.cfg.scm_address);
+                    }
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
             }
@@ -287,6 +297,9 @@ pub fn run(cfg: DatanodeConfig, on_ready: impl FnOnce(&Ready) + Send + 'static) 
             let listener = stratos_common::rpc::listen_exclusive(cfg.rpc_address).map_err(|e| anyhow::anyhow!("binding the datanode address {}: {e}", cfg.rpc_address))?;
             let bound = listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
             let advertise = cfg.advertise.unwrap_or_else(|| if bound.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], bound.port())) } else { bound });
+            if let Some(t) = &cfg.tls {
+                t.check_host(&advertise.ip().to_string())?;
+            }
             let dn = Rc::new(Datanode {
                 store: Store::new(cfg.data_dir.clone()),
                 scm: stratos_common::rpc::Redial::new(&cfg.scm_address, cfg.tls.as_ref().map(|t| t.client.clone())),

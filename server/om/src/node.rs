@@ -73,6 +73,16 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
     install_signal_handlers();
     stratos_common::process::set_who(format!("om node {}", cfg.node_id));
     let data_dir = cfg.data_dir.clone().context("no data directory given")?;
+    // One set of TLS files secures every link of the node: the client ports, Raft, the SCM,
+    // HTTP. Loaded once here, before the data directory is touched, so that a wrong file stops
+    // the start with its name and leaves nothing behind.
+    let tls = cfg.tls_files()?.map(|f| stratos_common::tls::NodeTls::load(&f, stratos_common::tls::Role::Om)).transpose()?;
+    if let Some(t) = &tls {
+        t.check_host(&cfg.rpc_address.ip().to_string())?;
+        if cfg.join || !cfg.peers.is_empty() {
+            t.check_host(cfg.raft_address.rsplit_once(':').map_or("", |(h, _)| h))?;
+        }
+    }
     let shards = format_or_check(&data_dir, cfg.shards)?;
     let cores = if cfg.executors == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { cfg.executors };
     let cores = cores.min(shards as usize).max(1);
@@ -84,9 +94,6 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
         inboxes.push(Some(rx));
     }
     let members = cfg.members(cfg.rpc_address)?;
-    // One set of TLS files secures every link of the node: the client ports, Raft, the SCM,
-    // HTTP. Loaded once here, so that a wrong file stops the start with its name.
-    let tls = cfg.tls_files()?.map(|f| stratos_common::tls::NodeTls::load(&f, stratos_common::tls::Role::Om)).transpose()?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<(usize, SocketAddr, Option<SocketAddr>, u16)>>();
     // Each core's own client port (see `OmConfig::core_ports`), published once all are bound.
     let core_ports: Arc<std::sync::OnceLock<Vec<u16>>> = Arc::default();
@@ -231,7 +238,11 @@ async fn start_core(
     if let Some(dp) = &core.data {
         // The map first (keys sign the first tokens), then pools for every shard.
         if let Err(e) = dp.refresh_map().await {
-            eprintln!("{} core {index}: the SCM at {} does not answer yet ({e}); writes with data wait for it", stratos_common::process::who(), dp.cfg.scm_address);
+            if e.contains("TLS") {
+                eprintln!("{} core {index}: the SCM at {} refuses this node's TLS ({e}); writes with data fail until the certificates are fixed", stratos_common::process::who(), dp.cfg.scm_address);
+            } else {
+                eprintln!("{} core {index}: the SCM at {} does not answer yet ({e}); writes with data wait for it", stratos_common::process::who(), dp.cfg.scm_address);
+            }
         }
         dp.warm(0..shards);
         glommio::spawn_local(dp.clone().refill_pools()).detach();

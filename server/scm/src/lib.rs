@@ -283,6 +283,9 @@ pub fn run(cfg: ScmConfig, on_ready: impl FnOnce(&Ready) + Send + 'static) -> an
         .name("scm")
         .io_memory(1 << 20)
         .spawn(move || async move {
+            if let Some(t) = &cfg.tls {
+                t.check_host(&cfg.rpc_address.ip().to_string())?;
+            }
             let scm = Scm::open(cfg).await?;
             let listener = stratos_common::rpc::listen_exclusive(scm.cfg.rpc_address).map_err(|e| anyhow::anyhow!("binding the SCM address {}: {e}", scm.cfg.rpc_address))?;
             let rpc = listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -105,6 +105,7 @@ impl scm_rpc::Server for ScmService {
         }
         let scm = &self.scm;
         if let Some(why) = self.binding_refusal(p.get_id()) {
+            eprintln!("scm: a datanode's registration refused: {why}");
             results.get().set_error(why);
             return Ok(());
         }

@@ -205,8 +205,11 @@ pub fn plan_allocation(
     let candidates: Vec<u64> = healthy.iter().copied().filter(|d| !exclude.contains(d)).collect();
     if candidates.len() < width {
         return Err(AllocError(format!(
-            "{replication:?} replication needs {width} healthy datanodes outside the exclude list; {} are healthy, {} of them excluded",
-            healthy.len(),
+            "{replication:?} replication needs {width} healthy datanodes outside the exclude list; {} healthy, {} of them excluded",
+            match healthy.len() {
+                1 => "1 is".to_string(),
+                n => format!("{n} are"),
+            },
             healthy.len() - candidates.len()
         )));
     }
