@@ -1,5 +1,5 @@
 //! The crate layout the README states: dependencies between the workspace's crates point one
-//! way, and a role crate (om, scm, datanode) never depends on another role crate. Read from the
+//! way, and a role crate (om, scm, datanode, s3g) never depends on another role crate. Read from the
 //! manifests, so a new `stratos-*` dependency that breaks a rule fails here, and every workspace
 //! member appears in the README's layout table.
 
@@ -23,7 +23,7 @@ fn stratos_deps(dir: &str) -> BTreeSet<String> {
 }
 
 /// Each crate, and the workspace crates it may depend on (README, "Layout").
-const RULES: [(&str, &[&str]); 11] = [
+const RULES: [(&str, &[&str]); 12] = [
     ("wal", &[]),
     ("shard", &[]),
     ("schema", &[]),
@@ -34,6 +34,8 @@ const RULES: [(&str, &[&str]); 11] = [
     ("server/om", &["stratos-wal", "stratos-shard", "stratos-schema", "stratos-common", "stratos-raft", "stratos-tuning"]),
     ("server/scm", &["stratos-wal", "stratos-schema", "stratos-common"]),
     ("server/datanode", &["stratos-schema", "stratos-common"]),
+    // The gateway will be a client of the OM and the datanodes, like any other.
+    ("server/s3g", &["stratos-schema", "stratos-common", "stratos-client"]),
     ("bench", &["stratos-client", "stratos-schema", "stratos-wal", "stratos-shard", "stratos-tuning"]),
 ];
 
