@@ -558,11 +558,9 @@ fn metadata_json(pairs: &[(String, String)]) -> Value {
     Value::Object(m)
 }
 
-/// Milliseconds since the epoch as ISO-8601 in UTC (`2026-12-02T12:00:00.000Z`), as Ozone
-/// prints times.
-pub fn iso_time(ms: u64) -> String {
-    let (days, rest) = ((ms / 86_400_000) as i64, ms % 86_400_000);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+/// The (year, month, day) of a day number (days since 1970-01-01), by Howard Hinnant's
+/// algorithm: exact for every day an i64 of seconds can name.
+pub fn civil_date(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -571,7 +569,14 @@ pub fn iso_time(ms: u64) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// Milliseconds since the epoch as ISO-8601 in UTC (`2026-12-02T12:00:00.000Z`), as Ozone
+/// prints times.
+pub fn iso_time(ms: u64) -> String {
+    let (days, rest) = ((ms / 86_400_000) as i64, ms % 86_400_000);
+    let (year, month, day) = civil_date(days);
     let (h, m, s, milli) = (rest / 3_600_000, rest / 60_000 % 60, rest / 1000 % 60, rest % 1000);
     format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
 }
