@@ -132,6 +132,7 @@ pub fn status_name(s: Status) -> &'static str {
         Status::PermissionDenied => "PERMISSION_DENIED",
         Status::RetryTooOld => "RETRY_TOO_OLD",
         Status::KeyBusy => "KEY_BUSY",
+        Status::S3SecretNotFound => "S3_SECRET_NOT_FOUND",
         Status::NotLeader => "NOT_LEADER",
         Status::Unavailable => "UNAVAILABLE",
         Status::Malformed => "MALFORMED",
@@ -184,6 +185,8 @@ pub enum Done {
     KeyCommitted { object_id: u64, replaced: bool },
     KeysDeleted { deleted: u64, missing: Vec<String> },
     BlockAllocated(Block),
+    /// An S3 access key and its secret.
+    S3Secret { access_id: String, secret: String },
 }
 
 /// A block as the OM gives it: where it is, its token, and its pipeline's datanodes.
@@ -225,6 +228,10 @@ pub fn outcome(o: om_capnp::outcome::Reader<'_>) -> Result<Done, ClientError> {
         Which::KeyOpened(k) => Ok(Done::KeyOpened { open_id: k.get_open_id(), blocks: k.get_blocks()?.iter().map(Block::of).collect::<Result<_, _>>()? }),
         Which::BlockAllocated(b) => Ok(Done::BlockAllocated(Block::of(b?)?)),
         Which::KeyCommitted(k) => Ok(Done::KeyCommitted { object_id: k.get_object_id(), replaced: k.get_replaced() }),
+        Which::S3Secret(s) => {
+            let text = |t: capnp::Result<capnp::text::Reader<'_>>| -> Result<String, ClientError> { Ok(t?.to_string().map_err(|e| capnp::Error::failed(e.to_string()))?) };
+            Ok(Done::S3Secret { access_id: text(s.get_access_id())?, secret: text(s.get_secret())? })
+        }
         Which::KeysDeleted(k) => {
             let mut missing = Vec::new();
             for m in k.get_missing()?.iter() {

@@ -18,6 +18,15 @@ pub const DEFAULT_OM: &str = "127.0.0.1:9862";
 
 #[derive(Debug, Args)]
 pub struct ShArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    #[command(subcommand)]
+    pub command: ShCommand,
+}
+
+/// How `sh` and `s3` reach the cluster.
+#[derive(Debug, Args, Clone)]
+pub struct ConnArgs {
     /// The OM to talk to: host[:port] (port 9862 by default), or several, comma-separated, for a
     /// cluster. Overrides STRATOS_OM; an o3://host[:port]/… path overrides it.
     #[arg(long, global = true)]
@@ -30,8 +39,6 @@ pub struct ShArgs {
     /// dead one.
     #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
-    #[command(subcommand)]
-    pub command: ShCommand,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +55,43 @@ pub enum ShCommand {
     /// o3://host[:port]/volume/bucket/key.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// S3 credentials for the S3 gateway (Ozone's `ozone s3`): getsecret, revokesecret. Also
+    /// `stratos s3 getsecret`.
+    #[command(subcommand)]
+    S3(S3Cmd),
+}
+
+/// `stratos s3 …` (Ozone's `ozone s3`): the `sh s3` commands with the same connection flags.
+#[derive(Debug, Args)]
+pub struct S3Args {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    #[command(subcommand)]
+    pub command: S3Cmd,
+}
+
+impl S3Args {
+    pub fn into_sh(self) -> ShArgs {
+        ShArgs { conn: self.conn, command: ShCommand::S3(self.command) }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum S3Cmd {
+    /// Prints the caller's S3 access key and secret (awsAccessKey=…, awsSecret=…), made on
+    /// first use and the same after, until revoked. An administrator may name another user.
+    Getsecret {
+        /// Another user's (administrators only) [default: the caller].
+        #[arg(long, short = 'u')]
+        username: Option<String>,
+    },
+    /// Forgets the caller's S3 secret: requests signed with it are refused from now on; the
+    /// next getsecret makes a new one.
+    Revokesecret {
+        /// Another user's (administrators only) [default: the caller].
+        #[arg(long, short = 'u')]
+        username: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -407,7 +451,7 @@ fn err(e: ClientError) -> String {
 
 /// The OM address a command uses.
 pub fn om_address(args: &ShArgs, path: Option<&str>) -> String {
-    let given = path.and_then(|p| parse_address(p).ok()).and_then(|a| a.om).or_else(|| args.om.clone()).or_else(|| crate::env_nonempty("STRATOS_OM"));
+    let given = path.and_then(|p| parse_address(p).ok()).and_then(|a| a.om).or_else(|| args.conn.om.clone()).or_else(|| crate::env_nonempty("STRATOS_OM"));
     given.map_or_else(|| DEFAULT_OM.to_string(), |list| list.split(',').map(|a| with_default_port(a.trim())).collect::<Vec<_>>().join(","))
 }
 
@@ -449,6 +493,7 @@ fn first_path(c: &ShCommand) -> Option<&str> {
             | KeyCmd::Rename { path, .. }
             | KeyCmd::Delete { path } => Some(path),
         },
+        ShCommand::S3(_) => None,
     }
 }
 
@@ -461,6 +506,7 @@ fn path_form(c: &ShCommand) -> Option<(usize, &'static str)> {
         // `key rename` takes /volume/bucket/from or Ozone's /volume/bucket FROM TO.
         ShCommand::Key(KeyCmd::Rename { .. }) => None,
         ShCommand::Key(_) => Some((3, "/volume/bucket/key")),
+        ShCommand::S3(_) => None,
     }
 }
 
@@ -472,7 +518,7 @@ pub async fn run(args: &ShArgs) -> Outcome {
 
 /// Runs one `stratos sh` command on `runtime`; returns what to print.
 pub async fn run_on(runtime: Rc<dyn Runtime>, args: &ShArgs) -> Outcome {
-    let user = args.user.clone().or_else(|| crate::env_nonempty("USER")).unwrap_or_else(|| "root".into());
+    let user = args.conn.user.clone().or_else(|| crate::env_nonempty("USER")).unwrap_or_else(|| "root".into());
     // A mistyped path is told at once, not after connecting (or failing to).
     if let Some(path) = first_path(&args.command) {
         match path_form(&args.command) {
@@ -487,11 +533,30 @@ pub async fn run_on(runtime: Rc<dyn Runtime>, args: &ShArgs) -> Outcome {
     crate::tls::use_client_env().map_err(|e| e.to_string())?;
     let addr = om_address(args, first_path(&args.command));
     let c = Client::connect_on(runtime, &addr, &user).await.map_err(err)?;
-    c.set_call_deadline(std::time::Duration::from_secs(args.timeout));
+    c.set_call_deadline(std::time::Duration::from_secs(args.conn.timeout));
     match &args.command {
         ShCommand::Volume(v) => volume(&c, &user, v).await,
         ShCommand::Bucket(b) => bucket(&c, b).await,
         ShCommand::Key(k) => key(&c, k).await,
+        ShCommand::S3(s) => s3(&c, s).await,
+    }
+}
+
+/// `s3 getsecret` and `s3 revokesecret`. No user named: the caller (the server resolves it: with
+/// TLS, the certificate's user, whatever `--user` says).
+async fn s3(c: &Client, cmd: &S3Cmd) -> Outcome {
+    match cmd {
+        S3Cmd::Getsecret { username } => {
+            let done = c.submit(|op| op.init_get_s3_secret().set_access_id(username.as_deref().unwrap_or(""))).await.map_err(err)?;
+            match done {
+                crate::Done::S3Secret { access_id, secret } => Ok(Some(format!("awsAccessKey={access_id}\nawsSecret={secret}"))),
+                other => Err(format!("the OM answered {other:?}, not a secret")),
+            }
+        }
+        S3Cmd::Revokesecret { username } => {
+            c.submit(|op| op.init_revoke_s3_secret().set_access_id(username.as_deref().unwrap_or(""))).await.map_err(err)?;
+            Ok(Some("S3 secret revoked".into()))
+        }
     }
 }
 

@@ -75,6 +75,7 @@ enum Status {
   malformed @17;          # the request broke a wire rule
   internal @18;
   keyBusy @19;            # the key is being renamed to another shard: retry in a moment
+  s3SecretNotFound @20;   # the access key has no S3 secret (revoked, or never made)
 }
 
 struct Error {
@@ -289,6 +290,16 @@ struct Operation {
       key @60 :Text;
       openId @61 :UInt64;
     }
+    # The S3 secret of an access key (a principal's name; Ozone's `s3 getsecret`): the one it
+    # has, else a new one the OM makes. The principal itself or an administrator. Answered
+    # with `s3Secret`.
+    getS3Secret :group {
+      accessId @62 :Text;
+    }
+    # Forgets an access key's S3 secret (`s3 revokesecret`); `s3SecretNotFound` if none.
+    revokeS3Secret :group {
+      accessId @63 :Text;
+    }
   }
 }
 
@@ -325,6 +336,10 @@ struct Outcome {
     keysDeleted :group {
       deleted @8 :UInt64;
       missing @9 :List(Text);
+    }
+    s3Secret :group {
+      accessId @10 :Text;
+      secret @11 :Text;
     }
   }
 }

@@ -38,6 +38,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// The client shell, in `ozone sh` forms: `stratos sh volume create /vol1`, …
     Sh(stratos_client::sh::ShArgs),
+    /// S3 credentials, in `ozone s3` forms: `stratos s3 getsecret`, `stratos s3 revokesecret`.
+    S3(stratos_client::sh::S3Args),
     /// Cluster administration: `status` (every group's leader, term, commit and applied index,
     /// replica lag), `transfer GROUP NODE` (move a group's leadership), `add` and `remove`
     /// (membership changes).
@@ -85,6 +87,13 @@ fn main() -> anyhow::Result<()> {
             let tls = security(c.tls.is_some());
             stratos_datanode::run(c, move |r| println!("stratos datanode ready: rpc {} id {} {tls}", r.rpc, r.id))?;
             eprintln!("stratos datanode: stopped cleanly");
+        }
+        Command::S3(a) => {
+            let a = a.into_sh();
+            match on_client_executor(move || async move { stratos_client::sh::run(&a).await })? {
+                Ok(text) => text.iter().for_each(|t| print_out(&format!("{t}\n"))),
+                Err(line) => fail(&line),
+            }
         }
         Command::Sh(a) => match on_client_executor(move || async move { stratos_client::sh::run(&a).await })? {
             Ok(text) => text.iter().for_each(|t| print_out(&format!("{t}\n"))),

@@ -101,6 +101,32 @@ fn the_caller_is_the_certificate_and_strangers_are_refused_saying_why() {
     let (ok, out, _) = sh(&rpc, Some(&alice), "alice", &["key", "info", "/vola/bk1/k"]);
     assert!(ok, "alice's key is still there: {out}");
 
+    // S3 secrets (issue 21): alice's own, the same on a second ask, made by the OM; bob cannot
+    // read hers, root can; revoked, it is gone, and the next one is new.
+    let secret_of = |out: &str| out.lines().find_map(|l| l.strip_prefix("awsSecret=")).map(str::to_string);
+    let (ok, first, _) = sh(&rpc, Some(&alice), "root", &["s3", "getsecret"]);
+    assert!(ok && first.contains("awsAccessKey=alice"), "alice's getsecret: {first}");
+    let secret = secret_of(&first).expect("a secret");
+    assert!(secret.len() == 40 && secret.bytes().all(|b| b.is_ascii_alphanumeric()), "{secret}");
+    let again = Command::new(BIN)
+        .args(["s3", "getsecret", "--om", &rpc])
+        .env("STRATOS_CA", &alice.ca)
+        .env("STRATOS_CERT", &alice.cert.as_ref().expect("cert").0)
+        .env("STRATOS_KEY", &alice.cert.as_ref().expect("cert").1)
+        .output()
+        .expect("stratos s3 getsecret");
+    assert_eq!(secret_of(&String::from_utf8_lossy(&again.stdout)), Some(secret.clone()), "`stratos s3 getsecret` gives the same secret again");
+    let (ok, out, _) = sh(&rpc, Some(&bob), "bob", &["s3", "getsecret", "--username", "alice"]);
+    assert!(!ok && out.contains("PERMISSION_DENIED"), "bob asks for alice's secret: {out}");
+    let (ok, out, _) = sh(&rpc, Some(&root), "root", &["s3", "getsecret", "-u", "alice"]);
+    assert!(ok && secret_of(&out) == Some(secret.clone()), "an administrator reads it: {out}");
+    let (ok, out, _) = sh(&rpc, Some(&alice), "alice", &["s3", "revokesecret"]);
+    assert!(ok, "{out}");
+    let (ok, out, _) = sh(&rpc, Some(&alice), "alice", &["s3", "revokesecret"]);
+    assert!(!ok && out.contains("S3_SECRET_NOT_FOUND"), "{out}");
+    let (ok, out, _) = sh(&rpc, Some(&alice), "alice", &["s3", "getsecret"]);
+    assert!(ok && secret_of(&out).is_some_and(|s| s != secret), "a new secret after the revoke: {out}");
+
     // A datanode's certificate is no administrator of the OM.
     let out = Command::new(BIN)
         .args(["admin", "--om", &rpc, "--user", "root", "status"])

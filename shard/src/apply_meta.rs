@@ -336,3 +336,39 @@ impl ShardState {
     }
 }
 
+
+/// An S3 secret as the OM makes it: 40 characters of `[A-Za-z0-9]` (AWS's secrets are 40 of
+/// base64; these carry 238 bits).
+pub const S3_SECRET_CHARS: usize = 40;
+
+impl ShardState {
+    pub(crate) fn get_s3_secret(&mut self, p: &Principal, access_id: &str, fresh: &str) -> Outcome {
+        // No access key named: the caller's.
+        let access_id = if access_id.is_empty() { p.user.as_str() } else { access_id };
+        if p.user != access_id && !p.admin {
+            return Err(denied(p, "get another user's S3 secret"));
+        }
+        check_user_name("access key id", access_id)?;
+        if fresh.len() != S3_SECRET_CHARS || !fresh.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(OmError::InvalidArgument(format!("an S3 secret is {S3_SECRET_CHARS} letters and digits")));
+        }
+        let secret = self.s3_secrets.entry(access_id.to_string()).or_insert_with(|| fresh.to_string()).clone();
+        Ok(Reply::S3Secret { access_id: access_id.to_string(), secret })
+    }
+
+    pub(crate) fn revoke_s3_secret(&mut self, p: &Principal, access_id: &str) -> Outcome {
+        let access_id = if access_id.is_empty() { p.user.as_str() } else { access_id };
+        if p.user != access_id && !p.admin {
+            return Err(denied(p, "revoke another user's S3 secret"));
+        }
+        match self.s3_secrets.remove(access_id) {
+            Some(_) => Ok(Reply::Done),
+            None => Err(OmError::S3SecretNotFound(access_id.to_string())),
+        }
+    }
+
+    /// The S3 secret of `access_id`, if it has one (the gateway's lookup).
+    pub fn s3_secret(&self, access_id: &str) -> Option<&str> {
+        self.s3_secrets.get(access_id).map(String::as_str)
+    }
+}

@@ -239,6 +239,14 @@ pub enum Op {
     /// since (`version` still the grant's). Replies `Allowance`: the grant as it stands.
     /// OM-internal.
     LowerGrant { scope: u64, shard: u32, bytes: u64, keys: u64, version: u64 },
+    /// Meta group: the S3 secret of access key `access_id` (a principal's name, as Ozone's
+    /// `s3 getsecret` makes it): the one it has, else `fresh` (chosen by the proposing OM, so
+    /// that applying stays deterministic), kept. The principal itself or an administrator.
+    /// Replies `S3Secret`.
+    GetS3Secret { access_id: String, fresh: String },
+    /// Meta group: forgets `access_id`'s S3 secret (`s3 revokesecret`); its signatures stop
+    /// verifying. The principal itself or an administrator. Replies `Done`.
+    RevokeS3Secret { access_id: String },
 }
 
 impl Op {

@@ -44,6 +44,8 @@ pub enum OmError {
     /// the leader asks the meta group for more (OM-internal: never a client's answer).
     #[error("this shard's quota allowance for object {scope} is too small: {bytes} bytes and {keys} keys needed")]
     NeedsAllowance { scope: u64, bytes: u64, keys: u64, adding_bytes: u64, adding_keys: u64 },
+    #[error("no S3 secret for {0}")]
+    S3SecretNotFound(String),
 }
 
 /// A successful outcome.
@@ -64,6 +66,8 @@ pub enum Reply {
     Allowance { allowance: crate::command::Allowance },
     /// The meta group's grant (`GrantQuota`) for `scope`, and the other shards' grants summed.
     Granted { scope: u64, allowance: crate::command::Allowance, others_bytes: u64, others_keys: u64 },
+    /// An S3 access key and its secret (`GetS3Secret`).
+    S3Secret { access_id: String, secret: String },
 }
 
 pub type Outcome = Result<Reply, OmError>;

@@ -1,13 +1,13 @@
 //! Snapshots: the whole shard as a stream of checksummed frames, written a step at a time while
 //! applies go on, and read back frame by frame.
 //!
-//! File format (little-endian): a 32-byte header, magic `STRATOSS` | format version u32 (7) |
+//! File format (little-endian): a 32-byte header, magic `STRATOSS` | format version u32 (8) |
 //! 20 zero bytes; then frames, each `kind u32 | count u32 | len u32 | crc32 u32 | payload`, the
 //! crc covering the frame's first 12 bytes and its payload, the payload `len` bytes, a multiple
 //! of 8. Kinds, in the order they must appear:
 //! - 1, the small state: an rkyv image (`count` bytes of the payload) of the group id and its
 //!   object sequence, the counters, usage, retry sessions, bucket facts, cross-shard renames
-//!   and quota allowances and grants;
+//!   quota allowances and grants, and S3 secrets;
 //! - 2 volumes, 3 buckets, 4 keys (the payload starts with the bucket id, u64; one bucket's
 //!   frames together, buckets ascending), 5 open keys, 6 deleted blocks: `count` entries, each
 //!   the entry's own words (`[key_len u32 | record_len u32]`, the key padded to 8 bytes, the
@@ -53,7 +53,8 @@ const MAGIC: [u8; 8] = *b"STRATOSS";
 /// 6: a remembered outcome holds its log index and time (the retry window is a time), and a
 /// session the highest request id it forgot.
 /// 7: quota allowances (key shards) and grants (the meta group) in the small state.
-pub const VERSION: u32 = 7;
+/// 8: S3 secrets (the meta group) in the small state.
+pub const VERSION: u32 = 8;
 const HEADER_BYTES: usize = 32;
 const FRAME_HEADER_BYTES: usize = 16;
 /// Entries per frame at most (and the default step budget): ≈ 2-3 MiB of 40-byte-named keys.
@@ -86,6 +87,7 @@ struct Small {
     renames_in: Vec<(u32, u64, RenameArrival)>,
     allowances: Vec<(u64, Allowance)>,
     grants: Vec<(u64, u32, Grant)>,
+    s3_secrets: Vec<(String, String)>,
 }
 
 /// Why snapshot bytes could not be loaded.
@@ -203,6 +205,7 @@ impl ShardState {
             renames_in: self.renames_in.iter().map(|((s, t), a)| (*s, *t, a.clone())).collect(),
             allowances: self.allowances.iter().map(|(k, a)| (*k, *a)).collect(),
             grants: self.grants.iter().map(|((k, s), a)| (*k, *s, *a)).collect(),
+            s3_secrets: self.s3_secrets.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         };
         let bytes = rkyv::to_bytes::<rancor::Error>(&small).expect("serializing into memory cannot fail");
         let start = out.len();
@@ -545,6 +548,7 @@ fn small_state(payload: &[u8]) -> Result<ShardState, String> {
         renames_in: small.renames_in.into_iter().map(|(s, t, a)| ((s, t), a)).collect(),
         allowances: small.allowances.into_iter().collect(),
         grants: small.grants.into_iter().map(|(k, s, a)| ((k, s), a)).collect(),
+        s3_secrets: small.s3_secrets.into_iter().collect(),
         ..ShardState::default()
     })
 }

@@ -155,6 +155,8 @@ pub struct ShardState {
     pub(crate) allowances: BTreeMap<u64, Allowance>,
     /// Meta group: the allowances granted, by (scope, key shard group).
     pub(crate) grants: BTreeMap<(u64, u32), Grant>,
+    /// Meta group: S3 secrets by access key id (a principal's name; Ozone's s3SecretTable).
+    pub(crate) s3_secrets: BTreeMap<String, String>,
     /// The bucket facts carried by the command being applied (not state).
     pub(crate) carried: Option<BucketRef>,
     /// Reused serializer memory (not state).
@@ -403,6 +405,8 @@ impl ShardState {
                 self.grant_quota(p, volume, bucket.as_deref(), *shard, *want_bytes, *want_keys, *holding_bytes, *holding_keys)
             }
             Op::LowerGrant { scope, shard, bytes, keys, version } => self.lower_grant(p, *scope, *shard, *bytes, *keys, *version),
+            Op::GetS3Secret { access_id, fresh } => self.get_s3_secret(p, access_id, fresh),
+            Op::RevokeS3Secret { access_id } => self.revoke_s3_secret(p, access_id),
         }
     }
 

@@ -215,3 +215,32 @@ fn rights_are_named_as_ozone_names_them() {
     assert_eq!(rights::names(rights::READ | rights::LIST), "READ|LIST");
     assert_eq!(rights::names(0), "0x0");
 }
+
+/// S3 secrets (issue 21): a principal gets one secret and gets the same one again (the OM's
+/// fresh proposal is ignored once one exists); another user can neither read nor revoke it;
+/// an administrator can; a revoked secret is gone and the next one is new; the table is in
+/// snapshots and in the state hash.
+#[test]
+fn s3_secrets_are_per_principal_stable_and_revocable() {
+    let mut s = S::new();
+    let fresh = |c: char| c.to_string().repeat(40);
+    let get = |s: &mut S, who: Principal, id: &str, f: &str| s.run(who, Op::GetS3Secret { access_id: id.into(), fresh: f.into() });
+    let first = get(&mut s, Principal::user("alice"), "alice", &fresh('a'));
+    assert_eq!(first, Ok(Reply::S3Secret { access_id: "alice".into(), secret: fresh('a') }));
+    assert_eq!(get(&mut s, Principal::user("alice"), "alice", &fresh('b')), first, "the secret it has, not a new one");
+    assert_eq!(s.state.s3_secret("alice"), Some(fresh('a').as_str()));
+    let hash = s.state.state_hash();
+    let back = ShardState::load_snapshot(&s.state.snapshot()).expect("loads");
+    assert_eq!((back.s3_secret("alice"), back.state_hash()), (Some(fresh('a').as_str()), hash));
+
+    assert!(matches!(get(&mut s, Principal::user("bob"), "alice", &fresh('c')), Err(OmError::PermissionDenied { .. })));
+    assert!(matches!(s.run(Principal::user("bob"), Op::RevokeS3Secret { access_id: "alice".into() }), Err(OmError::PermissionDenied { .. })));
+    assert!(matches!(get(&mut s, Principal::user("bob"), "bob", "short"), Err(OmError::InvalidArgument(_))));
+    assert_eq!(get(&mut s, Principal::admin("root"), "alice", &fresh('d')), first, "an administrator reads it");
+
+    assert_eq!(s.run(Principal::user("alice"), Op::RevokeS3Secret { access_id: "alice".into() }), Ok(Reply::Done));
+    assert_ne!(s.state.state_hash(), hash);
+    assert_eq!(s.state.s3_secret("alice"), None);
+    assert_eq!(s.run(Principal::user("alice"), Op::RevokeS3Secret { access_id: "alice".into() }), Err(OmError::S3SecretNotFound("alice".into())));
+    assert_eq!(get(&mut s, Principal::user("alice"), "alice", &fresh('e')), Ok(Reply::S3Secret { access_id: "alice".into(), secret: fresh('e') }));
+}

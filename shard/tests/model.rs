@@ -107,6 +107,7 @@ fn code(o: &Outcome) -> &'static str {
             OmError::RetryTooOld { .. } => "RetryTooOld",
             OmError::KeyBusy(_) => "KeyBusy",
             OmError::NeedsAllowance { .. } => "NeedsAllowance",
+            OmError::S3SecretNotFound(_) => "S3SecretNotFound",
         },
     }
 }

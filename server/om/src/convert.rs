@@ -68,10 +68,28 @@ pub fn status_of(e: &OmError) -> Status {
         OmError::PermissionDenied { .. } => Status::PermissionDenied,
         OmError::RetryTooOld { .. } => Status::RetryTooOld,
         OmError::KeyBusy(_) => Status::KeyBusy,
+        OmError::S3SecretNotFound(_) => Status::S3SecretNotFound,
         // OM-internal (the leader obtains more and proposes again); never a client's answer,
         // but if it were, the commit was not applied: retry.
         OmError::NeedsAllowance { .. } => Status::Unavailable,
     }
+}
+
+/// An access key id: a user's name, or empty for the caller.
+fn access_id(t: capnp::Result<text::Reader<'_>>) -> Result<String, WireError> {
+    let s = text(t, "access key id", USER_NAME_BYTES_MAX + 1)?;
+    if !s.is_empty() {
+        check_user_name("access key id", &s)?;
+    }
+    Ok(s)
+}
+
+/// A new S3 secret: 40 letters and digits from the OS's generator (≈ 238 bits).
+fn fresh_s3_secret() -> String {
+    use rand::RngExt;
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..stratos_shard::S3_SECRET_CHARS).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
 }
 
 /// A bounded UTF-8 text field: too long is INVALID_ARGUMENT, not UTF-8 is INVALID_NAME.
@@ -297,6 +315,10 @@ pub fn operation(r: om_capnp::operation::Reader<'_>, now_ms: u64, open_key_ttl_m
             let target = key_target(&volume, &bucket, &key);
             (Op::CommitKey { volume, bucket, key, open_id: g.get_open_id(), data_size: g.get_data_size(), blocks: blocks(g.get_blocks())? }, target)
         }
+        // The secret a new access key gets is made here, by the OM that proposes it (applying
+        // must be deterministic); an access key that has one keeps it.
+        Which::GetS3Secret(g) => (Op::GetS3Secret { access_id: access_id(g.get_access_id())?, fresh: fresh_s3_secret() }, Target::Meta),
+        Which::RevokeS3Secret(g) => (Op::RevokeS3Secret { access_id: access_id(g.get_access_id())? }, Target::Meta),
         Which::AbortKey(g) => {
             let (volume, bucket, key) = (volume_name(g.get_volume())?, bucket_name(g.get_bucket())?, key_name(g.get_key())?);
             let target = key_target(&volume, &bucket, &key);
@@ -386,6 +408,11 @@ pub fn set_outcome(mut b: om_capnp::outcome::Builder<'_>, o: &Result<Reply, Wire
             let mut k = b.init_key_committed();
             k.set_object_id(*object_id);
             k.set_replaced(*replaced);
+        }
+        Ok(Reply::S3Secret { access_id, secret }) => {
+            let mut s = b.init_s3_secret();
+            s.set_access_id(access_id.as_str());
+            s.set_secret(secret.as_str());
         }
         Ok(Reply::KeysDeleted { deleted, missing }) => {
             let mut k = b.init_keys_deleted();

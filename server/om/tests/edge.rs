@@ -143,15 +143,17 @@ fn samples() -> Vec<Vec<u8>> {
             g.set_key("photos/2026/cat.jpg");
             g.set_open_id(42 << 8);
         }),
+        message(|op| op.init_get_s3_secret().set_access_id("alice")),
+        message(|op| op.init_revoke_s3_secret().set_access_id("")),
     ]
 }
 
 /// The wire's operation kinds. `wire_kind`'s match is exhaustive: a kind added to om.capnp
 /// does not compile there until it is named, and once it is named here
 /// `valid_messages_of_every_shape_pass_the_edge` wants a sample of it.
-const WIRE_KINDS: [&str; 14] = [
+const WIRE_KINDS: [&str; 16] = [
     "createVolume", "deleteVolume", "setVolumeOwner", "setVolumeQuota", "createBucket", "deleteBucket", "setBucketProperty",
-    "openKey", "allocateBlock", "commitKey", "deleteKey", "deleteKeys", "renameKey", "abortKey",
+    "openKey", "allocateBlock", "commitKey", "deleteKey", "deleteKeys", "renameKey", "abortKey", "getS3Secret", "revokeS3Secret",
 ];
 
 fn wire_kind(bytes: &[u8]) -> &'static str {
@@ -172,6 +174,8 @@ fn wire_kind(bytes: &[u8]) -> &'static str {
         W::DeleteKeys(_) => "deleteKeys",
         W::RenameKey(_) => "renameKey",
         W::AbortKey(_) => "abortKey",
+        W::GetS3Secret(_) => "getS3Secret",
+        W::RevokeS3Secret(_) => "revokeS3Secret",
     }
 }
 
@@ -192,6 +196,8 @@ fn op_kind(op: &Op) -> (&'static str, bool) {
         Op::DeleteKeys { .. } => ("deleteKeys", false),
         Op::RenameKey { .. } => ("renameKey", false),
         Op::AbortKey { .. } => ("abortKey", false),
+        Op::GetS3Secret { .. } => ("getS3Secret", true),
+        Op::RevokeS3Secret { .. } => ("revokeS3Secret", true),
         other => panic!("the wire edge made an internal command: {other:?}"),
     }
 }
