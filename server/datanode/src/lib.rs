@@ -96,6 +96,8 @@ impl Datanode {
     /// final: the start fails with the SCM's reason rather than retrying for ever.
     async fn register(&self) -> anyhow::Result<()> {
         let mut delay = Duration::from_millis(100);
+        // Plain connections the SCM ended at once, in a row (see below).
+        let mut cut_at_once = 0;
         loop {
             let r = async {
                 let scm = self.scm.get().await.map_err(|e| match e {
@@ -112,8 +114,9 @@ impl Datanode {
                         Some(why) => Err(anyhow::anyhow!("{why}")),
                         None if text.contains("permission denied") => Err(anyhow::anyhow!("{text}")),
                         // A TLS server closes a plain connection at its first bytes: every try
-                        // would end the same way.
-                        None if plain && e.kind == capnp::ErrorKind::PrematureEndOfFile => {
+                        // would end the same way. Three in a row, not one: an SCM killed
+                        // mid-answer ends a connection so once.
+                        None if plain && e.kind == capnp::ErrorKind::PrematureEndOfFile && cut_at_once >= 2 => {
                             Err(anyhow::anyhow!("{text}: the SCM closed the connection at once; it requires TLS, so give this datanode --tls-ca, --tls-cert and --tls-key"))
                         }
                         None => Ok(anyhow::anyhow!("{text}")),
@@ -129,7 +132,10 @@ impl Datanode {
             .await;
             let r = match r {
                 Err(Err(fatal)) => return Err(fatal.context(format!("registering with the SCM at {}", self.cfg.scm_address))),
-                Err(Ok(e)) => Err(e),
+                Err(Ok(e)) => {
+                    cut_at_once = if e.to_string().contains("Premature end of file") { cut_at_once + 1 } else { 0 };
+                    Err(e)
+                }
                 Ok(id) => Ok(id),
             };
             match r {
