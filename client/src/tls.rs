@@ -312,10 +312,15 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// A server's configuration: its certificate, and client certificates required and checked
 /// against the cluster CA (validity dates included).
 pub fn server_config(files: &Files) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    server_config_with(files, true)
+}
+
+/// [`server_config`], with client certificates required or, `!required`, checked when given.
+fn server_config_with(files: &Files, required: bool) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let (roots, chain, key) = files.load()?;
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-        .build()
-        .map_err(|e| TlsError::Invalid(format!("{}: {e}", files.ca.display())))?;
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+    let builder = if required { builder } else { builder.allow_unauthenticated() };
+    let verifier = builder.build().map_err(|e| TlsError::Invalid(format!("{}: {e}", files.ca.display())))?;
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -385,17 +390,7 @@ impl NodeTls {
                 role.as_str()
             )));
         }
-        let (roots, chain, key) = files.load()?;
-        let http_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| TlsError::Invalid(format!("{}: {e}", files.ca.display())))?;
-        let http = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
-            .with_client_cert_verifier(http_verifier)
-            .with_single_cert(chain, key)
-            .map_err(|e| key_error(files, e))?;
-        Ok(NodeTls { files: files.clone(), server: server_config(files)?, http: Arc::new(http), client: client_config(files)? })
+        Ok(NodeTls { files: files.clone(), server: server_config(files)?, http: server_config_with(files, false)?, client: client_config(files)? })
     }
 }
 

@@ -65,6 +65,15 @@ fn dev_certificates(dir: &std::path::Path, om_nodes: u64, datanodes: usize, user
     Ok(tls::Files::in_dir(&tls_dir, user))
 }
 
+/// A node's `--tls-ca`, `--tls-cert`, `--tls-key` in a secured dev cluster (`tls`: the
+/// caller's files, for the CA's path): the certificate named `name` in `DIR/tls`. None without
+/// TLS.
+fn tls_flags(dir: &std::path::Path, tls: Option<&stratos_common::tls::Files>, name: &str) -> Vec<String> {
+    let Some(f) = tls else { return Vec::new() };
+    let node = stratos_common::tls::Files::in_dir(&dir.join("tls"), name);
+    vec!["--tls-ca".into(), f.ca.display().to_string(), "--tls-cert".into(), node.cert.display().to_string(), "--tls-key".into(), node.key.display().to_string()]
+}
+
 /// The line that gives a shell what a client of this cluster needs.
 fn client_env(om: &str, files: Option<&stratos_common::tls::Files>) -> String {
     match files {
@@ -235,18 +244,12 @@ pub fn dev(a: DevArgs) -> anyhow::Result<()> {
     if a.datanodes > 0 {
         let scm_addr = format!("127.0.0.1:{}", shifted(9863, a.base_port)?);
         let d = |p: &str| dir.join(p).display().to_string();
-        // Each node's TLS flags: its own certificate, the cluster's CA.
-        let tls_flags = |name: &str| -> Vec<String> {
-            let Some(f) = &tls else { return Vec::new() };
-            let node = stratos_common::tls::Files::in_dir(&dir.join("tls"), name);
-            vec!["--tls-ca".into(), f.ca.display().to_string(), "--tls-cert".into(), node.cert.display().to_string(), "--tls-key".into(), node.key.display().to_string()]
-        };
         let mut scm_args: Vec<String> = vec!["scm".into(), "--data-dir".into(), d("scm"), "--rpc-address".into(), scm_addr.clone(), "--dead-after-ms".into(), "10000".into()];
-        scm_args.extend(tls_flags("scm"));
+        scm_args.extend(tls_flags(&dir, tls.as_ref(), "scm"));
         start_child(&mut children, "scm", &scm_args)?;
         for i in 0..a.datanodes {
             let mut args: Vec<String> = vec!["datanode".into(), "--data-dir".into(), d(&format!("dn{i}")), "--rpc-address".into(), "127.0.0.1:0".into(), "--scm".into(), scm_addr.clone(), "--heartbeat-ms".into(), "1000".into()];
-            args.extend(tls_flags(&format!("dn-{i}")));
+            args.extend(tls_flags(&dir, tls.as_ref(), &format!("dn-{i}")));
             let line = start_child(&mut children, &format!("datanode {i}"), &args)?;
             eprintln!("stratos dev: datanode {i} at {}", field(&line, "rpc").unwrap_or("?"));
         }
@@ -303,10 +306,7 @@ fn dev_cluster(a: &DevArgs, dir: &std::path::Path, c: &OmConfig, mut children: C
         for p in &peers {
             args.extend(["--peer".into(), p.clone()]);
         }
-        if let Some(f) = tls {
-            let node = stratos_common::tls::Files::in_dir(&dir.join("tls"), &format!("om-{i}"));
-            args.extend(["--tls-ca".into(), f.ca.display().to_string(), "--tls-cert".into(), node.cert.display().to_string(), "--tls-key".into(), node.key.display().to_string()]);
-        }
+        args.extend(tls_flags(dir, tls, &format!("om-{i}")));
         // All nodes start before any is awaited: each needs a majority to elect leaders.
         pending.push((i, spawn_child(&mut children, &format!("om {i}"), &args)?));
     }

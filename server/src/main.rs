@@ -64,6 +64,15 @@ fn security(tls: bool) -> &'static str {
     }
 }
 
+/// Runs one `stratos sh` (or `stratos s3`) command and prints what it says.
+fn sh(a: stratos_client::sh::ShArgs) -> anyhow::Result<()> {
+    match on_client_executor(move || async move { stratos_client::sh::run(&a).await })? {
+        Ok(text) => text.iter().for_each(|t| print_out(&format!("{t}\n"))),
+        Err(line) => fail(&line),
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -88,17 +97,8 @@ fn main() -> anyhow::Result<()> {
             stratos_datanode::run(c, move |r| println!("stratos datanode ready: rpc {} id {} {tls}", r.rpc, r.id))?;
             eprintln!("stratos datanode: stopped cleanly");
         }
-        Command::S3(a) => {
-            let a = a.into_sh();
-            match on_client_executor(move || async move { stratos_client::sh::run(&a).await })? {
-                Ok(text) => text.iter().for_each(|t| print_out(&format!("{t}\n"))),
-                Err(line) => fail(&line),
-            }
-        }
-        Command::Sh(a) => match on_client_executor(move || async move { stratos_client::sh::run(&a).await })? {
-            Ok(text) => text.iter().for_each(|t| print_out(&format!("{t}\n"))),
-            Err(line) => fail(&line),
-        },
+        Command::S3(a) => sh(a.into_sh())?,
+        Command::Sh(a) => sh(a)?,
         Command::Admin(a) => match on_client_executor(move || async move { stratos_client::admin::run(&a).await })? {
             Ok(text) => print_out(&text),
             Err(line) => fail(&format!("stratos admin: {line}")),
