@@ -85,7 +85,7 @@ pub enum CertCommand {
         /// The CA's directory (`ca init --dir`).
         #[arg(long)]
         ca: std::path::PathBuf,
-        /// om, scm, datanode or user.
+        /// om, scm, datanode, s3g (the S3 gateway) or user.
         #[arg(long)]
         role: String,
         /// The user's name, or the node's (om-1, scm, dn-2).

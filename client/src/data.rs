@@ -594,11 +594,12 @@ async fn put_opened(
 }
 
 /// A write token's max length (the block size), read from its clear-text payload.
-fn token_max_length(token: &[u8]) -> Option<u64> {
+pub fn token_max_length(token: &[u8]) -> Option<u64> {
     token.get(30..38).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
 }
 
-async fn allocate(c: &Client, volume: &str, bucket: &str, key: &str, open_id: u64, exclude: &BTreeSet<u64>) -> Result<Block, DataError> {
+/// A new block for open key `open_id` of `/volume/bucket/key`, on datanodes not in `exclude`.
+pub async fn allocate(c: &Client, volume: &str, bucket: &str, key: &str, open_id: u64, exclude: &BTreeSet<u64>) -> Result<Block, DataError> {
     let done = c
         .submit(|op| {
             let mut a = op.init_allocate_block();

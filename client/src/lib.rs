@@ -133,6 +133,7 @@ pub fn status_name(s: Status) -> &'static str {
         Status::RetryTooOld => "RETRY_TOO_OLD",
         Status::KeyBusy => "KEY_BUSY",
         Status::S3SecretNotFound => "S3_SECRET_NOT_FOUND",
+        Status::PreconditionFailed => "PRECONDITION_FAILED",
         Status::NotLeader => "NOT_LEADER",
         Status::Unavailable => "UNAVAILABLE",
         Status::Malformed => "MALFORMED",
@@ -432,6 +433,7 @@ fn single_key(op: om_capnp::operation::Reader<'_>) -> Option<(&str, &str, &str)>
         Which::AllocateBlock(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
         Which::DeleteKey(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
         Which::AbortKey(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
+        Which::SetKeyMetadata(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
         _ => None,
     }
 }
@@ -465,6 +467,49 @@ impl Client {
         // Non-zero and random per client: together with request ids it names a request forever.
         let client_id = rand::random::<u64>() | 1;
         Ok(Client { runtime, addrs, current: Cell::new(index), om: std::cell::RefCell::new(om), client_id, next_request: Cell::new(1), meta_index: Cell::new(0), user: user.to_string(), attempts_max: Cell::new(ATTEMPTS_MAX), call_deadline: Cell::new(CALL_DEADLINE), routes: Default::default(), conns: Default::default() })
+    }
+
+    /// A client for `user` on this client's connections (a gateway acting for the principals
+    /// it authenticated: the OM takes the header's user only from a caller it trusts to name
+    /// one, an S3 gateway's certificate, or from anyone on a node without TLS). Its own client
+    /// id, so its own retry sessions; keep one per user rather than one per request.
+    pub fn as_user(&self, user: &str) -> Client {
+        Client {
+            runtime: self.runtime.clone(),
+            addrs: self.addrs.clone(),
+            current: Cell::new(self.current.get()),
+            om: std::cell::RefCell::new(self.om()),
+            client_id: rand::random::<u64>() | 1,
+            next_request: Cell::new(1),
+            meta_index: Cell::new(self.meta_index.get()),
+            user: user.to_string(),
+            attempts_max: Cell::new(self.attempts_max.get()),
+            call_deadline: Cell::new(self.call_deadline.get()),
+            routes: Default::default(),
+            conns: std::cell::RefCell::new(self.conns.borrow().clone()),
+        }
+    }
+
+    /// The user this client calls as (the header's; a TLS node takes its certificate's).
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The S3 secret of access key `access_id`, read (never made): for the S3 gateway's
+    /// certificate or an administrator. `S3_SECRET_NOT_FOUND` if there is none.
+    pub async fn s3_secret(&self, access_id: &str) -> Result<String, ClientError> {
+        self.call(async |om| {
+            let mut req = om.s3_secret_request();
+            self.set_header(req.get().init_header(), 0);
+            req.get().set_access_id(access_id);
+            let reply = req.send().promise.await?;
+            let r = reply.get()?;
+            if r.has_error() {
+                return Err(om_error(r.get_error()?));
+            }
+            Ok(r.get_secret()?.to_str().map_err(|e| ClientError::Rpc(e.into()))?.to_string())
+        })
+        .await
     }
 
     /// How many times a call is tried at most (default [`ATTEMPTS_MAX`]; 1: never retried,

@@ -34,6 +34,9 @@ pub enum Role {
     Scm,
     Datanode,
     User,
+    /// The S3 gateway: acts for the principal whose S3 signature it verified (the OM takes the
+    /// request header's user from it) and may read S3 secrets.
+    S3g,
 }
 
 impl Role {
@@ -43,6 +46,7 @@ impl Role {
             Role::Scm => "scm",
             Role::Datanode => "datanode",
             Role::User => "user",
+            Role::S3g => "s3g",
         }
     }
 
@@ -52,7 +56,8 @@ impl Role {
             "scm" => Ok(Role::Scm),
             "datanode" => Ok(Role::Datanode),
             "user" => Ok(Role::User),
-            _ => Err(TlsError::Invalid(format!("role {s:?}: one of om, scm, datanode, user"))),
+            "s3g" => Ok(Role::S3g),
+            _ => Err(TlsError::Invalid(format!("role {s:?}: one of om, scm, datanode, s3g, user"))),
         }
     }
 }

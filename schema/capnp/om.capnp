@@ -76,6 +76,7 @@ enum Status {
   internal @18;
   keyBusy @19;            # the key is being renamed to another shard: retry in a moment
   s3SecretNotFound @20;   # the access key has no S3 secret (revoked, or never made)
+  preconditionFailed @21; # a conditional write's condition did not hold (nothing changed)
 }
 
 struct Error {
@@ -256,6 +257,11 @@ struct Operation {
     # Makes the open key visible with the blocks written (a subset of those allocated, each with
     # its written length; dataSize is their sum). A key of no blocks and dataSize 0 is valid
     # (an empty object). An existing key is replaced.
+    # `metadata`: pairs set over the open key's (what is known only once the data is written,
+    # as S3's ETag). `ifAbsent`: only if no key of this name exists; `ifMatch` (set): only if the
+    # key exists with this metadata pair (S3's `If-None-Match: *` and `If-Match`). Checked when
+    # the commit applies, so of two racing conditional writers exactly one wins; otherwise
+    # `preconditionFailed` and nothing changes (the open key stays, for an abort).
     commitKey :group {
       volume @41 :Text;
       bucket @42 :Text;
@@ -263,6 +269,9 @@ struct Operation {
       openId @44 :UInt64;
       dataSize @45 :UInt64;
       blocks @46 :List(BlockLocation);
+      metadata @64 :List(MetadataPair);
+      ifAbsent @65 :Bool;
+      ifMatch @66 :MetadataPair;
     }
     deleteKey :group {
       volume @47 :Text;
@@ -299,6 +308,17 @@ struct Operation {
     # Forgets an access key's S3 secret (`s3 revokesecret`); `s3SecretNotFound` if none.
     revokeS3Secret :group {
       accessId @63 :Text;
+    }
+    # Changes a committed key's metadata in place (S3 object tagging): every pair whose name
+    # starts with `removePrefix` (if not empty) is dropped, then `set` is set over the rest. The
+    # data, blocks and modification time stay. `ifMatch` as in commitKey. Needs write rights.
+    setKeyMetadata :group {
+      volume @67 :Text;
+      bucket @68 :Text;
+      key @69 :Text;
+      set @70 :List(MetadataPair);
+      removePrefix @71 :Text;
+      ifMatch @72 :MetadataPair;
     }
   }
 }
@@ -401,6 +421,11 @@ interface OzoneManager {
   # (`stratos admin add|remove` does) until every group has the new membership.
   adminAddNode @13 (header :RequestHeader, node :UInt64, raftAddress :Text, rpcAddress :Text) -> (error :Error, changed :List(UInt32));
   adminRemoveNode @14 (header :RequestHeader, node :UInt64) -> (error :Error, changed :List(UInt32));
+
+  # The S3 secret of an access key, read (never made): for the S3 gateway, which verifies a
+  # request's signature with it. Only a caller with an `s3g` certificate, or an administrator;
+  # on a node without TLS, anyone (nothing is authenticated there). `s3SecretNotFound` if none.
+  s3Secret @15 (header :RequestHeader, accessId :Text) -> (error :Error, secret :Text);
 }
 
 struct GroupStatus {

@@ -34,6 +34,9 @@ pub struct DevArgs {
     /// reachable by others).
     #[arg(long)]
     insecure: bool,
+    /// Do not start the S3 gateway (`stratos s3g`, on port 9878 + --base-port).
+    #[arg(long)]
+    no_s3g: bool,
 }
 
 /// The certificates of a secured `stratos dev` in `DIR/tls`: the cluster CA, one certificate
@@ -51,6 +54,7 @@ fn dev_certificates(dir: &std::path::Path, om_nodes: u64, datanodes: usize, user
         wanted.push((tls::Role::Scm, "scm".into()));
     }
     wanted.extend((0..datanodes).map(|i| (tls::Role::Datanode, format!("dn-{i}"))));
+    wanted.push((tls::Role::S3g, "s3g".into()));
     wanted.push((tls::Role::User, user.to_string()));
     for (role, name) in wanted {
         if tls_dir.join(format!("{name}.pem")).exists() {
@@ -196,6 +200,18 @@ fn await_ready(name: &str, mut lines: ChildLines) -> anyhow::Result<String> {
     anyhow::bail!("{name} exited before it was ready")
 }
 
+/// Starts the S3 gateway for the OM nodes `om` (it connects to them on first use, so it may
+/// start before they serve); returns its URL.
+fn start_s3g(children: &mut Children, a: &DevArgs, dir: &std::path::Path, om: &str, tls: Option<&stratos_common::tls::Files>) -> anyhow::Result<Option<String>> {
+    if a.no_s3g {
+        return Ok(None);
+    }
+    let mut args: Vec<String> = vec!["s3g".into(), "--om".into(), om.to_string(), "--address".into(), format!("127.0.0.1:{}", shifted(9878, a.base_port)?)];
+    args.extend(tls_flags(dir, tls, "s3g"));
+    let line = start_child(children, "s3g", &args)?;
+    Ok(field(&line, "ready:").map(str::to_string))
+}
+
 /// The value after `key ` in a ready line (`… rpc 127.0.0.1:9863 …`).
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let mut words = line.split_whitespace();
@@ -261,15 +277,17 @@ pub fn dev(a: DevArgs) -> anyhow::Result<()> {
     if a.om_nodes > 1 {
         return dev_cluster(&a, &dir, &c, children, &data, tls.as_ref());
     }
+    let s3 = start_s3g(&mut children, &a, &dir, &c.rpc_address.to_string(), tls.as_ref())?;
     children.watch();
     let secured = if tls.is_some() { "TLS" } else { "insecure" };
     stratos_om::node::run(&c, |r| {
         println!(
-            "stratos dev ready: om {} (http {}), {} shards on {} cores, {data}, {secured}, data in {} — for clients: {}",
+            "stratos dev ready: om {} (http {}), {} shards on {} cores, {data}, s3 {}, {secured}, data in {} — for clients: {}",
             r.rpc,
             r.http.map_or_else(|| "off".to_string(), |h| h.to_string()),
             r.shards,
             r.cores,
+            s3.as_deref().unwrap_or("off"),
             dir.display(),
             client_env(&r.rpc.to_string(), tls.as_ref())
         );
@@ -315,10 +333,11 @@ fn dev_cluster(a: &DevArgs, dir: &std::path::Path, c: &OmConfig, mut children: C
         let line = await_ready(&format!("om {i}"), lines)?;
         rpcs.push(field(&line, "rpc").unwrap_or("?").to_string());
     }
-    children.watch();
     let om = rpcs.join(",");
+    let s3 = start_s3g(&mut children, a, dir, &om, tls)?;
+    children.watch();
     let secured = if tls.is_some() { "TLS" } else { "insecure" };
-    println!("stratos dev ready: {} OM nodes {om}, {data}, {secured}, data in {} — for clients: {}", a.om_nodes, dir.display(), client_env(&om, tls));
+    println!("stratos dev ready: {} OM nodes {om}, {data}, s3 {}, {secured}, data in {} — for clients: {}", a.om_nodes, s3.as_deref().unwrap_or("off"), dir.display(), client_env(&om, tls));
     stratos_common::process::install_signal_handlers();
     while !stratos_common::process::stop_requested() {
         std::thread::sleep(std::time::Duration::from_millis(100));

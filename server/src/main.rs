@@ -38,6 +38,9 @@ enum Command {
     Dev(dev::DevArgs),
     /// The client shell, in `ozone sh` forms: `stratos sh volume create /vol1`, …
     Sh(stratos_client::sh::ShArgs),
+    /// Run the S3 gateway (Ozone's s3g, port 9878): the S3 REST API over the OM and the
+    /// datanodes, for boto3, the AWS CLI and other S3 tools. Keys come from `stratos s3 getsecret`.
+    S3g(stratos_s3g::server::S3gArgs),
     /// S3 credentials, in `ozone s3` forms: `stratos s3 getsecret`, `stratos s3 revokesecret`.
     S3(stratos_client::sh::S3Args),
     /// Cluster administration: `status` (every group's leader, term, commit and applied index,
@@ -96,6 +99,14 @@ fn main() -> anyhow::Result<()> {
             let tls = security(c.tls.is_some());
             stratos_datanode::run(c, move |r| println!("stratos datanode ready: rpc {} id {} {tls}", r.rpc, r.id))?;
             eprintln!("stratos datanode: stopped cleanly");
+        }
+        Command::S3g(a) => {
+            stratos_s3g::server::run(&a, |r| {
+                let tls = security(r.tls);
+                let scheme = if r.https { "https" } else { "http" };
+                println!("stratos s3g ready: {scheme}://{} om {} cores {} {tls}", r.address, a.om, r.cores);
+            })?;
+            eprintln!("stratos s3g: stopped cleanly");
         }
         Command::S3(a) => sh(a.into_sh())?,
         Command::Sh(a) => sh(a)?,

@@ -281,7 +281,7 @@ fn malformed_and_oversized_messages_get_errors_and_the_server_keeps_serving() {
     om.ok(&["bucket", "create", "/okvol/okbkt"]);
     let long_key = format!("/okvol/okbkt/{}", "k".repeat(2000));
     om.fails(&["key", "info", &long_key], "INVALID_NAME");
-    assert_eq!(names(&om.ok(&["volume", "list"])), ["okvol"], "still serving");
+    assert_eq!(names(&om.ok(&["volume", "list"])).into_iter().filter(|v| v != "s3v").collect::<Vec<_>>(), ["okvol"], "still serving");
 }
 
 /// Renames within a shard and across shards (most renames: the namespace is hashed by key

@@ -1,7 +1,7 @@
 //! `apply` for keys: open, allocate, commit, delete, rename, expire.
 
 use crate::apply_meta::{check_metadata, deserialize_record};
-use crate::command::{BucketRef, Elsewhere, Principal};
+use crate::command::{BucketRef, Condition, Elsewhere, Principal};
 
 /// How a commit checks quotas.
 #[derive(Debug, Clone, Copy)]
@@ -130,6 +130,38 @@ impl ShardState {
         &mut self, ids: &mut Ids, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, key: &str,
         open_id: u64, data_size: u64, blocks: &[BlockLocation], limit: Limit,
     ) -> Outcome {
+        self.commit_key_with(ids, log_index, p, t, volume, bucket, key, open_id, data_size, blocks, limit, None)
+    }
+
+    /// Whether `condition` holds of `key`'s present version in bucket `bucket_id`.
+    fn check_condition(&self, bucket_id: u64, path: &dyn Fn() -> String, key: &str, condition: &Condition) -> Result<(), OmError> {
+        if *condition == Condition::Any {
+            return Ok(());
+        }
+        probe!(k = key);
+        let present = self.keys.get(&bucket_id).and_then(|s| s.get(&*k));
+        match (condition, present) {
+            (Condition::Any, _) | (Condition::Absent, None) => Ok(()),
+            (Condition::Absent, Some(_)) => Err(OmError::PreconditionFailed(format!("key {} exists", path()))),
+            (Condition::Matches(m), None) => Err(OmError::PreconditionFailed(format!("key {} does not exist (wanted {} = {:?})", path(), m.key, m.value))),
+            (Condition::Matches(m), Some(e)) => {
+                let r: &ArchivedKeyRecord = e.view();
+                if r.metadata.iter().any(|x| x.key.as_str() == m.key && x.value.as_str() == m.value) {
+                    Ok(())
+                } else {
+                    Err(OmError::PreconditionFailed(format!("key {} has no {} = {:?}", path(), m.key, m.value)))
+                }
+            }
+        }
+    }
+
+    /// [`Self::commit_key`] that also sets `extra`'s metadata over the open key's, if its
+    /// condition holds (`Op::CommitKeyWith`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn commit_key_with(
+        &mut self, ids: &mut Ids, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, key: &str,
+        open_id: u64, data_size: u64, blocks: &[BlockLocation], limit: Limit, extra: Option<(&[MetadataPair], &Condition)>,
+    ) -> Outcome {
         check_key_name(key)?;
         check_blocks(blocks)?;
         let facts = self.key_bucket(p, volume, bucket, rights::WRITE, "write keys in")?;
@@ -163,8 +195,14 @@ impl ShardState {
             .map(ArchivedBlockLocation::native)
             .collect();
         let (open_created, open_expires) = (open.created_ms.to_native(), open.expires_ms.to_native());
-        let metadata: Vec<MetadataPair> =
+        let mut metadata: Vec<MetadataPair> =
             open.metadata.iter().map(|m| MetadataPair { key: m.key.to_string(), value: m.value.to_string() }).collect();
+        if let Some((set, condition)) = extra {
+            check_metadata(set)?;
+            self.check_condition(facts.bucket_id, &path, key, condition)?;
+            set_over(&mut metadata, set);
+            check_metadata(&metadata)?;
+        }
 
         // One search of the (large) key set: put the new version in, look at what it replaced,
         // and put that back if a quota refuses the commit.
@@ -305,6 +343,34 @@ impl ShardState {
         Ok(Reply::Done)
     }
 
+    /// `Op::SetKeyMetadata`: the key's metadata changed in place (S3 tagging).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn set_key_metadata(
+        &mut self, log_index: u64, p: &Principal, volume: &str, bucket: &str, key: &str, set: &[MetadataPair], remove_prefix: &str,
+        condition: &Condition,
+    ) -> Outcome {
+        check_key_name(key)?;
+        check_metadata(set)?;
+        let facts = self.key_bucket(p, volume, bucket, rights::WRITE, "write keys in")?;
+        self.check_not_moving(facts.bucket_id, volume, bucket, key)?;
+        let path = || format!("{volume}/{bucket}/{key}");
+        self.check_condition(facts.bucket_id, &path, key, condition)?;
+        probe!(k = key);
+        let Some(old) = self.keys.get(&facts.bucket_id).and_then(|s| s.get(&*k)) else {
+            return Err(OmError::KeyNotFound(path()));
+        };
+        let mut rec: KeyRecord = deserialize_record(old.view::<ArchivedKeyRecord>());
+        if !remove_prefix.is_empty() {
+            rec.metadata.retain(|m| !m.key.starts_with(remove_prefix));
+        }
+        set_over(&mut rec.metadata, set);
+        check_metadata(&rec.metadata)?;
+        rec.update_id = log_index;
+        let e = self.entry_of(key.as_bytes(), &rec);
+        self.keys.get_mut(&facts.bucket_id).expect("looked up above").replace(e);
+        Ok(Reply::Done)
+    }
+
     pub(crate) fn expire_open_keys(&mut self, ids: &mut Ids, log_index: u64, t: u64, limit: u32) -> Reply {
         let limit = limit.min(EXPIRE_BATCH_MAX);
         let mut expired = 0u64;
@@ -347,3 +413,14 @@ impl ShardState {
         Ok(Reply::Done)
     }
 }
+
+/// Sets each of `set` over `metadata`: a pair of the same name is replaced, a new one added.
+fn set_over(metadata: &mut Vec<MetadataPair>, set: &[MetadataPair]) {
+    for m in set {
+        match metadata.iter_mut().find(|x| x.key == m.key) {
+            Some(x) => x.value.clone_from(&m.value),
+            None => metadata.push(m.clone()),
+        }
+    }
+}
+

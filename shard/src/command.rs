@@ -247,6 +247,38 @@ pub enum Op {
     /// Meta group: forgets `access_id`'s S3 secret (`s3 revokesecret`); its signatures stop
     /// verifying. The principal itself or an administrator. Replies `Done`.
     RevokeS3Secret { access_id: String },
+    /// `CommitKey` (or, `allowed`, `CommitKeyAllowed`) that also sets `metadata` over the open
+    /// key's (what is known once the data is written: S3's ETag) and applies only if
+    /// `condition` holds of the key's present version (S3's conditional PUT), else
+    /// `PreconditionFailed` and nothing changes. Checked at apply, in log order: of two racing
+    /// writers with `Absent`, exactly one wins.
+    CommitKeyWith {
+        volume: String,
+        bucket: String,
+        key: String,
+        open_id: u64,
+        data_size: u64,
+        blocks: Vec<BlockLocation>,
+        metadata: Vec<MetadataPair>,
+        condition: Condition,
+        allowed: bool,
+    },
+    /// Changes a committed key's metadata in place (S3 object tagging): drops the pairs whose
+    /// name starts with `remove_prefix` (none if empty), then sets `set` over the rest, if
+    /// `condition` holds. Blocks, size and times stay. Replies `Done`.
+    SetKeyMetadata { volume: String, bucket: String, key: String, set: Vec<MetadataPair>, remove_prefix: String, condition: Condition },
+}
+
+/// What must hold of a key's present version for a write to apply.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub enum Condition {
+    #[default]
+    Any,
+    /// No key of this name exists (S3's `If-None-Match: *`).
+    Absent,
+    /// The key exists and has this metadata pair (S3's `If-Match` on the ETag).
+    Matches(MetadataPair),
 }
 
 impl Op {

@@ -27,7 +27,7 @@ mod snapshot;
 mod state;
 pub mod table;
 
-pub use command::{Allowance, BucketRef, Grant, Command, CommandContext, DecodeError, Elsewhere, Op, Principal};
+pub use command::{Allowance, BucketRef, Condition, Grant, Command, CommandContext, DecodeError, Elsewhere, Op, Principal};
 pub use apply_meta::S3_SECRET_CHARS;
 pub use outcome::{OmError, Outcome, Reply};
 pub use records::{Acl, AclKind, BlockLocation, MetadataPair, QUOTA_UNLIMITED, Replication, rights};

@@ -46,6 +46,9 @@ pub enum OmError {
     NeedsAllowance { scope: u64, bytes: u64, keys: u64, adding_bytes: u64, adding_keys: u64 },
     #[error("no S3 secret for {0}")]
     S3SecretNotFound(String),
+    /// A conditional write whose condition did not hold of the key (`Condition`).
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
 }
 
 /// A successful outcome.

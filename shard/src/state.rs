@@ -399,6 +399,13 @@ impl ShardState {
             Op::CommitKeyAllowed { volume, bucket, key, open_id, data_size, blocks } => {
                 self.commit_key(ids, log_index, p, t, volume, bucket, key, *open_id, *data_size, blocks, Limit::Allowed)
             }
+            Op::CommitKeyWith { volume, bucket, key, open_id, data_size, blocks, metadata, condition, allowed } => {
+                let limit = if *allowed { Limit::Allowed } else { Limit::Whole(Elsewhere::default()) };
+                self.commit_key_with(ids, log_index, p, t, volume, bucket, key, *open_id, *data_size, blocks, limit, Some((metadata, condition)))
+            }
+            Op::SetKeyMetadata { volume, bucket, key, set, remove_prefix, condition } => {
+                self.set_key_metadata(log_index, p, volume, bucket, key, set, remove_prefix, condition)
+            }
             Op::SetAllowance { scope, allowance } => self.set_allowance(p, *scope, *allowance),
             Op::ReleaseAllowance { scope } => self.release_allowance(p, *scope),
             Op::GrantQuota { volume, bucket, shard, want_bytes, want_keys, holding_bytes, holding_keys } => {

@@ -244,3 +244,52 @@ fn s3_secrets_are_per_principal_stable_and_revocable() {
     assert_eq!(s.run(Principal::user("alice"), Op::RevokeS3Secret { access_id: "alice".into() }), Err(OmError::S3SecretNotFound("alice".into())));
     assert_eq!(get(&mut s, Principal::user("alice"), "alice", &fresh('e')), Ok(Reply::S3Secret { access_id: "alice".into(), secret: fresh('e') }));
 }
+
+#[test]
+fn a_conditional_commit_applies_only_if_its_condition_holds_and_sets_metadata() {
+    let mut s = S::new();
+    s.volume("vol1", "alice", QUOTA_UNLIMITED);
+    let alice = Principal::user("alice");
+    s.bucket(alice.clone(), "vol1", "bkt", vec![]).unwrap();
+    let pair = |k: &str, v: &str| MetadataPair { key: k.into(), value: v.into() };
+    let meta = |s: &S| -> Vec<MetadataPair> {
+        s.state.lookup_key("vol1", "bkt", "k").unwrap().metadata.iter().map(|m| MetadataPair { key: m.key.to_string(), value: m.value.to_string() }).collect()
+    };
+    let mut next_block = 500;
+    let mut open = |s: &mut S| {
+        next_block += 1;
+        let block = BlockLocation { container_id: 1, local_id: next_block, pipeline_id: 1, length: 4 };
+        let op = Op::OpenKey { volume: "vol1".into(), bucket: "bkt".into(), key: "k".into(), replication: None, blocks: vec![block], expires_ms: 60_000, metadata: vec![pair("content-type", "text/plain")] };
+        let Ok(Reply::KeyOpened { open_id, .. }) = s.run(Principal::user("alice"), op) else { panic!("open") };
+        (open_id, block)
+    };
+    let commit = |open_id, block, etag: &str, condition| Op::CommitKeyWith {
+        volume: "vol1".into(), bucket: "bkt".into(), key: "k".into(), open_id, data_size: 4, blocks: vec![block],
+        metadata: vec![pair("etag", etag)], condition, allowed: false,
+    };
+    // Two writers race with If-None-Match: *: the first applied wins, the second changes nothing.
+    let (a, ba) = open(&mut s);
+    let (b, bb) = open(&mut s);
+    assert!(matches!(s.run(alice.clone(), commit(a, ba, "e1", Condition::Absent)), Ok(Reply::KeyCommitted { replaced: false, .. })));
+    assert!(matches!(s.run(alice.clone(), commit(b, bb, "e2", Condition::Absent)), Err(OmError::PreconditionFailed(_))));
+    assert_eq!(meta(&s), vec![pair("content-type", "text/plain"), pair("etag", "e1")], "the open key's metadata with the commit's set over it");
+    assert!(s.state.open_key(b).is_some(), "the refused writer's open key stays, for its abort");
+    // If-Match: only over the version it names.
+    assert!(matches!(s.run(alice.clone(), commit(b, bb, "e2", Condition::Matches(pair("etag", "other")))), Err(OmError::PreconditionFailed(_))));
+    assert!(matches!(s.run(alice.clone(), commit(b, bb, "e2", Condition::Matches(pair("etag", "e1")))), Ok(Reply::KeyCommitted { replaced: true, .. })));
+    assert_eq!(meta(&s)[1], pair("etag", "e2"));
+
+    // Metadata changed in place (tagging): a prefix dropped, pairs set; blocks and size stay.
+    let tag = |set: Vec<MetadataPair>, condition| Op::SetKeyMetadata { volume: "vol1".into(), bucket: "bkt".into(), key: "k".into(), set, remove_prefix: "tag:".into(), condition };
+    s.run(alice.clone(), tag(vec![pair("tag:a", "1"), pair("tag:b", "2")], Condition::Any)).unwrap();
+    s.run(alice.clone(), tag(vec![pair("tag:c", "3")], Condition::Matches(pair("etag", "e2")))).unwrap();
+    assert_eq!(meta(&s), vec![pair("content-type", "text/plain"), pair("etag", "e2"), pair("tag:c", "3")]);
+    let k = s.state.lookup_key("vol1", "bkt", "k").unwrap();
+    assert_eq!((k.data_size.to_native(), k.blocks.len()), (4, 1));
+    assert!(matches!(s.run(alice.clone(), tag(vec![], Condition::Matches(pair("etag", "e1")))), Err(OmError::PreconditionFailed(_))));
+    assert!(matches!(s.run(Principal::user("mallory"), tag(vec![], Condition::Any)), Err(OmError::PermissionDenied { .. })));
+    let missing = Op::SetKeyMetadata { volume: "vol1".into(), bucket: "bkt".into(), key: "nope".into(), set: vec![], remove_prefix: String::new(), condition: Condition::Any };
+    assert!(matches!(s.run(alice.clone(), missing), Err(OmError::KeyNotFound(_))));
+    let too_many: Vec<MetadataPair> = (0..70).map(|i| pair(&format!("tag:{i}"), "v")).collect();
+    assert!(matches!(s.run(alice, tag(too_many, Condition::Any)), Err(OmError::InvalidArgument(_))));
+}

@@ -108,6 +108,7 @@ fn code(o: &Outcome) -> &'static str {
             OmError::KeyBusy(_) => "KeyBusy",
             OmError::NeedsAllowance { .. } => "NeedsAllowance",
             OmError::S3SecretNotFound(_) => "S3SecretNotFound",
+            OmError::PreconditionFailed(_) => "PreconditionFailed",
         },
     }
 }

@@ -8,7 +8,7 @@ use stratos_schema::om_capnp::{self, Status};
 use stratos_shard::constants::*;
 use stratos_shard::names::{check_key_name, check_resource_name, check_user_name};
 use stratos_shard::records::{ArchivedKeyRecord, BucketRecord, VolumeRecord};
-use stratos_shard::{Acl, AclKind, BlockLocation, BucketUsage, MetadataPair, OmError, Op, Reply, Replication, VolumeUsage};
+use stratos_shard::{Acl, AclKind, BlockLocation, BucketUsage, Condition, MetadataPair, OmError, Op, Reply, Replication, VolumeUsage};
 
 use crate::datapath::Decor;
 
@@ -69,6 +69,7 @@ pub fn status_of(e: &OmError) -> Status {
         OmError::RetryTooOld { .. } => Status::RetryTooOld,
         OmError::KeyBusy(_) => Status::KeyBusy,
         OmError::S3SecretNotFound(_) => Status::S3SecretNotFound,
+        OmError::PreconditionFailed(_) => Status::PreconditionFailed,
         // OM-internal (the leader obtains more and proposes again); never a client's answer,
         // but if it were, the commit was not applied: retry.
         OmError::NeedsAllowance { .. } => Status::Unavailable,
@@ -192,6 +193,11 @@ fn acls(list: capnp::Result<capnp::struct_list::Reader<'_, om_capnp::acl::Owned>
     Ok(out)
 }
 
+fn pair(m: capnp::Result<om_capnp::metadata_pair::Reader<'_>>) -> Result<MetadataPair, WireError> {
+    let m = m?;
+    Ok(MetadataPair { key: text(m.get_key(), "metadata key", METADATA_KEY_BYTES_MAX)?, value: text(m.get_value(), "metadata value", METADATA_VALUE_BYTES_MAX)? })
+}
+
 fn metadata(list: capnp::Result<capnp::struct_list::Reader<'_, om_capnp::metadata_pair::Owned>>) -> Result<Vec<MetadataPair>, WireError> {
     let list = list?;
     bounded(list.len(), METADATA_PAIRS_MAX, "metadata pairs")?;
@@ -313,7 +319,28 @@ pub fn operation(r: om_capnp::operation::Reader<'_>, now_ms: u64, open_key_ttl_m
         Which::CommitKey(g) => {
             let (volume, bucket, key) = (volume_name(g.get_volume())?, bucket_name(g.get_bucket())?, key_name(g.get_key())?);
             let target = key_target(&volume, &bucket, &key);
-            (Op::CommitKey { volume, bucket, key, open_id: g.get_open_id(), data_size: g.get_data_size(), blocks: blocks(g.get_blocks())? }, target)
+            let (open_id, data_size, blocks) = (g.get_open_id(), g.get_data_size(), blocks(g.get_blocks())?);
+            let set = metadata(g.get_metadata())?;
+            let condition = match (g.get_if_absent(), g.has_if_match()) {
+                (true, true) => return Err(WireError::new(Status::InvalidArgument, "a commit may be ifAbsent or ifMatch, not both")),
+                (true, false) => Condition::Absent,
+                (false, true) => Condition::Matches(pair(g.get_if_match())?),
+                (false, false) => Condition::Any,
+            };
+            // The plain form stays the plain command (the hot path's log records as before).
+            let op = if set.is_empty() && condition == Condition::Any {
+                Op::CommitKey { volume, bucket, key, open_id, data_size, blocks }
+            } else {
+                Op::CommitKeyWith { volume, bucket, key, open_id, data_size, blocks, metadata: set, condition, allowed: false }
+            };
+            (op, target)
+        }
+        Which::SetKeyMetadata(g) => {
+            let (volume, bucket, key) = (volume_name(g.get_volume())?, bucket_name(g.get_bucket())?, key_name(g.get_key())?);
+            let target = key_target(&volume, &bucket, &key);
+            let remove_prefix = text(g.get_remove_prefix(), "metadata prefix", METADATA_KEY_BYTES_MAX)?;
+            let condition = if g.has_if_match() { Condition::Matches(pair(g.get_if_match())?) } else { Condition::Any };
+            (Op::SetKeyMetadata { volume, bucket, key, set: metadata(g.get_set())?, remove_prefix, condition }, target)
         }
         // The secret a new access key gets is made here, by the OM that proposes it (applying
         // must be deterministic); an access key that has one keeps it.

@@ -82,6 +82,8 @@ pub enum Query {
     ListKeysIn { bucket_id: u64, prefix: String, start_after: String, limit: usize },
     /// Keys of one bucket on this shard, with their positions in the caller's list.
     LookupKeys { principal: stratos_shard::Principal, volume: String, bucket: String, keys: Vec<(usize, String)> },
+    /// The S3 secret of an access key (meta group).
+    S3Secret(String),
 }
 
 #[derive(Debug)]
@@ -92,6 +94,7 @@ pub enum ReadResult {
     Used(Vec<u64>),
     Keys(Vec<KeyView>, bool),
     KeyLookups(Vec<(usize, Result<KeyView, WireError>)>),
+    Secret(String),
 }
 
 #[derive(Debug)]
@@ -347,6 +350,8 @@ impl Core {
                     | Op::AbortKey { volume, bucket, .. }
                     | Op::CommitKeyCounted { volume, bucket, .. }
                     | Op::CommitKeyAllowed { volume, bucket, .. }
+                    | Op::CommitKeyWith { volume, bucket, .. }
+                    | Op::SetKeyMetadata { volume, bucket, .. }
                     | Op::RenameKey { volume, bucket, .. }
                     | Op::RenameOut { volume, bucket, .. }
                     | Op::RenameIn { volume, bucket, .. } => (volume, bucket, rights::WRITE),
@@ -370,7 +375,7 @@ impl Core {
         // A commit short of its quota allowance is proposed again once the allowance is
         // raised: keep a copy (only of such commits, which only buckets with quotas make).
         // Built only when the batch holds such a commit: the hot path allocates nothing more.
-        let allowed = |c: &Command| matches!(c.op, Op::CommitKeyAllowed { .. });
+        let allowed = |c: &Command| matches!(c.op, Op::CommitKeyAllowed { .. } | Op::CommitKeyWith { allowed: true, .. });
         let again: Vec<Option<Command>> = if propose.iter().any(allowed) { propose.iter().map(|c| allowed(c).then(|| c.clone())).collect() } else { Vec::new() };
         let mut proposed = if propose.is_empty() {
             Vec::new().into_iter()
@@ -431,6 +436,10 @@ impl Core {
                 let page = shard.list_buckets(&volume, &prefix, &start_after, limit)?;
                 ReadResult::Buckets(page.items.iter().map(bucket_view).collect(), page.truncated)
             }
+            Query::S3Secret(id) => match shard.s3_secret(&id) {
+                Some(secret) => ReadResult::Secret(secret.to_string()),
+                None => return Err(OmError::S3SecretNotFound(id).into()),
+            },
             Query::BucketUsages(ids) => ReadResult::Usages(ids.iter().map(|id| shard.bucket_usage_of(*id)).collect()),
             Query::VolumeUsed(ids) => ReadResult::Used(ids.iter().map(|id| shard.volume_used_bytes_of(*id)).collect()),
             Query::LookupKeys { principal, volume, bucket, keys } => {

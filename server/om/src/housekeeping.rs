@@ -3,15 +3,45 @@
 
 use std::rc::Rc;
 
-use stratos_shard::{Op, Reply};
+use stratos_shard::{Acl, AclKind, Op, QUOTA_UNLIMITED, Reply, rights};
 
-use crate::core::{Core, om_command};
+use crate::core::{Core, META_GROUP, om_command};
+
+/// The volume whose buckets are the S3 buckets (Ozone's `s3v`).
+pub const S3_VOLUME: &str = "s3v";
 
 impl Core {
     /// Every `housekeeping_interval_ms`, in each group this core owns: drop expired open keys
     /// (in rounds of at most `EXPIRE_BATCH_MAX`, until none is left; their blocks join the
     /// deleted-blocks queue) and retry sessions idle past `SESSION_IDLE_MS_MAX`. The leader
     /// proposes these with its clock, like every command; a follower's proposal is refused.
+    /// While this core leads the meta group and the S3 volume does not exist, creates it (as
+    /// Ozone's OM does at start): owned by `om`, and every user may create buckets in it and
+    /// list it (an S3 bucket's own ACLs and owner then decide). Checked every 200 ms until it
+    /// exists, then every 10 s (an administrator who deletes it sees it come back).
+    pub async fn ensure_s3_volume(self: Rc<Self>) {
+        if !self.groups.contains_key(&META_GROUP) {
+            return;
+        }
+        loop {
+            let exists = self.view.borrow().has_volume(S3_VOLUME);
+            glommio::timer::sleep(std::time::Duration::from_millis(if exists { 10_000 } else { 200 })).await;
+            if exists || !self.group(META_GROUP).is_leader() {
+                continue;
+            }
+            let op = Op::CreateVolume {
+                volume: S3_VOLUME.into(),
+                owner: "om".into(),
+                admin: "om".into(),
+                quota_bytes: QUOTA_UNLIMITED,
+                quota_namespace: QUOTA_UNLIMITED,
+                acls: vec![Acl { kind: AclKind::World, name: String::new(), rights: rights::CREATE | rights::READ | rights::LIST }],
+                metadata: Vec::new(),
+            };
+            let _ = self.local_write(META_GROUP, vec![om_command(op)], false, 0).await;
+        }
+    }
+
     pub async fn housekeeping(self: Rc<Self>) {
         let interval = std::time::Duration::from_millis(self.housekeeping_interval_ms.max(10));
         loop {

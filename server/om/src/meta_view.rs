@@ -56,6 +56,10 @@ pub struct MetaView {
 pub type Refusal = stratos_shard::OmError;
 
 impl MetaView {
+    pub fn has_volume(&self, volume: &str) -> bool {
+        self.volumes.contains_key(volume)
+    }
+
     pub fn apply(&mut self, log_index: u64, changes: &[Change]) {
         for c in changes {
             match c {

@@ -299,6 +299,7 @@ async fn start_core(
     }
     glommio::spawn_local(core.clone().redrive_renames()).detach();
     glommio::spawn_local(core.clone().housekeeping()).detach();
+    glommio::spawn_local(core.clone().ensure_s3_volume()).detach();
 
     // Every core listens on the client port (SO_REUSEPORT: the kernel spreads connections over
     // them); core 0 first makes sure no other process listens there.

@@ -44,19 +44,27 @@ fn limited(r: &BucketRef) -> bool {
 /// Turns each commit into a bucket or volume with a quota into `CommitKeyAllowed`.
 pub(crate) fn allowed_commits(commands: &mut [Command], early: &[Option<Result<Reply, WireError>>]) {
     for (c, e) in commands.iter_mut().zip(early) {
-        if e.is_none() && c.ctx.bucket.as_ref().is_some_and(limited) && matches!(c.op, Op::CommitKey { .. }) {
-            let placeholder = Op::ExpireSessions;
-            let Op::CommitKey { volume, bucket, key, open_id, data_size, blocks } = std::mem::replace(&mut c.op, placeholder) else {
-                unreachable!("matched above")
-            };
-            c.op = Op::CommitKeyAllowed { volume, bucket, key, open_id, data_size, blocks };
+        if e.is_none() && c.ctx.bucket.as_ref().is_some_and(limited) {
+            match &mut c.op {
+                Op::CommitKey { .. } => {
+                    let placeholder = Op::ExpireSessions;
+                    let Op::CommitKey { volume, bucket, key, open_id, data_size, blocks } = std::mem::replace(&mut c.op, placeholder) else {
+                        unreachable!("matched above")
+                    };
+                    c.op = Op::CommitKeyAllowed { volume, bucket, key, open_id, data_size, blocks };
+                }
+                Op::CommitKeyWith { allowed, .. } => *allowed = true,
+                _ => {}
+            }
         }
     }
 }
 
 fn names(c: &Command) -> (String, String) {
     match &c.op {
-        Op::CommitKeyAllowed { volume, bucket, .. } | Op::CommitKey { volume, bucket, .. } => (volume.clone(), bucket.clone()),
+        Op::CommitKeyAllowed { volume, bucket, .. } | Op::CommitKey { volume, bucket, .. } | Op::CommitKeyWith { volume, bucket, .. } => {
+            (volume.clone(), bucket.clone())
+        }
         other => unreachable!("only commits ask for allowances, not {other:?}"),
     }
 }
@@ -78,8 +86,13 @@ impl Core {
             let facts = self.view.borrow().key_bucket(&cmd.ctx.principal, &volume, &bucket, rights::WRITE).map_err(WireError::from)?;
             cmd.ctx.bucket = Some(facts);
             if !limited(&facts) {
-                let Op::CommitKeyAllowed { volume, bucket, key, open_id, data_size, blocks } = cmd.op else { unreachable!("names() checked") };
-                cmd.op = Op::CommitKey { volume, bucket, key, open_id, data_size, blocks };
+                match cmd.op {
+                    Op::CommitKeyWith { ref mut allowed, .. } => *allowed = false,
+                    Op::CommitKeyAllowed { volume, bucket, key, open_id, data_size, blocks } => {
+                        cmd.op = Op::CommitKey { volume, bucket, key, open_id, data_size, blocks };
+                    }
+                    _ => unreachable!("names() checked"),
+                }
             }
             let outcome = crate::core::within("committing a write", self.group(group).propose(vec![cmd.clone()]))
                 .await

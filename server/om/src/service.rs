@@ -39,7 +39,7 @@ struct Header {
 
 fn header(core: &Core, caller: Option<&stratos_common::tls::Identity>, h: capnp::Result<om_capnp::request_header::Reader<'_>>) -> Result<Header, WireError> {
     let h = h?;
-    if let Some(id) = caller {
+    if let Some(id) = caller.filter(|id| id.role != stratos_common::tls::Role::S3g) {
         // The certificate names the caller; the header's user and groups are not looked at.
         // Only user certificates are principals of the namespace: a node's certificate (a
         // datanode's, say) calls as `role:name`, which no ACL or admin list names.
@@ -51,9 +51,21 @@ fn header(core: &Core, caller: Option<&stratos_common::tls::Identity>, h: capnp:
         let client_id = stratos_common::token::principal_client_id(&user, h.get_client_id());
         return Ok(Header { client_id, request_id: h.get_request_id(), principal: Principal { user, groups: id.groups.clone(), admin }, min_meta: h.get_min_meta_index() });
     }
+    // No certificate: the header's user as sent (a node without TLS believes it). The S3
+    // gateway's certificate: the header's user is the principal whose S3 signature the gateway
+    // verified (with that principal's secret, which only the gateway may read), as a Hadoop
+    // proxy user; retry sessions are kept per principal as for certificates.
     let mut user = convert::text(h.get_user(), "user", stratos_shard::constants::USER_NAME_BYTES_MAX)?;
     if user.is_empty() {
         user = "anonymous".into();
+    }
+    if let Some(gateway) = caller {
+        if user.contains(':') {
+            return Err(WireError::new(Status::PermissionDenied, format!("the S3 gateway {} may act for users, not for {user}", gateway.name)));
+        }
+        let admin = core.admins.contains(&user);
+        let client_id = stratos_common::token::principal_client_id(&user, h.get_client_id());
+        return Ok(Header { client_id, request_id: h.get_request_id(), principal: Principal { user, groups: Vec::new(), admin }, min_meta: h.get_min_meta_index() });
     }
     let groups_list = h.get_groups()?;
     if groups_list.len() > 64 {
@@ -545,6 +557,23 @@ impl ozone_manager::Server for OmService {
         try_or_reply!(results, admin_header(&self.core, self.caller.as_deref(), p.get_header()));
         let changed = try_or_reply!(results, self.core.change_members(MemberChange::Remove { node: p.get_node() }).await);
         set_u32s(results.get().init_changed(changed.len() as u32), &changed);
+        Ok(())
+    }
+
+    async fn s3_secret(self: CapRc<Self>, params: ozone_manager::S3SecretParams, mut results: ozone_manager::S3SecretResults) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let h = try_or_reply!(results, header(&self.core, self.caller.as_deref(), p.get_header()));
+        let gateway = self.caller.as_ref().is_some_and(|id| id.role == stratos_common::tls::Role::S3g);
+        if self.caller.is_some() && !gateway && !h.principal.admin {
+            let e = WireError::new(Status::PermissionDenied, format!("permission denied: {} may not read S3 secrets (the S3 gateway's certificate or an administrator may)", h.principal.user));
+            convert::set_error(results.get().init_error(), &e);
+            return Ok(());
+        }
+        let id = try_or_reply!(results, convert::text(p.get_access_id(), "access key id", stratos_shard::constants::USER_NAME_BYTES_MAX));
+        match try_or_reply!(results, self.core.read(META_GROUP, Query::S3Secret(id), h.min_meta).await) {
+            ReadResult::Secret(s) => results.get().set_secret(&s),
+            _ => convert::set_error(results.get().init_error(), &WireError::new(Status::Internal, "unexpected read result")),
+        }
         Ok(())
     }
 

@@ -145,15 +145,29 @@ fn samples() -> Vec<Vec<u8>> {
         }),
         message(|op| op.init_get_s3_secret().set_access_id("alice")),
         message(|op| op.init_revoke_s3_secret().set_access_id("")),
+        message(|op| {
+            let mut g = op.init_set_key_metadata();
+            g.set_volume("vol1");
+            g.set_bucket("bkt1");
+            g.set_key("photos/2026/cat.jpg");
+            g.set_remove_prefix("tag:");
+            let mut set = g.reborrow().init_set(1);
+            set.reborrow().get(0).set_key("tag:color");
+            set.reborrow().get(0).set_value("red");
+            let mut m = g.init_if_match();
+            m.set_key("ETag");
+            m.set_value("0123");
+        }),
     ]
 }
 
 /// The wire's operation kinds. `wire_kind`'s match is exhaustive: a kind added to om.capnp
 /// does not compile there until it is named, and once it is named here
 /// `valid_messages_of_every_shape_pass_the_edge` wants a sample of it.
-const WIRE_KINDS: [&str; 16] = [
+const WIRE_KINDS: [&str; 17] = [
     "createVolume", "deleteVolume", "setVolumeOwner", "setVolumeQuota", "createBucket", "deleteBucket", "setBucketProperty",
     "openKey", "allocateBlock", "commitKey", "deleteKey", "deleteKeys", "renameKey", "abortKey", "getS3Secret", "revokeS3Secret",
+    "setKeyMetadata",
 ];
 
 fn wire_kind(bytes: &[u8]) -> &'static str {
@@ -176,6 +190,7 @@ fn wire_kind(bytes: &[u8]) -> &'static str {
         W::AbortKey(_) => "abortKey",
         W::GetS3Secret(_) => "getS3Secret",
         W::RevokeS3Secret(_) => "revokeS3Secret",
+        W::SetKeyMetadata(_) => "setKeyMetadata",
     }
 }
 
@@ -196,6 +211,8 @@ fn op_kind(op: &Op) -> (&'static str, bool) {
         Op::DeleteKeys { .. } => ("deleteKeys", false),
         Op::RenameKey { .. } => ("renameKey", false),
         Op::AbortKey { .. } => ("abortKey", false),
+        Op::CommitKeyWith { .. } => ("commitKey", false),
+        Op::SetKeyMetadata { .. } => ("setKeyMetadata", false),
         Op::GetS3Secret { .. } => ("getS3Secret", true),
         Op::RevokeS3Secret { .. } => ("revokeS3Secret", true),
         other => panic!("the wire edge made an internal command: {other:?}"),

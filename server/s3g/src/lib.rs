@@ -1,4 +1,23 @@
-//! The S3 gateway (`stratos s3g`, issue 21). In progress: [`sigv4`], the request signatures
-//! every S3 client sends, verified as AWS does.
+//! The Stratos S3 gateway (`stratos s3g`, Ozone's name and port 9878): the S3 REST API over
+//! the OM and the datanodes, so that boto3, the AWS CLI and other S3 tools work against
+//! Stratos. S3 buckets are the buckets of volume [`S3_VOLUME`].
+//!
+//! - [`server`]: the process: one glommio executor per core, each accepting connections on
+//!   the shared port (SO_REUSEPORT) and serving HTTP/1.1 with hyper ([`http`]).
+//! - [`gateway`]: authentication ([`sigv4`] with the principal's secret, read from the OM),
+//!   routing, and the operations, acting on the OM for the principal the signature proves.
+//! - [`object`]: object bytes through the datanodes (write with the MD5 ETag, ranged read).
+//! - [`payload`]: request bodies in S3's encodings, checked as they stream.
+//! - [`xml`], [`error`]: S3's documents and error codes.
 
+pub mod error;
+pub mod gateway;
+pub mod http;
+pub mod object;
+pub mod payload;
+pub mod server;
 pub mod sigv4;
+pub mod xml;
+
+/// The volume whose buckets are S3's (Ozone's `s3v`; the OM creates it).
+pub const S3_VOLUME: &str = "s3v";

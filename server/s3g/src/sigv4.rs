@@ -127,7 +127,7 @@ fn signed_headers(v: &str) -> Result<Vec<String>, SigError> {
     Ok(names)
 }
 
-fn unhex(s: &str) -> Option<[u8; 32]> {
+pub fn unhex(s: &str) -> Option<[u8; 32]> {
     if s.len() != 64 {
         return None;
     }
@@ -148,7 +148,7 @@ pub fn hex(b: &[u8]) -> String {
 }
 
 /// Percent-decodes `s` (`+` stays a plus: S3 paths and SigV4 queries use `%20` for spaces).
-fn decode(s: &str) -> Result<Vec<u8>, SigError> {
+pub fn decode(s: &str) -> Result<Vec<u8>, SigError> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -149,6 +149,7 @@ impl Tls {
         match args.first().copied() {
             Some("om") => self.flags(Role::Om, &format!("om-{}", after("--node-id").unwrap_or("1"))),
             Some("scm") => self.flags(Role::Scm, "scm"),
+            Some("s3g") => self.flags(Role::S3g, "s3g"),
             Some("datanode") => {
                 // The data directory's path names the datanode: a restart keeps its certificate.
                 use std::hash::{Hash, Hasher};

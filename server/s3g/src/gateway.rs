@@ -1,0 +1,1089 @@
+//! One executor's gateway: authenticates each request (Signature V4 with the principal's
+//! secret, read from the OM and cached briefly), routes it by method, path and query, and
+//! serves it through the OM (acting for the principal the signature proves) and the datanodes.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use stratos_client::data::Datanode;
+use stratos_client::{Client, Runtime};
+
+use crate::S3_VOLUME;
+use crate::error::{S3Error, from_om};
+use crate::http::Body;
+use crate::object::{self, Condition, ETAG, Input, Reader};
+use crate::payload::{self, Payload, Source};
+use crate::sigv4::{self, ChunkSigner};
+use crate::xml::{self, Writer};
+
+/// How long a secret read from the OM is used before it is read again: a revoked secret stops
+/// verifying within this long.
+pub const SECRET_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Largest request body that is a document (DeleteObjects of 1000 keys, tagging).
+const DOCUMENT_BYTES_MAX: usize = 2 << 20;
+/// Largest object of one PUT (S3's 5 GiB).
+pub const PUT_BYTES_MAX: u64 = 5 << 30;
+/// Keys of one DeleteObjects (S3's limit).
+const DELETE_KEYS_MAX: usize = 1000;
+/// User metadata (`x-amz-meta-*` names and values) per object (S3's 2 KB).
+const USER_METADATA_BYTES_MAX: usize = 2048;
+/// Tags per object, and their sizes (S3's).
+const TAGS_MAX: usize = 10;
+const TAG_KEY_MAX: usize = 128;
+const TAG_VALUE_MAX: usize = 256;
+/// Metadata name prefix of an object's tags.
+const TAG: &str = "tag:";
+/// The stored headers of an object: kept as given at PUT, answered at GET and HEAD.
+const STORED_HEADERS: [&str; 6] = ["content-type", "content-encoding", "content-disposition", "content-language", "cache-control", "expires"];
+/// Principals kept with a client of their own per executor.
+const USERS_MAX: usize = 4096;
+
+/// One executor's gateway state.
+pub struct Gateway {
+    om: String,
+    runtime: Rc<dyn Runtime>,
+    base: RefCell<Option<Rc<Client>>>,
+    users: RefCell<HashMap<String, Rc<Client>>>,
+    secrets: RefCell<HashMap<String, (String, Instant)>>,
+    datanodes: RefCell<HashMap<String, Datanode>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("om", &self.om).finish_non_exhaustive()
+    }
+}
+
+/// A request as the handlers see it.
+struct Req {
+    method: hyper::Method,
+    bucket: String,
+    key: String,
+    query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+    user: String,
+    signer: Option<ChunkSigner>,
+    body: Option<Incoming>,
+}
+
+impl Req {
+    fn q(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+    fn has(&self, name: &str) -> bool {
+        self.q(name).is_some()
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        header_of(&self.headers, name)
+    }
+    fn payload(&mut self) -> Result<Payload, S3Error> {
+        let headers = self.headers.clone();
+        let mode = payload::mode_of(&|n| header_of(&headers, n), self.signer.take())?;
+        let source = match self.body.take() {
+            Some(b) => Source::Http(b),
+            None => Source::Memory(None),
+        };
+        Ok(Payload::new(source, mode))
+    }
+}
+
+fn header_of(headers: &[(String, String)], name: &str) -> Option<String> {
+    let vals: Vec<&str> = headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect();
+    (!vals.is_empty()).then(|| vals.join(","))
+}
+
+/// A response being built.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Body,
+}
+
+impl Reply {
+    fn ok() -> Reply {
+        Reply { status: 200, headers: Vec::new(), body: Body::empty() }
+    }
+    fn status(status: u16) -> Reply {
+        Reply { status, headers: Vec::new(), body: Body::empty() }
+    }
+    fn xml(doc: String) -> Reply {
+        Reply { status: 200, headers: vec![("content-type".into(), "application/xml".into())], body: Body::full(doc) }
+    }
+    fn header(mut self, name: &str, value: impl Into<String>) -> Reply {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+}
+
+type R = Result<Reply, S3Error>;
+
+impl Gateway {
+    pub fn new(om: &str, runtime: Rc<dyn Runtime>) -> Gateway {
+        Gateway {
+            om: om.to_string(),
+            runtime,
+            base: RefCell::new(None),
+            users: RefCell::default(),
+            secrets: RefCell::default(),
+            datanodes: RefCell::default(),
+        }
+    }
+
+    /// The gateway's own connection to the OM (made on first use, and again after it failed).
+    async fn base(&self) -> Result<Rc<Client>, S3Error> {
+        if let Some(c) = self.base.borrow().as_ref() {
+            return Ok(c.clone());
+        }
+        let c = Client::connect_on(self.runtime.clone(), &self.om, "s3g").await.map_err(|e| S3Error::unavailable(format!("connecting to the OM at {}: {e}", self.om)))?;
+        let c = Rc::new(c);
+        *self.base.borrow_mut() = Some(c.clone());
+        Ok(c)
+    }
+
+    /// The client that acts for `user` (on the gateway's connections).
+    async fn client_for(&self, user: &str) -> Result<Rc<Client>, S3Error> {
+        if let Some(c) = self.users.borrow().get(user) {
+            return Ok(c.clone());
+        }
+        let c = Rc::new(self.base().await?.as_user(user));
+        let mut users = self.users.borrow_mut();
+        if users.len() >= USERS_MAX {
+            users.clear();
+        }
+        users.insert(user.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// The secret of `access_key` (None: it has none), from the cache unless `fresh`.
+    async fn secret(&self, access_key: &str, fresh: bool) -> Result<Option<String>, S3Error> {
+        if !fresh && let Some((s, at)) = self.secrets.borrow().get(access_key) && at.elapsed() < SECRET_CACHE_TTL {
+            return Ok(Some(s.clone()));
+        }
+        let r = self.base().await?.s3_secret(access_key).await;
+        match r {
+            Ok(s) => {
+                let mut secrets = self.secrets.borrow_mut();
+                if secrets.len() >= USERS_MAX {
+                    secrets.clear();
+                }
+                secrets.insert(access_key.to_string(), (s.clone(), Instant::now()));
+                Ok(Some(s))
+            }
+            Err(e) if e.status() == Some(stratos_client::Status::S3SecretNotFound) => {
+                self.secrets.borrow_mut().remove(access_key);
+                Ok(None)
+            }
+            Err(e) if e.status() == Some(stratos_client::Status::PermissionDenied) => {
+                Err(S3Error::internal(format!("the OM does not let this gateway read S3 secrets (it needs a certificate of role s3g): {e}")))
+            }
+            Err(e) => Err(S3Error::unavailable(format!("reading the S3 secret of {access_key}: {e}"))),
+        }
+    }
+
+    /// A connection to the datanode at `addr` (made on first use).
+    pub async fn datanode(&self, addr: &str) -> Result<Datanode, String> {
+        if let Some(d) = self.datanodes.borrow().get(addr) {
+            return Ok(d.clone());
+        }
+        let d = stratos_client::data::Datanodes::new(self.runtime.clone()).get(addr).await?;
+        self.datanodes.borrow_mut().insert(addr.to_string(), d.clone());
+        Ok(d)
+    }
+
+    pub fn forget_datanode(&self, addr: &str) {
+        self.datanodes.borrow_mut().remove(addr);
+    }
+
+    /// Who signed the request, and the chunk signer of a streaming payload.
+    async fn authenticate(&self, sreq: &sigv4::Request<'_>, query: &[(String, String)]) -> Result<(String, Option<ChunkSigner>), S3Error> {
+        let presigned = query.iter().any(|(n, _)| n == "X-Amz-Signature");
+        if query.iter().any(|(n, _)| n == "AWSAccessKeyId") {
+            return Err(S3Error::new("InvalidRequest", 400, "Signature Version 2 presigned URLs are not supported: presign with Signature Version 4 (boto3: Config(signature_version='s3v4'))"));
+        }
+        let access = if presigned {
+            let cred = query.iter().find(|(n, _)| n == "X-Amz-Credential").map(|(_, v)| v.as_str()).ok_or_else(|| S3Error::from(sigv4::SigError::Malformed("a presigned URL needs X-Amz-Credential".into())))?;
+            sigv4::Credential::parse(cred)?.access_key
+        } else {
+            match sreq.header("authorization") {
+                None => return Err(S3Error::access_denied("anonymous requests are not accepted: sign requests with an access key from `stratos s3 getsecret`")),
+                Some(a) if a.starts_with("AWS ") => {
+                    return Err(S3Error::new("InvalidRequest", 400, "Signature Version 2 is not supported: sign with AWS4-HMAC-SHA256 (Signature Version 4)"));
+                }
+                Some(a) => sigv4::Authorization::parse(&a)?.credential.access_key,
+            }
+        };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let mut fresh = false;
+        loop {
+            let Some(secret) = self.secret(&access, fresh).await? else {
+                return Err(S3Error::new("InvalidAccessKeyId", 403, format!("the access key {access} does not exist (see `stratos s3 getsecret`)")));
+            };
+            let verified = if presigned { sigv4::verify_presigned(sreq, now, |_| Some(secret)) } else { sigv4::verify_header(sreq, now, |_| Some(secret)) };
+            match verified {
+                Ok(Ok(v)) => return Ok((v.access_key, v.chunks)),
+                // A secret made again since it was cached: read it once more before refusing.
+                Ok(Err(sigv4::SigError::Mismatch)) if !fresh => fresh = true,
+                Ok(Err(e)) => return Err(e.into()),
+                Err(key) => return Err(S3Error::new("InvalidAccessKeyId", 403, format!("the access key {key} does not exist"))),
+            }
+        }
+    }
+}
+
+/// Serves one request (every failure is an S3 error document, never a dropped connection).
+pub async fn handle(gw: Rc<Gateway>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let request_id = format!("{:016X}", rand::random::<u64>());
+    let method = req.method().clone();
+    let raw_path = req.uri().path().to_string();
+    let raw_query = req.uri().query().unwrap_or("").to_string();
+    let resource = percent_decode(&raw_path).unwrap_or_else(|| raw_path.clone());
+    let is_head = method == hyper::Method::HEAD;
+    let reply = serve(&gw, req, &raw_path, &raw_query).await;
+    let reply = match reply {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status >= 500 {
+                eprintln!("s3g: {method} {resource}: {} {}: {}", e.status, e.code, e.message);
+            }
+            let mut r = Reply { status: e.status, headers: vec![("content-type".into(), "application/xml".into())], body: Body::full(e.document(&resource, &request_id)) };
+            if e.status == 503 {
+                r.headers.push(("retry-after".into(), "1".into()));
+            }
+            if is_head {
+                // HEAD answers carry no body; the status (and this header) say what happened.
+                r.body = Body::empty();
+                r.headers.retain(|(n, _)| n != "content-type");
+                r.headers.push(("x-amz-error-code".into(), e.code.into()));
+            }
+            r
+        }
+    };
+    let mut b = Response::builder().status(reply.status).header("x-amz-request-id", &request_id).header("server", "Stratos");
+    for (n, v) in &reply.headers {
+        b = b.header(n.as_str(), v.as_str());
+    }
+    Ok(b.body(reply.body).unwrap_or_else(|e| {
+        eprintln!("s3g: building a response: {e}");
+        let mut r = Response::new(Body::full(S3Error::internal("a response header could not be encoded").document(&resource, &request_id)));
+        *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    }))
+}
+
+async fn serve(gw: &Rc<Gateway>, req: Request<Incoming>, raw_path: &str, raw_query: &str) -> R {
+    let (parts, body) = req.into_parts();
+    let mut headers = Vec::with_capacity(parts.headers.len());
+    for (n, v) in &parts.headers {
+        let v = v.to_str().map_err(|_| S3Error::invalid_argument(format!("the header {n} is not ASCII text")))?;
+        headers.push((n.as_str().to_string(), v.to_string()));
+    }
+    let query = parse_query(raw_query)?;
+    let sreq = sigv4::Request { method: parts.method.as_str(), raw_path, raw_query, headers: &headers };
+    let (user, signer) = gw.authenticate(&sreq, &query).await?;
+    let path = percent_decode(raw_path).ok_or_else(|| S3Error::invalid_argument("the path is not percent-encoded UTF-8"))?;
+    let path = path.strip_prefix('/').unwrap_or(&path);
+    let (bucket, key) = path.split_once('/').unwrap_or((path, ""));
+    let mut r = Req { method: parts.method, bucket: bucket.to_string(), key: key.to_string(), query, headers, user, signer, body: Some(body) };
+    route(gw, &mut r).await
+}
+
+async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
+    use hyper::Method as M;
+    let c = gw.client_for(&r.user).await?;
+    if r.bucket.is_empty() {
+        return match r.method {
+            M::GET => list_buckets(&c, r).await,
+            _ => Err(S3Error::new("MethodNotAllowed", 405, "only GET is allowed on the service")),
+        };
+    }
+    if r.key.is_empty() {
+        return match r.method {
+            M::PUT if r.query.is_empty() => create_bucket(&c, r).await,
+            M::PUT if r.has("versioning") || r.has("acl") => Err(S3Error::not_implemented("changing a bucket's versioning or ACL through S3")),
+            M::HEAD => head_bucket(&c, r).await,
+            M::DELETE if r.query.is_empty() => delete_bucket(&c, r).await,
+            M::GET if r.has("location") => {
+                bucket_info(&c, &r.bucket).await?;
+                Ok(Reply::xml(format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LocationConstraint xmlns=\"{}\"></LocationConstraint>", xml::NS)))
+            }
+            M::GET if r.has("versioning") => {
+                bucket_info(&c, &r.bucket).await?;
+                Ok(Reply::xml(Writer::new("VersioningConfiguration").finish("VersioningConfiguration")))
+            }
+            M::GET if r.has("uploads") => list_uploads(&c, r).await,
+            M::GET if r.has("acl") => acl(&c, r).await,
+            M::GET if r.q("list-type") == Some("2") => list_objects(&c, r, true).await,
+            M::GET if r.query.iter().all(|(n, _)| LIST_PARAMS.contains(&n.as_str())) => list_objects(&c, r, false).await,
+            M::POST if r.has("delete") => delete_objects(&c, r).await,
+            _ => Err(S3Error::not_implemented(&format!("{} on a bucket with ?{}", r.method, r.query.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join("&")))),
+        };
+    }
+    match r.method {
+        M::PUT if r.has("tagging") => put_tagging(&c, r).await,
+        M::PUT if r.has("uploadId") || r.has("partNumber") => Err(S3Error::not_implemented("multipart upload")),
+        M::PUT if r.has("acl") => Err(S3Error::not_implemented("object ACLs")),
+        M::PUT if r.header("x-amz-copy-source").is_some() => copy_object(gw, &c, r).await,
+        M::PUT => put_object(gw, &c, r).await,
+        M::GET if r.has("tagging") => get_tagging(&c, r).await,
+        M::GET if r.has("uploadId") => Err(S3Error::not_implemented("multipart upload")),
+        M::GET if r.has("acl") => acl(&c, r).await,
+        M::GET => get_object(gw, &c, r, false).await,
+        M::HEAD => get_object(gw, &c, r, true).await,
+        M::DELETE if r.has("tagging") => delete_tagging(&c, r).await,
+        M::DELETE if r.has("uploadId") => Err(S3Error::not_implemented("multipart upload")),
+        M::DELETE => delete_object(&c, r).await,
+        M::POST if r.has("uploads") || r.has("uploadId") => Err(S3Error::not_implemented("multipart upload")),
+        _ => Err(S3Error::new("MethodNotAllowed", 405, format!("{} is not allowed on an object", r.method))),
+    }
+}
+
+/// Query parameters of a listing (any other on a bucket GET is a sub-resource).
+const LIST_PARAMS: [&str; 9] = ["prefix", "delimiter", "marker", "max-keys", "encoding-type", "list-type", "continuation-token", "start-after", "fetch-owner"];
+
+// ---------------------------------------------------------------------------------------------
+// Buckets
+
+async fn bucket_info(c: &Client, bucket: &str) -> Result<stratos_client::BucketInfo, S3Error> {
+    c.bucket_info(S3_VOLUME, bucket).await.map_err(|e| from_om(&e, bucket, None))
+}
+
+/// The request's bucket (its rights are the OM's to check, on each operation).
+async fn owned_bucket(c: &Client, r: &Req) -> Result<stratos_client::BucketInfo, S3Error> {
+    bucket_info(c, &r.bucket).await
+}
+
+async fn list_buckets(c: &Client, r: &Req) -> R {
+    let mut w = Writer::new("ListAllMyBucketsResult");
+    w.open("Owner").elem("ID", &r.user).elem("DisplayName", &r.user).close("Owner").open("Buckets");
+    let mut start = String::new();
+    loop {
+        let page = c.list_buckets(S3_VOLUME, "", &start, 1000).await.map_err(|e| match e.status() {
+            Some(stratos_client::Status::VolumeNotFound) => S3Error::unavailable("the OM has not created the S3 volume yet; retry in a moment"),
+            _ => from_om(&e, "", None),
+        })?;
+        for b in &page.items {
+            if b.owner == r.user {
+                w.open("Bucket").elem("Name", &b.name).elem("CreationDate", iso8601(b.created_ms)).close("Bucket");
+            }
+        }
+        match page.items.last() {
+            Some(last) if page.truncated => start = last.name.clone(),
+            _ => break,
+        }
+    }
+    w.close("Buckets");
+    Ok(Reply::xml(w.finish("ListAllMyBucketsResult")))
+}
+
+async fn create_bucket(c: &Client, r: &mut Req) -> R {
+    // The body (CreateBucketConfiguration) names a region: there is one.
+    r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
+    let bucket = r.bucket.clone();
+    let created = c
+        .submit(|op| {
+            let mut b = op.init_create_bucket();
+            b.set_volume(S3_VOLUME);
+            b.set_bucket(&bucket);
+        })
+        .await;
+    match created {
+        Ok(_) => Ok(Reply::ok().header("location", format!("/{bucket}"))),
+        Err(e) if e.status() == Some(stratos_client::Status::BucketExists) => {
+            let owner = bucket_info(c, &bucket).await.map(|b| b.owner).unwrap_or_default();
+            if owner == r.user {
+                Err(S3Error::new("BucketAlreadyOwnedByYou", 409, format!("you already own the bucket {bucket}")))
+            } else {
+                Err(from_om(&e, &bucket, None))
+            }
+        }
+        Err(e) => Err(from_om(&e, &bucket, None)),
+    }
+}
+
+async fn head_bucket(c: &Client, r: &Req) -> R {
+    let b = owned_bucket(c, r).await?;
+    // Whether the caller may list it: a listing of one key says (the OM checks the rights).
+    c.list_keys(S3_VOLUME, &b.name, "", "", 1).await.map_err(|e| from_om(&e, &r.bucket, None))?;
+    Ok(Reply::ok().header("x-amz-bucket-region", "us-east-1"))
+}
+
+async fn delete_bucket(c: &Client, r: &Req) -> R {
+    let bucket = r.bucket.clone();
+    c.submit(|op| {
+        let mut b = op.init_delete_bucket();
+        b.set_volume(S3_VOLUME);
+        b.set_bucket(&bucket);
+    })
+    .await
+    .map_err(|e| from_om(&e, &bucket, None))?;
+    Ok(Reply::status(204))
+}
+
+async fn acl(c: &Client, r: &Req) -> R {
+    let owner = owned_bucket(c, r).await?.owner;
+    if !r.key.is_empty() {
+        c.lookup_key(S3_VOLUME, &r.bucket, &r.key).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
+    }
+    let mut w = Writer::new("AccessControlPolicy");
+    w.open("Owner").elem("ID", &owner).elem("DisplayName", &owner).close("Owner");
+    w.open("AccessControlList").out_grant(&owner).close("AccessControlList");
+    Ok(Reply::xml(w.finish("AccessControlPolicy")))
+}
+
+trait GrantExt {
+    fn out_grant(&mut self, owner: &str) -> &mut Self;
+}
+
+impl GrantExt for Writer {
+    fn out_grant(&mut self, owner: &str) -> &mut Self {
+        self.open("Grant");
+        self.open("Grantee xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:type=\"CanonicalUser\"");
+        self.elem("ID", owner).elem("DisplayName", owner).close("Grantee").elem("Permission", "FULL_CONTROL").close("Grant")
+    }
+}
+
+async fn list_uploads(c: &Client, r: &Req) -> R {
+    bucket_info(c, &r.bucket).await?;
+    let mut w = Writer::new("ListMultipartUploadsResult");
+    w.elem("Bucket", &r.bucket).elem("KeyMarker", "").elem("UploadIdMarker", "").elem("MaxUploads", 1000).elem("IsTruncated", false);
+    Ok(Reply::xml(w.finish("ListMultipartUploadsResult")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listing
+
+/// A name after every name a key can have that starts with `prefix` (bar keys of `prefix`
+/// and U+10FFFF repeated, which [`list_objects`] steps over one by one): a listing that
+/// starts there has skipped them all. Keys and listing starts are at most 1024 bytes and
+/// compare as bytes; U+10FFFF is the greatest character in UTF-8.
+fn after_prefix(prefix: &str) -> String {
+    let mut s = prefix.to_string();
+    s.extend(std::iter::repeat_n('\u{10FFFF}', 1024usize.saturating_sub(prefix.len()) / 4));
+    s
+}
+
+async fn list_objects(c: &Client, r: &Req, v2: bool) -> R {
+    let bucket = r.bucket.clone();
+    let prefix = r.q("prefix").unwrap_or("").to_string();
+    let delimiter = r.q("delimiter").unwrap_or("").to_string();
+    let max_keys: usize = match r.q("max-keys") {
+        None => 1000,
+        Some(v) => v.parse::<i64>().map_err(|_| S3Error::invalid_argument("max-keys is not a number"))?.clamp(0, 1000) as usize,
+    };
+    let url = match r.q("encoding-type") {
+        None => false,
+        Some("url") => true,
+        Some(other) => return Err(S3Error::invalid_argument(format!("invalid encoding-type {other:?}: only url"))),
+    };
+    let token = if v2 { r.q("continuation-token").map(str::to_string) } else { None };
+    let marker = if v2 { token.clone().or_else(|| r.q("start-after").map(str::to_string)).unwrap_or_default() } else { r.q("marker").unwrap_or("").to_string() };
+    let info = bucket_info(c, &bucket).await?;
+
+    let mut contents: Vec<stratos_client::KeyInfo> = Vec::new();
+    let mut prefixes: Vec<String> = Vec::new();
+    let mut truncated = false;
+    let mut last = String::new();
+    // Where the next page of the OM's listing starts (exclusive), and whether a common prefix
+    // given as the marker is to be skipped whole.
+    let mut start = if !delimiter.is_empty() && marker.ends_with(&delimiter) && marker.starts_with(&prefix) { after_prefix(&marker) } else { marker.clone() };
+    if max_keys > 0 {
+        'pages: loop {
+            let want = (max_keys - contents.len() - prefixes.len() + 1).min(1000) as u32;
+            let page = c.list_keys(S3_VOLUME, &bucket, &prefix, &start, want).await.map_err(|e| from_om(&e, &bucket, None))?;
+            let mut jumped = false;
+            for k in page.items {
+                let rest = &k.name[prefix.len().min(k.name.len())..];
+                let cp = (!delimiter.is_empty()).then(|| rest.find(&delimiter).map(|at| k.name[..prefix.len() + at + delimiter.len()].to_string())).flatten();
+                if contents.len() + prefixes.len() == max_keys {
+                    truncated = true;
+                    break 'pages;
+                }
+                match cp {
+                    Some(cp) => {
+                        if prefixes.last() != Some(&cp) && cp != marker {
+                            last = cp.clone();
+                            prefixes.push(cp.clone());
+                        }
+                        // Skip the rest of this common prefix: list again after it (unless
+                        // the listing is already past that point: then step by step).
+                        let next = after_prefix(&cp);
+                        if next > start {
+                            start = next;
+                            jumped = true;
+                            break;
+                        }
+                        start = k.name.clone();
+                    }
+                    None => {
+                        last = k.name.clone();
+                        start = k.name.clone();
+                        contents.push(k);
+                    }
+                }
+            }
+            if !jumped && !page.truncated {
+                break;
+            }
+        }
+    }
+
+    let enc = |s: &str| if url { url_encode(s) } else { s.to_string() };
+    let root = "ListBucketResult";
+    let mut w = Writer::new(root);
+    w.elem("Name", &bucket).elem("Prefix", enc(&prefix));
+    if v2 {
+        if let Some(t) = &token {
+            w.elem("ContinuationToken", t);
+        }
+        if let Some(s) = r.q("start-after") {
+            w.elem("StartAfter", enc(s));
+        }
+        w.elem("KeyCount", contents.len() + prefixes.len());
+    } else {
+        w.elem("Marker", enc(&marker));
+    }
+    w.elem("MaxKeys", max_keys);
+    if !delimiter.is_empty() {
+        w.elem("Delimiter", enc(&delimiter));
+    }
+    if url {
+        w.elem("EncodingType", "url");
+    }
+    w.elem("IsTruncated", truncated);
+    if truncated {
+        if v2 {
+            w.elem("NextContinuationToken", &last);
+        } else if !delimiter.is_empty() {
+            w.elem("NextMarker", enc(&last));
+        }
+    }
+    let owner = !v2 || r.q("fetch-owner") == Some("true");
+    for k in &contents {
+        w.open("Contents").elem("Key", enc(&k.name)).elem("LastModified", iso8601(k.modified_ms));
+        w.elem("ETag", format!("\"{}\"", meta(&k.metadata, ETAG).unwrap_or_default()));
+        w.elem("Size", k.data_size).elem("StorageClass", "STANDARD");
+        if owner {
+            w.open("Owner").elem("ID", &info.owner).elem("DisplayName", &info.owner).close("Owner");
+        }
+        w.close("Contents");
+    }
+    for p in &prefixes {
+        w.open("CommonPrefixes").elem("Prefix", enc(p)).close("CommonPrefixes");
+    }
+    Ok(Reply::xml(w.finish(root)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Objects
+
+fn meta<'a>(m: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    m.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// The metadata a PUT stores from its headers: the stored headers, `x-amz-meta-*` and the tags
+/// of `x-amz-tagging`.
+fn metadata_of(r: &Req) -> Result<Vec<(String, String)>, S3Error> {
+    let mut m = Vec::new();
+    for h in STORED_HEADERS {
+        if let Some(v) = r.header(h) {
+            // `aws-chunked` is how this request's body came, not how the object is encoded.
+            let v = if h == "content-encoding" { v.split(',').map(str::trim).filter(|p| *p != "aws-chunked").collect::<Vec<_>>().join(",") } else { v };
+            if !v.is_empty() {
+                m.push((h.to_string(), v));
+            }
+        }
+    }
+    let mut user_bytes = 0;
+    for (n, v) in &r.headers {
+        let n = n.to_ascii_lowercase();
+        if n.starts_with("x-amz-meta-") {
+            user_bytes += n.len() - "x-amz-meta-".len() + v.len();
+            match m.iter_mut().find(|(k, _)| *k == n) {
+                Some((_, old)) => *old = format!("{old},{v}"),
+                None => m.push((n, v.clone())),
+            }
+        }
+    }
+    if user_bytes > USER_METADATA_BYTES_MAX {
+        return Err(S3Error::new("MetadataTooLarge", 400, format!("{user_bytes} bytes of x-amz-meta- headers, at most {USER_METADATA_BYTES_MAX}")));
+    }
+    if let Some(t) = r.header("x-amz-tagging") {
+        let tags = parse_query(&t).map_err(|_| S3Error::new("InvalidTag", 400, "x-amz-tagging is not a URL-encoded query"))?;
+        m.extend(check_tags(tags)?.into_iter().map(|(k, v)| (format!("{TAG}{k}"), v)));
+    }
+    Ok(m)
+}
+
+fn check_tags(tags: Vec<(String, String)>) -> Result<Vec<(String, String)>, S3Error> {
+    if tags.len() > TAGS_MAX {
+        return Err(S3Error::new("BadRequest", 400, format!("{} tags, at most {TAGS_MAX}", tags.len())));
+    }
+    for (i, (k, v)) in tags.iter().enumerate() {
+        if k.is_empty() || k.chars().count() > TAG_KEY_MAX || v.chars().count() > TAG_VALUE_MAX {
+            return Err(S3Error::new("InvalidTag", 400, format!("a tag key is 1 to {TAG_KEY_MAX} characters and its value at most {TAG_VALUE_MAX}")));
+        }
+        if tags[..i].iter().any(|(o, _)| o == k) {
+            return Err(S3Error::new("InvalidTag", 400, format!("the tag {k} is given twice")));
+        }
+    }
+    Ok(tags)
+}
+
+/// The write condition of a PUT's `If-None-Match` / `If-Match`.
+fn write_condition(r: &Req) -> Result<Condition, S3Error> {
+    match (r.header("if-none-match"), r.header("if-match")) {
+        (Some(_), Some(_)) => Err(S3Error::not_implemented("If-None-Match together with If-Match on a write")),
+        (Some(v), None) if v.trim() == "*" => Ok(Condition::Absent),
+        (Some(_), None) => Err(S3Error::not_implemented("If-None-Match with an ETag on a write (only *)")),
+        (None, Some(v)) => Ok(Condition::ETag(v.trim().trim_matches('"').to_string())),
+        (None, None) => Ok(Condition::Any),
+    }
+}
+
+fn content_length(r: &Req) -> Result<Option<u64>, S3Error> {
+    r.header("content-length").map(|v| v.parse::<u64>().map_err(|_| S3Error::invalid_argument("Content-Length is not a number"))).transpose()
+}
+
+async fn put_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
+    let metadata = metadata_of(r)?;
+    let condition = write_condition(r)?;
+    let md5 = r.header("content-md5").map(|v| base64_decode(&v).filter(|d| d.len() == 16).ok_or_else(|| S3Error::new("InvalidDigest", 400, "Content-MD5 is not the base64 of 16 bytes"))).transpose()?;
+    let mut payload = r.payload()?;
+    let length = match payload_length(r, &payload)? {
+        Some(l) => l,
+        None => return Err(S3Error::new("MissingContentLength", 411, "a PUT needs Content-Length (or x-amz-decoded-content-length)")),
+    };
+    if length > PUT_BYTES_MAX {
+        return Err(S3Error::new("EntityTooLarge", 400, format!("{length} bytes in one PUT, at most {PUT_BYTES_MAX}: use a multipart upload")));
+    }
+    let (bucket, key) = (r.bucket.clone(), r.key.clone());
+    // A Content-MD5 is checked when the payload ends, before the commit.
+    payload.expect_md5(md5);
+    let written = object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &metadata, &condition).await?;
+    Ok(Reply::ok().header("etag", format!("\"{}\"", written.etag)))
+}
+
+/// The decoded length of a PUT's payload.
+fn payload_length(r: &Req, _p: &Payload) -> Result<Option<u64>, S3Error> {
+    if let Some(v) = r.header("x-amz-decoded-content-length") {
+        return v.parse::<u64>().map(Some).map_err(|_| S3Error::invalid_argument("x-amz-decoded-content-length is not a number"));
+    }
+    content_length(r)
+}
+
+async fn copy_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
+    let source = r.header("x-amz-copy-source").unwrap_or_default();
+    let source = percent_decode(&source).ok_or_else(|| S3Error::invalid_argument("x-amz-copy-source is not percent-encoded UTF-8"))?;
+    let source = source.split_once("?versionId=").map_or(source.as_str(), |(s, _)| s);
+    let (sb, sk) = source.trim_start_matches('/').split_once('/').ok_or_else(|| S3Error::invalid_argument("x-amz-copy-source must be BUCKET/KEY"))?;
+    let (sb, sk) = (sb.to_string(), sk.to_string());
+    let replace = match r.header("x-amz-metadata-directive").as_deref() {
+        None | Some("COPY") => false,
+        Some("REPLACE") => true,
+        Some(other) => return Err(S3Error::invalid_argument(format!("x-amz-metadata-directive {other:?}: COPY or REPLACE"))),
+    };
+    let tags_replace = match r.header("x-amz-tagging-directive").as_deref() {
+        None | Some("COPY") => false,
+        Some("REPLACE") => true,
+        Some(other) => return Err(S3Error::invalid_argument(format!("x-amz-tagging-directive {other:?}: COPY or REPLACE"))),
+    };
+    if sb == r.bucket && sk == r.key && !replace {
+        return Err(S3Error::invalid_request(
+            "this copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes",
+        ));
+    }
+    let src = c.lookup_key(S3_VOLUME, &sb, &sk).await.map_err(|e| from_om(&e, &sb, Some(&sk)))?;
+    let src_etag = meta(&src.metadata, ETAG).unwrap_or_default().to_string();
+    check_copy_conditions(r, &src_etag, src.modified_ms)?;
+    let mut metadata: Vec<(String, String)> = if replace {
+        metadata_of(r)?.into_iter().filter(|(k, _)| !k.starts_with(TAG)).collect()
+    } else {
+        src.metadata.iter().filter(|(k, _)| k != ETAG && !k.starts_with(TAG)).cloned().collect()
+    };
+    if tags_replace {
+        metadata.extend(metadata_of(r)?.into_iter().filter(|(k, _)| k.starts_with(TAG)));
+    } else {
+        metadata.extend(src.metadata.iter().filter(|(k, _)| k.starts_with(TAG)).cloned());
+    }
+    let condition = write_condition(r)?;
+    let mut payload = r.payload()?;
+    payload.read_all(0).await?;
+    let reader = Reader::new(gw.clone(), src.blocks.clone(), 0, src.data_size);
+    let (bucket, key) = (r.bucket.clone(), r.key.clone());
+    let w = object::write(gw, c, &bucket, &key, &mut Input::Object(reader), src.data_size, &metadata, &condition).await?;
+    let mut x = Writer::new("CopyObjectResult");
+    x.elem("LastModified", iso8601(now_ms())).elem("ETag", format!("\"{}\"", w.etag));
+    Ok(Reply::xml(x.finish("CopyObjectResult")))
+}
+
+fn check_copy_conditions(r: &Req, etag: &str, modified_ms: u64) -> Result<(), S3Error> {
+    let failed = || S3Error::new("PreconditionFailed", 412, "at least one of the preconditions you specified did not hold");
+    if let Some(m) = r.header("x-amz-copy-source-if-match")
+        && !etag_matches(&m, etag)
+    {
+        return Err(failed());
+    }
+    if let Some(m) = r.header("x-amz-copy-source-if-none-match")
+        && etag_matches(&m, etag)
+    {
+        return Err(failed());
+    }
+    if let Some(t) = r.header("x-amz-copy-source-if-unmodified-since").and_then(|v| http_date(&v))
+        && modified_ms / 1000 > t
+    {
+        return Err(failed());
+    }
+    if let Some(t) = r.header("x-amz-copy-source-if-modified-since").and_then(|v| http_date(&v))
+        && modified_ms / 1000 <= t
+    {
+        return Err(failed());
+    }
+    Ok(())
+}
+
+fn etag_matches(header: &str, etag: &str) -> bool {
+    header.split(',').map(|e| e.trim().trim_start_matches("W/").trim_matches('"')).any(|e| e == "*" || e == etag)
+}
+
+async fn get_object(gw: &Rc<Gateway>, c: &Client, r: &Req, head: bool) -> R {
+    let k = c.lookup_key(S3_VOLUME, &r.bucket, &r.key).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
+    let etag = meta(&k.metadata, ETAG).unwrap_or_default().to_string();
+    let modified = k.modified_ms / 1000;
+    // RFC 9110's order: If-Match, else If-Unmodified-Since; then If-None-Match, else
+    // If-Modified-Since.
+    if let Some(m) = r.header("if-match") {
+        if !etag_matches(&m, &etag) {
+            return Err(S3Error::new("PreconditionFailed", 412, "If-Match: the object's ETag differs"));
+        }
+    } else if let Some(t) = r.header("if-unmodified-since").and_then(|v| http_date(&v))
+        && modified > t
+    {
+        return Err(S3Error::new("PreconditionFailed", 412, "If-Unmodified-Since: the object was modified since"));
+    }
+    let not_modified = if let Some(m) = r.header("if-none-match") {
+        etag_matches(&m, &etag)
+    } else {
+        r.header("if-modified-since").and_then(|v| http_date(&v)).is_some_and(|t| modified <= t)
+    };
+    let mut reply = Reply::ok();
+    reply = reply.header("etag", format!("\"{etag}\"")).header("last-modified", http_date_of(k.modified_ms)).header("accept-ranges", "bytes");
+    if not_modified {
+        reply.status = 304;
+        return Ok(reply);
+    }
+    for (n, v) in &k.metadata {
+        if n.starts_with("x-amz-meta-") || STORED_HEADERS.contains(&n.as_str()) {
+            reply.headers.push((n.clone(), v.clone()));
+        }
+    }
+    if meta(&k.metadata, "content-type").is_none() {
+        reply.headers.push(("content-type".into(), "binary/octet-stream".into()));
+    }
+    let tags = k.metadata.iter().filter(|(n, _)| n.starts_with(TAG)).count();
+    if tags > 0 {
+        reply.headers.push(("x-amz-tagging-count".into(), tags.to_string()));
+    }
+    // response-* overrides (signed requests only, as S3).
+    for (q, h) in [
+        ("response-content-type", "content-type"),
+        ("response-content-language", "content-language"),
+        ("response-expires", "expires"),
+        ("response-cache-control", "cache-control"),
+        ("response-content-disposition", "content-disposition"),
+        ("response-content-encoding", "content-encoding"),
+    ] {
+        if let Some(v) = r.q(q) {
+            reply.headers.retain(|(n, _)| n != h);
+            reply.headers.push((h.to_string(), v.to_string()));
+        }
+    }
+    let size = k.data_size;
+    let (start, end) = match r.header("range") {
+        Some(range) => match parse_range(&range, size) {
+            RangeOf::Whole => (0, size),
+            RangeOf::Part(s, e) => {
+                reply.status = 206;
+                reply.headers.push(("content-range".into(), format!("bytes {s}-{}/{size}", e - 1)));
+                (s, e)
+            }
+            RangeOf::Unsatisfiable => {
+                return Err(S3Error::new("InvalidRange", 416, format!("the range {range} is not satisfiable: the object has {size} bytes")));
+            }
+        },
+        None => (0, size),
+    };
+    reply.headers.push(("content-length".into(), (end - start).to_string()));
+    if head || end == start {
+        return Ok(reply);
+    }
+    let reader = Reader::new(gw.clone(), k.blocks, start, end);
+    reply.body = Body::Stream { stream: reader.into_stream(), left: end - start };
+    Ok(reply)
+}
+
+enum RangeOf {
+    Whole,
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+/// A `Range: bytes=…` header against an object of `size` bytes: one range (S3 serves one);
+/// one that cannot be parsed is ignored (the whole object), as HTTP says.
+fn parse_range(h: &str, size: u64) -> RangeOf {
+    let Some(spec) = h.trim().strip_prefix("bytes=") else { return RangeOf::Whole };
+    if spec.contains(',') {
+        return RangeOf::Whole;
+    }
+    let Some((a, b)) = spec.split_once('-') else { return RangeOf::Whole };
+    let (a, b) = (a.trim(), b.trim());
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(s), Ok(e)) if s <= e => {
+            if s >= size {
+                RangeOf::Unsatisfiable
+            } else {
+                RangeOf::Part(s, e.saturating_add(1).min(size))
+            }
+        }
+        (Ok(s), Err(_)) if b.is_empty() => {
+            if s >= size {
+                RangeOf::Unsatisfiable
+            } else {
+                RangeOf::Part(s, size)
+            }
+        }
+        (Err(_), Ok(n)) if a.is_empty() => {
+            if n == 0 || size == 0 {
+                RangeOf::Unsatisfiable
+            } else {
+                RangeOf::Part(size.saturating_sub(n), size)
+            }
+        }
+        _ => RangeOf::Whole,
+    }
+}
+
+async fn delete_object(c: &Client, r: &Req) -> R {
+    let (bucket, key) = (r.bucket.clone(), r.key.clone());
+    let done = c
+        .submit(|op| {
+            let mut d = op.init_delete_key();
+            d.set_volume(S3_VOLUME);
+            d.set_bucket(&bucket);
+            d.set_key(&key);
+        })
+        .await;
+    match done {
+        // Deleting what is not there succeeds (S3).
+        Ok(_) => Ok(Reply::status(204)),
+        Err(e) if e.status() == Some(stratos_client::Status::KeyNotFound) => Ok(Reply::status(204)),
+        Err(e) => Err(from_om(&e, &bucket, Some(&key))),
+    }
+}
+
+async fn delete_objects(c: &Client, r: &mut Req) -> R {
+    let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
+    let text = std::str::from_utf8(&body).map_err(|_| S3Error::malformed_xml("the body is not UTF-8"))?;
+    let doc = xml::parse(text).map_err(S3Error::malformed_xml)?;
+    if doc.name != "Delete" {
+        return Err(S3Error::malformed_xml(format!("the root element is <{}>, not <Delete>", doc.name)));
+    }
+    let quiet = doc.child("Quiet").is_some_and(|q| q.text.trim() == "true");
+    let keys: Vec<String> = doc.children_named("Object").map(|o| o.child("Key").map(|k| k.text.clone()).ok_or_else(|| S3Error::malformed_xml("an <Object> without <Key>"))).collect::<Result<_, _>>()?;
+    if keys.is_empty() || keys.len() > DELETE_KEYS_MAX {
+        return Err(S3Error::malformed_xml(format!("{} keys: 1 to {DELETE_KEYS_MAX}", keys.len())));
+    }
+    let bucket = r.bucket.clone();
+    let mut w = Writer::new("DeleteResult");
+    let done = c
+        .submit(|op| {
+            let mut d = op.init_delete_keys();
+            d.set_volume(S3_VOLUME);
+            d.set_bucket(&bucket);
+            let mut l = d.init_keys(keys.len() as u32);
+            for (i, k) in keys.iter().enumerate() {
+                l.set(i as u32, k);
+            }
+        })
+        .await;
+    match done {
+        // Missing keys count as deleted (S3: a delete of nothing succeeds).
+        Ok(_) => {
+            if !quiet {
+                for k in &keys {
+                    w.open("Deleted").elem("Key", k).close("Deleted");
+                }
+            }
+        }
+        Err(e) => {
+            let s = from_om(&e, &bucket, None);
+            if s.code == "NoSuchBucket" {
+                return Err(s);
+            }
+            for k in &keys {
+                w.open("Error").elem("Key", k).elem("Code", s.code).elem("Message", &s.message).close("Error");
+            }
+        }
+    }
+    Ok(Reply::xml(w.finish("DeleteResult")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tagging
+
+async fn get_tagging(c: &Client, r: &Req) -> R {
+    let k = c.lookup_key(S3_VOLUME, &r.bucket, &r.key).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
+    let mut w = Writer::new("Tagging");
+    w.open("TagSet");
+    for (n, v) in &k.metadata {
+        if let Some(t) = n.strip_prefix(TAG) {
+            w.open("Tag").elem("Key", t).elem("Value", v).close("Tag");
+        }
+    }
+    w.close("TagSet");
+    Ok(Reply::xml(w.finish("Tagging")))
+}
+
+async fn put_tagging(c: &Client, r: &mut Req) -> R {
+    let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
+    let text = std::str::from_utf8(&body).map_err(|_| S3Error::malformed_xml("the body is not UTF-8"))?;
+    let doc = xml::parse(text).map_err(S3Error::malformed_xml)?;
+    let set = doc.child("TagSet").ok_or_else(|| S3Error::malformed_xml("no <TagSet>"))?;
+    let tags: Vec<(String, String)> = set
+        .children_named("Tag")
+        .map(|t| Ok((t.child("Key").ok_or_else(|| S3Error::malformed_xml("a <Tag> without <Key>"))?.text.clone(), t.child("Value").map(|v| v.text.clone()).unwrap_or_default())))
+        .collect::<Result<_, S3Error>>()?;
+    let tags = check_tags(tags)?;
+    set_tags(c, r, &tags).await?;
+    Ok(Reply::ok())
+}
+
+async fn delete_tagging(c: &Client, r: &Req) -> R {
+    set_tags(c, r, &[]).await?;
+    Ok(Reply::status(204))
+}
+
+async fn set_tags(c: &Client, r: &Req, tags: &[(String, String)]) -> Result<(), S3Error> {
+    let (bucket, key) = (r.bucket.clone(), r.key.clone());
+    c.submit(|op| {
+        let mut s = op.init_set_key_metadata();
+        s.set_volume(S3_VOLUME);
+        s.set_bucket(&bucket);
+        s.set_key(&key);
+        s.set_remove_prefix(TAG);
+        let mut l = s.init_set(tags.len() as u32);
+        for (i, (k, v)) in tags.iter().enumerate() {
+            let mut p = l.reborrow().get(i as u32);
+            p.set_key(format!("{TAG}{k}"));
+            p.set_value(v);
+        }
+    })
+    .await
+    .map_err(|e| from_om(&e, &bucket, Some(&key)))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encodings
+
+/// `%XX` decoded (a `+` stays a `+`); None if not UTF-8 or a bad escape.
+pub fn percent_decode(s: &str) -> Option<String> {
+    sigv4::decode(s).ok().and_then(|b| String::from_utf8(b).ok())
+}
+
+/// S3's URL encoding of names in listings (`encoding-type=url`).
+fn url_encode(s: &str) -> String {
+    sigv4::encode(s.as_bytes(), true)
+}
+
+/// A query string as (name, value) pairs, decoded.
+fn parse_query(raw: &str) -> Result<Vec<(String, String)>, S3Error> {
+    let mut out = Vec::new();
+    for p in raw.split('&').filter(|p| !p.is_empty()) {
+        let (n, v) = p.split_once('=').unwrap_or((p, ""));
+        let (Some(n), Some(v)) = (percent_decode(n), percent_decode(v)) else {
+            return Err(S3Error::invalid_argument(format!("the query parameter {p:?} is not percent-encoded UTF-8")));
+        };
+        out.push((n, v));
+    }
+    Ok(out)
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `2026-12-02T23:05:25.000Z`.
+fn iso8601(ms: u64) -> String {
+    let t = (ms / 1000) as i64;
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    let (y, m, d) = stratos_client::sh::civil_date(days);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", secs / 3600, secs % 3600 / 60, secs % 60, ms % 1000)
+}
+
+fn http_date_of(ms: u64) -> String {
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// An HTTP date as seconds since 1970 (None if it is not one).
+fn http_date(s: &str) -> Option<u64> {
+    httpdate::parse_http_date(s.trim()).ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_http() {
+        let part = |h: &str, size| match parse_range(h, size) {
+            RangeOf::Part(s, e) => Some((s, e)),
+            RangeOf::Whole => None,
+            RangeOf::Unsatisfiable => Some((u64::MAX, u64::MAX)),
+        };
+        assert_eq!(part("bytes=0-9", 100), Some((0, 10)));
+        assert_eq!(part("bytes=90-200", 100), Some((90, 100)));
+        assert_eq!(part("bytes=50-", 100), Some((50, 100)));
+        assert_eq!(part("bytes=-10", 100), Some((90, 100)));
+        assert_eq!(part("bytes=-200", 100), Some((0, 100)));
+        assert_eq!(part("bytes=100-", 100), Some((u64::MAX, u64::MAX)));
+        assert_eq!(part("bytes=5-2", 100), None);
+        assert_eq!(part("bytes=0-1,5-6", 100), None);
+        assert_eq!(part("items=0-1", 100), None);
+        assert_eq!(part("bytes=-0", 100), Some((u64::MAX, u64::MAX)));
+    }
+
+    #[test]
+    fn dates_are_s3_s() {
+        assert_eq!(iso8601(1_764_716_725_123), "2025-12-02T23:05:25.123Z");
+        assert_eq!(http_date(&http_date_of(1_764_716_725_000)), Some(1_764_716_725));
+    }
+
+    #[test]
+    fn a_common_prefix_is_skipped_whole() {
+        let next = after_prefix("photos/");
+        assert!(next.len() <= 1024);
+        for k in ["photos/", "photos/a", "photos/\u{10FFFF}", "photos/zzzz/yyy"] {
+            assert!(k < next.as_str(), "{k:?} sorts after the skip point");
+        }
+        assert!("photos0" > next.as_str());
+    }
+
+    #[test]
+    fn etags_match_as_http_lists() {
+        assert!(etag_matches("\"abc\"", "abc"));
+        assert!(etag_matches("\"x\", \"abc\"", "abc"));
+        assert!(etag_matches("*", "abc"));
+        assert!(etag_matches("W/\"abc\"", "abc"));
+        assert!(!etag_matches("\"abd\"", "abc"));
+    }
+}

@@ -1,0 +1,138 @@
+//! HTTP/1.1 for the gateway: hyper's connection state machine (request parsing, keep-alive,
+//! pipelining, `Expect: 100-continue`, chunked transfer coding) on glommio's sockets, through
+//! an adapter from the `futures` IO traits to hyper's, and a response body that may stay on
+//! its executor (`!Send`: object data streams from datanode connections of this core).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::io::{AsyncRead, AsyncWrite};
+use hyper::body::{Frame, SizeHint};
+
+/// A `futures` byte stream (a glommio TCP stream, a TLS stream over one) as hyper's IO.
+#[derive(Debug)]
+pub struct Io<S>(pub S);
+
+impl<S: AsyncRead + Unpin> hyper::rt::Read for Io<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, mut buf: hyper::rt::ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+        // SAFETY: the unfilled part is zeroed before it is handed out as `&mut [u8]` (so no
+        // uninitialized byte is ever read), and `advance` counts only bytes the read wrote.
+        unsafe {
+            let dst = buf.as_mut();
+            std::ptr::write_bytes(dst.as_mut_ptr(), 0, dst.len());
+            let slice = std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<u8>(), dst.len());
+            match Pin::new(&mut self.0).poll_read(cx, slice) {
+                Poll::Ready(Ok(n)) => {
+                    buf.advance(n);
+                    Poll::Ready(Ok(()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> hyper::rt::Write for Io<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+/// A stream of body bytes made on this executor.
+pub type LocalStream = Pin<Box<dyn futures_util::Stream<Item = io::Result<Bytes>>>>;
+
+/// A response body: bytes in memory, or a stream of a known length (object data).
+pub enum Body {
+    Full(Option<Bytes>),
+    Stream { stream: LocalStream, left: u64 },
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Body::Full(b) => write!(f, "Body::Full({} bytes)", b.as_ref().map_or(0, Bytes::len)),
+            Body::Stream { left, .. } => write!(f, "Body::Stream({left} bytes left)"),
+        }
+    }
+}
+
+impl Body {
+    pub fn empty() -> Body {
+        Body::Full(None)
+    }
+    pub fn full(b: impl Into<Bytes>) -> Body {
+        let b = b.into();
+        Body::Full((!b.is_empty()).then_some(b))
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        match self.get_mut() {
+            Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Stream { stream, left } => {
+                if *left == 0 {
+                    return Poll::Ready(None);
+                }
+                match stream.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(Ok(b))) => {
+                        if b.len() as u64 > *left {
+                            return Poll::Ready(Some(Err(io::Error::other("an object stream gave more bytes than its length"))));
+                        }
+                        *left -= b.len() as u64;
+                        Poll::Ready(Some(Ok(Frame::data(b))))
+                    }
+                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                    // Ended short: an error, so hyper closes the connection rather than let
+                    // the client take a cut object for a whole one.
+                    Poll::Ready(None) => Poll::Ready(Some(Err(io::Error::other(format!("an object stream ended {left} bytes short"))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(b) => b.is_none(),
+            Body::Stream { left, .. } => *left == 0,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Stream { left, .. } => SizeHint::with_exact(*left),
+        }
+    }
+}
+
+/// The next data of a request body (trailers skipped); None at its end.
+pub async fn next_data(body: &mut hyper::body::Incoming) -> Result<Option<Bytes>, hyper::Error> {
+    loop {
+        let frame = std::future::poll_fn(|cx| hyper::body::Body::poll_frame(Pin::new(&mut *body), cx)).await;
+        match frame {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(e),
+            Some(Ok(f)) => {
+                if let Ok(d) = f.into_data() {
+                    if !d.is_empty() {
+                        return Ok(Some(d));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Object data through the datanodes: a write streams a payload (or another object, for a
+//! copy) into the blocks the OM hands out, 1 MiB per call to every replica, and commits the key
+//! with the MD5 of the bytes (S3's ETag) only once every block is durable on all of its
+//! datanodes; a read streams a byte range of an object's blocks. Neither holds more than one
+//! call's bytes (1 MiB, or one aws-chunked chunk) per request in memory.
+
+use std::collections::BTreeSet;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use md5::{Digest, Md5};
+use stratos_client::data::{self, CHUNK_BYTES};
+use stratos_client::{Block, Client, Done};
+
+use crate::S3_VOLUME;
+use crate::error::{S3Error, from_om};
+use crate::gateway::Gateway;
+use crate::payload::Payload;
+
+/// Where an object's bytes come from.
+pub enum Input<'a> {
+    Payload(&'a mut Payload),
+    Object(Reader),
+}
+
+impl std::fmt::Debug for Input<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Input::Payload(_) => "Input::Payload",
+            Input::Object(_) => "Input::Object",
+        })
+    }
+}
+
+impl Input<'_> {
+    async fn next(&mut self) -> Result<Option<Bytes>, S3Error> {
+        match self {
+            Input::Payload(p) => p.next().await,
+            Input::Object(r) => r.next().await.map_err(|e| S3Error::unavailable(format!("reading the copy source: {e}"))),
+        }
+    }
+}
+
+/// What must hold of the key when the write commits (S3's conditional PUT).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Condition {
+    #[default]
+    Any,
+    /// `If-None-Match: *`.
+    Absent,
+    /// `If-Match: "etag"`.
+    ETag(String),
+}
+
+/// The metadata name of an object's ETag.
+pub const ETAG: &str = "etag";
+
+/// A written object.
+#[derive(Debug)]
+pub struct Written {
+    pub etag: String,
+    pub size: u64,
+}
+
+/// A block being written: its datanodes and how much of it is written.
+struct Open {
+    block: Block,
+    capacity: u64,
+    at: u64,
+    conns: Vec<(u64, String, data::Datanode)>,
+}
+
+/// Writes `input` as `bucket/key` with `metadata` (the ETag is added), if `condition` holds
+/// when it commits. `size_hint` pre-allocates blocks. On any failure after the key was opened,
+/// the open key is aborted (its blocks freed) and nothing becomes visible.
+#[allow(clippy::too_many_arguments)]
+pub async fn write(
+    gw: &Rc<Gateway>, c: &Client, bucket: &str, key: &str, input: &mut Input<'_>, size_hint: u64, metadata: &[(String, String)], condition: &Condition,
+) -> Result<Written, S3Error> {
+    let opened = c
+        .submit(|op| {
+            let mut o = op.init_open_key();
+            o.set_volume(S3_VOLUME);
+            o.set_bucket(bucket);
+            o.set_key(key);
+            o.set_data_size(size_hint);
+            let mut m = o.init_metadata(metadata.len() as u32);
+            for (i, (k, v)) in metadata.iter().enumerate() {
+                let mut p = m.reborrow().get(i as u32);
+                p.set_key(k);
+                p.set_value(v);
+            }
+        })
+        .await
+        .map_err(|e| from_om(&e, bucket, Some(key)))?;
+    let Done::KeyOpened { open_id, blocks } = opened else { return Err(S3Error::internal(format!("unexpected reply to openKey: {opened:?}"))) };
+    match write_opened(gw, c, bucket, key, open_id, blocks, input, condition).await {
+        Ok(w) => Ok(w),
+        Err(e) => {
+            // Bounded, and best effort: an open key the abort misses expires on its own.
+            let abort = data::abort(c, S3_VOLUME, bucket, key, open_id);
+            let _ = stratos_client::runtime::or_after(&**c.runtime(), data::ABORT_TIMEOUT, async { abort.await.map_err(|_| ()) }, || Err(())).await;
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_opened(
+    gw: &Rc<Gateway>, c: &Client, bucket: &str, key: &str, open_id: u64, blocks: Vec<Block>, input: &mut Input<'_>, condition: &Condition,
+) -> Result<Written, S3Error> {
+    let mut pool = blocks;
+    pool.reverse();
+    let mut written: Vec<Block> = Vec::new();
+    let mut md5 = Md5::new();
+    let mut buf = BytesMut::new();
+    let mut open: Option<Open> = None;
+    let mut ended = false;
+    let mut size = 0u64;
+    loop {
+        // Up to one call's worth of bytes (fewer only at the end of the input).
+        while !ended && (buf.len() as u64) < CHUNK_BYTES {
+            match input.next().await? {
+                Some(b) => {
+                    md5.update(&b);
+                    buf.extend_from_slice(&b);
+                }
+                None => ended = true,
+            }
+        }
+        if buf.is_empty() {
+            break;
+        }
+        while !buf.is_empty() {
+            if open.is_none() {
+                let block = match pool.pop() {
+                    Some(b) => b,
+                    None => data::allocate(c, S3_VOLUME, bucket, key, open_id, &BTreeSet::new()).await.map_err(|e| S3Error::unavailable(format!("allocating a block: {e}")))?,
+                };
+                if block.datanodes.is_empty() || block.token.is_empty() {
+                    return Err(S3Error::unavailable("the OM handed out a block without datanodes (is it connected to an SCM?)"));
+                }
+                let capacity = data::token_max_length(&block.token).unwrap_or(u64::MAX);
+                if capacity == 0 {
+                    return Err(S3Error::internal("a block that holds 0 bytes"));
+                }
+                let mut conns = Vec::new();
+                for (id, addr) in &block.datanodes {
+                    let dn = gw.datanode(addr).await.map_err(|e| S3Error::unavailable(format!("datanode {id} at {addr}: {e}")))?;
+                    conns.push((*id, addr.clone(), dn));
+                }
+                open = Some(Open { block, capacity, at: 0, conns });
+            }
+            let o = open.as_mut().expect("opened above");
+            let take = (buf.len() as u64).min(CHUNK_BYTES).min(o.capacity - o.at) as usize;
+            let piece = buf.split_to(take).freeze();
+            let results = futures_util::future::join_all(o.conns.iter().map(|(_, _, dn)| data::write_chunk(dn, &o.block, o.at, &piece))).await;
+            check(gw, &o.conns, results)?;
+            o.at += take as u64;
+            size += take as u64;
+            if o.at == o.capacity {
+                written.push(seal(gw, open.take().expect("open"), false).await?);
+            }
+        }
+    }
+    if let Some(o) = open.take() {
+        written.push(seal(gw, o, false).await?);
+    }
+    let etag = hex(&md5.finalize());
+    let committed = c
+        .submit(|op| {
+            let mut k = op.init_commit_key();
+            k.set_volume(S3_VOLUME);
+            k.set_bucket(bucket);
+            k.set_key(key);
+            k.set_open_id(open_id);
+            k.set_data_size(size);
+            let mut l = k.reborrow().init_blocks(written.len() as u32);
+            for (i, b) in written.iter().enumerate() {
+                b.set(l.reborrow().get(i as u32));
+            }
+            let mut m = k.reborrow().init_metadata(1);
+            m.reborrow().get(0).set_key(ETAG);
+            m.reborrow().get(0).set_value(&etag);
+            match condition {
+                Condition::Any => {}
+                Condition::Absent => k.set_if_absent(true),
+                Condition::ETag(e) => {
+                    let mut p = k.init_if_match();
+                    p.set_key(ETAG);
+                    p.set_value(e);
+                }
+            }
+        })
+        .await
+        .map_err(|e| from_om(&e, bucket, Some(key)))?;
+    match committed {
+        Done::KeyCommitted { .. } => Ok(Written { etag, size }),
+        other => Err(S3Error::internal(format!("unexpected reply to commitKey: {other:?}"))),
+    }
+}
+
+/// Makes a block durable on every datanode (`putBlock`), with its written length.
+async fn seal(gw: &Rc<Gateway>, o: Open, _last: bool) -> Result<Block, S3Error> {
+    let results = futures_util::future::join_all(o.conns.iter().map(|(_, _, dn)| data::put_block(dn, &o.block, o.at))).await;
+    check(gw, &o.conns, results)?;
+    let mut block = o.block;
+    block.length = o.at;
+    Ok(block)
+}
+
+/// The first datanode failure of a call to every replica, as a retryable error. The gateway
+/// does not rewrite a block elsewhere (it keeps no copy of the bytes sent): the client's retry
+/// of the request does, on blocks the OM allocates anew.
+fn check(gw: &Gateway, conns: &[(u64, String, data::Datanode)], results: Vec<Result<(), String>>) -> Result<(), S3Error> {
+    for ((id, addr, _), r) in conns.iter().zip(results) {
+        if let Err(e) = r {
+            gw.forget_datanode(addr);
+            return Err(S3Error::unavailable(format!("datanode {id} at {addr}: {e}; retry the request")));
+        }
+    }
+    Ok(())
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Reads bytes `start..end` of an object's blocks, one call (at most 1 MiB) at a time, from the
+/// first datanode of each block that serves it (one that failed is asked last from then on).
+pub struct Reader {
+    gw: Rc<Gateway>,
+    blocks: Vec<Block>,
+    /// Offset of each block's first byte in the object.
+    starts: Vec<u64>,
+    pos: u64,
+    end: u64,
+    failed: BTreeSet<u64>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader").field("blocks", &self.blocks.len()).field("pos", &self.pos).field("end", &self.end).finish()
+    }
+}
+
+impl Reader {
+    pub fn new(gw: Rc<Gateway>, blocks: Vec<Block>, start: u64, end: u64) -> Reader {
+        let mut starts = Vec::with_capacity(blocks.len());
+        let mut at = 0;
+        for b in &blocks {
+            starts.push(at);
+            at += b.length;
+        }
+        Reader { gw, blocks, starts, pos: start, end: end.min(at), failed: BTreeSet::new() }
+    }
+
+    pub async fn next(&mut self) -> Result<Option<Bytes>, String> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        let i = self.starts.partition_point(|s| *s <= self.pos) - 1;
+        let block = &self.blocks[i];
+        let off = self.pos - self.starts[i];
+        let want = CHUNK_BYTES.min(block.length - off).min(self.end - self.pos) as u32;
+        let mut order: Vec<&(u64, String)> = block.datanodes.iter().collect();
+        order.sort_by_key(|(id, _)| self.failed.contains(id));
+        let mut errors = Vec::new();
+        for (id, addr) in order {
+            let r = match self.gw.datanode(addr).await {
+                Ok(dn) => data::read_chunk(&dn, block, off, want).await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok((d, _)) if d.len() == want as usize => {
+                    self.pos += u64::from(want);
+                    return Ok(Some(Bytes::from(d)));
+                }
+                Ok((d, len)) => errors.push(format!("datanode {id} at {addr}: {} bytes at {off}, block holds {len}", d.len())),
+                Err(e) => {
+                    self.gw.forget_datanode(addr);
+                    self.failed.insert(*id);
+                    errors.push(format!("datanode {id} at {addr}: {e}"));
+                }
+            }
+        }
+        Err(format!("block {}/{}: no datanode served it: {}", block.container_id, block.local_id, errors.join("; ")))
+    }
+
+    /// The rest of the range as a response body stream.
+    pub fn into_stream(self) -> crate::http::LocalStream {
+        Box::pin(futures_util::stream::unfold(self, |mut r| async move {
+            match r.next().await {
+                Ok(Some(b)) => Some((Ok(b), r)),
+                Ok(None) => None,
+                Err(e) => {
+                    eprintln!("s3g: reading an object: {e}");
+                    r.pos = r.end;
+                    Some((Err(std::io::Error::other(e)), r))
+                }
+            }
+        }))
+    }
+}

@@ -1,0 +1,329 @@
+//! A request's payload as the object's bytes, in each encoding S3 clients send, checked as it
+//! streams: a plain body (its SHA-256 when the signature covers it, Content-Length by HTTP), or
+//! `aws-chunked` (chunks with signatures chained to the request's, or unsigned with checksum
+//! trailers, as newer SDKs send), whose decoded length must be `x-amz-decoded-content-length`.
+//! A check that fails fails the request before anything is committed.
+
+use bytes::{Buf, Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+
+use crate::error::S3Error;
+use crate::sigv4::ChunkSigner;
+
+/// Longest chunk-header line (`SIZE;chunk-signature=SIG` or a trailer line).
+const LINE_BYTES_MAX: usize = 4096;
+/// Largest chunk of an `aws-chunked` payload (held whole while its signature is checked; SDKs
+/// send 64 KiB to 8 MiB).
+pub const CHUNK_BYTES_MAX: usize = 16 << 20;
+
+#[derive(Debug)]
+enum Mode {
+    /// The bytes as sent; with the SHA-256 the signature covers, compared at the end.
+    Plain { sha256: Option<(Sha256, [u8; 32])> },
+    /// `aws-chunked`: each chunk signed (chained), or unsigned (with trailers).
+    Chunked { signer: Option<ChunkSigner>, state: ChunkState, decoded_length: Option<u64> },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum ChunkState {
+    Header,
+    Data { size: usize, signature: Option<String> },
+    Trailers,
+    Done,
+}
+
+/// Where a payload's bytes come from: a request body, or (tests) bytes in memory.
+pub enum Source {
+    Http(hyper::body::Incoming),
+    Memory(Option<Bytes>),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Source::Http(_) => "Source::Http",
+            Source::Memory(_) => "Source::Memory",
+        })
+    }
+}
+
+impl Source {
+    async fn next(&mut self) -> Result<Option<Bytes>, S3Error> {
+        match self {
+            Source::Http(b) => crate::http::next_data(b).await.map_err(|e| S3Error::new("IncompleteBody", 400, format!("reading the request body: {e}"))),
+            Source::Memory(b) => Ok(b.take()),
+        }
+    }
+}
+
+/// The decoded payload of one request.
+#[derive(Debug)]
+pub struct Payload {
+    source: Source,
+    mode: Mode,
+    buf: BytesMut,
+    ended: bool,
+    decoded: u64,
+    /// The MD5 the payload must have (Content-MD5), and the running one.
+    md5: Option<(md5::Md5, Vec<u8>)>,
+}
+
+/// How a request's payload is encoded, from its headers (`header` looks one up, any case).
+pub fn mode_of(header: &dyn Fn(&str) -> Option<String>, signer: Option<ChunkSigner>) -> Result<PayloadMode, S3Error> {
+    let sha = header("x-amz-content-sha256");
+    let chunked = header("content-encoding").is_some_and(|e| e.split(',').any(|p| p.trim() == "aws-chunked"));
+    let decoded = header("x-amz-decoded-content-length").map(|v| v.parse::<u64>().map_err(|_| S3Error::invalid_argument("x-amz-decoded-content-length is not a number"))).transpose()?;
+    match sha.as_deref() {
+        Some(crate::sigv4::STREAMING_PAYLOAD) => match signer {
+            Some(s) => Ok(PayloadMode(Mode::Chunked { signer: Some(s), state: ChunkState::Header, decoded_length: decoded })),
+            None => Err(S3Error::invalid_request("a streaming signed payload needs a signed request")),
+        },
+        Some("STREAMING-UNSIGNED-PAYLOAD-TRAILER") => Ok(PayloadMode(Mode::Chunked { signer: None, state: ChunkState::Header, decoded_length: decoded })),
+        Some(s) if s.starts_with("STREAMING-") => Err(S3Error::not_implemented(&format!("the payload encoding {s}"))),
+        Some(crate::sigv4::UNSIGNED_PAYLOAD) | None if chunked => Ok(PayloadMode(Mode::Chunked { signer: None, state: ChunkState::Header, decoded_length: decoded })),
+        Some(crate::sigv4::UNSIGNED_PAYLOAD) | None => Ok(PayloadMode(Mode::Plain { sha256: None })),
+        Some(hex) => {
+            let want = crate::sigv4::unhex(hex).ok_or_else(|| S3Error::invalid_argument("x-amz-content-sha256 is not a SHA-256 in hex, UNSIGNED-PAYLOAD or a STREAMING- encoding"))?;
+            Ok(PayloadMode(Mode::Plain { sha256: Some((Sha256::new(), want)) }))
+        }
+    }
+}
+
+/// A payload's encoding, decided from the request's headers ([`mode_of`]).
+#[derive(Debug)]
+pub struct PayloadMode(Mode);
+
+impl PayloadMode {
+    /// The payload's decoded length if the headers say it (aws-chunked).
+    pub fn decoded_length(&self) -> Option<u64> {
+        match &self.0 {
+            Mode::Chunked { decoded_length, .. } => *decoded_length,
+            Mode::Plain { .. } => None,
+        }
+    }
+}
+
+impl Payload {
+    pub fn new(source: Source, mode: PayloadMode) -> Payload {
+        Payload { source, mode: mode.0, buf: BytesMut::new(), ended: false, decoded: 0, md5: None }
+    }
+
+    /// The payload must have this MD5 (a Content-MD5 header): checked at its end, so a
+    /// mismatch fails the request before anything is committed (`BadDigest`).
+    pub fn expect_md5(&mut self, md5: Option<Vec<u8>>) {
+        use md5::Digest;
+        self.md5 = md5.map(|want| (md5::Md5::new(), want));
+    }
+
+    /// Bytes decoded so far.
+    pub fn decoded(&self) -> u64 {
+        self.decoded
+    }
+
+    async fn fill(&mut self) -> Result<bool, S3Error> {
+        if self.ended {
+            return Ok(false);
+        }
+        match self.source.next().await? {
+            Some(b) => {
+                self.buf.extend_from_slice(&b);
+                Ok(true)
+            }
+            None => {
+                self.ended = true;
+                Ok(false)
+            }
+        }
+    }
+
+    /// The next bytes of the object; None at its end, once every check passed.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, S3Error> {
+        let out = match &mut self.mode {
+            Mode::Plain { .. } => self.next_plain().await?,
+            Mode::Chunked { .. } => self.next_chunked().await?,
+        };
+        use md5::Digest;
+        match &out {
+            Some(b) => {
+                self.decoded += b.len() as u64;
+                if let Some((h, _)) = &mut self.md5 {
+                    h.update(b);
+                }
+            }
+            None => {
+                if let Some((h, want)) = self.md5.take()
+                    && h.finalize().as_slice() != want.as_slice()
+                {
+                    return Err(S3Error::new("BadDigest", 400, "the Content-MD5 you specified did not match what we received"));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn next_plain(&mut self) -> Result<Option<Bytes>, S3Error> {
+        let data = if self.buf.is_empty() { self.source.next().await? } else { Some(self.buf.split().freeze()) };
+        let Mode::Plain { sha256 } = &mut self.mode else { unreachable!("plain") };
+        match data {
+            Some(b) => {
+                if let Some((h, _)) = sha256 {
+                    h.update(&b);
+                }
+                Ok(Some(b))
+            }
+            None => {
+                if let Some((h, want)) = sha256.take() {
+                    let got: [u8; 32] = h.finalize().into();
+                    if got != want {
+                        return Err(S3Error::new("XAmzContentSHA256Mismatch", 400, "the SHA-256 of the body is not the x-amz-content-sha256 the request was signed with"));
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// A line ending in CRLF from the buffer (without it), reading more as needed.
+    async fn line(&mut self) -> Result<String, S3Error> {
+        loop {
+            if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = self.buf.split_to(at);
+                self.buf.advance(2);
+                return String::from_utf8(line.to_vec()).map_err(|_| bad_chunk("a chunk header is not text"));
+            }
+            if self.buf.len() > LINE_BYTES_MAX {
+                return Err(bad_chunk("a chunk header longer than 4 KiB"));
+            }
+            if !self.fill().await? {
+                return Err(S3Error::new("IncompleteBody", 400, "the aws-chunked body ended inside a chunk header"));
+            }
+        }
+    }
+
+    async fn next_chunked(&mut self) -> Result<Option<Bytes>, S3Error> {
+        loop {
+            let Mode::Chunked { state, .. } = &mut self.mode else { unreachable!("chunked") };
+            match state {
+                ChunkState::Done => return Ok(None),
+                ChunkState::Header => {
+                    let line = self.line().await?;
+                    let (size, ext) = line.split_once(';').unwrap_or((line.as_str(), ""));
+                    let size = usize::from_str_radix(size.trim(), 16).map_err(|_| bad_chunk(&format!("a chunk size {size:?} is not hexadecimal")))?;
+                    if size > CHUNK_BYTES_MAX {
+                        return Err(bad_chunk(&format!("a chunk of {size} bytes (at most {CHUNK_BYTES_MAX})")));
+                    }
+                    let signature = ext.split(';').find_map(|p| p.trim().strip_prefix("chunk-signature=")).map(str::to_string);
+                    let Mode::Chunked { state, signer, .. } = &mut self.mode else { unreachable!("chunked") };
+                    if signer.is_some() && signature.is_none() {
+                        return Err(S3Error::new("SignatureDoesNotMatch", 403, "a chunk of a signed streaming payload has no chunk-signature"));
+                    }
+                    *state = ChunkState::Data { size, signature };
+                }
+                ChunkState::Data { size, signature } => {
+                    let (size, signature) = (*size, signature.take());
+                    // The chunk and its CRLF (the last, empty, chunk is followed by the
+                    // trailers, if any, and an empty line: see Trailers).
+                    let crlf = if size == 0 { 0 } else { 2 };
+                    while self.buf.len() < size + crlf {
+                        if !self.fill().await? {
+                            return Err(S3Error::new("IncompleteBody", 400, "the aws-chunked body ended inside a chunk"));
+                        }
+                    }
+                    let chunk = self.buf.split_to(size).freeze();
+                    if crlf == 2 {
+                        if &self.buf[..2] != b"\r\n" {
+                            return Err(bad_chunk("a chunk is not followed by CRLF"));
+                        }
+                        self.buf.advance(2);
+                    }
+                    let Mode::Chunked { state, signer, decoded_length } = &mut self.mode else { unreachable!("chunked") };
+                    if let (Some(s), Some(sig)) = (signer.as_mut(), signature.as_deref()) {
+                        s.check(&chunk, sig).map_err(|_| S3Error::new("SignatureDoesNotMatch", 403, "a chunk's signature does not match"))?;
+                    }
+                    if size == 0 {
+                        if let Some(want) = *decoded_length
+                            && want != self.decoded
+                        {
+                            return Err(S3Error::new("IncompleteBody", 400, format!("the chunks hold {} bytes, x-amz-decoded-content-length says {want}", self.decoded)));
+                        }
+                        *state = ChunkState::Trailers;
+                        continue;
+                    }
+                    *state = ChunkState::Header;
+                    return Ok(Some(chunk));
+                }
+                ChunkState::Trailers => {
+                    // The checksum trailers of a streaming payload: read up to the empty line
+                    // (or the body's end). Their checksums are the SDK's own
+                    // end-to-end check; the datanodes' frame CRCs guard the stored bytes.
+                    loop {
+                        if self.buf.is_empty() && !self.fill().await? {
+                            break;
+                        }
+                        if self.line().await?.is_empty() {
+                            break;
+                        }
+                    }
+                    let Mode::Chunked { state, .. } = &mut self.mode else { unreachable!("chunked") };
+                    *state = ChunkState::Done;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// The whole payload, at most `max` bytes (request bodies that are documents).
+    pub async fn read_all(&mut self, max: usize) -> Result<Vec<u8>, S3Error> {
+        let mut out = Vec::new();
+        while let Some(b) = self.next().await? {
+            if out.len() + b.len() > max {
+                return Err(S3Error::new("MaxMessageLengthExceeded", 400, format!("the request body is larger than {max} bytes")));
+            }
+            out.extend_from_slice(&b);
+        }
+        Ok(out)
+    }
+}
+
+fn bad_chunk(what: &str) -> S3Error {
+    S3Error::new("InvalidRequest", 400, format!("malformed aws-chunked body: {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(body: &[u8], headers: &[(&str, &str)]) -> Result<Vec<u8>, S3Error> {
+        let h = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.to_string());
+        let mode = mode_of(&h, None)?;
+        let mut p = Payload::new(Source::Memory(Some(Bytes::copy_from_slice(body))), mode);
+        futures_lite::future::block_on(p.read_all(1 << 20))
+    }
+
+    #[test]
+    fn unsigned_chunks_with_trailers_decode() {
+        let body = b"5\r\nhello\r\n6\r\n world\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n";
+        let h = [("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"), ("content-encoding", "aws-chunked"), ("x-amz-decoded-content-length", "11")];
+        assert_eq!(decode(body, &h).expect("decodes"), b"hello world");
+        let wrong = [("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"), ("x-amz-decoded-content-length", "12")];
+        assert_eq!(decode(body, &wrong).expect_err("length checked").code, "IncompleteBody");
+    }
+
+    #[test]
+    fn plain_bodies_are_checked_against_the_signed_hash() {
+        let good = [("x-amz-content-sha256", "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")];
+        assert_eq!(decode(b"hello", &good).expect("matches"), b"hello");
+        assert_eq!(decode(b"hellO", &good).expect_err("mismatch").code, "XAmzContentSHA256Mismatch");
+        assert_eq!(decode(b"anything", &[("x-amz-content-sha256", "UNSIGNED-PAYLOAD")]).expect("unsigned"), b"anything");
+    }
+
+    #[test]
+    fn malformed_chunks_are_errors() {
+        let h = [("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER")];
+        for body in [&b"zz\r\nhello\r\n0\r\n\r\n"[..], b"5\r\nhel", b"5\r\nhelloXX0\r\n\r\n", b"FFFFFFFF\r\n"] {
+            assert!(decode(body, &h).is_err(), "{:?} decoded", String::from_utf8_lossy(body));
+        }
+        let signed = [("x-amz-content-sha256", crate::sigv4::STREAMING_PAYLOAD)];
+        assert_eq!(decode(b"0\r\n\r\n", &signed).expect_err("needs a signed request").code, "InvalidRequest");
+    }
+}

@@ -1,0 +1,131 @@
+//! `stratos s3g`: the gateway process. One glommio executor per core, each with its own
+//! listener on the shared port (SO_REUSEPORT: the kernel spreads connections), its own OM
+//! client, datanode connections and secret cache; nothing is shared between cores, so it
+//! scales with cores as the OM does. HTTPS with the node's certificate when it has one.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use anyhow::Context;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::gateway::{Gateway, handle};
+use crate::http::Io;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct S3gArgs {
+    /// The OM nodes (host:port, comma-separated).
+    #[arg(long, env = "STRATOS_OM", default_value = "127.0.0.1:9862")]
+    pub om: String,
+    /// Where S3 clients connect (Ozone's s3g port is 9878).
+    #[arg(long, default_value = "0.0.0.0:9878")]
+    pub address: String,
+    /// Executors (one per core) [default: every CPU].
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// With --tls-*: serve plain HTTP to S3 clients anyway (behind a proxy that terminates
+    /// TLS); the links to the OM and the datanodes keep TLS.
+    #[arg(long)]
+    pub plain_http: bool,
+    #[command(flatten)]
+    pub tls: stratos_common::tls_args::TlsArgs,
+}
+
+/// What the gateway serves at, once it does.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    pub address: SocketAddr,
+    pub https: bool,
+    pub cores: usize,
+    pub tls: bool,
+}
+
+/// Runs the gateway until SIGTERM or SIGINT; `ready` is called once every core listens.
+pub fn run(a: &S3gArgs, ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
+    let tls = a.tls.load(stratos_common::tls::Role::S3g)?;
+    if let Some(t) = &tls {
+        // The OM and the datanodes know the gateway by this certificate (role s3g).
+        stratos_common::tls::set_client(Some(t.client.clone()));
+    }
+    let addr: SocketAddr = a.address.parse().with_context(|| format!("--address {}: not host:port with an IP address", a.address))?;
+    if let Some(t) = &tls {
+        t.check_host(&addr.ip().to_string())?;
+    }
+    let http_tls = if a.plain_http { None } else { tls.as_ref().map(|t| t.http.clone()) };
+    let bound = stratos_common::rpc::claim_shared_port(addr).with_context(|| format!("binding the S3 address {addr}"))?;
+    let cores = a.cores.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    stratos_common::process::install_signal_handlers();
+    let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let mut handles = Vec::new();
+    for core in 0..cores {
+        let (om, tx, http_tls) = (a.om.clone(), tx.clone(), http_tls.clone());
+        let h = LocalExecutorBuilder::new(Placement::Unbound)
+            .name(&format!("s3g-core-{core}"))
+            .spawn(move || async move {
+                let listener = match stratos_common::rpc::listen_shared(bound) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("listening on {bound}: {e}")));
+                        return;
+                    }
+                };
+                let _ = tx.send(Ok(()));
+                let gw = Rc::new(Gateway::new(&om, Rc::new(stratos_client::runtime::Glommio)));
+                accept(listener, gw, http_tls).await;
+            })
+            .map_err(|e| anyhow::anyhow!("starting an executor: {e}"))?;
+        handles.push(h);
+    }
+    drop(tx);
+    for _ in 0..cores {
+        rx.recv().context("an executor ended before it listened")?.map_err(anyhow::Error::msg)?;
+    }
+    ready(&Ready { address: bound, https: http_tls.is_some(), cores, tls: tls.is_some() });
+    while !stratos_common::process::stop_requested() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Requests in flight end with the process: nothing is committed until a request's last
+    // step, so an interrupted write leaves at most an open key, which the OM expires.
+    Ok(())
+}
+
+async fn accept(listener: glommio::net::TcpListener, gw: Rc<Gateway>, tls: Option<std::sync::Arc<rustls::ServerConfig>>) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let (gw, tls) = (gw.clone(), tls.clone());
+                glommio::spawn_local(async move {
+                    let _ = stream.set_nodelay(true);
+                    match tls {
+                        None => serve(gw, stream).await,
+                        Some(config) => {
+                            let handshake = futures_rustls::TlsAcceptor::from(config).accept(stream);
+                            match glommio::timer::timeout(stratos_common::rpc::TLS_HANDSHAKE_TIMEOUT, async { Ok(handshake.await) }).await {
+                                Ok(Ok(s)) => serve(gw, s).await,
+                                Ok(Err(e)) => eprintln!("s3g: a TLS handshake failed: {e}"),
+                                Err(_) => eprintln!("s3g: no TLS handshake within {:?}", stratos_common::rpc::TLS_HANDSHAKE_TIMEOUT),
+                            }
+                        }
+                    }
+                })
+                .detach();
+            }
+            Err(e) => {
+                eprintln!("s3g: accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn serve<S: futures_util::io::AsyncRead + futures_util::io::AsyncWrite + Unpin + 'static>(gw: Rc<Gateway>, stream: S) {
+    let service = hyper::service::service_fn(move |req| handle(gw.clone(), req));
+    let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(Io(stream), service);
+    if let Err(e) = conn.await
+        && !e.is_incomplete_message()
+        && std::env::var_os("STRATOS_S3G_TRACE").is_some()
+    {
+        eprintln!("s3g: connection ended: {e}");
+    }
+}

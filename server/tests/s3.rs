@@ -1,0 +1,133 @@
+//! The S3 gateway end to end, with real processes on loopback (an SCM, three datanodes, an OM
+//! and `stratos s3g`, all over TLS) and real S3 clients: boto3, the AWS CLI and curl
+//! (`server/tests/s3/clients.py`, from the Python environment `.ci/s3-venv` makes), and raw
+//! HTTPS requests for what no SDK would send.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+mod support;
+use support::{BIN, Proc, Tls, s};
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    _scm: Proc,
+    _datanodes: Vec<Proc>,
+    om: Proc,
+    s3g: Proc,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = |p: &str| dir.path().join(p);
+        let scm = Proc::secured(&["scm", "--data-dir", s(&d("scm")), "--rpc-address", "127.0.0.1:0", "--dead-after-ms", "30000"]);
+        let scm_addr = scm.word_after("rpc");
+        let datanodes = (0..3)
+            .map(|i| Proc::secured(&["datanode", "--data-dir", s(&d(&format!("dn{i}"))), "--rpc-address", "127.0.0.1:0", "--scm", &scm_addr, "--heartbeat-ms", "200"]))
+            .collect();
+        // 4 MiB blocks: a 10 MB object spans three.
+        let om = Proc::secured(&[
+            "om", "--data-dir", s(&d("om")), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--shards", "2", "--executors", "2", "--no-pin",
+            "--election-timeout-min-ms", "150", "--election-timeout-max-ms", "300", "--heartbeat-interval-ms", "50", "--scm-address", &scm_addr, "--scm-poll-ms", "300",
+            "--block-bytes", "4194304", "--admins", "root",
+        ]);
+        let rpc = om.word_after("rpc");
+        let s3g = Proc::secured(&["s3g", "--om", &rpc, "--address", "127.0.0.1:0", "--cores", "2"]);
+        Cluster { _dir: dir, _scm: scm, _datanodes: datanodes, om, s3g }
+    }
+
+    fn endpoint(&self) -> String {
+        self.s3g.word_after("ready:")
+    }
+
+    fn addr(&self) -> String {
+        self.endpoint().trim_start_matches("https://").to_string()
+    }
+
+    /// `user`'s access key and secret, by `stratos s3 getsecret` with `user`'s certificate.
+    fn secret(&self, user: &str) -> (String, String) {
+        let f = Tls::get().files(stratos_common::tls::Role::User, user);
+        let out = Command::new(BIN)
+            .args(["s3", "getsecret", "--om", &self.om.word_after("rpc")])
+            .env("STRATOS_CA", &f.ca)
+            .env("STRATOS_CERT", &f.cert)
+            .env("STRATOS_KEY", &f.key)
+            .output()
+            .expect("run stratos s3 getsecret");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "getsecret for {user}: {}", String::from_utf8_lossy(&out.stderr));
+        let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).unwrap_or_else(|| panic!("no {k} in {text:?}")).to_string();
+        (get("awsAccessKey="), get("awsSecret="))
+    }
+
+    /// One raw HTTPS request (`Connection: close`); the status line and the body.
+    fn raw(&self, request: &str) -> (String, String) {
+        let mut tls = Tls::get().connect(&self.addr());
+        tls.write_all(request.as_bytes()).expect("send");
+        let mut out = Vec::new();
+        let _ = tls.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let status = text.lines().next().unwrap_or("").to_string();
+        let body = text.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string());
+        (status, body)
+    }
+}
+
+/// The Python environment with boto3 and the AWS CLI (`.ci/s3-venv`; `STRATOS_S3_VENV`
+/// elsewhere). Required where `CI` is set; elsewhere a missing one skips, saying how to make it.
+fn venv() -> Option<PathBuf> {
+    let dir = std::env::var_os("STRATOS_S3_VENV").map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/s3-venv"), PathBuf::from);
+    if dir.join("bin/python").exists() && dir.join("bin/aws").exists() {
+        return Some(dir);
+    }
+    assert!(std::env::var_os("CI").is_none(), "no Python environment with boto3 and the AWS CLI at {} (CI runs .ci/s3-venv first)", dir.display());
+    eprintln!("SKIPPED: no boto3/AWS CLI environment at {}: run .ci/s3-venv to make it", dir.display());
+    None
+}
+
+#[test]
+fn boto3_the_aws_cli_and_curl_work_against_the_gateway() {
+    let Some(venv) = venv() else { return };
+    let c = Cluster::start();
+    let (alice_key, alice_secret) = c.secret("alice");
+    let (bob_key, bob_secret) = c.secret("bob");
+    assert_eq!(alice_key, "alice", "the access key is the principal's name");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3/clients.py");
+    let out = Command::new(venv.join("bin/python"))
+        .arg(&script)
+        .env("S3_ENDPOINT", c.endpoint())
+        .env("S3_CA", &Tls::get().files(stratos_common::tls::Role::User, "alice").ca)
+        .env("ALICE_KEY", alice_key)
+        .env("ALICE_SECRET", alice_secret)
+        .env("BOB_KEY", bob_key)
+        .env("BOB_SECRET", bob_secret)
+        .env("AWS", venv.join("bin/aws"))
+        .output()
+        .expect("run the S3 client checks");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(out.status.success() && stdout.contains("all S3 client checks passed"), "S3 client checks failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn requests_no_sdk_would_send_get_s3_errors() {
+    let c = Cluster::start();
+    let host = c.addr();
+    let req = |head: &str| c.raw(&format!("{head}\r\nHost: {host}\r\nConnection: close\r\n\r\n"));
+    let (status, body) = req("GET / HTTP/1.1");
+    assert!(status.contains("403") && body.contains("<Code>AccessDenied</Code>") && body.contains("anonymous"), "{status} {body}");
+    let (status, body) = req("GET /bkt/key HTTP/1.1\r\nAuthorization: AWS alice:c2lnbmF0dXJl");
+    assert!(status.contains("400") && body.contains("Signature Version 2"), "{status} {body}");
+    let (status, body) = req("GET /bkt/key HTTP/1.1\r\nAuthorization: AWS4-HMAC-SHA256 Credential=alice/20261202/us-east-1/s3/aws4_request");
+    assert!(status.contains("400") && body.contains("<Code>AuthorizationHeaderMalformed</Code>"), "{status} {body}");
+    let (status, body) = req("GET /bkt/key?X-Amz-Signature=00&X-Amz-Credential=nobody%2F20261202%2Fus-east-1%2Fs3%2Faws4_request HTTP/1.1");
+    assert!(status.contains("400") || status.contains("403"), "{status} {body}");
+    assert!(body.contains("<Error>") && body.contains("<RequestId>"), "{body}");
+    // Not HTTP at all: the connection is closed with a 400, the gateway keeps serving.
+    let (status, _) = c.raw("\x16\x03garbage\r\n\r\n");
+    assert!(status.is_empty() || status.contains("400"), "{status}");
+    let (status, _) = req("GET / HTTP/1.1");
+    assert!(status.contains("403"), "still serving: {status}");
+}

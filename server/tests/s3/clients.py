@@ -1,0 +1,186 @@
+"""The S3 gateway through real S3 clients: boto3, the AWS CLI and curl (server/tests/s3.rs).
+
+Environment: S3_ENDPOINT (https://host:port), S3_CA (the cluster CA), ALICE_KEY/ALICE_SECRET,
+BOB_KEY/BOB_SECRET (from `stratos s3 getsecret`), AWS (the aws command). Prints one line per
+check; exits non-zero at the first failure with what differed.
+"""
+import hashlib, os, subprocess, sys, tempfile, threading, time
+
+import boto3, botocore
+from botocore.config import Config
+
+ENDPOINT, CA = os.environ["S3_ENDPOINT"], os.environ["S3_CA"]
+
+
+def client(who, **cfg):
+    key, secret = os.environ[f"{who}_KEY"], os.environ[f"{who}_SECRET"]
+    return boto3.client("s3", endpoint_url=ENDPOINT, aws_access_key_id=key, aws_secret_access_key=secret, region_name="us-east-1",
+                        verify=CA, config=Config(s3={"addressing_style": "path"}, signature_version="s3v4", retries={"max_attempts": 2}, **cfg))
+
+
+def code(fn):
+    """The S3 error code fn fails with (None if it succeeds)."""
+    try:
+        fn()
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"]
+    return None
+
+
+def check(what, cond, detail=""):
+    if not cond:
+        print(f"FAIL {what} {detail}", flush=True)
+        sys.exit(1)
+    print(f"ok   {what}", flush=True)
+
+
+alice, bob = client("ALICE"), client("BOB")
+bucket = "clients-" + os.urandom(4).hex()
+alice.create_bucket(Bucket=bucket)
+check("create bucket, listed as the owner's", bucket in [b["Name"] for b in alice.list_buckets()["Buckets"]])
+check("another user does not list it", bucket not in [b["Name"] for b in bob.list_buckets()["Buckets"]])
+check("the same name again is BucketAlreadyOwnedByYou", code(lambda: alice.create_bucket(Bucket=bucket)) == "BucketAlreadyOwnedByYou")
+check("another user's create of the name is BucketAlreadyExists", code(lambda: bob.create_bucket(Bucket=bucket)) == "BucketAlreadyExists")
+
+# Byte for byte: 0 B, 1 B, 10 MB (several datanode calls), with metadata and Content-Type.
+for size in (0, 1, 10 * 1000 * 1000):
+    data = os.urandom(size)
+    put = alice.put_object(Bucket=bucket, Key=f"obj/{size}", Body=data, Metadata={"color": "blue"}, ContentType="application/x-test")
+    got = alice.get_object(Bucket=bucket, Key=f"obj/{size}")
+    body = got["Body"].read()
+    md5 = hashlib.md5(data).hexdigest()
+    check(f"put/get {size} B byte for byte", body == data, f"{len(body)} bytes back")
+    check(f"ETag of {size} B is its MD5", put["ETag"] == f'"{md5}"' and got["ETag"] == f'"{md5}"', put["ETag"])
+    check(f"metadata of {size} B", got["Metadata"] == {"color": "blue"} and got["ContentType"] == "application/x-test", str(got["Metadata"]))
+big = alice.get_object(Bucket=bucket, Key="obj/10000000", Range="bytes=999990-1000009")
+check("a range spanning a 1 MiB call boundary", big["ContentRange"] == "bytes 999990-1000009/10000000" and len(big["Body"].read()) == 20)
+check("an unsatisfiable range is InvalidRange", code(lambda: alice.get_object(Bucket=bucket, Key="obj/1", Range="bytes=5-9")) == "InvalidRange")
+check("a missing key is NoSuchKey", code(lambda: alice.get_object(Bucket=bucket, Key="nope")) == "NoSuchKey")
+check("a missing bucket is NoSuchBucket", code(lambda: alice.list_objects_v2(Bucket="no-such-" + bucket)) == "NoSuchBucket")
+etag = alice.head_object(Bucket=bucket, Key="obj/1")["ETag"]
+check("If-None-Match on GET: 304", code(lambda: alice.get_object(Bucket=bucket, Key="obj/1", IfNoneMatch=etag)) == "304")
+check("If-Match on GET that differs: 412", code(lambda: alice.get_object(Bucket=bucket, Key="obj/1", IfMatch='"00"')) == "PreconditionFailed")
+check("Content-MD5 that differs: BadDigest", code(lambda: alice.put_object(Bucket=bucket, Key="bad", Body=b"abc", ContentMD5="AAAAAAAAAAAAAAAAAAAAAA==")) == "BadDigest")
+check("... and nothing was stored", code(lambda: alice.head_object(Bucket=bucket, Key="bad")) == "404")
+
+# Listing: delimiters, common prefixes, paging (v1 markers, v2 tokens), url encoding.
+names = ["a/1", "a/2", "a/b/3", "b/1", "c", "d e+f", "z/9"]
+for n in names:
+    alice.put_object(Bucket=bucket + "", Key="list/" + n, Body=b"x")
+r = alice.list_objects_v2(Bucket=bucket, Prefix="list/", Delimiter="/")
+check("v2 with a delimiter", [c["Key"] for c in r.get("Contents", [])] == ["list/c", "list/d e+f"] and [p["Prefix"] for p in r["CommonPrefixes"]] == ["list/a/", "list/b/", "list/z/"], str(r))
+seen, token, pages = [], None, 0
+while True:
+    kw = {"ContinuationToken": token} if token else {}
+    r = alice.list_objects_v2(Bucket=bucket, Prefix="list/", Delimiter="/", MaxKeys=2, **kw)
+    pages += 1
+    seen += [c["Key"] for c in r.get("Contents", [])] + [p["Prefix"] for p in r.get("CommonPrefixes", [])]
+    if not r["IsTruncated"]:
+        break
+    token = r["NextContinuationToken"]
+check("v2 paging by 2 with a delimiter", sorted(seen) == ["list/a/", "list/b/", "list/c", "list/d e+f", "list/z/"] and pages == 3, f"{seen} in {pages} pages")
+seen, marker = [], ""
+while True:
+    r = alice.list_objects(Bucket=bucket, Prefix="list/", MaxKeys=3, Marker=marker)
+    seen += [c["Key"] for c in r.get("Contents", [])]
+    if not r["IsTruncated"]:
+        break
+    marker = seen[-1]
+check("v1 paging by 3", seen == ["list/" + n for n in sorted(names)], str(seen))
+paginated = [k["Key"] for page in alice.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="list/a/", PaginationConfig={"PageSize": 1}) for k in page.get("Contents", [])]
+check("boto3's paginator", paginated == ["list/a/1", "list/a/2", "list/a/b/3"], str(paginated))
+r = alice.list_objects_v2(Bucket=bucket, Prefix="list/d", EncodingType="url")
+check("encoding-type=url (asked for, so boto3 leaves it encoded)", [c["Key"] for c in r["Contents"]] == ["list/d%20e%2Bf"], str(r.get("Contents")))
+
+# Copy (COPY and REPLACE metadata), tagging, DeleteObjects.
+alice.copy_object(Bucket=bucket, Key="copy1", CopySource={"Bucket": bucket, "Key": "obj/10000000"})
+h = alice.head_object(Bucket=bucket, Key="copy1")
+check("copy keeps data, ETag and metadata", h["ContentLength"] == 10 * 1000 * 1000 and h["Metadata"] == {"color": "blue"} and h["ETag"] == big["ETag"])
+alice.copy_object(Bucket=bucket, Key="copy2", CopySource={"Bucket": bucket, "Key": "obj/1"}, MetadataDirective="REPLACE", Metadata={"k": "v"}, ContentType="text/plain")
+h = alice.head_object(Bucket=bucket, Key="copy2")
+check("copy with REPLACE", h["Metadata"] == {"k": "v"} and h["ContentType"] == "text/plain", str(h["Metadata"]))
+check("copy onto itself without REPLACE is refused", code(lambda: alice.copy_object(Bucket=bucket, Key="copy2", CopySource={"Bucket": bucket, "Key": "copy2"})) == "InvalidRequest")
+alice.put_object_tagging(Bucket=bucket, Key="copy2", Tagging={"TagSet": [{"Key": "team", "Value": "a b"}, {"Key": "x", "Value": ""}]})
+tags = alice.get_object_tagging(Bucket=bucket, Key="copy2")["TagSet"]
+check("tagging round trip", sorted((t["Key"], t["Value"]) for t in tags) == [("team", "a b"), ("x", "")], str(tags))
+alice.put_object(Bucket=bucket, Key="tagged", Body=b"t", Tagging="k1=v1&k2=v%202")
+check("tags given at PUT", sorted((t["Key"], t["Value"]) for t in alice.get_object_tagging(Bucket=bucket, Key="tagged")["TagSet"]) == [("k1", "v1"), ("k2", "v 2")])
+alice.delete_object_tagging(Bucket=bucket, Key="copy2")
+check("tags deleted", alice.get_object_tagging(Bucket=bucket, Key="copy2")["TagSet"] == [])
+r = alice.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "list/c"}, {"Key": "never-was"}]})
+check("DeleteObjects (a missing key counts as deleted)", sorted(d["Key"] for d in r["Deleted"]) == ["list/c", "never-was"] and code(lambda: alice.head_object(Bucket=bucket, Key="list/c")) == "404")
+
+# A conditional PUT race: two writers with If-None-Match: *, exactly one wins.
+results = []
+def racer(i):
+    results.append(code(lambda: client("ALICE").put_object(Bucket=bucket, Key="race", Body=os.urandom(100000), IfNoneMatch="*")))
+threads = [threading.Thread(target=racer, args=(i,)) for i in range(2)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+check("conditional PUT race: exactly one wins", sorted(results, key=str) == [None, "PreconditionFailed"], str(results))
+etag = alice.head_object(Bucket=bucket, Key="race")["ETag"]
+check("If-Match with another ETag is refused", code(lambda: alice.put_object(Bucket=bucket, Key="race", Body=b"1", IfMatch='"0000"')) == "PreconditionFailed")
+check("If-Match with its ETag replaces it", code(lambda: alice.put_object(Bucket=bucket, Key="race", Body=b"1", IfMatch=etag)) is None)
+
+# Presigned URLs through curl: GET, PUT; an expired one is refused.
+def curl(*args):
+    return subprocess.run(["curl", "-sS", "--cacert", CA, "-o", "-", "-w", "\n%{http_code}", *args], capture_output=True, check=True).stdout
+url = alice.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "obj/1"}, ExpiresIn=60)
+out = curl(url)
+check("presigned GET through curl", out.rsplit(b"\n", 1)[1] == b"200" and out.rsplit(b"\n", 1)[0] == alice.get_object(Bucket=bucket, Key="obj/1")["Body"].read())
+url = alice.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "by-curl"}, ExpiresIn=60)
+with tempfile.NamedTemporaryFile() as f:
+    f.write(b"put by curl")
+    f.flush()
+    out = curl("-T", f.name, url)
+check("presigned PUT through curl", out.endswith(b"200") and alice.get_object(Bucket=bucket, Key="by-curl")["Body"].read() == b"put by curl", out.decode(errors="replace"))
+url = alice.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "obj/1"}, ExpiresIn=1)
+time.sleep(2.1)
+out = curl(url)
+check("an expired presigned URL is refused", out.endswith(b"403") and b"expired" in out, out.decode(errors="replace"))
+check("a tampered presigned URL is refused", curl(url.replace("obj/1", "obj/0")).endswith(b"403"))
+
+# Wrong signatures and other users.
+wrong = boto3.client("s3", endpoint_url=ENDPOINT, aws_access_key_id=os.environ["ALICE_KEY"], aws_secret_access_key="x" * 40, region_name="us-east-1", verify=CA,
+                     config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+check("a wrong secret is SignatureDoesNotMatch", code(lambda: wrong.list_buckets()) == "SignatureDoesNotMatch")
+unknown = boto3.client("s3", endpoint_url=ENDPOINT, aws_access_key_id="nobody-" + os.urandom(3).hex(), aws_secret_access_key="x" * 40, region_name="us-east-1", verify=CA,
+                       config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+check("an unknown access key is InvalidAccessKeyId", code(lambda: unknown.list_buckets()) == "InvalidAccessKeyId")
+check("another user's bucket: GET refused", code(lambda: bob.get_object(Bucket=bucket, Key="obj/1")) == "AccessDenied")
+check("another user's bucket: PUT refused", code(lambda: bob.put_object(Bucket=bucket, Key="bob", Body=b"b")) == "AccessDenied")
+check("another user's bucket: listing refused", code(lambda: bob.list_objects_v2(Bucket=bucket)) == "AccessDenied")
+check("another user's bucket: delete refused", code(lambda: bob.delete_bucket(Bucket=bucket)) == "AccessDenied")
+
+# The AWS CLI: cp both ways, ls, rm (single PUTs below its multipart threshold).
+aws_env = dict(os.environ, AWS_ACCESS_KEY_ID=os.environ["ALICE_KEY"], AWS_SECRET_ACCESS_KEY=os.environ["ALICE_SECRET"], AWS_DEFAULT_REGION="us-east-1", AWS_CA_BUNDLE=CA)
+cfg = tempfile.NamedTemporaryFile("w", delete=False)
+cfg.write("[default]\ns3 =\n  addressing_style = path\n")
+cfg.close()
+aws_env["AWS_CONFIG_FILE"] = cfg.name
+def aws(*args):
+    return subprocess.run([os.environ["AWS"], "--endpoint-url", ENDPOINT, *args], env=aws_env, capture_output=True, text=True)
+with tempfile.TemporaryDirectory() as d:
+    src, back = os.path.join(d, "src"), os.path.join(d, "back")
+    data = os.urandom(3 * 1000 * 1000)
+    open(src, "wb").write(data)
+    r = aws("s3", "cp", src, f"s3://{bucket}/cli/file")
+    check("aws s3 cp up", r.returncode == 0, r.stderr)
+    r = aws("s3", "cp", f"s3://{bucket}/cli/file", back)
+    check("aws s3 cp down, byte for byte", r.returncode == 0 and open(back, "rb").read() == data, r.stderr)
+    r = aws("s3", "ls", f"s3://{bucket}/cli/")
+    check("aws s3 ls", r.returncode == 0 and "3000000 file" in r.stdout, r.stdout + r.stderr)
+    r = aws("s3api", "head-object", "--bucket", bucket, "--key", "cli/file")
+    check("aws s3api head-object", r.returncode == 0 and hashlib.md5(data).hexdigest() in r.stdout, r.stdout + r.stderr)
+    r = aws("s3", "rm", f"s3://{bucket}/cli/file")
+    check("aws s3 rm", r.returncode == 0 and code(lambda: alice.head_object(Bucket=bucket, Key="cli/file")) == "404", r.stderr)
+
+# Empty the bucket and delete it.
+check("a bucket with keys is BucketNotEmpty", code(lambda: alice.delete_bucket(Bucket=bucket)) == "BucketNotEmpty")
+for page in alice.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+    keys = [{"Key": c["Key"]} for c in page.get("Contents", [])]
+    if keys:
+        alice.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+alice.delete_bucket(Bucket=bucket)
+check("the emptied bucket is deleted", bucket not in [b["Name"] for b in alice.list_buckets()["Buckets"]])
+print("all S3 client checks passed")
