@@ -134,6 +134,8 @@ pub fn status_name(s: Status) -> &'static str {
         Status::KeyBusy => "KEY_BUSY",
         Status::S3SecretNotFound => "S3_SECRET_NOT_FOUND",
         Status::PreconditionFailed => "PRECONDITION_FAILED",
+        Status::NoSuchUpload => "NO_SUCH_UPLOAD",
+        Status::InvalidPart => "INVALID_PART",
         Status::NotLeader => "NOT_LEADER",
         Status::Unavailable => "UNAVAILABLE",
         Status::Malformed => "MALFORMED",
@@ -188,6 +190,26 @@ pub enum Done {
     BlockAllocated(Block),
     /// An S3 access key and its secret.
     S3Secret { access_id: String, secret: String },
+    /// A multipart upload began.
+    UploadStarted { upload_id: String },
+}
+
+/// One part of a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartInfo {
+    pub part_number: u32,
+    pub etag: String,
+    pub size: u64,
+    pub modified_ms: u64,
+}
+
+/// A page of a multipart upload's parts ([`Client::list_parts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadParts {
+    pub parts: Vec<PartInfo>,
+    pub truncated: bool,
+    pub metadata: Vec<(String, String)>,
+    pub created_ms: u64,
 }
 
 /// A block as the OM gives it: where it is, its token, and its pipeline's datanodes.
@@ -229,6 +251,7 @@ pub fn outcome(o: om_capnp::outcome::Reader<'_>) -> Result<Done, ClientError> {
         Which::KeyOpened(k) => Ok(Done::KeyOpened { open_id: k.get_open_id(), blocks: k.get_blocks()?.iter().map(Block::of).collect::<Result<_, _>>()? }),
         Which::BlockAllocated(b) => Ok(Done::BlockAllocated(Block::of(b?)?)),
         Which::KeyCommitted(k) => Ok(Done::KeyCommitted { object_id: k.get_object_id(), replaced: k.get_replaced() }),
+        Which::UploadStarted(u) => Ok(Done::UploadStarted { upload_id: u.get_upload_id()?.to_string().map_err(|e| capnp::Error::failed(e.to_string()))? }),
         Which::S3Secret(s) => {
             let text = |t: capnp::Result<capnp::text::Reader<'_>>| -> Result<String, ClientError> { Ok(t?.to_string().map_err(|e| capnp::Error::failed(e.to_string()))?) };
             Ok(Done::S3Secret { access_id: text(s.get_access_id())?, secret: text(s.get_secret())? })
@@ -434,6 +457,10 @@ fn single_key(op: om_capnp::operation::Reader<'_>) -> Option<(&str, &str, &str)>
         Which::DeleteKey(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
         Which::AbortKey(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
         Which::SetKeyMetadata(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
+        Which::InitiateUpload(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
+        Which::CommitPart(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
+        Which::CompleteUpload(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
+        Which::AbortUpload(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
         _ => None,
     }
 }
@@ -508,6 +535,67 @@ impl Client {
                 return Err(om_error(r.get_error()?));
             }
             Ok(r.get_secret()?.to_str().map_err(|e| ClientError::Rpc(e.into()))?.to_string())
+        })
+        .await
+    }
+
+    /// A multipart upload's parts after part `marker` (at most `limit`, 1..=1000), whether
+    /// more follow, its metadata and when it began.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn list_parts(&self, volume: &str, bucket: &str, key: &str, upload_id: &str, marker: u32, limit: u32) -> Result<UploadParts, ClientError> {
+        self.call(async |om| {
+            let mut req = om.list_parts_request();
+            self.set_header(req.get().init_header(), 0);
+            let mut q = req.get();
+            q.set_volume(volume);
+            q.set_bucket(bucket);
+            q.set_key(key);
+            q.set_upload_id(upload_id);
+            q.set_part_marker(marker);
+            q.set_limit(limit);
+            let reply = req.send().promise.await?;
+            let r = reply.get()?;
+            if r.has_error() {
+                return Err(om_error(r.get_error()?));
+            }
+            let text = |t: capnp::Result<capnp::text::Reader<'_>>| -> Result<String, ClientError> { Ok(t?.to_string().map_err(|e| capnp::Error::failed(e.to_string()))?) };
+            let mut parts = Vec::new();
+            for p in r.get_parts()?.iter() {
+                parts.push(PartInfo { part_number: p.get_part_number(), etag: text(p.get_etag())?, size: p.get_size(), modified_ms: p.get_modified_ms() });
+            }
+            let mut metadata = Vec::new();
+            for m in r.get_metadata()?.iter() {
+                metadata.push((text(m.get_key())?, text(m.get_value())?));
+            }
+            Ok(UploadParts { parts, truncated: r.get_truncated(), metadata, created_ms: r.get_created_ms() })
+        })
+        .await
+    }
+
+    /// The multipart uploads in progress in a bucket (keys starting with `prefix`), after
+    /// (`key_marker`, `upload_marker`), at most `limit` (1..=1000): (key, upload id, began ms).
+    pub async fn list_uploads(&self, volume: &str, bucket: &str, prefix: &str, key_marker: &str, upload_marker: &str, limit: u32) -> Result<Page<(String, String, u64)>, ClientError> {
+        self.call(async |om| {
+            let mut req = om.list_uploads_request();
+            self.set_header(req.get().init_header(), 0);
+            let mut q = req.get();
+            q.set_volume(volume);
+            q.set_bucket(bucket);
+            q.set_prefix(prefix);
+            q.set_key_marker(key_marker);
+            q.set_upload_id_marker(upload_marker);
+            q.set_limit(limit);
+            let reply = req.send().promise.await?;
+            let r = reply.get()?;
+            if r.has_error() {
+                return Err(om_error(r.get_error()?));
+            }
+            let text = |t: capnp::Result<capnp::text::Reader<'_>>| -> Result<String, ClientError> { Ok(t?.to_string().map_err(|e| capnp::Error::failed(e.to_string()))?) };
+            let mut items = Vec::new();
+            for u in r.get_uploads()?.iter() {
+                items.push((text(u.get_key())?, text(u.get_upload_id())?, u.get_created_ms()));
+            }
+            Ok(Page { items, truncated: r.get_truncated() })
         })
         .await
     }

@@ -77,6 +77,9 @@ enum Status {
   keyBusy @19;            # the key is being renamed to another shard: retry in a moment
   s3SecretNotFound @20;   # the access key has no S3 secret (revoked, or never made)
   preconditionFailed @21; # a conditional write's condition did not hold (nothing changed)
+  noSuchUpload @22;       # no multipart upload of that id for the key (completed, aborted, expired)
+  invalidPart @23;        # a multipart completion's part list is wrong; the message starts with
+                          # S3's code: InvalidPart, InvalidPartOrder or EntityTooSmall
 }
 
 struct Error {
@@ -320,6 +323,52 @@ struct Operation {
       removePrefix @71 :Text;
       ifMatch @72 :MetadataPair;
     }
+    # Multipart upload (S3's), one record per part, all on the key's shard. Starts an upload of
+    # `key`: answered with `uploadStarted` and its id (made by the OM). The upload holds the
+    # bucket like an open key (a bucket with uploads in progress is not empty) until it is
+    # completed, aborted, or expires (the OM's multipartUploadTtlMs).
+    initiateUpload :group {
+      volume @73 :Text;
+      bucket @74 :Text;
+      key @75 :Text;
+      replication @76 :OptionalReplication;
+      metadata @77 :List(MetadataPair);
+    }
+    # Makes the open key `openId` of `key` (its data written, as for commitKey) part
+    # `partNumber` (1..=10000) of the upload, with its `etag`; a part of that number uploaded
+    # before is replaced (its blocks freed).
+    commitPart :group {
+      volume @78 :Text;
+      bucket @79 :Text;
+      key @80 :Text;
+      uploadId @81 :Text;
+      partNumber @82 :UInt32;
+      openId @83 :UInt64;
+      dataSize @84 :UInt64;
+      blocks @85 :List(BlockLocation);
+      etag @86 :Text;
+    }
+    # Makes the key from the listed parts (ascending, each with the ETag it was uploaded with;
+    # every part but the last at least 5 MiB), in that order; parts not listed are freed. The
+    # key's metadata: the upload's, and `etag` (the S3 multipart ETag, which the caller
+    # computes). `ifAbsent`/`ifMatch` as in commitKey. Answered with `keyCommitted`.
+    completeUpload :group {
+      volume @87 :Text;
+      bucket @88 :Text;
+      key @89 :Text;
+      uploadId @90 :Text;
+      parts @91 :List(PartRef);
+      etag @92 :Text;
+      ifAbsent @93 :Bool;
+      ifMatch @94 :MetadataPair;
+    }
+    # Drops the upload and frees its parts' blocks.
+    abortUpload :group {
+      volume @95 :Text;
+      bucket @96 :Text;
+      key @97 :Text;
+      uploadId @98 :Text;
+    }
   }
 }
 
@@ -361,7 +410,28 @@ struct Outcome {
       accessId @10 :Text;
       secret @11 :Text;
     }
+    uploadStarted :group {
+      uploadId @12 :Text;
+    }
   }
+}
+
+struct PartRef {
+  partNumber @0 :UInt32;
+  etag @1 :Text;
+}
+
+struct PartInfo {
+  partNumber @0 :UInt32;
+  etag @1 :Text;
+  size @2 :UInt64;
+  modifiedMs @3 :UInt64;
+}
+
+struct UploadInfo {
+  key @0 :Text;
+  uploadId @1 :Text;
+  createdMs @2 :UInt64;
 }
 
 struct Page {
@@ -426,6 +496,15 @@ interface OzoneManager {
   # request's signature with it. Only a caller with an `s3g` certificate, or an administrator;
   # on a node without TLS, anyone (nothing is authenticated there). `s3SecretNotFound` if none.
   s3Secret @15 (header :RequestHeader, accessId :Text) -> (error :Error, secret :Text);
+
+  # A multipart upload's parts after part `partMarker`, at most `limit` (1..=1000), with the
+  # upload's metadata (needs read rights on the bucket).
+  listParts @16 (header :RequestHeader, volume :Text, bucket :Text, key :Text, uploadId :Text, partMarker :UInt32, limit :UInt32)
+      -> (error :Error, parts :List(PartInfo), truncated :Bool, metadata :List(MetadataPair), createdMs :UInt64);
+  # The multipart uploads in progress in a bucket whose keys start with `prefix`, in (key,
+  # upload id) order after (`keyMarker`, `uploadIdMarker`), at most `limit` (1..=1000).
+  listUploads @17 (header :RequestHeader, volume :Text, bucket :Text, prefix :Text, keyMarker :Text, uploadIdMarker :Text, limit :UInt32)
+      -> (error :Error, uploads :List(UploadInfo), truncated :Bool);
 }
 
 struct GroupStatus {

@@ -69,7 +69,7 @@ impl ShardState {
     }
 
     /// The open key `open_id`, if it is the open key of `key` in that bucket.
-    fn open_key_of(&self, facts: &BucketRef, path: impl FnOnce() -> String, key: &str, open_id: u64) -> Result<&ArchivedOpenKeyRecord, OmError> {
+    pub(crate) fn open_key_of(&self, facts: &BucketRef, path: impl FnOnce() -> String, key: &str, open_id: u64) -> Result<&ArchivedOpenKeyRecord, OmError> {
         probe!(k = open_id.to_be_bytes());
         self.open_keys
             .get(&*k)
@@ -169,21 +169,7 @@ impl ShardState {
         let path = || format!("{volume}/{bucket}/{key}");
         let open = self.open_key_of(&facts, path, key, open_id)?;
 
-        // The committed blocks must be distinct blocks allocated to this open key: a client can
-        // commit fewer blocks than it was given, never someone else's.
-        for (i, b) in blocks.iter().enumerate() {
-            let id = (b.container_id, b.local_id);
-            if !open.blocks.iter().any(|a| a.id() == id) {
-                return Err(OmError::InvalidArgument(format!("block {}:{} was not allocated to this key", id.0, id.1)));
-            }
-            if blocks[..i].iter().any(|c| (c.container_id, c.local_id) == id) {
-                return Err(OmError::InvalidArgument(format!("block {}:{} is listed twice", id.0, id.1)));
-            }
-        }
-        let total = blocks.iter().try_fold(0u64, |acc, b| acc.checked_add(b.length));
-        if total != Some(data_size) {
-            return Err(OmError::InvalidArgument(format!("data size {data_size} is not the sum of the block lengths")));
-        }
+        check_committed_blocks(open, blocks, data_size)?;
         let replication = open.replication.native();
         let new_bytes = data_size
             .checked_mul(replication.factor())
@@ -424,3 +410,24 @@ fn set_over(metadata: &mut Vec<MetadataPair>, set: &[MetadataPair]) {
     }
 }
 
+
+/// The committed blocks must be distinct blocks allocated to this open key (a client can
+/// commit fewer blocks than it was given, never someone else's), their lengths summing to
+/// `data_size`.
+pub(crate) fn check_committed_blocks(open: &ArchivedOpenKeyRecord, blocks: &[BlockLocation], data_size: u64) -> Result<(), OmError> {
+    check_blocks(blocks)?;
+    for (i, b) in blocks.iter().enumerate() {
+        let id = (b.container_id, b.local_id);
+        if !open.blocks.iter().any(|a| a.id() == id) {
+            return Err(OmError::InvalidArgument(format!("block {}:{} was not allocated to this key", id.0, id.1)));
+        }
+        if blocks[..i].iter().any(|c| (c.container_id, c.local_id) == id) {
+            return Err(OmError::InvalidArgument(format!("block {}:{} is listed twice", id.0, id.1)));
+        }
+    }
+    let total = blocks.iter().try_fold(0u64, |acc, b| acc.checked_add(b.length));
+    if total != Some(data_size) {
+        return Err(OmError::InvalidArgument(format!("data size {data_size} is not the sum of the block lengths")));
+    }
+    Ok(())
+}

@@ -267,6 +267,31 @@ pub enum Op {
     /// name starts with `remove_prefix` (none if empty), then sets `set` over the rest, if
     /// `condition` holds. Blocks, size and times stay. Replies `Done`.
     SetKeyMetadata { volume: String, bucket: String, key: String, set: Vec<MetadataPair>, remove_prefix: String, condition: Condition },
+    /// Starts multipart upload `upload_id` (made by the proposing OM) of `key`. Replies
+    /// `UploadStarted`. The upload counts as an open key of its bucket until it ends.
+    InitiateUpload { volume: String, bucket: String, key: String, upload_id: String, replication: Option<Replication>, metadata: Vec<MetadataPair> },
+    /// Makes open key `open_id` of `key` (written as for `CommitKey`) part `part` of the upload;
+    /// a part of that number before is replaced and its blocks freed. Replies `Done`.
+    CommitPart { volume: String, bucket: String, key: String, upload_id: String, part: u32, open_id: u64, data_size: u64, blocks: Vec<BlockLocation>, etag: String },
+    /// Makes `key` of the listed parts (ascending, with their ETags; all but the last at least
+    /// `PART_BYTES_MIN`), committed as `CommitKeyWith` would with `etag` and `condition`
+    /// (`allowed`: against this shard's quota allowances); unlisted parts are freed and the
+    /// upload ends. Replies `KeyCommitted`.
+    CompleteUpload {
+        volume: String,
+        bucket: String,
+        key: String,
+        upload_id: String,
+        parts: Vec<(u32, String)>,
+        etag: String,
+        condition: Condition,
+        allowed: bool,
+    },
+    /// Ends the upload and frees its parts. Replies `Done`.
+    AbortUpload { volume: String, bucket: String, key: String, upload_id: String },
+    /// Ends (as `AbortUpload`) up to `limit` uploads begun before `created_before_ms`.
+    /// Housekeeping; replies `Expired` with the count in `open_keys`.
+    ExpireUploads { created_before_ms: u64, limit: u32 },
 }
 
 /// What must hold of a key's present version for a write to apply.
@@ -288,7 +313,7 @@ impl Op {
             self,
             Op::ExpireOpenKeys { .. } | Op::ExpireSessions | Op::PurgeDeletedBlocks { .. } | Op::SetBucketDeleting { .. } | Op::FenceBucket { .. }
                 | Op::RenameIn { .. } | Op::RenameFinish { .. } | Op::SetAllowance { .. } | Op::ReleaseAllowance { .. }
-                | Op::GrantQuota { .. } | Op::LowerGrant { .. }
+                | Op::GrantQuota { .. } | Op::LowerGrant { .. } | Op::ExpireUploads { .. }
         )
     }
 }

@@ -75,3 +75,10 @@ pub const OBJECT_SEQ_MAX: u64 = (1 << OBJECT_SEQ_BITS) - 1;
 const _: () = assert!(GROUP_ID_BITS + OBJECT_SEQ_BITS == 64);
 const _: () = assert!(SHARDS_MAX + 1 == GROUPS_MAX, "group ids 0..GROUPS_MAX: the meta group and the key shards");
 const _: () = assert!(KEY_NAME_BYTES_MAX <= u16::MAX as usize);
+
+/// Parts of one multipart upload (S3's part numbers 1..=10000).
+pub const PARTS_MAX: u32 = 10_000;
+/// The smallest part but the last of a completed multipart upload (S3's 5 MiB).
+pub const PART_BYTES_MIN: u64 = 5 << 20;
+/// Upload ids are made by the OM: this many characters.
+pub const UPLOAD_ID_BYTES_MAX: usize = 64;

@@ -69,6 +69,14 @@ impl ShardState {
             expiry.insert((o.expires_ms.to_native(), open_id));
         }
         ensure!(expiry == self.open_key_expiry, "the open-key expiry index disagrees with the open keys");
+        // A multipart upload holds its bucket as an open key does; every part has its upload.
+        for (b, k, u) in self.uploads.keys() {
+            let bu = expect_bucket_usage.get_mut(b).ok_or_else(|| format!("upload {u} of {k} is in bucket {b}, which does not exist"))?;
+            bu.open_keys += 1;
+        }
+        for (b, k, u, n) in self.parts.keys() {
+            ensure!(self.uploads.contains_key(&(*b, k.clone(), u.clone())), "part {n} of upload {u} of {k} has no upload");
+        }
         // Counters that are all zero carry no information (apply creates them on first touch).
         let nonzero_v = |m: &BTreeMap<u64, VolumeUsage>| m.iter().filter(|(_, u)| **u != VolumeUsage::default()).map(|(k, u)| (*k, *u)).collect::<BTreeMap<_, _>>();
         let nonzero_b = |m: &BTreeMap<u64, BucketUsage>| m.iter().filter(|(_, u)| **u != BucketUsage::default()).map(|(k, u)| (*k, *u)).collect::<BTreeMap<_, _>>();

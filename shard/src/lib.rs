@@ -15,6 +15,7 @@ mod apply_keys;
 mod apply_meta;
 mod apply_quota;
 mod apply_rename;
+mod apply_upload;
 pub mod command;
 pub mod constants;
 mod invariants;

@@ -49,6 +49,12 @@ pub enum OmError {
     /// A conditional write whose condition did not hold of the key (`Condition`).
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
+    #[error("no multipart upload {0}")]
+    NoSuchUpload(String),
+    /// A multipart completion's part list is wrong; the message starts with S3's code
+    /// (`InvalidPart`, `InvalidPartOrder`, `EntityTooSmall`).
+    #[error("{0}")]
+    InvalidPart(String),
 }
 
 /// A successful outcome.
@@ -71,6 +77,8 @@ pub enum Reply {
     Granted { scope: u64, allowance: crate::command::Allowance, others_bytes: u64, others_keys: u64 },
     /// An S3 access key and its secret (`GetS3Secret`).
     S3Secret { access_id: String, secret: String },
+    /// A multipart upload began (`InitiateUpload`).
+    UploadStarted { upload_id: String },
 }
 
 pub type Outcome = Result<Reply, OmError>;

@@ -185,6 +185,26 @@ pub struct OpenKeyRecord {
     pub metadata: Vec<MetadataPair>,
 }
 
+/// A multipart upload in progress (S3's), on the shard of its key: what the key gets when the
+/// upload completes.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct UploadRecord {
+    pub created_ms: u64,
+    pub replication: Replication,
+    pub metadata: Vec<MetadataPair>,
+}
+
+/// One part of a multipart upload: its own record (a part commit writes only it).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct PartRecord {
+    pub etag: String,
+    pub size: u64,
+    pub modified_ms: u64,
+    pub blocks: Vec<BlockLocation>,
+}
+
 /// Blocks no key references any more, queued for the SCM to delete.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]

@@ -54,7 +54,7 @@ const MAGIC: [u8; 8] = *b"STRATOSS";
 /// session the highest request id it forgot.
 /// 7: quota allowances (key shards) and grants (the meta group) in the small state.
 /// 8: S3 secrets (the meta group) in the small state.
-pub const VERSION: u32 = 8;
+pub const VERSION: u32 = 9;
 const HEADER_BYTES: usize = 32;
 const FRAME_HEADER_BYTES: usize = 16;
 /// Entries per frame at most (and the default step budget): ≈ 2-3 MiB of 40-byte-named keys.
@@ -88,6 +88,8 @@ struct Small {
     allowances: Vec<(u64, Allowance)>,
     grants: Vec<(u64, u32, Grant)>,
     s3_secrets: Vec<(String, String)>,
+    uploads: Vec<(u64, String, String, UploadRecord)>,
+    parts: Vec<(u64, String, String, u32, PartRecord)>,
 }
 
 /// Why snapshot bytes could not be loaded.
@@ -206,6 +208,8 @@ impl ShardState {
             allowances: self.allowances.iter().map(|(k, a)| (*k, *a)).collect(),
             grants: self.grants.iter().map(|((k, s), a)| (*k, *s, *a)).collect(),
             s3_secrets: self.s3_secrets.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            uploads: self.uploads.iter().map(|((b, k, u), r)| (*b, k.clone(), u.clone(), r.clone())).collect(),
+            parts: self.parts.iter().map(|((b, k, u, n), r)| (*b, k.clone(), u.clone(), *n, r.clone())).collect(),
         };
         let bytes = rkyv::to_bytes::<rancor::Error>(&small).expect("serializing into memory cannot fail");
         let start = out.len();
@@ -549,6 +553,8 @@ fn small_state(payload: &[u8]) -> Result<ShardState, String> {
         allowances: small.allowances.into_iter().collect(),
         grants: small.grants.into_iter().map(|(k, s, a)| ((k, s), a)).collect(),
         s3_secrets: small.s3_secrets.into_iter().collect(),
+        uploads: small.uploads.into_iter().map(|(b, k, u, r)| ((b, k, u), r)).collect(),
+        parts: small.parts.into_iter().map(|(b, k, u, n, r)| ((b, k, u, n), r)).collect(),
         ..ShardState::default()
     })
 }

@@ -157,6 +157,10 @@ pub struct ShardState {
     pub(crate) grants: BTreeMap<(u64, u32), Grant>,
     /// Meta group: S3 secrets by access key id (a principal's name; Ozone's s3SecretTable).
     pub(crate) s3_secrets: BTreeMap<String, String>,
+    /// Key shards: multipart uploads in progress, by (bucket id, key, upload id).
+    pub(crate) uploads: BTreeMap<(u64, String, String), UploadRecord>,
+    /// Their parts, one record each, by (bucket id, key, upload id, part number).
+    pub(crate) parts: BTreeMap<(u64, String, String, u32), PartRecord>,
     /// The bucket facts carried by the command being applied (not state).
     pub(crate) carried: Option<BucketRef>,
     /// Reused serializer memory (not state).
@@ -405,6 +409,23 @@ impl ShardState {
             }
             Op::SetKeyMetadata { volume, bucket, key, set, remove_prefix, condition } => {
                 self.set_key_metadata(log_index, p, volume, bucket, key, set, remove_prefix, condition)
+            }
+            Op::InitiateUpload { volume, bucket, key, upload_id, replication, metadata } => {
+                self.initiate_upload(p, t, volume, bucket, key, upload_id, *replication, metadata)
+            }
+            Op::CommitPart { volume, bucket, key, upload_id, part, open_id, data_size, blocks, etag } => {
+                self.commit_part(ids, log_index, p, t, volume, bucket, key, upload_id, *part, *open_id, *data_size, blocks, etag)
+            }
+            Op::CompleteUpload { volume, bucket, key, upload_id, parts, etag, condition, allowed } => {
+                let limit = if *allowed { Limit::Allowed } else { Limit::Whole(Elsewhere::default()) };
+                self.complete_upload(ids, log_index, p, t, volume, bucket, key, upload_id, parts, etag, condition, limit)
+            }
+            Op::AbortUpload { volume, bucket, key, upload_id } => self.abort_upload(ids, log_index, p, volume, bucket, key, upload_id),
+            Op::ExpireUploads { created_before_ms, limit } => {
+                if !p.admin {
+                    return Err(denied(p, "expire multipart uploads"));
+                }
+                Ok(self.expire_uploads(ids, log_index, *created_before_ms, *limit))
             }
             Op::SetAllowance { scope, allowance } => self.set_allowance(p, *scope, *allowance),
             Op::ReleaseAllowance { scope } => self.release_allowance(p, *scope),

@@ -293,3 +293,73 @@ fn a_conditional_commit_applies_only_if_its_condition_holds_and_sets_metadata() 
     let too_many: Vec<MetadataPair> = (0..70).map(|i| pair(&format!("tag:{i}"), "v")).collect();
     assert!(matches!(s.run(alice, tag(too_many, Condition::Any)), Err(OmError::InvalidArgument(_))));
 }
+
+#[test]
+fn a_multipart_upload_keeps_one_record_per_part_and_completes_into_a_key() {
+    let mut s = S::new();
+    s.volume("vol1", "alice", QUOTA_UNLIMITED);
+    let alice = Principal::user("alice");
+    s.bucket(alice.clone(), "vol1", "bkt", vec![]).unwrap();
+    let start = Op::InitiateUpload { volume: "vol1".into(), bucket: "bkt".into(), key: "big".into(), upload_id: "u1".into(), replication: None, metadata: vec![MetadataPair { key: "m".into(), value: "1".into() }] };
+    assert_eq!(s.run(alice.clone(), start), Ok(Reply::UploadStarted { upload_id: "u1".into() }));
+    let mut next = 900;
+    let mut part = |s: &mut S, n: u32, size: u64, etag: &str| {
+        next += 1;
+        let block = BlockLocation { container_id: 2, local_id: next, pipeline_id: 1, length: size };
+        let open = Op::OpenKey { volume: "vol1".into(), bucket: "bkt".into(), key: "big".into(), replication: None, blocks: vec![block], expires_ms: 60_000, metadata: vec![] };
+        let Ok(Reply::KeyOpened { open_id, .. }) = s.run(Principal::user("alice"), open) else { panic!("open") };
+        let commit = Op::CommitPart { volume: "vol1".into(), bucket: "bkt".into(), key: "big".into(), upload_id: "u1".into(), part: n, open_id, data_size: size, blocks: vec![block], etag: etag.into() };
+        s.run(Principal::user("alice"), commit).map(|_| block)
+    };
+    let mb5 = 5 << 20;
+    let b1 = part(&mut s, 1, mb5, "e1").unwrap();
+    let old2 = part(&mut s, 2, mb5, "old").unwrap();
+    let b2 = part(&mut s, 2, mb5, "e2").unwrap();
+    let b3 = part(&mut s, 3, 10, "e3").unwrap();
+    let unlisted = part(&mut s, 4, 10, "e4").unwrap();
+    let queued = |s: &S| s.state.list_deleted_blocks(None, 100).iter().flat_map(|(_, r)| r.blocks.iter().map(|b| b.local_id.to_native())).collect::<Vec<_>>();
+    assert_eq!(queued(&s), vec![old2.local_id], "a replaced part's blocks are freed at once");
+    let b = s.state.bucket_info("vol1", "bkt").unwrap().record.object_id.to_native();
+    let (_, parts, more) = s.state.list_parts(b, "big", "u1", 1, 2).unwrap();
+    assert_eq!((parts.iter().map(|(n, p)| (*n, p.etag.as_str())).collect::<Vec<_>>(), more), (vec![(2, "e2"), (3, "e3")], true));
+    assert_eq!(s.state.list_uploads_in(b, "b", ("", ""), 10).0, vec![("big".to_string(), "u1".to_string(), 5_000)]);
+    let bad_part = |s: &S| matches!(s.state.lookup_key("vol1", "bkt", "big"), Err(OmError::KeyNotFound(_)));
+    let complete = |parts: Vec<(u32, &str)>| Op::CompleteUpload {
+        volume: "vol1".into(), bucket: "bkt".into(), key: "big".into(), upload_id: "u1".into(),
+        parts: parts.into_iter().map(|(n, e)| (n, e.to_string())).collect(), etag: "x-3".into(), condition: Condition::Any, allowed: false,
+    };
+    for (parts, code) in [
+        (vec![(2, "e2"), (1, "e1")], "InvalidPartOrder"),
+        (vec![(1, "e1"), (2, "old")], "InvalidPart"),
+        (vec![(1, "e1"), (5, "e5")], "InvalidPart"),
+        (vec![(3, "e3"), (4, "e4")], "EntityTooSmall"),
+    ] {
+        match s.run(alice.clone(), complete(parts.clone())) {
+            Err(OmError::InvalidPart(m)) => assert!(m.starts_with(code), "{parts:?}: {m}"),
+            other => panic!("{parts:?}: {other:?}"),
+        }
+        assert!(bad_part(&s), "a refused completion makes no key");
+    }
+    assert!(matches!(s.run(Principal::user("mallory"), complete(vec![(1, "e1")])), Err(OmError::PermissionDenied { .. })));
+    assert!(matches!(s.run(alice.clone(), complete(vec![(1, "\"e1\""), (2, "e2"), (3, "e3")])), Ok(Reply::KeyCommitted { replaced: false, .. })));
+    let k = s.state.lookup_key("vol1", "bkt", "big").unwrap();
+    assert_eq!(k.data_size.to_native(), 2 * mb5 + 10);
+    assert_eq!(k.blocks.iter().map(|b| b.local_id.to_native()).collect::<Vec<_>>(), vec![b1.local_id, b2.local_id, b3.local_id], "the parts' blocks, in order");
+    assert_eq!(k.metadata.iter().map(|m| (m.key.as_str(), m.value.as_str())).collect::<Vec<_>>(), vec![("m", "1"), ("etag", "x-3")]);
+    assert!(queued(&s).contains(&unlisted.local_id), "a part not listed is freed");
+    assert!(matches!(s.run(alice.clone(), complete(vec![(1, "e1")])), Err(OmError::NoSuchUpload(_))), "the upload is over");
+    assert_eq!(s.state.bucket_usage_of(b).open_keys, 0);
+
+    // Abort frees every part; expiry ends old uploads; uploads survive a snapshot.
+    let start = |id: &str| Op::InitiateUpload { volume: "vol1".into(), bucket: "bkt".into(), key: "k2".into(), upload_id: id.into(), replication: None, metadata: vec![] };
+    s.run(alice.clone(), start("a1")).unwrap();
+    s.run(alice.clone(), start("a2")).unwrap();
+    assert!(matches!(s.run(alice.clone(), Op::DeleteBucket { volume: "vol1".into(), bucket: "bkt".into() }), Err(OmError::BucketNotEmpty(..))));
+    let back = ShardState::load_snapshot(&s.state.snapshot()).expect("loads");
+    assert_eq!(back.list_uploads_in(b, "", ("", ""), 10).0.len(), 2, "uploads are in snapshots");
+    s.run(alice.clone(), Op::AbortUpload { volume: "vol1".into(), bucket: "bkt".into(), key: "k2".into(), upload_id: "a1".into() }).unwrap();
+    assert!(matches!(s.run(alice.clone(), Op::AbortUpload { volume: "vol1".into(), bucket: "bkt".into(), key: "k2".into(), upload_id: "a1".into() }), Err(OmError::NoSuchUpload(_))));
+    assert!(matches!(s.run(alice.clone(), Op::ExpireUploads { created_before_ms: 10_000, limit: 10 }), Err(OmError::PermissionDenied { .. })));
+    assert_eq!(s.run(Principal::admin("om"), Op::ExpireUploads { created_before_ms: 10_000, limit: 10 }), Ok(Reply::Expired { open_keys: 1, sessions: 0 }));
+    assert_eq!(s.state.bucket_usage_of(b).open_keys, 0);
+}

@@ -109,6 +109,8 @@ fn code(o: &Outcome) -> &'static str {
             OmError::NeedsAllowance { .. } => "NeedsAllowance",
             OmError::S3SecretNotFound(_) => "S3SecretNotFound",
             OmError::PreconditionFailed(_) => "PreconditionFailed",
+            OmError::NoSuchUpload(_) => "NoSuchUpload",
+            OmError::InvalidPart(_) => "InvalidPart",
         },
     }
 }

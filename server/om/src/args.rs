@@ -98,6 +98,10 @@ pub struct OmArgs {
     /// Drop open keys not committed within this many ms [default: 604800000, 7 days].
     #[arg(long)]
     pub open_key_ttl_ms: Option<u64>,
+    /// Abort S3 multipart uploads begun more than this many ms ago [default: 2592000000, 30
+    /// days, Ozone's ozone.om.open.mpu.expire.threshold].
+    #[arg(long)]
+    pub multipart_upload_ttl_ms: Option<u64>,
     /// WAL segment size in bytes [default: 67108864].
     #[arg(long)]
     pub wal_segment_bytes: Option<u64>,
@@ -133,7 +137,7 @@ impl OmArgs {
         }
         set!(
             data_dir, rpc_address, shards, executors, spin_us, admins, admin_groups, snapshot_after_entries, snapshot_logs_to_keep, election_timeout_min_ms, election_timeout_max_ms,
-            heartbeat_interval_ms, raft_address, node_id, peers, balance_leaders, io_memory_bytes, open_key_ttl_ms, wal_segment_bytes, wal_spare_segment, housekeeping_interval_ms,
+            heartbeat_interval_ms, raft_address, node_id, peers, balance_leaders, io_memory_bytes, open_key_ttl_ms, multipart_upload_ttl_ms, wal_segment_bytes, wal_spare_segment, housekeeping_interval_ms,
             scm_address, block_bytes, block_pool_size, block_token_lifetime_ms, scm_poll_ms, core_ports, core_port_base, snapshot_after_bytes
         );
         for (flag, slot) in [(&self.tls.tls_ca, &mut c.tls_ca), (&self.tls.tls_cert, &mut c.tls_cert), (&self.tls.tls_key, &mut c.tls_key)] {

@@ -68,6 +68,9 @@ pub struct OmConfig {
     pub tls_key: Option<PathBuf>,
     /// An open key not committed within this time is dropped. Default 7 days (Ozone's).
     pub open_key_ttl_ms: u64,
+    /// An S3 multipart upload not completed within this time is aborted (its parts freed).
+    /// Default 30 days (Ozone's).
+    pub multipart_upload_ttl_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     pub heartbeat_interval_ms: u64,
@@ -129,6 +132,7 @@ impl Default for OmConfig {
             tls_cert: None,
             tls_key: None,
             open_key_ttl_ms: 7 * 24 * 3600 * 1000,
+            multipart_upload_ttl_ms: 30 * 24 * 3600 * 1000,
             // openraft 0.10 lets a follower campaign only after its leader lease
             // (election_timeout_max) *plus* a random election timeout from [min, max) have
             // passed since the last heartbeat, so a leader's loss is noticed after 0.9-1.2 s

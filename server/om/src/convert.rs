@@ -70,6 +70,8 @@ pub fn status_of(e: &OmError) -> Status {
         OmError::KeyBusy(_) => Status::KeyBusy,
         OmError::S3SecretNotFound(_) => Status::S3SecretNotFound,
         OmError::PreconditionFailed(_) => Status::PreconditionFailed,
+        OmError::NoSuchUpload(_) => Status::NoSuchUpload,
+        OmError::InvalidPart(_) => Status::InvalidPart,
         // OM-internal (the leader obtains more and proposes again); never a client's answer,
         // but if it were, the commit was not applied: retry.
         OmError::NeedsAllowance { .. } => Status::Unavailable,
@@ -351,6 +353,48 @@ pub fn operation(r: om_capnp::operation::Reader<'_>, now_ms: u64, open_key_ttl_m
             let target = key_target(&volume, &bucket, &key);
             (Op::AbortKey { volume, bucket, key, open_id: g.get_open_id() }, target)
         }
+        Which::InitiateUpload(g) => {
+            let (volume, bucket, key) = (volume_name(g.get_volume())?, bucket_name(g.get_bucket())?, key_name(g.get_key())?);
+            let target = key_target(&volume, &bucket, &key);
+            // The id is made here, by the OM that proposes it (applying is deterministic):
+            // time-ordered, so a key's uploads list in the order they began.
+            let upload_id = format!("{now_ms:012x}{:016x}", rand::random::<u64>());
+            (Op::InitiateUpload { volume, bucket, key, upload_id, replication: optional_replication(g.get_replication())?, metadata: metadata(g.get_metadata())? }, target)
+        }
+        Which::CommitPart(g) => {
+            let (volume, bucket, key) = (volume_name(g.get_volume())?, bucket_name(g.get_bucket())?, key_name(g.get_key())?);
+            let target = key_target(&volume, &bucket, &key);
+            let upload_id = text(g.get_upload_id(), "upload id", UPLOAD_ID_BYTES_MAX)?;
+            let etag = text(g.get_etag(), "ETag", METADATA_VALUE_BYTES_MAX)?;
+            let op = Op::CommitPart {
+                volume, bucket, key, upload_id, part: g.get_part_number(), open_id: g.get_open_id(), data_size: g.get_data_size(), blocks: blocks(g.get_blocks())?, etag,
+            };
+            (op, target)
+        }
+        Which::CompleteUpload(g) => {
+            let (volume, bucket, key) = (volume_name(g.get_volume())?, bucket_name(g.get_bucket())?, key_name(g.get_key())?);
+            let target = key_target(&volume, &bucket, &key);
+            let upload_id = text(g.get_upload_id(), "upload id", UPLOAD_ID_BYTES_MAX)?;
+            let list = g.get_parts()?;
+            bounded(list.len(), PARTS_MAX as usize, "parts")?;
+            let mut parts = Vec::with_capacity(list.len() as usize);
+            for p in list.iter() {
+                parts.push((p.get_part_number(), text(p.get_etag(), "ETag", METADATA_VALUE_BYTES_MAX)?));
+            }
+            let condition = match (g.get_if_absent(), g.has_if_match()) {
+                (true, true) => return Err(WireError::new(Status::InvalidArgument, "a completion may be ifAbsent or ifMatch, not both")),
+                (true, false) => Condition::Absent,
+                (false, true) => Condition::Matches(pair(g.get_if_match())?),
+                (false, false) => Condition::Any,
+            };
+            let etag = text(g.get_etag(), "ETag", METADATA_VALUE_BYTES_MAX)?;
+            (Op::CompleteUpload { volume, bucket, key, upload_id, parts, etag, condition, allowed: false }, target)
+        }
+        Which::AbortUpload(g) => {
+            let (volume, bucket, key) = (volume_name(g.get_volume())?, bucket_name(g.get_bucket())?, key_name(g.get_key())?);
+            let target = key_target(&volume, &bucket, &key);
+            (Op::AbortUpload { volume, bucket, key, upload_id: text(g.get_upload_id(), "upload id", UPLOAD_ID_BYTES_MAX)? }, target)
+        }
         Which::DeleteKey(g) => {
             let (volume, bucket, key) = (volume_name(g.get_volume())?, bucket_name(g.get_bucket())?, key_name(g.get_key())?);
             let target = key_target(&volume, &bucket, &key);
@@ -436,6 +480,7 @@ pub fn set_outcome(mut b: om_capnp::outcome::Builder<'_>, o: &Result<Reply, Wire
             k.set_object_id(*object_id);
             k.set_replaced(*replaced);
         }
+        Ok(Reply::UploadStarted { upload_id }) => b.init_upload_started().set_upload_id(upload_id.as_str()),
         Ok(Reply::S3Secret { access_id, secret }) => {
             let mut s = b.init_s3_secret();
             s.set_access_id(access_id.as_str());

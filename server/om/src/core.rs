@@ -84,6 +84,10 @@ pub enum Query {
     LookupKeys { principal: stratos_shard::Principal, volume: String, bucket: String, keys: Vec<(usize, String)> },
     /// The S3 secret of an access key (meta group).
     S3Secret(String),
+    /// A multipart upload's record and parts after a part number (the key's shard).
+    ListParts { bucket_id: u64, key: String, upload_id: String, marker: u32, limit: usize },
+    /// A bucket's multipart uploads on this shard (key prefix, after (key, upload id)).
+    ListUploadsIn { bucket_id: u64, prefix: String, after: (String, String), limit: usize },
 }
 
 #[derive(Debug)]
@@ -95,6 +99,8 @@ pub enum ReadResult {
     Keys(Vec<KeyView>, bool),
     KeyLookups(Vec<(usize, Result<KeyView, WireError>)>),
     Secret(String),
+    Parts(stratos_shard::records::UploadRecord, Vec<(u32, stratos_shard::records::PartRecord)>, bool),
+    Uploads(Vec<(String, String, u64)>, bool),
 }
 
 #[derive(Debug)]
@@ -129,6 +135,7 @@ pub struct Core {
     pub admins: Vec<String>,
     pub admin_groups: Vec<String>,
     pub open_key_ttl_ms: u64,
+    pub multipart_upload_ttl_ms: u64,
     pub housekeeping_interval_ms: u64,
     pub stats: CoreStats,
     /// The data path (SCM connection, block pools, tokens); `None` for a metadata-only OM.
@@ -352,6 +359,10 @@ impl Core {
                     | Op::CommitKeyAllowed { volume, bucket, .. }
                     | Op::CommitKeyWith { volume, bucket, .. }
                     | Op::SetKeyMetadata { volume, bucket, .. }
+                    | Op::InitiateUpload { volume, bucket, .. }
+                    | Op::CommitPart { volume, bucket, .. }
+                    | Op::CompleteUpload { volume, bucket, .. }
+                    | Op::AbortUpload { volume, bucket, .. }
                     | Op::RenameKey { volume, bucket, .. }
                     | Op::RenameOut { volume, bucket, .. }
                     | Op::RenameIn { volume, bucket, .. } => (volume, bucket, rights::WRITE),
@@ -375,7 +386,7 @@ impl Core {
         // A commit short of its quota allowance is proposed again once the allowance is
         // raised: keep a copy (only of such commits, which only buckets with quotas make).
         // Built only when the batch holds such a commit: the hot path allocates nothing more.
-        let allowed = |c: &Command| matches!(c.op, Op::CommitKeyAllowed { .. } | Op::CommitKeyWith { allowed: true, .. });
+        let allowed = |c: &Command| matches!(c.op, Op::CommitKeyAllowed { .. } | Op::CommitKeyWith { allowed: true, .. } | Op::CompleteUpload { allowed: true, .. });
         let again: Vec<Option<Command>> = if propose.iter().any(allowed) { propose.iter().map(|c| allowed(c).then(|| c.clone())).collect() } else { Vec::new() };
         let mut proposed = if propose.is_empty() {
             Vec::new().into_iter()
@@ -435,6 +446,14 @@ impl Core {
             Query::ListBuckets { volume, prefix, start_after, limit } => {
                 let page = shard.list_buckets(&volume, &prefix, &start_after, limit)?;
                 ReadResult::Buckets(page.items.iter().map(bucket_view).collect(), page.truncated)
+            }
+            Query::ListParts { bucket_id, key, upload_id, marker, limit } => {
+                let (u, parts, truncated) = shard.list_parts(bucket_id, &key, &upload_id, marker, limit)?;
+                ReadResult::Parts(u, parts, truncated)
+            }
+            Query::ListUploadsIn { bucket_id, prefix, after, limit } => {
+                let (list, truncated) = shard.list_uploads_in(bucket_id, &prefix, (&after.0, &after.1), limit);
+                ReadResult::Uploads(list, truncated)
             }
             Query::S3Secret(id) => match shard.s3_secret(&id) {
                 Some(secret) => ReadResult::Secret(secret.to_string()),

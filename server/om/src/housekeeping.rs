@@ -61,6 +61,10 @@ impl Core {
                     }
                 }
                 let _ = self.local_write(group, vec![om_command(Op::ExpireSessions)], false, 0).await;
+                if group != META_GROUP {
+                    let before = stratos_common::process::now_ms().saturating_sub(self.multipart_upload_ttl_ms);
+                    let _ = self.local_write(group, vec![om_command(Op::ExpireUploads { created_before_ms: before, limit })], false, 0).await;
+                }
             }
         }
     }

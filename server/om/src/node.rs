@@ -218,6 +218,7 @@ async fn start_core(
         admins: cfg.admins.clone(),
         admin_groups: cfg.admin_groups.clone(),
         open_key_ttl_ms: cfg.open_key_ttl_ms,
+        multipart_upload_ttl_ms: cfg.multipart_upload_ttl_ms,
         housekeeping_interval_ms: cfg.housekeeping_interval_ms,
         stats: Default::default(),
         fences: Default::default(),

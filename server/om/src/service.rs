@@ -577,6 +577,95 @@ impl ozone_manager::Server for OmService {
         Ok(())
     }
 
+    async fn list_parts(self: CapRc<Self>, params: ozone_manager::ListPartsParams, mut results: ozone_manager::ListPartsResults) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let h = try_or_reply!(results, header(&self.core, self.caller.as_deref(), p.get_header()));
+        let volume = try_or_reply!(results, convert::volume_name(p.get_volume()));
+        let bucket = try_or_reply!(results, convert::bucket_name(p.get_bucket()));
+        let key = try_or_reply!(results, convert::key_name(p.get_key()));
+        let upload_id = try_or_reply!(results, convert::text(p.get_upload_id(), "upload id", stratos_shard::constants::UPLOAD_ID_BYTES_MAX));
+        let limit = match p.get_limit() {
+            0 => 1000,
+            l if l > 1000 => try_or_reply!(results, Err(WireError::new(Status::InvalidArgument, format!("list limit {l}, at most 1000")))),
+            l => l as usize,
+        };
+        let core = &self.core;
+        let min_meta = try_or_reply!(results, core.fresh_meta(h.min_meta).await);
+        try_or_reply!(results, core.wait_meta_within(min_meta).await);
+        let facts = try_or_reply!(results, core.view.borrow().key_bucket(&h.principal, &volume, &bucket, stratos_shard::rights::READ).map_err(WireError::from));
+        let group = group_of_shard(shard_of(&volume, &bucket, &key, core.shards));
+        let q = Query::ListParts { bucket_id: facts.bucket_id, key, upload_id, marker: p.get_part_marker(), limit };
+        let ReadResult::Parts(upload, parts, truncated) = try_or_reply!(results, core.read(group, q, min_meta).await) else {
+            return Err(capnp::Error::failed("unexpected read result".into()));
+        };
+        let mut r = results.get();
+        r.set_truncated(truncated);
+        r.set_created_ms(upload.created_ms);
+        let mut list = r.reborrow().init_parts(parts.len() as u32);
+        for (i, (n, part)) in parts.iter().enumerate() {
+            let mut e = list.reborrow().get(i as u32);
+            e.set_part_number(*n);
+            e.set_etag(part.etag.as_str());
+            e.set_size(part.size);
+            e.set_modified_ms(part.modified_ms);
+        }
+        let mut m = r.init_metadata(upload.metadata.len() as u32);
+        for (i, pair) in upload.metadata.iter().enumerate() {
+            m.reborrow().get(i as u32).set_key(pair.key.as_str());
+            m.reborrow().get(i as u32).set_value(pair.value.as_str());
+        }
+        Ok(())
+    }
+
+    /// Lists a bucket's multipart uploads: each shard's sorted run, merged as `list_keys` does.
+    async fn list_uploads(self: CapRc<Self>, params: ozone_manager::ListUploadsParams, mut results: ozone_manager::ListUploadsResults) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let h = try_or_reply!(results, header(&self.core, self.caller.as_deref(), p.get_header()));
+        let volume = try_or_reply!(results, convert::volume_name(p.get_volume()));
+        let bucket = try_or_reply!(results, convert::bucket_name(p.get_bucket()));
+        let max = stratos_shard::constants::KEY_NAME_BYTES_MAX;
+        let prefix = try_or_reply!(results, convert::text(p.get_prefix(), "prefix", max));
+        let key_marker = try_or_reply!(results, convert::text(p.get_key_marker(), "key marker", max));
+        let upload_marker = try_or_reply!(results, convert::text(p.get_upload_id_marker(), "upload id marker", stratos_shard::constants::UPLOAD_ID_BYTES_MAX));
+        let limit = match p.get_limit() {
+            0 => 1000,
+            l if l > 1000 => try_or_reply!(results, Err(WireError::new(Status::InvalidArgument, format!("list limit {l}, at most 1000")))),
+            l => l as usize,
+        };
+        let core = &self.core;
+        let min_meta = try_or_reply!(results, core.fresh_meta(h.min_meta).await);
+        try_or_reply!(results, core.wait_meta_within(min_meta).await);
+        let facts = try_or_reply!(results, core.view.borrow().key_bucket(&h.principal, &volume, &bucket, stratos_shard::rights::LIST).map_err(WireError::from));
+        let futures: Vec<_> = (0..core.shards)
+            .map(|s| {
+                let q = Query::ListUploadsIn { bucket_id: facts.bucket_id, prefix: prefix.clone(), after: (key_marker.clone(), upload_marker.clone()), limit };
+                core.read(group_of_shard(s), q, min_meta)
+            })
+            .collect();
+        let mut all = Vec::new();
+        let mut more = false;
+        for r in futures_util::future::join_all(futures).await {
+            let ReadResult::Uploads(list, truncated) = try_or_reply!(results, r) else { return Err(capnp::Error::failed("unexpected read result".into())) };
+            more |= truncated;
+            all.extend(list);
+        }
+        all.sort();
+        if all.len() > limit {
+            all.truncate(limit);
+            more = true;
+        }
+        let mut r = results.get();
+        r.set_truncated(more);
+        let mut list = r.init_uploads(all.len() as u32);
+        for (i, (k, u, t)) in all.iter().enumerate() {
+            let mut e = list.reborrow().get(i as u32);
+            e.set_key(k.as_str());
+            e.set_upload_id(u.as_str());
+            e.set_created_ms(*t);
+        }
+        Ok(())
+    }
+
     async fn echo(self: CapRc<Self>, params: ozone_manager::EchoParams, mut results: ozone_manager::EchoResults) -> Result<(), capnp::Error> {
         let p = params.get()?;
         let payload = p.get_payload()?;

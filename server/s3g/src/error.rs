@@ -75,6 +75,13 @@ pub fn from_om(e: &ClientError, bucket: &str, key: Option<&str>) -> S3Error {
         Some(Status::QuotaExceeded) => S3Error::new("QuotaExceeded", 403, message),
         Some(Status::PreconditionFailed) => S3Error::new("PreconditionFailed", 412, "at least one of the preconditions you specified did not hold"),
         Some(Status::KeyBusy) => S3Error::new("SlowDown", 503, message),
+        Some(Status::NoSuchUpload) => S3Error::new("NoSuchUpload", 404, "the upload does not exist: it was completed, aborted or expired, or never began"),
+        Some(Status::InvalidPart) => {
+            // The OM's message starts with S3's code.
+            let text = message.split_once(": ").map_or(message.as_str(), |(_, t)| t);
+            let code = ["InvalidPartOrder", "EntityTooSmall"].into_iter().find(|c| text.starts_with(c)).unwrap_or("InvalidPart");
+            S3Error::new(code, 400, text.strip_prefix(code).map_or(text, |t| t.trim_start_matches(": ")).to_string())
+        }
         Some(Status::Unavailable | Status::NotLeader | Status::RetryTooOld) => S3Error::unavailable(message),
         Some(Status::OpenKeyNotFound) => S3Error::internal(message),
         _ => match e {

@@ -16,7 +16,7 @@ use stratos_client::{Client, Runtime};
 use crate::S3_VOLUME;
 use crate::error::{S3Error, from_om};
 use crate::http::Body;
-use crate::object::{self, Condition, ETAG, Input, Reader};
+use crate::object::{self, Condition, ETAG, Finish, Input, Reader};
 use crate::payload::{self, Payload, Source};
 use crate::sigv4::{self, ChunkSigner};
 use crate::xml::{self, Writer};
@@ -325,19 +325,20 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
     }
     match r.method {
         M::PUT if r.has("tagging") => put_tagging(&c, r).await,
-        M::PUT if r.has("uploadId") || r.has("partNumber") => Err(S3Error::not_implemented("multipart upload")),
+        M::PUT if r.has("uploadId") && r.has("partNumber") => upload_part(gw, &c, r).await,
         M::PUT if r.has("acl") => Err(S3Error::not_implemented("object ACLs")),
         M::PUT if r.header("x-amz-copy-source").is_some() => copy_object(gw, &c, r).await,
         M::PUT => put_object(gw, &c, r).await,
         M::GET if r.has("tagging") => get_tagging(&c, r).await,
-        M::GET if r.has("uploadId") => Err(S3Error::not_implemented("multipart upload")),
+        M::GET if r.has("uploadId") => list_parts(&c, r).await,
         M::GET if r.has("acl") => acl(&c, r).await,
         M::GET => get_object(gw, &c, r, false).await,
         M::HEAD => get_object(gw, &c, r, true).await,
         M::DELETE if r.has("tagging") => delete_tagging(&c, r).await,
-        M::DELETE if r.has("uploadId") => Err(S3Error::not_implemented("multipart upload")),
+        M::DELETE if r.has("uploadId") => abort_upload(&c, r).await,
         M::DELETE => delete_object(&c, r).await,
-        M::POST if r.has("uploads") || r.has("uploadId") => Err(S3Error::not_implemented("multipart upload")),
+        M::POST if r.has("uploads") => initiate_upload(&c, r).await,
+        M::POST if r.has("uploadId") => complete_upload(&c, r).await,
         _ => Err(S3Error::new("MethodNotAllowed", 405, format!("{} is not allowed on an object", r.method))),
     }
 }
@@ -448,10 +449,206 @@ impl GrantExt for Writer {
 }
 
 async fn list_uploads(c: &Client, r: &Req) -> R {
-    bucket_info(c, &r.bucket).await?;
+    let prefix = r.q("prefix").unwrap_or("");
+    let key_marker = r.q("key-marker").unwrap_or("");
+    let upload_marker = if key_marker.is_empty() { "" } else { r.q("upload-id-marker").unwrap_or("") };
+    let max: u32 = match r.q("max-uploads") {
+        None => 1000,
+        Some(v) => v.parse::<i64>().map_err(|_| S3Error::invalid_argument("max-uploads is not a number"))?.clamp(0, 1000) as u32,
+    };
+    let owner = bucket_info(c, &r.bucket).await?.owner;
+    // A key marker alone starts after every upload of that key.
+    let upload_after = if upload_marker.is_empty() && !key_marker.is_empty() { "~" } else { upload_marker };
+    let page = if max == 0 { stratos_client::Page { items: Vec::new(), truncated: false } } else {
+        c.list_uploads(S3_VOLUME, &r.bucket, prefix, key_marker, upload_after, max).await.map_err(|e| from_om(&e, &r.bucket, None))?
+    };
     let mut w = Writer::new("ListMultipartUploadsResult");
-    w.elem("Bucket", &r.bucket).elem("KeyMarker", "").elem("UploadIdMarker", "").elem("MaxUploads", 1000).elem("IsTruncated", false);
+    w.elem("Bucket", &r.bucket).elem("KeyMarker", key_marker).elem("UploadIdMarker", upload_marker);
+    if let Some((k, u, _)) = page.items.last() {
+        w.elem("NextKeyMarker", k).elem("NextUploadIdMarker", u);
+    }
+    if !prefix.is_empty() {
+        w.elem("Prefix", prefix);
+    }
+    w.elem("MaxUploads", max).elem("IsTruncated", page.truncated);
+    for (k, u, t) in &page.items {
+        w.open("Upload").elem("Key", k).elem("UploadId", u);
+        w.open("Initiator").elem("ID", &owner).elem("DisplayName", &owner).close("Initiator");
+        w.open("Owner").elem("ID", &owner).elem("DisplayName", &owner).close("Owner");
+        w.elem("StorageClass", "STANDARD").elem("Initiated", iso8601(*t)).close("Upload");
+    }
     Ok(Reply::xml(w.finish("ListMultipartUploadsResult")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Multipart upload
+
+fn upload_id(r: &Req) -> Result<String, S3Error> {
+    let id = r.q("uploadId").unwrap_or("");
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(S3Error::new("NoSuchUpload", 404, format!("{id:?} is not an upload id")));
+    }
+    Ok(id.to_string())
+}
+
+async fn initiate_upload(c: &Client, r: &mut Req) -> R {
+    let metadata = metadata_of(r)?;
+    r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
+    let (bucket, key) = (r.bucket.clone(), r.key.clone());
+    let done = c
+        .submit(|op| {
+            let mut u = op.init_initiate_upload();
+            u.set_volume(S3_VOLUME);
+            u.set_bucket(&bucket);
+            u.set_key(&key);
+            let mut m = u.init_metadata(metadata.len() as u32);
+            for (i, (k, v)) in metadata.iter().enumerate() {
+                m.reborrow().get(i as u32).set_key(k);
+                m.reborrow().get(i as u32).set_value(v);
+            }
+        })
+        .await
+        .map_err(|e| from_om(&e, &bucket, Some(&key)))?;
+    let stratos_client::Done::UploadStarted { upload_id } = done else { return Err(S3Error::internal(format!("unexpected reply to initiateUpload: {done:?}"))) };
+    let mut w = Writer::new("InitiateMultipartUploadResult");
+    w.elem("Bucket", &bucket).elem("Key", &key).elem("UploadId", &upload_id);
+    Ok(Reply::xml(w.finish("InitiateMultipartUploadResult")))
+}
+
+async fn upload_part(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
+    let id = upload_id(r)?;
+    let part: u32 = r.q("partNumber").and_then(|p| p.parse().ok()).filter(|p| (1..=10_000).contains(p)).ok_or_else(|| S3Error::invalid_argument("partNumber must be 1 to 10000"))?;
+    let (bucket, key) = (r.bucket.clone(), r.key.clone());
+    let finish = Finish::Part { upload_id: &id, part };
+    if let Some(source) = r.header("x-amz-copy-source") {
+        // UploadPartCopy: the part is a byte range of another object.
+        let (sb, sk) = copy_source(&source)?;
+        let src = c.lookup_key(S3_VOLUME, &sb, &sk).await.map_err(|e| from_om(&e, &sb, Some(&sk)))?;
+        check_copy_conditions(r, meta(&src.metadata, ETAG).unwrap_or_default(), src.modified_ms)?;
+        let (start, end) = match r.header("x-amz-copy-source-range") {
+            None => (0, src.data_size),
+            Some(range) => match parse_range(&range, src.data_size) {
+                RangeOf::Part(s, e) if range.trim().strip_prefix("bytes=").is_some_and(|x| !x.starts_with('-') && !x.ends_with('-')) => (s, e),
+                _ => return Err(S3Error::new("InvalidRange", 416, format!("x-amz-copy-source-range {range} is not a range of the source's {} bytes", src.data_size))),
+            },
+        };
+        r.payload()?.read_all(0).await?;
+        let reader = Reader::new(gw.clone(), src.blocks.clone(), start, end);
+        let w = object::write(gw, c, &bucket, &key, &mut Input::Object(reader), end - start, &[], finish).await?;
+        let mut x = Writer::new("CopyPartResult");
+        x.elem("LastModified", iso8601(now_ms())).elem("ETag", format!("\"{}\"", w.etag));
+        return Ok(Reply::xml(x.finish("CopyPartResult")));
+    }
+    let md5 = r.header("content-md5").map(|v| base64_decode(&v).filter(|d| d.len() == 16).ok_or_else(|| S3Error::new("InvalidDigest", 400, "Content-MD5 is not the base64 of 16 bytes"))).transpose()?;
+    let mut payload = r.payload()?;
+    let length = payload_length(r, &payload)?.ok_or_else(|| S3Error::new("MissingContentLength", 411, "a part needs Content-Length"))?;
+    if length > PUT_BYTES_MAX {
+        return Err(S3Error::new("EntityTooLarge", 400, format!("a part of {length} bytes, at most {PUT_BYTES_MAX}")));
+    }
+    payload.expect_md5(md5);
+    let w = object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &[], finish).await?;
+    Ok(Reply::ok().header("etag", format!("\"{}\"", w.etag)))
+}
+
+async fn complete_upload(c: &Client, r: &mut Req) -> R {
+    let id = upload_id(r)?;
+    let condition = write_condition(r)?;
+    let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
+    let text = std::str::from_utf8(&body).map_err(|_| S3Error::malformed_xml("the body is not UTF-8"))?;
+    let doc = xml::parse(text).map_err(S3Error::malformed_xml)?;
+    if doc.name != "CompleteMultipartUpload" {
+        return Err(S3Error::malformed_xml(format!("the root element is <{}>, not <CompleteMultipartUpload>", doc.name)));
+    }
+    let mut parts: Vec<(u32, String)> = Vec::new();
+    for p in doc.children_named("Part") {
+        let n = p.child("PartNumber").and_then(|n| n.text.trim().parse::<u32>().ok()).ok_or_else(|| S3Error::malformed_xml("a <Part> without a valid <PartNumber>"))?;
+        let etag = p.child("ETag").map(|e| e.text.trim().trim_matches('"').to_string()).ok_or_else(|| S3Error::malformed_xml("a <Part> without <ETag>"))?;
+        parts.push((n, etag));
+    }
+    if parts.is_empty() {
+        return Err(S3Error::malformed_xml("a completion must list at least one part"));
+    }
+    if parts.len() > 10_000 {
+        return Err(S3Error::malformed_xml(format!("{} parts, at most 10000", parts.len())));
+    }
+    // S3's multipart ETag: the MD5 of the parts' MD5s, then "-" and the part count.
+    let mut all = Vec::with_capacity(parts.len() * 16);
+    for (n, e) in &parts {
+        let d = (e.len() == 32).then(|| (0..16).map(|i| u8::from_str_radix(&e[2 * i..2 * i + 2], 16).ok()).collect::<Option<Vec<u8>>>()).flatten();
+        all.extend(d.ok_or_else(|| S3Error::new("InvalidPart", 400, format!("part {n}: {e:?} is not the ETag of a part")))?);
+    }
+    let etag = {
+        use md5::Digest;
+        format!("{}-{}", object::hex(&md5::Md5::digest(&all)), parts.len())
+    };
+    let (bucket, key) = (r.bucket.clone(), r.key.clone());
+    c.submit(|op| {
+        let mut u = op.init_complete_upload();
+        u.set_volume(S3_VOLUME);
+        u.set_bucket(&bucket);
+        u.set_key(&key);
+        u.set_upload_id(&id);
+        u.set_etag(&etag);
+        let mut l = u.reborrow().init_parts(parts.len() as u32);
+        for (i, (n, e)) in parts.iter().enumerate() {
+            l.reborrow().get(i as u32).set_part_number(*n);
+            l.reborrow().get(i as u32).set_etag(e);
+        }
+        match &condition {
+            Condition::Any => {}
+            Condition::Absent => u.set_if_absent(true),
+            Condition::ETag(e) => {
+                let mut p = u.init_if_match();
+                p.set_key(ETAG);
+                p.set_value(e);
+            }
+        }
+    })
+    .await
+    .map_err(|e| from_om(&e, &bucket, Some(&key)))?;
+    let mut w = Writer::new("CompleteMultipartUploadResult");
+    w.elem("Location", format!("/{bucket}/{key}")).elem("Bucket", &bucket).elem("Key", &key).elem("ETag", format!("\"{etag}\""));
+    Ok(Reply::xml(w.finish("CompleteMultipartUploadResult")))
+}
+
+async fn abort_upload(c: &Client, r: &Req) -> R {
+    let id = upload_id(r)?;
+    let (bucket, key) = (r.bucket.clone(), r.key.clone());
+    c.submit(|op| {
+        let mut u = op.init_abort_upload();
+        u.set_volume(S3_VOLUME);
+        u.set_bucket(&bucket);
+        u.set_key(&key);
+        u.set_upload_id(&id);
+    })
+    .await
+    .map_err(|e| from_om(&e, &bucket, Some(&key)))?;
+    Ok(Reply::status(204))
+}
+
+async fn list_parts(c: &Client, r: &Req) -> R {
+    let id = upload_id(r)?;
+    let marker: u32 = match r.q("part-number-marker") {
+        None | Some("") => 0,
+        Some(v) => v.parse().map_err(|_| S3Error::invalid_argument("part-number-marker is not a number"))?,
+    };
+    let max: u32 = match r.q("max-parts") {
+        None => 1000,
+        Some(v) => v.parse::<i64>().map_err(|_| S3Error::invalid_argument("max-parts is not a number"))?.clamp(1, 1000) as u32,
+    };
+    let owner = bucket_info(c, &r.bucket).await?.owner;
+    let page = c.list_parts(S3_VOLUME, &r.bucket, &r.key, &id, marker, max).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
+    let mut w = Writer::new("ListPartsResult");
+    w.elem("Bucket", &r.bucket).elem("Key", &r.key).elem("UploadId", &id);
+    w.open("Initiator").elem("ID", &owner).elem("DisplayName", &owner).close("Initiator");
+    w.open("Owner").elem("ID", &owner).elem("DisplayName", &owner).close("Owner");
+    w.elem("StorageClass", "STANDARD").elem("PartNumberMarker", marker);
+    w.elem("NextPartNumberMarker", page.parts.last().map_or(marker, |p| p.part_number));
+    w.elem("MaxParts", max).elem("IsTruncated", page.truncated);
+    for p in &page.parts {
+        w.open("Part").elem("PartNumber", p.part_number).elem("LastModified", iso8601(p.modified_ms)).elem("ETag", format!("\"{}\"", p.etag)).elem("Size", p.size).close("Part");
+    }
+    Ok(Reply::xml(w.finish("ListPartsResult")))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -664,7 +861,7 @@ async fn put_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     let (bucket, key) = (r.bucket.clone(), r.key.clone());
     // A Content-MD5 is checked when the payload ends, before the commit.
     payload.expect_md5(md5);
-    let written = object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &metadata, &condition).await?;
+    let written = object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &metadata, Finish::Key(&condition)).await?;
     Ok(Reply::ok().header("etag", format!("\"{}\"", written.etag)))
 }
 
@@ -677,11 +874,7 @@ fn payload_length(r: &Req, _p: &Payload) -> Result<Option<u64>, S3Error> {
 }
 
 async fn copy_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
-    let source = r.header("x-amz-copy-source").unwrap_or_default();
-    let source = percent_decode(&source).ok_or_else(|| S3Error::invalid_argument("x-amz-copy-source is not percent-encoded UTF-8"))?;
-    let source = source.split_once("?versionId=").map_or(source.as_str(), |(s, _)| s);
-    let (sb, sk) = source.trim_start_matches('/').split_once('/').ok_or_else(|| S3Error::invalid_argument("x-amz-copy-source must be BUCKET/KEY"))?;
-    let (sb, sk) = (sb.to_string(), sk.to_string());
+    let (sb, sk) = copy_source(&r.header("x-amz-copy-source").unwrap_or_default())?;
     let replace = match r.header("x-amz-metadata-directive").as_deref() {
         None | Some("COPY") => false,
         Some("REPLACE") => true,
@@ -715,10 +908,21 @@ async fn copy_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     payload.read_all(0).await?;
     let reader = Reader::new(gw.clone(), src.blocks.clone(), 0, src.data_size);
     let (bucket, key) = (r.bucket.clone(), r.key.clone());
-    let w = object::write(gw, c, &bucket, &key, &mut Input::Object(reader), src.data_size, &metadata, &condition).await?;
+    let w = object::write(gw, c, &bucket, &key, &mut Input::Object(reader), src.data_size, &metadata, Finish::Key(&condition)).await?;
     let mut x = Writer::new("CopyObjectResult");
     x.elem("LastModified", iso8601(now_ms())).elem("ETag", format!("\"{}\"", w.etag));
     Ok(Reply::xml(x.finish("CopyObjectResult")))
+}
+
+/// The bucket and key an `x-amz-copy-source` names (`[/]BUCKET/KEY[?versionId=…]`, encoded).
+fn copy_source(header: &str) -> Result<(String, String), S3Error> {
+    let source = percent_decode(header).ok_or_else(|| S3Error::invalid_argument("x-amz-copy-source is not percent-encoded UTF-8"))?;
+    let source = source.split_once("?versionId=").map_or(source.as_str(), |(s, _)| s);
+    let (b, k) = source.trim_start_matches('/').split_once('/').ok_or_else(|| S3Error::invalid_argument("x-amz-copy-source must be BUCKET/KEY"))?;
+    if k.is_empty() {
+        return Err(S3Error::invalid_argument("x-amz-copy-source must be BUCKET/KEY"));
+    }
+    Ok((b.to_string(), k.to_string()))
 }
 
 fn check_copy_conditions(r: &Req, etag: &str, modified_ms: u64) -> Result<(), S3Error> {

@@ -52,6 +52,15 @@ pub enum Condition {
     ETag(String),
 }
 
+/// What a write becomes once its bytes are durable.
+#[derive(Debug, Clone, Copy)]
+pub enum Finish<'a> {
+    /// The key, if the condition holds.
+    Key(&'a Condition),
+    /// Part `part` of multipart upload `upload_id` of the key.
+    Part { upload_id: &'a str, part: u32 },
+}
+
 /// The metadata name of an object's ETag.
 pub const ETAG: &str = "etag";
 
@@ -75,7 +84,7 @@ struct Open {
 /// the open key is aborted (its blocks freed) and nothing becomes visible.
 #[allow(clippy::too_many_arguments)]
 pub async fn write(
-    gw: &Rc<Gateway>, c: &Client, bucket: &str, key: &str, input: &mut Input<'_>, size_hint: u64, metadata: &[(String, String)], condition: &Condition,
+    gw: &Rc<Gateway>, c: &Client, bucket: &str, key: &str, input: &mut Input<'_>, size_hint: u64, metadata: &[(String, String)], finish: Finish<'_>,
 ) -> Result<Written, S3Error> {
     let opened = c
         .submit(|op| {
@@ -94,7 +103,7 @@ pub async fn write(
         .await
         .map_err(|e| from_om(&e, bucket, Some(key)))?;
     let Done::KeyOpened { open_id, blocks } = opened else { return Err(S3Error::internal(format!("unexpected reply to openKey: {opened:?}"))) };
-    match write_opened(gw, c, bucket, key, open_id, blocks, input, condition).await {
+    match write_opened(gw, c, bucket, key, open_id, blocks, input, finish).await {
         Ok(w) => Ok(w),
         Err(e) => {
             // Bounded, and best effort: an open key the abort misses expires on its own.
@@ -107,7 +116,7 @@ pub async fn write(
 
 #[allow(clippy::too_many_arguments)]
 async fn write_opened(
-    gw: &Rc<Gateway>, c: &Client, bucket: &str, key: &str, open_id: u64, blocks: Vec<Block>, input: &mut Input<'_>, condition: &Condition,
+    gw: &Rc<Gateway>, c: &Client, bucket: &str, key: &str, open_id: u64, blocks: Vec<Block>, input: &mut Input<'_>, finish: Finish<'_>,
 ) -> Result<Written, S3Error> {
     let mut pool = blocks;
     pool.reverse();
@@ -167,36 +176,53 @@ async fn write_opened(
         written.push(seal(gw, o, false).await?);
     }
     let etag = hex(&md5.finalize());
-    let committed = c
-        .submit(|op| {
-            let mut k = op.init_commit_key();
-            k.set_volume(S3_VOLUME);
-            k.set_bucket(bucket);
-            k.set_key(key);
-            k.set_open_id(open_id);
-            k.set_data_size(size);
-            let mut l = k.reborrow().init_blocks(written.len() as u32);
-            for (i, b) in written.iter().enumerate() {
-                b.set(l.reborrow().get(i as u32));
-            }
-            let mut m = k.reborrow().init_metadata(1);
-            m.reborrow().get(0).set_key(ETAG);
-            m.reborrow().get(0).set_value(&etag);
-            match condition {
-                Condition::Any => {}
-                Condition::Absent => k.set_if_absent(true),
-                Condition::ETag(e) => {
-                    let mut p = k.init_if_match();
-                    p.set_key(ETAG);
-                    p.set_value(e);
+    let set_blocks = |mut l: capnp::struct_list::Builder<'_, stratos_client::schema::om_capnp::block_location::Owned>| {
+        for (i, b) in written.iter().enumerate() {
+            b.set(l.reborrow().get(i as u32));
+        }
+    };
+    let committed = match finish {
+        Finish::Key(condition) => c
+            .submit(|op| {
+                let mut k = op.init_commit_key();
+                k.set_volume(S3_VOLUME);
+                k.set_bucket(bucket);
+                k.set_key(key);
+                k.set_open_id(open_id);
+                k.set_data_size(size);
+                set_blocks(k.reborrow().init_blocks(written.len() as u32));
+                let mut m = k.reborrow().init_metadata(1);
+                m.reborrow().get(0).set_key(ETAG);
+                m.reborrow().get(0).set_value(&etag);
+                match condition {
+                    Condition::Any => {}
+                    Condition::Absent => k.set_if_absent(true),
+                    Condition::ETag(e) => {
+                        let mut p = k.init_if_match();
+                        p.set_key(ETAG);
+                        p.set_value(e);
+                    }
                 }
-            }
-        })
-        .await
-        .map_err(|e| from_om(&e, bucket, Some(key)))?;
-    match committed {
-        Done::KeyCommitted { .. } => Ok(Written { etag, size }),
-        other => Err(S3Error::internal(format!("unexpected reply to commitKey: {other:?}"))),
+            })
+            .await,
+        Finish::Part { upload_id, part } => c
+            .submit(|op| {
+                let mut k = op.init_commit_part();
+                k.set_volume(S3_VOLUME);
+                k.set_bucket(bucket);
+                k.set_key(key);
+                k.set_upload_id(upload_id);
+                k.set_part_number(part);
+                k.set_open_id(open_id);
+                k.set_data_size(size);
+                k.set_etag(&etag);
+                set_blocks(k.init_blocks(written.len() as u32));
+            })
+            .await,
+    };
+    match committed.map_err(|e| from_om(&e, bucket, Some(key)))? {
+        Done::KeyCommitted { .. } | Done::Done => Ok(Written { etag, size }),
+        other => Err(S3Error::internal(format!("unexpected reply to a commit: {other:?}"))),
     }
 }
 

@@ -175,6 +175,44 @@ with tempfile.TemporaryDirectory() as d:
     r = aws("s3", "rm", f"s3://{bucket}/cli/file")
     check("aws s3 rm", r.returncode == 0 and code(lambda: alice.head_object(Bucket=bucket, Key="cli/file")) == "404", r.stderr)
 
+# Multipart: a 100 MB object through boto3's transfer manager (8 MiB parts, 4 at a time), the
+# AWS CLI's multipart cp, parts listed, UploadPartCopy with a range, a wrong part refused, abort.
+from boto3.s3.transfer import TransferConfig
+with tempfile.TemporaryDirectory() as d:
+    src, back = os.path.join(d, "src"), os.path.join(d, "back")
+    data = os.urandom(100 * 1000 * 1000)
+    open(src, "wb").write(data)
+    alice.upload_file(src, bucket, "mp/big", Config=TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=4))
+    h = alice.head_object(Bucket=bucket, Key="mp/big")
+    md5s = b"".join(hashlib.md5(data[i:i + (8 << 20)]).digest() for i in range(0, len(data), 8 << 20))
+    check("a 100 MB multipart upload, its ETag S3's", h["ContentLength"] == len(data) and h["ETag"] == f'"{hashlib.md5(md5s).hexdigest()}-12"', h["ETag"])
+    alice.download_file(bucket, "mp/big", back)
+    check("... downloaded byte for byte", open(back, "rb").read() == data)
+    r = aws("s3", "cp", src, f"s3://{bucket}/mp/cli")
+    check("aws s3 cp of 100 MB (multipart)", r.returncode == 0 and alice.head_object(Bucket=bucket, Key="mp/cli")["ContentLength"] == len(data), r.stderr)
+    r = aws("s3", "cp", f"s3://{bucket}/mp/cli", back)
+    check("... and back, byte for byte", r.returncode == 0 and open(back, "rb").read() == data, r.stderr)
+u = alice.create_multipart_upload(Bucket=bucket, Key="mp/parts", ContentType="text/x", Metadata={"m": "1"})["UploadId"]
+p1 = alice.upload_part(Bucket=bucket, Key="mp/parts", UploadId=u, PartNumber=1, Body=b"a" * (5 << 20))["ETag"]
+p2 = alice.upload_part_copy(Bucket=bucket, Key="mp/parts", UploadId=u, PartNumber=2, CopySource={"Bucket": bucket, "Key": "mp/big"}, CopySourceRange="bytes=10-19")["CopyPartResult"]["ETag"]
+check("the upload is listed", [x["UploadId"] for x in alice.list_multipart_uploads(Bucket=bucket, Prefix="mp/")["Uploads"]] == [u])
+parts = alice.list_parts(Bucket=bucket, Key="mp/parts", UploadId=u)["Parts"]
+check("its parts are listed", [(p["PartNumber"], p["Size"], p["ETag"]) for p in parts] == [(1, 5 << 20, p1), (2, 10, p2)], str(parts))
+check("a part listed with another ETag is InvalidPart", code(lambda: alice.complete_multipart_upload(Bucket=bucket, Key="mp/parts", UploadId=u, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": p2}]})) == "InvalidPart")
+check("parts out of order are InvalidPartOrder", code(lambda: alice.complete_multipart_upload(Bucket=bucket, Key="mp/parts", UploadId=u, MultipartUpload={"Parts": [{"PartNumber": 2, "ETag": p2}, {"PartNumber": 1, "ETag": p1}]})) == "InvalidPartOrder")
+check("a small part before the last is EntityTooSmall", code(lambda: alice.complete_multipart_upload(Bucket=bucket, Key="mp/parts", UploadId=u, MultipartUpload={"Parts": [{"PartNumber": 2, "ETag": p2}, {"PartNumber": 3, "ETag": p2}]})) in ("EntityTooSmall", "InvalidPart"))
+alice.complete_multipart_upload(Bucket=bucket, Key="mp/parts", UploadId=u, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": p1}, {"PartNumber": 2, "ETag": p2}]})
+g = alice.get_object(Bucket=bucket, Key="mp/parts")
+body = g["Body"].read()
+check("the completed object: parts in order, the upload's metadata", body == b"a" * (5 << 20) + data[10:20] and g["Metadata"] == {"m": "1"} and g["ContentType"] == "text/x" and g["ETag"].endswith('-2"'))
+check("a completed upload is gone", code(lambda: alice.list_parts(Bucket=bucket, Key="mp/parts", UploadId=u)) == "NoSuchUpload")
+u = alice.create_multipart_upload(Bucket=bucket, Key="mp/aborted")["UploadId"]
+alice.upload_part(Bucket=bucket, Key="mp/aborted", UploadId=u, PartNumber=1, Body=b"x")
+check("a bucket with an upload in progress is not empty", code(lambda: alice.delete_bucket(Bucket=bucket)) == "BucketNotEmpty")
+alice.abort_multipart_upload(Bucket=bucket, Key="mp/aborted", UploadId=u)
+check("an aborted upload is gone", code(lambda: alice.list_parts(Bucket=bucket, Key="mp/aborted", UploadId=u)) == "NoSuchUpload" and code(lambda: alice.head_object(Bucket=bucket, Key="mp/aborted")) == "404")
+check("another user cannot start an upload in the bucket", code(lambda: bob.create_multipart_upload(Bucket=bucket, Key="bob")) == "AccessDenied")
+
 # Empty the bucket and delete it.
 check("a bucket with keys is BucketNotEmpty", code(lambda: alice.delete_bucket(Bucket=bucket)) == "BucketNotEmpty")
 for page in alice.get_paginator("list_objects_v2").paginate(Bucket=bucket):

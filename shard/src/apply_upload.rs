@@ -1,0 +1,234 @@
+//! Multipart uploads (S3's), on the shard of their key: an upload record, and one record per
+//! part (a part's commit writes that record alone: Ozone rewrites one record holding every
+//! part at each part commit, which makes an upload of N parts cost O(N²)). Completing builds
+//! the key from the listed parts' blocks through the ordinary commit (quotas, conditions and
+//! all), so a completed upload is a key like any other.
+
+use std::ops::Bound;
+
+use crate::apply_keys::Limit;
+use crate::apply_meta::check_metadata;
+use crate::command::{Condition, Principal};
+use crate::constants::*;
+use crate::memtable::probe;
+use crate::names::check_key_name;
+use crate::outcome::{OmError, Outcome, Reply};
+use crate::records::*;
+use crate::state::{Ids, ShardState};
+
+/// The S3 code a completion's refusal starts with.
+fn invalid(code: &str, why: String) -> OmError {
+    OmError::InvalidPart(format!("{code}: {why}"))
+}
+
+fn check_upload_id(id: &str) -> Result<(), OmError> {
+    if id.is_empty() || id.len() > UPLOAD_ID_BYTES_MAX || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(OmError::NoSuchUpload(format!("{id:?} (not an upload id)")));
+    }
+    Ok(())
+}
+
+type UploadKey = (u64, String, String);
+
+impl ShardState {
+    /// The upload's key in the table, if it exists.
+    fn upload_of(&self, bucket_id: u64, volume: &str, bucket: &str, key: &str, upload_id: &str) -> Result<UploadKey, OmError> {
+        check_upload_id(upload_id)?;
+        let k = (bucket_id, key.to_string(), upload_id.to_string());
+        if self.uploads.contains_key(&k) { Ok(k) } else { Err(OmError::NoSuchUpload(format!("{upload_id} of {volume}/{bucket}/{key}"))) }
+    }
+
+    /// The part records of an upload, in part order.
+    fn parts_of<'a>(&'a self, u: &UploadKey) -> impl Iterator<Item = (u32, &'a PartRecord)> + 'a {
+        let from = (u.0, u.1.clone(), u.2.clone(), 0u32);
+        let to = (u.0, u.1.clone(), u.2.clone(), u32::MAX);
+        self.parts.range((Bound::Included(from), Bound::Included(to))).map(|(k, p)| (k.3, p))
+    }
+
+    /// Drops an upload and its parts; returns the blocks of the parts not in `keep`.
+    fn drop_upload(&mut self, u: &UploadKey, keep: &[u32]) -> Vec<BlockLocation> {
+        let numbers: Vec<u32> = self.parts_of(u).map(|(n, _)| n).collect();
+        let mut freed = Vec::new();
+        for n in numbers {
+            let p = self.parts.remove(&(u.0, u.1.clone(), u.2.clone(), n)).expect("listed above");
+            if !keep.contains(&n) {
+                freed.extend(p.blocks);
+            }
+        }
+        self.uploads.remove(u);
+        if let Some(usage) = self.bucket_usage.get_mut(&u.0) {
+            usage.open_keys -= 1;
+        }
+        freed
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn initiate_upload(
+        &mut self, p: &Principal, t: u64, volume: &str, bucket: &str, key: &str, upload_id: &str, replication: Option<Replication>, metadata: &[MetadataPair],
+    ) -> Outcome {
+        check_key_name(key)?;
+        check_metadata(metadata)?;
+        check_upload_id(upload_id).map_err(|_| OmError::InvalidArgument(format!("upload id {upload_id:?}: 1 to {UPLOAD_ID_BYTES_MAX} letters and digits")))?;
+        let facts = self.key_bucket(p, volume, bucket, rights::WRITE, "write keys in")?;
+        self.check_not_moving(facts.bucket_id, volume, bucket, key)?;
+        let k = (facts.bucket_id, key.to_string(), upload_id.to_string());
+        if self.uploads.contains_key(&k) {
+            return Err(OmError::InvalidArgument(format!("upload {upload_id} of {volume}/{bucket}/{key} exists")));
+        }
+        self.uploads.insert(k, UploadRecord { created_ms: t, replication: replication.unwrap_or(facts.replication), metadata: metadata.to_vec() });
+        self.bucket_usage.entry(facts.bucket_id).or_default().open_keys += 1;
+        Ok(Reply::UploadStarted { upload_id: upload_id.to_string() })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn commit_part(
+        &mut self, ids: &mut Ids, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, key: &str, upload_id: &str, part: u32,
+        open_id: u64, data_size: u64, blocks: &[BlockLocation], etag: &str,
+    ) -> Outcome {
+        check_key_name(key)?;
+        if !(1..=PARTS_MAX).contains(&part) {
+            return Err(OmError::InvalidArgument(format!("part number {part}: 1 to {PARTS_MAX}")));
+        }
+        if etag.len() > METADATA_VALUE_BYTES_MAX {
+            return Err(OmError::InvalidArgument(format!("a part ETag of {} bytes", etag.len())));
+        }
+        let facts = self.key_bucket(p, volume, bucket, rights::WRITE, "write keys in")?;
+        let u = self.upload_of(facts.bucket_id, volume, bucket, key, upload_id)?;
+        let (unused, expires) = {
+            let open = self.open_key_of(&facts, || format!("{volume}/{bucket}/{key}"), key, open_id)?;
+            crate::apply_keys::check_committed_blocks(open, blocks, data_size)?;
+            let unused: Vec<BlockLocation> =
+                open.blocks.iter().filter(|a| !blocks.iter().any(|b| (b.container_id, b.local_id) == a.id())).map(ArchivedBlockLocation::native).collect();
+            (unused, open.expires_ms.to_native())
+        };
+        probe!(ok = open_id.to_be_bytes());
+        self.open_keys.remove(&ok);
+        self.open_key_expiry.remove(&(expires, open_id));
+        self.bucket_usage.entry(facts.bucket_id).or_default().open_keys -= 1;
+        let record = PartRecord { etag: etag.to_string(), size: data_size, modified_ms: t, blocks: blocks.to_vec() };
+        let mut freed = unused;
+        if let Some(old) = self.parts.insert((u.0, u.1, u.2, part), record) {
+            freed.extend(old.blocks);
+        }
+        self.queue_deleted(ids, log_index, freed);
+        Ok(Reply::Done)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn complete_upload(
+        &mut self, ids: &mut Ids, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, key: &str, upload_id: &str, parts: &[(u32, String)],
+        etag: &str, condition: &Condition, limit: Limit,
+    ) -> Outcome {
+        check_key_name(key)?;
+        let facts = self.key_bucket(p, volume, bucket, rights::WRITE, "write keys in")?;
+        self.check_not_moving(facts.bucket_id, volume, bucket, key)?;
+        let u = self.upload_of(facts.bucket_id, volume, bucket, key, upload_id)?;
+        if parts.is_empty() {
+            return Err(invalid("InvalidPart", "a completion lists no parts".into()));
+        }
+        if let Some(w) = parts.windows(2).find(|w| w[1].0 <= w[0].0) {
+            return Err(invalid("InvalidPartOrder", format!("part {} is listed after part {}: parts must be listed in ascending order", w[1].0, w[0].0)));
+        }
+        let mut blocks = Vec::new();
+        let mut size = 0u64;
+        for (i, (n, want)) in parts.iter().enumerate() {
+            let Some(part) = self.parts.get(&(u.0, u.1.clone(), u.2.clone(), *n)) else {
+                return Err(invalid("InvalidPart", format!("part {n} was not uploaded")));
+            };
+            if want.trim_matches('"') != part.etag {
+                return Err(invalid("InvalidPart", format!("part {n} has ETag {}, not {want}", part.etag)));
+            }
+            if i + 1 < parts.len() && part.size < PART_BYTES_MIN {
+                return Err(invalid("EntityTooSmall", format!("part {n} has {} bytes; every part but the last must have at least {PART_BYTES_MIN}", part.size)));
+            }
+            size += part.size;
+            blocks.extend(part.blocks.iter().copied());
+        }
+        if blocks.len() > BLOCKS_PER_KEY_MAX {
+            return Err(OmError::InvalidArgument(format!("the parts hold {} blocks, a key at most {BLOCKS_PER_KEY_MAX}", blocks.len())));
+        }
+        // An open key holding every listed part's blocks, committed as any key is: the
+        // quota, the condition and the replaced key's blocks are the commit's business.
+        let upload = self.uploads.get(&u).expect("found above").clone();
+        let open_id = ids.next();
+        let expires = t.saturating_add(1);
+        let open = OpenKeyRecord {
+            object_id: open_id,
+            bucket_id: facts.bucket_id,
+            key: key.to_string(),
+            created_ms: upload.created_ms,
+            expires_ms: expires,
+            replication: upload.replication,
+            blocks: blocks.clone(),
+            metadata: upload.metadata,
+        };
+        let e = self.entry_of(&open_id.to_be_bytes(), &open);
+        self.open_keys.insert(e);
+        self.open_key_expiry.insert((expires, open_id));
+        self.bucket_usage.entry(facts.bucket_id).or_default().open_keys += 1;
+        let set = [MetadataPair { key: "etag".into(), value: etag.to_string() }];
+        let out = self.commit_key_with(ids, log_index, p, t, volume, bucket, key, open_id, size, &blocks, limit, Some((&set, condition)));
+        if out.is_err() {
+            // Refused (quota, condition): the upload stays as it was, for another try or an abort.
+            probe!(ok = open_id.to_be_bytes());
+            self.open_keys.remove(&ok);
+            self.open_key_expiry.remove(&(expires, open_id));
+            self.bucket_usage.entry(facts.bucket_id).or_default().open_keys -= 1;
+            return out;
+        }
+        let keep: Vec<u32> = parts.iter().map(|(n, _)| *n).collect();
+        let freed = self.drop_upload(&u, &keep);
+        self.queue_deleted(ids, log_index, freed);
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn abort_upload(&mut self, ids: &mut Ids, log_index: u64, p: &Principal, volume: &str, bucket: &str, key: &str, upload_id: &str) -> Outcome {
+        check_key_name(key)?;
+        let facts = self.key_bucket(p, volume, bucket, rights::WRITE, "write keys in")?;
+        let u = self.upload_of(facts.bucket_id, volume, bucket, key, upload_id)?;
+        let freed = self.drop_upload(&u, &[]);
+        self.queue_deleted(ids, log_index, freed);
+        Ok(Reply::Done)
+    }
+
+    pub(crate) fn expire_uploads(&mut self, ids: &mut Ids, log_index: u64, created_before_ms: u64, limit: u32) -> Reply {
+        let old: Vec<UploadKey> = self.uploads.iter().filter(|(_, u)| u.created_ms < created_before_ms).take(limit.min(EXPIRE_BATCH_MAX) as usize).map(|(k, _)| k.clone()).collect();
+        let mut freed = Vec::new();
+        for u in &old {
+            freed.extend(self.drop_upload(u, &[]));
+        }
+        self.queue_deleted(ids, log_index, freed);
+        Reply::Expired { open_keys: old.len() as u64, sessions: 0 }
+    }
+
+    /// Upload `upload_id` of `key` in bucket `bucket_id` (the caller checked the rights) and
+    /// its parts after `marker`, at most `limit`, and whether more follow.
+    #[allow(clippy::type_complexity)]
+    pub fn list_parts(&self, bucket_id: u64, key: &str, upload_id: &str, marker: u32, limit: usize) -> Result<(UploadRecord, Vec<(u32, PartRecord)>, bool), OmError> {
+        check_upload_id(upload_id)?;
+        let u = (bucket_id, key.to_string(), upload_id.to_string());
+        let Some(upload) = self.uploads.get(&u) else { return Err(OmError::NoSuchUpload(format!("{upload_id} of {key}"))) };
+        let mut parts: Vec<(u32, PartRecord)> = self.parts_of(&u).filter(|(n, _)| *n > marker).take(limit + 1).map(|(n, r)| (n, r.clone())).collect();
+        let truncated = parts.len() > limit;
+        parts.truncate(limit);
+        Ok((upload.clone(), parts, truncated))
+    }
+
+    /// Uploads in bucket `bucket_id` whose keys start with `prefix`, in (key, upload id) order
+    /// after `after`, at most `limit`; and whether more follow.
+    pub fn list_uploads_in(&self, bucket_id: u64, prefix: &str, after: (&str, &str), limit: usize) -> (Vec<(String, String, u64)>, bool) {
+        let start = (bucket_id, after.0.to_string(), after.1.to_string());
+        let mut out: Vec<(String, String, u64)> = self
+            .uploads
+            .range((Bound::Excluded(start), Bound::Unbounded))
+            .take_while(|(k, _)| k.0 == bucket_id)
+            .filter(|(k, _)| k.1.starts_with(prefix))
+            .take(limit + 1)
+            .map(|(k, u)| (k.1.clone(), k.2.clone(), u.created_ms))
+            .collect();
+        let truncated = out.len() > limit;
+        out.truncate(limit);
+        (out, truncated)
+    }
+}
