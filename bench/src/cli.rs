@@ -23,6 +23,10 @@ pub enum Bench {
     Ockg(crate::freon::OckgArgs),
     /// Freon's ockr: read back the keys ockg wrote and verify every byte.
     Ockr(crate::freon::OckrArgs),
+    /// The S3 gateway: PUT or GET objects of --size bytes, or LIST pages, one object per
+    /// signed request, each worker on its own keep-alive connection (run ockg/ockr beside it
+    /// for the gateway's overhead; bench/s3.sh does).
+    S3(crate::freon::S3Args),
     /// Freon's ombg: bucket creations.
     Ombg(crate::freon::OmbgArgs),
     /// Freon's ommg: a metadata mix (create / lookup / list / info, weights as flags).
@@ -95,6 +99,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Omkg(a) => freon::omkg(a)?,
         Bench::Ockg(a) => freon::ockg(a)?,
+        Bench::S3(a) => freon::s3(a)?,
         Bench::Ockr(a) => freon::ockr(a)?,
         Bench::Ombg(a) => freon::ombg(a)?,
         Bench::Ommg(a) => freon::ommg(a)?,

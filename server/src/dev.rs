@@ -207,6 +207,10 @@ fn start_s3g(children: &mut Children, a: &DevArgs, dir: &std::path::Path, om: &s
         return Ok(None);
     }
     let mut args: Vec<String> = vec!["s3g".into(), "--om".into(), om.to_string(), "--address".into(), format!("127.0.0.1:{}", shifted(9878, a.base_port)?)];
+    if a.datanodes < 3 {
+        // Its buckets' default is three replicas; fewer datanodes could not hold them.
+        args.extend(["--replication".into(), "ONE".into()]);
+    }
     args.extend(tls_flags(dir, tls, "s3g"));
     let line = start_child(children, "s3g", &args)?;
     Ok(field(&line, "ready:").map(str::to_string))

@@ -36,7 +36,7 @@ const RULES: [(&str, &[&str]); 12] = [
     ("server/datanode", &["stratos-schema", "stratos-common"]),
     // The gateway will be a client of the OM and the datanodes, like any other.
     ("server/s3g", &["stratos-schema", "stratos-common", "stratos-client"]),
-    ("bench", &["stratos-client", "stratos-schema", "stratos-wal", "stratos-shard", "stratos-tuning"]),
+    ("bench", &["stratos-client", "stratos-schema", "stratos-wal", "stratos-shard", "stratos-tuning", "stratos-s3g"]),
 ];
 
 #[test]

@@ -111,6 +111,39 @@ fn boto3_the_aws_cli_and_curl_work_against_the_gateway() {
     assert!(out.status.success() && stdout.contains("all S3 client checks passed"), "S3 client checks failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// CI's sample of ceph's s3-tests (`bench/s3-tests-ci.txt`: 80 tests that pass) through
+/// `bench/s3-tests.sh` against a fresh `stratos dev`: every one must pass. The whole suite runs
+/// on demand (docs/s3.md).
+#[test]
+fn a_sample_of_ceph_s3_tests_passes() {
+    let Some(venv) = venv() else { return };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let suite = std::env::var_os("S3_TESTS").map_or_else(|| root.join("../shared/s3-tests"), PathBuf::from);
+    if !suite.join("s3tests/functional/test_s3.py").exists() {
+        assert!(std::env::var_os("CI").is_none(), "no s3-tests suite at {} (set S3_TESTS)", suite.display());
+        eprintln!("SKIPPED: no s3-tests suite at {}", suite.display());
+        return;
+    }
+    assert!(venv.join("bin/pytest").exists(), "no pytest in {} (run .ci/s3-venv)", venv.display());
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    // A base port of its own (dev's ports are fixed offsets from it), away from the OS's
+    // ephemeral range (32768 and up) where the other tests' ports come from.
+    let base = 10_000 + (std::process::id() % 1200) * 10;
+    let out = Command::new("bash")
+        .arg(root.join("bench/s3-tests.sh"))
+        .env("SELECT", root.join("bench/s3-tests-ci.txt"))
+        .env("STRATOS_BIN", BIN)
+        .env("S3_TESTS", &suite)
+        .env("OUT", out_dir.path())
+        .env("BASE_PORT", base.to_string())
+        .output()
+        .expect("run bench/s3-tests.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let failures = std::fs::read_to_string(out_dir.path().join("failures.txt")).unwrap_or_default();
+    println!("{stdout}");
+    assert!(stdout.contains("test_s3.py: 80 passed, 0 failed"), "{stdout}\n{}\nfailures:\n{failures}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn requests_no_sdk_would_send_get_s3_errors() {
     let c = Cluster::start();

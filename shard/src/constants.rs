@@ -9,7 +9,8 @@ pub const KEY_NAME_BYTES_MAX: usize = 1024;
 pub const USER_NAME_BYTES_MAX: usize = 256;
 /// User metadata per volume, bucket or key.
 pub const METADATA_PAIRS_MAX: usize = 64;
-pub const METADATA_KEY_BYTES_MAX: usize = 128;
+/// 256: an S3 tag key (128 characters) under its metadata prefix fits.
+pub const METADATA_KEY_BYTES_MAX: usize = 256;
 pub const METADATA_VALUE_BYTES_MAX: usize = 2048;
 /// ACL entries per volume, bucket or key.
 pub const ACLS_MAX: usize = 32;

@@ -1,7 +1,7 @@
 //! Load generators against a running cluster, named as Apache Ozone's freon names them:
 //! `ombg` (buckets), `omkg` (open + commit keys, metadata only), `ockg` (keys with data through
 //! the datanodes), `ockr` (read keys back and verify their bytes), `ommg` (a metadata mix),
-//! `lookup`, and `ome` (echo).
+//! `lookup`, and `ome` (echo); and `s3`, the S3 gateway at one object per request.
 //!
 //! Every generator runs through [`drive`]: closed loop, `-t` workers each with one call in
 //! flight, until `--duration` has passed or `-n` operations were started (whichever comes first;
@@ -15,10 +15,12 @@
 
 mod data;
 mod etcd;
+mod s3;
 #[cfg(feature = "etcd-grpc")]
 mod etcd_grpc;
 
 pub use data::{ockg, ockr};
+pub use s3::{S3Args, S3Op, s3};
 use etcd::omkg_etcd;
 
 use std::cell::{Cell, RefCell};

@@ -51,6 +51,8 @@ pub struct Gateway {
     users: RefCell<HashMap<String, Rc<Client>>>,
     secrets: RefCell<HashMap<String, (String, Instant)>>,
     datanodes: RefCell<HashMap<String, Datanode>>,
+    /// Of the buckets S3 clients create.
+    replication: stratos_client::schema::om_capnp::Replication,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -123,7 +125,7 @@ impl Reply {
 type R = Result<Reply, S3Error>;
 
 impl Gateway {
-    pub fn new(om: &str, runtime: Rc<dyn Runtime>) -> Gateway {
+    pub fn new(om: &str, runtime: Rc<dyn Runtime>, replication: stratos_client::schema::om_capnp::Replication) -> Gateway {
         Gateway {
             om: om.to_string(),
             runtime,
@@ -131,6 +133,7 @@ impl Gateway {
             users: RefCell::default(),
             secrets: RefCell::default(),
             datanodes: RefCell::default(),
+            replication,
         }
     }
 
@@ -265,7 +268,11 @@ pub async fn handle(gw: Rc<Gateway>, req: Request<Incoming>) -> Result<Response<
     };
     let mut b = Response::builder().status(reply.status).header("x-amz-request-id", &request_id).header("server", "Stratos");
     for (n, v) in &reply.headers {
-        b = b.header(n.as_str(), v.as_str());
+        // Bytes, not only visible ASCII: user metadata may be UTF-8.
+        match hyper::header::HeaderValue::from_bytes(v.as_bytes()) {
+            Ok(v) => b = b.header(n.as_str(), v),
+            Err(_) => eprintln!("s3g: a response header {n} could not be encoded; left out"),
+        }
     }
     Ok(b.body(reply.body).unwrap_or_else(|e| {
         eprintln!("s3g: building a response: {e}");
@@ -279,7 +286,9 @@ async fn serve(gw: &Rc<Gateway>, req: Request<Incoming>, raw_path: &str, raw_que
     let (parts, body) = req.into_parts();
     let mut headers = Vec::with_capacity(parts.headers.len());
     for (n, v) in &parts.headers {
-        let v = v.to_str().map_err(|_| S3Error::invalid_argument(format!("the header {n} is not ASCII text")))?;
+        // Values are ASCII by HTTP's rules; clients send user metadata in UTF-8 too (botocore
+        // does), which is taken as such.
+        let v = std::str::from_utf8(v.as_bytes()).map_err(|_| S3Error::invalid_argument(format!("the header {n} is not UTF-8 text")))?;
         headers.push((n.as_str().to_string(), v.to_string()));
     }
     let query = parse_query(raw_query)?;
@@ -303,8 +312,9 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
     }
     if r.key.is_empty() {
         return match r.method {
-            M::PUT if r.query.is_empty() => create_bucket(&c, r).await,
-            M::PUT if r.has("versioning") || r.has("acl") => Err(S3Error::not_implemented("changing a bucket's versioning or ACL through S3")),
+            M::PUT if r.query.is_empty() => create_bucket(gw, &c, r).await,
+            M::PUT if r.has("acl") => put_acl(&c, r).await,
+            M::PUT if r.has("versioning") => Err(S3Error::not_implemented("bucket versioning")),
             M::HEAD => head_bucket(&c, r).await,
             M::DELETE if r.query.is_empty() => delete_bucket(&c, r).await,
             M::GET if r.has("location") => {
@@ -317,8 +327,9 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
             }
             M::GET if r.has("uploads") => list_uploads(&c, r).await,
             M::GET if r.has("acl") => acl(&c, r).await,
-            M::GET if r.q("list-type") == Some("2") => list_objects(&c, r, true).await,
-            M::GET if r.query.iter().all(|(n, _)| LIST_PARAMS.contains(&n.as_str())) => list_objects(&c, r, false).await,
+            M::GET if r.has("versions") => list_objects(&c, r, Listing::Versions).await,
+            M::GET if r.q("list-type") == Some("2") => list_objects(&c, r, Listing::V2).await,
+            M::GET if r.query.iter().all(|(n, _)| LIST_PARAMS.contains(&n.as_str())) => list_objects(&c, r, Listing::V1).await,
             M::POST if r.has("delete") => delete_objects(&c, r).await,
             _ => Err(S3Error::not_implemented(&format!("{} on a bucket with ?{}", r.method, r.query.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join("&")))),
         };
@@ -326,7 +337,7 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
     match r.method {
         M::PUT if r.has("tagging") => put_tagging(&c, r).await,
         M::PUT if r.has("uploadId") && r.has("partNumber") => upload_part(gw, &c, r).await,
-        M::PUT if r.has("acl") => Err(S3Error::not_implemented("object ACLs")),
+        M::PUT if r.has("acl") => put_acl(&c, r).await,
         M::PUT if r.header("x-amz-copy-source").is_some() => copy_object(gw, &c, r).await,
         M::PUT => put_object(gw, &c, r).await,
         M::GET if r.has("tagging") => get_tagging(&c, r).await,
@@ -359,29 +370,50 @@ async fn owned_bucket(c: &Client, r: &Req) -> Result<stratos_client::BucketInfo,
 }
 
 async fn list_buckets(c: &Client, r: &Req) -> R {
-    let mut w = Writer::new("ListAllMyBucketsResult");
-    w.open("Owner").elem("ID", &r.user).elem("DisplayName", &r.user).close("Owner").open("Buckets");
-    let mut start = String::new();
-    loop {
-        let page = c.list_buckets(S3_VOLUME, "", &start, 1000).await.map_err(|e| match e.status() {
+    // `max-buckets` and `continuation-token` (the last name of the page before), as S3's
+    // paginated ListBuckets; without them, every bucket of the caller.
+    let max: usize = match r.q("max-buckets") {
+        None => usize::MAX,
+        Some(v) => v.parse::<usize>().ok().filter(|m| (1..=10_000).contains(m)).ok_or_else(|| S3Error::invalid_argument("max-buckets must be 1 to 10000"))?,
+    };
+    let mut start = r.q("continuation-token").unwrap_or("").to_string();
+    let prefix = r.q("prefix").unwrap_or("").to_string();
+    let mut mine: Vec<stratos_client::BucketInfo> = Vec::new();
+    let mut more = false;
+    'pages: loop {
+        let page = c.list_buckets(S3_VOLUME, &prefix, &start, 1000).await.map_err(|e| match e.status() {
             Some(stratos_client::Status::VolumeNotFound) => S3Error::unavailable("the OM has not created the S3 volume yet; retry in a moment"),
             _ => from_om(&e, "", None),
         })?;
-        for b in &page.items {
-            if b.owner == r.user {
-                w.open("Bucket").elem("Name", &b.name).elem("CreationDate", iso8601(b.created_ms)).close("Bucket");
+        for b in page.items.iter().filter(|b| b.owner == r.user) {
+            if mine.len() == max {
+                more = true;
+                break 'pages;
             }
+            mine.push(b.clone());
         }
         match page.items.last() {
             Some(last) if page.truncated => start = last.name.clone(),
             _ => break,
         }
     }
+    let mut w = Writer::new("ListAllMyBucketsResult");
+    w.open("Owner").elem("ID", &r.user).elem("DisplayName", &r.user).close("Owner").open("Buckets");
+    for b in &mine {
+        w.open("Bucket").elem("Name", &b.name).elem("CreationDate", iso8601(b.created_ms)).close("Bucket");
+    }
     w.close("Buckets");
+    if more && let Some(last) = mine.last() {
+        w.elem("ContinuationToken", &last.name);
+    }
+    if !prefix.is_empty() {
+        w.elem("Prefix", &prefix);
+    }
     Ok(Reply::xml(w.finish("ListAllMyBucketsResult")))
 }
 
-async fn create_bucket(c: &Client, r: &mut Req) -> R {
+async fn create_bucket(gw: &Gateway, c: &Client, r: &mut Req) -> R {
+    check_acl_headers(r)?;
     // The body (CreateBucketConfiguration) names a region: there is one.
     r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
     let bucket = r.bucket.clone();
@@ -390,14 +422,17 @@ async fn create_bucket(c: &Client, r: &mut Req) -> R {
             let mut b = op.init_create_bucket();
             b.set_volume(S3_VOLUME);
             b.set_bucket(&bucket);
+            b.set_replication(gw.replication);
         })
         .await;
     match created {
         Ok(_) => Ok(Reply::ok().header("location", format!("/{bucket}"))),
         Err(e) if e.status() == Some(stratos_client::Status::BucketExists) => {
             let owner = bucket_info(c, &bucket).await.map(|b| b.owner).unwrap_or_default();
-            if owner == r.user {
-                Err(S3Error::new("BucketAlreadyOwnedByYou", 409, format!("you already own the bucket {bucket}")))
+            // Your own bucket again: us-east-1's answer (S3's default region) is success,
+            // unless the request would change it (an ACL), which S3 refuses.
+            if owner == r.user && !r.headers.iter().any(|(n, _)| n.starts_with("x-amz-acl") || n.starts_with("x-amz-grant-")) {
+                Ok(Reply::ok().header("location", format!("/{bucket}")))
             } else {
                 Err(from_om(&e, &bucket, None))
             }
@@ -448,6 +483,42 @@ impl GrantExt for Writer {
     }
 }
 
+/// A canned ACL or grants this gateway can honour: `private` (the owner alone, which is what
+/// every bucket and object is here). Anything else is refused, never silently dropped.
+fn check_acl_headers(r: &Req) -> Result<(), S3Error> {
+    if let Some(acl) = r.header("x-amz-acl")
+        && !matches!(acl.trim(), "private" | "bucket-owner-full-control")
+    {
+        return Err(S3Error::not_implemented(&format!("the canned ACL {acl} (only private: grants to other users and anonymous access are not supported yet)")));
+    }
+    if let Some((n, _)) = r.headers.iter().find(|(n, _)| n.starts_with("x-amz-grant-")) {
+        return Err(S3Error::not_implemented(&format!("ACL grants ({n})")));
+    }
+    Ok(())
+}
+
+/// Server-side encryption is not supported: a request that asks for it is refused, rather
+/// than stored in clear as if it had been encrypted.
+fn check_no_encryption(r: &Req) -> Result<(), S3Error> {
+    match r.headers.iter().find(|(n, _)| n.starts_with("x-amz-server-side-encryption")) {
+        Some((n, _)) => Err(S3Error::not_implemented(&format!("server-side encryption ({n})"))),
+        None => Ok(()),
+    }
+}
+
+async fn put_acl(c: &Client, r: &mut Req) -> R {
+    check_acl_headers(r)?;
+    let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
+    if !body.is_empty() {
+        return Err(S3Error::not_implemented("ACL documents (only the canned ACL private)"));
+    }
+    bucket_info(c, &r.bucket).await?;
+    if !r.key.is_empty() {
+        c.lookup_key(S3_VOLUME, &r.bucket, &r.key).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
+    }
+    Ok(Reply::ok())
+}
+
 async fn list_uploads(c: &Client, r: &Req) -> R {
     let prefix = r.q("prefix").unwrap_or("");
     let key_marker = r.q("key-marker").unwrap_or("");
@@ -492,6 +563,8 @@ fn upload_id(r: &Req) -> Result<String, S3Error> {
 }
 
 async fn initiate_upload(c: &Client, r: &mut Req) -> R {
+    check_acl_headers(r)?;
+    check_no_encryption(r)?;
     let metadata = metadata_of(r)?;
     r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
     let (bucket, key) = (r.bucket.clone(), r.key.clone());
@@ -527,10 +600,15 @@ async fn upload_part(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
         check_copy_conditions(r, meta(&src.metadata, ETAG).unwrap_or_default(), src.modified_ms)?;
         let (start, end) = match r.header("x-amz-copy-source-range") {
             None => (0, src.data_size),
-            Some(range) => match parse_range(&range, src.data_size) {
-                RangeOf::Part(s, e) if range.trim().strip_prefix("bytes=").is_some_and(|x| !x.starts_with('-') && !x.ends_with('-')) => (s, e),
-                _ => return Err(S3Error::new("InvalidRange", 416, format!("x-amz-copy-source-range {range} is not a range of the source's {} bytes", src.data_size))),
-            },
+            Some(range) => {
+                // `bytes=FIRST-LAST`, both given, within the source.
+                let bounds = range.trim().strip_prefix("bytes=").and_then(|x| x.split_once('-')).and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)));
+                match bounds {
+                    Some((s, e)) if s <= e && e < src.data_size => (s, e + 1),
+                    Some(_) => return Err(S3Error::new("InvalidRange", 416, format!("x-amz-copy-source-range {range} is not within the source's {} bytes", src.data_size))),
+                    None => return Err(S3Error::invalid_argument(format!("x-amz-copy-source-range {range:?}: bytes=FIRST-LAST"))),
+                }
+            }
         };
         r.payload()?.read_all(0).await?;
         let reader = Reader::new(gw.clone(), src.blocks.clone(), start, end);
@@ -565,9 +643,6 @@ async fn complete_upload(c: &Client, r: &mut Req) -> R {
         let etag = p.child("ETag").map(|e| e.text.trim().trim_matches('"').to_string()).ok_or_else(|| S3Error::malformed_xml("a <Part> without <ETag>"))?;
         parts.push((n, etag));
     }
-    if parts.is_empty() {
-        return Err(S3Error::malformed_xml("a completion must list at least one part"));
-    }
     if parts.len() > 10_000 {
         return Err(S3Error::malformed_xml(format!("{} parts, at most 10000", parts.len())));
     }
@@ -582,7 +657,7 @@ async fn complete_upload(c: &Client, r: &mut Req) -> R {
         format!("{}-{}", object::hex(&md5::Md5::digest(&all)), parts.len())
     };
     let (bucket, key) = (r.bucket.clone(), r.key.clone());
-    c.submit(|op| {
+    let done = c.submit(|op| {
         let mut u = op.init_complete_upload();
         u.set_volume(S3_VOLUME);
         u.set_bucket(&bucket);
@@ -604,8 +679,16 @@ async fn complete_upload(c: &Client, r: &mut Req) -> R {
             }
         }
     })
-    .await
-    .map_err(|e| from_om(&e, &bucket, Some(&key)))?;
+    .await;
+    if let Err(e) = done {
+        // A completion repeated (its answer lost): S3 answers it again while the key is the
+        // one it made.
+        let repeat = e.status() == Some(stratos_client::Status::NoSuchUpload)
+            && c.lookup_key(S3_VOLUME, &bucket, &key).await.is_ok_and(|k| meta(&k.metadata, ETAG) == Some(etag.as_str()));
+        if !repeat {
+            return Err(from_om(&e, &bucket, Some(&key)));
+        }
+    }
     let mut w = Writer::new("CompleteMultipartUploadResult");
     w.elem("Location", format!("/{bucket}/{key}")).elem("Bucket", &bucket).elem("Key", &key).elem("ETag", format!("\"{etag}\""));
     Ok(Reply::xml(w.finish("CompleteMultipartUploadResult")))
@@ -664,7 +747,17 @@ fn after_prefix(prefix: &str) -> String {
     s
 }
 
-async fn list_objects(c: &Client, r: &Req, v2: bool) -> R {
+/// The three listings of a bucket's keys: ListObjects, ListObjectsV2, ListObjectVersions
+/// (without versioning, each key is its one version, `null`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    V1,
+    V2,
+    Versions,
+}
+
+async fn list_objects(c: &Client, r: &Req, kind: Listing) -> R {
+    let v2 = kind == Listing::V2;
     let bucket = r.bucket.clone();
     let prefix = r.q("prefix").unwrap_or("").to_string();
     let delimiter = r.q("delimiter").unwrap_or("").to_string();
@@ -678,7 +771,11 @@ async fn list_objects(c: &Client, r: &Req, v2: bool) -> R {
         Some(other) => return Err(S3Error::invalid_argument(format!("invalid encoding-type {other:?}: only url"))),
     };
     let token = if v2 { r.q("continuation-token").map(str::to_string) } else { None };
-    let marker = if v2 { token.clone().or_else(|| r.q("start-after").map(str::to_string)).unwrap_or_default() } else { r.q("marker").unwrap_or("").to_string() };
+    let marker = match kind {
+        Listing::V2 => token.clone().or_else(|| r.q("start-after").map(str::to_string)).unwrap_or_default(),
+        Listing::V1 => r.q("marker").unwrap_or("").to_string(),
+        Listing::Versions => r.q("key-marker").unwrap_or("").to_string(),
+    };
     let info = bucket_info(c, &bucket).await?;
 
     let mut contents: Vec<stratos_client::KeyInfo> = Vec::new();
@@ -730,19 +827,26 @@ async fn list_objects(c: &Client, r: &Req, v2: bool) -> R {
     }
 
     let enc = |s: &str| if url { url_encode(s) } else { s.to_string() };
-    let root = "ListBucketResult";
+    let root = if kind == Listing::Versions { "ListVersionsResult" } else { "ListBucketResult" };
     let mut w = Writer::new(root);
-    w.elem("Name", &bucket).elem("Prefix", enc(&prefix));
-    if v2 {
-        if let Some(t) = &token {
-            w.elem("ContinuationToken", t);
+    // ListObjects (v1) answers the prefix as given (botocore decodes it only in v2).
+    w.elem("Name", &bucket).elem("Prefix", if kind == Listing::V1 { prefix.clone() } else { enc(&prefix) });
+    match kind {
+        Listing::V2 => {
+            if let Some(t) = &token {
+                w.elem("ContinuationToken", t);
+            }
+            if let Some(s) = r.q("start-after") {
+                w.elem("StartAfter", enc(s));
+            }
+            w.elem("KeyCount", contents.len() + prefixes.len());
         }
-        if let Some(s) = r.q("start-after") {
-            w.elem("StartAfter", enc(s));
+        Listing::V1 => {
+            w.elem("Marker", enc(&marker));
         }
-        w.elem("KeyCount", contents.len() + prefixes.len());
-    } else {
-        w.elem("Marker", enc(&marker));
+        Listing::Versions => {
+            w.elem("KeyMarker", enc(&marker)).elem("VersionIdMarker", r.q("version-id-marker").unwrap_or(""));
+        }
     }
     w.elem("MaxKeys", max_keys);
     if !delimiter.is_empty() {
@@ -753,21 +857,33 @@ async fn list_objects(c: &Client, r: &Req, v2: bool) -> R {
     }
     w.elem("IsTruncated", truncated);
     if truncated {
-        if v2 {
-            w.elem("NextContinuationToken", &last);
-        } else if !delimiter.is_empty() {
-            w.elem("NextMarker", enc(&last));
+        match kind {
+            Listing::V2 => {
+                w.elem("NextContinuationToken", &last);
+            }
+            Listing::V1 if !delimiter.is_empty() => {
+                w.elem("NextMarker", enc(&last));
+            }
+            Listing::V1 => {}
+            Listing::Versions => {
+                w.elem("NextKeyMarker", enc(&last)).elem("NextVersionIdMarker", "null");
+            }
         }
     }
     let owner = !v2 || r.q("fetch-owner") == Some("true");
+    let entry = if kind == Listing::Versions { "Version" } else { "Contents" };
     for k in &contents {
-        w.open("Contents").elem("Key", enc(&k.name)).elem("LastModified", iso8601(k.modified_ms));
+        w.open(entry).elem("Key", enc(&k.name));
+        if kind == Listing::Versions {
+            w.elem("VersionId", "null").elem("IsLatest", true);
+        }
+        w.elem("LastModified", iso8601(k.modified_ms));
         w.elem("ETag", format!("\"{}\"", meta(&k.metadata, ETAG).unwrap_or_default()));
         w.elem("Size", k.data_size).elem("StorageClass", "STANDARD");
         if owner {
             w.open("Owner").elem("ID", &info.owner).elem("DisplayName", &info.owner).close("Owner");
         }
-        w.close("Contents");
+        w.close(entry);
     }
     for p in &prefixes {
         w.open("CommonPrefixes").elem("Prefix", enc(p)).close("CommonPrefixes");
@@ -789,7 +905,7 @@ fn metadata_of(r: &Req) -> Result<Vec<(String, String)>, S3Error> {
     for h in STORED_HEADERS {
         if let Some(v) = r.header(h) {
             // `aws-chunked` is how this request's body came, not how the object is encoded.
-            let v = if h == "content-encoding" { v.split(',').map(str::trim).filter(|p| *p != "aws-chunked").collect::<Vec<_>>().join(",") } else { v };
+            let v = if h == "content-encoding" { v.split(',').map(str::trim).filter(|p| *p != "aws-chunked").collect::<Vec<_>>().join(", ") } else { v };
             if !v.is_empty() {
                 m.push((h.to_string(), v));
             }
@@ -818,7 +934,7 @@ fn metadata_of(r: &Req) -> Result<Vec<(String, String)>, S3Error> {
 
 fn check_tags(tags: Vec<(String, String)>) -> Result<Vec<(String, String)>, S3Error> {
     if tags.len() > TAGS_MAX {
-        return Err(S3Error::new("BadRequest", 400, format!("{} tags, at most {TAGS_MAX}", tags.len())));
+        return Err(S3Error::new("InvalidTag", 400, format!("{} tags, at most {TAGS_MAX}", tags.len())));
     }
     for (i, (k, v)) in tags.iter().enumerate() {
         if k.is_empty() || k.chars().count() > TAG_KEY_MAX || v.chars().count() > TAG_VALUE_MAX {
@@ -847,6 +963,8 @@ fn content_length(r: &Req) -> Result<Option<u64>, S3Error> {
 }
 
 async fn put_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
+    check_acl_headers(r)?;
+    check_no_encryption(r)?;
     let metadata = metadata_of(r)?;
     let condition = write_condition(r)?;
     let md5 = r.header("content-md5").map(|v| base64_decode(&v).filter(|d| d.len() == 16).ok_or_else(|| S3Error::new("InvalidDigest", 400, "Content-MD5 is not the base64 of 16 bytes"))).transpose()?;
@@ -874,6 +992,8 @@ fn payload_length(r: &Req, _p: &Payload) -> Result<Option<u64>, S3Error> {
 }
 
 async fn copy_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
+    check_acl_headers(r)?;
+    check_no_encryption(r)?;
     let (sb, sk) = copy_source(&r.header("x-amz-copy-source").unwrap_or_default())?;
     let replace = match r.header("x-amz-metadata-directive").as_deref() {
         None | Some("COPY") => false,
@@ -1143,10 +1263,10 @@ async fn get_tagging(c: &Client, r: &Req) -> R {
     let k = c.lookup_key(S3_VOLUME, &r.bucket, &r.key).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
     let mut w = Writer::new("Tagging");
     w.open("TagSet");
-    for (n, v) in &k.metadata {
-        if let Some(t) = n.strip_prefix(TAG) {
-            w.open("Tag").elem("Key", t).elem("Value", v).close("Tag");
-        }
+    let mut tags: Vec<(&str, &str)> = k.metadata.iter().filter_map(|(n, v)| n.strip_prefix(TAG).map(|t| (t, v.as_str()))).collect();
+    tags.sort();
+    for (t, v) in tags {
+        w.open("Tag").elem("Key", t).elem("Value", v).close("Tag");
     }
     w.close("TagSet");
     Ok(Reply::xml(w.finish("Tagging")))

@@ -24,6 +24,10 @@ pub struct S3gArgs {
     /// Executors (one per core) [default: every CPU].
     #[arg(long)]
     pub cores: Option<usize>,
+    /// The replication of the buckets S3 clients create: THREE (3 datanodes, Ozone's default)
+    /// or ONE.
+    #[arg(long, default_value = "THREE", value_parser = ["ONE", "THREE"])]
+    pub replication: String,
     /// With --tls-*: serve plain HTTP to S3 clients anyway (behind a proxy that terminates
     /// TLS); the links to the OM and the datanodes keep TLS.
     #[arg(long)]
@@ -60,6 +64,7 @@ pub fn run(a: &S3gArgs, ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
     let mut handles = Vec::new();
     for core in 0..cores {
         let (om, tx, http_tls) = (a.om.clone(), tx.clone(), http_tls.clone());
+        let replication = if a.replication == "ONE" { stratos_client::schema::om_capnp::Replication::RatisOne } else { stratos_client::schema::om_capnp::Replication::RatisThree };
         let h = LocalExecutorBuilder::new(Placement::Unbound)
             .name(&format!("s3g-core-{core}"))
             .spawn(move || async move {
@@ -71,7 +76,7 @@ pub fn run(a: &S3gArgs, ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
                     }
                 };
                 let _ = tx.send(Ok(()));
-                let gw = Rc::new(Gateway::new(&om, Rc::new(stratos_client::runtime::Glommio)));
+                let gw = Rc::new(Gateway::new(&om, Rc::new(stratos_client::runtime::Glommio), replication));
                 accept(listener, gw, http_tls).await;
             })
             .map_err(|e| anyhow::anyhow!("starting an executor: {e}"))?;

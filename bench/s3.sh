@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The S3 gateway beside the native client in one run (issue 21's figures): PUT and GET of 4 KiB
+# and 1 MiB objects through `stratos s3g` (bench s3) against ockg / ockr on the same cluster,
+# alternating, ROUNDS rounds of SECS seconds each, medians and the ratio; then LIST pages/s of
+# a bucket of KEYS objects (made by omkg straight into the S3 volume: metadata only) with a
+# delimiter.
+#
+#   bench/s3.sh [ROUNDS [SECS [KEYS]]]     # default 3 rounds, 5 s, 1000000 keys
+#
+# Needs target/release/stratos. One `stratos dev` (TLS) on --base-port ${BASE_PORT:-4000}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}; secs=${2:-5}; keys=${3:-1000000}
+bin=$PWD/target/release/stratos
+[ -x "$bin" ] || { echo "s3.sh: build first: cargo build --release" >&2; exit 2; }
+data=$(mktemp -d -t stratos-s3-bench-XXXXXX)
+dev_pid=
+cleanup() { [ -n "$dev_pid" ] && kill "$dev_pid" 2>/dev/null && wait "$dev_pid" 2>/dev/null; rm -rf "$data"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+"$bin" dev --data-dir "$data" --base-port "${BASE_PORT:-4000}" > "$data/dev.out" 2> "$data/dev.err" &
+dev_pid=$!
+for _ in $(seq 1 300); do grep -q ready "$data/dev.out" 2>/dev/null && break; sleep 0.2; done
+ready=$(grep ready "$data/dev.out") || { cat "$data/dev.err" >&2; exit 1; }
+export S3_ENDPOINT=$(sed -E 's/.* s3 (https?:\/\/[^ ,]+).*/\1/' <<< "$ready")
+export STRATOS_OM=$(sed -E 's/.* om ([^ ]+) .*/\1/' <<< "$ready")
+export STRATOS_CA=$data/tls/ca.pem STRATOS_CERT=$data/tls/${USER:-root}.pem STRATOS_KEY=$data/tls/${USER:-root}.key
+export AWS_ACCESS_KEY_ID=${USER:-root}
+export AWS_SECRET_ACCESS_KEY=$("$bin" s3 getsecret | sed -n 's/^awsSecret=//p')
+echo "s3.sh: $(nproc) CPUs, gateway $S3_ENDPOINT, OM $STRATOS_OM, $rounds rounds of $secs s" >&2
+
+rate() { sed -nE 's/.*: ([0-9.]+) ops\/s.*/\1/p' | head -1; }
+mbs() { sed -nE 's/.*: ([0-9.]+) MB\/s.*/\1/p' | head -1; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+declare -A r
+for size in 4096 1048576; do
+  t=16; [ "$size" -gt 65536 ] && t=8
+  for i in $(seq 1 "$rounds"); do
+    out=$("$bin" bench ockg --size "$size" -t "$t" --duration "$secs" --bucket "ockg$size" 2>/dev/null); r[ockg$size]+="$(rate <<< "$out") "; r[ockgmb$size]+="$(mbs <<< "$out") "
+    out=$("$bin" bench s3 --op put --size "$size" -t "$t" --duration "$secs" --bucket "s3put$size" 2>/dev/null); r[put$size]+="$(rate <<< "$out") "; r[putmb$size]+="$(mbs <<< "$out") "
+    out=$("$bin" bench ockr -t "$t" --duration "$secs" --bucket "ockg$size" 2>/dev/null); r[ockr$size]+="$(rate <<< "$out") "
+    out=$("$bin" bench s3 --op get -t "$t" --duration "$secs" --bucket "s3put$size" 2>/dev/null); r[get$size]+="$(rate <<< "$out") "; r[getmb$size]+="$(mbs <<< "$out") "
+  done
+done
+m() { tr ' ' '\n' <<< "${r[$1]}" | grep . | median; }
+printf '%-34s %12s %12s %7s\n' "shape (median of $rounds)" "S3 gateway" "native" "ratio"
+for size in 4096 1048576; do
+  for pair in "put:ockg:PUT" "get:ockr:GET"; do
+    IFS=: read -r s n label <<< "$pair"
+    a=$(m "$s$size"); b=$(m "$n$size")
+    printf '%-34s %12s %12s %7s\n' "$label $size B objects/s" "$a" "$b" "$(awk -v a="$a" -v b="$b" 'BEGIN{ if (b>0) printf "%.2f", a/b; else print "-" }')"
+  done
+  printf '%-34s %12s %12s\n' "PUT $size B MB/s" "$(m putmb$size)" "$(m ockgmb$size)"
+done
+echo "s3.sh: writing $keys objects (omkg, metadata only) into s3v/s3list for LIST" >&2
+"$bin" bench omkg --volume s3v --bucket s3list -n "$keys" -t 16 --batch 64 --key-size 40 > /dev/null 2>&1
+# omkg names its keys PREFIX/N: with the delimiter the whole bucket is one common prefix (a page
+# is one OM call that skips the million keys); without it, pages of 1000 keys.
+"$bin" bench s3 --op list --bucket s3list --prefix "" -t 4 --duration "$secs" 2>/dev/null | grep -E "ops/s|entries/s"
+"$bin" bench s3 --op list --bucket s3list --prefix "" --delimiter "" -t 4 --duration "$secs" 2>/dev/null | grep -E "ops/s|entries/s"
