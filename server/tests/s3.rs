@@ -34,7 +34,7 @@ impl Cluster {
             "--block-bytes", "4194304", "--admins", "root",
         ]);
         let rpc = om.word_after("rpc");
-        let s3g = Proc::secured(&["s3g", "--om", &rpc, "--address", "127.0.0.1:0", "--cores", "2"]);
+        let s3g = Proc::secured(&["s3g", "--om", &rpc, "--address", "127.0.0.1:0", "--cores", "2", "--idle-timeout-ms", "3000"]);
         Cluster { _dir: dir, _scm: scm, _datanodes: datanodes, om, s3g }
     }
 
@@ -163,4 +163,13 @@ fn requests_no_sdk_would_send_get_s3_errors() {
     assert!(status.is_empty() || status.contains("400"), "{status}");
     let (status, _) = req("GET / HTTP/1.1");
     assert!(status.contains("403"), "still serving: {status}");
+    // A client that connects and sends half a request head, then nothing: closed after the
+    // idle timeout (3 s here), not held forever.
+    let mut idle = Tls::get().connect(&c.addr());
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").expect("send");
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = idle.read_to_end(&mut rest);
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(20), "closed after {took:?}");
 }

@@ -82,7 +82,7 @@ impl Target {
     }
 
     async fn handshake<S: futures_util::io::AsyncRead + futures_util::io::AsyncWrite + Unpin + 'static>(&self, s: S) -> Result<Sender, String> {
-        let (sender, conn) = hyper::client::conn::http1::handshake::<_, Body>(Io(s)).await.map_err(|e| format!("HTTP handshake: {e}"))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake::<_, Body>(Io::new(s)).await.map_err(|e| format!("HTTP handshake: {e}"))?;
         glommio::spawn_local(async move {
             let _ = conn.await;
         })

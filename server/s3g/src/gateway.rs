@@ -649,7 +649,8 @@ async fn complete_upload(c: &Client, r: &mut Req) -> R {
     // S3's multipart ETag: the MD5 of the parts' MD5s, then "-" and the part count.
     let mut all = Vec::with_capacity(parts.len() * 16);
     for (n, e) in &parts {
-        let d = (e.len() == 32).then(|| (0..16).map(|i| u8::from_str_radix(&e[2 * i..2 * i + 2], 16).ok()).collect::<Option<Vec<u8>>>()).flatten();
+        // 32 hex digits (any other text, multibyte characters included, is not a part's ETag).
+        let d = (e.len() == 32 && e.is_ascii()).then(|| (0..16).map(|i| u8::from_str_radix(&e[2 * i..2 * i + 2], 16).ok()).collect::<Option<Vec<u8>>>()).flatten();
         all.extend(d.ok_or_else(|| S3Error::new("InvalidPart", 400, format!("part {n}: {e:?} is not the ETag of a part")))?);
     }
     let etag = {

@@ -11,9 +11,51 @@ use bytes::Bytes;
 use futures_util::io::{AsyncRead, AsyncWrite};
 use hyper::body::{Frame, SizeHint};
 
-/// A `futures` byte stream (a glommio TCP stream, a TLS stream over one) as hyper's IO.
-#[derive(Debug)]
-pub struct Io<S>(pub S);
+/// A `futures` byte stream (a glommio TCP stream, a TLS stream over one) as hyper's IO, with an
+/// optional idle timeout: a connection on which nothing was read or written for that long is
+/// closed (an idle keep-alive connection, a client that stopped sending a body or reading an
+/// answer, a slowloris). Any progress either way restarts the clock, so a long transfer that
+/// moves is never cut. (hyper's own header timeout needs a `Send` timer; glommio's is not.)
+pub struct Io<S> {
+    inner: S,
+    idle: Option<std::time::Duration>,
+    timer: Option<glommio::timer::Timer>,
+}
+
+impl<S> std::fmt::Debug for Io<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Io").field("idle", &self.idle).finish_non_exhaustive()
+    }
+}
+
+impl<S> Io<S> {
+    /// No idle timeout (a client's connection: its calls have their own).
+    pub fn new(inner: S) -> Io<S> {
+        Io { inner, idle: None, timer: None }
+    }
+
+    /// Closed after `idle` without progress (a server's connection). Must be made on a glommio
+    /// executor.
+    pub fn with_idle_timeout(inner: S, idle: std::time::Duration) -> Io<S> {
+        Io { inner, idle: Some(idle), timer: None }
+    }
+
+    /// Progress: the clock starts again at the next wait.
+    fn progressed(&mut self) {
+        self.timer = None;
+    }
+
+    /// Nothing can move now: has the connection been idle for too long?
+    fn idle_for_too_long(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(idle) = self.idle else { return false };
+        let timer = self.timer.get_or_insert_with(|| glommio::timer::Timer::new(idle));
+        std::future::Future::poll(Pin::new(timer), cx).is_ready()
+    }
+}
+
+fn idle_error() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "the connection was idle for too long")
+}
 
 impl<S: AsyncRead + Unpin> hyper::rt::Read for Io<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, mut buf: hyper::rt::ReadBufCursor<'_>) -> Poll<io::Result<()>> {
@@ -23,12 +65,14 @@ impl<S: AsyncRead + Unpin> hyper::rt::Read for Io<S> {
             let dst = buf.as_mut();
             std::ptr::write_bytes(dst.as_mut_ptr(), 0, dst.len());
             let slice = std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<u8>(), dst.len());
-            match Pin::new(&mut self.0).poll_read(cx, slice) {
+            match Pin::new(&mut self.inner).poll_read(cx, slice) {
                 Poll::Ready(Ok(n)) => {
                     buf.advance(n);
+                    self.progressed();
                     Poll::Ready(Ok(()))
                 }
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending if self.idle_for_too_long(cx) => Poll::Ready(Err(idle_error())),
                 Poll::Pending => Poll::Pending,
             }
         }
@@ -37,13 +81,23 @@ impl<S: AsyncRead + Unpin> hyper::rt::Read for Io<S> {
 
 impl<S: AsyncWrite + Unpin> hyper::rt::Write for Io<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                self.progressed();
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending if self.idle_for_too_long(cx) => Poll::Ready(Err(idle_error())),
+            other => other,
+        }
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending if self.idle_for_too_long(cx) => Poll::Ready(Err(idle_error())),
+            other => other,
+        }
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_close(cx)
+        Pin::new(&mut self.inner).poll_close(cx)
     }
 }
 

@@ -13,6 +13,10 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::gateway::{Gateway, handle};
 use crate::http::Io;
 
+/// A client connection on which nothing moved for this long is closed, by default (S3 closes
+/// idle connections after about 20 s; SDKs reconnect).
+pub const IDLE_TIMEOUT_MS: u64 = 60_000;
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct S3gArgs {
     /// The OM nodes (host:port, comma-separated).
@@ -28,6 +32,10 @@ pub struct S3gArgs {
     /// or ONE.
     #[arg(long, default_value = "THREE", value_parser = ["ONE", "THREE"])]
     pub replication: String,
+    /// Close a client connection on which nothing was read or written for this long (idle
+    /// keep-alive, a stalled upload or download, a slow client holding a connection).
+    #[arg(long, default_value_t = IDLE_TIMEOUT_MS)]
+    pub idle_timeout_ms: u64,
     /// With --tls-*: serve plain HTTP to S3 clients anyway (behind a proxy that terminates
     /// TLS); the links to the OM and the datanodes keep TLS.
     #[arg(long)]
@@ -64,6 +72,7 @@ pub fn run(a: &S3gArgs, ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
     let mut handles = Vec::new();
     for core in 0..cores {
         let (om, tx, http_tls) = (a.om.clone(), tx.clone(), http_tls.clone());
+        let idle = Duration::from_millis(a.idle_timeout_ms.max(1));
         let replication = if a.replication == "ONE" { stratos_client::schema::om_capnp::Replication::RatisOne } else { stratos_client::schema::om_capnp::Replication::RatisThree };
         let h = LocalExecutorBuilder::new(Placement::Unbound)
             .name(&format!("s3g-core-{core}"))
@@ -77,7 +86,7 @@ pub fn run(a: &S3gArgs, ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
                 };
                 let _ = tx.send(Ok(()));
                 let gw = Rc::new(Gateway::new(&om, Rc::new(stratos_client::runtime::Glommio), replication));
-                accept(listener, gw, http_tls).await;
+                accept(listener, gw, http_tls, idle).await;
             })
             .map_err(|e| anyhow::anyhow!("starting an executor: {e}"))?;
         handles.push(h);
@@ -95,7 +104,7 @@ pub fn run(a: &S3gArgs, ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn accept(listener: glommio::net::TcpListener, gw: Rc<Gateway>, tls: Option<std::sync::Arc<rustls::ServerConfig>>) {
+async fn accept(listener: glommio::net::TcpListener, gw: Rc<Gateway>, tls: Option<std::sync::Arc<rustls::ServerConfig>>, idle: Duration) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -103,11 +112,11 @@ async fn accept(listener: glommio::net::TcpListener, gw: Rc<Gateway>, tls: Optio
                 glommio::spawn_local(async move {
                     let _ = stream.set_nodelay(true);
                     match tls {
-                        None => serve(gw, stream).await,
+                        None => serve(gw, stream, idle).await,
                         Some(config) => {
                             let handshake = futures_rustls::TlsAcceptor::from(config).accept(stream);
                             match glommio::timer::timeout(stratos_common::rpc::TLS_HANDSHAKE_TIMEOUT, async { Ok(handshake.await) }).await {
-                                Ok(Ok(s)) => serve(gw, s).await,
+                                Ok(Ok(s)) => serve(gw, s, idle).await,
                                 Ok(Err(e)) => eprintln!("s3g: a TLS handshake failed: {e}"),
                                 Err(_) => eprintln!("s3g: no TLS handshake within {:?}", stratos_common::rpc::TLS_HANDSHAKE_TIMEOUT),
                             }
@@ -124,9 +133,9 @@ async fn accept(listener: glommio::net::TcpListener, gw: Rc<Gateway>, tls: Optio
     }
 }
 
-async fn serve<S: futures_util::io::AsyncRead + futures_util::io::AsyncWrite + Unpin + 'static>(gw: Rc<Gateway>, stream: S) {
+async fn serve<S: futures_util::io::AsyncRead + futures_util::io::AsyncWrite + Unpin + 'static>(gw: Rc<Gateway>, stream: S, idle: Duration) {
     let service = hyper::service::service_fn(move |req| handle(gw.clone(), req));
-    let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(Io(stream), service);
+    let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(Io::with_idle_timeout(stream, idle), service);
     if let Err(e) = conn.await
         && !e.is_incomplete_message()
         && std::env::var_os("STRATOS_S3G_TRACE").is_some()
