@@ -1,5 +1,6 @@
-//! Housekeeping: expired open keys (their blocks join the deleted-blocks queue) and idle retry
-//! sessions, proposed by each group's leader with its clock. Stateless.
+//! Housekeeping: expired open keys (their blocks join the deleted-blocks queue), idle retry
+//! sessions and abandoned multipart uploads, proposed by each group's leader with its clock;
+//! and the S3 volume, made by the meta leader. Stateless.
 
 use std::rc::Rc;
 
@@ -11,10 +12,6 @@ use crate::core::{Core, META_GROUP, om_command};
 pub const S3_VOLUME: &str = "s3v";
 
 impl Core {
-    /// Every `housekeeping_interval_ms`, in each group this core owns: drop expired open keys
-    /// (in rounds of at most `EXPIRE_BATCH_MAX`, until none is left; their blocks join the
-    /// deleted-blocks queue) and retry sessions idle past `SESSION_IDLE_MS_MAX`. The leader
-    /// proposes these with its clock, like every command; a follower's proposal is refused.
     /// While this core leads the meta group and the S3 volume does not exist, creates it (as
     /// Ozone's OM does at start): owned by `om`, and every user may create buckets in it and
     /// list it (an S3 bucket's own ACLs and owner then decide). Checked every 200 ms until it
@@ -42,6 +39,11 @@ impl Core {
         }
     }
 
+    /// Every `housekeeping_interval_ms`, in each group this core owns: drop expired open keys
+    /// (in rounds of at most `EXPIRE_BATCH_MAX`, until none is left; their blocks join the
+    /// deleted-blocks queue), retry sessions idle past `SESSION_IDLE_MS_MAX`, and (key shards)
+    /// multipart uploads begun more than `multipart_upload_ttl_ms` ago. The leader proposes
+    /// these with its clock, like every command; a follower's proposal is refused.
     pub async fn housekeeping(self: Rc<Self>) {
         let interval = std::time::Duration::from_millis(self.housekeeping_interval_ms.max(10));
         loop {
