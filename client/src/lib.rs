@@ -242,6 +242,11 @@ impl Block {
     }
 }
 
+/// A text field of a reply; not UTF-8 is a failed call.
+fn text(t: capnp::Result<capnp::text::Reader<'_>>) -> Result<String, ClientError> {
+    Ok(t?.to_string().map_err(|e| capnp::Error::failed(e.to_string()))?)
+}
+
 pub fn outcome(o: om_capnp::outcome::Reader<'_>) -> Result<Done, ClientError> {
     use om_capnp::outcome::Which;
     match o.which().map_err(|e| capnp::Error::failed(format!("unknown outcome {}", e.0)))? {
@@ -251,9 +256,8 @@ pub fn outcome(o: om_capnp::outcome::Reader<'_>) -> Result<Done, ClientError> {
         Which::KeyOpened(k) => Ok(Done::KeyOpened { open_id: k.get_open_id(), blocks: k.get_blocks()?.iter().map(Block::of).collect::<Result<_, _>>()? }),
         Which::BlockAllocated(b) => Ok(Done::BlockAllocated(Block::of(b?)?)),
         Which::KeyCommitted(k) => Ok(Done::KeyCommitted { object_id: k.get_object_id(), replaced: k.get_replaced() }),
-        Which::UploadStarted(u) => Ok(Done::UploadStarted { upload_id: u.get_upload_id()?.to_string().map_err(|e| capnp::Error::failed(e.to_string()))? }),
+        Which::UploadStarted(u) => Ok(Done::UploadStarted { upload_id: text(u.get_upload_id())? }),
         Which::S3Secret(s) => {
-            let text = |t: capnp::Result<capnp::text::Reader<'_>>| -> Result<String, ClientError> { Ok(t?.to_string().map_err(|e| capnp::Error::failed(e.to_string()))?) };
             Ok(Done::S3Secret { access_id: text(s.get_access_id())?, secret: text(s.get_secret())? })
         }
         Which::KeysDeleted(k) => {
@@ -534,7 +538,7 @@ impl Client {
             if r.has_error() {
                 return Err(om_error(r.get_error()?));
             }
-            Ok(r.get_secret()?.to_str().map_err(|e| ClientError::Rpc(e.into()))?.to_string())
+            text(r.get_secret())
         })
         .await
     }
@@ -558,7 +562,6 @@ impl Client {
             if r.has_error() {
                 return Err(om_error(r.get_error()?));
             }
-            let text = |t: capnp::Result<capnp::text::Reader<'_>>| -> Result<String, ClientError> { Ok(t?.to_string().map_err(|e| capnp::Error::failed(e.to_string()))?) };
             let mut parts = Vec::new();
             for p in r.get_parts()?.iter() {
                 parts.push(PartInfo { part_number: p.get_part_number(), etag: text(p.get_etag())?, size: p.get_size(), modified_ms: p.get_modified_ms() });
@@ -590,7 +593,6 @@ impl Client {
             if r.has_error() {
                 return Err(om_error(r.get_error()?));
             }
-            let text = |t: capnp::Result<capnp::text::Reader<'_>>| -> Result<String, ClientError> { Ok(t?.to_string().map_err(|e| capnp::Error::failed(e.to_string()))?) };
             let mut items = Vec::new();
             for u in r.get_uploads()?.iter() {
                 items.push((text(u.get_key())?, text(u.get_upload_id())?, u.get_created_ms()));

@@ -195,6 +195,17 @@ fn acls(list: capnp::Result<capnp::struct_list::Reader<'_, om_capnp::acl::Owned>
     Ok(out)
 }
 
+/// A write's condition from its `ifAbsent` flag and `ifMatch` pair (if set), which exclude
+/// each other.
+fn write_condition(what: &str, if_absent: bool, if_match: Option<capnp::Result<om_capnp::metadata_pair::Reader<'_>>>) -> Result<Condition, WireError> {
+    match (if_absent, if_match) {
+        (true, Some(_)) => Err(WireError::new(Status::InvalidArgument, format!("a {what} may be ifAbsent or ifMatch, not both"))),
+        (true, None) => Ok(Condition::Absent),
+        (false, Some(m)) => Ok(Condition::Matches(pair(m)?)),
+        (false, None) => Ok(Condition::Any),
+    }
+}
+
 fn pair(m: capnp::Result<om_capnp::metadata_pair::Reader<'_>>) -> Result<MetadataPair, WireError> {
     let m = m?;
     Ok(MetadataPair { key: text(m.get_key(), "metadata key", METADATA_KEY_BYTES_MAX)?, value: text(m.get_value(), "metadata value", METADATA_VALUE_BYTES_MAX)? })
@@ -323,12 +334,7 @@ pub fn operation(r: om_capnp::operation::Reader<'_>, now_ms: u64, open_key_ttl_m
             let target = key_target(&volume, &bucket, &key);
             let (open_id, data_size, blocks) = (g.get_open_id(), g.get_data_size(), blocks(g.get_blocks())?);
             let set = metadata(g.get_metadata())?;
-            let condition = match (g.get_if_absent(), g.has_if_match()) {
-                (true, true) => return Err(WireError::new(Status::InvalidArgument, "a commit may be ifAbsent or ifMatch, not both")),
-                (true, false) => Condition::Absent,
-                (false, true) => Condition::Matches(pair(g.get_if_match())?),
-                (false, false) => Condition::Any,
-            };
+            let condition = write_condition("commit", g.get_if_absent(), g.has_if_match().then(|| g.get_if_match()))?;
             // The plain form stays the plain command (the hot path's log records as before).
             let op = if set.is_empty() && condition == Condition::Any {
                 Op::CommitKey { volume, bucket, key, open_id, data_size, blocks }
@@ -381,12 +387,7 @@ pub fn operation(r: om_capnp::operation::Reader<'_>, now_ms: u64, open_key_ttl_m
             for p in list.iter() {
                 parts.push((p.get_part_number(), text(p.get_etag(), "ETag", METADATA_VALUE_BYTES_MAX)?));
             }
-            let condition = match (g.get_if_absent(), g.has_if_match()) {
-                (true, true) => return Err(WireError::new(Status::InvalidArgument, "a completion may be ifAbsent or ifMatch, not both")),
-                (true, false) => Condition::Absent,
-                (false, true) => Condition::Matches(pair(g.get_if_match())?),
-                (false, false) => Condition::Any,
-            };
+            let condition = write_condition("completion", g.get_if_absent(), g.has_if_match().then(|| g.get_if_match()))?;
             let etag = text(g.get_etag(), "ETag", METADATA_VALUE_BYTES_MAX)?;
             (Op::CompleteUpload { volume, bucket, key, upload_id, parts, etag, condition, allowed: false }, target)
         }

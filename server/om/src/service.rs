@@ -79,6 +79,15 @@ fn header(core: &Core, caller: Option<&stratos_common::tls::Identity>, h: capnp:
     Ok(Header { client_id: h.get_client_id(), request_id: h.get_request_id(), principal: Principal { user, groups, admin }, min_meta: h.get_min_meta_index() })
 }
 
+/// A multipart listing's page size: 0 is 1000, S3's most.
+fn upload_list_limit(limit: u32) -> Result<usize, WireError> {
+    match limit {
+        0 => Ok(1000),
+        l if l > 1000 => Err(WireError::new(Status::InvalidArgument, format!("list limit {l}, at most 1000"))),
+        l => Ok(l as usize),
+    }
+}
+
 fn page(p: capnp::Result<om_capnp::page::Reader<'_>>) -> Result<(String, String, usize), WireError> {
     let p = p?;
     let prefix = convert::text(p.get_prefix(), "prefix", stratos_shard::constants::KEY_NAME_BYTES_MAX)?;
@@ -584,11 +593,7 @@ impl ozone_manager::Server for OmService {
         let bucket = try_or_reply!(results, convert::bucket_name(p.get_bucket()));
         let key = try_or_reply!(results, convert::key_name(p.get_key()));
         let upload_id = try_or_reply!(results, convert::text(p.get_upload_id(), "upload id", stratos_shard::constants::UPLOAD_ID_BYTES_MAX));
-        let limit = match p.get_limit() {
-            0 => 1000,
-            l if l > 1000 => try_or_reply!(results, Err(WireError::new(Status::InvalidArgument, format!("list limit {l}, at most 1000")))),
-            l => l as usize,
-        };
+        let limit = try_or_reply!(results, upload_list_limit(p.get_limit()));
         let core = &self.core;
         let min_meta = try_or_reply!(results, core.fresh_meta(h.min_meta).await);
         try_or_reply!(results, core.wait_meta_within(min_meta).await);
@@ -627,11 +632,7 @@ impl ozone_manager::Server for OmService {
         let prefix = try_or_reply!(results, convert::text(p.get_prefix(), "prefix", max));
         let key_marker = try_or_reply!(results, convert::text(p.get_key_marker(), "key marker", max));
         let upload_marker = try_or_reply!(results, convert::text(p.get_upload_id_marker(), "upload id marker", stratos_shard::constants::UPLOAD_ID_BYTES_MAX));
-        let limit = match p.get_limit() {
-            0 => 1000,
-            l if l > 1000 => try_or_reply!(results, Err(WireError::new(Status::InvalidArgument, format!("list limit {l}, at most 1000")))),
-            l => l as usize,
-        };
+        let limit = try_or_reply!(results, upload_list_limit(p.get_limit()));
         let core = &self.core;
         let min_meta = try_or_reply!(results, core.fresh_meta(h.min_meta).await);
         try_or_reply!(results, core.wait_meta_within(min_meta).await);

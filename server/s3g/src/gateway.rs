@@ -574,11 +574,7 @@ async fn initiate_upload(c: &Client, r: &mut Req) -> R {
             u.set_volume(S3_VOLUME);
             u.set_bucket(&bucket);
             u.set_key(&key);
-            let mut m = u.init_metadata(metadata.len() as u32);
-            for (i, (k, v)) in metadata.iter().enumerate() {
-                m.reborrow().get(i as u32).set_key(k);
-                m.reborrow().get(i as u32).set_value(v);
-            }
+            object::set_pairs(u.init_metadata(metadata.len() as u32), &metadata);
         })
         .await
         .map_err(|e| from_om(&e, &bucket, Some(&key)))?;
@@ -670,14 +666,11 @@ async fn complete_upload(c: &Client, r: &mut Req) -> R {
             l.reborrow().get(i as u32).set_part_number(*n);
             l.reborrow().get(i as u32).set_etag(e);
         }
-        match &condition {
-            Condition::Any => {}
-            Condition::Absent => u.set_if_absent(true),
-            Condition::ETag(e) => {
-                let mut p = u.init_if_match();
-                p.set_key(ETAG);
-                p.set_value(e);
-            }
+        u.set_if_absent(condition.if_absent());
+        if let Some(e) = condition.if_match() {
+            let mut p = u.init_if_match();
+            p.set_key(ETAG);
+            p.set_value(e);
         }
     })
     .await;

@@ -52,6 +52,29 @@ pub enum Condition {
     ETag(String),
 }
 
+impl Condition {
+    /// The wire's `ifAbsent`.
+    pub fn if_absent(&self) -> bool {
+        *self == Condition::Absent
+    }
+    /// The ETag the wire's `ifMatch` names, if any.
+    pub fn if_match(&self) -> Option<&str> {
+        match self {
+            Condition::ETag(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Writes (name, value) pairs into a wire metadata list made for them.
+pub fn set_pairs(mut list: capnp::struct_list::Builder<'_, stratos_client::schema::om_capnp::metadata_pair::Owned>, pairs: &[(String, String)]) {
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        let mut p = list.reborrow().get(i as u32);
+        p.set_key(k);
+        p.set_value(v);
+    }
+}
+
 /// What a write becomes once its bytes are durable.
 #[derive(Debug, Clone, Copy)]
 pub enum Finish<'a> {
@@ -93,12 +116,7 @@ pub async fn write(
             o.set_bucket(bucket);
             o.set_key(key);
             o.set_data_size(size_hint);
-            let mut m = o.init_metadata(metadata.len() as u32);
-            for (i, (k, v)) in metadata.iter().enumerate() {
-                let mut p = m.reborrow().get(i as u32);
-                p.set_key(k);
-                p.set_value(v);
-            }
+            set_pairs(o.init_metadata(metadata.len() as u32), metadata);
         })
         .await
         .map_err(|e| from_om(&e, bucket, Some(key)))?;
@@ -194,14 +212,11 @@ async fn write_opened(
                 let mut m = k.reborrow().init_metadata(1);
                 m.reborrow().get(0).set_key(ETAG);
                 m.reborrow().get(0).set_value(&etag);
-                match condition {
-                    Condition::Any => {}
-                    Condition::Absent => k.set_if_absent(true),
-                    Condition::ETag(e) => {
-                        let mut p = k.init_if_match();
-                        p.set_key(ETAG);
-                        p.set_value(e);
-                    }
+                k.set_if_absent(condition.if_absent());
+                if let Some(e) = condition.if_match() {
+                    let mut p = k.init_if_match();
+                    p.set_key(ETAG);
+                    p.set_value(e);
                 }
             })
             .await,
