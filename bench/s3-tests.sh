@@ -32,6 +32,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# The gateway's keyring, made before dev makes its own: the SSE-S3 key and the two SSE-KMS
+# keys the suite names by default (testkey-1, testkey-2).
+( umask 077; for k in sse-s3 testkey-1 testkey-2; do echo "$k $(head -c 32 /dev/urandom | base64)"; done > "$data/s3g-keyring" )
 echo "s3-tests: starting stratos dev in $data" >&2
 "$bin" dev --data-dir "$data" --base-port "${BASE_PORT:-3000}" > "$out/dev.out" 2> "$out/dev.err" &
 dev_pid=$!

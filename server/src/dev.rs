@@ -212,8 +212,24 @@ fn start_s3g(children: &mut Children, a: &DevArgs, dir: &std::path::Path, om: &s
         args.extend(["--replication".into(), "ONE".into()]);
     }
     args.extend(tls_flags(dir, tls, "s3g"));
+    args.extend(["--sse-keyring".into(), sse_keyring(dir)?.display().to_string()]);
     let line = start_child(children, "s3g", &args)?;
     Ok(field(&line, "ready:").map(str::to_string))
+}
+
+/// The gateway's SSE keyring in the data directory: made once (key `sse-s3` at random, owner
+/// only), then kept, as the CA is, so that objects encrypted by one run open in the next.
+/// Add `NAME BASE64` lines to it for SSE-KMS keys.
+fn sse_keyring(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("s3g-keyring");
+    if !path.exists() {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).with_context(|| format!("creating {}", path.display()))?;
+        f.write_all(stratos_s3g::sse::Keyring::generate("sse-s3").as_bytes())?;
+        f.sync_all()?;
+    }
+    Ok(path)
 }
 
 /// The value after `key ` in a ready line (`… rpc 127.0.0.1:9863 …`).

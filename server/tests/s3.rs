@@ -11,7 +11,7 @@ mod support;
 use support::{BIN, Proc, Tls, s};
 
 struct Cluster {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     _scm: Proc,
     _datanodes: Vec<Proc>,
     om: Proc,
@@ -34,8 +34,13 @@ impl Cluster {
             "--block-bytes", "4194304", "--admins", "root",
         ]);
         let rpc = om.word_after("rpc");
-        let s3g = Proc::secured(&["s3g", "--om", &rpc, "--address", "127.0.0.1:0", "--cores", "2", "--idle-timeout-ms", "3000"]);
-        Cluster { _dir: dir, _scm: scm, _datanodes: datanodes, om, s3g }
+        // The SSE keyring: the SSE-S3 key and one KMS key, readable by the owner only.
+        let keyring = d("s3g-keyring");
+        let line = |name: &str| format!("{name} {}\n", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, rand::random::<[u8; 32]>()));
+        std::fs::write(&keyring, line("sse-s3") + &line("kms-1")).expect("write the keyring");
+        std::fs::set_permissions(&keyring, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod the keyring");
+        let s3g = Proc::secured(&["s3g", "--om", &rpc, "--address", "127.0.0.1:0", "--cores", "2", "--idle-timeout-ms", "3000", "--sse-keyring", s(&keyring)]);
+        Cluster { dir, _scm: scm, _datanodes: datanodes, om, s3g }
     }
 
     fn endpoint(&self) -> String {
@@ -95,8 +100,13 @@ fn boto3_the_aws_cli_and_curl_work_against_the_gateway() {
     let (bob_key, bob_secret) = c.secret("bob");
     assert_eq!(alice_key, "alice", "the access key is the principal's name");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3/clients.py");
+    let (plain, secret) = (format!("STRATOS-PLAIN-{:016x}", rand::random::<u64>()), format!("STRATOS-SECRET-{:016x}", rand::random::<u64>()));
     let out = Command::new(venv.join("bin/python"))
         .arg(&script)
+        .env("MARKER_PLAIN", &plain)
+        .env("MARKER_SECRET", &secret)
+        // The script searches the datanodes' disks for them, before it deletes anything.
+        .env("DATANODE_DIRS", std::env::join_paths((0..3).map(|i| c.dir.path().join(format!("dn{i}")))).expect("paths"))
         .env("S3_ENDPOINT", c.endpoint())
         .env("S3_CA", &Tls::get().files(stratos_common::tls::Role::User, "alice").ca)
         .env("ALICE_KEY", alice_key)

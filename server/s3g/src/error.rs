@@ -69,7 +69,7 @@ pub fn from_om(e: &ClientError, bucket: &str, key: Option<&str>) -> S3Error {
         Some(Status::BucketExists) => S3Error::new("BucketAlreadyExists", 409, format!("the bucket {bucket} exists: bucket names are shared by all users")),
         Some(Status::BucketNotEmpty) => S3Error::new("BucketNotEmpty", 409, format!("the bucket {bucket} is not empty")),
         Some(Status::PermissionDenied) => S3Error::access_denied(message),
-        Some(Status::InvalidName) if key.is_none() => S3Error::new("InvalidBucketName", 400, message),
+        Some(Status::InvalidName) if key.is_none() || message.contains("bucket name") => S3Error::new("InvalidBucketName", 400, message),
         Some(Status::InvalidName) => S3Error::new("KeyTooLongError", 400, message).or_invalid_key(),
         Some(Status::InvalidArgument | Status::Malformed) => S3Error::invalid_argument(message),
         Some(Status::QuotaExceeded) => S3Error::new("QuotaExceeded", 403, message),

@@ -19,6 +19,7 @@ use crate::http::Body;
 use crate::object::{self, Condition, ETAG, Finish, Input, Reader};
 use crate::payload::{self, Payload, Source};
 use crate::sigv4::{self, ChunkSigner};
+use crate::sse::{self, Cipher, Keyring};
 use crate::xml::{self, Writer};
 
 /// How long a secret read from the OM is used before it is read again: a revoked secret stops
@@ -53,6 +54,10 @@ pub struct Gateway {
     datanodes: RefCell<HashMap<String, Datanode>>,
     /// Of the buckets S3 clients create.
     replication: stratos_client::schema::om_capnp::Replication,
+    /// The master keys of SSE-S3 and SSE-KMS (None: those are refused).
+    keyring: Option<Keyring>,
+    /// Whether clients reach this gateway over HTTPS (SSE-C needs it).
+    https: bool,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -120,12 +125,17 @@ impl Reply {
         self.headers.push((name.to_string(), value.into()));
         self
     }
+    /// With the headers that say how an object (or upload) with `metadata` is encrypted.
+    fn sse(mut self, metadata: &[(String, String)]) -> Reply {
+        self.headers.extend(sse::headers(metadata));
+        self
+    }
 }
 
 type R = Result<Reply, S3Error>;
 
 impl Gateway {
-    pub fn new(om: &str, runtime: Rc<dyn Runtime>, replication: stratos_client::schema::om_capnp::Replication) -> Gateway {
+    pub fn new(om: &str, runtime: Rc<dyn Runtime>, replication: stratos_client::schema::om_capnp::Replication, keyring: Option<Keyring>, https: bool) -> Gateway {
         Gateway {
             om: om.to_string(),
             runtime,
@@ -134,6 +144,8 @@ impl Gateway {
             secrets: RefCell::default(),
             datanodes: RefCell::default(),
             replication,
+            keyring,
+            https,
         }
     }
 
@@ -331,8 +343,17 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
             M::GET if r.q("list-type") == Some("2") => list_objects(&c, r, Listing::V2).await,
             M::GET if r.query.iter().all(|(n, _)| LIST_PARAMS.contains(&n.as_str())) => list_objects(&c, r, Listing::V1).await,
             M::POST if r.has("delete") => delete_objects(&c, r).await,
-            _ => Err(S3Error::not_implemented(&format!("{} on a bucket with ?{}", r.method, r.query.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join("&")))),
+            _ => unsupported_bucket_resource(&c, r).await,
         };
+    }
+    // Object lock is not supported, so no bucket has it: what S3 answers for such a bucket.
+    if r.has("retention") || r.has("legal-hold") {
+        owned_bucket(&c, r).await?;
+        return Err(S3Error::invalid_request("the bucket has no object lock configuration (object lock is not supported by this gateway)"));
+    }
+    if let Some((n, _)) = r.query.iter().find(|(n, _)| !OBJECT_PARAMS.contains(&n.as_str()) && !n.starts_with("response-") && !n.starts_with("X-Amz-")) {
+        // A sub-resource this gateway does not serve is refused, never taken for the object.
+        return Err(S3Error::not_implemented(&format!("{} on an object with ?{n}", r.method)));
     }
     match r.method {
         M::PUT if r.has("tagging") => put_tagging(&c, r).await,
@@ -348,10 +369,91 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
         M::DELETE if r.has("tagging") => delete_tagging(&c, r).await,
         M::DELETE if r.has("uploadId") => abort_upload(&c, r).await,
         M::DELETE => delete_object(&c, r).await,
-        M::POST if r.has("uploads") => initiate_upload(&c, r).await,
-        M::POST if r.has("uploadId") => complete_upload(&c, r).await,
+        M::POST if r.has("uploads") => initiate_upload(gw, &c, r).await,
+        M::POST if r.has("uploadId") => complete_upload(gw, &c, r).await,
         _ => Err(S3Error::new("MethodNotAllowed", 405, format!("{} is not allowed on an object", r.method))),
     }
+}
+
+/// The query parameters an object request may carry (bar `response-*` and a presigned URL's
+/// `X-Amz-*`); any other names a sub-resource.
+const OBJECT_PARAMS: [&str; 7] = ["tagging", "uploadId", "partNumber", "acl", "uploads", "versionId", "x-id"];
+
+/// A bucket sub-resource this gateway does not serve: the owner is told what S3 tells of a
+/// bucket without that configuration where that is the truth (nothing to get or delete), and
+/// a setting is refused (never dropped), a malformed one as S3 would.
+async fn unsupported_bucket_resource(c: &Client, r: &mut Req) -> R {
+    use hyper::Method as M;
+    owned_bucket(c, r).await?;
+    let none = |code: &'static str, what: &str| Err(S3Error::new(code, 404, format!("the bucket has no {what}")));
+    match r.method {
+        M::GET if r.has("encryption") => none("ServerSideEncryptionConfigurationNotFoundError", "default encryption configuration"),
+        M::GET if r.has("object-lock") => none("ObjectLockConfigurationNotFoundError", "object lock configuration"),
+        M::GET if r.has("lifecycle") => none("NoSuchLifecycleConfiguration", "lifecycle configuration"),
+        M::GET if r.has("cors") => none("NoSuchCORSConfiguration", "CORS configuration"),
+        M::GET if r.has("policy") => none("NoSuchBucketPolicy", "bucket policy"),
+        M::GET if r.has("website") => none("NoSuchWebsiteConfiguration", "website configuration"),
+        M::GET if r.has("tagging") => none("NoSuchTagSet", "tags"),
+        M::DELETE if ["encryption", "lifecycle", "cors", "policy", "website", "tagging"].iter().any(|q| r.has(q)) => Ok(Reply::status(204)),
+        M::PUT if r.has("object-lock") => {
+            Err(S3Error::new("InvalidBucketState", 409, "object lock can be configured only on a bucket created with it (object lock is not supported by this gateway)"))
+        }
+        M::PUT if r.has("lifecycle") => {
+            let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
+            check_lifecycle(&body)?;
+            Err(S3Error::not_implemented("lifecycle rules (this one is valid, but the gateway does not expire or transition objects)"))
+        }
+        _ => Err(S3Error::not_implemented(&format!("{} on a bucket with ?{}", r.method, r.query.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join("&")))),
+    }
+}
+
+/// A lifecycle configuration checked as S3 checks one: rule ids at most 255 characters and
+/// distinct, a status of Enabled or Disabled, expiration days above 0, dates at midnight UTC.
+fn check_lifecycle(body: &[u8]) -> Result<(), S3Error> {
+    let text = std::str::from_utf8(body).map_err(|_| S3Error::malformed_xml("the body is not UTF-8"))?;
+    let doc = xml::parse(text).map_err(S3Error::malformed_xml)?;
+    if doc.name != "LifecycleConfiguration" {
+        return Err(S3Error::malformed_xml(format!("the root element is <{}>, not <LifecycleConfiguration>", doc.name)));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for rule in doc.children_named("Rule") {
+        if let Some(id) = rule.child("ID").map(|i| i.text.as_str()) {
+            if id.chars().count() > 255 {
+                return Err(S3Error::invalid_argument("a lifecycle rule's ID is at most 255 characters"));
+            }
+            if !ids.insert(id.to_string()) {
+                return Err(S3Error::invalid_argument(format!("the lifecycle rule ID {id} is given twice")));
+            }
+        }
+        match rule.child("Status").map(|s| s.text.as_str()) {
+            Some("Enabled" | "Disabled") => {}
+            other => return Err(S3Error::malformed_xml(format!("a lifecycle rule's Status is Enabled or Disabled, not {other:?}"))),
+        }
+        if let Some(days) = rule.child("Expiration").and_then(|e| e.child("Days")) {
+            match days.text.trim().parse::<u64>() {
+                Ok(d) if d > 0 => {}
+                _ => return Err(S3Error::invalid_argument("an expiration's Days is a whole number above 0")),
+            }
+        }
+        for action in ["Expiration", "Transition"] {
+            for a in rule.children_named(action) {
+                if let Some(date) = a.child("Date")
+                    && !is_midnight_utc(date.text.trim())
+                {
+                    return Err(S3Error::invalid_argument(format!("{action} Date {:?} is not an ISO 8601 date at midnight UTC", date.text)));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `2026-12-03T00:00:00Z` or `2026-12-03T00:00:00.000Z`.
+fn is_midnight_utc(s: &str) -> bool {
+    let Some((date, time)) = s.split_once('T') else { return false };
+    let d: Vec<&str> = date.split('-').collect();
+    let date_ok = d.len() == 3 && d[0].len() == 4 && d[1].len() == 2 && d[2].len() == 2 && d.iter().all(|p| p.bytes().all(|b| b.is_ascii_digit()));
+    date_ok && matches!(time, "00:00:00Z" | "00:00:00.000Z")
 }
 
 /// Query parameters of a listing (any other on a bucket GET is a sub-resource).
@@ -414,6 +516,9 @@ async fn list_buckets(c: &Client, r: &Req) -> R {
 
 async fn create_bucket(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     check_acl_headers(r)?;
+    if r.header("x-amz-bucket-object-lock-enabled").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        return Err(S3Error::not_implemented("object lock (x-amz-bucket-object-lock-enabled)"));
+    }
     // The body (CreateBucketConfiguration) names a region: there is one.
     r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
     let bucket = r.bucket.clone();
@@ -497,13 +602,20 @@ fn check_acl_headers(r: &Req) -> Result<(), S3Error> {
     Ok(())
 }
 
-/// Server-side encryption is not supported: a request that asks for it is refused, rather
-/// than stored in clear as if it had been encrypted.
-fn check_no_encryption(r: &Req) -> Result<(), S3Error> {
-    match r.headers.iter().find(|(n, _)| n.starts_with("x-amz-server-side-encryption")) {
-        Some((n, _)) => Err(S3Error::not_implemented(&format!("server-side encryption ({n})"))),
-        None => Ok(()),
-    }
+/// The encryption a write asks for, sealed: the metadata to add and the cipher of its bytes.
+fn seal(gw: &Gateway, r: &Req) -> Result<(Vec<(String, String)>, Option<Cipher>), S3Error> {
+    let ask = sse::asked(&|n| r.header(n), gw.https)?;
+    Ok(match sse::seal(&ask, gw.keyring.as_ref())? {
+        Some((m, c)) => (m, Some(c)),
+        None => (Vec::new(), None),
+    })
+}
+
+/// The cipher that reads an object (or an upload's parts) with `metadata`, with the customer
+/// key the request gives.
+fn unseal(gw: &Gateway, r: &Req, metadata: &[(String, String)], using: sse::Use) -> Result<Option<Cipher>, S3Error> {
+    let key = sse::read_key(&|n| r.header(n), using)?;
+    sse::open(metadata, key.as_ref(), gw.keyring.as_ref())
 }
 
 async fn put_acl(c: &Client, r: &mut Req) -> R {
@@ -562,10 +674,12 @@ fn upload_id(r: &Req) -> Result<String, S3Error> {
     Ok(id.to_string())
 }
 
-async fn initiate_upload(c: &Client, r: &mut Req) -> R {
+async fn initiate_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     check_acl_headers(r)?;
-    check_no_encryption(r)?;
-    let metadata = metadata_of(r)?;
+    let mut metadata = metadata_of(r)?;
+    // The upload's parts are encrypted as the completed object will be: the sealing is the
+    // upload's (every part reads it back, see `upload_part`).
+    metadata.extend(seal(gw, r)?.0);
     r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
     let (bucket, key) = (r.bucket.clone(), r.key.clone());
     let done = c
@@ -581,7 +695,7 @@ async fn initiate_upload(c: &Client, r: &mut Req) -> R {
     let stratos_client::Done::UploadStarted { upload_id } = done else { return Err(S3Error::internal(format!("unexpected reply to initiateUpload: {done:?}"))) };
     let mut w = Writer::new("InitiateMultipartUploadResult");
     w.elem("Bucket", &bucket).elem("Key", &key).elem("UploadId", &upload_id);
-    Ok(Reply::xml(w.finish("InitiateMultipartUploadResult")))
+    Ok(Reply::xml(w.finish("InitiateMultipartUploadResult")).sse(&metadata))
 }
 
 async fn upload_part(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
@@ -589,6 +703,11 @@ async fn upload_part(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     let part: u32 = r.q("partNumber").and_then(|p| p.parse().ok()).filter(|p| (1..=10_000).contains(p)).ok_or_else(|| S3Error::invalid_argument("partNumber must be 1 to 10000"))?;
     let (bucket, key) = (r.bucket.clone(), r.key.clone());
     let finish = Finish::Part { upload_id: &id, part };
+    // The upload's sealing (one OM read; it also refuses a part of an unknown upload before
+    // its bytes are read): a part is encrypted with the upload's key, and an SSE-C part
+    // must come with the upload's customer key.
+    let upload = c.list_parts(S3_VOLUME, &bucket, &key, &id, 10_000, 1).await.map_err(|e| from_om(&e, &bucket, Some(&key)))?;
+    let cipher = unseal(gw, r, &upload.metadata, sse::Use::Upload)?;
     if let Some(source) = r.header("x-amz-copy-source") {
         // UploadPartCopy: the part is a byte range of another object.
         let (sb, sk) = copy_source(&source)?;
@@ -606,12 +725,13 @@ async fn upload_part(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
                 }
             }
         };
+        let src_cipher = unseal(gw, r, &src.metadata, sse::Use::CopySource)?;
         r.payload()?.read_all(0).await?;
-        let reader = Reader::new(gw.clone(), src.blocks.clone(), start, end);
-        let w = object::write(gw, c, &bucket, &key, &mut Input::Object(reader), end - start, &[], finish).await?;
+        let reader = Reader::new(gw.clone(), src.blocks.clone(), start, end).decrypting(src_cipher);
+        let w = object::write(gw, c, &bucket, &key, &mut Input::Object(reader), end - start, &[], finish, cipher.as_ref()).await?;
         let mut x = Writer::new("CopyPartResult");
         x.elem("LastModified", iso8601(now_ms())).elem("ETag", format!("\"{}\"", w.etag));
-        return Ok(Reply::xml(x.finish("CopyPartResult")));
+        return Ok(Reply::xml(x.finish("CopyPartResult")).sse(&upload.metadata));
     }
     let md5 = r.header("content-md5").map(|v| base64_decode(&v).filter(|d| d.len() == 16).ok_or_else(|| S3Error::new("InvalidDigest", 400, "Content-MD5 is not the base64 of 16 bytes"))).transpose()?;
     let mut payload = r.payload()?;
@@ -620,12 +740,23 @@ async fn upload_part(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
         return Err(S3Error::new("EntityTooLarge", 400, format!("a part of {length} bytes, at most {PUT_BYTES_MAX}")));
     }
     payload.expect_md5(md5);
-    let w = object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &[], finish).await?;
-    Ok(Reply::ok().header("etag", format!("\"{}\"", w.etag)))
+    let w = object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &[], finish, cipher.as_ref()).await?;
+    Ok(Reply::ok().header("etag", format!("\"{}\"", w.etag)).sse(&upload.metadata))
 }
 
-async fn complete_upload(c: &Client, r: &mut Req) -> R {
+async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     let id = upload_id(r)?;
+    // An SSE-C upload completes only with its customer key (S3's rule); the answer tells the
+    // encryption. One OM read, as a part upload's.
+    let upload = match c.list_parts(S3_VOLUME, &r.bucket, &r.key, &id, 10_000, 1).await {
+        Ok(u) => Some(u.metadata),
+        // A completion repeated after the upload ended: answered below.
+        Err(e) if e.status() == Some(stratos_client::Status::NoSuchUpload) => None,
+        Err(e) => return Err(from_om(&e, &r.bucket, Some(&r.key))),
+    };
+    if let Some(m) = &upload {
+        unseal(gw, r, m, sse::Use::Upload)?;
+    }
     let condition = write_condition(r)?;
     let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
     let text = std::str::from_utf8(&body).map_err(|_| S3Error::malformed_xml("the body is not UTF-8"))?;
@@ -685,7 +816,7 @@ async fn complete_upload(c: &Client, r: &mut Req) -> R {
     }
     let mut w = Writer::new("CompleteMultipartUploadResult");
     w.elem("Location", format!("/{bucket}/{key}")).elem("Bucket", &bucket).elem("Key", &key).elem("ETag", format!("\"{etag}\""));
-    Ok(Reply::xml(w.finish("CompleteMultipartUploadResult")))
+    Ok(Reply::xml(w.finish("CompleteMultipartUploadResult")).sse(&upload.unwrap_or_default()))
 }
 
 async fn abort_upload(c: &Client, r: &Req) -> R {
@@ -958,8 +1089,9 @@ fn content_length(r: &Req) -> Result<Option<u64>, S3Error> {
 
 async fn put_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     check_acl_headers(r)?;
-    check_no_encryption(r)?;
-    let metadata = metadata_of(r)?;
+    let mut metadata = metadata_of(r)?;
+    let (sealing, cipher) = seal(gw, r)?;
+    metadata.extend(sealing);
     let condition = write_condition(r)?;
     let md5 = r.header("content-md5").map(|v| base64_decode(&v).filter(|d| d.len() == 16).ok_or_else(|| S3Error::new("InvalidDigest", 400, "Content-MD5 is not the base64 of 16 bytes"))).transpose()?;
     let mut payload = r.payload()?;
@@ -973,8 +1105,8 @@ async fn put_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     let (bucket, key) = (r.bucket.clone(), r.key.clone());
     // A Content-MD5 is checked when the payload ends, before the commit.
     payload.expect_md5(md5);
-    let written = object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &metadata, Finish::Key(&condition)).await?;
-    Ok(Reply::ok().header("etag", format!("\"{}\"", written.etag)))
+    let written = object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &metadata, Finish::Key(&condition), cipher.as_ref()).await?;
+    Ok(Reply::ok().header("etag", format!("\"{}\"", written.etag)).sse(&metadata))
 }
 
 /// The decoded length of a PUT's payload.
@@ -987,7 +1119,7 @@ fn payload_length(r: &Req, _p: &Payload) -> Result<Option<u64>, S3Error> {
 
 async fn copy_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     check_acl_headers(r)?;
-    check_no_encryption(r)?;
+    let (sealing, cipher) = seal(gw, r)?;
     let (sb, sk) = copy_source(&r.header("x-amz-copy-source").unwrap_or_default())?;
     let replace = match r.header("x-amz-metadata-directive").as_deref() {
         None | Some("COPY") => false,
@@ -999,7 +1131,7 @@ async fn copy_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
         Some("REPLACE") => true,
         Some(other) => return Err(S3Error::invalid_argument(format!("x-amz-tagging-directive {other:?}: COPY or REPLACE"))),
     };
-    if sb == r.bucket && sk == r.key && !replace {
+    if sb == r.bucket && sk == r.key && !replace && cipher.is_none() {
         return Err(S3Error::invalid_request(
             "this copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes",
         ));
@@ -1007,25 +1139,28 @@ async fn copy_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     let src = c.lookup_key(S3_VOLUME, &sb, &sk).await.map_err(|e| from_om(&e, &sb, Some(&sk)))?;
     let src_etag = meta(&src.metadata, ETAG).unwrap_or_default().to_string();
     check_copy_conditions(r, &src_etag, src.modified_ms)?;
+    let src_cipher = unseal(gw, r, &src.metadata, sse::Use::CopySource)?;
     let mut metadata: Vec<(String, String)> = if replace {
         metadata_of(r)?.into_iter().filter(|(k, _)| !k.starts_with(TAG)).collect()
     } else {
-        src.metadata.iter().filter(|(k, _)| k != ETAG && !k.starts_with(TAG)).cloned().collect()
+        src.metadata.iter().filter(|(k, _)| k != ETAG && !k.starts_with(TAG) && !k.starts_with(sse::PREFIX)).cloned().collect()
     };
     if tags_replace {
         metadata.extend(metadata_of(r)?.into_iter().filter(|(k, _)| k.starts_with(TAG)));
     } else {
         metadata.extend(src.metadata.iter().filter(|(k, _)| k.starts_with(TAG)).cloned());
     }
+    // The copy is encrypted as its request says, not as its source was (S3's rule).
+    metadata.extend(sealing);
     let condition = write_condition(r)?;
     let mut payload = r.payload()?;
     payload.read_all(0).await?;
-    let reader = Reader::new(gw.clone(), src.blocks.clone(), 0, src.data_size);
+    let reader = Reader::new(gw.clone(), src.blocks.clone(), 0, src.data_size).decrypting(src_cipher);
     let (bucket, key) = (r.bucket.clone(), r.key.clone());
-    let w = object::write(gw, c, &bucket, &key, &mut Input::Object(reader), src.data_size, &metadata, Finish::Key(&condition)).await?;
+    let w = object::write(gw, c, &bucket, &key, &mut Input::Object(reader), src.data_size, &metadata, Finish::Key(&condition), cipher.as_ref()).await?;
     let mut x = Writer::new("CopyObjectResult");
     x.elem("LastModified", iso8601(now_ms())).elem("ETag", format!("\"{}\"", w.etag));
-    Ok(Reply::xml(x.finish("CopyObjectResult")))
+    Ok(Reply::xml(x.finish("CopyObjectResult")).sse(&metadata))
 }
 
 /// The bucket and key an `x-amz-copy-source` names (`[/]BUCKET/KEY[?versionId=…]`, encoded).
@@ -1070,6 +1205,8 @@ fn etag_matches(header: &str, etag: &str) -> bool {
 
 async fn get_object(gw: &Rc<Gateway>, c: &Client, r: &Req, head: bool) -> R {
     let k = c.lookup_key(S3_VOLUME, &r.bucket, &r.key).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
+    // An SSE-C object answers nothing, its headers included, without its key.
+    let cipher = unseal(gw, r, &k.metadata, sse::Use::Read)?;
     let etag = meta(&k.metadata, ETAG).unwrap_or_default().to_string();
     let modified = k.modified_ms / 1000;
     // RFC 9110's order: If-Match, else If-Unmodified-Since; then If-None-Match, else
@@ -1088,7 +1225,7 @@ async fn get_object(gw: &Rc<Gateway>, c: &Client, r: &Req, head: bool) -> R {
     } else {
         r.header("if-modified-since").and_then(|v| http_date(&v)).is_some_and(|t| modified <= t)
     };
-    let mut reply = Reply::ok();
+    let mut reply = Reply::ok().sse(&k.metadata);
     reply = reply.header("etag", format!("\"{etag}\"")).header("last-modified", http_date_of(k.modified_ms)).header("accept-ranges", "bytes");
     if not_modified {
         reply.status = 304;
@@ -1121,6 +1258,17 @@ async fn get_object(gw: &Rc<Gateway>, c: &Client, r: &Req, head: bool) -> R {
         }
     }
     let size = k.data_size;
+    if let Some(n) = r.q("partNumber") {
+        // One part of the object: only a single-part object's (part 1, the whole) is known;
+        // a multipart object's part boundaries are not kept once it is complete.
+        let n: u32 = n.parse().ok().filter(|n| (1..=10_000).contains(n)).ok_or_else(|| S3Error::invalid_argument("partNumber must be 1 to 10000"))?;
+        if etag.contains('-') {
+            return Err(S3Error::not_implemented("GET of one part of a multipart object"));
+        }
+        if n != 1 {
+            return Err(S3Error::new("InvalidPart", 400, format!("the object has 1 part, not {n}")));
+        }
+    }
     let (start, end) = match r.header("range") {
         Some(range) => match parse_range(&range, size) {
             RangeOf::Whole => (0, size),
@@ -1139,7 +1287,7 @@ async fn get_object(gw: &Rc<Gateway>, c: &Client, r: &Req, head: bool) -> R {
     if head || end == start {
         return Ok(reply);
     }
-    let reader = Reader::new(gw.clone(), k.blocks, start, end);
+    let reader = Reader::new(gw.clone(), k.blocks, start, end).decrypting(cipher);
     reply.body = Body::Stream { stream: reader.into_stream(), left: end - start };
     Ok(reply)
 }
@@ -1394,6 +1542,22 @@ mod tests {
             assert!(k < next.as_str(), "{k:?} sorts after the skip point");
         }
         assert!("photos0" > next.as_str());
+    }
+
+    #[test]
+    fn lifecycle_configurations_are_checked_as_s3_does() {
+        let doc = |rules: &str| format!("<LifecycleConfiguration>{rules}</LifecycleConfiguration>");
+        let rule = |id: &str, status: &str, exp: &str| format!("<Rule><ID>{id}</ID><Filter><Prefix>a/</Prefix></Filter><Status>{status}</Status><Expiration>{exp}</Expiration></Rule>");
+        let code = |d: String| check_lifecycle(d.as_bytes()).err().map(|e| e.code);
+        assert_eq!(code(doc(&rule("r1", "Enabled", "<Days>2</Days>"))), None);
+        assert_eq!(code(doc(&rule(&"a".repeat(256), "Enabled", "<Days>2</Days>"))), Some("InvalidArgument"));
+        assert_eq!(code(doc(&(rule("r1", "Enabled", "<Days>2</Days>") + &rule("r1", "Enabled", "<Days>3</Days>")))), Some("InvalidArgument"));
+        assert_eq!(code(doc(&rule("r1", "enabled", "<Days>2</Days>"))), Some("MalformedXML"));
+        assert_eq!(code(doc(&rule("r1", "Enabled", "<Days>0</Days>"))), Some("InvalidArgument"));
+        assert_eq!(code(doc(&rule("r1", "Enabled", "<Date>20200101</Date>"))), Some("InvalidArgument"));
+        assert_eq!(code(doc(&rule("r1", "Enabled", "<Date>2020-01-01T00:00:00.000Z</Date>"))), None);
+        assert_eq!(code(doc(&rule("r1", "Enabled", "<Date>2020-01-01T10:00:00Z</Date>"))), Some("InvalidArgument"));
+        assert_eq!(code("<Other/>".into()), Some("MalformedXML"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`gateway`]: authentication ([`sigv4`] with the principal's secret, read from the OM),
 //!   routing, and the operations, acting on the OM for the principal the signature proves.
 //! - [`object`]: object bytes through the datanodes (write with the MD5 ETag, ranged read).
+//! - [`sse`]: server-side encryption (SSE-C, SSE-S3, SSE-KMS with the gateway's keyring).
 //! - [`payload`]: request bodies in S3's encodings, checked as they stream.
 //! - [`xml`], [`error`]: S3's documents and error codes.
 
@@ -17,6 +18,7 @@ pub mod object;
 pub mod payload;
 pub mod server;
 pub mod sigv4;
+pub mod sse;
 pub mod xml;
 
 /// The volume whose buckets are S3's (Ozone's `s3v`; the OM creates it).

@@ -16,6 +16,7 @@ use crate::S3_VOLUME;
 use crate::error::{S3Error, from_om};
 use crate::gateway::Gateway;
 use crate::payload::Payload;
+use crate::sse::Cipher;
 
 /// Where an object's bytes come from.
 pub enum Input<'a> {
@@ -103,11 +104,12 @@ struct Open {
 }
 
 /// Writes `input` as `bucket/key` with `metadata` (the ETag is added), if `condition` holds
-/// when it commits. `size_hint` pre-allocates blocks. On any failure after the key was opened,
+/// when it commits, encrypted with `cipher` if given. `size_hint` pre-allocates blocks. On any failure after the key was opened,
 /// the open key is aborted (its blocks freed) and nothing becomes visible.
 #[allow(clippy::too_many_arguments)]
 pub async fn write(
     gw: &Rc<Gateway>, c: &Client, bucket: &str, key: &str, input: &mut Input<'_>, size_hint: u64, metadata: &[(String, String)], finish: Finish<'_>,
+    cipher: Option<&Cipher>,
 ) -> Result<Written, S3Error> {
     let opened = c
         .submit(|op| {
@@ -121,7 +123,7 @@ pub async fn write(
         .await
         .map_err(|e| from_om(&e, bucket, Some(key)))?;
     let Done::KeyOpened { open_id, blocks } = opened else { return Err(S3Error::internal(format!("unexpected reply to openKey: {opened:?}"))) };
-    match write_opened(gw, c, bucket, key, open_id, blocks, input, finish).await {
+    match write_opened(gw, c, bucket, key, open_id, blocks, input, finish, cipher).await {
         Ok(w) => Ok(w),
         Err(e) => {
             // Bounded, and best effort: an open key the abort misses expires on its own.
@@ -135,6 +137,7 @@ pub async fn write(
 #[allow(clippy::too_many_arguments)]
 async fn write_opened(
     gw: &Rc<Gateway>, c: &Client, bucket: &str, key: &str, open_id: u64, blocks: Vec<Block>, input: &mut Input<'_>, finish: Finish<'_>,
+    cipher: Option<&Cipher>,
 ) -> Result<Written, S3Error> {
     let mut pool = blocks;
     pool.reverse();
@@ -180,7 +183,12 @@ async fn write_opened(
             }
             let o = open.as_mut().expect("opened above");
             let take = (buf.len() as u64).min(CHUNK_BYTES).min(o.capacity - o.at) as usize;
-            let piece = buf.split_to(take).freeze();
+            let mut piece = buf.split_to(take);
+            if let Some(cipher) = cipher {
+                // Encrypted here, before any datanode sees it.
+                cipher.apply(o.block.container_id, o.block.local_id, o.at, &mut piece).map_err(S3Error::internal)?;
+            }
+            let piece = piece.freeze();
             let results = futures_util::future::join_all(o.conns.iter().map(|(_, _, dn)| data::write_chunk(dn, &o.block, o.at, &piece))).await;
             check(gw, &o.conns, results)?;
             o.at += take as u64;
@@ -277,6 +285,8 @@ pub struct Reader {
     pos: u64,
     end: u64,
     failed: BTreeSet<u64>,
+    /// Decrypts what is read (an encrypted object).
+    cipher: Option<Cipher>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -293,7 +303,13 @@ impl Reader {
             starts.push(at);
             at += b.length;
         }
-        Reader { gw, blocks, starts, pos: start, end: end.min(at), failed: BTreeSet::new() }
+        Reader { gw, blocks, starts, pos: start, end: end.min(at), failed: BTreeSet::new(), cipher: None }
+    }
+
+    /// The reader of an encrypted object's plain bytes.
+    pub fn decrypting(mut self, cipher: Option<Cipher>) -> Reader {
+        self.cipher = cipher;
+        self
     }
 
     pub async fn next(&mut self) -> Result<Option<Bytes>, String> {
@@ -313,7 +329,10 @@ impl Reader {
                 Err(e) => Err(e),
             };
             match r {
-                Ok((d, _)) if d.len() == want as usize => {
+                Ok((mut d, _)) if d.len() == want as usize => {
+                    if let Some(c) = &self.cipher {
+                        c.apply(block.container_id, block.local_id, off, &mut d)?;
+                    }
                     self.pos += u64::from(want);
                     return Ok(Some(Bytes::from(d)));
                 }

@@ -40,6 +40,16 @@ pub struct S3gArgs {
     /// TLS); the links to the OM and the datanodes keep TLS.
     #[arg(long)]
     pub plain_http: bool,
+    /// The master keys of server-side encryption with the gateway's keys (SSE-S3, SSE-KMS):
+    /// a file of `NAME BASE64-OF-32-BYTES` lines, readable by its owner only; every gateway
+    /// of a cluster needs the same file. Without it, SSE-S3 and SSE-KMS requests are refused
+    /// (SSE-C, the client's own key, needs none). `stratos dev` makes one.
+    #[arg(long, value_name = "FILE")]
+    pub sse_keyring: Option<std::path::PathBuf>,
+    /// The keyring's key that SSE-S3 (`x-amz-server-side-encryption: AES256`) uses; SSE-KMS
+    /// uses the key its request names.
+    #[arg(long, value_name = "NAME", default_value = "sse-s3")]
+    pub sse_s3_key: String,
     #[command(flatten)]
     pub tls: stratos_common::tls_args::TlsArgs,
 }
@@ -65,13 +75,14 @@ pub fn run(a: &S3gArgs, ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
         t.check_host(&addr.ip().to_string())?;
     }
     let http_tls = if a.plain_http { None } else { tls.as_ref().map(|t| t.http.clone()) };
+    let keyring = a.sse_keyring.as_deref().map(|p| crate::sse::Keyring::load(p, &a.sse_s3_key)).transpose()?;
     let bound = stratos_common::rpc::claim_shared_port(addr).with_context(|| format!("binding the S3 address {addr}"))?;
     let cores = a.cores.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     stratos_common::process::install_signal_handlers();
     let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::new();
     for core in 0..cores {
-        let (om, tx, http_tls) = (a.om.clone(), tx.clone(), http_tls.clone());
+        let (om, tx, http_tls, keyring) = (a.om.clone(), tx.clone(), http_tls.clone(), keyring.clone());
         let idle = Duration::from_millis(a.idle_timeout_ms.max(1));
         let replication = if a.replication == "ONE" { stratos_client::schema::om_capnp::Replication::RatisOne } else { stratos_client::schema::om_capnp::Replication::RatisThree };
         let h = LocalExecutorBuilder::new(Placement::Unbound)
@@ -85,7 +96,8 @@ pub fn run(a: &S3gArgs, ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
                     }
                 };
                 let _ = tx.send(Ok(()));
-                let gw = Rc::new(Gateway::new(&om, Rc::new(stratos_client::runtime::Glommio), replication));
+                let https = http_tls.is_some();
+                let gw = Rc::new(Gateway::new(&om, Rc::new(stratos_client::runtime::Glommio), replication, keyring, https));
                 accept(listener, gw, http_tls, idle).await;
             })
             .map_err(|e| anyhow::anyhow!("starting an executor: {e}"))?;

@@ -42,7 +42,6 @@ check("another user does not list it", bucket not in [b["Name"] for b in bob.lis
 check("the owner creating it again succeeds (S3's us-east-1)", code(lambda: alice.create_bucket(Bucket=bucket)) is None)
 check("... unless it would change its ACL", code(lambda: alice.create_bucket(Bucket=bucket, ACL="public-read")) in ("BucketAlreadyExists", "NotImplemented"))
 check("a canned ACL other than private is refused, not dropped", code(lambda: alice.put_object(Bucket=bucket, Key="pub", Body=b"x", ACL="public-read")) == "NotImplemented")
-check("server-side encryption is refused, not faked", code(lambda: alice.put_object(Bucket=bucket, Key="enc", Body=b"x", ServerSideEncryption="AES256")) == "NotImplemented")
 check("another user's create of the name is BucketAlreadyExists", code(lambda: bob.create_bucket(Bucket=bucket)) == "BucketAlreadyExists")
 
 # Byte for byte: 0 B, 1 B, 10 MB (several datanode calls), with metadata and Content-Type.
@@ -124,6 +123,64 @@ check("conditional PUT race: exactly one wins", sorted(results, key=str) == [Non
 etag = alice.head_object(Bucket=bucket, Key="race")["ETag"]
 check("If-Match with another ETag is refused", code(lambda: alice.put_object(Bucket=bucket, Key="race", Body=b"1", IfMatch='"0000"')) == "PreconditionFailed")
 check("If-Match with its ETag replaces it", code(lambda: alice.put_object(Bucket=bucket, Key="race", Body=b"1", IfMatch=etag)) is None)
+
+# Server-side encryption: SSE-C, SSE-S3, SSE-KMS (the gateway's keyring holds sse-s3 and
+# kms-1). MARKER_PLAIN goes into a plain object, MARKER_SECRET only into encrypted ones.
+plain_marker, secret_marker = os.environ["MARKER_PLAIN"].encode(), os.environ["MARKER_SECRET"].encode()
+alice.put_object(Bucket=bucket, Key="sse/plain", Body=plain_marker * 1000)
+ckey, other_key = os.urandom(32), os.urandom(32)
+sse_c = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": ckey}
+src_c = {"CopySourceSSECustomerAlgorithm": "AES256", "CopySourceSSECustomerKey": ckey}
+secret = secret_marker * (1300 * 1024 // len(secret_marker))  # past a 1 MiB datanode call; 4 of them make a 5 MiB part
+modes = [("sse-c", sse_c, sse_c), ("sse-s3", {"ServerSideEncryption": "AES256"}, {}), ("sse-kms", {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "kms-1"}, {})]
+for name, put_args, get_args in modes:
+    put = alice.put_object(Bucket=bucket, Key=f"sse/{name}", Body=secret, **put_args)
+    got = alice.get_object(Bucket=bucket, Key=f"sse/{name}", **get_args)
+    check(f"{name}: put/get byte for byte", got["Body"].read() == secret)
+    check(f"{name}: the ETag is the MD5 of the plain bytes", put["ETag"] == f'"{hashlib.md5(secret).hexdigest()}"', put["ETag"])
+    said = got["ResponseMetadata"]["HTTPHeaders"]
+    told = said.get("x-amz-server-side-encryption-customer-algorithm") if name == "sse-c" else said.get("x-amz-server-side-encryption")
+    check(f"{name}: GET tells the encryption", told == {"sse-c": "AES256", "sse-s3": "AES256", "sse-kms": "aws:kms"}[name], str(said))
+    r = alice.get_object(Bucket=bucket, Key=f"sse/{name}", Range="bytes=1048570-1048600", **get_args)["Body"].read()
+    check(f"{name}: a range across a 1 MiB call decrypts", r == secret[1048570:1048601])
+check("SSE-C: a GET without the key is refused", code(lambda: alice.get_object(Bucket=bucket, Key="sse/sse-c")) == "InvalidRequest")
+check("SSE-C: ... and so is a HEAD", code(lambda: alice.head_object(Bucket=bucket, Key="sse/sse-c")) == "400")
+check("SSE-C: another key is refused", code(lambda: alice.get_object(Bucket=bucket, Key="sse/sse-c", SSECustomerAlgorithm="AES256", SSECustomerKey=other_key)) == "InvalidRequest")
+check("SSE-C: a key for a plain object is refused", code(lambda: alice.get_object(Bucket=bucket, Key="sse/plain", **sse_c)) == "InvalidRequest")
+check("SSE-KMS: an unknown key is refused", code(lambda: alice.put_object(Bucket=bucket, Key="sse/x", Body=b"x", ServerSideEncryption="aws:kms", SSEKMSKeyId="nope")) == "KMS.NotFoundException")
+check("SSE-S3 with a customer key is refused", code(lambda: alice.put_object(Bucket=bucket, Key="sse/x", Body=b"x", ServerSideEncryption="AES256", **sse_c)) == "InvalidArgument")
+alice.copy_object(Bucket=bucket, Key="sse/copied", CopySource={"Bucket": bucket, "Key": "sse/sse-c"}, ServerSideEncryption="aws:kms", SSEKMSKeyId="kms-1", **src_c)
+h = alice.head_object(Bucket=bucket, Key="sse/copied")
+check("copy from SSE-C to SSE-KMS re-encrypts", h.get("ServerSideEncryption") == "aws:kms" and alice.get_object(Bucket=bucket, Key="sse/copied")["Body"].read() == secret, str(h))
+check("a copy of an SSE-C object needs its key", code(lambda: alice.copy_object(Bucket=bucket, Key="sse/copied", CopySource={"Bucket": bucket, "Key": "sse/sse-c"})) == "InvalidRequest")
+up = alice.create_multipart_upload(Bucket=bucket, Key="sse/multi", **sse_c)["UploadId"]
+check("SSE-C multipart: a part without the key is refused", code(lambda: alice.upload_part(Bucket=bucket, Key="sse/multi", UploadId=up, PartNumber=1, Body=b"x")) == "InvalidRequest")
+p1 = alice.upload_part(Bucket=bucket, Key="sse/multi", UploadId=up, PartNumber=1, Body=secret * 4, **sse_c)
+p2 = alice.upload_part_copy(Bucket=bucket, Key="sse/multi", UploadId=up, PartNumber=2, CopySource={"Bucket": bucket, "Key": "sse/sse-s3"}, **sse_c)
+parts = [{"PartNumber": 1, "ETag": p1["ETag"]}, {"PartNumber": 2, "ETag": p2["CopyPartResult"]["ETag"]}]
+check("SSE-C multipart: completing needs the key", code(lambda: alice.complete_multipart_upload(Bucket=bucket, Key="sse/multi", UploadId=up, MultipartUpload={"Parts": parts})) == "InvalidRequest")
+alice.complete_multipart_upload(Bucket=bucket, Key="sse/multi", UploadId=up, MultipartUpload={"Parts": parts}, **sse_c)
+check("SSE-C multipart (a part copied from SSE-S3): byte for byte", alice.get_object(Bucket=bucket, Key="sse/multi", **sse_c)["Body"].read() == secret * 4 + secret)
+
+
+def on_disk(needle):
+    """Whether a file on a datanode's disk (DATANODE_DIRS) holds needle."""
+    for top in os.environ["DATANODE_DIRS"].split(os.pathsep):
+        for d, _, files in os.walk(top):
+            for f in files:
+                try:
+                    with open(os.path.join(d, f), "rb") as fh:
+                        if needle in fh.read():
+                            return True
+                except OSError:
+                    pass
+    return False
+
+
+# Now, before anything is deleted: the plain object's bytes are on the disks (so the search can
+# find what is stored), the encrypted objects' are not.
+check("a plain object's bytes are on the datanodes' disks", on_disk(plain_marker))
+check("no encrypted object's bytes are on any datanode disk in clear", not on_disk(secret_marker))
 
 # Presigned URLs through curl: GET, PUT; an expired one is refused.
 def curl(*args):
