@@ -7,7 +7,8 @@
 #
 #   bench/s3.sh [ROUNDS [SECS [KEYS]]]     # default 3 rounds, 5 s, 1000000 keys
 #
-# Needs target/release/stratos. One `stratos dev` (TLS) on --base-port ${BASE_PORT:-4000}.
+# Needs target/release/stratos. One `stratos dev` (TLS) on --base-port ${BASE_PORT:-4000}; DEV_ARGS adds
+# flags to it (DEV_ARGS=--insecure: no TLS anywhere, to see what TLS costs each path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}; secs=${2:-5}; keys=${3:-1000000}
@@ -18,13 +19,13 @@ dev_pid=
 cleanup() { [ -n "$dev_pid" ] && kill "$dev_pid" 2>/dev/null && wait "$dev_pid" 2>/dev/null; rm -rf "$data"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-"$bin" dev --data-dir "$data" --base-port "${BASE_PORT:-4000}" > "$data/dev.out" 2> "$data/dev.err" &
+"$bin" dev --data-dir "$data" --base-port "${BASE_PORT:-4000}" ${DEV_ARGS:-} > "$data/dev.out" 2> "$data/dev.err" &
 dev_pid=$!
 for _ in $(seq 1 300); do grep -q ready "$data/dev.out" 2>/dev/null && break; sleep 0.2; done
 ready=$(grep ready "$data/dev.out") || { cat "$data/dev.err" >&2; exit 1; }
 export S3_ENDPOINT=$(sed -E 's/.* s3 (https?:\/\/[^ ,]+).*/\1/' <<< "$ready")
 export STRATOS_OM=$(sed -E 's/.* om ([^ ]+) .*/\1/' <<< "$ready")
-export STRATOS_CA=$data/tls/ca.pem STRATOS_CERT=$data/tls/${USER:-root}.pem STRATOS_KEY=$data/tls/${USER:-root}.key
+[ -f "$data/tls/ca.pem" ] && export STRATOS_CA=$data/tls/ca.pem STRATOS_CERT=$data/tls/${USER:-root}.pem STRATOS_KEY=$data/tls/${USER:-root}.key
 export AWS_ACCESS_KEY_ID=${USER:-root}
 export AWS_SECRET_ACCESS_KEY=$("$bin" s3 getsecret | sed -n 's/^awsSecret=//p')
 echo "s3.sh: $(nproc) CPUs, gateway $S3_ENDPOINT, OM $STRATOS_OM, $rounds rounds of $secs s" >&2

@@ -369,6 +369,15 @@ struct Operation {
       key @97 :Text;
       uploadId @98 :Text;
     }
+    # Edits a bucket's metadata (its S3 settings, such as default encryption): drops the pairs
+    # whose name starts with removePrefix (none if empty), then sets `set` over the rest. The
+    # bucket's owner or an administrator only.
+    setBucketMetadata :group {
+      volume @99 :Text;
+      bucket @100 :Text;
+      set @101 :List(MetadataPair);
+      removePrefix @102 :Text;
+    }
   }
 }
 

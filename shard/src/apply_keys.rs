@@ -401,7 +401,7 @@ impl ShardState {
 }
 
 /// Sets each of `set` over `metadata`: a pair of the same name is replaced, a new one added.
-fn set_over(metadata: &mut Vec<MetadataPair>, set: &[MetadataPair]) {
+pub(crate) fn set_over(metadata: &mut Vec<MetadataPair>, set: &[MetadataPair]) {
     for m in set {
         match metadata.iter_mut().find(|x| x.key == m.key) {
             Some(x) => x.value.clone_from(&m.value),

@@ -1,5 +1,6 @@
 //! `apply` for volumes and buckets.
 
+use crate::apply_keys::set_over;
 use crate::command::Principal;
 use crate::constants::*;
 use crate::memtable::probe;
@@ -328,6 +329,30 @@ impl ShardState {
         if let Some(q) = quota_namespace {
             rec.quota_namespace = check_new_quota("bucket namespace", q, usage.keys, "keys")?;
         }
+        rec.update_id = log_index;
+        rec.modified_ms = t;
+        let e = self.entry_of(&bucket_key(volume, bucket), &rec);
+        self.buckets.replace(e);
+        Ok(Reply::Done)
+    }
+
+    /// `Op::SetBucketMetadata`: the bucket's owner (WRITE on it is not enough: these are the
+    /// bucket's settings, as `set_bucket_property`'s owner change) edits its metadata.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn set_bucket_metadata(
+        &mut self, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, set: &[MetadataPair], remove_prefix: &str,
+    ) -> Outcome {
+        check_metadata(set)?;
+        let e = self.bucket_entry(volume, bucket)?;
+        let mut rec = deserialize_record::<BucketRecord>(e.view());
+        if !p.admin && p.user != rec.owner {
+            return Err(denied(p, &format!("change the settings of bucket {volume}/{bucket} (its owner's)")));
+        }
+        if !remove_prefix.is_empty() {
+            rec.metadata.retain(|m| !m.key.starts_with(remove_prefix));
+        }
+        set_over(&mut rec.metadata, set);
+        check_metadata(&rec.metadata)?;
         rec.update_id = log_index;
         rec.modified_ms = t;
         let e = self.entry_of(&bucket_key(volume, bucket), &rec);

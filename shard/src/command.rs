@@ -292,6 +292,10 @@ pub enum Op {
     /// Ends (as `AbortUpload`) up to `limit` uploads begun before `created_before_ms`.
     /// Housekeeping; replies `Expired` with the count in `open_keys`.
     ExpireUploads { created_before_ms: u64, limit: u32 },
+    /// Changes a bucket's metadata in place (its S3 settings, such as default encryption):
+    /// drops the pairs whose name starts with `remove_prefix` (none if empty), then sets `set`
+    /// over the rest. The bucket's owner (or an administrator) only. Replies `Done`.
+    SetBucketMetadata { volume: String, bucket: String, set: Vec<MetadataPair>, remove_prefix: String },
 }
 
 /// What must hold of a key's present version for a write to apply.

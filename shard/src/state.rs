@@ -421,6 +421,7 @@ impl ShardState {
                 self.complete_upload(ids, log_index, p, t, volume, bucket, key, upload_id, parts, etag, condition, limit)
             }
             Op::AbortUpload { volume, bucket, key, upload_id } => self.abort_upload(ids, log_index, p, volume, bucket, key, upload_id),
+            Op::SetBucketMetadata { volume, bucket, set, remove_prefix } => self.set_bucket_metadata(log_index, p, t, volume, bucket, set, remove_prefix),
             Op::ExpireUploads { created_before_ms, limit } => {
                 if !p.admin {
                     return Err(denied(p, "expire multipart uploads"));

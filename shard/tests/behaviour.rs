@@ -295,6 +295,36 @@ fn a_conditional_commit_applies_only_if_its_condition_holds_and_sets_metadata() 
 }
 
 #[test]
+fn a_buckets_owner_alone_edits_its_metadata_and_it_survives_a_snapshot() {
+    let mut s = S::new();
+    s.volume("vol1", "alice", QUOTA_UNLIMITED);
+    let alice = Principal::user("alice");
+    // Bob may write keys in the bucket, but its settings are its owner's.
+    let bob_writes = Acl { kind: AclKind::User, name: "bob".into(), rights: rights::WRITE | rights::READ };
+    s.bucket(alice.clone(), "vol1", "bkt", vec![bob_writes]).unwrap();
+    let pair = |k: &str, v: &str| MetadataPair { key: k.into(), value: v.into() };
+    let edit = |set: Vec<MetadataPair>, remove_prefix: &str| Op::SetBucketMetadata { volume: "vol1".into(), bucket: "bkt".into(), set, remove_prefix: remove_prefix.into() };
+    let meta = |s: &S| -> Vec<MetadataPair> {
+        s.state.bucket_info("vol1", "bkt").unwrap().record.metadata.iter().map(|m| MetadataPair { key: m.key.to_string(), value: m.value.to_string() }).collect()
+    };
+    assert_eq!(s.run(alice.clone(), edit(vec![pair("s3:encryption", "AES256"), pair("other", "x")], "")), Ok(Reply::Done));
+    assert_eq!(meta(&s), vec![pair("s3:encryption", "AES256"), pair("other", "x")]);
+    assert_eq!(s.run(alice.clone(), edit(vec![pair("s3:encryption", "aws:kms:k1")], "")), Ok(Reply::Done));
+    assert_eq!(meta(&s), vec![pair("s3:encryption", "aws:kms:k1"), pair("other", "x")], "a pair of the same name is replaced in place");
+    assert!(matches!(s.run(Principal::user("bob"), edit(vec![], "s3:")), Err(OmError::PermissionDenied { .. })));
+    assert_eq!(s.run(Principal::admin("root"), edit(vec![], "s3:")), Ok(Reply::Done));
+    assert_eq!(meta(&s), vec![pair("other", "x")]);
+    let missing = Op::SetBucketMetadata { volume: "vol1".into(), bucket: "nope".into(), set: vec![], remove_prefix: String::new() };
+    assert!(matches!(s.run(alice.clone(), missing), Err(OmError::BucketNotFound(_))));
+    let too_long = vec![pair(&"k".repeat(stratos_shard::constants::METADATA_KEY_BYTES_MAX + 1), "v")];
+    assert!(matches!(s.run(alice, edit(too_long, "")), Err(OmError::InvalidArgument(_))));
+    let snap = s.state.snapshot();
+    let loaded = ShardState::load_snapshot(&snap).expect("load");
+    assert_eq!(loaded.state_hash(), s.state.state_hash());
+    assert_eq!(loaded.bucket_info("vol1", "bkt").unwrap().record.metadata.len(), 1);
+}
+
+#[test]
 fn a_multipart_upload_keeps_one_record_per_part_and_completes_into_a_key() {
     let mut s = S::new();
     s.volume("vol1", "alice", QUOTA_UNLIMITED);

@@ -343,6 +343,10 @@ pub fn operation(r: om_capnp::operation::Reader<'_>, now_ms: u64, open_key_ttl_m
             };
             (op, target)
         }
+        Which::SetBucketMetadata(g) => {
+            let remove_prefix = text(g.get_remove_prefix(), "metadata prefix", METADATA_KEY_BYTES_MAX)?;
+            (Op::SetBucketMetadata { volume: volume_name(g.get_volume())?, bucket: bucket_name(g.get_bucket())?, set: metadata(g.get_set())?, remove_prefix }, Target::Meta)
+        }
         Which::SetKeyMetadata(g) => {
             let (volume, bucket, key) = (volume_name(g.get_volume())?, bucket_name(g.get_bucket())?, key_name(g.get_key())?);
             let target = key_target(&volume, &bucket, &key);

@@ -146,6 +146,15 @@ fn samples() -> Vec<Vec<u8>> {
         message(|op| op.init_get_s3_secret().set_access_id("alice")),
         message(|op| op.init_revoke_s3_secret().set_access_id("")),
         message(|op| {
+            let mut g = op.init_set_bucket_metadata();
+            g.set_volume("s3v");
+            g.set_bucket("bkt1");
+            g.set_remove_prefix("s3:encryption");
+            let mut set = g.init_set(1);
+            set.reborrow().get(0).set_key("s3:encryption");
+            set.reborrow().get(0).set_value("AES256");
+        }),
+        message(|op| {
             let mut g = op.init_set_key_metadata();
             g.set_volume("vol1");
             g.set_bucket("bkt1");
@@ -201,10 +210,10 @@ fn samples() -> Vec<Vec<u8>> {
 /// The wire's operation kinds. `wire_kind`'s match is exhaustive: a kind added to om.capnp
 /// does not compile there until it is named, and once it is named here
 /// `valid_messages_of_every_shape_pass_the_edge` wants a sample of it.
-const WIRE_KINDS: [&str; 21] = [
+const WIRE_KINDS: [&str; 22] = [
     "createVolume", "deleteVolume", "setVolumeOwner", "setVolumeQuota", "createBucket", "deleteBucket", "setBucketProperty",
     "openKey", "allocateBlock", "commitKey", "deleteKey", "deleteKeys", "renameKey", "abortKey", "getS3Secret", "revokeS3Secret",
-    "setKeyMetadata", "initiateUpload", "commitPart", "completeUpload", "abortUpload",
+    "setKeyMetadata", "initiateUpload", "commitPart", "completeUpload", "abortUpload", "setBucketMetadata",
 ];
 
 fn wire_kind(bytes: &[u8]) -> &'static str {
@@ -232,6 +241,7 @@ fn wire_kind(bytes: &[u8]) -> &'static str {
         W::CommitPart(_) => "commitPart",
         W::CompleteUpload(_) => "completeUpload",
         W::AbortUpload(_) => "abortUpload",
+        W::SetBucketMetadata(_) => "setBucketMetadata",
     }
 }
 
@@ -245,6 +255,7 @@ fn op_kind(op: &Op) -> (&'static str, bool) {
         Op::CreateBucket { .. } => ("createBucket", true),
         Op::DeleteBucket { .. } => ("deleteBucket", true),
         Op::SetBucketProperty { .. } => ("setBucketProperty", true),
+        Op::SetBucketMetadata { .. } => ("setBucketMetadata", true),
         Op::OpenKey { .. } => ("openKey", false),
         Op::AllocateBlock { .. } => ("allocateBlock", false),
         Op::CommitKey { .. } => ("commitKey", false),

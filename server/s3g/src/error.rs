@@ -39,6 +39,9 @@ impl S3Error {
     pub fn no_such_key(key: &str) -> S3Error {
         S3Error::new("NoSuchKey", 404, format!("the key {key} does not exist"))
     }
+    pub fn no_such_upload() -> S3Error {
+        S3Error::new("NoSuchUpload", 404, "the upload does not exist: it was completed, aborted or expired, or never began")
+    }
     pub fn access_denied(message: impl Into<String>) -> S3Error {
         S3Error::new("AccessDenied", 403, message)
     }
@@ -75,7 +78,7 @@ pub fn from_om(e: &ClientError, bucket: &str, key: Option<&str>) -> S3Error {
         Some(Status::QuotaExceeded) => S3Error::new("QuotaExceeded", 403, message),
         Some(Status::PreconditionFailed) => S3Error::new("PreconditionFailed", 412, "at least one of the preconditions you specified did not hold"),
         Some(Status::KeyBusy) => S3Error::new("SlowDown", 503, message),
-        Some(Status::NoSuchUpload) => S3Error::new("NoSuchUpload", 404, "the upload does not exist: it was completed, aborted or expired, or never began"),
+        Some(Status::NoSuchUpload) => S3Error::no_such_upload(),
         Some(Status::InvalidPart) => {
             // The OM's message starts with S3's code.
             let text = message.split_once(": ").map_or(message.as_str(), |(_, t)| t);

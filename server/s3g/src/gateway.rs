@@ -58,6 +58,8 @@ pub struct Gateway {
     keyring: Option<Keyring>,
     /// Whether clients reach this gateway over HTTPS (SSE-C needs it).
     https: bool,
+    /// Buckets' default encryption (the `s3:encryption` metadata) as last read, and when.
+    bucket_sse: RefCell<HashMap<String, (Option<String>, Instant)>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -146,6 +148,7 @@ impl Gateway {
             replication,
             keyring,
             https,
+            bucket_sse: RefCell::default(),
         }
     }
 
@@ -343,6 +346,13 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
             M::GET if r.q("list-type") == Some("2") => list_objects(&c, r, Listing::V2).await,
             M::GET if r.query.iter().all(|(n, _)| LIST_PARAMS.contains(&n.as_str())) => list_objects(&c, r, Listing::V1).await,
             M::POST if r.has("delete") => delete_objects(&c, r).await,
+            M::PUT if r.has("encryption") => put_bucket_encryption(gw, &c, r).await,
+            M::GET if r.has("encryption") => get_bucket_encryption(gw, &c, r).await,
+            M::DELETE if r.has("encryption") => {
+                owned_bucket(&c, r).await?;
+                set_bucket_sse(gw, &c, &r.bucket, None).await?;
+                Ok(Reply::status(204))
+            }
             _ => unsupported_bucket_resource(&c, r).await,
         };
     }
@@ -387,14 +397,13 @@ async fn unsupported_bucket_resource(c: &Client, r: &mut Req) -> R {
     owned_bucket(c, r).await?;
     let none = |code: &'static str, what: &str| Err(S3Error::new(code, 404, format!("the bucket has no {what}")));
     match r.method {
-        M::GET if r.has("encryption") => none("ServerSideEncryptionConfigurationNotFoundError", "default encryption configuration"),
         M::GET if r.has("object-lock") => none("ObjectLockConfigurationNotFoundError", "object lock configuration"),
         M::GET if r.has("lifecycle") => none("NoSuchLifecycleConfiguration", "lifecycle configuration"),
         M::GET if r.has("cors") => none("NoSuchCORSConfiguration", "CORS configuration"),
         M::GET if r.has("policy") => none("NoSuchBucketPolicy", "bucket policy"),
         M::GET if r.has("website") => none("NoSuchWebsiteConfiguration", "website configuration"),
         M::GET if r.has("tagging") => none("NoSuchTagSet", "tags"),
-        M::DELETE if ["encryption", "lifecycle", "cors", "policy", "website", "tagging"].iter().any(|q| r.has(q)) => Ok(Reply::status(204)),
+        M::DELETE if ["lifecycle", "cors", "policy", "website", "tagging"].iter().any(|q| r.has(q)) => Ok(Reply::status(204)),
         M::PUT if r.has("object-lock") => {
             Err(S3Error::new("InvalidBucketState", 409, "object lock can be configured only on a bucket created with it (object lock is not supported by this gateway)"))
         }
@@ -602,13 +611,114 @@ fn check_acl_headers(r: &Req) -> Result<(), S3Error> {
     Ok(())
 }
 
-/// The encryption a write asks for, sealed: the metadata to add and the cipher of its bytes.
-fn seal(gw: &Gateway, r: &Req) -> Result<(Vec<(String, String)>, Option<Cipher>), S3Error> {
-    let ask = sse::asked(&|n| r.header(n), gw.https)?;
+/// The encryption a write asks for (or else its bucket's default), sealed: the metadata to add
+/// and the cipher of its bytes.
+async fn seal(gw: &Gateway, c: &Client, r: &Req) -> Result<(Vec<(String, String)>, Option<Cipher>), S3Error> {
+    let mut ask = sse::asked(&|n| r.header(n), gw.https)?;
+    if matches!(ask, sse::Ask::None) {
+        ask = bucket_default_encryption(gw, c, &r.bucket).await?;
+    }
     Ok(match sse::seal(&ask, gw.keyring.as_ref())? {
         Some((m, c)) => (m, Some(c)),
         None => (Vec::new(), None),
     })
+}
+
+/// The bucket metadata that holds a bucket's default encryption: `AES256` or `aws:kms:KEY`.
+const BUCKET_SSE: &str = "s3:encryption";
+
+/// How long an executor keeps a bucket's default encryption before reading it again. S3's
+/// bucket configurations are eventually consistent (AWS documents the delay); a change made
+/// through this executor applies here at once.
+const BUCKET_SSE_TTL: Duration = Duration::from_secs(5);
+
+/// What a write that asks for no encryption gets: its bucket's default.
+async fn bucket_default_encryption(gw: &Gateway, c: &Client, bucket: &str) -> Result<sse::Ask, S3Error> {
+    let cached = gw.bucket_sse.borrow().get(bucket).filter(|(_, at)| at.elapsed() < BUCKET_SSE_TTL).map(|(v, _)| v.clone());
+    let setting = match cached {
+        Some(v) => v,
+        None => {
+            let v = meta(&bucket_info(c, bucket).await?.metadata, BUCKET_SSE).map(str::to_string);
+            let mut cache = gw.bucket_sse.borrow_mut();
+            if cache.len() >= USERS_MAX {
+                cache.clear();
+            }
+            cache.insert(bucket.to_string(), (v.clone(), Instant::now()));
+            v
+        }
+    };
+    Ok(match setting.as_deref() {
+        None => sse::Ask::None,
+        Some("AES256") => sse::Ask::S3,
+        Some(other) => match other.strip_prefix("aws:kms:") {
+            Some(id) => sse::Ask::Kms(id.to_string()),
+            None => return Err(S3Error::internal(format!("bucket {bucket}: an unknown default encryption {other:?}"))),
+        },
+    })
+}
+
+/// Sets (`Some`) or removes a bucket's default encryption.
+async fn set_bucket_sse(gw: &Gateway, c: &Client, bucket: &str, value: Option<&str>) -> Result<(), S3Error> {
+    c.submit(|op| {
+        let mut m = op.init_set_bucket_metadata();
+        m.set_volume(S3_VOLUME);
+        m.set_bucket(bucket);
+        m.set_remove_prefix(BUCKET_SSE);
+        if let Some(v) = value {
+            let mut l = m.init_set(1);
+            l.reborrow().get(0).set_key(BUCKET_SSE);
+            l.reborrow().get(0).set_value(v);
+        }
+    })
+    .await
+    .map_err(|e| from_om(&e, bucket, None))?;
+    gw.bucket_sse.borrow_mut().insert(bucket.to_string(), (value.map(str::to_string), Instant::now()));
+    Ok(())
+}
+
+/// PutBucketEncryption: one rule, SSE-S3 (AES256) or SSE-KMS with a key the keyring holds.
+async fn put_bucket_encryption(gw: &Gateway, c: &Client, r: &mut Req) -> R {
+    let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
+    let text = std::str::from_utf8(&body).map_err(|_| S3Error::malformed_xml("the body is not UTF-8"))?;
+    let doc = xml::parse(text).map_err(S3Error::malformed_xml)?;
+    if doc.name != "ServerSideEncryptionConfiguration" {
+        return Err(S3Error::malformed_xml(format!("the root element is <{}>, not <ServerSideEncryptionConfiguration>", doc.name)));
+    }
+    let rules: Vec<_> = doc.children_named("Rule").collect();
+    let [rule] = rules.as_slice() else { return Err(S3Error::malformed_xml(format!("{} rules: exactly one", rules.len()))) };
+    let by_default = rule.child("ApplyServerSideEncryptionByDefault").ok_or_else(|| S3Error::malformed_xml("no <ApplyServerSideEncryptionByDefault>"))?;
+    let algorithm = by_default.child("SSEAlgorithm").map(|a| a.text.trim()).unwrap_or("");
+    let key = by_default.child("KMSMasterKeyID").map(|k| k.text.trim().to_string()).filter(|k| !k.is_empty());
+    let (ask, value) = match (algorithm, key) {
+        ("AES256", None) => (sse::Ask::S3, "AES256".to_string()),
+        ("aws:kms", Some(k)) => (sse::Ask::Kms(k.clone()), format!("aws:kms:{k}")),
+        ("aws:kms", None) => return Err(S3Error::invalid_argument("aws:kms needs a KMSMasterKeyID (this gateway has no default KMS key)")),
+        ("AES256", Some(_)) => return Err(S3Error::invalid_argument("a KMSMasterKeyID with AES256 (SSE-S3 uses the gateway's key)")),
+        (other, _) => return Err(S3Error::malformed_xml(format!("SSEAlgorithm {other:?}: AES256 or aws:kms"))),
+    };
+    // The key must exist now, so that every later write can use it.
+    sse::seal(&ask, gw.keyring.as_ref())?;
+    owned_bucket(c, r).await?;
+    set_bucket_sse(gw, c, &r.bucket, Some(&value)).await?;
+    Ok(Reply::ok())
+}
+
+async fn get_bucket_encryption(gw: &Gateway, c: &Client, r: &Req) -> R {
+    let info = owned_bucket(c, r).await?;
+    let setting = meta(&info.metadata, BUCKET_SSE).map(str::to_string);
+    gw.bucket_sse.borrow_mut().insert(r.bucket.clone(), (setting.clone(), Instant::now()));
+    let Some(setting) = setting else {
+        return Err(S3Error::new("ServerSideEncryptionConfigurationNotFoundError", 404, "the bucket has no default encryption configuration"));
+    };
+    let root = "ServerSideEncryptionConfiguration";
+    let mut w = Writer::new(root);
+    w.open("Rule").open("ApplyServerSideEncryptionByDefault");
+    match setting.strip_prefix("aws:kms:") {
+        Some(k) => w.elem("SSEAlgorithm", "aws:kms").elem("KMSMasterKeyID", k),
+        None => w.elem("SSEAlgorithm", &setting),
+    };
+    w.close("ApplyServerSideEncryptionByDefault").elem("BucketKeyEnabled", false).close("Rule");
+    Ok(Reply::xml(w.finish(root)))
 }
 
 /// The cipher that reads an object (or an upload's parts) with `metadata`, with the customer
@@ -679,7 +789,7 @@ async fn initiate_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     let mut metadata = metadata_of(r)?;
     // The upload's parts are encrypted as the completed object will be: the sealing is the
     // upload's (every part reads it back, see `upload_part`).
-    metadata.extend(seal(gw, r)?.0);
+    metadata.extend(seal(gw, c, r).await?.0);
     r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
     let (bucket, key) = (r.bucket.clone(), r.key.clone());
     let done = c
@@ -778,7 +888,14 @@ async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     for (n, e) in &parts {
         // 32 hex digits (any other text, multibyte characters included, is not a part's ETag).
         let d = (e.len() == 32 && e.is_ascii()).then(|| (0..16).map(|i| u8::from_str_radix(&e[2 * i..2 * i + 2], 16).ok()).collect::<Option<Vec<u8>>>()).flatten();
-        all.extend(d.ok_or_else(|| S3Error::new("InvalidPart", 400, format!("part {n}: {e:?} is not the ETag of a part")))?);
+        let Some(d) = d else {
+            // No such upload (and so no such part): the upload's error is the one that tells.
+            return Err(match upload {
+                None => S3Error::no_such_upload(),
+                Some(_) => S3Error::new("InvalidPart", 400, format!("part {n}: {e:?} is not the ETag of a part")),
+            });
+        };
+        all.extend(d);
     }
     let etag = {
         use md5::Digest;
@@ -1090,7 +1207,7 @@ fn content_length(r: &Req) -> Result<Option<u64>, S3Error> {
 async fn put_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     check_acl_headers(r)?;
     let mut metadata = metadata_of(r)?;
-    let (sealing, cipher) = seal(gw, r)?;
+    let (sealing, cipher) = seal(gw, c, r).await?;
     metadata.extend(sealing);
     let condition = write_condition(r)?;
     let md5 = r.header("content-md5").map(|v| base64_decode(&v).filter(|d| d.len() == 16).ok_or_else(|| S3Error::new("InvalidDigest", 400, "Content-MD5 is not the base64 of 16 bytes"))).transpose()?;
@@ -1119,7 +1236,7 @@ fn payload_length(r: &Req, _p: &Payload) -> Result<Option<u64>, S3Error> {
 
 async fn copy_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     check_acl_headers(r)?;
-    let (sealing, cipher) = seal(gw, r)?;
+    let (sealing, cipher) = seal(gw, c, r).await?;
     let (sb, sk) = copy_source(&r.header("x-amz-copy-source").unwrap_or_default())?;
     let replace = match r.header("x-amz-metadata-directive").as_deref() {
         None | Some("COPY") => false,

@@ -162,6 +162,22 @@ check("SSE-C multipart: completing needs the key", code(lambda: alice.complete_m
 alice.complete_multipart_upload(Bucket=bucket, Key="sse/multi", UploadId=up, MultipartUpload={"Parts": parts}, **sse_c)
 check("SSE-C multipart (a part copied from SSE-S3): byte for byte", alice.get_object(Bucket=bucket, Key="sse/multi", **sse_c)["Body"].read() == secret * 4 + secret)
 
+# A bucket's default encryption applies to writes that ask for none.
+enc_bucket = bucket + "-enc"
+alice.create_bucket(Bucket=enc_bucket)
+alice.put_bucket_encryption(Bucket=enc_bucket, ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "kms-1"}}]})
+rule = alice.get_bucket_encryption(Bucket=enc_bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]["ApplyServerSideEncryptionByDefault"]
+check("bucket default encryption is kept", rule == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "kms-1"}, str(rule))
+alice.put_object(Bucket=enc_bucket, Key="by-default", Body=secret)
+h = alice.head_object(Bucket=enc_bucket, Key="by-default")
+check("a write asking for nothing gets the bucket's default", h.get("ServerSideEncryption") == "aws:kms" and h.get("SSEKMSKeyId") == "kms-1", str(h))
+check("another user cannot change it", code(lambda: bob.delete_bucket_encryption(Bucket=enc_bucket)) == "AccessDenied")
+check("a default with an unknown KMS key is refused", code(lambda: alice.put_bucket_encryption(Bucket=enc_bucket, ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "nope"}}]})) == "KMS.NotFoundException")
+alice.delete_bucket_encryption(Bucket=enc_bucket)
+check("deleted, there is none", code(lambda: alice.get_bucket_encryption(Bucket=enc_bucket)) == "ServerSideEncryptionConfigurationNotFoundError")
+alice.put_object(Bucket=enc_bucket, Key="after", Body=b"x")
+check("... and writes are plain again", "ServerSideEncryption" not in alice.head_object(Bucket=enc_bucket, Key="after"))
+
 
 def on_disk(needle):
     """Whether a file on a datanode's disk (DATANODE_DIRS) holds needle."""
@@ -181,6 +197,8 @@ def on_disk(needle):
 # find what is stored), the encrypted objects' are not.
 check("a plain object's bytes are on the datanodes' disks", on_disk(plain_marker))
 check("no encrypted object's bytes are on any datanode disk in clear", not on_disk(secret_marker))
+alice.delete_objects(Bucket=enc_bucket, Delete={"Objects": [{"Key": "by-default"}, {"Key": "after"}]})
+alice.delete_bucket(Bucket=enc_bucket)
 
 # Presigned URLs through curl: GET, PUT; an expired one is refused.
 def curl(*args):
