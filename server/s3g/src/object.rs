@@ -104,8 +104,9 @@ struct Open {
 }
 
 /// Writes `input` as `bucket/key` with `metadata` (the ETag is added), if `condition` holds
-/// when it commits, encrypted with `cipher` if given. `size_hint` pre-allocates blocks. On any failure after the key was opened,
-/// the open key is aborted (its blocks freed) and nothing becomes visible.
+/// when it commits, encrypted with `cipher` if given. `size_hint` pre-allocates blocks. On any
+/// failure after the key was opened, the open key is aborted (its blocks freed) and nothing
+/// becomes visible.
 #[allow(clippy::too_many_arguments)]
 pub async fn write(
     gw: &Rc<Gateway>, c: &Client, bucket: &str, key: &str, input: &mut Input<'_>, size_hint: u64, metadata: &[(String, String)], finish: Finish<'_>,
