@@ -20,6 +20,8 @@ pub struct Io<S> {
     inner: S,
     idle: Option<std::time::Duration>,
     timer: Option<glommio::timer::Timer>,
+    /// Whether `inner` writes every slice of a vectored write (see [`Io::vectored`]).
+    vectored: bool,
 }
 
 impl<S> std::fmt::Debug for Io<S> {
@@ -31,13 +33,23 @@ impl<S> std::fmt::Debug for Io<S> {
 impl<S> Io<S> {
     /// No idle timeout (a client's connection: its calls have their own).
     pub fn new(inner: S) -> Io<S> {
-        Io { inner, idle: None, timer: None }
+        Io { inner, idle: None, timer: None, vectored: false }
     }
 
     /// Closed after `idle` without progress (a server's connection). Must be made on a glommio
     /// executor.
     pub fn with_idle_timeout(inner: S, idle: std::time::Duration) -> Io<S> {
-        Io { inner, idle: Some(idle), timer: None }
+        Io { inner, idle: Some(idle), timer: None, vectored: false }
+    }
+
+    /// For a stream that takes every slice of a vectored write at once (a TLS stream: rustls
+    /// encrypts them all into its records). hyper then hands a response's head and body over
+    /// as they are instead of first copying the body into its own buffer (1 MiB per call of a
+    /// large GET). A plain socket here writes only the first slice per call, so it stays with
+    /// hyper's one flattened buffer (one write).
+    pub fn vectored(mut self) -> Io<S> {
+        self.vectored = true;
+        self
     }
 
     /// Progress: the clock starts again at the next wait.
@@ -50,6 +62,20 @@ impl<S> Io<S> {
         let Some(idle) = self.idle else { return false };
         let timer = self.timer.get_or_insert_with(|| glommio::timer::Timer::new(idle));
         std::future::Future::poll(Pin::new(timer), cx).is_ready()
+    }
+}
+
+impl<S> Io<S> {
+    /// A write's result: progress restarts the idle clock; waiting too long is an error.
+    fn wrote(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match polled {
+            Poll::Ready(Ok(n)) => {
+                self.progressed();
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending if self.idle_for_too_long(cx) => Poll::Ready(Err(idle_error())),
+            other => other,
+        }
     }
 }
 
@@ -81,14 +107,15 @@ impl<S: AsyncRead + Unpin> hyper::rt::Read for Io<S> {
 
 impl<S: AsyncWrite + Unpin> hyper::rt::Write for Io<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                self.progressed();
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending if self.idle_for_too_long(cx) => Poll::Ready(Err(idle_error())),
-            other => other,
-        }
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(cx, polled)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.vectored
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(cx, polled)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match Pin::new(&mut self.inner).poll_flush(cx) {

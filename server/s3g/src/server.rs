@@ -124,11 +124,11 @@ async fn accept(listener: glommio::net::TcpListener, gw: Rc<Gateway>, tls: Optio
                 glommio::spawn_local(async move {
                     let _ = stream.set_nodelay(true);
                     match tls {
-                        None => serve(gw, stream, idle).await,
+                        None => serve(gw, Io::with_idle_timeout(stream, idle)).await,
                         Some(config) => {
                             let handshake = futures_rustls::TlsAcceptor::from(config).accept(stream);
                             match glommio::timer::timeout(stratos_common::rpc::TLS_HANDSHAKE_TIMEOUT, async { Ok(handshake.await) }).await {
-                                Ok(Ok(s)) => serve(gw, s, idle).await,
+                                Ok(Ok(s)) => serve(gw, Io::with_idle_timeout(s, idle).vectored()).await,
                                 Ok(Err(e)) => eprintln!("s3g: a TLS handshake failed: {e}"),
                                 Err(_) => eprintln!("s3g: no TLS handshake within {:?}", stratos_common::rpc::TLS_HANDSHAKE_TIMEOUT),
                             }
@@ -145,9 +145,9 @@ async fn accept(listener: glommio::net::TcpListener, gw: Rc<Gateway>, tls: Optio
     }
 }
 
-async fn serve<S: futures_util::io::AsyncRead + futures_util::io::AsyncWrite + Unpin + 'static>(gw: Rc<Gateway>, stream: S, idle: Duration) {
+async fn serve<S: futures_util::io::AsyncRead + futures_util::io::AsyncWrite + Unpin + 'static>(gw: Rc<Gateway>, io: Io<S>) {
     let service = hyper::service::service_fn(move |req| handle(gw.clone(), req));
-    let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(Io::with_idle_timeout(stream, idle), service);
+    let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service);
     if let Err(e) = conn.await
         && !e.is_incomplete_message()
         && std::env::var_os("STRATOS_S3G_TRACE").is_some()
