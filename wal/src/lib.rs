@@ -92,7 +92,7 @@ mod wal;
 pub use dma::{DmaSegment, DmaStorage};
 pub use histogram::Log2Histogram;
 pub use error::{AppendError, FlushError, OpenError, ReadError};
-pub use recovery::{RecoveryReport, TornTail};
+pub use recovery::{RecoveryReport, TornTail, Visit};
 pub use sim::{SimDisk, SimFile, SimRng};
 pub use state::LogId;
 pub use storage::{SegmentFile, Storage};
@@ -103,7 +103,7 @@ pub use wal::{Ticket, Wal, WalConfig, WalStats};
 /// length field.
 pub fn fuzz_scan_segment(data: &[u8], payload_bytes_max: u32) -> (bool, usize) {
     let mut state = state::LogState::default();
-    let stop = recovery::scan(data, 0, data.len(), 512, payload_bytes_max, 1, &mut state);
+    let stop = recovery::scan(data, 0, data.len(), 512, payload_bytes_max, 1, &mut state, &mut |_, _, _| {});
     let later = match stop {
         recovery::Stop::End(p) | recovery::Stop::Bad(p, _) => recovery::later_batch_record(data, p, payload_bytes_max),
     };

@@ -77,8 +77,14 @@ pub(crate) enum Stop {
     Bad(usize, String),
 }
 
-/// Replays the records of one segment's `data[start..limit]` into `state`. Pure: the fuzz
-/// target drives it with arbitrary bytes.
+/// Sees every entry record recovery replays: (log index, term, payload). Records a later
+/// truncation or purge removes are seen too; the caller checks what survived against
+/// [`crate::Wal::entry_term`] after the open.
+pub type Visit<'a> = &'a mut dyn FnMut(u64, u64, &[u8]);
+
+/// Replays the records of one segment's `data[start..limit]` into `state`, showing each entry
+/// to `visit`. Pure: the fuzz target drives it with arbitrary bytes.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn scan(
     data: &[u8],
     start: usize,
@@ -87,6 +93,7 @@ pub(crate) fn scan(
     payload_bytes_max: u32,
     segment_seq: u64,
     state: &mut LogState,
+    visit: Visit<'_>,
 ) -> Stop {
     let limit = limit.min(data.len());
     let mut pos = start;
@@ -119,6 +126,9 @@ pub(crate) fn scan(
                     return Stop::Bad(pos, format!("record does not follow the log: {e}"));
                 }
                 state.apply(op);
+                if r.kind == RecordKind::Entry {
+                    visit(r.log_index, r.term, r.payload);
+                }
                 pos += r.encoded_len();
             }
         }
@@ -150,16 +160,28 @@ fn corrupt(file: String, offset: u64, reason: impl Into<String>) -> OpenError {
     OpenError::Corrupt { file, offset, reason: reason.into() }
 }
 
+/// A segment as recovery first sees it: its header only. Its records are read one segment at a
+/// time (so opening a log holds one segment in memory, not the whole log).
 struct Loaded<F> {
     seq: u64,
     file: Rc<F>,
-    data: Vec<u8>,
+    size: u64,
     header: Result<(SegmentHeader, usize), String>,
+}
+
+/// Bytes read from the start of a segment to decode its header record (header, fixed fields
+/// and the largest vote fit).
+const SEGMENT_HEADER_READ_BYTES: u64 = 8192;
+const _: () = assert!(SEGMENT_HEADER_READ_BYTES as usize >= HEADER_BYTES + 128 + crate::constants::VOTE_BYTES_MAX);
+
+async fn read_all<F: SegmentFile>(file: &F, size: u64, path: String) -> Result<Vec<u8>, OpenError> {
+    file.read_at(0, size as usize).await.map_err(io_err("reading", path))
 }
 
 pub(crate) async fn recover<S: Storage>(
     storage: &S,
     payload_bytes_max: u32,
+    visit: Visit<'_>,
 ) -> Result<Recovered<S::File>, OpenError> {
     let dir = storage.describe("");
     let mut seqs: Vec<u64> = storage
@@ -186,7 +208,7 @@ pub(crate) async fn recover<S: Storage>(
         let path = storage.describe(&name);
         let file = storage.open(&name).await.map_err(io_err("opening", path.clone()))?;
         let size = file.size().await.map_err(io_err("sizing", path.clone()))?;
-        let data = file.read_at(0, size as usize).await.map_err(io_err("reading", path))?;
+        let data = file.read_at(0, size.min(SEGMENT_HEADER_READ_BYTES) as usize).await.map_err(io_err("reading", path))?;
         let header = match record::decode(&data, payload_bytes_max) {
             Ok(r) if r.kind == RecordKind::SegmentHeader && r.batch_offset == 0 => {
                 SegmentHeader::decode(r.payload).and_then(|h| {
@@ -202,7 +224,7 @@ pub(crate) async fn recover<S: Storage>(
             Ok(r) => Err(format!("first record is {:?}, not a segment header", r.kind)),
             Err(e) => Err(e.to_string()),
         };
-        loaded.push(Loaded { seq, file: Rc::new(file), data, header });
+        loaded.push(Loaded { seq, file: Rc::new(file), size, header });
     }
 
     let mut report = RecoveryReport::default();
@@ -211,7 +233,8 @@ pub(crate) async fn recover<S: Storage>(
     while let Some(last) = loaded.last() {
         let Err(reason) = &last.header else { break };
         let name = segment_name(last.seq);
-        if let Some(at) = later_batch_record(&last.data, 0, payload_bytes_max) {
+        let data = read_all(&*last.file, last.size, storage.describe(&name)).await?;
+        if let Some(at) = later_batch_record(&data, 0, payload_bytes_max) {
             return Err(corrupt(
                 storage.describe(&name),
                 0,
@@ -248,15 +271,16 @@ pub(crate) async fn recover<S: Storage>(
         }
         let sector = header.sector_bytes as usize;
         let is_tail = i + 1 == count;
+        let data = read_all(&*seg.file, seg.size, path.clone()).await?;
         let limit = if is_tail {
-            seg.data.len()
+            data.len()
         } else {
             let next = loaded[i + 1].header.as_ref().map_err(|r| {
                 corrupt(storage.describe(&segment_name(seg.seq + 1)), 0, r.clone())
             })?;
             usize::try_from(next.0.prev_segment_end).unwrap_or(usize::MAX)
         };
-        let stop = scan(&seg.data, header_len, limit, sector, payload_bytes_max, seg.seq, &mut state);
+        let stop = scan(&data, header_len, limit, sector, payload_bytes_max, seg.seq, &mut state, &mut *visit);
         if !is_tail {
             match stop {
                 Stop::End(p) if p == limit => {}
@@ -268,7 +292,7 @@ pub(crate) async fn recover<S: Storage>(
                 Stop::End(p) => (p, None),
                 Stop::Bad(p, r) => (p, Some(r)),
             };
-            if let Some(at) = later_batch_record(&seg.data, pos, payload_bytes_max) {
+            if let Some(at) = later_batch_record(&data, pos, payload_bytes_max) {
                 return Err(corrupt(
                     path,
                     pos as u64,
@@ -278,7 +302,7 @@ pub(crate) async fn recover<S: Storage>(
                     ),
                 ));
             }
-            let clean = reason.is_none() && seg.data[pos..].iter().all(|&b| b == 0);
+            let clean = reason.is_none() && data[pos..].iter().all(|&b| b == 0);
             if !clean {
                 report.torn_tail = Some(TornTail {
                     file: path,

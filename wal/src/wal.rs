@@ -177,9 +177,16 @@ impl<S: Storage> Wal<S> {
     /// Opens the log in `storage`, recovering what is there (see [`crate::recovery`]), or starts
     /// a new one. Returns once any repair (a sealed torn tail, a first segment) is durable.
     pub async fn open(storage: S, config: WalConfig) -> Result<(Self, RecoveryReport), OpenError> {
+        Self::open_visiting(storage, config, &mut |_, _, _| {}).await
+    }
+
+    /// [`Wal::open`], showing every entry record recovery reads to `visit` as it goes (see
+    /// [`recovery::Visit`]): an owner that keeps its own index over the payloads rebuilds it
+    /// without reading the log a second time.
+    pub async fn open_visiting(storage: S, config: WalConfig, visit: recovery::Visit<'_>) -> Result<(Self, RecoveryReport), OpenError> {
         let sector_bytes = storage.sector_bytes();
         validate(&config, sector_bytes)?;
-        let rec = recovery::recover(&storage, config.payload_bytes_max).await?;
+        let rec = recovery::recover(&storage, config.payload_bytes_max, visit).await?;
         let wal = Self {
             storage,
             config,
@@ -414,6 +421,12 @@ impl<S: Storage> Wal<S> {
 
     pub fn entry_term(&self, log_index: u64) -> Option<u64> {
         self.inner.borrow().state.entry(log_index).map(|e| e.term)
+    }
+
+    /// The payload length of a live entry, from memory (no I/O): a caller that keeps its own
+    /// index over the log (the datanode's block logs) rebuilds it from terms and lengths alone.
+    pub fn entry_len(&self, log_index: u64) -> Option<u32> {
+        self.inner.borrow().state.entry(log_index).map(|e| e.payload_len)
     }
 
     pub fn stats(&self) -> WalStats {
