@@ -37,6 +37,10 @@ pub struct DevArgs {
     /// Do not start the S3 gateway (`stratos s3g`, on port 9878 + --base-port).
     #[arg(long)]
     no_s3g: bool,
+    /// The datanodes' `--small-block-bytes`: blocks up to this size go to their container's
+    /// group-committed log, longer ones to a file each (0: every block in a file).
+    #[arg(long, default_value_t = 1 << 20)]
+    small_block_bytes: u64,
 }
 
 /// The certificates of a secured `stratos dev` in `DIR/tls`: the cluster CA, one certificate
@@ -285,6 +289,7 @@ pub fn dev(a: DevArgs) -> anyhow::Result<()> {
         start_child(&mut children, "scm", &scm_args)?;
         for i in 0..a.datanodes {
             let mut args: Vec<String> = vec!["datanode".into(), "--data-dir".into(), d(&format!("dn{i}")), "--rpc-address".into(), "127.0.0.1:0".into(), "--scm".into(), scm_addr.clone(), "--heartbeat-ms".into(), "1000".into()];
+            args.extend(["--small-block-bytes".into(), a.small_block_bytes.to_string()]);
             args.extend(tls_flags(&dir, tls.as_ref(), &format!("dn-{i}")));
             let line = start_child(&mut children, &format!("datanode {i}"), &args)?;
             eprintln!("stratos dev: datanode {i} at {}", field(&line, "rpc").unwrap_or("?"));

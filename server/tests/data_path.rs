@@ -57,19 +57,26 @@ impl Cluster {
         out
     }
 
-    /// Block files (container, local id) present on datanode `i`.
-    fn blocks_on(&self, i: usize) -> BTreeSet<(u64, u64)> {
-        let mut out = BTreeSet::new();
-        let root = self.dir.join(format!("dn{i}")).join("containers");
-        for c in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-            let Ok(cid) = c.file_name().to_string_lossy().parse::<u64>() else { continue };
-            for f in std::fs::read_dir(c.path()).into_iter().flatten().flatten() {
-                if let Some(l) = f.file_name().to_string_lossy().strip_suffix(".block").and_then(|l| l.parse::<u64>().ok()) {
-                    out.insert((cid, l));
+    /// Which of `blocks` (container, local id) are complete on datanode `i`, as its
+    /// `listBlocks` reports them (small blocks live in its block log, large ones in files). A
+    /// datanode that is down holds none.
+    fn holds(&self, i: usize, blocks: &[(u64, u64)]) -> BTreeSet<(u64, u64)> {
+        let containers: BTreeSet<u64> = blocks.iter().map(|b| b.0).collect();
+        let wanted: BTreeSet<(u64, u64)> = blocks.iter().copied().collect();
+        let addr = self.datanodes[i].word_after("rpc");
+        on_executor(move || async move {
+            let mut dns = stratos_client::data::Datanodes::default();
+            let Ok(dn) = dns.get(&addr).await else { return BTreeSet::new() };
+            let mut out = BTreeSet::new();
+            for c in containers {
+                for (l, _) in stratos_client::data::list_blocks(&dn, c).await.unwrap_or_default() {
+                    if wanted.contains(&(c, l)) {
+                        out.insert((c, l));
+                    }
                 }
             }
-        }
-        out
+            out
+        })
     }
 }
 
@@ -122,7 +129,7 @@ fn round_trips_byte_for_byte_and_old_blocks_are_freed() {
         assert_eq!(blocks.len(), len.div_ceil(1 << 20), "{name}: one block per MiB");
         for (cid, l) in &blocks {
             for d in 0..3 {
-                assert!(c.blocks_on(d).contains(&(*cid, *l)), "{name}: block {cid}/{l} missing on datanode {d}");
+                assert!(c.holds(d, &[(*cid, *l)]).contains(&(*cid, *l)), "{name}: block {cid}/{l} missing on datanode {d}");
             }
         }
     }
@@ -131,11 +138,26 @@ fn round_trips_byte_for_byte_and_old_blocks_are_freed() {
     assert!(cat.status.success() && cat.stdout == std::fs::read(dir.path().join("four-mib")).expect("read"), "key cat differs");
     // A flipped byte in one datanode's copy: that datanode names the file and offset, and a
     // get reads the block from another datanode.
-    let (cid, l) = key_blocks(&c.ok(&["key", "info", "/vol/bkt/odd"]))[0];
-    let copy = dir.path().join("dn0").join("containers").join(cid.to_string()).join(format!("{l}.block"));
-    let mut bytes = std::fs::read(&copy).expect("block file");
-    bytes[70_000] ^= 0x40; // in the second 64 KiB frame's data
-    std::fs::write(&copy, &bytes).expect("corrupt the copy");
+    // The block (1 MiB, so a small block) is a record of the datanode's block log: find its
+    // bytes in the log's segment files and flip one.
+    let original = std::fs::read(dir.path().join("odd")).expect("read");
+    let log_dir = dir.path().join("dn0").join("block-log");
+    let (copy, at) = std::fs::read_dir(&log_dir)
+        .expect("the container's log")
+        .flatten()
+        .find_map(|f| {
+            let bytes = std::fs::read(f.path()).ok()?;
+            let at = bytes.windows(256).position(|w| w == &original[..256])?;
+            Some((f.path(), at))
+        })
+        .expect("the block's bytes in a log segment");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&copy).expect("open the segment");
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, (at + 70_000) as u64).expect("read");
+        f.write_all_at(&[b[0] ^ 0x40], (at + 70_000) as u64).expect("corrupt the copy");
+    }
     let out = dir.path().join("odd.again");
     c.ok(&["key", "get", "/vol/bkt/odd", s(&out)]);
     assert!(std::fs::read(&out).expect("read") == std::fs::read(dir.path().join("odd")).expect("read"), "the get fell back to a good copy");
@@ -148,16 +170,17 @@ fn round_trips_byte_for_byte_and_old_blocks_are_freed() {
         let dn = dns.get(&dn0).await.expect("connect");
         stratos_client::data::read_chunk(&dn, &blocks[0], 0, 200_000).await.expect_err("a corrupt frame is an error")
     });
-    assert!(e.contains("Corrupt") && e.contains(&copy_name) && e.contains("offset 65544"), "{e}");
+    // The record's header (32 bytes) and its container id (8) precede the block's bytes.
+    assert!(e.contains("Corrupt") && e.contains(&copy_name) && e.contains(&format!("offset {}", at - 40)), "{e}");
     // Overwrite one key, delete another: their old blocks leave every datanode, eventually.
     let old: Vec<(u64, u64)> = key_blocks(&c.ok(&["key", "info", "/vol/bkt/four-mib"])).into_iter().chain(key_blocks(&c.ok(&["key", "info", "/vol/bkt/odd"]))).collect();
     let small = random_file(dir.path(), "small", 100, 9);
     c.ok(&["key", "put", "/vol/bkt/four-mib", s(&small)]);
     c.ok(&["key", "delete", "/vol/bkt/odd"]);
     let kept = key_blocks(&c.ok(&["key", "info", "/vol/bkt/four-mib"]));
-    wait_for("the old blocks to be deleted on the datanodes", Duration::from_secs(30), || (0..3).all(|d| old.iter().all(|b| !c.blocks_on(d).contains(b))));
+    wait_for("the old blocks to be deleted on the datanodes", Duration::from_secs(30), || (0..3).all(|d| c.holds(d, &old).is_empty()));
     for d in 0..3 {
-        assert!(kept.iter().all(|b| c.blocks_on(d).contains(b)), "the new version's block is still on datanode {d}");
+        assert!(c.holds(d, &kept).len() == kept.len(), "the new version's block is still on datanode {d}");
     }
     let out = dir.path().join("small.out");
     c.ok(&["key", "get", "/vol/bkt/four-mib", s(&out)]);
@@ -271,7 +294,7 @@ fn a_datanode_killed_during_a_put_does_not_fail_it() {
     assert!(std::fs::read(&out).expect("read") == original, "the data read back differs");
     // Every block is complete on the live datanodes of its pipeline (at least two).
     for b in key_blocks(&c.ok(&["key", "info", "/vol/bkt/big"])) {
-        let holders = (0..4).filter(|d| *d != killed && c.blocks_on(*d).contains(&b)).count();
+        let holders = (0..4).filter(|d| *d != killed && c.holds(*d, &[b]).contains(&b)).count();
         assert!(holders >= 2, "block {b:?} is on {holders} live datanodes");
     }
 }
@@ -472,4 +495,80 @@ fn the_freon_generators_run_against_a_cluster_and_ockr_verifies_what_ockg_wrote(
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let drawn = std::fs::read_to_string(&svg).expect("svg written");
     assert!(drawn.contains("run0 (omkg)") && drawn.contains("run1 (omkg)") && drawn.contains("<polyline"), "the plot names both runs and draws lines");
+}
+
+/// Small blocks live in each datanode's block log (group-committed). Keys written, then every
+/// datanode killed with -9 while more puts run, and started again on its directory and address:
+/// every committed key's every replica reads back byte for byte from its own datanode, and the
+/// puts cut by the kills either committed whole or not at all.
+#[test]
+fn small_blocks_survive_a_kill_9_of_every_datanode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster::start(dir.path(), 3, &[]);
+    let sizes = [0usize, 1, 4096, 65_536, 70_000, 1 << 20];
+    let mut files = Vec::new();
+    for (i, len) in sizes.iter().enumerate() {
+        let f = random_file(dir.path(), &format!("k{i}"), *len, 100 + i as u64);
+        c.ok(&["key", "put", &format!("/vol/bkt/k{i}"), s(&f)]);
+        files.push((format!("k{i}"), f));
+    }
+    // More puts running while the datanodes die: a worker writing small keys one by one.
+    let om = c.om();
+    let load_dir = dir.path().to_path_buf();
+    let load = std::thread::spawn(move || {
+        let mut ok = Vec::new();
+        for i in 0..60 {
+            let name = format!("load{i}");
+            let f = random_file(&load_dir, &name, 3000 + i * 17, 500 + i as u64);
+            let out = Tls::get().stratos().args(["sh", "--om", &om, "key", "put", &format!("/vol/bkt/{name}"), s(&f)]).output().expect("run stratos sh");
+            if out.status.success() {
+                ok.push((name, f));
+            }
+        }
+        ok
+    });
+    for i in 0..3 {
+        std::thread::sleep(Duration::from_millis(300));
+        c.datanodes[i].kill9();
+        // A new port (the old one may be held by connections in TIME_WAIT): the datanode
+        // registers its new address with the SCM, and the OM learns it from there.
+        c.datanodes[i] = Proc::secured(&["datanode", "--data-dir", s(&dir.path().join(format!("dn{i}"))), "--rpc-address", "127.0.0.1:0", "--scm", &c.scm_addr, "--heartbeat-ms", "200"]);
+    }
+    files.extend(load.join().expect("load thread"));
+    assert!(files.len() > sizes.len(), "no put succeeded while datanodes restarted");
+    let now: BTreeSet<String> = c.datanodes.iter().map(|d| d.word_after("rpc")).collect();
+    wait_for("the OM to know the datanodes' new addresses", Duration::from_secs(20), || {
+        let om = c.om();
+        let addrs: Vec<String> = on_executor(move || async move {
+            let client = stratos_client::Client::connect(&om, "root").await.expect("connect");
+            client.lookup_blocks("vol", "bkt", "k2").await.expect("lookup").1[0].datanodes.iter().map(|(_, a)| a.clone()).collect()
+        });
+        addrs.iter().all(|a| now.contains(a))
+    });
+    // Every replica of every committed key, read from its own datanode.
+    let om = c.om();
+    let expected: Vec<(String, Vec<u8>)> = files.iter().map(|(n, f)| (n.clone(), std::fs::read(f).expect("read"))).collect();
+    let bad = on_executor(move || async move {
+        let client = stratos_client::Client::connect(&om, "root").await.expect("connect");
+        let mut dns = stratos_client::data::Datanodes::default();
+        let mut bad = Vec::new();
+        for (name, data) in &expected {
+            let (size, blocks) = client.lookup_blocks("vol", "bkt", name).await.expect("lookup");
+            assert_eq!(size, data.len() as u64, "{name}");
+            let mut offset = 0usize;
+            for b in &blocks {
+                for (id, addr) in &b.datanodes {
+                    let dn = dns.get(addr).await.expect("connect");
+                    match stratos_client::data::read_chunk(&dn, b, 0, b.length as u32).await {
+                        Ok((bytes, len)) if len == b.length && bytes == data[offset..offset + b.length as usize] => {}
+                        Ok((_, len)) => bad.push(format!("{name}: block {}/{} on datanode {id}: {len} bytes, or other bytes", b.container_id, b.local_id)),
+                        Err(e) => bad.push(format!("{name}: block {}/{} on datanode {id}: {e}", b.container_id, b.local_id)),
+                    }
+                }
+                offset += b.length as usize;
+            }
+        }
+        bad
+    });
+    assert!(bad.is_empty(), "{bad:#?}");
 }

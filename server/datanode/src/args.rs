@@ -23,6 +23,19 @@ pub struct DatanodeArgs {
     /// Heartbeat to the SCM every this many ms.
     #[arg(long, default_value_t = 2000)]
     pub heartbeat_ms: u64,
+    /// Blocks of up to this many bytes are stored in their container's log (one record each,
+    /// group-committed: many blocks share one fdatasync); longer ones get a file each. 0: every
+    /// block in a file. At most 4 MiB.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub small_block_bytes: u64,
+    /// Memory for small blocks between their first write and their putBlock; a block that
+    /// finds none goes to a file.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub small_block_memory: u64,
+    /// Segment size of the block log of small blocks (each preallocated and zero-filled; one
+    /// spare is kept ready while it is written).
+    #[arg(long, default_value_t = 64 << 20)]
+    pub log_segment_bytes: u64,
     #[command(flatten)]
     pub tls: stratos_common::tls_args::TlsArgs,
 }
@@ -32,6 +45,8 @@ impl DatanodeArgs {
         // Absolute: glommio syncs directories by path, and a relative one failed with EBADF.
         let data_dir = std::path::absolute(&self.data_dir).unwrap_or(self.data_dir);
         let tls = self.tls.load(stratos_common::tls::Role::Datanode)?;
-        Ok(DatanodeConfig { data_dir, rpc_address: self.rpc_address, advertise: self.advertise, scm_address: self.scm, heartbeat_ms: self.heartbeat_ms, tls })
+        let store = crate::store::StoreConfig { small_block_bytes: self.small_block_bytes, buffer_bytes: self.small_block_memory, log_segment_bytes: self.log_segment_bytes };
+        store.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(DatanodeConfig { data_dir, rpc_address: self.rpc_address, advertise: self.advertise, scm_address: self.scm, heartbeat_ms: self.heartbeat_ms, tls, store })
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod args;
 
+pub mod blocklog;
 pub mod store;
 
 use std::cell::{Cell, RefCell};
@@ -22,7 +23,7 @@ use stratos_common::token::{self, MODE_READ, MODE_WRITE, SecretKey, TokenError};
 use stratos_schema::datanode_capnp::{self, DnStatus, datanode as dn_rpc};
 use stratos_schema::scm_capnp::storage_container_manager as scm_rpc;
 
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreConfig, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct DatanodeConfig {
@@ -38,13 +39,23 @@ pub struct DatanodeConfig {
     /// (any certificate of the cluster's CA; block tokens authorize), and as the SCM's client
     /// (its registration is bound to this certificate's name).
     pub tls: Option<stratos_common::tls::NodeTls>,
+    /// How blocks are stored: small ones in container logs, large ones in files.
+    pub store: StoreConfig,
 }
 
 impl Default for DatanodeConfig {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("datanode-data"), rpc_address: SocketAddr::from(([0, 0, 0, 0], 9859)), advertise: None, scm_address: "127.0.0.1:9863".into(), heartbeat_ms: 2000, tls: None }
+        Self { data_dir: PathBuf::from("datanode-data"), rpc_address: SocketAddr::from(([0, 0, 0, 0], 9859)), advertise: None, scm_address: "127.0.0.1:9863".into(), heartbeat_ms: 2000, tls: None, store: StoreConfig::default() }
     }
 }
+
+/// Most blocks one `listBlocks` call returns.
+const LIST_BLOCKS_MAX: u32 = 100_000;
+/// Most datanodes after this one in a chained write (replication is at most three today).
+const CHAIN_MAX: u32 = 4;
+/// How long a chained write waits for the next datanode: less than the client's 30 s, so the
+/// client hears which datanode failed before it gives up on the first.
+const CHAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct Datanode {
     pub cfg: DatanodeConfig,
@@ -56,6 +67,11 @@ pub struct Datanode {
     /// Delete transactions carried out, to report on the next beat.
     done: RefCell<Vec<u64>>,
     last_key_fetch: Cell<Option<std::time::Instant>>,
+    /// Addresses of the cluster's datanodes (from the SCM's cluster map): a chained write is
+    /// forwarded only to one of them, never to an address a client made up.
+    datanodes: RefCell<std::collections::HashSet<String>>,
+    /// Connections to the datanodes chained writes go to.
+    peers: RefCell<HashMap<String, Rc<stratos_common::rpc::Redial<dn_rpc::Client>>>>,
 }
 
 impl std::fmt::Debug for Datanode {
@@ -199,22 +215,112 @@ impl Datanode {
         }
     }
 
+    /// Learns the SCM's current secret keys and datanodes, at most once a second (a token of a
+    /// key not seen yet, a chained write to a datanode not known yet).
+    async fn fetch_cluster_map(&self) {
+        self.fetch_cluster_map_within(Duration::from_secs(1)).await;
+    }
+
+    /// [`Datanode::fetch_cluster_map`] unless one was fetched within `recent`.
+    async fn fetch_cluster_map_within(&self, recent: Duration) {
+        if self.last_key_fetch.get().is_some_and(|t| t.elapsed() <= recent) {
+            return;
+        }
+        self.last_key_fetch.set(Some(std::time::Instant::now()));
+        let Ok(scm) = self.scm.get().await else { return };
+        let Ok(reply) = scm.cluster_map_request().send().promise.await else { return };
+        let Ok(r) = reply.get() else { return };
+        if let Ok(keys) = r.get_keys().and_then(stratos_common::token::secret_keys) {
+            self.learn_keys(keys);
+        }
+        if let Ok(list) = r.get_datanodes() {
+            let addresses = list.iter().filter_map(|d| d.get_address().ok()?.to_str().ok().map(str::to_string)).collect();
+            *self.datanodes.borrow_mut() = addresses;
+        }
+    }
+
+    /// The connection to the datanode at `address`, which must be one of the cluster's. One
+    /// not known yet (it registered since the last look: a cluster just started) is looked up
+    /// again, at most every 100 ms, for up to a second.
+    async fn peer(&self, address: &str) -> Result<Rc<stratos_common::rpc::Redial<dn_rpc::Client>>, String> {
+        let mut tries = 0;
+        while !self.datanodes.borrow().contains(address) {
+            if tries == 10 {
+                return Err(format!("{address} is not a datanode of this cluster (as the SCM at {} knows it)", self.cfg.scm_address));
+            }
+            if tries > 0 {
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+            self.fetch_cluster_map_within(Duration::from_millis(100)).await;
+            tries += 1;
+        }
+        let tls = self.cfg.tls.as_ref().map(|t| t.client.clone());
+        Ok(self.peers.borrow_mut().entry(address.to_string()).or_insert_with(|| Rc::new(stratos_common::rpc::Redial::new(address, tls))).clone())
+    }
+
+    /// Sends a chained write on to `next[0]` with the rest of `next`; on failure returns the
+    /// address of the datanode that failed (the next one, or one after it) and why.
+    async fn forward(&self, p: &dn_rpc::write_chained_params::Reader<'_>, next: &[String]) -> Result<(), Chained> {
+        let to = &next[0];
+        let failed = |e: String| Chained { at: to.clone(), status: DnStatus::IoError, message: e };
+        let peer = self.peer(to).await.map_err(failed)?;
+        let client = peer.get().await.map_err(|e| {
+            peer.forget();
+            failed(e.to_string())
+        })?;
+        let mut req = client.write_chained_request();
+        {
+            let mut q = req.get();
+            q.set_token(p.get_token().map_err(|e| failed(e.to_string()))?);
+            q.set_container_id(p.get_container_id());
+            q.set_local_id(p.get_local_id());
+            q.set_offset(p.get_offset());
+            q.set_data(p.get_data().map_err(|e| failed(e.to_string()))?);
+            q.set_finish(p.get_finish());
+            q.set_length(p.get_length());
+            let mut l = q.init_next(next.len() as u32 - 1);
+            for (i, a) in next[1..].iter().enumerate() {
+                l.set(i as u32, a.as_str());
+            }
+        }
+        let call = async {
+            let reply = req.send().promise.await.map_err(|e| failed(e.to_string()))?;
+            let r = reply.get().map_err(|e| failed(e.to_string()))?;
+            if r.has_error() {
+                let e = r.get_error().map_err(|e| failed(e.to_string()))?;
+                let at = r.get_failed_at().ok().and_then(|t| t.to_str().ok()).filter(|t| !t.is_empty()).unwrap_or(to).to_string();
+                let message = e.get_message().ok().and_then(|m| m.to_str().ok()).unwrap_or("").to_string();
+                return Err(Chained { at, status: e.get_status().unwrap_or(DnStatus::IoError), message });
+            }
+            Ok(())
+        };
+        let r = match futures_util::future::select(std::pin::pin!(call), std::pin::pin!(glommio::timer::sleep(CHAIN_TIMEOUT))).await {
+            futures_util::future::Either::Left((r, _)) => r,
+            futures_util::future::Either::Right(_) => Err(failed(format!("no answer within {CHAIN_TIMEOUT:?}"))),
+        };
+        if r.as_ref().is_err_and(|c| c.at == *to) {
+            peer.forget();
+        }
+        r
+    }
+
     /// Checks a token, fetching the SCM's keys once (at most every second) if it names a key
     /// this datanode has not seen yet (a rotation it has not heard of).
     async fn check(&self, token_bytes: &[u8], block: (u64, u64), mode: u8, end: u64) -> Result<(), TokenError> {
         let id = token::key_id_of(token_bytes)?;
-        if !self.keys.borrow().contains_key(&id) && self.last_key_fetch.get().is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-            self.last_key_fetch.set(Some(std::time::Instant::now()));
-            if let Ok(scm) = self.scm.get().await
-                && let Ok(reply) = scm.cluster_map_request().send().promise.await
-                && let Ok(keys) = reply.get().and_then(|r| stratos_common::token::secret_keys(r.get_keys()?))
-            {
-                self.learn_keys(keys);
-            }
+        if !self.keys.borrow().contains_key(&id) {
+            self.fetch_cluster_map().await;
         }
         let key = self.keys.borrow().get(&id).cloned().ok_or(TokenError::UnknownKey(id))?;
         token::verify(token_bytes, &key, block, mode, end, now_ms()).map(|_| ())
     }
+}
+
+/// A chained write's failure further down the chain: where, and what that datanode said.
+struct Chained {
+    at: String,
+    status: DnStatus,
+    message: String,
 }
 
 #[derive(Debug)]
@@ -231,7 +337,7 @@ fn store_status(e: &StoreError) -> DnStatus {
     match e {
         StoreError::BadRequest(_) => DnStatus::BadRequest,
         StoreError::NotFound(..) => DnStatus::NotFound,
-        StoreError::Corrupt { .. } => DnStatus::Corrupt,
+        StoreError::Corrupt { .. } | StoreError::CorruptRecord { .. } => DnStatus::Corrupt,
         StoreError::Io { .. } => DnStatus::IoError,
     }
 }
@@ -282,6 +388,86 @@ impl dn_rpc::Server for DnService {
         }
         Ok(())
     }
+
+    async fn write_chained(self: CapRc<Self>, params: dn_rpc::WriteChainedParams, results: dn_rpc::WriteChainedResults) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let (c, l, offset, finish, length) = (p.get_container_id(), p.get_local_id(), p.get_offset(), p.get_finish(), p.get_length());
+        let me = self.dn.address.borrow().clone();
+        let fail = |mut results: dn_rpc::WriteChainedResults, at: &str, status: DnStatus, message: String| {
+            let mut r = results.get();
+            r.set_failed_at(at);
+            set_err(r.init_error(), status, message);
+        };
+        let data = p.get_data()?;
+        let end = offset.saturating_add(data.len() as u64).max(if finish { length } else { 0 });
+        if let Err(e) = self.dn.check(p.get_token()?, (c, l), MODE_WRITE, end).await {
+            fail(results, &me, DnStatus::TokenRefused, e.to_string());
+            return Ok(());
+        }
+        let next = p.get_next()?;
+        if next.len() > CHAIN_MAX {
+            fail(results, &me, DnStatus::BadRequest, format!("{} datanodes after this one, at most {CHAIN_MAX}", next.len()));
+            return Ok(());
+        }
+        let mut hops = Vec::with_capacity(next.len() as usize);
+        for a in next.iter() {
+            match stratos_common::rpc::text(Ok(a?), "a next datanode's address", 256) {
+                Ok(a) => hops.push(a),
+                Err(e) => {
+                    fail(results, &me, DnStatus::BadRequest, e.to_string());
+                    return Ok(());
+                }
+            }
+        }
+        // This datanode's write and the rest of the chain's run at once.
+        let here = async {
+            if !data.is_empty() {
+                self.dn.store.write(c, l, offset, data).await?;
+            }
+            if finish {
+                self.dn.store.finish(c, l, length).await?;
+            }
+            Ok::<(), StoreError>(())
+        };
+        let there = async {
+            if hops.is_empty() {
+                return Ok(());
+            }
+            self.dn.forward(&p, &hops).await
+        };
+        let (here, there) = futures_util::future::join(here, there).await;
+        match (here, there) {
+            (Err(e), _) => fail(results, &me, store_status(&e), e.to_string()),
+            (Ok(()), Err(c)) => fail(results, &c.at, c.status, c.message),
+            (Ok(()), Ok(())) => {}
+        }
+        Ok(())
+    }
+
+    async fn list_blocks(self: CapRc<Self>, params: dn_rpc::ListBlocksParams, mut results: dn_rpc::ListBlocksResults) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let (c, after, max) = (p.get_container_id(), p.get_start_after(), p.get_max_blocks());
+        if max == 0 || max > LIST_BLOCKS_MAX {
+            set_err(results.get().init_error(), DnStatus::BadRequest, format!("maxBlocks {max}: from 1 to {LIST_BLOCKS_MAX}"));
+            return Ok(());
+        }
+        match self.dn.store.list(c).await {
+            Ok(all) => {
+                let from = all.partition_point(|(l, _)| *l <= after);
+                let page = &all[from..all.len().min(from + max as usize)];
+                let mut r = results.get();
+                r.set_more(from + page.len() < all.len());
+                let mut list = r.init_blocks(page.len() as u32);
+                for (i, (l, len)) in page.iter().enumerate() {
+                    let mut b = list.reborrow().get(i as u32);
+                    b.set_local_id(*l);
+                    b.set_length(*len);
+                }
+            }
+            Err(e) => set_err(results.get().init_error(), store_status(&e), e.to_string()),
+        }
+        Ok(())
+    }
 }
 
 /// What a started datanode tells its caller.
@@ -306,8 +492,23 @@ pub fn run(cfg: DatanodeConfig, on_ready: impl FnOnce(&Ready) + Send + 'static) 
             if let Some(t) = &cfg.tls {
                 t.check_host(&advertise.ip().to_string())?;
             }
+            let started = std::time::Instant::now();
+            let (store, opened) = Store::open(cfg.data_dir.clone(), cfg.store).await.map_err(|e| anyhow::anyhow!("opening the block store in {}: {e}", cfg.data_dir.display()))?;
+            if let Some(t) = &opened.torn_tail {
+                eprintln!("datanode: cut the block log's torn tail at {} offset {} ({})", t.file, t.offset, t.reason);
+            }
+            if opened.blocks > 0 {
+                eprintln!(
+                    "datanode: opened the block log in {:?}: {} segments, {} small blocks, {} MiB live, {} MiB dead",
+                    started.elapsed(),
+                    opened.segments,
+                    opened.blocks,
+                    opened.live_bytes >> 20,
+                    opened.dead_bytes >> 20
+                );
+            }
             let dn = Rc::new(Datanode {
-                store: Store::new(cfg.data_dir.clone()),
+                store,
                 scm: stratos_common::rpc::Redial::new(&cfg.scm_address, cfg.tls.as_ref().map(|t| t.client.clone())),
                 cfg,
                 keys: RefCell::default(),
@@ -315,6 +516,8 @@ pub fn run(cfg: DatanodeConfig, on_ready: impl FnOnce(&Ready) + Send + 'static) 
                 address: RefCell::new(advertise.to_string()),
                 done: RefCell::default(),
                 last_key_fetch: Cell::new(None),
+                datanodes: RefCell::default(),
+                peers: RefCell::default(),
             });
             let d = dn.clone();
             // Any certificate of the cluster's CA may connect (a user's client, an OM); what it
@@ -331,6 +534,14 @@ pub fn run(cfg: DatanodeConfig, on_ready: impl FnOnce(&Ready) + Send + 'static) 
                 eprintln!("datanode {}: first heartbeat: {e:#}", dn.id.get());
             }
             glommio::spawn_local(dn.clone().heartbeats()).detach();
+            let d = dn.clone();
+            glommio::spawn_local(async move {
+                loop {
+                    glommio::timer::sleep(Duration::from_secs(1)).await;
+                    d.store.maintain().await;
+                }
+            })
+            .detach();
             on_ready(&Ready { rpc: advertise, id: dn.id.get() });
             stratos_common::process::wait_stop().await;
             anyhow::Ok(())

@@ -1,27 +1,79 @@
-//! Block files of one datanode.
+//! Block data of one datanode: small blocks in its block log, large ones in files.
 //!
-//! Layout: `containers/<container id>/<local id>.part` while a block is written, renamed to
-//! `<local id>.block` by `putBlock` after its fdatasync (then the directory is fsynced): a
-//! `.block` file is complete and durable; a `.part` file is an unfinished write that no reader
-//! sees (a restart leaves it; the SCM's delete or a rewrite from offset 0 removes it).
+//! **Small blocks** (every write within `small_block_bytes`, default 1 MiB) are held in memory
+//! between their writes and their `putBlock`, which appends the whole block as one record to
+//! the datanode's block log (`block-log/`, [`crate::blocklog`]) and answers once a group commit
+//! made it durable: no file is created, no directory is synced, and concurrent `putBlock`s share
+//! one fdatasync.
+//! The memory is bounded (`buffer_bytes`); a block that would pass either bound goes to a file.
+//!
+//! **Large blocks** keep a file each: `containers/<container>/<local>.part` while written,
+//! renamed to `<local>.block` by `putBlock` after its fdatasync (then the directory is fsynced).
+//! Written in 1 MiB calls straight into the page cache, a large block pays its two journal
+//! commits once per many megabytes, and its bytes are written once (a log's segments are
+//! zero-filled before use, which would write every byte twice). A `.part` file is an
+//! unfinished write that no reader sees.
 //!
 //! A block file is a sequence of frames, frame `i` at byte `i × FRAME_BYTES`:
 //! `crc32(data) u32 LE ‖ data length u32 LE ‖ data` with `FRAME_DATA` data bytes in every frame
-//! but the last. Every read verifies the crc of each frame it touches; a mismatch is an error
-//! naming the file and offset, never silently returned data. The block's length follows from
-//! the file size and the last frame's length field.
+//! but the last. Every read verifies the crc of each frame it touches (a log record's crc
+//! likewise); a mismatch is an error naming the file and offset, never silently returned data.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use glommio::io::{BufferedFile, Directory};
+use stratos_wal::{DmaStorage, WalConfig};
+
+use crate::blocklog::{BlockLog, LogError};
 
 pub const FRAME_DATA: u64 = 64 * 1024;
 pub const FRAME_HEADER: u64 = 8;
 pub const FRAME_BYTES: u64 = FRAME_DATA + FRAME_HEADER;
 /// Bytes in one write or read call.
 pub const CALL_BYTES_MAX: u64 = 4 << 20;
+/// A small block buffered in memory whose writer was silent this long is dropped when memory
+/// is short (a client gives up on a datanode after 30 s and writes the block elsewhere).
+const ABANDONED_AFTER: Duration = Duration::from_secs(120);
+
+/// How a datanode stores blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Blocks up to this many bytes go to their container's log; longer ones get a file.
+    /// 0 puts every block in a file.
+    pub small_block_bytes: u64,
+    /// Memory for small blocks between their first write and their `putBlock`.
+    pub buffer_bytes: u64,
+    /// Segment size of the block log (each preallocated and zero-filled; one spare is kept
+    /// ready while the log is written).
+    pub log_segment_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { small_block_bytes: 1 << 20, buffer_bytes: 256 << 20, log_segment_bytes: 64 << 20 }
+    }
+}
+
+impl StoreConfig {
+    fn wal(&self) -> WalConfig {
+        // A record holds the container id before the block's bytes.
+        WalConfig { segment_bytes: self.log_segment_bytes, payload_bytes_max: (self.small_block_bytes as usize + crate::blocklog::CONTAINER_BYTES) as u32 }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.small_block_bytes > CALL_BYTES_MAX {
+            return Err(format!("small blocks of up to {} bytes: at most {CALL_BYTES_MAX}", self.small_block_bytes));
+        }
+        if self.log_segment_bytes < 4 * (self.small_block_bytes + crate::blocklog::CONTAINER_BYTES as u64 + 8192) {
+            return Err(format!("log segments of {} bytes must hold at least four small blocks of {} bytes", self.log_segment_bytes, self.small_block_bytes));
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -31,6 +83,8 @@ pub enum StoreError {
     NotFound(u64, u64),
     #[error("{file}: frame at offset {offset} fails its checksum")]
     Corrupt { file: String, offset: u64 },
+    #[error("corrupt record in {file} at offset {offset}: {reason}")]
+    CorruptRecord { file: String, offset: u64, reason: String },
     #[error("{op} {file}: {source}")]
     Io { op: &'static str, file: String, source: std::io::Error },
 }
@@ -39,20 +93,56 @@ fn io<'a>(op: &'static str, file: &'a Path) -> impl FnOnce(glommio::GlommioError
     move |e| StoreError::Io { op, file: file.display().to_string(), source: e.into() }
 }
 
-struct Writing {
-    file: BufferedFile,
-    path: PathBuf,
-    length: u64,
+fn log_error(dir: &Path, e: LogError) -> StoreError {
+    match e {
+        LogError::BadRequest(m) => StoreError::BadRequest(m),
+        LogError::Read(stratos_wal::ReadError::Corrupt { file, offset, reason }) => StoreError::CorruptRecord { file, offset, reason },
+        e => StoreError::Io { op: "using the log", file: dir.display().to_string(), source: std::io::Error::other(e.to_string()) },
+    }
 }
 
-#[derive(Default)]
+enum Writing {
+    /// A small block so far; `at` is the time of its last write.
+    Memory { data: Vec<u8>, at: Instant },
+    File { file: BufferedFile, path: PathBuf, length: u64 },
+}
+
+impl Writing {
+    fn length(&self) -> u64 {
+        match self {
+            Writing::Memory { data, .. } => data.len() as u64,
+            Writing::File { length, .. } => *length,
+        }
+    }
+}
+
+
+/// Counters for `/prom`-style reports and the benchmarks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreStats {
+    pub small_blocks_put: u64,
+    pub file_blocks_put: u64,
+    pub log_flushes: u64,
+    pub log_records: u64,
+    pub compactions: u64,
+    pub bytes_compacted: u64,
+    pub buffered_bytes: u64,
+}
+
 pub struct Store {
     root: PathBuf,
+    cfg: StoreConfig,
     /// Blocks being written, between calls. A call takes its block's entry out while it runs
     /// and marks the block busy, so a concurrent call on the same block is refused (never a
     /// second writer on one file).
     writing: RefCell<HashMap<(u64, u64), Writing>>,
-    busy: RefCell<std::collections::HashSet<(u64, u64)>>,
+    busy: RefCell<HashSet<(u64, u64)>>,
+    /// Bytes of small blocks held in `writing`.
+    buffered: Cell<u64>,
+    log: Rc<BlockLog<DmaStorage>>,
+    /// Written since the last maintenance pass (which then prepares a spare segment).
+    written: Cell<bool>,
+    stats: RefCell<StoreStats>,
 }
 
 /// Marks a block busy for the life of one call.
@@ -66,7 +156,7 @@ impl Drop for Busy<'_> {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("root", &self.root).finish()
+        f.debug_struct("Store").field("root", &self.root).field("cfg", &self.cfg).finish()
     }
 }
 
@@ -81,9 +171,50 @@ fn frames(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// What opening the store found, for the start-up log line.
+#[derive(Debug, Default)]
+pub struct Opened {
+    pub segments: usize,
+    pub blocks: usize,
+    pub live_bytes: u64,
+    pub dead_bytes: u64,
+    pub torn_tail: Option<stratos_wal::TornTail>,
+}
+
 impl Store {
-    pub fn new(root: PathBuf) -> Self {
-        Self { root, writing: RefCell::default(), busy: RefCell::default() }
+    /// Opens the store under `root`, recovering the block log: a torn tail is cut; a bad record
+    /// in the middle is an error naming the file and offset (the datanode does not start: its
+    /// small blocks would be silently missing otherwise).
+    pub async fn open(root: PathBuf, cfg: StoreConfig) -> Result<(Self, Opened), String> {
+        cfg.validate()?;
+        let dir = root.join("block-log");
+        let storage = DmaStorage::open(&dir).await.map_err(|e| format!("opening {}: {e}", dir.display()))?;
+        let (log, report) = BlockLog::open(storage, cfg.wal()).await.map_err(|e| e.to_string())?;
+        let opened = Opened { segments: report.segments, blocks: log.blocks().len(), live_bytes: log.live_bytes(), dead_bytes: log.dead_bytes(), torn_tail: report.torn_tail };
+        let store = Self {
+            root,
+            cfg,
+            writing: RefCell::default(),
+            busy: RefCell::default(),
+            buffered: Cell::new(0),
+            log: Rc::new(log),
+            written: Cell::new(false),
+            stats: RefCell::default(),
+        };
+        Ok((store, opened))
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let mut s = *self.stats.borrow();
+        let w = self.log.stats();
+        s.log_flushes = w.flushes;
+        s.log_records = w.records_appended;
+        s.buffered_bytes = self.buffered.get();
+        s
     }
 
     fn claim(&self, container: u64, local: u64) -> Result<Busy<'_>, StoreError> {
@@ -91,6 +222,11 @@ impl Store {
             return Err(StoreError::BadRequest(format!("block {container}/{local} is busy with another call")));
         }
         Ok(Busy(self, (container, local)))
+    }
+
+    /// The block log's directory.
+    pub fn log_dir(&self) -> PathBuf {
+        self.root.join("block-log")
     }
 
     pub fn container_dir(&self, container: u64) -> PathBuf {
@@ -118,6 +254,44 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the block is complete (or being completed) here.
+    fn is_complete(&self, container: u64, local: u64) -> Result<bool, StoreError> {
+        Ok(self.log.holds((container, local)) || self.block_path(container, local).exists())
+    }
+
+    /// Takes `n` bytes of the small-block memory, dropping abandoned buffers if short.
+    fn reserve(&self, n: u64) -> bool {
+        if self.buffered.get() + n > self.cfg.buffer_bytes {
+            let now = Instant::now();
+            let busy = self.busy.borrow();
+            let mut freed = 0;
+            self.writing.borrow_mut().retain(|k, w| match w {
+                Writing::Memory { data, at } if now.duration_since(*at) > ABANDONED_AFTER && !busy.contains(k) => {
+                    freed += data.len() as u64;
+                    false
+                }
+                _ => true,
+            });
+            self.buffered.set(self.buffered.get() - freed);
+        }
+        if self.buffered.get() + n > self.cfg.buffer_bytes {
+            return false;
+        }
+        self.buffered.set(self.buffered.get() + n);
+        true
+    }
+
+    fn release(&self, n: u64) {
+        self.buffered.set(self.buffered.get().saturating_sub(n));
+    }
+
+    async fn create_part(&self, container: u64, local: u64) -> Result<(BufferedFile, PathBuf), StoreError> {
+        self.ensure_container(container).await?;
+        let path = self.part_path(container, local);
+        let file = BufferedFile::create(&path).await.map_err(io("creating", &path))?;
+        Ok((file, path))
+    }
+
     /// Appends `data` at `offset` (the block's current length, on a frame boundary).
     pub async fn write(&self, container: u64, local: u64, offset: u64, data: &[u8]) -> Result<(), StoreError> {
         if data.len() as u64 > CALL_BYTES_MAX {
@@ -126,73 +300,114 @@ impl Store {
         if offset % FRAME_DATA != 0 {
             return Err(StoreError::BadRequest(format!("write at offset {offset}: writes start at multiples of {FRAME_DATA}")));
         }
-        if self.block_path(container, local).exists() {
+        if self.is_complete(container, local)? {
             return Err(StoreError::BadRequest(format!("block {container}/{local} is already complete")));
         }
         let _busy = self.claim(container, local)?;
         let taken = self.writing.borrow_mut().remove(&(container, local));
-        let mut state = match taken {
+        let n = data.len() as u64;
+        let state = match taken {
             Some(s) => s,
+            None if offset == 0 && n <= self.cfg.small_block_bytes && self.cfg.small_block_bytes > 0 => Writing::Memory { data: Vec::new(), at: Instant::now() },
             None if offset == 0 => {
-                self.ensure_container(container).await?;
-                let path = self.part_path(container, local);
-                let file = BufferedFile::create(&path).await.map_err(io("creating", &path))?;
-                Writing { file, path, length: 0 }
+                let (file, path) = self.create_part(container, local).await?;
+                Writing::File { file, path, length: 0 }
             }
             None => return Err(StoreError::BadRequest(format!("write at offset {offset} of block {container}/{local}, which has no write in progress (start at 0)"))),
         };
-        if offset != state.length || state.length % FRAME_DATA != 0 {
-            let written = state.length;
+        let written = state.length();
+        if offset != written || written % FRAME_DATA != 0 {
             self.writing.borrow_mut().insert((container, local), state);
             return Err(StoreError::BadRequest(format!("write at offset {offset}; block {container}/{local} has {written} bytes written")));
         }
-        let buf = frames(data);
-        let at = offset / FRAME_DATA * FRAME_BYTES;
-        let n = buf.len();
-        // An I/O error drops the write in progress (the client starts the block again or moves on).
-        let wrote = state.file.write_at(buf, at).await.map_err(io("writing", &state.path))?;
-        if wrote != n {
-            return Err(StoreError::Io { op: "writing", file: state.path.display().to_string(), source: std::io::Error::other(format!("short write: {wrote} of {n}")) });
-        }
-        state.length += data.len() as u64;
+        let state = match state {
+            Writing::Memory { data: mut held, .. } if written + n <= self.cfg.small_block_bytes && self.reserve(n) => {
+                held.extend_from_slice(data);
+                Writing::Memory { data: held, at: Instant::now() }
+            }
+            Writing::Memory { data: held, .. } => {
+                // Past a bound: the block continues in a file, starting with what was held.
+                self.release(held.len() as u64);
+                let (file, path) = self.create_part(container, local).await?;
+                let mut all = held;
+                all.extend_from_slice(data);
+                let length = all.len() as u64;
+                Self::write_frames(&file, &path, 0, &all).await?;
+                Writing::File { file, path, length }
+            }
+            Writing::File { file, path, length } => {
+                // An I/O error drops the write in progress (the client starts the block again
+                // or moves on).
+                Self::write_frames(&file, &path, offset, data).await?;
+                Writing::File { file, path, length: length + n }
+            }
+        };
         self.writing.borrow_mut().insert((container, local), state);
         Ok(())
     }
 
-    /// Completes a block of `length` bytes: fdatasync, rename to `.block`, fsync the directory.
-    /// Only then is the block durable and readable. A repeat on a complete block of that length
-    /// is a success.
+    async fn write_frames(file: &BufferedFile, path: &Path, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        let buf = frames(data);
+        let n = buf.len();
+        let wrote = file.write_at(buf, offset / FRAME_DATA * FRAME_BYTES).await.map_err(io("writing", path))?;
+        if wrote != n {
+            return Err(StoreError::Io { op: "writing", file: path.display().to_string(), source: std::io::Error::other(format!("short write: {wrote} of {n}")) });
+        }
+        Ok(())
+    }
+
+    /// Completes a block of `length` bytes. Only then is the block durable and readable. A
+    /// repeat on a complete block of that length is a success.
     pub async fn finish(&self, container: u64, local: u64, length: u64) -> Result<(), StoreError> {
-        let final_path = self.block_path(container, local);
         let _busy = self.claim(container, local)?;
         let taken = self.writing.borrow_mut().remove(&(container, local));
-        let Some(state) = taken else {
-            if length == 0 && !final_path.exists() {
-                // An empty block: nothing was written; make an empty, durable file.
-                self.ensure_container(container).await?;
-                let f = BufferedFile::create(&final_path).await.map_err(io("creating", &final_path))?;
-                f.fdatasync().await.map_err(io("syncing", &final_path))?;
-                f.close().await.map_err(io("closing", &final_path))?;
-                return self.sync_dir(container).await;
+        match taken {
+            Some(state) if state.length() != length => {
+                let written = state.length();
+                self.writing.borrow_mut().insert((container, local), state);
+                Err(StoreError::BadRequest(format!("putBlock says {length} bytes; block {container}/{local} has {written} written")))
             }
-            return match self.length(container, local).await {
+            Some(Writing::Memory { data, .. }) => {
+                let r = self.put_small(container, local, &data).await;
+                self.release(data.len() as u64);
+                r
+            }
+            Some(Writing::File { file, path, .. }) => {
+                // Durability point of a large block: its bytes, then its name.
+                file.fdatasync().await.map_err(io("syncing", &path))?;
+                file.close().await.map_err(io("closing", &path))?;
+                let final_path = self.block_path(container, local);
+                std::fs::rename(&path, &final_path).map_err(|source| StoreError::Io { op: "renaming", file: path.display().to_string(), source })?;
+                self.sync_dir(container).await?;
+                self.stats.borrow_mut().file_blocks_put += 1;
+                Ok(())
+            }
+            // An empty block: nothing was written.
+            None if length == 0 && !self.is_complete(container, local)? && self.cfg.small_block_bytes > 0 => self.put_small(container, local, &[]).await,
+            None if length == 0 && !self.is_complete(container, local)? => {
+                self.ensure_container(container).await?;
+                let path = self.block_path(container, local);
+                let f = BufferedFile::create(&path).await.map_err(io("creating", &path))?;
+                f.fdatasync().await.map_err(io("syncing", &path))?;
+                f.close().await.map_err(io("closing", &path))?;
+                self.sync_dir(container).await
+            }
+            None => match self.length(container, local).await {
                 Ok(l) if l == length => Ok(()),
                 Ok(l) => Err(StoreError::BadRequest(format!("block {container}/{local} is complete with {l} bytes, not {length}"))),
                 Err(StoreError::NotFound(..)) => Err(StoreError::BadRequest(format!("block {container}/{local} has no write in progress"))),
                 Err(e) => Err(e),
-            };
-        };
-        if state.length != length {
-            let written = state.length;
-            self.writing.borrow_mut().insert((container, local), state);
-            return Err(StoreError::BadRequest(format!("putBlock says {length} bytes; block {container}/{local} has {written} written")));
+            },
         }
-        // Durability point of a block: its bytes, then its name.
-        state.file.fdatasync().await.map_err(io("syncing", &state.path))?;
-        let path = state.path.clone();
-        state.file.close().await.map_err(io("closing", &path))?;
-        std::fs::rename(&path, &final_path).map_err(|source| StoreError::Io { op: "renaming", file: path.display().to_string(), source })?;
-        self.sync_dir(container).await
+    }
+
+    /// Durability point of a small block: its record in the container's log, group-committed
+    /// with every other put that reached the log meanwhile.
+    async fn put_small(&self, container: u64, local: u64, data: &[u8]) -> Result<(), StoreError> {
+        self.log.put((container, local), data).await.map_err(|e| log_error(&self.log_dir(), e))?;
+        self.written.set(true);
+        self.stats.borrow_mut().small_blocks_put += 1;
+        Ok(())
     }
 
     async fn sync_dir(&self, container: u64) -> Result<(), StoreError> {
@@ -203,6 +418,9 @@ impl Store {
 
     /// The length of a complete block.
     pub async fn length(&self, container: u64, local: u64) -> Result<u64, StoreError> {
+        if let Some(len) = self.log.length((container, local)) {
+            return Ok(len);
+        }
         let path = self.block_path(container, local);
         let f = match BufferedFile::open(&path).await {
             Ok(f) => f,
@@ -230,11 +448,23 @@ impl Store {
         Ok(last * FRAME_DATA + len)
     }
 
-    /// Reads up to `length` bytes at `offset` of a complete block, verifying every frame it
-    /// touches. Returns the bytes and the block's length.
+    /// Reads up to `length` bytes at `offset` of a complete block, verifying every frame (or
+    /// the log record) it touches. Returns the bytes and the block's length.
     pub async fn read(&self, container: u64, local: u64, offset: u64, length: u64) -> Result<(Vec<u8>, u64), StoreError> {
         if length > CALL_BYTES_MAX {
             return Err(StoreError::BadRequest(format!("{length} bytes in one read, at most {CALL_BYTES_MAX}")));
+        }
+        if let Some(mut data) = self.log.get((container, local)).await.map_err(|e| log_error(&self.log_dir(), e))? {
+            let block_len = data.len() as u64;
+            let end = offset.saturating_add(length).min(block_len);
+            if offset >= end {
+                return Ok((Vec::new(), block_len));
+            }
+            data.truncate(end as usize);
+            if offset > 0 {
+                data.drain(..offset as usize);
+            }
+            return Ok((data, block_len));
         }
         let path = self.block_path(container, local);
         let f = match BufferedFile::open(&path).await {
@@ -273,13 +503,16 @@ impl Store {
         r
     }
 
-    /// Deletes blocks (complete or not); a missing one is already deleted. Each touched
-    /// container directory is fsynced once.
+    /// Deletes blocks (complete or not); a missing one is already deleted. Durable when it
+    /// returns: each touched log's tombstones are synced and each touched container directory
+    /// is fsynced once.
     pub async fn delete(&self, blocks: &[(u64, u64)]) -> Result<usize, StoreError> {
         let mut removed = 0;
         let mut dirs = std::collections::BTreeSet::new();
         for &(c, l) in blocks {
-            self.writing.borrow_mut().remove(&(c, l));
+            if let Some(Writing::Memory { data, .. }) = self.writing.borrow_mut().remove(&(c, l)) {
+                self.release(data.len() as u64);
+            }
             for p in [self.block_path(c, l), self.part_path(c, l)] {
                 match std::fs::remove_file(&p) {
                     Ok(()) => {
@@ -291,9 +524,64 @@ impl Store {
                 }
             }
         }
+        removed += self.log.delete(blocks).await.map_err(|e| log_error(&self.log_dir(), e))?;
         for c in dirs {
             self.sync_dir(c).await?;
         }
         Ok(removed)
+    }
+
+    /// The complete blocks of a container here: (local id, length), by local id.
+    pub async fn list(&self, container: u64) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut out: BTreeMap<u64, u64> = self.log.blocks_of(container).into_iter().collect();
+        let names: Vec<u64> = std::fs::read_dir(self.container_dir(container))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|f| f.file_name().to_string_lossy().strip_suffix(".block").and_then(|l| l.parse::<u64>().ok()))
+            .collect();
+        for l in names {
+            match self.length(container, l).await {
+                Ok(len) => {
+                    out.insert(l, len);
+                }
+                Err(StoreError::NotFound(..)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// Background upkeep, run every second or so: a spare segment when the log was written
+    /// since the last pass (so a segment rollover never zero-fills on a put's path), and a
+    /// compaction pass when its dead bytes reached its live bytes.
+    pub async fn maintain(&self) {
+        if self.written.replace(false)
+            && self.log.needs_spare()
+            && let Err(e) = self.log.prepare_spare().await
+        {
+            eprintln!("datanode: preparing a spare segment of {}: {e}", self.log_dir().display());
+        }
+        if self.log.wants_compaction() {
+            let started = Instant::now();
+            match self.log.compact().await {
+                Ok(c) => {
+                    let mut s = self.stats.borrow_mut();
+                    s.compactions += 1;
+                    s.bytes_compacted += c.bytes_copied;
+                    eprintln!(
+                        "datanode: compacted {} in {:?}: {} live blocks ({} bytes) copied; {} MiB live, {} MiB dead now (were {} MiB dead)",
+                        self.log_dir().display(),
+                        started.elapsed(),
+                        c.blocks_copied,
+                        c.bytes_copied,
+                        self.log.live_bytes() >> 20,
+                        self.log.dead_bytes() >> 20,
+                        c.dead_bytes_before >> 20
+                    );
+                }
+                Err(e) => eprintln!("datanode: compacting {}: {e}", self.log_dir().display()),
+            }
+        }
     }
 }

@@ -100,7 +100,11 @@ struct Open {
     block: Block,
     capacity: u64,
     at: u64,
-    conns: Vec<(u64, String, data::Datanode)>,
+    /// The pipeline's first datanode; it forwards each chunk along the rest (`writeChained`),
+    /// so the gateway sends each byte once.
+    first: data::Datanode,
+    /// The last chunk sent also completed the block.
+    finished: bool,
 }
 
 /// Writes `input` as `bucket/key` with `metadata` (the ETag is added), if `condition` holds
@@ -175,12 +179,9 @@ async fn write_opened(
                 if capacity == 0 {
                     return Err(S3Error::internal("a block that holds 0 bytes"));
                 }
-                let mut conns = Vec::new();
-                for (id, addr) in &block.datanodes {
-                    let dn = gw.datanode(addr).await.map_err(|e| S3Error::unavailable(format!("datanode {id} at {addr}: {e}")))?;
-                    conns.push((*id, addr.clone(), dn));
-                }
-                open = Some(Open { block, capacity, at: 0, conns });
+                let (id, addr) = &block.datanodes[0];
+                let first = gw.datanode(addr).await.map_err(|e| S3Error::unavailable(format!("datanode {id} at {addr}: {e}")))?;
+                open = Some(Open { block, capacity, at: 0, first, finished: false });
             }
             let o = open.as_mut().expect("opened above");
             let take = (buf.len() as u64).min(CHUNK_BYTES).min(o.capacity - o.at) as usize;
@@ -189,10 +190,12 @@ async fn write_opened(
                 // Encrypted here, before any datanode sees it.
                 cipher.apply(o.block.container_id, o.block.local_id, o.at, &mut piece).map_err(S3Error::internal)?;
             }
-            let piece = piece.freeze();
-            let results = futures_util::future::join_all(o.conns.iter().map(|(_, _, dn)| data::write_chunk(dn, &o.block, o.at, &piece))).await;
-            check(gw, &o.conns, results)?;
-            o.at += take as u64;
+            // The block's last chunk completes it in the same call (a small object: one call).
+            let end = o.at + take as u64;
+            let last = end == o.capacity || (ended && buf.is_empty());
+            chained(gw, o, &piece, last).await?;
+            o.at = end;
+            o.finished = last;
             size += take as u64;
             if o.at == o.capacity {
                 written.push(seal(gw, open.take().expect("open"), false).await?);
@@ -250,26 +253,28 @@ async fn write_opened(
     }
 }
 
-/// Makes a block durable on every datanode (`putBlock`), with its written length.
+/// Makes a block durable on every datanode of its pipeline, with its written length (unless
+/// its last chunk already did).
 async fn seal(gw: &Rc<Gateway>, o: Open, _last: bool) -> Result<Block, S3Error> {
-    let results = futures_util::future::join_all(o.conns.iter().map(|(_, _, dn)| data::put_block(dn, &o.block, o.at))).await;
-    check(gw, &o.conns, results)?;
+    if !o.finished {
+        chained(gw, &o, &[], true).await?;
+    }
     let mut block = o.block;
     block.length = o.at;
     Ok(block)
 }
 
-/// The first datanode failure of a call to every replica, as a retryable error. The gateway
-/// does not rewrite a block elsewhere (it keeps no copy of the bytes sent): the client's retry
-/// of the request does, on blocks the OM allocates anew.
-fn check(gw: &Gateway, conns: &[(u64, String, data::Datanode)], results: Vec<Result<(), String>>) -> Result<(), S3Error> {
-    for ((id, addr, _), r) in conns.iter().zip(results) {
-        if let Err(e) = r {
-            gw.forget_datanode(addr);
-            return Err(S3Error::unavailable(format!("datanode {id} at {addr}: {e}; retry the request")));
-        }
-    }
-    Ok(())
+/// Sends `piece` at the block's current end along its pipeline (`finish`: and completes the
+/// block there). A datanode's failure is a retryable error: the gateway does not rewrite a
+/// block elsewhere (it keeps no copy of the bytes sent); the client's retry of the request
+/// does, on blocks the OM allocates anew.
+async fn chained(gw: &Gateway, o: &Open, piece: &[u8], finish: bool) -> Result<(), S3Error> {
+    let next: Vec<&str> = o.block.datanodes[1..].iter().map(|(_, a)| a.as_str()).collect();
+    data::write_chained(&o.first, &o.block, o.at, piece, finish, o.at + piece.len() as u64, &next).await.map_err(|(at, e)| {
+        let addr = at.unwrap_or_else(|| o.block.datanodes[0].1.clone());
+        gw.forget_datanode(&addr);
+        S3Error::unavailable(format!("datanode at {addr}: {e}; retry the request"))
+    })
 }
 
 pub fn hex(b: &[u8]) -> String {
