@@ -103,6 +103,8 @@ struct Open {
     /// The pipeline's first datanode; it forwards each chunk along the rest (`writeChained`),
     /// so the gateway sends each byte once.
     first: data::Datanode,
+    /// The block's datanodes in chain order ([`data::chain_order`]).
+    chain: Vec<(u64, String)>,
     /// The last chunk sent also completed the block.
     finished: bool,
 }
@@ -179,9 +181,10 @@ async fn write_opened(
                 if capacity == 0 {
                     return Err(S3Error::internal("a block that holds 0 bytes"));
                 }
-                let (id, addr) = &block.datanodes[0];
+                let chain = data::chain_order(&block);
+                let (id, addr) = &chain[0];
                 let first = gw.datanode(addr).await.map_err(|e| S3Error::unavailable(format!("datanode {id} at {addr}: {e}")))?;
-                open = Some(Open { block, capacity, at: 0, first, finished: false });
+                open = Some(Open { block, capacity, at: 0, first, chain, finished: false });
             }
             let o = open.as_mut().expect("opened above");
             let take = (buf.len() as u64).min(CHUNK_BYTES).min(o.capacity - o.at) as usize;
@@ -269,9 +272,9 @@ async fn seal(gw: &Rc<Gateway>, o: Open, _last: bool) -> Result<Block, S3Error> 
 /// block elsewhere (it keeps no copy of the bytes sent); the client's retry of the request
 /// does, on blocks the OM allocates anew.
 async fn chained(gw: &Gateway, o: &Open, piece: &[u8], finish: bool) -> Result<(), S3Error> {
-    let next: Vec<&str> = o.block.datanodes[1..].iter().map(|(_, a)| a.as_str()).collect();
+    let next: Vec<&str> = o.chain[1..].iter().map(|(_, a)| a.as_str()).collect();
     data::write_chained(&o.first, &o.block, o.at, piece, finish, o.at + piece.len() as u64, &next).await.map_err(|(at, e)| {
-        let addr = at.unwrap_or_else(|| o.block.datanodes[0].1.clone());
+        let addr = at.unwrap_or_else(|| o.chain[0].1.clone());
         gw.forget_datanode(&addr);
         S3Error::unavailable(format!("datanode at {addr}: {e}; retry the request"))
     })
