@@ -44,6 +44,19 @@ struct SecretKey {
   expiresMs @3 :UInt64;
 }
 
+struct ContainerRef {
+  pipelineId @0 :UInt64;
+  containerId @1 :UInt64;
+}
+
+# Copy every block of container `containerId` from the datanode at `source` (a surviving member
+# of pipeline `pipelineId`, whose dead member this datanode replaces once all are copied).
+struct ReplicateCommand {
+  pipelineId @0 :UInt64;
+  containerId @1 :UInt64;
+  source @2 :Text;
+}
+
 struct DeleteCommand {
   txn @0 :UInt64;
   blocks @1 :List(BlockId);
@@ -53,7 +66,9 @@ interface StorageContainerManager {
   # `id` 0 registers a new datanode; a known id updates its address. Returns the id to keep.
   registerDatanode @0 (id :UInt64, address :Text) -> (error :Text, id :UInt64);
   # Liveness, plus the delete transactions this datanode has carried out since the last beat.
-  heartbeat @1 (id :UInt64, deletesDone :List(UInt64)) -> (error :Text, deletes :List(DeleteCommand), keys :List(SecretKey));
+  # `replicated`: containers this datanode finished copying for a pipeline repair; `replicate`:
+  # containers it is to copy from a surviving member (`source`), for pipelines whose member died.
+  heartbeat @1 (id :UInt64, deletesDone :List(UInt64), replicated :List(ContainerRef)) -> (error :Text, deletes :List(DeleteCommand), keys :List(SecretKey), replicate :List(ReplicateCommand));
   # `count` blocks (at most 4096) of `blockBytes` each, none on a datanode in `exclude`.
   allocateBlocks @2 (count :UInt32, replication :Replication, owner :Text, exclude :List(UInt64), blockBytes :UInt64) -> (error :Text, blocks :List(AllocatedBlock));
   clusterMap @3 () -> (datanodes :List(DatanodeInfo), pipelines :List(PipelineInfo), keys :List(SecretKey));

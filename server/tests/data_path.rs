@@ -19,13 +19,22 @@ struct Cluster {
 }
 
 fn start_scm(dir: &Path, addr: &str) -> Proc {
+    start_scm_dead_after(dir, addr, "30000")
+}
+
+fn start_scm_dead_after(dir: &Path, addr: &str, dead_after_ms: &str) -> Proc {
     // Checkpoints every 300 records, so restarts load a checkpoint and replay the log after it.
-    Proc::secured(&["scm", "--data-dir", s(&dir.join("scm")), "--rpc-address", addr, "--dead-after-ms", "30000", "--checkpoint-every", "300"])
+    Proc::secured(&["scm", "--data-dir", s(&dir.join("scm")), "--rpc-address", addr, "--dead-after-ms", dead_after_ms, "--checkpoint-every", "300"])
 }
 
 impl Cluster {
     fn start(dir: &Path, datanodes: usize, om_args: &[&str]) -> Cluster {
-        let scm = start_scm(dir, "127.0.0.1:0");
+        Self::start_with(dir, datanodes, om_args, "30000")
+    }
+
+    /// [`Cluster::start`] with the SCM's `--dead-after-ms`.
+    fn start_with(dir: &Path, datanodes: usize, om_args: &[&str], dead_after_ms: &str) -> Cluster {
+        let scm = start_scm_dead_after(dir, "127.0.0.1:0", dead_after_ms);
         let scm_addr = scm.word_after("rpc");
         let datanodes = (0..datanodes)
             .map(|i| Proc::secured(&["datanode", "--data-dir", s(&dir.join(format!("dn{i}"))), "--rpc-address", "127.0.0.1:0", "--scm", &scm_addr, "--heartbeat-ms", "200"]))
@@ -571,4 +580,74 @@ fn small_blocks_survive_a_kill_9_of_every_datanode() {
         bad
     });
     assert!(bad.is_empty(), "{bad:#?}");
+}
+
+/// Re-replication: a datanode killed after its blocks were committed is replaced in each of its
+/// pipelines by a healthy datanode, which copies the pipeline's containers from a survivor
+/// first; then every key's every block is on three live datanodes (read from each, byte for
+/// byte), and keys written before the kill still read.
+#[test]
+fn a_dead_datanode_s_blocks_are_copied_back_to_three_replicas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Dead after 2 s without a heartbeat (200 ms here): the repair starts within seconds.
+    let mut c = Cluster::start_with(dir.path(), 4, &[], "2000");
+    let mut files = Vec::new();
+    for (i, len) in [1usize, 4096, 70_000, 1 << 20, (2 << 20) + 5].iter().enumerate() {
+        let f = random_file(dir.path(), &format!("r{i}"), *len, 900 + i as u64);
+        c.ok(&["key", "put", &format!("/vol/bkt/r{i}"), s(&f)]);
+        files.push((format!("r{i}"), std::fs::read(&f).expect("read")));
+    }
+    // The victim: the first datanode of the first key's block.
+    let om = c.om();
+    let victim_addr = on_executor(move || async move {
+        let client = stratos_client::Client::connect(&om, "root").await.expect("connect");
+        client.lookup_blocks("vol", "bkt", "r0").await.expect("lookup").1[0].datanodes[0].1.clone()
+    });
+    let victim = c.datanodes.iter().position(|d| d.word_after("rpc") == victim_addr).expect("a datanode of the cluster");
+    c.datanodes[victim].kill9();
+    let expected = files.clone();
+    let (om, victim_addr2) = (c.om(), victim_addr.clone());
+    let check = move || {
+        let (expected, om, victim_addr) = (expected.clone(), om.clone(), victim_addr2.clone());
+        on_executor(move || async move {
+            let client = stratos_client::Client::connect(&om, "root").await.expect("connect");
+            let mut dns = stratos_client::data::Datanodes::default();
+            let mut bad = Vec::new();
+            for (name, data) in &expected {
+                let (_, blocks) = client.lookup_blocks("vol", "bkt", name).await.expect("lookup");
+                let mut offset = 0usize;
+                for b in &blocks {
+                    if b.datanodes.len() != 3 || b.datanodes.iter().any(|(_, a)| *a == victim_addr) {
+                        bad.push(format!("{name}: block {}/{} on {:?}", b.container_id, b.local_id, b.datanodes));
+                    }
+                    for (id, addr) in &b.datanodes {
+                        let ok = match dns.get(addr).await {
+                            Ok(dn) => stratos_client::data::read_chunk(&dn, b, 0, b.length as u32).await.is_ok_and(|(bytes, _)| bytes == data[offset..offset + b.length as usize]),
+                            Err(_) => false,
+                        };
+                        if !ok {
+                            dns.forget(addr);
+                            bad.push(format!("{name}: block {}/{} not readable on datanode {id}", b.container_id, b.local_id));
+                        }
+                    }
+                    offset += b.length as usize;
+                }
+            }
+            bad
+        })
+    };
+    let start = Instant::now();
+    loop {
+        let bad = check();
+        if bad.is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "not back to three live replicas after 60 s: {bad:#?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for (name, data) in &files {
+        let out = dir.path().join(format!("{name}.out"));
+        c.ok(&["key", "get", &format!("/vol/bkt/{name}"), s(&out)]);
+        assert!(std::fs::read(&out).expect("read") == *data, "{name} differs");
+    }
 }

@@ -33,7 +33,9 @@ const RULES: [(&str, &[&str]); 12] = [
     ("server/raft", &["stratos-wal", "stratos-shard", "stratos-schema", "stratos-common"]),
     ("server/om", &["stratos-wal", "stratos-shard", "stratos-schema", "stratos-common", "stratos-raft", "stratos-tuning"]),
     ("server/scm", &["stratos-wal", "stratos-schema", "stratos-common"]),
-    ("server/datanode", &["stratos-schema", "stratos-common"]),
+    // The block log is a stratos-wal log; chained writes and repairs make a datanode a client
+    // of other datanodes.
+    ("server/datanode", &["stratos-schema", "stratos-common", "stratos-wal", "stratos-client"]),
     // The gateway will be a client of the OM and the datanodes, like any other.
     ("server/s3g", &["stratos-schema", "stratos-common", "stratos-client"]),
     ("bench", &["stratos-client", "stratos-schema", "stratos-wal", "stratos-shard", "stratos-tuning", "stratos-s3g"]),

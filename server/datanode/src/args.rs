@@ -8,7 +8,8 @@ use crate::DatanodeConfig;
 
 #[derive(Args, Debug)]
 pub struct DatanodeArgs {
-    /// Data directory (containers of block files, DATANODE_ID).
+    /// Data directory (block-log/ of small blocks, containers/ of large block files,
+    /// DATANODE_ID).
     #[arg(long)]
     pub data_dir: PathBuf,
     /// Address for clients (port 0: any free port).
@@ -23,9 +24,9 @@ pub struct DatanodeArgs {
     /// Heartbeat to the SCM every this many ms.
     #[arg(long, default_value_t = 2000)]
     pub heartbeat_ms: u64,
-    /// Blocks of up to this many bytes are stored in their container's log (one record each,
-    /// group-committed: many blocks share one fdatasync); longer ones get a file each. 0: every
-    /// block in a file. At most 4 MiB.
+    /// Blocks of up to this many bytes are stored in the datanode's block log (DATA/block-log:
+    /// one record each, group-committed, so many blocks share one fdatasync); longer ones get a
+    /// file each. 0: every new block in a file. At most 4 MiB.
     #[arg(long, default_value_t = 1 << 20)]
     pub small_block_bytes: u64,
     /// Memory for small blocks between their first write and their putBlock; a block that

@@ -72,7 +72,21 @@ pub struct Datanode {
     datanodes: RefCell<std::collections::HashSet<String>>,
     /// Connections to the datanodes chained writes go to.
     peers: RefCell<HashMap<String, Rc<stratos_common::rpc::Redial<dn_rpc::Client>>>>,
+    /// Container copies for pipeline repairs: (pipeline, container) queued or running, the queue
+    /// with each one's source, the workers draining it, and copies finished but not yet reported.
+    copying: RefCell<std::collections::HashSet<(u64, u64)>>,
+    copy_queue: RefCell<std::collections::VecDeque<(u64, u64, String)>>,
+    copy_workers: Cell<usize>,
+    copied: RefCell<Vec<(u64, u64)>>,
+    /// Blocks copied by repairs since the start (for the log line and the benchmark).
+    blocks_copied: Cell<u64>,
 }
+
+/// Blocks of one container copied at once during a repair (each its own read and put; small
+/// ones share the block log's group commits), and containers copied at once: at most
+/// 4 × 16 reads of up to 4 MiB in flight (256 MiB).
+const COPY_PARALLEL: usize = 16;
+const COPY_WORKERS: usize = 4;
 
 impl std::fmt::Debug for Datanode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -176,15 +190,99 @@ impl Datanode {
         }
     }
 
+    /// Drains the queue of container copies, one at a time; a failed one is dropped (the SCM
+    /// asks again with the next heartbeat).
+    async fn copy_worker(self: Rc<Self>) {
+        loop {
+            let Some((pipeline, container, source)) = self.copy_queue.borrow_mut().pop_front() else { break };
+            let started = std::time::Instant::now();
+            match self.copy_container(pipeline, container, &source).await {
+                Ok(n) => {
+                    eprintln!("datanode {}: copied container {container} ({n} blocks) from {source} for pipeline {pipeline} in {:?}", self.id.get(), started.elapsed());
+                    self.copied.borrow_mut().push((pipeline, container));
+                }
+                Err(e) => eprintln!("datanode {}: copying container {container} from {source}: {e}; the SCM asks again", self.id.get()),
+            }
+            self.copying.borrow_mut().remove(&(pipeline, container));
+        }
+        self.copy_workers.set(self.copy_workers.get() - 1);
+    }
+
+    /// Copies every complete block of `container` from the datanode at `source` that this one
+    /// lacks, with read tokens it signs itself (it holds the SCM's secret keys); returns how many
+    /// it copied. A block deleted on the source meanwhile is skipped.
+    async fn copy_container(&self, pipeline: u64, container: u64, source: &str) -> Result<u64, String> {
+        let peer = self.peer(source).await?;
+        let client = peer.get().await.map_err(|e| {
+            peer.forget();
+            e.to_string()
+        })?;
+        let dn = stratos_client::data::Datanode::new(client, Rc::new(stratos_client::runtime::Glommio));
+        let blocks = stratos_client::data::list_blocks(&dn, container).await?;
+        let key = self.keys.borrow().values().max_by_key(|k| k.created_ms).cloned().ok_or("no block-token key from the SCM yet")?;
+        let owner = format!("datanode-{}", self.id.get());
+        let mut copied = 0;
+        for batch in blocks.chunks(COPY_PARALLEL) {
+            let results = futures_util::future::join_all(batch.iter().map(|&(local, length)| {
+                let (dn, key, owner) = (&dn, &key, &owner);
+                async move {
+                    if self.store.length(container, local).await.is_ok() {
+                        return Ok(false);
+                    }
+                    // A copy cut short before (a failed read) starts the block again.
+                    self.store.abandon(container, local);
+                    let fields = token::TokenFields { modes: MODE_READ, key_id: key.id, object_id: 0, container_id: container, local_id: local, max_length: length, expires_ms: now_ms() + 600_000, owner: owner.clone() };
+                    let block = stratos_client::Block { container_id: container, local_id: local, pipeline_id: pipeline, length, token: token::sign(&fields, key), datanodes: Vec::new() };
+                    let mut at = 0;
+                    loop {
+                        let want = (length - at).min(store::CALL_BYTES_MAX) as u32;
+                        let data = match stratos_client::data::read_chunk(dn, &block, at, want).await {
+                            Ok((d, _)) => d,
+                            Err(e) if e.starts_with("NotFound") => return Ok(false),
+                            Err(e) => return Err(format!("reading block {container}/{local}: {e}")),
+                        };
+                        if !data.is_empty() {
+                            self.store.write(container, local, at, &data).await.map_err(|e| e.to_string())?;
+                        }
+                        at += data.len() as u64;
+                        if at >= length || data.is_empty() {
+                            break;
+                        }
+                    }
+                    if at != length {
+                        return Err(format!("block {container}/{local}: {at} of {length} bytes read"));
+                    }
+                    self.store.finish(container, local, length).await.map_err(|e| e.to_string())?;
+                    Ok(true)
+                }
+            }))
+            .await;
+            for r in results {
+                if r? {
+                    copied += 1;
+                }
+            }
+        }
+        self.blocks_copied.set(self.blocks_copied.get() + copied);
+        Ok(copied)
+    }
+
     /// One heartbeat: report deletes done, carry out the SCM's delete commands, learn keys.
-    async fn beat(&self) -> anyhow::Result<()> {
+    async fn beat(self: &Rc<Self>) -> anyhow::Result<()> {
         let scm = self.scm.get().await?;
         let done = self.done.borrow().clone();
+        let copied = self.copied.borrow().clone();
         let mut req = scm.heartbeat_request();
         req.get().set_id(self.id.get());
         let mut l = req.get().init_deletes_done(done.len() as u32);
         for (i, t) in done.iter().enumerate() {
             l.set(i as u32, *t);
+        }
+        let mut l = req.get().init_replicated(copied.len() as u32);
+        for (i, (p, c)) in copied.iter().enumerate() {
+            let mut x = l.reborrow().get(i as u32);
+            x.set_pipeline_id(*p);
+            x.set_container_id(*c);
         }
         let reply = req.send().promise.await?;
         let r = reply.get()?;
@@ -196,7 +294,20 @@ impl Datanode {
             anyhow::bail!("{e}");
         }
         self.done.borrow_mut().retain(|t| !done.contains(t));
+        self.copied.borrow_mut().retain(|c| !copied.contains(c));
         self.learn_keys(stratos_common::token::secret_keys(r.get_keys()?)?);
+        for cmd in r.get_replicate()?.iter() {
+            let (pipeline, container) = (cmd.get_pipeline_id(), cmd.get_container_id());
+            let source = cmd.get_source()?.to_str()?.to_string();
+            if self.copied.borrow().contains(&(pipeline, container)) || !self.copying.borrow_mut().insert((pipeline, container)) {
+                continue;
+            }
+            self.copy_queue.borrow_mut().push_back((pipeline, container, source));
+        }
+        while self.copy_workers.get() < COPY_WORKERS && !self.copy_queue.borrow().is_empty() {
+            self.copy_workers.set(self.copy_workers.get() + 1);
+            glommio::spawn_local(self.clone().copy_worker()).detach();
+        }
         for d in r.get_deletes()?.iter() {
             let blocks: Vec<(u64, u64)> = d.get_blocks()?.iter().map(|b| (b.get_container_id(), b.get_local_id())).collect();
             self.store.delete(&blocks).await?;
@@ -518,6 +629,11 @@ pub fn run(cfg: DatanodeConfig, on_ready: impl FnOnce(&Ready) + Send + 'static) 
                 last_key_fetch: Cell::new(None),
                 datanodes: RefCell::default(),
                 peers: RefCell::default(),
+                copying: RefCell::default(),
+                copy_queue: RefCell::default(),
+                copy_workers: Cell::new(0),
+                copied: RefCell::default(),
+                blocks_copied: Cell::new(0),
             });
             let d = dn.clone();
             // Any certificate of the cluster's CA may connect (a user's client, an OM); what it

@@ -356,6 +356,17 @@ impl Store {
         Ok(())
     }
 
+    /// Drops a block's write in progress, if no call is on it (its memory is released; a
+    /// `.part` file is truncated by the next write from offset 0).
+    pub fn abandon(&self, container: u64, local: u64) {
+        if self.busy.borrow().contains(&(container, local)) {
+            return;
+        }
+        if let Some(Writing::Memory { data, .. }) = self.writing.borrow_mut().remove(&(container, local)) {
+            self.release(data.len() as u64);
+        }
+    }
+
     /// Completes a block of `length` bytes. Only then is the block durable and readable. A
     /// repeat on a complete block of that length is a success.
     pub async fn finish(&self, container: u64, local: u64, length: u64) -> Result<(), StoreError> {

@@ -86,6 +86,9 @@ pub struct Scm {
     last_seen: RefCell<HashMap<u64, Instant>>,
     cursor: Cell<usize>,
     checkpointing: Cell<bool>,
+    /// When this process opened the state: liveness is not state, so every datanode looks dead
+    /// until it beats; no repair starts within `dead_after_ms` of this.
+    opened: Instant,
 }
 
 impl std::fmt::Debug for Scm {
@@ -136,6 +139,7 @@ impl Scm {
             last_seen: RefCell::new(HashMap::new()),
             cursor: Cell::new(0),
             checkpointing: Cell::new(false),
+            opened: Instant::now(),
         });
         scm.rotate_keys_if_due().await?;
         Ok(scm)
@@ -211,6 +215,47 @@ impl Scm {
     pub fn healthy(&self) -> BTreeSet<u64> {
         let limit = Duration::from_millis(self.cfg.dead_after_ms);
         self.last_seen.borrow().iter().filter(|(_, t)| t.elapsed() <= limit).map(|(d, _)| *d).collect()
+    }
+
+    /// Re-replication: the records that start a repair of each pipeline with a dead member and
+    /// none under way (a healthy datanode outside the pipeline, the one in the fewest pipelines
+    /// and repairs, copies its containers from a surviving member, then takes the dead one's
+    /// place), and that cancel repairs whose target or source died or whose dead member came
+    /// back. Called on every heartbeat; cheap (one pass over the pipelines).
+    pub fn plan_repairs(&self) -> Vec<Rec> {
+        if self.opened.elapsed() < Duration::from_millis(self.cfg.dead_after_ms) {
+            return Vec::new();
+        }
+        let healthy = self.healthy();
+        let state = self.state.borrow();
+        let mut recs = Vec::new();
+        for (pipeline, r) in &state.repairs {
+            if !healthy.contains(&r.target) || !healthy.contains(&r.source) || healthy.contains(&r.dead) {
+                recs.push(Rec::RepairCancelled { pipeline: *pipeline });
+            }
+        }
+        let mut load: HashMap<u64, usize> = HashMap::new();
+        for p in state.pipelines.values() {
+            for m in &p.members {
+                *load.entry(*m).or_default() += 1;
+            }
+        }
+        for r in state.repairs.values() {
+            *load.entry(r.target).or_default() += 1;
+        }
+        for (id, p) in &state.pipelines {
+            if state.repairs.contains_key(id) {
+                continue;
+            }
+            let Some(dead) = p.members.iter().copied().find(|m| !healthy.contains(m)) else { continue };
+            // A pipeline of one (RATIS/ONE) has no survivor to copy from.
+            let Some(source) = p.members.iter().copied().find(|m| healthy.contains(m)) else { continue };
+            let Some(target) = healthy.iter().copied().filter(|d| !p.members.contains(d)).min_by_key(|d| (load.get(d).copied().unwrap_or(0), *d)) else { continue };
+            *load.entry(target).or_default() += 1;
+            let pending = state.containers.iter().filter(|(_, c)| c.pipeline == *id).map(|(c, _)| *c).collect();
+            recs.push(Rec::RepairStarted { pipeline: *id, repair: state::Repair { dead, target, source, pending, started_ms: now_ms() } });
+        }
+        recs
     }
 
     pub fn next_cursor(&self, n: usize) -> usize {

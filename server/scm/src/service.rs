@@ -22,6 +22,8 @@ use crate::Scm;
 use crate::state::{DeleteTx, Key, Rec, Repl, plan_allocation};
 /// Delete transactions sent to a datanode per heartbeat.
 pub const DELETES_PER_BEAT: usize = 64;
+/// Most container copies one heartbeat hands a datanode (it reports each when done).
+pub const REPLICATES_PER_BEAT: usize = 1024;
 /// Datanodes named in one exclude list.
 pub const EXCLUDE_MAX: u32 = 1024;
 pub const ADDRESS_BYTES_MAX: usize = 256;
@@ -148,8 +150,45 @@ impl scm_rpc::Server for ScmService {
             .filter(|txn| scm.state.borrow().deletes.get(txn).is_some_and(|t| t.pending.contains(&id)))
             .map(|txn| Rec::DeleteDone { txn, datanode: id })
             .collect();
-        scm.commit(done).await.map_err(failed)?;
+        let mut done = done;
+        for c in p.get_replicated()?.iter() {
+            let (pipeline, container) = (c.get_pipeline_id(), c.get_container_id());
+            if scm.state.borrow().repairs.get(&pipeline).is_some_and(|r| r.target == id && r.pending.contains(&container)) {
+                done.push(Rec::RepairCopied { pipeline, container });
+            }
+        }
+        done.extend(scm.plan_repairs());
+        let repairing: BTreeSet<u64> = done.iter().filter_map(|r| if let Rec::RepairCopied { pipeline, .. } = r { Some(*pipeline) } else { None }).collect();
+        scm.commit(done.clone()).await.map_err(failed)?;
+        for r in &done {
+            match r {
+                Rec::RepairStarted { pipeline, repair } => eprintln!(
+                    "scm: datanode {} of pipeline {pipeline} is dead: datanode {} copies its {} containers from datanode {}, then replaces it",
+                    repair.dead,
+                    repair.target,
+                    repair.pending.len(),
+                    repair.source
+                ),
+                Rec::RepairCancelled { pipeline } => eprintln!("scm: the repair of pipeline {pipeline} stopped (a datanode of it died or came back); it is planned again"),
+                _ => {}
+            }
+        }
+        for p in repairing {
+            if !scm.state.borrow().repairs.contains_key(&p) {
+                eprintln!("scm: pipeline {p} repaired: every container copied, its members now {:?}", scm.state.borrow().pipelines.get(&p).map(|x| x.members.clone()).unwrap_or_default());
+            }
+        }
         let state = scm.state.borrow();
+        let copy: Vec<(u64, u64, String)> = state
+            .repairs
+            .iter()
+            .filter(|(_, r)| r.target == id)
+            .flat_map(|(pipeline, r)| {
+                let source = state.datanodes.get(&r.source).cloned().unwrap_or_default();
+                r.pending.iter().map(move |c| (*pipeline, *c, source.clone()))
+            })
+            .take(REPLICATES_PER_BEAT)
+            .collect();
         let todo: Vec<(u64, Vec<(u64, u64)>)> = state
             .deletes
             .iter()
@@ -171,7 +210,14 @@ impl scm_rpc::Server for ScmService {
             }
         }
         let keys = scm.live_keys();
-        set_keys(r.init_keys(keys.len() as u32), &keys);
+        set_keys(r.reborrow().init_keys(keys.len() as u32), &keys);
+        let mut list = r.init_replicate(copy.len() as u32);
+        for (i, (pipeline, container, source)) in copy.iter().enumerate() {
+            let mut c = list.reborrow().get(i as u32);
+            c.set_pipeline_id(*pipeline);
+            c.set_container_id(*container);
+            c.set_source(source);
+        }
         Ok(())
     }
 
@@ -284,6 +330,10 @@ impl scm_rpc::Server for ScmService {
             "blocksAllocated": s.blocks_allocated,
             "nextLocalId": s.next_local_id,
             "pendingDeleteTransactions": s.deletes.len(),
+            "repairsInProgress": s.repairs.len(),
+            "containersToCopy": s.repairs.values().map(|r| r.pending.len()).sum::<usize>(),
+            "repairsDone": s.repairs_done,
+            "containersRepaired": s.containers_repaired,
             "secretKeys": s.keys.len(),
         });
         results.get().set_json(json.to_string());

@@ -36,6 +36,17 @@ pub struct Pipeline {
     pub members: Vec<u64>,
 }
 
+/// A pipeline whose member `dead` died: `target` copies every container in `pending` from
+/// `source` (a surviving member), and when the last is copied takes `dead`'s place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repair {
+    pub dead: u64,
+    pub target: u64,
+    pub source: u64,
+    pub pending: BTreeSet<u64>,
+    pub started_ms: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Container {
     pub pipeline: u64,
@@ -82,6 +93,14 @@ pub struct ScmState {
     /// bound to it (another certificate cannot register, beat or take over as that datanode).
     #[serde(default)]
     pub certificates: BTreeMap<u64, String>,
+    /// Pipeline repairs under way (re-replication after a member died), by pipeline.
+    #[serde(default)]
+    pub repairs: BTreeMap<u64, Repair>,
+    /// Pipeline repairs finished, and containers copied by them (for status and benchmarks).
+    #[serde(default)]
+    pub repairs_done: u64,
+    #[serde(default)]
+    pub containers_repaired: u64,
 }
 
 /// One change. Applying a record is deterministic and idempotent in effect on the id counters
@@ -104,6 +123,12 @@ pub enum Rec {
     Key(Key),
     DeleteTx { txn: u64, shard: u32, up_to_seq: u64, tx: DeleteTx },
     DeleteDone { txn: u64, datanode: u64 },
+    /// A repair of `pipeline` starts (with no container to copy, it finishes at once).
+    RepairStarted { pipeline: u64, repair: Repair },
+    /// The repair's target copied `container`; with the last, it replaces the dead member.
+    RepairCopied { pipeline: u64, container: u64 },
+    /// The repair stopped (its target or source died, or the dead member came back).
+    RepairCancelled { pipeline: u64 },
 }
 
 impl ScmState {
@@ -168,7 +193,55 @@ impl ScmState {
                     }
                 }
             }
+            Rec::RepairStarted { pipeline, repair } => {
+                self.repairs.insert(*pipeline, repair.clone());
+                self.finish_repair(*pipeline);
+            }
+            Rec::RepairCopied { pipeline, container } => {
+                if let Some(r) = self.repairs.get_mut(pipeline)
+                    && r.pending.remove(container)
+                {
+                    self.containers_repaired += 1;
+                }
+                self.finish_repair(*pipeline);
+            }
+            Rec::RepairCancelled { pipeline } => {
+                self.repairs.remove(pipeline);
+            }
         }
+    }
+
+    /// A repair with nothing left to copy: its target takes the dead member's place (members
+    /// stay sorted), and deletes still owed by the dead member are owed by the target instead
+    /// (it copied those blocks too).
+    fn finish_repair(&mut self, pipeline: u64) {
+        let Some(r) = self.repairs.get(&pipeline).filter(|r| r.pending.is_empty()).cloned() else { return };
+        self.repairs.remove(&pipeline);
+        self.repairs_done += 1;
+        if let Some(p) = self.pipelines.get_mut(&pipeline) {
+            p.members.retain(|m| *m != r.dead);
+            if !p.members.contains(&r.target) {
+                p.members.push(r.target);
+            }
+            p.members.sort_unstable();
+        }
+        let containers: BTreeSet<u64> = self.containers.iter().filter(|(_, c)| c.pipeline == pipeline).map(|(id, _)| *id).collect();
+        // Containers the dead datanode still holds by some other pipeline.
+        let still_dead: BTreeSet<u64> = self
+            .containers
+            .iter()
+            .filter(|(_, c)| self.pipelines.get(&c.pipeline).is_some_and(|p| p.members.contains(&r.dead)))
+            .map(|(id, _)| *id)
+            .collect();
+        for tx in self.deletes.values_mut() {
+            if tx.pending.contains(&r.dead) && tx.blocks.iter().any(|(c, _)| containers.contains(c)) {
+                tx.pending.insert(r.target);
+                if !tx.blocks.iter().any(|(c, _)| still_dead.contains(c)) {
+                    tx.pending.remove(&r.dead);
+                }
+            }
+        }
+        self.deletes.retain(|_, tx| !tx.pending.is_empty());
     }
 
     /// The datanodes holding container `c` (empty if unknown).
@@ -338,5 +411,35 @@ mod tests {
             s.apply(&Rec::DeleteDone { txn: 1, datanode: d });
         }
         assert!(s.deletes.is_empty());
+    }
+
+    #[test]
+    fn a_repair_swaps_the_dead_member_only_when_every_container_is_copied_and_moves_its_deletes() {
+        let mut s = with_datanodes(4);
+        let blocks = allocate(&mut s, 3, &[1, 2, 3], &[], 200).expect("allocates");
+        let pipeline = s.containers[&blocks[0].0].pipeline;
+        assert_eq!(s.pipelines[&pipeline].members, vec![1, 2, 3]);
+        let containers: BTreeSet<u64> = s.containers.iter().filter(|(_, c)| c.pipeline == pipeline).map(|(id, _)| *id).collect();
+        assert!(containers.len() >= 2, "{containers:?}");
+        s.apply(&Rec::DeleteTx { txn: 1, shard: 0, up_to_seq: 1, tx: DeleteTx { blocks: vec![(blocks[0].0, blocks[0].1)], pending: [1, 2, 3].into() } });
+        s.apply(&Rec::RepairStarted { pipeline, repair: Repair { dead: 2, target: 4, source: 1, pending: containers.clone(), started_ms: 0 } });
+        let mut left = containers.len();
+        for c in &containers {
+            assert_eq!(s.pipelines[&pipeline].members, vec![1, 2, 3], "swapped with {left} containers to copy");
+            s.apply(&Rec::RepairCopied { pipeline, container: *c });
+            // A repeat (a report that crossed a restart) changes nothing.
+            s.apply(&Rec::RepairCopied { pipeline, container: *c });
+            left -= 1;
+        }
+        assert_eq!(s.pipelines[&pipeline].members, vec![1, 3, 4]);
+        assert!(s.repairs.is_empty());
+        assert_eq!((s.repairs_done, s.containers_repaired), (1, containers.len() as u64));
+        // The dead member's delete is owed by its replacement now.
+        assert_eq!(s.deletes[&1].pending, [1, 3, 4].into());
+        // A cancelled repair changes no member.
+        s.apply(&Rec::RepairStarted { pipeline, repair: Repair { dead: 3, target: 2, source: 1, pending: containers, started_ms: 0 } });
+        s.apply(&Rec::RepairCancelled { pipeline });
+        assert_eq!(s.pipelines[&pipeline].members, vec![1, 3, 4]);
+        assert!(s.repairs.is_empty());
     }
 }
