@@ -68,7 +68,10 @@ interface StorageContainerManager {
   # Liveness, plus the delete transactions this datanode has carried out since the last beat.
   # `replicated`: containers this datanode finished copying for a pipeline repair; `replicate`:
   # containers it is to copy from a surviving member (`source`), for pipelines whose member died.
-  heartbeat @1 (id :UInt64, deletesDone :List(UInt64), replicated :List(ContainerRef)) -> (error :Text, deletes :List(DeleteCommand), keys :List(SecretKey), replicate :List(ReplicateCommand));
+  # `datanodesVersion`: the version of the datanode list this datanode holds; when the SCM's is
+  # newer, the reply carries the list (`datanodes`, every registered datanode's address) and
+  # its version, so chained writes reach registered datanodes even while the SCM is down.
+  heartbeat @1 (id :UInt64, deletesDone :List(UInt64), replicated :List(ContainerRef), datanodesVersion :UInt64) -> (error :Text, deletes :List(DeleteCommand), keys :List(SecretKey), replicate :List(ReplicateCommand), datanodes :List(Text), datanodesVersion :UInt64);
   # `count` blocks (at most 4096) of `blockBytes` each, none on a datanode in `exclude`.
   allocateBlocks @2 (count :UInt32, replication :Replication, owner :Text, exclude :List(UInt64), blockBytes :UInt64) -> (error :Text, blocks :List(AllocatedBlock));
   clusterMap @3 () -> (datanodes :List(DatanodeInfo), pipelines :List(PipelineInfo), keys :List(SecretKey));

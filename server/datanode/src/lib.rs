@@ -70,6 +70,8 @@ pub struct Datanode {
     /// Addresses of the cluster's datanodes (from the SCM's cluster map): a chained write is
     /// forwarded only to one of them, never to an address a client made up.
     datanodes: RefCell<std::collections::HashSet<String>>,
+    /// The SCM's version of that list (heartbeats bring a newer one).
+    datanodes_version: Cell<u64>,
     /// Connections to the datanodes chained writes go to.
     peers: RefCell<HashMap<String, Rc<stratos_common::rpc::Redial<dn_rpc::Client>>>>,
     /// Container copies for pipeline repairs: (pipeline, container) queued or running, the queue
@@ -278,6 +280,7 @@ impl Datanode {
         for (i, t) in done.iter().enumerate() {
             l.set(i as u32, *t);
         }
+        req.get().set_datanodes_version(self.datanodes_version.get());
         let mut l = req.get().init_replicated(copied.len() as u32);
         for (i, (p, c)) in copied.iter().enumerate() {
             let mut x = l.reborrow().get(i as u32);
@@ -295,6 +298,11 @@ impl Datanode {
         }
         self.done.borrow_mut().retain(|t| !done.contains(t));
         self.copied.borrow_mut().retain(|c| !copied.contains(c));
+        if r.get_datanodes_version() != 0 && r.get_datanodes_version() != self.datanodes_version.get() {
+            let list = r.get_datanodes()?.iter().filter_map(|a| a.ok()?.to_str().ok().map(str::to_string)).collect();
+            *self.datanodes.borrow_mut() = list;
+            self.datanodes_version.set(r.get_datanodes_version());
+        }
         self.learn_keys(stratos_common::token::secret_keys(r.get_keys()?)?);
         for cmd in r.get_replicate()?.iter() {
             let (pipeline, container) = (cmd.get_pipeline_id(), cmd.get_container_id());
@@ -628,6 +636,7 @@ pub fn run(cfg: DatanodeConfig, on_ready: impl FnOnce(&Ready) + Send + 'static) 
                 done: RefCell::default(),
                 last_key_fetch: Cell::new(None),
                 datanodes: RefCell::default(),
+                datanodes_version: Cell::new(0),
                 peers: RefCell::default(),
                 copying: RefCell::default(),
                 copy_queue: RefCell::default(),

@@ -211,12 +211,20 @@ impl scm_rpc::Server for ScmService {
         }
         let keys = scm.live_keys();
         set_keys(r.reborrow().init_keys(keys.len() as u32), &keys);
-        let mut list = r.init_replicate(copy.len() as u32);
+        let mut list = r.reborrow().init_replicate(copy.len() as u32);
         for (i, (pipeline, container, source)) in copy.iter().enumerate() {
             let mut c = list.reborrow().get(i as u32);
             c.set_pipeline_id(*pipeline);
             c.set_container_id(*container);
             c.set_source(source);
+        }
+        let state = scm.state.borrow();
+        if p.get_datanodes_version() != state.datanodes_version {
+            r.set_datanodes_version(state.datanodes_version);
+            let mut l = r.init_datanodes(state.datanodes.len() as u32);
+            for (i, a) in state.datanodes.values().enumerate() {
+                l.set(i as u32, a.as_str());
+            }
         }
         Ok(())
     }

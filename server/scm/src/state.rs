@@ -101,6 +101,10 @@ pub struct ScmState {
     pub repairs_done: u64,
     #[serde(default)]
     pub containers_repaired: u64,
+    /// Moves with every datanode registration (a new datanode or a new address): datanodes
+    /// fetch the list again when theirs is older.
+    #[serde(default)]
+    pub datanodes_version: u64,
 }
 
 /// One change. Applying a record is deterministic and idempotent in effect on the id counters
@@ -140,6 +144,7 @@ impl ScmState {
         match rec {
             Rec::Datanode { id, address, certificate } => {
                 self.datanodes.insert(*id, address.clone());
+                self.datanodes_version += 1;
                 if let Some(name) = certificate {
                     self.certificates.insert(*id, name.clone());
                 }
