@@ -428,6 +428,9 @@ fn with_the_scm_down_writes_fail_clearly_once_the_pool_drains_and_reads_go_on() 
     let mut c = Cluster::start(dir.path(), 3, &["--block-pool-size", "4"]);
     let f = random_file(dir.path(), "f", 5000, 6);
     c.ok(&["key", "put", "/vol/bkt/before", s(&f)]);
+    // Datanodes learn each other from their heartbeats (200 ms here): a chain may only go to a
+    // datanode the SCM had registered when it was last heard from. Let a few beats pass.
+    std::thread::sleep(Duration::from_millis(1500));
     c.scm.kill9();
     let mut failed = None;
     for i in 0..80 {
@@ -438,7 +441,7 @@ fn with_the_scm_down_writes_fail_clearly_once_the_pool_drains_and_reads_go_on() 
         }
     }
     let (i, err) = failed.expect("puts fail once the pools are empty");
-    assert!(i > 0, "the pools served some puts without the SCM");
+    assert!(i > 0, "the pools served some puts without the SCM: the first failed with {err}");
     assert!(err.contains("UNAVAILABLE") && err.contains(&c.scm_addr), "{err}");
     // Reads need no SCM.
     let out = dir.path().join("before.out");
