@@ -45,6 +45,7 @@ pub mod interrupt;
 pub mod runtime;
 pub mod sh;
 pub mod tls;
+pub mod wire;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -317,7 +318,7 @@ async fn connect_with<C: capnp::capability::FromClientHook>(runtime: &dyn Runtim
     let mut options = capnp::message::ReaderOptions::new();
     // Replies may carry up to a few MiB of block data.
     options.traversal_limit_in_words(Some(256 << 20 >> 3));
-    let network = twoparty::VatNetwork::new(futures_lite::io::BufReader::new(reader), futures_lite::io::BufWriter::new(writer), rpc_twoparty_capnp::Side::Client, options);
+    let network = twoparty::VatNetwork::new(futures_lite::io::BufReader::new(reader), wire::CoalescedWriter::new(writer, |task| runtime.spawn_local(task)), rpc_twoparty_capnp::Side::Client, options);
     let mut rpc = RpcSystem::new(Box::new(network), None);
     let service: C = rpc.bootstrap(rpc_twoparty_capnp::Side::Server);
     runtime.spawn_local(Box::pin(async move {

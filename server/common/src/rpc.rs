@@ -22,12 +22,20 @@ pub fn serve_stream(stream: impl futures_util::io::AsyncRead + futures_util::io:
     let (reader, writer) = stream.split();
     let mut options = capnp::message::ReaderOptions::new();
     options.traversal_limit_in_words(Some(TRAVERSAL_WORDS_MAX)).nesting_limit(NESTING_MAX);
-    let network = twoparty::VatNetwork::new(futures_lite::io::BufReader::new(reader), futures_lite::io::BufWriter::new(writer), rpc_twoparty_capnp::Side::Server, options);
+    let network = twoparty::VatNetwork::new(futures_lite::io::BufReader::new(reader), coalesced(writer), rpc_twoparty_capnp::Side::Server, options);
     let rpc = RpcSystem::new(Box::new(network), Some(bootstrap));
     glommio::spawn_local(async move {
         let _ = rpc.await;
     })
     .detach();
+}
+
+/// The writing half of a Cap'n Proto connection on this executor: what one turn of the
+/// executor writes leaves in one send (see [`stratos_client::wire`]).
+pub fn coalesced(writer: impl futures_util::io::AsyncWrite + Unpin + 'static) -> stratos_client::wire::CoalescedWriter {
+    stratos_client::wire::CoalescedWriter::new(writer, |task| {
+        glommio::spawn_local(task).detach();
+    })
 }
 
 /// Binds a TCP listener that this process alone holds, for a glommio executor.
