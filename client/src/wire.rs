@@ -14,6 +14,10 @@
 //! same send. A message is delayed by at most the tasks already queued on the executor: no timer
 //! is involved, so an idle connection's message leaves at once.
 //!
+//! A large write (a block's chunk: [`DIRECT_MIN`] bytes or more) finding nothing buffered and no
+//! send under way goes straight to the stream instead, as a `BufWriter` would pass it through:
+//! copying a megabyte to save a syscall is no saving.
+//!
 //! What it keeps of a writer's contract:
 //! - bytes leave in the order written; what was flushed is sent without any further call (the
 //!   task owns the stream), also when the writer is dropped without `close` (which is how the
@@ -35,13 +39,19 @@ use futures_util::io::{AsyncWrite, AsyncWriteExt};
 /// Bytes written and not yet taken by the sending task, beyond which a write waits.
 pub const BUFFERED_MAX: usize = 1 << 20;
 
+/// A write at least this large goes straight to the stream when nothing waits before it.
+pub const DIRECT_MIN: usize = 64 << 10;
+
 /// A buffer that kept more capacity than this after a send gives it back (a 1 MiB block once
 /// sent should not stay allocated for the connection's life).
 const KEEP_CAPACITY_MAX: usize = 256 << 10;
 
-#[derive(Default)]
-struct Shared {
+struct Shared<W> {
     buf: Vec<u8>,
+    /// The stream, here while no send is under way (the task holds it during one).
+    stream: Option<W>,
+    /// A direct write went to the stream since its last flush.
+    unflushed: bool,
     /// A flush (or a full buffer) asked for the buffer to be sent.
     wanted: bool,
     /// `close` was called, or the writer dropped: send what is left, then end.
@@ -59,7 +69,13 @@ struct Shared {
     writer: Option<Waker>,
 }
 
-impl Shared {
+impl<W> Shared<W> {
+    fn wake_writer(&mut self) {
+        if let Some(w) = self.writer.take() {
+            w.wake();
+        }
+    }
+
     fn wake_sender(&mut self) {
         if let Some(w) = self.sender.take() {
             w.wake();
@@ -72,11 +88,11 @@ impl Shared {
 }
 
 /// See the [module](self) documentation.
-pub struct CoalescedWriter {
-    shared: Rc<RefCell<Shared>>,
+pub struct CoalescedWriter<W> {
+    shared: Rc<RefCell<Shared<W>>>,
 }
 
-impl std::fmt::Debug for CoalescedWriter {
+impl<W> std::fmt::Debug for CoalescedWriter<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = self.shared.borrow();
         f.debug_struct("CoalescedWriter").field("buffered", &s.buf.len()).field("sends", &s.sends).finish()
@@ -86,11 +102,23 @@ impl std::fmt::Debug for CoalescedWriter {
 /// A future the writer's task runs as (for `spawn`).
 pub type SendTask = Pin<Box<dyn Future<Output = ()> + 'static>>;
 
-impl CoalescedWriter {
+impl<W: AsyncWrite + Unpin + 'static> CoalescedWriter<W> {
     /// Wraps `stream`; `spawn` starts the sending task on the current thread's executor.
-    pub fn new<W: AsyncWrite + Unpin + 'static>(stream: W, spawn: impl FnOnce(SendTask)) -> Self {
-        let shared = Rc::new(RefCell::new(Shared::default()));
-        spawn(Box::pin(send_loop(stream, shared.clone())));
+    pub fn new(stream: W, spawn: impl FnOnce(SendTask)) -> Self {
+        let shared = Rc::new(RefCell::new(Shared {
+            buf: Vec::new(),
+            stream: Some(stream),
+            unflushed: false,
+            wanted: false,
+            ending: false,
+            close: false,
+            done: false,
+            error: None,
+            sends: 0,
+            sender: None,
+            writer: None,
+        }));
+        spawn(Box::pin(send_loop(shared.clone())));
         CoalescedWriter { shared }
     }
 
@@ -100,10 +128,10 @@ impl CoalescedWriter {
     }
 }
 
-async fn send_loop<W: AsyncWrite + Unpin>(mut stream: W, shared: Rc<RefCell<Shared>>) {
+async fn send_loop<W: AsyncWrite + Unpin>(shared: Rc<RefCell<Shared<W>>>) {
     let mut out = Vec::new();
     loop {
-        let (ending, close) = std::future::poll_fn(|cx| {
+        let (mut stream, ending, close, unflushed) = std::future::poll_fn(|cx| {
             let mut s = shared.borrow_mut();
             if !(s.wanted || s.ending) {
                 s.sender = Some(cx.waker().clone());
@@ -111,15 +139,16 @@ async fn send_loop<W: AsyncWrite + Unpin>(mut stream: W, shared: Rc<RefCell<Shar
             }
             s.wanted = false;
             std::mem::swap(&mut out, &mut s.buf);
-            if let Some(w) = s.writer.take() {
-                w.wake(); // room again
-            }
-            Poll::Ready((s.ending, s.close))
+            s.wake_writer(); // room again
+            let stream = s.stream.take().expect("only the sending task takes the stream");
+            Poll::Ready((stream, s.ending, s.close, std::mem::take(&mut s.unflushed)))
         })
         .await;
         let sent = async {
             if !out.is_empty() {
                 stream.write_all(&out).await?;
+            }
+            if !out.is_empty() || unflushed {
                 stream.flush().await?;
             }
             if close {
@@ -133,6 +162,8 @@ async fn send_loop<W: AsyncWrite + Unpin>(mut stream: W, shared: Rc<RefCell<Shar
             out = Vec::new();
         }
         let mut s = shared.borrow_mut();
+        s.stream = Some(stream);
+        s.wake_writer(); // a direct write may wait for the stream
         match sent {
             Ok(sent) => s.sends += u64::from(sent),
             Err(e) => s.error = Some((e.kind(), e.to_string())),
@@ -142,15 +173,14 @@ async fn send_loop<W: AsyncWrite + Unpin>(mut stream: W, shared: Rc<RefCell<Shar
         if s.error.is_some() || (ending && s.buf.is_empty()) {
             s.done = true;
             s.buf = Vec::new();
-            if let Some(w) = s.writer.take() {
-                w.wake();
-            }
+            s.stream = None;
+            s.wake_writer();
             return;
         }
     }
 }
 
-impl AsyncWrite for CoalescedWriter {
+impl<W: AsyncWrite + Unpin> AsyncWrite for CoalescedWriter<W> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let mut s = self.shared.borrow_mut();
         if let Some(e) = s.error() {
@@ -158,6 +188,30 @@ impl AsyncWrite for CoalescedWriter {
         }
         if s.ending {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "write after close")));
+        }
+        if data.len() >= DIRECT_MIN && s.buf.is_empty() {
+            let s = &mut *s;
+            let Some(stream) = s.stream.as_mut() else {
+                // A send is under way: wait for the task to give the stream back.
+                s.writer = Some(cx.waker().clone());
+                return Poll::Pending;
+            };
+            return match Pin::new(stream).poll_write(cx, data) {
+                Poll::Ready(Ok(n)) => {
+                    s.unflushed = true;
+                    Poll::Ready(Ok(n))
+                }
+                Poll::Ready(Err(e)) => {
+                    s.error = Some((e.kind(), e.to_string()));
+                    Poll::Ready(Err(e))
+                }
+                Poll::Pending => {
+                    // The stream wakes us when it can take more; so does the task if it used
+                    // the stream meanwhile (a stream may keep only the last waker).
+                    s.writer = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            };
         }
         if !s.buf.is_empty() && s.buf.len() + data.len() > BUFFERED_MAX {
             // Full: have the task take it, and wait until it has.
@@ -175,7 +229,7 @@ impl AsyncWrite for CoalescedWriter {
         if let Some(e) = s.error() {
             return Poll::Ready(Err(e));
         }
-        if !s.buf.is_empty() {
+        if !s.buf.is_empty() || s.unflushed {
             s.wanted = true;
             s.wake_sender();
         }
@@ -196,7 +250,7 @@ impl AsyncWrite for CoalescedWriter {
     }
 }
 
-impl Drop for CoalescedWriter {
+impl<W> Drop for CoalescedWriter<W> {
     fn drop(&mut self) {
         // Send what was written (the RPC system drops its writer after its last message), then
         // let the task end and drop the stream.
@@ -299,6 +353,45 @@ mod tests {
             assert_eq!(stream.0.borrow().sends.len(), 2);
             assert_eq!(stream.received(), b"one two three four");
             assert_eq!(w.sends(), 2);
+        });
+    }
+
+    #[test]
+    fn a_large_write_goes_straight_to_the_stream_and_order_is_kept() {
+        run(|| async {
+            let stream = Stream::default();
+            let mut w = CoalescedWriter::new(stream.clone(), spawn);
+            let big = vec![1u8; DIRECT_MIN];
+            w.write_all(&big).await.unwrap();
+            assert_eq!(stream.0.borrow().current.len(), DIRECT_MIN, "written through, not copied");
+            w.flush().await.unwrap();
+            turn().await;
+            assert_eq!(stream.0.borrow().sends.len(), 1, "the task flushed the direct write");
+            // Behind buffered bytes a large write is buffered too (order), and with a send
+            // under way it waits for the stream.
+            stream.0.borrow_mut().stalled = true;
+            w.write_all(b"small").await.unwrap();
+            w.flush().await.unwrap();
+            turn().await; // the task is now stuck sending "small"
+            let w = Rc::new(RefCell::new(w));
+            let writer = {
+                let w = w.clone();
+                glommio::spawn_local(async move {
+                    let mut w = w.borrow_mut();
+                    w.write_all(&vec![2u8; DIRECT_MIN]).await.unwrap();
+                    w.write_all(b"end").await.unwrap();
+                    w.flush().await.unwrap();
+                })
+            };
+            turn().await;
+            stream.release();
+            writer.await;
+            turn().await;
+            let mut expected = big.clone();
+            expected.extend_from_slice(b"small");
+            expected.extend_from_slice(&[2u8; DIRECT_MIN]);
+            expected.extend_from_slice(b"end");
+            assert_eq!(stream.received(), expected);
         });
     }
 

@@ -32,7 +32,7 @@ pub fn serve_stream(stream: impl futures_util::io::AsyncRead + futures_util::io:
 
 /// The writing half of a Cap'n Proto connection on this executor: what one turn of the
 /// executor writes leaves in one send (see [`stratos_client::wire`]).
-pub fn coalesced(writer: impl futures_util::io::AsyncWrite + Unpin + 'static) -> stratos_client::wire::CoalescedWriter {
+pub fn coalesced<W: futures_util::io::AsyncWrite + Unpin + 'static>(writer: W) -> stratos_client::wire::CoalescedWriter<W> {
     stratos_client::wire::CoalescedWriter::new(writer, |task| {
         glommio::spawn_local(task).detach();
     })
