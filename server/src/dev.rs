@@ -261,6 +261,9 @@ pub fn dev(a: DevArgs) -> anyhow::Result<()> {
             temp.path().to_path_buf()
         }
     };
+    // Every role makes its own directory under it, but files of dev's own (the S3 keyring) go
+    // straight into it: make it first.
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
     let mut c = OmConfig { data_dir: Some(dir.join("om")), ..Default::default() };
     c.rpc_address = std::net::SocketAddr::from(([127, 0, 0, 1], shifted(9862, a.base_port)?));
     c.http_address = Some(std::net::SocketAddr::from(([127, 0, 0, 1], shifted(9874, a.base_port)?)));

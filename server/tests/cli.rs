@@ -480,17 +480,65 @@ fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
 }
 
+/// A `dev --base-port` whose shifted ports (OM RPC, SCM, Raft, HTTP, S3: 9862..9878 + N) are
+/// free now.
+fn free_base_port() -> i32 {
+    loop {
+        let p = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let n = i32::from(p) - 9862;
+        if p < 60_000 && (0..=16).all(|k| std::net::TcpListener::bind(("127.0.0.1", p + k)).is_ok()) {
+            break n;
+        }
+    }
+}
+
+/// A `stratos dev` that is stopped (Ctrl-C, then -9 after 10 s) however the test ends.
+struct Dev(std::process::Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        signal(self.0.id(), libc::SIGINT);
+        let start = Instant::now();
+        while self.0.try_wait().ok().flatten().is_none() {
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `dev --insecure` into a data directory that does not exist yet: it failed making the S3
+/// gateway's keyring there (only the TLS files had made the directory), which stopped
+/// bench/etcd.sh from starting.
+#[test]
+fn dev_insecure_makes_its_data_directory() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let dir = parent.path().join("not").join("yet");
+    let base = free_base_port();
+    let mut dev = Dev(Command::new(BIN)
+        .args(["dev", "--insecure", "--datanodes", "0", "--data-dir", s(&dir), "--base-port", &base.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dev"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(dev.0.stdout.take().expect("stdout")), &mut line).expect("a line");
+    if !line.contains("ready") {
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(&mut dev.0.stderr.take().expect("stderr"), &mut err);
+        panic!("dev did not start: {line}{err}");
+    }
+    assert!(line.contains(" s3 http://"), "the gateway serves plain HTTP: {line}");
+    assert!(dir.join("s3g-keyring").is_file());
+}
+
 #[test]
 fn dev_reports_a_dead_child_and_takes_its_children_with_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // A --base-port whose shifted OM ports (RPC, SCM, Raft, HTTP: 9862..9874 + N) are free now.
-    let base = loop {
-        let p = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let n = i32::from(p) - 9862;
-        if p < 60_000 && (0..=12).all(|k| std::net::TcpListener::bind(("127.0.0.1", p + k)).is_ok()) {
-            break n;
-        }
-    };
+    let base = free_base_port();
     let mut dev = Command::new(BIN)
         .args(["dev", "--datanodes", "1", "--data-dir", s(dir.path()), "--base-port", &base.to_string()])
         .stdout(Stdio::piped())
