@@ -26,8 +26,12 @@
 //! - at most [`BUFFERED_MAX`] bytes wait: a write beyond that waits for the task to take the
 //!   buffer (a peer that stops reading holds the writer, as a full socket would);
 //! - `close` returns once everything is sent and the stream is closed.
+//!
+//! Each thread counts what its writers did ([`thread_counters`]): flushes asked for (one per
+//! Cap'n Proto message) against writes handed to the stream, which is the batching a server's
+//! `/prom` shows per core.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -45,6 +49,35 @@ pub const DIRECT_MIN: usize = 64 << 10;
 /// A buffer that kept more capacity than this after a send gives it back (a 1 MiB block once
 /// sent should not stay allocated for the connection's life).
 const KEEP_CAPACITY_MAX: usize = 256 << 10;
+
+/// What the coalesced writers of one thread (one executor's connections) did since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Flushes that found something to send: one per message the RPC system wrote.
+    pub flushes: u64,
+    /// Writes handed to the streams: one per send of the buffer, one per direct write. Under
+    /// TLS one may be several records, each a syscall of its own.
+    pub writes: u64,
+    /// Bytes handed to the streams.
+    pub bytes: u64,
+}
+
+thread_local! {
+    static COUNTERS: Cell<Counters> = const { Cell::new(Counters { flushes: 0, writes: 0, bytes: 0 }) };
+}
+
+/// The counters of the writers on the current thread.
+pub fn thread_counters() -> Counters {
+    COUNTERS.with(Cell::get)
+}
+
+fn count(f: impl FnOnce(&mut Counters)) {
+    COUNTERS.with(|c| {
+        let mut v = c.get();
+        f(&mut v);
+        c.set(v);
+    });
+}
 
 struct Shared<W> {
     buf: Vec<u8>,
@@ -157,6 +190,7 @@ async fn send_loop<W: AsyncWrite + Unpin>(shared: Rc<RefCell<Shared<W>>>) {
             Ok::<_, io::Error>(!out.is_empty())
         }
         .await;
+        let bytes = out.len() as u64;
         out.clear();
         if out.capacity() > KEEP_CAPACITY_MAX {
             out = Vec::new();
@@ -165,7 +199,12 @@ async fn send_loop<W: AsyncWrite + Unpin>(shared: Rc<RefCell<Shared<W>>>) {
         s.stream = Some(stream);
         s.wake_writer(); // a direct write may wait for the stream
         match sent {
-            Ok(sent) => s.sends += u64::from(sent),
+            Ok(sent) => {
+                s.sends += u64::from(sent);
+                if sent {
+                    count(|c| (c.writes, c.bytes) = (c.writes + 1, c.bytes + bytes));
+                }
+            }
             Err(e) => s.error = Some((e.kind(), e.to_string())),
         }
         // After `ending` was seen nothing more is written (a write after close fails), but a
@@ -199,6 +238,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for CoalescedWriter<W> {
             return match Pin::new(stream).poll_write(cx, data) {
                 Poll::Ready(Ok(n)) => {
                     s.unflushed = true;
+                    count(|c| (c.writes, c.bytes) = (c.writes + 1, c.bytes + n as u64));
                     Poll::Ready(Ok(n))
                 }
                 Poll::Ready(Err(e)) => {
@@ -232,6 +272,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for CoalescedWriter<W> {
         if !s.buf.is_empty() || s.unflushed {
             s.wanted = true;
             s.wake_sender();
+            count(|c| c.flushes += 1);
         }
         Poll::Ready(Ok(()))
     }
@@ -353,6 +394,8 @@ mod tests {
             assert_eq!(stream.0.borrow().sends.len(), 2);
             assert_eq!(stream.received(), b"one two three four");
             assert_eq!(w.sends(), 2);
+            // This thread's counters (a fresh executor thread): four messages, two writes.
+            assert_eq!(thread_counters(), Counters { flushes: 4, writes: 2, bytes: 18 });
         });
     }
 
@@ -392,6 +435,9 @@ mod tests {
             expected.extend_from_slice(&[2u8; DIRECT_MIN]);
             expected.extend_from_slice(b"end");
             assert_eq!(stream.received(), expected);
+            // Two direct writes and two sends of the buffer ("small", then "end").
+            let c = thread_counters();
+            assert_eq!((c.writes, c.bytes), (4, expected.len() as u64));
         });
     }
 

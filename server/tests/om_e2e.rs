@@ -369,10 +369,7 @@ fn renames_across_shards_finish_even_after_a_crash_midway() {
 /// then refused), by the leader's periodic expiry, without any client asking.
 #[test]
 fn open_keys_expire_by_themselves() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let om = Om::start_with_args(&dir.path().join("om"), &["--open-key-ttl-ms", "300", "--housekeeping-interval-ms", "100"]);
-    om.ok(&["volume", "create", "/vol"]);
-    om.ok(&["bucket", "create", "/vol/bkt"]);
+    let (_dir, om) = with_bucket(&["--open-key-ttl-ms", "300", "--housekeeping-interval-ms", "100"]);
     let rpc = om.rpc.clone();
     let commit_after = |wait_ms: u64| {
         let rpc = rpc.clone();
@@ -417,10 +414,7 @@ fn commit_op(op: stratos_schema::om_capnp::operation::Builder<'_>, key: &str, op
 /// of missing keys cover all shards).
 #[test]
 fn a_multi_key_delete_spans_shards() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let om = Om::start(&dir.path().join("om"));
-    om.ok(&["volume", "create", "/vol"]);
-    om.ok(&["bucket", "create", "/vol/bkt"]);
+    let (_dir, om) = with_bucket(&[]);
     let rpc = om.rpc.clone();
     let done = on_executor(move || async move {
         let c = stratos_client::Client::connect(&rpc, "root").await.expect("connect");
@@ -470,10 +464,7 @@ fn a_multi_key_delete_spans_shards() {
 /// created again, holds no keys.
 #[test]
 fn bucket_delete_racing_key_writers_never_strands_a_key() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let om = Om::start(&dir.path().join("om"));
-    om.ok(&["volume", "create", "/vol"]);
-    om.ok(&["bucket", "create", "/vol/bkt"]);
+    let (_dir, om) = with_bucket(&[]);
     let rpc = om.rpc.clone();
     let (commits, refusals, delete_attempts) = on_executor(move || async move {
         use std::cell::Cell;
@@ -603,21 +594,57 @@ fn a_second_om_on_a_taken_port_refuses_to_start() {
     first.ok(&["volume", "create", "/stillhere"]);
 }
 
+/// A node started with `args`, with the volume `/vol` and its bucket `/vol/bkt` (and the
+/// directory it lives in, to keep while it runs).
+fn with_bucket(args: &[&str]) -> (tempfile::TempDir, Om) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let om = Om::start_with_args(&dir.path().join("om"), args);
+    om.ok(&["volume", "create", "/vol"]);
+    om.ok(&["bucket", "create", "/vol/bkt"]);
+    (dir, om)
+}
+
+/// A counter of `/prom`, summed over its labels (every core).
+fn counter(om: &Om, name: &str) -> u64 {
+    let (_, prom) = om.http_get("/prom");
+    prom.lines().filter(|l| l.starts_with(name)).map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()).expect("a count")).sum()
+}
+
+/// Replies that are ready together leave together: 64 one-key opens sent at once on one
+/// connection are answered in far fewer socket writes than messages, as `/prom` counts them
+/// (`stratos_rpc_flushes_total` against `stratos_rpc_writes_total`).
+#[test]
+fn replies_ready_together_share_a_socket_write() {
+    let (_dir, om) = with_bucket(&[]);
+    let before = (counter(&om, "stratos_rpc_flushes_total"), counter(&om, "stratos_rpc_writes_total"));
+    let rpc = om.rpc.clone();
+    on_executor(move || async move {
+        let c = stratos_client::Client::connect(&rpc, "root").await.expect("connect");
+        for round in 0..3 {
+            let opens = (0..64).map(|i| {
+                let c = &c;
+                async move {
+                    let key = format!("key-{round}-{i:02}");
+                    c.submit(|op| put_op(op, &key)).await.expect("open")
+                }
+            });
+            futures_util::future::join_all(opens).await;
+        }
+    });
+    let flushes = counter(&om, "stratos_rpc_flushes_total") - before.0;
+    let writes = counter(&om, "stratos_rpc_writes_total") - before.1;
+    assert!(flushes >= 192, "every reply is a flushed message ({flushes} flushes)");
+    assert!(writes * 2 <= flushes, "replies ready together share writes: {writes} writes for {flushes} flushes");
+}
+
 /// Shard-aware routing (`routes` gives each group's core port): a client's one-key calls land on
 /// the core that owns the key's shard, so none crosses cores; with `--core-ports false` the
 /// client's one connection lands on one core and the keys of shards on the other cross. Counted
 /// by the node in /prom.
 #[test]
 fn one_key_calls_land_on_their_shards_core() {
-    fn counter(om: &Om, name: &str) -> u64 {
-        let (_, prom) = om.http_get("/prom");
-        prom.lines().filter(|l| l.starts_with(name)).map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()).expect("a count")).sum()
-    }
     for core_ports in [true, false] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let om = Om::start_with_args(&dir.path().join("om"), &["--core-ports", if core_ports { "true" } else { "false" }]);
-        om.ok(&["volume", "create", "/vol"]);
-        om.ok(&["bucket", "create", "/vol/bkt"]);
+        let (_dir, om) = with_bucket(&["--core-ports", if core_ports { "true" } else { "false" }]);
         let before = (counter(&om, "stratos_om_calls_local_total"), counter(&om, "stratos_om_calls_cross_core_total"));
         let rpc = om.rpc.clone();
         on_executor(move || async move {

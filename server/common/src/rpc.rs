@@ -30,6 +30,9 @@ pub fn serve_stream(stream: impl futures_util::io::AsyncRead + futures_util::io:
     .detach();
 }
 
+/// What this executor's Cap'n Proto connections flushed and sent (for `/prom`).
+pub use stratos_client::wire::{Counters as WireCounters, thread_counters as wire_counters};
+
 /// The writing half of a Cap'n Proto connection on this executor: what one turn of the
 /// executor writes leaves in one send (see [`stratos_client::wire`]).
 pub fn coalesced<W: futures_util::io::AsyncWrite + Unpin + 'static>(writer: W) -> stratos_client::wire::CoalescedWriter<W> {

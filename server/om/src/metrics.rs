@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 
 use stratos_wal::{Log2Histogram, WalStats};
+use stratos_common::rpc::WireCounters;
 
 use crate::core::{Core, META_GROUP, Msg};
 
@@ -166,7 +167,7 @@ fn histogram(out: &mut String, samples: &[GroupSample], name: &str, help: &str, 
 pub type DataCounters = [u64; 5];
 
 /// The page: every group's sample, each core's meta-view index and data-path counters.
-pub fn render(samples: &[GroupSample], meta_views: &[(usize, u64)], data: &[(usize, DataCounters)], routing: &[(usize, RoutingCounters)]) -> String {
+pub fn render(samples: &[GroupSample], meta_views: &[(usize, u64)], data: &[(usize, DataCounters)], routing: &[(usize, RoutingCounters)], wire: &[(usize, WireCounters)]) -> String {
     let mut out = String::new();
     scalar(&mut out, samples, "stratos_raft_term", "gauge", "Current Raft term of the group.", |s| s.term);
     scalar(&mut out, samples, "stratos_raft_leader", "gauge", "1 if this node leads the group.", |s| u64::from(s.leader));
@@ -210,6 +211,18 @@ pub fn render(samples: &[GroupSample], meta_views: &[(usize, u64)], data: &[(usi
             let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", c[i]);
         }
     }
+    // Replies that share a send: flushes over writes is the batching of the core's sends.
+    let sends: [(&str, &str, fn(&WireCounters) -> u64); 3] = [
+        ("stratos_rpc_flushes_total", "Cap'n Proto messages this core's connections (clients, Raft peers) flushed.", |w| w.flushes),
+        ("stratos_rpc_writes_total", "Writes handed to those connections' sockets (or TLS streams): the messages one executor turn flushed share one.", |w| w.writes),
+        ("stratos_rpc_written_bytes_total", "Bytes handed to those connections' sockets (or TLS streams).", |w| w.bytes),
+    ];
+    for (name, help, of) in sends {
+        family(&mut out, name, "counter", help);
+        for (core, w) in wire {
+            let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", of(w));
+        }
+    }
     let families = [
         ("stratos_om_block_takes_total", "Block-pool takes (one per openKey or allocateBlock) on this core."),
         ("stratos_om_block_waits_total", "Takes that waited for the SCM (pool short, or datanodes excluded): the hot path's misses."),
@@ -239,12 +252,12 @@ impl Core {
     /// Every core's samples, gathered over the mesh (for the HTTP metrics page).
     pub async fn gather_metrics(self: &Rc<Self>) -> String {
         let m = self.gather(false).await;
-        crate::metrics::render(&m.samples, &m.views, &m.data, &m.routing)
+        crate::metrics::render(&m.samples, &m.views, &m.data, &m.routing, &m.wire)
     }
 
     /// Every core's group samples (sorted by group), meta-view index and counters.
     async fn gather(self: &Rc<Self>, hashes: bool) -> Gathered {
-        let mut g = Gathered { samples: Vec::new(), views: Vec::new(), data: Vec::new(), routing: Vec::new() };
+        let mut g = Gathered { samples: Vec::new(), views: Vec::new(), data: Vec::new(), routing: Vec::new(), wire: Vec::new() };
         g.add(self.index, self.core_metrics(hashes));
         for (i, answer) in self.ask_others(|reply| Msg::Metrics { hashes, reply }).await {
             if let Some(m) = answer {
@@ -257,7 +270,7 @@ impl Core {
 
     /// This core's part of the metrics page.
     pub(crate) fn core_metrics(&self, hashes: bool) -> CoreMetrics {
-        CoreMetrics { samples: sample_core(self, hashes), meta_index: self.meta_index(), data: self.data.as_ref().map(|d| d.counters()), routing: self.stats.routing.get() }
+        CoreMetrics { samples: sample_core(self, hashes), meta_index: self.meta_index(), data: self.data.as_ref().map(|d| d.counters()), routing: self.stats.routing.get(), wire: stratos_common::rpc::wire_counters() }
     }
 }
 
@@ -268,6 +281,7 @@ pub struct CoreMetrics {
     pub meta_index: u64,
     pub data: Option<DataCounters>,
     pub routing: RoutingCounters,
+    pub wire: WireCounters,
 }
 
 /// Every core's metrics, by core.
@@ -276,6 +290,7 @@ struct Gathered {
     views: Vec<(usize, u64)>,
     data: Vec<(usize, DataCounters)>,
     routing: Vec<(usize, RoutingCounters)>,
+    wire: Vec<(usize, WireCounters)>,
 }
 
 impl Gathered {
@@ -284,6 +299,7 @@ impl Gathered {
         self.views.push((core, m.meta_index));
         self.data.extend(m.data.map(|d| (core, d)));
         self.routing.push((core, m.routing));
+        self.wire.push((core, m.wire));
     }
 }
 
@@ -300,7 +316,7 @@ mod tests {
 
     #[test]
     fn families_are_grouped_and_histograms_cumulative() {
-        let page = render(&[sample(0), sample(3)], &[(0, 7), (1, 7)], &[(0, [10, 1, 2, 0, 5])], &[(0, [4, 0, 0]), (1, [3, 2, 1])]);
+        let page = render(&[sample(0), sample(3)], &[(0, 7), (1, 7)], &[(0, [10, 1, 2, 0, 5])], &[(0, [4, 0, 0]), (1, [3, 2, 1])], &[(1, WireCounters { flushes: 9, writes: 4, bytes: 700 })]);
         // Each family's samples follow its TYPE line, all groups together.
         let types: Vec<&str> = page.lines().filter(|l| l.starts_with("# TYPE")).collect();
         let mut names: Vec<&str> = types.iter().map(|l| l.split_whitespace().nth(2).expect("TYPE lines name a family")).collect();
@@ -316,5 +332,8 @@ mod tests {
         assert!(page.contains("stratos_om_block_waits_total{core=\"0\"} 1"));
         assert!(page.contains("stratos_om_calls_cross_core_total{core=\"1\"} 2"));
         assert!(page.contains("stratos_om_meta_fences_cross_core_total{core=\"1\"} 1"));
+        assert!(page.contains("stratos_rpc_flushes_total{core=\"1\"} 9"));
+        assert!(page.contains("stratos_rpc_writes_total{core=\"1\"} 4"));
+        assert!(page.contains("stratos_rpc_written_bytes_total{core=\"1\"} 700"));
     }
 }
