@@ -146,6 +146,50 @@ impl Datanodes {
     }
 }
 
+/// Where a read finds its datanodes' connections: [`Datanodes`], or a server's own pool.
+pub trait DatanodeSource {
+    /// The connection to `address` (made on first use).
+    fn datanode(&mut self, address: &str) -> impl std::future::Future<Output = Result<Datanode, String>>;
+    /// Drops the connection to `address` after an error (the next use dials again).
+    fn forget_datanode(&mut self, address: &str);
+}
+
+impl DatanodeSource for Datanodes {
+    async fn datanode(&mut self, address: &str) -> Result<Datanode, String> {
+        self.get(address).await
+    }
+
+    fn forget_datanode(&mut self, address: &str) {
+        self.forget(address);
+    }
+}
+
+/// `want` bytes at `offset` of `block`, from the first of its datanodes that serves them all;
+/// those in `failed` are asked last. A datanode that errs joins `failed` (so a frozen one costs
+/// one timeout per read, not one per chunk) and its connection is dropped. `Err` says what each
+/// datanode answered.
+pub async fn read_any(src: &mut impl DatanodeSource, block: &Block, offset: u64, want: u32, failed: &mut BTreeSet<u64>) -> Result<Vec<u8>, String> {
+    let mut order: Vec<&(u64, String)> = block.datanodes.iter().collect();
+    order.sort_by_key(|(id, _)| failed.contains(id));
+    let mut errors = Vec::new();
+    for (id, addr) in order {
+        let r = match src.datanode(addr).await {
+            Ok(dn) => read_chunk(&dn, block, offset, want).await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok((data, _)) if data.len() == want as usize => return Ok(data),
+            Ok((data, len)) => errors.push(format!("datanode {id} at {addr}: {} bytes at {offset}, block holds {len}", data.len())),
+            Err(e) => {
+                src.forget_datanode(addr);
+                failed.insert(*id);
+                errors.push(format!("datanode {id} at {addr}: {e}"));
+            }
+        }
+    }
+    Err(format!("no datanode served it: {}", errors.join("; ")))
+}
+
 /// Sets the token and block id every datanode call carries.
 macro_rules! addressed {
     ($p:expr, $block:expr) => {{
@@ -195,28 +239,71 @@ pub async fn put_block(dn: &Datanode, block: &Block, length: u64) -> Result<(), 
 /// the address of the datanode that failed, when the chain named one.
 #[allow(clippy::too_many_arguments)]
 pub async fn write_chained(dn: &Datanode, block: &Block, offset: u64, data: &[u8], finish: bool, length: u64, next: &[&str]) -> Result<(), (Option<String>, String)> {
-    let mut req = dn.rpc.write_chained_request();
+    let piece = Piece { token: &block.token, container_id: block.container_id, local_id: block.local_id, offset, data, finish, length };
+    let late = || Err(ChainFailure { at: None, status: None, message: format!("no answer within {DATANODE_CALL_TIMEOUT:?}") });
+    crate::runtime::or_after(&*dn.runtime, DATANODE_CALL_TIMEOUT, send_chained(&dn.rpc, &piece, next), late).await.map_err(|f| (f.at.clone(), f.to_string()))
+}
+
+/// One `writeChained` request's content, as a client or a forwarding datanode sends it.
+#[derive(Debug, Clone, Copy)]
+pub struct Piece<'a> {
+    pub token: &'a [u8],
+    pub container_id: u64,
+    pub local_id: u64,
+    pub offset: u64,
+    pub data: &'a [u8],
+    pub finish: bool,
+    pub length: u64,
+}
+
+/// Why a `writeChained` call failed.
+#[derive(Debug, Clone)]
+pub struct ChainFailure {
+    /// The datanode that failed, when the chain named one (`failedAt`).
+    pub at: Option<String>,
+    /// The datanode's status; `None` when the call itself failed (connection, timeout).
+    pub status: Option<stratos_schema::datanode_capnp::DnStatus>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ChainFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.status {
+            Some(s) => write!(f, "{s:?}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Sends `piece` to `rpc` for it and the datanodes in `next` (no timeout: the caller's). The
+/// one encoding of `writeChained` and of its answer, for the client's puts, the gateway and a
+/// datanode forwarding down its chain.
+pub async fn send_chained(rpc: &dn_rpc::Client, piece: &Piece<'_>, next: &[&str]) -> Result<(), ChainFailure> {
+    let failed = |e: capnp::Error| ChainFailure { at: None, status: None, message: e.to_string() };
+    let mut req = rpc.write_chained_request();
     let mut p = req.get();
-    addressed!(p, block);
-    p.set_offset(offset);
-    p.set_data(data);
-    p.set_finish(finish);
-    p.set_length(length);
+    p.set_token(piece.token);
+    p.set_container_id(piece.container_id);
+    p.set_local_id(piece.local_id);
+    p.set_offset(piece.offset);
+    p.set_data(piece.data);
+    p.set_finish(piece.finish);
+    p.set_length(piece.length);
     let mut l = p.init_next(next.len() as u32);
     for (i, a) in next.iter().enumerate() {
         l.set(i as u32, *a);
     }
-    timed(&*dn.runtime, async {
-        let reply = req.send().promise.await.map_err(|e| e.to_string())?;
-        let r = reply.get().map_err(|e| e.to_string())?;
-        if r.has_error() {
-            let at = r.get_failed_at().ok().and_then(|t| t.to_str().ok()).filter(|t| !t.is_empty()).map(str::to_string);
-            return Ok(Err((at, dn_error(r.get_error().map_err(|e| e.to_string())?))));
-        }
-        Ok(Ok(()))
+    let reply = req.send().promise.await.map_err(failed)?;
+    let r = reply.get().map_err(failed)?;
+    if !r.has_error() {
+        return Ok(());
+    }
+    let e = r.get_error().map_err(failed)?;
+    Err(ChainFailure {
+        at: r.get_failed_at().ok().and_then(|t| t.to_str().ok()).filter(|t| !t.is_empty()).map(str::to_string),
+        status: Some(e.get_status().unwrap_or(stratos_schema::datanode_capnp::DnStatus::IoError)),
+        message: e.get_message().ok().and_then(|m| m.to_str().ok()).unwrap_or("").to_string(),
     })
-    .await
-    .unwrap_or_else(|e| Err((None, e)))
 }
 
 /// Every complete block of a container on a datanode, (local id, length) by local id, in pages
@@ -705,31 +792,9 @@ pub async fn get_key(c: &Client, dns: &mut Datanodes, volume: &str, bucket: &str
         let mut at = 0;
         while at < block.length {
             let want = CHUNK_BYTES.min(block.length - at) as u32;
-            let mut errors = Vec::new();
-            let mut got = None;
-            let mut order: Vec<&(u64, String)> = block.datanodes.iter().collect();
-            order.sort_by_key(|(id, _)| failed.contains(id));
-            for (id, addr) in order {
-                let r = match dns.get(addr).await {
-                    Ok(dn) => read_chunk(&dn, block, at, want).await,
-                    Err(e) => Err(e),
-                };
-                match r {
-                    Ok((data, _)) if data.len() == want as usize => {
-                        got = Some(data);
-                        break;
-                    }
-                    Ok((data, len)) => errors.push(format!("datanode {id} at {addr}: {} bytes at {at}, block holds {len}", data.len())),
-                    Err(e) => {
-                        dns.forget(addr);
-                        failed.insert(*id);
-                        errors.push(format!("datanode {id} at {addr}: {e}"));
-                    }
-                }
-            }
-            let Some(data) = got else {
-                return Err(DataError::Other(format!("reading block {}/{} of /{volume}/{bucket}/{key}: no datanode served it: {}", block.container_id, block.local_id, errors.join("; "))));
-            };
+            let data = read_any(dns, block, at, want, &mut failed)
+                .await
+                .map_err(|e| DataError::Other(format!("reading block {}/{} of /{volume}/{bucket}/{key}: {e}", block.container_id, block.local_id)))?;
             out.write_all(&data).map_err(|source| DataError::Io { what: "writing", path: "the output".into(), source })?;
             at += data.len() as u64;
             done += data.len() as u64;

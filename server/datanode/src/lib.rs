@@ -300,8 +300,7 @@ impl Datanode {
         self.copied.borrow_mut().retain(|c| !copied.contains(c));
         if r.get_datanodes_version() != 0 && r.get_datanodes_version() != self.datanodes_version.get() {
             let list = r.get_datanodes()?.iter().filter_map(|a| a.ok()?.to_str().ok().map(str::to_string)).collect();
-            *self.datanodes.borrow_mut() = list;
-            self.datanodes_version.set(r.get_datanodes_version());
+            self.learn_datanodes(list, r.get_datanodes_version());
         }
         self.learn_keys(stratos_common::token::secret_keys(r.get_keys()?)?);
         for cmd in r.get_replicate()?.iter() {
@@ -354,8 +353,16 @@ impl Datanode {
         }
         if let Ok(list) = r.get_datanodes() {
             let addresses = list.iter().filter_map(|d| d.get_address().ok()?.to_str().ok().map(str::to_string)).collect();
-            *self.datanodes.borrow_mut() = addresses;
+            self.learn_datanodes(addresses, 0);
         }
+    }
+
+    /// The one writer of the cluster's datanode list: from a heartbeat with the SCM's version of
+    /// it, or from the cluster map with none (0), after which the next heartbeat asks for the
+    /// SCM's list again (version 0 never matches), so heartbeats stay its authority.
+    fn learn_datanodes(&self, list: std::collections::HashSet<String>, version: u64) {
+        *self.datanodes.borrow_mut() = list;
+        self.datanodes_version.set(version);
     }
 
     /// The connection to the datanode at `address`, which must be one of the cluster's. One
@@ -387,34 +394,19 @@ impl Datanode {
             peer.forget();
             failed(e.to_string())
         })?;
-        let mut req = client.write_chained_request();
-        {
-            let mut q = req.get();
-            q.set_token(p.get_token().map_err(|e| failed(e.to_string()))?);
-            q.set_container_id(p.get_container_id());
-            q.set_local_id(p.get_local_id());
-            q.set_offset(p.get_offset());
-            q.set_data(p.get_data().map_err(|e| failed(e.to_string()))?);
-            q.set_finish(p.get_finish());
-            q.set_length(p.get_length());
-            let mut l = q.init_next(next.len() as u32 - 1);
-            for (i, a) in next[1..].iter().enumerate() {
-                l.set(i as u32, a.as_str());
-            }
-        }
-        let call = async {
-            let reply = req.send().promise.await.map_err(|e| failed(e.to_string()))?;
-            let r = reply.get().map_err(|e| failed(e.to_string()))?;
-            if r.has_error() {
-                let e = r.get_error().map_err(|e| failed(e.to_string()))?;
-                let at = r.get_failed_at().ok().and_then(|t| t.to_str().ok()).filter(|t| !t.is_empty()).unwrap_or(to).to_string();
-                let message = e.get_message().ok().and_then(|m| m.to_str().ok()).unwrap_or("").to_string();
-                return Err(Chained { at, status: e.get_status().unwrap_or(DnStatus::IoError), message });
-            }
-            Ok(())
+        let piece = stratos_client::data::Piece {
+            token: p.get_token().map_err(|e| failed(e.to_string()))?,
+            container_id: p.get_container_id(),
+            local_id: p.get_local_id(),
+            offset: p.get_offset(),
+            data: p.get_data().map_err(|e| failed(e.to_string()))?,
+            finish: p.get_finish(),
+            length: p.get_length(),
         };
+        let rest: Vec<&str> = next[1..].iter().map(String::as_str).collect();
+        let call = stratos_client::data::send_chained(&client, &piece, &rest);
         let r = match futures_util::future::select(std::pin::pin!(call), std::pin::pin!(glommio::timer::sleep(CHAIN_TIMEOUT))).await {
-            futures_util::future::Either::Left((r, _)) => r,
+            futures_util::future::Either::Left((r, _)) => r.map_err(|f| Chained { at: f.at.unwrap_or_else(|| to.clone()), status: f.status.unwrap_or(DnStatus::IoError), message: f.message }),
             futures_util::future::Either::Right(_) => Err(failed(format!("no answer within {CHAIN_TIMEOUT:?}"))),
         };
         if r.as_ref().is_err_and(|c| c.at == *to) {

@@ -136,6 +136,17 @@ impl Reply {
 
 type R = Result<Reply, S3Error>;
 
+/// The gateway's datanode connections serve object reads ([`stratos_client::data::read_any`]).
+impl stratos_client::data::DatanodeSource for &Gateway {
+    async fn datanode(&mut self, address: &str) -> Result<Datanode, String> {
+        Gateway::datanode(self, address).await
+    }
+
+    fn forget_datanode(&mut self, address: &str) {
+        Gateway::forget_datanode(self, address);
+    }
+}
+
 impl Gateway {
     pub fn new(om: &str, runtime: Rc<dyn Runtime>, replication: stratos_client::schema::om_capnp::Replication, keyring: Option<Keyring>, https: bool) -> Gateway {
         Gateway {

@@ -329,31 +329,12 @@ impl Reader {
         let block = &self.blocks[i];
         let off = self.pos - self.starts[i];
         let want = CHUNK_BYTES.min(block.length - off).min(self.end - self.pos) as u32;
-        let mut order: Vec<&(u64, String)> = block.datanodes.iter().collect();
-        order.sort_by_key(|(id, _)| self.failed.contains(id));
-        let mut errors = Vec::new();
-        for (id, addr) in order {
-            let r = match self.gw.datanode(addr).await {
-                Ok(dn) => data::read_chunk(&dn, block, off, want).await,
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok((mut d, _)) if d.len() == want as usize => {
-                    if let Some(c) = &self.cipher {
-                        c.apply(block.container_id, block.local_id, off, &mut d)?;
-                    }
-                    self.pos += u64::from(want);
-                    return Ok(Some(Bytes::from(d)));
-                }
-                Ok((d, len)) => errors.push(format!("datanode {id} at {addr}: {} bytes at {off}, block holds {len}", d.len())),
-                Err(e) => {
-                    self.gw.forget_datanode(addr);
-                    self.failed.insert(*id);
-                    errors.push(format!("datanode {id} at {addr}: {e}"));
-                }
-            }
+        let mut d = data::read_any(&mut &*self.gw, block, off, want, &mut self.failed).await.map_err(|e| format!("block {}/{}: {e}", block.container_id, block.local_id))?;
+        if let Some(c) = &self.cipher {
+            c.apply(block.container_id, block.local_id, off, &mut d)?;
         }
-        Err(format!("block {}/{}: no datanode served it: {}", block.container_id, block.local_id, errors.join("; ")))
+        self.pos += u64::from(want);
+        Ok(Some(Bytes::from(d)))
     }
 
     /// The rest of the range as a response body stream.
