@@ -221,7 +221,7 @@ impl Scm {
     /// none under way (a healthy datanode outside the pipeline, the one in the fewest pipelines
     /// and repairs, copies its containers from a surviving member, then takes the dead one's
     /// place), and that cancel repairs whose target or source died or whose dead member came
-    /// back. Called on every heartbeat; cheap (one pass over the pipelines).
+    /// back. Called by [`Scm::repair_planner`] alone, so no two plans race.
     pub fn plan_repairs(&self) -> Vec<Rec> {
         if self.opened.elapsed() < Duration::from_millis(self.cfg.dead_after_ms) {
             return Vec::new();
@@ -256,6 +256,43 @@ impl Scm {
             recs.push(Rec::RepairStarted { pipeline: *id, repair: state::Repair { dead, target, source, pending, started_ms: now_ms() } });
         }
         recs
+    }
+
+    /// How often repairs are planned: a tenth of `dead_after_ms` (50 ms to 500 ms), so a repair
+    /// starts at most that long after its datanode is found dead.
+    pub fn repair_period(&self) -> Duration {
+        Duration::from_millis((self.cfg.dead_after_ms / 10).clamp(50, 500))
+    }
+
+    /// Plans repairs every [`Scm::repair_period`] and records them. Planning is a pass over
+    /// every pipeline, so it runs on this one timer, not on each datanode's heartbeat (which
+    /// would cost O(pipelines) per beat, O(datanodes²) a second, and let two beats plan the same
+    /// repair at once); a target learns its copies on its next beat.
+    pub async fn repair_planner(self: Rc<Self>) {
+        loop {
+            glommio::timer::sleep(self.repair_period()).await;
+            let recs = self.plan_repairs();
+            if recs.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.commit(recs.clone()).await {
+                eprintln!("scm: recording repairs: {e:#}");
+                continue;
+            }
+            for r in &recs {
+                match r {
+                    Rec::RepairStarted { pipeline, repair } => eprintln!(
+                        "scm: datanode {} of pipeline {pipeline} is dead: datanode {} copies its {} containers from datanode {}, then replaces it",
+                        repair.dead,
+                        repair.target,
+                        repair.pending.len(),
+                        repair.source
+                    ),
+                    Rec::RepairCancelled { pipeline } => eprintln!("scm: the repair of pipeline {pipeline} stopped (a datanode of it died or came back); it is planned again"),
+                    _ => {}
+                }
+            }
+        }
     }
 
     pub fn next_cursor(&self, n: usize) -> usize {
@@ -341,6 +378,7 @@ pub fn run(cfg: ScmConfig, on_ready: impl FnOnce(&Ready) + Send + 'static) -> an
                 c.client
             }))
             .detach();
+            glommio::spawn_local(scm.clone().repair_planner()).detach();
             let s = scm.clone();
             glommio::spawn_local(async move {
                 let every = Duration::from_millis((s.cfg.key_rotation_ms / 8).clamp(10, 60_000));

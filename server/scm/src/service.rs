@@ -157,22 +157,8 @@ impl scm_rpc::Server for ScmService {
                 done.push(Rec::RepairCopied { pipeline, container });
             }
         }
-        done.extend(scm.plan_repairs());
         let repairing: BTreeSet<u64> = done.iter().filter_map(|r| if let Rec::RepairCopied { pipeline, .. } = r { Some(*pipeline) } else { None }).collect();
-        scm.commit(done.clone()).await.map_err(failed)?;
-        for r in &done {
-            match r {
-                Rec::RepairStarted { pipeline, repair } => eprintln!(
-                    "scm: datanode {} of pipeline {pipeline} is dead: datanode {} copies its {} containers from datanode {}, then replaces it",
-                    repair.dead,
-                    repair.target,
-                    repair.pending.len(),
-                    repair.source
-                ),
-                Rec::RepairCancelled { pipeline } => eprintln!("scm: the repair of pipeline {pipeline} stopped (a datanode of it died or came back); it is planned again"),
-                _ => {}
-            }
-        }
+        scm.commit(done).await.map_err(failed)?;
         for p in repairing {
             if !scm.state.borrow().repairs.contains_key(&p) {
                 eprintln!("scm: pipeline {p} repaired: every container copied, its members now {:?}", scm.state.borrow().pipelines.get(&p).map(|x| x.members.clone()).unwrap_or_default());
