@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{BIN, Proc, s};
+use support::{BIN, Proc, pseudo_random_bytes as bytes, s};
 
 struct Cluster {
     dir: PathBuf,
@@ -89,18 +89,6 @@ impl Cluster {
     fn open_keys(&self) -> u64 {
         self.json(&["bucket", "info", "/vol/bkt"])["openKeys"].as_u64().expect("openKeys")
     }
-}
-
-fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn signal(pid: u32, sig: i32) {
@@ -497,6 +485,9 @@ struct Dev(std::process::Child);
 
 impl Drop for Dev {
     fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_some() {
+            return; // waited for already: its pid may be another process's now
+        }
         signal(self.0.id(), libc::SIGINT);
         let start = Instant::now();
         while self.0.try_wait().ok().flatten().is_none() {
@@ -539,14 +530,15 @@ fn dev_insecure_makes_its_data_directory() {
 fn dev_reports_a_dead_child_and_takes_its_children_with_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = free_base_port();
-    let mut dev = Command::new(BIN)
+    // Stopped by the guard if an assertion fails before the kill below.
+    let mut dev = Dev(Command::new(BIN)
         .args(["dev", "--datanodes", "1", "--data-dir", s(dir.path()), "--base-port", &base.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start dev");
+        .expect("start dev"));
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(dev.stdout.take().expect("stdout")), &mut line).expect("ready");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(dev.0.stdout.take().expect("stdout")), &mut line).expect("ready");
     assert!(line.contains("ready"), "{line}");
     // Secure by default: the line gives the client's environment; with it a client works, as
     // its certificate's user; without it the OM refuses, saying TLS is needed.
@@ -576,14 +568,14 @@ fn dev_reports_a_dead_child_and_takes_its_children_with_it() {
     let om = &env[0].1;
     let out = Command::new(BIN).args(["sh", "--om", om, "volume", "list"]).env_remove("STRATOS_CA").output().expect("sh without TLS");
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("requires TLS"), "{}", String::from_utf8_lossy(&out.stderr));
-    let stderr = dev.stderr.take().expect("stderr");
+    let stderr = dev.0.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for l in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
             let _ = tx.send(l);
         }
     });
-    let kids = children_of(dev.id());
+    let kids = children_of(dev.0.id());
     let role = |pid: u32| std::fs::read(format!("/proc/{pid}/cmdline")).map(|c| c.split(|b| *b == 0).nth(1).map(|r| String::from_utf8_lossy(r).into_owned()).unwrap_or_default()).unwrap_or_default();
     let mut roles: Vec<String> = kids.iter().map(|k| role(*k)).collect();
     roles.sort();
@@ -601,8 +593,8 @@ fn dev_reports_a_dead_child_and_takes_its_children_with_it() {
     };
     assert!(report.contains("datanode 0") && report.contains("datanode --data-dir"), "{report}");
     // `dev` killed with -9: its other children stop too, freeing their ports.
-    signal(dev.id(), libc::SIGKILL);
-    let _ = dev.wait();
+    signal(dev.0.id(), libc::SIGKILL);
+    let _ = dev.0.wait();
     let start = Instant::now();
     while kids.iter().any(|k| alive(*k)) {
         assert!(start.elapsed() < Duration::from_secs(10), "children outlived dev: {kids:?}");

@@ -90,17 +90,8 @@ impl Cluster {
 }
 
 fn random_file(dir: &Path, name: &str, len: usize, seed: u64) -> PathBuf {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let data: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
     let p = dir.join(name);
-    std::fs::write(&p, data).expect("write test file");
+    std::fs::write(&p, support::pseudo_random_bytes(len, seed)).expect("write test file");
     p
 }
 
