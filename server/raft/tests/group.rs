@@ -44,12 +44,14 @@ fn proposals_survive_restart_with_and_without_snapshots() {
         run(move || async move {
             let g = Group::open(7, &p, &cfg(snapshot_after), Transport::new(1, 1, 0, 8, None)).await.expect("open");
             g.wait_ready(Duration::from_secs(10)).await.expect("ready");
-            for i in 0..40u64 {
+            // More entries than one piece of a replay (APPLY_READ_ENTRIES), so a restart
+            // without a snapshot applies its log in several pieces.
+            for i in 0..(2 * stratos_raft::log_store::APPLY_READ_ENTRIES + 20) {
                 let out = g.propose(vec![cmd(i + 1, volume(&format!("vol{i:03}")))]).await.expect("propose");
                 assert!(matches!(out[..], [Ok(Reply::Created { .. })]), "{out:?}");
             }
             // A batch is one entry; outcomes come back in order.
-            let out = g.propose(vec![cmd(100, volume("batch-a")), cmd(101, volume("batch-a")), cmd(102, volume("batch-b"))]).await.expect("batch");
+            let out = g.propose(vec![cmd(10_000, volume("batch-a")), cmd(10_001, volume("batch-a")), cmd(10_002, volume("batch-b"))]).await.expect("batch");
             assert!(matches!(out[..], [Ok(_), Err(OmError::VolumeExists(_)), Ok(_)]), "{out:?}");
             // A retry of request 1 is answered from the retry cache.
             let again = g.propose(vec![cmd(1, volume("vol000"))]).await.expect("retry");
@@ -62,8 +64,9 @@ fn proposals_survive_restart_with_and_without_snapshots() {
             g.wait_ready(Duration::from_secs(10)).await.expect("ready");
             g.read_barrier().await.expect("barrier");
             let shard = g.state.shard.borrow();
-            let page = shard.list_volumes(None, "", "", 100).expect("list");
-            assert_eq!(page.items.len(), 42, "every acknowledged volume is back (snapshot every {snapshot_after})");
+            let page = shard.list_volumes(None, "", "", 1000).expect("list");
+            let proposed = 2 * stratos_raft::log_store::APPLY_READ_ENTRIES as usize + 20 + 2;
+            assert_eq!(page.items.len(), proposed, "every acknowledged volume is back (snapshot every {snapshot_after})");
             shard.check_invariants().expect("invariants");
         });
         if snapshot_after == 5 {
