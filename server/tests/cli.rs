@@ -483,6 +483,17 @@ fn free_base_port() -> i32 {
 /// A `stratos dev` that is stopped (Ctrl-C, then -9 after 10 s) however the test ends.
 struct Dev(std::process::Child);
 
+impl Dev {
+    /// `stratos dev` with `args`, and the first line it printed (its `ready` line when it
+    /// started).
+    fn start(args: &[&str]) -> (Dev, String) {
+        let mut dev = Dev(Command::new(BIN).arg("dev").args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start dev"));
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(dev.0.stdout.take().expect("stdout")), &mut line).expect("a line");
+        (dev, line)
+    }
+}
+
 impl Drop for Dev {
     fn drop(&mut self) {
         if self.0.try_wait().ok().flatten().is_some() {
@@ -509,14 +520,7 @@ fn dev_insecure_makes_its_data_directory() {
     let parent = tempfile::tempdir().expect("tempdir");
     let dir = parent.path().join("not").join("yet");
     let base = free_base_port();
-    let mut dev = Dev(Command::new(BIN)
-        .args(["dev", "--insecure", "--datanodes", "0", "--data-dir", s(&dir), "--base-port", &base.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start dev"));
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(dev.0.stdout.take().expect("stdout")), &mut line).expect("a line");
+    let (mut dev, line) = Dev::start(&["--insecure", "--datanodes", "0", "--data-dir", s(&dir), "--base-port", &base.to_string()]);
     if !line.contains("ready") {
         let mut err = String::new();
         let _ = std::io::Read::read_to_string(&mut dev.0.stderr.take().expect("stderr"), &mut err);
@@ -531,14 +535,7 @@ fn dev_reports_a_dead_child_and_takes_its_children_with_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = free_base_port();
     // Stopped by the guard if an assertion fails before the kill below.
-    let mut dev = Dev(Command::new(BIN)
-        .args(["dev", "--datanodes", "1", "--data-dir", s(dir.path()), "--base-port", &base.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start dev"));
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(dev.0.stdout.take().expect("stdout")), &mut line).expect("ready");
+    let (mut dev, line) = Dev::start(&["--datanodes", "1", "--data-dir", s(dir.path()), "--base-port", &base.to_string()]);
     assert!(line.contains("ready"), "{line}");
     // Secure by default: the line gives the client's environment; with it a client works, as
     // its certificate's user; without it the OM refuses, saying TLS is needed.
