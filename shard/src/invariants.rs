@@ -99,16 +99,20 @@ impl ShardState {
             ensure!(moving.insert((i.bucket_id, i.from.clone())), "two rename intents move key {} of bucket {}", i.from, i.bucket_id);
         }
         ensure!(moving == self.moving, "the moving-key set disagrees with the rename intents");
-        let mut retry_order = BTreeMap::new();
+        let mut remembered = BTreeMap::new();
         for (client, s) in &self.sessions {
             ensure!(s.outcomes.len() <= RETRY_OUTCOMES_PER_CLIENT_MAX, "client {client} holds {} outcomes", s.outcomes.len());
             for (request, r) in &s.outcomes {
                 ensure!(r.log_index <= self.applied_log_index, "client {client}'s request {request} was applied at {}, after {}", r.log_index, self.applied_log_index);
-                ensure!(retry_order.insert(r.log_index, (*client, *request, r.time_ms)).is_none(), "two remembered outcomes at log index {}", r.log_index);
+                ensure!(remembered.insert(r.log_index, (*client, *request, r.time_ms)).is_none(), "two remembered outcomes at log index {}", r.log_index);
             }
         }
-        ensure!(retry_order.len() <= RETRY_OUTCOMES_MAX, "{} outcomes remembered", retry_order.len());
-        ensure!(retry_order == self.retry_order, "the retry order disagrees with the sessions");
+        ensure!(remembered.len() <= RETRY_OUTCOMES_MAX, "{} outcomes remembered", remembered.len());
+        ensure!(self.retry_order.ordered(), "the retry order is not in log order");
+        ensure!(self.retry_order.compact_enough(), "the retry order holds too many forgotten outcomes");
+        ensure!(self.retry_order.live() == remembered.len(), "the retry order counts {} outcomes, the sessions hold {}", self.retry_order.live(), remembered.len());
+        let order: Vec<(u64, (u64, u64, u64))> = self.retry_order.live_slots(&self.sessions).map(|s| (s.log_index, (s.client, s.request, s.time_ms))).collect();
+        ensure!(order.into_iter().eq(remembered), "the retry order disagrees with the sessions");
         Ok(())
     }
 

@@ -23,6 +23,7 @@ pub mod memtable;
 pub mod names;
 pub mod outcome;
 pub mod records;
+mod retry_order;
 mod slab;
 mod snapshot;
 mod state;

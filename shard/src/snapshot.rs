@@ -532,7 +532,7 @@ fn small_state(payload: &[u8]) -> Result<ShardState, String> {
     if small.group >= crate::constants::GROUPS_MAX {
         return Err(format!("group {} is beyond the {} groups of a cluster", small.group, crate::constants::GROUPS_MAX));
     }
-    Ok(ShardState {
+    let mut state = ShardState {
         group: small.group,
         object_seq: small.object_seq,
         applied_log_index: small.applied_log_index,
@@ -540,11 +540,6 @@ fn small_state(payload: &[u8]) -> Result<ShardState, String> {
         user_volumes: small.user_volumes.into_iter().collect(),
         volume_usage: small.volume_usage.into_iter().collect(),
         bucket_usage: small.bucket_usage.into_iter().collect(),
-        retry_order: small
-            .sessions
-            .iter()
-            .flat_map(|(client, s)| s.outcomes.iter().map(|(request, r)| (r.log_index, (*client, *request, r.time_ms))))
-            .collect(),
         sessions: small.sessions.into_iter().collect(),
         bucket_refs: small.bucket_refs.into_iter().map(|(k, r, f)| (k, (r, f))).collect(),
         moving: renames_out.values().map(|i| (i.bucket_id, i.from.clone())).collect(),
@@ -556,7 +551,9 @@ fn small_state(payload: &[u8]) -> Result<ShardState, String> {
         uploads: small.uploads.into_iter().map(|(b, k, u, r)| ((b, k, u), r)).collect(),
         parts: small.parts.into_iter().map(|(b, k, u, n, r)| ((b, k, u, n), r)).collect(),
         ..ShardState::default()
-    })
+    };
+    state.retry_order = crate::retry_order::RetryOrder::rebuild(&state.sessions);
+    Ok(state)
 }
 
 /// Appends the `count` entries of a frame body to `sorted`, validating each key and record and

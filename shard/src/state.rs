@@ -24,6 +24,7 @@ use crate::memtable::{Entry, probe};
 use crate::table::Table;
 use crate::outcome::{OmError, Outcome, Reply};
 use crate::records::*;
+use crate::retry_order::{RetryOrder, Slot};
 
 /// Counters of one volume.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -139,9 +140,9 @@ pub struct ShardState {
     pub(crate) volume_usage: BTreeMap<u64, VolumeUsage>,
     pub(crate) bucket_usage: BTreeMap<u64, BucketUsage>,
     pub(crate) sessions: BTreeMap<u64, Session>,
-    /// Every remembered outcome in log order: log index → (client, request id, command time).
-    /// The window forgets from its front. Derived from `sessions`.
-    pub(crate) retry_order: BTreeMap<u64, (u64, u64, u64)>,
+    /// Every remembered outcome in log order; the window forgets from its front. Derived from
+    /// `sessions`.
+    pub(crate) retry_order: RetryOrder,
     /// Buckets this shard knows only from commands (`ctx.bucket`, sharded namespace): the latest
     /// facts seen, and whether the bucket is fenced (its delete is in progress or done).
     pub(crate) bucket_refs: BTreeMap<u64, (BucketRef, bool)>,
@@ -297,15 +298,15 @@ impl ShardState {
         s.last_seen_ms = s.last_seen_ms.max(time_ms);
         let before = s.outcomes.insert(request_id, Remembered { log_index, time_ms, outcome });
         assert!(before.is_none(), "request {request_id} of client {client_id} applied twice (a retry must be answered)");
-        self.retry_order.insert(log_index, (client_id, request_id, time_ms));
         if s.outcomes.len() > RETRY_OUTCOMES_PER_CLIENT_MAX {
             let oldest = *s.outcomes.keys().next().expect("over the bound, so not empty");
-            let r = s.forget(oldest).expect("the first key is there");
-            self.retry_order.remove(&r.log_index);
+            s.forget(oldest).expect("the first key is there");
+            self.retry_order.forgotten(1);
         }
-        if self.retry_order.len() > RETRY_OUTCOMES_MAX {
-            let (_, (client, request, _)) = self.retry_order.pop_first().expect("over the bound, so not empty");
-            self.sessions.get_mut(&client).expect("the retry order names remembered outcomes").forget(request);
+        self.retry_order.push(Slot { log_index, client: client_id, request: request_id, time_ms }, &self.sessions);
+        if self.retry_order.live() > RETRY_OUTCOMES_MAX {
+            let slot = self.retry_order.pop_front(&self.sessions).expect("over the bound, so not empty");
+            self.sessions.get_mut(&slot.client).expect("the retry order names remembered outcomes").forget(slot.request);
         }
     }
 
@@ -313,12 +314,12 @@ impl ShardState {
     /// Commands' times come from successive leaders' clocks and may step back a little: an
     /// outcome behind a younger one in log order is forgotten a little later, never earlier.
     fn forget_expired_outcomes(&mut self, t: u64) {
-        while let Some((_, &(client, request, time_ms))) = self.retry_order.first_key_value() {
-            if time_ms.saturating_add(RETRY_WINDOW_MS) >= t {
+        while let Some(slot) = self.retry_order.front(&self.sessions) {
+            if slot.time_ms.saturating_add(RETRY_WINDOW_MS) >= t {
                 break;
             }
-            self.retry_order.pop_first();
-            self.sessions.get_mut(&client).expect("the retry order names remembered outcomes").forget(request);
+            self.retry_order.pop_front(&self.sessions);
+            self.sessions.get_mut(&slot.client).expect("the retry order names remembered outcomes").forget(slot.request);
         }
     }
 
@@ -366,9 +367,7 @@ impl ShardState {
                 let idle: Vec<u64> = self.sessions.iter().filter(|(_, s)| s.last_seen_ms.saturating_add(SESSION_IDLE_MS_MAX) < t).map(|(c, _)| *c).collect();
                 for client in idle {
                     let s = self.sessions.remove(&client).expect("listed above");
-                    for r in s.outcomes.values() {
-                        self.retry_order.remove(&r.log_index);
-                    }
+                    self.retry_order.forgotten(s.outcomes.len());
                 }
                 self.renames_in.retain(|_, a| a.time_ms.saturating_add(RENAME_IN_RETENTION_MS) >= t);
                 Ok(Reply::Expired { open_keys: 0, sessions: (before - self.sessions.len()) as u64 })

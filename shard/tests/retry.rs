@@ -116,3 +116,35 @@ fn the_window_is_bounded_per_client_and_in_all() {
     let again = s.apply(9, 1, T0, Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() });
     assert_eq!(again, Err(OmError::RetryTooOld { client_id: 9, request_id: 1 }));
 }
+
+/// A client over its own bound forgets its oldest outcomes out of log order; the group's
+/// bound then still forgets the oldest outcomes remembered, in log order, never one of another
+/// client, and the places of the outcomes forgotten early do not pile up behind an older one
+/// (the invariant check bounds them).
+#[test]
+fn outcomes_forgotten_out_of_log_order_are_skipped_and_do_not_pile_up() {
+    let mut s = S::new();
+    let per_client = RETRY_OUTCOMES_PER_CLIENT_MAX as u64;
+    let missing = || Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() };
+    let _ = s.apply(6, 1, T0, missing());
+    for r in 1..=3 * per_client {
+        let _ = s.apply(7, r, T0, missing());
+    }
+    s.state.check_invariants().expect("invariants after a client forgot twice its bound behind client 6");
+    // Clients 8 and 9 fill the rest of the group's window, and two more: the group forgets
+    // client 6's outcome, then client 7's oldest remembered (request 2 × per_client + 1).
+    for r in 1..per_client {
+        let _ = s.apply(8, r, T0, missing());
+    }
+    let _ = s.apply(9, 1, T0, missing());
+    let _ = s.apply(9, 2, T0, missing());
+    s.state.check_invariants().expect("invariants");
+    assert_eq!(s.apply(6, 1, T0, missing()), Err(OmError::RetryTooOld { client_id: 6, request_id: 1 }));
+    let oldest = 2 * per_client + 1;
+    assert_eq!(s.apply(7, oldest, T0, missing()), Err(OmError::RetryTooOld { client_id: 7, request_id: oldest }));
+    assert!(matches!(s.apply(7, oldest + 1, T0, missing()), Err(OmError::KeyNotFound(_))), "the next one is remembered");
+    assert!(matches!(s.apply(8, 1, T0, missing()), Err(OmError::KeyNotFound(_))), "client 8's first is remembered");
+    // A snapshot rebuilds the order from the sessions alone.
+    let back = ShardState::load_snapshot(&s.state.snapshot()).expect("load");
+    assert_eq!(back.state_hash(), s.state.state_hash());
+}
