@@ -59,7 +59,40 @@ pub struct Session {
 pub struct Remembered {
     pub log_index: u64,
     pub time_ms: u64,
-    pub outcome: Outcome,
+    /// Boxed in memory, inline in a snapshot ([`InlineBox`]). An `Outcome` is 128 bytes, and a
+    /// session's B-tree moves its values as it forgets from the front: with the outcome inline,
+    /// `Session::forget` was 4.8% of a 6M-key restart's CPU (memmove of B-tree leaves).
+    #[rkyv(with = InlineBox)]
+    pub outcome: Box<Outcome>,
+}
+
+/// Archives a `Box<T>` as `T` itself, so boxing a field in memory leaves the snapshot format
+/// as it was.
+#[derive(Debug)]
+pub struct InlineBox;
+
+impl<T: rkyv::Archive> rkyv::with::ArchiveWith<Box<T>> for InlineBox {
+    type Archived = T::Archived;
+    type Resolver = T::Resolver;
+
+    fn resolve_with(field: &Box<T>, resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+        T::resolve(field, resolver, out)
+    }
+}
+
+impl<T: rkyv::Serialize<S>, S: rkyv::rancor::Fallible + ?Sized> rkyv::with::SerializeWith<Box<T>, S> for InlineBox {
+    fn serialize_with(field: &Box<T>, s: &mut S) -> Result<Self::Resolver, S::Error> {
+        T::serialize(field, s)
+    }
+}
+
+impl<T: rkyv::Archive, D: rkyv::rancor::Fallible + ?Sized> rkyv::with::DeserializeWith<T::Archived, Box<T>, D> for InlineBox
+where
+    T::Archived: rkyv::Deserialize<T, D>,
+{
+    fn deserialize_with(field: &T::Archived, d: &mut D) -> Result<Box<T>, D::Error> {
+        Ok(Box::new(rkyv::Deserialize::deserialize(field, d)?))
+    }
 }
 
 impl Session {
@@ -286,7 +319,7 @@ impl ShardState {
     fn retry_outcome(&self, client_id: u64, request_id: u64) -> Option<Outcome> {
         let s = self.sessions.get(&client_id)?;
         if let Some(r) = s.outcomes.get(&request_id) {
-            return Some(r.outcome.clone());
+            return Some((*r.outcome).clone());
         }
         s.forgotten_max.is_some_and(|m| request_id <= m).then_some(Err(OmError::RetryTooOld { client_id, request_id }))
     }
@@ -296,7 +329,7 @@ impl ShardState {
     fn remember(&mut self, log_index: u64, client_id: u64, request_id: u64, time_ms: u64, outcome: Outcome) {
         let s = self.sessions.entry(client_id).or_default();
         s.last_seen_ms = s.last_seen_ms.max(time_ms);
-        let before = s.outcomes.insert(request_id, Remembered { log_index, time_ms, outcome });
+        let before = s.outcomes.insert(request_id, Remembered { log_index, time_ms, outcome: Box::new(outcome) });
         assert!(before.is_none(), "request {request_id} of client {client_id} applied twice (a retry must be answered)");
         if s.outcomes.len() > RETRY_OUTCOMES_PER_CLIENT_MAX {
             let oldest = *s.outcomes.keys().next().expect("over the bound, so not empty");
@@ -751,4 +784,35 @@ fn start_bound(base: &[u8], prefix: &str, start_after: &str) -> Start {
     let mut s = base.to_vec();
     s.extend_from_slice(start_after.as_bytes());
     if s >= p { Start::Excluded(s) } else { Start::Included(p) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Remembered` as it was before its outcome was boxed: snapshots hold this layout.
+    #[derive(rkyv::Archive, rkyv::Serialize)]
+    struct Inline {
+        log_index: u64,
+        time_ms: u64,
+        outcome: Outcome,
+    }
+
+    #[test]
+    fn a_boxed_outcome_archives_as_the_inline_one_did() {
+        let outcomes = [
+            Ok(Reply::KeyOpened { open_id: 7, blocks: vec![] }),
+            Ok(Reply::KeyCommitted { object_id: 9, replaced: true }),
+            Err(OmError::KeyNotFound("vol/bkt/k".into())),
+        ];
+        for outcome in outcomes {
+            let boxed = Remembered { log_index: 3, time_ms: 5, outcome: Box::new(outcome.clone()) };
+            let inline = Inline { log_index: 3, time_ms: 5, outcome };
+            let a = rkyv::to_bytes::<rancor::Error>(&boxed).expect("archive");
+            let b = rkyv::to_bytes::<rancor::Error>(&inline).expect("archive");
+            assert_eq!(&a[..], &b[..]);
+            let back = rkyv::from_bytes::<Remembered, rancor::Error>(&b).expect("read the inline layout");
+            assert_eq!(back, boxed);
+        }
+    }
 }
