@@ -11,9 +11,14 @@
 //! its own bound, an idle session dropped) remove it from its session only; its slot here turns
 //! stale and is skipped when it reaches the front. A slot is live while its session still holds
 //! the outcome of that request *at that log index* (log indexes are unique, so a request id
-//! reused after its session was dropped does not revive an old slot). So stale slots cannot
-//! pile up, the deque is compacted when it holds more than twice its live slots: each
-//! compaction's cost is paid by the stale slots it removes, O(1) per command amortised.
+//! reused after its session was dropped does not revive an old slot). So that stale slots
+//! cannot pile up behind an old live one, the deque is compacted when it holds more than twice
+//! its live slots: each compaction's cost is paid by the stale slots it removes, O(1) per
+//! command amortised.
+//!
+//! Which outcome goes first depends only on the live slots, never on where stale ones lie: a
+//! replica that loaded a snapshot (its order rebuilt, no stale slots) forgets exactly what a
+//! replica that applied the same log did, so their states stay equal.
 //!
 //! Derived from the sessions (rebuilt on snapshot load, never stored).
 

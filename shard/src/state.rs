@@ -331,12 +331,16 @@ impl ShardState {
         s.last_seen_ms = s.last_seen_ms.max(time_ms);
         let before = s.outcomes.insert(request_id, Remembered { log_index, time_ms, outcome: Box::new(outcome) });
         assert!(before.is_none(), "request {request_id} of client {client_id} applied twice (a retry must be answered)");
-        if s.outcomes.len() > RETRY_OUTCOMES_PER_CLIENT_MAX {
+        let over = s.outcomes.len() > RETRY_OUTCOMES_PER_CLIENT_MAX;
+        self.retry_order.push(Slot { log_index, client: client_id, request: request_id, time_ms }, &self.sessions);
+        if over {
+            // The client's lowest request id: usually its oldest, but it may be the one just
+            // remembered (requests of one client can reach a group out of order).
+            let s = self.sessions.get_mut(&client_id).expect("remembered above");
             let oldest = *s.outcomes.keys().next().expect("over the bound, so not empty");
             s.forget(oldest).expect("the first key is there");
             self.retry_order.forgotten(1);
         }
-        self.retry_order.push(Slot { log_index, client: client_id, request: request_id, time_ms }, &self.sessions);
         if self.retry_order.live() > RETRY_OUTCOMES_MAX {
             let slot = self.retry_order.pop_front(&self.sessions).expect("over the bound, so not empty");
             self.sessions.get_mut(&slot.client).expect("the retry order names remembered outcomes").forget(slot.request);

@@ -148,3 +148,22 @@ fn outcomes_forgotten_out_of_log_order_are_skipped_and_do_not_pile_up() {
     let back = ShardState::load_snapshot(&s.state.snapshot()).expect("load");
     assert_eq!(back.state_hash(), s.state.state_hash());
 }
+
+/// A client over its bound whose newest request has its lowest id (requests of one client can
+/// reach a group out of order): that outcome is the one forgotten, at once, and its retry is
+/// refused, never applied twice.
+#[test]
+fn a_client_over_its_bound_forgets_its_lowest_request_even_the_newest() {
+    let mut s = S::new();
+    let per_client = RETRY_OUTCOMES_PER_CLIENT_MAX as u64;
+    let missing = || Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() };
+    for r in 2..=per_client + 1 {
+        let _ = s.apply(7, r, T0, missing());
+    }
+    let first = s.open(7, 1, T0, "late");
+    assert!(first.is_ok(), "{first:?}");
+    s.state.check_invariants().expect("invariants");
+    assert_eq!(s.open(7, 1, T0, "late"), Err(OmError::RetryTooOld { client_id: 7, request_id: 1 }));
+    assert_eq!(s.state.stats().open_keys, 1, "the late request was applied once");
+    assert!(matches!(s.apply(7, 2, T0, missing()), Err(OmError::KeyNotFound(_))), "request 2 is still remembered");
+}
