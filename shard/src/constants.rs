@@ -36,9 +36,9 @@ pub const RETRY_WINDOW_MS: u64 = 10 * 60 * 1000;
 /// Beyond it, the client's oldest outcome (lowest request id) is forgotten.
 pub const RETRY_OUTCOMES_PER_CLIENT_MAX: usize = 131_072;
 /// Outcomes remembered per group at most, all clients together: the window's memory bound.
-/// A remembered outcome costs ≈ 250 bytes (a 128-byte boxed outcome; its request id, log index
-/// and time in its session's B-tree; a 32-byte place in the log-order deque), so this is
-/// ≈ 65 MB per group at worst. Beyond it, the oldest outcome in log order is forgotten before
+/// A remembered outcome costs ≈ 250-300 bytes (a 128-byte boxed outcome; its request id, log
+/// index and time in its session's B-tree; 64-128 bytes of the log-order deque, whose capacity
+/// doubles: see `retry_order.rs`), so this is ≈ 65-80 MB per group at worst. Beyond it, the oldest outcome in log order is forgotten before
 /// its time: at 100,000 commands a second in one group the window is then 2.6 s, still longer
 /// than a leader election (the time a retry waits).
 pub const RETRY_OUTCOMES_MAX: usize = 262_144;

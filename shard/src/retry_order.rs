@@ -12,9 +12,13 @@
 //! stale and is skipped when it reaches the front. A slot is live while its session still holds
 //! the outcome of that request *at that log index* (log indexes are unique, so a request id
 //! reused after its session was dropped does not revive an old slot). So that stale slots
-//! cannot pile up behind an old live one, the deque is compacted when it holds more than twice
-//! its live slots: each compaction's cost is paid by the stale slots it removes, O(1) per
-//! command amortised.
+//! cannot pile up behind an old live one, the deque is compacted after a command that left it
+//! holding more than twice its live slots plus [`SLACK`]: each compaction's cost is paid by the
+//! stale slots it removes, O(1) per command amortised.
+//!
+//! Memory: 32 bytes a slot, and the deque's capacity grows by doubling, so a full window
+//! (`RETRY_OUTCOMES_MAX`, pushed before the oldest is popped) holds 2^19 slots, 16 MiB; stale
+//! slots up to the compaction bound can double that.
 //!
 //! Which outcome goes first depends only on the live slots, never on where stale ones lie: a
 //! replica that loaded a snapshot (its order rebuilt, no stale slots) forgets exactly what a
@@ -73,11 +77,16 @@ impl RetryOrder {
     }
 
     /// Appends a newly remembered outcome; its log index is above every other's.
-    pub fn push(&mut self, slot: Slot, sessions: &BTreeMap<u64, Session>) {
+    pub fn push(&mut self, slot: Slot) {
         debug_assert!(self.slots.back().is_none_or(|b| b.log_index < slot.log_index), "outcomes are remembered in log order");
         self.slots.push_back(slot);
         self.live += 1;
-        if self.slots.len() > 2 * self.live + SLACK {
+    }
+
+    /// Drops the stale slots once they outnumber the live ones (plus [`SLACK`]). Called after
+    /// each command, so the bound holds between commands ([`Self::compact_enough`]).
+    pub fn settle(&mut self, sessions: &BTreeMap<u64, Session>) {
+        if !self.compact_enough() {
             self.slots.retain(|s| s.live(sessions));
             debug_assert_eq!(self.slots.len(), self.live);
         }

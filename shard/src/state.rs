@@ -287,6 +287,14 @@ impl ShardState {
     /// Applies one command at `log_index`. Deterministic: same state + same command = same
     /// result and same new state on every replica. Log indexes must increase.
     pub fn apply(&mut self, log_index: u64, cmd: &Command) -> Outcome {
+        let outcome = self.apply_command(log_index, cmd);
+        // Whatever this command made the sessions forget (by time, a bound, an idle session)
+        // may have left stale places in the retry order: compact them here, once per command.
+        self.retry_order.settle(&self.sessions);
+        outcome
+    }
+
+    fn apply_command(&mut self, log_index: u64, cmd: &Command) -> Outcome {
         assert!(
             log_index > self.applied_log_index,
             "log index {log_index} applied after {}: replays must start from a matching snapshot",
@@ -332,7 +340,7 @@ impl ShardState {
         let before = s.outcomes.insert(request_id, Remembered { log_index, time_ms, outcome: Box::new(outcome) });
         assert!(before.is_none(), "request {request_id} of client {client_id} applied twice (a retry must be answered)");
         let over = s.outcomes.len() > RETRY_OUTCOMES_PER_CLIENT_MAX;
-        self.retry_order.push(Slot { log_index, client: client_id, request: request_id, time_ms }, &self.sessions);
+        self.retry_order.push(Slot { log_index, client: client_id, request: request_id, time_ms });
         if over {
             // The client's lowest request id: usually its oldest, but it may be the one just
             // remembered (requests of one client can reach a group out of order).

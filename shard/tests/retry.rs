@@ -2,7 +2,7 @@
 //! outcome; a retry of a request the window forgot gets `RetryTooOld`, never a second apply.
 //! The window is a time (command time, replicated), bounded in memory per client and in all.
 
-use stratos_shard::constants::{RETRY_OUTCOMES_MAX, RETRY_OUTCOMES_PER_CLIENT_MAX, RETRY_WINDOW_MS};
+use stratos_shard::constants::{RETRY_OUTCOMES_MAX, RETRY_OUTCOMES_PER_CLIENT_MAX, RETRY_WINDOW_MS, SESSION_IDLE_MS_MAX};
 use stratos_shard::*;
 
 const T0: u64 = 1_800_000_000_000;
@@ -166,4 +166,63 @@ fn a_client_over_its_bound_forgets_its_lowest_request_even_the_newest() {
     assert_eq!(s.open(7, 1, T0, "late"), Err(OmError::RetryTooOld { client_id: 7, request_id: 1 }));
     assert_eq!(s.state.stats().open_keys, 1, "the late request was applied once");
     assert!(matches!(s.apply(7, 2, T0, missing()), Err(OmError::KeyNotFound(_))), "request 2 is still remembered");
+}
+
+/// Which outcome the window forgets must not depend on the places of outcomes forgotten early:
+/// a replica that loaded a snapshot (its order rebuilt from the sessions) and one that applied
+/// the whole log (its order holding such places) forget the same ones and stay equal, through
+/// the group's bound, the time window with a clock that stepped back, and idle sessions dropped.
+#[test]
+fn a_replica_from_a_snapshot_forgets_exactly_what_the_others_do() {
+    let mut s = S::new();
+    let per_client = RETRY_OUTCOMES_PER_CLIENT_MAX as u64;
+    let missing = || Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() };
+    // Client 6 first, then client 7 past its bound: 500 places forgotten behind client 6's.
+    let _ = s.apply(6, 1, T0, missing());
+    for r in 1..=per_client + 500 {
+        let _ = s.apply(7, r, T0 + 1, missing());
+    }
+    let mut back = S { state: ShardState::load_snapshot(&s.state.snapshot()).expect("load"), log_index: s.log_index };
+    fn both(s: &mut S, back: &mut S, client: u64, request: u64, t: u64, op: Op) -> Outcome {
+        let a = s.apply(client, request, t, op.clone());
+        assert_eq!(a, back.apply(client, request, t, op), "client {client} request {request}");
+        a
+    }
+    let same = |s: &S, back: &S| s.state.state_hash() == back.state.state_hash();
+    // The group's bound: clients 8 and 9 push out client 6's outcome and client 7's oldest.
+    for r in 1..per_client {
+        let _ = both(&mut s, &mut back, 8, r, T0 + 2, missing());
+    }
+    for r in 1..=600 {
+        let _ = both(&mut s, &mut back, 9, r, T0 + 2, missing());
+    }
+    assert!(same(&s, &back), "equal after the group's bound");
+    assert!(matches!(both(&mut s, &mut back, 6, 1, T0 + 2, missing()), Err(OmError::RetryTooOld { .. })));
+    // The clock steps back (a new leader's), then the window passes for the older times only.
+    let _ = both(&mut s, &mut back, 10, 1, T0 - 1_000, missing());
+    let _ = both(&mut s, &mut back, 11, 1, T0 + 2 + RETRY_WINDOW_MS + 1, missing());
+    assert!(same(&s, &back), "equal after the time window");
+    // Idle sessions go.
+    let out = both(&mut s, &mut back, 0, 0, T0 + 3 * RETRY_WINDOW_MS, Op::ExpireSessions);
+    assert!(matches!(out, Ok(Reply::Expired { .. })), "{out:?}");
+    assert!(same(&s, &back), "equal after idle sessions dropped");
+    s.state.check_invariants().expect("invariants of the replica that applied everything");
+    back.state.check_invariants().expect("invariants of the replica from the snapshot");
+}
+
+/// Dropping idle sessions can leave most of the order stale behind one younger outcome (command
+/// times from successive leaders may step back); it is compacted by the command that did it.
+#[test]
+fn sessions_dropped_behind_a_younger_outcome_leave_no_pile_of_places() {
+    let mut s = S::new();
+    let missing = || Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() };
+    let _ = s.apply(1, 1, T0 + 10_000, missing());
+    for r in 1..=2_000 {
+        let _ = s.apply(2, r, T0, missing());
+    }
+    s.state.check_invariants().expect("invariants");
+    let out = s.apply(0, 0, T0 + SESSION_IDLE_MS_MAX + 1, Op::ExpireSessions);
+    assert_eq!(out, Ok(Reply::Expired { open_keys: 0, sessions: 1 }));
+    s.state.check_invariants().expect("invariants after client 2's session went");
+    assert!(matches!(s.apply(1, 1, T0 + SESSION_IDLE_MS_MAX + 1, missing()), Err(OmError::KeyNotFound(_))), "client 1's outcome is kept");
 }
