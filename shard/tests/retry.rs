@@ -7,6 +7,11 @@ use stratos_shard::*;
 
 const T0: u64 = 1_800_000_000_000;
 
+/// A delete of a key that is not there: the cheapest command with an outcome to remember.
+fn missing() -> Op {
+    Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() }
+}
+
 struct S {
     state: ShardState,
     log_index: u64,
@@ -125,7 +130,6 @@ fn the_window_is_bounded_per_client_and_in_all() {
 fn outcomes_forgotten_out_of_log_order_are_skipped_and_do_not_pile_up() {
     let mut s = S::new();
     let per_client = RETRY_OUTCOMES_PER_CLIENT_MAX as u64;
-    let missing = || Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() };
     let _ = s.apply(6, 1, T0, missing());
     for r in 1..=3 * per_client {
         let _ = s.apply(7, r, T0, missing());
@@ -156,7 +160,6 @@ fn outcomes_forgotten_out_of_log_order_are_skipped_and_do_not_pile_up() {
 fn a_client_over_its_bound_forgets_its_lowest_request_even_the_newest() {
     let mut s = S::new();
     let per_client = RETRY_OUTCOMES_PER_CLIENT_MAX as u64;
-    let missing = || Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() };
     for r in 2..=per_client + 1 {
         let _ = s.apply(7, r, T0, missing());
     }
@@ -176,7 +179,6 @@ fn a_client_over_its_bound_forgets_its_lowest_request_even_the_newest() {
 fn a_replica_from_a_snapshot_forgets_exactly_what_the_others_do() {
     let mut s = S::new();
     let per_client = RETRY_OUTCOMES_PER_CLIENT_MAX as u64;
-    let missing = || Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() };
     // Client 6 first, then client 7 past its bound: 500 places forgotten behind client 6's.
     let _ = s.apply(6, 1, T0, missing());
     for r in 1..=per_client + 500 {
@@ -215,7 +217,6 @@ fn a_replica_from_a_snapshot_forgets_exactly_what_the_others_do() {
 #[test]
 fn sessions_dropped_behind_a_younger_outcome_leave_no_pile_of_places() {
     let mut s = S::new();
-    let missing = || Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() };
     let _ = s.apply(1, 1, T0 + 10_000, missing());
     for r in 1..=2_000 {
         let _ = s.apply(2, r, T0, missing());
