@@ -162,3 +162,23 @@ fn a_spare_made_alongside_appends_is_renamed_into_place() {
         assert!(!path.join("spare.wal").exists(), "a leftover spare is removed at open");
     });
 }
+
+/// A read of many 256 KiB pieces (read several at once) returns the file's bytes in order,
+/// from an unaligned start to an unaligned end, up to the file's last byte (its piece short).
+#[test]
+fn a_long_read_of_many_pieces_returns_the_bytes_in_order() {
+    use stratos_wal::{SegmentFile, Storage};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    on_executor(move || async move {
+        let storage = DmaStorage::open(&path).await.expect("open dir");
+        let size: usize = 5 << 20;
+        let file = storage.create("seg", size as u64).await.expect("create");
+        let bytes: Vec<u8> = (0..size).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        file.write_at(0, &bytes).await.expect("write");
+        for (pos, len) in [(0, size), (4_097, 3 << 20), (123, (2 << 20) + 5), (size - 300_001, 300_001)] {
+            let got = file.read_at(pos as u64, len).await.expect("read");
+            assert!(got == bytes[pos..pos + len], "bytes {pos}..{}", pos + len);
+        }
+    });
+}
