@@ -111,8 +111,8 @@ impl ShardState {
         ensure!(self.retry_order.ordered(), "the retry order is not in log order");
         ensure!(self.retry_order.compact_enough(), "the retry order holds too many forgotten outcomes");
         ensure!(self.retry_order.live() == remembered.len(), "the retry order counts {} outcomes, the sessions hold {}", self.retry_order.live(), remembered.len());
-        let order: Vec<(u64, (u64, u64, u64))> = self.retry_order.live_slots(&self.sessions).map(|s| (s.log_index, (s.client, s.request, s.time_ms))).collect();
-        ensure!(order.into_iter().eq(remembered), "the retry order disagrees with the sessions");
+        let order = self.retry_order.live_slots(&self.sessions).map(|s| (s.log_index, (s.client, s.request, s.time_ms)));
+        ensure!(order.eq(remembered), "the retry order disagrees with the sessions");
         Ok(())
     }
 

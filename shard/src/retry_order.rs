@@ -109,10 +109,10 @@ impl RetryOrder {
         None
     }
 
-    /// Removes the oldest live slot (the one [`Self::front`] returned); its caller forgets the
-    /// outcome in its session.
-    pub fn pop_front(&mut self, sessions: &BTreeMap<u64, Session>) -> Option<Slot> {
-        let s = self.front(sessions)?;
+    /// Removes the oldest live slot if `take` says so (one liveness check for both); its
+    /// caller forgets the outcome in its session.
+    pub fn pop_front_if(&mut self, sessions: &BTreeMap<u64, Session>, take: impl FnOnce(&Slot) -> bool) -> Option<Slot> {
+        let s = self.front(sessions).filter(take)?;
         self.slots.pop_front();
         self.live -= 1;
         Some(s)

@@ -350,7 +350,7 @@ impl ShardState {
             self.retry_order.forgotten(1);
         }
         if self.retry_order.live() > RETRY_OUTCOMES_MAX {
-            let slot = self.retry_order.pop_front(&self.sessions).expect("over the bound, so not empty");
+            let slot = self.retry_order.pop_front_if(&self.sessions, |_| true).expect("over the bound, so not empty");
             self.sessions.get_mut(&slot.client).expect("the retry order names remembered outcomes").forget(slot.request);
         }
     }
@@ -359,11 +359,7 @@ impl ShardState {
     /// Commands' times come from successive leaders' clocks and may step back a little: an
     /// outcome behind a younger one in log order is forgotten a little later, never earlier.
     fn forget_expired_outcomes(&mut self, t: u64) {
-        while let Some(slot) = self.retry_order.front(&self.sessions) {
-            if slot.time_ms.saturating_add(RETRY_WINDOW_MS) >= t {
-                break;
-            }
-            self.retry_order.pop_front(&self.sessions);
+        while let Some(slot) = self.retry_order.pop_front_if(&self.sessions, |s| s.time_ms.saturating_add(RETRY_WINDOW_MS) < t) {
             self.sessions.get_mut(&slot.client).expect("the retry order names remembered outcomes").forget(slot.request);
         }
     }

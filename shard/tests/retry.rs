@@ -94,17 +94,17 @@ fn a_retry_older_than_the_time_window_is_refused_not_reapplied() {
 fn the_window_is_bounded_per_client_and_in_all() {
     let mut s = S::new();
     let per_client = RETRY_OUTCOMES_PER_CLIENT_MAX as u64;
-    let first_of_9 = s.apply(9, 1, T0, Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() });
+    let first_of_9 = s.apply(9, 1, T0, missing());
     for r in 1..=per_client + 3 {
-        let _ = s.apply(7, r, T0, Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() });
+        let _ = s.apply(7, r, T0, missing());
     }
     s.state.check_invariants().expect("invariants");
     for r in 1..=3 {
-        let again = s.apply(7, r, T0, Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() });
+        let again = s.apply(7, r, T0, missing());
         assert_eq!(again, Err(OmError::RetryTooOld { client_id: 7, request_id: r }));
     }
-    assert!(matches!(s.apply(7, 4, T0, Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() }), Err(OmError::KeyNotFound(_))));
-    assert_eq!(s.apply(9, 1, T0, Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() }), first_of_9, "client 9's outcome is kept");
+    assert!(matches!(s.apply(7, 4, T0, missing()), Err(OmError::KeyNotFound(_))));
+    assert_eq!(s.apply(9, 1, T0, missing()), first_of_9, "client 9's outcome is kept");
 
     // Fill the group's window with other clients: client 9's outcome is the oldest in log order.
     let total = RETRY_OUTCOMES_MAX as u64;
@@ -112,13 +112,13 @@ fn the_window_is_bounded_per_client_and_in_all() {
     let mut remembered = per_client + 1;
     while remembered < total + 1 {
         for r in 1..=per_client.min(total + 1 - remembered) {
-            let _ = s.apply(client, r, T0, Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() });
+            let _ = s.apply(client, r, T0, missing());
             remembered += 1;
         }
         client += 1;
     }
     s.state.check_invariants().expect("invariants");
-    let again = s.apply(9, 1, T0, Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() });
+    let again = s.apply(9, 1, T0, missing());
     assert_eq!(again, Err(OmError::RetryTooOld { client_id: 9, request_id: 1 }));
 }
 
