@@ -30,6 +30,8 @@ pub enum AppendError {
     TruncateOutOfRange { from: u64, first: u64, next: u64 },
     #[error("cannot purge up to {up_to}: already purged up to {purged}")]
     PurgeBackwards { up_to: u64, purged: u64 },
+    #[error("cannot mark entry {log_index} committed: the log ends before it (next index {next})")]
+    CommitBeyondEnd { log_index: u64, next: u64 },
 }
 
 /// Why records are not known durable. After this the log is poisoned: an fsync failure is never

@@ -22,7 +22,7 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | crc32 (IEEE, `crc32fast`) of bytes 4 .. 32 + payload length |
-//! | 4 | 1 | kind: 1 entry, 2 segment header, 3 truncate suffix, 4 purge, 5 vote |
+//! | 4 | 1 | kind: 1 entry, 2 segment header, 3 truncate suffix, 4 purge, 5 vote, 6 commit |
 //! | 5 | 3 | reserved, zero |
 //! | 8 | 4 | payload length (≤ the configured maximum, default 4 MiB) |
 //! | 12 | 4 | batch offset: offset in this segment of the batch this record belongs to |
@@ -42,12 +42,18 @@
 //! - **purge**: entries with index ≤ `log index` are gone (after a snapshot); `term` is the purged
 //!   entry's term. It may run past the last entry (snapshot install).
 //! - **vote**: an opaque blob (≤ 4 KiB); the latest one counts.
+//! - **commit**: the owner's commit point (`log index`, `term`); the latest one counts, and a
+//!   truncation below it forgets it. Written without a flush of its own (it rides on the next
+//!   one), so a crash may lose the latest marks; the owner must only use it as a lower bound.
 //! - **segment header**: the first record of every segment, at offset 0, batch offset 0. Its
 //!   payload: magic `STRATOSW` (8), format version u32, sector size u32, segment seq u64, segment
 //!   size u64, previous segment's valid length u64 (`u64::MAX` for the first segment), flags u8
-//!   (bit 0 next index present, bit 1 purge point present, bit 2 vote present), 7 zero bytes,
-//!   next log index u64, purged index u64, purged term u64, vote length u32, vote bytes. The
-//!   header restates the log's sticky state, so older segments can be deleted without losing it.
+//!   (bit 0 next index present, bit 1 purge point present, bit 2 vote present, bit 3 commit mark
+//!   present), 7 zero bytes, next log index u64, purged index u64, purged term u64, vote length
+//!   u32, vote bytes, then (bit 3) commit index u64 and term u64. The header restates the log's
+//!   sticky state, so older segments can be deleted without losing it. (Bit 3 and kind 6 came
+//!   after the first release of format 1: a log that holds them is refused by older builds,
+//!   which treat them as reserved; logs written before them read as before.)
 //!
 //! Truncation and purging are records, not rewrites: the log's content is what replaying the
 //! records in order yields ([`state`] holds that replay, shared by writer and recovery). After a

@@ -20,6 +20,9 @@ pub enum RecordKind {
     Purge = 4,
     /// An opaque blob (the Raft vote) of which only the latest one counts.
     Vote = 5,
+    /// The owner's commit point: entries up to `log_index` (whose term is `term`) are committed.
+    /// The latest one counts; it is written lazily (see [`crate::Wal::mark_committed`]).
+    Commit = 6,
 }
 
 impl RecordKind {
@@ -30,6 +33,7 @@ impl RecordKind {
             3 => Self::TruncateSuffix,
             4 => Self::Purge,
             5 => Self::Vote,
+            6 => Self::Commit,
             _ => return None,
         })
     }

@@ -264,8 +264,9 @@ pub(crate) async fn recover<S: Storage>(
             state.next_log_index = header.next_log_index;
             state.purged = header.purged;
             state.vote = header.vote.clone();
-        } else if (state.next_log_index, state.purged, &state.vote)
-            != (header.next_log_index, header.purged, &header.vote)
+            state.committed = header.committed;
+        } else if (state.next_log_index, state.purged, &state.vote, state.committed)
+            != (header.next_log_index, header.purged, &header.vote, header.committed)
         {
             return Err(corrupt(path, 0, "segment header disagrees with the log before it"));
         }

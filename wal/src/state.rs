@@ -34,6 +34,8 @@ pub(crate) struct LogState {
     pub next_log_index: Option<u64>,
     pub purged: Option<LogId>,
     pub vote: Option<Vec<u8>>,
+    /// The latest commit mark, unless a truncation since removed the entry it names.
+    pub committed: Option<LogId>,
     /// Live entries, contiguous, in order.
     pub entries: VecDeque<EntryLoc>,
 }
@@ -45,6 +47,7 @@ pub(crate) enum Op<'a> {
     TruncateSuffix(u64),
     Purge(LogId),
     Vote(&'a [u8]),
+    Commit(LogId),
 }
 
 impl LogState {
@@ -86,6 +89,11 @@ impl LogState {
                 _ => Ok(()),
             },
             Op::Vote(_) => Ok(()),
+            // Beyond the log's end it could name an entry that was never written.
+            Op::Commit(id) => match self.next_log_index {
+                Some(next) if id.log_index < next => Ok(()),
+                _ => Err(AppendError::CommitBeyondEnd { log_index: id.log_index, next: self.next_or_zero() }),
+            },
         }
     }
 
@@ -101,6 +109,11 @@ impl LogState {
                     self.entries.pop_back();
                 }
                 self.next_log_index = Some(from);
+                // Raft never truncates a committed entry; should an owner do it anyway, the
+                // mark is forgotten rather than left naming an entry that is gone.
+                if self.committed.is_some_and(|c| c.log_index >= from) {
+                    self.committed = None;
+                }
             }
             Op::Purge(id) => {
                 while self.entries.front().is_some_and(|e| e.log_index <= id.log_index) {
@@ -112,6 +125,7 @@ impl LogState {
                 }
             }
             Op::Vote(v) => self.vote = Some(v.to_vec()),
+            Op::Commit(id) => self.committed = Some(id),
         }
     }
 
@@ -142,6 +156,7 @@ pub(crate) fn op_of<'a>(
         RecordKind::TruncateSuffix => Op::TruncateSuffix(log_index),
         RecordKind::Purge => Op::Purge(LogId { log_index, term }),
         RecordKind::Vote => Op::Vote(payload),
+        RecordKind::Commit => Op::Commit(LogId { log_index, term }),
         RecordKind::SegmentHeader => return None,
     })
 }

@@ -297,6 +297,18 @@ impl<S: Storage> Wal<S> {
         self.push(RecordKind::Vote, 0, 0, vote)
     }
 
+    /// Records the owner's commit point: entries up to `id` are committed. Nothing waits for
+    /// it: the record rides on the next flush that something else asks for (or [`Wal::sync`]),
+    /// so it costs no fdatasync of its own, and a crash may lose the latest marks. Recovery
+    /// returns the latest durable one ([`Wal::committed`]); every segment header restates it,
+    /// so purging old segments never loses it. `id` must name an index before the log's end.
+    ///
+    /// It lets a Raft owner re-apply its committed entries when it opens, before it knows of
+    /// any leader, instead of learning the commit index again from an election.
+    pub fn mark_committed(&self, id: LogId) -> Result<(), AppendError> {
+        self.push(RecordKind::Commit, id.log_index, id.term, &[]).map(|_| ())
+    }
+
     /// Makes everything appended so far durable.
     pub async fn sync(&self) -> Result<(), FlushError> {
         let t = Ticket(self.inner.borrow().appended_lsn);
@@ -419,6 +431,11 @@ impl<S: Storage> Wal<S> {
         self.inner.borrow().state.vote.clone()
     }
 
+    /// The latest commit mark ([`Wal::mark_committed`]), as appended (durable after a recovery).
+    pub fn committed(&self) -> Option<LogId> {
+        self.inner.borrow().state.committed
+    }
+
     pub fn entry_term(&self, log_index: u64) -> Option<u64> {
         self.inner.borrow().state.entry(log_index).map(|e| e.term)
     }
@@ -462,6 +479,7 @@ impl<S: Storage> Wal<S> {
             RecordKind::TruncateSuffix => Op::TruncateSuffix(log_index),
             RecordKind::Purge => Op::Purge(LogId { log_index, term }),
             RecordKind::Vote => Op::Vote(payload),
+            RecordKind::Commit => Op::Commit(LogId { log_index, term }),
             RecordKind::SegmentHeader => unreachable!("segment headers are written by start_segment"),
         };
         i.state.check(&check_op(0, 0), false)?;
@@ -516,6 +534,7 @@ impl<S: Storage> Wal<S> {
             next_log_index: i.state.next_log_index,
             purged: i.state.purged,
             vote: i.state.vote.clone(),
+            committed: i.state.committed,
         };
         let mut bytes = Vec::new();
         let next = i.state.next_or_zero();

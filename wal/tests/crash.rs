@@ -23,6 +23,7 @@ struct Model {
     next: Option<u64>,
     purged: Option<LogId>,
     vote: Option<Vec<u8>>,
+    committed: Option<LogId>,
 }
 
 impl Model {
@@ -38,6 +39,8 @@ enum Op {
     Truncate { back: u64 },
     Purge { forward: u64 },
     Vote(u8),
+    /// Marks the entry `back` before the last one committed.
+    Commit { back: u64 },
     CrashAfter { ops: u64, seed: u64 },
     Reopen,
     FailSync,
@@ -52,6 +55,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => (0u64..6).prop_map(|back| Op::Truncate { back }),
         1 => (0u64..12).prop_map(|forward| Op::Purge { forward }),
         1 => any::<u8>().prop_map(Op::Vote),
+        2 => (0u64..4).prop_map(|back| Op::Commit { back }),
         2 => (0u64..12, any::<u64>()).prop_map(|(ops, seed)| Op::CrashAfter { ops, seed }),
         1 => Just(Op::Reopen),
         1 => Just(Op::FailSync),
@@ -87,7 +91,7 @@ async fn observe(wal: &Wal<SimDisk>) -> Model {
     if end > first {
         assert!(matches!(wal.read_entries(first, end + 1).await, Err(ReadError::OutOfRange { .. })), "a range past the end is an error");
     }
-    Model { entries, next, purged: wal.purged(), vote: wal.vote() }
+    Model { entries, next, purged: wal.purged(), vote: wal.vote(), committed: wal.committed() }
 }
 
 /// What a run did, for tests that must know their crash points were reached.
@@ -138,6 +142,9 @@ fn run(ops: Vec<Op>) -> Result<Ran, TestCaseError> {
                     if wal.truncate_suffix(from).is_ok() {
                         model.entries.retain(|e| e.0 < from);
                         model.next = Some(from);
+                        if model.committed.is_some_and(|c| c.log_index >= from) {
+                            model.committed = None;
+                        }
                         term += 1; // a new leader wrote the replacement entries
                         candidates.push(model.clone());
                     }
@@ -161,6 +168,14 @@ fn run(ops: Vec<Op>) -> Result<Ran, TestCaseError> {
                 Op::Vote(v) => {
                     if wal.save_vote(&[v; 9]).is_ok() {
                         model.vote = Some(vec![v; 9]);
+                        candidates.push(model.clone());
+                    }
+                }
+                Op::Commit { back } => {
+                    let Some(&(index, t, _)) = model.entries.iter().rev().nth(back as usize) else { continue };
+                    let id = LogId { log_index: index, term: t };
+                    if wal.mark_committed(id).is_ok() {
+                        model.committed = Some(id);
                         candidates.push(model.clone());
                     }
                 }
@@ -390,6 +405,45 @@ fn purge_deletes_dead_segments_and_keeps_the_purge_point_and_vote() {
         assert_eq!(wal.first_log_index(), 191);
         assert_eq!(wal.vote().as_deref(), Some(&b"term 3, voted for node 2"[..]));
         assert_eq!(wal.read_entry(200).await.unwrap(), vec![7; 300]);
+    });
+}
+
+#[test]
+fn a_commit_mark_costs_no_flush_and_outlives_the_segment_it_was_written_in() {
+    block_on(async {
+        let disk = SimDisk::new(SECTOR);
+        let (wal, _) = Wal::open(disk.clone(), config()).await.unwrap();
+        for i in 1..=20 {
+            let _ = wal.append_entry(i, 3, &[7; 300]).unwrap();
+        }
+        wal.sync().await.unwrap();
+        assert!(matches!(wal.mark_committed(LogId { log_index: 21, term: 3 }), Err(AppendError::CommitBeyondEnd { .. })), "a mark past the log's end is refused");
+        let ops = disk.ops();
+        wal.mark_committed(LogId { log_index: 20, term: 3 }).unwrap();
+        assert_eq!(disk.ops(), ops, "a mark writes nothing by itself");
+        assert_eq!(wal.committed(), Some(LogId { log_index: 20, term: 3 }));
+        // Lost with the power: nothing flushed it.
+        let _ = disk.crash(&mut SimRng::new(1));
+        drop(wal);
+        let (wal, _) = Wal::open(disk.clone(), config()).await.unwrap();
+        assert_eq!(wal.committed(), None);
+        // Written by the next flush, then restated by every later segment's header: purging the
+        // segment that held the record keeps it.
+        wal.mark_committed(LogId { log_index: 20, term: 3 }).unwrap();
+        for i in 21..=200 {
+            let _ = wal.append_entry(i, 3, &[7; 300]).unwrap();
+        }
+        wal.sync().await.unwrap();
+        let _ = wal.purge(LogId { log_index: 190, term: 3 }).unwrap();
+        wal.sync().await.unwrap();
+        assert!(!disk.file_names().iter().any(|n| n.starts_with("00000000000000000001")), "the first segment is gone: {:?}", disk.file_names());
+        drop(wal);
+        let (wal, _) = Wal::open(disk.clone(), config()).await.unwrap();
+        assert_eq!(wal.committed(), Some(LogId { log_index: 20, term: 3 }));
+        // A truncation below the mark forgets it (Raft never does this; the log does not lie).
+        wal.mark_committed(LogId { log_index: 199, term: 3 }).unwrap();
+        let _ = wal.truncate_suffix(199).unwrap();
+        assert_eq!(wal.committed(), None);
     });
 }
 

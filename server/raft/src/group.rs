@@ -110,14 +110,7 @@ impl Group {
         let loading = std::time::Instant::now();
         let sm = StateMachine::open(dir, id)?;
         let loaded = sm.shared.applied_log_index();
-        if loaded > 0 {
-            // What a restart spends: loading the snapshot here, replaying the log after it in
-            // `wait_ready` (reported by the node).
-            eprintln!("{} group {id}: recovered its log in {:.2} s, loaded its snapshot up to index {loaded} in {:.2} s", stratos_common::process::who(),
-                (loading - recovering).as_secs_f64(),
-                loading.elapsed().as_secs_f64()
-            );
-        }
+        let loaded_in = loading.elapsed();
         let state = sm.shared.clone();
         let config = Config {
             cluster_name: "stratos".into(),
@@ -139,7 +132,21 @@ impl Group {
             ..Config::default()
         }
         .validate()?;
+        // openraft re-applies the log up to the commit point the WAL kept (see
+        // `LogStore::save_committed`) before it returns; entries past it wait for a leader.
+        let reapplying = std::time::Instant::now();
         let raft = Raft::new(cfg.node_id, Arc::new(config), Network { transport, group: id }, log.clone(), sm).await.map_err(|e| anyhow::anyhow!("group {id}: {e}"))?;
+        let applied = state.applied_log_index();
+        if loaded > 0 || applied > 0 {
+            // What a restart spends, phase by phase (a fresh group says nothing).
+            eprintln!(
+                "{} group {id}: recovered its log in {:.2} s, loaded its snapshot up to index {loaded} in {:.2} s, re-applied the log up to index {applied} in {:.2} s",
+                stratos_common::process::who(),
+                (loading - recovering).as_secs_f64(),
+                loaded_in.as_secs_f64(),
+                reapplying.elapsed().as_secs_f64()
+            );
+        }
         if !cfg.join && !raft.is_initialized().await? {
             let members: BTreeMap<u64, BasicNode> = cfg.members.iter().map(|(id, a)| (*id, BasicNode { addr: a.to_string() })).collect();
             raft.initialize(members).await.map_err(|e| anyhow::anyhow!("group {id}: initializing: {e}"))?;

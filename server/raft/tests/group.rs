@@ -80,35 +80,38 @@ fn proposals_survive_restart_with_and_without_snapshots() {
 /// view labelled so never waits for an index that no proposal will bring. (It used to see
 /// proposals only; a node restarted from a snapshot taken at a blank entry then labelled its
 /// view ahead of its peers', and key writes waited on them for that index until timing out.)
+/// A reopened group has re-applied its committed log before the hook can be set; the hook is
+/// then given every index after the one applied when it was set.
 #[test]
 fn the_apply_hook_is_given_every_applied_index_blank_entries_too() {
     use std::cell::RefCell;
     use std::rc::Rc;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().to_path_buf();
-    // Round 0 writes; round 1 reopens the group, which replays its log through the hook.
-    for round in 0..2 {
+    for round in 0..2u64 {
         let p = path.clone();
         run(move || async move {
             let g = Group::open(7, &p, &cfg(1_000_000), Transport::new(1, 1, 0, 8, None)).await.expect("open");
+            // Round 0: a fresh group, nothing applied yet; the log will hold the initial
+            // membership (0), the first leader's blank entry (1) and the proposal (2). Round 1:
+            // `open` re-applied those; the node leads again (its vote was committed), and the
+            // proposal is index 3.
+            let (first, target) = if round == 0 { (0, 2) } else { (g.state.applied_log_index() + 1, g.state.applied_log_index() + 1) };
+            assert!(round == 0 || first == 3, "round 1: open re-applied up to {}", first - 1);
             let seen = Rc::new(RefCell::new(Vec::new()));
             let s = seen.clone();
             *g.state.on_apply.borrow_mut() = Some(Box::new(move |_, _, _, index| s.borrow_mut().push(index)));
             g.wait_ready(Duration::from_secs(10)).await.expect("ready");
-            if round == 0 {
-                let out = g.propose(vec![cmd(1, volume("vol"))]).await.expect("propose");
-                assert!(matches!(out[..], [Ok(Reply::Created { .. })]), "{out:?}");
-            }
-            // The log: the initial membership (0), the first leader's blank entry (1), the
-            // proposal (2).
+            let out = g.propose(vec![cmd(1 + round, volume(&format!("vol{round}")))]).await.expect("propose");
+            assert!(matches!(out[..], [Ok(Reply::Created { .. })]), "{out:?}");
             let start = std::time::Instant::now();
-            while g.state.applied_log_index() < 2 {
-                assert!(start.elapsed() < Duration::from_secs(10), "round {round}: applied {} of 2; the hook was given {:?}", g.state.applied_log_index(), seen.borrow());
+            while g.state.applied_log_index() < target {
+                assert!(start.elapsed() < Duration::from_secs(10), "round {round}: applied {} of {target}; the hook was given {:?}; {}", g.state.applied_log_index(), seen.borrow(), g.metrics_now());
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
             let applied = g.state.applied_log_index();
             let seen = seen.borrow().clone();
-            assert_eq!(seen, (0..=applied).collect::<Vec<_>>(), "round {round}: the hook must be given every index up to the applied one, {applied}");
+            assert_eq!(seen, (first..=applied).collect::<Vec<_>>(), "round {round}: the hook must be given every index from {first} up to the applied one, {applied}");
             g.shutdown().await;
         });
     }
@@ -138,6 +141,38 @@ fn a_replica_cut_off_from_its_peers_does_not_raise_its_term() {
         assert_eq!(late.current_leader, None, "no leader without a quorum");
         assert!(early.current_term <= 1, "{early}");
         assert_eq!(late.current_term, early.current_term, "a replica that cannot win must not raise its term: {late}");
+        g.shutdown().await;
+    });
+}
+
+/// The WAL keeps the commit point (a mark riding on the next flush, restated by every segment
+/// header), and a reopened group re-applies its log up to it while it opens, before any
+/// election: openraft otherwise read the whole log since the snapshot, 64 entries at a time, to
+/// look for a membership entry, and re-applied it only once a leader said what was committed.
+#[test]
+fn a_reopened_group_reapplies_its_committed_log_while_it_opens() {
+    use openraft::storage::RaftLogStorage;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    let applied = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (p, a) = (path.clone(), applied.clone());
+    run(move || async move {
+        let g = Group::open(7, &p, &cfg(1_000_000), Transport::new(1, 1, 0, 8, None)).await.expect("open");
+        g.wait_ready(Duration::from_secs(10)).await.expect("ready");
+        for i in 0..(2 * stratos_raft::log_store::APPLY_READ_ENTRIES + 20) {
+            g.propose(vec![cmd(i + 1, volume(&format!("vol{i:03}")))]).await.expect("propose");
+        }
+        a.store(g.state.applied_log_index(), std::sync::atomic::Ordering::SeqCst);
+        g.shutdown().await;
+    });
+    let before = applied.load(std::sync::atomic::Ordering::SeqCst);
+    let p = path.clone();
+    run(move || async move {
+        let g = Group::open(7, &p, &cfg(1_000_000), Transport::new(1, 1, 0, 8, None)).await.expect("reopen");
+        let committed = g.log.clone().read_committed().await.expect("read committed");
+        assert_eq!(committed.map(|c| c.index), Some(before), "the commit point of the last apply was kept");
+        assert!(g.state.applied_log_index() >= before, "applied {} when open returned; {before} were committed", g.state.applied_log_index());
+        assert_eq!(g.state.shard.borrow().list_volumes(None, "", "", 1000).expect("list").items.len(), 2 * stratos_raft::log_store::APPLY_READ_ENTRIES as usize + 20);
         g.shutdown().await;
     });
 }
