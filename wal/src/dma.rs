@@ -131,6 +131,12 @@ impl SegmentFile for DmaSegment {
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(len);
+        self.read_into(pos, len, &mut out).await?;
+        Ok(out)
+    }
+
+    async fn read_into(&self, pos: u64, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
         // glommio reads into a buffer from the executor's registered io memory when one fits
         // (the OM gives it 1 MiB), and otherwise allocates one from the heap per read. A heap
         // buffer of megabytes is fresh memory every time (the allocator returns it to the
@@ -147,10 +153,11 @@ impl SegmentFile for DmaSegment {
         // freed at once and reused by the allocator (peak RSS of that restart +2%).
         const CHUNK: usize = 256 << 10;
         const READS_IN_FLIGHT: usize = 8;
-        let mut out = Vec::with_capacity(len);
-        while out.len() < len {
-            let base = pos + out.len() as u64;
-            let rest = len - out.len();
+        out.reserve(len);
+        let start = out.len();
+        while out.len() - start < len {
+            let base = pos + (out.len() - start) as u64;
+            let rest = len - (out.len() - start);
             let reads = (0..READS_IN_FLIGHT)
                 .map(|i| i * CHUNK)
                 .take_while(|at| *at < rest)
@@ -168,7 +175,7 @@ impl SegmentFile for DmaSegment {
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     async fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {

@@ -42,6 +42,12 @@ pub trait SegmentFile {
     async fn size(&self) -> io::Result<u64>;
     /// Reads exactly `len` bytes at `pos` (the caller never reads past the end).
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// [`SegmentFile::read_at`], appending to `out`: a caller that reads many large pieces
+    /// reuses one buffer instead of fresh memory per read.
+    async fn read_into(&self, pos: u64, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
+        out.extend_from_slice(&self.read_at(pos, len).await?);
+        Ok(())
+    }
     async fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()>;
     async fn sync_data(&self) -> io::Result<()>;
 }

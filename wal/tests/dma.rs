@@ -180,5 +180,9 @@ fn a_long_read_of_many_pieces_returns_the_bytes_in_order() {
             let got = file.read_at(pos as u64, len).await.expect("read");
             assert!(got == bytes[pos..pos + len], "bytes {pos}..{}", pos + len);
         }
+        // Appended to a buffer that holds bytes already (recovery reuses one across segments).
+        let mut buf = b"kept".to_vec();
+        file.read_into(4_097, 3 << 20, &mut buf).await.expect("read into");
+        assert!(buf[..4] == *b"kept" && buf[4..] == bytes[4_097..4_097 + (3 << 20)], "read_into appends the bytes after what the buffer held");
     });
 }
