@@ -193,9 +193,18 @@ async fn start_core(
     };
     let mut groups = HashMap::new();
     let owned: Vec<u32> = (0..=shards).filter(|g| core_of_group(*g, cores) == index).collect();
-    for g in owned {
+    // A core's groups open together: one's reads (recovering its WAL is mostly waiting on the
+    // device) overlap another's CPU work (loading its snapshot, re-applying its log). One after
+    // the other, core 0 finished the meta group's recovery (0.13-0.2 s of reading, most of it
+    // the zeros of its preallocated segments) before its shard began.
+    let opened = futures_util::future::join_all(owned.iter().map(|&g| {
         let dir: PathBuf = if g == META_GROUP { data_dir.join("meta") } else { data_dir.join(format!("shard-{:04}", g - 1)) };
-        let group = Group::open(g, &dir, &gcfg, transport.clone()).await?;
+        let (gcfg, transport) = (&gcfg, transport.clone());
+        async move { Group::open(g, &dir, gcfg, transport).await.map(|group| (g, group)) }
+    }))
+    .await;
+    for opened in opened {
+        let (g, group) = opened?;
         groups.insert(g, group);
     }
     if !clustered {
