@@ -109,9 +109,9 @@ pub use wal::{Ticket, Wal, WalConfig, WalStats};
 /// length field.
 pub fn fuzz_scan_segment(data: &[u8], payload_bytes_max: u32) -> (bool, usize) {
     let mut state = state::LogState::default();
-    let stop = recovery::scan(data, 0, data.len(), 512, payload_bytes_max, 1, &mut state, &mut |_, _, _| {});
+    let stop = recovery::scan(data, 0, 0, data.len(), 512, payload_bytes_max, 1, &mut state, &mut |_, _, _| {});
     let later = match stop {
-        recovery::Stop::End(p) | recovery::Stop::Bad(p, _) => recovery::later_batch_record(data, p, payload_bytes_max),
+        recovery::Stop::End(p) | recovery::Stop::Bad(p, _) | recovery::Stop::More(p) => recovery::later_batch_record(data, p, payload_bytes_max),
     };
     (later.is_some(), state.entries.len())
 }

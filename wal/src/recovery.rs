@@ -75,6 +75,9 @@ pub(crate) enum Stop {
     End(usize),
     /// Bytes at this offset are not a valid next record.
     Bad(usize, String),
+    /// The record (or padding) at this offset runs past the bytes given, and the segment goes
+    /// on beyond them: scan again from here with the bytes that follow.
+    More(usize),
 }
 
 /// Sees every entry record recovery replays: (log index, term, payload). Records a later
@@ -82,11 +85,15 @@ pub(crate) enum Stop {
 /// [`crate::Wal::entry_term`] after the open.
 pub type Visit<'a> = &'a mut dyn FnMut(u64, u64, &[u8]);
 
-/// Replays the records of one segment's `data[start..limit]` into `state`, showing each entry
-/// to `visit`. Pure: the fuzz target drives it with arbitrary bytes.
+/// Replays the records of one segment's bytes `start..limit` into `state`, showing each entry
+/// to `visit`. `data` holds the segment's bytes from offset `base` on (all of them up to `limit`,
+/// or a window of them: then a record crossing the window's end stops the scan with
+/// [`Stop::More`]). Offsets in and out are the segment's. Pure: the fuzz target drives it with
+/// arbitrary bytes.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn scan(
     data: &[u8],
+    base: usize,
     start: usize,
     limit: usize,
     sector: usize,
@@ -95,23 +102,31 @@ pub(crate) fn scan(
     state: &mut LogState,
     visit: Visit<'_>,
 ) -> Stop {
-    let limit = limit.min(data.len());
+    let end = limit.min(base + data.len());
+    let partial = end < limit;
     let mut pos = start;
     loop {
-        if pos >= limit {
-            return Stop::End(pos);
+        if pos >= end {
+            return if partial { Stop::More(pos) } else { Stop::End(pos) };
         }
-        match record::decode(&data[pos..limit], payload_bytes_max) {
+        if partial && end - pos < HEADER_BYTES {
+            return Stop::More(pos);
+        }
+        match record::decode(&data[pos - base..end - base], payload_bytes_max) {
             Err(DecodeError::Zero) => {
                 if pos % sector == 0 {
                     return Stop::End(pos);
                 }
                 let next = pos.next_multiple_of(sector).min(limit);
-                if data[pos..next].iter().any(|&b| b != 0) {
+                if next > end {
+                    return Stop::More(pos);
+                }
+                if data[pos - base..next - base].iter().any(|&b| b != 0) {
                     return Stop::Bad(pos, "non-zero bytes in batch padding".into());
                 }
                 pos = next;
             }
+            Err(DecodeError::ShortHeader | DecodeError::Truncated { .. }) if partial => return Stop::More(pos),
             Err(e) => return Stop::Bad(pos, e.to_string()),
             Ok(r) => {
                 let batch = r.batch_offset as usize;
@@ -138,10 +153,17 @@ pub(crate) fn scan(
 /// The first valid record after `from` that was written by a later batch than the one holding
 /// `from`: proof that the bytes at `from` had been made durable.
 pub(crate) fn later_batch_record(data: &[u8], from: usize, payload_bytes_max: u32) -> Option<usize> {
-    let mut p = from + RECORD_ALIGN_BYTES;
-    while p + HEADER_BYTES <= data.len() {
-        if !record::is_padding(&data[p..]) {
-            if let Ok(r) = record::decode(&data[p..], payload_bytes_max) {
+    later_batch_record_in(data, 0, from, from + RECORD_ALIGN_BYTES, data.len(), payload_bytes_max)
+}
+
+/// [`later_batch_record`] over the candidate offsets `lo, lo + 8, …` below `hi`, in `data`
+/// holding the segment's bytes from offset `base` on.
+fn later_batch_record_in(data: &[u8], base: usize, from: usize, lo: usize, hi: usize, payload_bytes_max: u32) -> Option<usize> {
+    let mut p = lo;
+    while p < hi && p + HEADER_BYTES <= base + data.len() {
+        let at = &data[p - base..];
+        if !record::is_padding(at) {
+            if let Ok(r) = record::decode(at, payload_bytes_max) {
                 if r.batch_offset as usize > from {
                     return Some(p);
                 }
@@ -150,6 +172,102 @@ pub(crate) fn later_batch_record(data: &[u8], from: usize, payload_bytes_max: u3
         p += RECORD_ALIGN_BYTES;
     }
     None
+}
+
+/// Bytes of a segment recovery holds at once (one buffer, reused across segments). Read whole,
+/// every 64 MiB segment was fresh memory (or, reused, 64 MiB per group) that the kernel zeroed
+/// before the read landed: `clear_page_erms` under the copy into the read buffer was 8-11% of
+/// a 6M-key restart's CPU.
+const WINDOW_BYTES: usize = 8 << 20;
+
+/// A window on one segment's bytes: `buf` holds those from offset `base` on.
+struct Window {
+    buf: Vec<u8>,
+    base: usize,
+    /// Bytes a window reads ahead: enough for two of the largest records, so that a record
+    /// crossing one window's end lies whole in the next, and a tail check makes progress.
+    span: usize,
+}
+
+impl Window {
+    fn new(payload_bytes_max: u32, window_bytes: usize) -> Window {
+        let span = window_bytes.max(2 * record::encoded_len(payload_bytes_max as usize)).next_multiple_of(RECORD_ALIGN_BYTES);
+        Window { buf: Vec::new(), base: 0, span }
+    }
+
+    fn end(&self) -> usize {
+        self.base + self.buf.len()
+    }
+
+    /// Forgets the bytes held (they were another segment's).
+    fn forget(&mut self) {
+        self.buf.clear();
+        self.base = 0;
+    }
+
+    /// Holds the file's bytes from `from` to `from + span` (or to `limit`), keeping those it
+    /// holds already (of the same file: [`Window::forget`] between files).
+    async fn hold<F: SegmentFile>(&mut self, file: &F, from: usize, limit: usize, path: &str) -> Result<(), OpenError> {
+        if (self.base..=self.end()).contains(&from) {
+            self.buf.drain(..from - self.base);
+        } else {
+            self.buf.clear();
+        }
+        self.base = from;
+        let want = (from + self.span).min(limit);
+        if self.end() < want {
+            let at = self.end();
+            file.read_into(at as u64, want - at, &mut self.buf).await.map_err(io_err("reading", path.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Scans `start..limit` of a segment ([`scan`]) a window at a time, from a fresh window.
+    #[allow(clippy::too_many_arguments)]
+    async fn scan<F: SegmentFile>(
+        &mut self,
+        file: &F,
+        path: &str,
+        start: usize,
+        limit: usize,
+        sector: usize,
+        payload_bytes_max: u32,
+        segment_seq: u64,
+        state: &mut LogState,
+        visit: Visit<'_>,
+    ) -> Result<Stop, OpenError> {
+        self.forget();
+        let mut from = start;
+        loop {
+            self.hold(file, from, limit, path).await?;
+            match scan(&self.buf, self.base, from, limit, sector, payload_bytes_max, segment_seq, state, &mut *visit) {
+                // A window holds two of the largest records: `More` always moves on.
+                Stop::More(p) if p > from || self.end() < limit.min(from + self.span) => from = p,
+                Stop::More(p) => return Ok(Stop::Bad(p, "a record larger than the recovery window".into())),
+                stop => return Ok(stop),
+            }
+        }
+    }
+
+    /// After a scan stopped at `pos` in the tail segment of `size` bytes: the first record of a
+    /// later batch beyond it ([`later_batch_record`]), and whether every byte from `pos` to the
+    /// end is zero (a clean end of the log). Keeps the window a scan of the same file left.
+    async fn examine_tail<F: SegmentFile>(&mut self, file: &F, path: &str, pos: usize, size: usize, payload_bytes_max: u32) -> Result<(Option<usize>, bool), OpenError> {
+        let largest = record::encoded_len(payload_bytes_max as usize);
+        let mut zero = true;
+        let mut at = pos;
+        while at < size {
+            self.hold(file, at, size, path).await?;
+            // Candidates whose whole record lies in this window (all of them in the last one).
+            let hi = if self.end() >= size { size } else { self.end() - largest };
+            if let Some(found) = later_batch_record_in(&self.buf, self.base, pos, at.max(pos + RECORD_ALIGN_BYTES), hi, payload_bytes_max) {
+                return Ok((Some(found), false));
+            }
+            zero = zero && self.buf[at - self.base..hi - self.base].iter().all(|&b| b == 0);
+            at = hi;
+        }
+        Ok((None, zero))
+    }
 }
 
 fn io_err(op: &'static str, file: String) -> impl FnOnce(std::io::Error) -> OpenError {
@@ -173,14 +291,6 @@ struct Loaded<F> {
 /// and the largest vote fit).
 const SEGMENT_HEADER_READ_BYTES: u64 = 8192;
 const _: () = assert!(SEGMENT_HEADER_READ_BYTES as usize >= HEADER_BYTES + 128 + crate::constants::VOTE_BYTES_MAX);
-
-/// Reads a whole segment into `buf`, which recovery reuses from one segment to the next: read
-/// into fresh memory, every 64 MiB segment had the kernel zero its pages first (perf of a
-/// 6M-key restart: `clear_page_erms` under the copy into the read buffer, 8% of the CPU).
-async fn read_all<F: SegmentFile>(file: &F, size: u64, path: String, buf: &mut Vec<u8>) -> Result<(), OpenError> {
-    buf.clear();
-    file.read_into(0, size as usize, buf).await.map_err(io_err("reading", path))
-}
 
 pub(crate) async fn recover<S: Storage>(
     storage: &S,
@@ -232,14 +342,15 @@ pub(crate) async fn recover<S: Storage>(
     }
 
     let mut report = RecoveryReport::default();
-    let mut buf = Vec::new();
+    let mut window = Window::new(payload_bytes_max, WINDOW_BYTES);
     // Trailing segments with no valid header: created, never written whole. Unless a later
     // batch in them proves the header was durable, they go.
     while let Some(last) = loaded.last() {
         let Err(reason) = &last.header else { break };
         let name = segment_name(last.seq);
-        read_all(&*last.file, last.size, storage.describe(&name), &mut buf).await?;
-        if let Some(at) = later_batch_record(&buf, 0, payload_bytes_max) {
+        window.forget();
+        let (later, _) = window.examine_tail(&*last.file, &storage.describe(&name), 0, last.size as usize, payload_bytes_max).await?;
+        if let Some(at) = later {
             return Err(corrupt(
                 storage.describe(&name),
                 0,
@@ -277,29 +388,29 @@ pub(crate) async fn recover<S: Storage>(
         }
         let sector = header.sector_bytes as usize;
         let is_tail = i + 1 == count;
-        read_all(&*seg.file, seg.size, path.clone(), &mut buf).await?;
-        let data = &buf;
+        let size = seg.size as usize;
         let limit = if is_tail {
-            data.len()
+            size
         } else {
             let next = loaded[i + 1].header.as_ref().map_err(|r| {
                 corrupt(storage.describe(&segment_name(seg.seq + 1)), 0, r.clone())
             })?;
             usize::try_from(next.0.prev_segment_end).unwrap_or(usize::MAX)
         };
-        let stop = scan(data, header_len, limit, sector, payload_bytes_max, seg.seq, &mut state, &mut *visit);
+        let stop = window.scan(&*seg.file, &path, header_len, limit.min(size), sector, payload_bytes_max, seg.seq, &mut state, &mut *visit).await?;
         if !is_tail {
             match stop {
                 Stop::End(p) if p == limit => {}
-                Stop::End(p) => return Err(corrupt(path, p as u64, "log ends before the next segment says it does")),
+                Stop::End(p) | Stop::More(p) => return Err(corrupt(path, p as u64, "log ends before the next segment says it does")),
                 Stop::Bad(p, reason) => return Err(corrupt(path, p as u64, reason)),
             }
         } else {
             let (pos, reason) = match stop {
-                Stop::End(p) => (p, None),
+                Stop::End(p) | Stop::More(p) => (p, None),
                 Stop::Bad(p, r) => (p, Some(r)),
             };
-            if let Some(at) = later_batch_record(data, pos, payload_bytes_max) {
+            let (later, zero) = window.examine_tail(&*seg.file, &path, pos, size, payload_bytes_max).await?;
+            if let Some(at) = later {
                 return Err(corrupt(
                     path,
                     pos as u64,
@@ -309,7 +420,7 @@ pub(crate) async fn recover<S: Storage>(
                     ),
                 ));
             }
-            let clean = reason.is_none() && data[pos..].iter().all(|&b| b == 0);
+            let clean = reason.is_none() && zero;
             if !clean {
                 report.torn_tail = Some(TornTail {
                     file: path,
@@ -329,4 +440,88 @@ pub(crate) async fn recover<S: Storage>(
     report.segments = segments.len();
     report.entries = state.entries.len();
     Ok(Recovered { state, segments, tail, report })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A segment file in memory.
+    struct Bytes(Vec<u8>);
+
+    impl SegmentFile for Bytes {
+        async fn size(&self) -> std::io::Result<u64> {
+            Ok(self.0.len() as u64)
+        }
+        async fn read_at(&self, pos: u64, len: usize) -> std::io::Result<Vec<u8>> {
+            Ok(self.0[pos as usize..pos as usize + len].to_vec())
+        }
+        async fn write_at(&self, _: u64, _: &[u8]) -> std::io::Result<()> {
+            unreachable!("recovery only reads")
+        }
+        async fn sync_data(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    const SECTOR: usize = 512;
+    const PAYLOAD_MAX: u32 = 300;
+
+    /// Batches of entry records as the writer lays them out (each padded to a sector), then
+    /// zeros, then one flipped byte somewhere (or none).
+    fn segment(batches: &[Vec<u16>], zeros: usize, flip: Option<(usize, u8)>) -> Vec<u8> {
+        let mut data = Vec::new();
+        let mut index = 1;
+        for batch in batches {
+            let batch_offset = data.len() as u32;
+            for &len in batch {
+                let payload: Vec<u8> = (0..len).map(|i| (i as u64 * 7 + index) as u8).collect();
+                record::encode_into(&mut data, RecordKind::Entry, index, 1, batch_offset, &payload[..usize::from(len).min(PAYLOAD_MAX as usize)]);
+                index += 1;
+            }
+            data.resize(data.len().next_multiple_of(SECTOR), 0);
+        }
+        data.resize(data.len() + zeros, 0);
+        if let Some((at, bits)) = flip.filter(|_| !data.is_empty()) {
+            let at = at % data.len();
+            data[at] ^= bits.max(1);
+        }
+        data
+    }
+
+    proptest! {
+        /// Scanning a segment a small window at a time (two of the largest records: every
+        /// window boundary a record or a padding run can cross gets crossed) finds exactly what
+        /// scanning it whole finds, and so does the tail check after it.
+        #[test]
+        fn a_windowed_scan_finds_what_a_whole_scan_finds(
+            batches in proptest::collection::vec(proptest::collection::vec(0u16..320, 1..6), 0..12),
+            zeros in 0usize..3000,
+            flip in proptest::option::of((any::<usize>(), any::<u8>())),
+        ) {
+            let data = segment(&batches, zeros, flip);
+            let mut whole_state = LogState::default();
+            let mut whole_seen = Vec::new();
+            let whole = scan(&data, 0, 0, data.len(), SECTOR, PAYLOAD_MAX, 1, &mut whole_state, &mut |i, t, p| whole_seen.push((i, t, p.to_vec())));
+            let pos = match &whole { Stop::End(p) | Stop::Bad(p, _) | Stop::More(p) => *p };
+            let whole_later = later_batch_record(&data, pos, PAYLOAD_MAX);
+            let whole_zero = data[pos..].iter().all(|&b| b == 0);
+
+            let file = Bytes(data.clone());
+            let mut window = Window::new(PAYLOAD_MAX, 0);
+            prop_assert_eq!(window.span, 2 * record::encoded_len(PAYLOAD_MAX as usize));
+            let mut state = LogState::default();
+            let mut seen = Vec::new();
+            let windowed = futures_lite::future::block_on(window.scan(&file, "seg", 0, data.len(), SECTOR, PAYLOAD_MAX, 1, &mut state, &mut |i, t, p| seen.push((i, t, p.to_vec())))).expect("scan");
+            prop_assert_eq!(&windowed, &whole);
+            prop_assert_eq!(&state, &whole_state);
+            prop_assert_eq!(&seen, &whole_seen);
+            let (later, zero) = futures_lite::future::block_on(window.examine_tail(&file, "seg", pos, data.len(), PAYLOAD_MAX)).expect("tail");
+            prop_assert_eq!(later, whole_later);
+            if later.is_none() {
+                prop_assert_eq!(zero, whole_zero);
+            }
+        }
+    }
 }
