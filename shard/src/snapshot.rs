@@ -481,7 +481,11 @@ impl Loader {
             Some((k, b, _)) if (*k, *b) > (kind, bucket) => return Err(format!("table ({kind}, {bucket}) after ({k}, {b}): tables out of order")),
             _ => self.close_table(),
         }
-        let (_, _, sorted) = self.current.get_or_insert_with(|| (kind, bucket, Vec::new()));
+        if self.current.is_none() {
+            let hint = self.small.as_ref().map_or(0, |s| expected_entries(s, kind, bucket));
+            self.current = Some((kind, bucket, Vec::with_capacity(hint)));
+        }
+        let (_, _, sorted) = self.current.as_mut().expect("a table being filled");
         let n = parse_entries(kind, body, count, sorted)?;
         self.entries += n;
         Ok(())
@@ -523,6 +527,22 @@ impl Loader {
         state.check_invariants().map_err(|e| SnapshotError::Malformed(format!("inconsistent state: {e}")))?;
         Ok(state)
     }
+}
+
+/// How many entries the table `(kind, bucket)` should hold, from the usage counters of the
+/// small state (the invariants check them against the tables once loaded). The vector a table
+/// is gathered in gets that capacity at once: grown by doubling, a 1.7M-key table was copied
+/// into fresh memory about twenty times (perf of a 6M-key restart: 4% of the CPU, most of it the
+/// kernel zeroing the new pages). Capped, so that a counter that lies reserves no more than
+/// 1 GiB of address space (pages are touched only as entries arrive).
+fn expected_entries(small: &ShardState, kind: u32, bucket: u64) -> usize {
+    const HINT_MAX: u64 = 1 << 26;
+    let n = match kind {
+        KEYS => small.bucket_usage.get(&bucket).map_or(0, |u| u.keys),
+        OPEN_KEYS => small.bucket_usage.values().fold(0u64, |n, u| n.saturating_add(u.open_keys)),
+        _ => 0,
+    };
+    usize::try_from(n.min(HINT_MAX)).unwrap_or(0)
 }
 
 fn small_state(payload: &[u8]) -> Result<ShardState, String> {
