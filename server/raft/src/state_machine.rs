@@ -127,6 +127,16 @@ impl StateMachine {
     /// The group is part of the state (its object ids carry it), so a snapshot of another
     /// group is refused.
     pub fn open(dir: &Path, group: u32) -> io::Result<Self> {
+        // A snapshot being written (`snapshot.tmp`) or received (`snapshot.recv`) when the node
+        // stopped is never valid (only a rename makes one the snapshot): it would sit on disk,
+        // as large as the state (200 MB per shard after a 6M-key load), until the next one.
+        for unfinished in ["snapshot.tmp", "snapshot.recv"] {
+            let path = dir.join(unfinished);
+            if let Ok(m) = std::fs::metadata(&path) {
+                std::fs::remove_file(&path).map_err(|e| io_err(format!("removing {}: {e}", path.display())))?;
+                eprintln!("{} {}: removed an unfinished snapshot ({} bytes)", stratos_common::process::who(), path.display(), m.len());
+            }
+        }
         let path = dir.join("snapshot");
         let (shard, last, membership) = match SnapshotFile::open(&path) {
             Ok(f) => {

@@ -149,6 +149,7 @@ fn a_replica_cut_off_from_its_peers_does_not_raise_its_term() {
 /// header), and a reopened group re-applies its log up to it while it opens, before any
 /// election: openraft otherwise read the whole log since the snapshot, 64 entries at a time, to
 /// look for a membership entry, and re-applied it only once a leader said what was committed.
+/// Snapshots left unfinished by the stop are removed.
 #[test]
 fn a_reopened_group_reapplies_its_committed_log_while_it_opens() {
     use openraft::storage::RaftLogStorage;
@@ -166,9 +167,13 @@ fn a_reopened_group_reapplies_its_committed_log_while_it_opens() {
         g.shutdown().await;
     });
     let before = applied.load(std::sync::atomic::Ordering::SeqCst);
+    // As a node stopped while writing a snapshot and receiving another leaves them.
+    std::fs::write(path.join("snapshot.tmp"), [7u8; 4096]).expect("write");
+    std::fs::write(path.join("snapshot.recv"), [7u8; 100]).expect("write");
     let p = path.clone();
     run(move || async move {
         let g = Group::open(7, &p, &cfg(1_000_000), Transport::new(1, 1, 0, 8, None)).await.expect("reopen");
+        assert!(!p.join("snapshot.tmp").exists() && !p.join("snapshot.recv").exists(), "unfinished snapshots are removed at open");
         let committed = g.log.clone().read_committed().await.expect("read committed");
         assert_eq!(committed.map(|c| c.index), Some(before), "the commit point of the last apply was kept");
         assert!(g.state.applied_log_index() >= before, "applied {} when open returned; {before} were committed", g.state.applied_log_index());
