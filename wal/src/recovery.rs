@@ -241,9 +241,11 @@ impl Window {
         loop {
             self.hold(file, from, limit, path).await?;
             match scan(&self.buf, self.base, from, limit, sector, payload_bytes_max, segment_seq, state, &mut *visit) {
-                // A window holds two of the largest records: `More` always moves on.
-                Stop::More(p) if p > from || self.end() < limit.min(from + self.span) => from = p,
-                Stop::More(p) => return Ok(Stop::Bad(p, "a record larger than the recovery window".into())),
+                Stop::More(p) if p > from => from = p,
+                // Nothing fit: a padding run longer than the window (a sector larger than it).
+                // A record cannot be (the window holds two of the largest), but either way the
+                // window widens until it reaches the limit, where `More` cannot happen.
+                Stop::More(_) => self.span = self.span.saturating_mul(2),
                 stop => return Ok(stop),
             }
         }
@@ -501,26 +503,30 @@ mod tests {
             flip in proptest::option::of((any::<usize>(), any::<u8>())),
         ) {
             let data = segment(&batches, zeros, flip);
-            let mut whole_state = LogState::default();
-            let mut whole_seen = Vec::new();
-            let whole = scan(&data, 0, 0, data.len(), SECTOR, PAYLOAD_MAX, 1, &mut whole_state, &mut |i, t, p| whole_seen.push((i, t, p.to_vec())));
-            let pos = match &whole { Stop::End(p) | Stop::Bad(p, _) | Stop::More(p) => *p };
-            let whole_later = later_batch_record(&data, pos, PAYLOAD_MAX);
-            let whole_zero = data[pos..].iter().all(|&b| b == 0);
+            // Also read as if the sector were larger than the window (a padding run wider than
+            // it makes the window widen): whole and windowed must still agree.
+            for sector in [SECTOR, 4 * SECTOR] {
+                let mut whole_state = LogState::default();
+                let mut whole_seen = Vec::new();
+                let whole = scan(&data, 0, 0, data.len(), sector, PAYLOAD_MAX, 1, &mut whole_state, &mut |i, t, p| whole_seen.push((i, t, p.to_vec())));
+                let pos = match &whole { Stop::End(p) | Stop::Bad(p, _) | Stop::More(p) => *p };
+                let whole_later = later_batch_record(&data, pos, PAYLOAD_MAX);
+                let whole_zero = data[pos..].iter().all(|&b| b == 0);
 
-            let file = Bytes(data.clone());
-            let mut window = Window::new(PAYLOAD_MAX, 0);
-            prop_assert_eq!(window.span, 2 * record::encoded_len(PAYLOAD_MAX as usize));
-            let mut state = LogState::default();
-            let mut seen = Vec::new();
-            let windowed = futures_lite::future::block_on(window.scan(&file, "seg", 0, data.len(), SECTOR, PAYLOAD_MAX, 1, &mut state, &mut |i, t, p| seen.push((i, t, p.to_vec())))).expect("scan");
-            prop_assert_eq!(&windowed, &whole);
-            prop_assert_eq!(&state, &whole_state);
-            prop_assert_eq!(&seen, &whole_seen);
-            let (later, zero) = futures_lite::future::block_on(window.examine_tail(&file, "seg", pos, data.len(), PAYLOAD_MAX)).expect("tail");
-            prop_assert_eq!(later, whole_later);
-            if later.is_none() {
-                prop_assert_eq!(zero, whole_zero);
+                let file = Bytes(data.clone());
+                let mut window = Window::new(PAYLOAD_MAX, 0);
+                prop_assert_eq!(window.span, 2 * record::encoded_len(PAYLOAD_MAX as usize));
+                let mut state = LogState::default();
+                let mut seen = Vec::new();
+                let windowed = futures_lite::future::block_on(window.scan(&file, "seg", 0, data.len(), sector, PAYLOAD_MAX, 1, &mut state, &mut |i, t, p| seen.push((i, t, p.to_vec())))).expect("scan");
+                prop_assert_eq!(&windowed, &whole);
+                prop_assert_eq!(&state, &whole_state);
+                prop_assert_eq!(&seen, &whole_seen);
+                let (later, zero) = futures_lite::future::block_on(window.examine_tail(&file, "seg", pos, data.len(), PAYLOAD_MAX)).expect("tail");
+                prop_assert_eq!(later, whole_later);
+                if later.is_none() {
+                    prop_assert_eq!(zero, whole_zero);
+                }
             }
         }
     }
