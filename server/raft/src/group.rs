@@ -139,11 +139,11 @@ impl Group {
         let applied = state.applied_log_index();
         if loaded > 0 || applied > 0 {
             // What a restart spends, phase by phase (a fresh group says nothing).
+            let snapshot = if loaded > 0 { format!("loaded its snapshot up to index {loaded} in {:.2} s", loaded_in.as_secs_f64()) } else { "no snapshot".to_string() };
             eprintln!(
-                "{} group {id}: recovered its log in {:.2} s, loaded its snapshot up to index {loaded} in {:.2} s, re-applied the log up to index {applied} in {:.2} s",
+                "{} group {id}: recovered its log in {:.2} s, {snapshot}, re-applied the log up to index {applied} in {:.2} s",
                 stratos_common::process::who(),
                 (loading - recovering).as_secs_f64(),
-                loaded_in.as_secs_f64(),
                 reapplying.elapsed().as_secs_f64()
             );
         }

@@ -204,9 +204,15 @@ impl openraft::storage::RaftLogStorage<TypeConfig> for LogStore {
     /// and only re-applied it after an election: 0.25-0.3 s per shard of a 6M-key restart went
     /// to that scan alone. Saved, the scan covers only the entries past the commit point, and a
     /// restarted replica never answers from a state older than one it had applied.
+    ///
+    /// A commit point past the log's end (which openraft should never give) is not marked rather
+    /// than failing the group: a mark is only ever a lower bound.
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
         let Some(c) = committed else { return Ok(()) };
-        self.inner.wal.mark_committed(stratos_wal::LogId { log_index: c.index, term: c.leader_id.term }).map_err(io_err)
+        match self.inner.wal.mark_committed(stratos_wal::LogId { log_index: c.index, term: c.leader_id.term }) {
+            Ok(()) | Err(stratos_wal::AppendError::CommitBeyondEnd { .. }) => Ok(()),
+            Err(e) => Err(io_err(e)),
+        }
     }
 
     /// The latest mark that still names an entry of the log with its term (a mark is a lower
