@@ -12,12 +12,14 @@
 //! fdatasync'ed, renamed over `snapshot`, and the directory is fsync'ed: a crash leaves either
 //! the old or the new snapshot, never a mix.
 //!
-//! Building never stalls the executor: the shard's tables are frozen (copy-on-write per entry)
+//! Building the tables never stalls the executor: they are frozen (copy-on-write per entry)
 //! and the image is made in steps of [`SNAPSHOT_FRAME_ENTRIES`] entries (≈ 2-3 ms each), paced
 //! ([`SNAPSHOT_PACE`]), each step's bytes written by glommio's blocking-thread pool while the
 //! executor serves requests and applies entries; the fdatasync, rename and directory fsync run
 //! there too. The snapshot is the state at the step it began, with the log id and membership of
-//! that moment. Snapshots travel as files ([`SnapshotFile`]), never whole in memory.
+//! that moment. Snapshots travel as files ([`SnapshotFile`]), never whole in memory. Not yet in
+//! steps: the first frame, the small state with the retry cache's sessions, made in one go when
+//! the snapshot begins (0.2-0.36 s on the executor with a full retry cache, 32 MB).
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, Write};
