@@ -6,8 +6,11 @@
 //! crc covering the frame's first 12 bytes and its payload, the payload `len` bytes, a multiple
 //! of 8. Kinds, in the order they must appear:
 //! - 1, the small state: an rkyv image (`count` bytes of the payload) of the group id and its
-//!   object sequence, the counters, usage, retry sessions, bucket facts, cross-shard renames
-//!   quota allowances and grants, and S3 secrets;
+//!   object sequence, the counters, usage, retry sessions (each without its outcomes), bucket
+//!   facts, cross-shard renames, quota allowances and grants, and S3 secrets;
+//! - 8, the retry sessions' remembered outcomes, none or more frames: an rkyv image (`count`
+//!   bytes) of rows `(client, request id, log index, time, outcome)`, (client, request id)
+//!   strictly ascending across the frames, each client one of the small state's sessions;
 //! - 2 volumes, 3 buckets, 4 keys (the payload starts with the bucket id, u64; one bucket's
 //!   frames together, buckets ascending), 5 open keys, 6 deleted blocks: `count` entries, each
 //!   the entry's own words (`[key_len u32 | record_len u32]`, the key padded to 8 bytes, the
@@ -24,9 +27,10 @@
 //! the core waiting).
 //!
 //! Writing while applying: [`ShardState::begin_snapshot`] freezes the tables (see
-//! [`crate::table`]) and writes the small state; each [`ShardState::snapshot_step`] then writes
-//! up to a budget of entries of the frozen image, so the caller can write them out and yield to
-//! other work between steps. The result is the state at the moment of `begin_snapshot`, however
+//! [`crate::table`]) and the retry sessions ([`SessionFreeze`]) and writes the small state; each
+//! [`ShardState::snapshot_step`] then writes up to a budget of entries (outcomes, then table
+//! entries) of the frozen image, so the caller can write them out and yield to other work
+//! between steps. The result is the state at the moment of `begin_snapshot`, however
 //! many commands apply in between. This crate only makes and reads bytes; the server writes
 //! them durably (temp file, fdatasync, rename, fsync of the directory).
 //!
@@ -44,7 +48,8 @@ use rkyv::{Archive, Deserialize, Serialize};
 use crate::command::{Allowance, BucketRef, Grant};
 use crate::memtable::Entry;
 use crate::records::*;
-use crate::state::{BucketUsage, RenameArrival, RenameIntent, Session, ShardState, VolumeUsage};
+use crate::outcome::Outcome;
+use crate::state::{BucketUsage, Remembered, RenameArrival, RenameIntent, Session, ShardState, VolumeUsage};
 use crate::table::Table;
 
 const MAGIC: [u8; 8] = *b"STRATOSS";
@@ -54,7 +59,14 @@ const MAGIC: [u8; 8] = *b"STRATOSS";
 /// session the highest request id it forgot.
 /// 7: quota allowances (key shards) and grants (the meta group) in the small state.
 /// 8: S3 secrets (the meta group) in the small state.
-pub const VERSION: u32 = 9;
+/// 10: the sessions' outcomes in frames of their own (kind 8), written in steps. In version 9
+/// they were inside the small state, which a snapshot made in one go when it began: with a full
+/// retry window (262,144 outcomes, a 32 MB image) that was 0.19-0.36 s on the executor, every
+/// request of the core waiting (the longest call of `bench/scale.sh`). The small state's layout
+/// is unchanged (its sessions now come without outcomes), so version 9 is still read.
+pub const VERSION: u32 = 10;
+/// The oldest format this build reads.
+const VERSION_READ_MIN: u32 = 9;
 const HEADER_BYTES: usize = 32;
 const FRAME_HEADER_BYTES: usize = 16;
 /// Entries per frame at most (and the default step budget): ≈ 2-3 MiB of 40-byte-named keys.
@@ -70,6 +82,7 @@ const KEYS: u32 = 4;
 const OPEN_KEYS: u32 = 5;
 const DELETED_BLOCKS: u32 = 6;
 const END: u32 = 7;
+const SESSIONS: u32 = 8;
 
 /// Everything but the tables.
 #[derive(Archive, Serialize, Deserialize)]
@@ -97,7 +110,7 @@ struct Small {
 pub enum SnapshotError {
     #[error("not a Stratos shard snapshot (bad magic)")]
     Magic,
-    #[error("snapshot format version {0}, this build reads only version {VERSION} (a snapshot of another Stratos release: run that release, or start from an empty data directory)")]
+    #[error("snapshot format version {0}, this build reads versions {VERSION_READ_MIN} to {VERSION} (a snapshot of another Stratos release: run that release, or start from an empty data directory)")]
     Version(u32),
     #[error("snapshot frame at offset {offset}: {why}")]
     Frame { offset: u64, why: String },
@@ -124,6 +137,7 @@ pub struct SnapshotBuild {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
+    Sessions,
     Volumes,
     Buckets,
     Keys(usize),
@@ -136,6 +150,119 @@ impl SnapshotBuild {
     /// Entries written so far.
     pub fn entries(&self) -> u64 {
         self.entries
+    }
+}
+
+/// One remembered outcome in a sessions frame, serialized by reference (nothing is cloned).
+#[derive(Archive, Serialize)]
+struct OutcomeRow<'a> {
+    client: u64,
+    request: u64,
+    log_index: u64,
+    time_ms: u64,
+    #[rkyv(with = rkyv::with::Inline)]
+    outcome: &'a Outcome,
+}
+
+impl<'a> OutcomeRow<'a> {
+    fn new(client: u64, request: u64, r: &'a Remembered) -> Self {
+        OutcomeRow { client, request, log_index: r.log_index, time_ms: r.time_ms, outcome: &r.outcome }
+    }
+}
+
+/// The retry sessions as they were when a snapshot began, for the steps that write their
+/// outcomes while commands go on applying. Those commands remember outcomes (at log indexes
+/// past the snapshot's: left out) and forget some (an outcome of the snapshot forgotten before
+/// a step wrote it is kept here until one does). So the steps write exactly the outcomes of
+/// the snapshot's moment, without copying the sessions when it begins. The sessions' own facts
+/// (last seen, the highest forgotten request) went into the small state at the begin.
+#[derive(Debug, Default)]
+pub(crate) struct SessionFreeze {
+    /// The applied log index when the snapshot began.
+    at: u64,
+    /// The last (client, request id) written; the steps go on after it.
+    written: Option<(u64, u64)>,
+    /// Outcomes of the snapshot forgotten before a step wrote them.
+    kept: BTreeMap<(u64, u64), Remembered>,
+}
+
+impl SessionFreeze {
+    /// An outcome is forgotten: kept if the snapshot holds it and has yet to write it.
+    pub(crate) fn keep(&mut self, client: u64, request: u64, r: Remembered) {
+        if r.log_index <= self.at && self.written.is_none_or(|w| (client, request) > w) {
+            self.kept.insert((client, request), r);
+        }
+    }
+
+    /// The snapshot's outcomes not yet written, in (client, request id) order: the sessions'
+    /// own, but for those remembered after the snapshot began, merged with the kept ones (an
+    /// outcome is in one or the other, never both: a forgotten outcome leaves the sessions,
+    /// and a request id remembered again has a later log index).
+    fn rows<'s>(&'s self, sessions: &'s BTreeMap<u64, Session>) -> impl Iterator<Item = OutcomeRow<'s>> + 's {
+        use std::ops::Bound;
+        let at = self.at;
+        let written = self.written;
+        let live = sessions
+            .range(written.map_or(0, |(c, _)| c)..)
+            .flat_map(move |(c, s)| {
+                let from = match written {
+                    Some((wc, wr)) if wc == *c => Bound::Excluded(wr),
+                    _ => Bound::Unbounded,
+                };
+                s.outcomes.range((from, Bound::Unbounded)).map(move |(q, r)| (*c, *q, r))
+            })
+            .filter(move |(_, _, r)| r.log_index <= at);
+        let (mut a, mut b) = (live.peekable(), self.kept.iter().map(|((c, q), r)| (*c, *q, r)).peekable());
+        std::iter::from_fn(move || match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if (x.0, x.1) < (y.0, y.1) => a.next(),
+            (Some(_), None) => a.next(),
+            _ => b.next(),
+        })
+        .map(|(c, q, r)| OutcomeRow::new(c, q, r))
+    }
+}
+
+/// An rkyv serializer's output: the end of a snapshot buffer, positions counted from where the
+/// frame's payload starts (rkyv aligns by position, and the payload is read back into an
+/// aligned buffer), so an image is made in place instead of in a buffer of its own and copied.
+struct Tail<'a> {
+    out: &'a mut Vec<u8>,
+    base: usize,
+}
+
+impl rkyv::ser::Positional for Tail<'_> {
+    fn pos(&self) -> usize {
+        self.out.len() - self.base
+    }
+}
+
+impl<E> rkyv::ser::Writer<E> for Tail<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
+        self.out.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Appends a frame whose payload is one rkyv image, which `write` serializes into the `Tail`
+/// it is given. Its count is the image's length: rkyv finds the root at the end of the image,
+/// so the padding after it must not be handed to rkyv.
+fn image_frame(out: &mut Vec<u8>, kind: u32, write: impl FnOnce(Tail<'_>)) {
+    let start = out.len();
+    out.extend_from_slice(&kind.to_le_bytes());
+    out.extend_from_slice(&[0u8; 12]);
+    let base = out.len();
+    write(Tail { out, base });
+    let image = out.len() - base;
+    out.resize(start + (out.len() - start).next_multiple_of(8), 0);
+    seal(out, start, u32::try_from(image).expect("an image is far below 4 GiB"));
+}
+
+/// Appends a sessions frame of `rows` (none if there are none).
+fn sessions_frame(out: &mut Vec<u8>, rows: &Vec<OutcomeRow<'_>>) {
+    if !rows.is_empty() {
+        image_frame(out, SESSIONS, |t| {
+            rkyv::api::high::to_bytes_in::<_, rancor::Error>(rows, t).expect("serializing into memory cannot fail");
+        });
     }
 }
 
@@ -201,7 +328,12 @@ impl ShardState {
             user_volumes: self.user_volumes.iter().cloned().collect(),
             volume_usage: self.volume_usage.iter().map(|(k, v)| (*k, *v)).collect(),
             bucket_usage: self.bucket_usage.iter().map(|(k, v)| (*k, *v)).collect(),
-            sessions: self.sessions.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            // Without their outcomes: those go in frames of their own, a step at a time.
+            sessions: self
+                .sessions
+                .iter()
+                .map(|(k, s)| (*k, Session { last_seen_ms: s.last_seen_ms, forgotten_max: s.forgotten_max, outcomes: BTreeMap::new() }))
+                .collect(),
             bucket_refs: self.bucket_refs.iter().map(|(k, (r, f))| (*k, *r, *f)).collect(),
             renames_out: self.renames_out.iter().map(|(k, i)| (*k, i.clone())).collect(),
             renames_in: self.renames_in.iter().map(|((s, t), a)| (*s, *t, a.clone())).collect(),
@@ -211,15 +343,27 @@ impl ShardState {
             uploads: self.uploads.iter().map(|((b, k, u), r)| (*b, k.clone(), u.clone(), r.clone())).collect(),
             parts: self.parts.iter().map(|((b, k, u, n), r)| (*b, k.clone(), u.clone(), *n, r.clone())).collect(),
         };
-        let bytes = rkyv::to_bytes::<rancor::Error>(&small).expect("serializing into memory cannot fail");
-        let start = out.len();
-        out.extend_from_slice(&SMALL.to_le_bytes());
-        out.extend_from_slice(&[0u8; 12]);
-        out.extend_from_slice(&bytes);
-        out.resize(start + (out.len() - start).next_multiple_of(8), 0);
-        // Its count is the image's length: rkyv finds the root at the end of the image, so the
-        // padding after it must not be handed to rkyv.
-        seal(out, start, u32::try_from(bytes.len()).expect("the small state is far below 4 GiB"));
+        image_frame(out, SMALL, |t| {
+            rkyv::api::high::to_bytes_in::<_, rancor::Error>(&small, t).expect("serializing into memory cannot fail");
+        });
+    }
+
+    /// Appends a sessions frame of up to `budget` outcomes of the snapshot being written.
+    /// Returns how many, and whether they were the last.
+    fn sessions_step(&mut self, out: &mut Vec<u8>, budget: usize) -> Result<(usize, bool), SnapshotError> {
+        // None: this build's begin was given up, and another snapshot has written its sessions.
+        let f = self.session_freeze.as_mut().ok_or(SnapshotError::Replaced)?;
+        let rows: Vec<OutcomeRow<'_>> = f.rows(&self.sessions).take(budget).collect();
+        sessions_frame(out, &rows);
+        let (n, last) = (rows.len(), rows.last().map(|r| (r.client, r.request)));
+        drop(rows);
+        if let Some(last) = last {
+            f.written = Some(last);
+            while f.kept.first_key_value().is_some_and(|(k, _)| *k <= last) {
+                f.kept.pop_first();
+            }
+        }
+        Ok((n, n < budget))
     }
 
     fn end_frame(out: &mut Vec<u8>, frames: u64, entries: u64) {
@@ -239,9 +383,10 @@ impl ShardState {
         }
         self.snapshotting = true;
         self.for_each_table(Table::freeze);
+        self.session_freeze = Some(SessionFreeze { at: self.applied_log_index, ..SessionFreeze::default() });
         header(out);
         self.small_frame(out);
-        Some(SnapshotBuild { stage: Stage::Volumes, key_tables: self.keys.keys().copied().collect(), frames: 1, entries: 0 })
+        Some(SnapshotBuild { stage: Stage::Sessions, key_tables: self.keys.keys().copied().collect(), frames: 1, entries: 0 })
     }
 
     /// Appends up to about `budget` entries of the snapshot that `b` writes to `out`. True when
@@ -253,6 +398,18 @@ impl ShardState {
         let mut left = budget.max(1);
         while left > 0 {
             let (kind, bucket, table) = match b.stage {
+                Stage::Sessions => {
+                    let (n, done) = self.sessions_step(out, left.min(FRAME_ENTRIES))?;
+                    b.frames += u64::from(n > 0);
+                    b.entries += n as u64;
+                    left = left.saturating_sub(n.max(1));
+                    if done {
+                        // Written: forgotten outcomes need not be kept any more.
+                        self.session_freeze = None;
+                        b.stage = Stage::Volumes;
+                    }
+                    continue;
+                }
                 Stage::Volumes => (VOLUMES, None, Some(&mut self.volumes)),
                 Stage::Buckets => (BUCKETS, None, Some(&mut self.buckets)),
                 Stage::Keys(i) => match b.key_tables.get(i) {
@@ -288,7 +445,7 @@ impl ShardState {
             };
             if done {
                 b.stage = match b.stage {
-                    Stage::Volumes => Stage::Buckets,
+                    Stage::Sessions | Stage::Volumes => Stage::Buckets,
                     Stage::Buckets => Stage::Keys(0),
                     Stage::Keys(i) => Stage::Keys(i + 1),
                     Stage::OpenKeys => Stage::DeletedBlocks,
@@ -307,6 +464,7 @@ impl ShardState {
     /// Gives up the snapshot being written (the tables stop keeping frozen values).
     pub fn abort_snapshot(&mut self) {
         self.snapshotting = false;
+        self.session_freeze = None;
         self.for_each_table(Table::thaw);
     }
 
@@ -333,6 +491,15 @@ impl ShardState {
         header(&mut out);
         self.small_frame(&mut out);
         let (mut frames, mut entries) = (1u64, 0u64);
+        let mut rows = self.sessions.iter().flat_map(|(c, s)| s.outcomes.iter().map(|(q, r)| OutcomeRow::new(*c, *q, r))).peekable();
+        while rows.peek().is_some() {
+            let frame: Vec<OutcomeRow<'_>> = rows.by_ref().take(FRAME_ENTRIES).collect();
+            sessions_frame(&mut out, &frame);
+            entries += frame.len() as u64;
+            frames += 1;
+            sink(&out);
+            out.clear();
+        }
         let mut tables: Vec<(u32, Option<u64>, &Table)> = vec![(VOLUMES, None, &self.volumes), (BUCKETS, None, &self.buckets)];
         tables.extend(self.keys.iter().map(|(id, t)| (KEYS, Some(*id), t)));
         tables.push((OPEN_KEYS, None, &self.open_keys));
@@ -369,7 +536,7 @@ impl ShardState {
             return Err(SnapshotError::Magic);
         }
         let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
-        if version != VERSION {
+        if !(VERSION_READ_MIN..=VERSION).contains(&version) {
             return Err(SnapshotError::Version(version));
         }
         if head[12..].iter().any(|b| *b != 0) {
@@ -444,6 +611,8 @@ struct Loader {
     keys: BTreeMap<u64, Table>,
     open_keys: Option<Table>,
     deleted_blocks: Option<Table>,
+    /// The last outcome read (client, request id).
+    last_outcome: Option<(u64, u64)>,
     frames: u64,
     entries: u64,
 }
@@ -459,8 +628,16 @@ impl Loader {
             self.small = Some(small_state(image)?);
             return Ok(());
         }
-        if self.small.is_none() {
+        let Some(state) = self.small.as_mut() else {
             return Err("a table frame before the small state".into());
+        };
+        if kind == SESSIONS {
+            if self.current.is_some() {
+                return Err("a sessions frame after the tables".into());
+            }
+            let image = payload.get(..count as usize).ok_or("a sessions image longer than its frame")?;
+            self.entries += add_outcomes(state, image, &mut self.last_outcome)?;
+            return Ok(());
         }
         if !(VOLUMES..=DELETED_BLOCKS).contains(&kind) {
             return Err(format!("unknown frame kind {kind}"));
@@ -514,6 +691,7 @@ impl Loader {
         state.keys = self.keys;
         state.open_keys = self.open_keys.unwrap_or_default();
         state.deleted_blocks = self.deleted_blocks.unwrap_or_default();
+        state.retry_order = crate::retry_order::RetryOrder::rebuild(&state.sessions);
         state.open_key_expiry = state
             .open_keys
             .iter()
@@ -552,7 +730,7 @@ fn small_state(payload: &[u8]) -> Result<ShardState, String> {
     if small.group >= crate::constants::GROUPS_MAX {
         return Err(format!("group {} is beyond the {} groups of a cluster", small.group, crate::constants::GROUPS_MAX));
     }
-    let mut state = ShardState {
+    Ok(ShardState {
         group: small.group,
         object_seq: small.object_seq,
         applied_log_index: small.applied_log_index,
@@ -571,9 +749,30 @@ fn small_state(payload: &[u8]) -> Result<ShardState, String> {
         uploads: small.uploads.into_iter().map(|(b, k, u, r)| ((b, k, u), r)).collect(),
         parts: small.parts.into_iter().map(|(b, k, u, n, r)| ((b, k, u, n), r)).collect(),
         ..ShardState::default()
-    };
-    state.retry_order = crate::retry_order::RetryOrder::rebuild(&state.sessions);
-    Ok(state)
+    })
+}
+
+/// Adds a sessions frame's outcomes to the sessions of the small state, checking their order
+/// (after `last`, the last one read) and that each client has a session. Returns how many.
+fn add_outcomes(state: &mut ShardState, image: &[u8], last: &mut Option<(u64, u64)>) -> Result<u64, String> {
+    let rows = rkyv::access::<rkyv::vec::ArchivedVec<ArchivedOutcomeRow<'_>>, rancor::BoxedError>(image).map_err(|e| format!("remembered outcomes: {e}"))?;
+    if rows.is_empty() {
+        return Err("a sessions frame of no outcomes".into());
+    }
+    for row in rows.iter() {
+        let (client, request) = (row.client.to_native(), row.request.to_native());
+        if last.is_some_and(|l| l >= (client, request)) {
+            return Err(format!("client {client}'s request {request}: outcomes out of order"));
+        }
+        *last = Some((client, request));
+        let s = state.sessions.get_mut(&client).ok_or_else(|| format!("an outcome of client {client}, which has no session"))?;
+        let outcome = rkyv::deserialize::<Outcome, rancor::BoxedError>(&row.outcome).map_err(|e| format!("client {client}'s request {request}: {e}"))?;
+        let r = Remembered { log_index: row.log_index.to_native(), time_ms: row.time_ms.to_native(), outcome: Box::new(outcome) };
+        if s.outcomes.insert(request, r).is_some() {
+            return Err(format!("client {client}'s request {request} is remembered twice"));
+        }
+    }
+    Ok(rows.len() as u64)
 }
 
 /// Appends the `count` entries of a frame body to `sorted`, validating each key and record and
@@ -611,4 +810,104 @@ fn parse_entries(kind: u32, body: &[u8], count: u32, sorted: &mut Vec<Entry>) ->
         return Err(format!("{} bytes after the frame's {count} entries", body.len() - at));
     }
     Ok(u64::from(count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, CommandContext, Op, Principal};
+
+    /// The frames of a snapshot: (kind, count, the frame's bytes).
+    fn frames(bytes: &[u8]) -> Vec<(u32, u32, &[u8])> {
+        let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        let mut at = HEADER_BYTES;
+        let mut out = Vec::new();
+        while at < bytes.len() {
+            let len = FRAME_HEADER_BYTES + word(at + 8) as usize;
+            out.push((word(at), word(at + 4), &bytes[at..at + len]));
+            at += len;
+        }
+        out
+    }
+
+    /// Version 9 held every outcome inside the small state; a data directory written by it must
+    /// still load (the small state's layout did not change, only what its sessions hold).
+    #[test]
+    fn a_version_9_snapshot_with_its_outcomes_in_the_small_state_loads() {
+        let mut s = ShardState::new();
+        for (i, client) in [3u64, 3, 5, 9, 9, 9].into_iter().enumerate() {
+            let ctx = CommandContext { client_id: client, request_id: i as u64 + 1, time_ms: 1_000 + i as u64, principal: Principal::admin("root"), bucket: None };
+            let op = Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: "none".into() };
+            let _ = s.apply(i as u64 + 1, &Command { ctx, op });
+        }
+        let v10 = s.snapshot();
+        assert!(frames(&v10).iter().any(|f| f.0 == SESSIONS), "version 10 writes the outcomes in frames of their own");
+        let mut v9 = Vec::new();
+        v9.extend_from_slice(&MAGIC);
+        v9.extend_from_slice(&9u32.to_le_bytes());
+        v9.extend_from_slice(&[0u8; HEADER_BYTES - 12]);
+        let (mut n, mut entries) = (0u64, 0u64);
+        for (kind, count, frame) in frames(&v10) {
+            match kind {
+                SMALL => {
+                    let mut image = AlignedVec::<16>::new();
+                    image.extend_from_slice(&frame[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + count as usize]);
+                    let mut small = rkyv::from_bytes::<Small, rancor::Error>(&image).expect("the small state");
+                    assert!(small.sessions.iter().all(|(_, s)| s.outcomes.is_empty()));
+                    small.sessions = s.sessions.iter().map(|(c, s)| (*c, s.clone())).collect();
+                    image_frame(&mut v9, SMALL, |t| {
+                        rkyv::api::high::to_bytes_in::<_, rancor::Error>(&small, t).expect("in memory");
+                    });
+                    n += 1;
+                }
+                SESSIONS => {}
+                END => ShardState::end_frame(&mut v9, n, entries),
+                _ => {
+                    v9.extend_from_slice(frame);
+                    n += 1;
+                    entries += u64::from(count);
+                }
+            }
+        }
+        let back = ShardState::load_snapshot(&v9).expect("a version 9 snapshot loads");
+        assert_eq!(back.sessions.values().map(|s| s.outcomes.len()).sum::<usize>(), 6);
+        assert_eq!(back.state_hash(), s.state_hash());
+        // Older versions are refused, by their number.
+        v9[8..12].copy_from_slice(&8u32.to_le_bytes());
+        assert!(matches!(ShardState::load_snapshot(&v9), Err(SnapshotError::Version(8))));
+    }
+
+    /// A sessions frame after the tables, or naming a client without a session, is refused.
+    #[test]
+    fn outcomes_out_of_place_are_refused() {
+        let mut s = ShardState::new();
+        let ctx = CommandContext { client_id: 4, request_id: 1, time_ms: 1_000, principal: Principal::admin("root"), bucket: None };
+        let op = Op::CreateVolume { volume: "vol".into(), owner: "u".into(), admin: "root".into(), quota_bytes: QUOTA_UNLIMITED, quota_namespace: QUOTA_UNLIMITED, acls: vec![], metadata: vec![] };
+        let _ = s.apply(1, &Command { ctx, op });
+        let bytes = s.snapshot();
+        let f = frames(&bytes);
+        let kinds: Vec<u32> = f.iter().map(|f| f.0).collect();
+        assert_eq!(kinds, [SMALL, SESSIONS, VOLUMES, END]);
+        // The sessions frame moved after the volumes.
+        let mut moved = bytes[..HEADER_BYTES].to_vec();
+        for i in [0, 2, 1, 3] {
+            moved.extend_from_slice(f[i].2);
+        }
+        let e = ShardState::load_snapshot(&moved).expect_err("refused").to_string();
+        assert!(e.contains("a sessions frame after the tables"), "{e}");
+        // The small state without the session the outcome names.
+        let mut image = AlignedVec::<16>::new();
+        image.extend_from_slice(&f[0].2[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + f[0].1 as usize]);
+        let mut small = rkyv::from_bytes::<Small, rancor::Error>(&image).expect("the small state");
+        small.sessions.clear();
+        let mut orphan = bytes[..HEADER_BYTES].to_vec();
+        image_frame(&mut orphan, SMALL, |t| {
+            rkyv::api::high::to_bytes_in::<_, rancor::Error>(&small, t).expect("in memory");
+        });
+        for frame in &f[1..] {
+            orphan.extend_from_slice(frame.2);
+        }
+        let e = ShardState::load_snapshot(&orphan).expect_err("refused").to_string();
+        assert!(e.contains("an outcome of client 4, which has no session"), "{e}");
+    }
 }

@@ -203,6 +203,9 @@ pub struct ShardState {
     /// it is, a bucket's key table is never dropped when it empties: the snapshot still reads
     /// it.
     pub(crate) snapshotting: bool,
+    /// While a snapshot writes the retry sessions: what it still has to write of them as they
+    /// were when it began (see [`crate::snapshot::SessionFreeze`]; not state).
+    pub(crate) session_freeze: Option<crate::snapshot::SessionFreeze>,
 }
 
 /// Serializer memory reused across applies; not part of the state.
@@ -344,14 +347,24 @@ impl ShardState {
         if over {
             // The client's lowest request id: usually its oldest, but it may be the one just
             // remembered (requests of one client can reach a group out of order).
-            let s = self.sessions.get_mut(&client_id).expect("remembered above");
+            let s = self.sessions.get(&client_id).expect("remembered above");
             let oldest = *s.outcomes.keys().next().expect("over the bound, so not empty");
-            s.forget(oldest).expect("the first key is there");
+            self.forget_outcome(client_id, oldest);
             self.retry_order.forgotten(1);
         }
         if self.retry_order.live() > RETRY_OUTCOMES_MAX {
             let slot = self.retry_order.pop_front_if(&self.sessions, |_| true).expect("over the bound, so not empty");
-            self.sessions.get_mut(&slot.client).expect("the retry order names remembered outcomes").forget(slot.request);
+            self.forget_outcome(slot.client, slot.request);
+        }
+    }
+
+    /// Forgets one remembered outcome. A snapshot writing the sessions keeps it if the
+    /// snapshot holds it and has not written it yet.
+    fn forget_outcome(&mut self, client_id: u64, request_id: u64) {
+        let s = self.sessions.get_mut(&client_id).expect("only remembered outcomes are forgotten");
+        let r = s.forget(request_id).expect("only remembered outcomes are forgotten");
+        if let Some(f) = &mut self.session_freeze {
+            f.keep(client_id, request_id, r);
         }
     }
 
@@ -360,7 +373,7 @@ impl ShardState {
     /// outcome behind a younger one in log order is forgotten a little later, never earlier.
     fn forget_expired_outcomes(&mut self, t: u64) {
         while let Some(slot) = self.retry_order.pop_front_if(&self.sessions, |s| s.time_ms.saturating_add(RETRY_WINDOW_MS) < t) {
-            self.sessions.get_mut(&slot.client).expect("the retry order names remembered outcomes").forget(slot.request);
+            self.forget_outcome(slot.client, slot.request);
         }
     }
 
@@ -409,6 +422,9 @@ impl ShardState {
                 for client in idle {
                     let s = self.sessions.remove(&client).expect("listed above");
                     self.retry_order.forgotten(s.outcomes.len());
+                    if let Some(f) = &mut self.session_freeze {
+                        s.outcomes.into_iter().for_each(|(request, r)| f.keep(client, request, r));
+                    }
                 }
                 self.renames_in.retain(|_, a| a.time_ms.saturating_add(RENAME_IN_RETENTION_MS) >= t);
                 Ok(Reply::Expired { open_keys: 0, sessions: (before - self.sessions.len()) as u64 })

@@ -358,13 +358,17 @@ fn run(ops: Vec<TOp>) -> Result<(), TestCaseError> {
 }
 
 /// A snapshot's table frames: all of it after the small-state frame (the applied index, the
-/// retry sessions, the counters), by the format in stratos-shard's `snapshot` module: a 32-byte
-/// header, then frames of `kind u32 | count u32 | len u32 | crc32 u32 | payload`, the small
-/// state (kind 1) first.
+/// retry sessions, the counters) and the sessions' outcome frames, by the format in
+/// stratos-shard's `snapshot` module: a 32-byte header, then frames of `kind u32 | count u32 |
+/// len u32 | crc32 u32 | payload`, the small state (kind 1) first, then outcomes (kind 8).
 fn tables_of(snapshot: &[u8]) -> &[u8] {
     let word = |at: usize| u32::from_le_bytes(snapshot[at..at + 4].try_into().expect("4 bytes")) as usize;
     assert_eq!(word(32), 1, "the small-state frame comes first");
-    &snapshot[32 + 16 + word(40)..]
+    let mut at = 32 + 16 + word(40);
+    while word(at) == 8 {
+        at += 16 + word(at + 8);
+    }
+    &snapshot[at..]
 }
 
 /// A snapshot written a step at a time while commands applied loads as the state it began on.
@@ -375,20 +379,20 @@ fn check_written(bytes: &[u8], hash_at_begin: u64) -> Result<(), TestCaseError> 
 }
 
 fn compare(s: &ShardState, m: &Model) -> Result<(), TestCaseError> {
-    let vols: Vec<String> = s.list_volumes(None, "", "", 100).unwrap().items.iter().map(|v| v.name.to_string()).collect();
+    let vols: Vec<String> = s.list_volumes(None, "", "", 100).expect("a listing").items.iter().map(|v| v.name.to_string()).collect();
     prop_assert_eq!(vols, m.volumes.keys().cloned().collect::<Vec<_>>());
     for user in USERS {
-        let mine: Vec<String> = s.list_volumes(Some(user), "", "", 100).unwrap().items.iter().map(|v| v.name.to_string()).collect();
+        let mine: Vec<String> = s.list_volumes(Some(user), "", "", 100).expect("a listing").items.iter().map(|v| v.name.to_string()).collect();
         let want: Vec<String> = m.volumes.iter().filter(|(_, v)| v.owner == user).map(|(n, _)| n.clone()).collect();
         prop_assert_eq!(mine, want);
     }
     for v in m.volumes.keys() {
-        let buckets: Vec<String> = s.list_buckets(v, "", "", 100).unwrap().items.iter().map(|b| b.name.to_string()).collect();
+        let buckets: Vec<String> = s.list_buckets(v, "", "", 100).expect("a listing").items.iter().map(|b| b.name.to_string()).collect();
         let want: Vec<String> = m.buckets.keys().filter(|(bv, _)| bv == v).map(|(_, b)| b.clone()).collect();
         prop_assert_eq!(buckets, want);
     }
     for (v, b) in m.buckets.keys() {
-        let page = s.list_keys(v, b, "", "", 100).unwrap();
+        let page = s.list_keys(v, b, "", "", 100).expect("a listing");
         let got: Vec<(String, u64)> = page.items.iter().map(|k| (k.name.to_string(), k.record.data_size.to_native())).collect();
         let want: Vec<(String, u64)> = m.keys.iter().filter(|((kv, kb, _), _)| kv == v && kb == b).map(|((_, _, k), (s, _))| (k.clone(), *s)).collect();
         prop_assert_eq!(&got, &want);
@@ -396,14 +400,14 @@ fn compare(s: &ShardState, m: &Model) -> Result<(), TestCaseError> {
         let mut after = String::new();
         let mut paged = vec![];
         loop {
-            let p = s.list_keys(v, b, "", &after, 1).unwrap();
+            let p = s.list_keys(v, b, "", &after, 1).expect("a listing");
             let Some(k) = p.items.first() else { break };
             paged.push(k.name.to_string());
             after = k.name.to_string();
             if !p.truncated { break; }
         }
         prop_assert_eq!(paged, want.iter().map(|w| w.0.clone()).collect::<Vec<_>>());
-        let dir: Vec<String> = s.list_keys(v, b, "dir/", "", 100).unwrap().items.iter().map(|k| k.name.to_string()).collect();
+        let dir: Vec<String> = s.list_keys(v, b, "dir/", "", 100).expect("a listing").items.iter().map(|k| k.name.to_string()).collect();
         prop_assert_eq!(dir, want.iter().filter(|w| w.0.starts_with("dir/")).map(|w| w.0.clone()).collect::<Vec<_>>());
     }
     let mut deleted: Vec<BlockLocation> = s.list_deleted_blocks(None, 1_000_000).iter().flat_map(|(_, r)| r.blocks.iter().map(|b| b.native())).collect();

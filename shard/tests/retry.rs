@@ -227,3 +227,140 @@ fn sessions_dropped_behind_a_younger_outcome_leave_no_pile_of_places() {
     s.state.check_invariants().expect("invariants after client 2's session went");
     assert!(matches!(s.apply(1, 1, T0 + SESSION_IDLE_MS_MAX + 1, missing()), Err(OmError::KeyNotFound(_))), "client 1's outcome is kept");
 }
+
+/// Steps `b` to the end, `budget` entries a step; the bytes written after the 3 stray bytes.
+fn finish(s: &mut S, b: &mut SnapshotBuild, bytes: &mut Vec<u8>, budget: usize) {
+    while !s.state.snapshot_step(b, bytes, budget).expect("a step") {}
+}
+
+/// A snapshot writes the retry sessions' outcomes a step at a time while commands go on, so
+/// the outcomes of its moment that the window forgets before a step reaches them (its bound per
+/// client and in all, its time, idle sessions) must still be written, and those remembered
+/// after its begin must not be. Loaded, it is the state of its begin, and answers retries as
+/// that state did.
+#[test]
+fn a_snapshot_written_while_the_window_forgets_holds_the_outcomes_of_its_begin() {
+    let mut s = S::new();
+    let per_client = RETRY_OUTCOMES_PER_CLIENT_MAX as u64;
+    let firsts: Vec<Outcome> = (1..=300).map(|r| s.open(5, r, T0, &format!("five{r}"))).collect();
+    for r in 1..=per_client {
+        let _ = s.apply(7, r, T0 + 1, missing());
+    }
+    for c in 20..40 {
+        let _ = s.apply(c, 1, T0 + 2, missing());
+    }
+    let at_begin = s.state.state_hash();
+    let mut bytes = vec![0xAB; 3];
+    let mut b = s.state.begin_snapshot(&mut bytes).expect("no snapshot is being written");
+    // Client 5's 300 outcomes and client 7's first 700 are written ...
+    assert!(!s.state.snapshot_step(&mut b, &mut bytes, 1_000).expect("a step"));
+    // ... then client 7 goes past its bound: its lowest requests go, some written, some not.
+    for r in per_client + 1..=per_client + 2_000 {
+        let _ = s.apply(7, r, T0 + 3, missing());
+    }
+    assert!(!s.state.snapshot_step(&mut b, &mut bytes, 500).expect("a step"));
+    // The group's bound: new clients push out the oldest in log order (client 5's, written,
+    // and client 7's oldest, written or not).
+    let total = RETRY_OUTCOMES_MAX as u64;
+    for r in 1..=total - per_client {
+        let _ = s.apply(8, r, T0 + 4, missing());
+    }
+    assert!(!s.state.snapshot_step(&mut b, &mut bytes, 700).expect("a step"));
+    // The time window passes for everything before, and the sessions idle since go.
+    let _ = s.apply(9, 1, T0 + 4 + RETRY_WINDOW_MS + 1, missing());
+    let out = s.apply(0, 0, T0 + 4 + SESSION_IDLE_MS_MAX + 1, Op::ExpireSessions);
+    assert!(matches!(out, Ok(Reply::Expired { sessions, .. }) if sessions >= 20), "{out:?}");
+    s.state.check_invariants().expect("invariants while the snapshot is written");
+    finish(&mut s, &mut b, &mut bytes, 3_000);
+    let back = ShardState::load_snapshot(&bytes[3..]).expect("the snapshot loads");
+    back.check_invariants().expect("invariants of the loaded snapshot");
+    assert_eq!(back.state_hash(), at_begin, "the snapshot is the state at its begin");
+    // The loaded state answers the retries the state at the begin would have.
+    let mut back = S { state: back, log_index: s.log_index };
+    for r in [1, 150, 300] {
+        assert_eq!(back.open(5, r, T0 + 5, &format!("five{r}")), firsts[r as usize - 1], "client 5's request {r}");
+    }
+    assert!(matches!(back.apply(7, 1, T0 + 5, missing()), Err(OmError::KeyNotFound(_))), "client 7's first is remembered");
+    // And the state that went on is as it would be without a snapshot.
+    assert_eq!(s.apply(5, 1, T0 + 4 + SESSION_IDLE_MS_MAX + 2, missing()), Err(OmError::KeyNotFound("vol/bkt/none".into())));
+}
+
+/// Random interleavings of commands of a few clients (with the time jumping past the window),
+/// idle sessions dropped, and steps of a snapshot: every snapshot written loads as the state of
+/// its begin, and a snapshot given up leaves nothing behind.
+mod interleaved {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Act {
+        /// A command of client `client` at the current time plus `later` ms.
+        Command { client: u64, later: u64 },
+        ExpireSessions,
+        Begin,
+        Step { budget: usize },
+        Abort,
+    }
+
+    fn act() -> impl Strategy<Value = Act> {
+        prop_oneof![
+            8 => (1..5u64, prop_oneof![4 => 0..10u64, 1 => Just(RETRY_WINDOW_MS / 2 + 1)]).prop_map(|(client, later)| Act::Command { client, later }),
+            1 => Just(Act::ExpireSessions),
+            1 => Just(Act::Begin),
+            3 => (1..4usize).prop_map(|budget| Act::Step { budget }),
+            1 => Just(Act::Abort),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn every_snapshot_is_the_state_of_its_begin(acts in proptest::collection::vec(act(), 1..120)) {
+            let mut s = S::new();
+            let mut t = T0;
+            let mut requests = [0u64; 5];
+            let mut building: Option<(SnapshotBuild, Vec<u8>, u64)> = None;
+            for act in acts {
+                match act {
+                    Act::Command { client, later } => {
+                        t += later;
+                        requests[client as usize] += 1;
+                        let _ = s.apply(client, requests[client as usize], t, missing());
+                    }
+                    Act::ExpireSessions => {
+                        let _ = s.apply(0, 0, t, Op::ExpireSessions);
+                    }
+                    Act::Begin => {
+                        if building.is_none() {
+                            let hash = s.state.state_hash();
+                            let mut bytes = vec![0xAB; 3];
+                            let b = s.state.begin_snapshot(&mut bytes).expect("none is being written");
+                            building = Some((b, bytes, hash));
+                        }
+                    }
+                    Act::Step { budget } => {
+                        if let Some((mut b, mut bytes, hash)) = building.take() {
+                            if s.state.snapshot_step(&mut b, &mut bytes, budget).expect("a step") {
+                                let back = ShardState::load_snapshot(&bytes[3..]).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                                prop_assert_eq!(back.state_hash(), hash);
+                            } else {
+                                building = Some((b, bytes, hash));
+                            }
+                        }
+                    }
+                    Act::Abort => {
+                        if building.take().is_some() {
+                            s.state.abort_snapshot();
+                        }
+                    }
+                }
+                s.state.check_invariants().map_err(TestCaseError::fail)?;
+            }
+            if let Some((mut b, mut bytes, hash)) = building.take() {
+                finish(&mut s, &mut b, &mut bytes, 1);
+                let back = ShardState::load_snapshot(&bytes[3..]).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(back.state_hash(), hash);
+            }
+        }
+    }
+}

@@ -17,9 +17,10 @@
 //! ([`SNAPSHOT_PACE`]), each step's bytes written by glommio's blocking-thread pool while the
 //! executor serves requests and applies entries; the fdatasync, rename and directory fsync run
 //! there too. The snapshot is the state at the step it began, with the log id and membership of
-//! that moment. Snapshots travel as files ([`SnapshotFile`]), never whole in memory. Not yet in
-//! steps: the first frame, the small state with the retry cache's sessions, made in one go when
-//! the snapshot begins (0.2-0.36 s on the executor with a full retry cache, 32 MB).
+//! that moment. Snapshots travel as files ([`SnapshotFile`]), never whole in memory. The retry
+//! cache's outcomes are written in steps too (they were part of the first frame, made in one go
+//! when the snapshot began: 0.2-0.36 s on the executor with a full retry cache, 32 MB); what the
+//! snapshot's begin still does in one go is small (counters, usage, sessions' heads, uploads).
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, Write};
