@@ -305,7 +305,7 @@ impl Core {
     async fn forward(&self, group: u32, leader: u64, addr: &PeerAddr, commands: Vec<Command>, fill: bool, min_meta: u64) -> WriteReply {
         let n = commands.len();
         let failed = |status: Status, why: String| (vec![Err(WireError::new(status, why)); n], 0);
-        let proposal = Proposal::encode(&commands).bytes().to_vec();
+        let proposal = Proposal::new(commands).bytes().to_vec();
         let call = self.transport.call(leader, &addr.raft, group, Out::Forward { proposal, fill, min_meta });
         match within(&format!("forwarding a write of group {group} to its leader, node {leader}"), call).await {
             Ok(Ok(bytes)) => crate::peer::decode_forward_reply(&bytes).unwrap_or_else(|e| failed(Status::Internal, format!("node {leader}: {e}"))),

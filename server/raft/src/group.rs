@@ -317,7 +317,7 @@ impl Group {
             g.in_flight.set(g.in_flight.get() + 1);
             let group = g.clone();
             glommio::spawn_local(async move {
-                let result = group.raft.client_write(Proposal::encode(&commands)).await;
+                let result = group.raft.client_write(Proposal::new(commands)).await;
                 group.in_flight.set(group.in_flight.get() - 1);
                 group.pump_wake.notify();
                 match result {
