@@ -80,6 +80,11 @@ pub struct OmConfig {
     /// commands, so entries alone say little about how long a restart replays). 0 = entries
     /// only. Default 256 MiB.
     pub snapshot_after_bytes: u64,
+    /// ... but not before the group's log holds this fraction of its last snapshot's size, so
+    /// that snapshot work per byte of log stays bounded as the namespace grows (a snapshot costs
+    /// time proportional to the state) and a restart replays at most about this fraction of the
+    /// snapshot it loads. 0 = no floor. Default 0.25.
+    pub snapshot_log_ratio: f64,
     /// Log entries kept behind each snapshot, so a follower a little behind catches up from the
     /// log; one further behind installs the snapshot. Default 1000.
     pub snapshot_logs_to_keep: u64,
@@ -144,6 +149,7 @@ impl Default for OmConfig {
             heartbeat_interval_ms: 100,
             snapshot_after_entries: 100_000,
             snapshot_after_bytes: 256 << 20,
+            snapshot_log_ratio: 0.25,
             snapshot_logs_to_keep: 1000,
             wal_segment_bytes: stratos_wal::constants::SEGMENT_BYTES_DEFAULT,
             wal_spare_segment: true,

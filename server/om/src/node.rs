@@ -178,6 +178,9 @@ async fn start_core(
 ) -> anyhow::Result<(Rc<Core>, SocketAddr, Option<SocketAddr>, u16)> {
     let clustered = members.len() > 1 || cfg.join;
     let transport = Transport::new(cfg.node_id, cores as u32, index as u32, shards, tls.as_ref().map(|t| t.client.clone()));
+    if !(cfg.snapshot_log_ratio.is_finite() && cfg.snapshot_log_ratio >= 0.0) {
+        bail!("snapshot_log_ratio {} must be a number, 0 or more (0: no floor)", cfg.snapshot_log_ratio);
+    }
     let gcfg = GroupConfig {
         node_id: cfg.node_id,
         members,
@@ -187,6 +190,7 @@ async fn start_core(
         heartbeat_interval_ms: cfg.heartbeat_interval_ms,
         snapshot_after_entries: cfg.snapshot_after_entries,
         snapshot_after_bytes: cfg.snapshot_after_bytes,
+        snapshot_log_ratio: cfg.snapshot_log_ratio,
         snapshot_logs_to_keep: cfg.snapshot_logs_to_keep,
         wal_segment_bytes: cfg.wal_segment_bytes,
         wal_spare_segment: cfg.wal_spare_segment,

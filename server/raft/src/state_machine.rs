@@ -71,9 +71,6 @@ impl SnapshotFile {
         let mut r = io::BufReader::with_capacity(1 << 20, ReadAt(&self.file, 0));
         let meta = read_meta(&mut r)?;
         let shard = ShardState::load_snapshot_from(&mut r).map_err(|e| e.to_string())?;
-        // Read once: its pages would only make the next snapshot's rename slow (see
-        // [`drop_cached`]).
-        drop_cached(&self.file, 0, 0);
         Ok((meta, shard))
     }
 }
@@ -275,9 +272,8 @@ pub fn snapshot_id(last: Option<LogId>) -> String {
 /// Waits until the bytes of `f` before `at` are on the disk, then starts writeback of the `len`
 /// bytes at `at` (`sync_file_range`: no metadata, no durability; the final fdatasync gives
 /// that). So one step's bytes are in flight at a time, and the snapshot goes to the disk at
-/// the disk's pace instead of in one burst at the end. The bytes on the disk leave the page
-/// cache ([`drop_cached`]).
-fn flush_range(f: &std::fs::File, at: u64, prev: u64, len: u64) {
+/// the disk's pace instead of in one burst at the end.
+fn flush_range(f: &std::fs::File, at: u64, len: u64) {
     use std::os::fd::AsRawFd;
     let fd = f.as_raw_fd();
     // SAFETY: plain syscalls on an open descriptor; a failure only loses the pacing. A length
@@ -285,25 +281,10 @@ fn flush_range(f: &std::fs::File, at: u64, prev: u64, len: u64) {
     unsafe {
         if at > 0 {
             libc::sync_file_range(fd, 0, at as libc::off64_t, libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER);
-            drop_cached(f, prev, at - prev);
         }
         if len > 0 {
             libc::sync_file_range(fd, at as libc::off64_t, len as libc::off64_t, libc::SYNC_FILE_RANGE_WRITE);
         }
-    }
-}
-
-/// Drops `len` bytes of `f` from `at` (0: to the end) out of the page cache, once they are
-/// clean. A snapshot file's pages are never read back while the node runs (a restart or a
-/// follower reads the file once), and a file's cached pages are evicted when it is freed,
-/// inside the rename that replaces it: loading 20M keys, each rename over a 1.3 GB snapshot
-/// took 250-355 ms (`perf trace`), and the WAL's fdatasyncs queued behind it: every one-second
-/// dip of the load (24-34% of the median) and its longest call (284 ms) fell on one.
-fn drop_cached(f: &std::fs::File, at: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a plain syscall on an open descriptor; a failure only leaves the pages cached.
-    unsafe {
-        libc::posix_fadvise(f.as_raw_fd(), at as libc::off_t, len as libc::off_t, libc::POSIX_FADV_DONTNEED);
     }
 }
 
@@ -331,12 +312,11 @@ impl SnapshotBuilder {
     async fn write(&self, build: &mut stratos_shard::SnapshotBuild, mut out: Vec<u8>) -> io::Result<()> {
         let tmp = self.dir.join("snapshot.tmp");
         let file = std::sync::Arc::new(std::fs::File::create(&tmp)?);
-        let (mut offset, mut previous) = (0u64, 0u64);
+        let mut offset = 0u64;
         loop {
             let step = std::time::Instant::now();
             let done = self.shared.shard.borrow_mut().snapshot_step(build, &mut out, SNAPSHOT_FRAME_ENTRIES).map_err(io_err)?;
-            let (f, bytes, at, prev) = (file.clone(), out, offset, previous);
-            previous = offset;
+            let (f, bytes, at) = (file.clone(), out, offset);
             offset += bytes.len() as u64;
             out = glommio::executor()
                 .spawn_blocking(move || {
@@ -346,7 +326,7 @@ impl SnapshotBuilder {
                     // be on its way to the disk before this one is queued. Left to the final
                     // fdatasync, a 1 GB snapshot reached the disk in one burst that the WAL's
                     // fdatasyncs queued behind (writes stalled for 0.5 s at the end of each).
-                    flush_range(&f, at, prev, bytes.len() as u64);
+                    flush_range(&f, at, bytes.len() as u64);
                     Ok::<_, io::Error>(bytes)
                 })
                 .await?;
@@ -363,7 +343,6 @@ impl SnapshotBuilder {
         let replaced = glommio::executor()
             .spawn_blocking(move || {
                 file.sync_data()?;
-                drop_cached(&file, 0, 0);
                 drop(file);
                 replace_snapshot(&dir, &tmp)
             })
@@ -544,7 +523,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let replaced = glommio::executor()
                 .spawn_blocking(move || {
                     file.sync_data()?;
-                    drop_cached(&file, 0, 0);
                     replace_snapshot(&dir, &path)
                 })
                 .await?;

@@ -17,6 +17,7 @@ fn cfg(snapshot_after_entries: u64) -> GroupConfig {
         heartbeat_interval_ms: 50,
         snapshot_after_entries,
         snapshot_after_bytes: 0,
+        snapshot_log_ratio: 0.0,
         snapshot_logs_to_keep: 1000,
         wal_segment_bytes: 16 << 20,
         wal_spare_segment: true,
@@ -49,6 +50,15 @@ fn proposals_survive_restart_with_and_without_snapshots() {
             for i in 0..(2 * stratos_raft::log_store::APPLY_READ_ENTRIES + 20) {
                 let out = g.propose(vec![cmd(i + 1, volume(&format!("vol{i:03}")))]).await.expect("propose");
                 assert!(matches!(out[..], [Ok(Reply::Created { .. })]), "{out:?}");
+            }
+            // Snapshots are asked for by a task that looks every 100 ms: wait for one, so what
+            // follows is a tail to replay after it.
+            if snapshot_after == 5 {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while !p.join("snapshot").exists() {
+                    assert!(std::time::Instant::now() < deadline, "no snapshot after 10 s");
+                    glommio::timer::sleep(Duration::from_millis(20)).await;
+                }
             }
             // A batch is one entry; outcomes come back in order.
             let out = g.propose(vec![cmd(10_000, volume("batch-a")), cmd(10_001, volume("batch-a")), cmd(10_002, volume("batch-b"))]).await.expect("batch");
