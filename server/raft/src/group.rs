@@ -307,7 +307,10 @@ impl Group {
     /// snapshot work per byte of log stays bounded as the state grows, and a restart replays at
     /// most about `ratio` times the snapshot it loads.
     async fn snapshot_trigger(this: std::rc::Weak<Group>, policy: SnapshotTrigger) {
-        let mut mark = 0u64;
+        // What was written and applied when a snapshot was last asked for: the counts start
+        // there too, so a request is not repeated while openraft's metrics still show the
+        // snapshot before it.
+        let (mut mark, mut applied_mark) = (0u64, 0u64);
         loop {
             glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
             let Some(g) = this.upgrade() else { return };
@@ -316,12 +319,13 @@ impl Group {
             }
             let written = g.log.wal().stats().bytes_written;
             let since = openraft_rt::WatchReceiver::borrow_watched(&g.raft.metrics()).snapshot.map_or(0, |s| s.index);
-            let entries = g.state.applied_log_index().saturating_sub(since);
+            let applied = g.state.applied_log_index();
+            let entries = applied.saturating_sub(since.max(applied_mark));
             let log_bytes = g.log.wal().segment_count() as u64 * policy.segment_bytes;
             if !policy.due(entries, written.saturating_sub(mark), log_bytes, || std::fs::metadata(g.dir.join("snapshot")).map_or(0, |m| m.len())) {
                 continue;
             }
-            mark = written;
+            (mark, applied_mark) = (written, applied);
             if let Err(e) = g.raft.trigger().snapshot().await {
                 eprintln!("{} group {}: asking for a snapshot: {e}", stratos_common::process::who(), g.id);
             }

@@ -399,6 +399,8 @@ async fn free_replaced(dir: &Path, in_use: bool) {
         .await;
     let file = match opened {
         Ok(f) => f.map(std::sync::Arc::new),
+        // Another replacement's freeing took it (an install racing a snapshot of our own).
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
         Err(e) => {
             eprintln!("{} {}: removing a replaced snapshot: {e}", stratos_common::process::who(), path.display());
             return;
