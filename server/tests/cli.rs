@@ -457,6 +457,24 @@ fn a_killed_om_restarts_on_its_port_at_once() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A setting out of range is refused once, before the data directory is touched or a core
+/// starts.
+#[test]
+fn a_bad_snapshot_log_ratio_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let om_dir = dir.path().join("om");
+    for bad in ["-1", "inf", "NaN"] {
+        let ratio = format!("--snapshot-log-ratio={bad}");
+        let args = ["om", "--data-dir", s(&om_dir), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--raft-address", "127.0.0.1:0", &ratio];
+        let out = Command::new(BIN).args(args).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad} was accepted");
+        assert!(err.contains("snapshot_log_ratio") && err.contains("must be a number, 0 or more"), "{bad}: {err}");
+        assert!(!err.contains("core 0"), "reported by a core, not at start: {err}");
+        assert!(!om_dir.join("FORMAT").exists(), "{bad}: the data directory was formatted");
+    }
+}
+
 /// The pids of `pid`'s children.
 fn children_of(pid: u32) -> Vec<u32> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();

@@ -70,6 +70,10 @@ pub struct Ready {
 /// Runs an OM node until SIGTERM/SIGINT (or `stratos_common::process::request_stop`). `on_ready` is called once every
 /// group has a leader and every listener is bound.
 pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
+    // Checked once, before anything starts (each core would otherwise report it).
+    if !(cfg.snapshot_log_ratio.is_finite() && cfg.snapshot_log_ratio >= 0.0) {
+        bail!("snapshot_log_ratio {} must be a number, 0 or more (0: no floor)", cfg.snapshot_log_ratio);
+    }
     install_signal_handlers();
     stratos_common::process::set_who(format!("om node {}", cfg.node_id));
     let data_dir = cfg.data_dir.clone().context("no data directory given")?;
@@ -178,9 +182,6 @@ async fn start_core(
 ) -> anyhow::Result<(Rc<Core>, SocketAddr, Option<SocketAddr>, u16)> {
     let clustered = members.len() > 1 || cfg.join;
     let transport = Transport::new(cfg.node_id, cores as u32, index as u32, shards, tls.as_ref().map(|t| t.client.clone()));
-    if !(cfg.snapshot_log_ratio.is_finite() && cfg.snapshot_log_ratio >= 0.0) {
-        bail!("snapshot_log_ratio {} must be a number, 0 or more (0: no floor)", cfg.snapshot_log_ratio);
-    }
     let gcfg = GroupConfig {
         node_id: cfg.node_id,
         members,

@@ -292,15 +292,15 @@ impl Group {
         }
     }
 
-    /// Asks for a snapshot whenever this many bytes of log were written since the last ask.
-    /// openraft's policy counts entries, and an entry holds 1 to 256 commands: loading 6M keys
-    /// at 64 per call wrote 1.7 GB of log per shard without reaching 100,000 entries, so no
-    /// snapshot was taken and a restart replayed it all (13.9 s). Counting bytes bounds the
-    /// replay whatever the batching.
     /// Asks for a snapshot once the log since the last one is long enough: `entries` entries,
     /// or `bytes` bytes written since the last request (or since the node started), whichever
     /// comes first, and in either case not before the log on disk holds `ratio` times the last
-    /// snapshot's size. A snapshot costs time proportional to the state, so with fixed counts
+    /// snapshot's size.
+    ///
+    /// Bytes, because an entry holds 1 to 256 commands: loading 6M keys at 64 per call wrote
+    /// 1.7 GB of log per shard without reaching 100,000 entries, so openraft's policy (entries
+    /// only) took no snapshot and a restart replayed it all (13.9 s). The floor, because a
+    /// snapshot costs time proportional to the state, so with fixed counts
     /// alone a growing namespace spends a growing share of the core on snapshots: loading 20M
     /// keys, each shard's last snapshots (10M keys, 11 s paced) ran back to back, one every
     /// 256 MiB of log, and the load's last 25 s ran at half its median rate. With the floor,
