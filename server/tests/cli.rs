@@ -475,6 +475,18 @@ fn a_bad_snapshot_log_ratio_is_refused_before_anything_starts() {
     }
 }
 
+#[test]
+fn a_meta_fence_interval_over_a_second_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let om_dir = dir.path().join("om");
+    let args = ["om", "--data-dir", s(&om_dir), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--raft-address", "127.0.0.1:0", "--meta-fence-interval-us", "1000001"];
+    let out = Command::new(BIN).args(args).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted: {err}");
+    assert!(err.contains("meta_fence_interval_us 1000001 is more than 1000000"), "{err}");
+    assert!(!om_dir.join("FORMAT").exists(), "the data directory was formatted");
+}
+
 /// The pids of `pid`'s children.
 fn children_of(pid: u32) -> Vec<u32> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();

@@ -66,6 +66,10 @@ pub struct OmArgs {
     /// namespace is not snapshotted back to back (0: no such floor) [default: 0.25].
     #[arg(long)]
     pub snapshot_log_ratio: Option<f64>,
+    /// The least time between two meta fences a node starts, in µs: key requests that arrive
+    /// meanwhile share the next one (0: back to back; a node alone never waits) [default: 5000].
+    #[arg(long)]
+    pub meta_fence_interval_us: Option<u64>,
     /// Raft election timeout, minimum and maximum, in ms [default: 300, 600]. A follower campaigns
     /// max + a random timeout in [min, max) after the last heartbeat (openraft's leader lease).
     #[arg(long)]
@@ -142,7 +146,8 @@ impl OmArgs {
         set!(
             data_dir, rpc_address, shards, executors, spin_us, admins, admin_groups, snapshot_after_entries, snapshot_logs_to_keep, election_timeout_min_ms, election_timeout_max_ms,
             heartbeat_interval_ms, raft_address, node_id, peers, balance_leaders, io_memory_bytes, open_key_ttl_ms, multipart_upload_ttl_ms, wal_segment_bytes, wal_spare_segment, housekeeping_interval_ms,
-            scm_address, block_bytes, block_pool_size, block_token_lifetime_ms, scm_poll_ms, core_ports, core_port_base, snapshot_after_bytes, snapshot_log_ratio
+            scm_address, block_bytes, block_pool_size, block_token_lifetime_ms, scm_poll_ms, core_ports, core_port_base, snapshot_after_bytes, snapshot_log_ratio,
+            meta_fence_interval_us
         );
         for (flag, slot) in [(&self.tls.tls_ca, &mut c.tls_ca), (&self.tls.tls_cert, &mut c.tls_cert), (&self.tls.tls_key, &mut c.tls_key)] {
             if flag.is_some() {

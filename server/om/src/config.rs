@@ -85,6 +85,13 @@ pub struct OmConfig {
     /// time proportional to the state) and a restart replays at most about this fraction of the
     /// snapshot it loads. 0 = no floor. Default 0.25.
     pub snapshot_log_ratio: f64,
+    /// The least time between two meta fences core 0 starts, in µs (see `Core::meta_fence`):
+    /// a key request waits for a read index of the meta group taken after it arrived, which on
+    /// a node with peers is a quorum round (and, off the meta leader, a call to it first).
+    /// Requests that arrive meanwhile share the next fence, so under load this caps those
+    /// rounds at one per interval per node, and adds at most the interval to a request. 0:
+    /// back to back, one per round trip. Default 5000 (bench/RESULTS.md, "Meta fences paced").
+    pub meta_fence_interval_us: u64,
     /// Log entries kept behind each snapshot, so a follower a little behind catches up from the
     /// log; one further behind installs the snapshot. Default 1000.
     pub snapshot_logs_to_keep: u64,
@@ -150,6 +157,7 @@ impl Default for OmConfig {
             snapshot_after_entries: 100_000,
             snapshot_after_bytes: 256 << 20,
             snapshot_log_ratio: 0.25,
+            meta_fence_interval_us: 5000,
             snapshot_logs_to_keep: 1000,
             wal_segment_bytes: stratos_wal::constants::SEGMENT_BYTES_DEFAULT,
             wal_spare_segment: true,

@@ -190,9 +190,15 @@ impl Core {
     /// to apply it, and answers with its view's index; other cores ask core 0 over the mesh.
     /// Fences are shared ([`Coalesce`]) on both sides, so under load a core costs the meta
     /// leader one quorum round per round trip, not one per request.
+    ///
+    /// On core 0 of a node whose meta group has other voters, fences are paced
+    /// (`meta_fence_interval_us`): each costs a quorum round, and off the meta leader a call to
+    /// it first, which under load is a visible share of every node's CPU. Alone, a fence is
+    /// only this node's own commit index, and nothing waits.
     pub async fn meta_fence(self: &Rc<Self>) -> Result<u64, WireError> {
+        let pace = self.index == 0 && self.group(META_GROUP).voters() > 1;
         self.fences
-            .get(|| {
+            .get(pace, || {
                 let me = self.clone();
                 async move {
                     if me.index == 0 {

@@ -19,6 +19,7 @@ use stratos_raft::transport::{PeerAddr, Transport, answer_hello, read_hello};
 use stratos_schema::om_capnp::ozone_manager;
 use tokio::sync::mpsc;
 
+use crate::coalesce::Coalesce;
 use crate::config::OmConfig;
 use crate::core::{Core, MESH_QUEUE_MAX, META_GROUP, MetaBroadcast, Msg, core_of_group};
 use crate::meta_view::{MetaView, changes_of, full_view};
@@ -67,12 +68,19 @@ pub struct Ready {
     pub cores: usize,
 }
 
+/// The most `meta_fence_interval_us` may be: every key request may wait that long for a fence.
+pub const META_FENCE_INTERVAL_US_MAX: u64 = 1_000_000;
+
 /// Runs an OM node until SIGTERM/SIGINT (or `stratos_common::process::request_stop`). `on_ready` is called once every
 /// group has a leader and every listener is bound.
 pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
     // Checked once, before anything starts (each core would otherwise report it).
     if !(cfg.snapshot_log_ratio.is_finite() && cfg.snapshot_log_ratio >= 0.0) {
         bail!("snapshot_log_ratio {} must be a number, 0 or more (0: no floor)", cfg.snapshot_log_ratio);
+    }
+    // A fence waits up to the interval, and a request's wait for its view gives up after 5 s.
+    if cfg.meta_fence_interval_us > META_FENCE_INTERVAL_US_MAX {
+        bail!("meta_fence_interval_us {} is more than {META_FENCE_INTERVAL_US_MAX} (one second)", cfg.meta_fence_interval_us);
     }
     install_signal_handlers();
     stratos_common::process::set_who(format!("om node {}", cfg.node_id));
@@ -235,7 +243,8 @@ async fn start_core(
         multipart_upload_ttl_ms: cfg.multipart_upload_ttl_ms,
         housekeeping_interval_ms: cfg.housekeeping_interval_ms,
         stats: Default::default(),
-        fences: Default::default(),
+        // Core 0's fences are the read indexes of the meta group; other cores ask it.
+        fences: Rc::new(if index == 0 { Coalesce::paced(Duration::from_micros(cfg.meta_fence_interval_us)) } else { Coalesce::default() }),
         core_ports,
         data: cfg.scm_address.as_ref().map(|scm| {
             crate::datapath::DataPath::new(crate::datapath::DataPathConfig {

@@ -398,6 +398,12 @@ impl Group {
         }
     }
 
+    /// Voters in the group's current membership (1: this node alone, no quorum round).
+    pub fn voters(&self) -> usize {
+        let m = self.raft.metrics();
+        openraft_rt::WatchReceiver::borrow_watched(&m).membership_config.membership().voter_ids().count()
+    }
+
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
         let _ = self.log.wal().sync().await;
