@@ -11,7 +11,8 @@
 # usage: bench/scale.sh [KEYS] [SHARDS]   (defaults 20000000, 2)
 # env:   BIN (default target/release/stratos), DIR (data directory, default a temp dir, removed),
 #        THREADS (16), BATCH (64 keys per call), SNAPSHOT_AFTER (the OM's default, 100000)
-#        OM_ARGS (more flags for `stratos om`, e.g. "--snapshot-after-bytes 67108864")
+#        OM_ARGS (more flags for `stratos om`, e.g. "--snapshot-after-bytes 67108864"),
+#        PORT_RPC, PORT_HTTP, PORT_RAFT (19962, 19974, 19972; a taken one is refused)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KEYS=${1:-20000000}
@@ -21,13 +22,19 @@ THREADS=${THREADS:-16}
 BATCH=${BATCH:-64}
 [ -x "$BIN" ] || { echo "scale.sh: $BIN not built (cargo build --release)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "scale.sh: needs python3 (to read the run's JSON)" >&2; exit 1; }
+PORT_RPC=${PORT_RPC:-19962}
+PORT_HTTP=${PORT_HTTP:-19974}
+PORT_RAFT=${PORT_RAFT:-19972}
+# The OM's RPC port is bound with SO_REUSEPORT (one listener per core), so a second run on the
+# same ports would share the first run's OM without an error: refuse a port that is taken.
+for port in "$PORT_RPC" "$PORT_HTTP" "$PORT_RAFT"; do
+  python3 -c "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1])))" "$port" 2>/dev/null ||
+    { echo "scale.sh: port $port on 127.0.0.1 is taken (another run?); set PORT_RPC, PORT_HTTP, PORT_RAFT" >&2; exit 1; }
+done
 OWN_DIR=
 if [ -z "${DIR:-}" ]; then DIR=$(mktemp -d /tmp/stratos-scale.XXXXXX); OWN_DIR=1; fi
 if [ -e "$DIR/om" ]; then echo "scale.sh: $DIR/om exists; give an empty DIR (the figures are per key loaded by this run)" >&2; exit 1; fi
 mkdir -p "$DIR"
-PORT_RPC=${PORT_RPC:-19962}
-PORT_HTTP=${PORT_HTTP:-19974}
-PORT_RAFT=${PORT_RAFT:-19972}
 OM_PID=
 cleanup() {
   [ -n "$OM_PID" ] && kill "$OM_PID" 2>/dev/null && wait "$OM_PID" 2>/dev/null || true

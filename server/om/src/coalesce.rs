@@ -132,18 +132,18 @@ mod tests {
     fn paced_fetches_are_an_interval_apart_and_shared() {
         on_executor(|| {
             Box::pin(async {
-                let c = Rc::new(Coalesce::paced(Duration::from_millis(50)));
+                let c = Rc::new(Coalesce::paced(Duration::from_millis(500)));
                 let n = Rc::new(Cell::new(0));
                 let t0 = Instant::now();
                 // Nothing before: the first fetch starts at once.
                 assert_eq!(c.get(true, counting(&n, Duration::ZERO)).await, Ok(1));
-                assert!(t0.elapsed() < Duration::from_millis(40), "the first fetch waited {:?}", t0.elapsed());
-                // Ten callers at once, 5 ms after: one fetch, due 50 ms after the first began.
+                assert!(t0.elapsed() < Duration::from_millis(250), "the first fetch waited {:?}", t0.elapsed());
+                // Ten callers at once, 5 ms after: one fetch, due 500 ms after the first began.
                 glommio::timer::sleep(Duration::from_millis(5)).await;
                 let callers: Vec<_> = (0..10).map(|_| c.get(true, counting(&n, Duration::ZERO))).collect();
                 let got = futures_util::future::join_all(callers).await;
                 assert!(got.iter().all(|r| *r == Ok(2)), "{got:?}");
-                assert!(t0.elapsed() >= Duration::from_millis(50), "the second fetch began {:?} after the first", t0.elapsed());
+                assert!(t0.elapsed() >= Duration::from_millis(500), "the second fetch began {:?} after the first", t0.elapsed());
                 assert_eq!(c.fetches(), 2);
             })
         });
