@@ -460,31 +460,24 @@ fn a_killed_om_restarts_on_its_port_at_once() {
 /// A setting out of range is refused once, before the data directory is touched or a core
 /// starts.
 #[test]
-fn a_bad_snapshot_log_ratio_is_refused_before_anything_starts() {
+fn a_setting_out_of_range_is_refused_before_anything_starts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let om_dir = dir.path().join("om");
-    for bad in ["-1", "inf", "NaN"] {
-        let ratio = format!("--snapshot-log-ratio={bad}");
-        let args = ["om", "--data-dir", s(&om_dir), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--raft-address", "127.0.0.1:0", &ratio];
+    let cases = [
+        ("--snapshot-log-ratio=-1", "snapshot_log_ratio -1 must be a number, 0 or more"),
+        ("--snapshot-log-ratio=inf", "snapshot_log_ratio inf must be a number, 0 or more"),
+        ("--snapshot-log-ratio=NaN", "snapshot_log_ratio NaN must be a number, 0 or more"),
+        ("--meta-fence-interval-us=1000001", "meta_fence_interval_us 1000001 is more than 1000000"),
+    ];
+    for (bad, says) in cases {
+        let args = ["om", "--data-dir", s(&om_dir), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--raft-address", "127.0.0.1:0", bad];
         let out = Command::new(BIN).args(args).output().expect("run");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{bad} was accepted");
-        assert!(err.contains("snapshot_log_ratio") && err.contains("must be a number, 0 or more"), "{bad}: {err}");
-        assert!(!err.contains("core 0"), "reported by a core, not at start: {err}");
+        assert!(err.contains(says), "{bad}: {err}");
+        assert!(!err.contains("core 0"), "{bad}: reported by a core, not at start: {err}");
         assert!(!om_dir.join("FORMAT").exists(), "{bad}: the data directory was formatted");
     }
-}
-
-#[test]
-fn a_meta_fence_interval_over_a_second_is_refused_before_anything_starts() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let om_dir = dir.path().join("om");
-    let args = ["om", "--data-dir", s(&om_dir), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--raft-address", "127.0.0.1:0", "--meta-fence-interval-us", "1000001"];
-    let out = Command::new(BIN).args(args).output().expect("run");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "accepted: {err}");
-    assert!(err.contains("meta_fence_interval_us 1000001 is more than 1000000"), "{err}");
-    assert!(!om_dir.join("FORMAT").exists(), "the data directory was formatted");
 }
 
 /// The pids of `pid`'s children.

@@ -207,7 +207,6 @@ impl Core {
                         return Ok(me.meta_index());
                     }
                     let (reply, rx) = oneshot::channel();
-                    me.stats.fence_crossed();
                     me.mesh[0].send(Msg::MetaFence { reply }).await.map_err(|_| unavailable("meta fence"))?;
                     rx.await.map_err(|_| unavailable("meta fence"))?
                 }

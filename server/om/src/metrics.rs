@@ -53,13 +53,6 @@ impl CoreStats {
         r[usize::from(!local)] += 1;
         self.routing.set(r);
     }
-
-    /// Counts one meta fence asked of core 0 over the mesh.
-    pub fn fence_crossed(&self) {
-        let mut r = self.routing.get();
-        r[2] += 1;
-        self.routing.set(r);
-    }
 }
 
 impl CoreStats {
@@ -271,9 +264,19 @@ impl Core {
         g
     }
 
+    /// Where this core's calls went. The fence counts are the fences' own: every fence a core
+    /// other than 0 starts is one ask of core 0 over the mesh.
+    fn routing_counters(&self) -> RoutingCounters {
+        let mut r = self.stats.routing.get();
+        let fences = self.fences.fetches();
+        r[2] = if self.index == 0 { 0 } else { fences };
+        r[3] = fences;
+        r
+    }
+
     /// This core's part of the metrics page.
     pub(crate) fn core_metrics(&self, hashes: bool) -> CoreMetrics {
-        CoreMetrics { samples: sample_core(self, hashes), meta_index: self.meta_index(), data: self.data.as_ref().map(|d| d.counters()), routing: { let mut r = self.stats.routing.get(); r[3] = self.fences.fetches(); r }, wire: stratos_common::rpc::wire_counters() }
+        CoreMetrics { samples: sample_core(self, hashes), meta_index: self.meta_index(), data: self.data.as_ref().map(|d| d.counters()), routing: self.routing_counters(), wire: stratos_common::rpc::wire_counters() }
     }
 }
 
