@@ -19,6 +19,16 @@ pub mod report;
 pub mod shard_bench;
 pub mod wal_bench;
 
+/// CPU time this process has used so far, user and system, from getrusage.
+pub fn own_cpu() -> (std::time::Duration, std::time::Duration) {
+    // SAFETY: an all-zero rusage is a valid value of that plain C struct.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes the struct it is given; RUSAGE_SELF is always valid.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let d = |t: libc::timeval| std::time::Duration::from_micros(u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(t.tv_usec).unwrap_or(0));
+    (d(u.ru_utime), d(u.ru_stime))
+}
+
 /// Resident set size of this process in bytes, from /proc/self/statm.
 pub fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();

@@ -454,11 +454,14 @@ fn the_freon_generators_run_against_a_cluster_and_ockr_verifies_what_ockg_wrote(
         assert!(out.status.success(), "bench {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("ops/s"), "{stdout}");
+        assert!(stdout.contains("generator CPU"), "{stdout}");
         serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("valid JSON")
     };
     for (args, ops) in [(&["ockg", "-n", "40", "--size", "70000"][..], 40), (&["ombg", "-n", "25"], 25), (&["ommg", "-n", "60", "--keys", "50"], 60), (&["omkg", "-n", "256", "--batch", "64"], 256)] {
         let v = bench(args);
         assert_eq!((v["ops"].as_u64(), v["errors"].as_u64()), (Some(ops), Some(0)), "{args:?}: {v}");
+        // The generator's own CPU per op (the yardstick for comparing runs on a drifting host).
+        assert!(v["generatorCpuMicrosPerOp"].as_f64().is_some_and(|c| c > 0.0), "{args:?}: {v}");
         assert_eq!(v["opsPerSecondOverTime"].as_array().expect("timeline").iter().map(|x| x.as_u64().expect("count")).sum::<u64>(), ops);
     }
     let v = bench(&["ockr"]);

@@ -209,6 +209,8 @@ struct Stats {
 struct Run {
     stats: RefCell<Stats>,
     start: Instant,
+    /// This process's CPU time (user, system) when the run started.
+    cpu_start: (Duration, Duration),
     deadline: Option<Instant>,
     count: Option<u64>,
     started: Cell<u64>,
@@ -230,6 +232,7 @@ impl Run {
                 bytes: 0,
             }),
             start,
+            cpu_start: crate::own_cpu(),
             deadline: secs.map(|s| start + Duration::from_secs_f64(s)),
             count: c.count,
             started: Cell::new(0),
@@ -324,6 +327,12 @@ impl Run {
             s.errors,
             s.first_error.as_ref().map_or(String::new(), |e| format!(" (first: {e})"))
         );
+        // The generator's own CPU per op: on a host whose speed drifts (shared VMs), a server's
+        // CPU per op divided by this is steadier than either rate, since both slow together.
+        let (user, system) = crate::own_cpu();
+        let (user, system) = (user.saturating_sub(self.cpu_start.0), system.saturating_sub(self.cpu_start.1));
+        let per_op = |d: Duration| if s.ops == 0 { 0.0 } else { d.as_secs_f64() * 1e6 / s.ops as f64 };
+        println!("{name}: generator CPU {:.1} µs per {} (user {:.1}, system {:.1})", per_op(user + system), unit.trim_end_matches('s'), per_op(user), per_op(system));
         if s.by_kind.len() > 1 || s.errors > 0 {
             println!("{name}: errors by kind: {}", s.by_kind.iter().map(|(k, n)| format!("{k} × {n}")).collect::<Vec<_>>().join(", "));
         }
@@ -333,6 +342,7 @@ impl Run {
                 "label": common.label.clone().unwrap_or_else(|| crate::plot::series_label(name)),
                 "target": common.om, "threads": common.threads, "rate": common.rate, "keySize": common.key_size,
                 "bytes": s.bytes, "errors": s.errors, "errorsByKind": s.by_kind,
+                "generatorCpuMicrosPerOp": per_op(user + system),
                 "latencyMicros": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": h.max(), "count": h.len()},
                 "opsPerSecondOverTime": s.timeline,
             });
