@@ -287,6 +287,19 @@ impl OmService {
         }
         let core = &self.core;
         let shards = core.shards;
+        // One key operation, the shape real clients send: straight to its shard's group,
+        // without the sorting by shard below (which clones every command and allocates per
+        // shard). DeleteKeys (split per shard) and renames (maybe across shards) take the
+        // general path.
+        if ops.len() == 1 && !matches!(ops[0].op, Op::DeleteKeys { .. } | Op::RenameKey { .. }) {
+            let p = ops.into_iter().next().expect("one operation");
+            let Target::Key { volume, bucket, key } = &p.target else { unreachable!("key ops have key targets") };
+            let group = group_of_shard(shard_of(volume, bucket, key, shards));
+            let command = self.command(h, h.request_id.wrapping_add(p.position as u64), p.op);
+            let (mut outs, _) = core.write(group, vec![command], true, min_meta).await;
+            outcomes[p.position] = Some(outs.pop().expect("one outcome per command"));
+            return min_meta;
+        }
         // (shard → commands with their positions); DeleteKeys is split per shard and merged.
         let mut per_shard: Vec<Vec<(usize, Command)>> = vec![Vec::new(); shards as usize];
         let mut split_deletes = std::collections::HashSet::new(); // positions whose outcome merges parts
