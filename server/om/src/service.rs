@@ -297,7 +297,9 @@ impl OmService {
             let group = group_of_shard(shard_of(volume, bucket, key, shards));
             let command = self.command(h, h.request_id.wrapping_add(p.position as u64), p.op);
             let (mut outs, _) = core.write(group, vec![command], true, min_meta).await;
-            outcomes[p.position] = Some(outs.pop().expect("one outcome per command"));
+            // A write answers one outcome per command; should one ever be missing (a peer of
+            // another version), the caller gets an error, not a dropped connection.
+            outcomes[p.position] = Some(outs.pop().unwrap_or_else(|| Err(WireError::new(Status::Internal, "no outcome"))));
             return min_meta;
         }
         // (shard → commands with their positions); DeleteKeys is split per shard and merged.
