@@ -179,13 +179,31 @@ impl Cluster {
         which.iter().map(|&i| self.nodes[i].rpc.as_str()).collect::<Vec<_>>().join(",")
     }
 
-    /// The groups node `i` leads, from its metrics page.
-    fn leads(&self, i: usize) -> Vec<String> {
-        let Ok(mut s) = Tls::get().try_connect(&self.nodes[i].http) else { return Vec::new() };
+    /// Node `i`'s metrics page ("" while it does not answer).
+    fn prom(&self, i: usize) -> String {
+        let Ok(mut s) = Tls::get().try_connect(&self.nodes[i].http) else { return String::new() };
         let _ = write!(s, "GET /prom HTTP/1.0\r\n\r\n");
         let mut body = Vec::new();
         let _ = s.read_to_end(&mut body);
-        let body = String::from_utf8_lossy(&body);
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    /// A per-core counter of node `i`, summed over its cores.
+    fn counter(&self, i: usize, name: &str) -> u64 {
+        let page = self.prom(i);
+        let values = page.lines().filter(|l| l.starts_with(&format!("{name}{{"))).map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()).expect("a counter value"));
+        let (mut sum, mut seen) = (0, 0);
+        for v in values {
+            sum += v;
+            seen += 1;
+        }
+        assert!(seen > 0, "node {i}'s metrics have no {name}:\n{page}");
+        sum
+    }
+
+    /// The groups node `i` leads, from its metrics page.
+    fn leads(&self, i: usize) -> Vec<String> {
+        let body = self.prom(i);
         body.lines()
             .filter(|l| l.starts_with("stratos_raft_leader{") && l.ends_with(" 1"))
             .filter_map(|l| l.split('"').nth(1).map(String::from))
@@ -641,4 +659,50 @@ fn a_node_joins_and_another_leaves_under_load() {
         check_node(&rpc, &acked);
     }
     same_state_everywhere(&rest);
+}
+
+/// A node that is the meta group's only voter answers meta fences without a read index (the
+/// single-node OM's speed: no Raft round, no message between cores), a node that shares the
+/// group never does, and once a voter joins the lone node its fences are read indexes again.
+#[test]
+fn meta_fences_skip_the_read_index_only_while_a_node_is_the_only_voter() {
+    const SOLO: &str = "stratos_om_meta_fences_solo_total";
+    const FENCES: &str = "stratos_om_meta_fences_total";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster::start(dir.path(), &[]);
+    sh(&c.nodes[0].rpc, &["volume", "create", "/havol"]);
+    sh(&c.nodes[0].rpc, &["bucket", "create", "/havol/habkt"]);
+    let write = |om: &str, tag: &str| {
+        let load = Load::start(om, 2, tag);
+        wait_for("keys to be written", Duration::from_secs(30), || load.count() >= 100);
+        load.finish().into_iter().map(|(k, _)| k).collect::<Vec<_>>()
+    };
+    let mut acked = write(&c.rpc_of(&[0, 1, 2]), "a");
+    for i in 0..3 {
+        assert_eq!(c.counter(i, SOLO), 0, "node {} shares the meta group", i + 1);
+    }
+    assert!((0..3).map(|i| c.counter(i, FENCES)).sum::<u64>() > 0, "no node fenced");
+    // Down to node 1 alone: its fences need no round any more.
+    assert!(admin(&c.rpc_of(&[0]), &["remove", "3"]).contains("node 3 removed"));
+    assert!(admin(&c.rpc_of(&[0]), &["remove", "2"]).contains("node 2 removed"));
+    c.sigterm(2);
+    c.sigterm(1);
+    acked.extend(write(&c.rpc_of(&[0]), "b"));
+    let solo = c.counter(0, SOLO);
+    assert!(solo > 0, "node 1 alone still fenced with read indexes:\n{}", c.prom(0));
+    // A voter joins: from the change on, every fence of node 1 is a read index again.
+    let new = c.join_node(dir.path(), &[]);
+    let peer = format!("{},{},{}", c.nodes[new].id, c.nodes[new].raft, c.nodes[new].rpc);
+    assert!(admin(&c.rpc_of(&[0]), &["add", &peer]).contains("added"));
+    let (solo, fences) = (c.counter(0, SOLO), c.counter(0, FENCES));
+    acked.extend(write(&c.rpc_of(&[0]), "c"));
+    acked.extend(write(&c.rpc_of(&[new]), "d"));
+    assert_eq!(c.counter(0, SOLO), solo, "node 1 answered fences alone after a voter joined");
+    assert!(c.counter(0, FENCES) > fences, "node 1 fenced nothing after the join");
+    assert_eq!(c.counter(new, SOLO), 0);
+    for i in [0, new] {
+        let rpc = c.nodes[i].rpc.clone();
+        wait_for("every node to have every key", Duration::from_secs(30), || list_all(&rpc).len() == acked.len());
+        check_node(&rpc, &acked);
+    }
 }

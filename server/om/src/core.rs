@@ -17,6 +17,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use stratos_schema::om_capnp::Status;
 use stratos_shard::{BucketUsage, Command, OmError, Op, Reply, rights};
@@ -57,6 +58,31 @@ pub fn om_command(op: Op) -> Command {
 }
 
 pub use stratos_schema::shard_of;
+
+/// What the cores of one node share so that a meta fence costs nothing while this node is the
+/// meta group's only voter (a single-node OM, the common development and small-site shape).
+///
+/// Why that is safe: a meta write is acknowledged only after core 0 applied it, and core 0
+/// stores its view's index in `applied` as it applies (before any reply for the entry can
+/// leave). With one voter, no other node can commit to the meta group, so `applied` covers
+/// every meta write acknowledged anywhere. `term` is the term in which that was established,
+/// with a full read index first (its wait covers entries committed before a restart); 0 when
+/// off. Only this node can change the membership while it leads alone, and it turns `term` off
+/// before it starts (see `change_members_here`): a stale `term` read by another core is from a
+/// moment when the node still was the only voter.
+#[derive(Debug, Default)]
+pub struct SoloMeta {
+    /// Core 0's meta-view index, stored when it applies a meta entry.
+    pub applied: std::sync::atomic::AtomicU64,
+    /// The term in which this node leads the meta group as its only voter (0: not known to).
+    pub term: std::sync::atomic::AtomicU64,
+    /// Meta membership changes started (a solo term found during one is not kept).
+    pub changes_started: std::sync::atomic::AtomicU64,
+    /// Meta membership changes not (yet) known to have finished: while any is, no solo fence.
+    /// A change that failed or timed out is never counted as finished: openraft may still apply
+    /// it, so solo fences stay off until the node restarts.
+    pub changing: std::sync::atomic::AtomicU64,
+}
 
 pub fn group_of_shard(shard: u32) -> u32 {
     shard + 1
@@ -150,6 +176,8 @@ pub struct Core {
     /// Each core's own client port on this node (empty until every core has bound its own;
     /// zeros with `--core-ports false`).
     pub core_ports: Arc<std::sync::OnceLock<Vec<u16>>>,
+    /// Meta fences answered at once while this node is the meta group's only voter.
+    pub solo: Arc<SoloMeta>,
 }
 
 impl std::fmt::Debug for Core {
@@ -193,9 +221,15 @@ impl Core {
     ///
     /// On core 0 of a node whose meta group has other voters, fences are paced
     /// (`meta_fence_interval_us`): each costs a quorum round, and off the meta leader a call to
-    /// it first, which under load is a visible share of every node's CPU. Alone, a fence is
-    /// only this node's own commit index, and nothing waits.
+    /// it first, which under load is a visible share of every node's CPU. Alone, nothing waits:
+    /// after the first read index of its term, a node that is the meta group's only voter
+    /// answers a fence at once from core 0's applied index, with no read index and no mesh
+    /// message ([`SoloMeta`]; measured −8% of the OM's CPU per key under `ockg`).
     pub async fn meta_fence(self: &Rc<Self>) -> Result<u64, WireError> {
+        if let Some(index) = self.solo_fence() {
+            self.stats.solo_fence();
+            return Ok(index);
+        }
         let pace = self.index == 0 && self.group(META_GROUP).voters() > 1;
         self.fences
             .get(pace, || {
@@ -203,7 +237,12 @@ impl Core {
                 async move {
                     if me.index == 0 {
                         let g = me.group(META_GROUP).clone();
+                        let (term, started) = (g.solo_term(), me.solo.changes_started.load(Ordering::Acquire));
                         me.linearize(&g).await?;
+                        // A full read index in this term while alone: later fences need none.
+                        if let Some(t) = term.filter(|t| me.solo.changing.load(Ordering::Acquire) == 0 && me.solo.changes_started.load(Ordering::Acquire) == started && g.solo_term() == Some(*t)) {
+                            me.solo.term.store(t, Ordering::Release);
+                        }
                         return Ok(me.meta_index());
                     }
                     let (reply, rx) = oneshot::channel();
@@ -212,6 +251,24 @@ impl Core {
                 }
             })
             .await
+    }
+
+    /// A meta fence without a round, when [`SoloMeta`] allows one. Core 0 checks its meta
+    /// group's current term and membership itself (turning solo fences off when they changed);
+    /// other cores trust its word.
+    fn solo_fence(&self) -> Option<u64> {
+        let term = self.solo.term.load(Ordering::Acquire);
+        if term == 0 {
+            return None;
+        }
+        if self.index != 0 {
+            return Some(self.solo.applied.load(Ordering::Acquire));
+        }
+        if self.solo.changing.load(Ordering::Acquire) == 0 && self.group(META_GROUP).solo_term() == Some(term) {
+            return Some(self.meta_index());
+        }
+        self.solo.term.store(0, Ordering::Release);
+        None
     }
 
     /// `min_meta` raised to a fresh [`Core::meta_fence`].

@@ -3,6 +3,7 @@
 //! every call asks every core, and the admin command asks every node until all groups agree.
 
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 
 use stratos_raft::transport::PeerAddr;
 use stratos_schema::om_capnp::Status;
@@ -96,11 +97,24 @@ impl Core {
                 continue;
             }
             let voters: Vec<u64> = g.raft.voter_ids().collect();
+            // No solo meta fence from here until the change is known to be done (`SoloMeta`):
+            // an early return below leaves `changing` counted on purpose.
+            let meta = group == crate::core::META_GROUP;
+            let note = |start: bool| {
+                if meta && start {
+                    self.solo.changes_started.fetch_add(1, Ordering::AcqRel);
+                    self.solo.changing.fetch_add(1, Ordering::AcqRel);
+                    self.solo.term.store(0, Ordering::Release);
+                } else if meta {
+                    self.solo.changing.fetch_sub(1, Ordering::AcqRel);
+                }
+            };
             match change {
                 MemberChange::Add { node, addr } => {
                     if voters.contains(node) {
                         continue;
                     }
+                    note(true);
                     // Blocking: returns once the learner has the leader's log (or snapshot).
                     let node_info = openraft::BasicNode { addr: addr.to_string() };
                     glommio::timer::timeout(CATCH_UP_TIMEOUT, async { Ok(g.raft.add_learner(*node, node_info, true).await) })
@@ -110,6 +124,7 @@ impl Core {
                     within(&format!("group {group}: making node {node} a voter"), g.raft.change_membership(ChangeMembers::AddVoterIds([*node].into()), false))
                         .await?
                         .map_err(|e| failed(group, &e))?;
+                    note(false);
                 }
                 MemberChange::Remove { node } => {
                     if !voters.contains(node) {
@@ -118,9 +133,11 @@ impl Core {
                     if voters.len() == 1 {
                         return Err(WireError::new(Status::InvalidArgument, format!("group {group}: node {node} is its only voter")));
                     }
+                    note(true);
                     within(&format!("group {group}: removing node {node}"), g.raft.change_membership(ChangeMembers::RemoveVoters([*node].into()), false))
                         .await?
                         .map_err(|e| failed(group, &e))?;
+                    note(false);
                 }
             }
             eprintln!("{} core {}: group {group}: {change}", stratos_common::process::who(), self.index);

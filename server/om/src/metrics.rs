@@ -37,20 +37,28 @@ pub struct CoreStats {
 }
 
 /// Where one core sent the group calls of the requests it served: `[local, cross_core,
-/// fences_cross_core, fences]`. A call is local when the group it reads or writes lives on this core
+/// fences_cross_core, fences, solo_fences]`. A call is local when the group it reads or writes lives on this core
 /// (the connection landed where the shard lives: a client that uses the `corePorts` of
 /// `routes`); a cross-core call costs a mesh round trip (two wake-ups of other executors,
 /// ≈ 50-100 µs on a VM). Meta fences of cores other than 0 always cross (core 0 holds the meta
 /// replica), but are shared by every request waiting at once. `fences` counts the fences this
 /// core started (the `Coalesce`'s fetches): on core 0 each is a read index of the meta group,
-/// a quorum round whenever the node has peers.
-pub type RoutingCounters = [u64; 4];
+/// a quorum round whenever the node has peers. `solo_fences` counts the fences answered at once
+/// because this node is the meta group's only voter (`crate::core::SoloMeta`).
+pub type RoutingCounters = [u64; 5];
 
 impl CoreStats {
     /// Counts one group call: `local` if its group lives on this core.
     pub fn routed(&self, local: bool) {
         let mut r = self.routing.get();
         r[usize::from(!local)] += 1;
+        self.routing.set(r);
+    }
+
+    /// Counts one meta fence answered without a round (this node alone in the meta group).
+    pub fn solo_fence(&self) {
+        let mut r = self.routing.get();
+        r[4] += 1;
         self.routing.set(r);
     }
 }
@@ -200,6 +208,7 @@ pub fn render(samples: &[GroupSample], meta_views: &[(usize, u64)], data: &[(usi
         ("stratos_om_calls_cross_core_total", "Group calls sent over the mesh to the core that owns the group (the client did not use the group's core port)."),
         ("stratos_om_meta_fences_cross_core_total", "Meta fences this core asked of core 0 over the mesh (shared by the requests waiting at once)."),
         ("stratos_om_meta_fences_total", "Meta fences this core started, each shared by the requests waiting at once (on core 0: read indexes of the meta group, paced by meta_fence_interval_us)."),
+        ("stratos_om_meta_fences_solo_total", "Meta fences answered at once, without a read index or a mesh message: this node is the meta group's only voter."),
     ];
     for (i, (name, help)) in routed.iter().enumerate() {
         family(&mut out, name, "counter", help);
@@ -322,7 +331,7 @@ mod tests {
 
     #[test]
     fn families_are_grouped_and_histograms_cumulative() {
-        let page = render(&[sample(0), sample(3)], &[(0, 7), (1, 7)], &[(0, [10, 1, 2, 0, 5])], &[(0, [4, 0, 0, 6]), (1, [3, 2, 1, 1])], &[(1, WireCounters { flushes: 9, writes: 4, bytes: 700 })]);
+        let page = render(&[sample(0), sample(3)], &[(0, 7), (1, 7)], &[(0, [10, 1, 2, 0, 5])], &[(0, [4, 0, 0, 6, 0]), (1, [3, 2, 1, 1, 8])], &[(1, WireCounters { flushes: 9, writes: 4, bytes: 700 })]);
         // Each family's samples follow its TYPE line, all groups together.
         let types: Vec<&str> = page.lines().filter(|l| l.starts_with("# TYPE")).collect();
         let mut names: Vec<&str> = types.iter().map(|l| l.split_whitespace().nth(2).expect("TYPE lines name a family")).collect();
@@ -339,6 +348,7 @@ mod tests {
         assert!(page.contains("stratos_om_calls_cross_core_total{core=\"1\"} 2"));
         assert!(page.contains("stratos_om_meta_fences_cross_core_total{core=\"1\"} 1"));
         assert!(page.contains("stratos_om_meta_fences_total{core=\"0\"} 6"));
+        assert!(page.contains("stratos_om_meta_fences_solo_total{core=\"1\"} 8"));
         assert!(page.contains("stratos_rpc_flushes_total{core=\"1\"} 9"));
         assert!(page.contains("stratos_rpc_writes_total{core=\"1\"} 4"));
         assert!(page.contains("stratos_rpc_written_bytes_total{core=\"1\"} 700"));

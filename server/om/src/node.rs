@@ -109,6 +109,7 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<(usize, SocketAddr, Option<SocketAddr>, u16)>>();
     // Each core's own client port (see `OmConfig::core_ports`), published once all are bound.
     let core_ports: Arc<std::sync::OnceLock<Vec<u16>>> = Arc::default();
+    let solo: Arc<crate::core::SoloMeta> = Arc::default();
     let mut handles = Vec::new();
     // Core 0 binds the client port first (claiming it; with port 0, learning which); the other
     // cores bind the same one once it tells. Until then every core opens its groups and waits
@@ -127,6 +128,7 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
         let ready_tx = ready_tx.clone();
         let members = members.clone();
         let ports = core_ports.clone();
+        let solo = solo.clone();
         let tls = tls.clone();
         let bind = if index == 0 {
             Bind::Claim(cfg.rpc_address)
@@ -138,7 +140,7 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
         let builder = LocalExecutorBuilder::new(placement).name(&format!("om-core-{index}")).io_memory(cfg.io_memory_bytes).spin_before_park(Duration::from_micros(cfg.spin_us));
         let handle = builder
             .spawn(move || async move {
-                let started = start_core(index, cores, shards, &cfg, &data_dir, bind, members, mesh, inbox, ports, tls).await;
+                let started = start_core(index, cores, shards, &cfg, &data_dir, bind, members, mesh, inbox, ports, solo, tls).await;
                 match started {
                     Ok((core, rpc, http, port)) => {
                         let _ = ready_tx.send(Ok((index, rpc, http, port)));
@@ -186,7 +188,7 @@ enum Bind {
 #[allow(clippy::too_many_arguments)]
 async fn start_core(
     index: usize, cores: usize, shards: u32, cfg: &OmConfig, data_dir: &Path, bind: Bind, members: BTreeMap<u64, PeerAddr>, mesh: Vec<mpsc::Sender<Msg>>,
-    inbox: mpsc::Receiver<Msg>, core_ports: Arc<std::sync::OnceLock<Vec<u16>>>, tls: Option<stratos_common::tls::NodeTls>,
+    inbox: mpsc::Receiver<Msg>, core_ports: Arc<std::sync::OnceLock<Vec<u16>>>, solo: Arc<crate::core::SoloMeta>, tls: Option<stratos_common::tls::NodeTls>,
 ) -> anyhow::Result<(Rc<Core>, SocketAddr, Option<SocketAddr>, u16)> {
     let clustered = members.len() > 1 || cfg.join;
     let transport = Transport::new(cfg.node_id, cores as u32, index as u32, shards, tls.as_ref().map(|t| t.client.clone()));
@@ -246,6 +248,7 @@ async fn start_core(
         // Core 0's fences are the read indexes of the meta group; other cores ask it.
         fences: Rc::new(if index == 0 { Coalesce::paced(Duration::from_micros(cfg.meta_fence_interval_us)) } else { Coalesce::default() }),
         core_ports,
+        solo,
         data: cfg.scm_address.as_ref().map(|scm| {
             crate::datapath::DataPath::new(crate::datapath::DataPathConfig {
                 scm_address: scm.clone(),
@@ -278,12 +281,15 @@ async fn start_core(
         let initial = Arc::new(full_view(&meta.state.shard.borrow()));
         let index0 = meta.state.applied_log_index();
         core.view.borrow_mut().apply(index0, &initial);
+        core.solo.applied.store(index0, std::sync::atomic::Ordering::Release);
         broadcast.queue.borrow_mut().push_back((index0, initial));
         let (c, b) = (Rc::downgrade(&core), broadcast.clone());
         *meta.state.on_apply.borrow_mut() = Some(Box::new(move |state, commands, outcomes, log_index| {
             let changes = Arc::new(changes_of(state, commands, outcomes));
             if let Some(core) = c.upgrade() {
                 core.view.borrow_mut().apply(log_index, &changes);
+                // Before the entry's replies leave (see `SoloMeta`).
+                core.solo.applied.store(log_index, std::sync::atomic::Ordering::Release);
             }
             b.queue.borrow_mut().push_back((log_index, changes));
             b.wake.notify();
@@ -293,6 +299,8 @@ async fn start_core(
             let changes = Arc::new(full_view(state));
             if let Some(core) = c.upgrade() {
                 core.view.borrow_mut().apply(log_index, &changes);
+                // Before the entry's replies leave (see `SoloMeta`).
+                core.solo.applied.store(log_index, std::sync::atomic::Ordering::Release);
             }
             b.queue.borrow_mut().push_back((log_index, changes));
             b.wake.notify();

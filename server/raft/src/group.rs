@@ -398,6 +398,18 @@ impl Group {
         }
     }
 
+    /// The current term, when this node leads the group and is its only voter (so no other
+    /// node can commit to it). From openraft's metrics: a membership this node appended shows
+    /// there before the entry can reach anyone, so a caller that starts every membership change
+    /// itself (and stops trusting this first) is never behind a change. Read without copying.
+    pub fn solo_term(&self) -> Option<u64> {
+        let m = self.raft.metrics();
+        let m = openraft_rt::WatchReceiver::borrow_watched(&m);
+        let mut voters = m.membership_config.membership().voter_ids();
+        let alone = voters.next() == Some(m.id) && voters.next().is_none();
+        (alone && m.current_leader == Some(m.id)).then_some(m.current_term)
+    }
+
     /// Voters in the group's current membership (1: this node alone, no quorum round).
     pub fn voters(&self) -> usize {
         let m = self.raft.metrics();
