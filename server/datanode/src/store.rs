@@ -143,6 +143,11 @@ pub struct Store {
     /// Written since the last maintenance pass (which then prepares a spare segment).
     written: Cell<bool>,
     stats: RefCell<StoreStats>,
+    /// Containers that have a directory (listed at open, added by `ensure_container`; none is
+    /// ever removed). A block file can only be in one of them, so a small block's write asks
+    /// the file system nothing: the `stat` of a block path that cannot exist cost 3.8% of a
+    /// datanode's CPU under 4 KiB puts, a blocking call on the executor besides.
+    dirs: RefCell<HashSet<u64>>,
 }
 
 /// Marks a block busy for the life of one call.
@@ -191,6 +196,12 @@ impl Store {
         let storage = DmaStorage::open(&dir).await.map_err(|e| format!("opening {}: {e}", dir.display()))?;
         let (log, report) = BlockLog::open(storage, cfg.wal()).await.map_err(|e| e.to_string())?;
         let opened = Opened { segments: report.segments, blocks: log.blocks().len(), live_bytes: log.live_bytes(), dead_bytes: log.dead_bytes(), torn_tail: report.torn_tail };
+        let containers = root.join("containers");
+        let dirs = match std::fs::read_dir(&containers) {
+            Ok(entries) => entries.map_while(Result::ok).filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u64>().ok())).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashSet::new(),
+            Err(e) => return Err(format!("listing {}: {e}", containers.display())),
+        };
         let store = Self {
             root,
             cfg,
@@ -200,6 +211,7 @@ impl Store {
             log: Rc::new(log),
             written: Cell::new(false),
             stats: RefCell::default(),
+            dirs: RefCell::new(dirs),
         };
         Ok((store, opened))
     }
@@ -243,20 +255,21 @@ impl Store {
 
     /// Makes the container directory exist durably (its name fsynced into its parent).
     async fn ensure_container(&self, container: u64) -> Result<(), StoreError> {
-        let dir = self.container_dir(container);
-        if dir.is_dir() {
+        if self.dirs.borrow().contains(&container) {
             return Ok(());
         }
+        let dir = self.container_dir(container);
         let parent = self.root.join("containers");
         std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io { op: "creating", file: dir.display().to_string(), source })?;
         let d = Directory::open(&parent).await.map_err(io("opening", &parent))?;
         d.sync().await.map_err(io("syncing", &parent))?;
+        self.dirs.borrow_mut().insert(container);
         Ok(())
     }
 
     /// Whether the block is complete (or being completed) here.
     fn is_complete(&self, container: u64, local: u64) -> Result<bool, StoreError> {
-        Ok(self.log.holds((container, local)) || self.block_path(container, local).exists())
+        Ok(self.log.holds((container, local)) || (self.dirs.borrow().contains(&container) && self.block_path(container, local).exists()))
     }
 
     /// Takes `n` bytes of the small-block memory, dropping abandoned buffers if short.

@@ -1,0 +1,54 @@
+//! The datanode's block store on a real directory: a complete block, in the block log or in a
+//! file of its own, is never written again, before or after the store is reopened (which is
+//! when it learns from the disk which containers have block files).
+
+use stratos_datanode::store::{Store, StoreConfig};
+
+fn on_executor<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).io_memory(1 << 20).spawn(move || async move { f().await }).expect("an executor").join().expect("the test ran");
+}
+
+fn config() -> StoreConfig {
+    // Blocks of up to 4 KiB go to the log, longer ones to files; small log segments.
+    StoreConfig { small_block_bytes: 4096, buffer_bytes: 1 << 20, log_segment_bytes: 1 << 20 }
+}
+
+/// Writes the block at offset 0 again and expects the refusal.
+async fn refused_again(store: &Store, container: u64, local: u64, what: &str) {
+    let again = store.write(container, local, 0, b"other bytes").await.expect_err(what);
+    assert!(again.to_string().contains(&format!("block {container}/{local} is already complete")), "{what}: {again}");
+}
+
+#[test]
+fn a_complete_block_is_never_written_again_even_after_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    on_executor(move || async move {
+        let large = vec![7u8; 100 * 1024];
+        {
+            let (store, _) = Store::open(root.clone(), config()).await.expect("open");
+            // A small block (the log) and a large one (a file) in container 1; a small one in 2.
+            store.write(1, 10, 0, b"small").await.expect("write small");
+            store.finish(1, 10, 5).await.expect("finish small");
+            store.write(1, 11, 0, &large).await.expect("write large");
+            store.finish(1, 11, large.len() as u64).await.expect("finish large");
+            store.write(2, 20, 0, b"small too").await.expect("write small 2");
+            store.finish(2, 20, 9).await.expect("finish small 2");
+            refused_again(&store, 1, 10, "a small block, at once").await;
+            refused_again(&store, 1, 11, "a file block, at once").await;
+            refused_again(&store, 2, 20, "a small block of a container without a directory").await;
+            // A file block of a container that had only small blocks so far: refused as well.
+            store.write(2, 21, 0, &large).await.expect("write large 2");
+            store.finish(2, 21, large.len() as u64).await.expect("finish large 2");
+            refused_again(&store, 2, 21, "a file block in a new container directory").await;
+        }
+        let (store, _) = Store::open(root.clone(), config()).await.expect("reopen");
+        for (c, l) in [(1, 10), (1, 11), (2, 20), (2, 21)] {
+            refused_again(&store, c, l, &format!("block {c}/{l} after a reopen")).await;
+        }
+        // A new block in a known container still goes through.
+        store.write(1, 12, 0, b"new").await.expect("a new block");
+        store.finish(1, 12, 3).await.expect("finish the new block");
+        assert_eq!(store.length(1, 11).await.expect("length"), large.len() as u64);
+    });
+}
