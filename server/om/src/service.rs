@@ -288,8 +288,7 @@ impl OmService {
         let core = &self.core;
         let shards = core.shards;
         // One key operation, the shape real clients send: straight to its shard's group,
-        // without the sorting by shard below (which clones every command and allocates per
-        // shard). DeleteKeys (split per shard) and renames (maybe across shards) take the
+        // without the sorting by shard below (which allocates per shard). DeleteKeys (split per shard) and renames (maybe across shards) take the
         // general path.
         if ops.len() == 1 && !matches!(ops[0].op, Op::DeleteKeys { .. } | Op::RenameKey { .. }) {
             let p = ops.into_iter().next().expect("one operation");
@@ -349,8 +348,10 @@ impl OmService {
             .filter(|(_, cmds)| !cmds.is_empty())
             .map(|(s, cmds)| async move {
                 let mut results = Vec::with_capacity(cmds.len());
-                for chunk in cmds.chunks(COMMANDS_PER_ENTRY_MAX) {
-                    let (positions, commands): (Vec<usize>, Vec<Command>) = chunk.iter().cloned().unzip();
+                // Moved, never cloned: a command carries its names and principal.
+                let mut cmds = cmds.into_iter().peekable();
+                while cmds.peek().is_some() {
+                    let (positions, commands): (Vec<usize>, Vec<Command>) = cmds.by_ref().take(COMMANDS_PER_ENTRY_MAX).unzip();
                     let (outs, _) = core.write(group_of_shard(s as u32), commands, true, min_meta).await;
                     results.extend(positions.into_iter().zip(outs));
                 }
