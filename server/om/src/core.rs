@@ -224,7 +224,7 @@ impl Core {
     /// it first, which under load is a visible share of every node's CPU. Alone, nothing waits:
     /// after the first read index of its term, a node that is the meta group's only voter
     /// answers a fence at once from core 0's applied index, with no read index and no mesh
-    /// message ([`SoloMeta`]; measured −8% of the OM's CPU per key under `ockg`).
+    /// message ([`SoloMeta`]; measured −9% of the OM's CPU per key under `ockg`).
     pub async fn meta_fence(self: &Rc<Self>) -> Result<u64, WireError> {
         if let Some(index) = self.solo_fence() {
             self.stats.solo_fence();
