@@ -288,8 +288,8 @@ impl OmService {
         let core = &self.core;
         let shards = core.shards;
         // One key operation, the shape real clients send: straight to its shard's group,
-        // without the sorting by shard below (which allocates per shard). DeleteKeys (split per shard) and renames (maybe across shards) take the
-        // general path.
+        // without the sorting by shard below (which allocates per shard). DeleteKeys (split
+        // per shard) and renames (maybe across shards) take the general path.
         if ops.len() == 1 && !matches!(ops[0].op, Op::DeleteKeys { .. } | Op::RenameKey { .. }) {
             let p = ops.into_iter().next().expect("one operation");
             let Target::Key { volume, bucket, key } = &p.target else { unreachable!("key ops have key targets") };

@@ -622,9 +622,6 @@ mod tests {
         glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).spawn(move || async move { f().await }).expect("executor").join().expect("join");
     }
 
-    /// A new snapshot replaces the old one without freeing it inside the rename: the old file
-    /// is freed a piece at a time after, unless a reader (a send to a follower) still holds it,
-    /// which then reads it whole.
     /// Inode numbers of the files the snapshot closer thread closed.
     static CLOSED: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
 
@@ -639,6 +636,9 @@ mod tests {
         CLOSED.lock().expect("lock").contains(&ino)
     }
 
+    /// A new snapshot replaces the old one without freeing it inside the rename: the old file
+    /// is freed a piece at a time after, unless a reader (a send to a follower) still holds it,
+    /// which then reads it whole.
     #[test]
     fn a_replaced_snapshot_is_freed_after_and_never_under_a_reader() {
         let dir = tempfile::tempdir().expect("tempdir");
