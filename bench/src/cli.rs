@@ -21,7 +21,8 @@ pub enum Bench {
     /// Freon's ockg against a running cluster: the full write path with data (open, write to the
     /// datanodes, commit), keys/s and MB/s.
     Ockg(crate::freon::OckgArgs),
-    /// Freon's ockr: read back the keys ockg wrote and verify every byte.
+    /// Freon's ockr: read back the keys ockg wrote and verify every byte: each key once, or
+    /// round and round for -n reads or --duration seconds.
     Ockr(crate::freon::OckrArgs),
     /// The S3 gateway: PUT or GET objects of --size bytes, or LIST pages, one object per
     /// signed request, each worker on its own keep-alive connection (run ockg/ockr beside it

@@ -466,6 +466,9 @@ fn the_freon_generators_run_against_a_cluster_and_ockr_verifies_what_ockg_wrote(
     }
     let v = bench(&["ockr"]);
     assert_eq!((v["ops"].as_u64(), v["errors"].as_u64(), v["bytes"].as_u64()), (Some(40), Some(0), Some(40 * 70_000)), "{v}");
+    // With -n (or --duration) it goes round the keys again, as `bench s3 --op get` does.
+    let v = bench(&["ockr", "-n", "100"]);
+    assert_eq!((v["ops"].as_u64(), v["errors"].as_u64(), v["bytes"].as_u64()), (Some(100), Some(0), Some(100 * 70_000)), "{v}");
     // A key whose bytes changed on every datanode is reported, not counted as read.
     let f = random_file(dir.path(), "other", 70_000, 8);
     let (ok, _, err) = Tls::get().stratos().args(["sh", "--om", &om, "--user", "root", "key", "put", "/benchvol/ockgbucket/ockg-zzz", s(&f)]).output().map(|o| (o.status.success(), (), String::from_utf8_lossy(&o.stderr).into_owned())).expect("sh");

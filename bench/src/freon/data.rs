@@ -73,8 +73,10 @@ pub fn ockg(a: OckgArgs) -> anyhow::Result<()> {
 }
 
 /// Freon's ockr: reads back the keys ockg wrote (names starting with `--prefix`) and checks
-/// every byte; a key whose bytes differ is an error of kind `content differs`. Each key is
-/// read once, in list order, unless -n or the time ends the run first.
+/// every byte; a key whose bytes differ is an error of kind `content differs`. Keys are read in
+/// list order: with neither -n nor --duration, each once; with -n or --duration, round and
+/// round until the count or the time ends (as `bench s3 --op get` does, so that a run beside
+/// it lasts as long).
 pub fn ockr(a: OckrArgs) -> anyhow::Result<()> {
     on_executor(a.common.cpu, move || {
         Box::pin(async move {
@@ -93,9 +95,12 @@ pub fn ockr(a: OckrArgs) -> anyhow::Result<()> {
             }
             anyhow::ensure!(!names.is_empty(), "no keys under /{}/{}/{}* to read (run ockg first)", a.volume, a.bucket, a.prefix);
             eprintln!("ockr: {} keys to read", names.len());
-            // Calls are numbered 0, 1, 2, …: call `seq` reads key `seq`, and there are no more
-            // calls than keys.
-            let common = Common { count: Some(a.common.count.map_or(names.len() as u64, |n| n.min(names.len() as u64))), ..a.common.clone() };
+            // Calls are numbered 0, 1, 2, …: call `seq` reads key `seq` modulo the keys. Without
+            // a count or a time, one pass.
+            let common = match (a.common.count, a.common.duration) {
+                (None, None) => Common { count: Some(names.len() as u64), ..a.common.clone() },
+                _ => a.common.clone(),
+            };
             let names = Rc::new(names);
             let what = title("ockr", &common);
             let run = Run::new(&common);
@@ -106,7 +111,7 @@ pub fn ockr(a: OckrArgs) -> anyhow::Result<()> {
             drive(&common, &run, 1, move |seq| {
                 let (c, names, patterns, pool, volume, bucket) = (pick(&clients, seq), names.clone(), patterns.clone(), pool.clone(), volume.clone(), bucket.clone());
                 async move {
-                    let (key, size) = &names[seq as usize];
+                    let (key, size) = &names[seq as usize % names.len()];
                     let mut dns = pool.borrow_mut().pop().unwrap_or_default();
                     let mut out = Vec::with_capacity(*size as usize);
                     let r = stratos_client::data::get_key(&c, &mut dns, &volume, &bucket, key, &mut out, &mut |_| {}).await;
