@@ -198,7 +198,18 @@ impl Store {
         let opened = Opened { segments: report.segments, blocks: log.blocks().len(), live_bytes: log.live_bytes(), dead_bytes: log.dead_bytes(), torn_tail: report.torn_tail };
         let containers = root.join("containers");
         let dirs = match std::fs::read_dir(&containers) {
-            Ok(entries) => entries.map_while(Result::ok).filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u64>().ok())).collect(),
+            // An entry that cannot be read stops the start: a container left out of the set would
+            // have its block files taken for absent (a complete block rewritten).
+            Ok(entries) => {
+                let mut dirs = HashSet::new();
+                for e in entries {
+                    let e = e.map_err(|e| format!("listing {}: {e}", containers.display()))?;
+                    if let Some(id) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
+                        dirs.insert(id);
+                    }
+                }
+                dirs
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashSet::new(),
             Err(e) => return Err(format!("listing {}: {e}", containers.display())),
         };
@@ -558,12 +569,22 @@ impl Store {
     /// The complete blocks of a container here: (local id, length), by local id.
     pub async fn list(&self, container: u64) -> Result<Vec<(u64, u64)>, StoreError> {
         let mut out: BTreeMap<u64, u64> = self.log.blocks_of(container).into_iter().collect();
-        let names: Vec<u64> = std::fs::read_dir(self.container_dir(container))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|f| f.file_name().to_string_lossy().strip_suffix(".block").and_then(|l| l.parse::<u64>().ok()))
-            .collect();
+        // A container without a directory holds only log blocks; any other listing error is
+        // the caller's to see, not a shorter list.
+        let dir = self.container_dir(container);
+        let listing = |source| StoreError::Io { op: "listing", file: dir.display().to_string(), source };
+        let mut names = Vec::new();
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => {
+                for f in entries {
+                    if let Some(l) = f.map_err(listing)?.file_name().to_string_lossy().strip_suffix(".block").and_then(|l| l.parse::<u64>().ok()) {
+                        names.push(l);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(listing(e)),
+        }
         for l in names {
             match self.length(container, l).await {
                 Ok(len) => {

@@ -52,3 +52,30 @@ fn a_complete_block_is_never_written_again_even_after_a_reopen() {
         assert_eq!(store.length(1, 11).await.expect("length"), large.len() as u64);
     });
 }
+
+/// A listing that fails is an error, never a shorter answer: at open (the store would take a
+/// container's block files for absent) and in `list` (a container report missing blocks).
+#[test]
+fn a_listing_that_fails_is_an_error_not_a_shorter_list() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    on_executor(move || async move {
+        {
+            let (store, _) = Store::open(root.clone(), config()).await.expect("open");
+            store.write(3, 30, 0, b"small").await.expect("write");
+            store.finish(3, 30, 5).await.expect("finish");
+            // A container directory that is not a directory: its listing fails (ENOTDIR).
+            std::fs::create_dir_all(root.join("containers")).expect("mkdir");
+            std::fs::write(root.join("containers/3"), b"not a directory").expect("write a file");
+            let e = store.list(3).await.expect_err("listing a container whose directory is a file");
+            assert!(e.to_string().contains("listing") && e.to_string().contains("containers/3"), "{e}");
+            // A container with no directory at all has only its log blocks.
+            assert_eq!(store.list(4).await.expect("an empty container"), vec![]);
+        }
+        std::fs::remove_file(root.join("containers/3")).expect("rm");
+        std::fs::remove_dir(root.join("containers")).expect("rmdir");
+        std::fs::write(root.join("containers"), b"not a directory").expect("write a file");
+        let e = Store::open(root.clone(), config()).await.err().expect("open with containers/ a file");
+        assert!(e.contains("listing") && e.contains("containers"), "{e}");
+    });
+}
