@@ -111,6 +111,8 @@ fn a_cli_session_with_errors_and_restarts() {
     std::fs::write(&empty, b"").expect("empty file");
     let e = empty.to_str().expect("utf8 path");
     let om = Om::start(&dir.path().join("om"));
+    // The S3 volume is there as soon as the node says ready (a gateway's first request needs it).
+    assert!(om.ok(&["volume", "info", "/s3v"]).contains("\"om\""), "s3v owned by om");
 
     om.ok(&["volume", "create", "/vol1", "--quota", "10GB"]);
     om.fails(&["volume", "create", "/vol1"], "VOLUME_ALREADY_EXISTS");

@@ -13,9 +13,9 @@ pub const S3_VOLUME: &str = "s3v";
 
 impl Core {
     /// While this core leads the meta group and the S3 volume does not exist, creates it (as
-    /// Ozone's OM does at start): owned by `om`, and every user may create buckets in it and
-    /// list it (an S3 bucket's own ACLs and owner then decide). Checked every 200 ms until it
-    /// exists, then every 10 s (an administrator who deletes it sees it come back).
+    /// Ozone's OM does at start): checked every 200 ms until it exists, then every 10 s (an
+    /// administrator who deletes it sees it come back). A node that leads the meta group when
+    /// it starts has already made it (`create_s3_volume` before `ready`).
     pub async fn ensure_s3_volume(self: Rc<Self>) {
         if !self.groups.contains_key(&META_GROUP) {
             return;
@@ -23,20 +23,33 @@ impl Core {
         loop {
             let exists = self.view.borrow().has_volume(S3_VOLUME);
             glommio::timer::sleep(std::time::Duration::from_millis(if exists { 10_000 } else { 200 })).await;
-            if exists || !self.group(META_GROUP).is_leader() {
-                continue;
+            if !exists {
+                self.create_s3_volume().await;
             }
-            let op = Op::CreateVolume {
-                volume: S3_VOLUME.into(),
-                owner: "om".into(),
-                admin: "om".into(),
-                quota_bytes: QUOTA_UNLIMITED,
-                quota_namespace: QUOTA_UNLIMITED,
-                acls: vec![Acl { kind: AclKind::World, name: String::new(), rights: rights::CREATE | rights::READ | rights::LIST }],
-                metadata: Vec::new(),
-            };
-            let _ = self.local_write(META_GROUP, vec![om_command(op)], false, 0).await;
         }
+    }
+
+    /// Creates the S3 volume if it does not exist and this core leads the meta group: owned by
+    /// `om`, and every user may create buckets in it and list it (an S3 bucket's own ACLs and
+    /// owner then decide). Whether it exists afterwards (on this core's view).
+    pub async fn create_s3_volume(&self) -> bool {
+        if self.view.borrow().has_volume(S3_VOLUME) {
+            return true;
+        }
+        if !self.groups.contains_key(&META_GROUP) || !self.group(META_GROUP).is_leader() {
+            return false;
+        }
+        let op = Op::CreateVolume {
+            volume: S3_VOLUME.into(),
+            owner: "om".into(),
+            admin: "om".into(),
+            quota_bytes: QUOTA_UNLIMITED,
+            quota_namespace: QUOTA_UNLIMITED,
+            acls: vec![Acl { kind: AclKind::World, name: String::new(), rights: rights::CREATE | rights::READ | rights::LIST }],
+            metadata: Vec::new(),
+        };
+        let _ = self.local_write(META_GROUP, vec![om_command(op)], false, 0).await;
+        self.view.borrow().has_volume(S3_VOLUME)
     }
 
     /// Every `housekeeping_interval_ms`, in each group this core owns: drop expired open keys

@@ -329,6 +329,12 @@ async fn start_core(
             eprintln!("{} core {index}: {e}; serving anyway", stratos_common::process::who());
         }
     }
+    // The meta leader makes the S3 volume before it says ready, so that a gateway's first
+    // request after `ready` finds it (it answered 503 for up to 200 ms otherwise). Any other
+    // node (or a failed write) leaves it to `ensure_s3_volume`.
+    if !cfg.join {
+        core.create_s3_volume().await;
+    }
     glommio::spawn_local(core.clone().redrive_renames()).detach();
     glommio::spawn_local(core.clone().housekeeping()).detach();
     glommio::spawn_local(core.clone().ensure_s3_volume()).detach();
