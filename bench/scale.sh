@@ -27,8 +27,10 @@ PORT_HTTP=${PORT_HTTP:-19974}
 PORT_RAFT=${PORT_RAFT:-19972}
 # The OM's RPC port is bound with SO_REUSEPORT (one listener per core), so a second run on the
 # same ports would share the first run's OM without an error: refuse a port that is taken.
+# SO_REUSEADDR, as the OM binds: the last run's connections in TIME-WAIT do not take a port
+# (they refused a run started within a minute of the last), a listener does.
 for port in "$PORT_RPC" "$PORT_HTTP" "$PORT_RAFT"; do
-  python3 -c "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1])))" "$port" 2>/dev/null ||
+  python3 -c "import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', int(sys.argv[1])))" "$port" 2>/dev/null ||
     { echo "scale.sh: port $port on 127.0.0.1 is taken (another run?); set PORT_RPC, PORT_HTTP, PORT_RAFT" >&2; exit 1; }
 done
 OWN_DIR=
