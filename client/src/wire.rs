@@ -419,6 +419,8 @@ mod tests {
             let w = Rc::new(RefCell::new(w));
             let writer = {
                 let w = w.clone();
+                // The writer task is the writer's only user while it writes.
+                #[allow(clippy::await_holding_refcell_ref)]
                 glommio::spawn_local(async move {
                     let mut w = w.borrow_mut();
                     w.write_all(&vec![2u8; DIRECT_MIN]).await.unwrap();
@@ -497,6 +499,8 @@ mod tests {
             let written = Rc::new(Cell::new(0usize));
             let writer = {
                 let (w, written) = (w.clone(), written.clone());
+                // The writer task is the writer's only user while it writes.
+                #[allow(clippy::await_holding_refcell_ref)]
                 glommio::spawn_local(async move {
                     for i in 0..12u8 {
                         let mut w = w.borrow_mut();

@@ -286,10 +286,10 @@ fn every_crash_point_of_a_workload() {
 /// A fresh log on `disk` with entries 1..=3 (100 bytes of `i` each, term 1), each synced as
 /// its own batch: the header batch is sector 0, so the records start at 512, 1024 and 1536.
 async fn three_batches(disk: &SimDisk) -> Wal<SimDisk> {
-    let (wal, _) = Wal::open(disk.clone(), config()).await.unwrap();
+    let (wal, _) = Wal::open(disk.clone(), config()).await.expect("open");
     for i in 1..=3 {
-        let _ = wal.append_entry(i, 1, &[i as u8; 100]).unwrap();
-        wal.sync().await.unwrap();
+        let _ = wal.append_entry(i, 1, &[i as u8; 100]).expect("append");
+        wal.sync().await.expect("sync");
     }
     wal
 }
@@ -478,11 +478,10 @@ fn a_prepared_spare_becomes_the_next_segment() {
         wal.prepare_spare().await.expect("spare");
         assert!(!wal.needs_spare());
         assert!(disk.file_names().contains(&"spare.wal".to_string()));
-        let mut index = 1;
         // 16 KiB segments: 100 entries of 600 bytes fill several.
         for round in 0..100u64 {
+            let index = round + 1;
             let _ = wal.append_entry(index, 1, &payload(index, 1, 600)).expect("append");
-            index += 1;
             wal.sync().await.expect("sync");
             if round % 10 == 0 && wal.needs_spare() {
                 wal.prepare_spare().await.expect("spare");

@@ -75,7 +75,7 @@ fn a_listing_that_fails_is_an_error_not_a_shorter_list() {
         std::fs::remove_file(root.join("containers/3")).expect("rm");
         std::fs::remove_dir(root.join("containers")).expect("rmdir");
         std::fs::write(root.join("containers"), b"not a directory").expect("write a file");
-        let e = Store::open(root.clone(), config()).await.err().expect("open with containers/ a file");
+        let Err(e) = Store::open(root.clone(), config()).await else { panic!("open with containers/ a file") };
         assert!(e.contains("listing") && e.contains("containers"), "{e}");
     });
 }

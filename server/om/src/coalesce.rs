@@ -112,7 +112,7 @@ mod tests {
     use super::*;
 
     fn on_executor(f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send + 'static) {
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).spawn(move || f()).expect("an executor").join().expect("the test ran");
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).spawn(f).expect("an executor").join().expect("the test ran");
     }
 
     /// A fetch that counts itself and returns its own number after `takes`.

@@ -217,7 +217,8 @@ pub fn render(samples: &[GroupSample], meta_views: &[(usize, u64)], data: &[(usi
         }
     }
     // Replies that share a send: flushes over writes is the batching of the core's sends.
-    let sends: [(&str, &str, fn(&WireCounters) -> u64); 3] = [
+    type Family<'a> = (&'a str, &'a str, fn(&WireCounters) -> u64);
+    let sends: [Family; 3] = [
         ("stratos_rpc_flushes_total", "Cap'n Proto messages this core's connections (clients, Raft peers) flushed.", |w| w.flushes),
         ("stratos_rpc_writes_total", "Writes handed to those connections' sockets (or TLS streams): the messages one executor turn flushed share one.", |w| w.writes),
         ("stratos_rpc_written_bytes_total", "Bytes handed to those connections' sockets (or TLS streams).", |w| w.bytes),

@@ -274,9 +274,11 @@ fn meta<'a>(m: &'a [(String, String)], name: &str) -> Option<&'a str> {
     m.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
-/// Seals a new object (or upload) as `ask` says: the metadata to store with it and the cipher
-/// of its bytes (None: stored in clear).
-pub fn seal(ask: &Ask, ring: Option<&Keyring>) -> Result<Option<(Vec<(String, String)>, Cipher)>, S3Error> {
+/// What sealing an object gives: the metadata to store with it and the cipher of its bytes.
+pub type Sealed = (Vec<(String, String)>, Cipher);
+
+/// Seals a new object (or upload) as `ask` says (None: stored in clear).
+pub fn seal(ask: &Ask, ring: Option<&Keyring>) -> Result<Option<Sealed>, S3Error> {
     let salt: [u8; 16] = rand::random();
     let mut m = vec![(SALT.to_string(), b64(&salt))];
     let cipher = match ask {
