@@ -331,9 +331,11 @@ async fn start_core(
     }
     // The meta leader makes the S3 volume before it says ready, so that a gateway's first
     // request after `ready` finds it (it answered 503 for up to 200 ms otherwise). Any other
-    // node (or a failed write) leaves it to `ensure_s3_volume`.
+    // node, a failed write, or one that cannot commit within 5 s (a leader that lost its
+    // peers: this core would not serve until it did) leaves it to `ensure_s3_volume`.
     if !cfg.join {
-        core.create_s3_volume().await;
+        let create = std::pin::pin!(core.create_s3_volume());
+        let _ = futures_util::future::select(create, std::pin::pin!(glommio::timer::sleep(Duration::from_secs(5)))).await;
     }
     glommio::spawn_local(core.clone().redrive_renames()).detach();
     glommio::spawn_local(core.clone().housekeeping()).detach();
