@@ -89,6 +89,16 @@ pub enum StoreError {
     Io { op: &'static str, file: String, source: std::io::Error },
 }
 
+/// The names in directory `dir` (none if it does not exist); an entry that cannot be read is
+/// an error, never a shorter list. Blocking.
+fn names_in(dir: &Path) -> std::io::Result<Vec<String>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned())).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 fn io<'a>(op: &'static str, file: &'a Path) -> impl FnOnce(glommio::GlommioError<()>) -> StoreError + 'a {
     move |e| StoreError::Io { op, file: file.display().to_string(), source: e.into() }
 }
@@ -197,22 +207,9 @@ impl Store {
         let (log, report) = BlockLog::open(storage, cfg.wal()).await.map_err(|e| e.to_string())?;
         let opened = Opened { segments: report.segments, blocks: log.blocks().len(), live_bytes: log.live_bytes(), dead_bytes: log.dead_bytes(), torn_tail: report.torn_tail };
         let containers = root.join("containers");
-        let dirs = match std::fs::read_dir(&containers) {
-            // An entry that cannot be read stops the start: a container left out of the set would
-            // have its block files taken for absent (a complete block rewritten).
-            Ok(entries) => {
-                let mut dirs = HashSet::new();
-                for e in entries {
-                    let e = e.map_err(|e| format!("listing {}: {e}", containers.display()))?;
-                    if let Some(id) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
-                        dirs.insert(id);
-                    }
-                }
-                dirs
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashSet::new(),
-            Err(e) => return Err(format!("listing {}: {e}", containers.display())),
-        };
+        // A listing that fails stops the start: a container left out of the set would have its
+        // block files taken for absent (a complete block rewritten).
+        let dirs = names_in(&containers).map_err(|e| format!("listing {}: {e}", containers.display()))?.iter().filter_map(|n| n.parse::<u64>().ok()).collect();
         let store = Self {
             root,
             cfg,
@@ -569,23 +566,11 @@ impl Store {
     /// The complete blocks of a container here: (local id, length), by local id.
     pub async fn list(&self, container: u64) -> Result<Vec<(u64, u64)>, StoreError> {
         let mut out: BTreeMap<u64, u64> = self.log.blocks_of(container).into_iter().collect();
-        // A container without a directory holds only log blocks; any other listing error is
-        // the caller's to see, not a shorter list.
+        // A container without a directory holds only log blocks; a listing error is the
+        // caller's to see, not a shorter list.
         let dir = self.container_dir(container);
-        let listing = |source| StoreError::Io { op: "listing", file: dir.display().to_string(), source };
-        let mut names = Vec::new();
-        match std::fs::read_dir(&dir) {
-            Ok(entries) => {
-                for f in entries {
-                    if let Some(l) = f.map_err(listing)?.file_name().to_string_lossy().strip_suffix(".block").and_then(|l| l.parse::<u64>().ok()) {
-                        names.push(l);
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(listing(e)),
-        }
-        for l in names {
+        let names = names_in(&dir).map_err(|source| StoreError::Io { op: "listing", file: dir.display().to_string(), source })?;
+        for l in names.iter().filter_map(|n| n.strip_suffix(".block")?.parse::<u64>().ok()) {
             match self.length(container, l).await {
                 Ok(len) => {
                     out.insert(l, len);
