@@ -643,8 +643,13 @@ mod tests {
         }
     }
 
-    fn closed_away(ino: u64) -> bool {
-        CLOSED.lock().expect("lock").contains(&ino)
+    /// Waits (up to 10 s) until the closer thread has closed every file of `inodes`.
+    async fn wait_closed_away(inodes: &[u64], what: &str) {
+        let since = std::time::Instant::now();
+        while !inodes.iter().all(|i| CLOSED.lock().expect("lock").contains(i)) {
+            assert!(since.elapsed() < std::time::Duration::from_secs(10), "{what} not closed by the closer thread");
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     /// A new snapshot replaces the old one without freeing it inside the rename: the old file
@@ -673,11 +678,7 @@ mod tests {
             // Its last close frees the file: on the closer thread, not on this executor.
             let ino = { use std::os::unix::fs::MetadataExt; reader.file.metadata().expect("stat").ino() };
             drop(reader);
-            let since = std::time::Instant::now();
-            while !closed_away(ino) {
-                assert!(since.elapsed() < std::time::Duration::from_secs(10), "the replaced snapshot's last handle was not closed by the closer thread");
-                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
-            }
+            wait_closed_away(&[ino], "the replaced snapshot's last handle was").await;
             // Nobody reads the second one when the third replaces it: freed, then gone.
             builder.build_snapshot().await.expect("the third snapshot");
             assert!(!path.join(REPLACED).exists());
@@ -696,11 +697,7 @@ mod tests {
             StateMachine::open(&path, 3).expect("reopen");
             assert!(!path.join(REPLACED).exists(), "a leftover replaced snapshot is removed at open");
             assert!(!path.join("snapshot.tmp").exists(), "an unfinished snapshot is removed at open");
-            let since = std::time::Instant::now();
-            while !inodes.iter().all(|&i| closed_away(i)) {
-                assert!(since.elapsed() < std::time::Duration::from_secs(10), "the leftovers were not freed by the closer thread");
-                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
-            }
+            wait_closed_away(&inodes, "the leftovers were").await;
         });
     }
 }
