@@ -96,9 +96,7 @@ impl ShardState {
         let u = self.upload_of(facts.bucket_id, volume, bucket, key, upload_id)?;
         let (unused, expires) = {
             let open = self.open_key_of(&facts, || format!("{volume}/{bucket}/{key}"), key, open_id)?;
-            crate::apply_keys::check_committed_blocks(open, blocks, data_size)?;
-            let unused: Vec<BlockLocation> =
-                open.blocks.iter().filter(|a| !blocks.iter().any(|b| (b.container_id, b.local_id) == a.id())).map(ArchivedBlockLocation::native).collect();
+            let unused = crate::apply_keys::check_committed_blocks(open, blocks, data_size)?;
             (unused, open.expires_ms.to_native())
         };
         probe!(ok = open_id.to_be_bytes());

@@ -18,6 +18,11 @@ pub const ACLS_MAX: usize = 32;
 pub const BLOCKS_PER_KEY_MAX: usize = 65_536;
 /// Keys in one `DeleteKeys` command.
 pub const KEYS_PER_DELETE_MAX: usize = 10_000;
+/// Blocks in one deleted-blocks batch (one record of the queue the OM hands to the SCM, whole
+/// batches at a time). A command that frees more (a `DeleteKeys` of large keys, an expiry of
+/// many open keys) queues several batches: one batch over the SCM's `deleteBlocks` limit
+/// (100,000) could never be handed over, and the shard's queue would stop behind it.
+pub const DELETED_BATCH_BLOCKS_MAX: usize = 50_000;
 /// Open keys expired by one `ExpireOpenKeys` command (bounds the size of one apply).
 pub const EXPIRE_BATCH_MAX: u32 = 10_000;
 /// Entries returned by one list call.

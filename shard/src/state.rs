@@ -514,16 +514,24 @@ impl ShardState {
         e
     }
 
-    /// Queues blocks for deletion by the SCM.
-    pub(crate) fn queue_deleted(&mut self, ids: &mut Ids, log_index: u64, blocks: Vec<BlockLocation>) {
+    /// Queues blocks for deletion by the SCM, in batches of at most
+    /// [`DELETED_BATCH_BLOCKS_MAX`] (consecutive sequence numbers, in the order given). The
+    /// batches of one command share its object id: the id counter moves as it did before
+    /// batches were split, so ids stay as they were for every command.
+    pub(crate) fn queue_deleted(&mut self, ids: &mut Ids, log_index: u64, mut blocks: Vec<BlockLocation>) {
         if blocks.is_empty() {
             return;
         }
-        let seq = self.next_deleted_seq;
-        self.next_deleted_seq += 1;
-        let rec = DeletedBlocksRecord { object_id: ids.next(), update_id: log_index, blocks };
-        let e = self.entry_of(&seq.to_be_bytes(), &rec);
-        self.deleted_blocks.insert(e);
+        let object_id = ids.next();
+        while !blocks.is_empty() {
+            let rest = blocks.split_off(blocks.len().min(DELETED_BATCH_BLOCKS_MAX));
+            let seq = self.next_deleted_seq;
+            self.next_deleted_seq += 1;
+            let rec = DeletedBlocksRecord { object_id, update_id: log_index, blocks };
+            let e = self.entry_of(&seq.to_be_bytes(), &rec);
+            self.deleted_blocks.insert(e);
+            blocks = rest;
+        }
     }
 
     // ----- reads -----

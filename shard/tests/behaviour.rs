@@ -209,6 +209,61 @@ fn an_aborted_open_key_frees_its_blocks_at_once_and_cannot_be_committed() {
     assert!(s.state.lookup_key("vol1", "bkt", "k").is_err());
 }
 
+/// One command may free more blocks than the SCM takes in one `deleteBlocks` call (100,000):
+/// the OM hands the queue over in whole batches, so one batch that large would stop the shard's
+/// queue for good. A delete of two keys of 65,536 and 40,000 blocks queues batches of at most
+/// `DELETED_BATCH_BLOCKS_MAX`, every block once, in order, and purging them empties the queue.
+/// (Committing those keys compared every pair of blocks: 3.3 s in a release build.)
+#[test]
+fn a_command_that_frees_many_blocks_queues_batches_the_scm_accepts() {
+    let mut s = S::new();
+    s.volume("vol1", "alice", QUOTA_UNLIMITED);
+    let alice = Principal::user("alice");
+    s.bucket(alice.clone(), "vol1", "bkt", vec![]).unwrap();
+    let mut next = 0u64;
+    let mut all = Vec::new();
+    for (key, n) in [("big", constants::BLOCKS_PER_KEY_MAX), ("large", 40_000)] {
+        let blocks: Vec<BlockLocation> = (0..n)
+            .map(|_| {
+                next += 1;
+                BlockLocation { container_id: 1 + next / 1000, local_id: next, pipeline_id: 1, length: 0 }
+            })
+            .collect();
+        let open = Op::OpenKey { volume: "vol1".into(), bucket: "bkt".into(), key: key.into(), replication: None, blocks: blocks.clone(), expires_ms: 60_000, metadata: vec![] };
+        let Ok(Reply::KeyOpened { open_id, .. }) = s.run(alice.clone(), open) else { panic!("open {key}") };
+        let written: Vec<BlockLocation> = blocks.iter().map(|b| BlockLocation { length: 1, ..*b }).collect();
+        let commit = |blocks: Vec<BlockLocation>| Op::CommitKey { volume: "vol1".into(), bucket: "bkt".into(), key: key.into(), open_id, data_size: blocks.len() as u64, blocks };
+        // Large block lists are checked as strictly as small ones (through sorted ids).
+        let mut foreign = written[..n - 1].to_vec();
+        foreign.push(BlockLocation { container_id: 999_999, local_id: 5, pipeline_id: 1, length: 1 });
+        let e = s.run(alice.clone(), commit(foreign)).unwrap_err();
+        assert_eq!(e.to_string(), "invalid argument: block 999999:5 was not allocated to this key");
+        let mut twice = written[..n - 1].to_vec();
+        twice.push(written[7]);
+        let e = s.run(alice.clone(), commit(twice)).unwrap_err();
+        assert_eq!(e.to_string(), format!("invalid argument: block {}:{} is listed twice", written[7].container_id, written[7].local_id));
+        s.run(alice.clone(), commit(written)).unwrap();
+        all.extend(blocks.iter().map(|b| (b.container_id, b.local_id)));
+    }
+    assert!(s.state.list_deleted_blocks(None, 100).is_empty());
+    let delete = Op::DeleteKeys { volume: "vol1".into(), bucket: "bkt".into(), keys: vec!["big".into(), "large".into()] };
+    s.run(alice, delete).unwrap();
+
+    let batches = s.state.list_deleted_blocks(None, 100);
+    let sizes: Vec<usize> = batches.iter().map(|(_, r)| r.blocks.len()).collect();
+    assert_eq!(sizes.len(), all.len().div_ceil(constants::DELETED_BATCH_BLOCKS_MAX), "{sizes:?}");
+    assert!(sizes.iter().all(|n| *n <= constants::DELETED_BATCH_BLOCKS_MAX), "{sizes:?}");
+    let seqs: Vec<u64> = batches.iter().map(|(q, _)| *q).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "consecutive sequence numbers: {seqs:?}");
+    let mut queued: Vec<(u64, u64)> = batches.iter().flat_map(|(_, r)| r.blocks.iter().map(|b| (b.container_id.to_native(), b.local_id.to_native()))).collect();
+    queued.sort();
+    assert_eq!(queued, all, "every freed block queued exactly once");
+
+    let last = *seqs.last().unwrap();
+    s.run(Principal::admin("om"), Op::PurgeDeletedBlocks { up_to_seq: last }).unwrap();
+    assert!(s.state.list_deleted_blocks(None, 100).is_empty());
+}
+
 #[test]
 fn rights_are_named_as_ozone_names_them() {
     assert_eq!(rights::names(rights::WRITE), "WRITE");

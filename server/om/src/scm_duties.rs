@@ -11,6 +11,11 @@ use crate::core::{Core, META_GROUP, om_command};
 /// Deleted blocks handed to the SCM in one call, about (whole batches; below the SCM's limit).
 pub const DELETE_PUSH_BLOCKS: usize = 50_000;
 
+// A call holds whole batches: at most this many blocks, or one batch alone when that is larger.
+// Either way it must fit the SCM's limit, or the shard's queue would stop at that batch.
+const _: () = assert!(DELETE_PUSH_BLOCKS <= stratos_schema::scm_limits::DELETE_BLOCKS_MAX as usize);
+const _: () = assert!(stratos_shard::constants::DELETED_BATCH_BLOCKS_MAX <= stratos_schema::scm_limits::DELETE_BLOCKS_MAX as usize);
+
 impl Core {
     /// Every `scm_poll_ms`: fetch the cluster map again, and hand each led shard's
     /// deleted-blocks queue to the SCM. The queue is purged (`PurgeDeletedBlocks`) only after
