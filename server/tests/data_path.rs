@@ -191,6 +191,33 @@ fn round_trips_byte_for_byte_and_old_blocks_are_freed() {
     assert!(!ok && err.contains("KEY_NOT_FOUND") && !gone.exists(), "{err}");
 }
 
+/// Every block of a key has the replication the key was opened with, not its bucket's. A stream
+/// (`key put ... -`) is opened with one block, the rest come from `allocateBlock`, which took the
+/// bucket's replication: a key put with `-r ONE` into a THREE bucket had its first block on one
+/// datanode and the others on three (and `-r THREE` into a ONE bucket, single copies).
+#[test]
+fn every_block_of_a_streamed_key_has_the_replication_it_was_opened_with() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Cluster::start(dir.path(), 3, &[]);
+    // 2.5 MiB + 1: three blocks of 1 MiB (the cluster's block size).
+    let f = random_file(dir.path(), "stream", (5 << 19) + 1, 11);
+    let put = Tls::get()
+        .stratos()
+        .arg("sh")
+        .args(["--om", &c.om(), "key", "put", "-r", "ONE", "/vol/bkt/one", "-"])
+        .stdin(std::fs::File::open(&f).expect("open"))
+        .output()
+        .expect("run stratos sh key put");
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    let blocks = key_blocks(&c.ok(&["key", "info", "/vol/bkt/one"]));
+    assert_eq!(blocks.len(), 3, "{blocks:?}");
+    let held: Vec<usize> = blocks.iter().map(|b| (0..3).filter(|i| c.holds(*i, &[*b]).contains(b)).count()).collect();
+    assert_eq!(held, vec![1, 1, 1], "datanodes holding each block of a key put with -r ONE");
+    let out = dir.path().join("stream.out");
+    c.ok(&["key", "get", "/vol/bkt/one", s(&out)]);
+    assert_eq!(std::fs::read(&out).expect("read back"), std::fs::read(&f).expect("original"));
+}
+
 #[test]
 fn the_datanode_refuses_bad_tokens_and_keeps_the_data() {
     let dir = tempfile::tempdir().expect("tempdir");
