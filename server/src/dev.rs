@@ -56,7 +56,10 @@ pub struct DevArgs {
 /// per key 93-110 µs against 148-177), and three OM nodes (`omkg --batch 1 -t 256`) 9,591
 /// against 7,261 keys/s (each node had two unpinned executors).
 fn dev_executors(om_nodes: u64) -> usize {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    executors_for(std::thread::available_parallelism().map_or(1, |n| n.get()), om_nodes)
+}
+
+fn executors_for(cpus: usize, om_nodes: u64) -> usize {
     (cpus / (om_nodes as usize + 1)).max(1)
 }
 
@@ -396,4 +399,17 @@ fn dev_cluster(a: &DevArgs, dir: &std::path::Path, c: &OmConfig, mut children: C
     drop(children);
     eprintln!("stratos dev: stopped cleanly");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// One share of the CPUs per OM node and one for everything else dev runs; never none.
+    #[test]
+    fn om_nodes_get_a_share_of_the_cpus_and_at_least_one_executor() {
+        assert_eq!(super::executors_for(2, 1), 1);
+        assert_eq!(super::executors_for(16, 1), 8);
+        assert_eq!(super::executors_for(16, 3), 4);
+        assert_eq!(super::executors_for(2, 3), 1);
+        assert_eq!(super::executors_for(1, 1), 1);
+    }
 }
