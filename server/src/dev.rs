@@ -21,7 +21,7 @@ pub struct DevArgs {
     shards: Option<u32>,
     /// Executors (threads) per OM node, unpinned: dev's processes and its clients share this
     /// host's CPUs [default: CPUs ÷ (OM nodes + 1), at least 1].
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     executors: Option<usize>,
     /// Datanodes to start (0: an OM alone, metadata only).
     #[arg(long, default_value_t = 3)]
@@ -57,6 +57,14 @@ pub struct DevArgs {
 /// against 7,261 keys/s (each node had two unpinned executors).
 fn dev_executors(om_nodes: u64) -> usize {
     executors_for(std::thread::available_parallelism().map_or(1, |n| n.get()), om_nodes)
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (each OM node needs an executor)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number: {e}")),
+    }
 }
 
 fn executors_for(cpus: usize, om_nodes: u64) -> usize {
@@ -411,5 +419,8 @@ mod tests {
         assert_eq!(super::executors_for(16, 3), 4);
         assert_eq!(super::executors_for(2, 3), 1);
         assert_eq!(super::executors_for(1, 1), 1);
+        assert_eq!(super::at_least_one("2"), Ok(2));
+        assert!(super::at_least_one("0").is_err_and(|e| e.contains("at least 1")));
+        assert!(super::at_least_one("-1").is_err());
     }
 }
