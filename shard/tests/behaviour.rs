@@ -255,9 +255,8 @@ fn a_command_that_frees_many_blocks_queues_batches_the_scm_accepts() {
     assert!(sizes.iter().all(|n| *n <= constants::DELETED_BATCH_BLOCKS_MAX), "{sizes:?}");
     let seqs: Vec<u64> = batches.iter().map(|(q, _)| *q).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "consecutive sequence numbers: {seqs:?}");
-    let mut queued: Vec<(u64, u64)> = batches.iter().flat_map(|(_, r)| r.blocks.iter().map(|b| (b.container_id.to_native(), b.local_id.to_native()))).collect();
-    queued.sort();
-    assert_eq!(queued, all, "every freed block queued exactly once");
+    let queued: Vec<(u64, u64)> = batches.iter().flat_map(|(_, r)| r.blocks.iter().map(|b| (b.container_id.to_native(), b.local_id.to_native()))).collect();
+    assert_eq!(queued, all, "every freed block queued exactly once, in the order freed");
 
     let last = *seqs.last().unwrap();
     s.run(Principal::admin("om"), Op::PurgeDeletedBlocks { up_to_seq: last }).unwrap();
