@@ -8,7 +8,8 @@
 #   bench/datanode.sh [ROUNDS [SECS [THREADS [THREADS_1M]]]]   # default 3, 5 s, -t 64, -t 16
 #
 # Needs target/release/stratos (STRATOS=path for another build). Clusters on --base-port
-# ${BASE_PORT:-5000} and +100, TLS as `stratos dev` makes it; DEV_ARGS adds flags to both.
+# ${BASE_PORT:-5000} and +100, TLS and shards as `stratos dev` makes them; DEV_ARGS adds flags
+# to every cluster.
 # BASELINE=path/to/an/older/stratos adds a third cluster of that build (+200) to every round,
 # for a before/after in the same run.
 set -euo pipefail
@@ -27,7 +28,7 @@ names=(log files)
 start() { # name port-shift extra-flags...
   local name=$1 shift_by=$2; shift 2
   local b=$bin; [ "$name" = baseline ] && b=$BASELINE
-  "$b" dev --data-dir "$data/$name" --base-port "$((base + shift_by))" --shards 2 --no-s3g ${DEV_ARGS:-} "$@" > "$data/$name.out" 2> "$data/$name.err" &
+  "$b" dev --data-dir "$data/$name" --base-port "$((base + shift_by))" --no-s3g ${DEV_ARGS:-} "$@" > "$data/$name.out" 2> "$data/$name.err" &
   pids+=($!)
   for _ in $(seq 1 300); do grep -q ready "$data/$name.out" 2>/dev/null && break; sleep 0.2; done
   grep -q ready "$data/$name.out" || { cat "$data/$name.err" >&2; exit 1; }

@@ -16,7 +16,7 @@
 # usage: bench/etcd.sh [MEMBERS] [RUNS] [CLIENTS...]     defaults: 1 3 64
 #   env: DURATION (s per run, default 4), BATCH (keys per call, default 64), ETCD_API (grpc or
 #        json, default grpc), CONNECTIONS (per side, default 16), SHARDS (Stratos key shards,
-#        default 2), STRATOS (the binary, default target/release/stratos, built with
+#        default `stratos dev`'s: one per executor for one member, one per CPU for more), STRATOS (the binary, default target/release/stratos, built with
 #        --features etcd-grpc if it lacks the gRPC client), JSON_DIR (also keep each run's --json
 #        there, labelled for `stratos bench plot`)
 # Installs Debian's etcd-server if etcd is missing, and protobuf-compiler to build the gRPC
@@ -31,7 +31,7 @@ CLIENTS=("${@:-64}")
 [ ${#CLIENTS[@]} -gt 0 ] || CLIENTS=(64)
 DURATION=${DURATION:-4}
 BATCH=${BATCH:-64}
-SHARDS=${SHARDS:-2}
+SHARDS=${SHARDS:-}
 B=${STRATOS:-target/release/stratos}
 case "$MEMBERS" in 1|3) ;; *) echo "etcd.sh: MEMBERS must be 1 or 3" >&2; exit 2 ;; esac
 ETCD_API=${ETCD_API:-grpc}
@@ -70,7 +70,7 @@ for i in $(seq 1 "$MEMBERS"); do
     ETCD=${ETCD:-127.0.0.1:$c}
 done
 # Stratos: MEMBERS OM nodes, metadata only.
-"$B" dev --insecure --om-nodes "$MEMBERS" --datanodes 0 --shards "$SHARDS" --data-dir "$TMP/stratos" > "$TMP/stratos.log" 2>&1 &
+"$B" dev --insecure --om-nodes "$MEMBERS" --datanodes 0 ${SHARDS:+--shards "$SHARDS"} --data-dir "$TMP/stratos" > "$TMP/stratos.log" 2>&1 &
 PIDS+=($!)
 OM=127.0.0.1:9862
 [ "$MEMBERS" = 3 ] && OM=127.0.0.1:9862,127.0.0.1:9962,127.0.0.1:10062

@@ -16,7 +16,8 @@ pub struct DevArgs {
     /// datanodes take free ports).
     #[arg(long, default_value_t = 0)]
     base_port: i32,
-    /// Key shards [default: one per CPU].
+    /// Key shards, fixed when the data directory is formatted [default: one per executor with
+    /// one OM node; one per CPU with several, so that their leaders spread over the nodes].
     #[arg(long)]
     shards: Option<u32>,
     /// Executors (threads) per OM node, unpinned: dev's processes and its clients share this
@@ -69,6 +70,21 @@ fn at_least_one(s: &str) -> Result<usize, String> {
 
 fn executors_for(cpus: usize, om_nodes: u64) -> usize {
     (cpus / (om_nodes as usize + 1)).max(1)
+}
+
+/// The shards dev asks its OM to format with (0: the OM's own default, one per CPU, or what the
+/// data directory was formatted with). One node gets one shard per executor: each core then has
+/// one group, one WAL and one fdatasync stream, and group commit gathers all of the core's writes
+/// into it. Two shards on dev's one executor made two half-full flushes where one would do: on the
+/// 2-vCPU VM they cost more OM CPU per key in each of seven same-run pairs (`omkg --batch 1`,
+/// `ockg` 4 KiB; median +12%) with 1.3-2.2× the flushes (docs/om.md, "Shape"). A cluster keeps one per CPU, so that leaders spread over its nodes. A
+/// data directory formatted already keeps its count (asking for another would be refused).
+fn dev_shards(asked: Option<u32>, om_nodes: u64, executors: usize, formatted: bool) -> u32 {
+    match asked {
+        Some(s) => s,
+        None if om_nodes == 1 && !formatted => u32::try_from(executors).unwrap_or(u32::MAX),
+        None => 0,
+    }
 }
 
 /// The certificates of a secured `stratos dev` in `DIR/tls`: the cluster CA, one certificate
@@ -304,10 +320,9 @@ pub fn dev(a: DevArgs) -> anyhow::Result<()> {
         let node = stratos_common::tls::Files::in_dir(&dir.join("tls"), "om-1");
         (c.tls_ca, c.tls_cert, c.tls_key) = (Some(f.ca.clone()), Some(node.cert), Some(node.key));
     }
-    if let Some(s) = a.shards {
-        c.shards = s;
-    }
     c.executors = a.executors.unwrap_or_else(|| dev_executors(a.om_nodes));
+    let formatted = dir.join("om").join("FORMAT").exists();
+    c.shards = dev_shards(a.shards, a.om_nodes, c.executors, formatted);
     // The OM shares this host's CPUs with dev's other processes and its clients: an executor
     // pinned to a CPU waits for it while another CPU idles.
     c.pin = false;
@@ -342,10 +357,11 @@ pub fn dev(a: DevArgs) -> anyhow::Result<()> {
     let secured = if tls.is_some() { "TLS" } else { "insecure" };
     stratos_om::node::run(&c, |r| {
         println!(
-            "stratos dev ready: om {} (http {}), {} shards on {} core{}, {data}, s3 {}, {secured}, data in {} — for clients: {}",
+            "stratos dev ready: om {} (http {}), {} shard{} on {} core{}, {data}, s3 {}, {secured}, data in {} — for clients: {}",
             r.rpc,
             r.http.map_or_else(|| "off".to_string(), |h| h.to_string()),
             r.shards,
+            if r.shards == 1 { "" } else { "s" },
             r.cores,
             if r.cores == 1 { "" } else { "s" },
             s3.as_deref().unwrap_or("off"),
@@ -422,5 +438,17 @@ mod tests {
         assert_eq!(super::at_least_one("2"), Ok(2));
         assert!(super::at_least_one("0").is_err_and(|e| e.contains("at least 1")));
         assert!(super::at_least_one("-1").is_err());
+    }
+
+    /// One node formats one shard per executor; a cluster, an explicit count and a data
+    /// directory formatted already are left to the OM.
+    #[test]
+    fn one_node_gets_a_shard_per_executor_unless_told_or_formatted() {
+        assert_eq!(super::dev_shards(None, 1, 1, false), 1);
+        assert_eq!(super::dev_shards(None, 1, 8, false), 8);
+        assert_eq!(super::dev_shards(None, 1, 1, true), 0, "FORMAT decides");
+        assert_eq!(super::dev_shards(None, 3, 1, false), 0, "a cluster: one per CPU");
+        assert_eq!(super::dev_shards(Some(4), 1, 1, false), 4);
+        assert_eq!(super::dev_shards(Some(4), 3, 1, true), 4, "the OM checks it against FORMAT");
     }
 }
