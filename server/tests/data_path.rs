@@ -218,6 +218,52 @@ fn every_block_of_a_streamed_key_has_the_replication_it_was_opened_with() {
     assert_eq!(std::fs::read(&out).expect("read back"), std::fs::read(&f).expect("original"));
 }
 
+/// The same for an `allocateBlock` that lands on a core without the key's group (core ports off,
+/// so the one connection below serves keys of both shards, and whichever core it reached, one
+/// key's calls belong to the other): its blocks still have the key's replication, asked of the
+/// group's core over the mesh. Before, that core fell back to the bucket's: [1, 3, 3].
+#[test]
+fn a_block_allocated_on_another_core_has_the_open_key_s_replication() {
+    use stratos_client::data::{self, Datanodes, PutOptions, Source};
+    /// A source of unknown size, as a pipe is, so every block after the first is allocated by
+    /// its own `allocateBlock`.
+    struct Stream(Vec<u8>);
+    impl Source for Stream {
+        fn size_hint(&self) -> Option<u64> {
+            None
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+            let rest = self.0.get(offset as usize..).unwrap_or_default();
+            let n = rest.len().min(buf.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            Ok(n)
+        }
+        fn describe(&self) -> String {
+            "a stream".into()
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Cluster::start(dir.path(), 3, &["--core-ports", "false"]);
+    let names: Vec<String> = (0..2).map(|shard| (0..).map(|i| format!("k{i}")).find(|k| stratos_schema::shard_of("vol", "bkt", k, 2) == shard).expect("a name")).collect();
+    // 2.5 MiB + 1: three blocks of 1 MiB.
+    let bytes = std::fs::read(random_file(dir.path(), "stream", (5 << 19) + 1, 12)).expect("read");
+    let (om, keys) = (c.om(), names.clone());
+    on_executor(move || async move {
+        let client = stratos_client::Client::connect(&om, "root").await.expect("connect");
+        let mut dns = Datanodes::default();
+        let opts = PutOptions { replication: Some(stratos_schema::om_capnp::Replication::RatisOne) };
+        for k in &keys {
+            data::put_with(&client, &mut dns, "vol", "bkt", k, &Stream(bytes.clone()), &opts, &mut |_| {}).await.expect("put");
+        }
+    });
+    for k in &names {
+        let blocks = key_blocks(&c.ok(&["key", "info", &format!("/vol/bkt/{k}")]));
+        assert_eq!(blocks.len(), 3, "{k}: {blocks:?}");
+        let held: Vec<usize> = blocks.iter().map(|b| (0..3).filter(|i| c.holds(*i, &[*b]).contains(b)).count()).collect();
+        assert_eq!(held, vec![1, 1, 1], "datanodes holding each block of {k}, opened with RATIS/ONE");
+    }
+}
+
 #[test]
 fn the_datanode_refuses_bad_tokens_and_keeps_the_data() {
     let dir = tempfile::tempdir().expect("tempdir");

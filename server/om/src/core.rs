@@ -149,6 +149,9 @@ pub enum Msg {
     MetaFence { reply: oneshot::Sender<Result<u64, WireError>> },
     /// This core's metrics: its groups' samples and its meta-view index.
     Metrics { hashes: bool, reply: oneshot::Sender<crate::metrics::CoreMetrics> },
+    /// The replication an open key of `group` (a group of this core) was opened with (see
+    /// [`Core::open_replication`]).
+    OpenReplication { group: u32, open_id: u64, reply: oneshot::Sender<Option<stratos_shard::records::Replication>> },
 }
 
 pub struct Core {
@@ -299,6 +302,28 @@ impl Core {
             return (vec![Err(unavailable("write")); n], 0);
         }
         rx.await.unwrap_or_else(|_| (vec![Err(unavailable("write")); n], 0))
+    }
+
+    /// The replication open key `open_id` of `group` was opened with (it may name another than
+    /// its bucket's), from the group's replica on its own core; asked over the mesh when that is
+    /// another core (an allocateBlock that landed elsewhere: a client that does not route by
+    /// shard, or core ports off). `None` when that replica has not applied the open (a lagging
+    /// follower; the leader answered the open only after applying it) or the core is gone: the
+    /// caller then takes the bucket's. No Raft read: the open key's replication never changes.
+    pub async fn open_replication(&self, group: u32, open_id: u64) -> Option<stratos_shard::records::Replication> {
+        let core = core_of_group(group, self.cores);
+        if core == self.index {
+            return self.open_replication_here(group, open_id);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.mesh[core].send(Msg::OpenReplication { group, open_id, reply: tx }).await.ok()?;
+        rx.await.ok().flatten()
+    }
+
+    fn open_replication_here(&self, group: u32, open_id: u64) -> Option<stratos_shard::records::Replication> {
+        let g = self.groups.get(&group)?;
+        let state = g.state.shard.borrow();
+        state.open_key(open_id).map(|o| o.replication.native())
     }
 
     pub async fn read(&self, group: u32, query: Query, min_meta: u64) -> Result<ReadResult, WireError> {
@@ -568,6 +593,9 @@ impl Core {
                 }
                 Msg::Leaders { reply } => {
                     let _ = reply.send(self.leaders_here());
+                }
+                Msg::OpenReplication { group, open_id, reply } => {
+                    let _ = reply.send(self.open_replication_here(group, open_id));
                 }
                 Msg::Members { change, reply } => {
                     let me = self.clone();

@@ -162,7 +162,7 @@ impl OmService {
                     }
                 }
                 (Op::AllocateBlock { open_id, block, .. }, convert::AllocRequest::One { exclude }) => {
-                    let replication = self.open_key_replication(shard, *open_id).unwrap_or(facts.replication);
+                    let replication = core.open_replication(group_of_shard(shard), *open_id).await.unwrap_or(facts.replication);
                     match dp.for_allocate(shard, replication, &exclude, owner).await {
                         Ok(b) => *block = b,
                         Err(e) => failed.push((i, e)),
@@ -175,17 +175,6 @@ impl OmService {
             let p = ops.remove(i);
             outcomes[p.position] = Some(Err(e));
         }
-    }
-
-    /// The replication open key `open_id` of `shard` was opened with (it may name another than
-    /// its bucket's), where this core holds a replica of the shard's group that has applied the
-    /// open: the normal case, since clients send a key's calls to the core of its shard, and the
-    /// leader answered the open only after applying it. `None` elsewhere (a call that landed
-    /// on another core, a lagging follower): the caller uses the bucket's.
-    fn open_key_replication(&self, shard: u32, open_id: u64) -> Option<stratos_shard::records::Replication> {
-        let g = self.core.groups.get(&group_of_shard(shard))?;
-        let state = g.state.shard.borrow();
-        state.open_key(open_id).map(|o| o.replication.native())
     }
 
     /// Runs parsed operations with the batch ordering rule; fills `outcomes` by position.
