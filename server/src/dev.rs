@@ -72,21 +72,6 @@ fn executors_for(cpus: usize, om_nodes: u64) -> usize {
     (cpus / (om_nodes as usize + 1)).max(1)
 }
 
-/// The shards dev asks its OM to format with (0: the OM's own default, one per CPU, or what the
-/// data directory was formatted with). One node gets one shard per executor: each core then has
-/// one group, one WAL and one fdatasync stream, and group commit gathers all of the core's writes
-/// into it. Two shards on dev's one executor made two half-full flushes where one would do: on the
-/// 2-vCPU VM they cost more OM CPU per key in each of seven same-run pairs (`omkg --batch 1`,
-/// `ockg` 4 KiB; median +12%) with 1.3-2.2× the flushes (docs/om.md, "Shape"). A cluster keeps one per CPU, so that leaders spread over its nodes. A
-/// data directory formatted already keeps its count (asking for another would be refused).
-fn dev_shards(asked: Option<u32>, om_nodes: u64, executors: usize, formatted: bool) -> u32 {
-    match asked {
-        Some(s) => s,
-        None if om_nodes == 1 && !formatted => u32::try_from(executors).unwrap_or(u32::MAX),
-        None => 0,
-    }
-}
-
 /// The certificates of a secured `stratos dev` in `DIR/tls`: the cluster CA, one certificate
 /// per OM node (`om-N`), the SCM's (`scm`), one per datanode (`dn-N`), and one for the caller
 /// (`$USER`, an administrator here). Made on the first start, reused when the data directory
@@ -320,9 +305,12 @@ pub fn dev(a: DevArgs) -> anyhow::Result<()> {
         let node = stratos_common::tls::Files::in_dir(&dir.join("tls"), "om-1");
         (c.tls_ca, c.tls_cert, c.tls_key) = (Some(f.ca.clone()), Some(node.cert), Some(node.key));
     }
+    if let Some(s) = a.shards {
+        c.shards = s;
+    }
+    // With its executors given, a single OM formats one shard per executor (see the OM's
+    // `default_shards`); cluster nodes, one per CPU.
     c.executors = a.executors.unwrap_or_else(|| dev_executors(a.om_nodes));
-    let formatted = dir.join("om").join("FORMAT").exists();
-    c.shards = dev_shards(a.shards, a.om_nodes, c.executors, formatted);
     // The OM shares this host's CPUs with dev's other processes and its clients: an executor
     // pinned to a CPU waits for it while another CPU idles.
     c.pin = false;
@@ -438,17 +426,5 @@ mod tests {
         assert_eq!(super::at_least_one("2"), Ok(2));
         assert!(super::at_least_one("0").is_err_and(|e| e.contains("at least 1")));
         assert!(super::at_least_one("-1").is_err());
-    }
-
-    /// One node formats one shard per executor; a cluster, an explicit count and a data
-    /// directory formatted already are left to the OM.
-    #[test]
-    fn one_node_gets_a_shard_per_executor_unless_told_or_formatted() {
-        assert_eq!(super::dev_shards(None, 1, 1, false), 1);
-        assert_eq!(super::dev_shards(None, 1, 8, false), 8);
-        assert_eq!(super::dev_shards(None, 1, 1, true), 0, "FORMAT decides");
-        assert_eq!(super::dev_shards(None, 3, 1, false), 0, "a cluster: one per CPU");
-        assert_eq!(super::dev_shards(Some(4), 1, 1, false), 4);
-        assert_eq!(super::dev_shards(Some(4), 3, 1, true), 4, "the OM checks it against FORMAT");
     }
 }

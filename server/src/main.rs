@@ -83,7 +83,15 @@ fn main() -> anyhow::Result<()> {
             let c = a.config()?;
             let tls = security(c.tls_ca.is_some());
             stratos_om::node::run(&c, |r| {
-                println!("stratos om ready: rpc {} http {} ({} shards on {} cores) {tls}", r.rpc, r.http.map_or_else(|| "off".to_string(), |h| h.to_string()), r.shards, r.cores);
+                println!(
+                    "stratos om ready: rpc {} http {} ({} shard{} on {} core{}) {tls}",
+                    r.rpc,
+                    r.http.map_or_else(|| "off".to_string(), |h| h.to_string()),
+                    r.shards,
+                    if r.shards == 1 { "" } else { "s" },
+                    r.cores,
+                    if r.cores == 1 { "" } else { "s" }
+                );
             })?;
             eprintln!("stratos om: stopped cleanly");
         }

@@ -29,7 +29,8 @@ pub struct OmArgs {
     /// Core i's port is this + i [default: 0 = ports the OS picks].
     #[arg(long)]
     pub core_port_base: Option<u16>,
-    /// Key shards, fixed at format time [default: one per CPU].
+    /// Key shards, fixed at format time [default: one per executor on a single node given
+    /// --executors (at most one per CPU); else one per CPU].
     #[arg(long)]
     pub shards: Option<u32>,
     /// Executors [default: one per CPU, at most the shards].

@@ -42,7 +42,8 @@ pub struct OmConfig {
     /// Spread group leadership evenly over the nodes (at start and when a node returns), by
     /// leadership transfer. Default true; false leaves leaders where elections put them.
     pub balance_leaders: bool,
-    /// Key shards, fixed when the data directory is formatted. 0 = one per CPU.
+    /// Key shards, fixed when the data directory is formatted. 0 = one per executor on a single
+    /// node given `executors` (at most one per CPU), else one per CPU.
     pub shards: u32,
     /// Executors (one per core). 0 = one per CPU; never more than the shards.
     pub executors: usize,

@@ -25,8 +25,20 @@ use crate::core::{Core, MESH_QUEUE_MAX, META_GROUP, MetaBroadcast, Msg, core_of_
 use crate::meta_view::{MetaView, changes_of, full_view};
 use crate::service::OmService;
 
+/// The shards a new data directory gets when none are asked for (`shards` 0): one per executor
+/// on a single node given fewer executors than CPUs, else one per CPU. Every group has its own
+/// WAL, so two shards on one core make two group commits, each flushing about half of what the
+/// core writes: on the 2-vCPU VM `om --executors 1` with two shards took 1.3-2.2× the flushes of
+/// one and more CPU per key in every measured pair (docs/om.md, "Shape"). A cluster keeps one
+/// per CPU: its leaders spread over its nodes by shard.
+fn default_shards(executors: usize, cluster: bool, cpus: usize) -> u32 {
+    let n = if executors != 0 && !cluster { executors.min(cpus) } else { cpus };
+    u32::try_from(n.max(1)).unwrap_or(u32::MAX)
+}
+
 /// The shard count is fixed when a data directory is formatted: it decides where keys live.
-fn format_or_check(dir: &Path, shards: u32) -> anyhow::Result<u32> {
+/// `shards` 0 formats `default` (see [`default_shards`]).
+fn format_or_check(dir: &Path, shards: u32, default: u32) -> anyhow::Result<u32> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
     let path = dir.join("FORMAT");
     match std::fs::read_to_string(&path) {
@@ -42,7 +54,7 @@ fn format_or_check(dir: &Path, shards: u32) -> anyhow::Result<u32> {
             Ok(stored)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let n = if shards == 0 { std::thread::available_parallelism().map_or(1, |n| n.get() as u32) } else { shards };
+            let n = if shards == 0 { default } else { shards };
             // Group ids are the top bits of every object id (see `GROUP_ID_BITS`).
             let max = stratos_shard::constants::SHARDS_MAX;
             if n > max {
@@ -95,8 +107,9 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
             t.check_host(cfg.raft_address.rsplit_once(':').map_or("", |(h, _)| h))?;
         }
     }
-    let shards = format_or_check(&data_dir, cfg.shards)?;
-    let cores = if cfg.executors == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { cfg.executors };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shards = format_or_check(&data_dir, cfg.shards, default_shards(cfg.executors, cfg.join || !cfg.peers.is_empty(), cpus))?;
+    let cores = if cfg.executors == 0 { cpus } else { cfg.executors };
     let cores = cores.min(shards as usize).max(1);
     let mut senders = Vec::new();
     let mut inboxes = Vec::new();
@@ -457,4 +470,19 @@ async fn serve_tls(core: Rc<Core>, stream: glommio::net::TcpStream, config: Arc<
     let Some((tls, caller)) = stratos_common::rpc::accept_tls(stream, config, &what, &peer).await else { return };
     let client: ozone_manager::Client = capnp_rpc::new_client(OmService { core, caller: Some(Rc::new(caller)) });
     stratos_common::rpc::serve_stream(tls, client.client);
+}
+
+#[cfg(test)]
+mod tests {
+    /// One node given fewer executors than CPUs formats one shard per executor; a cluster, or
+    /// executors left to the CPU count, one per CPU; never none.
+    #[test]
+    fn a_single_node_formats_a_shard_per_executor() {
+        assert_eq!(super::default_shards(1, false, 2), 1);
+        assert_eq!(super::default_shards(4, false, 16), 4);
+        assert_eq!(super::default_shards(0, false, 16), 16, "executors unset: one per CPU");
+        assert_eq!(super::default_shards(32, false, 16), 16, "never more than the CPUs");
+        assert_eq!(super::default_shards(1, true, 2), 2, "a cluster: one per CPU");
+        assert_eq!(super::default_shards(0, false, 0), 1);
+    }
 }
