@@ -345,13 +345,10 @@ pub fn dev(a: DevArgs) -> anyhow::Result<()> {
     let secured = if tls.is_some() { "TLS" } else { "insecure" };
     stratos_om::node::run(&c, |r| {
         println!(
-            "stratos dev ready: om {} (http {}), {} shard{} on {} core{}, {data}, s3 {}, {secured}, data in {} — for clients: {}",
+            "stratos dev ready: om {} (http {}), {}, {data}, s3 {}, {secured}, data in {} — for clients: {}",
             r.rpc,
             r.http.map_or_else(|| "off".to_string(), |h| h.to_string()),
-            r.shards,
-            if r.shards == 1 { "" } else { "s" },
-            r.cores,
-            if r.cores == 1 { "" } else { "s" },
+            r.layout(),
             s3.as_deref().unwrap_or("off"),
             dir.display(),
             client_env(&r.rpc.to_string(), tls.as_ref())

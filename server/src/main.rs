@@ -83,15 +83,7 @@ fn main() -> anyhow::Result<()> {
             let c = a.config()?;
             let tls = security(c.tls_ca.is_some());
             stratos_om::node::run(&c, |r| {
-                println!(
-                    "stratos om ready: rpc {} http {} ({} shard{} on {} core{}) {tls}",
-                    r.rpc,
-                    r.http.map_or_else(|| "off".to_string(), |h| h.to_string()),
-                    r.shards,
-                    if r.shards == 1 { "" } else { "s" },
-                    r.cores,
-                    if r.cores == 1 { "" } else { "s" }
-                );
+                println!("stratos om ready: rpc {} http {} ({}) {tls}", r.rpc, r.http.map_or_else(|| "off".to_string(), |h| h.to_string()), r.layout());
             })?;
             eprintln!("stratos om: stopped cleanly");
         }

@@ -224,24 +224,7 @@ fn every_block_of_a_streamed_key_has_the_replication_it_was_opened_with() {
 /// group's core over the mesh. Before, that core fell back to the bucket's: [1, 3, 3].
 #[test]
 fn a_block_allocated_on_another_core_has_the_open_key_s_replication() {
-    use stratos_client::data::{self, Datanodes, PutOptions, Source};
-    /// A source of unknown size, as a pipe is, so every block after the first is allocated by
-    /// its own `allocateBlock`.
-    struct Stream(Vec<u8>);
-    impl Source for Stream {
-        fn size_hint(&self) -> Option<u64> {
-            None
-        }
-        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-            let rest = self.0.get(offset as usize..).unwrap_or_default();
-            let n = rest.len().min(buf.len());
-            buf[..n].copy_from_slice(&rest[..n]);
-            Ok(n)
-        }
-        fn describe(&self) -> String {
-            "a stream".into()
-        }
-    }
+    use stratos_client::data::{self, Datanodes, PutOptions, StreamSource};
     let dir = tempfile::tempdir().expect("tempdir");
     let c = Cluster::start(dir.path(), 3, &["--core-ports", "false"]);
     let names: Vec<String> = (0..2).map(|shard| (0..).map(|i| format!("k{i}")).find(|k| stratos_schema::shard_of("vol", "bkt", k, 2) == shard).expect("a name")).collect();
@@ -253,7 +236,9 @@ fn a_block_allocated_on_another_core_has_the_open_key_s_replication() {
         let mut dns = Datanodes::default();
         let opts = PutOptions { replication: Some(stratos_schema::om_capnp::Replication::RatisOne) };
         for k in &keys {
-            data::put_with(&client, &mut dns, "vol", "bkt", k, &Stream(bytes.clone()), &opts, &mut |_| {}).await.expect("put");
+            // Of unknown size, as a pipe is: every block after the first is its own allocateBlock.
+            let stream = StreamSource::new("a stream", Box::new(std::io::Cursor::new(bytes.clone()))).expect("a spool file");
+            data::put_with(&client, &mut dns, "vol", "bkt", k, &stream, &opts, &mut |_| {}).await.expect("put");
         }
     });
     for k in &names {

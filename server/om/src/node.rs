@@ -80,6 +80,14 @@ pub struct Ready {
     pub cores: usize,
 }
 
+impl Ready {
+    /// "2 shards on 1 core": the layout, for ready lines.
+    pub fn layout(&self) -> String {
+        let s = |n: usize| if n == 1 { "" } else { "s" };
+        format!("{} shard{} on {} core{}", self.shards, s(self.shards as usize), self.cores, s(self.cores))
+    }
+}
+
 /// The most `meta_fence_interval_us` may be: every key request may wait that long for a fence.
 pub const META_FENCE_INTERVAL_US_MAX: u64 = 1_000_000;
 
@@ -101,15 +109,16 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
     // HTTP. Loaded once here, before the data directory is touched, so that a wrong file stops
     // the start with its name and leaves nothing behind.
     let tls = cfg.tls_files()?.map(|f| stratos_common::tls::NodeTls::load(&f, stratos_common::tls::Role::Om)).transpose()?;
+    let cluster = cfg.join || !cfg.peers.is_empty();
     if let Some(t) = &tls {
         t.check_host(&cfg.rpc_address.ip().to_string())?;
-        if cfg.join || !cfg.peers.is_empty() {
+        if cluster {
             t.check_host(cfg.raft_address.rsplit_once(':').map_or("", |(h, _)| h))?;
         }
     }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let shards = format_or_check(&data_dir, cfg.shards, default_shards(cfg.executors, cfg.join || !cfg.peers.is_empty(), cpus))?;
-    let cores = if cfg.executors == 0 { cpus } else { cfg.executors };
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shards = format_or_check(&data_dir, cfg.shards, default_shards(cfg.executors, cluster, host_cpus))?;
+    let cores = if cfg.executors == 0 { host_cpus } else { cfg.executors };
     let cores = cores.min(shards as usize).max(1);
     let mut senders = Vec::new();
     let mut inboxes = Vec::new();
@@ -131,7 +140,7 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
     for index in 0..cores {
         let placement = match &cfg.cpus {
             Some(cpus) if !cpus.is_empty() => Placement::Fixed(cpus[index % cpus.len()]),
-            _ if cfg.pin => Placement::Fixed(index % std::thread::available_parallelism().map_or(1, |n| n.get())),
+            _ if cfg.pin => Placement::Fixed(index % host_cpus),
             _ => Placement::Unbound,
         };
         let mesh = senders.clone();
@@ -484,5 +493,13 @@ mod tests {
         assert_eq!(super::default_shards(32, false, 16), 16, "never more than the CPUs");
         assert_eq!(super::default_shards(1, true, 2), 2, "a cluster: one per CPU");
         assert_eq!(super::default_shards(0, false, 0), 1);
+    }
+
+    #[test]
+    fn the_ready_layout_counts_in_words() {
+        let r = |shards, cores| super::Ready { rpc: "127.0.0.1:1".parse().expect("address"), http: None, shards, cores };
+        assert_eq!(r(1, 1).layout(), "1 shard on 1 core");
+        assert_eq!(r(2, 1).layout(), "2 shards on 1 core");
+        assert_eq!(r(4, 2).layout(), "4 shards on 2 cores");
     }
 }
