@@ -16,6 +16,7 @@
 //! ([`DATANODE_CALL_TIMEOUT`]), on the runtime of the [`Datanodes`] they come from: give it the
 //! runtime of the [`Client`] it is used with (`Datanodes::new(client.runtime().clone())`).
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -65,14 +66,21 @@ pub struct Progress<'a> {
 /// Connections to datanodes, by address, made on one runtime: the runtime of the [`Client`]
 /// they are used with (`Datanodes::new(client.runtime().clone())`; `Datanodes::default()` is
 /// glommio's).
+///
+/// A clone shares the connections: concurrent puts and gets on one runtime should use clones of
+/// one `Datanodes`, so that each datanode gets one connection that their calls share (Cap'n
+/// Proto multiplexes them), as Ozone's clients share one per pipeline. Calls queued together then
+/// leave in one send and arrive in one receive, where a connection per caller costs every call
+/// a send here and a receive and a send on the datanode.
+#[derive(Clone)]
 pub struct Datanodes {
     runtime: Rc<dyn Runtime>,
-    conns: HashMap<String, dn_rpc::Client>,
+    conns: Rc<RefCell<HashMap<String, dn_rpc::Client>>>,
 }
 
 impl std::fmt::Debug for Datanodes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Datanodes").field("runtime", &self.runtime).field("connections", &self.conns.len()).finish()
+        f.debug_struct("Datanodes").field("runtime", &self.runtime).field("connections", &self.conns.borrow().len()).finish()
     }
 }
 
@@ -124,25 +132,33 @@ fn dn_error(e: stratos_schema::datanode_capnp::dn_error::Reader<'_>) -> String {
 impl Datanodes {
     /// No connections yet; they will be made on `runtime`.
     pub fn new(runtime: Rc<dyn Runtime>) -> Datanodes {
-        Datanodes { runtime, conns: HashMap::new() }
+        Datanodes { runtime, conns: Rc::default() }
     }
 
     /// The connection to `address` (made on first use).
     pub async fn get(&mut self, address: &str) -> Result<Datanode, String> {
-        let rpc = match self.conns.get(address) {
-            Some(c) => c.clone(),
+        let known = self.conns.borrow().get(address).cloned();
+        let rpc = match known {
+            Some(c) => c,
             None => {
                 let c: dn_rpc::Client = crate::connect_rpc_on(&*self.runtime, address).await.map_err(|e| e.to_string())?;
-                self.conns.insert(address.to_string(), c.clone());
-                c
+                // A clone may have dialled the same datanode meanwhile: keep the first
+                // connection, so that calls keep sharing one (this one closes when dropped).
+                self.conns.borrow_mut().entry(address.to_string()).or_insert(c).clone()
             }
         };
         Ok(Datanode::new(rpc, self.runtime.clone()))
     }
 
-    /// Drops a connection after an error (the next call dials again).
+    /// Datanodes connected to (one connection each, shared by the clones).
+    pub fn connections(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    /// Drops a connection after an error (the next call dials again). Clones that hold calls on
+    /// it see their own errors.
     pub fn forget(&mut self, address: &str) {
-        self.conns.remove(address);
+        self.conns.borrow_mut().remove(address);
     }
 }
 

@@ -249,6 +249,44 @@ fn a_block_allocated_on_another_core_has_the_open_key_s_replication() {
     }
 }
 
+/// Concurrent puts and gets through clones of one `Datanodes` share one connection per
+/// datanode (as `ockg`/`ockr` and the S3 gateway use them): small and multi-block keys
+/// interleave on those connections and every key reads back byte for byte.
+#[test]
+fn concurrent_puts_through_clones_share_one_connection_per_datanode() {
+    use stratos_client::data::{self, Datanodes};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Cluster::start(dir.path(), 3, &[]);
+    // 4 KiB keys and 1.5 MiB ones (two blocks), 16 of each, all in flight at once.
+    let contents: Vec<Vec<u8>> = (0..32).map(|i| support::pseudo_random_bytes(if i % 2 == 0 { 4096 } else { 3 << 19 }, 100 + i as u64)).collect();
+    let om = c.om();
+    let (connections, back) = on_executor(move || async move {
+        let client = std::rc::Rc::new(stratos_client::Client::connect(&om, "root").await.expect("connect"));
+        let dns = Datanodes::default();
+        let puts = contents.iter().enumerate().map(|(i, bytes)| {
+            let (client, mut dns) = (client.clone(), dns.clone());
+            async move { data::put(&client, &mut dns, "vol", "bkt", &format!("shared-{i}"), bytes, &mut |_| {}).await.expect("put") }
+        });
+        futures_util::future::join_all(puts).await;
+        let gets = (0..contents.len()).map(|i| {
+            let (client, mut dns) = (client.clone(), dns.clone());
+            async move {
+                let mut out = Vec::new();
+                data::get_key(&client, &mut dns, "vol", "bkt", &format!("shared-{i}"), &mut out, &mut |_| {}).await.expect("get");
+                out
+            }
+        });
+        let back = futures_util::future::join_all(gets).await;
+        // The original was never used itself: what it holds, its clones dialled.
+        ((dns.connections(), contents), back)
+    });
+    let (n, contents) = connections;
+    assert!((1..=3).contains(&n), "connections held by the shared Datanodes: {n}");
+    for (i, (got, want)) in back.iter().zip(&contents).enumerate() {
+        assert!(got == want, "shared-{i}: {} bytes back, {} put", got.len(), want.len());
+    }
+}
+
 #[test]
 fn the_datanode_refuses_bad_tokens_and_keeps_the_data() {
     let dir = tempfile::tempdir().expect("tempdir");

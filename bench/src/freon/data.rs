@@ -43,16 +43,14 @@ pub fn ockg(a: OckgArgs) -> anyhow::Result<()> {
             let name = title(&format!("ockg {size} B"), &a.common);
             run.show_progress(name.clone());
             let (tag, volume, bucket, common) = (rand::random::<u32>(), Rc::new(a.volume.clone()), Rc::new(a.bucket.clone()), Rc::new(a.common.clone()));
-            // Datanode connections, kept between calls (at most -t are in use at once).
-            let pool: Rc<RefCell<Vec<stratos_client::data::Datanodes>>> = Rc::default();
+            // One connection per datanode, shared by every worker (as a client process shares them).
+            let dns = stratos_client::data::Datanodes::default();
             drive(&a.common, &run, 1, move |seq| {
-                let (c, pattern, volume, bucket, pool) = (pick(&clients, seq), pattern.clone(), volume.clone(), bucket.clone(), pool.clone());
+                let (c, pattern, volume, bucket, mut dns) = (pick(&clients, seq), pattern.clone(), volume.clone(), bucket.clone(), dns.clone());
                 let key = common.key(format!("ockg-{tag:08x}-{seq}"));
                 async move {
-                    let mut dns = pool.borrow_mut().pop().unwrap_or_default();
                     let data = content(&pattern, &key);
                     let r = stratos_client::data::put(&c, &mut dns, &volume, &bucket, &key, &data, &mut |_| {}).await;
-                    pool.borrow_mut().push(dns);
                     r.map(|n| (1, n)).map_err(|e| e.to_string())
                 }
             })
@@ -106,16 +104,15 @@ pub fn ockr(a: OckrArgs) -> anyhow::Result<()> {
             let run = Run::new(&common);
             run.show_progress(what.clone());
             let patterns: Rc<RefCell<BTreeMap<u64, Rc<Vec<u8>>>>> = Rc::default();
-            let pool: Rc<RefCell<Vec<stratos_client::data::Datanodes>>> = Rc::default();
+            // One connection per datanode, shared by every worker (as a client process shares them).
+            let dns = stratos_client::data::Datanodes::default();
             let (volume, bucket) = (Rc::new(a.volume.clone()), Rc::new(a.bucket.clone()));
             drive(&common, &run, 1, move |seq| {
-                let (c, names, patterns, pool, volume, bucket) = (pick(&clients, seq), names.clone(), patterns.clone(), pool.clone(), volume.clone(), bucket.clone());
+                let (c, names, patterns, mut dns, volume, bucket) = (pick(&clients, seq), names.clone(), patterns.clone(), dns.clone(), volume.clone(), bucket.clone());
                 async move {
                     let (key, size) = &names[seq as usize % names.len()];
-                    let mut dns = pool.borrow_mut().pop().unwrap_or_default();
                     let mut out = Vec::with_capacity(*size as usize);
                     let r = stratos_client::data::get_key(&c, &mut dns, &volume, &bucket, key, &mut out, &mut |_| {}).await;
-                    pool.borrow_mut().push(dns);
                     let n = r.map_err(|e| e.to_string())?;
                     let p = patterns.borrow_mut().entry(n).or_insert_with(|| Rc::new(pattern(n as usize))).clone();
                     if out == content(&p, key) { Ok((1, n)) } else { Err(format!("content differs: /{volume}/{bucket}/{key}")) }

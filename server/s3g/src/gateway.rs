@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use stratos_client::data::Datanode;
+use stratos_client::data::{Datanode, Datanodes};
 use stratos_client::{Client, Runtime};
 
 use crate::S3_VOLUME;
@@ -51,7 +51,8 @@ pub struct Gateway {
     base: RefCell<Option<Rc<Client>>>,
     users: RefCell<HashMap<String, Rc<Client>>>,
     secrets: RefCell<HashMap<String, (String, Instant)>>,
-    datanodes: RefCell<HashMap<String, Datanode>>,
+    /// One connection per datanode, shared by every request on this executor.
+    datanodes: Datanodes,
     /// Of the buckets S3 clients create.
     replication: stratos_client::schema::om_capnp::Replication,
     /// The master keys of SSE-S3 and SSE-KMS (None: those are refused).
@@ -151,11 +152,11 @@ impl Gateway {
     pub fn new(om: &str, runtime: Rc<dyn Runtime>, replication: stratos_client::schema::om_capnp::Replication, keyring: Option<Keyring>, https: bool) -> Gateway {
         Gateway {
             om: om.to_string(),
+            datanodes: Datanodes::new(runtime.clone()),
             runtime,
             base: RefCell::new(None),
             users: RefCell::default(),
             secrets: RefCell::default(),
-            datanodes: RefCell::default(),
             replication,
             keyring,
             https,
@@ -216,16 +217,11 @@ impl Gateway {
 
     /// A connection to the datanode at `addr` (made on first use).
     pub async fn datanode(&self, addr: &str) -> Result<Datanode, String> {
-        if let Some(d) = self.datanodes.borrow().get(addr) {
-            return Ok(d.clone());
-        }
-        let d = stratos_client::data::Datanodes::new(self.runtime.clone()).get(addr).await?;
-        self.datanodes.borrow_mut().insert(addr.to_string(), d.clone());
-        Ok(d)
+        self.datanodes.clone().get(addr).await
     }
 
     pub fn forget_datanode(&self, addr: &str) {
-        self.datanodes.borrow_mut().remove(addr);
+        self.datanodes.clone().forget(addr);
     }
 
     /// Who signed the request, and the chunk signer of a streaming payload.
