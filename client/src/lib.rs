@@ -319,7 +319,7 @@ async fn connect_with<C: capnp::capability::FromClientHook>(runtime: &dyn Runtim
     // Replies may carry up to a few MiB of block data.
     options.traversal_limit_in_words(Some(256 << 20 >> 3));
     let network = twoparty::VatNetwork::new(futures_lite::io::BufReader::new(reader), wire::CoalescedWriter::new(writer, |task| runtime.spawn_local(task)), rpc_twoparty_capnp::Side::Client, options);
-    let mut rpc = RpcSystem::new(Box::new(network), None);
+    let mut rpc = RpcSystem::new(wire::small_first_segments(network), None);
     let service: C = rpc.bootstrap(rpc_twoparty_capnp::Side::Server);
     runtime.spawn_local(Box::pin(async move {
         let _ = rpc.await;
@@ -779,7 +779,9 @@ impl Client {
         if n == 0 {
             return self.batch_as(n, self.take_ids(n), builder(n, build), started).await;
         }
-        let mut message = capnp::message::Builder::new_default();
+        // Sized for the batch (an operation is a few dozen words): the default first segment is
+        // 8 KiB, zeroed for every call, however small the batch.
+        let mut message = capnp::message::Builder::new(capnp::message::HeapAllocator::new().first_segment_words((16 + 48 * n).min(capnp::message::SUGGESTED_FIRST_SEGMENT_WORDS)));
         {
             let mut list = message.init_root::<ozone_manager::batch_params::Builder<'_>>().init_operations(n);
             for i in 0..n {
@@ -792,7 +794,7 @@ impl Client {
             let all: Vec<u32> = (0..n).collect();
             return self.batch_as(n, self.take_ids(n), copy(&all), started).await;
         };
-        let sends = parts.iter().map(|(addr, positions)| async {
+        let send = async |(addr, positions): &(String, Vec<u32>)| {
             let k = positions.len() as u32;
             let request_id = self.take_ids(k);
             if let Some(om) = self.conn(addr).await {
@@ -806,8 +808,13 @@ impl Client {
             // may be stale; the part goes again, same ids, through the current node.
             self.routes.borrow_mut().fetched = None;
             self.batch_as(k, request_id, copy(positions), started).await
-        });
-        let answers = futures_util::future::join_all(sends).await;
+        };
+        // One part (one group's leader, or one node): awaited as it is, without `join_all`'s
+        // vector of futures.
+        let answers = match &parts[..] {
+            [one] => vec![send(one).await],
+            _ => futures_util::future::join_all(parts.iter().map(|p| send(p))).await,
+        };
         let mut out: Vec<Option<Result<Done, ClientError>>> = (0..n).map(|_| None).collect();
         for ((_, positions), answer) in parts.iter().zip(answers) {
             match answer {

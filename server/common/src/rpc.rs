@@ -23,7 +23,7 @@ pub fn serve_stream(stream: impl futures_util::io::AsyncRead + futures_util::io:
     let mut options = capnp::message::ReaderOptions::new();
     options.traversal_limit_in_words(Some(TRAVERSAL_WORDS_MAX)).nesting_limit(NESTING_MAX);
     let network = twoparty::VatNetwork::new(futures_lite::io::BufReader::new(reader), coalesced(writer), rpc_twoparty_capnp::Side::Server, options);
-    let rpc = RpcSystem::new(Box::new(network), Some(bootstrap));
+    let rpc = RpcSystem::new(small_first_segments(network), Some(bootstrap));
     glommio::spawn_local(async move {
         let _ = rpc.await;
     })
@@ -32,6 +32,9 @@ pub fn serve_stream(stream: impl futures_util::io::AsyncRead + futures_util::io:
 
 /// What this executor's Cap'n Proto connections flushed and sent (for `/prom`).
 pub use stratos_client::wire::{Counters as WireCounters, thread_counters as wire_counters};
+
+/// Every RPC connection's messages start small (see [`stratos_client::wire::FIRST_SEGMENT_WORDS`]).
+pub use stratos_client::wire::small_first_segments;
 
 /// The writing half of a Cap'n Proto connection on this executor: what one turn of the
 /// executor writes leaves in one send (see [`stratos_client::wire`]).

@@ -319,7 +319,7 @@ impl Link {
         let mut options = capnp::message::ReaderOptions::new();
         options.traversal_limit_in_words(Some(stratos_common::rpc::TRAVERSAL_WORDS_MAX)).nesting_limit(stratos_common::rpc::NESTING_MAX);
         let network = twoparty::VatNetwork::new(futures_lite::io::BufReader::new(reader), stratos_common::rpc::coalesced(writer), rpc_twoparty_capnp::Side::Client, options);
-        let mut rpc = RpcSystem::new(Box::new(network), None);
+        let mut rpc = RpcSystem::new(stratos_common::rpc::small_first_segments(network), None);
         let client: raft_transport::Client = rpc.bootstrap(rpc_twoparty_capnp::Side::Server);
         let disconnector = RefCell::new(Some(rpc.get_disconnector()));
         glommio::spawn_local(async move {
@@ -689,7 +689,7 @@ mod tests {
                 a.set(a.get() + 1);
                 let (reader, writer) = stream.split();
                 let network = twoparty::VatNetwork::new(futures_lite::io::BufReader::new(reader), stratos_common::rpc::coalesced(writer), rpc_twoparty_capnp::Side::Server, Default::default());
-                let rpc = RpcSystem::new(Box::new(network), Some(client.clone().client));
+                let rpc = RpcSystem::new(stratos_common::rpc::small_first_segments(network), Some(client.clone().client));
                 let e = e.clone();
                 glommio::spawn_local(async move {
                     let _ = rpc.await;
