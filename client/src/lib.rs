@@ -781,7 +781,7 @@ impl Client {
         }
         // Sized for the batch (an operation is a few dozen words): the default first segment is
         // 8 KiB, zeroed for every call, however small the batch.
-        let mut message = capnp::message::Builder::new(capnp::message::HeapAllocator::new().first_segment_words((16 + 48 * n).min(capnp::message::SUGGESTED_FIRST_SEGMENT_WORDS)));
+        let mut message = capnp::message::Builder::new(capnp::message::HeapAllocator::new().first_segment_words(n.saturating_mul(48).saturating_add(16).min(capnp::message::SUGGESTED_FIRST_SEGMENT_WORDS)));
         {
             let mut list = message.init_root::<ozone_manager::batch_params::Builder<'_>>().init_operations(n);
             for i in 0..n {

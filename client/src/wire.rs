@@ -301,6 +301,66 @@ impl<W> Drop for CoalescedWriter<W> {
     }
 }
 
+/// Words in the first segment of a message an RPC connection sends: capnp-rpc asks for 1,024
+/// (8 KiB) for every call, which the allocator hands out zeroed. Under `stratos bench omkg
+/// --batch 1` that zeroing (`memset`, mimalloc's zeroing path, fresh pages) was 8-10% of the
+/// generator's samples, for requests of a few dozen words. A message that outgrows this gets a
+/// second segment of the size it needs (a block's bytes go there whole, as they did).
+pub const FIRST_SEGMENT_WORDS: u32 = 128;
+
+/// `network` whose connections start the messages they send with [`FIRST_SEGMENT_WORDS`] at
+/// most, for [`capnp_rpc::RpcSystem::new`].
+pub fn small_first_segments<R>(network: capnp_rpc::twoparty::VatNetwork<R>) -> Box<dyn capnp_rpc::VatNetwork<capnp_rpc::rpc_twoparty_capnp::Side>>
+where
+    R: futures_util::io::AsyncRead + Unpin + 'static,
+{
+    Box::new(SmallFirstSegments(network))
+}
+
+type Side = capnp_rpc::rpc_twoparty_capnp::Side;
+
+struct SmallFirstSegments<N>(N);
+
+impl<N: capnp_rpc::VatNetwork<Side>> capnp_rpc::VatNetwork<Side> for SmallFirstSegments<N> {
+    fn connect(&mut self, host: Side) -> Option<Box<dyn capnp_rpc::Connection<Side>>> {
+        self.0.connect(host).map(|c| Box::new(SmallFirstSegment(c)) as Box<dyn capnp_rpc::Connection<Side>>)
+    }
+
+    fn accept(&mut self) -> capnp::capability::Promise<Box<dyn capnp_rpc::Connection<Side>>, capnp::Error> {
+        let accepted = self.0.accept();
+        capnp::capability::Promise::from_future(async move { Ok(Box::new(SmallFirstSegment(accepted.await?)) as Box<dyn capnp_rpc::Connection<Side>>) })
+    }
+
+    fn drive_until_shutdown(&mut self) -> capnp::capability::Promise<(), capnp::Error> {
+        self.0.drive_until_shutdown()
+    }
+}
+
+struct SmallFirstSegment(Box<dyn capnp_rpc::Connection<Side>>);
+
+impl capnp_rpc::Connection<Side> for SmallFirstSegment {
+    fn get_peer_vat_id(&self) -> Side {
+        self.0.get_peer_vat_id()
+    }
+
+    fn new_outgoing_message(&mut self, first_segment_word_size: u32) -> Box<dyn capnp_rpc::OutgoingMessage> {
+        // 0 means "choose": the inner connection's choice (exactly what the first object needs).
+        self.0.new_outgoing_message(first_segment_word_size.min(FIRST_SEGMENT_WORDS))
+    }
+
+    fn receive_incoming_message(&mut self) -> capnp::capability::Promise<Option<Box<dyn capnp_rpc::IncomingMessage>>, capnp::Error> {
+        self.0.receive_incoming_message()
+    }
+
+    fn new_stream(&mut self) -> (Box<dyn capnp_rpc::FlowController>, capnp::capability::Promise<(), capnp::Error>) {
+        self.0.new_stream()
+    }
+
+    fn shutdown(&mut self, result: capnp::Result<()>) -> capnp::capability::Promise<(), capnp::Error> {
+        self.0.shutdown(result)
+    }
+}
+
 #[cfg(all(test, feature = "glommio"))]
 mod tests {
     use super::*;
@@ -522,65 +582,5 @@ mod tests {
             assert_eq!(got.len(), 12 * chunk);
             assert!(got.chunks(chunk).enumerate().all(|(i, c)| c.iter().all(|&b| b == i as u8)), "in order");
         });
-    }
-}
-
-/// Words in the first segment of a message an RPC connection sends: capnp-rpc asks for 1,024
-/// (8 KiB) for every call, which the allocator hands out zeroed. Under `stratos bench omkg
-/// --batch 1` that zeroing (`memset`, mimalloc's zeroing path, fresh pages) was 8-10% of the
-/// generator's samples, for requests of a few dozen words. A message that outgrows this gets a
-/// second segment of the size it needs (a block's bytes go there whole, as they did).
-pub const FIRST_SEGMENT_WORDS: u32 = 128;
-
-/// `network` whose connections start the messages they send with [`FIRST_SEGMENT_WORDS`] at
-/// most, for [`capnp_rpc::RpcSystem::new`].
-pub fn small_first_segments<R>(network: capnp_rpc::twoparty::VatNetwork<R>) -> Box<dyn capnp_rpc::VatNetwork<capnp_rpc::rpc_twoparty_capnp::Side>>
-where
-    R: futures_util::io::AsyncRead + Unpin + 'static,
-{
-    Box::new(SmallFirstSegments(network))
-}
-
-type Side = capnp_rpc::rpc_twoparty_capnp::Side;
-
-struct SmallFirstSegments<N>(N);
-
-impl<N: capnp_rpc::VatNetwork<Side>> capnp_rpc::VatNetwork<Side> for SmallFirstSegments<N> {
-    fn connect(&mut self, host: Side) -> Option<Box<dyn capnp_rpc::Connection<Side>>> {
-        self.0.connect(host).map(|c| Box::new(SmallFirstSegment(c)) as Box<dyn capnp_rpc::Connection<Side>>)
-    }
-
-    fn accept(&mut self) -> capnp::capability::Promise<Box<dyn capnp_rpc::Connection<Side>>, capnp::Error> {
-        let accepted = self.0.accept();
-        capnp::capability::Promise::from_future(async move { Ok(Box::new(SmallFirstSegment(accepted.await?)) as Box<dyn capnp_rpc::Connection<Side>>) })
-    }
-
-    fn drive_until_shutdown(&mut self) -> capnp::capability::Promise<(), capnp::Error> {
-        self.0.drive_until_shutdown()
-    }
-}
-
-struct SmallFirstSegment(Box<dyn capnp_rpc::Connection<Side>>);
-
-impl capnp_rpc::Connection<Side> for SmallFirstSegment {
-    fn get_peer_vat_id(&self) -> Side {
-        self.0.get_peer_vat_id()
-    }
-
-    fn new_outgoing_message(&mut self, first_segment_word_size: u32) -> Box<dyn capnp_rpc::OutgoingMessage> {
-        // 0 means "choose": the inner connection's choice (exactly what the first object needs).
-        self.0.new_outgoing_message(first_segment_word_size.min(FIRST_SEGMENT_WORDS))
-    }
-
-    fn receive_incoming_message(&mut self) -> capnp::capability::Promise<Option<Box<dyn capnp_rpc::IncomingMessage>>, capnp::Error> {
-        self.0.receive_incoming_message()
-    }
-
-    fn new_stream(&mut self) -> (Box<dyn capnp_rpc::FlowController>, capnp::capability::Promise<(), capnp::Error>) {
-        self.0.new_stream()
-    }
-
-    fn shutdown(&mut self, result: capnp::Result<()>) -> capnp::capability::Promise<(), capnp::Error> {
-        self.0.shutdown(result)
     }
 }
