@@ -136,7 +136,7 @@ impl Datanodes {
     }
 
     /// The connection to `address` (made on first use).
-    pub async fn get(&mut self, address: &str) -> Result<Datanode, String> {
+    pub async fn get(&self, address: &str) -> Result<Datanode, String> {
         let known = self.conns.borrow().get(address).cloned();
         let rpc = match known {
             Some(c) => c,
@@ -157,7 +157,7 @@ impl Datanodes {
 
     /// Drops a connection after an error (the next call dials again). Clones that hold calls on
     /// it see their own errors.
-    pub fn forget(&mut self, address: &str) {
+    pub fn forget(&self, address: &str) {
         self.conns.borrow_mut().remove(address);
     }
 }
@@ -900,7 +900,7 @@ mod tests {
 
     #[test]
     fn datanodes_are_dialed_on_their_runtime() {
-        let mut dns = Datanodes::new(Rc::new(Instant));
+        let dns = Datanodes::new(Rc::new(Instant));
         let e = futures_lite::future::block_on(dns.get("127.0.0.1:9")).expect_err("no network");
         assert!(e.contains("cannot reach 127.0.0.1:9: no network here"), "{e}");
     }

@@ -74,7 +74,7 @@ impl Cluster {
         let wanted: BTreeSet<(u64, u64)> = blocks.iter().copied().collect();
         let addr = self.datanodes[i].word_after("rpc");
         on_executor(move || async move {
-            let mut dns = stratos_client::data::Datanodes::default();
+            let dns = stratos_client::data::Datanodes::default();
             let Ok(dn) = dns.get(&addr).await else { return BTreeSet::new() };
             let mut out = BTreeSet::new();
             for c in containers {
@@ -166,7 +166,7 @@ fn round_trips_byte_for_byte_and_old_blocks_are_freed() {
         let client = stratos_client::Client::connect(&om, "root").await.expect("connect");
         let (_, blocks) = client.lookup_blocks("vol", "bkt", "odd").await.expect("lookup");
         let dn0 = blocks[0].datanodes.iter().find(|(id, _)| *id == 1).expect("datanode 1 (dn0) holds it").1.clone();
-        let mut dns = stratos_client::data::Datanodes::default();
+        let dns = stratos_client::data::Datanodes::default();
         let dn = dns.get(&dn0).await.expect("connect");
         stratos_client::data::read_chunk(&dn, &blocks[0], 0, 200_000).await.expect_err("a corrupt frame is an error")
     });
@@ -655,7 +655,7 @@ fn small_blocks_survive_a_kill_9_of_every_datanode() {
     let expected: Vec<(String, Vec<u8>)> = files.iter().map(|(n, f)| (n.clone(), std::fs::read(f).expect("read"))).collect();
     let bad = on_executor(move || async move {
         let client = stratos_client::Client::connect(&om, "root").await.expect("connect");
-        let mut dns = stratos_client::data::Datanodes::default();
+        let dns = stratos_client::data::Datanodes::default();
         let mut bad = Vec::new();
         for (name, data) in &expected {
             let (size, blocks) = client.lookup_blocks("vol", "bkt", name).await.expect("lookup");
@@ -707,7 +707,7 @@ fn a_dead_datanode_s_blocks_are_copied_back_to_three_replicas() {
         let (expected, om, victim_addr) = (expected.clone(), om.clone(), victim_addr2.clone());
         on_executor(move || async move {
             let client = stratos_client::Client::connect(&om, "root").await.expect("connect");
-            let mut dns = stratos_client::data::Datanodes::default();
+            let dns = stratos_client::data::Datanodes::default();
             let mut bad = Vec::new();
             for (name, data) in &expected {
                 let (_, blocks) = client.lookup_blocks("vol", "bkt", name).await.expect("lookup");

@@ -217,11 +217,11 @@ impl Gateway {
 
     /// A connection to the datanode at `addr` (made on first use).
     pub async fn datanode(&self, addr: &str) -> Result<Datanode, String> {
-        self.datanodes.clone().get(addr).await
+        self.datanodes.get(addr).await
     }
 
     pub fn forget_datanode(&self, addr: &str) {
-        self.datanodes.clone().forget(addr);
+        self.datanodes.forget(addr);
     }
 
     /// Who signed the request, and the chunk signer of a streaming payload.
