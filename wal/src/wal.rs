@@ -592,7 +592,7 @@ impl<S: Storage> Wal<S> {
     /// Writes and syncs everything pending as one batch. Called by the one waiter that found no
     /// flush running.
     async fn flush_batch(&self) -> Result<(), FlushError> {
-        let (mut writes, target_lsn) = {
+        let (writes, target_lsn) = {
             let mut i = self.inner.borrow_mut();
             debug_assert!(!i.flushing);
             i.flushing = true;
@@ -616,7 +616,7 @@ impl<S: Storage> Wal<S> {
             i.flushing = false;
             i.inflight.clear();
             // Nothing else holds a written batch now: its buffer serves a later one.
-            for w in writes.drain(..) {
+            for w in writes {
                 if let Ok(w) = Rc::try_unwrap(w) {
                     i.keep_buffer(w.bytes);
                 }
