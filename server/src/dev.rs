@@ -57,7 +57,7 @@ pub struct DevArgs {
 /// per key 93-110 µs against 148-177), and three OM nodes (`omkg --batch 1 -t 256`) 9,591
 /// against 7,261 keys/s (each node had two unpinned executors).
 fn dev_executors(om_nodes: u64) -> usize {
-    executors_for(std::thread::available_parallelism().map_or(1, |n| n.get()), om_nodes)
+    executors_for(stratos_common::process::host_cpus(), om_nodes)
 }
 
 fn at_least_one(s: &str) -> Result<usize, String> {

@@ -32,6 +32,11 @@ pub fn set_who(name: String) {
     let _ = WHO.set(name);
 }
 
+/// The CPUs this process may run on (1 when unknown): the default count of executors and shards.
+pub fn host_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// This process's name for log lines (`om` until [`set_who`]).
 pub fn who() -> &'static str {
     WHO.get().map_or("om", String::as_str)

@@ -116,7 +116,7 @@ pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> 
             t.check_host(cfg.raft_address.rsplit_once(':').map_or("", |(h, _)| h))?;
         }
     }
-    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let host_cpus = stratos_common::process::host_cpus();
     let shards = format_or_check(&data_dir, cfg.shards, default_shards(cfg.executors, cluster, host_cpus))?;
     let cores = if cfg.executors == 0 { host_cpus } else { cfg.executors };
     let cores = cores.min(shards as usize).max(1);

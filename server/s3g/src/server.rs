@@ -77,7 +77,7 @@ pub fn run(a: &S3gArgs, ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
     let http_tls = if a.plain_http { None } else { tls.as_ref().map(|t| t.http.clone()) };
     let keyring = a.sse_keyring.as_deref().map(|p| crate::sse::Keyring::load(p, &a.sse_s3_key)).transpose()?;
     let bound = stratos_common::rpc::claim_shared_port(addr).with_context(|| format!("binding the S3 address {addr}"))?;
-    let cores = a.cores.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let cores = a.cores.unwrap_or_else(stratos_common::process::host_cpus).max(1);
     stratos_common::process::install_signal_handlers();
     let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::new();
