@@ -98,6 +98,16 @@ pub fn host_facts() -> HostFacts {
     HostFacts { cores, memlock_bytes, io_uring_disabled, kernel }
 }
 
+/// Whether a kernel release ("6.1.0-18-amd64") is older than `(major, minor)`; one that does
+/// not parse is not called old.
+pub fn kernel_before(release: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    match (parts.next().and_then(|p| p.parse::<u32>().ok()), parts.next().and_then(|p| p.parse::<u32>().ok())) {
+        (Some(a), Some(b)) => (a, b) < (major, minor),
+        _ => false,
+    }
+}
+
 /// CPUs the kernel keeps the scheduler off (`isolcpus=`), from sysfs; empty if none.
 pub fn isolated_cpus() -> Vec<usize> {
     std::fs::read_to_string("/sys/devices/system/cpu/isolated").map(|s| parse_cpu_list(s.trim())).unwrap_or_default()
@@ -396,6 +406,12 @@ pub fn recommend(p: &Probe) -> (Vec<Advice>, Vec<String>) {
     } else if p.host.io_uring_disabled == Some(1) {
         warnings.push("io_uring is restricted to a group (kernel.io_uring_disabled = 1): run Stratos as a member of kernel.io_uring_group".into());
     }
+    if kernel_before(&p.host.kernel, (5, 19)) {
+        warnings.push(format!(
+            "kernel {} is older than 5.19: io_uring refuses IORING_SETUP_COOP_TASKRUN, so every socket completion interrupts a running executor with an IPI (over 256 connections that cost a third of the echo rate on the project's VM); use 5.19 or later",
+            p.host.kernel
+        ));
+    }
     if p.file_system == "tmpfs" {
         warnings.push("the data directory is on tmpfs: nothing survives a reboot; use it for tests only".into());
     }
@@ -497,6 +513,13 @@ mod tests {
         p.file_system = "tmpfs".into();
         let (_, w) = recommend(&p);
         assert_eq!(w.len(), 3, "{w:?}");
+        // A kernel without COOP_TASKRUN is warned about; one that does not parse is not.
+        p.host.kernel = "5.15.0-91-generic".into();
+        let (_, w) = recommend(&p);
+        assert_eq!(w.len(), 4, "{w:?}");
+        assert!(w.iter().any(|w| w.contains("5.19")), "{w:?}");
+        assert!(!kernel_before("6.18.44-fc-v1252", (5, 19)) && !kernel_before("5.19", (5, 19)) && kernel_before("4.19.0", (5, 19)));
+        assert!(!kernel_before("", (5, 19)) && !kernel_before("linux", (5, 19)));
         // One line per key under its reason.
         let toml_text = render_toml(&a);
         assert_eq!(toml_text.lines().filter(|l| !l.starts_with('#')).count(), a.len());
