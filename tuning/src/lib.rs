@@ -408,7 +408,7 @@ pub fn recommend(p: &Probe) -> (Vec<Advice>, Vec<String>) {
     }
     if kernel_before(&p.host.kernel, (5, 19)) {
         warnings.push(format!(
-            "kernel {} is older than 5.19: io_uring refuses IORING_SETUP_COOP_TASKRUN, so every socket completion interrupts a running executor with an IPI (over 256 connections that cost a third of the echo rate on the project's VM); use 5.19 or later",
+            "kernel {} is older than 5.19: io_uring refuses IORING_SETUP_COOP_TASKRUN, so every socket completion interrupts a running executor with an IPI (over 256 connections the echo rate was a quarter lower for it on the project's VM); use 5.19 or later",
             p.host.kernel
         ));
     }
