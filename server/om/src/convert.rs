@@ -112,8 +112,11 @@ fn name_text(t: capnp::Result<text::Reader<'_>>, what: &str, max_bytes: usize) -
 
 /// A volume or bucket name: too long is refused before it is copied, in the same words as the
 /// name rules use (a 64-byte and a 65-byte name got two different messages).
-fn resource_name(t: capnp::Result<text::Reader<'_>>, what: &'static str) -> Result<String, WireError> {
-    let s = match stratos_common::rpc::text(t, &format!("{what} name"), RESOURCE_NAME_BYTES_MAX) {
+///
+/// `label` is `what` followed by " name" (spelled out by the callers: formatting it here cost
+/// an allocation per name on every call).
+fn resource_name(t: capnp::Result<text::Reader<'_>>, what: &'static str, label: &'static str) -> Result<String, WireError> {
+    let s = match stratos_common::rpc::text(t, label, RESOURCE_NAME_BYTES_MAX) {
         Ok(s) => s,
         Err(stratos_common::rpc::TextError::TooLong { len, .. }) => {
             let reason = format!("length must be {}..={RESOURCE_NAME_BYTES_MAX}, is {len}", stratos_shard::constants::RESOURCE_NAME_BYTES_MIN);
@@ -127,11 +130,11 @@ fn resource_name(t: capnp::Result<text::Reader<'_>>, what: &'static str) -> Resu
 }
 
 pub fn volume_name(t: capnp::Result<text::Reader<'_>>) -> Result<String, WireError> {
-    resource_name(t, "volume")
+    resource_name(t, "volume", "volume name")
 }
 
 pub fn bucket_name(t: capnp::Result<text::Reader<'_>>) -> Result<String, WireError> {
-    resource_name(t, "bucket")
+    resource_name(t, "bucket", "bucket name")
 }
 
 pub fn key_name(t: capnp::Result<text::Reader<'_>>) -> Result<String, WireError> {

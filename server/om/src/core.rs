@@ -234,8 +234,9 @@ impl Core {
             return Ok(index);
         }
         let pace = self.index == 0 && self.group(META_GROUP).voters() > 1;
-        self.fences
-            .get(pace, || {
+        // Boxed: the round (a read index, or a mesh message) would otherwise be part of every
+        // call's future, which capnp-rpc moves whole into its box at dispatch.
+        Box::pin(self.fences.get(pace, || {
                 let me = self.clone();
                 async move {
                     if me.index == 0 {
@@ -252,7 +253,7 @@ impl Core {
                     me.mesh[0].send(Msg::MetaFence { reply }).await.map_err(|_| unavailable("meta fence"))?;
                     rx.await.map_err(|_| unavailable("meta fence"))?
                 }
-            })
+            }))
             .await
     }
 
@@ -282,11 +283,12 @@ impl Core {
     /// Waits until this core's view reaches `index`, or UNAVAILABLE after
     /// [`PEER_CALL_TIMEOUT`] (a meta replica cut off from its leader never gets there).
     pub async fn wait_meta_within(&self, index: u64) -> Result<(), WireError> {
-        // Nearly always the view is already there: then no timer, no message to format.
+        // Nearly always the view is already there: then no timer, no message to format. The
+        // wait is boxed, so that this future stays a few words in every call's.
         if self.meta_index() >= index {
             return Ok(());
         }
-        within(&format!("waiting for this node's namespace to reach meta index {index}"), self.wait_meta(index)).await
+        Box::pin(within(&format!("waiting for this node's namespace to reach meta index {index}"), self.wait_meta(index))).await
     }
 
     /// Writes to a group on whichever core owns it.
@@ -388,7 +390,9 @@ impl Core {
             && let Some((leader, addr)) = g.leader()
             && leader != self.transport.me
         {
-            return self.forward(group, leader, &addr, commands, fill, min_meta).await;
+            // Boxed: a forward (rare) would otherwise double the size of every local write's
+            // future, which each call moves whole into its box at dispatch.
+            return Box::pin(self.forward(group, leader, &addr, commands, fill, min_meta)).await;
         }
         self.local_write(group, commands, fill, min_meta).await
     }

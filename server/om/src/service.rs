@@ -197,12 +197,17 @@ impl OmService {
                 return min_meta;
             }
         }
-        self.fill_blocks(h, &mut ops, outcomes).await;
+        // Only opens and allocations that want blocks wait for the SCM; boxed, as the cold
+        // paths below, so that the future of a call that needs none stays small (see
+        // `run_key_ops`).
+        if ops.iter().any(|p| p.alloc.is_some()) {
+            Box::pin(self.fill_blocks(h, &mut ops, outcomes)).await;
+        }
         let mut pending: Vec<Parsed> = Vec::new();
         for p in ops {
             if p.target == Target::Meta {
                 min_meta = min_meta.max(self.run_key_ops(h, std::mem::take(&mut pending), min_meta, outcomes).await);
-                let (o, index) = self.run_meta_op(h, p.position, p.op, min_meta).await;
+                let (o, index) = Box::pin(self.run_meta_op(h, p.position, p.op, min_meta)).await;
                 min_meta = min_meta.max(index);
                 outcomes[p.position] = Some(o);
             } else {
@@ -304,6 +309,15 @@ impl OmService {
             outcomes[p.position] = Some(outs.pop().unwrap_or_else(|| Err(WireError::new(Status::Internal, "no outcome"))));
             return min_meta;
         }
+        // Boxed: its joins of writes would otherwise make every call's future (moved whole into
+        // capnp-rpc's box at dispatch) as large as the largest path.
+        Box::pin(self.run_key_ops_many(h, ops, min_meta, outcomes)).await
+    }
+
+    /// [`Self::run_key_ops`] for several operations, or one that may span shards.
+    async fn run_key_ops_many(&self, h: &Header, ops: Vec<Parsed>, min_meta: u64, outcomes: &mut [Option<Result<Reply, WireError>>]) -> u64 {
+        let core = &self.core;
+        let shards = core.shards;
         // (shard → commands with their positions); DeleteKeys is split per shard and merged.
         let mut per_shard: Vec<Vec<(usize, Command)>> = vec![Vec::new(); shards as usize];
         let mut split_deletes = std::collections::HashSet::new(); // positions whose outcome merges parts

@@ -401,12 +401,14 @@ impl Group {
     /// The current term, when this node leads the group and is its only voter (so no other
     /// node can commit to it). From openraft's metrics: a membership this node appended shows
     /// there before the entry can reach anyone, so a caller that starts every membership change
-    /// itself (and stops trusting this first) is never behind a change. Read without copying.
+    /// itself (and stops trusting this first) is never behind a change. Read without copying:
+    /// a single node asks this on every meta fence, and `voter_ids()` collects a set each time.
     pub fn solo_term(&self) -> Option<u64> {
         let m = self.raft.metrics();
         let m = openraft_rt::WatchReceiver::borrow_watched(&m);
-        let mut voters = m.membership_config.membership().voter_ids();
-        let alone = voters.next() == Some(m.id) && voters.next().is_none();
+        // The voters (the union of the joint configs) are exactly this node.
+        let configs = m.membership_config.membership().get_joint_config();
+        let alone = configs.iter().all(|c| c.iter().all(|v| *v == m.id)) && configs.iter().any(|c| c.contains(&m.id));
         (alone && m.current_leader == Some(m.id)).then_some(m.current_term)
     }
 
