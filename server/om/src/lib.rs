@@ -22,6 +22,7 @@ pub mod config;
 pub mod convert;
 pub mod core;
 pub mod datapath;
+pub mod deadline;
 pub mod housekeeping;
 pub mod http;
 pub mod membership;
