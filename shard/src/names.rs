@@ -11,17 +11,25 @@ pub fn check_resource_name(what: &'static str, name: &str) -> Result<(), OmError
     if !(RESOURCE_NAME_BYTES_MIN..=RESOURCE_NAME_BYTES_MAX).contains(&len) {
         return bad(&format!("length must be {RESOURCE_NAME_BYTES_MIN}..={RESOURCE_NAME_BYTES_MAX}, is {len}"));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.')) {
-        return bad(&format!("character {c:?} is not allowed (lowercase letters, digits, '-' and '.')"));
-    }
+    // One pass over the bytes (every key operation checks two names; three `contains` and a
+    // `chars` scan were 2.5k instructions per key under `omkg --batch 1`). Every allowed byte is
+    // ASCII, so the first one refused starts a character: the one the message names.
     let b = name.as_bytes();
+    let mut digits_and_dots = true;
+    for (i, &c) in b.iter().enumerate() {
+        if !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.') {
+            let c = name[i..].chars().next().expect("a refused byte starts a character");
+            return bad(&format!("character {c:?} is not allowed (lowercase letters, digits, '-' and '.')"));
+        }
+        digits_and_dots &= c.is_ascii_digit() || c == b'.';
+    }
     if !b[0].is_ascii_alphanumeric() || !b[len - 1].is_ascii_alphanumeric() {
         return bad("must start and end with a letter or digit");
     }
-    if name.contains("..") || name.contains(".-") || name.contains("-.") {
+    if b.windows(2).any(|w| matches!(w, [b'.', b'.'] | [b'.', b'-'] | [b'-', b'.'])) {
         return bad("must not contain '..', '.-' or '-.'");
     }
-    if name.split('.').count() == 4 && name.split('.').all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|c| c.is_ascii_digit())) {
+    if digits_and_dots && name.split('.').count() == 4 && name.split('.').all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|c| c.is_ascii_digit())) {
         return bad("must not look like an IP address");
     }
     Ok(())
@@ -80,6 +88,61 @@ mod tests {
         for bad in ["ab", "Abc", "a_b", "-ab", "ab-", "a..b", "a.-b", "a-.b", "192.168.1.1", "x".repeat(64).as_str(), "a b", "ünï"] {
             assert!(check_resource_name("volume", bad).is_err(), "{bad}");
         }
+    }
+
+    /// The rules as first written (three `contains`, a `chars` scan): the one-pass check must
+    /// agree with them on every name, reason included.
+    fn reference(name: &str) -> Result<(), String> {
+        let len = name.len();
+        if !(RESOURCE_NAME_BYTES_MIN..=RESOURCE_NAME_BYTES_MAX).contains(&len) {
+            return Err("length".into());
+        }
+        if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.')) {
+            return Err(format!("character {c:?}"));
+        }
+        let b = name.as_bytes();
+        if !b[0].is_ascii_alphanumeric() || !b[len - 1].is_ascii_alphanumeric() {
+            return Err("start and end".into());
+        }
+        if name.contains("..") || name.contains(".-") || name.contains("-.") {
+            return Err("pairs".into());
+        }
+        if name.split('.').count() == 4 && name.split('.').all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|c| c.is_ascii_digit())) {
+            return Err("ip".into());
+        }
+        Ok(())
+    }
+
+    fn reason(r: Result<(), OmError>) -> Result<(), String> {
+        r.map_err(|e| {
+            let e = e.to_string();
+            if e.contains("length") {
+                "length".into()
+            } else if let Some(i) = e.find("character ") {
+                e[i..].split(" is not allowed").next().expect("a split").to_string()
+            } else if e.contains("start and end") {
+                "start and end".into()
+            } else if e.contains("'..'") {
+                "pairs".into()
+            } else if e.contains("IP address") {
+                "ip".into()
+            } else {
+                e
+            }
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_one_pass_check_agrees_with_the_rules(name in "[a-c0-9.\\-A_é]{0,12}|[0-9.]{7,15}|[a-z0-9.-]{60,66}") {
+            proptest::prop_assert_eq!(reason(check_resource_name("bucket", &name)), reference(&name), "{}", name);
+        }
+    }
+
+    #[test]
+    fn a_refused_character_is_named_whole() {
+        let e = check_resource_name("bucket", "abéc").expect_err("é is refused").to_string();
+        assert!(e.contains("'é'"), "{e}");
     }
 
     #[test]

@@ -48,7 +48,9 @@ pub struct MetaView {
     /// The meta group's log index this view reflects.
     pub log_index: u64,
     volumes: HashMap<String, VolumeFacts>,
-    buckets: HashMap<(String, String), BucketFacts>,
+    /// Volume → bucket → facts: nested, so that a lookup (every key operation makes one)
+    /// borrows the names instead of building a `(String, String)` key (two allocations).
+    buckets: HashMap<String, HashMap<String, BucketFacts>>,
     pub advanced: Event,
 }
 
@@ -74,10 +76,15 @@ impl MetaView {
                     self.volumes.remove(name);
                 }
                 Change::Bucket(v, b, Some(f)) => {
-                    self.buckets.insert((v.clone(), b.clone()), f.clone());
+                    self.buckets.entry(v.clone()).or_default().insert(b.clone(), f.clone());
                 }
                 Change::Bucket(v, b, None) => {
-                    self.buckets.remove(&(v.clone(), b.clone()));
+                    if let Some(in_volume) = self.buckets.get_mut(v) {
+                        in_volume.remove(b);
+                        if in_volume.is_empty() {
+                            self.buckets.remove(v);
+                        }
+                    }
                 }
             }
         }
@@ -87,7 +94,7 @@ impl MetaView {
 
     /// The bucket of a key operation, if `p` holds `right` on it: its facts for the command.
     pub fn key_bucket(&self, p: &Principal, volume: &str, bucket: &str, right: u16) -> Result<BucketRef, Refusal> {
-        let Some(b) = self.buckets.get(&(volume.to_string(), bucket.to_string())) else {
+        let Some(b) = self.buckets.get(volume).and_then(|in_volume| in_volume.get(bucket)) else {
             return Err(if self.volumes.contains_key(volume) {
                 Refusal::BucketNotFound(format!("{volume}/{bucket}"))
             } else {
