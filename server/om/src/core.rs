@@ -239,24 +239,24 @@ impl Core {
         // Boxed: the round (a read index, or a mesh message) would otherwise be part of every
         // call's future, which capnp-rpc moves whole into its box at dispatch.
         Box::pin(self.fences.get(pace, || {
-                let me = self.clone();
-                async move {
-                    if me.index == 0 {
-                        let g = me.group(META_GROUP).clone();
-                        let (term, started) = (g.solo_term(), me.solo.changes_started.load(Ordering::Acquire));
-                        me.linearize(&g).await?;
-                        // A full read index in this term while alone: later fences need none.
-                        if let Some(t) = term.filter(|t| me.solo.changing.load(Ordering::Acquire) == 0 && me.solo.changes_started.load(Ordering::Acquire) == started && g.solo_term() == Some(*t)) {
-                            me.solo.term.store(t, Ordering::Release);
-                        }
-                        return Ok(me.meta_index());
+            let me = self.clone();
+            async move {
+                if me.index == 0 {
+                    let g = me.group(META_GROUP).clone();
+                    let (term, started) = (g.solo_term(), me.solo.changes_started.load(Ordering::Acquire));
+                    me.linearize(&g).await?;
+                    // A full read index in this term while alone: later fences need none.
+                    if let Some(t) = term.filter(|t| me.solo.changing.load(Ordering::Acquire) == 0 && me.solo.changes_started.load(Ordering::Acquire) == started && g.solo_term() == Some(*t)) {
+                        me.solo.term.store(t, Ordering::Release);
                     }
-                    let (reply, rx) = oneshot::channel();
-                    me.mesh[0].send(Msg::MetaFence { reply }).await.map_err(|_| unavailable("meta fence"))?;
-                    rx.await.map_err(|_| unavailable("meta fence"))?
+                    return Ok(me.meta_index());
                 }
-            }))
-            .await
+                let (reply, rx) = oneshot::channel();
+                me.mesh[0].send(Msg::MetaFence { reply }).await.map_err(|_| unavailable("meta fence"))?;
+                rx.await.map_err(|_| unavailable("meta fence"))?
+            }
+        }))
+        .await
     }
 
     /// A meta fence without a round, when [`SoloMeta`] allows one. Core 0 checks its meta

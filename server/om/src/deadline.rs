@@ -34,8 +34,10 @@ struct Table {
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     taken: usize,
-    /// Whether this thread's ticking task runs (it ends when the table is empty).
-    ticking: bool,
+    /// The executor whose ticking task serves this table, while one runs (it ends when the
+    /// table is empty). An executor is told apart by id: one that ended with waits pending (its
+    /// task gone) must not keep a later executor on the same thread from starting its own.
+    ticking: Option<usize>,
 }
 
 impl Table {
@@ -120,13 +122,14 @@ impl<F: Future> Future for Timeout<F> {
             None => {
                 // Only a wait that did not finish at once takes a slot (and reads the clock).
                 let slot = Slot { deadline: Instant::now() + this.after, waker: Some(cx.waker().clone()), expired: false };
+                let here = glommio::executor().id();
                 let start = TABLE.with(|t| {
                     let mut t = t.borrow_mut();
                     this.slot = Some(t.insert(slot));
-                    !std::mem::replace(&mut t.ticking, true)
+                    t.ticking.replace(here) != Some(here)
                 });
                 if start {
-                    glommio::spawn_local(tick()).detach();
+                    glommio::spawn_local(tick(here)).detach();
                 }
             }
         }
@@ -149,8 +152,9 @@ impl<F> Drop for Timeout<F> {
     }
 }
 
-/// Wakes the waits past their deadline every [`TICK`]; ends when no wait is left.
-async fn tick() {
+/// Wakes the waits past their deadline every [`TICK`]; ends when no wait is left. `here`: the
+/// executor it runs on.
+async fn tick(here: usize) {
     loop {
         glommio::timer::sleep(TICK).await;
         let now = Instant::now();
@@ -163,9 +167,9 @@ async fn tick() {
                     wake.extend(s.waker.take());
                 }
             }
-            let done = t.taken == 0;
-            if done {
-                t.ticking = false;
+            let done = t.taken == 0 || t.ticking != Some(here);
+            if t.taken == 0 && t.ticking == Some(here) {
+                t.ticking = None;
                 // The table keeps no memory from a burst of waits once it is empty.
                 t.slots = Vec::new();
                 t.free = Vec::new();
@@ -214,10 +218,31 @@ mod tests {
                 assert_eq!(waiting(), 0);
                 // The ticking task ends with the table empty, and starts again for a new wait.
                 glommio::timer::sleep(2 * TICK).await;
-                assert!(!TABLE.with(|t| t.borrow().ticking));
+                assert_eq!(TABLE.with(|t| t.borrow().ticking), None);
                 assert_eq!(timeout(Duration::from_millis(50), std::future::pending::<()>()).await, Err(Elapsed));
             })
         });
+    }
+
+    #[test]
+    fn an_executor_that_ended_with_a_wait_does_not_stall_the_next_on_its_thread() {
+        std::thread::spawn(|| {
+            let first = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).make().expect("an executor");
+            first.run(async {
+                glommio::spawn_local(timeout(Duration::from_secs(60), std::future::pending::<()>())).detach();
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+                assert_eq!(waiting(), 1);
+            });
+            drop(first);
+            let second = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).make().expect("an executor");
+            second.run(async {
+                // Bounded by a reactor timer: without a ticking task of its own this never ends.
+                let fired = glommio::timer::timeout(Duration::from_secs(2), async { Ok(timeout(Duration::from_millis(50), std::future::pending::<()>()).await) }).await;
+                assert_eq!(fired.expect("the deadline fired within 2 s"), Err(Elapsed));
+            });
+        })
+        .join()
+        .expect("the test ran");
     }
 
     #[test]

@@ -197,9 +197,8 @@ impl OmService {
                 return min_meta;
             }
         }
-        // Only opens and allocations that want blocks wait for the SCM; boxed, as the cold
-        // paths below, so that the future of a call that needs none stays small (see
-        // `run_key_ops`).
+        // Only opens and block allocations may take blocks from the SCM; boxed, as the cold
+        // paths below, so that the future of any other call stays small (see `run_key_ops`).
         if ops.iter().any(|p| p.alloc.is_some()) {
             Box::pin(self.fill_blocks(h, &mut ops, outcomes)).await;
         }
