@@ -16,7 +16,14 @@
 # about 30 times slower, so its batches (commands per Raft entry and per flush) are larger than
 # in a real run. Compare builds with it, beside their CPU per key, not hosts.
 set -euo pipefail
+case "${1:-}" in
+  -h | --help)
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+    exit 0
+    ;;
+esac
 KEYS=${1:-2000}
+[[ "$KEYS" =~ ^[1-9][0-9]*$ ]] || { echo "om_instructions.sh: KEYS must be a positive number, not '$KEYS' (--help)" >&2; exit 2; }
 shift || true
 BUILDS=("$@")
 [ ${#BUILDS[@]} -gt 0 ] || BUILDS=(target/release/stratos)
