@@ -55,11 +55,16 @@ impl Table {
         }
     }
 
-    fn remove(&mut self, i: usize) {
-        if self.slots[i].take().is_some() {
+    /// The slot taken out, for the caller to drop after its borrow of the table ends: dropping
+    /// a waker may drop a task, and with it another wait that would borrow the table again.
+    #[must_use = "drop the slot outside the table's borrow"]
+    fn remove(&mut self, i: usize) -> Option<Slot> {
+        let slot = self.slots[i].take();
+        if slot.is_some() {
             self.taken -= 1;
             self.free.push(i);
         }
+        slot
     }
 }
 
@@ -97,7 +102,7 @@ impl<F: Future> Future for Timeout<F> {
         if let Some(i) = this.slot {
             let expired = TABLE.with(|t| t.borrow().slots[i].as_ref().is_some_and(|s| s.expired));
             if expired {
-                TABLE.with(|t| t.borrow_mut().remove(i));
+                drop(TABLE.with(|t| t.borrow_mut().remove(i)));
                 this.slot = None;
                 return Poll::Ready(Err(Elapsed));
             }
@@ -106,19 +111,22 @@ impl<F: Future> Future for Timeout<F> {
         let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
         if let Poll::Ready(out) = fut.poll(cx) {
             if let Some(i) = this.slot.take() {
-                TABLE.with(|t| t.borrow_mut().remove(i));
+                drop(TABLE.with(|t| t.borrow_mut().remove(i)));
             }
             return Poll::Ready(Ok(out));
         }
         match this.slot {
-            Some(i) => TABLE.with(|t| {
-                let mut t = t.borrow_mut();
-                if let Some(s) = t.slots[i].as_mut()
-                    && !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
-                {
-                    s.waker = Some(cx.waker().clone());
-                }
-            }),
+            Some(i) => {
+                // The waker replaced is dropped after the borrow (see `Table::remove`).
+                let old = TABLE.with(|t| {
+                    let mut t = t.borrow_mut();
+                    match t.slots[i].as_mut() {
+                        Some(s) if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) => s.waker.replace(cx.waker().clone()),
+                        _ => None,
+                    }
+                });
+                drop(old);
+            }
             None => {
                 // Only a wait that did not finish at once takes a slot (and reads the clock).
                 let slot = Slot { deadline: Instant::now() + this.after, waker: Some(cx.waker().clone()), expired: false };
@@ -147,7 +155,8 @@ impl<F> Drop for Timeout<F> {
     fn drop(&mut self) {
         if let Some(i) = self.slot.take() {
             // A thread's table outlives its executor's tasks; `try_with` for the thread's end.
-            let _ = TABLE.try_with(|t| t.borrow_mut().remove(i));
+            let slot = TABLE.try_with(|t| t.borrow_mut().remove(i));
+            drop(slot);
         }
     }
 }
