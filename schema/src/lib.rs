@@ -11,13 +11,24 @@
 /// is part of the on-disk format, fixed with the shard count when a data directory is
 /// formatted) and clients route by it (`routes` in om.capnp), so both take it from here.
 pub fn shard_of(volume: &str, bucket: &str, key: &str, shards: u32) -> u32 {
+    shard_of_hash(key_hash(volume, bucket, key), shards)
+}
+
+/// The hash [`shard_of`] places a key by, before the shard count: what the OM keeps of a
+/// parsed key operation's names to route it (instead of copies of the names).
+pub fn key_hash(volume: &str, bucket: &str, key: &str) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(volume.as_bytes());
     h.update(&[0]);
     h.update(bucket.as_bytes());
     h.update(&[0]);
     h.update(key.as_bytes());
-    h.finalize() % shards.max(1)
+    h.finalize()
+}
+
+/// The shard of a key whose [`key_hash`] is `hash`.
+pub fn shard_of_hash(hash: u32, shards: u32) -> u32 {
+    hash % shards.max(1)
 }
 
 /// How much work one Cap'n Proto message may make its reader do: the server reads every

@@ -246,8 +246,9 @@ fn quota_update(q: u64) -> Option<u64> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Meta,
-    /// A key operation: volume, bucket, and the key that picks the shard.
-    Key { volume: String, bucket: String, key: String },
+    /// A key operation, by the [`stratos_schema::key_hash`] of its volume, bucket, and the key
+    /// that picks the shard (the names themselves are in the operation: no copies).
+    Key { hash: u32 },
 }
 
 /// Parses one operation. `open_key_ttl_ms` and `now_ms` fix the open key's expiry (the leader
@@ -255,7 +256,7 @@ pub enum Target {
 pub fn operation(r: om_capnp::operation::Reader<'_>, now_ms: u64, open_key_ttl_ms: u64) -> Result<(Op, Target), WireError> {
     use om_capnp::operation::Which;
     let which = r.which().map_err(|e| WireError::malformed(format!("unknown operation {}", e.0)))?;
-    let key_target = |v: &str, b: &str, k: &str| Target::Key { volume: v.to_string(), bucket: b.to_string(), key: k.to_string() };
+    let key_target = |v: &str, b: &str, k: &str| Target::Key { hash: stratos_schema::key_hash(v, b, k) };
     Ok(match which {
         Which::CreateVolume(g) => {
             let owner = user_name(g.get_owner(), "owner")?;

@@ -15,9 +15,11 @@
 //! cluster map, cached).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
+
+use foldhash::{HashMap, HashMapExt};
 
 use stratos_common::process::now_ms;
 use stratos_common::token::{self, MODE_READ, MODE_WRITE, SecretKey};

@@ -5,7 +5,7 @@
 //! wakes requests waiting for a meta index (read-your-writes across groups). Key-shard leaders
 //! use the view to check permissions and to fill the bucket's facts into key commands.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use stratos_raft::group::local_event::Event;
 use stratos_shard::{Acl, BucketRef, Command, Op, Outcome, Principal, ShardState, rights};

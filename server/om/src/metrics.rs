@@ -31,7 +31,7 @@ pub struct OpStats {
 /// The operations counters of the groups on one core, by group id.
 #[derive(Debug, Default)]
 pub struct CoreStats {
-    pub groups: RefCell<std::collections::HashMap<u32, OpStats>>,
+    pub groups: RefCell<foldhash::HashMap<u32, OpStats>>,
     /// Where this core's group calls went (see [`RoutingCounters`]).
     pub routing: std::cell::Cell<RoutingCounters>,
 }

@@ -4,7 +4,7 @@
 //! acknowledgement waits for fdatasync).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -228,7 +228,7 @@ async fn start_core(
         wal_segment_bytes: cfg.wal_segment_bytes,
         wal_spare_segment: cfg.wal_spare_segment,
     };
-    let mut groups = HashMap::new();
+    let mut groups = foldhash::HashMap::default();
     let owned: Vec<u32> = (0..=shards).filter(|g| core_of_group(*g, cores) == index).collect();
     // A core's groups open together: one's reads (recovering its WAL is mostly waiting on the
     // device) overlap another's CPU work (loading its snapshot, re-applying its log). One after

@@ -7,6 +7,7 @@ use stratos_common::process::now_ms;
 use stratos_raft::transport::PeerAddr;
 use stratos_raft::types::COMMANDS_PER_ENTRY_MAX;
 use stratos_schema::om_capnp::{self, Status, ozone_manager};
+use stratos_schema::shard_of_hash;
 use stratos_shard::constants::LIST_LIMIT_MAX;
 use stratos_shard::{Command, CommandContext, Op, OmError, Principal, Reply};
 
@@ -133,7 +134,8 @@ impl OmService {
         let mut failed = Vec::new();
         for (i, p) in ops.iter_mut().enumerate() {
             let Some(req) = p.alloc.take() else { continue };
-            let Target::Key { volume, bucket, key } = &p.target else { continue };
+            let Target::Key { hash } = p.target else { continue };
+            let (Op::OpenKey { volume, bucket, .. } | Op::AllocateBlock { volume, bucket, .. }) = &p.op else { continue };
             let Some(dp) = core.data.as_deref() else {
                 if matches!(p.op, Op::AllocateBlock { .. }) {
                     failed.push((i, WireError::new(Status::Unavailable, "this OM runs without an SCM (no --scm-address): keys are metadata only and blocks cannot be allocated")));
@@ -152,7 +154,7 @@ impl OmService {
                 }
                 Err(_) => continue,
             };
-            let shard = shard_of(volume, bucket, key, core.shards);
+            let shard = shard_of_hash(hash, core.shards);
             let owner = &h.principal.user;
             match (&mut p.op, req) {
                 (Op::OpenKey { replication, blocks, .. }, convert::AllocRequest::Open { bytes }) => {
@@ -299,8 +301,8 @@ impl OmService {
         // per shard) and renames (maybe across shards) take the general path.
         if ops.len() == 1 && !matches!(ops[0].op, Op::DeleteKeys { .. } | Op::RenameKey { .. }) {
             let p = ops.into_iter().next().expect("one operation");
-            let Target::Key { volume, bucket, key } = &p.target else { unreachable!("key ops have key targets") };
-            let group = group_of_shard(shard_of(volume, bucket, key, shards));
+            let Target::Key { hash } = p.target else { unreachable!("key ops have key targets") };
+            let group = group_of_shard(shard_of_hash(hash, shards));
             let command = self.command(h, h.request_id.wrapping_add(p.position as u64), p.op);
             let (mut outs, _) = core.write(group, vec![command], true, min_meta).await;
             // A write answers one outcome per command; should one ever be missing (a peer of
@@ -352,8 +354,8 @@ impl OmService {
                     per_shard[a as usize].push((p.position, self.command(h, request_id, Op::RenameKey { volume, bucket, from, to })));
                 }
                 op => {
-                    let Target::Key { volume, bucket, key } = &p.target else { unreachable!("key ops have key targets") };
-                    let s = shard_of(volume, bucket, key, shards);
+                    let Target::Key { hash } = p.target else { unreachable!("key ops have key targets") };
+                    let s = shard_of_hash(hash, shards);
                     per_shard[s as usize].push((p.position, self.command(h, request_id, op)));
                 }
             }
