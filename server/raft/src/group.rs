@@ -16,8 +16,8 @@ use std::sync::Arc;
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use stratos_shard::{Command, Outcome};
 use stratos_wal::{DmaStorage, Wal, WalConfig};
-use tokio::sync::oneshot;
 
+use crate::local_oneshot as oneshot;
 use crate::log_store::LogStore;
 use crate::network::Network;
 use crate::transport::{PeerAddr, Transport};

@@ -9,6 +9,7 @@
 //!   per pair of executors carrying many groups' messages, with two lanes per peer; forwarded
 //!   writes and read indexes ride on it too.
 //! - [`group`]: one Raft group (its Raft, log, state machine and the batching proposer).
+//! - [`local_oneshot`]: a one-shot channel for one executor (proposals' outcomes, openraft's).
 //! - [`faults`]: fault injection for partition tests (`STRATOS_FAULTS`).
 //!
 //! It knows nothing of the OM's request path: the OM decides what to propose and where.
@@ -16,6 +17,7 @@
 pub mod codec;
 pub mod faults;
 pub mod group;
+pub mod local_oneshot;
 pub mod log_store;
 pub mod network;
 pub mod runtime;

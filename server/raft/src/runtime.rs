@@ -158,7 +158,7 @@ impl AsyncRuntime for GlommioRuntime {
 
     type Mpsc = TokioMpsc;
     type Watch = TokioWatch;
-    type Oneshot = TokioOneshot;
+    type Oneshot = LocalOneshot;
     type Mutex<T: OptionalSend + 'static> = TokioMutex<T>;
 
     fn new(_threads: usize) -> Self {
@@ -309,27 +309,24 @@ impl<T: OptionalSend + OptionalSync> WatchReceiver<TokioWatch, T> for WatchRx<T>
     }
 }
 
-/// One-shot channels.
+/// One-shot channels: [`crate::local_oneshot`] (openraft's tasks and the callers of a group
+/// share its executor; tokio's pays atomics on every send, poll and drop).
 #[derive(Debug)]
-pub struct TokioOneshot;
+pub struct LocalOneshot;
 
-#[derive(Debug)]
-pub struct OneshotTx<T>(tokio::sync::oneshot::Sender<T>);
-
-impl Oneshot for TokioOneshot {
-    type Sender<T: OptionalSend> = OneshotTx<T>;
-    type Receiver<T: OptionalSend> = tokio::sync::oneshot::Receiver<T>;
-    type ReceiverError = tokio::sync::oneshot::error::RecvError;
+impl Oneshot for LocalOneshot {
+    type Sender<T: OptionalSend> = crate::local_oneshot::Sender<T>;
+    type Receiver<T: OptionalSend> = crate::local_oneshot::Receiver<T>;
+    type ReceiverError = crate::local_oneshot::Closed;
 
     fn channel<T: OptionalSend>() -> (Self::Sender<T>, Self::Receiver<T>) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        (OneshotTx(tx), rx)
+        crate::local_oneshot::channel()
     }
 }
 
-impl<T: OptionalSend> OneshotSender<T> for OneshotTx<T> {
+impl<T: OptionalSend> OneshotSender<T> for crate::local_oneshot::Sender<T> {
     fn send(self, t: T) -> Result<(), T> {
-        self.0.send(t)
+        crate::local_oneshot::Sender::send(self, t)
     }
 }
 
