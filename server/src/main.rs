@@ -7,14 +7,16 @@
 //! beside the code they drive (`stratos_om::args`, `stratos_scm::args`,
 //! `stratos_datanode::args`, `stratos_bench::cli`, `stratos_tuning::cli`, `stratos_client::sh`).
 
+mod alloc;
 mod dev;
 
 use clap::{Parser, Subcommand};
 
 // mimalloc: ~15–20% more pipelined RPC throughput than glibc malloc on this host class
 // (../shared/FINDINGS.md), and smaller per-key overhead for the memtable's one-allocation entries.
+// Called through `alloc::MiMalloc`, which keeps word-aligned layouts off mimalloc's aligned path.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::MiMalloc = alloc::MiMalloc;
 
 #[derive(Parser, Debug)]
 #[command(name = "stratos", version, about = "Stratos: a thread-per-core, Raft-replicated namespace server for an object store")]
