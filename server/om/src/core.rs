@@ -443,7 +443,10 @@ impl Core {
             return (vec![Err(e); commands.len()], self.meta_index());
         }
         let g = self.group(group);
-        let mut early: Vec<Option<Result<Reply, WireError>>> = vec![None; commands.len()];
+        // Outcomes decided before proposing (no bucket, no right), by position; empty while
+        // there are none, which is nearly always: then nothing here allocates.
+        let n = commands.len();
+        let mut early: Vec<Option<Result<Reply, WireError>>> = Vec::new();
         if fill {
             let view = self.view.borrow();
             for (i, c) in commands.iter_mut().enumerate() {
@@ -472,14 +475,21 @@ impl Core {
                     // BUCKET_NOT_FOUND and remembers it, so a repeat can never succeed later
                     // (after step 1 was given up on this answer).
                     Err(_) if matches!(c.op, Op::RenameIn { .. }) => {}
-                    Err(e) => early[i] = Some(Err(e.into())),
+                    Err(e) => {
+                        early.resize(n, None);
+                        early[i] = Some(Err(e.into()));
+                    }
                 }
             }
         }
         if fill && group != META_GROUP && self.shards >= 2 {
             allowed_commits(&mut commands, &early);
         }
-        let propose: Vec<Command> = commands.into_iter().zip(&early).filter(|(_, e)| e.is_none()).map(|(c, _)| c).collect();
+        let propose: Vec<Command> = if early.is_empty() {
+            commands
+        } else {
+            commands.into_iter().zip(&early).filter(|(_, e)| e.is_none()).map(|(c, _)| c).collect()
+        };
         // A commit short of its quota allowance is proposed again once the allowance is
         // raised: keep a copy (only of such commits, which only buckets with quotas make).
         // Built only when the batch holds such a commit: the hot path allocates nothing more.
@@ -504,12 +514,16 @@ impl Core {
                     out.into_iter()
                 }
                 Err(e) => {
-                    let n = early.iter().filter(|e| e.is_none()).count();
+                    let n = if early.is_empty() { n } else { early.iter().filter(|e| e.is_none()).count() };
                     vec![Err(e); n].into_iter()
                 }
             }
         };
-        let outcomes = early.into_iter().map(|e| e.unwrap_or_else(|| proposed.next().expect("one outcome per proposed command"))).collect();
+        let outcomes = if early.is_empty() {
+            proposed.collect()
+        } else {
+            early.into_iter().map(|e| e.unwrap_or_else(|| proposed.next().expect("one outcome per proposed command"))).collect()
+        };
         let meta_index = if group == META_GROUP { g.state.applied_log_index() } else { self.meta_index() };
         (outcomes, meta_index)
     }

@@ -43,8 +43,9 @@ fn limited(r: &BucketRef) -> bool {
 
 /// Turns each commit into a bucket or volume with a quota into `CommitKeyAllowed`.
 pub(crate) fn allowed_commits(commands: &mut [Command], early: &[Option<Result<Reply, WireError>>]) {
-    for (c, e) in commands.iter_mut().zip(early) {
-        if e.is_none() && c.ctx.bucket.as_ref().is_some_and(limited) {
+    // `early` is empty when no command has an outcome yet.
+    for (i, c) in commands.iter_mut().enumerate() {
+        if early.get(i).is_none_or(Option::is_none) && c.ctx.bucket.as_ref().is_some_and(limited) {
             match &mut c.op {
                 Op::CommitKey { .. } => {
                     let placeholder = Op::ExpireSessions;
