@@ -82,19 +82,27 @@ impl<T> Future for Receiver<T> {
         if self.0.closed.get() {
             return Poll::Ready(Err(Closed));
         }
-        let mut slot = self.0.waker.borrow_mut();
-        match slot.as_ref() {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => *slot = Some(cx.waker().clone()),
-        }
+        // A replaced waker is dropped after the borrow: dropping a task's last waker may drop
+        // its future, which may hold a handle of this channel.
+        let replaced = {
+            let mut slot = self.0.waker.borrow_mut();
+            match slot.as_ref() {
+                Some(w) if w.will_wake(cx.waker()) => None,
+                _ => slot.replace(cx.waker().clone()),
+            }
+        };
+        drop(replaced);
         Poll::Pending
     }
 }
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        // A later send gives its value back; one already sent is dropped with the channel.
+        // A later send gives its value back; one already sent is dropped with the channel. The
+        // waker is let go now (not when the sender goes), so that it keeps no task alive.
         self.0.closed.set(true);
+        let waker = self.0.waker.borrow_mut().take();
+        drop(waker);
     }
 }
 
@@ -164,6 +172,18 @@ mod tests {
         let (tx, rx) = channel();
         drop(rx);
         assert_eq!(tx.send(String::from("back")), Err(String::from("back")));
+    }
+
+    #[test]
+    fn a_dropped_receiver_lets_its_waker_go_while_the_sender_lives() {
+        let wakes = Arc::new(Count(AtomicUsize::new(0)));
+        let (tx, mut rx) = channel::<u8>();
+        assert!(poll(&mut rx, &wakes).is_pending());
+        assert_eq!(Arc::strong_count(&wakes), 2, "the channel holds the waker");
+        drop(rx);
+        assert_eq!(Arc::strong_count(&wakes), 1, "and lets it go with the receiver");
+        assert_eq!(tx.send(1), Err(1));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "nobody to wake");
     }
 
     #[test]
