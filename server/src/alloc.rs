@@ -77,13 +77,14 @@ unsafe impl GlobalAlloc for MiMalloc {
 mod tests {
     use super::*;
 
-    /// Every size from 1 byte to 16 KiB and a few larger, at every alignment from 1 to 4 KiB,
+    /// Every size from 1 byte to 2 KiB (all of mimalloc's small classes and more), every 7th to
+    /// 16 KiB and a few larger, at every alignment from 1 to 4 KiB,
     /// many blocks at once (so that later blocks of a size class come from inside pages, not
     /// only their starts): each block is aligned as asked, and writable to its end.
     #[test]
     fn every_block_has_its_layouts_alignment() {
         let a = MiMalloc;
-        let sizes: Vec<usize> = (1..=16 << 10).step_by(7).chain([24, 40, 3_648, 65_536, 1 << 20, (1 << 20) + 8]).collect();
+        let sizes: Vec<usize> = (1..=2 << 10).chain((2 << 10..=16 << 10).step_by(7)).chain([3_648, 65_536, 1 << 20, (1 << 20) + 8]).collect();
         for align in [1, 2, 4, 8, 16, 32, 64, 4096] {
             let mut held = Vec::new();
             for &size in &sizes {
