@@ -83,39 +83,48 @@ pub fn timeout<F: Future>(after: Duration, fut: F) -> Timeout<F> {
     Timeout { fut, after, slot: None, _here: std::marker::PhantomData }
 }
 
-pub struct Timeout<F> {
-    fut: F,
-    after: Duration,
-    /// Its index in this thread's table, once it waits.
-    slot: Option<usize>,
-    /// Not `Send`: the slot is in the table of the thread that polled it first.
-    _here: std::marker::PhantomData<*const ()>,
+pin_project_lite::pin_project! {
+    pub struct Timeout<F> {
+        #[pin]
+        fut: F,
+        after: Duration,
+        // Its index in this thread's table, once it waits.
+        slot: Option<usize>,
+        // Not `Send`: the slot is in the table of the thread that polled it first.
+        _here: std::marker::PhantomData<*const ()>,
+    }
+
+    impl<F> PinnedDrop for Timeout<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(i) = this.project().slot.take() {
+                // A thread's table outlives its executor's tasks; `try_with` for the thread's end.
+                let slot = TABLE.try_with(|t| t.borrow_mut().remove(i));
+                drop(slot);
+            }
+        }
+    }
 }
 
 impl<F: Future> Future for Timeout<F> {
     type Output = Result<F::Output, Elapsed>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: `fut` is never moved out of `self` (structural pinning); the other fields
-        // are plain data.
-        let this = unsafe { self.get_unchecked_mut() };
-        if let Some(i) = this.slot {
+        let this = self.project();
+        if let Some(i) = *this.slot {
             let expired = TABLE.with(|t| t.borrow().slots[i].as_ref().is_some_and(|s| s.expired));
             if expired {
                 drop(TABLE.with(|t| t.borrow_mut().remove(i)));
-                this.slot = None;
+                *this.slot = None;
                 return Poll::Ready(Err(Elapsed));
             }
         }
-        // SAFETY: see above.
-        let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
-        if let Poll::Ready(out) = fut.poll(cx) {
+        if let Poll::Ready(out) = this.fut.poll(cx) {
             if let Some(i) = this.slot.take() {
                 drop(TABLE.with(|t| t.borrow_mut().remove(i)));
             }
             return Poll::Ready(Ok(out));
         }
-        match this.slot {
+        match *this.slot {
             Some(i) => {
                 // The waker replaced is dropped after the borrow (see `Table::remove`).
                 let old = TABLE.with(|t| {
@@ -129,11 +138,11 @@ impl<F: Future> Future for Timeout<F> {
             }
             None => {
                 // Only a wait that did not finish at once takes a slot (and reads the clock).
-                let slot = Slot { deadline: Instant::now() + this.after, waker: Some(cx.waker().clone()), expired: false };
+                let slot = Slot { deadline: Instant::now() + *this.after, waker: Some(cx.waker().clone()), expired: false };
                 let here = glommio::executor().id();
                 let start = TABLE.with(|t| {
                     let mut t = t.borrow_mut();
-                    this.slot = Some(t.insert(slot));
+                    *this.slot = Some(t.insert(slot));
                     t.ticking.replace(here) != Some(here)
                 });
                 if start {
@@ -148,16 +157,6 @@ impl<F: Future> Future for Timeout<F> {
 impl<F> std::fmt::Debug for Timeout<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Timeout").field("after", &self.after).field("slot", &self.slot).finish_non_exhaustive()
-    }
-}
-
-impl<F> Drop for Timeout<F> {
-    fn drop(&mut self) {
-        if let Some(i) = self.slot.take() {
-            // A thread's table outlives its executor's tasks; `try_with` for the thread's end.
-            let slot = TABLE.try_with(|t| t.borrow_mut().remove(i));
-            drop(slot);
-        }
     }
 }
 
@@ -176,8 +175,9 @@ async fn tick(here: usize) {
                     wake.extend(s.waker.take());
                 }
             }
-            let done = t.taken == 0 || t.ticking != Some(here);
-            if t.taken == 0 && t.ticking == Some(here) {
+            // Another executor's task serves the table now, or nothing is left to serve.
+            let done = t.ticking != Some(here) || t.taken == 0;
+            if done && t.ticking == Some(here) {
                 t.ticking = None;
                 // The table keeps no memory from a burst of waits once it is empty.
                 t.slots = Vec::new();
