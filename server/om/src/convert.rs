@@ -113,9 +113,10 @@ fn name_text(t: capnp::Result<text::Reader<'_>>, what: &str, max_bytes: usize) -
 /// A volume or bucket name: too long is refused before it is copied, in the same words as the
 /// name rules use (a 64-byte and a 65-byte name got two different messages).
 ///
-/// `label` is `what` followed by " name" (spelled out by the callers: formatting it here cost
-/// an allocation per name on every call).
-fn resource_name(t: capnp::Result<text::Reader<'_>>, what: &'static str, label: &'static str) -> Result<String, WireError> {
+/// `label` is the name's kind followed by " name" ("volume name"): spelled out by the callers,
+/// as formatting it here cost an allocation per name on every call, and the kind derived from it.
+fn resource_name(t: capnp::Result<text::Reader<'_>>, label: &'static str) -> Result<String, WireError> {
+    let what = label.strip_suffix(" name").unwrap_or(label);
     let s = match stratos_common::rpc::text(t, label, RESOURCE_NAME_BYTES_MAX) {
         Ok(s) => s,
         Err(stratos_common::rpc::TextError::TooLong { len, .. }) => {
@@ -130,11 +131,11 @@ fn resource_name(t: capnp::Result<text::Reader<'_>>, what: &'static str, label: 
 }
 
 pub fn volume_name(t: capnp::Result<text::Reader<'_>>) -> Result<String, WireError> {
-    resource_name(t, "volume", "volume name")
+    resource_name(t, "volume name")
 }
 
 pub fn bucket_name(t: capnp::Result<text::Reader<'_>>) -> Result<String, WireError> {
-    resource_name(t, "bucket", "bucket name")
+    resource_name(t, "bucket name")
 }
 
 pub fn key_name(t: capnp::Result<text::Reader<'_>>) -> Result<String, WireError> {
