@@ -134,7 +134,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn the_one_pass_check_agrees_with_the_rules(name in "[a-c0-9.\\-A_é]{0,12}|[0-9.]{7,15}|[a-z0-9.-]{60,66}") {
+        fn the_one_pass_check_agrees_with_the_rules(name in "[a-c0-9.\\-A_é]{0,12}|[a1.\\-]{3,9}|[0-9.]{7,15}|[a-z0-9.-]{60,66}") {
             proptest::prop_assert_eq!(reason(check_resource_name("bucket", &name)), reference(&name), "{}", name);
         }
     }
