@@ -280,9 +280,7 @@ async fn chained(gw: &Gateway, o: &Open, piece: &[u8], finish: bool) -> Result<(
     })
 }
 
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+pub use crate::sigv4::hex;
 
 /// Reads bytes `start..end` of an object's blocks, one call (at most 1 MiB) at a time, from the
 /// first datanode of each block that serves it (one that failed is asked last from then on).
