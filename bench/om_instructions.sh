@@ -11,6 +11,11 @@
 # start-up and shutdown cancel out). TOP=N also prints the N functions that spend the most
 # instructions per key themselves (callees not included).
 #
+# SIDE=generator counts the generator's instructions instead (the OM runs natively): what the
+# client library and the workload cost per key. LOAD replaces the workload, e.g. LOAD='ome -t 256
+# --connections 16' for echo calls (then the figure is per call): a key's instructions less two
+# echo calls' are what a key adds to the RPC path, on either side (bench/RESULTS.md).
+#
 # Kernel work (syscalls, TCP, page faults, the fdatasyncs) is not counted, nor are cache misses:
 # a build that allocates less can gain more time than instructions. Under valgrind the OM runs
 # about 30 times slower, so its batches (commands per Raft entry and per flush) are larger than
@@ -28,6 +33,10 @@ shift || true
 BUILDS=("$@")
 [ ${#BUILDS[@]} -gt 0 ] || BUILDS=(target/release/stratos)
 ROUNDS=${ROUNDS:-2}
+case "${SIDE:-om}" in
+  om | generator) ;;
+  *) echo "om_instructions.sh: SIDE is om or generator, not '$SIDE' (--help)" >&2; exit 2 ;;
+esac
 command -v valgrind > /dev/null || { echo "om_instructions.sh: valgrind is not installed (apt-get install valgrind)" >&2; exit 2; }
 for b in "${BUILDS[@]}"; do
   [ -x "$b" ] || { echo "om_instructions.sh: $b is not an executable (build with cargo build --release)" >&2; exit 2; }
@@ -40,12 +49,14 @@ PORT=${PORT:-4760}
 run() {
   local bin=$1 n=$2 out=$3 d="$TMP/om"
   rm -rf "$d"
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" om --data-dir "$d" --rpc-address 127.0.0.1:$PORT \
+  local om_vg=(valgrind --tool=callgrind --callgrind-out-file="$out") gen_vg=()
+  if [ "${SIDE:-om}" = generator ]; then gen_vg=("${om_vg[@]}"); om_vg=(); fi
+  "${om_vg[@]}" "$bin" om --data-dir "$d" --rpc-address 127.0.0.1:$PORT \
     --http-address 127.0.0.1:$((PORT + 1)) --raft-address 127.0.0.1:$((PORT + 2)) --executors 1 --no-pin --shards 1 > "$TMP/om.out" 2>&1 &
   local om=$!
   for _ in $(seq 1 600); do grep -q ready "$TMP/om.out" && break; sleep 0.2; done
   grep -q ready "$TMP/om.out" || { cat "$TMP/om.out" >&2; exit 1; }
-  STRATOS_OM=127.0.0.1:$PORT STRATOS_CA= STRATOS_CERT= STRATOS_KEY= "$bin" bench omkg --batch 1 -t 256 --connections 16 -n "$n" > "$TMP/gen.out" 2>&1 \
+  STRATOS_OM=127.0.0.1:$PORT STRATOS_CA= STRATOS_CERT= STRATOS_KEY= "${gen_vg[@]}" "$bin" bench ${LOAD:-omkg --batch 1 -t 256 --connections 16} -n "$n" > "$TMP/gen.out" 2>&1 \
     || { cat "$TMP/gen.out" >&2; exit 1; }
   kill -INT $om
   wait $om 2> /dev/null || true

@@ -794,6 +794,9 @@ impl Client {
     /// when it is retried (through the current node, with the usual failover), so nothing is
     /// applied twice. Key operations of a batch run concurrently on the server anyway, and a
     /// key's operations stay in one part, in order.
+    ///
+    /// `build(i, op)` makes operation `i`; it is called more than once for each (to route the
+    /// batch, then for each attempt), and must make the same operation every time.
     pub async fn batch(&self, n: u32, build: impl Fn(u32, om_capnp::operation::Builder<'_>)) -> Result<Vec<Result<Done, ClientError>>, ClientError> {
         let started = std::time::Instant::now();
         if n == 0 {
