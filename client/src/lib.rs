@@ -428,22 +428,22 @@ impl Routes {
         if here == self.resolved_here {
             return self.resolved.get(group).cloned();
         }
-        self.target_of(addrs, here, group)
+        Some(self.target_of(addrs, here, group))
     }
 
     /// [`Self::target`] of `group`, worked out.
-    fn target_of(&self, addrs: &[String], here: &str, group: usize) -> Option<String> {
+    fn target_of(&self, addrs: &[String], here: &str, group: usize) -> String {
         let node = self.leaders.get(group).filter(|a| addrs.iter().any(|x| x == *a)).map_or(here, String::as_str);
         match self.ports.get(node).and_then(|p| p.get(group)).copied().filter(|p| *p != 0) {
-            Some(port) => Some(with_port(node, port)),
-            None => Some(node.to_string()),
+            Some(port) => with_port(node, port),
+            None => node.to_string(),
         }
     }
 
     /// Works out every group's target for calls made through `here` (after a refresh).
     fn resolve(&mut self, addrs: &[String], here: &str) {
         let groups = if self.shards == 0 { 0 } else { self.shards as usize + 1 };
-        self.resolved = (0..groups).map(|g| self.target_of(addrs, here, g).unwrap_or_else(|| here.to_string())).collect();
+        self.resolved = (0..groups).map(|g| self.target_of(addrs, here, g)).collect();
         self.resolved_here = here.to_string();
     }
 }
@@ -1318,7 +1318,7 @@ mod routes_tests {
             for here in [&addrs[0], &addrs[1]] {
                 let group = shard_of("vol", "bkt", &k, r.shards) as usize + 1;
                 let t = r.target(&addrs, here, "vol", "bkt", &k).expect("routed");
-                assert_eq!(Some(&t), r.target_of(&addrs, here, group).as_ref(), "{k} through {here}");
+                assert_eq!(t, r.target_of(&addrs, here, group), "{k} through {here}");
                 seen.insert(t);
             }
         }

@@ -258,7 +258,8 @@ impl Entry {
     fn cmp_after_prefix(&self, other: &Self) -> Ordering {
         let (a_len, b_len) = (self.lens().0, other.lens().0);
         let words = a_len.div_ceil(8).min(b_len.div_ceil(8));
-        // Word 0 of a key is its prefix (equal here): start at word 1.
+        // Word 0 of a key is its prefix (equal here): start at word 1. (Read through the
+        // pointer: slices of `all_words()` measured ~1k instructions more per key, callgrind.)
         for i in 1..words {
             // SAFETY: each allocation holds the header word and then `len.div_ceil(8)` key
             // words, initialised, for as long as `self` and `other` live; `i` is below both counts.
