@@ -56,6 +56,9 @@ struct SimState {
     ops: u64,
     power_loss_after_ops: Option<u64>,
     fail_next_sync: bool,
+    /// While set, `sync_data` does not return (see [`SimDisk::hold_syncs`]).
+    hold_syncs: bool,
+    held: Vec<std::task::Waker>,
 }
 
 /// A simulated directory of files; cheap to clone (shared handle).
@@ -83,6 +86,8 @@ impl SimDisk {
             ops: 0,
             power_loss_after_ops: None,
             fail_next_sync: false,
+            hold_syncs: false,
+            held: Vec::new(),
         })))
     }
 
@@ -107,6 +112,21 @@ impl SimDisk {
     /// The next `sync_data` returns an error (the disk reported EIO) without syncing.
     pub fn fail_next_sync(&self) {
         self.0.borrow_mut().fail_next_sync = true;
+    }
+
+    /// Holds every `sync_data` (it stays pending) until [`SimDisk::release_syncs`]: lets a test
+    /// act while a flush is between its write and its fdatasync.
+    pub fn hold_syncs(&self) {
+        self.0.borrow_mut().hold_syncs = true;
+    }
+
+    pub fn release_syncs(&self) {
+        let held = {
+            let mut s = self.0.borrow_mut();
+            s.hold_syncs = false;
+            std::mem::take(&mut s.held)
+        };
+        held.into_iter().for_each(|w| w.wake());
     }
 
     /// Names of the files as the running process sees them.
@@ -309,6 +329,16 @@ impl SegmentFile for SimFile {
     }
 
     async fn sync_data(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| {
+            let mut s = self.disk.0.borrow_mut();
+            if s.hold_syncs {
+                s.held.push(cx.waker().clone());
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await;
         self.disk.tick()?;
         {
             let mut s = self.disk.0.borrow_mut();

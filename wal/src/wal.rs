@@ -114,7 +114,11 @@ struct Inner<F> {
     appended_lsn: u64,
     durable_lsn: u64,
     flushing: bool,
-    purge_since_cleanup: bool,
+    /// The latest purge record not yet followed by a segment cleanup. The cleanup waits until a
+    /// flush made that record durable: it deletes segments by the purged point, and a crash
+    /// after a deletion but before the purge record reached the disk would leave a log whose
+    /// surviving first segment starts beyond the purge point it records (a hole).
+    purge_lsn: Option<u64>,
     poisoned: Option<String>,
     stats: WalStats,
 }
@@ -239,7 +243,7 @@ impl<S: Storage> Wal<S> {
                 appended_lsn: 0,
                 durable_lsn: 0,
                 flushing: false,
-                purge_since_cleanup: false,
+                purge_lsn: None,
                 poisoned: None,
                 stats: WalStats::default(),
             }),
@@ -542,10 +546,10 @@ impl<S: Storage> Wal<S> {
         let batch_offset = u32::try_from(w.offset).expect("segments are smaller than 4 GiB");
         record::encode_into(&mut w.bytes, kind, log_index, term, batch_offset, payload);
         i.state.apply(check_op(tail_seq, offset));
-        if kind == RecordKind::Purge {
-            i.purge_since_cleanup = true;
-        }
         i.appended_lsn += 1;
+        if kind == RecordKind::Purge {
+            i.purge_lsn = Some(i.appended_lsn);
+        }
         i.stats.records_appended += 1;
         Ok(Ticket(i.appended_lsn))
     }
@@ -629,7 +633,12 @@ impl<S: Storage> Wal<S> {
                     i.stats.flush_records.record(records);
                     i.durable_lsn = target_lsn;
                     i.stats.flushes += 1;
-                    std::mem::take(&mut i.purge_since_cleanup)
+                    // Only a flush that made the latest purge durable cleans up (a purge
+                    // appended while an earlier batch was being written waits for its own).
+                    match i.purge_lsn {
+                        Some(p) if p <= target_lsn => i.purge_lsn.take().is_some(),
+                        _ => false,
+                    }
                 }
                 Err(e) => {
                     i.poisoned.get_or_insert(e.clone());

@@ -408,6 +408,45 @@ fn purge_deletes_dead_segments_and_keeps_the_purge_point_and_vote() {
     });
 }
 
+/// A purge appended while an earlier batch is between its write and its fdatasync: that
+/// batch's completion must not delete segments by the purge, which is not durable yet. Before
+/// the fix it did, and a crash then left the log without the purge record and without the
+/// segments it covered: reopened, its first entry lay beyond the purge point it knew of.
+#[test]
+fn segments_are_deleted_only_once_the_purge_that_allows_it_is_durable() {
+    block_on(async {
+        let disk = SimDisk::new(SECTOR);
+        let (wal, _) = Wal::open(disk.clone(), config()).await.unwrap();
+        for i in 1..=200 {
+            let _ = wal.append_entry(i, 3, &[7; 300]).unwrap();
+        }
+        wal.sync().await.unwrap();
+        let segments = disk.file_names().len();
+        assert!(segments > 4, "the workload spans segments ({segments})");
+        let t = wal.append_entry(201, 3, &[7; 300]).unwrap();
+        disk.hold_syncs();
+        {
+            let mut flush = std::pin::pin!(wal.wait_durable(t));
+            assert!(futures_lite::future::poll_once(flush.as_mut()).await.is_none(), "the flush waits on its fdatasync");
+            let _ = wal.purge(LogId { log_index: 190, term: 3 }).unwrap();
+            disk.release_syncs();
+            flush.await.unwrap();
+        }
+        assert_eq!(disk.file_names().len(), segments, "no segment goes before the purge is durable");
+        // Power lost before the purge's own flush: everything is still there, from entry 1.
+        let _ = disk.crash(&mut SimRng::new(7));
+        drop(wal);
+        let (wal, _) = Wal::open(disk.clone(), config()).await.unwrap();
+        assert_eq!((wal.purged(), wal.first_log_index()), (None, 1));
+        assert_eq!(wal.read_entry(201).await.unwrap(), vec![7; 300]);
+        // Made durable, the purge deletes what it covers.
+        let _ = wal.purge(LogId { log_index: 190, term: 3 }).unwrap();
+        wal.sync().await.unwrap();
+        assert!(disk.file_names().len() < segments, "the purge's own flush cleans up");
+        assert_eq!(wal.first_log_index(), 191);
+    });
+}
+
 #[test]
 fn a_commit_mark_costs_no_flush_and_outlives_the_segment_it_was_written_in() {
     block_on(async {
