@@ -893,8 +893,9 @@ async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     // S3's multipart ETag: the MD5 of the parts' MD5s, then "-" and the part count.
     let mut all = Vec::with_capacity(parts.len() * 16);
     for (n, e) in &parts {
-        // 32 hex digits (any other text, multibyte characters included, is not a part's ETag).
-        let d = (e.len() == 32 && e.is_ascii()).then(|| (0..16).map(|i| u8::from_str_radix(&e[2 * i..2 * i + 2], 16).ok()).collect::<Option<Vec<u8>>>()).flatten();
+        // 32 hex digits (any other text, multibyte characters and signs included, is not a
+        // part's ETag).
+        let d = crate::sigv4::unhex_n::<16>(e);
         let Some(d) = d else {
             // No such upload (and so no such part): the upload's error is the one that tells.
             return Err(match upload {

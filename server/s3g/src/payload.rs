@@ -208,7 +208,12 @@ impl Payload {
                 ChunkState::Header => {
                     let line = self.line().await?;
                     let (size, ext) = line.split_once(';').unwrap_or((line.as_str(), ""));
-                    let size = usize::from_str_radix(size.trim(), 16).map_err(|_| bad_chunk(&format!("a chunk size {size:?} is not hexadecimal")))?;
+                    // Digits only: `from_str_radix` alone also takes a sign (`+5`).
+                    let digits = size.trim();
+                    let size = (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_hexdigit()))
+                        .then(|| usize::from_str_radix(digits, 16).ok())
+                        .flatten()
+                        .ok_or_else(|| bad_chunk(&format!("a chunk size {size:?} is not hexadecimal")))?;
                     if size > CHUNK_BYTES_MAX {
                         return Err(bad_chunk(&format!("a chunk of {size} bytes (at most {CHUNK_BYTES_MAX})")));
                     }
@@ -320,7 +325,7 @@ mod tests {
     #[test]
     fn malformed_chunks_are_errors() {
         let h = [("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER")];
-        for body in [&b"zz\r\nhello\r\n0\r\n\r\n"[..], b"5\r\nhel", b"5\r\nhelloXX0\r\n\r\n", b"FFFFFFFF\r\n"] {
+        for body in [&b"zz\r\nhello\r\n0\r\n\r\n"[..], b"5\r\nhel", b"5\r\nhelloXX0\r\n\r\n", b"FFFFFFFF\r\n", b"+5\r\nhello\r\n0\r\n\r\n", b"\r\nhello\r\n0\r\n\r\n"] {
             assert!(decode(body, &h).is_err(), "{:?} decoded", String::from_utf8_lossy(body));
         }
         let signed = [("x-amz-content-sha256", crate::sigv4::STREAMING_PAYLOAD)];

@@ -128,10 +128,16 @@ fn signed_headers(v: &str) -> Result<Vec<String>, SigError> {
 }
 
 pub fn unhex(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
+    unhex_n(s)
+}
+
+/// `N` bytes from exactly `2 * N` hexadecimal digits (either case); nothing else, not even the
+/// sign `from_str_radix` accepts (`+f`).
+pub fn unhex_n<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
         return None;
     }
-    let mut out = [0u8; 32];
+    let mut out = [0u8; N];
     for (o, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
         *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
     }
@@ -730,6 +736,10 @@ mod tests {
         assert_eq!(unhex(&"g".repeat(64)), None);
         assert_eq!(unhex(&"0".repeat(63)), None);
         assert_eq!(unhex(&format!("{}+1", "0".repeat(62))), None);
+        assert_eq!(unhex_n::<16>("00112233445566778899aabbccddEEFF"), Some([0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]));
+        for bad in ["+f112233445566778899aabbccddeeff", "0011223344556677889_aabbccddeeff", "0011223344556677889\u{e9}abbccddeeff"] {
+            assert_eq!(unhex_n::<16>(bad), None, "{bad:?}");
+        }
         assert!(decode("a%2").is_err() && decode("%zz").is_err() && decode("%+1").is_err());
         assert_eq!(decode("a%2Fb%2f").expect("decodes"), b"a/b/");
     }

@@ -247,8 +247,18 @@ pub fn unescape(raw: &str) -> Result<String, String> {
             "gt" => '>',
             "quot" => '"',
             "apos" => '\'',
-            _ if ent.starts_with("#x") => u32::from_str_radix(&ent[2..], 16).ok().and_then(char::from_u32).ok_or(format!("a bad character reference &{ent};"))?,
-            _ if ent.starts_with('#') => ent[1..].parse::<u32>().ok().and_then(char::from_u32).ok_or(format!("a bad character reference &{ent};"))?,
+            // XML's CharRef is '&#' [0-9]+ ';' or '&#x' [0-9a-fA-F]+ ';': the digit checks refuse
+            // the sign that `from_str_radix` and `parse` would take.
+            _ if ent.starts_with("#x") => Some(&ent[2..])
+                .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_hexdigit()))
+                .and_then(|d| u32::from_str_radix(d, 16).ok())
+                .and_then(char::from_u32)
+                .ok_or(format!("a bad character reference &{ent};"))?,
+            _ if ent.starts_with('#') => Some(&ent[1..])
+                .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|d| d.parse::<u32>().ok())
+                .and_then(char::from_u32)
+                .ok_or(format!("a bad character reference &{ent};"))?,
             _ => return Err(format!("an unknown entity &{ent};")),
         };
         out.push(c);
@@ -279,7 +289,7 @@ mod tests {
 
     #[test]
     fn bad_documents_are_errors() {
-        for bad in ["", "<a>", "<a></b>", "<a>&bogus;</a>", "<!DOCTYPE x><a/>", "<a/><b/>", "<a>&#xFFFFFFFF;</a>", "<a b=\"1></a>"] {
+        for bad in ["", "<a>", "<a></b>", "<a>&bogus;</a>", "<!DOCTYPE x><a/>", "<a/><b/>", "<a>&#xFFFFFFFF;</a>", "<a b=\"1></a>", "<a>&#x+41;</a>", "<a>&#+65;</a>", "<a>&#x;</a>"] {
             assert!(parse(bad).is_err(), "{bad:?} parsed");
         }
         let deep = "<a>".repeat(DEPTH_MAX + 1) + &"</a>".repeat(DEPTH_MAX + 1);
