@@ -333,8 +333,38 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
-/// The signing key of `secret` for a credential's date, region and service.
+/// Signing keys this thread derived lately, the most recent last.
+const SIGNING_KEYS_CACHED: usize = 16;
+
+/// The signing key of `secret` for a credential's date, region and service, from a small
+/// per-thread cache. A client signs a whole day's requests with one key, and deriving it is four
+/// HMACs: under callgrind 58k of the gateway's 206k instructions per GET (valgrind's SHA-256
+/// has no SHA-NI; natively about 1.5 µs of ~88), and the same again in the benchmark's signer.
+/// Entries are found by the secret itself (compared in constant time): a new secret for an
+/// access key never meets the old one's key.
 pub fn signing_key(secret: &str, c: &Credential) -> [u8; 32] {
+    type Entry = (String, String, String, String, [u8; 32]);
+    thread_local! {
+        static KEYS: std::cell::RefCell<Vec<Entry>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let same_secret = |a: &str| a.len() == secret.len() && a.bytes().zip(secret.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0;
+    KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        if let Some((.., k)) = keys.iter().rev().find(|(s, d, r, v, _)| *d == c.date && *r == c.region && *v == c.service && same_secret(s)) {
+            return *k;
+        }
+        let k = derive_signing_key(secret, c);
+        if keys.len() >= SIGNING_KEYS_CACHED {
+            keys.remove(0);
+        }
+        keys.push((secret.to_string(), c.date.clone(), c.region.clone(), c.service.clone(), k));
+        k
+    })
+}
+
+/// AWS's derivation: `HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service),
+/// "aws4_request")`.
+fn derive_signing_key(secret: &str, c: &Credential) -> [u8; 32] {
     let k = hmac(format!("AWS4{secret}").as_bytes(), c.date.as_bytes());
     let k = hmac(&k, c.region.as_bytes());
     let k = hmac(&k, c.service.as_bytes());
@@ -729,6 +759,25 @@ mod tests {
             let upper: String = bytes.iter().map(|b| format!("%{b:02X}")).collect();
             proptest::prop_assert_eq!(decode(&upper.to_lowercase()).expect("decodes"), bytes);
         }
+    }
+
+    #[test]
+    fn cached_signing_keys_are_the_derived_ones() {
+        let cred = |date: &str, region: &str, service: &str| Credential { access_key: "AKID".into(), date: date.into(), region: region.into(), service: service.into() };
+        let creds = [cred("20130524", "us-east-1", "s3"), cred("20130525", "us-east-1", "s3"), cred("20130524", "eu-west-1", "s3"), cred("20130524", "us-east-1", "sts")];
+        // More secrets than the cache holds, twice over, so that hits, misses and evictions all
+        // happen; a lookup that ignored the secret or a field would return another's key.
+        for round in 0..2 {
+            for i in 0..SIGNING_KEYS_CACHED + 3 {
+                let secret = format!("secret-{i:02}");
+                for c in &creds {
+                    assert_eq!(signing_key(&secret, c), derive_signing_key(&secret, c), "round {round}, {secret}, {c:?}");
+                }
+            }
+        }
+        // AWS's published example (the signing-key figure of the SigV4 documentation).
+        let k = signing_key("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", &cred("20120215", "us-east-1", "iam"));
+        assert_eq!(hex(&k), "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d");
     }
 
     #[test]
