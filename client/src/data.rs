@@ -190,12 +190,18 @@ pub async fn read_any(src: &mut impl DatanodeSource, block: &Block, offset: u64,
     let mut errors = Vec::new();
     for (id, addr) in order {
         let r = match src.datanode(addr).await {
-            Ok(dn) => read_chunk(&dn, block, offset, want).await,
+            Ok(dn) => read_chunk_answered(&dn, block, offset, want).await,
             Err(e) => Err(e),
         };
         match r {
-            Ok((data, _)) if data.len() == want as usize => return Ok(data),
-            Ok((data, len)) => errors.push(format!("datanode {id} at {addr}: {} bytes at {offset}, block holds {len}", data.len())),
+            Ok(Ok((data, _))) if data.len() == want as usize => return Ok(data),
+            Ok(Ok((data, len))) => errors.push(format!("datanode {id} at {addr}: {} bytes at {offset}, block holds {len}", data.len())),
+            // The datanode answered (a missing block, a refused token): its connection is
+            // sound and shared, so it stays; only this replica is tried last from now on.
+            Ok(Err(e)) => {
+                failed.insert(*id);
+                errors.push(format!("datanode {id} at {addr}: {e}"));
+            }
             Err(e) => {
                 src.forget_datanode(addr);
                 failed.insert(*id);
@@ -348,12 +354,26 @@ pub async fn list_blocks(dn: &Datanode, container_id: u64) -> Result<Vec<(u64, u
 
 /// Up to `length` bytes at `offset` of a block; returns them and the block's length.
 pub async fn read_chunk(dn: &Datanode, block: &Block, offset: u64, length: u32) -> Result<(Vec<u8>, u64), String> {
+    read_chunk_answered(dn, block, offset, length).await?
+}
+
+/// [`read_chunk`], telling the datanode's own error (inner `Err`: it answered, the connection
+/// is fine) from a failed call (outer `Err`: no answer, a broken connection, a bad reply).
+async fn read_chunk_answered(dn: &Datanode, block: &Block, offset: u64, length: u32) -> Result<Result<(Vec<u8>, u64), String>, String> {
     let mut req = dn.rpc.read_chunk_request();
     let mut p = req.get();
     addressed!(p, block);
     p.set_offset(offset);
     p.set_length(length);
-    dn_call!(dn, req, |r| Ok((r.get_data().map_err(|e| e.to_string())?.to_vec(), r.get_block_length())))
+    timed(&*dn.runtime, async {
+        let reply = req.send().promise.await.map_err(|e| e.to_string())?;
+        let r = reply.get().map_err(|e| e.to_string())?;
+        if r.has_error() {
+            return Ok(Err(dn_error(r.get_error().map_err(|e| e.to_string())?)));
+        }
+        Ok(Ok((r.get_data().map_err(|e| e.to_string())?.to_vec(), r.get_block_length())))
+    })
+    .await
 }
 
 /// Where a put's bytes come from. A put reads to the end of the data: a stream has no size in

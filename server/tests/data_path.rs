@@ -334,6 +334,28 @@ fn the_datanode_refuses_bad_tokens_and_keeps_the_data() {
         refused.push(("another block's token reading", data::read_chunk(&dn, &other, 0, 100).await.map(|_| ())));
         // Over the length the token allows.
         refused.push(("reading past the token's length", data::read_chunk(&dn, &a, 299_000, 2_000).await.map(|_| ())));
+        // Through `read_any`, a refusal is an answer: the shared connections stay; a datanode
+        // that does not answer at all loses its connection (the next use dials again).
+        struct Counting<'a>(&'a mut Datanodes, Vec<String>);
+        impl data::DatanodeSource for Counting<'_> {
+            async fn datanode(&mut self, address: &str) -> Result<data::Datanode, String> {
+                self.0.get(address).await
+            }
+            fn forget_datanode(&mut self, address: &str) {
+                self.1.push(address.to_string());
+                self.0.forget(address);
+            }
+        }
+        let mut t = a.clone();
+        t.token[31] ^= 1;
+        let mut src = Counting(&mut dns, Vec::new());
+        let mut failed = BTreeSet::new();
+        let e = data::read_any(&mut src, &t, 0, 100, &mut failed).await.expect_err("every replica refuses the token");
+        assert!(e.contains("TokenRefused") && failed.len() == 3 && src.1.is_empty(), "{e}; failed {failed:?}, forgotten {:?}", src.1);
+        let mut gone = a.clone();
+        gone.datanodes.insert(0, (u64::MAX, "127.0.0.1:1".to_string()));
+        let read = data::read_any(&mut src, &gone, 0, 100, &mut BTreeSet::new()).await.expect("the live replicas serve it");
+        assert_eq!((read.len(), &src.1[..]), (100, &["127.0.0.1:1".to_string()][..]), "only the dead address is forgotten");
         // Expired: the OM gives 2 s tokens here.
         glommio::timer::sleep(Duration::from_millis(2200)).await;
         refused.push(("expired", data::read_chunk(&dn, &a, 0, 100).await.map(|_| ())));
