@@ -193,17 +193,16 @@ pub async fn read_any(src: &mut impl DatanodeSource, block: &Block, offset: u64,
             Ok(dn) => read_chunk_answered(&dn, block, offset, want).await,
             Err(e) => Err(e),
         };
+        // An answered error (a missing block, a refused token) leaves the connection, which
+        // is sound and shared; a failed call drops it. Either way this replica goes last.
+        let answered = r.is_ok();
         match r {
             Ok(Ok((data, _))) if data.len() == want as usize => return Ok(data),
             Ok(Ok((data, len))) => errors.push(format!("datanode {id} at {addr}: {} bytes at {offset}, block holds {len}", data.len())),
-            // The datanode answered (a missing block, a refused token): its connection is
-            // sound and shared, so it stays; only this replica is tried last from now on.
-            Ok(Err(e)) => {
-                failed.insert(*id);
-                errors.push(format!("datanode {id} at {addr}: {e}"));
-            }
-            Err(e) => {
-                src.forget_datanode(addr);
+            Ok(Err(e)) | Err(e) => {
+                if !answered {
+                    src.forget_datanode(addr);
+                }
                 failed.insert(*id);
                 errors.push(format!("datanode {id} at {addr}: {e}"));
             }
@@ -221,20 +220,29 @@ macro_rules! addressed {
     }};
 }
 
-/// Sends a datanode request within [`DATANODE_CALL_TIMEOUT`] (by `$dn`'s runtime); a `DnError`
-/// in the reply is `Err` with its status and message, otherwise `read` takes what it needs
-/// from the reply.
-macro_rules! dn_call {
+/// Sends a datanode request within [`DATANODE_CALL_TIMEOUT`] (by `$dn`'s runtime). The outer
+/// `Err` is a failed call (no answer in time, a broken connection, a reply that does not
+/// decode); the inner one is the datanode's own `DnError`, with its status and message (it
+/// answered: the connection is sound). Otherwise `read` takes what it needs from the reply.
+macro_rules! dn_answer {
     ($dn:expr, $req:expr, |$r:ident| $read:expr) => {
         timed(&*$dn.runtime, async {
             let reply = $req.send().promise.await.map_err(|e| e.to_string())?;
             let $r = reply.get().map_err(|e| e.to_string())?;
             if $r.has_error() {
-                return Err(dn_error($r.get_error().map_err(|e| e.to_string())?));
+                return Ok(Err(dn_error($r.get_error().map_err(|e| e.to_string())?)));
             }
-            $read
+            let read: Result<_, String> = $read;
+            Ok(Ok(read?))
         })
         .await
+    };
+}
+
+/// [`dn_answer!`] for callers that treat both kinds of error alike.
+macro_rules! dn_call {
+    ($dn:expr, $req:expr, |$r:ident| $read:expr) => {
+        dn_answer!($dn, $req, |$r| $read).and_then(|answered| answered)
     };
 }
 
@@ -365,15 +373,7 @@ async fn read_chunk_answered(dn: &Datanode, block: &Block, offset: u64, length: 
     addressed!(p, block);
     p.set_offset(offset);
     p.set_length(length);
-    timed(&*dn.runtime, async {
-        let reply = req.send().promise.await.map_err(|e| e.to_string())?;
-        let r = reply.get().map_err(|e| e.to_string())?;
-        if r.has_error() {
-            return Ok(Err(dn_error(r.get_error().map_err(|e| e.to_string())?)));
-        }
-        Ok(Ok((r.get_data().map_err(|e| e.to_string())?.to_vec(), r.get_block_length())))
-    })
-    .await
+    dn_answer!(dn, req, |r| Ok((r.get_data().map_err(|e| e.to_string())?.to_vec(), r.get_block_length())))
 }
 
 /// Where a put's bytes come from. A put reads to the end of the data: a stream has no size in

@@ -636,7 +636,10 @@ impl<S: Storage> Wal<S> {
                     // Only a flush that made the latest purge durable cleans up (a purge
                     // appended while an earlier batch was being written waits for its own).
                     match i.purge_lsn {
-                        Some(p) if p <= target_lsn => i.purge_lsn.take().is_some(),
+                        Some(p) if p <= target_lsn => {
+                            i.purge_lsn = None;
+                            true
+                        }
                         _ => false,
                     }
                 }

@@ -383,18 +383,25 @@ fn a_failed_fdatasync_poisons_the_log_for_good() {
     });
 }
 
+/// Appends entries 1..=200 of 300 bytes and syncs them: several segments' worth. Returns the
+/// number of files on the disk.
+async fn fill_segments(wal: &Wal<SimDisk>, disk: &SimDisk) -> usize {
+    for i in 1..=200 {
+        let _ = wal.append_entry(i, 3, &[7; 300]).expect("append");
+    }
+    wal.sync().await.expect("sync");
+    let files = disk.file_names().len();
+    assert!(files > 4, "the workload spans segments ({files})");
+    files
+}
+
 #[test]
 fn purge_deletes_dead_segments_and_keeps_the_purge_point_and_vote() {
     block_on(async {
         let disk = SimDisk::new(SECTOR);
         let (wal, _) = Wal::open(disk.clone(), config()).await.unwrap();
         let _ = wal.save_vote(b"term 3, voted for node 2").unwrap();
-        for i in 1..=200 {
-            let _ = wal.append_entry(i, 3, &[7; 300]).unwrap();
-        }
-        wal.sync().await.unwrap();
-        let before = disk.file_names().len();
-        assert!(before > 4, "the workload spans segments ({before})");
+        let before = fill_segments(&wal, &disk).await;
         let _ = wal.purge(LogId { log_index: 190, term: 3 }).unwrap();
         wal.sync().await.unwrap();
         let after = disk.file_names().len();
@@ -417,12 +424,7 @@ fn segments_are_deleted_only_once_the_purge_that_allows_it_is_durable() {
     block_on(async {
         let disk = SimDisk::new(SECTOR);
         let (wal, _) = Wal::open(disk.clone(), config()).await.unwrap();
-        for i in 1..=200 {
-            let _ = wal.append_entry(i, 3, &[7; 300]).unwrap();
-        }
-        wal.sync().await.unwrap();
-        let segments = disk.file_names().len();
-        assert!(segments > 4, "the workload spans segments ({segments})");
+        let segments = fill_segments(&wal, &disk).await;
         let t = wal.append_entry(201, 3, &[7; 300]).unwrap();
         disk.hold_syncs();
         {
