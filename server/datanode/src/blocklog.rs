@@ -37,6 +37,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::ops::Range;
 
 use stratos_wal::{AppendError, FlushError, LogId, OpenError, ReadError, RecoveryReport, Storage, Wal, WalConfig};
 
@@ -85,6 +86,37 @@ fn payload(container: u64, data: &[u8]) -> Vec<u8> {
     p.extend_from_slice(&container.to_le_bytes());
     p.extend_from_slice(data);
     p
+}
+
+/// Bytes of a block as read: the buffer the read filled and the block's part of it, not copied
+/// out (a datanode's read copies them once, into its reply; before, a 1 MiB block was copied
+/// three more times on the way: out of the record, past the container id, to the range).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockBytes {
+    bytes: Vec<u8>,
+    range: Range<usize>,
+}
+
+impl BlockBytes {
+    /// Narrows to `range` of the block's bytes (clamped to them).
+    pub fn narrow(mut self, range: Range<usize>) -> BlockBytes {
+        let end = self.range.start + range.end.min(self.len());
+        self.range = (self.range.start + range.start).min(end)..end;
+        self
+    }
+}
+
+impl From<Vec<u8>> for BlockBytes {
+    fn from(bytes: Vec<u8>) -> BlockBytes {
+        BlockBytes { range: 0..bytes.len(), bytes }
+    }
+}
+
+impl std::ops::Deref for BlockBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[self.range.clone()]
+    }
 }
 
 fn container_of(payload: &[u8]) -> Option<u64> {
@@ -200,20 +232,19 @@ impl<S: Storage> BlockLog<S> {
     }
 
     /// A block's bytes (crc checked on the way), or `None` if it is not stored.
-    pub async fn get(&self, block: BlockId) -> Result<Option<Vec<u8>>, LogError> {
+    pub async fn get(&self, block: BlockId) -> Result<Option<BlockBytes>, LogError> {
         // A compaction may purge the entry between the lookup and the read: look again (the
         // copy is in the index before the original is purged).
         let mut tries = 0;
         loop {
             let Some(loc) = self.index.borrow().get(&block).copied().filter(|l| l.ready) else { return Ok(None) };
-            match self.wal.read_entry(loc.log_index).await {
-                Ok(mut data) => {
+            match self.wal.read_entry_in_place(loc.log_index).await {
+                Ok((bytes, payload)) => {
                     // The record's crc held, so another block here would be a bug, not bit rot.
-                    if container_of(&data) != Some(block.0) || self.wal.entry_term(loc.log_index) != Some(block.1) {
+                    if container_of(&bytes[payload.clone()]) != Some(block.0) || self.wal.entry_term(loc.log_index) != Some(block.1) {
                         return Err(LogError::BadRequest(format!("log index {} does not hold block {}/{}", loc.log_index, block.0, block.1)));
                     }
-                    data.drain(..CONTAINER_BYTES);
-                    return Ok(Some(data));
+                    return Ok(Some(BlockBytes { bytes, range: payload.start + CONTAINER_BYTES..payload.end }));
                 }
                 Err(ReadError::OutOfRange { .. }) if tries < 3 && self.index.borrow().get(&block).is_some_and(|l| l.log_index != loc.log_index) => tries += 1,
                 Err(e) => return Err(e.into()),
@@ -305,13 +336,14 @@ impl<S: Storage> BlockLog<S> {
         live.sort_unstable();
         let mut pending = 0;
         for (log_index, block) in live {
-            let data = self.wal.read_entry(log_index).await?;
+            let (bytes, payload) = self.wal.read_entry_in_place(log_index).await?;
+            let data = &bytes[payload];
             // Deleted while it was read: the copy would resurrect it. No await lies between
             // this check and the append, so nothing can slip in.
             let Some(loc) = self.index.borrow().get(&block).copied().filter(|l| l.log_index == log_index) else { continue };
             let new_index = self.next_index();
             // Made durable by the syncs below, before the purge is appended.
-            let _ = self.wal.append_entry(new_index, block.1, &data)?;
+            let _ = self.wal.append_entry(new_index, block.1, data)?;
             self.index.borrow_mut().insert(block, Loc { log_index: new_index, ..loc });
             done.blocks_copied += 1;
             done.bytes_copied += u64::from(loc.len);

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use glommio::io::{BufferedFile, Directory};
 use stratos_wal::{DmaStorage, WalConfig};
 
-use crate::blocklog::{BlockLog, LogError};
+use crate::blocklog::{BlockBytes, BlockLog, LogError};
 
 pub const FRAME_DATA: u64 = 64 * 1024;
 pub const FRAME_HEADER: u64 = 8;
@@ -482,21 +482,14 @@ impl Store {
 
     /// Reads up to `length` bytes at `offset` of a complete block, verifying every frame (or
     /// the log record) it touches. Returns the bytes and the block's length.
-    pub async fn read(&self, container: u64, local: u64, offset: u64, length: u64) -> Result<(Vec<u8>, u64), StoreError> {
+    pub async fn read(&self, container: u64, local: u64, offset: u64, length: u64) -> Result<(BlockBytes, u64), StoreError> {
         if length > CALL_BYTES_MAX {
             return Err(StoreError::BadRequest(format!("{length} bytes in one read, at most {CALL_BYTES_MAX}")));
         }
-        if let Some(mut data) = self.log.get((container, local)).await.map_err(|e| log_error(&self.log_dir(), e))? {
+        if let Some(data) = self.log.get((container, local)).await.map_err(|e| log_error(&self.log_dir(), e))? {
             let block_len = data.len() as u64;
             let end = offset.saturating_add(length).min(block_len);
-            if offset >= end {
-                return Ok((Vec::new(), block_len));
-            }
-            data.truncate(end as usize);
-            if offset > 0 {
-                data.drain(..offset as usize);
-            }
-            return Ok((data, block_len));
+            return Ok((data.narrow(offset.min(end) as usize..end as usize), block_len));
         }
         let path = self.block_path(container, local);
         let f = match BufferedFile::open(&path).await {
@@ -508,7 +501,7 @@ impl Store {
             let block_len = Self::length_of(&f, &path).await?;
             let end = offset.saturating_add(length).min(block_len);
             if offset >= end {
-                return Ok((Vec::new(), block_len));
+                return Ok((BlockBytes::from(Vec::new()), block_len));
             }
             let (first, last) = (offset / FRAME_DATA, (end - 1) / FRAME_DATA);
             let raw = f.read_at(first * FRAME_BYTES, ((last - first + 1) * FRAME_BYTES) as usize).await.map_err(io("reading", &path))?;
@@ -528,7 +521,7 @@ impl Store {
                 let to = end.min(frame_start + len as u64) - frame_start;
                 out.extend_from_slice(&data[from as usize..to as usize]);
             }
-            Ok((out, block_len))
+            Ok((BlockBytes::from(out), block_len))
         }
         .await;
         let _ = f.close().await;
