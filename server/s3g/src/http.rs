@@ -20,8 +20,6 @@ pub struct Io<S> {
     inner: S,
     idle: Option<std::time::Duration>,
     timer: Option<glommio::timer::Timer>,
-    /// Whether `inner` writes every slice of a vectored write (see [`Io::vectored`]).
-    vectored: bool,
 }
 
 impl<S> std::fmt::Debug for Io<S> {
@@ -33,23 +31,13 @@ impl<S> std::fmt::Debug for Io<S> {
 impl<S> Io<S> {
     /// No idle timeout (a client's connection: its calls have their own).
     pub fn new(inner: S) -> Io<S> {
-        Io { inner, idle: None, timer: None, vectored: false }
+        Io { inner, idle: None, timer: None }
     }
 
     /// Closed after `idle` without progress (a server's connection). Must be made on a glommio
     /// executor.
     pub fn with_idle_timeout(inner: S, idle: std::time::Duration) -> Io<S> {
-        Io { inner, idle: Some(idle), timer: None, vectored: false }
-    }
-
-    /// For a stream that takes every slice of a vectored write at once (a TLS stream: rustls
-    /// encrypts them all into its records). hyper then hands a response's head and body over
-    /// as they are instead of first copying the body into its own buffer (1 MiB per call of a
-    /// large GET). A plain socket here writes only the first slice per call, so it stays with
-    /// hyper's one flattened buffer (one write).
-    pub fn vectored(mut self) -> Io<S> {
-        self.vectored = true;
-        self
+        Io { inner, idle: Some(idle), timer: None }
     }
 
     /// Progress: the clock starts again at the next wait.
@@ -148,8 +136,14 @@ impl<S: AsyncWrite + Unpin> hyper::rt::Write for Io<S> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.wrote(cx, polled)
     }
+    /// Every stream here takes all slices of a vectored write at once: a TLS stream (rustls
+    /// encrypts them all into its records) and a glommio socket (the vendored patch sends them
+    /// with one `sendmsg`; glommio 0.9.0 wrote only the first slice per call, so a TLS stream
+    /// sent one record per system call). hyper then hands a response's head and body over as
+    /// they are instead of first copying the body into its own buffer (1 MiB per call of a large
+    /// GET).
     fn is_write_vectored(&self) -> bool {
-        self.vectored
+        true
     }
     fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);

@@ -128,7 +128,7 @@ async fn accept(listener: glommio::net::TcpListener, gw: Rc<Gateway>, tls: Optio
                         Some(config) => {
                             let handshake = futures_rustls::TlsAcceptor::from(config).accept(stream);
                             match glommio::timer::timeout(stratos_common::rpc::TLS_HANDSHAKE_TIMEOUT, async { Ok(handshake.await) }).await {
-                                Ok(Ok(s)) => serve(gw, Io::with_idle_timeout(s, idle).vectored()).await,
+                                Ok(Ok(s)) => serve(gw, Io::with_idle_timeout(s, idle)).await,
                                 Ok(Err(e)) => eprintln!("s3g: a TLS handshake failed: {e}"),
                                 Err(_) => eprintln!("s3g: no TLS handshake within {:?}", stratos_common::rpc::TLS_HANDSHAKE_TIMEOUT),
                             }

@@ -171,6 +171,20 @@ pub(crate) fn sendmsg_syscall(
     syscall!(sendmsg(fd, &hdr, flags)).map(|x| x as usize)
 }
 
+/// `sendmsg` of `bufs` on a connected socket, no address: `writev` with flags. At most
+/// `UIO_MAXIOV` buffers go in one call; a caller writes the rest in the next.
+pub(crate) fn send_vectored_syscall(
+    fd: RawFd,
+    bufs: &[io::IoSlice<'_>],
+    flags: i32,
+) -> io::Result<usize> {
+    let mut hdr = unsafe { std::mem::zeroed::<libc::msghdr>() };
+    // `IoSlice` is ABI-compatible with `iovec` on Unix (std guarantees it).
+    hdr.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    hdr.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+    syscall!(sendmsg(fd, &hdr, flags)).map(|x| x as usize)
+}
+
 mod dma_buffer;
 mod membarrier;
 pub(crate) mod source;
