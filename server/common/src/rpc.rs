@@ -123,6 +123,12 @@ fn port_state(port: u16) -> Option<bool> {
     seen.then_some(false)
 }
 
+/// `stream` with a read buffer for rustls to read from, for a connection of few peers and
+/// large messages (a datanode's, the SCM's, Raft's): see [`stratos_client::TLS_READ_BUFFER_BYTES`].
+pub fn under_tls<S: futures_util::io::AsyncRead>(stream: S) -> futures_util::io::BufReader<S> {
+    futures_util::io::BufReader::with_capacity(stratos_client::TLS_READ_BUFFER_BYTES, stream)
+}
+
 /// A TLS handshake that takes longer than this is dropped (a peer that connects and says
 /// nothing holds no task for long).
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -181,7 +187,8 @@ pub async fn accept_loop(
                     glommio::spawn_local(async move {
                         let _ = stream.set_nodelay(true);
                         let peer = stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
-                        if let Some((tls, id)) = accept_tls(stream, config, what, &peer).await {
+                        // The SCM's and datanodes' peers are few and send large messages.
+                        if let Some((tls, id)) = accept_tls(under_tls(stream), config, what, &peer).await {
                             serve_stream(tls, make(Some(id)));
                         }
                     })

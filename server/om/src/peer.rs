@@ -199,7 +199,7 @@ pub fn serve(core: Rc<Core>, stream: glommio::net::TcpStream) {
         let _ = stream.set_nodelay(true);
         let peer = stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
         let what = format!("{} core {} (Raft)", stratos_common::process::who(), core.index);
-        let Some((mut stream, id)) = stratos_common::rpc::accept_tls(stream, tls.server, &what, &peer).await else { return };
+        let Some((mut stream, id)) = stratos_common::rpc::accept_tls(stratos_common::rpc::under_tls(stream), tls.server, &what, &peer).await else { return };
         if id.role != stratos_common::tls::Role::Om {
             return eprintln!("{what}: Raft connection from {peer} refused: the certificate of {} {} is not an OM's", id.role.as_str(), id.name);
         }

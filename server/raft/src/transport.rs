@@ -541,7 +541,7 @@ async fn connect(target: u64, addr: &str, hello: &Hello, tls: Option<std::sync::
     }
     let Some(config) = tls else { return Ok(Box::pin(stream)) };
     let name = stratos_common::tls::server_name(addr).map_err(|e| PeerError::Refused(format!("node {target} at {addr}: {e}")))?;
-    let handshake = futures_rustls::TlsConnector::from(config).connect(name, stream);
+    let handshake = futures_rustls::TlsConnector::from(config).connect(name, stratos_common::rpc::under_tls(stream));
     let mut tls = match glommio::timer::timeout(TLS_DIAL_TIMEOUT, async { Ok(handshake.await) }).await {
         Ok(Ok(s)) => s,
         // A certificate refused is final until an operator fixes it; a connection lost is not.
