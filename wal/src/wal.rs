@@ -390,8 +390,8 @@ impl<S: Storage> Wal<S> {
     }
 
     /// [`Wal::read_entry`] without copying the payload out of what was read: the bytes and
-    /// where the payload lies in them. A datanode serves a block read from these, so a 1 MiB
-    /// block is copied once on its way from the disk to the reply instead of three times.
+    /// where the payload lies in them. A datanode serves a block read from these: the block
+    /// goes from the bytes read straight into its reply.
     pub async fn read_entry_in_place(&self, log_index: u64) -> Result<(Vec<u8>, std::ops::Range<usize>), ReadError> {
         let span = self.read_span(log_index, log_index.saturating_add(1), 0).await?;
         let range = span.payloads.into_iter().next().ok_or_else(|| self.out_of_range(log_index))?;
@@ -466,7 +466,9 @@ impl<S: Storage> Wal<S> {
                 return Err(corrupt(format!("expected entry {}, found {:?} {}", l.log_index, r.kind, r.log_index)));
             }
             // decode's payload is the record's bytes after its header.
-            payloads.push(at + HEADER_BYTES..at + HEADER_BYTES + r.payload.len());
+            let payload = at + HEADER_BYTES..at + HEADER_BYTES + r.payload.len();
+            debug_assert!(std::ptr::eq(r.payload.as_ptr(), bytes[payload.clone()].as_ptr()));
+            payloads.push(payload);
         }
         Ok(Span { bytes, payloads })
     }

@@ -89,8 +89,8 @@ fn payload(container: u64, data: &[u8]) -> Vec<u8> {
 }
 
 /// Bytes of a block as read: the buffer the read filled and the block's part of it, not copied
-/// out (a datanode's read copies them once, into its reply; before, a 1 MiB block was copied
-/// three more times on the way: out of the record, past the container id, to the range).
+/// out (a datanode's read copies them into its reply from here; before, a block was copied up
+/// to three more times first: out of the record, past the container id, to the range).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockBytes {
     bytes: Vec<u8>,
