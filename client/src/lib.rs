@@ -73,7 +73,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes a TLS connection of few peers and large messages (a client's, a datanode's) reads from
 /// its socket at once, under rustls: rustls asks for one record (16 KiB) at most, often 4 KiB
 /// (its buffer shrinks whenever it empties), so a 1 MiB reply cost ~60 `recv` calls; with this
-/// buffer ~10 (see [`connect_with`]). Not for a listener of thousands of connections (the OM,
+/// buffer ~10 ([`tls::under_tls`]). Not for a listener of thousands of connections (the OM,
 /// the S3 gateway): the buffer lives as long as its connection.
 pub const TLS_READ_BUFFER_BYTES: usize = 128 << 10;
 /// One attempt of a call that gets no answer within this fails like a lost node: the call goes
@@ -311,7 +311,7 @@ async fn connect_with<C: capnp::capability::FromClientHook>(runtime: &dyn Runtim
             let name = tls::server_name(addr).map_err(|reason| ClientError::Connect { addr: addr.to_string(), reason })?;
             // A buffer under rustls lets one `recv` take what the socket holds. Plain
             // connections need none (capnp reads a large segment whole).
-            let stream = Box::pin(futures_util::io::BufReader::with_capacity(TLS_READ_BUFFER_BYTES, stream));
+            let stream = Box::pin(tls::under_tls(stream));
             let handshake = futures_rustls::TlsConnector::from(config).connect(name, stream);
             let late = || Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no TLS handshake within {CONNECT_TIMEOUT:?}")));
             let s = runtime::or_after(runtime, CONNECT_TIMEOUT, handshake, late).await.map_err(|e| {

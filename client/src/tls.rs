@@ -444,6 +444,12 @@ pub fn server_identity(session: &rustls::ClientConnection) -> Result<Identity, S
     identity_of(der.as_ref())
 }
 
+/// `stream` with a read buffer of [`crate::TLS_READ_BUFFER_BYTES`] for rustls to read from, for
+/// a connection of few peers and large messages (a client's, a datanode's, the SCM's, Raft's).
+pub fn under_tls<S: futures_util::io::AsyncRead>(stream: S) -> futures_util::io::BufReader<S> {
+    futures_util::io::BufReader::with_capacity(crate::TLS_READ_BUFFER_BYTES, stream)
+}
+
 /// The name a client checks the server's certificate against: the host part of `addr`.
 pub fn server_name(addr: &str) -> Result<ServerName<'static>, String> {
     let host = match addr.strip_prefix('[') {

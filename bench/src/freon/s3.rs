@@ -75,7 +75,7 @@ impl Target {
             None => self.handshake(tcp).await,
             Some(config) => {
                 let name = stratos_client::tls::server_name(&self.host)?;
-                let tcp = futures_util::io::BufReader::with_capacity(stratos_client::TLS_READ_BUFFER_BYTES, tcp);
+                let tcp = stratos_client::tls::under_tls(tcp);
                 let s = futures_rustls::TlsConnector::from(config.clone()).connect(name, tcp).await.map_err(|e| format!("TLS to {}: {e}", self.host))?;
                 self.handshake(s).await
             }

@@ -123,11 +123,8 @@ fn port_state(port: u16) -> Option<bool> {
     seen.then_some(false)
 }
 
-/// `stream` with a read buffer for rustls to read from, for a connection of few peers and
-/// large messages (a datanode's, the SCM's, Raft's): see [`stratos_client::TLS_READ_BUFFER_BYTES`].
-pub fn under_tls<S: futures_util::io::AsyncRead>(stream: S) -> futures_util::io::BufReader<S> {
-    futures_util::io::BufReader::with_capacity(stratos_client::TLS_READ_BUFFER_BYTES, stream)
-}
+/// For the servers' crates, which reach the client library through this one.
+pub use stratos_client::tls::under_tls;
 
 /// A TLS handshake that takes longer than this is dropped (a peer that connects and says
 /// nothing holds no task for long).

@@ -98,10 +98,11 @@ pub struct BlockBytes {
 }
 
 impl BlockBytes {
-    /// Narrows to `range` of the block's bytes (clamped to them).
+    /// Narrows to `range` of the block's bytes (clamped to them: any range is safe).
     pub fn narrow(mut self, range: Range<usize>) -> BlockBytes {
-        let end = self.range.start + range.end.min(self.len());
-        self.range = (self.range.start + range.start).min(end)..end;
+        let end = range.end.min(self.len());
+        let start = range.start.min(end);
+        self.range = self.range.start + start..self.range.start + end;
         self
     }
 }
