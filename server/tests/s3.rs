@@ -13,7 +13,7 @@ use support::{BIN, Proc, Tls, s};
 struct Cluster {
     dir: tempfile::TempDir,
     _scm: Proc,
-    _datanodes: Vec<Proc>,
+    datanodes: Vec<Proc>,
     om: Proc,
     s3g: Proc,
 }
@@ -40,7 +40,7 @@ impl Cluster {
         std::fs::write(&keyring, line("sse-s3") + &line("kms-1")).expect("write the keyring");
         std::fs::set_permissions(&keyring, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod the keyring");
         let s3g = Proc::secured(&["s3g", "--om", &rpc, "--address", "127.0.0.1:0", "--cores", "2", "--idle-timeout-ms", "3000", "--sse-keyring", s(&keyring)]);
-        Cluster { dir, _scm: scm, _datanodes: datanodes, om, s3g }
+        Cluster { dir, _scm: scm, datanodes, om, s3g }
     }
 
     fn endpoint(&self) -> String {
@@ -95,30 +95,40 @@ fn venv() -> Option<PathBuf> {
 #[test]
 fn boto3_the_aws_cli_and_curl_work_against_the_gateway() {
     let Some(venv) = venv() else { return };
-    let c = Cluster::start();
+    let mut c = Cluster::start();
     let (alice_key, alice_secret) = c.secret("alice");
     let (bob_key, bob_secret) = c.secret("bob");
     assert_eq!(alice_key, "alice", "the access key is the principal's name");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3/clients.py");
     let (plain, secret) = (format!("STRATOS-PLAIN-{:016x}", rand::random::<u64>()), format!("STRATOS-SECRET-{:016x}", rand::random::<u64>()));
-    let out = Command::new(venv.join("bin/python"))
-        .arg(&script)
-        .env("MARKER_PLAIN", &plain)
-        .env("MARKER_SECRET", &secret)
-        // The script searches the datanodes' disks for them, before it deletes anything.
-        .env("DATANODE_DIRS", std::env::join_paths((0..3).map(|i| c.dir.path().join(format!("dn{i}")))).expect("paths"))
-        .env("S3_ENDPOINT", c.endpoint())
-        .env("S3_CA", &Tls::get().files(stratos_common::tls::Role::User, "alice").ca)
-        .env("ALICE_KEY", alice_key)
-        .env("ALICE_SECRET", alice_secret)
-        .env("BOB_KEY", bob_key)
-        .env("BOB_SECRET", bob_secret)
-        .env("AWS", venv.join("bin/aws"))
-        .output()
-        .expect("run the S3 client checks");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(out.status.success() && stdout.contains("all S3 client checks passed"), "S3 client checks failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let (endpoint, dn_dirs) = (c.endpoint(), std::env::join_paths((0..3).map(|i| c.dir.path().join(format!("dn{i}")))).expect("paths"));
+    let run = |args: &[&str]| {
+        let out = Command::new(venv.join("bin/python"))
+            .arg(&script)
+            .args(args)
+            .env("MARKER_PLAIN", &plain)
+            .env("MARKER_SECRET", &secret)
+            // The script searches the datanodes' disks for them, before it deletes anything.
+            .env("DATANODE_DIRS", &dn_dirs)
+            .env("S3_ENDPOINT", &endpoint)
+            .env("S3_CA", &Tls::get().files(stratos_common::tls::Role::User, "alice").ca)
+            .env("ALICE_KEY", &alice_key)
+            .env("ALICE_SECRET", &alice_secret)
+            .env("BOB_KEY", &bob_key)
+            .env("BOB_SECRET", &bob_secret)
+            .env("AWS", venv.join("bin/aws"))
+            .output()
+            .expect("run the S3 client checks");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        println!("{stdout}");
+        assert!(out.status.success(), "S3 client checks {args:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    };
+    assert!(run(&[]).contains("all S3 client checks passed"), "the S3 client checks stopped early");
+    // A read with every datanode stopped (the last checks: nothing after them needs data).
+    run(&["outage", "put"]);
+    c.datanodes.clear();
+    run(&["outage", "get"]);
 }
 
 /// CI's sample of ceph's s3-tests (`bench/s3-tests-ci.txt`: 80 tests that pass) through

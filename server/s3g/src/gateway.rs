@@ -1413,7 +1413,7 @@ async fn get_object(gw: &Rc<Gateway>, c: &Client, r: &Req, head: bool) -> R {
         return Ok(reply);
     }
     let reader = Reader::new(gw.clone(), k.blocks, start, end).decrypting(cipher);
-    reply.body = Body::Stream { stream: reader.into_stream(), left: end - start };
+    reply.body = reader.into_body(end - start).await.map_err(|e| S3Error::internal(format!("the object's data could not be read: {e}")))?;
     Ok(reply)
 }
 

@@ -35,6 +35,22 @@ def check(what, cond, detail=""):
 
 
 alice, bob = client("ALICE"), client("BOB")
+
+# `clients.py outage put`, then, with every datanode stopped, `clients.py outage get`: the GET
+# of an object fails with S3's InternalError before any of its reply is sent (not a 200 cut
+# off after its head, which boto3 would hand back as a success), and HEAD still answers.
+if sys.argv[1:2] == ["outage"]:
+    OUT = "outage-" + hashlib.md5(ENDPOINT.encode()).hexdigest()[:8]
+    if sys.argv[2] == "put":
+        alice.create_bucket(Bucket=OUT)
+        for k, n in (("small", 4096), ("large", 3 << 20)):
+            alice.put_object(Bucket=OUT, Key=k, Body=os.urandom(n))
+        check("outage: objects written", alice.head_object(Bucket=OUT, Key="large")["ContentLength"] == 3 << 20)
+    else:
+        for k in ("small", "large"):
+            check(f"outage: a GET of the {k} object with no datanode is InternalError", code(lambda: alice.get_object(Bucket=OUT, Key=k)) == "InternalError")
+        check("outage: HEAD still answers", alice.head_object(Bucket=OUT, Key="small")["ContentLength"] == 4096)
+    sys.exit(0)
 bucket = "clients-" + os.urandom(4).hex()
 alice.create_bucket(Bucket=bucket)
 check("create bucket, listed as the owner's", bucket in [b["Name"] for b in alice.list_buckets()["Buckets"]])
