@@ -180,12 +180,18 @@ impl DatanodeSource for Datanodes {
     }
 }
 
-/// `want` bytes at `offset` of `block`, from the first of its datanodes that serves them all;
-/// those in `failed` are asked last. A datanode that errs joins `failed` (so a frozen one costs
-/// one timeout per read, not one per chunk) and its connection is dropped. `Err` says what each
+/// `want` bytes at `offset` of `block`, from the first of its datanodes that serves them all,
+/// starting at a replica drawn at random (as Ozone shuffles replicas at equal distance: reads of
+/// a hot object spread over its datanodes instead of all landing on the pipeline's first); those
+/// in `failed` are asked last. A datanode that errs joins `failed` (so a frozen one costs one
+/// timeout per read, not one per chunk) and its connection is dropped. `Err` says what each
 /// datanode answered.
 pub async fn read_any(src: &mut impl DatanodeSource, block: &Block, offset: u64, want: u32, failed: &mut BTreeSet<u64>) -> Result<Vec<u8>, String> {
     let mut order: Vec<&(u64, String)> = block.datanodes.iter().collect();
+    let n = order.len();
+    if n > 1 {
+        order.rotate_left(rand::random::<u32>() as usize % n);
+    }
     order.sort_by_key(|(id, _)| failed.contains(id));
     let mut errors = Vec::new();
     for (id, addr) in order {
