@@ -2,7 +2,7 @@
 //! file of its own, is never written again, before or after the store is reopened (which is
 //! when it learns from the disk which containers have block files).
 
-use stratos_datanode::store::{Store, StoreConfig};
+use stratos_datanode::store::{Store, StoreConfig, StoreError};
 
 fn on_executor<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).io_memory(1 << 20).spawn(move || async move { f().await }).expect("an executor").join().expect("the test ran");
@@ -10,7 +10,7 @@ fn on_executor<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -
 
 fn config() -> StoreConfig {
     // Blocks of up to 4 KiB go to the log, longer ones to files; small log segments.
-    StoreConfig { small_block_bytes: 4096, buffer_bytes: 1 << 20, log_segment_bytes: 1 << 20 }
+    StoreConfig { small_block_bytes: 4096, buffer_bytes: 1 << 20, log_segment_bytes: 1 << 20, read_cache_bytes: 1 << 20 }
 }
 
 /// Writes the block at offset 0 again and expects the refusal.
@@ -115,5 +115,53 @@ fn a_read_returns_exactly_the_range_asked_for() {
         }
         let (store, _) = Store::open(root.clone(), config()).await.expect("reopen");
         read_ranges(&store, &blocks, "reopened").await;
+    });
+}
+
+/// Small blocks read again come from the read cache (the block log is read with `O_DIRECT`, so
+/// nothing else would keep them): a second read is a hit, a deleted block is never served from
+/// it, the least recently read block leaves first when the budget is spent, and a cache of 0
+/// bytes holds nothing.
+#[test]
+fn small_blocks_read_again_come_from_the_cache_and_a_delete_drops_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    on_executor(move || async move {
+        let counts = |s: &Store| (s.stats().read_cache_hits, s.stats().read_cache_misses);
+        let block = |local: u64| -> Vec<u8> { (0..3000u32).map(|i| (i as u64 * 7 + local) as u8).collect() };
+        // 64 KiB: room for 8 to 21 blocks of 3000 bytes (each is held as the buffer its read
+        // filled: a copy of the record, or the pages read), not for 39.
+        let (store, _) = Store::open(root.join("a"), StoreConfig { read_cache_bytes: 64 << 10, ..config() }).await.expect("open");
+        for local in 40..80 {
+            store.write(3, local, 0, &block(local)).await.expect("write");
+            store.finish(3, local, 3000).await.expect("finish");
+        }
+        let read = |local: u64| {
+            let store = &store;
+            async move { store.read(3, local, 0, 3000).await.map(|(b, _)| b.to_vec()) }
+        };
+        assert_eq!(read(40).await.expect("read"), block(40));
+        assert_eq!(counts(&store), (0, 1), "the first read goes to the disk");
+        assert_eq!(store.read(3, 40, 100, 50).await.expect("read a range").0[..], block(40)[100..150]);
+        assert_eq!(counts(&store), (1, 1), "the second is served from memory");
+        store.delete(&[(3, 40)]).await.expect("delete");
+        assert!(matches!(store.read(3, 40, 0, 3000).await, Err(StoreError::NotFound(3, 40))), "a deleted block is gone, cached or not");
+        // Every block once, then the last (still cached) and the first (pushed out).
+        for local in 41..80 {
+            assert_eq!(read(local).await.expect("read"), block(local));
+        }
+        let before = counts(&store);
+        assert_eq!(read(79).await.expect("read"), block(79));
+        assert_eq!(counts(&store), (before.0 + 1, before.1), "the most recently read block is held");
+        assert_eq!(read(41).await.expect("read"), block(41));
+        assert_eq!(counts(&store), (before.0 + 1, before.1 + 1), "the least recently read one left for the others");
+        drop(store);
+        let (store, _) = Store::open(root.join("b"), StoreConfig { read_cache_bytes: 0, ..config() }).await.expect("open");
+        store.write(3, 1, 0, &block(1)).await.expect("write");
+        store.finish(3, 1, 3000).await.expect("finish");
+        for _ in 0..3 {
+            assert_eq!(store.read(3, 1, 0, 3000).await.expect("read").0.to_vec(), block(1));
+        }
+        assert_eq!(counts(&store), (0, 0), "no cache: nothing counted, nothing held");
     });
 }
