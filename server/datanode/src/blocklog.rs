@@ -51,8 +51,9 @@ pub type BlockId = (u64, u64);
 /// Bytes of the container id that starts every payload.
 pub const CONTAINER_BYTES: usize = 8;
 
-/// The largest buffer (a block's record as read) the read cache keeps: small objects are what
-/// it is for (see [`ReadCache`]).
+/// The largest buffer (a block's record as read) the read cache keeps from a read of a whole
+/// block: small objects are what it is for; a block read in ranges is kept at any size (see
+/// [`ReadCache::insert`]).
 const CACHED_BLOCK_BYTES_MAX: u64 = 128 << 10;
 
 /// Bytes a compaction appends before it waits for them to be durable: bounds the memory its
@@ -160,13 +161,16 @@ impl ReadCache {
         Some(bytes.clone())
     }
 
-    fn insert(&mut self, block: BlockId, bytes: BlockBytes) {
+    /// `partial`: the read asked for part of the block. Such a block is kept up to an eighth of
+    /// the budget: a range of a small block costs a read and check of all of it (one crc per
+    /// record), and readers of ranges (columnar formats, seeks) come back for more ranges.
+    fn insert(&mut self, block: BlockId, bytes: BlockBytes, partial: bool) {
         let cost = Self::cost(&bytes);
-        // A block over an eighth of the budget would push out many others for one; a block
-        // over CACHED_BLOCK_BYTES_MAX is read at the disk's bandwidth anyway, and keeping such
-        // blocks cost more than it saved (1 MiB GETs: the datanodes' CPU per read +27%, buffers
-        // of a megabyte allocated fresh for each read while 256 of them sat in the cache).
-        if cost.saturating_mul(8) > self.budget || cost > CACHED_BLOCK_BYTES_MAX {
+        // A block over an eighth of the budget would push out many others for one. A block
+        // over CACHED_BLOCK_BYTES_MAX read whole is read at the disk's bandwidth anyway, and
+        // keeping such blocks cost more than it saved (1 MiB GETs: the datanodes' CPU per read
+        // +27%, a fresh megabyte buffer for each read while 256 of them sat in the cache).
+        if cost.saturating_mul(8) > self.budget || (cost > CACHED_BLOCK_BYTES_MAX && !partial) {
             return;
         }
         self.remove(block);
@@ -335,6 +339,12 @@ impl<S: Storage> BlockLog<S> {
 
     /// A block's bytes (crc checked on the way), or `None` if it is not stored.
     pub async fn get(&self, block: BlockId) -> Result<Option<BlockBytes>, LogError> {
+        self.get_for(block, false).await
+    }
+
+    /// [`BlockLog::get`] for a read of part of the block (`partial`), which the read cache keeps
+    /// whatever the block's size (see [`ReadCache::insert`]).
+    pub async fn get_for(&self, block: BlockId, partial: bool) -> Result<Option<BlockBytes>, LogError> {
         // A compaction may purge the entry between the lookup and the read: look again (the
         // copy is in the index before the original is purged).
         let mut tries = 0;
@@ -355,7 +365,7 @@ impl<S: Storage> BlockLog<S> {
                     // Cached only if the block is still there as read: a delete during the read
                     // must not leave it served from memory.
                     if self.cache.borrow().budget > 0 && self.index.borrow().get(&block).is_some_and(|l| l.log_index == loc.log_index) {
-                        self.cache.borrow_mut().insert(block, read.clone());
+                        self.cache.borrow_mut().insert(block, read.clone(), partial);
                     }
                     return Ok(Some(read));
                 }

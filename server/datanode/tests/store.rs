@@ -165,3 +165,27 @@ fn small_blocks_read_again_come_from_the_cache_and_a_delete_drops_them() {
         assert_eq!(counts(&store), (0, 0), "no cache: nothing counted, nothing held");
     });
 }
+
+/// A block over 128 KiB is not kept when read whole (the disk serves it at its bandwidth), but
+/// is when a range of it is read: every range of a block in the log costs a read and check of
+/// the whole record, and the next range is then served from memory.
+#[test]
+fn a_large_small_block_read_in_ranges_is_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    on_executor(move || async move {
+        let cfg = StoreConfig { small_block_bytes: 256 << 10, buffer_bytes: 1 << 20, log_segment_bytes: 2 << 20, read_cache_bytes: 4 << 20 };
+        let (store, _) = Store::open(root, cfg).await.expect("open");
+        let counts = |s: &Store| (s.stats().read_cache_hits, s.stats().read_cache_misses);
+        let block: Vec<u8> = (0..200_000u32).map(|i| (i * 31 + 7) as u8).collect();
+        store.write(3, 1, 0, &block).await.expect("write");
+        store.finish(3, 1, block.len() as u64).await.expect("finish");
+        for _ in 0..2 {
+            assert!(store.read(3, 1, 0, 200_000).await.expect("read whole").0[..] == block[..]);
+        }
+        assert_eq!(counts(&store), (0, 2), "read whole, a block over 128 KiB is not kept");
+        assert_eq!(store.read(3, 1, 1000, 100).await.expect("a range").0[..], block[1000..1100]);
+        assert_eq!(store.read(3, 1, 150_000, 4096).await.expect("another range").0[..], block[150_000..154_096]);
+        assert_eq!(counts(&store), (1, 3), "the first range read it, the second came from memory");
+    });
+}
