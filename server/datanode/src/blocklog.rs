@@ -121,8 +121,9 @@ impl From<Vec<u8>> for BlockBytes {
     }
 }
 
-/// Small blocks read recently, whole (as [`BlockBytes`] of the buffer their read filled), up
-/// to a budget of bytes, the least recently read dropped first.
+/// Blocks read recently, whole (as [`BlockBytes`] of the buffer their read filled): those of
+/// up to [`CACHED_BLOCK_BYTES_MAX`], and any read in ranges; up to a budget of bytes, the least
+/// recently read dropped first.
 ///
 /// Why: the log is read with `O_DIRECT` (glommio's DMA files), so no page cache stands between
 /// a read and the disk: every GET of a hot 4 KiB object was a device read, and on a VM a

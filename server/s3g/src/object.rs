@@ -341,6 +341,7 @@ impl Reader {
     /// datanode read was pending cost a second record, send and wake-up per GET (`strace` of the
     /// gateway at 4 KiB: a 298-byte and a 4,118-byte `sendmsg` per GET). And a range that no
     /// replica serves is an error reply, not a 200 cut off after its head.
+    ///
     /// `length` is the reply's: blocks that hold less than it end the body short, an error.
     pub async fn into_body(mut self, length: u64) -> Result<crate::http::Body, String> {
         use futures_util::StreamExt;
