@@ -50,7 +50,8 @@ pub struct S3Args {
     #[arg(long, default_value = "/")]
     pub delimiter: String,
     /// `--op get` asks for this many bytes of each object (a `Range` header, at an offset that
-    /// moves from GET to GET) instead of the whole object, as columnar readers do.
+    /// moves from one pass over the objects to the next) instead of the whole object, as
+    /// columnar readers do.
     #[arg(long)]
     pub range: Option<u64>,
 }

@@ -37,9 +37,9 @@ pub struct DatanodeArgs {
     /// spare is kept ready while it is written).
     #[arg(long, default_value_t = 64 << 20)]
     pub log_segment_bytes: u64,
-    /// Memory for blocks of up to 128 KiB read recently from the block log, the least recently
-    /// read dropped first. The log is read with O_DIRECT (no page cache), so without it every
-    /// read of a hot small object is a disk read. 0: none.
+    /// Memory for blocks read recently from the block log (those of up to 128 KiB, and any read
+    /// in ranges), the least recently read dropped first. The log is read with O_DIRECT (no page
+    /// cache), so without it every read of a hot small object is a disk read. 0: none.
     #[arg(long, default_value_t = 256 << 20)]
     pub read_cache_bytes: u64,
     #[command(flatten)]
