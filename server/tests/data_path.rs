@@ -335,10 +335,12 @@ fn the_datanode_refuses_bad_tokens_and_keeps_the_data() {
         // Over the length the token allows.
         refused.push(("reading past the token's length", data::read_chunk(&dn, &a, 299_000, 2_000).await.map(|_| ())));
         // Through `read_any`, a refusal is an answer: the shared connections stay; a datanode
-        // that does not answer at all loses its connection (the next use dials again).
-        struct Counting<'a>(&'a mut Datanodes, Vec<String>);
+        // that does not answer at all loses its connection (the next use dials again). The
+        // third field: every datanode asked, in order.
+        struct Counting<'a>(&'a mut Datanodes, Vec<String>, Vec<String>);
         impl data::DatanodeSource for Counting<'_> {
             async fn datanode(&mut self, address: &str) -> Result<data::Datanode, String> {
+                self.2.push(address.to_string());
                 self.0.get(address).await
             }
             fn forget_datanode(&mut self, address: &str) {
@@ -348,7 +350,7 @@ fn the_datanode_refuses_bad_tokens_and_keeps_the_data() {
         }
         let mut t = a.clone();
         t.token[31] ^= 1;
-        let mut src = Counting(&mut dns, Vec::new());
+        let mut src = Counting(&mut dns, Vec::new(), Vec::new());
         let mut failed = BTreeSet::new();
         let e = data::read_any(&mut src, &t, 0, 100, &mut failed).await.expect_err("every replica refuses the token");
         assert!(e.contains("TokenRefused") && failed.len() == 3 && src.1.is_empty(), "{e}; failed {failed:?}, forgotten {:?}", src.1);
@@ -364,21 +366,11 @@ fn the_datanode_refuses_bad_tokens_and_keeps_the_data() {
         assert!(!src.1.is_empty() && src.1.iter().all(|a| a == "127.0.0.1:1"), "only the dead address is forgotten: {:?}", src.1);
         // Reads spread over the replicas: each of the three live ones is asked first sometimes
         // (60 reads: a replica never drawn first has odds under 1e-10).
-        struct First<'a>(&'a mut Datanodes, Option<String>);
-        impl data::DatanodeSource for First<'_> {
-            async fn datanode(&mut self, address: &str) -> Result<data::Datanode, String> {
-                self.1.get_or_insert_with(|| address.to_string());
-                self.0.get(address).await
-            }
-            fn forget_datanode(&mut self, address: &str) {
-                self.0.forget(address);
-            }
-        }
         let mut firsts = std::collections::BTreeMap::<String, u32>::new();
         for _ in 0..60 {
-            let mut src = First(&mut dns, None);
+            let asked = src.2.len();
             data::read_any(&mut src, &a, 0, 100, &mut BTreeSet::new()).await.expect("read");
-            *firsts.entry(src.1.expect("a datanode asked")).or_default() += 1;
+            *firsts.entry(src.2.get(asked).expect("a datanode asked").clone()).or_default() += 1;
         }
         assert_eq!(firsts.len(), a.datanodes.len(), "reads started at {firsts:?}");
         // Expired: the OM gives 2 s tokens here.

@@ -149,7 +149,11 @@ impl ReadCache {
         b.bytes.capacity() as u64
     }
 
+    /// The block if kept; with no budget, nothing (and nothing counted).
     fn get(&mut self, block: BlockId) -> Option<BlockBytes> {
+        if self.budget == 0 {
+            return None;
+        }
         let Some((bytes, used)) = self.entries.get_mut(&block) else {
             self.misses += 1;
             return None;
@@ -171,14 +175,11 @@ impl ReadCache {
         // over CACHED_BLOCK_BYTES_MAX read whole is read at the disk's bandwidth anyway, and
         // keeping such blocks cost more than it saved (1 MiB GETs: the datanodes' CPU per read
         // +27%, a fresh megabyte buffer for each read while 256 of them sat in the cache).
-        if cost.saturating_mul(8) > self.budget || (cost > CACHED_BLOCK_BYTES_MAX && !partial) {
+        if self.budget == 0 || cost.saturating_mul(8) > self.budget || (cost > CACHED_BLOCK_BYTES_MAX && !partial) {
             return;
         }
         self.remove(block);
-        while self.held + cost > self.budget {
-            let Some((_, oldest)) = self.order.pop_first() else { break };
-            self.remove_entry_only(oldest);
-        }
+        self.shrink_to(self.budget - cost);
         self.clock += 1;
         self.order.insert(self.clock, block);
         self.entries.insert(block, (bytes, self.clock));
@@ -192,10 +193,13 @@ impl ReadCache {
         }
     }
 
-    /// Drops an entry already taken out of `order`.
-    fn remove_entry_only(&mut self, block: BlockId) {
-        if let Some((b, _)) = self.entries.remove(&block) {
-            self.held -= Self::cost(&b);
+    /// Drops the least recently read blocks until at most `bytes` are held.
+    fn shrink_to(&mut self, bytes: u64) {
+        while self.held > bytes {
+            let Some((_, oldest)) = self.order.pop_first() else { break };
+            if let Some((b, _)) = self.entries.remove(&oldest) {
+                self.held -= Self::cost(&b);
+            }
         }
     }
 }
@@ -272,10 +276,7 @@ impl<S: Storage> BlockLog<S> {
     pub fn set_read_cache_bytes(&self, bytes: u64) {
         let mut c = self.cache.borrow_mut();
         c.budget = bytes;
-        while c.held > bytes {
-            let Some((_, oldest)) = c.order.pop_first() else { break };
-            c.remove_entry_only(oldest);
-        }
+        c.shrink_to(bytes);
     }
 
     /// Reads served from the read cache and reads that went to the disk.
@@ -340,20 +341,18 @@ impl<S: Storage> BlockLog<S> {
 
     /// A block's bytes (crc checked on the way), or `None` if it is not stored.
     pub async fn get(&self, block: BlockId) -> Result<Option<BlockBytes>, LogError> {
-        self.get_for(block, false).await
+        self.get_for(block, 0, u64::MAX).await
     }
 
-    /// [`BlockLog::get`] for a read of part of the block (`partial`), which the read cache keeps
-    /// whatever the block's size (see [`ReadCache::insert`]).
-    pub async fn get_for(&self, block: BlockId, partial: bool) -> Result<Option<BlockBytes>, LogError> {
+    /// [`BlockLog::get`] (the whole block) for a read of `length` bytes at `offset`: a block
+    /// read in part is kept in the read cache whatever its size (see [`ReadCache::insert`]).
+    pub async fn get_for(&self, block: BlockId, offset: u64, length: u64) -> Result<Option<BlockBytes>, LogError> {
         // A compaction may purge the entry between the lookup and the read: look again (the
         // copy is in the index before the original is purged).
         let mut tries = 0;
         loop {
             let Some(loc) = self.index.borrow().get(&block).copied().filter(|l| l.ready) else { return Ok(None) };
-            if self.cache.borrow().budget > 0
-                && let Some(b) = self.cache.borrow_mut().get(block)
-            {
+            if let Some(b) = self.cache.borrow_mut().get(block) {
                 return Ok(Some(b));
             }
             match self.wal.read_entry_in_place(loc.log_index).await {
@@ -365,7 +364,8 @@ impl<S: Storage> BlockLog<S> {
                     let read = BlockBytes { bytes: Rc::new(bytes), range: payload.start + CONTAINER_BYTES..payload.end };
                     // Cached only if the block is still there as read: a delete during the read
                     // must not leave it served from memory.
-                    if self.cache.borrow().budget > 0 && self.index.borrow().get(&block).is_some_and(|l| l.log_index == loc.log_index) {
+                    if self.index.borrow().get(&block).is_some_and(|l| l.log_index == loc.log_index) {
+                        let partial = offset > 0 || offset.saturating_add(length) < u64::from(loc.len);
                         self.cache.borrow_mut().insert(block, read.clone(), partial);
                     }
                     return Ok(Some(read));

@@ -494,8 +494,7 @@ impl Store {
         if length > CALL_BYTES_MAX {
             return Err(StoreError::BadRequest(format!("{length} bytes in one read, at most {CALL_BYTES_MAX}")));
         }
-        let partial = self.log.length((container, local)).is_some_and(|n| offset > 0 || offset.saturating_add(length) < n);
-        if let Some(data) = self.log.get_for((container, local), partial).await.map_err(|e| log_error(&self.log_dir(), e))? {
+        if let Some(data) = self.log.get_for((container, local), offset, length).await.map_err(|e| log_error(&self.log_dir(), e))? {
             let block_len = data.len() as u64;
             let end = offset.saturating_add(length).min(block_len);
             return Ok((data.narrow(offset.min(end) as usize..end as usize), block_len));
