@@ -168,7 +168,12 @@ async fn write_opened(
         if buf.is_empty() {
             break;
         }
-        while !buf.is_empty() {
+        // Whole calls only, but for the input's last bytes: a datanode takes every chunk of a
+        // block but its last at a multiple of 64 KiB. The input's pieces need not add up to a
+        // call (a client that sends the request head and the body's first bytes in one TLS
+        // record gives 16,384 bytes less the head, then records of 16,384), so what is left
+        // over waits for the next pieces.
+        while !buf.is_empty() && (ended || buf.len() as u64 >= CHUNK_BYTES) {
             if open.is_none() {
                 let block = match pool.pop() {
                     Some(b) => b,
