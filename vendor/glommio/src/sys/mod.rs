@@ -320,6 +320,11 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // Stratos' patch: pairs with the fence the sleeping reactor makes after
+        // `prepare_to_sleep` (sys/uring.rs), which replaced glommio's
+        // `membarrier`: what the caller queued before this call is visible to
+        // that reactor, or this reads its `should_notify`.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)

@@ -37,7 +37,7 @@ use crate::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
-        membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
+        DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         PollableStatus, Source, SourceType, Statx, TimeSpec64,
     },
     uring_sys::{self, IoRingOp},
@@ -1228,6 +1228,8 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    // Stratos' patch: when the latency ring's timer above fires (None: none armed).
+    latency_preemption_deadline: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1359,6 +1361,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_preemption_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1826,16 +1829,43 @@ impl Reactor {
         //
         // But if we will sleep, there might be a timer registered that needs
         // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        //
+        // Stratos' patch: a timer still pending that fires between half the
+        // preemption period and the period from now is kept instead (we cannot
+        // sleep when there is a preemption period: see `should_sleep`). Cancelling
+        // and arming it on every loop cost two SQEs and usually an
+        // `io_uring_enter` per loop, the busiest executors' most frequent system
+        // call; a task queue still gets at least half its period before it is
+        // asked to yield.
+        let keep_latency_timer = self.latency_timer_still_fits(preempt_timer());
+        if !keep_latency_timer {
+            drop(self.latency_preemption_timeout_src.take());
+            self.latency_preemption_deadline.set(None);
+        }
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        //
+        // Stratos' patch: only when the last one has fired. Until then it is left
+        // armed, where glommio cancelled it and armed a new one on every loop. It
+        // now counts its `ring_depth` completions from when it was armed, so it
+        // also fires when they were spread over several loops: at most one
+        // extra preemption per `ring_depth` completions.
+        let throughput_timer = self.throughput_preemption_timeout_src.take();
+        match throughput_timer {
+            Some(src) if src.result().is_none() => {
+                self.throughput_preemption_timeout_src.set(Some(src));
+            }
+            _ => {
+                drop(throughput_timer);
+                self.throughput_preemption_timeout_src.set(Some(
+                    main_ring.prepare_throughput_preemption_timer(
+                        self.ring_depth() as u32,
+                        self.eventfd_src.raw(),
+                    ),
+                ));
+            }
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1859,6 +1889,7 @@ impl Reactor {
             if let Some(dur) = user_timer {
                 self.latency_preemption_timeout_src
                     .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                self.latency_preemption_deadline.set(Some(Instant::now() + dur));
                 assert!(flush_rings!(lat_ring)? > 0);
             }
             // From this moment on the remote executors are aware that we are sleeping
@@ -1867,9 +1898,17 @@ impl Reactor {
             // that opened up room. If it did we bail on sleep and go process it.
             self.notifier.prepare_to_sleep();
             // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
-            // details. This translates to `sys_membarrier()` /
-            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
-            membarrier::heavy();
+            // details. glommio issued `sys_membarrier()` /
+            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED` here, which interrupts every CPU
+            // that runs a thread of this process, on every park.
+            //
+            // Stratos' patch: a full fence here and one in `SleepNotifier::notify`,
+            // before it reads `should_notify`, order the two sides instead (we store
+            // the flag then read the channels; a sender writes a channel then reads
+            // the flag; with both fences one of the two sees the other's write).
+            // The price moves from every park (a system call and IPIs) to every
+            // remote notification (one fence, next to the atomic it already does).
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
@@ -1886,8 +1925,11 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            if !keep_latency_timer {
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+                self.latency_preemption_deadline.set(Some(Instant::now() + preempt));
+            }
             flush_rings!(lat_ring, main_ring)?;
         }
 
@@ -1899,6 +1941,20 @@ impl Reactor {
         // need_preempt() should be false at this point. As soon as the next event
         // in the preempt ring completes, though, then it will be true.
         Ok(should_sleep)
+    }
+
+    /// Stratos' patch: whether the latency ring's preemption timer is still
+    /// pending and fires between half of `preempt` and `preempt` from now.
+    fn latency_timer_still_fits(&self, preempt: Option<Duration>) -> bool {
+        let (Some(period), Some(deadline)) = (preempt, self.latency_preemption_deadline.get())
+        else {
+            return false;
+        };
+        let src = self.latency_preemption_timeout_src.take();
+        let pending = src.as_ref().is_some_and(|s| s.result().is_none());
+        self.latency_preemption_timeout_src.set(src);
+        let left = deadline.saturating_duration_since(Instant::now());
+        pending && left >= period / 2 && left <= period
     }
 
     pub(crate) fn flush_syscall_thread(&self) -> usize {
