@@ -130,7 +130,7 @@ pub async fn write(
         .await
         .map_err(|e| from_om(&e, bucket, Some(key)))?;
     let Done::KeyOpened { open_id, blocks } = opened else { return Err(S3Error::internal(format!("unexpected reply to openKey: {opened:?}"))) };
-    match write_opened(gw, c, bucket, key, open_id, blocks, input, finish, cipher).await {
+    match write_opened(gw, c, bucket, key, open_id, blocks, input, size_hint, finish, cipher).await {
         Ok(w) => Ok(w),
         Err(e) => {
             // Bounded, and best effort: an open key the abort misses expires on its own.
@@ -143,7 +143,7 @@ pub async fn write(
 
 #[allow(clippy::too_many_arguments)]
 async fn write_opened(
-    gw: &Rc<Gateway>, c: &Client, bucket: &str, key: &str, open_id: u64, blocks: Vec<Block>, input: &mut Input<'_>, finish: Finish<'_>,
+    gw: &Rc<Gateway>, c: &Client, bucket: &str, key: &str, open_id: u64, blocks: Vec<Block>, input: &mut Input<'_>, size_hint: u64, finish: Finish<'_>,
     cipher: Option<&Cipher>,
 ) -> Result<Written, S3Error> {
     let mut pool = blocks;
@@ -155,6 +155,18 @@ async fn write_opened(
     let mut ended = false;
     let mut size = 0u64;
     loop {
+        // Room for the call's bytes in one allocation, where the input's length is known: grown
+        // by doubling from one piece (a TLS record, ~16 KiB) to 1 MiB, `buf` was copied over
+        // about once more per call (perf of 1 MiB PUTs: `BytesMut::reserve` 3.7% of the gateway's
+        // CPU). The slack holds the piece that crosses the call's end, where the input goes on.
+        // Once a call's piece is sent and dropped, this takes the same allocation back (moving
+        // only the bytes left over). A length that turns out short only means growing again.
+        let room = CHUNK_BYTES.saturating_sub(buf.len() as u64);
+        let rest = size_hint.saturating_sub(size + buf.len() as u64);
+        if !ended && rest > 0 {
+            let slack = if rest > room { FILL_SLACK_BYTES } else { 0 };
+            buf.reserve(rest.min(room) as usize + slack);
+        }
         // Up to one call's worth of bytes (fewer only at the end of the input).
         while !ended && (buf.len() as u64) < CHUNK_BYTES {
             match input.next().await? {
@@ -286,6 +298,9 @@ async fn chained(gw: &Gateway, o: &Open, piece: &[u8], finish: bool) -> Result<(
 }
 
 pub use crate::sigv4::hex;
+
+/// Room kept beyond a call's bytes in a write's buffer, for the input piece that crosses them.
+const FILL_SLACK_BYTES: usize = 64 << 10;
 
 /// Reads bytes `start..end` of an object's blocks, one call (at most 1 MiB) at a time, from the
 /// first datanode of each block that serves it (one that failed is asked last from then on).
