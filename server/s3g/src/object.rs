@@ -40,6 +40,14 @@ impl Input<'_> {
             Input::Object(r) => r.next().await.map_err(|e| S3Error::unavailable(format!("reading the copy source: {e}"))),
         }
     }
+
+    /// The MD5 the client said its bytes have (Content-MD5), if any.
+    fn expected_md5(&self) -> Option<&[u8]> {
+        match self {
+            Input::Payload(p) => p.expected_md5(),
+            Input::Object(_) => None,
+        }
+    }
 }
 
 /// What must hold of the key when the write commits (S3's conditional PUT).
@@ -174,7 +182,16 @@ async fn write_opened(
                     md5.update(&b);
                     buf.extend_from_slice(&b);
                 }
-                None => ended = true,
+                None => {
+                    ended = true;
+                    // The Content-MD5, from the hash the ETag is made of: before the last
+                    // bytes go out and before the commit, so a mismatch stores nothing.
+                    if let Some(want) = input.expected_md5()
+                        && md5.clone().finalize().as_slice() != want
+                    {
+                        return Err(S3Error::new("BadDigest", 400, "the Content-MD5 you specified did not match what we received"));
+                    }
+                }
             }
         }
         if buf.is_empty() {

@@ -4,7 +4,7 @@ Environment: S3_ENDPOINT (https://host:port), S3_CA (the cluster CA), ALICE_KEY/
 BOB_KEY/BOB_SECRET (from `stratos s3 getsecret`), AWS (the aws command). Prints one line per
 check; exits non-zero at the first failure with what differed.
 """
-import hashlib, os, subprocess, sys, tempfile, threading, time
+import base64, hashlib, os, subprocess, sys, tempfile, threading, time
 
 import boto3, botocore
 from botocore.config import Config
@@ -80,6 +80,14 @@ check("If-None-Match on GET: 304", code(lambda: alice.get_object(Bucket=bucket, 
 check("If-Match on GET that differs: 412", code(lambda: alice.get_object(Bucket=bucket, Key="obj/1", IfMatch='"00"')) == "PreconditionFailed")
 check("Content-MD5 that differs: BadDigest", code(lambda: alice.put_object(Bucket=bucket, Key="bad", Body=b"abc", ContentMD5="AAAAAAAAAAAAAAAAAAAAAA==")) == "BadDigest")
 check("... and nothing was stored", code(lambda: alice.head_object(Bucket=bucket, Key="bad")) == "404")
+# Over several datanode calls: the check is made from the hash the ETag comes from.
+three = os.urandom(3 * 1000 * 1000)
+three_md5 = base64.b64encode(hashlib.md5(three).digest()).decode()
+put = alice.put_object(Bucket=bucket, Key="md5/right", Body=three, ContentMD5=three_md5)
+check("a 3 MB PUT with its Content-MD5 is stored, ETag its MD5", put["ETag"] == f'"{hashlib.md5(three).hexdigest()}"' and alice.get_object(Bucket=bucket, Key="md5/right")["Body"].read() == three, put["ETag"])
+wrong = base64.b64encode(hashlib.md5(three[:-1] + b"x").digest()).decode()
+check("a 3 MB PUT whose last byte differs from its Content-MD5: BadDigest", code(lambda: alice.put_object(Bucket=bucket, Key="md5/wrong", Body=three, ContentMD5=wrong)) == "BadDigest")
+check("... and nothing was stored", code(lambda: alice.head_object(Bucket=bucket, Key="md5/wrong")) == "404")
 
 # Listing: delimiters, common prefixes, paging (v1 markers, v2 tokens), url encoding.
 names = ["a/1", "a/2", "a/b/3", "b/1", "c", "d e+f", "z/9"]
