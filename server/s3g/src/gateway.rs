@@ -850,7 +850,7 @@ async fn upload_part(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
         x.elem("LastModified", iso8601(now_ms())).elem("ETag", format!("\"{}\"", w.etag));
         return Ok(Reply::xml(x.finish("CopyPartResult")).sse(&upload.metadata));
     }
-    let md5 = r.header("content-md5").map(|v| base64_decode(&v).filter(|d| d.len() == 16).ok_or_else(|| S3Error::new("InvalidDigest", 400, "Content-MD5 is not the base64 of 16 bytes"))).transpose()?;
+    let md5 = content_md5(r)?;
     let mut payload = r.payload()?;
     let length = payload_length(r, &payload)?.ok_or_else(|| S3Error::new("MissingContentLength", 411, "a part needs Content-Length"))?;
     if length > PUT_BYTES_MAX {
@@ -1218,7 +1218,7 @@ async fn put_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     let (sealing, cipher) = seal(gw, c, r).await?;
     metadata.extend(sealing);
     let condition = write_condition(r)?;
-    let md5 = r.header("content-md5").map(|v| base64_decode(&v).filter(|d| d.len() == 16).ok_or_else(|| S3Error::new("InvalidDigest", 400, "Content-MD5 is not the base64 of 16 bytes"))).transpose()?;
+    let md5 = content_md5(r)?;
     let mut payload = r.payload()?;
     let length = match payload_length(r, &payload)? {
         Some(l) => l,
@@ -1232,6 +1232,12 @@ async fn put_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     payload.expect_md5(md5);
     let written = object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &metadata, Finish::Key(&condition), cipher.as_ref()).await?;
     Ok(Reply::ok().header("etag", format!("\"{}\"", written.etag)).sse(&metadata))
+}
+
+/// The request's Content-MD5, decoded: the 16 bytes its body must hash to, if given (the
+/// writer checks them: [`crate::payload::Payload::expect_md5`]).
+fn content_md5(r: &Req) -> Result<Option<Vec<u8>>, S3Error> {
+    r.header("content-md5").map(|v| base64_decode(&v).filter(|d| d.len() == 16).ok_or_else(|| S3Error::new("InvalidDigest", 400, "Content-MD5 is not the base64 of 16 bytes"))).transpose()
 }
 
 /// The decoded length of a PUT's payload.

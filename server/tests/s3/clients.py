@@ -85,8 +85,8 @@ three = os.urandom(3 * 1000 * 1000)
 three_md5 = base64.b64encode(hashlib.md5(three).digest()).decode()
 put = alice.put_object(Bucket=bucket, Key="md5/right", Body=three, ContentMD5=three_md5)
 check("a 3 MB PUT with its Content-MD5 is stored, ETag its MD5", put["ETag"] == f'"{hashlib.md5(three).hexdigest()}"' and alice.get_object(Bucket=bucket, Key="md5/right")["Body"].read() == three, put["ETag"])
-wrong = base64.b64encode(hashlib.md5(three[:-1] + b"x").digest()).decode()
-check("a 3 MB PUT whose last byte differs from its Content-MD5: BadDigest", code(lambda: alice.put_object(Bucket=bucket, Key="md5/wrong", Body=three, ContentMD5=wrong)) == "BadDigest")
+wrong_md5 = base64.b64encode(hashlib.md5(three[:-1] + b"x").digest()).decode()
+check("a 3 MB PUT whose last byte differs from its Content-MD5: BadDigest", code(lambda: alice.put_object(Bucket=bucket, Key="md5/wrong", Body=three, ContentMD5=wrong_md5)) == "BadDigest")
 check("... and nothing was stored", code(lambda: alice.head_object(Bucket=bucket, Key="md5/wrong")) == "404")
 
 # Listing: delimiters, common prefixes, paging (v1 markers, v2 tokens), url encoding.
