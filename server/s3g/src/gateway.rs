@@ -906,8 +906,7 @@ async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
         all.extend(d);
     }
     let etag = {
-        use md5::Digest;
-        format!("{}-{}", object::hex(&md5::Md5::digest(&all)), parts.len())
+        format!("{}-{}", object::hex(&crate::md5sum::digest(&all)), parts.len())
     };
     let (bucket, key) = (r.bucket.clone(), r.key.clone());
     let done = c.submit(|op| {

@@ -7,6 +7,7 @@
 //! - [`gateway`]: authentication ([`sigv4`] with the principal's secret, read from the OM),
 //!   routing, and the operations, acting on the OM for the principal the signature proves.
 //! - [`object`]: object bytes through the datanodes (write with the MD5 ETag, ranged read).
+//! - [`md5sum`]: the MD5 of ETags and Content-MD5, written for its dependency chain.
 //! - [`sse`]: server-side encryption (SSE-C, SSE-S3, SSE-KMS with the gateway's keyring).
 //! - [`payload`]: request bodies in S3's encodings, checked as they stream.
 //! - [`xml`], [`error`]: S3's documents and error codes.
@@ -14,6 +15,7 @@
 pub mod error;
 pub mod gateway;
 pub mod http;
+pub mod md5sum;
 pub mod object;
 pub mod payload;
 pub mod server;

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use md5::{Digest, Md5};
+use crate::md5sum::Md5;
 use stratos_client::data::{self, CHUNK_BYTES};
 use stratos_client::{Block, Client, Done};
 

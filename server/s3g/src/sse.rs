@@ -35,10 +35,10 @@ use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use base64::Engine;
 use ctr::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
-use md5::{Digest, Md5};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use crate::error::S3Error;
+use crate::md5sum;
 
 type Ctr = ctr::Ctr32BE<aes::Aes256>;
 
@@ -159,7 +159,7 @@ fn customer_key(header: &dyn Fn(&str) -> Option<String>, prefix: &str) -> Result
                 return Err(S3Error::invalid_argument(format!("{prefix}server-side-encryption-customer-algorithm {a:?}: only AES256")));
             }
             let key: [u8; 32] = unb64(&k).and_then(|k| k.try_into().ok()).ok_or_else(|| S3Error::invalid_argument("the customer key is not the base64 of 32 bytes (AES-256)"))?;
-            let actual = b64(&Md5::digest(key));
+            let actual = b64(&md5sum::digest(&key));
             if actual != m.trim() {
                 return Err(S3Error::invalid_argument("the customer key's MD5 differs from x-amz-server-side-encryption-customer-key-MD5"));
             }
