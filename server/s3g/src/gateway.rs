@@ -14,6 +14,7 @@ use stratos_client::data::{Datanode, Datanodes};
 use stratos_client::{Client, Runtime};
 
 use crate::S3_VOLUME;
+use crate::checksum;
 use crate::error::{S3Error, from_om};
 use crate::http::Body;
 use crate::object::{self, Condition, ETAG, Finish, Input, Reader};
@@ -131,6 +132,13 @@ impl Reply {
     /// With the headers that say how an object (or upload) with `metadata` is encrypted.
     fn sse(mut self, metadata: &[(String, String)]) -> Reply {
         self.headers.extend(sse::headers(metadata));
+        self
+    }
+    /// With the request's additional checksum, as S3 echoes it for a write.
+    fn checksum(mut self, written: &object::Written) -> Reply {
+        if let Some((a, v)) = &written.checksum {
+            self.headers.push((a.header().into(), checksum::encode(v)));
+        }
         self
     }
 }
@@ -858,7 +866,7 @@ async fn upload_part(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     }
     payload.expect_md5(md5);
     let w = object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &[], finish, cipher.as_ref()).await?;
-    Ok(Reply::ok().header("etag", format!("\"{}\"", w.etag)).sse(&upload.metadata))
+    Ok(Reply::ok().header("etag", format!("\"{}\"", w.etag)).sse(&upload.metadata).checksum(&w))
 }
 
 async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
@@ -1230,7 +1238,7 @@ async fn put_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     // A Content-MD5 is checked when the payload ends, before the commit.
     payload.expect_md5(md5);
     let written = object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &metadata, Finish::Key(&condition), cipher.as_ref()).await?;
-    Ok(Reply::ok().header("etag", format!("\"{}\"", written.etag)).sse(&metadata))
+    Ok(Reply::ok().header("etag", format!("\"{}\"", written.etag)).sse(&metadata).checksum(&written))
 }
 
 /// The request's Content-MD5, decoded: the 16 bytes its body must hash to, if given (the
@@ -1271,7 +1279,9 @@ async fn copy_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     check_copy_conditions(r, &src_etag, src.modified_ms)?;
     let src_cipher = unseal(gw, r, &src.metadata, sse::Use::CopySource)?;
     let mut metadata: Vec<(String, String)> = if replace {
-        metadata_of(r)?.into_iter().filter(|(k, _)| !k.starts_with(TAG)).collect()
+        // The source's checksums stay whatever the directive: they are of the same bytes.
+        let checksums = src.metadata.iter().filter(|(k, _)| k.starts_with(checksum::METADATA_PREFIX)).cloned();
+        metadata_of(r)?.into_iter().filter(|(k, _)| !k.starts_with(TAG)).chain(checksums).collect()
     } else {
         src.metadata.iter().filter(|(k, _)| k != ETAG && !k.starts_with(TAG) && !k.starts_with(sse::PREFIX)).cloned().collect()
     };
@@ -1413,6 +1423,16 @@ async fn get_object(gw: &Rc<Gateway>, c: &Client, r: &Req, head: bool) -> R {
         },
         None => (0, size),
     };
+    // The checksum the object was written with, for the SDK to check what it reads (asked
+    // with x-amz-checksum-mode; a range's bytes are not what it covers, so not with a range).
+    if reply.status == 200 && r.header("x-amz-checksum-mode").is_some_and(|m| m.trim().eq_ignore_ascii_case("ENABLED")) {
+        for a in checksum::Algorithm::ALL {
+            if let Some(v) = meta(&k.metadata, &a.metadata_key()) {
+                reply.headers.push((a.header().into(), v.into()));
+                reply.headers.push(("x-amz-checksum-type".into(), "FULL_OBJECT".into()));
+            }
+        }
+    }
     reply.headers.push(("content-length".into(), (end - start).to_string()));
     if head || end == start {
         return Ok(reply);

@@ -10,8 +10,10 @@
 //! - [`md5sum`]: the MD5 of ETags and Content-MD5, written for its dependency chain.
 //! - [`sse`]: server-side encryption (SSE-C, SSE-S3, SSE-KMS with the gateway's keyring).
 //! - [`payload`]: request bodies in S3's encodings, checked as they stream.
+//! - [`checksum`]: S3's additional checksums (`x-amz-checksum-*`), checked as they stream.
 //! - [`xml`], [`error`]: S3's documents and error codes.
 
+pub mod checksum;
 pub mod error;
 pub mod gateway;
 pub mod http;

@@ -8,13 +8,14 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use crate::md5sum::Md5;
 use stratos_client::data::{self, CHUNK_BYTES};
 use stratos_client::{Block, Client, Done};
 
 use crate::S3_VOLUME;
+use crate::checksum::{self, Algorithm};
 use crate::error::{S3Error, from_om};
 use crate::gateway::Gateway;
+use crate::md5sum::Md5;
 use crate::payload::Payload;
 use crate::sse::Cipher;
 
@@ -38,6 +39,14 @@ impl Input<'_> {
         match self {
             Input::Payload(p) => p.next().await,
             Input::Object(r) => r.next().await.map_err(|e| S3Error::unavailable(format!("reading the copy source: {e}"))),
+        }
+    }
+
+    /// The additional checksum the client sent and the bytes matched (at the input's end).
+    fn checksum(&self) -> Option<(Algorithm, Vec<u8>)> {
+        match self {
+            Input::Payload(p) => p.checksum().map(|(a, v)| (a, v.to_vec())),
+            Input::Object(_) => None,
         }
     }
 
@@ -101,6 +110,8 @@ pub const ETAG: &str = "etag";
 pub struct Written {
     pub etag: String,
     pub size: u64,
+    /// The request's additional checksum (`x-amz-checksum-*`), checked; stored with a key.
+    pub checksum: Option<(Algorithm, Vec<u8>)>,
 }
 
 /// A block being written: its datanodes and how much of it is written.
@@ -243,6 +254,8 @@ async fn write_opened(
         written.push(seal(gw, o, false).await?);
     }
     let etag = hex(&md5.finalize());
+    let checksum = input.checksum();
+    let stored_checksum = checksum.as_ref().map(|(a, v)| (a.metadata_key(), checksum::encode(v)));
     let set_blocks = |mut l: capnp::struct_list::Builder<'_, stratos_client::schema::om_capnp::block_location::Owned>| {
         for (i, b) in written.iter().enumerate() {
             b.set(l.reborrow().get(i as u32));
@@ -258,9 +271,13 @@ async fn write_opened(
                 k.set_open_id(open_id);
                 k.set_data_size(size);
                 set_blocks(k.reborrow().init_blocks(written.len() as u32));
-                let mut m = k.reborrow().init_metadata(1);
+                let mut m = k.reborrow().init_metadata(1 + stored_checksum.is_some() as u32);
                 m.reborrow().get(0).set_key(ETAG);
                 m.reborrow().get(0).set_value(&etag);
+                if let Some((name, value)) = &stored_checksum {
+                    m.reborrow().get(1).set_key(name);
+                    m.reborrow().get(1).set_value(value);
+                }
                 k.set_if_absent(condition.if_absent());
                 if let Some(e) = condition.if_match() {
                     let mut p = k.init_if_match();
@@ -285,7 +302,7 @@ async fn write_opened(
             .await,
     };
     match committed.map_err(|e| from_om(&e, bucket, Some(key)))? {
-        Done::KeyCommitted { .. } | Done::Done => Ok(Written { etag, size }),
+        Done::KeyCommitted { .. } | Done::Done => Ok(Written { etag, size, checksum }),
         other => Err(S3Error::internal(format!("unexpected reply to a commit: {other:?}"))),
     }
 }

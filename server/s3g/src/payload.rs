@@ -2,11 +2,14 @@
 //! streams: a plain body (its SHA-256 when the signature covers it, Content-Length by HTTP), or
 //! `aws-chunked` (chunks with signatures chained to the request's, or unsigned with checksum
 //! trailers, as newer SDKs send), whose decoded length must be `x-amz-decoded-content-length`.
-//! A check that fails fails the request before anything is committed.
+//! Any `x-amz-checksum-*` the request sends, in a header or a trailer, is computed over the
+//! decoded bytes and compared when they end ([`crate::checksum`]). A check that fails fails the
+//! request before anything is committed.
 
 use bytes::{Buf, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
+use crate::checksum::{self, Algorithm, Hasher, Wanted};
 use crate::error::S3Error;
 use crate::sigv4::ChunkSigner;
 
@@ -66,6 +69,12 @@ pub struct Payload {
     decoded: u64,
     /// The MD5 the payload must have (Content-MD5); [`crate::object::write`] checks it.
     content_md5: Option<Vec<u8>>,
+    /// The additional checksum the request announced: computed over the decoded bytes, its
+    /// value from the header or else the trailer; once checked, the value ([`Payload::checksum`]).
+    checksum: Option<(Hasher, Option<Vec<u8>>)>,
+    checked: Option<(Algorithm, Vec<u8>)>,
+    /// The trailer's value of the announced checksum (an `aws-chunked` body's).
+    trailer_value: Option<String>,
 }
 
 /// How a request's payload is encoded, from its headers (`header` looks one up, any case).
@@ -73,25 +82,29 @@ pub fn mode_of(header: &dyn Fn(&str) -> Option<String>, signer: Option<ChunkSign
     let sha = header("x-amz-content-sha256");
     let chunked = header("content-encoding").is_some_and(|e| e.split(',').any(|p| p.trim() == "aws-chunked"));
     let decoded = header("x-amz-decoded-content-length").map(|v| v.parse::<u64>().map_err(|_| S3Error::invalid_argument("x-amz-decoded-content-length is not a number"))).transpose()?;
-    match sha.as_deref() {
+    let streaming = sha.as_deref().is_some_and(|s| s.starts_with("STREAMING-"));
+    let wanted = checksum::requested(header, chunked || streaming)?;
+    let mode = match sha.as_deref() {
         Some(crate::sigv4::STREAMING_PAYLOAD) => match signer {
-            Some(s) => Ok(PayloadMode(Mode::Chunked { signer: Some(s), state: ChunkState::Header, decoded_length: decoded })),
+            Some(s) => Ok(Mode::Chunked { signer: Some(s), state: ChunkState::Header, decoded_length: decoded }),
             None => Err(S3Error::invalid_request("a streaming signed payload needs a signed request")),
         },
-        Some("STREAMING-UNSIGNED-PAYLOAD-TRAILER") => Ok(PayloadMode(Mode::Chunked { signer: None, state: ChunkState::Header, decoded_length: decoded })),
+        Some("STREAMING-UNSIGNED-PAYLOAD-TRAILER") => Ok(Mode::Chunked { signer: None, state: ChunkState::Header, decoded_length: decoded }),
         Some(s) if s.starts_with("STREAMING-") => Err(S3Error::not_implemented(&format!("the payload encoding {s}"))),
-        Some(crate::sigv4::UNSIGNED_PAYLOAD) | None if chunked => Ok(PayloadMode(Mode::Chunked { signer: None, state: ChunkState::Header, decoded_length: decoded })),
-        Some(crate::sigv4::UNSIGNED_PAYLOAD) | None => Ok(PayloadMode(Mode::Plain { sha256: None })),
+        Some(crate::sigv4::UNSIGNED_PAYLOAD) | None if chunked => Ok(Mode::Chunked { signer: None, state: ChunkState::Header, decoded_length: decoded }),
+        Some(crate::sigv4::UNSIGNED_PAYLOAD) | None => Ok(Mode::Plain { sha256: None }),
         Some(hex) => {
             let want = crate::sigv4::unhex(hex).ok_or_else(|| S3Error::invalid_argument("x-amz-content-sha256 is not a SHA-256 in hex, UNSIGNED-PAYLOAD or a STREAMING- encoding"))?;
-            Ok(PayloadMode(Mode::Plain { sha256: Some((Sha256::new(), want)) }))
+            Ok(Mode::Plain { sha256: Some((Sha256::new(), want)) })
         }
-    }
+    }?;
+    Ok(PayloadMode(mode, wanted))
 }
 
-/// A payload's encoding, decided from the request's headers ([`mode_of`]).
+/// A payload's encoding and the checksum it announces, decided from the request's headers
+/// ([`mode_of`]).
 #[derive(Debug)]
-pub struct PayloadMode(Mode);
+pub struct PayloadMode(Mode, Option<Wanted>);
 
 impl PayloadMode {
     /// The payload's decoded length if the headers say it (aws-chunked).
@@ -105,7 +118,8 @@ impl PayloadMode {
 
 impl Payload {
     pub fn new(source: Source, mode: PayloadMode) -> Payload {
-        Payload { source, mode: mode.0, buf: BytesMut::new(), ended: false, decoded: 0, content_md5: None }
+        let checksum = mode.1.map(|w| (Hasher::new(w.algorithm), w.value));
+        Payload { source, mode: mode.0, buf: BytesMut::new(), ended: false, decoded: 0, content_md5: None, checksum, checked: None, trailer_value: None }
     }
 
     /// The payload must have this MD5 (a Content-MD5 header). [`crate::object::write`], which
@@ -120,6 +134,12 @@ impl Payload {
     /// The MD5 set by [`Payload::expect_md5`].
     pub fn expected_md5(&self) -> Option<&[u8]> {
         self.content_md5.as_deref()
+    }
+
+    /// The additional checksum the request sent (`x-amz-checksum-*`), once the payload ended
+    /// and it matched: to store with the object and echo in the reply.
+    pub fn checksum(&self) -> Option<(Algorithm, &[u8])> {
+        self.checked.as_ref().map(|(a, v)| (*a, v.as_slice()))
     }
 
     /// Bytes decoded so far.
@@ -150,10 +170,35 @@ impl Payload {
             Mode::Plain { .. } => self.next_plain().await?,
             Mode::Chunked { .. } => self.next_chunked().await?,
         };
-        if let Some(b) = &out {
-            self.decoded += b.len() as u64;
+        match &out {
+            Some(b) => {
+                self.decoded += b.len() as u64;
+                if let Some((h, _)) = &mut self.checksum {
+                    h.update(b);
+                }
+            }
+            None => self.check_checksum()?,
         }
         Ok(out)
+    }
+
+    /// At the payload's end: the announced checksum against the bytes' (`BadDigest`, as S3).
+    fn check_checksum(&mut self) -> Result<(), S3Error> {
+        let Some((hasher, header_value)) = self.checksum.take() else { return Ok(()) };
+        let algorithm = hasher.algorithm();
+        let want = match header_value {
+            Some(v) => v,
+            None => match self.trailer_value.take() {
+                Some(t) => algorithm.decode(&t)?,
+                None => return Err(S3Error::invalid_request(format!("x-amz-trailer announced {}, and the body's trailer did not send it", algorithm.header()))),
+            },
+        };
+        let got = hasher.finalize();
+        if got != want {
+            return Err(S3Error::new("BadDigest", 400, format!("The {} you specified did not match the calculated checksum.", algorithm.name())));
+        }
+        self.checked = Some((algorithm, got));
+        Ok(())
     }
 
     async fn next_plain(&mut self) -> Result<Option<Bytes>, S3Error> {
@@ -253,15 +298,22 @@ impl Payload {
                     return Ok(Some(chunk));
                 }
                 ChunkState::Trailers => {
-                    // The checksum trailers of a streaming payload: read up to the empty line
-                    // (or the body's end). Their checksums are the SDK's own
-                    // end-to-end check; the datanodes' frame CRCs guard the stored bytes.
+                    // The trailers of a streaming payload, up to the empty line (or the body's
+                    // end): the announced checksum's value is kept for the check at the end
+                    // (`check_checksum`); others are read and ignored.
+                    let name = self.checksum.as_ref().map(|(h, _)| h.algorithm().header());
                     loop {
                         if self.buf.is_empty() && !self.fill().await? {
                             break;
                         }
-                        if self.line().await?.is_empty() {
+                        let line = self.line().await?;
+                        if line.is_empty() {
                             break;
+                        }
+                        if let (Some(name), Some((n, v))) = (name, line.split_once(':'))
+                            && n.trim().eq_ignore_ascii_case(name)
+                        {
+                            self.trailer_value = Some(v.trim().to_string());
                         }
                     }
                     let Mode::Chunked { state, .. } = &mut self.mode else { unreachable!("chunked") };
@@ -307,6 +359,34 @@ mod tests {
         assert_eq!(decode(body, &h).expect("decodes"), b"hello world");
         let wrong = [("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"), ("x-amz-decoded-content-length", "12")];
         assert_eq!(decode(body, &wrong).expect_err("length checked").code, "IncompleteBody");
+    }
+
+    /// A checksum announced in a header or a trailer is the decoded bytes' (CRC32 of "hello
+    /// world": DUoRhQ==), or the payload fails at its end: `BadDigest`, or `InvalidRequest` when
+    /// the announced trailer never comes.
+    #[test]
+    fn announced_checksums_are_checked() {
+        let trailer = |value: &str| format!("5\r\nhello\r\n6\r\n world\r\n0\r\nx-amz-checksum-crc32:{value}\r\n\r\n");
+        let chunked = [("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"), ("content-encoding", "aws-chunked"), ("x-amz-trailer", "x-amz-checksum-crc32"), ("x-amz-sdk-checksum-algorithm", "CRC32")];
+        assert_eq!(decode(trailer("DUoRhQ==").as_bytes(), &chunked).expect("matches"), b"hello world");
+        assert_eq!(decode(trailer("DUoRhg==").as_bytes(), &chunked).expect_err("mismatch").code, "BadDigest");
+        assert_eq!(decode(trailer("DUoR").as_bytes(), &chunked).expect_err("not a CRC32").code, "BadDigest");
+        let no_trailer = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+        assert_eq!(decode(no_trailer, &chunked).expect_err("announced, not sent").code, "InvalidRequest");
+        // Another trailer than the one announced is not taken for it.
+        let other = b"5\r\nhello\r\n6\r\n world\r\n0\r\nx-amz-checksum-sha1:DUoRhQ==\r\n\r\n";
+        assert_eq!(decode(other, &chunked).expect_err("not the announced").code, "InvalidRequest");
+        let header = |value| [("x-amz-content-sha256", "UNSIGNED-PAYLOAD"), ("x-amz-checksum-crc32", value)];
+        assert_eq!(decode(b"hello world", &header("DUoRhQ==")).expect("matches"), b"hello world");
+        assert_eq!(decode(b"hello worle", &header("DUoRhQ==")).expect_err("mismatch").code, "BadDigest");
+        let sha256 = [("x-amz-checksum-sha256", "uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek=")];
+        assert_eq!(decode(b"hello world", &sha256).expect("matches"), b"hello world");
+        // What was checked, for the writer to store.
+        let mode = mode_of(&|n: &str| header("DUoRhQ==").iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.to_string()), None).expect("mode");
+        let mut p = Payload::new(Source::Memory(Some(Bytes::from_static(b"hello world"))), mode);
+        assert_eq!(p.checksum(), None);
+        futures_lite::future::block_on(p.read_all(64)).expect("reads");
+        assert_eq!(p.checksum(), Some((Algorithm::Crc32, &[0x0d, 0x4a, 0x11, 0x85][..])));
     }
 
     #[test]

@@ -4,7 +4,7 @@ Environment: S3_ENDPOINT (https://host:port), S3_CA (the cluster CA), ALICE_KEY/
 BOB_KEY/BOB_SECRET (from `stratos s3 getsecret`), AWS (the aws command). Prints one line per
 check; exits non-zero at the first failure with what differed.
 """
-import base64, hashlib, os, subprocess, sys, tempfile, threading, time
+import base64, hashlib, io, os, subprocess, sys, tempfile, threading, time, zlib
 
 import boto3, botocore
 from botocore.config import Config
@@ -117,6 +117,44 @@ paginated = [k["Key"] for page in alice.get_paginator("list_objects_v2").paginat
 check("boto3's paginator", paginated == ["list/a/1", "list/a/2", "list/a/b/3"], str(paginated))
 r = alice.list_objects_v2(Bucket=bucket, Prefix="list/d", EncodingType="url")
 check("encoding-type=url (asked for, so boto3 leaves it encoded)", [c["Key"] for c in r["Contents"]] == ["list/d%20e%2Bf"], str(r.get("Contents")))
+
+# S3's additional checksums (boto3 sends a CRC32 with every PUT by default): checked over the
+# bytes, stored, echoed, and returned for the SDK to check a GET (x-amz-checksum-mode).
+sent = {}
+def remember_headers(request, **_):
+    sent.update({k.lower(): v for k, v in request.headers.items() if k.lower().startswith(("x-amz-checksum-", "x-amz-trailer", "content-encoding"))})
+alice.meta.events.register("before-send.s3.PutObject", remember_headers)
+def b64(d):
+    return base64.b64encode(d).decode()
+crc32 = b64(zlib.crc32(three).to_bytes(4, "big"))
+for how, body in (("bytes", three), ("a file object", io.BytesIO(three))):
+    sent.clear()
+    r = alice.put_object(Bucket=bucket, Key="sum/crc32", Body=body)
+    via = "trailer" if "x-amz-trailer" in sent else "header" if "x-amz-checksum-crc32" in sent else "nothing"
+    check(f"PUT of {how} with boto3's default CRC32 (sent in a {via}): echoed", via != "nothing" and r.get("ChecksumCRC32") == crc32, f"{r.get('ChecksumCRC32')} against {crc32}; sent {sent}")
+sent.clear()
+r = alice.put_object(Bucket=bucket, Key="sum/crc32", Body=three, ChecksumCRC32=crc32)
+check("PUT with its CRC32 given (sent in a header): echoed", "x-amz-checksum-crc32" in sent and "x-amz-trailer" not in sent and r.get("ChecksumCRC32") == crc32, f"sent {sent}")
+check("HEAD without x-amz-checksum-mode: no checksum", "ChecksumCRC32" not in alice.head_object(Bucket=bucket, Key="sum/crc32"))
+h = alice.head_object(Bucket=bucket, Key="sum/crc32", ChecksumMode="ENABLED")
+check("HEAD with x-amz-checksum-mode: the stored CRC32, FULL_OBJECT", h.get("ChecksumCRC32") == crc32 and h.get("ChecksumType") == "FULL_OBJECT", str(h))
+g = alice.get_object(Bucket=bucket, Key="sum/crc32", ChecksumMode="ENABLED")
+check("GET with x-amz-checksum-mode: boto3 checks the bytes against it", g.get("ChecksumCRC32") == crc32 and g["Body"].read() == three)
+check("a range GET carries no checksum of the whole", "ChecksumCRC32" not in alice.get_object(Bucket=bucket, Key="sum/crc32", ChecksumMode="ENABLED", Range="bytes=0-9"))
+from awscrt import checksums as crt
+for alg, want in (("SHA256", b64(hashlib.sha256(three).digest())), ("SHA1", b64(hashlib.sha1(three).digest())), ("CRC32C", b64(crt.crc32c(three).to_bytes(4, "big"))), ("CRC64NVME", b64(crt.crc64nvme(three).to_bytes(8, "big")))):
+    r = alice.put_object(Bucket=bucket, Key="sum/" + alg, Body=three, ChecksumAlgorithm=alg)
+    h = alice.head_object(Bucket=bucket, Key="sum/" + alg, ChecksumMode="ENABLED")
+    check(f"PUT with {alg}: echoed and stored", r.get("Checksum" + alg) == want and h.get("Checksum" + alg) == want, f"{r.get('Checksum' + alg)} / {h.get('Checksum' + alg)} against {want}")
+for directive in ("COPY", "REPLACE"):
+    alice.copy_object(Bucket=bucket, Key="sum/copy", CopySource={"Bucket": bucket, "Key": "sum/SHA256"}, MetadataDirective=directive)
+    h = alice.head_object(Bucket=bucket, Key="sum/copy", ChecksumMode="ENABLED")
+    check(f"a copy ({directive}) keeps the source's checksum", h.get("ChecksumSHA256") == b64(hashlib.sha256(three).digest()), str(h))
+wrong = b64(zlib.crc32(three[:-1] + b"x").to_bytes(4, "big"))
+check("a 3 MB PUT whose CRC32 differs: BadDigest", code(lambda: alice.put_object(Bucket=bucket, Key="sum/wrong", Body=three, ChecksumCRC32=wrong)) == "BadDigest")
+check("... and nothing stored", code(lambda: alice.head_object(Bucket=bucket, Key="sum/wrong")) == "404")
+check("a checksum that is not one: BadDigest", code(lambda: alice.put_object(Bucket=bucket, Key="sum/wrong", Body=b"abc", ChecksumSHA256="bad")) == "BadDigest")
+alice.meta.events.unregister("before-send.s3.PutObject", remember_headers)
 
 # Copy (COPY and REPLACE metadata), tagging, DeleteObjects.
 alice.copy_object(Bucket=bucket, Key="copy1", CopySource={"Bucket": bucket, "Key": "obj/10000000"})
