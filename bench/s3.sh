@@ -9,6 +9,7 @@
 #
 # Needs target/release/stratos. One `stratos dev` (TLS) on --base-port ${BASE_PORT:-4000}; DEV_ARGS adds
 # flags to it (DEV_ARGS=--insecure: no TLS anywhere, to see what TLS costs each path).
+# CHECKSUM=crc32 sends the gateway's PUTs as boto3 does by default (aws-chunked, CRC32 trailer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}; secs=${2:-5}; keys=${3:-1000000}
@@ -28,7 +29,7 @@ export STRATOS_OM=$(sed -E 's/.* om ([^ ]+) .*/\1/' <<< "$ready")
 [ -f "$data/tls/ca.pem" ] && export STRATOS_CA=$data/tls/ca.pem STRATOS_CERT=$data/tls/${USER:-root}.pem STRATOS_KEY=$data/tls/${USER:-root}.key
 export AWS_ACCESS_KEY_ID=${USER:-root}
 export AWS_SECRET_ACCESS_KEY=$("$bin" s3 getsecret | sed -n 's/^awsSecret=//p')
-echo "s3.sh: $(nproc) CPUs, gateway $S3_ENDPOINT, OM $STRATOS_OM, $rounds rounds of $secs s" >&2
+echo "s3.sh: $(nproc) CPUs, gateway $S3_ENDPOINT, OM $STRATOS_OM, $rounds rounds of $secs s, PUT checksum ${CHECKSUM:-none}" >&2
 
 rate() { sed -nE 's/.*: ([0-9.]+) ops\/s.*/\1/p' | head -1; }
 mbs() { sed -nE 's/.*: ([0-9.]+) MB\/s.*/\1/p' | head -1; }
@@ -38,7 +39,7 @@ for size in 4096 1048576; do
   t=16; [ "$size" -gt 65536 ] && t=8
   for i in $(seq 1 "$rounds"); do
     out=$("$bin" bench ockg --size "$size" -t "$t" --duration "$secs" --bucket "ockg$size" 2>/dev/null); r[ockg$size]+="$(rate <<< "$out") "; r[ockgmb$size]+="$(mbs <<< "$out") "
-    out=$("$bin" bench s3 --op put --size "$size" -t "$t" --duration "$secs" --bucket "s3put$size" 2>/dev/null); r[put$size]+="$(rate <<< "$out") "; r[putmb$size]+="$(mbs <<< "$out") "
+    out=$("$bin" bench s3 --op put --checksum "${CHECKSUM:-none}" --size "$size" -t "$t" --duration "$secs" --bucket "s3put$size" 2>/dev/null); r[put$size]+="$(rate <<< "$out") "; r[putmb$size]+="$(mbs <<< "$out") "
     out=$("$bin" bench ockr -t "$t" --duration "$secs" --bucket "ockg$size" 2>/dev/null); r[ockr$size]+="$(rate <<< "$out") "
     out=$("$bin" bench s3 --op get -t "$t" --duration "$secs" --bucket "s3put$size" 2>/dev/null); r[get$size]+="$(rate <<< "$out") "; r[getmb$size]+="$(mbs <<< "$out") "
   done

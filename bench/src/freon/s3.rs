@@ -4,7 +4,8 @@
 //! `--op get` lists the bucket (ListObjectsV2) and reads its objects round robin, checking each
 //! length; `--op list` pages through the bucket with a delimiter (one page of up to 1000 per
 //! op). Runs through the same [`super::drive`] as the native generators, so `ockg`/`ockr` beside
-//! it in one run give the gateway's overhead as a ratio.
+//! it in one run give the gateway's overhead as a ratio. `--checksum crc32` sends each PUT as
+//! boto3 does by default since 1.36: `aws-chunked` in 1 MiB chunks with a CRC32 trailer.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -21,6 +22,15 @@ pub enum S3Op {
     Put,
     Get,
     List,
+}
+
+/// How a PUT's body carries a checksum.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3Checksum {
+    /// None: the body as is, with Content-Length.
+    None,
+    /// `aws-chunked` with an `x-amz-checksum-crc32` trailer (boto3's default shape).
+    Crc32,
 }
 
 #[derive(Args, Debug)]
@@ -54,6 +64,26 @@ pub struct S3Args {
     /// columnar readers do.
     #[arg(long)]
     pub range: Option<u64>,
+    /// `--op put`: how each body carries a checksum. `crc32` sends it as boto3 does by default
+    /// (`STREAMING-UNSIGNED-PAYLOAD-TRAILER`: `aws-chunked` in chunks of 1 MiB, botocore's, the
+    /// CRC32 in a trailer; computed per request, as the SDK does), here with the encoded
+    /// Content-Length rather than boto3's HTTP chunked transfer.
+    #[arg(long, value_enum, default_value = "none")]
+    pub checksum: S3Checksum,
+}
+
+/// `data` as `aws-chunked` with a CRC32 trailer, as botocore's `AwsChunkedWrapper` makes it.
+fn aws_chunked_crc32(data: &[u8]) -> Bytes {
+    const CHUNK: usize = 1 << 20;
+    let mut out = Vec::with_capacity(data.len() + 64 + data.len() / CHUNK * 16);
+    for chunk in data.chunks(CHUNK) {
+        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    let crc = stratos_s3g::checksum::encode(&crc32fast::hash(data).to_be_bytes());
+    out.extend_from_slice(format!("0\r\nx-amz-checksum-crc32:{crc}\r\n\r\n").as_bytes());
+    Bytes::from(out)
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Body>;
@@ -98,23 +128,26 @@ impl Target {
 
     /// One signed request; the status and the body.
     async fn call(&self, method: &str, path: &str, query: &str, body: Bytes) -> Result<(u16, Bytes), String> {
-        self.call_with(method, path, query, body, None).await
+        self.call_with(method, path, query, body, None, &[]).await
     }
 
-    /// [`Target::call`] with an unsigned `Range` header.
-    async fn call_with(&self, method: &str, path: &str, query: &str, body: Bytes, range: Option<&str>) -> Result<(u16, Bytes), String> {
+    /// [`Target::call`] with an unsigned `Range` header, and with `signed` headers (an
+    /// `x-amz-content-sha256` among them replaces `UNSIGNED-PAYLOAD`).
+    async fn call_with(&self, method: &str, path: &str, query: &str, body: Bytes, range: Option<&str>, signed: &[(&str, String)]) -> Result<(u16, Bytes), String> {
         let pooled = self.pool.borrow_mut().pop();
         let mut sender = match pooled {
             Some(s) => s,
             None => self.connect().await?,
         };
-        let headers = vec![
+        let payload = signed.iter().find(|(n, _)| *n == "x-amz-content-sha256").map_or(sigv4::UNSIGNED_PAYLOAD, |(_, v)| v.as_str());
+        let mut headers = vec![
             ("host".to_string(), self.host.clone()),
-            ("x-amz-content-sha256".to_string(), sigv4::UNSIGNED_PAYLOAD.to_string()),
+            ("x-amz-content-sha256".to_string(), payload.to_string()),
             ("x-amz-date".to_string(), sigv4::format_amz_date(now_secs())),
         ];
+        headers.extend(signed.iter().filter(|(n, _)| *n != "x-amz-content-sha256").map(|(n, v)| (n.to_string(), v.clone())));
         let sreq = sigv4::Request { method, raw_path: path, raw_query: query, headers: &headers };
-        let auth = sigv4::authorization(&sreq, &self.access, &self.secret, "us-east-1", sigv4::UNSIGNED_PAYLOAD).map_err(|e| e.to_string())?;
+        let auth = sigv4::authorization(&sreq, &self.access, &self.secret, "us-east-1", payload).map_err(|e| e.to_string())?;
         let uri = if query.is_empty() { path.to_string() } else { format!("{path}?{query}") };
         let mut b = hyper::Request::builder().method(method).uri(uri).header("authorization", auth).header("content-length", body.len());
         for (n, v) in &headers {
@@ -202,11 +235,29 @@ pub fn s3(a: S3Args) -> anyhow::Result<()> {
                     let data = Bytes::from((0..a.size).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
                     let tag = rand::random::<u32>();
                     let prefix = Rc::new(a.prefix.clone());
+                    let checksum = a.checksum;
                     drive(&a.common, &run, 1, move |seq| {
                         let (t, bucket, data, prefix) = (t.clone(), bucket.clone(), data.clone(), prefix.clone());
                         async move {
                             let n = data.len() as u64;
-                            t.ok("PUT", &format!("/{bucket}/{}", enc(&format!("{prefix}{tag:08x}-{seq}"))), "", data).await.map(|_| (1, n))
+                            let path = format!("/{bucket}/{}", enc(&format!("{prefix}{tag:08x}-{seq}")));
+                            let (body, signed) = match checksum {
+                                S3Checksum::None => (data, Vec::new()),
+                                S3Checksum::Crc32 => (
+                                    aws_chunked_crc32(&data),
+                                    vec![
+                                        ("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER".to_string()),
+                                        ("content-encoding", "aws-chunked".to_string()),
+                                        ("x-amz-decoded-content-length", n.to_string()),
+                                        ("x-amz-trailer", "x-amz-checksum-crc32".to_string()),
+                                        ("x-amz-sdk-checksum-algorithm", "CRC32".to_string()),
+                                    ],
+                                ),
+                            };
+                            match t.call_with("PUT", &path, "", body, None, &signed).await? {
+                                (200, _) => Ok((1, n)),
+                                (s, b) => Err(format!("PUT {path}: HTTP {s}: {}", error_code(&b))),
+                            }
                         }
                     })
                     .await;
@@ -245,7 +296,7 @@ pub fn s3(a: S3Args) -> anyhow::Result<()> {
                             };
                             // A different part of the object on each pass over the objects.
                             let at = (seq / objects.len() as u64).wrapping_mul(7919) % (size - len + 1);
-                            match t.call_with("GET", &path, "", Bytes::new(), Some(&format!("bytes={at}-{}", at + len - 1))).await? {
+                            match t.call_with("GET", &path, "", Bytes::new(), Some(&format!("bytes={at}-{}", at + len - 1)), &[]).await? {
                                 (206, b) if b.len() as u64 == len => Ok((1, len)),
                                 (206, b) => Err(format!("{key}: {} bytes for a range of {len}", b.len())),
                                 (s, b) => Err(format!("GET {path} with a range: HTTP {s}: {}", error_code(&b))),

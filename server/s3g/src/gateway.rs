@@ -97,7 +97,7 @@ impl Req {
         let mode = payload::mode_of(&|n| header_of(&headers, n), self.signer.take())?;
         let source = match self.body.take() {
             Some(b) => Source::Http(b),
-            None => Source::Memory(None),
+            None => Source::Memory(Default::default()),
         };
         Ok(Payload::new(source, mode))
     }
