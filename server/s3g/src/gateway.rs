@@ -387,6 +387,7 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
         M::PUT if r.header("x-amz-copy-source").is_some() => copy_object(gw, &c, r).await,
         M::PUT => put_object(gw, &c, r).await,
         M::GET if r.has("tagging") => get_tagging(&c, r).await,
+        M::GET if r.has("attributes") => get_object_attributes(gw, &c, r).await,
         M::GET if r.has("uploadId") => list_parts(&c, r).await,
         M::GET if r.has("acl") => acl(&c, r).await,
         M::GET => get_object(gw, &c, r, false).await,
@@ -402,7 +403,10 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
 
 /// The query parameters an object request may carry (bar `response-*` and a presigned URL's
 /// `X-Amz-*`); any other names a sub-resource.
-const OBJECT_PARAMS: [&str; 7] = ["tagging", "uploadId", "partNumber", "acl", "uploads", "versionId", "x-id"];
+const OBJECT_PARAMS: [&str; 8] = ["tagging", "uploadId", "partNumber", "acl", "uploads", "versionId", "x-id", "attributes"];
+
+/// What GetObjectAttributes may be asked for (`x-amz-object-attributes`).
+const OBJECT_ATTRIBUTES: [&str; 5] = ["ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"];
 
 /// A bucket sub-resource this gateway does not serve: the owner is told what S3 tells of a
 /// bucket without that configuration where that is the truth (nothing to get or delete), and
@@ -1440,6 +1444,53 @@ async fn get_object(gw: &Rc<Gateway>, c: &Client, r: &Req, head: bool) -> R {
     let reader = Reader::new(gw.clone(), k.blocks, start, end).decrypting(cipher);
     reply.body = reader.into_body(end - start).await.map_err(|e| S3Error::internal(format!("the object's data could not be read: {e}")))?;
     Ok(reply)
+}
+
+/// GetObjectAttributes (`GET ?attributes`): the attributes `x-amz-object-attributes` names, of
+/// the key's metadata. An SSE-C object needs its key, as for HEAD. `ObjectParts` of a multipart
+/// object is its part count (from the ETag's `-N`); its parts' sizes are not kept after
+/// completion, so no `Part` list (S3 lists parts only for uploads made with checksums), and a
+/// single-part object has none, as S3.
+async fn get_object_attributes(gw: &Gateway, c: &Client, r: &Req) -> R {
+    let asked = r.header("x-amz-object-attributes").unwrap_or_default();
+    let mut want = Vec::new();
+    for a in asked.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        let a = OBJECT_ATTRIBUTES
+            .into_iter()
+            .find(|o| o.eq_ignore_ascii_case(a))
+            .ok_or_else(|| S3Error::invalid_argument(format!("x-amz-object-attributes: {a:?} is not one of {}", OBJECT_ATTRIBUTES.join(", "))))?;
+        want.push(a);
+    }
+    if want.is_empty() {
+        return Err(S3Error::invalid_argument(format!("x-amz-object-attributes is required: one or more of {}", OBJECT_ATTRIBUTES.join(", "))));
+    }
+    let k = c.lookup_key(S3_VOLUME, &r.bucket, &r.key).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
+    unseal(gw, r, &k.metadata, sse::Use::Read)?;
+    let etag = meta(&k.metadata, ETAG).unwrap_or_default();
+    let mut w = Writer::new("GetObjectAttributesResponse");
+    if want.contains(&"ETag") {
+        w.elem("ETag", etag);
+    }
+    let checksums: Vec<(checksum::Algorithm, &str)> = checksum::Algorithm::ALL.into_iter().filter_map(|a| Some((a, meta(&k.metadata, &a.metadata_key())?))).collect();
+    if want.contains(&"Checksum") && !checksums.is_empty() {
+        w.open("Checksum");
+        for (a, v) in &checksums {
+            w.elem(&format!("Checksum{}", a.name()), v);
+        }
+        w.elem("ChecksumType", "FULL_OBJECT").close("Checksum");
+    }
+    if want.contains(&"ObjectParts")
+        && let Some(parts) = etag.rsplit_once('-').and_then(|(_, n)| n.parse::<u32>().ok())
+    {
+        w.open("ObjectParts").elem("PartsCount", parts).close("ObjectParts");
+    }
+    if want.contains(&"StorageClass") {
+        w.elem("StorageClass", "STANDARD");
+    }
+    if want.contains(&"ObjectSize") {
+        w.elem("ObjectSize", k.data_size);
+    }
+    Ok(Reply::xml(w.finish("GetObjectAttributesResponse")).header("last-modified", http_date_of(k.modified_ms)))
 }
 
 enum RangeOf {
