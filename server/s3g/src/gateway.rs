@@ -917,9 +917,7 @@ async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
         };
         all.extend(d);
     }
-    let etag = {
-        format!("{}-{}", object::hex(&crate::md5sum::digest(&all)), parts.len())
-    };
+    let etag = format!("{}-{}", object::hex(&crate::md5sum::digest(&all)), parts.len());
     let (bucket, key) = (r.bucket.clone(), r.key.clone());
     let done = c.submit(|op| {
         let mut u = op.init_complete_upload();
