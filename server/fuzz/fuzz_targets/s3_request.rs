@@ -1,8 +1,9 @@
 //! Any bytes as what an S3 client sends the gateway: a request body in one of S3's payload
 //! encodings (plain with a checksum header, `aws-chunked` unsigned with or without a checksum
 //! trailer, with a decoded length), cut into pieces anywhere, decoded and checked as the gateway
-//! does; and the same bytes as an `Authorization` header, a checksum header's value and an XML
-//! document. Each gives a result or an error: never a panic or a hang.
+//! does; and the same bytes as an `Authorization` header, a presigned URL's query (verified as
+//! the gateway does), a path and a query to canonicalize, an `x-amz-date`, a checksum header's
+//! value and an XML document. Each gives a result or an error: never a panic or a hang.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use stratos_s3g::payload::{self, Payload, Source};
@@ -25,6 +26,14 @@ fuzz_target!(|input: &[u8]| {
     }
     let text = String::from_utf8_lossy(body);
     let _ = sigv4::Authorization::parse(&text);
+    // The same text as a presigned URL's query (its decoding, credential, dates, expiry and
+    // canonical request), a path and a query to canonicalize, and an x-amz-date.
+    let headers = [("host".to_string(), "127.0.0.1:9878".to_string())];
+    let presigned = sigv4::Request { method: "GET", raw_path: "/bucket/key", raw_query: &text, headers: &headers };
+    let _ = sigv4::verify_presigned(&presigned, 1_780_000_000, |_| Some("secret".to_string()));
+    let _ = sigv4::canonical_uri(&text);
+    let _ = sigv4::canonical_query(&text, selector & 1 == 0);
+    let _ = sigv4::parse_amz_date(&text);
     let _ = xml::parse(&text);
     let value = |n: &str| (n == "x-amz-checksum-sha1").then(|| text.to_string());
     let _ = checksum::requested(&value, false);
