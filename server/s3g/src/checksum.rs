@@ -65,7 +65,7 @@ impl Algorithm {
         }
     }
 
-    fn by_name(name: &str) -> Option<Algorithm> {
+    pub fn by_name(name: &str) -> Option<Algorithm> {
         Algorithm::ALL.into_iter().find(|a| a.name().eq_ignore_ascii_case(name.trim()))
     }
 

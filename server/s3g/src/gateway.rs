@@ -1280,12 +1280,18 @@ async fn copy_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     let src_etag = meta(&src.metadata, ETAG).unwrap_or_default().to_string();
     check_copy_conditions(r, &src_etag, src.modified_ms)?;
     let src_cipher = unseal(gw, r, &src.metadata, sse::Use::CopySource)?;
+    // A checksum asked for the copy is computed as its bytes are read, and replaces the
+    // source's; otherwise the source's stay whatever the directive (they are of the same bytes).
+    let new_checksum = match r.header("x-amz-checksum-algorithm") {
+        None => None,
+        Some(a) => Some(checksum::Algorithm::by_name(&a).ok_or_else(|| S3Error::invalid_request(format!("Checksum algorithm provided is unsupported: {a:?}")))?),
+    };
+    let checksums = src.metadata.iter().filter(|(k, _)| k.starts_with(checksum::METADATA_PREFIX) && new_checksum.is_none()).cloned();
     let mut metadata: Vec<(String, String)> = if replace {
-        // The source's checksums stay whatever the directive: they are of the same bytes.
-        let checksums = src.metadata.iter().filter(|(k, _)| k.starts_with(checksum::METADATA_PREFIX)).cloned();
         metadata_of(r)?.into_iter().filter(|(k, _)| !k.starts_with(TAG)).chain(checksums).collect()
     } else {
-        src.metadata.iter().filter(|(k, _)| k != ETAG && !k.starts_with(TAG) && !k.starts_with(sse::PREFIX)).cloned().collect()
+        let rest = src.metadata.iter().filter(|(k, _)| k != ETAG && !k.starts_with(TAG) && !k.starts_with(sse::PREFIX) && !k.starts_with(checksum::METADATA_PREFIX));
+        rest.cloned().chain(checksums).collect()
     };
     if tags_replace {
         metadata.extend(metadata_of(r)?.into_iter().filter(|(k, _)| k.starts_with(TAG)));
@@ -1297,11 +1303,14 @@ async fn copy_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     let condition = write_condition(r)?;
     let mut payload = r.payload()?;
     payload.read_all(0).await?;
-    let reader = Reader::new(gw.clone(), src.blocks.clone(), 0, src.data_size).decrypting(src_cipher);
+    let reader = Reader::new(gw.clone(), src.blocks.clone(), 0, src.data_size).decrypting(src_cipher).hashing(new_checksum);
     let (bucket, key) = (r.bucket.clone(), r.key.clone());
     let w = object::write(gw, c, &bucket, &key, &mut Input::Object(reader), src.data_size, &metadata, Finish::Key(&condition), cipher.as_ref()).await?;
     let mut x = Writer::new("CopyObjectResult");
     x.elem("LastModified", iso8601(now_ms())).elem("ETag", format!("\"{}\"", w.etag));
+    if let Some((a, v)) = &w.checksum {
+        x.elem(&format!("Checksum{}", a.name()), checksum::encode(v));
+    }
     Ok(Reply::xml(x.finish("CopyObjectResult")).sse(&metadata))
 }
 

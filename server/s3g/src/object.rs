@@ -46,7 +46,7 @@ impl Input<'_> {
     fn checksum(&self) -> Option<(Algorithm, Vec<u8>)> {
         match self {
             Input::Payload(p) => p.checksum().map(|(a, v)| (a, v.to_vec())),
-            Input::Object(_) => None,
+            Input::Object(r) => r.checksum(),
         }
     }
 
@@ -348,6 +348,9 @@ pub struct Reader {
     failed: BTreeSet<u64>,
     /// Decrypts what is read (an encrypted object).
     cipher: Option<Cipher>,
+    /// Hashes what is read (a copy asked for a checksum: `x-amz-checksum-algorithm`); boxed,
+    /// as only copies have one (a SHA-256's state would double every reader).
+    hasher: Option<Box<checksum::Hasher>>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -364,13 +367,25 @@ impl Reader {
             starts.push(at);
             at += b.length;
         }
-        Reader { gw, blocks, starts, pos: start, end: end.min(at), failed: BTreeSet::new(), cipher: None }
+        Reader { gw, blocks, starts, pos: start, end: end.min(at), failed: BTreeSet::new(), cipher: None, hasher: None }
     }
 
     /// The reader of an encrypted object's plain bytes.
     pub fn decrypting(mut self, cipher: Option<Cipher>) -> Reader {
         self.cipher = cipher;
         self
+    }
+
+    /// The reader that also computes `algorithm`'s checksum of the (plain) bytes it reads.
+    pub fn hashing(mut self, algorithm: Option<Algorithm>) -> Reader {
+        self.hasher = algorithm.map(|a| Box::new(checksum::Hasher::new(a)));
+        self
+    }
+
+    /// The checksum [`Reader::hashing`] asked for, once the whole range was read.
+    fn checksum(&self) -> Option<(Algorithm, Vec<u8>)> {
+        let h = self.hasher.as_ref().filter(|_| self.pos >= self.end)?;
+        Some((h.algorithm(), (**h).clone().finalize()))
     }
 
     pub async fn next(&mut self) -> Result<Option<Bytes>, String> {
@@ -384,6 +399,9 @@ impl Reader {
         let mut d = data::read_any(&mut &*self.gw, block, off, want, &mut self.failed).await.map_err(|e| format!("block {}/{}: {e}", block.container_id, block.local_id))?;
         if let Some(c) = &self.cipher {
             c.apply(block.container_id, block.local_id, off, &mut d)?;
+        }
+        if let Some(h) = &mut self.hasher {
+            h.update(&d);
         }
         self.pos += u64::from(want);
         Ok(Some(Bytes::from(d)))
