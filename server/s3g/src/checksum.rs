@@ -82,6 +82,12 @@ impl Algorithm {
     }
 }
 
+/// The checksums stored in an object's metadata (under [`Algorithm::metadata_key`]), in one
+/// pass over it.
+pub fn stored(metadata: &[(String, String)]) -> impl Iterator<Item = (Algorithm, &str)> {
+    metadata.iter().filter_map(|(k, v)| Some((Algorithm::by_name(k.strip_prefix(METADATA_PREFIX)?)?, v.as_str())))
+}
+
 /// A checksum being computed.
 #[derive(Clone)]
 pub struct Hasher {
@@ -228,6 +234,14 @@ mod tests {
         }
         // As boto3 sends it: the CRC32 of "hello world" is 0x0d4a1185.
         assert_eq!(encode(&digest(Algorithm::Crc32, b"hello world")), "DUoRhQ==");
+    }
+
+    /// What a commit stores is what a read finds; other keys, and unknown algorithms, are not.
+    #[test]
+    fn stored_checksums_read_back() {
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let metadata = [pair("etag", "x"), pair(&Algorithm::Sha256.metadata_key(), "s"), pair("checksum:xxh3", "?"), pair("x-amz-meta-checksum:crc32", "m"), pair(&Algorithm::Crc64Nvme.metadata_key(), "c")];
+        assert_eq!(stored(&metadata).collect::<Vec<_>>(), [(Algorithm::Sha256, "s"), (Algorithm::Crc64Nvme, "c")]);
     }
 
     fn ask(headers: &[(&str, &str)], chunked: bool) -> Result<Option<Wanted>, S3Error> {

@@ -1437,11 +1437,9 @@ async fn get_object(gw: &Rc<Gateway>, c: &Client, r: &Req, head: bool) -> R {
     // The checksum the object was written with, for the SDK to check what it reads (asked
     // with x-amz-checksum-mode; a range's bytes are not what it covers, so not with a range).
     if reply.status == 200 && r.header("x-amz-checksum-mode").is_some_and(|m| m.trim().eq_ignore_ascii_case("ENABLED")) {
-        for a in checksum::Algorithm::ALL {
-            if let Some(v) = meta(&k.metadata, &a.metadata_key()) {
-                reply.headers.push((a.header().into(), v.into()));
-                reply.headers.push(("x-amz-checksum-type".into(), "FULL_OBJECT".into()));
-            }
+        for (a, v) in checksum::stored(&k.metadata) {
+            reply.headers.push((a.header().into(), v.into()));
+            reply.headers.push(("x-amz-checksum-type".into(), "FULL_OBJECT".into()));
         }
     }
     reply.headers.push(("content-length".into(), (end - start).to_string()));
@@ -1478,7 +1476,7 @@ async fn get_object_attributes(gw: &Gateway, c: &Client, r: &Req) -> R {
     if want.contains(&"ETag") {
         w.elem("ETag", etag);
     }
-    let checksums: Vec<(checksum::Algorithm, &str)> = checksum::Algorithm::ALL.into_iter().filter_map(|a| Some((a, meta(&k.metadata, &a.metadata_key())?))).collect();
+    let checksums: Vec<(checksum::Algorithm, &str)> = checksum::stored(&k.metadata).collect();
     if want.contains(&"Checksum") && !checksums.is_empty() {
         w.open("Checksum");
         for (a, v) in &checksums {
