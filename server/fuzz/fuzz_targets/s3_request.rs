@@ -1,6 +1,7 @@
 //! Any bytes as what an S3 client sends the gateway: a request body in one of S3's payload
 //! encodings (plain with a checksum header, `aws-chunked` unsigned with or without a checksum
-//! trailer, with a decoded length), cut into pieces anywhere, decoded and checked as the gateway
+//! trailer, with a decoded length, or signed chunks with a signed trailer), cut into pieces
+//! anywhere, decoded and checked as the gateway
 //! does; and the same bytes as an `Authorization` header, a presigned URL's query (verified as
 //! the gateway does), a path and a query to canonicalize, an `x-amz-date`, a checksum header's
 //! value and an XML document. Each gives a result or an error: never a panic or a hang.
@@ -12,15 +13,19 @@ use stratos_s3g::{checksum, sigv4, xml};
 fuzz_target!(|input: &[u8]| {
     let Some((&selector, rest)) = input.split_first() else { return };
     let (cuts, body) = rest.split_at(rest.len().min(4));
-    let headers: &[(&str, &str)] = match selector % 5 {
+    let headers: &[(&str, &str)] = match selector % 6 {
         0 => &[("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"), ("x-amz-trailer", "x-amz-checksum-crc32")],
+        5 => &EXAMPLE_HEADERS,
         1 => &[("x-amz-content-sha256", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"), ("x-amz-trailer", "x-amz-checksum-sha256"), ("x-amz-decoded-content-length", "7")],
         2 => &[("content-encoding", "aws-chunked")],
         3 => &[("x-amz-checksum-crc64nvme", "AAAAAAAAAAA=")],
         _ => &[("x-amz-content-sha256", "UNSIGNED-PAYLOAD")],
     };
     let header = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.to_string());
-    if let Ok(mode) = payload::mode_of(&header, None) {
+    // Signed chunks need the request's signature: AWS's published example's (the body's first
+    // chunk must then carry its signature to get further).
+    let signer = (selector % 6 == 5).then(example_signer).flatten();
+    if let Ok(mode) = payload::mode_of(&header, signer) {
         let mut p = Payload::new(Source::cut(body, cuts.iter().map(|c| *c as usize)), mode);
         let _ = futures_lite::future::block_on(p.read_all(1 << 20));
     }
@@ -38,3 +43,21 @@ fuzz_target!(|input: &[u8]| {
     let value = |n: &str| (n == "x-amz-checksum-sha1").then(|| text.to_string());
     let _ = checksum::requested(&value, false);
 });
+
+/// The headers of AWS's published example of signed chunks with a signed trailer.
+const EXAMPLE_HEADERS: [(&str, &str); 8] = [
+    ("host", "s3.amazonaws.com"),
+    ("x-amz-date", "20130524T000000Z"),
+    ("x-amz-storage-class", "REDUCED_REDUNDANCY"),
+    ("authorization", "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=content-encoding;host;x-amz-content-sha256;x-amz-date;x-amz-decoded-content-length;x-amz-storage-class;x-amz-trailer,Signature=106e2a8a18243abcf37539882f36619c00e2dfc72633413f02d3b74544bfeb8e"),
+    ("x-amz-content-sha256", sigv4::STREAMING_PAYLOAD_TRAILER),
+    ("content-encoding", "aws-chunked"),
+    ("x-amz-trailer", "x-amz-checksum-crc32c"),
+    ("x-amz-decoded-content-length", "66560"),
+];
+
+fn example_signer() -> Option<sigv4::ChunkSigner> {
+    let headers: Vec<(String, String)> = EXAMPLE_HEADERS.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    let req = sigv4::Request { method: "PUT", raw_path: "/examplebucket/chunkObject.txt", raw_query: "", headers: &headers };
+    sigv4::verify_header(&req, 1_369_353_600, |_| Some("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".to_string())).ok()?.ok()?.chunks
+}

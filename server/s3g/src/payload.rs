@@ -17,6 +17,8 @@ use crate::sigv4::ChunkSigner;
 
 /// Longest chunk-header line (`SIZE;chunk-signature=SIG` or a trailer line).
 const LINE_BYTES_MAX: usize = 4096;
+/// Most trailer lines after the last chunk (SDKs send a checksum and, signed, its signature).
+const TRAILERS_MAX: usize = 16;
 /// Largest chunk of an `aws-chunked` payload (held whole while its signature is checked; SDKs
 /// send 64 KiB to 8 MiB).
 pub const CHUNK_BYTES_MAX: usize = 16 << 20;
@@ -102,7 +104,7 @@ pub fn mode_of(header: &dyn Fn(&str) -> Option<String>, signer: Option<ChunkSign
     let streaming = sha.as_deref().is_some_and(|s| s.starts_with("STREAMING-"));
     let wanted = checksum::requested(header, chunked || streaming)?;
     let mode = match sha.as_deref() {
-        Some(crate::sigv4::STREAMING_PAYLOAD) => match signer {
+        Some(crate::sigv4::STREAMING_PAYLOAD | crate::sigv4::STREAMING_PAYLOAD_TRAILER) => match signer {
             Some(s) => Ok(Mode::Chunked { signer: Some(s), state: ChunkState::Header, decoded_length: decoded }),
             None => Err(S3Error::invalid_request("a streaming signed payload needs a signed request")),
         },
@@ -317,8 +319,12 @@ impl Payload {
                 ChunkState::Trailers => {
                     // The trailers of a streaming payload, up to the empty line (or the body's
                     // end): the announced checksum's value is kept for the check at the end
-                    // (`check_checksum`); others are read and ignored.
+                    // (`check_checksum`); others are read and ignored. Signed trailers
+                    // (`-PAYLOAD-TRAILER`) must come with their signature, checked here, so a
+                    // checksum changed on the way is refused before the value is used.
                     let name = self.checksum.as_ref().map(|(h, _)| h.algorithm().header());
+                    let signed = matches!(&self.mode, Mode::Chunked { signer: Some(s), .. } if s.signs_trailers());
+                    let (mut canonical, mut signature, mut lines) = (Vec::new(), None, 0);
                     loop {
                         if self.buf.is_empty() && !self.fill().await? {
                             break;
@@ -327,13 +333,33 @@ impl Payload {
                         if line.is_empty() {
                             break;
                         }
-                        if let (Some(name), Some((n, v))) = (name, line.split_once(':'))
-                            && n.trim().eq_ignore_ascii_case(name)
-                        {
-                            self.trailer_value = Some(v.trim().to_string());
+                        lines += 1;
+                        if lines > TRAILERS_MAX {
+                            return Err(bad_chunk(&format!("more than {TRAILERS_MAX} trailers")));
+                        }
+                        let Some((n, v)) = line.split_once(':') else { return Err(bad_chunk("a trailer is not `name:value`")) };
+                        let (n, v) = (n.trim(), v.trim());
+                        if n.eq_ignore_ascii_case("x-amz-trailer-signature") {
+                            signature = Some(v.to_string());
+                            continue;
+                        }
+                        if signed {
+                            canonical.extend_from_slice(n.to_ascii_lowercase().as_bytes());
+                            canonical.push(b':');
+                            canonical.extend_from_slice(v.as_bytes());
+                            canonical.push(b'\n');
+                        }
+                        if name.is_some_and(|name| n.eq_ignore_ascii_case(name)) {
+                            self.trailer_value = Some(v.to_string());
                         }
                     }
-                    let Mode::Chunked { state, .. } = &mut self.mode else { unreachable!("chunked") };
+                    let Mode::Chunked { state, signer, .. } = &mut self.mode else { unreachable!("chunked") };
+                    if let Some(s) = signer.as_ref().filter(|s| s.signs_trailers() && lines > 0) {
+                        let Some(sig) = signature else {
+                            return Err(S3Error::new("SignatureDoesNotMatch", 403, "the trailers of a signed streaming payload have no x-amz-trailer-signature"));
+                        };
+                        s.check_trailers(&canonical, &sig).map_err(|_| S3Error::new("SignatureDoesNotMatch", 403, "the trailers' signature does not match"))?;
+                    }
                     *state = ChunkState::Done;
                     return Ok(None);
                 }
@@ -478,6 +504,61 @@ mod tests {
         assert_eq!(decode(b"hello", &good).expect("matches"), b"hello");
         assert_eq!(decode(b"hellO", &good).expect_err("mismatch").code, "XAmzContentSHA256Mismatch");
         assert_eq!(decode(b"anything", &[("x-amz-content-sha256", "UNSIGNED-PAYLOAD")]).expect("unsigned"), b"anything");
+    }
+
+    /// AWS's published example of signed chunks with a signed trailer, through the decoder:
+    /// whole and cut anywhere it decodes, with its CRC32C checked and kept; the trailer changed,
+    /// its signature missing or another chunk signature: `SignatureDoesNotMatch`.
+    #[test]
+    fn signed_trailers_are_checked() {
+        let sig = |s: &str| format!(";chunk-signature={s}\r\n");
+        let a = vec![b'a'; 65_536];
+        let mut body = Vec::new();
+        body.extend_from_slice(format!("10000{}", sig("b474d8862b1487a5145d686f57f013e54db672cee1c953b3010fb58501ef5aa2")).as_bytes());
+        body.extend_from_slice(&a);
+        body.extend_from_slice(format!("\r\n400{}", sig("1c1344b170168f8e65b41376b44b20fe354e373826ccbbe2c1d40a8cae51e5c7")).as_bytes());
+        body.extend_from_slice(&a[..1024]);
+        body.extend_from_slice(format!("\r\n0{}", sig("2ca2aba2005185cf7159c6277faf83795951dd77a3a99e6e65d5c9f85863f992")).as_bytes());
+        let trailer = "x-amz-checksum-crc32c:sOO8/Q==\r\nx-amz-trailer-signature:d81f82fc3505edab99d459891051a732e8730629a2e4a59689829ca17fe2e435\r\n\r\n";
+        let auth = "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=content-encoding;host;x-amz-content-sha256;x-amz-date;x-amz-decoded-content-length;x-amz-storage-class;x-amz-trailer,Signature=106e2a8a18243abcf37539882f36619c00e2dfc72633413f02d3b74544bfeb8e";
+        let headers: Vec<(String, String)> = [
+            ("host", "s3.amazonaws.com"),
+            ("x-amz-date", "20130524T000000Z"),
+            ("x-amz-storage-class", "REDUCED_REDUNDANCY"),
+            ("authorization", auth),
+            ("x-amz-content-sha256", crate::sigv4::STREAMING_PAYLOAD_TRAILER),
+            ("content-encoding", "aws-chunked"),
+            ("x-amz-trailer", "x-amz-checksum-crc32c"),
+            ("x-amz-decoded-content-length", "66560"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+        let req = crate::sigv4::Request { method: "PUT", raw_path: "/examplebucket/chunkObject.txt", raw_query: "", headers: &headers };
+        let signer = crate::sigv4::verify_header(&req, 1_369_353_600, |_| Some("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into())).expect("known").expect("the seed verifies").chunks;
+        let header = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+        let run = |wire: &[u8], cuts: &[usize]| {
+            let mut p = Payload::new(Source::cut(wire, cuts.iter().copied()), mode_of(&header, signer.clone()).expect("mode"));
+            let out = futures_lite::future::block_on(p.read_all(1 << 20));
+            out.map(|d| (d, p.checksum().map(|(alg, v)| (alg, v.to_vec()))))
+        };
+        let whole = [&body[..], trailer.as_bytes()].concat();
+        for cuts in [&[][..], &[1, 90, 65_600, 66_700, 66_800, 66_900][..]] {
+            let (data, sum) = run(&whole, cuts).expect("the example decodes");
+            assert_eq!(data, vec![b'a'; 66_560]);
+            assert_eq!(sum, Some((Algorithm::Crc32c, checksum::Algorithm::Crc32c.decode("sOO8/Q==").expect("base64"))));
+        }
+        let changed = [&body[..], trailer.replace("sOO8/Q==", "sOO8/Q=A").as_bytes()].concat();
+        assert_eq!(run(&changed, &[]).expect_err("changed trailer").code, "SignatureDoesNotMatch");
+        let unsigned = [&body[..], b"x-amz-checksum-crc32c:sOO8/Q==\r\n\r\n"].concat();
+        assert_eq!(run(&unsigned, &[]).expect_err("no trailer signature").code, "SignatureDoesNotMatch");
+        let extra = [&body[..], b"x-amz-meta-extra:1\r\n", trailer.as_bytes()].concat();
+        assert_eq!(run(&extra, &[]).expect_err("a trailer the signature does not cover").code, "SignatureDoesNotMatch");
+        let mut chunk = whole.clone();
+        chunk[30] = b'0';
+        assert_eq!(run(&chunk, &[]).expect_err("a chunk signature changed").code, "SignatureDoesNotMatch");
+        let many = [&body[..], "x-a:1\r\n".repeat(20).as_bytes(), trailer.as_bytes()].concat();
+        assert_eq!(run(&many, &[]).expect_err("too many trailers").code, "InvalidRequest");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! AWS Signature Version 4, as S3 verifies it: the `Authorization` header, presigned URLs
-//! (query parameters) and `aws-chunked` streaming payloads with a signature per chunk.
+//! (query parameters) and `aws-chunked` streaming payloads with a signature per chunk (and one
+//! for their trailers).
 //!
 //! A signature is HMAC-SHA256, under a key derived from the secret, the date, the region and
 //! the service (`AWS4` + secret → date → region → `s3` → `aws4_request`), of a "string to sign"
@@ -19,6 +20,9 @@ use sha2::{Digest, Sha256};
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 pub const STREAMING_PAYLOAD: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
+/// Signed chunks, then trailers signed too (`x-amz-trailer-signature`): what the AWS SDKs for
+/// Java, Go and JavaScript send over plain HTTP when they add a checksum.
+pub const STREAMING_PAYLOAD_TRAILER: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER";
 /// The SHA-256 of nothing (a chunk signature's empty headers; a GET's payload).
 pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 /// How far a request's `X-Amz-Date` may be from the gateway's clock (S3's 15 minutes).
@@ -416,8 +420,8 @@ pub fn parse_amz_date(s: &str) -> Result<i64, SigError> {
 #[derive(Debug, Clone)]
 pub struct Verified {
     pub access_key: String,
-    /// For `STREAMING-AWS4-HMAC-SHA256-PAYLOAD`: the chunk signer, seeded with this request's
-    /// signature.
+    /// For `STREAMING-AWS4-HMAC-SHA256-PAYLOAD` (and `-TRAILER`): the chunk signer, seeded with
+    /// this request's signature.
     pub chunks: Option<ChunkSigner>,
 }
 
@@ -452,7 +456,8 @@ pub fn verify_header(req: &Request<'_>, now: i64, secret_of: impl FnOnce(&str) -
         Ok(e) => e,
         Err(e) => return Ok(Err(e)),
     };
-    let chunks = (payload == STREAMING_PAYLOAD).then_some(ChunkSigner { key, scope, amz_date, previous: expected });
+    let trailer = payload == STREAMING_PAYLOAD_TRAILER;
+    let chunks = (payload == STREAMING_PAYLOAD || trailer).then_some(ChunkSigner { key, scope, amz_date, previous: expected, trailer });
     Ok(Ok(Verified { access_key: auth.credential.access_key, chunks }))
 }
 
@@ -527,13 +532,17 @@ pub fn format_amz_date(t: i64) -> String {
 
 /// The signatures of an `aws-chunked` payload's chunks, each chained to the one before (the
 /// first to the request's): `AWS4-HMAC-SHA256-PAYLOAD \n DATE \n SCOPE \n previous \n
-/// sha256("") \n sha256(chunk)`. The last chunk is empty.
+/// sha256("") \n sha256(chunk)`. The last chunk is empty. With `-TRAILER`, the trailers that
+/// follow it are signed as `AWS4-HMAC-SHA256-TRAILER \n DATE \n SCOPE \n previous \n
+/// sha256(trailers)`, where `previous` is the last chunk's signature and the trailers are each
+/// `name:value\n` as sent, less `x-amz-trailer-signature` itself.
 #[derive(Debug, Clone)]
 pub struct ChunkSigner {
     key: [u8; 32],
     scope: String,
     amz_date: String,
     previous: [u8; 32],
+    trailer: bool,
 }
 
 impl ChunkSigner {
@@ -545,6 +554,22 @@ impl ChunkSigner {
             return Err(SigError::Mismatch);
         }
         self.previous = expected;
+        Ok(())
+    }
+
+    /// Whether the payload's trailers are signed (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER`).
+    pub fn signs_trailers(&self) -> bool {
+        self.trailer
+    }
+
+    /// Checks the trailers' signature, after the last (empty) chunk's: `canonical` is each
+    /// trailer but the signature as `name:value\n`, in the order sent.
+    pub fn check_trailers(&self, canonical: &[u8], signature: &str) -> Result<(), SigError> {
+        let given = unhex(signature).ok_or_else(|| bad("x-amz-trailer-signature is not 64 hexadecimal digits"))?;
+        let s = format!("AWS4-HMAC-SHA256-TRAILER\n{}\n{}\n{}\n{}", self.amz_date, self.scope, hex(&self.previous), hex(&Sha256::digest(canonical)));
+        if !same(&sign(&self.key, &s), &given) {
+            return Err(SigError::Mismatch);
+        }
         Ok(())
     }
 
@@ -684,6 +709,35 @@ mod tests {
         chunks.check(&a, "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648").expect("chunk 1");
         chunks.check(&a[..1024], "0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497").expect("chunk 2");
         chunks.check(b"", "b6c6ea8a5354eaf15b3cb7646744f4275b71ea724fed81ceb9323e279d449df9").expect("the final chunk");
+    }
+
+    /// AWS's published example with a trailer ("Signature Calculations for the Authorization
+    /// Header: Including Trailing Headers"): the same 66,560 bytes of 'a', then a CRC32C trailer
+    /// and its signature.
+    #[test]
+    fn the_published_trailer_example_verifies() {
+        let auth = "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=content-encoding;host;x-amz-content-sha256;x-amz-date;x-amz-decoded-content-length;x-amz-storage-class;x-amz-trailer,Signature=106e2a8a18243abcf37539882f36619c00e2dfc72633413f02d3b74544bfeb8e";
+        let h = headers(&[
+            ("Host", "s3.amazonaws.com"),
+            ("x-amz-date", "20130524T000000Z"),
+            ("x-amz-storage-class", "REDUCED_REDUNDANCY"),
+            ("Authorization", auth),
+            ("x-amz-content-sha256", STREAMING_PAYLOAD_TRAILER),
+            ("Content-Encoding", "aws-chunked"),
+            ("x-amz-trailer", "x-amz-checksum-crc32c"),
+            ("x-amz-decoded-content-length", "66560"),
+        ]);
+        let req = Request { method: "PUT", raw_path: "/examplebucket/chunkObject.txt", raw_query: "", headers: &h };
+        let mut chunks = verify_header(&req, EXAMPLE_TIME, secret).expect("known").expect("the seed verifies").chunks.expect("streaming");
+        assert!(chunks.signs_trailers());
+        let a = vec![b'a'; 65_536];
+        chunks.check(&a, "b474d8862b1487a5145d686f57f013e54db672cee1c953b3010fb58501ef5aa2").expect("chunk 1");
+        chunks.check(&a[..1024], "1c1344b170168f8e65b41376b44b20fe354e373826ccbbe2c1d40a8cae51e5c7").expect("chunk 2");
+        chunks.check(b"", "2ca2aba2005185cf7159c6277faf83795951dd77a3a99e6e65d5c9f85863f992").expect("the final chunk");
+        let signature = "d81f82fc3505edab99d459891051a732e8730629a2e4a59689829ca17fe2e435";
+        chunks.check_trailers(b"x-amz-checksum-crc32c:sOO8/Q==\n", signature).expect("the trailer");
+        assert_eq!(chunks.check_trailers(b"x-amz-checksum-crc32c:sOO8/Q=\n", signature), Err(SigError::Mismatch), "another value");
+        assert!(chunks.check_trailers(b"x-amz-checksum-crc32c:sOO8/Q==\n", "d81f").is_err());
     }
 
     #[test]
