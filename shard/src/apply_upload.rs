@@ -30,6 +30,26 @@ fn check_upload_id(id: &str) -> Result<(), OmError> {
 
 type UploadKey = (u64, String, String);
 
+/// The metadata pair in which a completed multipart key keeps its parts' numbers and sizes
+/// (for S3's GET and HEAD of one part and GetObjectAttributes' part list): runs of consecutive
+/// part numbers of one size, `FIRST:COUNT:SIZE`, joined by commas, in part order. An upload of
+/// equal parts and a smaller last one is two runs whatever its part count. Left out when it
+/// would not fit a metadata value (hundreds of runs: parts of many sizes); the gateway then
+/// says that key's part boundaries are not known. The gateway reads it under the same name.
+pub const PART_SIZES: &str = "parts";
+
+/// `parts` (number, size, ascending numbers) as [`PART_SIZES`]' value.
+pub fn part_sizes_value(parts: &[(u32, u64)]) -> String {
+    let mut runs: Vec<(u32, u32, u64)> = Vec::new();
+    for &(n, size) in parts {
+        match runs.last_mut() {
+            Some((first, count, s)) if *s == size && first.checked_add(*count) == Some(n) => *count += 1,
+            _ => runs.push((n, 1, size)),
+        }
+    }
+    runs.iter().map(|(first, count, size)| format!("{first}:{count}:{size}")).collect::<Vec<_>>().join(",")
+}
+
 impl ShardState {
     /// The upload's key in the table, if it exists.
     fn upload_of(&self, bucket_id: u64, volume: &str, bucket: &str, key: &str, upload_id: &str) -> Result<UploadKey, OmError> {
@@ -129,6 +149,7 @@ impl ShardState {
         }
         let mut blocks = Vec::new();
         let mut size = 0u64;
+        let mut sizes = Vec::with_capacity(parts.len());
         for (i, (n, want)) in parts.iter().enumerate() {
             let Some(part) = self.parts.get(&(u.0, u.1.clone(), u.2.clone(), *n)) else {
                 return Err(invalid("InvalidPart", format!("part {n} was not uploaded")));
@@ -140,6 +161,7 @@ impl ShardState {
                 return Err(invalid("EntityTooSmall", format!("part {n} has {} bytes; every part but the last must have at least {PART_BYTES_MIN}", part.size)));
             }
             size += part.size;
+            sizes.push((*n, part.size));
             blocks.extend(part.blocks.iter().copied());
         }
         if blocks.len() > BLOCKS_PER_KEY_MAX {
@@ -164,7 +186,11 @@ impl ShardState {
         self.open_keys.insert(e);
         self.open_key_expiry.insert((expires, open_id));
         self.bucket_usage.entry(facts.bucket_id).or_default().open_keys += 1;
-        let set = [MetadataPair { key: "etag".into(), value: etag.to_string() }];
+        let mut set = vec![MetadataPair { key: "etag".into(), value: etag.to_string() }];
+        let sizes = part_sizes_value(&sizes);
+        if sizes.len() <= METADATA_VALUE_BYTES_MAX {
+            set.push(MetadataPair { key: PART_SIZES.into(), value: sizes });
+        }
         let out = self.commit_key_with(ids, log_index, p, t, volume, bucket, key, open_id, size, &blocks, limit, Some((&set, condition)));
         if out.is_err() {
             // Refused (quota, condition): the upload stays as it was, for another try or an abort.
@@ -228,5 +254,21 @@ impl ShardState {
         let truncated = out.len() > limit;
         out.truncate(limit);
         (out, truncated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_sizes_are_runs_of_consecutive_parts() {
+        assert_eq!(part_sizes_value(&[(1, 5), (2, 5), (3, 5), (4, 2)]), "1:3:5,4:1:2");
+        assert_eq!(part_sizes_value(&[(1, 5), (3, 5), (4, 5)]), "1:1:5,3:2:5", "a gap starts a run");
+        assert_eq!(part_sizes_value(&[(7, 0)]), "7:1:0");
+        let equal: Vec<(u32, u64)> = (1..=PARTS_MAX).map(|n| (n, 5 << 20)).collect();
+        assert_eq!(part_sizes_value(&equal), "1:10000:5242880");
+        let varied: Vec<(u32, u64)> = (1..=PARTS_MAX).map(|n| (n, (5 << 20) + u64::from(n % 2))).collect();
+        assert!(part_sizes_value(&varied).len() > METADATA_VALUE_BYTES_MAX, "left out of the key, not cut");
     }
 }

@@ -429,7 +429,7 @@ fn a_multipart_upload_keeps_one_record_per_part_and_completes_into_a_key() {
     let k = s.state.lookup_key("vol1", "bkt", "big").unwrap();
     assert_eq!(k.data_size.to_native(), 2 * mb5 + 10);
     assert_eq!(k.blocks.iter().map(|b| b.local_id.to_native()).collect::<Vec<_>>(), vec![b1.local_id, b2.local_id, b3.local_id], "the parts' blocks, in order");
-    assert_eq!(k.metadata.iter().map(|m| (m.key.as_str(), m.value.as_str())).collect::<Vec<_>>(), vec![("m", "1"), ("etag", "x-3")]);
+    assert_eq!(k.metadata.iter().map(|m| (m.key.as_str(), m.value.as_str())).collect::<Vec<_>>(), vec![("m", "1"), ("etag", "x-3"), ("parts", "1:2:5242880,3:1:10")], "the parts' sizes kept");
     assert!(queued(&s).contains(&unlisted.local_id), "a part not listed is freed");
     assert!(matches!(s.run(alice.clone(), complete(vec![(1, "e1")])), Err(OmError::NoSuchUpload(_))), "the upload is over");
     assert_eq!(s.state.bucket_usage_of(b).open_keys, 0);

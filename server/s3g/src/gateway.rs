@@ -405,6 +405,39 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
 /// `X-Amz-*`); any other names a sub-resource.
 const OBJECT_PARAMS: [&str; 8] = ["tagging", "uploadId", "partNumber", "acl", "uploads", "versionId", "x-id", "attributes"];
 
+/// The metadata pair in which the shard keeps a completed multipart object's parts, numbers
+/// and sizes, as runs `FIRST:COUNT:SIZE` joined by commas (the shard's `PART_SIZES`).
+const PARTS: &str = "parts";
+
+/// A multipart object's part count, from its ETag (`MD5-N`); None for a single-part object.
+fn multipart_count(etag: &str) -> Option<u32> {
+    etag.rsplit_once('-').and_then(|(_, n)| n.parse::<u32>().ok())
+}
+
+/// A multipart object's parts as (number, offset, size), ascending, from its metadata: None
+/// where they were not kept (completed before they were, or too varied to keep) or do not add
+/// up to the object (`count` parts of `size` bytes in all), so that nothing else is served as
+/// a part.
+fn parts_of(metadata: &[(String, String)], count: u32, size: u64) -> Option<Vec<(u32, u64, u64)>> {
+    let mut parts = Vec::with_capacity(count.min(10_000) as usize);
+    let mut offset = 0u64;
+    for run in meta(metadata, PARTS)?.split(',') {
+        let mut f = run.split(':').map(|v| v.parse::<u64>().ok());
+        let (Some(Some(first)), Some(Some(n)), Some(Some(part_size)), None) = (f.next(), f.next(), f.next(), f.next()) else { return None };
+        if n == 0 || first == 0 || n > 10_000 || first > 10_001 - n || parts.len() as u64 + n > u64::from(count) {
+            return None;
+        }
+        for number in first..first + n {
+            if parts.last().is_some_and(|&(last, _, _)| u64::from(last) >= number) {
+                return None;
+            }
+            parts.push((number as u32, offset, part_size));
+            offset = offset.checked_add(part_size)?;
+        }
+    }
+    (parts.len() as u64 == u64::from(count) && offset == size).then_some(parts)
+}
+
 /// What GetObjectAttributes may be asked for (`x-amz-object-attributes`).
 const OBJECT_ATTRIBUTES: [&str; 5] = ["ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"];
 
@@ -1290,7 +1323,8 @@ async fn copy_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     let mut metadata: Vec<(String, String)> = if replace {
         metadata_of(r)?.into_iter().filter(|(k, _)| !k.starts_with(TAG)).chain(checksums).collect()
     } else {
-        let rest = src.metadata.iter().filter(|(k, _)| k != ETAG && !k.starts_with(TAG) && !k.starts_with(sse::PREFIX) && !k.starts_with(checksum::METADATA_PREFIX));
+        // Not the parts of a multipart source: the copy is written as one part.
+        let rest = src.metadata.iter().filter(|(k, _)| k != ETAG && k != PARTS && !k.starts_with(TAG) && !k.starts_with(sse::PREFIX) && !k.starts_with(checksum::METADATA_PREFIX));
         rest.cloned().chain(checksums).collect()
     };
     if tags_replace {
@@ -1356,9 +1390,29 @@ fn etag_matches(header: &str, etag: &str) -> bool {
 
 async fn get_object(gw: &Rc<Gateway>, c: &Client, r: &Req, head: bool) -> R {
     let k = c.lookup_key(S3_VOLUME, &r.bucket, &r.key).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
+    let etag = meta(&k.metadata, ETAG).unwrap_or_default().to_string();
+    let size = k.data_size;
+    // One part of the object: a multipart object's as its upload made it (206, with the part
+    // count), a single-part object's part 1 (the whole). A part it does not have is refused
+    // before its SSE-C key is asked for, as S3 does.
+    let mut part = None;
+    if let Some(n) = r.q("partNumber") {
+        let n: u32 = n.parse().ok().filter(|n| (1..=10_000).contains(n)).ok_or_else(|| S3Error::invalid_argument("partNumber must be 1 to 10000"))?;
+        if r.header("range").is_some() {
+            return Err(S3Error::invalid_request("Cannot specify both Range header and partNumber query parameter"));
+        }
+        let multipart = multipart_count(&etag);
+        let parts = match multipart {
+            Some(c) => parts_of(&k.metadata, c, size)
+                .ok_or_else(|| S3Error::not_implemented("GET of one part of this multipart object: its part sizes were not kept (completed before they were, or too many sizes)"))?,
+            None => vec![(1, 0, size)],
+        };
+        let &(_, offset, length) =
+            parts.iter().find(|p| p.0 == n).ok_or_else(|| S3Error::new("InvalidPart", 400, format!("the object has no part {n} ({} in all)", multipart.unwrap_or(1))))?;
+        part = multipart.map(|count| (offset, offset + length, count));
+    }
     // An SSE-C object answers nothing, its headers included, without its key.
     let cipher = unseal(gw, r, &k.metadata, sse::Use::Read)?;
-    let etag = meta(&k.metadata, ETAG).unwrap_or_default().to_string();
     let modified = k.modified_ms / 1000;
     // RFC 9110's order: If-Match, else If-Unmodified-Since; then If-None-Match, else
     // If-Modified-Since.
@@ -1408,20 +1462,16 @@ async fn get_object(gw: &Rc<Gateway>, c: &Client, r: &Req, head: bool) -> R {
             reply.headers.push((h.to_string(), v.to_string()));
         }
     }
-    let size = k.data_size;
-    if let Some(n) = r.q("partNumber") {
-        // One part of the object: only a single-part object's (part 1, the whole) is known;
-        // a multipart object's part boundaries are not kept once it is complete.
-        let n: u32 = n.parse().ok().filter(|n| (1..=10_000).contains(n)).ok_or_else(|| S3Error::invalid_argument("partNumber must be 1 to 10000"))?;
-        if etag.contains('-') {
-            return Err(S3Error::not_implemented("GET of one part of a multipart object"));
+    let (start, end) = match (part, r.header("range")) {
+        (Some((s, e, count)), _) => {
+            reply.headers.push(("x-amz-mp-parts-count".into(), count.to_string()));
+            if e > s {
+                reply.status = 206;
+                reply.headers.push(("content-range".into(), format!("bytes {s}-{}/{size}", e - 1)));
+            }
+            (s, e)
         }
-        if n != 1 {
-            return Err(S3Error::new("InvalidPart", 400, format!("the object has 1 part, not {n}")));
-        }
-    }
-    let (start, end) = match r.header("range") {
-        Some(range) => match parse_range(&range, size) {
+        (None, Some(range)) => match parse_range(&range, size) {
             RangeOf::Whole => (0, size),
             RangeOf::Part(s, e) => {
                 reply.status = 206;
@@ -1432,11 +1482,11 @@ async fn get_object(gw: &Rc<Gateway>, c: &Client, r: &Req, head: bool) -> R {
                 return Err(S3Error::new("InvalidRange", 416, format!("the range {range} is not satisfiable: the object has {size} bytes")));
             }
         },
-        None => (0, size),
+        (None, None) => (0, size),
     };
     // The checksum the object was written with, for the SDK to check what it reads (asked
     // with x-amz-checksum-mode; a range's bytes are not what it covers, so not with a range).
-    if reply.status == 200 && r.header("x-amz-checksum-mode").is_some_and(|m| m.trim().eq_ignore_ascii_case("ENABLED")) {
+    if reply.status == 200 && part.is_none() && r.header("x-amz-checksum-mode").is_some_and(|m| m.trim().eq_ignore_ascii_case("ENABLED")) {
         for (a, v) in checksum::stored(&k.metadata) {
             reply.headers.push((a.header().into(), v.into()));
             reply.headers.push(("x-amz-checksum-type".into(), "FULL_OBJECT".into()));
@@ -1453,9 +1503,9 @@ async fn get_object(gw: &Rc<Gateway>, c: &Client, r: &Req, head: bool) -> R {
 
 /// GetObjectAttributes (`GET ?attributes`): the attributes `x-amz-object-attributes` names, of
 /// the key's metadata. An SSE-C object needs its key, as for HEAD. `ObjectParts` of a multipart
-/// object is its part count (from the ETag's `-N`); its parts' sizes are not kept after
-/// completion, so no `Part` list (S3 lists parts only for uploads made with checksums), and a
-/// single-part object has none, as S3.
+/// object is its part count (from the ETag's `-N`) and a page of its parts' numbers and sizes
+/// (`x-amz-max-parts`, at most and by default 1000, after `x-amz-part-number-marker`) where
+/// they were kept; a single-part object has none, as S3.
 async fn get_object_attributes(gw: &Gateway, c: &Client, r: &Req) -> R {
     let asked = r.header("x-amz-object-attributes").unwrap_or_default();
     let mut want = Vec::new();
@@ -1485,9 +1535,23 @@ async fn get_object_attributes(gw: &Gateway, c: &Client, r: &Req) -> R {
         w.elem("ChecksumType", "FULL_OBJECT").close("Checksum");
     }
     if want.contains(&"ObjectParts")
-        && let Some(parts) = etag.rsplit_once('-').and_then(|(_, n)| n.parse::<u32>().ok())
+        && let Some(count) = multipart_count(etag)
     {
-        w.open("ObjectParts").elem("PartsCount", parts).close("ObjectParts");
+        w.open("ObjectParts").elem("PartsCount", count);
+        if let Some(parts) = parts_of(&k.metadata, count, k.data_size) {
+            let number = |h: &str, default: u32| -> Result<u32, S3Error> {
+                r.header(h).map_or(Ok(default), |v| v.trim().parse().map_err(|_| S3Error::invalid_argument(format!("{h} {v:?} is not a number"))))
+            };
+            let max = number("x-amz-max-parts", 1000)?.min(1000);
+            let marker = number("x-amz-part-number-marker", 0)?;
+            let page: Vec<_> = parts.iter().filter(|p| p.0 > marker).take(max as usize).collect();
+            let truncated = parts.iter().filter(|p| p.0 > marker).count() > page.len();
+            w.elem("PartNumberMarker", marker).elem("NextPartNumberMarker", page.last().map_or(marker, |p| p.0)).elem("MaxParts", max).elem("IsTruncated", truncated);
+            for (n, _, part_size) in page {
+                w.open("Part").elem("PartNumber", n).elem("Size", part_size).close("Part");
+            }
+        }
+        w.close("ObjectParts");
     }
     if want.contains(&"StorageClass") {
         w.elem("StorageClass", "STANDARD");
@@ -1714,6 +1778,30 @@ fn http_date(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_are_served_only_when_they_add_up() {
+        let m = |v: &str| vec![(PARTS.to_string(), v.to_string())];
+        assert_eq!(parts_of(&m("1:2:5,3:1:2"), 3, 12), Some(vec![(1, 0, 5), (2, 5, 5), (3, 10, 2)]));
+        assert_eq!(parts_of(&m("1:1:5,4:2:3"), 3, 11), Some(vec![(1, 0, 5), (4, 5, 3), (5, 8, 3)]), "numbers as uploaded");
+        for (value, count, size) in [
+            ("1:2:5,3:1:2", 3, 13),
+            ("1:2:5,3:1:2", 4, 12),
+            ("1:2:5,2:1:2", 3, 12),
+            ("1:2:5;3:1:2", 3, 12),
+            ("1:2:5,3:1", 3, 10),
+            ("0:1:5", 1, 5),
+            ("1:0:5,1:1:5", 1, 5),
+            ("9999:5:1", 5, 5),
+            ("1:18446744073709551615:1", 1, 1),
+            ("1:2:18446744073709551615", 2, 0),
+        ] {
+            assert_eq!(parts_of(&m(value), count, size), None, "{value} ({count} parts, {size} bytes)");
+        }
+        assert_eq!(parts_of(&[], 1, 5), None, "not kept");
+        assert_eq!(multipart_count("0123-3"), Some(3));
+        assert_eq!(multipart_count("0123"), None);
+    }
 
     #[test]
     fn ranges_follow_http() {
