@@ -42,6 +42,11 @@ pub struct DevArgs {
     /// Do not start the S3 gateway (`stratos s3g`, on port 9878 + --base-port).
     #[arg(long)]
     no_s3g: bool,
+    /// The gateway's `--domain`: also serve virtual-hosted-style requests (`BUCKET.DOMAIN`);
+    /// its certificate then names `DOMAIN` and `*.DOMAIN` too. Clients must resolve those
+    /// names to 127.0.0.1 (an /etc/hosts line per bucket, or the client's own resolver).
+    #[arg(long, value_name = "DOMAIN")]
+    s3_domain: Option<String>,
     /// The datanodes' `--small-block-bytes`: blocks up to this size go to their container's
     /// group-committed log, longer ones to a file each (0: every block in a file).
     #[arg(long, default_value_t = 1 << 20)]
@@ -76,7 +81,7 @@ fn executors_for(cpus: usize, om_nodes: u64) -> usize {
 /// per OM node (`om-N`), the SCM's (`scm`), one per datanode (`dn-N`), and one for the caller
 /// (`$USER`, an administrator here). Made on the first start, reused when the data directory
 /// is. Returns the caller's files.
-fn dev_certificates(dir: &std::path::Path, om_nodes: u64, datanodes: usize, user: &str) -> anyhow::Result<stratos_common::tls::Files> {
+fn dev_certificates(dir: &std::path::Path, om_nodes: u64, datanodes: usize, user: &str, s3_domain: Option<&str>) -> anyhow::Result<stratos_common::tls::Files> {
     use stratos_common::tls;
     let tls_dir = dir.join("tls");
     if !tls::ca_files(&tls_dir).0.exists() {
@@ -90,12 +95,19 @@ fn dev_certificates(dir: &std::path::Path, om_nodes: u64, datanodes: usize, user
     wanted.push((tls::Role::S3g, "s3g".into()));
     wanted.push((tls::Role::User, user.to_string()));
     for (role, name) in wanted {
-        if tls_dir.join(format!("{name}.pem")).exists() {
+        // The gateway's is made again for a domain (it must name `*.DOMAIN`, whatever an
+        // earlier start issued it for).
+        let with_domain = role == tls::Role::S3g && s3_domain.is_some();
+        if tls_dir.join(format!("{name}.pem")).exists() && !with_domain {
             continue;
         }
         let mut req = tls::Request::new(role, &name, 365);
         if role != tls::Role::User {
             req.hosts = vec!["localhost".into(), "127.0.0.1".into()];
+        }
+        if let (true, Some(d)) = (with_domain, s3_domain) {
+            let d = d.trim_matches('.');
+            req.hosts.extend([d.to_string(), format!("*.{d}")]);
         }
         tls::issue(&tls_dir, &tls_dir, &req).with_context(|| format!("issuing the certificate of {name} in {}", tls_dir.display()))?;
     }
@@ -246,6 +258,9 @@ fn start_s3g(children: &mut Children, a: &DevArgs, dir: &std::path::Path, om: &s
     }
     args.extend(tls_flags(dir, tls, "s3g"));
     args.extend(["--sse-keyring".into(), sse_keyring(dir)?.display().to_string()]);
+    if let Some(d) = &a.s3_domain {
+        args.extend(["--domain".into(), d.clone()]);
+    }
     let line = start_child(children, "s3g", &args)?;
     Ok(field(&line, "ready:").map(str::to_string))
 }
@@ -300,7 +315,7 @@ pub fn dev(a: DevArgs) -> anyhow::Result<()> {
     let user = stratos_client::env_nonempty("USER").unwrap_or_else(|| "root".into());
     c.admins = vec!["root".into(), user.clone()];
     // Secure by default: TLS on the OM's client ports, the caller known by its certificate.
-    let tls = if a.insecure { None } else { Some(dev_certificates(&dir, a.om_nodes, a.datanodes, &user)?) };
+    let tls = if a.insecure { None } else { Some(dev_certificates(&dir, a.om_nodes, a.datanodes, &user, a.s3_domain.as_deref())?) };
     if let Some(f) = &tls {
         let node = stratos_common::tls::Files::in_dir(&dir.join("tls"), "om-1");
         (c.tls_ca, c.tls_cert, c.tls_key) = (Some(f.ca.clone()), Some(node.cert), Some(node.key));

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod support;
-use support::{BIN, Proc, Tls, s};
+use support::{BIN, Proc, S3_DOMAIN, Tls, s};
 
 struct Cluster {
     dir: tempfile::TempDir,
@@ -39,7 +39,7 @@ impl Cluster {
         let line = |name: &str| format!("{name} {}\n", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, rand::random::<[u8; 32]>()));
         std::fs::write(&keyring, line("sse-s3") + &line("kms-1")).expect("write the keyring");
         std::fs::set_permissions(&keyring, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod the keyring");
-        let s3g = Proc::secured(&["s3g", "--om", &rpc, "--address", "127.0.0.1:0", "--cores", "2", "--idle-timeout-ms", "3000", "--sse-keyring", s(&keyring)]);
+        let s3g = Proc::secured(&["s3g", "--om", &rpc, "--address", "127.0.0.1:0", "--cores", "2", "--idle-timeout-ms", "3000", "--sse-keyring", s(&keyring), "--domain", S3_DOMAIN]);
         Cluster { dir, _scm: scm, datanodes, om, s3g }
     }
 
@@ -111,6 +111,7 @@ fn boto3_the_aws_cli_and_curl_work_against_the_gateway() {
             // The script searches the datanodes' disks for them, before it deletes anything.
             .env("DATANODE_DIRS", &dn_dirs)
             .env("S3_ENDPOINT", &endpoint)
+            .env("S3_DOMAIN", S3_DOMAIN)
             .env("S3_CA", &Tls::get().files(stratos_common::tls::Role::User, "alice").ca)
             .env("ALICE_KEY", &alice_key)
             .env("ALICE_SECRET", &alice_secret)

@@ -62,6 +62,8 @@ pub struct Gateway {
     https: bool,
     /// Buckets' default encryption (the `s3:encryption` metadata) as last read, and when.
     bucket_sse: RefCell<HashMap<String, (Option<String>, Instant)>>,
+    /// The domains under which a request's host names its bucket (`BUCKET.DOMAIN`, lower case).
+    domains: Vec<String>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -169,7 +171,25 @@ impl Gateway {
             keyring,
             https,
             bucket_sse: RefCell::default(),
+            domains: Vec::new(),
         }
+    }
+
+    /// Serves virtual-hosted-style requests too: a request to `BUCKET.DOMAIN` for one of
+    /// `domains` addresses that bucket, its path the key (`--domain`).
+    pub fn with_domains(mut self, domains: &[String]) -> Gateway {
+        self.domains = domains.iter().map(|d| d.trim_matches('.').to_ascii_lowercase()).filter(|d| !d.is_empty()).collect();
+        self
+    }
+
+    /// The bucket a virtual-hosted-style request's `Host` names, if it is `BUCKET.DOMAIN` for
+    /// one of the gateway's domains (a port, and any case, aside).
+    fn bucket_of_host(&self, host: &str) -> Option<String> {
+        if self.domains.is_empty() || host.starts_with('[') {
+            return None;
+        }
+        let name = host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host }).to_ascii_lowercase();
+        self.domains.iter().find_map(|d| name.strip_suffix(d.as_str())?.strip_suffix('.').filter(|b| !b.is_empty()).map(str::to_string))
     }
 
     /// The gateway's own connection to the OM (made on first use, and again after it failed).
@@ -287,6 +307,11 @@ pub async fn handle(gw: Rc<Gateway>, req: Request<Incoming>) -> Result<Response<
             if e.status == 503 {
                 r.headers.push(("retry-after".into(), "1".into()));
             }
+            if e.code == "NoSuchKey" {
+                // Keys have one version and no delete markers: a missing key is not one (SDKs
+                // and ceph's s3-tests read this header of a 404).
+                r.headers.push(("x-amz-delete-marker".into(), "false".into()));
+            }
             if is_head {
                 // HEAD answers carry no body; the status (and this header) say what happened.
                 r.body = Body::empty();
@@ -326,7 +351,12 @@ async fn serve(gw: &Rc<Gateway>, req: Request<Incoming>, raw_path: &str, raw_que
     let (user, signer) = gw.authenticate(&sreq, &query).await?;
     let path = percent_decode(raw_path).ok_or_else(|| S3Error::invalid_argument("the path is not percent-encoded UTF-8"))?;
     let path = path.strip_prefix('/').unwrap_or(&path);
-    let (bucket, key) = path.split_once('/').unwrap_or((path, ""));
+    // Virtual-hosted style (`BUCKET.DOMAIN/KEY`) where the host says so, else path style.
+    let named = headers.iter().find(|(n, _)| n == "host").and_then(|(_, h)| gw.bucket_of_host(h));
+    let (bucket, key) = match &named {
+        Some(b) => (b.as_str(), path),
+        None => path.split_once('/').unwrap_or((path, "")),
+    };
     let mut r = Req { method: parts.method, bucket: bucket.to_string(), key: key.to_string(), query, headers, user, signer, body: Some(body) };
     route(gw, &mut r).await
 }
@@ -1778,6 +1808,29 @@ fn http_date(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_name_buckets_under_the_domains_only() {
+        let gw = Gateway::new("127.0.0.1:1", Rc::new(stratos_client::runtime::Glommio), stratos_client::schema::om_capnp::Replication::RatisThree, None, false)
+            .with_domains(&["S3.Example.com".to_string(), ".s3.test.".to_string()]);
+        for (host, bucket) in [
+            ("photos.s3.example.com", Some("photos")),
+            ("Photos.S3.example.com:9878", Some("photos")),
+            ("my.dotted.bucket.s3.test:443", Some("my.dotted.bucket")),
+            ("s3.example.com", None),
+            ("s3.example.com:9878", None),
+            (".s3.example.com", None),
+            ("photos.xs3.example.com", None),
+            ("photoss3.example.com", None),
+            ("127.0.0.1:9878", None),
+            ("[::1]:9878", None),
+            ("photos.s3.example.com:http", None),
+        ] {
+            assert_eq!(gw.bucket_of_host(host).as_deref(), bucket, "{host}");
+        }
+        let plain = Gateway::new("127.0.0.1:1", Rc::new(stratos_client::runtime::Glommio), stratos_client::schema::om_capnp::Replication::RatisThree, None, false);
+        assert_eq!(plain.bucket_of_host("photos.s3.example.com"), None, "no domain, no virtual hosts");
+    }
 
     #[test]
     fn parts_are_served_only_when_they_add_up() {

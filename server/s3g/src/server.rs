@@ -50,6 +50,13 @@ pub struct S3gArgs {
     /// uses the key its request names.
     #[arg(long, value_name = "NAME", default_value = "sse-s3")]
     pub sse_s3_key: String,
+    /// Also serve virtual-hosted-style requests under these domains (comma-separated): a
+    /// request to `BUCKET.DOMAIN` addresses that bucket, its path the key, as the AWS SDKs for
+    /// Java and Go send by default (Ozone's `ozone.s3g.domain.name`). Path style
+    /// (`DOMAIN/BUCKET/KEY`) always works. Clients must resolve `*.DOMAIN` to the gateway and,
+    /// over HTTPS, its certificate must name `*.DOMAIN` (`stratos dev --s3-domain` issues one).
+    #[arg(long, value_name = "DOMAIN", value_delimiter = ',')]
+    pub domain: Vec<String>,
     #[command(flatten)]
     pub tls: stratos_common::tls_args::TlsArgs,
 }
@@ -75,6 +82,13 @@ pub fn run(a: &S3gArgs, ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
         t.check_host(&addr.ip().to_string())?;
     }
     let http_tls = if a.plain_http { None } else { tls.as_ref().map(|t| t.http.clone()) };
+    // Over HTTPS, clients check `BUCKET.DOMAIN` against the certificate: say so now, not at
+    // each client's first request.
+    if let (Some(t), Some(_)) = (&tls, &http_tls) {
+        for d in &a.domain {
+            t.check_host(&format!("*.{}", d.trim_matches('.'))).with_context(|| format!("--domain {d}"))?;
+        }
+    }
     let keyring = a.sse_keyring.as_deref().map(|p| crate::sse::Keyring::load(p, &a.sse_s3_key)).transpose()?;
     let bound = stratos_common::rpc::claim_shared_port(addr).with_context(|| format!("binding the S3 address {addr}"))?;
     let cores = a.cores.unwrap_or_else(stratos_common::process::host_cpus).max(1);
@@ -82,7 +96,7 @@ pub fn run(a: &S3gArgs, ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
     let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::new();
     for core in 0..cores {
-        let (om, tx, http_tls, keyring) = (a.om.clone(), tx.clone(), http_tls.clone(), keyring.clone());
+        let (om, tx, http_tls, keyring, domains) = (a.om.clone(), tx.clone(), http_tls.clone(), keyring.clone(), a.domain.clone());
         let idle = Duration::from_millis(a.idle_timeout_ms.max(1));
         let replication = if a.replication == "ONE" { stratos_client::schema::om_capnp::Replication::RatisOne } else { stratos_client::schema::om_capnp::Replication::RatisThree };
         let h = LocalExecutorBuilder::new(Placement::Unbound)
@@ -97,7 +111,7 @@ pub fn run(a: &S3gArgs, ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
                 };
                 let _ = tx.send(Ok(()));
                 let https = http_tls.is_some();
-                let gw = Rc::new(Gateway::new(&om, Rc::new(stratos_client::runtime::Glommio), replication, keyring, https));
+                let gw = Rc::new(Gateway::new(&om, Rc::new(stratos_client::runtime::Glommio), replication, keyring, https).with_domains(&domains));
                 accept(listener, gw, http_tls, idle).await;
             })
             .map_err(|e| anyhow::anyhow!("starting an executor: {e}"))?;

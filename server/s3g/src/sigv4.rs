@@ -483,16 +483,21 @@ pub fn verify_presigned(req: &Request<'_>, now: i64, secret_of: impl FnOnce(&str
         let credential = Credential::parse(&get("X-Amz-Credential")?)?;
         let amz_date = get("X-Amz-Date")?;
         let at = parse_amz_date(&amz_date)?;
-        let expires: u64 = get("X-Amz-Expires")?.parse().map_err(|_| bad("X-Amz-Expires is not a number of seconds"))?;
-        if expires == 0 || expires > PRESIGN_EXPIRES_MAX_SECS {
+        let expires: i64 = get("X-Amz-Expires")?.parse().map_err(|_| bad("X-Amz-Expires is not a number of seconds"))?;
+        if expires > PRESIGN_EXPIRES_MAX_SECS as i64 {
             return Err(bad(format!("X-Amz-Expires must be 1 to {PRESIGN_EXPIRES_MAX_SECS} seconds")));
+        }
+        // A URL presigned to live no time at all (botocore writes a negative ExpiresIn as is)
+        // is an expired one: 403, as S3 answers it.
+        if expires <= 0 {
+            return Err(SigError::Expired);
         }
         let signed = signed_headers(&get("X-Amz-SignedHeaders")?)?;
         let signature = unhex(&get("X-Amz-Signature")?).ok_or_else(|| bad("X-Amz-Signature is not 64 hexadecimal digits"))?;
         if at - now > CLOCK_SKEW_MAX_SECS {
             return Err(SigError::Skewed { request: amz_date.clone(), server: format_amz_date(now) });
         }
-        if now > at + expires as i64 {
+        if now > at + expires {
             return Err(SigError::Expired);
         }
         Ok((credential, amz_date, signed, signature))
@@ -683,7 +688,11 @@ mod tests {
         assert_eq!(verify_presigned(&req, EXAMPLE_TIME + 86_401, secret).expect("known").err(), Some(SigError::Expired));
         assert_eq!(verify_presigned(&Request { method: "PUT", ..req.clone() }, EXAMPLE_TIME, secret).expect("known").err(), Some(SigError::Mismatch));
         let long = q.replace("X-Amz-Expires=86400", "X-Amz-Expires=604801");
-        assert!(matches!(verify_presigned(&Request { raw_query: &long, ..req }, EXAMPLE_TIME, secret).expect("known"), Err(SigError::Malformed(_))));
+        assert!(matches!(verify_presigned(&Request { raw_query: &long, ..req.clone() }, EXAMPLE_TIME, secret).expect("known"), Err(SigError::Malformed(_))));
+        for none in ["X-Amz-Expires=0", "X-Amz-Expires=-1000"] {
+            let q = q.replace("X-Amz-Expires=86400", none);
+            assert_eq!(verify_presigned(&Request { raw_query: &q, ..req.clone() }, EXAMPLE_TIME, secret).expect("known").err(), Some(SigError::Expired), "{none}");
+        }
     }
 
     /// AWS's published streaming example ("Signature Calculations for the Authorization

@@ -348,6 +348,10 @@ time.sleep(2.1)
 out = curl(url)
 check("an expired presigned URL is refused", out.endswith(b"403") and b"expired" in out, out.decode(errors="replace"))
 check("a tampered presigned URL is refused", curl(url.replace("obj/1", "obj/0")).endswith(b"403"))
+# botocore writes a negative ExpiresIn as is (its CRT signer, with awscrt, refuses to): expired.
+url = alice.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "by-curl"}, ExpiresIn=60, HttpMethod="PUT").replace("X-Amz-Expires=60", "X-Amz-Expires=-1000")
+out = curl("-X", "PUT", "--data-binary", "x", url)
+check("a URL presigned with a negative lifetime is expired", out.endswith(b"403") and b"expired" in out, out.decode(errors="replace"))
 
 # A presigned PUT whose request head and first body bytes leave in one write, as a client
 # that coalesces them (hyper with rustls does) sends them: the gateway then sees the body in
@@ -363,6 +367,32 @@ with ssl.create_default_context(cafile=CA).wrap_socket(socket.create_connection(
     while chunk := tls.recv(65536):
         reply += chunk
 check("a PUT whose head and body start share a TLS record", reply.startswith(b"HTTP/1.1 200") and alice.get_object(Bucket=bucket, Key="one-write")["Body"].read() == body, reply[:300].decode(errors="replace"))
+
+# Virtual-hosted style (`BUCKET.DOMAIN/KEY`, the gateway's --domain), as the AWS SDKs for Java
+# and Go address buckets by default: names under the domain resolve to the gateway here, whose
+# certificate names *.DOMAIN.
+import socket
+DOMAIN, real_getaddrinfo = os.environ["S3_DOMAIN"], socket.getaddrinfo
+def resolve(host, *args, **kwargs):
+    if isinstance(host, str) and (host == DOMAIN or host.endswith("." + DOMAIN)):
+        host = "127.0.0.1"
+    return real_getaddrinfo(host, *args, **kwargs)
+socket.getaddrinfo = resolve
+port = urllib.parse.urlsplit(ENDPOINT).port
+vh = boto3.client("s3", endpoint_url=f"https://{DOMAIN}:{port}", aws_access_key_id=os.environ["ALICE_KEY"], aws_secret_access_key=os.environ["ALICE_SECRET"],
+                  region_name="us-east-1", verify=CA, config=Config(s3={"addressing_style": "virtual"}, signature_version="s3v4", retries={"max_attempts": 2}))
+sent_hosts = []
+vh.meta.events.register("before-send.s3.*", lambda request, **_: sent_hosts.append(urllib.parse.urlsplit(request.url).hostname))
+vh.put_object(Bucket=bucket, Key="vh/a b+c", Body=b"virtually hosted")
+check("virtual-hosted PUT, read back path style", alice.get_object(Bucket=bucket, Key="vh/a b+c")["Body"].read() == b"virtually hosted" and sent_hosts == [f"{bucket}.{DOMAIN}"], str(sent_hosts))
+check("virtual-hosted GET and LIST", vh.get_object(Bucket=bucket, Key="vh/a b+c")["Body"].read() == b"virtually hosted"
+      and [o["Key"] for o in vh.list_objects_v2(Bucket=bucket, Prefix="vh/")["Contents"]] == ["vh/a b+c"])
+check("virtual-hosted: another user's bucket is refused", code(lambda: boto3.client("s3", endpoint_url=f"https://{DOMAIN}:{port}", aws_access_key_id=os.environ["BOB_KEY"],
+      aws_secret_access_key=os.environ["BOB_SECRET"], region_name="us-east-1", verify=CA, config=Config(s3={"addressing_style": "virtual"})).get_object(Bucket=bucket, Key="vh/a b+c")) == "AccessDenied")
+url = vh.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "vh/a b+c"}, ExpiresIn=60)
+out = curl("--resolve", f"{bucket}.{DOMAIN}:{port}:127.0.0.1", url)
+check("a virtual-hosted presigned GET through curl", out.rsplit(b"\n", 1) == [b"virtually hosted", b"200"], f"{url}: {out[:400]}")
+socket.getaddrinfo = real_getaddrinfo
 
 # Wrong signatures and other users.
 wrong = boto3.client("s3", endpoint_url=ENDPOINT, aws_access_key_id=os.environ["ALICE_KEY"], aws_secret_access_key="x" * 40, region_name="us-east-1", verify=CA,
@@ -451,6 +481,11 @@ check("a copy of it is one part", code(lambda: alice.get_object(Bucket=bucket, K
 g = alice.get_object(Bucket=bucket, Key="obj/1", PartNumber=1)
 check("part 1 of a single-part object is the whole", g["Body"].read() == alice.get_object(Bucket=bucket, Key="obj/1")["Body"].read() and "PartsCount" not in g)
 check("... and it has no part 2", code(lambda: alice.get_object(Bucket=bucket, Key="obj/1", PartNumber=2)) == "InvalidPart")
+try:
+    alice.head_object(Bucket=bucket, Key="never-was")
+    check("HEAD of a missing key fails", False)
+except botocore.exceptions.ClientError as e:
+    check("HEAD of a missing key: 404, not a delete marker", e.response["ResponseMetadata"]["HTTPHeaders"].get("x-amz-delete-marker") == "false", str(e.response["ResponseMetadata"]["HTTPHeaders"]))
 u = alice.create_multipart_upload(Bucket=bucket, Key="mp/aborted")["UploadId"]
 alice.upload_part(Bucket=bucket, Key="mp/aborted", UploadId=u, PartNumber=1, Body=b"x")
 check("a bucket with an upload in progress is not empty", code(lambda: alice.delete_bucket(Bucket=bucket)) == "BucketNotEmpty")

@@ -7,6 +7,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_stratos");
+/// The domain under which test gateways take virtual-hosted-style requests (`--domain`;
+/// reserved by RFC 2606, so no real host answers it: clients resolve it to 127.0.0.1).
+#[allow(dead_code)]
+pub const S3_DOMAIN: &str = "s3.stratos.test";
 
 pub struct Proc {
     pub child: Child,
@@ -102,8 +106,8 @@ impl Tls {
         })
     }
 
-    /// The files of `name`'s certificate (role `role`, hosts 127.0.0.1 and localhost), issued
-    /// if need be.
+    /// The files of `name`'s certificate (role `role`, hosts 127.0.0.1 and localhost, and a
+    /// gateway's [`S3_DOMAIN`] and its subdomains), issued if need be.
     pub fn files(&self, role: stratos_common::tls::Role, name: &str) -> stratos_common::tls::Files {
         let _one_at_a_time = self.issuing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let files = stratos_common::tls::Files::in_dir(&self.dir, name);
@@ -111,6 +115,9 @@ impl Tls {
             let mut req = stratos_common::tls::Request::new(role, name, 30);
             if role != stratos_common::tls::Role::User {
                 req.hosts = vec!["127.0.0.1".into(), "localhost".into()];
+            }
+            if role == stratos_common::tls::Role::S3g {
+                req.hosts.extend([S3_DOMAIN.to_string(), format!("*.{S3_DOMAIN}")]);
             }
             stratos_common::tls::issue(&self.dir, &self.dir, &req).expect("issue a test certificate");
         }
