@@ -262,9 +262,12 @@ struct Operation {
     # (an empty object). An existing key is replaced.
     # `metadata`: pairs set over the open key's (what is known only once the data is written,
     # as S3's ETag). `ifAbsent`: only if no key of this name exists; `ifMatch` (set): only if the
-    # key exists with this metadata pair (S3's `If-None-Match: *` and `If-Match`). Checked when
-    # the commit applies, so of two racing conditional writers exactly one wins; otherwise
-    # `preconditionFailed` and nothing changes (the open key stays, for an abort).
+    # key exists with this metadata pair (S3's `If-None-Match: *` and `If-Match`); `ifPresent`:
+    # only if the key exists (`If-Match: *`); `ifNoneMatch` (set): only if no key of this name
+    # has this pair (`If-None-Match` with an ETag). At most one of them. Checked when the commit
+    # applies, so of two racing conditional writers exactly one wins; otherwise
+    # `preconditionFailed` (`keyNotFound` for `ifMatch` or `ifPresent` and no key) and nothing
+    # changes (the open key stays, for an abort).
     commitKey :group {
       volume @41 :Text;
       bucket @42 :Text;
@@ -275,6 +278,8 @@ struct Operation {
       metadata @64 :List(MetadataPair);
       ifAbsent @65 :Bool;
       ifMatch @66 :MetadataPair;
+      ifPresent @103 :Bool;
+      ifNoneMatch @104 :MetadataPair;
     }
     deleteKey :group {
       volume @47 :Text;
@@ -351,7 +356,8 @@ struct Operation {
     # Makes the key from the listed parts (ascending, each with the ETag it was uploaded with;
     # every part but the last at least 5 MiB), in that order; parts not listed are freed. The
     # key's metadata: the upload's, and `etag` (the S3 multipart ETag, which the caller
-    # computes). `ifAbsent`/`ifMatch` as in commitKey. Answered with `keyCommitted`.
+    # computes). `ifAbsent`/`ifMatch`/`ifPresent`/`ifNoneMatch` as in commitKey. Answered with
+    # `keyCommitted`.
     completeUpload :group {
       volume @87 :Text;
       bucket @88 :Text;
@@ -361,6 +367,8 @@ struct Operation {
       etag @92 :Text;
       ifAbsent @93 :Bool;
       ifMatch @94 :MetadataPair;
+      ifPresent @105 :Bool;
+      ifNoneMatch @106 :MetadataPair;
     }
     # Drops the upload and frees its parts' blocks.
     abortUpload :group {

@@ -140,18 +140,18 @@ impl ShardState {
         }
         probe!(k = key);
         let present = self.keys.get(&bucket_id).and_then(|s| s.get(&*k));
+        let has = |e: &crate::memtable::Entry, m: &MetadataPair| {
+            let r: &ArchivedKeyRecord = e.view();
+            r.metadata.iter().any(|x| x.key.as_str() == m.key && x.value.as_str() == m.value)
+        };
         match (condition, present) {
-            (Condition::Any, _) | (Condition::Absent, None) => Ok(()),
+            (Condition::Any, _) | (Condition::Absent, None) | (Condition::Present, Some(_)) | (Condition::NotMatches(_), None) => Ok(()),
             (Condition::Absent, Some(_)) => Err(OmError::PreconditionFailed(format!("key {} exists", path()))),
-            (Condition::Matches(m), None) => Err(OmError::PreconditionFailed(format!("key {} does not exist (wanted {} = {:?})", path(), m.key, m.value))),
-            (Condition::Matches(m), Some(e)) => {
-                let r: &ArchivedKeyRecord = e.view();
-                if r.metadata.iter().any(|x| x.key.as_str() == m.key && x.value.as_str() == m.value) {
-                    Ok(())
-                } else {
-                    Err(OmError::PreconditionFailed(format!("key {} has no {} = {:?}", path(), m.key, m.value)))
-                }
-            }
+            (Condition::Matches(_) | Condition::Present, None) => Err(OmError::KeyNotFound(path())),
+            (Condition::Matches(m), Some(e)) if has(e, m) => Ok(()),
+            (Condition::Matches(m), Some(_)) => Err(OmError::PreconditionFailed(format!("key {} has no {} = {:?}", path(), m.key, m.value))),
+            (Condition::NotMatches(m), Some(e)) if has(e, m) => Err(OmError::PreconditionFailed(format!("key {} has {} = {:?}", path(), m.key, m.value))),
+            (Condition::NotMatches(_), Some(_)) => Ok(()),
         }
     }
 

@@ -306,8 +306,15 @@ pub enum Condition {
     Any,
     /// No key of this name exists (S3's `If-None-Match: *`).
     Absent,
-    /// The key exists and has this metadata pair (S3's `If-Match` on the ETag).
+    /// The key exists and has this metadata pair (S3's `If-Match` on the ETag); no key is
+    /// `KeyNotFound`, as S3 answers it (404).
     Matches(MetadataPair),
+    /// The key exists (S3's `If-Match: *`); no key is `KeyNotFound`. Added after the others,
+    /// so log entries written before keep their meaning.
+    Present,
+    /// No key of this name has this metadata pair: none at all, or one with another value (S3's
+    /// `If-None-Match` with an ETag).
+    NotMatches(MetadataPair),
 }
 
 impl Op {

@@ -321,8 +321,11 @@ fn a_conditional_commit_applies_only_if_its_condition_holds_and_sets_metadata() 
         volume: "vol1".into(), bucket: "bkt".into(), key: "k".into(), open_id, data_size: 4, blocks: vec![block],
         metadata: vec![pair("etag", etag)], condition, allowed: false,
     };
-    // Two writers race with If-None-Match: *: the first applied wins, the second changes nothing.
+    // If-Match (an ETag, or *) of a key that does not exist: not found, as S3 answers it.
     let (a, ba) = open(&mut s);
+    assert!(matches!(s.run(alice.clone(), commit(a, ba, "e1", Condition::Matches(pair("etag", "e0")))), Err(OmError::KeyNotFound(_))));
+    assert!(matches!(s.run(alice.clone(), commit(a, ba, "e1", Condition::Present)), Err(OmError::KeyNotFound(_))));
+    // Two writers race with If-None-Match: *: the first applied wins, the second changes nothing.
     let (b, bb) = open(&mut s);
     assert!(matches!(s.run(alice.clone(), commit(a, ba, "e1", Condition::Absent)), Ok(Reply::KeyCommitted { replaced: false, .. })));
     assert!(matches!(s.run(alice.clone(), commit(b, bb, "e2", Condition::Absent)), Err(OmError::PreconditionFailed(_))));
@@ -331,6 +334,14 @@ fn a_conditional_commit_applies_only_if_its_condition_holds_and_sets_metadata() 
     // If-Match: only over the version it names.
     assert!(matches!(s.run(alice.clone(), commit(b, bb, "e2", Condition::Matches(pair("etag", "other")))), Err(OmError::PreconditionFailed(_))));
     assert!(matches!(s.run(alice.clone(), commit(b, bb, "e2", Condition::Matches(pair("etag", "e1")))), Ok(Reply::KeyCommitted { replaced: true, .. })));
+    assert_eq!(meta(&s)[1], pair("etag", "e2"));
+    // If-None-Match with an ETag: refused over that version, taken over another; If-Match: *
+    // over any.
+    let (c, bc) = open(&mut s);
+    assert!(matches!(s.run(alice.clone(), commit(c, bc, "e3", Condition::NotMatches(pair("etag", "e2")))), Err(OmError::PreconditionFailed(_))));
+    assert!(matches!(s.run(alice.clone(), commit(c, bc, "e3", Condition::NotMatches(pair("etag", "e1")))), Ok(Reply::KeyCommitted { replaced: true, .. })));
+    let (d, bd) = open(&mut s);
+    assert!(matches!(s.run(alice.clone(), commit(d, bd, "e2", Condition::Present)), Ok(Reply::KeyCommitted { replaced: true, .. })));
     assert_eq!(meta(&s)[1], pair("etag", "e2"));
 
     // Metadata changed in place (tagging): a prefix dropped, pairs set; blocks and size stay.

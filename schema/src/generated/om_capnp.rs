@@ -4121,7 +4121,7 @@ pub mod operation {
 
     pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
     impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-        const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+        const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
     }
     impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
         const TYPE_ID: u64 = _private::TYPE_ID;
@@ -4270,6 +4270,8 @@ pub mod operation {
             self.builder.reborrow().get_pointer_field(4).clear();
             self.builder.set_bool_field(192, false);
             self.builder.reborrow().get_pointer_field(5).clear();
+            self.builder.set_bool_field(193, false);
+            self.builder.reborrow().get_pointer_field(6).clear();
             self.builder.into()
         }
         #[inline]
@@ -4364,6 +4366,8 @@ pub mod operation {
             self.builder.reborrow().get_pointer_field(5).clear();
             self.builder.set_bool_field(0, false);
             self.builder.reborrow().get_pointer_field(6).clear();
+            self.builder.set_bool_field(1, false);
+            self.builder.reborrow().get_pointer_field(7).clear();
             self.builder.into()
         }
         #[inline]
@@ -4516,7 +4520,7 @@ pub mod operation {
             ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
             ::capnp::word(9, 0, 0, 0, 1, 0, 4, 0),
             ::capnp::word(69, 168, 213, 118, 117, 62, 18, 162),
-            ::capnp::word(7, 0, 7, 0, 0, 0, 22, 0),
+            ::capnp::word(8, 0, 7, 0, 0, 0, 22, 0),
             ::capnp::word(8, 0, 0, 0, 0, 0, 0, 0),
             ::capnp::word(21, 0, 0, 0, 154, 0, 0, 0),
             ::capnp::word(29, 0, 0, 0, 7, 0, 0, 0),
@@ -4911,7 +4915,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -5073,7 +5077,7 @@ pub mod operation {
                 ::capnp::word(49, 206, 68, 201, 56, 10, 231, 154),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 2, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -5305,7 +5309,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -5387,7 +5391,7 @@ pub mod operation {
                 ::capnp::word(232, 121, 179, 81, 79, 30, 15, 197),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 2, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -5520,7 +5524,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -5618,7 +5622,7 @@ pub mod operation {
                 ::capnp::word(126, 196, 136, 185, 240, 215, 217, 165),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 18, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -5768,7 +5772,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -5866,7 +5870,7 @@ pub mod operation {
                 ::capnp::word(123, 204, 164, 95, 1, 28, 26, 129),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 18, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -6074,7 +6078,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -6252,7 +6256,7 @@ pub mod operation {
                 ::capnp::word(89, 55, 115, 166, 84, 204, 219, 176),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 2, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -6526,7 +6530,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -6624,7 +6628,7 @@ pub mod operation {
                 ::capnp::word(151, 228, 206, 10, 168, 53, 119, 213),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 2, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -6801,7 +6805,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -6958,7 +6962,7 @@ pub mod operation {
                 ::capnp::word(27, 1, 232, 7, 57, 99, 236, 237),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 42, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -7220,7 +7224,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -7377,7 +7381,7 @@ pub mod operation {
                 ::capnp::word(106, 13, 21, 44, 71, 229, 170, 209),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 218, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -7617,7 +7621,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -7755,7 +7759,7 @@ pub mod operation {
                 ::capnp::word(166, 82, 66, 111, 123, 25, 28, 246),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 10, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -7999,11 +8003,23 @@ pub mod operation {
             pub fn has_if_match(&self) -> bool {
                 !self.reader.get_pointer_field(5).is_null()
             }
+            #[inline]
+            pub fn get_if_present(self) -> bool {
+                self.reader.get_bool_field(193)
+            }
+            #[inline]
+            pub fn get_if_none_match(self) -> ::capnp::Result<crate::om_capnp::metadata_pair::Reader<'a>> {
+                ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(6), ::core::option::Option::None)
+            }
+            #[inline]
+            pub fn has_if_none_match(&self) -> bool {
+                !self.reader.get_pointer_field(6).is_null()
+            }
         }
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -8173,6 +8189,30 @@ pub mod operation {
             pub fn has_if_match(&self) -> bool {
                 !self.builder.is_pointer_field_null(5)
             }
+            #[inline]
+            pub fn get_if_present(self) -> bool {
+                self.builder.get_bool_field(193)
+            }
+            #[inline]
+            pub fn set_if_present(&mut self, value: bool)  {
+                self.builder.set_bool_field(193, value);
+            }
+            #[inline]
+            pub fn get_if_none_match(self) -> ::capnp::Result<crate::om_capnp::metadata_pair::Builder<'a>> {
+                ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(6), ::core::option::Option::None)
+            }
+            #[inline]
+            pub fn set_if_none_match(&mut self, value: crate::om_capnp::metadata_pair::Reader<'_>) -> ::capnp::Result<()> {
+                ::capnp::traits::SetterInput::set_pointer_builder(self.builder.reborrow().get_pointer_field(6), value, false)
+            }
+            #[inline]
+            pub fn init_if_none_match(self, ) -> crate::om_capnp::metadata_pair::Builder<'a> {
+                ::capnp::traits::FromPointerBuilder::init_pointer(self.builder.get_pointer_field(6), 0)
+            }
+            #[inline]
+            pub fn has_if_none_match(&self) -> bool {
+                !self.builder.is_pointer_field_null(6)
+            }
         }
 
         pub struct Pipeline { _typeless: ::capnp::any_pointer::Pipeline }
@@ -8185,89 +8225,106 @@ pub mod operation {
             pub fn get_if_match(&self) -> crate::om_capnp::metadata_pair::Pipeline {
                 ::capnp::capability::FromTypelessPipeline::new(self._typeless.get_pointer_field(5))
             }
+            pub fn get_if_none_match(&self) -> crate::om_capnp::metadata_pair::Pipeline {
+                ::capnp::capability::FromTypelessPipeline::new(self._typeless.get_pointer_field(6))
+            }
         }
         mod _private {
-            pub(crate) static ENCODED_NODE: [::capnp::Word; 163] = [
+            pub(crate) static ENCODED_NODE: [::capnp::Word; 195] = [
                 ::capnp::word(0, 0, 0, 0, 5, 0, 6, 0),
                 ::capnp::word(99, 53, 176, 61, 104, 139, 48, 134),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 234, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(25, 0, 0, 0, 255, 1, 0, 0),
+                ::capnp::word(25, 0, 0, 0, 111, 2, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(111, 109, 46, 99, 97, 112, 110, 112),
                 ::capnp::word(58, 79, 112, 101, 114, 97, 116, 105),
                 ::capnp::word(111, 110, 46, 99, 111, 109, 109, 105),
                 ::capnp::word(116, 75, 101, 121, 0, 0, 0, 0),
-                ::capnp::word(36, 0, 0, 0, 3, 0, 4, 0),
+                ::capnp::word(44, 0, 0, 0, 3, 0, 4, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 41, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(237, 0, 0, 0, 58, 0, 0, 0),
+                ::capnp::word(37, 1, 0, 0, 58, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(232, 0, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(244, 0, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(32, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(44, 1, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(1, 0, 0, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 42, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(241, 0, 0, 0, 58, 0, 0, 0),
+                ::capnp::word(41, 1, 0, 0, 58, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(236, 0, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(248, 0, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(36, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(48, 1, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(2, 0, 0, 0, 2, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 43, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(245, 0, 0, 0, 34, 0, 0, 0),
+                ::capnp::word(45, 1, 0, 0, 34, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(240, 0, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(252, 0, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(40, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(52, 1, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(3, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 44, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(249, 0, 0, 0, 58, 0, 0, 0),
+                ::capnp::word(49, 1, 0, 0, 58, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(244, 0, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(0, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(44, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(56, 1, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(4, 0, 0, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 45, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(253, 0, 0, 0, 74, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(252, 0, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(8, 1, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(5, 0, 0, 0, 3, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 46, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(5, 1, 0, 0, 58, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(0, 1, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(28, 1, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(6, 0, 0, 0, 4, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 64, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(25, 1, 0, 0, 74, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(24, 1, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(52, 1, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(7, 0, 0, 0, 192, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 65, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(49, 1, 0, 0, 74, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(48, 1, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(60, 1, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(8, 0, 0, 0, 5, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 66, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(57, 1, 0, 0, 66, 0, 0, 0),
+                ::capnp::word(53, 1, 0, 0, 74, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(52, 1, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(64, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(5, 0, 0, 0, 3, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 46, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(61, 1, 0, 0, 58, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(56, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(84, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(6, 0, 0, 0, 4, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 64, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(81, 1, 0, 0, 74, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(80, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(108, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(7, 0, 0, 0, 192, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 65, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(105, 1, 0, 0, 74, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(104, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(116, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(8, 0, 0, 0, 5, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 66, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(113, 1, 0, 0, 66, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(108, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(120, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(9, 0, 0, 0, 193, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 103, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(117, 1, 0, 0, 82, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(116, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(128, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(10, 0, 0, 0, 6, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 104, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(125, 1, 0, 0, 98, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(124, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(136, 1, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(118, 111, 108, 117, 109, 101, 0, 0),
                 ::capnp::word(12, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -8351,6 +8408,24 @@ pub mod operation {
                 ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(105, 102, 80, 114, 101, 115, 101, 110),
+                ::capnp::word(116, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(1, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(1, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(105, 102, 78, 111, 110, 101, 77, 97),
+                ::capnp::word(116, 99, 104, 0, 0, 0, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(139, 184, 239, 97, 4, 197, 198, 157),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
             ];
             pub(crate) fn get_field_types(index: u16) -> ::capnp::introspect::Type {
                 match index {
@@ -8363,6 +8438,8 @@ pub mod operation {
                     6 => <::capnp::struct_list::Owned<crate::om_capnp::metadata_pair::Owned> as ::capnp::introspect::Introspect>::introspect(),
                     7 => <bool as ::capnp::introspect::Introspect>::introspect(),
                     8 => <crate::om_capnp::metadata_pair::Owned as ::capnp::introspect::Introspect>::introspect(),
+                    9 => <bool as ::capnp::introspect::Introspect>::introspect(),
+                    10 => <crate::om_capnp::metadata_pair::Owned as ::capnp::introspect::Introspect>::introspect(),
                     _ => ::capnp::introspect::panic_invalid_field_index(index),
                 }
             }
@@ -8376,9 +8453,9 @@ pub mod operation {
                 MEMBERS_BY_DISCRIMINANT,
                 MEMBERS_BY_NAME
             );
-            pub(crate) static NONUNION_MEMBERS : &[u16] = &[0,1,2,3,4,5,6,7,8];
+            pub(crate) static NONUNION_MEMBERS : &[u16] = &[0,1,2,3,4,5,6,7,8,9,10];
             pub(crate) static MEMBERS_BY_DISCRIMINANT : &[u16] = &[];
-            pub(crate) static MEMBERS_BY_NAME : &[u16] = &[5,1,4,7,8,2,6,3,0];
+            pub(crate) static MEMBERS_BY_NAME : &[u16] = &[5,1,4,7,8,10,9,2,6,3,0];
             pub(crate) const TYPE_ID: u64 = 0x8630_8b68_3db0_3563;
         }
     }
@@ -8472,7 +8549,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -8586,7 +8663,7 @@ pub mod operation {
                 ::capnp::word(253, 32, 234, 51, 50, 183, 140, 213),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 234, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -8759,7 +8836,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -8873,7 +8950,7 @@ pub mod operation {
                 ::capnp::word(203, 35, 210, 50, 189, 101, 13, 254),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 242, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -9058,7 +9135,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -9188,7 +9265,7 @@ pub mod operation {
                 ::capnp::word(66, 228, 71, 251, 32, 162, 91, 184),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 234, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -9381,7 +9458,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -9503,7 +9580,7 @@ pub mod operation {
                 ::capnp::word(66, 191, 35, 224, 248, 9, 40, 171),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 226, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -9676,7 +9753,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -9758,7 +9835,7 @@ pub mod operation {
                 ::capnp::word(225, 122, 202, 99, 165, 235, 52, 177),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 250, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -9884,7 +9961,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -9966,7 +10043,7 @@ pub mod operation {
                 ::capnp::word(127, 77, 246, 207, 111, 245, 20, 211),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 18, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -10133,7 +10210,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -10298,7 +10375,7 @@ pub mod operation {
                 ::capnp::word(14, 67, 148, 80, 214, 230, 61, 128),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 18, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -10541,7 +10618,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -10690,7 +10767,7 @@ pub mod operation {
                 ::capnp::word(112, 10, 81, 77, 180, 203, 100, 228),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 18, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -10938,7 +11015,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -11124,7 +11201,7 @@ pub mod operation {
                 ::capnp::word(235, 184, 141, 53, 34, 206, 53, 222),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 242, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -11432,11 +11509,23 @@ pub mod operation {
             pub fn has_if_match(&self) -> bool {
                 !self.reader.get_pointer_field(6).is_null()
             }
+            #[inline]
+            pub fn get_if_present(self) -> bool {
+                self.reader.get_bool_field(1)
+            }
+            #[inline]
+            pub fn get_if_none_match(self) -> ::capnp::Result<crate::om_capnp::metadata_pair::Reader<'a>> {
+                ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(7), ::core::option::Option::None)
+            }
+            #[inline]
+            pub fn has_if_none_match(&self) -> bool {
+                !self.reader.get_pointer_field(7).is_null()
+            }
         }
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -11606,6 +11695,30 @@ pub mod operation {
             pub fn has_if_match(&self) -> bool {
                 !self.builder.is_pointer_field_null(6)
             }
+            #[inline]
+            pub fn get_if_present(self) -> bool {
+                self.builder.get_bool_field(1)
+            }
+            #[inline]
+            pub fn set_if_present(&mut self, value: bool)  {
+                self.builder.set_bool_field(1, value);
+            }
+            #[inline]
+            pub fn get_if_none_match(self) -> ::capnp::Result<crate::om_capnp::metadata_pair::Builder<'a>> {
+                ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(7), ::core::option::Option::None)
+            }
+            #[inline]
+            pub fn set_if_none_match(&mut self, value: crate::om_capnp::metadata_pair::Reader<'_>) -> ::capnp::Result<()> {
+                ::capnp::traits::SetterInput::set_pointer_builder(self.builder.reborrow().get_pointer_field(7), value, false)
+            }
+            #[inline]
+            pub fn init_if_none_match(self, ) -> crate::om_capnp::metadata_pair::Builder<'a> {
+                ::capnp::traits::FromPointerBuilder::init_pointer(self.builder.get_pointer_field(7), 0)
+            }
+            #[inline]
+            pub fn has_if_none_match(&self) -> bool {
+                !self.builder.is_pointer_field_null(7)
+            }
         }
 
         pub struct Pipeline { _typeless: ::capnp::any_pointer::Pipeline }
@@ -11618,19 +11731,22 @@ pub mod operation {
             pub fn get_if_match(&self) -> crate::om_capnp::metadata_pair::Pipeline {
                 ::capnp::capability::FromTypelessPipeline::new(self._typeless.get_pointer_field(6))
             }
+            pub fn get_if_none_match(&self) -> crate::om_capnp::metadata_pair::Pipeline {
+                ::capnp::capability::FromTypelessPipeline::new(self._typeless.get_pointer_field(7))
+            }
         }
         mod _private {
-            pub(crate) static ENCODED_NODE: [::capnp::Word; 144] = [
+            pub(crate) static ENCODED_NODE: [::capnp::Word; 176] = [
                 ::capnp::word(0, 0, 0, 0, 5, 0, 6, 0),
                 ::capnp::word(250, 241, 189, 135, 121, 176, 100, 148),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 18, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(29, 0, 0, 0, 199, 1, 0, 0),
+                ::capnp::word(29, 0, 0, 0, 55, 2, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(111, 109, 46, 99, 97, 112, 110, 112),
@@ -11638,63 +11754,77 @@ pub mod operation {
                 ::capnp::word(111, 110, 46, 99, 111, 109, 112, 108),
                 ::capnp::word(101, 116, 101, 85, 112, 108, 111, 97),
                 ::capnp::word(100, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(32, 0, 0, 0, 3, 0, 4, 0),
+                ::capnp::word(40, 0, 0, 0, 3, 0, 4, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 87, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(209, 0, 0, 0, 58, 0, 0, 0),
+                ::capnp::word(9, 1, 0, 0, 58, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(204, 0, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(216, 0, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(4, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(16, 1, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(1, 0, 0, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 88, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(213, 0, 0, 0, 58, 0, 0, 0),
+                ::capnp::word(13, 1, 0, 0, 58, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(208, 0, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(220, 0, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(8, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(20, 1, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(2, 0, 0, 0, 2, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 89, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(217, 0, 0, 0, 34, 0, 0, 0),
+                ::capnp::word(17, 1, 0, 0, 34, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(212, 0, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(224, 0, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(12, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(24, 1, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(3, 0, 0, 0, 3, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 90, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(221, 0, 0, 0, 74, 0, 0, 0),
+                ::capnp::word(21, 1, 0, 0, 74, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(220, 0, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(232, 0, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(20, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(32, 1, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(4, 0, 0, 0, 4, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 91, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(229, 0, 0, 0, 50, 0, 0, 0),
+                ::capnp::word(29, 1, 0, 0, 50, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(224, 0, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(252, 0, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(24, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(52, 1, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(5, 0, 0, 0, 5, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 92, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(249, 0, 0, 0, 42, 0, 0, 0),
+                ::capnp::word(49, 1, 0, 0, 42, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(244, 0, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(0, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(44, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(56, 1, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(6, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 93, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(253, 0, 0, 0, 74, 0, 0, 0),
+                ::capnp::word(53, 1, 0, 0, 74, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(252, 0, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(8, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(52, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(64, 1, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(7, 0, 0, 0, 6, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 94, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(5, 1, 0, 0, 66, 0, 0, 0),
+                ::capnp::word(61, 1, 0, 0, 66, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(0, 1, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(12, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(56, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(68, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(8, 0, 0, 0, 1, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 105, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(65, 1, 0, 0, 82, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(64, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(76, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(9, 0, 0, 0, 7, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 106, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(73, 1, 0, 0, 98, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(72, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(84, 1, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(118, 111, 108, 117, 109, 101, 0, 0),
                 ::capnp::word(12, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -11765,6 +11895,24 @@ pub mod operation {
                 ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(105, 102, 80, 114, 101, 115, 101, 110),
+                ::capnp::word(116, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(1, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(1, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(105, 102, 78, 111, 110, 101, 77, 97),
+                ::capnp::word(116, 99, 104, 0, 0, 0, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(139, 184, 239, 97, 4, 197, 198, 157),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
             ];
             pub(crate) fn get_field_types(index: u16) -> ::capnp::introspect::Type {
                 match index {
@@ -11776,6 +11924,8 @@ pub mod operation {
                     5 => <::capnp::text::Owned as ::capnp::introspect::Introspect>::introspect(),
                     6 => <bool as ::capnp::introspect::Introspect>::introspect(),
                     7 => <crate::om_capnp::metadata_pair::Owned as ::capnp::introspect::Introspect>::introspect(),
+                    8 => <bool as ::capnp::introspect::Introspect>::introspect(),
+                    9 => <crate::om_capnp::metadata_pair::Owned as ::capnp::introspect::Introspect>::introspect(),
                     _ => ::capnp::introspect::panic_invalid_field_index(index),
                 }
             }
@@ -11789,9 +11939,9 @@ pub mod operation {
                 MEMBERS_BY_DISCRIMINANT,
                 MEMBERS_BY_NAME
             );
-            pub(crate) static NONUNION_MEMBERS : &[u16] = &[0,1,2,3,4,5,6,7];
+            pub(crate) static NONUNION_MEMBERS : &[u16] = &[0,1,2,3,4,5,6,7,8,9];
             pub(crate) static MEMBERS_BY_DISCRIMINANT : &[u16] = &[];
-            pub(crate) static MEMBERS_BY_NAME : &[u16] = &[1,5,6,7,2,4,3,0];
+            pub(crate) static MEMBERS_BY_NAME : &[u16] = &[1,5,6,7,9,8,2,4,3,0];
             pub(crate) const TYPE_ID: u64 = 0x9464_b079_87bd_f1fa;
         }
     }
@@ -11893,7 +12043,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -12023,7 +12173,7 @@ pub mod operation {
                 ::capnp::word(35, 67, 131, 124, 88, 135, 127, 204),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 250, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -12221,7 +12371,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 7 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 8 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -12351,7 +12501,7 @@ pub mod operation {
                 ::capnp::word(101, 163, 201, 31, 173, 155, 13, 232),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(7, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(8, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 42, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),

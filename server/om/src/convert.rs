@@ -199,14 +199,18 @@ fn acls(list: capnp::Result<capnp::struct_list::Reader<'_, om_capnp::acl::Owned>
     Ok(out)
 }
 
-/// A write's condition from its `ifAbsent` flag and `ifMatch` pair (if set), which exclude
-/// each other.
-fn write_condition(what: &str, if_absent: bool, if_match: Option<capnp::Result<om_capnp::metadata_pair::Reader<'_>>>) -> Result<Condition, WireError> {
-    match (if_absent, if_match) {
-        (true, Some(_)) => Err(WireError::new(Status::InvalidArgument, format!("a {what} may be ifAbsent or ifMatch, not both"))),
-        (true, None) => Ok(Condition::Absent),
-        (false, Some(m)) => Ok(Condition::Matches(pair(m)?)),
-        (false, None) => Ok(Condition::Any),
+type PairField<'a> = Option<capnp::Result<om_capnp::metadata_pair::Reader<'a>>>;
+
+/// A write's condition from its `ifAbsent` and `ifPresent` flags and `ifMatch` and
+/// `ifNoneMatch` pairs (if set), which exclude each other.
+fn write_condition(what: &str, if_absent: bool, if_present: bool, if_match: PairField<'_>, if_none_match: PairField<'_>) -> Result<Condition, WireError> {
+    match (if_absent, if_present, if_match, if_none_match) {
+        (false, false, None, None) => Ok(Condition::Any),
+        (true, false, None, None) => Ok(Condition::Absent),
+        (false, true, None, None) => Ok(Condition::Present),
+        (false, false, Some(m), None) => Ok(Condition::Matches(pair(m)?)),
+        (false, false, None, Some(m)) => Ok(Condition::NotMatches(pair(m)?)),
+        _ => Err(WireError::new(Status::InvalidArgument, format!("a {what} may have one of ifAbsent, ifPresent, ifMatch and ifNoneMatch, not more"))),
     }
 }
 
@@ -339,7 +343,7 @@ pub fn operation(r: om_capnp::operation::Reader<'_>, now_ms: u64, open_key_ttl_m
             let target = key_target(&volume, &bucket, &key);
             let (open_id, data_size, blocks) = (g.get_open_id(), g.get_data_size(), blocks(g.get_blocks())?);
             let set = metadata(g.get_metadata())?;
-            let condition = write_condition("commit", g.get_if_absent(), g.has_if_match().then(|| g.get_if_match()))?;
+            let condition = write_condition("commit", g.get_if_absent(), g.get_if_present(), g.has_if_match().then(|| g.get_if_match()), g.has_if_none_match().then(|| g.get_if_none_match()))?;
             // The plain form stays the plain command (the hot path's log records as before).
             let op = if set.is_empty() && condition == Condition::Any {
                 Op::CommitKey { volume, bucket, key, open_id, data_size, blocks }
@@ -396,7 +400,8 @@ pub fn operation(r: om_capnp::operation::Reader<'_>, now_ms: u64, open_key_ttl_m
             for p in list.iter() {
                 parts.push((p.get_part_number(), text(p.get_etag(), "ETag", METADATA_VALUE_BYTES_MAX)?));
             }
-            let condition = write_condition("completion", g.get_if_absent(), g.has_if_match().then(|| g.get_if_match()))?;
+            let condition =
+                write_condition("completion", g.get_if_absent(), g.get_if_present(), g.has_if_match().then(|| g.get_if_match()), g.has_if_none_match().then(|| g.get_if_none_match()))?;
             let etag = text(g.get_etag(), "ETag", METADATA_VALUE_BYTES_MAX)?;
             (Op::CompleteUpload { volume, bucket, key, upload_id, parts, etag, condition, allowed: false }, target)
         }

@@ -995,8 +995,14 @@ async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
             l.reborrow().get(i as u32).set_etag(e);
         }
         u.set_if_absent(condition.if_absent());
+        u.set_if_present(condition.if_present());
         if let Some(e) = condition.if_match() {
-            let mut p = u.init_if_match();
+            let mut p = u.reborrow().init_if_match();
+            p.set_key(ETAG);
+            p.set_value(e);
+        }
+        if let Some(e) = condition.if_none_match() {
+            let mut p = u.init_if_none_match();
             p.set_key(ETAG);
             p.set_value(e);
         }
@@ -1269,13 +1275,16 @@ fn check_tags(tags: Vec<(String, String)>) -> Result<Vec<(String, String)>, S3Er
     Ok(tags)
 }
 
-/// The write condition of a PUT's `If-None-Match` / `If-Match`.
+/// The write condition of a PUT's (or a completion's) `If-None-Match` / `If-Match`: `*` or
+/// one ETag each, decided by the shard when the commit applies.
 fn write_condition(r: &Req) -> Result<Condition, S3Error> {
+    let etag = |v: &str| v.trim().trim_start_matches("W/").trim_matches('"').to_string();
     match (r.header("if-none-match"), r.header("if-match")) {
         (Some(_), Some(_)) => Err(S3Error::not_implemented("If-None-Match together with If-Match on a write")),
         (Some(v), None) if v.trim() == "*" => Ok(Condition::Absent),
-        (Some(_), None) => Err(S3Error::not_implemented("If-None-Match with an ETag on a write (only *)")),
-        (None, Some(v)) => Ok(Condition::ETag(v.trim().trim_matches('"').to_string())),
+        (Some(v), None) => Ok(Condition::NotETag(etag(&v))),
+        (None, Some(v)) if v.trim() == "*" => Ok(Condition::Present),
+        (None, Some(v)) => Ok(Condition::ETag(etag(&v))),
         (None, None) => Ok(Condition::Any),
     }
 }

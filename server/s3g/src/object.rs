@@ -66,8 +66,12 @@ pub enum Condition {
     Any,
     /// `If-None-Match: *`.
     Absent,
+    /// `If-Match: *`.
+    Present,
     /// `If-Match: "etag"`.
     ETag(String),
+    /// `If-None-Match: "etag"`.
+    NotETag(String),
 }
 
 impl Condition {
@@ -75,10 +79,21 @@ impl Condition {
     pub fn if_absent(&self) -> bool {
         *self == Condition::Absent
     }
+    /// The wire's `ifPresent`.
+    pub fn if_present(&self) -> bool {
+        *self == Condition::Present
+    }
     /// The ETag the wire's `ifMatch` names, if any.
     pub fn if_match(&self) -> Option<&str> {
         match self {
             Condition::ETag(e) => Some(e),
+            _ => None,
+        }
+    }
+    /// The ETag the wire's `ifNoneMatch` names, if any.
+    pub fn if_none_match(&self) -> Option<&str> {
+        match self {
+            Condition::NotETag(e) => Some(e),
             _ => None,
         }
     }
@@ -279,8 +294,14 @@ async fn write_opened(
                     m.reborrow().get(1).set_value(value);
                 }
                 k.set_if_absent(condition.if_absent());
+                k.set_if_present(condition.if_present());
                 if let Some(e) = condition.if_match() {
-                    let mut p = k.init_if_match();
+                    let mut p = k.reborrow().init_if_match();
+                    p.set_key(ETAG);
+                    p.set_value(e);
+                }
+                if let Some(e) = condition.if_none_match() {
+                    let mut p = k.init_if_none_match();
                     p.set_key(ETAG);
                     p.set_value(e);
                 }

@@ -254,6 +254,16 @@ check("conditional PUT race: exactly one wins", sorted(results, key=str) == [Non
 etag = alice.head_object(Bucket=bucket, Key="race")["ETag"]
 check("If-Match with another ETag is refused", code(lambda: alice.put_object(Bucket=bucket, Key="race", Body=b"1", IfMatch='"0000"')) == "PreconditionFailed")
 check("If-Match with its ETag replaces it", code(lambda: alice.put_object(Bucket=bucket, Key="race", Body=b"1", IfMatch=etag)) is None)
+etag = alice.head_object(Bucket=bucket, Key="race")["ETag"]
+check("If-None-Match with its ETag is refused", code(lambda: alice.put_object(Bucket=bucket, Key="race", Body=b"2", IfNoneMatch=etag)) == "PreconditionFailed")
+check("If-None-Match with another ETag replaces it", code(lambda: alice.put_object(Bucket=bucket, Key="race", Body=b"2", IfNoneMatch='"0000"')) is None)
+check("If-Match: * replaces a key that exists", code(lambda: alice.put_object(Bucket=bucket, Key="race", Body=b"3", IfMatch="*")) is None
+      and alice.get_object(Bucket=bucket, Key="race")["Body"].read() == b"3")
+for how in ("*", '"0000"'):
+    check(f"If-Match: {how} of a missing key: NoSuchKey, nothing written", code(lambda: alice.put_object(Bucket=bucket, Key="race-none", Body=b"x", IfMatch=how)) == "NoSuchKey"
+          and code(lambda: alice.head_object(Bucket=bucket, Key="race-none")) == "404")
+check("If-None-Match with an ETag writes a missing key", code(lambda: alice.put_object(Bucket=bucket, Key="race-none", Body=b"x", IfNoneMatch='"0000"')) is None)
+alice.delete_object(Bucket=bucket, Key="race-none")
 
 # Server-side encryption: SSE-C, SSE-S3, SSE-KMS (the gateway's keyring holds sse-s3 and
 # kms-1). MARKER_PLAIN goes into a plain object, MARKER_SECRET only into encrypted ones.
