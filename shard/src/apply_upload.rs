@@ -170,6 +170,7 @@ impl ShardState {
         // An open key holding every listed part's blocks, committed as any key is: the
         // quota, the condition and the replaced key's blocks are the commit's business.
         let upload = self.uploads.get(&u).expect("found above").clone();
+        let upload_pairs = upload.metadata.iter().filter(|m| m.key != "etag" && m.key != PART_SIZES).count();
         let open_id = ids.next();
         let expires = t.saturating_add(1);
         let open = OpenKeyRecord {
@@ -188,7 +189,10 @@ impl ShardState {
         self.bucket_usage.entry(facts.bucket_id).or_default().open_keys += 1;
         let mut set = vec![MetadataPair { key: "etag".into(), value: etag.to_string() }];
         let sizes = part_sizes_value(&sizes);
-        if sizes.len() <= METADATA_VALUE_BYTES_MAX {
+        // Kept where it fits: a value of at most 2 KiB, and a pair that does not take the key
+        // past its pair limit (an upload's metadata that completed before it was kept still
+        // completes).
+        if sizes.len() <= METADATA_VALUE_BYTES_MAX && upload_pairs + 2 <= METADATA_PAIRS_MAX {
             set.push(MetadataPair { key: PART_SIZES.into(), value: sizes });
         }
         let out = self.commit_key_with(ids, log_index, p, t, volume, bucket, key, open_id, size, &blocks, limit, Some((&set, condition)));

@@ -445,6 +445,16 @@ fn a_multipart_upload_keeps_one_record_per_part_and_completes_into_a_key() {
     assert!(matches!(s.run(alice.clone(), complete(vec![(1, "e1")])), Err(OmError::NoSuchUpload(_))), "the upload is over");
     assert_eq!(s.state.bucket_usage_of(b).open_keys, 0);
 
+    // An upload whose metadata leaves room for the ETag alone completes without its part sizes.
+    let full: Vec<MetadataPair> = (0..63).map(|i| MetadataPair { key: format!("m{i}"), value: "v".into() }).collect();
+    s.run(alice.clone(), Op::InitiateUpload { volume: "vol1".into(), bucket: "bkt".into(), key: "full".into(), upload_id: "f1".into(), replication: None, metadata: full }).unwrap();
+    let Ok(Reply::KeyOpened { open_id, .. }) = s.run(alice.clone(), Op::OpenKey { volume: "vol1".into(), bucket: "bkt".into(), key: "full".into(), replication: None, blocks: vec![BlockLocation { container_id: 9, local_id: 900, pipeline_id: 1, length: 10 }], expires_ms: 60_000, metadata: vec![] }) else { panic!("open") };
+    s.run(alice.clone(), Op::CommitPart { volume: "vol1".into(), bucket: "bkt".into(), key: "full".into(), upload_id: "f1".into(), part: 1, open_id, data_size: 10, blocks: vec![BlockLocation { container_id: 9, local_id: 900, pipeline_id: 1, length: 10 }], etag: "p1".into() }).unwrap();
+    let done = Op::CompleteUpload { volume: "vol1".into(), bucket: "bkt".into(), key: "full".into(), upload_id: "f1".into(), parts: vec![(1, "p1".into())], etag: "x-1".into(), condition: Condition::Any, allowed: false };
+    assert!(matches!(s.run(alice.clone(), done), Ok(Reply::KeyCommitted { .. })));
+    let k = s.state.lookup_key("vol1", "bkt", "full").unwrap();
+    assert_eq!((k.metadata.len(), k.metadata.iter().any(|m| m.key.as_str() == "parts")), (64, false));
+
     // Abort frees every part; expiry ends old uploads; uploads survive a snapshot.
     let start = |id: &str| Op::InitiateUpload { volume: "vol1".into(), bucket: "bkt".into(), key: "k2".into(), upload_id: id.into(), replication: None, metadata: vec![] };
     s.run(alice.clone(), start("a1")).unwrap();

@@ -22,9 +22,19 @@ fuzz_target!(|input: &[u8]| {
         _ => &[("x-amz-content-sha256", "UNSIGNED-PAYLOAD")],
     };
     let header = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.to_string());
-    // Signed chunks need the request's signature: AWS's published example's (the body's first
-    // chunk must then carry its signature to get further).
+    // Signed chunks need the request's signature: AWS's published example's. Random bytes
+    // would fail the first chunk's signature, so the body is made here from the input: its
+    // data signed in chunks (of a size the input picks), then the input's own trailer lines,
+    // with their right signature or none, as the input picks.
     let signer = (selector % 6 == 5).then(example_signer).flatten();
+    let signed_body;
+    let body = match (&signer, cuts) {
+        (Some(_), [size, split, how, ..]) => {
+            signed_body = signed(body, 1 + usize::from(*size) * 97, usize::from(*split) * 7, *how);
+            &signed_body[..]
+        }
+        _ => body,
+    };
     if let Ok(mode) = payload::mode_of(&header, signer) {
         let mut p = Payload::new(Source::cut(body, cuts.iter().map(|c| *c as usize)), mode);
         let _ = futures_lite::future::block_on(p.read_all(1 << 20));
@@ -60,4 +70,42 @@ fn example_signer() -> Option<sigv4::ChunkSigner> {
     let headers: Vec<(String, String)> = EXAMPLE_HEADERS.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
     let req = sigv4::Request { method: "PUT", raw_path: "/examplebucket/chunkObject.txt", raw_query: "", headers: &headers };
     sigv4::verify_header(&req, 1_369_353_600, |_| Some("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".to_string())).ok()?.ok()?.chunks
+}
+
+/// `input` as a signed aws-chunked body under AWS's example credentials: its first `split`
+/// bytes as data in chunks of `size`, each signed in the chain, the empty chunk signed, then the
+/// rest as trailer lines, followed (`how` even) by their signature as the gateway computes it.
+fn signed(input: &[u8], size: usize, split: usize, how: u8) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let (data, trailer) = input.split_at(split.min(input.len()));
+    let credential = sigv4::Credential::parse("AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request").expect("the example's credential");
+    let key = sigv4::signing_key("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", &credential);
+    let scope = credential.scope();
+    let mut previous = "106e2a8a18243abcf37539882f36619c00e2dfc72633413f02d3b74544bfeb8e".to_string();
+    let mut out = Vec::new();
+    let pieces = data.chunks(size).chain([&[][..]]);
+    for piece in pieces {
+        let text = format!("AWS4-HMAC-SHA256-PAYLOAD\n20130524T000000Z\n{scope}\n{previous}\n{}\n{}", sigv4::EMPTY_SHA256, sigv4::hex(&Sha256::digest(piece)));
+        previous = sigv4::hex(&sigv4::sign(&key, &text));
+        out.extend_from_slice(format!("{:x};chunk-signature={previous}\r\n", piece.len()).as_bytes());
+        out.extend_from_slice(piece);
+        if !piece.is_empty() {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    let lines = String::from_utf8_lossy(trailer);
+    let mut canonical = String::new();
+    for line in lines.split("\r\n").filter(|l| !l.is_empty()) {
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if let Some((n, v)) = line.split_once(':') {
+            canonical.push_str(&format!("{}:{}\n", n.trim().to_ascii_lowercase(), v.trim()));
+        }
+    }
+    if how % 2 == 0 {
+        let text = format!("AWS4-HMAC-SHA256-TRAILER\n20130524T000000Z\n{scope}\n{previous}\n{}", sigv4::hex(&Sha256::digest(canonical.as_bytes())));
+        out.extend_from_slice(format!("x-amz-trailer-signature:{}\r\n", sigv4::hex(&sigv4::sign(&key, &text))).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out
 }

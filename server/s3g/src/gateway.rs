@@ -179,6 +179,8 @@ impl Gateway {
     /// `domains` addresses that bucket, its path the key (`--domain`).
     pub fn with_domains(mut self, domains: &[String]) -> Gateway {
         self.domains = domains.iter().map(|d| d.trim_matches('.').to_ascii_lowercase()).filter(|d| !d.is_empty()).collect();
+        // The longest first: of `s3.test` and `x.s3.test`, `a.x.s3.test` is bucket `a`.
+        self.domains.sort_by_key(|d| std::cmp::Reverse(d.len()));
         self
     }
 
@@ -188,7 +190,9 @@ impl Gateway {
         if self.domains.is_empty() || host.starts_with('[') {
             return None;
         }
-        let name = host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host }).to_ascii_lowercase();
+        let name = host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+        // A fully qualified name's final dot names the same host.
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
         self.domains.iter().find_map(|d| name.strip_suffix(d.as_str())?.strip_suffix('.').filter(|b| !b.is_empty()).map(str::to_string))
     }
 
@@ -307,7 +311,7 @@ pub async fn handle(gw: Rc<Gateway>, req: Request<Incoming>) -> Result<Response<
             if e.status == 503 {
                 r.headers.push(("retry-after".into(), "1".into()));
             }
-            if e.code == "NoSuchKey" {
+            if e.code == "NoSuchKey" && (is_head || method == hyper::Method::GET) {
                 // Keys have one version and no delete markers: a missing key is not one (SDKs
                 // and ceph's s3-tests read this header of a 404).
                 r.headers.push(("x-amz-delete-marker".into(), "false".into()));
@@ -351,8 +355,14 @@ async fn serve(gw: &Rc<Gateway>, req: Request<Incoming>, raw_path: &str, raw_que
     let (user, signer) = gw.authenticate(&sreq, &query).await?;
     let path = percent_decode(raw_path).ok_or_else(|| S3Error::invalid_argument("the path is not percent-encoded UTF-8"))?;
     let path = path.strip_prefix('/').unwrap_or(&path);
-    // Virtual-hosted style (`BUCKET.DOMAIN/KEY`) where the host says so, else path style.
-    let named = headers.iter().find(|(n, _)| n == "host").and_then(|(_, h)| gw.bucket_of_host(h));
+    // Virtual-hosted style (`BUCKET.DOMAIN/KEY`) where the host says so, else path style. One
+    // Host only: the signature covers them joined, the bucket would be the first's.
+    let mut hosts = headers.iter().filter(|(n, _)| n == "host");
+    let host = hosts.next().map(|(_, h)| h.as_str());
+    if hosts.next().is_some() {
+        return Err(S3Error::invalid_argument("more than one Host header"));
+    }
+    let named = host.and_then(|h| gw.bucket_of_host(h));
     let (bucket, key) = match &named {
         Some(b) => (b.as_str(), path),
         None => path.split_once('/').unwrap_or((path, "")),
@@ -1278,15 +1288,33 @@ fn check_tags(tags: Vec<(String, String)>) -> Result<Vec<(String, String)>, S3Er
 /// The write condition of a PUT's (or a completion's) `If-None-Match` / `If-Match`: `*` or
 /// one ETag each, decided by the shard when the commit applies.
 fn write_condition(r: &Req) -> Result<Condition, S3Error> {
-    let etag = |v: &str| v.trim().trim_start_matches("W/").trim_matches('"').to_string();
+    // One `*` or one ETag: the shard checks one pair (a list's every member would need
+    // checking, and a list taken as one ETag would never match: an If-None-Match that lets
+    // everything through).
+    let one = |h: &str, v: &str| -> Result<String, S3Error> {
+        let mut tags = etags(v);
+        match (tags.next(), tags.next()) {
+            (Some(t), None) if !t.is_empty() => Ok(t.to_string()),
+            _ => Err(S3Error::not_implemented(&format!("{h} with a list of ETags on a write (one ETag or *)"))),
+        }
+    };
     match (r.header("if-none-match"), r.header("if-match")) {
         (Some(_), Some(_)) => Err(S3Error::not_implemented("If-None-Match together with If-Match on a write")),
-        (Some(v), None) if v.trim() == "*" => Ok(Condition::Absent),
-        (Some(v), None) => Ok(Condition::NotETag(etag(&v))),
-        (None, Some(v)) if v.trim() == "*" => Ok(Condition::Present),
-        (None, Some(v)) => Ok(Condition::ETag(etag(&v))),
+        (Some(v), None) => Ok(match one("If-None-Match", &v)?.as_str() {
+            "*" => Condition::Absent,
+            t => Condition::NotETag(t.to_string()),
+        }),
+        (None, Some(v)) => Ok(match one("If-Match", &v)?.as_str() {
+            "*" => Condition::Present,
+            t => Condition::ETag(t.to_string()),
+        }),
         (None, None) => Ok(Condition::Any),
     }
+}
+
+/// The ETags an `If-Match`-style header lists (`*`, or `"a", W/"b"`), unquoted.
+fn etags(header: &str) -> impl Iterator<Item = &str> {
+    header.split(',').map(|e| e.trim().trim_start_matches("W/").trim_matches('"'))
 }
 
 fn content_length(r: &Req) -> Result<Option<u64>, S3Error> {
@@ -1424,7 +1452,7 @@ fn check_copy_conditions(r: &Req, etag: &str, modified_ms: u64) -> Result<(), S3
 }
 
 fn etag_matches(header: &str, etag: &str) -> bool {
-    header.split(',').map(|e| e.trim().trim_start_matches("W/").trim_matches('"')).any(|e| e == "*" || e == etag)
+    etags(header).any(|e| e == "*" || e == etag)
 }
 
 async fn get_object(gw: &Rc<Gateway>, c: &Client, r: &Req, head: bool) -> R {
@@ -1834,9 +1862,14 @@ mod tests {
             ("127.0.0.1:9878", None),
             ("[::1]:9878", None),
             ("photos.s3.example.com:http", None),
+            ("photos.s3.test.:9878", Some("photos")),
         ] {
             assert_eq!(gw.bucket_of_host(host).as_deref(), bucket, "{host}");
         }
+        let nested = Gateway::new("127.0.0.1:1", Rc::new(stratos_client::runtime::Glommio), stratos_client::schema::om_capnp::Replication::RatisThree, None, false)
+            .with_domains(&["s3.test".to_string(), "x.s3.test".to_string()]);
+        assert_eq!(nested.bucket_of_host("a.x.s3.test").as_deref(), Some("a"), "the longest domain");
+        assert_eq!(nested.bucket_of_host("a.y.s3.test").as_deref(), Some("a.y"));
         let plain = Gateway::new("127.0.0.1:1", Rc::new(stratos_client::runtime::Glommio), stratos_client::schema::om_capnp::Replication::RatisThree, None, false);
         assert_eq!(plain.bucket_of_host("photos.s3.example.com"), None, "no domain, no virtual hosts");
     }

@@ -262,6 +262,8 @@ check("If-Match: * replaces a key that exists", code(lambda: alice.put_object(Bu
 for how in ("*", '"0000"'):
     check(f"If-Match: {how} of a missing key: NoSuchKey, nothing written", code(lambda: alice.put_object(Bucket=bucket, Key="race-none", Body=b"x", IfMatch=how)) == "NoSuchKey"
           and code(lambda: alice.head_object(Bucket=bucket, Key="race-none")) == "404")
+check("a list of ETags on a write is refused, not taken as one", code(lambda: alice.put_object(Bucket=bucket, Key="race", Body=b"4", IfNoneMatch=f'"0000", {etag}')) == "NotImplemented"
+      and alice.get_object(Bucket=bucket, Key="race")["Body"].read() == b"3")
 check("If-None-Match with an ETag writes a missing key", code(lambda: alice.put_object(Bucket=bucket, Key="race-none", Body=b"x", IfNoneMatch='"0000"')) is None)
 alice.delete_object(Bucket=bucket, Key="race-none")
 
