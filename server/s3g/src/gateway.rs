@@ -833,34 +833,93 @@ async fn put_acl(c: &Client, r: &mut Req) -> R {
     Ok(Reply::ok())
 }
 
+/// ListMultipartUploads: the bucket's uploads in progress by key and upload id, after
+/// `key-marker` / `upload-id-marker`, at most `max-uploads` (1000) uploads and common prefixes
+/// together. With a `delimiter`, the uploads of keys that hold it after the prefix are rolled
+/// up into their common prefix, and the listing jumps past each (as a listing of keys does:
+/// one more OM call per common prefix, not one per upload under it).
 async fn list_uploads(c: &Client, r: &Req) -> R {
     let prefix = r.q("prefix").unwrap_or("");
+    let delimiter = r.q("delimiter").unwrap_or("");
     let key_marker = r.q("key-marker").unwrap_or("");
     let upload_marker = if key_marker.is_empty() { "" } else { r.q("upload-id-marker").unwrap_or("") };
-    let max: u32 = match r.q("max-uploads") {
+    let max: usize = match r.q("max-uploads") {
         None => 1000,
-        Some(v) => v.parse::<i64>().map_err(|_| S3Error::invalid_argument("max-uploads is not a number"))?.clamp(0, 1000) as u32,
+        Some(v) => v.parse::<i64>().map_err(|_| S3Error::invalid_argument("max-uploads is not a number"))?.clamp(0, 1000) as usize,
     };
     let owner = bucket_info(c, &r.bucket).await?.owner;
-    // A key marker alone starts after every upload of that key.
-    let upload_after = if upload_marker.is_empty() && !key_marker.is_empty() { "~" } else { upload_marker };
-    let page = if max == 0 { stratos_client::Page { items: Vec::new(), truncated: false } } else {
-        c.list_uploads(S3_VOLUME, &r.bucket, prefix, key_marker, upload_after, max).await.map_err(|e| from_om(&e, &r.bucket, None))?
+    // Where the OM's listing resumes (exclusive): a key marker alone starts after every upload
+    // of that key ("~" sorts after every upload id), a common prefix given as the marker after
+    // every key under it.
+    let (mut key_at, mut upload_at) = if !delimiter.is_empty() && key_marker.ends_with(delimiter) && key_marker.starts_with(prefix) {
+        (after_prefix(key_marker), "~".to_string())
+    } else if upload_marker.is_empty() && !key_marker.is_empty() {
+        (key_marker.to_string(), "~".to_string())
+    } else {
+        (key_marker.to_string(), upload_marker.to_string())
     };
+    let mut uploads: Vec<(String, String, u64)> = Vec::new();
+    let mut prefixes: Vec<String> = Vec::new();
+    let mut next: Option<(String, String)> = None;
+    let mut truncated = false;
+    if max > 0 {
+        'pages: loop {
+            let want = (max - uploads.len() - prefixes.len() + 1).min(1000) as u32;
+            let page = c.list_uploads(S3_VOLUME, &r.bucket, prefix, &key_at, &upload_at, want).await.map_err(|e| from_om(&e, &r.bucket, None))?;
+            let mut jumped = false;
+            for (k, u, t) in page.items {
+                if uploads.len() + prefixes.len() == max {
+                    truncated = true;
+                    break 'pages;
+                }
+                let rest = &k[prefix.len().min(k.len())..];
+                let common = (!delimiter.is_empty()).then(|| rest.find(delimiter).map(|at| k[..prefix.len() + at + delimiter.len()].to_string())).flatten();
+                match common {
+                    Some(cp) => {
+                        if prefixes.last() != Some(&cp) && cp != key_marker {
+                            next = Some((cp.clone(), String::new()));
+                            prefixes.push(cp.clone());
+                        }
+                        let past = after_prefix(&cp);
+                        if past > key_at {
+                            (key_at, upload_at) = (past, "~".to_string());
+                            jumped = true;
+                            break;
+                        }
+                        (key_at, upload_at) = (k, u);
+                    }
+                    None => {
+                        next = Some((k.clone(), u.clone()));
+                        (key_at, upload_at) = (k.clone(), u.clone());
+                        uploads.push((k, u, t));
+                    }
+                }
+            }
+            if !jumped && !page.truncated {
+                break;
+            }
+        }
+    }
     let mut w = Writer::new("ListMultipartUploadsResult");
     w.elem("Bucket", &r.bucket).elem("KeyMarker", key_marker).elem("UploadIdMarker", upload_marker);
-    if let Some((k, u, _)) = page.items.last() {
+    if let Some((k, u)) = &next {
         w.elem("NextKeyMarker", k).elem("NextUploadIdMarker", u);
     }
     if !prefix.is_empty() {
         w.elem("Prefix", prefix);
     }
-    w.elem("MaxUploads", max).elem("IsTruncated", page.truncated);
-    for (k, u, t) in &page.items {
+    if !delimiter.is_empty() {
+        w.elem("Delimiter", delimiter);
+    }
+    w.elem("MaxUploads", max).elem("IsTruncated", truncated);
+    for (k, u, t) in &uploads {
         w.open("Upload").elem("Key", k).elem("UploadId", u);
         w.open("Initiator").elem("ID", &owner).elem("DisplayName", &owner).close("Initiator");
         w.open("Owner").elem("ID", &owner).elem("DisplayName", &owner).close("Owner");
         w.elem("StorageClass", "STANDARD").elem("Initiated", iso8601(*t)).close("Upload");
+    }
+    for p in &prefixes {
+        w.open("CommonPrefixes").elem("Prefix", p).close("CommonPrefixes");
     }
     Ok(Reply::xml(w.finish("ListMultipartUploadsResult")))
 }

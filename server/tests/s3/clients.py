@@ -476,6 +476,20 @@ u = alice.create_multipart_upload(Bucket=bucket, Key="mp/parts", ContentType="te
 p1 = alice.upload_part(Bucket=bucket, Key="mp/parts", UploadId=u, PartNumber=1, Body=b"a" * (5 << 20))["ETag"]
 p2 = alice.upload_part_copy(Bucket=bucket, Key="mp/parts", UploadId=u, PartNumber=2, CopySource={"Bucket": bucket, "Key": "mp/big"}, CopySourceRange="bytes=10-19")["CopyPartResult"]["ETag"]
 check("the upload is listed", [x["UploadId"] for x in alice.list_multipart_uploads(Bucket=bucket, Prefix="mp/")["Uploads"]] == [u])
+rolled = {k: alice.create_multipart_upload(Bucket=bucket, Key=k)["UploadId"] for k in ("mpd/a/1", "mpd/a/2", "mpd/b", "mpd/c/x", "mpd/c/y")}
+l = alice.list_multipart_uploads(Bucket=bucket, Prefix="mpd/", Delimiter="/")
+check("uploads listed with a delimiter: common prefixes rolled up", [x["Key"] for x in l.get("Uploads", [])] == ["mpd/b"]
+      and [p["Prefix"] for p in l.get("CommonPrefixes", [])] == ["mpd/a/", "mpd/c/"] and not l["IsTruncated"], str(l)[:500])
+seen, marker = [], ""
+while True:
+    l = alice.list_multipart_uploads(Bucket=bucket, Prefix="mpd/", Delimiter="/", MaxUploads=1, KeyMarker=marker)
+    seen += [x["Key"] for x in l.get("Uploads", [])] + [p["Prefix"] for p in l.get("CommonPrefixes", [])]
+    if not l["IsTruncated"]:
+        break
+    marker = l["NextKeyMarker"]
+check("... and paged one at a time", seen == ["mpd/a/", "mpd/b", "mpd/c/"], str(seen))
+for k, up in rolled.items():
+    alice.abort_multipart_upload(Bucket=bucket, Key=k, UploadId=up)
 parts = alice.list_parts(Bucket=bucket, Key="mp/parts", UploadId=u)["Parts"]
 check("its parts are listed", [(p["PartNumber"], p["Size"], p["ETag"]) for p in parts] == [(1, 5 << 20, p1), (2, 10, p2)], str(parts))
 check("a part listed with another ETag is InvalidPart", code(lambda: alice.complete_multipart_upload(Bucket=bucket, Key="mp/parts", UploadId=u, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": p2}]})) == "InvalidPart")
