@@ -262,7 +262,8 @@ fn start_s3g(children: &mut Children, a: &DevArgs, dir: &std::path::Path, om: &s
         args.extend(["--domain".into(), d.clone()]);
     }
     let line = start_child(children, "s3g", &args)?;
-    Ok(field(&line, "ready:").map(str::to_string))
+    let domain = a.s3_domain.as_deref().map(|d| format!(" (buckets also as BUCKET.{})", d.trim_matches('.'))).unwrap_or_default();
+    Ok(field(&line, "ready:").map(|s| format!("{s}{domain}")))
 }
 
 /// The gateway's SSE keyring in the data directory: made once (key `sse-s3` at random, owner

@@ -304,7 +304,8 @@ pub async fn handle(gw: Rc<Gateway>, req: Request<Incoming>) -> Result<Response<
     let reply = match reply {
         Ok(r) => r,
         Err(e) => {
-            if e.status >= 500 {
+            // Faults are logged; a feature not built (501) is the client's news, not the log's.
+            if e.status >= 500 && e.status != 501 {
                 eprintln!("s3g: {method} {resource}: {} {}: {}", e.status, e.code, e.message);
             }
             let mut r = Reply { status: e.status, headers: vec![("content-type".into(), "application/xml".into())], body: Body::full(e.document(&resource, &request_id)) };

@@ -85,8 +85,8 @@ pub fn run(a: &S3gArgs, ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
     // Over HTTPS, clients check `BUCKET.DOMAIN` against the certificate: say so now, not at
     // each client's first request.
     if let (Some(t), Some(_)) = (&tls, &http_tls) {
-        for d in &a.domain {
-            t.check_host(&format!("*.{}", d.trim_matches('.'))).with_context(|| format!("--domain {d}"))?;
+        for d in a.domain.iter().map(|d| d.trim_matches('.')).filter(|d| !d.is_empty()) {
+            t.check_host(&format!("*.{d}")).with_context(|| format!("--domain {d}"))?;
         }
     }
     let keyring = a.sse_keyring.as_deref().map(|p| crate::sse::Keyring::load(p, &a.sse_s3_key)).transpose()?;
