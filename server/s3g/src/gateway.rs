@@ -852,7 +852,7 @@ async fn list_uploads(c: &Client, r: &Req) -> R {
     // Where the OM's listing resumes (exclusive): a key marker alone starts after every upload
     // of that key ("~" sorts after every upload id), a common prefix given as the marker after
     // every key under it.
-    let (mut key_at, mut upload_at) = if !delimiter.is_empty() && key_marker.ends_with(delimiter) && key_marker.starts_with(prefix) {
+    let (mut key_at, mut upload_at) = if marker_is_common_prefix(key_marker, prefix, delimiter) {
         (after_prefix(key_marker), "~".to_string())
     } else if upload_marker.is_empty() && !key_marker.is_empty() {
         (key_marker.to_string(), "~".to_string())
@@ -873,9 +873,7 @@ async fn list_uploads(c: &Client, r: &Req) -> R {
                     truncated = true;
                     break 'pages;
                 }
-                let rest = &k[prefix.len().min(k.len())..];
-                let common = (!delimiter.is_empty()).then(|| rest.find(delimiter).map(|at| k[..prefix.len() + at + delimiter.len()].to_string())).flatten();
-                match common {
+                match common_prefix(&k, prefix, delimiter) {
                     Some(cp) => {
                         if prefixes.last() != Some(&cp) && cp != key_marker {
                             next = Some((cp.clone(), String::new()));
@@ -1064,18 +1062,7 @@ async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
             l.reborrow().get(i as u32).set_part_number(*n);
             l.reborrow().get(i as u32).set_etag(e);
         }
-        u.set_if_absent(condition.if_absent());
-        u.set_if_present(condition.if_present());
-        if let Some(e) = condition.if_match() {
-            let mut p = u.reborrow().init_if_match();
-            p.set_key(ETAG);
-            p.set_value(e);
-        }
-        if let Some(e) = condition.if_none_match() {
-            let mut p = u.init_if_none_match();
-            p.set_key(ETAG);
-            p.set_value(e);
-        }
+        object::set_condition!(u, &condition);
     })
     .await;
     if let Err(e) = done {
@@ -1145,6 +1132,23 @@ fn after_prefix(prefix: &str) -> String {
     s
 }
 
+/// The common prefix `name` rolls up into under a listing's `prefix` and `delimiter`: up to and
+/// including the first delimiter after the prefix (None without a delimiter, or without one
+/// in the name).
+fn common_prefix(name: &str, prefix: &str, delimiter: &str) -> Option<String> {
+    if delimiter.is_empty() {
+        return None;
+    }
+    let rest = &name[prefix.len().min(name.len())..];
+    rest.find(delimiter).map(|at| name[..prefix.len() + at + delimiter.len()].to_string())
+}
+
+/// Whether a listing's marker is a common prefix (as a page that ended on one gives it), which
+/// the next page starts after whole.
+fn marker_is_common_prefix(marker: &str, prefix: &str, delimiter: &str) -> bool {
+    !delimiter.is_empty() && marker.ends_with(delimiter) && marker.starts_with(prefix)
+}
+
 /// The three listings of a bucket's keys: ListObjects, ListObjectsV2, ListObjectVersions
 /// (without versioning, each key is its one version, `null`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1182,15 +1186,14 @@ async fn list_objects(c: &Client, r: &Req, kind: Listing) -> R {
     let mut last = String::new();
     // Where the next page of the OM's listing starts (exclusive), and whether a common prefix
     // given as the marker is to be skipped whole.
-    let mut start = if !delimiter.is_empty() && marker.ends_with(&delimiter) && marker.starts_with(&prefix) { after_prefix(&marker) } else { marker.clone() };
+    let mut start = if marker_is_common_prefix(&marker, &prefix, &delimiter) { after_prefix(&marker) } else { marker.clone() };
     if max_keys > 0 {
         'pages: loop {
             let want = (max_keys - contents.len() - prefixes.len() + 1).min(1000) as u32;
             let page = c.list_keys(S3_VOLUME, &bucket, &prefix, &start, want).await.map_err(|e| from_om(&e, &bucket, None))?;
             let mut jumped = false;
             for k in page.items {
-                let rest = &k.name[prefix.len().min(k.name.len())..];
-                let cp = (!delimiter.is_empty()).then(|| rest.find(&delimiter).map(|at| k.name[..prefix.len() + at + delimiter.len()].to_string())).flatten();
+                let cp = common_prefix(&k.name, &prefix, &delimiter);
                 if contents.len() + prefixes.len() == max_keys {
                     truncated = true;
                     break 'pages;
@@ -1671,9 +1674,10 @@ async fn get_object_attributes(gw: &Gateway, c: &Client, r: &Req) -> R {
             };
             let max = number("x-amz-max-parts", 1000)?.min(1000);
             let marker = number("x-amz-part-number-marker", 0)?;
-            let page: Vec<_> = parts.iter().filter(|p| p.0 > marker).take(max as usize).collect();
-            let truncated = parts.iter().filter(|p| p.0 > marker).count() > page.len();
-            w.elem("PartNumberMarker", marker).elem("NextPartNumberMarker", page.last().map_or(marker, |p| p.0)).elem("MaxParts", max).elem("IsTruncated", truncated);
+            // Parts ascend by number: the page is a slice after the marker.
+            let after = &parts[parts.partition_point(|p| p.0 <= marker)..];
+            let page = &after[..after.len().min(max as usize)];
+            w.elem("PartNumberMarker", marker).elem("NextPartNumberMarker", page.last().map_or(marker, |p| p.0)).elem("MaxParts", max).elem("IsTruncated", after.len() > page.len());
             for (n, _, part_size) in page {
                 w.open("Part").elem("PartNumber", n).elem("Size", part_size).close("Part");
             }

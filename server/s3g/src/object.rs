@@ -99,6 +99,28 @@ impl Condition {
     }
 }
 
+/// Sets `$condition` ([`Condition`]) on the wire group `$group` names: its `ifAbsent`,
+/// `ifPresent`, `ifMatch` or `ifNoneMatch` (S3's ETag being the key's `etag` pair). A macro
+/// because `commitKey` and `completeUpload` are two generated builder types with those fields.
+macro_rules! set_condition {
+    ($group:ident, $condition:expr) => {{
+        let condition: &$crate::object::Condition = $condition;
+        $group.set_if_absent(condition.if_absent());
+        $group.set_if_present(condition.if_present());
+        if let Some(e) = condition.if_match() {
+            let mut p = $group.reborrow().init_if_match();
+            p.set_key($crate::object::ETAG);
+            p.set_value(e);
+        }
+        if let Some(e) = condition.if_none_match() {
+            let mut p = $group.reborrow().init_if_none_match();
+            p.set_key($crate::object::ETAG);
+            p.set_value(e);
+        }
+    }};
+}
+pub(crate) use set_condition;
+
 /// Writes (name, value) pairs into a wire metadata list made for them.
 pub fn set_pairs(mut list: capnp::struct_list::Builder<'_, stratos_client::schema::om_capnp::metadata_pair::Owned>, pairs: &[(String, String)]) {
     for (i, (k, v)) in pairs.iter().enumerate() {
@@ -293,18 +315,7 @@ async fn write_opened(
                     m.reborrow().get(1).set_key(name);
                     m.reborrow().get(1).set_value(value);
                 }
-                k.set_if_absent(condition.if_absent());
-                k.set_if_present(condition.if_present());
-                if let Some(e) = condition.if_match() {
-                    let mut p = k.reborrow().init_if_match();
-                    p.set_key(ETAG);
-                    p.set_value(e);
-                }
-                if let Some(e) = condition.if_none_match() {
-                    let mut p = k.init_if_none_match();
-                    p.set_key(ETAG);
-                    p.set_value(e);
-                }
+                set_condition!(k, condition);
             })
             .await,
         Finish::Part { upload_id, part } => c
