@@ -208,6 +208,8 @@ pub struct PartInfo {
     pub etag: String,
     pub size: u64,
     pub modified_ms: u64,
+    /// The part's additional checksum as its writer gave it; empty for none.
+    pub checksum: String,
 }
 
 /// A page of a multipart upload's parts ([`Client::list_parts`]).
@@ -594,7 +596,7 @@ impl Client {
             }
             let mut parts = Vec::new();
             for p in r.get_parts()?.iter() {
-                parts.push(PartInfo { part_number: p.get_part_number(), etag: text(p.get_etag())?, size: p.get_size(), modified_ms: p.get_modified_ms() });
+                parts.push(PartInfo { part_number: p.get_part_number(), etag: text(p.get_etag())?, size: p.get_size(), modified_ms: p.get_modified_ms(), checksum: text(p.get_checksum())? });
             }
             let mut metadata = Vec::new();
             for m in r.get_metadata()?.iter() {

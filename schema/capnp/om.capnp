@@ -341,7 +341,8 @@ struct Operation {
     }
     # Makes the open key `openId` of `key` (its data written, as for commitKey) part
     # `partNumber` (1..=10000) of the upload, with its `etag`; a part of that number uploaded
-    # before is replaced (its blocks freed).
+    # before is replaced (its blocks freed). `checksum`: the part's additional checksum, kept
+    # with it and listed by listParts (the S3 gateway's `ALGORITHM:base64`; empty for none).
     commitPart :group {
       volume @78 :Text;
       bucket @79 :Text;
@@ -352,12 +353,14 @@ struct Operation {
       dataSize @84 :UInt64;
       blocks @85 :List(BlockLocation);
       etag @86 :Text;
+      checksum @107 :Text;
     }
     # Makes the key from the listed parts (ascending, each with the ETag it was uploaded with;
     # every part but the last at least 5 MiB), in that order; parts not listed are freed. The
     # key's metadata: the upload's, and `etag` (the S3 multipart ETag, which the caller
-    # computes). `ifAbsent`/`ifMatch`/`ifPresent`/`ifNoneMatch` as in commitKey. Answered with
-    # `keyCommitted`.
+    # computes), then the pairs of `set` (not `etag`, nor `parts`, which the OM sets: the
+    # parts' numbers and sizes). `ifAbsent`/`ifMatch`/`ifPresent`/`ifNoneMatch` as in
+    # commitKey. Answered with `keyCommitted`.
     completeUpload :group {
       volume @87 :Text;
       bucket @88 :Text;
@@ -369,6 +372,7 @@ struct Operation {
       ifMatch @94 :MetadataPair;
       ifPresent @105 :Bool;
       ifNoneMatch @106 :MetadataPair;
+      set @108 :List(MetadataPair);
     }
     # Drops the upload and frees its parts' blocks.
     abortUpload :group {
@@ -436,6 +440,7 @@ struct Outcome {
 struct PartRef {
   partNumber @0 :UInt32;
   etag @1 :Text;
+  checksum @2 :Text;       # the checksum the part must have (as commitPart gave it); empty: any
 }
 
 struct PartInfo {
@@ -443,6 +448,7 @@ struct PartInfo {
   etag @1 :Text;
   size @2 :UInt64;
   modifiedMs @3 :UInt64;
+  checksum @4 :Text;       # as commitPart gave it; empty for none
 }
 
 struct UploadInfo {

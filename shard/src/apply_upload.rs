@@ -103,7 +103,7 @@ impl ShardState {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn commit_part(
         &mut self, ids: &mut Ids, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, key: &str, upload_id: &str, part: u32,
-        open_id: u64, data_size: u64, blocks: &[BlockLocation], etag: &str,
+        open_id: u64, data_size: u64, blocks: &[BlockLocation], etag: &str, checksum: &str,
     ) -> Outcome {
         check_key_name(key)?;
         if !(1..=PARTS_MAX).contains(&part) {
@@ -111,6 +111,9 @@ impl ShardState {
         }
         if etag.len() > METADATA_VALUE_BYTES_MAX {
             return Err(OmError::InvalidArgument(format!("a part ETag of {} bytes", etag.len())));
+        }
+        if checksum.len() > METADATA_VALUE_BYTES_MAX {
+            return Err(OmError::InvalidArgument(format!("a part checksum of {} bytes, at most {METADATA_VALUE_BYTES_MAX}", checksum.len())));
         }
         let facts = self.key_bucket(p, volume, bucket, rights::WRITE, "write keys in")?;
         let u = self.upload_of(facts.bucket_id, volume, bucket, key, upload_id)?;
@@ -123,7 +126,7 @@ impl ShardState {
         self.open_keys.remove(&ok);
         self.open_key_expiry.remove(&(expires, open_id));
         self.bucket_usage.entry(facts.bucket_id).or_default().open_keys -= 1;
-        let record = PartRecord { etag: etag.to_string(), size: data_size, modified_ms: t, blocks: blocks.to_vec() };
+        let record = PartRecord { etag: etag.to_string(), size: data_size, modified_ms: t, blocks: blocks.to_vec(), checksum: checksum.to_string() };
         let mut freed = unused;
         if let Some(old) = self.parts.insert((u.0, u.1, u.2, part), record) {
             freed.extend(old.blocks);
@@ -134,10 +137,14 @@ impl ShardState {
 
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn complete_upload(
-        &mut self, ids: &mut Ids, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, key: &str, upload_id: &str, parts: &[(u32, String)],
-        etag: &str, condition: &Condition, limit: Limit,
+        &mut self, ids: &mut Ids, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, key: &str, upload_id: &str,
+        parts: &[(u32, String, String)], etag: &str, set: &[MetadataPair], condition: &Condition, limit: Limit,
     ) -> Outcome {
         check_key_name(key)?;
+        check_metadata(set)?;
+        if let Some(m) = set.iter().find(|m| m.key == "etag" || m.key == PART_SIZES) {
+            return Err(OmError::InvalidArgument(format!("a completion sets {:?} itself", m.key)));
+        }
         let facts = self.key_bucket(p, volume, bucket, rights::WRITE, "write keys in")?;
         self.check_not_moving(facts.bucket_id, volume, bucket, key)?;
         let u = self.upload_of(facts.bucket_id, volume, bucket, key, upload_id)?;
@@ -150,12 +157,16 @@ impl ShardState {
         let mut blocks = Vec::new();
         let mut size = 0u64;
         let mut sizes = Vec::with_capacity(parts.len());
-        for (i, (n, want)) in parts.iter().enumerate() {
+        for (i, (n, want, checksum)) in parts.iter().enumerate() {
             let Some(part) = self.parts.get(&(u.0, u.1.clone(), u.2.clone(), *n)) else {
                 return Err(invalid("InvalidPart", format!("part {n} was not uploaded")));
             };
             if want.trim_matches('"') != part.etag {
                 return Err(invalid("InvalidPart", format!("part {n} has ETag {}, not {want}", part.etag)));
+            }
+            if !checksum.is_empty() && *checksum != part.checksum {
+                let had = if part.checksum.is_empty() { "none" } else { part.checksum.as_str() };
+                return Err(invalid("InvalidPart", format!("part {n} has checksum {had}, not {checksum}")));
             }
             if i + 1 < parts.len() && part.size < PART_BYTES_MIN {
                 return Err(invalid("EntityTooSmall", format!("part {n} has {} bytes; every part but the last must have at least {PART_BYTES_MIN}", part.size)));
@@ -187,12 +198,15 @@ impl ShardState {
         self.open_keys.insert(e);
         self.open_key_expiry.insert((expires, open_id));
         self.bucket_usage.entry(facts.bucket_id).or_default().open_keys += 1;
-        let mut set = vec![MetadataPair { key: "etag".into(), value: etag.to_string() }];
+        let extra = set;
+        let mut set = Vec::with_capacity(extra.len() + 2);
+        set.push(MetadataPair { key: "etag".into(), value: etag.to_string() });
+        set.extend_from_slice(extra);
         let sizes = part_sizes_value(&sizes);
         // Kept where it fits: a value of at most 2 KiB, and a pair that does not take the key
         // past its pair limit (an upload's metadata that completed before it was kept still
         // completes).
-        if sizes.len() <= METADATA_VALUE_BYTES_MAX && upload_pairs + 2 <= METADATA_PAIRS_MAX {
+        if sizes.len() <= METADATA_VALUE_BYTES_MAX && upload_pairs + extra.len() + 2 <= METADATA_PAIRS_MAX {
             set.push(MetadataPair { key: PART_SIZES.into(), value: sizes });
         }
         let out = self.commit_key_with(ids, log_index, p, t, volume, bucket, key, open_id, size, &blocks, limit, Some((&set, condition)));
@@ -204,7 +218,7 @@ impl ShardState {
             self.bucket_usage.entry(facts.bucket_id).or_default().open_keys -= 1;
             return out;
         }
-        let keep: Vec<u32> = parts.iter().map(|(n, _)| *n).collect();
+        let keep: Vec<u32> = parts.iter().map(|(n, ..)| *n).collect();
         let freed = self.drop_upload(&u, &keep);
         self.queue_deleted(ids, log_index, freed);
         out

@@ -296,6 +296,39 @@ pub enum Op {
     /// drops the pairs whose name starts with `remove_prefix` (none if empty), then sets `set`
     /// over the rest. The bucket's owner (or an administrator) only. Replies `Done`.
     SetBucketMetadata { volume: String, bucket: String, set: Vec<MetadataPair>, remove_prefix: String },
+    /// `CommitPart` whose part keeps an additional checksum (`checksum`, opaque here: the S3
+    /// gateway's `ALGORITHM:base64`, at most a metadata value's bytes), for the completion to
+    /// combine. Appended after the others, so log entries written before keep their meaning; a
+    /// part without a checksum is still proposed as `CommitPart`.
+    CommitPartWithChecksum {
+        volume: String,
+        bucket: String,
+        key: String,
+        upload_id: String,
+        part: u32,
+        open_id: u64,
+        data_size: u64,
+        blocks: Vec<BlockLocation>,
+        etag: String,
+        checksum: String,
+    },
+    /// `CompleteUpload` whose listed parts may name their checksums (number, ETag, checksum:
+    /// empty, or what the part must have been committed with, so that pairs made from the
+    /// checksums the caller read describe the parts the key gets), and that also sets the pairs
+    /// `set` on the key (the S3 gateway's checksum of the whole object), after `etag` and
+    /// before the part sizes. Appended, as `CommitPartWithChecksum`; a completion without
+    /// either is still proposed as `CompleteUpload`.
+    CompleteUploadWith {
+        volume: String,
+        bucket: String,
+        key: String,
+        upload_id: String,
+        parts: Vec<(u32, String, String)>,
+        etag: String,
+        set: Vec<MetadataPair>,
+        condition: Condition,
+        allowed: bool,
+    },
 }
 
 /// What must hold of a key's present version for a write to apply.

@@ -203,6 +203,10 @@ pub struct PartRecord {
     pub size: u64,
     pub modified_ms: u64,
     pub blocks: Vec<BlockLocation>,
+    /// The part's additional checksum as its writer gave it (the S3 gateway's
+    /// `ALGORITHM:base64`), kept for the completion that combines them; empty for none. Added
+    /// in snapshot version 11 (a version 10 part has none).
+    pub checksum: String,
 }
 
 /// Blocks no key references any more, queued for the SCM to delete.

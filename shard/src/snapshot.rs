@@ -64,7 +64,9 @@ const MAGIC: [u8; 8] = *b"STRATOSS";
 /// retry window (262,144 outcomes, a 32 MB image) that was 0.19-0.36 s on the executor, every
 /// request of the core waiting (the longest call of `bench/scale.sh`). The small state's layout
 /// is unchanged (its sessions now come without outcomes), so version 9 is still read.
-pub const VERSION: u32 = 10;
+/// 11: a multipart upload's part keeps its checksum (`PartRecord::checksum`); the small state
+/// of versions 9 and 10 is read with parts of none.
+pub const VERSION: u32 = 11;
 /// The oldest format this build reads.
 const VERSION_READ_MIN: u32 = 9;
 const HEADER_BYTES: usize = 32;
@@ -84,9 +86,10 @@ const DELETED_BLOCKS: u32 = 6;
 const END: u32 = 7;
 const SESSIONS: u32 = 8;
 
-/// Everything but the tables.
+/// Everything but the tables. `P`, the part record: versions 9 and 10 had parts without
+/// checksums ([`PartRecordV10`]).
 #[derive(Archive, Serialize, Deserialize)]
-struct Small {
+struct Small<P = PartRecord> {
     group: u32,
     object_seq: u64,
     applied_log_index: u64,
@@ -102,7 +105,22 @@ struct Small {
     grants: Vec<(u64, u32, Grant)>,
     s3_secrets: Vec<(String, String)>,
     uploads: Vec<(u64, String, String, UploadRecord)>,
-    parts: Vec<(u64, String, String, u32, PartRecord)>,
+    parts: Vec<(u64, String, String, u32, P)>,
+}
+
+/// A part as versions 9 and 10 kept it (no checksum).
+#[derive(Archive, Serialize, Deserialize)]
+struct PartRecordV10 {
+    etag: String,
+    size: u64,
+    modified_ms: u64,
+    blocks: Vec<BlockLocation>,
+}
+
+impl From<PartRecordV10> for PartRecord {
+    fn from(p: PartRecordV10) -> PartRecord {
+        PartRecord { etag: p.etag, size: p.size, modified_ms: p.modified_ms, blocks: p.blocks, checksum: String::new() }
+    }
 }
 
 /// Why snapshot bytes could not be loaded.
@@ -542,7 +560,7 @@ impl ShardState {
         if head[12..].iter().any(|b| *b != 0) {
             return Err(SnapshotError::Malformed("reserved header bytes are not zero".into()));
         }
-        let mut loader = Loader::default();
+        let mut loader = Loader { version, ..Loader::default() };
         let mut offset = HEADER_BYTES as u64;
         let mut payload = AlignedVec::<16>::new();
         loop {
@@ -603,6 +621,8 @@ fn read_exact_or(r: &mut impl Read, buf: &mut [u8], short: impl Fn() -> Snapshot
 /// The state being rebuilt from frames.
 #[derive(Default)]
 struct Loader {
+    /// The file's format version.
+    version: u32,
     small: Option<ShardState>,
     /// The table being filled, its sorted entries so far.
     current: Option<(u32, u64, Vec<Entry>)>,
@@ -625,7 +645,7 @@ impl Loader {
                 return Err("a second small-state frame, or one after the tables".into());
             }
             let image = payload.get(..count as usize).ok_or("a small-state image longer than its frame")?;
-            self.small = Some(small_state(image)?);
+            self.small = Some(if self.version >= 11 { small_state::<PartRecord>(image)? } else { small_state::<PartRecordV10>(image)? });
             return Ok(());
         }
         let Some(state) = self.small.as_mut() else {
@@ -723,9 +743,15 @@ fn expected_entries(small: &ShardState, kind: u32, bucket: u64) -> usize {
     usize::try_from(n.min(HINT_MAX)).unwrap_or(0)
 }
 
-fn small_state(payload: &[u8]) -> Result<ShardState, String> {
+fn small_state<P>(payload: &[u8]) -> Result<ShardState, String>
+where
+    P: Archive + Into<PartRecord>,
+    Small<P>: Archive,
+    <Small<P> as Archive>::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rancor::BoxedError>>
+        + rkyv::Deserialize<Small<P>, rkyv::api::high::HighDeserializer<rancor::BoxedError>>,
+{
     let de = |what: &'static str| move |e: rancor::BoxedError| format!("{what}: {e}");
-    let small = rkyv::from_bytes::<Small, rancor::BoxedError>(payload).map_err(de("small state"))?;
+    let small = rkyv::from_bytes::<Small<P>, rancor::BoxedError>(payload).map_err(de("small state"))?;
     let renames_out: BTreeMap<u64, RenameIntent> = small.renames_out.into_iter().collect();
     if small.group >= crate::constants::GROUPS_MAX {
         return Err(format!("group {} is beyond the {} groups of a cluster", small.group, crate::constants::GROUPS_MAX));
@@ -747,7 +773,7 @@ fn small_state(payload: &[u8]) -> Result<ShardState, String> {
         grants: small.grants.into_iter().map(|(k, s, a)| ((k, s), a)).collect(),
         s3_secrets: small.s3_secrets.into_iter().collect(),
         uploads: small.uploads.into_iter().map(|(b, k, u, r)| ((b, k, u), r)).collect(),
-        parts: small.parts.into_iter().map(|(b, k, u, n, r)| ((b, k, u, n), r)).collect(),
+        parts: small.parts.into_iter().map(|(b, k, u, n, r)| ((b, k, u, n), r.into())).collect(),
         ..ShardState::default()
     })
 }

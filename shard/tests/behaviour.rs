@@ -468,3 +468,45 @@ fn a_multipart_upload_keeps_one_record_per_part_and_completes_into_a_key() {
     assert_eq!(s.run(Principal::admin("om"), Op::ExpireUploads { created_before_ms: 10_000, limit: 10 }), Ok(Reply::Expired { open_keys: 1, sessions: 0 }));
     assert_eq!(s.state.bucket_usage_of(b).open_keys, 0);
 }
+
+#[test]
+fn parts_keep_their_checksums_and_a_completion_sets_more_pairs() {
+    let mut s = S::new();
+    s.volume("vol1", "alice", QUOTA_UNLIMITED);
+    let alice = Principal::user("alice");
+    s.bucket(alice.clone(), "vol1", "bkt", vec![]).unwrap();
+    s.run(alice.clone(), Op::InitiateUpload { volume: "vol1".into(), bucket: "bkt".into(), key: "k".into(), upload_id: "u1".into(), replication: None, metadata: vec![] }).unwrap();
+    let part = |s: &mut S, n: u32, checksum: &str| {
+        let block = BlockLocation { container_id: 3, local_id: 700 + u64::from(n), pipeline_id: 1, length: 10 };
+        let open = Op::OpenKey { volume: "vol1".into(), bucket: "bkt".into(), key: "k".into(), replication: None, blocks: vec![block], expires_ms: 60_000, metadata: vec![] };
+        let Ok(Reply::KeyOpened { open_id, .. }) = s.run(Principal::user("alice"), open) else { panic!("open") };
+        let (volume, bucket, key, upload_id, etag) = ("vol1".into(), "bkt".into(), "k".into(), "u1".into(), format!("e{n}"));
+        s.run(Principal::user("alice"), Op::CommitPartWithChecksum { volume, bucket, key, upload_id, part: n, open_id, data_size: 10, blocks: vec![block], etag, checksum: checksum.into() })
+    };
+    part(&mut s, 1, "CRC32:AAAAAQ==").unwrap();
+    assert!(matches!(part(&mut s, 2, &"x".repeat(2049)), Err(OmError::InvalidArgument(_))), "a checksum is bounded as a metadata value");
+    part(&mut s, 2, "CRC32:AAAAAg==").unwrap();
+    let b = s.state.bucket_info("vol1", "bkt").unwrap().record.object_id.to_native();
+    let listed = |s: &S| s.state.list_parts(b, "k", "u1", 0, 10).unwrap().1.iter().map(|(n, p)| (*n, p.checksum.clone())).collect::<Vec<_>>();
+    assert_eq!(listed(&s), [(1, "CRC32:AAAAAQ==".to_string()), (2, "CRC32:AAAAAg==".to_string())]);
+    // The checksums survive a snapshot.
+    assert_eq!(listed(&S { state: ShardState::load_snapshot(&s.state.snapshot()).expect("loads"), log_index: 0, request_id: 0 }), listed(&s));
+    let pair = |k: &str, v: &str| MetadataPair { key: k.into(), value: v.into() };
+    // Parts of 10 bytes: every part but the last is too small, so a completion lists one.
+    let complete = |set: Vec<MetadataPair>, checksum: &str| Op::CompleteUploadWith {
+        volume: "vol1".into(), bucket: "bkt".into(), key: "k".into(), upload_id: "u1".into(), parts: vec![(2, "e2".into(), checksum.into())],
+        etag: "x-1".into(), set, condition: Condition::Any, allowed: false,
+    };
+    for own in ["etag", "parts"] {
+        assert!(matches!(s.run(alice.clone(), complete(vec![pair(own, "v")], "")), Err(OmError::InvalidArgument(_))), "{own} is the completion's own");
+    }
+    let set = vec![pair("checksum:crc32", "AAAAAw==-1"), pair("checksum:type", "COMPOSITE")];
+    match s.run(alice.clone(), complete(set.clone(), "CRC32:AAAAAQ==")) {
+        Err(OmError::InvalidPart(m)) => assert!(m.contains("part 2 has checksum CRC32:AAAAAg==, not CRC32:AAAAAQ=="), "{m}"),
+        other => panic!("a part listed with another checksum: {other:?}"),
+    }
+    assert!(matches!(s.run(alice.clone(), complete(set, "CRC32:AAAAAg==")), Ok(Reply::KeyCommitted { .. })));
+    let k = s.state.lookup_key("vol1", "bkt", "k").unwrap();
+    let pairs: Vec<(&str, &str)> = k.metadata.iter().map(|m| (m.key.as_str(), m.value.as_str())).collect();
+    assert_eq!(pairs, [("etag", "x-1"), ("checksum:crc32", "AAAAAw==-1"), ("checksum:type", "COMPOSITE"), ("parts", "2:1:10")]);
+}

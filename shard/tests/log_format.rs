@@ -1,5 +1,6 @@
 //! The log form of commands is their rkyv image, read back by every later build: entries a
-//! build wrote must decode, to the same command, in the builds after it. These bytes were
+//! build wrote must decode, to the same command, in the builds after it. Snapshots too: a
+//! snapshot an earlier build wrote loads into the same state. These bytes were
 //! written by 470cb60 (before `Condition` gained `Present` and `NotMatches`, appended after the
 //! existing variants so that the archived enum kept its size and tags); a change that moves
 //! them fails here, and needs a new command or a versioned decoder instead.
@@ -31,13 +32,19 @@ fn unhex(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
 }
 
-#[test]
-fn commands_written_by_an_earlier_build_decode_to_the_same_commands() {
-    for (written, command) in WRITTEN.iter().zip(commands()) {
+/// Each of `written` decodes to its command of `commands`, which this build encodes the same.
+fn keep_their_log_form(written: &[&str], commands: Vec<Command>) {
+    assert_eq!(written.len(), commands.len());
+    for (written, command) in written.iter().zip(commands) {
         let bytes = unhex(written);
         assert_eq!(Command::decode(&bytes).expect("decodes"), command);
         assert_eq!(command.encode().as_slice(), &bytes[..], "encoded as before: {:?}", command.op);
     }
+}
+
+#[test]
+fn commands_written_by_an_earlier_build_decode_to_the_same_commands() {
+    keep_their_log_form(&WRITTEN, commands());
 }
 
 #[test]
@@ -52,3 +59,110 @@ fn the_new_conditions_round_trip() {
         assert_eq!(c.encode().len(), unhex(WRITTEN[0]).len(), "the same size as the old variants");
     }
 }
+
+/// A multipart upload in progress (two parts) in a bucket of `s3v`, as the snapshot below was made.
+fn upload_in_progress() -> ShardState {
+    let mut state = ShardState::new();
+    let mut i = 0u64;
+    let mut run = |state: &mut ShardState, who: Principal, op: Op| {
+        i += 1;
+        let cmd = Command { ctx: CommandContext { client_id: 1, request_id: i, time_ms: 5_000, principal: who, bucket: None }, op };
+        state.apply(i, &cmd)
+    };
+    let alice = Principal::user("alice");
+    let volume = Op::CreateVolume { volume: "s3v".into(), owner: "alice".into(), admin: "root".into(), quota_bytes: QUOTA_UNLIMITED, quota_namespace: QUOTA_UNLIMITED, acls: vec![], metadata: vec![] };
+    run(&mut state, Principal::admin("root"), volume).expect("volume");
+    let bucket = Op::CreateBucket { volume: "s3v".into(), bucket: "bkt".into(), owner: None, versioning: false, replication: Replication::RatisOne, quota_bytes: QUOTA_UNLIMITED, quota_namespace: QUOTA_UNLIMITED, acls: vec![], metadata: vec![] };
+    run(&mut state, alice.clone(), bucket).expect("bucket");
+    let pairs = vec![MetadataPair { key: "content-type".into(), value: "text/plain".into() }];
+    run(&mut state, alice.clone(), Op::InitiateUpload { volume: "s3v".into(), bucket: "bkt".into(), key: "big".into(), upload_id: "u1".into(), replication: None, metadata: pairs }).expect("upload");
+    for (n, local) in [(1u32, 901u64), (2, 902)] {
+        let block = BlockLocation { container_id: 2, local_id: local, pipeline_id: 1, length: 10 };
+        let open = Op::OpenKey { volume: "s3v".into(), bucket: "bkt".into(), key: "big".into(), replication: None, blocks: vec![block], expires_ms: 60_000, metadata: vec![] };
+        let Ok(Reply::KeyOpened { open_id, .. }) = run(&mut state, alice.clone(), open) else { panic!("open") };
+        let part = Op::CommitPart { volume: "s3v".into(), bucket: "bkt".into(), key: "big".into(), upload_id: "u1".into(), part: n, open_id, data_size: 10, blocks: vec![block], etag: format!("e{n}") };
+        run(&mut state, alice.clone(), part).expect("part");
+    }
+    state
+}
+
+/// `upload_in_progress()`'s snapshot as 7ac8043 wrote it (format version 10: parts without
+/// checksums).
+const SNAPSHOT_V10: [&str; 39] = [
+    "53545241544f53530a0000000000000000000000000000000000000000000000010000001002000010020000a5d80b78",
+    "616c69636500733376000000f4ffffff0900000000000000010000000000000001000000000000000000000000000000",
+    "020000000000000000000000000000000000000000000000010000000000000001000000000000008813000000000000",
+    "000000000000000000000000000000000100000000000000636f6e74656e742d74797065746578742f706c61696e0000",
+    "8c000000e8ffffff8a000000ecffffff0200000000000000626967ffffffffff7531ffffffffffff8813000000000000",
+    "01000000ccffffff01000000000000000200000000000000850300000000000001000000000000000a00000000000000",
+    "0200000000000000860300000000000001000000000000000a000000000000000200000000000000626967ffffffffff",
+    "7531ffffffffffff01000000000000006531ffffffffffff0a00000000000000881300000000000088ffffff01000000",
+    "0200000000000000626967ffffffffff7531ffffffffffff02000000000000006532ffffffffffff0a00000000000000",
+    "881300000000000068ffffff010000000000000000000000040000000000000007000000000000000000000000000000",
+    "5cfeffff0100000060feffff0100000070feffff0100000088feffff01000000a8feffff00000000a0feffff00000000",
+    "98feffff0000000090feffff0000000088feffff0000000080feffff00000000a0feffff0100000008ffffff02000000",
+    "08000000c8030000c80300009de77e4b0200000000000000850300000000000001000000000000000a00000000000000",
+    "0200000000000000860300000000000001000000000000000a0000000000000001000000000000000100000000000000",
+    "010000000000000088130000000000000000000000000000010000000000000001000000000000000000000000000000",
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    "000000000000000000000000000000000100000000000000020000000000000002000000000000008813000000000000",
+    "000000000000000001000000000000000200000000000000000000000000000000000000000000000000000000000000",
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    "010000000000000003000000000000000300000000000000881300000000000000000000000000000d0000007531ffff",
+    "ffffffff0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    "000000000000000000000000000000000000000000000000000000000000000001000000000000000400000000000000",
+    "0400000000000000881300000000000000000000000000000200000000000000030000000000000008feffff01000000",
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    "000000000000000000000000000000000100000000000000050000000000000005000000000000008813000000000000",
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    "010000000000000006000000000000000600000000000000881300000000000000000000000000000200000000000000",
+    "040000000000000028fdffff010000000000000000000000000000000000000000000000000000000000000000000000",
+    "000000000000000000000000000000000000000000000000000000000000000001000000000000000700000000000000",
+    "070000000000000088130000000000000000000000000000000000000000000000000000000000000000000000000000",
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    "0000000000000000000000000000000080fcffff070000000200000001000000600000007ccb13500300000050000000",
+    "733376000000000001000000000000000100000000000000616c696365ffffff726f6f74ffffffff8813000000000000",
+    "8813000000000000ffffffffffffffffffffffffffffffffc0ffffff00000000b8ffffff000000000300000001000000",
+    "7000000078419ec6070000006000000073337600626b7400020000000000000002000000000000000100000000000000",
+    "616c696365ffffff881300000000000088130000000000000100010000000000ffffffffffffffffffffffffffffffff",
+    "b8ffffff00000000b0ffffff0000000000000000000000000700000000000000100000003378c1af0400000000000000",
+    "0900000000000000",
+];
+
+#[test]
+fn a_snapshot_written_by_an_earlier_build_loads_into_the_same_state() {
+    let bytes = unhex(&SNAPSHOT_V10.concat());
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")), 10);
+    let loaded = ShardState::load_snapshot(&bytes).expect("a version 10 snapshot loads");
+    let built = upload_in_progress();
+    assert_eq!(loaded.state_hash(), built.state_hash());
+    let bucket = loaded.bucket_info("s3v", "bkt").expect("bucket").record.object_id.to_native();
+    let (upload, parts, _) = loaded.list_parts(bucket, "big", "u1", 0, 10).expect("the upload");
+    assert_eq!(upload.metadata[0].value, "text/plain");
+    let parts: Vec<(u32, &str, u64, &str)> = parts.iter().map(|(n, p)| (*n, p.etag.as_str(), p.size, p.checksum.as_str())).collect();
+    assert_eq!(parts, [(1, "e1", 10, ""), (2, "e2", 10, "")]);
+}
+
+/// The commands added with part checksums.
+fn checksum_commands() -> Vec<Command> {
+    let ctx = CommandContext { client_id: 7, request_id: 9, time_ms: 1_764_000_000_000, principal: Principal::user("alice"), bucket: None };
+    let pair = |k: &str, v: &str| MetadataPair { key: k.into(), value: v.into() };
+    let block = BlockLocation { container_id: 1, local_id: 2, pipeline_id: 3, length: 4 };
+    vec![
+        Command { ctx: ctx.clone(), op: Op::CommitPartWithChecksum { volume: "s3v".into(), bucket: "b".into(), key: "k".into(), upload_id: "u1".into(), part: 2, open_id: 5, data_size: 4, blocks: vec![block], etag: "p2".into(), checksum: "CRC32:AAAAAQ==".into() } },
+        Command { ctx, op: Op::CompleteUploadWith { volume: "s3v".into(), bucket: "b".into(), key: "k".into(), upload_id: "u1".into(), parts: vec![(1, "p1".into(), "CRC32:AAAAAQ==".into()), (2, "p2".into(), String::new())], etag: "x-2".into(), set: vec![pair("checksum:crc32", "AAAAAw==-2"), pair("checksum:type", "COMPOSITE")], condition: Condition::Absent, allowed: true } },
+    ]
+}
+
+/// `checksum_commands()` as the build that added them (after 7ac8043) encoded them.
+const WRITTEN_WITH_CHECKSUMS: [&str; 2] = [
+    "010000000000000002000000000000000300000000000000040000000000000043524333323a4141414141513d3d00000700000000000000090000000000000000e897b69a010000616c696365ffffffb0ffffff00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000026000000733376ffffffffff62ffffffffffffff6bffffffffffffff7531ffffffffffff020000000500000000000000040000000000000020ffffff010000007032ffffffffffff8e00000030ffffff0000000000000000000000000000000000000000000000000000000000000000",
+    "43524333323a4141414141513d3d0000010000007031ffffffffffff8e000000e4ffffff020000007032ffffffffffffffffffffffffffff636865636b73756d3a63726333324141414141773d3d2d32636865636b73756d3a74797065434f4d504f5349544500008e000000d0ffffff8a000000d6ffffff8d000000d8ffffff89000000ddffffff0700000000000000090000000000000000e897b69a010000616c696365ffffff58ffffff00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000027000000733376ffffffffff62ffffffffffffff6bffffffffffffff7531ffffffffffffecfeffff02000000782d32ffffffffff34ffffff0200000001000000000000000000000000000000000000000100000000000000000000000000000000000000000000000000000000000000",
+];
+
+#[test]
+fn the_checksum_commands_keep_their_log_form() {
+    keep_their_log_form(&WRITTEN_WITH_CHECKSUMS, checksum_commands());
+}
+

@@ -385,8 +385,13 @@ pub fn operation(r: om_capnp::operation::Reader<'_>, now_ms: u64, open_key_ttl_m
             let target = key_target(&volume, &bucket, &key);
             let upload_id = text(g.get_upload_id(), "upload id", UPLOAD_ID_BYTES_MAX)?;
             let etag = text(g.get_etag(), "ETag", METADATA_VALUE_BYTES_MAX)?;
-            let op = Op::CommitPart {
-                volume, bucket, key, upload_id, part: g.get_part_number(), open_id: g.get_open_id(), data_size: g.get_data_size(), blocks: blocks(g.get_blocks())?, etag,
+            let checksum = text(g.get_checksum(), "part checksum", METADATA_VALUE_BYTES_MAX)?;
+            let (part, open_id, data_size, blocks) = (g.get_part_number(), g.get_open_id(), g.get_data_size(), blocks(g.get_blocks())?);
+            // Without a checksum, the command as builds before this one wrote it.
+            let op = if checksum.is_empty() {
+                Op::CommitPart { volume, bucket, key, upload_id, part, open_id, data_size, blocks, etag }
+            } else {
+                Op::CommitPartWithChecksum { volume, bucket, key, upload_id, part, open_id, data_size, blocks, etag, checksum }
             };
             (op, target)
         }
@@ -398,12 +403,20 @@ pub fn operation(r: om_capnp::operation::Reader<'_>, now_ms: u64, open_key_ttl_m
             bounded(list.len(), PARTS_MAX as usize, "parts")?;
             let mut parts = Vec::with_capacity(list.len() as usize);
             for p in list.iter() {
-                parts.push((p.get_part_number(), text(p.get_etag(), "ETag", METADATA_VALUE_BYTES_MAX)?));
+                let checksum = text(p.get_checksum(), "part checksum", METADATA_VALUE_BYTES_MAX)?;
+                parts.push((p.get_part_number(), text(p.get_etag(), "ETag", METADATA_VALUE_BYTES_MAX)?, checksum));
             }
             let condition =
                 write_condition("completion", g.get_if_absent(), g.get_if_present(), g.has_if_match().then(|| g.get_if_match()), g.has_if_none_match().then(|| g.get_if_none_match()))?;
             let etag = text(g.get_etag(), "ETag", METADATA_VALUE_BYTES_MAX)?;
-            (Op::CompleteUpload { volume, bucket, key, upload_id, parts, etag, condition, allowed: false }, target)
+            let set = metadata(g.get_set())?;
+            let op = if set.is_empty() && parts.iter().all(|(.., checksum)| checksum.is_empty()) {
+                let parts = parts.into_iter().map(|(n, etag, _)| (n, etag)).collect();
+                Op::CompleteUpload { volume, bucket, key, upload_id, parts, etag, condition, allowed: false }
+            } else {
+                Op::CompleteUploadWith { volume, bucket, key, upload_id, parts, etag, set, condition, allowed: false }
+            };
+            (op, target)
         }
         Which::AbortUpload(g) => {
             let (volume, bucket, key) = (volume_name(g.get_volume())?, bucket_name(g.get_bucket())?, key_name(g.get_key())?);

@@ -647,6 +647,7 @@ impl ozone_manager::Server for OmService {
             e.set_etag(part.etag.as_str());
             e.set_size(part.size);
             e.set_modified_ms(part.modified_ms);
+            e.set_checksum(part.checksum.as_str());
         }
         let mut m = r.init_metadata(upload.metadata.len() as u32);
         for (i, pair) in upload.metadata.iter().enumerate() {

@@ -34,6 +34,8 @@ pub const PUT_BYTES_MAX: u64 = 5 << 30;
 const DELETE_KEYS_MAX: usize = 1000;
 /// User metadata (`x-amz-meta-*` names and values) per object (S3's 2 KB).
 const USER_METADATA_BYTES_MAX: usize = 2048;
+/// The OM's bound on one metadata value (`METADATA_VALUE_BYTES_MAX` of the shard).
+const METADATA_VALUE_BYTES_MAX: usize = 2048;
 /// Tags per object, and their sizes (S3's).
 const TAGS_MAX: usize = 10;
 const TAG_KEY_MAX: usize = 128;
@@ -97,6 +99,16 @@ impl Req {
     fn payload(&mut self) -> Result<Payload, S3Error> {
         let headers = self.headers.clone();
         let mode = payload::mode_of(&|n| header_of(&headers, n), self.signer.take())?;
+        self.payload_of(mode)
+    }
+    /// The payload of a request whose `x-amz-checksum-*` headers are not its body's
+    /// (CompleteMultipartUpload's are the object's checksum).
+    fn payload_not_checksummed(&mut self) -> Result<Payload, S3Error> {
+        let headers: Vec<(String, String)> = self.headers.iter().filter(|(n, _)| !n.to_ascii_lowercase().starts_with("x-amz-checksum-")).cloned().collect();
+        let mode = payload::mode_of(&|n| header_of(&headers, n), self.signer.take())?;
+        self.payload_of(mode)
+    }
+    fn payload_of(&mut self, mode: payload::PayloadMode) -> Result<Payload, S3Error> {
         let source = match self.body.take() {
             Some(b) => Source::Http(b),
             None => Source::Memory(Default::default()),
@@ -940,6 +952,13 @@ async fn initiate_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     // The upload's parts are encrypted as the completed object will be: the sealing is the
     // upload's (every part reads it back, see `upload_part`).
     metadata.extend(seal(gw, c, r).await?.0);
+    // The checksum its object is to get: every part keeps one of that algorithm, and the
+    // completion combines them.
+    let asked = checksum::for_upload(&|n| r.header(n))?;
+    if let Some((a, kind)) = asked {
+        metadata.push((checksum::UPLOAD_ALGORITHM.into(), a.name().into()));
+        metadata.push((checksum::TYPE.into(), kind.name().into()));
+    }
     r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
     let (bucket, key) = (r.bucket.clone(), r.key.clone());
     let done = c
@@ -955,7 +974,11 @@ async fn initiate_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     let stratos_client::Done::UploadStarted { upload_id } = done else { return Err(S3Error::internal(format!("unexpected reply to initiateUpload: {done:?}"))) };
     let mut w = Writer::new("InitiateMultipartUploadResult");
     w.elem("Bucket", &bucket).elem("Key", &key).elem("UploadId", &upload_id);
-    Ok(Reply::xml(w.finish("InitiateMultipartUploadResult")).sse(&metadata))
+    let mut reply = Reply::xml(w.finish("InitiateMultipartUploadResult")).sse(&metadata);
+    if let Some((a, kind)) = asked {
+        reply = reply.header("x-amz-checksum-algorithm", a.name()).header("x-amz-checksum-type", kind.name());
+    }
+    Ok(reply)
 }
 
 async fn upload_part(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
@@ -968,6 +991,9 @@ async fn upload_part(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     // must come with the upload's customer key.
     let upload = c.list_parts(S3_VOLUME, &bucket, &key, &id, 10_000, 1).await.map_err(|e| from_om(&e, &bucket, Some(&key)))?;
     let cipher = unseal(gw, r, &upload.metadata, sse::Use::Upload)?;
+    // An upload that asked for a checksum keeps one of its algorithm with every part: the one
+    // the request sent, checked, or else one the gateway computes.
+    let wanted = checksum::of_upload(&upload.metadata).map(|(a, _)| a);
     if let Some(source) = r.header("x-amz-copy-source") {
         // UploadPartCopy: the part is a byte range of another object.
         let (sb, sk) = copy_source(&source)?;
@@ -987,10 +1013,13 @@ async fn upload_part(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
         };
         let src_cipher = unseal(gw, r, &src.metadata, sse::Use::CopySource)?;
         r.payload()?.read_all(0).await?;
-        let reader = Reader::new(gw.clone(), src.blocks.clone(), start, end).decrypting(src_cipher);
+        let reader = Reader::new(gw.clone(), src.blocks.clone(), start, end).decrypting(src_cipher).hashing(wanted);
         let w = object::write(gw, c, &bucket, &key, &mut Input::Object(reader), end - start, &[], finish, cipher.as_ref()).await?;
         let mut x = Writer::new("CopyPartResult");
         x.elem("LastModified", iso8601(now_ms())).elem("ETag", format!("\"{}\"", w.etag));
+        if let Some((a, v)) = &w.checksum {
+            x.elem(&format!("Checksum{}", a.name()), checksum::encode(v));
+        }
         return Ok(Reply::xml(x.finish("CopyPartResult")).sse(&upload.metadata));
     }
     let md5 = content_md5(r)?;
@@ -1000,6 +1029,15 @@ async fn upload_part(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
         return Err(S3Error::new("EntityTooLarge", 400, format!("a part of {length} bytes, at most {PUT_BYTES_MAX}")));
     }
     payload.expect_md5(md5);
+    if let Some(a) = wanted {
+        match payload.announced() {
+            Some(sent) if sent != a => {
+                let (want, sent) = (a.name().to_ascii_lowercase(), sent.name().to_ascii_lowercase());
+                return Err(S3Error::invalid_request(format!("Checksum Type mismatch occurred, expected checksum Type: {want}, actual checksum Type: {sent}")));
+            }
+            _ => payload.compute(a),
+        }
+    }
     let w = object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &[], finish, cipher.as_ref()).await?;
     Ok(Reply::ok().header("etag", format!("\"{}\"", w.etag)).sse(&upload.metadata).checksum(&w))
 }
@@ -1018,24 +1056,25 @@ async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
         unseal(gw, r, m, sse::Use::Upload)?;
     }
     let condition = write_condition(r)?;
-    let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
+    let body = r.payload_not_checksummed()?.read_all(DOCUMENT_BYTES_MAX).await?;
     let text = std::str::from_utf8(&body).map_err(|_| S3Error::malformed_xml("the body is not UTF-8"))?;
     let doc = xml::parse(text).map_err(S3Error::malformed_xml)?;
     if doc.name != "CompleteMultipartUpload" {
         return Err(S3Error::malformed_xml(format!("the root element is <{}>, not <CompleteMultipartUpload>", doc.name)));
     }
-    let mut parts: Vec<(u32, String)> = Vec::new();
+    let mut parts: Vec<ListedPart> = Vec::new();
     for p in doc.children_named("Part") {
         let n = p.child("PartNumber").and_then(|n| n.text.trim().parse::<u32>().ok()).ok_or_else(|| S3Error::malformed_xml("a <Part> without a valid <PartNumber>"))?;
         let etag = p.child("ETag").map(|e| e.text.trim().trim_matches('"').to_string()).ok_or_else(|| S3Error::malformed_xml("a <Part> without <ETag>"))?;
-        parts.push((n, etag));
+        let checksum = checksum::Algorithm::ALL.into_iter().find_map(|a| p.child(&format!("Checksum{}", a.name())).map(|c| (a, c.text.trim().to_string())));
+        parts.push((n, etag, checksum));
     }
     if parts.len() > 10_000 {
         return Err(S3Error::malformed_xml(format!("{} parts, at most 10000", parts.len())));
     }
     // S3's multipart ETag: the MD5 of the parts' MD5s, then "-" and the part count.
     let mut all = Vec::with_capacity(parts.len() * 16);
-    for (n, e) in &parts {
+    for (n, e, _) in &parts {
         // 32 hex digits (any other text, multibyte characters and signs included, is not a
         // part's ETag).
         let d = crate::sigv4::unhex_n::<16>(e);
@@ -1049,6 +1088,10 @@ async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
         all.extend(d);
     }
     let etag = format!("{}-{}", object::hex(&crate::md5sum::digest(&all)), parts.len());
+    let (set, pinned) = match &upload {
+        Some(m) => completion_checksum(c, r, &id, m, &parts).await?,
+        None => (Vec::new(), Vec::new()),
+    };
     let (bucket, key) = (r.bucket.clone(), r.key.clone());
     let done = c.submit(|op| {
         let mut u = op.init_complete_upload();
@@ -1058,25 +1101,125 @@ async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
         u.set_upload_id(&id);
         u.set_etag(&etag);
         let mut l = u.reborrow().init_parts(parts.len() as u32);
-        for (i, (n, e)) in parts.iter().enumerate() {
+        for (i, (n, e, _)) in parts.iter().enumerate() {
             l.reborrow().get(i as u32).set_part_number(*n);
             l.reborrow().get(i as u32).set_etag(e);
+            if let Some(c) = pinned.get(i) {
+                l.reborrow().get(i as u32).set_checksum(c);
+            }
         }
+        object::set_pairs(u.reborrow().init_set(set.len() as u32), &set);
         object::set_condition!(u, &condition);
     })
     .await;
+    let mut checksums = set;
     if let Err(e) = done {
         // A completion repeated (its answer lost): S3 answers it again while the key is the
-        // one it made.
-        let repeat = e.status() == Some(stratos_client::Status::NoSuchUpload)
-            && c.lookup_key(S3_VOLUME, &bucket, &key).await.is_ok_and(|k| meta(&k.metadata, ETAG) == Some(etag.as_str()));
-        if !repeat {
-            return Err(from_om(&e, &bucket, Some(&key)));
-        }
+        // one it made, with the checksum it got.
+        let made = match e.status() {
+            Some(stratos_client::Status::NoSuchUpload) => c.lookup_key(S3_VOLUME, &bucket, &key).await.ok().filter(|k| meta(&k.metadata, ETAG) == Some(etag.as_str())),
+            _ => None,
+        };
+        let Some(k) = made else { return Err(from_om(&e, &bucket, Some(&key))) };
+        checksums = k.metadata.into_iter().filter(|(n, _)| n.starts_with(checksum::METADATA_PREFIX)).collect();
     }
     let mut w = Writer::new("CompleteMultipartUploadResult");
     w.elem("Location", format!("/{bucket}/{key}")).elem("Bucket", &bucket).elem("Key", &key).elem("ETag", format!("\"{etag}\""));
+    for (a, v) in checksum::stored(&checksums) {
+        w.elem(&format!("Checksum{}", a.name()), v).elem("ChecksumType", checksum::object_type(&checksums));
+    }
     Ok(Reply::xml(w.finish("CompleteMultipartUploadResult")).sse(&upload.unwrap_or_default()))
+}
+
+/// A part as a completion lists it: number, ETag, and the checksum it names, if any.
+type ListedPart = (u32, String, Option<(checksum::Algorithm, String)>);
+
+/// What a completion of an upload that asked for a checksum (its `metadata`) adds: the pairs
+/// that give the object its checksum, made from the parts' (read from the OM, which keeps one
+/// with each part), and for each listed part the checksum it must still have when the OM
+/// completes the upload (so the object's checksum is of the parts it gets, even if a part is
+/// uploaded again meanwhile). As S3 answers: a part listed with a checksum other than its own
+/// is `InvalidPart`; the object's checksum sent in a header (`x-amz-checksum-*`, composite with
+/// or without its `-N`) that differs is `BadDigest`, one of another algorithm, or with an upload
+/// that asked for none, `InvalidRequest`. An upload whose parts were stored without checksums
+/// (before this gateway kept them) completes without one, unless the header asks.
+async fn completion_checksum(c: &Client, r: &Req, upload_id: &str, metadata: &[(String, String)], parts: &[ListedPart]) -> Result<(Vec<(String, String)>, Vec<String>), S3Error> {
+    let mut claimed = None;
+    for a in checksum::Algorithm::ALL {
+        if let Some(v) = r.header(a.header()) {
+            if claimed.is_some() {
+                return Err(S3Error::invalid_request("Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed."));
+            }
+            // A composite checksum is shown with `-N`; the digest is what is before it.
+            let digest = v.trim().rsplit_once('-').filter(|(_, n)| n.bytes().all(|b| b.is_ascii_digit())).map_or(v.trim(), |(d, _)| d);
+            claimed = Some((a, a.decode(digest)?));
+        }
+    }
+    let Some((algorithm, kind)) = checksum::of_upload(metadata) else {
+        return match claimed {
+            Some((a, _)) => Err(S3Error::invalid_request(format!("{}: the upload was created without a checksum algorithm", a.header()))),
+            None => Ok((Vec::new(), Vec::new())),
+        };
+    };
+    if let Some((a, _)) = &claimed
+        && *a != algorithm
+    {
+        return Err(S3Error::invalid_request(format!("{}: the upload was created with {}", a.header(), algorithm.name())));
+    }
+    if let Some(t) = r.header("x-amz-checksum-type")
+        && !t.trim().eq_ignore_ascii_case(kind.name())
+    {
+        return Err(S3Error::invalid_request(format!("x-amz-checksum-type {}: the upload was created with {}", t.trim(), kind.name())));
+    }
+    // Every part's size and checksum, a page of the OM's at a time.
+    let mut stored: HashMap<u32, (u64, String)> = HashMap::new();
+    let mut marker = 0;
+    loop {
+        let page = c.list_parts(S3_VOLUME, &r.bucket, &r.key, upload_id, marker, 1000).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
+        stored.extend(page.parts.iter().map(|p| (p.part_number, (p.size, p.checksum.clone()))));
+        match page.parts.last() {
+            Some(last) if page.truncated => marker = last.part_number,
+            _ => break,
+        }
+    }
+    let mut digests = Vec::with_capacity(parts.len());
+    let mut pinned = Vec::with_capacity(parts.len());
+    for (n, _, listed) in parts {
+        if let Some((a, _)) = listed
+            && *a != algorithm
+        {
+            return Err(S3Error::new("InvalidPart", 400, format!("part {n} is listed with a {} checksum; the upload's are {}", a.name(), algorithm.name())));
+        }
+        // A part not uploaded: the OM's answer (InvalidPart) tells.
+        let Some((size, value)) = stored.get(n) else { return Ok((Vec::new(), Vec::new())) };
+        let Some(digest) = checksum::parse_part_value(value).filter(|(a, _)| *a == algorithm).and_then(|(_, v)| algorithm.decode(v).ok()) else {
+            if claimed.is_some() {
+                return Err(S3Error::invalid_request(format!("part {n} was stored without a {} checksum, so the object's cannot be checked", algorithm.name())));
+            }
+            return Ok((Vec::new(), Vec::new()));
+        };
+        if let Some((_, l)) = listed
+            && algorithm.decode(l).ok().as_ref() != Some(&digest)
+        {
+            return Err(S3Error::new("InvalidPart", 400, format!("part {n}: its {} is {}, the completion lists {l}", algorithm.name(), checksum::encode(&digest))));
+        }
+        digests.push((digest, *size));
+        pinned.push(value.clone());
+    }
+    let value = checksum::of_object(algorithm, kind, &digests).ok_or_else(|| S3Error::internal(format!("{} {} cannot be combined", algorithm.name(), kind.name())))?;
+    if let Some((_, want)) = &claimed {
+        let got = value.split('-').next().map(|d| algorithm.decode(d)).transpose()?;
+        if got.as_ref() != Some(want) {
+            return Err(S3Error::new("BadDigest", 400, format!("The {} you specified did not match the calculated checksum.", algorithm.name())));
+        }
+    }
+    let mut set = vec![(algorithm.metadata_key(), value), (checksum::TYPE.to_string(), kind.name().to_string())];
+    // The parts' checksums, for a GET of one part, where they fit a metadata value.
+    let each = digests.iter().map(|(d, _)| checksum::encode(d)).collect::<Vec<_>>().join(",");
+    if each.len() <= METADATA_VALUE_BYTES_MAX {
+        set.push((checksum::PARTS.to_string(), each));
+    }
+    Ok((set, pinned))
 }
 
 async fn abort_upload(c: &Client, r: &Req) -> R {
@@ -1113,8 +1256,15 @@ async fn list_parts(c: &Client, r: &Req) -> R {
     w.elem("StorageClass", "STANDARD").elem("PartNumberMarker", marker);
     w.elem("NextPartNumberMarker", page.parts.last().map_or(marker, |p| p.part_number));
     w.elem("MaxParts", max).elem("IsTruncated", page.truncated);
+    if let Some((a, kind)) = checksum::of_upload(&page.metadata) {
+        w.elem("ChecksumAlgorithm", a.name()).elem("ChecksumType", kind.name());
+    }
     for p in &page.parts {
-        w.open("Part").elem("PartNumber", p.part_number).elem("LastModified", iso8601(p.modified_ms)).elem("ETag", format!("\"{}\"", p.etag)).elem("Size", p.size).close("Part");
+        w.open("Part").elem("PartNumber", p.part_number).elem("LastModified", iso8601(p.modified_ms)).elem("ETag", format!("\"{}\"", p.etag)).elem("Size", p.size);
+        if let Some((a, v)) = checksum::parse_part_value(&p.checksum) {
+            w.elem(&format!("Checksum{}", a.name()), v);
+        }
+        w.close("Part");
     }
     Ok(Reply::xml(w.finish("ListPartsResult")))
 }
@@ -1449,7 +1599,7 @@ async fn copy_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
         None => None,
         Some(a) => Some(checksum::Algorithm::by_name(&a).ok_or_else(|| S3Error::invalid_request(format!("Checksum algorithm provided is unsupported: {a:?}")))?),
     };
-    let checksums = src.metadata.iter().filter(|(k, _)| k.starts_with(checksum::METADATA_PREFIX) && new_checksum.is_none()).cloned();
+    let checksums = if new_checksum.is_none() { checksum::kept_by_copy(&src.metadata) } else { Vec::new() };
     let mut metadata: Vec<(String, String)> = if replace {
         metadata_of(r)?.into_iter().filter(|(k, _)| !k.starts_with(TAG)).chain(checksums).collect()
     } else {
@@ -1537,9 +1687,10 @@ async fn get_object(gw: &Rc<Gateway>, c: &Client, r: &Req, head: bool) -> R {
                 .ok_or_else(|| S3Error::not_implemented("GET of one part of this multipart object: its part sizes were not kept (completed before they were, or too many sizes)"))?,
             None => vec![(1, 0, size)],
         };
-        let &(_, offset, length) =
-            parts.iter().find(|p| p.0 == n).ok_or_else(|| S3Error::new("InvalidPart", 400, format!("the object has no part {n} ({} in all)", multipart.unwrap_or(1))))?;
-        part = multipart.map(|count| (offset, offset + length, count));
+        let index =
+            parts.iter().position(|p| p.0 == n).ok_or_else(|| S3Error::new("InvalidPart", 400, format!("the object has no part {n} ({} in all)", multipart.unwrap_or(1))))?;
+        let (_, offset, length) = parts[index];
+        part = multipart.map(|count| (offset, offset + length, count, index));
     }
     // An SSE-C object answers nothing, its headers included, without its key.
     let cipher = unseal(gw, r, &k.metadata, sse::Use::Read)?;
@@ -1593,7 +1744,7 @@ async fn get_object(gw: &Rc<Gateway>, c: &Client, r: &Req, head: bool) -> R {
         }
     }
     let (start, end) = match (part, r.header("range")) {
-        (Some((s, e, count)), _) => {
+        (Some((s, e, count, _)), _) => {
             reply.headers.push(("x-amz-mp-parts-count".into(), count.to_string()));
             if e > s {
                 reply.status = 206;
@@ -1615,11 +1766,21 @@ async fn get_object(gw: &Rc<Gateway>, c: &Client, r: &Req, head: bool) -> R {
         (None, None) => (0, size),
     };
     // The checksum the object was written with, for the SDK to check what it reads (asked
-    // with x-amz-checksum-mode; a range's bytes are not what it covers, so not with a range).
-    if reply.status == 200 && part.is_none() && r.header("x-amz-checksum-mode").is_some_and(|m| m.trim().eq_ignore_ascii_case("ENABLED")) {
+    // with x-amz-checksum-mode; a range's bytes are not what it covers, so not with a range):
+    // the whole object's, or one part's where the object kept its parts' (the type stays the
+    // object's, as S3 answers). A composite one (`-N`) SDKs do not check against the bytes.
+    if r.header("x-amz-checksum-mode").is_some_and(|m| m.trim().eq_ignore_ascii_case("ENABLED")) {
+        let kind = checksum::object_type(&k.metadata);
         for (a, v) in checksum::stored(&k.metadata) {
-            reply.headers.push((a.header().into(), v.into()));
-            reply.headers.push(("x-amz-checksum-type".into(), "FULL_OBJECT".into()));
+            let value = match part {
+                Some((.., index)) => checksum::of_part(&k.metadata, index),
+                None if reply.status == 200 => Some(v),
+                None => None,
+            };
+            if let Some(value) = value {
+                reply.headers.push((a.header().into(), value.into()));
+                reply.headers.push(("x-amz-checksum-type".into(), kind.into()));
+            }
         }
     }
     reply.headers.push(("content-length".into(), (end - start).to_string()));
@@ -1662,7 +1823,7 @@ async fn get_object_attributes(gw: &Gateway, c: &Client, r: &Req) -> R {
         for (a, v) in &checksums {
             w.elem(&format!("Checksum{}", a.name()), v);
         }
-        w.elem("ChecksumType", "FULL_OBJECT").close("Checksum");
+        w.elem("ChecksumType", checksum::object_type(&k.metadata)).close("Checksum");
     }
     if want.contains(&"ObjectParts")
         && let Some(count) = multipart_count(etag)
@@ -1678,8 +1839,13 @@ async fn get_object_attributes(gw: &Gateway, c: &Client, r: &Req) -> R {
             let after = &parts[parts.partition_point(|p| p.0 <= marker)..];
             let page = &after[..after.len().min(max as usize)];
             w.elem("PartNumberMarker", marker).elem("NextPartNumberMarker", page.last().map_or(marker, |p| p.0)).elem("MaxParts", max).elem("IsTruncated", after.len() > page.len());
-            for (n, _, part_size) in page {
-                w.open("Part").elem("PartNumber", n).elem("Size", part_size).close("Part");
+            let first = parts.len() - after.len();
+            for (i, (n, _, part_size)) in page.iter().enumerate() {
+                w.open("Part").elem("PartNumber", n).elem("Size", part_size);
+                if let (Some((a, _)), Some(v)) = (checksums.first(), checksum::of_part(&k.metadata, first + i)) {
+                    w.elem(&format!("Checksum{}", a.name()), v);
+                }
+                w.close("Part");
             }
         }
         w.close("ObjectParts");

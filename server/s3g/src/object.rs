@@ -329,6 +329,10 @@ async fn write_opened(
                 k.set_open_id(open_id);
                 k.set_data_size(size);
                 k.set_etag(&etag);
+                // Kept with the part, for the completion to combine (and ListParts to show).
+                if let Some((a, v)) = &checksum {
+                    k.set_checksum(checksum::part_value(*a, v));
+                }
                 set_blocks(k.init_blocks(written.len() as u32));
             })
             .await,

@@ -91,6 +91,9 @@ pub struct Payload {
     /// The additional checksum the request announced: computed over the decoded bytes, its
     /// value from the header or else the trailer; once checked, the value ([`Payload::checksum`]).
     checksum: Option<(Hasher, Option<Vec<u8>>)>,
+    /// The checksum is computed for the gateway's own use ([`Payload::compute`]), with no
+    /// value to check it against.
+    compute_only: bool,
     checked: Option<(Algorithm, Vec<u8>)>,
     /// The trailer's value of the announced checksum (an `aws-chunked` body's).
     trailer_value: Option<String>,
@@ -138,7 +141,22 @@ impl PayloadMode {
 impl Payload {
     pub fn new(source: Source, mode: PayloadMode) -> Payload {
         let checksum = mode.1.map(|w| (Hasher::new(w.algorithm), w.value));
-        Payload { source, mode: mode.0, buf: BytesMut::new(), ended: false, decoded: 0, content_md5: None, checksum, checked: None, trailer_value: None }
+        Payload { source, mode: mode.0, buf: BytesMut::new(), ended: false, decoded: 0, content_md5: None, checksum, compute_only: false, checked: None, trailer_value: None }
+    }
+
+    /// The algorithm of the additional checksum the request announced, if any.
+    pub fn announced(&self) -> Option<Algorithm> {
+        self.checksum.as_ref().map(|(h, _)| h.algorithm())
+    }
+
+    /// Computes `algorithm`'s checksum of the bytes, for [`Payload::checksum`], where the
+    /// request announced none (a part of an upload that asked for a checksum). Before the
+    /// first byte is read; with an announced checksum, that one stands.
+    pub fn compute(&mut self, algorithm: Algorithm) {
+        if self.checksum.is_none() && self.decoded == 0 {
+            self.checksum = Some((Hasher::new(algorithm), None));
+            self.compute_only = true;
+        }
     }
 
     /// The payload must have this MD5 (a Content-MD5 header). [`crate::object::write`], which
@@ -156,7 +174,8 @@ impl Payload {
     }
 
     /// The additional checksum the request sent (`x-amz-checksum-*`), once the payload ended
-    /// and it matched: to store with the object and echo in the reply.
+    /// and it matched (or the one [`Payload::compute`] asked for): to store with the object or
+    /// part and echo in the reply.
     pub fn checksum(&self) -> Option<(Algorithm, &[u8])> {
         self.checked.as_ref().map(|(a, v)| (*a, v.as_slice()))
     }
@@ -205,6 +224,10 @@ impl Payload {
     fn check_checksum(&mut self) -> Result<(), S3Error> {
         let Some((hasher, header_value)) = self.checksum.take() else { return Ok(()) };
         let algorithm = hasher.algorithm();
+        if self.compute_only {
+            self.checked = Some((algorithm, hasher.finalize()));
+            return Ok(());
+        }
         let want = match header_value {
             Some(v) => v,
             None => match self.trailer_value.take() {

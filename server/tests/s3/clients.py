@@ -466,6 +466,14 @@ with tempfile.TemporaryDirectory() as d:
     check("HEAD of part 5: its size, the part count, the object's ETag", h["ContentLength"] == mib8 and h["PartsCount"] == 12 and h["ETag"].endswith('-12"'))
     check("a part the object does not have: InvalidPart", code(lambda: alice.get_object(Bucket=bucket, Key="mp/big", PartNumber=13)) == "InvalidPart")
     check("a part and a range: InvalidRequest", code(lambda: alice.get_object(Bucket=bucket, Key="mp/big", PartNumber=1, Range="bytes=0-9")) == "InvalidRequest")
+    # boto3's transfer asks for CRC32 (COMPOSITE) by default: the object's checksum is the
+    # CRC32 of its parts' CRC32s, shown with -12; a GET of one part gets that part's.
+    part_crcs = [zlib.crc32(data[i:i + mib8]).to_bytes(4, "big") for i in range(0, len(data), mib8)]
+    h = alice.head_object(Bucket=bucket, Key="mp/big", ChecksumMode="ENABLED")
+    check("its checksum: boto3's CRC32, COMPOSITE, of the parts' CRC32s", h.get("ChecksumCRC32") == b64(zlib.crc32(b"".join(part_crcs)).to_bytes(4, "big")) + "-12"
+          and h.get("ChecksumType") == "COMPOSITE", str({k: h.get(k) for k in ("ChecksumCRC32", "ChecksumType")}))
+    g = alice.get_object(Bucket=bucket, Key="mp/big", PartNumber=3, ChecksumMode="ENABLED")
+    check("... and part 3's own CRC32 with a GET of it (boto3 checks it)", g.get("ChecksumCRC32") == b64(part_crcs[2]) and g["Body"].read() == data[2 * mib8:3 * mib8], str(g.get("ChecksumCRC32")))
     alice.download_file(bucket, "mp/big", back)
     check("... downloaded byte for byte", open(back, "rb").read() == data)
     r = aws("s3", "cp", src, f"s3://{bucket}/mp/cli")
@@ -512,6 +520,55 @@ try:
     check("HEAD of a missing key fails", False)
 except botocore.exceptions.ClientError as e:
     check("HEAD of a missing key: 404, not a delete marker", e.response["ResponseMetadata"]["HTTPHeaders"].get("x-amz-delete-marker") == "false", str(e.response["ResponseMetadata"]["HTTPHeaders"]))
+# Uploads that ask for a checksum: each part keeps its own (sent, or computed by the gateway
+# when the client sends none), a completion checks the parts it lists and combines theirs into
+# the object's: FULL_OBJECT, the CRC of the whole bytes; COMPOSITE, the digest of the parts'
+# digests with -N.
+pa, pb = os.urandom(5 << 20), os.urandom(1000)
+shas = hashlib.sha256(pa).digest() + hashlib.sha256(pb).digest()
+quiet = client("ALICE", request_checksum_calculation="when_required")
+for alg, kind, whole, width in (("CRC32C", "FULL_OBJECT", b64(crt.crc32c(pa + pb).to_bytes(4, "big")), 4),
+                                ("CRC64NVME", "FULL_OBJECT", b64(crt.crc64nvme(pa + pb).to_bytes(8, "big")), 8),
+                                ("SHA256", "COMPOSITE", b64(hashlib.sha256(shas).digest()) + "-2", 32)):
+    key, field = "mpsum/" + alg, "Checksum" + alg
+    c = alice.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm=alg, ChecksumType=kind)
+    check(f"an upload asking for {alg} {kind}: answered so", c.get("ChecksumAlgorithm") == alg and c.get("ChecksumType") == kind, str(c))
+    u = c["UploadId"]
+    r1 = alice.upload_part(Bucket=bucket, Key=key, UploadId=u, PartNumber=1, Body=pa, ChecksumAlgorithm=alg)
+    r2 = quiet.upload_part(Bucket=bucket, Key=key, UploadId=u, PartNumber=2, Body=pb)
+    own = {"SHA256": lambda d: hashlib.sha256(d).digest(), "CRC32C": lambda d: crt.crc32c(d).to_bytes(4, "big"), "CRC64NVME": lambda d: crt.crc64nvme(d).to_bytes(8, "big")}[alg]
+    check(f"... a part sent with its {alg}, and one sent with none, each get theirs", r1.get(field) == b64(own(pa)) and r2.get(field) == b64(own(pb)), f"{r1.get(field)} {r2.get(field)}")
+    other = {"SHA256": "CRC32", "CRC32C": "SHA1", "CRC64NVME": "CRC32"}[alg]
+    check(f"... a part with a {other} checksum: InvalidRequest", code(lambda: alice.upload_part(Bucket=bucket, Key=key, UploadId=u, PartNumber=3, Body=pb, ChecksumAlgorithm=other)) == "InvalidRequest")
+    listed = alice.list_parts(Bucket=bucket, Key=key, UploadId=u)
+    check("... ListParts shows them and the upload's algorithm", [p.get(field) for p in listed["Parts"]] == [r1[field], r2[field]] and listed.get("ChecksumAlgorithm") == alg, str(listed)[:400])
+    parts = [{"PartNumber": 1, "ETag": r1["ETag"], field: r1[field]}, {"PartNumber": 2, "ETag": r2["ETag"], field: r2[field]}]
+    complete = lambda ps, **kw: alice.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=u, MultipartUpload={"Parts": ps}, **kw)
+    check("... a part listed with another part's checksum: InvalidPart", code(lambda: complete([dict(parts[0], **{field: r2[field]}), parts[1]])) == "InvalidPart")
+    wrong = b64(bytes(width)) + ("-2" if kind == "COMPOSITE" else "")
+    check("... the object's checksum given wrong: BadDigest", code(lambda: complete(parts, **{field: wrong})) == "BadDigest")
+    done = complete(parts, **{field: whole})
+    check(f"... completed with the object's {alg}, {kind}", done.get(field) == whole and done.get("ChecksumType") == kind, f"{done.get(field)} against {whole}")
+    again = complete(parts)
+    check("... a completion repeated answers the same", again["ETag"] == done["ETag"] and again.get(field) == whole)
+    h = alice.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    g = alice.get_object(Bucket=bucket, Key=key, PartNumber=2, ChecksumMode="ENABLED")
+    check("... HEAD shows it; a GET of part 2 that part's", h.get(field) == whole and h.get("ChecksumType") == kind and g.get(field) == r2[field] and g["Body"].read() == pb)
+    if kind == "FULL_OBJECT":
+        check("... boto3 checks a GET of the whole against it", alice.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")["Body"].read() == pa + pb)
+        alice.copy_object(Bucket=bucket, Key=key + "-copy", CopySource={"Bucket": bucket, "Key": key})
+        check("... a copy keeps a FULL_OBJECT checksum", alice.head_object(Bucket=bucket, Key=key + "-copy", ChecksumMode="ENABLED").get(field) == whole)
+    else:
+        alice.copy_object(Bucket=bucket, Key=key + "-copy", CopySource={"Bucket": bucket, "Key": key})
+        check("... a copy does not keep a COMPOSITE one (of parts it does not have)", field not in alice.head_object(Bucket=bucket, Key=key + "-copy", ChecksumMode="ENABLED"))
+c = alice.create_multipart_upload(Bucket=bucket, Key="mpsum/none")
+u = c["UploadId"]
+r1 = quiet.upload_part(Bucket=bucket, Key="mpsum/none", UploadId=u, PartNumber=1, Body=pb)
+check("an upload that asked for no checksum: an object checksum on completion is InvalidRequest", code(lambda: alice.complete_multipart_upload(Bucket=bucket, Key="mpsum/none", UploadId=u,
+      MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": r1["ETag"]}]}, ChecksumCRC32="AAAAAA==")) == "InvalidRequest")
+alice.abort_multipart_upload(Bucket=bucket, Key="mpsum/none", UploadId=u)
+check("an upload asking for SHA256 FULL_OBJECT: InvalidRequest", code(lambda: alice.create_multipart_upload(Bucket=bucket, Key="mpsum/x", ChecksumAlgorithm="SHA256", ChecksumType="FULL_OBJECT")) == "InvalidRequest")
+
 u = alice.create_multipart_upload(Bucket=bucket, Key="mp/aborted")["UploadId"]
 alice.upload_part(Bucket=bucket, Key="mp/aborted", UploadId=u, PartNumber=1, Body=b"x")
 check("a bucket with an upload in progress is not empty", code(lambda: alice.delete_bucket(Bucket=bucket)) == "BucketNotEmpty")
