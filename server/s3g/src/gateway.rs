@@ -16,6 +16,7 @@ use stratos_client::{Client, Runtime};
 use crate::S3_VOLUME;
 use crate::checksum;
 use crate::error::{S3Error, from_om};
+use crate::form;
 use crate::http::Body;
 use crate::object::{self, Condition, ETAG, Finish, Input, Reader};
 use crate::payload::{self, Payload, Source};
@@ -36,6 +37,9 @@ const DELETE_KEYS_MAX: usize = 1000;
 const USER_METADATA_BYTES_MAX: usize = 2048;
 /// The OM's bound on one metadata value (`METADATA_VALUE_BYTES_MAX` of the shard).
 const METADATA_VALUE_BYTES_MAX: usize = 2048;
+/// What is read and dropped of a body refused midway before its answer is sent
+/// ([`payload::Source::drain`]).
+const DRAIN_BYTES_MAX: u64 = 8 << 20;
 /// Tags per object, and their sizes (S3's).
 const TAGS_MAX: usize = 10;
 const TAG_KEY_MAX: usize = 128;
@@ -364,8 +368,6 @@ async fn serve(gw: &Rc<Gateway>, req: Request<Incoming>, raw_path: &str, raw_que
         headers.push((n.as_str().to_string(), v.to_string()));
     }
     let query = parse_query(raw_query)?;
-    let sreq = sigv4::Request { method: parts.method.as_str(), raw_path, raw_query, headers: &headers };
-    let (user, signer) = gw.authenticate(&sreq, &query).await?;
     let path = percent_decode(raw_path).ok_or_else(|| S3Error::invalid_argument("the path is not percent-encoded UTF-8"))?;
     let path = path.strip_prefix('/').unwrap_or(&path);
     // Virtual-hosted style (`BUCKET.DOMAIN/KEY`) where the host says so, else path style. One
@@ -380,6 +382,15 @@ async fn serve(gw: &Rc<Gateway>, req: Request<Incoming>, raw_path: &str, raw_que
         Some(b) => (b.as_str(), path),
         None => path.split_once('/').unwrap_or((path, "")),
     };
+    // A browser's form upload to the bucket: authorised by the policy the form carries, signed
+    // with the uploader's secret, not by a signed request.
+    if parts.method == hyper::Method::POST && !bucket.is_empty() && key.is_empty() && query.is_empty()
+        && let Some(boundary) = header_of(&headers, "content-type").as_deref().and_then(form::boundary)
+    {
+        return post_object(gw, &headers, body, bucket, &boundary).await;
+    }
+    let sreq = sigv4::Request { method: parts.method.as_str(), raw_path, raw_query, headers: &headers };
+    let (user, signer) = gw.authenticate(&sreq, &query).await?;
     let mut r = Req { method: parts.method, bucket: bucket.to_string(), key: key.to_string(), query, headers, user, signer, body: Some(body) };
     route(gw, &mut r).await
 }
@@ -1038,7 +1049,13 @@ async fn upload_part(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
             _ => payload.compute(a),
         }
     }
-    let w = object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &[], finish, cipher.as_ref()).await?;
+    let w = match object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &[], finish, cipher.as_ref()).await {
+        Ok(w) => w,
+        Err(e) => {
+            payload.drain(DRAIN_BYTES_MAX).await;
+            return Err(e);
+        }
+    };
     Ok(Reply::ok().header("etag", format!("\"{}\"", w.etag)).sse(&upload.metadata).checksum(&w))
 }
 
@@ -1552,7 +1569,13 @@ async fn put_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     let (bucket, key) = (r.bucket.clone(), r.key.clone());
     // A Content-MD5 is checked when the payload ends, before the commit.
     payload.expect_md5(md5);
-    let written = object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &metadata, Finish::Key(&condition), cipher.as_ref()).await?;
+    let written = match object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &metadata, Finish::Key(&condition), cipher.as_ref()).await {
+        Ok(w) => w,
+        Err(e) => {
+            payload.drain(DRAIN_BYTES_MAX).await;
+            return Err(e);
+        }
+    };
     Ok(Reply::ok().header("etag", format!("\"{}\"", written.etag)).sse(&metadata).checksum(&written))
 }
 
@@ -1983,16 +2006,145 @@ async fn get_tagging(c: &Client, r: &Req) -> R {
 
 async fn put_tagging(c: &Client, r: &mut Req) -> R {
     let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
-    let text = std::str::from_utf8(&body).map_err(|_| S3Error::malformed_xml("the body is not UTF-8"))?;
+    let tags = tagging_document(&body)?;
+    set_tags(c, r, &tags).await?;
+    Ok(Reply::ok())
+}
+
+/// The tags of a `<Tagging><TagSet><Tag>…` document, checked.
+fn tagging_document(body: &[u8]) -> Result<Vec<(String, String)>, S3Error> {
+    let text = std::str::from_utf8(body).map_err(|_| S3Error::malformed_xml("the tagging document is not UTF-8"))?;
     let doc = xml::parse(text).map_err(S3Error::malformed_xml)?;
     let set = doc.child("TagSet").ok_or_else(|| S3Error::malformed_xml("no <TagSet>"))?;
     let tags: Vec<(String, String)> = set
         .children_named("Tag")
         .map(|t| Ok((t.child("Key").ok_or_else(|| S3Error::malformed_xml("a <Tag> without <Key>"))?.text.clone(), t.child("Value").map(|v| v.text.clone()).unwrap_or_default())))
         .collect::<Result<_, S3Error>>()?;
-    let tags = check_tags(tags)?;
-    set_tags(c, r, &tags).await?;
-    Ok(Reply::ok())
+    check_tags(tags)
+}
+
+/// Form fields a policy need not name: the signature's own, the policy and the file.
+const POST_UNNAMED_FIELDS: [&str; 5] = ["policy", "signature", "awsaccesskeyid", "x-amz-signature", "file"];
+
+/// POST Object: a browser-based upload ([`crate::form`]). The form's policy must be signed
+/// with its uploader's secret (Signature Version 4: `x-amz-credential`, `x-amz-date`,
+/// `x-amz-algorithm`, `x-amz-signature`; or Version 2: `AWSAccessKeyId`, `signature`), unexpired,
+/// and hold of every field; the object is written as a PUT of the uploader would write it,
+/// from the form's fields (`key`, where `${filename}` stands for the file's name, `acl`,
+/// `Content-Type` and the other stored headers, `x-amz-meta-*`, `tagging`, the encryption
+/// fields). Answers `success_action_redirect` (303 to it, with the bucket, key and ETag), or
+/// `success_action_status` 200, 201 (with a `PostResponse` document) or else 204.
+async fn post_object(gw: &Rc<Gateway>, headers: &[(String, String)], body: Incoming, bucket: &str, boundary: &str) -> R {
+    let mut form = form::read(Source::Http(body), boundary).await?;
+    let reply = post_form(gw, headers, &mut form, bucket).await;
+    if reply.is_err() {
+        // Refused (the policy, its signature, the write): the answer is read once the form is.
+        form.file.drain(DRAIN_BYTES_MAX).await;
+    }
+    reply
+}
+
+async fn post_form(gw: &Rc<Gateway>, headers: &[(String, String)], form: &mut form::Form, bucket: &str) -> R {
+    let key = form
+        .field("key")
+        .ok_or_else(|| S3Error::invalid_argument("Bucket POST must contain a field named 'key'.  If it is specified, please check the order of the fields."))?
+        .replace("${filename}", &form.filename);
+    if key.is_empty() {
+        return Err(S3Error::invalid_argument("the form's key is empty"));
+    }
+    let Some(policy_text) = form.field("policy").map(str::to_string) else {
+        return Err(S3Error::access_denied("a POST upload without a policy is anonymous, and anonymous writes are not supported by this gateway"));
+    };
+    // Who signed the policy, and how.
+    enum Signed {
+        V4(sigv4::Credential, String),
+        V2(String),
+    }
+    let (access, signed) = if let Some(sig) = form.field("x-amz-signature") {
+        if form.field("x-amz-algorithm").is_none_or(|a| a != "AWS4-HMAC-SHA256") {
+            return Err(S3Error::invalid_argument("x-amz-algorithm must be AWS4-HMAC-SHA256"));
+        }
+        let cred = sigv4::Credential::parse(form.field("x-amz-credential").ok_or_else(|| S3Error::invalid_argument("a form with x-amz-signature needs x-amz-credential"))?)?;
+        (cred.access_key.clone(), Signed::V4(cred, sig.trim().to_string()))
+    } else if let Some(sig) = form.field("signature") {
+        let access = form.field("AWSAccessKeyId").ok_or_else(|| S3Error::invalid_argument("Bucket POST must contain a field named 'AWSAccessKeyId' beside its signature"))?;
+        (access.trim().to_string(), Signed::V2(sig.trim().to_string()))
+    } else {
+        return Err(S3Error::invalid_argument("Bucket POST must contain a field named 'Signature' (or x-amz-signature): the policy's signature"));
+    };
+    let mut fresh = false;
+    loop {
+        let Some(secret) = gw.secret(&access, fresh).await? else {
+            return Err(S3Error::new("InvalidAccessKeyId", 403, format!("the access key {access} does not exist (see `stratos s3 getsecret`)")));
+        };
+        let ok = match &signed {
+            Signed::V4(cred, sig) => sigv4::same_signature(&sigv4::sign_policy_v4(&secret, cred, &policy_text), &sig.to_ascii_lowercase()),
+            Signed::V2(sig) => sigv4::same_signature(&sigv4::sign_policy_v2(&secret, &policy_text), sig),
+        };
+        match ok {
+            true => break,
+            // A secret made again since it was cached: read it once more before refusing.
+            false if !fresh => fresh = true,
+            false => return Err(S3Error::new("SignatureDoesNotMatch", 403, "The request signature we calculated does not match the signature you provided: the form's policy was signed with another secret")),
+        }
+    }
+    // The policy holds of the fields as posted, the key with its file name in place.
+    let mut fields = form.fields.clone();
+    for (n, v) in fields.iter_mut() {
+        if n.eq_ignore_ascii_case("key") {
+            v.clone_from(&key);
+        }
+    }
+    // The bucket is the one posted to, whatever a field of that name says.
+    fields.retain(|(n, _)| !n.eq_ignore_ascii_case("bucket"));
+    fields.push(("bucket".into(), bucket.to_string()));
+    let (min, max) = form::Policy::parse(&policy_text)?.check(&fields, now_ms(), &POST_UNNAMED_FIELDS)?;
+    form.file.limit(min, max);
+    // The write reads the fields as a PUT's headers.
+    let mut as_headers: Vec<(String, String)> = form.fields.iter().filter(|(n, _)| !n.eq_ignore_ascii_case("key")).map(|(n, v)| (n.to_ascii_lowercase(), v.clone())).collect();
+    for (n, _) in as_headers.iter_mut() {
+        if n == "acl" {
+            *n = "x-amz-acl".into();
+        }
+    }
+    let tags = as_headers.iter().find(|(n, _)| n == "tagging").map(|(_, v)| tagging_document(v.as_bytes())).transpose()?;
+    as_headers.retain(|(n, _)| n != "tagging" && n != "x-amz-tagging");
+    let r = Req { method: hyper::Method::POST, bucket: bucket.to_string(), key: key.clone(), query: Vec::new(), headers: as_headers, user: access.clone(), signer: None, body: None };
+    check_acl_headers(&r)?;
+    // The file's checksum, if a field gives one: checked as it streams, kept with the object.
+    if let Some(w) = checksum::requested(&|n| r.header(n), false)? {
+        let value = w.value.ok_or_else(|| S3Error::invalid_request("a form's checksum is a field, not a trailer"))?;
+        form.file.expect_checksum(w.algorithm, value);
+    }
+    let c = gw.client_for(&access).await?;
+    let mut metadata = metadata_of(&r)?;
+    metadata.extend(tags.unwrap_or_default().into_iter().map(|(k, v)| (format!("{TAG}{k}"), v)));
+    let (sealing, cipher) = seal(gw, &c, &r).await?;
+    metadata.extend(sealing);
+    let hint = header_of(headers, "content-length").and_then(|l| l.trim().parse::<u64>().ok()).unwrap_or(0).min(max);
+    let written = object::write(gw, &c, bucket, &key, &mut Input::Form(&mut form.file), hint, &metadata, Finish::Key(&Condition::Any), cipher.as_ref()).await?;
+    let etag = format!("\"{}\"", written.etag);
+    let host = header_of(headers, "host").unwrap_or_else(|| "localhost".into());
+    let location = format!("{}://{host}/{}/{}", if gw.https { "https" } else { "http" }, url_encode(bucket), url_encode(&key));
+    let reply = match r.header("success_action_redirect").or_else(|| r.header("redirect")).filter(|u| u.starts_with("http://") || u.starts_with("https://")) {
+        Some(to) => {
+            let sep = if to.contains('?') { '&' } else { '?' };
+            let to = format!("{to}{sep}bucket={}&key={}&etag={}", url_encode(bucket), url_encode(&key), url_encode(&etag));
+            Reply::status(303).header("location", to)
+        }
+        None => match r.header("success_action_status").as_deref().map(str::trim) {
+            Some("200") => Reply::ok(),
+            Some("201") => {
+                let mut w = Writer::new("PostResponse");
+                w.elem("Location", &location).elem("Bucket", bucket).elem("Key", &key).elem("ETag", &etag);
+                let mut reply = Reply::xml(w.finish("PostResponse"));
+                reply.status = 201;
+                reply
+            }
+            _ => Reply::status(204).header("location", location),
+        },
+    };
+    Ok(reply.header("etag", etag).sse(&metadata))
 }
 
 async fn delete_tagging(c: &Client, r: &Req) -> R {

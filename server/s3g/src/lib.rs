@@ -11,10 +11,12 @@
 //! - [`sse`]: server-side encryption (SSE-C, SSE-S3, SSE-KMS with the gateway's keyring).
 //! - [`payload`]: request bodies in S3's encodings, checked as they stream.
 //! - [`checksum`]: S3's additional checksums (`x-amz-checksum-*`), checked as they stream.
+//! - [`form`]: browser-based uploads (POST Object): the form, streamed, and its policy.
 //! - [`xml`], [`error`]: S3's documents and error codes.
 
 pub mod checksum;
 pub mod error;
+pub mod form;
 pub mod gateway;
 pub mod http;
 pub mod md5sum;

@@ -23,6 +23,8 @@ use crate::sse::Cipher;
 pub enum Input<'a> {
     Payload(&'a mut Payload),
     Object(Reader),
+    /// The file of a browser-based upload (POST Object).
+    Form(&'a mut crate::form::FileStream),
 }
 
 impl std::fmt::Debug for Input<'_> {
@@ -30,6 +32,7 @@ impl std::fmt::Debug for Input<'_> {
         f.write_str(match self {
             Input::Payload(_) => "Input::Payload",
             Input::Object(_) => "Input::Object",
+            Input::Form(_) => "Input::Form",
         })
     }
 }
@@ -39,6 +42,7 @@ impl Input<'_> {
         match self {
             Input::Payload(p) => p.next().await,
             Input::Object(r) => r.next().await.map_err(|e| S3Error::unavailable(format!("reading the copy source: {e}"))),
+            Input::Form(f) => f.next().await,
         }
     }
 
@@ -47,6 +51,7 @@ impl Input<'_> {
         match self {
             Input::Payload(p) => p.checksum().map(|(a, v)| (a, v.to_vec())),
             Input::Object(r) => r.checksum(),
+            Input::Form(f) => f.checksum(),
         }
     }
 
@@ -54,7 +59,7 @@ impl Input<'_> {
     fn expected_md5(&self) -> Option<&[u8]> {
         match self {
             Input::Payload(p) => p.expected_md5(),
-            Input::Object(_) => None,
+            Input::Object(_) | Input::Form(_) => None,
         }
     }
 }

@@ -70,10 +70,27 @@ impl Source {
         Source::Memory(pieces)
     }
 
-    async fn next(&mut self) -> Result<Option<Bytes>, S3Error> {
+    pub(crate) async fn next(&mut self) -> Result<Option<Bytes>, S3Error> {
         match self {
             Source::Http(b) => crate::http::next_data(b).await.map_err(|e| S3Error::new("IncompleteBody", 400, format!("reading the request body: {e}"))),
             Source::Memory(pieces) => Ok(pieces.pop_front()),
+        }
+    }
+}
+
+impl Source {
+    /// Reads and drops what is left of the body, at most `max` bytes. A request refused midway
+    /// (a digest that differs, a size over a limit, a datanode outage) is answered once its
+    /// body is read: a server that closes a connection with unread bytes resets it, and a
+    /// client that sends its whole body before reading (most do) may then see the reset instead
+    /// of the answer. A body with more than `max` bytes left is not read: its connection closes.
+    pub async fn drain(&mut self, max: u64) {
+        let mut read = 0u64;
+        while read < max {
+            match self.next().await {
+                Ok(Some(b)) => read += b.len() as u64,
+                _ => break,
+            }
         }
     }
 }
@@ -178,6 +195,11 @@ impl Payload {
     /// part and echo in the reply.
     pub fn checksum(&self) -> Option<(Algorithm, &[u8])> {
         self.checked.as_ref().map(|(a, v)| (*a, v.as_slice()))
+    }
+
+    /// Reads and drops what is left of the body's bytes, at most `max` ([`Source::drain`]).
+    pub async fn drain(&mut self, max: u64) {
+        self.source.drain(max).await
     }
 
     /// Bytes decoded so far.

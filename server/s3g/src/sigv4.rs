@@ -366,6 +366,28 @@ pub fn signing_key(secret: &str, c: &Credential) -> [u8; 32] {
     })
 }
 
+/// A browser-based upload's policy signed as Signature Version 4 signs it: the hex of
+/// HMAC-SHA256 of the policy (its base64 text) with the credential's signing key.
+pub fn sign_policy_v4(secret: &str, c: &Credential, policy: &str) -> String {
+    hex(&hmac(&signing_key(secret, c), policy.as_bytes()))
+}
+
+/// A browser-based upload's policy signed as Signature Version 2 signs it (what most HTML
+/// forms and ceph's s3-tests still send): the base64 of HMAC-SHA1 of the policy's base64 text
+/// with the secret itself.
+pub fn sign_policy_v2(secret: &str, policy: &str) -> String {
+    use base64::Engine;
+    let mut m = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    m.update(policy.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes())
+}
+
+/// Whether two signatures (as text) are the same, in time that does not depend on where they
+/// differ.
+pub fn same_signature(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
 /// AWS's derivation: `HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service),
 /// "aws4_request")`.
 fn derive_signing_key(secret: &str, c: &Credential) -> [u8; 32] {

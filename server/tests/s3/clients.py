@@ -576,6 +576,48 @@ alice.abort_multipart_upload(Bucket=bucket, Key="mp/aborted", UploadId=u)
 check("an aborted upload is gone", code(lambda: alice.list_parts(Bucket=bucket, Key="mp/aborted", UploadId=u)) == "NoSuchUpload" and code(lambda: alice.head_object(Bucket=bucket, Key="mp/aborted")) == "404")
 check("another user cannot start an upload in the bucket", code(lambda: bob.create_multipart_upload(Bucket=bucket, Key="bob")) == "AccessDenied")
 
+# Browser-based uploads (POST Object): a form whose policy boto3 signed (Signature Version 4),
+# and one signed as HTML forms long did (Version 2, HMAC-SHA1); the policy's conditions and
+# expiry hold, a form they do not allow stores nothing.
+import json, requests
+posted = os.urandom(3 << 20)
+post = alice.generate_presigned_post(bucket, "post/${filename}", Fields={"Content-Type": "text/plain", "x-amz-meta-by": "form"},
+                                     Conditions=[{"Content-Type": "text/plain"}, {"x-amz-meta-by": "form"}, ["starts-with", "$key", "post/"], ["content-length-range", 1, 4 << 20]], ExpiresIn=600)
+r = requests.post(post["url"], data=post["fields"], files={"file": ("up.bin", posted)}, verify=CA)
+check("a form upload (boto3's presigned POST, 3 MB, ${filename}): 204", r.status_code == 204 and r.headers.get("ETag") == f'"{hashlib.md5(posted).hexdigest()}"', f"{r.status_code} {r.text[:300]}")
+g = alice.get_object(Bucket=bucket, Key="post/up.bin")
+check("... stored byte for byte with the form's type and metadata", g["Body"].read() == posted and g["ContentType"] == "text/plain" and g["Metadata"] == {"by": "form"})
+r = requests.post(post["url"], data=dict(post["fields"], success_action_status="201"), files={"file": ("s.bin", b"x")}, verify=CA)
+check("... a field the policy does not name: 403", r.status_code == 403 and "Extra input fields" in r.text, r.text[:300])
+r = requests.post(post["url"], data=post["fields"], files={"file": ("big.bin", os.urandom((4 << 20) + 1))}, verify=CA)
+check("... a file over its content-length-range: EntityTooLarge, nothing stored", r.status_code == 400 and "EntityTooLarge" in r.text and code(lambda: alice.head_object(Bucket=bucket, Key="post/big.bin")) == "404", r.text[:300])
+forged = dict(post["fields"], **{"x-amz-signature": "0" * 64})
+r = requests.post(post["url"], data=forged, files={"file": ("forged.bin", b"x")}, verify=CA)
+check("... a signature not the policy's: 403 SignatureDoesNotMatch, nothing stored", r.status_code == 403 and "SignatureDoesNotMatch" in r.text and code(lambda: alice.head_object(Bucket=bucket, Key="post/forged.bin")) == "404", r.text[:300])
+def v2_form(expires_in, conditions, **fields):
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + expires_in))
+    policy = base64.b64encode(json.dumps({"expiration": when, "conditions": conditions}).encode())
+    signature = base64.b64encode(hmac.new(os.environ["ALICE_SECRET"].encode(), policy, hashlib.sha1).digest())
+    return dict(fields, AWSAccessKeyId=os.environ["ALICE_KEY"], policy=policy, signature=signature)
+conditions = [{"bucket": bucket}, ["starts-with", "$key", "v2/"], {"success_action_status": "201"}]
+r = requests.post(f"{ENDPOINT}/{bucket}", data=v2_form(600, conditions, key="v2/a", success_action_status="201"), files={"file": ("a", b"hello")}, verify=CA)
+check("a form signed with Signature Version 2: 201 and its PostResponse", r.status_code == 201 and f"<Key>v2/a</Key>" in r.text and hashlib.md5(b"hello").hexdigest() in r.text, r.text[:300])
+sha = b64(hashlib.sha256(b"summed").digest())
+r = requests.post(f"{ENDPOINT}/{bucket}", data=v2_form(600, conditions, key="v2/sum", success_action_status="201", **{"x-amz-checksum-sha256": sha}), files={"file": ("s", b"summed")}, verify=CA)
+check("... with the file's SHA-256 in a field: kept with the object", r.status_code == 201 and alice.head_object(Bucket=bucket, Key="v2/sum", ChecksumMode="ENABLED").get("ChecksumSHA256") == sha, r.text[:300])
+r = requests.post(f"{ENDPOINT}/{bucket}", data=v2_form(600, conditions, key="v2/badsum", success_action_status="201", **{"x-amz-checksum-sha256": sha}), files={"file": ("s", b"other")}, verify=CA)
+check("... one that differs from the file's: BadDigest, nothing stored", r.status_code == 400 and "BadDigest" in r.text and code(lambda: alice.head_object(Bucket=bucket, Key="v2/badsum")) == "404", r.text[:300])
+r = requests.post(f"{ENDPOINT}/{bucket}", data=v2_form(-60, conditions, key="v2/b", success_action_status="201"), files={"file": ("b", b"x")}, verify=CA)
+check("... an expired policy: 403, nothing stored", r.status_code == 403 and "expired" in r.text and code(lambda: alice.head_object(Bucket=bucket, Key="v2/b")) == "404", r.text[:300])
+r = requests.post(f"{ENDPOINT}/{bucket}", data=v2_form(600, conditions, key="elsewhere/c", success_action_status="201"), files={"file": ("c", b"x")}, verify=CA)
+check("... a key its policy does not allow: 403", r.status_code == 403 and code(lambda: alice.head_object(Bucket=bucket, Key="elsewhere/c")) == "404", r.text[:300])
+r = requests.post(f"{ENDPOINT}/{bucket}", data={"key": "anon"}, files={"file": ("d", b"x")}, verify=CA)
+check("... a form without a policy (anonymous): 403", r.status_code == 403 and code(lambda: alice.head_object(Bucket=bucket, Key="anon")) == "404", r.text[:300])
+bob_form = dict(v2_form(600, [{"bucket": bucket}, ["starts-with", "$key", ""]], key="bob"), AWSAccessKeyId=os.environ["BOB_KEY"])
+bob_form["signature"] = base64.b64encode(hmac.new(os.environ["BOB_SECRET"].encode(), bob_form["policy"], hashlib.sha1).digest())
+r = requests.post(f"{ENDPOINT}/{bucket}", data=bob_form, files={"file": ("e", b"x")}, verify=CA)
+check("... another user's form into alice's bucket: 403 AccessDenied", r.status_code == 403 and "AccessDenied" in r.text, r.text[:300])
+
 # Empty the bucket and delete it.
 check("a bucket with keys is BucketNotEmpty", code(lambda: alice.delete_bucket(Bucket=bucket)) == "BucketNotEmpty")
 for page in alice.get_paginator("list_objects_v2").paginate(Bucket=bucket):
