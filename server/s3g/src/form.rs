@@ -189,6 +189,12 @@ pub async fn read(source: Source, boundary: &str) -> Result<Form, S3Error> {
         let value = r.until(&delimiter, budget, "the form's fields").await?;
         budget = budget.saturating_sub(value.len());
         let value = String::from_utf8(value.to_vec()).map_err(|_| S3Error::invalid_argument(format!("the form field {name} is not UTF-8 text")))?;
+        // One value per name: the policy is checked against one, and a second (joined to it as
+        // a header's values are) would be written unchecked: a Content-Type the policy pinned
+        // followed by another, a redirect with more after it.
+        if fields.iter().any(|(n, _): &(String, String)| n.eq_ignore_ascii_case(&name)) {
+            return Err(S3Error::invalid_argument(format!("the form gives the field {name} more than once")));
+        }
         fields.push((name, value));
     }
 }
@@ -501,6 +507,9 @@ mod tests {
         // No file field.
         let no_file = b"--XyZ\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nk\r\n--XyZ--\r\n";
         assert_eq!(code(no_file), "InvalidArgument");
+        // A field given twice (any case).
+        let twice = form_body(&[("Content-Type", "image/png"), ("content-type", "text/html")], "f", b"x", &[]);
+        assert_eq!(code(&twice), "InvalidArgument");
         // Fields beyond their budget.
         let huge = form_body(&[("key", &"k".repeat(FIELDS_BYTES_MAX + 1))], "f", b"x", &[]);
         assert_eq!(code(&huge), "MalformedPOSTRequest");

@@ -35,8 +35,10 @@ pub const PUT_BYTES_MAX: u64 = 5 << 30;
 const DELETE_KEYS_MAX: usize = 1000;
 /// User metadata (`x-amz-meta-*` names and values) per object (S3's 2 KB).
 const USER_METADATA_BYTES_MAX: usize = 2048;
-/// The OM's bound on one metadata value (`METADATA_VALUE_BYTES_MAX` of the shard).
+/// The OM's bounds on one metadata value and on a key's pairs (`METADATA_VALUE_BYTES_MAX`,
+/// `METADATA_PAIRS_MAX` of the shard).
 const METADATA_VALUE_BYTES_MAX: usize = 2048;
+const METADATA_PAIRS_MAX: usize = 64;
 /// What is read and dropped of a body refused midway before its answer is sent
 /// ([`payload::Source::drain`]).
 const DRAIN_BYTES_MAX: u64 = 8 << 20;
@@ -1230,10 +1232,19 @@ async fn completion_checksum(c: &Client, r: &Req, upload_id: &str, metadata: &[(
             return Err(S3Error::new("BadDigest", 400, format!("The {} you specified did not match the calculated checksum.", algorithm.name())));
         }
     }
-    let mut set = vec![(algorithm.metadata_key(), value), (checksum::TYPE.to_string(), kind.name().to_string())];
-    // The parts' checksums, for a GET of one part, where they fit a metadata value.
+    // Where they fit the key's pairs (the upload's, which hold its algorithm and type, then the
+    // ETag): an upload whose metadata leaves no room completes without them rather than not at
+    // all. The parts' checksums, for a GET of one part, also only where they fit a value.
+    let mut room = METADATA_PAIRS_MAX.saturating_sub(metadata.len() + 1);
+    let mut set = Vec::new();
+    let needed = 1 + usize::from(!metadata.iter().any(|(n, _)| n == checksum::TYPE));
+    if room >= needed {
+        set.push((algorithm.metadata_key(), value));
+        set.push((checksum::TYPE.to_string(), kind.name().to_string()));
+        room -= needed;
+    }
     let each = digests.iter().map(|(d, _)| checksum::encode(d)).collect::<Vec<_>>().join(",");
-    if each.len() <= METADATA_VALUE_BYTES_MAX {
+    if room > 0 && !set.is_empty() && each.len() <= METADATA_VALUE_BYTES_MAX {
         set.push((checksum::PARTS.to_string(), each));
     }
     Ok((set, pinned))
@@ -2023,6 +2034,9 @@ fn tagging_document(body: &[u8]) -> Result<Vec<(String, String)>, S3Error> {
     check_tags(tags)
 }
 
+/// What is read of a form after its file (its closing boundary, fields S3 ignores there).
+const FIELDS_AFTER_FILE_BYTES_MAX: u64 = 64 << 10;
+
 /// Form fields a policy need not name: the signature's own, the policy and the file.
 const POST_UNNAMED_FIELDS: [&str; 5] = ["policy", "signature", "awsaccesskeyid", "x-amz-signature", "file"];
 
@@ -2099,6 +2113,8 @@ async fn post_form(gw: &Rc<Gateway>, headers: &[(String, String)], form: &mut fo
     fields.retain(|(n, _)| !n.eq_ignore_ascii_case("bucket"));
     fields.push(("bucket".into(), bucket.to_string()));
     let (min, max) = form::Policy::parse(&policy_text)?.check(&fields, now_ms(), &POST_UNNAMED_FIELDS)?;
+    // A policy without a content-length-range still allows no more than a PUT does.
+    let max = max.min(PUT_BYTES_MAX);
     form.file.limit(min, max);
     // The write reads the fields as a PUT's headers.
     let mut as_headers: Vec<(String, String)> = form.fields.iter().filter(|(n, _)| !n.eq_ignore_ascii_case("key")).map(|(n, v)| (n.to_ascii_lowercase(), v.clone())).collect();
@@ -2123,6 +2139,8 @@ async fn post_form(gw: &Rc<Gateway>, headers: &[(String, String)], form: &mut fo
     metadata.extend(sealing);
     let hint = header_of(headers, "content-length").and_then(|l| l.trim().parse::<u64>().ok()).unwrap_or(0).min(max);
     let written = object::write(gw, &c, bucket, &key, &mut Input::Form(&mut form.file), hint, &metadata, Finish::Key(&Condition::Any), cipher.as_ref()).await?;
+    // The closing boundary and any fields after the file, so the connection can be reused.
+    form.file.drain(FIELDS_AFTER_FILE_BYTES_MAX).await;
     let etag = format!("\"{}\"", written.etag);
     let host = header_of(headers, "host").unwrap_or_else(|| "localhost".into());
     let location = format!("{}://{host}/{}/{}", if gw.https { "https" } else { "http" }, url_encode(bucket), url_encode(&key));

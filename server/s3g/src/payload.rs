@@ -197,9 +197,13 @@ impl Payload {
         self.checked.as_ref().map(|(a, v)| (*a, v.as_slice()))
     }
 
-    /// Reads and drops what is left of the body's bytes, at most `max` ([`Source::drain`]).
+    /// Reads and drops what is left of the body's bytes, at most `max` ([`Source::drain`]),
+    /// if its reading began: a body not asked for yet is never sent by a client that waits for
+    /// `100 Continue` (boto3 does, for PUTs), which asking would invite.
     pub async fn drain(&mut self, max: u64) {
-        self.source.drain(max).await
+        if self.decoded > 0 || !self.buf.is_empty() {
+            self.source.drain(max).await
+        }
     }
 
     /// Bytes decoded so far.
