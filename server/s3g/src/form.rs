@@ -485,6 +485,9 @@ mod tests {
         #[test]
         fn a_form_reads_the_same_cut_anywhere(file in proptest::collection::vec(proptest::sample::select(vec![b'\r', b'\n', b'-', b'X', b'y', b'Z', b'a']), 0..400),
                                                cuts in proptest::collection::vec(0usize..2000, 0..12)) {
+            // A form's encoder picks a boundary its content does not hold (the whole delimiter
+            // inside the file would end it there, as it must).
+            proptest::prop_assume!(!file.windows(7).any(|w| w == b"\r\n--XyZ"));
             let body = form_body(&[("key", "k/${filename}"), ("Policy", "cG9saWN5")], "a.txt", &file, &[("late", "ignored")]);
             let mut form = run(read(Source::cut(&body, cuts), "XyZ")).expect("a form");
             proptest::prop_assert_eq!(&form.fields, &vec![("key".to_string(), "k/${filename}".to_string()), ("Policy".to_string(), "cG9saWN5".to_string())]);

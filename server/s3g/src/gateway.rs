@@ -2123,8 +2123,12 @@ async fn post_form(gw: &Rc<Gateway>, headers: &[(String, String)], form: &mut fo
             *n = "x-amz-acl".into();
         }
     }
+    // Tags as S3's forms give them (a `<Tagging>` document), or as a PUT's header does; not both.
     let tags = as_headers.iter().find(|(n, _)| n == "tagging").map(|(_, v)| tagging_document(v.as_bytes())).transpose()?;
-    as_headers.retain(|(n, _)| n != "tagging" && n != "x-amz-tagging");
+    as_headers.retain(|(n, _)| n != "tagging");
+    if tags.is_some() && as_headers.iter().any(|(n, _)| n == "x-amz-tagging") {
+        return Err(S3Error::invalid_argument("the form gives its tags twice: tagging and x-amz-tagging"));
+    }
     let r = Req { method: hyper::Method::POST, bucket: bucket.to_string(), key: key.clone(), query: Vec::new(), headers: as_headers, user: access.clone(), signer: None, body: None };
     check_acl_headers(&r)?;
     // The file's checksum, if a field gives one: checked as it streams, kept with the object.

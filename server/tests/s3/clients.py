@@ -611,6 +611,9 @@ def v2_form(expires_in, conditions, **fields):
 conditions = [{"bucket": bucket}, ["starts-with", "$key", "v2/"], {"success_action_status": "201"}]
 r = requests.post(f"{ENDPOINT}/{bucket}", data=v2_form(600, conditions, key="v2/a", success_action_status="201"), files={"file": ("a", b"hello")}, verify=CA)
 check("a form signed with Signature Version 2: 201 and its PostResponse", r.status_code == 201 and f"<Key>v2/a</Key>" in r.text and hashlib.md5(b"hello").hexdigest() in r.text, r.text[:300])
+tagging = "<Tagging><TagSet><Tag><Key>from</Key><Value>form</Value></Tag></TagSet></Tagging>"
+r = requests.post(f"{ENDPOINT}/{bucket}", data=v2_form(600, conditions + [{"tagging": tagging}], key="v2/tagged", success_action_status="201", tagging=tagging), files={"file": ("t", b"t")}, verify=CA)
+check("... with a tagging document: the object's tags", r.status_code == 201 and alice.get_object_tagging(Bucket=bucket, Key="v2/tagged")["TagSet"] == [{"Key": "from", "Value": "form"}], r.text[:300])
 sha = b64(hashlib.sha256(b"summed").digest())
 r = requests.post(f"{ENDPOINT}/{bucket}", data=v2_form(600, conditions, key="v2/sum", success_action_status="201", **{"x-amz-checksum-sha256": sha}), files={"file": ("s", b"summed")}, verify=CA)
 check("... with the file's SHA-256 in a field: kept with the object", r.status_code == 201 and alice.head_object(Bucket=bucket, Key="v2/sum", ChecksumMode="ENABLED").get("ChecksumSHA256") == sha, r.text[:300])
