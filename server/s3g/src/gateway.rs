@@ -293,18 +293,30 @@ impl Gateway {
             }
         };
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let v = self
+            .with_secret(&access, |secret| {
+                let verified = if presigned { sigv4::verify_presigned(sreq, now, |_| Some(secret)) } else { sigv4::verify_header(sreq, now, |_| Some(secret)) };
+                match verified {
+                    Ok(v) => v.map_err(S3Error::from),
+                    Err(key) => Err(S3Error::new("InvalidAccessKeyId", 403, format!("the access key {key} does not exist"))),
+                }
+            })
+            .await?;
+        Ok((v.access_key, v.chunks))
+    }
+
+    /// `check` with `access`'s secret (an unknown key is `InvalidAccessKeyId`). A signature
+    /// that does not match is checked once more against the secret read afresh, before it is
+    /// refused: a secret made again since it was cached.
+    async fn with_secret<T>(&self, access: &str, mut check: impl FnMut(String) -> Result<T, S3Error>) -> Result<T, S3Error> {
         let mut fresh = false;
         loop {
-            let Some(secret) = self.secret(&access, fresh).await? else {
+            let Some(secret) = self.secret(access, fresh).await? else {
                 return Err(S3Error::new("InvalidAccessKeyId", 403, format!("the access key {access} does not exist (see `stratos s3 getsecret`)")));
             };
-            let verified = if presigned { sigv4::verify_presigned(sreq, now, |_| Some(secret)) } else { sigv4::verify_header(sreq, now, |_| Some(secret)) };
-            match verified {
-                Ok(Ok(v)) => return Ok((v.access_key, v.chunks)),
-                // A secret made again since it was cached: read it once more before refusing.
-                Ok(Err(sigv4::SigError::Mismatch)) if !fresh => fresh = true,
-                Ok(Err(e)) => return Err(e.into()),
-                Err(key) => return Err(S3Error::new("InvalidAccessKeyId", 403, format!("the access key {key} does not exist"))),
+            match check(secret) {
+                Err(e) if e.code == "SignatureDoesNotMatch" && !fresh => fresh = true,
+                other => return other,
             }
         }
     }
@@ -1051,13 +1063,8 @@ async fn upload_part(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
             _ => payload.compute(a),
         }
     }
-    let w = match object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &[], finish, cipher.as_ref()).await {
-        Ok(w) => w,
-        Err(e) => {
-            payload.drain(DRAIN_BYTES_MAX).await;
-            return Err(e);
-        }
-    };
+    let result = object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &[], finish, cipher.as_ref()).await;
+    let w = drained(result, &mut payload).await?;
     Ok(Reply::ok().header("etag", format!("\"{}\"", w.etag)).sse(&upload.metadata).checksum(&w))
 }
 
@@ -1163,17 +1170,14 @@ type ListedPart = (u32, String, Option<(checksum::Algorithm, String)>);
 /// that asked for none, `InvalidRequest`. An upload whose parts were stored without checksums
 /// (before this gateway kept them) completes without one, unless the header asks.
 async fn completion_checksum(c: &Client, r: &Req, upload_id: &str, metadata: &[(String, String)], parts: &[ListedPart]) -> Result<(Vec<(String, String)>, Vec<String>), S3Error> {
-    let mut claimed = None;
-    for a in checksum::Algorithm::ALL {
-        if let Some(v) = r.header(a.header()) {
-            if claimed.is_some() {
-                return Err(S3Error::invalid_request("Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed."));
-            }
-            // A composite checksum is shown with `-N`; the digest is what is before it.
-            let digest = v.trim().rsplit_once('-').filter(|(_, n)| n.bytes().all(|b| b.is_ascii_digit())).map_or(v.trim(), |(d, _)| d);
-            claimed = Some((a, a.decode(digest)?));
-        }
-    }
+    // The object's checksum as its `x-amz-checksum-*` header gives it (one at most, read as a
+    // body's would be but for a composite one's `-N`, after the digest).
+    let object_checksum = |n: &str| {
+        let v = r.header(n).filter(|_| n.starts_with("x-amz-checksum-"))?;
+        let v = v.trim();
+        Some(v.rsplit_once('-').filter(|(_, n)| n.bytes().all(|b| b.is_ascii_digit())).map_or(v, |(d, _)| d).to_string())
+    };
+    let claimed = checksum::requested(&object_checksum, false)?.and_then(|w| Some((w.algorithm, w.value?)));
     let Some((algorithm, kind)) = checksum::of_upload(metadata) else {
         return match claimed {
             Some((a, _)) => Err(S3Error::invalid_request(format!("{}: the upload was created without a checksum algorithm", a.header()))),
@@ -1580,14 +1584,18 @@ async fn put_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     let (bucket, key) = (r.bucket.clone(), r.key.clone());
     // A Content-MD5 is checked when the payload ends, before the commit.
     payload.expect_md5(md5);
-    let written = match object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &metadata, Finish::Key(&condition), cipher.as_ref()).await {
-        Ok(w) => w,
-        Err(e) => {
-            payload.drain(DRAIN_BYTES_MAX).await;
-            return Err(e);
-        }
-    };
+    let result = object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &metadata, Finish::Key(&condition), cipher.as_ref()).await;
+    let written = drained(result, &mut payload).await?;
     Ok(Reply::ok().header("etag", format!("\"{}\"", written.etag)).sse(&metadata).checksum(&written))
+}
+
+/// A write of `payload`'s bytes, as it ended: refused, with what is left of the payload read
+/// first ([`Payload::drain`]), so that the client reads the answer.
+async fn drained(written: Result<object::Written, S3Error>, payload: &mut Payload) -> Result<object::Written, S3Error> {
+    if written.is_err() {
+        payload.drain(DRAIN_BYTES_MAX).await;
+    }
+    written
 }
 
 /// The request's Content-MD5, decoded: the 16 bytes its body must hash to, if given (the
@@ -2086,22 +2094,17 @@ async fn post_form(gw: &Rc<Gateway>, headers: &[(String, String)], form: &mut fo
     } else {
         return Err(S3Error::invalid_argument("Bucket POST must contain a field named 'Signature' (or x-amz-signature): the policy's signature"));
     };
-    let mut fresh = false;
-    loop {
-        let Some(secret) = gw.secret(&access, fresh).await? else {
-            return Err(S3Error::new("InvalidAccessKeyId", 403, format!("the access key {access} does not exist (see `stratos s3 getsecret`)")));
-        };
+    gw.with_secret(&access, |secret| {
         let ok = match &signed {
-            Signed::V4(cred, sig) => sigv4::same_signature(&sigv4::sign_policy_v4(&secret, cred, &policy_text), &sig.to_ascii_lowercase()),
-            Signed::V2(sig) => sigv4::same_signature(&sigv4::sign_policy_v2(&secret, &policy_text), sig),
+            Signed::V4(cred, sig) => sigv4::same(sigv4::sign_policy_v4(&secret, cred, &policy_text).as_bytes(), sig.to_ascii_lowercase().as_bytes()),
+            Signed::V2(sig) => sigv4::same(sigv4::sign_policy_v2(&secret, &policy_text).as_bytes(), sig.as_bytes()),
         };
         match ok {
-            true => break,
-            // A secret made again since it was cached: read it once more before refusing.
-            false if !fresh => fresh = true,
-            false => return Err(S3Error::new("SignatureDoesNotMatch", 403, "The request signature we calculated does not match the signature you provided: the form's policy was signed with another secret")),
+            true => Ok(()),
+            false => Err(S3Error::new("SignatureDoesNotMatch", 403, "The request signature we calculated does not match the signature you provided: the form's policy was signed with another secret")),
         }
-    }
+    })
+    .await?;
     // The policy holds of the fields as posted, the key with its file name in place.
     let mut fields = form.fields.clone();
     for (n, v) in fields.iter_mut() {

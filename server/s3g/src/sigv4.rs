@@ -351,7 +351,7 @@ pub fn signing_key(secret: &str, c: &Credential) -> [u8; 32] {
     thread_local! {
         static KEYS: std::cell::RefCell<Vec<Entry>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let same_secret = |a: &str| a.len() == secret.len() && a.bytes().zip(secret.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0;
+    let same_secret = |a: &str| same(a.as_bytes(), secret.as_bytes());
     KEYS.with(|keys| {
         let mut keys = keys.borrow_mut();
         if let Some((.., k)) = keys.iter().rev().find(|(s, d, r, v, _)| *d == c.date && *r == c.region && *v == c.service && same_secret(s)) {
@@ -382,12 +382,6 @@ pub fn sign_policy_v2(secret: &str, policy: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes())
 }
 
-/// Whether two signatures (as text) are the same, in time that does not depend on where they
-/// differ.
-pub fn same_signature(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
-}
-
 /// AWS's derivation: `HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service),
 /// "aws4_request")`.
 fn derive_signing_key(secret: &str, c: &Credential) -> [u8; 32] {
@@ -411,9 +405,9 @@ pub fn sign(key: &[u8; 32], string_to_sign: &str) -> [u8; 32] {
     hmac(key, string_to_sign.as_bytes())
 }
 
-/// Equal in time that does not depend on where they differ.
-pub fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+/// Equal in time that does not depend on where they differ (signatures, secrets).
+pub fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 /// `YYYYMMDDTHHMMSSZ` as seconds since 1970.
