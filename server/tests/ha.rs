@@ -12,23 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::Tls;
+use support::{Tls, free_port};
 
-/// A port free now and never handed out before in this process. The tests of this file run
-/// in parallel threads, and the kernel may give a just-released port to the next bind to port
-/// 0: two nodes of two clusters once got the same Raft port (and, through glommio's
-/// SO_REUSEPORT, both listened on it: see `stratos_common::rpc::listen_exclusive`).
-fn free_port() -> u16 {
-    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let mut given = GIVEN.lock().expect("lock");
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
 
 struct Node {
     id: u64,

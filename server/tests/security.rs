@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use stratos_client::tls::{self, Request, Role};
 
 mod support;
-use support::{BIN, Proc, s};
+use support::{BIN, Proc, free_port, s};
 
 /// A user's (or node's) files, as `stratos admin cert issue` writes them.
 struct Who {
@@ -177,10 +177,6 @@ fn certificates_name_their_holder_and_refuse_bad_requests() {
     assert!(tls::identity_of(b"not a certificate").is_err());
 }
 
-/// A port nobody listens on now (bound and let go; the OS gives another next time).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
 
 /// Runs `stratos ARGS` that should fail at start: (succeeded, stdout + stderr), killed after
 /// `limit` (a process that neither starts nor stops is a failure of the test).

@@ -193,3 +193,19 @@ impl Proc {
         Proc::start(&all)
     }
 }
+
+/// A port free now and never handed out before in this process. The tests of one binary run
+/// in parallel threads, and the kernel may give a just-released port to the next bind to port
+/// 0: two nodes of two clusters once got the same Raft port (and, through glommio's
+/// SO_REUSEPORT, both listened on it: see `stratos_common::rpc::listen_exclusive`).
+pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let mut given = GIVEN.lock().expect("lock");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
