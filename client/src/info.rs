@@ -41,6 +41,25 @@ pub enum AclKind {
 }
 
 impl AclEntry {
+    /// The group every authenticated caller is in (S3's `AuthenticatedUsers`), as the OM
+    /// names it (`stratos_shard::command::AUTHENTICATED`: the S3 suite's authenticated-read
+    /// check, through a real OM, fails if the two differ).
+    pub const AUTHENTICATED: &'static str = ":authenticated";
+
+    /// Writes `acls` into a message's list (an operation's `acls`).
+    pub fn write_all(mut list: capnp::struct_list::Builder<'_, om_capnp::acl::Owned>, acls: &[AclEntry]) {
+        for (i, a) in acls.iter().enumerate() {
+            let mut e = list.reborrow().get(i as u32);
+            e.set_kind(match a.kind {
+                AclKind::User => om_capnp::acl::Kind::User,
+                AclKind::Group => om_capnp::acl::Kind::Group,
+                AclKind::World => om_capnp::acl::Kind::World,
+            });
+            e.set_name(&a.name);
+            e.set_rights(a.rights);
+        }
+    }
+
     /// The rights by Ozone's names (`ALL` when every one is granted).
     pub fn right_names(&self) -> Vec<&'static str> {
         const NAMES: [(u16, &str); 7] = [(1, "READ"), (2, "WRITE"), (4, "CREATE"), (8, "LIST"), (16, "DELETE"), (32, "READ_ACL"), (64, "WRITE_ACL")];
@@ -224,6 +243,8 @@ pub struct KeyInfo {
     pub blocks: Vec<Block>,
     /// (key, value) pairs, in the OM's order.
     pub metadata: Vec<(String, String)>,
+    /// The key's own ACL entries (`setAcls`), beside its bucket's; most keys have none.
+    pub acls: Vec<AclEntry>,
 }
 
 impl KeyInfo {
@@ -240,6 +261,7 @@ impl KeyInfo {
             update_id: k.get_update_id(),
             blocks: blocks(k.get_blocks())?,
             metadata: metadata(k.get_metadata())?,
+            acls: acls(k.get_acls())?,
         })
     }
 }
@@ -336,6 +358,7 @@ mod tests {
             update_id: 0,
             blocks: vec![],
             metadata: vec![],
+            acls: vec![],
         };
         let page = Page { items: vec![key("a"), key("b")], truncated: true };
         assert_eq!(page.next_start(), Some("b"));

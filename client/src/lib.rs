@@ -497,6 +497,7 @@ fn single_key(op: om_capnp::operation::Reader<'_>) -> Option<(&str, &str, &str)>
         Which::CommitPart(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
         Which::CompleteUpload(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
         Which::AbortUpload(k) => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
+        Which::SetAcls(k) if k.has_key() && !t(k.get_key())?.is_empty() => Some((t(k.get_volume())?, t(k.get_bucket())?, t(k.get_key())?)),
         _ => None,
     }
 }

@@ -189,6 +189,7 @@ struct KeyInfo {
   updateId @8 :UInt64;
   blocks @9 :List(BlockLocation);
   metadata @10 :List(MetadataPair);
+  acls @11 :List(Acl);          # the key's own entries (setAcls); most keys have none
 }
 
 # One mutation. The leader fills in time, pre-allocated blocks and expiry before proposing.
@@ -280,6 +281,9 @@ struct Operation {
       ifMatch @66 :MetadataPair;
       ifPresent @103 :Bool;
       ifNoneMatch @104 :MetadataPair;
+      # The new version's own ACL entries (S3's canned ACL or grants of a PUT): the writer of a
+      # version may set them, as S3 lets the writer of an object set its ACL.
+      acls @113 :List(Acl);
     }
     deleteKey :group {
       volume @47 :Text;
@@ -389,6 +393,16 @@ struct Operation {
       bucket @100 :Text;
       set @101 :List(MetadataPair);
       removePrefix @102 :Text;
+    }
+    # Replaces the ACL entries of a bucket (key empty: its owner, its volume's owner or admin,
+    # an administrator, or whoever an entry grants WRITE_ACL) or of one committed key (WRITE_ACL
+    # on its bucket). A key's entries grant READ and READ_ACL of that key alone, to callers
+    # without READ on the bucket (S3's object ACLs); an overwrite starts with none.
+    setAcls :group {
+      volume @109 :Text;
+      bucket @110 :Text;
+      key @111 :Text;
+      acls @112 :List(Acl);
     }
   }
 }

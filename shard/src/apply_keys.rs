@@ -156,11 +156,12 @@ impl ShardState {
     }
 
     /// [`Self::commit_key`] that also sets `extra`'s metadata over the open key's, if its
-    /// condition holds (`Op::CommitKeyWith`).
+    /// condition holds, and gives the new version `extra`'s ACL entries (`Op::CommitKeyWith`,
+    /// `Op::CommitKeyWithAcls`).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn commit_key_with(
         &mut self, ids: &mut Ids, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, key: &str,
-        open_id: u64, data_size: u64, blocks: &[BlockLocation], limit: Limit, extra: Option<(&[MetadataPair], &Condition)>,
+        open_id: u64, data_size: u64, blocks: &[BlockLocation], limit: Limit, extra: Option<(&[MetadataPair], &Condition, &[Acl])>,
     ) -> Outcome {
         check_key_name(key)?;
         check_blocks(blocks)?;
@@ -177,7 +178,10 @@ impl ShardState {
         let (open_created, open_expires) = (open.created_ms.to_native(), open.expires_ms.to_native());
         let mut metadata: Vec<MetadataPair> =
             open.metadata.iter().map(|m| MetadataPair { key: m.key.to_string(), value: m.value.to_string() }).collect();
-        if let Some((set, condition)) = extra {
+        let mut acls = Vec::new();
+        if let Some((set, condition, with)) = extra {
+            crate::apply_meta::check_acls(with)?;
+            acls = with.to_vec();
             check_metadata(set)?;
             self.check_condition(facts.bucket_id, &path, key, condition)?;
             set_over(&mut metadata, set);
@@ -195,7 +199,7 @@ impl ShardState {
             replication,
             blocks: blocks.to_vec(),
             metadata,
-            acls: Vec::new(),
+            acls,
         };
         let entry = self.entry_of(key.as_bytes(), &rec);
         let set = self.keys.entry(facts.bucket_id).or_default();
@@ -345,6 +349,24 @@ impl ShardState {
         }
         set_over(&mut rec.metadata, set);
         check_metadata(&rec.metadata)?;
+        rec.update_id = log_index;
+        let e = self.entry_of(key.as_bytes(), &rec);
+        self.keys.get_mut(&facts.bucket_id).expect("looked up above").replace(e);
+        Ok(Reply::Done)
+    }
+
+    /// `Op::SetKeyAcls`: the key's entries replaced in place; blocks, metadata and times stay.
+    pub(crate) fn set_key_acls(&mut self, log_index: u64, p: &Principal, volume: &str, bucket: &str, key: &str, acls: &[Acl]) -> Outcome {
+        check_key_name(key)?;
+        crate::apply_meta::check_acls(acls)?;
+        let facts = self.key_bucket(p, volume, bucket, rights::WRITE_ACL, "change key ACLs in")?;
+        self.check_not_moving(facts.bucket_id, volume, bucket, key)?;
+        probe!(k = key);
+        let Some(old) = self.keys.get(&facts.bucket_id).and_then(|s| s.get(&*k)) else {
+            return Err(OmError::KeyNotFound(format!("{volume}/{bucket}/{key}")));
+        };
+        let mut rec: KeyRecord = deserialize_record(old.view::<ArchivedKeyRecord>());
+        rec.acls = acls.to_vec();
         rec.update_id = log_index;
         let e = self.entry_of(key.as_bytes(), &rec);
         self.keys.get_mut(&facts.bucket_id).expect("looked up above").replace(e);

@@ -207,6 +207,10 @@ impl ShardState {
         metadata: &[MetadataPair],
     ) -> Outcome {
         check_resource_name("bucket", bucket)?;
+        if p.is_anonymous() {
+            // WORLD may hold CREATE on a volume (`s3v`'s does), but a bucket needs an owner.
+            return Err(denied(p, &format!("create buckets in volume {volume} (an anonymous caller owns nothing)")));
+        }
         let owner = owner.unwrap_or(&p.user);
         check_user_name("owner", owner)?;
         check_quota("bucket bytes", quota_bytes)?;
@@ -329,6 +333,22 @@ impl ShardState {
         if let Some(q) = quota_namespace {
             rec.quota_namespace = check_new_quota("bucket namespace", q, usage.keys, "keys")?;
         }
+        rec.update_id = log_index;
+        rec.modified_ms = t;
+        let e = self.entry_of(&bucket_key(volume, bucket), &rec);
+        self.buckets.replace(e);
+        Ok(Reply::Done)
+    }
+
+    /// `Op::SetBucketAcls`: the bucket's entries replaced, by a holder of WRITE_ACL on it.
+    pub(crate) fn set_bucket_acls(&mut self, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, acls: &[Acl]) -> Outcome {
+        check_acls(acls)?;
+        let e = self.bucket_entry(volume, bucket)?;
+        if !self.bucket_allows(p, volume, e.view(), rights::WRITE_ACL) {
+            return Err(denied(p, &format!("change the ACL of bucket {volume}/{bucket} (needs the WRITE_ACL right)")));
+        }
+        let mut rec = deserialize_record::<BucketRecord>(e.view());
+        rec.acls = acls.to_vec();
         rec.update_id = log_index;
         rec.modified_ms = t;
         let e = self.entry_of(&bucket_key(volume, bucket), &rec);

@@ -209,7 +209,7 @@ impl ShardState {
         if sizes.len() <= METADATA_VALUE_BYTES_MAX && upload_pairs + extra.len() + 2 <= METADATA_PAIRS_MAX {
             set.push(MetadataPair { key: PART_SIZES.into(), value: sizes });
         }
-        let out = self.commit_key_with(ids, log_index, p, t, volume, bucket, key, open_id, size, &blocks, limit, Some((&set, condition)));
+        let out = self.commit_key_with(ids, log_index, p, t, volume, bucket, key, open_id, size, &blocks, limit, Some((&set, condition, &[])));
         if out.is_err() {
             // Refused (quota, condition): the upload stays as it was, for another try or an abort.
             probe!(ok = open_id.to_be_bytes());

@@ -87,7 +87,26 @@ pub struct Principal {
     pub admin: bool,
 }
 
+/// The user name of a caller nobody authenticated (an S3 request without a signature). No
+/// certificate or S3 access key names it (names there hold no `:`) and no bucket can be
+/// created by it, so it owns nothing and holds only what WORLD entries grant.
+pub const ANONYMOUS: &str = ":anonymous";
+
+/// The group every authenticated caller is in (S3's `AuthenticatedUsers`): an ACL entry of
+/// kind GROUP with this name matches every principal but [`ANONYMOUS`].
+pub const AUTHENTICATED: &str = ":authenticated";
+
 impl Principal {
+    pub fn anonymous() -> Self {
+        Self { user: ANONYMOUS.to_string(), groups: vec![], admin: false }
+    }
+    pub fn is_anonymous(&self) -> bool {
+        self.user == ANONYMOUS
+    }
+    /// Whether an ACL entry for group `group` names this principal.
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group) || (group == AUTHENTICATED && !self.is_anonymous())
+    }
     pub fn admin(user: &str) -> Self {
         Self { user: user.to_string(), groups: vec![], admin: true }
     }
@@ -328,6 +347,32 @@ pub enum Op {
         set: Vec<MetadataPair>,
         condition: Condition,
         allowed: bool,
+    },
+    /// Meta group: replaces a bucket's ACL entries (S3's PutBucketAcl, Ozone's `bucket
+    /// setacl`). Whoever holds WRITE_ACL on the bucket: its owner, its volume's owner or admin,
+    /// an administrator, or an entry's grantee. Replies `Done`. Appended after the others, so
+    /// log entries written before keep their meaning.
+    SetBucketAcls { volume: String, bucket: String, acls: Vec<Acl> },
+    /// Key shard: replaces a committed key's ACL entries (S3's PutObjectAcl and a write's
+    /// canned ACL), which may grant READ (and READ_ACL) of this key alone to callers without
+    /// READ on its bucket. Needs WRITE_ACL on the bucket, checked as a key write's right is.
+    /// Replies `Done`. Appended, as `SetBucketAcls`.
+    SetKeyAcls { volume: String, bucket: String, key: String, acls: Vec<Acl> },
+    /// `CommitKeyWith` whose new version gets `acls` as its own entries (S3's canned ACL or
+    /// grants of a PUT). Needs only the commit's right (WRITE on the bucket): the writer of a
+    /// version may set its ACL, as S3 lets the writer of an object set the object's, and the
+    /// version replaces whatever the key held. Appended, as `SetBucketAcls`.
+    CommitKeyWithAcls {
+        volume: String,
+        bucket: String,
+        key: String,
+        open_id: u64,
+        data_size: u64,
+        blocks: Vec<BlockLocation>,
+        metadata: Vec<MetadataPair>,
+        condition: Condition,
+        allowed: bool,
+        acls: Vec<Acl>,
     },
 }
 

@@ -461,7 +461,11 @@ impl ShardState {
             }
             Op::CommitKeyWith { volume, bucket, key, open_id, data_size, blocks, metadata, condition, allowed } => {
                 let limit = if *allowed { Limit::Allowed } else { Limit::Whole(Elsewhere::default()) };
-                self.commit_key_with(ids, log_index, p, t, volume, bucket, key, *open_id, *data_size, blocks, limit, Some((metadata, condition)))
+                self.commit_key_with(ids, log_index, p, t, volume, bucket, key, *open_id, *data_size, blocks, limit, Some((metadata, condition, &[])))
+            }
+            Op::CommitKeyWithAcls { volume, bucket, key, open_id, data_size, blocks, metadata, condition, allowed, acls } => {
+                let limit = if *allowed { Limit::Allowed } else { Limit::Whole(Elsewhere::default()) };
+                self.commit_key_with(ids, log_index, p, t, volume, bucket, key, *open_id, *data_size, blocks, limit, Some((metadata, condition, acls)))
             }
             Op::SetKeyMetadata { volume, bucket, key, set, remove_prefix, condition } => {
                 self.set_key_metadata(log_index, p, volume, bucket, key, set, remove_prefix, condition)
@@ -500,6 +504,8 @@ impl ShardState {
             Op::LowerGrant { scope, shard, bytes, keys, version } => self.lower_grant(p, *scope, *shard, *bytes, *keys, *version),
             Op::GetS3Secret { access_id, fresh } => self.get_s3_secret(p, access_id, fresh),
             Op::RevokeS3Secret { access_id } => self.revoke_s3_secret(p, access_id),
+            Op::SetBucketAcls { volume, bucket, acls } => self.set_bucket_acls(log_index, p, t, volume, bucket, acls),
+            Op::SetKeyAcls { volume, bucket, key, acls } => self.set_key_acls(log_index, p, volume, bucket, key, acls),
         }
     }
 
@@ -767,7 +773,7 @@ pub(crate) fn acls_allow(p: &Principal, acls: &[ArchivedAcl], right: u16) -> boo
         a.rights.to_native() & right == right
             && match a.kind {
                 ArchivedAclKind::User => a.name.as_str() == p.user,
-                ArchivedAclKind::Group => p.groups.iter().any(|g| g == a.name.as_str()),
+                ArchivedAclKind::Group => p.in_group(a.name.as_str()),
                 ArchivedAclKind::World => true,
             }
     })
@@ -779,7 +785,7 @@ pub fn acls_allow_native(p: &Principal, acls: &[Acl], right: u16) -> bool {
         a.rights & right == right
             && match a.kind {
                 AclKind::User => a.name == p.user,
-                AclKind::Group => p.groups.contains(&a.name),
+                AclKind::Group => p.in_group(&a.name),
                 AclKind::World => true,
             }
     })

@@ -510,3 +510,61 @@ fn parts_keep_their_checksums_and_a_completion_sets_more_pairs() {
     let pairs: Vec<(&str, &str)> = k.metadata.iter().map(|m| (m.key.as_str(), m.value.as_str())).collect();
     assert_eq!(pairs, [("etag", "x-1"), ("checksum:crc32", "AAAAAw==-1"), ("checksum:type", "COMPOSITE"), ("parts", "2:1:10")]);
 }
+
+#[test]
+fn anonymous_callers_hold_what_world_entries_grant_and_acls_change_with_write_acl() {
+    let mut s = S::new();
+    s.volume("vol1", "alice", QUOTA_UNLIMITED);
+    let (alice, bob, anon) = (Principal::user("alice"), Principal::user("bob"), Principal::anonymous());
+    let world = |rights| Acl { kind: AclKind::World, name: String::new(), rights };
+    // WORLD may hold CREATE on a volume (S3's `s3v` does), yet an anonymous caller makes no
+    // bucket: a bucket needs an owner.
+    let open = Op::CreateVolume { volume: "open".into(), owner: "alice".into(), admin: "root".into(), quota_bytes: QUOTA_UNLIMITED, quota_namespace: QUOTA_UNLIMITED, acls: vec![world(rights::CREATE | rights::READ | rights::LIST)], metadata: vec![] };
+    s.run(Principal::admin("root"), open).unwrap();
+    let r = s.bucket(anon.clone(), "open", "bkt", vec![]);
+    assert!(matches!(r, Err(OmError::PermissionDenied { .. })), "{r:?}");
+    assert!(s.bucket(bob.clone(), "open", "bkt", vec![]).is_ok(), "a named caller may, by the same entry");
+    s.bucket(alice.clone(), "vol1", "bkt", vec![]).unwrap();
+    s.put(alice.clone(), "vol1", "bkt", "k", 4).unwrap();
+    assert!(s.state.check_bucket_access(&anon, "vol1", "bkt", rights::LIST).is_err());
+
+    // A bucket's entries: replaced by a holder of WRITE_ACL (its owner here), nobody else.
+    let set_bucket = |acls| Op::SetBucketAcls { volume: "vol1".into(), bucket: "bkt".into(), acls };
+    for who in [bob.clone(), anon.clone()] {
+        assert!(matches!(s.run(who, set_bucket(vec![world(rights::ALL)])), Err(OmError::PermissionDenied { .. })));
+    }
+    assert_eq!(s.run(alice.clone(), set_bucket(vec![world(rights::LIST | rights::WRITE | rights::DELETE)])), Ok(Reply::Done));
+    assert!(s.state.check_bucket_access(&anon, "vol1", "bkt", rights::LIST).is_ok());
+    assert!(s.state.check_bucket_access(&anon, "vol1", "bkt", rights::READ).is_err(), "S3's public-read-write lists and writes, never reads every key");
+    assert!(s.put(anon.clone(), "vol1", "bkt", "dropped", 4).is_ok());
+    let bad = vec![Acl { kind: AclKind::World, name: "someone".into(), rights: rights::READ }];
+    assert!(matches!(s.run(alice.clone(), set_bucket(bad.clone())), Err(OmError::InvalidArgument(_))));
+
+    // A key's entries: WRITE on the bucket is not enough to change them (else a public bucket's
+    // writers could publish every private key in it); WRITE_ACL is.
+    let set_key = |key: &str, acls| Op::SetKeyAcls { volume: "vol1".into(), bucket: "bkt".into(), key: key.into(), acls };
+    assert!(matches!(s.run(anon.clone(), set_key("k", vec![world(rights::READ)])), Err(OmError::PermissionDenied { .. })));
+    assert_eq!(s.run(alice.clone(), set_key("k", vec![world(rights::READ)])), Ok(Reply::Done));
+    let acls_of = |s: &S, k: &str| s.state.lookup_key("vol1", "bkt", k).unwrap().acls.iter().map(|a| (a.name.to_string(), a.rights.to_native())).collect::<Vec<_>>();
+    assert_eq!(acls_of(&s, "k"), vec![(String::new(), rights::READ)]);
+    assert!(matches!(s.run(alice.clone(), set_key("nope", vec![])), Err(OmError::KeyNotFound(_))));
+    assert!(matches!(s.run(alice.clone(), set_key("k", bad)), Err(OmError::InvalidArgument(_))));
+
+    // The writer of a version gives it entries with its commit, by WRITE alone (as S3 lets the
+    // writer of an object set its ACL); an overwrite without them starts with none.
+    let block = BlockLocation { container_id: 1, local_id: 900, pipeline_id: 1, length: 4 };
+    let opened = s.run(anon.clone(), Op::OpenKey { volume: "vol1".into(), bucket: "bkt".into(), key: "k".into(), replication: None, blocks: vec![block], expires_ms: 60_000, metadata: vec![] });
+    let Ok(Reply::KeyOpened { open_id, .. }) = opened else { panic!("{opened:?}") };
+    let authenticated = Acl { kind: AclKind::Group, name: command::AUTHENTICATED.into(), rights: rights::READ };
+    let commit = Op::CommitKeyWithAcls { volume: "vol1".into(), bucket: "bkt".into(), key: "k".into(), open_id, data_size: 4, blocks: vec![block], metadata: vec![], condition: Condition::Any, allowed: false, acls: vec![authenticated.clone()] };
+    assert!(matches!(s.run(anon.clone(), commit), Ok(Reply::KeyCommitted { replaced: true, .. })));
+    assert_eq!(acls_of(&s, "k"), vec![(command::AUTHENTICATED.to_string(), rights::READ)]);
+    assert!(acls_allow_native(&bob, std::slice::from_ref(&authenticated), rights::READ), "every named caller is authenticated");
+    assert!(!acls_allow_native(&anon, std::slice::from_ref(&authenticated), rights::READ), "the anonymous one is not");
+    assert!(acls_allow_native(&anon, &[world(rights::READ)], rights::READ));
+    let snap = s.state.snapshot();
+    let loaded = ShardState::load_snapshot(&snap).expect("load");
+    assert_eq!(loaded.state_hash(), s.state.state_hash());
+    s.put(alice, "vol1", "bkt", "k", 4).unwrap();
+    assert!(acls_of(&s, "k").is_empty(), "an overwrite starts with no entries of its own");
+}

@@ -4,11 +4,13 @@
 //! anywhere, decoded and checked as the gateway
 //! does; and the same bytes as an `Authorization` header, a presigned URL's query (verified as
 //! the gateway does), a path and a query to canonicalize, an `x-amz-date`, a checksum header's
-//! value and an XML document. Each gives a result or an error: never a panic or a hang.
+//! value, an XML document and an ACL (a grant header, an `AccessControlPolicy` document that,
+//! once taken, must read back the same from the document the gateway shows). Each gives a
+//! result or an error: never a panic or a hang.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use stratos_s3g::payload::{self, Payload, Source};
-use stratos_s3g::{checksum, sigv4, xml};
+use stratos_s3g::{acl, checksum, sigv4, xml};
 
 fuzz_target!(|input: &[u8]| {
     let Some((&selector, rest)) = input.split_first() else { return };
@@ -52,6 +54,17 @@ fuzz_target!(|input: &[u8]| {
     let _ = xml::parse(&text);
     let value = |n: &str| (n == "x-amz-checksum-sha1").then(|| text.to_string());
     let _ = checksum::requested(&value, false);
+    // An ACL: the bytes as a grant header and as an AccessControlPolicy document. One that is
+    // taken reads back, from the document the gateway shows, as the same entries.
+    let grant = |n: &str| (n == "x-amz-grant-read").then(|| text.to_string());
+    let _ = acl::requested(&grant, None, "owner");
+    if let Ok(Some(grants)) = acl::requested(&|_| None, Some(rest), "owner")
+        && let Ok(entries) = acl::entries(&grants, "owner", acl::On::Bucket)
+    {
+        let shown = acl::document("owner", &entries, acl::On::Bucket);
+        let again = acl::requested(&|_| None, Some(shown.as_bytes()), "owner").expect("a shown ACL parses").expect("grants");
+        assert_eq!(acl::sorted(acl::entries(&again, "owner", acl::On::Bucket).expect("entries")), acl::sorted(entries), "{shown}");
+    }
 });
 
 /// The headers of AWS's published example of signed chunks with a signed trailer.

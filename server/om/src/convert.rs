@@ -344,8 +344,11 @@ pub fn operation(r: om_capnp::operation::Reader<'_>, now_ms: u64, open_key_ttl_m
             let (open_id, data_size, blocks) = (g.get_open_id(), g.get_data_size(), blocks(g.get_blocks())?);
             let set = metadata(g.get_metadata())?;
             let condition = write_condition("commit", g.get_if_absent(), g.get_if_present(), g.has_if_match().then(|| g.get_if_match()), g.has_if_none_match().then(|| g.get_if_none_match()))?;
+            let with_acls = acls(g.get_acls())?;
             // The plain form stays the plain command (the hot path's log records as before).
-            let op = if set.is_empty() && condition == Condition::Any {
+            let op = if !with_acls.is_empty() {
+                Op::CommitKeyWithAcls { volume, bucket, key, open_id, data_size, blocks, metadata: set, condition, allowed: false, acls: with_acls }
+            } else if set.is_empty() && condition == Condition::Any {
                 Op::CommitKey { volume, bucket, key, open_id, data_size, blocks }
             } else {
                 Op::CommitKeyWith { volume, bucket, key, open_id, data_size, blocks, metadata: set, condition, allowed: false }
@@ -362,6 +365,17 @@ pub fn operation(r: om_capnp::operation::Reader<'_>, now_ms: u64, open_key_ttl_m
             let remove_prefix = text(g.get_remove_prefix(), "metadata prefix", METADATA_KEY_BYTES_MAX)?;
             let condition = if g.has_if_match() { Condition::Matches(pair(g.get_if_match())?) } else { Condition::Any };
             (Op::SetKeyMetadata { volume, bucket, key, set: metadata(g.get_set())?, remove_prefix, condition }, target)
+        }
+        Which::SetAcls(g) => {
+            let (volume, bucket) = (volume_name(g.get_volume())?, bucket_name(g.get_bucket())?);
+            let acls = acls(g.get_acls())?;
+            if g.get_key()?.is_empty() {
+                (Op::SetBucketAcls { volume, bucket, acls }, Target::Meta)
+            } else {
+                let key = key_name(g.get_key())?;
+                let target = key_target(&volume, &bucket, &key);
+                (Op::SetKeyAcls { volume, bucket, key, acls }, target)
+            }
         }
         // The secret a new access key gets is made here, by the OM that proposes it (applying
         // must be deterministic); an access key that has one keeps it.
@@ -632,7 +646,10 @@ pub fn set_key(mut b: om_capnp::key_info::Builder<'_>, volume: &str, bucket: &st
     for (i, block) in r.blocks.iter().enumerate() {
         decor.set_block(list.reborrow().get(i as u32), block, false, r.object_id);
     }
-    set_metadata(b.init_metadata(r.metadata.len() as u32), &r.metadata);
+    set_metadata(b.reborrow().init_metadata(r.metadata.len() as u32), &r.metadata);
+    if !r.acls.is_empty() {
+        set_acls(b.init_acls(r.acls.len() as u32), &r.acls);
+    }
 }
 
 /// The edge for one serialized `Operation` message, read with the limits the server sets per

@@ -458,6 +458,7 @@ impl Core {
                     | Op::CommitKeyCounted { volume, bucket, .. }
                     | Op::CommitKeyAllowed { volume, bucket, .. }
                     | Op::CommitKeyWith { volume, bucket, .. }
+                    | Op::CommitKeyWithAcls { volume, bucket, .. }
                     | Op::SetKeyMetadata { volume, bucket, .. }
                     | Op::InitiateUpload { volume, bucket, .. }
                     | Op::CommitPart { volume, bucket, .. }
@@ -469,6 +470,7 @@ impl Core {
                     | Op::RenameOut { volume, bucket, .. }
                     | Op::RenameIn { volume, bucket, .. } => (volume, bucket, rights::WRITE),
                     Op::DeleteKey { volume, bucket, .. } | Op::DeleteKeys { volume, bucket, .. } => (volume, bucket, rights::DELETE),
+                    Op::SetKeyAcls { volume, bucket, .. } => (volume, bucket, rights::WRITE_ACL),
                     other => panic!("a non-key command {other:?} sent for bucket facts"),
                 };
                 match view.key_bucket(&c.ctx.principal, volume, bucket, right) {
@@ -495,7 +497,7 @@ impl Core {
         // A commit short of its quota allowance is proposed again once the allowance is
         // raised: keep a copy (only of such commits, which only buckets with quotas make).
         // Built only when the batch holds such a commit: the hot path allocates nothing more.
-        let allowed = |c: &Command| matches!(c.op, Op::CommitKeyAllowed { .. } | Op::CommitKeyWith { allowed: true, .. } | Op::CompleteUpload { allowed: true, .. } | Op::CompleteUploadWith { allowed: true, .. });
+        let allowed = |c: &Command| matches!(c.op, Op::CommitKeyAllowed { .. } | Op::CommitKeyWith { allowed: true, .. } | Op::CommitKeyWithAcls { allowed: true, .. } | Op::CompleteUpload { allowed: true, .. } | Op::CompleteUploadWith { allowed: true, .. });
         let again: Vec<Option<Command>> = if propose.iter().any(allowed) { propose.iter().map(|c| allowed(c).then(|| c.clone())).collect() } else { Vec::new() };
         let mut proposed = if propose.is_empty() {
             Vec::new().into_iter()
@@ -575,12 +577,29 @@ impl Core {
             Query::BucketUsages(ids) => ReadResult::Usages(ids.iter().map(|id| shard.bucket_usage_of(*id)).collect()),
             Query::VolumeUsed(ids) => ReadResult::Used(ids.iter().map(|id| shard.volume_used_bytes_of(*id)).collect()),
             Query::LookupKeys { principal, volume, bucket, keys } => {
-                let r = self.view.borrow().key_bucket(&principal, &volume, &bucket, rights::READ)?;
+                // Without READ on the bucket, a key's own entries may grant it (S3's object
+                // ACLs: a public-read object in a private bucket); a key that is not there, or
+                // whose entries do not, is the bucket's refusal (nothing said of its existence).
+                let view = self.view.borrow();
+                let (r, refused) = match view.key_bucket(&principal, &volume, &bucket, rights::READ) {
+                    Ok(r) => (r, None),
+                    Err(e @ stratos_shard::OmError::PermissionDenied { .. }) => (view.key_bucket(&stratos_shard::Principal::admin("om"), &volume, &bucket, rights::READ)?, Some(e)),
+                    Err(e) => return Err(e.into()),
+                };
+                // Whoever may list the bucket learns that a key is missing anyway: to such a
+                // caller a missing key is not found (S3's answer to a holder of ListBucket).
+                let refused = refused.map(|e| (e, view.key_bucket(&principal, &volume, &bucket, rights::LIST).is_ok()));
                 ReadResult::KeyLookups(
                     keys.into_iter()
                         .map(|(pos, key)| {
                             let k = shard.lookup_key_in(r.bucket_id, &key).map(|k| KeyView::of(&key, k));
-                            (pos, k.ok_or_else(|| stratos_shard::OmError::KeyNotFound(format!("{volume}/{bucket}/{key}")).into()))
+                            let k = match (k, &refused) {
+                                (Some(k), Some((e, _))) if !stratos_shard::acls_allow_native(&principal, &k.record.acls, rights::READ) => Err(e.clone()),
+                                (Some(k), _) => Ok(k),
+                                (None, Some((e, false))) => Err(e.clone()),
+                                (None, _) => Err(stratos_shard::OmError::KeyNotFound(format!("{volume}/{bucket}/{key}"))),
+                            };
+                            (pos, k.map_err(Into::into))
                         })
                         .collect(),
                 )

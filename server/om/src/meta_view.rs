@@ -164,6 +164,7 @@ pub fn changes_of(state: &ShardState, commands: &[Command], outcomes: &[Outcome]
             | Op::DeleteBucket { volume, bucket }
             | Op::SetBucketProperty { volume, bucket, .. }
             | Op::SetBucketMetadata { volume, bucket, .. }
+            | Op::SetBucketAcls { volume, bucket, .. }
             | Op::SetBucketDeleting { volume, bucket, .. } => {
                 out.push(Change::Bucket(volume.clone(), bucket.clone(), bucket_facts(state, volume, bucket)));
             }

@@ -54,7 +54,7 @@ pub(crate) fn allowed_commits(commands: &mut [Command], early: &[Option<Result<R
                     };
                     c.op = Op::CommitKeyAllowed { volume, bucket, key, open_id, data_size, blocks };
                 }
-                Op::CommitKeyWith { allowed, .. } | Op::CompleteUpload { allowed, .. } | Op::CompleteUploadWith { allowed, .. } => *allowed = true,
+                Op::CommitKeyWith { allowed, .. } | Op::CommitKeyWithAcls { allowed, .. } | Op::CompleteUpload { allowed, .. } | Op::CompleteUploadWith { allowed, .. } => *allowed = true,
                 _ => {}
             }
         }
@@ -66,6 +66,7 @@ fn names(c: &Command) -> (String, String) {
         Op::CommitKeyAllowed { volume, bucket, .. }
         | Op::CommitKey { volume, bucket, .. }
         | Op::CommitKeyWith { volume, bucket, .. }
+        | Op::CommitKeyWithAcls { volume, bucket, .. }
         | Op::CompleteUpload { volume, bucket, .. }
         | Op::CompleteUploadWith { volume, bucket, .. } => {
             (volume.clone(), bucket.clone())
@@ -92,7 +93,7 @@ impl Core {
             cmd.ctx.bucket = Some(facts);
             if !limited(&facts) {
                 match cmd.op {
-                    Op::CommitKeyWith { ref mut allowed, .. } | Op::CompleteUpload { ref mut allowed, .. } | Op::CompleteUploadWith { ref mut allowed, .. } => *allowed = false,
+                    Op::CommitKeyWith { ref mut allowed, .. } | Op::CommitKeyWithAcls { ref mut allowed, .. } | Op::CompleteUpload { ref mut allowed, .. } | Op::CompleteUploadWith { ref mut allowed, .. } => *allowed = false,
                     Op::CommitKeyAllowed { volume, bucket, key, open_id, data_size, blocks } => {
                         cmd.op = Op::CommitKey { volume, bucket, key, open_id, data_size, blocks };
                     }

@@ -57,16 +57,21 @@ fn header(core: &Core, caller: Option<&stratos_common::tls::Identity>, h: capnp:
     // verified (with that principal's secret, which only the gateway may read), as a Hadoop
     // proxy user; retry sessions are kept per principal as for certificates.
     let mut user = convert::text(h.get_user(), "user", stratos_shard::constants::USER_NAME_BYTES_MAX)?;
-    if user.is_empty() {
-        user = "anonymous".into();
-    }
     if let Some(gateway) = caller {
+        if user.is_empty() {
+            // An S3 request without a signature: nobody, whom only WORLD entries let in.
+            let client_id = stratos_common::token::principal_client_id(stratos_shard::command::ANONYMOUS, h.get_client_id());
+            return Ok(Header { client_id, request_id: h.get_request_id(), principal: Principal::anonymous(), min_meta: h.get_min_meta_index() });
+        }
         if user.contains(':') {
             return Err(WireError::new(Status::PermissionDenied, format!("the S3 gateway {} may act for users, not for {user}", gateway.name)));
         }
         let admin = core.admins.contains(&user);
         let client_id = stratos_common::token::principal_client_id(&user, h.get_client_id());
         return Ok(Header { client_id, request_id: h.get_request_id(), principal: Principal { user, groups: Vec::new(), admin }, min_meta: h.get_min_meta_index() });
+    }
+    if user.is_empty() {
+        user = "anonymous".into();
     }
     let groups_list = h.get_groups()?;
     if groups_list.len() > 64 {

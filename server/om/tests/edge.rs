@@ -155,6 +155,23 @@ fn samples() -> Vec<Vec<u8>> {
             set.reborrow().get(0).set_value("AES256");
         }),
         message(|op| {
+            let mut g = op.init_set_acls();
+            g.set_volume("s3v");
+            g.set_bucket("bkt1");
+            let mut acls = g.init_acls(1);
+            acls.reborrow().get(0).set_kind(acl::Kind::World);
+            acls.reborrow().get(0).set_rights(8);
+        }),
+        message(|op| {
+            let mut g = op.init_set_acls();
+            g.set_volume("vol1");
+            g.set_bucket("bkt1");
+            g.set_key("photos/2026/cat.jpg");
+            let mut acls = g.init_acls(1);
+            acls.reborrow().get(0).set_kind(acl::Kind::World);
+            acls.reborrow().get(0).set_rights(1);
+        }),
+        message(|op| {
             let mut g = op.init_set_key_metadata();
             g.set_volume("vol1");
             g.set_bucket("bkt1");
@@ -210,10 +227,12 @@ fn samples() -> Vec<Vec<u8>> {
 /// The wire's operation kinds. `wire_kind`'s match is exhaustive: a kind added to om.capnp
 /// does not compile there until it is named, and once it is named here
 /// `valid_messages_of_every_shape_pass_the_edge` wants a sample of it.
-const WIRE_KINDS: [&str; 22] = [
+const WIRE_KINDS: [&str; 24] = [
     "createVolume", "deleteVolume", "setVolumeOwner", "setVolumeQuota", "createBucket", "deleteBucket", "setBucketProperty",
     "openKey", "allocateBlock", "commitKey", "deleteKey", "deleteKeys", "renameKey", "abortKey", "getS3Secret", "revokeS3Secret",
     "setKeyMetadata", "initiateUpload", "commitPart", "completeUpload", "abortUpload", "setBucketMetadata",
+    // A bucket's entries (meta group) and a key's (its shard).
+    "setAcls", "setAcls",
 ];
 
 fn wire_kind(bytes: &[u8]) -> &'static str {
@@ -242,6 +261,7 @@ fn wire_kind(bytes: &[u8]) -> &'static str {
         W::CompleteUpload(_) => "completeUpload",
         W::AbortUpload(_) => "abortUpload",
         W::SetBucketMetadata(_) => "setBucketMetadata",
+        W::SetAcls(_) => "setAcls",
     }
 }
 
@@ -263,7 +283,7 @@ fn op_kind(op: &Op) -> (&'static str, bool) {
         Op::DeleteKeys { .. } => ("deleteKeys", false),
         Op::RenameKey { .. } => ("renameKey", false),
         Op::AbortKey { .. } => ("abortKey", false),
-        Op::CommitKeyWith { .. } => ("commitKey", false),
+        Op::CommitKeyWith { .. } | Op::CommitKeyWithAcls { .. } => ("commitKey", false),
         Op::SetKeyMetadata { .. } => ("setKeyMetadata", false),
         Op::InitiateUpload { .. } => ("initiateUpload", false),
         Op::CommitPart { .. } | Op::CommitPartWithChecksum { .. } => ("commitPart", false),
@@ -271,6 +291,8 @@ fn op_kind(op: &Op) -> (&'static str, bool) {
         Op::AbortUpload { .. } => ("abortUpload", false),
         Op::GetS3Secret { .. } => ("getS3Secret", true),
         Op::RevokeS3Secret { .. } => ("revokeS3Secret", true),
+        Op::SetBucketAcls { .. } => ("setAcls", true),
+        Op::SetKeyAcls { .. } => ("setAcls", false),
         other => panic!("the wire edge made an internal command: {other:?}"),
     }
 }

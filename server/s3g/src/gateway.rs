@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use stratos_client::data::{Datanode, Datanodes};
-use stratos_client::{Client, Runtime};
+use stratos_client::{AclEntry, Client, Runtime};
 
 use crate::S3_VOLUME;
+use crate::acl::{self, On};
 use crate::checksum;
 use crate::error::{S3Error, from_om};
 use crate::form;
@@ -274,7 +275,9 @@ impl Gateway {
         self.datanodes.forget(addr);
     }
 
-    /// Who signed the request, and the chunk signer of a streaming payload.
+    /// Who signed the request (empty: nobody, an anonymous request, which the OM lets do
+    /// only what the AllUsers grants of buckets and objects allow), and the chunk signer of a
+    /// streaming payload.
     async fn authenticate(&self, sreq: &sigv4::Request<'_>, query: &[(String, String)]) -> Result<(String, Option<ChunkSigner>), S3Error> {
         let presigned = query.iter().any(|(n, _)| n == "X-Amz-Signature");
         if query.iter().any(|(n, _)| n == "AWSAccessKeyId") {
@@ -285,7 +288,7 @@ impl Gateway {
             sigv4::Credential::parse(cred)?.access_key
         } else {
             match sreq.header("authorization") {
-                None => return Err(S3Error::access_denied("anonymous requests are not accepted: sign requests with an access key from `stratos s3 getsecret`")),
+                None => return Ok((String::new(), None)),
                 Some(a) if a.starts_with("AWS ") => {
                     return Err(S3Error::new("InvalidRequest", 400, "Signature Version 2 is not supported: sign with AWS4-HMAC-SHA256 (Signature Version 4)"));
                 }
@@ -403,6 +406,14 @@ async fn serve(gw: &Rc<Gateway>, req: Request<Incoming>, raw_path: &str, raw_que
     {
         return post_object(gw, &headers, body, bucket, &boundary).await;
     }
+    // A CORS preflight (never signed). No bucket has a CORS configuration here, so S3's two
+    // answers for that: without an Origin, 400; with one, 403.
+    if parts.method == hyper::Method::OPTIONS {
+        return Err(match header_of(&headers, "origin") {
+            None => S3Error::new("BadRequest", 400, "Insufficient information. Origin request header needed."),
+            Some(_) => S3Error::new("AccessForbidden", 403, "CORSResponse: CORS is not enabled for this bucket (CORS configurations are not supported by this gateway yet)"),
+        });
+    }
     let sreq = sigv4::Request { method: parts.method.as_str(), raw_path, raw_query, headers: &headers };
     let (user, signer) = gw.authenticate(&sreq, &query).await?;
     let mut r = Req { method: parts.method, bucket: bucket.to_string(), key: key.to_string(), query, headers, user, signer, body: Some(body) };
@@ -421,7 +432,7 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
     if r.key.is_empty() {
         return match r.method {
             M::PUT if r.query.is_empty() => create_bucket(gw, &c, r).await,
-            M::PUT if r.has("acl") => put_acl(&c, r).await,
+            M::PUT if r.has("acl") => put_acl(gw, &c, r).await,
             M::PUT if r.has("versioning") => Err(S3Error::not_implemented("bucket versioning")),
             M::HEAD => head_bucket(&c, r).await,
             M::DELETE if r.query.is_empty() => delete_bucket(&c, r).await,
@@ -461,7 +472,7 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
     match r.method {
         M::PUT if r.has("tagging") => put_tagging(&c, r).await,
         M::PUT if r.has("uploadId") && r.has("partNumber") => upload_part(gw, &c, r).await,
-        M::PUT if r.has("acl") => put_acl(&c, r).await,
+        M::PUT if r.has("acl") => put_acl(gw, &c, r).await,
         M::PUT if r.header("x-amz-copy-source").is_some() => copy_object(gw, &c, r).await,
         M::PUT => put_object(gw, &c, r).await,
         M::GET if r.has("tagging") => get_tagging(&c, r).await,
@@ -611,6 +622,9 @@ async fn owned_bucket(c: &Client, r: &Req) -> Result<stratos_client::BucketInfo,
 }
 
 async fn list_buckets(c: &Client, r: &Req) -> R {
+    if r.user.is_empty() {
+        return Err(S3Error::access_denied("listing buckets needs a signed request (an anonymous caller owns no bucket)"));
+    }
     // `max-buckets` and `continuation-token` (the last name of the page before), as S3's
     // paginated ListBuckets; without them, every bucket of the caller.
     let max: usize = match r.q("max-buckets") {
@@ -654,7 +668,18 @@ async fn list_buckets(c: &Client, r: &Req) -> R {
 }
 
 async fn create_bucket(gw: &Gateway, c: &Client, r: &mut Req) -> R {
-    check_acl_headers(r)?;
+    if r.user.is_empty() {
+        return Err(S3Error::access_denied("creating a bucket needs a signed request (a bucket needs an owner)"));
+    }
+    // Its ACL, made with it (the body, CreateBucketConfiguration, is no ACL document).
+    let acls = match acl::requested(&|n| r.header(n), None, &r.user)? {
+        Some(g) => {
+            let e = acl::entries(&g, &r.user, On::Bucket)?;
+            check_grantees(gw, &e, &r.user).await?;
+            e
+        }
+        None => Vec::new(),
+    };
     if r.header("x-amz-bucket-object-lock-enabled").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
         return Err(S3Error::not_implemented("object lock (x-amz-bucket-object-lock-enabled)"));
     }
@@ -667,15 +692,21 @@ async fn create_bucket(gw: &Gateway, c: &Client, r: &mut Req) -> R {
             b.set_volume(S3_VOLUME);
             b.set_bucket(&bucket);
             b.set_replication(gw.replication);
+            if !acls.is_empty() {
+                AclEntry::write_all(b.init_acls(acls.len() as u32), &acls);
+            }
         })
         .await;
     match created {
         Ok(_) => Ok(Reply::ok().header("location", format!("/{bucket}"))),
         Err(e) if e.status() == Some(stratos_client::Status::BucketExists) => {
-            let owner = bucket_info(c, &bucket).await.map(|b| b.owner).unwrap_or_default();
             // Your own bucket again: us-east-1's answer (S3's default region) is success,
-            // unless the request would change it (an ACL), which S3 refuses.
-            if owner == r.user && !r.headers.iter().any(|(n, _)| n.starts_with("x-amz-acl") || n.starts_with("x-amz-grant-")) {
+            // unless the request would change it (its ACL, `private` when it names none),
+            // which S3 refuses.
+            let private = acl::entries(&acl::canned("private", &r.user)?, &r.user, On::Bucket)?;
+            let asked = if acls.is_empty() { &private } else { &acls };
+            let existing = bucket_info(c, &bucket).await.ok();
+            if existing.is_some_and(|b| b.owner == r.user && (if b.acls.is_empty() { &private } else { &b.acls }) == asked) {
                 Ok(Reply::ok().header("location", format!("/{bucket}")))
             } else {
                 Err(from_om(&e, &bucket, None))
@@ -704,41 +735,56 @@ async fn delete_bucket(c: &Client, r: &Req) -> R {
     Ok(Reply::status(204))
 }
 
+/// GetBucketAcl / GetObjectAcl. A bucket's ACL is shown to whoever holds READ_ACP on it (the
+/// gateway checks: the OM's bucket information is anyone's); an object's to whoever may read
+/// the object (the OM checks, with the key's own entries).
 async fn acl(c: &Client, r: &Req) -> R {
-    let owner = owned_bucket(c, r).await?.owner;
-    if !r.key.is_empty() {
-        c.lookup_key(S3_VOLUME, &r.bucket, &r.key).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
+    let b = owned_bucket(c, r).await?;
+    if r.key.is_empty() {
+        if !acl::allows(&b.acls, &b.owner, &r.user, acl::READ_ACP) {
+            return Err(S3Error::access_denied(format!("reading the ACL of bucket {} needs READ_ACP on it", r.bucket)));
+        }
+        return Ok(Reply::xml(acl::document(&b.owner, &b.acls, On::Bucket)));
     }
-    let mut w = Writer::new("AccessControlPolicy");
-    w.open("Owner").elem("ID", &owner).elem("DisplayName", &owner).close("Owner");
-    w.open("AccessControlList").out_grant(&owner).close("AccessControlList");
-    Ok(Reply::xml(w.finish("AccessControlPolicy")))
+    let k = c.lookup_key(S3_VOLUME, &r.bucket, &r.key).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
+    Ok(Reply::xml(acl::document(&b.owner, &k.acls, On::Object)))
 }
 
-trait GrantExt {
-    fn out_grant(&mut self, owner: &str) -> &mut Self;
-}
-
-impl GrantExt for Writer {
-    fn out_grant(&mut self, owner: &str) -> &mut Self {
-        self.open("Grant");
-        self.open("Grantee xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:type=\"CanonicalUser\"");
-        self.elem("ID", owner).elem("DisplayName", owner).close("Grantee").elem("Permission", "FULL_CONTROL").close("Grant")
-    }
-}
-
-/// A canned ACL or grants this gateway can honour: `private` (the owner alone, which is what
-/// every bucket and object is here). Anything else is refused, never silently dropped.
-fn check_acl_headers(r: &Req) -> Result<(), S3Error> {
-    if let Some(acl) = r.header("x-amz-acl")
-        && !matches!(acl.trim(), "private" | "bucket-owner-full-control")
-    {
-        return Err(S3Error::not_implemented(&format!("the canned ACL {acl} (only private: grants to other users and anonymous access are not supported yet)")));
-    }
-    if let Some((n, _)) = r.headers.iter().find(|(n, _)| n.starts_with("x-amz-grant-")) {
-        return Err(S3Error::not_implemented(&format!("ACL grants ({n})")));
+/// Every user an ACL names beside the owner must exist: hold an S3 access key here (S3 answers
+/// an unknown canonical ID with InvalidArgument).
+async fn check_grantees(gw: &Gateway, entries: &[AclEntry], owner: &str) -> Result<(), S3Error> {
+    for user in acl::users_named(entries, owner) {
+        if gw.secret(user, false).await?.is_none() {
+            return Err(S3Error::invalid_argument(format!("Invalid id: no user {user} (an ACL's users are those with an S3 access key)")));
+        }
     }
     Ok(())
+}
+
+/// The ACL entries a write asks its new object to get (`x-amz-acl`, `x-amz-grant-*`): None
+/// for none or for the default (the owner's grant alone), so that such a write stays the
+/// plain commit. Read before the write, so that a bad ACL costs no bytes.
+async fn write_acl(gw: &Gateway, c: &Client, r: &Req) -> Result<Option<Vec<AclEntry>>, S3Error> {
+    if !r.headers.iter().any(|(n, _)| n == "x-amz-acl" || n.starts_with("x-amz-grant-")) {
+        return Ok(None);
+    }
+    let owner = bucket_info(c, &r.bucket).await?.owner;
+    let Some(g) = acl::requested(&|n| r.header(n), None, &owner)? else { return Ok(None) };
+    let e = acl::entries(&g, &owner, On::Object)?;
+    if e.len() == 1 && e[0].kind == stratos_client::AclKind::User && e[0].name == owner && e[0].rights == acl::Permission::FullControl.rights(On::Object) {
+        return Ok(None);
+    }
+    check_grantees(gw, &e, &owner).await?;
+    Ok(Some(e))
+}
+
+/// A write that cannot carry an ACL (a multipart upload's) refuses one that is not the default,
+/// never drops it.
+async fn refuse_write_acl(gw: &Gateway, c: &Client, r: &Req, what: &str) -> Result<(), S3Error> {
+    match write_acl(gw, c, r).await? {
+        None => Ok(()),
+        Some(_) => Err(S3Error::not_implemented(&format!("an ACL other than private on {what} (set it with PutObjectAcl once the object exists)"))),
+    }
 }
 
 /// The encryption a write asks for (or else its bucket's default), sealed: the metadata to add
@@ -858,16 +904,26 @@ fn unseal(gw: &Gateway, r: &Req, metadata: &[(String, String)], using: sse::Use)
     sse::open(metadata, key.as_ref(), gw.keyring.as_ref())
 }
 
-async fn put_acl(c: &Client, r: &mut Req) -> R {
-    check_acl_headers(r)?;
+/// PutBucketAcl / PutObjectAcl: the grants of a canned ACL, grant headers or a document
+/// replace the bucket's or object's. The OM decides who may (WRITE_ACL on the bucket).
+async fn put_acl(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
-    if !body.is_empty() {
-        return Err(S3Error::not_implemented("ACL documents (only the canned ACL private)"));
-    }
-    bucket_info(c, &r.bucket).await?;
-    if !r.key.is_empty() {
-        c.lookup_key(S3_VOLUME, &r.bucket, &r.key).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
-    }
+    let owner = bucket_info(c, &r.bucket).await?.owner;
+    let grants = acl::requested(&|n| r.header(n), Some(&body), &owner)?
+        .ok_or_else(|| S3Error::new("MissingSecurityHeader", 400, "an ACL needs x-amz-acl, x-amz-grant-* headers or an AccessControlPolicy document"))?;
+    let on = if r.key.is_empty() { On::Bucket } else { On::Object };
+    let entries = acl::entries(&grants, &owner, on)?;
+    check_grantees(gw, &entries, &owner).await?;
+    let (bucket, key) = (r.bucket.clone(), r.key.clone());
+    c.submit(|op| {
+        let mut s = op.init_set_acls();
+        s.set_volume(S3_VOLUME);
+        s.set_bucket(&bucket);
+        s.set_key(&key);
+        AclEntry::write_all(s.init_acls(entries.len() as u32), &entries);
+    })
+    .await
+    .map_err(|e| from_om(&e, &bucket, (!key.is_empty()).then_some(key.as_str())))?;
     Ok(Reply::ok())
 }
 
@@ -972,7 +1028,7 @@ fn upload_id(r: &Req) -> Result<String, S3Error> {
 }
 
 async fn initiate_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
-    check_acl_headers(r)?;
+    refuse_write_acl(gw, c, r, "a multipart upload").await?;
     let mut metadata = metadata_of(r)?;
     // The upload's parts are encrypted as the completed object will be: the sealing is the
     // upload's (every part reads it back, see `upload_part`).
@@ -1567,7 +1623,7 @@ fn content_length(r: &Req) -> Result<Option<u64>, S3Error> {
 }
 
 async fn put_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
-    check_acl_headers(r)?;
+    let acls = write_acl(gw, c, r).await?;
     let mut metadata = metadata_of(r)?;
     let (sealing, cipher) = seal(gw, c, r).await?;
     metadata.extend(sealing);
@@ -1584,7 +1640,7 @@ async fn put_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     let (bucket, key) = (r.bucket.clone(), r.key.clone());
     // A Content-MD5 is checked when the payload ends, before the commit.
     payload.expect_md5(md5);
-    let result = object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &metadata, Finish::Key(&condition), cipher.as_ref()).await;
+    let result = object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &metadata, Finish::Key(&condition, acls.as_deref().unwrap_or_default()), cipher.as_ref()).await;
     let written = drained(result, &mut payload).await?;
     Ok(Reply::ok().header("etag", format!("\"{}\"", written.etag)).sse(&metadata).checksum(&written))
 }
@@ -1613,7 +1669,7 @@ fn payload_length(r: &Req, _p: &Payload) -> Result<Option<u64>, S3Error> {
 }
 
 async fn copy_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
-    check_acl_headers(r)?;
+    let acls = write_acl(gw, c, r).await?;
     let (sealing, cipher) = seal(gw, c, r).await?;
     let (sb, sk) = copy_source(&r.header("x-amz-copy-source").unwrap_or_default())?;
     let replace = match r.header("x-amz-metadata-directive").as_deref() {
@@ -1661,7 +1717,7 @@ async fn copy_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     payload.read_all(0).await?;
     let reader = Reader::new(gw.clone(), src.blocks.clone(), 0, src.data_size).decrypting(src_cipher).hashing(new_checksum);
     let (bucket, key) = (r.bucket.clone(), r.key.clone());
-    let w = object::write(gw, c, &bucket, &key, &mut Input::Object(reader), src.data_size, &metadata, Finish::Key(&condition), cipher.as_ref()).await?;
+    let w = object::write(gw, c, &bucket, &key, &mut Input::Object(reader), src.data_size, &metadata, Finish::Key(&condition, acls.as_deref().unwrap_or_default()), cipher.as_ref()).await?;
     let mut x = Writer::new("CopyObjectResult");
     x.elem("LastModified", iso8601(now_ms())).elem("ETag", format!("\"{}\"", w.etag));
     if let Some((a, v)) = &w.checksum {
@@ -2051,7 +2107,8 @@ const POST_UNNAMED_FIELDS: [&str; 5] = ["policy", "signature", "awsaccesskeyid",
 /// POST Object: a browser-based upload ([`crate::form`]). The form's policy must be signed
 /// with its uploader's secret (Signature Version 4: `x-amz-credential`, `x-amz-date`,
 /// `x-amz-algorithm`, `x-amz-signature`; or Version 2: `AWSAccessKeyId`, `signature`), unexpired,
-/// and hold of every field; the object is written as a PUT of the uploader would write it,
+/// and hold of every field (a form with neither policy nor signature is an anonymous upload);
+/// the object is written as a PUT of the uploader would write it,
 /// from the form's fields (`key`, where `${filename}` stands for the file's name, `acl`,
 /// `Content-Type` and the other stored headers, `x-amz-meta-*`, `tagging`, the encryption
 /// fields). Answers `success_action_redirect` (303 to it, with the bucket, key and ETag), or
@@ -2066,17 +2123,9 @@ async fn post_object(gw: &Rc<Gateway>, headers: &[(String, String)], body: Incom
     reply
 }
 
-async fn post_form(gw: &Rc<Gateway>, headers: &[(String, String)], form: &mut form::Form, bucket: &str) -> R {
-    let key = form
-        .field("key")
-        .ok_or_else(|| S3Error::invalid_argument("Bucket POST must contain a field named 'key'.  If it is specified, please check the order of the fields."))?
-        .replace("${filename}", &form.filename);
-    if key.is_empty() {
-        return Err(S3Error::invalid_argument("the form's key is empty"));
-    }
-    let Some(policy_text) = form.field("policy").map(str::to_string) else {
-        return Err(S3Error::access_denied("a POST upload without a policy is anonymous, and anonymous writes are not supported by this gateway"));
-    };
+/// Who signed a form's policy (the principal it uploads as), once the signature and the policy
+/// hold of the fields: with the size range the policy allows the file.
+async fn signed_form(gw: &Gateway, form: &form::Form, policy_text: &str, key: &str, bucket: &str) -> Result<(String, u64, u64), S3Error> {
     // Who signed the policy, and how.
     enum Signed {
         V4(sigv4::Credential, String),
@@ -2109,7 +2158,7 @@ async fn post_form(gw: &Rc<Gateway>, headers: &[(String, String)], form: &mut fo
     let mut fields = form.fields.clone();
     for (n, v) in fields.iter_mut() {
         if n.eq_ignore_ascii_case("key") {
-            v.clone_from(&key);
+            *v = key.to_string();
         }
     }
     // The bucket is the one posted to, whatever a field of that name says.
@@ -2117,7 +2166,27 @@ async fn post_form(gw: &Rc<Gateway>, headers: &[(String, String)], form: &mut fo
     fields.push(("bucket".into(), bucket.to_string()));
     let (min, max) = form::Policy::parse(&policy_text)?.check(&fields, now_ms(), &POST_UNNAMED_FIELDS)?;
     // A policy without a content-length-range still allows no more than a PUT does.
-    let max = max.min(PUT_BYTES_MAX);
+    Ok((access, min, max.min(PUT_BYTES_MAX)))
+}
+
+async fn post_form(gw: &Rc<Gateway>, headers: &[(String, String)], form: &mut form::Form, bucket: &str) -> R {
+    let key = form
+        .field("key")
+        .ok_or_else(|| S3Error::invalid_argument("Bucket POST must contain a field named 'key'.  If it is specified, please check the order of the fields."))?
+        .replace("${filename}", &form.filename);
+    if key.is_empty() {
+        return Err(S3Error::invalid_argument("the form's key is empty"));
+    }
+    // A form without a policy is an anonymous upload: the OM lets it into a bucket whose
+    // AllUsers grant says so (public-read-write), and into no other.
+    let (access, min, max) = if let Some(policy_text) = form.field("policy").map(str::to_string) {
+        signed_form(gw, form, &policy_text, &key, bucket).await?
+    } else {
+        if form.fields.iter().any(|(n, _)| ["x-amz-signature", "signature", "x-amz-credential", "awsaccesskeyid"].contains(&n.to_ascii_lowercase().as_str())) {
+            return Err(S3Error::invalid_argument("the form is signed but has no policy: a signature signs a policy"));
+        }
+        (String::new(), 0, PUT_BYTES_MAX)
+    };
     form.file.limit(min, max);
     // The write reads the fields as a PUT's headers.
     let mut as_headers: Vec<(String, String)> = form.fields.iter().filter(|(n, _)| !n.eq_ignore_ascii_case("key")).map(|(n, v)| (n.to_ascii_lowercase(), v.clone())).collect();
@@ -2133,19 +2202,19 @@ async fn post_form(gw: &Rc<Gateway>, headers: &[(String, String)], form: &mut fo
         return Err(S3Error::invalid_argument("the form gives its tags twice: tagging and x-amz-tagging"));
     }
     let r = Req { method: hyper::Method::POST, bucket: bucket.to_string(), key: key.clone(), query: Vec::new(), headers: as_headers, user: access.clone(), signer: None, body: None };
-    check_acl_headers(&r)?;
     // The file's checksum, if a field gives one: checked as it streams, kept with the object.
     if let Some(w) = checksum::requested(&|n| r.header(n), false)? {
         let value = w.value.ok_or_else(|| S3Error::invalid_request("a form's checksum is a field, not a trailer"))?;
         form.file.expect_checksum(w.algorithm, value);
     }
     let c = gw.client_for(&access).await?;
+    let acls = write_acl(gw, &c, &r).await?;
     let mut metadata = metadata_of(&r)?;
     metadata.extend(tags.unwrap_or_default().into_iter().map(|(k, v)| (format!("{TAG}{k}"), v)));
     let (sealing, cipher) = seal(gw, &c, &r).await?;
     metadata.extend(sealing);
     let hint = header_of(headers, "content-length").and_then(|l| l.trim().parse::<u64>().ok()).unwrap_or(0).min(max);
-    let written = object::write(gw, &c, bucket, &key, &mut Input::Form(&mut form.file), hint, &metadata, Finish::Key(&Condition::Any), cipher.as_ref()).await?;
+    let written = object::write(gw, &c, bucket, &key, &mut Input::Form(&mut form.file), hint, &metadata, Finish::Key(&Condition::Any, acls.as_deref().unwrap_or_default()), cipher.as_ref()).await?;
     // The closing boundary and any fields after the file, so the connection can be reused.
     form.file.drain(FIELDS_AFTER_FILE_BYTES_MAX).await;
     let etag = format!("\"{}\"", written.etag);
@@ -2160,7 +2229,8 @@ async fn post_form(gw: &Rc<Gateway>, headers: &[(String, String)], form: &mut fo
         None => match r.header("success_action_status").as_deref().map(str::trim) {
             Some("200") => Reply::ok(),
             Some("201") => {
-                let mut w = Writer::new("PostResponse");
+                // Without S3's namespace, as S3 sends it (clients look `Key` up unqualified).
+                let mut w = Writer::plain("PostResponse");
                 w.elem("Location", &location).elem("Bucket", bucket).elem("Key", &key).elem("ETag", &etag);
                 let mut reply = Reply::xml(w.finish("PostResponse"));
                 reply.status = 201;

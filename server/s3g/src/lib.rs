@@ -14,6 +14,7 @@
 //! - [`form`]: browser-based uploads (POST Object): the form, streamed, and its policy.
 //! - [`xml`], [`error`]: S3's documents and error codes.
 
+pub mod acl;
 pub mod checksum;
 pub mod error;
 pub mod form;

@@ -138,8 +138,8 @@ pub fn set_pairs(mut list: capnp::struct_list::Builder<'_, stratos_client::schem
 /// What a write becomes once its bytes are durable.
 #[derive(Debug, Clone, Copy)]
 pub enum Finish<'a> {
-    /// The key, if the condition holds.
-    Key(&'a Condition),
+    /// The key, if the condition holds, with these ACL entries of its own (usually none).
+    Key(&'a Condition, &'a [stratos_client::AclEntry]),
     /// Part `part` of multipart upload `upload_id` of the key.
     Part { upload_id: &'a str, part: u32 },
 }
@@ -304,7 +304,7 @@ async fn write_opened(
         }
     };
     let committed = match finish {
-        Finish::Key(condition) => c
+        Finish::Key(condition, acls) => c
             .submit(|op| {
                 let mut k = op.init_commit_key();
                 k.set_volume(S3_VOLUME);
@@ -321,6 +321,9 @@ async fn write_opened(
                     m.reborrow().get(1).set_value(value);
                 }
                 set_condition!(k, condition);
+                if !acls.is_empty() {
+                    stratos_client::AclEntry::write_all(k.init_acls(acls.len() as u32), acls);
+                }
             })
             .await,
         Finish::Part { upload_id, part } => c
