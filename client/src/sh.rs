@@ -47,11 +47,11 @@ pub enum ShCommand {
     /// o3://host[:port]/volume.
     #[command(subcommand)]
     Volume(VolumeCmd),
-    /// Buckets: create, info, list (ls), update, setquota, clrquota, delete. Paths:
+    /// Buckets: create, info, list (ls), update, setquota, clrquota, delete, getacl, setacl. Paths:
     /// /volume/bucket or o3://host[:port]/volume/bucket.
     #[command(subcommand)]
     Bucket(BucketCmd),
-    /// Keys: put, get, cat, info, list (ls), rename, delete. Paths: /volume/bucket/key or
+    /// Keys: put, get, cat, info, list (ls), rename, delete, getacl, setacl. Paths: /volume/bucket/key or
     /// o3://host[:port]/volume/bucket/key.
     #[command(subcommand)]
     Key(KeyCmd),
@@ -282,6 +282,26 @@ pub enum BucketCmd {
     },
     /// Delete /volume/bucket (it must hold no keys).
     Delete { path: String },
+    /// Show /volume/bucket's ACL entries as JSON (Ozone's `bucket getacl`).
+    Getacl { path: String },
+    /// Replace /volume/bucket's ACL entries (Ozone's `bucket setacl`): the bucket's owner, its
+    /// volume's owner or admin, an administrator, or a holder of WRITE_ACL on it.
+    Setacl {
+        path: String,
+        #[command(flatten)]
+        acls: AclArgs,
+    },
+}
+
+/// ACL entries as Ozone's shell writes them.
+#[derive(Debug, Args)]
+pub struct AclArgs {
+    /// Comma-separated `TYPE:NAME:RIGHTS` (Ozone's form): TYPE user, group or world (whose NAME
+    /// is empty: `world::r`); RIGHTS letters r READ, w WRITE, c CREATE, l LIST, d DELETE,
+    /// x READ_ACL, y WRITE_ACL, a ALL, n NONE. Example: `user:bob:rl,world::l`. An empty
+    /// list removes every entry.
+    #[arg(long = "acls", visible_alias = "acl", short = 'a', allow_hyphen_values = true)]
+    pub acls: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -329,6 +349,17 @@ pub enum KeyCmd {
     },
     /// Delete /volume/bucket/key (its blocks are freed on the datanodes).
     Delete { path: String },
+    /// Show /volume/bucket/key's own ACL entries as JSON (Ozone's `key getacl`; its bucket's
+    /// apply too: `bucket getacl`).
+    Getacl { path: String },
+    /// Replace /volume/bucket/key's own ACL entries (Ozone's `key setacl`). They may grant READ
+    /// and READ_ACL of this key to callers without READ on its bucket; setting them needs
+    /// WRITE_ACL on the bucket. An overwrite of the key starts with none.
+    Setacl {
+        path: String,
+        #[command(flatten)]
+        acls: AclArgs,
+    },
 }
 
 /// The paging flags of every `list` (Ozone's names and short forms).
@@ -482,7 +513,9 @@ fn first_path(c: &ShCommand) -> Option<&str> {
             | BucketCmd::Update { path, .. }
             | BucketCmd::Setquota { path, .. }
             | BucketCmd::Clrquota { path, .. }
-            | BucketCmd::Delete { path } => Some(path),
+            | BucketCmd::Delete { path }
+            | BucketCmd::Getacl { path }
+            | BucketCmd::Setacl { path, .. } => Some(path),
         },
         ShCommand::Key(k) => match k {
             KeyCmd::Put { path, .. }
@@ -491,7 +524,9 @@ fn first_path(c: &ShCommand) -> Option<&str> {
             | KeyCmd::Info { path }
             | KeyCmd::List { path, .. }
             | KeyCmd::Rename { path, .. }
-            | KeyCmd::Delete { path } => Some(path),
+            | KeyCmd::Delete { path }
+            | KeyCmd::Getacl { path }
+            | KeyCmd::Setacl { path, .. } => Some(path),
         },
         ShCommand::S3(_) => None,
     }
@@ -529,6 +564,10 @@ pub async fn run_on(runtime: Rc<dyn Runtime>, args: &ShArgs) -> Outcome {
                 parse_address(path)?;
             }
         }
+    }
+    // So is a mistyped ACL.
+    if let ShCommand::Bucket(BucketCmd::Setacl { acls, .. }) | ShCommand::Key(KeyCmd::Setacl { acls, .. }) = &args.command {
+        parse_acls(&acls.acls)?;
     }
     crate::tls::use_client_env().map_err(|e| e.to_string())?;
     let addr = om_address(args, first_path(&args.command));
@@ -870,7 +909,65 @@ async fn bucket(c: &Client, cmd: &BucketCmd) -> Outcome {
             .map_err(err)?;
             Ok(None)
         }
+        BucketCmd::Getacl { path } => {
+            let (_, p) = parts(path, 2, "/volume/bucket")?;
+            Ok(Some(pretty(&acls_json(&c.bucket_info(&p[0], &p[1]).await.map_err(err)?.acls))))
+        }
+        BucketCmd::Setacl { path, acls } => {
+            let (_, p) = parts(path, 2, "/volume/bucket")?;
+            set_acls(c, &p[0], &p[1], "", &parse_acls(&acls.acls)?).await
+        }
     }
+}
+
+/// Replaces the ACL entries of a bucket (`key` empty) or of a key.
+async fn set_acls(c: &Client, volume: &str, bucket: &str, key: &str, acls: &[crate::AclEntry]) -> Outcome {
+    c.submit(|op| {
+        let mut g = op.init_set_acls();
+        g.set_volume(volume);
+        g.set_bucket(bucket);
+        g.set_key(key);
+        crate::AclEntry::write_all(g.init_acls(acls.len() as u32), acls);
+    })
+    .await
+    .map_err(err)?;
+    Ok(None)
+}
+
+/// ACL entries in Ozone's shell form: `user:bob:rw,group:ops:r,world::l` (an `[ACCESS]` scope
+/// after the rights is taken; `[DEFAULT]`, inherited ACLs, is not supported).
+pub fn parse_acls(s: &str) -> Result<Vec<crate::AclEntry>, String> {
+    const LETTERS: [(char, u16); 9] = [('r', 1), ('w', 2), ('c', 4), ('l', 8), ('d', 16), ('x', 32), ('y', 64), ('a', 127), ('n', 0)];
+    let mut out: Vec<crate::AclEntry> = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let bad = |why: &str| format!("ACL entry {item:?}: {why} (TYPE:NAME:RIGHTS, e.g. user:bob:rw or world::r)");
+        let mut f = item.splitn(3, ':');
+        let (Some(kind), Some(name), Some(rights)) = (f.next(), f.next(), f.next()) else { return Err(bad("three fields")) };
+        let rights = rights.strip_suffix("[ACCESS]").unwrap_or(rights);
+        if rights.ends_with(']') {
+            return Err(bad("only ACCESS ACLs (DEFAULT ones, inherited by new keys, are not supported)"));
+        }
+        let kind = match kind.to_ascii_lowercase().as_str() {
+            "user" => crate::AclKind::User,
+            "group" => crate::AclKind::Group,
+            "world" => crate::AclKind::World,
+            other => return Err(bad(&format!("type {other:?} is not user, group or world"))),
+        };
+        match (kind, name.is_empty()) {
+            (crate::AclKind::World, false) => return Err(bad("a world entry names nobody: world::RIGHTS")),
+            (crate::AclKind::User | crate::AclKind::Group, true) => return Err(bad("a user or group entry needs a name")),
+            _ => {}
+        }
+        let mut bits = 0u16;
+        for ch in rights.chars() {
+            bits |= LETTERS.iter().find(|(l, _)| *l == ch.to_ascii_lowercase()).map(|(_, b)| *b).ok_or_else(|| bad(&format!("right {ch:?} is none of r w c l d x y a n")))?;
+        }
+        match out.iter_mut().find(|e| e.kind == kind && e.name == name) {
+            Some(e) => e.rights |= bits,
+            None => out.push(crate::AclEntry { kind, name: name.to_string(), rights: bits }),
+        }
+    }
+    Ok(out)
 }
 
 async fn key(c: &Client, cmd: &KeyCmd) -> Outcome {
@@ -932,6 +1029,14 @@ async fn key(c: &Client, cmd: &KeyCmd) -> Outcome {
             .await
             .map_err(err)?;
             Ok(None)
+        }
+        KeyCmd::Getacl { path } => {
+            let (_, p) = parts(path, 3, "/volume/bucket/key")?;
+            Ok(Some(pretty(&acls_json(&c.lookup_key(&p[0], &p[1], &p[2]).await.map_err(err)?.acls))))
+        }
+        KeyCmd::Setacl { path, acls } => {
+            let (_, p) = parts(path, 3, "/volume/bucket/key")?;
+            set_acls(c, &p[0], &p[1], &p[2], &parse_acls(&acls.acls)?).await
         }
     }
 }

@@ -161,6 +161,22 @@ fn acls_print_with_ozone_s_names() {
 }
 
 #[test]
+fn acls_parse_as_ozone_s_shell_writes_them() {
+    use crate::{AclEntry, AclKind};
+    let e = parse_acls("user:bob:rw, group:ops:l[ACCESS],world::a,user:bob:x").expect("parses");
+    assert_eq!(e, vec![
+        AclEntry { kind: AclKind::User, name: "bob".into(), rights: 1 | 2 | 32 },
+        AclEntry { kind: AclKind::Group, name: "ops".into(), rights: 8 },
+        AclEntry { kind: AclKind::World, name: String::new(), rights: 127 },
+    ]);
+    assert_eq!(parse_acls("").expect("none"), vec![]);
+    for bad in ["user:bob", "world:bob:r", "user::r", "robot:x:r", "user:bob:q", "user:bob:r[DEFAULT]"] {
+        let e = parse_acls(bad).expect_err(bad);
+        assert!(e.contains(bad), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn bucket_json_is_what_sh_printed_before() {
     for (replication, versioning, quota) in [(om_capnp::Replication::RatisOne, false, u64::MAX), (om_capnp::Replication::RatisThree, true, 5 << 20)] {
         let mut m = capnp::message::Builder::new_default();

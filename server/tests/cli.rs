@@ -434,6 +434,45 @@ fn ozone_s_forms_are_accepted() {
 }
 
 #[test]
+fn acls_set_from_the_shell_grant_what_they_name_and_no_more() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Cluster::start(dir.path());
+    let src = c.dir.join("src");
+    std::fs::write(&src, b"shared").expect("write");
+    c.ok(&["key", "put", "/vol/bkt/k", s(&src)]);
+    c.ok(&["key", "put", "/vol/bkt/open", s(&src)]);
+    let as_user = |who: &str, args: &[&str]| {
+        let out = Command::new(BIN).arg("sh").args(["--om", &c.om(), "--user", who]).args(args).output().expect("run stratos sh");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, _, err) = as_user("bob", &["key", "cat", "/vol/bkt/k"]);
+    assert!(!ok && err.contains("bob"), "{err}");
+    c.ok(&["bucket", "setacl", "/vol/bkt", "--acls", "user:bob:rl"]);
+    assert_eq!(c.json(&["bucket", "getacl", "/vol/bkt"]), serde_json::json!([{"type": "USER", "name": "bob", "aclScope": "ACCESS", "aclList": ["READ", "LIST"]}]));
+    let (ok, out, err) = as_user("bob", &["key", "cat", "/vol/bkt/k"]);
+    assert!(ok && out == "shared", "{err}");
+    let (ok, _, err) = as_user("bob", &["bucket", "setacl", "/vol/bkt", "-a", "user:bob:a"]);
+    assert!(!ok && err.contains("WRITE_ACL"), "READ and LIST are not WRITE_ACL: {err}");
+    // A key's own entry: carol reads that key, not its neighbour, nor lists the bucket.
+    let (ok, _, _) = as_user("carol", &["key", "cat", "/vol/bkt/open"]);
+    assert!(!ok);
+    c.ok(&["key", "setacl", "/vol/bkt/open", "-a", "user:carol:r"]);
+    assert_eq!(c.json(&["key", "getacl", "/vol/bkt/open"]), serde_json::json!([{"type": "USER", "name": "carol", "aclScope": "ACCESS", "aclList": ["READ"]}]));
+    let (ok, out, err) = as_user("carol", &["key", "cat", "/vol/bkt/open"]);
+    assert!(ok && out == "shared", "{err}");
+    assert!(!as_user("carol", &["key", "cat", "/vol/bkt/k"]).0 && !as_user("carol", &["key", "ls", "/vol/bkt"]).0);
+    let (ok, _, err) = as_user("bob", &["key", "setacl", "/vol/bkt/k", "-a", "world::r"]);
+    assert!(!ok && err.contains("WRITE_ACL"), "{err}");
+    let (ok, _, err) = c.sh(&["bucket", "setacl", "/vol/bkt", "-a", "user:bob:q"]);
+    assert!(!ok && err.contains("none of"), "{err}");
+    // An empty list removes every entry; an overwrite of a key starts with none of its own.
+    c.ok(&["bucket", "setacl", "/vol/bkt", "-a", ""]);
+    assert!(!as_user("bob", &["key", "cat", "/vol/bkt/k"]).0);
+    c.ok(&["key", "put", "/vol/bkt/open", s(&src)]);
+    assert_eq!(c.json(&["key", "getacl", "/vol/bkt/open"]), serde_json::json!([]));
+}
+
+#[test]
 fn a_killed_om_restarts_on_its_port_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();

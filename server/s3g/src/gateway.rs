@@ -2145,8 +2145,8 @@ async fn signed_form(gw: &Gateway, form: &form::Form, policy_text: &str, key: &s
     };
     gw.with_secret(&access, |secret| {
         let ok = match &signed {
-            Signed::V4(cred, sig) => sigv4::same(sigv4::sign_policy_v4(&secret, cred, &policy_text).as_bytes(), sig.to_ascii_lowercase().as_bytes()),
-            Signed::V2(sig) => sigv4::same(sigv4::sign_policy_v2(&secret, &policy_text).as_bytes(), sig.as_bytes()),
+            Signed::V4(cred, sig) => sigv4::same(sigv4::sign_policy_v4(&secret, cred, policy_text).as_bytes(), sig.to_ascii_lowercase().as_bytes()),
+            Signed::V2(sig) => sigv4::same(sigv4::sign_policy_v2(&secret, policy_text).as_bytes(), sig.as_bytes()),
         };
         match ok {
             true => Ok(()),
@@ -2164,7 +2164,7 @@ async fn signed_form(gw: &Gateway, form: &form::Form, policy_text: &str, key: &s
     // The bucket is the one posted to, whatever a field of that name says.
     fields.retain(|(n, _)| !n.eq_ignore_ascii_case("bucket"));
     fields.push(("bucket".into(), bucket.to_string()));
-    let (min, max) = form::Policy::parse(&policy_text)?.check(&fields, now_ms(), &POST_UNNAMED_FIELDS)?;
+    let (min, max) = form::Policy::parse(policy_text)?.check(&fields, now_ms(), &POST_UNNAMED_FIELDS)?;
     // A policy without a content-length-range still allows no more than a PUT does.
     Ok((access, min, max.min(PUT_BYTES_MAX)))
 }
