@@ -778,13 +778,27 @@ async fn write_acl(gw: &Gateway, c: &Client, r: &Req) -> Result<Option<Vec<AclEn
     Ok(Some(e))
 }
 
-/// A write that cannot carry an ACL (a multipart upload's) refuses one that is not the default,
-/// never drops it.
-async fn refuse_write_acl(gw: &Gateway, c: &Client, r: &Req, what: &str) -> Result<(), S3Error> {
-    match write_acl(gw, c, r).await? {
-        None => Ok(()),
-        Some(_) => Err(S3Error::not_implemented(&format!("an ACL other than private on {what} (set it with PutObjectAcl once the object exists)"))),
+/// The metadata pair in which a multipart upload keeps the ACL its object is to get
+/// ([`acl::encode`]): the completion sets it once the object exists. It
+/// stays with the object (never shown; a copy drops it), so that a completion repeated after
+/// its answer was lost sets it again.
+const UPLOAD_ACL: &str = "acl:upload";
+
+/// The ACL a multipart upload asks its object to get, as its metadata pair. A completion
+/// cannot carry an ACL of its own as a PUT's commit does, so the entries are set after it
+/// (`setAcls`), which needs WRITE_ACP on the bucket: refused at once, before any part is sent,
+/// to a caller without it (another user writing into a `public-read-write` bucket).
+async fn upload_acl(gw: &Gateway, c: &Client, r: &Req) -> Result<Option<(String, String)>, S3Error> {
+    let Some(entries) = write_acl(gw, c, r).await? else { return Ok(None) };
+    let b = bucket_info(c, &r.bucket).await?;
+    if !acl::allows(&b.acls, &b.owner, &r.user, acl::WRITE_ACP) {
+        return Err(S3Error::access_denied(format!("an ACL on a multipart upload is set once it completes, which needs WRITE_ACP on bucket {} (its owner's): upload without one", r.bucket)));
     }
+    let value = acl::encode(&entries);
+    if value.len() > METADATA_VALUE_BYTES_MAX {
+        return Err(S3Error::invalid_argument(format!("the ACL of a multipart upload takes {} bytes, at most {METADATA_VALUE_BYTES_MAX}", value.len())));
+    }
+    Ok(Some((UPLOAD_ACL.to_string(), value)))
 }
 
 /// The encryption a write asks for (or else its bucket's default), sealed: the metadata to add
@@ -914,17 +928,22 @@ async fn put_acl(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     let on = if r.key.is_empty() { On::Bucket } else { On::Object };
     let entries = acl::entries(&grants, &owner, on)?;
     check_grantees(gw, &entries, &owner).await?;
-    let (bucket, key) = (r.bucket.clone(), r.key.clone());
+    set_acls(c, &r.bucket, &r.key, &entries).await?;
+    Ok(Reply::ok())
+}
+
+/// Replaces the ACL entries of a bucket (`key` empty) or of an object.
+async fn set_acls(c: &Client, bucket: &str, key: &str, entries: &[AclEntry]) -> Result<(), S3Error> {
     c.submit(|op| {
         let mut s = op.init_set_acls();
         s.set_volume(S3_VOLUME);
-        s.set_bucket(&bucket);
-        s.set_key(&key);
-        AclEntry::write_all(s.init_acls(entries.len() as u32), &entries);
+        s.set_bucket(bucket);
+        s.set_key(key);
+        AclEntry::write_all(s.init_acls(entries.len() as u32), entries);
     })
     .await
-    .map_err(|e| from_om(&e, &bucket, (!key.is_empty()).then_some(key.as_str())))?;
-    Ok(Reply::ok())
+    .map_err(|e| from_om(&e, bucket, (!key.is_empty()).then_some(key)))?;
+    Ok(())
 }
 
 /// ListMultipartUploads: the bucket's uploads in progress by key and upload id, after
@@ -1028,8 +1047,9 @@ fn upload_id(r: &Req) -> Result<String, S3Error> {
 }
 
 async fn initiate_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
-    refuse_write_acl(gw, c, r, "a multipart upload").await?;
+    let acl = upload_acl(gw, c, r).await?;
     let mut metadata = metadata_of(r)?;
+    metadata.extend(acl);
     // The upload's parts are encrypted as the completed object will be: the sealing is the
     // upload's (every part reads it back, see `upload_part`).
     metadata.extend(seal(gw, c, r).await?.0);
@@ -1195,6 +1215,7 @@ async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     })
     .await;
     let mut checksums = set;
+    let mut acl_asked = upload.as_deref().and_then(|m| meta(m, UPLOAD_ACL)).map(str::to_string);
     if let Err(e) = done {
         // A completion repeated (its answer lost): S3 answers it again while the key is the
         // one it made, with the checksum it got.
@@ -1203,7 +1224,13 @@ async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
             _ => None,
         };
         let Some(k) = made else { return Err(from_om(&e, &bucket, Some(&key))) };
-        checksums = k.metadata.into_iter().filter(|(n, _)| n.starts_with(checksum::METADATA_PREFIX)).collect();
+        checksums = k.metadata.iter().filter(|(n, _)| n.starts_with(checksum::METADATA_PREFIX)).cloned().collect();
+        acl_asked = meta(&k.metadata, UPLOAD_ACL).map(str::to_string);
+    }
+    // The ACL the upload asked for, on the object it made (upload_acl).
+    if let Some(asked) = acl_asked {
+        let entries = acl::decode(&asked).map_err(|e| S3Error::internal(format!("the upload's ACL {asked:?}: {e}")))?;
+        set_acls(c, &bucket, &key, &entries).await?;
     }
     let mut w = Writer::new("CompleteMultipartUploadResult");
     w.elem("Location", format!("/{bucket}/{key}")).elem("Bucket", &bucket).elem("Key", &key).elem("ETag", format!("\"{etag}\""));
@@ -1702,7 +1729,7 @@ async fn copy_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
         metadata_of(r)?.into_iter().filter(|(k, _)| !k.starts_with(TAG)).chain(checksums).collect()
     } else {
         // Not the parts of a multipart source: the copy is written as one part.
-        let rest = src.metadata.iter().filter(|(k, _)| k != ETAG && k != PARTS && !k.starts_with(TAG) && !k.starts_with(sse::PREFIX) && !k.starts_with(checksum::METADATA_PREFIX));
+        let rest = src.metadata.iter().filter(|(k, _)| k != ETAG && k != PARTS && k != UPLOAD_ACL && !k.starts_with(TAG) && !k.starts_with(sse::PREFIX) && !k.starts_with(checksum::METADATA_PREFIX));
         rest.cloned().chain(checksums).collect()
     };
     if tags_replace {

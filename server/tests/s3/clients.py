@@ -670,16 +670,22 @@ check("anonymous writes to a public-read-write bucket, with the object's ACL", a
 r = requests.post(f"{ENDPOINT}/{pub}", data={"key": "posted", "acl": "public-read"}, files={"file": ("p", b"posted anonymously")}, verify=CA)
 check("... and posts a form without a policy", r.status_code == 204 and anon.get_object(Bucket=pub, Key="posted")["Body"].read() == b"posted anonymously", r.text[:300])
 check("... but may not read the ACL of what it wrote (READ_ACP on the bucket is alice's)", code(lambda: anon.get_bucket_acl(Bucket=pub)) == "AccessDenied")
+mp = alice.create_multipart_upload(Bucket=pub, Key="multi", ACL="public-read")
+part = alice.upload_part(Bucket=pub, Key="multi", UploadId=mp["UploadId"], PartNumber=1, Body=b"in parts")
+alice.complete_multipart_upload(Bucket=pub, Key="multi", UploadId=mp["UploadId"], MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+check("a multipart upload's ACL is its object's once it completes", anon.get_object(Bucket=pub, Key="multi")["Body"].read() == b"in parts"
+      and alice.head_object(Bucket=pub, Key="multi")["Metadata"] == {})
+check("... asked by a user without WRITE_ACP on the bucket: refused before any part", code(lambda: bob.create_multipart_upload(Bucket=pub, Key="bobs", ACL="public-read")) == "AccessDenied")
 alice.put_bucket_acl(Bucket=pub, AccessControlPolicy={"Owner": {"ID": os.environ["ALICE_KEY"]}, "Grants": []})
 check("an ACL with no grants reads back empty, and the owner keeps every right", alice.get_bucket_acl(Bucket=pub)["Grants"] == [] and code(lambda: anon.list_objects_v2(Bucket=pub)) == "AccessDenied"
-      and len(alice.list_objects_v2(Bucket=pub)["Contents"]) == 4)
+      and len(alice.list_objects_v2(Bucket=pub)["Contents"]) == 5)
 alice.put_bucket_acl(Bucket=pub, ACL="private")
 check("a private bucket: anonymous lists nothing, yet reads the object whose own ACL is public-read",
       code(lambda: anon.list_objects_v2(Bucket=pub)) == "AccessDenied" and anon.get_object(Bucket=pub, Key="open")["Body"].read() == b"for everyone")
 check("... and a missing key is AccessDenied to it (nothing said of what exists)", code(lambda: anon.get_object(Bucket=pub, Key="nothing")) == "AccessDenied")
 check("a CORS preflight: 400 without an Origin, 403 with one (no CORS configurations here)",
       requests.options(f"{ENDPOINT}/{pub}/open", verify=CA).status_code == 400 and requests.options(f"{ENDPOINT}/{pub}/open", headers={"Origin": "https://example.com", "Access-Control-Request-Method": "GET"}, verify=CA).status_code == 403)
-for k in ("open", "closed", "by-anon", "posted"):
+for k in ("open", "closed", "by-anon", "posted", "multi"):
     alice.delete_object(Bucket=pub, Key=k)
 alice.delete_bucket(Bucket=pub)
 
