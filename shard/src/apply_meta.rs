@@ -9,6 +9,9 @@ use crate::outcome::{OmError, Outcome, Reply};
 use crate::records::*;
 use crate::state::{BucketUsage, Ids, ShardState, VolumeUsage, bucket_key, denied, user_volume_key};
 
+/// See [`ShardState::set_bucket_deleting`].
+const BUCKET_ADMIN_RIGHT: u16 = rights::WRITE_ACL;
+
 pub(crate) fn check_acls(acls: &[Acl]) -> Result<(), OmError> {
     if acls.len() > ACLS_MAX {
         return Err(OmError::InvalidArgument(format!("{} ACL entries, at most {ACLS_MAX}", acls.len())));
@@ -265,10 +268,17 @@ impl ShardState {
         Ok(Reply::Created { object_id })
     }
 
+    /// The right that changing or deleting a bucket itself needs, beside its owner, its
+    /// volume's owner or admin and administrators: WRITE_ACL, whose holder could grant itself
+    /// anything anyway. Not WRITE and DELETE, which let keys in it be written and deleted (S3's
+    /// `public-read-write` grants them to everyone: everyone must not get to change the bucket's
+    /// owner or quota, or delete it, as S3 lets only its owner). Before 2026-12-06 (night) they
+    /// did; a log in which a holder of those alone changed or deleted a bucket applies
+    /// differently now.
     pub(crate) fn set_bucket_deleting(&mut self, log_index: u64, p: &Principal, volume: &str, bucket: &str, deleting: bool) -> Outcome {
         let e = self.bucket_entry(volume, bucket)?;
-        if !self.bucket_allows(p, volume, e.view(), rights::DELETE) {
-            return Err(denied(p, &format!("delete bucket {volume}/{bucket}")));
+        if !self.bucket_allows(p, volume, e.view(), BUCKET_ADMIN_RIGHT) {
+            return Err(denied(p, &format!("delete bucket {volume}/{bucket} (needs the WRITE_ACL right)")));
         }
         let mut rec = deserialize_record::<BucketRecord>(e.view());
         rec.deleting = deleting;
@@ -282,8 +292,8 @@ impl ShardState {
     pub(crate) fn delete_bucket(&mut self, p: &Principal, volume: &str, bucket: &str) -> Outcome {
         let e = self.bucket_entry(volume, bucket)?;
         let b: &ArchivedBucketRecord = e.view();
-        if !(self.bucket_allows(p, volume, b, rights::DELETE)) {
-            return Err(denied(p, &format!("delete bucket {volume}/{bucket}")));
+        if !(self.bucket_allows(p, volume, b, BUCKET_ADMIN_RIGHT)) {
+            return Err(denied(p, &format!("delete bucket {volume}/{bucket} (needs the WRITE_ACL right)")));
         }
         let (bucket_id, volume_id) = (b.object_id.to_native(), b.volume_id.to_native());
         let usage = self.bucket_usage.get(&bucket_id).copied().unwrap_or_default();
@@ -310,8 +320,8 @@ impl ShardState {
         versioning: Option<bool>, replication: Option<Replication>, quota_bytes: Option<u64>, quota_namespace: Option<u64>,
     ) -> Outcome {
         let e = self.bucket_entry(volume, bucket)?;
-        if !self.bucket_allows(p, volume, e.view(), rights::WRITE) {
-            return Err(denied(p, &format!("change bucket {volume}/{bucket}")));
+        if !self.bucket_allows(p, volume, e.view(), BUCKET_ADMIN_RIGHT) {
+            return Err(denied(p, &format!("change bucket {volume}/{bucket} (needs the WRITE_ACL right)")));
         }
         let mut rec = deserialize_record::<BucketRecord>(e.view());
         let usage = self.bucket_usage.get(&rec.object_id).copied().unwrap_or_default();

@@ -537,6 +537,18 @@ fn anonymous_callers_hold_what_world_entries_grant_and_acls_change_with_write_ac
     assert!(s.state.check_bucket_access(&anon, "vol1", "bkt", rights::LIST).is_ok());
     assert!(s.state.check_bucket_access(&anon, "vol1", "bkt", rights::READ).is_err(), "S3's public-read-write lists and writes, never reads every key");
     assert!(s.put(anon.clone(), "vol1", "bkt", "dropped", 4).is_ok());
+    // Writing and deleting keys is not changing or deleting the bucket: its owner's (or a
+    // WRITE_ACL holder's), not everyone's.
+    s.bucket(alice.clone(), "vol1", "empty", vec![world(rights::LIST | rights::WRITE | rights::DELETE)]).unwrap();
+    let take = |b: &str| Op::SetBucketProperty { volume: "vol1".into(), bucket: b.into(), owner: Some("bob".into()), versioning: None, replication: None, quota_bytes: Some(1), quota_namespace: None };
+    for who in [bob.clone(), anon.clone()] {
+        assert!(matches!(s.run(who.clone(), take("empty")), Err(OmError::PermissionDenied { .. })));
+        assert!(matches!(s.run(who.clone(), Op::DeleteBucket { volume: "vol1".into(), bucket: "empty".into() }), Err(OmError::PermissionDenied { .. })));
+        assert!(matches!(s.run(who, Op::SetBucketDeleting { volume: "vol1".into(), bucket: "empty".into(), deleting: true }), Err(OmError::PermissionDenied { .. })));
+    }
+    let grant_bob = vec![Acl { kind: AclKind::User, name: "bob".into(), rights: rights::WRITE_ACL }];
+    s.run(alice.clone(), Op::SetBucketAcls { volume: "vol1".into(), bucket: "empty".into(), acls: grant_bob }).unwrap();
+    assert_eq!(s.run(bob.clone(), Op::DeleteBucket { volume: "vol1".into(), bucket: "empty".into() }), Ok(Reply::Done));
     let bad = vec![Acl { kind: AclKind::World, name: "someone".into(), rights: rights::READ }];
     assert!(matches!(s.run(alice.clone(), set_bucket(bad.clone())), Err(OmError::InvalidArgument(_))));
 

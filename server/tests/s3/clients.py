@@ -665,6 +665,7 @@ check("a grant to a user that does not exist is InvalidArgument", code(lambda: a
 alice.put_object(Bucket=pub, Key="closed", Body=b"again")
 check("an overwrite starts private: the old grants went with the old version", code(lambda: bob.get_object(Bucket=pub, Key="closed")) == "AccessDenied")
 alice.put_bucket_acl(Bucket=pub, ACL="public-read-write")
+check("public-read-write lets others write keys, not delete the bucket", code(lambda: bob.delete_bucket(Bucket=pub)) == "AccessDenied" and code(lambda: anon.delete_bucket(Bucket=pub)) == "AccessDenied")
 anon.put_object(Bucket=pub, Key="by-anon", Body=b"dropped off", ACL="public-read")
 check("anonymous writes to a public-read-write bucket, with the object's ACL", alice.get_object(Bucket=pub, Key="by-anon")["Body"].read() == b"dropped off" and bob.get_object(Bucket=pub, Key="by-anon")["Body"].read() == b"dropped off")
 r = requests.post(f"{ENDPOINT}/{pub}", data={"key": "posted", "acl": "public-read"}, files={"file": ("p", b"posted anonymously")}, verify=CA)
