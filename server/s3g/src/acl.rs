@@ -140,7 +140,7 @@ impl Grantee {
     }
 }
 
-/// An ACL as a request gives it: grants, and the owner they were written for.
+/// An ACL as a request gives it: (grantee, permission) pairs, in the order given.
 pub type Grants = Vec<(Grantee, Permission)>;
 
 /// The grants of a canned ACL (`x-amz-acl`).
