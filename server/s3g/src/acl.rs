@@ -261,6 +261,12 @@ pub fn entries(grants: &Grants, owner: &str, on: On) -> Result<Vec<AclEntry>, S3
     Ok(out.iter().map(|(g, r)| g.entry(*r)).collect())
 }
 
+/// The entries of the canned ACL `private`: the owner's FULL_CONTROL alone (what a bucket or
+/// key without entries shows).
+pub fn private(owner: &str, on: On) -> Vec<AclEntry> {
+    vec![Grantee::User(owner.to_string()).entry(Permission::FullControl.rights(on))]
+}
+
 /// The users (other than `owner`) that `entries` name: each must exist.
 pub fn users_named<'a>(entries: &'a [AclEntry], owner: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     entries.iter().filter(move |e| e.kind == AclKind::User && e.name != owner).map(|e| e.name.as_str())
@@ -412,6 +418,7 @@ mod tests {
             AclEntry { kind: AclKind::User, name: "alice".into(), rights: LIST | WRITE | DELETE | READ_ACL | WRITE_ACL },
             AclEntry { kind: AclKind::World, name: String::new(), rights: LIST },
         ]);
+        assert_eq!(entries(&canned("private", "alice").expect("ok"), "alice", On::Bucket).expect("entries"), private("alice", On::Bucket));
         let doc = document("alice", &e, On::Bucket);
         let all_users = doc.find(ALL_USERS).expect("AllUsers");
         assert!(all_users < doc.find("<ID>alice</ID><DisplayName>alice</DisplayName></Grantee><Permission>FULL_CONTROL").expect("owner"), "{doc}");

@@ -703,7 +703,7 @@ async fn create_bucket(gw: &Gateway, c: &Client, r: &mut Req) -> R {
             // Your own bucket again: us-east-1's answer (S3's default region) is success,
             // unless the request would change it (its ACL, `private` when it names none),
             // which S3 refuses.
-            let private = acl::entries(&acl::canned("private", &r.user)?, &r.user, On::Bucket)?;
+            let private = acl::private(&r.user, On::Bucket);
             let asked = if acls.is_empty() { &private } else { &acls };
             let existing = bucket_info(c, &bucket).await.ok();
             if existing.is_some_and(|b| b.owner == r.user && (if b.acls.is_empty() { &private } else { &b.acls }) == asked) {
@@ -765,17 +765,22 @@ async fn check_grantees(gw: &Gateway, entries: &[AclEntry], owner: &str) -> Resu
 /// for none or for the default (the owner's grant alone), so that such a write stays the
 /// plain commit. Read before the write, so that a bad ACL costs no bytes.
 async fn write_acl(gw: &Gateway, c: &Client, r: &Req) -> Result<Option<Vec<AclEntry>>, S3Error> {
+    Ok(write_acl_in(gw, c, r).await?.map(|(e, _)| e))
+}
+
+/// [`write_acl`], with the bucket it read for its owner.
+async fn write_acl_in(gw: &Gateway, c: &Client, r: &Req) -> Result<Option<(Vec<AclEntry>, stratos_client::BucketInfo)>, S3Error> {
     if !r.headers.iter().any(|(n, _)| n == "x-amz-acl" || n.starts_with("x-amz-grant-")) {
         return Ok(None);
     }
-    let owner = bucket_info(c, &r.bucket).await?.owner;
-    let Some(g) = acl::requested(&|n| r.header(n), None, &owner)? else { return Ok(None) };
-    let e = acl::entries(&g, &owner, On::Object)?;
-    if e.len() == 1 && e[0].kind == stratos_client::AclKind::User && e[0].name == owner && e[0].rights == acl::Permission::FullControl.rights(On::Object) {
+    let b = bucket_info(c, &r.bucket).await?;
+    let Some(g) = acl::requested(&|n| r.header(n), None, &b.owner)? else { return Ok(None) };
+    let e = acl::entries(&g, &b.owner, On::Object)?;
+    if e == acl::private(&b.owner, On::Object) {
         return Ok(None);
     }
-    check_grantees(gw, &e, &owner).await?;
-    Ok(Some(e))
+    check_grantees(gw, &e, &b.owner).await?;
+    Ok(Some((e, b)))
 }
 
 /// The metadata pair in which a multipart upload keeps the ACL its object is to get
@@ -789,8 +794,7 @@ const UPLOAD_ACL: &str = "acl:upload";
 /// (`setAcls`), which needs WRITE_ACP on the bucket: refused at once, before any part is sent,
 /// to a caller without it (another user writing into a `public-read-write` bucket).
 async fn upload_acl(gw: &Gateway, c: &Client, r: &Req) -> Result<Option<(String, String)>, S3Error> {
-    let Some(entries) = write_acl(gw, c, r).await? else { return Ok(None) };
-    let b = bucket_info(c, &r.bucket).await?;
+    let Some((entries, b)) = write_acl_in(gw, c, r).await? else { return Ok(None) };
     if !acl::allows(&b.acls, &b.owner, &r.user, acl::WRITE_ACP) {
         return Err(S3Error::access_denied(format!("an ACL on a multipart upload is set once it completes, which needs WRITE_ACP on bucket {} (its owner's): upload without one", r.bucket)));
     }
