@@ -6,6 +6,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -16,6 +18,7 @@ use stratos_client::{AclEntry, Client, Runtime};
 use crate::S3_VOLUME;
 use crate::acl::{self, On};
 use crate::checksum;
+use crate::cors;
 use crate::error::{S3Error, from_om};
 use crate::form;
 use crate::http::Body;
@@ -43,8 +46,9 @@ const METADATA_PAIRS_MAX: usize = 64;
 /// What is read and dropped of a body refused midway before its answer is sent
 /// ([`payload::Source::drain`]).
 const DRAIN_BYTES_MAX: u64 = 8 << 20;
-/// Tags per object, and their sizes (S3's).
+/// Tags per object and per bucket, and their sizes (S3's).
 const TAGS_MAX: usize = 10;
+const BUCKET_TAGS_MAX: usize = 50;
 const TAG_KEY_MAX: usize = 128;
 const TAG_VALUE_MAX: usize = 256;
 /// Metadata name prefix of an object's tags.
@@ -69,8 +73,12 @@ pub struct Gateway {
     keyring: Option<Keyring>,
     /// Whether clients reach this gateway over HTTPS (SSE-C needs it).
     https: bool,
-    /// Buckets' default encryption (the `s3:encryption` metadata) as last read, and when.
-    bucket_sse: RefCell<HashMap<String, (Option<String>, Instant)>>,
+    /// Buckets' settings as last read, when, and at which [`Gateway::settings_changed`] count.
+    settings: RefCell<HashMap<String, CachedSettings>>,
+    /// Counts the changes of buckets' settings through any executor of this process: an entry
+    /// of `settings` read before the last is read again (shared by the executors; only changes
+    /// made elsewhere wait for [`BUCKET_SETTINGS_TTL`]).
+    settings_changed: Arc<AtomicU64>,
     /// The domains under which a request's host names its bucket (`BUCKET.DOMAIN`, lower case).
     domains: Vec<String>,
 }
@@ -189,9 +197,17 @@ impl Gateway {
             replication,
             keyring,
             https,
-            bucket_sse: RefCell::default(),
+            settings: RefCell::default(),
+            settings_changed: Arc::default(),
             domains: Vec::new(),
         }
+    }
+
+    /// Shares with the other executors of the process the count of buckets' settings changed
+    /// (each executor then reads a setting afresh after any of them changed one).
+    pub fn with_settings_changed(mut self, changed: Arc<AtomicU64>) -> Gateway {
+        self.settings_changed = changed;
+        self
     }
 
     /// Serves virtual-hosted-style requests too: a request to `BUCKET.DOMAIN` for one of
@@ -213,6 +229,19 @@ impl Gateway {
         // A fully qualified name's final dot names the same host.
         let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
         self.domains.iter().find_map(|d| name.strip_suffix(d.as_str())?.strip_suffix('.').filter(|b| !b.is_empty()).map(str::to_string))
+    }
+
+    /// The bucket and key a request names: virtual-hosted style (`BUCKET.DOMAIN/KEY`) where
+    /// its host says so, else path style (`/BUCKET/KEY`); `path` percent-decoded, without its
+    /// first `/`.
+    fn resource<'p>(&self, host: Option<&str>, path: &'p str) -> (std::borrow::Cow<'p, str>, &'p str) {
+        match host.and_then(|h| self.bucket_of_host(h)) {
+            Some(b) => (b.into(), path),
+            None => {
+                let (b, k) = path.split_once('/').unwrap_or((path, ""));
+                (b.into(), k)
+            }
+        }
     }
 
     /// The gateway's own connection to the OM (made on first use, and again after it failed).
@@ -333,8 +362,19 @@ pub async fn handle(gw: Rc<Gateway>, req: Request<Incoming>) -> Result<Response<
     let raw_query = req.uri().query().unwrap_or("").to_string();
     let resource = percent_decode(&raw_path).unwrap_or_else(|| raw_path.clone());
     let is_head = method == hyper::Method::HEAD;
+    // A browser's cross-origin request (not its preflight): its answer, whatever it is, carries
+    // what the bucket's CORS rules allow the origin. The method matched is the one an
+    // `Access-Control-Request-Method` names, where one is sent (as Ceph's gateway reads it).
+    let text = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let cross_origin = match text("origin") {
+        Some(origin) if method != hyper::Method::OPTIONS => {
+            let (bucket, _) = gw.resource(text("host").as_deref(), resource.strip_prefix('/').unwrap_or(&resource));
+            (!bucket.is_empty()).then(|| (bucket.into_owned(), origin, text("access-control-request-method").unwrap_or_else(|| method.to_string())))
+        }
+        _ => None,
+    };
     let reply = serve(&gw, req, &raw_path, &raw_query).await;
-    let reply = match reply {
+    let mut reply = match reply {
         Ok(r) => r,
         Err(e) => {
             // Faults are logged; a feature not built (501) is the client's news, not the log's.
@@ -359,6 +399,9 @@ pub async fn handle(gw: Rc<Gateway>, req: Request<Incoming>) -> Result<Response<
             r
         }
     };
+    if let Some((bucket, origin, method)) = cross_origin {
+        reply.headers.extend(cors_headers(&gw, &bucket, &origin, &method).await);
+    }
     let mut b = Response::builder().status(reply.status).header("x-amz-request-id", &request_id).header("server", "Stratos");
     for (n, v) in &reply.headers {
         // Bytes, not only visible ASCII: user metadata may be UTF-8.
@@ -394,25 +437,16 @@ async fn serve(gw: &Rc<Gateway>, req: Request<Incoming>, raw_path: &str, raw_que
     if hosts.next().is_some() {
         return Err(S3Error::invalid_argument("more than one Host header"));
     }
-    let named = host.and_then(|h| gw.bucket_of_host(h));
-    let (bucket, key) = match &named {
-        Some(b) => (b.as_str(), path),
-        None => path.split_once('/').unwrap_or((path, "")),
-    };
+    let (bucket, key) = gw.resource(host, path);
     // A browser's form upload to the bucket: authorised by the policy the form carries, signed
     // with the uploader's secret, not by a signed request.
     if parts.method == hyper::Method::POST && !bucket.is_empty() && key.is_empty() && query.is_empty()
         && let Some(boundary) = header_of(&headers, "content-type").as_deref().and_then(form::boundary)
     {
-        return post_object(gw, &headers, body, bucket, &boundary).await;
+        return post_object(gw, &headers, body, &bucket, &boundary).await;
     }
-    // A CORS preflight (never signed). No bucket has a CORS configuration here, so S3's two
-    // answers for that: without an Origin, 400; with one, 403.
     if parts.method == hyper::Method::OPTIONS {
-        return Err(match header_of(&headers, "origin") {
-            None => S3Error::new("BadRequest", 400, "Insufficient information. Origin request header needed."),
-            Some(_) => S3Error::new("AccessForbidden", 403, "CORSResponse: CORS is not enabled for this bucket (CORS configurations are not supported by this gateway yet)"),
-        });
+        return preflight(gw, &headers, &bucket).await;
     }
     let sreq = sigv4::Request { method: parts.method.as_str(), raw_path, raw_query, headers: &headers };
     let (user, signer) = gw.authenticate(&sreq, &query).await?;
@@ -451,7 +485,19 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
             M::GET if r.query.iter().all(|(n, _)| LIST_PARAMS.contains(&n.as_str())) => list_objects(&c, r, Listing::V1).await,
             M::POST if r.has("delete") => delete_objects(&c, r).await,
             M::PUT if r.has("encryption") => put_bucket_encryption(gw, &c, r).await,
-            M::GET if r.has("encryption") => get_bucket_encryption(gw, &c, r).await,
+            M::GET if r.has("encryption") => get_bucket_encryption(&c, r).await,
+            M::PUT if r.has("tagging") => put_bucket_tagging(gw, &c, r).await,
+            M::GET if r.has("tagging") => get_bucket_tagging(&c, r).await,
+            M::DELETE if r.has("tagging") => {
+                set_bucket_settings(gw, &c, &r.bucket, BUCKET_TAGGING, &[]).await?;
+                Ok(Reply::status(204))
+            }
+            M::PUT if r.has("cors") => put_bucket_cors(gw, &c, r).await,
+            M::GET if r.has("cors") => get_bucket_cors(&c, r).await,
+            M::DELETE if r.has("cors") => {
+                set_bucket_settings(gw, &c, &r.bucket, BUCKET_CORS, &[]).await?;
+                Ok(Reply::status(204))
+            }
             M::DELETE if r.has("encryption") => {
                 owned_bucket(&c, r).await?;
                 set_bucket_sse(gw, &c, &r.bucket, None).await?;
@@ -540,11 +586,9 @@ async fn unsupported_bucket_resource(c: &Client, r: &mut Req) -> R {
     match r.method {
         M::GET if r.has("object-lock") => none("ObjectLockConfigurationNotFoundError", "object lock configuration"),
         M::GET if r.has("lifecycle") => none("NoSuchLifecycleConfiguration", "lifecycle configuration"),
-        M::GET if r.has("cors") => none("NoSuchCORSConfiguration", "CORS configuration"),
         M::GET if r.has("policy") => none("NoSuchBucketPolicy", "bucket policy"),
         M::GET if r.has("website") => none("NoSuchWebsiteConfiguration", "website configuration"),
-        M::GET if r.has("tagging") => none("NoSuchTagSet", "tags"),
-        M::DELETE if ["lifecycle", "cors", "policy", "website", "tagging"].iter().any(|q| r.has(q)) => Ok(Reply::status(204)),
+        M::DELETE if ["lifecycle", "policy", "website"].iter().any(|q| r.has(q)) => Ok(Reply::status(204)),
         M::PUT if r.has("object-lock") => {
             Err(S3Error::new("InvalidBucketState", 409, "object lock can be configured only on a bucket created with it (object lock is not supported by this gateway)"))
         }
@@ -820,28 +864,92 @@ async fn seal(gw: &Gateway, c: &Client, r: &Req) -> Result<(Vec<(String, String)
 
 /// The bucket metadata that holds a bucket's default encryption: `AES256` or `aws:kms:KEY`.
 const BUCKET_SSE: &str = "s3:encryption";
+/// The prefix of the bucket metadata that holds its CORS configuration, in pieces
+/// `s3:cors:00`, `s3:cors:01`, ... of [`cors::encode`]'s form.
+const BUCKET_CORS: &str = "s3:cors:";
+/// The prefix of the bucket metadata that holds its tags: their `<Tagging>` document as
+/// GetBucketTagging answers it, in pieces `s3:tagging:00`, ... (tags may hold any character).
+const BUCKET_TAGGING: &str = "s3:tagging:";
+/// Pieces of a bucket's tags: 32 KiB, fifty tags of fair size.
+const TAGGING_PIECES_MAX: usize = 16;
+/// Pieces of a CORS configuration: 64 KiB of its stored form, as S3 bounds its document (the
+/// bucket's other metadata keeps the rest of the OM's pairs).
+const CORS_PIECES_MAX: usize = 32;
 
-/// How long an executor keeps a bucket's default encryption before reading it again. S3's
-/// bucket configurations are eventually consistent (AWS documents the delay); a change made
-/// through this executor applies here at once.
-const BUCKET_SSE_TTL: Duration = Duration::from_secs(5);
+/// How long an executor keeps a bucket's settings before reading them again where nothing in
+/// this process changed one. S3's bucket configurations are eventually consistent (AWS
+/// documents the delay); a change made through this gateway applies here at once
+/// ([`Gateway::settings_changed`]), one made through another gateway or the native API within
+/// this long.
+const BUCKET_SETTINGS_TTL: Duration = Duration::from_secs(5);
+
+/// A bucket's settings as an executor read them: when, and at which change count.
+type CachedSettings = (Rc<Settings>, Instant, u64);
+
+/// A bucket's S3 settings, from its metadata.
+#[derive(Debug, Default)]
+struct Settings {
+    /// Its default encryption ([`BUCKET_SSE`]).
+    sse: Option<String>,
+    /// Its CORS rules.
+    cors: Option<cors::Config>,
+}
+
+impl Settings {
+    fn of(bucket: &str, metadata: &[(String, String)]) -> Result<Settings, S3Error> {
+        let cors = match settings_joined(metadata, BUCKET_CORS) {
+            None => None,
+            Some(stored) => Some(cors::decode(&stored).map_err(|e| S3Error::internal(format!("bucket {bucket}: {e}")))?),
+        };
+        Ok(Settings { sse: meta(metadata, BUCKET_SSE).map(str::to_string), cors })
+    }
+}
+
+/// The settings of `bucket` (read with `c`'s rights: any caller may read a bucket's).
+async fn bucket_settings(gw: &Gateway, c: &Client, bucket: &str) -> Result<Rc<Settings>, S3Error> {
+    let count = gw.settings_changed.load(Ordering::Acquire);
+    if let Some((s, at, n)) = gw.settings.borrow().get(bucket)
+        && *n == count
+        && at.elapsed() < BUCKET_SETTINGS_TTL
+    {
+        return Ok(s.clone());
+    }
+    let s = Rc::new(Settings::of(bucket, &bucket_info(c, bucket).await?.metadata)?);
+    let mut cache = gw.settings.borrow_mut();
+    if cache.len() >= USERS_MAX {
+        cache.clear();
+    }
+    // Marked with the count read before the OM answered: a change since makes it stale.
+    cache.insert(bucket.to_string(), (s.clone(), Instant::now(), count));
+    Ok(s)
+}
+
+/// Edits a bucket's settings: removes the metadata under `remove_prefix`, then sets `set`, in
+/// one command (the bucket's owner's), and has every executor read them afresh.
+async fn set_bucket_settings(gw: &Gateway, c: &Client, bucket: &str, remove_prefix: &str, set: &[(String, String)]) -> Result<(), S3Error> {
+    let r = c
+        .submit(|op| {
+            let mut m = op.init_set_bucket_metadata();
+            m.set_volume(S3_VOLUME);
+            m.set_bucket(bucket);
+            m.set_remove_prefix(remove_prefix);
+            let mut l = m.init_set(set.len() as u32);
+            for (i, (k, v)) in set.iter().enumerate() {
+                l.reborrow().get(i as u32).set_key(k);
+                l.reborrow().get(i as u32).set_value(v);
+            }
+        })
+        .await;
+    // Whatever the outcome (a timeout may still have applied), nothing cached is trusted.
+    gw.settings_changed.fetch_add(1, Ordering::AcqRel);
+    r.map_err(|e| from_om(&e, bucket, None))?;
+    Ok(())
+}
 
 /// What a write that asks for no encryption gets: its bucket's default.
 async fn bucket_default_encryption(gw: &Gateway, c: &Client, bucket: &str) -> Result<sse::Ask, S3Error> {
-    let cached = gw.bucket_sse.borrow().get(bucket).filter(|(_, at)| at.elapsed() < BUCKET_SSE_TTL).map(|(v, _)| v.clone());
-    let setting = match cached {
-        Some(v) => v,
-        None => {
-            let v = meta(&bucket_info(c, bucket).await?.metadata, BUCKET_SSE).map(str::to_string);
-            let mut cache = gw.bucket_sse.borrow_mut();
-            if cache.len() >= USERS_MAX {
-                cache.clear();
-            }
-            cache.insert(bucket.to_string(), (v.clone(), Instant::now()));
-            v
-        }
-    };
-    Ok(match setting.as_deref() {
+    let settings = bucket_settings(gw, c, bucket).await?;
+    Ok(match settings.sse.as_deref() {
         None => sse::Ask::None,
         Some("AES256") => sse::Ask::S3,
         Some(other) => match other.strip_prefix("aws:kms:") {
@@ -853,21 +961,8 @@ async fn bucket_default_encryption(gw: &Gateway, c: &Client, bucket: &str) -> Re
 
 /// Sets (`Some`) or removes a bucket's default encryption.
 async fn set_bucket_sse(gw: &Gateway, c: &Client, bucket: &str, value: Option<&str>) -> Result<(), S3Error> {
-    c.submit(|op| {
-        let mut m = op.init_set_bucket_metadata();
-        m.set_volume(S3_VOLUME);
-        m.set_bucket(bucket);
-        m.set_remove_prefix(BUCKET_SSE);
-        if let Some(v) = value {
-            let mut l = m.init_set(1);
-            l.reborrow().get(0).set_key(BUCKET_SSE);
-            l.reborrow().get(0).set_value(v);
-        }
-    })
-    .await
-    .map_err(|e| from_om(&e, bucket, None))?;
-    gw.bucket_sse.borrow_mut().insert(bucket.to_string(), (value.map(str::to_string), Instant::now()));
-    Ok(())
+    let set: Vec<(String, String)> = value.map(|v| (BUCKET_SSE.to_string(), v.to_string())).into_iter().collect();
+    set_bucket_settings(gw, c, bucket, BUCKET_SSE, &set).await
 }
 
 /// PutBucketEncryption: one rule, SSE-S3 (AES256) or SSE-KMS with a key the keyring holds.
@@ -897,11 +992,9 @@ async fn put_bucket_encryption(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     Ok(Reply::ok())
 }
 
-async fn get_bucket_encryption(gw: &Gateway, c: &Client, r: &Req) -> R {
+async fn get_bucket_encryption(c: &Client, r: &Req) -> R {
     let info = owned_bucket(c, r).await?;
-    let setting = meta(&info.metadata, BUCKET_SSE).map(str::to_string);
-    gw.bucket_sse.borrow_mut().insert(r.bucket.clone(), (setting.clone(), Instant::now()));
-    let Some(setting) = setting else {
+    let Some(setting) = meta(&info.metadata, BUCKET_SSE).map(str::to_string) else {
         return Err(S3Error::new("ServerSideEncryptionConfigurationNotFoundError", 404, "the bucket has no default encryption configuration"));
     };
     let root = "ServerSideEncryptionConfiguration";
@@ -913,6 +1006,112 @@ async fn get_bucket_encryption(gw: &Gateway, c: &Client, r: &Req) -> R {
     };
     w.close("ApplyServerSideEncryptionByDefault").elem("BucketKeyEnabled", false).close("Rule");
     Ok(Reply::xml(w.finish(root)))
+}
+
+/// `value` cut into bucket metadata pairs `PREFIX00`, `PREFIX01`, ... (at most `max` of them).
+fn settings_pieces(prefix: &str, value: &str, max: usize, what: &str) -> Result<Vec<(String, String)>, S3Error> {
+    let pieces = cors::pieces(value, METADATA_VALUE_BYTES_MAX);
+    if pieces.len() > max {
+        return Err(S3Error::invalid_request(format!("{what} takes {} bytes stored, at most {}", value.len(), max * METADATA_VALUE_BYTES_MAX)));
+    }
+    Ok(pieces.iter().enumerate().map(|(i, p)| (format!("{prefix}{i:02}"), p.to_string())).collect())
+}
+
+/// What [`settings_pieces`] cut, joined again (None: nothing stored).
+fn settings_joined(metadata: &[(String, String)], prefix: &str) -> Option<String> {
+    let mut pieces: Vec<&(String, String)> = metadata.iter().filter(|(k, _)| k.starts_with(prefix)).collect();
+    pieces.sort();
+    (!pieces.is_empty()).then(|| pieces.iter().map(|(_, v)| v.as_str()).collect())
+}
+
+/// The owner's bucket, for reading one of its settings (S3's default: they are the owner's).
+async fn own_bucket_settings(c: &Client, r: &Req, what: &str) -> Result<stratos_client::BucketInfo, S3Error> {
+    let info = owned_bucket(c, r).await?;
+    if info.owner != r.user {
+        return Err(S3Error::access_denied(format!("the {what} of bucket {} is its owner's to read", r.bucket)));
+    }
+    Ok(info)
+}
+
+/// PutBucketTagging: the bucket's tags, replaced whole.
+async fn put_bucket_tagging(gw: &Gateway, c: &Client, r: &mut Req) -> R {
+    let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
+    let tags = tagging_document(&body, BUCKET_TAGS_MAX)?;
+    let mut w = Writer::new("Tagging");
+    w.open("TagSet");
+    for (k, v) in &tags {
+        w.open("Tag").elem("Key", k).elem("Value", v).close("Tag");
+    }
+    w.close("TagSet");
+    let set = settings_pieces(BUCKET_TAGGING, &w.finish("Tagging"), TAGGING_PIECES_MAX, "the tag set")?;
+    set_bucket_settings(gw, c, &r.bucket, BUCKET_TAGGING, &set).await?;
+    Ok(Reply::status(204))
+}
+
+/// GetBucketTagging: the document kept as it was put.
+async fn get_bucket_tagging(c: &Client, r: &Req) -> R {
+    let info = own_bucket_settings(c, r, "tag set").await?;
+    match settings_joined(&info.metadata, BUCKET_TAGGING) {
+        Some(doc) => Ok(Reply::xml(doc)),
+        None => Err(S3Error::new("NoSuchTagSet", 404, "The TagSet does not exist")),
+    }
+}
+
+/// PutBucketCors: the bucket's CORS rules, replaced whole (the owner's, as its other settings).
+async fn put_bucket_cors(gw: &Gateway, c: &Client, r: &mut Req) -> R {
+    let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
+    let config = cors::parse(&body)?;
+    let set = settings_pieces(BUCKET_CORS, &cors::encode(&config), CORS_PIECES_MAX, "the CORS configuration")?;
+    set_bucket_settings(gw, c, &r.bucket, BUCKET_CORS, &set).await?;
+    Ok(Reply::ok())
+}
+
+/// GetBucketCors: the owner's (S3's default), read afresh.
+async fn get_bucket_cors(c: &Client, r: &Req) -> R {
+    let info = own_bucket_settings(c, r, "CORS configuration").await?;
+    match Settings::of(&r.bucket, &info.metadata)?.cors {
+        Some(config) => Ok(Reply::xml(cors::render(&config))),
+        None => Err(S3Error::new("NoSuchCORSConfiguration", 404, "The CORS configuration does not exist")),
+    }
+}
+
+/// A CORS preflight (`OPTIONS`, never signed): the answer of the bucket's first rule that allows
+/// the origin, the method and the headers asked for; 400 where the request is not a preflight,
+/// 403 where nothing allows it.
+async fn preflight(gw: &Gateway, headers: &[(String, String)], bucket: &str) -> R {
+    let forbidden = |why: &str| S3Error::new("AccessForbidden", 403, format!("CORSResponse: {why}"));
+    let Some(origin) = header_of(headers, "origin") else {
+        return Err(S3Error::new("BadRequest", 400, "Insufficient information. Origin request header needed."));
+    };
+    let Some(method) = header_of(headers, "access-control-request-method") else {
+        return Err(S3Error::new("BadRequest", 400, "Insufficient information. Access-Control-Request-Method header needed."));
+    };
+    if bucket.is_empty() {
+        return Err(forbidden("a preflight is answered for a bucket or its objects, not the service"));
+    }
+    // The gateway's own client: any caller may read a bucket's settings.
+    let c = gw.base().await?;
+    let settings = match bucket_settings(gw, &c, bucket).await {
+        Err(e) if e.code == "NoSuchBucket" => return Err(forbidden("Bucket not found")),
+        other => other?,
+    };
+    let Some(config) = &settings.cors else { return Err(forbidden("CORS is not enabled for this bucket.")) };
+    match cors::preflight(config, &origin, &method, header_of(headers, "access-control-request-headers").as_deref()) {
+        Some(h) => Ok(Reply { status: 200, headers: h, body: Body::empty() }),
+        None => Err(forbidden(
+            "This CORS request is not allowed. This is usually because the evaluation of Origin, request method / Access-Control-Request-Method or Access-Control-Request-Headers are not allowed by the resource's CORS spec.",
+        )),
+    }
+}
+
+/// The CORS headers of the answer to a request from `origin` to `bucket` (none where the bucket
+/// has no rule for it, or its settings cannot be read now: the answer stands without them).
+async fn cors_headers(gw: &Gateway, bucket: &str, origin: &str, method: &str) -> Vec<(String, String)> {
+    let Ok(c) = gw.base().await else { return Vec::new() };
+    match bucket_settings(gw, &c, bucket).await {
+        Ok(s) => s.cors.as_ref().map(|config| cors::actual(config, origin, method)).unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// The cipher that reads an object (or an upload's parts) with `metadata`, with the customer
@@ -1597,14 +1796,14 @@ fn metadata_of(r: &Req) -> Result<Vec<(String, String)>, S3Error> {
     }
     if let Some(t) = r.header("x-amz-tagging") {
         let tags = parse_query(&t).map_err(|_| S3Error::new("InvalidTag", 400, "x-amz-tagging is not a URL-encoded query"))?;
-        m.extend(check_tags(tags)?.into_iter().map(|(k, v)| (format!("{TAG}{k}"), v)));
+        m.extend(check_tags(tags, TAGS_MAX)?.into_iter().map(|(k, v)| (format!("{TAG}{k}"), v)));
     }
     Ok(m)
 }
 
-fn check_tags(tags: Vec<(String, String)>) -> Result<Vec<(String, String)>, S3Error> {
-    if tags.len() > TAGS_MAX {
-        return Err(S3Error::new("InvalidTag", 400, format!("{} tags, at most {TAGS_MAX}", tags.len())));
+fn check_tags(tags: Vec<(String, String)>, max: usize) -> Result<Vec<(String, String)>, S3Error> {
+    if tags.len() > max {
+        return Err(S3Error::new("InvalidTag", 400, format!("{} tags, at most {max}", tags.len())));
     }
     for (i, (k, v)) in tags.iter().enumerate() {
         if k.is_empty() || k.chars().count() > TAG_KEY_MAX || v.chars().count() > TAG_VALUE_MAX {
@@ -2112,13 +2311,13 @@ async fn get_tagging(c: &Client, r: &Req) -> R {
 
 async fn put_tagging(c: &Client, r: &mut Req) -> R {
     let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
-    let tags = tagging_document(&body)?;
+    let tags = tagging_document(&body, TAGS_MAX)?;
     set_tags(c, r, &tags).await?;
     Ok(Reply::ok())
 }
 
-/// The tags of a `<Tagging><TagSet><Tag>…` document, checked.
-fn tagging_document(body: &[u8]) -> Result<Vec<(String, String)>, S3Error> {
+/// The tags of a `<Tagging><TagSet><Tag>…` document, checked (at most `max`).
+fn tagging_document(body: &[u8], max: usize) -> Result<Vec<(String, String)>, S3Error> {
     let text = std::str::from_utf8(body).map_err(|_| S3Error::malformed_xml("the tagging document is not UTF-8"))?;
     let doc = xml::parse(text).map_err(S3Error::malformed_xml)?;
     let set = doc.child("TagSet").ok_or_else(|| S3Error::malformed_xml("no <TagSet>"))?;
@@ -2126,7 +2325,7 @@ fn tagging_document(body: &[u8]) -> Result<Vec<(String, String)>, S3Error> {
         .children_named("Tag")
         .map(|t| Ok((t.child("Key").ok_or_else(|| S3Error::malformed_xml("a <Tag> without <Key>"))?.text.clone(), t.child("Value").map(|v| v.text.clone()).unwrap_or_default())))
         .collect::<Result<_, S3Error>>()?;
-    check_tags(tags)
+    check_tags(tags, max)
 }
 
 /// What is read of a form after its file (its closing boundary, fields S3 ignores there).
@@ -2227,7 +2426,7 @@ async fn post_form(gw: &Rc<Gateway>, headers: &[(String, String)], form: &mut fo
         }
     }
     // Tags as S3's forms give them (a `<Tagging>` document), or as a PUT's header does; not both.
-    let tags = as_headers.iter().find(|(n, _)| n == "tagging").map(|(_, v)| tagging_document(v.as_bytes())).transpose()?;
+    let tags = as_headers.iter().find(|(n, _)| n == "tagging").map(|(_, v)| tagging_document(v.as_bytes(), TAGS_MAX)).transpose()?;
     as_headers.retain(|(n, _)| n != "tagging");
     if tags.is_some() && as_headers.iter().any(|(n, _)| n == "x-amz-tagging") {
         return Err(S3Error::invalid_argument("the form gives its tags twice: tagging and x-amz-tagging"));

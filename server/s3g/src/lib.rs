@@ -12,10 +12,12 @@
 //! - [`payload`]: request bodies in S3's encodings, checked as they stream.
 //! - [`checksum`]: S3's additional checksums (`x-amz-checksum-*`), checked as they stream.
 //! - [`form`]: browser-based uploads (POST Object): the form, streamed, and its policy.
+//! - [`cors`]: buckets' CORS rules, their preflights and answers.
 //! - [`xml`], [`error`]: S3's documents and error codes.
 
 pub mod acl;
 pub mod checksum;
+pub mod cors;
 pub mod error;
 pub mod form;
 pub mod gateway;

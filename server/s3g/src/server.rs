@@ -95,8 +95,10 @@ pub fn run(a: &S3gArgs, ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
     stratos_common::process::install_signal_handlers();
     let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::new();
+    let settings_changed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     for core in 0..cores {
         let (om, tx, http_tls, keyring, domains) = (a.om.clone(), tx.clone(), http_tls.clone(), keyring.clone(), a.domain.clone());
+        let settings_changed = settings_changed.clone();
         let idle = Duration::from_millis(a.idle_timeout_ms.max(1));
         let replication = if a.replication == "ONE" { stratos_client::schema::om_capnp::Replication::RatisOne } else { stratos_client::schema::om_capnp::Replication::RatisThree };
         let h = LocalExecutorBuilder::new(Placement::Unbound)
@@ -111,7 +113,7 @@ pub fn run(a: &S3gArgs, ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
                 };
                 let _ = tx.send(Ok(()));
                 let https = http_tls.is_some();
-                let gw = Rc::new(Gateway::new(&om, Rc::new(stratos_client::runtime::Glommio), replication, keyring, https).with_domains(&domains));
+                let gw = Rc::new(Gateway::new(&om, Rc::new(stratos_client::runtime::Glommio), replication, keyring, https).with_domains(&domains).with_settings_changed(settings_changed));
                 accept(listener, gw, http_tls, idle).await;
             })
             .map_err(|e| anyhow::anyhow!("starting an executor: {e}"))?;

@@ -684,8 +684,50 @@ alice.put_bucket_acl(Bucket=pub, ACL="private")
 check("a private bucket: anonymous lists nothing, yet reads the object whose own ACL is public-read",
       code(lambda: anon.list_objects_v2(Bucket=pub)) == "AccessDenied" and anon.get_object(Bucket=pub, Key="open")["Body"].read() == b"for everyone")
 check("... and a missing key is AccessDenied to it (nothing said of what exists)", code(lambda: anon.get_object(Bucket=pub, Key="nothing")) == "AccessDenied")
-check("a CORS preflight: 400 without an Origin, 403 with one (no CORS configurations here)",
-      requests.options(f"{ENDPOINT}/{pub}/open", verify=CA).status_code == 400 and requests.options(f"{ENDPOINT}/{pub}/open", headers={"Origin": "https://example.com", "Access-Control-Request-Method": "GET"}, verify=CA).status_code == 403)
+# CORS: a browser page at another origin, its preflights and its requests.
+def preflight(origin, method, headers=None):
+    h = {"Origin": origin, "Access-Control-Request-Method": method}
+    if headers:
+        h["Access-Control-Request-Headers"] = headers
+    return requests.options(f"{ENDPOINT}/{pub}/open", headers=h, verify=CA)
+check("a CORS preflight: 400 without an Origin, 403 with one while the bucket has no CORS rules",
+      requests.options(f"{ENDPOINT}/{pub}/open", verify=CA).status_code == 400 and preflight("https://app.example", "GET").status_code == 403)
+check("GetBucketCors of a bucket without rules: NoSuchCORSConfiguration", code(lambda: alice.get_bucket_cors(Bucket=pub)) == "NoSuchCORSConfiguration")
+rules = [{"ID": "app", "AllowedOrigins": ["https://*.app.example"], "AllowedMethods": ["GET", "PUT"], "AllowedHeaders": ["x-amz-*", "content-type"],
+          "ExposeHeaders": ["ETag"], "MaxAgeSeconds": 600},
+         {"AllowedOrigins": ["*"], "AllowedMethods": ["HEAD"]}]
+check("another user may not set a bucket's CORS rules", code(lambda: bob.put_bucket_cors(Bucket=pub, CORSConfiguration={"CORSRules": rules})) == "AccessDenied")
+check("a rule with a method S3 does not allow is InvalidRequest", code(lambda: alice.put_bucket_cors(Bucket=pub, CORSConfiguration={"CORSRules": [{"AllowedOrigins": ["*"], "AllowedMethods": ["PATCH"]}]})) == "InvalidRequest")
+alice.put_bucket_cors(Bucket=pub, CORSConfiguration={"CORSRules": rules})
+check("GetBucketCors gives the rules back as set", alice.get_bucket_cors(Bucket=pub)["CORSRules"] == rules, alice.get_bucket_cors(Bucket=pub)["CORSRules"])
+check("... to the owner only", code(lambda: bob.get_bucket_cors(Bucket=pub)) == "AccessDenied")
+r = preflight("https://www.app.example", "PUT", "X-Amz-Date,Content-Type")
+check("a preflight the first rule allows: 200 with its origin, methods, headers and max age, at once (no cache to wait for)",
+      r.status_code == 200 and r.headers.get("access-control-allow-origin") == "https://www.app.example" and r.headers.get("access-control-allow-methods") == "GET, PUT"
+      and r.headers.get("access-control-allow-headers") == "x-amz-date, content-type" and r.headers.get("access-control-max-age") == "600", (r.status_code, dict(r.headers)))
+check("a preflight for another origin, method or header: 403",
+      preflight("https://app.example.org", "GET").status_code == 403 and preflight("https://www.app.example", "DELETE").status_code == 403
+      and preflight("https://www.app.example", "GET", "authorization").status_code == 403)
+r = preflight("https://anywhere.example", "HEAD")
+check("a rule for any origin answers *", r.status_code == 200 and r.headers.get("access-control-allow-origin") == "*")
+r = requests.get(f"{ENDPOINT}/{pub}/open", headers={"Origin": "https://www.app.example"}, verify=CA)
+check("a cross-origin GET carries the rule's headers, ETag exposed to the page",
+      r.status_code == 200 and r.headers.get("access-control-allow-origin") == "https://www.app.example" and r.headers.get("access-control-expose-headers") == "ETag", dict(r.headers))
+r = requests.get(f"{ENDPOINT}/{pub}/closed", headers={"Origin": "https://www.app.example"}, verify=CA)
+check("... and so does its refusal (the page can read why)", r.status_code == 403 and r.headers.get("access-control-allow-origin") == "https://www.app.example")
+r = requests.get(f"{ENDPOINT}/{pub}/open", headers={"Origin": "https://evil.example"}, verify=CA)
+check("an origin no rule allows gets the object (CORS is the browser's to enforce) without CORS headers", r.status_code == 200 and "access-control-allow-origin" not in r.headers)
+alice.delete_bucket_cors(Bucket=pub)
+check("DeleteBucketCors: the rules are gone, and preflights are refused again at once",
+      code(lambda: alice.get_bucket_cors(Bucket=pub)) == "NoSuchCORSConfiguration" and preflight("https://www.app.example", "GET").status_code == 403)
+check("a bucket without tags: NoSuchTagSet", code(lambda: alice.get_bucket_tagging(Bucket=pub)) == "NoSuchTagSet")
+tagset = [{"Key": "team", "Value": "données <&> \u00e9t\u00e9"}] + [{"Key": f"k{i}", "Value": "v" * 256} for i in range(49)]
+alice.put_bucket_tagging(Bucket=pub, Tagging={"TagSet": tagset})
+check("PutBucketTagging keeps 50 tags of any characters, read back as set", alice.get_bucket_tagging(Bucket=pub)["TagSet"] == tagset)
+check("... not 51, and not another user's", code(lambda: alice.put_bucket_tagging(Bucket=pub, Tagging={"TagSet": tagset + [{"Key": "one", "Value": "more"}]})) == "InvalidTag"
+      and code(lambda: bob.put_bucket_tagging(Bucket=pub, Tagging={"TagSet": tagset[:1]})) == "AccessDenied" and code(lambda: bob.get_bucket_tagging(Bucket=pub)) == "AccessDenied")
+alice.delete_bucket_tagging(Bucket=pub)
+check("DeleteBucketTagging removes them", code(lambda: alice.get_bucket_tagging(Bucket=pub)) == "NoSuchTagSet")
 for k in ("open", "closed", "by-anon", "posted", "multi"):
     alice.delete_object(Bucket=pub, Key=k)
 alice.delete_bucket(Bucket=pub)
