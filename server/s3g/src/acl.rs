@@ -31,11 +31,11 @@ pub const ALL_USERS: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
 pub const AUTHENTICATED_USERS: &str = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers";
 
 // Ozone's rights bits (the OM's `rights`).
-const READ: u16 = 1;
-const WRITE: u16 = 1 << 1;
+pub const READ: u16 = 1;
+pub const WRITE: u16 = 1 << 1;
 const CREATE: u16 = 1 << 2;
-const LIST: u16 = 1 << 3;
-const DELETE: u16 = 1 << 4;
+pub const LIST: u16 = 1 << 3;
+pub const DELETE: u16 = 1 << 4;
 const READ_ACL: u16 = 1 << 5;
 const WRITE_ACL: u16 = 1 << 6;
 
@@ -270,6 +270,12 @@ pub fn private(owner: &str, on: On) -> Vec<AclEntry> {
 /// The users (other than `owner`) that `entries` name: each must exist.
 pub fn users_named<'a>(entries: &'a [AclEntry], owner: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     entries.iter().filter(move |e| e.kind == AclKind::User && e.name != owner).map(|e| e.name.as_str())
+}
+
+/// Whether an entry is a public one (S3's AllUsers or AuthenticatedUsers), which a bucket's
+/// public access block refuses or ignores.
+pub fn is_public(e: &AclEntry) -> bool {
+    e.kind == AclKind::World || (e.kind == AclKind::Group && e.name == AclEntry::AUTHENTICATED)
 }
 
 /// Whether `user` (empty: anonymous) holds every one of `rights` by `entries` or as `owner`.

@@ -24,6 +24,7 @@ use crate::form;
 use crate::http::Body;
 use crate::object::{self, Condition, ETAG, Finish, Input, Reader};
 use crate::payload::{self, Payload, Source};
+use crate::policy::{self, Decision, Policy};
 use crate::sigv4::{self, ChunkSigner};
 use crate::sse::{self, Cipher, Keyring};
 use crate::xml::{self, Writer};
@@ -99,7 +100,17 @@ struct Req {
     user: String,
     signer: Option<ChunkSigner>,
     body: Option<Incoming>,
+    /// The client's address (a bucket policy's `aws:SourceIp`).
+    peer: Option<std::net::IpAddr>,
+    /// Who reads a copy's source, where the bucket policies made it another than the request's
+    /// client: the source bucket's owner where its policy allows the caller the read, the
+    /// caller where the destination's policy made the write its owner's.
+    source_as: Option<Rc<Client>>,
 }
+
+/// The address a connection came from, put in each of its requests' extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::IpAddr);
 
 impl Req {
     fn q(&self, name: &str) -> Option<&str> {
@@ -443,20 +454,25 @@ async fn serve(gw: &Rc<Gateway>, req: Request<Incoming>, raw_path: &str, raw_que
     if parts.method == hyper::Method::POST && !bucket.is_empty() && key.is_empty() && query.is_empty()
         && let Some(boundary) = header_of(&headers, "content-type").as_deref().and_then(form::boundary)
     {
-        return post_object(gw, &headers, body, &bucket, &boundary).await;
+        let peer = parts.extensions.get::<Peer>().map(|p| p.0);
+        return post_object(gw, &headers, body, &bucket, &boundary, peer).await;
     }
     if parts.method == hyper::Method::OPTIONS {
         return preflight(gw, &headers, &bucket).await;
     }
     let sreq = sigv4::Request { method: parts.method.as_str(), raw_path, raw_query, headers: &headers };
     let (user, signer) = gw.authenticate(&sreq, &query).await?;
-    let mut r = Req { method: parts.method, bucket: bucket.to_string(), key: key.to_string(), query, headers, user, signer, body: Some(body) };
+    let peer = parts.extensions.get::<Peer>().map(|p| p.0);
+    let mut r = Req { method: parts.method, bucket: bucket.to_string(), key: key.to_string(), query, headers, user, signer, body: Some(body), peer, source_as: None };
     route(gw, &mut r).await
 }
 
 async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
     use hyper::Method as M;
     let c = gw.client_for(&r.user).await?;
+    // The bucket's policy, where it has one (CreateBucket names a bucket that has none yet).
+    let creating = r.key.is_empty() && r.method == M::PUT && r.query.is_empty();
+    let c = if r.bucket.is_empty() || creating { c } else { authorize(gw, r, c).await? };
     if r.bucket.is_empty() {
         return match r.method {
             M::GET => list_buckets(&c, r).await,
@@ -465,11 +481,19 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
     }
     if r.key.is_empty() {
         return match r.method {
-            M::PUT if r.query.is_empty() => create_bucket(gw, &c, r).await,
+            M::PUT if r.query.is_empty() => {
+                // A bucket of that name deleted and made again: no settings of the old one stay.
+                gw.settings_changed.fetch_add(1, Ordering::AcqRel);
+                create_bucket(gw, &c, r).await
+            }
             M::PUT if r.has("acl") => put_acl(gw, &c, r).await,
             M::PUT if r.has("versioning") => Err(S3Error::not_implemented("bucket versioning")),
             M::HEAD => head_bucket(&c, r).await,
-            M::DELETE if r.query.is_empty() => delete_bucket(&c, r).await,
+            M::DELETE if r.query.is_empty() => {
+                let done = delete_bucket(&c, r).await;
+                gw.settings_changed.fetch_add(1, Ordering::AcqRel);
+                done
+            }
             M::GET if r.has("location") => {
                 bucket_info(&c, &r.bucket).await?;
                 Ok(Reply::xml(format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LocationConstraint xmlns=\"{}\"></LocationConstraint>", xml::NS)))
@@ -483,13 +507,26 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
             M::GET if r.has("versions") => list_objects(&c, r, Listing::Versions).await,
             M::GET if r.q("list-type") == Some("2") => list_objects(&c, r, Listing::V2).await,
             M::GET if r.query.iter().all(|(n, _)| LIST_PARAMS.contains(&n.as_str())) => list_objects(&c, r, Listing::V1).await,
-            M::POST if r.has("delete") => delete_objects(&c, r).await,
+            M::POST if r.has("delete") => delete_objects(gw, &c, r).await,
             M::PUT if r.has("encryption") => put_bucket_encryption(gw, &c, r).await,
             M::GET if r.has("encryption") => get_bucket_encryption(&c, r).await,
             M::PUT if r.has("tagging") => put_bucket_tagging(gw, &c, r).await,
             M::GET if r.has("tagging") => get_bucket_tagging(&c, r).await,
             M::DELETE if r.has("tagging") => {
                 set_bucket_settings(gw, &c, &r.bucket, BUCKET_TAGGING, &[]).await?;
+                Ok(Reply::status(204))
+            }
+            M::PUT if r.has("policy") => put_bucket_policy(gw, &c, r).await,
+            M::GET if r.has("policy") => get_bucket_policy(&c, r).await,
+            M::DELETE if r.has("policy") => {
+                set_bucket_settings(gw, &c, &r.bucket, BUCKET_POLICY, &[]).await?;
+                Ok(Reply::status(204))
+            }
+            M::GET if r.has("policyStatus") => get_bucket_policy_status(&c, r).await,
+            M::PUT if r.has("publicAccessBlock") => put_public_block(gw, &c, r).await,
+            M::GET if r.has("publicAccessBlock") => get_public_block(&c, r).await,
+            M::DELETE if r.has("publicAccessBlock") => {
+                set_bucket_settings(gw, &c, &r.bucket, BUCKET_PUBLIC_BLOCK, &[]).await?;
                 Ok(Reply::status(204))
             }
             M::PUT if r.has("cors") => put_bucket_cors(gw, &c, r).await,
@@ -586,9 +623,8 @@ async fn unsupported_bucket_resource(c: &Client, r: &mut Req) -> R {
     match r.method {
         M::GET if r.has("object-lock") => none("ObjectLockConfigurationNotFoundError", "object lock configuration"),
         M::GET if r.has("lifecycle") => none("NoSuchLifecycleConfiguration", "lifecycle configuration"),
-        M::GET if r.has("policy") => none("NoSuchBucketPolicy", "bucket policy"),
         M::GET if r.has("website") => none("NoSuchWebsiteConfiguration", "website configuration"),
-        M::DELETE if ["lifecycle", "policy", "website"].iter().any(|q| r.has(q)) => Ok(Reply::status(204)),
+        M::DELETE if ["lifecycle", "website"].iter().any(|q| r.has(q)) => Ok(Reply::status(204)),
         M::PUT if r.has("object-lock") => {
             Err(S3Error::new("InvalidBucketState", 409, "object lock can be configured only on a bucket created with it (object lock is not supported by this gateway)"))
         }
@@ -823,6 +859,7 @@ async fn write_acl_in(gw: &Gateway, c: &Client, r: &Req) -> Result<Option<(Vec<A
     if e == acl::private(&b.owner, On::Object) {
         return Ok(None);
     }
+    check_public_acl(gw, c, &r.bucket, &e).await?;
     check_grantees(gw, &e, &b.owner).await?;
     Ok(Some((e, b)))
 }
@@ -870,6 +907,13 @@ const BUCKET_CORS: &str = "s3:cors:";
 /// The prefix of the bucket metadata that holds its tags: their `<Tagging>` document as
 /// GetBucketTagging answers it, in pieces `s3:tagging:00`, ... (tags may hold any character).
 const BUCKET_TAGGING: &str = "s3:tagging:";
+/// The prefix of the bucket metadata that holds its policy, as it was put (JSON), in pieces
+/// `s3:policy:00`, ...
+const BUCKET_POLICY: &str = "s3:policy:";
+/// The bucket metadata that holds its public access block ([`PublicBlock::encode`]).
+const BUCKET_PUBLIC_BLOCK: &str = "s3:publicAccessBlock";
+/// Pieces of a policy: its 20 KB, cut at characters.
+const POLICY_PIECES_MAX: usize = 12;
 /// Pieces of a bucket's tags: 32 KiB, fifty tags of fair size.
 const TAGGING_PIECES_MAX: usize = 16;
 /// Pieces of a CORS configuration: 64 KiB of its stored form, as S3 bounds its document (the
@@ -889,19 +933,79 @@ type CachedSettings = (Rc<Settings>, Instant, u64);
 /// A bucket's S3 settings, from its metadata.
 #[derive(Debug, Default)]
 struct Settings {
+    /// Its owner (a request its policy allows is made as the owner's).
+    owner: String,
     /// Its default encryption ([`BUCKET_SSE`]).
     sse: Option<String>,
     /// Its CORS rules.
     cors: Option<cors::Config>,
+    /// Its policy.
+    policy: Option<Policy>,
+    /// Its ACL entries.
+    acls: Vec<AclEntry>,
+    /// Its public access block.
+    public_block: PublicBlock,
+}
+
+/// A bucket's public access block (S3's four settings; all off where it has none).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct PublicBlock {
+    /// ACLs that grant AllUsers or AuthenticatedUsers anything are refused.
+    block_public_acls: bool,
+    /// Such grants are ignored: the bucket and its objects are as private to others.
+    ignore_public_acls: bool,
+    /// A policy that makes the bucket public is refused.
+    block_public_policy: bool,
+    /// Where its policy is public, only its owner reaches the bucket.
+    restrict_public_buckets: bool,
+}
+
+impl PublicBlock {
+    const FIELDS: [&'static str; 4] = ["BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"];
+
+    fn flags(&self) -> [bool; 4] {
+        [self.block_public_acls, self.ignore_public_acls, self.block_public_policy, self.restrict_public_buckets]
+    }
+
+    fn of_flags(f: [bool; 4]) -> PublicBlock {
+        PublicBlock { block_public_acls: f[0], ignore_public_acls: f[1], block_public_policy: f[2], restrict_public_buckets: f[3] }
+    }
+
+    /// The stored form: four `0`/`1`, in [`PublicBlock::FIELDS`]' order.
+    fn encode(&self) -> String {
+        self.flags().iter().map(|b| if *b { '1' } else { '0' }).collect()
+    }
+
+    fn decode(s: &str) -> Option<PublicBlock> {
+        let b = s.as_bytes();
+        (b.len() == 4 && b.iter().all(|c| matches!(c, b'0' | b'1'))).then(|| PublicBlock::of_flags([b[0] == b'1', b[1] == b'1', b[2] == b'1', b[3] == b'1']))
+    }
 }
 
 impl Settings {
+    fn of_bucket(bucket: &str, info: &stratos_client::BucketInfo) -> Result<Settings, S3Error> {
+        let mut s = Settings::of(bucket, &info.metadata)?;
+        s.owner = info.owner.clone();
+        s.acls = info.acls.clone();
+        Ok(s)
+    }
+
     fn of(bucket: &str, metadata: &[(String, String)]) -> Result<Settings, S3Error> {
         let cors = match settings_joined(metadata, BUCKET_CORS) {
             None => None,
             Some(stored) => Some(cors::decode(&stored).map_err(|e| S3Error::internal(format!("bucket {bucket}: {e}")))?),
         };
-        Ok(Settings { sse: meta(metadata, BUCKET_SSE).map(str::to_string), cors })
+        // A stored policy that no longer parses (a gateway that reads less than the one that
+        // put it) fails the bucket's requests rather than dropping a Deny.
+        let policy = match settings_joined(metadata, BUCKET_POLICY) {
+            None => None,
+            Some(text) => Some(policy::parse(text.as_bytes(), bucket).map_err(|e| S3Error::internal(format!("bucket {bucket}: its stored policy: {}", e.message)))?),
+        };
+        let public_block = match meta(metadata, BUCKET_PUBLIC_BLOCK) {
+            None => PublicBlock::default(),
+            Some(v) => PublicBlock::decode(v).ok_or_else(|| S3Error::internal(format!("bucket {bucket}: a stored public access block {v:?}")))?,
+        };
+        Ok(Settings { owner: String::new(), sse: meta(metadata, BUCKET_SSE).map(str::to_string), cors, policy, acls: Vec::new(), public_block })
     }
 }
 
@@ -914,7 +1018,7 @@ async fn bucket_settings(gw: &Gateway, c: &Client, bucket: &str) -> Result<Rc<Se
     {
         return Ok(s.clone());
     }
-    let s = Rc::new(Settings::of(bucket, &bucket_info(c, bucket).await?.metadata)?);
+    let s = Rc::new(Settings::of_bucket(bucket, &bucket_info(c, bucket).await?)?);
     let mut cache = gw.settings.borrow_mut();
     if cache.len() >= USERS_MAX {
         cache.clear();
@@ -1057,6 +1161,342 @@ async fn get_bucket_tagging(c: &Client, r: &Req) -> R {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Bucket policies
+
+/// PutBucketPolicy: the bucket's policy, replaced whole (kept as put; checked first).
+async fn put_bucket_policy(gw: &Gateway, c: &Client, r: &mut Req) -> R {
+    let body = r.payload()?.read_all(policy::POLICY_BYTES_MAX + 1).await?;
+    let p = policy::parse(&body, &r.bucket)?;
+    if p.is_public() && bucket_settings(gw, c, &r.bucket).await?.public_block.block_public_policy {
+        return Err(S3Error::access_denied(format!("the policy would make bucket {} public, which its public access block refuses (BlockPublicPolicy)", r.bucket)));
+    }
+    let text = std::str::from_utf8(&body).map_err(|_| S3Error::new("MalformedPolicy", 400, "a policy is UTF-8 JSON"))?;
+    let set = settings_pieces(BUCKET_POLICY, text, POLICY_PIECES_MAX, "the policy")?;
+    set_bucket_settings(gw, c, &r.bucket, BUCKET_POLICY, &set).await?;
+    Ok(Reply::status(204))
+}
+
+/// GetBucketPolicy: the document as it was put.
+async fn get_bucket_policy(c: &Client, r: &Req) -> R {
+    let info = own_bucket_settings(c, r, "policy").await?;
+    match settings_joined(&info.metadata, BUCKET_POLICY) {
+        Some(doc) => Ok(Reply { status: 200, headers: vec![("content-type".into(), "application/json".into())], body: Body::full(doc) }),
+        None => Err(S3Error::new("NoSuchBucketPolicy", 404, "The bucket policy does not exist")),
+    }
+}
+
+/// GetBucketPolicyStatus: public where its policy allows anyone something unconditionally, or
+/// its ACL grants AllUsers or AuthenticatedUsers anything.
+async fn get_bucket_policy_status(c: &Client, r: &Req) -> R {
+    let info = own_bucket_settings(c, r, "policy status").await?;
+    let by_policy = Settings::of(&r.bucket, &info.metadata)?.policy.is_some_and(|p| p.is_public());
+    let by_acl = info.acls.iter().any(|a| a.rights != 0 && (a.kind == stratos_client::AclKind::World || a.name == AclEntry::AUTHENTICATED));
+    let mut w = Writer::new("PolicyStatus");
+    w.elem("IsPublic", by_policy || by_acl);
+    Ok(Reply::xml(w.finish("PolicyStatus")))
+}
+
+/// PutPublicAccessBlock: the bucket's four settings, replaced whole (a missing one is off).
+async fn put_public_block(gw: &Gateway, c: &Client, r: &mut Req) -> R {
+    let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
+    let text = std::str::from_utf8(&body).map_err(|_| S3Error::malformed_xml("the body is not UTF-8"))?;
+    let doc = xml::parse(text).map_err(S3Error::malformed_xml)?;
+    if doc.name != "PublicAccessBlockConfiguration" {
+        return Err(S3Error::malformed_xml(format!("the root element is <{}>, not <PublicAccessBlockConfiguration>", doc.name)));
+    }
+    let mut flags = [false; 4];
+    for (flag, name) in flags.iter_mut().zip(PublicBlock::FIELDS) {
+        *flag = match doc.child(name).map(|e| e.text.trim()) {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("true") => true,
+            Some(v) if v.eq_ignore_ascii_case("false") => false,
+            Some(v) => return Err(S3Error::malformed_xml(format!("{name} is true or false, not {v:?}"))),
+        };
+    }
+    let value = PublicBlock::of_flags(flags).encode();
+    set_bucket_settings(gw, c, &r.bucket, BUCKET_PUBLIC_BLOCK, &[(BUCKET_PUBLIC_BLOCK.to_string(), value)]).await?;
+    Ok(Reply::ok())
+}
+
+async fn get_public_block(c: &Client, r: &Req) -> R {
+    let info = own_bucket_settings(c, r, "public access block").await?;
+    if meta(&info.metadata, BUCKET_PUBLIC_BLOCK).is_none() {
+        return Err(S3Error::new("NoSuchPublicAccessBlockConfiguration", 404, "The public access block configuration was not found"));
+    }
+    let block = Settings::of(&r.bucket, &info.metadata)?.public_block;
+    let root = "PublicAccessBlockConfiguration";
+    let mut w = Writer::new(root);
+    for (name, on) in PublicBlock::FIELDS.iter().zip(block.flags()) {
+        w.elem(name, on);
+    }
+    Ok(Reply::xml(w.finish(root)))
+}
+
+/// The OM rights a request needs of ACL entries (IgnorePublicAcls checks them of the
+/// non-public entries before the OM checks them of all).
+fn needed_rights(action: &str) -> u16 {
+    match action {
+        "s3:ListBucket" | "s3:ListBucketVersions" | "s3:ListBucketMultipartUploads" | "s3:ListMultipartUploadParts" => acl::LIST,
+        "s3:GetObject" | "s3:GetObjectTagging" | "s3:GetObjectAttributes" => acl::READ,
+        "s3:PutObject" | "s3:PutObjectTagging" | "s3:DeleteObjectTagging" => acl::WRITE,
+        "s3:DeleteObject" | "s3:AbortMultipartUpload" => acl::DELETE,
+        "s3:GetBucketAcl" | "s3:GetObjectAcl" => acl::READ_ACP,
+        _ => acl::WRITE_ACP,
+    }
+}
+
+/// IgnorePublicAcls: whether the caller holds what `action` needs by the bucket's (or the
+/// object's) ACL entries other than public ones.
+async fn allowed_without_public_acls(gw: &Gateway, r: &Req, settings: &Settings, action: &str, key: &str) -> Result<bool, S3Error> {
+    let private = |entries: &[AclEntry]| entries.iter().filter(|e| !acl::is_public(e)).cloned().collect::<Vec<_>>();
+    let rights = needed_rights(action);
+    if acl::allows(&private(&settings.acls), &settings.owner, &r.user, rights) {
+        return Ok(true);
+    }
+    // An object read granted by the object's own entries.
+    if rights == acl::READ && !key.is_empty() {
+        let owner = gw.client_for(&settings.owner).await?;
+        if let Ok(k) = owner.lookup_key(S3_VOLUME, &r.bucket, key).await {
+            return Ok(acl::allows(&private(&k.acls), &settings.owner, &r.user, rights));
+        }
+    }
+    Ok(false)
+}
+
+/// The S3 action a request is to a bucket's policy, and whether it names an object.
+fn request_action(r: &Req) -> (&'static str, bool) {
+    use hyper::Method as M;
+    let h = |q: &str| r.has(q);
+    if r.key.is_empty() {
+        let action = match r.method {
+            M::GET | M::HEAD => match () {
+                _ if h("acl") => "s3:GetBucketAcl",
+                _ if h("cors") => "s3:GetBucketCORS",
+                _ if h("tagging") => "s3:GetBucketTagging",
+                _ if h("encryption") => "s3:GetEncryptionConfiguration",
+                _ if h("policyStatus") => "s3:GetBucketPolicyStatus",
+                _ if h("policy") => "s3:GetBucketPolicy",
+                _ if h("location") => "s3:GetBucketLocation",
+                _ if h("versioning") => "s3:GetBucketVersioning",
+                _ if h("uploads") => "s3:ListBucketMultipartUploads",
+                _ if h("versions") => "s3:ListBucketVersions",
+                _ if h("lifecycle") => "s3:GetLifecycleConfiguration",
+                _ if h("website") => "s3:GetBucketWebsite",
+                _ if h("object-lock") => "s3:GetBucketObjectLockConfiguration",
+                _ if h("publicAccessBlock") => "s3:GetBucketPublicAccessBlock",
+                _ if h("ownershipControls") => "s3:GetBucketOwnershipControls",
+                _ if h("logging") => "s3:GetBucketLogging",
+                _ => "s3:ListBucket",
+            },
+            M::PUT => match () {
+                _ if h("acl") => "s3:PutBucketAcl",
+                _ if h("cors") => "s3:PutBucketCORS",
+                _ if h("tagging") => "s3:PutBucketTagging",
+                _ if h("encryption") => "s3:PutEncryptionConfiguration",
+                _ if h("policy") => "s3:PutBucketPolicy",
+                _ if h("versioning") => "s3:PutBucketVersioning",
+                _ if h("lifecycle") => "s3:PutLifecycleConfiguration",
+                _ if h("website") => "s3:PutBucketWebsite",
+                _ if h("object-lock") => "s3:PutBucketObjectLockConfiguration",
+                _ if h("publicAccessBlock") => "s3:PutBucketPublicAccessBlock",
+                _ if h("ownershipControls") => "s3:PutBucketOwnershipControls",
+                _ if h("logging") => "s3:PutBucketLogging",
+                _ => "s3:CreateBucket",
+            },
+            // S3 checks a configuration's DELETE as its PUT.
+            M::DELETE => match () {
+                _ if h("cors") => "s3:PutBucketCORS",
+                _ if h("tagging") => "s3:PutBucketTagging",
+                _ if h("encryption") => "s3:PutEncryptionConfiguration",
+                _ if h("policy") => "s3:DeleteBucketPolicy",
+                _ if h("lifecycle") => "s3:PutLifecycleConfiguration",
+                _ if h("website") => "s3:DeleteBucketWebsite",
+                _ if h("publicAccessBlock") => "s3:PutBucketPublicAccessBlock",
+                _ if h("ownershipControls") => "s3:PutBucketOwnershipControls",
+                _ => "s3:DeleteBucket",
+            },
+            // DeleteObjects: each key is an s3:DeleteObject ([`delete_objects`]).
+            _ => "s3:DeleteObject",
+        };
+        return (action, false);
+    }
+    let action = match r.method {
+        M::PUT if h("tagging") => "s3:PutObjectTagging",
+        M::PUT if h("acl") => "s3:PutObjectAcl",
+        M::GET | M::HEAD if h("tagging") => "s3:GetObjectTagging",
+        M::GET | M::HEAD if h("attributes") => "s3:GetObjectAttributes",
+        M::GET | M::HEAD if h("uploadId") => "s3:ListMultipartUploadParts",
+        M::GET | M::HEAD if h("acl") => "s3:GetObjectAcl",
+        M::GET | M::HEAD => "s3:GetObject",
+        M::DELETE if h("tagging") => "s3:DeleteObjectTagging",
+        M::DELETE if h("uploadId") => "s3:AbortMultipartUpload",
+        M::DELETE => "s3:DeleteObject",
+        // PutObject, CopyObject, UploadPart(Copy), the multipart upload's creation and
+        // completion, a form upload.
+        _ => "s3:PutObject",
+    };
+    (action, true)
+}
+
+/// The value of a bucket policy's condition key (lower case) for a request.
+fn policy_key(r: &Req, https: bool, existing_tags: Option<&[(String, String)]>, key: &str) -> Option<Vec<String>> {
+    let one = |v: String| Some(vec![v]);
+    let signed = !r.user.is_empty();
+    let request_tags = || r.header("x-amz-tagging").and_then(|t| parse_query(&t).ok());
+    match key {
+        "aws:securetransport" => one(https.to_string()),
+        "aws:sourceip" => r.peer.map(|ip| vec![ip.to_string()]),
+        "aws:username" | "aws:userid" if signed => one(r.user.clone()),
+        "aws:principaltype" => one(if signed { "User" } else { "Anonymous" }.to_string()),
+        "aws:referer" => r.header("referer").map(|v| vec![v]),
+        "aws:useragent" => r.header("user-agent").map(|v| vec![v]),
+        "aws:epochtime" => one(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()).to_string()),
+        "s3:prefix" | "s3:delimiter" | "s3:max-keys" => r.q(&key[3..]).map(|v| vec![v.to_string()]),
+        "s3:versionid" => r.q("versionId").map(|v| vec![v.to_string()]),
+        "s3:signatureversion" if signed => one("AWS4-HMAC-SHA256".to_string()),
+        "s3:authtype" if signed => one(if r.has("X-Amz-Signature") { "REST-QUERY-STRING" } else { "REST-HEADER" }.to_string()),
+        "s3:requestobjecttagkeys" => request_tags().map(|t| t.into_iter().map(|(k, _)| k).collect()),
+        k => {
+            if let Some(header) = k.strip_prefix("s3:x-amz-") {
+                r.header(&format!("x-amz-{header}")).map(|v| vec![v])
+            } else if let Some(tag) = k.strip_prefix("s3:requestobjecttag/") {
+                request_tags()?.into_iter().find(|(n, _)| n.eq_ignore_ascii_case(tag)).map(|(_, v)| vec![v])
+            } else if let Some(tag) = k.strip_prefix("s3:existingobjecttag/") {
+                existing_tags?.iter().find(|(n, _)| n.strip_prefix(TAG).is_some_and(|n| n.eq_ignore_ascii_case(tag))).map(|(_, v)| vec![v.clone()])
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// What the bucket's policy says of `action` on `key` (empty: the bucket) for the request.
+async fn decide(gw: &Gateway, r: &Req, settings: &Settings, policy: &Policy, action: &str, key: &str) -> Result<Decision, S3Error> {
+    // An object's tags are read (as its owner) only for a policy that asks for them.
+    let mut existing: Option<Vec<(String, String)>> = None;
+    if !key.is_empty() && policy.reads_key("s3:existingobjecttag/") {
+        let owner = gw.client_for(&settings.owner).await?;
+        existing = owner.lookup_key(S3_VOLUME, &r.bucket, key).await.ok().map(|k| k.metadata);
+    }
+    let resource = if key.is_empty() { format!("arn:aws:s3:::{}", r.bucket) } else { format!("arn:aws:s3:::{}/{key}", r.bucket) };
+    let keys = |k: &str| policy_key(r, gw.https, existing.as_deref(), k);
+    Ok(policy.decide(&r.user, action, &resource, &keys))
+}
+
+fn denied_by_policy(bucket: &str, sid: Option<String>) -> S3Error {
+    S3Error::access_denied(format!("denied by the policy of bucket {bucket}{}", sid.map(|s| format!(" (statement {s})")).unwrap_or_default()))
+}
+
+/// A request to a bucket with a policy: refused where a statement denies it; made as the
+/// bucket's owner where one allows it (the OM then permits what the owner may), else as the
+/// caller, whose ACL rights the OM checks. The owner may always read, set and delete the
+/// policy (no policy locks its owner out). An ACL a write sets must be allowed too
+/// (`s3:PutObjectAcl`) for the write to be made as the owner. A copy's source is read as its
+/// bucket's owner where that bucket's policy allows the caller `s3:GetObject` on it, refused
+/// where it denies it, and else read by the caller, never as the destination's owner.
+async fn authorize(gw: &Gateway, r: &mut Req, c: Rc<Client>) -> Result<Rc<Client>, S3Error> {
+    let settings = bucket_settings(gw, &c, &r.bucket).await?;
+    // SDKs' ExpectedBucketOwner: a request meant for a bucket of another owner goes nowhere.
+    if let Some(expected) = r.header("x-amz-expected-bucket-owner")
+        && expected != settings.owner
+    {
+        return Err(S3Error::access_denied(format!("bucket {} is not owned by {expected} (x-amz-expected-bucket-owner)", r.bucket)));
+    }
+    let restricted = settings.public_block.restrict_public_buckets && r.user != settings.owner && settings.policy.as_ref().is_some_and(Policy::is_public);
+    if restricted {
+        return Err(S3Error::access_denied(format!("bucket {} has a public policy and its public access block restricts it to its owner (RestrictPublicBuckets)", r.bucket)));
+    }
+    if r.key.is_empty() && r.method == hyper::Method::POST {
+        // DeleteObjects decides key by key.
+        return Ok(c);
+    }
+    if r.header("x-amz-copy-source").is_some() {
+        r.source_as = Some(copy_source_access(gw, r, c.clone()).await?);
+    }
+    let block = settings.public_block;
+    // The common case, a bucket with neither policy nor public access block, costs the cached
+    // settings' lookup alone.
+    if settings.policy.is_none() && block == PublicBlock::default() {
+        return Ok(c);
+    }
+    let (action, on_object) = request_action(r);
+    let key = if on_object { r.key.clone() } else { String::new() };
+    let others = r.user != settings.owner;
+    let Some(policy) = &settings.policy else {
+        if block.ignore_public_acls && others && !allowed_without_public_acls(gw, r, &settings, action, &key).await? {
+            return Err(ignored_public_acls(&r.bucket));
+        }
+        return Ok(c);
+    };
+    if matches!(action, "s3:GetBucketPolicy" | "s3:PutBucketPolicy" | "s3:DeleteBucketPolicy") && !others {
+        return Ok(c);
+    }
+    let mut decision = decide(gw, r, &settings, policy, action, &key).await?;
+    let sets_acl = action != "s3:PutObjectAcl" && on_object && acl::requested(&|n| r.header(n), None, &settings.owner).ok().flatten().is_some();
+    if sets_acl {
+        match decide(gw, r, &settings, policy, "s3:PutObjectAcl", &key).await? {
+            Decision::Deny(sid) => decision = Decision::Deny(sid),
+            Decision::Neither if decision == Decision::Allow => decision = Decision::Neither,
+            _ => {}
+        }
+    }
+    match decision {
+        Decision::Deny(sid) => Err(denied_by_policy(&r.bucket, sid)),
+        Decision::Allow if others => {
+            let owner = gw.client_for(&settings.owner).await?;
+            r.user = settings.owner.clone();
+            Ok(owner)
+        }
+        _ if block.ignore_public_acls && others && !allowed_without_public_acls(gw, r, &settings, action, &key).await? => Err(ignored_public_acls(&r.bucket)),
+        _ => Ok(c),
+    }
+}
+
+fn ignored_public_acls(bucket: &str) -> S3Error {
+    S3Error::access_denied(format!("bucket {bucket}'s public access block ignores its public ACL grants (IgnorePublicAcls), and no other grant allows this"))
+}
+
+/// BlockPublicAcls: an ACL that grants AllUsers or AuthenticatedUsers anything is refused.
+async fn check_public_acl(gw: &Gateway, c: &Client, bucket: &str, entries: &[AclEntry]) -> Result<(), S3Error> {
+    if entries.iter().any(|e| acl::is_public(e) && e.rights != 0) && bucket_settings(gw, c, bucket).await?.public_block.block_public_acls {
+        return Err(S3Error::access_denied(format!("bucket {bucket}'s public access block refuses public ACLs (BlockPublicAcls)")));
+    }
+    Ok(())
+}
+
+/// Who reads a copy's source ([`Req::source_as`]): refused where the source bucket's policy
+/// denies the caller `s3:GetObject` on it.
+async fn copy_source_access(gw: &Gateway, r: &Req, caller: Rc<Client>) -> Result<Rc<Client>, S3Error> {
+    let Some(source) = r.header("x-amz-copy-source") else { return Ok(caller) };
+    // A source that does not parse, or a bucket that does not exist, is the copy's to refuse.
+    let Ok((bucket, key)) = copy_source(&source) else { return Ok(caller) };
+    let Ok(settings) = bucket_settings(gw, &caller, &bucket).await else { return Ok(caller) };
+    if let Some(expected) = r.header("x-amz-source-expected-bucket-owner")
+        && expected != settings.owner
+    {
+        return Err(S3Error::access_denied(format!("the copy's source bucket {bucket} is not owned by {expected} (x-amz-source-expected-bucket-owner)")));
+    }
+    let Some(policy) = &settings.policy else { return Ok(caller) };
+    let source_req = Req {
+        method: hyper::Method::GET,
+        bucket: bucket.clone(),
+        key: key.clone(),
+        query: Vec::new(),
+        headers: r.headers.clone(),
+        user: r.user.clone(),
+        signer: None,
+        body: None,
+        peer: r.peer,
+        source_as: None,
+    };
+    match decide(gw, &source_req, &settings, policy, "s3:GetObject", &key).await? {
+        Decision::Deny(sid) => Err(denied_by_policy(&bucket, sid)),
+        Decision::Allow if settings.owner != r.user => gw.client_for(&settings.owner).await,
+        _ => Ok(caller),
+    }
+}
+
 /// PutBucketCors: the bucket's CORS rules, replaced whole (the owner's, as its other settings).
 async fn put_bucket_cors(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
@@ -1130,6 +1570,7 @@ async fn put_acl(gw: &Gateway, c: &Client, r: &mut Req) -> R {
         .ok_or_else(|| S3Error::new("MissingSecurityHeader", 400, "an ACL needs x-amz-acl, x-amz-grant-* headers or an AccessControlPolicy document"))?;
     let on = if r.key.is_empty() { On::Bucket } else { On::Object };
     let entries = acl::entries(&grants, &owner, on)?;
+    check_public_acl(gw, c, &r.bucket, &entries).await?;
     check_grantees(gw, &entries, &owner).await?;
     set_acls(c, &r.bucket, &r.key, &entries).await?;
     Ok(Reply::ok())
@@ -1301,7 +1742,7 @@ async fn upload_part(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     if let Some(source) = r.header("x-amz-copy-source") {
         // UploadPartCopy: the part is a byte range of another object.
         let (sb, sk) = copy_source(&source)?;
-        let src = c.lookup_key(S3_VOLUME, &sb, &sk).await.map_err(|e| from_om(&e, &sb, Some(&sk)))?;
+        let src = r.source_as.as_deref().unwrap_or(c).lookup_key(S3_VOLUME, &sb, &sk).await.map_err(|e| from_om(&e, &sb, Some(&sk)))?;
         check_copy_conditions(r, meta(&src.metadata, ETAG).unwrap_or_default(), src.modified_ms)?;
         let (start, end) = match r.header("x-amz-copy-source-range") {
             None => (0, src.data_size),
@@ -1917,7 +2358,7 @@ async fn copy_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
             "this copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes",
         ));
     }
-    let src = c.lookup_key(S3_VOLUME, &sb, &sk).await.map_err(|e| from_om(&e, &sb, Some(&sk)))?;
+    let src = r.source_as.as_deref().unwrap_or(c).lookup_key(S3_VOLUME, &sb, &sk).await.map_err(|e| from_om(&e, &sb, Some(&sk)))?;
     let src_etag = meta(&src.metadata, ETAG).unwrap_or_default().to_string();
     check_copy_conditions(r, &src_etag, src.modified_ms)?;
     let src_cipher = unseal(gw, r, &src.metadata, sse::Use::CopySource)?;
@@ -2246,7 +2687,7 @@ async fn delete_object(c: &Client, r: &Req) -> R {
     }
 }
 
-async fn delete_objects(c: &Client, r: &mut Req) -> R {
+async fn delete_objects(gw: &Gateway, c: &Rc<Client>, r: &mut Req) -> R {
     let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
     let text = std::str::from_utf8(&body).map_err(|_| S3Error::malformed_xml("the body is not UTF-8"))?;
     let doc = xml::parse(text).map_err(S3Error::malformed_xml)?;
@@ -2254,13 +2695,51 @@ async fn delete_objects(c: &Client, r: &mut Req) -> R {
         return Err(S3Error::malformed_xml(format!("the root element is <{}>, not <Delete>", doc.name)));
     }
     let quiet = doc.child("Quiet").is_some_and(|q| q.text.trim() == "true");
-    let keys: Vec<String> = doc.children_named("Object").map(|o| o.child("Key").map(|k| k.text.clone()).ok_or_else(|| S3Error::malformed_xml("an <Object> without <Key>"))).collect::<Result<_, _>>()?;
+    let mut keys: Vec<String> = doc.children_named("Object").map(|o| o.child("Key").map(|k| k.text.clone()).ok_or_else(|| S3Error::malformed_xml("an <Object> without <Key>"))).collect::<Result<_, _>>()?;
     if keys.is_empty() || keys.len() > DELETE_KEYS_MAX {
         return Err(S3Error::malformed_xml(format!("{} keys: 1 to {DELETE_KEYS_MAX}", keys.len())));
     }
     let bucket = r.bucket.clone();
     let mut w = Writer::new("DeleteResult");
-    let done = c
+    // The bucket's policy decides each key (s3:DeleteObject): a denied key is refused alone; the
+    // others are deleted as the owner where the policy allows every one of them, else as the
+    // caller (whose rights the OM checks).
+    let mut client = c.clone();
+    let settings = bucket_settings(gw, c, &bucket).await?;
+    let others = r.user != settings.owner;
+    let mut all_allowed = false;
+    if let Some(policy) = &settings.policy {
+        all_allowed = others;
+        let mut kept = Vec::with_capacity(keys.len());
+        for k in keys {
+            match decide(gw, r, &settings, policy, "s3:DeleteObject", &k).await? {
+                Decision::Deny(sid) => {
+                    let e = denied_by_policy(&bucket, sid);
+                    w.open("Error").elem("Key", &k).elem("Code", e.code).elem("Message", &e.message).close("Error");
+                }
+                Decision::Allow => kept.push(k),
+                Decision::Neither => {
+                    all_allowed = false;
+                    kept.push(k);
+                }
+            }
+        }
+        keys = kept;
+        if keys.is_empty() {
+            return Ok(Reply::xml(w.finish("DeleteResult")));
+        }
+        if all_allowed {
+            client = gw.client_for(&settings.owner).await?;
+        }
+    }
+    if !all_allowed && others && settings.public_block.ignore_public_acls && !allowed_without_public_acls(gw, r, &settings, "s3:DeleteObject", "").await? {
+        let e = ignored_public_acls(&bucket);
+        for k in &keys {
+            w.open("Error").elem("Key", k).elem("Code", e.code).elem("Message", &e.message).close("Error");
+        }
+        return Ok(Reply::xml(w.finish("DeleteResult")));
+    }
+    let done = client
         .submit(|op| {
             let mut d = op.init_delete_keys();
             d.set_volume(S3_VOLUME);
@@ -2343,9 +2822,9 @@ const POST_UNNAMED_FIELDS: [&str; 5] = ["policy", "signature", "awsaccesskeyid",
 /// `Content-Type` and the other stored headers, `x-amz-meta-*`, `tagging`, the encryption
 /// fields). Answers `success_action_redirect` (303 to it, with the bucket, key and ETag), or
 /// `success_action_status` 200, 201 (with a `PostResponse` document) or else 204.
-async fn post_object(gw: &Rc<Gateway>, headers: &[(String, String)], body: Incoming, bucket: &str, boundary: &str) -> R {
+async fn post_object(gw: &Rc<Gateway>, headers: &[(String, String)], body: Incoming, bucket: &str, boundary: &str, peer: Option<std::net::IpAddr>) -> R {
     let mut form = form::read(Source::Http(body), boundary).await?;
-    let reply = post_form(gw, headers, &mut form, bucket).await;
+    let reply = post_form(gw, headers, &mut form, bucket, peer).await;
     if reply.is_err() {
         // Refused (the policy, its signature, the write): the answer is read once the form is.
         form.file.drain(DRAIN_BYTES_MAX).await;
@@ -2399,7 +2878,7 @@ async fn signed_form(gw: &Gateway, form: &form::Form, policy_text: &str, key: &s
     Ok((access, min, max.min(PUT_BYTES_MAX)))
 }
 
-async fn post_form(gw: &Rc<Gateway>, headers: &[(String, String)], form: &mut form::Form, bucket: &str) -> R {
+async fn post_form(gw: &Rc<Gateway>, headers: &[(String, String)], form: &mut form::Form, bucket: &str, peer: Option<std::net::IpAddr>) -> R {
     let key = form
         .field("key")
         .ok_or_else(|| S3Error::invalid_argument("Bucket POST must contain a field named 'key'.  If it is specified, please check the order of the fields."))?
@@ -2431,13 +2910,15 @@ async fn post_form(gw: &Rc<Gateway>, headers: &[(String, String)], form: &mut fo
     if tags.is_some() && as_headers.iter().any(|(n, _)| n == "x-amz-tagging") {
         return Err(S3Error::invalid_argument("the form gives its tags twice: tagging and x-amz-tagging"));
     }
-    let r = Req { method: hyper::Method::POST, bucket: bucket.to_string(), key: key.clone(), query: Vec::new(), headers: as_headers, user: access.clone(), signer: None, body: None };
+    let mut r = Req { method: hyper::Method::POST, bucket: bucket.to_string(), key: key.clone(), query: Vec::new(), headers: as_headers, user: access.clone(), signer: None, body: None, peer, source_as: None };
     // The file's checksum, if a field gives one: checked as it streams, kept with the object.
     if let Some(w) = checksum::requested(&|n| r.header(n), false)? {
         let value = w.value.ok_or_else(|| S3Error::invalid_request("a form's checksum is a field, not a trailer"))?;
         form.file.expect_checksum(w.algorithm, value);
     }
     let c = gw.client_for(&access).await?;
+    // A form upload is a PutObject of its key to the bucket's policy.
+    let c = authorize(gw, &mut r, c).await?;
     let acls = write_acl(gw, &c, &r).await?;
     let mut metadata = metadata_of(&r)?;
     metadata.extend(tags.unwrap_or_default().into_iter().map(|(k, v)| (format!("{TAG}{k}"), v)));

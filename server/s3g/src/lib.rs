@@ -13,6 +13,7 @@
 //! - [`checksum`]: S3's additional checksums (`x-amz-checksum-*`), checked as they stream.
 //! - [`form`]: browser-based uploads (POST Object): the form, streamed, and its policy.
 //! - [`cors`]: buckets' CORS rules, their preflights and answers.
+//! - [`policy`]: bucket policies (IAM's JSON), evaluated for every request to their bucket.
 //! - [`xml`], [`error`]: S3's documents and error codes.
 
 pub mod acl;
@@ -25,6 +26,7 @@ pub mod http;
 pub mod md5sum;
 pub mod object;
 pub mod payload;
+pub mod policy;
 pub mod server;
 pub mod sigv4;
 pub mod sse;

@@ -139,12 +139,13 @@ async fn accept(listener: glommio::net::TcpListener, gw: Rc<Gateway>, tls: Optio
                 let (gw, tls) = (gw.clone(), tls.clone());
                 glommio::spawn_local(async move {
                     let _ = stream.set_nodelay(true);
+                    let peer = stream.peer_addr().ok().map(|a| crate::gateway::Peer(a.ip()));
                     match tls {
-                        None => serve(gw, Io::with_idle_timeout(stream, idle)).await,
+                        None => serve(gw, Io::with_idle_timeout(stream, idle), peer).await,
                         Some(config) => {
                             let handshake = futures_rustls::TlsAcceptor::from(config).accept(stream);
                             match glommio::timer::timeout(stratos_common::rpc::TLS_HANDSHAKE_TIMEOUT, async { Ok(handshake.await) }).await {
-                                Ok(Ok(s)) => serve(gw, Io::with_idle_timeout(s, idle)).await,
+                                Ok(Ok(s)) => serve(gw, Io::with_idle_timeout(s, idle), peer).await,
                                 Ok(Err(e)) => eprintln!("s3g: a TLS handshake failed: {e}"),
                                 Err(_) => eprintln!("s3g: no TLS handshake within {:?}", stratos_common::rpc::TLS_HANDSHAKE_TIMEOUT),
                             }
@@ -161,8 +162,13 @@ async fn accept(listener: glommio::net::TcpListener, gw: Rc<Gateway>, tls: Optio
     }
 }
 
-async fn serve<S: futures_util::io::AsyncRead + futures_util::io::AsyncWrite + Unpin + 'static>(gw: Rc<Gateway>, io: Io<S>) {
-    let service = hyper::service::service_fn(move |req| handle(gw.clone(), req));
+async fn serve<S: futures_util::io::AsyncRead + futures_util::io::AsyncWrite + Unpin + 'static>(gw: Rc<Gateway>, io: Io<S>, peer: Option<crate::gateway::Peer>) {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        if let Some(p) = peer {
+            req.extensions_mut().insert(p);
+        }
+        handle(gw.clone(), req)
+    });
     let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service);
     if let Err(e) = conn.await
         && !e.is_incomplete_message()

@@ -720,6 +720,56 @@ check("an origin no rule allows gets the object (CORS is the browser's to enforc
 alice.delete_bucket_cors(Bucket=pub)
 check("DeleteBucketCors: the rules are gone, and preflights are refused again at once",
       code(lambda: alice.get_bucket_cors(Bucket=pub)) == "NoSuchCORSConfiguration" and preflight("https://www.app.example", "GET").status_code == 403)
+# Bucket policies, evaluated by the gateway for every request to the bucket.
+check("a bucket without a policy: NoSuchBucketPolicy", code(lambda: alice.get_bucket_policy(Bucket=pub)) == "NoSuchBucketPolicy")
+def policy(*statements):
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+arn = f"arn:aws:s3:::{pub}"
+check("a policy that is not JSON, or names an operator the gateway does not know, is MalformedPolicy (never a Deny dropped)",
+      code(lambda: alice.put_bucket_policy(Bucket=pub, Policy="{")) == "MalformedPolicy"
+      and code(lambda: alice.put_bucket_policy(Bucket=pub, Policy=policy({"Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": arn + "/*",
+                                                                            "Condition": {"DateGreaterThan": {"aws:CurrentTime": "2020-01-01T00:00:00Z"}}}))) == "MalformedPolicy")
+public_shared = {"Sid": "shared", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": arn + "/shared/*"}
+no_bob = {"Sid": "nobob", "Effect": "Deny", "Principal": {"AWS": f"arn:aws:iam::{os.environ['BOB_KEY']}:root"}, "Action": "s3:GetObject", "Resource": arn + "/open"}
+check("another user may not set the policy", code(lambda: bob.put_bucket_policy(Bucket=pub, Policy=policy(public_shared))) == "AccessDenied")
+alice.put_object(Bucket=pub, Key="shared/notes", Body=b"shared by policy")
+alice.put_bucket_policy(Bucket=pub, Policy=policy(public_shared, no_bob))
+check("GetBucketPolicy gives the document back", json.loads(alice.get_bucket_policy(Bucket=pub)["Policy"])["Statement"] == [public_shared, no_bob])
+check("... and the bucket is public by it (GetBucketPolicyStatus)", alice.get_bucket_policy_status(Bucket=pub)["PolicyStatus"]["IsPublic"] is True)
+check("a policy's Allow: anonymous reads a private object under shared/, at once", anon.get_object(Bucket=pub, Key="shared/notes")["Body"].read() == b"shared by policy")
+check("... nothing the policy does not name (a private object elsewhere, a write under shared/)",
+      code(lambda: anon.get_object(Bucket=pub, Key="closed")) == "AccessDenied" and code(lambda: anon.put_object(Bucket=pub, Key="shared/x", Body=b"x")) == "AccessDenied")
+check("a policy's Deny wins over a public-read ACL: bob may not read 'open', anonymous may",
+      code(lambda: bob.get_object(Bucket=pub, Key="open")) == "AccessDenied" and anon.get_object(Bucket=pub, Key="open")["Body"].read() == b"for everyone")
+alice.put_bucket_policy(Bucket=pub, Policy=policy({"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": arn + "/*",
+                                                   "Condition": {"Null": {"s3:x-amz-server-side-encryption": "true"}}}))
+check("a Deny of unencrypted uploads binds the owner too; an encrypted one goes through",
+      code(lambda: alice.put_object(Bucket=pub, Key="plain", Body=b"x")) == "AccessDenied"
+      and alice.put_object(Bucket=pub, Key="sealed", Body=b"x", ServerSideEncryption="AES256")["ServerSideEncryption"] == "AES256")
+check("... and the owner may still read and replace the policy", "Null" in alice.get_bucket_policy(Bucket=pub)["Policy"])
+alice.delete_bucket_policy(Bucket=pub)
+check("DeleteBucketPolicy: the policy's grants are gone at once", code(lambda: anon.get_object(Bucket=pub, Key="shared/notes")) == "AccessDenied"
+      and code(lambda: alice.get_bucket_policy(Bucket=pub)) == "NoSuchBucketPolicy")
+# Public access blocks.
+check("a bucket without a public access block: NoSuchPublicAccessBlockConfiguration", code(lambda: alice.get_public_access_block(Bucket=pub)) == "NoSuchPublicAccessBlockConfiguration")
+block = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": False}
+alice.put_public_access_block(Bucket=pub, PublicAccessBlockConfiguration=block)
+check("PutPublicAccessBlock reads back as set", alice.get_public_access_block(Bucket=pub)["PublicAccessBlockConfiguration"] == block)
+check("BlockPublicAcls: a public ACL is refused on the bucket, an object, a PUT; a private one is not",
+      code(lambda: alice.put_bucket_acl(Bucket=pub, ACL="public-read")) == "AccessDenied" and code(lambda: alice.put_object_acl(Bucket=pub, Key="closed", ACL="authenticated-read")) == "AccessDenied"
+      and code(lambda: alice.put_object(Bucket=pub, Key="pubw", Body=b"x", ACL="public-read")) == "AccessDenied" and alice.put_object(Bucket=pub, Key="privw", Body=b"x", ACL="private")["ETag"])
+alice.put_object_acl(Bucket=pub, Key="closed", GrantRead='id="' + os.environ["BOB_KEY"] + '"')
+check("IgnorePublicAcls: the public-read object is private to others; a grant by name still counts",
+      code(lambda: anon.get_object(Bucket=pub, Key="open")) == "AccessDenied" and code(lambda: bob.get_object(Bucket=pub, Key="open")) == "AccessDenied"
+      and bob.get_object(Bucket=pub, Key="closed")["Body"].read() == b"again")
+check("BlockPublicPolicy: a policy that makes the bucket public is refused", code(lambda: alice.put_bucket_policy(Bucket=pub, Policy=policy(public_shared))) == "AccessDenied")
+alice.delete_public_access_block(Bucket=pub)
+check("DeletePublicAccessBlock: the public-read object is public again", anon.get_object(Bucket=pub, Key="open")["Body"].read() == b"for everyone")
+for k in ("shared/notes", "sealed", "privw"):
+    alice.delete_object(Bucket=pub, Key=k)
+check("ExpectedBucketOwner: a request meant for another owner's bucket is refused, the right owner passes",
+      code(lambda: alice.list_objects_v2(Bucket=pub, ExpectedBucketOwner=os.environ["BOB_KEY"])) == "AccessDenied"
+      and alice.list_objects_v2(Bucket=pub, ExpectedBucketOwner=os.environ["ALICE_KEY"])["KeyCount"] >= 1)
 check("a bucket without tags: NoSuchTagSet", code(lambda: alice.get_bucket_tagging(Bucket=pub)) == "NoSuchTagSet")
 tagset = [{"Key": "team", "Value": "données <&> \u00e9t\u00e9"}] + [{"Key": f"k{i}", "Value": "v" * 256} for i in range(49)]
 alice.put_bucket_tagging(Bucket=pub, Tagging={"TagSet": tagset})

@@ -1,0 +1,29 @@
+//! Any bytes as a bucket configuration a client puts: a policy (JSON) and a CORS configuration
+//! (XML). Each is accepted or refused with an error, never a panic. An accepted policy decides
+//! requests the input also describes; an accepted CORS configuration comes back whole from its
+//! stored form (cut into metadata pieces anywhere) and from the document GetBucketCors shows.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use stratos_s3g::{cors, policy};
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&selector, doc)) = input.split_first() else { return };
+    if let Ok(p) = policy::parse(doc, "bkt") {
+        let text = String::from_utf8_lossy(doc);
+        let words: Vec<&str> = text.split(|c: char| !c.is_ascii_alphanumeric() && !"*?:/-_".contains(c)).filter(|w| !w.is_empty()).take(4).collect();
+        let action = format!("s3:{}", words.first().copied().unwrap_or("GetObject"));
+        let resource = format!("arn:aws:s3:::bkt/{}", words.get(1).copied().unwrap_or("k"));
+        let user = if selector & 1 == 0 { "" } else { words.get(2).copied().unwrap_or("u") };
+        let value = words.get(3).map(|w| w.to_string());
+        let keys = |_: &str| value.clone().map(|v| vec![v]);
+        let _ = p.decide(user, &action, &resource, &keys);
+        let _ = p.is_public();
+    }
+    if let Ok(c) = cors::parse(doc) {
+        let stored = cors::encode(&c);
+        let pieces = cors::pieces(&stored, usize::from(selector).max(4));
+        assert_eq!(cors::decode(&pieces.concat()).expect("the stored form decodes"), c);
+        assert_eq!(cors::parse(cors::render(&c).as_bytes()).expect("the shown document parses"), c);
+        let _ = cors::preflight(&c, "https://a.example", "GET", Some("x-amz-date"));
+    }
+});
