@@ -916,6 +916,9 @@ const BUCKET_PUBLIC_BLOCK: &str = "s3:publicAccessBlock";
 const POLICY_PIECES_MAX: usize = 12;
 /// Pieces of a bucket's tags: 32 KiB, fifty tags of fair size.
 const TAGGING_PIECES_MAX: usize = 16;
+// Every piece the bucket's settings may take fits the OM's pairs, beside the default
+// encryption and the public access block.
+const _: () = assert!(CORS_PIECES_MAX + TAGGING_PIECES_MAX + POLICY_PIECES_MAX + 2 <= METADATA_PAIRS_MAX);
 /// Pieces of a CORS configuration: 64 KiB of its stored form, as S3 bounds its document (the
 /// bucket's other metadata keeps the rest of the OM's pairs).
 const CORS_PIECES_MAX: usize = 32;
@@ -945,6 +948,8 @@ struct Settings {
     acls: Vec<AclEntry>,
     /// Its public access block.
     public_block: PublicBlock,
+    /// Why its policy or public access block could not be read, if so.
+    unreadable: Option<String>,
 }
 
 /// A bucket's public access block (S3's four settings; all off where it has none).
@@ -983,29 +988,42 @@ impl PublicBlock {
 }
 
 impl Settings {
-    fn of_bucket(bucket: &str, info: &stratos_client::BucketInfo) -> Result<Settings, S3Error> {
-        let mut s = Settings::of(bucket, &info.metadata)?;
+    fn of_bucket(bucket: &str, info: &stratos_client::BucketInfo) -> Settings {
+        let mut s = Settings::of(bucket, &info.metadata);
         s.owner = info.owner.clone();
         s.acls = info.acls.clone();
-        Ok(s)
+        s
     }
 
-    fn of(bucket: &str, metadata: &[(String, String)]) -> Result<Settings, S3Error> {
-        let cors = match settings_joined(metadata, BUCKET_CORS) {
-            None => None,
-            Some(stored) => Some(cors::decode(&stored).map_err(|e| S3Error::internal(format!("bucket {bucket}: {e}")))?),
-        };
-        // A stored policy that no longer parses (a gateway that reads less than the one that
-        // put it) fails the bucket's requests rather than dropping a Deny.
-        let policy = match settings_joined(metadata, BUCKET_POLICY) {
-            None => None,
-            Some(text) => Some(policy::parse(text.as_bytes(), bucket).map_err(|e| S3Error::internal(format!("bucket {bucket}: its stored policy: {}", e.message)))?),
-        };
-        let public_block = match meta(metadata, BUCKET_PUBLIC_BLOCK) {
+    /// A stored setting that does not read (kept by a gateway that reads more than this one):
+    /// CORS rules are then none (they only ever add headers); a policy or a public access
+    /// block is [`Settings::unreadable`], which refuses the bucket's requests (a Deny is
+    /// never dropped) but its owner's to replace or delete them.
+    fn of(bucket: &str, metadata: &[(String, String)]) -> Settings {
+        let mut unreadable = None;
+        let cors = settings_joined(metadata, BUCKET_CORS).and_then(|stored| match cors::decode(&stored) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("s3g: bucket {bucket}: {e}; its CORS rules are taken as none");
+                None
+            }
+        });
+        let policy = settings_joined(metadata, BUCKET_POLICY).and_then(|text| match policy::parse(text.as_bytes(), bucket) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                unreadable = Some(format!("bucket {bucket}: its stored policy does not read here ({}): its owner may replace or delete it", e.message));
+                None
+            }
+        });
+        let public_block = match meta(metadata, BUCKET_PUBLIC_BLOCK).map(|v| (v, PublicBlock::decode(v))) {
             None => PublicBlock::default(),
-            Some(v) => PublicBlock::decode(v).ok_or_else(|| S3Error::internal(format!("bucket {bucket}: a stored public access block {v:?}")))?,
+            Some((_, Some(b))) => b,
+            Some((v, None)) => {
+                unreadable = Some(format!("bucket {bucket}: its stored public access block {v:?} does not read here: its owner may replace or delete it"));
+                PublicBlock::default()
+            }
         };
-        Ok(Settings { owner: String::new(), sse: meta(metadata, BUCKET_SSE).map(str::to_string), cors, policy, acls: Vec::new(), public_block })
+        Settings { owner: String::new(), sse: meta(metadata, BUCKET_SSE).map(str::to_string), cors, policy, acls: Vec::new(), public_block, unreadable }
     }
 }
 
@@ -1018,7 +1036,7 @@ async fn bucket_settings(gw: &Gateway, c: &Client, bucket: &str) -> Result<Rc<Se
     {
         return Ok(s.clone());
     }
-    let s = Rc::new(Settings::of_bucket(bucket, &bucket_info(c, bucket).await?)?);
+    let s = Rc::new(Settings::of_bucket(bucket, &bucket_info(c, bucket).await?));
     let mut cache = gw.settings.borrow_mut();
     if cache.len() >= USERS_MAX {
         cache.clear();
@@ -1190,7 +1208,7 @@ async fn get_bucket_policy(c: &Client, r: &Req) -> R {
 /// its ACL grants AllUsers or AuthenticatedUsers anything.
 async fn get_bucket_policy_status(c: &Client, r: &Req) -> R {
     let info = own_bucket_settings(c, r, "policy status").await?;
-    let by_policy = Settings::of(&r.bucket, &info.metadata)?.policy.is_some_and(|p| p.is_public());
+    let by_policy = Settings::of(&r.bucket, &info.metadata).policy.is_some_and(|p| p.is_public());
     let by_acl = info.acls.iter().any(|a| a.rights != 0 && (a.kind == stratos_client::AclKind::World || a.name == AclEntry::AUTHENTICATED));
     let mut w = Writer::new("PolicyStatus");
     w.elem("IsPublic", by_policy || by_acl);
@@ -1224,7 +1242,7 @@ async fn get_public_block(c: &Client, r: &Req) -> R {
     if meta(&info.metadata, BUCKET_PUBLIC_BLOCK).is_none() {
         return Err(S3Error::new("NoSuchPublicAccessBlockConfiguration", 404, "The public access block configuration was not found"));
     }
-    let block = Settings::of(&r.bucket, &info.metadata)?.public_block;
+    let block = Settings::of(&r.bucket, &info.metadata).public_block;
     let root = "PublicAccessBlockConfiguration";
     let mut w = Writer::new(root);
     for (name, on) in PublicBlock::FIELDS.iter().zip(block.flags()) {
@@ -1403,6 +1421,13 @@ async fn authorize(gw: &Gateway, r: &mut Req, c: Rc<Client>) -> Result<Rc<Client
     {
         return Err(S3Error::access_denied(format!("bucket {} is not owned by {expected} (x-amz-expected-bucket-owner)", r.bucket)));
     }
+    if let Some(why) = &settings.unreadable {
+        let repair = matches!(request_action(r).0, "s3:GetBucketPolicy" | "s3:PutBucketPolicy" | "s3:DeleteBucketPolicy" | "s3:PutBucketPublicAccessBlock");
+        if !(repair && r.user == settings.owner) {
+            return Err(S3Error::internal(why.clone()));
+        }
+        return Ok(c);
+    }
     let restricted = settings.public_block.restrict_public_buckets && r.user != settings.owner && settings.policy.as_ref().is_some_and(Policy::is_public);
     if restricted {
         return Err(S3Error::access_denied(format!("bucket {} has a public policy and its public access block restricts it to its owner (RestrictPublicBuckets)", r.bucket)));
@@ -1509,7 +1534,7 @@ async fn put_bucket_cors(gw: &Gateway, c: &Client, r: &mut Req) -> R {
 /// GetBucketCors: the owner's (S3's default), read afresh.
 async fn get_bucket_cors(c: &Client, r: &Req) -> R {
     let info = own_bucket_settings(c, r, "CORS configuration").await?;
-    match Settings::of(&r.bucket, &info.metadata)?.cors {
+    match Settings::of(&r.bucket, &info.metadata).cors {
         Some(config) => Ok(Reply::xml(cors::render(&config))),
         None => Err(S3Error::new("NoSuchCORSConfiguration", 404, "The CORS configuration does not exist")),
     }
@@ -3144,5 +3169,29 @@ mod tests {
         assert!(etag_matches("*", "abc"));
         assert!(etag_matches("W/\"abc\"", "abc"));
         assert!(!etag_matches("\"abd\"", "abc"));
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn settings_come_back_from_their_pieces_and_a_setting_that_does_not_read_fails_closed() {
+        let doc = r#"{"Statement": {"Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": "arn:aws:s3:::b/*"}}"#;
+        let mut stored = settings_pieces(BUCKET_POLICY, doc, POLICY_PIECES_MAX, "the policy").unwrap();
+        assert!(settings_pieces(BUCKET_POLICY, doc, 1, "the policy").is_ok() == (doc.len() <= METADATA_VALUE_BYTES_MAX));
+        // Pieces may come in any order: the OM keeps pairs as they were set.
+        stored.reverse();
+        stored.push((BUCKET_PUBLIC_BLOCK.into(), PublicBlock { ignore_public_acls: true, ..Default::default() }.encode()));
+        let s = Settings::of("b", &stored);
+        assert!(s.unreadable.is_none());
+        assert_eq!(s.policy.unwrap().statements.len(), 1);
+        assert!(s.public_block.ignore_public_acls && !s.public_block.block_public_acls);
+        let s = Settings::of("b", &pairs(&[("s3:policy:00", "{\"Statement\": [{\"Effect\": \"Perhaps\"}]}")]));
+        assert!(s.policy.is_none() && s.unreadable.as_deref().is_some_and(|w| w.contains("policy")));
+        let s = Settings::of("b", &pairs(&[(BUCKET_PUBLIC_BLOCK, "10x1")]));
+        assert!(s.unreadable.is_some());
+        let s = Settings::of("b", &pairs(&[("s3:cors:00", "no such line")]));
+        assert!(s.cors.is_none() && s.unreadable.is_none(), "CORS rules that do not read are none: they only add headers");
     }
 }
