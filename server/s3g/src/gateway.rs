@@ -523,6 +523,12 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
                 Ok(Reply::status(204))
             }
             M::GET if r.has("policyStatus") => get_bucket_policy_status(&c, r).await,
+            M::PUT if r.has("ownershipControls") => put_ownership(gw, &c, r).await,
+            M::GET if r.has("ownershipControls") => get_ownership(&c, r).await,
+            M::DELETE if r.has("ownershipControls") => {
+                set_bucket_settings(gw, &c, &r.bucket, BUCKET_OWNERSHIP, &[]).await?;
+                Ok(Reply::status(204))
+            }
             M::PUT if r.has("publicAccessBlock") => put_public_block(gw, &c, r).await,
             M::GET if r.has("publicAccessBlock") => get_public_block(&c, r).await,
             M::DELETE if r.has("publicAccessBlock") => {
@@ -763,6 +769,10 @@ async fn create_bucket(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     if r.header("x-amz-bucket-object-lock-enabled").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
         return Err(S3Error::not_implemented("object lock (x-amz-bucket-object-lock-enabled)"));
     }
+    let ownership = r.header("x-amz-object-ownership").map(|v| object_ownership(v.trim())).transpose()?;
+    if ownership == Some(Ownership::Enforced) && !acls.is_empty() {
+        return Err(acls_disabled(&r.bucket));
+    }
     // The body (CreateBucketConfiguration) names a region: there is one.
     r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
     let bucket = r.bucket.clone();
@@ -773,7 +783,12 @@ async fn create_bucket(gw: &Gateway, c: &Client, r: &mut Req) -> R {
             b.set_bucket(&bucket);
             b.set_replication(gw.replication);
             if !acls.is_empty() {
-                AclEntry::write_all(b.init_acls(acls.len() as u32), &acls);
+                AclEntry::write_all(b.reborrow().init_acls(acls.len() as u32), &acls);
+            }
+            if let Some(o) = ownership {
+                let mut m = b.init_metadata(1);
+                m.reborrow().get(0).set_key(BUCKET_OWNERSHIP);
+                m.reborrow().get(0).set_value(o.name());
             }
         })
         .await;
@@ -854,6 +869,11 @@ async fn write_acl_in(gw: &Gateway, c: &Client, r: &Req) -> Result<Option<(Vec<A
         return Ok(None);
     }
     let b = bucket_info(c, &r.bucket).await?;
+    if meta(&b.metadata, BUCKET_OWNERSHIP) == Some(Ownership::Enforced.name()) {
+        // ACLs disabled: the one canned ACL S3 accepts is the one that changes nothing.
+        let owner_full = r.header("x-amz-acl").is_some_and(|v| v.trim() == "bucket-owner-full-control") && !r.headers.iter().any(|(n, _)| n.starts_with("x-amz-grant-"));
+        return if owner_full { Ok(None) } else { Err(acls_disabled(&r.bucket)) };
+    }
     let Some(g) = acl::requested(&|n| r.header(n), None, &b.owner)? else { return Ok(None) };
     let e = acl::entries(&g, &b.owner, On::Object)?;
     if e == acl::private(&b.owner, On::Object) {
@@ -910,6 +930,8 @@ const BUCKET_TAGGING: &str = "s3:tagging:";
 /// The prefix of the bucket metadata that holds its policy, as it was put (JSON), in pieces
 /// `s3:policy:00`, ...
 const BUCKET_POLICY: &str = "s3:policy:";
+/// The bucket metadata that holds its object ownership ([`Ownership::name`]).
+const BUCKET_OWNERSHIP: &str = "s3:ownership";
 /// The bucket metadata that holds its public access block ([`PublicBlock::encode`]).
 const BUCKET_PUBLIC_BLOCK: &str = "s3:publicAccessBlock";
 /// Pieces of a policy: its 20 KB, cut at characters.
@@ -950,6 +972,43 @@ struct Settings {
     public_block: PublicBlock,
     /// Why its policy or public access block could not be read, if so.
     unreadable: Option<String>,
+    /// Its object ownership setting (none: objects are its owner's and ACLs apply, as
+    /// BucketOwnerPreferred).
+    ownership: Option<Ownership>,
+}
+
+/// A bucket's object ownership (S3's ownership controls). Objects are always their bucket
+/// owner's here, so S3's third setting, ObjectWriter, is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ownership {
+    /// ACLs still apply; an object is the bucket owner's.
+    Preferred,
+    /// ACLs are disabled: only the owner and the bucket policy grant access, and no ACL but
+    /// `bucket-owner-full-control` may be set.
+    Enforced,
+}
+
+impl Ownership {
+    fn name(self) -> &'static str {
+        match self {
+            Ownership::Preferred => "BucketOwnerPreferred",
+            Ownership::Enforced => "BucketOwnerEnforced",
+        }
+    }
+}
+
+/// The object ownership a request names.
+fn object_ownership(v: &str) -> Result<Ownership, S3Error> {
+    match v {
+        "BucketOwnerPreferred" => Ok(Ownership::Preferred),
+        "BucketOwnerEnforced" => Ok(Ownership::Enforced),
+        "ObjectWriter" => Err(S3Error::not_implemented("ObjectWriter ownership (objects are always owned by their bucket's owner here: BucketOwnerPreferred or BucketOwnerEnforced)")),
+        other => Err(S3Error::invalid_argument(format!("object ownership {other:?}: BucketOwnerPreferred, BucketOwnerEnforced or ObjectWriter"))),
+    }
+}
+
+fn acls_disabled(bucket: &str) -> S3Error {
+    S3Error::new("AccessControlListNotSupported", 400, format!("The bucket does not allow ACLs: bucket {bucket} is BucketOwnerEnforced"))
 }
 
 /// A bucket's public access block (S3's four settings; all off where it has none).
@@ -1023,7 +1082,16 @@ impl Settings {
                 PublicBlock::default()
             }
         };
-        Settings { owner: String::new(), sse: meta(metadata, BUCKET_SSE).map(str::to_string), cors, policy, acls: Vec::new(), public_block, unreadable }
+        let ownership = match meta(metadata, BUCKET_OWNERSHIP) {
+            None => None,
+            Some("BucketOwnerEnforced") => Some(Ownership::Enforced),
+            Some("BucketOwnerPreferred") => Some(Ownership::Preferred),
+            Some(v) => {
+                unreadable = Some(format!("bucket {bucket}: its stored object ownership {v:?} does not read here: its owner may replace or delete it"));
+                None
+            }
+        };
+        Settings { owner: String::new(), sse: meta(metadata, BUCKET_SSE).map(str::to_string), cors, policy, acls: Vec::new(), public_block, unreadable, ownership }
     }
 }
 
@@ -1213,6 +1281,38 @@ async fn get_bucket_policy_status(c: &Client, r: &Req) -> R {
     let mut w = Writer::new("PolicyStatus");
     w.elem("IsPublic", by_policy || by_acl);
     Ok(Reply::xml(w.finish("PolicyStatus")))
+}
+
+/// PutBucketOwnershipControls: one rule, BucketOwnerPreferred or BucketOwnerEnforced.
+async fn put_ownership(gw: &Gateway, c: &Client, r: &mut Req) -> R {
+    let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
+    let text = std::str::from_utf8(&body).map_err(|_| S3Error::malformed_xml("the body is not UTF-8"))?;
+    let doc = xml::parse(text).map_err(S3Error::malformed_xml)?;
+    if doc.name != "OwnershipControls" {
+        return Err(S3Error::malformed_xml(format!("the root element is <{}>, not <OwnershipControls>", doc.name)));
+    }
+    let rules: Vec<_> = doc.children_named("Rule").collect();
+    let [rule] = rules.as_slice() else { return Err(S3Error::malformed_xml(format!("{} rules: exactly one", rules.len()))) };
+    let o = object_ownership(rule.child("ObjectOwnership").map(|e| e.text.trim()).unwrap_or(""))?;
+    if o == Ownership::Enforced {
+        // S3 disables ACLs only where the bucket's grants nobody but its owner.
+        let b = bucket_info(c, &r.bucket).await?;
+        if b.acls.iter().any(|e| e.rights != 0 && !(e.kind == stratos_client::AclKind::User && e.name == b.owner)) {
+            return Err(S3Error::new("InvalidBucketAclWithObjectOwnership", 400, format!("bucket {}'s ACL grants others: make it private before BucketOwnerEnforced", r.bucket)));
+        }
+    }
+    set_bucket_settings(gw, c, &r.bucket, BUCKET_OWNERSHIP, &[(BUCKET_OWNERSHIP.to_string(), o.name().to_string())]).await?;
+    Ok(Reply::ok())
+}
+
+async fn get_ownership(c: &Client, r: &Req) -> R {
+    let info = own_bucket_settings(c, r, "ownership controls").await?;
+    let Some(o) = meta(&info.metadata, BUCKET_OWNERSHIP) else {
+        return Err(S3Error::new("OwnershipControlsNotFoundError", 404, "The bucket ownership controls were not found"));
+    };
+    let mut w = Writer::new("OwnershipControls");
+    w.open("Rule").elem("ObjectOwnership", o).close("Rule");
+    Ok(Reply::xml(w.finish("OwnershipControls")))
 }
 
 /// PutPublicAccessBlock: the bucket's four settings, replaced whole (a missing one is off).
@@ -1422,7 +1522,7 @@ async fn authorize(gw: &Gateway, r: &mut Req, c: Rc<Client>) -> Result<Rc<Client
         return Err(S3Error::access_denied(format!("bucket {} is not owned by {expected} (x-amz-expected-bucket-owner)", r.bucket)));
     }
     if let Some(why) = &settings.unreadable {
-        let repair = matches!(request_action(r).0, "s3:GetBucketPolicy" | "s3:PutBucketPolicy" | "s3:DeleteBucketPolicy" | "s3:PutBucketPublicAccessBlock");
+        let repair = matches!(request_action(r).0, "s3:GetBucketPolicy" | "s3:PutBucketPolicy" | "s3:DeleteBucketPolicy" | "s3:PutBucketPublicAccessBlock" | "s3:PutBucketOwnershipControls");
         if !(repair && r.user == settings.owner) {
             return Err(S3Error::internal(why.clone()));
         }
@@ -1442,13 +1542,17 @@ async fn authorize(gw: &Gateway, r: &mut Req, c: Rc<Client>) -> Result<Rc<Client
     let block = settings.public_block;
     // The common case, a bucket with neither policy nor public access block, costs the cached
     // settings' lookup alone.
-    if settings.policy.is_none() && block == PublicBlock::default() {
+    let enforced = settings.ownership == Some(Ownership::Enforced);
+    if settings.policy.is_none() && block == PublicBlock::default() && !enforced {
         return Ok(c);
     }
     let (action, on_object) = request_action(r);
     let key = if on_object { r.key.clone() } else { String::new() };
     let others = r.user != settings.owner;
     let Some(policy) = &settings.policy else {
+        if enforced && others {
+            return Err(acls_ignored(&r.bucket));
+        }
         if block.ignore_public_acls && others && !allowed_without_public_acls(gw, r, &settings, action, &key).await? {
             return Err(ignored_public_acls(&r.bucket));
         }
@@ -1473,9 +1577,14 @@ async fn authorize(gw: &Gateway, r: &mut Req, c: Rc<Client>) -> Result<Rc<Client
             r.user = settings.owner.clone();
             Ok(owner)
         }
+        _ if enforced && others => Err(acls_ignored(&r.bucket)),
         _ if block.ignore_public_acls && others && !allowed_without_public_acls(gw, r, &settings, action, &key).await? => Err(ignored_public_acls(&r.bucket)),
         _ => Ok(c),
     }
+}
+
+fn acls_ignored(bucket: &str) -> S3Error {
+    S3Error::access_denied(format!("bucket {bucket} is BucketOwnerEnforced: its ACLs grant nothing, and its policy does not allow this"))
 }
 
 fn ignored_public_acls(bucket: &str) -> S3Error {
@@ -1595,6 +1704,9 @@ async fn put_acl(gw: &Gateway, c: &Client, r: &mut Req) -> R {
         .ok_or_else(|| S3Error::new("MissingSecurityHeader", 400, "an ACL needs x-amz-acl, x-amz-grant-* headers or an AccessControlPolicy document"))?;
     let on = if r.key.is_empty() { On::Bucket } else { On::Object };
     let entries = acl::entries(&grants, &owner, on)?;
+    if bucket_settings(gw, c, &r.bucket).await?.ownership == Some(Ownership::Enforced) {
+        return Err(acls_disabled(&r.bucket));
+    }
     check_public_acl(gw, c, &r.bucket, &entries).await?;
     check_grantees(gw, &entries, &owner).await?;
     set_acls(c, &r.bucket, &r.key, &entries).await?;

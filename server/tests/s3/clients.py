@@ -770,6 +770,27 @@ for k in ("shared/notes", "sealed", "privw"):
 check("ExpectedBucketOwner: a request meant for another owner's bucket is refused, the right owner passes",
       code(lambda: alice.list_objects_v2(Bucket=pub, ExpectedBucketOwner=os.environ["BOB_KEY"])) == "AccessDenied"
       and alice.list_objects_v2(Bucket=pub, ExpectedBucketOwner=os.environ["ALICE_KEY"])["KeyCount"] >= 1)
+# Object ownership: BucketOwnerEnforced disables ACLs; only the owner and the policy grant.
+owned = bucket + "-enforced"
+alice.create_bucket(Bucket=owned, ObjectOwnership="BucketOwnerEnforced")
+check("CreateBucket with BucketOwnerEnforced: GetBucketOwnershipControls says so",
+      alice.get_bucket_ownership_controls(Bucket=owned)["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}])
+check("... a PUT with an ACL but bucket-owner-full-control, and any Put*Acl, are AccessControlListNotSupported",
+      code(lambda: alice.put_object(Bucket=owned, Key="k", Body=b"x", ACL="public-read")) == "AccessControlListNotSupported"
+      and alice.put_object(Bucket=owned, Key="k", Body=b"x", ACL="bucket-owner-full-control")["ETag"]
+      and code(lambda: alice.put_bucket_acl(Bucket=owned, ACL="private")) == "AccessControlListNotSupported")
+alice.put_bucket_policy(Bucket=owned, Policy=policy({"Effect": "Allow", "Principal": {"AWS": os.environ["BOB_KEY"]}, "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{owned}/*"}))
+check("... the policy grants bob a read", bob.get_object(Bucket=owned, Key="k")["Body"].read() == b"x" and code(lambda: bob.put_object(Bucket=owned, Key="b", Body=b"y")) == "AccessDenied")
+alice.put_bucket_acl(Bucket=pub, ACL="public-read")
+check("ObjectWriter is refused (objects are their bucket owner's here); Enforced on a bucket whose ACL grants others too",
+      code(lambda: alice.put_bucket_ownership_controls(Bucket=owned, OwnershipControls={"Rules": [{"ObjectOwnership": "ObjectWriter"}]})) == "NotImplemented"
+      and code(lambda: alice.put_bucket_ownership_controls(Bucket=pub, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})) == "InvalidBucketAclWithObjectOwnership")
+alice.put_bucket_acl(Bucket=pub, ACL="private")
+alice.delete_bucket_ownership_controls(Bucket=owned)
+check("DeleteBucketOwnershipControls: ACLs apply again", code(lambda: alice.get_bucket_ownership_controls(Bucket=owned)) == "OwnershipControlsNotFoundError"
+      and alice.put_object_acl(Bucket=owned, Key="k", ACL="private") is not None)
+alice.delete_object(Bucket=owned, Key="k")
+alice.delete_bucket(Bucket=owned)
 check("a bucket without tags: NoSuchTagSet", code(lambda: alice.get_bucket_tagging(Bucket=pub)) == "NoSuchTagSet")
 tagset = [{"Key": "team", "Value": "données <&> \u00e9t\u00e9"}] + [{"Key": f"k{i}", "Value": "v" * 256} for i in range(49)]
 alice.put_bucket_tagging(Bucket=pub, Tagging={"TagSet": tagset})
