@@ -750,6 +750,17 @@ impl Client {
         self.meta_index.set(self.meta_index.get().max(index));
     }
 
+    /// The newest meta-group index this client has seen (its reads wait for at least it).
+    pub fn meta_index(&self) -> u64 {
+        self.meta_index.get()
+    }
+
+    /// Has this client's reads wait for the meta group's state at `index` or later: what
+    /// another client (another executor's) wrote is then read back.
+    pub fn read_after(&self, index: u64) {
+        self.seen_meta(index);
+    }
+
     /// One mutation; `build` fills in the operation. Retried (same request id) while the OM is
     /// unavailable or not the leader.
     pub async fn submit(&self, build: impl Fn(om_capnp::operation::Builder<'_>)) -> Result<Done, ClientError> {

@@ -76,10 +76,8 @@ pub struct Gateway {
     https: bool,
     /// Buckets' settings as last read, when, and at which [`Gateway::settings_changed`] count.
     settings: RefCell<HashMap<String, CachedSettings>>,
-    /// Counts the changes of buckets' settings through any executor of this process: an entry
-    /// of `settings` read before the last is read again (shared by the executors; only changes
-    /// made elsewhere wait for [`BUCKET_SETTINGS_TTL`]).
-    settings_changed: Arc<AtomicU64>,
+    /// Shared by the executors: the changes of buckets' settings through any of them.
+    settings_changed: Arc<SettingsChanged>,
     /// The domains under which a request's host names its bucket (`BUCKET.DOMAIN`, lower case).
     domains: Vec<String>,
 }
@@ -106,6 +104,16 @@ struct Req {
     /// client: the source bucket's owner where its policy allows the caller the read, the
     /// caller where the destination's policy made the write its owner's.
     source_as: Option<Rc<Client>>,
+}
+
+/// The changes of buckets' settings made through a gateway's executors: an entry of an
+/// executor's settings cache read before the last change is read again, from the OM's meta
+/// state at that change's index or later (each executor has its own OM connection, which may
+/// reach another OM core; only changes made elsewhere wait for [`BUCKET_SETTINGS_TTL`]).
+#[derive(Debug, Default)]
+pub struct SettingsChanged {
+    count: AtomicU64,
+    meta_index: AtomicU64,
 }
 
 /// The address a connection came from, put in each of its requests' extensions.
@@ -214,9 +222,9 @@ impl Gateway {
         }
     }
 
-    /// Shares with the other executors of the process the count of buckets' settings changed
-    /// (each executor then reads a setting afresh after any of them changed one).
-    pub fn with_settings_changed(mut self, changed: Arc<AtomicU64>) -> Gateway {
+    /// Shares with the other executors of the process the changes of buckets' settings (each
+    /// executor then reads a setting afresh, and new enough, after any of them changed one).
+    pub fn with_settings_changed(mut self, changed: Arc<SettingsChanged>) -> Gateway {
         self.settings_changed = changed;
         self
     }
@@ -483,15 +491,18 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
         return match r.method {
             M::PUT if r.query.is_empty() => {
                 // A bucket of that name deleted and made again: no settings of the old one stay.
-                gw.settings_changed.fetch_add(1, Ordering::AcqRel);
-                create_bucket(gw, &c, r).await
+                let done = create_bucket(gw, &c, r).await;
+                gw.settings_changed.meta_index.fetch_max(c.meta_index(), Ordering::AcqRel);
+                gw.settings_changed.count.fetch_add(1, Ordering::AcqRel);
+                done
             }
             M::PUT if r.has("acl") => put_acl(gw, &c, r).await,
             M::PUT if r.has("versioning") => Err(S3Error::not_implemented("bucket versioning")),
             M::HEAD => head_bucket(&c, r).await,
             M::DELETE if r.query.is_empty() => {
                 let done = delete_bucket(&c, r).await;
-                gw.settings_changed.fetch_add(1, Ordering::AcqRel);
+                gw.settings_changed.meta_index.fetch_max(c.meta_index(), Ordering::AcqRel);
+                gw.settings_changed.count.fetch_add(1, Ordering::AcqRel);
                 done
             }
             M::GET if r.has("location") => {
@@ -1097,13 +1108,14 @@ impl Settings {
 
 /// The settings of `bucket` (read with `c`'s rights: any caller may read a bucket's).
 async fn bucket_settings(gw: &Gateway, c: &Client, bucket: &str) -> Result<Rc<Settings>, S3Error> {
-    let count = gw.settings_changed.load(Ordering::Acquire);
+    let count = gw.settings_changed.count.load(Ordering::Acquire);
     if let Some((s, at, n)) = gw.settings.borrow().get(bucket)
         && *n == count
         && at.elapsed() < BUCKET_SETTINGS_TTL
     {
         return Ok(s.clone());
     }
+    c.read_after(gw.settings_changed.meta_index.load(Ordering::Acquire));
     let s = Rc::new(Settings::of_bucket(bucket, &bucket_info(c, bucket).await?));
     let mut cache = gw.settings.borrow_mut();
     if cache.len() >= USERS_MAX {
@@ -1130,8 +1142,10 @@ async fn set_bucket_settings(gw: &Gateway, c: &Client, bucket: &str, remove_pref
             }
         })
         .await;
-    // Whatever the outcome (a timeout may still have applied), nothing cached is trusted.
-    gw.settings_changed.fetch_add(1, Ordering::AcqRel);
+    // Whatever the outcome (a timeout may still have applied), nothing cached is trusted; the
+    // others read from the state this change made, or later.
+    gw.settings_changed.meta_index.fetch_max(c.meta_index(), Ordering::AcqRel);
+    gw.settings_changed.count.fetch_add(1, Ordering::AcqRel);
     r.map_err(|e| from_om(&e, bucket, None))?;
     Ok(())
 }

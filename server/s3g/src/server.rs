@@ -95,7 +95,7 @@ pub fn run(a: &S3gArgs, ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
     stratos_common::process::install_signal_handlers();
     let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::new();
-    let settings_changed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let settings_changed = std::sync::Arc::new(crate::gateway::SettingsChanged::default());
     for core in 0..cores {
         let (om, tx, http_tls, keyring, domains) = (a.om.clone(), tx.clone(), http_tls.clone(), keyring.clone(), a.domain.clone());
         let settings_changed = settings_changed.clone();
