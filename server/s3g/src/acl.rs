@@ -211,11 +211,7 @@ pub fn requested(header: &dyn Fn(&str) -> Option<String>, body: Option<&[u8]>, o
 
 /// The grants of an `AccessControlPolicy` document.
 fn document_grants(body: &[u8]) -> Result<Grants, S3Error> {
-    let text = std::str::from_utf8(body).map_err(|_| S3Error::malformed_xml("the ACL document is not UTF-8"))?;
-    let root = crate::xml::parse(text).map_err(S3Error::malformed_xml)?;
-    if root.name != "AccessControlPolicy" {
-        return Err(S3Error::malformed_xml(format!("the root element is {}, not AccessControlPolicy", root.name)));
-    }
+    let root = crate::xml::document(body, "AccessControlPolicy")?;
     let mut out = Vec::new();
     let Some(list) = root.child("AccessControlList") else { return Ok(out) };
     for g in list.children_named("Grant") {

@@ -48,11 +48,7 @@ fn check_value(what: &str, v: &str) -> Result<(), S3Error> {
 
 /// The configuration a PutBucketCors document sets, checked as S3 checks it.
 pub fn parse(doc: &[u8]) -> Result<Config, S3Error> {
-    let text = std::str::from_utf8(doc).map_err(|_| S3Error::malformed_xml("the body is not UTF-8"))?;
-    let root = xml::parse(text).map_err(S3Error::malformed_xml)?;
-    if root.name != "CORSConfiguration" {
-        return Err(S3Error::malformed_xml(format!("the root element is <{}>, not <CORSConfiguration>", root.name)));
-    }
+    let root = xml::document(doc, "CORSConfiguration")?;
     let mut rules = Vec::new();
     for r in root.children_named("CORSRule") {
         if rules.len() == RULES_MAX {

@@ -657,11 +657,7 @@ async fn unsupported_bucket_resource(c: &Client, r: &mut Req) -> R {
 /// A lifecycle configuration checked as S3 checks one: rule ids at most 255 characters and
 /// distinct, a status of Enabled or Disabled, expiration days above 0, dates at midnight UTC.
 fn check_lifecycle(body: &[u8]) -> Result<(), S3Error> {
-    let text = std::str::from_utf8(body).map_err(|_| S3Error::malformed_xml("the body is not UTF-8"))?;
-    let doc = xml::parse(text).map_err(S3Error::malformed_xml)?;
-    if doc.name != "LifecycleConfiguration" {
-        return Err(S3Error::malformed_xml(format!("the root element is <{}>, not <LifecycleConfiguration>", doc.name)));
-    }
+    let doc = xml::document(body, "LifecycleConfiguration")?;
     let mut ids = std::collections::BTreeSet::new();
     for rule in doc.children_named("Rule") {
         if let Some(id) = rule.child("ID").map(|i| i.text.as_str()) {
@@ -1172,11 +1168,7 @@ async fn set_bucket_sse(gw: &Gateway, c: &Client, bucket: &str, value: Option<&s
 /// PutBucketEncryption: one rule, SSE-S3 (AES256) or SSE-KMS with a key the keyring holds.
 async fn put_bucket_encryption(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
-    let text = std::str::from_utf8(&body).map_err(|_| S3Error::malformed_xml("the body is not UTF-8"))?;
-    let doc = xml::parse(text).map_err(S3Error::malformed_xml)?;
-    if doc.name != "ServerSideEncryptionConfiguration" {
-        return Err(S3Error::malformed_xml(format!("the root element is <{}>, not <ServerSideEncryptionConfiguration>", doc.name)));
-    }
+    let doc = xml::document(&body, "ServerSideEncryptionConfiguration")?;
     let rules: Vec<_> = doc.children_named("Rule").collect();
     let [rule] = rules.as_slice() else { return Err(S3Error::malformed_xml(format!("{} rules: exactly one", rules.len()))) };
     let by_default = rule.child("ApplyServerSideEncryptionByDefault").ok_or_else(|| S3Error::malformed_xml("no <ApplyServerSideEncryptionByDefault>"))?;
@@ -1300,11 +1292,7 @@ async fn get_bucket_policy_status(c: &Client, r: &Req) -> R {
 /// PutBucketOwnershipControls: one rule, BucketOwnerPreferred or BucketOwnerEnforced.
 async fn put_ownership(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
-    let text = std::str::from_utf8(&body).map_err(|_| S3Error::malformed_xml("the body is not UTF-8"))?;
-    let doc = xml::parse(text).map_err(S3Error::malformed_xml)?;
-    if doc.name != "OwnershipControls" {
-        return Err(S3Error::malformed_xml(format!("the root element is <{}>, not <OwnershipControls>", doc.name)));
-    }
+    let doc = xml::document(&body, "OwnershipControls")?;
     let rules: Vec<_> = doc.children_named("Rule").collect();
     let [rule] = rules.as_slice() else { return Err(S3Error::malformed_xml(format!("{} rules: exactly one", rules.len()))) };
     let o = object_ownership(rule.child("ObjectOwnership").map(|e| e.text.trim()).unwrap_or(""))?;
@@ -1332,11 +1320,7 @@ async fn get_ownership(c: &Client, r: &Req) -> R {
 /// PutPublicAccessBlock: the bucket's four settings, replaced whole (a missing one is off).
 async fn put_public_block(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
-    let text = std::str::from_utf8(&body).map_err(|_| S3Error::malformed_xml("the body is not UTF-8"))?;
-    let doc = xml::parse(text).map_err(S3Error::malformed_xml)?;
-    if doc.name != "PublicAccessBlockConfiguration" {
-        return Err(S3Error::malformed_xml(format!("the root element is <{}>, not <PublicAccessBlockConfiguration>", doc.name)));
-    }
+    let doc = xml::document(&body, "PublicAccessBlockConfiguration")?;
     let mut flags = [false; 4];
     for (flag, name) in flags.iter_mut().zip(PublicBlock::FIELDS) {
         *flag = match doc.child(name).map(|e| e.text.trim()) {
@@ -1396,61 +1380,42 @@ async fn allowed_without_public_acls(gw: &Gateway, r: &Req, settings: &Settings,
     Ok(false)
 }
 
+/// A bucket sub-resource and S3's action for a GET (or HEAD), a PUT and a DELETE of it (None:
+/// the method's plain bucket action). S3 checks a configuration's DELETE as its PUT, but for
+/// the policy's and the website's. The first row the request names decides.
+type SubresourceActions = (&'static str, &'static str, Option<&'static str>, Option<&'static str>);
+const BUCKET_SUBRESOURCE_ACTIONS: [SubresourceActions; 16] = [
+    ("acl", "s3:GetBucketAcl", Some("s3:PutBucketAcl"), None),
+    ("cors", "s3:GetBucketCORS", Some("s3:PutBucketCORS"), Some("s3:PutBucketCORS")),
+    ("tagging", "s3:GetBucketTagging", Some("s3:PutBucketTagging"), Some("s3:PutBucketTagging")),
+    ("encryption", "s3:GetEncryptionConfiguration", Some("s3:PutEncryptionConfiguration"), Some("s3:PutEncryptionConfiguration")),
+    ("policyStatus", "s3:GetBucketPolicyStatus", None, None),
+    ("policy", "s3:GetBucketPolicy", Some("s3:PutBucketPolicy"), Some("s3:DeleteBucketPolicy")),
+    ("location", "s3:GetBucketLocation", None, None),
+    ("versioning", "s3:GetBucketVersioning", Some("s3:PutBucketVersioning"), None),
+    ("uploads", "s3:ListBucketMultipartUploads", None, None),
+    ("versions", "s3:ListBucketVersions", None, None),
+    ("lifecycle", "s3:GetLifecycleConfiguration", Some("s3:PutLifecycleConfiguration"), Some("s3:PutLifecycleConfiguration")),
+    ("website", "s3:GetBucketWebsite", Some("s3:PutBucketWebsite"), Some("s3:DeleteBucketWebsite")),
+    ("object-lock", "s3:GetBucketObjectLockConfiguration", Some("s3:PutBucketObjectLockConfiguration"), None),
+    ("publicAccessBlock", "s3:GetBucketPublicAccessBlock", Some("s3:PutBucketPublicAccessBlock"), Some("s3:PutBucketPublicAccessBlock")),
+    ("ownershipControls", "s3:GetBucketOwnershipControls", Some("s3:PutBucketOwnershipControls"), Some("s3:PutBucketOwnershipControls")),
+    ("logging", "s3:GetBucketLogging", Some("s3:PutBucketLogging"), None),
+];
+
 /// The S3 action a request is to a bucket's policy, and whether it names an object.
 fn request_action(r: &Req) -> (&'static str, bool) {
     use hyper::Method as M;
     let h = |q: &str| r.has(q);
     if r.key.is_empty() {
-        let action = match r.method {
-            M::GET | M::HEAD => match () {
-                _ if h("acl") => "s3:GetBucketAcl",
-                _ if h("cors") => "s3:GetBucketCORS",
-                _ if h("tagging") => "s3:GetBucketTagging",
-                _ if h("encryption") => "s3:GetEncryptionConfiguration",
-                _ if h("policyStatus") => "s3:GetBucketPolicyStatus",
-                _ if h("policy") => "s3:GetBucketPolicy",
-                _ if h("location") => "s3:GetBucketLocation",
-                _ if h("versioning") => "s3:GetBucketVersioning",
-                _ if h("uploads") => "s3:ListBucketMultipartUploads",
-                _ if h("versions") => "s3:ListBucketVersions",
-                _ if h("lifecycle") => "s3:GetLifecycleConfiguration",
-                _ if h("website") => "s3:GetBucketWebsite",
-                _ if h("object-lock") => "s3:GetBucketObjectLockConfiguration",
-                _ if h("publicAccessBlock") => "s3:GetBucketPublicAccessBlock",
-                _ if h("ownershipControls") => "s3:GetBucketOwnershipControls",
-                _ if h("logging") => "s3:GetBucketLogging",
-                _ => "s3:ListBucket",
-            },
-            M::PUT => match () {
-                _ if h("acl") => "s3:PutBucketAcl",
-                _ if h("cors") => "s3:PutBucketCORS",
-                _ if h("tagging") => "s3:PutBucketTagging",
-                _ if h("encryption") => "s3:PutEncryptionConfiguration",
-                _ if h("policy") => "s3:PutBucketPolicy",
-                _ if h("versioning") => "s3:PutBucketVersioning",
-                _ if h("lifecycle") => "s3:PutLifecycleConfiguration",
-                _ if h("website") => "s3:PutBucketWebsite",
-                _ if h("object-lock") => "s3:PutBucketObjectLockConfiguration",
-                _ if h("publicAccessBlock") => "s3:PutBucketPublicAccessBlock",
-                _ if h("ownershipControls") => "s3:PutBucketOwnershipControls",
-                _ if h("logging") => "s3:PutBucketLogging",
-                _ => "s3:CreateBucket",
-            },
-            // S3 checks a configuration's DELETE as its PUT.
-            M::DELETE => match () {
-                _ if h("cors") => "s3:PutBucketCORS",
-                _ if h("tagging") => "s3:PutBucketTagging",
-                _ if h("encryption") => "s3:PutEncryptionConfiguration",
-                _ if h("policy") => "s3:DeleteBucketPolicy",
-                _ if h("lifecycle") => "s3:PutLifecycleConfiguration",
-                _ if h("website") => "s3:DeleteBucketWebsite",
-                _ if h("publicAccessBlock") => "s3:PutBucketPublicAccessBlock",
-                _ if h("ownershipControls") => "s3:PutBucketOwnershipControls",
-                _ => "s3:DeleteBucket",
-            },
-            // DeleteObjects: each key is an s3:DeleteObject ([`delete_objects`]).
-            _ => "s3:DeleteObject",
+        let (default, column): (&str, fn(&SubresourceActions) -> Option<&'static str>) = match r.method {
+            M::GET | M::HEAD => ("s3:ListBucket", |a| Some(a.1)),
+            M::PUT => ("s3:CreateBucket", |a| a.2),
+            M::DELETE => ("s3:DeleteBucket", |a| a.3),
+            // DeleteObjects (POST): each key is an s3:DeleteObject ([`delete_objects`]).
+            _ => ("s3:DeleteObject", |_| None),
         };
+        let action = BUCKET_SUBRESOURCE_ACTIONS.iter().filter(|a| h(a.0)).find_map(column).unwrap_or(default);
         return (action, false);
     }
     let action = match r.method {
@@ -1954,11 +1919,7 @@ async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     }
     let condition = write_condition(r)?;
     let body = r.payload_not_checksummed()?.read_all(DOCUMENT_BYTES_MAX).await?;
-    let text = std::str::from_utf8(&body).map_err(|_| S3Error::malformed_xml("the body is not UTF-8"))?;
-    let doc = xml::parse(text).map_err(S3Error::malformed_xml)?;
-    if doc.name != "CompleteMultipartUpload" {
-        return Err(S3Error::malformed_xml(format!("the root element is <{}>, not <CompleteMultipartUpload>", doc.name)));
-    }
+    let doc = xml::document(&body, "CompleteMultipartUpload")?;
     let mut parts: Vec<ListedPart> = Vec::new();
     for p in doc.children_named("Part") {
         let n = p.child("PartNumber").and_then(|n| n.text.trim().parse::<u32>().ok()).ok_or_else(|| S3Error::malformed_xml("a <Part> without a valid <PartNumber>"))?;
@@ -2840,11 +2801,7 @@ async fn delete_object(c: &Client, r: &Req) -> R {
 
 async fn delete_objects(gw: &Gateway, c: &Rc<Client>, r: &mut Req) -> R {
     let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
-    let text = std::str::from_utf8(&body).map_err(|_| S3Error::malformed_xml("the body is not UTF-8"))?;
-    let doc = xml::parse(text).map_err(S3Error::malformed_xml)?;
-    if doc.name != "Delete" {
-        return Err(S3Error::malformed_xml(format!("the root element is <{}>, not <Delete>", doc.name)));
-    }
+    let doc = xml::document(&body, "Delete")?;
     let quiet = doc.child("Quiet").is_some_and(|q| q.text.trim() == "true");
     let mut keys: Vec<String> = doc.children_named("Object").map(|o| o.child("Key").map(|k| k.text.clone()).ok_or_else(|| S3Error::malformed_xml("an <Object> without <Key>"))).collect::<Result<_, _>>()?;
     if keys.is_empty() || keys.len() > DELETE_KEYS_MAX {
@@ -3295,6 +3252,29 @@ mod tests {
         assert!(etag_matches("*", "abc"));
         assert!(etag_matches("W/\"abc\"", "abc"));
         assert!(!etag_matches("\"abd\"", "abc"));
+    }
+
+    #[test]
+    fn a_bucket_request_is_the_action_s3_names_it() {
+        use hyper::Method as M;
+        let action = |method: M, query: &str| {
+            let query = query.split('&').filter(|q| !q.is_empty()).map(|q| (q.to_string(), String::new())).collect();
+            let r = Req { method, bucket: "b".into(), key: String::new(), query, headers: Vec::new(), user: String::new(), signer: None, body: None, peer: None, source_as: None };
+            request_action(&r)
+        };
+        assert_eq!(action(M::GET, ""), ("s3:ListBucket", false));
+        assert_eq!(action(M::HEAD, ""), ("s3:ListBucket", false));
+        assert_eq!(action(M::GET, "policyStatus"), ("s3:GetBucketPolicyStatus", false));
+        assert_eq!(action(M::GET, "policy"), ("s3:GetBucketPolicy", false));
+        assert_eq!(action(M::PUT, "cors"), ("s3:PutBucketCORS", false));
+        assert_eq!(action(M::DELETE, "cors"), ("s3:PutBucketCORS", false), "a configuration's DELETE is its PUT");
+        assert_eq!(action(M::DELETE, "policy"), ("s3:DeleteBucketPolicy", false));
+        assert_eq!(action(M::DELETE, "website"), ("s3:DeleteBucketWebsite", false));
+        assert_eq!(action(M::PUT, "location"), ("s3:CreateBucket", false), "a sub-resource without a PUT action");
+        assert_eq!(action(M::PUT, "location&policy"), ("s3:PutBucketPolicy", false), "the first that has one");
+        assert_eq!(action(M::DELETE, "acl"), ("s3:DeleteBucket", false));
+        assert_eq!(action(M::DELETE, ""), ("s3:DeleteBucket", false));
+        assert_eq!(action(M::POST, "delete"), ("s3:DeleteObject", false));
     }
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {

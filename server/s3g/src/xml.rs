@@ -80,6 +80,18 @@ impl Element {
     }
 }
 
+/// A request body that must be an XML document whose root element is `root` (S3's
+/// `MalformedXML` where it is not UTF-8, not XML, or another document).
+pub fn document(body: &[u8], root: &str) -> Result<Element, crate::error::S3Error> {
+    use crate::error::S3Error;
+    let text = std::str::from_utf8(body).map_err(|_| S3Error::malformed_xml(format!("the <{root}> document is not UTF-8")))?;
+    let doc = parse(text).map_err(S3Error::malformed_xml)?;
+    if doc.name != root {
+        return Err(S3Error::malformed_xml(format!("the root element is <{}>, not <{root}>", doc.name)));
+    }
+    Ok(doc)
+}
+
 /// Deepest nesting a request body may have (S3's bodies are three or four levels deep).
 pub const DEPTH_MAX: usize = 16;
 
