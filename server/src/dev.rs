@@ -51,6 +51,10 @@ pub struct DevArgs {
     /// group-committed log, longer ones to a file each (0: every block in a file).
     #[arg(long, default_value_t = 1 << 20)]
     small_block_bytes: u64,
+    /// How long a day of S3 lifecycle rules lasts, in seconds, for the OM (which expires
+    /// objects) and the gateway (which announces when): shorter only to watch expiry happen.
+    #[arg(long, default_value_t = 86_400)]
+    lifecycle_day_secs: u64,
 }
 
 /// Executors per OM node when `--executors` is not given. Every process of `stratos dev` (its
@@ -258,6 +262,7 @@ fn start_s3g(children: &mut Children, a: &DevArgs, dir: &std::path::Path, om: &s
     }
     args.extend(tls_flags(dir, tls, "s3g"));
     args.extend(["--sse-keyring".into(), sse_keyring(dir)?.display().to_string()]);
+    args.extend(["--lifecycle-day-secs".into(), a.lifecycle_day_secs.to_string()]);
     if let Some(d) = &a.s3_domain {
         args.extend(["--domain".into(), d.clone()]);
     }
@@ -333,6 +338,7 @@ pub fn dev(a: DevArgs) -> anyhow::Result<()> {
     c.election_timeout_min_ms = 150;
     c.election_timeout_max_ms = 300;
     c.heartbeat_interval_ms = 50;
+    c.lifecycle_day_secs = a.lifecycle_day_secs;
     let mut children = Children::default();
     let mut data = String::from("metadata only");
     if a.datanodes > 0 {
@@ -396,7 +402,7 @@ fn dev_cluster(a: &DevArgs, dir: &std::path::Path, c: &OmConfig, mut children: C
         if c.shards != 0 {
             args.extend(["--shards".into(), c.shards.to_string()]);
         }
-        args.extend(["--executors".into(), c.executors.to_string()]);
+        args.extend(["--executors".into(), c.executors.to_string(), "--lifecycle-day-secs".into(), c.lifecycle_day_secs.to_string()]);
         if let Some(scm) = &c.scm_address {
             args.extend(["--scm-address".into(), scm.clone(), "--block-bytes".into(), c.block_bytes.to_string(), "--scm-poll-ms".into(), c.scm_poll_ms.to_string()]);
         }

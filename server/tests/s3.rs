@@ -31,7 +31,7 @@ impl Cluster {
         let om = Proc::secured(&[
             "om", "--data-dir", s(&d("om")), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--shards", "2", "--executors", "2", "--no-pin",
             "--election-timeout-min-ms", "150", "--election-timeout-max-ms", "300", "--heartbeat-interval-ms", "50", "--scm-address", &scm_addr, "--scm-poll-ms", "300",
-            "--block-bytes", "4194304", "--admins", "root",
+            "--block-bytes", "4194304", "--admins", "root", "--lifecycle-day-secs", "2",
         ]);
         let rpc = om.word_after("rpc");
         // The SSE keyring: the SSE-S3 key and one KMS key, readable by the owner only.
@@ -39,7 +39,7 @@ impl Cluster {
         let line = |name: &str| format!("{name} {}\n", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, rand::random::<[u8; 32]>()));
         std::fs::write(&keyring, line("sse-s3") + &line("kms-1")).expect("write the keyring");
         std::fs::set_permissions(&keyring, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod the keyring");
-        let s3g = Proc::secured(&["s3g", "--om", &rpc, "--address", "127.0.0.1:0", "--cores", "2", "--idle-timeout-ms", "3000", "--sse-keyring", s(&keyring), "--domain", S3_DOMAIN]);
+        let s3g = Proc::secured(&["s3g", "--om", &rpc, "--address", "127.0.0.1:0", "--cores", "2", "--idle-timeout-ms", "3000", "--sse-keyring", s(&keyring), "--domain", S3_DOMAIN, "--lifecycle-day-secs", "2"]);
         Cluster { dir, _scm: scm, datanodes, om, s3g }
     }
 
@@ -162,7 +162,7 @@ fn a_sample_of_ceph_s3_tests_passes() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let failures = std::fs::read_to_string(out_dir.path().join("failures.txt")).unwrap_or_default();
     println!("{stdout}");
-    assert!(stdout.contains("test_s3.py: 112 passed, 0 failed"), "{stdout}\n{}\nfailures:\n{failures}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("test_s3.py: 119 passed, 0 failed"), "{stdout}\n{}\nfailures:\n{failures}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

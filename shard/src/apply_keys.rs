@@ -308,6 +308,38 @@ impl ShardState {
         if single { Ok(Reply::Done) } else { Ok(Reply::KeysDeleted { deleted, missing }) }
     }
 
+    /// `Op::ExpireKeys`: deletes the listed keys that are still at the listed `update_id`.
+    pub(crate) fn expire_keys(&mut self, ids: &mut Ids, log_index: u64, p: &Principal, volume: &str, bucket: &str, keys: &[(String, u64)]) -> Outcome {
+        if keys.len() > KEYS_PER_DELETE_MAX {
+            return Err(OmError::InvalidArgument(format!("{} keys in one expiry, at most {KEYS_PER_DELETE_MAX}", keys.len())));
+        }
+        let facts = self.key_bucket(p, volume, bucket, rights::DELETE, "expire keys in")?;
+        let mut freed_blocks = Vec::new();
+        let (mut freed_bytes, mut deleted) = (0u64, 0u64);
+        for (k, update_id) in keys {
+            if self.check_not_moving(facts.bucket_id, volume, bucket, k).is_err() {
+                continue;
+            }
+            let Some(set) = self.keys.get_mut(&facts.bucket_id) else { break };
+            probe!(kp = k);
+            if set.get(&kp).is_none_or(|e| e.view::<ArchivedKeyRecord>().update_id.to_native() != *update_id) {
+                continue;
+            }
+            if let Some(e) = set.take(&kp) {
+                let r: &ArchivedKeyRecord = e.view();
+                freed_bytes += r.data_size.to_native() * r.replication.native().factor();
+                freed_blocks.extend(r.blocks.iter().map(ArchivedBlockLocation::native));
+                deleted += 1;
+            }
+        }
+        let u = self.bucket_usage.entry(facts.bucket_id).or_default();
+        u.keys -= deleted;
+        u.used_bytes -= freed_bytes;
+        self.volume_usage.entry(facts.volume_id).or_default().used_bytes -= freed_bytes;
+        self.queue_deleted(ids, log_index, freed_blocks);
+        Ok(Reply::Expired { open_keys: deleted, sessions: 0 })
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn rename_key(&mut self, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, from: &str, to: &str) -> Outcome {
         let facts = self.rename_source(p, volume, bucket, from, to)?;

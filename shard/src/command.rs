@@ -374,6 +374,13 @@ pub enum Op {
         allowed: bool,
         acls: Vec<Acl>,
     },
+    /// Key shard, housekeeping (administrators only, with `ctx.bucket`): deletes each listed
+    /// key whose present version is still the one the leader found expired under the bucket's
+    /// lifecycle rules (its `update_id`, the log index of its last change): a key written,
+    /// tagged or renamed since stays. A key being renamed away is skipped. Blocks go to the
+    /// deleted-blocks queue, as a delete's. Replies `Expired` with the count deleted in
+    /// `open_keys`. Appended, as `SetBucketAcls`.
+    ExpireKeys { volume: String, bucket: String, keys: Vec<(String, u64)> },
 }
 
 /// What must hold of a key's present version for a write to apply.
@@ -402,7 +409,7 @@ impl Op {
             self,
             Op::ExpireOpenKeys { .. } | Op::ExpireSessions | Op::PurgeDeletedBlocks { .. } | Op::SetBucketDeleting { .. } | Op::FenceBucket { .. }
                 | Op::RenameIn { .. } | Op::RenameFinish { .. } | Op::SetAllowance { .. } | Op::ReleaseAllowance { .. }
-                | Op::GrantQuota { .. } | Op::LowerGrant { .. } | Op::ExpireUploads { .. }
+                | Op::GrantQuota { .. } | Op::LowerGrant { .. } | Op::ExpireUploads { .. } | Op::ExpireKeys { .. }
         )
     }
 }

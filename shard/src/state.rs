@@ -490,6 +490,12 @@ impl ShardState {
             }
             Op::AbortUpload { volume, bucket, key, upload_id } => self.abort_upload(ids, log_index, p, volume, bucket, key, upload_id),
             Op::SetBucketMetadata { volume, bucket, set, remove_prefix } => self.set_bucket_metadata(log_index, p, t, volume, bucket, set, remove_prefix),
+            Op::ExpireKeys { volume, bucket, keys } => {
+                if !p.admin {
+                    return Err(denied(p, "expire keys"));
+                }
+                self.expire_keys(ids, log_index, p, volume, bucket, keys)
+            }
             Op::ExpireUploads { created_before_ms, limit } => {
                 if !p.admin {
                     return Err(denied(p, "expire multipart uploads"));

@@ -580,3 +580,28 @@ fn anonymous_callers_hold_what_world_entries_grant_and_acls_change_with_write_ac
     s.put(alice, "vol1", "bkt", "k", 4).unwrap();
     assert!(acls_of(&s, "k").is_empty(), "an overwrite starts with no entries of its own");
 }
+
+#[test]
+fn expiry_deletes_only_the_versions_the_leader_found_expired() {
+    let mut s = S::new();
+    s.volume("vol1", "alice", QUOTA_UNLIMITED);
+    let alice = Principal::user("alice");
+    s.bucket(alice.clone(), "vol1", "bkt", vec![]).unwrap();
+    for k in ["old", "rewritten", "kept"] {
+        s.put(alice.clone(), "vol1", "bkt", k, 10).unwrap();
+    }
+    let seen = |s: &S, k: &str| s.state.lookup_key("vol1", "bkt", k).unwrap().update_id.to_native();
+    let (old, rewritten) = (seen(&s, "old"), seen(&s, "rewritten"));
+    // Written again after the leader looked: that version was not found expired.
+    s.put(alice.clone(), "vol1", "bkt", "rewritten", 10).unwrap();
+    let expire = Op::ExpireKeys { volume: "vol1".into(), bucket: "bkt".into(), keys: vec![("old".into(), old), ("rewritten".into(), rewritten), ("gone".into(), 1)] };
+    assert!(matches!(s.run(alice.clone(), expire.clone()), Err(OmError::PermissionDenied { .. })), "housekeeping alone");
+    assert_eq!(s.run(Principal::admin("om"), expire.clone()), Ok(Reply::Expired { open_keys: 1, sessions: 0 }));
+    assert!(s.state.lookup_key("vol1", "bkt", "old").is_err());
+    assert!(s.state.lookup_key("vol1", "bkt", "rewritten").is_ok());
+    assert!(s.state.lookup_key("vol1", "bkt", "kept").is_ok());
+    let b = s.state.bucket_info("vol1", "bkt").unwrap().record.object_id.to_native();
+    assert_eq!(s.state.bucket_usage_of(b).keys, 2);
+    // Applied again (a retried proposal), it changes nothing.
+    assert_eq!(s.run(Principal::admin("om"), expire), Ok(Reply::Expired { open_keys: 0, sessions: 0 }));
+}

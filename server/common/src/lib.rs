@@ -10,10 +10,13 @@
 //!   the client crate, which the CLI shares; the roles reach them here).
 //! - [`process`]: the life of a server process: SIGTERM/SIGINT become a stop request every
 //!   role polls, crash points for kill -9 tests, and the wall clock in ms.
+//! - [`lifecycle`]: a bucket's S3 lifecycle rules in the form the S3 gateway stores and the OM
+//!   acts on (the gateway announces an object's expiry, the OM's key shards expire it).
 //!
 //! What it must never do: hold a role's state, or know a role's protocol beyond the wire types
 //! of `stratos-schema`. Roles talk to each other over the wire, never through this crate.
 
+pub mod lifecycle;
 pub mod process;
 pub mod rpc;
 pub mod tls_args;

@@ -1,10 +1,13 @@
-//! Any bytes as a bucket configuration a client puts: a policy (JSON) and a CORS configuration
-//! (XML). Each is accepted or refused with an error, never a panic. An accepted policy decides
-//! requests the input also describes; an accepted CORS configuration comes back whole from its
-//! stored form (cut into metadata pieces anywhere) and from the document GetBucketCors shows.
+//! Any bytes as a bucket configuration a client puts: a policy (JSON), a CORS configuration and
+//! lifecycle rules (XML). Each is accepted or refused with an error, never a panic. An accepted
+//! policy decides requests the input also describes; accepted CORS and lifecycle rules come
+//! back whole from their stored form (cut into metadata pieces anywhere; the OM reads the
+//! lifecycle's) and from the document their GET shows. Any bytes as stored lifecycle rules
+//! (what the OM reads from a bucket's metadata) are rules or an error.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use stratos_s3g::{cors, policy};
+use stratos_common::lifecycle as stored;
+use stratos_s3g::{cors, lifecycle, policy};
 
 fuzz_target!(|input: &[u8]| {
     let Some((&selector, doc)) = input.split_first() else { return };
@@ -25,5 +28,16 @@ fuzz_target!(|input: &[u8]| {
         assert_eq!(cors::decode(&pieces.concat()).expect("the stored form decodes"), c);
         assert_eq!(cors::parse(cors::render(&c).as_bytes()).expect("the shown document parses"), c);
         let _ = cors::preflight(&c, "https://a.example", "GET", Some("x-amz-date"));
+    }
+    if let Ok(rules) = lifecycle::parse(doc) {
+        let text = stored::encode(&rules);
+        let pieces = cors::pieces(&text, usize::from(selector).max(4));
+        assert_eq!(stored::decode(&pieces.concat()).expect("the stored form decodes"), rules);
+        assert_eq!(lifecycle::parse(lifecycle::render(&rules).as_bytes()).expect("the shown document parses"), rules);
+        let _ = lifecycle::expiration_header(&rules, "logs/a", u64::from(selector), u64::MAX - u64::from(selector), &[], u64::from(selector) + 1);
+    }
+    if let Ok(rules) = stored::decode(&String::from_utf8_lossy(doc)) {
+        let _ = stored::expiry_of(&rules, "k", u64::MAX, u64::MAX, |_| Some("v"), u64::from(selector));
+        let _ = stored::scan_prefixes(&rules, selector & 1 == 0);
     }
 });

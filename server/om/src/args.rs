@@ -111,6 +111,10 @@ pub struct OmArgs {
     /// days, Ozone's ozone.om.open.mpu.expire.threshold].
     #[arg(long)]
     pub multipart_upload_ttl_ms: Option<u64>,
+    /// How long a day of S3 lifecycle rules lasts, in seconds [default: 86400]. Shorter only to
+    /// test expiry (as RGW's rgw_lc_debug_interval); the S3 gateway must be given the same.
+    #[arg(long)]
+    pub lifecycle_day_secs: Option<u64>,
     /// WAL segment size in bytes [default: 67108864].
     #[arg(long)]
     pub wal_segment_bytes: Option<u64>,
@@ -146,7 +150,7 @@ impl OmArgs {
         }
         set!(
             data_dir, rpc_address, shards, executors, spin_us, admins, admin_groups, snapshot_after_entries, snapshot_logs_to_keep, election_timeout_min_ms, election_timeout_max_ms,
-            heartbeat_interval_ms, raft_address, node_id, peers, balance_leaders, io_memory_bytes, open_key_ttl_ms, multipart_upload_ttl_ms, wal_segment_bytes, wal_spare_segment, housekeeping_interval_ms,
+            heartbeat_interval_ms, raft_address, node_id, peers, balance_leaders, io_memory_bytes, open_key_ttl_ms, multipart_upload_ttl_ms, lifecycle_day_secs, wal_segment_bytes, wal_spare_segment, housekeeping_interval_ms,
             scm_address, block_bytes, block_pool_size, block_token_lifetime_ms, scm_poll_ms, core_ports, core_port_base, snapshot_after_bytes, snapshot_log_ratio,
             meta_fence_interval_us
         );

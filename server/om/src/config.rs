@@ -72,6 +72,11 @@ pub struct OmConfig {
     /// An S3 multipart upload not completed within this time is aborted (its parts freed).
     /// Default 30 days (Ozone's).
     pub multipart_upload_ttl_ms: u64,
+    /// The length of a day in S3 lifecycle rules ("expire 30 days after"), in seconds. Default
+    /// 86400; shorter only to watch expiry happen in tests (RGW's `rgw_lc_debug_interval`).
+    /// Each key shard's leader looks for expired objects every 1/24 of it (hourly by default,
+    /// at least every second).
+    pub lifecycle_day_secs: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     pub heartbeat_interval_ms: u64,
@@ -146,6 +151,7 @@ impl Default for OmConfig {
             tls_key: None,
             open_key_ttl_ms: 7 * 24 * 3600 * 1000,
             multipart_upload_ttl_ms: 30 * 24 * 3600 * 1000,
+            lifecycle_day_secs: 86_400,
             // openraft 0.10 lets a follower campaign only after its leader lease
             // (election_timeout_max) *plus* a random election timeout from [min, max) have
             // passed since the last heartbeat, so a leader's loss is noticed after 0.9-1.2 s

@@ -167,6 +167,8 @@ pub struct Core {
     pub admin_groups: Vec<String>,
     pub open_key_ttl_ms: u64,
     pub multipart_upload_ttl_ms: u64,
+    /// A day of S3 lifecycle rules, in ms (`OmConfig::lifecycle_day_secs`).
+    pub lifecycle_day_ms: u64,
     pub housekeeping_interval_ms: u64,
     pub stats: CoreStats,
     /// The data path (SCM connection, block pools, tokens); `None` for a metadata-only OM.
@@ -469,7 +471,7 @@ impl Core {
                     | Op::RenameKey { volume, bucket, .. }
                     | Op::RenameOut { volume, bucket, .. }
                     | Op::RenameIn { volume, bucket, .. } => (volume, bucket, rights::WRITE),
-                    Op::DeleteKey { volume, bucket, .. } | Op::DeleteKeys { volume, bucket, .. } => (volume, bucket, rights::DELETE),
+                    Op::DeleteKey { volume, bucket, .. } | Op::DeleteKeys { volume, bucket, .. } | Op::ExpireKeys { volume, bucket, .. } => (volume, bucket, rights::DELETE),
                     Op::SetKeyAcls { volume, bucket, .. } => (volume, bucket, rights::WRITE_ACL),
                     other => panic!("a non-key command {other:?} sent for bucket facts"),
                 };

@@ -1,12 +1,13 @@
 //! Housekeeping: expired open keys (their blocks join the deleted-blocks queue), idle retry
 //! sessions and abandoned multipart uploads, proposed by each group's leader with its clock;
-//! and the S3 volume, made by the meta leader. Stateless.
+//! objects and uploads that their bucket's S3 lifecycle rules expire; and the S3 volume, made
+//! by the meta leader. Stateless.
 
 use std::rc::Rc;
 
 use stratos_shard::{Acl, AclKind, Op, QUOTA_UNLIMITED, Reply, rights};
 
-use crate::core::{Core, META_GROUP, om_command};
+use crate::core::{Core, META_GROUP, Query, ReadResult, om_command};
 
 /// The volume whose buckets are the S3 buckets (Ozone's `s3v`).
 pub const S3_VOLUME: &str = "s3v";
@@ -84,3 +85,97 @@ impl Core {
         }
     }
 }
+
+/// Keys (or uploads) a lifecycle scan reads per page, and proposes to expire per command.
+const LIFECYCLE_PAGE: usize = 1000;
+
+impl Core {
+    /// Every 1/24 of a lifecycle day (hourly; at least every second), in each key shard this
+    /// core leads: for each bucket with lifecycle rules, reads its keys under the rules'
+    /// prefixes and proposes `ExpireKeys` for those whose expiry ([`stratos_common::lifecycle::expiry_of`],
+    /// the same the S3 gateway announces in `x-amz-expiration`) has passed, naming the version
+    /// it read, so that a key written again meanwhile stays; then aborts the multipart uploads
+    /// that `AbortIncompleteMultipartUpload` rules end. Each shard expires its own keys; a page
+    /// at a time, so requests run between pages.
+    pub async fn lifecycle(self: Rc<Self>) {
+        let day = self.lifecycle_day_ms.max(1000);
+        let interval = std::time::Duration::from_millis((day / 24).max(1000));
+        loop {
+            glommio::timer::sleep(interval).await;
+            let mut ids: Vec<u32> = self.groups.keys().copied().filter(|g| *g != META_GROUP).collect();
+            ids.sort();
+            for group in ids {
+                if !self.group(group).is_leader() {
+                    continue;
+                }
+                let buckets = self.view.borrow().lifecycles();
+                for (volume, bucket, bucket_id, rules) in buckets {
+                    let (objects, uploads) = self.expire_by_rules(group, &volume, &bucket, bucket_id, &rules, day).await;
+                    if objects + uploads > 0 {
+                        eprintln!("om: lifecycle: {volume}/{bucket}: {objects} objects expired, {uploads} multipart uploads aborted (shard group {group})");
+                    }
+                }
+            }
+        }
+    }
+
+    /// One lifecycle pass over one bucket's keys and uploads on one shard: how many keys were
+    /// expired and uploads aborted.
+    async fn expire_by_rules(&self, group: u32, volume: &str, bucket: &str, bucket_id: u64, rules: &[stratos_common::lifecycle::Rule], day: u64) -> (u64, u64) {
+        use stratos_common::lifecycle;
+        let now = stratos_common::process::now_ms();
+        let (mut objects, mut uploads) = (0, 0);
+        for prefix in lifecycle::scan_prefixes(rules, false) {
+            let mut start_after = String::new();
+            loop {
+                let query = Query::ListKeysIn { bucket_id, prefix: prefix.clone(), start_after: start_after.clone(), limit: LIFECYCLE_PAGE };
+                let Ok(ReadResult::Keys(keys, more)) = self.read(group, query, 0).await else { break };
+                let expired: Vec<(String, u64)> = keys
+                    .iter()
+                    .filter(|k| {
+                        let tag = |t: &str| k.record.metadata.iter().find(|m| m.key.strip_prefix(TAG_PREFIX) == Some(t)).map(|m| m.value.as_str());
+                        lifecycle::expiry_of(rules, &k.name, k.record.data_size, k.record.modified_ms, tag, day).is_some_and(|(at, _)| at <= now)
+                    })
+                    .map(|k| (k.name.clone(), k.record.update_id))
+                    .collect();
+                if !expired.is_empty() {
+                    let op = Op::ExpireKeys { volume: volume.to_string(), bucket: bucket.to_string(), keys: expired };
+                    let (mut outs, _) = self.local_write(group, vec![om_command(op)], true, 0).await;
+                    match outs.pop() {
+                        Some(Ok(Reply::Expired { open_keys, .. })) => objects += open_keys,
+                        // Not the leader any more, the bucket gone: the next pass (or leader) goes on.
+                        _ => return (objects, uploads),
+                    }
+                }
+                match (more, keys.last()) {
+                    (true, Some(last)) => start_after = last.name.clone(),
+                    _ => break,
+                }
+            }
+        }
+        for prefix in lifecycle::scan_prefixes(rules, true) {
+            let mut after = (String::new(), String::new());
+            loop {
+                let query = Query::ListUploadsIn { bucket_id, prefix: prefix.clone(), after: after.clone(), limit: LIFECYCLE_PAGE };
+                let Ok(ReadResult::Uploads(list, more)) = self.read(group, query, 0).await else { break };
+                let ended: Vec<_> = list
+                    .iter()
+                    .filter(|(key, _, created)| rules.iter().filter_map(|r| r.aborts_at(key, *created, day)).min().is_some_and(|at| at <= now))
+                    .map(|(key, upload_id, _)| om_command(Op::AbortUpload { volume: volume.to_string(), bucket: bucket.to_string(), key: key.clone(), upload_id: upload_id.clone() }))
+                    .collect();
+                if !ended.is_empty() {
+                    let (outs, _) = self.local_write(group, ended, true, 0).await;
+                    uploads += outs.iter().filter(|o| o.is_ok()).count() as u64;
+                }
+                match (more, list.last()) {
+                    (true, Some((key, id, _))) => after = (key.clone(), id.clone()),
+                    _ => break,
+                }
+            }
+        }
+        (objects, uploads)
+    }
+}
+
+/// The metadata names the S3 gateway keeps an object's tags under (`tag:NAME`).
+const TAG_PREFIX: &str = "tag:";

@@ -32,6 +32,9 @@ pub struct BucketFacts {
     pub deleting: bool,
     /// The record's `update_id`: the epoch of its quota allowances.
     pub update_id: u64,
+    /// Its S3 lifecycle rules (from its metadata; none if they do not read: nothing is then
+    /// expired, never more than they say).
+    pub lifecycle: Vec<stratos_common::lifecycle::Rule>,
 }
 
 /// One change, as the state is after the proposal that made it (`None`: gone).
@@ -92,6 +95,20 @@ impl MetaView {
         self.advanced.notify();
     }
 
+    /// The buckets with lifecycle rules that may expire something (not those being deleted):
+    /// volume, bucket, bucket id and rules.
+    pub fn lifecycles(&self) -> Vec<(String, String, u64, Vec<stratos_common::lifecycle::Rule>)> {
+        let mut out: Vec<_> = self
+            .buckets
+            .iter()
+            .flat_map(|(v, in_volume)| in_volume.iter().map(move |(b, f)| (v, b, f)))
+            .filter(|(_, _, f)| !f.deleting && f.lifecycle.iter().any(|r| r.enabled))
+            .map(|(v, b, f)| (v.clone(), b.clone(), f.object_id, f.lifecycle.clone()))
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    }
+
     /// The bucket of a key operation, if `p` holds `right` on it: its facts for the command.
     pub fn key_bucket(&self, p: &Principal, volume: &str, bucket: &str, right: u16) -> Result<BucketRef, Refusal> {
         let Some(b) = self.buckets.get(volume).and_then(|in_volume| in_volume.get(bucket)) else {
@@ -146,6 +163,16 @@ fn bucket_facts(state: &ShardState, volume: &str, bucket: &str) -> Option<Bucket
         acls: rkyv::deserialize::<Vec<Acl>, rkyv::rancor::Error>(&b.record.acls).expect("archived ACLs deserialize"),
         deleting: b.record.deleting,
         update_id: b.record.update_id.to_native(),
+        lifecycle: lifecycle_of(volume, bucket, b.record.metadata.iter().map(|m| (m.key.as_str(), m.value.as_str()))),
+    })
+}
+
+fn lifecycle_of<'a>(volume: &str, bucket: &str, metadata: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<stratos_common::lifecycle::Rule> {
+    use stratos_common::lifecycle;
+    let Some(stored) = lifecycle::joined(metadata, lifecycle::METADATA_PREFIX) else { return Vec::new() };
+    lifecycle::decode(&stored).unwrap_or_else(|e| {
+        eprintln!("om: bucket {volume}/{bucket}: its lifecycle rules do not read here ({e}); nothing in it expires");
+        Vec::new()
     })
 }
 

@@ -265,6 +265,7 @@ async fn start_core(
         admin_groups: cfg.admin_groups.clone(),
         open_key_ttl_ms: cfg.open_key_ttl_ms,
         multipart_upload_ttl_ms: cfg.multipart_upload_ttl_ms,
+        lifecycle_day_ms: cfg.lifecycle_day_secs.max(1).saturating_mul(1000),
         housekeeping_interval_ms: cfg.housekeeping_interval_ms,
         stats: Default::default(),
         // Core 0's fences are the read indexes of the meta group; other cores ask it.
@@ -361,6 +362,7 @@ async fn start_core(
     }
     glommio::spawn_local(core.clone().redrive_renames()).detach();
     glommio::spawn_local(core.clone().housekeeping()).detach();
+    glommio::spawn_local(core.clone().lifecycle()).detach();
     glommio::spawn_local(core.clone().ensure_s3_volume()).detach();
 
     // Every core listens on the client port (SO_REUSEPORT: the kernel spreads connections over

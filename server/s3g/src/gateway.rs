@@ -21,6 +21,7 @@ use crate::checksum;
 use crate::cors;
 use crate::error::{S3Error, from_om};
 use crate::form;
+use crate::lifecycle;
 use crate::http::Body;
 use crate::object::{self, Condition, ETAG, Finish, Input, Reader};
 use crate::payload::{self, Payload, Source};
@@ -53,7 +54,7 @@ const BUCKET_TAGS_MAX: usize = 50;
 const TAG_KEY_MAX: usize = 128;
 const TAG_VALUE_MAX: usize = 256;
 /// Metadata name prefix of an object's tags.
-const TAG: &str = "tag:";
+pub(crate) const TAG: &str = "tag:";
 /// The stored headers of an object: kept as given at PUT, answered at GET and HEAD.
 const STORED_HEADERS: [&str; 6] = ["content-type", "content-encoding", "content-disposition", "content-language", "cache-control", "expires"];
 /// Principals kept with a client of their own per executor.
@@ -80,6 +81,8 @@ pub struct Gateway {
     settings_changed: Arc<SettingsChanged>,
     /// The domains under which a request's host names its bucket (`BUCKET.DOMAIN`, lower case).
     domains: Vec<String>,
+    /// A day of lifecycle rules, in ms (`--lifecycle-day-secs`).
+    lifecycle_day_ms: u64,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -219,6 +222,7 @@ impl Gateway {
             settings: RefCell::default(),
             settings_changed: Arc::default(),
             domains: Vec::new(),
+            lifecycle_day_ms: stratos_common::lifecycle::DAY_MS,
         }
     }
 
@@ -226,6 +230,13 @@ impl Gateway {
     /// executor then reads a setting afresh, and new enough, after any of them changed one).
     pub fn with_settings_changed(mut self, changed: Arc<SettingsChanged>) -> Gateway {
         self.settings_changed = changed;
+        self
+    }
+
+    /// The length of a day in buckets' lifecycle rules (shorter only in tests; the OM's must
+    /// be the same).
+    pub fn with_lifecycle_day_ms(mut self, ms: u64) -> Gateway {
+        self.lifecycle_day_ms = ms.max(1);
         self
     }
 
@@ -546,6 +557,24 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
                 set_bucket_settings(gw, &c, &r.bucket, BUCKET_PUBLIC_BLOCK, &[]).await?;
                 Ok(Reply::status(204))
             }
+            M::PUT if r.has("lifecycle") => {
+                let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
+                let rules = lifecycle::parse(&body)?;
+                let set = settings_pieces(BUCKET_LIFECYCLE, &stratos_common::lifecycle::encode(&rules), LIFECYCLE_PIECES_MAX, "the lifecycle configuration")?;
+                set_bucket_settings(gw, &c, &r.bucket, BUCKET_LIFECYCLE, &set).await?;
+                Ok(Reply::ok())
+            }
+            M::GET if r.has("lifecycle") => {
+                let info = own_bucket_settings(&c, r, "lifecycle configuration").await?;
+                match Settings::of(&r.bucket, &info.metadata).lifecycle {
+                    rules if !rules.is_empty() => Ok(Reply::xml(lifecycle::render(&rules))),
+                    _ => Err(S3Error::new("NoSuchLifecycleConfiguration", 404, "The lifecycle configuration does not exist")),
+                }
+            }
+            M::DELETE if r.has("lifecycle") => {
+                set_bucket_settings(gw, &c, &r.bucket, BUCKET_LIFECYCLE, &[]).await?;
+                Ok(Reply::status(204))
+            }
             M::PUT if r.has("cors") => put_bucket_cors(gw, &c, r).await,
             M::GET if r.has("cors") => get_bucket_cors(&c, r).await,
             M::DELETE if r.has("cors") => {
@@ -639,64 +668,13 @@ async fn unsupported_bucket_resource(c: &Client, r: &mut Req) -> R {
     let none = |code: &'static str, what: &str| Err(S3Error::new(code, 404, format!("the bucket has no {what}")));
     match r.method {
         M::GET if r.has("object-lock") => none("ObjectLockConfigurationNotFoundError", "object lock configuration"),
-        M::GET if r.has("lifecycle") => none("NoSuchLifecycleConfiguration", "lifecycle configuration"),
         M::GET if r.has("website") => none("NoSuchWebsiteConfiguration", "website configuration"),
-        M::DELETE if ["lifecycle", "website"].iter().any(|q| r.has(q)) => Ok(Reply::status(204)),
+        M::DELETE if r.has("website") => Ok(Reply::status(204)),
         M::PUT if r.has("object-lock") => {
             Err(S3Error::new("InvalidBucketState", 409, "object lock can be configured only on a bucket created with it (object lock is not supported by this gateway)"))
         }
-        M::PUT if r.has("lifecycle") => {
-            let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
-            check_lifecycle(&body)?;
-            Err(S3Error::not_implemented("lifecycle rules (this one is valid, but the gateway does not expire or transition objects)"))
-        }
         _ => Err(S3Error::not_implemented(&format!("{} on a bucket with ?{}", r.method, r.query.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join("&")))),
     }
-}
-
-/// A lifecycle configuration checked as S3 checks one: rule ids at most 255 characters and
-/// distinct, a status of Enabled or Disabled, expiration days above 0, dates at midnight UTC.
-fn check_lifecycle(body: &[u8]) -> Result<(), S3Error> {
-    let doc = xml::document(body, "LifecycleConfiguration")?;
-    let mut ids = std::collections::BTreeSet::new();
-    for rule in doc.children_named("Rule") {
-        if let Some(id) = rule.child("ID").map(|i| i.text.as_str()) {
-            if id.chars().count() > 255 {
-                return Err(S3Error::invalid_argument("a lifecycle rule's ID is at most 255 characters"));
-            }
-            if !ids.insert(id.to_string()) {
-                return Err(S3Error::invalid_argument(format!("the lifecycle rule ID {id} is given twice")));
-            }
-        }
-        match rule.child("Status").map(|s| s.text.as_str()) {
-            Some("Enabled" | "Disabled") => {}
-            other => return Err(S3Error::malformed_xml(format!("a lifecycle rule's Status is Enabled or Disabled, not {other:?}"))),
-        }
-        if let Some(days) = rule.child("Expiration").and_then(|e| e.child("Days")) {
-            match days.text.trim().parse::<u64>() {
-                Ok(d) if d > 0 => {}
-                _ => return Err(S3Error::invalid_argument("an expiration's Days is a whole number above 0")),
-            }
-        }
-        for action in ["Expiration", "Transition"] {
-            for a in rule.children_named(action) {
-                if let Some(date) = a.child("Date")
-                    && !is_midnight_utc(date.text.trim())
-                {
-                    return Err(S3Error::invalid_argument(format!("{action} Date {:?} is not an ISO 8601 date at midnight UTC", date.text)));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `2026-12-03T00:00:00Z` or `2026-12-03T00:00:00.000Z`.
-fn is_midnight_utc(s: &str) -> bool {
-    let Some((date, time)) = s.split_once('T') else { return false };
-    let d: Vec<&str> = date.split('-').collect();
-    let date_ok = d.len() == 3 && d[0].len() == 4 && d[1].len() == 2 && d[2].len() == 2 && d.iter().all(|p| p.bytes().all(|b| b.is_ascii_digit()));
-    date_ok && matches!(time, "00:00:00Z" | "00:00:00.000Z")
 }
 
 /// Query parameters of a listing (any other on a bucket GET is a sub-resource).
@@ -945,12 +923,19 @@ const BUCKET_PUBLIC_BLOCK: &str = "s3:publicAccessBlock";
 const POLICY_PIECES_MAX: usize = 12;
 /// Pieces of a bucket's tags: 32 KiB, fifty tags of fair size.
 const TAGGING_PIECES_MAX: usize = 16;
+/// The prefix of the bucket metadata that holds its lifecycle rules, in pieces of
+/// [`stratos_common::lifecycle::encode`]'s form (which the OM reads to expire objects).
+const BUCKET_LIFECYCLE: &str = stratos_common::lifecycle::METADATA_PREFIX;
+/// Pieces of lifecycle rules: 20 KiB of their stored form, shorter than the XML that S3 bounds
+/// at 20 KB.
+const LIFECYCLE_PIECES_MAX: usize = 10;
 // Every piece the bucket's settings may take fits the OM's pairs, beside the default
-// encryption and the public access block.
-const _: () = assert!(CORS_PIECES_MAX + TAGGING_PIECES_MAX + POLICY_PIECES_MAX + 2 <= METADATA_PAIRS_MAX);
-/// Pieces of a CORS configuration: 64 KiB of its stored form, as S3 bounds its document (the
-/// bucket's other metadata keeps the rest of the OM's pairs).
-const CORS_PIECES_MAX: usize = 32;
+// encryption, the public access block and the object ownership.
+const _: () = assert!(CORS_PIECES_MAX + TAGGING_PIECES_MAX + POLICY_PIECES_MAX + LIFECYCLE_PIECES_MAX + 3 <= METADATA_PAIRS_MAX);
+/// Pieces of a CORS configuration: 40 KiB of its stored form, which is shorter than the XML
+/// (S3 bounds the document at 64 KB; the bucket's other metadata keeps the rest of the OM's
+/// pairs).
+const CORS_PIECES_MAX: usize = 20;
 
 /// How long an executor keeps a bucket's settings before reading them again where nothing in
 /// this process changed one. S3's bucket configurations are eventually consistent (AWS
@@ -982,6 +967,8 @@ struct Settings {
     /// Its object ownership setting (none: objects are its owner's and ACLs apply, as
     /// BucketOwnerPreferred).
     ownership: Option<Ownership>,
+    /// Its lifecycle rules (none where they do not read: the OM then expires nothing either).
+    lifecycle: Vec<stratos_common::lifecycle::Rule>,
 }
 
 /// A bucket's object ownership (S3's ownership controls). Objects are always their bucket
@@ -1098,7 +1085,13 @@ impl Settings {
                 None
             }
         };
-        Settings { owner: String::new(), sse: meta(metadata, BUCKET_SSE).map(str::to_string), cors, policy, acls: Vec::new(), public_block, unreadable, ownership }
+        let lifecycle = settings_joined(metadata, BUCKET_LIFECYCLE).map_or_else(Vec::new, |stored| {
+            stratos_common::lifecycle::decode(&stored).unwrap_or_else(|e| {
+                eprintln!("s3g: bucket {bucket}: its lifecycle rules do not read here ({e}); taken as none");
+                Vec::new()
+            })
+        });
+        Settings { owner: String::new(), sse: meta(metadata, BUCKET_SSE).map(str::to_string), cors, policy, acls: Vec::new(), public_block, unreadable, ownership, lifecycle }
     }
 }
 
@@ -1215,9 +1208,7 @@ fn settings_pieces(prefix: &str, value: &str, max: usize, what: &str) -> Result<
 
 /// What [`settings_pieces`] cut, joined again (None: nothing stored).
 fn settings_joined(metadata: &[(String, String)], prefix: &str) -> Option<String> {
-    let mut pieces: Vec<&(String, String)> = metadata.iter().filter(|(k, _)| k.starts_with(prefix)).collect();
-    pieces.sort();
-    (!pieces.is_empty()).then(|| pieces.iter().map(|(_, v)| v.as_str()).collect())
+    stratos_common::lifecycle::joined(metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())), prefix)
 }
 
 /// The owner's bucket, for reading one of its settings (S3's default: they are the owner's).
@@ -1993,7 +1984,14 @@ async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     for (a, v) in checksum::stored(&checksums) {
         w.elem(&format!("Checksum{}", a.name()), v).elem("ChecksumType", checksum::object_type(&checksums));
     }
-    Ok(Reply::xml(w.finish("CompleteMultipartUploadResult")).sse(&upload.unwrap_or_default()))
+    let mut reply = Reply::xml(w.finish("CompleteMultipartUploadResult")).sse(&upload.unwrap_or_default());
+    // Its size and tags decide which rules expire it: read back only where the bucket has rules.
+    if bucket_settings(gw, c, &bucket).await.is_ok_and(|s| !s.lifecycle.is_empty())
+        && let Ok(k) = c.lookup_key(S3_VOLUME, &bucket, &key).await
+    {
+        reply.headers.extend(expiration(gw, c, &bucket, &key, k.data_size, k.modified_ms, &k.metadata).await);
+    }
+    Ok(reply)
 }
 
 /// A part as a completion lists it: number, ETag, and the checksum it names, if any.
@@ -2425,7 +2423,19 @@ async fn put_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     payload.expect_md5(md5);
     let result = object::write(gw, c, &bucket, &key, &mut Input::Payload(&mut payload), length, &metadata, Finish::Key(&condition, acls.as_deref().unwrap_or_default()), cipher.as_ref()).await;
     let written = drained(result, &mut payload).await?;
-    Ok(Reply::ok().header("etag", format!("\"{}\"", written.etag)).sse(&metadata).checksum(&written))
+    let mut reply = Reply::ok().header("etag", format!("\"{}\"", written.etag)).sse(&metadata).checksum(&written);
+    reply.headers.extend(expiration(gw, c, &bucket, &key, length, now_ms(), &metadata).await);
+    Ok(reply)
+}
+
+/// `x-amz-expiration` for an object of `r`'s bucket, if its lifecycle rules expire it (the
+/// settings are those the request was authorized with, cached).
+async fn expiration(gw: &Gateway, c: &Client, bucket: &str, key: &str, size: u64, modified_ms: u64, metadata: &[(String, String)]) -> Option<(String, String)> {
+    let settings = bucket_settings(gw, c, bucket).await.ok()?;
+    if settings.lifecycle.is_empty() {
+        return None;
+    }
+    lifecycle::expiration_header(&settings.lifecycle, key, size, modified_ms, metadata, gw.lifecycle_day_ms).map(|h| ("x-amz-expiration".to_string(), h))
 }
 
 /// A write of `payload`'s bytes, as it ended: refused, with what is left of the payload read
@@ -2506,7 +2516,9 @@ async fn copy_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
     if let Some((a, v)) = &w.checksum {
         x.elem(&format!("Checksum{}", a.name()), checksum::encode(v));
     }
-    Ok(Reply::xml(x.finish("CopyObjectResult")).sse(&metadata))
+    let mut reply = Reply::xml(x.finish("CopyObjectResult")).sse(&metadata);
+    reply.headers.extend(expiration(gw, c, &bucket, &key, src.data_size, now_ms(), &metadata).await);
+    Ok(reply)
 }
 
 /// The bucket and key an `x-amz-copy-source` names (`[/]BUCKET/KEY[?versionId=…]`, encoded).
@@ -2610,6 +2622,7 @@ async fn get_object(gw: &Rc<Gateway>, c: &Client, r: &Req, head: bool) -> R {
     if tags > 0 {
         reply.headers.push(("x-amz-tagging-count".into(), tags.to_string()));
     }
+    reply.headers.extend(expiration(gw, c, &r.bucket, &r.key, size, k.modified_ms, &k.metadata).await);
     // response-* overrides (signed requests only, as S3).
     for (q, h) in [
         ("response-content-type", "content-type"),
@@ -3122,14 +3135,14 @@ fn now_ms() -> u64 {
 }
 
 /// `2026-12-02T23:05:25.000Z`.
-fn iso8601(ms: u64) -> String {
+pub(crate) fn iso8601(ms: u64) -> String {
     let t = (ms / 1000) as i64;
     let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
     let (y, m, d) = stratos_client::sh::civil_date(days);
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", secs / 3600, secs % 3600 / 60, secs % 60, ms % 1000)
 }
 
-fn http_date_of(ms: u64) -> String {
+pub(crate) fn http_date_of(ms: u64) -> String {
     httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(ms))
 }
 
@@ -3227,22 +3240,6 @@ mod tests {
             assert!(k < next.as_str(), "{k:?} sorts after the skip point");
         }
         assert!("photos0" > next.as_str());
-    }
-
-    #[test]
-    fn lifecycle_configurations_are_checked_as_s3_does() {
-        let doc = |rules: &str| format!("<LifecycleConfiguration>{rules}</LifecycleConfiguration>");
-        let rule = |id: &str, status: &str, exp: &str| format!("<Rule><ID>{id}</ID><Filter><Prefix>a/</Prefix></Filter><Status>{status}</Status><Expiration>{exp}</Expiration></Rule>");
-        let code = |d: String| check_lifecycle(d.as_bytes()).err().map(|e| e.code);
-        assert_eq!(code(doc(&rule("r1", "Enabled", "<Days>2</Days>"))), None);
-        assert_eq!(code(doc(&rule(&"a".repeat(256), "Enabled", "<Days>2</Days>"))), Some("InvalidArgument"));
-        assert_eq!(code(doc(&(rule("r1", "Enabled", "<Days>2</Days>") + &rule("r1", "Enabled", "<Days>3</Days>")))), Some("InvalidArgument"));
-        assert_eq!(code(doc(&rule("r1", "enabled", "<Days>2</Days>"))), Some("MalformedXML"));
-        assert_eq!(code(doc(&rule("r1", "Enabled", "<Days>0</Days>"))), Some("InvalidArgument"));
-        assert_eq!(code(doc(&rule("r1", "Enabled", "<Date>20200101</Date>"))), Some("InvalidArgument"));
-        assert_eq!(code(doc(&rule("r1", "Enabled", "<Date>2020-01-01T00:00:00.000Z</Date>"))), None);
-        assert_eq!(code(doc(&rule("r1", "Enabled", "<Date>2020-01-01T10:00:00Z</Date>"))), Some("InvalidArgument"));
-        assert_eq!(code("<Other/>".into()), Some("MalformedXML"));
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! - [`checksum`]: S3's additional checksums (`x-amz-checksum-*`), checked as they stream.
 //! - [`form`]: browser-based uploads (POST Object): the form, streamed, and its policy.
 //! - [`cors`]: buckets' CORS rules, their preflights and answers.
+//! - [`lifecycle`]: buckets' lifecycle rules: their documents and `x-amz-expiration` (the OM
+//!   expires what they say).
 //! - [`policy`]: bucket policies (IAM's JSON), evaluated for every request to their bucket.
 //! - [`xml`], [`error`]: S3's documents and error codes.
 
@@ -23,6 +25,7 @@ pub mod error;
 pub mod form;
 pub mod gateway;
 pub mod http;
+pub mod lifecycle;
 pub mod md5sum;
 pub mod object;
 pub mod payload;

@@ -57,6 +57,11 @@ pub struct S3gArgs {
     /// over HTTPS, its certificate must name `*.DOMAIN` (`stratos dev --s3-domain` issues one).
     #[arg(long, value_name = "DOMAIN", value_delimiter = ',')]
     pub domain: Vec<String>,
+    /// How long a day of buckets' lifecycle rules lasts, in seconds, for the `x-amz-expiration`
+    /// the gateway announces; the OM, which expires objects, must be given the same
+    /// (`om --lifecycle-day-secs`). Shorter only to test expiry.
+    #[arg(long, default_value_t = 86_400)]
+    pub lifecycle_day_secs: u64,
     #[command(flatten)]
     pub tls: stratos_common::tls_args::TlsArgs,
 }
@@ -99,6 +104,7 @@ pub fn run(a: &S3gArgs, ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
     for core in 0..cores {
         let (om, tx, http_tls, keyring, domains) = (a.om.clone(), tx.clone(), http_tls.clone(), keyring.clone(), a.domain.clone());
         let settings_changed = settings_changed.clone();
+        let lifecycle_day_ms = a.lifecycle_day_secs.max(1).saturating_mul(1000);
         let idle = Duration::from_millis(a.idle_timeout_ms.max(1));
         let replication = if a.replication == "ONE" { stratos_client::schema::om_capnp::Replication::RatisOne } else { stratos_client::schema::om_capnp::Replication::RatisThree };
         let h = LocalExecutorBuilder::new(Placement::Unbound)
@@ -113,7 +119,7 @@ pub fn run(a: &S3gArgs, ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
                 };
                 let _ = tx.send(Ok(()));
                 let https = http_tls.is_some();
-                let gw = Rc::new(Gateway::new(&om, Rc::new(stratos_client::runtime::Glommio), replication, keyring, https).with_domains(&domains).with_settings_changed(settings_changed));
+                let gw = Rc::new(Gateway::new(&om, Rc::new(stratos_client::runtime::Glommio), replication, keyring, https).with_domains(&domains).with_settings_changed(settings_changed).with_lifecycle_day_ms(lifecycle_day_ms));
                 accept(listener, gw, http_tls, idle).await;
             })
             .map_err(|e| anyhow::anyhow!("starting an executor: {e}"))?;

@@ -803,6 +803,65 @@ for k in ("open", "closed", "by-anon", "posted", "multi"):
     alice.delete_object(Bucket=pub, Key=k)
 alice.delete_bucket(Bucket=pub)
 
+# Lifecycle rules: kept as given, announced in x-amz-expiration, and acted on by the OM (this
+# cluster counts a lifecycle day as 2 s: --lifecycle-day-secs on the OM and the gateway).
+life = bucket + "-life"
+alice.create_bucket(Bucket=life)
+check("a bucket without lifecycle rules: NoSuchLifecycleConfiguration", code(lambda: alice.get_bucket_lifecycle_configuration(Bucket=life)) == "NoSuchLifecycleConfiguration")
+legacy = [{"ID": "tmp", "Expiration": {"Days": 1}, "Prefix": "tmp/", "Status": "Enabled"},
+          {"ID": "off", "Expiration": {"Days": 1}, "Prefix": "keep/", "Status": "Disabled"}]
+filtered = [{"ID": "tagged-logs", "Filter": {"And": {"Prefix": "logs/", "Tags": [{"Key": "expire", "Value": "yes"}], "ObjectSizeGreaterThan": 1}},
+             "Status": "Enabled", "Expiration": {"Days": 1}},
+            {"ID": "uploads", "Filter": {"Prefix": "mpu/"}, "Status": "Enabled", "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}]
+alice.put_bucket_lifecycle_configuration(Bucket=life, LifecycleConfiguration={"Rules": legacy + filtered})
+got = alice.get_bucket_lifecycle_configuration(Bucket=life)["Rules"]
+check("PutBucketLifecycleConfiguration reads back as given", got[:2] == legacy and got[2]["Filter"] == filtered[0]["Filter"] and got[3]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}, str(got))
+check("... the owner's alone; a transition, a day count of 0 and a filter of two conditions without And are refused",
+      code(lambda: bob.put_bucket_lifecycle_configuration(Bucket=life, LifecycleConfiguration={"Rules": legacy})) == "AccessDenied"
+      and code(lambda: bob.get_bucket_lifecycle_configuration(Bucket=life)) == "AccessDenied"
+      and code(lambda: alice.put_bucket_lifecycle_configuration(Bucket=life, LifecycleConfiguration={"Rules": [{"ID": "t", "Prefix": "", "Status": "Enabled", "Transitions": [{"Days": 1, "StorageClass": "GLACIER"}]}]})) == "NotImplemented"
+      and code(lambda: alice.put_bucket_lifecycle_configuration(Bucket=life, LifecycleConfiguration={"Rules": [{"ID": "z", "Prefix": "", "Status": "Enabled", "Expiration": {"Days": 0}}]})) == "InvalidArgument"
+      and code(lambda: alice.put_bucket_lifecycle_configuration(Bucket=life, LifecycleConfiguration={"Rules": [{"ID": "two", "Filter": {"Prefix": "a", "Tag": {"Key": "k", "Value": "v"}}, "Status": "Enabled", "Expiration": {"Days": 1}}]})) == "MalformedXML")
+check("... and the rules are unchanged by the refusals", alice.get_bucket_lifecycle_configuration(Bucket=life)["Rules"] == got)
+put = alice.put_object(Bucket=life, Key="tmp/a", Body=b"short-lived")
+expiry = put["ResponseMetadata"]["HTTPHeaders"].get("x-amz-expiration", "")
+check("a PUT that a rule expires says when and by which rule (x-amz-expiration)", expiry.startswith('expiry-date="') and expiry.endswith('rule-id="tmp"'), expiry)
+check("... HEAD says the same", alice.head_object(Bucket=life, Key="tmp/a")["ResponseMetadata"]["HTTPHeaders"].get("x-amz-expiration") == expiry)
+copied = alice.copy_object(Bucket=life, Key="tmp/copy", CopySource={"Bucket": life, "Key": "tmp/a"})
+mp = alice.create_multipart_upload(Bucket=life, Key="tmp/mp")["UploadId"]
+part = alice.upload_part(Bucket=life, Key="tmp/mp", UploadId=mp, PartNumber=1, Body=b"one part")
+done = alice.complete_multipart_upload(Bucket=life, Key="tmp/mp", UploadId=mp, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+check("... as do a copy and a completed multipart upload",
+      all(x["ResponseMetadata"]["HTTPHeaders"].get("x-amz-expiration", "").endswith('rule-id="tmp"') for x in (copied, done)))
+alice.put_object(Bucket=life, Key="keep/a", Body=b"kept: its rule is disabled")
+alice.put_object(Bucket=life, Key="logs/big", Body=b"tagged and large", Tagging="expire=yes")
+alice.put_object(Bucket=life, Key="logs/s", Body=b"1", Tagging="expire=yes")
+alice.put_object(Bucket=life, Key="logs/untagged", Body=b"kept: no tag")
+check("... an object no enabled rule matches has no x-amz-expiration", "x-amz-expiration" not in alice.head_object(Bucket=life, Key="keep/a")["ResponseMetadata"]["HTTPHeaders"]
+      and "x-amz-expiration" not in alice.head_object(Bucket=life, Key="logs/s")["ResponseMetadata"]["HTTPHeaders"])
+old_upload = alice.create_multipart_upload(Bucket=life, Key="mpu/abandoned")["UploadId"]
+kept_upload = alice.create_multipart_upload(Bucket=life, Key="other/upload")["UploadId"]
+deadline = time.time() + 30
+while time.time() < deadline:
+    left = sorted(o["Key"] for o in alice.list_objects_v2(Bucket=life).get("Contents", []))
+    uploads = [u["UploadId"] for u in alice.list_multipart_uploads(Bucket=life).get("Uploads", [])]
+    if not any(k in left for k in ("tmp/a", "tmp/copy", "tmp/mp", "logs/big")) and old_upload not in uploads:
+        break
+    time.sleep(0.5)
+check("the OM expires what the rules say, and nothing else", left == ["keep/a", "logs/s", "logs/untagged"], str(left))
+check("... and aborts the uploads their rule ends", uploads == [kept_upload], str(uploads))
+alice.delete_bucket_lifecycle(Bucket=life)
+check("DeleteBucketLifecycle: none left, and a delete of none is 204", code(lambda: alice.get_bucket_lifecycle_configuration(Bucket=life)) == "NoSuchLifecycleConfiguration"
+      and alice.delete_bucket_lifecycle(Bucket=life)["ResponseMetadata"]["HTTPStatusCode"] == 204)
+alice.put_object(Bucket=life, Key="tmp/b", Body=b"no rule now")
+check("... an object written then is not announced", "x-amz-expiration" not in alice.head_object(Bucket=life, Key="tmp/b")["ResponseMetadata"]["HTTPHeaders"])
+time.sleep(5)
+check("... nor expired, two lifecycle days later", alice.head_object(Bucket=life, Key="tmp/b")["ContentLength"] == 11)
+alice.abort_multipart_upload(Bucket=life, Key="other/upload", UploadId=kept_upload)
+for k in ("keep/a", "logs/s", "logs/untagged", "tmp/b"):
+    alice.delete_object(Bucket=life, Key=k)
+alice.delete_bucket(Bucket=life)
+
 # Empty the bucket and delete it.
 check("a bucket with keys is BucketNotEmpty", code(lambda: alice.delete_bucket(Bucket=bucket)) == "BucketNotEmpty")
 for page in alice.get_paginator("list_objects_v2").paginate(Bucket=bucket):
