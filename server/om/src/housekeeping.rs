@@ -110,9 +110,14 @@ impl Core {
                 }
                 let buckets = self.view.borrow().lifecycles();
                 for (volume, bucket, bucket_id, rules) in buckets {
-                    let (objects, uploads) = self.expire_by_rules(group, &volume, &bucket, bucket_id, &rules, day).await;
-                    if objects + uploads > 0 {
-                        eprintln!("om: lifecycle: {volume}/{bucket}: {objects} objects expired, {uploads} multipart uploads aborted (shard group {group})");
+                    let started = std::time::Instant::now();
+                    let (read, objects, uploads) = self.expire_by_rules(group, &volume, &bucket, bucket_id, &rules, day).await;
+                    let took = started.elapsed();
+                    if objects + uploads > 0 || read >= 100_000 || took >= std::time::Duration::from_secs(1) {
+                        eprintln!(
+                            "om: lifecycle: {volume}/{bucket}: {objects} objects expired, {uploads} multipart uploads aborted; {read} keys read in {} ms (shard group {group})",
+                            took.as_millis()
+                        );
                     }
                 }
             }
@@ -120,16 +125,17 @@ impl Core {
     }
 
     /// One lifecycle pass over one bucket's keys and uploads on one shard: how many keys were
-    /// expired and uploads aborted.
-    async fn expire_by_rules(&self, group: u32, volume: &str, bucket: &str, bucket_id: u64, rules: &[stratos_common::lifecycle::Rule], day: u64) -> (u64, u64) {
+    /// read, and how many expired and uploads aborted.
+    async fn expire_by_rules(&self, group: u32, volume: &str, bucket: &str, bucket_id: u64, rules: &[stratos_common::lifecycle::Rule], day: u64) -> (u64, u64, u64) {
         use stratos_common::lifecycle;
         let now = stratos_common::process::now_ms();
-        let (mut objects, mut uploads) = (0, 0);
+        let (mut read, mut objects, mut uploads) = (0, 0, 0);
         for prefix in lifecycle::scan_prefixes(rules, false) {
             let mut start_after = String::new();
             loop {
                 let query = Query::ListKeysIn { bucket_id, prefix: prefix.clone(), start_after: start_after.clone(), limit: LIFECYCLE_PAGE };
                 let Ok(ReadResult::Keys(keys, more)) = self.read(group, query, 0).await else { break };
+                read += keys.len() as u64;
                 let expired: Vec<(String, u64)> = keys
                     .iter()
                     .filter(|k| {
@@ -144,7 +150,7 @@ impl Core {
                     match outs.pop() {
                         Some(Ok(Reply::Expired { open_keys, .. })) => objects += open_keys,
                         // Not the leader any more, the bucket gone: the next pass (or leader) goes on.
-                        _ => return (objects, uploads),
+                        _ => return (read, objects, uploads),
                     }
                 }
                 match (more, keys.last()) {
@@ -173,7 +179,7 @@ impl Core {
                 }
             }
         }
-        (objects, uploads)
+        (read, objects, uploads)
     }
 }
 

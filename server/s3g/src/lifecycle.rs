@@ -267,7 +267,9 @@ pub fn render(rules: &[Rule]) -> String {
 pub fn expiration_header(rules: &[Rule], key: &str, size: u64, modified_ms: u64, metadata: &[(String, String)], day_ms: u64) -> Option<String> {
     let tag = |t: &str| metadata.iter().find(|(n, _)| n.strip_prefix(crate::gateway::TAG) == Some(t)).map(|(_, v)| v.as_str());
     let (at, id) = stratos_common::lifecycle::expiry_of(rules, key, size, modified_ms, tag, day_ms)?;
-    Some(format!("expiry-date=\"{}\", rule-id=\"{}\"", crate::gateway::http_date_of(at), id.replace(['"', '\\'], "_")))
+    // The ID inside the header's quotes: nothing that ends them or the line.
+    let id: String = id.chars().map(|c| if c == '"' || c == '\\' || c.is_control() { '_' } else { c }).collect();
+    Some(format!("expiry-date=\"{}\", rule-id=\"{id}\"", crate::gateway::http_date_of(at)))
 }
 
 #[cfg(test)]
@@ -338,5 +340,7 @@ mod tests {
         let h = expiration_header(&rules, "a/x", 3, 10 * day + 5, &[], day).unwrap();
         assert_eq!(h, "expiry-date=\"Tue, 13 Jan 1970 00:00:00 GMT\", rule-id=\"r1\"");
         assert_eq!(expiration_header(&rules, "b/x", 3, 0, &[], day), None);
+        let odd = parse(doc("<Rule><ID>a\"b&#10;c\\</ID><Prefix></Prefix><Status>Enabled</Status><Expiration><Days>1</Days></Expiration></Rule>").as_bytes()).unwrap();
+        assert!(expiration_header(&odd, "k", 1, 0, &[], day).unwrap().ends_with("rule-id=\"a_b_c_\""), "nothing that ends the quotes or the line");
     }
 }
