@@ -2562,7 +2562,10 @@ fn etag_matches(header: &str, etag: &str) -> bool {
 }
 
 async fn get_object(gw: &Rc<Gateway>, c: &Client, r: &Req, head: bool) -> R {
-    let k = c.lookup_key(S3_VOLUME, &r.bucket, &r.key).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
+    let k = match c.lookup_key(S3_VOLUME, &r.bucket, &r.key).await {
+        Ok(k) => k,
+        Err(e) => return Err(missing_to_lister(gw, c, r, from_om(&e, &r.bucket, Some(&r.key))).await),
+    };
     let etag = meta(&k.metadata, ETAG).unwrap_or_default().to_string();
     let size = k.data_size;
     // One part of the object: a multipart object's as its upload made it (206, with the part
@@ -2684,6 +2687,28 @@ async fn get_object(gw: &Rc<Gateway>, c: &Client, r: &Req, head: bool) -> R {
     let reader = Reader::new(gw.clone(), k.blocks, start, end).decrypting(cipher);
     reply.body = reader.into_body(end - start).await.map_err(|e| S3Error::internal(format!("the object's data could not be read: {e}")))?;
     Ok(reply)
+}
+
+/// A GET or HEAD refused (403) by a key that does not exist, answered as S3 answers it to a
+/// caller whom the bucket's policy allows `s3:ListBucket` of that name (`s3:prefix` = the key):
+/// `NoSuchKey`, since a listing would tell them anyway. (ACL holders of LIST get the same from
+/// the OM.) Any other refusal stays as it is.
+async fn missing_to_lister(gw: &Gateway, c: &Client, r: &Req, refused: S3Error) -> S3Error {
+    if refused.code != "AccessDenied" {
+        return refused;
+    }
+    let Ok(settings) = bucket_settings(gw, c, &r.bucket).await else { return refused };
+    let Some(policy) = &settings.policy else { return refused };
+    let resource = format!("arn:aws:s3:::{}", r.bucket);
+    let keys = |k: &str| if k == "s3:prefix" { Some(vec![r.key.clone()]) } else { policy_key(r, gw.https, None, k) };
+    if policy.decide(&r.user, "s3:ListBucket", &resource, &keys) != Decision::Allow {
+        return refused;
+    }
+    let Ok(owner) = gw.client_for(&settings.owner).await else { return refused };
+    match owner.lookup_key(S3_VOLUME, &r.bucket, &r.key).await {
+        Err(e) if e.status() == Some(stratos_client::Status::KeyNotFound) => from_om(&e, &r.bucket, Some(&r.key)),
+        _ => refused,
+    }
 }
 
 /// GetObjectAttributes (`GET ?attributes`): the attributes `x-amz-object-attributes` names, of

@@ -750,6 +750,14 @@ check("... and the owner may still read and replace the policy", "Null" in alice
 alice.delete_bucket_policy(Bucket=pub)
 check("DeleteBucketPolicy: the policy's grants are gone at once", code(lambda: anon.get_object(Bucket=pub, Key="shared/notes")) == "AccessDenied"
       and code(lambda: alice.get_bucket_policy(Bucket=pub)) == "NoSuchBucketPolicy")
+alice.put_object(Bucket=pub, Key="public/x", Body=b"listable, not readable")
+alice.put_bucket_policy(Bucket=pub, Policy=policy({"Effect": "Allow", "Principal": {"AWS": os.environ["BOB_KEY"]}, "Action": "s3:ListBucket", "Resource": arn,
+                                                   "Condition": {"StringLike": {"s3:prefix": "public/*"}}}))
+check("a policy that lets bob list public/: a key missing there is 404 to him, elsewhere 403; one that exists stays 403",
+      code(lambda: bob.head_object(Bucket=pub, Key="public/none")) == "404" and code(lambda: bob.get_object(Bucket=pub, Key="public/none")) == "NoSuchKey"
+      and code(lambda: bob.head_object(Bucket=pub, Key="private/none")) == "403" and code(lambda: bob.head_object(Bucket=pub, Key="public/x")) == "403")
+alice.delete_bucket_policy(Bucket=pub)
+alice.delete_object(Bucket=pub, Key="public/x")
 # Public access blocks.
 check("a bucket without a public access block: NoSuchPublicAccessBlockConfiguration", code(lambda: alice.get_public_access_block(Bucket=pub)) == "NoSuchPublicAccessBlockConfiguration")
 block = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": False}
