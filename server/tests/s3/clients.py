@@ -750,6 +750,16 @@ check("... and the owner may still read and replace the policy", "Null" in alice
 alice.delete_bucket_policy(Bucket=pub)
 check("DeleteBucketPolicy: the policy's grants are gone at once", code(lambda: anon.get_object(Bucket=pub, Key="shared/notes")) == "AccessDenied"
       and code(lambda: alice.get_bucket_policy(Bucket=pub)) == "NoSuchBucketPolicy")
+# A policy changed through one of the gateway's executors applies at once on the others: fresh
+# clients (new connections, spread over the executors by SO_REUSEPORT), each having read the
+# bucket's settings before the change, see it on their next request.
+fresh = [client("ALICE") for _ in range(8)]
+for f in fresh:
+    f.head_bucket(Bucket=pub)
+alice.put_bucket_policy(Bucket=pub, Policy=policy({"Effect": "Deny", "Principal": "*", "Action": "s3:ListBucket", "Resource": arn}))
+check("a policy put through one connection binds every connection at once", all(code(lambda: f.list_objects_v2(Bucket=pub)) == "AccessDenied" for f in fresh))
+alice.delete_bucket_policy(Bucket=pub)
+check("... and its deletion frees them at once", all(f.list_objects_v2(Bucket=pub)["KeyCount"] >= 0 for f in fresh))
 alice.put_object(Bucket=pub, Key="public/x", Body=b"listable, not readable")
 alice.put_bucket_policy(Bucket=pub, Policy=policy({"Effect": "Allow", "Principal": {"AWS": os.environ["BOB_KEY"]}, "Action": "s3:ListBucket", "Resource": arn,
                                                    "Condition": {"StringLike": {"s3:prefix": "public/*"}}}))
