@@ -162,7 +162,7 @@ fn a_sample_of_ceph_s3_tests_passes() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let failures = std::fs::read_to_string(out_dir.path().join("failures.txt")).unwrap_or_default();
     println!("{stdout}");
-    assert!(stdout.contains("test_s3.py: 120 passed, 0 failed"), "{stdout}\n{}\nfailures:\n{failures}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("test_s3.py: 121 passed, 0 failed"), "{stdout}\n{}\nfailures:\n{failures}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -528,7 +528,7 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
             M::GET if r.has("acl") => acl(&c, r).await,
             M::GET if r.has("versions") => list_objects(&c, r, Listing::Versions).await,
             M::GET if r.q("list-type") == Some("2") => list_objects(&c, r, Listing::V2).await,
-            M::GET if r.query.iter().all(|(n, _)| LIST_PARAMS.contains(&n.as_str())) => list_objects(&c, r, Listing::V1).await,
+            M::GET if r.query.iter().all(|(n, _)| LIST_PARAMS.contains(&n.as_str()) || !is_bucket_subresource(n)) => list_objects(&c, r, Listing::V1).await,
             M::POST if r.has("delete") => delete_objects(gw, &c, r).await,
             M::PUT if r.has("encryption") => put_bucket_encryption(gw, &c, r).await,
             M::GET if r.has("encryption") => get_bucket_encryption(&c, r).await,
@@ -677,8 +677,19 @@ async fn unsupported_bucket_resource(c: &Client, r: &mut Req) -> R {
     }
 }
 
-/// Query parameters of a listing (any other on a bucket GET is a sub-resource).
+/// Query parameters of a listing.
 const LIST_PARAMS: [&str; 9] = ["prefix", "delimiter", "marker", "max-keys", "encoding-type", "list-type", "continuation-token", "start-after", "fetch-owner"];
+
+/// S3's bucket sub-resources besides those of [`BUCKET_SUBRESOURCE_ACTIONS`] (this gateway
+/// refuses them). A bucket GET with any other parameter is a listing that ignores it, as S3
+/// ignores parameters it does not know: a POST form's `success_action_redirect` to the
+/// bucket's URL comes back with `?bucket=…&key=…&etag=…`.
+const OTHER_BUCKET_SUBRESOURCES: [&str; 14] =
+    ["accelerate", "analytics", "delete", "intelligent-tiering", "inventory", "metadataConfiguration", "metadataTable", "metrics", "notification", "replication", "requestPayment", "session", "torrent", "restore"];
+
+fn is_bucket_subresource(name: &str) -> bool {
+    BUCKET_SUBRESOURCE_ACTIONS.iter().any(|a| a.0 == name) || OTHER_BUCKET_SUBRESOURCES.contains(&name)
+}
 
 // ---------------------------------------------------------------------------------------------
 // Buckets
@@ -3265,6 +3276,16 @@ mod tests {
             assert!(k < next.as_str(), "{k:?} sorts after the skip point");
         }
         assert!("photos0" > next.as_str());
+    }
+
+    #[test]
+    fn a_bucket_get_ignores_what_is_not_a_sub_resource() {
+        for name in ["bucket", "key", "etag", "x-id", "foo"] {
+            assert!(!is_bucket_subresource(name), "{name}");
+        }
+        for name in ["cors", "lifecycle", "policyStatus", "torrent", "replication", "notification"] {
+            assert!(is_bucket_subresource(name), "{name}");
+        }
     }
 
     #[test]
