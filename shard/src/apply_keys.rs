@@ -280,32 +280,32 @@ impl ShardState {
         for k in keys {
             self.check_not_moving(facts.bucket_id, volume, bucket, k)?;
         }
-        let mut freed_blocks = Vec::new();
+        let mut removed = Removed::default();
         let mut missing = Vec::new();
-        let (mut freed_bytes, mut deleted) = (0u64, 0u64);
-        let set = self.keys.get_mut(&facts.bucket_id);
-        let mut set = set;
+        let mut set = self.keys.get_mut(&facts.bucket_id);
         for k in keys {
             probe!(kp = k);
             match set.as_mut().and_then(|s| s.take(&kp)) {
-                Some(e) => {
-                    let r: &ArchivedKeyRecord = e.view();
-                    freed_bytes += r.data_size.to_native() * r.replication.native().factor();
-                    freed_blocks.extend(r.blocks.iter().map(ArchivedBlockLocation::native));
-                    deleted += 1;
-                }
+                Some(e) => removed.add(e.view()),
                 None => missing.push(k.clone()),
             }
         }
-        if single && deleted == 0 {
+        if single && removed.keys == 0 {
             return Err(OmError::KeyNotFound(format!("{volume}/{bucket}/{}", keys[0])));
         }
-        let u = self.bucket_usage.entry(facts.bucket_id).or_default();
-        u.keys -= deleted;
-        u.used_bytes -= freed_bytes;
-        self.volume_usage.entry(facts.volume_id).or_default().used_bytes -= freed_bytes;
-        self.queue_deleted(ids, log_index, freed_blocks);
+        let deleted = removed.keys;
+        self.settle_removed(ids, log_index, &facts, removed);
         if single { Ok(Reply::Done) } else { Ok(Reply::KeysDeleted { deleted, missing }) }
+    }
+
+    /// Takes what keys removed from `facts`' bucket freed off its and its volume's usage, and
+    /// queues their blocks for deletion.
+    fn settle_removed(&mut self, ids: &mut Ids, log_index: u64, facts: &BucketRef, removed: Removed) {
+        let u = self.bucket_usage.entry(facts.bucket_id).or_default();
+        u.keys -= removed.keys;
+        u.used_bytes -= removed.bytes;
+        self.volume_usage.entry(facts.volume_id).or_default().used_bytes -= removed.bytes;
+        self.queue_deleted(ids, log_index, removed.blocks);
     }
 
     /// `Op::ExpireKeys`: deletes the listed keys that are still at the listed `update_id`.
@@ -314,8 +314,7 @@ impl ShardState {
             return Err(OmError::InvalidArgument(format!("{} keys in one expiry, at most {KEYS_PER_DELETE_MAX}", keys.len())));
         }
         let facts = self.key_bucket(p, volume, bucket, rights::DELETE, "expire keys in")?;
-        let mut freed_blocks = Vec::new();
-        let (mut freed_bytes, mut deleted) = (0u64, 0u64);
+        let mut removed = Removed::default();
         for (k, update_id) in keys {
             if self.check_not_moving(facts.bucket_id, volume, bucket, k).is_err() {
                 continue;
@@ -326,17 +325,11 @@ impl ShardState {
                 continue;
             }
             if let Some(e) = set.take(&kp) {
-                let r: &ArchivedKeyRecord = e.view();
-                freed_bytes += r.data_size.to_native() * r.replication.native().factor();
-                freed_blocks.extend(r.blocks.iter().map(ArchivedBlockLocation::native));
-                deleted += 1;
+                removed.add(e.view());
             }
         }
-        let u = self.bucket_usage.entry(facts.bucket_id).or_default();
-        u.keys -= deleted;
-        u.used_bytes -= freed_bytes;
-        self.volume_usage.entry(facts.volume_id).or_default().used_bytes -= freed_bytes;
-        self.queue_deleted(ids, log_index, freed_blocks);
+        let deleted = removed.keys;
+        self.settle_removed(ids, log_index, &facts, removed);
         Ok(Reply::Expired { open_keys: deleted, sessions: 0 })
     }
 
@@ -505,4 +498,21 @@ pub(crate) fn check_committed_blocks(open: &ArchivedOpenKeyRecord, blocks: &[Blo
         None => blocks.iter().any(|b| (b.container_id, b.local_id) == id),
     };
     Ok(open.blocks.iter().filter(|a| !is_committed(a.id())).map(ArchivedBlockLocation::native).collect())
+}
+
+/// What removing keys frees: how many, their bytes (times their replication, as usage counts
+/// them) and their blocks.
+#[derive(Default)]
+struct Removed {
+    keys: u64,
+    bytes: u64,
+    blocks: Vec<BlockLocation>,
+}
+
+impl Removed {
+    fn add(&mut self, r: &ArchivedKeyRecord) {
+        self.keys += 1;
+        self.bytes += r.data_size.to_native() * r.replication.native().factor();
+        self.blocks.extend(r.blocks.iter().map(ArchivedBlockLocation::native));
+    }
 }
