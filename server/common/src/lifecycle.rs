@@ -16,6 +16,10 @@
 /// The bucket metadata names the stored rules are cut into: `s3:lifecycle:00`, `…01`, …
 pub const METADATA_PREFIX: &str = "s3:lifecycle:";
 
+/// The metadata names under which the S3 gateway keeps an object's tags (`tag:NAME` = value),
+/// which rules filter by.
+pub const TAG_PREFIX: &str = "tag:";
+
 /// A real day, in ms.
 pub const DAY_MS: u64 = 86_400_000;
 

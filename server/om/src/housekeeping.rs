@@ -139,7 +139,7 @@ impl Core {
                 let expired: Vec<(String, u64)> = keys
                     .iter()
                     .filter(|k| {
-                        let tag = |t: &str| k.record.metadata.iter().find(|m| m.key.strip_prefix(TAG_PREFIX) == Some(t)).map(|m| m.value.as_str());
+                        let tag = |t: &str| k.record.metadata.iter().find(|m| m.key.strip_prefix(lifecycle::TAG_PREFIX) == Some(t)).map(|m| m.value.as_str());
                         lifecycle::expiry_of(rules, &k.name, k.record.data_size, k.record.modified_ms, tag, day).is_some_and(|(at, _)| at <= now)
                     })
                     .map(|k| (k.name.clone(), k.record.update_id))
@@ -182,6 +182,3 @@ impl Core {
         (read, objects, uploads)
     }
 }
-
-/// The metadata names the S3 gateway keeps an object's tags under (`tag:NAME`).
-const TAG_PREFIX: &str = "tag:";

@@ -54,7 +54,7 @@ const BUCKET_TAGS_MAX: usize = 50;
 const TAG_KEY_MAX: usize = 128;
 const TAG_VALUE_MAX: usize = 256;
 /// Metadata name prefix of an object's tags.
-pub(crate) const TAG: &str = "tag:";
+pub(crate) const TAG: &str = stratos_common::lifecycle::TAG_PREFIX;
 /// The stored headers of an object: kept as given at PUT, answered at GET and HEAD.
 const STORED_HEADERS: [&str; 6] = ["content-type", "content-encoding", "content-disposition", "content-language", "cache-control", "expires"];
 /// Principals kept with a client of their own per executor.
@@ -117,6 +117,16 @@ struct Req {
 pub struct SettingsChanged {
     count: AtomicU64,
     meta_index: AtomicU64,
+}
+
+impl SettingsChanged {
+    /// A change of buckets' settings made (or tried) with `c`: every executor reads them again,
+    /// from the OM's state at what `c` has seen, or later. The index goes first, so that an
+    /// executor that sees the new count also sees it.
+    fn made_by(&self, c: &Client) {
+        self.meta_index.fetch_max(c.meta_index(), Ordering::AcqRel);
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// The address a connection came from, put in each of its requests' extensions.
@@ -503,8 +513,7 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
             M::PUT if r.query.is_empty() => {
                 // A bucket of that name deleted and made again: no settings of the old one stay.
                 let done = create_bucket(gw, &c, r).await;
-                gw.settings_changed.meta_index.fetch_max(c.meta_index(), Ordering::AcqRel);
-                gw.settings_changed.count.fetch_add(1, Ordering::AcqRel);
+                gw.settings_changed.made_by(&c);
                 done
             }
             M::PUT if r.has("acl") => put_acl(gw, &c, r).await,
@@ -512,8 +521,7 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
             M::HEAD => head_bucket(&c, r).await,
             M::DELETE if r.query.is_empty() => {
                 let done = delete_bucket(&c, r).await;
-                gw.settings_changed.meta_index.fetch_max(c.meta_index(), Ordering::AcqRel);
-                gw.settings_changed.count.fetch_add(1, Ordering::AcqRel);
+                gw.settings_changed.made_by(&c);
                 done
             }
             M::GET if r.has("location") => {
@@ -1000,13 +1008,19 @@ impl Ownership {
             Ownership::Enforced => "BucketOwnerEnforced",
         }
     }
+
+    /// The setting [`Ownership::name`] names.
+    fn named(name: &str) -> Option<Ownership> {
+        [Ownership::Preferred, Ownership::Enforced].into_iter().find(|o| o.name() == name)
+    }
 }
 
 /// The object ownership a request names.
 fn object_ownership(v: &str) -> Result<Ownership, S3Error> {
+    if let Some(o) = Ownership::named(v) {
+        return Ok(o);
+    }
     match v {
-        "BucketOwnerPreferred" => Ok(Ownership::Preferred),
-        "BucketOwnerEnforced" => Ok(Ownership::Enforced),
         "ObjectWriter" => Err(S3Error::not_implemented("ObjectWriter ownership (objects are always owned by their bucket's owner here: BucketOwnerPreferred or BucketOwnerEnforced)")),
         other => Err(S3Error::invalid_argument(format!("object ownership {other:?}: BucketOwnerPreferred, BucketOwnerEnforced or ObjectWriter"))),
     }
@@ -1087,15 +1101,13 @@ impl Settings {
                 PublicBlock::default()
             }
         };
-        let ownership = match meta(metadata, BUCKET_OWNERSHIP) {
-            None => None,
-            Some("BucketOwnerEnforced") => Some(Ownership::Enforced),
-            Some("BucketOwnerPreferred") => Some(Ownership::Preferred),
-            Some(v) => {
+        let ownership = meta(metadata, BUCKET_OWNERSHIP).and_then(|v| {
+            let o = Ownership::named(v);
+            if o.is_none() {
                 unreadable = Some(format!("bucket {bucket}: its stored object ownership {v:?} does not read here: its owner may replace or delete it"));
-                None
             }
-        };
+            o
+        });
         let lifecycle = settings_joined(metadata, BUCKET_LIFECYCLE).map_or_else(Vec::new, |stored| {
             stratos_common::lifecycle::decode(&stored).unwrap_or_else(|e| {
                 eprintln!("s3g: bucket {bucket}: its lifecycle rules do not read here ({e}); taken as none");
@@ -1142,10 +1154,8 @@ async fn set_bucket_settings(gw: &Gateway, c: &Client, bucket: &str, remove_pref
             }
         })
         .await;
-    // Whatever the outcome (a timeout may still have applied), nothing cached is trusted; the
-    // others read from the state this change made, or later.
-    gw.settings_changed.meta_index.fetch_max(c.meta_index(), Ordering::AcqRel);
-    gw.settings_changed.count.fetch_add(1, Ordering::AcqRel);
+    // Whatever the outcome (a timeout may still have applied), nothing cached is trusted.
+    gw.settings_changed.made_by(c);
     r.map_err(|e| from_om(&e, bucket, None))?;
     Ok(())
 }
