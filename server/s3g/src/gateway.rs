@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use stratos_client::data::{Datanode, Datanodes};
-use stratos_client::{AclEntry, Client, Runtime};
+use stratos_client::{AclEntry, Client, PartInfo, Runtime};
 
 use crate::S3_VOLUME;
 use crate::acl::{self, On};
@@ -1958,8 +1958,17 @@ async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
         all.extend(d);
     }
     let etag = format!("{}-{}", object::hex(&crate::md5sum::digest(&all)), parts.len());
+    let object_size = mp_object_size(r)?;
     let (set, pinned) = match &upload {
-        Some(m) => completion_checksum(c, r, &id, m, &parts).await?,
+        Some(m) => {
+            // The parts as stored, read only where a checksum or the size is to be checked.
+            let stored = match object_size.is_some() || checksum::of_upload(m).is_some() {
+                true => stored_parts(c, r, &id).await?,
+                false => HashMap::new(),
+            };
+            check_object_size(object_size, &parts, &stored)?;
+            completion_checksum(r, m, &parts, &stored)?
+        }
         None => (Vec::new(), Vec::new()),
     };
     let (bucket, key) = (r.bucket.clone(), r.key.clone());
@@ -1992,6 +2001,11 @@ async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
             _ => None,
         };
         let Some(k) = made else { return Err(from_om(&e, &bucket, Some(&key))) };
+        if let Some(want) = object_size
+            && want != k.data_size
+        {
+            return Err(object_size_mismatch(want, k.data_size));
+        }
         checksums = k.metadata.iter().filter(|(n, _)| n.starts_with(checksum::METADATA_PREFIX)).cloned().collect();
         acl_asked = meta(&k.metadata, UPLOAD_ACL).map(str::to_string);
     }
@@ -2018,6 +2032,52 @@ async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
 /// A part as a completion lists it: number, ETag, and the checksum it names, if any.
 type ListedPart = (u32, String, Option<(checksum::Algorithm, String)>);
 
+/// What [`completion_checksum`] gives a completion: the pairs the key gets, and the checksum
+/// each listed part must still have.
+type CompletionChecksum = (Vec<(String, String)>, Vec<String>);
+
+/// The object size a completion expects (`x-amz-mp-object-size`, S3's `MpuObjectSize`), if it
+/// names one.
+fn mp_object_size(r: &Req) -> Result<Option<u64>, S3Error> {
+    let Some(v) = r.header("x-amz-mp-object-size") else { return Ok(None) };
+    match v.trim().parse::<u64>() {
+        Ok(n) => Ok(Some(n)),
+        Err(_) => Err(S3Error::invalid_argument(format!("x-amz-mp-object-size {v:?}: a size in bytes"))),
+    }
+}
+
+fn object_size_mismatch(want: u64, got: u64) -> S3Error {
+    S3Error::invalid_request(format!("x-amz-mp-object-size is {want}, the parts listed make an object of {got} bytes"))
+}
+
+/// Refuses a completion whose expected size (`x-amz-mp-object-size`) is not the sum of its
+/// listed parts' sizes as stored. A part that is missing or stored with another ETag is left to
+/// the completion, whose `InvalidPart` tells; a part re-uploaded after this read has another
+/// ETag, so the completion refuses it too: the size checked is the size the object gets.
+fn check_object_size(want: Option<u64>, parts: &[ListedPart], stored: &HashMap<u32, PartInfo>) -> Result<(), S3Error> {
+    let Some(want) = want else { return Ok(()) };
+    let got: Option<u64> = parts.iter().map(|(n, e, _)| stored.get(n).filter(|p| p.etag.trim_matches('"').eq_ignore_ascii_case(e)).map(|p| p.size)).sum();
+    match got {
+        Some(got) if got != want => Err(object_size_mismatch(want, got)),
+        _ => Ok(()),
+    }
+}
+
+/// Every part of an upload as the OM keeps it, by number, a page of the OM's at a time.
+async fn stored_parts(c: &Client, r: &Req, upload_id: &str) -> Result<HashMap<u32, PartInfo>, S3Error> {
+    let mut stored = HashMap::new();
+    let mut marker = 0;
+    loop {
+        let page = c.list_parts(S3_VOLUME, &r.bucket, &r.key, upload_id, marker, 1000).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
+        let next = page.parts.last().map(|p| p.part_number).filter(|_| page.truncated);
+        stored.extend(page.parts.into_iter().map(|p| (p.part_number, p)));
+        match next {
+            Some(n) => marker = n,
+            None => return Ok(stored),
+        }
+    }
+}
+
 /// What a completion of an upload that asked for a checksum (its `metadata`) adds: the pairs
 /// that give the object its checksum, made from the parts' (read from the OM, which keeps one
 /// with each part), and for each listed part the checksum it must still have when the OM
@@ -2027,7 +2087,7 @@ type ListedPart = (u32, String, Option<(checksum::Algorithm, String)>);
 /// or without its `-N`) that differs is `BadDigest`, one of another algorithm, or with an upload
 /// that asked for none, `InvalidRequest`. An upload whose parts were stored without checksums
 /// (before this gateway kept them) completes without one, unless the header asks.
-async fn completion_checksum(c: &Client, r: &Req, upload_id: &str, metadata: &[(String, String)], parts: &[ListedPart]) -> Result<(Vec<(String, String)>, Vec<String>), S3Error> {
+fn completion_checksum(r: &Req, metadata: &[(String, String)], parts: &[ListedPart], stored: &HashMap<u32, PartInfo>) -> Result<CompletionChecksum, S3Error> {
     // The object's checksum as its `x-amz-checksum-*` header gives it (one at most, read as a
     // body's would be but for a composite one's `-N`, after the digest).
     let object_checksum = |n: &str| {
@@ -2052,17 +2112,6 @@ async fn completion_checksum(c: &Client, r: &Req, upload_id: &str, metadata: &[(
     {
         return Err(S3Error::invalid_request(format!("x-amz-checksum-type {}: the upload was created with {}", t.trim(), kind.name())));
     }
-    // Every part's size and checksum, a page of the OM's at a time.
-    let mut stored: HashMap<u32, (u64, String)> = HashMap::new();
-    let mut marker = 0;
-    loop {
-        let page = c.list_parts(S3_VOLUME, &r.bucket, &r.key, upload_id, marker, 1000).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
-        stored.extend(page.parts.iter().map(|p| (p.part_number, (p.size, p.checksum.clone()))));
-        match page.parts.last() {
-            Some(last) if page.truncated => marker = last.part_number,
-            _ => break,
-        }
-    }
     let mut digests = Vec::with_capacity(parts.len());
     let mut pinned = Vec::with_capacity(parts.len());
     for (n, _, listed) in parts {
@@ -2072,7 +2121,7 @@ async fn completion_checksum(c: &Client, r: &Req, upload_id: &str, metadata: &[(
             return Err(S3Error::new("InvalidPart", 400, format!("part {n} is listed with a {} checksum; the upload's are {}", a.name(), algorithm.name())));
         }
         // A part not uploaded: the OM's answer (InvalidPart) tells.
-        let Some((size, value)) = stored.get(n) else { return Ok((Vec::new(), Vec::new())) };
+        let Some(PartInfo { size, checksum: value, .. }) = stored.get(n) else { return Ok((Vec::new(), Vec::new())) };
         let Some(digest) = checksum::parse_part_value(value).filter(|(a, _)| *a == algorithm).and_then(|(_, v)| algorithm.decode(v).ok()) else {
             if claimed.is_some() {
                 return Err(S3Error::invalid_request(format!("part {n} was stored without a {} checksum, so the object's cannot be checked", algorithm.name())));

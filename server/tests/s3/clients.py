@@ -504,7 +504,13 @@ check("its parts are listed", [(p["PartNumber"], p["Size"], p["ETag"]) for p in 
 check("a part listed with another ETag is InvalidPart", code(lambda: alice.complete_multipart_upload(Bucket=bucket, Key="mp/parts", UploadId=u, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": p2}]})) == "InvalidPart")
 check("parts out of order are InvalidPartOrder", code(lambda: alice.complete_multipart_upload(Bucket=bucket, Key="mp/parts", UploadId=u, MultipartUpload={"Parts": [{"PartNumber": 2, "ETag": p2}, {"PartNumber": 1, "ETag": p1}]})) == "InvalidPartOrder")
 check("a small part before the last is EntityTooSmall", code(lambda: alice.complete_multipart_upload(Bucket=bucket, Key="mp/parts", UploadId=u, MultipartUpload={"Parts": [{"PartNumber": 2, "ETag": p2}, {"PartNumber": 3, "ETag": p2}]})) in ("EntityTooSmall", "InvalidPart"))
-alice.complete_multipart_upload(Bucket=bucket, Key="mp/parts", UploadId=u, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": p1}, {"PartNumber": 2, "ETag": p2}]})
+both = {"Parts": [{"PartNumber": 1, "ETag": p1}, {"PartNumber": 2, "ETag": p2}]}
+check("a completion expecting another size (x-amz-mp-object-size) is InvalidRequest",
+      code(lambda: alice.complete_multipart_upload(Bucket=bucket, Key="mp/parts", UploadId=u, MultipartUpload=both, MpuObjectSize=(5 << 20) + 11)) == "InvalidRequest")
+check("... and the upload is still there", [p["PartNumber"] for p in alice.list_parts(Bucket=bucket, Key="mp/parts", UploadId=u)["Parts"]] == [1, 2])
+alice.complete_multipart_upload(Bucket=bucket, Key="mp/parts", UploadId=u, MultipartUpload=both, MpuObjectSize=(5 << 20) + 10)
+check("a repeated completion expecting another size is InvalidRequest too",
+      code(lambda: alice.complete_multipart_upload(Bucket=bucket, Key="mp/parts", UploadId=u, MultipartUpload=both, MpuObjectSize=1)) == "InvalidRequest")
 g = alice.get_object(Bucket=bucket, Key="mp/parts")
 body = g["Body"].read()
 check("the completed object: parts in order, the upload's metadata", body == b"a" * (5 << 20) + data[10:20] and g["Metadata"] == {"m": "1"} and g["ContentType"] == "text/x" and g["ETag"].endswith('-2"'))
