@@ -364,7 +364,8 @@ struct Operation {
     # key's metadata: the upload's, and `etag` (the S3 multipart ETag, which the caller
     # computes), then the pairs of `set` (not `etag`, nor `parts`, which the OM sets: the
     # parts' numbers and sizes). `ifAbsent`/`ifMatch`/`ifPresent`/`ifNoneMatch` as in
-    # commitKey. Answered with `keyCommitted`.
+    # commitKey, and `acls`: the key's own ACL entries, set with it (as commitKey's: S3's
+    # canned ACL or grants of the upload). Answered with `keyCommitted`.
     completeUpload :group {
       volume @87 :Text;
       bucket @88 :Text;
@@ -377,6 +378,7 @@ struct Operation {
       ifPresent @105 :Bool;
       ifNoneMatch @106 :MetadataPair;
       set @108 :List(MetadataPair);
+      acls @114 :List(Acl);
     }
     # Drops the upload and frees its parts' blocks.
     abortUpload :group {

@@ -138,7 +138,7 @@ impl ShardState {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn complete_upload(
         &mut self, ids: &mut Ids, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, key: &str, upload_id: &str,
-        parts: &[(u32, String, String)], etag: &str, set: &[MetadataPair], condition: &Condition, limit: Limit,
+        parts: &[(u32, String, String)], etag: &str, set: &[MetadataPair], condition: &Condition, limit: Limit, acls: &[Acl],
     ) -> Outcome {
         check_key_name(key)?;
         check_metadata(set)?;
@@ -209,7 +209,7 @@ impl ShardState {
         if sizes.len() <= METADATA_VALUE_BYTES_MAX && upload_pairs + extra.len() + 2 <= METADATA_PAIRS_MAX {
             set.push(MetadataPair { key: PART_SIZES.into(), value: sizes });
         }
-        let out = self.commit_key_with(ids, log_index, p, t, volume, bucket, key, open_id, size, &blocks, limit, Some((&set, condition, &[])));
+        let out = self.commit_key_with(ids, log_index, p, t, volume, bucket, key, open_id, size, &blocks, limit, Some((&set, condition, acls)));
         if out.is_err() {
             // Refused (quota, condition): the upload stays as it was, for another try or an abort.
             probe!(ok = open_id.to_be_bytes());

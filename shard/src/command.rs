@@ -381,6 +381,22 @@ pub enum Op {
     /// deleted-blocks queue, as a delete's. Replies `Expired` with the count deleted in
     /// `open_keys`. Appended, as `SetBucketAcls`.
     ExpireKeys { volume: String, bucket: String, keys: Vec<(String, u64)> },
+    /// `CompleteUploadWith` that also gives the key its own ACL entries (S3's canned ACL or
+    /// grants of the upload), in the same apply, so the object is never visible with others:
+    /// as `CommitKeyWithAcls`, the completion's right (WRITE on the bucket) is enough. Appended,
+    /// as `SetBucketAcls`; a completion without entries is still proposed as before.
+    CompleteUploadWithAcls {
+        volume: String,
+        bucket: String,
+        key: String,
+        upload_id: String,
+        parts: Vec<(u32, String, String)>,
+        etag: String,
+        set: Vec<MetadataPair>,
+        condition: Condition,
+        allowed: bool,
+        acls: Vec<Acl>,
+    },
 }
 
 /// What must hold of a key's present version for a write to apply.

@@ -482,11 +482,15 @@ impl ShardState {
             Op::CompleteUpload { volume, bucket, key, upload_id, parts, etag, condition, allowed } => {
                 let limit = if *allowed { Limit::Allowed } else { Limit::Whole(Elsewhere::default()) };
                 let parts: Vec<(u32, String, String)> = parts.iter().map(|(n, e)| (*n, e.clone(), String::new())).collect();
-                self.complete_upload(ids, log_index, p, t, volume, bucket, key, upload_id, &parts, etag, &[], condition, limit)
+                self.complete_upload(ids, log_index, p, t, volume, bucket, key, upload_id, &parts, etag, &[], condition, limit, &[])
             }
             Op::CompleteUploadWith { volume, bucket, key, upload_id, parts, etag, set, condition, allowed } => {
                 let limit = if *allowed { Limit::Allowed } else { Limit::Whole(Elsewhere::default()) };
-                self.complete_upload(ids, log_index, p, t, volume, bucket, key, upload_id, parts, etag, set, condition, limit)
+                self.complete_upload(ids, log_index, p, t, volume, bucket, key, upload_id, parts, etag, set, condition, limit, &[])
+            }
+            Op::CompleteUploadWithAcls { volume, bucket, key, upload_id, parts, etag, set, condition, allowed, acls } => {
+                let limit = if *allowed { Limit::Allowed } else { Limit::Whole(Elsewhere::default()) };
+                self.complete_upload(ids, log_index, p, t, volume, bucket, key, upload_id, parts, etag, set, condition, limit, acls)
             }
             Op::AbortUpload { volume, bucket, key, upload_id } => self.abort_upload(ids, log_index, p, volume, bucket, key, upload_id),
             Op::SetBucketMetadata { volume, bucket, set, remove_prefix } => self.set_bucket_metadata(log_index, p, t, volume, bucket, set, remove_prefix),

@@ -512,6 +512,41 @@ fn parts_keep_their_checksums_and_a_completion_sets_more_pairs() {
 }
 
 #[test]
+fn a_completion_gives_the_key_its_acl_in_the_same_apply() {
+    let mut s = S::new();
+    s.volume("vol1", "alice", QUOTA_UNLIMITED);
+    let (alice, bob) = (Principal::user("alice"), Principal::user("bob"));
+    // A bucket bob may write in (S3's public-read-write grants WRITE), not change ACLs of.
+    let writers = Acl { kind: AclKind::User, name: "bob".into(), rights: rights::WRITE };
+    s.bucket(alice.clone(), "vol1", "bkt", vec![writers]).unwrap();
+    s.run(bob.clone(), Op::InitiateUpload { volume: "vol1".into(), bucket: "bkt".into(), key: "k".into(), upload_id: "u1".into(), replication: None, metadata: vec![] }).unwrap();
+    let block = BlockLocation { container_id: 3, local_id: 801, pipeline_id: 1, length: 10 };
+    let open = Op::OpenKey { volume: "vol1".into(), bucket: "bkt".into(), key: "k".into(), replication: None, blocks: vec![block], expires_ms: 60_000, metadata: vec![] };
+    let Ok(Reply::KeyOpened { open_id, .. }) = s.run(bob.clone(), open) else { panic!("open") };
+    let commit = Op::CommitPart { volume: "vol1".into(), bucket: "bkt".into(), key: "k".into(), upload_id: "u1".into(), part: 1, open_id, data_size: 10, blocks: vec![block], etag: "e1".into() };
+    s.run(bob.clone(), commit).unwrap();
+    let complete = |condition: Condition, acls: Vec<Acl>| Op::CompleteUploadWithAcls {
+        volume: "vol1".into(), bucket: "bkt".into(), key: "k".into(), upload_id: "u1".into(), parts: vec![(1, "e1".into(), String::new())],
+        etag: "x-1".into(), set: vec![], condition, allowed: false, acls,
+    };
+    let world = Acl { kind: AclKind::World, name: String::new(), rights: rights::READ };
+    // Refused entries, or a refused condition: no key, and the upload stays for another try.
+    let bad = vec![Acl { kind: AclKind::World, name: "someone".into(), rights: rights::READ }];
+    assert!(matches!(s.run(bob.clone(), complete(Condition::Any, bad)), Err(OmError::InvalidArgument(_))));
+    assert!(matches!(s.run(bob.clone(), complete(Condition::Present, vec![world.clone()])), Err(OmError::KeyNotFound(_))));
+    assert!(s.state.lookup_key("vol1", "bkt", "k").is_err());
+    let b = s.state.bucket_info("vol1", "bkt").unwrap().record.object_id.to_native();
+    assert!(s.state.list_parts(b, "k", "u1", 0, 10).is_ok(), "the upload is still there");
+    // The writer's completion (WRITE alone, as a PUT's commit with entries) makes the key with them.
+    assert!(matches!(s.run(bob.clone(), complete(Condition::Any, vec![world.clone()])), Ok(Reply::KeyCommitted { .. })));
+    let k = s.state.lookup_key("vol1", "bkt", "k").unwrap();
+    assert_eq!(k.acls.iter().map(|a| (a.name.to_string(), a.rights.to_native())).collect::<Vec<_>>(), vec![(String::new(), rights::READ)]);
+    assert!(acls_allow_native(&Principal::anonymous(), &[world], rights::READ));
+    let loaded = ShardState::load_snapshot(&s.state.snapshot()).expect("load");
+    assert_eq!(loaded.state_hash(), s.state.state_hash());
+}
+
+#[test]
 fn anonymous_callers_hold_what_world_entries_grant_and_acls_change_with_write_acl() {
     let mut s = S::new();
     s.volume("vol1", "alice", QUOTA_UNLIMITED);

@@ -191,3 +191,27 @@ const WRITTEN_WITH_ACLS: [&str; 3] = [
 fn the_acl_commands_keep_their_log_form() {
     keep_their_log_form(&WRITTEN_WITH_ACLS, acl_commands());
 }
+
+/// The commands added with S3 lifecycle rules and with ACLs set by a multipart completion.
+fn later_commands() -> Vec<Command> {
+    let ctx = CommandContext { client_id: 7, request_id: 9, time_ms: 1_764_000_000_000, principal: Principal::admin("om"), bucket: None };
+    let world = Acl { kind: AclKind::World, name: String::new(), rights: rights::READ };
+    vec![
+        Command { ctx: ctx.clone(), op: Op::ExpireKeys { volume: "s3v".into(), bucket: "b".into(), keys: vec![("k1".into(), 11), ("k2".into(), 12)] } },
+        Command {
+            ctx: CommandContext { principal: Principal::user("alice"), ..ctx },
+            op: Op::CompleteUploadWithAcls { volume: "s3v".into(), bucket: "b".into(), key: "k".into(), upload_id: "u1".into(), parts: vec![(1, "p1".into(), String::new())], etag: "x-1".into(), set: vec![], condition: Condition::Any, allowed: false, acls: vec![world] },
+        },
+    ]
+}
+
+/// `later_commands()` as the builds that added them (6b22f85, and this one) encoded them.
+const WRITTEN_LATER: [&str; 2] = [
+    "6b31ffffffffffff0b000000000000006b32ffffffffffff0c000000000000000700000000000000090000000000000000e897b69a0100006f6dffffffffffffc0ffffff0000000001000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000002b000000733376ffffffffff62ffffffffffffff54ffffff02000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    "010000007031ffffffffffffffffffffffffffff03000000ffffffffffffffff01000000000000000700000000000000090000000000000000e897b69a010000616c696365ffffffb8ffffff0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000002c000000733376ffffffffff62ffffffffffffff6bffffffffffffff7531ffffffffffff3cffffff01000000782d31ffffffffff40ffffff0000000000000000000000000000000000000000000000000000000020ffffff010000000000000000000000000000000000000000000000",
+];
+
+#[test]
+fn the_lifecycle_and_completion_acl_commands_keep_their_log_form() {
+    keep_their_log_form(&WRITTEN_LATER, later_commands());
+}

@@ -4170,7 +4170,7 @@ pub mod operation {
 
     pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
     impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-        const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+        const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
     }
     impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
         const TYPE_ID: u64 = _private::TYPE_ID;
@@ -4420,6 +4420,7 @@ pub mod operation {
             self.builder.set_bool_field(1, false);
             self.builder.reborrow().get_pointer_field(7).clear();
             self.builder.reborrow().get_pointer_field(8).clear();
+            self.builder.reborrow().get_pointer_field(9).clear();
             self.builder.into()
         }
         #[inline]
@@ -4586,7 +4587,7 @@ pub mod operation {
             ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
             ::capnp::word(9, 0, 0, 0, 1, 0, 4, 0),
             ::capnp::word(69, 168, 213, 118, 117, 62, 18, 162),
-            ::capnp::word(9, 0, 7, 0, 0, 0, 23, 0),
+            ::capnp::word(10, 0, 7, 0, 0, 0, 23, 0),
             ::capnp::word(8, 0, 0, 0, 0, 0, 0, 0),
             ::capnp::word(21, 0, 0, 0, 154, 0, 0, 0),
             ::capnp::word(29, 0, 0, 0, 7, 0, 0, 0),
@@ -4991,7 +4992,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -5153,7 +5154,7 @@ pub mod operation {
                 ::capnp::word(49, 206, 68, 201, 56, 10, 231, 154),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 2, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -5385,7 +5386,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -5467,7 +5468,7 @@ pub mod operation {
                 ::capnp::word(232, 121, 179, 81, 79, 30, 15, 197),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 2, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -5600,7 +5601,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -5698,7 +5699,7 @@ pub mod operation {
                 ::capnp::word(126, 196, 136, 185, 240, 215, 217, 165),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 18, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -5848,7 +5849,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -5946,7 +5947,7 @@ pub mod operation {
                 ::capnp::word(123, 204, 164, 95, 1, 28, 26, 129),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 18, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -6154,7 +6155,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -6332,7 +6333,7 @@ pub mod operation {
                 ::capnp::word(89, 55, 115, 166, 84, 204, 219, 176),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 2, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -6606,7 +6607,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -6704,7 +6705,7 @@ pub mod operation {
                 ::capnp::word(151, 228, 206, 10, 168, 53, 119, 213),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 2, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -6881,7 +6882,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -7038,7 +7039,7 @@ pub mod operation {
                 ::capnp::word(27, 1, 232, 7, 57, 99, 236, 237),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 42, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -7300,7 +7301,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -7457,7 +7458,7 @@ pub mod operation {
                 ::capnp::word(106, 13, 21, 44, 71, 229, 170, 209),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 218, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -7697,7 +7698,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -7835,7 +7836,7 @@ pub mod operation {
                 ::capnp::word(166, 82, 66, 111, 123, 25, 28, 246),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 10, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -8103,7 +8104,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -8335,7 +8336,7 @@ pub mod operation {
                 ::capnp::word(99, 53, 176, 61, 104, 139, 48, 134),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 234, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -8669,7 +8670,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -8783,7 +8784,7 @@ pub mod operation {
                 ::capnp::word(253, 32, 234, 51, 50, 183, 140, 213),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 234, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -8956,7 +8957,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -9070,7 +9071,7 @@ pub mod operation {
                 ::capnp::word(203, 35, 210, 50, 189, 101, 13, 254),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 242, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -9255,7 +9256,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -9385,7 +9386,7 @@ pub mod operation {
                 ::capnp::word(66, 228, 71, 251, 32, 162, 91, 184),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 234, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -9578,7 +9579,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -9700,7 +9701,7 @@ pub mod operation {
                 ::capnp::word(66, 191, 35, 224, 248, 9, 40, 171),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 226, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -9873,7 +9874,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -9955,7 +9956,7 @@ pub mod operation {
                 ::capnp::word(225, 122, 202, 99, 165, 235, 52, 177),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 250, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -10081,7 +10082,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -10163,7 +10164,7 @@ pub mod operation {
                 ::capnp::word(127, 77, 246, 207, 111, 245, 20, 211),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 18, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -10330,7 +10331,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -10495,7 +10496,7 @@ pub mod operation {
                 ::capnp::word(14, 67, 148, 80, 214, 230, 61, 128),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 18, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -10738,7 +10739,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -10887,7 +10888,7 @@ pub mod operation {
                 ::capnp::word(112, 10, 81, 77, 180, 203, 100, 228),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 18, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -11143,7 +11144,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -11345,7 +11346,7 @@ pub mod operation {
                 ::capnp::word(235, 184, 141, 53, 34, 206, 53, 222),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 242, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -11690,11 +11691,19 @@ pub mod operation {
             pub fn has_set(&self) -> bool {
                 !self.reader.get_pointer_field(8).is_null()
             }
+            #[inline]
+            pub fn get_acls(self) -> ::capnp::Result<::capnp::struct_list::Reader<'a,crate::om_capnp::acl::Owned>> {
+                ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(9), ::core::option::Option::None)
+            }
+            #[inline]
+            pub fn has_acls(&self) -> bool {
+                !self.reader.get_pointer_field(9).is_null()
+            }
         }
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -11904,6 +11913,22 @@ pub mod operation {
             pub fn has_set(&self) -> bool {
                 !self.builder.is_pointer_field_null(8)
             }
+            #[inline]
+            pub fn get_acls(self) -> ::capnp::Result<::capnp::struct_list::Builder<'a,crate::om_capnp::acl::Owned>> {
+                ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(9), ::core::option::Option::None)
+            }
+            #[inline]
+            pub fn set_acls(&mut self, value: ::capnp::struct_list::Reader<'_,crate::om_capnp::acl::Owned>) -> ::capnp::Result<()> {
+                ::capnp::traits::SetterInput::set_pointer_builder(self.builder.reborrow().get_pointer_field(9), value, false)
+            }
+            #[inline]
+            pub fn init_acls(self, size: u32) -> ::capnp::struct_list::Builder<'a,crate::om_capnp::acl::Owned> {
+                ::capnp::traits::FromPointerBuilder::init_pointer(self.builder.get_pointer_field(9), size)
+            }
+            #[inline]
+            pub fn has_acls(&self) -> bool {
+                !self.builder.is_pointer_field_null(9)
+            }
         }
 
         pub struct Pipeline { _typeless: ::capnp::any_pointer::Pipeline }
@@ -11921,17 +11946,17 @@ pub mod operation {
             }
         }
         mod _private {
-            pub(crate) static ENCODED_NODE: [::capnp::Word; 195] = [
+            pub(crate) static ENCODED_NODE: [::capnp::Word; 214] = [
                 ::capnp::word(0, 0, 0, 0, 5, 0, 6, 0),
                 ::capnp::word(250, 241, 189, 135, 121, 176, 100, 148),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 18, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(29, 0, 0, 0, 111, 2, 0, 0),
+                ::capnp::word(29, 0, 0, 0, 167, 2, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(111, 109, 46, 99, 97, 112, 110, 112),
@@ -11939,84 +11964,91 @@ pub mod operation {
                 ::capnp::word(111, 110, 46, 99, 111, 109, 112, 108),
                 ::capnp::word(101, 116, 101, 85, 112, 108, 111, 97),
                 ::capnp::word(100, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(44, 0, 0, 0, 3, 0, 4, 0),
+                ::capnp::word(48, 0, 0, 0, 3, 0, 4, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 87, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(37, 1, 0, 0, 58, 0, 0, 0),
+                ::capnp::word(65, 1, 0, 0, 58, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(32, 1, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(44, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(60, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(72, 1, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(1, 0, 0, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 88, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(41, 1, 0, 0, 58, 0, 0, 0),
+                ::capnp::word(69, 1, 0, 0, 58, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(36, 1, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(48, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(64, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(76, 1, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(2, 0, 0, 0, 2, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 89, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(45, 1, 0, 0, 34, 0, 0, 0),
+                ::capnp::word(73, 1, 0, 0, 34, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(40, 1, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(52, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(68, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(80, 1, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(3, 0, 0, 0, 3, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 90, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(49, 1, 0, 0, 74, 0, 0, 0),
+                ::capnp::word(77, 1, 0, 0, 74, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(48, 1, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(60, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(76, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(88, 1, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(4, 0, 0, 0, 4, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 91, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(57, 1, 0, 0, 50, 0, 0, 0),
+                ::capnp::word(85, 1, 0, 0, 50, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(52, 1, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(80, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(80, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(108, 1, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(5, 0, 0, 0, 5, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 92, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(77, 1, 0, 0, 42, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(72, 1, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(84, 1, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(6, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 93, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(81, 1, 0, 0, 74, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(80, 1, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(92, 1, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(7, 0, 0, 0, 6, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 94, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(89, 1, 0, 0, 66, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(84, 1, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(96, 1, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(8, 0, 0, 0, 1, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 105, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(93, 1, 0, 0, 82, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(92, 1, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(104, 1, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(9, 0, 0, 0, 7, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 106, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(101, 1, 0, 0, 98, 0, 0, 0),
+                ::capnp::word(105, 1, 0, 0, 42, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(100, 1, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(112, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(6, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 93, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(109, 1, 0, 0, 74, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(108, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(120, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(7, 0, 0, 0, 6, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 94, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(117, 1, 0, 0, 66, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(112, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(124, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(8, 0, 0, 0, 1, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 105, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(121, 1, 0, 0, 82, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(120, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(132, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(9, 0, 0, 0, 7, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 106, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(129, 1, 0, 0, 98, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(128, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(140, 1, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(10, 0, 0, 0, 8, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 108, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(109, 1, 0, 0, 34, 0, 0, 0),
+                ::capnp::word(137, 1, 0, 0, 34, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(104, 1, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(132, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(132, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(160, 1, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(11, 0, 0, 0, 9, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 114, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(157, 1, 0, 0, 42, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(152, 1, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(180, 1, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(118, 111, 108, 117, 109, 101, 0, 0),
                 ::capnp::word(12, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -12117,6 +12149,18 @@ pub mod operation {
                 ::capnp::word(14, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(97, 99, 108, 115, 0, 0, 0, 0),
+                ::capnp::word(14, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(91, 115, 39, 14, 106, 247, 210, 159),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(14, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
             ];
             pub(crate) fn get_field_types(index: u16) -> ::capnp::introspect::Type {
                 match index {
@@ -12131,6 +12175,7 @@ pub mod operation {
                     8 => <bool as ::capnp::introspect::Introspect>::introspect(),
                     9 => <crate::om_capnp::metadata_pair::Owned as ::capnp::introspect::Introspect>::introspect(),
                     10 => <::capnp::struct_list::Owned<crate::om_capnp::metadata_pair::Owned> as ::capnp::introspect::Introspect>::introspect(),
+                    11 => <::capnp::struct_list::Owned<crate::om_capnp::acl::Owned> as ::capnp::introspect::Introspect>::introspect(),
                     _ => ::capnp::introspect::panic_invalid_field_index(index),
                 }
             }
@@ -12144,9 +12189,9 @@ pub mod operation {
                 MEMBERS_BY_DISCRIMINANT,
                 MEMBERS_BY_NAME
             );
-            pub(crate) static NONUNION_MEMBERS : &[u16] = &[0,1,2,3,4,5,6,7,8,9,10];
+            pub(crate) static NONUNION_MEMBERS : &[u16] = &[0,1,2,3,4,5,6,7,8,9,10,11];
             pub(crate) static MEMBERS_BY_DISCRIMINANT : &[u16] = &[];
-            pub(crate) static MEMBERS_BY_NAME : &[u16] = &[1,5,6,7,9,8,2,4,10,3,0];
+            pub(crate) static MEMBERS_BY_NAME : &[u16] = &[11,1,5,6,7,9,8,2,4,10,3,0];
             pub(crate) const TYPE_ID: u64 = 0x9464_b079_87bd_f1fa;
         }
     }
@@ -12248,7 +12293,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -12378,7 +12423,7 @@ pub mod operation {
                 ::capnp::word(35, 67, 131, 124, 88, 135, 127, 204),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 250, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -12576,7 +12621,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -12706,7 +12751,7 @@ pub mod operation {
                 ::capnp::word(101, 163, 201, 31, 173, 155, 13, 232),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 42, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
@@ -12909,7 +12954,7 @@ pub mod operation {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 9 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 10 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -13039,7 +13084,7 @@ pub mod operation {
                 ::capnp::word(111, 175, 6, 184, 81, 32, 132, 145),
                 ::capnp::word(19, 0, 0, 0, 1, 0, 4, 0),
                 ::capnp::word(47, 8, 132, 86, 188, 241, 7, 242),
-                ::capnp::word(9, 0, 7, 0, 1, 0, 0, 0),
+                ::capnp::word(10, 0, 7, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 218, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),

@@ -424,7 +424,10 @@ pub fn operation(r: om_capnp::operation::Reader<'_>, now_ms: u64, open_key_ttl_m
                 write_condition("completion", g.get_if_absent(), g.get_if_present(), g.has_if_match().then(|| g.get_if_match()), g.has_if_none_match().then(|| g.get_if_none_match()))?;
             let etag = text(g.get_etag(), "ETag", METADATA_VALUE_BYTES_MAX)?;
             let set = metadata(g.get_set())?;
-            let op = if set.is_empty() && parts.iter().all(|(.., checksum)| checksum.is_empty()) {
+            let with_acls = acls(g.get_acls())?;
+            let op = if !with_acls.is_empty() {
+                Op::CompleteUploadWithAcls { volume, bucket, key, upload_id, parts, etag, set, condition, allowed: false, acls: with_acls }
+            } else if set.is_empty() && parts.iter().all(|(.., checksum)| checksum.is_empty()) {
                 let parts = parts.into_iter().map(|(n, etag, _)| (n, etag)).collect();
                 Op::CompleteUpload { volume, bucket, key, upload_id, parts, etag, condition, allowed: false }
             } else {

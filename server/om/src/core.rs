@@ -467,6 +467,7 @@ impl Core {
                     | Op::CommitPartWithChecksum { volume, bucket, .. }
                     | Op::CompleteUpload { volume, bucket, .. }
                     | Op::CompleteUploadWith { volume, bucket, .. }
+                    | Op::CompleteUploadWithAcls { volume, bucket, .. }
                     | Op::AbortUpload { volume, bucket, .. }
                     | Op::RenameKey { volume, bucket, .. }
                     | Op::RenameOut { volume, bucket, .. }
@@ -499,7 +500,7 @@ impl Core {
         // A commit short of its quota allowance is proposed again once the allowance is
         // raised: keep a copy (only of such commits, which only buckets with quotas make).
         // Built only when the batch holds such a commit: the hot path allocates nothing more.
-        let allowed = |c: &Command| matches!(c.op, Op::CommitKeyAllowed { .. } | Op::CommitKeyWith { allowed: true, .. } | Op::CommitKeyWithAcls { allowed: true, .. } | Op::CompleteUpload { allowed: true, .. } | Op::CompleteUploadWith { allowed: true, .. });
+        let allowed = |c: &Command| matches!(c.op, Op::CommitKeyAllowed { .. } | Op::CommitKeyWith { allowed: true, .. } | Op::CommitKeyWithAcls { allowed: true, .. } | Op::CompleteUpload { allowed: true, .. } | Op::CompleteUploadWith { allowed: true, .. } | Op::CompleteUploadWithAcls { allowed: true, .. });
         let again: Vec<Option<Command>> = if propose.iter().any(allowed) { propose.iter().map(|c| allowed(c).then(|| c.clone())).collect() } else { Vec::new() };
         let mut proposed = if propose.is_empty() {
             Vec::new().into_iter()

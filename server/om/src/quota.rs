@@ -54,7 +54,7 @@ pub(crate) fn allowed_commits(commands: &mut [Command], early: &[Option<Result<R
                     };
                     c.op = Op::CommitKeyAllowed { volume, bucket, key, open_id, data_size, blocks };
                 }
-                Op::CommitKeyWith { allowed, .. } | Op::CommitKeyWithAcls { allowed, .. } | Op::CompleteUpload { allowed, .. } | Op::CompleteUploadWith { allowed, .. } => *allowed = true,
+                Op::CommitKeyWith { allowed, .. } | Op::CommitKeyWithAcls { allowed, .. } | Op::CompleteUpload { allowed, .. } | Op::CompleteUploadWith { allowed, .. } | Op::CompleteUploadWithAcls { allowed, .. } => *allowed = true,
                 _ => {}
             }
         }
@@ -68,7 +68,8 @@ fn names(c: &Command) -> (String, String) {
         | Op::CommitKeyWith { volume, bucket, .. }
         | Op::CommitKeyWithAcls { volume, bucket, .. }
         | Op::CompleteUpload { volume, bucket, .. }
-        | Op::CompleteUploadWith { volume, bucket, .. } => {
+        | Op::CompleteUploadWith { volume, bucket, .. }
+        | Op::CompleteUploadWithAcls { volume, bucket, .. } => {
             (volume.clone(), bucket.clone())
         }
         other => unreachable!("only commits ask for allowances, not {other:?}"),
@@ -93,7 +94,7 @@ impl Core {
             cmd.ctx.bucket = Some(facts);
             if !limited(&facts) {
                 match cmd.op {
-                    Op::CommitKeyWith { ref mut allowed, .. } | Op::CommitKeyWithAcls { ref mut allowed, .. } | Op::CompleteUpload { ref mut allowed, .. } | Op::CompleteUploadWith { ref mut allowed, .. } => *allowed = false,
+                    Op::CommitKeyWith { ref mut allowed, .. } | Op::CommitKeyWithAcls { ref mut allowed, .. } | Op::CompleteUpload { ref mut allowed, .. } | Op::CompleteUploadWith { ref mut allowed, .. } | Op::CompleteUploadWithAcls { ref mut allowed, .. } => *allowed = false,
                     Op::CommitKeyAllowed { volume, bucket, key, open_id, data_size, blocks } => {
                         cmd.op = Op::CommitKey { volume, bucket, key, open_id, data_size, blocks };
                     }

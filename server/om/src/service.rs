@@ -636,7 +636,14 @@ impl ozone_manager::Server for OmService {
         let core = &self.core;
         let min_meta = try_or_reply!(results, core.fresh_meta(h.min_meta).await);
         try_or_reply!(results, core.wait_meta_within(min_meta).await);
-        let facts = try_or_reply!(results, core.view.borrow().key_bucket(&h.principal, &volume, &bucket, stratos_shard::rights::READ).map_err(WireError::from));
+        // An upload's parts are shown to whoever may read or list the bucket, and to its
+        // writers: they take part in uploads (S3's UploadPart and CompleteMultipartUpload need
+        // only the right to write, and the S3 gateway reads the upload for both).
+        let facts = {
+            let view = core.view.borrow();
+            let of = |right| view.key_bucket(&h.principal, &volume, &bucket, right);
+            try_or_reply!(results, of(stratos_shard::rights::READ).or_else(|_| of(stratos_shard::rights::LIST)).or_else(|_| of(stratos_shard::rights::WRITE)).map_err(WireError::from))
+        };
         let group = group_of_shard(shard_of(&volume, &bucket, &key, core.shards));
         let q = Query::ListParts { bucket_id: facts.bucket_id, key, upload_id, marker: p.get_part_marker(), limit };
         let ReadResult::Parts(upload, parts, truncated) = try_or_reply!(results, core.read(group, q, min_meta).await) else {

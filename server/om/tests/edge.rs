@@ -287,7 +287,7 @@ fn op_kind(op: &Op) -> (&'static str, bool) {
         Op::SetKeyMetadata { .. } => ("setKeyMetadata", false),
         Op::InitiateUpload { .. } => ("initiateUpload", false),
         Op::CommitPart { .. } | Op::CommitPartWithChecksum { .. } => ("commitPart", false),
-        Op::CompleteUpload { .. } | Op::CompleteUploadWith { .. } => ("completeUpload", false),
+        Op::CompleteUpload { .. } | Op::CompleteUploadWith { .. } | Op::CompleteUploadWithAcls { .. } => ("completeUpload", false),
         Op::AbortUpload { .. } => ("abortUpload", false),
         Op::GetS3Secret { .. } => ("getS3Secret", true),
         Op::RevokeS3Secret { .. } => ("revokeS3Secret", true),

@@ -889,20 +889,16 @@ async fn write_acl_in(gw: &Gateway, c: &Client, r: &Req) -> Result<Option<(Vec<A
 }
 
 /// The metadata pair in which a multipart upload keeps the ACL its object is to get
-/// ([`acl::encode`]): the completion sets it once the object exists. It
-/// stays with the object (never shown; a copy drops it), so that a completion repeated after
-/// its answer was lost sets it again.
+/// ([`acl::encode`]): the completion gives the object these entries as it makes it (one OM
+/// command), so the object is never visible with others. It stays with the object (never
+/// shown; a copy drops it).
 const UPLOAD_ACL: &str = "acl:upload";
 
-/// The ACL a multipart upload asks its object to get, as its metadata pair. A completion
-/// cannot carry an ACL of its own as a PUT's commit does, so the entries are set after it
-/// (`setAcls`), which needs WRITE_ACP on the bucket: refused at once, before any part is sent,
-/// to a caller without it (another user writing into a `public-read-write` bucket).
+/// The ACL a multipart upload asks its object to get, as its metadata pair. As a PUT's canned
+/// ACL or grants, the writer's right to write is enough: the completion sets them with the
+/// object it makes, as a PUT's commit does.
 async fn upload_acl(gw: &Gateway, c: &Client, r: &Req) -> Result<Option<(String, String)>, S3Error> {
-    let Some((entries, b)) = write_acl_in(gw, c, r).await? else { return Ok(None) };
-    if !acl::allows(&b.acls, &b.owner, &r.user, acl::WRITE_ACP) {
-        return Err(S3Error::access_denied(format!("an ACL on a multipart upload is set once it completes, which needs WRITE_ACP on bucket {} (its owner's): upload without one", r.bucket)));
-    }
+    let Some((entries, _)) = write_acl_in(gw, c, r).await? else { return Ok(None) };
     let value = acl::encode(&entries);
     if value.len() > METADATA_VALUE_BYTES_MAX {
         return Err(S3Error::invalid_argument(format!("the ACL of a multipart upload takes {} bytes, at most {METADATA_VALUE_BYTES_MAX}", value.len())));
@@ -1971,6 +1967,11 @@ async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
         }
         None => (Vec::new(), Vec::new()),
     };
+    // The ACL the upload asked for (upload_acl), given to the object as the OM makes it.
+    let acl_asked = match upload.as_deref().and_then(|m| meta(m, UPLOAD_ACL)) {
+        Some(asked) => acl::decode(asked).map_err(|e| S3Error::internal(format!("the upload's ACL {asked:?}: {e}")))?,
+        None => Vec::new(),
+    };
     let (bucket, key) = (r.bucket.clone(), r.key.clone());
     let done = c.submit(|op| {
         let mut u = op.init_complete_upload();
@@ -1988,11 +1989,13 @@ async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
             }
         }
         object::set_pairs(u.reborrow().init_set(set.len() as u32), &set);
+        if !acl_asked.is_empty() {
+            AclEntry::write_all(u.reborrow().init_acls(acl_asked.len() as u32), &acl_asked);
+        }
         object::set_condition!(u, &condition);
     })
     .await;
     let mut checksums = set;
-    let mut acl_asked = upload.as_deref().and_then(|m| meta(m, UPLOAD_ACL)).map(str::to_string);
     if let Err(e) = done {
         // A completion repeated (its answer lost): S3 answers it again while the key is the
         // one it made, with the checksum it got.
@@ -2007,12 +2010,6 @@ async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
             return Err(object_size_mismatch(want, k.data_size));
         }
         checksums = k.metadata.iter().filter(|(n, _)| n.starts_with(checksum::METADATA_PREFIX)).cloned().collect();
-        acl_asked = meta(&k.metadata, UPLOAD_ACL).map(str::to_string);
-    }
-    // The ACL the upload asked for, on the object it made (upload_acl).
-    if let Some(asked) = acl_asked {
-        let entries = acl::decode(&asked).map_err(|e| S3Error::internal(format!("the upload's ACL {asked:?}: {e}")))?;
-        set_acls(c, &bucket, &key, &entries).await?;
     }
     let mut w = Writer::new("CompleteMultipartUploadResult");
     w.elem("Location", format!("/{bucket}/{key}")).elem("Bucket", &bucket).elem("Key", &key).elem("ETag", format!("\"{etag}\""));

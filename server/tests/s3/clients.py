@@ -682,10 +682,16 @@ part = alice.upload_part(Bucket=pub, Key="multi", UploadId=mp["UploadId"], PartN
 alice.complete_multipart_upload(Bucket=pub, Key="multi", UploadId=mp["UploadId"], MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
 check("a multipart upload's ACL is its object's once it completes", anon.get_object(Bucket=pub, Key="multi")["Body"].read() == b"in parts"
       and alice.head_object(Bucket=pub, Key="multi")["Metadata"] == {})
-check("... asked by a user without WRITE_ACP on the bucket: refused before any part", code(lambda: bob.create_multipart_upload(Bucket=pub, Key="bobs", ACL="public-read")) == "AccessDenied")
+# bob may write in the public-read-write bucket: as his PUT's ACL, his upload's is set with
+# the object its completion makes (one OM command: never visible without it).
+mp = bob.create_multipart_upload(Bucket=pub, Key="bobs", ACL="public-read")
+part = bob.upload_part(Bucket=pub, Key="bobs", UploadId=mp["UploadId"], PartNumber=1, Body=b"bob's parts")
+bob.complete_multipart_upload(Bucket=pub, Key="bobs", UploadId=mp["UploadId"], MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+check("... asked by a writer without WRITE_ACP on the bucket: set with the completion", anon.get_object(Bucket=pub, Key="bobs")["Body"].read() == b"bob's parts"
+      and [g["Permission"] for g in alice.get_object_acl(Bucket=pub, Key="bobs")["Grants"] if g["Grantee"].get("URI", "").endswith("AllUsers")] == ["READ"])
 alice.put_bucket_acl(Bucket=pub, AccessControlPolicy={"Owner": {"ID": os.environ["ALICE_KEY"]}, "Grants": []})
 check("an ACL with no grants reads back empty, and the owner keeps every right", alice.get_bucket_acl(Bucket=pub)["Grants"] == [] and code(lambda: anon.list_objects_v2(Bucket=pub)) == "AccessDenied"
-      and len(alice.list_objects_v2(Bucket=pub)["Contents"]) == 5)
+      and len(alice.list_objects_v2(Bucket=pub)["Contents"]) == 6)
 alice.put_bucket_acl(Bucket=pub, ACL="private")
 check("a private bucket: anonymous lists nothing, yet reads the object whose own ACL is public-read",
       code(lambda: anon.list_objects_v2(Bucket=pub)) == "AccessDenied" and anon.get_object(Bucket=pub, Key="open")["Body"].read() == b"for everyone")
@@ -823,7 +829,7 @@ check("... not 51, and not another user's", code(lambda: alice.put_bucket_taggin
       and code(lambda: bob.put_bucket_tagging(Bucket=pub, Tagging={"TagSet": tagset[:1]})) == "AccessDenied" and code(lambda: bob.get_bucket_tagging(Bucket=pub)) == "AccessDenied")
 alice.delete_bucket_tagging(Bucket=pub)
 check("DeleteBucketTagging removes them", code(lambda: alice.get_bucket_tagging(Bucket=pub)) == "NoSuchTagSet")
-for k in ("open", "closed", "by-anon", "posted", "multi"):
+for k in ("open", "closed", "by-anon", "posted", "multi", "bobs"):
     alice.delete_object(Bucket=pub, Key=k)
 alice.delete_bucket(Bucket=pub)
 
