@@ -12,6 +12,7 @@
 //!   role polls, crash points for kill -9 tests, and the wall clock in ms.
 //! - [`lifecycle`]: a bucket's S3 lifecycle rules in the form the S3 gateway stores and the OM
 //!   acts on (the gateway announces an object's expiry, the OM's key shards expire it).
+//! - [`settings`]: how a bucket's S3 settings are cut into metadata pairs and joined again.
 //!
 //! What it must never do: hold a role's state, or know a role's protocol beyond the wire types
 //! of `stratos-schema`. Roles talk to each other over the wire, never through this crate.
@@ -19,6 +20,7 @@
 pub mod lifecycle;
 pub mod process;
 pub mod rpc;
+pub mod settings;
 pub mod tls_args;
 pub mod token;
 

@@ -3,7 +3,7 @@
 //!
 //! The gateway reads S3's XML, checks it, and stores the rules in the bucket's metadata in the
 //! compact form of [`encode`] (cut into pieces named [`METADATA_PREFIX`]`NN`, each within a
-//! metadata value). The OM reads that form back ([`decode`]) into every core's view of the
+//! metadata value: [`crate::settings`]). The OM reads that form back ([`decode`]) into every core's view of the
 //! bucket, and each key shard's leader expires what the rules say has expired: the same
 //! [`Rule::matches`] and [`expiry_of`] decide there what the gateway announces in
 //! `x-amz-expiration`, so the header and the deletion cannot disagree.
@@ -121,14 +121,6 @@ pub fn scan_prefixes(rules: &[Rule], uploads: bool) -> Vec<String> {
 fn round_up(t: u64, day_ms: u64) -> u64 {
     let day = day_ms.max(1);
     t.div_ceil(day).saturating_mul(day)
-}
-
-/// The stored pieces joined again (None: nothing stored under `prefix`). Pieces are named
-/// `prefix` and a two-digit number, so their names sort in order.
-pub fn joined<'a>(metadata: impl Iterator<Item = (&'a str, &'a str)>, prefix: &str) -> Option<String> {
-    let mut pieces: Vec<(&str, &str)> = metadata.filter(|(k, _)| k.starts_with(prefix)).collect();
-    pieces.sort_unstable();
-    (!pieces.is_empty()).then(|| pieces.iter().map(|(_, v)| *v).collect())
 }
 
 /// The rules in their stored form: one line each, tab-separated `name=value` fields, values

@@ -24,14 +24,14 @@ fuzz_target!(|input: &[u8]| {
     }
     if let Ok(c) = cors::parse(doc) {
         let stored = cors::encode(&c);
-        let pieces = cors::pieces(&stored, usize::from(selector).max(4));
+        let pieces = stratos_common::settings::pieces(&stored, usize::from(selector).max(4));
         assert_eq!(cors::decode(&pieces.concat()).expect("the stored form decodes"), c);
         assert_eq!(cors::parse(cors::render(&c).as_bytes()).expect("the shown document parses"), c);
         let _ = cors::preflight(&c, "https://a.example", "GET", Some("x-amz-date"));
     }
     if let Ok(rules) = lifecycle::parse(doc) {
         let text = stored::encode(&rules);
-        let pieces = cors::pieces(&text, usize::from(selector).max(4));
+        let pieces = stratos_common::settings::pieces(&text, usize::from(selector).max(4));
         assert_eq!(stored::decode(&pieces.concat()).expect("the stored form decodes"), rules);
         assert_eq!(lifecycle::parse(lifecycle::render(&rules).as_bytes()).expect("the shown document parses"), rules);
         let _ = lifecycle::expiration_header(&rules, "logs/a", u64::from(selector), u64::MAX - u64::from(selector), &[], u64::from(selector) + 1);

@@ -169,7 +169,7 @@ fn bucket_facts(state: &ShardState, volume: &str, bucket: &str) -> Option<Bucket
 
 fn lifecycle_of<'a>(volume: &str, bucket: &str, metadata: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<stratos_common::lifecycle::Rule> {
     use stratos_common::lifecycle;
-    let Some(stored) = lifecycle::joined(metadata, lifecycle::METADATA_PREFIX) else { return Vec::new() };
+    let Some(stored) = stratos_common::settings::joined(metadata, lifecycle::METADATA_PREFIX) else { return Vec::new() };
     lifecycle::decode(&stored).unwrap_or_else(|e| {
         eprintln!("om: bucket {volume}/{bucket}: its lifecycle rules do not read here ({e}); nothing in it expires");
         Vec::new()

@@ -3,7 +3,7 @@
 //! request itself, and the `Access-Control-*` headers the match answers with.
 //!
 //! Kept as bucket metadata in a compact form of its own ([`encode`]), cut into pairs of at most
-//! the OM's value size ([`pieces`]), so that a configuration is set or removed by one
+//! the OM's value size ([`stratos_common::settings::pieces`]), so that a configuration is set or removed by one
 //! `SetBucketMetadata` command, whole.
 
 use crate::error::S3Error;
@@ -174,22 +174,6 @@ pub fn decode(s: &str) -> Result<Config, String> {
     Ok(Config { rules })
 }
 
-/// `s` cut into pieces of at most `max` bytes, each ending on a character boundary.
-pub fn pieces(s: &str, max: usize) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while !rest.is_empty() {
-        let mut at = rest.len().min(max.max(4));
-        while !rest.is_char_boundary(at) {
-            at -= 1;
-        }
-        let (piece, tail) = rest.split_at(at);
-        out.push(piece);
-        rest = tail;
-    }
-    out
-}
-
 /// Whether `value` matches `pattern`, whose one `*` (if any) stands for any run of characters.
 fn wildcard(pattern: &str, value: &str) -> bool {
     match pattern.split_once('*') {
@@ -293,9 +277,9 @@ mod tests {
         fn stored_and_shown_configurations_come_back_whole(rules in proptest::collection::vec(rule(), 1..5), max in 4usize..64) {
             let c = Config { rules };
             let stored = encode(&c);
-            let joined: String = pieces(&stored, max).concat();
+            let joined: String = stratos_common::settings::pieces(&stored, max).concat();
             prop_assert_eq!(&joined, &stored);
-            prop_assert!(pieces(&stored, max).iter().all(|p| p.len() <= max));
+            prop_assert!(stratos_common::settings::pieces(&stored, max).iter().all(|p| p.len() <= max));
             prop_assert_eq!(decode(&joined).unwrap(), c.clone());
             prop_assert_eq!(parse(render(&c).as_bytes()).unwrap(), c);
         }

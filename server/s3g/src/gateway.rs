@@ -1216,7 +1216,7 @@ async fn get_bucket_encryption(c: &Client, r: &Req) -> R {
 
 /// `value` cut into bucket metadata pairs `PREFIX00`, `PREFIX01`, ... (at most `max` of them).
 fn settings_pieces(prefix: &str, value: &str, max: usize, what: &str) -> Result<Vec<(String, String)>, S3Error> {
-    let pieces = cors::pieces(value, METADATA_VALUE_BYTES_MAX);
+    let pieces = stratos_common::settings::pieces(value, METADATA_VALUE_BYTES_MAX);
     if pieces.len() > max {
         return Err(S3Error::invalid_request(format!("{what} takes {} bytes stored, at most {}", value.len(), max * METADATA_VALUE_BYTES_MAX)));
     }
@@ -1225,7 +1225,7 @@ fn settings_pieces(prefix: &str, value: &str, max: usize, what: &str) -> Result<
 
 /// What [`settings_pieces`] cut, joined again (None: nothing stored).
 fn settings_joined(metadata: &[(String, String)], prefix: &str) -> Option<String> {
-    stratos_common::lifecycle::joined(metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())), prefix)
+    stratos_common::settings::joined(metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())), prefix)
 }
 
 /// The owner's bucket, for reading one of its settings (S3's default: they are the owner's).
