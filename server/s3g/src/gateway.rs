@@ -460,6 +460,25 @@ pub async fn handle(gw: Rc<Gateway>, req: Request<Incoming>) -> Result<Response<
 
 async fn serve(gw: &Rc<Gateway>, req: Request<Incoming>, raw_path: &str, raw_query: &str) -> R {
     let (parts, body) = req.into_parts();
+    // A client that waits for `100 Continue` sends no body unless it is read: it is never invited.
+    let waits = parts.headers.get(hyper::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let mut body = Some(body);
+    let out = serve_parts(gw, parts, &mut body, raw_path, raw_query).await;
+    // A request refused before its body was read (a bad signature, a refused ACL, a missing
+    // bucket) from a client that sends its body without waiting: what is left of the body is
+    // read and dropped, within the bound a write refused midway has
+    // ([`payload::Source::drain`]), so that the client reads the answer instead of a reset.
+    if out.is_err()
+        && !waits
+        && let Some(b) = body.take()
+    {
+        Source::Http(b).drain(DRAIN_BYTES_MAX).await;
+    }
+    out
+}
+
+/// [`serve`]'s request: its body is left in `body` where the request did not take it.
+async fn serve_parts(gw: &Rc<Gateway>, parts: hyper::http::request::Parts, body: &mut Option<Incoming>, raw_path: &str, raw_query: &str) -> R {
     let mut headers = Vec::with_capacity(parts.headers.len());
     for (n, v) in &parts.headers {
         // Values are ASCII by HTTP's rules; clients send user metadata in UTF-8 too (botocore
@@ -484,6 +503,7 @@ async fn serve(gw: &Rc<Gateway>, req: Request<Incoming>, raw_path: &str, raw_que
         && let Some(boundary) = header_of(&headers, "content-type").as_deref().and_then(form::boundary)
     {
         let peer = parts.extensions.get::<Peer>().map(|p| p.0);
+        let Some(body) = body.take() else { return Err(S3Error::internal("a form's body was taken before it was read")) };
         return post_object(gw, &headers, body, &bucket, &boundary, peer).await;
     }
     if parts.method == hyper::Method::OPTIONS {
@@ -492,8 +512,10 @@ async fn serve(gw: &Rc<Gateway>, req: Request<Incoming>, raw_path: &str, raw_que
     let sreq = sigv4::Request { method: parts.method.as_str(), raw_path, raw_query, headers: &headers };
     let (user, signer) = gw.authenticate(&sreq, &query).await?;
     let peer = parts.extensions.get::<Peer>().map(|p| p.0);
-    let mut r = Req { method: parts.method, bucket: bucket.to_string(), key: key.to_string(), query, headers, user, signer, body: Some(body), peer, source_as: None };
-    route(gw, &mut r).await
+    let mut r = Req { method: parts.method, bucket: bucket.to_string(), key: key.to_string(), query, headers, user, signer, body: body.take(), peer, source_as: None };
+    let out = route(gw, &mut r).await;
+    *body = r.body.take();
+    out
 }
 
 async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {

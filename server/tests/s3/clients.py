@@ -201,10 +201,14 @@ def signed_trailer_put(key, data, chunk=65536, trailer_value=None, tamper=None):
     if tamper != "no trailer signature":
         wire += f"x-amz-trailer-signature:{tsig}\r\n".encode()
     wire += b"\r\n"
-    u = urllib.parse.urlsplit(url)
+    return send_whole("PUT", urllib.parse.urlsplit(url).path, bytes(wire), dict(req.headers.items()))
+def send_whole(method, path, body, headers):
+    """(status, text) of a request whose whole body is sent before its answer is read, or
+    ("reset", why) where the connection was reset first."""
+    u = urllib.parse.urlsplit(ENDPOINT)
     conn = http.client.HTTPSConnection(u.hostname, u.port, context=ssl.create_default_context(cafile=CA), timeout=60)
     try:
-        conn.request("PUT", u.path, body=bytes(wire), headers=dict(req.headers.items()))
+        conn.request(method, path, body=body, headers=headers)
         r = conn.getresponse()
         return (r.status, r.read().decode(errors="replace"))
     except (BrokenPipeError, ConnectionResetError, ssl.SSLError) as e:
@@ -225,6 +229,22 @@ for spoil in ("trailer", "no trailer signature", "chunk"):
     check(f"signed trailer, {spoil} spoiled: SignatureDoesNotMatch, nothing stored", answered and code(lambda: alice.head_object(Bucket=bucket, Key="sum/signed-spoiled")) == "404", f"{status} {text[:300]}")
 status, text = signed_trailer_put("sum/signed-spoiled", data, trailer_value=b64(b"abcd"))
 check("a signed trailer whose CRC32C differs from the bytes': BadDigest", status == 400 and "BadDigest" in text, f"{status} {text[:300]}")
+
+# A request refused before its body is read (a wrong signature, a bucket that does not exist):
+# the body is read and dropped before the answer, so a client that sends all of it first (as
+# http.client does) reads the answer rather than a reset.
+def raw_put(path, body, spoil=False):
+    req = AWSRequest(method="PUT", url=f"{ENDPOINT}{path}", data=body, headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+    SigV4Auth(Credentials(os.environ["ALICE_KEY"], os.environ["ALICE_SECRET"]), "s3", "us-east-1").add_auth(req)
+    headers = dict(req.headers.items())
+    if spoil:
+        headers["Authorization"] = headers["Authorization"][:-8] + "00000000"
+    return send_whole("PUT", path, body, headers)
+refused_body = os.urandom(3 << 20)
+status, text = raw_put(f"/{bucket}/refused/badsig", refused_body, spoil=True)
+check("a 3 MB PUT with a wrong signature: answered SignatureDoesNotMatch, not reset", status == 403 and "SignatureDoesNotMatch" in text, f"{status} {text[:300]}")
+status, text = raw_put(f"/nosuch-{os.urandom(4).hex()}/k", refused_body)
+check("a 3 MB PUT into a bucket that does not exist: answered NoSuchBucket, not reset", status == 404 and "NoSuchBucket" in text, f"{status} {text[:300]}")
 
 # Copy (COPY and REPLACE metadata), tagging, DeleteObjects.
 alice.copy_object(Bucket=bucket, Key="copy1", CopySource={"Bucket": bucket, "Key": "obj/10000000"})
