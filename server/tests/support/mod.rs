@@ -194,18 +194,45 @@ impl Proc {
     }
 }
 
-/// A port free now and never handed out before in this process. The tests of one binary run
-/// in parallel threads, and the kernel may give a just-released port to the next bind to port
-/// 0: two nodes of two clusters once got the same Raft port (and, through glommio's
-/// SO_REUSEPORT, both listened on it: see `stratos_common::rpc::listen_exclusive`).
+/// A port free now, never handed out before in this process, and outside the kernel's
+/// ephemeral range, for a node that must come back on the same address after a restart (its
+/// peers and clients know it by that address).
+///
+/// A port the kernel handed to a bind to port 0 lies in `ip_local_port_range`, the range every
+/// outgoing connection also takes its local port from: while a node was down, a client's
+/// connection once took its RPC port, and the restarted node failed with "Address already in
+/// use" (a rolling restart in CI). Below that range only explicit binds take ports. The tests
+/// of one binary run in parallel threads (hence the set of ports given), and other test
+/// binaries may run beside this one (hence a start drawn from the process id and the clock,
+/// and a bind to check the port is free now).
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let mut given = GIVEN.lock().expect("lock");
-        if !given.contains(&port) {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok().and_then(|r| r.split_whitespace().next().and_then(|p| p.parse::<u16>().ok())).unwrap_or(32768);
+    // Ports from 10000 up to the ephemeral range; with an unusual range (below 12000) the
+    // kernel's own choice, as before.
+    if low < 12000 {
+        loop {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+            let mut given = GIVEN.lock().expect("lock");
+            if !given.contains(&port) {
+                given.push(port);
+                return port;
+            }
+        }
+    }
+    let span = u32::from(low - 10000);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()) ^ std::process::id().wrapping_mul(2_654_435_761);
+    let mut given = GIVEN.lock().expect("lock");
+    for step in 0..span {
+        // A stride coprime with most spans walks the range from the seed.
+        let port = 10000 + ((seed.wrapping_add(step.wrapping_mul(7919))) % span) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             given.push(port);
             return port;
         }
     }
+    panic!("no free port between 10000 and {low}");
 }
