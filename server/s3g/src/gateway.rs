@@ -1955,7 +1955,15 @@ async fn complete_upload(gw: &Gateway, c: &Client, r: &mut Req) -> R {
         let n = p.child("PartNumber").and_then(|n| n.text.trim().parse::<u32>().ok()).ok_or_else(|| S3Error::malformed_xml("a <Part> without a valid <PartNumber>"))?;
         let etag = p.child("ETag").map(|e| e.text.trim().trim_matches('"').to_string()).ok_or_else(|| S3Error::malformed_xml("a <Part> without <ETag>"))?;
         let checksum = checksum::Algorithm::ALL.into_iter().find_map(|a| p.child(&format!("Checksum{}", a.name())).map(|c| (a, c.text.trim().to_string())));
-        parts.push((n, etag, checksum));
+        // A part listed again right after itself (a client that uploaded it twice, the two
+        // racing, and listed both answers) stands once, as its last listing says: the part
+        // stored is the upload that finished last, and the list is in the order the answers
+        // came (ceph's test_multipart_resend_first_finishes_last; RGW and MinIO accept it).
+        // Any other order is the OM's InvalidPartOrder.
+        match parts.last_mut() {
+            Some(last) if last.0 == n => *last = (n, etag, checksum),
+            _ => parts.push((n, etag, checksum)),
+        }
     }
     if parts.len() > 10_000 {
         return Err(S3Error::malformed_xml(format!("{} parts, at most 10000", parts.len())));

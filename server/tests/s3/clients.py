@@ -528,7 +528,12 @@ both = {"Parts": [{"PartNumber": 1, "ETag": p1}, {"PartNumber": 2, "ETag": p2}]}
 check("a completion expecting another size (x-amz-mp-object-size) is InvalidRequest",
       code(lambda: alice.complete_multipart_upload(Bucket=bucket, Key="mp/parts", UploadId=u, MultipartUpload=both, MpuObjectSize=(5 << 20) + 11)) == "InvalidRequest")
 check("... and the upload is still there", [p["PartNumber"] for p in alice.list_parts(Bucket=bucket, Key="mp/parts", UploadId=u)["Parts"]] == [1, 2])
-alice.complete_multipart_upload(Bucket=bucket, Key="mp/parts", UploadId=u, MultipartUpload=both, MpuObjectSize=(5 << 20) + 10)
+check("a part listed twice in a row counts as listed last: a wrong last ETag is InvalidPart",
+      code(lambda: alice.complete_multipart_upload(Bucket=bucket, Key="mp/parts", UploadId=u, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": p1}, {"PartNumber": 1, "ETag": p2}]})) == "InvalidPart")
+# Part 1 listed first with another upload's answer, then with its own (a resent part whose
+# first upload finished last): it counts once, so the ETag below ends in -2.
+resent = {"Parts": [{"PartNumber": 1, "ETag": p2}, {"PartNumber": 1, "ETag": p1}, {"PartNumber": 2, "ETag": p2}]}
+alice.complete_multipart_upload(Bucket=bucket, Key="mp/parts", UploadId=u, MultipartUpload=resent, MpuObjectSize=(5 << 20) + 10)
 check("a repeated completion expecting another size is InvalidRequest too",
       code(lambda: alice.complete_multipart_upload(Bucket=bucket, Key="mp/parts", UploadId=u, MultipartUpload=both, MpuObjectSize=1)) == "InvalidRequest")
 g = alice.get_object(Bucket=bucket, Key="mp/parts")
