@@ -1092,13 +1092,14 @@ impl Client {
     }
 
     /// The reply to one `lookupKey`, its error (if any) turned into `Err`.
-    async fn lookup(&self, volume: &str, bucket: &str, key: &str) -> Result<capnp::capability::Response<ozone_manager::lookup_key_results::Owned>, ClientError> {
+    async fn lookup(&self, volume: &str, bucket: &str, key: &str, for_acl: bool) -> Result<capnp::capability::Response<ozone_manager::lookup_key_results::Owned>, ClientError> {
         self.call(async |om| {
             let mut req = om.lookup_key_request();
             self.set_header(req.get().init_header(), 0);
             req.get().set_volume(volume);
             req.get().set_bucket(bucket);
             req.get().set_key(key);
+            req.get().set_for_acl(for_acl);
             let reply = req.send().promise.await?;
             let r = reply.get()?;
             if r.has_error() {
@@ -1112,13 +1113,21 @@ impl Client {
     /// A committed key, with its blocks (read tokens and datanodes where the OM has a data
     /// path). A missing key is `Err` with status [`Status::KeyNotFound`].
     pub async fn lookup_key(&self, volume: &str, bucket: &str, key: &str) -> Result<KeyInfo, ClientError> {
-        let reply = self.lookup(volume, bucket, key).await?;
+        let reply = self.lookup(volume, bucket, key, false).await?;
+        Ok(KeyInfo::of(reply.get()?.get_info()?)?)
+    }
+
+    /// A committed key read for its ACL (Ozone's `getAcl`, S3's GetObjectAcl): the caller needs
+    /// READ_ACL (on the bucket, or from the key's own entries) rather than READ, and the blocks
+    /// come without read tokens. Its `acls` are the key's own entries.
+    pub async fn lookup_key_acl(&self, volume: &str, bucket: &str, key: &str) -> Result<KeyInfo, ClientError> {
+        let reply = self.lookup(volume, bucket, key, true).await?;
         Ok(KeyInfo::of(reply.get()?.get_info()?)?)
     }
 
     /// A key's size and blocks (with read tokens and datanodes), for reading its data.
     pub async fn lookup_blocks(&self, volume: &str, bucket: &str, key: &str) -> Result<(u64, Vec<Block>), ClientError> {
-        let reply = self.lookup(volume, bucket, key).await?;
+        let reply = self.lookup(volume, bucket, key, false).await?;
         let info = reply.get()?.get_info()?;
         Ok((info.get_data_size(), info.get_blocks()?.iter().map(Block::of).collect::<Result<_, _>>()?))
     }

@@ -350,7 +350,7 @@ pub enum KeyCmd {
     /// Delete /volume/bucket/key (its blocks are freed on the datanodes).
     Delete { path: String },
     /// Show /volume/bucket/key's own ACL entries as JSON (Ozone's `key getacl`; its bucket's
-    /// apply too: `bucket getacl`).
+    /// apply too: `bucket getacl`). Needs READ_ACL on the key or its bucket, as Ozone's.
     Getacl { path: String },
     /// Replace /volume/bucket/key's own ACL entries (Ozone's `key setacl`). They may grant READ
     /// and READ_ACL of this key to callers without READ on its bucket; setting them needs
@@ -1032,7 +1032,7 @@ async fn key(c: &Client, cmd: &KeyCmd) -> Outcome {
         }
         KeyCmd::Getacl { path } => {
             let (_, p) = parts(path, 3, "/volume/bucket/key")?;
-            Ok(Some(pretty(&acls_json(&c.lookup_key(&p[0], &p[1], &p[2]).await.map_err(err)?.acls))))
+            Ok(Some(pretty(&acls_json(&c.lookup_key_acl(&p[0], &p[1], &p[2]).await.map_err(err)?.acls))))
         }
         KeyCmd::Setacl { path, acls } => {
             let (_, p) = parts(path, 3, "/volume/bucket/key")?;

@@ -499,7 +499,10 @@ interface OzoneManager {
   listVolumes @4 (header :RequestHeader, owner :Text, page :Page) -> (error :Error, volumes :List(VolumeInfo), truncated :Bool);
   bucketInfo @5 (header :RequestHeader, volume :Text, bucket :Text) -> (error :Error, info :BucketInfo);
   listBuckets @6 (header :RequestHeader, volume :Text, page :Page) -> (error :Error, buckets :List(BucketInfo), truncated :Bool);
-  lookupKey @7 (header :RequestHeader, volume :Text, bucket :Text, key :Text) -> (error :Error, info :KeyInfo);
+  # With `forAcl`, the caller reads the key's ACL (Ozone's getAcl, S3's GetObjectAcl): the right
+  # checked is READ_ACL (on the bucket, or in the key's own entries) instead of READ, and the
+  # blocks come without read tokens or datanodes. An older OM ignores it and checks READ.
+  lookupKey @7 (header :RequestHeader, volume :Text, bucket :Text, key :Text, forAcl :Bool) -> (error :Error, info :KeyInfo);
   listKeys @8 (header :RequestHeader, volume :Text, bucket :Text, page :Page) -> (error :Error, keys :List(KeyInfo), truncated :Bool);
 
   # Many keys of one bucket looked up in one message (at most 4096), one result each, in order.

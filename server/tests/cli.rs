@@ -461,6 +461,15 @@ fn acls_set_from_the_shell_grant_what_they_name_and_no_more() {
     let (ok, out, err) = as_user("carol", &["key", "cat", "/vol/bkt/open"]);
     assert!(ok && out == "shared", "{err}");
     assert!(!as_user("carol", &["key", "cat", "/vol/bkt/k"]).0 && !as_user("carol", &["key", "ls", "/vol/bkt"]).0);
+    // Reading a key is not reading its ACL (Ozone's getAcl needs READ_ACL), and the reverse.
+    let (ok, _, err) = as_user("carol", &["key", "getacl", "/vol/bkt/open"]);
+    assert!(!ok && err.contains("READ_ACL"), "READ alone does not show the ACL: {err}");
+    c.ok(&["key", "setacl", "/vol/bkt/open", "-a", "user:carol:r,user:dave:x"]);
+    let (ok, out, err) = as_user("dave", &["key", "getacl", "/vol/bkt/open"]);
+    assert!(ok && out.contains("\"dave\"") && out.contains("READ_ACL"), "READ_ACL shows the ACL: {err}");
+    let (ok, _, err) = as_user("dave", &["key", "cat", "/vol/bkt/open"]);
+    assert!(!ok && err.contains("READ"), "READ_ACL alone does not read the data: {err}");
+    assert!(!as_user("dave", &["key", "getacl", "/vol/bkt/k"]).0, "a key's entry is for that key alone");
     let (ok, _, err) = as_user("bob", &["key", "setacl", "/vol/bkt/k", "-a", "world::r"]);
     assert!(!ok && err.contains("WRITE_ACL"), "{err}");
     let (ok, _, err) = c.sh(&["bucket", "setacl", "/vol/bkt", "-a", "user:bob:q"]);

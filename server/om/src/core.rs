@@ -109,7 +109,8 @@ pub enum Query {
     VolumeUsed(Vec<u64>),
     ListKeysIn { bucket_id: u64, prefix: String, start_after: String, limit: usize },
     /// Keys of one bucket on this shard, with their positions in the caller's list.
-    LookupKeys { principal: stratos_shard::Principal, volume: String, bucket: String, keys: Vec<(usize, String)> },
+    /// Keys looked up as `principal`, who needs `right` (READ, or READ_ACL to read their ACLs).
+    LookupKeys { principal: stratos_shard::Principal, volume: String, bucket: String, keys: Vec<(usize, String)>, right: u16 },
     /// The S3 secret of an access key (meta group).
     S3Secret(String),
     /// A multipart upload's record and parts after a part number (the key's shard).
@@ -579,12 +580,13 @@ impl Core {
             },
             Query::BucketUsages(ids) => ReadResult::Usages(ids.iter().map(|id| shard.bucket_usage_of(*id)).collect()),
             Query::VolumeUsed(ids) => ReadResult::Used(ids.iter().map(|id| shard.volume_used_bytes_of(*id)).collect()),
-            Query::LookupKeys { principal, volume, bucket, keys } => {
-                // Without READ on the bucket, a key's own entries may grant it (S3's object
-                // ACLs: a public-read object in a private bucket); a key that is not there, or
-                // whose entries do not, is the bucket's refusal (nothing said of its existence).
+            Query::LookupKeys { principal, volume, bucket, keys, right } => {
+                // Without the right (READ, or READ_ACL for an ACL) on the bucket, a key's own
+                // entries may grant it (S3's object ACLs: a public-read object in a private
+                // bucket); a key that is not there, or whose entries do not, is the bucket's
+                // refusal (nothing said of its existence).
                 let view = self.view.borrow();
-                let (r, refused) = match view.key_bucket(&principal, &volume, &bucket, rights::READ) {
+                let (r, refused) = match view.key_bucket(&principal, &volume, &bucket, right) {
                     Ok(r) => (r, None),
                     Err(e @ stratos_shard::OmError::PermissionDenied { .. }) => (view.key_bucket(&stratos_shard::Principal::admin("om"), &volume, &bucket, rights::READ)?, Some(e)),
                     Err(e) => return Err(e.into()),
@@ -597,7 +599,7 @@ impl Core {
                         .map(|(pos, key)| {
                             let k = shard.lookup_key_in(r.bucket_id, &key).map(|k| KeyView::of(&key, k));
                             let k = match (k, &refused) {
-                                (Some(k), Some((e, _))) if !stratos_shard::acls_allow_native(&principal, &k.record.acls, rights::READ) => Err(e.clone()),
+                                (Some(k), Some((e, _))) if !stratos_shard::acls_allow_native(&principal, &k.record.acls, right) => Err(e.clone()),
                                 (Some(k), _) => Ok(k),
                                 (None, Some((e, false))) => Err(e.clone()),
                                 (None, _) => Err(stratos_shard::OmError::KeyNotFound(format!("{volume}/{bucket}/{key}"))),

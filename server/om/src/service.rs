@@ -846,13 +846,20 @@ impl ozone_manager::Server for OmService {
         let volume = try_or_reply!(results, convert::volume_name(p.get_volume()));
         let bucket = try_or_reply!(results, convert::bucket_name(p.get_bucket()));
         let key = try_or_reply!(results, convert::key_name(p.get_key()));
+        let for_acl = p.get_for_acl();
         let group = group_of_shard(shard_of(&volume, &bucket, &key, self.core.shards));
         let min_meta = try_or_reply!(results, self.core.fresh_meta(h.min_meta).await);
-        let q = Query::LookupKeys { principal: h.principal.clone(), volume: volume.clone(), bucket: bucket.clone(), keys: vec![(0, key)] };
+        let right = if for_acl { stratos_shard::rights::READ_ACL } else { stratos_shard::rights::READ };
+        let q = Query::LookupKeys { principal: h.principal.clone(), volume: volume.clone(), bucket: bucket.clone(), keys: vec![(0, key)], right };
         let ReadResult::KeyLookups(mut found) = try_or_reply!(results, self.core.read(group, q, min_meta).await) else {
             return Err(capnp::Error::failed("unexpected read result".into()));
         };
         let k = try_or_reply!(results, found.pop().map_or_else(|| Err(WireError::new(Status::Internal, "no result")), |(_, k)| k));
+        if for_acl {
+            // The right to read an ACL is not the right to read the data: no read tokens.
+            convert::set_key(results.get().init_info(), &volume, &bucket, &k, &crate::datapath::Decor { dp: None, owner: &h.principal.user });
+            return Ok(());
+        }
         self.know_pipelines(std::iter::once(&k)).await;
         convert::set_key(results.get().init_info(), &volume, &bucket, &k, &self.decor(&h));
         Ok(())
@@ -883,7 +890,7 @@ impl ozone_manager::Server for OmService {
             .enumerate()
             .filter(|(_, keys)| !keys.is_empty())
             .map(|(s, keys)| {
-                let q = Query::LookupKeys { principal: h.principal.clone(), volume: volume.clone(), bucket: bucket.clone(), keys };
+                let q = Query::LookupKeys { principal: h.principal.clone(), volume: volume.clone(), bucket: bucket.clone(), keys, right: stratos_shard::rights::READ };
                 core.read(group_of_shard(s as u32), q, min_meta)
             })
             .collect();

@@ -857,8 +857,9 @@ async fn delete_bucket(c: &Client, r: &Req) -> R {
 }
 
 /// GetBucketAcl / GetObjectAcl. A bucket's ACL is shown to whoever holds READ_ACP on it (the
-/// gateway checks: the OM's bucket information is anyone's); an object's to whoever may read
-/// the object (the OM checks, with the key's own entries).
+/// gateway checks: the OM's bucket information is anyone's); an object's to whoever holds
+/// READ_ACP on the object or its bucket (the OM checks READ_ACL, with the key's own entries;
+/// READ of the object is not enough, as in S3).
 async fn acl(c: &Client, r: &Req) -> R {
     let b = owned_bucket(c, r).await?;
     if r.key.is_empty() {
@@ -867,7 +868,7 @@ async fn acl(c: &Client, r: &Req) -> R {
         }
         return Ok(Reply::xml(acl::document(&b.owner, &b.acls, On::Bucket)));
     }
-    let k = c.lookup_key(S3_VOLUME, &r.bucket, &r.key).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
+    let k = c.lookup_key_acl(S3_VOLUME, &r.bucket, &r.key).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
     Ok(Reply::xml(acl::document(&b.owner, &k.acls, On::Object)))
 }
 

@@ -690,6 +690,11 @@ alice.put_object_acl(Bucket=pub, Key="closed", AccessControlPolicy={"Owner": {"I
     {"Grantee": {"Type": "CanonicalUser", "ID": os.environ["BOB_KEY"]}, "Permission": "READ"}]})
 check("a grant to bob by document: bob reads the object, anonymous still does not", bob.get_object(Bucket=pub, Key="closed")["Body"].read() == b"for alice" and code(lambda: anon.get_object(Bucket=pub, Key="closed")) == "AccessDenied")
 check("... GetObjectAcl shows it", sorted((g["Grantee"]["ID"], g["Permission"]) for g in alice.get_object_acl(Bucket=pub, Key="closed")["Grants"]) == sorted([(os.environ["ALICE_KEY"], "FULL_CONTROL"), (os.environ["BOB_KEY"], "READ")]))
+check("... READ is not READ_ACP: bob may not read the object's ACL", code(lambda: bob.get_object_acl(Bucket=pub, Key="closed")) == "AccessDenied")
+alice.put_object_acl(Bucket=pub, Key="closed", GrantReadACP=f'id="{os.environ["BOB_KEY"]}"')
+check("a READ_ACP grant: bob reads the object's ACL, not the object",
+      [(g["Grantee"].get("ID"), g["Permission"]) for g in bob.get_object_acl(Bucket=pub, Key="closed")["Grants"]] == [(os.environ["BOB_KEY"], "READ_ACP")]
+      and code(lambda: bob.get_object(Bucket=pub, Key="closed")) == "AccessDenied")
 alice.put_object_acl(Bucket=pub, Key="closed", ACL="authenticated-read")
 check("authenticated-read: every signed caller reads, anonymous does not", bob.get_object(Bucket=pub, Key="closed")["Body"].read() == b"for alice" and code(lambda: anon.get_object(Bucket=pub, Key="closed")) == "AccessDenied")
 check("a grant to a user that does not exist is InvalidArgument", code(lambda: alice.put_object_acl(Bucket=pub, Key="closed", GrantRead='id="nobody-' + os.urandom(3).hex() + '"')) == "InvalidArgument")
