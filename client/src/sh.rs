@@ -47,11 +47,13 @@ pub enum ShCommand {
     /// o3://host[:port]/volume.
     #[command(subcommand)]
     Volume(VolumeCmd),
-    /// Buckets: create, info, list (ls), update, setquota, clrquota, delete, getacl, setacl. Paths:
+    /// Buckets: create, info, list (ls), update, setquota, clrquota, delete, getacl, setacl,
+    /// addacl, removeacl. Paths:
     /// /volume/bucket or o3://host[:port]/volume/bucket.
     #[command(subcommand)]
     Bucket(BucketCmd),
-    /// Keys: put, get, cat, info, list (ls), rename, delete, getacl, setacl. Paths: /volume/bucket/key or
+    /// Keys: put, get, cat, info, list (ls), rename, delete, getacl, setacl, addacl, removeacl.
+    /// Paths: /volume/bucket/key or
     /// o3://host[:port]/volume/bucket/key.
     #[command(subcommand)]
     Key(KeyCmd),
@@ -291,6 +293,21 @@ pub enum BucketCmd {
         #[command(flatten)]
         acls: AclArgs,
     },
+    /// Grant rights on /volume/bucket (Ozone's `bucket addacl`): each entry's rights are added
+    /// to its grantee's entry (or a new one); other entries stay. Applied by the OM, so racing
+    /// edits both count. Needs what setacl needs.
+    Addacl(AclChange),
+    /// Take rights on /volume/bucket away (Ozone's `bucket removeacl`): each entry's rights are
+    /// removed from its grantee's entry, which goes when it has none left.
+    Removeacl(AclChange),
+}
+
+/// A path and the ACL entries to add there or remove (addacl, removeacl).
+#[derive(Debug, Args)]
+pub struct AclChange {
+    pub path: String,
+    #[command(flatten)]
+    pub acls: AclArgs,
 }
 
 /// ACL entries as Ozone's shell writes them.
@@ -298,8 +315,8 @@ pub enum BucketCmd {
 pub struct AclArgs {
     /// Comma-separated `TYPE:NAME:RIGHTS` (Ozone's form): TYPE user, group or world (whose NAME
     /// is empty: `world::r`); RIGHTS letters r READ, w WRITE, c CREATE, l LIST, d DELETE,
-    /// x READ_ACL, y WRITE_ACL, a ALL, n NONE. Example: `user:bob:rl,world::l`. An empty
-    /// list removes every entry.
+    /// x READ_ACL, y WRITE_ACL, a ALL, n NONE. Example: `user:bob:rl,world::l`. For setacl an
+    /// empty list removes every entry; addacl and removeacl need at least one.
     #[arg(long = "acls", visible_alias = "acl", short = 'a', allow_hyphen_values = true)]
     pub acls: String,
 }
@@ -360,6 +377,12 @@ pub enum KeyCmd {
         #[command(flatten)]
         acls: AclArgs,
     },
+    /// Grant rights on /volume/bucket/key (Ozone's `key addacl`): each entry's rights are added
+    /// to its grantee's entry of the key's own (or a new one). Needs what setacl needs.
+    Addacl(AclChange),
+    /// Take rights on /volume/bucket/key away (Ozone's `key removeacl`) from the key's own
+    /// entries; its bucket's entries are not touched.
+    Removeacl(AclChange),
 }
 
 /// The paging flags of every `list` (Ozone's names and short forms).
@@ -515,7 +538,9 @@ fn first_path(c: &ShCommand) -> Option<&str> {
             | BucketCmd::Clrquota { path, .. }
             | BucketCmd::Delete { path }
             | BucketCmd::Getacl { path }
-            | BucketCmd::Setacl { path, .. } => Some(path),
+            | BucketCmd::Setacl { path, .. }
+            | BucketCmd::Addacl(AclChange { path, .. })
+            | BucketCmd::Removeacl(AclChange { path, .. }) => Some(path),
         },
         ShCommand::Key(k) => match k {
             KeyCmd::Put { path, .. }
@@ -526,7 +551,9 @@ fn first_path(c: &ShCommand) -> Option<&str> {
             | KeyCmd::Rename { path, .. }
             | KeyCmd::Delete { path }
             | KeyCmd::Getacl { path }
-            | KeyCmd::Setacl { path, .. } => Some(path),
+            | KeyCmd::Setacl { path, .. }
+            | KeyCmd::Addacl(AclChange { path, .. })
+            | KeyCmd::Removeacl(AclChange { path, .. }) => Some(path),
         },
         ShCommand::S3(_) => None,
     }
@@ -917,6 +944,14 @@ async fn bucket(c: &Client, cmd: &BucketCmd) -> Outcome {
             let (_, p) = parts(path, 2, "/volume/bucket")?;
             set_acls(c, &p[0], &p[1], "", &parse_acls(&acls.acls)?).await
         }
+        BucketCmd::Addacl(AclChange { path, acls }) => {
+            let (_, p) = parts(path, 2, "/volume/bucket")?;
+            edit_acls(c, &p[0], &p[1], "", &edit_entries(&acls.acls)?, &[]).await
+        }
+        BucketCmd::Removeacl(AclChange { path, acls }) => {
+            let (_, p) = parts(path, 2, "/volume/bucket")?;
+            edit_acls(c, &p[0], &p[1], "", &[], &edit_entries(&acls.acls)?).await
+        }
     }
 }
 
@@ -932,6 +967,32 @@ async fn set_acls(c: &Client, volume: &str, bucket: &str, key: &str, acls: &[cra
     .await
     .map_err(err)?;
     Ok(None)
+}
+
+/// Edits the ACL entries of a bucket (`key` empty) or of a key in the OM (`add`, then
+/// `remove`).
+async fn edit_acls(c: &Client, volume: &str, bucket: &str, key: &str, add: &[crate::AclEntry], remove: &[crate::AclEntry]) -> Outcome {
+    c.submit(|op| {
+        let mut g = op.init_edit_acls();
+        g.set_volume(volume);
+        g.set_bucket(bucket);
+        g.set_key(key);
+        crate::AclEntry::write_all(g.reborrow().init_add(add.len() as u32), add);
+        crate::AclEntry::write_all(g.init_remove(remove.len() as u32), remove);
+    })
+    .await
+    .map_err(err)?;
+    Ok(None)
+}
+
+/// The entries of an addacl or removeacl: as setacl's, but at least one (an empty list there
+/// would change nothing, where setacl's removes every entry).
+fn edit_entries(s: &str) -> Result<Vec<crate::AclEntry>, String> {
+    let e = parse_acls(s)?;
+    if e.is_empty() {
+        return Err("no ACL entry given (-a TYPE:NAME:RIGHTS, e.g. -a user:bob:r)".into());
+    }
+    Ok(e)
 }
 
 /// ACL entries in Ozone's shell form: `user:bob:rw,group:ops:r,world::l` (an `[ACCESS]` scope
@@ -1037,6 +1098,14 @@ async fn key(c: &Client, cmd: &KeyCmd) -> Outcome {
         KeyCmd::Setacl { path, acls } => {
             let (_, p) = parts(path, 3, "/volume/bucket/key")?;
             set_acls(c, &p[0], &p[1], &p[2], &parse_acls(&acls.acls)?).await
+        }
+        KeyCmd::Addacl(AclChange { path, acls }) => {
+            let (_, p) = parts(path, 3, "/volume/bucket/key")?;
+            edit_acls(c, &p[0], &p[1], &p[2], &edit_entries(&acls.acls)?, &[]).await
+        }
+        KeyCmd::Removeacl(AclChange { path, acls }) => {
+            let (_, p) = parts(path, 3, "/volume/bucket/key")?;
+            edit_acls(c, &p[0], &p[1], &p[2], &[], &edit_entries(&acls.acls)?).await
         }
     }
 }

@@ -406,6 +406,18 @@ struct Operation {
       key @111 :Text;
       acls @112 :List(Acl);
     }
+    # Edits the ACL entries of a bucket (key empty) or of one committed key in place (Ozone's
+    # addAcl and removeAcl), with setAcls' rights: each entry of `add` grants its rights to its
+    # grantee (merged into the grantee's entry, else a new one), then each of `remove` takes
+    # its rights away (an entry left with none goes). The OM applies the edit, so two racing
+    # edits both count, where a read and a setAcls by the client would lose one.
+    editAcls :group {
+      volume @115 :Text;
+      bucket @116 :Text;
+      key @117 :Text;
+      add @118 :List(Acl);
+      remove @119 :List(Acl);
+    }
   }
 }
 

@@ -470,6 +470,22 @@ fn acls_set_from_the_shell_grant_what_they_name_and_no_more() {
     let (ok, _, err) = as_user("dave", &["key", "cat", "/vol/bkt/open"]);
     assert!(!ok && err.contains("READ"), "READ_ACL alone does not read the data: {err}");
     assert!(!as_user("dave", &["key", "getacl", "/vol/bkt/k"]).0, "a key's entry is for that key alone");
+    // addacl and removeacl edit the entries in place (the OM applies the edit); the others stay.
+    let entry = |name: &str, rights: &[&str]| serde_json::json!({"type": "USER", "name": name, "aclScope": "ACCESS", "aclList": rights});
+    c.ok(&["bucket", "addacl", "/vol/bkt", "-a", "user:bob:w,user:erin:r"]);
+    assert_eq!(c.json(&["bucket", "getacl", "/vol/bkt"]), serde_json::json!([entry("bob", &["READ", "WRITE", "LIST"]), entry("erin", &["READ"])]));
+    c.ok(&["bucket", "removeacl", "/vol/bkt", "-a", "user:bob:rw,user:erin:r"]);
+    assert_eq!(c.json(&["bucket", "getacl", "/vol/bkt"]), serde_json::json!([entry("bob", &["LIST"])]));
+    let (ok, _, err) = as_user("bob", &["bucket", "addacl", "/vol/bkt", "-a", "user:bob:r"]);
+    assert!(!ok && err.contains("WRITE_ACL"), "LIST is not WRITE_ACL: {err}");
+    let (ok, _, err) = c.sh(&["bucket", "addacl", "/vol/bkt", "-a", ""]);
+    assert!(!ok && err.contains("no ACL entry"), "{err}");
+    c.ok(&["key", "addacl", "/vol/bkt/open", "-a", "user:dave:r"]);
+    c.ok(&["key", "removeacl", "/vol/bkt/open", "-a", "user:carol:r"]);
+    assert_eq!(c.json(&["key", "getacl", "/vol/bkt/open"]), serde_json::json!([entry("dave", &["READ", "READ_ACL"])]));
+    let (ok, out, err) = as_user("dave", &["key", "cat", "/vol/bkt/open"]);
+    assert!(ok && out == "shared", "dave reads it now: {err}");
+    assert!(!as_user("carol", &["key", "cat", "/vol/bkt/open"]).0, "carol no longer does");
     let (ok, _, err) = as_user("bob", &["key", "setacl", "/vol/bkt/k", "-a", "world::r"]);
     assert!(!ok && err.contains("WRITE_ACL"), "{err}");
     let (ok, _, err) = c.sh(&["bucket", "setacl", "/vol/bkt", "-a", "user:bob:q"]);

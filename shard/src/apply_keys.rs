@@ -384,6 +384,20 @@ impl ShardState {
     pub(crate) fn set_key_acls(&mut self, log_index: u64, p: &Principal, volume: &str, bucket: &str, key: &str, acls: &[Acl]) -> Outcome {
         check_key_name(key)?;
         crate::apply_meta::check_acls(acls)?;
+        self.change_key_acls(log_index, p, volume, bucket, key, |_| acls.to_vec())
+    }
+
+    /// `Op::EditKeyAcls`: the key's entries edited ([`crate::apply_meta::edited_acls`]) in place.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn edit_key_acls(&mut self, log_index: u64, p: &Principal, volume: &str, bucket: &str, key: &str, add: &[Acl], remove: &[Acl]) -> Outcome {
+        check_key_name(key)?;
+        crate::apply_meta::check_acl_edit(add, remove)?;
+        self.change_key_acls(log_index, p, volume, bucket, key, |old| crate::apply_meta::edited_acls(old, add, remove))
+    }
+
+    /// A committed key's entries become `new(old entries)`, by a holder of WRITE_ACL on its
+    /// bucket; the result is checked as a replacement is.
+    fn change_key_acls(&mut self, log_index: u64, p: &Principal, volume: &str, bucket: &str, key: &str, new: impl FnOnce(&[Acl]) -> Vec<Acl>) -> Outcome {
         let facts = self.key_bucket(p, volume, bucket, rights::WRITE_ACL, "change key ACLs in")?;
         self.check_not_moving(facts.bucket_id, volume, bucket, key)?;
         probe!(k = key);
@@ -391,7 +405,8 @@ impl ShardState {
             return Err(OmError::KeyNotFound(format!("{volume}/{bucket}/{key}")));
         };
         let mut rec: KeyRecord = deserialize_record(old.view::<ArchivedKeyRecord>());
-        rec.acls = acls.to_vec();
+        rec.acls = new(&rec.acls);
+        crate::apply_meta::check_acls(&rec.acls)?;
         rec.update_id = log_index;
         let e = self.entry_of(key.as_bytes(), &rec);
         self.keys.get_mut(&facts.bucket_id).expect("looked up above").replace(e);

@@ -32,6 +32,36 @@ pub(crate) fn check_acls(acls: &[Acl]) -> Result<(), OmError> {
     Ok(())
 }
 
+/// An ACL edit's entries: each checked as a replacement's, and at least one in all.
+pub(crate) fn check_acl_edit(add: &[Acl], remove: &[Acl]) -> Result<(), OmError> {
+    if add.is_empty() && remove.is_empty() {
+        return Err(OmError::InvalidArgument("an ACL edit names no entries to add or remove".into()));
+    }
+    check_acls(add)?;
+    check_acls(remove)
+}
+
+/// The entries `old` becomes under an edit (Ozone's addAcl, then removeAcl): each entry of
+/// `add` grants its rights to its grantee (the same kind and name), merged into the grantee's
+/// first entry where there is one, else appended; each of `remove` takes its rights from every
+/// entry of its grantee; an entry left with no rights goes. The order of the rest is kept.
+pub fn edited_acls(old: &[Acl], add: &[Acl], remove: &[Acl]) -> Vec<Acl> {
+    let mut out = old.to_vec();
+    for a in add {
+        match out.iter_mut().find(|e| e.kind == a.kind && e.name == a.name) {
+            Some(e) => e.rights |= a.rights,
+            None => out.push(a.clone()),
+        }
+    }
+    for r in remove {
+        for e in out.iter_mut().filter(|e| e.kind == r.kind && e.name == r.name) {
+            e.rights &= !r.rights;
+        }
+    }
+    out.retain(|e| e.rights != 0);
+    out
+}
+
 pub(crate) fn check_metadata(metadata: &[MetadataPair]) -> Result<(), OmError> {
     if metadata.len() > METADATA_PAIRS_MAX {
         return Err(OmError::InvalidArgument(format!("{} metadata pairs, at most {METADATA_PAIRS_MAX}", metadata.len())));
@@ -353,12 +383,27 @@ impl ShardState {
     /// `Op::SetBucketAcls`: the bucket's entries replaced, by a holder of WRITE_ACL on it.
     pub(crate) fn set_bucket_acls(&mut self, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, acls: &[Acl]) -> Outcome {
         check_acls(acls)?;
+        self.change_bucket_acls(log_index, p, t, volume, bucket, |_| acls.to_vec())
+    }
+
+    /// `Op::EditBucketAcls`: the bucket's entries edited ([`edited_acls`]), by a holder of
+    /// WRITE_ACL on it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn edit_bucket_acls(&mut self, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, add: &[Acl], remove: &[Acl]) -> Outcome {
+        check_acl_edit(add, remove)?;
+        self.change_bucket_acls(log_index, p, t, volume, bucket, |old| edited_acls(old, add, remove))
+    }
+
+    /// A bucket's entries become `new(old entries)`, by a holder of WRITE_ACL on it; the result
+    /// is checked as a replacement is (an edit may make too many).
+    fn change_bucket_acls(&mut self, log_index: u64, p: &Principal, t: u64, volume: &str, bucket: &str, new: impl FnOnce(&[Acl]) -> Vec<Acl>) -> Outcome {
         let e = self.bucket_entry(volume, bucket)?;
         if !self.bucket_allows(p, volume, e.view(), rights::WRITE_ACL) {
             return Err(denied(p, &format!("change the ACL of bucket {volume}/{bucket} (needs the WRITE_ACL right)")));
         }
         let mut rec = deserialize_record::<BucketRecord>(e.view());
-        rec.acls = acls.to_vec();
+        rec.acls = new(&rec.acls);
+        check_acls(&rec.acls)?;
         rec.update_id = log_index;
         rec.modified_ms = t;
         let e = self.entry_of(&bucket_key(volume, bucket), &rec);

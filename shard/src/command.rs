@@ -397,6 +397,16 @@ pub enum Op {
         allowed: bool,
         acls: Vec<Acl>,
     },
+    /// Meta group: edits a bucket's ACL entries in place (Ozone's `bucket addacl` and
+    /// `removeacl`): each entry of `add` grants its rights to its grantee (merged into the
+    /// grantee's entry, else appended), then each of `remove` takes its rights from its
+    /// grantee (an entry left with none goes). Applied here, not read, changed and replaced by
+    /// the client, so that two edits racing both count. The right is `SetBucketAcls`'. Replies
+    /// `Done`. Appended, as `SetBucketAcls`.
+    EditBucketAcls { volume: String, bucket: String, add: Vec<Acl>, remove: Vec<Acl> },
+    /// Key shard: `EditBucketAcls` for a committed key's own entries (Ozone's `key addacl` and
+    /// `removeacl`); the right is `SetKeyAcls`'. Replies `Done`. Appended, as `SetBucketAcls`.
+    EditKeyAcls { volume: String, bucket: String, key: String, add: Vec<Acl>, remove: Vec<Acl> },
 }
 
 /// What must hold of a key's present version for a write to apply.

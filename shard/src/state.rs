@@ -516,6 +516,8 @@ impl ShardState {
             Op::RevokeS3Secret { access_id } => self.revoke_s3_secret(p, access_id),
             Op::SetBucketAcls { volume, bucket, acls } => self.set_bucket_acls(log_index, p, t, volume, bucket, acls),
             Op::SetKeyAcls { volume, bucket, key, acls } => self.set_key_acls(log_index, p, volume, bucket, key, acls),
+            Op::EditBucketAcls { volume, bucket, add, remove } => self.edit_bucket_acls(log_index, p, t, volume, bucket, add, remove),
+            Op::EditKeyAcls { volume, bucket, key, add, remove } => self.edit_key_acls(log_index, p, volume, bucket, key, add, remove),
         }
     }
 

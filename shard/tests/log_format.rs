@@ -192,11 +192,16 @@ fn the_acl_commands_keep_their_log_form() {
     keep_their_log_form(&WRITTEN_WITH_ACLS, acl_commands());
 }
 
-/// The commands added with S3 lifecycle rules and with ACLs set by a multipart completion.
+/// The commands added with S3 lifecycle rules, with ACLs set by a multipart completion, and
+/// with ACL edits (Ozone's addacl and removeacl).
 fn later_commands() -> Vec<Command> {
     let ctx = CommandContext { client_id: 7, request_id: 9, time_ms: 1_764_000_000_000, principal: Principal::admin("om"), bucket: None };
     let world = Acl { kind: AclKind::World, name: String::new(), rights: rights::READ };
+    let bob = Acl { kind: AclKind::User, name: "bob".into(), rights: rights::READ | rights::LIST };
+    let alice = CommandContext { principal: Principal::user("alice"), ..ctx.clone() };
     vec![
+        Command { ctx: alice.clone(), op: Op::EditBucketAcls { volume: "vol".into(), bucket: "b".into(), add: vec![bob.clone()], remove: vec![world.clone()] } },
+        Command { ctx: alice.clone(), op: Op::EditKeyAcls { volume: "vol".into(), bucket: "b".into(), key: "k".into(), add: vec![], remove: vec![bob] } },
         Command { ctx: ctx.clone(), op: Op::ExpireKeys { volume: "s3v".into(), bucket: "b".into(), keys: vec![("k1".into(), 11), ("k2".into(), 12)] } },
         Command {
             ctx: CommandContext { principal: Principal::user("alice"), ..ctx },
@@ -205,13 +210,17 @@ fn later_commands() -> Vec<Command> {
     ]
 }
 
-/// `later_commands()` as the builds that added them (6b22f85, and this one) encoded them.
-const WRITTEN_LATER: [&str; 2] = [
+/// `later_commands()` as the builds that added them (this one for the edits, 6b22f85, dc7e696)
+/// encoded them.
+const WRITTEN_LATER: [&str; 4] = [
+    "01000000626f62ffffffffff0900000003000000ffffffffffffffff010000000700000000000000090000000000000000e897b69a010000616c696365ffffffc0ffffff0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000002d000000766f6cffffffffff62ffffffffffffff54ffffff010000005cffffff0100000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    "01000000626f62ffffffffff090000000700000000000000090000000000000000e897b69a010000616c696365ffffffd0ffffff0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000002e000000766f6cffffffffff62ffffffffffffff6bffffffffffffff5cffffff0000000054ffffff010000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
     "6b31ffffffffffff0b000000000000006b32ffffffffffff0c000000000000000700000000000000090000000000000000e897b69a0100006f6dffffffffffffc0ffffff0000000001000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000002b000000733376ffffffffff62ffffffffffffff54ffffff02000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
     "010000007031ffffffffffffffffffffffffffff03000000ffffffffffffffff01000000000000000700000000000000090000000000000000e897b69a010000616c696365ffffffb8ffffff0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000002c000000733376ffffffffff62ffffffffffffff6bffffffffffffff7531ffffffffffff3cffffff01000000782d31ffffffffff40ffffff0000000000000000000000000000000000000000000000000000000020ffffff010000000000000000000000000000000000000000000000",
 ];
 
 #[test]
-fn the_lifecycle_and_completion_acl_commands_keep_their_log_form() {
+fn the_later_commands_keep_their_log_form() {
     keep_their_log_form(&WRITTEN_LATER, later_commands());
 }
+

@@ -377,6 +377,17 @@ pub fn operation(r: om_capnp::operation::Reader<'_>, now_ms: u64, open_key_ttl_m
                 (Op::SetKeyAcls { volume, bucket, key, acls }, target)
             }
         }
+        Which::EditAcls(g) => {
+            let (volume, bucket) = (volume_name(g.get_volume())?, bucket_name(g.get_bucket())?);
+            let (add, remove) = (acls(g.get_add())?, acls(g.get_remove())?);
+            if g.get_key()?.is_empty() {
+                (Op::EditBucketAcls { volume, bucket, add, remove }, Target::Meta)
+            } else {
+                let key = key_name(g.get_key())?;
+                let target = key_target(&volume, &bucket, &key);
+                (Op::EditKeyAcls { volume, bucket, key, add, remove }, target)
+            }
+        }
         // The secret a new access key gets is made here, by the OM that proposes it (applying
         // must be deterministic); an access key that has one keeps it.
         Which::GetS3Secret(g) => (Op::GetS3Secret { access_id: access_id(g.get_access_id())?, fresh: fresh_s3_secret() }, Target::Meta),

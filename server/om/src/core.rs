@@ -474,7 +474,7 @@ impl Core {
                     | Op::RenameOut { volume, bucket, .. }
                     | Op::RenameIn { volume, bucket, .. } => (volume, bucket, rights::WRITE),
                     Op::DeleteKey { volume, bucket, .. } | Op::DeleteKeys { volume, bucket, .. } | Op::ExpireKeys { volume, bucket, .. } => (volume, bucket, rights::DELETE),
-                    Op::SetKeyAcls { volume, bucket, .. } => (volume, bucket, rights::WRITE_ACL),
+                    Op::SetKeyAcls { volume, bucket, .. } | Op::EditKeyAcls { volume, bucket, .. } => (volume, bucket, rights::WRITE_ACL),
                     other => panic!("a non-key command {other:?} sent for bucket facts"),
                 };
                 match view.key_bucket(&c.ctx.principal, volume, bucket, right) {

@@ -192,6 +192,7 @@ pub fn changes_of(state: &ShardState, commands: &[Command], outcomes: &[Outcome]
             | Op::SetBucketProperty { volume, bucket, .. }
             | Op::SetBucketMetadata { volume, bucket, .. }
             | Op::SetBucketAcls { volume, bucket, .. }
+            | Op::EditBucketAcls { volume, bucket, .. }
             | Op::SetBucketDeleting { volume, bucket, .. } => {
                 out.push(Change::Bucket(volume.clone(), bucket.clone(), bucket_facts(state, volume, bucket)));
             }

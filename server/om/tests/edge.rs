@@ -172,6 +172,24 @@ fn samples() -> Vec<Vec<u8>> {
             acls.reborrow().get(0).set_rights(1);
         }),
         message(|op| {
+            let mut g = op.init_edit_acls();
+            g.set_volume("s3v");
+            g.set_bucket("bkt1");
+            let mut add = g.reborrow().init_add(1);
+            add.reborrow().get(0).set_kind(acl::Kind::User);
+            add.reborrow().get(0).set_name("bob");
+            add.reborrow().get(0).set_rights(8);
+        }),
+        message(|op| {
+            let mut g = op.init_edit_acls();
+            g.set_volume("vol1");
+            g.set_bucket("bkt1");
+            g.set_key("photos/2026/cat.jpg");
+            let mut remove = g.init_remove(1);
+            remove.reborrow().get(0).set_kind(acl::Kind::World);
+            remove.reborrow().get(0).set_rights(1);
+        }),
+        message(|op| {
             let mut g = op.init_set_key_metadata();
             g.set_volume("vol1");
             g.set_bucket("bkt1");
@@ -227,12 +245,12 @@ fn samples() -> Vec<Vec<u8>> {
 /// The wire's operation kinds. `wire_kind`'s match is exhaustive: a kind added to om.capnp
 /// does not compile there until it is named, and once it is named here
 /// `valid_messages_of_every_shape_pass_the_edge` wants a sample of it.
-const WIRE_KINDS: [&str; 24] = [
+const WIRE_KINDS: [&str; 26] = [
     "createVolume", "deleteVolume", "setVolumeOwner", "setVolumeQuota", "createBucket", "deleteBucket", "setBucketProperty",
     "openKey", "allocateBlock", "commitKey", "deleteKey", "deleteKeys", "renameKey", "abortKey", "getS3Secret", "revokeS3Secret",
     "setKeyMetadata", "initiateUpload", "commitPart", "completeUpload", "abortUpload", "setBucketMetadata",
     // A bucket's entries (meta group) and a key's (its shard).
-    "setAcls", "setAcls",
+    "setAcls", "setAcls", "editAcls", "editAcls",
 ];
 
 fn wire_kind(bytes: &[u8]) -> &'static str {
@@ -262,6 +280,7 @@ fn wire_kind(bytes: &[u8]) -> &'static str {
         W::AbortUpload(_) => "abortUpload",
         W::SetBucketMetadata(_) => "setBucketMetadata",
         W::SetAcls(_) => "setAcls",
+        W::EditAcls(_) => "editAcls",
     }
 }
 
@@ -293,6 +312,8 @@ fn op_kind(op: &Op) -> (&'static str, bool) {
         Op::RevokeS3Secret { .. } => ("revokeS3Secret", true),
         Op::SetBucketAcls { .. } => ("setAcls", true),
         Op::SetKeyAcls { .. } => ("setAcls", false),
+        Op::EditBucketAcls { .. } => ("editAcls", true),
+        Op::EditKeyAcls { .. } => ("editAcls", false),
         other => panic!("the wire edge made an internal command: {other:?}"),
     }
 }
