@@ -254,10 +254,11 @@ pub fn compare_states(hashed: &[(u64, u64, u64)]) -> String {
     format!("DIFFERS at {applied}: {each}")
 }
 
-/// Runs one `stratos admin` command on a glommio executor; returns what to print.
+/// Runs one `stratos admin` command on a glommio executor; returns what to print. Boxed, as
+/// [`crate::sh::run`].
 #[cfg(feature = "glommio")]
-pub async fn run(args: &AdminArgs) -> Result<String, String> {
-    run_on(Rc::new(crate::runtime::Glommio), args).await
+pub fn run(args: &AdminArgs) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + '_>> {
+    Box::pin(run_on(Rc::new(crate::runtime::Glommio), args))
 }
 
 /// Runs one `stratos admin` command on `runtime`; returns what to print.

@@ -572,10 +572,11 @@ fn path_form(c: &ShCommand) -> Option<(usize, &'static str)> {
     }
 }
 
-/// Runs one `stratos sh` command on a glommio executor; returns what to print.
+/// Runs one `stratos sh` command on a glommio executor; returns what to print. Boxed, so that
+/// the command's future is compiled here, once, and not again in each crate that polls it.
 #[cfg(feature = "glommio")]
-pub async fn run(args: &ShArgs) -> Outcome {
-    run_on(Rc::new(crate::runtime::Glommio), args).await
+pub fn run(args: &ShArgs) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + '_>> {
+    Box::pin(run_on(Rc::new(crate::runtime::Glommio), args))
 }
 
 /// Runs one `stratos sh` command on `runtime`; returns what to print.
@@ -593,8 +594,15 @@ pub async fn run_on(runtime: Rc<dyn Runtime>, args: &ShArgs) -> Outcome {
         }
     }
     // So is a mistyped ACL.
-    if let ShCommand::Bucket(BucketCmd::Setacl { acls, .. }) | ShCommand::Key(KeyCmd::Setacl { acls, .. }) = &args.command {
-        parse_acls(&acls.acls)?;
+    match &args.command {
+        ShCommand::Bucket(BucketCmd::Setacl { acls, .. }) | ShCommand::Key(KeyCmd::Setacl { acls, .. }) => {
+            parse_acls(&acls.acls)?;
+        }
+        ShCommand::Bucket(BucketCmd::Addacl(AclChange { acls, .. }) | BucketCmd::Removeacl(AclChange { acls, .. }))
+        | ShCommand::Key(KeyCmd::Addacl(AclChange { acls, .. }) | KeyCmd::Removeacl(AclChange { acls, .. })) => {
+            edit_entries(&acls.acls)?;
+        }
+        _ => {}
     }
     crate::tls::use_client_env().map_err(|e| e.to_string())?;
     let addr = om_address(args, first_path(&args.command));
