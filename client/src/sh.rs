@@ -952,14 +952,8 @@ async fn bucket(c: &Client, cmd: &BucketCmd) -> Outcome {
             let (_, p) = parts(path, 2, "/volume/bucket")?;
             set_acls(c, &p[0], &p[1], "", &parse_acls(&acls.acls)?).await
         }
-        BucketCmd::Addacl(AclChange { path, acls }) => {
-            let (_, p) = parts(path, 2, "/volume/bucket")?;
-            edit_acls(c, &p[0], &p[1], "", &edit_entries(&acls.acls)?, &[]).await
-        }
-        BucketCmd::Removeacl(AclChange { path, acls }) => {
-            let (_, p) = parts(path, 2, "/volume/bucket")?;
-            edit_acls(c, &p[0], &p[1], "", &[], &edit_entries(&acls.acls)?).await
-        }
+        BucketCmd::Addacl(change) => edit_acls(c, change, 2, "/volume/bucket", true).await,
+        BucketCmd::Removeacl(change) => edit_acls(c, change, 2, "/volume/bucket", false).await,
     }
 }
 
@@ -977,14 +971,17 @@ async fn set_acls(c: &Client, volume: &str, bucket: &str, key: &str, acls: &[cra
     Ok(None)
 }
 
-/// Edits the ACL entries of a bucket (`key` empty) or of a key in the OM (`add`, then
-/// `remove`).
-async fn edit_acls(c: &Client, volume: &str, bucket: &str, key: &str, add: &[crate::AclEntry], remove: &[crate::AclEntry]) -> Outcome {
+/// addacl (`adding`) or removeacl of a bucket or a key (a path of `n` parts, as `form`): the OM
+/// applies the edit.
+async fn edit_acls(c: &Client, change: &AclChange, n: usize, form: &str, adding: bool) -> Outcome {
+    let (_, p) = parts(&change.path, n, form)?;
+    let entries = edit_entries(&change.acls.acls)?;
+    let (add, remove): (&[crate::AclEntry], &[crate::AclEntry]) = if adding { (&entries, &[]) } else { (&[], &entries) };
     c.submit(|op| {
         let mut g = op.init_edit_acls();
-        g.set_volume(volume);
-        g.set_bucket(bucket);
-        g.set_key(key);
+        g.set_volume(p[0].as_str());
+        g.set_bucket(p[1].as_str());
+        g.set_key(p.get(2).map_or("", String::as_str));
         crate::AclEntry::write_all(g.reborrow().init_add(add.len() as u32), add);
         crate::AclEntry::write_all(g.init_remove(remove.len() as u32), remove);
     })
@@ -1107,14 +1104,8 @@ async fn key(c: &Client, cmd: &KeyCmd) -> Outcome {
             let (_, p) = parts(path, 3, "/volume/bucket/key")?;
             set_acls(c, &p[0], &p[1], &p[2], &parse_acls(&acls.acls)?).await
         }
-        KeyCmd::Addacl(AclChange { path, acls }) => {
-            let (_, p) = parts(path, 3, "/volume/bucket/key")?;
-            edit_acls(c, &p[0], &p[1], &p[2], &edit_entries(&acls.acls)?, &[]).await
-        }
-        KeyCmd::Removeacl(AclChange { path, acls }) => {
-            let (_, p) = parts(path, 3, "/volume/bucket/key")?;
-            edit_acls(c, &p[0], &p[1], &p[2], &[], &edit_entries(&acls.acls)?).await
-        }
+        KeyCmd::Addacl(change) => edit_acls(c, change, 3, "/volume/bucket/key", true).await,
+        KeyCmd::Removeacl(change) => edit_acls(c, change, 3, "/volume/bucket/key", false).await,
     }
 }
 

@@ -590,9 +590,9 @@ pub struct Ready {
 
 /// Runs a datanode until SIGTERM/SIGINT.
 pub fn run(cfg: DatanodeConfig, on_ready: impl FnOnce(&Ready) + Send + 'static) -> anyhow::Result<()> {
-// A thin generic shell over a function that is not: a generic function is compiled in each
-// crate that calls it, with every future it spawns, so the whole datanode was compiled again in
-// the `stratos` binary (240 of CI's 1,615 s of compiling, `cargo build --timings`).
+    // A thin generic shell over a function that is not: a generic function is compiled in each
+    // crate that calls it, with every future it spawns, so the whole datanode was compiled again in
+    // the `stratos` binary (240 of CI's 1,615 s of compiling, `cargo build --timings`).
     run_datanode(cfg, Box::new(on_ready))
 }
 

@@ -94,9 +94,9 @@ pub const META_FENCE_INTERVAL_US_MAX: u64 = 1_000_000;
 /// Runs an OM node until SIGTERM/SIGINT (or `stratos_common::process::request_stop`). `on_ready` is called once every
 /// group has a leader and every listener is bound.
 pub fn run(cfg: &OmConfig, on_ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
-// A thin generic shell over a function that is not: a generic function is compiled in each
-// crate that calls it, with every future it spawns, so the whole node was compiled again in
-// the `stratos` binary (240 of CI's 1,615 s of compiling, `cargo build --timings`).
+    // A thin generic shell over a function that is not: a generic function is compiled in each
+    // crate that calls it, with every future it spawns, so the whole node was compiled again in
+    // the `stratos` binary (240 of CI's 1,615 s of compiling, `cargo build --timings`).
     run_node(cfg, Box::new(on_ready))
 }
 

@@ -77,9 +77,9 @@ pub struct Ready {
 
 /// Runs the gateway until SIGTERM or SIGINT; `ready` is called once every core listens.
 pub fn run(a: &S3gArgs, ready: impl FnOnce(&Ready)) -> anyhow::Result<()> {
-// A thin generic shell over a function that is not: a generic function is compiled in each
-// crate that calls it, with every future it spawns, so the whole gateway was compiled again in
-// the `stratos` binary (240 of CI's 1,615 s of compiling, `cargo build --timings`).
+    // A thin generic shell over a function that is not: a generic function is compiled in each
+    // crate that calls it, with every future it spawns, so the whole gateway was compiled again in
+    // the `stratos` binary (240 of CI's 1,615 s of compiling, `cargo build --timings`).
     run_gateway(a, Box::new(ready))
 }
 

@@ -360,9 +360,9 @@ pub struct Ready {
 
 /// Runs the SCM until SIGTERM/SIGINT.
 pub fn run(cfg: ScmConfig, on_ready: impl FnOnce(&Ready) + Send + 'static) -> anyhow::Result<()> {
-// A thin generic shell over a function that is not: a generic function is compiled in each
-// crate that calls it, with every future it spawns, so the whole SCM was compiled again in
-// the `stratos` binary (240 of CI's 1,615 s of compiling, `cargo build --timings`).
+    // A thin generic shell over a function that is not: a generic function is compiled in each
+    // crate that calls it, with every future it spawns, so the whole SCM was compiled again in
+    // the `stratos` binary (240 of CI's 1,615 s of compiling, `cargo build --timings`).
     run_scm(cfg, Box::new(on_ready))
 }
 
