@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod support;
-use support::{BIN, Proc, pseudo_random_bytes as bytes, s};
+use crate::support::{BIN, Proc, pseudo_random_bytes as bytes, s};
 
 struct Cluster {
     dir: PathBuf,
@@ -47,7 +46,7 @@ impl Cluster {
     }
 
     fn sh(&self, args: &[&str]) -> (bool, String, String) {
-        support::sh(&self.om(), args)
+        crate::support::sh(&self.om(), args)
     }
 
     fn ok(&self, args: &[&str]) -> String {

@@ -15,8 +15,7 @@ use stratos_client::{Client, Replication, Status};
 #[path = "../../client/examples/tokio_quickstart.rs"]
 mod quickstart;
 
-mod support;
-use support::{Proc, s};
+use crate::support::{Proc, s};
 
 /// An OM as `om_e2e.rs` starts one, with `extra` arguments.
 fn start_om(dir: &Path, extra: &[&str]) -> Proc {
@@ -24,7 +23,7 @@ fn start_om(dir: &Path, extra: &[&str]) -> Proc {
     let mut args = vec!["om", "--data-dir", s(&om_dir), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--shards", "4", "--executors", "2", "--no-pin"];
     args.extend(["--election-timeout-min-ms", "150", "--election-timeout-max-ms", "300", "--heartbeat-interval-ms", "50"]);
     args.extend(extra);
-    Proc::start(&args)
+    Proc::secured(&args)
 }
 
 /// Runs `f` as a tokio user of the client does: on a current-thread runtime with IO and time
@@ -80,9 +79,9 @@ fn the_tokio_quickstart_answers_typed_values_from_an_om() {
 #[test]
 fn the_tokio_quickstart_writes_and_reads_data_through_a_datanode() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let scm = Proc::start(&["scm", "--data-dir", s(&dir.path().join("scm")), "--rpc-address", "127.0.0.1:0"]);
+    let scm = Proc::secured(&["scm", "--data-dir", s(&dir.path().join("scm")), "--rpc-address", "127.0.0.1:0"]);
     let scm_addr = scm.word_after("rpc");
-    let _datanode = Proc::start(&["datanode", "--data-dir", s(&dir.path().join("dn0")), "--rpc-address", "127.0.0.1:0", "--scm", &scm_addr, "--heartbeat-ms", "200"]);
+    let _datanode = Proc::secured(&["datanode", "--data-dir", s(&dir.path().join("dn0")), "--rpc-address", "127.0.0.1:0", "--scm", &scm_addr, "--heartbeat-ms", "200"]);
     let om = start_om(dir.path(), &["--scm-address", &scm_addr, "--scm-poll-ms", "300", "--block-bytes", "1048576"]);
     let rpc = om.word_after("rpc");
     // 1.5 MiB + 1: two 1 MiB blocks, the second partial.

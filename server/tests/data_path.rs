@@ -7,8 +7,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-mod support;
-use support::{Proc, Tls, s};
+use crate::support::{Proc, Tls, s};
 
 struct Cluster {
     dir: PathBuf,
@@ -91,7 +90,7 @@ impl Cluster {
 
 fn random_file(dir: &Path, name: &str, len: usize, seed: u64) -> PathBuf {
     let p = dir.join(name);
-    std::fs::write(&p, support::pseudo_random_bytes(len, seed)).expect("write test file");
+    std::fs::write(&p, crate::support::pseudo_random_bytes(len, seed)).expect("write test file");
     p
 }
 
@@ -258,7 +257,7 @@ fn concurrent_puts_through_clones_share_one_connection_per_datanode() {
     let dir = tempfile::tempdir().expect("tempdir");
     let c = Cluster::start(dir.path(), 3, &[]);
     // 4 KiB keys and 1.5 MiB ones (two blocks), 16 of each, all in flight at once.
-    let contents: Vec<Vec<u8>> = (0..32).map(|i| support::pseudo_random_bytes(if i % 2 == 0 { 4096 } else { 3 << 19 }, 100 + i as u64)).collect();
+    let contents: Vec<Vec<u8>> = (0..32).map(|i| crate::support::pseudo_random_bytes(if i % 2 == 0 { 4096 } else { 3 << 19 }, 100 + i as u64)).collect();
     let om = c.om();
     let (connections, back) = on_executor(move || async move {
         let client = std::rc::Rc::new(stratos_client::Client::connect(&om, "root").await.expect("connect"));

@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-mod support;
-use support::{Tls, free_port};
+use crate::support::{Tls, free_port};
 
 
 struct Node {

@@ -4,8 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-mod support;
-use support::{Proc, s};
+use crate::support::{Proc, s};
 
 struct Om {
     proc: Proc,
@@ -16,11 +15,11 @@ impl Om {
         let mut args = vec!["om", "--data-dir", s(dir), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--shards", "2", "--executors", "1", "--no-pin"];
         args.extend(["--election-timeout-min-ms", "150", "--election-timeout-max-ms", "300", "--heartbeat-interval-ms", "50"]);
         args.extend(extra);
-        Om { proc: Proc::start(&args) }
+        Om { proc: Proc::secured(&args) }
     }
 
     fn sh(&self, args: &[&str]) -> (bool, String, String) {
-        support::sh(&self.proc.word_after("rpc"), args)
+        crate::support::sh_secured(&self.proc.word_after("rpc"), args)
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -153,7 +152,7 @@ fn racing_writers_on_both_shards_land_exactly_the_quota() {
                 scope.spawn(move || {
                     let mut ok = 0;
                     for k in 0..5 {
-                        let (done, _, err) = support::sh(&rpc, &["key", "put", &format!("/vol/bkt/w{w}-{k}"), s(&empty)]);
+                        let (done, _, err) = crate::support::sh_secured(&rpc, &["key", "put", &format!("/vol/bkt/w{w}-{k}"), s(&empty)]);
                         if done {
                             ok += 1;
                         } else {

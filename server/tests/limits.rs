@@ -3,8 +3,7 @@
 //! limit is refused with the reason, the same call just under it is served, and the server goes
 //! on serving. (schema/tests/messages.rs pins the limit to the word on the readers alone.)
 
-mod support;
-use support::{Proc, s};
+use crate::support::{Proc, s};
 
 use capnp::message::{Builder, HeapAllocator};
 use stratos_schema::om_capnp::{Status, ozone_manager};
@@ -89,7 +88,7 @@ fn send(om: &str, params: Builder<HeapAllocator>) -> Result<Vec<Status>, String>
 #[test]
 fn a_message_over_the_limit_is_refused_with_the_reason_and_one_under_it_is_served() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let om = Proc::start(&["om", "--data-dir", s(&dir.path().join("om")), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--shards", "1", "--executors", "1", "--no-pin"]);
+    let om = Proc::secured(&["om", "--data-dir", s(&dir.path().join("om")), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--shards", "1", "--executors", "1", "--no-pin"]);
     let rpc = om.word_after("rpc");
     // Over: the parameters alone are one word past the limit, and the call's message is larger.
     let refused = send(&rpc, delete_batch_of_words(TRAVERSAL_WORDS_MAX + 1)).expect_err("a message over the server's limit is refused");

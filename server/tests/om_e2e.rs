@@ -8,8 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod support;
-use support::{BIN, Tls};
+use crate::support::{BIN, Tls};
 
 struct Om {
     child: Child,

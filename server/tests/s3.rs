@@ -7,8 +7,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-mod support;
-use support::{BIN, Proc, S3_DOMAIN, Tls, s};
+use crate::support::{BIN, Proc, S3_DOMAIN, Tls, s};
 
 struct Cluster {
     dir: tempfile::TempDir,

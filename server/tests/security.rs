@@ -8,8 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use stratos_client::tls::{self, Request, Role};
 
-mod support;
-use support::{BIN, Proc, free_port, s};
+use crate::support::{BIN, Proc, free_port, s};
 
 /// A user's (or node's) files, as `stratos admin cert issue` writes them.
 struct Who {
@@ -205,7 +204,7 @@ fn on_executor<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(
 
 /// `stratos sh --om OMS ARGS` as root (support's CA).
 fn root_sh(oms: &str, args: &[&str]) -> (bool, String) {
-    let out = support::Tls::get().stratos().arg("sh").args(["--om", oms, "--timeout", "30"]).args(args).output().expect("run stratos sh");
+    let out = crate::support::Tls::get().stratos().arg("sh").args(["--om", oms, "--timeout", "30"]).args(args).output().expect("run stratos sh");
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
@@ -246,7 +245,7 @@ fn raft_peer_kept(raft: &str, files: &tls::Files) -> bool {
 /// and a node's certificate is reissued and the node restarted while writes go on.
 #[test]
 fn every_link_is_secured_and_a_node_certificate_rotates_without_downtime() {
-    use support::Tls;
+    use crate::support::Tls;
     let dir = tempfile::tempdir().expect("tempdir");
     let d = |p: &str| dir.path().join(p);
     let scm_addr = format!("127.0.0.1:{}", free_port());

@@ -113,7 +113,7 @@ fn batches_reuse_buffers_and_carry_only_their_own_bytes() {
     let path = dir.path().to_path_buf();
     on_executor(move || async move {
         let (wal, report) = Wal::open(DmaStorage::open(&path).await.unwrap(), small()).await.unwrap();
-        assert_eq!(report.entries as usize, expected.len());
+        assert_eq!(report.entries, expected.len());
         for (i, payload) in &expected {
             assert_eq!(&wal.read_entry(*i).await.unwrap(), payload, "entry {i} after a restart");
         }

@@ -1,6 +1,6 @@
 //! What the end-to-end tests that start `stratos` processes share: a process on OS-chosen
 //! ports, known by its `ready` line and killed when dropped; the cluster CA of secured suites.
-#![allow(dead_code)] // each test binary uses some of it
+#![allow(dead_code)] // not every suite uses all of it
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -47,6 +47,13 @@ impl Drop for Proc {
 #[allow(dead_code)] // not every test binary drives the CLI
 pub fn sh(om: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN).arg("sh").args(["--om", om, "--user", "root"]).args(args).output().expect("run stratos sh");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// [`sh`] as root with root's certificate, against a secured node ([`Proc::secured`]).
+#[allow(dead_code)]
+pub fn sh_secured(om: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Tls::get().stratos().arg("sh").args(["--om", om]).args(args).output().expect("run stratos sh");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
