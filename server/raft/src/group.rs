@@ -9,7 +9,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -118,7 +120,15 @@ impl std::fmt::Debug for Group {
 impl Group {
     /// Opens (or creates) the group in `dir`: recovers the WAL, loads the snapshot, starts Raft,
     /// and on first start makes this node the only member. Must run on the owning executor.
-    pub async fn open(id: u32, dir: &Path, cfg: &GroupConfig, transport: Rc<Transport>) -> anyhow::Result<Rc<Group>> {
+    ///
+    /// Returned boxed: at opt-level 3 rustc shares no generic instances between crates, and an
+    /// `async fn`'s body is compiled again in every crate that polls it, openraft's whole core
+    /// (`Raft::new` spawns it) with it. Boxed, the OM and the tests use this crate's instance.
+    pub fn open<'a>(id: u32, dir: &'a Path, cfg: &'a GroupConfig, transport: Rc<Transport>) -> Pin<Box<dyn Future<Output = anyhow::Result<Rc<Group>>> + 'a>> {
+        Box::pin(Self::open_here(id, dir, cfg, transport))
+    }
+
+    async fn open_here(id: u32, dir: &Path, cfg: &GroupConfig, transport: Rc<Transport>) -> anyhow::Result<Rc<Group>> {
         std::fs::create_dir_all(dir.join("wal"))?;
         let recovering = std::time::Instant::now();
         let storage = DmaStorage::open(dir.join("wal")).await?;
