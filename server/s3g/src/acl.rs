@@ -14,9 +14,11 @@
 //!
 //! Grantees: a canonical user (its ID is the user's name, as ListBuckets shows it), the
 //! AllUsers group (WORLD: anonymous callers too) and the AuthenticatedUsers group (the OM's
-//! group [`AclEntry::AUTHENTICATED`], which every caller but the anonymous one is in). Every
-//! object here is owned by its bucket's owner (S3's "bucket owner preferred"), so the canned
-//! ACLs `bucket-owner-read` and `bucket-owner-full-control` are `private`.
+//! group [`AclEntry::AUTHENTICATED`], which every caller but the anonymous one is in). An
+//! object is owned by its writer or by its bucket's owner, as the bucket's object ownership
+//! says (the gateway decides; docs/s3.md): the canned ACLs `bucket-owner-read` and
+//! `bucket-owner-full-control` grant the bucket's owner READ or FULL_CONTROL beside an object
+//! owner who is another user, and are `private` where the two are one (and on a bucket).
 //!
 //! A bucket or key with no entries at all has only its owner's grant (what a bucket or key
 //! made without an ACL shows). An ACL set with no grants keeps one entry, the owner's, with no
@@ -143,12 +145,15 @@ impl Grantee {
 /// An ACL as a request gives it: (grantee, permission) pairs, in the order given.
 pub type Grants = Vec<(Grantee, Permission)>;
 
-/// The grants of a canned ACL (`x-amz-acl`).
-pub fn canned(name: &str, owner: &str) -> Result<Grants, S3Error> {
+/// The grants of a canned ACL (`x-amz-acl`) on a bucket or object owned by `owner`, in a
+/// bucket owned by `bucket_owner` (a bucket's own: the same).
+pub fn canned(name: &str, owner: &str, bucket_owner: &str) -> Result<Grants, S3Error> {
     let mut g = vec![(Grantee::User(owner.to_string()), Permission::FullControl)];
+    let other_bucket_owner = (owner != bucket_owner).then(|| Grantee::User(bucket_owner.to_string()));
     match name.trim() {
-        // The bucket's owner owns every object here: these two are `private`.
-        "private" | "bucket-owner-read" | "bucket-owner-full-control" => {}
+        "private" => {}
+        "bucket-owner-read" => g.extend(other_bucket_owner.map(|b| (b, Permission::Read))),
+        "bucket-owner-full-control" => g.extend(other_bucket_owner.map(|b| (b, Permission::FullControl))),
         "public-read" => g.push((Grantee::AllUsers, Permission::Read)),
         "public-read-write" => g.extend([(Grantee::AllUsers, Permission::Read), (Grantee::AllUsers, Permission::Write)]),
         "authenticated-read" => g.push((Grantee::AuthenticatedUsers, Permission::Read)),
@@ -189,8 +194,9 @@ fn unresolvable_email(email: &str) -> S3Error {
 
 /// The grants a request asks for: a canned ACL (`x-amz-acl`), grant headers
 /// (`x-amz-grant-*`), or (`body`, PutBucketAcl/PutObjectAcl) an `AccessControlPolicy`
-/// document; None where it asks for none. Only one of the three.
-pub fn requested(header: &dyn Fn(&str) -> Option<String>, body: Option<&[u8]>, owner: &str) -> Result<Option<Grants>, S3Error> {
+/// document; None where it asks for none. Only one of the three. `owner` owns the bucket or
+/// object, `bucket_owner` the bucket (a canned ACL's `bucket-owner-*`).
+pub fn requested(header: &dyn Fn(&str) -> Option<String>, body: Option<&[u8]>, owner: &str, bucket_owner: &str) -> Result<Option<Grants>, S3Error> {
     let canned_acl = header("x-amz-acl");
     let mut from_headers: Option<Grants> = None;
     for (name, p) in GRANT_HEADERS {
@@ -201,7 +207,7 @@ pub fn requested(header: &dyn Fn(&str) -> Option<String>, body: Option<&[u8]>, o
     let body = body.filter(|b| !b.iter().all(u8::is_ascii_whitespace));
     match (canned_acl, from_headers, body) {
         (None, None, None) => Ok(None),
-        (Some(c), None, None) => canned(&c, owner).map(Some),
+        (Some(c), None, None) => canned(&c, owner, bucket_owner).map(Some),
         (None, Some(g), None) => Ok(Some(g)),
         (None, None, Some(b)) => document_grants(b).map(Some),
         (Some(_), Some(_), _) => Err(S3Error::invalid_request("Specifying both Canned ACLs and Header Grants is not allowed")),
@@ -401,7 +407,7 @@ mod tests {
             let on = if object { On::Object } else { On::Bucket };
             let set = entries(&grants, "own", on).expect("entries");
             let shown = document("own", &set, on);
-            let again = requested(&|_| None, Some(shown.as_bytes()), "own").expect("parses").expect("an ACL");
+            let again = requested(&|_| None, Some(shown.as_bytes()), "own", "own").expect("parses").expect("an ACL");
             prop_assert_eq!(sorted(entries(&again, "own", on).expect("entries")), sorted(set.clone()), "{}", shown);
             // And kept as a metadata value while a multipart upload is in progress.
             prop_assert_eq!(decode(&encode(&set)).expect("decodes"), set);
@@ -414,24 +420,43 @@ mod tests {
 
     #[test]
     fn canned_acls_become_entries_and_read_back_as_s3_shows_them() {
-        let g = requested(&h(&[("x-amz-acl", "public-read")]), None, "alice").expect("ok").expect("some");
+        let g = requested(&h(&[("x-amz-acl", "public-read")]), None, "alice", "alice").expect("ok").expect("some");
         let e = entries(&g, "alice", On::Bucket).expect("entries");
         assert_eq!(e, vec![
             AclEntry { kind: AclKind::User, name: "alice".into(), rights: LIST | WRITE | DELETE | READ_ACL | WRITE_ACL },
             AclEntry { kind: AclKind::World, name: String::new(), rights: LIST },
         ]);
-        assert_eq!(entries(&canned("private", "alice").expect("ok"), "alice", On::Bucket).expect("entries"), private("alice", On::Bucket));
+        assert_eq!(entries(&canned("private", "alice", "alice").expect("ok"), "alice", On::Bucket).expect("entries"), private("alice", On::Bucket));
         let doc = document("alice", &e, On::Bucket);
         let all_users = doc.find(ALL_USERS).expect("AllUsers");
         assert!(all_users < doc.find("<ID>alice</ID><DisplayName>alice</DisplayName></Grantee><Permission>FULL_CONTROL").expect("owner"), "{doc}");
         assert_eq!(doc.matches("<Grant>").count(), 2, "{doc}");
         // Public read-write on an object: READ and WRITE to everyone, one entry.
-        let g = canned("public-read-write", "alice").expect("ok");
+        let g = canned("public-read-write", "alice", "alice").expect("ok");
         let e = entries(&g, "alice", On::Object).expect("entries");
         assert_eq!(e[1], AclEntry { kind: AclKind::World, name: String::new(), rights: READ | WRITE });
         let doc = document("alice", &e, On::Object);
         assert!(doc.contains("<Permission>READ</Permission>") && doc.contains("<Permission>WRITE</Permission>"), "{doc}");
-        assert!(canned("bogus", "alice").is_err());
+        assert!(canned("bogus", "alice", "alice").is_err());
+    }
+
+    /// `bucket-owner-read` and `bucket-owner-full-control` on an object another user owns give
+    /// the bucket's owner READ or every right beside the object's owner; on an object the
+    /// bucket's owner owns (and on a bucket) they are `private`.
+    #[test]
+    fn bucket_owner_canned_acls_grant_the_bucket_owner_beside_another_owner() {
+        let e = |name: &str, owner: &str| entries(&canned(name, owner, "alice").expect("ok"), owner, On::Object).expect("entries");
+        let full = READ | WRITE | READ_ACL | WRITE_ACL;
+        let user = |name: &str, rights: u16| AclEntry { kind: AclKind::User, name: name.into(), rights };
+        assert_eq!(e("bucket-owner-read", "bob"), vec![user("bob", full), user("alice", READ)]);
+        assert_eq!(e("bucket-owner-full-control", "bob"), vec![user("bob", full), user("alice", full)]);
+        assert_eq!(e("private", "bob"), private("bob", On::Object));
+        for name in ["bucket-owner-read", "bucket-owner-full-control"] {
+            assert_eq!(e(name, "alice"), private("alice", On::Object), "{name}");
+        }
+        let doc = document("bob", &e("bucket-owner-read", "bob"), On::Object);
+        assert!(doc.contains("<Owner><ID>bob</ID>"), "{doc}");
+        assert!(doc.find("<ID>bob</ID><DisplayName>bob</DisplayName></Grantee><Permission>FULL_CONTROL") < doc.find("<ID>alice</ID><DisplayName>alice</DisplayName></Grantee><Permission>READ<"), "{doc}");
     }
 
     #[test]
@@ -444,7 +469,7 @@ mod tests {
 
     #[test]
     fn grant_headers_and_documents_name_users_and_groups() {
-        let g = requested(&h(&[("x-amz-grant-read", "id=\"carol\", uri=\"http://acs.amazonaws.com/groups/global/AuthenticatedUsers\""), ("x-amz-grant-write-acp", "id=carol")]), None, "alice")
+        let g = requested(&h(&[("x-amz-grant-read", "id=\"carol\", uri=\"http://acs.amazonaws.com/groups/global/AuthenticatedUsers\""), ("x-amz-grant-write-acp", "id=carol")]), None, "alice", "alice")
             .expect("ok")
             .expect("some");
         let e = entries(&g, "alice", On::Object).expect("entries");
@@ -454,18 +479,18 @@ mod tests {
         ]);
         assert!(allows(&e, "alice", "carol", READ) && allows(&e, "alice", "dave", READ) && !allows(&e, "alice", "", READ));
         assert!(allows(&e, "alice", "alice", WRITE_ACL) && !allows(&e, "alice", "dave", WRITE_ACL));
-        let both = requested(&h(&[("x-amz-acl", "private"), ("x-amz-grant-read", "id=carol")]), None, "alice");
+        let both = requested(&h(&[("x-amz-acl", "private"), ("x-amz-grant-read", "id=carol")]), None, "alice", "alice");
         assert_eq!(both.expect_err("both").status, 400);
-        let email = requested(&h(&[("x-amz-grant-read", "emailAddress=\"c@example.com\"")]), None, "alice");
+        let email = requested(&h(&[("x-amz-grant-read", "emailAddress=\"c@example.com\"")]), None, "alice", "alice");
         assert_eq!(email.expect_err("email").code, "UnresolvableGrantByEmailAddress");
         let doc = br#"<AccessControlPolicy><Owner><ID>alice</ID></Owner><AccessControlList>
             <Grant><Grantee xsi:type="CanonicalUser"><ID>carol</ID></Grantee><Permission>FULL_CONTROL</Permission></Grant>
             <Grant><Grantee xsi:type="Group"><URI>http://acs.amazonaws.com/groups/global/AllUsers</URI></Grantee><Permission>READ</Permission></Grant>
             </AccessControlList></AccessControlPolicy>"#;
-        let g = requested(&h(&[]), Some(doc), "alice").expect("ok").expect("some");
+        let g = requested(&h(&[]), Some(doc), "alice", "alice").expect("ok").expect("some");
         assert_eq!(g, vec![(Grantee::User("carol".into()), Permission::FullControl), (Grantee::AllUsers, Permission::Read)]);
-        assert!(requested(&h(&[]), Some(b"<AccessControlPolicy><AccessControlList><Grant><Grantee><ID>x</ID></Grantee><Permission>ALL</Permission></Grant></AccessControlList></AccessControlPolicy>"), "a").is_err());
-        assert!(requested(&h(&[]), Some(b"<AccessControlPolicy><AccessControlList><Grant><Grantee><ID>a:b</ID></Grantee><Permission>READ</Permission></Grant></AccessControlList></AccessControlPolicy>"), "a").is_err());
-        assert_eq!(requested(&h(&[]), Some(b"  "), "a").expect("ok"), None);
+        assert!(requested(&h(&[]), Some(b"<AccessControlPolicy><AccessControlList><Grant><Grantee><ID>x</ID></Grantee><Permission>ALL</Permission></Grant></AccessControlList></AccessControlPolicy>"), "a", "a").is_err());
+        assert!(requested(&h(&[]), Some(b"<AccessControlPolicy><AccessControlList><Grant><Grantee><ID>a:b</ID></Grantee><Permission>READ</Permission></Grant></AccessControlList></AccessControlPolicy>"), "a", "a").is_err());
+        assert_eq!(requested(&h(&[]), Some(b"  "), "a", "a").expect("ok"), None);
     }
 }

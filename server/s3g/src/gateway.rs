@@ -98,7 +98,12 @@ struct Req {
     key: String,
     query: Vec<(String, String)>,
     headers: Vec<(String, String)>,
+    /// Whom the OM is told makes the request: the caller, or the bucket's owner where the
+    /// bucket's policy allows the caller what it asks (`authorize`).
     user: String,
+    /// Who signed the request (empty: anonymous), whatever `user` becomes: the writer of an
+    /// object ([`object_owner`]).
+    caller: String,
     signer: Option<ChunkSigner>,
     body: Option<Incoming>,
     /// The client's address (a bucket policy's `aws:SourceIp`).
@@ -512,7 +517,7 @@ async fn serve_parts(gw: &Rc<Gateway>, parts: hyper::http::request::Parts, body:
     let sreq = sigv4::Request { method: parts.method.as_str(), raw_path, raw_query, headers: &headers };
     let (user, signer) = gw.authenticate(&sreq, &query).await?;
     let peer = parts.extensions.get::<Peer>().map(|p| p.0);
-    let mut r = Req { method: parts.method, bucket: bucket.to_string(), key: key.to_string(), query, headers, user, signer, body: body.take(), peer, source_as: None };
+    let mut r = Req { method: parts.method, bucket: bucket.to_string(), key: key.to_string(), query, headers, caller: user.clone(), user, signer, body: body.take(), peer, source_as: None };
     let out = route(gw, &mut r).await;
     *body = r.body.take();
     out
@@ -784,10 +789,10 @@ async fn create_bucket(gw: &Gateway, c: &Client, r: &mut Req) -> R {
         return Err(S3Error::access_denied("creating a bucket needs a signed request (a bucket needs an owner)"));
     }
     // Its ACL, made with it (the body, CreateBucketConfiguration, is no ACL document).
-    let acls = match acl::requested(&|n| r.header(n), None, &r.user)? {
+    let acls = match acl::requested(&|n| r.header(n), None, &r.user, &r.user)? {
         Some(g) => {
             let e = acl::entries(&g, &r.user, On::Bucket)?;
-            check_grantees(gw, &e, &r.user).await?;
+            check_grantees(gw, &e, &r.user, &r.user).await?;
             e
         }
         None => Vec::new(),
@@ -859,7 +864,8 @@ async fn delete_bucket(c: &Client, r: &Req) -> R {
 /// GetBucketAcl / GetObjectAcl. A bucket's ACL is shown to whoever holds READ_ACP on it (the
 /// gateway checks: the OM's bucket information is anyone's); an object's to whoever holds
 /// READ_ACP on the object or its bucket (the OM checks READ_ACL, with the key's own entries;
-/// READ of the object is not enough, as in S3).
+/// READ of the object is not enough, as in S3). An object's owner is its writer where its
+/// bucket's ownership made it so ([`OBJECT_OWNER`]), else the bucket's.
 async fn acl(c: &Client, r: &Req) -> R {
     let b = owned_bucket(c, r).await?;
     if r.key.is_empty() {
@@ -869,13 +875,14 @@ async fn acl(c: &Client, r: &Req) -> R {
         return Ok(Reply::xml(acl::document(&b.owner, &b.acls, On::Bucket)));
     }
     let k = c.lookup_key_acl(S3_VOLUME, &r.bucket, &r.key).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
-    Ok(Reply::xml(acl::document(&b.owner, &k.acls, On::Object)))
+    let owner = meta(&k.metadata, OBJECT_OWNER).unwrap_or(&b.owner);
+    Ok(Reply::xml(acl::document(owner, &k.acls, On::Object)))
 }
 
-/// Every user an ACL names beside the owner must exist: hold an S3 access key here (S3 answers
-/// an unknown canonical ID with InvalidArgument).
-async fn check_grantees(gw: &Gateway, entries: &[AclEntry], owner: &str) -> Result<(), S3Error> {
-    for user in acl::users_named(entries, owner) {
+/// Every user an ACL names beside the owner and the bucket's owner must exist: hold an S3
+/// access key here (S3 answers an unknown canonical ID with InvalidArgument).
+async fn check_grantees(gw: &Gateway, entries: &[AclEntry], owner: &str, bucket_owner: &str) -> Result<(), S3Error> {
+    for user in acl::users_named(entries, owner).filter(|u| *u != bucket_owner) {
         if gw.secret(user, false).await?.is_none() {
             return Err(S3Error::invalid_argument(format!("Invalid id: no user {user} (an ACL's users are those with an S3 access key)")));
         }
@@ -883,32 +890,62 @@ async fn check_grantees(gw: &Gateway, entries: &[AclEntry], owner: &str) -> Resu
     Ok(())
 }
 
-/// The ACL entries a write asks its new object to get (`x-amz-acl`, `x-amz-grant-*`): None
-/// for none or for the default (the owner's grant alone), so that such a write stays the
-/// plain commit. Read before the write, so that a bad ACL costs no bytes.
-async fn write_acl(gw: &Gateway, c: &Client, r: &Req) -> Result<Option<Vec<AclEntry>>, S3Error> {
-    Ok(write_acl_in(gw, c, r).await?.map(|(e, _)| e))
+/// What a write gives its new object beside its bytes: the ACL entries of its commit, and the
+/// metadata pair naming its owner where that is not the bucket's owner.
+#[derive(Debug, Default)]
+struct WriteAcl {
+    /// None for the plain commit: the bucket's owner's object with no ACL asked, or the
+    /// default one (the owner's grant alone).
+    entries: Option<Vec<AclEntry>>,
+    /// `(OBJECT_OWNER, writer)` where the writer owns the object and is not the bucket's owner.
+    owner: Option<(String, String)>,
 }
 
-/// [`write_acl`], with the bucket it read for its owner.
-async fn write_acl_in(gw: &Gateway, c: &Client, r: &Req) -> Result<Option<(Vec<AclEntry>, stratos_client::BucketInfo)>, S3Error> {
-    if !r.headers.iter().any(|(n, _)| n == "x-amz-acl" || n.starts_with("x-amz-grant-")) {
-        return Ok(None);
-    }
-    let b = bucket_info(c, &r.bucket).await?;
-    if meta(&b.metadata, BUCKET_OWNERSHIP) == Some(Ownership::Enforced.name()) {
+/// The metadata pair that names an object's owner where that is not its bucket's owner: its
+/// writer, as the bucket's object ownership says ([`object_owner`]). Kept by the gateway,
+/// never shown as user metadata; a copy is its copier's.
+const OBJECT_OWNER: &str = "s3:owner";
+
+/// Who owns an object a request writes: its writer (who signed the request, also where the
+/// bucket's policy had the write made as the bucket's owner), or the bucket's owner where the
+/// bucket's object ownership says so: BucketOwnerEnforced always, BucketOwnerPreferred where
+/// the writer gives the object `bucket-owner-full-control`. ObjectWriter, and a bucket without
+/// the setting (as RGW's; Ozone's keys are their writer's too), leave it the writer's. An
+/// anonymous write is the bucket owner's.
+fn object_owner(s: &Settings, r: &Req) -> String {
+    let bucket_owners = match s.ownership {
+        Some(Ownership::Enforced) => true,
+        Some(Ownership::Preferred) => r.header("x-amz-acl").is_some_and(|v| v.trim() == "bucket-owner-full-control"),
+        Some(Ownership::Writer) | None => false,
+    };
+    if bucket_owners || r.caller.is_empty() { s.owner.clone() } else { r.caller.clone() }
+}
+
+/// The ACL a write gives its new object (`x-amz-acl`, `x-amz-grant-*`, or the owner's grant
+/// alone) and its owner ([`object_owner`]). An object another user than the bucket's owner
+/// writes gets entries of its own, its writer's grant at least, so that its owner may read it
+/// and its ACL (the OM checks a key's entries beside its bucket's). Checked before the write,
+/// so that a bad ACL costs no bytes.
+async fn write_acl(gw: &Gateway, c: &Client, r: &Req) -> Result<WriteAcl, S3Error> {
+    let asked = r.headers.iter().any(|(n, _)| n == "x-amz-acl" || n.starts_with("x-amz-grant-"));
+    let s = bucket_settings(gw, c, &r.bucket).await?;
+    if s.ownership == Some(Ownership::Enforced) {
         // ACLs disabled: the one canned ACL S3 accepts is the one that changes nothing.
         let owner_full = r.header("x-amz-acl").is_some_and(|v| v.trim() == "bucket-owner-full-control") && !r.headers.iter().any(|(n, _)| n.starts_with("x-amz-grant-"));
-        return if owner_full { Ok(None) } else { Err(acls_disabled(&r.bucket)) };
+        return if !asked || owner_full { Ok(WriteAcl::default()) } else { Err(acls_disabled(&r.bucket)) };
     }
-    let Some(g) = acl::requested(&|n| r.header(n), None, &b.owner)? else { return Ok(None) };
-    let e = acl::entries(&g, &b.owner, On::Object)?;
-    if e == acl::private(&b.owner, On::Object) {
-        return Ok(None);
+    let owner = object_owner(&s, r);
+    let writers = owner != s.owner;
+    let entries = match acl::requested(&|n| r.header(n), None, &owner, &s.owner)? {
+        Some(g) => acl::entries(&g, &owner, On::Object)?,
+        None => acl::private(&owner, On::Object),
+    };
+    if !writers && entries == acl::private(&owner, On::Object) {
+        return Ok(WriteAcl::default());
     }
-    check_public_acl(gw, c, &r.bucket, &e).await?;
-    check_grantees(gw, &e, &b.owner).await?;
-    Ok(Some((e, b)))
+    check_public_acl(gw, c, &r.bucket, &entries).await?;
+    check_grantees(gw, &entries, &owner, &s.owner).await?;
+    Ok(WriteAcl { entries: Some(entries), owner: writers.then(|| (OBJECT_OWNER.to_string(), owner)) })
 }
 
 /// The metadata pair in which a multipart upload keeps the ACL its object is to get
@@ -917,16 +954,22 @@ async fn write_acl_in(gw: &Gateway, c: &Client, r: &Req) -> Result<Option<(Vec<A
 /// shown; a copy drops it).
 const UPLOAD_ACL: &str = "acl:upload";
 
-/// The ACL a multipart upload asks its object to get, as its metadata pair. As a PUT's canned
-/// ACL or grants, the writer's right to write is enough: the completion sets them with the
-/// object it makes, as a PUT's commit does.
-async fn upload_acl(gw: &Gateway, c: &Client, r: &Req) -> Result<Option<(String, String)>, S3Error> {
-    let Some((entries, _)) = write_acl_in(gw, c, r).await? else { return Ok(None) };
-    let value = acl::encode(&entries);
-    if value.len() > METADATA_VALUE_BYTES_MAX {
-        return Err(S3Error::invalid_argument(format!("the ACL of a multipart upload takes {} bytes, at most {METADATA_VALUE_BYTES_MAX}", value.len())));
+/// The ACL a multipart upload asks its object to get, and its owner ([`write_acl`]), as
+/// metadata pairs of the upload (ListParts names the owner from them). As a PUT's canned ACL or
+/// grants, the writer's right to write is enough: the completion sets them with the object it
+/// makes, as a PUT's commit does, and the object keeps the owner's pair.
+async fn upload_acl(gw: &Gateway, c: &Client, r: &Req) -> Result<Vec<(String, String)>, S3Error> {
+    let w = write_acl(gw, c, r).await?;
+    let mut pairs = Vec::new();
+    if let Some(entries) = w.entries {
+        let value = acl::encode(&entries);
+        if value.len() > METADATA_VALUE_BYTES_MAX {
+            return Err(S3Error::invalid_argument(format!("the ACL of a multipart upload takes {} bytes, at most {METADATA_VALUE_BYTES_MAX}", value.len())));
+        }
+        pairs.push((UPLOAD_ACL.to_string(), value));
     }
-    Ok(Some((UPLOAD_ACL.to_string(), value)))
+    pairs.extend(w.owner);
+    Ok(pairs)
 }
 
 /// The encryption a write asks for (or else its bucket's default), sealed: the metadata to add
@@ -1002,18 +1045,20 @@ struct Settings {
     public_block: PublicBlock,
     /// Why its policy or public access block could not be read, if so.
     unreadable: Option<String>,
-    /// Its object ownership setting (none: objects are its owner's and ACLs apply, as
-    /// BucketOwnerPreferred).
+    /// Its object ownership setting (none: as ObjectWriter, [`object_owner`]).
     ownership: Option<Ownership>,
     /// Its lifecycle rules (none where they do not read: the OM then expires nothing either).
     lifecycle: Vec<stratos_common::lifecycle::Rule>,
 }
 
-/// A bucket's object ownership (S3's ownership controls). Objects are always their bucket
-/// owner's here, so S3's third setting, ObjectWriter, is refused.
+/// A bucket's object ownership (S3's ownership controls): who owns an object another user
+/// writes ([`object_owner`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ownership {
-    /// ACLs still apply; an object is the bucket owner's.
+    /// ACLs apply; an object is its writer's.
+    Writer,
+    /// ACLs apply; an object is the bucket owner's where its writer gives it
+    /// `bucket-owner-full-control`, else its writer's.
     Preferred,
     /// ACLs are disabled: only the owner and the bucket policy grant access, and no ACL but
     /// `bucket-owner-full-control` may be set.
@@ -1023,6 +1068,7 @@ enum Ownership {
 impl Ownership {
     fn name(self) -> &'static str {
         match self {
+            Ownership::Writer => "ObjectWriter",
             Ownership::Preferred => "BucketOwnerPreferred",
             Ownership::Enforced => "BucketOwnerEnforced",
         }
@@ -1030,19 +1076,13 @@ impl Ownership {
 
     /// The setting [`Ownership::name`] names.
     fn named(name: &str) -> Option<Ownership> {
-        [Ownership::Preferred, Ownership::Enforced].into_iter().find(|o| o.name() == name)
+        [Ownership::Writer, Ownership::Preferred, Ownership::Enforced].into_iter().find(|o| o.name() == name)
     }
 }
 
 /// The object ownership a request names.
 fn object_ownership(v: &str) -> Result<Ownership, S3Error> {
-    if let Some(o) = Ownership::named(v) {
-        return Ok(o);
-    }
-    match v {
-        "ObjectWriter" => Err(S3Error::not_implemented("ObjectWriter ownership (objects are always owned by their bucket's owner here: BucketOwnerPreferred or BucketOwnerEnforced)")),
-        other => Err(S3Error::invalid_argument(format!("object ownership {other:?}: BucketOwnerPreferred, BucketOwnerEnforced or ObjectWriter"))),
-    }
+    Ownership::named(v).ok_or_else(|| S3Error::invalid_argument(format!("object ownership {v:?}: BucketOwnerPreferred, BucketOwnerEnforced or ObjectWriter")))
 }
 
 fn acls_disabled(bucket: &str) -> S3Error {
@@ -1320,7 +1360,8 @@ async fn get_bucket_policy_status(c: &Client, r: &Req) -> R {
     Ok(Reply::xml(w.finish("PolicyStatus")))
 }
 
-/// PutBucketOwnershipControls: one rule, BucketOwnerPreferred or BucketOwnerEnforced.
+/// PutBucketOwnershipControls: one rule, ObjectWriter, BucketOwnerPreferred or
+/// BucketOwnerEnforced.
 async fn put_ownership(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
     let doc = xml::document(&body, "OwnershipControls")?;
@@ -1572,7 +1613,7 @@ async fn authorize(gw: &Gateway, r: &mut Req, c: Rc<Client>) -> Result<Rc<Client
         return Ok(c);
     }
     let mut decision = decide(gw, r, &settings, policy, action, &key).await?;
-    let sets_acl = action != "s3:PutObjectAcl" && on_object && acl::requested(&|n| r.header(n), None, &settings.owner).ok().flatten().is_some();
+    let sets_acl = action != "s3:PutObjectAcl" && on_object && acl::requested(&|n| r.header(n), None, &settings.owner, &settings.owner).ok().flatten().is_some();
     if sets_acl {
         match decide(gw, r, &settings, policy, "s3:PutObjectAcl", &key).await? {
             Decision::Deny(sid) => decision = Decision::Deny(sid),
@@ -1629,6 +1670,7 @@ async fn copy_source_access(gw: &Gateway, r: &Req, caller: Rc<Client>) -> Result
         query: Vec::new(),
         headers: r.headers.clone(),
         user: r.user.clone(),
+        caller: r.caller.clone(),
         signer: None,
         body: None,
         peer: r.peer,
@@ -1706,11 +1748,21 @@ fn unseal(gw: &Gateway, r: &Req, metadata: &[(String, String)], using: sse::Use)
 }
 
 /// PutBucketAcl / PutObjectAcl: the grants of a canned ACL, grant headers or a document
-/// replace the bucket's or object's. The OM decides who may (WRITE_ACL on the bucket).
+/// replace the bucket's or object's. The OM decides who may (WRITE_ACL on the bucket). A
+/// canned ACL is the object's owner's ([`OBJECT_OWNER`]; the bucket's where the caller may
+/// not read the object's ACL, which the OM then refuses it to change too, unless it holds
+/// WRITE_ACL on the bucket).
 async fn put_acl(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
-    let owner = bucket_info(c, &r.bucket).await?.owner;
-    let grants = acl::requested(&|n| r.header(n), Some(&body), &owner)?
+    let bucket_owner = bucket_info(c, &r.bucket).await?.owner;
+    let owner = match r.key.is_empty() {
+        true => bucket_owner.clone(),
+        false => match c.lookup_key_acl(S3_VOLUME, &r.bucket, &r.key).await {
+            Ok(k) => meta(&k.metadata, OBJECT_OWNER).unwrap_or(&bucket_owner).to_string(),
+            Err(_) => bucket_owner.clone(),
+        },
+    };
+    let grants = acl::requested(&|n| r.header(n), Some(&body), &owner, &bucket_owner)?
         .ok_or_else(|| S3Error::new("MissingSecurityHeader", 400, "an ACL needs x-amz-acl, x-amz-grant-* headers or an AccessControlPolicy document"))?;
     let on = if r.key.is_empty() { On::Bucket } else { On::Object };
     let entries = acl::entries(&grants, &owner, on)?;
@@ -1718,7 +1770,7 @@ async fn put_acl(gw: &Gateway, c: &Client, r: &mut Req) -> R {
         return Err(acls_disabled(&r.bucket));
     }
     check_public_acl(gw, c, &r.bucket, &entries).await?;
-    check_grantees(gw, &entries, &owner).await?;
+    check_grantees(gw, &entries, &owner, &bucket_owner).await?;
     set_acls(c, &r.bucket, &r.key, &entries).await?;
     Ok(Reply::ok())
 }
@@ -2214,8 +2266,10 @@ async fn list_parts(c: &Client, r: &Req) -> R {
         None => 1000,
         Some(v) => v.parse::<i64>().map_err(|_| S3Error::invalid_argument("max-parts is not a number"))?.clamp(1, 1000) as u32,
     };
-    let owner = bucket_info(c, &r.bucket).await?.owner;
+    let bucket_owner = bucket_info(c, &r.bucket).await?.owner;
     let page = c.list_parts(S3_VOLUME, &r.bucket, &r.key, &id, marker, max).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
+    // Who began the upload owns its object-to-be (upload_acl).
+    let owner = meta(&page.metadata, OBJECT_OWNER).unwrap_or(&bucket_owner).to_string();
     let mut w = Writer::new("ListPartsResult");
     w.elem("Bucket", &r.bucket).elem("Key", &r.key).elem("UploadId", &id);
     w.open("Initiator").elem("ID", &owner).elem("DisplayName", &owner).close("Initiator");
@@ -2502,8 +2556,9 @@ fn content_length(r: &Req) -> Result<Option<u64>, S3Error> {
 }
 
 async fn put_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
-    let acls = write_acl(gw, c, r).await?;
+    let WriteAcl { entries: acls, owner } = write_acl(gw, c, r).await?;
     let mut metadata = metadata_of(r)?;
+    metadata.extend(owner);
     let (sealing, cipher) = seal(gw, c, r).await?;
     metadata.extend(sealing);
     let condition = write_condition(r)?;
@@ -2560,7 +2615,7 @@ fn payload_length(r: &Req, _p: &Payload) -> Result<Option<u64>, S3Error> {
 }
 
 async fn copy_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
-    let acls = write_acl(gw, c, r).await?;
+    let WriteAcl { entries: acls, owner } = write_acl(gw, c, r).await?;
     let (sealing, cipher) = seal(gw, c, r).await?;
     let (sb, sk) = copy_source(&r.header("x-amz-copy-source").unwrap_or_default())?;
     let replace = match r.header("x-amz-metadata-directive").as_deref() {
@@ -2593,9 +2648,11 @@ async fn copy_object(gw: &Rc<Gateway>, c: &Client, r: &mut Req) -> R {
         metadata_of(r)?.into_iter().filter(|(k, _)| !k.starts_with(TAG)).chain(checksums).collect()
     } else {
         // Not the parts of a multipart source: the copy is written as one part.
-        let rest = src.metadata.iter().filter(|(k, _)| k != ETAG && k != PARTS && k != UPLOAD_ACL && !k.starts_with(TAG) && !k.starts_with(sse::PREFIX) && !k.starts_with(checksum::METADATA_PREFIX));
+        let rest = src.metadata.iter().filter(|(k, _)| k != ETAG && k != PARTS && k != UPLOAD_ACL && k != OBJECT_OWNER && !k.starts_with(TAG) && !k.starts_with(sse::PREFIX) && !k.starts_with(checksum::METADATA_PREFIX));
         rest.cloned().chain(checksums).collect()
     };
+    // A copy is its copier's (or its bucket owner's), not its source's owner's.
+    metadata.extend(owner);
     if tags_replace {
         metadata.extend(metadata_of(r)?.into_iter().filter(|(k, _)| k.starts_with(TAG)));
     } else {
@@ -3154,7 +3211,7 @@ async fn post_form(gw: &Rc<Gateway>, headers: &[(String, String)], form: &mut fo
     if tags.is_some() && as_headers.iter().any(|(n, _)| n == "x-amz-tagging") {
         return Err(S3Error::invalid_argument("the form gives its tags twice: tagging and x-amz-tagging"));
     }
-    let mut r = Req { method: hyper::Method::POST, bucket: bucket.to_string(), key: key.clone(), query: Vec::new(), headers: as_headers, user: access.clone(), signer: None, body: None, peer, source_as: None };
+    let mut r = Req { method: hyper::Method::POST, bucket: bucket.to_string(), key: key.clone(), query: Vec::new(), headers: as_headers, user: access.clone(), caller: access.clone(), signer: None, body: None, peer, source_as: None };
     // The file's checksum, if a field gives one: checked as it streams, kept with the object.
     if let Some(w) = checksum::requested(&|n| r.header(n), false)? {
         let value = w.value.ok_or_else(|| S3Error::invalid_request("a form's checksum is a field, not a trailer"))?;
@@ -3163,8 +3220,9 @@ async fn post_form(gw: &Rc<Gateway>, headers: &[(String, String)], form: &mut fo
     let c = gw.client_for(&access).await?;
     // A form upload is a PutObject of its key to the bucket's policy.
     let c = authorize(gw, &mut r, c).await?;
-    let acls = write_acl(gw, &c, &r).await?;
+    let WriteAcl { entries: acls, owner } = write_acl(gw, &c, &r).await?;
     let mut metadata = metadata_of(&r)?;
+    metadata.extend(owner);
     metadata.extend(tags.unwrap_or_default().into_iter().map(|(k, v)| (format!("{TAG}{k}"), v)));
     let (sealing, cipher) = seal(gw, &c, &r).await?;
     metadata.extend(sealing);
@@ -3389,7 +3447,7 @@ mod tests {
         use hyper::Method as M;
         let action = |method: M, query: &str| {
             let query = query.split('&').filter(|q| !q.is_empty()).map(|q| (q.to_string(), String::new())).collect();
-            let r = Req { method, bucket: "b".into(), key: String::new(), query, headers: Vec::new(), user: String::new(), signer: None, body: None, peer: None, source_as: None };
+            let r = Req { method, bucket: "b".into(), key: String::new(), query, headers: Vec::new(), user: String::new(), caller: String::new(), signer: None, body: None, peer: None, source_as: None };
             request_action(&r)
         };
         assert_eq!(action(M::GET, ""), ("s3:ListBucket", false));

@@ -842,15 +842,53 @@ check("... a PUT with an ACL but bucket-owner-full-control, and any Put*Acl, are
 alice.put_bucket_policy(Bucket=owned, Policy=policy({"Effect": "Allow", "Principal": {"AWS": os.environ["BOB_KEY"]}, "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{owned}/*"}))
 check("... the policy grants bob a read", bob.get_object(Bucket=owned, Key="k")["Body"].read() == b"x" and code(lambda: bob.put_object(Bucket=owned, Key="b", Body=b"y")) == "AccessDenied")
 alice.put_bucket_acl(Bucket=pub, ACL="public-read")
-check("ObjectWriter is refused (objects are their bucket owner's here); Enforced on a bucket whose ACL grants others too",
-      code(lambda: alice.put_bucket_ownership_controls(Bucket=owned, OwnershipControls={"Rules": [{"ObjectOwnership": "ObjectWriter"}]})) == "NotImplemented"
-      and code(lambda: alice.put_bucket_ownership_controls(Bucket=pub, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})) == "InvalidBucketAclWithObjectOwnership")
+check("Enforced is refused on a bucket whose ACL grants others",
+      code(lambda: alice.put_bucket_ownership_controls(Bucket=pub, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})) == "InvalidBucketAclWithObjectOwnership")
 alice.put_bucket_acl(Bucket=pub, ACL="private")
 alice.delete_bucket_ownership_controls(Bucket=owned)
 check("DeleteBucketOwnershipControls: ACLs apply again", code(lambda: alice.get_bucket_ownership_controls(Bucket=owned)) == "OwnershipControlsNotFoundError"
       and alice.put_object_acl(Bucket=owned, Key="k", ACL="private") is not None)
 alice.delete_object(Bucket=owned, Key="k")
 alice.delete_bucket(Bucket=owned)
+# Object ownership by writer: bob, granted WRITE on alice's bucket, owns what he writes (no
+# setting, or ObjectWriter); BucketOwnerPreferred gives alice what he writes with
+# bucket-owner-full-control.
+ALICE, BOB = os.environ["ALICE_KEY"], os.environ["BOB_KEY"]
+ow = bucket + "-writers"
+alice.create_bucket(Bucket=ow, GrantWrite=f'id="{BOB}"')
+owner_of = lambda who, k: who.get_object_acl(Bucket=ow, Key=k)["Owner"]["ID"]
+grants_of = lambda who, k: sorted((g["Grantee"].get("ID"), g["Permission"]) for g in who.get_object_acl(Bucket=ow, Key=k)["Grants"])
+bob.put_object(Bucket=ow, Key="b", Body=b"bob's")
+check("a PUT by another user than the bucket's owner is the writer's: his ACL, and he reads it without READ on the bucket",
+      owner_of(bob, "b") == BOB and grants_of(bob, "b") == [(BOB, "FULL_CONTROL")] and bob.get_object(Bucket=ow, Key="b")["Body"].read() == b"bob's"
+      and code(lambda: bob.list_objects_v2(Bucket=ow)) == "AccessDenied")
+bob.put_object(Bucket=ow, Key="br", Body=b"x", ACL="bucket-owner-read")
+bob.put_object(Bucket=ow, Key="bf", Body=b"x", ACL="bucket-owner-full-control")
+check("... bucket-owner-read and bucket-owner-full-control grant the bucket's owner beside him",
+      owner_of(alice, "br") == BOB and grants_of(alice, "br") == sorted([(BOB, "FULL_CONTROL"), (ALICE, "READ")])
+      and owner_of(alice, "bf") == BOB and grants_of(alice, "bf") == sorted([(BOB, "FULL_CONTROL"), (ALICE, "FULL_CONTROL")]))
+bob.copy_object(Bucket=ow, Key="bc", CopySource={"Bucket": ow, "Key": "b"})
+up = bob.create_multipart_upload(Bucket=ow, Key="bm")["UploadId"]
+check("... so are his copies and his multipart uploads (ListParts names him)",
+      owner_of(bob, "bc") == BOB and bob.list_parts(Bucket=ow, Key="bm", UploadId=up)["Owner"]["ID"] == BOB)
+etag = bob.upload_part(Bucket=ow, Key="bm", UploadId=up, PartNumber=1, Body=b"part")["ETag"]
+bob.complete_multipart_upload(Bucket=ow, Key="bm", UploadId=up, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+check("... and the object his upload completes", owner_of(bob, "bm") == BOB and bob.get_object(Bucket=ow, Key="bm")["Body"].read() == b"part")
+alice.put_object(Bucket=ow, Key="b", Body=b"alice's")
+check("the bucket's owner overwriting it makes it hers again: bob may no longer read it",
+      owner_of(alice, "b") == ALICE and code(lambda: bob.get_object(Bucket=ow, Key="b")) == "AccessDenied")
+alice.put_bucket_ownership_controls(Bucket=ow, OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerPreferred"}]})
+bob.put_object(Bucket=ow, Key="pf", Body=b"x", ACL="bucket-owner-full-control")
+bob.put_object(Bucket=ow, Key="pp", Body=b"x")
+check("BucketOwnerPreferred: bucket-owner-full-control makes his object the bucket owner's, no ACL leaves it his",
+      owner_of(alice, "pf") == ALICE and owner_of(bob, "pp") == BOB)
+alice.put_bucket_ownership_controls(Bucket=ow, OwnershipControls={"Rules": [{"ObjectOwnership": "ObjectWriter"}]})
+bob.put_object(Bucket=ow, Key="wf", Body=b"x", ACL="bucket-owner-full-control")
+check("ObjectWriter: GetBucketOwnershipControls says so, and even bucket-owner-full-control leaves it his",
+      alice.get_bucket_ownership_controls(Bucket=ow)["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "ObjectWriter"}] and owner_of(alice, "wf") == BOB)
+for k in ("b", "br", "bf", "bc", "bm", "pf", "pp", "wf"):
+    alice.delete_object(Bucket=ow, Key=k)
+alice.delete_bucket(Bucket=ow)
 check("a bucket without tags: NoSuchTagSet", code(lambda: alice.get_bucket_tagging(Bucket=pub)) == "NoSuchTagSet")
 tagset = [{"Key": "team", "Value": "données <&> \u00e9t\u00e9"}] + [{"Key": f"k{i}", "Value": "v" * 256} for i in range(49)]
 alice.put_bucket_tagging(Bucket=pub, Tagging={"TagSet": tagset})
