@@ -212,6 +212,17 @@ pub struct PartInfo {
     pub checksum: String,
 }
 
+/// A multipart upload in progress ([`Client::list_uploads`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadListed {
+    pub key: String,
+    pub upload_id: String,
+    /// When it began (ms since the epoch).
+    pub created_ms: u64,
+    /// The value of its metadata pair the listing asked for (empty: none, or an older OM).
+    pub value: String,
+}
+
 /// A page of a multipart upload's parts ([`Client::list_parts`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadParts {
@@ -609,8 +620,9 @@ impl Client {
     }
 
     /// The multipart uploads in progress in a bucket (keys starting with `prefix`), after
-    /// (`key_marker`, `upload_marker`), at most `limit` (1..=1000): (key, upload id, began ms).
-    pub async fn list_uploads(&self, volume: &str, bucket: &str, prefix: &str, key_marker: &str, upload_marker: &str, limit: u32) -> Result<Page<(String, String, u64)>, ClientError> {
+    /// `after` (a key and an upload id), at most `limit` (1..=1000), each with the value of its
+    /// metadata pair named `with` (empty: none asked).
+    pub async fn list_uploads(&self, volume: &str, bucket: &str, prefix: &str, after: (&str, &str), limit: u32, with: &str) -> Result<Page<UploadListed>, ClientError> {
         self.call(async |om| {
             let mut req = om.list_uploads_request();
             self.set_header(req.get().init_header(), 0);
@@ -618,9 +630,12 @@ impl Client {
             q.set_volume(volume);
             q.set_bucket(bucket);
             q.set_prefix(prefix);
-            q.set_key_marker(key_marker);
-            q.set_upload_id_marker(upload_marker);
+            q.set_key_marker(after.0);
+            q.set_upload_id_marker(after.1);
             q.set_limit(limit);
+            if !with.is_empty() {
+                q.set_metadata_key(with);
+            }
             let reply = req.send().promise.await?;
             let r = reply.get()?;
             if r.has_error() {
@@ -628,7 +643,8 @@ impl Client {
             }
             let mut items = Vec::new();
             for u in r.get_uploads()?.iter() {
-                items.push((text(u.get_key())?, text(u.get_upload_id())?, u.get_created_ms()));
+                let value = if u.has_metadata_value() { text(u.get_metadata_value())? } else { String::new() };
+                items.push(UploadListed { key: text(u.get_key())?, upload_id: text(u.get_upload_id())?, created_ms: u.get_created_ms(), value });
             }
             Ok(Page { items, truncated: r.get_truncated() })
         })

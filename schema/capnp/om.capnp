@@ -483,6 +483,7 @@ struct UploadInfo {
   key @0 :Text;
   uploadId @1 :Text;
   createdMs @2 :UInt64;
+  metadataValue @3 :Text;  # the value of its metadata pair listUploads' `metadataKey` names; empty: none
 }
 
 struct Page {
@@ -557,7 +558,9 @@ interface OzoneManager {
       -> (error :Error, parts :List(PartInfo), truncated :Bool, metadata :List(MetadataPair), createdMs :UInt64);
   # The multipart uploads in progress in a bucket whose keys start with `prefix`, in (key,
   # upload id) order after (`keyMarker`, `uploadIdMarker`), at most `limit` (1..=1000).
-  listUploads @17 (header :RequestHeader, volume :Text, bucket :Text, prefix :Text, keyMarker :Text, uploadIdMarker :Text, limit :UInt32)
+  # `metadataKey` (appended; empty: none) asks for the value of that metadata pair of each
+  # upload (the S3 gateway's `s3:owner`: who began it).
+  listUploads @17 (header :RequestHeader, volume :Text, bucket :Text, prefix :Text, keyMarker :Text, uploadIdMarker :Text, limit :UInt32, metadataKey :Text)
       -> (error :Error, uploads :List(UploadInfo), truncated :Bool);
 }
 

@@ -16,6 +16,17 @@ use crate::outcome::{OmError, Outcome, Reply};
 use crate::records::*;
 use crate::state::{Ids, ShardState};
 
+/// One multipart upload in a listing ([`ShardState::list_uploads_in`]), ordered by key, then
+/// upload id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListedUpload {
+    pub key: String,
+    pub upload_id: String,
+    pub created_ms: u64,
+    /// The value of the upload's metadata pair the listing asked for (empty: none).
+    pub value: String,
+}
+
 /// The S3 code a completion's refusal starts with.
 fn invalid(code: &str, why: String) -> OmError {
     OmError::InvalidPart(format!("{code}: {why}"))
@@ -258,16 +269,21 @@ impl ShardState {
     }
 
     /// Uploads in bucket `bucket_id` whose keys start with `prefix`, in (key, upload id) order
-    /// after `after`, at most `limit`; and whether more follow.
-    pub fn list_uploads_in(&self, bucket_id: u64, prefix: &str, after: (&str, &str), limit: usize) -> (Vec<(String, String, u64)>, bool) {
+    /// after `after`, at most `limit`, each with the value of its metadata pair named `with`
+    /// (empty where it has none, or `with` is empty); and whether more follow.
+    pub fn list_uploads_in(&self, bucket_id: u64, prefix: &str, after: (&str, &str), limit: usize, with: &str) -> (Vec<ListedUpload>, bool) {
         let start = (bucket_id, after.0.to_string(), after.1.to_string());
-        let mut out: Vec<(String, String, u64)> = self
+        let value = |u: &UploadRecord| match with {
+            "" => String::new(),
+            with => u.metadata.iter().find(|m| m.key == with).map(|m| m.value.clone()).unwrap_or_default(),
+        };
+        let mut out: Vec<ListedUpload> = self
             .uploads
             .range((Bound::Excluded(start), Bound::Unbounded))
             .take_while(|(k, _)| k.0 == bucket_id)
             .filter(|(k, _)| k.1.starts_with(prefix))
             .take(limit + 1)
-            .map(|(k, u)| (k.1.clone(), k.2.clone(), u.created_ms))
+            .map(|(k, u)| ListedUpload { key: k.1.clone(), upload_id: k.2.clone(), created_ms: u.created_ms, value: value(u) })
             .collect();
         let truncated = out.len() > limit;
         out.truncate(limit);

@@ -31,6 +31,7 @@ pub mod table;
 
 pub use command::{Allowance, BucketRef, Condition, Grant, Command, CommandContext, DecodeError, Elsewhere, Op, Principal};
 pub use apply_meta::{S3_SECRET_CHARS, edited_acls};
+pub use apply_upload::ListedUpload;
 pub use outcome::{OmError, Outcome, Reply};
 pub use records::{Acl, AclKind, BlockLocation, MetadataPair, QUOTA_UNLIMITED, Replication, rights};
 pub use snapshot::{FRAME_ENTRIES as SNAPSHOT_FRAME_ENTRIES, VERSION as SNAPSHOT_FORMAT_VERSION, SnapshotBuild, SnapshotError};

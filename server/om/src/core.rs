@@ -116,7 +116,8 @@ pub enum Query {
     /// A multipart upload's record and parts after a part number (the key's shard).
     ListParts { bucket_id: u64, key: String, upload_id: String, marker: u32, limit: usize },
     /// A bucket's multipart uploads on this shard (key prefix, after (key, upload id)).
-    ListUploadsIn { bucket_id: u64, prefix: String, after: (String, String), limit: usize },
+    /// With each upload the value of its metadata pair named `with` (empty: none).
+    ListUploadsIn { bucket_id: u64, prefix: String, after: (String, String), limit: usize, with: String },
 }
 
 #[derive(Debug)]
@@ -129,7 +130,7 @@ pub enum ReadResult {
     KeyLookups(Vec<(usize, Result<KeyView, WireError>)>),
     Secret(String),
     Parts(stratos_shard::records::UploadRecord, Vec<(u32, stratos_shard::records::PartRecord)>, bool),
-    Uploads(Vec<(String, String, u64)>, bool),
+    Uploads(Vec<stratos_shard::ListedUpload>, bool),
 }
 
 #[derive(Debug)]
@@ -570,8 +571,8 @@ impl Core {
                 let (u, parts, truncated) = shard.list_parts(bucket_id, &key, &upload_id, marker, limit)?;
                 ReadResult::Parts(u, parts, truncated)
             }
-            Query::ListUploadsIn { bucket_id, prefix, after, limit } => {
-                let (list, truncated) = shard.list_uploads_in(bucket_id, &prefix, (&after.0, &after.1), limit);
+            Query::ListUploadsIn { bucket_id, prefix, after, limit, with } => {
+                let (list, truncated) = shard.list_uploads_in(bucket_id, &prefix, (&after.0, &after.1), limit, &with);
                 ReadResult::Uploads(list, truncated)
             }
             Query::S3Secret(id) => match shard.s3_secret(&id) {

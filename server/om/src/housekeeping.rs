@@ -162,19 +162,19 @@ impl Core {
         for prefix in lifecycle::scan_prefixes(rules, true) {
             let mut after = (String::new(), String::new());
             loop {
-                let query = Query::ListUploadsIn { bucket_id, prefix: prefix.clone(), after: after.clone(), limit: LIFECYCLE_PAGE };
+                let query = Query::ListUploadsIn { bucket_id, prefix: prefix.clone(), after: after.clone(), limit: LIFECYCLE_PAGE, with: String::new() };
                 let Ok(ReadResult::Uploads(list, more)) = self.read(group, query, 0).await else { break };
                 let ended: Vec<_> = list
                     .iter()
-                    .filter(|(key, _, created)| rules.iter().filter_map(|r| r.aborts_at(key, *created, day)).min().is_some_and(|at| at <= now))
-                    .map(|(key, upload_id, _)| om_command(Op::AbortUpload { volume: volume.to_string(), bucket: bucket.to_string(), key: key.clone(), upload_id: upload_id.clone() }))
+                    .filter(|u| rules.iter().filter_map(|r| r.aborts_at(&u.key, u.created_ms, day)).min().is_some_and(|at| at <= now))
+                    .map(|u| om_command(Op::AbortUpload { volume: volume.to_string(), bucket: bucket.to_string(), key: u.key.clone(), upload_id: u.upload_id.clone() }))
                     .collect();
                 if !ended.is_empty() {
                     let (outs, _) = self.local_write(group, ended, true, 0).await;
                     uploads += outs.iter().filter(|o| o.is_ok()).count() as u64;
                 }
                 match (more, list.last()) {
-                    (true, Some((key, id, _))) => after = (key.clone(), id.clone()),
+                    (true, Some(u)) => after = (u.key.clone(), u.upload_id.clone()),
                     _ => break,
                 }
             }

@@ -680,13 +680,15 @@ impl ozone_manager::Server for OmService {
         let key_marker = try_or_reply!(results, convert::text(p.get_key_marker(), "key marker", max));
         let upload_marker = try_or_reply!(results, convert::text(p.get_upload_id_marker(), "upload id marker", stratos_shard::constants::UPLOAD_ID_BYTES_MAX));
         let limit = try_or_reply!(results, upload_list_limit(p.get_limit()));
+        // Appended: an older client sends none (an empty text).
+        let with = try_or_reply!(results, convert::text(p.get_metadata_key(), "metadata key", stratos_shard::constants::METADATA_KEY_BYTES_MAX));
         let core = &self.core;
         let min_meta = try_or_reply!(results, core.fresh_meta(h.min_meta).await);
         try_or_reply!(results, core.wait_meta_within(min_meta).await);
         let facts = try_or_reply!(results, core.view.borrow().key_bucket(&h.principal, &volume, &bucket, stratos_shard::rights::LIST).map_err(WireError::from));
         let futures: Vec<_> = (0..core.shards)
             .map(|s| {
-                let q = Query::ListUploadsIn { bucket_id: facts.bucket_id, prefix: prefix.clone(), after: (key_marker.clone(), upload_marker.clone()), limit };
+                let q = Query::ListUploadsIn { bucket_id: facts.bucket_id, prefix: prefix.clone(), after: (key_marker.clone(), upload_marker.clone()), limit, with: with.clone() };
                 core.read(group_of_shard(s), q, min_meta)
             })
             .collect();
@@ -705,11 +707,14 @@ impl ozone_manager::Server for OmService {
         let mut r = results.get();
         r.set_truncated(more);
         let mut list = r.init_uploads(all.len() as u32);
-        for (i, (k, u, t)) in all.iter().enumerate() {
+        for (i, u) in all.iter().enumerate() {
             let mut e = list.reborrow().get(i as u32);
-            e.set_key(k.as_str());
-            e.set_upload_id(u.as_str());
-            e.set_created_ms(*t);
+            e.set_key(u.key.as_str());
+            e.set_upload_id(u.upload_id.as_str());
+            e.set_created_ms(u.created_ms);
+            if !u.value.is_empty() {
+                e.set_metadata_value(u.value.as_str());
+            }
         }
         Ok(())
     }

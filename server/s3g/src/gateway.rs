@@ -1793,7 +1793,9 @@ async fn set_acls(c: &Client, bucket: &str, key: &str, entries: &[AclEntry]) -> 
 /// `key-marker` / `upload-id-marker`, at most `max-uploads` (1000) uploads and common prefixes
 /// together. With a `delimiter`, the uploads of keys that hold it after the prefix are rolled
 /// up into their common prefix, and the listing jumps past each (as a listing of keys does:
-/// one more OM call per common prefix, not one per upload under it).
+/// one more OM call per common prefix, not one per upload under it). An upload's initiator and
+/// owner is who began it (its [`OBJECT_OWNER`] pair, which the OM lists with it), else the
+/// bucket's owner.
 async fn list_uploads(c: &Client, r: &Req) -> R {
     let prefix = r.q("prefix").unwrap_or("");
     let delimiter = r.q("delimiter").unwrap_or("");
@@ -1814,16 +1816,17 @@ async fn list_uploads(c: &Client, r: &Req) -> R {
     } else {
         (key_marker.to_string(), upload_marker.to_string())
     };
-    let mut uploads: Vec<(String, String, u64)> = Vec::new();
+    let mut uploads: Vec<stratos_client::UploadListed> = Vec::new();
     let mut prefixes: Vec<String> = Vec::new();
     let mut next: Option<(String, String)> = None;
     let mut truncated = false;
     if max > 0 {
         'pages: loop {
             let want = (max - uploads.len() - prefixes.len() + 1).min(1000) as u32;
-            let page = c.list_uploads(S3_VOLUME, &r.bucket, prefix, &key_at, &upload_at, want).await.map_err(|e| from_om(&e, &r.bucket, None))?;
+            let page = c.list_uploads(S3_VOLUME, &r.bucket, prefix, (&key_at, &upload_at), want, OBJECT_OWNER).await.map_err(|e| from_om(&e, &r.bucket, None))?;
             let mut jumped = false;
-            for (k, u, t) in page.items {
+            for upload in page.items {
+                let (k, u) = (upload.key.clone(), upload.upload_id.clone());
                 if uploads.len() + prefixes.len() == max {
                     truncated = true;
                     break 'pages;
@@ -1844,8 +1847,8 @@ async fn list_uploads(c: &Client, r: &Req) -> R {
                     }
                     None => {
                         next = Some((k.clone(), u.clone()));
-                        (key_at, upload_at) = (k.clone(), u.clone());
-                        uploads.push((k, u, t));
+                        (key_at, upload_at) = (k, u);
+                        uploads.push(upload);
                     }
                 }
             }
@@ -1866,11 +1869,12 @@ async fn list_uploads(c: &Client, r: &Req) -> R {
         w.elem("Delimiter", delimiter);
     }
     w.elem("MaxUploads", max).elem("IsTruncated", truncated);
-    for (k, u, t) in &uploads {
-        w.open("Upload").elem("Key", k).elem("UploadId", u);
-        w.open("Initiator").elem("ID", &owner).elem("DisplayName", &owner).close("Initiator");
-        w.open("Owner").elem("ID", &owner).elem("DisplayName", &owner).close("Owner");
-        w.elem("StorageClass", "STANDARD").elem("Initiated", iso8601(*t)).close("Upload");
+    for u in &uploads {
+        let by = if u.value.is_empty() { &owner } else { &u.value };
+        w.open("Upload").elem("Key", &u.key).elem("UploadId", &u.upload_id);
+        w.open("Initiator").elem("ID", by).elem("DisplayName", by).close("Initiator");
+        w.open("Owner").elem("ID", by).elem("DisplayName", by).close("Owner");
+        w.elem("StorageClass", "STANDARD").elem("Initiated", iso8601(u.created_ms)).close("Upload");
     }
     for p in &prefixes {
         w.open("CommonPrefixes").elem("Prefix", p).close("CommonPrefixes");

@@ -871,6 +871,10 @@ bob.copy_object(Bucket=ow, Key="bc", CopySource={"Bucket": ow, "Key": "b"})
 up = bob.create_multipart_upload(Bucket=ow, Key="bm")["UploadId"]
 check("... so are his copies and his multipart uploads (ListParts names him)",
       owner_of(bob, "bc") == BOB and bob.list_parts(Bucket=ow, Key="bm", UploadId=up)["Owner"]["ID"] == BOB)
+mine = alice.create_multipart_upload(Bucket=ow, Key="am")["UploadId"]
+check("ListMultipartUploads names who began each upload as its initiator and owner",
+      [(u["Key"], u["Initiator"]["ID"], u["Owner"]["ID"]) for u in alice.list_multipart_uploads(Bucket=ow)["Uploads"]] == [("am", ALICE, ALICE), ("bm", BOB, BOB)])
+alice.abort_multipart_upload(Bucket=ow, Key="am", UploadId=mine)
 etag = bob.upload_part(Bucket=ow, Key="bm", UploadId=up, PartNumber=1, Body=b"part")["ETag"]
 bob.complete_multipart_upload(Bucket=ow, Key="bm", UploadId=up, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
 check("... and the object his upload completes", owner_of(bob, "bm") == BOB and bob.get_object(Bucket=ow, Key="bm")["Body"].read() == b"part")
