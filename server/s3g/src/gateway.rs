@@ -875,8 +875,7 @@ async fn acl(c: &Client, r: &Req) -> R {
         return Ok(Reply::xml(acl::document(&b.owner, &b.acls, On::Bucket)));
     }
     let k = c.lookup_key_acl(S3_VOLUME, &r.bucket, &r.key).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
-    let owner = meta(&k.metadata, OBJECT_OWNER).unwrap_or(&b.owner);
-    Ok(Reply::xml(acl::document(owner, &k.acls, On::Object)))
+    Ok(Reply::xml(acl::document(owner_in(&k.metadata, &b.owner), &k.acls, On::Object)))
 }
 
 /// Every user an ACL names beside the owner and the bucket's owner must exist: hold an S3
@@ -905,6 +904,11 @@ struct WriteAcl {
 /// writer, as the bucket's object ownership says ([`object_owner`]). Kept by the gateway,
 /// never shown as user metadata; a copy is its copier's.
 const OBJECT_OWNER: &str = "s3:owner";
+
+/// The owner of an object (or upload) with `metadata` in a bucket owned by `bucket_owner`.
+fn owner_in<'a>(metadata: &'a [(String, String)], bucket_owner: &'a str) -> &'a str {
+    meta(metadata, OBJECT_OWNER).unwrap_or(bucket_owner)
+}
 
 /// Who owns an object a request writes: its writer (who signed the request, also where the
 /// bucket's policy had the write made as the bucket's owner), or the bucket's owner where the
@@ -1758,7 +1762,7 @@ async fn put_acl(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     let owner = match r.key.is_empty() {
         true => bucket_owner.clone(),
         false => match c.lookup_key_acl(S3_VOLUME, &r.bucket, &r.key).await {
-            Ok(k) => meta(&k.metadata, OBJECT_OWNER).unwrap_or(&bucket_owner).to_string(),
+            Ok(k) => owner_in(&k.metadata, &bucket_owner).to_string(),
             Err(_) => bucket_owner.clone(),
         },
     };
@@ -2273,7 +2277,7 @@ async fn list_parts(c: &Client, r: &Req) -> R {
     let bucket_owner = bucket_info(c, &r.bucket).await?.owner;
     let page = c.list_parts(S3_VOLUME, &r.bucket, &r.key, &id, marker, max).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
     // Who began the upload owns its object-to-be (upload_acl).
-    let owner = meta(&page.metadata, OBJECT_OWNER).unwrap_or(&bucket_owner).to_string();
+    let owner = owner_in(&page.metadata, &bucket_owner).to_string();
     let mut w = Writer::new("ListPartsResult");
     w.elem("Bucket", &r.bucket).elem("Key", &r.key).elem("UploadId", &id);
     w.open("Initiator").elem("ID", &owner).elem("DisplayName", &owner).close("Initiator");
