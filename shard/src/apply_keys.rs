@@ -384,7 +384,7 @@ impl ShardState {
     pub(crate) fn set_key_acls(&mut self, log_index: u64, p: &Principal, volume: &str, bucket: &str, key: &str, acls: &[Acl]) -> Outcome {
         check_key_name(key)?;
         crate::apply_meta::check_acls(acls)?;
-        self.change_key_acls(log_index, p, volume, bucket, key, |_| acls.to_vec())
+        self.change_key_acls(log_index, p, volume, bucket, key, false, |_| acls.to_vec())
     }
 
     /// `Op::EditKeyAcls`: the key's entries edited ([`crate::apply_meta::edited_acls`]) in place.
@@ -392,19 +392,50 @@ impl ShardState {
     pub(crate) fn edit_key_acls(&mut self, log_index: u64, p: &Principal, volume: &str, bucket: &str, key: &str, add: &[Acl], remove: &[Acl]) -> Outcome {
         check_key_name(key)?;
         crate::apply_meta::check_acl_edit(add, remove)?;
-        self.change_key_acls(log_index, p, volume, bucket, key, |old| crate::apply_meta::edited_acls(old, add, remove))
+        self.change_key_acls(log_index, p, volume, bucket, key, false, |old| crate::apply_meta::edited_acls(old, add, remove))
+    }
+
+    /// `Op::KeyAclsByKeyGrant`: a replacement (`set`) or an edit, by WRITE_ACL in the entries of
+    /// the key's present version.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn key_acls_by_key_grant(&mut self, log_index: u64, p: &Principal, volume: &str, bucket: &str, key: &str, set: Option<&[Acl]>, add: &[Acl], remove: &[Acl]) -> Outcome {
+        check_key_name(key)?;
+        match set {
+            Some(acls) => {
+                crate::apply_meta::check_acls(acls)?;
+                self.change_key_acls(log_index, p, volume, bucket, key, true, |_| acls.to_vec())
+            }
+            None => {
+                crate::apply_meta::check_acl_edit(add, remove)?;
+                self.change_key_acls(log_index, p, volume, bucket, key, true, |old| crate::apply_meta::edited_acls(old, add, remove))
+            }
+        }
     }
 
     /// A committed key's entries become `new(old entries)`, by a holder of WRITE_ACL on its
-    /// bucket; the result is checked as a replacement is.
-    fn change_key_acls(&mut self, log_index: u64, p: &Principal, volume: &str, bucket: &str, key: &str, new: impl FnOnce(&[Acl]) -> Vec<Acl>) -> Outcome {
-        let facts = self.key_bucket(p, volume, bucket, rights::WRITE_ACL, "change key ACLs in")?;
+    /// bucket, or on the key itself: where `by_key` (the leader found the bucket's entries
+    /// refuse the caller), or where this state checks the bucket itself (no facts carried) and
+    /// it refuses. Then a key that is missing or whose entries do not grant it is the bucket's
+    /// refusal (nothing said of its existence, as a read's). The result is checked as a
+    /// replacement is.
+    #[allow(clippy::too_many_arguments)]
+    fn change_key_acls(&mut self, log_index: u64, p: &Principal, volume: &str, bucket: &str, key: &str, by_key: bool, new: impl FnOnce(&[Acl]) -> Vec<Acl>) -> Outcome {
+        let action = "change key ACLs in";
+        let (facts, by_key) = match self.key_bucket(p, volume, bucket, rights::WRITE_ACL, action) {
+            Ok(facts) => (facts, by_key),
+            Err(OmError::PermissionDenied { .. }) => (self.key_bucket(&Principal::admin(&p.user), volume, bucket, rights::WRITE_ACL, action)?, true),
+            Err(e) => return Err(e),
+        };
         self.check_not_moving(facts.bucket_id, volume, bucket, key)?;
         probe!(k = key);
-        let Some(old) = self.keys.get(&facts.bucket_id).and_then(|s| s.get(&*k)) else {
+        let old = self.keys.get(&facts.bucket_id).and_then(|s| s.get(&*k)).map(|e| e.view::<ArchivedKeyRecord>());
+        if by_key && !p.admin && !old.is_some_and(|o| crate::state::acls_allow(p, &o.acls, rights::WRITE_ACL)) {
+            return Err(denied(p, &format!("{action} {volume}/{bucket} (needs the WRITE_ACL right on the bucket or the key)")));
+        }
+        let Some(old) = old else {
             return Err(OmError::KeyNotFound(format!("{volume}/{bucket}/{key}")));
         };
-        let mut rec: KeyRecord = deserialize_record(old.view::<ArchivedKeyRecord>());
+        let mut rec: KeyRecord = deserialize_record(old);
         rec.acls = new(&rec.acls);
         crate::apply_meta::check_acls(&rec.acls)?;
         rec.update_id = log_index;

@@ -407,6 +407,13 @@ pub enum Op {
     /// Key shard: `EditBucketAcls` for a committed key's own entries (Ozone's `key addacl` and
     /// `removeacl`); the right is `SetKeyAcls`'. Replies `Done`. Appended, as `SetBucketAcls`.
     EditKeyAcls { volume: String, bucket: String, key: String, add: Vec<Acl>, remove: Vec<Acl> },
+    /// Key shard: `SetKeyAcls` (`set`) or `EditKeyAcls` (`add`, `remove`; `set` None) by a
+    /// caller whom the key's own entries grant WRITE_ACL where its bucket's do not (S3's
+    /// WRITE_ACP on an object, which its writer holds as its owner). The leader proposes it in
+    /// place of either when the bucket refuses the caller; the right is checked against the
+    /// version present when it applies, so a version written meanwhile by someone else (with
+    /// entries of its own, or none) is not changed by a grant of the one before. Appended.
+    KeyAclsByKeyGrant { volume: String, bucket: String, key: String, set: Option<Vec<Acl>>, add: Vec<Acl>, remove: Vec<Acl> },
 }
 
 /// What must hold of a key's present version for a write to apply.

@@ -645,6 +645,86 @@ fn expiry_deletes_only_the_versions_the_leader_found_expired() {
 }
 
 #[test]
+fn a_keys_own_write_acl_lets_its_grantee_change_its_entries() {
+    let mut s = S::new();
+    s.volume("vol1", "alice", QUOTA_UNLIMITED);
+    let (alice, bob, carol) = (Principal::user("alice"), Principal::user("bob"), Principal::user("carol"));
+    let user = |name: &str, rights| Acl { kind: AclKind::User, name: name.into(), rights };
+    s.bucket(alice.clone(), "vol1", "bkt", vec![user("bob", rights::WRITE)]).unwrap();
+    s.put(alice.clone(), "vol1", "bkt", "k", 4).unwrap();
+    let set_key = |key: &str, acls| Op::SetKeyAcls { volume: "vol1".into(), bucket: "bkt".into(), key: key.into(), acls };
+    let key_acls = |s: &S| s.state.lookup_key("vol1", "bkt", "k").unwrap().acls.iter().map(|a| (a.name.to_string(), a.rights.to_native())).collect::<Vec<_>>();
+
+    // WRITE on the bucket does not let bob change a key's entries, nor do entries of the key
+    // that grant him less than WRITE_ACL.
+    assert!(matches!(s.run(bob.clone(), set_key("k", vec![user("bob", rights::ALL)])), Err(OmError::PermissionDenied { .. })));
+    s.run(alice.clone(), set_key("k", vec![user("bob", rights::READ | rights::READ_ACL)])).unwrap();
+    assert!(matches!(s.run(bob.clone(), set_key("k", vec![user("bob", rights::ALL)])), Err(OmError::PermissionDenied { .. })));
+    // WRITE_ACL in the key's own entries does: he replaces and edits them.
+    s.run(alice.clone(), set_key("k", vec![user("bob", rights::WRITE_ACL)])).unwrap();
+    assert_eq!(s.run(bob.clone(), set_key("k", vec![user("bob", rights::WRITE_ACL), user("carol", rights::READ)])), Ok(Reply::Done));
+    let edit = Op::EditKeyAcls { volume: "vol1".into(), bucket: "bkt".into(), key: "k".into(), add: vec![user("carol", rights::READ_ACL)], remove: vec![] };
+    assert_eq!(s.run(bob.clone(), edit), Ok(Reply::Done));
+    assert_eq!(key_acls(&s), vec![("bob".into(), rights::WRITE_ACL), ("carol".into(), rights::READ | rights::READ_ACL)]);
+    // carol's READ and READ_ACL on the key let her change nothing; a key that is not there is
+    // the bucket's refusal to bob, not news of its absence.
+    assert!(matches!(s.run(carol.clone(), set_key("k", vec![])), Err(OmError::PermissionDenied { .. })));
+    assert!(matches!(s.run(bob.clone(), set_key("nope", vec![])), Err(OmError::PermissionDenied { .. })));
+
+    // alice writes the key again: the new version starts with no entries, and bob's grant
+    // went with the version it was on.
+    s.put(alice, "vol1", "bkt", "k", 8).unwrap();
+    assert!(matches!(s.run(bob, set_key("k", vec![])), Err(OmError::PermissionDenied { .. })));
+    assert!(key_acls(&s).is_empty());
+    let snap = s.state.snapshot();
+    assert_eq!(ShardState::load_snapshot(&snap).expect("load").state_hash(), s.state.state_hash());
+}
+
+#[test]
+fn a_change_by_a_keys_own_grant_applies_to_the_version_that_grants_it() {
+    // A key shard of a sharded namespace: the leader carries the bucket's facts, and proposes
+    // `KeyAclsByKeyGrant` where the bucket refused the caller.
+    let facts = BucketRef { bucket_id: 7, volume_id: 9, replication: Replication::RatisOne, quota_bytes: QUOTA_UNLIMITED, quota_namespace: QUOTA_UNLIMITED, volume_quota_bytes: QUOTA_UNLIMITED, quota_epoch: 0, volume_quota_epoch: 0 };
+    let (mut state, mut log_index) = (ShardState::new(), 0);
+    let mut run = |who: &str, op: Op| {
+        log_index += 1;
+        let cmd = Command { ctx: CommandContext { client_id: 1, request_id: log_index, time_ms: 5_000, principal: Principal::user(who), bucket: Some(facts) }, op };
+        let out = state.apply(log_index, &cmd);
+        state.check_invariants().expect("invariants");
+        (out, state.lookup_key_in(7, "k").map(|k| k.acls.iter().map(|a| (a.name.to_string(), a.rights.to_native())).collect::<Vec<_>>()))
+    };
+    let user = |name: &str, rights| Acl { kind: AclKind::User, name: name.into(), rights };
+    let put = |log_index: u64| {
+        let block = BlockLocation { container_id: 1, local_id: log_index + 100, pipeline_id: 1, length: 4 };
+        (Op::OpenKey { volume: "vol".into(), bucket: "bkt".into(), key: "k".into(), replication: None, blocks: vec![block], expires_ms: 60_000, metadata: vec![] }, block)
+    };
+    let commit = |open: Outcome, block| {
+        let Ok(Reply::KeyOpened { open_id, .. }) = open else { panic!("{open:?}") };
+        Op::CommitKey { volume: "vol".into(), bucket: "bkt".into(), key: "k".into(), open_id, data_size: 4, blocks: vec![block] }
+    };
+    let by_grant = |set: Option<Vec<Acl>>, add: Vec<Acl>| Op::KeyAclsByKeyGrant { volume: "vol".into(), bucket: "bkt".into(), key: "k".into(), set, add, remove: vec![] };
+
+    let (open, block) = put(0);
+    let opened = run("alice", open).0;
+    run("alice", commit(opened, block)).0.unwrap();
+    // Nobody's grant yet: refused, as a key that is not there would be.
+    assert!(matches!(run("bob", by_grant(None, vec![user("bob", rights::READ)])).0, Err(OmError::PermissionDenied { .. })));
+    let set = Op::SetKeyAcls { volume: "vol".into(), bucket: "bkt".into(), key: "k".into(), acls: vec![user("bob", rights::WRITE_ACL)] };
+    run("alice", set).0.unwrap();
+    let (out, acls) = run("bob", by_grant(None, vec![user("carol", rights::READ)]));
+    assert_eq!((out, acls), (Ok(Reply::Done), Some(vec![("bob".into(), rights::WRITE_ACL), ("carol".into(), rights::READ)])));
+    assert!(matches!(run("carol", by_grant(Some(vec![]), vec![])).0, Err(OmError::PermissionDenied { .. })));
+    // alice writes the key again: the new version has no entries of its own, and bob's grant
+    // went with the version it was on.
+    let (open, block) = put(10);
+    let opened = run("alice", open).0;
+    run("alice", commit(opened, block)).0.unwrap();
+    let (out, acls) = run("bob", by_grant(Some(vec![user("bob", rights::ALL)]), vec![]));
+    assert!(matches!(out, Err(OmError::PermissionDenied { .. })), "{out:?}");
+    assert_eq!(acls, Some(vec![]));
+}
+
+#[test]
 fn acl_edits_add_and_remove_rights_in_place() {
     let mut s = S::new();
     s.volume("vol1", "alice", QUOTA_UNLIMITED);

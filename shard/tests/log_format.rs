@@ -224,3 +224,27 @@ fn the_later_commands_keep_their_log_form() {
     keep_their_log_form(&WRITTEN_LATER, later_commands());
 }
 
+
+/// The command a leader proposes for a change of a key's entries that the key's own entries,
+/// not its bucket's, allow: a replacement and an edit.
+fn key_grant_commands() -> Vec<Command> {
+    let facts = BucketRef { bucket_id: 7, volume_id: 9, replication: Replication::RatisThree, quota_bytes: QUOTA_UNLIMITED, quota_namespace: QUOTA_UNLIMITED, volume_quota_bytes: QUOTA_UNLIMITED, quota_epoch: 3, volume_quota_epoch: 4 };
+    let ctx = CommandContext { client_id: 7, request_id: 9, time_ms: 1_764_000_000_000, principal: Principal::user("bob"), bucket: Some(facts) };
+    let world = Acl { kind: AclKind::World, name: String::new(), rights: rights::READ };
+    let bob = Acl { kind: AclKind::User, name: "bob".into(), rights: rights::ALL };
+    vec![
+        Command { ctx: ctx.clone(), op: Op::KeyAclsByKeyGrant { volume: "s3v".into(), bucket: "b".into(), key: "k".into(), set: Some(vec![bob, world.clone()]), add: vec![], remove: vec![] } },
+        Command { ctx, op: Op::KeyAclsByKeyGrant { volume: "vol".into(), bucket: "b".into(), key: "k".into(), set: None, add: vec![world], remove: vec![] } },
+    ]
+}
+
+/// `key_grant_commands()` as the build that added them (after 533d4f3) encoded them.
+const WRITTEN_BY_KEY_GRANT: [&str; 2] = [
+    "01000000626f62ffffffffff7f00000003000000ffffffffffffffff010000000700000000000000090000000000000000e897b69a010000626f62ffffffffffc0ffffff0000000000000000000000000100000000000000070000000000000009000000000000000300000000000000ffffffffffffffffffffffffffffffffffffffffffffffff030000000000000004000000000000002f000000733376ffffffffff62ffffffffffffff6bffffffffffffff0100000048ffffff0200000060ffffff0000000058ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    "03000000ffffffffffffffff010000000700000000000000090000000000000000e897b69a010000626f62ffffffffffd0ffffff0000000000000000000000000100000000000000070000000000000009000000000000000300000000000000ffffffffffffffffffffffffffffffffffffffffffffffff030000000000000004000000000000002f000000766f6cffffffffff62ffffffffffffff6bffffffffffffff00000000000000000000000050ffffff0100000058ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+];
+
+#[test]
+fn the_key_grant_commands_keep_their_log_form() {
+    keep_their_log_form(&WRITTEN_BY_KEY_GRANT, key_grant_commands());
+}

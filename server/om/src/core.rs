@@ -475,11 +475,27 @@ impl Core {
                     | Op::RenameOut { volume, bucket, .. }
                     | Op::RenameIn { volume, bucket, .. } => (volume, bucket, rights::WRITE),
                     Op::DeleteKey { volume, bucket, .. } | Op::DeleteKeys { volume, bucket, .. } | Op::ExpireKeys { volume, bucket, .. } => (volume, bucket, rights::DELETE),
-                    Op::SetKeyAcls { volume, bucket, .. } | Op::EditKeyAcls { volume, bucket, .. } => (volume, bucket, rights::WRITE_ACL),
+                    Op::SetKeyAcls { volume, bucket, .. } | Op::EditKeyAcls { volume, bucket, .. } | Op::KeyAclsByKeyGrant { volume, bucket, .. } => (volume, bucket, rights::WRITE_ACL),
                     other => panic!("a non-key command {other:?} sent for bucket facts"),
                 };
                 match view.key_bucket(&c.ctx.principal, volume, bucket, right) {
                     Ok(r) => c.ctx.bucket = Some(r),
+                    // A key's own entries may grant what its bucket's refuse (S3's WRITE_ACP on
+                    // an object): the shard checks them against the version there when it
+                    // applies (`KeyAclsByKeyGrant`), not here against one that may be replaced
+                    // before then.
+                    Err(stratos_shard::OmError::PermissionDenied { .. }) if right == rights::WRITE_ACL => {
+                        match view.key_bucket(&stratos_shard::Principal::admin("om"), volume, bucket, rights::READ) {
+                            Ok(r) => {
+                                c.ctx.bucket = Some(r);
+                                by_key_grant(&mut c.op);
+                            }
+                            Err(e) => {
+                                early.resize(n, None);
+                                early[i] = Some(Err(e.into()));
+                            }
+                        }
+                    }
                     // A rename's step 2 is proposed even so: without facts the shard answers
                     // BUCKET_NOT_FOUND and remembers it, so a repeat can never succeed later
                     // (after step 1 was given up on this answer).
@@ -675,6 +691,16 @@ impl Core {
             }
         }
     }
+}
+
+/// `SetKeyAcls` or `EditKeyAcls` as `KeyAclsByKeyGrant`, for a caller whom the key's bucket
+/// refuses WRITE_ACL.
+fn by_key_grant(op: &mut Op) {
+    *op = match std::mem::replace(op, Op::ExpireSessions) {
+        Op::SetKeyAcls { volume, bucket, key, acls } => Op::KeyAclsByKeyGrant { volume, bucket, key, set: Some(acls), add: Vec::new(), remove: Vec::new() },
+        Op::EditKeyAcls { volume, bucket, key, add, remove } => Op::KeyAclsByKeyGrant { volume, bucket, key, set: None, add, remove },
+        other => other,
+    };
 }
 
 fn volume_view(i: &stratos_shard::VolumeInfo<'_>) -> VolumeView {

@@ -2461,7 +2461,8 @@ async fn list_objects(c: &Client, r: &Req, kind: Listing) -> R {
         w.elem("ETag", format!("\"{}\"", meta(&k.metadata, ETAG).unwrap_or_default()));
         w.elem("Size", k.data_size).elem("StorageClass", "STANDARD");
         if owner {
-            w.open("Owner").elem("ID", &info.owner).elem("DisplayName", &info.owner).close("Owner");
+            let o = owner_in(&k.metadata, &info.owner);
+            w.open("Owner").elem("ID", o).elem("DisplayName", o).close("Owner");
         }
         w.close(entry);
     }

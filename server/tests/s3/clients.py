@@ -857,7 +857,7 @@ ALICE, BOB = os.environ["ALICE_KEY"], os.environ["BOB_KEY"]
 ow = bucket + "-writers"
 alice.create_bucket(Bucket=ow, GrantWrite=f'id="{BOB}"')
 owner_of = lambda who, k: who.get_object_acl(Bucket=ow, Key=k)["Owner"]["ID"]
-grants_of = lambda who, k: sorted((g["Grantee"].get("ID"), g["Permission"]) for g in who.get_object_acl(Bucket=ow, Key=k)["Grants"])
+grants_of = lambda who, k: sorted((g["Grantee"].get("ID") or g["Grantee"]["URI"], g["Permission"]) for g in who.get_object_acl(Bucket=ow, Key=k)["Grants"])
 bob.put_object(Bucket=ow, Key="b", Body=b"bob's")
 check("a PUT by another user than the bucket's owner is the writer's: his ACL, and he reads it without READ on the bucket",
       owner_of(bob, "b") == BOB and grants_of(bob, "b") == [(BOB, "FULL_CONTROL")] and bob.get_object(Bucket=ow, Key="b")["Body"].read() == b"bob's"
@@ -890,7 +890,23 @@ alice.put_bucket_ownership_controls(Bucket=ow, OwnershipControls={"Rules": [{"Ob
 bob.put_object(Bucket=ow, Key="wf", Body=b"x", ACL="bucket-owner-full-control")
 check("ObjectWriter: GetBucketOwnershipControls says so, and even bucket-owner-full-control leaves it his",
       alice.get_bucket_ownership_controls(Bucket=ow)["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "ObjectWriter"}] and owner_of(alice, "wf") == BOB)
-for k in ("b", "br", "bf", "bc", "bm", "pf", "pp", "wf"):
+listed = lambda owners: {o["Key"]: o["Owner"]["ID"] for o in owners}
+mixed = {"b": ALICE, "br": BOB, "bf": BOB, "bc": BOB, "bm": BOB, "pf": ALICE, "pp": BOB, "wf": BOB}
+check("ListObjects and ListObjectsV2 with FetchOwner name each object's owner",
+      listed(alice.list_objects(Bucket=ow)["Contents"]) == mixed and listed(alice.list_objects_v2(Bucket=ow, FetchOwner=True)["Contents"]) == mixed)
+# An object's own WRITE_ACP: its owner (a writer without WRITE_ACP on the bucket) changes its
+# ACL, as does a grantee of it; the bucket owner's overwrite takes both away.
+bob.put_object_acl(Bucket=ow, Key="pp", ACL="public-read")
+check("the owner of an object changes its ACL without WRITE_ACP on the bucket",
+      grants_of(bob, "pp") == sorted([(BOB, "FULL_CONTROL"), ("http://acs.amazonaws.com/groups/global/AllUsers", "READ")]) and anon.get_object(Bucket=ow, Key="pp")["Body"].read() == b"x")
+alice.put_object(Bucket=ow, Key="ag", Body=b"x", GrantFullControl=f'id="{ALICE}"', GrantWriteACP=f'id="{BOB}"')
+bob.put_object_acl(Bucket=ow, Key="ag", ACL="private")
+check("a grantee of WRITE_ACP on an object changes its ACL (here: to its owner's alone), and then may not again",
+      grants_of(alice, "ag") == [(ALICE, "FULL_CONTROL")] and code(lambda: bob.put_object_acl(Bucket=ow, Key="ag", ACL="private")) == "AccessDenied")
+alice.put_object(Bucket=ow, Key="pp", Body=b"alice's")
+check("... and an object the bucket's owner wrote over is no longer its former owner's to change",
+      code(lambda: bob.put_object_acl(Bucket=ow, Key="pp", ACL="public-read")) == "AccessDenied" and code(lambda: anon.get_object(Bucket=ow, Key="pp")) == "AccessDenied")
+for k in ("b", "br", "bf", "bc", "bm", "pf", "pp", "wf", "ag"):
     alice.delete_object(Bucket=ow, Key=k)
 alice.delete_bucket(Bucket=ow)
 check("a bucket without tags: NoSuchTagSet", code(lambda: alice.get_bucket_tagging(Bucket=pub)) == "NoSuchTagSet")
