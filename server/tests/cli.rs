@@ -487,13 +487,26 @@ fn acls_set_from_the_shell_grant_what_they_name_and_no_more() {
     assert!(!as_user("carol", &["key", "cat", "/vol/bkt/open"]).0, "carol no longer does");
     let (ok, _, err) = as_user("bob", &["key", "setacl", "/vol/bkt/k", "-a", "world::r"]);
     assert!(!ok && err.contains("WRITE_ACL"), "{err}");
+    // WRITE_ACL in a key's own entries lets its holder change that key's entries (not its
+    // neighbour's), until the key is written over.
+    c.ok(&["key", "addacl", "/vol/bkt/open", "-a", "user:dave:y"]);
+    let (ok, _, err) = as_user("dave", &["key", "addacl", "/vol/bkt/open", "-a", "user:erin:r"]);
+    assert!(ok, "dave's own WRITE_ACL on the key: {err}");
+    assert!(as_user("erin", &["key", "cat", "/vol/bkt/open"]).0, "erin reads it now");
+    let (ok, _, err) = as_user("dave", &["key", "setacl", "/vol/bkt/k", "-a", "user:dave:r"]);
+    assert!(!ok && err.contains("WRITE_ACL"), "not on its neighbour: {err}");
+    let (ok, _, err) = as_user("erin", &["key", "setacl", "/vol/bkt/open", "-a", "user:erin:y"]);
+    assert!(!ok && err.contains("WRITE_ACL"), "READ on the key is not WRITE_ACL: {err}");
+    c.ok(&["key", "removeacl", "/vol/bkt/open", "-a", "user:dave:y,user:erin:r"]);
     let (ok, _, err) = c.sh(&["bucket", "setacl", "/vol/bkt", "-a", "user:bob:q"]);
     assert!(!ok && err.contains("none of"), "{err}");
     // An empty list removes every entry; an overwrite of a key starts with none of its own.
     c.ok(&["bucket", "setacl", "/vol/bkt", "-a", ""]);
     assert!(!as_user("bob", &["key", "cat", "/vol/bkt/k"]).0);
+    c.ok(&["key", "addacl", "/vol/bkt/open", "-a", "user:dave:y"]);
     c.ok(&["key", "put", "/vol/bkt/open", s(&src)]);
     assert_eq!(c.json(&["key", "getacl", "/vol/bkt/open"]), serde_json::json!([]));
+    assert!(!as_user("dave", &["key", "addacl", "/vol/bkt/open", "-a", "user:dave:r"]).0, "his grant went with the version it was on");
 }
 
 #[test]

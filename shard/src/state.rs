@@ -681,6 +681,12 @@ impl ShardState {
         self.keys.get(&bucket_id).and_then(|set| set.get(&*k)).map(|e| e.view::<ArchivedKeyRecord>())
     }
 
+    /// Whether the entries of `key`'s present version grant `p` `right` (none where there is
+    /// no such key).
+    pub fn key_grants(&self, bucket_id: u64, key: &str, p: &Principal, right: u16) -> bool {
+        self.lookup_key_in(bucket_id, key).is_some_and(|k| acls_allow(p, &k.acls, right))
+    }
+
     /// Keys of a bucket by object id, in name order (see [`Self::list_keys`]).
     pub fn list_keys_in(&self, bucket_id: u64, prefix: &str, start_after: &str, limit: usize) -> Result<Page<KeyInfo<'_>>, OmError> {
         check_limit(limit)?;

@@ -662,6 +662,9 @@ fn a_keys_own_write_acl_lets_its_grantee_change_its_entries() {
     assert!(matches!(s.run(bob.clone(), set_key("k", vec![user("bob", rights::ALL)])), Err(OmError::PermissionDenied { .. })));
     // WRITE_ACL in the key's own entries does: he replaces and edits them.
     s.run(alice.clone(), set_key("k", vec![user("bob", rights::WRITE_ACL)])).unwrap();
+    let b = s.state.bucket_info("vol1", "bkt").unwrap().record.object_id.to_native();
+    assert!(s.state.key_grants(b, "k", &bob, rights::WRITE_ACL), "what the leader asks before it proposes");
+    assert!(!s.state.key_grants(b, "k", &carol, rights::WRITE_ACL) && !s.state.key_grants(b, "nope", &bob, rights::WRITE_ACL));
     assert_eq!(s.run(bob.clone(), set_key("k", vec![user("bob", rights::WRITE_ACL), user("carol", rights::READ)])), Ok(Reply::Done));
     let edit = Op::EditKeyAcls { volume: "vol1".into(), bucket: "bkt".into(), key: "k".into(), add: vec![user("carol", rights::READ_ACL)], remove: vec![] };
     assert_eq!(s.run(bob.clone(), edit), Ok(Reply::Done));

@@ -481,18 +481,27 @@ impl Core {
                 match view.key_bucket(&c.ctx.principal, volume, bucket, right) {
                     Ok(r) => c.ctx.bucket = Some(r),
                     // A key's own entries may grant what its bucket's refuse (S3's WRITE_ACP on
-                    // an object): the shard checks them against the version there when it
-                    // applies (`KeyAclsByKeyGrant`), not here against one that may be replaced
-                    // before then.
-                    Err(stratos_shard::OmError::PermissionDenied { .. }) if right == rights::WRITE_ACL => {
-                        match view.key_bucket(&stratos_shard::Principal::admin("om"), volume, bucket, rights::READ) {
+                    // an object). Proposed only where the version here grants it (a caller
+                    // without any right costs no log entry); the shard checks again against
+                    // the version there when it applies (`KeyAclsByKeyGrant`), which may be
+                    // another by then.
+                    Err(refused @ stratos_shard::OmError::PermissionDenied { .. }) if right == rights::WRITE_ACL => {
+                        let key = match &c.op {
+                            Op::SetKeyAcls { key, .. } | Op::EditKeyAcls { key, .. } | Op::KeyAclsByKeyGrant { key, .. } => key.as_str(),
+                            _ => "",
+                        };
+                        let granted = view
+                            .key_bucket(&stratos_shard::Principal::admin("om"), volume, bucket, rights::READ)
+                            .map_err(WireError::from)
+                            .and_then(|r| if g.state.shard.borrow().key_grants(r.bucket_id, key, &c.ctx.principal, right) { Ok(r) } else { Err(refused.into()) });
+                        match granted {
                             Ok(r) => {
                                 c.ctx.bucket = Some(r);
                                 by_key_grant(&mut c.op);
                             }
                             Err(e) => {
                                 early.resize(n, None);
-                                early[i] = Some(Err(e.into()));
+                                early[i] = Some(Err(e));
                             }
                         }
                     }
