@@ -1752,19 +1752,23 @@ fn unseal(gw: &Gateway, r: &Req, metadata: &[(String, String)], using: sse::Use)
 }
 
 /// PutBucketAcl / PutObjectAcl: the grants of a canned ACL, grant headers or a document
-/// replace the bucket's or object's. The OM decides who may (WRITE_ACL on the bucket). A
-/// canned ACL is the object's owner's ([`OBJECT_OWNER`]; the bucket's where the caller may
-/// not read the object's ACL, which the OM then refuses it to change too, unless it holds
-/// WRITE_ACL on the bucket).
+/// replace the bucket's or object's. The OM decides who may (WRITE_ACL on the bucket, or for
+/// an object in its own entries: its owner's FULL_CONTROL, a WRITE_ACP grant). A canned ACL
+/// is the object's owner's ([`OBJECT_OWNER`]), read as the bucket's owner where the caller
+/// may not read the object's ACL (a holder of WRITE_ACP alone): the gateway acts for her as
+/// for a policy's Allow, and the owner is not shown to the caller.
 async fn put_acl(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
     let bucket_owner = bucket_info(c, &r.bucket).await?.owner;
     let owner = match r.key.is_empty() {
         true => bucket_owner.clone(),
-        false => match c.lookup_key_acl(S3_VOLUME, &r.bucket, &r.key).await {
-            Ok(k) => owner_in(&k.metadata, &bucket_owner).to_string(),
-            Err(_) => bucket_owner.clone(),
-        },
+        false => {
+            let k = match c.lookup_key_acl(S3_VOLUME, &r.bucket, &r.key).await {
+                Ok(k) => Ok(k),
+                Err(_) => gw.client_for(&bucket_owner).await?.lookup_key_acl(S3_VOLUME, &r.bucket, &r.key).await,
+            };
+            k.map_or_else(|_| bucket_owner.clone(), |k| owner_in(&k.metadata, &bucket_owner).to_string())
+        }
     };
     let grants = acl::requested(&|n| r.header(n), Some(&body), &owner, &bucket_owner)?
         .ok_or_else(|| S3Error::new("MissingSecurityHeader", 400, "an ACL needs x-amz-acl, x-amz-grant-* headers or an AccessControlPolicy document"))?;

@@ -903,6 +903,10 @@ alice.put_object(Bucket=ow, Key="ag", Body=b"x", GrantFullControl=f'id="{ALICE}"
 bob.put_object_acl(Bucket=ow, Key="ag", ACL="private")
 check("a grantee of WRITE_ACP on an object changes its ACL (here: to its owner's alone), and then may not again",
       grants_of(alice, "ag") == [(ALICE, "FULL_CONTROL")] and code(lambda: bob.put_object_acl(Bucket=ow, Key="ag", ACL="private")) == "AccessDenied")
+bob.put_object_acl(Bucket=ow, Key="wf", GrantFullControl=f'id="{BOB}"', GrantWriteACP='uri="http://acs.amazonaws.com/groups/global/AllUsers"')
+anon.put_object_acl(Bucket=ow, Key="wf", ACL="private")
+check("a canned ACL set by a holder of WRITE_ACP alone (here anyone) is the object's owner's, not the bucket's",
+      grants_of(bob, "wf") == [(BOB, "FULL_CONTROL")] and code(lambda: anon.put_object_acl(Bucket=ow, Key="wf", ACL="private")) == "AccessDenied")
 alice.put_object(Bucket=ow, Key="pp", Body=b"alice's")
 check("... and an object the bucket's owner wrote over is no longer its former owner's to change",
       code(lambda: bob.put_object_acl(Bucket=ow, Key="pp", ACL="public-read")) == "AccessDenied" and code(lambda: anon.get_object(Bucket=ow, Key="pp")) == "AccessDenied")
