@@ -676,3 +676,44 @@ fn one_key_calls_land_on_their_shards_core() {
         assert_eq!(names(&om.ok(&["key", "list", "/vol/bkt"])).len(), 20);
     }
 }
+
+/// A change of a key's entries that neither its bucket nor the key grants its caller is
+/// refused before it is proposed: no group logs an entry for it (`stratos_raft_commit_index`);
+/// one that the key's own entries grant is proposed and applied.
+#[test]
+fn a_refused_change_of_a_keys_entries_costs_no_log_entry() {
+    let (_dir, om) = with_bucket(&["--housekeeping-interval-ms", "3600000"]);
+    let rpc = om.rpc.clone();
+    on_executor(move || async move {
+        let c = stratos_client::Client::connect(&rpc, "root").await.expect("connect");
+        let opened = c.submit(|op| put_op(op, "k")).await.expect("open");
+        let stratos_client::Done::KeyOpened { open_id, .. } = opened else { panic!("not opened: {opened:?}") };
+        c.submit(|op| commit_op(op, "k", open_id)).await.expect("commit");
+    });
+    let as_mallory = |args: &[&str]| {
+        let f = Tls::get().files(stratos_common::tls::Role::User, "mallory");
+        let out = Command::new(BIN)
+            .env("STRATOS_CA", &f.ca)
+            .env("STRATOS_CERT", &f.cert)
+            .env("STRATOS_KEY", &f.key)
+            .args(["sh", "--om", &om.rpc, "--user", "mallory"])
+            .args(args)
+            .output()
+            .expect("run stratos sh");
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let committed = || counter(&om, "stratos_raft_commit_index");
+    let before = committed();
+    for args in [["key", "setacl", "/vol/bkt/k", "-a", "world::r"], ["key", "addacl", "/vol/bkt/k", "-a", "user:mallory:y"], ["key", "setacl", "/vol/bkt/nope", "-a", ""]] {
+        let (ok, err) = as_mallory(&args);
+        assert!(!ok && err.contains("WRITE_ACL"), "{args:?}: {err}");
+    }
+    assert_eq!(committed(), before, "refused before any was proposed");
+    om.ok(&["key", "setacl", "/vol/bkt/k", "-a", "user:mallory:y"]);
+    let granted = committed();
+    assert!(granted > before);
+    let (ok, err) = as_mallory(&["key", "addacl", "/vol/bkt/k", "-a", "world::r"]);
+    assert!(ok, "the key's own WRITE_ACL: {err}");
+    assert!(committed() > granted, "proposed and applied");
+    assert!(om.ok(&["key", "getacl", "/vol/bkt/k"]).contains("WORLD"));
+}

@@ -426,16 +426,16 @@ impl ShardState {
             Err(OmError::PermissionDenied { .. }) => (self.key_bucket(&Principal::admin(&p.user), volume, bucket, rights::WRITE_ACL, action)?, true),
             Err(e) => return Err(e),
         };
-        self.check_not_moving(facts.bucket_id, volume, bucket, key)?;
-        probe!(k = key);
-        let old = self.keys.get(&facts.bucket_id).and_then(|s| s.get(&*k)).map(|e| e.view::<ArchivedKeyRecord>());
-        if by_key && !p.admin && !old.is_some_and(|o| crate::state::acls_allow(p, &o.acls, rights::WRITE_ACL)) {
+        // Before anything else is said of the key (a rename holding it, its absence).
+        if by_key && !p.admin && !self.key_grants(facts.bucket_id, key, p, rights::WRITE_ACL) {
             return Err(denied(p, &format!("{action} {volume}/{bucket} (needs the WRITE_ACL right on the bucket or the key)")));
         }
-        let Some(old) = old else {
+        self.check_not_moving(facts.bucket_id, volume, bucket, key)?;
+        probe!(k = key);
+        let Some(old) = self.keys.get(&facts.bucket_id).and_then(|s| s.get(&*k)) else {
             return Err(OmError::KeyNotFound(format!("{volume}/{bucket}/{key}")));
         };
-        let mut rec: KeyRecord = deserialize_record(old);
+        let mut rec: KeyRecord = deserialize_record(old.view::<ArchivedKeyRecord>());
         rec.acls = new(&rec.acls);
         crate::apply_meta::check_acls(&rec.acls)?;
         rec.update_id = log_index;

@@ -335,6 +335,12 @@ impl ShardState {
         s.forgotten_max.is_some_and(|m| request_id <= m).then_some(Err(OmError::RetryTooOld { client_id, request_id }))
     }
 
+    /// Whether this state remembers the outcome of the request `request_id` of `client_id`
+    /// (or may have applied and forgotten it): a retry that the log would answer as before.
+    pub fn remembers(&self, client_id: u64, request_id: u64) -> bool {
+        client_id != 0 && self.retry_outcome(client_id, request_id).is_some()
+    }
+
     /// Remembers a new request's outcome, within the per-client and total bounds (the oldest
     /// goes first: the client's lowest request id, then the group's first in log order).
     fn remember(&mut self, log_index: u64, client_id: u64, request_id: u64, time_ms: u64, outcome: Outcome) {

@@ -676,9 +676,23 @@ fn a_keys_own_write_acl_lets_its_grantee_change_its_entries() {
 
     // alice writes the key again: the new version starts with no entries, and bob's grant
     // went with the version it was on.
-    s.put(alice, "vol1", "bkt", "k", 8).unwrap();
-    assert!(matches!(s.run(bob, set_key("k", vec![])), Err(OmError::PermissionDenied { .. })));
+    s.put(alice.clone(), "vol1", "bkt", "k", 8).unwrap();
+    assert!(matches!(s.run(bob.clone(), set_key("k", vec![])), Err(OmError::PermissionDenied { .. })));
     assert!(key_acls(&s).is_empty());
+
+    // A change that takes its caller's own grant away, retried with the same request id (its
+    // answer lost): answered as the first time from the retry window, which the leader asks
+    // before it would refuse a caller the key no longer grants.
+    s.run(alice, set_key("k", vec![user("bob", rights::WRITE_ACL)])).unwrap();
+    let drop_own = Command { ctx: CommandContext { client_id: 1, request_id: 999, time_ms: 5_000, principal: bob, bucket: None }, op: set_key("k", vec![user("carol", rights::READ)]) };
+    assert!(!s.state.remembers(1, 999));
+    s.log_index += 1;
+    assert_eq!(s.state.apply(s.log_index, &drop_own), Ok(Reply::Done));
+    assert!(s.state.remembers(1, 999) && !s.state.remembers(1, 1000) && !s.state.remembers(0, 999));
+    assert!(!s.state.key_grants(b, "k", &Principal::user("bob"), rights::WRITE_ACL));
+    s.log_index += 1;
+    assert_eq!(s.state.apply(s.log_index, &drop_own), Ok(Reply::Done), "the retry is answered as the first time");
+    assert_eq!(key_acls(&s), vec![("carol".into(), rights::READ)]);
     let snap = s.state.snapshot();
     assert_eq!(ShardState::load_snapshot(&snap).expect("load").state_hash(), s.state.state_hash());
 }

@@ -451,6 +451,9 @@ impl Core {
         // there are none, which is nearly always: then nothing here allocates.
         let n = commands.len();
         let mut early: Vec<Option<Result<Reply, WireError>>> = Vec::new();
+        // Changes of a key's entries that its bucket refuses the caller, by position, with
+        // that refusal: proposed only where the key grants them.
+        let mut by_key: Vec<(usize, stratos_shard::OmError)> = Vec::new();
         if fill {
             let view = self.view.borrow();
             for (i, c) in commands.iter_mut().enumerate() {
@@ -481,27 +484,19 @@ impl Core {
                 match view.key_bucket(&c.ctx.principal, volume, bucket, right) {
                     Ok(r) => c.ctx.bucket = Some(r),
                     // A key's own entries may grant what its bucket's refuse (S3's WRITE_ACP on
-                    // an object). Proposed only where the version here grants it (a caller
-                    // without any right costs no log entry); the shard checks again against
-                    // the version there when it applies (`KeyAclsByKeyGrant`), which may be
-                    // another by then.
+                    // an object): asked below, once this replica has applied what its group
+                    // committed; the shard asks again against the version there when it
+                    // applies (`KeyAclsByKeyGrant`), which may be another by then.
                     Err(refused @ stratos_shard::OmError::PermissionDenied { .. }) if right == rights::WRITE_ACL => {
-                        let key = match &c.op {
-                            Op::SetKeyAcls { key, .. } | Op::EditKeyAcls { key, .. } | Op::KeyAclsByKeyGrant { key, .. } => key.as_str(),
-                            _ => "",
-                        };
-                        let granted = view
-                            .key_bucket(&stratos_shard::Principal::admin("om"), volume, bucket, rights::READ)
-                            .map_err(WireError::from)
-                            .and_then(|r| if g.state.shard.borrow().key_grants(r.bucket_id, key, &c.ctx.principal, right) { Ok(r) } else { Err(refused.into()) });
-                        match granted {
+                        match view.key_bucket(&stratos_shard::Principal::admin("om"), volume, bucket, rights::READ) {
                             Ok(r) => {
                                 c.ctx.bucket = Some(r);
                                 by_key_grant(&mut c.op);
+                                by_key.push((i, refused));
                             }
                             Err(e) => {
                                 early.resize(n, None);
-                                early[i] = Some(Err(e));
+                                early[i] = Some(Err(e.into()));
                             }
                         }
                     }
@@ -513,6 +508,32 @@ impl Core {
                         early.resize(n, None);
                         early[i] = Some(Err(e.into()));
                     }
+                }
+            }
+        }
+        if !by_key.is_empty() {
+            // A caller the key's present version does not grant costs no log entry. Asked
+            // after this replica applied what its group committed (a grant acknowledged by a
+            // leader before it is granted here too), and never of a retry whose request the
+            // shard remembers (a change that took its caller's own grant away is answered as
+            // it was the first time).
+            let linearized = self.linearize(g).await;
+            let shard = g.state.shard.borrow();
+            for (i, refused) in by_key {
+                let c = &commands[i];
+                let key = match &c.op {
+                    Op::KeyAclsByKeyGrant { key, .. } => key.as_str(),
+                    _ => "",
+                };
+                let bucket_id = c.ctx.bucket.map_or(0, |b| b.bucket_id);
+                let refuse = match &linearized {
+                    Err(e) => Some(e.clone()),
+                    Ok(()) if shard.remembers(c.ctx.client_id, c.ctx.request_id) || shard.key_grants(bucket_id, key, &c.ctx.principal, rights::WRITE_ACL) => None,
+                    Ok(()) => Some(refused.into()),
+                };
+                if let Some(e) = refuse {
+                    early.resize(n, None);
+                    early[i] = Some(Err(e));
                 }
             }
         }
