@@ -369,9 +369,10 @@ pub enum KeyCmd {
     /// Show /volume/bucket/key's own ACL entries as JSON (Ozone's `key getacl`; its bucket's
     /// apply too: `bucket getacl`). Needs READ_ACL on the key or its bucket, as Ozone's.
     Getacl { path: String },
-    /// Replace /volume/bucket/key's own ACL entries (Ozone's `key setacl`). They may grant READ
-    /// and READ_ACL of this key to callers without READ on its bucket; setting them needs
-    /// WRITE_ACL on the bucket. An overwrite of the key starts with none.
+    /// Replace /volume/bucket/key's own ACL entries (Ozone's `key setacl`). They may grant READ,
+    /// READ_ACL and WRITE_ACL of this key to callers without them on its bucket; setting them
+    /// needs WRITE_ACL on the bucket or in the key's own entries. An overwrite of the key
+    /// starts with none.
     Setacl {
         path: String,
         #[command(flatten)]
