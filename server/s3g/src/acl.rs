@@ -340,7 +340,7 @@ pub fn sorted(mut entries: Vec<AclEntry>) -> Vec<AclEntry> {
 /// group grants first, then users' (the order S3 shows and clients compare in).
 pub fn document(owner: &str, entries: &[AclEntry], on: On) -> String {
     let mut w = Writer::new("AccessControlPolicy");
-    w.open("Owner").elem("ID", owner).elem("DisplayName", owner).close("Owner");
+    w.user("Owner", owner);
     w.open("AccessControlList");
     if entries.is_empty() {
         grant(&mut w, &Grantee::User(owner.to_string()), Permission::FullControl);

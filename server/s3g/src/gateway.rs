@@ -770,7 +770,7 @@ async fn list_buckets(c: &Client, r: &Req) -> R {
         }
     }
     let mut w = Writer::new("ListAllMyBucketsResult");
-    w.open("Owner").elem("ID", &r.user).elem("DisplayName", &r.user).close("Owner").open("Buckets");
+    w.user("Owner", &r.user).open("Buckets");
     for b in &mine {
         w.open("Bucket").elem("Name", &b.name).elem("CreationDate", iso8601(b.created_ms)).close("Bucket");
     }
@@ -1880,8 +1880,7 @@ async fn list_uploads(c: &Client, r: &Req) -> R {
     for u in &uploads {
         let by = if u.value.is_empty() { &owner } else { &u.value };
         w.open("Upload").elem("Key", &u.key).elem("UploadId", &u.upload_id);
-        w.open("Initiator").elem("ID", by).elem("DisplayName", by).close("Initiator");
-        w.open("Owner").elem("ID", by).elem("DisplayName", by).close("Owner");
+        w.user("Initiator", by).user("Owner", by);
         w.elem("StorageClass", "STANDARD").elem("Initiated", iso8601(u.created_ms)).close("Upload");
     }
     for p in &prefixes {
@@ -2284,8 +2283,7 @@ async fn list_parts(c: &Client, r: &Req) -> R {
     let owner = owner_in(&page.metadata, &bucket_owner).to_string();
     let mut w = Writer::new("ListPartsResult");
     w.elem("Bucket", &r.bucket).elem("Key", &r.key).elem("UploadId", &id);
-    w.open("Initiator").elem("ID", &owner).elem("DisplayName", &owner).close("Initiator");
-    w.open("Owner").elem("ID", &owner).elem("DisplayName", &owner).close("Owner");
+    w.user("Initiator", &owner).user("Owner", &owner);
     w.elem("StorageClass", "STANDARD").elem("PartNumberMarker", marker);
     w.elem("NextPartNumberMarker", page.parts.last().map_or(marker, |p| p.part_number));
     w.elem("MaxParts", max).elem("IsTruncated", page.truncated);
@@ -2465,8 +2463,7 @@ async fn list_objects(c: &Client, r: &Req, kind: Listing) -> R {
         w.elem("ETag", format!("\"{}\"", meta(&k.metadata, ETAG).unwrap_or_default()));
         w.elem("Size", k.data_size).elem("StorageClass", "STANDARD");
         if owner {
-            let o = owner_in(&k.metadata, &info.owner);
-            w.open("Owner").elem("ID", o).elem("DisplayName", o).close("Owner");
+            w.user("Owner", owner_in(&k.metadata, &info.owner));
         }
         w.close(entry);
     }

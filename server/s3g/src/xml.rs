@@ -56,6 +56,13 @@ impl Writer {
         self.out.push_str(&escape(&text.to_string()));
         self.close(name)
     }
+
+    /// `<name><ID>id</ID><DisplayName>id</DisplayName></name>`: a user as S3 names one (an
+    /// owner, an initiator); a user's display name is its id here.
+    pub fn user(&mut self, name: &str, id: &str) -> &mut Self {
+        self.open(name).elem("ID", id).elem("DisplayName", id).close(name)
+    }
+
     pub fn finish(mut self, root: &str) -> String {
         self.close(root);
         self.out
