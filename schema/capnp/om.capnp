@@ -400,11 +400,16 @@ struct Operation {
     # an administrator, or whoever an entry grants WRITE_ACL) or of one committed key (WRITE_ACL
     # on its bucket). A key's entries grant READ and READ_ACL of that key alone, to callers
     # without READ on the bucket (S3's object ACLs); an overwrite starts with none.
+    # `ifUpdateId` (a key's, nonzero): only if the key's present version is the one of that
+    # updateId (as a lookup returned it), else `preconditionFailed` and nothing changes; S3's
+    # PutObjectAcl builds the entries from the version it read (its owner's FULL_CONTROL), and
+    # must not apply them to another writer's overwrite. Not for a bucket.
     setAcls :group {
       volume @109 :Text;
       bucket @110 :Text;
       key @111 :Text;
       acls @112 :List(Acl);
+      ifUpdateId @120 :UInt64;
     }
     # Edits the ACL entries of a bucket (key empty) or of one committed key in place (Ozone's
     # addAcl and removeAcl), with setAcls' rights: each entry of `add` grants its rights to its

@@ -680,6 +680,53 @@ fn one_key_calls_land_on_their_shards_core() {
 /// A change of a key's entries that neither its bucket nor the key grants its caller is
 /// refused before it is proposed: no group logs an entry for it (`stratos_raft_commit_index`);
 /// one that the key's own entries grant is proposed and applied.
+/// `setAcls` with `ifUpdateId` (PutObjectAcl's form) changes the version its caller read and
+/// no other: after an overwrite it is `preconditionFailed` and changes nothing; a bucket's
+/// entries have no version to name.
+#[test]
+fn a_change_of_a_keys_entries_names_the_version_it_was_built_from() {
+    let (_dir, om) = with_bucket(&[]);
+    let rpc = om.rpc.clone();
+    on_executor(move || async move {
+        let c = stratos_client::Client::connect(&rpc, "root").await.expect("connect");
+        let write = async || {
+            let opened = c.submit(|op| put_op(op, "k")).await.expect("open");
+            let stratos_client::Done::KeyOpened { open_id, .. } = opened else { panic!("not opened: {opened:?}") };
+            c.submit(|op| commit_op(op, "k", open_id)).await.expect("commit");
+            c.lookup_key_acl("vol", "bkt", "k").await.expect("lookup").update_id
+        };
+        let set = |key: &'static str, update_id: u64| {
+            let c = &c;
+            async move {
+                c.submit(|op| {
+                    let mut g = op.init_set_acls();
+                    g.set_volume("vol");
+                    g.set_bucket("bkt");
+                    g.set_key(key);
+                    g.set_if_update_id(update_id);
+                    let mut a = g.init_acls(1);
+                    a.reborrow().get(0).set_kind(stratos_schema::om_capnp::acl::Kind::User);
+                    a.reborrow().get(0).set_name("bob");
+                    a.reborrow().get(0).set_rights(1);
+                })
+                .await
+            }
+        };
+        let read = write().await;
+        let now = write().await;
+        assert_ne!(read, now, "an overwrite is another version");
+        let e = set("k", read).await.expect_err("built from the version before");
+        assert_eq!(e.status(), Some(stratos_client::Status::PreconditionFailed), "{e}");
+        assert!(c.lookup_key_acl("vol", "bkt", "k").await.expect("lookup").acls.is_empty(), "nothing changed");
+        set("k", now).await.expect("the present version");
+        let k = c.lookup_key_acl("vol", "bkt", "k").await.expect("lookup");
+        assert_eq!(k.acls.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["bob"]);
+        assert_ne!(k.update_id, now, "the change is a version of the entries");
+        let e = set("", now).await.expect_err("a bucket's entries");
+        assert_eq!(e.status(), Some(stratos_client::Status::InvalidArgument), "{e}");
+    });
+}
+
 #[test]
 fn a_refused_change_of_a_keys_entries_costs_no_log_entry() {
     let (_dir, om) = with_bucket(&["--housekeeping-interval-ms", "3600000"]);

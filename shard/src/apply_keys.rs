@@ -384,7 +384,16 @@ impl ShardState {
     pub(crate) fn set_key_acls(&mut self, log_index: u64, p: &Principal, volume: &str, bucket: &str, key: &str, acls: &[Acl]) -> Outcome {
         check_key_name(key)?;
         crate::apply_meta::check_acls(acls)?;
-        self.change_key_acls(log_index, p, volume, bucket, key, false, |_| acls.to_vec())
+        self.change_key_acls(log_index, p, volume, bucket, key, false, None, |_| acls.to_vec())
+    }
+
+    /// `Op::SetKeyAclsIf`: [`Self::set_key_acls`] (by the key's own grant where `by_key`) of the
+    /// version whose `update_id` is `update_id` only.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn set_key_acls_if(&mut self, log_index: u64, p: &Principal, volume: &str, bucket: &str, key: &str, acls: &[Acl], update_id: u64, by_key: bool) -> Outcome {
+        check_key_name(key)?;
+        crate::apply_meta::check_acls(acls)?;
+        self.change_key_acls(log_index, p, volume, bucket, key, by_key, Some(update_id), |_| acls.to_vec())
     }
 
     /// `Op::EditKeyAcls`: the key's entries edited ([`crate::apply_meta::edited_acls`]) in place.
@@ -392,7 +401,7 @@ impl ShardState {
     pub(crate) fn edit_key_acls(&mut self, log_index: u64, p: &Principal, volume: &str, bucket: &str, key: &str, add: &[Acl], remove: &[Acl]) -> Outcome {
         check_key_name(key)?;
         crate::apply_meta::check_acl_edit(add, remove)?;
-        self.change_key_acls(log_index, p, volume, bucket, key, false, |old| crate::apply_meta::edited_acls(old, add, remove))
+        self.change_key_acls(log_index, p, volume, bucket, key, false, None, |old| crate::apply_meta::edited_acls(old, add, remove))
     }
 
     /// `Op::KeyAclsByKeyGrant`: a replacement (`set`) or an edit, by WRITE_ACL in the entries of
@@ -403,11 +412,11 @@ impl ShardState {
         match set {
             Some(acls) => {
                 crate::apply_meta::check_acls(acls)?;
-                self.change_key_acls(log_index, p, volume, bucket, key, true, |_| acls.to_vec())
+                self.change_key_acls(log_index, p, volume, bucket, key, true, None, |_| acls.to_vec())
             }
             None => {
                 crate::apply_meta::check_acl_edit(add, remove)?;
-                self.change_key_acls(log_index, p, volume, bucket, key, true, |old| crate::apply_meta::edited_acls(old, add, remove))
+                self.change_key_acls(log_index, p, volume, bucket, key, true, None, |old| crate::apply_meta::edited_acls(old, add, remove))
             }
         }
     }
@@ -417,9 +426,12 @@ impl ShardState {
     /// refuse the caller), or where this state checks the bucket itself (no facts carried) and
     /// it refuses. Then a key that is missing or whose entries do not grant it is the bucket's
     /// refusal (nothing said of its existence, as a read's). The result is checked as a
-    /// replacement is.
+    /// replacement is. With `update_id`, a present version with another is `PreconditionFailed`
+    /// (asked after the right, so a caller without it learns nothing of the key).
     #[allow(clippy::too_many_arguments)]
-    fn change_key_acls(&mut self, log_index: u64, p: &Principal, volume: &str, bucket: &str, key: &str, by_key: bool, new: impl FnOnce(&[Acl]) -> Vec<Acl>) -> Outcome {
+    fn change_key_acls(
+        &mut self, log_index: u64, p: &Principal, volume: &str, bucket: &str, key: &str, by_key: bool, update_id: Option<u64>, new: impl FnOnce(&[Acl]) -> Vec<Acl>,
+    ) -> Outcome {
         let action = "change key ACLs in";
         let (facts, by_key) = match self.key_bucket(p, volume, bucket, rights::WRITE_ACL, action) {
             Ok(facts) => (facts, by_key),
@@ -436,6 +448,9 @@ impl ShardState {
             return Err(OmError::KeyNotFound(format!("{volume}/{bucket}/{key}")));
         };
         let mut rec: KeyRecord = deserialize_record(old.view::<ArchivedKeyRecord>());
+        if let Some(expected) = update_id.filter(|&u| u != rec.update_id) {
+            return Err(OmError::PreconditionFailed(format!("key {volume}/{bucket}/{key} changed since it was read (update id {expected}, now {})", rec.update_id)));
+        }
         rec.acls = new(&rec.acls);
         crate::apply_meta::check_acls(&rec.acls)?;
         rec.update_id = log_index;

@@ -414,6 +414,13 @@ pub enum Op {
     /// version present when it applies, so a version written meanwhile by someone else (with
     /// entries of its own, or none) is not changed by a grant of the one before. Appended.
     KeyAclsByKeyGrant { volume: String, bucket: String, key: String, set: Option<Vec<Acl>>, add: Vec<Acl>, remove: Vec<Acl> },
+    /// Key shard: `SetKeyAcls` only if the key's present version is the one whose `update_id`
+    /// its caller read, else `PreconditionFailed` and nothing changes (`setAcls` with
+    /// `ifUpdateId`). S3's PutObjectAcl builds the entries from the version it read (its
+    /// owner's FULL_CONTROL): applied to an overwrite by someone else, they would hand that
+    /// version to the first one's owner. `by_key`: as `KeyAclsByKeyGrant`, the right is the
+    /// key's own WRITE_ACL (the leader found the bucket refusing). Appended.
+    SetKeyAclsIf { volume: String, bucket: String, key: String, acls: Vec<Acl>, update_id: u64, by_key: bool },
 }
 
 /// What must hold of a key's present version for a write to apply.

@@ -525,6 +525,7 @@ impl ShardState {
             Op::EditBucketAcls { volume, bucket, add, remove } => self.edit_bucket_acls(log_index, p, t, volume, bucket, add, remove),
             Op::EditKeyAcls { volume, bucket, key, add, remove } => self.edit_key_acls(log_index, p, volume, bucket, key, add, remove),
             Op::KeyAclsByKeyGrant { volume, bucket, key, set, add, remove } => self.key_acls_by_key_grant(log_index, p, volume, bucket, key, set.as_deref(), add, remove),
+            Op::SetKeyAclsIf { volume, bucket, key, acls, update_id, by_key } => self.set_key_acls_if(log_index, p, volume, bucket, key, acls, *update_id, *by_key),
         }
     }
 

@@ -248,3 +248,26 @@ const WRITTEN_BY_KEY_GRANT: [&str; 2] = [
 fn the_key_grant_commands_keep_their_log_form() {
     keep_their_log_form(&WRITTEN_BY_KEY_GRANT, key_grant_commands());
 }
+
+/// PutObjectAcl's change of one version's entries (`setAcls` with `ifUpdateId`), by the
+/// bucket's right and by the key's own.
+fn version_condition_commands() -> Vec<Command> {
+    let facts = BucketRef { bucket_id: 7, volume_id: 9, replication: Replication::RatisThree, quota_bytes: QUOTA_UNLIMITED, quota_namespace: QUOTA_UNLIMITED, volume_quota_bytes: QUOTA_UNLIMITED, quota_epoch: 3, volume_quota_epoch: 4 };
+    let ctx = CommandContext { client_id: 7, request_id: 9, time_ms: 1_764_000_000_000, principal: Principal::user("bob"), bucket: Some(facts) };
+    let bob = Acl { kind: AclKind::User, name: "bob".into(), rights: rights::ALL };
+    vec![
+        Command { ctx: ctx.clone(), op: Op::SetKeyAclsIf { volume: "s3v".into(), bucket: "b".into(), key: "k".into(), acls: vec![bob], update_id: 42, by_key: false } },
+        Command { ctx, op: Op::SetKeyAclsIf { volume: "s3v".into(), bucket: "b".into(), key: "k".into(), acls: vec![], update_id: u64::MAX, by_key: true } },
+    ]
+}
+
+/// `version_condition_commands()` as the build that added them (after c1504f4) encoded them.
+const WRITTEN_BY_VERSION_CONDITION: [&str; 2] = [
+    "01000000626f62ffffffffff7f0000000700000000000000090000000000000000e897b69a010000626f62ffffffffffd0ffffff0000000000000000000000000100000000000000070000000000000009000000000000000300000000000000ffffffffffffffffffffffffffffffffffffffffffffffff0300000000000000040000000000000030000000733376ffffffffff62ffffffffffffff6bffffffffffffff5cffffff01000000000000002a0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    "0700000000000000090000000000000000e897b69a010000626f62ffffffffffe0ffffff0000000000000000000000000100000000000000070000000000000009000000000000000300000000000000ffffffffffffffffffffffffffffffffffffffffffffffff0300000000000000040000000000000030000000733376ffffffffff62ffffffffffffff6bffffffffffffff6cffffff0000000000000000ffffffffffffffff01000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+];
+
+#[test]
+fn the_version_condition_commands_keep_their_log_form() {
+    keep_their_log_form(&WRITTEN_BY_VERSION_CONDITION, version_condition_commands());
+}

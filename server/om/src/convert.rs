@@ -369,12 +369,19 @@ pub fn operation(r: om_capnp::operation::Reader<'_>, now_ms: u64, open_key_ttl_m
         Which::SetAcls(g) => {
             let (volume, bucket) = (volume_name(g.get_volume())?, bucket_name(g.get_bucket())?);
             let acls = acls(g.get_acls())?;
+            let update_id = g.get_if_update_id();
             if g.get_key()?.is_empty() {
+                if update_id != 0 {
+                    return Err(WireError::new(Status::InvalidArgument, "ifUpdateId applies to a key's entries, not a bucket's".to_string()));
+                }
                 (Op::SetBucketAcls { volume, bucket, acls }, Target::Meta)
             } else {
                 let key = key_name(g.get_key())?;
                 let target = key_target(&volume, &bucket, &key);
-                (Op::SetKeyAcls { volume, bucket, key, acls }, target)
+                match update_id {
+                    0 => (Op::SetKeyAcls { volume, bucket, key, acls }, target),
+                    update_id => (Op::SetKeyAclsIf { volume, bucket, key, acls, update_id, by_key: false }, target),
+                }
             }
         }
         Which::EditAcls(g) => {

@@ -478,7 +478,10 @@ impl Core {
                     | Op::RenameOut { volume, bucket, .. }
                     | Op::RenameIn { volume, bucket, .. } => (volume, bucket, rights::WRITE),
                     Op::DeleteKey { volume, bucket, .. } | Op::DeleteKeys { volume, bucket, .. } | Op::ExpireKeys { volume, bucket, .. } => (volume, bucket, rights::DELETE),
-                    Op::SetKeyAcls { volume, bucket, .. } | Op::EditKeyAcls { volume, bucket, .. } | Op::KeyAclsByKeyGrant { volume, bucket, .. } => (volume, bucket, rights::WRITE_ACL),
+                    Op::SetKeyAcls { volume, bucket, .. }
+                    | Op::EditKeyAcls { volume, bucket, .. }
+                    | Op::KeyAclsByKeyGrant { volume, bucket, .. }
+                    | Op::SetKeyAclsIf { volume, bucket, .. } => (volume, bucket, rights::WRITE_ACL),
                     other => panic!("a non-key command {other:?} sent for bucket facts"),
                 };
                 match view.key_bucket(&c.ctx.principal, volume, bucket, right) {
@@ -522,7 +525,7 @@ impl Core {
             for (i, refused) in by_key {
                 let c = &commands[i];
                 let key = match &c.op {
-                    Op::KeyAclsByKeyGrant { key, .. } => key.as_str(),
+                    Op::KeyAclsByKeyGrant { key, .. } | Op::SetKeyAclsIf { key, .. } => key.as_str(),
                     _ => "",
                 };
                 let bucket_id = c.ctx.bucket.map_or(0, |b| b.bucket_id);
@@ -723,12 +726,13 @@ impl Core {
     }
 }
 
-/// `SetKeyAcls` or `EditKeyAcls` as `KeyAclsByKeyGrant`, for a caller whom the key's bucket
-/// refuses WRITE_ACL.
+/// `SetKeyAcls` or `EditKeyAcls` as `KeyAclsByKeyGrant`, `SetKeyAclsIf` with `by_key`, for a
+/// caller whom the key's bucket refuses WRITE_ACL.
 fn by_key_grant(op: &mut Op) {
     *op = match std::mem::replace(op, Op::ExpireSessions) {
         Op::SetKeyAcls { volume, bucket, key, acls } => Op::KeyAclsByKeyGrant { volume, bucket, key, set: Some(acls), add: Vec::new(), remove: Vec::new() },
         Op::EditKeyAcls { volume, bucket, key, add, remove } => Op::KeyAclsByKeyGrant { volume, bucket, key, set: None, add, remove },
+        Op::SetKeyAclsIf { volume, bucket, key, acls, update_id, .. } => Op::SetKeyAclsIf { volume, bucket, key, acls, update_id, by_key: true },
         other => other,
     };
 }

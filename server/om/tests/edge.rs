@@ -7,7 +7,7 @@
 use capnp::message::Builder;
 use proptest::prelude::*;
 use stratos_om::convert::{Target, operation_from_bytes};
-use stratos_schema::om_capnp::{Replication, Tristate, acl, operation};
+use stratos_schema::om_capnp::{Replication, Status, Tristate, acl, operation};
 use stratos_shard::Op;
 
 fn message(build: impl Fn(operation::Builder<'_>)) -> Vec<u8> {
@@ -171,6 +171,18 @@ fn samples() -> Vec<Vec<u8>> {
             acls.reborrow().get(0).set_kind(acl::Kind::World);
             acls.reborrow().get(0).set_rights(1);
         }),
+        // PutObjectAcl's form: only of the version it read.
+        message(|op| {
+            let mut g = op.init_set_acls();
+            g.set_volume("vol1");
+            g.set_bucket("bkt1");
+            g.set_key("a");
+            g.set_if_update_id(42);
+            let mut acls = g.init_acls(1);
+            acls.reborrow().get(0).set_kind(acl::Kind::User);
+            acls.reborrow().get(0).set_name("bob");
+            acls.reborrow().get(0).set_rights(255);
+        }),
         message(|op| {
             let mut g = op.init_edit_acls();
             g.set_volume("s3v");
@@ -245,12 +257,12 @@ fn samples() -> Vec<Vec<u8>> {
 /// The wire's operation kinds. `wire_kind`'s match is exhaustive: a kind added to om.capnp
 /// does not compile there until it is named, and once it is named here
 /// `valid_messages_of_every_shape_pass_the_edge` wants a sample of it.
-const WIRE_KINDS: [&str; 26] = [
+const WIRE_KINDS: [&str; 27] = [
     "createVolume", "deleteVolume", "setVolumeOwner", "setVolumeQuota", "createBucket", "deleteBucket", "setBucketProperty",
     "openKey", "allocateBlock", "commitKey", "deleteKey", "deleteKeys", "renameKey", "abortKey", "getS3Secret", "revokeS3Secret",
     "setKeyMetadata", "initiateUpload", "commitPart", "completeUpload", "abortUpload", "setBucketMetadata",
-    // A bucket's entries (meta group) and a key's (its shard).
-    "setAcls", "setAcls", "editAcls", "editAcls",
+    // A bucket's entries (meta group) and a key's (its shard), and a key's of one version.
+    "setAcls", "setAcls", "setAcls", "editAcls", "editAcls",
 ];
 
 fn wire_kind(bytes: &[u8]) -> &'static str {
@@ -311,7 +323,7 @@ fn op_kind(op: &Op) -> (&'static str, bool) {
         Op::GetS3Secret { .. } => ("getS3Secret", true),
         Op::RevokeS3Secret { .. } => ("revokeS3Secret", true),
         Op::SetBucketAcls { .. } => ("setAcls", true),
-        Op::SetKeyAcls { .. } => ("setAcls", false),
+        Op::SetKeyAcls { .. } | Op::SetKeyAclsIf { .. } => ("setAcls", false),
         Op::EditBucketAcls { .. } => ("editAcls", true),
         Op::EditKeyAcls { .. } => ("editAcls", false),
         other => panic!("the wire edge made an internal command: {other:?}"),
@@ -346,6 +358,27 @@ fn valid_messages_of_every_shape_pass_the_edge() {
         }
         apply_keeps_invariants(m);
     }
+}
+
+#[test]
+fn a_condition_on_a_version_is_a_keys_alone() {
+    let of = |key: &str| {
+        message(|op| {
+            let mut g = op.init_set_acls();
+            g.set_volume("vol1");
+            g.set_bucket("bkt1");
+            g.set_key(key);
+            g.set_if_update_id(7);
+            g.init_acls(0);
+        })
+    };
+    match operation_from_bytes(&of("a"), 1_000, 60_000) {
+        Ok((Op::SetKeyAclsIf { update_id: 7, by_key: false, .. }, Target::Key { .. })) => {}
+        other => panic!("a key's setAcls with ifUpdateId became {other:?}"),
+    }
+    let e = operation_from_bytes(&of(""), 1_000, 60_000).expect_err("a bucket's entries have no version to match");
+    assert_eq!(e.status, Status::InvalidArgument, "{e:?}");
+    assert!(e.message.contains("ifUpdateId"), "{e:?}");
 }
 
 #[derive(Debug, Clone)]

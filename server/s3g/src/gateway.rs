@@ -1760,40 +1760,55 @@ fn unseal(gw: &Gateway, r: &Req, metadata: &[(String, String)], using: sse::Use)
 async fn put_acl(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     let body = r.payload()?.read_all(DOCUMENT_BYTES_MAX).await?;
     let bucket_owner = bucket_info(c, &r.bucket).await?.owner;
-    let owner = match r.key.is_empty() {
-        true => bucket_owner.clone(),
-        false => {
-            let k = match c.lookup_key_acl(S3_VOLUME, &r.bucket, &r.key).await {
-                Ok(k) => Ok(k),
-                Err(_) => gw.client_for(&bucket_owner).await?.lookup_key_acl(S3_VOLUME, &r.bucket, &r.key).await,
-            };
-            k.map_or_else(|_| bucket_owner.clone(), |k| owner_in(&k.metadata, &bucket_owner).to_string())
+    // An object's entries name its owner (a canned ACL's FULL_CONTROL, an owner left out of a
+    // document) as the version read here has it, so they are set on that version alone: one
+    // written meanwhile by another writer is read again, never handed to the first one's owner.
+    for _ in 0..PUT_ACL_READS {
+        let (owner, update_id) = match r.key.is_empty() {
+            true => (bucket_owner.clone(), 0),
+            false => {
+                let k = match c.lookup_key_acl(S3_VOLUME, &r.bucket, &r.key).await {
+                    Ok(k) => Ok(k),
+                    Err(_) => gw.client_for(&bucket_owner).await?.lookup_key_acl(S3_VOLUME, &r.bucket, &r.key).await,
+                };
+                // No key: the change below answers NoSuchKey (or the caller's refusal).
+                k.map_or_else(|_| (bucket_owner.clone(), 0), |k| (owner_in(&k.metadata, &bucket_owner).to_string(), k.update_id))
+            }
+        };
+        let grants = acl::requested(&|n| r.header(n), Some(&body), &owner, &bucket_owner)?
+            .ok_or_else(|| S3Error::new("MissingSecurityHeader", 400, "an ACL needs x-amz-acl, x-amz-grant-* headers or an AccessControlPolicy document"))?;
+        let on = if r.key.is_empty() { On::Bucket } else { On::Object };
+        let entries = acl::entries(&grants, &owner, on)?;
+        if bucket_settings(gw, c, &r.bucket).await?.ownership == Some(Ownership::Enforced) {
+            return Err(acls_disabled(&r.bucket));
         }
-    };
-    let grants = acl::requested(&|n| r.header(n), Some(&body), &owner, &bucket_owner)?
-        .ok_or_else(|| S3Error::new("MissingSecurityHeader", 400, "an ACL needs x-amz-acl, x-amz-grant-* headers or an AccessControlPolicy document"))?;
-    let on = if r.key.is_empty() { On::Bucket } else { On::Object };
-    let entries = acl::entries(&grants, &owner, on)?;
-    if bucket_settings(gw, c, &r.bucket).await?.ownership == Some(Ownership::Enforced) {
-        return Err(acls_disabled(&r.bucket));
+        check_public_acl(gw, c, &r.bucket, &entries).await?;
+        check_grantees(gw, &entries, &owner, &bucket_owner).await?;
+        match set_acls(c, &r.bucket, &r.key, &entries, update_id).await {
+            Err(e) if update_id != 0 && e.status() == Some(stratos_client::Status::PreconditionFailed) => continue,
+            Err(e) => return Err(from_om(&e, &r.bucket, (!r.key.is_empty()).then_some(r.key.as_str()))),
+            Ok(()) => return Ok(Reply::ok()),
+        }
     }
-    check_public_acl(gw, c, &r.bucket, &entries).await?;
-    check_grantees(gw, &entries, &owner, &bucket_owner).await?;
-    set_acls(c, &r.bucket, &r.key, &entries).await?;
-    Ok(Reply::ok())
+    Err(S3Error::new("OperationAborted", 409, "the object was overwritten while its ACL was being set; try again"))
 }
 
-/// Replaces the ACL entries of a bucket (`key` empty) or of an object.
-async fn set_acls(c: &Client, bucket: &str, key: &str, entries: &[AclEntry]) -> Result<(), S3Error> {
+/// How many times PutObjectAcl reads an object that keeps being overwritten under it before it
+/// answers OperationAborted (S3's 409 for a conflicting operation).
+const PUT_ACL_READS: usize = 4;
+
+/// Replaces the ACL entries of a bucket (`key` empty) or of an object; of an object's version
+/// whose update id is `update_id` only, where it is not 0 (`PreconditionFailed` otherwise).
+async fn set_acls(c: &Client, bucket: &str, key: &str, entries: &[AclEntry], update_id: u64) -> Result<(), stratos_client::ClientError> {
     c.submit(|op| {
         let mut s = op.init_set_acls();
         s.set_volume(S3_VOLUME);
         s.set_bucket(bucket);
         s.set_key(key);
+        s.set_if_update_id(update_id);
         AclEntry::write_all(s.init_acls(entries.len() as u32), entries);
     })
-    .await
-    .map_err(|e| from_om(&e, bucket, (!key.is_empty()).then_some(key)))?;
+    .await?;
     Ok(())
 }
 

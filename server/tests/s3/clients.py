@@ -910,7 +910,31 @@ check("a canned ACL set by a holder of WRITE_ACP alone (here anyone) is the obje
 alice.put_object(Bucket=ow, Key="pp", Body=b"alice's")
 check("... and an object the bucket's owner wrote over is no longer its former owner's to change",
       code(lambda: bob.put_object_acl(Bucket=ow, Key="pp", ACL="public-read")) == "AccessDenied" and code(lambda: anon.get_object(Bucket=ow, Key="pp")) == "AccessDenied")
-for k in ("b", "br", "bf", "bc", "bm", "pf", "pp", "wf", "ag"):
+# PutObjectAcl builds its entries from the version it reads (a canned ACL's FULL_CONTROL goes
+# to that version's owner) and sets them on that version alone: with bob and alice writing the
+# object by turns while alice sets `private` on it, no ACL read back grants FULL_CONTROL to
+# another than the owner it names (before, an overwrite between the read and the change handed
+# the new writer's object to the old one's owner).
+stop, seen, answers = threading.Event(), [], []
+def overwrite():
+    while not stop.is_set():
+        for who in (bob, alice):
+            who.put_object(Bucket=ow, Key="race", Body=b"x")
+bob.put_object(Bucket=ow, Key="race", Body=b"x")
+writer = threading.Thread(target=overwrite)
+writer.start()
+try:
+    t_end = time.time() + 4
+    while time.time() < t_end:
+        answers.append(code(lambda: alice.put_object_acl(Bucket=ow, Key="race", ACL="private")))
+        a = alice.get_object_acl(Bucket=ow, Key="race")
+        seen.append((a["Owner"]["ID"], sorted(g["Grantee"].get("ID", "") for g in a["Grants"] if g["Permission"] == "FULL_CONTROL")))
+finally:
+    stop.set()
+    writer.join()
+check(f"PutObjectAcl racing overwrites by another writer never grants one owner's object to the other ({len(answers)} changes, {answers.count(None)} applied)",
+      all(full == [owner] for owner, full in seen) and set(answers) <= {None, "OperationAborted"} and answers.count(None) > 0, f"{seen} {answers}")
+for k in ("b", "br", "bf", "bc", "bm", "pf", "pp", "wf", "ag", "race"):
     alice.delete_object(Bucket=ow, Key=k)
 alice.delete_bucket(Bucket=ow)
 check("a bucket without tags: NoSuchTagSet", code(lambda: alice.get_bucket_tagging(Bucket=pub)) == "NoSuchTagSet")
