@@ -560,7 +560,7 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
                 Ok(Reply::xml(Writer::new("VersioningConfiguration").finish("VersioningConfiguration")))
             }
             M::GET if r.has("uploads") => list_uploads(&c, r).await,
-            M::GET if r.has("acl") => acl(&c, r).await,
+            M::GET if r.has("acl") => acl(gw, &c, r).await,
             M::GET if r.has("versions") => list_objects(&c, r, Listing::Versions).await,
             M::GET if r.q("list-type") == Some("2") => list_objects(&c, r, Listing::V2).await,
             M::GET if r.query.iter().all(|(n, _)| LIST_PARAMS.contains(&n.as_str()) || !is_bucket_subresource(n)) => list_objects(&c, r, Listing::V1).await,
@@ -642,7 +642,7 @@ async fn route(gw: &Rc<Gateway>, r: &mut Req) -> R {
         M::GET if r.has("tagging") => get_tagging(&c, r).await,
         M::GET if r.has("attributes") => get_object_attributes(gw, &c, r).await,
         M::GET if r.has("uploadId") => list_parts(&c, r).await,
-        M::GET if r.has("acl") => acl(&c, r).await,
+        M::GET if r.has("acl") => acl(gw, &c, r).await,
         M::GET => get_object(gw, &c, r, false).await,
         M::HEAD => get_object(gw, &c, r, true).await,
         M::DELETE if r.has("tagging") => delete_tagging(&c, r).await,
@@ -864,9 +864,10 @@ async fn delete_bucket(c: &Client, r: &Req) -> R {
 /// GetBucketAcl / GetObjectAcl. A bucket's ACL is shown to whoever holds READ_ACP on it (the
 /// gateway checks: the OM's bucket information is anyone's); an object's to whoever holds
 /// READ_ACP on the object or its bucket (the OM checks READ_ACL, with the key's own entries;
-/// READ of the object is not enough, as in S3). An object's owner is its writer where its
-/// bucket's ownership made it so ([`OBJECT_OWNER`]), else the bucket's.
-async fn acl(c: &Client, r: &Req) -> R {
+/// READ of the object is not enough, as in S3), and to its owner whatever its entries say. An
+/// object's owner is its writer where its bucket's ownership made it so ([`OBJECT_OWNER`]), else
+/// the bucket's.
+async fn acl(gw: &Gateway, c: &Client, r: &Req) -> R {
     let b = owned_bucket(c, r).await?;
     if r.key.is_empty() {
         if !acl::allows(&b.acls, &b.owner, &r.user, acl::READ_ACP) {
@@ -874,7 +875,15 @@ async fn acl(c: &Client, r: &Req) -> R {
         }
         return Ok(Reply::xml(acl::document(&b.owner, &b.acls, On::Bucket)));
     }
-    let k = c.lookup_key_acl(S3_VOLUME, &r.bucket, &r.key).await.map_err(|e| from_om(&e, &r.bucket, Some(&r.key)))?;
+    let k = match c.lookup_key_acl(S3_VOLUME, &r.bucket, &r.key).await {
+        Ok(k) => k,
+        // Its owner reads it as the bucket's owner would, if the version read is his.
+        Err(e) if e.status() == Some(stratos_client::Status::PermissionDenied) => match gw.client_for(&b.owner).await?.lookup_key_acl(S3_VOLUME, &r.bucket, &r.key).await {
+            Ok(k) if owner_in(&k.metadata, &b.owner) == r.user => k,
+            _ => return Err(from_om(&e, &r.bucket, Some(&r.key))),
+        },
+        Err(e) => return Err(from_om(&e, &r.bucket, Some(&r.key))),
+    };
     Ok(Reply::xml(acl::document(owner_in(&k.metadata, &b.owner), &k.acls, On::Object)))
 }
 
@@ -1763,6 +1772,9 @@ async fn put_acl(gw: &Gateway, c: &Client, r: &mut Req) -> R {
     // An object's entries name its owner (a canned ACL's FULL_CONTROL, an owner left out of a
     // document) as the version read here has it, so they are set on that version alone: one
     // written meanwhile by another writer is read again, never handed to the first one's owner.
+    // Its owner may change them whatever they say (S3's owner holds WRITE_ACP of what it owns,
+    // so an ACL without his own grant does not lock him out): where the OM refuses him, the
+    // change is made as the bucket's owner, of his version alone.
     for _ in 0..PUT_ACL_READS {
         let (owner, update_id) = match r.key.is_empty() {
             true => (bucket_owner.clone(), 0),
@@ -1784,7 +1796,11 @@ async fn put_acl(gw: &Gateway, c: &Client, r: &mut Req) -> R {
         }
         check_public_acl(gw, c, &r.bucket, &entries).await?;
         check_grantees(gw, &entries, &owner, &bucket_owner).await?;
-        match set_acls(c, &r.bucket, &r.key, &entries, update_id).await {
+        let mut done = set_acls(c, &r.bucket, &r.key, &entries, update_id).await;
+        if update_id != 0 && owner == r.user && matches!(&done, Err(e) if e.status() == Some(stratos_client::Status::PermissionDenied)) {
+            done = set_acls(&*gw.client_for(&bucket_owner).await?, &r.bucket, &r.key, &entries, update_id).await;
+        }
+        match done {
             Err(e) if update_id != 0 && e.status() == Some(stratos_client::Status::PreconditionFailed) => continue,
             Err(e) => return Err(from_om(&e, &r.bucket, (!r.key.is_empty()).then_some(r.key.as_str()))),
             Ok(()) => return Ok(Reply::ok()),

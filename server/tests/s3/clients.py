@@ -899,6 +899,10 @@ check("ListObjects and ListObjectsV2 with FetchOwner name each object's owner",
 bob.put_object_acl(Bucket=ow, Key="pp", ACL="public-read")
 check("the owner of an object changes its ACL without WRITE_ACP on the bucket",
       grants_of(bob, "pp") == sorted([(BOB, "FULL_CONTROL"), ("http://acs.amazonaws.com/groups/global/AllUsers", "READ")]) and anon.get_object(Bucket=ow, Key="pp")["Body"].read() == b"x")
+bob.put_object_acl(Bucket=ow, Key="pp", AccessControlPolicy={"Owner": {"ID": BOB}, "Grants": [{"Grantee": {"Type": "CanonicalUser", "ID": ALICE}, "Permission": "READ"}]})
+check("... and keeps READ_ACP and WRITE_ACP of it when its ACL grants him nothing (S3's owner is never locked out)",
+      grants_of(bob, "pp") == [(ALICE, "READ")] and code(lambda: bob.put_object_acl(Bucket=ow, Key="pp", ACL="public-read")) is None
+      and grants_of(bob, "pp") == sorted([(BOB, "FULL_CONTROL"), ("http://acs.amazonaws.com/groups/global/AllUsers", "READ")]))
 alice.put_object(Bucket=ow, Key="ag", Body=b"x", GrantFullControl=f'id="{ALICE}"', GrantWriteACP=f'id="{BOB}"')
 bob.put_object_acl(Bucket=ow, Key="ag", ACL="private")
 check("a grantee of WRITE_ACP on an object changes its ACL (here: to its owner's alone), and then may not again",
