@@ -60,10 +60,18 @@ pub struct Counters {
     pub writes: u64,
     /// Bytes handed to the streams.
     pub bytes: u64,
+    /// Times a server connection stopped reading because its calls in flight reached their
+    /// bound (`stratos_common::rpc::Gate`): the client sends faster than its calls complete.
+    pub reads_paused: u64,
 }
 
 thread_local! {
-    static COUNTERS: Cell<Counters> = const { Cell::new(Counters { flushes: 0, writes: 0, bytes: 0 }) };
+    static COUNTERS: Cell<Counters> = const { Cell::new(Counters { flushes: 0, writes: 0, bytes: 0, reads_paused: 0 }) };
+}
+
+/// Counts one pause of a server connection's reads (see [`Counters::reads_paused`]).
+pub fn count_read_paused() {
+    count(|c| c.reads_paused += 1);
 }
 
 /// The counters of the writers on the current thread.
@@ -455,7 +463,7 @@ mod tests {
             assert_eq!(stream.received(), b"one two three four");
             assert_eq!(w.sends(), 2);
             // This thread's counters (a fresh executor thread): four messages, two writes.
-            assert_eq!(thread_counters(), Counters { flushes: 4, writes: 2, bytes: 18 });
+            assert_eq!(thread_counters(), Counters { flushes: 4, writes: 2, bytes: 18, reads_paused: 0 });
         });
     }
 

@@ -644,6 +644,36 @@ fn replies_ready_together_share_a_socket_write() {
     assert!(writes * 2 <= flushes, "replies ready together share writes: {writes} writes for {flushes} flushes");
 }
 
+/// A client that sends calls faster than they complete is held back, not buffered without end:
+/// with `--connection-calls-max 4`, 256 one-key opens sent at once on each connection are all
+/// answered, yet the OM reads no connection past 4 calls in flight (`stratos_rpc_reads_paused_total`
+/// counts the pauses), so no Raft entry carries more than a few of them; without the bound
+/// they fill entries by the dozen (`replies_ready_together_share_a_socket_write`'s load).
+#[test]
+fn a_connection_pipelining_past_its_bound_is_paused_not_buffered() {
+    let (_dir, om) = with_bucket(&["--connection-calls-max", "4"]);
+    let paused = counter(&om, "stratos_rpc_reads_paused_total");
+    let rpc = om.rpc.clone();
+    on_executor(move || async move {
+        let c = stratos_client::Client::connect(&rpc, "root").await.expect("connect");
+        let opens = (0..256).map(|i| {
+            let c = &c;
+            async move { c.submit(|op| put_op(op, &format!("key-{i:03}"))).await.expect("open") }
+        });
+        futures_util::future::join_all(opens).await;
+    });
+    assert!(counter(&om, "stratos_rpc_reads_paused_total") > paused, "the bound was reached and reads paused");
+    // Commands per Raft entry, over every group: the histogram's buckets run to the largest
+    // entry's (powers of two), which must be at most 8 (4 from a core's own connection, and a
+    // few from the client's first connection).
+    let (_, prom) = om.http_get("/prom");
+    let buckets = prom.lines().filter(|l| l.starts_with("stratos_raft_entry_commands_bucket") && !l.contains("+Inf"));
+    let largest = buckets.filter_map(|l| l.split("le=\"").nth(1)?.split('"').next()?.parse::<f64>().ok()).fold(0.0, f64::max);
+    let entries: u64 = prom.lines().filter(|l| l.starts_with("stratos_raft_entry_commands_count")).map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()).expect("a count")).sum();
+    assert!(entries >= 256 / 8, "the opens were proposed ({entries} entries)");
+    assert!(largest <= 8.0, "no Raft entry held more than 8 commands (the largest bucket: {largest})");
+}
+
 /// Shard-aware routing (`routes` gives each group's core port): a client's one-key calls land on
 /// the core that owns the key's shard, so none crosses cores; with `--core-ports false` the
 /// client's one connection lands on one core and the keys of shards on the other cross. Counted

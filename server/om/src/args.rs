@@ -124,6 +124,10 @@ pub struct OmArgs {
     /// Expire open keys and idle retry sessions every this many ms [default: 60000].
     #[arg(long)]
     pub housekeeping_interval_ms: Option<u64>,
+    /// Calls one client connection may have in flight before the OM stops reading it until one
+    /// answers (TCP then holds the client back) [default: 1024].
+    #[arg(long)]
+    pub connection_calls_max: Option<usize>,
     /// The SCM, host:port [default: none: keys are metadata only, without blocks].
     #[arg(long)]
     pub scm_address: Option<String>,
@@ -152,7 +156,7 @@ impl OmArgs {
             data_dir, rpc_address, shards, executors, spin_us, admins, admin_groups, snapshot_after_entries, snapshot_logs_to_keep, election_timeout_min_ms, election_timeout_max_ms,
             heartbeat_interval_ms, raft_address, node_id, peers, balance_leaders, io_memory_bytes, open_key_ttl_ms, multipart_upload_ttl_ms, lifecycle_day_secs, wal_segment_bytes, wal_spare_segment, housekeeping_interval_ms,
             scm_address, block_bytes, block_pool_size, block_token_lifetime_ms, scm_poll_ms, core_ports, core_port_base, snapshot_after_bytes, snapshot_log_ratio,
-            meta_fence_interval_us
+            meta_fence_interval_us, connection_calls_max
         );
         for (flag, slot) in [(&self.tls.tls_ca, &mut c.tls_ca), (&self.tls.tls_cert, &mut c.tls_cert), (&self.tls.tls_key, &mut c.tls_key)] {
             if flag.is_some() {

@@ -109,6 +109,12 @@ pub struct OmConfig {
     /// Every this often, each group's leader drops expired open keys (freeing their blocks) and
     /// idle retry sessions. Default 60 s.
     pub housekeeping_interval_ms: u64,
+    /// Calls one client connection may have in flight; at this many (or when their parameters
+    /// reach 64 MiB) the OM stops reading the connection until one answers, and TCP holds the
+    /// client back (`stratos_common::rpc::Gate`). Default 1024: far above what a client's
+    /// pipelining needs (the S3 gateway and the generators keep at most a few hundred per
+    /// connection), and it bounds what one connection can make the OM hold.
+    pub connection_calls_max: usize,
     /// The SCM (`host:port`) that gives blocks and block-token keys. Absent = metadata only:
     /// keys are opened without blocks and `allocateBlock` is refused.
     pub scm_address: Option<String>,
@@ -169,6 +175,7 @@ impl Default for OmConfig {
             wal_segment_bytes: stratos_wal::constants::SEGMENT_BYTES_DEFAULT,
             wal_spare_segment: true,
             housekeeping_interval_ms: 60_000,
+            connection_calls_max: 1024,
             scm_address: None,
             block_bytes: 256 << 20,
             block_pool_size: 256,

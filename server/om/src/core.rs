@@ -172,6 +172,8 @@ pub struct Core {
     /// A day of S3 lifecycle rules, in ms (`OmConfig::lifecycle_day_secs`).
     pub lifecycle_day_ms: u64,
     pub housekeeping_interval_ms: u64,
+    /// `OmConfig::connection_calls_max`: each client connection's [`stratos_common::rpc::Gate`].
+    pub connection_calls_max: usize,
     pub stats: CoreStats,
     /// The data path (SCM connection, block pools, tokens); `None` for a metadata-only OM.
     pub data: Option<Rc<crate::datapath::DataPath>>,

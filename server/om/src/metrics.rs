@@ -218,10 +218,11 @@ pub fn render(samples: &[GroupSample], meta_views: &[(usize, u64)], data: &[(usi
     }
     // Replies that share a send: flushes over writes is the batching of the core's sends.
     type Family<'a> = (&'a str, &'a str, fn(&WireCounters) -> u64);
-    let sends: [Family; 3] = [
+    let sends: [Family; 4] = [
         ("stratos_rpc_flushes_total", "Cap'n Proto messages this core's connections (clients, Raft peers) flushed.", |w| w.flushes),
         ("stratos_rpc_writes_total", "Writes handed to those connections' sockets (or TLS streams): the messages one executor turn flushed share one.", |w| w.writes),
         ("stratos_rpc_written_bytes_total", "Bytes handed to those connections' sockets (or TLS streams).", |w| w.bytes),
+        ("stratos_rpc_reads_paused_total", "Times a client connection on this core stopped reading because its calls in flight reached connection_calls_max (or their parameters about 64 MiB): TCP then holds the client back.", |w| w.reads_paused),
     ];
     for (name, help, of) in sends {
         family(&mut out, name, "counter", help);
@@ -332,7 +333,7 @@ mod tests {
 
     #[test]
     fn families_are_grouped_and_histograms_cumulative() {
-        let page = render(&[sample(0), sample(3)], &[(0, 7), (1, 7)], &[(0, [10, 1, 2, 0, 5])], &[(0, [4, 0, 0, 6, 0]), (1, [3, 2, 1, 1, 8])], &[(1, WireCounters { flushes: 9, writes: 4, bytes: 700 })]);
+        let page = render(&[sample(0), sample(3)], &[(0, 7), (1, 7)], &[(0, [10, 1, 2, 0, 5])], &[(0, [4, 0, 0, 6, 0]), (1, [3, 2, 1, 1, 8])], &[(1, WireCounters { flushes: 9, writes: 4, bytes: 700, reads_paused: 2 })]);
         // Each family's samples follow its TYPE line, all groups together.
         let types: Vec<&str> = page.lines().filter(|l| l.starts_with("# TYPE")).collect();
         let mut names: Vec<&str> = types.iter().map(|l| l.split_whitespace().nth(2).expect("TYPE lines name a family")).collect();
@@ -348,6 +349,7 @@ mod tests {
         assert!(page.contains("stratos_om_block_waits_total{core=\"0\"} 1"));
         assert!(page.contains("stratos_om_calls_cross_core_total{core=\"1\"} 2"));
         assert!(page.contains("stratos_om_meta_fences_cross_core_total{core=\"1\"} 1"));
+        assert!(page.contains("stratos_rpc_reads_paused_total{core=\"1\"} 2"));
         assert!(page.contains("stratos_om_meta_fences_total{core=\"0\"} 6"));
         assert!(page.contains("stratos_om_meta_fences_solo_total{core=\"1\"} 8"));
         assert!(page.contains("stratos_rpc_flushes_total{core=\"1\"} 9"));

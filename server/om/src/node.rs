@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use glommio::{LocalExecutorBuilder, Placement};
 use stratos_common::process::{install_signal_handlers, wait_stop};
+use stratos_common::rpc::Gated;
 use stratos_raft::group::{Group, GroupConfig};
 use stratos_raft::transport::{PeerAddr, Transport, answer_hello, read_hello};
 use stratos_schema::om_capnp::ozone_manager;
@@ -274,6 +275,7 @@ async fn start_core(
         multipart_upload_ttl_ms: cfg.multipart_upload_ttl_ms,
         lifecycle_day_ms: cfg.lifecycle_day_secs.max(1).saturating_mul(1000),
         housekeeping_interval_ms: cfg.housekeeping_interval_ms,
+        connection_calls_max: cfg.connection_calls_max,
         stats: Default::default(),
         // Core 0's fences are the read indexes of the meta group; other cores ask it.
         fences: Rc::new(if index == 0 { Coalesce::paced(Duration::from_micros(cfg.meta_fence_interval_us)) } else { Coalesce::default() }),
@@ -475,8 +477,16 @@ async fn accept_raft(core: Rc<Core>, listener: glommio::net::TcpListener) {
 }
 
 fn serve_connection(core: Rc<Core>, stream: glommio::net::TcpStream) {
-    let client: ozone_manager::Client = capnp_rpc::new_client(OmService { core, caller: None });
-    stratos_common::rpc::serve_connection(stream, client.client);
+    let _ = stream.set_nodelay(true);
+    let gate = connection_gate(&core);
+    let client: ozone_manager::Client = capnp_rpc::new_client(Gated::new(OmService { core, caller: None }, gate.clone()));
+    stratos_common::rpc::serve_stream_gated(stream, client.client, gate);
+}
+
+/// A client connection's bound on its calls in flight ([`stratos_common::rpc::Gate`]): the
+/// configured count, and one largest message's words.
+fn connection_gate(core: &Core) -> Rc<stratos_common::rpc::Gate> {
+    stratos_common::rpc::Gate::new(core.connection_calls_max, stratos_common::rpc::TRAVERSAL_WORDS_MAX)
 }
 
 /// One TLS client connection: the handshake (rustls checks the client's certificate against
@@ -486,8 +496,9 @@ async fn serve_tls(core: Rc<Core>, stream: glommio::net::TcpStream, config: Arc<
     let peer = stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
     let what = format!("{} core {}", stratos_common::process::who(), core.index);
     let Some((tls, caller)) = stratos_common::rpc::accept_tls(stream, config, &what, &peer).await else { return };
-    let client: ozone_manager::Client = capnp_rpc::new_client(OmService { core, caller: Some(Rc::new(caller)) });
-    stratos_common::rpc::serve_stream(tls, client.client);
+    let gate = connection_gate(&core);
+    let client: ozone_manager::Client = capnp_rpc::new_client(Gated::new(OmService { core, caller: Some(Rc::new(caller)) }, gate.clone()));
+    stratos_common::rpc::serve_stream_gated(tls, client.client, gate);
 }
 
 #[cfg(test)]
