@@ -544,6 +544,7 @@ fn a_setting_out_of_range_is_refused_before_anything_starts() {
         ("--snapshot-log-ratio=inf", "snapshot_log_ratio inf must be a number, 0 or more"),
         ("--snapshot-log-ratio=NaN", "snapshot_log_ratio NaN must be a number, 0 or more"),
         ("--meta-fence-interval-us=1000001", "meta_fence_interval_us 1000001 is more than 1000000"),
+        ("--connection-calls-max=0", "connection_calls_max must be at least 1"),
     ];
     for (bad, says) in cases {
         let args = ["om", "--data-dir", s(&om_dir), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--raft-address", "127.0.0.1:0", bad];

@@ -110,6 +110,9 @@ fn run_node(cfg: &OmConfig, on_ready: Box<dyn FnOnce(&Ready) + '_>) -> anyhow::R
     if cfg.meta_fence_interval_us > META_FENCE_INTERVAL_US_MAX {
         bail!("meta_fence_interval_us {} is more than {META_FENCE_INTERVAL_US_MAX} (one second)", cfg.meta_fence_interval_us);
     }
+    if cfg.connection_calls_max == 0 {
+        bail!("connection_calls_max must be at least 1 (calls one client connection may have in flight)");
+    }
     install_signal_handlers();
     stratos_common::process::set_who(format!("om node {}", cfg.node_id));
     let data_dir = cfg.data_dir.clone().context("no data directory given")?;
