@@ -3,6 +3,7 @@
 //! `cargo test -p stratos-shard --test all model::` runs one file's tests.
 
 mod behaviour;
+mod carried;
 mod log_format;
 mod model;
 mod quota;

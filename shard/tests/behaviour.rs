@@ -3,6 +3,8 @@
 
 use stratos_shard::*;
 
+use crate::carried::Shard;
+
 struct S {
     state: ShardState,
     log_index: u64,
@@ -697,44 +699,6 @@ fn a_keys_own_write_acl_lets_its_grantee_change_its_entries() {
     assert_eq!(ShardState::load_snapshot(&snap).expect("load").state_hash(), s.state.state_hash());
 }
 
-/// A key shard of a sharded namespace: the leader carries bucket 7's facts with every command
-/// (and has checked the bucket's rights), as `local_write_inner` does. One key, `k`.
-struct CarriedShard {
-    state: ShardState,
-    log_index: u64,
-}
-
-impl CarriedShard {
-    fn new() -> CarriedShard {
-        CarriedShard { state: ShardState::new(), log_index: 0 }
-    }
-
-    fn run(&mut self, who: &str, op: Op) -> Outcome {
-        let facts = BucketRef { bucket_id: 7, volume_id: 9, replication: Replication::RatisOne, quota_bytes: QUOTA_UNLIMITED, quota_namespace: QUOTA_UNLIMITED, volume_quota_bytes: QUOTA_UNLIMITED, quota_epoch: 0, volume_quota_epoch: 0 };
-        self.log_index += 1;
-        let cmd = Command { ctx: CommandContext { client_id: 1, request_id: self.log_index, time_ms: 5_000, principal: Principal::user(who), bucket: Some(facts) }, op };
-        let out = self.state.apply(self.log_index, &cmd);
-        self.state.check_invariants().expect("invariants");
-        out
-    }
-
-    /// `who` writes `k` again (4 bytes): its update id.
-    fn write(&mut self, who: &str) -> u64 {
-        let block = BlockLocation { container_id: 1, local_id: self.log_index + 100, pipeline_id: 1, length: 4 };
-        let open = Op::OpenKey { volume: "vol".into(), bucket: "bkt".into(), key: "k".into(), replication: None, blocks: vec![block], expires_ms: 60_000, metadata: vec![] };
-        let Ok(Reply::KeyOpened { open_id, .. }) = self.run(who, open) else { panic!("not opened") };
-        let commit = Op::CommitKey { volume: "vol".into(), bucket: "bkt".into(), key: "k".into(), open_id, data_size: 4, blocks: vec![block] };
-        let out = self.run(who, commit);
-        assert!(matches!(out, Ok(Reply::KeyCommitted { .. })), "{out:?}");
-        self.k().expect("committed").0
-    }
-
-    /// `k`'s update id and own entries (grantee, rights).
-    fn k(&self) -> Option<(u64, Vec<(String, u16)>)> {
-        self.state.lookup_key_in(7, "k").map(|k| (k.update_id.to_native(), k.acls.iter().map(|a| (a.name.to_string(), a.rights.to_native())).collect()))
-    }
-}
-
 fn user(name: &str, rights: u16) -> Acl {
     Acl { kind: AclKind::User, name: name.into(), rights }
 }
@@ -742,22 +706,22 @@ fn user(name: &str, rights: u16) -> Acl {
 #[test]
 fn a_change_by_a_keys_own_grant_applies_to_the_version_that_grants_it() {
     // The leader proposes `KeyAclsByKeyGrant` where the bucket refused the caller.
-    let mut shard = CarriedShard::new();
+    let mut shard = Shard::new();
     let by_grant = |set: Option<Vec<Acl>>, add: Vec<Acl>| Op::KeyAclsByKeyGrant { volume: "vol".into(), bucket: "bkt".into(), key: "k".into(), set, add, remove: vec![] };
-    let acls = |shard: &CarriedShard| shard.k().map(|(_, acls)| acls);
+    let acls = |shard: &Shard| shard.acls_of("k").map(|(_, acls)| acls);
 
-    shard.write("alice");
+    shard.put("k", 4).unwrap();
     // Nobody's grant yet: refused, as a key that is not there would be.
-    assert!(matches!(shard.run("bob", by_grant(None, vec![user("bob", rights::READ)])), Err(OmError::PermissionDenied { .. })));
+    assert!(matches!(shard.by("bob", by_grant(None, vec![user("bob", rights::READ)])), Err(OmError::PermissionDenied { .. })));
     let set = Op::SetKeyAcls { volume: "vol".into(), bucket: "bkt".into(), key: "k".into(), acls: vec![user("bob", rights::WRITE_ACL)] };
-    shard.run("alice", set).unwrap();
-    let out = shard.run("bob", by_grant(None, vec![user("carol", rights::READ)]));
+    shard.by("alice", set).unwrap();
+    let out = shard.by("bob", by_grant(None, vec![user("carol", rights::READ)]));
     assert_eq!((out, acls(&shard)), (Ok(Reply::Done), Some(vec![("bob".into(), rights::WRITE_ACL), ("carol".into(), rights::READ)])));
-    assert!(matches!(shard.run("carol", by_grant(Some(vec![]), vec![])), Err(OmError::PermissionDenied { .. })));
-    // alice writes the key again: the new version has no entries of its own, and bob's grant
+    assert!(matches!(shard.by("carol", by_grant(Some(vec![]), vec![])), Err(OmError::PermissionDenied { .. })));
+    // The key is written again: the new version has no entries of its own, and bob's grant
     // went with the version it was on.
-    shard.write("alice");
-    let out = shard.run("bob", by_grant(Some(vec![user("bob", rights::ALL)]), vec![]));
+    shard.put("k", 4).unwrap();
+    let out = shard.by("bob", by_grant(Some(vec![user("bob", rights::ALL)]), vec![]));
     assert!(matches!(out, Err(OmError::PermissionDenied { .. })), "{out:?}");
     assert_eq!(acls(&shard), Some(vec![]));
 }
@@ -766,33 +730,36 @@ fn a_change_by_a_keys_own_grant_applies_to_the_version_that_grants_it() {
 fn a_change_of_one_version_leaves_another_alone() {
     // `SetKeyAclsIf` (PutObjectAcl's form): the entries were built from the version the caller
     // read, and apply to that version only, by the bucket's right or (`by_key`) the key's own.
-    let mut shard = CarriedShard::new();
+    let mut shard = Shard::new();
     let set_if = |key: &str, acls: Vec<Acl>, update_id: u64, by_key: bool| Op::SetKeyAclsIf { volume: "vol".into(), bucket: "bkt".into(), key: key.into(), acls, update_id, by_key };
+    let version = |shard: &Shard| shard.acls_of("k").expect("the key is there").0;
 
-    let v1 = shard.write("alice");
+    shard.put("k", 4).unwrap();
+    let v1 = version(&shard);
     // Another version's id: nothing changes.
-    let out = shard.run("alice", set_if("k", vec![user("bob", rights::ALL)], v1 + 1, false));
+    let out = shard.by("alice", set_if("k", vec![user("bob", rights::ALL)], v1 + 1, false));
     assert!(matches!(out, Err(OmError::PreconditionFailed(ref m)) if m.contains("vol/bkt/k")), "{out:?}");
-    assert_eq!(shard.k(), Some((v1, vec![])));
+    assert_eq!(shard.acls_of("k"), Some((v1, vec![])));
     // A caller whom neither the bucket nor the key grants learns nothing of the version.
-    assert!(matches!(shard.run("carol", set_if("k", vec![], v1 + 1, true)), Err(OmError::PermissionDenied { .. })));
+    assert!(matches!(shard.by("carol", set_if("k", vec![], v1 + 1, true)), Err(OmError::PermissionDenied { .. })));
     // The version read: set, and the change makes another version of the entries.
-    assert_eq!(shard.run("alice", set_if("k", vec![user("bob", rights::WRITE_ACL)], v1, false)), Ok(Reply::Done));
-    let (v2, acls) = shard.k().expect("still there");
+    assert_eq!(shard.by("alice", set_if("k", vec![user("bob", rights::WRITE_ACL)], v1, false)), Ok(Reply::Done));
+    let (v2, acls) = shard.acls_of("k").expect("still there");
     assert!(v2 > v1);
     assert_eq!(acls, vec![("bob".into(), rights::WRITE_ACL)]);
-    assert!(matches!(shard.run("alice", set_if("k", vec![], v1, false)), Err(OmError::PreconditionFailed(_))));
+    assert!(matches!(shard.by("alice", set_if("k", vec![], v1, false)), Err(OmError::PreconditionFailed(_))));
     // bob's own grant, on the version he read.
-    assert_eq!(shard.run("bob", set_if("k", vec![user("bob", rights::WRITE_ACL), user("dave", rights::READ)], v2, true)), Ok(Reply::Done));
-    let (v3, _) = shard.k().expect("still there");
-    // alice writes the key again: bob's change built from v3 applies neither by his grant
-    // (gone with v3) nor, by hers, to the new version.
-    let v4 = shard.write("alice");
-    assert!(matches!(shard.run("bob", set_if("k", vec![user("bob", rights::ALL)], v3, true)), Err(OmError::PermissionDenied { .. })));
-    let out = shard.run("alice", set_if("k", vec![user("bob", rights::ALL)], v3, false));
+    assert_eq!(shard.by("bob", set_if("k", vec![user("bob", rights::WRITE_ACL), user("dave", rights::READ)], v2, true)), Ok(Reply::Done));
+    let v3 = version(&shard);
+    // The key is written again: bob's change built from v3 applies neither by his grant (gone
+    // with v3) nor, by the bucket's right, to the new version.
+    shard.put("k", 4).unwrap();
+    let v4 = version(&shard);
+    assert!(matches!(shard.by("bob", set_if("k", vec![user("bob", rights::ALL)], v3, true)), Err(OmError::PermissionDenied { .. })));
+    let out = shard.by("alice", set_if("k", vec![user("bob", rights::ALL)], v3, false));
     assert!(matches!(out, Err(OmError::PreconditionFailed(_))), "{out:?}");
-    assert_eq!(shard.k(), Some((v4, vec![])));
-    assert!(matches!(shard.run("alice", set_if("nope", vec![], v4, false)), Err(OmError::KeyNotFound(_))));
+    assert_eq!(shard.acls_of("k"), Some((v4, vec![])));
+    assert!(matches!(shard.by("alice", set_if("nope", vec![], v4, false)), Err(OmError::KeyNotFound(_))));
 }
 
 #[test]

@@ -6,44 +6,12 @@ use proptest::prelude::*;
 use stratos_shard::records::KeyRecord;
 use stratos_shard::*;
 
-const T: u64 = 5_000;
+use crate::carried::Shard;
+
 const SOURCE: u32 = 0;
 
-fn facts() -> BucketRef {
-    BucketRef { bucket_id: 7, volume_id: 9, replication: Replication::RatisThree, quota_bytes: QUOTA_UNLIMITED, quota_namespace: QUOTA_UNLIMITED, volume_quota_bytes: QUOTA_UNLIMITED, quota_epoch: 0, volume_quota_epoch: 0 }
-}
-
-struct Shard {
-    state: ShardState,
-    log_index: u64,
-}
-
+/// The rename's own steps, on a key shard of [`Shard`].
 impl Shard {
-    fn new() -> Self {
-        Shard { state: ShardState::new(), log_index: 0 }
-    }
-    fn run_as(&mut self, client: (u64, u64), who: Principal, op: Op) -> Outcome {
-        self.log_index += 1;
-        let cmd = Command { ctx: CommandContext { client_id: client.0, request_id: client.1, time_ms: T, principal: who, bucket: Some(facts()) }, op };
-        let out = self.state.apply(self.log_index, &cmd);
-        self.state.check_invariants().expect("invariants");
-        out
-    }
-    fn run(&mut self, op: Op) -> Outcome {
-        self.run_as((0, 0), Principal::user("u"), op)
-    }
-    fn put(&mut self, key: &str, length: u64) -> Outcome {
-        self.put_with(key, length, vec![])
-    }
-    fn put_with(&mut self, key: &str, length: u64, metadata: Vec<MetadataPair>) -> Outcome {
-        let block = BlockLocation { container_id: 1, local_id: self.log_index + 1, pipeline_id: 1, length };
-        let open = Op::OpenKey { volume: "vol".into(), bucket: "bkt".into(), key: key.into(), replication: None, blocks: vec![block], expires_ms: T + 1, metadata };
-        let Reply::KeyOpened { open_id, .. } = self.run(open)? else { panic!("not opened") };
-        self.run(Op::CommitKey { volume: "vol".into(), bucket: "bkt".into(), key: key.into(), open_id, data_size: length, blocks: vec![block] })
-    }
-    fn delete(&mut self, key: &str) -> Outcome {
-        self.run(Op::DeleteKey { volume: "vol".into(), bucket: "bkt".into(), key: key.into() })
-    }
     fn out(&mut self, request: u64, from: &str, to: &str) -> Outcome {
         self.run_as((42, request), Principal::user("u"), Op::RenameOut { volume: "vol".into(), bucket: "bkt".into(), from: from.into(), to: to.into(), dest_shard: 1 })
     }
@@ -53,13 +21,6 @@ impl Shard {
     }
     fn finish(&mut self, txn: u64, commit: bool) -> Outcome {
         self.run_as((0, 0), Principal::admin("om"), Op::RenameFinish { txn, commit })
-    }
-    fn size_of(&self, key: &str) -> Option<u64> {
-        self.state.lookup_key_in(7, key).map(|k| k.data_size.to_native())
-    }
-    /// The key's record as stored, if it exists.
-    fn record_of(&self, key: &str) -> Option<KeyRecord> {
-        self.state.lookup_key_in(7, key).map(|k| rkyv::deserialize::<KeyRecord, rkyv::rancor::Error>(k).expect("a stored record deserializes"))
     }
 }
 

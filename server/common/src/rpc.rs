@@ -457,6 +457,14 @@ mod tests {
         }
     }
 
+    static BYTES: [u8; 256] = [7; 256];
+
+    /// A gate of these bounds, a reader of 256 bytes through it, and a waker that counts.
+    fn gated(calls_max: usize, words_max: usize) -> (Rc<Gate>, GatedReader<&'static [u8]>, Arc<Count>) {
+        let gate = Gate::new(calls_max, words_max);
+        (gate.clone(), GatedReader { inner: &BYTES[..], gate }, Arc::new(Count(AtomicUsize::new(0))))
+    }
+
     fn read(r: &mut GatedReader<&[u8]>, cx: &mut Context<'_>, n: usize) -> Poll<usize> {
         let mut buf = vec![0u8; n];
         Pin::new(r).poll_read(cx, &mut buf).map(|r| r.expect("a slice reads"))
@@ -466,10 +474,7 @@ mod tests {
     /// the calls under the bound again wakes it (once), and no sooner.
     #[test]
     fn a_gate_full_of_calls_pauses_the_reader_until_one_answers() {
-        let gate = Gate::new(2, 1 << 20);
-        let bytes = [7u8; 64];
-        let mut r = GatedReader { inner: &bytes[..], gate: gate.clone() };
-        let woken = Arc::new(Count(AtomicUsize::new(0)));
+        let (gate, mut r, woken) = gated(2, 1 << 20);
         let waker = Waker::from(woken.clone());
         let mut cx = Context::from_waker(&waker);
         assert_eq!(read(&mut r, &mut cx, 16), Poll::Ready(16));
@@ -493,10 +498,7 @@ mod tests {
     /// opens when the heavy call answers.
     #[test]
     fn a_gate_full_of_words_pauses_the_reader_until_they_are_answered() {
-        let gate = Gate::new(100, 10);
-        let bytes = [7u8; 200];
-        let mut r = GatedReader { inner: &bytes[..], gate: gate.clone() };
-        let woken = Arc::new(Count(AtomicUsize::new(0)));
+        let (gate, mut r, woken) = gated(100, 10);
         let waker = Waker::from(woken.clone());
         let mut cx = Context::from_waker(&waker);
         assert_eq!(read(&mut r, &mut cx, 8), Poll::Ready(8));
