@@ -87,7 +87,7 @@ pub const CALL_DEADLINE: Duration = Duration::from_secs(30);
 /// learner, which it allows 120 s.
 pub const ADD_NODE_TIMEOUT: Duration = Duration::from_secs(150);
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// The OM answered with an error status.
     #[error("{message}")]

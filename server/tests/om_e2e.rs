@@ -794,3 +794,104 @@ fn a_refused_change_of_a_keys_entries_costs_no_log_entry() {
     assert!(committed() > granted, "proposed and applied");
     assert!(om.ok(&["key", "getacl", "/vol/bkt/k"]).contains("WORLD"));
 }
+
+/// The S3 gateway's GET and HEAD lookups (`stratos_s3g::lookups`) are gathered per user and
+/// bucket: the lookups that wait together go in one `lookupKeys`, those that arrive while one
+/// is in flight in the next, and each request gets what its own `lookupKey` would have: its
+/// key's record, or its own error in its place. Another user's lookups go apart, answered as
+/// his own calls are.
+#[test]
+fn gathered_lookups_answer_each_request_as_its_own_call_would() {
+    use std::future::Future;
+    use std::rc::Rc;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let om = Om::start_with_args(&dir.path().join("om"), &[]);
+    // The OM makes the S3 volume itself.
+    om.ok(&["bucket", "create", "/s3v/bkt"]);
+    let rpc = om.rpc.clone();
+    on_executor(move || async move {
+        let runtime: Rc<dyn stratos_client::Runtime> = Rc::new(stratos_client::runtime::Glommio);
+        let c = Rc::new(stratos_client::Client::connect_on(runtime.clone(), &rpc, "root").await.expect("connect"));
+        for i in 0..40 {
+            let key = format!("k{i:02}");
+            let at = |op: stratos_schema::om_capnp::operation::Builder<'_>| {
+                let mut g = op.init_open_key();
+                g.set_volume("s3v");
+                g.set_bucket("bkt");
+                g.set_key(&key);
+                g.reborrow().init_replication().set_none(());
+            };
+            let stratos_client::Done::KeyOpened { open_id, .. } = c.submit(at).await.expect("open") else { panic!("not opened") };
+            c.submit(|op| {
+                let mut g = op.init_commit_key();
+                g.set_volume("s3v");
+                g.set_bucket("bkt");
+                g.set_key(&key);
+                g.set_open_id(open_id);
+            })
+            .await
+            .expect("commit");
+        }
+        let lookups = Rc::new(stratos_s3g::lookups::Lookups::default());
+        let bob = Rc::new(c.as_user("bob"));
+        // 48 keys asked at once (the last 8 missing), and two as bob.
+        let asked: Vec<String> = (0..48).map(|i| format!("k{i:02}")).collect();
+        // Each started (polled once) before any is sent: `join_all` alone polls a long list in
+        // rounds of 32, letting the gathering task send between them.
+        async fn started<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+            let mut futures: Vec<_> = futures.map(Box::pin).collect();
+            futures_util::future::poll_fn(|cx| {
+                for f in &mut futures {
+                    assert!(f.as_mut().poll(cx).is_pending(), "a lookup waits for the OM");
+                }
+                std::task::Poll::Ready(())
+            })
+            .await;
+            futures_util::future::join_all(futures).await
+        }
+        let mine = started(asked.iter().map(|k| lookups.lookup(&runtime, &c, "bkt", k)));
+        let his = started(["k00", "k01"].into_iter().map(|k| lookups.lookup(&runtime, &bob, "bkt", k)));
+        let (mine, his) = futures_util::future::join(mine, his).await;
+        for (k, found) in asked.iter().zip(mine) {
+            if k.as_str() < "k40" {
+                assert_eq!(found.expect(k).name, *k, "each request gets its own key's record");
+            } else {
+                assert_eq!(found.expect_err(k).status(), Some(stratos_client::Status::KeyNotFound), "a missing key is its own error");
+            }
+        }
+        for (k, found) in ["k00", "k01"].iter().zip(his) {
+            let own = bob.lookup_key("s3v", "bkt", k).await;
+            assert_eq!(found.map(|i| i.name).map_err(|e| e.status()), own.map(|i| i.name).map_err(|e| e.status()), "bob's answer is his own call's");
+        }
+        // Per user, the first lookup may have left alone (glommio runs a new task up to its
+        // first wait at once), and every other went in the call after it.
+        let (calls, keys) = lookups.counts();
+        assert_eq!(keys, 50);
+        assert!(calls <= 4, "{calls} calls: at most the first alone and the rest together, per user");
+        // One lookup in flight; ten more arrive meanwhile: they wait, and go together next.
+        let mut first = Box::pin(lookups.lookup(&runtime, &c, "bkt", "k39"));
+        futures_util::future::poll_fn(|cx| {
+            assert!(first.as_mut().poll(cx).is_pending(), "a lookup waits for the OM");
+            std::task::Poll::Ready(())
+        })
+        .await;
+        // Yield once: the gathering task sends the first lookup alone.
+        let mut yielded = false;
+        futures_util::future::poll_fn(|cx| {
+            if std::mem::replace(&mut yielded, true) {
+                return std::task::Poll::Ready(());
+            }
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        })
+        .await;
+        let more = futures_util::future::join_all((0..10).map(|i| format!("k{i:02}")).map(|k| {
+            let (lookups, runtime, c) = (lookups.clone(), runtime.clone(), c.clone());
+            async move { (lookups.lookup(&runtime, &c, "bkt", &k).await.expect("found").name, k) }
+        }));
+        let (first, more) = futures_util::future::join(first, more).await;
+        assert_eq!(first.expect("found").name, "k39");
+        assert!(more.iter().all(|(got, asked)| got == asked), "{more:?}");
+        assert_eq!(lookups.counts(), (calls + 2, 61), "the one in flight alone, then the ten together");
+    });
+}

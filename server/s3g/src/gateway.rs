@@ -22,6 +22,7 @@ use crate::cors;
 use crate::error::{S3Error, from_om};
 use crate::form;
 use crate::lifecycle;
+use crate::lookups::Lookups;
 use crate::http::Body;
 use crate::object::{self, Condition, ETAG, Finish, Input, Reader};
 use crate::payload::{self, Payload, Source};
@@ -83,6 +84,8 @@ pub struct Gateway {
     domains: Vec<String>,
     /// A day of lifecycle rules, in ms (`--lifecycle-day-secs`).
     lifecycle_day_ms: u64,
+    /// GETs' and HEADs' lookups waiting to share a call (see [`crate::lookups`]).
+    lookups: Rc<Lookups>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -238,6 +241,7 @@ impl Gateway {
             settings_changed: Arc::default(),
             domains: Vec::new(),
             lifecycle_day_ms: stratos_common::lifecycle::DAY_MS,
+            lookups: Rc::default(),
         }
     }
 
@@ -2757,8 +2761,8 @@ fn etag_matches(header: &str, etag: &str) -> bool {
     etags(header).any(|e| e == "*" || e == etag)
 }
 
-async fn get_object(gw: &Rc<Gateway>, c: &Client, r: &Req, head: bool) -> R {
-    let k = match c.lookup_key(S3_VOLUME, &r.bucket, &r.key).await {
+async fn get_object(gw: &Rc<Gateway>, c: &Rc<Client>, r: &Req, head: bool) -> R {
+    let k = match gw.lookups.lookup(&gw.runtime, c, &r.bucket, &r.key).await {
         Ok(k) => k,
         Err(e) => return Err(missing_to_lister(gw, c, r, from_om(&e, &r.bucket, Some(&r.key))).await),
     };

@@ -26,6 +26,7 @@ pub mod form;
 pub mod gateway;
 pub mod http;
 pub mod lifecycle;
+pub mod lookups;
 pub mod md5sum;
 pub mod object;
 pub mod payload;

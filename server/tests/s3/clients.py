@@ -1012,6 +1012,32 @@ for k in ("keep/a", "logs/s", "logs/untagged", "tmp/b"):
     alice.delete_object(Bucket=life, Key=k)
 alice.delete_bucket(Bucket=life)
 
+# GETs and HEADs of one bucket at once share the gateway's OM lookups (docs/s3.md): each
+# request still gets its own object, and a missing one its own 404, whatever shares its call.
+for i in range(24):
+    alice.put_object(Bucket=bucket, Key=f"many/{i:02}", Body=f"object {i:02} ".encode() * (i + 1))
+wrong = []
+def reader(t):
+    c = client("ALICE")
+    for rnd in range(6):
+        for i in range(t, t + 30, 4):
+            k = f"many/{i % 30:02}"
+            if i % 30 >= 24:
+                got = code(lambda: c.get_object(Bucket=bucket, Key=k))
+                ok = got == "NoSuchKey"
+            elif rnd % 2:
+                got = c.head_object(Bucket=bucket, Key=k)["ContentLength"]
+                ok = got == len(f"object {i % 30:02} ") * (i % 30 + 1)
+            else:
+                got = c.get_object(Bucket=bucket, Key=k)["Body"].read()
+                ok = got == f"object {i % 30:02} ".encode() * (i % 30 + 1)
+            if not ok:
+                wrong.append((k, str(got)[:40]))
+readers = [threading.Thread(target=reader, args=(t,)) for t in range(12)]
+[t.start() for t in readers]
+[t.join() for t in readers]
+check("concurrent GETs and HEADs of one bucket each get their own object or 404", not wrong, str(wrong[:5]))
+
 # Empty the bucket and delete it.
 check("a bucket with keys is BucketNotEmpty", code(lambda: alice.delete_bucket(Bucket=bucket)) == "BucketNotEmpty")
 for page in alice.get_paginator("list_objects_v2").paginate(Bucket=bucket):
