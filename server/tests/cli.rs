@@ -555,6 +555,14 @@ fn a_setting_out_of_range_is_refused_before_anything_starts() {
         assert!(!err.contains("core 0"), "{bad}: reported by a core, not at start: {err}");
         assert!(!om_dir.join("FORMAT").exists(), "{bad}: the data directory was formatted");
     }
+    // The SCM's and the datanode's bound on a connection's calls in flight, the same way.
+    for role in [&["scm", "--rpc-address", "127.0.0.1:0"][..], &["datanode", "--rpc-address", "127.0.0.1:0", "--scm", "127.0.0.1:1"]] {
+        let data = dir.path().join(role[0]);
+        let out = Command::new(BIN).args(role).args(["--data-dir", s(&data), "--connection-calls-max", "0"]).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("--connection-calls-max") && err.contains("0 is not in 1.."), "{}: {err}", role[0]);
+        assert!(!data.exists(), "{}: its data directory was made", role[0]);
+    }
 }
 
 /// The pids of `pid`'s children.

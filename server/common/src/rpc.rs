@@ -151,7 +151,7 @@ impl<S> std::fmt::Debug for Gated<S> {
     }
 }
 
-impl<S> std::fmt::Debug for GatedDispatch<S> {
+impl<S, C> std::fmt::Debug for GatedDispatch<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
     }
@@ -163,28 +163,29 @@ impl<S> Gated<S> {
     }
 }
 
-/// What serves a [`Gated`] OM service: the generated dispatch, inside a permit.
-pub struct GatedDispatch<S>(Rc<Gated<S>>);
+/// What serves a [`Gated`] service of interface `C` (its client type): the generated dispatch,
+/// inside a permit.
+pub struct GatedDispatch<S, C>(Rc<Gated<S>>, std::marker::PhantomData<C>);
 
-impl<S> Clone for GatedDispatch<S> {
+impl<S, C> Clone for GatedDispatch<S, C> {
     fn clone(&self) -> Self {
-        GatedDispatch(self.0.clone())
+        GatedDispatch(self.0.clone(), std::marker::PhantomData)
     }
 }
 
-impl<S> std::ops::Deref for GatedDispatch<S> {
+impl<S, C> std::ops::Deref for GatedDispatch<S, C> {
     type Target = Gated<S>;
     fn deref(&self) -> &Gated<S> {
         &self.0
     }
 }
 
-impl<S: om_capnp::ozone_manager::Server + 'static> capnp::capability::Server for GatedDispatch<S> {
+impl<S: 'static, C: capnp::capability::FromServer<S> + 'static> capnp::capability::Server for GatedDispatch<S, C> {
     fn dispatch_call(
         self, interface_id: u64, method_id: u16, params: capnp::capability::Params<capnp::any_pointer::Owned>, results: capnp::capability::Results<capnp::any_pointer::Owned>,
     ) -> capnp::capability::DispatchCallResult {
         let permit = self.0.gate.enter();
-        let inner = <om_capnp::ozone_manager::Client as capnp::capability::FromServer<S>>::from_server(self.0.server.clone());
+        let inner = C::from_server(self.0.server.clone());
         let call = capnp::capability::Server::dispatch_call(inner, interface_id, method_id, params, results);
         let promise = call.promise;
         capnp::capability::DispatchCallResult::new(
@@ -202,12 +203,19 @@ impl<S: om_capnp::ozone_manager::Server + 'static> capnp::capability::Server for
     }
 }
 
-impl<S: om_capnp::ozone_manager::Server + 'static> capnp::capability::FromServer<Gated<S>> for om_capnp::ozone_manager::Client {
-    type Dispatch = GatedDispatch<S>;
-    fn from_server(s: Rc<Gated<S>>) -> GatedDispatch<S> {
-        GatedDispatch(s)
-    }
+/// `capnp_rpc::new_client(Gated::new(server, gate))` for each interface whose servers are
+/// gated: the OM's for clients, the datanode's and the SCM's.
+macro_rules! gated_interface {
+    ($($($interface:ident)::+);*) => {$(
+        impl<S: $($interface)::+::Server + 'static> capnp::capability::FromServer<Gated<S>> for $($interface)::+::Client {
+            type Dispatch = GatedDispatch<S, $($interface)::+::Client>;
+            fn from_server(s: Rc<Gated<S>>) -> GatedDispatch<S, $($interface)::+::Client> {
+                GatedDispatch(s, std::marker::PhantomData)
+            }
+        }
+    )*};
 }
+gated_interface!(om_capnp::ozone_manager; stratos_schema::datanode_capnp::datanode; stratos_schema::scm_capnp::storage_container_manager);
 
 /// What this executor's Cap'n Proto connections flushed and sent (for `/prom`).
 pub use stratos_client::wire::{Counters as WireCounters, thread_counters as wire_counters};
@@ -346,18 +354,23 @@ where
 
 /// Accepts connections on `listener` forever, serving each with a capability from `make`,
 /// which is told who the peer is: with `tls`, each connection after its handshake, with the
-/// identity its certificate names; without, `None` (plain TCP, nobody proven).
+/// identity its certificate names; without, `None` (plain TCP, nobody proven). Where `make`
+/// gives a [`Gate`] too (its capability a [`Gated`] server on it), the connection is read only
+/// while the gate is open.
 pub async fn accept_loop(
     listener: glommio::net::TcpListener,
     what: &'static str,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
-    make: impl Fn(Option<crate::tls::Identity>) -> capnp::capability::Client + 'static,
+    make: impl Fn(Option<crate::tls::Identity>) -> (capnp::capability::Client, Option<Rc<Gate>>) + 'static,
 ) {
     let make = std::rc::Rc::new(make);
     loop {
         match listener.accept().await {
             Ok(stream) => match &tls {
-                None => serve_connection(stream, make(None)),
+                None => {
+                    let _ = stream.set_nodelay(true);
+                    serve_made(stream, make(None));
+                }
                 Some(config) => {
                     let (config, make) = (config.clone(), make.clone());
                     glommio::spawn_local(async move {
@@ -365,7 +378,7 @@ pub async fn accept_loop(
                         let peer = stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
                         // The SCM's and datanodes' peers are few and send large messages.
                         if let Some((tls, id)) = accept_tls(under_tls(stream), config, what, &peer).await {
-                            serve_stream(tls, make(Some(id)));
+                            serve_made(tls, make(Some(id)));
                         }
                     })
                     .detach();
@@ -376,6 +389,13 @@ pub async fn accept_loop(
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
         }
+    }
+}
+
+fn serve_made(stream: impl futures_util::io::AsyncRead + futures_util::io::AsyncWrite + 'static, (client, gate): (capnp::capability::Client, Option<Rc<Gate>>)) {
+    match gate {
+        Some(gate) => serve_stream_gated(stream, client, gate),
+        None => serve_stream(stream, client),
     }
 }
 
@@ -492,6 +512,67 @@ mod tests {
         drop(second);
         assert_eq!(woken.0.load(Ordering::Relaxed), 1, "nobody was waiting");
         assert_eq!(gate.calls(), 0);
+    }
+
+    /// An SCM whose `status` answers once `open` is set.
+    struct Held {
+        open: Rc<Cell<bool>>,
+        waiting: Rc<RefCell<Vec<Waker>>>,
+    }
+
+    impl stratos_schema::scm_capnp::storage_container_manager::Server for Held {
+        async fn status(
+            self: capnp::capability::Rc<Self>, _: stratos_schema::scm_capnp::storage_container_manager::StatusParams,
+            mut results: stratos_schema::scm_capnp::storage_container_manager::StatusResults,
+        ) -> Result<(), capnp::Error> {
+            futures_util::future::poll_fn(|cx| {
+                if self.open.get() {
+                    return Poll::Ready(());
+                }
+                self.waiting.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            })
+            .await;
+            results.get().set_json("{}");
+            Ok(())
+        }
+    }
+
+    /// A gated connection of another interface than the OM's (the SCM's, as `accept_loop`
+    /// serves it) over a real socket: of 8 calls pipelined at once, 2 (the bound) are read and
+    /// dispatched while they wait, the reader pauses, and all 8 answer once the first do.
+    #[test]
+    fn a_gated_connection_reads_no_call_past_its_bound() {
+        use stratos_schema::scm_capnp::storage_container_manager as scm;
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(|| async move {
+                let (server_end, client_end) = glommio::net::UnixStream::pair().expect("socket pair");
+                let (open, waiting) = (Rc::new(Cell::new(false)), Rc::new(RefCell::new(Vec::new())));
+                let gate = Gate::new(2, 1 << 20);
+                let served: scm::Client = capnp_rpc::new_client(Gated::new(Held { open: open.clone(), waiting: waiting.clone() }, gate.clone()));
+                serve_made(server_end, (served.client, Some(gate.clone())));
+                let (reader, writer) = client_end.split();
+                let network = twoparty::VatNetwork::new(futures_lite::io::BufReader::new(reader), writer, rpc_twoparty_capnp::Side::Client, capnp::message::ReaderOptions::new());
+                let mut rpc = RpcSystem::new(Box::new(network), None);
+                let scm: scm::Client = rpc.bootstrap(rpc_twoparty_capnp::Side::Server);
+                glommio::spawn_local(rpc).detach();
+                let paused = stratos_client::wire::thread_counters().reads_paused;
+                let calls: Vec<_> = (0..8).map(|_| scm.status_request().send().promise).collect();
+                glommio::timer::sleep(Duration::from_millis(200)).await;
+                assert_eq!(gate.calls(), 2, "two calls read and waiting, the rest unread");
+                assert_eq!(waiting.borrow().len(), 2, "only the calls let in were dispatched");
+                assert!(stratos_client::wire::thread_counters().reads_paused > paused, "the pause is counted");
+                open.set(true);
+                waiting.borrow_mut().drain(..).for_each(Waker::wake);
+                for answer in futures_util::future::join_all(calls).await {
+                    assert_eq!(answer.expect("answered").get().expect("results").get_json().expect("json").to_str().expect("utf-8"), "{}");
+                }
+                assert_eq!(gate.calls(), 0);
+            })
+            .expect("executor")
+            .join()
+            .expect("join");
     }
 
     /// A call weighs the words read since the call before it; the gate closes on words too, and

@@ -42,6 +42,11 @@ pub struct DatanodeArgs {
     /// cache), so without it every read of a hot small object is a disk read. 0: none.
     #[arg(long, default_value_t = 256 << 20)]
     pub read_cache_bytes: u64,
+    /// Calls one client connection may have in flight before the datanode stops reading it
+    /// until one answers (TCP then holds the client back). With TLS only: connections from
+    /// other datanodes (chained writes) are not bounded, nor any without TLS.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connection_calls_max: u64,
     #[command(flatten)]
     pub tls: stratos_common::tls_args::TlsArgs,
 }
@@ -53,6 +58,6 @@ impl DatanodeArgs {
         let tls = self.tls.load(stratos_common::tls::Role::Datanode)?;
         let store = crate::store::StoreConfig { small_block_bytes: self.small_block_bytes, buffer_bytes: self.small_block_memory, log_segment_bytes: self.log_segment_bytes, read_cache_bytes: self.read_cache_bytes };
         store.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(DatanodeConfig { data_dir, rpc_address: self.rpc_address, advertise: self.advertise, scm_address: self.scm, heartbeat_ms: self.heartbeat_ms, tls, store })
+        Ok(DatanodeConfig { data_dir, rpc_address: self.rpc_address, advertise: self.advertise, scm_address: self.scm, heartbeat_ms: self.heartbeat_ms, tls, store, connection_calls_max: usize::try_from(self.connection_calls_max).unwrap_or(usize::MAX) })
     }
 }

@@ -41,11 +41,14 @@ pub struct DatanodeConfig {
     pub tls: Option<stratos_common::tls::NodeTls>,
     /// How blocks are stored: small ones in container logs, large ones in files.
     pub store: StoreConfig,
+    /// Calls one client connection may have in flight before the datanode stops reading it
+    /// (see [`stratos_common::rpc::Gate`]) [default 1024].
+    pub connection_calls_max: usize,
 }
 
 impl Default for DatanodeConfig {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("datanode-data"), rpc_address: SocketAddr::from(([0, 0, 0, 0], 9859)), advertise: None, scm_address: "127.0.0.1:9863".into(), heartbeat_ms: 2000, tls: None, store: StoreConfig::default() }
+        Self { data_dir: PathBuf::from("datanode-data"), rpc_address: SocketAddr::from(([0, 0, 0, 0], 9859)), advertise: None, scm_address: "127.0.0.1:9863".into(), heartbeat_ms: 2000, tls: None, store: StoreConfig::default(), connection_calls_max: 1024 }
     }
 }
 
@@ -646,10 +649,29 @@ fn run_datanode(cfg: DatanodeConfig, on_ready: Box<dyn FnOnce(&Ready) + Send>) -
             let d = dn.clone();
             // Any certificate of the cluster's CA may connect (a user's client, an OM); what it
             // may read or write, its block tokens say.
+            //
+            // A client's connection (a user's, an OM's, the gateway's) is gated: its calls in
+            // flight are bounded, so one that pipelines writes faster than the disk takes them
+            // is held back by TCP instead of buffered. Another datanode's is not: a chained
+            // write waits on the next datanode's answer, and datanodes forward to each other
+            // in every order, so gates on their connections could close in a cycle; their
+            // calls in flight are bounded by the gated client calls that began them. Without
+            // TLS nobody is proven to be a datanode, and nothing is gated.
             let tls = dn.cfg.tls.as_ref().map(|t| t.server.clone());
-            glommio::spawn_local(stratos_common::rpc::accept_loop(listener, "datanode", tls, move |_| {
-                let c: dn_rpc::Client = capnp_rpc::new_client(DnService { dn: d.clone() });
-                c.client
+            let calls_max = dn.cfg.connection_calls_max;
+            glommio::spawn_local(stratos_common::rpc::accept_loop(listener, "datanode", tls, move |id| {
+                let service = DnService { dn: d.clone() };
+                match id {
+                    Some(id) if id.role != stratos_common::tls::Role::Datanode => {
+                        let gate = stratos_common::rpc::Gate::new(calls_max, stratos_common::rpc::TRAVERSAL_WORDS_MAX);
+                        let c: dn_rpc::Client = capnp_rpc::new_client(stratos_common::rpc::Gated::new(service, gate.clone()));
+                        (c.client, Some(gate))
+                    }
+                    _ => {
+                        let c: dn_rpc::Client = capnp_rpc::new_client(service);
+                        (c.client, None)
+                    }
+                }
             }))
             .detach();
             dn.register().await?;

@@ -29,6 +29,10 @@ pub struct ScmArgs {
     /// Write a checkpoint of the state and purge the log every this many records.
     #[arg(long, default_value_t = crate::CHECKPOINT_EVERY)]
     pub checkpoint_every: u64,
+    /// Calls one connection (an OM's, a datanode's) may have in flight before the SCM stops
+    /// reading it until one answers: TCP then holds the sender back.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connection_calls_max: u64,
     #[command(flatten)]
     pub tls: stratos_common::tls_args::TlsArgs,
 }
@@ -45,6 +49,7 @@ impl ScmArgs {
             token_lifetime_ms: self.token_lifetime_ms,
             checkpoint_every: self.checkpoint_every,
             tls: self.tls.load(stratos_common::tls::Role::Scm)?,
+            connection_calls_max: usize::try_from(self.connection_calls_max).unwrap_or(usize::MAX),
             ..Default::default()
         })
     }

@@ -59,6 +59,9 @@ pub struct ScmConfig {
     /// The SCM's certificate, when the cluster is secured (issue 20): TLS on its port, every
     /// caller's role checked (see `service`).
     pub tls: Option<stratos_common::tls::NodeTls>,
+    /// Calls one connection may have in flight before the SCM stops reading it (see
+    /// [`stratos_common::rpc::Gate`]) [default 1024].
+    pub connection_calls_max: usize,
 }
 
 impl Default for ScmConfig {
@@ -73,6 +76,7 @@ impl Default for ScmConfig {
             wal_segment_bytes: 64 << 20,
             checkpoint_every: CHECKPOINT_EVERY,
             tls: None,
+            connection_calls_max: 1024,
         }
     }
 }
@@ -380,9 +384,14 @@ fn run_scm(cfg: ScmConfig, on_ready: Box<dyn FnOnce(&Ready) + Send>) -> anyhow::
             let rpc = listener.local_addr().map_err(|e| anyhow::anyhow!("{e}"))?;
             let s = scm.clone();
             let tls = scm.cfg.tls.as_ref().map(|t| t.server.clone());
+            // Every connection is gated: nothing the SCM answers waits for its caller's next
+            // message, so a paused connection always opens again.
+            let calls_max = scm.cfg.connection_calls_max;
             glommio::spawn_local(stratos_common::rpc::accept_loop(listener, "scm", tls, move |caller| {
-                let c: stratos_schema::scm_capnp::storage_container_manager::Client = capnp_rpc::new_client(service::ScmService { scm: s.clone(), caller });
-                c.client
+                let gate = stratos_common::rpc::Gate::new(calls_max, stratos_common::rpc::TRAVERSAL_WORDS_MAX);
+                let served = stratos_common::rpc::Gated::new(service::ScmService { scm: s.clone(), caller }, gate.clone());
+                let c: stratos_schema::scm_capnp::storage_container_manager::Client = capnp_rpc::new_client(served);
+                (c.client, Some(gate))
             }))
             .detach();
             glommio::spawn_local(scm.clone().repair_planner()).detach();
