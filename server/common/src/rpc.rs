@@ -59,8 +59,10 @@ fn serve_halves(
 /// any that were not calls.
 ///
 /// The gate sits above the connection's read buffer, and Cap'n Proto's reader asks for exactly
-/// one message's bytes at a time, so no message is read past a closed gate. Nothing an OM call
-/// waits for arrives on its own connection (the client makes no calls back), so a paused read
+/// one message's bytes at a time, so no message is read past a closed gate. A connection is
+/// gated only where nothing its calls wait for arrives on it or on another gated connection
+/// that could wait in turn: the OM's and the SCM's callers make no calls back, and a datanode
+/// gates its clients' connections but not other datanodes' (chained writes), so a paused read
 /// cannot hold up the calls that would open it again.
 #[derive(Debug)]
 pub struct Gate {
