@@ -165,6 +165,17 @@ impl<S> Gated<S> {
     }
 }
 
+/// One connection's capability: `server` behind a new [`Gate`] of `calls_max` calls in flight
+/// and one largest message's words ([`TRAVERSAL_WORDS_MAX`]). The gate goes to the connection's
+/// reader ([`serve_stream_gated`], or [`accept_loop`]'s maker), so that the bound is the reads'.
+pub fn gated_client<S, C>(server: S, calls_max: usize) -> (C, Rc<Gate>)
+where
+    C: capnp::capability::FromServer<Gated<S>>,
+{
+    let gate = Gate::new(calls_max, TRAVERSAL_WORDS_MAX);
+    (capnp_rpc::new_client(Gated::new(server, gate.clone())), gate)
+}
+
 /// What serves a [`Gated`] service of interface `C` (its client type): the generated dispatch,
 /// inside a permit.
 pub struct GatedDispatch<S, C>(Rc<Gated<S>>, std::marker::PhantomData<C>);
@@ -205,7 +216,7 @@ impl<S: 'static, C: capnp::capability::FromServer<S> + 'static> capnp::capabilit
     }
 }
 
-/// `capnp_rpc::new_client(Gated::new(server, gate))` for each interface whose servers are
+/// `capnp_rpc::new_client(Gated::new(server, gate))` ([`gated_client`]) for each interface whose servers are
 /// gated: the OM's for clients, the datanode's and the SCM's.
 macro_rules! gated_interface {
     ($($($interface:ident)::+);*) => {$(

@@ -663,8 +663,7 @@ fn run_datanode(cfg: DatanodeConfig, on_ready: Box<dyn FnOnce(&Ready) + Send>) -
                 let service = DnService { dn: d.clone() };
                 match id {
                     Some(id) if id.role != stratos_common::tls::Role::Datanode => {
-                        let gate = stratos_common::rpc::Gate::new(calls_max, stratos_common::rpc::TRAVERSAL_WORDS_MAX);
-                        let c: dn_rpc::Client = capnp_rpc::new_client(stratos_common::rpc::Gated::new(service, gate.clone()));
+                        let (c, gate): (dn_rpc::Client, _) = stratos_common::rpc::gated_client(service, calls_max);
                         (c.client, Some(gate))
                     }
                     _ => {

@@ -14,7 +14,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use glommio::{LocalExecutorBuilder, Placement};
 use stratos_common::process::{install_signal_handlers, wait_stop};
-use stratos_common::rpc::Gated;
 use stratos_raft::group::{Group, GroupConfig};
 use stratos_raft::transport::{PeerAddr, Transport, answer_hello, read_hello};
 use stratos_schema::om_capnp::ozone_manager;
@@ -481,15 +480,9 @@ async fn accept_raft(core: Rc<Core>, listener: glommio::net::TcpListener) {
 
 fn serve_connection(core: Rc<Core>, stream: glommio::net::TcpStream) {
     let _ = stream.set_nodelay(true);
-    let gate = connection_gate(&core);
-    let client: ozone_manager::Client = capnp_rpc::new_client(Gated::new(OmService { core, caller: None }, gate.clone()));
+    let calls_max = core.connection_calls_max;
+    let (client, gate): (ozone_manager::Client, _) = stratos_common::rpc::gated_client(OmService { core, caller: None }, calls_max);
     stratos_common::rpc::serve_stream_gated(stream, client.client, gate);
-}
-
-/// A client connection's bound on its calls in flight ([`stratos_common::rpc::Gate`]): the
-/// configured count, and one largest message's words.
-fn connection_gate(core: &Core) -> Rc<stratos_common::rpc::Gate> {
-    stratos_common::rpc::Gate::new(core.connection_calls_max, stratos_common::rpc::TRAVERSAL_WORDS_MAX)
 }
 
 /// One TLS client connection: the handshake (rustls checks the client's certificate against
@@ -499,8 +492,8 @@ async fn serve_tls(core: Rc<Core>, stream: glommio::net::TcpStream, config: Arc<
     let peer = stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
     let what = format!("{} core {}", stratos_common::process::who(), core.index);
     let Some((tls, caller)) = stratos_common::rpc::accept_tls(stream, config, &what, &peer).await else { return };
-    let gate = connection_gate(&core);
-    let client: ozone_manager::Client = capnp_rpc::new_client(Gated::new(OmService { core, caller: Some(Rc::new(caller)) }, gate.clone()));
+    let calls_max = core.connection_calls_max;
+    let (client, gate): (ozone_manager::Client, _) = stratos_common::rpc::gated_client(OmService { core, caller: Some(Rc::new(caller)) }, calls_max);
     stratos_common::rpc::serve_stream_gated(tls, client.client, gate);
 }
 

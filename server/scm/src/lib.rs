@@ -388,9 +388,7 @@ fn run_scm(cfg: ScmConfig, on_ready: Box<dyn FnOnce(&Ready) + Send>) -> anyhow::
             // message, so a paused connection always opens again.
             let calls_max = scm.cfg.connection_calls_max;
             glommio::spawn_local(stratos_common::rpc::accept_loop(listener, "scm", tls, move |caller| {
-                let gate = stratos_common::rpc::Gate::new(calls_max, stratos_common::rpc::TRAVERSAL_WORDS_MAX);
-                let served = stratos_common::rpc::Gated::new(service::ScmService { scm: s.clone(), caller }, gate.clone());
-                let c: stratos_schema::scm_capnp::storage_container_manager::Client = capnp_rpc::new_client(served);
+                let (c, gate): (stratos_schema::scm_capnp::storage_container_manager::Client, _) = stratos_common::rpc::gated_client(service::ScmService { scm: s.clone(), caller }, calls_max);
                 (c.client, Some(gate))
             }))
             .detach();
