@@ -13,11 +13,14 @@
 //! - [`lifecycle`]: a bucket's S3 lifecycle rules in the form the S3 gateway stores and the OM
 //!   acts on (the gateway announces an object's expiry, the OM's key shards expire it).
 //! - [`settings`]: how a bucket's S3 settings are cut into metadata pairs and joined again.
+//! - [`local_oneshot`]: a one-shot channel for one executor (a Raft proposal's outcomes, openraft's
+//!   own, the S3 gateway's gathered lookups).
 //!
 //! What it must never do: hold a role's state, or know a role's protocol beyond the wire types
 //! of `stratos-schema`. Roles talk to each other over the wire, never through this crate.
 
 pub mod lifecycle;
+pub mod local_oneshot;
 pub mod process;
 pub mod rpc;
 pub mod settings;

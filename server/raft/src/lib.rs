@@ -9,7 +9,8 @@
 //!   per pair of executors carrying many groups' messages, with two lanes per peer; forwarded
 //!   writes and read indexes ride on it too.
 //! - [`group`]: one Raft group (its Raft, log, state machine and the batching proposer).
-//! - [`local_oneshot`]: a one-shot channel for one executor (proposals' outcomes, openraft's).
+//! - [`local_oneshot`]: a one-shot channel for one executor (proposals' outcomes, openraft's),
+//!   from `stratos-common`, which the S3 gateway shares.
 //! - [`faults`]: fault injection for partition tests (`STRATOS_FAULTS`).
 //!
 //! It knows nothing of the OM's request path: the OM decides what to propose and where.
@@ -17,7 +18,7 @@
 pub mod codec;
 pub mod faults;
 pub mod group;
-pub mod local_oneshot;
+pub use stratos_common::local_oneshot;
 pub mod log_store;
 pub mod network;
 pub mod runtime;

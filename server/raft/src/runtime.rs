@@ -315,18 +315,24 @@ impl<T: OptionalSend + OptionalSync> WatchReceiver<TokioWatch, T> for WatchRx<T>
 pub struct LocalOneshot;
 
 impl Oneshot for LocalOneshot {
-    type Sender<T: OptionalSend> = crate::local_oneshot::Sender<T>;
+    type Sender<T: OptionalSend> = LocalSender<T>;
     type Receiver<T: OptionalSend> = crate::local_oneshot::Receiver<T>;
     type ReceiverError = crate::local_oneshot::Closed;
 
     fn channel<T: OptionalSend>() -> (Self::Sender<T>, Self::Receiver<T>) {
-        crate::local_oneshot::channel()
+        let (tx, rx) = crate::local_oneshot::channel();
+        (LocalSender(tx), rx)
     }
 }
 
-impl<T: OptionalSend> OneshotSender<T> for crate::local_oneshot::Sender<T> {
+/// [`crate::local_oneshot::Sender`] as openraft's sender (the channel lives in
+/// `stratos-common`, so openraft's trait is implemented on this crate's wrapper).
+#[derive(Debug)]
+pub struct LocalSender<T>(crate::local_oneshot::Sender<T>);
+
+impl<T: OptionalSend> OneshotSender<T> for LocalSender<T> {
     fn send(self, t: T) -> Result<(), T> {
-        crate::local_oneshot::Sender::send(self, t)
+        self.0.send(t)
     }
 }
 

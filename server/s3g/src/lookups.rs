@@ -18,9 +18,9 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
 
 use stratos_client::{Client, ClientError, KeyInfo, Runtime};
+use stratos_common::local_oneshot;
 
 use crate::S3_VOLUME;
 
@@ -46,37 +46,12 @@ impl std::fmt::Debug for Lookups {
 
 #[derive(Default)]
 struct Queue {
-    waiting: RefCell<Vec<(String, Rc<Slot>)>>,
+    /// Each waiting lookup's key and where its answer goes: a sender dropped unanswered (the
+    /// draining task ended early) answers its request with an error rather than leave it
+    /// waiting.
+    waiting: RefCell<Vec<(String, local_oneshot::Sender<Found>)>>,
     /// A task is sending this queue's lookups.
     draining: Cell<bool>,
-}
-
-/// Where one request's answer lands.
-#[derive(Default)]
-struct Slot {
-    found: RefCell<Option<Found>>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl Slot {
-    fn fill(&self, found: Found) {
-        *self.found.borrow_mut() = Some(found);
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
-    }
-}
-
-/// A request's slot as the draining task holds it: dropped unanswered (the task ended early),
-/// it answers with an error rather than leave the request waiting.
-struct Pending(Rc<Slot>);
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if self.0.found.borrow().is_none() {
-            self.0.fill(Err(ClientError::Rpc(capnp::Error::failed("the gathered lookup ended without an answer".into()))));
-        }
-    }
 }
 
 impl Lookups {
@@ -90,28 +65,21 @@ impl Lookups {
     pub async fn lookup(self: &Rc<Self>, runtime: &Rc<dyn Runtime>, c: &Rc<Client>, bucket: &str, key: &str) -> Found {
         let id = (c.user().to_string(), bucket.to_string());
         let queue = self.queues.borrow_mut().entry(id.clone()).or_default().clone();
-        let slot = Rc::new(Slot::default());
-        queue.waiting.borrow_mut().push((key.to_string(), slot.clone()));
+        let (answer, answered) = local_oneshot::channel();
+        queue.waiting.borrow_mut().push((key.to_string(), answer));
         if !queue.draining.replace(true) {
             runtime.spawn_local(Box::pin(self.clone().drain(id, queue, c.clone())));
         }
-        futures_util::future::poll_fn(|cx| match slot.found.borrow_mut().take() {
-            Some(found) => Poll::Ready(found),
-            None => {
-                *slot.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
+        answered.await.unwrap_or_else(|_| Err(ClientError::Rpc(capnp::Error::failed("the gathered lookup ended without an answer".into()))))
     }
 
     /// Sends the queue's lookups, all that wait at each turn, until none is left.
     async fn drain(self: Rc<Self>, id: (String, String), queue: Rc<Queue>, c: Rc<Client>) {
         loop {
-            let batch: Vec<(String, Pending)> = {
+            let mut batch: Vec<(String, local_oneshot::Sender<Found>)> = {
                 let mut waiting = queue.waiting.borrow_mut();
                 let n = waiting.len().min(BATCH_MAX);
-                waiting.drain(..n).map(|(k, s)| (k, Pending(s))).collect()
+                waiting.drain(..n).collect()
             };
             if batch.is_empty() {
                 queue.draining.set(false);
@@ -123,26 +91,30 @@ impl Lookups {
             }
             self.calls.set(self.calls.get() + 1);
             self.keys.set(self.keys.get() + batch.len() as u64);
-            if let [(key, pending)] = &batch[..] {
-                pending.0.fill(c.lookup_key(S3_VOLUME, &id.1, key).await);
+            if batch.len() == 1
+                && let Some((key, answer)) = batch.pop()
+            {
+                // A request that went away meanwhile takes no answer (`send` gives it back).
+                let _ = answer.send(c.lookup_key(S3_VOLUME, &id.1, &key).await);
                 continue;
             }
             let keys: Vec<&str> = batch.iter().map(|(k, _)| k.as_str()).collect();
-            match c.lookup_keys(S3_VOLUME, &id.1, &keys).await {
-                Ok(found) if found.len() == batch.len() => {
-                    for ((_, pending), f) in batch.iter().zip(found) {
-                        pending.0.fill(f);
-                    }
+            let answered = c.lookup_keys(S3_VOLUME, &id.1, &keys).await.and_then(|found| {
+                if found.len() == batch.len() {
+                    Ok(found)
+                } else {
+                    Err(ClientError::Rpc(capnp::Error::failed(format!("lookupKeys answered {} results for {} keys", found.len(), batch.len()))))
                 }
+            });
+            match answered {
                 Ok(found) => {
-                    let e = ClientError::Rpc(capnp::Error::failed(format!("lookupKeys answered {} results for {} keys", found.len(), batch.len())));
-                    for (_, pending) in &batch {
-                        pending.0.fill(Err(e.clone()));
+                    for ((_, answer), f) in batch.into_iter().zip(found) {
+                        let _ = answer.send(f);
                     }
                 }
                 Err(e) => {
-                    for (_, pending) in &batch {
-                        pending.0.fill(Err(e.clone()));
+                    for (_, answer) in batch {
+                        let _ = answer.send(Err(e.clone()));
                     }
                 }
             }
