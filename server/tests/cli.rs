@@ -592,13 +592,29 @@ fn free_base_port() -> i32 {
 struct Dev(std::process::Child);
 
 impl Dev {
-    /// `stratos dev` with `args`, and the first line it printed (its `ready` line when it
-    /// started).
+    /// `stratos dev` with `args` and a free `--base-port`, and the first line it printed (its
+    /// `ready` line when it started). The ports are free when chosen, but another test's
+    /// process may take one before dev binds it (the OS hands out ephemeral ports from the
+    /// same range): a start that failed saying an address is in use is tried again on other
+    /// ports, up to three times.
     fn start(args: &[&str]) -> (Dev, String) {
-        let mut dev = Dev(Command::new(BIN).arg("dev").args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start dev"));
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(dev.0.stdout.take().expect("stdout")), &mut line).expect("a line");
-        (dev, line)
+        for attempt in 1.. {
+            let base = free_base_port().to_string();
+            let mut dev = Dev(Command::new(BIN).arg("dev").args(args).args(["--base-port", &base]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start dev"));
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(dev.0.stdout.take().expect("stdout")), &mut line).expect("a line");
+            if line.is_empty() && attempt < 3 {
+                let mut err = String::new();
+                let _ = std::io::Read::read_to_string(&mut dev.0.stderr.take().expect("stderr"), &mut err);
+                if err.contains("in use") {
+                    eprintln!("dev on base port {base} found a port taken, trying others: {err}");
+                    continue;
+                }
+                panic!("dev did not start: {err}");
+            }
+            return (dev, line);
+        }
+        unreachable!("the loop returns or panics")
     }
 }
 
@@ -627,8 +643,7 @@ impl Drop for Dev {
 fn dev_insecure_makes_its_data_directory() {
     let parent = tempfile::tempdir().expect("tempdir");
     let dir = parent.path().join("not").join("yet");
-    let base = free_base_port();
-    let (mut dev, line) = Dev::start(&["--insecure", "--datanodes", "0", "--data-dir", s(&dir), "--base-port", &base.to_string()]);
+    let (mut dev, line) = Dev::start(&["--insecure", "--datanodes", "0", "--data-dir", s(&dir)]);
     if !line.contains("ready") {
         let mut err = String::new();
         let _ = std::io::Read::read_to_string(&mut dev.0.stderr.take().expect("stderr"), &mut err);
@@ -641,9 +656,8 @@ fn dev_insecure_makes_its_data_directory() {
 #[test]
 fn dev_reports_a_dead_child_and_takes_its_children_with_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let base = free_base_port();
     // Stopped by the guard if an assertion fails before the kill below.
-    let (mut dev, line) = Dev::start(&["--datanodes", "1", "--data-dir", s(dir.path()), "--base-port", &base.to_string()]);
+    let (mut dev, line) = Dev::start(&["--datanodes", "1", "--data-dir", s(dir.path())]);
     assert!(line.contains("ready"), "{line}");
     // Secure by default: the line gives the client's environment; with it a client works, as
     // its certificate's user; without it the OM refuses, saying TLS is needed.
