@@ -3,16 +3,24 @@
 # and 1 MiB objects through `stratos s3g` (bench s3) against ockg / ockr on the same cluster,
 # alternating, ROUNDS rounds of SECS seconds each, medians and the ratio; then LIST pages/s of
 # a bucket of KEYS objects (made by omkg straight into the S3 volume: metadata only) with a
-# delimiter.
+# delimiter and without, and of a bucket of KEYS objects in KEYS / 10 directories with the
+# delimiter (pages of 1000 common prefixes).
 #
 #   bench/s3.sh [ROUNDS [SECS [KEYS]]]     # default 3 rounds, 5 s, 1000000 keys
 #
 # Needs target/release/stratos. One `stratos dev` (TLS) on --base-port ${BASE_PORT:-4000}; DEV_ARGS adds
 # flags to it (DEV_ARGS=--insecure: no TLS anywhere, to see what TLS costs each path).
 # CHECKSUM=crc32 sends the gateway's PUTs as boto3 does by default (aws-chunked, CRC32 trailer).
+# THREADS_SMALL (default 16) and THREADS_LARGE (default 8) are the workers of each side for the
+# 4 KiB and the 1 MiB shapes: the gateway gathers the OM lookups of the GETs it has in flight,
+# so its ratio depends on them (bench/RESULTS.md, "GET 4 KiB at 64 workers").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}; secs=${2:-5}; keys=${3:-1000000}
+small=${THREADS_SMALL:-16}; large=${THREADS_LARGE:-8}
+for v in "$small" "$large"; do
+  [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "s3.sh: THREADS_SMALL and THREADS_LARGE are positive numbers, not '$v'" >&2; exit 2; }
+done
 bin=$PWD/target/release/stratos
 [ -x "$bin" ] || { echo "s3.sh: build first: cargo build --release" >&2; exit 2; }
 data=$(mktemp -d -t stratos-s3-bench-XXXXXX)
@@ -29,14 +37,14 @@ export STRATOS_OM=$(sed -E 's/.* om ([^ ]+) .*/\1/' <<< "$ready")
 [ -f "$data/tls/ca.pem" ] && export STRATOS_CA=$data/tls/ca.pem STRATOS_CERT=$data/tls/${USER:-root}.pem STRATOS_KEY=$data/tls/${USER:-root}.key
 export AWS_ACCESS_KEY_ID=${USER:-root}
 export AWS_SECRET_ACCESS_KEY=$("$bin" s3 getsecret | sed -n 's/^awsSecret=//p')
-echo "s3.sh: $(nproc) CPUs, gateway $S3_ENDPOINT, OM $STRATOS_OM, $rounds rounds of $secs s, PUT checksum ${CHECKSUM:-none}" >&2
+echo "s3.sh: $(nproc) CPUs, gateway $S3_ENDPOINT, OM $STRATOS_OM, $rounds rounds of $secs s, $small workers at 4 KiB and $large at 1 MiB, PUT checksum ${CHECKSUM:-none}" >&2
 
 rate() { sed -nE 's/.*: ([0-9.]+) ops\/s.*/\1/p' | head -1; }
 mbs() { sed -nE 's/.*: ([0-9.]+) MB\/s.*/\1/p' | head -1; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 declare -A r
 for size in 4096 1048576; do
-  t=16; [ "$size" -gt 65536 ] && t=8
+  t=$small; [ "$size" -gt 65536 ] && t=$large
   for i in $(seq 1 "$rounds"); do
     out=$("$bin" bench ockg --size "$size" -t "$t" --duration "$secs" --bucket "ockg$size" 2>/dev/null); r[ockg$size]+="$(rate <<< "$out") "; r[ockgmb$size]+="$(mbs <<< "$out") "
     out=$("$bin" bench s3 --op put --checksum "${CHECKSUM:-none}" --size "$size" -t "$t" --duration "$secs" --bucket "s3put$size" 2>/dev/null); r[put$size]+="$(rate <<< "$out") "; r[putmb$size]+="$(mbs <<< "$out") "
@@ -60,3 +68,10 @@ echo "s3.sh: writing $keys objects (omkg, metadata only) into s3v/s3list for LIS
 # is one OM call that skips the million keys); without it, pages of 1000 keys.
 "$bin" bench s3 --op list --bucket s3list --prefix "" -t 4 --duration "$secs" 2>/dev/null | grep -E "ops/s|entries/s"
 "$bin" bench s3 --op list --bucket s3list --prefix "" --delimiter "" -t 4 --duration "$secs" 2>/dev/null | grep -E "ops/s|entries/s"
+# A bucket of directories: KEYS / 10 common prefixes of 10 keys each (omkg --dirs, names
+# dNNNNNN/PREFIX/N), so that each page with the delimiter is 1000 common prefixes: what the OM's
+# roll-up serves in one call per page (before it, one call per common prefix).
+dirs=$((keys / 10)); [ "$dirs" -ge 1 ] || dirs=1
+echo "s3.sh: writing $keys objects in $dirs directories (omkg --dirs) into s3v/s3dirs for LIST" >&2
+"$bin" bench omkg --volume s3v --bucket s3dirs -n "$keys" -t 16 --batch 64 --key-size 40 --dirs "$dirs" > /dev/null 2>&1
+"$bin" bench s3 --op list --bucket s3dirs --prefix "" -t 4 --duration "$secs" 2>/dev/null | grep -E "ops/s|entries/s"

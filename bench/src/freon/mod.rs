@@ -99,6 +99,11 @@ pub struct OmkgArgs {
     /// only; its committed record is about this size).
     #[arg(long, default_value_t = 128)]
     pub value_size: usize,
+    /// Spread the keys over this many directories, `d000000/` to `dNNNNNN/` in front of each
+    /// name (key i in directory i mod N), so that a listing with the delimiter `/` meets N
+    /// common prefixes (bench/s3.sh's LIST). 0: none, every name under the run's one prefix.
+    #[arg(long, default_value_t = 0)]
+    pub dirs: u64,
 }
 
 #[derive(Args, Debug)]
@@ -574,11 +579,12 @@ pub fn omkg(a: OmkgArgs) -> anyhow::Result<()> {
             let run = Run::new(&a.common);
             let what = title("omkg", &a.common);
             run.show_progress(what.clone());
-            let (prefix, batch) = (format!("k{:08x}", rand::random::<u32>()), u64::from(a.batch.max(1)));
+            let (prefix, batch, dirs) = (format!("k{:08x}", rand::random::<u32>()), u64::from(a.batch.max(1)), a.dirs);
             let (volume, bucket, common) = (Rc::new(a.volume.clone()), Rc::new(a.bucket.clone()), Rc::new(a.common.clone()));
             let r = run.clone();
+            let name = move |i: u64| if dirs == 0 { format!("{prefix}/{i:012}") } else { format!("d{:06}/{prefix}/{i:012}", i % dirs) };
             drive(&a.common, &run, batch, move |seq| {
-                let names: Vec<String> = (0..batch).map(|i| common.key(format!("{prefix}/{:012}", seq * batch + i))).collect();
+                let names: Vec<String> = (0..batch).map(|i| common.key(name(seq * batch + i))).collect();
                 let (c, run, volume, bucket) = (pick(&clients, seq), r.clone(), volume.clone(), bucket.clone());
                 async move { open_commit(&c, &volume, &bucket, &names, &run).await }
             })
