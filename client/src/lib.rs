@@ -1180,12 +1180,23 @@ impl Client {
     /// The committed keys of a bucket whose names start with `prefix`, after `start`, at most
     /// `limit` (without read tokens).
     pub async fn list_keys(&self, volume: &str, bucket: &str, prefix: &str, start: &str, limit: u32) -> Result<Page<KeyInfo>, ClientError> {
+        self.list_keys_rolled_up(volume, bucket, prefix, start, limit, "").await
+    }
+
+    /// [`Self::list_keys`] with a `delimiter` (none when empty): of the keys under one common
+    /// prefix (the prefix, then the name up to and including the delimiter's first occurrence
+    /// after it) the OM returns the first only, and skips the rest. The next page should start
+    /// past the whole group (the common prefix followed by `char::MAX`), as S3's listings do.
+    pub async fn list_keys_rolled_up(&self, volume: &str, bucket: &str, prefix: &str, start: &str, limit: u32, delimiter: &str) -> Result<Page<KeyInfo>, ClientError> {
         self.call(async |om| {
             let mut req = om.list_keys_request();
             self.set_header(req.get().init_header(), 0);
             req.get().set_volume(volume);
             req.get().set_bucket(bucket);
             set_page(req.get().init_page(), prefix, start, limit);
+            if !delimiter.is_empty() {
+                req.get().get_page()?.set_delimiter(delimiter);
+            }
             let reply = req.send().promise.await?;
             let r = reply.get()?;
             if r.has_error() {

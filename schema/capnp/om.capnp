@@ -495,6 +495,11 @@ struct Page {
   prefix @0 :Text;
   startAfter @1 :Text;     # the continuation token: the last name of the previous page
   limit @2 :UInt32;        # 1..=10000
+  delimiter @3 :Text;      # listKeys only; empty: none. Of the keys that share a common prefix
+                           # (the prefix, then the name up to and including the delimiter's
+                           # first occurrence after it) only the first comes back, as S3's
+                           # listings roll them up; the next page should start after the group
+                           # (its common prefix followed by 0xFF bytes, or the next name).
 }
 
 interface OzoneManager {

@@ -64,6 +64,18 @@ pub fn check_user_name(what: &'static str, name: &str) -> Result<(), OmError> {
 }
 
 /// Names echoed in errors are cut so a hostile 1 MB name does not make a 1 MB error.
+/// The common prefix `name` rolls up into in a listing under `prefix` with `delimiter`: the
+/// name up to and including the delimiter's first occurrence after the prefix (S3's rule).
+/// None: no delimiter, a name outside the prefix, or no delimiter after it.
+pub fn common_prefix<'a>(name: &'a str, prefix: &str, delimiter: &str) -> Option<&'a str> {
+    if delimiter.is_empty() {
+        return None;
+    }
+    let rest = name.strip_prefix(prefix)?;
+    let at = rest.find(delimiter)?;
+    Some(&name[..prefix.len() + at + delimiter.len()])
+}
+
 pub fn truncate_for_message(name: &str) -> String {
     const MAX: usize = 80;
     if name.len() <= MAX {

@@ -107,7 +107,8 @@ pub enum Query {
     BucketUsages(Vec<u64>),
     /// This shard's bytes in each volume id.
     VolumeUsed(Vec<u64>),
-    ListKeysIn { bucket_id: u64, prefix: String, start_after: String, limit: usize },
+    /// A bucket's keys in this shard; with a delimiter, each common prefix's first only.
+    ListKeysIn { bucket_id: u64, prefix: String, start_after: String, limit: usize, delimiter: String },
     /// Keys of one bucket on this shard, with their positions in the caller's list.
     /// Keys looked up as `principal`, who needs `right` (READ, or READ_ACL to read their ACLs).
     LookupKeys { principal: stratos_shard::Principal, volume: String, bucket: String, keys: Vec<(usize, String)>, right: u16 },
@@ -661,8 +662,8 @@ impl Core {
                         .collect(),
                 )
             }
-            Query::ListKeysIn { bucket_id, prefix, start_after, limit } => {
-                let page = shard.list_keys_in(bucket_id, &prefix, &start_after, limit)?;
+            Query::ListKeysIn { bucket_id, prefix, start_after, limit, delimiter } => {
+                let page = shard.list_keys_rolled_up(bucket_id, &prefix, &start_after, limit, &delimiter)?;
                 ReadResult::Keys(page.items.iter().map(|k| KeyView::of(k.name, k.record)).collect(), page.truncated)
             }
         })

@@ -133,7 +133,7 @@ impl Core {
         for prefix in lifecycle::scan_prefixes(rules, false) {
             let mut start_after = String::new();
             loop {
-                let query = Query::ListKeysIn { bucket_id, prefix: prefix.clone(), start_after: start_after.clone(), limit: LIFECYCLE_PAGE };
+                let query = Query::ListKeysIn { bucket_id, prefix: prefix.clone(), start_after: start_after.clone(), limit: LIFECYCLE_PAGE, delimiter: String::new() };
                 let Ok(ReadResult::Keys(keys, more)) = self.read(group, query, 0).await else { break };
                 read += keys.len() as u64;
                 let expired: Vec<(String, u64)> = keys

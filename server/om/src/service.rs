@@ -94,16 +94,34 @@ fn upload_list_limit(limit: u32) -> Result<usize, WireError> {
     }
 }
 
-fn page(p: capnp::Result<om_capnp::page::Reader<'_>>) -> Result<(String, String, usize), WireError> {
+/// A listing's page: prefix, start (exclusive), limit, and the delimiter (keys only).
+struct PageAsked {
+    prefix: String,
+    start_after: String,
+    limit: usize,
+    delimiter: String,
+}
+
+fn page(p: capnp::Result<om_capnp::page::Reader<'_>>) -> Result<PageAsked, WireError> {
     let p = p?;
     let prefix = convert::text(p.get_prefix(), "prefix", stratos_shard::constants::KEY_NAME_BYTES_MAX)?;
-    let start = convert::text(p.get_start_after(), "start", stratos_shard::constants::KEY_NAME_BYTES_MAX)?;
+    let start_after = convert::text(p.get_start_after(), "start", stratos_shard::constants::KEY_NAME_BYTES_MAX)?;
+    let delimiter = if p.has_delimiter() { convert::text(p.get_delimiter(), "delimiter", stratos_shard::constants::KEY_NAME_BYTES_MAX)? } else { String::new() };
     let limit = match p.get_limit() {
         0 => 1000,
         l if l as usize > LIST_LIMIT_MAX => return Err(WireError::new(Status::InvalidArgument, format!("list limit {l}, at most {LIST_LIMIT_MAX}"))),
         l => l as usize,
     };
-    Ok((prefix, start, limit))
+    Ok(PageAsked { prefix, start_after, limit, delimiter })
+}
+
+/// A page of volumes or buckets: a delimiter rolls up key names only.
+fn page_without_delimiter(p: capnp::Result<om_capnp::page::Reader<'_>>) -> Result<(String, String, usize), WireError> {
+    let PageAsked { prefix, start_after, limit, delimiter } = page(p)?;
+    if !delimiter.is_empty() {
+        return Err(WireError::new(Status::InvalidArgument, "a delimiter applies to listKeys only".to_string()));
+    }
+    Ok((prefix, start_after, limit))
 }
 
 /// One parsed operation of a call, with its place in the reply.
@@ -808,7 +826,7 @@ impl ozone_manager::Server for OmService {
         let p = params.get()?;
         let h = try_or_reply!(results, header(&self.core, self.caller.as_deref(), p.get_header()));
         let owner = try_or_reply!(results, convert::text(p.get_owner(), "owner", stratos_shard::constants::USER_NAME_BYTES_MAX));
-        let (prefix, start_after, limit) = try_or_reply!(results, page(p.get_page()));
+        let (prefix, start_after, limit) = try_or_reply!(results, page_without_delimiter(p.get_page()));
         let owner = (!owner.is_empty()).then_some(owner);
         let (vs, truncated) = try_or_reply!(results, self.volumes(Query::ListVolumes { owner, prefix, start_after, limit }, h.min_meta).await);
         let mut r = results.get();
@@ -834,7 +852,7 @@ impl ozone_manager::Server for OmService {
         let p = params.get()?;
         let h = try_or_reply!(results, header(&self.core, self.caller.as_deref(), p.get_header()));
         let volume = try_or_reply!(results, convert::volume_name(p.get_volume()));
-        let (prefix, start_after, limit) = try_or_reply!(results, page(p.get_page()));
+        let (prefix, start_after, limit) = try_or_reply!(results, page_without_delimiter(p.get_page()));
         let (bs, truncated) = try_or_reply!(results, self.buckets(Query::ListBuckets { volume, prefix, start_after, limit }, h.min_meta).await);
         let mut r = results.get();
         r.set_truncated(truncated);
@@ -926,13 +944,16 @@ impl ozone_manager::Server for OmService {
         let h = try_or_reply!(results, header(&self.core, self.caller.as_deref(), p.get_header()));
         let volume = try_or_reply!(results, convert::volume_name(p.get_volume()));
         let bucket = try_or_reply!(results, convert::bucket_name(p.get_bucket()));
-        let (prefix, start_after, limit) = try_or_reply!(results, page(p.get_page()));
+        let PageAsked { prefix, start_after, limit, delimiter } = try_or_reply!(results, page(p.get_page()));
         let core = &self.core;
         let min_meta = try_or_reply!(results, core.fresh_meta(h.min_meta).await);
         try_or_reply!(results, core.wait_meta_within(min_meta).await);
         let facts = try_or_reply!(results, core.view.borrow().key_bucket(&h.principal, &volume, &bucket, stratos_shard::rights::LIST).map_err(WireError::from));
         let futures: Vec<_> = (0..core.shards)
-            .map(|s| core.read(group_of_shard(s), Query::ListKeysIn { bucket_id: facts.bucket_id, prefix: prefix.clone(), start_after: start_after.clone(), limit }, min_meta))
+            .map(|s| {
+                let query = Query::ListKeysIn { bucket_id: facts.bucket_id, prefix: prefix.clone(), start_after: start_after.clone(), limit, delimiter: delimiter.clone() };
+                core.read(group_of_shard(s), query, min_meta)
+            })
             .collect();
         let mut runs = Vec::new();
         let mut more = false;
@@ -941,10 +962,20 @@ impl ozone_manager::Server for OmService {
             more |= truncated;
             runs.push(keys.into_iter().peekable());
         }
-        let mut merged = Vec::with_capacity(limit);
+        let mut merged: Vec<convert::KeyView> = Vec::with_capacity(limit);
+        // Each shard rolled up its own keys under a common prefix; the shards' first keys of
+        // one common prefix meet here, side by side in name order: the first stands for all.
+        let group = |name: &str| stratos_shard::names::common_prefix(name, &prefix, &delimiter).map(str::len);
         loop {
             let next = runs.iter_mut().enumerate().filter_map(|(i, r)| r.peek().map(|k| (i, k.name.clone()))).min_by(|a, b| a.1.cmp(&b.1));
-            let Some((i, _)) = next else { break };
+            let Some((i, name)) = next else { break };
+            if let (Some(last), Some(n)) = (merged.last(), group(&name))
+                && group(&last.name) == Some(n)
+                && last.name.as_bytes()[..n] == name.as_bytes()[..n]
+            {
+                runs[i].next();
+                continue;
+            }
             if merged.len() == limit {
                 more = true;
                 break;

@@ -2406,9 +2406,15 @@ async fn list_objects(c: &Client, r: &Req, kind: Listing) -> R {
     if max_keys > 0 {
         'pages: loop {
             let want = (max_keys - contents.len() - prefixes.len() + 1).min(1000) as u32;
-            let page = c.list_keys(S3_VOLUME, &bucket, &prefix, &start, want).await.map_err(|e| from_om(&e, &bucket, None))?;
-            let mut jumped = false;
+            // The OM rolls each common prefix's keys up into the first and seeks past the rest,
+            // so a page of common prefixes is one call, not one per prefix.
+            let page = c.list_keys_rolled_up(S3_VOLUME, &bucket, &prefix, &start, want, &delimiter).await.map_err(|e| from_om(&e, &bucket, None))?;
             for k in page.items {
+                // An OM of a build before the roll-up answers every key: those inside a
+                // common prefix already listed are skipped here instead.
+                if k.name <= start {
+                    continue;
+                }
                 let cp = common_prefix(&k.name, &prefix, &delimiter);
                 if contents.len() + prefixes.len() == max_keys {
                     truncated = true;
@@ -2416,19 +2422,11 @@ async fn list_objects(c: &Client, r: &Req, kind: Listing) -> R {
                 }
                 match cp {
                     Some(cp) => {
+                        start = after_prefix(&cp);
                         if prefixes.last() != Some(&cp) && cp != marker {
                             last = cp.clone();
-                            prefixes.push(cp.clone());
+                            prefixes.push(cp);
                         }
-                        // Skip the rest of this common prefix: list again after it (unless
-                        // the listing is already past that point: then step by step).
-                        let next = after_prefix(&cp);
-                        if next > start {
-                            start = next;
-                            jumped = true;
-                            break;
-                        }
-                        start = k.name.clone();
                     }
                     None => {
                         last = k.name.clone();
@@ -2437,7 +2435,7 @@ async fn list_objects(c: &Client, r: &Req, kind: Listing) -> R {
                     }
                 }
             }
-            if !jumped && !page.truncated {
+            if !page.truncated {
                 break;
             }
         }
