@@ -498,8 +498,8 @@ struct Page {
   delimiter @3 :Text;      # listKeys only; empty: none. Of the keys that share a common prefix
                            # (the prefix, then the name up to and including the delimiter's
                            # first occurrence after it) only the first comes back, as S3's
-                           # listings roll them up; the next page should start after the group
-                           # (its common prefix followed by 0xFF bytes, or the next name).
+                           # listings roll them up; the next page should start past the whole
+                           # group (its common prefix followed by U+10FFFF characters).
 }
 
 interface OzoneManager {

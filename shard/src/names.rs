@@ -63,7 +63,6 @@ pub fn check_user_name(what: &'static str, name: &str) -> Result<(), OmError> {
     Ok(())
 }
 
-/// Names echoed in errors are cut so a hostile 1 MB name does not make a 1 MB error.
 /// The common prefix `name` rolls up into in a listing under `prefix` with `delimiter`: the
 /// name up to and including the delimiter's first occurrence after the prefix (S3's rule).
 /// None: no delimiter, a name outside the prefix, or no delimiter after it.
@@ -76,6 +75,7 @@ pub fn common_prefix<'a>(name: &'a str, prefix: &str, delimiter: &str) -> Option
     Some(&name[..prefix.len() + at + delimiter.len()])
 }
 
+/// Names echoed in errors are cut so a hostile 1 MB name does not make a 1 MB error.
 pub fn truncate_for_message(name: &str) -> String {
     const MAX: usize = 80;
     if name.len() <= MAX {
