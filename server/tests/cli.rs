@@ -601,11 +601,9 @@ impl Dev {
         for attempt in 1.. {
             let base = free_base_port().to_string();
             let mut dev = Dev(Command::new(BIN).arg("dev").args(args).args(["--base-port", &base]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start dev"));
-            let mut line = String::new();
-            std::io::BufRead::read_line(&mut std::io::BufReader::new(dev.0.stdout.take().expect("stdout")), &mut line).expect("a line");
+            let line = crate::support::first_line(&mut dev.0, "stratos dev");
             if line.is_empty() && attempt < 3 {
-                let mut err = String::new();
-                let _ = std::io::Read::read_to_string(&mut dev.0.stderr.take().expect("stderr"), &mut err);
+                let err = crate::support::text_within(dev.0.stderr.take().expect("stderr"), Duration::from_secs(30));
                 if err.contains("in use") {
                     eprintln!("dev on base port {base} found a port taken, trying others: {err}");
                     continue;
@@ -645,8 +643,7 @@ fn dev_insecure_makes_its_data_directory() {
     let dir = parent.path().join("not").join("yet");
     let (mut dev, line) = Dev::start(&["--insecure", "--datanodes", "0", "--data-dir", s(&dir)]);
     if !line.contains("ready") {
-        let mut err = String::new();
-        let _ = std::io::Read::read_to_string(&mut dev.0.stderr.take().expect("stderr"), &mut err);
+        let err = crate::support::text_within(dev.0.stderr.take().expect("stderr"), Duration::from_secs(30));
         panic!("dev did not start: {line}{err}");
     }
     assert!(line.contains(" s3 http://"), "the gateway serves plain HTTP: {line}");

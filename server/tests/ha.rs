@@ -136,9 +136,8 @@ impl Cluster {
 
     fn sigterm(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {
-            // SAFETY: a signal to our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let status = c.wait().expect("wait");
+            // The node bounds its own stop (10 s for its groups' Raft); more is a hang.
+            let status = crate::support::sigterm_and_wait(&mut c, &format!("node {}", i + 1), Duration::from_secs(60));
             assert!(status.success(), "node {} exits cleanly on SIGTERM: {status:?}", i + 1);
         }
     }

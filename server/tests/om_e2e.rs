@@ -3,7 +3,7 @@
 //! every acknowledged write present, concurrent clients with a complete sorted listing, and
 //! hostile bytes that the server survives.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,8 +42,7 @@ impl Om {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start stratos om");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+        let line = crate::support::first_line(&mut child, "stratos om");
         assert!(line.contains("ready"), "no ready line: {line:?}");
         let word_after = |w: &str| line.split_whitespace().skip_while(|x| *x != w).nth(1).unwrap_or_else(|| panic!("no {w} address in {line:?}")).to_string();
         Om { child, rpc: word_after("rpc"), http: word_after("http") }
@@ -79,9 +78,7 @@ impl Om {
     }
 
     fn sigterm(mut self) {
-        // SAFETY: sending a signal to our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().expect("wait");
+        let status = crate::support::sigterm_and_wait(&mut self.child, "stratos om", Duration::from_secs(60));
         assert!(status.success(), "clean exit on SIGTERM: {status:?}");
     }
 

@@ -177,9 +177,7 @@ fn run_node(cfg: &OmConfig, on_ready: Box<dyn FnOnce(&Ready) + '_>) -> anyhow::R
                     Ok((core, rpc, http, port)) => {
                         let _ = ready_tx.send(Ok((index, rpc, http, port)));
                         wait_stop().await;
-                        for g in core.groups.values() {
-                            g.shutdown().await;
-                        }
+                        stop_groups(&core).await;
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e.context(format!("core {index}"))));
@@ -207,6 +205,34 @@ fn run_node(cfg: &OmConfig, on_ready: Box<dyn FnOnce(&Ready) + '_>) -> anyhow::R
         h.join().map_err(|e| anyhow::anyhow!("an executor failed: {e:?}"))?;
     }
     Ok(())
+}
+
+/// How long a core's groups get to stop their Raft after SIGTERM or Ctrl-C.
+const GROUP_STOP_WITHIN: Duration = Duration::from_secs(10);
+
+/// Stops `core`'s groups' Raft (their tasks end, their logs are synced once more), together,
+/// within [`GROUP_STOP_WITHIN`]. Past it the node stops anyway, naming the groups that held it:
+/// a process asked to stop must stop (a service manager would kill it a minute or two later),
+/// and nothing acknowledged is lost by it, since every entry was fdatasync'ed before it was
+/// acknowledged (`stratos_raft::log`); the last sync only spares a restart re-appending entries
+/// nobody was told of.
+async fn stop_groups(core: &Core) {
+    let running: Rc<RefCell<std::collections::BTreeSet<u32>>> = Rc::new(RefCell::new(core.groups.keys().copied().collect()));
+    let stops = futures_util::future::join_all(core.groups.iter().map(|(id, g)| {
+        let (id, g, running) = (*id, g.clone(), running.clone());
+        async move {
+            g.shutdown().await;
+            running.borrow_mut().remove(&id);
+        }
+    }));
+    if glommio::timer::timeout(GROUP_STOP_WITHIN, async { Ok(stops.await) }).await.is_err() {
+        eprintln!(
+            "{} core {}: the Raft of group(s) {:?} did not stop within {GROUP_STOP_WITHIN:?}; stopping without it (every acknowledged write is already durable in its log)",
+            stratos_common::process::who(),
+            core.index,
+            running.borrow()
+        );
+    }
 }
 
 /// Where a core binds the client port.

@@ -20,8 +20,7 @@ pub struct Proc {
 impl Proc {
     pub fn start(args: &[&str]) -> Proc {
         let mut child = Command::new(BIN).args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start stratos");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+        let line = first_line(&mut child, &format!("{args:?}"));
         assert!(line.contains("ready"), "{args:?}: no ready line: {line:?}");
         Proc { child, line }
     }
@@ -41,6 +40,77 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// How long a process may take to print its first line (its `ready` line) before the test
+/// gives up on it. A node starts in a second or two; minutes mean it is stuck, and a read
+/// without a bound would hang the whole suite (CI then stops at its limit without saying which
+/// test held it).
+pub const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The first line `child` prints on its piped stdout ("" when it closed stdout without one),
+/// read within [`READY_WITHIN`]; past that the child is killed and the test fails naming
+/// `what`. The rest of its stdout is drained, so it never blocks on a full pipe.
+pub fn first_line(child: &mut Child, what: &str) -> String {
+    let stdout = child.stdout.take().expect("a piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let read = reader.read_line(&mut line).map(|_| line);
+        let _ = tx.send(read);
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    match rx.recv_timeout(READY_WITHIN) {
+        Ok(read) => read.expect("reading its stdout"),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: printed no line within {READY_WITHIN:?}; killed it");
+        }
+    }
+}
+
+/// SIGTERM to `child`, then its exit status, within `within`: past that it is killed and the
+/// test fails naming `what` (a wait without a bound would hang the whole suite).
+pub fn sigterm_and_wait(child: &mut Child, what: &str, within: std::time::Duration) -> std::process::ExitStatus {
+    // SAFETY: a signal to our own child, not yet reaped (its pid is still its own).
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if start.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not stop within {within:?} of SIGTERM; killed it");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// What `r` yields until its end or for `within`, whichever comes first: for the stderr of a
+/// process whose children may hold it open after it is gone.
+pub fn text_within(mut r: impl std::io::Read + Send + 'static, within: std::time::Duration) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = r.read(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + within;
+    let mut text = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(chunk) => text.extend(chunk),
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// `stratos sh --om OM --user root ARGS`: whether it succeeded, its stdout and its stderr.
