@@ -992,3 +992,35 @@ impl ozone_manager::Server for OmService {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked(delimiter: Option<&str>) -> capnp::message::Builder<capnp::message::HeapAllocator> {
+        let mut m = capnp::message::Builder::new_default();
+        let mut p = m.init_root::<om_capnp::page::Builder<'_>>();
+        p.set_prefix("a");
+        p.set_start_after("");
+        p.set_limit(10);
+        if let Some(d) = delimiter {
+            p.set_delimiter(d);
+        }
+        m
+    }
+
+    /// A delimiter rolls up key names: a volume or bucket listing that names one is refused,
+    /// saying so, rather than answered as if it had none; an empty one is none.
+    #[test]
+    fn only_key_listings_take_a_delimiter() {
+        let with = asked(Some("/"));
+        let e = page_without_delimiter(Ok(with.get_root_as_reader().expect("page"))).expect_err("a volume or bucket listing with a delimiter");
+        assert_eq!((e.status, e.message.as_str()), (Status::InvalidArgument, "a delimiter applies to listKeys only"));
+        let keys = page(Ok(with.get_root_as_reader().expect("page"))).expect("a key listing takes one");
+        assert_eq!((keys.prefix.as_str(), keys.limit, keys.delimiter.as_str()), ("a", 10, "/"));
+        for none in [None, Some("")] {
+            let m = asked(none);
+            assert_eq!(page_without_delimiter(Ok(m.get_root_as_reader().expect("page"))).map_err(|e| e.message), Ok(("a".to_string(), String::new(), 10)));
+        }
+    }
+}
