@@ -563,6 +563,13 @@ fn a_setting_out_of_range_is_refused_before_anything_starts() {
         assert!(!out.status.success() && err.contains("--connection-calls-max") && err.contains("0 is not in 1.."), "{}: {err}", role[0]);
         assert!(!data.exists(), "{}: its data directory was made", role[0]);
     }
+    // A generator flag its target cannot honour is refused, not ignored: omkg's directories
+    // against etcd (which gets flat names).
+    for target in ["etcd://127.0.0.1:1", "etcd+grpc://127.0.0.1:1"] {
+        let out = Command::new(BIN).args(["bench", "omkg", "--om", target, "--dirs", "10", "-n", "1"]).output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("omkg --dirs 10: the etcd targets write flat names"), "{target}: {err}");
+    }
 }
 
 /// The pids of `pid`'s children.

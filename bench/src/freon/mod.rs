@@ -563,6 +563,10 @@ async fn write_keys(c: &Client, common: &Common, volume: &str, bucket: &str, nam
 }
 
 pub fn omkg(a: OmkgArgs) -> anyhow::Result<()> {
+    if a.dirs > 0 && a.common.om.starts_with("etcd") {
+        // Refused rather than ignored: a run that meant directories would measure flat names.
+        anyhow::bail!("omkg --dirs {}: the etcd targets write flat names (directories are for the S3 gateway's listings); leave --dirs out with --om {}", a.dirs, a.common.om);
+    }
     if let Some(addr) = a.common.om.strip_prefix("etcd+grpc://") {
         #[cfg(feature = "etcd-grpc")]
         return etcd_grpc::omkg_etcd_grpc(addr.trim_end_matches('/').to_string(), a);
