@@ -194,13 +194,32 @@ impl Drop for Children {
             // SAFETY: kill(2) on our own child's pid.
             unsafe { libc::kill(c.process.id() as libc::pid_t, libc::SIGTERM) };
         }
+        // Each stops cleanly in a second or two; one that does not (stopped by SIGSTOP, stuck)
+        // is killed rather than waited for: Ctrl-C on `dev` always ends it.
+        let deadline = std::time::Instant::now() + CHILD_STOP_WITHIN;
         for c in children.iter_mut() {
-            if let Err(e) = c.process.wait() {
-                eprintln!("stratos dev: waiting for {}: {e}", c.name);
+            loop {
+                match c.process.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(20)),
+                    Ok(None) => {
+                        eprintln!("stratos dev: {} (pid {}) did not stop within {CHILD_STOP_WITHIN:?} of SIGTERM; killing it", c.name, c.process.id());
+                        let _ = c.process.kill();
+                        let _ = c.process.wait();
+                        break;
+                    }
+                    Err(e) => {
+                        eprintln!("stratos dev: waiting for {}: {e}", c.name);
+                        break;
+                    }
+                }
             }
         }
     }
 }
+
+/// How long `dev`'s children get to stop after SIGTERM, together, before they are killed.
+const CHILD_STOP_WITHIN: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Starts `stratos ARGS` and waits for its `ready` line; returns the line.
 fn start_child(children: &mut Children, name: &str, args: &[String]) -> anyhow::Result<String> {

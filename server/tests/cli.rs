@@ -623,6 +623,25 @@ impl Dev {
     }
 }
 
+impl Dev {
+    /// Dev's stderr, a line at a time, as it comes.
+    fn stderr_lines(&mut self) -> std::sync::mpsc::Receiver<String> {
+        let stderr = self.0.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        rx
+    }
+}
+
+/// A process's role: the `stratos` subcommand it runs (its second argument).
+fn role(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline")).map(|c| c.split(|b| *b == 0).nth(1).map(|r| String::from_utf8_lossy(r).into_owned()).unwrap_or_default()).unwrap_or_default()
+}
+
 impl Drop for Dev {
     fn drop(&mut self) {
         if self.0.try_wait().ok().flatten().is_some() {
@@ -691,15 +710,8 @@ fn dev_reports_a_dead_child_and_takes_its_children_with_it() {
     let om = &env[0].1;
     let out = Command::new(BIN).args(["sh", "--om", om, "volume", "list"]).env_remove("STRATOS_CA").output().expect("sh without TLS");
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("requires TLS"), "{}", String::from_utf8_lossy(&out.stderr));
-    let stderr = dev.0.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
+    let rx = dev.stderr_lines();
     let kids = children_of(dev.0.id());
-    let role = |pid: u32| std::fs::read(format!("/proc/{pid}/cmdline")).map(|c| c.split(|b| *b == 0).nth(1).map(|r| String::from_utf8_lossy(r).into_owned()).unwrap_or_default()).unwrap_or_default();
     let mut roles: Vec<String> = kids.iter().map(|k| role(*k)).collect();
     roles.sort();
     assert_eq!(roles, ["datanode", "s3g", "scm"], "an SCM, a datanode and the S3 gateway: {kids:?}");
@@ -723,6 +735,31 @@ fn dev_reports_a_dead_child_and_takes_its_children_with_it() {
         assert!(start.elapsed() < Duration::from_secs(10), "children outlived dev: {kids:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Ctrl-C on `dev` ends it even when a child cannot stop: a datanode frozen by SIGSTOP (its
+/// SIGTERM stays pending) is killed after dev's wait, saying so, where dev used to wait for it
+/// for ever.
+#[test]
+fn ctrl_c_ends_dev_even_with_a_frozen_child() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut dev, line) = Dev::start(&["--insecure", "--no-s3g", "--datanodes", "1", "--data-dir", s(dir.path())]);
+    assert!(line.contains("ready"), "{line}");
+    let rx = dev.stderr_lines();
+    let kids = children_of(dev.0.id());
+    let datanode = *kids.iter().find(|k| role(**k) == "datanode").expect("the datanode");
+    signal(datanode, libc::SIGSTOP);
+    let start = Instant::now();
+    signal(dev.0.id(), libc::SIGINT);
+    wait_within(&mut dev.0, Duration::from_secs(40));
+    let took = start.elapsed();
+    let mut said = Vec::new();
+    while let Ok(l) = rx.recv_timeout(Duration::from_secs(5)) {
+        said.push(l);
+    }
+    assert!(said.iter().any(|l| l.contains("datanode 0") && l.contains("did not stop within 15s of SIGTERM; killing it")), "{said:?}");
+    assert!(took >= Duration::from_secs(14), "dev waited {took:?} for a child it had asked to stop");
+    assert!(!alive(datanode), "the frozen datanode outlived dev");
 }
 
 /// `admin add` of a node nobody can reach asked for 5 minutes, printing the same two lines
