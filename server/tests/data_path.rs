@@ -464,7 +464,9 @@ fn an_scm_killed_under_allocation_load_never_issues_a_block_id_twice() {
                         req.get().set_replication(Replication::RatisThree);
                         req.get().set_owner("test");
                         req.get().set_block_bytes(1 << 20);
-                        match req.send().promise.await {
+                        // Bounded: a call to an SCM that neither answers nor closes would keep
+                        // this task, and the test, from seeing `stop`.
+                        match glommio::timer::timeout(Duration::from_secs(10), async { Ok(req.send().promise.await) }).await.unwrap_or_else(|e| Err(capnp::Error::failed(e.to_string()))) {
                             Ok(reply) => {
                                 let r = reply.get().expect("reply");
                                 if r.has_error() {
