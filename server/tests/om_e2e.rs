@@ -22,14 +22,14 @@ impl Om {
     }
 
     fn start_with(dir: &Path, env: &[(&str, &str)]) -> Om {
-        Om::spawn(dir, env, &[])
+        Om::spawn(dir, env, &[], Stdio::inherit())
     }
 
     fn start_with_args(dir: &Path, args: &[&str]) -> Om {
-        Om::spawn(dir, &[], args)
+        Om::spawn(dir, &[], args, Stdio::inherit())
     }
 
-    fn spawn(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Om {
+    fn spawn(dir: &Path, env: &[(&str, &str)], args: &[&str], stderr: Stdio) -> Om {
         let mut child = Command::new(BIN)
             .envs(env.iter().copied())
             .args(["om", "--data-dir"])
@@ -39,7 +39,7 @@ impl Om {
             .args(["--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--shards", "4", "--executors", "2", "--no-pin"])
             .args(["--election-timeout-min-ms", "150", "--election-timeout-max-ms", "300", "--heartbeat-interval-ms", "50"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start stratos om");
         let line = crate::support::first_line(&mut child, "stratos om");
@@ -168,6 +168,34 @@ fn a_cli_session_with_errors_and_restarts() {
     let om = Om::start(&dir.path().join("om"));
     assert!(names(&om.ok(&["key", "list", "/vol1/bkt1"])).contains(&"after-restart".to_string()), "all there after kill -9");
     assert!(om.ok(&["bucket", "info", "/vol1/tmp-bkt"]).contains("tmp-bkt"));
+}
+
+/// A node whose groups' Raft cannot stop (the `raft-stop` hang point: each group's stop waits
+/// for ever, as one stuck on a peer or a disk would) still stops on SIGTERM, within its 10 s
+/// bound, exits cleanly naming the groups that held it, and reopens with what it had.
+#[test]
+fn a_stop_that_hangs_is_bounded_and_names_the_groups_that_held_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("om");
+    let mut om = Om::spawn(&data, &[("STRATOS_HANG_POINT", "raft-stop")], &[], Stdio::piped());
+    let mut stderr = om.child.stderr.take().expect("stderr");
+    // Drained as it comes (a full pipe would stop the node); ends when the node exits.
+    let said = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    om.ok(&["volume", "create", "/kept"]);
+    let start = Instant::now();
+    let status = crate::support::sigterm_and_wait(&mut om.child, "stratos om", Duration::from_secs(60));
+    let took = start.elapsed();
+    let said = said.join().expect("stderr reader");
+    assert!(status.success(), "{status:?}: {said}");
+    assert!(took >= Duration::from_secs(10) && took < Duration::from_secs(30), "stopped {took:?} after SIGTERM: {said}");
+    assert!(said.contains("hang point raft-stop reached") && said.contains("group(s) {") && said.contains("did not stop within 10s"), "{said}");
+    drop(om);
+    let om = Om::start(&data);
+    om.ok(&["volume", "info", "/kept"]);
 }
 
 /// Many clients write keys concurrently; the server is killed with -9 while they run. Every

@@ -69,6 +69,18 @@ pub fn crash_point(point: &str) {
     }
 }
 
+/// Fault injection for hang tests: if the environment variable `STRATOS_HANG_POINT` names
+/// `point`, the future awaiting this never completes (as a call to a peer that never answers
+/// would not), so a test can check that what waits on it is bounded. Read once; unset in
+/// production, where this is one load.
+pub async fn hang_point(point: &str) {
+    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if POINT.get_or_init(|| std::env::var("STRATOS_HANG_POINT").ok()).as_deref() == Some(point) {
+        eprintln!("stratos: hang point {point} reached (STRATOS_HANG_POINT): waiting for ever");
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it). Only at the edges: what a
 /// replicated state machine needs of the time comes in its commands.
 pub fn now_ms() -> u64 {

@@ -221,6 +221,7 @@ async fn stop_groups(core: &Core) {
     let stops = futures_util::future::join_all(core.groups.iter().map(|(id, g)| {
         let (id, g, running) = (*id, g.clone(), running.clone());
         async move {
+            stratos_common::process::hang_point("raft-stop").await;
             g.shutdown().await;
             running.borrow_mut().remove(&id);
         }
