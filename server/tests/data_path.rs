@@ -466,7 +466,7 @@ fn an_scm_killed_under_allocation_load_never_issues_a_block_id_twice() {
                         req.get().set_block_bytes(1 << 20);
                         // Bounded: a call to an SCM that neither answers nor closes would keep
                         // this task, and the test, from seeing `stop`.
-                        match glommio::timer::timeout(Duration::from_secs(10), async { Ok(req.send().promise.await) }).await.unwrap_or_else(|e| Err(capnp::Error::failed(e.to_string()))) {
+                        match crate::support::answered(req.send().promise).await.and_then(|r| r.map_err(|e| e.to_string())) {
                             Ok(reply) => {
                                 let r = reply.get().expect("reply");
                                 if r.has_error() {

@@ -72,9 +72,7 @@ fn send(om: &str, params: Builder<HeapAllocator>) -> Result<Vec<Status>, String>
         req.get().set_header(p.get_header().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
         req.get().set_operations(p.get_operations().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
         drop(params);
-        // Bounded: an OM that neither answers nor closes fails the test instead of hanging it.
-        let answered = glommio::timer::timeout(std::time::Duration::from_secs(60), async { Ok(req.send().promise.await) }).await;
-        let reply = answered.map_err(|_| "no answer within 60 s".to_string())?.map_err(|e| e.to_string())?;
+        let reply = crate::support::answered(req.send().promise).await?.map_err(|e| e.to_string())?;
         let outcomes = reply.get().and_then(|r| r.get_outcomes()).map_err(|e| e.to_string())?;
         outcomes
             .iter()

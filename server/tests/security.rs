@@ -332,7 +332,7 @@ fn every_link_is_secured_and_a_node_certificate_rotates_without_downtime() {
                 let addr = addr.clone();
                 async move {
                     let scm: scm_rpc::Client = stratos_client::connect_tls_on(&rt, &addr, c).await.map_err(|e| e.to_string())?;
-                    let reply = scm.cluster_map_request().send().promise.await.map_err(|e| e.to_string())?;
+                    let reply = crate::support::answered(scm.cluster_map_request().send().promise).await?.map_err(|e| e.to_string())?;
                     Ok::<usize, String>(reply.get().map_err(|e| e.to_string())?.get_keys().map_err(|e| e.to_string())?.len() as usize)
                 }
             };
@@ -341,7 +341,7 @@ fn every_link_is_secured_and_a_node_certificate_rotates_without_downtime() {
                 let mut req = scm.allocate_blocks_request();
                 req.get().set_count(1);
                 req.get().set_block_bytes(1 << 20);
-                req.send().promise.await.map(|_| ()).map_err(|e| e.to_string())
+                crate::support::answered(req.send().promise).await.and_then(|r| r.map(|_| ()).map_err(|e| e.to_string()))
             };
             (map(user).await, map(dn).await, map(om).await, map(None).await, alloc)
         })

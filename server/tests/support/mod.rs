@@ -90,6 +90,16 @@ pub fn sigterm_and_wait(child: &mut Child, what: &str, within: std::time::Durati
     }
 }
 
+/// How long a Cap'n Proto call awaited by a test may go unanswered ([`answered`]).
+pub const CALL_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `call`'s output, or an error if it has none within [`CALL_WITHIN`]: a call a test awaits, to a
+/// node that neither answers nor closes, must not hold the suite for ever. On a glommio
+/// executor.
+pub async fn answered<T>(call: impl std::future::Future<Output = T>) -> Result<T, String> {
+    glommio::timer::timeout(CALL_WITHIN, async { Ok(call.await) }).await.map_err(|_| format!("no answer within {CALL_WITHIN:?}"))
+}
+
 /// What `r` yields until its end or for `within`, whichever comes first: for the stderr of a
 /// process whose children may hold it open after it is gone.
 pub fn text_within(mut r: impl std::io::Read + Send + 'static, within: std::time::Duration) -> String {
