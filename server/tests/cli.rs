@@ -97,15 +97,9 @@ fn signal(pid: u32, sig: i32) {
 
 /// Waits for `child` at most `limit`; its exit code (128 + signal for a signal's death).
 fn wait_within(child: &mut std::process::Child, limit: Duration) -> i32 {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            use std::os::unix::process::ExitStatusExt;
-            return status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-        }
-        assert!(start.elapsed() < limit, "still running after {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    use std::os::unix::process::ExitStatusExt;
+    let status = crate::support::exit_within(child, "the process", limit);
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
 #[test]

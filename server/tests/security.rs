@@ -471,13 +471,7 @@ fn a_node_refuses_to_start_with_a_certificate_of_another_role_or_out_of_date() {
         .spawn()
         .expect("start a datanode");
     std::thread::sleep(Duration::from_millis(700));
-    // SAFETY: kill(2) on the child we started.
-    unsafe { libc::kill(waiting.id() as i32, libc::SIGTERM) };
-    let start = Instant::now();
-    while waiting.try_wait().expect("wait").is_none() {
-        assert!(start.elapsed() < Duration::from_secs(5), "a datanode waiting for its SCM ignored SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::support::sigterm_and_wait(&mut waiting, "a datanode waiting for its SCM", Duration::from_secs(5));
 }
 
 /// `stratos admin ca init` and `cert issue` as an operator runs them: the holder's directory

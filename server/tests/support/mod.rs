@@ -71,11 +71,9 @@ pub fn first_line(child: &mut Child, what: &str) -> String {
     }
 }
 
-/// SIGTERM to `child`, then its exit status, within `within`: past that it is killed and the
-/// test fails naming `what` (a wait without a bound would hang the whole suite).
-pub fn sigterm_and_wait(child: &mut Child, what: &str, within: std::time::Duration) -> std::process::ExitStatus {
-    // SAFETY: a signal to our own child, not yet reaped (its pid is still its own).
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+/// `child`'s exit status, within `within`: past that it is killed and the test fails naming
+/// `what` (a wait without a bound would hang the whole suite).
+pub fn exit_within(child: &mut Child, what: &str, within: std::time::Duration) -> std::process::ExitStatus {
     let start = std::time::Instant::now();
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -84,10 +82,17 @@ pub fn sigterm_and_wait(child: &mut Child, what: &str, within: std::time::Durati
         if start.elapsed() > within {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{what} did not stop within {within:?} of SIGTERM; killed it");
+            panic!("{what} did not stop within {within:?}; killed it");
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// SIGTERM to `child`, then [`exit_within`].
+pub fn sigterm_and_wait(child: &mut Child, what: &str, within: std::time::Duration) -> std::process::ExitStatus {
+    // SAFETY: a signal to our own child, not yet reaped (its pid is still its own).
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    exit_within(child, &format!("{what}, sent SIGTERM,"), within)
 }
 
 /// How long a Cap'n Proto call awaited by a test may go unanswered ([`answered`]).
