@@ -4,7 +4,8 @@
 # alternating, ROUNDS rounds of SECS seconds each, medians and the ratio; then LIST pages/s of
 # a bucket of KEYS objects (made by omkg straight into the S3 volume: metadata only) with a
 # delimiter and without, and of a bucket of KEYS objects in KEYS / 10 directories with the
-# delimiter (pages of 1000 common prefixes).
+# delimiter (pages of 1000 common prefixes); then ListMultipartUploads pages/s of UPLOADS
+# (default 10,000) multipart uploads in progress, with the delimiter and without.
 #
 #   bench/s3.sh [ROUNDS [SECS [KEYS]]]     # default 3 rounds, 5 s, 1000000 keys
 #
@@ -75,3 +76,12 @@ dirs=$((keys / 10)); [ "$dirs" -ge 1 ] || dirs=1
 echo "s3.sh: writing $keys objects in $dirs directories (omkg --dirs) into s3v/s3dirs for LIST" >&2
 "$bin" bench omkg --volume s3v --bucket s3dirs -n "$keys" -t 16 --batch 64 --key-size 40 --dirs "$dirs" > /dev/null 2>&1
 "$bin" bench s3 --op list --bucket s3dirs --prefix "" -t 4 --duration "$secs" 2>/dev/null | grep -E "ops/s|entries/s"
+# Multipart uploads in progress: UPLOADS (default 10,000; uploads live in the shards' small
+# state, docs/s3.md) started in UPLOADS / 5 directories, then ListMultipartUploads with the
+# delimiter (pages of 1000 common prefixes, one OM call each) and without (1000 uploads a page).
+uploads=${UPLOADS:-10000}
+[[ "$uploads" =~ ^[1-9][0-9]*$ ]] || { echo "s3.sh: UPLOADS must be a positive number, not '$uploads'" >&2; exit 2; }
+echo "s3.sh: starting $uploads multipart uploads in $(( (uploads + 4) / 5 )) directories in s3v/s3uploads for ListMultipartUploads" >&2
+"$bin" bench s3 --op initiate --bucket s3uploads --prefix "" --dirs $(( (uploads + 4) / 5 )) -n "$uploads" -t 16 > /dev/null 2>&1
+"$bin" bench s3 --op list-uploads --bucket s3uploads --prefix "" -t 4 --duration "$secs" 2>/dev/null | grep -E "ops/s|entries/s"
+"$bin" bench s3 --op list-uploads --bucket s3uploads --prefix "" --delimiter "" -t 4 --duration "$secs" 2>/dev/null | grep -E "ops/s|entries/s"

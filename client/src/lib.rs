@@ -621,8 +621,13 @@ impl Client {
 
     /// The multipart uploads in progress in a bucket (keys starting with `prefix`), after
     /// `after` (a key and an upload id), at most `limit` (1..=1000), each with the value of its
-    /// metadata pair named `with` (empty: none asked).
-    pub async fn list_uploads(&self, volume: &str, bucket: &str, prefix: &str, after: (&str, &str), limit: u32, with: &str) -> Result<Page<UploadListed>, ClientError> {
+    /// metadata pair named `with` (empty: none asked). With a `delimiter` (none when empty), of
+    /// the uploads whose keys share a common prefix the OM returns the first only, as
+    /// [`Self::list_keys_rolled_up`] does; the next page should start past the whole group. An
+    /// OM of an earlier build (before `listUploads` took a delimiter) ignores it and returns
+    /// every upload.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn list_uploads(&self, volume: &str, bucket: &str, prefix: &str, after: (&str, &str), limit: u32, with: &str, delimiter: &str) -> Result<Page<UploadListed>, ClientError> {
         self.call(async |om| {
             let mut req = om.list_uploads_request();
             self.set_header(req.get().init_header(), 0);
@@ -635,6 +640,9 @@ impl Client {
             q.set_limit(limit);
             if !with.is_empty() {
                 q.set_metadata_key(with);
+            }
+            if !delimiter.is_empty() {
+                q.set_delimiter(delimiter);
             }
             let reply = req.send().promise.await?;
             let r = reply.get()?;

@@ -569,8 +569,11 @@ interface OzoneManager {
   # The multipart uploads in progress in a bucket whose keys start with `prefix`, in (key,
   # upload id) order after (`keyMarker`, `uploadIdMarker`), at most `limit` (1..=1000).
   # `metadataKey` (appended; empty: none) asks for the value of that metadata pair of each
-  # upload (the S3 gateway's `s3:owner`: who began it).
-  listUploads @17 (header :RequestHeader, volume :Text, bucket :Text, prefix :Text, keyMarker :Text, uploadIdMarker :Text, limit :UInt32, metadataKey :Text)
+  # upload (the S3 gateway's `s3:owner`: who began it). `delimiter` (appended; empty: none):
+  # of the uploads whose keys share a common prefix (the prefix, then the key up to and
+  # including the delimiter's first occurrence after it) only the first comes back, as
+  # Page.delimiter does for listKeys; the next page should start past the group.
+  listUploads @17 (header :RequestHeader, volume :Text, bucket :Text, prefix :Text, keyMarker :Text, uploadIdMarker :Text, limit :UInt32, metadataKey :Text, delimiter :Text)
       -> (error :Error, uploads :List(UploadInfo), truncated :Bool);
 }
 

@@ -934,21 +934,7 @@ fn a_listing_with_a_delimiter_rolls_each_common_prefix_up_across_shards() {
     om.ok(&["volume", "create", "/lvol"]);
     om.ok(&["bucket", "create", "/lvol/lbkt"]);
     let rpc = om.rpc.clone();
-    // Directories of several keys (spread over the four shards by the names' hashes), plain
-    // keys between them, a deeper level, and a second delimiter inside names.
-    let mut names: Vec<String> = Vec::new();
-    for i in 0..60 {
-        names.push(match i % 5 {
-            0 => format!("d{}/k{i}", i % 7),
-            1 => format!("d{}/e/k{i}", i % 3),
-            2 => format!("f{i}"),
-            3 => format!("d{}-x{i}", i % 4),
-            _ => format!("g/{i}-h/z"),
-        });
-    }
-    names.sort();
-    names.dedup();
-    let all = names.clone();
+    let all = listing_names(60);
     on_executor(move || async move {
         let runtime: std::rc::Rc<dyn stratos_client::Runtime> = std::rc::Rc::new(stratos_client::runtime::Glommio);
         let c = stratos_client::Client::connect_on(runtime, &rpc, "root").await.expect("connect");
@@ -976,13 +962,7 @@ fn a_listing_with_a_delimiter_rolls_each_common_prefix_up_across_shards() {
             .await
             .expect("commit");
         }
-        let group = |n: &str, prefix: &str, delimiter: &str| -> Option<String> {
-            if delimiter.is_empty() {
-                return None;
-            }
-            let rest = n.strip_prefix(prefix)?;
-            rest.find(delimiter).map(|at| n[..prefix.len() + at + delimiter.len()].to_string())
-        };
+        let group = s3_group;
         for delimiter in ["/", "-", "", "/e/"] {
             for prefix in ["", "d", "d1/", "g/"] {
                 // S3's answer: each key under the prefix, or the common prefix it rolls into.
@@ -1011,6 +991,115 @@ fn a_listing_with_a_delimiter_rolls_each_common_prefix_up_across_shards() {
                                 None => {
                                     start = k.name.clone();
                                     got.push(k.name.clone());
+                                }
+                            }
+                        }
+                        if !page.truncated {
+                            break;
+                        }
+                    }
+                    assert_eq!(got, want, "delimiter {delimiter:?}, prefix {prefix:?}, {limit} a page");
+                    if limit == 1000 {
+                        assert_eq!(calls, 1, "{delimiter:?} {prefix:?}: one call for a page of every entry");
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Names for the listing tests: directories of several keys (spread over the four shards by
+/// the names' hashes), plain keys between them, a deeper level, and a second delimiter inside
+/// names; sorted, none twice.
+fn listing_names(n: usize) -> Vec<String> {
+    let mut names: Vec<String> = (0..n)
+        .map(|i| match i % 5 {
+            0 => format!("d{}/k{i}", i % 7),
+            1 => format!("d{}/e/k{i}", i % 3),
+            2 => format!("f{i}"),
+            3 => format!("d{}-x{i}", i % 4),
+            _ => format!("g/{i}-h/z"),
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// S3's rule, stated plainly: the common prefix `n` rolls up into under `prefix` and
+/// `delimiter` (up to and including the delimiter's first occurrence after the prefix).
+fn s3_group(n: &str, prefix: &str, delimiter: &str) -> Option<String> {
+    if delimiter.is_empty() {
+        return None;
+    }
+    let rest = n.strip_prefix(prefix)?;
+    rest.find(delimiter).map(|at| n[..prefix.len() + at + delimiter.len()].to_string())
+}
+
+/// `listUploads` with a delimiter, over four shards and every page size, read as the S3
+/// gateway's ListMultipartUploads reads it (after a common prefix, the next page starts past
+/// its whole group; else after the last (key, upload id)): exactly S3's answer, the uploads
+/// outside any common prefix in (key, upload id) order and one entry per common prefix, none
+/// twice, none missing, one call for a page of all of them. Keys hold one or two uploads, so a
+/// page may end between a key's uploads. Without a delimiter every upload comes back, as an
+/// OM answered before the field existed.
+#[test]
+fn an_upload_listing_with_a_delimiter_rolls_each_common_prefix_up_across_shards() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let om = Om::start_with_args(&dir.path().join("om"), &[]);
+    om.ok(&["volume", "create", "/uvol"]);
+    om.ok(&["bucket", "create", "/uvol/ubkt"]);
+    let rpc = om.rpc.clone();
+    let names = listing_names(30);
+    on_executor(move || async move {
+        let runtime: std::rc::Rc<dyn stratos_client::Runtime> = std::rc::Rc::new(stratos_client::runtime::Glommio);
+        let c = stratos_client::Client::connect_on(runtime, &rpc, "root").await.expect("connect");
+        let mut uploads: Vec<(String, String)> = Vec::new();
+        for (i, key) in names.iter().enumerate() {
+            for _ in 0..=i % 2 {
+                let done = c
+                    .submit(|op| {
+                        let mut u = op.init_initiate_upload();
+                        u.set_volume("uvol");
+                        u.set_bucket("ubkt");
+                        u.set_key(key);
+                    })
+                    .await
+                    .expect("initiate");
+                let stratos_client::Done::UploadStarted { upload_id } = done else { panic!("not started: {done:?}") };
+                uploads.push((key.clone(), upload_id));
+            }
+        }
+        uploads.sort();
+        let every = c.list_uploads("uvol", "ubkt", "", ("", ""), 1000, "", "").await.expect("list");
+        assert_eq!(every.items.iter().map(|u| (u.key.clone(), u.upload_id.clone())).collect::<Vec<_>>(), uploads, "no delimiter: every upload");
+        for delimiter in ["/", "-", ""] {
+            for prefix in ["", "d", "g/"] {
+                let mut want: Vec<String> = Vec::new();
+                for (k, id) in uploads.iter().filter(|(k, _)| k.starts_with(prefix)) {
+                    let entry = s3_group(k, prefix, delimiter).unwrap_or_else(|| format!("{k} {id}"));
+                    if want.last() != Some(&entry) {
+                        want.push(entry);
+                    }
+                }
+                for limit in [1u32, 2, 3, 7, 1000] {
+                    let mut got: Vec<String> = Vec::new();
+                    let mut after = (String::new(), String::new());
+                    let mut calls = 0;
+                    loop {
+                        calls += 1;
+                        assert!(calls <= want.len() + 1, "{delimiter:?} {prefix:?} {limit}: the listing does not end");
+                        let page = c.list_uploads("uvol", "ubkt", prefix, (&after.0, &after.1), limit, "", delimiter).await.expect("list");
+                        assert!(page.items.len() <= limit as usize, "a page holds at most its limit");
+                        for u in &page.items {
+                            match s3_group(&u.key, prefix, delimiter) {
+                                Some(g) => {
+                                    after = (format!("{g}{}", char::MAX.to_string().repeat(8)), "~".to_string());
+                                    got.push(g);
+                                }
+                                None => {
+                                    after = (u.key.clone(), u.upload_id.clone());
+                                    got.push(format!("{} {}", u.key, u.upload_id));
                                 }
                             }
                         }

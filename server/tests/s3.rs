@@ -164,6 +164,48 @@ fn a_sample_of_ceph_s3_tests_passes() {
     assert!(stdout.contains("test_s3.py: 121 passed, 0 failed"), "{stdout}\n{}\nfailures:\n{failures}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// `stratos bench s3`, the generator of issue 21's figures, against the gateway: each operation
+/// gets its answers and counts what they held. PUTs are read back by GETs (which check each
+/// length); uploads started in four directories list as four common prefixes with the
+/// delimiter and twelve uploads without; the keys as one common prefix and as six keys.
+#[test]
+fn the_s3_generator_drives_each_operation_through_the_gateway() {
+    let c = Cluster::start();
+    let (key, secret) = c.secret("alice");
+    let f = Tls::get().files(stratos_common::tls::Role::User, "alice");
+    let bench = |args: &[&str]| -> String {
+        let out = Command::new(BIN)
+            .args(["bench", "s3", "-t", "1"])
+            .args(args)
+            .env("S3_ENDPOINT", c.endpoint())
+            .env("AWS_ACCESS_KEY_ID", &key)
+            .env("AWS_SECRET_ACCESS_KEY", &secret)
+            .env("STRATOS_CA", &f.ca)
+            .env("STRATOS_CERT", &f.cert)
+            .env("STRATOS_KEY", &f.key)
+            .output()
+            .expect("run stratos bench s3");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success() && text.contains("errors 0"), "bench s3 {args:?}:\n{text}{}", String::from_utf8_lossy(&out.stderr));
+        text
+    };
+    let put = bench(&["--op", "put", "--bucket", "genbkt", "--size", "1000", "-n", "6"]);
+    assert!(put.contains("(6 objects in"), "{put}");
+    let get = bench(&["--op", "get", "--bucket", "genbkt", "-n", "12"]);
+    assert!(get.contains("s3 get (6 objects)") && get.contains("(12 objects in"), "{get}");
+    // Names are s3bench-TAG-N: with the delimiter `-` all six roll up into one common prefix.
+    let rolled = bench(&["--op", "list", "--bucket", "genbkt", "--delimiter", "-", "-n", "1"]);
+    assert!(rolled.contains("; 1 in all)"), "{rolled}");
+    let flat = bench(&["--op", "list", "--bucket", "genbkt", "--delimiter", "", "-n", "1"]);
+    assert!(flat.contains("; 6 in all)"), "{flat}");
+    let started = bench(&["--op", "initiate", "--bucket", "genup", "--prefix", "", "--dirs", "4", "-n", "12"]);
+    assert!(started.contains("(12 uploads in"), "{started}");
+    let rolled = bench(&["--op", "list-uploads", "--bucket", "genup", "--prefix", "", "-n", "1"]);
+    assert!(rolled.contains("; 4 in all)"), "{rolled}");
+    let flat = bench(&["--op", "list-uploads", "--bucket", "genup", "--prefix", "", "--delimiter", "", "-n", "1"]);
+    assert!(flat.contains("; 12 in all)"), "{flat}");
+}
+
 #[test]
 fn requests_no_sdk_would_send_get_s3_errors() {
     let c = Cluster::start();

@@ -270,30 +270,86 @@ impl ShardState {
 
     /// Uploads in bucket `bucket_id` whose keys start with `prefix`, in (key, upload id) order
     /// after `after`, at most `limit`, each with the value of its metadata pair named `with`
-    /// (empty where it has none, or `with` is empty); and whether more follow.
-    pub fn list_uploads_in(&self, bucket_id: u64, prefix: &str, after: (&str, &str), limit: usize, with: &str) -> (Vec<ListedUpload>, bool) {
-        let start = (bucket_id, after.0.to_string(), after.1.to_string());
+    /// (empty where it has none, or `with` is empty); and whether more follow. With a
+    /// `delimiter` (none when empty), of the uploads whose keys share a common prefix
+    /// ([`crate::names::common_prefix`]) only the first comes back and the listing seeks past
+    /// the rest, as [`Self::list_keys_rolled_up`] does for keys (S3's ListMultipartUploads).
+    /// The listing starts at the prefix and ends past it: the bucket's other uploads are not
+    /// walked.
+    pub fn list_uploads_in(&self, bucket_id: u64, prefix: &str, after: (&str, &str), limit: usize, with: &str, delimiter: &str) -> (Vec<ListedUpload>, bool) {
         let value = |u: &UploadRecord| match with {
             "" => String::new(),
             with => u.metadata.iter().find(|m| m.key == with).map(|m| m.value.clone()).unwrap_or_default(),
         };
-        let mut out: Vec<ListedUpload> = self
-            .uploads
-            .range((Bound::Excluded(start), Bound::Unbounded))
-            .take_while(|(k, _)| k.0 == bucket_id)
-            .filter(|(k, _)| k.1.starts_with(prefix))
-            .take(limit + 1)
-            .map(|(k, u)| ListedUpload { key: k.1.clone(), upload_id: k.2.clone(), created_ms: u.created_ms, value: value(u) })
-            .collect();
-        let truncated = out.len() > limit;
-        out.truncate(limit);
+        // The first (key, upload id) to list: just after `after`, or the prefix's first upload
+        // when `after` sorts before the prefix.
+        let mut from = if after.0 >= prefix {
+            Bound::Excluded((bucket_id, after.0.to_string(), after.1.to_string()))
+        } else {
+            Bound::Included((bucket_id, prefix.to_string(), String::new()))
+        };
+        let mut out: Vec<ListedUpload> = Vec::new();
+        let mut truncated = false;
+        // The common prefix of the upload listed last, if it has one.
+        let mut group: Option<String> = None;
+        'seek: loop {
+            for ((b, key, id), u) in self.uploads.range((from.clone(), Bound::Unbounded)) {
+                if *b != bucket_id || !key.starts_with(prefix) {
+                    break 'seek;
+                }
+                if let Some(g) = &group
+                    && key.starts_with(g.as_str())
+                {
+                    // A second upload of the group just listed: seek past all of them.
+                    let Some(next) = past_str(g) else { break 'seek };
+                    from = Bound::Included((bucket_id, next, String::new()));
+                    group = None;
+                    continue 'seek;
+                }
+                if out.len() == limit {
+                    truncated = true;
+                    break 'seek;
+                }
+                out.push(ListedUpload { key: key.clone(), upload_id: id.clone(), created_ms: u.created_ms, value: value(u) });
+                group = crate::names::common_prefix(key, prefix, delimiter).map(str::to_string);
+            }
+            break;
+        }
         (out, truncated)
     }
+}
+
+/// The least string greater than every string that starts with `group`, in byte order (which
+/// for UTF-8 is code point order): `group` with its last character raised by one, after
+/// dropping trailing U+10FFFF characters. None: there is none (`group` is all U+10FFFF).
+fn past_str(group: &str) -> Option<String> {
+    let mut s = group.trim_end_matches(char::MAX).to_string();
+    let last = s.pop()?;
+    let next = match last as u32 + 1 {
+        0xD800 => '\u{E000}',
+        n => char::from_u32(n)?,
+    };
+    s.push(next);
+    Some(s)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn past_a_group_is_the_least_string_after_every_name_it_starts() {
+        assert_eq!(past_str("a/").as_deref(), Some("a0"));
+        assert_eq!(past_str("a\u{10FFFF}\u{10FFFF}").as_deref(), Some("b"), "U+10FFFF cannot be raised: the character before it is");
+        assert_eq!(past_str("x\u{D7FF}").as_deref(), Some("x\u{E000}"), "surrogates are not characters");
+        assert_eq!(past_str("\u{10FFFF}"), None);
+        assert_eq!(past_str(""), None);
+        for g in ["a/", "é/", "x\u{D7FF}", "a\u{10FFFF}"] {
+            let p = past_str(g).expect("past");
+            assert!(p.as_str() > g && p.as_str() > format!("{g}\u{10FFFF}\u{10FFFF}").as_str(), "{g:?}: {p:?} is after the group");
+            assert!(!p.starts_with(g), "{g:?}: {p:?} is outside it");
+        }
+    }
 
     #[test]
     fn part_sizes_are_runs_of_consecutive_parts() {

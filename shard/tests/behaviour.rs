@@ -420,9 +420,9 @@ fn a_multipart_upload_keeps_one_record_per_part_and_completes_into_a_key() {
     let (_, parts, more) = s.state.list_parts(b, "big", "u1", 1, 2).unwrap();
     assert_eq!((parts.iter().map(|(n, p)| (*n, p.etag.as_str())).collect::<Vec<_>>(), more), (vec![(2, "e2"), (3, "e3")], true));
     let listed = |value: &str| vec![ListedUpload { key: "big".into(), upload_id: "u1".into(), created_ms: 5_000, value: value.into() }];
-    assert_eq!(s.state.list_uploads_in(b, "b", ("", ""), 10, "").0, listed(""));
-    assert_eq!(s.state.list_uploads_in(b, "b", ("", ""), 10, "m").0, listed("1"), "with the value of the pair asked for");
-    assert_eq!(s.state.list_uploads_in(b, "b", ("", ""), 10, "absent").0, listed(""));
+    assert_eq!(s.state.list_uploads_in(b, "b", ("", ""), 10, "", "").0, listed(""));
+    assert_eq!(s.state.list_uploads_in(b, "b", ("", ""), 10, "m", "").0, listed("1"), "with the value of the pair asked for");
+    assert_eq!(s.state.list_uploads_in(b, "b", ("", ""), 10, "absent", "").0, listed(""));
     let bad_part = |s: &S| matches!(s.state.lookup_key("vol1", "bkt", "big"), Err(OmError::KeyNotFound(_)));
     let complete = |parts: Vec<(u32, &str)>| Op::CompleteUpload {
         volume: "vol1".into(), bucket: "bkt".into(), key: "big".into(), upload_id: "u1".into(),
@@ -466,7 +466,7 @@ fn a_multipart_upload_keeps_one_record_per_part_and_completes_into_a_key() {
     s.run(alice.clone(), start("a2")).unwrap();
     assert!(matches!(s.run(alice.clone(), Op::DeleteBucket { volume: "vol1".into(), bucket: "bkt".into() }), Err(OmError::BucketNotEmpty(..))));
     let back = ShardState::load_snapshot(&s.state.snapshot()).expect("loads");
-    assert_eq!(back.list_uploads_in(b, "", ("", ""), 10, "").0.len(), 2, "uploads are in snapshots");
+    assert_eq!(back.list_uploads_in(b, "", ("", ""), 10, "", "").0.len(), 2, "uploads are in snapshots");
     s.run(alice.clone(), Op::AbortUpload { volume: "vol1".into(), bucket: "bkt".into(), key: "k2".into(), upload_id: "a1".into() }).unwrap();
     assert!(matches!(s.run(alice.clone(), Op::AbortUpload { volume: "vol1".into(), bucket: "bkt".into(), key: "k2".into(), upload_id: "a1".into() }), Err(OmError::NoSuchUpload(_))));
     assert!(matches!(s.run(alice.clone(), Op::ExpireUploads { created_before_ms: 10_000, limit: 10 }), Err(OmError::PermissionDenied { .. })));

@@ -3,7 +3,9 @@
 //! keep-alive connection (as SDKs keep a pool). `--op put` writes `--size`-byte objects;
 //! `--op get` lists the bucket (ListObjectsV2) and reads its objects round robin, checking each
 //! length; `--op list` pages through the bucket with a delimiter (one page of up to 1000 per
-//! op). Runs through the same [`super::drive`] as the native generators, so `ockg`/`ockr` beside
+//! op); `--op initiate` starts multipart uploads (CreateMultipartUpload, `--dirs` spreading their
+//! keys over directories) and `--op list-uploads` pages through them (ListMultipartUploads with
+//! the delimiter). Runs through the same [`super::drive`] as the native generators, so `ockg`/`ockr` beside
 //! it in one run give the gateway's overhead as a ratio. `--checksum crc32` sends each PUT as
 //! boto3 does by default since 1.36: `aws-chunked` in 1 MiB chunks with a CRC32 trailer.
 
@@ -22,6 +24,10 @@ pub enum S3Op {
     Put,
     Get,
     List,
+    /// CreateMultipartUpload of PREFIX-TAG-N (`--dirs`: dNNNNNN/PREFIX-TAG-N), nothing uploaded.
+    Initiate,
+    /// ListMultipartUploads with `--delimiter`, 1000 a page.
+    ListUploads,
 }
 
 /// How a PUT's body carries a checksum.
@@ -56,9 +62,14 @@ pub struct S3Args {
     /// Object names start with this (put writes PREFIX-TAG-N; get and list read under it).
     #[arg(long, default_value = "s3bench-")]
     pub prefix: String,
-    /// The delimiter of `--op list`.
+    /// The delimiter of `--op list` and `--op list-uploads`.
     #[arg(long, default_value = "/")]
     pub delimiter: String,
+    /// `--op initiate`: spread the uploads' keys over this many directories, `d000000/` to
+    /// `dNNNNNN/` in front of each name (upload i in directory i mod N), so that ListMultipartUploads
+    /// with the delimiter `/` meets N common prefixes. 0: none.
+    #[arg(long, default_value_t = 0)]
+    pub dirs: u64,
     /// `--op get` asks for this many bytes of each object (a `Range` header, at an offset that
     /// moves from one pass over the objects to the next) instead of the whole object, as
     /// columnar readers do.
@@ -183,6 +194,27 @@ fn error_code(body: &[u8]) -> String {
 
 fn enc(s: &str) -> String {
     sigv4::encode(s.as_bytes(), false)
+}
+
+/// One page of ListMultipartUploads after `marker` (a key and an upload id): the entries
+/// (uploads and common prefixes) and the next marker.
+async fn uploads_page(t: &Target, bucket: &str, prefix: &str, delimiter: &str, marker: Option<&(String, String)>) -> Result<(usize, Option<(String, String)>), String> {
+    let mut q = vec![("max-uploads", "1000".to_string()), ("prefix", prefix.to_string()), ("uploads", String::new())];
+    if !delimiter.is_empty() {
+        q.push(("delimiter", delimiter.to_string()));
+    }
+    if let Some((k, u)) = marker {
+        q.push(("key-marker", k.clone()));
+        q.push(("upload-id-marker", u.clone()));
+    }
+    q.sort();
+    let query = q.iter().map(|(n, v)| format!("{n}={}", enc(v))).collect::<Vec<_>>().join("&");
+    let body = t.ok("GET", &format!("/{bucket}"), &query, Bytes::new()).await?;
+    let doc = stratos_s3g::xml::parse(std::str::from_utf8(&body).map_err(|_| "a listing that is not UTF-8")?)?;
+    let entries = doc.children_named("Upload").count() + doc.children_named("CommonPrefixes").count();
+    let text = |n: &str| doc.child(n).map(|c| c.text.clone()).unwrap_or_default();
+    let next = (text("IsTruncated") == "true").then(|| (text("NextKeyMarker"), text("NextUploadIdMarker")));
+    Ok((entries, next))
 }
 
 /// One page of ListObjectsV2 after `token`: the keys, the common prefixes, and the next token.
@@ -327,7 +359,48 @@ pub fn s3(a: S3Args) -> anyhow::Result<()> {
                     .await;
                     run.report(&name, "pages", &a.common)?;
                     let s = run.stats.borrow();
-                    println!("{name}: {:.0} entries/s (keys and common prefixes)", s.bytes as f64 / run.start.elapsed().as_secs_f64());
+                    println!("{name}: {:.0} entries/s (keys and common prefixes; {} in all)", s.bytes as f64 / run.start.elapsed().as_secs_f64(), s.bytes);
+                }
+                S3Op::Initiate => {
+                    let name = title("s3 initiate (CreateMultipartUpload)", &a.common);
+                    run.show_progress(name.clone());
+                    let (tag, dirs, prefix) = (rand::random::<u32>(), a.dirs, Rc::new(a.prefix.clone()));
+                    drive(&a.common, &run, 1, move |seq| {
+                        let (t, bucket, prefix) = (t.clone(), bucket.clone(), prefix.clone());
+                        async move {
+                            let key = match dirs {
+                                0 => format!("{prefix}{tag:08x}-{seq}"),
+                                d => format!("d{:06}/{prefix}{tag:08x}-{seq}", seq % d),
+                            };
+                            let path = format!("/{bucket}/{}", enc(&key));
+                            match t.call("POST", &path, "uploads=", Bytes::new()).await? {
+                                (200, _) => Ok((1, 0)),
+                                (s, b) => Err(format!("POST {path}?uploads: HTTP {s}: {}", error_code(&b))),
+                            }
+                        }
+                    })
+                    .await;
+                    run.report(&name, "uploads", &a.common)?;
+                }
+                S3Op::ListUploads => {
+                    let name = title(&format!("s3 list-uploads (delimiter {:?}, 1000 per page)", a.delimiter), &a.common);
+                    run.show_progress(name.clone());
+                    let cursor: Rc<RefCell<Option<(String, String)>>> = Rc::default();
+                    let (prefix, delimiter) = (Rc::new(a.prefix.clone()), Rc::new(a.delimiter.clone()));
+                    drive(&a.common, &run, 1, move |_| {
+                        let (t, bucket, cursor, prefix, delimiter) = (t.clone(), bucket.clone(), cursor.clone(), prefix.clone(), delimiter.clone());
+                        async move {
+                            let marker = cursor.borrow_mut().take();
+                            let (entries, next) = uploads_page(&t, &bucket, &prefix, &delimiter, marker.as_ref()).await?;
+                            // As `--op list`: one cursor, started over at the listing's end.
+                            *cursor.borrow_mut() = next;
+                            Ok((1, entries as u64))
+                        }
+                    })
+                    .await;
+                    run.report(&name, "pages", &a.common)?;
+                    let s = run.stats.borrow();
+                    println!("{name}: {:.0} entries/s (uploads and common prefixes; {} in all)", s.bytes as f64 / run.start.elapsed().as_secs_f64(), s.bytes);
                 }
             }
             anyhow::Ok(())

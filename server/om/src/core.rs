@@ -117,8 +117,9 @@ pub enum Query {
     /// A multipart upload's record and parts after a part number (the key's shard).
     ListParts { bucket_id: u64, key: String, upload_id: String, marker: u32, limit: usize },
     /// A bucket's multipart uploads on this shard (key prefix, after (key, upload id)).
-    /// With each upload the value of its metadata pair named `with` (empty: none).
-    ListUploadsIn { bucket_id: u64, prefix: String, after: (String, String), limit: usize, with: String },
+    /// With each upload the value of its metadata pair named `with` (empty: none); with a
+    /// delimiter, each common prefix's first upload only.
+    ListUploadsIn { bucket_id: u64, prefix: String, after: (String, String), limit: usize, with: String, delimiter: String },
 }
 
 #[derive(Debug)]
@@ -623,8 +624,8 @@ impl Core {
                 let (u, parts, truncated) = shard.list_parts(bucket_id, &key, &upload_id, marker, limit)?;
                 ReadResult::Parts(u, parts, truncated)
             }
-            Query::ListUploadsIn { bucket_id, prefix, after, limit, with } => {
-                let (list, truncated) = shard.list_uploads_in(bucket_id, &prefix, (&after.0, &after.1), limit, &with);
+            Query::ListUploadsIn { bucket_id, prefix, after, limit, with, delimiter } => {
+                let (list, truncated) = shard.list_uploads_in(bucket_id, &prefix, (&after.0, &after.1), limit, &with, &delimiter);
                 ReadResult::Uploads(list, truncated)
             }
             Query::S3Secret(id) => match shard.s3_secret(&id) {

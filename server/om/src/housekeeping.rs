@@ -162,7 +162,7 @@ impl Core {
         for prefix in lifecycle::scan_prefixes(rules, true) {
             let mut after = (String::new(), String::new());
             loop {
-                let query = Query::ListUploadsIn { bucket_id, prefix: prefix.clone(), after: after.clone(), limit: LIFECYCLE_PAGE, with: String::new() };
+                let query = Query::ListUploadsIn { bucket_id, prefix: prefix.clone(), after: after.clone(), limit: LIFECYCLE_PAGE, with: String::new(), delimiter: String::new() };
                 let Ok(ReadResult::Uploads(list, more)) = self.read(group, query, 0).await else { break };
                 let ended: Vec<_> = list
                     .iter()

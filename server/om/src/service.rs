@@ -687,7 +687,8 @@ impl ozone_manager::Server for OmService {
         Ok(())
     }
 
-    /// Lists a bucket's multipart uploads: each shard's sorted run, merged as `list_keys` does.
+    /// Lists a bucket's multipart uploads: each shard's sorted run (with a delimiter, rolled up),
+    /// merged as `list_keys` does.
     async fn list_uploads(self: CapRc<Self>, params: ozone_manager::ListUploadsParams, mut results: ozone_manager::ListUploadsResults) -> Result<(), capnp::Error> {
         let p = params.get()?;
         let h = try_or_reply!(results, header(&self.core, self.caller.as_deref(), p.get_header()));
@@ -700,13 +701,16 @@ impl ozone_manager::Server for OmService {
         let limit = try_or_reply!(results, upload_list_limit(p.get_limit()));
         // Appended: an older client sends none (an empty text).
         let with = try_or_reply!(results, convert::text(p.get_metadata_key(), "metadata key", stratos_shard::constants::METADATA_KEY_BYTES_MAX));
+        // Appended as well: an older client sends none, and gets every upload.
+        let delimiter = try_or_reply!(results, convert::text(p.get_delimiter(), "delimiter", max));
         let core = &self.core;
         let min_meta = try_or_reply!(results, core.fresh_meta(h.min_meta).await);
         try_or_reply!(results, core.wait_meta_within(min_meta).await);
         let facts = try_or_reply!(results, core.view.borrow().key_bucket(&h.principal, &volume, &bucket, stratos_shard::rights::LIST).map_err(WireError::from));
         let futures: Vec<_> = (0..core.shards)
             .map(|s| {
-                let q = Query::ListUploadsIn { bucket_id: facts.bucket_id, prefix: prefix.clone(), after: (key_marker.clone(), upload_marker.clone()), limit, with: with.clone() };
+                let after = (key_marker.clone(), upload_marker.clone());
+                let q = Query::ListUploadsIn { bucket_id: facts.bucket_id, prefix: prefix.clone(), after, limit, with: with.clone(), delimiter: delimiter.clone() };
                 core.read(group_of_shard(s), q, min_meta)
             })
             .collect();
@@ -718,6 +722,10 @@ impl ozone_manager::Server for OmService {
             all.extend(list);
         }
         all.sort();
+        // Each shard rolled up its own uploads under a common prefix; the shards' first uploads
+        // of one common prefix now sit side by side: the first stands for all.
+        let group = |key: &str| stratos_shard::names::common_prefix(key, &prefix, &delimiter).map(str::len);
+        all.dedup_by(|u, kept| matches!((group(&kept.key), group(&u.key)), (Some(a), Some(b)) if a == b && kept.key.as_bytes()[..a] == u.key.as_bytes()[..b]));
         if all.len() > limit {
             all.truncate(limit);
             more = true;

@@ -1835,8 +1835,8 @@ async fn set_acls(c: &Client, bucket: &str, key: &str, entries: &[AclEntry], upd
 /// ListMultipartUploads: the bucket's uploads in progress by key and upload id, after
 /// `key-marker` / `upload-id-marker`, at most `max-uploads` (1000) uploads and common prefixes
 /// together. With a `delimiter`, the uploads of keys that hold it after the prefix are rolled
-/// up into their common prefix, and the listing jumps past each (as a listing of keys does:
-/// one more OM call per common prefix, not one per upload under it). An upload's initiator and
+/// up into their common prefix: the OM returns each group's first upload and seeks past the
+/// rest, so a page is one OM call however many prefixes it holds. An upload's initiator and
 /// owner is who began it (its [`OBJECT_OWNER`] pair, which the OM lists with it), else the
 /// bucket's owner.
 async fn list_uploads(c: &Client, r: &Req) -> R {
@@ -1866,36 +1866,38 @@ async fn list_uploads(c: &Client, r: &Req) -> R {
     if max > 0 {
         'pages: loop {
             let want = (max - uploads.len() - prefixes.len() + 1).min(1000) as u32;
-            let page = c.list_uploads(S3_VOLUME, &r.bucket, prefix, (&key_at, &upload_at), want, OBJECT_OWNER).await.map_err(|e| from_om(&e, &r.bucket, None))?;
-            let mut jumped = false;
+            // The OM rolls each common prefix's uploads up into the first and seeks past the
+            // rest, so a page of common prefixes is one call, not one per prefix.
+            let page = c.list_uploads(S3_VOLUME, &r.bucket, prefix, (&key_at, &upload_at), want, OBJECT_OWNER, delimiter).await.map_err(|e| from_om(&e, &r.bucket, None))?;
             for upload in page.items {
-                let (k, u) = (upload.key.clone(), upload.upload_id.clone());
+                // An OM of a build before the roll-up answers every upload: those inside a
+                // common prefix already listed are skipped here instead.
+                if (upload.key.as_str(), upload.upload_id.as_str()) <= (key_at.as_str(), upload_at.as_str()) {
+                    continue;
+                }
                 if uploads.len() + prefixes.len() == max {
                     truncated = true;
                     break 'pages;
                 }
-                match common_prefix(&k, prefix, delimiter) {
+                match common_prefix(&upload.key, prefix, delimiter) {
                     Some(cp) => {
+                        // Resume past the whole group (or at this upload, for a key of the group
+                        // that sorts after that point: the listing only moves forward).
+                        let past = after_prefix(&cp);
+                        (key_at, upload_at) = if past > upload.key { (past, "~".to_string()) } else { (upload.key.clone(), upload.upload_id.clone()) };
                         if prefixes.last() != Some(&cp) && cp != key_marker {
                             next = Some((cp.clone(), String::new()));
-                            prefixes.push(cp.clone());
+                            prefixes.push(cp);
                         }
-                        let past = after_prefix(&cp);
-                        if past > key_at {
-                            (key_at, upload_at) = (past, "~".to_string());
-                            jumped = true;
-                            break;
-                        }
-                        (key_at, upload_at) = (k, u);
                     }
                     None => {
-                        next = Some((k.clone(), u.clone()));
-                        (key_at, upload_at) = (k, u);
+                        next = Some((upload.key.clone(), upload.upload_id.clone()));
+                        (key_at, upload_at) = (upload.key.clone(), upload.upload_id.clone());
                         uploads.push(upload);
                     }
                 }
             }
-            if !jumped && !page.truncated {
+            if !page.truncated {
                 break;
             }
         }
