@@ -66,7 +66,7 @@ for b in "${builds[@]}"; do
   export AWS_ACCESS_KEY_ID=${USER:-root}
   export AWS_SECRET_ACCESS_KEY=$("$bin" s3 getsecret | sed -n 's/^awsSecret=//p')
   out=$tmp/callgrind.out
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" s3g --om "$STRATOS_OM" --address "127.0.0.1:$gw_port" --cores 1 \
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" s3g --om "$STRATOS_OM" --address "127.0.0.1:$gw_port" --http-address 127.0.0.1:0 --cores 1 \
     --tls-ca "$tls/ca.pem" --tls-cert "$tls/s3g.pem" --tls-key "$tls/s3g.key" > "$tmp/gw.out" 2>&1 &
   gw=$!
   for _ in $(seq 1 600); do grep -q ready "$tmp/gw.out" && break; sleep 0.3; done

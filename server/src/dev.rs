@@ -12,8 +12,8 @@ pub struct DevArgs {
     /// Data directory [default: a fresh temp dir, removed on exit].
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Shift every default port by this much (OM RPC 9862 + N, HTTP 9874 + N, SCM 9863 + N;
-    /// datanodes take free ports).
+    /// Shift every default port by this much (OM RPC 9862 + N, HTTP 9874 + N, SCM 9863 + N,
+    /// S3 9878 + N and the gateway's status port 9879 + N; datanodes take free ports).
     #[arg(long, default_value_t = 0)]
     base_port: i32,
     /// Key shards, fixed when the data directory is formatted [default: one per executor with
@@ -39,7 +39,8 @@ pub struct DevArgs {
     /// reachable by others).
     #[arg(long)]
     insecure: bool,
-    /// Do not start the S3 gateway (`stratos s3g`, on port 9878 + --base-port).
+    /// Do not start the S3 gateway (`stratos s3g`, on port 9878 + --base-port, its status
+    /// port `/prom` on 9879 + --base-port).
     #[arg(long)]
     no_s3g: bool,
     /// The gateway's `--domain`: also serve virtual-hosted-style requests (`BUCKET.DOMAIN`);
@@ -275,6 +276,9 @@ fn start_s3g(children: &mut Children, a: &DevArgs, dir: &std::path::Path, om: &s
         return Ok(None);
     }
     let mut args: Vec<String> = vec!["s3g".into(), "--om".into(), om.to_string(), "--address".into(), format!("127.0.0.1:{}", shifted(9878, a.base_port)?)];
+    // Its status port (`/prom`) next to the S3 port, in dev's block of ports (a gateway alone
+    // takes Ozone's webadmin port, 19878).
+    args.extend(["--http-address".into(), format!("127.0.0.1:{}", shifted(9879, a.base_port)?)]);
     if a.datanodes < 3 {
         // Its buckets' default is three replicas; fewer datanodes could not hold them.
         args.extend(["--replication".into(), "ONE".into()]);
@@ -287,7 +291,8 @@ fn start_s3g(children: &mut Children, a: &DevArgs, dir: &std::path::Path, om: &s
     }
     let line = start_child(children, "s3g", &args)?;
     let domain = a.s3_domain.as_deref().map(|d| format!(" (buckets also as BUCKET.{})", d.trim_matches('.'))).unwrap_or_default();
-    Ok(field(&line, "ready:").map(|s| format!("{s}{domain}")))
+    let status = field(&line, "status").map(|s| format!(" (status {s})")).unwrap_or_default();
+    Ok(field(&line, "ready:").map(|s| format!("{s}{status}{domain}")))
 }
 
 /// The gateway's SSE keyring in the data directory: made once (key `sse-s3` at random, owner

@@ -106,7 +106,7 @@ fn main() -> anyhow::Result<()> {
             stratos_s3g::server::run(&a, |r| {
                 let tls = security(r.tls);
                 let scheme = if r.https { "https" } else { "http" };
-                println!("stratos s3g ready: {scheme}://{} om {} cores {} {tls}", r.address, a.om, r.cores);
+                println!("stratos s3g ready: {scheme}://{} om {} cores {} {tls} status {}", r.address, a.om, r.cores, r.status);
             })?;
             eprintln!("stratos s3g: stopped cleanly");
         }

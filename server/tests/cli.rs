@@ -577,13 +577,13 @@ fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
 }
 
-/// A `dev --base-port` whose shifted ports (OM RPC, SCM, Raft, HTTP, S3: 9862..9878 + N) are
-/// free now.
+/// A `dev --base-port` whose shifted ports (OM RPC, SCM, Raft, HTTP, S3 and the gateway's
+/// status port: 9862..9879 + N) are free now.
 fn free_base_port() -> i32 {
     loop {
         let p = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let n = i32::from(p) - 9862;
-        if p < 60_000 && (0..=16).all(|k| std::net::TcpListener::bind(("127.0.0.1", p + k)).is_ok()) {
+        if p < 60_000 && (0..=17).all(|k| std::net::TcpListener::bind(("127.0.0.1", p + k)).is_ok()) {
             break n;
         }
     }

@@ -38,7 +38,7 @@ impl Cluster {
         let line = |name: &str| format!("{name} {}\n", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, rand::random::<[u8; 32]>()));
         std::fs::write(&keyring, line("sse-s3") + &line("kms-1")).expect("write the keyring");
         std::fs::set_permissions(&keyring, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod the keyring");
-        let s3g = Proc::secured(&["s3g", "--om", &rpc, "--address", "127.0.0.1:0", "--cores", "2", "--idle-timeout-ms", "3000", "--sse-keyring", s(&keyring), "--domain", S3_DOMAIN, "--lifecycle-day-secs", "2"]);
+        let s3g = Proc::secured(&["s3g", "--om", &rpc, "--address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--cores", "2", "--idle-timeout-ms", "3000", "--sse-keyring", s(&keyring), "--domain", S3_DOMAIN, "--lifecycle-day-secs", "2"]);
         Cluster { dir, _scm: scm, datanodes, om, s3g }
     }
 
@@ -167,9 +167,11 @@ fn a_sample_of_ceph_s3_tests_passes() {
 /// `stratos bench s3`, the generator of issue 21's figures, against the gateway: each operation
 /// gets its answers and counts what they held. PUTs are read back by GETs (which check each
 /// length); uploads started in four directories list as four common prefixes with the
-/// delimiter and twelve uploads without; the keys as one common prefix and as six keys.
+/// delimiter and twelve uploads without; the keys as one common prefix and as six keys. Then
+/// the gateway's status port (`/prom`) has counted those requests, their lookups and
+/// connections.
 #[test]
-fn the_s3_generator_drives_each_operation_through_the_gateway() {
+fn the_s3_generator_drives_each_operation_through_the_gateway_and_prom_counts_them() {
     let c = Cluster::start();
     let (key, secret) = c.secret("alice");
     let f = Tls::get().files(stratos_common::tls::Role::User, "alice");
@@ -204,6 +206,38 @@ fn the_s3_generator_drives_each_operation_through_the_gateway() {
     assert!(rolled.contains("; 4 in all)"), "{rolled}");
     let flat = bench(&["--op", "list-uploads", "--bucket", "genup", "--prefix", "", "--delimiter", "", "-n", "1"]);
     assert!(flat.contains("; 12 in all)"), "{flat}");
+    // The gateway's status port counted all of that: the 12 GETs' lookups (each GET one; the
+    // listing `--op get` starts with is a GET of the bucket), the PUTs, the 403s of anonymous
+    // requests, and the histogram holds every request once.
+    for _ in 0..3 {
+        assert!(c.raw(&format!("GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", c.addr())).0.contains("403"));
+    }
+    let status = c.s3g.word_after("status");
+    let get = |path: &str| -> String {
+        let mut tls = Tls::get().connect(&status);
+        tls.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).expect("send");
+        let mut out = Vec::new();
+        let _ = tls.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let prom = get("/prom");
+    assert!(prom.starts_with("HTTP/1.0 200"), "{prom}");
+    let value = |series: &str| -> u64 { prom.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or_else(|| panic!("no {series} in {prom}")) };
+    let requests = |method: &str, code: &str| value(&format!("stratos_s3g_requests_total{{method=\"{method}\",code=\"{code}\"}}"));
+    assert!(requests("GET", "2xx") >= 12 + 4, "12 object GETs and 4 listings at least: {prom}");
+    assert!(requests("PUT", "2xx") >= 6 + 2, "6 objects and 2 buckets at least: {prom}");
+    assert!(requests("POST", "2xx") >= 12, "12 uploads started: {prom}");
+    assert!(requests("GET", "4xx") >= 3, "the anonymous GETs: {prom}");
+    let all: u64 = ["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "other"].iter().flat_map(|m| ["2xx", "3xx", "4xx", "5xx"].map(|k| requests(m, k))).sum();
+    assert_eq!(value("stratos_s3g_request_seconds_count"), all, "the histogram holds every request once");
+    assert!(value("stratos_s3g_request_seconds_bucket{le=\"0.0005\"}") <= value("stratos_s3g_request_seconds_bucket{le=\"2.5\"}"));
+    let (calls, lookups) = (value("stratos_s3g_om_lookup_calls_total"), value("stratos_s3g_om_lookups_total"));
+    assert!(lookups >= 12 && (1..=lookups).contains(&calls), "{calls} lookup calls for {lookups} lookups: {prom}");
+    assert!(value("stratos_s3g_connections_accepted_total") >= 4, "the 3 anonymous requests and a bench s3 connection at least: {prom}");
+    assert!(value("stratos_s3g_connections_open") < value("stratos_s3g_connections_accepted_total"), "closed connections leave the gauge: {prom}");
+    assert_eq!(value("stratos_s3g_executors"), 2);
+    assert!(get("/health").ends_with("ok\n"), "/health");
+    assert!(get("/nothing").starts_with("HTTP/1.0 404"), "an unknown path");
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //! - [`lifecycle`]: a bucket's S3 lifecycle rules in the form the S3 gateway stores and the OM
 //!   acts on (the gateway announces an object's expiry, the OM's key shards expire it).
 //! - [`settings`]: how a bucket's S3 settings are cut into metadata pairs and joined again.
+//! - [`status_http`]: a role's status port (`/health`, Prometheus text at `/prom`).
 //! - [`local_oneshot`]: a one-shot channel for one executor (a Raft proposal's outcomes, openraft's
 //!   own, the S3 gateway's gathered lookups).
 //!
@@ -24,6 +25,7 @@ pub mod local_oneshot;
 pub mod process;
 pub mod rpc;
 pub mod settings;
+pub mod status_http;
 pub mod tls_args;
 pub mod token;
 

@@ -23,6 +23,7 @@ use crate::error::{S3Error, from_om};
 use crate::form;
 use crate::lifecycle;
 use crate::lookups::Lookups;
+use crate::metrics::CoreMetrics;
 use crate::http::Body;
 use crate::object::{self, Condition, ETAG, Finish, Input, Reader};
 use crate::payload::{self, Payload, Source};
@@ -86,6 +87,8 @@ pub struct Gateway {
     lifecycle_day_ms: u64,
     /// GETs' and HEADs' lookups waiting to share a call (see [`crate::lookups`]).
     lookups: Rc<Lookups>,
+    /// This executor's counters (the status port's `/prom`).
+    metrics: Arc<CoreMetrics>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -242,7 +245,15 @@ impl Gateway {
             domains: Vec::new(),
             lifecycle_day_ms: stratos_common::lifecycle::DAY_MS,
             lookups: Rc::default(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Counts this executor's requests and OM lookups into `metrics` (see [`crate::metrics`]).
+    pub fn with_metrics(mut self, metrics: Arc<CoreMetrics>) -> Gateway {
+        self.lookups = Rc::new(Lookups::new(metrics.clone()));
+        self.metrics = metrics;
+        self
     }
 
     /// Shares with the other executors of the process the changes of buckets' settings (each
@@ -405,6 +416,7 @@ impl Gateway {
 
 /// Serves one request (every failure is an S3 error document, never a dropped connection).
 pub async fn handle(gw: Rc<Gateway>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
     let request_id = format!("{:016X}", rand::random::<u64>());
     let method = req.method().clone();
     let raw_path = req.uri().path().to_string();
@@ -451,6 +463,7 @@ pub async fn handle(gw: Rc<Gateway>, req: Request<Incoming>) -> Result<Response<
     if let Some((bucket, origin, method)) = cross_origin {
         reply.headers.extend(cors_headers(&gw, &bucket, &origin, &method).await);
     }
+    gw.metrics.request(method.as_str(), reply.status, started.elapsed());
     let mut b = Response::builder().status(reply.status).header("x-amz-request-id", &request_id).header("server", "Stratos");
     for (n, v) in &reply.headers {
         // Bytes, not only visible ASCII: user metadata may be UTF-8.

@@ -17,6 +17,7 @@
 //!   expires what they say).
 //! - [`policy`]: bucket policies (IAM's JSON), evaluated for every request to their bucket.
 //! - [`xml`], [`error`]: S3's documents and error codes.
+//! - [`metrics`]: the counters of the status port (`/prom`).
 
 pub mod acl;
 pub mod checksum;
@@ -28,6 +29,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod lookups;
 pub mod md5sum;
+pub mod metrics;
 pub mod object;
 pub mod payload;
 pub mod policy;

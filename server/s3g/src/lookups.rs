@@ -18,11 +18,13 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use stratos_client::{Client, ClientError, KeyInfo, Runtime};
 use stratos_common::local_oneshot;
 
 use crate::S3_VOLUME;
+use crate::metrics::CoreMetrics;
 
 /// Most keys in one gathered lookup (the OM takes up to 4096).
 pub const BATCH_MAX: usize = 256;
@@ -33,14 +35,15 @@ type Found = Result<KeyInfo, ClientError>;
 #[derive(Default)]
 pub struct Lookups {
     queues: RefCell<HashMap<(String, String), Rc<Queue>>>,
-    /// Calls sent, and the keys they carried (for the tests).
-    calls: Cell<u64>,
-    keys: Cell<u64>,
+    /// Where the calls sent and the keys they carried are counted (the status port's
+    /// `stratos_s3g_om_lookup*` series, and the tests).
+    metrics: Arc<CoreMetrics>,
 }
 
 impl std::fmt::Debug for Lookups {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lookups").field("calls", &self.calls.get()).field("keys", &self.keys.get()).finish_non_exhaustive()
+        let (calls, keys) = self.counts();
+        f.debug_struct("Lookups").field("calls", &calls).field("keys", &keys).finish_non_exhaustive()
     }
 }
 
@@ -55,9 +58,14 @@ struct Queue {
 }
 
 impl Lookups {
+    /// Lookups counted into `metrics` (an executor's).
+    pub fn new(metrics: Arc<CoreMetrics>) -> Lookups {
+        Lookups { queues: RefCell::default(), metrics }
+    }
+
     /// Calls sent so far, and the keys they looked up (keys / calls: the batching achieved).
     pub fn counts(&self) -> (u64, u64) {
-        (self.calls.get(), self.keys.get())
+        self.metrics.lookups()
     }
 
     /// `c.lookup_key(S3_VOLUME, bucket, key)`, sharing a call with the lookups of the same user
@@ -89,8 +97,7 @@ impl Lookups {
                 }
                 return;
             }
-            self.calls.set(self.calls.get() + 1);
-            self.keys.set(self.keys.get() + batch.len() as u64);
+            self.metrics.lookup_call(batch.len() as u64);
             if batch.len() == 1
                 && let Some((key, answer)) = batch.pop()
             {

@@ -12,6 +12,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::gateway::{Gateway, handle};
 use crate::http::Io;
+use crate::metrics::CoreMetrics;
 
 /// A client connection on which nothing moved for this long is closed, by default (S3 closes
 /// idle connections after about 20 s; SDKs reconnect).
@@ -25,6 +26,12 @@ pub struct S3gArgs {
     /// Where S3 clients connect (Ozone's s3g port is 9878).
     #[arg(long, default_value = "0.0.0.0:9878")]
     pub address: String,
+    /// The status port (Ozone's s3g webadmin port is 19878): `/health`, and `/prom` (or
+    /// `/metrics`) with the gateway's counters in Prometheus text: requests by method and
+    /// status class, their time to the answer's head, client connections, the OM lookups GETs
+    /// shared. HTTPS when the gateway has TLS.
+    #[arg(long, default_value = "0.0.0.0:19878")]
+    pub http_address: String,
     /// Executors (one per core) [default: every CPU].
     #[arg(long)]
     pub cores: Option<usize>,
@@ -70,6 +77,8 @@ pub struct S3gArgs {
 #[derive(Debug, Clone)]
 pub struct Ready {
     pub address: SocketAddr,
+    /// The status port (`/prom`).
+    pub status: SocketAddr,
     pub https: bool,
     pub cores: usize,
     pub tls: bool,
@@ -101,15 +110,22 @@ fn run_gateway(a: &S3gArgs, ready: Box<dyn FnOnce(&Ready) + '_>) -> anyhow::Resu
             t.check_host(&format!("*.{d}")).with_context(|| format!("--domain {d}"))?;
         }
     }
+    let status_addr: SocketAddr = a.http_address.parse().with_context(|| format!("--http-address {}: not host:port with an IP address", a.http_address))?;
     let keyring = a.sse_keyring.as_deref().map(|p| crate::sse::Keyring::load(p, &a.sse_s3_key)).transpose()?;
     let bound = stratos_common::rpc::claim_shared_port(addr).with_context(|| format!("binding the S3 address {addr}"))?;
     let cores = a.cores.unwrap_or_else(stratos_common::process::host_cpus).max(1);
     stratos_common::process::install_signal_handlers();
-    let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    // Each executor says it listens: executor 0 with the status port it bound as well.
+    let (tx, rx) = std::sync::mpsc::channel::<Result<Option<SocketAddr>, String>>();
     let mut handles = Vec::new();
     let settings_changed = std::sync::Arc::new(crate::gateway::SettingsChanged::default());
+    let metrics = crate::metrics::Metrics::new(cores);
+    // The status port speaks HTTPS whenever the gateway has TLS (as the OM's HTTP port does),
+    // --plain-http or not: that flag is for S3 clients behind a proxy.
+    let status_tls = tls.as_ref().map(|t| t.http.clone());
     for core in 0..cores {
         let (om, tx, http_tls, keyring, domains) = (a.om.clone(), tx.clone(), http_tls.clone(), keyring.clone(), a.domain.clone());
+        let (metrics, status_tls) = (metrics.clone(), status_tls.clone());
         let settings_changed = settings_changed.clone();
         let lifecycle_day_ms = a.lifecycle_day_secs.max(1).saturating_mul(1000);
         let idle = Duration::from_millis(a.idle_timeout_ms.max(1));
@@ -124,19 +140,37 @@ fn run_gateway(a: &S3gArgs, ready: Box<dyn FnOnce(&Ready) + '_>) -> anyhow::Resu
                         return;
                     }
                 };
-                let _ = tx.send(Ok(()));
+                let mut status = None;
+                if core == 0 {
+                    let all = metrics.clone();
+                    let report: stratos_common::status_http::Report = Rc::new(move || {
+                        let all = all.clone();
+                        Box::pin(async move { all.render() })
+                    });
+                    match stratos_common::status_http::serve(status_addr, status_tls, "S3 gateway status", "the S3 port is another: 9878 by default", report) {
+                        Ok(bound) => status = Some(bound),
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                let _ = tx.send(Ok(status));
                 let https = http_tls.is_some();
-                let gw = Rc::new(Gateway::new(&om, Rc::new(stratos_client::runtime::Glommio), replication, keyring, https).with_domains(&domains).with_settings_changed(settings_changed).with_lifecycle_day_ms(lifecycle_day_ms));
-                accept(listener, gw, http_tls, idle).await;
+                let counts = metrics.core(core);
+                let gw = Rc::new(Gateway::new(&om, Rc::new(stratos_client::runtime::Glommio), replication, keyring, https).with_domains(&domains).with_settings_changed(settings_changed).with_lifecycle_day_ms(lifecycle_day_ms).with_metrics(counts.clone()));
+                accept(listener, gw, http_tls, idle, counts).await;
             })
             .map_err(|e| anyhow::anyhow!("starting an executor: {e}"))?;
         handles.push(h);
     }
     drop(tx);
+    let mut status = None;
     for _ in 0..cores {
-        rx.recv().context("an executor ended before it listened")?.map_err(anyhow::Error::msg)?;
+        status = status.or(rx.recv().context("an executor ended before it listened")?.map_err(anyhow::Error::msg)?);
     }
-    ready(&Ready { address: bound, https: http_tls.is_some(), cores, tls: tls.is_some() });
+    let status = status.context("the status port was not bound")?;
+    ready(&Ready { address: bound, status, https: http_tls.is_some(), cores, tls: tls.is_some() });
     while !stratos_common::process::stop_requested() {
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -145,12 +179,24 @@ fn run_gateway(a: &S3gArgs, ready: Box<dyn FnOnce(&Ready) + '_>) -> anyhow::Resu
     Ok(())
 }
 
-async fn accept(listener: glommio::net::TcpListener, gw: Rc<Gateway>, tls: Option<std::sync::Arc<rustls::ServerConfig>>, idle: Duration) {
+/// Counts a connection closed when dropped, however its task ends.
+struct Open(std::sync::Arc<CoreMetrics>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.connection_closed();
+    }
+}
+
+async fn accept(listener: glommio::net::TcpListener, gw: Rc<Gateway>, tls: Option<std::sync::Arc<rustls::ServerConfig>>, idle: Duration, counts: std::sync::Arc<CoreMetrics>) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 let (gw, tls) = (gw.clone(), tls.clone());
+                counts.connection_accepted();
+                let open = Open(counts.clone());
                 glommio::spawn_local(async move {
+                    let open = open;
                     let _ = stream.set_nodelay(true);
                     let peer = stream.peer_addr().ok().map(|a| crate::gateway::Peer(a.ip()));
                     match tls {
@@ -159,8 +205,14 @@ async fn accept(listener: glommio::net::TcpListener, gw: Rc<Gateway>, tls: Optio
                             let handshake = futures_rustls::TlsAcceptor::from(config).accept(stream);
                             match glommio::timer::timeout(stratos_common::rpc::TLS_HANDSHAKE_TIMEOUT, async { Ok(handshake.await) }).await {
                                 Ok(Ok(s)) => serve(gw, Io::with_idle_timeout(s, idle), peer).await,
-                                Ok(Err(e)) => eprintln!("s3g: a TLS handshake failed: {e}"),
-                                Err(_) => eprintln!("s3g: no TLS handshake within {:?}", stratos_common::rpc::TLS_HANDSHAKE_TIMEOUT),
+                                Ok(Err(e)) => {
+                                    open.0.tls_handshake_failed();
+                                    eprintln!("s3g: a TLS handshake failed: {e}");
+                                }
+                                Err(_) => {
+                                    open.0.tls_handshake_failed();
+                                    eprintln!("s3g: no TLS handshake within {:?}", stratos_common::rpc::TLS_HANDSHAKE_TIMEOUT);
+                                }
                             }
                         }
                     }
