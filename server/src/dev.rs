@@ -372,7 +372,7 @@ pub fn dev(a: DevArgs) -> anyhow::Result<()> {
         scm_args.extend(tls_flags(&dir, tls.as_ref(), "scm"));
         start_child(&mut children, "scm", &scm_args)?;
         for i in 0..a.datanodes {
-            let mut args: Vec<String> = vec!["datanode".into(), "--data-dir".into(), d(&format!("dn{i}")), "--rpc-address".into(), "127.0.0.1:0".into(), "--scm".into(), scm_addr.clone(), "--heartbeat-ms".into(), "1000".into()];
+            let mut args: Vec<String> = vec!["datanode".into(), "--data-dir".into(), d(&format!("dn{i}")), "--rpc-address".into(), "127.0.0.1:0".into(), "--http-address".into(), "127.0.0.1:0".into(), "--scm".into(), scm_addr.clone(), "--heartbeat-ms".into(), "1000".into()];
             args.extend(["--small-block-bytes".into(), a.small_block_bytes.to_string()]);
             args.extend(tls_flags(&dir, tls.as_ref(), &format!("dn-{i}")));
             let line = start_child(&mut children, &format!("datanode {i}"), &args)?;

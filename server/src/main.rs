@@ -99,7 +99,10 @@ fn main() -> anyhow::Result<()> {
         Command::Datanode(a) => {
             let c = a.config()?;
             let tls = security(c.tls.is_some());
-            stratos_datanode::run(c, move |r| println!("stratos datanode ready: rpc {} id {} {tls}", r.rpc, r.id))?;
+            stratos_datanode::run(c, move |r| {
+                let status = r.status.map(|s| format!(" status {s}")).unwrap_or_default();
+                println!("stratos datanode ready: rpc {} id {} {tls}{status}", r.rpc, r.id);
+            })?;
             eprintln!("stratos datanode: stopped cleanly");
         }
         Command::S3g(a) => {

@@ -23,7 +23,7 @@ impl Cluster {
     fn start(dir: &Path) -> Cluster {
         let scm = Proc::start(&["scm", "--data-dir", s(&dir.join("scm")), "--rpc-address", "127.0.0.1:0", "--dead-after-ms", "30000"]);
         let scm_addr = scm.word_after("rpc");
-        let datanode = Proc::start(&["datanode", "--data-dir", s(&dir.join("dn0")), "--rpc-address", "127.0.0.1:0", "--scm", &scm_addr, "--heartbeat-ms", "200"]);
+        let datanode = Proc::start(&["datanode", "--data-dir", s(&dir.join("dn0")), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--scm", &scm_addr, "--heartbeat-ms", "200"]);
         let om_dir = dir.join("om");
         let mut args = vec!["om", "--data-dir", s(&om_dir), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--shards", "2", "--no-pin"];
         args.extend(["--election-timeout-min-ms", "150", "--election-timeout-max-ms", "300", "--heartbeat-interval-ms", "50"]);

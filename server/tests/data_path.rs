@@ -36,7 +36,7 @@ impl Cluster {
         let scm = start_scm_dead_after(dir, "127.0.0.1:0", dead_after_ms);
         let scm_addr = scm.word_after("rpc");
         let datanodes = (0..datanodes)
-            .map(|i| Proc::secured(&["datanode", "--data-dir", s(&dir.join(format!("dn{i}"))), "--rpc-address", "127.0.0.1:0", "--scm", &scm_addr, "--heartbeat-ms", "200"]))
+            .map(|i| Proc::secured(&["datanode", "--data-dir", s(&dir.join(format!("dn{i}"))), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--scm", &scm_addr, "--heartbeat-ms", "200"]))
             .collect();
         let om_dir = dir.join("om");
         let mut args = vec!["om", "--data-dir", s(&om_dir), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--shards", "2", "--executors", "2", "--no-pin"];
@@ -677,7 +677,7 @@ fn small_blocks_survive_a_kill_9_of_every_datanode() {
         c.datanodes[i].kill9();
         // A new port (the old one may be held by connections in TIME_WAIT): the datanode
         // registers its new address with the SCM, and the OM learns it from there.
-        c.datanodes[i] = Proc::secured(&["datanode", "--data-dir", s(&dir.path().join(format!("dn{i}"))), "--rpc-address", "127.0.0.1:0", "--scm", &c.scm_addr, "--heartbeat-ms", "200"]);
+        c.datanodes[i] = Proc::secured(&["datanode", "--data-dir", s(&dir.path().join(format!("dn{i}"))), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--scm", &c.scm_addr, "--heartbeat-ms", "200"]);
     }
     files.extend(load.join().expect("load thread"));
     assert!(files.len() > sizes.len(), "no put succeeded while datanodes restarted");

@@ -24,7 +24,7 @@ impl Cluster {
         let scm = Proc::secured(&["scm", "--data-dir", s(&d("scm")), "--rpc-address", "127.0.0.1:0", "--dead-after-ms", "30000"]);
         let scm_addr = scm.word_after("rpc");
         let datanodes = (0..3)
-            .map(|i| Proc::secured(&["datanode", "--data-dir", s(&d(&format!("dn{i}"))), "--rpc-address", "127.0.0.1:0", "--scm", &scm_addr, "--heartbeat-ms", "200"]))
+            .map(|i| Proc::secured(&["datanode", "--data-dir", s(&d(&format!("dn{i}"))), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--scm", &scm_addr, "--heartbeat-ms", "200"]))
             .collect();
         // 4 MiB blocks: a 10 MB object spans three.
         let om = Proc::secured(&[
@@ -169,7 +169,7 @@ fn a_sample_of_ceph_s3_tests_passes() {
 /// length); uploads started in four directories list as four common prefixes with the
 /// delimiter and twelve uploads without; the keys as one common prefix and as six keys. Then
 /// the gateway's status port (`/prom`) has counted those requests, their lookups and
-/// connections.
+/// connections, and each datanode's its blocks.
 #[test]
 fn the_s3_generator_drives_each_operation_through_the_gateway_and_prom_counts_them() {
     let c = Cluster::start();
@@ -212,14 +212,15 @@ fn the_s3_generator_drives_each_operation_through_the_gateway_and_prom_counts_th
     for _ in 0..3 {
         assert!(c.raw(&format!("GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", c.addr())).0.contains("403"));
     }
-    let status = c.s3g.word_after("status");
-    let get = |path: &str| -> String {
-        let mut tls = Tls::get().connect(&status);
+    let fetch = |addr: &str, path: &str| -> String {
+        let mut tls = Tls::get().connect(addr);
         tls.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).expect("send");
         let mut out = Vec::new();
         let _ = tls.read_to_end(&mut out);
         String::from_utf8_lossy(&out).into_owned()
     };
+    let status = c.s3g.word_after("status");
+    let get = |path: &str| fetch(&status, path);
     let prom = get("/prom");
     assert!(prom.starts_with("HTTP/1.0 200"), "{prom}");
     let value = |series: &str| -> u64 { prom.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or_else(|| panic!("no {series} in {prom}")) };
@@ -238,6 +239,23 @@ fn the_s3_generator_drives_each_operation_through_the_gateway_and_prom_counts_th
     assert_eq!(value("stratos_s3g_executors"), 2);
     assert!(get("/health").ends_with("ok\n"), "/health");
     assert!(get("/nothing").starts_with("HTTP/1.0 404"), "an unknown path");
+    // And each datanode's: the six 1,000-byte objects went to the block log of each of the
+    // three (replication three), a record each, made durable by group commits and fdatasyncs.
+    let mut blocks = 0;
+    for dn in &c.datanodes {
+        let prom = fetch(&dn.word_after("status"), "/prom");
+        let id = dn.word_after("id");
+        let value = |name: &str| -> u64 {
+            let series = format!("stratos_datanode_{name}{{datanode=\"{id}\"}}");
+            prom.lines().find_map(|l| l.strip_prefix(series.as_str())?.strip_prefix(' ')?.parse().ok()).unwrap_or_else(|| panic!("no {series} in {prom}"))
+        };
+        let put = value("small_blocks_put_total");
+        blocks += put;
+        let (records, flushes, syncs) = (value("block_log_records_total"), value("block_log_flushes_total"), value("block_log_fdatasyncs_total"));
+        assert!(records >= put && flushes >= 1 && syncs >= 1, "records {records} for {put} blocks, flushes {flushes}, fdatasyncs {syncs}: {prom}");
+        assert_eq!(value("file_blocks_put_total"), 0, "1,000-byte blocks are small: {prom}");
+    }
+    assert_eq!(blocks, 6 * 3, "each object's block on each of three datanodes");
 }
 
 #[test]

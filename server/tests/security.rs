@@ -253,7 +253,7 @@ fn every_link_is_secured_and_a_node_certificate_rotates_without_downtime() {
     let scm_args = ["scm", "--data-dir", s(&scm_dir), "--rpc-address", &scm_addr, "--dead-after-ms", "30000"];
     let mut scm = Proc::secured(&scm_args);
     let dn_args = |name: &str| -> Vec<String> {
-        ["datanode", "--data-dir", s(&d(name)), "--rpc-address", "127.0.0.1:0", "--scm", &scm_addr, "--heartbeat-ms", "200"].iter().map(|a| a.to_string()).collect()
+        ["datanode", "--data-dir", s(&d(name)), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--scm", &scm_addr, "--heartbeat-ms", "200"].iter().map(|a| a.to_string()).collect()
     };
     let args_a = dn_args("dnA");
     let args_a: Vec<&str> = args_a.iter().map(String::as_str).collect();
@@ -452,7 +452,7 @@ fn a_node_refuses_to_start_with_a_certificate_of_another_role_or_out_of_date() {
     // A datanode whose certificate does not name the address it serves at.
     let elsewhere = issue(&ca, Role::Datanode, "dn-9", |r| r.hosts = vec!["dn9.example".into()]);
     let dn_dir = dir.path().join("dn");
-    let mut dn_args: Vec<String> = ["datanode", "--data-dir", s(&dn_dir), "--rpc-address", "127.0.0.1:0", "--scm", "127.0.0.1:1"].map(String::from).to_vec();
+    let mut dn_args: Vec<String> = ["datanode", "--data-dir", s(&dn_dir), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--scm", "127.0.0.1:1"].map(String::from).to_vec();
     dn_args.extend(flags(&elsewhere));
     let (ok, out) = run_to_exit(&dn_args.iter().map(String::as_str).collect::<Vec<_>>(), Duration::from_secs(20));
     assert!(!ok && out.contains("names the hosts [dn9.example], not 127.0.0.1"), "{out}");
@@ -462,10 +462,10 @@ fn a_node_refuses_to_start_with_a_certificate_of_another_role_or_out_of_date() {
     let scm_dir = dir.path().join("scm2");
     let scm = Proc::secured(&["scm", "--data-dir", s(&scm_dir), "--rpc-address", "127.0.0.1:0"]);
     let plain_dir = dir.path().join("plain");
-    let (ok, out) = run_to_exit(&["datanode", "--data-dir", s(&plain_dir), "--rpc-address", "127.0.0.1:0", "--scm", &scm.word_after("rpc")], Duration::from_secs(20));
+    let (ok, out) = run_to_exit(&["datanode", "--data-dir", s(&plain_dir), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--scm", &scm.word_after("rpc")], Duration::from_secs(20));
     assert!(!ok && out.contains("requires TLS") && out.contains("--tls-ca"), "{out}");
     let mut waiting = Command::new(BIN)
-        .args(["datanode", "--data-dir", s(&plain_dir), "--rpc-address", "127.0.0.1:0", "--scm", &format!("127.0.0.1:{}", free_port())])
+        .args(["datanode", "--data-dir", s(&plain_dir), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--scm", &format!("127.0.0.1:{}", free_port())])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -47,6 +47,12 @@ pub struct DatanodeArgs {
     /// other datanodes (chained writes) are not bounded, nor any without TLS.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub connection_calls_max: u64,
+    /// The status port (Ozone's datanode HTTP port is 9882): `/health`, and `/prom` (or
+    /// `/metrics`) with the block store's counters in Prometheus text (blocks put, the block
+    /// log's group commits and fdatasyncs, compactions, the read cache, blocks re-replicated).
+    /// HTTPS when the datanode has TLS. `none`: not served.
+    #[arg(long, default_value = "0.0.0.0:9882")]
+    pub http_address: String,
     #[command(flatten)]
     pub tls: stratos_common::tls_args::TlsArgs,
 }
@@ -58,6 +64,10 @@ impl DatanodeArgs {
         let tls = self.tls.load(stratos_common::tls::Role::Datanode)?;
         let store = crate::store::StoreConfig { small_block_bytes: self.small_block_bytes, buffer_bytes: self.small_block_memory, log_segment_bytes: self.log_segment_bytes, read_cache_bytes: self.read_cache_bytes };
         store.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(DatanodeConfig { data_dir, rpc_address: self.rpc_address, advertise: self.advertise, scm_address: self.scm, heartbeat_ms: self.heartbeat_ms, tls, store, connection_calls_max: usize::try_from(self.connection_calls_max).unwrap_or(usize::MAX) })
+        let http_address = match self.http_address.as_str() {
+            "none" => None,
+            a => Some(a.parse().map_err(|_| anyhow::anyhow!("--http-address {a}: not host:port with an IP address (or none)"))?),
+        };
+        Ok(DatanodeConfig { data_dir, rpc_address: self.rpc_address, advertise: self.advertise, scm_address: self.scm, heartbeat_ms: self.heartbeat_ms, tls, store, connection_calls_max: usize::try_from(self.connection_calls_max).unwrap_or(usize::MAX), http_address })
     }
 }

@@ -44,11 +44,14 @@ pub struct DatanodeConfig {
     /// Calls one client connection may have in flight before the datanode stops reading it
     /// (see [`stratos_common::rpc::Gate`]) [default 1024].
     pub connection_calls_max: usize,
+    /// The status port: `/health` and `/prom` ([`Datanode::metrics`]) [default 0.0.0.0:9882,
+    /// Ozone's datanode HTTP port]; None: not served.
+    pub http_address: Option<SocketAddr>,
 }
 
 impl Default for DatanodeConfig {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("datanode-data"), rpc_address: SocketAddr::from(([0, 0, 0, 0], 9859)), advertise: None, scm_address: "127.0.0.1:9863".into(), heartbeat_ms: 2000, tls: None, store: StoreConfig::default(), connection_calls_max: 1024 }
+        Self { data_dir: PathBuf::from("datanode-data"), rpc_address: SocketAddr::from(([0, 0, 0, 0], 9859)), advertise: None, scm_address: "127.0.0.1:9863".into(), heartbeat_ms: 2000, tls: None, store: StoreConfig::default(), connection_calls_max: 1024, http_address: Some(SocketAddr::from(([0, 0, 0, 0], 9882))) }
     }
 }
 
@@ -117,6 +120,41 @@ fn write_id(dir: &Path, id: u64) -> anyhow::Result<()> {
 }
 
 impl Datanode {
+    /// This datanode's counters in Prometheus text (its status port's `/prom`): the block
+    /// store's (blocks put to the log and to files, the log's flushes, fdatasyncs and records,
+    /// compactions, bytes buffered, the read cache's hits and misses), blocks copied back to
+    /// full replication, and what its Cap'n Proto connections sent.
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write as _;
+        let s = self.store.stats();
+        let w = self.store.log_stats();
+        let wire = stratos_common::rpc::wire_counters();
+        let id = self.id.get();
+        let rows: [(&str, &str, &str, u64); 16] = [
+            ("small_blocks_put_total", "counter", "Blocks written to the block log (small blocks).", s.small_blocks_put),
+            ("file_blocks_put_total", "counter", "Blocks written to a file of their own.", s.file_blocks_put),
+            ("block_log_flushes_total", "counter", "Group commits of the block log.", s.log_flushes),
+            ("block_log_fdatasyncs_total", "counter", "fdatasync calls of the block log.", w.fdatasyncs),
+            ("block_log_records_total", "counter", "Records appended to the block log (records per flush: how well writes share an fdatasync).", s.log_records),
+            ("block_log_bytes_written_total", "counter", "Bytes written to the block log.", w.bytes_written),
+            ("block_log_segments_created_total", "counter", "Block log segments created.", w.segments_created),
+            ("block_log_segments_removed_total", "counter", "Block log segments removed after compaction.", w.segments_removed),
+            ("compactions_total", "counter", "Compactions of the block log.", s.compactions),
+            ("compacted_bytes_total", "counter", "Bytes of live blocks copied by compactions.", s.bytes_compacted),
+            ("buffered_bytes", "gauge", "Bytes of small blocks held in memory between their first write and their putBlock.", s.buffered_bytes),
+            ("read_cache_hits_total", "counter", "Reads of small blocks served from the read cache.", s.read_cache_hits),
+            ("read_cache_misses_total", "counter", "Reads of small blocks that read the disk.", s.read_cache_misses),
+            ("blocks_copied_total", "counter", "Blocks copied here from another datanode to restore a container's replication.", self.blocks_copied.get()),
+            ("rpc_writes_total", "counter", "Writes of this datanode's Cap'n Proto connections to their sockets (each carries what one turn of the executor wrote).", wire.writes),
+            ("rpc_reads_paused_total", "counter", "Times a client connection stopped being read because its calls in flight reached --connection-calls-max.", wire.reads_paused),
+        ];
+        let mut out = String::new();
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(out, "# HELP stratos_datanode_{name} {help}\n# TYPE stratos_datanode_{name} {kind}\nstratos_datanode_{name}{{datanode=\"{id}\"}} {value}");
+        }
+        out
+    }
+
     fn learn_keys(&self, keys: Vec<SecretKey>) {
         let now = now_ms();
         let mut k = self.keys.borrow_mut();
@@ -589,6 +627,8 @@ impl dn_rpc::Server for DnService {
 pub struct Ready {
     pub rpc: SocketAddr,
     pub id: u64,
+    /// The status port, where one is served.
+    pub status: Option<SocketAddr>,
 }
 
 /// Runs a datanode until SIGTERM/SIGINT.
@@ -687,7 +727,19 @@ fn run_datanode(cfg: DatanodeConfig, on_ready: Box<dyn FnOnce(&Ready) + Send>) -
                 }
             })
             .detach();
-            on_ready(&Ready { rpc: advertise, id: dn.id.get() });
+            let status = match dn.cfg.http_address {
+                None => None,
+                Some(addr) => {
+                    let d = dn.clone();
+                    let report: stratos_common::status_http::Report = Rc::new(move || {
+                        let d = d.clone();
+                        Box::pin(async move { d.metrics() })
+                    });
+                    let tls = dn.cfg.tls.as_ref().map(|t| t.http.clone());
+                    Some(stratos_common::status_http::serve(addr, tls, "datanode HTTP", "the datanode's RPC port is another: 9859 by default", report).map_err(anyhow::Error::msg)?)
+                }
+            };
+            on_ready(&Ready { rpc: advertise, id: dn.id.get(), status });
             stratos_common::process::wait_stop().await;
             anyhow::Ok(())
         })

@@ -235,6 +235,11 @@ impl Store {
         &self.cfg
     }
 
+    /// The block log's own counters (flushes, fdatasyncs, bytes, segments).
+    pub fn log_stats(&self) -> stratos_wal::WalStats {
+        self.log.stats()
+    }
+
     pub fn stats(&self) -> StoreStats {
         let mut s = *self.stats.borrow();
         let w = self.log.stats();
