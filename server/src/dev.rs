@@ -368,7 +368,7 @@ pub fn dev(a: DevArgs) -> anyhow::Result<()> {
     if a.datanodes > 0 {
         let scm_addr = format!("127.0.0.1:{}", shifted(9863, a.base_port)?);
         let d = |p: &str| dir.join(p).display().to_string();
-        let mut scm_args: Vec<String> = vec!["scm".into(), "--data-dir".into(), d("scm"), "--rpc-address".into(), scm_addr.clone(), "--dead-after-ms".into(), "10000".into()];
+        let mut scm_args: Vec<String> = vec!["scm".into(), "--http-address".into(), "127.0.0.1:0".into(), "--data-dir".into(), d("scm"), "--rpc-address".into(), scm_addr.clone(), "--dead-after-ms".into(), "10000".into()];
         scm_args.extend(tls_flags(&dir, tls.as_ref(), "scm"));
         start_child(&mut children, "scm", &scm_args)?;
         for i in 0..a.datanodes {

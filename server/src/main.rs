@@ -93,7 +93,10 @@ fn main() -> anyhow::Result<()> {
         Command::Scm(a) => {
             let c = a.config()?;
             let tls = security(c.tls.is_some());
-            stratos_scm::run(c, move |r| println!("stratos scm ready: rpc {} {tls}", r.rpc))?;
+            stratos_scm::run(c, move |r| {
+                let status = r.status.map(|s| format!(" status {s}")).unwrap_or_default();
+                println!("stratos scm ready: rpc {} {tls}{status}", r.rpc);
+            })?;
             eprintln!("stratos scm: stopped cleanly");
         }
         Command::Datanode(a) => {

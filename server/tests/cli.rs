@@ -21,7 +21,7 @@ struct Cluster {
 
 impl Cluster {
     fn start(dir: &Path) -> Cluster {
-        let scm = Proc::start(&["scm", "--data-dir", s(&dir.join("scm")), "--rpc-address", "127.0.0.1:0", "--dead-after-ms", "30000"]);
+        let scm = Proc::start(&["scm", "--http-address", "127.0.0.1:0", "--data-dir", s(&dir.join("scm")), "--rpc-address", "127.0.0.1:0", "--dead-after-ms", "30000"]);
         let scm_addr = scm.word_after("rpc");
         let datanode = Proc::start(&["datanode", "--data-dir", s(&dir.join("dn0")), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--scm", &scm_addr, "--heartbeat-ms", "200"]);
         let om_dir = dir.join("om");

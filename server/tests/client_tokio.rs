@@ -79,7 +79,7 @@ fn the_tokio_quickstart_answers_typed_values_from_an_om() {
 #[test]
 fn the_tokio_quickstart_writes_and_reads_data_through_a_datanode() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let scm = Proc::secured(&["scm", "--data-dir", s(&dir.path().join("scm")), "--rpc-address", "127.0.0.1:0"]);
+    let scm = Proc::secured(&["scm", "--http-address", "127.0.0.1:0", "--data-dir", s(&dir.path().join("scm")), "--rpc-address", "127.0.0.1:0"]);
     let scm_addr = scm.word_after("rpc");
     let _datanode = Proc::secured(&["datanode", "--data-dir", s(&dir.path().join("dn0")), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--scm", &scm_addr, "--heartbeat-ms", "200"]);
     let om = start_om(dir.path(), &["--scm-address", &scm_addr, "--scm-poll-ms", "300", "--block-bytes", "1048576"]);

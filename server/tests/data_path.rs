@@ -23,7 +23,7 @@ fn start_scm(dir: &Path, addr: &str) -> Proc {
 
 fn start_scm_dead_after(dir: &Path, addr: &str, dead_after_ms: &str) -> Proc {
     // Checkpoints every 300 records, so restarts load a checkpoint and replay the log after it.
-    Proc::secured(&["scm", "--data-dir", s(&dir.join("scm")), "--rpc-address", addr, "--dead-after-ms", dead_after_ms, "--checkpoint-every", "300"])
+    Proc::secured(&["scm", "--http-address", "127.0.0.1:0", "--data-dir", s(&dir.join("scm")), "--rpc-address", addr, "--dead-after-ms", dead_after_ms, "--checkpoint-every", "300"])
 }
 
 impl Cluster {
@@ -518,7 +518,7 @@ fn secret_keys_rotate_and_tokens_of_the_old_key_stay_valid() {
     let mut c = Cluster::start(dir.path(), 3, &[]);
     // An SCM that rotates every 1.5 s (tokens live at most 20 s past a key's rotation).
     c.scm.kill9();
-    c.scm = Proc::secured(&["scm", "--data-dir", s(&dir.path().join("scm")), "--rpc-address", &c.scm_addr, "--key-rotation-ms", "1500", "--token-lifetime-ms", "20000"]);
+    c.scm = Proc::secured(&["scm", "--http-address", "127.0.0.1:0", "--data-dir", s(&dir.path().join("scm")), "--rpc-address", &c.scm_addr, "--key-rotation-ms", "1500", "--token-lifetime-ms", "20000"]);
     let f = random_file(dir.path(), "a", 70_000, 5);
     let original = std::fs::read(&f).expect("read");
     let om = c.om();

@@ -11,7 +11,7 @@ use crate::support::{BIN, Proc, S3_DOMAIN, Tls, s};
 
 struct Cluster {
     dir: tempfile::TempDir,
-    _scm: Proc,
+    scm: Proc,
     datanodes: Vec<Proc>,
     om: Proc,
     s3g: Proc,
@@ -21,7 +21,7 @@ impl Cluster {
     fn start() -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = |p: &str| dir.path().join(p);
-        let scm = Proc::secured(&["scm", "--data-dir", s(&d("scm")), "--rpc-address", "127.0.0.1:0", "--dead-after-ms", "30000"]);
+        let scm = Proc::secured(&["scm", "--http-address", "127.0.0.1:0", "--data-dir", s(&d("scm")), "--rpc-address", "127.0.0.1:0", "--dead-after-ms", "30000"]);
         let scm_addr = scm.word_after("rpc");
         let datanodes = (0..3)
             .map(|i| Proc::secured(&["datanode", "--data-dir", s(&d(&format!("dn{i}"))), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--scm", &scm_addr, "--heartbeat-ms", "200"]))
@@ -39,7 +39,7 @@ impl Cluster {
         std::fs::write(&keyring, line("sse-s3") + &line("kms-1")).expect("write the keyring");
         std::fs::set_permissions(&keyring, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod the keyring");
         let s3g = Proc::secured(&["s3g", "--om", &rpc, "--address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--cores", "2", "--idle-timeout-ms", "3000", "--sse-keyring", s(&keyring), "--domain", S3_DOMAIN, "--lifecycle-day-secs", "2"]);
-        Cluster { dir, _scm: scm, datanodes, om, s3g }
+        Cluster { dir, scm, datanodes, om, s3g }
     }
 
     fn endpoint(&self) -> String {
@@ -169,7 +169,7 @@ fn a_sample_of_ceph_s3_tests_passes() {
 /// length); uploads started in four directories list as four common prefixes with the
 /// delimiter and twelve uploads without; the keys as one common prefix and as six keys. Then
 /// the gateway's status port (`/prom`) has counted those requests, their lookups and
-/// connections, and each datanode's its blocks.
+/// connections, each datanode's its blocks, and the SCM's the datanodes and blocks allocated.
 #[test]
 fn the_s3_generator_drives_each_operation_through_the_gateway_and_prom_counts_them() {
     let c = Cluster::start();
@@ -256,6 +256,11 @@ fn the_s3_generator_drives_each_operation_through_the_gateway_and_prom_counts_th
         assert_eq!(value("file_blocks_put_total"), 0, "1,000-byte blocks are small: {prom}");
     }
     assert_eq!(blocks, 6 * 3, "each object's block on each of three datanodes");
+    // And the SCM's: the three datanodes, alive, and blocks allocated for the six objects.
+    let prom = fetch(&c.scm.word_after("status"), "/prom");
+    let value = |name: &str| -> u64 { prom.lines().find_map(|l| l.strip_prefix(&format!("stratos_scm_{name} "))?.parse().ok()).unwrap_or_else(|| panic!("no {name} in {prom}")) };
+    assert_eq!((value("datanodes"), value("healthy_datanodes")), (3, 3), "{prom}");
+    assert!(value("blocks_allocated_total") >= 6 && value("pipelines") >= 1, "{prom}");
 }
 
 #[test]

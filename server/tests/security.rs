@@ -250,7 +250,7 @@ fn every_link_is_secured_and_a_node_certificate_rotates_without_downtime() {
     let d = |p: &str| dir.path().join(p);
     let scm_addr = format!("127.0.0.1:{}", free_port());
     let scm_dir = d("scm");
-    let scm_args = ["scm", "--data-dir", s(&scm_dir), "--rpc-address", &scm_addr, "--dead-after-ms", "30000"];
+    let scm_args = ["scm", "--http-address", "127.0.0.1:0", "--data-dir", s(&scm_dir), "--rpc-address", &scm_addr, "--dead-after-ms", "30000"];
     let mut scm = Proc::secured(&scm_args);
     let dn_args = |name: &str| -> Vec<String> {
         ["datanode", "--data-dir", s(&d(name)), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--scm", &scm_addr, "--heartbeat-ms", "200"].iter().map(|a| a.to_string()).collect()
@@ -438,7 +438,7 @@ fn a_node_refuses_to_start_with_a_certificate_of_another_role_or_out_of_date() {
         vec!["--tls-ca".to_string(), s(&ca_pem).into(), "--tls-cert".into(), s(&c).into(), "--tls-key".into(), s(&k).into()]
     };
     let scm_dir = dir.path().join("scm");
-    let mut scm: Vec<String> = ["scm", "--data-dir", s(&scm_dir), "--rpc-address", "127.0.0.1:0"].map(String::from).to_vec();
+    let mut scm: Vec<String> = ["scm", "--http-address", "127.0.0.1:0", "--data-dir", s(&scm_dir), "--rpc-address", "127.0.0.1:0"].map(String::from).to_vec();
     scm.extend(flags(&dn));
     let (ok, out) = run_to_exit(&scm.iter().map(String::as_str).collect::<Vec<_>>(), Duration::from_secs(20));
     assert!(!ok && out.contains("a certificate for datanode dn-1, and this node's role is scm") && out.contains("dn-1.pem"), "{out}");
@@ -460,7 +460,7 @@ fn a_node_refuses_to_start_with_a_certificate_of_another_role_or_out_of_date() {
     // A datanode without TLS against a secured SCM stops at once, saying what to give it; one
     // waiting for an SCM that is not there stops on SIGTERM.
     let scm_dir = dir.path().join("scm2");
-    let scm = Proc::secured(&["scm", "--data-dir", s(&scm_dir), "--rpc-address", "127.0.0.1:0"]);
+    let scm = Proc::secured(&["scm", "--http-address", "127.0.0.1:0", "--data-dir", s(&scm_dir), "--rpc-address", "127.0.0.1:0"]);
     let plain_dir = dir.path().join("plain");
     let (ok, out) = run_to_exit(&["datanode", "--data-dir", s(&plain_dir), "--rpc-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0", "--scm", &scm.word_after("rpc")], Duration::from_secs(20));
     assert!(!ok && out.contains("requires TLS") && out.contains("--tls-ca"), "{out}");

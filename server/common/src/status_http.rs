@@ -51,6 +51,18 @@ pub fn serve(addr: SocketAddr, tls: Option<std::sync::Arc<rustls::ServerConfig>>
     Ok(bound)
 }
 
+/// [`serve`] for a role whose status port may be off (`addr` None: nothing is served), with a
+/// report made without waiting (the SCM's, a datanode's: one executor, its state at hand).
+pub fn serve_if(addr: Option<SocketAddr>, tls: Option<std::sync::Arc<rustls::ServerConfig>>, what: &'static str, not_http_hint: &'static str, report: impl Fn() -> String + 'static) -> Result<Option<SocketAddr>, String> {
+    let Some(addr) = addr else { return Ok(None) };
+    let report = Rc::new(report);
+    let report: Report = Rc::new(move || {
+        let report = report.clone();
+        Box::pin(async move { report() })
+    });
+    serve(addr, tls, what, not_http_hint, report).map(Some)
+}
+
 /// Reads one request from `stream` and answers it.
 async fn answer(mut stream: impl futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin, not_http_hint: &str, report: Report) {
     let mut head = Vec::new();

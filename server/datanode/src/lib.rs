@@ -727,18 +727,8 @@ fn run_datanode(cfg: DatanodeConfig, on_ready: Box<dyn FnOnce(&Ready) + Send>) -
                 }
             })
             .detach();
-            let status = match dn.cfg.http_address {
-                None => None,
-                Some(addr) => {
-                    let d = dn.clone();
-                    let report: stratos_common::status_http::Report = Rc::new(move || {
-                        let d = d.clone();
-                        Box::pin(async move { d.metrics() })
-                    });
-                    let tls = dn.cfg.tls.as_ref().map(|t| t.http.clone());
-                    Some(stratos_common::status_http::serve(addr, tls, "datanode HTTP", "the datanode's RPC port is another: 9859 by default", report).map_err(anyhow::Error::msg)?)
-                }
-            };
+            let (d, tls) = (dn.clone(), dn.cfg.tls.as_ref().map(|t| t.http.clone()));
+            let status = stratos_common::status_http::serve_if(dn.cfg.http_address, tls, "datanode HTTP", "the datanode's RPC port is another: 9859 by default", move || d.metrics()).map_err(anyhow::Error::msg)?;
             on_ready(&Ready { rpc: advertise, id: dn.id.get(), status });
             stratos_common::process::wait_stop().await;
             anyhow::Ok(())

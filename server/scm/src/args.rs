@@ -33,12 +33,22 @@ pub struct ScmArgs {
     /// reading it until one answers: TCP then holds the sender back.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub connection_calls_max: u64,
+    /// The status port (Ozone's SCM HTTP port is 9876): `/health`, and `/prom` (or `/metrics`)
+    /// in Prometheus text: datanodes registered and healthy, pipelines, containers, blocks
+    /// allocated, pending deletions, pipeline repairs, secret keys (the numbers its `status`
+    /// call answers in JSON). HTTPS when the SCM has TLS. `none`: not served.
+    #[arg(long, default_value = "0.0.0.0:9876")]
+    pub http_address: String,
     #[command(flatten)]
     pub tls: stratos_common::tls_args::TlsArgs,
 }
 
 impl ScmArgs {
     pub fn config(self) -> anyhow::Result<ScmConfig> {
+        let http_address = match self.http_address.as_str() {
+            "none" => None,
+            a => Some(a.parse().map_err(|_| anyhow::anyhow!("--http-address {a}: not host:port with an IP address (or none)"))?),
+        };
         Ok(ScmConfig {
             // Absolute: glommio syncs directories by path, and a relative one failed with EBADF.
             data_dir: std::path::absolute(&self.data_dir).unwrap_or(self.data_dir),
@@ -50,6 +60,7 @@ impl ScmArgs {
             checkpoint_every: self.checkpoint_every,
             tls: self.tls.load(stratos_common::tls::Role::Scm)?,
             connection_calls_max: usize::try_from(self.connection_calls_max).unwrap_or(usize::MAX),
+            http_address,
             ..Default::default()
         })
     }

@@ -62,6 +62,9 @@ pub struct ScmConfig {
     /// Calls one connection may have in flight before the SCM stops reading it (see
     /// [`stratos_common::rpc::Gate`]) [default 1024].
     pub connection_calls_max: usize,
+    /// The status port: `/health` and `/prom` ([`Scm::status_numbers`]); None (the default
+    /// here; `stratos scm` serves 0.0.0.0:9876, Ozone's SCM HTTP port): not served.
+    pub http_address: Option<SocketAddr>,
 }
 
 impl Default for ScmConfig {
@@ -77,6 +80,7 @@ impl Default for ScmConfig {
             checkpoint_every: CHECKPOINT_EVERY,
             tls: None,
             connection_calls_max: 1024,
+            http_address: None,
         }
     }
 }
@@ -216,6 +220,39 @@ impl Scm {
     }
 
     /// Datanodes that beat within `dead_after_ms`.
+    /// What the SCM reports of itself, each as (its name in the `status` call's JSON, its
+    /// Prometheus series, the series' type, help, value): one list, so the two never differ.
+    pub fn status_numbers(&self) -> Vec<(&'static str, &'static str, &'static str, &'static str, u64)> {
+        let healthy = self.healthy().len() as u64;
+        let s = self.state.borrow();
+        let n = |len: usize| len as u64;
+        vec![
+            ("datanodes", "datanodes", "gauge", "Datanodes registered.", n(s.datanodes.len())),
+            ("healthyDatanodes", "healthy_datanodes", "gauge", "Datanodes heard from within --dead-after-ms.", healthy),
+            ("pipelines", "pipelines", "gauge", "Pipelines (three datanodes each, or one).", n(s.pipelines.len())),
+            ("containers", "containers", "gauge", "Containers.", n(s.containers.len())),
+            ("openContainers", "open_containers", "gauge", "Containers open for new blocks (one per pipeline).", n(s.open_container.len())),
+            ("blocksAllocated", "blocks_allocated_total", "counter", "Blocks allocated to OMs.", s.blocks_allocated),
+            ("nextLocalId", "next_local_id", "gauge", "The next block id the SCM hands out.", s.next_local_id),
+            ("pendingDeleteTransactions", "pending_delete_transactions", "gauge", "Block deletions sent to datanodes and not yet confirmed.", n(s.deletes.len())),
+            ("repairsInProgress", "repairs_in_progress", "gauge", "Pipelines being repaired after a member died.", n(s.repairs.len())),
+            ("containersToCopy", "containers_to_copy", "gauge", "Containers those repairs still have to copy.", s.repairs.values().map(|r| r.pending.len() as u64).sum()),
+            ("repairsDone", "repairs_done_total", "counter", "Pipeline repairs finished.", s.repairs_done),
+            ("containersRepaired", "containers_repaired_total", "counter", "Containers copied by pipeline repairs.", s.containers_repaired),
+            ("secretKeys", "secret_keys", "gauge", "Block-token secret keys held (current and still valid).", n(s.keys.len())),
+        ]
+    }
+
+    /// [`Self::status_numbers`] in Prometheus text (the status port's `/prom`).
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for (_, name, kind, help, value) in self.status_numbers() {
+            let _ = writeln!(out, "# HELP stratos_scm_{name} {help}\n# TYPE stratos_scm_{name} {kind}\nstratos_scm_{name} {value}");
+        }
+        out
+    }
+
     pub fn healthy(&self) -> BTreeSet<u64> {
         let limit = Duration::from_millis(self.cfg.dead_after_ms);
         self.last_seen.borrow().iter().filter(|(_, t)| t.elapsed() <= limit).map(|(d, _)| *d).collect()
@@ -360,6 +397,8 @@ fn write_checkpoint(dir: &std::path::Path, state: &ScmState, index: u64) -> anyh
 #[derive(Debug, Clone)]
 pub struct Ready {
     pub rpc: SocketAddr,
+    /// The status port, where one is served.
+    pub status: Option<SocketAddr>,
 }
 
 /// Runs the SCM until SIGTERM/SIGINT.
@@ -404,7 +443,9 @@ fn run_scm(cfg: ScmConfig, on_ready: Box<dyn FnOnce(&Ready) + Send>) -> anyhow::
                 }
             })
             .detach();
-            on_ready(&Ready { rpc });
+            let (s, tls) = (scm.clone(), scm.cfg.tls.as_ref().map(|t| t.http.clone()));
+            let status = stratos_common::status_http::serve_if(scm.cfg.http_address, tls, "SCM HTTP", "the SCM's RPC port is another: 9863 by default", move || s.metrics()).map_err(anyhow::Error::msg)?;
+            on_ready(&Ready { rpc, status });
             stratos_common::process::wait_stop().await;
             scm.wal.sync().await.context("syncing the SCM log")?;
             anyhow::Ok(())

@@ -312,25 +312,8 @@ impl scm_rpc::Server for ScmService {
     }
 
     async fn status(self: CapRc<Self>, _: scm_rpc::StatusParams, mut results: scm_rpc::StatusResults) -> Result<(), capnp::Error> {
-        let scm = &self.scm;
-        let healthy = scm.healthy();
-        let s = scm.state.borrow();
-        let json = serde_json::json!({
-            "datanodes": s.datanodes.len(),
-            "healthyDatanodes": healthy.len(),
-            "pipelines": s.pipelines.len(),
-            "containers": s.containers.len(),
-            "openContainers": s.open_container.len(),
-            "blocksAllocated": s.blocks_allocated,
-            "nextLocalId": s.next_local_id,
-            "pendingDeleteTransactions": s.deletes.len(),
-            "repairsInProgress": s.repairs.len(),
-            "containersToCopy": s.repairs.values().map(|r| r.pending.len()).sum::<usize>(),
-            "repairsDone": s.repairs_done,
-            "containersRepaired": s.containers_repaired,
-            "secretKeys": s.keys.len(),
-        });
-        results.get().set_json(json.to_string());
+        let json: serde_json::Map<String, serde_json::Value> = self.scm.status_numbers().into_iter().map(|(name, _, _, _, value)| (name.to_string(), value.into())).collect();
+        results.get().set_json(serde_json::Value::Object(json).to_string());
         Ok(())
     }
 }
