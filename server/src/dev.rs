@@ -12,8 +12,9 @@ pub struct DevArgs {
     /// Data directory [default: a fresh temp dir, removed on exit].
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Shift every default port by this much (OM RPC 9862 + N, HTTP 9874 + N, SCM 9863 + N,
-    /// S3 9878 + N and the gateway's status port 9879 + N; datanodes take free ports).
+    /// Shift every default port by this much (OM RPC 9862 + N, HTTP 9874 + N, SCM 9863 + N and
+    /// its status port 9876 + N, S3 9878 + N and the gateway's status port 9879 + N; datanodes
+    /// take free ports).
     #[arg(long, default_value_t = 0)]
     base_port: i32,
     /// Key shards, fixed when the data directory is formatted [default: one per executor with
@@ -368,7 +369,9 @@ pub fn dev(a: DevArgs) -> anyhow::Result<()> {
     if a.datanodes > 0 {
         let scm_addr = format!("127.0.0.1:{}", shifted(9863, a.base_port)?);
         let d = |p: &str| dir.join(p).display().to_string();
-        let mut scm_args: Vec<String> = vec!["scm".into(), "--http-address".into(), "127.0.0.1:0".into(), "--data-dir".into(), d("scm"), "--rpc-address".into(), scm_addr.clone(), "--dead-after-ms".into(), "10000".into()];
+        // Its status port (`/prom`) at Ozone's SCM HTTP port, shifted as the others are.
+        let scm_status = format!("127.0.0.1:{}", shifted(9876, a.base_port)?);
+        let mut scm_args: Vec<String> = vec!["scm".into(), "--http-address".into(), scm_status.clone(), "--data-dir".into(), d("scm"), "--rpc-address".into(), scm_addr.clone(), "--dead-after-ms".into(), "10000".into()];
         scm_args.extend(tls_flags(&dir, tls.as_ref(), "scm"));
         start_child(&mut children, "scm", &scm_args)?;
         for i in 0..a.datanodes {
@@ -376,12 +379,12 @@ pub fn dev(a: DevArgs) -> anyhow::Result<()> {
             args.extend(["--small-block-bytes".into(), a.small_block_bytes.to_string()]);
             args.extend(tls_flags(&dir, tls.as_ref(), &format!("dn-{i}")));
             let line = start_child(&mut children, &format!("datanode {i}"), &args)?;
-            eprintln!("stratos dev: datanode {i} at {}", field(&line, "rpc").unwrap_or("?"));
+            eprintln!("stratos dev: datanode {i} at {} (status {})", field(&line, "rpc").unwrap_or("?"), field(&line, "status").unwrap_or("off"));
         }
         c.scm_address = Some(scm_addr.clone());
         c.block_bytes = a.block_bytes;
         c.scm_poll_ms = 2000;
-        data = format!("scm {scm_addr}, {} datanodes", a.datanodes);
+        data = format!("scm {scm_addr} (status {scm_status}), {} datanodes", a.datanodes);
     }
     if a.om_nodes > 1 {
         return dev_cluster(&a, &dir, &c, children, &data, tls.as_ref());
