@@ -219,7 +219,7 @@ fn a_spare_made_alongside_appends_is_renamed_into_place() {
 /// from an unaligned start to an unaligned end, up to the file's last byte (its piece short).
 #[test]
 fn a_long_read_of_many_pieces_returns_the_bytes_in_order() {
-    use stratos_wal::{SegmentFile, Storage};
+    use stratos_wal::storage::{SegmentFile, Storage};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     on_executor(move || async move {
@@ -236,5 +236,66 @@ fn a_long_read_of_many_pieces_returns_the_bytes_in_order() {
         let mut buf = b"kept".to_vec();
         file.read_into(4_097, 3 << 20, &mut buf).await.expect("read into");
         assert!(buf[..4] == *b"kept" && buf[4..] == bytes[4_097..4_097 + (3 << 20)], "read_into appends the bytes after what the buffer held");
+    });
+}
+
+/// The extents of `path` that the file system holds as unwritten (fallocated, never written), by
+/// FIEMAP; None where the file system cannot say (tmpfs, say).
+fn unwritten_extents(path: &std::path::Path) -> Option<Vec<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    const FIEMAP_FLAG_SYNC: u32 = 1;
+    const FIEMAP_EXTENT_UNWRITTEN: u32 = 0x800;
+    const EXTENTS: usize = 64;
+    // struct fiemap (32 bytes) and EXTENTS struct fiemap_extent (56 bytes each), as u64 words.
+    let mut buf = vec![0u64; (32 + 56 * EXTENTS) / 8];
+    buf[1] = u64::MAX; // fm_length: the whole file
+    buf[2] = u64::from(FIEMAP_FLAG_SYNC); // fm_flags | fm_mapped_extents << 32 (out)
+    buf[3] = EXTENTS as u64; // fm_extent_count | fm_reserved << 32
+    let f = std::fs::File::open(path).ok()?;
+    // SAFETY: `buf` is a struct fiemap followed by room for EXTENTS extents, as the ioctl expects.
+    if unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_FIEMAP, buf.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    let mapped = (buf[2] >> 32) as usize;
+    let mut out = Vec::new();
+    for i in 0..mapped.min(EXTENTS) {
+        let e = &buf[4 + i * 7..4 + i * 7 + 7]; // logical, physical, length, 2 reserved, flags + 3 reserved u32
+        if (e[5] as u32) & FIEMAP_EXTENT_UNWRITTEN != 0 {
+            out.push((e[0], e[2]));
+        }
+    }
+    Some(out)
+}
+
+/// A new segment reads back as zeros from end to end (the WAL's torn-tail detection depends on
+/// it) and holds no unwritten extent (a write into one makes each fdatasync a journal commit:
+/// why segments are zero-filled, not only fallocated), at sizes that are and are not a multiple
+/// of the 1 MiB zero-fill chunk, over blocks that held other bytes before (a removed
+/// segment's, which the file system may hand out again).
+#[test]
+fn a_new_segment_is_zeros_from_end_to_end() {
+    use stratos_wal::storage::{SegmentFile, Storage};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    on_executor(move || async move {
+        let storage = DmaStorage::open(&path).await.expect("storage");
+        for (name, size) in [("a", 3u64 << 20), ("b", (2 << 20) + 8192), ("c", 12288)] {
+            // Garbage first, in a file of the same name removed again: freed blocks the new
+            // segment may get.
+            let old = storage.create(name, size).await.expect("create");
+            old.write_at(0, &vec![0xA5u8; size as usize]).await.expect("write");
+            old.sync_data().await.expect("sync");
+            drop(old);
+            storage.remove(name).await.expect("remove");
+            let seg = storage.create(name, size).await.expect("create again");
+            assert_eq!(seg.size().await.expect("size"), size);
+            let back = seg.read_at(0, size as usize).await.expect("read");
+            assert_eq!(back.len(), size as usize);
+            assert!(back.iter().all(|b| *b == 0), "{name}: a byte not zero at {:?}", back.iter().position(|b| *b != 0));
+            if let Some(unwritten) = unwritten_extents(&path.join(name)) {
+                assert!(unwritten.is_empty(), "{name}: unwritten extents (offset, length) {unwritten:?}");
+            }
+        }
     });
 }
