@@ -91,8 +91,8 @@ impl Storage for DmaStorage {
         let seg = DmaSegment { file };
         // One DMA buffer of zeros, zeroed once and written at every chunk of the file: the
         // general `write_at` copies its data into a fresh DMA buffer per write, which for a
-        // 64 MiB segment was 64 MiB of `memcpy` of zeros (a third of the OM's instructions in
-        // `bench/om_instructions.sh`'s runs, where segments are made at start and by the clock).
+        // 64 MiB segment was 64 MiB of `memcpy` of zeros (half of the instructions of an OM's
+        // start and its first 2,000 keys under callgrind: `bench/om_instructions.sh`).
         let mut zeros = seg.file.alloc_dma_buffer(ZERO_FILL_CHUNK_BYTES);
         zeros.as_bytes_mut().fill(0);
         let zeros = Rc::new(zeros);
