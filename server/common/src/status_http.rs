@@ -16,6 +16,21 @@ const REQUEST_HEAD_BYTES_MAX: usize = 8192;
 /// What a role answers on its status port for `/metrics` and `/prom`: Prometheus text.
 pub type Report = Rc<dyn Fn() -> Pin<Box<dyn Future<Output = String>>>>;
 
+/// Starts a metric family in Prometheus text: its `# HELP` and `# TYPE` lines (its samples
+/// follow, one `name{labels} value` line each).
+pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A role's `--http-address`: an IP address and port, or `none` (no status port).
+pub fn address(flag: &str) -> Result<Option<SocketAddr>, String> {
+    match flag {
+        "none" => Ok(None),
+        a => a.parse().map(Some).map_err(|_| format!("--http-address {a}: not host:port with an IP address (or none)")),
+    }
+}
+
 /// Whether the bytes so far cannot start an HTTP request: a request line starts with a method,
 /// upper-case letters up to a space.
 fn not_http(head: &[u8]) -> bool {
@@ -97,5 +112,12 @@ mod tests {
         assert!(super::not_http(b"\x00\x00\x00\x00capnp"), "a Cap'n Proto frame");
         assert!(super::not_http(b"\x16\x03\x01"), "a TLS hello on a plain port");
         assert!(super::not_http(b"get / HTTP/1.1"));
+    }
+
+    #[test]
+    fn a_status_address_is_host_port_or_none() {
+        assert_eq!(super::address("none"), Ok(None));
+        assert_eq!(super::address("127.0.0.1:9882"), Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9882)))));
+        assert_eq!(super::address("bogus"), Err("--http-address bogus: not host:port with an IP address (or none)".to_string()));
     }
 }

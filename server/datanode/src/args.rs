@@ -64,10 +64,7 @@ impl DatanodeArgs {
         let tls = self.tls.load(stratos_common::tls::Role::Datanode)?;
         let store = crate::store::StoreConfig { small_block_bytes: self.small_block_bytes, buffer_bytes: self.small_block_memory, log_segment_bytes: self.log_segment_bytes, read_cache_bytes: self.read_cache_bytes };
         store.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let http_address = match self.http_address.as_str() {
-            "none" => None,
-            a => Some(a.parse().map_err(|_| anyhow::anyhow!("--http-address {a}: not host:port with an IP address (or none)"))?),
-        };
+        let http_address = stratos_common::status_http::address(&self.http_address).map_err(anyhow::Error::msg)?;
         Ok(DatanodeConfig { data_dir, rpc_address: self.rpc_address, advertise: self.advertise, scm_address: self.scm, heartbeat_ms: self.heartbeat_ms, tls, store, connection_calls_max: usize::try_from(self.connection_calls_max).unwrap_or(usize::MAX), http_address })
     }
 }

@@ -150,7 +150,9 @@ impl Datanode {
         ];
         let mut out = String::new();
         for (name, kind, help, value) in rows {
-            let _ = writeln!(out, "# HELP stratos_datanode_{name} {help}\n# TYPE stratos_datanode_{name} {kind}\nstratos_datanode_{name}{{datanode=\"{id}\"}} {value}");
+            let name = format!("stratos_datanode_{name}");
+            stratos_common::status_http::family(&mut out, &name, kind, help);
+            let _ = writeln!(out, "{name}{{datanode=\"{id}\"}} {value}");
         }
         out
     }

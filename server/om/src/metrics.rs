@@ -13,6 +13,7 @@ use std::rc::Rc;
 
 use stratos_wal::{Log2Histogram, WalStats};
 use stratos_common::rpc::WireCounters;
+use stratos_common::status_http::family;
 
 use crate::core::{Core, META_GROUP, Msg};
 
@@ -137,10 +138,6 @@ pub fn sample_core(core: &Core, hashes: bool) -> Vec<GroupSample> {
 fn label(s: &GroupSample) -> String {
     let name = if s.group == META_GROUP { "meta".to_string() } else { format!("shard-{}", s.group - 1) };
     format!("group=\"{name}\",core=\"{}\"", s.core)
-}
-
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 fn scalar(out: &mut String, samples: &[GroupSample], name: &str, kind: &str, help: &str, f: impl Fn(&GroupSample) -> u64) {

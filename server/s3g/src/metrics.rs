@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use stratos_common::status_http::family;
+
 /// The methods requests are counted by (anything else counts as `other`).
 pub const METHODS: [&str; 7] = ["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "other"];
 /// Status classes: 1xx and 2xx count as `2xx` (an answer's final status is never 1xx).
@@ -108,30 +110,22 @@ impl Metrics {
     /// The counts of every executor together, as Prometheus text.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let mut head = |name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
-        head("stratos_s3g_requests_total", "counter", "S3 requests answered, by method and status class.");
-        let mut lines = String::new();
+        family(&mut out, "stratos_s3g_requests_total", "counter", "S3 requests answered, by method and status class.");
         for (m, method) in METHODS.iter().enumerate() {
             for (k, class) in CLASSES.iter().enumerate() {
-                let _ = writeln!(lines, "stratos_s3g_requests_total{{method=\"{method}\",code=\"{class}\"}} {}", self.sum(|c| &c.requests[m][k]));
+                let _ = writeln!(out, "stratos_s3g_requests_total{{method=\"{method}\",code=\"{class}\"}} {}", self.sum(|c| &c.requests[m][k]));
             }
         }
-        out.push_str(&lines);
-        let mut hist = String::from(
-            "# HELP stratos_s3g_request_seconds Time from a request's head to its answer's head (a body streams after it).\n# TYPE stratos_s3g_request_seconds histogram\n",
-        );
+        family(&mut out, "stratos_s3g_request_seconds", "histogram", "Time from a request's head to its answer's head (a body streams after it).");
         let mut cumulative = 0u64;
         for (i, bound) in BUCKETS.iter().enumerate() {
             cumulative += self.sum(|c| &c.time[i]);
-            let _ = writeln!(hist, "stratos_s3g_request_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(out, "stratos_s3g_request_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
         }
         cumulative += self.sum(|c| &c.time[BUCKETS.len()]);
-        let _ = writeln!(hist, "stratos_s3g_request_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(hist, "stratos_s3g_request_seconds_sum {}", self.sum(|c| &c.time_sum_us) as f64 / 1e6);
-        let _ = writeln!(hist, "stratos_s3g_request_seconds_count {cumulative}");
-        out.push_str(&hist);
+        let _ = writeln!(out, "stratos_s3g_request_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "stratos_s3g_request_seconds_sum {}", self.sum(|c| &c.time_sum_us) as f64 / 1e6);
+        let _ = writeln!(out, "stratos_s3g_request_seconds_count {cumulative}");
         let accepted = self.sum(|c| &c.connections_accepted);
         let closed = self.sum(|c| &c.connections_closed);
         let (calls, keys) = (self.sum(|c| &c.lookup_calls), self.sum(|c| &c.lookup_keys));
@@ -144,7 +138,8 @@ impl Metrics {
             ("stratos_s3g_executors", "gauge", "The gateway's executors (one per core).", self.cores.len() as u64),
         ];
         for (name, kind, help, value) in singles {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            family(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
         }
         out
     }

@@ -45,10 +45,7 @@ pub struct ScmArgs {
 
 impl ScmArgs {
     pub fn config(self) -> anyhow::Result<ScmConfig> {
-        let http_address = match self.http_address.as_str() {
-            "none" => None,
-            a => Some(a.parse().map_err(|_| anyhow::anyhow!("--http-address {a}: not host:port with an IP address (or none)"))?),
-        };
+        let http_address = stratos_common::status_http::address(&self.http_address).map_err(anyhow::Error::msg)?;
         Ok(ScmConfig {
             // Absolute: glommio syncs directories by path, and a relative one failed with EBADF.
             data_dir: std::path::absolute(&self.data_dir).unwrap_or(self.data_dir),

@@ -248,7 +248,9 @@ impl Scm {
         use std::fmt::Write as _;
         let mut out = String::new();
         for (_, name, kind, help, value) in self.status_numbers() {
-            let _ = writeln!(out, "# HELP stratos_scm_{name} {help}\n# TYPE stratos_scm_{name} {kind}\nstratos_scm_{name} {value}");
+            let name = format!("stratos_scm_{name}");
+            stratos_common::status_http::family(&mut out, &name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
         }
         out
     }
