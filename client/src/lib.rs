@@ -707,6 +707,10 @@ impl Client {
 
     /// After a retryable failure: waits (backoff), then moves to another node if the failure
     /// calls for it. False when the attempts are spent or the failure is not retryable.
+    ///
+    /// Callers box it: its connect (TLS included) makes a ~5.3 KiB future, and a future is
+    /// as large as the largest it awaits, so every call (the S3 gateway's too) carried those
+    /// bytes and moved them at each level, though this runs only after a failure.
     async fn recover(&self, e: &ClientError, attempt: &mut u32, delay: &mut Duration, started: std::time::Instant) -> bool {
         if !retryable(e) || *attempt >= self.attempts_max.get() || started.elapsed() + *delay >= self.call_deadline.get() {
             return false;
@@ -752,7 +756,7 @@ impl Client {
             let om = self.om();
             let addr = self.address().to_string();
             match self.attempt(&addr, started, f(&om)).await {
-                Err(e) if self.recover(&e, &mut attempt, &mut delay, started).await => {}
+                Err(e) if Box::pin(self.recover(&e, &mut attempt, &mut delay, started)).await => {}
                 Err(e) => return Err(self.gave_up(e, started)),
                 other => return other,
             }
@@ -1024,9 +1028,9 @@ impl Client {
             // A retryable outcome (a group without a leader, say) sends the whole batch again
             // with the same request ids: what was applied is answered from the retry cache.
             let again = match &sent {
-                Err(e) => self.recover(e, &mut attempt, &mut delay, started).await,
+                Err(e) => Box::pin(self.recover(e, &mut attempt, &mut delay, started)).await,
                 Ok(outs) => match outs.iter().find_map(|o| o.as_ref().err().filter(|e| retryable(e))) {
-                    Some(e) => self.recover(e, &mut attempt, &mut delay, started).await,
+                    Some(e) => Box::pin(self.recover(e, &mut attempt, &mut delay, started)).await,
                     None => false,
                 },
             };

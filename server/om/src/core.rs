@@ -428,6 +428,13 @@ impl Core {
         let Some((leader, addr)) = remote.filter(|(leader, _)| *leader != self.transport.me) else {
             return within("confirming leadership for a read", g.read_barrier()).await?.map_err(WireError::from);
         };
+        // A follower's way, boxed: its peer call and wait are ~1.6 KiB of future that every
+        // read and write on a leader would otherwise carry (and move at each await above).
+        Box::pin(self.linearize_at(g, leader, addr)).await
+    }
+
+    /// [`Self::linearize`] on a follower: the leader's read index, then this replica's apply.
+    async fn linearize_at(&self, g: &Group, leader: u64, addr: PeerAddr) -> Result<(), WireError> {
         let call = self.transport.call(leader, &addr.raft, g.id, Out::ReadIndex);
         let index = match within(&format!("asking the leader of group {}, node {leader}, for its read index", g.id), call).await? {
             Ok(b) if b.len() == 8 => u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),

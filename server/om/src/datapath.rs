@@ -238,7 +238,9 @@ impl DataPath {
         // The pool is short: this open waits for the SCM (and refills the pool on the way).
         self.stats.waits.set(self.stats.waits.get() + 1);
         let want = (n as u32).saturating_add(self.cfg.block_pool_size).min(stratos_schema::scm_limits::ALLOCATE_MAX);
-        let mut got = self.allocate(want.max(n as u32), replication, owner, &[]).await?;
+        // Boxed: the SCM call's future is ~2.8 KiB, which every open would otherwise carry
+        // (and move) though nearly all are served from the pool above.
+        let mut got = Box::pin(self.allocate(want.max(n as u32), replication, owner, &[])).await?;
         let out: Vec<BlockLocation> = got.drain(..n).collect();
         self.pools.borrow_mut().entry((shard, replication)).or_default().extend(got);
         Ok(out)
