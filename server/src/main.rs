@@ -112,7 +112,8 @@ fn main() -> anyhow::Result<()> {
             stratos_s3g::server::run(&a, |r| {
                 let tls = security(r.tls);
                 let scheme = if r.https { "https" } else { "http" };
-                println!("stratos s3g ready: {scheme}://{} om {} cores {} {tls} status {}", r.address, a.om, r.cores, r.status);
+                let status = r.status.map(|s| format!(" status {s}")).unwrap_or_default();
+                println!("stratos s3g ready: {scheme}://{} om {} cores {} {tls}{status}", r.address, a.om, r.cores);
             })?;
             eprintln!("stratos s3g: stopped cleanly");
         }

@@ -232,6 +232,16 @@ fn the_s3_generator_drives_each_operation_through_the_gateway_and_prom_counts_th
     let all: u64 = ["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "other"].iter().flat_map(|m| ["2xx", "3xx", "4xx", "5xx"].map(|k| requests(m, k))).sum();
     assert_eq!(value("stratos_s3g_request_seconds_count"), all, "the histogram holds every request once");
     assert!(value("stratos_s3g_request_seconds_bucket{le=\"0.0005\"}") <= value("stratos_s3g_request_seconds_bucket{le=\"2.5\"}"));
+    // By S3 operation, as the generator sent them: the same requests, each counted once.
+    let op = |name: &str, code: &str| value(&format!("stratos_s3g_operations_total{{operation=\"{name}\",code=\"{code}\"}}"));
+    assert_eq!(op("GetObject", "2xx"), 12, "{prom}");
+    assert_eq!(op("PutObject", "2xx"), 6, "{prom}");
+    assert_eq!(op("CreateMultipartUpload", "2xx"), 12, "{prom}");
+    assert!(op("ListObjectsV2", "2xx") >= 3 && op("ListMultipartUploads", "2xx") >= 2, "{prom}");
+    assert_eq!(op("ListBuckets", "4xx"), 3, "the anonymous GETs of the service: {prom}");
+    assert_eq!(value("stratos_s3g_operation_seconds_count{operation=\"GetObject\"}"), 12, "{prom}");
+    let ops: u64 = prom.lines().filter(|l| l.starts_with("stratos_s3g_operations_total{")).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum();
+    assert_eq!(ops, all, "every request counts as one operation: {prom}");
     let (calls, lookups) = (value("stratos_s3g_om_lookup_calls_total"), value("stratos_s3g_om_lookups_total"));
     assert!(lookups >= 12 && (1..=lookups).contains(&calls), "{calls} lookup calls for {lookups} lookups: {prom}");
     assert!(value("stratos_s3g_connections_accepted_total") >= 4, "the 3 anonymous requests and a bench s3 connection at least: {prom}");

@@ -427,11 +427,14 @@ pub async fn handle(gw: Rc<Gateway>, req: Request<Incoming>) -> Result<Response<
     // what the bucket's CORS rules allow the origin. The method matched is the one an
     // `Access-Control-Request-Method` names, where one is sent (as Ceph's gateway reads it).
     let text = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let host = text("host");
+    let (bucket, key) = gw.resource(host.as_deref(), resource.strip_prefix('/').unwrap_or(&resource));
+    // Counted by its shape, so that a request refused before it is routed counts as the
+    // operation it asked for.
+    let form = req.headers().get(hyper::header::CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(b"multipart/form-data"));
+    let operation = crate::metrics::operation(method.as_str(), !bucket.is_empty(), !key.is_empty(), &raw_query, req.headers().contains_key("x-amz-copy-source"), form);
     let cross_origin = match text("origin") {
-        Some(origin) if method != hyper::Method::OPTIONS => {
-            let (bucket, _) = gw.resource(text("host").as_deref(), resource.strip_prefix('/').unwrap_or(&resource));
-            (!bucket.is_empty()).then(|| (bucket.into_owned(), origin, text("access-control-request-method").unwrap_or_else(|| method.to_string())))
-        }
+        Some(origin) if method != hyper::Method::OPTIONS && !bucket.is_empty() => Some((bucket.into_owned(), origin, text("access-control-request-method").unwrap_or_else(|| method.to_string()))),
         _ => None,
     };
     let reply = serve(&gw, req, &raw_path, &raw_query).await;
@@ -463,7 +466,7 @@ pub async fn handle(gw: Rc<Gateway>, req: Request<Incoming>) -> Result<Response<
     if let Some((bucket, origin, method)) = cross_origin {
         reply.headers.extend(cors_headers(&gw, &bucket, &origin, &method).await);
     }
-    gw.metrics.request(method.as_str(), reply.status, started.elapsed());
+    gw.metrics.request(method.as_str(), operation, reply.status, started.elapsed());
     let mut b = Response::builder().status(reply.status).header("x-amz-request-id", &request_id).header("server", "Stratos");
     for (n, v) in &reply.headers {
         // Bytes, not only visible ASCII: user metadata may be UTF-8.

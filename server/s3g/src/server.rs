@@ -28,8 +28,8 @@ pub struct S3gArgs {
     pub address: String,
     /// The status port (Ozone's s3g webadmin port is 19878): `/health`, and `/prom` (or
     /// `/metrics`) with the gateway's counters in Prometheus text: requests by method and
-    /// status class, their time to the answer's head, client connections, the OM lookups GETs
-    /// shared. HTTPS when the gateway has TLS.
+    /// status class and by S3 operation, their time to the answer's head, client connections,
+    /// the OM lookups GETs shared. HTTPS when the gateway has TLS. `none`: no status port.
     #[arg(long, default_value = "0.0.0.0:19878")]
     pub http_address: String,
     /// Executors (one per core) [default: every CPU].
@@ -77,8 +77,8 @@ pub struct S3gArgs {
 #[derive(Debug, Clone)]
 pub struct Ready {
     pub address: SocketAddr,
-    /// The status port (`/prom`).
-    pub status: SocketAddr,
+    /// The status port (`/prom`), unless `--http-address none`.
+    pub status: Option<SocketAddr>,
     pub https: bool,
     pub cores: usize,
     pub tls: bool,
@@ -110,7 +110,7 @@ fn run_gateway(a: &S3gArgs, ready: Box<dyn FnOnce(&Ready) + '_>) -> anyhow::Resu
             t.check_host(&format!("*.{d}")).with_context(|| format!("--domain {d}"))?;
         }
     }
-    let status_addr: SocketAddr = a.http_address.parse().with_context(|| format!("--http-address {}: not host:port with an IP address", a.http_address))?;
+    let status_addr = stratos_common::status_http::address(&a.http_address).map_err(anyhow::Error::msg)?;
     let keyring = a.sse_keyring.as_deref().map(|p| crate::sse::Keyring::load(p, &a.sse_s3_key)).transpose()?;
     let bound = stratos_common::rpc::claim_shared_port(addr).with_context(|| format!("binding the S3 address {addr}"))?;
     let cores = a.cores.unwrap_or_else(stratos_common::process::host_cpus).max(1);
@@ -141,7 +141,9 @@ fn run_gateway(a: &S3gArgs, ready: Box<dyn FnOnce(&Ready) + '_>) -> anyhow::Resu
                     }
                 };
                 let mut status = None;
-                if core == 0 {
+                if core == 0
+                    && let Some(status_addr) = status_addr
+                {
                     let all = metrics.clone();
                     let report: stratos_common::status_http::Report = Rc::new(move || {
                         let all = all.clone();
@@ -169,7 +171,6 @@ fn run_gateway(a: &S3gArgs, ready: Box<dyn FnOnce(&Ready) + '_>) -> anyhow::Resu
     for _ in 0..cores {
         status = status.or(rx.recv().context("an executor ended before it listened")?.map_err(anyhow::Error::msg)?);
     }
-    let status = status.context("the status port was not bound")?;
     ready(&Ready { address: bound, status, https: http_tls.is_some(), cores, tls: tls.is_some() });
     while !stratos_common::process::stop_requested() {
         std::thread::sleep(Duration::from_millis(100));
