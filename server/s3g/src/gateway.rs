@@ -427,14 +427,12 @@ pub async fn handle(gw: Rc<Gateway>, req: Request<Incoming>) -> Result<Response<
     // what the bucket's CORS rules allow the origin. The method matched is the one an
     // `Access-Control-Request-Method` names, where one is sent (as Ceph's gateway reads it).
     let text = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let host = text("host");
-    let (bucket, key) = gw.resource(host.as_deref(), resource.strip_prefix('/').unwrap_or(&resource));
-    // Counted by its shape, so that a request refused before it is routed counts as the
-    // operation it asked for.
-    let form = req.headers().get(hyper::header::CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(b"multipart/form-data"));
-    let operation = crate::metrics::operation(method.as_str(), !bucket.is_empty(), !key.is_empty(), &raw_query, req.headers().contains_key("x-amz-copy-source"), form);
+    let operation = operation_of(&gw, &req, &resource, &raw_query);
     let cross_origin = match text("origin") {
-        Some(origin) if method != hyper::Method::OPTIONS && !bucket.is_empty() => Some((bucket.into_owned(), origin, text("access-control-request-method").unwrap_or_else(|| method.to_string()))),
+        Some(origin) if method != hyper::Method::OPTIONS => {
+            let (bucket, _) = gw.resource(text("host").as_deref(), resource.strip_prefix('/').unwrap_or(&resource));
+            (!bucket.is_empty()).then(|| (bucket.into_owned(), origin, text("access-control-request-method").unwrap_or_else(|| method.to_string())))
+        }
         _ => None,
     };
     let reply = serve(&gw, req, &raw_path, &raw_query).await;
@@ -481,6 +479,19 @@ pub async fn handle(gw: Rc<Gateway>, req: Request<Incoming>) -> Result<Response<
         *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
         r
     }))
+}
+
+/// The S3 operation a request is ([`crate::metrics::operation`]), counted by its shape so that
+/// one refused before it is routed counts as what it asked for. Only what can tell operations
+/// apart is read: the Host only where buckets may be named by it (`--domain`), the copy source
+/// of a PUT, the content type of a POST.
+fn operation_of(gw: &Gateway, req: &Request<Incoming>, resource: &str, raw_query: &str) -> usize {
+    let method = req.method();
+    let host = if gw.domains.is_empty() { None } else { req.headers().get(hyper::header::HOST).and_then(|v| v.to_str().ok()) };
+    let (bucket, key) = gw.resource(host, resource.strip_prefix('/').unwrap_or(resource));
+    let copy = method == hyper::Method::PUT && req.headers().contains_key("x-amz-copy-source");
+    let form = method == hyper::Method::POST && req.headers().get(hyper::header::CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(b"multipart/form-data"));
+    crate::metrics::operation(method.as_str(), !bucket.is_empty(), !key.is_empty(), raw_query, copy, form)
 }
 
 async fn serve(gw: &Rc<Gateway>, req: Request<Incoming>, raw_path: &str, raw_query: &str) -> R {
