@@ -69,8 +69,9 @@ for b in "${builds[@]}"; do
   valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" s3g --om "$STRATOS_OM" --address "127.0.0.1:$gw_port" --http-address 127.0.0.1:0 --cores 1 \
     --tls-ca "$tls/ca.pem" --tls-cert "$tls/s3g.pem" --tls-key "$tls/s3g.key" > "$tmp/gw.out" 2>&1 &
   gw=$!
-  # Under valgrind a thread blocked in io_uring_enter keeps valgrind's one lock, so the main
-  # thread cannot print the ready line while the idle executor waits: a connection wakes it.
+  # Under valgrind (which runs one thread at a time) the main thread did not get to print the
+  # ready line while the idle executor waited in io_uring_enter (2026-12-08, valgrind 3.19,
+  # Linux 6.18): a connection wakes the executor, and the line follows.
   for _ in $(seq 1 600); do
     grep -q ready "$tmp/gw.out" && break
     sleep 0.3
