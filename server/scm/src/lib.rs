@@ -219,7 +219,6 @@ impl Scm {
         self.last_seen.borrow_mut().insert(datanode, Instant::now());
     }
 
-    /// Datanodes that beat within `dead_after_ms`.
     /// What the SCM reports of itself, each as (its name in the `status` call's JSON, its
     /// Prometheus series, the series' type, help, value): one list, so the two never differ.
     pub fn status_numbers(&self) -> Vec<(&'static str, &'static str, &'static str, &'static str, u64)> {
@@ -255,6 +254,7 @@ impl Scm {
         out
     }
 
+    /// Datanodes that beat within `dead_after_ms`.
     pub fn healthy(&self) -> BTreeSet<u64> {
         let limit = Duration::from_millis(self.cfg.dead_after_ms);
         self.last_seen.borrow().iter().filter(|(_, t)| t.elapsed() <= limit).map(|(d, _)| *d).collect()
