@@ -58,6 +58,12 @@ enum Command {
     Tune(stratos_tuning::cli::TuneArgs),
 }
 
+/// A ready line's last word, ` status ADDR`, where the role serves a status port (`stratos
+/// dev` and the tests read it by that word).
+fn status_word(status: Option<std::net::SocketAddr>) -> String {
+    status.map(|s| format!(" status {s}")).unwrap_or_default()
+}
+
 /// The end of a node's ready line: whether its links are secured. A node without TLS says so
 /// on stderr too: it believes whoever reaches its ports.
 fn security(tls: bool) -> &'static str {
@@ -94,8 +100,7 @@ fn main() -> anyhow::Result<()> {
             let c = a.config()?;
             let tls = security(c.tls.is_some());
             stratos_scm::run(c, move |r| {
-                let status = r.status.map(|s| format!(" status {s}")).unwrap_or_default();
-                println!("stratos scm ready: rpc {} {tls}{status}", r.rpc);
+                println!("stratos scm ready: rpc {} {tls}{}", r.rpc, status_word(r.status));
             })?;
             eprintln!("stratos scm: stopped cleanly");
         }
@@ -103,8 +108,7 @@ fn main() -> anyhow::Result<()> {
             let c = a.config()?;
             let tls = security(c.tls.is_some());
             stratos_datanode::run(c, move |r| {
-                let status = r.status.map(|s| format!(" status {s}")).unwrap_or_default();
-                println!("stratos datanode ready: rpc {} id {} {tls}{status}", r.rpc, r.id);
+                println!("stratos datanode ready: rpc {} id {} {tls}{}", r.rpc, r.id, status_word(r.status));
             })?;
             eprintln!("stratos datanode: stopped cleanly");
         }
@@ -112,8 +116,7 @@ fn main() -> anyhow::Result<()> {
             stratos_s3g::server::run(&a, |r| {
                 let tls = security(r.tls);
                 let scheme = if r.https { "https" } else { "http" };
-                let status = r.status.map(|s| format!(" status {s}")).unwrap_or_default();
-                println!("stratos s3g ready: {scheme}://{} om {} cores {} {tls}{status}", r.address, a.om, r.cores);
+                println!("stratos s3g ready: {scheme}://{} om {} cores {} {tls}{}", r.address, a.om, r.cores, status_word(r.status));
             })?;
             eprintln!("stratos s3g: stopped cleanly");
         }

@@ -23,6 +23,13 @@ pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// A metric family with its one sample: `name{labels} value` (`name value` without labels).
+pub fn single(out: &mut String, name: &str, kind: &str, help: &str, labels: &str, value: u64) {
+    use std::fmt::Write as _;
+    family(out, name, kind, help);
+    let _ = if labels.is_empty() { writeln!(out, "{name} {value}") } else { writeln!(out, "{name}{{{labels}}} {value}") };
+}
+
 /// A role's `--http-address`: an IP address and port, or `none` (no status port).
 pub fn address(flag: &str) -> Result<Option<SocketAddr>, String> {
     match flag {
@@ -112,6 +119,14 @@ mod tests {
         assert!(super::not_http(b"\x00\x00\x00\x00capnp"), "a Cap'n Proto frame");
         assert!(super::not_http(b"\x16\x03\x01"), "a TLS hello on a plain port");
         assert!(super::not_http(b"get / HTTP/1.1"));
+    }
+
+    #[test]
+    fn a_single_sample_follows_its_family_with_or_without_labels() {
+        let mut out = String::new();
+        super::single(&mut out, "a_total", "counter", "As.", "", 3);
+        super::single(&mut out, "b", "gauge", "Bs.", "node=\"7\"", 4);
+        assert_eq!(out, "# HELP a_total As.\n# TYPE a_total counter\na_total 3\n# HELP b Bs.\n# TYPE b gauge\nb{node=\"7\"} 4\n");
     }
 
     #[test]

@@ -125,7 +125,6 @@ impl Datanode {
     /// compactions, bytes buffered, the read cache's hits and misses), blocks copied back to
     /// full replication, and what its Cap'n Proto connections sent.
     pub fn metrics(&self) -> String {
-        use std::fmt::Write as _;
         let s = self.store.stats();
         let w = self.store.log_stats();
         let wire = stratos_common::rpc::wire_counters();
@@ -148,11 +147,9 @@ impl Datanode {
             ("rpc_writes_total", "counter", "Writes of this datanode's Cap'n Proto connections to their sockets (each carries what one turn of the executor wrote).", wire.writes),
             ("rpc_reads_paused_total", "counter", "Times a client connection stopped being read because its calls in flight reached --connection-calls-max.", wire.reads_paused),
         ];
-        let mut out = String::new();
+        let (mut out, labels) = (String::new(), format!("datanode=\"{id}\""));
         for (name, kind, help, value) in rows {
-            let name = format!("stratos_datanode_{name}");
-            stratos_common::status_http::family(&mut out, &name, kind, help);
-            let _ = writeln!(out, "{name}{{datanode=\"{id}\"}} {value}");
+            stratos_common::status_http::single(&mut out, &format!("stratos_datanode_{name}"), kind, help, &labels, value);
         }
         out
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use stratos_common::status_http::family;
+use stratos_common::status_http::{family, single};
 
 /// The methods requests are counted by (anything else counts as `other`).
 pub const METHODS: [&str; 7] = ["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "other"];
@@ -279,8 +279,7 @@ impl Metrics {
             ("stratos_s3g_executors", "gauge", "The gateway's executors (one per core).", self.cores.len() as u64),
         ];
         for (name, kind, help, value) in singles {
-            family(&mut out, name, kind, help);
-            let _ = writeln!(out, "{name} {value}");
+            single(&mut out, name, kind, help, "", value);
         }
         out
     }

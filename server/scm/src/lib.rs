@@ -244,12 +244,9 @@ impl Scm {
 
     /// [`Self::status_numbers`] in Prometheus text (the status port's `/prom`).
     pub fn metrics(&self) -> String {
-        use std::fmt::Write as _;
         let mut out = String::new();
         for (_, name, kind, help, value) in self.status_numbers() {
-            let name = format!("stratos_scm_{name}");
-            stratos_common::status_http::family(&mut out, &name, kind, help);
-            let _ = writeln!(out, "{name} {value}");
+            stratos_common::status_http::single(&mut out, &format!("stratos_scm_{name}"), kind, help, "", value);
         }
         out
     }
