@@ -10,7 +10,9 @@
 # objects of SIZE bytes (default 4096) through it, makes 300 GETs to warm it up, zeroes the
 # counters (`callgrind_control -z`), makes GETS GETs (default 3,000) with T workers (default
 # 16), dumps the counters (`callgrind_control -d`) and prints the instructions per GET. TOP=N
-# also prints the N functions that spend the most instructions per GET themselves.
+# also prints the N functions that spend the most instructions per GET themselves. OP=put
+# counts PUTs instead: 300 to warm up, then GETS PUTs of SIZE bytes (T at once: an upload's
+# MD5 pairs with another's, server/s3g/src/md5pairs.rs).
 #
 # What it counts: the gateway's own instructions only (HTTP, SigV4, TLS, its OM and datanode
 # calls); the kernel's work, cache misses and the other processes are not in it. valgrind's CPU
@@ -29,7 +31,8 @@ gets=${1:-3000}
 shift || true
 builds=("$@")
 [ ${#builds[@]} -gt 0 ] || builds=(target/release/stratos)
-size=${SIZE:-4096}; t=${T:-16}
+size=${SIZE:-4096}; t=${T:-16}; op=${OP:-get}
+[[ "$op" == get || "$op" == put ]] || { echo "s3g_instructions.sh: OP is get or put, not '$op' (--help)" >&2; exit 2; }
 for v in "$size" "$t"; do
   [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "s3g_instructions.sh: SIZE and T are positive numbers, not '$v' (--help)" >&2; exit 2; }
 done
@@ -79,17 +82,24 @@ for b in "${builds[@]}"; do
   done
   grep -q ready "$tmp/gw.out" || { cat "$tmp/gw.out" >&2; exit 1; }
   endpoint=https://127.0.0.1:$gw_port
-  "$bin" bench s3 --op put --size "$size" -t "$t" -n 2000 --bucket instructions --endpoint "$endpoint" > "$tmp/put.out" 2>&1 || { cat "$tmp/put.out" >&2; exit 1; }
-  "$bin" bench s3 --op get -t "$t" -n 300 --bucket instructions --endpoint "$endpoint" > "$tmp/warm.out" 2>&1 || { cat "$tmp/warm.out" >&2; exit 1; }
+  if [ "$op" = get ]; then
+    "$bin" bench s3 --op put --size "$size" -t "$t" -n 2000 --bucket instructions --endpoint "$endpoint" > "$tmp/put.out" 2>&1 || { cat "$tmp/put.out" >&2; exit 1; }
+    "$bin" bench s3 --op get -t "$t" -n 300 --bucket instructions --endpoint "$endpoint" > "$tmp/warm.out" 2>&1 || { cat "$tmp/warm.out" >&2; exit 1; }
+  else
+    "$bin" bench s3 --op put --size "$size" -t "$t" -n 300 --bucket instructions --endpoint "$endpoint" > "$tmp/warm.out" 2>&1 || { cat "$tmp/warm.out" >&2; exit 1; }
+  fi
   callgrind_control -z "$gw" > /dev/null 2>&1
-  "$bin" bench s3 --op get -t "$t" -n "$gets" --bucket instructions --endpoint "$endpoint" > "$tmp/get.out" 2>&1 || { cat "$tmp/get.out" >&2; exit 1; }
+  measure=(--op get)
+  [ "$op" = put ] && measure=(--op put --size "$size")
+  "$bin" bench s3 "${measure[@]}" -t "$t" -n "$gets" --bucket instructions --endpoint "$endpoint" > "$tmp/run.out" 2>&1 || { cat "$tmp/run.out" >&2; exit 1; }
   callgrind_control -d "$gw" > /dev/null 2>&1
   kill -9 "$gw" 2> /dev/null; wait "$gw" 2> /dev/null || true; gw=
   kill -INT "$dev"; wait "$dev" 2> /dev/null || true; dev=
   dump=$(ls "$out".* 2> /dev/null | tail -1)
   [ -n "$dump" ] || { echo "s3g_instructions.sh: callgrind wrote no dump for $b" >&2; exit 1; }
   total=$(callgrind_annotate "$dump" 2> /dev/null | awk '/PROGRAM TOTALS/ && !seen { gsub(",", "", $1); print $1; seen = 1 }')
-  echo "$b: $((total / gets)) instructions per GET of $size B ($gets GETs, $t workers; $total in all)"
+  OP_=${op^^}
+  echo "$b: $((total / gets)) instructions per $OP_ of $size B ($gets ${OP_}s, $t workers; $total in all)"
   if [ -n "${TOP:-}" ]; then
     callgrind_annotate --auto=no --inclusive=no --threshold=100 "$dump" 2> /dev/null \
       | sed -nE 's/^ *([0-9,]+) \([ 0-9.]+%\) +(\* +)?[^:]*:(.*)$/\1\t\3/p' | tr -d ',' \

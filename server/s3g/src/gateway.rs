@@ -23,6 +23,7 @@ use crate::error::{S3Error, from_om};
 use crate::form;
 use crate::lifecycle;
 use crate::lookups::Lookups;
+use crate::md5pairs::Md5Pairs;
 use crate::metrics::CoreMetrics;
 use crate::http::Body;
 use crate::object::{self, Condition, ETAG, Finish, Input, Reader};
@@ -87,6 +88,8 @@ pub struct Gateway {
     lifecycle_day_ms: u64,
     /// GETs' and HEADs' lookups waiting to share a call (see [`crate::lookups`]).
     lookups: Rc<Lookups>,
+    /// Uploads' MD5s hashed two at a time (see [`crate::md5pairs`]).
+    pub(crate) md5_pairs: Md5Pairs,
     /// This executor's counters (the status port's `/prom`).
     metrics: Arc<CoreMetrics>,
 }
@@ -245,13 +248,15 @@ impl Gateway {
             domains: Vec::new(),
             lifecycle_day_ms: stratos_common::lifecycle::DAY_MS,
             lookups: Rc::default(),
+            md5_pairs: Md5Pairs::default(),
             metrics: Arc::default(),
         }
     }
 
-    /// Counts this executor's requests and OM lookups into `metrics` (see [`crate::metrics`]).
+    /// Counts this executor's requests, OM lookups and MD5 pairing into `metrics` (see [`crate::metrics`]).
     pub fn with_metrics(mut self, metrics: Arc<CoreMetrics>) -> Gateway {
         self.lookups = Rc::new(Lookups::new(metrics.clone()));
+        self.md5_pairs = Md5Pairs::new(metrics.clone());
         self.metrics = metrics;
         self
     }

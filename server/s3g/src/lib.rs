@@ -7,7 +7,8 @@
 //! - [`gateway`]: authentication ([`sigv4`] with the principal's secret, read from the OM),
 //!   routing, and the operations, acting on the OM for the principal the signature proves.
 //! - [`object`]: object bytes through the datanodes (write with the MD5 ETag, ranged read).
-//! - [`md5sum`]: the MD5 of ETags and Content-MD5, written for its dependency chain.
+//! - [`md5sum`]: the MD5 of ETags and Content-MD5, written for its dependency chain;
+//!   [`md5pairs`]: an executor's uploads hashed two at a time.
 //! - [`sse`]: server-side encryption (SSE-C, SSE-S3, SSE-KMS with the gateway's keyring).
 //! - [`payload`]: request bodies in S3's encodings, checked as they stream.
 //! - [`checksum`]: S3's additional checksums (`x-amz-checksum-*`), checked as they stream.
@@ -28,6 +29,7 @@ pub mod gateway;
 pub mod http;
 pub mod lifecycle;
 pub mod lookups;
+pub mod md5pairs;
 pub mod md5sum;
 pub mod metrics;
 pub mod object;

@@ -134,6 +134,8 @@ pub struct CoreMetrics {
     tls_handshake_failures: AtomicU64,
     lookup_calls: AtomicU64,
     lookup_keys: AtomicU64,
+    md5_paired: AtomicU64,
+    md5_alone: AtomicU64,
 }
 
 /// Adds `n` to a counter only this executor writes.
@@ -155,6 +157,8 @@ impl Default for CoreMetrics {
             tls_handshake_failures: AtomicU64::default(),
             lookup_calls: AtomicU64::default(),
             lookup_keys: AtomicU64::default(),
+            md5_paired: AtomicU64::default(),
+            md5_alone: AtomicU64::default(),
         }
     }
 }
@@ -200,6 +204,18 @@ impl CoreMetrics {
     /// Lookup calls sent so far, and the keys they carried.
     pub fn lookups(&self) -> (u64, u64) {
         (get(&self.lookup_calls), get(&self.lookup_keys))
+    }
+
+    /// Uploads' bytes hashed for their MD5s two uploads at a time, and alone
+    /// ([`crate::md5pairs`]).
+    pub fn md5_hashed(&self, paired: u64, alone: u64) {
+        add(&self.md5_paired, paired);
+        add(&self.md5_alone, alone);
+    }
+
+    /// The bytes hashed in pairs and alone so far.
+    pub fn md5_counts(&self) -> (u64, u64) {
+        (get(&self.md5_paired), get(&self.md5_alone))
     }
 }
 
@@ -267,6 +283,9 @@ impl Metrics {
         for &o in &seen {
             histogram(&mut out, "stratos_s3g_operation_seconds", &format!("operation=\"{}\"", name(o)), &hist[o], sums[o]);
         }
+        family(&mut out, "stratos_s3g_md5_bytes_total", "counter", "Uploaded bytes hashed for their MD5 (ETag, Content-MD5) two uploads at a time, and alone.");
+        let _ = writeln!(out, "stratos_s3g_md5_bytes_total{{hashed=\"paired\"}} {}", self.sum(|c| &c.md5_paired));
+        let _ = writeln!(out, "stratos_s3g_md5_bytes_total{{hashed=\"alone\"}} {}", self.sum(|c| &c.md5_alone));
         let accepted = self.sum(|c| &c.connections_accepted);
         let closed = self.sum(|c| &c.connections_closed);
         let (calls, keys) = (self.sum(|c| &c.lookup_calls), self.sum(|c| &c.lookup_keys));
@@ -307,6 +326,8 @@ mod tests {
         b.connection_closed();
         a.lookup_call(3);
         b.lookup_call(1);
+        a.md5_hashed(2 << 20, 4096);
+        b.md5_hashed(0, 100);
         let t = m.render();
         assert_eq!(value(&t, "stratos_s3g_requests_total{method=\"GET\",code=\"2xx\"}"), 2);
         assert_eq!(value(&t, "stratos_s3g_requests_total{method=\"PUT\",code=\"4xx\"}"), 1);
@@ -321,6 +342,8 @@ mod tests {
         assert_eq!(value(&t, "stratos_s3g_connections_open"), 1);
         assert_eq!(value(&t, "stratos_s3g_om_lookup_calls_total"), 2);
         assert_eq!(value(&t, "stratos_s3g_om_lookups_total"), 4);
+        assert_eq!(value(&t, "stratos_s3g_md5_bytes_total{hashed=\"paired\"}"), 2 << 20);
+        assert_eq!(value(&t, "stratos_s3g_md5_bytes_total{hashed=\"alone\"}"), 4196, "summed over the executors");
         assert!(t.contains("stratos_s3g_request_seconds_sum 9.0043\n"), "{t}");
         // By operation: each series with its own count, the histograms cumulative per operation.
         for (series, want) in [

@@ -15,7 +15,6 @@ use crate::S3_VOLUME;
 use crate::checksum::{self, Algorithm};
 use crate::error::{S3Error, from_om};
 use crate::gateway::Gateway;
-use crate::md5sum::Md5;
 use crate::payload::Payload;
 use crate::sse::Cipher;
 
@@ -210,7 +209,11 @@ async fn write_opened(
     let mut pool = blocks;
     pool.reverse();
     let mut written: Vec<Block> = Vec::new();
-    let mut md5 = Md5::new();
+    // The body's MD5, hashed two uploads at a time where this executor has another
+    // (`crate::md5pairs`): each call's bytes join it as they go out, and wait there for a partner
+    // while the datanodes write them. `known`: the Content-MD5, once the whole body matched it.
+    let mut md5 = gw.md5_pairs.start();
+    let mut known: Option<[u8; 16]> = None;
     let mut buf = BytesMut::new();
     let mut open: Option<Open> = None;
     let mut ended = false;
@@ -221,7 +224,8 @@ async fn write_opened(
         // about once more per call (perf of 1 MiB PUTs: `BytesMut::reserve` 3.7% of the gateway's
         // CPU). The slack holds the piece that crosses the call's end, where the input goes on.
         // Once a call's piece is sent and dropped, this takes the same allocation back (moving
-        // only the bytes left over). A length that turns out short only means growing again.
+        // only the bytes left over); while the piece still waits in the MD5 for a partner, it
+        // takes a new one. A length that turns out short only means growing again.
         let room = CHUNK_BYTES.saturating_sub(buf.len() as u64);
         let rest = size_hint.saturating_sub(size + buf.len() as u64);
         if !ended && rest > 0 {
@@ -231,18 +235,18 @@ async fn write_opened(
         // Up to one call's worth of bytes (fewer only at the end of the input).
         while !ended && (buf.len() as u64) < CHUNK_BYTES {
             match input.next().await? {
-                Some(b) => {
-                    md5.update(&b);
-                    buf.extend_from_slice(&b);
-                }
+                Some(b) => buf.extend_from_slice(&b),
                 None => {
                     ended = true;
                     // The Content-MD5, from the hash the ETag is made of: before the last
-                    // bytes go out and before the commit, so a mismatch stores nothing.
-                    if let Some(want) = input.expected_md5()
-                        && md5.clone().finalize().as_slice() != want
-                    {
-                        return Err(S3Error::new("BadDigest", 400, "the Content-MD5 you specified did not match what we received"));
+                    // bytes go out and before the commit, so a mismatch stores nothing. A match
+                    // is the ETag: the bytes still to go out need no hashing.
+                    if let Some(want) = input.expected_md5() {
+                        let got = md5.digest_with(&buf);
+                        if got.as_slice() != want {
+                            return Err(S3Error::new("BadDigest", 400, "the Content-MD5 you specified did not match what we received"));
+                        }
+                        known = Some(got);
                     }
                 }
             }
@@ -276,10 +280,24 @@ async fn write_opened(
             let o = open.as_mut().expect("opened above");
             let take = (buf.len() as u64).min(CHUNK_BYTES).min(o.capacity - o.at) as usize;
             let mut piece = buf.split_to(take);
-            if let Some(cipher) = cipher {
-                // Encrypted here, before any datanode sees it.
-                cipher.apply(o.block.container_id, o.block.local_id, o.at, &mut piece).map_err(S3Error::internal)?;
-            }
+            let piece = match cipher {
+                None => {
+                    let piece = piece.freeze();
+                    if known.is_none() {
+                        md5.update(piece.clone());
+                    }
+                    piece
+                }
+                Some(cipher) => {
+                    // The ETag is the plain bytes' MD5: they are hashed from a copy.
+                    if known.is_none() {
+                        md5.update(Bytes::copy_from_slice(&piece));
+                    }
+                    // Encrypted here, before any datanode sees it.
+                    cipher.apply(o.block.container_id, o.block.local_id, o.at, &mut piece).map_err(S3Error::internal)?;
+                    piece.freeze()
+                }
+            };
             // The block's last chunk completes it in the same call (a small object: one call).
             let end = o.at + take as u64;
             let last = end == o.capacity || (ended && buf.is_empty());
@@ -295,7 +313,7 @@ async fn write_opened(
     if let Some(o) = open.take() {
         written.push(seal(gw, o, false).await?);
     }
-    let etag = hex(&md5.finalize());
+    let etag = hex(&known.unwrap_or_else(|| md5.digest()));
     let checksum = input.checksum();
     let stored_checksum = checksum.as_ref().map(|(a, v)| (a.metadata_key(), checksum::encode(v)));
     let set_blocks = |mut l: capnp::struct_list::Builder<'_, stratos_client::schema::om_capnp::block_location::Owned>| {
