@@ -163,20 +163,18 @@ impl PairedMd5<'_> {
         self.pairs.reoffer(&self.lane);
     }
 
-    /// The MD5 of every byte given so far (hashing what waits, with a partner's where one is
-    /// offered); more may follow.
+    /// The MD5 of every byte given so far; more may follow.
     pub fn digest(&mut self) -> [u8; 16] {
+        self.digest_with(&[])
+    }
+
+    /// The MD5 of every byte given so far followed by `rest`, which is not kept: for a check
+    /// before `rest` is given. What waits is hashed first, with a partner's where one is offered.
+    pub fn digest_with(&mut self, rest: &[u8]) -> [u8; 16] {
         self.pairs.pair(&self.lane);
         let alone = self.lane.borrow_mut().hash_alone();
         self.pairs.metrics.md5_hashed(0, alone as u64);
         self.pairs.reoffer(&self.lane);
-        self.lane.borrow().md5.clone().finalize()
-    }
-
-    /// The MD5 of every byte given so far followed by `rest`, which is not kept: for a check
-    /// before `rest` is given.
-    pub fn digest_with(&mut self, rest: &[u8]) -> [u8; 16] {
-        self.digest();
         let mut md5 = self.lane.borrow().md5.clone();
         md5.update(rest);
         md5.finalize()
